@@ -1,0 +1,223 @@
+/* The backend interface: a small vtable of buffer functions and ops.
+ *
+ * A backend owns device buffers and runs ops on byte ranges of them (views). Ops are queued in
+ * call order and may run asynchronously; tern_backend.synchronize() waits for all of them;
+ * download() waits for pending work before it reads; upload() is ordered after queued ops.
+ *
+ * Shapes use the letters of DESIGN.md: T tokens, I in features, O out features, R LoRA rank.
+ * All matrices are row-major, ne[0] fastest: x [T, I] means T rows of I floats.
+ * Every op says whether it writes its output (=) or accumulates into it (+=).
+ *
+ * Activations, LoRA parameters, gradients and optimizer moments are fp32. Frozen weights come in
+ * the formats of struct tern_weight (layouts in src/quant/quant.h). */
+#ifndef TERN_BACKEND_H
+#define TERN_BACKEND_H
+
+#include "core/core.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tern_dtype {
+	TERN_F32,
+	TERN_F16,
+	TERN_BF16,
+	TERN_NF4,     /* bitsandbytes NF4, fp32 absmax */
+	TERN_NF4_DQ,  /* bitsandbytes NF4 with double quantization (u8 absmax + nested) */
+	TERN_TERNARY, /* 2-bit ternary, one scale per matrix */
+	TERN_DTYPE_COUNT
+};
+
+const char *tern_dtype_name(enum tern_dtype dt);
+/* Bytes per element of the plain types (F32/F16/BF16), 0 for block formats. */
+size_t tern_dtype_size(enum tern_dtype dt);
+
+enum tern_op {
+	TERN_OP_MATMUL,     /* y = x Wᵀ */
+	TERN_OP_MATMUL_BWD, /* dx (+)= dy W */
+	TERN_OP_GEMM,       /* C = alpha op(A) op(B) + beta C */
+	TERN_OP_DROPOUT,
+	TERN_OP_AXPY,
+	TERN_OP_ADAMW,
+	TERN_OP_SUMSQ,
+	TERN_OP_SCALE,
+	TERN_OP_CLIP,
+	TERN_OP_CAST,
+	TERN_OP_COUNT
+};
+const char *tern_op_name(enum tern_op op);
+
+struct tern_buffer; /* backend-private */
+
+/* A byte range of a buffer. Views handed to ops must lie inside their buffer. */
+struct tern_view {
+	struct tern_buffer *buf;
+	size_t off;
+	size_t size;
+};
+
+static inline struct tern_view tern_view_sub(struct tern_view v, size_t off, size_t size)
+{
+	struct tern_view s = {v.buf, v.off + off, size};
+	return s;
+}
+
+/* A frozen weight W [O, I].
+ *   F32/F16/BF16: data = O*I elements, row-major.
+ *   NF4:     data = ceil(O*I/2) bytes of packed codes; absmax = f32 [nb], nb = ceil(O*I/blocksize).
+ *   NF4_DQ:  data as NF4; absmax = u8 [nb] (dynamic-map codes); nested = f32 [ceil(nb/256)];
+ *            offset = the nested offset.
+ *   TERNARY: data = O * ceil(I/16) u32 words; scale = per-matrix scale.
+ * Views of byte sizes that are not a multiple of 4 are read as if zero-padded to one. */
+struct tern_weight {
+	enum tern_dtype dtype;
+	int64_t O, I;
+	struct tern_view data;
+	struct tern_view absmax;
+	struct tern_view nested;
+	int blocksize;
+	float offset;
+	float scale;
+};
+
+struct tern_adamw_args {
+	float lr, beta1, beta2, eps, weight_decay;
+	int64_t step; /* 1-based step count after this update (bias correction uses it) */
+};
+
+struct tern_backend;
+
+struct tern_backend_vtable {
+	/* ---- buffers ---- */
+	enum tern_status (*buffer_alloc)(struct tern_backend *be, size_t size, struct tern_buffer **out);
+	void (*buffer_free)(struct tern_backend *be, struct tern_buffer *buf);
+	enum tern_status (*upload)(struct tern_backend *be, struct tern_view dst, const void *src);
+	enum tern_status (*download)(struct tern_backend *be, void *dst, struct tern_view src);
+	/* dst bytes = 0 */
+	enum tern_status (*zero)(struct tern_backend *be, struct tern_view dst);
+	enum tern_status (*synchronize)(struct tern_backend *be);
+	void (*destroy)(struct tern_backend *be);
+
+	/* Whether op runs here with weight dtype wt (ignored by ops without a weight). */
+	bool (*supports)(struct tern_backend *be, enum tern_op op, enum tern_dtype wt);
+
+	/* ---- ops: outputs, inputs, sizes ---- */
+
+	/* y[T,O] = x[T,I] · W[O,I]ᵀ   (=) */
+	enum tern_status (*matmul)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				   const struct tern_weight *w, int64_t T);
+	/* dx[T,I] = or += dy[T,O] · W[O,I]   (accumulate selects +=) */
+	enum tern_status (*matmul_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				       const struct tern_weight *w, int64_t T, bool accumulate);
+	/* C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C   (beta = 0: C is not read)
+	 * A is stored [M,K], or [K,M] when ta; B is stored [K,N], or [N,K] when tb. fp32. */
+	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
+				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+				 float alpha, float beta);
+	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep(). */
+	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				    float p, uint64_t key);
+	/* y[n] += alpha · x[n] */
+	enum tern_status (*axpy)(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				 float alpha);
+	/* One AdamW step on param[n] with grad[n], moments m[n], v[n] (PyTorch semantics, in place). */
+	enum tern_status (*adamw)(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+				  struct tern_view m, struct tern_view v, int64_t n,
+				  const struct tern_adamw_args *args);
+	/* out[0] = or += Σ x[i]²   (one fp32; accumulate selects +=; fixed summation order) */
+	enum tern_status (*sumsq)(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+				  bool accumulate);
+	/* x[n] *= alpha */
+	enum tern_status (*scale)(struct tern_backend *be, struct tern_view x, int64_t n, float alpha);
+	/* torch clip_grad_norm_: c = max_norm / (sqrt(sumsq[0]) + 1e-6); if c < 1, x[n] *= c.
+	 * The squared norm stays on the device. */
+	enum tern_status (*clip)(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+				 float max_norm);
+	/* dst[n] = src[n] converted (F32, F16, BF16; round to nearest even) */
+	enum tern_status (*cast)(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+				 struct tern_view src, enum tern_dtype st, int64_t n);
+};
+
+struct tern_backend {
+	const struct tern_backend_vtable *vt;
+	char name[16];         /* "cpu", "vulkan" */
+	char device_name[256]; /* what was chosen, for banners */
+	int device_index;
+};
+
+/* ---- registry ---- */
+
+/* Creates backend `name` ("cpu", "vulkan", or "auto": the first GPU, else cpu) on device index.
+ * Fails softly (TERN_E_UNAVAILABLE with a reason) when the driver is missing. */
+enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out);
+void tern_backend_free(struct tern_backend *be);
+
+/* ---- helpers shared by every backend and by callers ---- */
+
+/* The counter-based dropout generator: a 32-bit hash of (key, i). Element i is kept when
+ * tern_dropout_hash(key, i) >= tern_dropout_threshold(p). The same integer math is in
+ * shaders/common/hash.glsl. */
+static inline uint32_t tern_hash_mix(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x7feb352dU;
+	x ^= x >> 15;
+	x *= 0x846ca68bU;
+	x ^= x >> 16;
+	return x;
+}
+static inline uint32_t tern_dropout_hash(uint64_t key, uint32_t i)
+{
+	uint32_t h = tern_hash_mix(i ^ (uint32_t)key);
+	return tern_hash_mix(h ^ (uint32_t)(key >> 32) ^ 0x9e3779b9U);
+}
+static inline uint32_t tern_dropout_threshold(float p)
+{
+	double t = (double)p * 4294967296.0;
+	return t <= 0 ? 0 : t >= 4294967295.0 ? 0xffffffffU : (uint32_t)t;
+}
+/* Combines the fields that identify one dropout mask into a key. */
+uint64_t tern_dropout_key(uint64_t seed, uint64_t step, uint32_t micro, uint32_t layer, uint32_t module);
+
+/* AdamW scalars as PyTorch computes them (in double, then used as fp32). */
+struct tern_adamw_consts {
+	float decay;        /* 1 - lr * weight_decay */
+	float one_minus_b1; /* lerp weight */
+	float b2, one_minus_b2;
+	float step_size;    /* lr / (1 - beta1^t) */
+	float bc2_sqrt;     /* sqrt(1 - beta2^t) */
+	float eps;
+};
+struct tern_adamw_consts tern_adamw_consts(const struct tern_adamw_args *a);
+
+/* Checks common to every backend: view sizes against shapes. */
+enum tern_status tern_check_view(const char *op, const char *what, struct tern_view v, size_t need);
+size_t tern_weight_data_bytes(enum tern_dtype dt, int64_t O, int64_t I);
+enum tern_status tern_check_weight(const char *op, const struct tern_weight *w);
+
+/* ---- LoRA linear, composed from the ops above (backend independent) ----
+ * y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ, training-math.md. A [R, I], B [O, R]. */
+struct tern_lora {
+	struct tern_view A, B;   /* fp32 parameters */
+	int64_t R;
+	float scale;             /* alpha / r, or alpha / sqrt(r) with rsLoRA */
+	float dropout;           /* p */
+	uint64_t key;            /* dropout mask key (tern_dropout_key) */
+};
+
+/* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)
+ * (xd is unused when p == 0). */
+enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
+				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
+				   const struct tern_lora *lora, int64_t T);
+
+/* Backward. dA[R,I] +=, dB[O,R] +=, dx[T,I] = or += (accumulate). du[T,R] and, when p > 0,
+ * tmp[T,I] are scratch. x, xd, u as saved by the forward. */
+enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
+				    struct tern_view dB, struct tern_view du, struct tern_view tmp,
+				    struct tern_view dy, struct tern_view x, struct tern_view xd,
+				    struct tern_view u, const struct tern_weight *w, const struct tern_lora *lora,
+				    int64_t T, bool accumulate);
+
+#endif

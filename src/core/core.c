@@ -1,0 +1,90 @@
+#define _POSIX_C_SOURCE 200809L
+#include "core/core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static _Thread_local char err_msg[1024];
+
+static tern_log_fn log_fn;
+static void *log_user;
+static int log_max = TERN_LOG_WARN;
+
+const char *tern_status_str(enum tern_status st)
+{
+	switch (st) {
+	case TERN_OK: return "ok";
+	case TERN_E_INVALID: return "invalid argument";
+	case TERN_E_NOMEM: return "out of host memory";
+	case TERN_E_DEVICE_MEM: return "out of device memory";
+	case TERN_E_IO: return "i/o error";
+	case TERN_E_FORMAT: return "malformed file";
+	case TERN_E_UNSUPPORTED: return "unsupported";
+	case TERN_E_UNAVAILABLE: return "unavailable";
+	case TERN_E_DEVICE: return "device error";
+	case TERN_E_VALIDATION: return "validation error";
+	}
+	return "unknown status";
+}
+
+const char *tern_error(void) { return err_msg; }
+
+void tern_clear_error(void) { err_msg[0] = 0; }
+
+enum tern_status tern_fail(enum tern_status st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+void tern_set_log(tern_log_fn fn, void *user, int max_level)
+{
+	log_fn = fn;
+	log_user = user;
+	log_max = max_level;
+}
+
+void tern_log(int level, const char *fmt, ...)
+{
+	if (level > log_max)
+		return;
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (log_fn) {
+		log_fn(level, buf, log_user);
+		return;
+	}
+	static const char *tag[] = {"error", "warning", "info", "debug"};
+	fprintf(stderr, "tern: %s: %s\n", tag[level < 0 ? 0 : level > 3 ? 3 : level], buf);
+}
+
+double tern_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void *tern_malloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+	if (!p)
+		tern_fail(TERN_E_NOMEM, "out of host memory allocating %zu bytes", size);
+	return p;
+}
+
+void *tern_calloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		tern_fail(TERN_E_NOMEM, "out of host memory allocating %zu x %zu bytes", n, size);
+	return p;
+}
