@@ -1,0 +1,158 @@
+/* Vulkan backend internals. The loader is opened with dlopen so a machine without Vulkan still
+ * runs tern (the backend reports itself unavailable instead of the program failing to start).
+ *
+ * Sequence: instance -> physical device (by index) -> device + compute queue (+ transfer queue
+ * when a separate family exists) -> memory blocks -> buffers -> pipelines (one shared layout:
+ * 8 storage buffers + 128 bytes of push constants) -> record dispatches with a global barrier
+ * between them -> submit with a fence when someone waits. */
+#ifndef TERN_VK_H
+#define TERN_VK_H
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+
+#include "backend/backend.h"
+
+#define TERN_VK_FUNCS(X)                                                                                   \
+	X(vkCreateInstance) X(vkEnumerateInstanceLayerProperties) X(vkEnumerateInstanceExtensionProperties)        \
+	X(vkEnumerateInstanceVersion)
+#define TERN_VK_INSTANCE_FUNCS(X)                                                                          \
+	X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties)                        \
+	X(vkGetPhysicalDeviceProperties2) X(vkGetPhysicalDeviceFeatures2)                                      \
+	X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceMemoryProperties2)                         \
+	X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkEnumerateDeviceExtensionProperties) X(vkCreateDevice)      \
+	X(vkGetDeviceProcAddr) X(vkCreateDebugUtilsMessengerEXT) X(vkDestroyDebugUtilsMessengerEXT)               \
+	X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
+#define TERN_VK_DEVICE_FUNCS(X)                                                                            \
+	X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkDeviceWaitIdle) X(vkAllocateMemory) X(vkFreeMemory)            \
+	X(vkMapMemory) X(vkUnmapMemory) X(vkCreateBuffer) X(vkDestroyBuffer) X(vkGetBufferMemoryRequirements)      \
+	X(vkBindBufferMemory) X(vkCreateShaderModule) X(vkDestroyShaderModule) X(vkCreateDescriptorSetLayout)      \
+	X(vkDestroyDescriptorSetLayout) X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout)                      \
+	X(vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool)      \
+	X(vkResetDescriptorPool) X(vkAllocateDescriptorSets) X(vkUpdateDescriptorSets) X(vkCreateCommandPool)      \
+	X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) X(vkResetCommandBuffer) X(vkBeginCommandBuffer)        \
+	X(vkEndCommandBuffer) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)               \
+	X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkQueueSubmit)            \
+	X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences) X(vkCreateQueryPool)                \
+	X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)
+
+#define TERN_VK_DECL(name) extern PFN_##name tvk_##name;
+TERN_VK_FUNCS(TERN_VK_DECL)
+TERN_VK_INSTANCE_FUNCS(TERN_VK_DECL)
+TERN_VK_DEVICE_FUNCS(TERN_VK_DECL)
+#undef TERN_VK_DECL
+
+/* Opens libvulkan and loads the global functions (once per process). */
+enum tern_status tern_vk_load(void);
+void tern_vk_load_instance(VkInstance inst);
+void tern_vk_load_device(VkDevice dev);
+
+#define TERN_VK_NBIND 8
+#define TERN_VK_PUSH 128
+#define TERN_VK_BLOCK (256u << 20) /* default memory block size for sub-allocation */
+
+struct tern_vk_block; /* a VkDeviceMemory with a free list */
+
+struct tern_buffer {
+	VkBuffer buffer;
+	struct tern_vk_block *block;
+	VkDeviceSize offset; /* within the block's memory */
+	VkDeviceSize size;   /* the size the user asked for */
+	VkDeviceSize alloc;  /* the size taken from the block */
+	bool own_block;      /* a dedicated allocation for a buffer larger than a block */
+};
+
+struct tern_vk_pipeline {
+	const struct tern_spirv *spv;
+	VkPipeline pipeline; /* created on first use */
+	double ns;           /* profiling: accumulated GPU time */
+	uint64_t calls;
+};
+
+struct tern_vk {
+	struct tern_backend base;
+	VkInstance instance;
+	VkDebugUtilsMessengerEXT messenger;
+	VkPhysicalDevice phys;
+	VkPhysicalDeviceProperties props;
+	VkPhysicalDeviceMemoryProperties memprops;
+	VkDevice device;
+	uint32_t compute_family, transfer_family;
+	VkQueue queue;
+	uint32_t mem_type;   /* for tensors */
+	bool mem_mappable;   /* the tensor memory type is host visible + coherent */
+	uint32_t staging_type;
+	VkDeviceSize max_alloc, max_range, align, block_size;
+
+	struct tern_vk_block **blocks;
+	int nblocks;
+
+	/* staging for upload/download when tensor memory is not mappable */
+	VkBuffer staging;
+	VkDeviceMemory staging_mem;
+	void *staging_map;
+	VkDeviceSize staging_size;
+
+	struct tern_buffer *dummy; /* bound to unused bindings; also the sumsq partials */
+	struct tern_buffer *consts; /* the 256-entry dynamic map (f32) */
+
+	VkDescriptorSetLayout dsl;
+	VkPipelineLayout layout;
+	VkDescriptorPool pool;
+	uint32_t pool_used, pool_max;
+	VkCommandPool cmd_pool;
+	VkCommandBuffer cmd;
+	VkFence fence;
+	bool recording;
+	uint32_t ndispatch; /* dispatches recorded in cmd */
+
+	VkQueryPool queries; /* profiling (TERN_PROFILE=1) */
+	bool profile;
+	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair */
+	uint32_t nqueries, max_queries;
+	float ts_period;
+
+	struct tern_vk_pipeline *pipes;
+	int npipes;
+
+	uint64_t validation_messages;
+	bool failed; /* a device error happened: every later call fails */
+};
+
+static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }
+
+enum tern_status tern_vk_check(VkResult r, const char *what);
+
+/* memory (vk_memory.c) */
+enum tern_status tern_vk_memory_init(struct tern_vk *vk);
+void tern_vk_memory_free(struct tern_vk *vk);
+enum tern_status tern_vk_buffer_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out);
+void tern_vk_buffer_free(struct tern_backend *be, struct tern_buffer *buf);
+enum tern_status tern_vk_upload(struct tern_backend *be, struct tern_view dst, const void *src);
+enum tern_status tern_vk_download(struct tern_backend *be, void *dst, struct tern_view src);
+enum tern_status tern_vk_zero(struct tern_backend *be, struct tern_view dst);
+
+/* command recording and dispatch (vk_dispatch.c) */
+enum tern_status tern_vk_dispatch_init(struct tern_vk *vk);
+void tern_vk_dispatch_free(struct tern_vk *vk);
+enum tern_status tern_vk_begin(struct tern_vk *vk);
+enum tern_status tern_vk_flush(struct tern_vk *vk); /* submit what is recorded and wait */
+enum tern_status tern_vk_synchronize(struct tern_backend *be);
+
+/* Moves a view's start down to the device's storage-buffer offset alignment (growing its size
+ * to match) and returns how many bytes the original start lies past the new one: shaders get
+ * that offset in push constants. */
+uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v);
+
+/* Records one dispatch of pipeline `name` with up to 8 bindings (placed views; a view with no
+ * buffer binds a dummy) and the push-constant block; checks binding alignment and range, push
+ * size and group-count limits. */
+enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds, int nbind,
+				  const void *push, size_t push_size, uint32_t gx, uint32_t gy, uint32_t gz);
+
+void tern_vk_destroy(struct tern_backend *be);
+
+/* ops (vk_ops.c) */
+extern const struct tern_backend_vtable tern_vk_vtable;
+
+#endif

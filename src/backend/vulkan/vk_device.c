@@ -1,0 +1,408 @@
+/* Vulkan instance, device selection, capability report and backend creation. */
+#define _GNU_SOURCE
+#include "backend/vulkan/vk.h"
+
+#include "backend/vulkan/spirv.h"
+#include "quant/quant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum tern_status tern_vk_check(VkResult r, const char *what)
+{
+	if (r == VK_SUCCESS)
+		return TERN_OK;
+	if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY)
+		return tern_fail(TERN_E_DEVICE_MEM, "vulkan: %s: out of device memory", what);
+	if (r == VK_ERROR_OUT_OF_HOST_MEMORY)
+		return tern_fail(TERN_E_NOMEM, "vulkan: %s: out of host memory", what);
+	if (r == VK_ERROR_DEVICE_LOST)
+		return tern_fail(TERN_E_DEVICE, "vulkan: %s: device lost", what);
+	return tern_fail(TERN_E_DEVICE, "vulkan: %s failed (VkResult %d)", what, (int)r);
+}
+
+static bool env_on(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL on_debug(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+					       VkDebugUtilsMessageTypeFlagsEXT type,
+					       const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
+{
+	struct tern_vk *vk = user;
+	if (vk)
+		vk->validation_messages++;
+	tern_log(sev >= VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT ? TERN_LOG_ERROR : TERN_LOG_WARN,
+		 "vulkan validation: %s", data && data->pMessage ? data->pMessage : "(no message)");
+	return VK_FALSE;
+}
+
+static bool has_layer(const char *name)
+{
+	uint32_t n = 0;
+	tvk_vkEnumerateInstanceLayerProperties(&n, NULL);
+	VkLayerProperties *l = calloc(n ? n : 1, sizeof *l);
+	bool found = false;
+	if (l && tvk_vkEnumerateInstanceLayerProperties(&n, l) == VK_SUCCESS)
+		for (uint32_t i = 0; i < n; i++)
+			found |= strcmp(l[i].layerName, name) == 0;
+	free(l);
+	return found;
+}
+
+/* vk may be NULL (a short-lived instance for listing devices, never validated). */
+static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
+{
+	enum tern_status st = tern_vk_load();
+	if (st)
+		return st;
+	uint32_t api = VK_API_VERSION_1_0;
+	if (tvk_vkEnumerateInstanceVersion)
+		tvk_vkEnumerateInstanceVersion(&api);
+	if (api < VK_API_VERSION_1_2)
+		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: the loader offers Vulkan %u.%u; tern needs 1.2",
+				 VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api));
+	VkApplicationInfo app = {
+		.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+		.pApplicationName = "tern",
+		.pEngineName = "tern",
+		.apiVersion = VK_API_VERSION_1_2,
+	};
+	const char *layers[1], *exts[1];
+	uint32_t nlayers = 0, nexts = 0;
+	bool validate = vk && env_on("TERN_VALIDATE");
+	if (validate) {
+		if (!has_layer("VK_LAYER_KHRONOS_validation"))
+			return tern_fail(TERN_E_UNAVAILABLE,
+					 "vulkan: TERN_VALIDATE is set but VK_LAYER_KHRONOS_validation is not installed "
+					 "(apt-get install vulkan-validationlayers)");
+		layers[nlayers++] = "VK_LAYER_KHRONOS_validation";
+		exts[nexts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+	}
+	VkDebugUtilsMessengerCreateInfoEXT dbg = {
+		.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+		.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+				   VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+		.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+			       VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
+		.pfnUserCallback = on_debug,
+		.pUserData = vk,
+	};
+	VkInstanceCreateInfo ci = {
+		.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+		.pNext = validate ? &dbg : NULL,
+		.pApplicationInfo = &app,
+		.enabledLayerCount = nlayers,
+		.ppEnabledLayerNames = layers,
+		.enabledExtensionCount = nexts,
+		.ppEnabledExtensionNames = exts,
+	};
+	VkResult r = tvk_vkCreateInstance(&ci, NULL, out);
+	if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
+		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: no Vulkan driver found (install mesa-vulkan-drivers "
+						     "for lavapipe, or your GPU's driver)");
+	if ((st = tern_vk_check(r, "vkCreateInstance")))
+		return st;
+	tern_vk_load_instance(*out);
+	if (validate) {
+		r = tvk_vkCreateDebugUtilsMessengerEXT(*out, &dbg, NULL, &vk->messenger);
+		if ((st = tern_vk_check(r, "vkCreateDebugUtilsMessengerEXT"))) {
+			tvk_vkDestroyInstance(*out, NULL);
+			return st;
+		}
+		tern_log(TERN_LOG_INFO, "vulkan: validation layer enabled");
+	}
+	return TERN_OK;
+}
+
+static enum tern_status physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n)
+{
+	*n = 0;
+	*out = NULL;
+	VkResult r = tvk_vkEnumeratePhysicalDevices(inst, n, NULL);
+	if (r != VK_SUCCESS || *n == 0)
+		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: no Vulkan devices found");
+	*out = tern_calloc(*n, sizeof **out);
+	if (!*out)
+		return TERN_E_NOMEM;
+	return tern_vk_check(tvk_vkEnumeratePhysicalDevices(inst, n, *out), "vkEnumeratePhysicalDevices");
+}
+
+static bool has_device_ext(VkPhysicalDevice pd, const char *name)
+{
+	uint32_t n = 0;
+	tvk_vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL);
+	VkExtensionProperties *e = calloc(n ? n : 1, sizeof *e);
+	bool found = false;
+	if (e && tvk_vkEnumerateDeviceExtensionProperties(pd, NULL, &n, e) == VK_SUCCESS)
+		for (uint32_t i = 0; i < n; i++)
+			found |= strcmp(e[i].extensionName, name) == 0;
+	free(e);
+	return found;
+}
+
+static const char *kind_name(VkPhysicalDeviceType t)
+{
+	switch (t) {
+	case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated-gpu";
+	case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete-gpu";
+	case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual-gpu";
+	case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
+	default: return "other";
+	}
+}
+
+static const char *ctype_name(VkComponentTypeNV t)
+{
+	switch (t) {
+	case VK_COMPONENT_TYPE_FLOAT16_NV: return "f16";
+	case VK_COMPONENT_TYPE_FLOAT32_NV: return "f32";
+	case VK_COMPONENT_TYPE_SINT8_NV: return "s8";
+	case VK_COMPONENT_TYPE_UINT8_NV: return "u8";
+	case VK_COMPONENT_TYPE_SINT32_NV: return "s32";
+	case VK_COMPONENT_TYPE_UINT32_NV: return "u32";
+	default: return "?";
+	}
+}
+
+static void queue_families(VkPhysicalDevice pd, uint32_t *compute, uint32_t *transfer)
+{
+	uint32_t n = 0;
+	tvk_vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, NULL);
+	VkQueueFamilyProperties q[32];
+	if (n > 32)
+		n = 32;
+	tvk_vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, q);
+	*compute = *transfer = UINT32_MAX;
+	for (uint32_t i = 0; i < n; i++) {
+		VkQueueFlags f = q[i].queueFlags;
+		if ((f & VK_QUEUE_COMPUTE_BIT) && *compute == UINT32_MAX)
+			*compute = i;
+		if ((f & VK_QUEUE_TRANSFER_BIT) && !(f & (VK_QUEUE_COMPUTE_BIT | VK_QUEUE_GRAPHICS_BIT)) &&
+		    *transfer == UINT32_MAX)
+			*transfer = i;
+	}
+}
+
+static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
+{
+	memset(d, 0, sizeof *d);
+	VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+	VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES,
+						.pNext = &sub};
+	VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &drv};
+	tvk_vkGetPhysicalDeviceProperties2(pd, &p2);
+	VkPhysicalDeviceProperties *p = &p2.properties;
+
+	VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+	VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+						.pNext = &s16};
+	VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12};
+	tvk_vkGetPhysicalDeviceFeatures2(pd, &f2);
+
+	snprintf(d->backend, sizeof d->backend, "vulkan");
+	d->index = index;
+	snprintf(d->name, sizeof d->name, "%s", p->deviceName);
+	snprintf(d->kind, sizeof d->kind, "%s", kind_name(p->deviceType));
+	snprintf(d->driver, sizeof d->driver, "%.60s %.60s", drv.driverName, drv.driverInfo);
+	snprintf(d->api, sizeof d->api, "Vulkan %u.%u.%u", VK_API_VERSION_MAJOR(p->apiVersion),
+		 VK_API_VERSION_MINOR(p->apiVersion), VK_API_VERSION_PATCH(p->apiVersion));
+	d->max_allocation = 0;
+	d->max_storage_range = p->limits.maxStorageBufferRange;
+	d->max_shared_memory = p->limits.maxComputeSharedMemorySize;
+	d->max_workgroup_invocations = p->limits.maxComputeWorkGroupInvocations;
+	d->subgroup_size = sub.subgroupSize;
+	d->fp16 = f12.shaderFloat16;
+	d->storage16 = s16.storageBuffer16BitAccess;
+	d->int8 = f12.shaderInt8 && f12.storageBuffer8BitAccess;
+	d->subgroup_arithmetic = (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+				 (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
+	d->timestamps = p->limits.timestampComputeAndGraphics;
+	d->memory_budget = has_device_ext(pd, "VK_EXT_memory_budget");
+	uint32_t cf, tf;
+	queue_families(pd, &cf, &tf);
+	d->transfer_queue = tf != UINT32_MAX;
+
+	VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+	VkPhysicalDeviceProperties2 p3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
+	tvk_vkGetPhysicalDeviceProperties2(pd, &p3);
+	d->max_allocation = m3.maxMemoryAllocationSize;
+
+	VkPhysicalDeviceMemoryProperties mp;
+	tvk_vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+	size_t len = 0;
+	for (uint32_t h = 0; h < mp.memoryHeapCount; h++) {
+		VkMemoryHeap *heap = &mp.memoryHeaps[h];
+		bool local = heap->flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT;
+		bool visible = false;
+		for (uint32_t t = 0; t < mp.memoryTypeCount; t++)
+			if (mp.memoryTypes[t].heapIndex == h &&
+			    (mp.memoryTypes[t].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))
+				visible = true;
+		if (local)
+			d->device_local_bytes += heap->size;
+		if (visible && !local)
+			d->host_visible_bytes += heap->size;
+		if (len < sizeof d->heaps)
+			len += (size_t)snprintf(d->heaps + len, sizeof d->heaps - len, "%s%u: %.1f GiB%s%s",
+						h ? ", " : "", h, (double)heap->size / (1 << 30),
+						local ? " device-local" : " host", visible ? " host-visible" : "");
+	}
+	if (tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV && has_device_ext(pd, "VK_NV_cooperative_matrix")) {
+		uint32_t n = 0;
+		tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, NULL);
+		VkCooperativeMatrixPropertiesNV *cm = calloc(n ? n : 1, sizeof *cm);
+		if (cm) {
+			for (uint32_t i = 0; i < n; i++)
+				cm[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+			tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, cm);
+			len = 0;
+			for (uint32_t i = 0; i < n && len < sizeof d->coopmat; i++)
+				len += (size_t)snprintf(d->coopmat + len, sizeof d->coopmat - len,
+							"%s%ux%ux%u %sx%s->%s", i ? ", " : "", cm[i].MSize,
+							cm[i].NSize, cm[i].KSize, ctype_name(cm[i].AType),
+							ctype_name(cm[i].BType), ctype_name(cm[i].DType));
+			free(cm);
+		}
+	}
+}
+
+enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count)
+{
+	*count = 0;
+	VkInstance inst;
+	enum tern_status st = create_instance(NULL, &inst);
+	if (st)
+		return st;
+	VkPhysicalDevice *pds;
+	uint32_t n;
+	st = physical_devices(inst, &pds, &n);
+	for (uint32_t i = 0; st == TERN_OK && i < n && *count < max; i++)
+		describe(pds[i], (int)i, &out[(*count)++]);
+	free(pds);
+	tvk_vkDestroyInstance(inst, NULL);
+	return st;
+}
+
+void tern_vk_destroy(struct tern_backend *be)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	if (!vk)
+		return;
+	if (vk->device) {
+		tvk_vkDeviceWaitIdle(vk->device);
+		if (vk->profile) {
+			for (int i = 0; i < vk->npipes; i++)
+				if (vk->pipes[i].calls)
+					tern_log(TERN_LOG_INFO, "vulkan profile: %-16s %8llu calls %10.3f ms",
+						 vk->pipes[i].spv->name, (unsigned long long)vk->pipes[i].calls,
+						 vk->pipes[i].ns * 1e-6);
+		}
+		tern_vk_dispatch_free(vk);
+		tern_vk_memory_free(vk);
+		tvk_vkDestroyDevice(vk->device, NULL);
+	}
+	if (vk->messenger)
+		tvk_vkDestroyDebugUtilsMessengerEXT(vk->instance, vk->messenger, NULL);
+	if (vk->instance)
+		tvk_vkDestroyInstance(vk->instance, NULL);
+	free(vk->pipes);
+	free(vk);
+}
+
+enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
+{
+	*out = NULL;
+	struct tern_vk *vk = tern_calloc(1, sizeof *vk);
+	if (!vk)
+		return TERN_E_NOMEM;
+	vk->base.vt = &tern_vk_vtable;
+	snprintf(vk->base.name, sizeof vk->base.name, "vulkan");
+	vk->base.device_index = device;
+
+	VkPhysicalDevice *pds = NULL;
+	uint32_t n = 0;
+	enum tern_status st = create_instance(vk, &vk->instance);
+	if (st)
+		goto fail;
+	if ((st = physical_devices(vk->instance, &pds, &n)))
+		goto fail;
+	if (device < 0 || (uint32_t)device >= n) {
+		st = tern_fail(TERN_E_INVALID, "vulkan: device index %d out of range: %u device(s), 0..%u "
+					       "(see `tern devices`)",
+			       device, n, n - 1);
+		goto fail;
+	}
+	vk->phys = pds[device];
+	tvk_vkGetPhysicalDeviceProperties(vk->phys, &vk->props);
+	tvk_vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->memprops);
+	if (vk->props.apiVersion < VK_API_VERSION_1_2) {
+		st = tern_fail(TERN_E_UNAVAILABLE, "vulkan: device %d (%s) supports Vulkan %u.%u; tern needs 1.2",
+			       device, vk->props.deviceName, VK_API_VERSION_MAJOR(vk->props.apiVersion),
+			       VK_API_VERSION_MINOR(vk->props.apiVersion));
+		goto fail;
+	}
+	struct tern_device_info info;
+	describe(vk->phys, device, &info);
+	vk->max_alloc = info.max_allocation ? info.max_allocation : (1ull << 30);
+	vk->max_range = vk->props.limits.maxStorageBufferRange;
+	vk->align = vk->props.limits.minStorageBufferOffsetAlignment;
+	if (vk->align < 4)
+		vk->align = 4;
+	vk->ts_period = vk->props.limits.timestampPeriod;
+	snprintf(vk->base.device_name, sizeof vk->base.device_name, "%.180s (%.24s, %.30s)", info.name, info.kind, info.api);
+
+	queue_families(vk->phys, &vk->compute_family, &vk->transfer_family);
+	if (vk->compute_family == UINT32_MAX) {
+		st = tern_fail(TERN_E_UNAVAILABLE, "vulkan: device %d (%s) has no compute queue", device,
+			       info.name);
+		goto fail;
+	}
+	float prio = 1.0f;
+	VkDeviceQueueCreateInfo qci = {
+		.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+		.queueFamilyIndex = vk->compute_family,
+		.queueCount = 1,
+		.pQueuePriorities = &prio,
+	};
+	VkDeviceCreateInfo dci = {
+		.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+		.queueCreateInfoCount = 1,
+		.pQueueCreateInfos = &qci,
+	};
+	if ((st = tern_vk_check(tvk_vkCreateDevice(vk->phys, &dci, NULL, &vk->device), "vkCreateDevice")))
+		goto fail;
+	tern_vk_load_device(vk->device);
+	tvk_vkGetDeviceQueue(vk->device, vk->compute_family, 0, &vk->queue);
+
+	for (const struct tern_spirv *s = tern_spirv_table; s->name; s++)
+		vk->npipes++;
+	vk->pipes = tern_calloc((size_t)vk->npipes, sizeof *vk->pipes);
+	if (!vk->pipes) {
+		st = TERN_E_NOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < vk->npipes; i++)
+		vk->pipes[i].spv = &tern_spirv_table[i];
+	vk->profile = env_on("TERN_PROFILE") && info.timestamps;
+
+	if ((st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)))
+		goto fail;
+	free(pds);
+	tern_log(TERN_LOG_INFO, "vulkan: device %d: %s", device, vk->base.device_name);
+	*out = &vk->base;
+	return TERN_OK;
+fail:
+	free(pds);
+	{
+		/* keep the first failure's message: teardown may overwrite it */
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		tern_vk_destroy(&vk->base);
+		tern_fail(st, "%s", msg);
+	}
+	return st;
+}

@@ -1,0 +1,484 @@
+/* The op wrappers: check arguments, split work so that no binding exceeds
+ * maxStorageBufferRange (128 MiB on lavapipe), fill push constants, dispatch.
+ * Each push struct mirrors the shader's push_constant block field by field. */
+#include "backend/vulkan/vk.h"
+
+#include "quant/quant.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* elements (or rows) that fit in one binding, leaving room for the alignment shift */
+static int64_t fit(struct tern_vk *vk, int64_t unit_bytes)
+{
+	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
+	int64_t n = room / (unit_bytes > 0 ? unit_bytes : 1);
+	return n > 0 ? n : 0;
+}
+
+static uint32_t groups(int64_t n, int64_t per) { return (uint32_t)((n + per - 1) / per); }
+
+static uint32_t grid(int64_t n)
+{
+	int64_t g = (n + 255) / 256;
+	return (uint32_t)(g > 4096 ? 4096 : g < 1 ? 1 : g);
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+struct mm_push {
+	uint32_t T, N, K;
+	uint32_t y_off, ldy;
+	uint32_t x_off, ldx, xk0;
+	uint32_t r0, I, pos;
+	uint32_t absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint32_t accumulate;
+};
+
+static const char *wsuffix(enum tern_dtype dt)
+{
+	switch (dt) {
+	case TERN_F32: return "f32";
+	case TERN_F16: return "f16";
+	case TERN_BF16: return "bf16";
+	case TERN_NF4: return "nf4";
+	case TERN_NF4_DQ: return "nf4_dq";
+	case TERN_TERNARY: return "ternary";
+	default: return NULL;
+	}
+}
+
+/* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it
+ * (elements are nibbles for NF4, words for ternary). W's data view starts 4-aligned. */
+static struct tern_view weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0, int64_t rows,
+				    uint32_t *pos)
+{
+	int64_t rw = tern_ternary_row_words(w->I);
+	int64_t g0 = r0 * w->I, g1 = (r0 + rows) * w->I;
+	size_t b0, b1; /* the chunk's bytes */
+	switch (w->dtype) {
+	case TERN_F32: b0 = (size_t)g0 * 4, b1 = (size_t)g1 * 4; break;
+	case TERN_F16:
+	case TERN_BF16: b0 = (size_t)g0 * 2, b1 = (size_t)g1 * 2; break;
+	case TERN_TERNARY: b0 = (size_t)(r0 * rw) * 4, b1 = (size_t)((r0 + rows) * rw) * 4; break;
+	default: b0 = (size_t)g0 / 2, b1 = (size_t)(g1 + 1) / 2; break;
+	}
+	if (b1 > w->data.size)
+		b1 = w->data.size;
+	size_t a0 = b0 / 4 * 4;
+	struct tern_view v = tern_view_sub(w->data, a0, b1 - a0);
+	size_t lead = tern_vk_place(vk, &v) + (b0 - a0); /* bytes from the binding start to b0 */
+	switch (w->dtype) {
+	case TERN_F32:
+	case TERN_TERNARY: *pos = (uint32_t)(lead / 4); break;
+	case TERN_F16:
+	case TERN_BF16: *pos = (uint32_t)(lead / 2); break;
+	default: *pos = (uint32_t)(lead * 2 + (size_t)(g0 & 1)); break;
+	}
+	return v;
+}
+
+static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
+			       const struct tern_weight *w, int64_t T, bool accumulate)
+{
+	const char *op = bwd ? "matmul_bwd" : "matmul";
+	enum tern_status st = tern_check_weight(op, w);
+	if (st)
+		return st;
+	const char *sfx = wsuffix(w->dtype);
+	if (!sfx)
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: weight dtype %s", op, tern_dtype_name(w->dtype));
+	int64_t O = w->O, I = w->I;
+	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
+	if ((st = tern_check_view(op, bwd ? "dx" : "y", out, (size_t)(T * out_cols * 4))) ||
+	    (st = tern_check_view(op, bwd ? "dy" : "x", in, (size_t)(T * in_cols * 4))))
+		return st;
+	if (w->data.off % 4 || (w->absmax.buf && w->absmax.off % 4) || (w->nested.buf && w->nested.off % 4))
+		return tern_fail(TERN_E_INVALID, "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
+	if (T == 0 || O == 0 || I == 0)
+		return TERN_OK;
+	char name[48];
+	snprintf(name, sizeof name, "%s_%s", op, sfx);
+
+	/* rows of W per chunk and tokens per chunk so every binding fits */
+	int64_t row_bytes = w->dtype == TERN_F32 ? 4 * I : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
+			  : w->dtype == TERN_TERNARY ? 4 * tern_ternary_row_words(I) : (I + 1) / 2 + 1;
+	int64_t rows = fit(vk, row_bytes) - 1, tc = fit(vk, 4 * (O > I ? O : I));
+	if (rows < 1 || tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
+				 op, (long long)O, (long long)I);
+	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	struct mm_push p = {
+		.K = (uint32_t)(bwd ? 0 : I),
+		.ldy = (uint32_t)out_cols,
+		.ldx = (uint32_t)in_cols,
+		.I = (uint32_t)I,
+		.blocksize = (uint32_t)w->blocksize,
+		.offset = w->offset,
+		.scale = w->scale,
+	};
+	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
+	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
+	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view y = tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
+		struct tern_view x = tern_view_sub(in, (size_t)(t0 * in_cols * 4), (size_t)(tn * in_cols * 4));
+		p.y_off = tern_vk_place(vk, &y) / 4;
+		p.x_off = tern_vk_place(vk, &x) / 4;
+		p.T = (uint32_t)tn;
+		for (int64_t r0 = 0; r0 < O; r0 += rows) {
+			int64_t rn = O - r0 < rows ? O - r0 : rows;
+			struct tern_view wd = weight_rows(vk, w, r0, rn, &p.pos);
+			p.r0 = (uint32_t)r0;
+			if (bwd) {
+				p.N = (uint32_t)I;
+				p.K = (uint32_t)rn;
+				p.xk0 = (uint32_t)r0;
+				p.accumulate = accumulate || r0 > 0;
+			} else {
+				p.N = (uint32_t)rn;
+			}
+			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
+			st = tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32), groups(tn, 32), 1);
+			if (st)
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  const struct tern_weight *w, int64_t T)
+{
+	return mm_run(tern_vk_of(be), false, y, x, w, T, false);
+}
+
+static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				      const struct tern_weight *w, int64_t T, bool accumulate)
+{
+	return mm_run(tern_vk_of(be), true, dx, dy, w, T, accumulate);
+}
+
+/* ---- gemm -------------------------------------------------------------------------------- */
+
+struct gemm_push {
+	uint32_t M, N, K;
+	uint32_t c_off, ldc;
+	uint32_t a_off, sam, sak;
+	uint32_t b_off, sbk, sbn;
+	float alpha, beta;
+};
+
+static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A, struct tern_view B,
+				 int64_t M, int64_t N, int64_t K, int64_t ldc, bool ta, bool tb, int64_t lda_rows,
+				 float alpha, float beta)
+{
+	struct gemm_push p = {
+		.M = (uint32_t)M,
+		.N = (uint32_t)N,
+		.K = (uint32_t)K,
+		.ldc = (uint32_t)ldc,
+		/* A(m,k): stored [M,K] -> m*K + k; stored [K,M] (ta) -> k*lda_rows + m */
+		.sam = ta ? 1u : (uint32_t)K,
+		.sak = ta ? (uint32_t)lda_rows : 1u,
+		/* B(k,n): stored [K,N] -> k*N + n; stored [N,K] (tb) -> n*K + k */
+		.sbk = tb ? 1u : (uint32_t)N,
+		.sbn = tb ? (uint32_t)K : 1u,
+		.alpha = alpha,
+		.beta = beta,
+	};
+	p.c_off = tern_vk_place(vk, &C) / 4;
+	p.a_off = tern_vk_place(vk, &A) / 4;
+	p.b_off = tern_vk_place(vk, &B) / 4;
+	struct tern_view b[3] = {C, A, B};
+	return tern_vk_dispatch(vk, "gemm", b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
+}
+
+static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A, struct tern_view B,
+				int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	if ((st = tern_check_view("gemm", "C", C, (size_t)(M * N * 4))) ||
+	    (st = tern_check_view("gemm", "A", A, (size_t)(M * K * 4))) ||
+	    (st = tern_check_view("gemm", "B", B, (size_t)(K * N * 4))))
+		return st;
+	if (M == 0 || N == 0)
+		return TERN_OK;
+	if (K == 0)
+		return beta == 0 ? tern_vk_zero(be, tern_view_sub(C, 0, (size_t)(M * N * 4)))
+				 : vk->base.vt->scale(be, C, M * N, beta);
+	int64_t lim = fit(vk, 1);
+	bool fits = M * K * 4 <= lim && K * N * 4 <= lim && M * N * 4 <= lim;
+	if (fits)
+		return gemm_one(vk, C, A, B, M, N, K, N, ta, tb, M, alpha, beta);
+	/* split along M: rows of C and (untransposed) A are contiguous */
+	if (!ta && K * N * 4 <= lim) {
+		int64_t mc = fit(vk, 4 * (K > N ? K : N));
+		for (int64_t m0 = 0; m0 < M && mc > 0; m0 += mc) {
+			int64_t mn = M - m0 < mc ? M - m0 : mc;
+			st = gemm_one(vk, tern_view_sub(C, (size_t)(m0 * N * 4), (size_t)(mn * N * 4)),
+				      tern_view_sub(A, (size_t)(m0 * K * 4), (size_t)(mn * K * 4)), B, mn, N, K, N, ta,
+				      tb, mn, alpha, beta);
+			if (st)
+				return st;
+		}
+		if (mc > 0)
+			return TERN_OK;
+	}
+	/* split along K: rows of A stored [K,M] and of B stored [K,N] are contiguous */
+	if (ta && !tb && M * N * 4 <= lim) {
+		int64_t kc = fit(vk, 4 * (M > N ? M : N));
+		for (int64_t k0 = 0; k0 < K && kc > 0; k0 += kc) {
+			int64_t kn = K - k0 < kc ? K - k0 : kc;
+			st = gemm_one(vk, C, tern_view_sub(A, (size_t)(k0 * M * 4), (size_t)(kn * M * 4)),
+				      tern_view_sub(B, (size_t)(k0 * N * 4), (size_t)(kn * N * 4)), M, N, kn, N, ta, tb,
+				      M, alpha, k0 == 0 ? beta : 1.0f);
+			if (st)
+				return st;
+		}
+		if (kc > 0)
+			return TERN_OK;
+	}
+	return tern_fail(TERN_E_UNSUPPORTED,
+			 "vulkan: gemm M=%lld N=%lld K=%lld ta=%d tb=%d: operands exceed maxStorageBufferRange in a "
+			 "layout tern cannot split",
+			 (long long)M, (long long)N, (long long)K, ta, tb);
+}
+
+/* ---- element-wise ------------------------------------------------------------------------ */
+
+struct ew_push {
+	uint32_t n;
+	uint32_t y_off, x_off, s_off;
+	float alpha;
+	uint32_t key_lo, key_hi, threshold;
+	uint32_t base;
+};
+
+static enum tern_status ew_run(struct tern_vk *vk, const char *name, struct tern_view y, struct tern_view x,
+			       struct tern_view s, int64_t n, struct ew_push p)
+{
+	int64_t chunk = fit(vk, 4);
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		struct tern_view yv = tern_view_sub(y, (size_t)i0 * 4, (size_t)m * 4);
+		struct tern_view xv = x.buf ? tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4) : x;
+		struct tern_view sv = s;
+		p.n = (uint32_t)m;
+		p.base = (uint32_t)i0;
+		p.y_off = tern_vk_place(vk, &yv) / 4;
+		p.x_off = xv.buf ? tern_vk_place(vk, &xv) / 4 : 0;
+		p.s_off = sv.buf ? tern_vk_place(vk, &sv) / 4 : 0;
+		struct tern_view b[3] = {yv, xv, sv};
+		enum tern_status st = tern_vk_dispatch(vk, name, b, 3, &p, sizeof p, grid(m), 1, 1);
+		if (st)
+			return st;
+	}
+	return TERN_OK;
+}
+
+static enum tern_status vk_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n, float p,
+				   uint64_t key)
+{
+	enum tern_status st;
+	if ((st = tern_check_view("dropout", "y", y, (size_t)n * 4)) || (st = tern_check_view("dropout", "x", x, (size_t)n * 4)))
+		return st;
+	if (!(p >= 0.0f && p < 1.0f))
+		return tern_fail(TERN_E_INVALID, "dropout: p = %g, must be in [0, 1)", (double)p);
+	struct ew_push pc = {
+		.alpha = 1.0f / (1.0f - p),
+		.key_lo = (uint32_t)key,
+		.key_hi = (uint32_t)(key >> 32),
+		.threshold = tern_dropout_threshold(p),
+	};
+	return ew_run(tern_vk_of(be), "dropout", y, x, (struct tern_view){0}, n, pc);
+}
+
+static enum tern_status vk_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n, float alpha)
+{
+	enum tern_status st;
+	if ((st = tern_check_view("axpy", "y", y, (size_t)n * 4)) || (st = tern_check_view("axpy", "x", x, (size_t)n * 4)))
+		return st;
+	return ew_run(tern_vk_of(be), "axpy", y, x, (struct tern_view){0}, n, (struct ew_push){.alpha = alpha});
+}
+
+static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
+{
+	enum tern_status st = tern_check_view("scale", "x", x, (size_t)n * 4);
+	if (st)
+		return st;
+	return ew_run(tern_vk_of(be), "scale", x, (struct tern_view){0}, (struct tern_view){0}, n,
+		      (struct ew_push){.alpha = alpha});
+}
+
+static enum tern_status vk_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+				float max_norm)
+{
+	enum tern_status st;
+	if ((st = tern_check_view("clip", "x", x, (size_t)n * 4)) || (st = tern_check_view("clip", "sumsq", sumsq, 4)))
+		return st;
+	return ew_run(tern_vk_of(be), "clip", x, (struct tern_view){0}, tern_view_sub(sumsq, 0, 4), n,
+		      (struct ew_push){.alpha = max_norm});
+}
+
+/* ---- AdamW ------------------------------------------------------------------------------- */
+
+struct adamw_push {
+	uint32_t n;
+	uint32_t p_off, g_off, m_off, v_off;
+	float decay, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps;
+	uint32_t use_decay;
+};
+
+static enum tern_status vk_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+				 struct tern_view m, struct tern_view v, int64_t n, const struct tern_adamw_args *a)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	if ((st = tern_check_view("adamw", "param", param, (size_t)n * 4)) ||
+	    (st = tern_check_view("adamw", "grad", grad, (size_t)n * 4)) ||
+	    (st = tern_check_view("adamw", "m", m, (size_t)n * 4)) || (st = tern_check_view("adamw", "v", v, (size_t)n * 4)))
+		return st;
+	struct tern_adamw_consts c = tern_adamw_consts(a);
+	struct adamw_push p = {
+		.decay = c.decay, .one_minus_b1 = c.one_minus_b1, .b2 = c.b2, .one_minus_b2 = c.one_minus_b2,
+		.step_size = c.step_size, .bc2_sqrt = c.bc2_sqrt, .eps = c.eps, .use_decay = a->weight_decay != 0.0f,
+	};
+	int64_t chunk = fit(vk, 4);
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t k = n - i0 < chunk ? n - i0 : chunk;
+		struct tern_view b[4] = {
+			tern_view_sub(param, (size_t)i0 * 4, (size_t)k * 4), tern_view_sub(grad, (size_t)i0 * 4, (size_t)k * 4),
+			tern_view_sub(m, (size_t)i0 * 4, (size_t)k * 4), tern_view_sub(v, (size_t)i0 * 4, (size_t)k * 4)};
+		p.n = (uint32_t)k;
+		p.p_off = tern_vk_place(vk, &b[0]) / 4;
+		p.g_off = tern_vk_place(vk, &b[1]) / 4;
+		p.m_off = tern_vk_place(vk, &b[2]) / 4;
+		p.v_off = tern_vk_place(vk, &b[3]) / 4;
+		if ((st = tern_vk_dispatch(vk, "adamw", b, 4, &p, sizeof p, grid(k), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* ---- sum of squares ---------------------------------------------------------------------- */
+
+struct sumsq_push {
+	uint32_t n, out_off, x_off, chunk, accumulate;
+};
+
+static enum tern_status vk_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+				 bool accumulate)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	if ((st = tern_check_view("sumsq", "out", out, 4)) || (st = tern_check_view("sumsq", "x", x, (size_t)n * 4)))
+		return st;
+	if (n == 0)
+		return accumulate ? TERN_OK : tern_vk_zero(be, tern_view_sub(out, 0, 4));
+	/* partial sums live in the dummy buffer (1024 floats): fixed order, no atomics */
+	struct tern_view part = {vk->dummy, 0, 1024 * 4};
+	int64_t chunk = fit(vk, 4);
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		int64_t g = (m + 255) / 256;
+		if (g > 1024)
+			g = 1024;
+		struct tern_view xv = tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4);
+		struct sumsq_push p0 = {.n = (uint32_t)m, .chunk = (uint32_t)((m + g - 1) / g)};
+		p0.x_off = tern_vk_place(vk, &xv) / 4;
+		struct tern_view b0[2] = {part, xv};
+		if ((st = tern_vk_dispatch(vk, "sumsq0", b0, 2, &p0, sizeof p0, (uint32_t)g, 1, 1)))
+			return st;
+		struct tern_view ov = tern_view_sub(out, 0, 4);
+		struct sumsq_push p1 = {.n = (uint32_t)g, .accumulate = accumulate || i0 > 0};
+		p1.out_off = tern_vk_place(vk, &ov) / 4;
+		struct tern_view b1[2] = {ov, part};
+		if ((st = tern_vk_dispatch(vk, "sumsq1", b1, 2, &p1, sizeof p1, 1, 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* ---- casts ------------------------------------------------------------------------------- */
+
+struct cast_push {
+	uint32_t n, dst_off, src_off;
+};
+
+static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt, struct tern_view src,
+				enum tern_dtype sdt, int64_t n)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	size_t ds = tern_dtype_size(dt), ss = tern_dtype_size(sdt);
+	if (!ds || !ss)
+		return tern_fail(TERN_E_UNSUPPORTED, "cast: %s -> %s: only f32, f16 and bf16 convert",
+				 tern_dtype_name(sdt), tern_dtype_name(dt));
+	enum tern_status st;
+	if ((st = tern_check_view("cast", "dst", dst, (size_t)n * ds)) || (st = tern_check_view("cast", "src", src, (size_t)n * ss)))
+		return st;
+	if (dst.off % ds || src.off % ss)
+		return tern_fail(TERN_E_INVALID, "cast: views must start at a multiple of their element size");
+	if (n == 0)
+		return TERN_OK;
+	if (dt == sdt) {
+		if ((st = tern_vk_begin(vk)))
+			return st;
+		VkBufferCopy c = {src.off, dst.off, (VkDeviceSize)n * ds};
+		tvk_vkCmdCopyBuffer(vk->cmd, src.buf->buffer, dst.buf->buffer, 1, &c);
+		vk->ndispatch++;
+		return TERN_OK;
+	}
+	char name[32];
+	snprintf(name, sizeof name, "cast_%s_%s", wsuffix(sdt), wsuffix(dt));
+	int64_t chunk = fit(vk, 4); /* elements of up to 4 bytes */
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		struct tern_view d = tern_view_sub(dst, (size_t)i0 * ds, (size_t)m * ds);
+		struct tern_view s = tern_view_sub(src, (size_t)i0 * ss, (size_t)m * ss);
+		/* bind from the word that holds the first element */
+		size_t dr = d.off % 4, sr = s.off % 4;
+		d.off -= dr, d.size += dr;
+		s.off -= sr, s.size += sr;
+		struct cast_push p = {.n = (uint32_t)m};
+		p.dst_off = (uint32_t)((tern_vk_place(vk, &d) + dr) / ds);
+		p.src_off = (uint32_t)((tern_vk_place(vk, &s) + sr) / ss);
+		struct tern_view b[2] = {d, s};
+		if ((st = tern_vk_dispatch(vk, name, b, 2, &p, sizeof p, grid(dt == TERN_F32 ? m : m / 2 + 1), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+static bool vk_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
+{
+	if (op == TERN_OP_MATMUL || op == TERN_OP_MATMUL_BWD)
+		return wsuffix(wt) != NULL;
+	if (op == TERN_OP_CAST)
+		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
+	return op < TERN_OP_COUNT;
+}
+
+const struct tern_backend_vtable tern_vk_vtable = {
+	.buffer_alloc = tern_vk_buffer_alloc,
+	.buffer_free = tern_vk_buffer_free,
+	.upload = tern_vk_upload,
+	.download = tern_vk_download,
+	.zero = tern_vk_zero,
+	.synchronize = tern_vk_synchronize,
+	.destroy = tern_vk_destroy,
+	.supports = vk_supports,
+	.matmul = vk_matmul,
+	.matmul_bwd = vk_matmul_bwd,
+	.gemm = vk_gemm,
+	.dropout = vk_dropout,
+	.axpy = vk_axpy,
+	.adamw = vk_adamw,
+	.sumsq = vk_sumsq,
+	.scale = vk_scale,
+	.clip = vk_clip,
+	.cast = vk_cast,
+};
