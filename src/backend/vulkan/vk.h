@@ -79,6 +79,7 @@ struct tern_vk {
 	VkDevice device;
 	uint32_t compute_family, transfer_family;
 	VkQueue queue;
+	VkQueue transfer_queue; /* VK_NULL_HANDLE when the device has no separate transfer family */
 	uint32_t mem_type;   /* for tensors */
 	bool mem_mappable;   /* the tensor memory type is host visible + coherent */
 	uint32_t staging_type;

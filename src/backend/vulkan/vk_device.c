@@ -368,15 +368,21 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 		.queueCount = 1,
 		.pQueuePriorities = &prio,
 	};
+	/* a dedicated transfer queue (DMA engine) when the device has one: streaming uses it */
+	VkDeviceQueueCreateInfo qcis[2] = {qci, qci};
+	qcis[1].queueFamilyIndex = vk->transfer_family;
+	bool has_transfer = vk->transfer_family != UINT32_MAX;
 	VkDeviceCreateInfo dci = {
 		.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-		.queueCreateInfoCount = 1,
-		.pQueueCreateInfos = &qci,
+		.queueCreateInfoCount = has_transfer ? 2 : 1,
+		.pQueueCreateInfos = qcis,
 	};
 	if ((st = tern_vk_check(tvk_vkCreateDevice(vk->phys, &dci, NULL, &vk->device), "vkCreateDevice")))
 		goto fail;
 	tern_vk_load_device(vk->device);
 	tvk_vkGetDeviceQueue(vk->device, vk->compute_family, 0, &vk->queue);
+	if (has_transfer)
+		tvk_vkGetDeviceQueue(vk->device, vk->transfer_family, 0, &vk->transfer_queue);
 
 	for (const struct tern_spirv *s = tern_spirv_table; s->name; s++)
 		vk->npipes++;
