@@ -6,8 +6,9 @@
  *   - absmax[b] = max |x| over the block (fp32); each element is multiplied by 1/absmax[b] (fp32
  *     reciprocal, as the CUDA kernel does) and coded by the 15 decision thresholds
  *     (strictly greater -> upper code); an all-zero block gives NaN there, which codes 0;
- *   - two elements per byte: element 2j in the HIGH nibble, 2j+1 in the LOW nibble, odd n padded
- *     with a zero nibble: codes has (n + 1) / 2 bytes;
+ *   - two elements per byte: element 2j in the HIGH nibble, 2j+1 in the LOW nibble; for odd n the
+ *     padding nibble codes a 0.0 element (7; 0 in an all-zero block), as bitsandbytes' CUDA
+ *     kernel writes it: codes has (n + 1) / 2 bytes;
  *   - dequantize: w = code_value[q] * absmax[block], fp32.
  * Double quantization ("nested"): offset = mean(absmax) (accumulated in double, rounded to
  * fp32); absmax - offset is quantized in blocks of 256 against the signed 8-bit dynamic map with
