@@ -82,7 +82,7 @@ struct tern_weight {
 };
 
 struct tern_adamw_args {
-	float lr, beta1, beta2, eps, weight_decay;
+	double lr, beta1, beta2, eps, weight_decay; /* as PyTorch holds them (Python floats) */
 	int64_t step; /* 1-based step count after this update (bias correction uses it) */
 };
 
@@ -152,6 +152,14 @@ struct tern_backend {
  * Fails softly (TERN_E_UNAVAILABLE with a reason) when the driver is missing. */
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out);
 void tern_backend_free(struct tern_backend *be);
+
+/* Each backend's entry points for the registry table in backend.c. create fails with
+ * TERN_E_UNAVAILABLE (and a reason) when the driver or device is missing; devices fills up to
+ * max entries and sets *count to the number written. */
+enum tern_status tern_cpu_create(int device, struct tern_backend **out);
+enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *count);
+enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
+enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
 
 /* ---- helpers shared by every backend and by callers ---- */
 

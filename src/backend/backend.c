@@ -1,0 +1,275 @@
+/* Backend-independent pieces: names, the shared argument checks, the dropout key, the AdamW
+ * scalars, and the registry that maps a backend name to its create/devices functions. */
+#include "backend/backend.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- names and sizes ---------------------------------------------------------------------- */
+
+const char *tern_dtype_name(enum tern_dtype dt)
+{
+	switch (dt) {
+	case TERN_F32: return "f32";
+	case TERN_F16: return "f16";
+	case TERN_BF16: return "bf16";
+	case TERN_NF4: return "nf4";
+	case TERN_NF4_DQ: return "nf4-dq";
+	case TERN_TERNARY: return "ternary";
+	case TERN_DTYPE_COUNT: break;
+	}
+	return "?";
+}
+
+size_t tern_dtype_size(enum tern_dtype dt)
+{
+	switch (dt) {
+	case TERN_F32: return 4;
+	case TERN_F16:
+	case TERN_BF16: return 2;
+	default: return 0;
+	}
+}
+
+const char *tern_op_name(enum tern_op op)
+{
+	switch (op) {
+	case TERN_OP_MATMUL: return "matmul";
+	case TERN_OP_MATMUL_BWD: return "matmul_bwd";
+	case TERN_OP_GEMM: return "gemm";
+	case TERN_OP_DROPOUT: return "dropout";
+	case TERN_OP_AXPY: return "axpy";
+	case TERN_OP_ADAMW: return "adamw";
+	case TERN_OP_SUMSQ: return "sumsq";
+	case TERN_OP_SCALE: return "scale";
+	case TERN_OP_CLIP: return "clip";
+	case TERN_OP_CAST: return "cast";
+	case TERN_OP_COUNT: break;
+	}
+	return "?";
+}
+
+/* ---- dropout key and AdamW scalars -------------------------------------------------------- */
+
+/* splitmix64's finaliser: a bijection on 64 bits with full avalanche. */
+static uint64_t splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* Chained so that every field reaches every output bit, and (a, b) and (b, a) give different
+ * keys: each field is mixed into the running state, never XORed side by side. */
+uint64_t tern_dropout_key(uint64_t seed, uint64_t step, uint32_t micro, uint32_t layer, uint32_t module)
+{
+	uint64_t h = splitmix64(seed);
+	h = splitmix64(h ^ step);
+	h = splitmix64(h ^ micro);
+	h = splitmix64(h ^ layer);
+	return splitmix64(h ^ module);
+}
+
+/* torch.optim.AdamW, single-tensor path: Python computes these scalars in double; the fp32 CPU
+ * kernels then convert each to float. */
+struct tern_adamw_consts tern_adamw_consts(const struct tern_adamw_args *a)
+{
+	double lr = a->lr, b1 = a->beta1, b2 = a->beta2, t = (double)a->step;
+	double bc1 = 1.0 - pow(b1, t);
+	double bc2 = 1.0 - pow(b2, t);
+	struct tern_adamw_consts c = {
+		.decay = (float)(1.0 - lr * (double)a->weight_decay),
+		.one_minus_b1 = (float)(1.0 - b1),
+		.b2 = (float)a->beta2,
+		.one_minus_b2 = (float)(1.0 - b2),
+		.step_size = (float)(lr / bc1),
+		.bc2_sqrt = (float)sqrt(bc2),
+		.eps = (float)a->eps,
+	};
+	return c;
+}
+
+/* ---- argument checks ---------------------------------------------------------------------- */
+
+/* A view that must hold nothing (T = 0, an unused xd) may come without a buffer. Whether the
+ * view lies inside its buffer is the backend's to check: buffers are private to it. */
+enum tern_status tern_check_view(const char *op, const char *what, struct tern_view v, size_t need)
+{
+	if (need == 0)
+		return TERN_OK;
+	if (!v.buf)
+		return tern_fail(TERN_E_INVALID, "%s: %s view has no buffer, needs %zu bytes", op, what,
+				 need);
+	if (v.size < need)
+		return tern_fail(TERN_E_INVALID, "%s: %s view is %zu bytes, needs %zu", op, what, v.size,
+				 need);
+	return TERN_OK;
+}
+
+size_t tern_weight_data_bytes(enum tern_dtype dt, int64_t O, int64_t I)
+{
+	if (O <= 0 || I <= 0)
+		return 0;
+	switch (dt) {
+	case TERN_F32:
+	case TERN_F16:
+	case TERN_BF16: return (size_t)O * (size_t)I * tern_dtype_size(dt);
+	case TERN_NF4:
+	case TERN_NF4_DQ: return ((size_t)O * (size_t)I + 1) / 2;
+	case TERN_TERNARY: return (size_t)O * (size_t)tern_ternary_row_words(I) * 4;
+	case TERN_DTYPE_COUNT: break;
+	}
+	return 0;
+}
+
+/* Fails with the weight's shape appended, e.g.
+ * "matmul: W absmax view is 8 bytes, needs 16 (O=7 I=33 nf4 bs=64)". */
+static enum tern_status check_part(const char *op, const char *what, struct tern_view v, size_t need,
+				   const struct tern_weight *w)
+{
+	enum tern_status st = tern_check_view(op, what, v, need);
+	if (st == TERN_OK)
+		return TERN_OK;
+	char msg[512];
+	snprintf(msg, sizeof msg, "%s", tern_error());
+	if (w->dtype == TERN_NF4 || w->dtype == TERN_NF4_DQ)
+		return tern_fail(st, "%s (O=%lld I=%lld %s bs=%d)", msg, (long long)w->O, (long long)w->I,
+				 tern_dtype_name(w->dtype), w->blocksize);
+	return tern_fail(st, "%s (O=%lld I=%lld %s)", msg, (long long)w->O, (long long)w->I,
+			 tern_dtype_name(w->dtype));
+}
+
+enum tern_status tern_check_weight(const char *op, const struct tern_weight *w)
+{
+	if (!w)
+		return tern_fail(TERN_E_INVALID, "%s: no weight", op);
+	if ((unsigned)w->dtype >= TERN_DTYPE_COUNT)
+		return tern_fail(TERN_E_INVALID, "%s: W has unknown dtype %d", op, (int)w->dtype);
+	/* 2^31 per side keeps O*I and every byte count far inside size_t and int64 */
+	if (w->O <= 0 || w->I <= 0 || w->O > (INT64_C(1) << 31) || w->I > (INT64_C(1) << 31))
+		return tern_fail(TERN_E_INVALID, "%s: W shape O=%lld I=%lld is out of range", op,
+				 (long long)w->O, (long long)w->I);
+	enum tern_status st =
+		check_part(op, "W data", w->data, tern_weight_data_bytes(w->dtype, w->O, w->I), w);
+	if (st != TERN_OK)
+		return st;
+
+	if (w->dtype == TERN_NF4 || w->dtype == TERN_NF4_DQ) {
+		int bs = w->blocksize;
+		if (bs < 32 || bs > 4096 || (bs & (bs - 1)) != 0)
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s: W blocksize %d is not a power of two in 32..4096 (O=%lld I=%lld %s)", op,
+				bs, (long long)w->O, (long long)w->I, tern_dtype_name(w->dtype));
+		size_t nb = (size_t)tern_nf4_blocks(w->O * w->I, bs);
+		if (w->dtype == TERN_NF4)
+			return check_part(op, "W absmax", w->absmax, nb * 4, w);
+		st = check_part(op, "W absmax", w->absmax, nb, w);
+		if (st != TERN_OK)
+			return st;
+		st = check_part(op, "W nested absmax", w->nested,
+				(size_t)tern_cdiv((int64_t)nb, TERN_NF4_NESTED_BLOCK) * 4, w);
+		if (st != TERN_OK)
+			return st;
+		if (!isfinite(w->offset))
+			return tern_fail(TERN_E_INVALID, "%s: W nested offset is %g (O=%lld I=%lld nf4-dq)",
+					 op, (double)w->offset, (long long)w->O, (long long)w->I);
+	}
+	if (w->dtype == TERN_TERNARY && !isfinite(w->scale))
+		return tern_fail(TERN_E_INVALID, "%s: W ternary scale is %g (O=%lld I=%lld)", op,
+				 (double)w->scale, (long long)w->O, (long long)w->I);
+	return TERN_OK;
+}
+
+/* ---- registry ----------------------------------------------------------------------------- */
+
+struct backend_entry {
+	const char *name;
+	bool gpu; /* "auto" tries the GPU backends in table order, then cpu */
+	enum tern_status (*create)(int device, struct tern_backend **out);
+	enum tern_status (*devices)(struct tern_device_info *out, int max, int *count);
+};
+
+static const struct backend_entry backends[] = {
+#ifdef TERN_HAVE_VULKAN
+	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices},
+#endif
+	{"cpu", false, tern_cpu_create, tern_cpu_devices},
+};
+#define NBACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+/* Every backend tern has, compiled in or not, so that asking for one this build lacks reads as
+ * "unavailable" rather than "unknown". */
+static const char *const known_backends[] = {"cpu", "vulkan", "cuda"};
+
+static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
+{
+	for (int i = 0; i < NBACKENDS; i++)
+		if (strcmp(backends[i].name, name) == 0)
+			return backends[i].create(device, out);
+	for (size_t i = 0; i < sizeof known_backends / sizeof known_backends[0]; i++)
+		if (strcmp(known_backends[i], name) == 0)
+			return tern_fail(TERN_E_UNAVAILABLE, "backend '%s' is not compiled into this build",
+					 name);
+	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, vulkan or auto)", name);
+}
+
+enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out)
+{
+	if (!out)
+		return tern_fail(TERN_E_INVALID, "backend: no output pointer");
+	*out = NULL;
+	if (!name || !*name)
+		name = "auto";
+	if (device < 0)
+		return tern_fail(TERN_E_INVALID, "backend %s: device index %d is negative", name, device);
+	if (strcmp(name, "auto") != 0)
+		return create_named(name, device, out);
+
+	/* auto: GPU device `device` when one can be made, else the CPU reference (its only device) */
+	for (int i = 0; i < NBACKENDS; i++) {
+		if (!backends[i].gpu)
+			continue;
+		enum tern_status st = backends[i].create(device, out);
+		if (st == TERN_OK)
+			return TERN_OK;
+		tern_log(st == TERN_E_UNAVAILABLE ? TERN_LOG_INFO : TERN_LOG_WARN,
+			 "auto: %s device %d: %s; trying the next backend", backends[i].name, device,
+			 tern_error());
+		*out = NULL;
+	}
+	tern_clear_error();
+	return create_named("cpu", 0, out);
+}
+
+void tern_backend_free(struct tern_backend *be)
+{
+	if (be)
+		be->vt->destroy(be);
+}
+
+enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
+{
+	if (!count || max < 0 || (max > 0 && !out))
+		return tern_fail(TERN_E_INVALID, "devices: bad arguments (max %d)", max);
+	int n = 0;
+	for (int i = 0; i < NBACKENDS; i++) {
+		int got = 0;
+		enum tern_status st = backends[i].devices(max > n ? out + n : NULL, max - n, &got);
+		if (st == TERN_E_UNAVAILABLE) {
+			tern_log(TERN_LOG_INFO, "%s: unavailable (%s)", backends[i].name, tern_error());
+			tern_clear_error();
+			continue;
+		}
+		if (st != TERN_OK) {
+			*count = n;
+			return st;
+		}
+		n += got;
+	}
+	*count = n;
+	return TERN_OK;
+}

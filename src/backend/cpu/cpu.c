@@ -1,0 +1,204 @@
+/* The CPU reference backend: host buffers, the device description and the vtable. Ops run
+ * synchronously in call order, so synchronize() has nothing to wait for. */
+#define _DEFAULT_SOURCE /* sysconf(_SC_PHYS_PAGES), _SC_NPROCESSORS_ONLN */
+#include "backend/cpu/cpu.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+static const char cpu_driver[] = "tern reference (plain C, OpenMP)";
+#else
+static const char cpu_driver[] = "tern reference (plain C, single thread)";
+#endif
+
+enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_view v, size_t need,
+			       size_t align, void **out, const char *fmt, ...)
+{
+	enum tern_status st = tern_check_view(op, what, v, need);
+	if (st == TERN_OK && need > 0) {
+		struct cpu_buffer *b = cpu_buf(v.buf);
+		if (v.off > b->size || v.size > b->size - v.off)
+			st = tern_fail(TERN_E_INVALID,
+				       "%s: %s view [%zu, +%zu) lies outside its %zu-byte buffer", op, what,
+				       v.off, v.size, b->size);
+		else if (align > 1 && ((uintptr_t)(b->data + v.off) % align) != 0)
+			st = tern_fail(TERN_E_INVALID,
+				       "%s: %s view offset %zu is not a multiple of %zu bytes", op, what,
+				       v.off, align);
+	}
+	if (st != TERN_OK) {
+		char msg[512], shape[128];
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(shape, sizeof shape, fmt, ap);
+		va_end(ap);
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		return tern_fail(st, "%s (%s)", msg, shape);
+	}
+	/* a zero-byte view may come without a buffer; nothing reads through it */
+	*out = need > 0 ? cpu_buf(v.buf)->data + v.off : NULL;
+	return TERN_OK;
+}
+
+/* ---- buffers ------------------------------------------------------------------------------ */
+
+static enum tern_status cpu_buffer_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out)
+{
+	struct cpu_buffer *b = tern_calloc(1, sizeof *b);
+	if (!b)
+		return TERN_E_NOMEM;
+	b->data = tern_calloc(size ? size : 1, 1); /* zero-filled: the contract callers rely on */
+	if (!b->data) {
+		free(b);
+		return TERN_E_NOMEM;
+	}
+	b->size = size;
+	*out = (struct tern_buffer *)(void *)b;
+	return TERN_OK;
+}
+
+static void cpu_buffer_free(struct tern_backend *be, struct tern_buffer *buf)
+{
+	struct cpu_buffer *b = cpu_buf(buf);
+	if (!b)
+		return;
+	free(b->data);
+	free(b);
+}
+
+static enum tern_status cpu_upload(struct tern_backend *be, struct tern_view dst, const void *src)
+{
+	void *p;
+	enum tern_status st = tern_cpu_view("upload", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
+	if (st == TERN_OK && dst.size > 0)
+		memcpy(p, src, dst.size);
+	return st;
+}
+
+static enum tern_status cpu_download(struct tern_backend *be, void *dst, struct tern_view src)
+{
+	void *p;
+	enum tern_status st = tern_cpu_view("download", "src", src, src.size, 1, &p, "%zu bytes", src.size);
+	if (st == TERN_OK && src.size > 0)
+		memcpy(dst, p, src.size);
+	return st;
+}
+
+static enum tern_status cpu_zero(struct tern_backend *be, struct tern_view dst)
+{
+	void *p;
+	enum tern_status st = tern_cpu_view("zero", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
+	if (st == TERN_OK && dst.size > 0)
+		memset(p, 0, dst.size);
+	return st;
+}
+
+static enum tern_status cpu_synchronize(struct tern_backend *be) { return TERN_OK; }
+
+static void cpu_destroy(struct tern_backend *be) { free(be); }
+
+static bool cpu_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
+{
+	return (unsigned)op < TERN_OP_COUNT && (unsigned)wt < TERN_DTYPE_COUNT;
+}
+
+static const struct tern_backend_vtable cpu_vtable = {
+	.buffer_alloc = cpu_buffer_alloc,
+	.buffer_free = cpu_buffer_free,
+	.upload = cpu_upload,
+	.download = cpu_download,
+	.zero = cpu_zero,
+	.synchronize = cpu_synchronize,
+	.destroy = cpu_destroy,
+	.supports = cpu_supports,
+	.matmul = tern_cpu_matmul,
+	.matmul_bwd = tern_cpu_matmul_bwd,
+	.gemm = tern_cpu_gemm,
+	.dropout = tern_cpu_dropout,
+	.axpy = tern_cpu_axpy,
+	.adamw = tern_cpu_adamw,
+	.sumsq = tern_cpu_sumsq,
+	.scale = tern_cpu_scale,
+	.clip = tern_cpu_clip,
+	.cast = tern_cpu_cast,
+};
+
+/* ---- the device --------------------------------------------------------------------------- */
+
+/* The "model name" line of /proc/cpuinfo, or a generic name where there is none (not Linux,
+ * or an architecture that names it differently). */
+static void cpu_model_name(char *out, size_t size)
+{
+	snprintf(out, size, "unknown CPU");
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	if (!f)
+		return;
+	char line[512];
+	while (fgets(line, sizeof line, f)) {
+		if (strncmp(line, "model name", 10) != 0)
+			continue;
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		char *s = colon + 1;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		size_t len = strcspn(s, "\n");
+		snprintf(out, size, "%.*s", (int)len, s);
+		break;
+	}
+	fclose(f);
+}
+
+static void cpu_describe(struct tern_device_info *d)
+{
+	char model[200];
+	cpu_model_name(model, sizeof model);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+
+	memset(d, 0, sizeof *d);
+	snprintf(d->backend, sizeof d->backend, "cpu");
+	d->index = 0;
+	snprintf(d->name, sizeof d->name, "%s (%ld cores)", model, cores > 0 ? cores : 1);
+	snprintf(d->kind, sizeof d->kind, "cpu");
+	snprintf(d->driver, sizeof d->driver, "%s", cpu_driver);
+	snprintf(d->api, sizeof d->api, "C11");
+	d->device_local_bytes = ram;
+	d->host_visible_bytes = ram;
+	d->max_allocation = ram;
+	d->max_storage_range = ram; /* one op may see a whole buffer */
+	snprintf(d->heaps, sizeof d->heaps, "system RAM %.1f GiB", (double)ram / (1024.0 * 1024.0 * 1024.0));
+}
+
+enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *count)
+{
+	*count = 0;
+	if (max < 1)
+		return TERN_OK;
+	cpu_describe(&out[0]);
+	*count = 1;
+	return TERN_OK;
+}
+
+enum tern_status tern_cpu_create(int device, struct tern_backend **out)
+{
+	if (device != 0)
+		return tern_fail(TERN_E_INVALID, "cpu: there is one device (0), not %d", device);
+	struct tern_backend *be = tern_calloc(1, sizeof *be);
+	if (!be)
+		return TERN_E_NOMEM;
+	struct tern_device_info info;
+	cpu_describe(&info);
+	be->vt = &cpu_vtable;
+	snprintf(be->name, sizeof be->name, "cpu");
+	snprintf(be->device_name, sizeof be->device_name, "%s", info.name);
+	be->device_index = 0;
+	*out = be;
+	return TERN_OK;
+}

@@ -1,0 +1,55 @@
+/* The CPU reference backend: private pieces shared by cpu.c (buffers, registry entry) and
+ * cpu_ops.c (the ops). Everything is plain fp32 C with fp64 accumulation for long sums; this
+ * backend is the specification every other backend is tested against. */
+#ifndef TERN_CPU_H
+#define TERN_CPU_H
+
+#include "backend/backend.h"
+
+/* A host buffer. Kept under its own tag (not struct tern_buffer) so that each backend's private
+ * layout has a distinct type; the vtable hands out struct tern_buffer pointers to these. */
+struct cpu_buffer {
+	size_t size;
+	unsigned char *data;
+};
+
+static inline struct cpu_buffer *cpu_buf(struct tern_buffer *b) { return (struct cpu_buffer *)(void *)b; }
+
+/* Loops over independent rows run in parallel under OpenMP. Spelled through _Pragma so that a
+ * build without OpenMP sees no unknown pragma (which -Wall -Werror would reject). */
+#ifdef _OPENMP
+#define CPU_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic)")
+#else
+#define CPU_PARALLEL_FOR
+#endif
+
+/* The host address of view v, after checking that it has a buffer, lies inside it, holds `need`
+ * bytes and starts at a multiple of `align` bytes. On failure the message ends with the shape
+ * given by fmt, e.g. "matmul: x view is 100 bytes, needs 128 (T=2 I=16 f32)". */
+enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_view v, size_t need,
+			       size_t align, void **out, const char *fmt, ...) TERN_PRINTF(7, 8);
+
+/* The ops (cpu_ops.c); signatures and =/+= rules as in struct tern_backend_vtable. */
+enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				 const struct tern_weight *w, int64_t T);
+enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				     const struct tern_weight *w, int64_t T, bool accumulate);
+enum tern_status tern_cpu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+			       struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+			       float alpha, float beta);
+enum tern_status tern_cpu_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				  float p, uint64_t key);
+enum tern_status tern_cpu_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			       float alpha);
+enum tern_status tern_cpu_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+				struct tern_view m, struct tern_view v, int64_t n,
+				const struct tern_adamw_args *args);
+enum tern_status tern_cpu_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+				bool accumulate);
+enum tern_status tern_cpu_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha);
+enum tern_status tern_cpu_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+			       float max_norm);
+enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+			       struct tern_view src, enum tern_dtype st, int64_t n);
+
+#endif

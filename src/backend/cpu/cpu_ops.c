@@ -1,0 +1,575 @@
+/* The CPU reference ops: plain fp32 C, long sums accumulated in double. Each op checks its
+ * arguments, then loops; parallel loops split the output into independent ranges ("tasks") so
+ * that no two threads write the same element and results do not depend on the thread count. */
+#include "backend/cpu/cpu.h"
+#include "quant/quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Upper bound on tasks per op: enough to balance many cores, few enough that per-task scratch
+ * stays small. */
+#define MAX_TASKS 128
+
+/* Rows of tokens one matmul_bwd task accumulates at a time (bounds its double scratch). */
+#define BWD_T_TILE 64
+
+/* Largest element count any op accepts; keeps every byte count far inside size_t. */
+#define MAX_ELEMS (INT64_C(1) << 40)
+
+/* Task k of ntask covers [lo, hi) of total items. */
+static inline void task_range(int64_t total, int64_t ntask, int64_t k, int64_t *lo, int64_t *hi)
+{
+	*lo = total * k / ntask;
+	*hi = total * (k + 1) / ntask;
+}
+
+/* Tasks for an elementwise loop of n items: about 4096 items each, at most MAX_TASKS. */
+static inline int64_t elem_tasks(int64_t n)
+{
+	int64_t t = tern_cdiv(n, 4096);
+	return t < 1 ? 1 : t > MAX_TASKS ? MAX_TASKS : t;
+}
+
+static enum tern_status check_count(const char *op, const char *what, int64_t n)
+{
+	if (n < 0 || n > MAX_ELEMS)
+		return tern_fail(TERN_E_INVALID, "%s: %s=%lld is out of range", op, what, (long long)n);
+	return TERN_OK;
+}
+
+/* T token rows against a checked weight: T*O and T*I must stay counts. */
+static enum tern_status check_tokens(const char *op, int64_t T, const struct tern_weight *w)
+{
+	if (T < 0 || T > MAX_ELEMS / w->O || T > MAX_ELEMS / w->I)
+		return tern_fail(TERN_E_INVALID, "%s: T=%lld is out of range for O=%lld I=%lld", op,
+				 (long long)T, (long long)w->O, (long long)w->I);
+	return TERN_OK;
+}
+
+/* ---- frozen weights ----------------------------------------------------------------------- */
+
+/* A weight opened for reading: host addresses of its parts, and for NF4_DQ the block scales
+ * reconstructed once per op (tern_nf4_nested_absmax) instead of once per element. */
+struct cpu_weight {
+	const struct tern_weight *w;
+	const unsigned char *data;
+	const float *absmax; /* NF4, NF4_DQ: f32 [nb] */
+	float *absmax_owned; /* NF4_DQ: what absmax points to */
+};
+
+static void weight_close(struct cpu_weight *cw)
+{
+	free(cw->absmax_owned);
+	cw->absmax_owned = NULL;
+}
+
+static enum tern_status weight_open(const char *op, const struct tern_weight *w, struct cpu_weight *cw)
+{
+	memset(cw, 0, sizeof *cw);
+	cw->w = w;
+	enum tern_status st = tern_check_weight(op, w);
+	if (st != TERN_OK)
+		return st;
+	const char *dn = tern_dtype_name(w->dtype);
+	long long O = (long long)w->O, I = (long long)w->I;
+	size_t data_align = w->dtype == TERN_F32 || w->dtype == TERN_TERNARY ? 4
+			    : tern_dtype_size(w->dtype)                      ? 2
+									     : 1;
+	void *p;
+	st = tern_cpu_view(op, "W data", w->data, tern_weight_data_bytes(w->dtype, w->O, w->I), data_align,
+			   &p, "O=%lld I=%lld %s", O, I, dn);
+	if (st != TERN_OK)
+		return st;
+	cw->data = p;
+	if (w->dtype != TERN_NF4 && w->dtype != TERN_NF4_DQ)
+		return TERN_OK;
+
+	int64_t nb = tern_nf4_blocks(w->O * w->I, w->blocksize);
+	if (w->dtype == TERN_NF4) {
+		st = tern_cpu_view(op, "W absmax", w->absmax, (size_t)nb * 4, 4, &p,
+				   "O=%lld I=%lld nf4 bs=%d", O, I, w->blocksize);
+		cw->absmax = p;
+		return st;
+	}
+	void *q, *nested;
+	st = tern_cpu_view(op, "W absmax", w->absmax, (size_t)nb, 1, &q, "O=%lld I=%lld nf4-dq bs=%d", O, I,
+			   w->blocksize);
+	if (st != TERN_OK)
+		return st;
+	st = tern_cpu_view(op, "W nested absmax", w->nested, (size_t)tern_cdiv(nb, TERN_NF4_NESTED_BLOCK) * 4,
+			   4, &nested, "O=%lld I=%lld nf4-dq bs=%d", O, I, w->blocksize);
+	if (st != TERN_OK)
+		return st;
+	cw->absmax_owned = tern_malloc((size_t)nb * sizeof(float));
+	if (!cw->absmax_owned)
+		return TERN_E_NOMEM;
+	tern_nf4_nested_absmax(q, nested, w->offset, nb, cw->absmax_owned);
+	cw->absmax = cw->absmax_owned;
+	return TERN_OK;
+}
+
+/* out[n] = W[o, i0 .. i0+n) dequantized to fp32 (layouts: quant.h). */
+static void weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out)
+{
+	const struct tern_weight *w = cw->w;
+	int64_t g0 = o * w->I + i0; /* flat index of the first element */
+	switch (w->dtype) {
+	case TERN_F32:
+		memcpy(out, (const float *)(const void *)cw->data + g0, (size_t)n * sizeof(float));
+		break;
+	case TERN_F16: {
+		const uint16_t *h = (const uint16_t *)(const void *)cw->data + g0;
+		for (int64_t j = 0; j < n; j++)
+			out[j] = tern_f16_to_f32(h[j]);
+		break;
+	}
+	case TERN_BF16: {
+		const uint16_t *h = (const uint16_t *)(const void *)cw->data + g0;
+		for (int64_t j = 0; j < n; j++)
+			out[j] = tern_bf16_to_f32(h[j]);
+		break;
+	}
+	case TERN_NF4:
+	case TERN_NF4_DQ:
+		/* flat element g: byte g/2, high nibble when g is even; block g / blocksize */
+		for (int64_t j = 0; j < n; j++) {
+			int64_t g = g0 + j;
+			unsigned byte = cw->data[g >> 1];
+			unsigned q = (g & 1) ? byte & 15u : byte >> 4;
+			out[j] = tern_nf4_code[q] * cw->absmax[g / w->blocksize];
+		}
+		break;
+	case TERN_TERNARY: {
+		/* row o starts at word o * row_words; weight i in bits 2(i%16).. of word i/16 */
+		const uint32_t *words =
+			(const uint32_t *)(const void *)cw->data + o * tern_ternary_row_words(w->I);
+		for (int64_t j = 0; j < n; j++) {
+			int64_t i = i0 + j;
+			int q = (int)((words[i / 16] >> (2 * (i % 16))) & 3u);
+			out[j] = (float)(q - 1) * w->scale;
+		}
+		break;
+	}
+	case TERN_DTYPE_COUNT: break;
+	}
+}
+
+/* ---- matmul ------------------------------------------------------------------------------- */
+
+/* y[T,O] = x[T,I] · W[O,I]ᵀ (=). Tasks own ranges of output columns o: each dequantizes a row
+ * of W once and dots it with every token row. */
+enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				 const struct tern_weight *w, int64_t T)
+{
+	const char *op = "matmul";
+	struct cpu_weight cw;
+	float *rows = NULL;
+	enum tern_status st = weight_open(op, w, &cw);
+	if (st != TERN_OK)
+		goto out;
+	int64_t O = w->O, I = w->I;
+	if ((st = check_tokens(op, T, w)) != TERN_OK)
+		goto out;
+	void *yv, *xv;
+	if ((st = tern_cpu_view(op, "y", y, (size_t)(T * O) * 4, 4, &yv, "T=%lld O=%lld f32", (long long)T,
+				(long long)O)) != TERN_OK)
+		goto out;
+	if ((st = tern_cpu_view(op, "x", x, (size_t)(T * I) * 4, 4, &xv, "T=%lld I=%lld f32", (long long)T,
+				(long long)I)) != TERN_OK)
+		goto out;
+	if (T == 0)
+		goto out;
+	float *yp = yv;
+	const float *xp = xv;
+
+	int64_t ntask = O < MAX_TASKS ? O : MAX_TASKS;
+	rows = tern_malloc((size_t)(ntask * I) * sizeof(float));
+	if (!rows) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		float *row = rows + k * I;
+		int64_t o0, o1;
+		task_range(O, ntask, k, &o0, &o1);
+		for (int64_t o = o0; o < o1; o++) {
+			weight_row(&cw, o, 0, I, row);
+			for (int64_t t = 0; t < T; t++) {
+				const float *xt = xp + t * I;
+				double s = 0.0;
+				for (int64_t i = 0; i < I; i++)
+					s += (double)xt[i] * (double)row[i];
+				yp[t * O + o] = (float)s;
+			}
+		}
+	}
+out:
+	free(rows);
+	weight_close(&cw);
+	return st;
+}
+
+/* dx[T,I] = or += dy[T,O] · W[O,I]. Tasks own ranges of input columns i; each walks all rows
+ * of W for its columns, accumulating BWD_T_TILE tokens at a time in double. */
+enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				     const struct tern_weight *w, int64_t T, bool accumulate)
+{
+	const char *op = "matmul_bwd";
+	struct cpu_weight cw;
+	float *pieces = NULL;
+	double *accs = NULL;
+	enum tern_status st = weight_open(op, w, &cw);
+	if (st != TERN_OK)
+		goto out;
+	int64_t O = w->O, I = w->I;
+	if ((st = check_tokens(op, T, w)) != TERN_OK)
+		goto out;
+	void *dxv, *dyv;
+	if ((st = tern_cpu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, &dxv, "T=%lld I=%lld f32", (long long)T,
+				(long long)I)) != TERN_OK)
+		goto out;
+	if ((st = tern_cpu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, &dyv, "T=%lld O=%lld f32", (long long)T,
+				(long long)O)) != TERN_OK)
+		goto out;
+	if (T == 0)
+		goto out;
+	float *dxp = dxv;
+	const float *dyp = dyv;
+
+	int64_t ntask = tern_cdiv(I, 32);
+	ntask = ntask < 1 ? 1 : ntask > MAX_TASKS ? MAX_TASKS : ntask;
+	int64_t width = tern_cdiv(I, ntask); /* columns per task, at most */
+	pieces = tern_malloc((size_t)(ntask * width) * sizeof(float));
+	accs = tern_malloc((size_t)(ntask * width * BWD_T_TILE) * sizeof(double));
+	if (!pieces || !accs) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		float *piece = pieces + k * width;           /* W[o, i0 .. i1) */
+		double *acc = accs + k * width * BWD_T_TILE; /* [tn, n] */
+		int64_t i0, i1;
+		task_range(I, ntask, k, &i0, &i1);
+		int64_t n = i1 - i0;
+		for (int64_t t0 = 0; t0 < T; t0 += BWD_T_TILE) {
+			int64_t tn = T - t0 < BWD_T_TILE ? T - t0 : BWD_T_TILE;
+			memset(acc, 0, (size_t)(tn * n) * sizeof(double));
+			for (int64_t o = 0; o < O; o++) {
+				weight_row(&cw, o, i0, n, piece);
+				for (int64_t tt = 0; tt < tn; tt++) {
+					double d = (double)dyp[(t0 + tt) * O + o];
+					double *a = acc + tt * n;
+					for (int64_t j = 0; j < n; j++)
+						a[j] += d * (double)piece[j];
+				}
+			}
+			for (int64_t tt = 0; tt < tn; tt++) {
+				float *dst = dxp + (t0 + tt) * I + i0;
+				const double *a = acc + tt * n;
+				for (int64_t j = 0; j < n; j++)
+					dst[j] = accumulate ? (float)((double)dst[j] + a[j]) : (float)a[j];
+			}
+		}
+	}
+out:
+	free(accs);
+	free(pieces);
+	weight_close(&cw);
+	return st;
+}
+
+/* ---- gemm --------------------------------------------------------------------------------- */
+
+/* C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C; A stored [M,K] ([K,M] when ta), B stored
+ * [K,N] ([N,K] when tb). Each element is one double dot product; beta == 0 never reads C. */
+enum tern_status tern_cpu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+			       struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+			       float alpha, float beta)
+{
+	const char *op = "gemm";
+	enum tern_status st;
+	if ((st = check_count(op, "M", M)) != TERN_OK || (st = check_count(op, "N", N)) != TERN_OK ||
+	    (st = check_count(op, "K", K)) != TERN_OK)
+		return st;
+	if (M * N > MAX_ELEMS || M * K > MAX_ELEMS || K * N > MAX_ELEMS)
+		return tern_fail(TERN_E_INVALID, "gemm: M=%lld N=%lld K=%lld is too large", (long long)M,
+				 (long long)N, (long long)K);
+	void *cv, *av, *bv;
+	if ((st = tern_cpu_view(op, "C", C, (size_t)(M * N) * 4, 4, &cv, "M=%lld N=%lld f32", (long long)M,
+				(long long)N)) != TERN_OK)
+		return st;
+	if ((st = tern_cpu_view(op, "A", A, (size_t)(M * K) * 4, 4, &av, "%s M=%lld K=%lld f32",
+				ta ? "[K,M]" : "[M,K]", (long long)M, (long long)K)) != TERN_OK)
+		return st;
+	if ((st = tern_cpu_view(op, "B", B, (size_t)(K * N) * 4, 4, &bv, "%s K=%lld N=%lld f32",
+				tb ? "[N,K]" : "[K,N]", (long long)K, (long long)N)) != TERN_OK)
+		return st;
+	if (M * N == 0)
+		return TERN_OK;
+	float *cp = cv;
+	const float *ap = av, *bp = bv;
+
+	int64_t MN = M * N, ntask = elem_tasks(MN);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(MN, ntask, k, &lo, &hi);
+		for (int64_t idx = lo; idx < hi; idx++) {
+			int64_t m = idx / N, n = idx % N;
+			double s = 0.0;
+			for (int64_t kk = 0; kk < K; kk++) {
+				float a = ta ? ap[kk * M + m] : ap[m * K + kk];
+				float b = tb ? bp[n * K + kk] : bp[kk * N + n];
+				s += (double)a * (double)b;
+			}
+			double r = (double)alpha * s;
+			if (beta != 0.0f)
+				r += (double)beta * (double)cp[idx];
+			cp[idx] = (float)r;
+		}
+	}
+	return TERN_OK;
+}
+
+/* ---- elementwise -------------------------------------------------------------------------- */
+
+/* Two fp32 vectors of n elements for an elementwise op. */
+static enum tern_status elem_views(const char *op, const char *ya, struct tern_view y, float **yp,
+				   const char *xa, struct tern_view x, float **xp, int64_t n)
+{
+	enum tern_status st = check_count(op, "n", n);
+	void *p;
+	if (st == TERN_OK &&
+	    (st = tern_cpu_view(op, ya, y, (size_t)n * 4, 4, &p, "n=%lld f32", (long long)n)) == TERN_OK)
+		*yp = p;
+	if (st == TERN_OK && xa &&
+	    (st = tern_cpu_view(op, xa, x, (size_t)n * 4, 4, &p, "n=%lld f32", (long long)n)) == TERN_OK)
+		*xp = p;
+	return st;
+}
+
+/* y[n] = x[n] · keep / (1 - p) (=; y may alias x). The mask is tern_dropout_hash(key, i) >=
+ * tern_dropout_threshold(p); 1/(1 - p) is rounded to fp32 once, as torch's dropout does. */
+enum tern_status tern_cpu_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				  float p, uint64_t key)
+{
+	float *yp = NULL, *xp = NULL;
+	enum tern_status st = elem_views("dropout", "y", y, &yp, "x", x, &xp, n);
+	if (st != TERN_OK)
+		return st;
+	if (!(p >= 0.0f && p < 1.0f))
+		return tern_fail(TERN_E_INVALID, "dropout: p=%g is outside [0, 1)", (double)p);
+	if (n > (INT64_C(1) << 32))
+		return tern_fail(TERN_E_INVALID, "dropout: n=%lld exceeds the 32-bit element counter",
+				 (long long)n);
+	uint32_t thr = tern_dropout_threshold(p);
+	float scale = (float)(1.0 / (1.0 - (double)p));
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++)
+			yp[i] = tern_dropout_hash(key, (uint32_t)i) >= thr ? xp[i] * scale : 0.0f;
+	}
+	return TERN_OK;
+}
+
+/* y[n] += alpha · x[n] */
+enum tern_status tern_cpu_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			       float alpha)
+{
+	float *yp = NULL, *xp = NULL;
+	enum tern_status st = elem_views("axpy", "y", y, &yp, "x", x, &xp, n);
+	if (st != TERN_OK)
+		return st;
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++)
+			yp[i] = yp[i] + alpha * xp[i];
+	}
+	return TERN_OK;
+}
+
+/* x[n] *= alpha */
+enum tern_status tern_cpu_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
+{
+	float *xp = NULL;
+	enum tern_status st = elem_views("scale", "x", x, &xp, NULL, x, NULL, n);
+	if (st != TERN_OK)
+		return st;
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++)
+			xp[i] = xp[i] * alpha;
+	}
+	return TERN_OK;
+}
+
+/* One AdamW step, in place, in the operation order of torch.optim.AdamW's single-tensor fp32 CPU
+ * path (each line is one torch call; the scalars come from tern_adamw_consts):
+ *   param.mul_(1 - lr*wd)
+ *   exp_avg.lerp_(grad, 1 - beta1)            torch's scalar lerp, both of its branches
+ *   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+ *   denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+ *   param.addcdiv_(exp_avg, denom, value=-step_size)   ATen evaluates p + (value * m) / denom
+ * With wd = 0 the first line multiplies by 1.0f, which changes nothing. Not bit-exact with torch
+ * in one respect: ATen's vectorised lerp fuses its multiply-add (its scalar tail does not), so
+ * torch's own result depends on an element's position; this reference never fuses. */
+enum tern_status tern_cpu_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+				struct tern_view m, struct tern_view v, int64_t n,
+				const struct tern_adamw_args *args)
+{
+	const char *op = "adamw";
+	float *pp = NULL, *gp = NULL, *mp = NULL, *vp = NULL;
+	enum tern_status st = elem_views(op, "param", param, &pp, "grad", grad, &gp, n);
+	if (st == TERN_OK)
+		st = elem_views(op, "m", m, &mp, "v", v, &vp, n);
+	if (st != TERN_OK)
+		return st;
+	if (!args)
+		return tern_fail(TERN_E_INVALID, "adamw: no arguments");
+	if (args->step < 1)
+		return tern_fail(TERN_E_INVALID, "adamw: step %lld (steps count from 1)",
+				 (long long)args->step);
+	if (!isfinite(args->lr) || !isfinite(args->eps) || !isfinite(args->weight_decay) ||
+	    !(args->beta1 >= 0.0f && args->beta1 < 1.0f) || !(args->beta2 >= 0.0f && args->beta2 < 1.0f))
+		return tern_fail(TERN_E_INVALID,
+				 "adamw: bad hyperparameters lr=%g beta1=%g beta2=%g eps=%g wd=%g",
+				 (double)args->lr, (double)args->beta1, (double)args->beta2,
+				 (double)args->eps, (double)args->weight_decay);
+	struct tern_adamw_consts c = tern_adamw_consts(args);
+	bool lerp_small = fabsf(c.one_minus_b1) < 0.5f;
+	float neg_step = -c.step_size;
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++) {
+			float p = pp[i] * c.decay;
+			float g = gp[i], mi = mp[i], vi = vp[i];
+			mi = lerp_small ? mi + c.one_minus_b1 * (g - mi)
+					: g - (g - mi) * (1.0f - c.one_minus_b1);
+			vi = vi * c.b2;
+			vi = vi + c.one_minus_b2 * g * g;
+			float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+			pp[i] = p + neg_step * mi / denom;
+			mp[i] = mi;
+			vp[i] = vi;
+		}
+	}
+	return TERN_OK;
+}
+
+/* out[0] = or += Σ x[i]², summed in double in index order (one thread: the order is fixed). */
+enum tern_status tern_cpu_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+				bool accumulate)
+{
+	float *xp = NULL;
+	enum tern_status st = elem_views("sumsq", "x", x, &xp, NULL, x, NULL, n);
+	if (st != TERN_OK)
+		return st;
+	void *p;
+	if ((st = tern_cpu_view("sumsq", "out", out, 4, 4, &p, "1 f32")) != TERN_OK)
+		return st;
+	float *outp = p;
+	double s = accumulate ? (double)outp[0] : 0.0;
+	for (int64_t i = 0; i < n; i++)
+		s += (double)xp[i] * (double)xp[i];
+	outp[0] = (float)s;
+	return TERN_OK;
+}
+
+/* torch clip_grad_norm_: c = max_norm / (‖g‖ + 1e-6) in fp32; x *= c only when c < 1. */
+enum tern_status tern_cpu_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+			       float max_norm)
+{
+	float *xp = NULL;
+	enum tern_status st = elem_views("clip", "x", x, &xp, NULL, x, NULL, n);
+	if (st != TERN_OK)
+		return st;
+	void *p;
+	if ((st = tern_cpu_view("clip", "sumsq", sumsq, 4, 4, &p, "1 f32")) != TERN_OK)
+		return st;
+	float c = max_norm / (sqrtf(*(const float *)p) + 1e-6f);
+	if (!(c < 1.0f))
+		return TERN_OK;
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++)
+			xp[i] = xp[i] * c;
+	}
+	return TERN_OK;
+}
+
+/* ---- cast --------------------------------------------------------------------------------- */
+
+static float load_elem(const void *p, enum tern_dtype dt, int64_t i)
+{
+	switch (dt) {
+	case TERN_F16: return tern_f16_to_f32(((const uint16_t *)p)[i]);
+	case TERN_BF16: return tern_bf16_to_f32(((const uint16_t *)p)[i]);
+	default: return ((const float *)p)[i];
+	}
+}
+
+/* Widening to f32 is exact, so f16 <-> bf16 through f32 rounds once (to nearest even). */
+static void store_elem(void *p, enum tern_dtype dt, int64_t i, float f)
+{
+	switch (dt) {
+	case TERN_F16: ((uint16_t *)p)[i] = tern_f32_to_f16(f); break;
+	case TERN_BF16: ((uint16_t *)p)[i] = tern_f32_to_bf16(f); break;
+	default: ((float *)p)[i] = f; break;
+	}
+}
+
+/* dst[n] (dtype dt) = src[n] (dtype st) converted; F32, F16, BF16. */
+enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+			       struct tern_view src, enum tern_dtype st_, int64_t n)
+{
+	const char *op = "cast";
+	enum tern_status st = check_count(op, "n", n);
+	if (st != TERN_OK)
+		return st;
+	size_t ds = (unsigned)dt < TERN_DTYPE_COUNT ? tern_dtype_size(dt) : 0;
+	size_t ss = (unsigned)st_ < TERN_DTYPE_COUNT ? tern_dtype_size(st_) : 0;
+	if (!ds || !ss)
+		return tern_fail(TERN_E_INVALID, "cast: %s -> %s: only f32, f16 and bf16 convert",
+				 tern_dtype_name(st_), tern_dtype_name(dt));
+	void *d, *s;
+	if ((st = tern_cpu_view(op, "dst", dst, (size_t)n * ds, ds, &d, "n=%lld %s", (long long)n,
+				tern_dtype_name(dt))) != TERN_OK)
+		return st;
+	if ((st = tern_cpu_view(op, "src", src, (size_t)n * ss, ss, &s, "n=%lld %s", (long long)n,
+				tern_dtype_name(st_))) != TERN_OK)
+		return st;
+	if (n == 0)
+		return TERN_OK;
+	if (dt == st_) {
+		memmove(d, s, (size_t)n * ds);
+		return TERN_OK;
+	}
+	int64_t ntask = elem_tasks(n);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t lo, hi;
+		task_range(n, ntask, k, &lo, &hi);
+		for (int64_t i = lo; i < hi; i++)
+			store_elem(d, dt, i, load_elem(s, st_, i));
+	}
+	return TERN_OK;
+}

@@ -1,0 +1,111 @@
+/* Linear with LoRA (training-math.md "Linear with LoRA"), composed only from vtable ops so that
+ * every backend runs the same sequence:
+ *
+ *   forward   xd = drop(x)                       [T,I]   (p > 0 only; p == 0 uses x itself)
+ *             u  = xd Aᵀ                         [T,R]   saved for the backward
+ *             y  = x Wᵀ + s · u Bᵀ              [T,O]
+ *   backward  dB += s · dyᵀ u                    [O,R]
+ *             du  = s · dy B                     [T,R]
+ *             dA += duᵀ xd                       [R,I]
+ *             dx (+)= dy W + drop(du A)          [T,I]   same mask as the forward (same key)
+ */
+#include "backend/backend.h"
+
+#include <math.h>
+
+static enum tern_status check_lora(const char *op, const struct tern_lora *lora, int64_t T,
+				   const struct tern_weight *w)
+{
+	if (!lora)
+		return tern_fail(TERN_E_INVALID, "%s: no LoRA parameters", op);
+	if (!w)
+		return tern_fail(TERN_E_INVALID, "%s: no weight", op);
+	if (T < 0 || lora->R <= 0)
+		return tern_fail(TERN_E_INVALID, "%s: bad sizes T=%lld R=%lld", op, (long long)T,
+				 (long long)lora->R);
+	if (!(lora->dropout >= 0.0f && lora->dropout < 1.0f))
+		return tern_fail(TERN_E_INVALID, "%s: dropout p=%g is outside [0, 1)", op,
+				 (double)lora->dropout);
+	if (!isfinite(lora->scale))
+		return tern_fail(TERN_E_INVALID, "%s: LoRA scale is %g", op, (double)lora->scale);
+	enum tern_status st = tern_check_view(op, "A", lora->A, (size_t)(lora->R * w->I) * 4);
+	if (st == TERN_OK)
+		st = tern_check_view(op, "B", lora->B, (size_t)(w->O * lora->R) * 4);
+	return st;
+}
+
+enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
+				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
+				   const struct tern_lora *lora, int64_t T)
+{
+	const struct tern_backend_vtable *vt = be->vt;
+	enum tern_status st = check_lora("lora_forward", lora, T, w);
+	if (st != TERN_OK)
+		return st;
+	int64_t R = lora->R, I = w->I, O = w->O;
+	bool drop = lora->dropout > 0.0f;
+	if ((st = tern_check_view("lora_forward", "u", u, (size_t)(T * R) * 4)) != TERN_OK)
+		return st;
+	if (drop && (st = tern_check_view("lora_forward", "xd", xd, (size_t)(T * I) * 4)) != TERN_OK)
+		return st;
+
+	struct tern_view xin = x;
+	if (drop) {
+		/* xd[T,I] = drop(x) */
+		if ((st = vt->dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
+			return st;
+		xin = xd;
+	}
+	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
+	if ((st = vt->gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
+		return st;
+	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
+	if ((st = vt->matmul(be, y, x, w, T)) != TERN_OK)
+		return st;
+	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
+	return vt->gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);
+}
+
+enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
+				    struct tern_view dB, struct tern_view du, struct tern_view tmp,
+				    struct tern_view dy, struct tern_view x, struct tern_view xd,
+				    struct tern_view u, const struct tern_weight *w,
+				    const struct tern_lora *lora, int64_t T, bool accumulate)
+{
+	const struct tern_backend_vtable *vt = be->vt;
+	enum tern_status st = check_lora("lora_backward", lora, T, w);
+	if (st != TERN_OK)
+		return st;
+	int64_t R = lora->R, I = w->I, O = w->O;
+	bool drop = lora->dropout > 0.0f;
+	if ((st = tern_check_view("lora_backward", "du", du, (size_t)(T * R) * 4)) != TERN_OK)
+		return st;
+	if (drop && (st = tern_check_view("lora_backward", "tmp", tmp, (size_t)(T * I) * 4)) != TERN_OK)
+		return st;
+	if (drop && (st = tern_check_view("lora_backward", "xd", xd, (size_t)(T * I) * 4)) != TERN_OK)
+		return st;
+	struct tern_view xin = drop ? xd : x;
+
+	/* dB[O,R] += s · dy[T,O]ᵀ · u[T,R] */
+	if ((st = vt->gemm(be, dB, dy, u, O, R, T, true, false, lora->scale, 1.0f)) != TERN_OK)
+		return st;
+	/* du[T,R] = s · dy[T,O] · B[O,R] */
+	if ((st = vt->gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f)) != TERN_OK)
+		return st;
+	/* dA[R,I] += du[T,R]ᵀ · xin[T,I] */
+	if ((st = vt->gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f)) != TERN_OK)
+		return st;
+	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
+	if ((st = vt->matmul_bwd(be, dx, dy, w, T, accumulate)) != TERN_OK)
+		return st;
+	if (!drop) {
+		/* dx[T,I] += du[T,R] · A[R,I] */
+		return vt->gemm(be, dx, du, lora->A, T, I, R, false, false, 1.0f, 1.0f);
+	}
+	/* tmp[T,I] = du · A, masked and rescaled with the forward's mask, then added to dx */
+	if ((st = vt->gemm(be, tmp, du, lora->A, T, I, R, false, false, 1.0f, 0.0f)) != TERN_OK)
+		return st;
+	if ((st = vt->dropout(be, tmp, tmp, T * I, lora->dropout, lora->key)) != TERN_OK)
+		return st;
+	return vt->axpy(be, dx, tmp, T * I, 1.0f);
+}
