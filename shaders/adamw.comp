@@ -1,7 +1,7 @@
 #version 450
 // One AdamW step, PyTorch's single-tensor fp32 semantics (see tern_adamw_consts()):
 //   p *= decay; m += w1 * (g - m); v = v * b2 + (1 - b2) * g * g;
-//   p += -step_size * m / (sqrt(v) / bc2_sqrt + eps)
+//   p += (-step_size * m) / (sqrt(v) / bc2_sqrt + eps)   (ATen's addcdiv order)
 // Bindings: 0 = param, 1 = grad, 2 = m, 3 = v. Every product is rounded on its own (precise),
 // as the CPU reference does.
 layout(local_size_x = 256) in;
@@ -33,8 +33,8 @@ void main()
 		precise float gg = p.one_minus_b2 * g;
 		v = v + gg * g;
 		precise float denom = sqrt(v) / p.bc2_sqrt + p.eps;
-		precise float upd = m / denom;
-		w = w + (-p.step_size) * upd;
+		precise float num = (-p.step_size) * m;
+		w = w + num / denom;
 		prm[p.p_off + i] = w;
 		mom[p.m_off + i] = m;
 		vel[p.v_off + i] = v;

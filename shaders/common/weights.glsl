@@ -12,11 +12,10 @@ layout(binding = 4) readonly buffer WNested { float w_nested[]; };
 layout(binding = 5) readonly buffer WDmap { float w_dmap[]; };
 
 #if defined(W_NF4) || defined(W_NF4_DQ)
-const float NF4_CODE[16] = float[16](
-	-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-	-0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-	0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-	0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0);
+// the 16 NF4 code values as exact fp32 bit patterns (formats.md §1.1)
+const uint NF4_CODE_BITS[16] = uint[16](
+	0xbf800000u, 0xbf3239b1u, 0xbf066b30u, 0xbeca32a0u, 0xbe91a24du, 0xbe3d353fu, 0xbdba7871u, 0x00000000u,
+	0x3da2faffu, 0x3e24cae3u, 0x3e7c04ddu, 0x3ead033au, 0x3ee1a4b8u, 0x3f1007abu, 0x3f3913b3u, 0x3f800000u);
 
 float w_block_absmax(uint b)
 {
@@ -57,7 +56,7 @@ float w_value(uint row, uint col)
 #else // NF4: two codes per byte, the even flat element in the high nibble
 	uint byte_ = (w_data[l >> 3] >> (((l >> 1) & 3u) * 8u)) & 0xffu;
 	uint q = (l & 1u) == 0u ? (byte_ >> 4) : (byte_ & 15u);
-	return NF4_CODE[q] * w_block_absmax(g / wp_blocksize);
+	return uintBitsToFloat(NF4_CODE_BITS[q]) * w_block_absmax(g / wp_blocksize);
 #endif
 #endif
 }

@@ -244,7 +244,7 @@ static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
 				visible = true;
 		if (local)
 			d->device_local_bytes += heap->size;
-		if (visible && !local)
+		if (visible)
 			d->host_visible_bytes += heap->size;
 		if (len < sizeof d->heaps)
 			len += (size_t)snprintf(d->heaps + len, sizeof d->heaps - len, "%s%u: %.1f GiB%s%s",
