@@ -1,0 +1,59 @@
+/* The `tern` program: what its subcommand files share. The CLI uses only the public API
+ * (include/tern/tern.h); it is the one place that prints to stdout and chooses exit codes:
+ *	0 success, 1 the library reported a failure, 2 bad usage (unknown command, flag or value). */
+#ifndef TERN_CLI_H
+#define TERN_CLI_H
+
+#include "tern/tern.h"
+
+#include <stdbool.h>
+
+enum { TERN_EXIT_OK = 0, TERN_EXIT_FAIL = 1, TERN_EXIT_USAGE = 2 };
+
+/* How a command-line option takes its value. */
+enum tern_cli_kind {
+	TERN_CLI_INT,    /* long long in [lo, hi] */
+	TERN_CLI_NUM,    /* double in [dlo, dhi] */
+	TERN_CLI_CHOICE, /* one of choices */
+	TERN_CLI_LIST,   /* comma-separated items, each one of choices */
+};
+
+struct tern_cli_opt {
+	const char *name; /* "--T" */
+	const char *meta; /* "N", shown in the help */
+	enum tern_cli_kind kind;
+	long long lo, hi;
+	double dlo, dhi;
+	const char *const *choices; /* NULL-terminated */
+	void *dst;                  /* long long *, double * or const char ** by kind */
+	const char *help;
+};
+
+/* Parses argv[0..argc) against opts (table ends with name == NULL). Also accepts -v/--verbose
+ * (raises the log level) and -h/--help (sets *help). Positional arguments are errors.
+ * Returns TERN_EXIT_OK or, after printing one line on stderr, TERN_EXIT_USAGE.
+ * cmd names the command in messages ("bench ops"). */
+int tern_cli_parse(const char *cmd, const struct tern_cli_opt *opts, int argc, char **argv, bool *help);
+
+/* Prints the options of a table, one per line, for a help text. */
+void tern_cli_print_opts(const struct tern_cli_opt *opts);
+
+/* Prints "tern: <message>" on stderr. Return TERN_EXIT_USAGE or TERN_EXIT_FAIL respectively. */
+int tern_cli_usage(const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 1, 2)))
+#endif
+	;
+int tern_cli_fail(enum tern_status st);
+
+/* Installs the log sink at the verbosity chosen so far (warnings, +1 per -v). */
+void tern_cli_set_log(void);
+extern int tern_cli_verbose;
+
+/* Subcommands: argv holds the arguments after the command words. */
+int tern_cmd_devices(int argc, char **argv);
+int tern_cmd_bench_ops(int argc, char **argv);
+void tern_help_devices(void);
+void tern_help_bench_ops(void);
+
+#endif

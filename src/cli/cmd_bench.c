@@ -1,0 +1,140 @@
+/* tern bench ops: times each op of one backend at one shape and prints a table (one row per op
+ * and weight dtype: ms per call, GFLOP/s, GB/s). Rows are printed as they are measured. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const backends[] = {"auto", "cpu", "vulkan", NULL};
+/* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
+static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
+					"scale",  "axpy",       "cast", "dropout", NULL};
+
+struct bench_args {
+	const char *backend;
+	long long device, T, O, I, R;
+	const char *ops;
+	double seconds;
+};
+
+static struct bench_args args;
+
+static const struct tern_cli_opt bench_opts[] = {
+	{"--backend", "NAME", TERN_CLI_CHOICE, .choices = backends, .dst = &args.backend,
+	 .help = "auto, cpu or vulkan (default auto: the first GPU, else cpu)"},
+	{"--device", "N", TERN_CLI_INT, 0, 1023, .dst = &args.device,
+	 .help = "device index within the backend (default 0; see `tern devices`)"},
+	{"--T", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.T, .help = "tokens per call (default 512)"},
+	{"--O", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.O,
+	 .help = "out features of W [O, I] (default 4096)"},
+	{"--I", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.I,
+	 .help = "in features of W [O, I] (default 4096)"},
+	{"--R", "N", TERN_CLI_INT, 1, 1 << 16, .dst = &args.R,
+	 .help = "LoRA rank for the gemm rows (default 16)"},
+	{"--ops", "LIST", TERN_CLI_LIST, .choices = bench_ops, .dst = &args.ops,
+	 .help = "comma-separated ops to time (default all) from: matmul, matmul_bwd,\n"
+		 "gemm, adamw, sumsq, scale, axpy, cast, dropout"},
+	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
+	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
+	{NULL, NULL, TERN_CLI_INT, .help = NULL},
+};
+
+void tern_help_bench_ops(void)
+{
+	printf("usage: tern bench ops [--backend auto|cpu|vulkan] [--device N] [--T N] [--O N] [--I N]\n"
+	       "                      [--R N] [--ops LIST] [--seconds S]\n"
+	       "\n"
+	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
+	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"
+	       "a LoRA linear of rank R, AdamW, sum of squares, scale and axpy on the LoRA parameters of one\n"
+	       "layer (7 modules, n = 7 R (I + O)), and casts and dropout on x [T, I].\n"
+	       "ms is the mean time of a call with the queue kept busy (after one warm-up call);\n"
+	       "GFLOP/s counts 2 flops per multiply-add; GB/s counts the bytes an op must read and write\n"
+	       "once (weights in their storage format).\n"
+	       "\n"
+	       "options:\n");
+	tern_cli_print_opts(bench_opts);
+}
+
+struct table {
+	const char *device; /* filled by tern_bench_ops before the first row */
+	const struct bench_args *a;
+	int rows;
+};
+
+static void print_header(struct table *t)
+{
+	printf("tern bench ops: %s\n", t->device[0] ? t->device : "(no device)");
+	printf("shape T=%lld O=%lld I=%lld R=%lld, at least %g s per op\n\n", t->a->T, t->a->O, t->a->I,
+	       t->a->R, t->a->seconds);
+	printf("%-11s %-9s %-32s %11s %10s %9s %7s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
+	       "reps");
+	fflush(stdout);
+}
+
+/* At least three significant digits, so that small rates do not print as 0.0; "-" for none. */
+static void fmt_rate(char *buf, size_t size, double v)
+{
+	if (!(v > 0))
+		snprintf(buf, size, "-");
+	else if (v >= 100)
+		snprintf(buf, size, "%.0f", v);
+	else if (v >= 1)
+		snprintf(buf, size, "%.2f", v);
+	else
+		snprintf(buf, size, "%.3g", v);
+}
+
+static void on_row(const struct tern_bench_row *r, void *user)
+{
+	struct table *t = user;
+	if (!t->rows++)
+		print_header(t);
+	char gf[32], gb[32];
+	fmt_rate(gf, sizeof gf, r->gflops);
+	fmt_rate(gb, sizeof gb, r->gbs);
+	printf("%-11s %-9s %-32s %11.4f %10s %9s %7d\n", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
+	fflush(stdout);
+}
+
+int tern_cmd_bench_ops(int argc, char **argv)
+{
+	args = (struct bench_args){.backend = "auto",
+				   .device = 0,
+				   .T = 512,
+				   .O = 4096,
+				   .I = 4096,
+				   .R = 16,
+				   .ops = NULL,
+				   .seconds = 0.5};
+	bool help;
+	int rc = tern_cli_parse("bench ops", bench_opts, argc, argv, &help);
+	if (rc)
+		return rc;
+	if (help) {
+		tern_help_bench_ops();
+		return TERN_EXIT_OK;
+	}
+	tern_cli_set_log();
+
+	struct tern_bench_opts o = {
+		.backend = args.backend,
+		.device = (int)args.device,
+		.T = args.T,
+		.O = args.O,
+		.I = args.I,
+		.R = args.R,
+		.ops = args.ops,
+		.min_seconds = args.seconds,
+	};
+	char device[512] = "";
+	struct table t = {device, &args, 0};
+	enum tern_status st = tern_bench_ops(&o, on_row, &t, device, sizeof device);
+	if (st)
+		return tern_cli_fail(st);
+	if (!t.rows) {
+		print_header(&t);
+		printf("(no op in the selection is supported on this device)\n");
+	}
+	return TERN_EXIT_OK;
+}
