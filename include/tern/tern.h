@@ -44,28 +44,28 @@ void tern_set_log(tern_log_fn fn, void *user, int max_level);
 /* ---- devices --------------------------------------------------------------------------- */
 
 struct tern_device_info {
-	char backend[16];   /* "cpu", "vulkan" */
-	int index;          /* device index within the backend */
+	char backend[16]; /* "cpu", "vulkan" */
+	int index;        /* device index within the backend */
 	char name[256];
-	char kind[32];      /* "discrete-gpu", "integrated-gpu", "cpu", ... */
-	char driver[128];   /* driver name and version */
-	char api[32];       /* "Vulkan 1.3.230", "C11" */
+	char kind[32];    /* "discrete-gpu", "integrated-gpu", "cpu", ... */
+	char driver[128]; /* driver name and version */
+	char api[32];     /* "Vulkan 1.3.230", "C11" */
 	uint64_t device_local_bytes;
 	uint64_t host_visible_bytes;
-	uint64_t max_allocation;     /* largest single allocation */
-	uint64_t max_storage_range;  /* largest buffer one shader binding may see */
-	uint32_t max_shared_memory;  /* compute shared memory per workgroup, bytes */
+	uint64_t max_allocation;    /* largest single allocation */
+	uint64_t max_storage_range; /* largest buffer one shader binding may see */
+	uint32_t max_shared_memory; /* compute shared memory per workgroup, bytes */
 	uint32_t max_workgroup_invocations;
 	uint32_t subgroup_size;
-	bool fp16;                   /* shaderFloat16 */
-	bool storage16;              /* 16-bit storage buffer access */
-	bool int8;                   /* shaderInt8 + 8-bit storage */
+	bool fp16;      /* shaderFloat16 */
+	bool storage16; /* 16-bit storage buffer access */
+	bool int8;      /* shaderInt8 + 8-bit storage */
 	bool subgroup_arithmetic;
-	bool transfer_queue;         /* a queue family for transfers besides compute */
+	bool transfer_queue; /* a queue family for transfers besides compute */
 	bool timestamps;
-	bool memory_budget;          /* VK_EXT_memory_budget */
-	char coopmat[512];           /* cooperative-matrix shapes, "" if none */
-	char heaps[512];             /* memory heaps, human readable */
+	bool memory_budget; /* VK_EXT_memory_budget */
+	char coopmat[512];  /* cooperative-matrix shapes, "" if none */
+	char heaps[512];    /* memory heaps, human readable */
 };
 
 /* Fills up to max entries for every backend compiled in and every device it finds.
@@ -76,22 +76,22 @@ enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
 /* ---- op benchmark ---------------------------------------------------------------------- */
 
 struct tern_bench_row {
-	char op[32];       /* "matmul", "matmul_bwd", "gemm", "adamw", ... */
-	char dtype[16];    /* weight dtype for matmuls, "f32" otherwise */
-	char shape[64];    /* e.g. "T=512 O=4096 I=4096" */
-	double ms;         /* mean time per call */
-	double gflops;     /* 0 where FLOPs do not mean much */
-	double gbs;        /* bytes the op must touch / time */
+	char op[32];    /* "matmul", "matmul_bwd", "gemm", "adamw", ... */
+	char dtype[16]; /* weight dtype for matmuls, "f32" otherwise */
+	char shape[64]; /* e.g. "T=512 O=4096 I=4096" */
+	double ms;      /* mean time per call */
+	double gflops;  /* 0 where FLOPs do not mean much */
+	double gbs;     /* bytes the op must touch / time */
 	int reps;
 };
 
 struct tern_bench_opts {
-	const char *backend;   /* "cpu" or "vulkan" */
-	int device;            /* index within the backend */
-	int64_t T, O, I;       /* matmul shape: tokens, out and in features */
-	int64_t R;             /* LoRA rank for the gemm rows */
-	const char *ops;       /* comma-separated filter, NULL or "" = all */
-	double min_seconds;    /* time each op at least this long */
+	const char *backend; /* "cpu" or "vulkan" */
+	int device;          /* index within the backend */
+	int64_t T, O, I;     /* matmul shape: tokens, out and in features */
+	int64_t R;           /* LoRA rank for the gemm rows */
+	const char *ops;     /* comma-separated filter, NULL or "" = all */
+	double min_seconds;  /* time each op at least this long */
 };
 
 typedef void (*tern_bench_fn)(const struct tern_bench_row *row, void *user);

@@ -116,8 +116,8 @@ struct tern_backend_vtable {
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 				 float alpha, float beta);
 	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep(). */
-	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
-				    float p, uint64_t key);
+	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				    int64_t n, float p, uint64_t key);
 	/* y[n] += alpha · x[n] */
 	enum tern_status (*axpy)(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 				 float alpha);
@@ -126,14 +126,14 @@ struct tern_backend_vtable {
 				  struct tern_view m, struct tern_view v, int64_t n,
 				  const struct tern_adamw_args *args);
 	/* out[0] = or += Σ x[i]²   (one fp32; accumulate selects +=; fixed summation order) */
-	enum tern_status (*sumsq)(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
-				  bool accumulate);
+	enum tern_status (*sumsq)(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				  int64_t n, bool accumulate);
 	/* x[n] *= alpha */
 	enum tern_status (*scale)(struct tern_backend *be, struct tern_view x, int64_t n, float alpha);
 	/* torch clip_grad_norm_: c = max_norm / (sqrt(sumsq[0]) + 1e-6); if c < 1, x[n] *= c.
 	 * The squared norm stays on the device. */
-	enum tern_status (*clip)(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
-				 float max_norm);
+	enum tern_status (*clip)(struct tern_backend *be, struct tern_view x, int64_t n,
+				 struct tern_view sumsq, float max_norm);
 	/* dst[n] = src[n] converted (F32, F16, BF16; round to nearest even) */
 	enum tern_status (*cast)(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 				 struct tern_view src, enum tern_dtype st, int64_t n);
@@ -193,8 +193,8 @@ struct tern_adamw_consts {
 	float decay;        /* 1 - lr * weight_decay */
 	float one_minus_b1; /* lerp weight */
 	float b2, one_minus_b2;
-	float step_size;    /* lr / (1 - beta1^t) */
-	float bc2_sqrt;     /* sqrt(1 - beta2^t) */
+	float step_size; /* lr / (1 - beta1^t) */
+	float bc2_sqrt;  /* sqrt(1 - beta2^t) */
 	float eps;
 };
 struct tern_adamw_consts tern_adamw_consts(const struct tern_adamw_args *a);
@@ -207,11 +207,11 @@ enum tern_status tern_check_weight(const char *op, const struct tern_weight *w);
 /* ---- LoRA linear, composed from the ops above (backend independent) ----
  * y = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ, training-math.md. A [R, I], B [O, R]. */
 struct tern_lora {
-	struct tern_view A, B;   /* fp32 parameters */
+	struct tern_view A, B; /* fp32 parameters */
 	int64_t R;
-	float scale;             /* alpha / r, or alpha / sqrt(r) with rsLoRA */
-	float dropout;           /* p */
-	uint64_t key;            /* dropout mask key (tern_dropout_key) */
+	float scale;   /* alpha / r, or alpha / sqrt(r) with rsLoRA */
+	float dropout; /* p */
+	uint64_t key;  /* dropout mask key (tern_dropout_key) */
 };
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)
@@ -225,7 +225,7 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
 				    struct tern_view dB, struct tern_view du, struct tern_view tmp,
 				    struct tern_view dy, struct tern_view x, struct tern_view xd,
-				    struct tern_view u, const struct tern_weight *w, const struct tern_lora *lora,
-				    int64_t T, bool accumulate);
+				    struct tern_view u, const struct tern_weight *w,
+				    const struct tern_lora *lora, int64_t T, bool accumulate);
 
 #endif

@@ -31,8 +31,8 @@
 
 #define TERN_NF4_NESTED_BLOCK 256
 
-extern const float tern_nf4_code[16];          /* formats.md §1.1 */
-extern const float tern_nf4_threshold[15];     /* formats.md §1.2 */
+extern const float tern_nf4_code[16];      /* formats.md §1.1 */
+extern const float tern_nf4_threshold[15]; /* formats.md §1.2 */
 
 /* The 256-entry signed dynamic map of bitsandbytes' create_dynamic_map(signed=True), fp32. */
 void tern_dynamic_map(float map[256]);

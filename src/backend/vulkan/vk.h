@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 
+/* clang-format off */
 #define TERN_VK_FUNCS(X)                                                                                   \
 	X(vkCreateInstance) X(vkEnumerateInstanceLayerProperties) X(vkEnumerateInstanceExtensionProperties)        \
 	X(vkEnumerateInstanceVersion)
@@ -35,6 +36,7 @@
 	X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkQueueSubmit)            \
 	X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences) X(vkCreateQueryPool)                \
 	X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)
+/* clang-format on */
 
 #define TERN_VK_DECL(name) extern PFN_##name tvk_##name;
 TERN_VK_FUNCS(TERN_VK_DECL)
@@ -80,8 +82,8 @@ struct tern_vk {
 	uint32_t compute_family, transfer_family;
 	VkQueue queue;
 	VkQueue transfer_queue; /* VK_NULL_HANDLE when the device has no separate transfer family */
-	uint32_t mem_type;   /* for tensors */
-	bool mem_mappable;   /* the tensor memory type is host visible + coherent */
+	uint32_t mem_type;      /* for tensors */
+	bool mem_mappable;      /* the tensor memory type is host visible + coherent */
 	uint32_t staging_type;
 	VkDeviceSize max_alloc, max_range, align, block_size;
 
@@ -94,7 +96,7 @@ struct tern_vk {
 	void *staging_map;
 	VkDeviceSize staging_size;
 
-	struct tern_buffer *dummy; /* bound to unused bindings; also the sumsq partials */
+	struct tern_buffer *dummy;  /* bound to unused bindings; also the sumsq partials */
 	struct tern_buffer *consts; /* the 256-entry dynamic map (f32) */
 
 	VkDescriptorSetLayout dsl;
@@ -148,8 +150,9 @@ uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v);
 /* Records one dispatch of pipeline `name` with up to 8 bindings (placed views; a view with no
  * buffer binds a dummy) and the push-constant block; checks binding alignment and range, push
  * size and group-count limits. */
-enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds, int nbind,
-				  const void *push, size_t push_size, uint32_t gx, uint32_t gy, uint32_t gz);
+enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds,
+				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
+				  uint32_t gz);
 
 void tern_vk_destroy(struct tern_backend *be);
 

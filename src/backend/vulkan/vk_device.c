@@ -76,9 +76,10 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 	bool validate = vk && env_on("TERN_VALIDATE");
 	if (validate) {
 		if (!has_layer("VK_LAYER_KHRONOS_validation"))
-			return tern_fail(TERN_E_UNAVAILABLE,
-					 "vulkan: TERN_VALIDATE is set but VK_LAYER_KHRONOS_validation is not installed "
-					 "(apt-get install vulkan-validationlayers)");
+			return tern_fail(
+				TERN_E_UNAVAILABLE,
+				"vulkan: TERN_VALIDATE is set but VK_LAYER_KHRONOS_validation is not installed "
+				"(apt-get install vulkan-validationlayers)");
 		layers[nlayers++] = "VK_LAYER_KHRONOS_validation";
 		exts[nexts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
 	}
@@ -102,8 +103,9 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 	};
 	VkResult r = tvk_vkCreateInstance(&ci, NULL, out);
 	if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
-		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: no Vulkan driver found (install mesa-vulkan-drivers "
-						     "for lavapipe, or your GPU's driver)");
+		return tern_fail(TERN_E_UNAVAILABLE,
+				 "vulkan: no Vulkan driver found (install mesa-vulkan-drivers "
+				 "for lavapipe, or your GPU's driver)");
 	if ((st = tern_vk_check(r, "vkCreateInstance")))
 		return st;
 	tern_vk_load_instance(*out);
@@ -190,16 +192,19 @@ static void queue_families(VkPhysicalDevice pd, uint32_t *compute, uint32_t *tra
 static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
 {
 	memset(d, 0, sizeof *d);
-	VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+	VkPhysicalDeviceSubgroupProperties sub = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
 	VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES,
 						.pNext = &sub};
-	VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &drv};
+	VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+					  .pNext = &drv};
 	tvk_vkGetPhysicalDeviceProperties2(pd, &p2);
 	VkPhysicalDeviceProperties *p = &p2.properties;
 
-	VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-	VkPhysicalDeviceVulkan12Features f12 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-						.pNext = &s16};
+	VkPhysicalDevice16BitStorageFeatures s16 = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+	VkPhysicalDeviceVulkan12Features f12 = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = &s16};
 	VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12};
 	tvk_vkGetPhysicalDeviceFeatures2(pd, &f2);
 
@@ -226,8 +231,10 @@ static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
 	queue_families(pd, &cf, &tf);
 	d->transfer_queue = tf != UINT32_MAX;
 
-	VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
-	VkPhysicalDeviceProperties2 p3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
+	VkPhysicalDeviceMaintenance3Properties m3 = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+	VkPhysicalDeviceProperties2 p3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+					  .pNext = &m3};
 	tvk_vkGetPhysicalDeviceProperties2(pd, &p3);
 	d->max_allocation = m3.maxMemoryAllocationSize;
 
@@ -249,9 +256,11 @@ static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
 		if (len < sizeof d->heaps)
 			len += (size_t)snprintf(d->heaps + len, sizeof d->heaps - len, "%s%u: %.1f GiB%s%s",
 						h ? ", " : "", h, (double)heap->size / (1 << 30),
-						local ? " device-local" : " host", visible ? " host-visible" : "");
+						local ? " device-local" : " host",
+						visible ? " host-visible" : "");
 	}
-	if (tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV && has_device_ext(pd, "VK_NV_cooperative_matrix")) {
+	if (tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV &&
+	    has_device_ext(pd, "VK_NV_cooperative_matrix")) {
 		uint32_t n = 0;
 		tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, NULL);
 		VkCooperativeMatrixPropertiesNV *cm = calloc(n ? n : 1, sizeof *cm);
@@ -298,7 +307,8 @@ void tern_vk_destroy(struct tern_backend *be)
 			for (int i = 0; i < vk->npipes; i++)
 				if (vk->pipes[i].calls)
 					tern_log(TERN_LOG_INFO, "vulkan profile: %-16s %8llu calls %10.3f ms",
-						 vk->pipes[i].spv->name, (unsigned long long)vk->pipes[i].calls,
+						 vk->pipes[i].spv->name,
+						 (unsigned long long)vk->pipes[i].calls,
 						 vk->pipes[i].ns * 1e-6);
 		}
 		tern_vk_dispatch_free(vk);
@@ -331,8 +341,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	if ((st = physical_devices(vk->instance, &pds, &n)))
 		goto fail;
 	if (device < 0 || (uint32_t)device >= n) {
-		st = tern_fail(TERN_E_INVALID, "vulkan: device index %d out of range: %u device(s), 0..%u "
-					       "(see `tern devices`)",
+		st = tern_fail(TERN_E_INVALID,
+			       "vulkan: device index %d out of range: %u device(s), 0..%u "
+			       "(see `tern devices`)",
 			       device, n, n - 1);
 		goto fail;
 	}
@@ -340,8 +351,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	tvk_vkGetPhysicalDeviceProperties(vk->phys, &vk->props);
 	tvk_vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->memprops);
 	if (vk->props.apiVersion < VK_API_VERSION_1_2) {
-		st = tern_fail(TERN_E_UNAVAILABLE, "vulkan: device %d (%s) supports Vulkan %u.%u; tern needs 1.2",
-			       device, vk->props.deviceName, VK_API_VERSION_MAJOR(vk->props.apiVersion),
+		st = tern_fail(TERN_E_UNAVAILABLE,
+			       "vulkan: device %d (%s) supports Vulkan %u.%u; tern needs 1.2", device,
+			       vk->props.deviceName, VK_API_VERSION_MAJOR(vk->props.apiVersion),
 			       VK_API_VERSION_MINOR(vk->props.apiVersion));
 		goto fail;
 	}
@@ -353,7 +365,8 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	if (vk->align < 4)
 		vk->align = 4;
 	vk->ts_period = vk->props.limits.timestampPeriod;
-	snprintf(vk->base.device_name, sizeof vk->base.device_name, "%.180s (%.24s, %.30s)", info.name, info.kind, info.api);
+	snprintf(vk->base.device_name, sizeof vk->base.device_name, "%.180s (%.24s, %.30s)", info.name,
+		 info.kind, info.api);
 
 	queue_families(vk->phys, &vk->compute_family, &vk->transfer_family);
 	if (vk->compute_family == UINT32_MAX) {

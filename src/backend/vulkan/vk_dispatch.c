@@ -27,7 +27,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 		.bindingCount = TERN_VK_NBIND,
 		.pBindings = b,
 	};
-	if ((st = tern_vk_check(tvk_vkCreateDescriptorSetLayout(vk->device, &dci, NULL, &vk->dsl), "descriptor layout")))
+	if ((st = tern_vk_check(tvk_vkCreateDescriptorSetLayout(vk->device, &dci, NULL, &vk->dsl),
+				"descriptor layout")))
 		return st;
 	if (vk->props.limits.maxPushConstantsSize < TERN_VK_PUSH)
 		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: maxPushConstantsSize %u < %u",
@@ -40,7 +41,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 		.pushConstantRangeCount = 1,
 		.pPushConstantRanges = &pr,
 	};
-	if ((st = tern_vk_check(tvk_vkCreatePipelineLayout(vk->device, &lci, NULL, &vk->layout), "pipeline layout")))
+	if ((st = tern_vk_check(tvk_vkCreatePipelineLayout(vk->device, &lci, NULL, &vk->layout),
+				"pipeline layout")))
 		return st;
 	VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, POOL_SETS * TERN_VK_NBIND};
 	VkDescriptorPoolCreateInfo pci = {
@@ -49,7 +51,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 		.poolSizeCount = 1,
 		.pPoolSizes = &ps,
 	};
-	if ((st = tern_vk_check(tvk_vkCreateDescriptorPool(vk->device, &pci, NULL, &vk->pool), "descriptor pool")))
+	if ((st = tern_vk_check(tvk_vkCreateDescriptorPool(vk->device, &pci, NULL, &vk->pool),
+				"descriptor pool")))
 		return st;
 	vk->pool_max = POOL_SETS;
 	VkCommandPoolCreateInfo cpi = {
@@ -57,7 +60,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 		.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
 		.queueFamilyIndex = vk->compute_family,
 	};
-	if ((st = tern_vk_check(tvk_vkCreateCommandPool(vk->device, &cpi, NULL, &vk->cmd_pool), "command pool")))
+	if ((st = tern_vk_check(tvk_vkCreateCommandPool(vk->device, &cpi, NULL, &vk->cmd_pool),
+				"command pool")))
 		return st;
 	VkCommandBufferAllocateInfo cai = {
 		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
@@ -76,7 +80,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 			.queryType = VK_QUERY_TYPE_TIMESTAMP,
 			.queryCount = MAX_QUERIES,
 		};
-		if ((st = tern_vk_check(tvk_vkCreateQueryPool(vk->device, &qci, NULL, &vk->queries), "query pool")))
+		if ((st = tern_vk_check(tvk_vkCreateQueryPool(vk->device, &qci, NULL, &vk->queries),
+					"query pool")))
 			return st;
 		vk->max_queries = MAX_QUERIES;
 		vk->qpipe = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qpipe);
@@ -132,7 +137,8 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 				.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
 						 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
 			};
-			VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+			VkPipelineStageFlags stages =
+				VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 			tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
 		}
 		return TERN_OK;
@@ -160,7 +166,8 @@ static void read_timestamps(struct tern_vk *vk)
 	if (!t)
 		return;
 	if (tvk_vkGetQueryPoolResults(vk->device, vk->queries, 0, vk->nqueries, vk->nqueries * sizeof *t, t,
-				      sizeof *t, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
+				      sizeof *t,
+				      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
 		for (uint32_t i = 0; i + 1 < vk->nqueries; i += 2)
 			vk->qpipe[i / 2]->ns += (double)(t[i + 1] - t[i]) * vk->ts_period;
 	free(t);
@@ -181,7 +188,8 @@ enum tern_status tern_vk_flush(struct tern_vk *vk)
 	};
 	if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, vk->fence), "vkQueueSubmit")))
 		goto fail;
-	if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX), "vkWaitForFences")))
+	if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX),
+				"vkWaitForFences")))
 		goto fail;
 	tvk_vkResetFences(vk->device, 1, &vk->fence);
 	tvk_vkResetCommandBuffer(vk->cmd, 0);
@@ -236,7 +244,8 @@ static enum tern_status get_pipeline(struct tern_vk *vk, const char *name, struc
 			  .pName = "main"},
 		.layout = vk->layout,
 	};
-	st = tern_vk_check(tvk_vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipeline), name);
+	st = tern_vk_check(
+		tvk_vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipeline), name);
 	tvk_vkDestroyShaderModule(vk->device, mod, NULL);
 	return st;
 }
@@ -250,22 +259,25 @@ uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v)
 	return delta;
 }
 
-enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds, int nbind,
-				  const void *push, size_t push_size, uint32_t gx, uint32_t gy, uint32_t gz)
+enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds,
+				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
+				  uint32_t gz)
 {
 	const VkPhysicalDeviceLimits *lim = &vk->props.limits;
 	if (nbind > TERN_VK_NBIND)
-		return tern_fail(TERN_E_INVALID, "vulkan: %s: %d bindings, the layout has %d", name, nbind, TERN_VK_NBIND);
+		return tern_fail(TERN_E_INVALID, "vulkan: %s: %d bindings, the layout has %d", name, nbind,
+				 TERN_VK_NBIND);
 	if (push_size > TERN_VK_PUSH)
-		return tern_fail(TERN_E_INVALID, "vulkan: %s: %zu bytes of push constants, the layout has %d", name,
-				 push_size, TERN_VK_PUSH);
+		return tern_fail(TERN_E_INVALID, "vulkan: %s: %zu bytes of push constants, the layout has %d",
+				 name, push_size, TERN_VK_PUSH);
 	if (gx == 0 || gy == 0 || gz == 0)
 		return TERN_OK; /* nothing to do */
 	if (gx > lim->maxComputeWorkGroupCount[0] || gy > lim->maxComputeWorkGroupCount[1] ||
 	    gz > lim->maxComputeWorkGroupCount[2])
-		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: %u x %u x %u groups exceed the device limit %u x %u x %u",
-				 name, gx, gy, gz, lim->maxComputeWorkGroupCount[0], lim->maxComputeWorkGroupCount[1],
-				 lim->maxComputeWorkGroupCount[2]);
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: %u x %u x %u groups exceed the device limit %u x %u x %u", name,
+				 gx, gy, gz, lim->maxComputeWorkGroupCount[0],
+				 lim->maxComputeWorkGroupCount[1], lim->maxComputeWorkGroupCount[2]);
 
 	VkDescriptorBufferInfo bi[TERN_VK_NBIND];
 	for (int i = 0; i < TERN_VK_NBIND; i++) {
@@ -275,17 +287,20 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 			continue;
 		}
 		if (v.off % vk->align)
-			return tern_fail(TERN_E_INVALID, "vulkan: %s: binding %d at byte %zu is not %llu-aligned", name, i,
+			return tern_fail(TERN_E_INVALID,
+					 "vulkan: %s: binding %d at byte %zu is not %llu-aligned", name, i,
 					 v.off, (unsigned long long)vk->align);
 		/* shaders read whole words: a buffer's size is padded to 4 bytes, so is the range */
 		VkDeviceSize range = tern_align_up(v.size, 4);
 		if (v.off + range > tern_align_up(v.buf->size, 4))
-			return tern_fail(TERN_E_INVALID, "vulkan: %s: binding %d [%zu, +%zu) outside its buffer of %zu bytes",
+			return tern_fail(TERN_E_INVALID,
+					 "vulkan: %s: binding %d [%zu, +%zu) outside its buffer of %zu bytes",
 					 name, i, v.off, v.size, (size_t)v.buf->size);
 		if (range > vk->max_range)
-			return tern_fail(TERN_E_UNSUPPORTED,
-					 "vulkan: %s: binding %d needs %.1f MiB, more than maxStorageBufferRange (%.1f MiB)",
-					 name, i, (double)range / (1 << 20), (double)vk->max_range / (1 << 20));
+			return tern_fail(
+				TERN_E_UNSUPPORTED,
+				"vulkan: %s: binding %d needs %.1f MiB, more than maxStorageBufferRange (%.1f MiB)",
+				name, i, (double)range / (1 << 20), (double)vk->max_range / (1 << 20));
 		bi[i] = (VkDescriptorBufferInfo){v.buf->buffer, v.off, range};
 	}
 
@@ -306,7 +321,8 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 		.pSetLayouts = &vk->dsl,
 	};
 	VkDescriptorSet set;
-	if ((st = tern_vk_check(tvk_vkAllocateDescriptorSets(vk->device, &ai, &set), "vkAllocateDescriptorSets")))
+	if ((st = tern_vk_check(tvk_vkAllocateDescriptorSets(vk->device, &ai, &set),
+				"vkAllocateDescriptorSets")))
 		return st;
 	vk->pool_used++;
 	VkWriteDescriptorSet w[TERN_VK_NBIND];
@@ -329,11 +345,13 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 	tvk_vkCmdPushConstants(vk->cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, TERN_VK_PUSH, pc);
 	if (vk->profile) {
 		vk->qpipe[vk->nqueries / 2] = pipe;
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, vk->nqueries++);
+		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
+					vk->nqueries++);
 	}
 	tvk_vkCmdDispatch(vk->cmd, gx, gy, gz);
 	if (vk->profile)
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries, vk->nqueries++);
+		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
+					vk->nqueries++);
 	vk->ndispatch++;
 	pipe->calls++;
 	return TERN_OK;

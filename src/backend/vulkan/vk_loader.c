@@ -21,7 +21,8 @@ enum tern_status tern_vk_load(void)
 	if (!lib)
 		lib = dlopen("libvulkan.so", RTLD_NOW | RTLD_LOCAL);
 	if (!lib)
-		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: cannot load libvulkan.so.1 (install libvulkan1)");
+		return tern_fail(TERN_E_UNAVAILABLE,
+				 "vulkan: cannot load libvulkan.so.1 (install libvulkan1)");
 	/* POSIX guarantees that a function pointer survives the trip through dlsym's void *. */
 	*(void **)&get_instance_proc = dlsym(lib, "vkGetInstanceProcAddr");
 	if (!get_instance_proc)

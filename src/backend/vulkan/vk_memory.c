@@ -23,7 +23,8 @@ struct tern_vk_block {
 	int nfree, cap;
 };
 
-static uint32_t find_type(struct tern_vk *vk, uint32_t bits, VkMemoryPropertyFlags want, VkMemoryPropertyFlags avoid)
+static uint32_t find_type(struct tern_vk *vk, uint32_t bits, VkMemoryPropertyFlags want,
+			  VkMemoryPropertyFlags avoid)
 {
 	for (uint32_t i = 0; i < vk->memprops.memoryTypeCount; i++) {
 		VkMemoryPropertyFlags f = vk->memprops.memoryTypes[i].propertyFlags;
@@ -47,7 +48,8 @@ static enum tern_status block_new(struct tern_vk *vk, VkDeviceSize size, struct 
 	if (r != VK_SUCCESS) {
 		free(b);
 		if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-			return tern_fail(TERN_E_DEVICE_MEM, "vulkan: out of device memory allocating a block of %.1f MiB",
+			return tern_fail(TERN_E_DEVICE_MEM,
+					 "vulkan: out of device memory allocating a block of %.1f MiB",
 					 (double)size / (1 << 20));
 		return tern_vk_check(r, "vkAllocateMemory");
 	}
@@ -148,7 +150,8 @@ static void block_give(struct tern_vk_block *b, VkDeviceSize off, VkDeviceSize s
 	}
 }
 
-static enum tern_status make_buffer(struct tern_vk *vk, VkDeviceSize size, VkBuffer *buf, VkMemoryRequirements *req)
+static enum tern_status make_buffer(struct tern_vk *vk, VkDeviceSize size, VkBuffer *buf,
+				    VkMemoryRequirements *req)
 {
 	VkBufferCreateInfo bci = {
 		.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -157,7 +160,8 @@ static enum tern_status make_buffer(struct tern_vk *vk, VkDeviceSize size, VkBuf
 			 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
 		.sharingMode = VK_SHARING_MODE_EXCLUSIVE,
 	};
-	enum tern_status st = tern_vk_check(tvk_vkCreateBuffer(vk->device, &bci, NULL, buf), "vkCreateBuffer");
+	enum tern_status st =
+		tern_vk_check(tvk_vkCreateBuffer(vk->device, &bci, NULL, buf), "vkCreateBuffer");
 	if (st)
 		return st;
 	tvk_vkGetBufferMemoryRequirements(vk->device, *buf, req);
@@ -173,9 +177,10 @@ enum tern_status tern_vk_buffer_alloc(struct tern_backend *be, size_t size, stru
 	/* shaders read whole 4-byte words */
 	VkDeviceSize bytes = tern_align_up(size ? size : 4, 4);
 	if (bytes > vk->max_alloc)
-		return tern_fail(TERN_E_UNSUPPORTED,
-				 "vulkan: a buffer of %.1f MiB exceeds this device's maxMemoryAllocationSize (%.1f MiB)",
-				 (double)bytes / (1 << 20), (double)vk->max_alloc / (1 << 20));
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"vulkan: a buffer of %.1f MiB exceeds this device's maxMemoryAllocationSize (%.1f MiB)",
+			(double)bytes / (1 << 20), (double)vk->max_alloc / (1 << 20));
 	struct tern_buffer *b = tern_calloc(1, sizeof *b);
 	if (!b)
 		return TERN_E_NOMEM;
@@ -184,7 +189,8 @@ enum tern_status tern_vk_buffer_alloc(struct tern_backend *be, size_t size, stru
 	if (st)
 		goto fail;
 	if (!(req.memoryTypeBits & (1u << vk->mem_type))) {
-		st = tern_fail(TERN_E_DEVICE, "vulkan: buffer cannot live in the chosen memory type %u", vk->mem_type);
+		st = tern_fail(TERN_E_DEVICE, "vulkan: buffer cannot live in the chosen memory type %u",
+			       vk->mem_type);
 		goto fail;
 	}
 	VkDeviceSize align = req.alignment > vk->align ? req.alignment : vk->align;
@@ -201,7 +207,8 @@ enum tern_status tern_vk_buffer_alloc(struct tern_backend *be, size_t size, stru
 				b->block = vk->blocks[i];
 		if (!b->block) {
 			struct tern_vk_block *nb;
-			struct tern_vk_block **nl = realloc(vk->blocks, (size_t)(vk->nblocks + 1) * sizeof *nl);
+			struct tern_vk_block **nl =
+				realloc(vk->blocks, (size_t)(vk->nblocks + 1) * sizeof *nl);
 			if (!nl) {
 				st = tern_fail(TERN_E_NOMEM, "vulkan: out of host memory");
 				goto fail;
@@ -251,8 +258,9 @@ void tern_vk_buffer_free(struct tern_backend *be, struct tern_buffer *b)
 static enum tern_status check_view(struct tern_view v, const char *what)
 {
 	if (!v.buf || v.off + v.size > v.buf->size)
-		return tern_fail(TERN_E_INVALID, "vulkan: %s: view [%zu, +%zu) outside its buffer of %zu bytes", what,
-				 v.off, v.size, v.buf ? (size_t)v.buf->size : (size_t)0);
+		return tern_fail(TERN_E_INVALID,
+				 "vulkan: %s: view [%zu, +%zu) outside its buffer of %zu bytes", what, v.off,
+				 v.size, v.buf ? (size_t)v.buf->size : (size_t)0);
 	return TERN_OK;
 }
 
@@ -266,7 +274,8 @@ static enum tern_status copy_staged(struct tern_vk *vk, struct tern_view v, void
 		if ((st = tern_vk_begin(vk)))
 			return st;
 		VkBufferCopy c = {up ? 0 : v.off + done, up ? v.off + done : 0, n};
-		tvk_vkCmdCopyBuffer(vk->cmd, up ? vk->staging : v.buf->buffer, up ? v.buf->buffer : vk->staging, 1, &c);
+		tvk_vkCmdCopyBuffer(vk->cmd, up ? vk->staging : v.buf->buffer,
+				    up ? v.buf->buffer : vk->staging, 1, &c);
 		vk->ndispatch++;
 		if ((st = tern_vk_flush(vk)))
 			return st;
@@ -341,7 +350,8 @@ enum tern_status tern_vk_memory_init(struct tern_vk *vk)
 	tvk_vkDestroyBuffer(vk->device, probe, NULL);
 
 	const VkMemoryPropertyFlags local = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
-	const VkMemoryPropertyFlags visible = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+	const VkMemoryPropertyFlags visible =
+		VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
 	bool unified = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ||
 		       vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
 	vk->mem_type = UINT32_MAX;
@@ -365,10 +375,12 @@ enum tern_status tern_vk_memory_init(struct tern_vk *vk)
 			.size = STAGING_BYTES,
 			.usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
 		};
-		if ((st = tern_vk_check(tvk_vkCreateBuffer(vk->device, &bci, NULL, &vk->staging), "vkCreateBuffer")))
+		if ((st = tern_vk_check(tvk_vkCreateBuffer(vk->device, &bci, NULL, &vk->staging),
+					"vkCreateBuffer")))
 			return st;
 		tvk_vkGetBufferMemoryRequirements(vk->device, vk->staging, &req);
-		uint32_t t = find_type(vk, req.memoryTypeBits, visible | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
+		uint32_t t =
+			find_type(vk, req.memoryTypeBits, visible | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
 		if (t == UINT32_MAX)
 			t = find_type(vk, req.memoryTypeBits, visible, 0);
 		if (t == UINT32_MAX)
@@ -378,11 +390,14 @@ enum tern_status tern_vk_memory_init(struct tern_vk *vk)
 			.allocationSize = req.size,
 			.memoryTypeIndex = t,
 		};
-		if ((st = tern_vk_check(tvk_vkAllocateMemory(vk->device, &ai, NULL, &vk->staging_mem), "staging memory")))
+		if ((st = tern_vk_check(tvk_vkAllocateMemory(vk->device, &ai, NULL, &vk->staging_mem),
+					"staging memory")))
 			return st;
-		if ((st = tern_vk_check(tvk_vkBindBufferMemory(vk->device, vk->staging, vk->staging_mem, 0), "staging bind")))
+		if ((st = tern_vk_check(tvk_vkBindBufferMemory(vk->device, vk->staging, vk->staging_mem, 0),
+					"staging bind")))
 			return st;
-		if ((st = tern_vk_check(tvk_vkMapMemory(vk->device, vk->staging_mem, 0, VK_WHOLE_SIZE, 0, &vk->staging_map),
+		if ((st = tern_vk_check(tvk_vkMapMemory(vk->device, vk->staging_mem, 0, VK_WHOLE_SIZE, 0,
+							&vk->staging_map),
 					"staging map")))
 			return st;
 		vk->staging_size = STAGING_BYTES;

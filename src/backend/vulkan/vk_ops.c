@@ -88,26 +88,31 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 		return st;
 	const char *sfx = wsuffix(w->dtype);
 	if (!sfx)
-		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: weight dtype %s", op, tern_dtype_name(w->dtype));
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: weight dtype %s", op,
+				 tern_dtype_name(w->dtype));
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
 	if ((st = tern_check_view(op, bwd ? "dx" : "y", out, (size_t)(T * out_cols * 4))) ||
 	    (st = tern_check_view(op, bwd ? "dy" : "x", in, (size_t)(T * in_cols * 4))))
 		return st;
 	if (w->data.off % 4 || (w->absmax.buf && w->absmax.off % 4) || (w->nested.buf && w->nested.off % 4))
-		return tern_fail(TERN_E_INVALID, "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
+		return tern_fail(TERN_E_INVALID,
+				 "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
 	if (T == 0 || O == 0 || I == 0)
 		return TERN_OK;
 	char name[48];
 	snprintf(name, sizeof name, "%s_%s", op, sfx);
 
 	/* rows of W per chunk and tokens per chunk so every binding fits */
-	int64_t row_bytes = w->dtype == TERN_F32 ? 4 * I : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
-			  : w->dtype == TERN_TERNARY ? 4 * tern_ternary_row_words(I) : (I + 1) / 2 + 1;
+	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
+			    : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
+			    : w->dtype == TERN_TERNARY                      ? 4 * tern_ternary_row_words(I)
+									    : (I + 1) / 2 + 1;
 	int64_t rows = fit(vk, row_bytes) - 1, tc = fit(vk, 4 * (O > I ? O : I));
 	if (rows < 1 || tc < 1)
-		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
-				 op, (long long)O, (long long)I);
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange", op,
+				 (long long)O, (long long)I);
 	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
 	struct mm_push p = {
 		.K = (uint32_t)(bwd ? 0 : I),
@@ -123,8 +128,10 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
-		struct tern_view y = tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
-		struct tern_view x = tern_view_sub(in, (size_t)(t0 * in_cols * 4), (size_t)(tn * in_cols * 4));
+		struct tern_view y =
+			tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
+		struct tern_view x =
+			tern_view_sub(in, (size_t)(t0 * in_cols * 4), (size_t)(tn * in_cols * 4));
 		p.y_off = tern_vk_place(vk, &y) / 4;
 		p.x_off = tern_vk_place(vk, &x) / 4;
 		p.T = (uint32_t)tn;
@@ -141,7 +148,8 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				p.N = (uint32_t)rn;
 			}
 			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
-			st = tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32), groups(tn, 32), 1);
+			st = tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32), groups(tn, 32),
+					      1);
 			if (st)
 				return st;
 		}
@@ -171,9 +179,9 @@ struct gemm_push {
 	float alpha, beta;
 };
 
-static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A, struct tern_view B,
-				 int64_t M, int64_t N, int64_t K, int64_t ldc, bool ta, bool tb, int64_t lda_rows,
-				 float alpha, float beta)
+static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
+				 struct tern_view B, int64_t M, int64_t N, int64_t K, int64_t ldc, bool ta,
+				 bool tb, int64_t lda_rows, float alpha, float beta)
 {
 	struct gemm_push p = {
 		.M = (uint32_t)M,
@@ -196,8 +204,9 @@ static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct 
 	return tern_vk_dispatch(vk, "gemm", b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
 }
 
-static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A, struct tern_view B,
-				int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta)
+static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+				float alpha, float beta)
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
@@ -220,8 +229,8 @@ static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, str
 		for (int64_t m0 = 0; m0 < M && mc > 0; m0 += mc) {
 			int64_t mn = M - m0 < mc ? M - m0 : mc;
 			st = gemm_one(vk, tern_view_sub(C, (size_t)(m0 * N * 4), (size_t)(mn * N * 4)),
-				      tern_view_sub(A, (size_t)(m0 * K * 4), (size_t)(mn * K * 4)), B, mn, N, K, N, ta,
-				      tb, mn, alpha, beta);
+				      tern_view_sub(A, (size_t)(m0 * K * 4), (size_t)(mn * K * 4)), B, mn, N,
+				      K, N, ta, tb, mn, alpha, beta);
 			if (st)
 				return st;
 		}
@@ -234,18 +243,19 @@ static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, str
 		for (int64_t k0 = 0; k0 < K && kc > 0; k0 += kc) {
 			int64_t kn = K - k0 < kc ? K - k0 : kc;
 			st = gemm_one(vk, C, tern_view_sub(A, (size_t)(k0 * M * 4), (size_t)(kn * M * 4)),
-				      tern_view_sub(B, (size_t)(k0 * N * 4), (size_t)(kn * N * 4)), M, N, kn, N, ta, tb,
-				      M, alpha, k0 == 0 ? beta : 1.0f);
+				      tern_view_sub(B, (size_t)(k0 * N * 4), (size_t)(kn * N * 4)), M, N, kn,
+				      N, ta, tb, M, alpha, k0 == 0 ? beta : 1.0f);
 			if (st)
 				return st;
 		}
 		if (kc > 0)
 			return TERN_OK;
 	}
-	return tern_fail(TERN_E_UNSUPPORTED,
-			 "vulkan: gemm M=%lld N=%lld K=%lld ta=%d tb=%d: operands exceed maxStorageBufferRange in a "
-			 "layout tern cannot split",
-			 (long long)M, (long long)N, (long long)K, ta, tb);
+	return tern_fail(
+		TERN_E_UNSUPPORTED,
+		"vulkan: gemm M=%lld N=%lld K=%lld ta=%d tb=%d: operands exceed maxStorageBufferRange in a "
+		"layout tern cannot split",
+		(long long)M, (long long)N, (long long)K, ta, tb);
 }
 
 /* ---- element-wise ------------------------------------------------------------------------ */
@@ -280,11 +290,12 @@ static enum tern_status ew_run(struct tern_vk *vk, const char *name, struct tern
 	return TERN_OK;
 }
 
-static enum tern_status vk_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n, float p,
-				   uint64_t key)
+static enum tern_status vk_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				   float p, uint64_t key)
 {
 	enum tern_status st;
-	if ((st = tern_check_view("dropout", "y", y, (size_t)n * 4)) || (st = tern_check_view("dropout", "x", x, (size_t)n * 4)))
+	if ((st = tern_check_view("dropout", "y", y, (size_t)n * 4)) ||
+	    (st = tern_check_view("dropout", "x", x, (size_t)n * 4)))
 		return st;
 	if (!(p >= 0.0f && p < 1.0f))
 		return tern_fail(TERN_E_INVALID, "dropout: p = %g, must be in [0, 1)", (double)p);
@@ -297,12 +308,15 @@ static enum tern_status vk_dropout(struct tern_backend *be, struct tern_view y, 
 	return ew_run(tern_vk_of(be), "dropout", y, x, (struct tern_view){0}, n, pc);
 }
 
-static enum tern_status vk_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n, float alpha)
+static enum tern_status vk_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+				float alpha)
 {
 	enum tern_status st;
-	if ((st = tern_check_view("axpy", "y", y, (size_t)n * 4)) || (st = tern_check_view("axpy", "x", x, (size_t)n * 4)))
+	if ((st = tern_check_view("axpy", "y", y, (size_t)n * 4)) ||
+	    (st = tern_check_view("axpy", "x", x, (size_t)n * 4)))
 		return st;
-	return ew_run(tern_vk_of(be), "axpy", y, x, (struct tern_view){0}, n, (struct ew_push){.alpha = alpha});
+	return ew_run(tern_vk_of(be), "axpy", y, x, (struct tern_view){0}, n,
+		      (struct ew_push){.alpha = alpha});
 }
 
 static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
@@ -314,11 +328,12 @@ static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, in
 		      (struct ew_push){.alpha = alpha});
 }
 
-static enum tern_status vk_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
-				float max_norm)
+static enum tern_status vk_clip(struct tern_backend *be, struct tern_view x, int64_t n,
+				struct tern_view sumsq, float max_norm)
 {
 	enum tern_status st;
-	if ((st = tern_check_view("clip", "x", x, (size_t)n * 4)) || (st = tern_check_view("clip", "sumsq", sumsq, 4)))
+	if ((st = tern_check_view("clip", "x", x, (size_t)n * 4)) ||
+	    (st = tern_check_view("clip", "sumsq", sumsq, 4)))
 		return st;
 	return ew_run(tern_vk_of(be), "clip", x, (struct tern_view){0}, tern_view_sub(sumsq, 0, 4), n,
 		      (struct ew_push){.alpha = max_norm});
@@ -334,25 +349,34 @@ struct adamw_push {
 };
 
 static enum tern_status vk_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
-				 struct tern_view m, struct tern_view v, int64_t n, const struct tern_adamw_args *a)
+				 struct tern_view m, struct tern_view v, int64_t n,
+				 const struct tern_adamw_args *a)
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
 	if ((st = tern_check_view("adamw", "param", param, (size_t)n * 4)) ||
 	    (st = tern_check_view("adamw", "grad", grad, (size_t)n * 4)) ||
-	    (st = tern_check_view("adamw", "m", m, (size_t)n * 4)) || (st = tern_check_view("adamw", "v", v, (size_t)n * 4)))
+	    (st = tern_check_view("adamw", "m", m, (size_t)n * 4)) ||
+	    (st = tern_check_view("adamw", "v", v, (size_t)n * 4)))
 		return st;
 	struct tern_adamw_consts c = tern_adamw_consts(a);
 	struct adamw_push p = {
-		.decay = c.decay, .one_minus_b1 = c.one_minus_b1, .b2 = c.b2, .one_minus_b2 = c.one_minus_b2,
-		.step_size = c.step_size, .bc2_sqrt = c.bc2_sqrt, .eps = c.eps, .use_decay = a->weight_decay != 0.0f,
+		.decay = c.decay,
+		.one_minus_b1 = c.one_minus_b1,
+		.b2 = c.b2,
+		.one_minus_b2 = c.one_minus_b2,
+		.step_size = c.step_size,
+		.bc2_sqrt = c.bc2_sqrt,
+		.eps = c.eps,
+		.use_decay = a->weight_decay != 0.0f,
 	};
 	int64_t chunk = fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t k = n - i0 < chunk ? n - i0 : chunk;
-		struct tern_view b[4] = {
-			tern_view_sub(param, (size_t)i0 * 4, (size_t)k * 4), tern_view_sub(grad, (size_t)i0 * 4, (size_t)k * 4),
-			tern_view_sub(m, (size_t)i0 * 4, (size_t)k * 4), tern_view_sub(v, (size_t)i0 * 4, (size_t)k * 4)};
+		struct tern_view b[4] = {tern_view_sub(param, (size_t)i0 * 4, (size_t)k * 4),
+					 tern_view_sub(grad, (size_t)i0 * 4, (size_t)k * 4),
+					 tern_view_sub(m, (size_t)i0 * 4, (size_t)k * 4),
+					 tern_view_sub(v, (size_t)i0 * 4, (size_t)k * 4)};
 		p.n = (uint32_t)k;
 		p.p_off = tern_vk_place(vk, &b[0]) / 4;
 		p.g_off = tern_vk_place(vk, &b[1]) / 4;
@@ -375,7 +399,8 @@ static enum tern_status vk_sumsq(struct tern_backend *be, struct tern_view out, 
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
-	if ((st = tern_check_view("sumsq", "out", out, 4)) || (st = tern_check_view("sumsq", "x", x, (size_t)n * 4)))
+	if ((st = tern_check_view("sumsq", "out", out, 4)) ||
+	    (st = tern_check_view("sumsq", "x", x, (size_t)n * 4)))
 		return st;
 	if (n == 0)
 		return accumulate ? TERN_OK : tern_vk_zero(be, tern_view_sub(out, 0, 4));
@@ -409,8 +434,8 @@ struct cast_push {
 	uint32_t n, dst_off, src_off;
 };
 
-static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt, struct tern_view src,
-				enum tern_dtype sdt, int64_t n)
+static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+				struct tern_view src, enum tern_dtype sdt, int64_t n)
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	size_t ds = tern_dtype_size(dt), ss = tern_dtype_size(sdt);
@@ -418,10 +443,12 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 		return tern_fail(TERN_E_UNSUPPORTED, "cast: %s -> %s: only f32, f16 and bf16 convert",
 				 tern_dtype_name(sdt), tern_dtype_name(dt));
 	enum tern_status st;
-	if ((st = tern_check_view("cast", "dst", dst, (size_t)n * ds)) || (st = tern_check_view("cast", "src", src, (size_t)n * ss)))
+	if ((st = tern_check_view("cast", "dst", dst, (size_t)n * ds)) ||
+	    (st = tern_check_view("cast", "src", src, (size_t)n * ss)))
 		return st;
 	if (dst.off % ds || src.off % ss)
-		return tern_fail(TERN_E_INVALID, "cast: views must start at a multiple of their element size");
+		return tern_fail(TERN_E_INVALID,
+				 "cast: views must start at a multiple of their element size");
 	if (n == 0)
 		return TERN_OK;
 	if (dt == sdt) {
@@ -447,7 +474,8 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 		p.dst_off = (uint32_t)((tern_vk_place(vk, &d) + dr) / ds);
 		p.src_off = (uint32_t)((tern_vk_place(vk, &s) + sr) / ss);
 		struct tern_view b[2] = {d, s};
-		if ((st = tern_vk_dispatch(vk, name, b, 2, &p, sizeof p, grid(dt == TERN_F32 ? m : m / 2 + 1), 1, 1)))
+		if ((st = tern_vk_dispatch(vk, name, b, 2, &p, sizeof p, grid(dt == TERN_F32 ? m : m / 2 + 1),
+					   1, 1)))
 			return st;
 	}
 	return TERN_OK;
