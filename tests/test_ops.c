@@ -1706,8 +1706,9 @@ int main(void)
 		enum tern_status st = tern_backend_create(names[b], 0, &s.be);
 		if (st != TERN_OK) {
 			printf("%s: unavailable (%s)\n", names[b], tern_error());
-			/* the CPU reference must always exist; Vulkan only when asked for */
-			if (b == 0 || require_vulkan)
+			/* the CPU reference must always exist; a missing Vulkan driver is a failure only
+			 * when asked for, but a device that exists and fails (validation included) is one */
+			if (b == 0 || require_vulkan || st != TERN_E_UNAVAILABLE)
 				total.failed++;
 			continue;
 		}
