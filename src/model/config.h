@@ -1,0 +1,94 @@
+/* Hugging Face config.json of a causal LM: every field that changes the math, with the defaults
+ * of shared reference formats.md §4 when a field is absent.
+ *
+ * Supported for loading: model_type llama, mistral, qwen2, qwen3. mixtral and bitnet are parsed
+ * (so later issues can size them) but tern_model_config_check() answers "not supported yet".
+ * Any other model_type is rejected naming it and the supported list.
+ *
+ * Errors are one line naming the file, the key, the value and what was expected, e.g.
+ *	"m/config.json: num_attention_heads = 0: expected an integer from 1 to 65536".
+ *
+ * Shape letters: D hidden, F FFN, L layers, H heads, Hkv KV heads, Dh head dim, V vocab,
+ * E experts. */
+#ifndef TERN_MODEL_CONFIG_H
+#define TERN_MODEL_CONFIG_H
+
+#include "backend/backend.h"
+#include "core/core.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tern_arch {
+	TERN_ARCH_LLAMA,
+	TERN_ARCH_MISTRAL,
+	TERN_ARCH_QWEN2,
+	TERN_ARCH_QWEN3,
+	TERN_ARCH_MIXTRAL, /* parsed; loading comes with the MoE issue */
+	TERN_ARCH_BITNET,  /* parsed; loading comes with the BitNet issue */
+	TERN_ARCH_COUNT
+};
+
+enum tern_rope_type {
+	TERN_ROPE_DEFAULT, /* inv_freq[j] = 1 / theta^(2j/Dh) */
+	TERN_ROPE_LINEAR,  /* positions divided by factor */
+	TERN_ROPE_LLAMA3,  /* formats.md §4: factor, low/high_freq_factor, original_max_pos */
+};
+
+enum tern_act { TERN_ACT_SILU, TERN_ACT_RELU2 };
+
+/* quantization_config of the checkpoint. */
+enum tern_qmethod {
+	TERN_QMETHOD_NONE,
+	TERN_QMETHOD_BNB_4BIT, /* bitsandbytes load_in_4bit, nf4 */
+	TERN_QMETHOD_BITNET,   /* BitNet packed or online (bitnet only) */
+};
+
+struct tern_model_config {
+	enum tern_arch arch;
+	char model_type[32];
+	int64_t D, F, L, H, Hkv, Dh, V;
+	int64_t max_pos;   /* max_position_embeddings */
+	double rms_eps;    /* rms_norm_eps */
+	double rope_theta; /* from rope_theta or rope_parameters.rope_theta */
+	enum tern_rope_type rope_type;
+	double rope_factor;                                 /* linear, llama3 */
+	double rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+	int64_t rope_original_max_pos;                      /* llama3 */
+	bool qkv_bias;             /* q/k/v projections have a bias (Qwen2 always; attention_bias) */
+	bool o_bias;               /* o_proj has a bias (attention_bias of Llama/Qwen3) */
+	bool mlp_bias;             /* Llama's mlp_bias */
+	bool qk_norm;              /* Qwen3: RMSNorm over Dh on q and k before RoPE */
+	int64_t sliding_window;    /* 0 = full attention */
+	int64_t max_window_layers; /* Qwen2/3: layers >= this use the window (when windowed) */
+	bool tie_embeddings;       /* tie_word_embeddings: no lm_head.weight */
+	enum tern_act act;         /* hidden_act */
+	enum tern_dtype dtype;     /* torch_dtype / dtype (F32, F16 or BF16); BF16 when absent */
+	int64_t E, top_k;          /* Mixtral: num_local_experts, num_experts_per_tok (0 otherwise) */
+	/* quantization_config */
+	enum tern_qmethod qmethod;
+	bool bnb_double_quant;        /* bnb_4bit_use_double_quant */
+	enum tern_dtype bnb_compute;  /* bnb_4bit_compute_dtype */
+	char bitnet_linear_class[32]; /* "autobitlinear" or "bitlinear" */
+	char bitnet_mode[16];         /* "offline" (packed) or "online" */
+};
+
+/* Parses config.json text (json[len], not necessarily NUL-terminated). path names the file in
+ * messages. Fills *cfg on success; on failure *cfg is unspecified. */
+enum tern_status tern_model_config_parse(const char *json, size_t len, const char *path,
+					 struct tern_model_config *cfg);
+
+/* Reads <dir>/config.json and parses it. */
+enum tern_status tern_model_config_load(const char *dir, struct tern_model_config *cfg);
+
+/* TERN_OK for the architectures tern can load; TERN_E_UNSUPPORTED with
+ * "<path>: model_type mixtral is not supported yet (...)" otherwise. */
+enum tern_status tern_model_config_check(const struct tern_model_config *cfg, const char *path);
+
+const char *tern_arch_name(enum tern_arch a);
+
+/* Reads a whole small file (≤ max bytes) into a NUL-terminated malloc'ed buffer. */
+enum tern_status tern_read_file(const char *path, size_t max, char **out, size_t *len);
+
+#endif
