@@ -55,5 +55,7 @@ int tern_cmd_devices(int argc, char **argv);
 int tern_cmd_bench_ops(int argc, char **argv);
 void tern_help_devices(void);
 void tern_help_bench_ops(void);
+int tern_cmd_tokenize(int argc, char **argv);
+void tern_help_tokenize(void);
 
 #endif

@@ -203,6 +203,7 @@ static void print_usage(FILE *f)
 		   "commands:\n"
 		   "  devices            list backends and devices with the capabilities that matter\n"
 		   "  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
+		   "  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		   "\n"
 		   "options:\n"
 		   "  -v, --verbose      more log output on stderr (info; twice: debug)\n"
@@ -244,7 +245,11 @@ static int help_for(int argc, char **argv)
 		tern_help_bench_ops();
 		return TERN_EXIT_OK;
 	}
-	return tern_cli_usage("help: unknown command '%s' (allowed: devices, bench)", argv[0]);
+	if (!strcmp(argv[0], "tokenize")) {
+		tern_help_tokenize();
+		return TERN_EXIT_OK;
+	}
+	return tern_cli_usage("help: unknown command '%s' (allowed: devices, bench, tokenize)", argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -265,7 +270,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench)",
+				"devices, bench, tokenize)",
 				a);
 		}
 	}
@@ -288,7 +293,9 @@ int main(int argc, char **argv)
 		i++;
 		return tern_cmd_bench_ops(argc - i, argv + i);
 	}
+	if (!strcmp(cmd, "tokenize"))
+		return tern_cmd_tokenize(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
-	return tern_cli_usage("unknown command '%s' (allowed: devices, bench, help)", cmd);
+	return tern_cli_usage("unknown command '%s' (allowed: devices, bench, tokenize, help)", cmd);
 }
