@@ -55,6 +55,10 @@ int tern_cmd_devices(int argc, char **argv);
 int tern_cmd_bench_ops(int argc, char **argv);
 void tern_help_devices(void);
 void tern_help_bench_ops(void);
+int tern_cmd_info(int argc, char **argv);
+int tern_cmd_quantize(int argc, char **argv);
+void tern_help_info(void);
+void tern_help_quantize(void);
 int tern_cmd_tokenize(int argc, char **argv);
 void tern_help_tokenize(void);
 

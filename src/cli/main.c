@@ -203,6 +203,8 @@ static void print_usage(FILE *f)
 		   "commands:\n"
 		   "  devices            list backends and devices with the capabilities that matter\n"
 		   "  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
+		   "  info DIR           a model directory: architecture, sizes, parameters, memory per format\n"
+		   "  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
 		   "  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		   "\n"
 		   "options:\n"
@@ -245,11 +247,19 @@ static int help_for(int argc, char **argv)
 		tern_help_bench_ops();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "info")) {
+		tern_help_info();
+		return TERN_EXIT_OK;
+	}
+	if (!strcmp(argv[0], "quantize")) {
+		tern_help_quantize();
+		return TERN_EXIT_OK;
+	}
 	if (!strcmp(argv[0], "tokenize")) {
 		tern_help_tokenize();
 		return TERN_EXIT_OK;
 	}
-	return tern_cli_usage("help: unknown command '%s' (allowed: devices, bench, tokenize)", argv[0]);
+	return tern_cli_usage("help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize)", argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -270,7 +280,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, tokenize)",
+				"devices, bench, info, quantize, tokenize)",
 				a);
 		}
 	}
@@ -293,9 +303,13 @@ int main(int argc, char **argv)
 		i++;
 		return tern_cmd_bench_ops(argc - i, argv + i);
 	}
+	if (!strcmp(cmd, "info"))
+		return tern_cmd_info(argc - i, argv + i);
+	if (!strcmp(cmd, "quantize"))
+		return tern_cmd_quantize(argc - i, argv + i);
 	if (!strcmp(cmd, "tokenize"))
 		return tern_cmd_tokenize(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
-	return tern_cli_usage("unknown command '%s' (allowed: devices, bench, tokenize, help)", cmd);
+	return tern_cli_usage("unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, help)", cmd);
 }
