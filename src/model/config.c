@@ -461,6 +461,15 @@ enum tern_status tern_model_config_parse(const char *json, size_t len, const cha
 				 err.text);
 	enum tern_status st = parse(root, path, cfg);
 	json_decref(root);
+	if (st != TERN_OK) {
+		/* Values quoted from the file may hold control characters: keep the message one line. */
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		for (char *c = msg; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
+		tern_fail(st, "%s", msg);
+	}
 	return st;
 }
 
