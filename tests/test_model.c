@@ -557,6 +557,19 @@ static void test_pack(void)
 		      "format change is stale: %s", ra.why);
 		tern_model_free(a);
 	}
+	/* auto means nf4-dq for a 16-bit checkpoint: the same pack */
+	struct tern_model *c = NULL;
+	if (check(open_pack(dir, pack, TERN_FORMAT_NF4_DQ, &a) == TERN_OK, "nf4-dq again: %s",
+		  tern_error()) &&
+	    check(open_pack(dir, pack, TERN_FORMAT_AUTO, &c) == TERN_OK, "auto: %s", tern_error())) {
+		tern_model_report(c, &ra);
+		check(ra.reused, "auto reuses the nf4-dq pack (%s)", ra.why);
+	}
+	tern_model_free(a);
+	tern_model_free(c);
+	if (check(open_pack(dir, pack, TERN_FORMAT_TERNARY, &a) == TERN_OK, "ternary again: %s",
+		  tern_error()))
+		tern_model_free(a);
 	/* corruption */
 	struct tern_pack *p = NULL;
 	flip_byte(pack, 128 + 10); /* inside the first TOC name */
@@ -624,6 +637,145 @@ static void rewrite_st(const char *dir, const char *target, bool drop)
 	rename(out, path);
 	free(d);
 	free(copy);
+}
+
+/* The llama fixture split into two shards + model.safetensors.index.json loads like the original. */
+static void test_sharded(void)
+{
+	char src[2200], dir[2300], path[2400];
+	struct tern_st_file *f = NULL;
+	struct tern_model *a = NULL, *b = NULL;
+	fixture(src, sizeof src, "llama");
+	snprintf(dir, sizeof dir, "%s/sharded", tmp_root);
+	mkdir(dir, 0755);
+	snprintf(path, sizeof path, "%s/model.safetensors", src);
+	if (!check(tern_st_open(path, &f) == TERN_OK, "open llama safetensors: %s", tern_error()))
+		return;
+	size_t n = tern_st_file_count(f), half = n / 2;
+	struct tern_st_desc *d = calloc(n, sizeof *d);
+	FILE *idx;
+	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+	idx = fopen(path, "w");
+	fprintf(idx, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
+	for (size_t i = 0; i < n; i++) {
+		const struct tern_st_tensor *t = tern_st_file_tensor(f, i);
+		d[i] = (struct tern_st_desc){t->name, t->dtype, t->ndim, {0}, t->data};
+		memcpy(d[i].shape, t->shape, sizeof d[i].shape);
+		fprintf(idx, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "", t->name,
+			i < half ? 1 : 2);
+	}
+	fprintf(idx, "}}\n");
+	fclose(idx);
+	snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+	tern_st_write(path, d, half, NULL, 0);
+	snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+	tern_st_write(path, d + half, n - half, NULL, 0);
+	free(d);
+	tern_st_close(f);
+	char cmd[8000];
+	snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/'", src, dir);
+	if (system(cmd))
+		return;
+	struct tern_model_opts o = {.format = TERN_FORMAT_NF4_DQ};
+	if (check(tern_model_open(src, &o, &a) == TERN_OK, "open llama") &&
+	    check(tern_model_open(dir, &o, &b) == TERN_OK, "open sharded llama: %s", tern_error()))
+		compare_packs(a, b, "sharded vs single file");
+	tern_model_free(a);
+	tern_model_free(b);
+}
+
+/* Copies llama_bnb to tmp_root/name with the data of tensor `target` replaced by repl. */
+static void bnb_variant(const char *name, const char *target, const void *repl, char *dir, size_t size)
+{
+	char src[2200], path[2400], cmd[8000];
+	struct tern_st_file *f = NULL;
+	fixture(src, sizeof src, "llama_bnb");
+	snprintf(dir, size, "%s/%s", tmp_root, name);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && cp '%s/config.json' '%s/'", dir, dir, src,
+		 dir);
+	if (system(cmd))
+		return;
+	snprintf(path, sizeof path, "%s/model.safetensors", src);
+	if (tern_st_open(path, &f))
+		return;
+	size_t n = tern_st_file_count(f);
+	struct tern_st_desc *d = calloc(n, sizeof *d);
+	for (size_t i = 0; i < n; i++) {
+		const struct tern_st_tensor *t = tern_st_file_tensor(f, i);
+		d[i] = (struct tern_st_desc){
+			t->name, t->dtype, t->ndim, {0}, strcmp(t->name, target) ? t->data : repl};
+		memcpy(d[i].shape, t->shape, sizeof d[i].shape);
+	}
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	tern_st_write(path, d, n, NULL, 0);
+	free(d);
+	tern_st_close(f);
+}
+
+static void test_bnb_variants(void)
+{
+	char dir[2300], src[2200];
+	struct tern_model *a = NULL, *b = NULL;
+	fixture(src, sizeof src, "llama_bnb");
+	struct stat sb;
+	if (stat(src, &sb) || tern_model_open(src, NULL, &a) != TERN_OK)
+		return;
+	/* quant_map that is not NF4 */
+	float qm[16];
+	memcpy(qm, tern_nf4_code, sizeof qm);
+	qm[3] = -0.4f;
+	bnb_variant("bnb_qmap", "model.layers.1.self_attn.k_proj.weight.quant_map", qm, dir, sizeof dir);
+	check_error(tern_model_open(dir, NULL, &b),
+		    "model.layers.1.self_attn.k_proj.weight.quant_map is not the NF4 table",
+		    "bnb custom quant_map");
+	/* a nested map that differs in an entry no absmax code uses: stored as nf4 with the same values */
+	const struct tern_pack_tensor *t = tern_model_tensor(a, 0, TERN_ROLE_V);
+	bool used[256] = {0};
+	const uint8_t *qa = tern_pack_part(a->pack, t, TERN_PART_ABSMAX);
+	for (uint64_t i = 0; i < t->size[TERN_PART_ABSMAX]; i++)
+		used[qa[i]] = true;
+	int unused = 0;
+	while (unused < 255 && used[unused])
+		unused++;
+	float map[256];
+	tern_dynamic_map(map);
+	map[unused] += 0.001f;
+	bnb_variant("bnb_nmap", "model.layers.0.self_attn.v_proj.weight.nested_quant_map", map, dir,
+		    sizeof dir);
+	if (check(tern_model_open(dir, NULL, &b) == TERN_OK, "bnb with another nested map: %s",
+		  tern_error())) {
+		const struct tern_pack_tensor *u = tern_model_tensor(b, 0, TERN_ROLE_V);
+		int64_t n = t->shape[0] * t->shape[1];
+		float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4);
+		tern_pack_tensor_f32(a->pack, t, x);
+		tern_pack_tensor_f32(b->pack, u, y);
+		check(u->dtype == TERN_NF4 && same_bytes(x, y, (size_t)n * 4) &&
+			      same_bytes(tern_pack_part(a->pack, t, 0), tern_pack_part(b->pack, u, 0),
+					 t->size[0]),
+		      "another nested map: stored as nf4, same codes, same values");
+		free(x);
+		free(y);
+		tern_model_free(b);
+	}
+	/* a quant_state with another shape */
+	const char *js =
+		"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"bfloat16\", \"shape\": [64, 64], "
+		"\"nested_blocksize\": 256, \"nested_dtype\": \"float32\", \"nested_offset\": 1.0}";
+	/* padded with spaces to the original length */
+	char buf[512];
+	struct tern_st_model *stm = NULL;
+	tern_st_model_open(src, &stm);
+	const struct tern_st_tensor *qs =
+		tern_st_model_find(stm, "model.layers.0.mlp.gate_proj.weight.quant_state.bitsandbytes__nf4");
+	if (qs && qs->nbytes < sizeof buf && strlen(js) <= qs->nbytes) {
+		memset(buf, ' ', sizeof buf);
+		memcpy(buf, js, strlen(js));
+		bnb_variant("bnb_shape", qs->name, buf, dir, sizeof dir);
+		check_error(tern_model_open(dir, NULL, &b),
+			    "quant_state shape differs from the expected [160, 64]", "bnb quant_state shape");
+	}
+	tern_st_model_close(stm);
+	tern_model_free(a);
 }
 
 static void test_bad_dirs(void)
@@ -704,6 +856,8 @@ int main(void)
 	test_fixtures();
 	test_bnb();
 	test_pack();
+	test_sharded();
+	test_bnb_variants();
 	test_bad_dirs();
 	char cmd[2200];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

@@ -795,6 +795,16 @@ enum tern_status tern_model_open(const char *dir, const struct tern_model_opts *
 	}
 	if ((st = match_sources(dir, &m->cfg, stm, spec, ns, src)))
 		goto out;
+	/* Normalise the options so that equivalent requests share a key. */
+	bool any_bnb = false;
+	for (size_t i = 0; i < ns; i++)
+		any_bnb |= src[i].bnb;
+	if (o.format == TERN_FORMAT_AUTO && !any_bnb)
+		o.format = TERN_FORMAT_NF4_DQ;
+	if (o.format != TERN_FORMAT_AUTO && o.format != TERN_FORMAT_NF4 && o.format != TERN_FORMAT_NF4_DQ)
+		o.blocksize = 0;
+	else if (!o.blocksize && !any_bnb)
+		o.blocksize = 64;
 	key = make_key(dir, stm, &o);
 	if (!key) {
 		st = tern_fail(TERN_E_NOMEM, "out of host memory building the pack key");
