@@ -771,7 +771,8 @@ static enum tern_status open_indexed(struct tern_st_model *m, const char *dir, c
 		for (size_t i = 0; i < m->n_files; i++)
 			for (size_t j = 0; j < m->files[i]->n; j++)
 				total += m->files[i]->t[j].nbytes;
-		if (!json_is_number(ts) || (uint64_t)json_number_value(ts) != total)
+		if (!json_is_integer(ts) || json_integer_value(ts) < 0 ||
+		    (uint64_t)json_integer_value(ts) != total)
 			tern_log(TERN_LOG_DEBUG,
 				 "%s: metadata.total_size differs from the tensors' %llu bytes", index_path,
 				 (unsigned long long)total);

@@ -171,6 +171,11 @@ static enum tern_status make_header(const char *path, const struct tern_st_desc 
 		goto out;
 	}
 	size_t len = strlen(text), padded = tern_align_up(len, 8);
+	if (padded > TERN_ST_MAX_HEADER) {
+		st = tern_fail(TERN_E_INVALID, "%s: header of %zu bytes is over the format's limit of %llu",
+			       path, padded, TERN_ST_MAX_HEADER);
+		goto out;
+	}
 	*out = tern_malloc(padded);
 	if (!*out) {
 		st = TERN_E_NOMEM;
