@@ -216,7 +216,8 @@ struct tern_tokenizer {
 	struct tok_trie trie_raw, trie_norm;
 	struct tok_strmap added_map; /* content (original) → id */
 
-	char **id_tok; /* id → token string (owned), NULL where none */
+	char **id_tok;    /* id → token string (owned), NULL where none */
+	uint32_t *id_len; /* its length (a token may hold a NUL) */
 	bool *id_special;
 	int32_t n_ids;
 

@@ -354,6 +354,7 @@ static enum tern_status set_token(struct loader *L, int32_t id, const char *s, s
 		return tern_fail(TERN_E_FORMAT, "%s: token id %d out of range", L->name, id);
 	free(t->id_tok[id]);
 	t->id_tok[id] = NULL;
+	t->id_len[id] = (uint32_t)n; /* n < 4 GiB: the file is smaller */
 	return dup_str(s, n, &t->id_tok[id]);
 }
 
@@ -408,8 +409,9 @@ static enum tern_status load_model(struct loader *L, const json_t *m, const json
 	}
 	t->n_ids = max_id + 1;
 	t->id_tok = calloc((size_t)t->n_ids + 1, sizeof *t->id_tok);
+	t->id_len = calloc((size_t)t->n_ids + 1, sizeof *t->id_len);
 	t->id_special = calloc((size_t)t->n_ids + 1, sizeof *t->id_special);
-	if (!t->id_tok || !t->id_special)
+	if (!t->id_tok || !t->id_len || !t->id_special)
 		return tern_fail(TERN_E_NOMEM, "tokenizer: out of memory (%d ids)", t->n_ids);
 	for (size_t i = 0; i < b->vocab.cap; i++)
 		if (b->vocab.e[i].key &&
@@ -762,6 +764,7 @@ void tern_tokenizer_free(struct tern_tokenizer *t)
 		for (int32_t i = 0; i < t->n_ids; i++)
 			free(t->id_tok[i]);
 	free(t->id_tok);
+	free(t->id_len);
 	free(t->id_special);
 	free(t->prefix);
 	free(t->suffix);
@@ -1013,7 +1016,7 @@ enum tern_status tern_tokenizer_decode(const struct tern_tokenizer *t, const int
 		}
 		if (skip_special && t->id_special[id])
 			continue;
-		if ((st = tok_pieces_add(&toks, t->id_tok[id], strlen(t->id_tok[id]))))
+		if ((st = tok_pieces_add(&toks, t->id_tok[id], t->id_len[id])))
 			goto out;
 	}
 	if (!(md = pcre2_match_data_create(1, NULL))) {
