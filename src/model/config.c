@@ -455,12 +455,15 @@ enum tern_status tern_model_config_parse(const char *json, size_t len, const cha
 					 struct tern_model_config *cfg)
 {
 	json_error_t err;
+	enum tern_status st;
 	json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
-	if (!root)
-		return tern_fail(TERN_E_FORMAT, "%s: line %d column %d: %s", path, err.line, err.column,
-				 err.text);
-	enum tern_status st = parse(root, path, cfg);
-	json_decref(root);
+	if (!root) {
+		st = tern_fail(TERN_E_FORMAT, "%s: line %d column %d: %s", path, err.line, err.column,
+			       err.text);
+	} else {
+		st = parse(root, path, cfg);
+		json_decref(root);
+	}
 	if (st != TERN_OK) {
 		/* Values quoted from the file may hold control characters: keep the message one line. */
 		char msg[1024];
