@@ -178,6 +178,12 @@ enum tern_status tok_split_added(const struct tern_tokenizer *t, const struct to
 
 static enum tern_status unicode_norm(const char *s, size_t len, int options, struct tok_buf *out)
 {
+	/* ASCII is stable under every normalization form: skip utf8proc (and its allocation). */
+	size_t i = 0;
+	while (i < len && !((unsigned char)s[i] & 0x80))
+		i++;
+	if (i == len)
+		return tok_buf_add(out, s, len);
 	utf8proc_uint8_t *dst = NULL;
 	utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &dst,
 					  (utf8proc_option_t)(UTF8PROC_STABLE | options));
