@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ---- format names ---- */
 
@@ -155,6 +158,7 @@ static void to_f32(enum tern_dtype dt, const uint8_t *src, int64_t n, float *out
 		memcpy(out, src, (size_t)n * 4);
 		return;
 	}
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
 	for (int64_t i = 0; i < n; i++) {
 		uint16_t h;
 		memcpy(&h, src + 2 * i, 2);
@@ -168,6 +172,7 @@ static void from_f32(enum tern_dtype dt, const float *x, int64_t n, uint8_t *dst
 		memcpy(dst, x, (size_t)n * 4);
 		return;
 	}
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
 	for (int64_t i = 0; i < n; i++) {
 		uint16_t h = dt == TERN_F16 ? tern_f32_to_f16(x[i]) : tern_f32_to_bf16(x[i]);
 		memcpy(dst + 2 * i, &h, 2);
@@ -689,18 +694,37 @@ static enum tern_status build_pack(const char *path, const char *key, uint32_t n
 	for (size_t i = 0; i < ns; i++)
 		if (tern_role_is_proj((int)t[i].role) && t[i].shape[0] * t[i].shape[1] > maxn)
 			maxn = t[i].shape[0] * t[i].shape[1];
-	tmp = tern_malloc((size_t)maxn * 4);
+	/* Tensors in parallel (ternary and the fp32 conversions are one thread per tensor), each
+	 * thread with its own fp32 scratch, at most ~2 GiB of scratch in all. With one thread here the
+	 * NF4 quantizer splits a tensor across threads instead. */
+	int nt = 1;
+#ifdef _OPENMP
+	nt = omp_get_max_threads();
+#endif
+	int64_t cap = ((int64_t)2 << 30) / (maxn * 4);
+	if (nt > cap)
+		nt = cap < 1 ? 1 : (int)cap;
+	tmp = tern_malloc((size_t)nt * (size_t)maxn * 4);
 	if (!tmp) {
 		st = TERN_E_NOMEM;
 		goto fail;
 	}
+	long bad = -1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
 	for (size_t i = 0; i < ns; i++) {
-		if (!tern_role_is_proj((int)t[i].role)) {
+		int tid = 0;
+#ifdef _OPENMP
+		tid = omp_get_thread_num();
+#endif
+		if (!tern_role_is_proj((int)t[i].role))
 			memcpy(img + t[i].off[0], src[i].t->data, t[i].size[0]);
-			continue;
-		}
-		if ((st = fill_tensor(img, &t[i], &src[i], tmp)))
-			goto fail;
+		else if (fill_tensor(img, &t[i], &src[i], tmp + (size_t)tid * (size_t)maxn) != TERN_OK)
+#pragma omp critical
+			bad = (long)i;
+	}
+	if (bad >= 0) {
+		st = tern_fail(TERN_E_NOMEM, "out of host memory converting %s", t[bad].name);
+		goto fail;
 	}
 	free(tmp);
 	return tern_pack_build_finish(b, out);
