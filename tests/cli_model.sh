@@ -16,6 +16,13 @@ bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 	test -s "$tmp/q.tpack" && test -s "$tmp/bnb/model.safetensors" && grep -q '"quant_method": "bitsandbytes"' "$tmp/bnb/config.json" &&
 	ok || bad "quantize qwen2: $(cat "$tmp/err")"
 "$tern" quantize "$data/models/llama" --format ternary --out "$tmp/t.tpack" >"$tmp/out" 2>"$tmp/err" && ok || bad "quantize ternary"
+# an up-to-date pack is reused; another format or --force rebuilds it
+"$tern" quantize "$data/models/llama" --format ternary --out "$tmp/t.tpack" >"$tmp/out" 2>"$tmp/err" &&
+	grep -q "is up to date" "$tmp/out" && ok || bad "second quantize reuses: $(cat "$tmp/out" "$tmp/err")"
+"$tern" quantize "$data/models/llama" --format nf4 --out "$tmp/t.tpack" >"$tmp/out" 2>"$tmp/err" &&
+	grep -q "^wrote .*format" "$tmp/out" && ok || bad "a format change rebuilds: $(cat "$tmp/out" "$tmp/err")"
+"$tern" quantize "$data/models/llama" --format nf4 --out "$tmp/t.tpack" --force >"$tmp/out" 2>"$tmp/err" &&
+	grep -q "^wrote " "$tmp/out" && ok || bad "--force rebuilds: $(cat "$tmp/out" "$tmp/err")"
 "$tern" info "$tmp/bnb" >"$tmp/out" 2>"$tmp/err" && grep -q "bitsandbytes nf4" "$tmp/out" && ok || bad "info of the bnb export"
 
 # bad directories: exit 1 and one line on stderr

@@ -11,6 +11,7 @@ static const char *const formats[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16"
 struct quantize_args {
 	const char *format, *out, *bnb_out;
 	long long blocksize;
+	bool force;
 };
 static struct quantize_args args;
 
@@ -27,17 +28,20 @@ static const struct tern_cli_opt quantize_opts[] = {
 
 void tern_help_quantize(void)
 {
-	printf("usage: tern quantize MODEL_DIR [--format F] [--blocksize N] --out PACKFILE [--bnb-out DIR]\n"
+	printf("usage: tern quantize MODEL_DIR [--format F] [--blocksize N] --out PACKFILE [--force]\n"
+	       "                     [--bnb-out DIR]\n"
 	       "\n"
 	       "Converts a Hugging Face model directory (or a bitsandbytes 4-bit one) once: the projection\n"
 	       "weights (q, k, v, o, gate, up, down) in the base format, embeddings, norms, biases and\n"
-	       "lm_head as stored. The pack file is what training mmaps; it is written atomically.\n"
+	       "lm_head as stored. The pack file is what training mmaps; it is written atomically, and an\n"
+	       "up-to-date one (same source files, format and block size) is reused unless --force.\n"
 	       "--bnb-out also writes a bitsandbytes-compatible model directory (nf4 or nf4-dq only)\n"
 	       "that transformers + bitsandbytes load with from_pretrained.\n"
 	       "\n"
 	       "options:\n");
 	printf("  %-18s %s\n", "--out PACKFILE", "the pack file to write");
 	printf("  %-18s %s\n", "--bnb-out DIR", "also write a bitsandbytes 4-bit model directory");
+	printf("  %-18s %s\n", "--force", "rebuild the pack file even when it is up to date");
 	tern_cli_print_opts(quantize_opts);
 }
 
@@ -53,7 +57,9 @@ int tern_cmd_quantize(int argc, char **argv)
 		const char **dst = !strcmp(a, "--out")       ? &args.out
 				   : !strcmp(a, "--bnb-out") ? &args.bnb_out
 							     : NULL;
-		if (dst) {
+		if (!strcmp(a, "--force")) {
+			args.force = true;
+		} else if (dst) {
 			if (i + 1 >= argc)
 				return tern_cli_usage("quantize: %s needs a value (a path)", a);
 			*dst = argv[++i];
@@ -95,17 +101,22 @@ int tern_cmd_quantize(int argc, char **argv)
 				      args.format);
 	tern_cli_set_log();
 
-	struct tern_model_opts o = {
-		.format = fmt, .blocksize = (int)args.blocksize, .pack_path = args.out, .rebuild = true};
+	struct tern_model_opts o = {.format = fmt,
+				    .blocksize = (int)args.blocksize,
+				    .pack_path = args.out,
+				    .rebuild = args.force};
 	struct tern_model *m = NULL;
 	enum tern_status st = tern_model_open(dir, &o, &m);
 	if (st)
 		return tern_cli_fail(st);
 	struct tern_model_load_report r;
 	tern_model_report(m, &r);
-	if (args.out)
-		printf("wrote %s: %u tensors, %.1f MiB, projections %s, in %.2f s\n", args.out, r.n_tensors,
-		       (double)r.pack_bytes / 1048576.0, r.format, r.seconds);
+	if (args.out && r.reused)
+		printf("%s is up to date: %u tensors, %.1f MiB, projections %s, opened in %.2f s\n", args.out,
+		       r.n_tensors, (double)r.pack_bytes / 1048576.0, r.format, r.seconds);
+	else if (args.out)
+		printf("wrote %s (%s): %u tensors, %.1f MiB, projections %s, in %.2f s\n", args.out, r.why,
+		       r.n_tensors, (double)r.pack_bytes / 1048576.0, r.format, r.seconds);
 	if (args.bnb_out) {
 		st = tern_model_write_bnb(m, args.bnb_out);
 		if (st) {
