@@ -198,19 +198,20 @@ void tern_cli_print_opts(const struct tern_cli_opt *opts)
 
 static void print_usage(FILE *f)
 {
-	fprintf(f, "usage: tern [-v] <command> [options]\n"
-		   "\n"
-		   "commands:\n"
-		   "  devices            list backends and devices with the capabilities that matter\n"
-		   "  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
-		   "  info DIR           a model directory: architecture, sizes, parameters, memory per format\n"
-		   "  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
-		   "  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
-		   "\n"
-		   "options:\n"
-		   "  -v, --verbose      more log output on stderr (info; twice: debug)\n"
-		   "  -h, --help         this help; `tern <command> --help` for a command's options\n"
-		   "  --version          print the version and the backends built in\n");
+	fprintf(f,
+		"usage: tern [-v] <command> [options]\n"
+		"\n"
+		"commands:\n"
+		"  devices            list backends and devices with the capabilities that matter\n"
+		"  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
+		"  info DIR           a model directory: architecture, sizes, parameters, memory per format\n"
+		"  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
+		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
+		"\n"
+		"options:\n"
+		"  -v, --verbose      more log output on stderr (info; twice: debug)\n"
+		"  -h, --help         this help; `tern <command> --help` for a command's options\n"
+		"  --version          print the version and the backends built in\n");
 }
 
 static void print_help(void)
@@ -259,7 +260,8 @@ static int help_for(int argc, char **argv)
 		tern_help_tokenize();
 		return TERN_EXIT_OK;
 	}
-	return tern_cli_usage("help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize)", argv[0]);
+	return tern_cli_usage(
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize)", argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -311,5 +313,6 @@ int main(int argc, char **argv)
 		return tern_cmd_tokenize(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
-	return tern_cli_usage("unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, help)", cmd);
+	return tern_cli_usage(
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, help)", cmd);
 }
