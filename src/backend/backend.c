@@ -46,6 +46,15 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_SCALE: return "scale";
 	case TERN_OP_CLIP: return "clip";
 	case TERN_OP_CAST: return "cast";
+	case TERN_OP_RMSNORM: return "rmsnorm";
+	case TERN_OP_RMSNORM_BWD: return "rmsnorm_bwd";
+	case TERN_OP_ROPE: return "rope";
+	case TERN_OP_SWIGLU: return "swiglu";
+	case TERN_OP_SWIGLU_BWD: return "swiglu_bwd";
+	case TERN_OP_EMBED: return "embed";
+	case TERN_OP_ATTENTION: return "attention";
+	case TERN_OP_ATTENTION_BWD: return "attention_bwd";
+	case TERN_OP_CE_LOSS: return "ce_loss";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -272,4 +281,32 @@ enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
 	}
 	*count = n;
 	return TERN_OK;
+}
+
+bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
+{
+	const struct tern_backend_vtable *v = be->vt;
+	switch (op) {
+	case TERN_OP_MATMUL: return v->matmul;
+	case TERN_OP_MATMUL_BWD: return v->matmul_bwd;
+	case TERN_OP_GEMM: return v->gemm;
+	case TERN_OP_DROPOUT: return v->dropout;
+	case TERN_OP_AXPY: return v->axpy;
+	case TERN_OP_ADAMW: return v->adamw;
+	case TERN_OP_SUMSQ: return v->sumsq;
+	case TERN_OP_SCALE: return v->scale;
+	case TERN_OP_CLIP: return v->clip;
+	case TERN_OP_CAST: return v->cast;
+	case TERN_OP_RMSNORM: return v->rmsnorm;
+	case TERN_OP_RMSNORM_BWD: return v->rmsnorm_bwd;
+	case TERN_OP_ROPE: return v->rope;
+	case TERN_OP_SWIGLU: return v->swiglu;
+	case TERN_OP_SWIGLU_BWD: return v->swiglu_bwd;
+	case TERN_OP_EMBED: return v->embed;
+	case TERN_OP_ATTENTION: return v->attention;
+	case TERN_OP_ATTENTION_BWD: return v->attention_bwd;
+	case TERN_OP_CE_LOSS: return v->ce_loss;
+	case TERN_OP_COUNT: break;
+	}
+	return false;
 }

@@ -44,6 +44,15 @@ enum tern_op {
 	TERN_OP_SCALE,
 	TERN_OP_CLIP,
 	TERN_OP_CAST,
+	TERN_OP_RMSNORM,
+	TERN_OP_RMSNORM_BWD,
+	TERN_OP_ROPE,
+	TERN_OP_SWIGLU,
+	TERN_OP_SWIGLU_BWD,
+	TERN_OP_EMBED,
+	TERN_OP_ATTENTION,
+	TERN_OP_ATTENTION_BWD,
+	TERN_OP_CE_LOSS,
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -84,6 +93,18 @@ struct tern_weight {
 struct tern_adamw_args {
 	double lr, beta1, beta2, eps, weight_decay; /* as PyTorch holds them (Python floats) */
 	int64_t step; /* 1-based step count after this update (bias correction uses it) */
+};
+
+/* The MLP activation of swiglu: SwiGLU (Llama, Mistral, Qwen) or ReLU² (BitNet). */
+enum tern_act { TERN_ACT_SILU, TERN_ACT_RELU2 };
+
+/* Attention masking for one micro-batch of T token rows (B packed rows of S, flattened).
+ * Query i sees key j when j <= i, seg[j] == seg[i] (same sample: positions restart, no
+ * attention across samples or rows) and, with window > 0, i - j < window. */
+struct tern_attn_args {
+	int64_t T, H, Hkv, Dh;
+	int64_t window; /* sliding window in tokens; 0: none */
+	float scale;    /* usually 1 / sqrt(Dh) */
 };
 
 struct tern_backend;
@@ -137,6 +158,50 @@ struct tern_backend_vtable {
 	/* dst[n] = src[n] converted (F32, F16, BF16; round to nearest even) */
 	enum tern_status (*cast)(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 				 struct tern_view src, enum tern_dtype st, int64_t n);
+
+	/* ---- transformer ops (training-math.md); NULL until a backend implements them ---- */
+
+	/* y[T,D] = x · rstd[t] · w[D] (=), rstd[T] = 1/sqrt(mean(x²) + eps) saved (=). */
+	enum tern_status (*rmsnorm)(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+				    struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
+	/* dx[T,D] = or += (accumulate) the RMSNorm input gradient; w frozen. */
+	enum tern_status (*rmsnorm_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					struct tern_view x, struct tern_view w, struct tern_view rstd,
+					int64_t T, int64_t D, bool accumulate);
+	/* In place on x [T, H, Dh]: HF rotate_half RoPE at positions pos[T] (i32) with
+	 * inv_freq[Dh/2] (f32, llama3 scaling already applied by the caller); inverse rotates by
+	 * -θ (the backward of the forward rotation). */
+	enum tern_status (*rope)(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+				 struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+	/* h[n] = act(g[n]) · u[n]   (=) */
+	enum tern_status (*swiglu)(struct tern_backend *be, struct tern_view h, struct tern_view g,
+				   struct tern_view u, int64_t n, enum tern_act act);
+	/* dg[n], du[n] (=) from dh, g, u. */
+	enum tern_status (*swiglu_bwd)(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				       struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				       enum tern_act act);
+	/* y[T,D] = E[ids[t]] (=); E is a weight [V, D] in F32/F16/BF16 (O = V, I = D); ids i32. */
+	enum tern_status (*embed)(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+				  const struct tern_weight *E, int64_t T);
+	/* Flash-style causal GQA attention: o[T,H,Dh] (=), lse[H,T] (=, the per-row log-sum-exp,
+	 * natural log) from q[T,H,Dh], k[T,Hkv,Dh], v[T,Hkv,Dh], seg[T] (i32); never H×T×T. */
+	enum tern_status (*attention)(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				      struct tern_view q, struct tern_view k, struct tern_view v,
+				      struct tern_view seg, const struct tern_attn_args *a);
+	/* dq, dk, dv (=) from dout, q, k, v, o, lse (recomputing P in tiles). */
+	enum tern_status (*attention_bwd)(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+					  struct tern_view dv, struct tern_view dout, struct tern_view q,
+					  struct tern_view k, struct tern_view v, struct tern_view o,
+					  struct tern_view lse, struct tern_view seg,
+					  const struct tern_attn_args *a);
+	/* Fused lm_head + cross-entropy over token chunks (never T×V logits): z_t = x_t · Wᵀ with
+	 * W [V, D] (F32/F16/BF16); for t with labels[t] != -100 (i32):
+	 *   loss[0] += inv_n · (logsumexp(z_t) − z_t[labels[t]])
+	 *   dx[t]    = inv_n · (softmax(z_t) − onehot(labels[t])) · W    (=; 0 for untrained t)
+	 * labels are already shifted (labels[t] is token t's target). */
+	enum tern_status (*ce_loss)(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				    struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+				    int64_t T, float inv_n);
 };
 
 struct tern_backend {
@@ -162,6 +227,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
 enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
 
 /* ---- helpers shared by every backend and by callers ---- */
+
+/* Whether the backend's vtable has an entry for op (backends' supports() start here). */
+bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op);
 
 /* The counter-based dropout generator: a 32-bit hash of (key, i). Element i is kept when
  * tern_dropout_hash(key, i) >= tern_dropout_threshold(p). The same integer math is in

@@ -36,8 +36,6 @@ enum tern_rope_type {
 	TERN_ROPE_LLAMA3,  /* formats.md §4: factor, low/high_freq_factor, original_max_pos */
 };
 
-enum tern_act { TERN_ACT_SILU, TERN_ACT_RELU2 };
-
 /* quantization_config of the checkpoint. */
 enum tern_qmethod {
 	TERN_QMETHOD_NONE,

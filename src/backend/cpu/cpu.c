@@ -103,7 +103,7 @@ static void cpu_destroy(struct tern_backend *be) { free(be); }
 
 static bool cpu_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
 {
-	return (unsigned)op < TERN_OP_COUNT && (unsigned)wt < TERN_DTYPE_COUNT;
+	return tern_backend_has_op(be, op) && (unsigned)wt < TERN_DTYPE_COUNT;
 }
 
 static const struct tern_backend_vtable cpu_vtable = {

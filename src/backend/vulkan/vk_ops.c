@@ -487,7 +487,7 @@ static bool vk_supports(struct tern_backend *be, enum tern_op op, enum tern_dtyp
 		return wsuffix(wt) != NULL;
 	if (op == TERN_OP_CAST)
 		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
-	return op < TERN_OP_COUNT;
+	return tern_backend_has_op(be, op);
 }
 
 const struct tern_backend_vtable tern_vk_vtable = {
