@@ -12,6 +12,7 @@
  * unavailable Vulkan backend into a failure; TERN_TEST_LARGE=0 skips the >128 MiB weight case.
  * One line per check; the last line is "N passed, M failed[, K skipped]"; exit 1 on failure. */
 #include "test_ops_harness.h"
+#include "test_ops_attention.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1201,6 +1202,7 @@ static void run_backend(struct suite *s)
 		check_large(s, false);
 		check_large(s, true);
 	}
+	check_attention_all(s);
 }
 
 int main(void)

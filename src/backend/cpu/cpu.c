@@ -125,6 +125,8 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.scale = tern_cpu_scale,
 	.clip = tern_cpu_clip,
 	.cast = tern_cpu_cast,
+	.attention = tern_cpu_attention,
+	.attention_bwd = tern_cpu_attention_bwd,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */

@@ -52,4 +52,13 @@ enum tern_status tern_cpu_clip(struct tern_backend *be, struct tern_view x, int6
 enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 			       struct tern_view src, enum tern_dtype st, int64_t n);
 
+/* cpu_attention.c */
+enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				    struct tern_view q, struct tern_view k, struct tern_view v, struct tern_view seg,
+				    const struct tern_attn_args *a);
+enum tern_status tern_cpu_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+					struct tern_view dv, struct tern_view dout, struct tern_view q,
+					struct tern_view k, struct tern_view v, struct tern_view o,
+					struct tern_view lse, struct tern_view seg, const struct tern_attn_args *a);
+
 #endif
