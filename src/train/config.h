@@ -1,0 +1,163 @@
+/* The training configuration: one YAML file with axolotl's keys plus tern's own (docs/CONFIG.md).
+ *
+ * Parsed with libyaml's document API. Every error is one line naming the file, the line, the key,
+ * the value and what is allowed:
+ *	"configs/x.yaml:12: lora_r: 'abc' is not an integer (allowed: 1..4096)"
+ * Unknown keys are rejected with a did-you-mean suggestion. Axolotl keys that mean nothing to tern
+ * (deepspeed, flash_attention, wandb_*, bf16, ...) are accepted with a one-line note (logged at info
+ * level and kept in cfg->notes) or rejected with a reason; none is silently ignored.
+ *
+ * Life cycle: tern_config_load() (or _parse() on text) fills defaults, applies the file and
+ * checks the keys together; tern_config_set() applies one `--set key=value` override (dotted keys
+ * reach into lists and maps: datasets.0.path, special_tokens.pad_token); tern_config_check()
+ * re-checks the keys together after overrides; tern_config_write() renders the resolved config
+ * as YAML that parses back to the same config. */
+#ifndef TERN_TRAIN_CONFIG_H
+#define TERN_TRAIN_CONFIG_H
+
+#include "core/core.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum tern_adapter { TERN_ADAPTER_LORA, TERN_ADAPTER_QLORA };
+
+/* datasets[].type */
+enum tern_ds_type {
+	TERN_DS_ALPACA,       /* {"instruction", "input", "output"} */
+	TERN_DS_CHAT,         /* chat_template: {"messages": [...]} or sharegpt {"conversations": [...]} */
+	TERN_DS_COMPLETION,   /* {"text"} */
+	TERN_DS_PRETOKENIZED, /* {"input_ids", optional "labels"} */
+};
+
+/* chat_template */
+enum tern_chat_template {
+	TERN_TEMPLATE_TOKENIZER_DEFAULT, /* recognise the family of tokenizer_config.json's template */
+	TERN_TEMPLATE_CHATML,
+	TERN_TEMPLATE_LLAMA3,
+	TERN_TEMPLATE_MISTRAL_V1,
+};
+
+enum tern_lr_sched { TERN_SCHED_COSINE, TERN_SCHED_LINEAR, TERN_SCHED_CONSTANT };
+
+enum tern_base_format {
+	TERN_BASE_AUTO, /* load_in_4bit / qlora: nf4-dq; otherwise the checkpoint's own dtype */
+	TERN_BASE_NF4,
+	TERN_BASE_NF4_DQ,
+	TERN_BASE_TERNARY,
+	TERN_BASE_BF16,
+	TERN_BASE_F16,
+	TERN_BASE_F32,
+};
+
+enum tern_backend_kind { TERN_BACKEND_AUTO, TERN_BACKEND_VULKAN, TERN_BACKEND_CUDA, TERN_BACKEND_CPU };
+
+enum tern_compute_dtype { TERN_COMPUTE_AUTO, TERN_COMPUTE_F32, TERN_COMPUTE_F16, TERN_COMPUTE_BF16 };
+
+struct tern_dataset_cfg {
+	char *path;
+	enum tern_ds_type type;
+};
+
+#define TERN_CONFIG_MAX_KEYS 96
+
+struct tern_config {
+	char *file; /* name used in messages ("configs/x.yaml") */
+
+	/* model and adapter */
+	char *base_model;
+	bool load_in_4bit;
+	enum tern_adapter adapter;
+	int64_t lora_r;
+	double lora_alpha, lora_dropout;
+	char **lora_target_modules; /* NULL-free array of n_target_modules strings */
+	int n_target_modules;
+	bool lora_target_linear;
+	char *lora_model_dir; /* NULL = none */
+	bool use_rslora;
+
+	/* data */
+	struct tern_dataset_cfg *datasets;
+	int n_datasets;
+	enum tern_chat_template chat_template;
+	double val_set_size; /* < 1: fraction of the samples; >= 1: a count */
+	int64_t sequence_len;
+	bool sample_packing;
+	bool train_on_inputs;
+	char *bos_token, *eos_token, *pad_token, *unk_token; /* special_tokens; NULL = tokenizer's */
+
+	/* schedule */
+	int64_t micro_batch_size, gradient_accumulation_steps;
+	double num_epochs;
+	int64_t max_steps; /* 0 = from num_epochs */
+	double learning_rate;
+	enum tern_lr_sched lr_scheduler;
+	int64_t warmup_steps;
+	double warmup_ratio;
+	double weight_decay, max_grad_norm, adam_beta1, adam_beta2, adam_epsilon;
+	bool gradient_checkpointing;
+	int64_t seed;
+	int64_t max_time; /* seconds; 0 = no time budget */
+
+	/* outputs */
+	char *output_dir;
+	int64_t save_steps, saves_per_epoch, save_total_limit; /* 0 = off / unlimited */
+	int64_t eval_steps, evals_per_epoch;
+	int64_t logging_steps;
+	char *resume_from_checkpoint; /* NULL, "auto" or a checkpoint directory */
+
+	/* placement */
+	enum tern_base_format base_format;
+	enum tern_backend_kind backend;
+	int64_t device;
+	int64_t device_memory, host_memory; /* bytes; 0 = auto */
+	char *offload_dir;                  /* NULL = <output_dir>/offload */
+	enum tern_compute_dtype compute_dtype;
+
+	/* one-line notes about accepted keys tern ignores or reinterprets */
+	char **notes;
+	int n_notes;
+
+	/* private: line where each key was set (0 = default, -1 = --set) */
+	int set_line[TERN_CONFIG_MAX_KEYS];
+};
+
+/* Reads and parses a YAML file; *out is freed with tern_config_free. */
+enum tern_status tern_config_load(struct tern_config **out, const char *path);
+
+/* Parses YAML text (len bytes); name is the file name used in messages. */
+enum tern_status tern_config_parse(struct tern_config **out, const char *name, const char *text, size_t len);
+
+/* A config holding only defaults (base_model and datasets unset: check() fails until set). */
+enum tern_status tern_config_defaults(struct tern_config **out);
+
+void tern_config_free(struct tern_config *cfg);
+
+/* Applies one override "key=value"; value is YAML ("[q_proj, v_proj]", "{path: a, type: alpaca}",
+ * "null" resets to the default). Messages read "--set lora_r: ...". Call tern_config_check after
+ * the last override. On failure cfg keeps its previous value for that key. */
+enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment);
+
+/* Checks the keys together (required keys, conflicting keys, adapter vs base format) and resolves
+ * derived values (qlora/load_in_4bit -> base_format nf4-dq). Called by load/parse. */
+enum tern_status tern_config_check(struct tern_config *cfg);
+
+/* The resolved config as YAML (malloc'd, NUL-terminated); parses back to an equal config. */
+enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml);
+
+/* Writes tern_config_write's text to path (through a temporary file renamed into place). */
+enum tern_status tern_config_save(const struct tern_config *cfg, const char *path);
+
+/* Names of enum values as written in YAML. */
+const char *tern_ds_type_name(enum tern_ds_type t);
+const char *tern_chat_template_name(enum tern_chat_template t);
+const char *tern_base_format_name(enum tern_base_format f);
+
+/* Parses "11.5GB", "512MB", "1024" (bytes), "auto" (0). KB/MB/GB/TB and KiB/MiB/GiB/TiB are all
+ * powers of 1024. Returns false when the text is not a size. */
+bool tern_parse_size(const char *s, int64_t *bytes);
+
+/* Parses "8h", "90m", "1h30m", "45s", "2d" or a plain number of seconds. */
+bool tern_parse_duration(const char *s, int64_t *seconds);
+
+#endif
