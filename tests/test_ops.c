@@ -12,7 +12,9 @@
  * unavailable Vulkan backend into a failure; TERN_TEST_LARGE=0 skips the >128 MiB weight case.
  * One line per check; the last line is "N passed, M failed[, K skipped]"; exit 1 on failure. */
 #include "test_ops_harness.h"
+#include "test_ops_layers.h"
 #include "test_ops_attention.h"
+#include "test_ops_loss.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1203,6 +1205,8 @@ static void run_backend(struct suite *s)
 		check_large(s, true);
 	}
 	check_attention_all(s);
+	check_loss_all(s);
+	check_layers_all(s);
 }
 
 int main(void)

@@ -127,6 +127,13 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.cast = tern_cpu_cast,
 	.attention = tern_cpu_attention,
 	.attention_bwd = tern_cpu_attention_bwd,
+	.rmsnorm = tern_cpu_rmsnorm,
+	.rmsnorm_bwd = tern_cpu_rmsnorm_bwd,
+	.rope = tern_cpu_rope,
+	.swiglu = tern_cpu_swiglu,
+	.swiglu_bwd = tern_cpu_swiglu_bwd,
+	.embed = tern_cpu_embed,
+	.ce_loss = tern_cpu_ce_loss,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */

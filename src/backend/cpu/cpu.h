@@ -52,6 +52,27 @@ enum tern_status tern_cpu_clip(struct tern_backend *be, struct tern_view x, int6
 enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 			       struct tern_view src, enum tern_dtype st, int64_t n);
 
+/* cpu_loss.c: the fused lm_head + cross-entropy */
+enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				  struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+				  int64_t T, float inv_n);
+
+/* The per-layer transformer ops (cpu_layers.c): rmsnorm, rope, swiglu, embed. */
+enum tern_status tern_cpu_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+				  struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
+enum tern_status tern_cpu_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				      struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
+				      int64_t D, bool accumulate);
+enum tern_status tern_cpu_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+			       struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_cpu_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+				 struct tern_view u, int64_t n, enum tern_act act);
+enum tern_status tern_cpu_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				     struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				     enum tern_act act);
+enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+				const struct tern_weight *E, int64_t T);
+
 /* cpu_attention.c */
 enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				    struct tern_view q, struct tern_view k, struct tern_view v, struct tern_view seg,
