@@ -624,6 +624,54 @@ out:
 	chk_end(&c);
 }
 
+/* An f32 table larger than 128 MiB (lavapipe's maxStorageBufferRange): Vulkan binds it in
+ * chunks of rows; ids on both sides of the chunk boundary and the last row. */
+static void check_embed_large(struct suite *s)
+{
+	const int64_t T = 8, V = 8200, D = 4100;
+	struct chk c;
+	chk_begin(&c, s, "embed", "f32  T=%lld V=%lld D=%lld (%.1f MiB)", (long long)T, (long long)V,
+		  (long long)D, (double)(V * D * 4) / 1048576.0);
+	if (skip_unsupported(&c, TERN_OP_EMBED, TERN_F32))
+		return;
+	struct tern_backend *be = s->be;
+	float *E = fvec(V * D), *got = fvec(T * D);
+	if (!E || !got) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, E, V * D, 1.0);
+	int32_t ids[8] = {0, (int32_t)V - 1, 8183, 8184, 8185, 4000, 1, 8100};
+	struct tern_buffer *eb = NULL;
+	enum tern_status st = be->vt->buffer_alloc(be, (size_t)(V * D) * 4, &eb);
+	if (st == TERN_E_DEVICE_MEM || st == TERN_E_NOMEM) {
+		char tail[600];
+		snprintf(tail, sizeof tail, "skipped (cannot allocate the table: %s)", tern_error());
+		print_line(s, c.op, c.desc, tail);
+		s->skipped++;
+		free(E);
+		free(got);
+		return;
+	}
+	if (bad(&c, st, "E alloc"))
+		goto out;
+	struct tern_weight w = {.dtype = TERN_F32, .O = V, .I = D, .data = {eb, 0, (size_t)(V * D) * 4}};
+	struct dten *di = dt_new(&c, "ids", sizeof ids, ids), *dy = dt_nan(&c, "y", T * D);
+	if (di && dy && !bad(&c, be->vt->upload(be, w.data, E), "E upload") &&
+	    !bad(&c, be->vt->embed(be, dy->v, di->v, &w, T), "embed") && dt_get(&c, dy, got))
+		for (int64_t t = 0; t < T; t++)
+			if (memcmp(got + t * D, E + (int64_t)ids[t] * D, (size_t)D * 4) != 0) {
+				fail(&c, "row t=%lld (id %d) differs from E", (long long)t, (int)ids[t]);
+				c.err = INFINITY;
+				break;
+			}
+	be->vt->buffer_free(be, eb);
+out:
+	free(E);
+	free(got);
+	chk_end(&c);
+}
+
 /* ---- argument errors ---------------------------------------------------------------------- */
 
 static void check_layers_errors(struct suite *s)
@@ -696,6 +744,13 @@ static void check_layers_all(struct suite *s)
 	}
 	check_embed(s, TERN_F32, 9, 50, 16, 3);
 	check_embed(s, TERN_BF16, 5, 50, 7, 4);
+	const char *large = getenv("TERN_TEST_LARGE");
+	if (large && !strcmp(large, "0")) {
+		print_line(s, "embed", "f32 > 128 MiB", "skipped (TERN_TEST_LARGE=0)");
+		s->skipped++;
+	} else {
+		check_embed_large(s);
+	}
 
 	check_layers_errors(s);
 

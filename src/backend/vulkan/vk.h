@@ -120,6 +120,8 @@ struct tern_vk {
 
 	uint64_t validation_messages;
 	bool failed; /* a device error happened: every later call fails */
+
+	struct tern_buffer *ce_scratch; /* ce_loss: one chunk of logits + terms (vk_loss.c), lazily */
 };
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }
@@ -158,5 +160,35 @@ void tern_vk_destroy(struct tern_backend *be);
 
 /* ops (vk_ops.c) */
 extern const struct tern_backend_vtable tern_vk_vtable;
+
+/* vk_loss.c: the fused lm_head + cross-entropy */
+enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+				 int64_t T, float inv_n);
+
+/* vk_layers.c: rmsnorm, rope, swiglu, embed (contracts in backend.h) */
+enum tern_status tern_vk_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+				 struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
+enum tern_status tern_vk_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				     struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
+				     int64_t D, bool accumulate);
+enum tern_status tern_vk_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+			      struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_vk_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+				struct tern_view u, int64_t n, enum tern_act act);
+enum tern_status tern_vk_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				    struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				    enum tern_act act);
+enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+			       const struct tern_weight *E, int64_t T);
+
+/* vk_attention.c: causal GQA attention forward/backward (contracts in backend.h) */
+enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				   struct tern_view q, struct tern_view k, struct tern_view v, struct tern_view seg,
+				   const struct tern_attn_args *a);
+enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+				       struct tern_view dv, struct tern_view dout, struct tern_view q,
+				       struct tern_view k, struct tern_view v, struct tern_view o,
+				       struct tern_view lse, struct tern_view seg, const struct tern_attn_args *a);
 
 #endif

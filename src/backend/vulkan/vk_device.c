@@ -311,6 +311,7 @@ void tern_vk_destroy(struct tern_backend *be)
 						 (unsigned long long)vk->pipes[i].calls,
 						 vk->pipes[i].ns * 1e-6);
 		}
+		tern_vk_buffer_free(be, vk->ce_scratch);
 		tern_vk_dispatch_free(vk);
 		tern_vk_memory_free(vk);
 		tvk_vkDestroyDevice(vk->device, NULL);

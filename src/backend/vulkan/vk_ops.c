@@ -485,6 +485,10 @@ static bool vk_supports(struct tern_backend *be, enum tern_op op, enum tern_dtyp
 {
 	if (op == TERN_OP_MATMUL || op == TERN_OP_MATMUL_BWD)
 		return wsuffix(wt) != NULL;
+	if (op == TERN_OP_CE_LOSS)
+		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
+	if (op == TERN_OP_EMBED)
+		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
 	if (op == TERN_OP_CAST)
 		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
 	return tern_backend_has_op(be, op);
@@ -509,4 +513,13 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.scale = vk_scale,
 	.clip = vk_clip,
 	.cast = vk_cast,
+	.attention = tern_vk_attention,
+	.attention_bwd = tern_vk_attention_bwd,
+	.ce_loss = tern_vk_ce_loss,
+	.rmsnorm = tern_vk_rmsnorm,
+	.rmsnorm_bwd = tern_vk_rmsnorm_bwd,
+	.rope = tern_vk_rope,
+	.swiglu = tern_vk_swiglu,
+	.swiglu_bwd = tern_vk_swiglu_bwd,
+	.embed = tern_vk_embed,
 };

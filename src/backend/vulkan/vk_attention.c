@@ -1,0 +1,147 @@
+/* Causal GQA attention on Vulkan: flash-style shaders (attention.comp, attention_bwd.comp) that
+ * stream tiles of 16 queries x 16 keys through shared memory with an online softmax; only
+ * lse [H, T] is kept between forward and backward, and the backward is deterministic (no float
+ * atomics): a pass per key tile for dK/dV and a pass per query tile for dQ. */
+#include "backend/vulkan/vk.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define ATTN_TILE 16   /* BQ = BK in shaders/common/attention.glsl */
+#define ATTN_DMAX 256  /* DMAX there */
+#define ATTN_GRID 4096 /* groups of the grid-stride prep pass */
+
+/* Mirrors the push block of shaders/common/attention.glsl. */
+struct attn_push {
+	uint32_t T, H, Hkv, Dh;
+	uint32_t window;
+	float scale;
+	uint32_t off[8];
+};
+
+struct attn_bind {
+	const char *what;
+	struct tern_view v;
+	int64_t n; /* 4-byte elements */
+};
+
+static enum tern_status attn_check(struct tern_vk *vk, const char *op, const struct tern_attn_args *a,
+				   struct attn_bind *b, int nb)
+{
+	if (!a)
+		return tern_fail(TERN_E_INVALID, "%s: no arguments", op);
+	if (a->T < 0 || a->H < 1 || a->Hkv < 1 || a->Dh < 1 || a->window < 0 || a->H % a->Hkv != 0 ||
+	    !isfinite(a->scale))
+		return tern_fail(TERN_E_INVALID,
+				 "%s: bad shape T=%lld H=%lld Hkv=%lld Dh=%lld window=%lld scale=%g (needs "
+				 "H %% Hkv == 0, sizes >= 1, finite scale)",
+				 op, (long long)a->T, (long long)a->H, (long long)a->Hkv, (long long)a->Dh,
+				 (long long)a->window, (double)a->scale);
+	if (a->Dh > ATTN_DMAX || a->T > UINT32_MAX / 2 / a->H / a->Dh || a->window > UINT32_MAX)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: T=%lld H=%lld Dh=%lld: the shaders take Dh <= %d and "
+				 "T*H*Dh < 2^31",
+				 op, (long long)a->T, (long long)a->H, (long long)a->Dh, ATTN_DMAX);
+	enum tern_status st;
+	for (int i = 0; i < nb; i++) {
+		if ((st = tern_check_view(op, b[i].what, b[i].v, (size_t)b[i].n * 4)))
+			return st;
+		if (b[i].v.off % 4)
+			return tern_fail(TERN_E_INVALID,
+					 "vulkan: %s: %s view offset %zu is not a multiple of 4", op,
+					 b[i].what, b[i].v.off);
+		/* whole tensors are bound: every key tile meets every query tile */
+		if ((VkDeviceSize)b[i].n * 4 + vk->align > vk->max_range)
+			return tern_fail(TERN_E_UNSUPPORTED,
+					 "vulkan: %s: %s is %lld bytes, more than maxStorageBufferRange %llu "
+					 "(T=%lld H=%lld Hkv=%lld Dh=%lld)",
+					 op, b[i].what, (long long)b[i].n * 4,
+					 (unsigned long long)vk->max_range, (long long)a->T, (long long)a->H,
+					 (long long)a->Hkv, (long long)a->Dh);
+	}
+	return TERN_OK;
+}
+
+/* The push block for the given views, placed (bindings moved to aligned starts). */
+static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view *v,
+				   int nv)
+{
+	struct attn_push p = {
+		.T = (uint32_t)a->T,
+		.H = (uint32_t)a->H,
+		.Hkv = (uint32_t)a->Hkv,
+		.Dh = (uint32_t)a->Dh,
+		.window = (uint32_t)a->window,
+		.scale = a->scale,
+	};
+	for (int i = 0; i < nv; i++)
+		p.off[i] = tern_vk_place(vk, &v[i]) / 4;
+	return p;
+}
+
+static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_sub(v, 0, (size_t)n * 4); }
+
+enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				   struct tern_view q, struct tern_view k, struct tern_view v,
+				   struct tern_view seg, const struct tern_attn_args *a)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	int64_t T = a ? a->T : 0, H = a ? a->H : 0, Hkv = a ? a->Hkv : 0, Dh = a ? a->Dh : 0;
+	struct attn_bind b[6] = {
+		{"o", o, T * H * Dh},   {"lse", lse, H * T},    {"q", q, T * H * Dh},
+		{"k", k, T * Hkv * Dh}, {"v", v, T * Hkv * Dh}, {"seg", seg, T},
+	};
+	enum tern_status st = attn_check(vk, "attention", a, b, 6);
+	if (st || T == 0)
+		return st;
+	struct tern_view bv[6];
+	for (int i = 0; i < 6; i++)
+		bv[i] = sized(b[i].v, b[i].n);
+	struct attn_push p = attn_place(vk, a, bv, 6);
+	return tern_vk_dispatch(vk, "attention", bv, 6, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
+				(uint32_t)H, 1);
+}
+
+enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+				       struct tern_view dv, struct tern_view dout, struct tern_view q,
+				       struct tern_view k, struct tern_view v, struct tern_view o,
+				       struct tern_view lse, struct tern_view seg,
+				       const struct tern_attn_args *a)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	const char *op = "attention_bwd";
+	int64_t T = a ? a->T : 0, H = a ? a->H : 0, Hkv = a ? a->Hkv : 0, Dh = a ? a->Dh : 0;
+	int64_t nq = T * H * Dh, nk = T * Hkv * Dh;
+	struct attn_bind b[10] = {
+		{"dq", dq, nq}, {"dk", dk, nk}, {"dv", dv, nk}, {"dout", dout, nq},  {"q", q, nq},
+		{"k", k, nk},   {"v", v, nk},   {"o", o, nq},   {"lse", lse, H * T}, {"seg", seg, T},
+	};
+	enum tern_status st = attn_check(vk, op, a, b, 10);
+	if (st || T == 0)
+		return st;
+	/* the prep pass parks (lse, Dr) pairs in dq until the dQ pass writes it */
+	if (Dh < 2)
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: Dh=%lld, the shaders need Dh >= 2", op,
+				 (long long)Dh);
+	struct tern_view DQ = sized(dq, nq), DK = sized(dk, nk), DV = sized(dv, nk), G = sized(dout, nq);
+	struct tern_view Q = sized(q, nq), K = sized(k, nk), V = sized(v, nk), O = sized(o, nq);
+	struct tern_view L = sized(lse, H * T), S = sized(seg, T);
+
+	struct tern_view b0[4] = {sized(dq, 2 * H * T), G, O, L};
+	struct attn_push p = attn_place(vk, a, b0, 4);
+	int64_t g0 = tern_cdiv(H * T, 256);
+	if ((st = tern_vk_dispatch(vk, "attention_bwd_prep", b0, 4, &p, sizeof p,
+				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
+		return st;
+
+	struct tern_view b1[8] = {DK, DV, Q, K, V, G, S, sized(dq, 2 * H * T)};
+	p = attn_place(vk, a, b1, 8);
+	if ((st = tern_vk_dispatch(vk, "attention_bwd_kv", b1, 8, &p, sizeof p,
+				   (uint32_t)tern_cdiv(T, ATTN_TILE), (uint32_t)Hkv, 1)))
+		return st;
+
+	struct tern_view b2[8] = {DQ, G, Q, K, V, O, L, S};
+	p = attn_place(vk, a, b2, 8);
+	return tern_vk_dispatch(vk, "attention_bwd_q", b2, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
+				(uint32_t)H, 1);
+}

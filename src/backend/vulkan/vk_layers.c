@@ -1,0 +1,323 @@
+/* The Vulkan wrappers of the per-layer transformer ops: rmsnorm (+ bwd), rope, swiglu (+ bwd),
+ * embed. Each checks its arguments as the CPU reference does, splits the work so that no binding
+ * exceeds maxStorageBufferRange (by rows of tokens, or elements), fills the push constants
+ * (mirroring the shader's block) and dispatches. Shaders: shaders/{rmsnorm,rope,swiglu,embed}.comp. */
+#include "backend/vulkan/vk.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Largest element count any op accepts (as the CPU reference). */
+#define MAX_ELEMS (INT64_C(1) << 40)
+
+/* Units of unit_bytes that fit in one binding, leaving room for the alignment shift. */
+static int64_t fit_units(struct tern_vk *vk, int64_t unit_bytes)
+{
+	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
+	int64_t n = room / (unit_bytes > 0 ? unit_bytes : 1);
+	return n > 0 ? n : 0;
+}
+
+/* Workgroups of 256 for a grid-stride loop over n items. */
+static uint32_t grid256(int64_t n)
+{
+	int64_t g = (n + 255) / 256;
+	return (uint32_t)(g > 4096 ? 4096 : g < 1 ? 1 : g);
+}
+
+static enum tern_status check_dims(const char *op, int64_t a, const char *an, int64_t b, const char *bn)
+{
+	if (a < 0 || b < 0 || (b > 0 && a > MAX_ELEMS / b))
+		return tern_fail(TERN_E_INVALID, "%s: %s=%lld %s=%lld is out of range", op, an, (long long)a,
+				 bn, (long long)b);
+	return TERN_OK;
+}
+
+/* tern_check_view plus the 4-byte start every fp32/i32 view needs here. */
+static enum tern_status check_view4(const char *op, const char *what, struct tern_view v, size_t need)
+{
+	enum tern_status st = tern_check_view(op, what, v, need);
+	if (st == TERN_OK && need > 0 && v.off % 4)
+		st = tern_fail(TERN_E_INVALID, "%s: %s view offset %zu is not a multiple of 4 bytes", op,
+			       what, v.off);
+	return st;
+}
+
+/* Binds v from an aligned start; the word offset of v's first element inside the binding. */
+static uint32_t place_words(struct tern_vk *vk, struct tern_view *v) { return tern_vk_place(vk, v) / 4; }
+
+/* ---- RMSNorm ------------------------------------------------------------------------------ */
+
+struct rms_push {
+	uint32_t T, D;
+	uint32_t o_off, a_off, x_off, w_off, r_off;
+	float eps;
+	uint32_t accumulate;
+};
+
+/* Forward (dy, rstd_in unused) or backward (rstd_out unused); chunks of tc token rows. */
+static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o, struct tern_view a,
+				struct tern_view x, struct tern_view w, struct tern_view r, int64_t T,
+				int64_t D, float eps, bool accumulate)
+{
+	int64_t tc = fit_units(vk, 4 * D);
+	if (tc < 1 || D * 4 > fit_units(vk, 1))
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of D=%lld exceeds maxStorageBufferRange",
+				 bwd ? "rmsnorm_bwd" : "rmsnorm", (long long)D);
+	struct rms_push p = {.D = (uint32_t)D, .eps = eps, .accumulate = accumulate};
+	struct tern_view wv = tern_view_sub(w, 0, (size_t)D * 4);
+	p.w_off = place_words(vk, &wv);
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		size_t rb = (size_t)(t0 * D) * 4, rs = (size_t)(tn * D) * 4;
+		struct tern_view ov = tern_view_sub(o, rb, rs), xv = tern_view_sub(x, rb, rs);
+		struct tern_view av =
+			bwd ? tern_view_sub(a, rb, rs) : tern_view_sub(a, (size_t)t0 * 4, (size_t)tn * 4);
+		struct tern_view rv =
+			bwd ? tern_view_sub(r, (size_t)t0 * 4, (size_t)tn * 4) : (struct tern_view){0};
+		p.T = (uint32_t)tn;
+		p.o_off = place_words(vk, &ov);
+		p.a_off = place_words(vk, &av);
+		p.x_off = place_words(vk, &xv);
+		p.r_off = rv.buf ? place_words(vk, &rv) : 0;
+		struct tern_view b[5] = {ov, av, xv, wv, rv};
+		uint32_t g = (uint32_t)(tn > 65535 ? 65535 : tn);
+		enum tern_status st =
+			tern_vk_dispatch(vk, bwd ? "rmsnorm_bwd" : "rmsnorm", b, 5, &p, sizeof p, g, 1, 1);
+		if (st)
+			return st;
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+				 struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps)
+{
+	const char *op = "rmsnorm";
+	enum tern_status st = check_dims(op, T, "T", D, "D");
+	if (st)
+		return st;
+	if (D < 1 || !(eps >= 0.0f) || eps > 3.4e38f)
+		return tern_fail(TERN_E_INVALID, "rmsnorm: D=%lld eps=%g (D >= 1, eps finite and >= 0)",
+				 (long long)D, (double)eps);
+	if ((st = check_view4(op, "y", y, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "rstd", rstd, (size_t)T * 4)) ||
+	    (st = check_view4(op, "x", x, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "w", w, (size_t)D * 4)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	return rms_run(tern_vk_of(be), false, y, rstd, x, w, (struct tern_view){0}, T, D, eps, false);
+}
+
+enum tern_status tern_vk_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				     struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
+				     int64_t D, bool accumulate)
+{
+	const char *op = "rmsnorm_bwd";
+	enum tern_status st = check_dims(op, T, "T", D, "D");
+	if (st)
+		return st;
+	if (D < 1)
+		return tern_fail(TERN_E_INVALID, "rmsnorm_bwd: D=%lld (D >= 1)", (long long)D);
+	if ((st = check_view4(op, "dx", dx, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "dy", dy, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "x", x, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "w", w, (size_t)D * 4)) ||
+	    (st = check_view4(op, "rstd", rstd, (size_t)T * 4)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	return rms_run(tern_vk_of(be), true, dx, dy, x, w, rstd, T, D, 0.0f, accumulate);
+}
+
+/* ---- RoPE --------------------------------------------------------------------------------- */
+
+struct rope_push {
+	uint32_t T, H, half, x_off, pos_off, f_off;
+	uint32_t inverse;
+};
+
+enum tern_status tern_vk_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+			      struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse)
+{
+	const char *op = "rope";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	if ((st = check_dims(op, T, "T", H, "H")) || (st = check_dims(op, T * H, "T*H", Dh, "Dh")))
+		return st;
+	if (Dh < 2 || Dh % 2 || H < 1)
+		return tern_fail(TERN_E_INVALID, "rope: H=%lld Dh=%lld (H >= 1, Dh even and >= 2)",
+				 (long long)H, (long long)Dh);
+	if ((st = check_view4(op, "x", x, (size_t)(T * H * Dh) * 4)) ||
+	    (st = check_view4(op, "pos", pos, (size_t)T * 4)) ||
+	    (st = check_view4(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	int64_t tc = fit_units(vk, 4 * H * Dh);
+	if (tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: rope: one row of H=%lld Dh=%lld exceeds "
+				 "maxStorageBufferRange",
+				 (long long)H, (long long)Dh);
+	struct rope_push p = {.H = (uint32_t)H, .half = (uint32_t)(Dh / 2), .inverse = inverse};
+	struct tern_view fv = tern_view_sub(inv_freq, 0, (size_t)(Dh / 2) * 4);
+	p.f_off = place_words(vk, &fv);
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view xv = tern_view_sub(x, (size_t)(t0 * H * Dh) * 4, (size_t)(tn * H * Dh) * 4);
+		struct tern_view pv = tern_view_sub(pos, (size_t)t0 * 4, (size_t)tn * 4);
+		p.T = (uint32_t)tn;
+		p.x_off = place_words(vk, &xv);
+		p.pos_off = place_words(vk, &pv);
+		struct tern_view b[3] = {xv, pv, fv};
+		if ((st = tern_vk_dispatch(vk, "rope", b, 3, &p, sizeof p, grid256(tn * H * (Dh / 2)), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* ---- SwiGLU / ReLU² ----------------------------------------------------------------------- */
+
+struct swiglu_push {
+	uint32_t n;
+	uint32_t o0_off, o1_off, a_off, g_off, u_off;
+};
+
+/* Forward: outs {h}, ins {g, u}; backward: outs {dg, du}, ins {dh, g, u}. */
+static enum tern_status swiglu_run(struct tern_vk *vk, bool bwd, struct tern_view o0, struct tern_view o1,
+				   struct tern_view a, struct tern_view g, struct tern_view u, int64_t n,
+				   enum tern_act act)
+{
+	const char *name = bwd ? (act == TERN_ACT_RELU2 ? "swiglu_bwd_relu2" : "swiglu_bwd_silu")
+			       : (act == TERN_ACT_RELU2 ? "swiglu_relu2" : "swiglu_silu");
+	int64_t chunk = fit_units(vk, 4);
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		size_t b0 = (size_t)i0 * 4, bs = (size_t)m * 4;
+		struct tern_view b[5] = {tern_view_sub(o0, b0, bs), bwd ? tern_view_sub(o1, b0, bs) : o1,
+					 bwd ? tern_view_sub(a, b0, bs) : a, tern_view_sub(g, b0, bs),
+					 tern_view_sub(u, b0, bs)};
+		struct swiglu_push p = {.n = (uint32_t)m};
+		p.o0_off = place_words(vk, &b[0]);
+		p.o1_off = bwd ? place_words(vk, &b[1]) : 0;
+		p.a_off = bwd ? place_words(vk, &b[2]) : 0;
+		p.g_off = place_words(vk, &b[3]);
+		p.u_off = place_words(vk, &b[4]);
+		enum tern_status st = tern_vk_dispatch(vk, name, b, 5, &p, sizeof p, grid256(m), 1, 1);
+		if (st)
+			return st;
+	}
+	return TERN_OK;
+}
+
+static enum tern_status check_act(const char *op, int64_t n, enum tern_act act)
+{
+	if (n < 0 || n > MAX_ELEMS)
+		return tern_fail(TERN_E_INVALID, "%s: n=%lld is out of range", op, (long long)n);
+	if (act != TERN_ACT_SILU && act != TERN_ACT_RELU2)
+		return tern_fail(TERN_E_INVALID, "%s: unknown activation %d", op, (int)act);
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+				struct tern_view u, int64_t n, enum tern_act act)
+{
+	const char *op = "swiglu";
+	enum tern_status st;
+	if ((st = check_act(op, n, act)) || (st = check_view4(op, "h", h, (size_t)n * 4)) ||
+	    (st = check_view4(op, "g", g, (size_t)n * 4)) || (st = check_view4(op, "u", u, (size_t)n * 4)))
+		return st;
+	if (n == 0)
+		return TERN_OK;
+	struct tern_view none = {0};
+	return swiglu_run(tern_vk_of(be), false, h, none, none, g, u, n, act);
+}
+
+enum tern_status tern_vk_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				    struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				    enum tern_act act)
+{
+	const char *op = "swiglu_bwd";
+	enum tern_status st;
+	if ((st = check_act(op, n, act)) || (st = check_view4(op, "dg", dg, (size_t)n * 4)) ||
+	    (st = check_view4(op, "du", du, (size_t)n * 4)) ||
+	    (st = check_view4(op, "dh", dh, (size_t)n * 4)) ||
+	    (st = check_view4(op, "g", g, (size_t)n * 4)) || (st = check_view4(op, "u", u, (size_t)n * 4)))
+		return st;
+	if (n == 0)
+		return TERN_OK;
+	return swiglu_run(tern_vk_of(be), true, dg, du, dh, g, u, n, act);
+}
+
+/* ---- embedding gather --------------------------------------------------------------------- */
+
+struct embed_push {
+	uint32_t T, D, V;
+	uint32_t r0, rn;
+	uint32_t y_off, ids_off, e_pos;
+	uint32_t first;
+};
+
+/* y[T,D] = E[ids[t]] (=). The ids stay on the device, so an id outside [0, V) cannot fail the
+ * call: its row of y is written as NaN (see shaders/embed.comp). E is bound in chunks of rows
+ * when it exceeds one binding (a 128k × 4096 bf16 table is 1 GiB); every chunk scans all ids. */
+enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+			       const struct tern_weight *E, int64_t T)
+{
+	const char *op = "embed";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st = tern_check_weight(op, E);
+	if (st)
+		return st;
+	size_t es = tern_dtype_size(E->dtype);
+	if (!es)
+		return tern_fail(TERN_E_UNSUPPORTED, "embed: E dtype %s (f32, f16 or bf16 only)",
+				 tern_dtype_name(E->dtype));
+	int64_t V = E->O, D = E->I;
+	if ((st = check_dims(op, T, "T", D, "D")))
+		return st;
+	if ((st = check_view4(op, "y", y, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "ids", ids, (size_t)T * 4)))
+		return st;
+	if (E->data.off % es)
+		return tern_fail(TERN_E_INVALID, "embed: E view offset %zu is not a multiple of %zu bytes",
+				 E->data.off, es);
+	if (T == 0)
+		return TERN_OK;
+	const char *name = E->dtype == TERN_F32   ? "embed_f32"
+			   : E->dtype == TERN_F16 ? "embed_f16"
+						  : "embed_bf16";
+	int64_t tc = fit_units(vk, 4 * D), rows = fit_units(vk, (int64_t)es * D) - 1;
+	if (tc < 1 || rows < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: embed: one row of D=%lld exceeds maxStorageBufferRange",
+				 (long long)D);
+	struct embed_push p = {.D = (uint32_t)D, .V = (uint32_t)V};
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view yv = tern_view_sub(y, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
+		struct tern_view iv = tern_view_sub(ids, (size_t)t0 * 4, (size_t)tn * 4);
+		p.T = (uint32_t)tn;
+		p.y_off = place_words(vk, &yv);
+		p.ids_off = place_words(vk, &iv);
+		for (int64_t r0 = 0; r0 < V; r0 += rows) {
+			int64_t rn = V - r0 < rows ? V - r0 : rows;
+			/* rows [r0, r0 + rn) bound from the word that holds their first element */
+			size_t b0 = (size_t)(r0 * D) * es, b1 = (size_t)((r0 + rn) * D) * es;
+			size_t a0 = b0 / 4 * 4;
+			struct tern_view ev = tern_view_sub(E->data, a0, b1 - a0);
+			size_t lead = tern_vk_place(vk, &ev) + (b0 - a0);
+			p.r0 = (uint32_t)r0;
+			p.rn = (uint32_t)rn;
+			p.e_pos = (uint32_t)(lead / es);
+			p.first = r0 == 0;
+			struct tern_view b[3] = {yv, iv, ev};
+			if ((st = tern_vk_dispatch(vk, name, b, 3, &p, sizeof p, grid256(tn * D), 1, 1)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}

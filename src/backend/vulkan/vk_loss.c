@@ -1,0 +1,116 @@
+/* The fused lm_head + cross-entropy (training-math.md "Loss") on Vulkan. Tokens go through in
+ * chunks of Tc; per chunk, with z the chunk's logits [Tc, V] in a scratch buffer:
+ *   matmul      z = x[chunk] · Wᵀ                          (the matmul pipelines, any W split)
+ *   ce_loss     per row: lse, term = lse − z[y], z ← inv_n · (softmax − onehot) in place
+ *   matmul_bwd  dx[chunk] = z · W   (=)                    (rows of untrained tokens are 0)
+ *   ce_loss_sum loss[0] += inv_n · Σ term, in a fixed order
+ * Tc = min(T, 64 MiB / (4 V), 4096) (TERN_CE_CHUNK=<tokens> forces fewer), so the scratch holds
+ * at most 64 MiB of logits (Tc = 128 at V = 128256) plus Tc terms; it is allocated on first use,
+ * grown when a larger vocabulary needs it, and freed with the backend.
+ *
+ * Labels live on the device, so they are not checked on the host as the CPU backend does: a
+ * label outside [0, V) other than -100 makes that token's term NaN (so the loss is NaN, never
+ * silently wrong) and its dx 0. Every chunk runs even when all its tokens are untrained. */
+#include "backend/vulkan/vk.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define CE_CHUNK_BYTES ((int64_t)64 << 20)
+#define CE_MAX_CHUNK 4096 /* one workgroup per token row: far below any group-count limit */
+
+struct ce_push {
+	uint32_t V, n;
+	uint32_t z_off, lab_off, term_off;
+	float inv_n;
+};
+
+static int64_t ce_chunk_tokens(int64_t T, int64_t V)
+{
+	int64_t tc = CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
+	const char *env = getenv("TERN_CE_CHUNK");
+	if (env) {
+		long long f = strtoll(env, NULL, 10);
+		if (f > 0 && f < tc)
+			tc = f;
+	}
+	tc = tc > CE_MAX_CHUNK ? CE_MAX_CHUNK : tc;
+	tc = tc > T ? T : tc;
+	return tc < 1 ? 1 : tc;
+}
+
+enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+				 int64_t T, float inv_n)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	const char *op = "ce_loss";
+	enum tern_status st = tern_check_weight(op, W);
+	if (st)
+		return st;
+	if (W->dtype != TERN_F32 && W->dtype != TERN_F16 && W->dtype != TERN_BF16)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: ce_loss: W dtype %s (lm_head takes f32, f16 or bf16)",
+				 tern_dtype_name(W->dtype));
+	int64_t V = W->O, D = W->I;
+	if (V == 0)
+		return tern_fail(TERN_E_INVALID, "ce_loss: V=0 (no logits)");
+	if (V > UINT32_MAX / 2 || T < 0 || T > (int64_t)UINT32_MAX)
+		return tern_fail(TERN_E_INVALID, "ce_loss: T=%lld V=%lld is out of range", (long long)T,
+				 (long long)V);
+	if ((st = tern_check_view(op, "loss", loss, 4)) ||
+	    (st = tern_check_view(op, "dx", dx, (size_t)(T * D) * 4)) ||
+	    (st = tern_check_view(op, "x", x, (size_t)(T * D) * 4)) ||
+	    (st = tern_check_view(op, "labels", labels, (size_t)T * 4)))
+		return st;
+	if (!isfinite(inv_n))
+		return tern_fail(TERN_E_INVALID, "ce_loss: inv_n=%g is not finite", (double)inv_n);
+	if (loss.off % 4 || labels.off % 4)
+		return tern_fail(
+			TERN_E_INVALID,
+			"vulkan: ce_loss: loss and labels views must start at a multiple of 4 bytes");
+	if (T == 0)
+		return TERN_OK;
+
+	int64_t tc = ce_chunk_tokens(T, V);
+	size_t zbytes = (size_t)(tc * V) * 4, need = zbytes + (size_t)vk->align + (size_t)tc * 4;
+	if (!vk->ce_scratch || vk->ce_scratch->size < need) {
+		tern_vk_buffer_free(be, vk->ce_scratch);
+		vk->ce_scratch = NULL;
+		if ((st = tern_vk_buffer_alloc(be, need, &vk->ce_scratch)))
+			return st;
+	}
+	size_t term_at = (zbytes + (size_t)vk->align - 1) / (size_t)vk->align * (size_t)vk->align;
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view z = {vk->ce_scratch, 0, (size_t)(tn * V) * 4};
+		struct tern_view term = {vk->ce_scratch, term_at, (size_t)tn * 4};
+		struct tern_view xs = tern_view_sub(x, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
+		struct tern_view dxs = tern_view_sub(dx, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
+		struct tern_view lab = tern_view_sub(labels, (size_t)t0 * 4, (size_t)tn * 4);
+		if (D == 0) { /* z = 0 without a matmul */
+			if ((st = tern_vk_zero(be, z)))
+				return st;
+		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn))) {
+			return st;
+		}
+		struct ce_push p = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
+		p.z_off = tern_vk_place(vk, &z) / 4;
+		p.lab_off = tern_vk_place(vk, &lab) / 4;
+		p.term_off = tern_vk_place(vk, &term) / 4;
+		struct tern_view b[3] = {z, lab, term};
+		if ((st = tern_vk_dispatch(vk, "ce_loss", b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
+			return st;
+		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
+		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false)))
+			return st;
+		struct tern_view lv = tern_view_sub(loss, 0, 4);
+		struct ce_push ps = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
+		ps.z_off = tern_vk_place(vk, &lv) / 4;
+		ps.term_off = p.term_off;
+		struct tern_view bs[3] = {lv, {0}, term};
+		if ((st = tern_vk_dispatch(vk, "ce_loss_sum", bs, 3, &ps, sizeof ps, 1, 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
