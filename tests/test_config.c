@@ -136,7 +136,7 @@ static void test_full(void)
 	check(c->saves_per_epoch == 1 && c->save_total_limit == 3 && c->eval_steps == 50, "saves/evals");
 	check(!strcmp(c->resume_from_checkpoint, "auto"), "resume_from_checkpoint");
 	check(c->pad_token && !strcmp(c->pad_token, "<|end_of_text|>") && !c->bos_token, "special_tokens");
-	check(c->base_format == TERN_BASE_NF4 && c->backend == TERN_BACKEND_VULKAN && c->device == 1,
+	check(c->base_format == TERN_FORMAT_NF4 && c->backend == TERN_BACKEND_VULKAN && c->device == 1,
 	      "placement");
 	check(c->device_memory == (int64_t)(11.5 * 1073741824.0) && c->host_memory == 48LL << 30,
 	      "memory sizes");
@@ -189,7 +189,7 @@ static void test_defaults(void)
 	if (!c)
 		return;
 	check(c->lora_r == 8 && c->lora_alpha == 16 && c->sequence_len == 2048 && c->micro_batch_size == 1 &&
-		      c->learning_rate == 2e-4 && c->seed == 42 && c->base_format == TERN_BASE_AUTO &&
+		      c->learning_rate == 2e-4 && c->seed == 42 && c->base_format == TERN_FORMAT_AUTO &&
 		      c->max_grad_norm == 1.0 && c->gradient_checkpointing && !c->train_on_inputs,
 	      "defaults");
 	check(c->n_target_modules == 2 && !strcmp(c->lora_target_modules[0], "q_proj"),
@@ -197,7 +197,7 @@ static void test_defaults(void)
 	check(!strcmp(c->output_dir, "./outputs/tern-out"), "default output_dir");
 	tern_config_free(c);
 	c = parse("base_model: m\nadapter: qlora\ndatasets:\n  - {path: d.jsonl, type: alpaca}\n");
-	check(c && c->base_format == TERN_BASE_NF4_DQ, "qlora resolves base_format nf4-dq");
+	check(c && c->base_format == TERN_FORMAT_NF4_DQ, "qlora resolves base_format nf4-dq");
 	tern_config_free(c);
 }
 

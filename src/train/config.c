@@ -154,7 +154,6 @@ _Static_assert(sizeof keys / sizeof keys[0] <= TERN_CONFIG_MAX_KEYS, "raise TERN
 
 const char *tern_ds_type_name(enum tern_ds_type t) { return ds_type_names[t]; }
 const char *tern_chat_template_name(enum tern_chat_template t) { return template_names[t]; }
-const char *tern_base_format_name(enum tern_base_format f) { return base_names[f]; }
 
 /* ---- small helpers ---- */
 
@@ -457,7 +456,7 @@ static void set_defaults(struct tern_config *c)
 	c->gradient_checkpointing = true;
 	c->seed = 42;
 	c->logging_steps = 1;
-	c->base_format = TERN_BASE_AUTO;
+	c->base_format = TERN_FORMAT_AUTO;
 	c->backend = TERN_BACKEND_AUTO;
 	c->compute_dtype = TERN_COMPUTE_AUTO;
 }
@@ -1235,14 +1234,14 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 		tern_log(TERN_LOG_WARN, "%s: there is no validation set (val_set_size: 0); no eval will run",
 			 kloc(cfg, cfg->eval_steps > 0 ? "eval_steps" : "evals_per_epoch", a, sizeof a));
 	bool four = cfg->load_in_4bit || cfg->adapter == TERN_ADAPTER_QLORA;
-	if (four && cfg->base_format != TERN_BASE_AUTO && cfg->base_format != TERN_BASE_NF4 &&
-	    cfg->base_format != TERN_BASE_NF4_DQ)
+	if (four && cfg->base_format != TERN_FORMAT_AUTO && cfg->base_format != TERN_FORMAT_NF4 &&
+	    cfg->base_format != TERN_FORMAT_NF4_DQ)
 		return tern_fail(TERN_E_INVALID,
 				 "%s: '%s' conflicts with %s (allowed with a 4-bit base: nf4, nf4-dq)",
 				 kloc(cfg, "base_format", a, sizeof a), base_names[cfg->base_format],
 				 kloc(cfg, cfg->load_in_4bit ? "load_in_4bit" : "adapter", b, sizeof b));
-	if (four && cfg->base_format == TERN_BASE_AUTO)
-		cfg->base_format = TERN_BASE_NF4_DQ;
+	if (four && cfg->base_format == TERN_FORMAT_AUTO)
+		cfg->base_format = TERN_FORMAT_NF4_DQ;
 	if (!cfg->lora_target_linear && cfg->n_target_modules == 0) {
 		/* PEFT's default for llama/mistral/qwen: q_proj and v_proj */
 		const char *def[] = {"q_proj", "v_proj"};

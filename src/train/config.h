@@ -16,6 +16,7 @@
 #define TERN_TRAIN_CONFIG_H
 
 #include "core/core.h"
+#include "tern/model.h" /* enum tern_base_format */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -39,16 +40,6 @@ enum tern_chat_template {
 };
 
 enum tern_lr_sched { TERN_SCHED_COSINE, TERN_SCHED_LINEAR, TERN_SCHED_CONSTANT };
-
-enum tern_base_format {
-	TERN_BASE_AUTO, /* load_in_4bit / qlora: nf4-dq; otherwise the checkpoint's own dtype */
-	TERN_BASE_NF4,
-	TERN_BASE_NF4_DQ,
-	TERN_BASE_TERNARY,
-	TERN_BASE_BF16,
-	TERN_BASE_F16,
-	TERN_BASE_F32,
-};
 
 enum tern_backend_kind { TERN_BACKEND_AUTO, TERN_BACKEND_VULKAN, TERN_BACKEND_CUDA, TERN_BACKEND_CPU };
 
@@ -107,7 +98,7 @@ struct tern_config {
 	char *resume_from_checkpoint; /* NULL, "auto" or a checkpoint directory */
 
 	/* placement */
-	enum tern_base_format base_format;
+	enum tern_base_format base_format; /* auto: qlora/load_in_4bit -> nf4-dq; else the checkpoint's dtype */
 	enum tern_backend_kind backend;
 	int64_t device;
 	int64_t device_memory, host_memory; /* bytes; 0 = auto */
@@ -151,7 +142,6 @@ enum tern_status tern_config_save(const struct tern_config *cfg, const char *pat
 /* Names of enum values as written in YAML. */
 const char *tern_ds_type_name(enum tern_ds_type t);
 const char *tern_chat_template_name(enum tern_chat_template t);
-const char *tern_base_format_name(enum tern_base_format f);
 
 /* Parses "11.5GB", "512MB", "1024" (bytes), "auto" (0). KB/MB/GB/TB and KiB/MiB/GiB/TiB are all
  * powers of 1024. Returns false when the text is not a size. */
