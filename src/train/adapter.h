@@ -1,0 +1,139 @@
+/* LoRA parameters on the host, the PEFT adapter directory and training checkpoints.
+ *
+ * A struct tern_lora_set holds one A [R, I] and B [O, R] (fp32, row-major, torch order) per
+ * (layer, module) that LoRA targets. It is what the trainer downloads from the device to save
+ * and uploads after loading (lora_model_dir, resume).
+ *
+ * Adapter directory (shared reference formats.md §3): adapter_config.json (keys sorted, 2-space
+ * indent, as PEFT writes it) and adapter_model.safetensors (metadata {"format": "pt"}), tensors
+ * base_model.model.model.layers.<l>.<self_attn|mlp>.<module>.lora_<A|B>.weight.
+ *
+ * Checkpoint directory <output_dir>/checkpoint-<step>: the adapter files, optimizer.safetensors
+ * (AdamW exp_avg / exp_avg_sq of each LoRA tensor, named like the adapter tensor with the suffix
+ * ".exp_avg" / ".exp_avg_sq") and trainer_state.json (struct tern_train_state).
+ *
+ * Every directory is written under a temporary name in the same parent and renamed into place, so
+ * a crash never leaves a half-written adapter or checkpoint under the final name. */
+#ifndef TERN_TRAIN_ADAPTER_H
+#define TERN_TRAIN_ADAPTER_H
+
+#include "core/core.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The modules LoRA can target, in PEFT's names. */
+enum tern_module {
+	TERN_MOD_Q,
+	TERN_MOD_K,
+	TERN_MOD_V,
+	TERN_MOD_O,
+	TERN_MOD_GATE,
+	TERN_MOD_UP,
+	TERN_MOD_DOWN,
+	TERN_MOD_COUNT
+};
+
+/* "q_proj", ... */
+const char *tern_module_name(enum tern_module m);
+/* "self_attn.q_proj", ..., "mlp.down_proj" */
+const char *tern_module_path(enum tern_module m);
+/* Parses a PEFT module name ("q_proj"); false when unknown. */
+bool tern_module_parse(const char *s, enum tern_module *out);
+
+struct tern_lora_tensor {
+	int64_t I, O;  /* in and out features of the base linear */
+	float *A, *B;  /* [R, I], [O, R]; NULL when the module is not targeted */
+	float *mA, *vA, *mB, *vB; /* AdamW moments (checkpoints only; NULL otherwise) */
+};
+
+struct tern_lora_set {
+	int L;             /* layers */
+	int64_t R;         /* rank */
+	unsigned modules;  /* bit m set: module m is targeted in every layer */
+	struct tern_lora_tensor *t; /* [L * TERN_MOD_COUNT], index l * TERN_MOD_COUNT + m */
+};
+
+static inline struct tern_lora_tensor *tern_lora_at(const struct tern_lora_set *s, int l, enum tern_module m)
+{
+	return &s->t[l * TERN_MOD_COUNT + m];
+}
+
+/* Allocates a set for L layers, rank R, the modules bit set, with the per-module shapes io[m][0]
+ * = I, io[m][1] = O; A and B zeroed; with moments when `moments`. */
+enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t R, unsigned modules,
+				     const int64_t io[TERN_MOD_COUNT][2], bool moments);
+void tern_lora_set_free(struct tern_lora_set *s);
+
+/* What adapter_config.json records besides the tensors. */
+struct tern_adapter_meta {
+	const char *base_model; /* base_model_name_or_path: the path or id the config named */
+	double alpha, dropout;
+	bool rslora;
+};
+
+/* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir replaced atomically:
+ * written as "<dir>.tmp.<pid>" then renamed; an existing dir of that name is moved aside to
+ * "<dir>.old.<pid>", the new one renamed in, the old one removed; on any failure nothing is left
+ * under the final name but the old directory, and no temporary). An existing dir that holds
+ * anything besides adapter_config.json, adapter_model.safetensors and README.md (e.g. an
+ * output_dir with checkpoints and metrics.jsonl) is never removed: the two files are replaced in
+ * it, each atomically (temporary file, fsync, rename), the tensors first. alpha > 0 and finite,
+ * dropout in [0, 1); base_model may be NULL (written as null). adapter_config.json carries the
+ * keys PEFT 0.21 writes, sorted, 2-space indent; lora_alpha is an integer when integral;
+ * target_modules is a list in enum order. */
+enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set *s,
+				    const struct tern_adapter_meta *meta);
+
+/* Reads a PEFT adapter directory into s (already allocated with the expected layers, rank, modules
+ * and shapes). Fails with one line naming the file and what differs when its peft_type is not
+ * LORA, r or target_modules differ from s (compared as sets; a string target_modules, PEFT's
+ * regular-expression form, is refused), it uses options tern does not implement (use_dora,
+ * fan_in_fan_out, rank_pattern, alpha_pattern, layers_to_transform, bias), a tensor is missing,
+ * extra, or has the wrong shape or dtype (F32, F16 and BF16 are accepted and converted). Nothing
+ * is stored into s unless everything is valid. *meta_out (optional) receives alpha, dropout and
+ * rslora from the file (base_model is not kept: NULL). */
+enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s, struct tern_adapter_meta *meta_out);
+
+/* Everything a resumed run needs besides the LoRA tensors and moments. */
+struct tern_train_state {
+	int64_t step;        /* optimizer steps done */
+	int64_t total_steps; /* the schedule's K */
+	int64_t warmup_steps;
+	int64_t epoch;       /* epochs completed */
+	int64_t row;         /* next row (index into the epoch's order) to read */
+	uint64_t seed;       /* config seed */
+	uint64_t rng;        /* the trainer's generator state */
+	int64_t tokens;      /* trained tokens so far */
+	double elapsed;      /* seconds trained so far (for max_time) */
+	double last_loss;
+	char config_hash[17]; /* hex FNV-1a of the resolved config text, minus output keys */
+};
+
+/* Writes <output_dir>/checkpoint-<state->step> (atomically: temporary name, rename; an existing
+ * checkpoint of that step is replaced as in tern_adapter_write; output_dir is created when
+ * missing, one level) holding the adapter, the AdamW moments (s->t[].mA... must be non-NULL for
+ * targeted modules) and the state; then, when save_total_limit > 0, removes the checkpoint-<n>
+ * directories with the smallest n beyond the limit, never the one just written (a removal that
+ * fails is logged as a warning; the new checkpoint stands). trainer_state.json: the fields of
+ * struct tern_train_state by name plus "format": "tern-trainer-state", "version": 1; seed and rng
+ * as decimal strings, doubles in the shortest form that reads back exactly ("nan"/"inf" strings
+ * when not finite), so a read restores every field bit for bit. */
+enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern_lora_set *s,
+				       const struct tern_adapter_meta *meta, const struct tern_train_state *state,
+				       int64_t save_total_limit);
+
+/* Reads a checkpoint directory into s (allocated with moments) and *state. Everything is
+ * validated before anything is stored (s and *state are unchanged on failure): the adapter as in
+ * tern_adapter_read, optimizer.safetensors (exactly the F32 moments of every tensor), and
+ * trainer_state.json (format, version, every field; step equal to the n of a checkpoint-<n>
+ * directory name). Checkpoint tensors must be F32. */
+enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s, struct tern_train_state *state);
+
+/* The latest complete checkpoint-<n> directory in output_dir (largest n among directories named
+ * exactly checkpoint-<digits> holding all four files; temporary "*.tmp.*" / "*.old.*" names are
+ * ignored) into path[cap] as "<output_dir>/checkpoint-<n>"; false when there is none, the
+ * directory cannot be listed, or the path does not fit in cap. */
+bool tern_checkpoint_latest(const char *output_dir, char *path, size_t cap);
+
+#endif
