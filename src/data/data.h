@@ -1,0 +1,92 @@
+/* Training data: JSONL datasets -> tokenized samples (chat templates, prompt masking) -> rows of
+ * sequence_len tokens, packed or one sample per row.
+ *
+ * Dataset forms (one JSON object a line; blank lines are skipped):
+ *   alpaca        {"instruction", "input"?, "output"}: the prompt strings of ecosystem.md, target
+ *                 = output + EOS. BOS as the tokenizer adds it.
+ *   chat_template {"messages": [{"role", "content"}]} or sharegpt {"conversations": [{"from",
+ *                 "value"}]} (human -> user, gpt -> assistant), rendered with ChatML, Llama 3 or
+ *                 Mistral v1 (exact strings in data.c).
+ *   completion    {"text"}: BOS? + text + EOS, all trained.
+ *   pretokenized  {"input_ids", "labels"?}: labels aligned with input_ids as in transformers
+ *                 (-100 = not trained); without labels every token is trained.
+ * A bad line fails the load with "file:line: reason" (invalid JSON, missing field, wrong type).
+ *
+ * Labels and targets. A sample first gets transformers-style labels (labels[t] = ids[t] when token t
+ * is trained, else -100); train_on_inputs: false sets prompt tokens to -100 (chats: only assistant
+ * contents and their end-of-turn token are trained). Rows then hold the *shifted* targets the loss
+ * op consumes directly: targets[t] = labels[t+1] within the sample, -100 at each sample's last
+ * token and on padding.
+ *
+ * Rows, each S = sequence_len long (shapes [n_rows, S], i32):
+ *   tokens     token ids; padding = pad id (special_tokens.pad_token, else EOS, else 0)
+ *   targets    as above
+ *   positions  0, 1, ... restarting at each sample; padding 0
+ *   segments   the sample's index within its split (unique across rows, so a flattened micro-batch
+ *              of several rows never attends across rows or samples); padding -1
+ * Samples longer than S are cut to S tokens and counted. Packing is next-fit in shuffled order.
+ * Shuffling (Fisher-Yates over splitmix64 from the seed) happens before the validation split, so
+ * the same seed gives the same rows. */
+#ifndef TERN_DATA_H
+#define TERN_DATA_H
+
+#include "tern/tokenizer.h"
+#include "train/config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct tern_rows {
+	int64_t S, n_rows;
+	int32_t *tokens, *targets, *positions, *segments; /* [n_rows, S] each */
+};
+
+struct tern_data_stats {
+	int64_t samples;   /* samples in this split */
+	int64_t tokens;    /* tokens after truncation (no padding) */
+	int64_t trained;   /* targets != -100 */
+	int64_t rows;      /* rows of S tokens */
+	int64_t truncated; /* samples cut to S */
+	int64_t padding;   /* padding tokens */
+};
+
+struct tern_data {
+	struct tern_rows train, val;
+	struct tern_data_stats train_stats, val_stats;
+	enum tern_chat_template template; /* the template used for chat datasets (resolved) */
+};
+
+struct tern_data_opts {
+	const struct tern_dataset_cfg *datasets;
+	int n_datasets;
+	int64_t sequence_len;
+	bool sample_packing;
+	bool train_on_inputs;
+	enum tern_chat_template chat_template; /* TOKENIZER_DEFAULT: recognised from tokenizer_config */
+	const char *tokenizer_config;          /* path of tokenizer_config.json (may be NULL) */
+	double val_set_size;                   /* fraction (< 1) or count */
+	uint64_t seed;
+	const char *eos_token, *pad_token; /* special_tokens overrides (may be NULL) */
+};
+
+/* Fills opts from a config (datasets, lengths, flags, seed, special tokens); tokenizer_config
+ * is left NULL. */
+void tern_data_opts_from_config(struct tern_data_opts *opts, const struct tern_config *cfg);
+
+/* Reads, tokenizes, shuffles, splits and lays out every dataset. *out is freed with
+ * tern_data_free. */
+enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_opts *opts,
+				const struct tern_tokenizer *tok);
+
+void tern_data_free(struct tern_data *d);
+
+/* The family of a Jinja chat template: ChatML (<|im_start|>), Llama 3 (<|start_header_id|>) or
+ * Mistral v1 ([INST]). TERN_E_UNSUPPORTED with a message when none is recognised. name is used in
+ * messages. */
+enum tern_status tern_chat_template_detect(const char *jinja, const char *name, enum tern_chat_template *out);
+
+/* Reads tokenizer_config.json's "chat_template" (a string, or a list of {name, template} whose
+ * "default" entry is used) and detects its family. */
+enum tern_status tern_chat_template_from_file(const char *path, enum tern_chat_template *out);
+
+#endif
