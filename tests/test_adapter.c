@@ -820,6 +820,16 @@ static void test_atomic(void)
 		      leftovers(path_in("at/outdir")) == 0,
 	      "an output_dir with other files keeps them; its adapter files are replaced: %s",
 	      st ? tern_error() : "ok");
+	/* a real ENOSPC: the tensor file's temporary is a link to /dev/full */
+	if (exists("/dev/full") &&
+	    symlink("/dev/full", path_in("at/outdir/adapter_model.safetensors.tmp")) == 0) {
+		st = tern_adapter_write(path_in("at/outdir"), a, &meta_default);
+		check(st == TERN_E_IO && has(tern_error(), "No space left on device") &&
+			      !tern_adapter_read(path_in("at/outdir"), c, NULL) && same(b, c) &&
+			      leftovers(path_in("at/outdir")) == 0,
+		      "ENOSPC from /dev/full leaves the previous adapter intact and no temporary: %s",
+		      tern_error());
+	}
 	tern_lora_set_free(a);
 	tern_lora_set_free(b);
 	tern_lora_set_free(c);
