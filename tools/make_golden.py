@@ -171,8 +171,11 @@ def adapter_name(pname):
 
 
 def save_adapter(pm, d):
-    """save_pretrained, then target_modules sorted (PEFT writes a set's order, which varies per run)."""
+    """save_pretrained, then target_modules sorted (PEFT writes a set's order, which varies per run);
+    PEFT's model-card README.md is dropped."""
     pm.save_pretrained(d, safe_serialization=True)
+    if os.path.exists(os.path.join(d, "README.md")):
+        os.remove(os.path.join(d, "README.md"))
     p = os.path.join(d, "adapter_config.json")
     with open(p) as f:
         c = json.load(f)
