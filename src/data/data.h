@@ -10,7 +10,16 @@
  *   completion    {"text"}: BOS? + text + EOS, all trained.
  *   pretokenized  {"input_ids", "labels"?}: labels aligned with input_ids as in transformers
  *                 (-100 = not trained); without labels every token is trained.
- * A bad line fails the load with "file:line: reason" (invalid JSON, missing field, wrong type).
+ * A bad line fails the load with one line "file:line: reason" (invalid JSON, not an object, missing
+ * field, wrong type, unknown role, labels not aligned, id outside the vocabulary); a missing or
+ * empty file names the file.
+ *
+ * Tokenization. A sample is rendered as one text (template strings and contents) made of spans,
+ * trained or not, and the whole text is tokenized at once without added specials (alpaca and
+ * completion get the tokenizer's BOS in front), so the ids are exactly HF tokenizers' ids for the
+ * rendered string (apply_chat_template(tokenize=True) for chats). A span boundary falls after the
+ * tokens that the text before it encodes to; a token that straddles a boundary (Qwen's "\n\n" made
+ * of the template's "\n" and a content's leading "\n") belongs to the span it ends in.
  *
  * Labels and targets. A sample first gets transformers-style labels (labels[t] = ids[t] when token t
  * is trained, else -100); train_on_inputs: false sets prompt tokens to -100 (chats: only assistant
@@ -74,15 +83,18 @@ struct tern_data_opts {
 void tern_data_opts_from_config(struct tern_data_opts *opts, const struct tern_config *cfg);
 
 /* Reads, tokenizes, shuffles, splits and lays out every dataset. *out is freed with
- * tern_data_free. */
+ * tern_data_free. tok may be NULL when every dataset is pretokenized (ids are then checked only
+ * for being >= 0; padding uses id 0); a text dataset without a tokenizer is an error. Chat
+ * datasets need the template's marker tokens (<|im_start|>..., <|start_header_id|>..., <s> </s>)
+ * in the tokenizer. */
 enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_opts *opts,
 				const struct tern_tokenizer *tok);
 
 void tern_data_free(struct tern_data *d);
 
 /* The family of a Jinja chat template: ChatML (<|im_start|>), Llama 3 (<|start_header_id|>) or
- * Mistral v1 ([INST]). TERN_E_UNSUPPORTED with a message when none is recognised. name is used in
- * messages. */
+ * Mistral v1 ([INST]; Llama 2's [INST] with <<SYS>> is refused). TERN_E_UNSUPPORTED with a message
+ * when none is recognised. name is used in messages. */
 enum tern_status tern_chat_template_detect(const char *jinja, const char *name, enum tern_chat_template *out);
 
 /* Reads tokenizer_config.json's "chat_template" (a string, or a list of {name, template} whose
