@@ -28,6 +28,7 @@ enum tern_status {
 	TERN_E_UNAVAILABLE, /* backend or device not present (driver missing) */
 	TERN_E_DEVICE,      /* the driver reported an error */
 	TERN_E_VALIDATION,  /* the Vulkan validation layer reported a message */
+	TERN_E_INTERRUPTED, /* stopped by a signal after saving its state */
 };
 
 /* Short name of a status ("invalid argument", ...). */

@@ -61,5 +61,9 @@ void tern_help_info(void);
 void tern_help_quantize(void);
 int tern_cmd_tokenize(int argc, char **argv);
 void tern_help_tokenize(void);
+int tern_cmd_train(int argc, char **argv);
+int tern_cmd_eval(int argc, char **argv);
+void tern_help_train(void);
+void tern_help_eval(void);
 
 #endif

@@ -206,6 +206,8 @@ static void print_usage(FILE *f)
 		"  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
 		"  info DIR           a model directory: architecture, sizes, parameters, memory per format\n"
 		"  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
+		"  train CONFIG       fine-tune a LoRA/QLoRA adapter as a YAML config says\n"
+		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		"\n"
 		"options:\n"
@@ -219,7 +221,6 @@ static void print_help(void)
 	printf("tern %s - LoRA/QLoRA fine-tuning on Vulkan GPUs and a plain-C reference backend\n\n",
 	       TERN_VERSION);
 	print_usage(stdout);
-	printf("\nThe trainer (`tern train`) is not there yet; this build has the compute core.\n");
 }
 
 static void print_version(void)
@@ -260,8 +261,16 @@ static int help_for(int argc, char **argv)
 		tern_help_tokenize();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "train")) {
+		tern_help_train();
+		return TERN_EXIT_OK;
+	}
+	if (!strcmp(argv[0], "eval")) {
+		tern_help_eval();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize)", argv[0]);
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval)", argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -282,7 +291,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize)",
+				"devices, bench, info, quantize, tokenize, train, eval)",
 				a);
 		}
 	}
@@ -311,8 +320,12 @@ int main(int argc, char **argv)
 		return tern_cmd_quantize(argc - i, argv + i);
 	if (!strcmp(cmd, "tokenize"))
 		return tern_cmd_tokenize(argc - i, argv + i);
+	if (!strcmp(cmd, "train"))
+		return tern_cmd_train(argc - i, argv + i);
+	if (!strcmp(cmd, "eval"))
+		return tern_cmd_eval(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, help)", cmd);
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, help)", cmd);
 }

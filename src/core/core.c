@@ -25,6 +25,7 @@ const char *tern_status_str(enum tern_status st)
 	case TERN_E_UNAVAILABLE: return "unavailable";
 	case TERN_E_DEVICE: return "device error";
 	case TERN_E_VALIDATION: return "validation error";
+	case TERN_E_INTERRUPTED: return "interrupted";
 	}
 	return "unknown status";
 }

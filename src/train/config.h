@@ -41,6 +41,10 @@ enum tern_chat_template {
 
 enum tern_lr_sched { TERN_SCHED_COSINE, TERN_SCHED_LINEAR, TERN_SCHED_CONSTANT };
 
+/* λ(k) of optimizer step k (0-based) with W warmup steps and K steps in all, as transformers'
+ * get_{cosine,linear,constant}_schedule_with_warmup compute it (trainer.c). */
+double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K);
+
 enum tern_backend_kind { TERN_BACKEND_AUTO, TERN_BACKEND_VULKAN, TERN_BACKEND_CUDA, TERN_BACKEND_CPU };
 
 enum tern_compute_dtype { TERN_COMPUTE_AUTO, TERN_COMPUTE_F32, TERN_COMPUTE_F16, TERN_COMPUTE_BF16 };

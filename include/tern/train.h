@@ -1,0 +1,48 @@
+/* tern — training and evaluation driven by a YAML config (docs/CONFIG.md).
+ *
+ * tern_train runs the whole job: config (+ overrides), data, model, backend, LoRA (fresh, from
+ * lora_model_dir, or resumed from a checkpoint), the optimizer loop with evaluation, logging,
+ * checkpoints and the final PEFT adapter in <output_dir>/adapter. It prints the banner and the
+ * progress to `out` (a live line on a terminal, one line per logging step otherwise) and leaves
+ * errors in tern_error(). */
+#ifndef TERN_TRAIN_H
+#define TERN_TRAIN_H
+
+#include "tern/tern.h"
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct tern_train_result {
+	int64_t steps;      /* optimizer steps done in total */
+	double loss;        /* the last step's loss */
+	double eval_before; /* eval loss before training (NAN without a validation split) */
+	double eval_after;  /* eval loss at the end (NAN without a validation split) */
+	int interrupted;    /* stopped by SIGINT/SIGTERM after writing a checkpoint */
+	char adapter_dir[4096];
+};
+
+/* sets[n_sets]: "key=value" overrides (--set). */
+enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets, FILE *out,
+			    struct tern_train_result *res);
+
+struct tern_eval_result {
+	double base_loss, base_ppl;       /* base model alone */
+	double adapter_loss, adapter_ppl; /* with the adapter (NAN when there is none) */
+	int64_t tokens;                   /* trained targets evaluated */
+	char adapter_dir[4096];           /* the adapter used ("" when none) */
+};
+
+/* Loss and perplexity of the base model and of base + adapter on the config's validation split
+ * (or, without one, on all its data). The adapter: adapter_dir when given, else
+ * <output_dir>/adapter when present, else lora_model_dir. */
+enum tern_status tern_eval(const char *config_path, const char *const *sets, int n_sets,
+			   const char *adapter_dir, FILE *out, struct tern_eval_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

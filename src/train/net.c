@@ -1,0 +1,727 @@
+/* The trainable network: forward and backward of the decoder over backend ops (net.h). */
+#include "train/net.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 256
+
+/* Saved activations of one layer (views into the activation block). */
+struct layer_act {
+	struct tern_view xn1, rstd1;         /* [T,D], [T] */
+	struct tern_view qr, kr;             /* [T,H*Dh], [T,Hkv*Dh]: projections before q/k norm (Qwen3) */
+	struct tern_view rstdq, rstdk;       /* [T*H], [T*Hkv] */
+	struct tern_view q, k, v;            /* after norm and rope; v [T,Hkv*Dh] */
+	struct tern_view lse, ao;            /* [H,T], [T,H*Dh] */
+	struct tern_view h1, xn2, rstd2;     /* [T,D], [T,D], [T] */
+	struct tern_view g, u, a;            /* [T,F] */
+	struct tern_view lu[TERN_MOD_COUNT]; /* LoRA u = drop(x) Aᵀ [T,R] per targeted module */
+};
+
+struct layer_w {
+	struct tern_buffer *buf; /* the layer's pack group */
+	struct tern_weight w[TERN_MOD_COUNT];
+	struct tern_view attn_norm, mlp_norm, q_norm, k_norm; /* f32 */
+	struct tern_view bias[TERN_MOD_COUNT];                /* f32 [O], size 0 when absent */
+	int64_t window;
+};
+
+struct lora_slot {
+	size_t offA, offB; /* bytes into the parameter block */
+	int64_t I, O;
+};
+
+struct tern_net {
+	struct tern_backend *be;
+	const struct tern_model *m;
+	struct tern_net_opts o;
+	int64_t T, D, F, H, Hkv, Dh, V, L, R;
+	float eps;
+
+	struct tern_buffer *gbuf; /* global pack group: embeddings, final norm, lm_head */
+	struct tern_weight embed, head;
+	struct tern_buffer *small; /* f32 norms, biases, inv_freq, ones */
+	struct tern_view norm, inv_freq, ones;
+	struct layer_w *lw;
+
+	struct lora_slot *slot; /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
+	size_t lora_bytes;
+	int64_t lora_n;
+	struct tern_buffer *params, *grads, *m1, *m2;
+
+	struct tern_buffer *act;
+	size_t act_bytes;
+	struct layer_act *la;  /* [L] with checkpointing all alias one set */
+	struct tern_view *xin; /* [L+1] layer inputs [T,D] */
+	/* io */
+	struct tern_view tokens, targets, pos, seg; /* i32 [T] */
+	/* backward scratch */
+	struct tern_view xd, tmp, dul;                    /* [T,maxI], [T,maxI], [T,R] */
+	struct tern_view dres, dxn, tmpD, xf, rstdf, dxf; /* [T,D] ... */
+	struct tern_view dao, dq, dk, dv, dqr, dkr;
+	struct tern_view da, dg, du; /* [T,F] */
+	struct tern_view loss, sumsq;
+	uint64_t weight_bytes;
+};
+
+static const enum tern_role mod_role[TERN_MOD_COUNT] = {
+	TERN_ROLE_Q, TERN_ROLE_K, TERN_ROLE_V, TERN_ROLE_O, TERN_ROLE_GATE, TERN_ROLE_UP, TERN_ROLE_DOWN};
+static const enum tern_role bias_role[TERN_MOD_COUNT] = {
+	TERN_ROLE_Q_BIAS,    TERN_ROLE_K_BIAS,  TERN_ROLE_V_BIAS,   TERN_ROLE_O_BIAS,
+	TERN_ROLE_GATE_BIAS, TERN_ROLE_UP_BIAS, TERN_ROLE_DOWN_BIAS};
+
+static size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* A bump allocator of views inside one future buffer: offsets first, the buffer afterwards. */
+struct plan {
+	size_t size;
+	struct tern_view **v;
+	int n, cap;
+	bool oom;
+};
+
+static void take(struct plan *p, struct tern_view *v, size_t bytes)
+{
+	v->buf = NULL;
+	v->off = p->size;
+	v->size = bytes;
+	p->size += align_up(bytes ? bytes : 4);
+	if (p->n == p->cap) {
+		int cap = p->cap ? 2 * p->cap : 64;
+		struct tern_view **nv = realloc(p->v, (size_t)cap * sizeof *nv);
+		if (!nv) {
+			p->oom = true;
+			return;
+		}
+		p->v = nv;
+		p->cap = cap;
+	}
+	p->v[p->n++] = v;
+}
+
+static void bind(struct plan *p, struct tern_buffer *b)
+{
+	for (int i = 0; i < p->n; i++)
+		p->v[i]->buf = b;
+}
+
+void tern_net_module_shapes(const struct tern_model_config *c, int64_t io[TERN_MOD_COUNT][2])
+{
+	int64_t q = c->H * c->Dh, kv = c->Hkv * c->Dh;
+	int64_t s[TERN_MOD_COUNT][2] = {{c->D, q},    {c->D, kv},   {c->D, kv},  {q, c->D},
+					{c->D, c->F}, {c->D, c->F}, {c->F, c->D}};
+	memcpy(io, s, sizeof s);
+}
+
+/* inv_freq[Dh/2] as transformers computes it in fp32 (default, linear, llama3). */
+static void rope_inv_freq(const struct tern_model_config *c, float *f)
+{
+	int64_t half = c->Dh / 2;
+	for (int64_t i = 0; i < half; i++) {
+		float e = (float)(2 * i) / (float)c->Dh;
+		f[i] = 1.0f / powf((float)c->rope_theta, e);
+	}
+	if (c->rope_type == TERN_ROPE_LINEAR) {
+		for (int64_t i = 0; i < half; i++)
+			f[i] = f[i] / (float)c->rope_factor;
+	} else if (c->rope_type == TERN_ROPE_LLAMA3) {
+		float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor,
+		      hi = (float)c->rope_high_freq_factor, old = (float)c->rope_original_max_pos;
+		float lo_wl = old / lo, hi_wl = old / hi;
+		for (int64_t i = 0; i < half; i++) {
+			float wl = (float)(2.0 * 3.14159265358979323846) /
+				   f[i]; /* python 2 * math.pi, then fp32 */
+			float v = wl > lo_wl ? f[i] / factor : f[i];
+			if (!(wl < hi_wl) && !(wl > lo_wl)) {
+				float sm = (old / wl - lo) / (hi - lo);
+				v = (1.0f - sm) * v / factor + sm * v;
+			}
+			f[i] = v;
+		}
+	}
+}
+
+static bool targeted(const struct tern_net *n, int m) { return (n->o.modules >> m) & 1u; }
+
+static struct lora_slot *slot_at(const struct tern_net *n, int l, int m)
+{
+	return &n->slot[l * TERN_MOD_COUNT + m];
+}
+
+static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t step, uint32_t micro)
+{
+	const struct lora_slot *s = slot_at(n, l, m);
+	struct tern_lora lo = {
+		.A = {n->params, s->offA, (size_t)(n->R * s->I) * 4},
+		.B = {n->params, s->offB, (size_t)(s->O * n->R) * 4},
+		.R = n->R,
+		.scale = n->o.scale,
+		.dropout = n->o.dropout,
+		.key = tern_dropout_key(n->o.seed, step, micro, (uint32_t)l, (uint32_t)m),
+	};
+	return lo;
+}
+
+static struct tern_view gview(const struct tern_net *n, struct tern_buffer *b, size_t off, size_t size)
+{
+	(void)n;
+	struct tern_view v = {b, off, size};
+	return v;
+}
+
+/* ---- creation ---- */
+
+static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern_buffer **out)
+{
+	const struct tern_pack *p = n->m->pack;
+	const struct tern_pack_group *gr = &p->groups[g];
+	enum tern_status st = n->be->vt->buffer_alloc(n->be, gr->size, out);
+	if (st != TERN_OK)
+		return st;
+	n->weight_bytes += gr->size;
+	struct tern_view v = {*out, 0, gr->size};
+	return n->be->vt->upload(n->be, v, p->base + gr->off);
+}
+
+/* Uploads a vector tensor (norm, bias) as fp32 into the small block at v. */
+static enum tern_status upload_vec(struct tern_net *n, const struct tern_pack_tensor *t, struct tern_view v)
+{
+	size_t cnt = (size_t)(t->shape[0] * t->shape[1]);
+	float *h = tern_malloc(cnt * 4);
+	if (!h)
+		return TERN_E_NOMEM;
+	enum tern_status st = tern_pack_tensor_f32(n->m->pack, t, h);
+	if (st == TERN_OK)
+		st = n->be->vt->upload(n->be, v, h);
+	free(h);
+	return st;
+}
+
+static enum tern_status need_op(struct tern_backend *be, enum tern_op op, enum tern_dtype dt,
+				const char *what)
+{
+	if (be->vt->supports(be, op, dt))
+		return TERN_OK;
+	return tern_fail(TERN_E_UNSUPPORTED, "backend %s: op %s does not support %s (%s)", be->name,
+			 tern_op_name(op), tern_dtype_name(dt), what);
+}
+
+enum tern_status tern_net_create(struct tern_backend *be, const struct tern_model *m,
+				 const struct tern_net_opts *o, struct tern_net **out)
+{
+	const struct tern_model_config *c = &m->cfg;
+	enum tern_status st = TERN_OK;
+	struct plan sp = {0}, ap = {0};
+	*out = NULL;
+	if (o->T <= 0 || o->R <= 0 || o->modules == 0 || o->modules >= (1u << TERN_MOD_COUNT))
+		return tern_fail(TERN_E_INVALID, "net: bad options T=%lld R=%lld modules=0x%x",
+				 (long long)o->T, (long long)o->R, o->modules);
+	if (c->Dh % 2)
+		return tern_fail(TERN_E_UNSUPPORTED, "net: head_dim %lld is odd (RoPE needs pairs)",
+				 (long long)c->Dh);
+	struct tern_net *n = tern_calloc(1, sizeof *n);
+	if (!n)
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	n->be = be;
+	n->m = m;
+	n->o = *o;
+	n->T = o->T;
+	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
+	n->R = o->R;
+	n->eps = (float)c->rms_eps;
+	int64_t T = n->T, D = n->D, F = n->F, H = n->H, Hkv = n->Hkv, Dh = n->Dh, L = n->L, R = n->R;
+	int64_t io[TERN_MOD_COUNT][2];
+	tern_net_module_shapes(c, io);
+
+	/* every op the forward and backward use */
+	static const enum tern_op ops[] = {
+		TERN_OP_GEMM,       TERN_OP_AXPY,      TERN_OP_ADAMW,        TERN_OP_SUMSQ, TERN_OP_CLIP,
+		TERN_OP_DROPOUT,    TERN_OP_RMSNORM,   TERN_OP_RMSNORM_BWD,  TERN_OP_ROPE,  TERN_OP_SWIGLU,
+		TERN_OP_SWIGLU_BWD, TERN_OP_ATTENTION, TERN_OP_ATTENTION_BWD};
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0] && st == TERN_OK; i++)
+		st = need_op(be, ops[i], TERN_F32, "fp32 activations");
+	if (st != TERN_OK)
+		goto out;
+
+	/* ---- globals ---- */
+	const struct tern_pack_tensor *te = tern_model_tensor(m, -1, TERN_ROLE_EMBED);
+	const struct tern_pack_tensor *th = tern_model_tensor(m, -1, TERN_ROLE_HEAD);
+	const struct tern_pack_tensor *tn = tern_model_tensor(m, -1, TERN_ROLE_NORM);
+	if (!te || !tn) {
+		st = tern_fail(TERN_E_INVALID, "net: model has no embeddings or final norm");
+		goto out;
+	}
+	if (!th)
+		th = te; /* tied */
+	if ((st = need_op(be, TERN_OP_EMBED, te->dtype, "embed_tokens")) ||
+	    (st = need_op(be, TERN_OP_CE_LOSS, th->dtype, "lm_head")) ||
+	    (st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
+		goto out;
+	struct tern_view gv = {n->gbuf, 0, m->pack->groups[m->pack->n_groups - 1].size};
+	tern_pack_weight(m->pack, te, gv, &n->embed);
+	tern_pack_weight(m->pack, th, gv, &n->head);
+
+	/* ---- per-layer weights and the small fp32 block ---- */
+	n->lw = tern_calloc((size_t)L, sizeof *n->lw);
+	n->slot = tern_calloc((size_t)(L * TERN_MOD_COUNT), sizeof *n->slot);
+	n->la = tern_calloc((size_t)L, sizeof *n->la);
+	n->xin = tern_calloc((size_t)(L + 1), sizeof *n->xin);
+	if (!n->lw || !n->slot || !n->la || !n->xin) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		goto out;
+	}
+	take(&sp, &n->norm, (size_t)D * 4);
+	take(&sp, &n->inv_freq, (size_t)(Dh / 2) * 4);
+	take(&sp, &n->ones, (size_t)T * 4);
+	for (int l = 0; l < L; l++) {
+		struct layer_w *w = &n->lw[l];
+		take(&sp, &w->attn_norm, (size_t)D * 4);
+		take(&sp, &w->mlp_norm, (size_t)D * 4);
+		if (c->qk_norm) {
+			take(&sp, &w->q_norm, (size_t)Dh * 4);
+			take(&sp, &w->k_norm, (size_t)Dh * 4);
+		}
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
+			if (tern_model_tensor(m, l, bias_role[mo]))
+				take(&sp, &w->bias[mo], (size_t)io[mo][1] * 4);
+		w->window = c->sliding_window > 0 && l >= c->max_window_layers ? c->sliding_window : 0;
+	}
+	if (sp.oom) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		goto out;
+	}
+	if ((st = be->vt->buffer_alloc(be, sp.size, &n->small)))
+		goto out;
+	bind(&sp, n->small);
+	n->weight_bytes += sp.size;
+	{
+		float *f = tern_malloc((size_t)(T > Dh ? T : Dh) * 4);
+		if (!f) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+		rope_inv_freq(c, f);
+		st = be->vt->upload(be, n->inv_freq, f);
+		for (int64_t i = 0; i < T; i++)
+			f[i] = 1.0f;
+		if (st == TERN_OK)
+			st = be->vt->upload(be, n->ones, f);
+		free(f);
+		if (st || (st = upload_vec(n, tn, n->norm)))
+			goto out;
+	}
+	for (int l = 0; l < L; l++) {
+		struct layer_w *w = &n->lw[l];
+		if ((st = upload_group(n, (uint32_t)l, &w->buf)))
+			goto out;
+		struct tern_view lv = {w->buf, 0, m->pack->groups[l].size};
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
+			const struct tern_pack_tensor *t = tern_model_tensor(m, l, mod_role[mo]);
+			if (!t) {
+				st = tern_fail(TERN_E_INVALID, "net: layer %d has no %s", l,
+					       tern_module_name((enum tern_module)mo));
+				goto out;
+			}
+			if ((st = need_op(be, TERN_OP_MATMUL, t->dtype, t->name)) ||
+			    (st = need_op(be, TERN_OP_MATMUL_BWD, t->dtype, t->name)))
+				goto out;
+			tern_pack_weight(m->pack, t, lv, &w->w[mo]);
+			const struct tern_pack_tensor *b = tern_model_tensor(m, l, bias_role[mo]);
+			if (b && (st = upload_vec(n, b, w->bias[mo])))
+				goto out;
+		}
+		if ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_ATTN_NORM), w->attn_norm)) ||
+		    (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_MLP_NORM), w->mlp_norm)))
+			goto out;
+		if (c->qk_norm &&
+		    ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_Q_NORM), w->q_norm)) ||
+		     (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_K_NORM), w->k_norm))))
+			goto out;
+	}
+
+	/* ---- LoRA block: A then B of each targeted (layer, module), layer-major ---- */
+	size_t off = 0;
+	for (int l = 0; l < L; l++)
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
+			struct lora_slot *s = slot_at(n, l, mo);
+			s->I = io[mo][0];
+			s->O = io[mo][1];
+			if (!targeted(n, mo)) {
+				s->offA = s->offB = SIZE_MAX;
+				continue;
+			}
+			s->offA = off;
+			off += (size_t)(R * s->I) * 4;
+			s->offB = off;
+			off += (size_t)(s->O * R) * 4;
+		}
+	n->lora_bytes = off;
+	n->lora_n = (int64_t)(off / 4);
+	struct tern_buffer **lb[4] = {&n->params, &n->grads, &n->m1, &n->m2};
+	for (int i = 0; i < 4; i++) {
+		if ((st = be->vt->buffer_alloc(be, off, lb[i])))
+			goto out;
+		struct tern_view v = {*lb[i], 0, off};
+		if ((st = be->vt->zero(be, v)))
+			goto out;
+	}
+
+	/* ---- activations: one block ---- */
+	int64_t maxI = D > F ? D : F;
+	if (H * Dh > maxI)
+		maxI = H * Dh;
+	int nsets = o->checkpointing ? 1 : (int)L;
+	for (int l = 0; l <= L; l++)
+		take(&ap, &n->xin[l], (size_t)(T * D) * 4);
+	for (int sidx = 0; sidx < nsets; sidx++) {
+		struct layer_act *a = &n->la[sidx];
+		take(&ap, &a->xn1, (size_t)(T * D) * 4);
+		take(&ap, &a->rstd1, (size_t)T * 4);
+		take(&ap, &a->q, (size_t)(T * H * Dh) * 4);
+		take(&ap, &a->k, (size_t)(T * Hkv * Dh) * 4);
+		take(&ap, &a->v, (size_t)(T * Hkv * Dh) * 4);
+		if (c->qk_norm) {
+			take(&ap, &a->qr, (size_t)(T * H * Dh) * 4);
+			take(&ap, &a->kr, (size_t)(T * Hkv * Dh) * 4);
+			take(&ap, &a->rstdq, (size_t)(T * H) * 4);
+			take(&ap, &a->rstdk, (size_t)(T * Hkv) * 4);
+		}
+		take(&ap, &a->lse, (size_t)(H * T) * 4);
+		take(&ap, &a->ao, (size_t)(T * H * Dh) * 4);
+		take(&ap, &a->h1, (size_t)(T * D) * 4);
+		take(&ap, &a->xn2, (size_t)(T * D) * 4);
+		take(&ap, &a->rstd2, (size_t)T * 4);
+		take(&ap, &a->g, (size_t)(T * F) * 4);
+		take(&ap, &a->u, (size_t)(T * F) * 4);
+		take(&ap, &a->a, (size_t)(T * F) * 4);
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
+			if (targeted(n, mo))
+				take(&ap, &a->lu[mo], (size_t)(T * R) * 4);
+	}
+	take(&ap, &n->tokens, (size_t)T * 4);
+	take(&ap, &n->targets, (size_t)T * 4);
+	take(&ap, &n->pos, (size_t)T * 4);
+	take(&ap, &n->seg, (size_t)T * 4);
+	take(&ap, &n->xd, (size_t)(T * maxI) * 4);
+	take(&ap, &n->tmp, (size_t)(T * maxI) * 4);
+	take(&ap, &n->dul, (size_t)(T * R) * 4);
+	take(&ap, &n->dres, (size_t)(T * D) * 4);
+	take(&ap, &n->dxn, (size_t)(T * D) * 4);
+	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
+	take(&ap, &n->xf, (size_t)(T * D) * 4);
+	take(&ap, &n->rstdf, (size_t)T * 4);
+	take(&ap, &n->dxf, (size_t)(T * D) * 4);
+	take(&ap, &n->dao, (size_t)(T * H * Dh) * 4);
+	take(&ap, &n->dq, (size_t)(T * H * Dh) * 4);
+	take(&ap, &n->dk, (size_t)(T * Hkv * Dh) * 4);
+	take(&ap, &n->dv, (size_t)(T * Hkv * Dh) * 4);
+	if (c->qk_norm) {
+		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
+		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
+	}
+	take(&ap, &n->da, (size_t)(T * F) * 4);
+	take(&ap, &n->dg, (size_t)(T * F) * 4);
+	take(&ap, &n->du, (size_t)(T * F) * 4);
+	take(&ap, &n->loss, 4);
+	take(&ap, &n->sumsq, 4);
+	if (ap.oom) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		goto out;
+	}
+	if ((st = be->vt->buffer_alloc(be, ap.size, &n->act)))
+		goto out;
+	bind(&ap, n->act);
+	n->act_bytes = ap.size;
+	if (o->checkpointing)
+		for (int l = 1; l < L; l++)
+			n->la[l] = n->la[0];
+	*out = n;
+	n = NULL;
+out:
+	free(sp.v);
+	free(ap.v);
+	tern_net_free(n);
+	return st;
+}
+
+void tern_net_free(struct tern_net *n)
+{
+	if (!n)
+		return;
+	struct tern_backend *be = n->be;
+	struct tern_buffer *bufs[] = {n->gbuf, n->small, n->params, n->grads, n->m1, n->m2, n->act};
+	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+		if (bufs[i])
+			be->vt->buffer_free(be, bufs[i]);
+	if (n->lw)
+		for (int64_t l = 0; l < n->L; l++)
+			if (n->lw[l].buf)
+				be->vt->buffer_free(be, n->lw[l].buf);
+	free(n->lw);
+	free(n->slot);
+	free(n->la);
+	free(n->xin);
+	free(n);
+}
+
+void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora, uint64_t *act)
+{
+	*weights = n->weight_bytes;
+	*lora = (uint64_t)n->lora_bytes * 4;
+	*act = n->act_bytes;
+}
+
+int64_t tern_net_params(const struct tern_net *n) { return n->lora_n; }
+
+/* ---- LoRA parameters ---- */
+
+static enum tern_status lora_copy(struct tern_net *n, const struct tern_lora_set *s, bool up)
+{
+	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules)
+		return tern_fail(TERN_E_INVALID,
+				 "net: LoRA set L=%d R=%lld modules=0x%x differs from the net's "
+				 "L=%lld R=%lld modules=0x%x",
+				 s->L, (long long)s->R, s->modules, (long long)n->L, (long long)n->R,
+				 n->o.modules);
+	const struct tern_backend_vtable *vt = n->be->vt;
+	enum tern_status st = TERN_OK;
+	for (int l = 0; l < n->L && st == TERN_OK; l++)
+		for (int mo = 0; mo < TERN_MOD_COUNT && st == TERN_OK; mo++) {
+			if (!targeted(n, mo))
+				continue;
+			const struct lora_slot *sl = slot_at(n, l, mo);
+			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)mo);
+			if (t->I != sl->I || t->O != sl->O)
+				return tern_fail(
+					TERN_E_INVALID,
+					"net: LoRA layer %d %s is [%lld, %lld], expected [%lld, %lld]", l,
+					tern_module_name((enum tern_module)mo), (long long)t->I,
+					(long long)t->O, (long long)sl->I, (long long)sl->O);
+			size_t na = (size_t)(n->R * sl->I) * 4, nb = (size_t)(sl->O * n->R) * 4;
+			struct tern_buffer *bufs[3] = {n->params, n->m1, n->m2};
+			float *ha[3] = {t->A, t->mA, t->vA}, *hb[3] = {t->B, t->mB, t->vB};
+			for (int k = 0; k < 3 && st == TERN_OK; k++) {
+				if (!ha[k] || !hb[k])
+					continue;
+				struct tern_view va = gview(n, bufs[k], sl->offA, na),
+						 vb = gview(n, bufs[k], sl->offB, nb);
+				if (up) {
+					st = vt->upload(n->be, va, ha[k]);
+					if (st == TERN_OK)
+						st = vt->upload(n->be, vb, hb[k]);
+				} else {
+					st = vt->download(n->be, ha[k], va);
+					if (st == TERN_OK)
+						st = vt->download(n->be, hb[k], vb);
+				}
+			}
+		}
+	return st;
+}
+
+enum tern_status tern_net_lora_upload(struct tern_net *n, const struct tern_lora_set *s)
+{
+	return lora_copy(n, s, true);
+}
+enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s)
+{
+	return lora_copy(n, s, false);
+}
+
+enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module mo, float *dA, float *dB)
+{
+	if (l < 0 || l >= n->L || !targeted(n, mo))
+		return tern_fail(TERN_E_INVALID, "net: layer %d %s is not trained", l, tern_module_name(mo));
+	const struct lora_slot *sl = slot_at(n, l, mo);
+	enum tern_status st =
+		n->be->vt->download(n->be, dA, gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4));
+	if (st == TERN_OK)
+		st = n->be->vt->download(n->be, dB, gview(n, n->grads, sl->offB, (size_t)(sl->O * n->R) * 4));
+	return st;
+}
+
+/* ---- forward and backward ---- */
+
+#define TRY(x)                             \
+	do {                               \
+		if ((st = (x)) != TERN_OK) \
+			return st;         \
+	} while (0)
+
+/* y[T,O] = x Wᵀ (+ LoRA) (+ bias) for module mo of layer l. */
+static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_view y, struct tern_view x,
+				struct layer_act *a, uint64_t step, uint32_t micro)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct layer_w *w = &n->lw[l];
+	enum tern_status st;
+	if (targeted(n, mo)) {
+		struct tern_lora lo = lora_of(n, l, mo, step, micro);
+		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
+	} else {
+		TRY(vt->matmul(n->be, y, x, &w->w[mo], n->T));
+	}
+	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
+		TRY(vt->gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
+	return TERN_OK;
+}
+
+/* dx (=, or += when acc) = dy W + LoRA path; LoRA gradients +=. x is the module's forward input. */
+static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_view dx, struct tern_view dy,
+				struct tern_view x, struct layer_act *a, bool acc, uint64_t step,
+				uint32_t micro)
+{
+	struct layer_w *w = &n->lw[l];
+	enum tern_status st;
+	if (!targeted(n, mo))
+		return n->be->vt->matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc);
+	struct tern_lora lo = lora_of(n, l, mo, step, micro);
+	const struct lora_slot *sl = slot_at(n, l, mo);
+	struct tern_view dA = gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4);
+	struct tern_view dB = gview(n, n->grads, sl->offB, (size_t)(sl->O * n->R) * 4);
+	if (lo.dropout > 0.0f) /* the forward's mask again (same key) */
+		TRY(n->be->vt->dropout(n->be, n->xd, x, n->T * sl->I, lo.dropout, lo.key));
+	return tern_lora_backward(n->be, dx, dA, dB, n->dul, n->tmp, dy, x, n->xd, a->lu[mo], &w->w[mo], &lo,
+				  n->T, acc);
+}
+
+static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
+				  uint64_t step, uint32_t micro)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	struct layer_act *a = &n->la[l];
+	int64_t T = n->T, D = n->D, H = n->H, Hkv = n->Hkv, Dh = n->Dh;
+	bool qkn = n->m->cfg.qk_norm;
+	enum tern_status st;
+
+	TRY(vt->rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
+	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_V, a->v, a->xn1, a, step, micro));
+	if (qkn) {
+		TRY(vt->rmsnorm(be, a->q, a->rstdq, a->qr, w->q_norm, T * H, Dh, n->eps));
+		TRY(vt->rmsnorm(be, a->k, a->rstdk, a->kr, w->k_norm, T * Hkv, Dh, n->eps));
+	}
+	TRY(vt->rope(be, a->q, n->pos, n->inv_freq, T, H, Dh, false));
+	TRY(vt->rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
+	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
+	TRY(vt->attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
+	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, a->ao, a, step, micro));
+	TRY(vt->axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
+	TRY(vt->rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
+	TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
+	TRY(vt->swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
+	TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, a->a, a, step, micro));
+	TRY(vt->axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
+	return TERN_OK;
+}
+
+/* n->dres holds dL/d(out) on entry and dL/dx on return. */
+static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x, uint64_t step,
+				  uint32_t micro)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	struct layer_act *a = &n->la[l];
+	int64_t T = n->T, D = n->D, H = n->H, Hkv = n->Hkv, Dh = n->Dh;
+	bool qkn = n->m->cfg.qk_norm;
+	enum tern_status st;
+
+	/* MLP */
+	TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
+	TRY(vt->swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
+	TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
+	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
+	/* attention */
+	TRY(lin_bwd(n, l, TERN_MOD_O, n->dao, n->dres, a->ao, a, false, step, micro));
+	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
+	TRY(vt->attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg, &aa));
+	TRY(vt->rope(be, n->dq, n->pos, n->inv_freq, T, H, Dh, true));
+	TRY(vt->rope(be, n->dk, n->pos, n->inv_freq, T, Hkv, Dh, true));
+	struct tern_view dq = n->dq, dk = n->dk;
+	if (qkn) {
+		TRY(vt->rmsnorm_bwd(be, n->dqr, n->dq, a->qr, w->q_norm, a->rstdq, T * H, Dh, false));
+		TRY(vt->rmsnorm_bwd(be, n->dkr, n->dk, a->kr, w->k_norm, a->rstdk, T * Hkv, Dh, false));
+		dq = n->dqr;
+		dk = n->dkr;
+	}
+	TRY(lin_bwd(n, l, TERN_MOD_Q, n->dxn, dq, a->xn1, a, false, step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_K, n->dxn, dk, a->xn1, a, true, step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_V, n->dxn, n->dv, a->xn1, a, true, step, micro));
+	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxn, x, w->attn_norm, a->rstd1, T, D, true)); /* dres = dx */
+	return TERN_OK;
+}
+
+enum tern_status tern_net_zero(struct tern_net *n)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_view g = {n->grads, 0, n->lora_bytes};
+	enum tern_status st = vt->zero(n->be, g);
+	if (st == TERN_OK)
+		st = vt->zero(n->be, n->loss);
+	return st;
+}
+
+enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
+				const int32_t *positions, const int32_t *segments, float inv_n, bool backward,
+				uint64_t step, uint32_t micro)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_backend *be = n->be;
+	int64_t T = n->T, D = n->D, L = n->L;
+	enum tern_status st;
+	TRY(vt->upload(be, n->tokens, tokens));
+	TRY(vt->upload(be, n->targets, targets));
+	TRY(vt->upload(be, n->pos, positions));
+	TRY(vt->upload(be, n->seg, segments));
+
+	TRY(vt->embed(be, n->xin[0], n->tokens, &n->embed, T));
+	for (int l = 0; l < L; l++)
+		TRY(layer_fwd(n, l, n->xin[l], n->xin[l + 1], step, micro));
+	TRY(vt->rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));
+	TRY(vt->ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n));
+	if (!backward)
+		return TERN_OK;
+	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxf, n->xin[L], n->norm, n->rstdf, T, D, false));
+	for (int l = (int)L - 1; l >= 0; l--) {
+		if (n->o.checkpointing && l != L - 1) /* recompute the saved set (the last layer's is live) */
+			TRY(layer_fwd(n, l, n->xin[l], n->tmpD, step, micro));
+		TRY(layer_bwd(n, l, n->xin[l], step, micro));
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_net_loss(struct tern_net *n, double *loss)
+{
+	float f = 0;
+	enum tern_status st = n->be->vt->download(n->be, &f, n->loss);
+	*loss = f;
+	return st;
+}
+
+enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_view g = {n->grads, 0, n->lora_bytes};
+	enum tern_status st = vt->sumsq(n->be, n->sumsq, g, n->lora_n, false);
+	float ss = 0;
+	if (st == TERN_OK)
+		st = vt->download(n->be, &ss, n->sumsq);
+	*norm = sqrt((double)ss);
+	if (st == TERN_OK && max_norm > 0)
+		st = vt->clip(n->be, g, n->lora_n, n->sumsq, max_norm);
+	return st;
+}
+
+enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a)
+{
+	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};
+	struct tern_view m1 = {n->m1, 0, n->lora_bytes}, m2 = {n->m2, 0, n->lora_bytes};
+	return n->be->vt->adamw(n->be, p, g, m1, m2, n->lora_n, a);
+}

@@ -1,0 +1,87 @@
+/* The trainable network on a backend: a loaded model's frozen weights on the device, the LoRA
+ * parameters, their gradients and AdamW moments, and the activations of one micro-batch, all
+ * allocated once from the config; forward and backward of a micro-batch of T = rows · S tokens.
+ *
+ * Letters: T tokens of a micro-batch, D hidden, F intermediate, H query heads, Hkv key/value heads,
+ * Dh head dim, V vocabulary, L layers, R LoRA rank.
+ *
+ * Decoder layer l (x = input [T,D], Llama/Mistral/Qwen2/Qwen3):
+ *	xn1 = rmsnorm(x)                         rstd1 saved
+ *	qr, kr, v = lin_q/k/v(xn1) (+ bias)       LoRA where targeted
+ *	q, k = rmsnorm_Dh(qr), rmsnorm_Dh(kr)     Qwen3 only (rstd_q, rstd_k saved); else q = qr
+ *	q, k = rope(q), rope(k)                   positions restart per sample
+ *	ao = attention(q, k, v)                   lse saved; window per layer
+ *	h1 = x + lin_o(ao)
+ *	xn2 = rmsnorm(h1)
+ *	g, u = lin_gate(xn2), lin_up(xn2);  a = act(g) · u
+ *	out = h1 + lin_down(a)
+ * The final norm, then lm_head + cross-entropy fused in chunks (ce_loss). The backward mirrors it in
+ * reverse; with gradient checkpointing only each layer's input is kept and the layer is recomputed
+ * (with the same dropout masks: keys from seed, step, micro-batch, layer, module) just before its
+ * backward.
+ *
+ * LoRA parameters live in one block [A, B of each targeted (layer, module)], gradients and both
+ * moments in blocks of the same layout, so that the norm, clipping and AdamW are one call each. */
+#ifndef TERN_TRAIN_NET_H
+#define TERN_TRAIN_NET_H
+
+#include "backend/backend.h"
+#include "model/model.h"
+#include "train/adapter.h"
+
+struct tern_net_opts {
+	int64_t R;        /* LoRA rank */
+	float scale;      /* alpha / R, or alpha / sqrt(R) with rsLoRA */
+	float dropout;    /* LoRA dropout p */
+	unsigned modules; /* bit (1u << enum tern_module) per targeted module */
+	int64_t T;        /* tokens of one micro-batch (micro_batch_size · sequence_len) */
+	bool checkpointing;
+	uint64_t seed; /* dropout keys */
+};
+
+struct tern_net;
+
+/* Uploads the model's weights (projections as they are in the model's pack; embeddings and lm_head
+ * as stored; norms and biases converted to fp32), allocates parameters (zero), gradients, moments
+ * and activations. */
+enum tern_status tern_net_create(struct tern_backend *be, const struct tern_model *m,
+				 const struct tern_net_opts *o, struct tern_net **out);
+void tern_net_free(struct tern_net *n);
+
+/* Shapes of the LoRA modules: io[m][0] = in features, io[m][1] = out features. */
+void tern_net_module_shapes(const struct tern_model_config *cfg, int64_t io[TERN_MOD_COUNT][2]);
+
+/* Bytes of device memory the net allocated: weights, LoRA (params, grads, moments), activations. */
+void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora, uint64_t *act);
+
+/* Copies A, B (and the moments when s has them) to the device / from the device. */
+enum tern_status tern_net_lora_upload(struct tern_net *n, const struct tern_lora_set *s);
+enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s);
+
+/* Trainable parameter count. */
+int64_t tern_net_params(const struct tern_net *n);
+
+/* Zeroes the gradients and the loss accumulator (start of an accumulation window). */
+enum tern_status tern_net_zero(struct tern_net *n);
+
+/* One micro-batch of T tokens (i32 each: tokens, shifted targets (-100: not trained), positions,
+ * segments). loss += inv_n · Σ CE over trained targets; with backward, every LoRA gradient +=.
+ * step and micro select the dropout masks. */
+enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
+				const int32_t *positions, const int32_t *segments, float inv_n, bool backward,
+				uint64_t step, uint32_t micro);
+
+/* The accumulated loss (waits for the device). */
+enum tern_status tern_net_loss(struct tern_net *n, double *loss);
+
+/* Global L2 norm of the gradients (before clipping) into *norm, then torch clip_grad_norm_ with
+ * max_norm (max_norm <= 0: no clipping). */
+enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm);
+
+/* One AdamW step over every LoRA parameter. */
+enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a);
+
+/* Downloads the accumulated gradients of module m of layer l into dA [R,I], dB [O,R] (tests). */
+enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module m, float *dA, float *dB);
+
+#endif

@@ -1,0 +1,828 @@
+/* The training loop (include/tern/train.h): config -> data -> model -> backend -> net -> steps.
+ *
+ * One optimizer step k (0-based) takes the next micro_batch_size · gradient_accumulation_steps rows
+ * of the epoch's order (a partial last window is padded with empty rows), counts N = the trained
+ * targets of the whole window, runs every micro-batch with inv_n = 1/N (training-math.md "Loss"),
+ * then the global norm, clipping, lr = learning_rate · λ(k) and AdamW with step k + 1.
+ *
+ * Reproducibility: the epoch order is a Fisher-Yates shuffle keyed by (seed, epoch); dropout masks
+ * are keyed by (seed, step, micro-batch, layer, module); the LoRA init by seed. A checkpoint holds
+ * the parameters, both moments, the step, the schedule length and the data position, so a resumed
+ * run performs exactly the remaining computation of an uninterrupted one. */
+#define _POSIX_C_SOURCE 200809L /* mkdir, isatty, fileno, sigaction */
+#include "tern/train.h"
+
+#include "backend/backend.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "tern/tokenizer.h"
+#include "train/adapter.h"
+#include "train/config.h"
+#include "train/net.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- small helpers ---- */
+
+static uint64_t splitmix(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* uniform in [0, 1) with 24 bits, as floats are drawn */
+static float uniform01(uint64_t *x) { return (float)(splitmix(x) >> 40) * (1.0f / 16777216.0f); }
+
+static enum tern_status mkdirs(const char *path)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof buf)
+		return tern_fail(TERN_E_INVALID, "output path '%s' is empty or too long", path);
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		char c = buf[i];
+		buf[i] = 0;
+		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+			return tern_fail(TERN_E_IO, "cannot create directory %s: %s", buf, strerror(errno));
+		buf[i] = c;
+	}
+	struct stat sb;
+	if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return tern_fail(TERN_E_IO, "%s is not a directory", path);
+	return TERN_OK;
+}
+
+static bool file_exists(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0;
+}
+
+/* HF schedules (training-math.md). */
+double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K)
+{
+	if (k < W)
+		return (double)k / (double)(W > 1 ? W : 1);
+	double span = (double)(K - W > 1 ? K - W : 1);
+	switch (s) {
+	case TERN_SCHED_COSINE: {
+		double p = (double)(k - W) / span;
+		double v = 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+		return v > 0 ? v : 0;
+	}
+	case TERN_SCHED_LINEAR: {
+		double v = (double)(K - k) / span;
+		return v > 0 ? v : 0;
+	}
+	case TERN_SCHED_CONSTANT: break;
+	}
+	return 1.0;
+}
+
+static void fmt_time(char *b, size_t cap, double s)
+{
+	if (!(s >= 0) || s > 1e8) {
+		snprintf(b, cap, "--:--");
+		return;
+	}
+	long t = (long)(s + 0.5);
+	if (t >= 3600)
+		snprintf(b, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(b, cap, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void fmt_bytes(char *b, size_t cap, double v)
+{
+	if (v >= 1073741824.0)
+		snprintf(b, cap, "%.2f GiB", v / 1073741824.0);
+	else if (v >= 1048576.0)
+		snprintf(b, cap, "%.1f MiB", v / 1048576.0);
+	else
+		snprintf(b, cap, "%.0f KiB", v / 1024.0);
+}
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+}
+
+/* ---- the session: everything a train or eval run holds ---- */
+
+struct session {
+	struct tern_config *cfg;
+	struct tern_tokenizer *tok;
+	struct tern_data *data;
+	struct tern_model_config mc; /* config.json of base_model */
+	struct tern_model *model;
+	struct tern_backend *be;
+	struct tern_net *net;
+	struct tern_lora_set *lora; /* host copy (with moments) for saving */
+	struct tern_adapter_meta meta;
+	int64_t S, mb, accum, T;
+	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
+	int32_t pad;
+	FILE *out;
+};
+
+static void session_free(struct session *s)
+{
+	tern_net_free(s->net);
+	if (s->be)
+		tern_backend_free(s->be);
+	tern_model_free(s->model);
+	tern_data_free(s->data);
+	tern_tokenizer_free(s->tok);
+	tern_lora_set_free(s->lora);
+	tern_config_free(s->cfg);
+	free(s->tok_b);
+	free(s->tgt_b);
+	free(s->pos_b);
+	free(s->seg_b);
+}
+
+static enum tern_status load_config(struct session *s, const char *path, const char *const *sets, int n_sets)
+{
+	enum tern_status st = tern_config_load(&s->cfg, path);
+	for (int i = 0; i < n_sets && st == TERN_OK; i++)
+		st = tern_config_set(s->cfg, sets[i]);
+	if (st == TERN_OK && n_sets)
+		st = tern_config_check(s->cfg);
+	if (st != TERN_OK)
+		return st;
+	struct tern_config *c = s->cfg;
+	if (c->compute_dtype == TERN_COMPUTE_F16 || c->compute_dtype == TERN_COMPUTE_BF16)
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"%s: compute_dtype: %s is not supported yet (allowed: auto, f32; activations "
+			"and LoRA are fp32, the frozen base keeps base_format)",
+			c->file, c->compute_dtype == TERN_COMPUTE_F16 ? "f16" : "bf16");
+	if (c->backend == TERN_BACKEND_CUDA)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: backend: cuda is not built into this tern (allowed: auto, vulkan, cpu)",
+				 c->file);
+	return TERN_OK;
+}
+
+static enum tern_status open_model(struct session *s)
+{
+	struct tern_config *c = s->cfg;
+	struct tern_model_config mc = s->mc;
+	enum tern_status st;
+	enum tern_base_format f = c->base_format;
+	if (f == TERN_FORMAT_AUTO && mc.qmethod == TERN_QMETHOD_NONE)
+		f = mc.dtype == TERN_F32   ? TERN_FORMAT_F32
+		    : mc.dtype == TERN_F16 ? TERN_FORMAT_F16
+					   : TERN_FORMAT_BF16;
+	char dir[4096], pack[4200];
+	if (c->offload_dir)
+		snprintf(dir, sizeof dir, "%s", c->offload_dir);
+	else
+		snprintf(dir, sizeof dir, "%s/offload", c->output_dir);
+	if ((st = mkdirs(dir)) != TERN_OK)
+		return st;
+	snprintf(pack, sizeof pack, "%s/base-%s.tpack", dir, tern_base_format_name(f));
+	struct tern_model_opts mo = {.format = f, .blocksize = 64, .pack_path = pack};
+	return tern_model_open(c->base_model, &mo, &s->model);
+}
+
+static enum tern_status load_data(struct session *s)
+{
+	struct tern_config *c = s->cfg;
+	bool text = false;
+	for (int i = 0; i < c->n_datasets; i++)
+		text |= c->datasets[i].type != TERN_DS_PRETOKENIZED;
+	char path[4200];
+	snprintf(path, sizeof path, "%s/tokenizer.json", c->base_model);
+	enum tern_status st;
+	if (text || file_exists(path))
+		if ((st = tern_tokenizer_load_dir(&s->tok, c->base_model)) != TERN_OK)
+			return st;
+	struct tern_data_opts o;
+	tern_data_opts_from_config(&o, c);
+	snprintf(path, sizeof path, "%s/tokenizer_config.json", c->base_model);
+	if (file_exists(path))
+		o.tokenizer_config = path;
+	if ((st = tern_data_load(&s->data, &o, s->tok)) != TERN_OK)
+		return st;
+	s->S = c->sequence_len;
+	s->mb = c->micro_batch_size;
+	s->accum = c->gradient_accumulation_steps;
+	s->T = s->S * s->mb;
+	s->pad = 0; /* padded rows: any id (targets -100, segment -1) */
+	size_t b = (size_t)s->T * 4;
+	s->tok_b = tern_malloc(b), s->tgt_b = tern_malloc(b), s->pos_b = tern_malloc(b),
+	s->seg_b = tern_malloc(b);
+	if (!s->tok_b || !s->tgt_b || !s->pos_b || !s->seg_b)
+		return tern_fail(TERN_E_NOMEM, "out of host memory");
+	return TERN_OK;
+}
+
+static const char *backend_name(enum tern_backend_kind k)
+{
+	return k == TERN_BACKEND_VULKAN ? "vulkan" : k == TERN_BACKEND_CPU ? "cpu" : "auto";
+}
+
+static unsigned target_modules(const struct tern_config *c)
+{
+	unsigned m = 0;
+	if (c->lora_target_linear)
+		m = (1u << TERN_MOD_COUNT) - 1;
+	for (int i = 0; i < c->n_target_modules; i++) {
+		enum tern_module mo;
+		if (tern_module_parse(c->lora_target_modules[i], &mo))
+			m |= 1u << mo;
+	}
+	return m;
+}
+
+static enum tern_status open_net(struct session *s)
+{
+	struct tern_config *c = s->cfg;
+	enum tern_status st = tern_backend_create(backend_name(c->backend), (int)c->device, &s->be);
+	if (st != TERN_OK)
+		return st;
+	unsigned mods = target_modules(c);
+	double R = (double)c->lora_r;
+	struct tern_net_opts no = {
+		.R = c->lora_r,
+		.scale = (float)(c->use_rslora ? c->lora_alpha / sqrt(R) : c->lora_alpha / R),
+		.dropout = (float)c->lora_dropout,
+		.modules = mods,
+		.T = s->T,
+		.checkpointing = c->gradient_checkpointing,
+		.seed = (uint64_t)c->seed,
+	};
+	return tern_net_create(s->be, s->model, &no, &s->net);
+}
+
+/* Reads base_model's config.json and allocates the host LoRA set (zero) from it: bad adapters are
+ * found before the model is converted or anything is written. */
+static enum tern_status open_lora(struct session *s, bool with_moments)
+{
+	struct tern_config *c = s->cfg;
+	enum tern_status st = tern_model_config_load(c->base_model, &s->mc);
+	if (st == TERN_OK)
+		st = tern_model_config_check(&s->mc, c->base_model);
+	if (st != TERN_OK)
+		return st;
+	int64_t io[TERN_MOD_COUNT][2];
+	tern_net_module_shapes(&s->mc, io);
+	if ((st = tern_lora_set_alloc(&s->lora, (int)s->mc.L, c->lora_r, target_modules(c), io,
+				      with_moments)))
+		return st;
+	s->meta.base_model = c->base_model;
+	s->meta.alpha = c->lora_alpha;
+	s->meta.dropout = c->lora_dropout;
+	s->meta.rslora = c->use_rslora;
+	return TERN_OK;
+}
+
+/* The LoRA scale comes from the config; an adapter trained with another alpha would be misread. */
+static enum tern_status check_meta(const struct tern_config *c, const char *dir,
+				   const struct tern_adapter_meta *am)
+{
+	if (am->alpha != c->lora_alpha || am->rslora != c->use_rslora)
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s/adapter_config.json: lora_alpha %g, use_rslora %s differ from %s (lora_alpha %g, "
+			"use_rslora %s); set them to the adapter's values",
+			dir, am->alpha, am->rslora ? "true" : "false", c->file, c->lora_alpha,
+			c->use_rslora ? "true" : "false");
+	return TERN_OK;
+}
+
+/* A fresh adapter: A ~ U(-1/sqrt(I), 1/sqrt(I)) (PEFT's kaiming_uniform(a=sqrt(5))), B = 0. */
+static void lora_init(struct tern_lora_set *set, uint64_t seed)
+{
+	uint64_t rng = seed ^ 0x6c6f7261696e6974ull; /* "lorainit" */
+	for (int l = 0; l < set->L; l++)
+		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+			struct tern_lora_tensor *t = tern_lora_at(set, l, (enum tern_module)m);
+			if (!t->A)
+				continue;
+			float b = 1.0f / sqrtf((float)t->I);
+			for (int64_t i = 0; i < set->R * t->I; i++)
+				t->A[i] = (2.0f * uniform01(&rng) - 1.0f) * b;
+			memset(t->B, 0, (size_t)(t->O * set->R) * 4);
+		}
+}
+
+/* Stages rows idx[0..n) of r (n <= mb; missing rows padded) as one micro-batch; returns the number
+ * of trained targets. */
+static int64_t stage(struct session *s, const struct tern_rows *r, const int64_t *idx, int64_t n)
+{
+	int64_t S = s->S, trained = 0;
+	for (int64_t j = 0; j < s->mb; j++) {
+		int32_t *tk = s->tok_b + j * S, *tg = s->tgt_b + j * S, *ps = s->pos_b + j * S,
+			*sg = s->seg_b + j * S;
+		if (j < n) {
+			int64_t row = idx[j];
+			memcpy(tk, r->tokens + row * S, (size_t)S * 4);
+			memcpy(tg, r->targets + row * S, (size_t)S * 4);
+			memcpy(ps, r->positions + row * S, (size_t)S * 4);
+			memcpy(sg, r->segments + row * S, (size_t)S * 4);
+			for (int64_t t = 0; t < S; t++)
+				trained += tg[t] != -100;
+		} else {
+			for (int64_t t = 0; t < S; t++) {
+				tk[t] = s->pad;
+				tg[t] = -100;
+				ps[t] = 0;
+				sg[t] = -1;
+			}
+		}
+	}
+	return trained;
+}
+
+static int64_t count_trained(const struct tern_rows *r, const int64_t *idx, int64_t n)
+{
+	int64_t c = 0;
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t t = 0; t < r->S; t++)
+			c += r->targets[idx[j] * r->S + t] != -100;
+	return c;
+}
+
+/* Mean loss over every trained target of rows r (forward only). */
+static enum tern_status evaluate(struct session *s, const struct tern_rows *r, double *loss, int64_t *ntok)
+{
+	int64_t n = r->n_rows;
+	int64_t *idx = tern_malloc((size_t)(n ? n : 1) * sizeof *idx);
+	if (!idx)
+		return tern_fail(TERN_E_NOMEM, "out of host memory");
+	for (int64_t i = 0; i < n; i++)
+		idx[i] = i;
+	int64_t N = count_trained(r, idx, n);
+	enum tern_status st = tern_net_zero(s->net);
+	for (int64_t i = 0; i < n && st == TERN_OK; i += s->mb) {
+		int64_t k = n - i < s->mb ? n - i : s->mb;
+		stage(s, r, idx + i, k);
+		st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
+				    N ? 1.0f / (float)N : 0.0f, false, 0, 0);
+	}
+	if (st == TERN_OK)
+		st = tern_net_loss(s->net, loss);
+	free(idx);
+	*ntok = N;
+	return st;
+}
+
+/* The epoch's row order: a Fisher-Yates shuffle keyed by (seed, epoch). */
+static void epoch_order(int64_t *idx, int64_t n, uint64_t seed, int64_t epoch)
+{
+	for (int64_t i = 0; i < n; i++)
+		idx[i] = i;
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull ^ (uint64_t)epoch ^ 0x65706f6368ull;
+	for (int64_t i = n - 1; i > 0; i--) {
+		int64_t j = (int64_t)(splitmix(&x) % (uint64_t)(i + 1));
+		int64_t t = idx[i];
+		idx[i] = idx[j];
+		idx[j] = t;
+	}
+}
+
+static uint64_t config_hash(const struct tern_config *c)
+{
+	char *y = NULL;
+	uint64_t h = 0xcbf29ce484222325ull;
+	if (tern_config_write(c, &y) != TERN_OK)
+		return 0;
+	for (const char *p = y; *p; p++) {
+		/* output-only keys do not change the computation */
+		if (!strncmp(p, "\noutput_dir:", 12) || !strncmp(p, "\nresume_from_checkpoint:", 24) ||
+		    !strncmp(p, "\nmax_time:", 10) || !strncmp(p, "\nsave_", 6) ||
+		    !strncmp(p, "\nlogging_steps:", 15) || !strncmp(p, "\neval_steps:", 12) ||
+		    !strncmp(p, "\nevals_per_epoch:", 17)) {
+			while (p[1] && p[1] != '\n')
+				p++;
+			continue;
+		}
+		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+	}
+	free(y);
+	return h;
+}
+
+/* Keeps the metrics lines of steps <= keep (a resumed run rewrites what came after). */
+static enum tern_status metrics_open(const char *dir, int64_t keep, FILE **out)
+{
+	char path[4200], tmp[4300];
+	snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	FILE *in = keep > 0 ? fopen(path, "r") : NULL;
+	FILE *o = fopen(tmp, "w");
+	if (!o) {
+		if (in)
+			fclose(in);
+		return tern_fail(TERN_E_IO, "cannot write %s: %s", tmp, strerror(errno));
+	}
+	if (in) {
+		char line[8192];
+		while (fgets(line, sizeof line, in)) {
+			long long st = -1;
+			if (sscanf(line, "{\"step\": %lld", &st) == 1 && st <= keep)
+				fputs(line, o);
+		}
+		fclose(in);
+	}
+	if (fflush(o) != 0 || rename(tmp, path) != 0) {
+		fclose(o);
+		remove(tmp);
+		return tern_fail(TERN_E_IO, "cannot write %s: %s", path, strerror(errno));
+	}
+	*out = o;
+	return TERN_OK;
+}
+
+static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_t W)
+{
+	struct tern_config *c = s->cfg;
+	const struct tern_model_config *mc = &s->model->cfg;
+	struct tern_model_load_report rep;
+	tern_model_report(s->model, &rep);
+	uint64_t wb, lb, ab;
+	tern_net_memory(s->net, &wb, &lb, &ab);
+	char b1[32], b2[32], b3[32];
+	fmt_bytes(b1, sizeof b1, (double)wb);
+	fmt_bytes(b2, sizeof b2, (double)lb);
+	fmt_bytes(b3, sizeof b3, (double)ab);
+	const struct tern_data_stats *tr = &s->data->train_stats, *va = &s->data->val_stats;
+	FILE *o = s->out;
+	fprintf(o, "tern train %s\n", c->file);
+	fprintf(o, "  model     %s (%s, L=%lld D=%lld F=%lld H=%lld/%lld Dh=%lld V=%lld), base %s, pack %s\n",
+		c->base_model, mc->model_type, (long long)mc->L, (long long)mc->D, (long long)mc->F,
+		(long long)mc->H, (long long)mc->Hkv, (long long)mc->Dh, (long long)mc->V, rep.format,
+		rep.reused ? "reused" : "built");
+	fprintf(o, "  lora      r=%lld alpha=%g%s dropout=%g, %lld trainable parameters\n",
+		(long long)c->lora_r, c->lora_alpha, c->use_rslora ? " (rsLoRA)" : "", c->lora_dropout,
+		(long long)tern_net_params(s->net));
+	fprintf(o, "  device    %s: %s; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
+		s->be->name, s->be->device_name, b1, b2, b3);
+	fprintf(o,
+		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples\n",
+		(long long)tr->samples, (long long)tr->tokens, (long long)tr->trained, (long long)tr->rows,
+		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples);
+	fprintf(o, "  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld rows/step, lr %g %s\n",
+		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
+		c->learning_rate,
+		c->lr_scheduler == TERN_SCHED_COSINE   ? "cosine"
+		: c->lr_scheduler == TERN_SCHED_LINEAR ? "linear"
+						       : "constant");
+	fflush(o);
+}
+
+static enum tern_status save_checkpoint(struct session *s, struct tern_train_state *state)
+{
+	enum tern_status st = tern_net_lora_download(s->net, s->lora);
+	if (st == TERN_OK)
+		st = tern_checkpoint_write(s->cfg->output_dir, s->lora, &s->meta, state,
+					   s->cfg->save_total_limit);
+	return st;
+}
+
+enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets, FILE *out,
+			    struct tern_train_result *res)
+{
+	struct session s = {.out = out};
+	memset(res, 0, sizeof *res);
+	res->eval_before = res->eval_after = NAN;
+	int64_t *order = NULL;
+	FILE *metrics = NULL;
+	bool created_out = false;
+	enum tern_status st;
+	if ((st = load_config(&s, config_path, sets, n_sets)) != TERN_OK)
+		goto out;
+	struct tern_config *c = s.cfg;
+	created_out = !file_exists(c->output_dir);
+	{
+		char *y = NULL;
+		if ((st = tern_config_write(c, &y)) != TERN_OK)
+			goto out;
+		fprintf(out, "%s", y);
+		free(y);
+	}
+	/* everything that can fail on bad input before anything is written to output_dir */
+	if ((st = load_data(&s)) || (st = open_lora(&s, true)))
+		goto out;
+	if (s.data->train.n_rows == 0) {
+		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
+		goto out;
+	}
+
+	/* schedule */
+	int64_t rows = s.data->train.n_rows, per_step = s.mb * s.accum;
+	int64_t steps_per_epoch = tern_cdiv(rows, per_step);
+	int64_t K = c->max_steps > 0 ? c->max_steps : (int64_t)ceil(c->num_epochs * (double)steps_per_epoch);
+	if (K < 1)
+		K = 1;
+	int64_t W = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)K);
+
+	/* parameters: resumed, loaded or fresh */
+	struct tern_train_state state = {.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed};
+	snprintf(state.config_hash, sizeof state.config_hash, "%016llx", (unsigned long long)config_hash(c));
+	char ckpt[4096] = "";
+	if (c->resume_from_checkpoint) {
+		if (!strcmp(c->resume_from_checkpoint, "auto")) {
+			if (!tern_checkpoint_latest(c->output_dir, ckpt, sizeof ckpt))
+				ckpt[0] = 0;
+		} else {
+			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
+		}
+	}
+	if (ckpt[0]) {
+		struct tern_train_state rs;
+		if ((st = tern_checkpoint_read(ckpt, s.lora, &rs)) != TERN_OK)
+			goto out;
+		if (strcmp(rs.config_hash, state.config_hash))
+			tern_log(TERN_LOG_WARN,
+				 "%s was written with a different config; continuing with this one", ckpt);
+		state = rs;
+		K = state.total_steps;
+		W = state.warmup_steps;
+		fprintf(out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state.step,
+			(long long)K);
+	} else if (c->lora_model_dir) {
+		struct tern_adapter_meta am;
+		if ((st = tern_adapter_read(c->lora_model_dir, s.lora, &am)) != TERN_OK ||
+		    (st = check_meta(c, c->lora_model_dir, &am)) != TERN_OK)
+			goto out;
+		fprintf(out, "starting from the adapter in %s\n", c->lora_model_dir);
+	} else {
+		lora_init(s.lora, (uint64_t)c->seed);
+	}
+	if ((st = open_model(&s)) || (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
+		goto out;
+	{
+		char path[4200];
+		snprintf(path, sizeof path, "%s/config.yaml", c->output_dir);
+		if ((st = mkdirs(c->output_dir)) || (st = tern_config_save(c, path)))
+			goto out;
+	}
+	banner(&s, steps_per_epoch, K, W);
+	if ((st = metrics_open(c->output_dir, state.step, &metrics)) != TERN_OK)
+		goto out;
+
+	/* eval before */
+	const struct tern_rows *val = &s.data->val;
+	double el;
+	int64_t en;
+	if (val->n_rows && state.step == 0) {
+		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
+			goto out;
+		res->eval_before = el;
+		fprintf(out, "eval before training: loss %.4f, perplexity %.2f (%lld tokens)\n", el, exp(el),
+			(long long)en);
+		fprintf(metrics, "{\"step\": 0, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n", el,
+			(long long)en);
+		fflush(metrics);
+	}
+
+	int64_t eval_every = c->eval_steps > 0        ? c->eval_steps
+			     : c->evals_per_epoch > 0 ? (steps_per_epoch / c->evals_per_epoch > 0
+								 ? steps_per_epoch / c->evals_per_epoch
+								 : 1)
+						      : 0;
+	int64_t save_every = c->save_steps > 0        ? c->save_steps
+			     : c->saves_per_epoch > 0 ? (steps_per_epoch / c->saves_per_epoch > 0
+								 ? steps_per_epoch / c->saves_per_epoch
+								 : 1)
+						      : 0;
+	int64_t log_every = c->logging_steps > 0 ? c->logging_steps : 1;
+	bool tty = isatty(fileno(out));
+
+	if (!(order = tern_malloc((size_t)rows * sizeof *order))) {
+		st = tern_fail(TERN_E_NOMEM, "out of host memory");
+		goto out;
+	}
+	epoch_order(order, rows, state.seed, state.epoch);
+
+	struct sigaction sa = {0}, old_int, old_term;
+	sa.sa_handler = on_signal;
+	g_stop = 0;
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+
+	double t0 = tern_now(), elapsed0 = state.elapsed, step_t = 0, tok_window = 0;
+	int64_t first_step = state.step;
+	bool planned = c->max_time <= 0;
+	while (state.step < K && !g_stop) {
+		double ts = tern_now();
+		int64_t k = state.step;
+		if (state.row >= rows) {
+			state.epoch++;
+			state.row = 0;
+			epoch_order(order, rows, state.seed, state.epoch);
+		}
+		int64_t n_rows = rows - state.row < per_step ? rows - state.row : per_step;
+		const int64_t *idx = order + state.row;
+		int64_t N = count_trained(&s.data->train, idx, n_rows);
+		if ((st = tern_net_zero(s.net)) != TERN_OK)
+			break;
+		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
+			int64_t a = j * s.mb, m = n_rows - a;
+			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
+			stage(&s, &s.data->train, idx + a, m);
+			st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
+					    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k, (uint32_t)j);
+		}
+		double loss, gnorm;
+		if (st || (st = tern_net_loss(s.net, &loss)) ||
+		    (st = tern_net_clip(s.net, (float)c->max_grad_norm, &gnorm)))
+			break;
+		double lr = c->learning_rate * tern_lr_lambda(c->lr_scheduler, k, W, K);
+		struct tern_adamw_args aa = {
+			lr, c->adam_beta1, c->adam_beta2, c->adam_epsilon, c->weight_decay, k + 1};
+		if ((st = tern_net_adamw(s.net, &aa)) != TERN_OK)
+			break;
+		if (!isfinite(loss)) {
+			st = tern_fail(
+				TERN_E_INVALID,
+				"step %lld: the loss is %g (diverged); lower learning_rate (now %g) or check the data",
+				(long long)(k + 1), loss, c->learning_rate);
+			break;
+		}
+		state.step++;
+		state.row += n_rows;
+		state.tokens += N;
+		state.last_loss = loss;
+		double now = tern_now();
+		step_t = now - ts;
+		tok_window += (double)(n_rows * s.S);
+		state.elapsed = elapsed0 + (now - t0);
+
+		/* time budget: plan the schedule from the first measured steps */
+		if (!planned && state.step - first_step >= 3) {
+			double per = (now - t0) / (double)(state.step - first_step);
+			int64_t fit = state.step + (int64_t)(((double)c->max_time - state.elapsed) / per);
+			planned = true;
+			if (fit < K) {
+				fprintf(out,
+					"max_time %llds: %.2f s/step, planning %lld steps instead of %lld\n",
+					(long long)c->max_time, per,
+					(long long)(fit > state.step ? fit : state.step), (long long)K);
+				K = fit > state.step ? fit : state.step;
+				if (c->warmup_steps <= 0)
+					W = (int64_t)ceil(c->warmup_ratio * (double)K);
+				state.total_steps = K;
+				state.warmup_steps = W;
+			}
+		}
+		if (c->max_time > 0 && state.elapsed >= (double)c->max_time && state.step < K) {
+			fprintf(out, "\nmax_time reached after %lld steps\n", (long long)state.step);
+			K = state.step;
+		}
+
+		bool log = state.step % log_every == 0 || state.step == K;
+		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
+		double eta = done > 0 ? (now - t0) / done * (double)(K - state.step) : 0;
+		if (log || tty) {
+			char e1[32], e2[32], mem[32];
+			uint64_t wb, lb, ab;
+			tern_net_memory(s.net, &wb, &lb, &ab);
+			fmt_time(e1, sizeof e1, state.elapsed);
+			fmt_time(e2, sizeof e2, eta);
+			fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
+			fprintf(out,
+				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  %s<%s  mem %s%s",
+				tty ? "\r" : "", (long long)state.step, (long long)K, loss, lr, gnorm, tps,
+				e1, e2, mem, tty ? "\033[K" : "\n");
+			fflush(out);
+		}
+		if (log) {
+			fprintf(metrics,
+				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f}\n",
+				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
+				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed);
+			fflush(metrics);
+		}
+		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
+			if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
+				break;
+			fprintf(out, "%seval step %lld: loss %.4f, perplexity %.2f\n", tty ? "\n" : "",
+				(long long)state.step, el, exp(el));
+			fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
+				(long long)state.step, el, (long long)en);
+			fflush(metrics);
+		}
+		if ((save_every && state.step % save_every == 0 && state.step < K) || g_stop) {
+			if ((st = save_checkpoint(&s, &state)) != TERN_OK)
+				break;
+			if (g_stop)
+				fprintf(out,
+					"%sinterrupted: checkpoint-%lld written; resume_from_checkpoint: auto continues\n",
+					tty ? "\n" : "", (long long)state.step);
+		}
+	}
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	if (tty)
+		fprintf(out, "\n");
+	if (st != TERN_OK)
+		goto out;
+	res->steps = state.step;
+	res->loss = state.last_loss;
+	res->interrupted = g_stop != 0;
+	if (g_stop) {
+		st = tern_fail(TERN_E_INTERRUPTED, "interrupted at step %lld; checkpoint written to %s",
+			       (long long)state.step, c->output_dir);
+		goto out;
+	}
+	if (val->n_rows) {
+		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
+			goto out;
+		res->eval_after = el;
+		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
+		if (!isnan(res->eval_before))
+			fprintf(out, " (before: %.4f, %.2f)", res->eval_before, exp(res->eval_before));
+		fprintf(out, "\n");
+		fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
+			(long long)state.step, el, (long long)en);
+	}
+	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
+		goto out;
+	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
+	if ((st = tern_net_lora_download(s.net, s.lora)) ||
+	    (st = tern_adapter_write(res->adapter_dir, s.lora, &s.meta)))
+		goto out;
+	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
+		state.elapsed);
+out:
+	if (metrics)
+		fclose(metrics);
+	free(order);
+	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg) {
+		/* a run that failed before writing anything leaves no directories behind (rmdir only
+		 * removes empty ones) */
+		char p[4200];
+		snprintf(p, sizeof p, "%s/offload", s.cfg->output_dir);
+		if (!s.cfg->offload_dir)
+			rmdir(p);
+		rmdir(s.cfg->output_dir);
+	}
+	session_free(&s);
+	return st;
+}
+
+enum tern_status tern_eval(const char *config_path, const char *const *sets, int n_sets,
+			   const char *adapter_dir, FILE *out, struct tern_eval_result *res)
+{
+	struct session s = {.out = out};
+	memset(res, 0, sizeof *res);
+	res->adapter_loss = res->adapter_ppl = NAN;
+	enum tern_status st;
+	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = load_data(&s)) ||
+	    (st = open_lora(&s, false)) || (st = open_model(&s)) || (st = open_net(&s)))
+		goto out;
+	struct tern_config *c = s.cfg;
+	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
+	char adir[4200] = "";
+	if (adapter_dir)
+		snprintf(adir, sizeof adir, "%s", adapter_dir);
+	else {
+		char p[4300];
+		snprintf(p, sizeof p, "%s/adapter/adapter_config.json", c->output_dir);
+		if (file_exists(p))
+			snprintf(adir, sizeof adir, "%s/adapter", c->output_dir);
+		else if (c->lora_model_dir)
+			snprintf(adir, sizeof adir, "%s", c->lora_model_dir);
+	}
+	/* base alone: B = 0 makes every LoRA term vanish */
+	if ((st = tern_net_lora_upload(s.net, s.lora)) ||
+	    (st = evaluate(&s, r, &res->base_loss, &res->tokens)))
+		goto out;
+	res->base_ppl = exp(res->base_loss);
+	fprintf(out, "eval %s on %s split (%lld rows, %lld tokens)\n", c->base_model,
+		s.data->val.n_rows ? "the validation" : "the whole (no val_set_size)", (long long)r->n_rows,
+		(long long)res->tokens);
+	fprintf(out, "  base          loss %.6f  perplexity %.4f\n", res->base_loss, res->base_ppl);
+	if (adir[0]) {
+		struct tern_adapter_meta am;
+		if ((st = tern_adapter_read(adir, s.lora, &am)) || (st = check_meta(c, adir, &am)) ||
+		    (st = tern_net_lora_upload(s.net, s.lora)) ||
+		    (st = evaluate(&s, r, &res->adapter_loss, &res->tokens)))
+			goto out;
+		res->adapter_ppl = exp(res->adapter_loss);
+		snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s", adir);
+		fprintf(out, "  + adapter     loss %.6f  perplexity %.4f  (%s)\n", res->adapter_loss,
+			res->adapter_ppl, adir);
+	}
+out:
+	session_free(&s);
+	return st;
+}

@@ -1,0 +1,457 @@
+/* The whole model against PyTorch + PEFT (tests/data/golden, made by tools/make_golden.py).
+ *
+ * For every case (llama, mistral, qwen2, qwen3, llama_nf4) and backend (cpu, vulkan): load the
+ * model (f32, or quantized on load to nf4-dq: the reference dequantized the same bitsandbytes
+ * codes), start from the case's adapter with non-zero B, feed the recorded micro-batches in
+ * order and check
+ *   - the first step's loss (1e-5 relative) and every LoRA gradient (1e-4 relative norm error);
+ *   - the 10-step trajectory with clipping, warmup + cosine, AdamW, gradient accumulation: loss
+ *     1e-5 relative, grad norm 1e-4 relative, per step;
+ *   - the final adapter against PEFT's (relative norm error per tensor, 1e-3).
+ * Environment: TERN_REQUIRE_VULKAN=1 makes a missing Vulkan backend a failure; TERN_GOLDEN_CASE
+ * picks one case. */
+#include "backend/backend.h"
+#include "formats/safetensors.h"
+#include "model/model.h"
+#include "train/adapter.h"
+#include "train/config.h"
+#include "train/net.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed, skipped;
+
+static void check(bool ok, const char *fmt, ...) TERN_PRINTF(2, 3);
+static void check(bool ok, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("%s  ", ok ? "ok  " : "FAIL");
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	if (ok)
+		passed++;
+	else
+		failed++;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / (fabs(b) > 1e-30 ? fabs(b) : 1e-30); }
+
+/* ‖a − b‖ / ‖b‖ in double */
+static double rel_norm(const float *a, const float *b, int64_t n)
+{
+	double d = 0, r = 0;
+	for (int64_t i = 0; i < n; i++) {
+		d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+		r += (double)b[i] * b[i];
+	}
+	return sqrt(d) / (r > 0 ? sqrt(r) : 1.0);
+}
+
+static double jnum(json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
+
+static const char *ab_name(char *buf, size_t cap, int l, enum tern_module m, char ab)
+{
+	snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_%c.weight", l, tern_module_path(m), ab);
+	return buf;
+}
+
+static const float *st_f32(const struct tern_st_file *f, const char *name, int64_t numel)
+{
+	const struct tern_st_tensor *t = tern_st_file_find(f, name);
+	if (!t || t->dtype != TERN_ST_F32 || t->numel != numel)
+		return NULL;
+	return t->data;
+}
+
+static void run_case(const char *root, const char *cs, const char *bname)
+{
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof dir, "%s/golden/%s", root, cs);
+	snprintf(path, sizeof path, "%s/golden.json", dir);
+	json_error_t je;
+	json_t *g = json_load_file(path, 0, &je);
+	struct tern_backend *be = NULL;
+	struct tern_model *m = NULL;
+	struct tern_net *net = NULL;
+	struct tern_lora_set *set = NULL, *fin = NULL;
+	struct tern_st_file *data = NULL, *grads = NULL;
+	int32_t *tk = NULL, *tg = NULL, *ps = NULL, *sg = NULL;
+	float *ga = NULL, *gb = NULL;
+	if (!g) {
+		check(false, "%s: cannot read %s: %s", cs, path, je.text);
+		return;
+	}
+	enum tern_status st = tern_backend_create(bname, 0, &be);
+	if (st == TERN_E_UNAVAILABLE) {
+		const char *req = getenv("TERN_REQUIRE_VULKAN");
+		if (req && !strcmp(req, "1"))
+			check(false, "%s %s: backend unavailable: %s", bname, cs, tern_error());
+		else {
+			printf("skip  %s %s: backend unavailable: %s\n", bname, cs, tern_error());
+			skipped++;
+		}
+		goto out;
+	}
+	if (st != TERN_OK) {
+		check(false, "%s %s: backend: %s", bname, cs, tern_error());
+		goto out;
+	}
+	const char *bf = json_string_value(json_object_get(g, "base_format"));
+	struct tern_model_opts mo = {.format = bf && !strcmp(bf, "nf4-dq") ? TERN_FORMAT_NF4_DQ
+									   : TERN_FORMAT_F32,
+				     .blocksize = 64};
+	snprintf(path, sizeof path, "%s/model", dir);
+	if ((st = tern_model_open(path, &mo, &m)) != TERN_OK) {
+		check(false, "%s %s: model: %s", bname, cs, tern_error());
+		goto out;
+	}
+	json_t *lj = json_object_get(g, "lora");
+	int64_t R = (int64_t)json_integer_value(json_object_get(lj, "r"));
+	double alpha = jnum(lj, "alpha");
+	bool rs = json_is_true(json_object_get(lj, "rslora"));
+	unsigned mods = 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(lj, "target_modules"), i, v)
+	{
+		enum tern_module mm;
+		if (tern_module_parse(json_string_value(v), &mm))
+			mods |= 1u << mm;
+	}
+	int64_t S = (int64_t)jnum(g, "S"), mb = (int64_t)jnum(g, "micro_batch_size");
+	int64_t accum = (int64_t)jnum(g, "gradient_accumulation_steps"), steps = (int64_t)jnum(g, "steps");
+	int64_t T = S * mb;
+	struct tern_net_opts no = {.R = R,
+				   .scale = (float)(rs ? alpha / sqrt((double)R) : alpha / (double)R),
+				   .modules = mods,
+				   .T = T,
+				   .checkpointing = true,
+				   .seed = 1};
+	/* qwen2 runs without checkpointing: both paths are covered */
+	if (!strcmp(cs, "qwen2"))
+		no.checkpointing = false;
+	int64_t io[TERN_MOD_COUNT][2];
+	tern_net_module_shapes(&m->cfg, io);
+	if ((st = tern_net_create(be, m, &no, &net)) ||
+	    (st = tern_lora_set_alloc(&set, (int)m->cfg.L, R, mods, io, false)) ||
+	    (st = tern_lora_set_alloc(&fin, (int)m->cfg.L, R, mods, io, false))) {
+		check(false, "%s %s: setup: %s", bname, cs, tern_error());
+		goto out;
+	}
+	snprintf(path, sizeof path, "%s/adapter_init", dir);
+	if ((st = tern_adapter_read(path, set, NULL)) || (st = tern_net_lora_upload(net, set))) {
+		check(false, "%s %s: adapter_init: %s", bname, cs, tern_error());
+		goto out;
+	}
+	snprintf(path, sizeof path, "%s/data.safetensors", dir);
+	if ((st = tern_st_open(path, &data)) != TERN_OK) {
+		check(false, "%s %s: %s", bname, cs, tern_error());
+		goto out;
+	}
+	const struct tern_st_tensor *ti = tern_st_file_find(data, "input_ids"),
+				    *tl = tern_st_file_find(data, "labels"),
+				    *tm = tern_st_file_find(data, "attention_mask");
+	int64_t nrows = steps * accum * mb;
+	if (!ti || !tl || !tm || ti->numel != nrows * S || tl->numel != nrows * S || tm->numel != nrows * S) {
+		check(false, "%s %s: data.safetensors lacks input_ids/labels/attention_mask [%lld, %lld]",
+		      bname, cs, (long long)nrows, (long long)S);
+		goto out;
+	}
+	const int32_t *ids = ti->data, *lab = tl->data, *msk = tm->data;
+	tk = malloc((size_t)T * 4), tg = malloc((size_t)T * 4), ps = malloc((size_t)T * 4),
+	sg = malloc((size_t)T * 4);
+	int64_t maxn = 0;
+	for (int mm = 0; mm < TERN_MOD_COUNT; mm++)
+		for (int e = 0; e < 2; e++)
+			maxn = io[mm][e] > maxn ? io[mm][e] : maxn;
+	ga = malloc((size_t)(maxn * R) * 4), gb = malloc((size_t)(maxn * R) * 4);
+	snprintf(path, sizeof path, "%s/grads.safetensors", dir);
+	if ((st = tern_st_open(path, &grads)) != TERN_OK) {
+		check(false, "%s %s: %s", bname, cs, tern_error());
+		goto out;
+	}
+
+	json_t *traj = json_object_get(g, "trajectory");
+	double lr0 = jnum(g, "learning_rate");
+	int64_t W = (int64_t)jnum(g, "warmup_steps");
+	double worst_loss = 0, worst_norm = 0, worst_lr = 0;
+	int64_t bad_step = -1;
+	for (int64_t k = 0; k < steps; k++) {
+		int64_t r0 = k * accum * mb, N = 0;
+		for (int64_t r = r0; r < r0 + accum * mb; r++)
+			for (int64_t t = 0; t + 1 < S; t++)
+				N += lab[r * S + t + 1] != -100;
+		if ((st = tern_net_zero(net)) != TERN_OK)
+			break;
+		for (int64_t j = 0; j < accum && st == TERN_OK; j++) {
+			for (int64_t b = 0; b < mb; b++) {
+				int64_t r = r0 + j * mb + b;
+				for (int64_t t = 0; t < S; t++) {
+					int64_t x = b * S + t;
+					tk[x] = ids[r * S + t];
+					tg[x] = t + 1 < S ? lab[r * S + t + 1] : -100;
+					ps[x] = (int32_t)t;
+					sg[x] = msk[r * S + t] ? (int32_t)b : -1;
+				}
+			}
+			st = tern_net_micro(net, tk, tg, ps, sg, 1.0f / (float)N, true, (uint64_t)k,
+					    (uint32_t)j);
+		}
+		double loss, norm;
+		if (st || (st = tern_net_loss(net, &loss)))
+			break;
+		json_t *tj = json_array_get(traj, (size_t)k);
+		double rl = rel(loss, jnum(tj, "loss"));
+		if (k == 0) {
+			check(rl <= 1e-5, "%s %-9s step 1 loss %.9g  torch %.9g  rel %.2e", bname, cs, loss,
+			      jnum(tj, "loss"), rl);
+			/* every LoRA gradient of the first step */
+			double worst = 0;
+			char wname[256] = "", na[256], nb[256];
+			bool missing = false;
+			for (int l = 0; l < (int)m->cfg.L; l++)
+				for (int mm = 0; mm < TERN_MOD_COUNT; mm++) {
+					if (!(mods >> mm & 1))
+						continue;
+					int64_t I = io[mm][0], O = io[mm][1];
+					const float *ra = st_f32(
+						grads, ab_name(na, sizeof na, l, (enum tern_module)mm, 'A'),
+						R * I);
+					const float *rb = st_f32(
+						grads, ab_name(nb, sizeof nb, l, (enum tern_module)mm, 'B'),
+						O * R);
+					if (!ra || !rb ||
+					    tern_net_grad(net, l, (enum tern_module)mm, ga, gb) != TERN_OK) {
+						missing = true;
+						continue;
+					}
+					double ea = rel_norm(ga, ra, R * I), eb = rel_norm(gb, rb, O * R);
+					if (ea > worst)
+						worst = ea, snprintf(wname, sizeof wname, "%s", na);
+					if (eb > worst)
+						worst = eb, snprintf(wname, sizeof wname, "%s", nb);
+				}
+			check(!missing && worst <= 1e-4,
+			      "%s %-9s step 1 gradients: worst rel norm error %.2e (%s)%s", bname, cs, worst,
+			      wname, missing ? ", some missing" : "");
+		}
+		if ((st = tern_net_clip(net, (float)jnum(g, "max_grad_norm"), &norm)) != TERN_OK)
+			break;
+		double rn = rel(norm, jnum(tj, "grad_norm"));
+		double lr = lr0 * tern_lr_lambda(TERN_SCHED_COSINE, k, W, steps);
+		double rlr = fabs(lr - jnum(tj, "lr"));
+		if (rl > worst_loss)
+			worst_loss = rl;
+		if (rn > worst_norm)
+			worst_norm = rn;
+		if (rlr > worst_lr)
+			worst_lr = rlr;
+		if ((rl > 1e-5 || rn > 1e-4) && bad_step < 0)
+			bad_step = k + 1;
+		struct tern_adamw_args aa = {lr,
+					     jnum(g, "adam_beta1"),
+					     jnum(g, "adam_beta2"),
+					     jnum(g, "adam_epsilon"),
+					     jnum(g, "weight_decay"),
+					     k + 1};
+		if ((st = tern_net_adamw(net, &aa)) != TERN_OK)
+			break;
+	}
+	if (st != TERN_OK) {
+		check(false, "%s %s: step failed: %s", bname, cs, tern_error());
+		goto out;
+	}
+	check(worst_loss <= 1e-5 && worst_norm <= 1e-4 && worst_lr <= 1e-12,
+	      "%s %-9s %lld-step trajectory: worst loss rel %.2e, grad norm rel %.2e, lr abs %.1e%s", bname,
+	      cs, (long long)steps, worst_loss, worst_norm, worst_lr,
+	      bad_step > 0 ? " (first bad step below)" : "");
+	if (bad_step > 0)
+		printf("      first step out of tolerance: %lld\n", (long long)bad_step);
+	/* the final adapter against PEFT's */
+	snprintf(path, sizeof path, "%s/adapter_final", dir);
+	if ((st = tern_net_lora_download(net, set)) || (st = tern_adapter_read(path, fin, NULL))) {
+		check(false, "%s %s: final adapter: %s", bname, cs, tern_error());
+		goto out;
+	}
+	double worst = 0;
+	for (int l = 0; l < (int)m->cfg.L; l++)
+		for (int mm = 0; mm < TERN_MOD_COUNT; mm++) {
+			struct tern_lora_tensor *a = tern_lora_at(set, l, (enum tern_module)mm),
+						*b = tern_lora_at(fin, l, (enum tern_module)mm);
+			if (!a->A)
+				continue;
+			double ea = rel_norm(a->A, b->A, R * a->I), eb = rel_norm(a->B, b->B, a->O * R);
+			worst = ea > worst ? ea : worst;
+			worst = eb > worst ? eb : worst;
+		}
+	check(worst <= 1e-3, "%s %-9s final adapter after %lld steps: worst rel norm error %.2e", bname, cs,
+	      (long long)steps, worst);
+out:
+	free(tk);
+	free(tg);
+	free(ps);
+	free(sg);
+	free(ga);
+	free(gb);
+	tern_st_close(data);
+	tern_st_close(grads);
+	tern_lora_set_free(set);
+	tern_lora_set_free(fin);
+	tern_net_free(net);
+	tern_model_free(m);
+	if (be)
+		tern_backend_free(be);
+	json_decref(g);
+}
+
+/* LoRA dropout has no PyTorch twin (its masks come from tern's counter-based generator), so its
+ * gradient is checked against the loss itself: the directional derivative along the gradient,
+ * (L(θ + εd) − L(θ − εd)) / 2ε with d = g/‖g‖, must equal ‖g‖. A backward that drew other masks
+ * than the forward, or forgot the 1/(1−p), fails this. */
+static void check_dropout_fd(const char *root, const char *bname, bool checkpointing)
+{
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/golden/llama", root);
+	struct tern_backend *be = NULL;
+	struct tern_model *m = NULL;
+	struct tern_net *net = NULL;
+	struct tern_lora_set *set = NULL, *grad = NULL, *tmp = NULL;
+	struct tern_st_file *data = NULL;
+	int32_t *tk = NULL, *tg = NULL, *ps = NULL, *sg = NULL;
+	if (tern_backend_create(bname, 0, &be) != TERN_OK) {
+		printf("skip  %s dropout: backend unavailable\n", bname);
+		skipped++;
+		return;
+	}
+	struct tern_model_opts mo = {.format = TERN_FORMAT_F32};
+	char path[4200];
+	snprintf(path, sizeof path, "%s/model", dir);
+	unsigned mods = (1u << TERN_MOD_COUNT) - 1;
+	int64_t R = 8, S = 24, T = 2 * S;
+	int64_t io[TERN_MOD_COUNT][2];
+	enum tern_status st = tern_model_open(path, &mo, &m);
+	if (st == TERN_OK) {
+		tern_net_module_shapes(&m->cfg, io);
+		struct tern_net_opts no = {.R = R,
+					   .scale = 2.0f,
+					   .dropout = 0.25f,
+					   .modules = mods,
+					   .T = T,
+					   .checkpointing = checkpointing,
+					   .seed = 7};
+		st = tern_net_create(be, m, &no, &net);
+	}
+	if (st == TERN_OK)
+		st = tern_lora_set_alloc(&set, (int)m->cfg.L, R, mods, io, false);
+	if (st == TERN_OK)
+		st = tern_lora_set_alloc(&grad, (int)m->cfg.L, R, mods, io, false);
+	if (st == TERN_OK)
+		st = tern_lora_set_alloc(&tmp, (int)m->cfg.L, R, mods, io, false);
+	snprintf(path, sizeof path, "%s/adapter_init", dir);
+	if (st == TERN_OK)
+		st = tern_adapter_read(path, set, NULL);
+	snprintf(path, sizeof path, "%s/data.safetensors", dir);
+	if (st == TERN_OK)
+		st = tern_st_open(path, &data);
+	if (st != TERN_OK) {
+		check(false, "%s dropout: setup: %s", bname, tern_error());
+		goto out;
+	}
+	const int32_t *ids = tern_st_file_find(data, "input_ids")->data,
+		      *lab = tern_st_file_find(data, "labels")->data;
+	tk = malloc((size_t)T * 4), tg = malloc((size_t)T * 4), ps = malloc((size_t)T * 4),
+	sg = malloc((size_t)T * 4);
+	int64_t N = 0;
+	for (int64_t x = 0; x < T; x++) {
+		int64_t t = x % S, r = x / S;
+		tk[x] = ids[r * S + t];
+		tg[x] = t + 1 < S ? lab[r * S + t + 1] : -100;
+		ps[x] = (int32_t)t;
+		sg[x] = (int32_t)r;
+		N += tg[x] != -100;
+	}
+	/* analytic gradient at θ, step 3, micro-batch 1 (an arbitrary mask) */
+	double L0, Lp, Lm, gn2 = 0;
+	if ((st = tern_net_lora_upload(net, set)) || (st = tern_net_zero(net)) ||
+	    (st = tern_net_micro(net, tk, tg, ps, sg, 1.0f / (float)N, true, 3, 1)) ||
+	    (st = tern_net_loss(net, &L0)))
+		goto fail;
+	for (int l = 0; l < set->L; l++)
+		for (int mm = 0; mm < TERN_MOD_COUNT; mm++) {
+			struct tern_lora_tensor *g = tern_lora_at(grad, l, (enum tern_module)mm);
+			if ((st = tern_net_grad(net, l, (enum tern_module)mm, g->A, g->B)))
+				goto fail;
+			for (int64_t i = 0; i < R * g->I; i++)
+				gn2 += (double)g->A[i] * g->A[i];
+			for (int64_t i = 0; i < g->O * R; i++)
+				gn2 += (double)g->B[i] * g->B[i];
+		}
+	double gn = sqrt(gn2), eps = 1e-2;
+	for (int sign = -1; sign <= 1; sign += 2) {
+		for (int l = 0; l < set->L; l++)
+			for (int mm = 0; mm < TERN_MOD_COUNT; mm++) {
+				struct tern_lora_tensor *a = tern_lora_at(set, l, (enum tern_module)mm),
+							*g = tern_lora_at(grad, l, (enum tern_module)mm),
+							*o = tern_lora_at(tmp, l, (enum tern_module)mm);
+				for (int64_t i = 0; i < R * a->I; i++)
+					o->A[i] = (float)(a->A[i] + sign * eps * g->A[i] / gn);
+				for (int64_t i = 0; i < a->O * R; i++)
+					o->B[i] = (float)(a->B[i] + sign * eps * g->B[i] / gn);
+			}
+		double *Ls = sign < 0 ? &Lm : &Lp;
+		if ((st = tern_net_lora_upload(net, tmp)) || (st = tern_net_zero(net)) ||
+		    (st = tern_net_micro(net, tk, tg, ps, sg, 1.0f / (float)N, false, 3, 1)) ||
+		    (st = tern_net_loss(net, Ls)))
+			goto fail;
+	}
+	double fd = (Lp - Lm) / (2 * eps), e = rel(fd, gn);
+	check(e <= 2e-3,
+	      "%s dropout 0.25%s: directional derivative %.6g vs gradient norm %.6g (rel %.1e, loss %.4f)",
+	      bname, checkpointing ? ", checkpointing" : "", fd, gn, e, L0);
+	goto out;
+fail:
+	check(false, "%s dropout: %s", bname, tern_error());
+out:
+	free(tk);
+	free(tg);
+	free(ps);
+	free(sg);
+	tern_st_close(data);
+	tern_lora_set_free(set);
+	tern_lora_set_free(grad);
+	tern_lora_set_free(tmp);
+	tern_net_free(net);
+	tern_model_free(m);
+	if (be)
+		tern_backend_free(be);
+}
+
+int main(void)
+{
+	const char *root = getenv("TERN_TEST_DATA");
+	if (!root) {
+		fprintf(stderr, "test_golden: TERN_TEST_DATA is not set (run through ctest)\n");
+		return 1;
+	}
+	static const char *const cases[] = {"llama", "mistral", "qwen2", "qwen3", "llama_nf4"};
+	static const char *const backends[] = {"cpu", "vulkan"};
+	const char *only = getenv("TERN_GOLDEN_CASE");
+	for (int b = 0; b < 2; b++)
+		for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+			if (!only || !strcmp(only, cases[c]))
+				run_case(root, cases[c], backends[b]);
+	if (!only || !strcmp(only, "dropout")) {
+		check_dropout_fd(root, "cpu", true);
+		check_dropout_fd(root, "cpu", false);
+		check_dropout_fd(root, "vulkan", true);
+	}
+	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+	return failed ? 1 : 0;
+}
