@@ -145,6 +145,16 @@ static void run_case(const char *root, const char *cs, const char *bname)
 		check(false, "%s %s: setup: %s", bname, cs, tern_error());
 		goto out;
 	}
+	{ /* the planner's sizes (no backend) are what the net allocated */
+		struct tern_net_sizes sz;
+		uint64_t wb, lb, ab;
+		tern_net_memory(net, &wb, &lb, &ab);
+		st = tern_net_sizes(&m->cfg, &no, &sz);
+		check(st == TERN_OK && sz.lora == lb && sz.act == ab && sz.params == tern_net_params(net),
+		      "%s %-9s net sizes: planned LoRA %llu / activations %llu bytes = allocated %llu / %llu",
+		      bname, cs, (unsigned long long)sz.lora, (unsigned long long)sz.act,
+		      (unsigned long long)lb, (unsigned long long)ab);
+	}
 	snprintf(path, sizeof path, "%s/adapter_init", dir);
 	if ((st = tern_adapter_read(path, set, NULL)) || (st = tern_net_lora_upload(net, set))) {
 		check(false, "%s %s: adapter_init: %s", bname, cs, tern_error());

@@ -172,6 +172,95 @@ static struct tern_view gview(const struct tern_net *n, struct tern_buffer *b, s
 
 /* ---- creation ---- */
 
+/* The LoRA block: A then B of each targeted (layer, module), layer-major. */
+static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
+{
+	int64_t L = n->L, R = n->R;
+	size_t off = 0;
+	for (int l = 0; l < L; l++)
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
+			struct lora_slot *s = slot_at(n, l, mo);
+			s->I = io[mo][0];
+			s->O = io[mo][1];
+			if (!targeted(n, mo)) {
+				s->offA = s->offB = SIZE_MAX;
+				continue;
+			}
+			s->offA = off;
+			off += (size_t)(R * s->I) * 4;
+			s->offB = off;
+			off += (size_t)(s->O * R) * 4;
+		}
+	n->lora_bytes = off;
+	n->lora_n = (int64_t)(off / 4);
+}
+
+/* The activation block of one micro-batch: layer inputs, one saved set per layer (one in all
+ * with checkpointing), io and backward scratch. */
+static void plan_act(struct tern_net *n, const struct tern_model_config *c, struct plan *ap_)
+{
+	struct plan ap = *ap_;
+	int64_t T = n->T, D = n->D, F = n->F, H = n->H, Hkv = n->Hkv, Dh = n->Dh, L = n->L, R = n->R;
+	int64_t maxI = D > F ? D : F;
+	if (H * Dh > maxI)
+		maxI = H * Dh;
+	int nsets = n->o.checkpointing ? 1 : (int)L;
+	for (int l = 0; l <= L; l++)
+		take(&ap, &n->xin[l], (size_t)(T * D) * 4);
+	for (int sidx = 0; sidx < nsets; sidx++) {
+		struct layer_act *a = &n->la[sidx];
+		take(&ap, &a->xn1, (size_t)(T * D) * 4);
+		take(&ap, &a->rstd1, (size_t)T * 4);
+		take(&ap, &a->q, (size_t)(T * H * Dh) * 4);
+		take(&ap, &a->k, (size_t)(T * Hkv * Dh) * 4);
+		take(&ap, &a->v, (size_t)(T * Hkv * Dh) * 4);
+		if (c->qk_norm) {
+			take(&ap, &a->qr, (size_t)(T * H * Dh) * 4);
+			take(&ap, &a->kr, (size_t)(T * Hkv * Dh) * 4);
+			take(&ap, &a->rstdq, (size_t)(T * H) * 4);
+			take(&ap, &a->rstdk, (size_t)(T * Hkv) * 4);
+		}
+		take(&ap, &a->lse, (size_t)(H * T) * 4);
+		take(&ap, &a->ao, (size_t)(T * H * Dh) * 4);
+		take(&ap, &a->h1, (size_t)(T * D) * 4);
+		take(&ap, &a->xn2, (size_t)(T * D) * 4);
+		take(&ap, &a->rstd2, (size_t)T * 4);
+		take(&ap, &a->g, (size_t)(T * F) * 4);
+		take(&ap, &a->u, (size_t)(T * F) * 4);
+		take(&ap, &a->a, (size_t)(T * F) * 4);
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
+			if (targeted(n, mo))
+				take(&ap, &a->lu[mo], (size_t)(T * R) * 4);
+	}
+	take(&ap, &n->tokens, (size_t)T * 4);
+	take(&ap, &n->targets, (size_t)T * 4);
+	take(&ap, &n->pos, (size_t)T * 4);
+	take(&ap, &n->seg, (size_t)T * 4);
+	take(&ap, &n->xd, (size_t)(T * maxI) * 4);
+	take(&ap, &n->tmp, (size_t)(T * maxI) * 4);
+	take(&ap, &n->dul, (size_t)(T * R) * 4);
+	take(&ap, &n->dres, (size_t)(T * D) * 4);
+	take(&ap, &n->dxn, (size_t)(T * D) * 4);
+	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
+	take(&ap, &n->xf, (size_t)(T * D) * 4);
+	take(&ap, &n->rstdf, (size_t)T * 4);
+	take(&ap, &n->dxf, (size_t)(T * D) * 4);
+	take(&ap, &n->dao, (size_t)(T * H * Dh) * 4);
+	take(&ap, &n->dq, (size_t)(T * H * Dh) * 4);
+	take(&ap, &n->dk, (size_t)(T * Hkv * Dh) * 4);
+	take(&ap, &n->dv, (size_t)(T * Hkv * Dh) * 4);
+	if (c->qk_norm) {
+		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
+		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
+	}
+	take(&ap, &n->da, (size_t)(T * F) * 4);
+	take(&ap, &n->dg, (size_t)(T * F) * 4);
+	take(&ap, &n->du, (size_t)(T * F) * 4);
+	take(&ap, &n->loss, 4);
+	take(&ap, &n->sumsq, 4);
+	*ap_ = ap;
+}
+
 static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern_buffer **out)
 {
 	const struct tern_pack *p = n->m->pack;
@@ -230,7 +319,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
-	int64_t T = n->T, D = n->D, F = n->F, H = n->H, Hkv = n->Hkv, Dh = n->Dh, L = n->L, R = n->R;
+	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(c, io);
 
@@ -340,24 +429,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 	}
 
-	/* ---- LoRA block: A then B of each targeted (layer, module), layer-major ---- */
-	size_t off = 0;
-	for (int l = 0; l < L; l++)
-		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
-			struct lora_slot *s = slot_at(n, l, mo);
-			s->I = io[mo][0];
-			s->O = io[mo][1];
-			if (!targeted(n, mo)) {
-				s->offA = s->offB = SIZE_MAX;
-				continue;
-			}
-			s->offA = off;
-			off += (size_t)(R * s->I) * 4;
-			s->offB = off;
-			off += (size_t)(s->O * R) * 4;
-		}
-	n->lora_bytes = off;
-	n->lora_n = (int64_t)(off / 4);
+	plan_lora(n, io);
+	size_t off = n->lora_bytes;
 	struct tern_buffer **lb[4] = {&n->params, &n->grads, &n->m1, &n->m2};
 	for (int i = 0; i < 4; i++) {
 		if ((st = be->vt->buffer_alloc(be, off, lb[i])))
@@ -367,64 +440,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 	}
 
-	/* ---- activations: one block ---- */
-	int64_t maxI = D > F ? D : F;
-	if (H * Dh > maxI)
-		maxI = H * Dh;
-	int nsets = o->checkpointing ? 1 : (int)L;
-	for (int l = 0; l <= L; l++)
-		take(&ap, &n->xin[l], (size_t)(T * D) * 4);
-	for (int sidx = 0; sidx < nsets; sidx++) {
-		struct layer_act *a = &n->la[sidx];
-		take(&ap, &a->xn1, (size_t)(T * D) * 4);
-		take(&ap, &a->rstd1, (size_t)T * 4);
-		take(&ap, &a->q, (size_t)(T * H * Dh) * 4);
-		take(&ap, &a->k, (size_t)(T * Hkv * Dh) * 4);
-		take(&ap, &a->v, (size_t)(T * Hkv * Dh) * 4);
-		if (c->qk_norm) {
-			take(&ap, &a->qr, (size_t)(T * H * Dh) * 4);
-			take(&ap, &a->kr, (size_t)(T * Hkv * Dh) * 4);
-			take(&ap, &a->rstdq, (size_t)(T * H) * 4);
-			take(&ap, &a->rstdk, (size_t)(T * Hkv) * 4);
-		}
-		take(&ap, &a->lse, (size_t)(H * T) * 4);
-		take(&ap, &a->ao, (size_t)(T * H * Dh) * 4);
-		take(&ap, &a->h1, (size_t)(T * D) * 4);
-		take(&ap, &a->xn2, (size_t)(T * D) * 4);
-		take(&ap, &a->rstd2, (size_t)T * 4);
-		take(&ap, &a->g, (size_t)(T * F) * 4);
-		take(&ap, &a->u, (size_t)(T * F) * 4);
-		take(&ap, &a->a, (size_t)(T * F) * 4);
-		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
-			if (targeted(n, mo))
-				take(&ap, &a->lu[mo], (size_t)(T * R) * 4);
-	}
-	take(&ap, &n->tokens, (size_t)T * 4);
-	take(&ap, &n->targets, (size_t)T * 4);
-	take(&ap, &n->pos, (size_t)T * 4);
-	take(&ap, &n->seg, (size_t)T * 4);
-	take(&ap, &n->xd, (size_t)(T * maxI) * 4);
-	take(&ap, &n->tmp, (size_t)(T * maxI) * 4);
-	take(&ap, &n->dul, (size_t)(T * R) * 4);
-	take(&ap, &n->dres, (size_t)(T * D) * 4);
-	take(&ap, &n->dxn, (size_t)(T * D) * 4);
-	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
-	take(&ap, &n->xf, (size_t)(T * D) * 4);
-	take(&ap, &n->rstdf, (size_t)T * 4);
-	take(&ap, &n->dxf, (size_t)(T * D) * 4);
-	take(&ap, &n->dao, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dq, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dk, (size_t)(T * Hkv * Dh) * 4);
-	take(&ap, &n->dv, (size_t)(T * Hkv * Dh) * 4);
-	if (c->qk_norm) {
-		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
-		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
-	}
-	take(&ap, &n->da, (size_t)(T * F) * 4);
-	take(&ap, &n->dg, (size_t)(T * F) * 4);
-	take(&ap, &n->du, (size_t)(T * F) * 4);
-	take(&ap, &n->loss, 4);
-	take(&ap, &n->sumsq, 4);
+	plan_act(n, c, &ap);
 	if (ap.oom) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 		goto out;
@@ -724,4 +740,42 @@ enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};
 	struct tern_view m1 = {n->m1, 0, n->lora_bytes}, m2 = {n->m2, 0, n->lora_bytes};
 	return n->be->vt->adamw(n->be, p, g, m1, m2, n->lora_n, a);
+}
+
+enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
+				struct tern_net_sizes *out)
+{
+	struct tern_net n = {.o = *o,
+			     .T = o->T,
+			     .D = c->D,
+			     .F = c->F,
+			     .H = c->H,
+			     .Hkv = c->Hkv,
+			     .Dh = c->Dh,
+			     .V = c->V,
+			     .L = c->L,
+			     .R = o->R};
+	struct plan ap = {0};
+	int64_t io[TERN_MOD_COUNT][2];
+	tern_net_module_shapes(c, io);
+	n.slot = tern_calloc((size_t)(c->L * TERN_MOD_COUNT), sizeof *n.slot);
+	n.la = tern_calloc((size_t)c->L, sizeof *n.la);
+	n.xin = tern_calloc((size_t)(c->L + 1), sizeof *n.xin);
+	enum tern_status st = TERN_OK;
+	if (!n.slot || !n.la || !n.xin) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	} else {
+		plan_lora(&n, io);
+		plan_act(&n, c, &ap);
+		if (ap.oom)
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		out->lora = (uint64_t)n.lora_bytes * 4;
+		out->act = ap.size;
+		out->params = n.lora_n;
+	}
+	free(ap.v);
+	free(n.slot);
+	free(n.la);
+	free(n.xin);
+	return st;
 }

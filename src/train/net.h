@@ -58,6 +58,15 @@ void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora
 enum tern_status tern_net_lora_upload(struct tern_net *n, const struct tern_lora_set *s);
 enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s);
 
+/* Device bytes the net would allocate for a model config and options, without a backend: the
+ * LoRA block ×4 (params, grads, two moments) and the activation block (weights not included). */
+struct tern_net_sizes {
+	uint64_t lora, act;
+	int64_t params;
+};
+enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
+				struct tern_net_sizes *out);
+
 /* Trainable parameter count. */
 int64_t tern_net_params(const struct tern_net *n);
 
