@@ -669,6 +669,34 @@ static void pretokenized(const struct tern_tokenizer *tok)
 	}
 }
 
+/* special_tokens.eos_token / pad_token override the tokenizer's; an unknown one is an error. */
+static void special_tokens(const struct tern_tokenizer *q3)
+{
+	int32_t eot = tern_tokenizer_token_id(q3, "<|endoftext|>");
+	struct load l;
+	load_init(&l, "long.jsonl", TERN_DS_COMPLETION);
+	l.o.sequence_len = 64;
+	l.o.eos_token = "<|endoftext|>";
+	l.o.pad_token = "<|endoftext|>";
+	struct tern_data *d = load_run(&l, q3);
+	bool ok = d != NULL && eot >= 0 && eot != tern_tokenizer_eos(q3);
+	for (int64_t r = 0; ok && r < d->train.n_rows; r++) {
+		int64_t n = 0;
+		while (n < 64 && d->train.segments[r * 64 + n] >= 0)
+			n++;
+		ok = n < 64 && d->train.tokens[r * 64 + n - 1] == eot && d->train.tokens[r * 64 + 63] == eot;
+	}
+	check(ok, "special_tokens: eos_token ends every sample, pad_token pads");
+	tern_data_free(d);
+	l.o.pad_token = "<nope>";
+	d = NULL;
+	enum tern_status st = tern_data_load(&d, &l.o, q3);
+	check(st == TERN_E_INVALID && !d &&
+		      !strcmp(tern_error(),
+			      "special_tokens.pad_token: '<nope>' is not a token of the tokenizer"),
+	      "special_tokens: an unknown pad_token is a one-line error");
+}
+
 /* ---- template recognition ---- */
 
 static void templates(void)
@@ -841,6 +869,7 @@ int main(void)
 	split(q3);
 	seeds(q3);
 	pretokenized(q3);
+	special_tokens(q3);
 	templates();
 	bad_inputs(l2, q3);
 
