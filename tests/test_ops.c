@@ -15,6 +15,7 @@
 #include "test_ops_layers.h"
 #include "test_ops_attention.h"
 #include "test_ops_loss.h"
+#include "test_ops_stream.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1207,6 +1208,7 @@ static void run_backend(struct suite *s)
 	check_attention_all(s);
 	check_loss_all(s);
 	check_layers_all(s);
+	check_stream_all(s);
 }
 
 int main(void)

@@ -64,9 +64,10 @@ struct tern_device_info {
 	bool subgroup_arithmetic;
 	bool transfer_queue; /* a queue family for transfers besides compute */
 	bool timestamps;
-	bool memory_budget; /* VK_EXT_memory_budget */
-	char coopmat[512];  /* cooperative-matrix shapes, "" if none */
-	char heaps[512];    /* memory heaps, human readable */
+	bool memory_budget;       /* VK_EXT_memory_budget */
+	bool timeline_semaphores; /* asynchronous streaming copies (else synchronous) */
+	char coopmat[512];        /* cooperative-matrix shapes, "" if none */
+	char heaps[512];          /* memory heaps, human readable */
 };
 
 /* Fills up to max entries for every backend compiled in and every device it finds.

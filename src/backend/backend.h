@@ -123,6 +123,55 @@ struct tern_backend_vtable {
 	/* Whether op runs here with weight dtype wt (ignored by ops without a weight). */
 	bool (*supports)(struct tern_backend *be, enum tern_op op, enum tern_dtype wt);
 
+	/* ---- streaming: asynchronous host -> device copies (layer weights through device slots) ----
+	 *
+	 * Two counters order copies against ops. A mark is a point in the op stream (every op queued
+	 * before it); marks never decrease. A ticket is one copy; tickets start at 1 and increase
+	 * with every copy. 0 means "none" where a mark or ticket is taken. Ordering rules:
+	 *  - copy_async(dst, src, after) writes dst only once every op queued before mark `after`
+	 *    has finished (so it may overwrite a slot those ops read); it is NOT ordered after ops
+	 *    queued after that mark, nor after other copies (copies may overlap each other and
+	 *    later ops: a copy's dst must not be read or written by anything until it is waited for).
+	 *  - Ops see the copied bytes only when queued after wait_ticket(ticket): waiting is on the
+	 *    device; the host returns at once. Ops queued before the wait_ticket call do not wait.
+	 *  - src (a host_alloc view) may be rewritten by the host only after ticket_wait_host(ticket)
+	 *    (or synchronize()) has returned.
+	 *  - synchronize(), download(), upload() and buffer_free() also wait for every copy issued
+	 *    so far (they may then read or reuse any buffer).
+	 * Views: dst a device buffer view, src a view of a host_alloc buffer, equal nonzero sizes;
+	 * anything else fails with TERN_E_INVALID and one line. A backend without asynchronous
+	 * transfers (CPU; Vulkan without timeline semaphores) performs the copy at once, in order,
+	 * and reports tickets as complete: the same rules then hold trivially. wait_ticket and
+	 * ticket_wait_host take 0 (nothing to wait for) or an issued ticket; a larger value, or an
+	 * `after` larger than the last mark, fails with TERN_E_INVALID. */
+
+	/* A host buffer of size bytes (> 0) the backend copies from directly; *ptr is its host
+	 * mapping, valid until buffer_free (Vulkan: HOST_VISIBLE|HOST_COHERENT memory, mapped,
+	 * preferably not device-local). Contents start at zero. Only copy_async's src and
+	 * buffer_free take it; it does not count in memory_info's usage. */
+	enum tern_status (*host_alloc)(struct tern_backend *be, size_t size, struct tern_buffer **out,
+				       void **ptr);
+	/* *mark = a mark for every op queued so far (submitting recorded work if needed, without
+	 * waiting for it). The same value when no op was queued since the last mark. */
+	enum tern_status (*mark)(struct tern_backend *be, uint64_t *mark);
+	/* dst bytes = src bytes, after the ops up to mark `after` (0: none) have finished; on the
+	 * transfer queue when the device has a separate one; never waits on the host for the copy
+	 * (it may wait for a copy issued long before, to reuse its command buffer).
+	 * *ticket = the copy's ticket. `after` must be 0 or a value mark() returned. */
+	enum tern_status (*copy_async)(struct tern_backend *be, struct tern_view dst, struct tern_view src,
+				       uint64_t after, uint64_t *ticket);
+	/* Ops queued after this call wait (on the device) for copy `ticket` (and every earlier
+	 * ticket) to finish and see its bytes. Returns at once. */
+	enum tern_status (*wait_ticket)(struct tern_backend *be, uint64_t ticket);
+	/* The host waits until copy `ticket` (and every earlier ticket) has finished. */
+	enum tern_status (*ticket_wait_host)(struct tern_backend *be, uint64_t ticket);
+	/* Device memory this process may use in all (*budget, including what it uses) and uses now
+	 * (*usage), in bytes, for the heap tern's device buffers live in. Vulkan: the driver's
+	 * VK_EXT_memory_budget figures where present (usage less the free space inside tern's own
+	 * memory blocks, which tern reuses), else the heap size and the bytes of tern's live device
+	 * buffers. CPU: MemAvailable (/proc/meminfo) + usage, and the bytes of live buffers. */
+	enum tern_status (*memory_info)(struct tern_backend *be, uint64_t *budget, uint64_t *usage);
+
 	/* ---- ops: outputs, inputs, sizes ---- */
 
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ   (=) */

@@ -65,5 +65,7 @@ int tern_cmd_train(int argc, char **argv);
 int tern_cmd_eval(int argc, char **argv);
 void tern_help_train(void);
 void tern_help_eval(void);
+int tern_cmd_plan(int argc, char **argv);
+void tern_help_plan(void);
 
 #endif

@@ -117,6 +117,10 @@ static void print_device(const struct tern_device_info *d)
 	field_bool("transfer queue", d->transfer_queue);
 	field_bool("timestamps", d->timestamps);
 	field_bool("memory budget ext", d->memory_budget);
+	field("streaming copies", !strcmp(d->backend, "cpu") ? "synchronous (memcpy)"
+				  : !d->timeline_semaphores  ? "synchronous (no timeline semaphores)"
+				  : d->transfer_queue        ? "asynchronous, transfer queue"
+							     : "asynchronous, compute queue");
 	field("cooperative matrix", d->coopmat[0] ? d->coopmat : "none");
 }
 

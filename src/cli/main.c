@@ -208,6 +208,7 @@ static void print_usage(FILE *f)
 		"  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
 		"  train CONFIG       fine-tune a LoRA/QLoRA adapter as a YAML config says\n"
 		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
+		"  plan CONFIG        where each layer would live (device, host, disk) under memory budgets\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		"\n"
 		"options:\n"
@@ -269,8 +270,12 @@ static int help_for(int argc, char **argv)
 		tern_help_eval();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "plan")) {
+		tern_help_plan();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval)", argv[0]);
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan)", argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -291,7 +296,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval)",
+				"devices, bench, info, quantize, tokenize, train, eval, plan)",
 				a);
 		}
 	}
@@ -324,8 +329,10 @@ int main(int argc, char **argv)
 		return tern_cmd_train(argc - i, argv + i);
 	if (!strcmp(cmd, "eval"))
 		return tern_cmd_eval(argc - i, argv + i);
+	if (!strcmp(cmd, "plan"))
+		return tern_cmd_plan(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, help)", cmd);
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, help)", cmd);
 }

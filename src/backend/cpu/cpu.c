@@ -44,9 +44,20 @@ enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_vie
 	return TERN_OK;
 }
 
+/* The backend: the interface plus the counters of the streaming entries. */
+struct cpu_backend {
+	struct tern_backend base;
+	uint64_t used;    /* bytes of live (non-host) buffers, for memory_info */
+	uint64_t marks;   /* the last mark handed out */
+	uint64_t tickets; /* the last ticket handed out */
+};
+
+static struct cpu_backend *cpu_be(struct tern_backend *be) { return (struct cpu_backend *)(void *)be; }
+
 /* ---- buffers ------------------------------------------------------------------------------ */
 
-static enum tern_status cpu_buffer_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out)
+static enum tern_status cpu_new_buffer(struct tern_backend *be, size_t size, bool host,
+				       struct tern_buffer **out)
 {
 	struct cpu_buffer *b = tern_calloc(1, sizeof *b);
 	if (!b)
@@ -57,8 +68,16 @@ static enum tern_status cpu_buffer_alloc(struct tern_backend *be, size_t size, s
 		return TERN_E_NOMEM;
 	}
 	b->size = size;
+	b->host = host;
+	if (!host)
+		cpu_be(be)->used += size;
 	*out = (struct tern_buffer *)(void *)b;
 	return TERN_OK;
+}
+
+static enum tern_status cpu_buffer_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out)
+{
+	return cpu_new_buffer(be, size, false, out);
 }
 
 static void cpu_buffer_free(struct tern_backend *be, struct tern_buffer *buf)
@@ -66,6 +85,8 @@ static void cpu_buffer_free(struct tern_backend *be, struct tern_buffer *buf)
 	struct cpu_buffer *b = cpu_buf(buf);
 	if (!b)
 		return;
+	if (!b->host)
+		cpu_be(be)->used -= b->size;
 	free(b->data);
 	free(b);
 }
@@ -99,6 +120,101 @@ static enum tern_status cpu_zero(struct tern_backend *be, struct tern_view dst)
 
 static enum tern_status cpu_synchronize(struct tern_backend *be) { return TERN_OK; }
 
+/* ---- streaming: every copy happens at once, so every ticket is complete when issued ---------- */
+
+static enum tern_status cpu_host_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out,
+				       void **ptr)
+{
+	*out = NULL;
+	*ptr = NULL;
+	if (size == 0)
+		return tern_fail(TERN_E_INVALID, "host_alloc: size 0; a host buffer needs at least one byte");
+	enum tern_status st = cpu_new_buffer(be, size, true, out);
+	if (st == TERN_OK)
+		*ptr = cpu_buf(*out)->data;
+	return st;
+}
+
+static enum tern_status cpu_mark(struct tern_backend *be, uint64_t *mark)
+{
+	*mark = ++cpu_be(be)->marks;
+	return TERN_OK;
+}
+
+static enum tern_status cpu_copy_async(struct tern_backend *be, struct tern_view dst, struct tern_view src,
+				       uint64_t after, uint64_t *ticket)
+{
+	struct cpu_backend *c = cpu_be(be);
+	*ticket = 0;
+	if (dst.size == 0 || src.size != dst.size)
+		return tern_fail(
+			TERN_E_INVALID,
+			"copy_async: dst is %zu bytes and src %zu; both must be the same nonzero size",
+			dst.size, src.size);
+	if (after > c->marks)
+		return tern_fail(TERN_E_INVALID,
+				 "copy_async: after = %llu, but the last mark is %llu (pass 0 or a mark())",
+				 (unsigned long long)after, (unsigned long long)c->marks);
+	if (src.buf && !cpu_buf(src.buf)->host)
+		return tern_fail(TERN_E_INVALID, "copy_async: src must be a view of a host_alloc buffer");
+	if (dst.buf && cpu_buf(dst.buf)->host)
+		return tern_fail(TERN_E_INVALID,
+				 "copy_async: dst must be a device buffer, not a host_alloc one");
+	void *d, *s;
+	enum tern_status st;
+	if ((st = tern_cpu_view("copy_async", "dst", dst, dst.size, 1, &d, "%zu bytes", dst.size)) ||
+	    (st = tern_cpu_view("copy_async", "src", src, src.size, 1, &s, "%zu bytes", src.size)))
+		return st;
+	memcpy(d, s, dst.size);
+	*ticket = ++c->tickets;
+	return TERN_OK;
+}
+
+static enum tern_status cpu_check_ticket(struct tern_backend *be, const char *what, uint64_t ticket)
+{
+	if (ticket > cpu_be(be)->tickets)
+		return tern_fail(TERN_E_INVALID, "%s: ticket %llu was never issued (the last is %llu)", what,
+				 (unsigned long long)ticket, (unsigned long long)cpu_be(be)->tickets);
+	return TERN_OK;
+}
+
+static enum tern_status cpu_wait_ticket(struct tern_backend *be, uint64_t ticket)
+{
+	return cpu_check_ticket(be, "wait_ticket", ticket);
+}
+
+static enum tern_status cpu_ticket_wait_host(struct tern_backend *be, uint64_t ticket)
+{
+	return cpu_check_ticket(be, "ticket_wait_host", ticket);
+}
+
+/* MemAvailable from /proc/meminfo in bytes; 0 where there is none. */
+static uint64_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	unsigned long long kb = 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb * 1024;
+}
+
+static enum tern_status cpu_memory_info(struct tern_backend *be, uint64_t *budget, uint64_t *usage)
+{
+	uint64_t avail = mem_available();
+	if (avail == 0) { /* not Linux: physical memory instead */
+		long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+		avail = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+	}
+	*usage = cpu_be(be)->used;
+	*budget = avail + *usage;
+	return TERN_OK;
+}
+
 static void cpu_destroy(struct tern_backend *be) { free(be); }
 
 static bool cpu_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
@@ -115,6 +231,12 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.synchronize = cpu_synchronize,
 	.destroy = cpu_destroy,
 	.supports = cpu_supports,
+	.host_alloc = cpu_host_alloc,
+	.mark = cpu_mark,
+	.copy_async = cpu_copy_async,
+	.wait_ticket = cpu_wait_ticket,
+	.ticket_wait_host = cpu_ticket_wait_host,
+	.memory_info = cpu_memory_info,
 	.matmul = tern_cpu_matmul,
 	.matmul_bwd = tern_cpu_matmul_bwd,
 	.gemm = tern_cpu_gemm,
@@ -199,9 +321,10 @@ enum tern_status tern_cpu_create(int device, struct tern_backend **out)
 {
 	if (device != 0)
 		return tern_fail(TERN_E_INVALID, "cpu: there is one device (0), not %d", device);
-	struct tern_backend *be = tern_calloc(1, sizeof *be);
-	if (!be)
+	struct cpu_backend *c = tern_calloc(1, sizeof *c);
+	if (!c)
 		return TERN_E_NOMEM;
+	struct tern_backend *be = &c->base;
 	struct tern_device_info info;
 	cpu_describe(&info);
 	be->vt = &cpu_vtable;

@@ -11,6 +11,7 @@
 struct cpu_buffer {
 	size_t size;
 	unsigned char *data;
+	bool host; /* made by host_alloc: a copy_async source */
 };
 
 static inline struct cpu_buffer *cpu_buf(struct tern_buffer *b) { return (struct cpu_buffer *)(void *)b; }
@@ -61,8 +62,8 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 enum tern_status tern_cpu_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
 				  struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
 enum tern_status tern_cpu_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				      struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
-				      int64_t D, bool accumulate);
+				      struct tern_view x, struct tern_view w, struct tern_view rstd,
+				      int64_t T, int64_t D, bool accumulate);
 enum tern_status tern_cpu_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			       struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
 enum tern_status tern_cpu_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
@@ -75,11 +76,12 @@ enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, str
 
 /* cpu_attention.c */
 enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
-				    struct tern_view q, struct tern_view k, struct tern_view v, struct tern_view seg,
-				    const struct tern_attn_args *a);
+				    struct tern_view q, struct tern_view k, struct tern_view v,
+				    struct tern_view seg, const struct tern_attn_args *a);
 enum tern_status tern_cpu_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 					struct tern_view dv, struct tern_view dout, struct tern_view q,
 					struct tern_view k, struct tern_view v, struct tern_view o,
-					struct tern_view lse, struct tern_view seg, const struct tern_attn_args *a);
+					struct tern_view lse, struct tern_view seg,
+					const struct tern_attn_args *a);
 
 #endif

@@ -4,7 +4,8 @@
  * Sequence: instance -> physical device (by index) -> device + compute queue (+ transfer queue
  * when a separate family exists) -> memory blocks -> buffers -> pipelines (one shared layout:
  * 8 storage buffers + 128 bytes of push constants) -> record dispatches with a global barrier
- * between them -> submit with a fence when someone waits. */
+ * between them -> submit (signalling the compute timeline) when the ring of command buffers
+ * moves on or someone waits; streaming copies on the transfer queue (vk_stream.c). */
 #ifndef TERN_VK_H
 #define TERN_VK_H
 
@@ -35,7 +36,8 @@
 	X(vkEndCommandBuffer) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)               \
 	X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkQueueSubmit)            \
 	X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences) X(vkCreateQueryPool)                \
-	X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)
+	X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)             \
+	X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) X(vkGetSemaphoreCounterValue)
 /* clang-format on */
 
 #define TERN_VK_DECL(name) extern PFN_##name tvk_##name;
@@ -62,6 +64,26 @@ struct tern_buffer {
 	VkDeviceSize size;   /* the size the user asked for */
 	VkDeviceSize alloc;  /* the size taken from the block */
 	bool own_block;      /* a dedicated allocation for a buffer larger than a block */
+	bool host;           /* host_alloc: its own host-visible memory (host_mem), mapped at map */
+	VkDeviceMemory host_mem;
+	void *map;
+};
+
+/* Compute command buffers in flight: recording goes round this ring, each submission signals
+ * the compute timeline, and a command buffer (with its descriptor pool) is reused once the
+ * value it signalled is reached. Transfer command buffers (one copy_async each) likewise. */
+#define TERN_VK_FRAMES 8
+#define TERN_VK_XCMDS 32
+
+struct tern_vk_frame {
+	VkCommandBuffer cmd;
+	VkDescriptorPool pool;
+	uint64_t value; /* compute timeline value its last submission signals; 0: never submitted */
+};
+
+struct tern_vk_xcmd {
+	VkCommandBuffer cmd;
+	uint64_t value; /* transfer timeline value (ticket) its last submission signals */
 };
 
 struct tern_vk_pipeline {
@@ -101,13 +123,36 @@ struct tern_vk {
 
 	VkDescriptorSetLayout dsl;
 	VkPipelineLayout layout;
-	VkDescriptorPool pool;
+	VkDescriptorPool pool; /* the current frame's */
 	uint32_t pool_used, pool_max;
 	VkCommandPool cmd_pool;
-	VkCommandBuffer cmd;
-	VkFence fence;
+	VkCommandBuffer cmd; /* the current frame's */
+	VkFence fence;       /* submissions without timeline semaphores */
 	bool recording;
 	uint32_t ndispatch; /* dispatches recorded in cmd */
+	struct tern_vk_frame frames[TERN_VK_FRAMES];
+	int frame; /* the current frame */
+
+	/* streaming (vk_stream.c). With timeline semaphores (timeline): every compute submission
+	 * signals comp_sem = ++comp_value and waits for xfer_sem >= wait_xfer; every copy_async is
+	 * one submission on xfer_queue (the transfer queue, else the compute queue) that waits for
+	 * comp_sem >= its `after` mark and signals xfer_sem = ++xfer_value (its ticket). Without
+	 * them, copies are synchronous and marks/tickets plain counters. */
+	bool timeline;
+	bool budget_ext; /* VK_EXT_memory_budget enabled */
+	VkSemaphore comp_sem, xfer_sem;
+	uint64_t comp_value, xfer_value, wait_xfer;
+	uint64_t sync_marks; /* marks handed out without timeline semaphores */
+	VkQueue xfer_queue;
+	VkCommandPool xfer_pool;
+	struct tern_vk_xcmd xcmds[TERN_VK_XCMDS];
+	int xnext;
+	uint32_t families[2]; /* queue families buffers are shared by (CONCURRENT when 2) */
+	uint32_t nfamilies;
+	uint32_t host_type;   /* memory type of host_alloc buffers */
+	uint64_t sub_bytes;   /* bytes of live buffers sub-allocated from blocks */
+	uint64_t own_bytes;   /* bytes of live buffers with a block of their own */
+	uint64_t block_bytes; /* bytes of the shared blocks */
 
 	VkQueryPool queries; /* profiling (TERN_PROFILE=1) */
 	bool profile;
@@ -141,7 +186,11 @@ enum tern_status tern_vk_zero(struct tern_backend *be, struct tern_view dst);
 enum tern_status tern_vk_dispatch_init(struct tern_vk *vk);
 void tern_vk_dispatch_free(struct tern_vk *vk);
 enum tern_status tern_vk_begin(struct tern_vk *vk);
-enum tern_status tern_vk_flush(struct tern_vk *vk); /* submit what is recorded and wait */
+enum tern_status tern_vk_flush(struct tern_vk *vk); /* submit what is recorded, wait for all */
+/* Submits what is recorded without waiting (with timeline semaphores; else as flush). */
+enum tern_status tern_vk_submit(struct tern_vk *vk);
+/* Host waits until timeline semaphore sem reaches value. */
+enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_t value);
 enum tern_status tern_vk_synchronize(struct tern_backend *be);
 
 /* Moves a view's start down to the device's storage-buffer offset alignment (growing its size
@@ -157,6 +206,18 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 				  uint32_t gz);
 
 void tern_vk_destroy(struct tern_backend *be);
+
+/* streaming (vk_stream.c; host_alloc in vk_memory.c): contracts in backend.h */
+enum tern_status tern_vk_stream_init(struct tern_vk *vk);
+void tern_vk_stream_free(struct tern_vk *vk);
+enum tern_status tern_vk_host_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out,
+				    void **ptr);
+enum tern_status tern_vk_mark(struct tern_backend *be, uint64_t *mark);
+enum tern_status tern_vk_copy_async(struct tern_backend *be, struct tern_view dst, struct tern_view src,
+				    uint64_t after, uint64_t *ticket);
+enum tern_status tern_vk_wait_ticket(struct tern_backend *be, uint64_t ticket);
+enum tern_status tern_vk_ticket_wait_host(struct tern_backend *be, uint64_t ticket);
+enum tern_status tern_vk_memory_info(struct tern_backend *be, uint64_t *budget, uint64_t *usage);
 
 /* ops (vk_ops.c) */
 extern const struct tern_backend_vtable tern_vk_vtable;
@@ -184,11 +245,12 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 
 /* vk_attention.c: causal GQA attention forward/backward (contracts in backend.h) */
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
-				   struct tern_view q, struct tern_view k, struct tern_view v, struct tern_view seg,
-				   const struct tern_attn_args *a);
+				   struct tern_view q, struct tern_view k, struct tern_view v,
+				   struct tern_view seg, const struct tern_attn_args *a);
 enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 				       struct tern_view dv, struct tern_view dout, struct tern_view q,
 				       struct tern_view k, struct tern_view v, struct tern_view o,
-				       struct tern_view lse, struct tern_view seg, const struct tern_attn_args *a);
+				       struct tern_view lse, struct tern_view seg,
+				       const struct tern_attn_args *a);
 
 #endif

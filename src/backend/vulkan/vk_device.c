@@ -71,9 +71,18 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 		.pEngineName = "tern",
 		.apiVersion = VK_API_VERSION_1_2,
 	};
-	const char *layers[1], *exts[1];
+	const char *layers[1], *exts[2];
 	uint32_t nlayers = 0, nexts = 0;
 	bool validate = vk && env_on("TERN_VALIDATE");
+	/* TERN_VALIDATE_SYNC=1 adds the layer's synchronization validation (slow) */
+	VkValidationFeatureEnableEXT sync_feature =
+		VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+	VkValidationFeaturesEXT features = {
+		.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+		.enabledValidationFeatureCount = 1,
+		.pEnabledValidationFeatures = &sync_feature,
+	};
+	bool validate_sync = validate && env_on("TERN_VALIDATE_SYNC");
 	if (validate) {
 		if (!has_layer("VK_LAYER_KHRONOS_validation"))
 			return tern_fail(
@@ -82,6 +91,8 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 				"(apt-get install vulkan-validationlayers)");
 		layers[nlayers++] = "VK_LAYER_KHRONOS_validation";
 		exts[nexts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+		if (validate_sync)
+			exts[nexts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
 	}
 	VkDebugUtilsMessengerCreateInfoEXT dbg = {
 		.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
@@ -92,9 +103,12 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 		.pfnUserCallback = on_debug,
 		.pUserData = vk,
 	};
+	features.pNext = &dbg; /* the messenger also sees instance creation */
 	VkInstanceCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-		.pNext = validate ? &dbg : NULL,
+		.pNext = validate_sync ? (const void *)&features
+			 : validate    ? (const void *)&dbg
+				       : NULL,
 		.pApplicationInfo = &app,
 		.enabledLayerCount = nlayers,
 		.ppEnabledLayerNames = layers,
@@ -115,7 +129,8 @@ static enum tern_status create_instance(struct tern_vk *vk, VkInstance *out)
 			tvk_vkDestroyInstance(*out, NULL);
 			return st;
 		}
-		tern_log(TERN_LOG_INFO, "vulkan: validation layer enabled");
+		tern_log(TERN_LOG_INFO, "vulkan: validation layer enabled%s",
+			 validate_sync ? " (with synchronization validation)" : "");
 	}
 	return TERN_OK;
 }
@@ -227,6 +242,7 @@ static void describe(VkPhysicalDevice pd, int index, struct tern_device_info *d)
 				 (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
 	d->timestamps = p->limits.timestampComputeAndGraphics;
 	d->memory_budget = has_device_ext(pd, "VK_EXT_memory_budget");
+	d->timeline_semaphores = f12.timelineSemaphore && !env_on("TERN_VK_NO_TIMELINE");
 	uint32_t cf, tf;
 	queue_families(pd, &cf, &tf);
 	d->transfer_queue = tf != UINT32_MAX;
@@ -312,6 +328,7 @@ void tern_vk_destroy(struct tern_backend *be)
 						 vk->pipes[i].ns * 1e-6);
 		}
 		tern_vk_buffer_free(be, vk->ce_scratch);
+		tern_vk_stream_free(vk);
 		tern_vk_dispatch_free(vk);
 		tern_vk_memory_free(vk);
 		tvk_vkDestroyDevice(vk->device, NULL);
@@ -386,10 +403,25 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	VkDeviceQueueCreateInfo qcis[2] = {qci, qci};
 	qcis[1].queueFamilyIndex = vk->transfer_family;
 	bool has_transfer = vk->transfer_family != UINT32_MAX;
+	/* timeline semaphores order streaming copies against compute (TERN_VK_NO_TIMELINE=1 turns
+	 * them off to exercise the synchronous fallback) */
+	vk->timeline = info.timeline_semaphores;
+	VkPhysicalDeviceVulkan12Features f12 = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+		.timelineSemaphore = vk->timeline,
+	};
+	const char *dexts[1];
+	uint32_t ndexts = 0;
+	vk->budget_ext = info.memory_budget;
+	if (vk->budget_ext)
+		dexts[ndexts++] = "VK_EXT_memory_budget";
 	VkDeviceCreateInfo dci = {
 		.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+		.pNext = &f12,
 		.queueCreateInfoCount = has_transfer ? 2 : 1,
 		.pQueueCreateInfos = qcis,
+		.enabledExtensionCount = ndexts,
+		.ppEnabledExtensionNames = dexts,
 	};
 	if ((st = tern_vk_check(tvk_vkCreateDevice(vk->phys, &dci, NULL, &vk->device), "vkCreateDevice")))
 		goto fail;
@@ -397,6 +429,11 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	tvk_vkGetDeviceQueue(vk->device, vk->compute_family, 0, &vk->queue);
 	if (has_transfer)
 		tvk_vkGetDeviceQueue(vk->device, vk->transfer_family, 0, &vk->transfer_queue);
+	/* buffers a transfer-queue copy writes are shared by both families (no ownership moves) */
+	vk->families[0] = vk->compute_family;
+	vk->nfamilies = 1;
+	if (has_transfer && vk->timeline)
+		vk->families[vk->nfamilies++] = vk->transfer_family;
 
 	for (const struct tern_spirv *s = tern_spirv_table; s->name; s++)
 		vk->npipes++;
@@ -409,7 +446,8 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 		vk->pipes[i].spv = &tern_spirv_table[i];
 	vk->profile = env_on("TERN_PROFILE") && info.timestamps;
 
-	if ((st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)))
+	if ((st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
+	    (st = tern_vk_stream_init(vk)))
 		goto fail;
 	free(pds);
 	tern_log(TERN_LOG_INFO, "vulkan: device %d: %s", device, vk->base.device_name);

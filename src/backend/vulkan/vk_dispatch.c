@@ -1,9 +1,11 @@
 /* Pipelines, descriptor sets, command recording, barriers, submission and timestamps.
  *
  * Every pipeline shares one layout (8 storage buffers, 128 bytes of push constants), so one
- * descriptor pool and one helper serve all ops. Work is recorded into one command buffer and
- * submitted only when the host needs a result (download, upload, synchronize) or the descriptor
- * pool is full. */
+ * descriptor pool layout and one helper serve all ops. Work is recorded into one command buffer
+ * and submitted when the host needs a result (download, upload, synchronize), a streaming mark
+ * or wait asks for it, or the descriptor pool is full. With timeline semaphores submissions do
+ * not wait: command buffers and descriptor pools go round a ring of TERN_VK_FRAMES frames, each
+ * reused once the compute timeline value it signalled is reached. */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -51,9 +53,6 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 		.poolSizeCount = 1,
 		.pPoolSizes = &ps,
 	};
-	if ((st = tern_vk_check(tvk_vkCreateDescriptorPool(vk->device, &pci, NULL, &vk->pool),
-				"descriptor pool")))
-		return st;
 	vk->pool_max = POOL_SETS;
 	VkCommandPoolCreateInfo cpi = {
 		.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -63,17 +62,42 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 	if ((st = tern_vk_check(tvk_vkCreateCommandPool(vk->device, &cpi, NULL, &vk->cmd_pool),
 				"command pool")))
 		return st;
-	VkCommandBufferAllocateInfo cai = {
-		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-		.commandPool = vk->cmd_pool,
-		.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-		.commandBufferCount = 1,
-	};
-	if ((st = tern_vk_check(tvk_vkAllocateCommandBuffers(vk->device, &cai, &vk->cmd), "command buffer")))
-		return st;
+	/* one frame without timeline semaphores (every submission waits), a ring with them */
+	int nframes = vk->timeline ? TERN_VK_FRAMES : 1;
+	for (int i = 0; i < nframes; i++) {
+		struct tern_vk_frame *f = &vk->frames[i];
+		if ((st = tern_vk_check(tvk_vkCreateDescriptorPool(vk->device, &pci, NULL, &f->pool),
+					"descriptor pool")))
+			return st;
+		VkCommandBufferAllocateInfo cai = {
+			.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+			.commandPool = vk->cmd_pool,
+			.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+			.commandBufferCount = 1,
+		};
+		if ((st = tern_vk_check(tvk_vkAllocateCommandBuffers(vk->device, &cai, &f->cmd),
+					"command buffer")))
+			return st;
+	}
+	vk->frame = 0;
+	vk->cmd = vk->frames[0].cmd;
+	vk->pool = vk->frames[0].pool;
 	VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
 	if ((st = tern_vk_check(tvk_vkCreateFence(vk->device, &fci, NULL, &vk->fence), "fence")))
 		return st;
+	if (vk->timeline) {
+		VkSemaphoreTypeCreateInfo tci = {
+			.sType = VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO,
+			.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE,
+			.initialValue = 0,
+		};
+		VkSemaphoreCreateInfo sci = {.sType = VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO, .pNext = &tci};
+		if ((st = tern_vk_check(tvk_vkCreateSemaphore(vk->device, &sci, NULL, &vk->comp_sem),
+					"timeline semaphore")) ||
+		    (st = tern_vk_check(tvk_vkCreateSemaphore(vk->device, &sci, NULL, &vk->xfer_sem),
+					"timeline semaphore")))
+			return st;
+	}
 	if (vk->profile) {
 		VkQueryPoolCreateInfo qci = {
 			.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -115,8 +139,13 @@ void tern_vk_dispatch_free(struct tern_vk *vk)
 		tvk_vkDestroyFence(vk->device, vk->fence, NULL);
 	if (vk->cmd_pool)
 		tvk_vkDestroyCommandPool(vk->device, vk->cmd_pool, NULL);
-	if (vk->pool)
-		tvk_vkDestroyDescriptorPool(vk->device, vk->pool, NULL);
+	for (int i = 0; i < TERN_VK_FRAMES; i++)
+		if (vk->frames[i].pool)
+			tvk_vkDestroyDescriptorPool(vk->device, vk->frames[i].pool, NULL);
+	if (vk->comp_sem)
+		tvk_vkDestroySemaphore(vk->device, vk->comp_sem, NULL);
+	if (vk->xfer_sem)
+		tvk_vkDestroySemaphore(vk->device, vk->xfer_sem, NULL);
 	if (vk->layout)
 		tvk_vkDestroyPipelineLayout(vk->device, vk->layout, NULL);
 	if (vk->dsl)
@@ -143,19 +172,62 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 		}
 		return TERN_OK;
 	}
+	/* the next frame of the ring, once the GPU is done with what it last held (without
+	 * timeline semaphores every submission was waited for) */
+	enum tern_status st;
+	if (vk->timeline) {
+		vk->frame = (vk->frame + 1) % TERN_VK_FRAMES;
+		if ((st = tern_vk_wait_value(vk, vk->comp_sem, vk->frames[vk->frame].value)))
+			return st;
+	}
+	struct tern_vk_frame *f = &vk->frames[vk->frame];
+	vk->cmd = f->cmd;
+	vk->pool = f->pool;
+	tvk_vkResetCommandBuffer(vk->cmd, 0);
+	tvk_vkResetDescriptorPool(vk->device, vk->pool, 0);
+	vk->pool_used = 0;
 	VkCommandBufferBeginInfo bi = {
 		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
 		.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
 	};
-	enum tern_status st = tern_vk_check(tvk_vkBeginCommandBuffer(vk->cmd, &bi), "vkBeginCommandBuffer");
-	if (st)
+	if ((st = tern_vk_check(tvk_vkBeginCommandBuffer(vk->cmd, &bi), "vkBeginCommandBuffer")))
 		return st;
 	if (vk->profile)
 		tvk_vkCmdResetQueryPool(vk->cmd, vk->queries, 0, vk->max_queries);
+	if (vk->timeline && vk->comp_value) {
+		/* earlier submissions may still run: order this one after them (a pipeline barrier's
+		 * first scope reaches back over earlier submissions to the same queue) */
+		VkMemoryBarrier mb = {
+			.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+			.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+			.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+					 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+		};
+		VkPipelineStageFlags stages =
+			VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+		tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+	}
 	vk->recording = true;
 	vk->ndispatch = 0;
 	vk->nqueries = 0;
 	return TERN_OK;
+}
+
+enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_t value)
+{
+	if (value == 0)
+		return TERN_OK;
+	VkSemaphoreWaitInfo wi = {
+		.sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO,
+		.semaphoreCount = 1,
+		.pSemaphores = &sem,
+		.pValues = &value,
+	};
+	enum tern_status st =
+		tern_vk_check(tvk_vkWaitSemaphores(vk->device, &wi, UINT64_MAX), "vkWaitSemaphores");
+	if (st)
+		vk->failed = true;
+	return st;
 }
 
 static void read_timestamps(struct tern_vk *vk)
@@ -173,7 +245,7 @@ static void read_timestamps(struct tern_vk *vk)
 	free(t);
 }
 
-enum tern_status tern_vk_flush(struct tern_vk *vk)
+enum tern_status tern_vk_submit(struct tern_vk *vk)
 {
 	if (!vk->recording)
 		return TERN_OK;
@@ -186,24 +258,60 @@ enum tern_status tern_vk_flush(struct tern_vk *vk)
 		.commandBufferCount = 1,
 		.pCommandBuffers = &vk->cmd,
 	};
-	if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, vk->fence), "vkQueueSubmit")))
-		goto fail;
-	if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX),
-				"vkWaitForFences")))
-		goto fail;
-	tvk_vkResetFences(vk->device, 1, &vk->fence);
-	tvk_vkResetCommandBuffer(vk->cmd, 0);
-	tvk_vkResetDescriptorPool(vk->device, vk->pool, 0);
-	vk->pool_used = 0;
+	if (!vk->timeline) {
+		if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, vk->fence), "vkQueueSubmit")))
+			goto fail;
+		if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX),
+					"vkWaitForFences")))
+			goto fail;
+		tvk_vkResetFences(vk->device, 1, &vk->fence);
+	} else {
+		/* signal the compute timeline; wait (on the device) for the copies asked for */
+		uint64_t signal = vk->comp_value + 1, wait = vk->wait_xfer;
+		VkPipelineStageFlags wait_stage =
+			VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+		VkTimelineSemaphoreSubmitInfo ti = {
+			.sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+			.waitSemaphoreValueCount = wait ? 1 : 0,
+			.pWaitSemaphoreValues = &wait,
+			.signalSemaphoreValueCount = 1,
+			.pSignalSemaphoreValues = &signal,
+		};
+		si.pNext = &ti;
+		si.waitSemaphoreCount = wait ? 1 : 0;
+		si.pWaitSemaphores = &vk->xfer_sem;
+		si.pWaitDstStageMask = &wait_stage;
+		si.signalSemaphoreCount = 1;
+		si.pSignalSemaphores = &vk->comp_sem;
+		if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, VK_NULL_HANDLE),
+					"vkQueueSubmit")))
+			goto fail;
+		vk->comp_value = signal;
+		vk->frames[vk->frame].value = signal;
+		/* timestamps share one query pool: read them before the next frame resets it */
+		if (vk->profile && (st = tern_vk_wait_value(vk, vk->comp_sem, signal)))
+			return st;
+	}
 	if (vk->profile)
 		read_timestamps(vk);
-	if (vk->validation_messages)
-		return tern_fail(TERN_E_VALIDATION, "vulkan: the validation layer reported %llu message(s)",
-				 (unsigned long long)vk->validation_messages);
 	return TERN_OK;
 fail:
 	vk->failed = true;
 	return st;
+}
+
+enum tern_status tern_vk_flush(struct tern_vk *vk)
+{
+	enum tern_status st = tern_vk_submit(vk);
+	if (st)
+		return st;
+	if (vk->timeline && ((st = tern_vk_wait_value(vk, vk->comp_sem, vk->comp_value)) ||
+			     (st = tern_vk_wait_value(vk, vk->xfer_sem, vk->xfer_value))))
+		return st;
+	if (vk->validation_messages)
+		return tern_fail(TERN_E_VALIDATION, "vulkan: the validation layer reported %llu message(s)",
+				 (unsigned long long)vk->validation_messages);
+	return TERN_OK;
 }
 
 enum tern_status tern_vk_synchronize(struct tern_backend *be)
@@ -309,7 +417,7 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 	if (st)
 		return st;
 	if (vk->pool_used == vk->pool_max || (vk->profile && vk->nqueries + 2 > vk->max_queries))
-		if ((st = tern_vk_flush(vk)))
+		if ((st = tern_vk_submit(vk)))
 			return st;
 	if ((st = tern_vk_begin(vk)))
 		return st;

@@ -158,7 +158,10 @@ static enum tern_status make_buffer(struct tern_vk *vk, VkDeviceSize size, VkBuf
 		.size = size,
 		.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
 			 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-		.sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+		/* shared by the compute and transfer families when streaming uses both */
+		.sharingMode = vk->nfamilies > 1 ? VK_SHARING_MODE_CONCURRENT : VK_SHARING_MODE_EXCLUSIVE,
+		.queueFamilyIndexCount = vk->nfamilies > 1 ? vk->nfamilies : 0,
+		.pQueueFamilyIndices = vk->families,
 	};
 	enum tern_status st =
 		tern_vk_check(tvk_vkCreateBuffer(vk->device, &bci, NULL, buf), "vkCreateBuffer");
@@ -217,10 +220,15 @@ enum tern_status tern_vk_buffer_alloc(struct tern_backend *be, size_t size, stru
 			if ((st = block_new(vk, vk->block_size, &nb)))
 				goto fail;
 			vk->blocks[vk->nblocks++] = nb;
+			vk->block_bytes += nb->size;
 			block_take(nb, req.size, align, &b->offset);
 			b->block = nb;
 		}
 	}
+	if (b->own_block)
+		vk->own_bytes += b->alloc;
+	else
+		vk->sub_bytes += b->alloc;
 	st = tern_vk_check(tvk_vkBindBufferMemory(vk->device, b->buffer, b->block->mem, b->offset),
 			   "vkBindBufferMemory");
 	if (st)
@@ -241,27 +249,95 @@ void tern_vk_buffer_free(struct tern_backend *be, struct tern_buffer *b)
 	struct tern_vk *vk = tern_vk_of(be);
 	if (!b)
 		return;
-	/* the GPU may still use it in recorded work */
-	if (vk->recording)
+	/* the GPU may still use it in recorded or submitted work, or a copy */
+	if (vk->recording || vk->timeline)
 		tern_vk_flush(vk);
 	if (b->buffer)
 		tvk_vkDestroyBuffer(vk->device, b->buffer, NULL);
+	if (b->host_mem)
+		tvk_vkFreeMemory(vk->device, b->host_mem, NULL);
 	if (b->block) {
-		if (b->own_block)
+		if (b->own_block) {
 			block_free(vk, b->block);
-		else
+			vk->own_bytes -= b->alloc;
+		} else {
 			block_give(b->block, b->offset, b->alloc);
+			vk->sub_bytes -= b->alloc;
+		}
 	}
 	free(b);
 }
 
 static enum tern_status check_view(struct tern_view v, const char *what)
 {
-	if (!v.buf || v.off + v.size > v.buf->size)
+	if (!v.buf || v.off > v.buf->size || v.size > v.buf->size - v.off)
 		return tern_fail(TERN_E_INVALID,
 				 "vulkan: %s: view [%zu, +%zu) outside its buffer of %zu bytes", what, v.off,
 				 v.size, v.buf ? (size_t)v.buf->size : (size_t)0);
+	if (v.buf->host)
+		return tern_fail(TERN_E_INVALID,
+				 "vulkan: %s: the view is of a host_alloc buffer (write it through its "
+				 "mapping; only copy_async reads it)",
+				 what);
 	return TERN_OK;
+}
+
+enum tern_status tern_vk_host_alloc(struct tern_backend *be, size_t size, struct tern_buffer **out,
+				    void **ptr)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	*out = NULL;
+	*ptr = NULL;
+	if (vk->failed)
+		return tern_fail(TERN_E_DEVICE, "vulkan: the device failed earlier");
+	if (size == 0)
+		return tern_fail(TERN_E_INVALID, "host_alloc: size 0; a host buffer needs at least one byte");
+	if (vk->host_type == UINT32_MAX)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: host_alloc: no host-visible coherent memory type");
+	struct tern_buffer *b = tern_calloc(1, sizeof *b);
+	if (!b)
+		return TERN_E_NOMEM;
+	b->host = true;
+	b->size = size;
+	VkMemoryRequirements req;
+	enum tern_status st = make_buffer(vk, tern_align_up(size, 4), &b->buffer, &req);
+	if (st)
+		goto fail;
+	if (!(req.memoryTypeBits & (1u << vk->host_type))) {
+		st = tern_fail(TERN_E_DEVICE, "vulkan: host_alloc: buffer cannot live in memory type %u",
+			       vk->host_type);
+		goto fail;
+	}
+	VkMemoryAllocateInfo ai = {
+		.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+		.allocationSize = req.size,
+		.memoryTypeIndex = vk->host_type,
+	};
+	VkResult r = tvk_vkAllocateMemory(vk->device, &ai, NULL, &b->host_mem);
+	if (r != VK_SUCCESS) {
+		st = tern_fail(
+			r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
+				? TERN_E_NOMEM
+				: TERN_E_DEVICE,
+			"vulkan: host_alloc: cannot allocate %.1f MiB of host-visible memory (VkResult %d)",
+			(double)size / (1 << 20), (int)r);
+		b->host_mem = VK_NULL_HANDLE;
+		goto fail;
+	}
+	if ((st = tern_vk_check(tvk_vkBindBufferMemory(vk->device, b->buffer, b->host_mem, 0),
+				"vkBindBufferMemory")) ||
+	    (st = tern_vk_check(tvk_vkMapMemory(vk->device, b->host_mem, 0, VK_WHOLE_SIZE, 0, &b->map),
+				"vkMapMemory")))
+		goto fail;
+	memset(b->map, 0, size);
+	b->alloc = req.size;
+	*out = b;
+	*ptr = b->map;
+	return TERN_OK;
+fail:
+	tern_vk_buffer_free(be, b);
+	return st;
 }
 
 static enum tern_status copy_staged(struct tern_vk *vk, struct tern_view v, void *host, bool up)
@@ -367,6 +443,11 @@ enum tern_status tern_vk_memory_init(struct tern_vk *vk)
 		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: no memory type for storage buffers");
 	VkMemoryPropertyFlags f = vk->memprops.memoryTypes[vk->mem_type].propertyFlags;
 	vk->mem_mappable = (f & visible) == visible;
+	/* host_alloc: host memory the DMA engine reads, preferably not device-local (that is the
+	 * scarce resource streaming saves) */
+	vk->host_type = find_type(vk, req.memoryTypeBits, visible, local);
+	if (vk->host_type == UINT32_MAX)
+		vk->host_type = find_type(vk, req.memoryTypeBits, visible, 0);
 	vk->block_size = TERN_VK_BLOCK < vk->max_alloc ? TERN_VK_BLOCK : vk->max_alloc;
 
 	if (!vk->mem_mappable) {

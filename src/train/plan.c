@@ -1,0 +1,452 @@
+/* The residency planner: see include/tern/plan.h and train/plan.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "train/plan.h"
+
+#include "model/model.h"
+#include "model/pack.h"
+#include "train/adapter.h"
+#include "train/net.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB ((uint64_t)1 << 20)
+#define GIB ((uint64_t)1 << 30)
+#define CE_CHUNK_BYTES ((int64_t)64 << 20) /* src/backend/vulkan/vk_loss.c */
+#define CE_MAX_CHUNK 4096
+#define SMALL_ALIGN 256     /* src/train/net.c: views in the small fp32 block */
+#define PACK_KEY_ABOUT 4096 /* the pack key's JSON text, about */
+
+const char *tern_plan_tier_name(enum tern_plan_tier t)
+{
+	static const char *const n[TERN_PLAN_TIERS] = {"device", "host", "disk"};
+	return (unsigned)t < TERN_PLAN_TIERS ? n[t] : "?";
+}
+
+void tern_plan_fmt(char *buf, size_t size, uint64_t b)
+{
+	if (b >= GIB)
+		snprintf(buf, size, "%.2f GiB", (double)b / (double)GIB);
+	else if (b >= MIB)
+		snprintf(buf, size, "%.1f MiB", (double)b / (double)MIB);
+	else if (b >= 1024)
+		snprintf(buf, size, "%.1f KiB", (double)b / 1024.0);
+	else
+		snprintf(buf, size, "%" PRIu64 " bytes", b);
+}
+
+uint64_t tern_plan_device_auto(uint64_t heap)
+{
+	uint64_t m = heap / 10 > TERN_PLAN_DEVICE_MARGIN_MIN ? heap / 10 : TERN_PLAN_DEVICE_MARGIN_MIN;
+	return heap > m ? heap - m : 0;
+}
+
+uint64_t tern_plan_host_auto_from(uint64_t avail)
+{
+	uint64_t m = avail / 10 > TERN_PLAN_HOST_MARGIN_MIN ? avail / 10 : TERN_PLAN_HOST_MARGIN_MIN;
+	return avail > m ? avail - m : 0;
+}
+
+enum tern_status tern_plan_host_auto(uint64_t *bytes)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return tern_fail(TERN_E_UNAVAILABLE,
+				 "host_memory: auto reads MemAvailable from /proc/meminfo, which cannot be "
+				 "opened; give a size (--host-memory 32GB or host_memory: 32GB)");
+	char line[256];
+	unsigned long long kb = 0;
+	bool found = false;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			found = true;
+			break;
+		}
+	fclose(f);
+	if (!found)
+		return tern_fail(TERN_E_UNAVAILABLE,
+				 "host_memory: auto found no MemAvailable line in /proc/meminfo; give a size "
+				 "(--host-memory 32GB or host_memory: 32GB)");
+	*bytes = tern_plan_host_auto_from((uint64_t)kb * 1024);
+	return TERN_OK;
+}
+
+enum tern_base_format tern_plan_format(const struct tern_model_config *mc, const struct tern_config *cfg)
+{
+	enum tern_base_format f = cfg->base_format;
+	if (f != TERN_FORMAT_AUTO)
+		return f;
+	if (mc->qmethod == TERN_QMETHOD_BNB_4BIT)
+		return mc->bnb_double_quant ? TERN_FORMAT_NF4_DQ : TERN_FORMAT_NF4;
+	if (mc->qmethod == TERN_QMETHOD_NONE)
+		return mc->dtype == TERN_F32   ? TERN_FORMAT_F32
+		       : mc->dtype == TERN_F16 ? TERN_FORMAT_F16
+					       : TERN_FORMAT_BF16;
+	return TERN_FORMAT_NF4_DQ; /* quantize on load (tern_model_open's default) */
+}
+
+unsigned tern_plan_modules(const struct tern_config *cfg)
+{
+	unsigned m = 0;
+	if (cfg->lora_target_linear)
+		m = (1u << TERN_MOD_COUNT) - 1;
+	for (int i = 0; i < cfg->n_target_modules; i++) {
+		enum tern_module mo;
+		if (tern_module_parse(cfg->lora_target_modules[i], &mo))
+			m |= 1u << mo;
+	}
+	return m;
+}
+
+static enum tern_dtype format_dtype(enum tern_base_format f)
+{
+	switch (f) {
+	case TERN_FORMAT_NF4: return TERN_NF4;
+	case TERN_FORMAT_NF4_DQ: return TERN_NF4_DQ;
+	case TERN_FORMAT_TERNARY: return TERN_TERNARY;
+	case TERN_FORMAT_F16: return TERN_F16;
+	case TERN_FORMAT_F32: return TERN_F32;
+	default: return TERN_BF16;
+	}
+}
+
+/* Bytes of a tensor inside its pack group: each part 256-aligned (tern_pack_build_begin). */
+static uint64_t pack_tensor_bytes(enum tern_dtype dt, int64_t O, int64_t I)
+{
+	uint64_t s[3], b = 0;
+	tern_pack_part_sizes(dt, O, I, 64, s);
+	for (int k = 0; k < 3; k++)
+		b += tern_align_up(s[k], TERN_PACK_ALIGN);
+	return b;
+}
+
+static void item(struct tern_plan_item *it, int *n, int max, uint64_t bytes, const char *fmt, ...)
+	TERN_PRINTF(5, 6);
+static void item(struct tern_plan_item *it, int *n, int max, uint64_t bytes, const char *fmt, ...)
+{
+	if (*n >= max || bytes == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(it[*n].name, sizeof it[*n].name, fmt, ap);
+	va_end(ap);
+	it[*n].bytes = bytes;
+	(*n)++;
+}
+
+static bool is_mlp_proj(enum tern_role r)
+{
+	return r == TERN_ROLE_GATE || r == TERN_ROLE_UP || r == TERN_ROLE_DOWN;
+}
+
+/* A layer range "3-17" or "5" into buf. */
+static void range_str(char *buf, size_t size, const struct tern_plan *p, enum tern_plan_tier t)
+{
+	int64_t first = -1, last = -1;
+	for (int64_t l = 0; l < p->L; l++)
+		if (p->tier[l] == t) {
+			if (first < 0)
+				first = l;
+			last = l;
+		}
+	if (first < 0)
+		snprintf(buf, size, "none");
+	else if (first == last)
+		snprintf(buf, size, "layer %" PRId64, first);
+	else
+		snprintf(buf, size, "layers %" PRId64 "-%" PRId64, first, last);
+}
+
+enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
+				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
+{
+	int depth = out->prefetch_depth > 0 ? out->prefetch_depth : TERN_PLAN_DEFAULT_DEPTH;
+	struct tern_plan keep = *out; /* the auto-budget fields the caller may have set */
+	memset(out, 0, sizeof *out);
+	out->prefetch_depth = depth;
+	out->device_auto = keep.device_auto;
+	out->host_auto = keep.host_auto;
+	out->device_detected = keep.device_detected;
+	memcpy(out->device_name, keep.device_name, sizeof out->device_name);
+	const char *file = cfg->file ? cfg->file : "config";
+	if (mc->L < 1 || mc->L > TERN_PLAN_MAX_LAYERS)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: num_hidden_layers %lld: the planner handles 1 to %d layers", file,
+				 (long long)mc->L, TERN_PLAN_MAX_LAYERS);
+	if (depth > 64)
+		return tern_fail(TERN_E_INVALID, "plan: prefetch depth %d out of range (allowed: 1..64)",
+				 depth);
+	bool moe = mc->arch == TERN_ARCH_MIXTRAL && mc->E > 0;
+	int64_t E = moe ? mc->E : 1, L = mc->L;
+	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
+	enum tern_base_format fmt = tern_plan_format(mc, cfg);
+	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
+	snprintf(out->model_type, sizeof out->model_type, "%s", mc->model_type);
+	snprintf(out->format, sizeof out->format, "%s", tern_base_format_name(fmt));
+	out->L = L;
+	out->E = moe ? mc->E : 0;
+	out->top_k = moe ? mc->top_k : 0;
+	out->T = T;
+	out->accum = cfg->gradient_accumulation_steps;
+	out->device_budget = device_budget;
+	out->host_budget = host_budget;
+
+	/* ---- the pack groups, from the tensor map ---- */
+	struct tern_tensor_spec *spec = NULL;
+	size_t ns = 0;
+	enum tern_status st = tern_model_tensor_map(mc, &spec, &ns);
+	if (st)
+		return st;
+	uint64_t embed = 0, head = 0, fnorm = 0, small = 0;
+	size_t n_layer0 = 0;
+	for (size_t i = 0; i < ns; i++) {
+		const struct tern_tensor_spec *s = &spec[i];
+		bool proj = tern_role_is_proj(s->role);
+		uint64_t b = pack_tensor_bytes(proj ? pdt : odt, s->shape[0], s->shape[1]);
+		if (s->layer < 0) {
+			if (s->role == TERN_ROLE_EMBED)
+				embed = b;
+			else if (s->role == TERN_ROLE_HEAD)
+				head = b;
+			else
+				fnorm = b;
+			continue;
+		}
+		if (s->layer != 0)
+			continue;
+		n_layer0++;
+		out->layer_bytes += b * (uint64_t)(moe && is_mlp_proj(s->role) ? E : 1);
+		if (!proj) /* its fp32 copy in the small block, per layer */
+			small += tern_align_up((uint64_t)s->shape[0] * 4, SMALL_ALIGN) * (uint64_t)L;
+	}
+	free(spec);
+	if (moe) { /* the router: block_sparse_moe.gate.weight [E, D], kept at the checkpoint dtype */
+		out->layer_bytes += pack_tensor_bytes(odt, mc->E, mc->D);
+		n_layer0 += 3 * (size_t)(E - 1) + 1;
+	}
+	out->global_bytes = embed + head + fnorm;
+	uint64_t meta = TERN_PACK_HEADER + (n_layer0 * (uint64_t)L + 3) * TERN_PACK_RECORD +
+			16 * (uint64_t)(L + 1) + PACK_KEY_ABOUT;
+	out->pack_bytes = tern_align_up(meta, TERN_PACK_PAGE) +
+			  tern_align_up(out->global_bytes, TERN_PACK_PAGE) +
+			  tern_align_up(out->layer_bytes, TERN_PACK_PAGE) * (uint64_t)L;
+	/* the rest of the small block: final norm, inv_freq [Dh/2], ones [T] */
+	small += tern_align_up((uint64_t)mc->D * 4, SMALL_ALIGN) +
+		 tern_align_up((uint64_t)(mc->Dh / 2) * 4, SMALL_ALIGN) +
+		 tern_align_up((uint64_t)T * 4, SMALL_ALIGN);
+
+	/* ---- LoRA and activations: tern_net_sizes (Mixtral: the MLP modules once per expert; the
+	 * MLP activations of top_k experts per token, as an FFN of width top_k · F) ---- */
+	unsigned mods = tern_plan_modules(cfg);
+	struct tern_net_opts no = {
+		.R = cfg->lora_r, .modules = mods, .T = T, .checkpointing = cfg->gradient_checkpointing};
+	struct tern_net_sizes ns_all;
+	if ((st = tern_net_sizes(mc, &no, &ns_all)))
+		return st;
+	uint64_t lora = ns_all.lora, act = ns_all.act;
+	int64_t params = ns_all.params;
+	if (moe) {
+		unsigned mlp = mods & ((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
+		struct tern_net_opts nm = no, na = no;
+		nm.modules = mlp;
+		na.modules = mods & ~mlp;
+		struct tern_net_sizes sm, sa, sk;
+		struct tern_model_config wide = *mc;
+		wide.F = mc->F * (mc->top_k > 0 ? mc->top_k : 1);
+		if ((st = tern_net_sizes(mc, &nm, &sm)) || (st = tern_net_sizes(mc, &na, &sa)) ||
+		    (st = tern_net_sizes(&wide, &no, &sk)))
+			return st;
+		lora = sa.lora + (uint64_t)E * sm.lora;
+		params = sa.params + E * sm.params;
+		act = sk.act;
+	}
+	out->lora_params = params;
+
+	/* ---- fixed device costs ---- */
+	struct tern_plan_item *fx = out->fixed;
+	int *nf = &out->n_fixed;
+	const char *dn = tern_dtype_name(odt);
+	item(fx, nf, TERN_PLAN_ITEMS, embed, "embeddings [%lld, %lld] %s", (long long)mc->V, (long long)mc->D,
+	     dn);
+	item(fx, nf, TERN_PLAN_ITEMS, head, "lm_head [%lld, %lld] %s", (long long)mc->V, (long long)mc->D,
+	     dn);
+	item(fx, nf, TERN_PLAN_ITEMS, fnorm, "final norm [%lld] %s", (long long)mc->D, dn);
+	item(fx, nf, TERN_PLAN_ITEMS, small, "fp32 norms, biases, inv_freq, ones");
+	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA parameters (%lld, r %lld)", (long long)params,
+	     (long long)cfg->lora_r);
+	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA gradients");
+	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW first moments");
+	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
+	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s)", (long long)T,
+	     cfg->gradient_checkpointing ? ", checkpointed" : "");
+	{
+		int64_t tc = CE_CHUNK_BYTES / (4 * (mc->V > 0 ? mc->V : 1));
+		tc = tc > CE_MAX_CHUNK ? CE_MAX_CHUNK : tc;
+		tc = tc > T ? T : tc;
+		tc = tc < 1 ? 1 : tc;
+		item(fx, nf, TERN_PLAN_ITEMS, (uint64_t)(tc * mc->V) * 4 + 256 + (uint64_t)tc * 4,
+		     "ce_loss scratch (%lld tokens x %lld logits)", (long long)tc, (long long)mc->V);
+	}
+	item(fx, nf, TERN_PLAN_ITEMS, TERN_PLAN_BACKEND_RESERVE, "backend reserve (own buffers, rounding)");
+	for (int i = 0; i < *nf; i++)
+		out->fixed_bytes += fx[i].bytes;
+
+	/* ---- host reserve ---- */
+	item(out->host_reserve, &out->n_host_reserve, 4, TERN_PLAN_HOST_RESERVE,
+	     "tern, tokenized data, staging, page cache");
+	item(out->host_reserve, &out->n_host_reserve, 4, lora / 4 * 3,
+	     "LoRA host copy (parameters, moments)");
+	for (int i = 0; i < out->n_host_reserve; i++)
+		out->host_reserve_bytes += out->host_reserve[i].bytes;
+
+	/* ---- placement ---- */
+	uint64_t lb = out->layer_bytes, Lu = (uint64_t)L, slots = (uint64_t)depth + 1;
+	out->all_device = out->fixed_bytes + Lu * lb;
+	uint64_t stream_min = out->fixed_bytes + slots * lb;
+	out->min_device = stream_min < out->all_device ? stream_min : out->all_device;
+	out->loads_per_micro = 2;
+	char a[32], b[32], c[32], d[32];
+	if (device_budget < out->min_device) {
+		tern_plan_fmt(a, sizeof a, device_budget);
+		tern_plan_fmt(b, sizeof b, out->min_device);
+		tern_plan_fmt(c, sizeof c, out->fixed_bytes);
+		tern_plan_fmt(d, sizeof d, lb);
+		snprintf(out->verdict, sizeof out->verdict,
+			 "does not fit: the device budget %s is below the smallest that works, %s", a, b);
+		if (out->min_device != out->all_device) { /* the slots it would need */
+			out->n_slots = depth + 1;
+			out->slot_bytes = slots * lb;
+		}
+		if (out->min_device == out->all_device)
+			return tern_fail(
+				TERN_E_DEVICE_MEM,
+				"%s: device budget %s is below the smallest that works, %s (%" PRIu64
+				" bytes: fixed costs %s + %lld layers of %s); raise device_memory or lower "
+				"sequence_len or micro_batch_size",
+				file, a, b, out->min_device, c, (long long)L, d);
+		return tern_fail(
+			TERN_E_DEVICE_MEM,
+			"%s: device budget %s is below the smallest that works, %s (%" PRIu64
+			" bytes: fixed costs %s + %d streaming slots of %s); raise device_memory or lower "
+			"sequence_len or micro_batch_size",
+			file, a, b, out->min_device, c, depth + 1, d);
+	}
+	int64_t nd = L;
+	if (device_budget < out->all_device) {
+		out->n_slots = depth + 1;
+		out->slot_bytes = slots * lb;
+		nd = (int64_t)((device_budget - stream_min) / lb);
+		if (nd > L)
+			nd = L;
+	}
+	uint64_t host_room =
+		host_budget > out->host_reserve_bytes ? host_budget - out->host_reserve_bytes : 0;
+	int64_t nh = (int64_t)(host_room / lb);
+	if (nh > L - nd)
+		nh = L - nd;
+	for (int64_t l = 0; l < L; l++)
+		out->tier[l] = l < nd ? TERN_PLAN_DEVICE : l < nd + nh ? TERN_PLAN_HOST : TERN_PLAN_DISK;
+	out->n_layers[TERN_PLAN_DEVICE] = nd;
+	out->n_layers[TERN_PLAN_HOST] = nh;
+	out->n_layers[TERN_PLAN_DISK] = L - nd - nh;
+	out->used[TERN_PLAN_DEVICE] = out->fixed_bytes + out->slot_bytes + (uint64_t)nd * lb;
+	out->used[TERN_PLAN_HOST] = out->host_reserve_bytes + (uint64_t)nh * lb;
+	out->used[TERN_PLAN_DISK] = (uint64_t)(L - nd - nh) * lb;
+	for (int t = TERN_PLAN_HOST; t < TERN_PLAN_TIERS; t++)
+		out->streamed[t] = (uint64_t)out->loads_per_micro * (uint64_t)out->n_layers[t] * lb *
+				   (uint64_t)(out->accum > 0 ? out->accum : 1);
+	out->ok = true;
+
+	tern_plan_fmt(a, sizeof a, out->used[TERN_PLAN_DEVICE]);
+	tern_plan_fmt(b, sizeof b, device_budget);
+	if (nd == L) {
+		snprintf(out->verdict, sizeof out->verdict,
+			 "fits: all %lld layers on the device (%s of %s), nothing streamed", (long long)L, a,
+			 b);
+	} else {
+		char rd[48], rh[48], rk[48];
+		range_str(rd, sizeof rd, out, TERN_PLAN_DEVICE);
+		range_str(rh, sizeof rh, out, TERN_PLAN_HOST);
+		range_str(rk, sizeof rk, out, TERN_PLAN_DISK);
+		tern_plan_fmt(c, sizeof c, out->streamed[TERN_PLAN_HOST] + out->streamed[TERN_PLAN_DISK]);
+		snprintf(out->verdict, sizeof out->verdict,
+			 "works with streaming: device %s, host %s, disk %s; %s streamed per step", rd, rh,
+			 rk, c);
+	}
+	return TERN_OK;
+}
+
+/* The device budget for device_memory: auto (the config's device's memory less the margin). */
+static enum tern_status device_auto(const struct tern_config *cfg, struct tern_plan *p, uint64_t *budget)
+{
+	static const char fix[] = "give a size: --device-memory 12GB, or device_memory: 12GB in the config";
+	if (cfg->backend == TERN_BACKEND_CPU)
+		return tern_fail(TERN_E_UNAVAILABLE,
+				 "%s: device_memory: auto reads a GPU's memory, and the backend is cpu; %s",
+				 cfg->file, fix);
+	struct tern_device_info dev[16];
+	int n = 0;
+	enum tern_status st = tern_devices(dev, 16, &n);
+	if (st)
+		n = 0;
+	for (int i = 0; i < n; i++) {
+		if (strcmp(dev[i].backend, "vulkan") || dev[i].index != (int)cfg->device ||
+		    !dev[i].device_local_bytes)
+			continue;
+		p->device_detected = dev[i].device_local_bytes;
+		snprintf(p->device_name, sizeof p->device_name, "%s", dev[i].name);
+		*budget = tern_plan_device_auto(dev[i].device_local_bytes);
+		p->device_auto = true;
+		return TERN_OK;
+	}
+	return tern_fail(
+		TERN_E_UNAVAILABLE,
+		"%s: device_memory: auto reads a GPU's memory, and no Vulkan device %lld was found; %s",
+		cfg->file, (long long)cfg->device, fix);
+}
+
+bool tern_plan_parse_size(const char *s, int64_t *bytes) { return tern_parse_size(s, bytes); }
+
+enum tern_status tern_plan_config(const char *config_path, const char *const *sets, int n_sets,
+				  int64_t device_memory, int64_t host_memory, struct tern_plan *out)
+{
+	struct tern_config *cfg = NULL;
+	struct tern_model_config mc;
+	int depth = out->prefetch_depth;
+	memset(out, 0, sizeof *out);
+	enum tern_status st = tern_config_load(&cfg, config_path);
+	if (st)
+		return st;
+	for (int i = 0; i < n_sets && st == TERN_OK; i++)
+		st = tern_config_set(cfg, sets[i]);
+	if (st == TERN_OK && n_sets)
+		st = tern_config_check(cfg);
+	if (st == TERN_OK)
+		st = tern_model_config_load(cfg->base_model, &mc);
+	uint64_t dev = 0, host = 0;
+	int64_t dm = device_memory >= 0 ? device_memory : cfg ? cfg->device_memory : 0;
+	int64_t hm = host_memory >= 0 ? host_memory : cfg ? cfg->host_memory : 0;
+	if (st == TERN_OK) {
+		if (dm > 0)
+			dev = (uint64_t)dm;
+		else
+			st = device_auto(cfg, out, &dev);
+	}
+	if (st == TERN_OK) {
+		if (hm > 0) {
+			host = (uint64_t)hm;
+		} else {
+			st = tern_plan_host_auto(&host);
+			out->host_auto = true;
+		}
+	}
+	if (st == TERN_OK) {
+		out->prefetch_depth = depth;
+		st = tern_plan_make(&mc, cfg, dev, host, out);
+	}
+	tern_config_free(cfg);
+	return st;
+}

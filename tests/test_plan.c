@@ -1,0 +1,311 @@
+/* The residency planner on the published config.json of Mistral-7B-v0.1, Meta-Llama-3-8B,
+ * Mixtral-8x7B-v0.1 and Meta-Llama-3-70B (tests/data/plan) with one QLoRA setup (nf4-dq, r 16 on
+ * every linear, micro_batch 1, sequence_len 2048, checkpointing, 4 micro-batches per step) under
+ * device budgets 8/12/24 GiB × host 16/32/64 GiB: every size is checked against arithmetic written
+ * here from the shapes (not copied outputs), device totals against the budget, the layer order of
+ * the tiers, the smallest budget of refused plans, and the answers to issue 5's questions. */
+#include "train/plan.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed, failed;
+
+static void check(bool ok, const char *fmt, ...) TERN_PRINTF(2, 3);
+static void check(bool ok, const char *fmt, ...)
+{
+	if (ok) {
+		passed++;
+		return;
+	}
+	failed++;
+	va_list ap;
+	va_start(ap, fmt);
+	printf("FAIL: ");
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+}
+
+#define GiB ((uint64_t)1 << 30)
+#define MiB ((uint64_t)1 << 20)
+
+static uint64_t al(uint64_t x) { return (x + 255) / 256 * 256; } /* pack parts, fp32 views */
+
+/* NF4 with double quantization, blocks of 64: 4-bit codes, one u8 absmax per block, one f32
+ * nested scale per 256 blocks (plus the nested offset in the TOC, not in the data). */
+static uint64_t nf4dq(uint64_t n)
+{
+	return al(n / 2) + al((n + 63) / 64) + al(((n + 63) / 64 + 255) / 256 * 4);
+}
+
+struct model {
+	const char *dir;
+	int64_t D, F, L, H, Hkv, V, E, top_k;
+};
+
+/* The published shapes (Hugging Face config.json of each model). */
+static const struct model models[] = {
+	{"mistral-7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 0, 0},
+	{"meta-llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 0, 0},
+	{"mixtral-8x7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 8, 2},
+	{"meta-llama-3-70b", 8192, 28672, 80, 64, 8, 128256, 0, 0},
+};
+
+enum { M_MISTRAL, M_LLAMA8, M_MIXTRAL, M_LLAMA70 };
+
+static const int64_t R = 16, T = 2048, ACCUM = 4;
+
+struct expect {
+	uint64_t layer, global, fixed, lora_params;
+};
+
+/* Sizes from first principles for the setup above. */
+static struct expect by_hand(const struct model *m)
+{
+	struct expect e;
+	uint64_t D = (uint64_t)m->D, F = (uint64_t)m->F, L = (uint64_t)m->L, Dh = D / (uint64_t)m->H;
+	uint64_t q = (uint64_t)m->H * Dh, kv = (uint64_t)m->Hkv * Dh, V = (uint64_t)m->V;
+	uint64_t E = m->E ? (uint64_t)m->E : 1, Tu = (uint64_t)T, Ru = (uint64_t)R;
+	/* layer: q, k, v, o and E × (gate, up, down) in nf4-dq; two RMSNorm weights [D] bf16;
+	 * Mixtral: the router [E, D] bf16 */
+	e.layer = nf4dq(q * D) + 2 * nf4dq(kv * D) + nf4dq(D * q) + E * 3 * nf4dq(F * D) + 2 * al(D * 2) +
+		  (m->E ? al(E * D * 2) : 0);
+	/* globals: embed_tokens [V, D] and lm_head [V, D] bf16 (untied), final norm [D] bf16 */
+	e.global = 2 * al(V * D * 2) + al(D * 2);
+	/* LoRA: A [R, I] and B [O, R] per module; experts' MLP modules once per expert */
+	uint64_t lora_layer = Ru * ((D + q) + 2 * (D + kv) + (q + D)) + E * Ru * 3 * (D + F);
+	e.lora_params = lora_layer * L;
+	uint64_t lora_block = e.lora_params * 4 * 4; /* fp32 params, grads, m, v */
+	/* the fp32 block: per layer 2 norms [D]; final norm [D], inv_freq [Dh/2], ones [T] */
+	uint64_t small = L * 2 * al(D * 4) + al(D * 4) + al(Dh / 2 * 4) + al(Tu * 4);
+	/* activations with checkpointing (net.c plan_act): L + 1 layer inputs; one saved set;
+	 * io and backward scratch. Mixtral: top_k experts per token, as an FFN of width top_k·F. */
+	uint64_t Fw = F * (m->E ? (uint64_t)m->top_k : 1), maxI = D > Fw ? D : Fw;
+	maxI = q > maxI ? q : maxI;
+	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * Fw * 4),
+		 T1 = al(Tu * 4), TR = al(Tu * Ru * 4);
+	uint64_t act = (L + 1) * TD;
+	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 + 3 * TF + 7 * TR;
+	act += 4 * T1 + 2 * al(Tu * maxI * 4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 3 * TF +
+	       2 * al(4);
+	/* Vulkan ce_loss: min(T, 64 MiB / (4 V), 4096) rows of V fp32 logits + alignment + terms */
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
+	uint64_t ce = tc * V * 4 + 256 + tc * 4;
+	e.fixed = e.global + small + lora_block + act + ce + 64 * MiB;
+	return e;
+}
+
+static struct tern_config *setup(const char *adapter, const char *extra)
+{
+	char text[2048];
+	snprintf(text, sizeof text,
+		 "base_model: x\nadapter: %s\nlora_r: %lld\nlora_alpha: 32\nlora_target_linear: true\n"
+		 "datasets:\n  - path: d.jsonl\n    type: alpaca\nsequence_len: %lld\nmicro_batch_size: 1\n"
+		 "gradient_accumulation_steps: %lld\ngradient_checkpointing: true\n%s",
+		 adapter, (long long)R, (long long)T, (long long)ACCUM, extra ? extra : "");
+	struct tern_config *cfg = NULL;
+	if (tern_config_parse(&cfg, "plan.yaml", text, strlen(text)) != TERN_OK)
+		printf("config: %s\n", tern_error());
+	return cfg;
+}
+
+static bool load(const struct model *m, struct tern_model_config *mc)
+{
+	const char *data = getenv("TERN_TEST_DATA");
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s/plan/%s", data ? data : "tests/data", m->dir);
+	if (tern_model_config_load(dir, mc) != TERN_OK) {
+		printf("%s: %s\n", dir, tern_error());
+		return false;
+	}
+	return true;
+}
+
+/* Invariants of any plan, and the placement the rules give, for one budget pair. */
+static void check_plan(const struct model *m, const struct expect *e, const struct tern_plan *p,
+		       enum tern_status st, uint64_t dev, uint64_t host, int depth)
+{
+	const char *n = m->dir;
+	uint64_t L = (uint64_t)m->L, lb = e->layer, slots = (uint64_t)depth + 1;
+	uint64_t all = e->fixed + L * lb, least = e->fixed + slots * lb;
+	if (least > all)
+		least = all;
+	check(p->min_device == least && p->all_device == all,
+	      "%s: min_device %llu (want %llu), all %llu (want %llu)", n, (unsigned long long)p->min_device,
+	      (unsigned long long)least, (unsigned long long)p->all_device, (unsigned long long)all);
+	if (dev < least) {
+		char want[32];
+		snprintf(want, sizeof want, "(%llu bytes", (unsigned long long)least);
+		check(st == TERN_E_DEVICE_MEM && !p->ok && strstr(tern_error(), "smallest that works") &&
+			      strstr(tern_error(), want) && !strchr(tern_error(), '\n'),
+		      "%s dev %llu: refused with the smallest budget %llu: st %d, '%s'", n,
+		      (unsigned long long)dev, (unsigned long long)least, st, tern_error());
+		return;
+	}
+	check(st == TERN_OK && p->ok, "%s dev %llu host %llu: plan works (%s)", n, (unsigned long long)dev,
+	      (unsigned long long)host, st ? tern_error() : "");
+	int64_t nd = p->n_layers[TERN_PLAN_DEVICE], nh = p->n_layers[TERN_PLAN_HOST],
+		nk = p->n_layers[TERN_PLAN_DISK];
+	check(nd + nh + nk == m->L && nd >= 0 && nh >= 0 && nk >= 0, "%s: tiers add up to L", n);
+	/* device total: fixed + slots + resident layers, within the budget */
+	uint64_t used = e->fixed + (nd < m->L ? slots * lb : 0) + (uint64_t)nd * lb;
+	check(p->used[TERN_PLAN_DEVICE] == used && used <= dev,
+	      "%s: device used %llu (want %llu) <= budget %llu", n,
+	      (unsigned long long)p->used[TERN_PLAN_DEVICE], (unsigned long long)used,
+	      (unsigned long long)dev);
+	check(p->n_slots == (nd < m->L ? depth + 1 : 0), "%s: %d slots", n, p->n_slots);
+	/* as many as fit: one more layer would exceed the device budget */
+	check(nd == m->L || used + lb > dev, "%s: device holds as many layers as fit (%lld)", n,
+	      (long long)nd);
+	/* host: the reserve (1 GiB + LoRA parameters and moments) + host layers; as many as fit */
+	uint64_t reserve = GiB + e->lora_params * 4 * 3, hused = reserve + (uint64_t)nh * lb;
+	check(p->used[TERN_PLAN_HOST] == hused && (nh == 0 || hused <= host),
+	      "%s: host used %llu (want %llu)", n, (unsigned long long)p->used[TERN_PLAN_HOST],
+	      (unsigned long long)hused);
+	check(nk == 0 || hused + lb > host, "%s: host holds as many layers as fit (%lld)", n, (long long)nh);
+	check(p->used[TERN_PLAN_DISK] == (uint64_t)nk * lb, "%s: disk bytes", n);
+	/* layer order: device first, then host, then disk */
+	bool order = true;
+	for (int64_t l = 0; l < m->L; l++)
+		order &= p->tier[l] == (l < nd        ? TERN_PLAN_DEVICE
+					: l < nd + nh ? TERN_PLAN_HOST
+						      : TERN_PLAN_DISK);
+	check(order, "%s: layers placed device, host, disk in layer order", n);
+	/* traffic: each streamed layer loaded twice per micro-batch (forward; recompute + backward) */
+	check(p->streamed[TERN_PLAN_DEVICE] == 0 &&
+		      p->streamed[TERN_PLAN_HOST] == 2 * (uint64_t)nh * lb * ACCUM &&
+		      p->streamed[TERN_PLAN_DISK] == 2 * (uint64_t)nk * lb * ACCUM,
+	      "%s: bytes streamed per step", n);
+}
+
+int main(void)
+{
+	struct tern_config *cfg = setup("qlora", NULL);
+	if (!cfg)
+		return 1;
+	static const uint64_t devs[] = {8 * GiB, 12 * GiB, 24 * GiB},
+			      hosts[] = {16 * GiB, 32 * GiB, 64 * GiB};
+	static struct tern_plan p; /* large: keep it off the stack */
+	struct tern_model_config mc[4];
+	struct expect e[4];
+	for (int i = 0; i < 4; i++) {
+		const struct model *m = &models[i];
+		if (!load(m, &mc[i])) {
+			failed++;
+			continue;
+		}
+		check(mc[i].D == m->D && mc[i].F == m->F && mc[i].L == m->L && mc[i].H == m->H &&
+			      mc[i].Hkv == m->Hkv && mc[i].V == m->V && mc[i].E == m->E &&
+			      mc[i].top_k == m->top_k && !mc[i].tie_embeddings && mc[i].dtype == TERN_BF16,
+		      "%s: config.json has the published shapes", m->dir);
+		e[i] = by_hand(m);
+		for (int d = 0; d < 3; d++)
+			for (int h = 0; h < 3; h++) {
+				memset(&p, 0, sizeof p);
+				enum tern_status st = tern_plan_make(&mc[i], cfg, devs[d], hosts[h], &p);
+				check(p.layer_bytes == e[i].layer && p.global_bytes == e[i].global &&
+					      p.fixed_bytes == e[i].fixed &&
+					      (uint64_t)p.lora_params == e[i].lora_params,
+				      "%s: layer %llu (want %llu), global %llu (%llu), fixed %llu (%llu), lora %lld (%llu)",
+				      m->dir, (unsigned long long)p.layer_bytes,
+				      (unsigned long long)e[i].layer, (unsigned long long)p.global_bytes,
+				      (unsigned long long)e[i].global, (unsigned long long)p.fixed_bytes,
+				      (unsigned long long)e[i].fixed, (long long)p.lora_params,
+				      (unsigned long long)e[i].lora_params);
+				check(!strcmp(p.format, "nf4-dq"), "%s: format %s", m->dir, p.format);
+				check_plan(m, &e[i], &p, st, devs[d], hosts[h], TERN_PLAN_DEFAULT_DEPTH);
+			}
+	}
+
+	/* ---- the questions of issue 5 ---- */
+	if (failed == 0) {
+		enum tern_status st;
+		/* Mistral-7B on a 12 GB card: every layer stays on the device, nothing streams */
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_MISTRAL], cfg, 12 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 32 && p.n_slots == 0 &&
+			      p.streamed[TERN_PLAN_HOST] + p.streamed[TERN_PLAN_DISK] == 0,
+		      "Mistral-7B on 12 GB: all on the device");
+		/* Llama-3-8B on 8 GB: most layers on the device, the rest streamed from host memory */
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA8], cfg, 8 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 16 && p.n_layers[TERN_PLAN_HOST] > 0 &&
+			      p.n_layers[TERN_PLAN_DISK] == 0,
+		      "Llama-3-8B on 8 GB + 16 GB: device and host");
+		/* Mixtral 8x7B (~23 GiB of nf4-dq weights) on 12 GB + 16 GB: fits, with layers split over
+		 * host memory and disk */
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_MIXTRAL], cfg, 12 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_HOST] > 0 && p.n_layers[TERN_PLAN_DISK] > 0 &&
+			      p.used[TERN_PLAN_DEVICE] <= 12 * GiB && p.used[TERN_PLAN_HOST] <= 16 * GiB,
+		      "Mixtral 8x7B on 12 GB + 16 GB: host and disk (%lld/%lld/%lld)",
+		      (long long)p.n_layers[0], (long long)p.n_layers[1], (long long)p.n_layers[2]);
+		check(p.layer_bytes > 8 * 3 * 4096 * 14336 / 2 && p.pack_bytes > 22 * GiB &&
+			      p.pack_bytes < 24 * GiB,
+		      "Mixtral: the planner knows the expert sizes (pack about 23 GiB)");
+		/* Llama-3-70B on 24 GB + 64 GB: device + host, nothing from disk; with 16 GB of host
+		 * memory the disk tier takes the rest; 8 GB of device memory is refused */
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 0 && p.n_layers[TERN_PLAN_HOST] > 0 &&
+			      p.n_layers[TERN_PLAN_DISK] == 0,
+		      "Llama-3-70B on 24 GB + 64 GB: device and host");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DISK] > 0,
+		      "Llama-3-70B on 24 GB + 16 GB: disk tier used");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, 8 * GiB, 64 * GiB, &p);
+		check(st == TERN_E_DEVICE_MEM && p.min_device > 8 * GiB && p.min_device < 24 * GiB,
+		      "Llama-3-70B on 8 GB: refused, smallest budget between 8 and 24 GiB");
+
+		/* a deeper prefetch: depth + 1 slots, and a smallest budget that grows by one layer each */
+		memset(&p, 0, sizeof p);
+		p.prefetch_depth = 4;
+		st = tern_plan_make(&mc[M_LLAMA8], cfg, 8 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK && p.n_slots == 5, "prefetch depth 4: 5 slots");
+		check_plan(&models[M_LLAMA8], &e[M_LLAMA8], &p, st, 8 * GiB, 16 * GiB, 4);
+		/* a budget exactly at the smallest works, one byte less is refused */
+		uint64_t least = e[M_LLAMA70].fixed + 3 * e[M_LLAMA70].layer;
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least, 64 * GiB, &p);
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 0 && p.used[TERN_PLAN_DEVICE] == least,
+		      "Llama-3-70B at exactly the smallest budget: 0 layers resident, 3 slots");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least - 1, 64 * GiB, &p);
+		check(st == TERN_E_DEVICE_MEM, "one byte less is refused");
+	}
+
+	/* LoRA on a bf16 base: projections at 2 bytes per parameter */
+	{
+		struct tern_config *c2 = setup("lora", "base_format: bf16\n");
+		if (!c2)
+			return 1;
+		memset(&p, 0, sizeof p);
+		const struct model *m = &models[M_LLAMA8];
+		uint64_t D = 4096, F = 14336, kv = 1024;
+		enum tern_status st = tern_plan_make(&mc[M_LLAMA8], c2, 24 * GiB, 16 * GiB, &p);
+		check(st == TERN_OK &&
+			      p.layer_bytes == 2 * (2 * D * D + 2 * kv * D + 3 * F * D) + 2 * al(D * 2) &&
+			      !strcmp(p.format, "bf16"),
+		      "%s bf16: layer %llu", m->dir, (unsigned long long)p.layer_bytes);
+		tern_config_free(c2);
+	}
+
+	/* auto budgets: max(10 %, 512 MiB) off the device, max(10 %, 1 GiB) off MemAvailable */
+	check(tern_plan_device_auto(80 * GiB) == 72 * GiB, "device auto 80 GiB -> 72 GiB");
+	check(tern_plan_device_auto(4 * GiB) == 4 * GiB - 512 * MiB, "device auto 4 GiB -> 3.5 GiB");
+	check(tern_plan_device_auto(256 * MiB) == 0, "device auto below the margin -> 0");
+	check(tern_plan_host_auto_from(64 * GiB) == 64 * GiB - 64 * GiB / 10, "host auto 64 GiB");
+	check(tern_plan_host_auto_from(4 * GiB) == 3 * GiB, "host auto 4 GiB -> 3 GiB");
+	uint64_t h = 0;
+	check(tern_plan_host_auto(&h) == TERN_OK, "host auto reads /proc/meminfo");
+
+	tern_config_free(cfg);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
