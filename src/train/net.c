@@ -20,7 +20,10 @@ struct layer_act {
 };
 
 struct layer_w {
-	struct tern_buffer *buf; /* the layer's pack group */
+	struct tern_buffer *buf; /* the layer's pack group (device tier), else NULL */
+	enum tern_tier tier;
+	const uint8_t *host; /* host tier: its copy of the group; disk tier: the mapping */
+	uint64_t bytes;      /* group size */
 	struct tern_weight w[TERN_MOD_COUNT];
 	struct tern_view attn_norm, mlp_norm, q_norm, k_norm; /* f32 */
 	struct tern_view bias[TERN_MOD_COUNT];                /* f32 [O], size 0 when absent */
@@ -49,6 +52,15 @@ struct tern_net {
 	size_t lora_bytes;
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
+
+	/* streaming: device slots holding streamed layers' groups */
+	int nslots;
+	struct tern_buffer **slot_buf;
+	int *slot_layer;     /* layer in slot s, or -1 */
+	uint64_t *slot_used; /* use counter of the last use (least recently used is evicted) */
+	uint64_t use_clock;
+	uint8_t **host_copy; /* [L] host tier copies */
+	struct tern_net_stream_stats stats;
 
 	struct tern_buffer *act;
 	size_t act_bytes;
@@ -400,11 +412,51 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if (st || (st = upload_vec(n, tn, n->norm)))
 			goto out;
 	}
+	uint64_t max_group = 0;
 	for (int l = 0; l < L; l++) {
 		struct layer_w *w = &n->lw[l];
-		if ((st = upload_group(n, (uint32_t)l, &w->buf)))
+		w->tier = o->tiers ? (enum tern_tier)o->tiers[l] : TERN_TIER_DEVICE;
+		w->bytes = m->pack->groups[l].size;
+		if (w->tier != TERN_TIER_DEVICE && w->bytes > max_group)
+			max_group = w->bytes;
+	}
+	if (max_group) {
+		n->nslots = o->slots > 0 ? o->slots : 2;
+		n->slot_buf = tern_calloc((size_t)n->nslots, sizeof *n->slot_buf);
+		n->slot_layer = tern_calloc((size_t)n->nslots, sizeof *n->slot_layer);
+		n->slot_used = tern_calloc((size_t)n->nslots, sizeof *n->slot_used);
+		n->host_copy = tern_calloc((size_t)L, sizeof *n->host_copy);
+		if (!n->slot_buf || !n->slot_layer || !n->slot_used || !n->host_copy) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
-		struct tern_view lv = {w->buf, 0, m->pack->groups[l].size};
+		}
+		for (int i = 0; i < n->nslots; i++) {
+			n->slot_layer[i] = -1;
+			if ((st = be->vt->buffer_alloc(be, max_group, &n->slot_buf[i])))
+				goto out;
+			n->weight_bytes += max_group;
+		}
+	}
+	for (int l = 0; l < L; l++) {
+		struct layer_w *w = &n->lw[l];
+		const uint8_t *src = m->pack->base + m->pack->groups[l].off;
+		struct tern_view lv = {NULL, 0, w->bytes};
+		if (w->tier == TERN_TIER_DEVICE) {
+			if ((st = upload_group(n, (uint32_t)l, &w->buf)))
+				goto out;
+			lv.buf = w->buf;
+		} else if (w->tier == TERN_TIER_HOST) {
+			if (!(n->host_copy[l] = tern_malloc(w->bytes))) {
+				st = tern_fail(TERN_E_NOMEM,
+					       "net: out of host memory for layer %d (%llu bytes, host tier)",
+					       l, (unsigned long long)w->bytes);
+				goto out;
+			}
+			memcpy(n->host_copy[l], src, w->bytes);
+			w->host = n->host_copy[l];
+		} else {
+			w->host = src;
+		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
 			const struct tern_pack_tensor *t = tern_model_tensor(m, l, mod_role[mo]);
 			if (!t) {
@@ -474,6 +526,16 @@ void tern_net_free(struct tern_net *n)
 		for (int64_t l = 0; l < n->L; l++)
 			if (n->lw[l].buf)
 				be->vt->buffer_free(be, n->lw[l].buf);
+	for (int i = 0; i < n->nslots && n->slot_buf; i++)
+		if (n->slot_buf[i])
+			be->vt->buffer_free(be, n->slot_buf[i]);
+	if (n->host_copy)
+		for (int64_t l = 0; l < n->L; l++)
+			free(n->host_copy[l]);
+	free(n->host_copy);
+	free(n->slot_buf);
+	free(n->slot_layer);
+	free(n->slot_used);
 	free(n->lw);
 	free(n->slot);
 	free(n->la);
@@ -602,6 +664,51 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 				  n->T, acc);
 }
 
+/* Makes layer l's weights usable: device-tier layers always are; a streamed layer is uploaded into
+ * the least recently used slot unless a slot still holds it. The upload is ordered after every op
+ * queued before it (the slot's previous layer is done with it). */
+static enum tern_status ensure_layer(struct tern_net *n, int l)
+{
+	struct layer_w *w = &n->lw[l];
+	if (w->tier == TERN_TIER_DEVICE)
+		return TERN_OK;
+	int s = -1;
+	for (int i = 0; i < n->nslots; i++)
+		if (n->slot_layer[i] == l)
+			s = i;
+	n->use_clock++;
+	if (s >= 0) {
+		n->stats.hits++;
+		n->slot_used[s] = n->use_clock;
+		return TERN_OK;
+	}
+	s = 0;
+	for (int i = 1; i < n->nslots; i++)
+		if (n->slot_used[i] < n->slot_used[s])
+			s = i;
+	double t0 = tern_now();
+	struct tern_view v = {n->slot_buf[s], 0, w->bytes};
+	n->slot_layer[s] = -1;
+	enum tern_status st = n->be->vt->upload(n->be, v, w->host);
+	n->stats.wait_s += tern_now() - t0;
+	if (st != TERN_OK)
+		return st;
+	n->slot_layer[s] = l;
+	n->slot_used[s] = n->use_clock;
+	n->stats.loads++;
+	n->stats.bytes[w->tier] += w->bytes;
+	for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
+		tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, mod_role[mo]), v, &w->w[mo]);
+	return TERN_OK;
+}
+
+void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset)
+{
+	*out = n->stats;
+	if (reset)
+		memset(&n->stats, 0, sizeof n->stats);
+}
+
 static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
 				  uint64_t step, uint32_t micro)
 {
@@ -613,6 +720,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	bool qkn = n->m->cfg.qk_norm;
 	enum tern_status st;
 
+	TRY(ensure_layer(n, l));
 	TRY(vt->rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
 	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, step, micro));
 	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, step, micro));
@@ -648,6 +756,7 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	bool qkn = n->m->cfg.qk_norm;
 	enum tern_status st;
 
+	TRY(ensure_layer(n, l));
 	/* MLP */
 	TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
 	TRY(vt->swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));

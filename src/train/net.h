@@ -29,6 +29,16 @@
 #include "model/model.h"
 #include "train/adapter.h"
 
+/* Where a layer's frozen weights live between uses (issue 5's residency tiers). */
+enum tern_tier {
+	TERN_TIER_DEVICE, /* its own device buffer, uploaded once */
+	TERN_TIER_HOST,   /* a host copy, uploaded into a device slot before each use */
+	TERN_TIER_DISK,   /* the mmapped pack file, read into a device slot before each use */
+	TERN_TIER_COUNT
+};
+
+struct tern_net;
+
 struct tern_net_opts {
 	int64_t R;        /* LoRA rank */
 	float scale;      /* alpha / R, or alpha / sqrt(R) with rsLoRA */
@@ -36,8 +46,19 @@ struct tern_net_opts {
 	unsigned modules; /* bit (1u << enum tern_module) per targeted module */
 	int64_t T;        /* tokens of one micro-batch (micro_batch_size · sequence_len) */
 	bool checkpointing;
-	uint64_t seed; /* dropout keys */
+	uint64_t seed;        /* dropout keys */
+	const uint8_t *tiers; /* [L] enum tern_tier of each layer; NULL: every layer on the device */
+	int slots;            /* device slots for streamed layers (>= 2 when one streams; 0: 2) */
 };
+
+/* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,
+ * and host seconds spent waiting for uploads. */
+struct tern_net_stream_stats {
+	uint64_t bytes[TERN_TIER_COUNT];
+	uint64_t loads, hits;
+	double wait_s;
+};
+void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset);
 
 struct tern_net;
 
@@ -51,7 +72,8 @@ void tern_net_free(struct tern_net *n);
 /* Shapes of the LoRA modules: io[m][0] = in features, io[m][1] = out features. */
 void tern_net_module_shapes(const struct tern_model_config *cfg, int64_t io[TERN_MOD_COUNT][2]);
 
-/* Bytes of device memory the net allocated: weights, LoRA (params, grads, moments), activations. */
+/* Bytes of device memory the net allocated: weights (device-tier layers, streaming slots, globals,
+ * the fp32 block), LoRA (params, grads, moments), activations. */
 void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora, uint64_t *act);
 
 /* Copies A, B (and the moments when s has them) to the device / from the device. */

@@ -687,6 +687,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			K = state.step;
 		}
 
+		struct tern_net_stream_stats ss;
+		tern_net_stream_stats(s.net, &ss, true);
 		bool log = state.step % log_every == 0 || state.step == K;
 		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
 		double eta = done > 0 ? (now - t0) / done * (double)(K - state.step) : 0;
@@ -697,18 +699,28 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			fmt_time(e1, sizeof e1, state.elapsed);
 			fmt_time(e2, sizeof e2, eta);
 			fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
+			char strm[64] = "";
+			if (ss.loads) {
+				char b[32];
+				fmt_bytes(b, sizeof b,
+					  (double)(ss.bytes[TERN_TIER_HOST] + ss.bytes[TERN_TIER_DISK]));
+				snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b, ss.wait_s);
+			}
 			fprintf(out,
-				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  %s<%s  mem %s%s",
+				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  %s<%s  mem %s%s%s",
 				tty ? "\r" : "", (long long)state.step, (long long)K, loss, lr, gnorm, tps,
-				e1, e2, mem, tty ? "\033[K" : "\n");
+				e1, e2, mem, strm, tty ? "\033[K" : "\n");
 			fflush(out);
 		}
 		if (log) {
 			fprintf(metrics,
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f}\n",
+				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
+				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f}\n",
 				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
-				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed);
+				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
+				(unsigned long long)ss.bytes[TERN_TIER_HOST],
+				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s);
 			fflush(metrics);
 		}
 		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
