@@ -62,6 +62,17 @@ run "$configs/mistral-7b-12gb.yaml" --set base_model="$data/plan/mistral-7b-v0.1
 run "$configs/llama3-70b-24gb.yaml" --set base_model="$data/plan/meta-llama-3-70b"
 [ $rc = 0 ] && grep -q "^verdict: works with streaming" "$tmp/out" && ok || bad "configs/llama3-70b-24gb.yaml: $(cat "$tmp/out" "$tmp/err")"
 
+# auto device memory: the GPU's budget less the margin, or (no GPU) one line asking for a size
+run "$tmp/mistral.yaml" --device-memory auto
+# (whatever the verdict: lavapipe reports a 2 GiB budget)
+if grep -q "(auto)" "$tmp/out"; then
+	grep -q "of device memory, less max(10 %, 512 MiB)" "$tmp/out" && { [ $rc = 0 ] || [ $rc = 1 ]; } && ok ||
+		bad "auto device: $rc $(cat "$tmp/out")"
+else
+	[ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "device_memory: auto reads a GPU's memory" "$tmp/err" &&
+		ok || bad "auto device without a GPU: $rc $(cat "$tmp/err")"
+fi
+
 # refused plans and bad input: exit 1, exactly one line on stderr
 run "$tmp/llama70.yaml" --device-memory 8GB --host-memory 64GB
 [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "smallest that works, [0-9.]* GiB ([0-9]* bytes" "$tmp/err" &&

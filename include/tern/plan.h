@@ -96,8 +96,8 @@ struct tern_plan {
 
 /* Reads a training config (with "key=value" overrides) and its base_model's config.json only,
  * and plans. device_memory / host_memory: -1 = the config's keys, 0 = auto, > 0 = bytes (the
- * --device-memory / --host-memory flags). Auto device reads the memory of the config's device
- * (tern_devices) and fails with a one-line error naming the flag when there is no GPU. When the
+ * --device-memory / --host-memory flags). Auto device reads the budget of the config's Vulkan
+ * device (VK_EXT_memory_budget where present, else its heap; else tern_devices' figure) and fails with a one-line error naming the flag when there is no GPU. When the
  * plan cannot work, *out is filled (ok = false, min_device set) and the error is one line giving
  * the smallest device budget that would work. */
 enum tern_status tern_plan_config(const char *config_path, const char *const *sets, int n_sets,
