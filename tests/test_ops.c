@@ -28,9 +28,11 @@ static const struct wfmt WFMTS[] = {
 };
 #define NWFMTS ((int)(sizeof WFMTS / sizeof WFMTS[0]))
 
-/* (T, O, I): every T in {1, 3, 17}, I in {1, 15, 64, 97, 200}, O in {1, 7, 33, 130} occurs */
+/* (T, O, I): every T in {1, 3, 17}, I in {1, 15, 64, 97, 200}, O in {1, 7, 33, 130} occurs;
+ * {300, 40, 72} takes the Vulkan 16-byte-load variant forward and backward (rows and the
+ * reduction multiples of 8) over more tokens than one workgroup of the CPU-device variants */
 static const int64_t MM_SHAPES[][3] = {
-	{1, 1, 1}, {3, 7, 15}, {17, 33, 64}, {3, 130, 97}, {17, 7, 200}, {1, 33, 97},
+	{1, 1, 1}, {3, 7, 15}, {17, 33, 64}, {3, 130, 97}, {17, 7, 200}, {1, 33, 97}, {300, 40, 72},
 };
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
@@ -1125,10 +1127,12 @@ static void run_backend(struct suite *s)
 				check_matmul_bwd(s, &WFMTS[f], MM_SHAPES[k][0], MM_SHAPES[k][1],
 						 MM_SHAPES[k][2], acc);
 
-	/* (M, N, K): LoRA-like shapes (T×R from T×I, R×I from T×R...) and odd ones */
-	static const int64_t gemm_shapes[][3] = {{1, 1, 1}, {3, 16, 97}, {17, 7, 33}, {33, 130, 17}};
+	/* (M, N, K): LoRA-like shapes (T×R from T×I, R×I from T×R...) and odd ones; the last two
+	 * span several workgroups of the Vulkan CPU-device variant along M, and along N (swapped) */
+	static const int64_t gemm_shapes[][3] = {{1, 1, 1},     {3, 16, 97},  {17, 7, 33},
+						 {33, 130, 17}, {300, 20, 9}, {5, 270, 3}};
 	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < 6; k++)
 		for (int t = 0; t < 4; t++)
 			for (int j = 0; j < 3; j++)
 				check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2], t & 1,

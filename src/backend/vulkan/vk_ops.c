@@ -6,6 +6,7 @@
 #include "quant/quant.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* elements (or rows) that fit in one binding, leaving room for the alignment shift */
@@ -23,6 +24,30 @@ static uint32_t grid(int64_t n)
 	int64_t g = (n + 255) / 256;
 	return (uint32_t)(g > 4096 ? 4096 : g < 1 ? 1 : g);
 }
+
+/* ---- shader variants --------------------------------------------------------------------- */
+
+/* matmul, matmul_bwd and gemm come in two variants: "tiled" (32x32 shared-memory tiles and
+ * barriers, for GPUs) and "simple" (no shared memory or barriers: each invocation computes a small
+ * block of outputs with a plain loop over the reduction; see shaders/matmul_simple.comp), which is
+ * what a CPU-type device (lavapipe/llvmpipe) runs fast. TERN_VK_VARIANT=tiled|simple forces one. */
+static enum tern_status vk_simple(struct tern_vk *vk, bool *simple)
+{
+	const char *env = getenv("TERN_VK_VARIANT");
+	if (!env || !*env) {
+		*simple = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+		return TERN_OK;
+	}
+	if (strcmp(env, "tiled") && strcmp(env, "simple"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_VARIANT=%s: must be tiled or simple (or unset)",
+				 env);
+	*simple = strcmp(env, "simple") == 0;
+	return TERN_OK;
+}
+
+#define SIMPLE_TM 8  /* rows per invocation: TM in the simple shaders */
+#define SIMPLE_TN 8 /* columns per workgroup: TN there */
+#define SIMPLE_WG 32 /* invocations per workgroup */
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
@@ -79,6 +104,20 @@ static struct tern_view weight_rows(struct tern_vk *vk, const struct tern_weight
 	return v;
 }
 
+#define VEC_TM 8 /* TM in shaders/matmul_vec.comp (its TN is 8, its WG is SIMPLE_WG) */
+
+/* Whether one dispatch can take shaders/matmul_vec.comp: an f32/f16/bf16 weight, and every
+ * input row, weight row piece and the reduction on 16-byte boundaries in whole 16-byte loads. */
+static bool mm_vec_ok(enum tern_dtype dt, const struct mm_push *p, bool bwd)
+{
+	if (dt != TERN_F32 && dt != TERN_F16 && dt != TERN_BF16)
+		return false;
+	uint32_t wal = dt == TERN_F32 ? 4 : 8; /* elements per 16 bytes of W */
+	if (p->x_off % 4 || p->ldx % 4 || p->xk0 % 4 || p->I % 8 || p->pos % wal)
+		return false;
+	return bwd ? p->K % 4 == 0 : p->K % 8 == 0;
+}
+
 static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			       const struct tern_weight *w, int64_t T, bool accumulate)
 {
@@ -100,8 +139,11 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				 "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
 	if (T == 0 || O == 0 || I == 0)
 		return TERN_OK;
+	bool simple = false;
+	if ((st = vk_simple(vk, &simple)))
+		return st;
 	char name[48];
-	snprintf(name, sizeof name, "%s_%s", op, sfx);
+	snprintf(name, sizeof name, "%s_%s%s", op, simple ? "simple_" : "", sfx);
 
 	/* rows of W per chunk and tokens per chunk so every binding fits */
 	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
@@ -148,8 +190,17 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				p.N = (uint32_t)rn;
 			}
 			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
-			st = tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32), groups(tn, 32),
-					      1);
+			if (simple && mm_vec_ok(w->dtype, &p, bwd)) {
+				char vname[48];
+				snprintf(vname, sizeof vname, "%s_vec_%s", op, sfx);
+				st = tern_vk_dispatch(vk, vname, b, 6, &p, sizeof p, groups(p.N, 8),
+						      groups(tn, VEC_TM * SIMPLE_WG), 1);
+			} else
+				st = simple ? tern_vk_dispatch(vk, name, b, 6, &p, sizeof p,
+							       groups(p.N, SIMPLE_TN),
+							       groups(tn, SIMPLE_TM * SIMPLE_WG), 1)
+					    : tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32),
+							       groups(tn, 32), 1);
 			if (st)
 				return st;
 		}
@@ -179,6 +230,61 @@ struct gemm_push {
 	float alpha, beta;
 };
 
+/* Mirrors the push block of shaders/gemm_simple.comp (C has a stride per dimension). */
+struct gemm_simple_push {
+	uint32_t M, N, K;
+	uint32_t c_off, scm, scn;
+	uint32_t a_off, sam, sak;
+	uint32_t b_off, sbk, sbn;
+	float alpha, beta;
+};
+
+/* The simple variant of one placed gemm: rows of C run across invocations, so when N > M it
+ * computes C^T = B^T A^T (A and B swap bindings and roles, C is written transposed). */
+static enum tern_status gemm_simple(struct tern_vk *vk, struct tern_view C, struct tern_view A,
+				    struct tern_view B, const struct gemm_push *g)
+{
+	struct gemm_simple_push p = {
+		.M = g->M,
+		.N = g->N,
+		.K = g->K,
+		.c_off = g->c_off,
+		.scm = g->ldc,
+		.scn = 1,
+		.a_off = g->a_off,
+		.sam = g->sam,
+		.sak = g->sak,
+		.b_off = g->b_off,
+		.sbk = g->sbk,
+		.sbn = g->sbn,
+		.alpha = g->alpha,
+		.beta = g->beta,
+	};
+	struct tern_view b[3] = {C, A, B};
+	if (g->N > g->M) {
+		p = (struct gemm_simple_push){
+			.M = g->N,
+			.N = g->M,
+			.K = g->K,
+			.c_off = g->c_off,
+			.scm = 1,
+			.scn = g->ldc,
+			.a_off = g->b_off,
+			.sam = g->sbn,
+			.sak = g->sbk,
+			.b_off = g->a_off,
+			.sbk = g->sak,
+			.sbn = g->sam,
+			.alpha = g->alpha,
+			.beta = g->beta,
+		};
+		b[1] = B;
+		b[2] = A;
+	}
+	return tern_vk_dispatch(vk, "gemm_simple", b, 3, &p, sizeof p, groups(p.N, SIMPLE_TN),
+				groups(p.M, SIMPLE_TM * SIMPLE_WG), 1);
+}
+
 static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, int64_t ldc, bool ta,
 				 bool tb, int64_t lda_rows, float alpha, float beta)
@@ -200,6 +306,12 @@ static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct 
 	p.c_off = tern_vk_place(vk, &C) / 4;
 	p.a_off = tern_vk_place(vk, &A) / 4;
 	p.b_off = tern_vk_place(vk, &B) / 4;
+	bool simple = false;
+	enum tern_status st = vk_simple(vk, &simple);
+	if (st)
+		return st;
+	if (simple)
+		return gemm_simple(vk, C, A, B, &p);
 	struct tern_view b[3] = {C, A, B};
 	return tern_vk_dispatch(vk, "gemm", b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
 }
