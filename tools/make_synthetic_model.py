@@ -99,7 +99,7 @@ def main():
             for name, shape, n in shard:
                 left = n
                 while left:
-                    start = shift % (len(pool) // 2)
+                    start = (shift % (len(pool) // 2)) & ~1  # whole bf16 values only
                     chunk = min(left, len(pool) - start)
                     f.write(pool[start:start + chunk])
                     left -= chunk

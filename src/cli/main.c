@@ -300,6 +300,7 @@ int main(int argc, char **argv)
 				a);
 		}
 	}
+	tern_cli_set_log(); /* the -v given before the command */
 	if (i >= argc) {
 		print_usage(stderr);
 		return TERN_EXIT_USAGE;

@@ -1,9 +1,11 @@
 /* The trainable network: forward and backward of the decoder over backend ops (net.h). */
+#define _POSIX_C_SOURCE 200809L /* posix_madvise */
 #include "train/net.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ALIGN 256
 
@@ -30,6 +32,17 @@ struct layer_w {
 	int64_t window;
 };
 
+/* A device slot for a streamed layer. A copy into it is ordered after a mark of every op queued
+ * before (so the ops reading its previous layer are done); ops using it wait for its ticket. */
+struct slot {
+	struct tern_buffer *buf;
+	int layer;                   /* -1: empty */
+	uint64_t ticket;             /* copy not yet waited for by ops (0: none) */
+	struct tern_buffer *staging; /* disk tier: the group read from the pack file, copied from */
+	uint8_t *staging_ptr;
+	uint64_t staging_ticket; /* the last copy out of staging */
+};
+
 struct lora_slot {
 	size_t offA, offB; /* bytes into the parameter block */
 	int64_t I, O;
@@ -53,13 +66,12 @@ struct tern_net {
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
 
-	/* streaming: device slots holding streamed layers' groups */
+	/* streaming: device slots holding streamed layers' groups, filled ahead of use */
 	int nslots;
-	struct tern_buffer **slot_buf;
-	int *slot_layer;     /* layer in slot s, or -1 */
-	uint64_t *slot_used; /* use counter of the last use (least recently used is evicted) */
-	uint64_t use_clock;
-	uint8_t **host_copy; /* [L] host tier copies */
+	struct slot *slots;
+	struct tern_buffer **host_buf; /* [L] host tier: pinned copies (host_alloc) */
+	int *seq;                      /* the layer of each ensure_layer call of one micro-batch */
+	int seq_len, seq_pos, seq_train, seq_eval;
 	struct tern_net_stream_stats stats;
 
 	struct tern_buffer *act;
@@ -421,18 +433,37 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			max_group = w->bytes;
 	}
 	if (max_group) {
+		if (!be->vt->host_alloc || !be->vt->copy_async) {
+			st = tern_fail(TERN_E_UNSUPPORTED,
+				       "backend %s cannot stream layers (no asynchronous copies)", be->name);
+			goto out;
+		}
 		n->nslots = o->slots > 0 ? o->slots : 2;
-		n->slot_buf = tern_calloc((size_t)n->nslots, sizeof *n->slot_buf);
-		n->slot_layer = tern_calloc((size_t)n->nslots, sizeof *n->slot_layer);
-		n->slot_used = tern_calloc((size_t)n->nslots, sizeof *n->slot_used);
-		n->host_copy = tern_calloc((size_t)L, sizeof *n->host_copy);
-		if (!n->slot_buf || !n->slot_layer || !n->slot_used || !n->host_copy) {
+		n->slots = tern_calloc((size_t)n->nslots, sizeof *n->slots);
+		n->host_buf = tern_calloc((size_t)L, sizeof *n->host_buf);
+		/* ensure_layer calls of a micro-batch: forward 0..L-1, then backward L-1, and with
+		 * checkpointing two calls (recompute, backward) for each lower layer */
+		n->seq = tern_calloc((size_t)(4 * L), sizeof *n->seq);
+		if (!n->slots || !n->host_buf || !n->seq) {
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
 		}
+		int k = 0;
+		for (int l = 0; l < L; l++)
+			n->seq[k++] = l;
+		n->seq_eval = k;
+		for (int l = (int)L - 1; l >= 0; l--) {
+			if (o->checkpointing && l != L - 1)
+				n->seq[k++] = l;
+			n->seq[k++] = l;
+		}
+		n->seq_train = k;
+		n->seq_len = n->seq_train;
 		for (int i = 0; i < n->nslots; i++) {
-			n->slot_layer[i] = -1;
-			if ((st = be->vt->buffer_alloc(be, max_group, &n->slot_buf[i])))
+			struct slot *sl = &n->slots[i];
+			sl->layer = -1;
+			if ((st = be->vt->buffer_alloc(be, max_group, &sl->buf)) ||
+			    (st = be->vt->host_alloc(be, max_group, &sl->staging, (void **)&sl->staging_ptr)))
 				goto out;
 			n->weight_bytes += max_group;
 		}
@@ -446,14 +477,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 				goto out;
 			lv.buf = w->buf;
 		} else if (w->tier == TERN_TIER_HOST) {
-			if (!(n->host_copy[l] = tern_malloc(w->bytes))) {
-				st = tern_fail(TERN_E_NOMEM,
-					       "net: out of host memory for layer %d (%llu bytes, host tier)",
-					       l, (unsigned long long)w->bytes);
+			void *ptr = NULL;
+			if ((st = be->vt->host_alloc(be, w->bytes, &n->host_buf[l], &ptr)))
 				goto out;
-			}
-			memcpy(n->host_copy[l], src, w->bytes);
-			w->host = n->host_copy[l];
+			memcpy(ptr, src, w->bytes);
+			w->host = ptr;
 		} else {
 			w->host = src;
 		}
@@ -526,16 +554,19 @@ void tern_net_free(struct tern_net *n)
 		for (int64_t l = 0; l < n->L; l++)
 			if (n->lw[l].buf)
 				be->vt->buffer_free(be, n->lw[l].buf);
-	for (int i = 0; i < n->nslots && n->slot_buf; i++)
-		if (n->slot_buf[i])
-			be->vt->buffer_free(be, n->slot_buf[i]);
-	if (n->host_copy)
+	for (int i = 0; i < n->nslots && n->slots; i++) {
+		if (n->slots[i].buf)
+			be->vt->buffer_free(be, n->slots[i].buf);
+		if (n->slots[i].staging)
+			be->vt->buffer_free(be, n->slots[i].staging);
+	}
+	if (n->host_buf)
 		for (int64_t l = 0; l < n->L; l++)
-			free(n->host_copy[l]);
-	free(n->host_copy);
-	free(n->slot_buf);
-	free(n->slot_layer);
-	free(n->slot_used);
+			if (n->host_buf[l])
+				be->vt->buffer_free(be, n->host_buf[l]);
+	free(n->host_buf);
+	free(n->slots);
+	free(n->seq);
 	free(n->lw);
 	free(n->slot);
 	free(n->la);
@@ -664,41 +695,143 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 				  n->T, acc);
 }
 
-/* Makes layer l's weights usable: device-tier layers always are; a streamed layer is uploaded into
- * the least recently used slot unless a slot still holds it. The upload is ordered after every op
- * queued before it (the slot's previous layer is done with it). */
+static int slot_of(const struct tern_net *n, int l)
+{
+	for (int i = 0; i < n->nslots; i++)
+		if (n->slots[i].layer == l)
+			return i;
+	return -1;
+}
+
+/* Starts copying layer l's group into slot s, after every op queued so far (among them the last
+ * reads of the slot's previous layer). Disk-tier groups are read from the mapping into the slot's
+ * staging buffer first, which the host may rewrite only after the slot's previous copy is done. */
+static enum tern_status load_slot(struct tern_net *n, int s, int l)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct slot *sl = &n->slots[s];
+	struct layer_w *w = &n->lw[l];
+	uint64_t mark = 0;
+	enum tern_status st = vt->mark(n->be, &mark);
+	if (st != TERN_OK)
+		return st;
+	sl->layer = -1;
+	if (sl->ticket) { /* a prefetch never used: two copies into one slot must not overlap */
+		if ((st = vt->ticket_wait_host(n->be, sl->ticket)))
+			return st;
+		sl->ticket = 0;
+	}
+	struct tern_view src;
+	if (w->tier == TERN_TIER_HOST) {
+		src = (struct tern_view){n->host_buf[l], 0, w->bytes};
+	} else {
+		double t0 = tern_now();
+		if ((st = vt->ticket_wait_host(n->be, sl->staging_ticket)))
+			return st;
+		n->stats.wait_s += tern_now() - t0;
+		t0 = tern_now();
+		memcpy(sl->staging_ptr, w->host, w->bytes); /* the disk read (page faults on the mapping) */
+		n->stats.read_s += tern_now() - t0;
+		/* readahead: the neighbours are read next (l + 1 in the forward, l - 1 in the backward) */
+		for (int d = -1; d <= 1; d += 2) {
+			int u = l + d;
+			if (u >= 0 && u < n->L && n->lw[u].tier == TERN_TIER_DISK) {
+				uintptr_t a = (uintptr_t)n->lw[u].host & ~(uintptr_t)4095;
+				posix_madvise((void *)a, n->lw[u].bytes + ((uintptr_t)n->lw[u].host - a),
+					      POSIX_MADV_WILLNEED);
+			}
+		}
+		src = (struct tern_view){sl->staging, 0, w->bytes};
+	}
+	struct tern_view dst = {sl->buf, 0, w->bytes};
+	if ((st = vt->copy_async(n->be, dst, src, mark, &sl->ticket)))
+		return st;
+	if (w->tier == TERN_TIER_DISK)
+		sl->staging_ticket = sl->ticket;
+	sl->layer = l;
+	n->stats.loads++;
+	n->stats.bytes[w->tier] += w->bytes;
+	return TERN_OK;
+}
+
+/* Whether layer l is used within the next `ahead` distinct streamed layers after position pos. */
+static int upcoming(const struct tern_net *n, int pos, int *out, int max)
+{
+	int k = 0;
+	for (int i = 1; i <= n->seq_len && k < max; i++) {
+		int l = n->seq[(pos + i) % n->seq_len];
+		if (n->lw[l].tier == TERN_TIER_DEVICE || l == n->seq[pos % n->seq_len])
+			continue;
+		bool dup = false;
+		for (int j = 0; j < k; j++)
+			dup |= out[j] == l;
+		if (!dup)
+			out[k++] = l;
+	}
+	return k;
+}
+
+/* Makes layer l's weights usable by the ops queued next: device-tier layers always are; a
+ * streamed layer is in a slot (prefetched earlier, or loaded now) and the ops wait on the device
+ * for its copy. Then the next nslots - 1 streamed layers of the sequence are prefetched into
+ * slots whose layers are not about to be used. */
 static enum tern_status ensure_layer(struct tern_net *n, int l)
 {
 	struct layer_w *w = &n->lw[l];
-	if (w->tier == TERN_TIER_DEVICE)
+	if (!n->nslots)
 		return TERN_OK;
-	int s = -1;
-	for (int i = 0; i < n->nslots; i++)
-		if (n->slot_layer[i] == l)
-			s = i;
-	n->use_clock++;
-	if (s >= 0) {
-		n->stats.hits++;
-		n->slot_used[s] = n->use_clock;
-		return TERN_OK;
+	/* the sequence position of this call */
+	int pos = n->seq_pos;
+	for (int i = 0; i < n->seq_len && n->seq[pos % n->seq_len] != l; i++)
+		pos++;
+	pos %= n->seq_len;
+	n->seq_pos = pos + 1;
+	enum tern_status st;
+	int next[64], nn = upcoming(n, pos, next, n->nslots - 1 < 64 ? n->nslots - 1 : 64);
+	if (w->tier != TERN_TIER_DEVICE) {
+		int s = slot_of(n, l);
+		if (s >= 0) {
+			n->stats.hits++;
+		} else {
+			/* not prefetched: any slot not holding an upcoming layer */
+			for (int i = 0; i < n->nslots && s < 0; i++) {
+				bool keep = false;
+				for (int j = 0; j < nn; j++)
+					keep |= n->slots[i].layer == next[j];
+				if (!keep)
+					s = i;
+			}
+			if (s < 0)
+				s = 0;
+			if ((st = load_slot(n, s, l)))
+				return st;
+		}
+		struct slot *sl = &n->slots[s];
+		if (sl->ticket && (st = n->be->vt->wait_ticket(n->be, sl->ticket)))
+			return st;
+		sl->ticket = 0;
+		struct tern_view v = {sl->buf, 0, w->bytes};
+		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
+			tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, mod_role[mo]), v, &w->w[mo]);
 	}
-	s = 0;
-	for (int i = 1; i < n->nslots; i++)
-		if (n->slot_used[i] < n->slot_used[s])
-			s = i;
-	double t0 = tern_now();
-	struct tern_view v = {n->slot_buf[s], 0, w->bytes};
-	n->slot_layer[s] = -1;
-	enum tern_status st = n->be->vt->upload(n->be, v, w->host);
-	n->stats.wait_s += tern_now() - t0;
-	if (st != TERN_OK)
-		return st;
-	n->slot_layer[s] = l;
-	n->slot_used[s] = n->use_clock;
-	n->stats.loads++;
-	n->stats.bytes[w->tier] += w->bytes;
-	for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
-		tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, mod_role[mo]), v, &w->w[mo]);
+	/* prefetch */
+	for (int j = 0; j < nn; j++) {
+		if (slot_of(n, next[j]) >= 0)
+			continue;
+		int victim = -1;
+		for (int i = 0; i < n->nslots && victim < 0; i++) {
+			int vl = n->slots[i].layer;
+			bool busy = vl == l && w->tier != TERN_TIER_DEVICE;
+			for (int k = 0; k < nn; k++)
+				busy |= vl >= 0 && vl == next[k];
+			if (!busy)
+				victim = i;
+		}
+		if (victim < 0)
+			break;
+		if ((st = load_slot(n, victim, next[j])))
+			return st;
+	}
 	return TERN_OK;
 }
 
@@ -801,6 +934,11 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	struct tern_backend *be = n->be;
 	int64_t T = n->T, D = n->D, L = n->L;
 	enum tern_status st;
+	if (n->nslots) {
+		int len = backward ? n->seq_train : n->seq_eval;
+		if (len != n->seq_len)
+			n->seq_len = len, n->seq_pos = 0;
+	}
 	TRY(vt->upload(be, n->tokens, tokens));
 	TRY(vt->upload(be, n->targets, targets));
 	TRY(vt->upload(be, n->pos, positions));

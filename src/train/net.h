@@ -56,7 +56,8 @@ struct tern_net_opts {
 struct tern_net_stream_stats {
 	uint64_t bytes[TERN_TIER_COUNT];
 	uint64_t loads, hits;
-	double wait_s;
+	double wait_s; /* host seconds waiting for earlier copies (slot staging reuse) */
+	double read_s; /* host seconds reading disk-tier groups from the mapping (the disk reads) */
 };
 void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset);
 

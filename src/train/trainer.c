@@ -19,6 +19,7 @@
 #include "train/adapter.h"
 #include "train/config.h"
 #include "train/net.h"
+#include "train/plan.h"
 
 #include <errno.h>
 #include <math.h>
@@ -127,6 +128,8 @@ struct session {
 	struct tern_tokenizer *tok;
 	struct tern_data *data;
 	struct tern_model_config mc; /* config.json of base_model */
+	struct tern_plan plan;       /* where each layer lives (residency planner) */
+	uint64_t device_budget, host_budget;
 	struct tern_model *model;
 	struct tern_backend *be;
 	struct tern_net *net;
@@ -249,12 +252,51 @@ static unsigned target_modules(const struct tern_config *c)
 	return m;
 }
 
-static enum tern_status open_net(struct session *s)
+_Static_assert((int)TERN_PLAN_DEVICE == (int)TERN_TIER_DEVICE && (int)TERN_PLAN_HOST == (int)TERN_TIER_HOST &&
+		       (int)TERN_PLAN_DISK == (int)TERN_TIER_DISK,
+	       "plan tiers are net tiers");
+
+/* Budgets (device_memory / host_memory, or auto from the backend and /proc/meminfo) and the plan. */
+static enum tern_status plan_residency(struct session *s, uint64_t device_budget)
+{
+	struct tern_config *c = s->cfg;
+	enum tern_status st;
+	if (!device_budget) {
+		uint64_t budget = 0, usage = 0;
+		if (s->be->vt->memory_info && s->be->vt->memory_info(s->be, &budget, &usage) == TERN_OK)
+			device_budget = tern_plan_device_auto(budget);
+		else
+			device_budget = UINT64_MAX / 4;
+	}
+	uint64_t host = (uint64_t)c->host_memory;
+	if (!host && tern_plan_host_auto(&host) != TERN_OK)
+		host = UINT64_MAX / 4;
+	s->device_budget = device_budget;
+	s->host_budget = host;
+	memset(&s->plan, 0, sizeof s->plan);
+	if ((st = tern_plan_make(&s->mc, c, device_budget, host, &s->plan)) != TERN_OK)
+		return st;
+	if (s->plan.L != s->mc.L)
+		return tern_fail(TERN_E_INVALID, "plan: %lld layers planned for a %lld-layer model",
+				 (long long)s->plan.L, (long long)s->mc.L);
+	return TERN_OK;
+}
+
+/* The backend and the residency plan: before the model is converted, so that a plan that cannot
+ * work fails without writing anything. */
+static enum tern_status open_backend(struct session *s)
 {
 	struct tern_config *c = s->cfg;
 	enum tern_status st = tern_backend_create(backend_name(c->backend), (int)c->device, &s->be);
-	if (st != TERN_OK)
-		return st;
+	if (st == TERN_OK)
+		st = plan_residency(s, (uint64_t)c->device_memory);
+	return st;
+}
+
+static enum tern_status open_net(struct session *s)
+{
+	struct tern_config *c = s->cfg;
+	enum tern_status st;
 	unsigned mods = target_modules(c);
 	double R = (double)c->lora_r;
 	struct tern_net_opts no = {
@@ -266,7 +308,33 @@ static enum tern_status open_net(struct session *s)
 		.checkpointing = c->gradient_checkpointing,
 		.seed = (uint64_t)c->seed,
 	};
-	return tern_net_create(s->be, s->model, &no, &s->net);
+	/* a device that refuses an allocation the plan counted on: re-plan with 3/4 of the budget */
+	for (int attempt = 0;; attempt++) {
+		bool streams = s->plan.n_layers[TERN_PLAN_DEVICE] < s->mc.L;
+		no.tiers = streams ? s->plan.tier : NULL;
+		no.slots = streams ? s->plan.n_slots : 0;
+		st = tern_net_create(s->be, s->model, &no, &s->net);
+		if (st != TERN_E_DEVICE_MEM || attempt == 4)
+			break;
+		uint64_t smaller = s->device_budget / 4 * 3;
+		char a[32], b[32];
+		tern_plan_fmt(a, sizeof a, s->device_budget);
+		tern_plan_fmt(b, sizeof b, smaller);
+		fprintf(s->out, "device allocation failed with a %s plan (%s); re-planning with %s\n", a,
+			tern_error(), b);
+		if ((st = plan_residency(s, smaller)) != TERN_OK)
+			return st;
+	}
+	if (st != TERN_OK)
+		return st;
+	uint64_t wb, lb, ab;
+	tern_net_memory(s->net, &wb, &lb, &ab);
+	if (wb + lb + ab > s->device_budget)
+		return tern_fail(
+			TERN_E_DEVICE_MEM,
+			"the net allocated %llu bytes of device memory, over the %llu-byte budget (a planner bug)",
+			(unsigned long long)(wb + lb + ab), (unsigned long long)s->device_budget);
+	return TERN_OK;
 }
 
 /* Reads base_model's config.json and allocates the host LoRA set (zero) from it: bad adapters are
@@ -473,6 +541,21 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		(long long)tern_net_params(s->net));
 	fprintf(o, "  device    %s: %s; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
 		s->be->name, s->be->device_name, b1, b2, b3);
+	{
+		const struct tern_plan *p = &s->plan;
+		char d[32], h[32], sl[32], u[32];
+		tern_plan_fmt(d, sizeof d, s->device_budget);
+		tern_plan_fmt(h, sizeof h, s->host_budget);
+		tern_plan_fmt(sl, sizeof sl, p->slot_bytes);
+		tern_plan_fmt(u, sizeof u, wb + lb + ab);
+		bool streams = p->n_layers[TERN_PLAN_DEVICE] < mc->L;
+		fprintf(o,
+			"  residency %lld device, %lld host, %lld disk layers; %d slots (%s); device memory %s of "
+			"budget %s; host budget %s\n",
+			(long long)p->n_layers[TERN_PLAN_DEVICE], (long long)p->n_layers[TERN_PLAN_HOST],
+			(long long)p->n_layers[TERN_PLAN_DISK], streams ? p->n_slots : 0, streams ? sl : "-",
+			u, d, h);
+	}
 	fprintf(o,
 		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples\n",
 		(long long)tr->samples, (long long)tr->tokens, (long long)tr->trained, (long long)tr->rows,
@@ -565,7 +648,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	} else {
 		lora_init(s.lora, (uint64_t)c->seed);
 	}
-	if ((st = open_model(&s)) || (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
+	if ((st = open_backend(&s)) || (st = open_model(&s)) || (st = open_net(&s)) ||
+	    (st = tern_net_lora_upload(s.net, s.lora)))
 		goto out;
 	{
 		char path[4200];
@@ -716,11 +800,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			fprintf(metrics,
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
-				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f}\n",
+				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
+				"\"stream_read_s\": %.4f}\n",
 				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
 				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
 				(unsigned long long)ss.bytes[TERN_TIER_HOST],
-				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s);
+				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s);
 			fflush(metrics);
 		}
 		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
@@ -799,7 +884,8 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 	res->adapter_loss = res->adapter_ppl = NAN;
 	enum tern_status st;
 	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = load_data(&s)) ||
-	    (st = open_lora(&s, false)) || (st = open_model(&s)) || (st = open_net(&s)))
+	    (st = open_lora(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
+	    (st = open_net(&s)))
 		goto out;
 	struct tern_config *c = s.cfg;
 	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
