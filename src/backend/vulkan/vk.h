@@ -221,6 +221,9 @@ enum tern_status tern_vk_memory_info(struct tern_backend *be, uint64_t *budget, 
 
 /* ops (vk_ops.c) */
 extern const struct tern_backend_vtable tern_vk_vtable;
+/* Whether matmul, gemm and attention run their "simple" shaders (no shared memory or barriers,
+ * for CPU-type devices) instead of the tiled ones: the device type, or TERN_VK_VARIANT. */
+enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple);
 
 /* vk_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,

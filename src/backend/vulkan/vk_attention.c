@@ -79,6 +79,27 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
 	return p;
 }
 
+#define ATTN_SIMPLE_WG 8     /* WG in shaders/attention_simple.comp */
+#define ATTN_SIMPLE_DMAX 128 /* 4 * DV4 there */
+
+/* Whether to run shaders/attention_simple.comp: the simple variant is chosen (tern_vk_simple), Dh
+ * fits its registers in whole vec4s, and the vec4-bound views (mask bit b: binding b) of the
+ * placed push block start on 16-byte boundaries. */
+static enum tern_status attn_simple(struct tern_vk *vk, const struct attn_push *p, unsigned vec4_mask,
+				    bool *use)
+{
+	*use = false;
+	bool simple = false;
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	if (st || !simple || p->Dh % 4 || p->Dh > ATTN_SIMPLE_DMAX)
+		return st;
+	for (int b = 0; b < 8; b++)
+		if ((vec4_mask >> b & 1u) && p->off[b] % 4)
+			return TERN_OK;
+	*use = true;
+	return TERN_OK;
+}
+
 static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_sub(v, 0, (size_t)n * 4); }
 
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
@@ -98,6 +119,12 @@ enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, 
 	for (int i = 0; i < 6; i++)
 		bv[i] = sized(b[i].v, b[i].n);
 	struct attn_push p = attn_place(vk, a, bv, 6);
+	bool simple;
+	if ((st = attn_simple(vk, &p, 0x1du, &simple)))
+		return st;
+	if (simple)
+		return tern_vk_dispatch(vk, "attention_simple", bv, 6, &p, sizeof p,
+					(uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)H, 1);
 	return tern_vk_dispatch(vk, "attention", bv, 6, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
 				(uint32_t)H, 1);
 }
@@ -136,12 +163,25 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 
 	struct tern_view b1[8] = {DK, DV, Q, K, V, G, S, sized(dq, 2 * H * T)};
 	p = attn_place(vk, a, b1, 8);
-	if ((st = tern_vk_dispatch(vk, "attention_bwd_kv", b1, 8, &p, sizeof p,
-				   (uint32_t)tern_cdiv(T, ATTN_TILE), (uint32_t)Hkv, 1)))
+	bool simple;
+	if ((st = attn_simple(vk, &p, 0x3fu, &simple)))
+		return st;
+	if (simple)
+		st = tern_vk_dispatch(vk, "attention_bwd_kv_simple", b1, 8, &p, sizeof p,
+				      (uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)Hkv, 1);
+	else
+		st = tern_vk_dispatch(vk, "attention_bwd_kv", b1, 8, &p, sizeof p,
+				      (uint32_t)tern_cdiv(T, ATTN_TILE), (uint32_t)Hkv, 1);
+	if (st)
 		return st;
 
 	struct tern_view b2[8] = {DQ, G, Q, K, V, O, L, S};
 	p = attn_place(vk, a, b2, 8);
+	if ((st = attn_simple(vk, &p, 0x3fu, &simple)))
+		return st;
+	if (simple)
+		return tern_vk_dispatch(vk, "attention_bwd_q_simple", b2, 8, &p, sizeof p,
+					(uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)H, 1);
 	return tern_vk_dispatch(vk, "attention_bwd_q", b2, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
 				(uint32_t)H, 1);
 }

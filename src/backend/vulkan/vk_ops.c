@@ -27,11 +27,12 @@ static uint32_t grid(int64_t n)
 
 /* ---- shader variants --------------------------------------------------------------------- */
 
-/* matmul, matmul_bwd and gemm come in two variants: "tiled" (32x32 shared-memory tiles and
+/* matmul, matmul_bwd, gemm and attention come in two variants: "tiled" (shared-memory tiles and
  * barriers, for GPUs) and "simple" (no shared memory or barriers: each invocation computes a small
  * block of outputs with a plain loop over the reduction; see shaders/matmul_simple.comp), which is
- * what a CPU-type device (lavapipe/llvmpipe) runs fast. TERN_VK_VARIANT=tiled|simple forces one. */
-static enum tern_status vk_simple(struct tern_vk *vk, bool *simple)
+ * what a CPU-type device (lavapipe/llvmpipe) runs fast. TERN_VK_VARIANT=tiled|simple forces one
+ * (declared in vk.h). */
+enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple)
 {
 	const char *env = getenv("TERN_VK_VARIANT");
 	if (!env || !*env) {
@@ -46,7 +47,7 @@ static enum tern_status vk_simple(struct tern_vk *vk, bool *simple)
 }
 
 #define SIMPLE_TM 8  /* rows per invocation: TM in the simple shaders */
-#define SIMPLE_TN 8 /* columns per workgroup: TN there */
+#define SIMPLE_TN 8  /* columns per workgroup: TN there */
 #define SIMPLE_WG 32 /* invocations per workgroup */
 
 /* ---- matmul ------------------------------------------------------------------------------ */
@@ -140,7 +141,7 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 	if (T == 0 || O == 0 || I == 0)
 		return TERN_OK;
 	bool simple = false;
-	if ((st = vk_simple(vk, &simple)))
+	if ((st = tern_vk_simple(vk, &simple)))
 		return st;
 	char name[48];
 	snprintf(name, sizeof name, "%s_%s%s", op, simple ? "simple_" : "", sfx);
@@ -307,7 +308,7 @@ static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct 
 	p.a_off = tern_vk_place(vk, &A) / 4;
 	p.b_off = tern_vk_place(vk, &B) / 4;
 	bool simple = false;
-	enum tern_status st = vk_simple(vk, &simple);
+	enum tern_status st = tern_vk_simple(vk, &simple);
 	if (st)
 		return st;
 	if (simple)
