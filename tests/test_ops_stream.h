@@ -50,16 +50,19 @@ static void stream_expect(struct chk *c, struct dten *t, const double *want, int
 	free(got);
 }
 
-/* One copy overlapping a long chain of ops on other buffers, then an op that reads the copy. */
+/* One copy overlapping a long chain of ops on other buffers, then an op that reads the copy;
+ * and one copy read by the very next op (a device that starts that op before the copy has
+ * landed reads stale bytes: on a GPU with a transfer queue, with large sizes, this shows a
+ * compute submission that does not wait for its ticket). */
 static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 {
 	struct chk c;
 	chk_begin(&c, s, "copy_async", "n=%lld under %d queued axpys", (long long)n, chain);
 	struct tern_backend *be = s->be;
 	float *h = NULL, *a = fvec(n);
-	double *wd = dvec(n), *wb = dvec(n);
-	struct tern_buffer *hb = stream_host(&c, n, &h);
-	if (!hb || !a || !wd || !wb) {
+	double *wd = dvec(n), *wb = dvec(n), *wd2 = dvec(n);
+	struct tern_buffer *hb = stream_host(&c, 2 * n, &h);
+	if (!hb || !a || !wd || !wb || !wd2) {
 		fail(&c, "setup failed");
 		goto out;
 	}
@@ -68,13 +71,17 @@ static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 		h[i] = stream_val(c.seed, 1, i);
 		wd[i] = h[i];
 		wb[i] = (double)chain * a[i];
+		h[n + i] = stream_val(c.seed, 2, i);
+		wd2[i] = h[n + i];
 	}
 	struct dten *A = dt_new(&c, "a", (size_t)n * 4, a);
 	struct dten *B = dt_new(&c, "b", (size_t)n * 4, NULL);
 	struct dten *D = dt_new(&c, "d", (size_t)n * 4, NULL);
 	struct dten *Y = dt_new(&c, "y", (size_t)n * 4, NULL);
-	if (!A || !B || !D || !Y || bad(&c, be->vt->zero(be, B->v), "zero") ||
-	    bad(&c, be->vt->zero(be, Y->v), "zero"))
+	struct dten *D2 = dt_new(&c, "d2", (size_t)n * 4, NULL);
+	struct dten *Y2 = dt_new(&c, "y2", (size_t)n * 4, NULL);
+	if (!A || !B || !D || !Y || !D2 || !Y2 || bad(&c, be->vt->zero(be, B->v), "zero") ||
+	    bad(&c, be->vt->zero(be, Y->v), "zero") || bad(&c, be->vt->zero(be, Y2->v), "zero"))
 		goto out;
 	uint64_t m0 = 0, m1 = 0, t = 0;
 	if (bad(&c, be->vt->mark(be, &m0), "mark"))
@@ -97,6 +104,16 @@ static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 	if (bad(&c, be->vt->wait_ticket(be, t), "wait_ticket") ||
 	    bad(&c, be->vt->axpy(be, Y->v, D->v, n, 1.0f), "axpy after wait_ticket"))
 		goto out;
+	/* the device idle first: nothing queued ahead of the reader hides the copy's latency */
+	uint64_t t2 = 0;
+	if (bad(&c, be->vt->synchronize(be), "synchronize") ||
+	    bad(&c,
+		be->vt->copy_async(be, D2->v, (struct tern_view){hb, (size_t)n * 4, (size_t)n * 4}, 0, &t2),
+		"copy_async") ||
+	    bad(&c, be->vt->wait_ticket(be, t2), "wait_ticket") ||
+	    bad(&c, be->vt->axpy(be, Y2->v, D2->v, n, 1.0f), "axpy right after the copy"))
+		goto out;
+	stream_expect(&c, Y2, wd2, n);
 	stream_expect(&c, Y, wd, n);
 	stream_expect(&c, D, wd, n);
 	stream_expect(&c, B, wb, n);
@@ -106,6 +123,7 @@ out:
 	free(a);
 	free(wd);
 	free(wb);
+	free(wd2);
 	chk_end(&c);
 }
 
