@@ -14,6 +14,7 @@ struct attn_case {
 	float *of, *lsef;     /* the oracle's o and lse rounded to fp32: inputs of the backward */
 	double *o, *lse;      /* oracle forward */
 	double *dq, *dk, *dv; /* oracle backward with dout = g */
+	double *dqm, *dkm;    /* magnitudes of the terms dS = P (dP - Dr) cancels (see cmp_mag) */
 };
 
 static void attn_case_free(struct attn_case *ac)
@@ -28,6 +29,8 @@ static void attn_case_free(struct attn_case *ac)
 	free(ac->o);
 	free(ac->lse);
 	free(ac->dq);
+	free(ac->dqm);
+	free(ac->dkm);
 	free(ac->dk);
 	free(ac->dv);
 	memset(ac, 0, sizeof *ac);
@@ -44,13 +47,15 @@ static bool attn_oracle(struct attn_case *ac)
 {
 	const struct tern_attn_args *a = &ac->a;
 	int64_t T = a->T, H = a->H, Hkv = a->Hkv, Dh = a->Dh, grp = H / Hkv;
-	double *p = dvec(T), *dp = dvec(T);
-	if (!p || !dp) {
+	double *p = dvec(T), *dp = dvec(T), *dpm = dvec(T);
+	if (!p || !dp || !dpm) {
 		free(p);
 		free(dp);
+		free(dpm);
 		return false;
 	}
 	memset(ac->dk, 0, (size_t)(T * Hkv * Dh) * sizeof(double));
+	memset(ac->dkm, 0, (size_t)(T * Hkv * Dh) * sizeof(double));
 	memset(ac->dv, 0, (size_t)(T * Hkv * Dh) * sizeof(double));
 	for (int64_t h = 0; h < H; h++) {
 		int64_t gk = h / grp;
@@ -92,22 +97,28 @@ static bool attn_oracle(struct attn_case *ac)
 				for (int64_t d = 0; d < Dh; d++)
 					s += (double)gi[d] * ac->v[(j * Hkv + gk) * Dh + d];
 				dp[j] = p[j] * (s - Dr); /* dS */
+				dpm[j] = p[j] * (fabs(s) + fabs(Dr));
 			}
 			for (int64_t d = 0; d < Dh; d++) {
-				double s = 0.0;
-				for (int64_t j = 0; j < T; j++)
+				double s = 0.0, sm = 0.0;
+				for (int64_t j = 0; j < T; j++) {
 					s += dp[j] * ac->k[(j * Hkv + gk) * Dh + d];
+					sm += dpm[j] * fabs((double)ac->k[(j * Hkv + gk) * Dh + d]);
+				}
 				ac->dq[(i * H + h) * Dh + d] = s * (double)a->scale;
+				ac->dqm[(i * H + h) * Dh + d] = sm * (double)a->scale;
 			}
 			for (int64_t j = 0; j < T; j++)
 				for (int64_t d = 0; d < Dh; d++) {
 					ac->dv[(j * Hkv + gk) * Dh + d] += p[j] * gi[d];
 					ac->dk[(j * Hkv + gk) * Dh + d] += dp[j] * qi[d] * (double)a->scale;
+					ac->dkm[(j * Hkv + gk) * Dh + d] += dpm[j] * fabs((double)qi[d]) * (double)a->scale;
 				}
 		}
 	}
 	free(p);
 	free(dp);
+	free(dpm);
 	return true;
 }
 
@@ -122,7 +133,9 @@ static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64
 	ac->seg = calloc((size_t)T + 1, sizeof(int32_t));
 	ac->of = fvec(nq), ac->lsef = fvec(H * T);
 	ac->o = dvec(nq), ac->lse = dvec(H * T), ac->dq = dvec(nq), ac->dk = dvec(nk), ac->dv = dvec(nk);
+	ac->dqm = dvec(nq), ac->dkm = dvec(nk);
 	if (!ac->q || !ac->k || !ac->v || !ac->g || !ac->seg || !ac->of || !ac->lsef || !ac->o || !ac->lse ||
+	    !ac->dqm || !ac->dkm ||
 	    !ac->dq || !ac->dk || !ac->dv) {
 		attn_case_free(ac);
 		return false;
@@ -221,8 +234,8 @@ static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t H
 				      &ac.a),
 		"attention_bwd"))
 		goto out;
-	expect(&c, dq, ac.dq, nq, TOL_F32);
-	expect(&c, dk, ac.dk, nk, TOL_F32);
+	expect_mag(&c, dq, ac.dq, ac.dqm, nq, TOL_F32);
+	expect_mag(&c, dk, ac.dk, ac.dkm, nk, TOL_F32);
 	expect(&c, dv, ac.dv, nk, TOL_F32);
 	dt_unchanged(&c, q, ac.q);
 	dt_unchanged(&c, k, ac.k);
