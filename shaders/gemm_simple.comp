@@ -14,7 +14,7 @@
 #endif
 
 #ifndef WG
-#define WG 32
+#define WG 8
 #endif
 layout(local_size_x = WG) in;
 

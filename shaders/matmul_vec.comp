@@ -1,7 +1,8 @@
 #version 450
 // matmul_simple.comp with 16-byte loads, for f32/f16/bf16 weights whose rows, the input rows and
-// the reduction are multiples of 8 elements and 16-byte aligned (the host checks; otherwise it
-// runs matmul_simple). Each load of llvmpipe is a loop over the invocations of a subgroup, so
+// the reduction are multiples of 8 elements and 16-byte aligned, and NF4 / NF4-DQ weights read 8
+// codes (one word, one absmax block) at a time (the host checks; otherwise it runs
+// matmul_simple). Each load of llvmpipe is a loop over the invocations of a subgroup, so
 // loading four floats (or eight halves) at a time cuts most of that cost.
 // Forward: each invocation takes TM tokens, the group 8 features, the loop 8 k at a time.
 // Backward (-DBWD): the group takes 8 consecutive features n (one 16-byte row piece of W per k),
@@ -12,7 +13,7 @@
 #define TM 8
 #endif
 #ifndef WG
-#define WG 32
+#define WG 8
 #endif
 #define TN 8
 
@@ -31,7 +32,20 @@ layout(push_constant) uniform Push {
 
 layout(binding = 0) buffer Out { float y[]; };
 layout(binding = 1) readonly buffer In { vec4 x4[]; };
+#if defined(W_NF4) || defined(W_NF4_DQ)
+#define wp_r0 p.r0
+#define wp_I p.I
+#define wp_pos p.pos
+#define wp_absmax_off p.absmax_off
+#define wp_nested_off p.nested_off
+#define wp_dmap_off p.dmap_off
+#define wp_blocksize p.blocksize
+#define wp_offset p.offset
+#define wp_scale p.scale
+#include "common/weights.glsl"
+#else
 layout(binding = 2) readonly buffer WData { uvec4 w4[]; };
+#endif
 
 #if defined(W_F16) || defined(W_BF16)
 #include "common/half.glsl"
@@ -40,7 +54,17 @@ layout(binding = 2) readonly buffer WData { uvec4 w4[]; };
 // W's elements l .. l+7 of the binding (l a multiple of 8)
 void w8(uint l, out float v[8])
 {
-#if defined(W_F32)
+#if defined(W_NF4) || defined(W_NF4_DQ)
+	// one word holds the 8 codes (the even element in each byte's high nibble) and, with the
+	// block size a multiple of 8, all 8 share one block
+	uint word = w_data[l >> 3];
+	float am = w_block_absmax((l - p.pos + p.r0 * p.I) / p.blocksize);
+	for (uint i = 0u; i < 4u; i++) {
+		uint byte_ = (word >> (8u * i)) & 0xffu;
+		v[2u * i] = uintBitsToFloat(NF4_CODE_BITS[byte_ >> 4]) * am;
+		v[2u * i + 1u] = uintBitsToFloat(NF4_CODE_BITS[byte_ & 15u]) * am;
+	}
+#elif defined(W_F32)
 	uvec4 a = w4[l >> 2], b = w4[(l >> 2) + 1u];
 	v[0] = uintBitsToFloat(a.x), v[1] = uintBitsToFloat(a.y), v[2] = uintBitsToFloat(a.z);
 	v[3] = uintBitsToFloat(a.w), v[4] = uintBitsToFloat(b.x), v[5] = uintBitsToFloat(b.y);

@@ -46,9 +46,9 @@ enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple)
 	return TERN_OK;
 }
 
-#define SIMPLE_TM 8  /* rows per invocation: TM in the simple shaders */
-#define SIMPLE_TN 8  /* columns per workgroup: TN there */
-#define SIMPLE_WG 32 /* invocations per workgroup */
+#define SIMPLE_TM 8 /* rows per invocation: TM in the simple shaders */
+#define SIMPLE_TN 8 /* columns per workgroup: TN there */
+#define SIMPLE_WG 8 /* invocations per workgroup */
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
@@ -107,13 +107,17 @@ static struct tern_view weight_rows(struct tern_vk *vk, const struct tern_weight
 
 #define VEC_TM 8 /* TM in shaders/matmul_vec.comp (its TN is 8, its WG is SIMPLE_WG) */
 
-/* Whether one dispatch can take shaders/matmul_vec.comp: an f32/f16/bf16 weight, and every
- * input row, weight row piece and the reduction on 16-byte boundaries in whole 16-byte loads. */
+/* Whether one dispatch can take shaders/matmul_vec.comp: an f32/f16/bf16 weight with every input
+ * row, weight row piece and the reduction on 16-byte boundaries in whole 16-byte loads, or an
+ * NF4/NF4-DQ weight read a word (8 codes of one absmax block) at a time. */
 static bool mm_vec_ok(enum tern_dtype dt, const struct mm_push *p, bool bwd)
 {
-	if (dt != TERN_F32 && dt != TERN_F16 && dt != TERN_BF16)
+	bool nf4 = dt == TERN_NF4 || dt == TERN_NF4_DQ;
+	if (dt != TERN_F32 && dt != TERN_F16 && dt != TERN_BF16 && !nf4)
 		return false;
-	uint32_t wal = dt == TERN_F32 ? 4 : 8; /* elements per 16 bytes of W */
+	if (nf4 && p->blocksize % 8) /* 8 codes at a time share one absmax block */
+		return false;
+	uint32_t wal = dt == TERN_F32 ? 4 : 8; /* elements per 16 bytes (NF4: per word) of W */
 	if (p->x_off % 4 || p->ldx % 4 || p->xk0 % 4 || p->I % 8 || p->pos % wal)
 		return false;
 	return bwd ? p->K % 4 == 0 : p->K % 8 == 0;
