@@ -4,10 +4,11 @@
 // across 8 invocations). Same contract and push block as matmul.comp:
 // Forward (default): y[t, r0+n] = sum_k x[t, k] * W[r0+n, k] over the bound chunk, K = I.
 // Backward (-DBWD): dx[t, n] (=|+=) sum_k dy[t, r0+k] * W[r0+k, n] over the chunk, N = I.
-// Invocations of a workgroup take TM consecutive tokens each (64 * TM tokens per group); every
+// Invocations of a workgroup take TM consecutive tokens each (WG * TM tokens per group); every
 // invocation of the group shares the same TN output features (gl_WorkGroupID.x), so the weight
-// loads and their dequantisation are uniform across the group and each feeds TM fused
-// multiply-adds. Out-of-range tokens and features are clamped, not branched on, so control flow
+// loads and their dequantisation are uniform across the group and each weight feeds TM
+// multiply-adds, each input value TN. (llvmpipe runs every storage-buffer load as a loop over the
+// invocations of a SIMD vector, so loads per multiply-add are what count.) Out-of-range tokens and features are clamped, not branched on, so control flow
 // stays uniform until the stores.
 #extension GL_GOOGLE_include_directive : require
 
