@@ -8,6 +8,7 @@
 // Backward (-DBWD): the group takes 8 consecutive features n (one 16-byte row piece of W per k),
 // the loop 4 k at a time. Same push block as matmul.comp.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : enable
 
 #ifndef TM
 #define TM 8
@@ -59,7 +60,7 @@ void w8(uint l, out float v[8])
 	// block size a multiple of 8, all 8 share one block
 	uint word = w_data[l >> 3];
 	float am = w_block_absmax((l - p.pos + p.r0 * p.I) / p.blocksize);
-	for (uint i = 0u; i < 4u; i++) {
+	[[unroll]] for (uint i = 0u; i < 4u; i++) {
 		uint byte_ = (word >> (8u * i)) & 0xffu;
 		v[2u * i] = uintBitsToFloat(NF4_CODE_BITS[byte_ >> 4]) * am;
 		v[2u * i + 1u] = uintBitsToFloat(NF4_CODE_BITS[byte_ & 15u]) * am;
@@ -71,7 +72,7 @@ void w8(uint l, out float v[8])
 	v[6] = uintBitsToFloat(b.z), v[7] = uintBitsToFloat(b.w);
 #else
 	uvec4 a = w4[l >> 3];
-	for (uint i = 0u; i < 4u; i++) {
+	[[unroll]] for (uint i = 0u; i < 4u; i++) {
 #if defined(W_F16)
 		v[2u * i] = tern_f16_to_f32(a[i] & 0xffffu);
 		v[2u * i + 1u] = tern_f16_to_f32(a[i] >> 16);

@@ -65,6 +65,12 @@ static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of D=%lld exceeds maxStorageBufferRange",
 				 bwd ? "rmsnorm_bwd" : "rmsnorm", (long long)D);
+	bool simple = false; /* rmsnorm_simple: a row per invocation (ARCHITECTURE §7) */
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	if (st)
+		return st;
+	const char *name = bwd ? (simple ? "rmsnorm_bwd_simple" : "rmsnorm_bwd")
+			       : (simple ? "rmsnorm_simple" : "rmsnorm");
 	struct rms_push p = {.D = (uint32_t)D, .eps = eps, .accumulate = accumulate};
 	struct tern_view wv = tern_view_sub(w, 0, (size_t)D * 4);
 	p.w_off = place_words(vk, &wv);
@@ -82,9 +88,9 @@ static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o
 		p.x_off = place_words(vk, &xv);
 		p.r_off = rv.buf ? place_words(vk, &rv) : 0;
 		struct tern_view b[5] = {ov, av, xv, wv, rv};
-		uint32_t g = (uint32_t)(tn > 65535 ? 65535 : tn);
-		enum tern_status st =
-			tern_vk_dispatch(vk, bwd ? "rmsnorm_bwd" : "rmsnorm", b, 5, &p, sizeof p, g, 1, 1);
+		int64_t gn = simple ? (tn + 7) / 8 : tn;
+		uint32_t g = (uint32_t)(gn > 65535 ? 65535 : gn);
+		st = tern_vk_dispatch(vk, name, b, 5, &p, sizeof p, g, 1, 1);
 		if (st)
 			return st;
 	}
