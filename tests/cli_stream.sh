@@ -87,6 +87,12 @@ want 2 $((2 * G)) $((2 * G))
 want 4 $((2 * G)) $((2 * G))
 n=$(grep -c '"stream_host_bytes": 0, "stream_disk_bytes": 0' "$tmp/all/metrics.jsonl")
 [ "$n" = 4 ] && ok || bad "the all-resident run streamed ($n of 4 steps without streaming)"
+# a device allocation failure at start re-plans with a smaller budget, says so, and trains the same
+TERN_FAULT_DEVICE_ALLOC=1 "$tern" train "$tmp/c.yaml" --set output_dir="$tmp/re" --set device_memory=$((dev + 4 * G)) \
+	--set host_memory=$host >"$tmp/re.log" 2>&1 &&
+	grep -q "^device allocation failed with a .* plan (injected .*); re-planning with " "$tmp/re.log" &&
+	cmp "$tmp/all/adapter/adapter_model.safetensors" "$tmp/re/adapter/adapter_model.safetensors" && ok ||
+	bad "re-plan after a device allocation failure: $(grep -E 'residency|device allocation|tern:' "$tmp/re.log")"
 # an impossible budget is refused before anything is written
 "$tern" train "$tmp/c.yaml" --set output_dir="$tmp/no" --set device_memory=1000000 >"$tmp/out" 2>"$tmp/err"
 rc=$?

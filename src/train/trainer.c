@@ -313,10 +313,18 @@ static enum tern_status open_net(struct session *s)
 		bool streams = s->plan.n_layers[TERN_PLAN_DEVICE] < s->mc.L;
 		no.tiers = streams ? s->plan.tier : NULL;
 		no.slots = streams ? s->plan.n_slots : 0;
-		st = tern_net_create(s->be, s->model, &no, &s->net);
+		/* TERN_FAULT_DEVICE_ALLOC=1 makes the first attempt fail as a full device would (tests) */
+		const char *fault = getenv("TERN_FAULT_DEVICE_ALLOC");
+		if (attempt == 0 && fault && !strcmp(fault, "1"))
+			st = tern_fail(TERN_E_DEVICE_MEM,
+				       "injected device allocation failure (TERN_FAULT_DEVICE_ALLOC=1)");
+		else
+			st = tern_net_create(s->be, s->model, &no, &s->net);
 		if (st != TERN_E_DEVICE_MEM || attempt == 4)
 			break;
 		uint64_t smaller = s->device_budget / 4 * 3;
+		if (smaller < s->plan.min_device && s->plan.min_device < s->device_budget)
+			smaller = s->plan.min_device; /* the least that still works */
 		char a[32], b[32];
 		tern_plan_fmt(a, sizeof a, s->device_budget);
 		tern_plan_fmt(b, sizeof b, smaller);
