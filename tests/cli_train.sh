@@ -77,5 +77,15 @@ check_bad "wrong adapter rank" "lora_r\|r " "$tmp/c.yaml" --set lora_r=4
 "$tern" train >/dev/null 2>"$tmp/err"
 [ $? = 2 ] && ok || bad "train without a config should exit 2"
 
+# 6. the shipped configs parse and plan (paths in them are relative to the repository root)
+root=$(cd "$data/../.." && pwd)
+(cd "$root" && "$tern" plan configs/demo.yaml >"$tmp/out" 2>"$tmp/err") && grep -q "^verdict: fits" "$tmp/out" && ok ||
+	bad "plan configs/demo.yaml: $(cat "$tmp/err")"
+for c in "mistral-7b-12gb mistral-7b-v0.1" "llama3-70b-24gb meta-llama-3-70b"; do
+	set -- $c
+	(cd "$root" && "$tern" plan "configs/$1.yaml" --set base_model="$data/plan/$2" >"$tmp/out" 2>"$tmp/err") &&
+		grep -q "^verdict: " "$tmp/out" && ok || bad "plan configs/$1.yaml: $(cat "$tmp/err")"
+done
+
 echo "cli_train: $pass passed, $fail failed"
 [ "$fail" = 0 ]
