@@ -112,7 +112,8 @@ static bool attn_oracle(struct attn_case *ac)
 				for (int64_t d = 0; d < Dh; d++) {
 					ac->dv[(j * Hkv + gk) * Dh + d] += p[j] * gi[d];
 					ac->dk[(j * Hkv + gk) * Dh + d] += dp[j] * qi[d] * (double)a->scale;
-					ac->dkm[(j * Hkv + gk) * Dh + d] += dpm[j] * fabs((double)qi[d]) * (double)a->scale;
+					ac->dkm[(j * Hkv + gk) * Dh + d] +=
+						dpm[j] * fabs((double)qi[d]) * (double)a->scale;
 				}
 		}
 	}
@@ -135,8 +136,7 @@ static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64
 	ac->o = dvec(nq), ac->lse = dvec(H * T), ac->dq = dvec(nq), ac->dk = dvec(nk), ac->dv = dvec(nk);
 	ac->dqm = dvec(nq), ac->dkm = dvec(nk);
 	if (!ac->q || !ac->k || !ac->v || !ac->g || !ac->seg || !ac->of || !ac->lsef || !ac->o || !ac->lse ||
-	    !ac->dqm || !ac->dkm ||
-	    !ac->dq || !ac->dk || !ac->dv) {
+	    !ac->dqm || !ac->dkm || !ac->dq || !ac->dk || !ac->dv) {
 		attn_case_free(ac);
 		return false;
 	}

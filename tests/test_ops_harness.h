@@ -494,5 +494,4 @@ static bool dweight_make(struct chk *c, const struct hweight *hw, struct tern_we
 	return true;
 }
 
-
 #endif

@@ -275,7 +275,8 @@ static int help_for(int argc, char **argv)
 		return TERN_EXIT_OK;
 	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan)", argv[0]);
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan)",
+		argv[0]);
 }
 
 int main(int argc, char **argv)
@@ -335,5 +336,6 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, help)", cmd);
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, help)",
+		cmd);
 }

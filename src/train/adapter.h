@@ -42,15 +42,15 @@ const char *tern_module_path(enum tern_module m);
 bool tern_module_parse(const char *s, enum tern_module *out);
 
 struct tern_lora_tensor {
-	int64_t I, O;  /* in and out features of the base linear */
-	float *A, *B;  /* [R, I], [O, R]; NULL when the module is not targeted */
+	int64_t I, O;             /* in and out features of the base linear */
+	float *A, *B;             /* [R, I], [O, R]; NULL when the module is not targeted */
 	float *mA, *vA, *mB, *vB; /* AdamW moments (checkpoints only; NULL otherwise) */
 };
 
 struct tern_lora_set {
-	int L;             /* layers */
-	int64_t R;         /* rank */
-	unsigned modules;  /* bit m set: module m is targeted in every layer */
+	int L;                      /* layers */
+	int64_t R;                  /* rank */
+	unsigned modules;           /* bit m set: module m is targeted in every layer */
 	struct tern_lora_tensor *t; /* [L * TERN_MOD_COUNT], index l * TERN_MOD_COUNT + m */
 };
 
@@ -93,19 +93,20 @@ enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set 
  * extra, or has the wrong shape or dtype (F32, F16 and BF16 are accepted and converted). Nothing
  * is stored into s unless everything is valid. *meta_out (optional) receives alpha, dropout and
  * rslora from the file (base_model is not kept: NULL). */
-enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s, struct tern_adapter_meta *meta_out);
+enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
+				   struct tern_adapter_meta *meta_out);
 
 /* Everything a resumed run needs besides the LoRA tensors and moments. */
 struct tern_train_state {
 	int64_t step;        /* optimizer steps done */
 	int64_t total_steps; /* the schedule's K */
 	int64_t warmup_steps;
-	int64_t epoch;       /* epochs completed */
-	int64_t row;         /* next row (index into the epoch's order) to read */
-	uint64_t seed;       /* config seed */
-	uint64_t rng;        /* the trainer's generator state */
-	int64_t tokens;      /* trained tokens so far */
-	double elapsed;      /* seconds trained so far (for max_time) */
+	int64_t epoch;  /* epochs completed */
+	int64_t row;    /* next row (index into the epoch's order) to read */
+	uint64_t seed;  /* config seed */
+	uint64_t rng;   /* the trainer's generator state */
+	int64_t tokens; /* trained tokens so far */
+	double elapsed; /* seconds trained so far (for max_time) */
 	double last_loss;
 	char config_hash[17]; /* hex FNV-1a of the resolved config text, minus output keys */
 };
@@ -120,15 +121,16 @@ struct tern_train_state {
  * as decimal strings, doubles in the shortest form that reads back exactly ("nan"/"inf" strings
  * when not finite), so a read restores every field bit for bit. */
 enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern_lora_set *s,
-				       const struct tern_adapter_meta *meta, const struct tern_train_state *state,
-				       int64_t save_total_limit);
+				       const struct tern_adapter_meta *meta,
+				       const struct tern_train_state *state, int64_t save_total_limit);
 
 /* Reads a checkpoint directory into s (allocated with moments) and *state. Everything is
  * validated before anything is stored (s and *state are unchanged on failure): the adapter as in
  * tern_adapter_read, optimizer.safetensors (exactly the F32 moments of every tensor), and
  * trainer_state.json (format, version, every field; step equal to the n of a checkpoint-<n>
  * directory name). Checkpoint tensors must be F32. */
-enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s, struct tern_train_state *state);
+enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s,
+				      struct tern_train_state *state);
 
 /* The latest complete checkpoint-<n> directory in output_dir (largest n among directories named
  * exactly checkpoint-<digits> holding all four files; temporary "*.tmp.*" / "*.old.*" names are

@@ -102,7 +102,8 @@ struct tern_config {
 	char *resume_from_checkpoint; /* NULL, "auto" or a checkpoint directory */
 
 	/* placement */
-	enum tern_base_format base_format; /* auto: qlora/load_in_4bit -> nf4-dq; else the checkpoint's dtype */
+	enum tern_base_format
+		base_format; /* auto: qlora/load_in_4bit -> nf4-dq; else the checkpoint's dtype */
 	enum tern_backend_kind backend;
 	int64_t device;
 	int64_t device_memory, host_memory; /* bytes; 0 = auto */

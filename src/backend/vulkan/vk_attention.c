@@ -79,7 +79,7 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
 	return p;
 }
 
-#define ATTN_SIMPLE_WG 32 /* rows per workgroup: WG * TQ in shaders/attention_simple.comp */
+#define ATTN_SIMPLE_WG 32    /* rows per workgroup: WG * TQ in shaders/attention_simple.comp */
 #define ATTN_SIMPLE_DMAX 128 /* 4 * DV4 there */
 
 /* Whether to run shaders/attention_simple.comp: the simple variant is chosen (tern_vk_simple), Dh
