@@ -1109,12 +1109,12 @@ static json_t *u64_json(uint64_t x)
 
 static json_t *state_json(const struct tern_train_state *t)
 {
-	return json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:o, s:o, s:s}", "format",
+	return json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:o, s:s}", "format",
 			 STATE_FORMAT, "version", STATE_VERSION, "step", (json_int_t)t->step, "total_steps",
 			 (json_int_t)t->total_steps, "warmup_steps", (json_int_t)t->warmup_steps, "epoch",
-			 (json_int_t)t->epoch, "row", (json_int_t)t->row, "seed", u64_json(t->seed), "rng",
-			 u64_json(t->rng), "tokens", (json_int_t)t->tokens, "elapsed", f64_json(t->elapsed),
-			 "last_loss", f64_json(t->last_loss), "config_hash", t->config_hash);
+			 (json_int_t)t->epoch, "row", (json_int_t)t->row, "seed", u64_json(t->seed), "tokens",
+			 (json_int_t)t->tokens, "elapsed", f64_json(t->elapsed), "last_loss",
+			 f64_json(t->last_loss), "config_hash", t->config_hash);
 }
 
 static enum tern_status check_state(const struct tern_train_state *t, const char *what)
@@ -1320,9 +1320,10 @@ static enum tern_status get_f64(json_t *root, const char *path, const char *key,
 
 static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 {
-	static const char *const keys[] = {
-		"format", "version", "step",   "total_steps", "warmup_steps", "epoch",      "row",
-		"seed",   "rng",     "tokens", "elapsed",     "last_loss",    "config_hash"};
+	/* "rng": written by the first release, never read; ignored */
+	static const char *const keys[] = {"format",    "version",     "step", "total_steps", "warmup_steps",
+					   "epoch",     "row",         "seed", "tokens",      "elapsed",
+					   "last_loss", "config_hash", "rng"};
 	char *path = path_join(dir, "trainer_state.json");
 	if (!path)
 		return TERN_E_NOMEM;
@@ -1365,7 +1366,7 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 	    (st = get_i64(root, path, "total_steps", &t->total_steps)) ||
 	    (st = get_i64(root, path, "warmup_steps", &t->warmup_steps)) ||
 	    (st = get_i64(root, path, "epoch", &t->epoch)) || (st = get_i64(root, path, "row", &t->row)) ||
-	    (st = get_u64(root, path, "seed", &t->seed)) || (st = get_u64(root, path, "rng", &t->rng)) ||
+	    (st = get_u64(root, path, "seed", &t->seed)) ||
 	    (st = get_i64(root, path, "tokens", &t->tokens)) ||
 	    (st = get_f64(root, path, "elapsed", &t->elapsed)) ||
 	    (st = get_f64(root, path, "last_loss", &t->last_loss)))

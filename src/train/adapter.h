@@ -104,7 +104,6 @@ struct tern_train_state {
 	int64_t epoch;  /* epochs completed */
 	int64_t row;    /* next row (index into the epoch's order) to read */
 	uint64_t seed;  /* config seed */
-	uint64_t rng;   /* the trainer's generator state */
 	int64_t tokens; /* trained tokens so far */
 	double elapsed; /* seconds trained so far (for max_time) */
 	double last_loss;
@@ -117,8 +116,8 @@ struct tern_train_state {
  * targeted modules) and the state; then, when save_total_limit > 0, removes the checkpoint-<n>
  * directories with the smallest n beyond the limit, never the one just written (a removal that
  * fails is logged as a warning; the new checkpoint stands). trainer_state.json: the fields of
- * struct tern_train_state by name plus "format": "tern-trainer-state", "version": 1; seed and rng
- * as decimal strings, doubles in the shortest form that reads back exactly ("nan"/"inf" strings
+ * struct tern_train_state by name plus "format": "tern-trainer-state", "version": 1; seed
+ * as a decimal string, doubles in the shortest form that reads back exactly ("nan"/"inf" strings
  * when not finite), so a read restores every field bit for bit. */
 enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern_lora_set *s,
 				       const struct tern_adapter_meta *meta,
