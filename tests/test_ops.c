@@ -90,7 +90,7 @@ static void check_matmul(struct suite *s, const struct wfmt *f, int64_t T, int64
 	struct dten *dy = dt_nan(&c, "y", T * O);
 	if (!dx || !dy || !dweight_make(&c, &hw, &w))
 		goto out_w;
-	if (bad(&c, s->be->vt->matmul(s->be, dy->v, dx->v, &w, T), "matmul"))
+	if (bad(&c, tern_matmul(s->be, dy->v, dx->v, &w, T), "matmul"))
 		goto out_w;
 	expect(&c, dy, want, T * O, TOL_F32);
 	dt_unchanged(&c, dx, x);
@@ -130,7 +130,7 @@ static void check_matmul_bwd(struct suite *s, const struct wfmt *f, int64_t T, i
 	struct dten *ddx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
 	if (!ddy || !ddx || !dweight_make(&c, &hw, &w))
 		goto out_w;
-	if (bad(&c, s->be->vt->matmul_bwd(s->be, ddx->v, ddy->v, &w, T, acc), "matmul_bwd"))
+	if (bad(&c, tern_matmul_bwd(s->be, ddx->v, ddy->v, &w, T, acc), "matmul_bwd"))
 		goto out_w;
 	expect_mag(&c, ddx, want, mag, T * I, TOL_F32);
 	dt_unchanged(&c, ddy, dyh);
@@ -188,8 +188,8 @@ static void check_large(struct suite *s, bool bwd)
 	struct dten *dout = dt_nan(&c, bwd ? "dx" : "y", T * (bwd ? I : O));
 	if (!din || !dout || bad(&c, be->vt->upload(be, w.data, W), "W upload"))
 		goto out_b;
-	st = bwd ? be->vt->matmul_bwd(be, dout->v, din->v, &w, T, false)
-		 : be->vt->matmul(be, dout->v, din->v, &w, T);
+	st = bwd ? tern_matmul_bwd(be, dout->v, din->v, &w, T, false)
+		 : tern_matmul(be, dout->v, din->v, &w, T);
 	if (!bad(&c, st, c.op))
 		expect(&c, dout, want, T * (bwd ? I : O), TOL_F32);
 out_b:
@@ -236,7 +236,7 @@ static void check_gemm(struct suite *s, int64_t M, int64_t N, int64_t K, bool ta
 	struct dten *dC = beta == 0.0f ? dt_nan(&c, "C", M * N) : dt_new(&c, "C", (size_t)(M * N) * 4, C0);
 	if (!dA || !dB || !dC)
 		goto out;
-	if (bad(&c, s->be->vt->gemm(s->be, dC->v, dA->v, dB->v, M, N, K, ta, tb, alpha, beta), "gemm"))
+	if (bad(&c, tern_gemm(s->be, dC->v, dA->v, dB->v, M, N, K, ta, tb, alpha, beta), "gemm"))
 		goto out;
 	expect_mag(&c, dC, want, mag, M * N, TOL_F32);
 	dt_unchanged(&c, dA, A);
@@ -277,7 +277,7 @@ static void check_dropout(struct suite *s, int64_t n, float p, bool alias)
 	struct dten *dy = alias ? dx : dt_nan(&c, "y", n);
 	if (!dx || !dy)
 		goto out;
-	if (bad(&c, s->be->vt->dropout(s->be, dy->v, dx->v, n, p, key), "dropout"))
+	if (bad(&c, tern_dropout(s->be, dy->v, dx->v, n, p, key), "dropout"))
 		goto out;
 	if (!dt_get(&c, dy, got))
 		goto out;
@@ -319,7 +319,7 @@ static void check_axpy(struct suite *s, int64_t n, float alpha)
 	for (int64_t i = 0; i < n; i++)
 		want[i] = (double)y[i] + (double)alpha * x[i];
 	struct dten *dx = dt_new(&c, "x", (size_t)n * 4, x), *dy = dt_new(&c, "y", (size_t)n * 4, y);
-	if (!dx || !dy || bad(&c, s->be->vt->axpy(s->be, dy->v, dx->v, n, alpha), "axpy"))
+	if (!dx || !dy || bad(&c, tern_axpy(s->be, dy->v, dx->v, n, alpha), "axpy"))
 		goto out;
 	expect(&c, dy, want, n, TOL_F32);
 	dt_unchanged(&c, dx, x);
@@ -346,7 +346,7 @@ static void check_scale(struct suite *s, int64_t n, float alpha)
 	for (int64_t i = 0; i < n; i++)
 		want[i] = (double)alpha * x[i];
 	struct dten *dx = dt_new(&c, "x", (size_t)n * 4, x);
-	if (!dx || bad(&c, s->be->vt->scale(s->be, dx->v, n, alpha), "scale"))
+	if (!dx || bad(&c, tern_scale(s->be, dx->v, n, alpha), "scale"))
 		goto out;
 	expect(&c, dx, want, n, TOL_F32);
 out:
@@ -431,7 +431,7 @@ static void check_adamw(struct suite *s, int64_t n, float wd, int64_t first, int
 		ref_adamw_mag(magp, magu, magm, rp, rm, rv, g, n, &a);
 		ref_adamw(rp, rm, rv, g, n, &a);
 		if (bad(&c, s->be->vt->upload(s->be, dg->v, g), "grad upload") ||
-		    bad(&c, s->be->vt->adamw(s->be, dp->v, dg->v, dm->v, dv->v, n, &a), "adamw"))
+		    bad(&c, tern_adamw(s->be, dp->v, dg->v, dm->v, dv->v, n, &a), "adamw"))
 			goto out;
 	}
 	expect_mag(&c, dp, rp, magp, n, TOL_F32);
@@ -480,7 +480,7 @@ static void check_sumsq(struct suite *s, int64_t n, bool acc)
 		want += (double)x[i] * x[i];
 	struct dten *dx = dt_new(&c, "x", (size_t)n * 4, x);
 	struct dten *dout = acc ? dt_new(&c, "out", 4, &start) : dt_nan(&c, "out", 1);
-	if (!dx || !dout || bad(&c, s->be->vt->sumsq(s->be, dout->v, dx->v, n, acc), "sumsq"))
+	if (!dx || !dout || bad(&c, tern_sumsq(s->be, dout->v, dx->v, n, acc), "sumsq"))
 		goto out;
 	expect(&c, dout, &want, 1, TOL_F32);
 	dt_unchanged(&c, dx, x);
@@ -512,7 +512,7 @@ static void check_clip(struct suite *s, int64_t n, double ratio)
 	for (int64_t i = 0; i < n; i++)
 		want[i] = cl < 1.0 ? (double)x[i] * cl : (double)x[i];
 	struct dten *dx = dt_new(&c, "x", (size_t)n * 4, x), *dss = dt_new(&c, "sumsq", 4, &ssf);
-	if (!dx || !dss || bad(&c, s->be->vt->clip(s->be, dx->v, n, dss->v, max_norm), "clip"))
+	if (!dx || !dss || bad(&c, tern_clip(s->be, dx->v, n, dss->v, max_norm), "clip"))
 		goto out;
 	if (!dt_get(&c, dx, got))
 		goto out;
@@ -626,7 +626,7 @@ static void check_cast(struct suite *s, enum tern_dtype st, enum tern_dtype dt, 
 	cast_source(&c.r, st, src, n);
 	struct dten *dsrc = dt_new(&c, "src", (size_t)n * ss, src),
 		    *ddst = dt_new(&c, "dst", (size_t)n * ds, NULL);
-	if (!dsrc || !ddst || bad(&c, s->be->vt->cast(s->be, ddst->v, dt, dsrc->v, st, n), "cast"))
+	if (!dsrc || !ddst || bad(&c, tern_cast(s->be, ddst->v, dt, dsrc->v, st, n), "cast"))
 		goto out;
 	if (!dt_get(&c, ddst, got))
 		goto out;
@@ -911,20 +911,19 @@ static void check_fd_matmul(struct suite *s, const struct wfmt *f, int64_t T, in
 	if (!dx || !dy || !dg || !dgx || !dweight_make(&c, &hw, &w))
 		goto out_w;
 	struct tern_backend *be = s->be;
-	if (bad(&c, be->vt->matmul_bwd(be, dgx->v, dg->v, &w, T, false), "matmul_bwd") ||
-	    !dt_get(&c, dgx, grad))
+	if (bad(&c, tern_matmul_bwd(be, dgx->v, dg->v, &w, T, false), "matmul_bwd") || !dt_get(&c, dgx, grad))
 		goto out_w;
 	for (int64_t j = 0; j < T * I; j++) {
 		float keep = x[j], xp = keep + FD_H, xm = keep - FD_H;
 		double Lp, Lm;
 		x[j] = xp;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, be->vt->matmul(be, dy->v, dx->v, &w, T), "matmul") ||
+		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T), "matmul") ||
 		    !loss_of(&c, dy, g, T * O, &Lp))
 			goto out_w;
 		x[j] = xm;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, be->vt->matmul(be, dy->v, dx->v, &w, T), "matmul") ||
+		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T), "matmul") ||
 		    !loss_of(&c, dy, g, T * O, &Lm))
 			goto out_w;
 		x[j] = keep;
@@ -1037,17 +1036,17 @@ static void check_errors(struct suite *s)
 	struct dten *y = dt_new(&c, "y", (size_t)(T * O) * 4, NULL);
 	if (!xs || !x || !y || !dweight_make(&c, &hw, &w))
 		goto out;
-	enum tern_status st = s->be->vt->matmul(s->be, y->v, xs->v, &w, T);
+	enum tern_status st = tern_matmul(s->be, y->v, xs->v, &w, T);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul") || !strstr(tern_error(), "x"))
 		fail(&c, "short x: got %s \"%s\"", tern_status_str(st), tern_error());
 	struct tern_weight wb = w;
 	wb.blocksize = 48;
-	st = s->be->vt->matmul(s->be, y->v, x->v, &wb, T);
+	st = tern_matmul(s->be, y->v, x->v, &wb, T);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "blocksize"))
 		fail(&c, "blocksize 48: got %s \"%s\"", tern_status_str(st), tern_error());
 	wb = w;
 	wb.absmax.size -= 1;
-	st = s->be->vt->matmul_bwd(s->be, x->v, y->v, &wb, T, false);
+	st = tern_matmul_bwd(s->be, x->v, y->v, &wb, T, false);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul_bwd") || !strstr(tern_error(), "absmax"))
 		fail(&c, "short absmax: got %s \"%s\"", tern_status_str(st), tern_error());
 	/* a rejected call writes nothing */

@@ -191,7 +191,7 @@ static void check_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, 
 	if (!q || !k || !v || !sg || !o || !lse)
 		goto out;
 	struct tern_backend *be = s->be;
-	if (bad(&c, be->vt->attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac.a), "attention"))
+	if (bad(&c, tern_attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac.a), "attention"))
 		goto out;
 	expect(&c, o, ac.o, nq, TOL_F32);
 	expect(&c, lse, ac.lse, H * T, TOL_F32);
@@ -230,8 +230,8 @@ static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t H
 		goto out;
 	struct tern_backend *be = s->be;
 	if (bad(&c,
-		be->vt->attention_bwd(be, dq->v, dk->v, dv->v, dout->v, q->v, k->v, v->v, o->v, lse->v, sg->v,
-				      &ac.a),
+		tern_attention_bwd(be, dq->v, dk->v, dv->v, dout->v, q->v, k->v, v->v, o->v, lse->v, sg->v,
+				   &ac.a),
 		"attention_bwd"))
 		goto out;
 	expect_mag(&c, dq, ac.dq, ac.dqm, nq, TOL_F32);
@@ -261,10 +261,9 @@ static bool attn_loss(struct chk *c, struct dten *t, const float *x, struct dten
 		fail(c, "out of host memory");
 		return false;
 	}
-	bool ok =
-		!bad(c, be->vt->upload(be, t->v, x), "upload") &&
-		!bad(c, be->vt->attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac->a), "attention") &&
-		dt_get(c, o, h);
+	bool ok = !bad(c, be->vt->upload(be, t->v, x), "upload") &&
+		  !bad(c, tern_attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac->a), "attention") &&
+		  dt_get(c, o, h);
 	double s = 0.0;
 	for (int64_t i = 0; ok && i < n; i++)
 		s += (double)ac->g[i] * h[i];
@@ -332,10 +331,10 @@ static void check_fd_attention(struct suite *s, int64_t T, int64_t H, int64_t Hk
 	if (!q || !k || !v || !sg || !o || !lse || !dout || !dq || !dk || !dv)
 		goto out;
 	struct tern_backend *be = s->be;
-	if (bad(&c, be->vt->attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac.a), "attention") ||
+	if (bad(&c, tern_attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac.a), "attention") ||
 	    bad(&c,
-		be->vt->attention_bwd(be, dq->v, dk->v, dv->v, dout->v, q->v, k->v, v->v, o->v, lse->v, sg->v,
-				      &ac.a),
+		tern_attention_bwd(be, dq->v, dk->v, dv->v, dout->v, q->v, k->v, v->v, o->v, lse->v, sg->v,
+				   &ac.a),
 		"attention_bwd") ||
 	    !dt_get(&c, dq, gq) || !dt_get(&c, dk, gk) || !dt_get(&c, dv, gv))
 		goto out;
@@ -373,11 +372,11 @@ static void check_attention_errors(struct suite *s)
 		goto out;
 	struct tern_backend *be = s->be;
 	struct tern_attn_args a = {T, H, Hkv, Dh, 0, 0.5f};
-	enum tern_status st = be->vt->attention(be, o->v, lse->v, q->v, q->v, q->v, sg->v, &a);
+	enum tern_status st = tern_attention(be, o->v, lse->v, q->v, q->v, q->v, sg->v, &a);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "attention") || !strstr(tern_error(), "seg"))
 		fail(&c, "short seg: got %s \"%s\"", tern_status_str(st), tern_error());
 	a.Hkv = 2;
-	st = be->vt->attention(be, o->v, lse->v, q->v, q->v, q->v, q->v, &a);
+	st = tern_attention(be, o->v, lse->v, q->v, q->v, q->v, q->v, &a);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "attention") || !strstr(tern_error(), "Hkv"))
 		fail(&c, "H=3 Hkv=2: got %s \"%s\"", tern_status_str(st), tern_error());
 	dt_get(&c, o, NULL);

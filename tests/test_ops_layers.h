@@ -67,7 +67,7 @@ static void check_rmsnorm(struct suite *s, int64_t T, int64_t D, float eps)
 	struct dten *dy = dt_nan(&c, "y", T * D), *dr = dt_nan(&c, "rstd", T);
 	if (!dx || !dw || !dy || !dr)
 		goto out;
-	if (bad(&c, s->be->vt->rmsnorm(s->be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm"))
+	if (bad(&c, tern_rmsnorm(s->be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm"))
 		goto out;
 	expect(&c, dy, want, T * D, TOL_F32);
 	expect(&c, dr, wr, T, TOL_F32);
@@ -130,8 +130,7 @@ static void check_rmsnorm_bwd(struct suite *s, int64_t T, int64_t D, bool acc)
 	struct dten *dw = dt_new(&c, "w", (size_t)D * 4, w), *dr = dt_new(&c, "rstd", (size_t)T * 4, r);
 	if (!ddx || !ddy || !dxx || !dw || !dr)
 		goto out;
-	if (bad(&c, s->be->vt->rmsnorm_bwd(s->be, ddx->v, ddy->v, dxx->v, dw->v, dr->v, T, D, acc),
-		"rmsnorm_bwd"))
+	if (bad(&c, tern_rmsnorm_bwd(s->be, ddx->v, ddy->v, dxx->v, dw->v, dr->v, T, D, acc), "rmsnorm_bwd"))
 		goto out;
 	expect_mag(&c, ddx, want, mag, T * D, TOL_F32);
 	dt_unchanged(&c, ddy, dy);
@@ -174,9 +173,8 @@ static void check_fd_rmsnorm(struct suite *s, int64_t T, int64_t D)
 	struct dten *dg = dt_new(&c, "g", (size_t)(T * D) * 4, g), *dgx = dt_nan(&c, "dx", T * D);
 	if (!dx || !dw || !dy || !dr || !dg || !dgx)
 		goto out;
-	if (bad(&c, be->vt->rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
-	    bad(&c, be->vt->rmsnorm_bwd(be, dgx->v, dg->v, dx->v, dw->v, dr->v, T, D, false),
-		"rmsnorm_bwd") ||
+	if (bad(&c, tern_rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
+	    bad(&c, tern_rmsnorm_bwd(be, dgx->v, dg->v, dx->v, dw->v, dr->v, T, D, false), "rmsnorm_bwd") ||
 	    !dt_get(&c, dgx, grad))
 		goto out;
 	for (int64_t j = 0; j < T * D; j++) {
@@ -188,12 +186,12 @@ static void check_fd_rmsnorm(struct suite *s, int64_t T, int64_t D)
 			double Lp, Lm;
 			x[j] = xp;
 			if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-			    bad(&c, be->vt->rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
+			    bad(&c, tern_rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
 			    !layers_loss(&c, dy, g, T * D, &Lp))
 				goto out;
 			x[j] = xm;
 			if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-			    bad(&c, be->vt->rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
+			    bad(&c, tern_rmsnorm(be, dy->v, dr->v, dx->v, dw->v, T, D, eps), "rmsnorm") ||
 			    !layers_loss(&c, dy, g, T * D, &Lm))
 				goto out;
 			d[k] = (Lp - Lm) / ((double)xp - (double)xm);
@@ -290,7 +288,7 @@ static void check_rope(struct suite *s, int64_t T, int64_t H, int64_t Dh, bool i
 	struct dten *df = dt_new(&c, "inv_freq", (size_t)(Dh / 2) * 4, f);
 	if (!dx || !dp || !df)
 		goto out;
-	if (bad(&c, s->be->vt->rope(s->be, dx->v, dp->v, df->v, T, H, Dh, inverse), "rope"))
+	if (bad(&c, tern_rope(s->be, dx->v, dp->v, df->v, T, H, Dh, inverse), "rope"))
 		goto out;
 	expect(&c, dx, want, n, TOL_F32);
 	dt_unchanged(&c, dp, pos);
@@ -331,7 +329,7 @@ static void check_fd_rope(struct suite *s, int64_t T, int64_t H, int64_t Dh)
 		    *df = dt_new(&c, "inv_freq", (size_t)(Dh / 2) * 4, f);
 	if (!dx || !dg || !dp || !df)
 		goto out;
-	if (bad(&c, be->vt->rope(be, dg->v, dp->v, df->v, T, H, Dh, true), "rope inverse") ||
+	if (bad(&c, tern_rope(be, dg->v, dp->v, df->v, T, H, Dh, true), "rope inverse") ||
 	    !dt_get(&c, dg, grad))
 		goto out;
 	for (int64_t j = 0; j < n; j++) {
@@ -339,12 +337,12 @@ static void check_fd_rope(struct suite *s, int64_t T, int64_t H, int64_t Dh)
 		double Lp, Lm;
 		x[j] = xp;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, be->vt->rope(be, dx->v, dp->v, df->v, T, H, Dh, false), "rope") ||
+		    bad(&c, tern_rope(be, dx->v, dp->v, df->v, T, H, Dh, false), "rope") ||
 		    !layers_loss(&c, dx, g, n, &Lp))
 			goto out;
 		x[j] = xm;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, be->vt->rope(be, dx->v, dp->v, df->v, T, H, Dh, false), "rope") ||
+		    bad(&c, tern_rope(be, dx->v, dp->v, df->v, T, H, Dh, false), "rope") ||
 		    !layers_loss(&c, dx, g, n, &Lm))
 			goto out;
 		x[j] = keep;
@@ -404,7 +402,7 @@ static void check_swiglu(struct suite *s, int64_t n, enum tern_act act)
 		want[i] = ref_act(g[i], act) * u[i];
 	struct dten *dg = dt_new(&c, "g", (size_t)n * 4, g), *du = dt_new(&c, "u", (size_t)n * 4, u);
 	struct dten *dh = dt_nan(&c, "h", n);
-	if (!dg || !du || !dh || bad(&c, s->be->vt->swiglu(s->be, dh->v, dg->v, du->v, n, act), "swiglu"))
+	if (!dg || !du || !dh || bad(&c, tern_swiglu(s->be, dh->v, dg->v, du->v, n, act), "swiglu"))
 		goto out;
 	expect(&c, dh, want, n, TOL_F32);
 	dt_unchanged(&c, dg, g);
@@ -439,7 +437,7 @@ static void check_swiglu_bwd(struct suite *s, int64_t n, enum tern_act act)
 	struct dten *ddh = dt_new(&c, "dh", (size_t)n * 4, dh);
 	struct dten *odg = dt_nan(&c, "dg", n), *odu = dt_nan(&c, "du", n);
 	if (!dg || !du || !ddh || !odg || !odu ||
-	    bad(&c, s->be->vt->swiglu_bwd(s->be, odg->v, odu->v, ddh->v, dg->v, du->v, n, act), "swiglu_bwd"))
+	    bad(&c, tern_swiglu_bwd(s->be, odg->v, odu->v, ddh->v, dg->v, du->v, n, act), "swiglu_bwd"))
 		goto out;
 	expect(&c, odg, wg, n, TOL_F32);
 	expect(&c, odu, wu, n, TOL_F32);
@@ -480,7 +478,7 @@ static void check_fd_swiglu(struct suite *s, int64_t n, enum tern_act act)
 	struct dten *odg = dt_nan(&c, "dg", n), *odu = dt_nan(&c, "du", n);
 	if (!dg || !du || !dw || !dh || !odg || !odu)
 		goto out;
-	if (bad(&c, be->vt->swiglu_bwd(be, odg->v, odu->v, dw->v, dg->v, du->v, n, act), "swiglu_bwd") ||
+	if (bad(&c, tern_swiglu_bwd(be, odg->v, odu->v, dw->v, dg->v, du->v, n, act), "swiglu_bwd") ||
 	    !dt_get(&c, odg, gg) || !dt_get(&c, odu, gu))
 		goto out;
 	for (int wrt = 0; wrt < 2; wrt++) {
@@ -497,12 +495,12 @@ static void check_fd_swiglu(struct suite *s, int64_t n, enum tern_act act)
 				double Lp, Lm;
 				v[j] = vp;
 				if (bad(&c, be->vt->upload(be, dv->v, v), "upload") ||
-				    bad(&c, be->vt->swiglu(be, dh->v, dg->v, du->v, n, act), "swiglu") ||
+				    bad(&c, tern_swiglu(be, dh->v, dg->v, du->v, n, act), "swiglu") ||
 				    !layers_loss(&c, dh, w, n, &Lp))
 					goto out;
 				v[j] = vm;
 				if (bad(&c, be->vt->upload(be, dv->v, v), "upload") ||
-				    bad(&c, be->vt->swiglu(be, dh->v, dg->v, du->v, n, act), "swiglu") ||
+				    bad(&c, tern_swiglu(be, dh->v, dg->v, du->v, n, act), "swiglu") ||
 				    !layers_loss(&c, dh, w, n, &Lm))
 					goto out;
 				d[k] = (Lp - Lm) / ((double)vp - (double)vm);
@@ -587,7 +585,7 @@ static void check_embed(struct suite *s, enum tern_dtype dt, int64_t T, int64_t 
 	if (!de || !di || !dy)
 		goto out;
 	struct tern_weight w = {.dtype = dt, .O = V, .I = D, .data = de->v};
-	enum tern_status st = s->be->vt->embed(s->be, dy->v, di->v, &w, T);
+	enum tern_status st = tern_embed(s->be, dy->v, di->v, &w, T);
 	if (bad_at >= 0 && s->is_cpu) {
 		char need[64];
 		snprintf(need, sizeof need, "ids[%lld] = %lld", (long long)bad_at, (long long)V);
@@ -658,7 +656,7 @@ static void check_embed_large(struct suite *s)
 	struct tern_weight w = {.dtype = TERN_F32, .O = V, .I = D, .data = {eb, 0, (size_t)(V * D) * 4}};
 	struct dten *di = dt_new(&c, "ids", sizeof ids, ids), *dy = dt_nan(&c, "y", T * D);
 	if (di && dy && !bad(&c, be->vt->upload(be, w.data, E), "E upload") &&
-	    !bad(&c, be->vt->embed(be, dy->v, di->v, &w, T), "embed") && dt_get(&c, dy, got))
+	    !bad(&c, tern_embed(be, dy->v, di->v, &w, T), "embed") && dt_get(&c, dy, got))
 		for (int64_t t = 0; t < T; t++)
 			if (memcmp(got + t * D, E + (int64_t)ids[t] * D, (size_t)D * 4) != 0) {
 				fail(&c, "row t=%lld (id %d) differs from E", (long long)t, (int)ids[t]);
@@ -686,18 +684,18 @@ static void check_layers_errors(struct suite *s)
 	struct dten *sh = dt_new(&c, "short", 60 * 4, NULL);
 	if (!a || !b || !sh)
 		goto out;
-	enum tern_status st = be->vt->rmsnorm(be, a->v, b->v, sh->v, b->v, 4, 16, 1e-6f);
+	enum tern_status st = tern_rmsnorm(be, a->v, b->v, sh->v, b->v, 4, 16, 1e-6f);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "rmsnorm") || !strstr(tern_error(), "x"))
 		fail(&c, "rmsnorm short x: got %s \"%s\"", tern_status_str(st), tern_error());
-	st = be->vt->rope(be, a->v, b->v, b->v, 4, 2, 7, false);
+	st = tern_rope(be, a->v, b->v, b->v, 4, 2, 7, false);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "rope") || !strstr(tern_error(), "Dh"))
 		fail(&c, "rope odd Dh: got %s \"%s\"", tern_status_str(st), tern_error());
-	st = be->vt->swiglu(be, a->v, sh->v, b->v, 64, TERN_ACT_SILU);
+	st = tern_swiglu(be, a->v, sh->v, b->v, 64, TERN_ACT_SILU);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "swiglu") || !strstr(tern_error(), "g"))
 		fail(&c, "swiglu short g: got %s \"%s\"", tern_status_str(st), tern_error());
 	struct tern_weight w = {
 		.dtype = TERN_NF4, .O = 4, .I = 16, .blocksize = 64, .data = a->v, .absmax = b->v};
-	st = be->vt->embed(be, b->v, a->v, &w, 2);
+	st = tern_embed(be, b->v, a->v, &w, 2);
 	if (st == TERN_OK || !strstr(tern_error(), "embed"))
 		fail(&c, "embed nf4 table: got %s \"%s\"", tern_status_str(st), tern_error());
 	/* rejected calls write nothing */

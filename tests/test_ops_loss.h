@@ -58,7 +58,7 @@ static enum tern_status ce_call(struct tern_backend *be, struct tern_view loss, 
 		snprintf(buf, sizeof buf, "%lld", (long long)chunk);
 		setenv("TERN_CE_CHUNK", buf, 1);
 	}
-	enum tern_status st = be->vt->ce_loss(be, loss, dx, x, w, lab, T, inv_n);
+	enum tern_status st = tern_ce_loss(be, loss, dx, x, w, lab, T, inv_n);
 	if (chunk > 0)
 		unsetenv("TERN_CE_CHUNK");
 	return st;
@@ -163,7 +163,7 @@ static void check_ce_loss_bad_label(struct suite *s, int32_t badv)
 	struct dten *dloss = dt_new(&c, "loss", 4, &loss0), *ddx = dt_new(&c, "dx", sizeof x, x);
 	if (!dx || !dl || !dloss || !ddx || !dweight_make(&c, &hw, &w))
 		goto out;
-	enum tern_status st = s->be->vt->ce_loss(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, 0.5f);
+	enum tern_status st = tern_ce_loss(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, 0.5f);
 	if (s->is_cpu) {
 		if (st != TERN_E_INVALID || !strstr(tern_error(), "ce_loss") ||
 		    !strstr(tern_error(), "labels"))

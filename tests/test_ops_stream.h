@@ -87,14 +87,14 @@ static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 	if (bad(&c, be->vt->mark(be, &m0), "mark"))
 		goto out;
 	for (int k = 0; k < chain / 2; k++)
-		if (bad(&c, be->vt->axpy(be, B->v, A->v, n, 1.0f), "axpy"))
+		if (bad(&c, tern_axpy(be, B->v, A->v, n, 1.0f), "axpy"))
 			goto out;
 	/* issued while ops are queued (and, on a GPU, running): it waits for none of them */
 	if (bad(&c, be->vt->copy_async(be, D->v, (struct tern_view){hb, 0, (size_t)n * 4}, m0, &t),
 		"copy_async"))
 		goto out;
 	for (int k = chain / 2; k < chain; k++)
-		if (bad(&c, be->vt->axpy(be, B->v, A->v, n, 1.0f), "axpy"))
+		if (bad(&c, tern_axpy(be, B->v, A->v, n, 1.0f), "axpy"))
 			goto out;
 	if (bad(&c, be->vt->mark(be, &m1), "mark"))
 		goto out;
@@ -102,7 +102,7 @@ static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 		fail(&c, "marks %llu then %llu, ticket %llu: marks never decrease, tickets start at 1",
 		     (unsigned long long)m0, (unsigned long long)m1, (unsigned long long)t);
 	if (bad(&c, be->vt->wait_ticket(be, t), "wait_ticket") ||
-	    bad(&c, be->vt->axpy(be, Y->v, D->v, n, 1.0f), "axpy after wait_ticket"))
+	    bad(&c, tern_axpy(be, Y->v, D->v, n, 1.0f), "axpy after wait_ticket"))
 		goto out;
 	/* the device idle first: nothing queued ahead of the reader hides the copy's latency */
 	uint64_t t2 = 0;
@@ -111,7 +111,7 @@ static void check_stream_overlap(struct suite *s, int64_t n, int chain)
 		be->vt->copy_async(be, D2->v, (struct tern_view){hb, (size_t)n * 4, (size_t)n * 4}, 0, &t2),
 		"copy_async") ||
 	    bad(&c, be->vt->wait_ticket(be, t2), "wait_ticket") ||
-	    bad(&c, be->vt->axpy(be, Y2->v, D2->v, n, 1.0f), "axpy right after the copy"))
+	    bad(&c, tern_axpy(be, Y2->v, D2->v, n, 1.0f), "axpy right after the copy"))
 		goto out;
 	stream_expect(&c, Y2, wd2, n);
 	stream_expect(&c, Y, wd, n);
@@ -187,12 +187,11 @@ static void check_stream_ring(struct suite *s, int64_t n, int layers)
 		struct tern_view slot = tern_view_sub(S->v, (size_t)(i % STREAM_SLOTS) * row, row);
 		if (bad(&c, be->vt->wait_ticket(be, ticket[i]), "wait_ticket") ||
 		    bad(&c,
-			be->vt->cast(be, tern_view_sub(O->v, (size_t)i * row, row), TERN_F32, slot, TERN_F32,
-				     n),
+			tern_cast(be, tern_view_sub(O->v, (size_t)i * row, row), TERN_F32, slot, TERN_F32, n),
 			"cast"))
 			goto out;
 		for (int r = 0; r < reads; r++)
-			if (bad(&c, be->vt->axpy(be, acc->v, slot, n, 1.0f), "axpy"))
+			if (bad(&c, tern_axpy(be, acc->v, slot, n, 1.0f), "axpy"))
 				goto out;
 		if (bad(&c, be->vt->mark(be, &mark[i]), "mark"))
 			goto out;

@@ -109,6 +109,19 @@ struct tern_attn_args {
 
 struct tern_backend;
 
+/* Largest element count of any tensor an op takes (2^40): keeps every byte count far inside
+ * size_t and int64. */
+#define TERN_MAX_ELEMS (INT64_C(1) << 40)
+
+/* The entries below are a backend's side of the contract. Callers do not call the op entries
+ * directly: they call the front doors declared after struct tern_backend (tern_matmul(be, ...),
+ * ..., src/backend/ops.c), which check, once for every backend, everything the contract states
+ * (view sizes against the shapes, the weight, counts <= TERN_MAX_ELEMS and the other ranges of
+ * sizes and scalars, the dtypes an op takes) and fail with one line naming the op, the tensor and
+ * the shape. An op entry may therefore assume checked arguments; it checks only what is its own:
+ * that a view lies inside its buffer, alignment, device limits, and data only it can read
+ * (embed's ids, ce_loss's labels). A NULL op entry makes the front door fail with
+ * TERN_E_UNSUPPORTED. */
 struct tern_backend_vtable {
 	/* ---- buffers ---- */
 	enum tern_status (*buffer_alloc)(struct tern_backend *be, size_t size, struct tern_buffer **out);
@@ -260,6 +273,57 @@ struct tern_backend {
 	int device_index;
 };
 
+/* ---- the ops' front doors (ops.c) ----
+ * One per op entry of the vtable, with the same arguments after `be` and the contract written
+ * at the entry: check the arguments (see above the vtable), then run the backend's entry. Every
+ * caller runs ops through these. */
+enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+			     const struct tern_weight *w, int64_t T);
+enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				 const struct tern_weight *w, int64_t T, bool accumulate);
+enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
+			   float beta);
+enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			      float p, uint64_t key);
+enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			   float alpha);
+enum tern_status tern_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+			    struct tern_view m, struct tern_view v, int64_t n,
+			    const struct tern_adamw_args *args);
+enum tern_status tern_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+			    bool accumulate);
+enum tern_status tern_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha);
+enum tern_status tern_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+			   float max_norm);
+enum tern_status tern_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+			   struct tern_view src, enum tern_dtype st, int64_t n);
+enum tern_status tern_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+			      struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
+enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				  struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
+				  int64_t D, bool accumulate);
+enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+			     struct tern_view u, int64_t n, enum tern_act act);
+enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				 struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				 enum tern_act act);
+enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+			    const struct tern_weight *E, int64_t T);
+enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				struct tern_view q, struct tern_view k, struct tern_view v,
+				struct tern_view seg, const struct tern_attn_args *a);
+enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+				    struct tern_view dv, struct tern_view dout, struct tern_view q,
+				    struct tern_view k, struct tern_view v, struct tern_view o,
+				    struct tern_view lse, struct tern_view seg,
+				    const struct tern_attn_args *a);
+enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+			      int64_t T, float inv_n);
+
 /* ---- registry ---- */
 
 /* Creates backend `name` ("cpu", "vulkan", or "auto": the first GPU, else cpu) on device index.
@@ -316,7 +380,8 @@ struct tern_adamw_consts {
 };
 struct tern_adamw_consts tern_adamw_consts(const struct tern_adamw_args *a);
 
-/* Checks common to every backend: view sizes against shapes. */
+/* Checks common to every backend (the front doors use them; so do ops composed from others, such
+ * as the LoRA linear): view sizes against shapes, a weight against its dtype and shape. */
 enum tern_status tern_check_view(const char *op, const char *what, struct tern_view v, size_t need);
 size_t tern_weight_data_bytes(enum tern_dtype dt, int64_t O, int64_t I);
 enum tern_status tern_check_weight(const char *op, const struct tern_weight *w);

@@ -1,6 +1,7 @@
 /* tern_bench_ops: times every op of the backend vtable at one shape.
  *
- * Only the vtable of backend.h is used, so the same code times every backend. Each measurement is
+ * Only backend.h is used (the buffer entries of the vtable, the ops through their front doors),
+ * so the same code times every backend. Each measurement is
  * one warm-up call, then batches of calls until opts->min_seconds have passed (at least 3 calls);
  * the backend is synchronised before the clock is read, so a row is the mean wall time of a call
  * with the queue kept busy.
@@ -32,7 +33,7 @@ static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",
 static const enum tern_dtype weight_dtypes[] = {TERN_F32, TERN_F16,    TERN_BF16,
 						TERN_NF4, TERN_NF4_DQ, TERN_TERNARY};
 
-/* One call to time: which vtable entry and its arguments (outputs first, as in backend.h). */
+/* One call to time: which op and its arguments (outputs first, as in backend.h). */
 enum bench_kind { K_MATMUL, K_MATMUL_BWD, K_GEMM, K_ADAMW, K_SUMSQ, K_SCALE, K_AXPY, K_CAST, K_DROPOUT };
 
 struct bench_call {
@@ -259,18 +260,18 @@ static size_t weight_bytes(const struct tern_weight *w)
 
 static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 {
-	const struct tern_backend_vtable *vt = be->vt;
 	struct tern_view *v = c->v;
 	switch (c->kind) {
-	case K_MATMUL: return vt->matmul(be, v[0], v[1], c->w, c->M);
-	case K_MATMUL_BWD: return vt->matmul_bwd(be, v[0], v[1], c->w, c->M, false);
-	case K_GEMM: return vt->gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta);
-	case K_ADAMW: return vt->adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);
-	case K_SUMSQ: return vt->sumsq(be, v[0], v[1], c->M, false);
-	case K_SCALE: return vt->scale(be, v[0], c->M, c->alpha);
-	case K_AXPY: return vt->axpy(be, v[0], v[1], c->M, c->alpha);
-	case K_CAST: return vt->cast(be, v[0], c->dt, v[1], c->st, c->M);
-	case K_DROPOUT: return vt->dropout(be, v[0], v[1], c->M, c->alpha, 0x7465726eULL);
+	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M);
+	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false);
+	case K_GEMM:
+		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta);
+	case K_ADAMW: return tern_adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);
+	case K_SUMSQ: return tern_sumsq(be, v[0], v[1], c->M, false);
+	case K_SCALE: return tern_scale(be, v[0], c->M, c->alpha);
+	case K_AXPY: return tern_axpy(be, v[0], v[1], c->M, c->alpha);
+	case K_CAST: return tern_cast(be, v[0], c->dt, v[1], c->st, c->M);
+	case K_DROPOUT: return tern_dropout(be, v[0], v[1], c->M, c->alpha, 0x7465726eULL);
 	}
 	return tern_fail(TERN_E_INVALID, "bench: bad call kind %d", (int)c->kind);
 }
@@ -330,10 +331,10 @@ static enum tern_status bench_time(struct bench *b, struct bench_call *c, const 
 	return TERN_OK;
 }
 
-/* Whether the backend has the entry at all (present) and runs it for dtype dt. */
-static bool have(struct bench *b, enum tern_op op, enum tern_dtype dt, bool present)
+/* Whether the backend has the op's entry at all and runs it for dtype dt. */
+static bool have(struct bench *b, enum tern_op op, enum tern_dtype dt)
 {
-	return present && b->be->vt->supports(b->be, op, dt);
+	return tern_backend_has_op(b->be, op) && b->be->vt->supports(b->be, op, dt);
 }
 
 /* ---- the groups of rows ---- */
@@ -343,7 +344,8 @@ static enum tern_status bench_matmuls(struct bench *b, struct tern_view x, struc
 {
 	const struct tern_backend_vtable *vt = b->be->vt;
 	int64_t T = b->o->T, O = b->o->O, I = b->o->I;
-	bool fwd = wanted(b, "matmul") && vt->matmul, bwd = wanted(b, "matmul_bwd") && vt->matmul_bwd;
+	bool fwd = wanted(b, "matmul") && tern_backend_has_op(b->be, TERN_OP_MATMUL);
+	bool bwd = wanted(b, "matmul_bwd") && tern_backend_has_op(b->be, TERN_OP_MATMUL_BWD);
 	if (!fwd && !bwd)
 		return TERN_OK;
 
@@ -387,7 +389,7 @@ static enum tern_status bench_matmuls(struct bench *b, struct tern_view x, struc
 static enum tern_status bench_gemms(struct bench *b, struct tern_view x, struct tern_view y,
 				    struct tern_view dy, struct tern_view dx)
 {
-	if (!have(b, TERN_OP_GEMM, TERN_F32, b->be->vt->gemm != NULL) || !wanted(b, "gemm"))
+	if (!have(b, TERN_OP_GEMM, TERN_F32) || !wanted(b, "gemm"))
 		return TERN_OK;
 	int64_t T = b->o->T, O = b->o->O, I = b->o->I, R = b->o->R;
 	int keep = b->nbufs;
@@ -447,12 +449,12 @@ static enum tern_status bench_elementwise(struct bench *b, struct tern_view x, s
 	const struct tern_backend_vtable *vt = b->be->vt;
 	int64_t T = b->o->T, O = b->o->O, I = b->o->I, R = b->o->R;
 	int64_t np = 7 * R * (I + O), na = T * I;
-	bool adamw = wanted(b, "adamw") && have(b, TERN_OP_ADAMW, TERN_F32, vt->adamw != NULL);
-	bool sumsq = wanted(b, "sumsq") && have(b, TERN_OP_SUMSQ, TERN_F32, vt->sumsq != NULL);
-	bool scale = wanted(b, "scale") && have(b, TERN_OP_SCALE, TERN_F32, vt->scale != NULL);
-	bool axpy = wanted(b, "axpy") && have(b, TERN_OP_AXPY, TERN_F32, vt->axpy != NULL);
-	bool cast = wanted(b, "cast") && vt->cast;
-	bool drop = wanted(b, "dropout") && have(b, TERN_OP_DROPOUT, TERN_F32, vt->dropout != NULL);
+	bool adamw = wanted(b, "adamw") && have(b, TERN_OP_ADAMW, TERN_F32);
+	bool sumsq = wanted(b, "sumsq") && have(b, TERN_OP_SUMSQ, TERN_F32);
+	bool scale = wanted(b, "scale") && have(b, TERN_OP_SCALE, TERN_F32);
+	bool axpy = wanted(b, "axpy") && have(b, TERN_OP_AXPY, TERN_F32);
+	bool cast = wanted(b, "cast") && tern_backend_has_op(b->be, TERN_OP_CAST);
+	bool drop = wanted(b, "dropout") && have(b, TERN_OP_DROPOUT, TERN_F32);
 	enum tern_status st = TERN_OK;
 	int keep = b->nbufs;
 	char shape[64];

@@ -1,5 +1,5 @@
-/* Linear with LoRA (training-math.md "Linear with LoRA"), composed only from vtable ops so that
- * every backend runs the same sequence:
+/* Linear with LoRA (training-math.md "Linear with LoRA"), composed only from the ops' front doors
+ * (tern_gemm, tern_matmul, ...) so that every backend runs the same sequence:
  *
  *   forward   xd = drop(x)                       [T,I]   (p > 0 only; p == 0 uses x itself)
  *             u  = xd Aᵀ                         [T,R]   saved for the backward
@@ -38,7 +38,6 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T)
 {
-	const struct tern_backend_vtable *vt = be->vt;
 	enum tern_status st = check_lora("lora_forward", lora, T, w);
 	if (st != TERN_OK)
 		return st;
@@ -52,18 +51,18 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	struct tern_view xin = x;
 	if (drop) {
 		/* xd[T,I] = drop(x) */
-		if ((st = vt->dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
+		if ((st = tern_dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
 			return st;
 		xin = xd;
 	}
 	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
-	if ((st = vt->gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
 		return st;
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
-	if ((st = vt->matmul(be, y, x, w, T)) != TERN_OK)
+	if ((st = tern_matmul(be, y, x, w, T)) != TERN_OK)
 		return st;
 	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
-	return vt->gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);
+	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);
 }
 
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
@@ -72,7 +71,6 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 				    struct tern_view u, const struct tern_weight *w,
 				    const struct tern_lora *lora, int64_t T, bool accumulate)
 {
-	const struct tern_backend_vtable *vt = be->vt;
 	enum tern_status st = check_lora("lora_backward", lora, T, w);
 	if (st != TERN_OK)
 		return st;
@@ -87,25 +85,25 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	struct tern_view xin = drop ? xd : x;
 
 	/* dB[O,R] += s · dy[T,O]ᵀ · u[T,R] */
-	if ((st = vt->gemm(be, dB, dy, u, O, R, T, true, false, lora->scale, 1.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, dB, dy, u, O, R, T, true, false, lora->scale, 1.0f)) != TERN_OK)
 		return st;
 	/* du[T,R] = s · dy[T,O] · B[O,R] */
-	if ((st = vt->gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f)) != TERN_OK)
 		return st;
 	/* dA[R,I] += du[T,R]ᵀ · xin[T,I] */
-	if ((st = vt->gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f)) != TERN_OK)
 		return st;
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
-	if ((st = vt->matmul_bwd(be, dx, dy, w, T, accumulate)) != TERN_OK)
+	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate)) != TERN_OK)
 		return st;
 	if (!drop) {
 		/* dx[T,I] += du[T,R] · A[R,I] */
-		return vt->gemm(be, dx, du, lora->A, T, I, R, false, false, 1.0f, 1.0f);
+		return tern_gemm(be, dx, du, lora->A, T, I, R, false, false, 1.0f, 1.0f);
 	}
 	/* tmp[T,I] = du · A, masked and rescaled with the forward's mask, then added to dx */
-	if ((st = vt->gemm(be, tmp, du, lora->A, T, I, R, false, false, 1.0f, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, tmp, du, lora->A, T, I, R, false, false, 1.0f, 0.0f)) != TERN_OK)
 		return st;
-	if ((st = vt->dropout(be, tmp, tmp, T * I, lora->dropout, lora->key)) != TERN_OK)
+	if ((st = tern_dropout(be, tmp, tmp, T * I, lora->dropout, lora->key)) != TERN_OK)
 		return st;
-	return vt->axpy(be, dx, tmp, T * I, 1.0f);
+	return tern_axpy(be, dx, tmp, T * I, 1.0f);
 }

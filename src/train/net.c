@@ -662,17 +662,16 @@ enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module mo, f
 static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_view y, struct tern_view x,
 				struct layer_act *a, uint64_t step, uint32_t micro)
 {
-	const struct tern_backend_vtable *vt = n->be->vt;
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	if (targeted(n, mo)) {
 		struct tern_lora lo = lora_of(n, l, mo, step, micro);
 		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
 	} else {
-		TRY(vt->matmul(n->be, y, x, &w->w[mo], n->T));
+		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
-		TRY(vt->gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
+		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
 	return TERN_OK;
 }
 
@@ -684,13 +683,13 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	if (!targeted(n, mo))
-		return n->be->vt->matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc);
+		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc);
 	struct tern_lora lo = lora_of(n, l, mo, step, micro);
 	const struct lora_slot *sl = slot_at(n, l, mo);
 	struct tern_view dA = gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4);
 	struct tern_view dB = gview(n, n->grads, sl->offB, (size_t)(sl->O * n->R) * 4);
 	if (lo.dropout > 0.0f) /* the forward's mask again (same key) */
-		TRY(n->be->vt->dropout(n->be, n->xd, x, n->T * sl->I, lo.dropout, lo.key));
+		TRY(tern_dropout(n->be, n->xd, x, n->T * sl->I, lo.dropout, lo.key));
 	return tern_lora_backward(n->be, dx, dA, dB, n->dul, n->tmp, dy, x, n->xd, a->lu[mo], &w->w[mo], &lo,
 				  n->T, acc);
 }
@@ -845,7 +844,6 @@ void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out
 static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
 				  uint64_t step, uint32_t micro)
 {
-	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_backend *be = n->be;
 	struct layer_w *w = &n->lw[l];
 	struct layer_act *a = &n->la[l];
@@ -854,26 +852,26 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	enum tern_status st;
 
 	TRY(ensure_layer(n, l));
-	TRY(vt->rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
+	TRY(tern_rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
 	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, step, micro));
 	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, step, micro));
 	TRY(lin_fwd(n, l, TERN_MOD_V, a->v, a->xn1, a, step, micro));
 	if (qkn) {
-		TRY(vt->rmsnorm(be, a->q, a->rstdq, a->qr, w->q_norm, T * H, Dh, n->eps));
-		TRY(vt->rmsnorm(be, a->k, a->rstdk, a->kr, w->k_norm, T * Hkv, Dh, n->eps));
+		TRY(tern_rmsnorm(be, a->q, a->rstdq, a->qr, w->q_norm, T * H, Dh, n->eps));
+		TRY(tern_rmsnorm(be, a->k, a->rstdk, a->kr, w->k_norm, T * Hkv, Dh, n->eps));
 	}
-	TRY(vt->rope(be, a->q, n->pos, n->inv_freq, T, H, Dh, false));
-	TRY(vt->rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
+	TRY(tern_rope(be, a->q, n->pos, n->inv_freq, T, H, Dh, false));
+	TRY(tern_rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
 	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
-	TRY(vt->attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
+	TRY(tern_attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
 	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, a->ao, a, step, micro));
-	TRY(vt->axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
-	TRY(vt->rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
+	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
+	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
 	TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
 	TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
-	TRY(vt->swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
+	TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
 	TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, a->a, a, step, micro));
-	TRY(vt->axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
+	TRY(tern_axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
 	return TERN_OK;
 }
 
@@ -881,7 +879,6 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x, uint64_t step,
 				  uint32_t micro)
 {
-	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_backend *be = n->be;
 	struct layer_w *w = &n->lw[l];
 	struct layer_act *a = &n->la[l];
@@ -892,27 +889,28 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(ensure_layer(n, l));
 	/* MLP */
 	TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
-	TRY(vt->swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
+	TRY(tern_swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
 	TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
 	TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
-	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
+	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
 	TRY(lin_bwd(n, l, TERN_MOD_O, n->dao, n->dres, a->ao, a, false, step, micro));
 	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
-	TRY(vt->attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg, &aa));
-	TRY(vt->rope(be, n->dq, n->pos, n->inv_freq, T, H, Dh, true));
-	TRY(vt->rope(be, n->dk, n->pos, n->inv_freq, T, Hkv, Dh, true));
+	TRY(tern_attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg,
+			       &aa));
+	TRY(tern_rope(be, n->dq, n->pos, n->inv_freq, T, H, Dh, true));
+	TRY(tern_rope(be, n->dk, n->pos, n->inv_freq, T, Hkv, Dh, true));
 	struct tern_view dq = n->dq, dk = n->dk;
 	if (qkn) {
-		TRY(vt->rmsnorm_bwd(be, n->dqr, n->dq, a->qr, w->q_norm, a->rstdq, T * H, Dh, false));
-		TRY(vt->rmsnorm_bwd(be, n->dkr, n->dk, a->kr, w->k_norm, a->rstdk, T * Hkv, Dh, false));
+		TRY(tern_rmsnorm_bwd(be, n->dqr, n->dq, a->qr, w->q_norm, a->rstdq, T * H, Dh, false));
+		TRY(tern_rmsnorm_bwd(be, n->dkr, n->dk, a->kr, w->k_norm, a->rstdk, T * Hkv, Dh, false));
 		dq = n->dqr;
 		dk = n->dkr;
 	}
 	TRY(lin_bwd(n, l, TERN_MOD_Q, n->dxn, dq, a->xn1, a, false, step, micro));
 	TRY(lin_bwd(n, l, TERN_MOD_K, n->dxn, dk, a->xn1, a, true, step, micro));
 	TRY(lin_bwd(n, l, TERN_MOD_V, n->dxn, n->dv, a->xn1, a, true, step, micro));
-	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxn, x, w->attn_norm, a->rstd1, T, D, true)); /* dres = dx */
+	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, x, w->attn_norm, a->rstd1, T, D, true)); /* dres = dx */
 	return TERN_OK;
 }
 
@@ -944,14 +942,14 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	TRY(vt->upload(be, n->pos, positions));
 	TRY(vt->upload(be, n->seg, segments));
 
-	TRY(vt->embed(be, n->xin[0], n->tokens, &n->embed, T));
+	TRY(tern_embed(be, n->xin[0], n->tokens, &n->embed, T));
 	for (int l = 0; l < L; l++)
 		TRY(layer_fwd(n, l, n->xin[l], n->xin[l + 1], step, micro));
-	TRY(vt->rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));
-	TRY(vt->ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n));
+	TRY(tern_rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));
+	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n));
 	if (!backward)
 		return TERN_OK;
-	TRY(vt->rmsnorm_bwd(be, n->dres, n->dxf, n->xin[L], n->norm, n->rstdf, T, D, false));
+	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, n->xin[L], n->norm, n->rstdf, T, D, false));
 	for (int l = (int)L - 1; l >= 0; l--) {
 		if (n->o.checkpointing && l != L - 1) /* recompute the saved set (the last layer's is live) */
 			TRY(layer_fwd(n, l, n->xin[l], n->tmpD, step, micro));
@@ -972,13 +970,13 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_view g = {n->grads, 0, n->lora_bytes};
-	enum tern_status st = vt->sumsq(n->be, n->sumsq, g, n->lora_n, false);
+	enum tern_status st = tern_sumsq(n->be, n->sumsq, g, n->lora_n, false);
 	float ss = 0;
 	if (st == TERN_OK)
 		st = vt->download(n->be, &ss, n->sumsq);
 	*norm = sqrt((double)ss);
 	if (st == TERN_OK && max_norm > 0)
-		st = vt->clip(n->be, g, n->lora_n, n->sumsq, max_norm);
+		st = tern_clip(n->be, g, n->lora_n, n->sumsq, max_norm);
 	return st;
 }
 
@@ -986,7 +984,7 @@ enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args
 {
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};
 	struct tern_view m1 = {n->m1, 0, n->lora_bytes}, m2 = {n->m2, 0, n->lora_bytes};
-	return n->be->vt->adamw(n->be, p, g, m1, m2, n->lora_n, a);
+	return tern_adamw(n->be, p, g, m1, m2, n->lora_n, a);
 }
 
 enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,

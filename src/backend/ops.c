@@ -1,0 +1,474 @@
+/* The ops' front doors (declared in backend.h): one function per vtable op. Each checks, once for
+ * every backend, what the contract in backend.h states: view sizes against the shape, the weight
+ * (tern_check_weight), ranges of counts and scalars, the dtypes an op takes. Then it calls the
+ * backend's entry, which may assume all of that and checks only what is its own (a view lies
+ * inside its buffer, alignment, device limits, data only it can read such as embed's ids).
+ *
+ * Failures are one line naming the op, the tensor and the shape, e.g.
+ * "matmul: x view is 100 bytes, needs 128 (T=2 I=16 f32)"; a rejected call writes nothing. */
+#include "backend/backend.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ---- checks ------------------------------------------------------------------------------- */
+
+/* A NULL vtable entry. */
+static enum tern_status missing(const struct tern_backend *be, enum tern_op op)
+{
+	return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s is not implemented", be->name, tern_op_name(op));
+}
+
+/* tern_check_view with the shape appended to its message. need is computed by the caller after
+ * the counts it is made of were checked, so it cannot overflow. */
+static enum tern_status view(const char *op, const char *what, struct tern_view v, size_t need,
+			     const char *fmt, ...) TERN_PRINTF(5, 6);
+static enum tern_status view(const char *op, const char *what, struct tern_view v, size_t need,
+			     const char *fmt, ...)
+{
+	enum tern_status st = tern_check_view(op, what, v, need);
+	if (st == TERN_OK)
+		return TERN_OK;
+	char msg[512], shape[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(shape, sizeof shape, fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof msg, "%s", tern_error());
+	return tern_fail(st, "%s (%s)", msg, shape);
+}
+
+/* n in [0, TERN_MAX_ELEMS]. */
+static enum tern_status count(const char *op, const char *what, int64_t n)
+{
+	if (n < 0 || n > TERN_MAX_ELEMS)
+		return tern_fail(TERN_E_INVALID, "%s: %s=%lld is out of range", op, what, (long long)n);
+	return TERN_OK;
+}
+
+/* a, b >= 0 and a·b <= TERN_MAX_ELEMS. */
+static enum tern_status dims(const char *op, int64_t a, const char *an, int64_t b, const char *bn)
+{
+	if (a < 0 || b < 0 || (b > 0 && a > TERN_MAX_ELEMS / b))
+		return tern_fail(TERN_E_INVALID, "%s: %s=%lld %s=%lld is out of range", op, an, (long long)a,
+				 bn, (long long)b);
+	return TERN_OK;
+}
+
+/* T token rows against a checked weight (O, I >= 1): T·O and T·I are counts. */
+static enum tern_status tokens(const char *op, int64_t T, const struct tern_weight *w)
+{
+	if (T < 0 || T > TERN_MAX_ELEMS / w->O || T > TERN_MAX_ELEMS / w->I)
+		return tern_fail(TERN_E_INVALID, "%s: T=%lld is out of range for O=%lld I=%lld", op,
+				 (long long)T, (long long)w->O, (long long)w->I);
+	return TERN_OK;
+}
+
+static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 || dt == TERN_BF16; }
+
+/* ---- matmul, gemm ------------------------------------------------------------------------- */
+
+/* matmul: out = y [T,O], in = x [T,I]; matmul_bwd: out = dx [T,I], in = dy [T,O]. */
+static enum tern_status mm_check(const char *op, bool bwd, struct tern_view out, struct tern_view in,
+				 const struct tern_weight *w, int64_t T)
+{
+	enum tern_status st;
+	if ((st = tern_check_weight(op, w)) || (st = tokens(op, T, w)))
+		return st;
+	long long lT = (long long)T, O = (long long)w->O, I = (long long)w->I;
+	if (bwd) {
+		if ((st = view(op, "dx", out, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, I)) ||
+		    (st = view(op, "dy", in, (size_t)(T * w->O) * 4, "T=%lld O=%lld f32", lT, O)))
+			return st;
+	} else {
+		if ((st = view(op, "y", out, (size_t)(T * w->O) * 4, "T=%lld O=%lld f32", lT, O)) ||
+		    (st = view(op, "x", in, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, I)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+			     const struct tern_weight *w, int64_t T)
+{
+	if (!be->vt->matmul)
+		return missing(be, TERN_OP_MATMUL);
+	enum tern_status st = mm_check("matmul", false, y, x, w, T);
+	return st ? st : be->vt->matmul(be, y, x, w, T);
+}
+
+enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				 const struct tern_weight *w, int64_t T, bool accumulate)
+{
+	if (!be->vt->matmul_bwd)
+		return missing(be, TERN_OP_MATMUL_BWD);
+	enum tern_status st = mm_check("matmul_bwd", true, dx, dy, w, T);
+	return st ? st : be->vt->matmul_bwd(be, dx, dy, w, T, accumulate);
+}
+
+enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
+			   float beta)
+{
+	const char *op = "gemm";
+	if (!be->vt->gemm)
+		return missing(be, TERN_OP_GEMM);
+	enum tern_status st;
+	if ((st = count(op, "M", M)) || (st = count(op, "N", N)) || (st = count(op, "K", K)))
+		return st;
+	/* each product a count, tested by division so that it cannot overflow */
+	if ((N > 0 && M > TERN_MAX_ELEMS / N) || (K > 0 && M > TERN_MAX_ELEMS / K) ||
+	    (N > 0 && K > TERN_MAX_ELEMS / N))
+		return tern_fail(TERN_E_INVALID, "gemm: M=%lld N=%lld K=%lld is too large", (long long)M,
+				 (long long)N, (long long)K);
+	long long lM = (long long)M, lN = (long long)N, lK = (long long)K;
+	if ((st = view(op, "C", C, (size_t)(M * N) * 4, "M=%lld N=%lld f32", lM, lN)) ||
+	    (st = view(op, "A", A, (size_t)(M * K) * 4, "%s M=%lld K=%lld f32", ta ? "[K,M]" : "[M,K]", lM,
+		       lK)) ||
+	    (st = view(op, "B", B, (size_t)(K * N) * 4, "%s K=%lld N=%lld f32", tb ? "[N,K]" : "[K,N]", lK,
+		       lN)))
+		return st;
+	return be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta);
+}
+
+/* ---- element-wise and optimizer ops ------------------------------------------------------- */
+
+/* n, then the fp32 vectors of n elements each (names[k] for v[k]). */
+static enum tern_status vectors(const char *op, int64_t n, const char *const *names,
+				const struct tern_view *v, int nv)
+{
+	enum tern_status st = count(op, "n", n);
+	for (int k = 0; k < nv && st == TERN_OK; k++)
+		st = view(op, names[k], v[k], (size_t)n * 4, "n=%lld f32", (long long)n);
+	return st;
+}
+
+enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			      float p, uint64_t key)
+{
+	const char *op = "dropout";
+	if (!be->vt->dropout)
+		return missing(be, TERN_OP_DROPOUT);
+	static const char *const names[] = {"y", "x"};
+	struct tern_view v[2] = {y, x};
+	enum tern_status st = vectors(op, n, names, v, 2);
+	if (st)
+		return st;
+	if (!(p >= 0.0f && p < 1.0f))
+		return tern_fail(TERN_E_INVALID, "dropout: p=%g is outside [0, 1)", (double)p);
+	if (n > (INT64_C(1) << 32)) /* the hash takes a 32-bit element index */
+		return tern_fail(TERN_E_INVALID, "dropout: n=%lld exceeds the 32-bit element counter",
+				 (long long)n);
+	return be->vt->dropout(be, y, x, n, p, key);
+}
+
+enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
+			   float alpha)
+{
+	if (!be->vt->axpy)
+		return missing(be, TERN_OP_AXPY);
+	static const char *const names[] = {"y", "x"};
+	struct tern_view v[2] = {y, x};
+	enum tern_status st = vectors("axpy", n, names, v, 2);
+	return st ? st : be->vt->axpy(be, y, x, n, alpha);
+}
+
+enum tern_status tern_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
+			    struct tern_view m, struct tern_view v, int64_t n,
+			    const struct tern_adamw_args *args)
+{
+	if (!be->vt->adamw)
+		return missing(be, TERN_OP_ADAMW);
+	static const char *const names[] = {"param", "grad", "m", "v"};
+	struct tern_view vs[4] = {param, grad, m, v};
+	enum tern_status st = vectors("adamw", n, names, vs, 4);
+	if (st)
+		return st;
+	if (!args)
+		return tern_fail(TERN_E_INVALID, "adamw: no arguments");
+	if (args->step < 1)
+		return tern_fail(TERN_E_INVALID, "adamw: step %lld (steps count from 1)",
+				 (long long)args->step);
+	if (!isfinite(args->lr) || !isfinite(args->eps) || !isfinite(args->weight_decay) ||
+	    !(args->beta1 >= 0.0f && args->beta1 < 1.0f) || !(args->beta2 >= 0.0f && args->beta2 < 1.0f))
+		return tern_fail(TERN_E_INVALID,
+				 "adamw: bad hyperparameters lr=%g beta1=%g beta2=%g eps=%g wd=%g",
+				 (double)args->lr, (double)args->beta1, (double)args->beta2,
+				 (double)args->eps, (double)args->weight_decay);
+	return be->vt->adamw(be, param, grad, m, v, n, args);
+}
+
+enum tern_status tern_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
+			    bool accumulate)
+{
+	const char *op = "sumsq";
+	if (!be->vt->sumsq)
+		return missing(be, TERN_OP_SUMSQ);
+	static const char *const names[] = {"x"};
+	enum tern_status st = vectors(op, n, names, &x, 1);
+	if (!st)
+		st = view(op, "out", out, 4, "1 f32");
+	return st ? st : be->vt->sumsq(be, out, x, n, accumulate);
+}
+
+enum tern_status tern_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
+{
+	if (!be->vt->scale)
+		return missing(be, TERN_OP_SCALE);
+	static const char *const names[] = {"x"};
+	enum tern_status st = vectors("scale", n, names, &x, 1);
+	return st ? st : be->vt->scale(be, x, n, alpha);
+}
+
+enum tern_status tern_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
+			   float max_norm)
+{
+	const char *op = "clip";
+	if (!be->vt->clip)
+		return missing(be, TERN_OP_CLIP);
+	static const char *const names[] = {"x"};
+	enum tern_status st = vectors(op, n, names, &x, 1);
+	if (!st)
+		st = view(op, "sumsq", sumsq, 4, "1 f32");
+	return st ? st : be->vt->clip(be, x, n, sumsq, max_norm);
+}
+
+enum tern_status tern_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
+			   struct tern_view src, enum tern_dtype st_, int64_t n)
+{
+	const char *op = "cast";
+	if (!be->vt->cast)
+		return missing(be, TERN_OP_CAST);
+	enum tern_status st = count(op, "n", n);
+	if (st)
+		return st;
+	if (!plain(dt) || !plain(st_))
+		return tern_fail(TERN_E_INVALID, "cast: %s -> %s: only f32, f16 and bf16 convert",
+				 tern_dtype_name(st_), tern_dtype_name(dt));
+	size_t ds = tern_dtype_size(dt), ss = tern_dtype_size(st_);
+	if ((st = view(op, "dst", dst, (size_t)n * ds, "n=%lld %s", (long long)n, tern_dtype_name(dt))) ||
+	    (st = view(op, "src", src, (size_t)n * ss, "n=%lld %s", (long long)n, tern_dtype_name(st_))))
+		return st;
+	return be->vt->cast(be, dst, dt, src, st_, n);
+}
+
+/* ---- transformer ops ---------------------------------------------------------------------- */
+
+enum tern_status tern_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
+			      struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps)
+{
+	const char *op = "rmsnorm";
+	if (!be->vt->rmsnorm)
+		return missing(be, TERN_OP_RMSNORM);
+	enum tern_status st = dims(op, T, "T", D, "D");
+	if (st)
+		return st;
+	if (D < 1 || !(eps >= 0.0f) || !isfinite(eps))
+		return tern_fail(TERN_E_INVALID, "rmsnorm: D=%lld eps=%g (D >= 1, eps finite and >= 0)",
+				 (long long)D, (double)eps);
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = view(op, "y", y, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "rstd", rstd, (size_t)T * 4, "T=%lld f32", lT)) ||
+	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)))
+		return st;
+	return be->vt->rmsnorm(be, y, rstd, x, w, T, D, eps);
+}
+
+enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				  struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
+				  int64_t D, bool accumulate)
+{
+	const char *op = "rmsnorm_bwd";
+	if (!be->vt->rmsnorm_bwd)
+		return missing(be, TERN_OP_RMSNORM_BWD);
+	enum tern_status st = dims(op, T, "T", D, "D");
+	if (st)
+		return st;
+	if (D < 1)
+		return tern_fail(TERN_E_INVALID, "rmsnorm_bwd: D=%lld (D >= 1)", (long long)D);
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = view(op, "dx", dx, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "dy", dy, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)) ||
+	    (st = view(op, "rstd", rstd, (size_t)T * 4, "T=%lld f32", lT)))
+		return st;
+	return be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate);
+}
+
+enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse)
+{
+	const char *op = "rope";
+	if (!be->vt->rope)
+		return missing(be, TERN_OP_ROPE);
+	enum tern_status st;
+	if ((st = dims(op, T, "T", H, "H")) || (st = dims(op, T * H, "T*H", Dh, "Dh")))
+		return st;
+	if (Dh < 2 || Dh % 2 || H < 1)
+		return tern_fail(TERN_E_INVALID, "rope: H=%lld Dh=%lld (H >= 1, Dh even and >= 2)",
+				 (long long)H, (long long)Dh);
+	long long lT = (long long)T, lH = (long long)H, lDh = (long long)Dh;
+	if ((st = view(op, "x", x, (size_t)(T * H * Dh) * 4, "T=%lld H=%lld Dh=%lld f32", lT, lH, lDh)) ||
+	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
+	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
+		return st;
+	return be->vt->rope(be, x, pos, inv_freq, T, H, Dh, inverse);
+}
+
+/* n, the activation, then the fp32 vectors. */
+static enum tern_status mlp_check(const char *op, int64_t n, enum tern_act act, const char *const *names,
+				  const struct tern_view *v, int nv)
+{
+	enum tern_status st = count(op, "n", n);
+	if (st)
+		return st;
+	if (act != TERN_ACT_SILU && act != TERN_ACT_RELU2)
+		return tern_fail(TERN_E_INVALID, "%s: unknown activation %d", op, (int)act);
+	return vectors(op, n, names, v, nv);
+}
+
+enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+			     struct tern_view u, int64_t n, enum tern_act act)
+{
+	if (!be->vt->swiglu)
+		return missing(be, TERN_OP_SWIGLU);
+	static const char *const names[] = {"h", "g", "u"};
+	struct tern_view v[3] = {h, g, u};
+	enum tern_status st = mlp_check("swiglu", n, act, names, v, 3);
+	return st ? st : be->vt->swiglu(be, h, g, u, n, act);
+}
+
+enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				 struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				 enum tern_act act)
+{
+	if (!be->vt->swiglu_bwd)
+		return missing(be, TERN_OP_SWIGLU_BWD);
+	static const char *const names[] = {"dg", "du", "dh", "g", "u"};
+	struct tern_view v[5] = {dg, du, dh, g, u};
+	enum tern_status st = mlp_check("swiglu_bwd", n, act, names, v, 5);
+	return st ? st : be->vt->swiglu_bwd(be, dg, du, dh, g, u, n, act);
+}
+
+/* The ids are not checked here: they live on the device (the CPU backend reads and checks them;
+ * Vulkan writes NaN rows for ids outside [0, V), see backend.h). */
+enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
+			    const struct tern_weight *E, int64_t T)
+{
+	const char *op = "embed";
+	if (!be->vt->embed)
+		return missing(be, TERN_OP_EMBED);
+	enum tern_status st = tern_check_weight(op, E);
+	if (st)
+		return st;
+	if (!plain(E->dtype))
+		return tern_fail(TERN_E_UNSUPPORTED, "embed: E dtype %s (f32, f16 or bf16 only)",
+				 tern_dtype_name(E->dtype));
+	int64_t D = E->I;
+	if ((st = dims(op, T, "T", D, "D")))
+		return st;
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = view(op, "y", y, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "ids", ids, (size_t)T * 4, "T=%lld i32", lT)))
+		return st;
+	return be->vt->embed(be, y, ids, E, T);
+}
+
+/* The attention shape: sizes >= 1 (T >= 0), H a multiple of Hkv, T·H·Dh a count, finite scale. */
+static enum tern_status attn_shape(const char *op, const struct tern_attn_args *a)
+{
+	if (!a)
+		return tern_fail(TERN_E_INVALID, "%s: no arguments", op);
+	if (a->T < 0 || a->H < 1 || a->Hkv < 1 || a->Dh < 1 || a->window < 0 || a->H % a->Hkv != 0 ||
+	    a->H > TERN_MAX_ELEMS / a->Dh || a->T > TERN_MAX_ELEMS / (a->H * a->Dh) || !isfinite(a->scale))
+		return tern_fail(TERN_E_INVALID,
+				 "%s: bad shape T=%lld H=%lld Hkv=%lld Dh=%lld window=%lld scale=%g (needs "
+				 "H %% Hkv == 0, sizes >= 1, finite scale)",
+				 op, (long long)a->T, (long long)a->H, (long long)a->Hkv, (long long)a->Dh,
+				 (long long)a->window, (double)a->scale);
+	return TERN_OK;
+}
+
+/* fp32 (seg: i32) tensors of n[k] elements, the shape in any message. */
+static enum tern_status attn_views(const char *op, const struct tern_attn_args *a, const char *const *names,
+				   const struct tern_view *v, const int64_t *n, int nv)
+{
+	enum tern_status st = TERN_OK;
+	for (int k = 0; k < nv && st == TERN_OK; k++)
+		st = view(op, names[k], v[k], (size_t)n[k] * 4, "T=%lld H=%lld Hkv=%lld Dh=%lld",
+			  (long long)a->T, (long long)a->H, (long long)a->Hkv, (long long)a->Dh);
+	return st;
+}
+
+enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				struct tern_view q, struct tern_view k, struct tern_view v,
+				struct tern_view seg, const struct tern_attn_args *a)
+{
+	const char *op = "attention";
+	if (!be->vt->attention)
+		return missing(be, TERN_OP_ATTENTION);
+	enum tern_status st = attn_shape(op, a);
+	if (st)
+		return st;
+	int64_t nq = a->T * a->H * a->Dh, nk = a->T * a->Hkv * a->Dh;
+	static const char *const names[] = {"o", "lse", "q", "k", "v", "seg"};
+	struct tern_view vs[6] = {o, lse, q, k, v, seg};
+	int64_t n[6] = {nq, a->H * a->T, nq, nk, nk, a->T};
+	if ((st = attn_views(op, a, names, vs, n, 6)))
+		return st;
+	return be->vt->attention(be, o, lse, q, k, v, seg, a);
+}
+
+enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+				    struct tern_view dv, struct tern_view dout, struct tern_view q,
+				    struct tern_view k, struct tern_view v, struct tern_view o,
+				    struct tern_view lse, struct tern_view seg,
+				    const struct tern_attn_args *a)
+{
+	const char *op = "attention_bwd";
+	if (!be->vt->attention_bwd)
+		return missing(be, TERN_OP_ATTENTION_BWD);
+	enum tern_status st = attn_shape(op, a);
+	if (st)
+		return st;
+	int64_t nq = a->T * a->H * a->Dh, nk = a->T * a->Hkv * a->Dh;
+	static const char *const names[] = {"dq", "dk", "dv", "dout", "q", "k", "v", "o", "lse", "seg"};
+	struct tern_view vs[10] = {dq, dk, dv, dout, q, k, v, o, lse, seg};
+	int64_t n[10] = {nq, nk, nk, nq, nq, nk, nk, nq, a->H * a->T, a->T};
+	if ((st = attn_views(op, a, names, vs, n, 10)))
+		return st;
+	return be->vt->attention_bwd(be, dq, dk, dv, dout, q, k, v, o, lse, seg, a);
+}
+
+/* The labels are not checked here: they live on the device (the CPU backend reads and checks
+ * them; Vulkan makes a bad label's term NaN, see backend.h). */
+enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
+			      int64_t T, float inv_n)
+{
+	const char *op = "ce_loss";
+	if (!be->vt->ce_loss)
+		return missing(be, TERN_OP_CE_LOSS);
+	enum tern_status st = tern_check_weight(op, W);
+	if (st)
+		return st;
+	if (!plain(W->dtype))
+		return tern_fail(TERN_E_UNSUPPORTED, "ce_loss: W dtype %s (lm_head takes f32, f16 or bf16)",
+				 tern_dtype_name(W->dtype));
+	int64_t D = W->I;
+	if (T < 0 || T > TERN_MAX_ELEMS / D)
+		return tern_fail(TERN_E_INVALID, "ce_loss: T=%lld is out of range for D=%lld", (long long)T,
+				 (long long)D);
+	if (!isfinite(inv_n))
+		return tern_fail(TERN_E_INVALID, "ce_loss: inv_n=%g is not finite", (double)inv_n);
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = view(op, "loss", loss, 4, "1 f32")) ||
+	    (st = view(op, "dx", dx, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "labels", labels, (size_t)T * 4, "T=%lld i32", lT)))
+		return st;
+	return be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n);
+}
