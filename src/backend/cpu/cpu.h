@@ -24,13 +24,17 @@ static inline struct cpu_buffer *cpu_buf(struct tern_buffer *b) { return (struct
 #define CPU_PARALLEL_FOR
 #endif
 
-/* The host address of view v, after checking that it has a buffer, lies inside it, holds `need`
- * bytes and starts at a multiple of `align` bytes. On failure the message ends with the shape
- * given by fmt, e.g. "matmul: x view is 100 bytes, needs 128 (T=2 I=16 f32)". */
+/* The host address of view v, which holds `need` bytes (the ops' front doors checked that, the
+ * buffer entries pass need = v.size), after checking what only this backend can: that it has a
+ * buffer, lies inside it and starts at a multiple of `align` bytes. On failure the message ends
+ * with the shape given by fmt, e.g. "matmul: x view offset 2 is not a multiple of 4 bytes (T=2
+ * I=16 f32)". */
 enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_view v, size_t need,
 			       size_t align, void **out, const char *fmt, ...) TERN_PRINTF(7, 8);
 
-/* The ops (cpu_ops.c); signatures and =/+= rules as in struct tern_backend_vtable. */
+/* The ops (cpu_ops.c); signatures and =/+= rules as in struct tern_backend_vtable. Called
+ * through the front doors (src/backend/ops.c), so shapes, counts, scalars, dtypes and view sizes
+ * are already checked. */
 enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				 const struct tern_weight *w, int64_t T);
 enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,

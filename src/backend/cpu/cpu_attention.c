@@ -11,9 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Largest element count of one tensor; keeps byte counts far inside size_t. */
-#define ATTN_MAX_ELEMS (INT64_C(1) << 40)
-
 /* Tasks per parallel loop: rows are independent, so the split only balances threads. */
 #define ATTN_MAX_TASKS 128
 
@@ -22,19 +19,10 @@ struct attn_shape {
 	double scale;
 };
 
-static enum tern_status attn_check(const char *op, const struct tern_attn_args *a, struct attn_shape *sh)
+/* The shape of checked arguments (the front door: sizes >= 1, H a multiple of Hkv, finite scale). */
+static struct attn_shape attn_shape_of(const struct tern_attn_args *a)
 {
-	if (!a)
-		return tern_fail(TERN_E_INVALID, "%s: no arguments", op);
-	if (a->T < 0 || a->H < 1 || a->Hkv < 1 || a->Dh < 1 || a->window < 0 || a->H % a->Hkv != 0 ||
-	    a->H > ATTN_MAX_ELEMS / a->Dh || a->T > ATTN_MAX_ELEMS / (a->H * a->Dh) || !isfinite(a->scale))
-		return tern_fail(TERN_E_INVALID,
-				 "%s: bad shape T=%lld H=%lld Hkv=%lld Dh=%lld window=%lld scale=%g (needs "
-				 "H %% Hkv == 0, sizes >= 1, finite scale)",
-				 op, (long long)a->T, (long long)a->H, (long long)a->Hkv, (long long)a->Dh,
-				 (long long)a->window, (double)a->scale);
-	*sh = (struct attn_shape){a->T, a->H, a->Hkv, a->Dh, a->window, a->H / a->Hkv, (double)a->scale};
-	return TERN_OK;
+	return (struct attn_shape){a->T, a->H, a->Hkv, a->Dh, a->window, a->H / a->Hkv, (double)a->scale};
 }
 
 /* The host address of an fp32 (or i32) tensor of n elements, with the shape in any message. */
@@ -73,10 +61,8 @@ enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o,
 				    struct tern_view seg, const struct tern_attn_args *a)
 {
 	const char *op = "attention";
-	struct attn_shape sh;
-	enum tern_status st = attn_check(op, a, &sh);
-	if (st != TERN_OK)
-		return st;
+	struct attn_shape sh = attn_shape_of(a);
+	enum tern_status st;
 	int64_t T = sh.T, H = sh.H, Hkv = sh.Hkv, Dh = sh.Dh;
 	void *op_, *lp, *qp, *kp, *vp, *sp;
 	if ((st = attn_view(op, "o", o, T * H * Dh, &op_, &sh)) ||
@@ -142,10 +128,8 @@ enum tern_status tern_cpu_attention_bwd(struct tern_backend *be, struct tern_vie
 					const struct tern_attn_args *a)
 {
 	const char *op = "attention_bwd";
-	struct attn_shape sh;
-	enum tern_status st = attn_check(op, a, &sh);
-	if (st != TERN_OK)
-		return st;
+	struct attn_shape sh = attn_shape_of(a);
+	enum tern_status st;
 	int64_t T = sh.T, H = sh.H, Hkv = sh.Hkv, Dh = sh.Dh;
 	void *dqp, *dkp, *dvp, *gp, *qp, *kp, *vp, *op_, *lp, *sp;
 	if ((st = attn_view(op, "dq", dq, T * H * Dh, &dqp, &sh)) ||

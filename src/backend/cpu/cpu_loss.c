@@ -19,7 +19,6 @@
 #define CE_CHUNK_BYTES ((int64_t)64 << 20) /* logits of one chunk */
 #define CE_MAX_TASKS 128
 #define CE_T_TILE 64 /* tokens one dx task accumulates at a time (bounds its double scratch) */
-#define CE_MAX_ELEMS (INT64_C(1) << 40)
 
 /* Tokens per chunk for vocabulary V (see the top of the file). */
 static int64_t ce_chunk_tokens(int64_t T, int64_t V)
@@ -65,20 +64,8 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 				  int64_t T, float inv_n)
 {
 	const char *op = "ce_loss";
-	enum tern_status st = tern_check_weight(op, W);
-	if (st != TERN_OK)
-		return st;
-	if (W->dtype != TERN_F32 && W->dtype != TERN_F16 && W->dtype != TERN_BF16)
-		return tern_fail(TERN_E_UNSUPPORTED, "ce_loss: W dtype %s (lm_head takes f32, f16 or bf16)",
-				 tern_dtype_name(W->dtype));
+	enum tern_status st = TERN_OK;
 	int64_t V = W->O, D = W->I;
-	if (V == 0)
-		return tern_fail(TERN_E_INVALID, "ce_loss: V=0 (no logits)");
-	if (T < 0 || T > CE_MAX_ELEMS / (D > 0 ? D : 1))
-		return tern_fail(TERN_E_INVALID, "ce_loss: T=%lld is out of range for D=%lld", (long long)T,
-				 (long long)D);
-	if (!isfinite(inv_n))
-		return tern_fail(TERN_E_INVALID, "ce_loss: inv_n=%g is not finite", (double)inv_n);
 	void *lv, *dxv, *xv, *labv, *wv;
 	const char *wn = tern_dtype_name(W->dtype);
 	if ((st = tern_cpu_view(op, "W data", W->data, tern_weight_data_bytes(W->dtype, V, D),
@@ -92,7 +79,7 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 	    (st = tern_cpu_view(op, "labels", labels, (size_t)T * 4, 4, &labv, "T=%lld i32", (long long)T)) !=
 		    TERN_OK)
 		return st;
-	const int32_t *lab = labv;
+	const int32_t *lab = labv; /* on the host here, so checked here (the front door cannot) */
 	for (int64_t t = 0; t < T; t++)
 		if (lab[t] != -100 && (lab[t] < 0 || lab[t] >= V))
 			return tern_fail(TERN_E_INVALID,
