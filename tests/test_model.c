@@ -276,7 +276,7 @@ static void check_matmul(const struct tern_model *m, const char *what)
 		be->vt->buffer_alloc(be, (size_t)(T * O) * 4, &yb);
 		be->vt->upload(be, (struct tern_view){xb, 0, (size_t)(T * I) * 4}, x);
 		tern_matmul(be, (struct tern_view){yb, 0, (size_t)(T * O) * 4},
-			    (struct tern_view){xb, 0, (size_t)(T * I) * 4}, &w, T);
+			    (struct tern_view){xb, 0, (size_t)(T * I) * 4}, &w, T, TERN_F32);
 		be->vt->download(be, y, (struct tern_view){yb, 0, (size_t)(T * O) * 4});
 		double err = 0, mag = 0;
 		for (int64_t a = 0; a < T; a++)

@@ -90,7 +90,7 @@ static void check_matmul(struct suite *s, const struct wfmt *f, int64_t T, int64
 	struct dten *dy = dt_nan(&c, "y", T * O);
 	if (!dx || !dy || !dweight_make(&c, &hw, &w))
 		goto out_w;
-	if (bad(&c, tern_matmul(s->be, dy->v, dx->v, &w, T), "matmul"))
+	if (bad(&c, tern_matmul(s->be, dy->v, dx->v, &w, T, TERN_F32), "matmul"))
 		goto out_w;
 	expect(&c, dy, want, T * O, TOL_F32);
 	dt_unchanged(&c, dx, x);
@@ -130,7 +130,7 @@ static void check_matmul_bwd(struct suite *s, const struct wfmt *f, int64_t T, i
 	struct dten *ddx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
 	if (!ddy || !ddx || !dweight_make(&c, &hw, &w))
 		goto out_w;
-	if (bad(&c, tern_matmul_bwd(s->be, ddx->v, ddy->v, &w, T, acc), "matmul_bwd"))
+	if (bad(&c, tern_matmul_bwd(s->be, ddx->v, ddy->v, &w, T, acc, TERN_F32), "matmul_bwd"))
 		goto out_w;
 	expect_mag(&c, ddx, want, mag, T * I, TOL_F32);
 	dt_unchanged(&c, ddy, dyh);
@@ -188,8 +188,8 @@ static void check_large(struct suite *s, bool bwd)
 	struct dten *dout = dt_nan(&c, bwd ? "dx" : "y", T * (bwd ? I : O));
 	if (!din || !dout || bad(&c, be->vt->upload(be, w.data, W), "W upload"))
 		goto out_b;
-	st = bwd ? tern_matmul_bwd(be, dout->v, din->v, &w, T, false)
-		 : tern_matmul(be, dout->v, din->v, &w, T);
+	st = bwd ? tern_matmul_bwd(be, dout->v, din->v, &w, T, false, TERN_F32)
+		 : tern_matmul(be, dout->v, din->v, &w, T, TERN_F32);
 	if (!bad(&c, st, c.op))
 		expect(&c, dout, want, T * (bwd ? I : O), TOL_F32);
 out_b:
@@ -911,19 +911,20 @@ static void check_fd_matmul(struct suite *s, const struct wfmt *f, int64_t T, in
 	if (!dx || !dy || !dg || !dgx || !dweight_make(&c, &hw, &w))
 		goto out_w;
 	struct tern_backend *be = s->be;
-	if (bad(&c, tern_matmul_bwd(be, dgx->v, dg->v, &w, T, false), "matmul_bwd") || !dt_get(&c, dgx, grad))
+	if (bad(&c, tern_matmul_bwd(be, dgx->v, dg->v, &w, T, false, TERN_F32), "matmul_bwd") ||
+	    !dt_get(&c, dgx, grad))
 		goto out_w;
 	for (int64_t j = 0; j < T * I; j++) {
 		float keep = x[j], xp = keep + FD_H, xm = keep - FD_H;
 		double Lp, Lm;
 		x[j] = xp;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T), "matmul") ||
+		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T, TERN_F32), "matmul") ||
 		    !loss_of(&c, dy, g, T * O, &Lp))
 			goto out_w;
 		x[j] = xm;
 		if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
-		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T), "matmul") ||
+		    bad(&c, tern_matmul(be, dy->v, dx->v, &w, T, TERN_F32), "matmul") ||
 		    !loss_of(&c, dy, g, T * O, &Lm))
 			goto out_w;
 		x[j] = keep;
@@ -1036,20 +1037,79 @@ static void check_errors(struct suite *s)
 	struct dten *y = dt_new(&c, "y", (size_t)(T * O) * 4, NULL);
 	if (!xs || !x || !y || !dweight_make(&c, &hw, &w))
 		goto out;
-	enum tern_status st = tern_matmul(s->be, y->v, xs->v, &w, T);
+	enum tern_status st = tern_matmul(s->be, y->v, xs->v, &w, T, TERN_F32);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul") || !strstr(tern_error(), "x"))
 		fail(&c, "short x: got %s \"%s\"", tern_status_str(st), tern_error());
 	struct tern_weight wb = w;
 	wb.blocksize = 48;
-	st = tern_matmul(s->be, y->v, x->v, &wb, T);
+	st = tern_matmul(s->be, y->v, x->v, &wb, T, TERN_F32);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "blocksize"))
 		fail(&c, "blocksize 48: got %s \"%s\"", tern_status_str(st), tern_error());
 	wb = w;
 	wb.absmax.size -= 1;
-	st = tern_matmul_bwd(s->be, x->v, y->v, &wb, T, false);
+	st = tern_matmul_bwd(s->be, x->v, y->v, &wb, T, false, TERN_F32);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul_bwd") || !strstr(tern_error(), "absmax"))
 		fail(&c, "short absmax: got %s \"%s\"", tern_status_str(st), tern_error());
 	/* a rejected call writes nothing */
+	dt_get(&c, y, NULL);
+	dt_get(&c, x, NULL);
+out:
+	hweight_free(&hw);
+	chk_end(&c);
+}
+
+/* The front doors: a product precision the backend does not run, one that is no plain dtype, and
+ * a NULL vtable entry each fail with one line before the backend is called. */
+static void check_front_doors(struct suite *s)
+{
+	struct chk c;
+	chk_begin(&c, s, "errors", "front doors: matmul precision, missing entry");
+	if (skip_unsupported(&c, TERN_OP_MATMUL, TERN_F32))
+		return;
+	const int64_t T = 2, O = 4, I = 16;
+	struct hweight hw;
+	if (!hweight_make(&hw, TERN_F32, 0, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		chk_end(&c);
+		return;
+	}
+	struct tern_backend *be = s->be;
+	struct tern_weight w;
+	struct dten *x = dt_new(&c, "x", (size_t)(T * I) * 4, NULL);
+	struct dten *y = dt_new(&c, "y", (size_t)(T * O) * 4, NULL);
+	if (!x || !y || !dweight_make(&c, &hw, &w))
+		goto out;
+	if (!tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_F32) ||
+	    tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_NF4) ||
+	    tern_backend_supports_prec(be, TERN_OP_GEMM, TERN_F16))
+		fail(&c,
+		     "tern_backend_supports_prec: F32 matmul must run, nf4 and a gemm precision must not");
+	static const enum tern_dtype precs[] = {TERN_F16, TERN_BF16};
+	for (int k = 0; k < 2; k++) {
+		if (tern_backend_supports_prec(be, TERN_OP_MATMUL, precs[k]))
+			continue; /* runs here: its numerics are the matmul checks' business */
+		char want[64];
+		snprintf(want, sizeof want, "matmul precision %s is not supported",
+			 tern_dtype_name(precs[k]));
+		enum tern_status st = tern_matmul(be, y->v, x->v, &w, T, precs[k]);
+		if (st != TERN_E_UNSUPPORTED || !strstr(tern_error(), be->name) ||
+		    !strstr(tern_error(), want))
+			fail(&c, "precision %s: got %s \"%s\"", tern_dtype_name(precs[k]),
+			     tern_status_str(st), tern_error());
+	}
+	enum tern_status st = tern_matmul_bwd(be, x->v, y->v, &w, T, false, TERN_NF4);
+	if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul_bwd: precision nf4"))
+		fail(&c, "precision nf4: got %s \"%s\"", tern_status_str(st), tern_error());
+	/* a NULL entry: a copy of the backend's handle whose vtable lacks matmul (never called into) */
+	struct tern_backend_vtable vt = *be->vt;
+	vt.matmul = NULL;
+	struct tern_backend fake = *be;
+	fake.vt = &vt;
+	st = tern_matmul(&fake, y->v, x->v, &w, T, TERN_F32);
+	if (st != TERN_E_UNSUPPORTED || !strstr(tern_error(), be->name) || !strstr(tern_error(), "matmul") ||
+	    strchr(tern_error(), '\n'))
+		fail(&c, "NULL matmul entry: got %s \"%s\"", tern_status_str(st), tern_error());
+	/* rejected calls write nothing */
 	dt_get(&c, y, NULL);
 	dt_get(&c, x, NULL);
 out:
@@ -1190,6 +1250,7 @@ static void run_backend(struct suite *s)
 		}
 
 	check_errors(s);
+	check_front_doors(s);
 
 	if (s->is_cpu) {
 		static const struct wfmt fd_fmts[] = {{TERN_F32, 0}, {TERN_NF4, 64}, {TERN_TERNARY, 0}};

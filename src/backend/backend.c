@@ -283,6 +283,15 @@ enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
 	return TERN_OK;
 }
 
+bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
+{
+	if (!tern_backend_has_op(be, op) || (prec != TERN_F32 && prec != TERN_F16 && prec != TERN_BF16))
+		return false;
+	if (op != TERN_OP_MATMUL && op != TERN_OP_MATMUL_BWD)
+		return prec == TERN_F32;
+	return be->vt->supports_prec ? be->vt->supports_prec(be, op, prec) : prec == TERN_F32;
+}
+
 bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 {
 	const struct tern_backend_vtable *v = be->vt;

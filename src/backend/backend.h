@@ -135,6 +135,9 @@ struct tern_backend_vtable {
 
 	/* Whether op runs here with weight dtype wt (ignored by ops without a weight). */
 	bool (*supports)(struct tern_backend *be, enum tern_op op, enum tern_dtype wt);
+	/* Whether matmul / matmul_bwd (op) run here at product precision prec (F32, F16 or BF16;
+	 * see matmul). NULL means F32 only. Callers ask tern_backend_supports_prec(). */
+	bool (*supports_prec)(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
 
 	/* ---- streaming: asynchronous host -> device copies (layer weights through device slots) ----
 	 *
@@ -187,12 +190,27 @@ struct tern_backend_vtable {
 
 	/* ---- ops: outputs, inputs, sizes ---- */
 
-	/* y[T,O] = x[T,I] · W[O,I]ᵀ   (=) */
+	/* y[T,O] = x[T,I] · W[O,I]ᵀ   (=), W dequantized.
+	 *
+	 * Precision of the product (prec): the dtype its operands are rounded to before they are
+	 * multiplied; products are accumulated in fp32, x/dy and y/dx stay fp32 in memory.
+	 *   TERN_F32:  no rounding (the reference numerics, today's behaviour).
+	 *   TERN_F16:  x (dy for matmul_bwd) is multiplied by s = 2^(14 - e), e the binary exponent
+	 *              of max|x| over the whole input (s = 1 when that maximum is 0 or not finite),
+	 *              rounded to f16 (nearest even), W's dequantized values are rounded to f16, and
+	 *              the fp32 sum is multiplied by 1/s (powers of two: exact), so no finite input
+	 *              overflows or underflows.
+	 *   TERN_BF16: x and W rounded to bf16, no scale.
+	 * (The CPU reference accumulates its F32 products in double, which is at least fp32.) Only
+	 * the precisions supports_prec accepts reach the entry; the front door refuses the others
+	 * with TERN_E_UNSUPPORTED. */
 	enum tern_status (*matmul)(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				   const struct tern_weight *w, int64_t T);
-	/* dx[T,I] = or += dy[T,O] · W[O,I]   (accumulate selects +=) */
+				   const struct tern_weight *w, int64_t T, enum tern_dtype prec);
+	/* dx[T,I] = or += dy[T,O] · W[O,I]   (accumulate selects +=); prec as for matmul, with dy
+	 * in the place of x. */
 	enum tern_status (*matmul_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				       const struct tern_weight *w, int64_t T, bool accumulate);
+				       const struct tern_weight *w, int64_t T, bool accumulate,
+				       enum tern_dtype prec);
 	/* C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C   (beta = 0: C is not read)
 	 * A is stored [M,K], or [K,M] when ta; B is stored [K,N], or [N,K] when tb. fp32. */
 	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
@@ -278,9 +296,10 @@ struct tern_backend {
  * at the entry: check the arguments (see above the vtable), then run the backend's entry. Every
  * caller runs ops through these. */
 enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-			     const struct tern_weight *w, int64_t T);
+			     const struct tern_weight *w, int64_t T, enum tern_dtype prec);
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				 const struct tern_weight *w, int64_t T, bool accumulate);
+				 const struct tern_weight *w, int64_t T, bool accumulate,
+				 enum tern_dtype prec);
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
 			   float beta);
@@ -343,6 +362,11 @@ enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int 
 
 /* Whether the backend's vtable has an entry for op (backends' supports() start here). */
 bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op);
+
+/* Whether op runs here at product precision prec: for matmul and matmul_bwd the backend's
+ * supports_prec (F32 only when it has none); other ops have no precision argument, so only
+ * TERN_F32. False for an op the backend lacks and for a prec other than F32, F16, BF16. */
+bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
 
 /* The counter-based dropout generator: a 32-bit hash of (key, i). Element i is kept when
  * tern_dropout_hash(key, i) >= tern_dropout_threshold(p). The same integer math is in

@@ -262,8 +262,8 @@ static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 {
 	struct tern_view *v = c->v;
 	switch (c->kind) {
-	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M);
-	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false);
+	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M, TERN_F32);
+	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false, TERN_F32);
 	case K_GEMM:
 		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta);
 	case K_ADAMW: return tern_adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);

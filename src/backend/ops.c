@@ -69,12 +69,28 @@ static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 
 
 /* ---- matmul, gemm ------------------------------------------------------------------------- */
 
-/* matmul: out = y [T,O], in = x [T,I]; matmul_bwd: out = dx [T,I], in = dy [T,O]. */
-static enum tern_status mm_check(const char *op, bool bwd, struct tern_view out, struct tern_view in,
-				 const struct tern_weight *w, int64_t T)
+/* The product precision: a plain dtype the backend runs this op at. */
+static enum tern_status prec_check(struct tern_backend *be, const char *op, enum tern_op id,
+				   enum tern_dtype prec)
 {
+	if (!plain(prec))
+		return tern_fail(TERN_E_INVALID, "%s: precision %s is not f32, f16 or bf16", op,
+				 tern_dtype_name(prec));
+	if (!tern_backend_supports_prec(be, id, prec))
+		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s precision %s is not supported", be->name,
+				 op, tern_dtype_name(prec));
+	return TERN_OK;
+}
+
+/* matmul: out = y [T,O], in = x [T,I]; matmul_bwd: out = dx [T,I], in = dy [T,O]. */
+static enum tern_status mm_check(struct tern_backend *be, bool bwd, struct tern_view out, struct tern_view in,
+				 const struct tern_weight *w, int64_t T, enum tern_dtype prec)
+{
+	const char *op = bwd ? "matmul_bwd" : "matmul";
 	enum tern_status st;
-	if ((st = tern_check_weight(op, w)) || (st = tokens(op, T, w)))
+	if ((st = tern_check_weight(op, w)) ||
+	    (st = prec_check(be, op, bwd ? TERN_OP_MATMUL_BWD : TERN_OP_MATMUL, prec)) ||
+	    (st = tokens(op, T, w)))
 		return st;
 	long long lT = (long long)T, O = (long long)w->O, I = (long long)w->I;
 	if (bwd) {
@@ -90,21 +106,22 @@ static enum tern_status mm_check(const char *op, bool bwd, struct tern_view out,
 }
 
 enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-			     const struct tern_weight *w, int64_t T)
+			     const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	if (!be->vt->matmul)
 		return missing(be, TERN_OP_MATMUL);
-	enum tern_status st = mm_check("matmul", false, y, x, w, T);
-	return st ? st : be->vt->matmul(be, y, x, w, T);
+	enum tern_status st = mm_check(be, false, y, x, w, T, prec);
+	return st ? st : be->vt->matmul(be, y, x, w, T, prec);
 }
 
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				 const struct tern_weight *w, int64_t T, bool accumulate)
+				 const struct tern_weight *w, int64_t T, bool accumulate,
+				 enum tern_dtype prec)
 {
 	if (!be->vt->matmul_bwd)
 		return missing(be, TERN_OP_MATMUL_BWD);
-	enum tern_status st = mm_check("matmul_bwd", true, dx, dy, w, T);
-	return st ? st : be->vt->matmul_bwd(be, dx, dy, w, T, accumulate);
+	enum tern_status st = mm_check(be, true, dx, dy, w, T, prec);
+	return st ? st : be->vt->matmul_bwd(be, dx, dy, w, T, accumulate, prec);
 }
 
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,

@@ -668,7 +668,7 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 		struct tern_lora lo = lora_of(n, l, mo, step, micro);
 		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
 	} else {
-		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T));
+		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T, TERN_F32));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
 		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
@@ -683,7 +683,7 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	if (!targeted(n, mo))
-		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc);
+		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc, TERN_F32);
 	struct tern_lora lo = lora_of(n, l, mo, step, micro);
 	const struct lora_slot *sl = slot_at(n, l, mo);
 	struct tern_view dA = gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4);

@@ -36,9 +36,10 @@ enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_vie
  * through the front doors (src/backend/ops.c), so shapes, counts, scalars, dtypes and view sizes
  * are already checked. */
 enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				 const struct tern_weight *w, int64_t T);
+				 const struct tern_weight *w, int64_t T, enum tern_dtype prec);
 enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				     const struct tern_weight *w, int64_t T, bool accumulate);
+				     const struct tern_weight *w, int64_t T, bool accumulate,
+				     enum tern_dtype prec);
 enum tern_status tern_cpu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			       struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 			       float alpha, float beta);

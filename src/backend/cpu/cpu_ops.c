@@ -140,9 +140,10 @@ static void weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64
 /* ---- matmul ------------------------------------------------------------------------------- */
 
 /* y[T,O] = x[T,I] · W[O,I]ᵀ (=). Tasks own ranges of output columns o: each dequantizes a row
- * of W once and dots it with every token row. */
+ * of W once and dots it with every token row. prec is TERN_F32 (this backend has no
+ * supports_prec): no operand is rounded. */
 enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				 const struct tern_weight *w, int64_t T)
+				 const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	const char *op = "matmul";
 	struct cpu_weight cw;
@@ -192,9 +193,11 @@ out:
 }
 
 /* dx[T,I] = or += dy[T,O] · W[O,I]. Tasks own ranges of input columns i; each walks all rows
- * of W for its columns, accumulating BWD_T_TILE tokens at a time in double. */
+ * of W for its columns, accumulating BWD_T_TILE tokens at a time in double. prec: TERN_F32, as
+ * for matmul. */
 enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				     const struct tern_weight *w, int64_t T, bool accumulate)
+				     const struct tern_weight *w, int64_t T, bool accumulate,
+				     enum tern_dtype prec)
 {
 	const char *op = "matmul_bwd";
 	struct cpu_weight cw;

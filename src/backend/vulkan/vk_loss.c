@@ -75,7 +75,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if (D == 0) { /* z = 0 without a matmul */
 			if ((st = tern_vk_zero(be, z)))
 				return st;
-		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn))) {
+		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn, TERN_F32))) {
 			return st;
 		}
 		struct ce_push p = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
@@ -86,7 +86,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if ((st = tern_vk_dispatch(vk, "ce_loss", b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
-		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false)))
+		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, TERN_F32)))
 			return st;
 		struct tern_view lv = tern_view_sub(loss, 0, 4);
 		struct ce_push ps = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};

@@ -207,14 +207,16 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 	return TERN_OK;
 }
 
+/* prec is TERN_F32 (this backend has no supports_prec yet): the shaders round nothing. */
 static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				  const struct tern_weight *w, int64_t T)
+				  const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	return mm_run(tern_vk_of(be), false, y, x, w, T, false);
 }
 
 static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-				      const struct tern_weight *w, int64_t T, bool accumulate)
+				      const struct tern_weight *w, int64_t T, bool accumulate,
+				      enum tern_dtype prec)
 {
 	return mm_run(tern_vk_of(be), true, dx, dy, w, T, accumulate);
 }
