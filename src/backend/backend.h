@@ -216,13 +216,15 @@ struct tern_backend_vtable {
 	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 				 float alpha, float beta);
-	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep(). */
+	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep().
+	 * p in [0, 1); n <= 2^32 (the hash takes a 32-bit index). */
 	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				    int64_t n, float p, uint64_t key);
 	/* y[n] += alpha · x[n] */
 	enum tern_status (*axpy)(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 				 float alpha);
-	/* One AdamW step on param[n] with grad[n], moments m[n], v[n] (PyTorch semantics, in place). */
+	/* One AdamW step on param[n] with grad[n], moments m[n], v[n] (PyTorch semantics, in place).
+	 * args->step >= 1; lr, eps, weight_decay finite; beta1, beta2 in [0, 1). */
 	enum tern_status (*adamw)(struct tern_backend *be, struct tern_view param, struct tern_view grad,
 				  struct tern_view m, struct tern_view v, int64_t n,
 				  const struct tern_adamw_args *args);
@@ -241,16 +243,17 @@ struct tern_backend_vtable {
 
 	/* ---- transformer ops (training-math.md); NULL until a backend implements them ---- */
 
-	/* y[T,D] = x · rstd[t] · w[D] (=), rstd[T] = 1/sqrt(mean(x²) + eps) saved (=). */
+	/* y[T,D] = x · rstd[t] · w[D] (=), rstd[T] = 1/sqrt(mean(x²) + eps) saved (=). D >= 1, eps
+	 * finite and >= 0. */
 	enum tern_status (*rmsnorm)(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
 				    struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
-	/* dx[T,D] = or += (accumulate) the RMSNorm input gradient; w frozen. */
+	/* dx[T,D] = or += (accumulate) the RMSNorm input gradient; w frozen. D >= 1. */
 	enum tern_status (*rmsnorm_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 					struct tern_view x, struct tern_view w, struct tern_view rstd,
 					int64_t T, int64_t D, bool accumulate);
 	/* In place on x [T, H, Dh]: HF rotate_half RoPE at positions pos[T] (i32) with
 	 * inv_freq[Dh/2] (f32, llama3 scaling already applied by the caller); inverse rotates by
-	 * -θ (the backward of the forward rotation). */
+	 * -θ (the backward of the forward rotation). H >= 1, Dh even and >= 2. */
 	enum tern_status (*rope)(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 				 struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
 	/* h[n] = act(g[n]) · u[n]   (=) */
@@ -264,7 +267,8 @@ struct tern_backend_vtable {
 	enum tern_status (*embed)(struct tern_backend *be, struct tern_view y, struct tern_view ids,
 				  const struct tern_weight *E, int64_t T);
 	/* Flash-style causal GQA attention: o[T,H,Dh] (=), lse[H,T] (=, the per-row log-sum-exp,
-	 * natural log) from q[T,H,Dh], k[T,Hkv,Dh], v[T,Hkv,Dh], seg[T] (i32); never H×T×T. */
+	 * natural log) from q[T,H,Dh], k[T,Hkv,Dh], v[T,Hkv,Dh], seg[T] (i32); never H×T×T.
+	 * H, Hkv, Dh >= 1, H a multiple of Hkv, window >= 0, finite scale. */
 	enum tern_status (*attention)(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				      struct tern_view q, struct tern_view k, struct tern_view v,
 				      struct tern_view seg, const struct tern_attn_args *a);
@@ -278,7 +282,7 @@ struct tern_backend_vtable {
 	 * W [V, D] (F32/F16/BF16); for t with labels[t] != -100 (i32):
 	 *   loss[0] += inv_n · (logsumexp(z_t) − z_t[labels[t]])
 	 *   dx[t]    = inv_n · (softmax(z_t) − onehot(labels[t])) · W    (=; 0 for untrained t)
-	 * labels are already shifted (labels[t] is token t's target). */
+	 * labels are already shifted (labels[t] is token t's target). inv_n finite. */
 	enum tern_status (*ce_loss)(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				    struct tern_view x, const struct tern_weight *W, struct tern_view labels,
 				    int64_t T, float inv_n);
