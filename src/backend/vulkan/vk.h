@@ -13,6 +13,7 @@
 #include <vulkan/vulkan.h>
 
 #include "backend/backend.h"
+#include "backend/vulkan/spirv.h"
 
 /* clang-format off */
 #define TERN_VK_FUNCS(X)                                                                                   \
@@ -160,8 +161,7 @@ struct tern_vk {
 	uint32_t nqueries, max_queries;
 	float ts_period;
 
-	struct tern_vk_pipeline *pipes;
-	int npipes;
+	struct tern_vk_pipeline pipes[TERN_PIPE_COUNT]; /* indexed by enum tern_vk_pipe */
 
 	uint64_t validation_messages;
 	bool failed; /* a device error happened: every later call fails */
@@ -198,10 +198,13 @@ enum tern_status tern_vk_synchronize(struct tern_backend *be);
  * that offset in push constants. */
 uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v);
 
-/* Records one dispatch of pipeline `name` with up to 8 bindings (placed views; a view with no
- * buffer binds a dummy) and the push-constant block; checks binding alignment and range, push
- * size and group-count limits. */
-enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds,
+/* The variant name of a pipeline ("matmul_bwd_nf4_dq"), for messages and the profile. */
+const char *tern_vk_pipe_name(enum tern_vk_pipe pipe);
+
+/* Records one dispatch of pipeline `pipe` (created on first use) with up to 8 bindings (placed
+ * views; a view with no buffer binds a dummy) and the push-constant block; checks binding
+ * alignment and range, push size and group-count limits. */
+enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, const struct tern_view *binds,
 				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
 				  uint32_t gz);
 

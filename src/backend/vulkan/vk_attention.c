@@ -71,21 +71,34 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
 #define ATTN_SIMPLE_WG 32    /* rows per workgroup: WG * TQ in shaders/attention_simple.comp */
 #define ATTN_SIMPLE_DMAX 128 /* 4 * DV4 there */
 
-/* Whether to run shaders/attention_simple.comp: the simple variant is chosen (tern_vk_simple), Dh
- * fits its registers in whole vec4s, and the vec4-bound views (mask bit b: binding b) of the
- * placed push block start on 16-byte boundaries. */
-static enum tern_status attn_simple(struct tern_vk *vk, const struct attn_push *p, unsigned vec4_mask,
-				    bool *use)
+/* The passes with a simple and a tiled variant: the forward, the backward's dK/dV and dQ passes
+ * (its prep pass has one pipeline). */
+enum attn_pass { ATTN_FWD, ATTN_BWD_KV, ATTN_BWD_Q };
+
+/* The pipeline of one pass and the rows (queries, or keys for dK/dV) a workgroup takes:
+ * shaders/attention_simple.comp when the simple variants are chosen (tern_vk_simple), Dh fits its
+ * registers in whole vec4s and the vec4-bound views of the placed push block (the forward's o, q,
+ * k, v; the backward's first six bindings) start on 16-byte boundaries; else the tiled shaders. */
+static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, const struct attn_push *p,
+				       enum tern_vk_pipe *pipe, uint32_t *rows)
 {
-	*use = false;
+	static const enum tern_vk_pipe tiled[] = {TERN_PIPE_ATTENTION, TERN_PIPE_ATTENTION_BWD_KV,
+						  TERN_PIPE_ATTENTION_BWD_Q};
+	static const enum tern_vk_pipe simple_pipes[] = {TERN_PIPE_ATTENTION_SIMPLE,
+							 TERN_PIPE_ATTENTION_BWD_KV_SIMPLE,
+							 TERN_PIPE_ATTENTION_BWD_Q_SIMPLE};
+	static const unsigned vec4_mask[] = {0x1du, 0x3fu, 0x3fu}; /* bit b: binding b */
+	*pipe = tiled[pass];
+	*rows = ATTN_TILE;
 	bool simple = false;
 	enum tern_status st = tern_vk_simple(vk, &simple);
 	if (st || !simple || p->Dh % 4 || p->Dh > ATTN_SIMPLE_DMAX)
 		return st;
 	for (int b = 0; b < 8; b++)
-		if ((vec4_mask >> b & 1u) && p->off[b] % 4)
+		if ((vec4_mask[pass] >> b & 1u) && p->off[b] % 4)
 			return TERN_OK;
-	*use = true;
+	*pipe = simple_pipes[pass];
+	*rows = ATTN_SIMPLE_WG;
 	return TERN_OK;
 }
 
@@ -108,14 +121,11 @@ enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, 
 	for (int i = 0; i < 6; i++)
 		bv[i] = sized(b[i].v, b[i].n);
 	struct attn_push p = attn_place(vk, a, bv, 6);
-	bool simple;
-	if ((st = attn_simple(vk, &p, 0x1du, &simple)))
+	enum tern_vk_pipe pipe;
+	uint32_t rows;
+	if ((st = pick_attention(vk, ATTN_FWD, &p, &pipe, &rows)))
 		return st;
-	if (simple)
-		return tern_vk_dispatch(vk, "attention_simple", bv, 6, &p, sizeof p,
-					(uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)H, 1);
-	return tern_vk_dispatch(vk, "attention", bv, 6, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
-				(uint32_t)H, 1);
+	return tern_vk_dispatch(vk, pipe, bv, 6, &p, sizeof p, (uint32_t)tern_cdiv(T, rows), (uint32_t)H, 1);
 }
 
 enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
@@ -146,31 +156,22 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 	struct tern_view b0[4] = {sized(dq, 2 * H * T), G, O, L};
 	struct attn_push p = attn_place(vk, a, b0, 4);
 	int64_t g0 = tern_cdiv(H * T, 256);
-	if ((st = tern_vk_dispatch(vk, "attention_bwd_prep", b0, 4, &p, sizeof p,
+	if ((st = tern_vk_dispatch(vk, TERN_PIPE_ATTENTION_BWD_PREP, b0, 4, &p, sizeof p,
 				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
 		return st;
 
 	struct tern_view b1[8] = {DK, DV, Q, K, V, G, S, sized(dq, 2 * H * T)};
 	p = attn_place(vk, a, b1, 8);
-	bool simple;
-	if ((st = attn_simple(vk, &p, 0x3fu, &simple)))
-		return st;
-	if (simple)
-		st = tern_vk_dispatch(vk, "attention_bwd_kv_simple", b1, 8, &p, sizeof p,
-				      (uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)Hkv, 1);
-	else
-		st = tern_vk_dispatch(vk, "attention_bwd_kv", b1, 8, &p, sizeof p,
-				      (uint32_t)tern_cdiv(T, ATTN_TILE), (uint32_t)Hkv, 1);
-	if (st)
+	enum tern_vk_pipe pipe;
+	uint32_t rows;
+	if ((st = pick_attention(vk, ATTN_BWD_KV, &p, &pipe, &rows)) ||
+	    (st = tern_vk_dispatch(vk, pipe, b1, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, rows), (uint32_t)Hkv,
+				   1)))
 		return st;
 
 	struct tern_view b2[8] = {DQ, G, Q, K, V, O, L, S};
 	p = attn_place(vk, a, b2, 8);
-	if ((st = attn_simple(vk, &p, 0x3fu, &simple)))
+	if ((st = pick_attention(vk, ATTN_BWD_Q, &p, &pipe, &rows)))
 		return st;
-	if (simple)
-		return tern_vk_dispatch(vk, "attention_bwd_q_simple", b2, 8, &p, sizeof p,
-					(uint32_t)tern_cdiv(T, ATTN_SIMPLE_WG), (uint32_t)H, 1);
-	return tern_vk_dispatch(vk, "attention_bwd_q", b2, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, ATTN_TILE),
-				(uint32_t)H, 1);
+	return tern_vk_dispatch(vk, pipe, b2, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, rows), (uint32_t)H, 1);
 }

@@ -320,7 +320,7 @@ void tern_vk_destroy(struct tern_backend *be)
 	if (vk->device) {
 		tvk_vkDeviceWaitIdle(vk->device);
 		if (vk->profile) {
-			for (int i = 0; i < vk->npipes; i++)
+			for (int i = 0; i < TERN_PIPE_COUNT; i++)
 				if (vk->pipes[i].calls)
 					tern_log(TERN_LOG_INFO, "vulkan profile: %-16s %8llu calls %10.3f ms",
 						 vk->pipes[i].spv->name,
@@ -337,7 +337,6 @@ void tern_vk_destroy(struct tern_backend *be)
 		tvk_vkDestroyDebugUtilsMessengerEXT(vk->instance, vk->messenger, NULL);
 	if (vk->instance)
 		tvk_vkDestroyInstance(vk->instance, NULL);
-	free(vk->pipes);
 	free(vk);
 }
 
@@ -435,14 +434,7 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	if (has_transfer && vk->timeline)
 		vk->families[vk->nfamilies++] = vk->transfer_family;
 
-	for (const struct tern_spirv *s = tern_spirv_table; s->name; s++)
-		vk->npipes++;
-	vk->pipes = tern_calloc((size_t)vk->npipes, sizeof *vk->pipes);
-	if (!vk->pipes) {
-		st = TERN_E_NOMEM;
-		goto fail;
-	}
-	for (int i = 0; i < vk->npipes; i++)
+	for (int i = 0; i < TERN_PIPE_COUNT; i++)
 		vk->pipes[i].spv = &tern_spirv_table[i];
 	vk->profile = env_on("TERN_PROFILE") && info.timestamps;
 

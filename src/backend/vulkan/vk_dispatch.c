@@ -129,7 +129,7 @@ void tern_vk_dispatch_free(struct tern_vk *vk)
 	tern_vk_buffer_free(&vk->base, vk->dummy);
 	tern_vk_buffer_free(&vk->base, vk->consts);
 	vk->dummy = vk->consts = NULL;
-	for (int i = 0; i < vk->npipes; i++)
+	for (int i = 0; i < TERN_PIPE_COUNT; i++)
 		if (vk->pipes[i].pipeline)
 			tvk_vkDestroyPipeline(vk->device, vk->pipes[i].pipeline, NULL);
 	if (vk->queries)
@@ -324,14 +324,21 @@ enum tern_status tern_vk_synchronize(struct tern_backend *be)
 	return st;
 }
 
-static enum tern_status get_pipeline(struct tern_vk *vk, const char *name, struct tern_vk_pipeline **out)
+const char *tern_vk_pipe_name(enum tern_vk_pipe pipe)
 {
-	struct tern_vk_pipeline *p = NULL;
-	for (int i = 0; i < vk->npipes && !p; i++)
-		if (strcmp(vk->pipes[i].spv->name, name) == 0)
-			p = &vk->pipes[i];
-	if (!p)
-		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: no shader named %s in this build", name);
+	return (unsigned)pipe < TERN_PIPE_COUNT ? tern_spirv_table[pipe].name : "?";
+}
+
+/* vk->pipes[pipe], its VkPipeline created on first use. */
+static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
+				     struct tern_vk_pipeline **out)
+{
+	if ((unsigned)pipe >= TERN_PIPE_COUNT)
+		return tern_fail(TERN_E_INVALID, "vulkan: pipeline %d does not exist", (int)pipe);
+	struct tern_vk_pipeline *p = &vk->pipes[pipe];
+	const char *name = p->spv->name;
+	if (!p->spv->words) /* listed in shaders/variants.cmake, not compiled (TERN_SHADER_VARIANTS_OFF) */
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: shader %s is not in this build", name);
 	*out = p;
 	if (p->pipeline)
 		return TERN_OK;
@@ -367,11 +374,12 @@ uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v)
 	return delta;
 }
 
-enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const struct tern_view *binds,
+enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, const struct tern_view *binds,
 				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
 				  uint32_t gz)
 {
 	const VkPhysicalDeviceLimits *lim = &vk->props.limits;
+	const char *name = tern_vk_pipe_name(pipe); /* for messages */
 	if (nbind > TERN_VK_NBIND)
 		return tern_fail(TERN_E_INVALID, "vulkan: %s: %d bindings, the layout has %d", name, nbind,
 				 TERN_VK_NBIND);
@@ -412,8 +420,8 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 		bi[i] = (VkDescriptorBufferInfo){v.buf->buffer, v.off, range};
 	}
 
-	struct tern_vk_pipeline *pipe = NULL;
-	enum tern_status st = get_pipeline(vk, name, &pipe);
+	struct tern_vk_pipeline *pl = NULL;
+	enum tern_status st = get_pipeline(vk, pipe, &pl);
 	if (st)
 		return st;
 	if (vk->pool_used == vk->pool_max || (vk->profile && vk->nqueries + 2 > vk->max_queries))
@@ -448,11 +456,11 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 	/* the push block is always TERN_VK_PUSH bytes: the tail past the shader's struct is zero */
 	uint8_t pc[TERN_VK_PUSH] = {0};
 	memcpy(pc, push, push_size);
-	tvk_vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe->pipeline);
+	tvk_vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl->pipeline);
 	tvk_vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &set, 0, NULL);
 	tvk_vkCmdPushConstants(vk->cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, TERN_VK_PUSH, pc);
 	if (vk->profile) {
-		vk->qpipe[vk->nqueries / 2] = pipe;
+		vk->qpipe[vk->nqueries / 2] = pl;
 		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
 					vk->nqueries++);
 	}
@@ -461,6 +469,6 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, const char *name, const st
 		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
 					vk->nqueries++);
 	vk->ndispatch++;
-	pipe->calls++;
+	pl->calls++;
 	return TERN_OK;
 }

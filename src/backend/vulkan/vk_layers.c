@@ -44,6 +44,19 @@ struct rms_push {
 	uint32_t accumulate;
 };
 
+/* rmsnorm_simple / rmsnorm_bwd_simple (a row per invocation, 8 rows per workgroup, ARCHITECTURE
+ * §7) on a CPU-type device (tern_vk_simple), else the tree-reduction ones (a row per workgroup).
+ * *rows: token rows per workgroup. */
+static enum tern_status pick_rmsnorm(struct tern_vk *vk, bool bwd, enum tern_vk_pipe *pipe, int64_t *rows)
+{
+	bool simple = false;
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	*pipe = bwd ? (simple ? TERN_PIPE_RMSNORM_BWD_SIMPLE : TERN_PIPE_RMSNORM_BWD)
+		    : (simple ? TERN_PIPE_RMSNORM_SIMPLE : TERN_PIPE_RMSNORM);
+	*rows = simple ? 8 : 1;
+	return st;
+}
+
 /* Forward (dy, rstd_in unused) or backward (rstd_out unused); chunks of tc token rows. */
 static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o, struct tern_view a,
 				struct tern_view x, struct tern_view w, struct tern_view r, int64_t T,
@@ -54,12 +67,11 @@ static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of D=%lld exceeds maxStorageBufferRange",
 				 bwd ? "rmsnorm_bwd" : "rmsnorm", (long long)D);
-	bool simple = false; /* rmsnorm_simple: a row per invocation (ARCHITECTURE §7) */
-	enum tern_status st = tern_vk_simple(vk, &simple);
+	enum tern_vk_pipe pipe;
+	int64_t per_group;
+	enum tern_status st = pick_rmsnorm(vk, bwd, &pipe, &per_group);
 	if (st)
 		return st;
-	const char *name = bwd ? (simple ? "rmsnorm_bwd_simple" : "rmsnorm_bwd")
-			       : (simple ? "rmsnorm_simple" : "rmsnorm");
 	struct rms_push p = {.D = (uint32_t)D, .eps = eps, .accumulate = accumulate};
 	struct tern_view wv = tern_view_sub(w, 0, (size_t)D * 4);
 	p.w_off = place_words(vk, &wv);
@@ -77,9 +89,9 @@ static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o
 		p.x_off = place_words(vk, &xv);
 		p.r_off = rv.buf ? place_words(vk, &rv) : 0;
 		struct tern_view b[5] = {ov, av, xv, wv, rv};
-		int64_t gn = simple ? (tn + 7) / 8 : tn;
+		int64_t gn = tern_cdiv(tn, per_group);
 		uint32_t g = (uint32_t)(gn > 65535 ? 65535 : gn);
-		st = tern_vk_dispatch(vk, name, b, 5, &p, sizeof p, g, 1, 1);
+		st = tern_vk_dispatch(vk, pipe, b, 5, &p, sizeof p, g, 1, 1);
 		if (st)
 			return st;
 	}
@@ -154,7 +166,8 @@ enum tern_status tern_vk_rope(struct tern_backend *be, struct tern_view x, struc
 		p.x_off = place_words(vk, &xv);
 		p.pos_off = place_words(vk, &pv);
 		struct tern_view b[3] = {xv, pv, fv};
-		if ((st = tern_vk_dispatch(vk, "rope", b, 3, &p, sizeof p, grid256(tn * H * (Dh / 2)), 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ROPE, b, 3, &p, sizeof p, grid256(tn * H * (Dh / 2)),
+					   1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -167,13 +180,20 @@ struct swiglu_push {
 	uint32_t o0_off, o1_off, a_off, g_off, u_off;
 };
 
+/* One pipeline per direction and activation (SiLU or ReLU², the front door checked which). */
+static enum tern_vk_pipe pick_swiglu(bool bwd, enum tern_act act)
+{
+	bool relu2 = act == TERN_ACT_RELU2;
+	return bwd ? (relu2 ? TERN_PIPE_SWIGLU_BWD_RELU2 : TERN_PIPE_SWIGLU_BWD_SILU)
+		   : (relu2 ? TERN_PIPE_SWIGLU_RELU2 : TERN_PIPE_SWIGLU_SILU);
+}
+
 /* Forward: outs {h}, ins {g, u}; backward: outs {dg, du}, ins {dh, g, u}. */
 static enum tern_status swiglu_run(struct tern_vk *vk, bool bwd, struct tern_view o0, struct tern_view o1,
 				   struct tern_view a, struct tern_view g, struct tern_view u, int64_t n,
 				   enum tern_act act)
 {
-	const char *name = bwd ? (act == TERN_ACT_RELU2 ? "swiglu_bwd_relu2" : "swiglu_bwd_silu")
-			       : (act == TERN_ACT_RELU2 ? "swiglu_relu2" : "swiglu_silu");
+	enum tern_vk_pipe pipe = pick_swiglu(bwd, act);
 	int64_t chunk = fit_units(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
@@ -187,7 +207,7 @@ static enum tern_status swiglu_run(struct tern_vk *vk, bool bwd, struct tern_vie
 		p.a_off = bwd ? place_words(vk, &b[2]) : 0;
 		p.g_off = place_words(vk, &b[3]);
 		p.u_off = place_words(vk, &b[4]);
-		enum tern_status st = tern_vk_dispatch(vk, name, b, 5, &p, sizeof p, grid256(m), 1, 1);
+		enum tern_status st = tern_vk_dispatch(vk, pipe, b, 5, &p, sizeof p, grid256(m), 1, 1);
 		if (st)
 			return st;
 	}
@@ -233,6 +253,14 @@ struct embed_push {
 	uint32_t first;
 };
 
+/* The gather's pipeline by table dtype (f32, f16, bf16: the front door). */
+static enum tern_vk_pipe pick_embed(enum tern_dtype dt)
+{
+	return dt == TERN_F32   ? TERN_PIPE_EMBED_F32
+	       : dt == TERN_F16 ? TERN_PIPE_EMBED_F16
+				: TERN_PIPE_EMBED_BF16;
+}
+
 /* y[T,D] = E[ids[t]] (=). The ids stay on the device, so an id outside [0, V) cannot fail the
  * call: its row of y is written as NaN (see shaders/embed.comp). E is bound in chunks of rows
  * when it exceeds one binding (a 128k × 4096 bf16 table is 1 GiB); every chunk scans all ids. */
@@ -252,9 +280,7 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 				 E->data.off, es);
 	if (T == 0)
 		return TERN_OK;
-	const char *name = E->dtype == TERN_F32   ? "embed_f32"
-			   : E->dtype == TERN_F16 ? "embed_f16"
-						  : "embed_bf16";
+	enum tern_vk_pipe pipe = pick_embed(E->dtype);
 	int64_t tc = fit_units(vk, 4 * D), rows = fit_units(vk, (int64_t)es * D) - 1;
 	if (tc < 1 || rows < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
@@ -280,7 +306,7 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 			p.e_pos = (uint32_t)(lead / es);
 			p.first = r0 == 0;
 			struct tern_view b[3] = {yv, iv, ev};
-			if ((st = tern_vk_dispatch(vk, name, b, 3, &p, sizeof p, grid256(tn * D), 1, 1)))
+			if ((st = tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, grid256(tn * D), 1, 1)))
 				return st;
 		}
 	}

@@ -83,7 +83,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		p.lab_off = tern_vk_place(vk, &lab) / 4;
 		p.term_off = tern_vk_place(vk, &term) / 4;
 		struct tern_view b[3] = {z, lab, term};
-		if ((st = tern_vk_dispatch(vk, "ce_loss", b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS, b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
 		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, TERN_F32)))
@@ -93,7 +93,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		ps.z_off = tern_vk_place(vk, &lv) / 4;
 		ps.term_off = p.term_off;
 		struct tern_view bs[3] = {lv, {0}, term};
-		if ((st = tern_vk_dispatch(vk, "ce_loss_sum", bs, 3, &ps, sizeof ps, 1, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS_SUM, bs, 3, &ps, sizeof ps, 1, 1, 1)))
 			return st;
 	}
 	return TERN_OK;

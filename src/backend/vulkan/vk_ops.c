@@ -7,7 +7,6 @@
 
 #include "quant/quant.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,19 +63,6 @@ struct mm_push {
 	uint32_t accumulate;
 };
 
-static const char *wsuffix(enum tern_dtype dt)
-{
-	switch (dt) {
-	case TERN_F32: return "f32";
-	case TERN_F16: return "f16";
-	case TERN_BF16: return "bf16";
-	case TERN_NF4: return "nf4";
-	case TERN_NF4_DQ: return "nf4_dq";
-	case TERN_TERNARY: return "ternary";
-	default: return NULL;
-	}
-}
-
 /* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it
  * (elements are nibbles for NF4, words for ternary). W's data view starts 4-aligned. */
 static struct tern_view weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0, int64_t rows,
@@ -125,12 +111,81 @@ static bool mm_vec_ok(enum tern_dtype dt, const struct mm_push *p, bool bwd)
 	return bwd ? p->K % 4 == 0 : p->K % 8 == 0;
 }
 
+/* The pipelines of matmul ([0]) and matmul_bwd ([1]) per weight dtype: tiled (GPUs), simple
+ * (CPU-type devices) and vec (simple with 16-byte loads; f32/f16/bf16/nf4/nf4-dq only). */
+static const enum tern_vk_pipe mm_tiled[2][TERN_DTYPE_COUNT] = {
+	{[TERN_F32] = TERN_PIPE_MATMUL_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_MATMUL_TERNARY},
+	{[TERN_F32] = TERN_PIPE_MATMUL_BWD_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_BWD_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_BWD_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_BWD_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_BWD_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_MATMUL_BWD_TERNARY},
+};
+static const enum tern_vk_pipe mm_simple[2][TERN_DTYPE_COUNT] = {
+	{[TERN_F32] = TERN_PIPE_MATMUL_SIMPLE_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_SIMPLE_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_SIMPLE_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_SIMPLE_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_SIMPLE_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_MATMUL_SIMPLE_TERNARY},
+	{[TERN_F32] = TERN_PIPE_MATMUL_BWD_SIMPLE_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_BWD_SIMPLE_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_BWD_SIMPLE_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_BWD_SIMPLE_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_BWD_SIMPLE_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_MATMUL_BWD_SIMPLE_TERNARY},
+};
+static const enum tern_vk_pipe mm_vec[2][TERN_DTYPE_COUNT] = {
+	{[TERN_F32] = TERN_PIPE_MATMUL_VEC_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_VEC_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_VEC_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_VEC_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_VEC_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_COUNT}, /* none: mm_vec_ok refuses ternary */
+	{[TERN_F32] = TERN_PIPE_MATMUL_BWD_VEC_F32,
+	 [TERN_F16] = TERN_PIPE_MATMUL_BWD_VEC_F16,
+	 [TERN_BF16] = TERN_PIPE_MATMUL_BWD_VEC_BF16,
+	 [TERN_NF4] = TERN_PIPE_MATMUL_BWD_VEC_NF4,
+	 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_BWD_VEC_NF4_DQ,
+	 [TERN_TERNARY] = TERN_PIPE_COUNT},
+};
+
+/* A matmul pipeline and the block one workgroup computes: wn output features (p->N) x wt tokens. */
+struct mm_pick {
+	enum tern_vk_pipe pipe;
+	uint32_t wn, wt;
+};
+
+/* The pipeline for one placed dispatch: on a CPU-type device (tern_vk_simple) the vec variant
+ * when the dtype and the placed push block allow 16-byte loads (mm_vec_ok), else the simple one;
+ * the tiled one on GPUs. */
+static enum tern_status pick_matmul(struct tern_vk *vk, bool bwd, enum tern_dtype dt, const struct mm_push *p,
+				    struct mm_pick *out)
+{
+	bool simple = false;
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	if (st)
+		return st;
+	if (simple && mm_vec_ok(dt, p, bwd))
+		*out = (struct mm_pick){mm_vec[bwd][dt], 8, VEC_TM * SIMPLE_WG};
+	else if (simple)
+		*out = (struct mm_pick){mm_simple[bwd][dt], SIMPLE_TN, SIMPLE_TM * SIMPLE_WG};
+	else
+		*out = (struct mm_pick){mm_tiled[bwd][dt], 32, 32};
+	return TERN_OK;
+}
+
 static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			       const struct tern_weight *w, int64_t T, bool accumulate)
 {
 	const char *op = bwd ? "matmul_bwd" : "matmul";
 	enum tern_status st;
-	const char *sfx = wsuffix(w->dtype);
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
 	if (w->data.off % 4 || (w->absmax.buf && w->absmax.off % 4) || (w->nested.buf && w->nested.off % 4))
@@ -138,11 +193,6 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				 "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
 	if (T == 0 || O == 0 || I == 0)
 		return TERN_OK;
-	bool simple = false;
-	if ((st = tern_vk_simple(vk, &simple)))
-		return st;
-	char name[48];
-	snprintf(name, sizeof name, "%s_%s%s", op, simple ? "simple_" : "", sfx);
 
 	/* rows of W per chunk and tokens per chunk so every binding fits */
 	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
@@ -189,18 +239,10 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				p.N = (uint32_t)rn;
 			}
 			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
-			if (simple && mm_vec_ok(w->dtype, &p, bwd)) {
-				char vname[48];
-				snprintf(vname, sizeof vname, "%s_vec_%s", op, sfx);
-				st = tern_vk_dispatch(vk, vname, b, 6, &p, sizeof p, groups(p.N, 8),
-						      groups(tn, VEC_TM * SIMPLE_WG), 1);
-			} else
-				st = simple ? tern_vk_dispatch(vk, name, b, 6, &p, sizeof p,
-							       groups(p.N, SIMPLE_TN),
-							       groups(tn, SIMPLE_TM * SIMPLE_WG), 1)
-					    : tern_vk_dispatch(vk, name, b, 6, &p, sizeof p, groups(p.N, 32),
-							       groups(tn, 32), 1);
-			if (st)
+			struct mm_pick pk;
+			if ((st = pick_matmul(vk, bwd, w->dtype, &p, &pk)) ||
+			    (st = tern_vk_dispatch(vk, pk.pipe, b, 6, &p, sizeof p, groups(p.N, pk.wn),
+						   groups(tn, pk.wt), 1)))
 				return st;
 		}
 	}
@@ -282,8 +324,18 @@ static enum tern_status gemm_simple(struct tern_vk *vk, struct tern_view C, stru
 		b[1] = B;
 		b[2] = A;
 	}
-	return tern_vk_dispatch(vk, "gemm_simple", b, 3, &p, sizeof p, groups(p.N, SIMPLE_TN),
+	return tern_vk_dispatch(vk, TERN_PIPE_GEMM_SIMPLE, b, 3, &p, sizeof p, groups(p.N, SIMPLE_TN),
 				groups(p.M, SIMPLE_TM * SIMPLE_WG), 1);
+}
+
+/* gemm_simple on a CPU-type device (tern_vk_simple), the tiled gemm on GPUs; the shape does not
+ * matter (gemm_simple transposes the product itself when N > M). */
+static enum tern_status pick_gemm(struct tern_vk *vk, enum tern_vk_pipe *pipe)
+{
+	bool simple = false;
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	*pipe = simple ? TERN_PIPE_GEMM_SIMPLE : TERN_PIPE_GEMM;
+	return st;
 }
 
 static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
@@ -307,14 +359,14 @@ static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct 
 	p.c_off = tern_vk_place(vk, &C) / 4;
 	p.a_off = tern_vk_place(vk, &A) / 4;
 	p.b_off = tern_vk_place(vk, &B) / 4;
-	bool simple = false;
-	enum tern_status st = tern_vk_simple(vk, &simple);
+	enum tern_vk_pipe pipe;
+	enum tern_status st = pick_gemm(vk, &pipe);
 	if (st)
 		return st;
-	if (simple)
+	if (pipe == TERN_PIPE_GEMM_SIMPLE)
 		return gemm_simple(vk, C, A, B, &p);
 	struct tern_view b[3] = {C, A, B};
-	return tern_vk_dispatch(vk, "gemm", b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
+	return tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
 }
 
 static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha);
@@ -379,8 +431,8 @@ struct ew_push {
 	uint32_t base;
 };
 
-static enum tern_status ew_run(struct tern_vk *vk, const char *name, struct tern_view y, struct tern_view x,
-			       struct tern_view s, int64_t n, struct ew_push p)
+static enum tern_status ew_run(struct tern_vk *vk, enum tern_vk_pipe pipe, struct tern_view y,
+			       struct tern_view x, struct tern_view s, int64_t n, struct ew_push p)
 {
 	int64_t chunk = fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
@@ -394,7 +446,7 @@ static enum tern_status ew_run(struct tern_vk *vk, const char *name, struct tern
 		p.x_off = xv.buf ? tern_vk_place(vk, &xv) / 4 : 0;
 		p.s_off = sv.buf ? tern_vk_place(vk, &sv) / 4 : 0;
 		struct tern_view b[3] = {yv, xv, sv};
-		enum tern_status st = tern_vk_dispatch(vk, name, b, 3, &p, sizeof p, grid(m), 1, 1);
+		enum tern_status st = tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, grid(m), 1, 1);
 		if (st)
 			return st;
 	}
@@ -410,26 +462,26 @@ static enum tern_status vk_dropout(struct tern_backend *be, struct tern_view y, 
 		.key_hi = (uint32_t)(key >> 32),
 		.threshold = tern_dropout_threshold(p),
 	};
-	return ew_run(tern_vk_of(be), "dropout", y, x, (struct tern_view){0}, n, pc);
+	return ew_run(tern_vk_of(be), TERN_PIPE_DROPOUT, y, x, (struct tern_view){0}, n, pc);
 }
 
 static enum tern_status vk_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 				float alpha)
 {
-	return ew_run(tern_vk_of(be), "axpy", y, x, (struct tern_view){0}, n,
+	return ew_run(tern_vk_of(be), TERN_PIPE_AXPY, y, x, (struct tern_view){0}, n,
 		      (struct ew_push){.alpha = alpha});
 }
 
 static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
 {
-	return ew_run(tern_vk_of(be), "scale", x, (struct tern_view){0}, (struct tern_view){0}, n,
+	return ew_run(tern_vk_of(be), TERN_PIPE_SCALE, x, (struct tern_view){0}, (struct tern_view){0}, n,
 		      (struct ew_push){.alpha = alpha});
 }
 
 static enum tern_status vk_clip(struct tern_backend *be, struct tern_view x, int64_t n,
 				struct tern_view sumsq, float max_norm)
 {
-	return ew_run(tern_vk_of(be), "clip", x, (struct tern_view){0}, tern_view_sub(sumsq, 0, 4), n,
+	return ew_run(tern_vk_of(be), TERN_PIPE_CLIP, x, (struct tern_view){0}, tern_view_sub(sumsq, 0, 4), n,
 		      (struct ew_push){.alpha = max_norm});
 }
 
@@ -471,7 +523,7 @@ static enum tern_status vk_adamw(struct tern_backend *be, struct tern_view param
 		p.g_off = tern_vk_place(vk, &b[1]) / 4;
 		p.m_off = tern_vk_place(vk, &b[2]) / 4;
 		p.v_off = tern_vk_place(vk, &b[3]) / 4;
-		if ((st = tern_vk_dispatch(vk, "adamw", b, 4, &p, sizeof p, grid(k), 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ADAMW, b, 4, &p, sizeof p, grid(k), 1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -502,13 +554,13 @@ static enum tern_status vk_sumsq(struct tern_backend *be, struct tern_view out, 
 		struct sumsq_push p0 = {.n = (uint32_t)m, .chunk = (uint32_t)((m + g - 1) / g)};
 		p0.x_off = tern_vk_place(vk, &xv) / 4;
 		struct tern_view b0[2] = {part, xv};
-		if ((st = tern_vk_dispatch(vk, "sumsq0", b0, 2, &p0, sizeof p0, (uint32_t)g, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_SUMSQ0, b0, 2, &p0, sizeof p0, (uint32_t)g, 1, 1)))
 			return st;
 		struct tern_view ov = tern_view_sub(out, 0, 4);
 		struct sumsq_push p1 = {.n = (uint32_t)g, .accumulate = accumulate || i0 > 0};
 		p1.out_off = tern_vk_place(vk, &ov) / 4;
 		struct tern_view b1[2] = {ov, part};
-		if ((st = tern_vk_dispatch(vk, "sumsq1", b1, 2, &p1, sizeof p1, 1, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_SUMSQ1, b1, 2, &p1, sizeof p1, 1, 1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -519,6 +571,24 @@ static enum tern_status vk_sumsq(struct tern_backend *be, struct tern_view out, 
 struct cast_push {
 	uint32_t n, dst_off, src_off;
 };
+
+/* The conversion's pipeline by source and destination dtype (f32, f16, bf16: the front door).
+ * Equal dtypes are a buffer copy, no pipeline (TERN_PIPE_COUNT). */
+static enum tern_vk_pipe pick_cast(enum tern_dtype src, enum tern_dtype dst)
+{
+	static const enum tern_vk_pipe pipes[3][3] = {
+		[TERN_F32] = {[TERN_F32] = TERN_PIPE_COUNT,
+			      [TERN_F16] = TERN_PIPE_CAST_F32_F16,
+			      [TERN_BF16] = TERN_PIPE_CAST_F32_BF16},
+		[TERN_F16] = {[TERN_F32] = TERN_PIPE_CAST_F16_F32,
+			      [TERN_F16] = TERN_PIPE_COUNT,
+			      [TERN_BF16] = TERN_PIPE_CAST_F16_BF16},
+		[TERN_BF16] = {[TERN_F32] = TERN_PIPE_CAST_BF16_F32,
+			       [TERN_F16] = TERN_PIPE_CAST_BF16_F16,
+			       [TERN_BF16] = TERN_PIPE_COUNT},
+	};
+	return pipes[src][dst];
+}
 
 static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 				struct tern_view src, enum tern_dtype sdt, int64_t n)
@@ -539,8 +609,7 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 		vk->ndispatch++;
 		return TERN_OK;
 	}
-	char name[32];
-	snprintf(name, sizeof name, "cast_%s_%s", wsuffix(sdt), wsuffix(dt));
+	enum tern_vk_pipe pipe = pick_cast(sdt, dt);
 	int64_t chunk = fit(vk, 4); /* elements of up to 4 bytes */
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
@@ -554,7 +623,7 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 		p.dst_off = (uint32_t)((tern_vk_place(vk, &d) + dr) / ds);
 		p.src_off = (uint32_t)((tern_vk_place(vk, &s) + sr) / ss);
 		struct tern_view b[2] = {d, s};
-		if ((st = tern_vk_dispatch(vk, name, b, 2, &p, sizeof p, grid(dt == TERN_F32 ? m : m / 2 + 1),
+		if ((st = tern_vk_dispatch(vk, pipe, b, 2, &p, sizeof p, grid(dt == TERN_F32 ? m : m / 2 + 1),
 					   1, 1)))
 			return st;
 	}
@@ -563,8 +632,8 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 
 static bool vk_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
 {
-	if (op == TERN_OP_MATMUL || op == TERN_OP_MATMUL_BWD)
-		return wsuffix(wt) != NULL;
+	if (op == TERN_OP_MATMUL || op == TERN_OP_MATMUL_BWD) /* every format has its pipelines */
+		return (unsigned)wt < TERN_DTYPE_COUNT;
 	if (op == TERN_OP_CE_LOSS)
 		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
 	if (op == TERN_OP_EMBED)
