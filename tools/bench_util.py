@@ -137,6 +137,8 @@ def cmd_record(a):
         why = error_line(a.log, a.stack)
         if timed_out:
             why = f"timed out after {a.timeout:g} s; last: {why}"
+        elif a.rc > 128 and a.rc != 125:
+            why = f"killed by signal {a.rc - 128}; last: {why}"
         elif a.rc == 0:
             why = r.get("parse_error") or f"no result ({why})"
         r["error"] = why
