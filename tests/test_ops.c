@@ -36,6 +36,8 @@ static const int64_t MM_SHAPES[][3] = {
 };
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
+#include "test_ops_prec.h"
+
 /* ---- oracles ----------------------------------------------------------------------------- */
 
 /* y[T,O] = x[T,I] · W[O,I]ᵀ */
@@ -1269,6 +1271,7 @@ static void run_backend(struct suite *s)
 		check_large(s, false);
 		check_large(s, true);
 	}
+	check_prec_all(s);
 	check_attention_all(s);
 	check_loss_all(s);
 	check_layers_all(s);

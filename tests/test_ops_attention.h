@@ -124,11 +124,11 @@ static bool attn_oracle(struct attn_case *ac)
 }
 
 /* Random inputs; packed: segments of 1..6 tokens (seg = 0,0,0,1,1,2,...), else one segment. */
-static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-			   int64_t window, bool packed)
+static bool attn_case_make_prec(struct attn_case *ac, struct rng *r, int64_t T, int64_t H, int64_t Hkv,
+				int64_t Dh, int64_t window, bool packed, enum tern_dtype prec, double gamp)
 {
 	memset(ac, 0, sizeof *ac);
-	ac->a = (struct tern_attn_args){T, H, Hkv, Dh, window, (float)(1.0 / sqrt((double)Dh))};
+	ac->a = (struct tern_attn_args){T, H, Hkv, Dh, window, (float)(1.0 / sqrt((double)Dh)), prec};
 	int64_t nq = T * H * Dh, nk = T * Hkv * Dh;
 	ac->q = fvec(nq), ac->k = fvec(nk), ac->v = fvec(nk), ac->g = fvec(nq);
 	ac->seg = calloc((size_t)T + 1, sizeof(int32_t));
@@ -144,7 +144,7 @@ static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64
 	fill_sym(r, ac->q, nq, 2.0);
 	fill_sym(r, ac->k, nk, 2.0);
 	fill_sym(r, ac->v, nk, 1.0);
-	fill_sym(r, ac->g, nq, 1.0);
+	fill_sym(r, ac->g, nq, gamp);
 	int32_t s = 0;
 	for (int64_t i = 0, left = 0; i < T; i++) {
 		if (packed && left == 0) {
@@ -161,6 +161,12 @@ static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64
 	return true;
 }
 
+static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
+			   int64_t window, bool packed)
+{
+	return attn_case_make_prec(ac, r, T, H, Hkv, Dh, window, packed, TERN_F32, 1.0);
+}
+
 static const char *attn_desc(char *buf, size_t n, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
 			     int64_t window, bool packed)
 {
@@ -169,16 +175,23 @@ static const char *attn_desc(char *buf, size_t n, int64_t T, int64_t H, int64_t 
 	return buf;
 }
 
-static void check_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			    bool packed)
+/* The tolerance at precision prec. F16: q, k, v, P, dO and dS rounded to f16 (relative 2^-11
+ * each) around an fp32 softmax of scores of a few units: about 1e-3 normwise, held to 5e-3; a
+ * wrong tile, mask or scale is off by O(1). */
+#define TOL_ATTN_F16 5e-3
+static double attn_tol(enum tern_dtype prec) { return prec == TERN_F16 ? TOL_ATTN_F16 : TOL_F32; }
+
+static void check_attention_prec(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
+				 int64_t window, bool packed, enum tern_dtype prec)
 {
 	struct chk c;
 	char desc[96];
-	chk_begin(&c, s, "attention", "%s", attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed));
+	chk_begin(&c, s, "attention", "%s%s", attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed),
+		  prec == TERN_F16 ? " f16" : "");
 	if (skip_unsupported(&c, TERN_OP_ATTENTION, TERN_F32))
 		return;
 	struct attn_case ac;
-	if (!attn_case_make(&ac, &c.r, T, H, Hkv, Dh, window, packed)) {
+	if (!attn_case_make_prec(&ac, &c.r, T, H, Hkv, Dh, window, packed, prec, 1.0)) {
 		fail(&c, "out of host memory");
 		chk_end(&c);
 		return;
@@ -193,8 +206,8 @@ static void check_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, 
 	struct tern_backend *be = s->be;
 	if (bad(&c, tern_attention(be, o->v, lse->v, q->v, k->v, v->v, sg->v, &ac.a), "attention"))
 		goto out;
-	expect(&c, o, ac.o, nq, TOL_F32);
-	expect(&c, lse, ac.lse, H * T, TOL_F32);
+	expect(&c, o, ac.o, nq, attn_tol(prec));
+	expect(&c, lse, ac.lse, H * T, attn_tol(prec));
 	dt_unchanged(&c, q, ac.q);
 	dt_unchanged(&c, k, ac.k);
 	dt_unchanged(&c, v, ac.v);
@@ -204,16 +217,25 @@ out:
 	chk_end(&c);
 }
 
-static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-				int64_t window, bool packed)
+static void check_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
+			    bool packed)
+{
+	check_attention_prec(s, T, H, Hkv, Dh, window, packed, TERN_F32);
+}
+
+/* gamp: the magnitude of dout (1e-6 is a gradient's: the f16 path must scale it) */
+static void check_attention_bwd_prec(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
+				     int64_t window, bool packed, enum tern_dtype prec, double gamp)
 {
 	struct chk c;
 	char desc[96];
-	chk_begin(&c, s, "attn_bwd", "%s", attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed));
+	chk_begin(&c, s, "attn_bwd", "%s%s dout x%g",
+		  attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed), prec == TERN_F16 ? " f16" : "",
+		  gamp);
 	if (skip_unsupported(&c, TERN_OP_ATTENTION_BWD, TERN_F32))
 		return;
 	struct attn_case ac;
-	if (!attn_case_make(&ac, &c.r, T, H, Hkv, Dh, window, packed)) {
+	if (!attn_case_make_prec(&ac, &c.r, T, H, Hkv, Dh, window, packed, prec, gamp)) {
 		fail(&c, "out of host memory");
 		chk_end(&c);
 		return;
@@ -234,9 +256,9 @@ static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t H
 				   &ac.a),
 		"attention_bwd"))
 		goto out;
-	expect_mag(&c, dq, ac.dq, ac.dqm, nq, TOL_F32);
-	expect_mag(&c, dk, ac.dk, ac.dkm, nk, TOL_F32);
-	expect(&c, dv, ac.dv, nk, TOL_F32);
+	expect_mag(&c, dq, ac.dq, ac.dqm, nq, attn_tol(prec));
+	expect_mag(&c, dk, ac.dk, ac.dkm, nk, attn_tol(prec));
+	expect(&c, dv, ac.dv, nk, attn_tol(prec));
 	dt_unchanged(&c, q, ac.q);
 	dt_unchanged(&c, k, ac.k);
 	dt_unchanged(&c, v, ac.v);
@@ -247,6 +269,12 @@ static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t H
 out:
 	attn_case_free(&ac);
 	chk_end(&c);
+}
+
+static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
+				int64_t window, bool packed)
+{
+	check_attention_bwd_prec(s, T, H, Hkv, Dh, window, packed, TERN_F32, 1.0);
 }
 
 /* L = Σ g·o after uploading x (one of q, k, v) to t. */
@@ -371,7 +399,7 @@ static void check_attention_errors(struct suite *s)
 	if (!q || !o || !lse || !sg)
 		goto out;
 	struct tern_backend *be = s->be;
-	struct tern_attn_args a = {T, H, Hkv, Dh, 0, 0.5f};
+	struct tern_attn_args a = {T, H, Hkv, Dh, 0, 0.5f, TERN_F32};
 	enum tern_status st = tern_attention(be, o->v, lse->v, q->v, q->v, q->v, sg->v, &a);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "attention") || !strstr(tern_error(), "seg"))
 		fail(&c, "short seg: got %s \"%s\"", tern_status_str(st), tern_error());
@@ -400,6 +428,18 @@ static void check_attention_all(struct suite *s)
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention_bwd(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
 				    shapes[i][5] != 0);
+	/* f16 (the tensor-core shaders take Dh 64 and 128): tiles with edges, GQA, windows, packed
+	 * samples, a gradient-sized dout */
+	static const int64_t hshapes[][6] = {
+		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},  {130, 4, 2, 64, 0, 1},
+		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0}, {257, 8, 2, 128, 70, 1},
+	};
+	for (size_t i = 0; i < sizeof hshapes / sizeof hshapes[0]; i++) {
+		const int64_t *h = hshapes[i];
+		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16);
+		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16, 1.0);
+	}
+	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_F16, 1e-6);
 	check_attention_errors(s);
 	if (s->is_cpu) {
 		check_fd_attention(s, 6, 2, 1, 4, 0, false);

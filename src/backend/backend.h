@@ -105,6 +105,10 @@ struct tern_attn_args {
 	int64_t T, H, Hkv, Dh;
 	int64_t window; /* sliding window in tokens; 0: none */
 	float scale;    /* usually 1 / sqrt(Dh) */
+	/* TERN_F16 lets a backend round q, k, v, the probabilities P, dO (scaled by a power of
+	 * two) and dS to f16, with the softmax, lse and every sum in fp32; TERN_F32 (0) computes
+	 * in fp32. A backend without a half-precision attention computes in fp32 at any prec. */
+	enum tern_dtype prec;
 };
 
 struct tern_backend;
@@ -138,6 +142,13 @@ struct tern_backend_vtable {
 	/* Whether matmul / matmul_bwd (op) run here at product precision prec (F32, F16 or BF16;
 	 * see matmul). NULL means F32 only. Callers ask tern_backend_supports_prec(). */
 	bool (*supports_prec)(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
+	/* Whether shader variant `variant`, which the environment can force for tests and benchmarks
+	 * (Vulkan: TERN_VK_MM16=coopmat|regs), runs on this device. NULL: the backend has none.
+	 * Callers ask tern_backend_variant_ok(). */
+	bool (*has_variant)(struct tern_backend *be, const char *variant);
+	/* The product precision `compute_dtype: auto` picks: the fastest this device runs with fp32
+	 * accumulation (NULL: F32). Callers ask tern_backend_auto_prec(). */
+	enum tern_dtype (*auto_prec)(struct tern_backend *be);
 
 	/* ---- streaming: asynchronous host -> device copies (layer weights through device slots) ----
 	 *
@@ -372,6 +383,19 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op);
  * TERN_F32. False for an op the backend lacks and for a prec other than F32, F16, BF16. */
 bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
 
+bool tern_backend_variant_ok(struct tern_backend *be, const char *variant);
+enum tern_dtype tern_backend_auto_prec(struct tern_backend *be);
+
+/* The half-precision input scale (matmul's TERN_F16): max_bits is the largest |x| as its bit
+ * pattern (tern_absmax_bits: non-negative floats order like their bits, NaN above infinity);
+ * the result is 2^clamp(target - e, -100, 100), e the binary exponent of that maximum (at least
+ * -126), and 1 when the maximum is 0, infinite or NaN. matmul uses target 14, so the largest
+ * |x s| lies in [2^14, 2^15); the shaders compute the same (shaders/mm.comp, xscale). */
+uint32_t tern_absmax_bits(const float *x, int64_t n);
+float tern_prec_scale(uint32_t max_bits, int target);
+/* v rounded to prec (F32: v; F16, BF16: to nearest even, back in fp32). */
+float tern_prec_round(enum tern_dtype prec, float v);
+
 /* The counter-based dropout generator: a 32-bit hash of (key, i). Element i is kept when
  * tern_dropout_hash(key, i) >= tern_dropout_threshold(p). The same integer math is in
  * shaders/common/hash.glsl. */
@@ -422,6 +446,7 @@ struct tern_lora {
 	float scale;   /* alpha / r, or alpha / sqrt(r) with rsLoRA */
 	float dropout; /* p */
 	uint64_t key;  /* dropout mask key (tern_dropout_key) */
+	enum tern_dtype prec; /* precision of the base product x Wᵀ (matmul); the LoRA products are fp32 */
 };
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)

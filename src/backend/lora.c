@@ -59,7 +59,7 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
 		return st;
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
-	if ((st = tern_matmul(be, y, x, w, T, TERN_F32)) != TERN_OK)
+	if ((st = tern_matmul(be, y, x, w, T, lora->prec)) != TERN_OK)
 		return st;
 	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
 	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);
@@ -94,7 +94,7 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f)) != TERN_OK)
 		return st;
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
-	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate, TERN_F32)) != TERN_OK)
+	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate, lora->prec)) != TERN_OK)
 		return st;
 	if (!drop) {
 		/* dx[T,I] += du[T,R] · A[R,I] */

@@ -183,6 +183,7 @@ static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t
 		.scale = n->o.scale,
 		.dropout = n->o.dropout,
 		.key = tern_dropout_key(n->o.seed, step, micro, (uint32_t)l, (uint32_t)m),
+		.prec = n->o.prec,
 	};
 	return lo;
 }
@@ -356,6 +357,12 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		st = need_op(be, ops[i], TERN_F32, "fp32 activations");
 	if (st != TERN_OK)
 		goto out;
+	if (!tern_backend_supports_prec(be, TERN_OP_MATMUL, o->prec) ||
+	    !tern_backend_supports_prec(be, TERN_OP_MATMUL_BWD, o->prec)) {
+		st = tern_fail(TERN_E_UNSUPPORTED, "backend %s: matmul precision %s is not supported",
+			       be->name, tern_dtype_name(o->prec));
+		goto out;
+	}
 
 	/* ---- globals ---- */
 	const struct tern_pack_tensor *te = tern_model_tensor(m, -1, TERN_ROLE_EMBED);
@@ -668,7 +675,7 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 		struct tern_lora lo = lora_of(n, l, mo, step, micro);
 		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
 	} else {
-		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T, TERN_F32));
+		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
 		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
@@ -683,7 +690,7 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	if (!targeted(n, mo))
-		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc, TERN_F32);
+		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc, n->o.prec);
 	struct tern_lora lo = lora_of(n, l, mo, step, micro);
 	const struct lora_slot *sl = slot_at(n, l, mo);
 	struct tern_view dA = gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4);
@@ -862,7 +869,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	}
 	TRY(tern_rope(be, a->q, n->pos, n->inv_freq, T, H, Dh, false));
 	TRY(tern_rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
-	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
+	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec};
 	TRY(tern_attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
 	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, a->ao, a, step, micro));
 	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
@@ -895,7 +902,7 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
 	TRY(lin_bwd(n, l, TERN_MOD_O, n->dao, n->dres, a->ao, a, false, step, micro));
-	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh)};
+	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec};
 	TRY(tern_attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg,
 			       &aa));
 	TRY(tern_rope(be, n->dq, n->pos, n->inv_freq, T, H, Dh, true));

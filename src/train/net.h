@@ -49,6 +49,8 @@ struct tern_net_opts {
 	uint64_t seed;        /* dropout keys */
 	const uint8_t *tiers; /* [L] enum tern_tier of each layer; NULL: every layer on the device */
 	int slots;            /* device slots for streamed layers (>= 2 when one streams; 0: 2) */
+	enum tern_dtype prec; /* product precision of the base matmuls, attention and lm_head
+			       * (compute_dtype; TERN_F32 = 0 by default) */
 };
 
 /* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,

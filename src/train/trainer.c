@@ -136,6 +136,7 @@ struct session {
 	struct tern_lora_set *lora; /* host copy (with moments) for saving */
 	struct tern_adapter_meta meta;
 	int64_t S, mb, accum, T;
+	enum tern_dtype prec;                   /* compute_dtype resolved for the backend */
 	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
 	int32_t pad;
 	FILE *out;
@@ -167,12 +168,6 @@ static enum tern_status load_config(struct session *s, const char *path, const c
 	if (st != TERN_OK)
 		return st;
 	struct tern_config *c = s->cfg;
-	if (c->compute_dtype == TERN_COMPUTE_F16 || c->compute_dtype == TERN_COMPUTE_BF16)
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: compute_dtype: %s is not supported yet (allowed: auto, f32; activations "
-			"and LoRA are fp32, the frozen base keeps base_format)",
-			c->file, c->compute_dtype == TERN_COMPUTE_F16 ? "f16" : "bf16");
 	if (c->backend == TERN_BACKEND_CUDA)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "%s: backend: cuda is not built into this tern (allowed: auto, vulkan, cpu)",
@@ -282,12 +277,38 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 	return TERN_OK;
 }
 
+/* compute_dtype for the chosen backend: auto takes the fastest precision the device multiplies
+ * in with fp32 accumulation (f16 on GPUs, f32 on CPUs and lavapipe); an explicit one must be
+ * supported. */
+static enum tern_status resolve_prec(struct session *s)
+{
+	struct tern_config *c = s->cfg;
+	enum tern_dtype want = c->compute_dtype == TERN_COMPUTE_F16    ? TERN_F16
+			       : c->compute_dtype == TERN_COMPUTE_BF16 ? TERN_BF16
+								       : TERN_F32;
+	if (c->compute_dtype == TERN_COMPUTE_AUTO)
+		want = tern_backend_auto_prec(s->be);
+	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, want) ||
+	    !tern_backend_supports_prec(s->be, TERN_OP_MATMUL_BWD, want))
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"%s: compute_dtype: %s is not supported by backend %s on %s (use auto or f32%s)",
+			c->file, tern_dtype_name(want), s->be->name, s->be->device_name,
+			want == TERN_BF16 ? "; bf16 products need GL_EXT_bfloat16 shaders, f16 runs "
+					    "with the same fp32 accumulation"
+					  : "");
+	s->prec = want;
+	return TERN_OK;
+}
+
 /* The backend and the residency plan: before the model is converted, so that a plan that cannot
  * work fails without writing anything. */
 static enum tern_status open_backend(struct session *s)
 {
 	struct tern_config *c = s->cfg;
 	enum tern_status st = tern_backend_create(backend_name(c->backend), (int)c->device, &s->be);
+	if (st == TERN_OK)
+		st = resolve_prec(s);
 	if (st == TERN_OK)
 		st = plan_residency(s, (uint64_t)c->device_memory);
 	return st;
@@ -307,6 +328,7 @@ static enum tern_status open_net(struct session *s)
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
 		.seed = (uint64_t)c->seed,
+		.prec = s->prec,
 	};
 	/* a device that refuses an allocation the plan counted on: re-plan with 3/4 of the budget */
 	for (int attempt = 0;; attempt++) {
@@ -547,8 +569,9 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 	fprintf(o, "  lora      r=%lld alpha=%g%s dropout=%g, %lld trainable parameters\n",
 		(long long)c->lora_r, c->lora_alpha, c->use_rslora ? " (rsLoRA)" : "", c->lora_dropout,
 		(long long)tern_net_params(s->net));
-	fprintf(o, "  device    %s: %s; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
-		s->be->name, s->be->device_name, b1, b2, b3);
+	fprintf(o,
+		"  device    %s: %s; %s products, fp32 accumulation; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
+		s->be->name, s->be->device_name, tern_dtype_name(s->prec), b1, b2, b3);
 	{
 		const struct tern_plan *p = &s->plan;
 		char d[32], h[32], sl[32], u[32];

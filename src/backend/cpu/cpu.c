@@ -225,6 +225,14 @@ static bool cpu_supports(struct tern_backend *be, enum tern_op op, enum tern_dty
 	return tern_backend_has_op(be, op) && (unsigned)wt < TERN_DTYPE_COUNT;
 }
 
+/* The reference rounds to every precision of the contract (cpu_ops.c, prec_operand). */
+static bool cpu_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
+{
+	(void)be;
+	(void)op;
+	return prec == TERN_F32 || prec == TERN_F16 || prec == TERN_BF16;
+}
+
 static const struct tern_backend_vtable cpu_vtable = {
 	.buffer_alloc = cpu_buffer_alloc,
 	.buffer_free = cpu_buffer_free,
@@ -234,6 +242,7 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.synchronize = cpu_synchronize,
 	.destroy = cpu_destroy,
 	.supports = cpu_supports,
+	.supports_prec = cpu_supports_prec,
 	.host_alloc = cpu_host_alloc,
 	.mark = cpu_mark,
 	.copy_async = cpu_copy_async,

@@ -139,15 +139,44 @@ static void weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64
 
 /* ---- matmul ------------------------------------------------------------------------------- */
 
+/* The operand of a product at precision prec (backend.h, matmul): x itself for F32, else a copy
+ * of x · s rounded to prec (*copy, freed by the caller) with *inv_s = 1/s (s = 1 for BF16). */
+static enum tern_status prec_operand(enum tern_dtype prec, const float *x, int64_t n, const float **out,
+				     float **copy, float *inv_s)
+{
+	*copy = NULL;
+	*inv_s = 1.0f;
+	*out = x;
+	if (prec == TERN_F32)
+		return TERN_OK;
+	float s = prec == TERN_F16 ? tern_prec_scale(tern_absmax_bits(x, n), 14) : 1.0f;
+	float *c = tern_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+	if (!c)
+		return TERN_E_NOMEM;
+	for (int64_t i = 0; i < n; i++)
+		c[i] = tern_prec_round(prec, x[i] * s);
+	*copy = c;
+	*out = c;
+	*inv_s = 1.0f / s;
+	return TERN_OK;
+}
+
+static void prec_round_row(enum tern_dtype prec, float *row, int64_t n)
+{
+	if (prec != TERN_F32)
+		for (int64_t i = 0; i < n; i++)
+			row[i] = tern_prec_round(prec, row[i]);
+}
+
 /* y[T,O] = x[T,I] · W[O,I]ᵀ (=). Tasks own ranges of output columns o: each dequantizes a row
- * of W once and dots it with every token row. prec is TERN_F32 (this backend has no
- * supports_prec): no operand is rounded. */
+ * of W once and dots it with every token row. At F16/BF16 both operands are rounded first
+ * (prec_operand, prec_round_row) and the double sum is scaled back by 1/s. */
 enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				 const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	const char *op = "matmul";
 	struct cpu_weight cw;
-	float *rows = NULL;
+	float *rows = NULL, *xcopy = NULL;
 	enum tern_status st = weight_open(op, w, &cw);
 	if (st != TERN_OK)
 		goto out;
@@ -162,7 +191,10 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 	if (T == 0)
 		goto out;
 	float *yp = yv;
-	const float *xp = xv;
+	const float *xp;
+	float inv_s;
+	if ((st = prec_operand(prec, xv, T * I, &xp, &xcopy, &inv_s)) != TERN_OK)
+		goto out;
 
 	int64_t ntask = O < MAX_TASKS ? O : MAX_TASKS;
 	rows = tern_malloc((size_t)(ntask * I) * sizeof(float));
@@ -177,31 +209,33 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 		task_range(O, ntask, k, &o0, &o1);
 		for (int64_t o = o0; o < o1; o++) {
 			weight_row(&cw, o, 0, I, row);
+			prec_round_row(prec, row, I);
 			for (int64_t t = 0; t < T; t++) {
 				const float *xt = xp + t * I;
 				double s = 0.0;
 				for (int64_t i = 0; i < I; i++)
 					s += (double)xt[i] * (double)row[i];
-				yp[t * O + o] = (float)s;
+				yp[t * O + o] = (float)s * inv_s;
 			}
 		}
 	}
 out:
 	free(rows);
+	free(xcopy);
 	weight_close(&cw);
 	return st;
 }
 
 /* dx[T,I] = or += dy[T,O] · W[O,I]. Tasks own ranges of input columns i; each walks all rows
- * of W for its columns, accumulating BWD_T_TILE tokens at a time in double. prec: TERN_F32, as
- * for matmul. */
+ * of W for its columns, accumulating BWD_T_TILE tokens at a time in double. prec as for matmul
+ * (dy is the rounded operand). */
 enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				     const struct tern_weight *w, int64_t T, bool accumulate,
 				     enum tern_dtype prec)
 {
 	const char *op = "matmul_bwd";
 	struct cpu_weight cw;
-	float *pieces = NULL;
+	float *pieces = NULL, *dycopy = NULL;
 	double *accs = NULL;
 	enum tern_status st = weight_open(op, w, &cw);
 	if (st != TERN_OK)
@@ -217,7 +251,10 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 	if (T == 0)
 		goto out;
 	float *dxp = dxv;
-	const float *dyp = dyv;
+	const float *dyp;
+	float inv_s;
+	if ((st = prec_operand(prec, dyv, T * O, &dyp, &dycopy, &inv_s)) != TERN_OK)
+		goto out;
 
 	int64_t ntask = tern_cdiv(I, 32);
 	ntask = ntask < 1 ? 1 : ntask > MAX_TASKS ? MAX_TASKS : ntask;
@@ -240,6 +277,7 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 			memset(acc, 0, (size_t)(tn * n) * sizeof(double));
 			for (int64_t o = 0; o < O; o++) {
 				weight_row(&cw, o, i0, n, piece);
+				prec_round_row(prec, piece, n);
 				for (int64_t tt = 0; tt < tn; tt++) {
 					double d = (double)dyp[(t0 + tt) * O + o];
 					double *a = acc + tt * n;
@@ -250,14 +288,17 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 			for (int64_t tt = 0; tt < tn; tt++) {
 				float *dst = dxp + (t0 + tt) * I + i0;
 				const double *a = acc + tt * n;
-				for (int64_t j = 0; j < n; j++)
-					dst[j] = accumulate ? (float)((double)dst[j] + a[j]) : (float)a[j];
+				for (int64_t j = 0; j < n; j++) {
+					float v = (float)a[j] * inv_s;
+					dst[j] = accumulate ? (float)((double)dst[j] + v) : v;
+				}
 			}
 		}
 	}
 out:
 	free(accs);
 	free(pieces);
+	free(dycopy);
 	weight_close(&cw);
 	return st;
 }

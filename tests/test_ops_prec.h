@@ -1,0 +1,170 @@
+/* test_ops: matmul and matmul_bwd at the half precisions of the contract (backend.h "Precision of
+ * the product"). The oracle rounds exactly as the contract says, independently of the backends:
+ * x (dy) times the power of two s from frexp of its largest magnitude, rounded to f16 (bf16
+ * without a scale), W's dequantized values rounded, the products summed in double and scaled
+ * back by 1/s. A backend must then agree to fp32 summation error (TOL_PREC): the rounding is
+ * part of the function, not of the tolerance. Inputs of magnitude 1e-6 and 1e6 check the scale
+ * (without it f16 would flush the first to subnormals and overflow the second). Included by
+ * test_ops.c. */
+#ifndef TERN_TEST_OPS_PREC_H
+#define TERN_TEST_OPS_PREC_H
+
+/* fp32 sums of exact f16 products, in any order (tensor cores included) */
+#define TOL_PREC 5e-5
+
+static double oracle_scale(const float *x, int64_t n, enum tern_dtype prec)
+{
+	if (prec != TERN_F16)
+		return 1.0;
+	double m = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		if (!isfinite(x[i]))
+			return 1.0;
+		m = fmax(m, fabs((double)x[i]));
+	}
+	if (m == 0.0)
+		return 1.0;
+	int e;
+	frexp(m, &e); /* m in [2^(e-1), 2^e) */
+	e -= 1;
+	e = e < -126 ? -126 : e;
+	int k = 14 - e;
+	k = k < -100 ? -100 : k > 100 ? 100 : k;
+	return ldexp(1.0, k);
+}
+
+static double oracle_round(enum tern_dtype prec, double v)
+{
+	float f = (float)v;
+	return prec == TERN_F16 ? tern_f16_to_f32(tern_f32_to_f16(f)) : tern_bf16_to_f32(tern_f32_to_bf16(f));
+}
+
+/* dir: 0 matmul, 1 matmul_bwd (=), 2 matmul_bwd (+=). variant names the Vulkan shader variant
+ * the environment forces (NULL: none). */
+static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I,
+			  enum tern_dtype prec, int dir, double amp, const char *variant)
+{
+	struct chk c;
+	bool bwd = dir > 0, acc = dir == 2;
+	enum tern_op op = bwd ? TERN_OP_MATMUL_BWD : TERN_OP_MATMUL;
+	chk_begin(&c, s, bwd ? "matmul_bwd" : "matmul", "%-13s %s T=%lld O=%lld I=%lld x%g%s%s%s",
+		  wdesc(f->dt, f->bs), tern_dtype_name(prec), (long long)T, (long long)O, (long long)I, amp,
+		  acc ? " +=" : "", variant ? " " : "", variant ? variant : "");
+	if (skip_unsupported(&c, op, f->dt))
+		return;
+	if (!tern_backend_supports_prec(s->be, op, prec)) {
+		print_line(s, c.op, c.desc, "unsupported (precision)");
+		s->skipped++;
+		return;
+	}
+	int64_t in_cols = bwd ? O : I, out_cols = bwd ? I : O;
+	struct hweight hw;
+	float *in = fvec(T * in_cols), *out0 = fvec(T * out_cols);
+	double *xr = dvec(T * in_cols), *wr = dvec(O * I), *want = dvec(T * out_cols),
+	       *mag = dvec(T * out_cols);
+	if (!in || !out0 || !xr || !wr || !want || !mag || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, in, T * in_cols, amp);
+	fill_sym(&c.r, out0, T * out_cols, 2.0 * amp);
+	double sc = oracle_scale(in, T * in_cols, prec);
+	for (int64_t i = 0; i < T * in_cols; i++)
+		xr[i] = oracle_round(prec, (double)in[i] * sc);
+	for (int64_t i = 0; i < O * I; i++)
+		wr[i] = oracle_round(prec, hw.deq[i]);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t j = 0; j < out_cols; j++) {
+			double sum = 0.0, m = 0.0;
+			for (int64_t k = 0; k < in_cols; k++) {
+				double w = bwd ? wr[k * I + j] : wr[j * I + k];
+				sum += xr[t * in_cols + k] * w;
+				m += fabs(xr[t * in_cols + k] * w);
+			}
+			double base = acc ? (double)out0[t * out_cols + j] : 0.0;
+			want[t * out_cols + j] = base + sum / sc;
+			mag[t * out_cols + j] = fabs(base) + m / sc;
+		}
+
+	struct tern_weight w;
+	struct dten *din = dt_new(&c, bwd ? "dy" : "x", (size_t)(T * in_cols) * 4, in);
+	struct dten *dout = acc ? dt_new(&c, "dx", (size_t)(T * out_cols) * 4, out0)
+				: dt_nan(&c, bwd ? "dx" : "y", T * out_cols);
+	if (!din || !dout || !dweight_make(&c, &hw, &w))
+		goto out_w;
+	enum tern_status st = bwd ? tern_matmul_bwd(s->be, dout->v, din->v, &w, T, acc, prec)
+				  : tern_matmul(s->be, dout->v, din->v, &w, T, prec);
+	if (bad(&c, st, c.op))
+		goto out_w;
+	expect_mag(&c, dout, want, mag, T * out_cols, TOL_PREC);
+	dt_unchanged(&c, din, in);
+out_w:
+	hweight_free(&hw);
+out:
+	free(in);
+	free(out0);
+	free(xr);
+	free(wr);
+	free(want);
+	free(mag);
+	chk_end(&c);
+}
+
+/* Shapes (T, O, I) that take every path of the Vulkan half-precision shader (shaders/mm.comp):
+ * small and odd (element loads), aligned (16-element runs) over several 128 x 128 tiles with
+ * edges, and long reductions with few output tiles (split-K and its reduction). */
+static const int64_t PREC_SHAPES[][3] = {
+	{3, 7, 15}, {17, 33, 64}, {300, 272, 256}, {5, 96, 2048}, {130, 2048, 160},
+};
+#define NPREC_SHAPES ((int)(sizeof PREC_SHAPES / sizeof PREC_SHAPES[0]))
+
+static void check_prec_set(struct suite *s, const char *variant, bool all)
+{
+	static const enum tern_dtype precs[] = {TERN_F16, TERN_BF16};
+	for (int k = 0; k < NPREC_SHAPES; k++)
+		for (int fi = 0; fi < NWFMTS; fi++) {
+			/* the big shapes on every format only where the device is fast */
+			bool big = PREC_SHAPES[k][0] * PREC_SHAPES[k][1] * PREC_SHAPES[k][2] > 100000;
+			if (big && !all && WFMTS[fi].dt != TERN_NF4_DQ && WFMTS[fi].dt != TERN_BF16)
+				continue;
+			for (int pi = 0; pi < 2; pi++)
+				for (int dir = 0; dir < 3; dir++)
+					check_mm_prec(s, &WFMTS[fi], PREC_SHAPES[k][0], PREC_SHAPES[k][1],
+						      PREC_SHAPES[k][2], precs[pi], dir, 1.0, variant);
+		}
+	/* the scale: tiny (gradient-like) and huge inputs */
+	static const struct wfmt nf4dq = {TERN_NF4_DQ, 64};
+	for (int dir = 0; dir < 3; dir++) {
+		check_mm_prec(s, &nf4dq, 17, 64, 96, TERN_F16, dir, 1e-6, variant);
+		check_mm_prec(s, &nf4dq, 17, 64, 96, TERN_F16, dir, 1e6, variant);
+	}
+}
+
+/* Every variant the backend has: the CPU reference once; on Vulkan the cooperative-matrix and
+ * the register-blocked shader (TERN_VK_MM16 forces one); a variant the device cannot run is
+ * listed as not run. */
+static void check_prec_all(struct suite *s)
+{
+	if (s->is_cpu) {
+		check_prec_set(s, NULL, true);
+		return;
+	}
+	static const char *const variants[] = {"coopmat", "regs"};
+	/* lavapipe runs the 256-invocation shader with barriers as coroutines: every format on
+	 * the small shapes, two on the large ones */
+	bool fast_device = !strstr(s->be->device_name, "llvmpipe");
+	for (int v = 0; v < 2; v++) {
+		setenv("TERN_VK_MM16", variants[v], 1);
+		if (!tern_backend_variant_ok(s->be, variants[v])) {
+			char desc[64];
+			snprintf(desc, sizeof desc, "f16/bf16 %s", variants[v]);
+			print_line(s, "matmul", desc, "not run (this device has no such variant)");
+			s->skipped++;
+			continue;
+		}
+		check_prec_set(s, variants[v], fast_device);
+	}
+	unsetenv("TERN_VK_MM16");
+}
+
+#endif
