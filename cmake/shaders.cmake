@@ -18,6 +18,34 @@ if(NOT DEFINED TERN_SHADER_VARIANTS_OFF)
   set(TERN_SHADER_VARIANTS_OFF)
 endif()
 
+# Probe the compiler for the optional extensions (GL_NV_cooperative_matrix: glslang >= 7; Debian
+# 12's 12.0 has it; GL_KHR_cooperative_matrix would need >= 13). A compiler without one leaves
+# that extension's variants out (TERN_SHADER_VARIANTS_OFF); the runtime never picks them.
+function(tern_glslang_probe result source)
+  set(dir ${CMAKE_BINARY_DIR}/glslang-probe)
+  file(MAKE_DIRECTORY ${dir})
+  file(WRITE ${dir}/${result}.comp "${source}")
+  execute_process(COMMAND ${GLSLANG} -V --target-env vulkan1.2 -o ${dir}/${result}.spv ${dir}/${result}.comp
+                  RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+  if(rc EQUAL 0)
+    set(${result} ON PARENT_SCOPE)
+  else()
+    set(${result} OFF PARENT_SCOPE)
+  endif()
+endfunction()
+tern_glslang_probe(TERN_GLSLANG_NV_COOPMAT "#version 450
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+layout(local_size_x = 32) in;
+layout(binding = 0) buffer B { float16_t b[]; };
+void main() { fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> m; coopMatLoadNV(m, b, 0, 16, false); coopMatStoreNV(m, b, 0, 16, false); }
+")
+message(STATUS "glslang ${GLSLANG}: GL_NV_cooperative_matrix ${TERN_GLSLANG_NV_COOPMAT}")
+if(NOT TERN_GLSLANG_NV_COOPMAT)
+  list(APPEND TERN_SHADER_VARIANTS_OFF ${TERN_SHADER_VARIANTS_NV_COOPMAT})
+endif()
+
 set(_headers)
 set(_includes "")
 set(_entries "")

@@ -53,4 +53,32 @@ set(TERN_SHADER_VARIANTS
   "rmsnorm|rmsnorm.comp|" "rmsnorm_bwd|rmsnorm.comp|-DBWD" "rmsnorm_simple|rmsnorm.comp|-DSIMPLE" "rmsnorm_bwd_simple|rmsnorm.comp|-DBWD -DSIMPLE" "rope|rope.comp|" "swiglu_silu|swiglu.comp|-DACT_SILU" "swiglu_relu2|swiglu.comp|-DACT_RELU2" "swiglu_bwd_silu|swiglu.comp|-DACT_SILU -DBWD" "swiglu_bwd_relu2|swiglu.comp|-DACT_RELU2 -DBWD" "embed_f32|embed.comp|-DE_F32" "embed_f16|embed.comp|-DE_F16" "embed_bf16|embed.comp|-DE_BF16"
   "attention|attention.comp|" "attention_bwd_prep|attention_bwd.comp|-DPASS_PREP" "attention_bwd_kv|attention_bwd.comp|-DPASS_KV" "attention_bwd_q|attention_bwd.comp|-DPASS_Q"
   "attention_simple|attention_simple.comp|" "attention_bwd_kv_simple|attention_simple.comp|-DPASS_KV" "attention_bwd_q_simple|attention_simple.comp|-DPASS_Q"
+  # half-precision products (matmul prec F16): on NV cooperative matrices (BK 64) and
+  # register-blocked on any device with 16-bit float support (BK 32); the split-K reduction and
+  # the input-scale pass they use
+  "mm_cm_f32|mm.comp|-DW_F32 -DCOOPMAT -DBK=64u" "mm_cm_bwd_f32|mm.comp|-DW_F32 -DBWD -DCOOPMAT -DBK=64u"
+  "mm_cm_f16|mm.comp|-DW_F16 -DCOOPMAT -DBK=64u" "mm_cm_bwd_f16|mm.comp|-DW_F16 -DBWD -DCOOPMAT -DBK=64u"
+  "mm_cm_bf16|mm.comp|-DW_BF16 -DCOOPMAT -DBK=64u" "mm_cm_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DCOOPMAT -DBK=64u"
+  "mm_cm_nf4|mm.comp|-DW_NF4 -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DCOOPMAT -DBK=64u"
+  "mm_cm_nf4_dq|mm.comp|-DW_NF4_DQ -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DCOOPMAT -DBK=64u"
+  "mm_cm_ternary|mm.comp|-DW_TERNARY -DCOOPMAT -DBK=64u" "mm_cm_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DCOOPMAT -DBK=64u"
+  "mm_rb_f32|mm.comp|-DW_F32" "mm_rb_bwd_f32|mm.comp|-DW_F32 -DBWD"
+  "mm_rb_f16|mm.comp|-DW_F16" "mm_rb_bwd_f16|mm.comp|-DW_F16 -DBWD"
+  "mm_rb_bf16|mm.comp|-DW_BF16" "mm_rb_bwd_bf16|mm.comp|-DW_BF16 -DBWD"
+  "mm_rb_nf4|mm.comp|-DW_NF4" "mm_rb_bwd_nf4|mm.comp|-DW_NF4 -DBWD"
+  "mm_rb_nf4_dq|mm.comp|-DW_NF4_DQ" "mm_rb_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD"
+  "mm_rb_ternary|mm.comp|-DW_TERNARY" "mm_rb_bwd_ternary|mm.comp|-DW_TERNARY -DBWD"
+  "mm_reduce|mm_reduce.comp|" "absmax|absmax.comp|"
+  # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
+  "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"
+  "attn_mma_prep|attn_mma.comp|-DPREP"
+  "attn_mma_kv_d64|attn_mma.comp|-DBWD_KV -DDH=64u" "attn_mma_kv_d128|attn_mma.comp|-DBWD_KV -DDH=128u"
+  "attn_mma_q_d64|attn_mma.comp|-DBWD_Q -DDH=64u" "attn_mma_q_d128|attn_mma.comp|-DBWD_Q -DDH=128u"
 )
+
+# Variants that need a compiler extension: built only where the glslangValidator in use compiles
+# it (cmake/shaders.cmake probes; the others stay in the enum with no words and are never picked).
+set(TERN_SHADER_VARIANTS_NV_COOPMAT
+  mm_cm_f32 mm_cm_bwd_f32 mm_cm_f16 mm_cm_bwd_f16 mm_cm_bf16 mm_cm_bwd_bf16 mm_cm_nf4 mm_cm_bwd_nf4
+  mm_cm_nf4_dq mm_cm_bwd_nf4_dq mm_cm_ternary mm_cm_bwd_ternary
+  attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128)

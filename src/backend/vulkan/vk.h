@@ -167,6 +167,15 @@ struct tern_vk {
 	bool failed; /* a device error happened: every later call fails */
 
 	struct tern_buffer *ce_scratch; /* ce_loss: one chunk of logits + terms (vk_loss.c), lazily */
+
+	/* half-precision products (vk_mm.c, vk_attention.c) */
+	bool fp16;                   /* shaderFloat16 enabled: the register-blocked f16 variants run */
+	bool coopmat;                /* VK_NV_cooperative_matrix (f16 16x16x16, subgroups of 32, Vulkan memory
+			 * model) enabled and its variants compiled: the tensor-core variants run */
+	uint32_t sm_count;           /* multiprocessors (VK_NV_shader_sm_builtins), else a guess */
+	struct tern_buffer *aux;     /* 64 u32 words: the max|x| bits of the scale passes */
+	struct tern_buffer *mm_part; /* split-K partials (vk_mm.c), grown on first need */
+	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
 };
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }
@@ -227,6 +236,21 @@ extern const struct tern_backend_vtable tern_vk_vtable;
 /* Whether matmul, gemm and attention run their "simple" shaders (no shared memory or barriers,
  * for CPU-type devices) instead of the tiled ones: the device type, or TERN_VK_VARIANT. */
 enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple);
+
+/* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it (elements
+ * are nibbles for NF4, words for ternary). vk_ops.c. */
+struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
+				     int64_t rows, uint32_t *pos);
+
+/* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), and the scale pass:
+ * aux word `slot` = the largest |x[0..n)| as bits (shaders/absmax.comp). Variants: "coopmat"
+ * (tensor cores) and "regs"; TERN_VK_MM16 forces one (tests, benchmarks). */
+enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
+			      const struct tern_weight *w, int64_t T, bool accumulate);
+enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot);
+bool tern_vk_has_variant(struct tern_backend *be, const char *variant);
+/* Whether every pipeline of a list was compiled into this build. */
+bool tern_vk_built(const enum tern_vk_pipe *pipes, int n);
 
 /* vk_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,

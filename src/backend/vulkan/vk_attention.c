@@ -104,6 +104,75 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 
 static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_sub(v, 0, (size_t)n * 4); }
 
+/* ---- f16 on cooperative matrices (shaders/attn_mma.comp) ----------------------------------- */
+
+#define MMA_BQ 64  /* queries per workgroup: forward and dQ pass */
+#define MMA_BKV 32 /* keys per workgroup: dK/dV pass */
+
+/* Mirrors the push block of shaders/attn_mma.comp. */
+struct attn_mma_push {
+	struct attn_push a;
+	uint32_t xmax_off;
+};
+
+/* Whether the tensor-core shaders take this call: prec F16, the device has them, Dh 64 or 128,
+ * and the vec4-bound views (mask bit b: binding b) of the placed push block on 16-byte starts. */
+static bool mma_ok(struct tern_vk *vk, const struct tern_attn_args *a, const struct attn_push *p,
+		   unsigned mask)
+{
+	if (a->prec != TERN_F16 || !vk->coopmat || (a->Dh != 64 && a->Dh != 128))
+		return false;
+	for (int b = 0; b < 8; b++)
+		if ((mask >> b & 1u) && p->off[b] % 4)
+			return false;
+	return true;
+}
+
+static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view *bv,
+				    const struct attn_push *p)
+{
+	struct attn_mma_push mp = {*p, 0};
+	enum tern_vk_pipe pipe = a->Dh == 64 ? TERN_PIPE_ATTN_MMA_FWD_D64 : TERN_PIPE_ATTN_MMA_FWD_D128;
+	return tern_vk_dispatch(vk, pipe, bv, 6, &mp, sizeof mp, (uint32_t)tern_cdiv(a->T, MMA_BQ),
+				(uint32_t)a->H, 1);
+}
+
+/* dout's scale (aux word 1) and the (lse, s D) rows, then the dK/dV and dQ passes. */
+static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DQ,
+				     struct tern_view DK, struct tern_view DV, struct tern_view G,
+				     struct tern_view Q, struct tern_view K, struct tern_view V,
+				     struct tern_view O, struct tern_view L, struct tern_view S)
+{
+	int64_t T = a->T, H = a->H, nscr = 2 * H * T + 1;
+	enum tern_status st;
+	if (!vk->attn_scr || vk->attn_scr->size < (size_t)nscr * 4) {
+		tern_vk_buffer_free(&vk->base, vk->attn_scr);
+		vk->attn_scr = NULL;
+		if ((st = tern_vk_buffer_alloc(&vk->base, (size_t)nscr * 4, &vk->attn_scr)))
+			return st;
+	}
+	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
+	if ((st = tern_vk_absmax(vk, G, T * H * a->Dh, 1)))
+		return st;
+	struct tern_view b0[5] = {scr, G, O, L, xmax};
+	struct attn_mma_push mp = {attn_place(vk, a, b0, 5), 0};
+	mp.xmax_off = mp.a.off[4];
+	int64_t g0 = tern_cdiv(H * T, 256);
+	if ((st = tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_PREP, b0, 5, &mp, sizeof mp,
+				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
+		return st;
+	bool d64 = a->Dh == 64;
+	struct tern_view b1[8] = {DK, DV, Q, K, V, G, S, scr};
+	mp = (struct attn_mma_push){attn_place(vk, a, b1, 8), 0};
+	if ((st = tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_KV_D64 : TERN_PIPE_ATTN_MMA_KV_D128, b1, 8,
+				   &mp, sizeof mp, (uint32_t)tern_cdiv(T, MMA_BKV), (uint32_t)a->Hkv, 1)))
+		return st;
+	struct tern_view b2[7] = {DQ, G, Q, K, V, S, scr};
+	mp = (struct attn_mma_push){attn_place(vk, a, b2, 7), 0};
+	return tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_Q_D64 : TERN_PIPE_ATTN_MMA_Q_D128, b2, 7, &mp,
+				sizeof mp, (uint32_t)tern_cdiv(T, MMA_BQ), (uint32_t)H, 1);
+}
+
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				   struct tern_view q, struct tern_view k, struct tern_view v,
 				   struct tern_view seg, const struct tern_attn_args *a)
@@ -121,6 +190,8 @@ enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, 
 	for (int i = 0; i < 6; i++)
 		bv[i] = sized(b[i].v, b[i].n);
 	struct attn_push p = attn_place(vk, a, bv, 6);
+	if (mma_ok(vk, a, &p, 0x1cu))
+		return mma_forward(vk, a, bv, &p);
 	enum tern_vk_pipe pipe;
 	uint32_t rows;
 	if ((st = pick_attention(vk, ATTN_FWD, &p, &pipe, &rows)))
@@ -153,6 +224,13 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 	struct tern_view Q = sized(q, nq), K = sized(k, nk), V = sized(v, nk), O = sized(o, nq);
 	struct tern_view L = sized(lse, H * T), S = sized(seg, T);
 
+	{
+		/* the tensor-core passes read dout, q, k, v as vec4 */
+		struct tern_view t[8] = {DK, DV, Q, K, V, G, S, {0}}, u[8] = {DQ, G, Q, K, V, S, {0}, {0}};
+		struct attn_push p1 = attn_place(vk, a, t, 7), p2 = attn_place(vk, a, u, 6);
+		if (mma_ok(vk, a, &p1, 0x3cu) && mma_ok(vk, a, &p2, 0x1eu))
+			return mma_backward(vk, a, DQ, DK, DV, G, Q, K, V, O, L, S);
+	}
 	struct tern_view b0[4] = {sized(dq, 2 * H * T), G, O, L};
 	struct attn_push p = attn_place(vk, a, b0, 4);
 	int64_t g0 = tern_cdiv(H * T, 256);

@@ -312,6 +312,72 @@ enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int 
 	return st;
 }
 
+/* The variants the NV cooperative-matrix path needs (all or none are compiled: the probe in
+ * cmake/shaders.cmake). */
+static const enum tern_vk_pipe nv_coopmat_pipes[] = {
+	TERN_PIPE_MM_CM_F32,        TERN_PIPE_MM_CM_BWD_F32,     TERN_PIPE_MM_CM_F16,
+	TERN_PIPE_MM_CM_BWD_F16,    TERN_PIPE_MM_CM_BF16,        TERN_PIPE_MM_CM_BWD_BF16,
+	TERN_PIPE_MM_CM_NF4,        TERN_PIPE_MM_CM_BWD_NF4,     TERN_PIPE_MM_CM_NF4_DQ,
+	TERN_PIPE_MM_CM_BWD_NF4_DQ, TERN_PIPE_MM_CM_TERNARY,     TERN_PIPE_MM_CM_BWD_TERNARY,
+	TERN_PIPE_ATTN_MMA_FWD_D64, TERN_PIPE_ATTN_MMA_FWD_D128, TERN_PIPE_ATTN_MMA_PREP,
+	TERN_PIPE_ATTN_MMA_KV_D64,  TERN_PIPE_ATTN_MMA_KV_D128,  TERN_PIPE_ATTN_MMA_Q_D64,
+	TERN_PIPE_ATTN_MMA_Q_D128,
+};
+
+/* Half-precision products: shaderFloat16 lets the register-blocked f16 variants run; the
+ * tensor-core variants also need VK_NV_cooperative_matrix with f16 x f16 -> f32 at 16x16x16 in
+ * subgroup scope, subgroups of 32 with vote and shuffle, and the Vulkan memory model (their
+ * SPIR-V declares it). TERN_VK_NO_FP16=1 / TERN_VK_NO_COOPMAT=1 turn them off (to measure the
+ * fallbacks). Sets vk->fp16, vk->coopmat and vk->sm_count. */
+static void half_features(struct tern_vk *vk, const struct tern_device_info *info)
+{
+	bool ext = has_device_ext(vk->phys, "VK_NV_cooperative_matrix");
+	VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+	VkPhysicalDeviceVulkan12Features q12 = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .pNext = ext ? &cmf : NULL};
+	VkPhysicalDeviceFeatures2 qf = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &q12};
+	tvk_vkGetPhysicalDeviceFeatures2(vk->phys, &qf);
+	VkPhysicalDeviceSubgroupProperties sub = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+	VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV, .pNext = &sub};
+	bool sm_ext = has_device_ext(vk->phys, "VK_NV_shader_sm_builtins");
+	VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+					  .pNext = sm_ext ? (void *)&sm : (void *)&sub};
+	tvk_vkGetPhysicalDeviceProperties2(vk->phys, &p2);
+	vk->sm_count = sm_ext && sm.shaderSMCount ? sm.shaderSMCount : 64; /* a guess elsewhere */
+
+	bool shape = false;
+	if (ext && tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) {
+		uint32_t n = 0;
+		tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(vk->phys, &n, NULL);
+		VkCooperativeMatrixPropertiesNV *cm = calloc(n ? n : 1, sizeof *cm);
+		if (cm) {
+			for (uint32_t i = 0; i < n; i++)
+				cm[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+			tvk_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(vk->phys, &n, cm);
+			for (uint32_t i = 0; i < n; i++)
+				shape |= cm[i].MSize == 16 && cm[i].NSize == 16 && cm[i].KSize == 16 &&
+					 cm[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+					 cm[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+					 cm[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+					 cm[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+					 cm[i].scope == VK_SCOPE_SUBGROUP_NV;
+			free(cm);
+		}
+	}
+	VkSubgroupFeatureFlags need = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_VOTE_BIT |
+				      VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+	vk->fp16 = q12.shaderFloat16 && !env_on("TERN_VK_NO_FP16");
+	vk->coopmat = vk->fp16 && ext && cmf.cooperativeMatrix && shape && q12.vulkanMemoryModel &&
+		      info->subgroup_size == 32 && (sub.supportedOperations & need) == need &&
+		      (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+		      tern_vk_built(nv_coopmat_pipes,
+				    (int)(sizeof nv_coopmat_pipes / sizeof nv_coopmat_pipes[0])) &&
+		      !env_on("TERN_VK_NO_COOPMAT");
+}
+
 void tern_vk_destroy(struct tern_backend *be)
 {
 	struct tern_vk *vk = tern_vk_of(be);
@@ -328,6 +394,9 @@ void tern_vk_destroy(struct tern_backend *be)
 						 vk->pipes[i].ns * 1e-6);
 		}
 		tern_vk_buffer_free(be, vk->ce_scratch);
+		tern_vk_buffer_free(be, vk->mm_part);
+		tern_vk_buffer_free(be, vk->attn_scr);
+		tern_vk_buffer_free(be, vk->aux);
 		tern_vk_stream_free(vk);
 		tern_vk_dispatch_free(vk);
 		tern_vk_memory_free(vk);
@@ -405,15 +474,25 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	/* timeline semaphores order streaming copies against compute (TERN_VK_NO_TIMELINE=1 turns
 	 * them off to exercise the synchronous fallback) */
 	vk->timeline = info.timeline_semaphores;
+	half_features(vk, &info);
+	VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
+		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+		.cooperativeMatrix = VK_TRUE,
+	};
 	VkPhysicalDeviceVulkan12Features f12 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+		.pNext = vk->coopmat ? &cmf : NULL,
 		.timelineSemaphore = vk->timeline,
+		.shaderFloat16 = vk->fp16,
+		.vulkanMemoryModel = vk->coopmat,
 	};
-	const char *dexts[1];
+	const char *dexts[2];
 	uint32_t ndexts = 0;
 	vk->budget_ext = info.memory_budget;
 	if (vk->budget_ext)
 		dexts[ndexts++] = "VK_EXT_memory_budget";
+	if (vk->coopmat)
+		dexts[ndexts++] = "VK_NV_cooperative_matrix";
 	VkDeviceCreateInfo dci = {
 		.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
 		.pNext = &f12,

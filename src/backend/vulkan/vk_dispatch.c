@@ -115,6 +115,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 	/* the dummy buffer backs unused bindings and holds sumsq partials (1024 floats) */
 	if ((st = tern_vk_buffer_alloc(&vk->base, 4096, &vk->dummy)))
 		return st;
+	if ((st = tern_vk_buffer_alloc(&vk->base, 64 * 4, &vk->aux)))
+		return st;
 	float map[256];
 	tern_dynamic_map(map);
 	if ((st = tern_vk_buffer_alloc(&vk->base, sizeof map, &vk->consts)))

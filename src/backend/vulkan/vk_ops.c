@@ -65,8 +65,8 @@ struct mm_push {
 
 /* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it
  * (elements are nibbles for NF4, words for ternary). W's data view starts 4-aligned. */
-static struct tern_view weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0, int64_t rows,
-				    uint32_t *pos)
+struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
+				     int64_t rows, uint32_t *pos)
 {
 	int64_t rw = tern_ternary_row_words(w->I);
 	int64_t g0 = r0 * w->I, g1 = (r0 + rows) * w->I;
@@ -228,7 +228,7 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 		p.T = (uint32_t)tn;
 		for (int64_t r0 = 0; r0 < O; r0 += rows) {
 			int64_t rn = O - r0 < rows ? O - r0 : rows;
-			struct tern_view wd = weight_rows(vk, w, r0, rn, &p.pos);
+			struct tern_view wd = tern_vk_weight_rows(vk, w, r0, rn, &p.pos);
 			p.r0 = (uint32_t)r0;
 			if (bwd) {
 				p.N = (uint32_t)I;
@@ -249,18 +249,39 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 	return TERN_OK;
 }
 
-/* prec is TERN_F32 (this backend has no supports_prec yet): the shaders round nothing. */
+/* prec F32: the fp32 shaders above; F16: vk_mm.c (tensor cores where the device has them). */
 static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				  const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
-	return mm_run(tern_vk_of(be), false, y, x, w, T, false);
+	struct tern_vk *vk = tern_vk_of(be);
+	if (prec == TERN_F16 && T > 0 && w->O > 0 && w->I > 0)
+		return tern_vk_mm16(vk, false, y, x, w, T, false);
+	return mm_run(vk, false, y, x, w, T, false);
 }
 
 static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				      const struct tern_weight *w, int64_t T, bool accumulate,
 				      enum tern_dtype prec)
 {
-	return mm_run(tern_vk_of(be), true, dx, dy, w, T, accumulate);
+	struct tern_vk *vk = tern_vk_of(be);
+	if (prec == TERN_F16 && T > 0 && w->O > 0 && w->I > 0)
+		return tern_vk_mm16(vk, true, dx, dy, w, T, accumulate);
+	return mm_run(vk, true, dx, dy, w, T, accumulate);
+}
+
+/* F32 everywhere; F16 where the device has 16-bit floats (vk_mm.c); no bf16 products yet (they
+ * need GL_EXT_bfloat16, glslang >= 15.3). */
+static bool vk_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
+{
+	(void)op;
+	return prec == TERN_F32 || (prec == TERN_F16 && tern_vk_of(be)->fp16);
+}
+
+/* f16 on GPUs that have it; f32 on CPU-type devices (lavapipe), where it is as fast. */
+static enum tern_dtype vk_auto_prec(struct tern_backend *be)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	return vk->fp16 && vk->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU ? TERN_F16 : TERN_F32;
 }
 
 /* ---- gemm -------------------------------------------------------------------------------- */
@@ -652,6 +673,9 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.synchronize = tern_vk_synchronize,
 	.destroy = tern_vk_destroy,
 	.supports = vk_supports,
+	.supports_prec = vk_supports_prec,
+	.has_variant = tern_vk_has_variant,
+	.auto_prec = vk_auto_prec,
 	.host_alloc = tern_vk_host_alloc,
 	.mark = tern_vk_mark,
 	.copy_async = tern_vk_copy_async,

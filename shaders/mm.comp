@@ -1,0 +1,463 @@
+#version 450
+// Dequant-matmul with f16 operands and fp32 accumulation (matmul precision TERN_F16, backend.h):
+// Forward (default): y[t, r0+n] = (1/s) sum_k f16(s x[t, k]) f16(W[r0+n, k]),   K = I.
+// Backward (-DBWD):  dx[t, n] (=|+=) (1/s) sum_k f16(s dy[t, r0+k]) f16(W[r0+k, n]),   N = I.
+// s is the power of two that puts max|x| in [2^14, 2^15) (xscale() below, from the max bits the
+// absmax pass left in binding 6), so no finite input overflows or underflows f16.
+//
+// One workgroup of 256 invocations computes a BM x BN = 128 x 128 tile of the output, walking K
+// in steps of BK through one shared-memory stage: every invocation loads the next step's x and W
+// pieces from global memory into registers while the tile computes on the current step, then
+// (after a barrier) decodes them to f16 into shared memory. Each invocation loads whole runs of
+// 16 consecutive elements of one row (16-byte loads; NF4: 8 bytes and one absmax, which needs the
+// block size to be a multiple of 16).
+//   -DCOOPMAT (GL_NV_cooperative_matrix, 8 subgroups of 32): subgroup g owns the 64 x 32 block
+//     (g / 4, g % 4) as 4 x 2 fragments of 16 x 16 fp32 accumulators.
+//   otherwise (any device with shaderFloat16): invocation (t / 16, t % 16) owns an 8 x 8 block of
+//     fp32 accumulators, fed from the same shared tiles (the fast path without tensor cores).
+// Split-K (p.kc > 0, gl_WorkGroupID.z = split): the group sums K range [z kc, z kc + kc) and
+// writes the raw partial sums to binding 7 as [splits][T][N]; mm_reduce.comp adds them in order.
+//
+// With p.fast the host has checked what the run loads assume (vk_ops.c, mm_fast_ok): K and the
+// W rows (backward) or columns that runs cross are multiples of 16; x_off, ldx, xk0 multiples
+// of 4; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
+// boundaries. Otherwise every element is loaded on its own (any shape). Rows of x past T and
+// rows (forward) or columns (backward) of W past N load as zeros and are not stored.
+// Bindings: 0 = output (f32), 1 = input (f32), 2..5 = the weight (common/weights.glsl),
+// 6 = max|x| bits (u32), 7 = split-K partials (f32).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : enable
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#ifdef COOPMAT
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_KHR_shader_subgroup_basic : require
+#endif
+
+#define BM 128u
+#define BN 128u
+#ifndef BK
+#define BK 32u
+#endif
+#define NT 256u
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform Push {
+	uint T, N, K;        // rows, output columns, reduction length of this dispatch
+	uint y_off, ldy;     // output offset and row length (floats)
+	uint x_off, ldx;     // input offset and row length (floats)
+	uint xk0;            // BWD: the input column of k = 0 (the chunk's first W row)
+	uint r0, I, pos;     // weight chunk: first row, row length, element position in binding
+	uint absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint accumulate;     // add onto the output (not with split-K)
+	uint xmax_off;       // word of max|x| bits in binding 6
+	uint kc;             // split-K: reduction length of one split (a multiple of BK); 0: none
+	uint part_off;       // split-K: the partials' offset in binding 7 (floats)
+	uint fast;           // 1: the 16-element runs are aligned (mm_fast_ok); 0: scalar loads
+} p;
+
+#define wp_r0 p.r0
+#define wp_I p.I
+#define wp_pos p.pos
+#define wp_absmax_off p.absmax_off
+#define wp_nested_off p.nested_off
+#define wp_dmap_off p.dmap_off
+#define wp_blocksize p.blocksize
+#define wp_offset p.offset
+#define wp_scale p.scale
+#include "common/weights.glsl"
+
+layout(binding = 0) buffer Out { float y[]; };
+layout(binding = 1) readonly buffer In { vec4 x4[]; };
+layout(binding = 1) readonly buffer In1 { float x1[]; };
+layout(binding = 2) readonly buffer WData4 { uvec4 w4[]; };
+layout(binding = 2) readonly buffer WData2 { uvec2 w2[]; };
+layout(binding = 6) readonly buffer XMax { uint xmax[]; };
+layout(binding = 7) writeonly buffer Part { float part[]; };
+
+// Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
+#define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
+shared uvec4 As[BM * SA]; // x tile [m][k]
+#ifdef BWD
+#define SB (BN / 8u + 1u)
+shared uvec4 Bs[BK * SB]; // W tile [k][n]
+#else
+shared uvec4 Bs[BN * SA]; // W tile [n][k]
+#endif
+
+#define RA (BK / 16u)       // runs of 16 per row of the x tile
+#define NRA (BM * RA / NT)  // x runs per invocation
+#ifdef BWD
+#define NRB (BK * (BN / 16u) / NT)
+#else
+#define NRB (BN * RA / NT)
+#endif
+
+// the power of two s of the contract, from the largest |x| (its bits); 1 for 0, inf and NaN
+float xscale()
+{
+	uint b = xmax[p.xmax_off];
+	uint e = (b >> 23) & 0xffu;
+	if (b == 0u || e == 0xffu)
+		return 1.0;
+	int k = clamp(14 - (max(int(e), 1) - 127), -100, 100);
+	return exp2(float(k));
+}
+
+// ---- loads: global -> registers (the next step) ---------------------------------------------
+
+vec4 xr[NRA][4]; // x runs
+#if defined(W_F32)
+uvec4 wr[NRB][4];
+#elif defined(W_F16) || defined(W_BF16)
+uvec4 wr[NRB][2];
+#elif defined(W_TERNARY)
+uint wr[NRB];
+#else
+uvec2 wr[NRB];
+float wa[NRB]; // the run's absmax
+#endif
+
+// x run i of this invocation in the tile at (m0, k0): row m, columns kr .. kr+15
+void x_run(uint i, out uint m, out uint kr)
+{
+	uint q = gl_LocalInvocationID.x + i * NT;
+	m = q / RA;
+	kr = (q % RA) * 16u;
+}
+
+// W run i: forward row n (of the tile's N) and columns kr..; backward row k and columns nr..
+void w_run(uint i, out uint r, out uint c)
+{
+	uint q = gl_LocalInvocationID.x + i * NT;
+#ifdef BWD
+	r = q / (BN / 16u);
+	c = (q % (BN / 16u)) * 16u;
+#else
+	r = q / RA;
+	c = (q % RA) * 16u;
+#endif
+}
+
+void load_step(uint m0, uint n0, uint k0, uint ke)
+{
+	[[unroll]] for (uint i = 0u; i < NRA; i++) {
+		uint m, kr;
+		x_run(i, m, kr);
+		uint b = (p.x_off + (m0 + m) * p.ldx + p.xk0 + k0 + kr) >> 2;
+		if (m0 + m < p.T && k0 + kr < ke) {
+			[[unroll]] for (uint j = 0u; j < 4u; j++)
+				xr[i][j] = x4[b + j];
+		} else {
+			[[unroll]] for (uint j = 0u; j < 4u; j++)
+				xr[i][j] = vec4(0.0);
+		}
+	}
+	[[unroll]] for (uint i = 0u; i < NRB; i++) {
+		uint r, c;
+		w_run(i, r, c);
+#ifdef BWD
+		bool in_ = k0 + r < ke && n0 + c < p.N;
+		uint row = p.r0 + k0 + r, col = n0 + c; // global row of W, column
+#else
+		bool in_ = n0 + r < p.N && k0 + c < ke;
+		uint row = p.r0 + n0 + r, col = k0 + c;
+#endif
+		uint lr = row - p.r0; // row inside the bound chunk
+#if defined(W_F32)
+		uint l = (lr * p.I + col + p.pos) >> 2;
+		[[unroll]] for (uint j = 0u; j < 4u; j++)
+			wr[i][j] = uvec4(0u);
+		if (in_) {
+			[[unroll]] for (uint j = 0u; j < 4u; j++)
+				wr[i][j] = w4[l + j];
+		}
+#elif defined(W_F16) || defined(W_BF16)
+		uint l = (lr * p.I + col + p.pos) >> 3;
+		wr[i][0] = wr[i][1] = uvec4(0u);
+		if (in_) {
+			wr[i][0] = w4[l];
+			wr[i][1] = w4[l + 1u];
+		}
+#elif defined(W_TERNARY)
+		wr[i] = 0x55555555u; // code 1 (zero) outside
+		if (in_)
+			wr[i] = w_data[lr * ((p.I + 15u) >> 4) + p.pos + (col >> 4)];
+#else
+		wr[i] = uvec2(0x77777777u); // code 7 (zero) outside
+		wa[i] = 0.0;
+		if (in_) {
+			wr[i] = w2[(lr * p.I + col + p.pos) >> 4];
+			wa[i] = w_block_absmax((row * p.I + col) / p.blocksize);
+		}
+#endif
+	}
+}
+
+// ---- stores: registers -> shared f16 ---------------------------------------------------------
+
+uvec4 pack8(float v0, float v1, float v2, float v3, float v4, float v5, float v6, float v7)
+{
+	return uvec4(packHalf2x16(vec2(v0, v1)), packHalf2x16(vec2(v2, v3)), packHalf2x16(vec2(v4, v5)),
+		     packHalf2x16(vec2(v6, v7)));
+}
+
+#if defined(W_NF4) || defined(W_NF4_DQ)
+shared float nf4[16];
+#endif
+
+// 16 weights of run i as two uvec4 of f16
+void w_decode(uint i, out uvec4 lo, out uvec4 hi)
+{
+#if defined(W_F32)
+	vec4 a = uintBitsToFloat(wr[i][0]), b = uintBitsToFloat(wr[i][1]);
+	vec4 c = uintBitsToFloat(wr[i][2]), d = uintBitsToFloat(wr[i][3]);
+	lo = pack8(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+	hi = pack8(c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w);
+#elif defined(W_F16)
+	lo = wr[i][0];
+	hi = wr[i][1];
+#elif defined(W_BF16)
+	float v[16];
+	[[unroll]] for (uint j = 0u; j < 8u; j++) {
+		uint u = wr[i][j >> 2][j & 3u];
+		v[2u * j] = uintBitsToFloat(u << 16);
+		v[2u * j + 1u] = uintBitsToFloat(u & 0xffff0000u);
+	}
+	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+#elif defined(W_TERNARY)
+	float v[16];
+	[[unroll]] for (uint j = 0u; j < 16u; j++)
+		v[j] = (float((wr[i] >> (2u * j)) & 3u) - 1.0) * p.scale;
+	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+#else
+	// two codes per byte, the even element in the high nibble; one absmax for the 16
+	float v[16];
+	[[unroll]] for (uint j = 0u; j < 8u; j++) {
+		uint byte_ = (wr[i][j >> 2] >> ((j & 3u) * 8u)) & 0xffu;
+		v[2u * j] = nf4[byte_ >> 4] * wa[i];
+		v[2u * j + 1u] = nf4[byte_ & 15u] * wa[i];
+	}
+	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+#endif
+}
+
+// Any shape or alignment: element by element, straight into shared memory (no prefetch).
+void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
+{
+	[[unroll]] for (uint i = 0u; i < NRA; i++) {
+		uint m, kr;
+		x_run(i, m, kr);
+		float v[16];
+		[[unroll]] for (uint j = 0u; j < 16u; j++) {
+			uint k = k0 + kr + j;
+			v[j] = 0.0;
+			if (m0 + m < p.T && k < ke)
+				v[j] = x1[p.x_off + (m0 + m) * p.ldx + p.xk0 + k] * s;
+		}
+		As[m * SA + (kr >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+		As[m * SA + (kr >> 3) + 1u] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+	}
+	[[unroll]] for (uint i = 0u; i < NRB; i++) {
+		uint r, c;
+		w_run(i, r, c);
+		float v[16];
+		[[unroll]] for (uint j = 0u; j < 16u; j++) {
+			v[j] = 0.0;
+#ifdef BWD
+			if (k0 + r < ke && n0 + c + j < p.N)
+				v[j] = w_value(p.r0 + k0 + r, n0 + c + j);
+#else
+			if (n0 + r < p.N && k0 + c + j < ke)
+				v[j] = w_value(p.r0 + n0 + r, k0 + c + j);
+#endif
+		}
+		uvec4 lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+		uvec4 hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+#ifdef BWD
+		Bs[r * SB + (c >> 3)] = lo;
+		Bs[r * SB + (c >> 3) + 1u] = hi;
+#else
+		Bs[r * SA + (c >> 3)] = lo;
+		Bs[r * SA + (c >> 3) + 1u] = hi;
+#endif
+	}
+}
+
+void store_step(float s)
+{
+	[[unroll]] for (uint i = 0u; i < NRA; i++) {
+		uint m, kr;
+		x_run(i, m, kr);
+		vec4 a = xr[i][0] * s, b = xr[i][1] * s, c = xr[i][2] * s, d = xr[i][3] * s;
+		As[m * SA + (kr >> 3)] = pack8(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
+		As[m * SA + (kr >> 3) + 1u] = pack8(c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w);
+	}
+	[[unroll]] for (uint i = 0u; i < NRB; i++) {
+		uint r, c;
+		w_run(i, r, c);
+		uvec4 lo, hi;
+		w_decode(i, lo, hi);
+#ifdef BWD
+		Bs[r * SB + (c >> 3)] = lo;
+		Bs[r * SB + (c >> 3) + 1u] = hi;
+#else
+		Bs[r * SA + (c >> 3)] = lo;
+		Bs[r * SA + (c >> 3) + 1u] = hi;
+#endif
+	}
+}
+
+// ---- the output --------------------------------------------------------------------------------
+
+// v[0..8) are the sums of row m, columns n .. n+7 of the tile at (m0, n0)
+void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
+{
+	uint t = m0 + m, c = n0 + n;
+	if (t >= p.T)
+		return;
+	if (p.kc > 0u) {
+		uint b = p.part_off + (gl_WorkGroupID.z * p.T + t) * p.N + c;
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			if (c + j < p.N)
+				part[b + j] = v[j];
+		return;
+	}
+#ifdef BWD
+	uint b = p.y_off + t * p.ldy + c;
+#else
+	uint b = p.y_off + t * p.ldy + p.r0 + c;
+#endif
+	[[unroll]] for (uint j = 0u; j < 8u; j++) {
+		if (c + j >= p.N)
+			break;
+		float r = v[j] * inv_s;
+		y[b + j] = p.accumulate != 0u ? y[b + j] + r : r;
+	}
+}
+
+#ifdef COOPMAT
+#define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+#endif
+
+void main()
+{
+	uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.z * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	float s = xscale();
+#if defined(W_NF4) || defined(W_NF4_DQ)
+	if (gl_LocalInvocationID.x < 16u)
+		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
+	barrier();
+#endif
+
+#ifdef COOPMAT
+	uint g = gl_SubgroupID, wm = (g / 4u) * 64u, wn = (g % 4u) * 32u;
+	FC acc[4][2];
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint j = 0u; j < 2u; j++)
+			acc[i][j] = FC(0.0);
+#else
+	uint tm = (gl_LocalInvocationID.x / 16u) * 8u, tn = (gl_LocalInvocationID.x % 16u) * 8u;
+	float acc[8][8];
+	[[unroll]] for (uint i = 0u; i < 8u; i++)
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			acc[i][j] = 0.0;
+#endif
+
+	bool fast = p.fast != 0u;
+	if (fast) {
+		load_step(m0, n0, kb, ke);
+		store_step(s);
+	} else {
+		store_step_scalar(m0, n0, kb, ke, s);
+	}
+	barrier();
+	for (uint k0 = kb; k0 < ke; k0 += BK) {
+		bool more = k0 + BK < ke;
+		if (more && fast)
+			load_step(m0, n0, k0 + BK, ke);
+#ifdef COOPMAT
+		[[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
+			FA a[4], b[2];
+			[[unroll]] for (uint i = 0u; i < 4u; i++)
+				coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
+			[[unroll]] for (uint j = 0u; j < 2u; j++)
+#ifdef BWD
+				coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
+#else
+				coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
+#endif
+			[[unroll]] for (uint i = 0u; i < 4u; i++)
+				[[unroll]] for (uint j = 0u; j < 2u; j++)
+					acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+		}
+#else
+		[[unroll]] for (uint kg = 0u; kg < BK / 8u; kg++) {
+			float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
+			[[unroll]] for (uint j = 0u; j < 8u; j++) {
+#ifdef BWD
+				uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					b[j][2u * q] = f.x;
+					b[j][2u * q + 1u] = f.y;
+				}
+#else
+				uvec4 w = Bs[(tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					b[2u * q][j] = f.x;
+					b[2u * q + 1u][j] = f.y;
+				}
+#endif
+			}
+			[[unroll]] for (uint i = 0u; i < 8u; i++) {
+				uvec4 w = As[(tm + i) * SA + kg];
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					[[unroll]] for (uint j = 0u; j < 8u; j++)
+						acc[i][j] += f.x * b[2u * q][j] + f.y * b[2u * q + 1u][j];
+				}
+			}
+		}
+#endif
+		barrier();
+		if (more && fast)
+			store_step(s);
+		else if (more)
+			store_step_scalar(m0, n0, k0 + BK, ke, s);
+		barrier();
+	}
+
+	float inv_s = 1.0 / s;
+#ifdef COOPMAT
+	// each subgroup stages one 16 x 16 accumulator at a time through its 64 uvec4 of As
+	uint lane = gl_SubgroupInvocationID, sbase = g * 64u;
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint j = 0u; j < 2u; j++) {
+			coopMatStoreNV(acc[i][j], As, sbase, 4u, false);
+			subgroupMemoryBarrierShared();
+			subgroupBarrier();
+			uint r = lane >> 1, c = (lane & 1u) * 8u;
+			uvec4 lo = As[sbase + r * 4u + (c >> 2)], hi = As[sbase + r * 4u + (c >> 2) + 1u];
+			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
+					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
+					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
+			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
+			subgroupBarrier();
+		}
+#else
+	[[unroll]] for (uint i = 0u; i < 8u; i++)
+		write8(m0, n0, tm + i, tn, acc[i], inv_s);
+#endif
+}

@@ -1,0 +1,265 @@
+/* matmul and matmul_bwd at precision F16 (backend.h "Precision"): shaders/mm.comp on f16 tiles,
+ * on cooperative matrices where the device has them (NV, subgroups of 32), else the
+ * register-blocked variant of the same shader. Sequence per call:
+ *   zero the max word, absmax over the whole input (shaders/absmax.comp; the input scale s),
+ *   then per chunk of W rows and tokens (maxStorageBufferRange) one mm dispatch of 128 x 128
+ *   output tiles; when the tiles cannot fill the device (few tokens, few outputs, a long
+ *   reduction: ce_loss's dx = z W over the vocabulary), the reduction is split over
+ *   gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
+ * The partials live in a scratch buffer of the backend (mm_part), grown on first need. */
+#include "backend/vulkan/vk.h"
+
+#include "backend/vulkan/spirv.h"
+#include "quant/quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MM_TILE 128               /* BM = BN in mm.comp */
+#define MM_BK_COOPMAT 64          /* BK of the cooperative-matrix variants (variants.cmake) */
+#define MM_BK 32                  /* BK of the register-blocked variants */
+#define MM_PART_MAX (64ull << 20) /* bytes of split-K partials at most */
+
+/* Mirrors the push block of shaders/mm.comp. */
+struct mm16_push {
+	uint32_t T, N, K;
+	uint32_t y_off, ldy;
+	uint32_t x_off, ldx, xk0;
+	uint32_t r0, I, pos;
+	uint32_t absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint32_t accumulate, xmax_off, kc, part_off, fast;
+};
+
+/* Mirrors shaders/mm_reduce.comp. */
+struct mm_reduce_push {
+	uint32_t T, N, y_off, ldy, c0, splits, part_off, accumulate, xmax_off;
+};
+
+struct absmax_push {
+	uint32_t n, x_off, out_off;
+};
+
+enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot)
+{
+	struct tern_view out = {vk->aux, (size_t)slot * 4, 4};
+	enum tern_status st = tern_vk_zero(&vk->base, out);
+	if (st)
+		return st;
+	int64_t chunk = (int64_t)(vk->max_range - vk->align - 16) / 4;
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		struct tern_view xv = tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4), ov = out;
+		struct absmax_push p = {.n = (uint32_t)m};
+		p.x_off = tern_vk_place(vk, &xv) / 4;
+		p.out_off = tern_vk_place(vk, &ov) / 4;
+		int64_t g = (m + 2047) / 2048;
+		struct tern_view b[2] = {ov, xv};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ABSMAX, b, 2, &p, sizeof p,
+					   (uint32_t)(g > 1024 ? 1024
+						      : g < 1  ? 1
+							       : g),
+					   1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+static enum tern_status part_buffer(struct tern_vk *vk, size_t bytes)
+{
+	if (vk->mm_part && vk->mm_part->size >= bytes)
+		return TERN_OK;
+	tern_vk_buffer_free(&vk->base, vk->mm_part);
+	vk->mm_part = NULL;
+	return tern_vk_buffer_alloc(&vk->base, bytes, &vk->mm_part);
+}
+
+/* Whether the 16-element runs of mm.comp's fast loads hold for this dispatch. */
+static bool mm_fast_ok(enum tern_dtype dt, const struct mm16_push *p, bool bwd)
+{
+	if (p->K % 16 || p->I % 16 || p->x_off % 4 || p->ldx % 4 || p->xk0 % 4)
+		return false;
+	if (bwd && p->N % 16)
+		return false;
+	switch (dt) {
+	case TERN_F32: return p->pos % 4 == 0;
+	case TERN_F16:
+	case TERN_BF16: return p->pos % 8 == 0;
+	case TERN_NF4:
+	case TERN_NF4_DQ: return p->pos % 16 == 0 && p->blocksize % 16 == 0;
+	case TERN_TERNARY: return true;
+	default: return false;
+	}
+}
+
+static const enum tern_vk_pipe mm16_pipes[2][2][TERN_DTYPE_COUNT] = {
+	{{[TERN_F32] = TERN_PIPE_MM_RB_F32,
+	  [TERN_F16] = TERN_PIPE_MM_RB_F16,
+	  [TERN_BF16] = TERN_PIPE_MM_RB_BF16,
+	  [TERN_NF4] = TERN_PIPE_MM_RB_NF4,
+	  [TERN_NF4_DQ] = TERN_PIPE_MM_RB_NF4_DQ,
+	  [TERN_TERNARY] = TERN_PIPE_MM_RB_TERNARY},
+	 {[TERN_F32] = TERN_PIPE_MM_RB_BWD_F32,
+	  [TERN_F16] = TERN_PIPE_MM_RB_BWD_F16,
+	  [TERN_BF16] = TERN_PIPE_MM_RB_BWD_BF16,
+	  [TERN_NF4] = TERN_PIPE_MM_RB_BWD_NF4,
+	  [TERN_NF4_DQ] = TERN_PIPE_MM_RB_BWD_NF4_DQ,
+	  [TERN_TERNARY] = TERN_PIPE_MM_RB_BWD_TERNARY}},
+	{{[TERN_F32] = TERN_PIPE_MM_CM_F32,
+	  [TERN_F16] = TERN_PIPE_MM_CM_F16,
+	  [TERN_BF16] = TERN_PIPE_MM_CM_BF16,
+	  [TERN_NF4] = TERN_PIPE_MM_CM_NF4,
+	  [TERN_NF4_DQ] = TERN_PIPE_MM_CM_NF4_DQ,
+	  [TERN_TERNARY] = TERN_PIPE_MM_CM_TERNARY},
+	 {[TERN_F32] = TERN_PIPE_MM_CM_BWD_F32,
+	  [TERN_F16] = TERN_PIPE_MM_CM_BWD_F16,
+	  [TERN_BF16] = TERN_PIPE_MM_CM_BWD_BF16,
+	  [TERN_NF4] = TERN_PIPE_MM_CM_BWD_NF4,
+	  [TERN_NF4_DQ] = TERN_PIPE_MM_CM_BWD_NF4_DQ,
+	  [TERN_TERNARY] = TERN_PIPE_MM_CM_BWD_TERNARY}},
+};
+
+bool tern_vk_built(const enum tern_vk_pipe *pipes, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!tern_spirv_table[pipes[i]].words)
+			return false;
+	return true;
+}
+
+bool tern_vk_has_variant(struct tern_backend *be, const char *variant)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	if (!strcmp(variant, "coopmat"))
+		return vk->coopmat;
+	if (!strcmp(variant, "regs"))
+		return vk->fp16;
+	return false;
+}
+
+/* The tensor-core variant where the device has it, else the register-blocked one;
+ * TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
+static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, enum tern_dtype dt, bool *cm,
+				  enum tern_vk_pipe *pipe)
+{
+	const char *env = getenv("TERN_VK_MM16");
+	*cm = vk->coopmat;
+	if (env && *env) {
+		if (strcmp(env, "coopmat") && strcmp(env, "regs"))
+			return tern_fail(TERN_E_INVALID,
+					 "TERN_VK_MM16=%s: must be coopmat or regs (or unset)", env);
+		*cm = !strcmp(env, "coopmat");
+		if (*cm && !vk->coopmat)
+			return tern_fail(TERN_E_UNSUPPORTED,
+					 "TERN_VK_MM16=coopmat: this device or build has no NV cooperative "
+					 "matrices");
+	}
+	*pipe = mm16_pipes[*cm][bwd][dt];
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
+			      const struct tern_weight *w, int64_t T, bool accumulate)
+{
+	int64_t O = w->O, I = w->I;
+	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
+	bool cm = false;
+	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
+	enum tern_status st = pick_mm16(vk, bwd, w->dtype, &cm, &pipe);
+	if (st || (st = tern_vk_absmax(vk, in, T * in_cols, 0)))
+		return st;
+	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
+
+	/* rows of W per chunk (a multiple of 16, so chunk starts keep the fast loads aligned) and
+	 * tokens per chunk so every binding fits */
+	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
+			    : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
+			    : w->dtype == TERN_TERNARY                      ? 4 * tern_ternary_row_words(I)
+									    : (I + 1) / 2 + 1;
+	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
+	int64_t rows = room / row_bytes - 1, tc = room / (4 * (O > I ? O : I));
+	if (rows > 16)
+		rows = rows / 16 * 16;
+	if (rows < 1 || tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
+				 bwd ? "matmul_bwd" : "matmul", (long long)O, (long long)I);
+	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	struct tern_view xmax = {vk->aux, 0, 4};
+	struct mm16_push p = {
+		.ldy = (uint32_t)out_cols,
+		.ldx = (uint32_t)in_cols,
+		.I = (uint32_t)I,
+		.blocksize = (uint32_t)w->blocksize,
+		.offset = w->offset,
+		.scale = w->scale,
+	};
+	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
+	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
+	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
+	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view y =
+			tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
+		struct tern_view x =
+			tern_view_sub(in, (size_t)(t0 * in_cols * 4), (size_t)(tn * in_cols * 4));
+		p.y_off = tern_vk_place(vk, &y) / 4;
+		p.x_off = tern_vk_place(vk, &x) / 4;
+		p.T = (uint32_t)tn;
+		for (int64_t r0 = 0; r0 < O; r0 += rows) {
+			int64_t rn = O - r0 < rows ? O - r0 : rows;
+			struct tern_view wd = tern_vk_weight_rows(vk, w, r0, rn, &p.pos);
+			p.r0 = (uint32_t)r0;
+			p.N = (uint32_t)(bwd ? I : rn);
+			p.K = (uint32_t)(bwd ? rn : I);
+			p.xk0 = (uint32_t)(bwd ? r0 : 0);
+			p.accumulate = accumulate || (bwd && r0 > 0);
+			p.fast = mm_fast_ok(w->dtype, &p, bwd);
+			/* split the reduction when the output tiles leave most of the device idle */
+			int64_t tiles = tern_cdiv(tn, MM_TILE) * tern_cdiv(p.N, MM_TILE), splits = 1;
+			if (tiles < (int64_t)vk->sm_count && p.K >= 4 * bk) {
+				splits = tern_cdiv((int64_t)vk->sm_count, tiles);
+				int64_t most = p.K / (2 * bk); /* at least two steps per split */
+				splits = splits > most ? most : splits;
+				while (splits > 1 && (uint64_t)(splits * tn * p.N) * 4 > MM_PART_MAX)
+					splits--;
+			}
+			p.kc = 0;
+			p.part_off = 0;
+			struct tern_view part = {0};
+			if (splits > 1) {
+				int64_t kc = tern_cdiv(tern_cdiv(p.K, splits), bk) * bk;
+				splits = tern_cdiv(p.K, kc);
+				p.kc = (uint32_t)kc;
+				if ((st = part_buffer(vk, (size_t)(splits * tn * p.N) * 4)))
+					return st;
+				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
+			}
+			struct tern_view b[8] = {y, x, wd, absmax, nested, dmap, xmax, part};
+			if ((st = tern_vk_dispatch(vk, pipe, b, 8, &p, sizeof p,
+						   (uint32_t)tern_cdiv(p.N, MM_TILE),
+						   (uint32_t)tern_cdiv(tn, MM_TILE), (uint32_t)splits)))
+				return st;
+			if (splits > 1) {
+				struct mm_reduce_push rp = {
+					.T = (uint32_t)tn,
+					.N = p.N,
+					.y_off = p.y_off,
+					.ldy = p.ldy,
+					.c0 = bwd ? 0 : (uint32_t)r0,
+					.splits = (uint32_t)splits,
+					.part_off = 0,
+					.accumulate = p.accumulate,
+					.xmax_off = p.xmax_off,
+				};
+				int64_t g = tern_cdiv(tn * p.N, 256);
+				struct tern_view rb[8] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part};
+				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 8, &rp, sizeof rp,
+							   (uint32_t)(g > 4096 ? 4096 : g), 1, 1)))
+					return st;
+			}
+		}
+	}
+	return TERN_OK;
+}
