@@ -4,7 +4,10 @@
  * device budgets 8/12/24 GiB × host 16/32/64 GiB: every size is checked against arithmetic written
  * here from the shapes (not copied outputs), device totals against the budget, the layer order of
  * the tiers, the smallest budget of refused plans, and the answers to issue 5's questions. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "train/plan.h"
+
+#include "backend/backend.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,10 +94,22 @@ static struct expect by_hand(const struct model *m)
 	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 + 3 * TF + 7 * TR;
 	act += 4 * T1 + 2 * al(Tu * maxI * 4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 3 * TF +
 	       2 * al(4);
-	/* Vulkan ce_loss: min(T, 64 MiB / (4 V), 4096) rows of V fp32 logits + alignment + terms */
+#ifdef TERN_HAVE_VULKAN
+	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
+	 * (4 V), 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve */
 	uint64_t tc = 64 * MiB / (4 * V);
 	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
 	uint64_t ce = tc * V * 4 + 256 + tc * 4;
+#else
+	/* auto without Vulkan: the CPU's. ce_loss: min(T, 64 MiB / (4 V)) rows of V fp32 logits, a W
+	 * row per task (min(V, 128) tasks), a double term and a token index per row, a piece of a W row
+	 * and 64 rows of double accumulators per dx task (ceil(D / 32) tasks, at most 128) */
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > Tu ? Tu : tc;
+	uint64_t vtask = V < 128 ? V : 128, dtask = (D + 31) / 32 > 128 ? 128 : (D + 31) / 32;
+	uint64_t width = (D + dtask - 1) / dtask;
+	uint64_t ce = tc * V * 4 + vtask * D * 4 + tc * 8 + tc * 8 + dtask * width * (4 + 64 * 8);
+#endif
 	e.fixed = e.global + small + lora_block + act + ce + 64 * MiB;
 	return e;
 }
@@ -304,6 +319,45 @@ int main(void)
 	check(tern_plan_host_auto_from(4 * GiB) == 3 * GiB, "host auto 4 GiB -> 3 GiB");
 	uint64_t h = 0;
 	check(tern_plan_host_auto(&h) == TERN_OK, "host auto reads /proc/meminfo");
+
+	/* the backends' own sizes, asked without a device (the plans above count them) */
+	{
+		struct tern_backend_sizes s, a;
+		/* cpu at T 100, V 1000, D 40: all 100 tokens in one chunk, 128 tasks over the vocabulary,
+		 * 2 dx tasks of 20 columns */
+		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
+			      s.ce_scratch ==
+				      100 * 1000 * 4 + 128 * 40 * 4 + 100 * 16 + 2 * 20 * (4 + 64 * 8) &&
+			      s.reserve == 64 * MiB,
+		      "cpu sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
+		      (unsigned long long)s.ce_scratch);
+		check(tern_backend_sizes("cpu", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 130,
+		      "cpu chunk at V 128256: %lld (64 MiB of logits)", (long long)s.ce_chunk);
+		setenv("TERN_CE_CHUNK", "7", 1);
+		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 7,
+		      "TERN_CE_CHUNK=7: chunk %lld", (long long)s.ce_chunk);
+		unsetenv("TERN_CE_CHUNK");
+#ifdef TERN_HAVE_VULKAN
+		check(tern_backend_sizes("vulkan", 9000, 32000, 4096, &s) == TERN_OK && s.ce_chunk == 524 &&
+			      s.ce_scratch == 524 * 32000 * 4 + 256 + 524 * 4 && s.reserve == 64 * MiB,
+		      "vulkan sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
+		      (unsigned long long)s.ce_scratch);
+		check(tern_backend_sizes("vulkan", 9000, 1000, 64, &s) == TERN_OK && s.ce_chunk == 4096,
+		      "vulkan chunk capped at 4096: %lld", (long long)s.ce_chunk);
+		tern_backend_sizes("vulkan", 300, 5000, 64, &s);
+#else
+		tern_backend_sizes("cpu", 300, 5000, 64, &s);
+#endif
+		check(tern_backend_sizes("auto", 300, 5000, 64, &a) == TERN_OK && a.ce_chunk == s.ce_chunk &&
+			      a.ce_scratch == s.ce_scratch && a.reserve == s.reserve,
+		      "auto sizes are the first GPU backend's, else the CPU's");
+		check(tern_backend_sizes("cuda", 1, 1, 1, &s) == TERN_E_UNAVAILABLE,
+		      "cuda sizes: unavailable");
+		check(tern_backend_sizes("tpu", 1, 1, 1, &s) == TERN_E_INVALID, "unknown backend's sizes");
+		check(tern_backend_sizes("cpu", -1, 1, 1, &s) == TERN_E_INVALID &&
+			      tern_backend_sizes("cpu", 1, 0, 1, &s) == TERN_E_INVALID,
+		      "bad sizes: %s", tern_error());
+	}
 
 	tern_config_free(cfg);
 	printf("%d passed, %d failed\n", passed, failed);

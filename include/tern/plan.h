@@ -4,8 +4,9 @@
  *
  * Device memory holds the fixed costs (embeddings, lm_head, final norm, the fp32 norms/biases
  * block, the LoRA parameters, gradients and AdamW moments, the activations of one micro-batch, the
- * loss scratch, a backend reserve), then, when not every layer fits, prefetch_depth + 1 streaming
- * slots of one layer group each, then as many layers as fit ("device" tier). The next layers go to
+ * loss scratch and a reserve, both the figures of the config's backend), then, when not every layer
+ * fits, prefetch_depth + 1 streaming slots of one layer group each, then as many layers as fit
+ * ("device" tier). The next layers go to
  * pinned host buffers within the host budget less a host reserve ("host" tier); the rest stay in
  * the mmapped pack file ("disk" tier). Layers are placed in layer order: 0.. on the device, then
  * host, then disk. */
@@ -38,8 +39,6 @@ const char *tern_plan_tier_name(enum tern_plan_tier t);
 /* Host memory kept out of the host tier: tern itself, the tokenized data, the Vulkan staging
  * buffer and the page cache the disk tier reads through (plus the LoRA host copy, an item). */
 #define TERN_PLAN_HOST_RESERVE ((uint64_t)1 << 30)
-/* Device memory kept for the backend's own buffers and allocation rounding. */
-#define TERN_PLAN_BACKEND_RESERVE ((uint64_t)64 << 20)
 
 struct tern_plan_item {
 	char name[80];

@@ -200,13 +200,14 @@ struct backend_entry {
 	bool gpu; /* "auto" tries the GPU backends in table order, then cpu */
 	enum tern_status (*create)(int device, struct tern_backend **out);
 	enum tern_status (*devices)(struct tern_device_info *out, int max, int *count);
+	enum tern_status (*sizes)(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
 };
 
 static const struct backend_entry backends[] = {
 #ifdef TERN_HAVE_VULKAN
-	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices},
+	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes},
 #endif
-	{"cpu", false, tern_cpu_create, tern_cpu_devices},
+	{"cpu", false, tern_cpu_create, tern_cpu_devices, tern_cpu_sizes},
 };
 #define NBACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
@@ -214,16 +215,51 @@ static const struct backend_entry backends[] = {
  * "unavailable" rather than "unknown". */
 static const char *const known_backends[] = {"cpu", "vulkan", "cuda"};
 
-static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
+/* The table entry of backend `name` (not "auto"). */
+static enum tern_status find_named(const char *name, const struct backend_entry **out)
 {
 	for (int i = 0; i < NBACKENDS; i++)
-		if (strcmp(backends[i].name, name) == 0)
-			return backends[i].create(device, out);
+		if (strcmp(backends[i].name, name) == 0) {
+			*out = &backends[i];
+			return TERN_OK;
+		}
 	for (size_t i = 0; i < sizeof known_backends / sizeof known_backends[0]; i++)
 		if (strcmp(known_backends[i], name) == 0)
 			return tern_fail(TERN_E_UNAVAILABLE, "backend '%s' is not compiled into this build",
 					 name);
 	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, vulkan or auto)", name);
+}
+
+static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
+{
+	const struct backend_entry *e = NULL;
+	enum tern_status st = find_named(name, &e);
+	return st ? st : e->create(device, out);
+}
+
+enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int64_t D,
+				    struct tern_backend_sizes *out)
+{
+	if (!name || !*name)
+		name = "auto";
+	if (T < 0 || V < 1 || D < 1 || T > TERN_MAX_ELEMS || V > TERN_MAX_ELEMS || D > TERN_MAX_ELEMS)
+		return tern_fail(TERN_E_INVALID,
+				 "backend %s sizes: T=%lld V=%lld D=%lld (T >= 0, V and D >= 1)", name,
+				 (long long)T, (long long)V, (long long)D);
+	const struct backend_entry *e = NULL;
+	if (strcmp(name, "auto") == 0) {
+		/* what auto would create on a machine with a GPU: the first GPU backend, else cpu */
+		for (int i = 0; i < NBACKENDS && !e; i++)
+			if (backends[i].gpu)
+				e = &backends[i];
+		if (!e)
+			return tern_backend_sizes("cpu", T, V, D, out);
+	} else {
+		enum tern_status st = find_named(name, &e);
+		if (st)
+			return st;
+	}
+	return e->sizes(T, V, D, out);
 }
 
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out)

@@ -365,13 +365,31 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out);
 void tern_backend_free(struct tern_backend *be);
 
+/* Sizes a backend allocates for itself, which callers cannot see in the ops' shapes, for a
+ * micro-batch of T tokens, vocabulary V and hidden size D. The backend allocates by these
+ * figures, and the residency planner (src/train/plan.c) counts them, so they live in one place. */
+struct tern_backend_sizes {
+	int64_t ce_chunk;    /* ce_loss: tokens per chunk (TERN_CE_CHUNK=<tokens> forces fewer) */
+	uint64_t ce_scratch; /* ce_loss: bytes of its scratch for one call (logits of a chunk, ...) */
+	uint64_t reserve;    /* device bytes the backend keeps for its own buffers and rounding */
+};
+
+/* The sizes of backend `name` ("cpu", "vulkan", or "auto": the first GPU backend compiled in,
+ * else cpu), without creating a device (tern plan runs on machines without a GPU). T >= 0,
+ * V, D >= 1. A backend not compiled in fails with TERN_E_UNAVAILABLE. */
+enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int64_t D,
+				    struct tern_backend_sizes *out);
+
 /* Each backend's entry points for the registry table in backend.c. create fails with
  * TERN_E_UNAVAILABLE (and a reason) when the driver or device is missing; devices fills up to
- * max entries and sets *count to the number written. */
+ * max entries and sets *count to the number written; sizes is tern_backend_sizes for that
+ * backend (arguments checked), needs no device and is what the backend allocates by. */
 enum tern_status tern_cpu_create(int device, struct tern_backend **out);
 enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *count);
+enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
 enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
 enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
+enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
 
 /* ---- helpers shared by every backend and by callers ---- */
 

@@ -16,8 +16,6 @@
 
 #define MIB ((uint64_t)1 << 20)
 #define GIB ((uint64_t)1 << 30)
-#define CE_CHUNK_BYTES ((int64_t)64 << 20) /* src/backend/vulkan/vk_loss.c */
-#define CE_MAX_CHUNK 4096
 #define SMALL_ALIGN 256     /* src/train/net.c: views in the small fp32 block */
 #define PACK_KEY_ABOUT 4096 /* the pack key's JSON text, about */
 
@@ -37,6 +35,19 @@ void tern_plan_fmt(char *buf, size_t size, uint64_t b)
 		snprintf(buf, size, "%.1f KiB", (double)b / 1024.0);
 	else
 		snprintf(buf, size, "%" PRIu64 " bytes", b);
+}
+
+/* The backend whose own sizes (tern_backend_sizes) the plan counts: the config's; auto is what
+ * tern_backend_create("auto") picks on a machine with a GPU. */
+static const char *plan_backend(enum tern_backend_kind k)
+{
+	switch (k) {
+	case TERN_BACKEND_VULKAN: return "vulkan";
+	case TERN_BACKEND_CUDA: return "cuda";
+	case TERN_BACKEND_CPU: return "cpu";
+	case TERN_BACKEND_AUTO: break;
+	}
+	return "auto";
 }
 
 uint64_t tern_plan_device_auto(uint64_t heap)
@@ -183,6 +194,15 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	bool moe = mc->arch == TERN_ARCH_MIXTRAL && mc->E > 0;
 	int64_t E = moe ? mc->E : 1, L = mc->L;
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
+	/* the figures the config's backend allocates for itself (before anything is filled in, so a
+	 * backend this build lacks fails the plan with nothing to print) */
+	struct tern_backend_sizes bs;
+	enum tern_status st = tern_backend_sizes(plan_backend(cfg->backend), T, mc->V, mc->D, &bs);
+	if (st) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		return tern_fail(st, "%s: %s", file, msg);
+	}
 	enum tern_base_format fmt = tern_plan_format(mc, cfg);
 	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
 	snprintf(out->model_type, sizeof out->model_type, "%s", mc->model_type);
@@ -198,7 +218,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	/* ---- the pack groups, from the tensor map ---- */
 	struct tern_tensor_spec *spec = NULL;
 	size_t ns = 0;
-	enum tern_status st = tern_model_tensor_map(mc, &spec, &ns);
+	st = tern_model_tensor_map(mc, &spec, &ns);
 	if (st)
 		return st;
 	uint64_t embed = 0, head = 0, fnorm = 0, small = 0;
@@ -283,15 +303,10 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s)", (long long)T,
 	     cfg->gradient_checkpointing ? ", checkpointed" : "");
-	{
-		int64_t tc = CE_CHUNK_BYTES / (4 * (mc->V > 0 ? mc->V : 1));
-		tc = tc > CE_MAX_CHUNK ? CE_MAX_CHUNK : tc;
-		tc = tc > T ? T : tc;
-		tc = tc < 1 ? 1 : tc;
-		item(fx, nf, TERN_PLAN_ITEMS, (uint64_t)(tc * mc->V) * 4 + 256 + (uint64_t)tc * 4,
-		     "ce_loss scratch (%lld tokens x %lld logits)", (long long)tc, (long long)mc->V);
-	}
-	item(fx, nf, TERN_PLAN_ITEMS, TERN_PLAN_BACKEND_RESERVE, "backend reserve (own buffers, rounding)");
+	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
+	item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
+	     (long long)bs.ce_chunk, (long long)mc->V);
+	item(fx, nf, TERN_PLAN_ITEMS, bs.reserve, "backend reserve (own buffers, rounding)");
 	for (int i = 0; i < *nf; i++)
 		out->fixed_bytes += fx[i].bytes;
 

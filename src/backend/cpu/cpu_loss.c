@@ -8,7 +8,8 @@
  * and dx[t] = 0 for untrained tokens. Tokens go through in chunks of Tc, so only Tc × V logits
  * exist at a time: Tc = min(T, CE_CHUNK_BYTES / (4 V)) (at least 1), i.e. the chunk's logits
  * take at most 64 MiB (Tc = 128 at V = 128256). TERN_CE_CHUNK=<tokens> in the environment
- * forces a smaller Tc (tests use it to exercise chunking at small V). */
+ * forces a smaller Tc (tests use it to exercise chunking at small V). The chunk and the scratch
+ * (struct ce_layout) are also what tern_cpu_sizes reports to the residency planner. */
 #include "backend/cpu/cpu.h"
 #include "quant/quant.h"
 
@@ -33,6 +34,46 @@ static int64_t ce_chunk_tokens(int64_t T, int64_t V)
 	if (tc > T)
 		tc = T;
 	return tc < 1 ? 1 : tc;
+}
+
+/* The chunking and the scratch of one call for T tokens, vocabulary V and hidden size D:
+ * tern_cpu_ce_loss allocates by it and tern_cpu_sizes reports it (to the planner). */
+struct ce_layout {
+	int64_t tc;           /* tokens per chunk */
+	int64_t vtask, dtask; /* tasks over vocabulary rows (the logits), over hidden columns (dx) */
+	int64_t width;        /* hidden columns of one dx task, at most */
+	size_t z, rows, term, live, pieces, accs; /* bytes of each scratch array */
+};
+
+static struct ce_layout ce_layout_of(int64_t T, int64_t V, int64_t D)
+{
+	struct ce_layout l = {.tc = ce_chunk_tokens(T, V), .vtask = V < CE_MAX_TASKS ? V : CE_MAX_TASKS};
+	int64_t dtask = tern_cdiv(D, 32);
+	l.dtask = dtask < 1 ? 1 : dtask > CE_MAX_TASKS ? CE_MAX_TASKS : dtask;
+	l.width = tern_cdiv(D, l.dtask);
+	l.z = (size_t)(l.tc * V) * sizeof(float);                          /* [tc, V]: logits, then dz */
+	l.rows = (size_t)(l.vtask * D) * sizeof(float);                    /* one W row per task */
+	l.term = (size_t)l.tc * sizeof(double);                            /* [tc] */
+	l.live = (size_t)l.tc * sizeof(int64_t);                           /* trained tokens of the chunk */
+	l.pieces = (size_t)(l.dtask * l.width) * sizeof(float);            /* W[v, i0 .. i1) per task */
+	l.accs = (size_t)(l.dtask * l.width * CE_T_TILE) * sizeof(double); /* [CE_T_TILE, width] per task */
+	return l;
+}
+
+/* Memory the CPU backend takes besides the buffers callers allocate and ce_loss's scratch: an
+ * allowance for the other ops' temporary scratch (matmul's row copies and double accumulators,
+ * attention's accumulators: a few MiB at 8k features) and malloc's rounding. */
+#define CPU_RESERVE ((uint64_t)64 << 20)
+
+enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
+{
+	struct ce_layout l = ce_layout_of(T, V, D);
+	*out = (struct tern_backend_sizes){
+		.ce_chunk = l.tc,
+		.ce_scratch = (uint64_t)(l.z + l.rows + l.term + l.live + l.pieces + l.accs),
+		.reserve = CPU_RESERVE,
+	};
+	return TERN_OK;
 }
 
 static inline void ce_task_range(int64_t total, int64_t ntask, int64_t k, int64_t *lo, int64_t *hi)
@@ -99,17 +140,14 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 		return TERN_OK;
 	}
 
-	int64_t tc = ce_chunk_tokens(T, V);
-	int64_t vtask = V < CE_MAX_TASKS ? V : CE_MAX_TASKS;
-	int64_t dtask = tern_cdiv(D, 32);
-	dtask = dtask < 1 ? 1 : dtask > CE_MAX_TASKS ? CE_MAX_TASKS : dtask;
-	int64_t width = tern_cdiv(D, dtask);
-	float *z = tern_malloc((size_t)(tc * V) * sizeof(float));       /* [tc, V]: logits, then dz */
-	float *rows = tern_malloc((size_t)(vtask * D) * sizeof(float)); /* one W row per task */
-	double *term = tern_malloc((size_t)tc * sizeof(double));        /* [tc] */
-	int64_t *live = tern_malloc((size_t)tc * sizeof(int64_t));      /* trained tokens of the chunk */
-	float *pieces = tern_malloc((size_t)(dtask * width) * sizeof(float));
-	double *accs = tern_malloc((size_t)(dtask * width * CE_T_TILE) * sizeof(double));
+	struct ce_layout lay = ce_layout_of(T, V, D);
+	int64_t tc = lay.tc, vtask = lay.vtask, dtask = lay.dtask, width = lay.width;
+	float *z = tern_malloc(lay.z);
+	float *rows = tern_malloc(lay.rows);
+	double *term = tern_malloc(lay.term);
+	int64_t *live = tern_malloc(lay.live);
+	float *pieces = tern_malloc(lay.pieces);
+	double *accs = tern_malloc(lay.accs);
 	if (!z || !rows || !term || !live || !pieces || !accs) {
 		st = TERN_E_NOMEM;
 		goto out;

@@ -6,7 +6,8 @@
  *   ce_loss_sum loss[0] += inv_n · Σ term, in a fixed order
  * Tc = min(T, 64 MiB / (4 V), 4096) (TERN_CE_CHUNK=<tokens> forces fewer), so the scratch holds
  * at most 64 MiB of logits (Tc = 128 at V = 128256) plus Tc terms; it is allocated on first use,
- * grown when a larger vocabulary needs it, and freed with the backend.
+ * grown when a larger vocabulary needs it, and freed with the backend. Tc and the scratch's size
+ * come from tern_vulkan_sizes, the figures the residency planner counts.
  *
  * Labels live on the device, so they are not checked on the host as the CPU backend does: a
  * label outside [0, V) other than -100 makes that token's term NaN (so the loss is NaN, never
@@ -17,6 +18,12 @@
 
 #define CE_CHUNK_BYTES ((int64_t)64 << 20)
 #define CE_MAX_CHUNK 4096 /* one workgroup per token row: far below any group-count limit */
+#define CE_ALIGN_MAX 256  /* the largest minStorageBufferOffsetAlignment Vulkan allows */
+
+/* Device memory the backend takes besides the buffers callers allocate and ce_loss's scratch: an
+ * allowance for its own buffers (the dummy binding, the dynamic map) and for the rounding of
+ * allocations into its memory blocks. */
+#define VK_RESERVE ((uint64_t)64 << 20)
 
 struct ce_push {
 	uint32_t V, n;
@@ -38,6 +45,19 @@ static int64_t ce_chunk_tokens(int64_t T, int64_t V)
 	return tc < 1 ? 1 : tc;
 }
 
+/* The scratch holds the logits of a chunk, then the chunk's terms at the next binding-aligned
+ * offset: CE_ALIGN_MAX covers that on any device, so the figure needs none. */
+enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
+{
+	int64_t tc = ce_chunk_tokens(T, V);
+	*out = (struct tern_backend_sizes){
+		.ce_chunk = tc,
+		.ce_scratch = (uint64_t)(tc * V) * 4 + CE_ALIGN_MAX + (uint64_t)tc * 4,
+		.reserve = VK_RESERVE,
+	};
+	return TERN_OK;
+}
+
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
 				 int64_t T, float inv_n)
@@ -56,8 +76,11 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 	if (T == 0)
 		return TERN_OK;
 
-	int64_t tc = ce_chunk_tokens(T, V);
-	size_t zbytes = (size_t)(tc * V) * 4, need = zbytes + (size_t)vk->align + (size_t)tc * 4;
+	struct tern_backend_sizes sz;
+	if ((st = tern_vulkan_sizes(T, V, D, &sz)))
+		return st;
+	int64_t tc = sz.ce_chunk;
+	size_t zbytes = (size_t)(tc * V) * 4, need = (size_t)sz.ce_scratch; /* align <= CE_ALIGN_MAX */
 	if (!vk->ce_scratch || vk->ce_scratch->size < need) {
 		tern_vk_buffer_free(be, vk->ce_scratch);
 		vk->ce_scratch = NULL;
