@@ -51,27 +51,41 @@ static void ref_ce_loss(double *loss_add, double *dx, const float *x, const floa
 /* Runs ce_loss with TERN_CE_CHUNK = chunk (0: the backend's own chunk). */
 static enum tern_status ce_call(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				struct tern_view x, const struct tern_weight *w, struct tern_view lab,
-				int64_t T, float inv_n, int64_t chunk)
+				int64_t T, float inv_n, int64_t chunk, enum tern_dtype prec)
 {
 	char buf[32];
 	if (chunk > 0) {
 		snprintf(buf, sizeof buf, "%lld", (long long)chunk);
 		setenv("TERN_CE_CHUNK", buf, 1);
 	}
-	enum tern_status st = tern_ce_loss(be, loss, dx, x, w, lab, T, inv_n);
+	enum tern_status st = tern_ce_loss(be, loss, dx, x, w, lab, T, inv_n, prec);
 	if (chunk > 0)
 		unsetenv("TERN_CE_CHUNK");
 	return st;
 }
 
-/* mask: 0 about a quarter of the tokens untrained, 1 all untrained, 2 none. */
+static void check_ce_loss_prec(struct suite *s, enum tern_dtype dt, int64_t T, int64_t D, int64_t V, int mask,
+			       int64_t chunk, enum tern_dtype prec);
 static void check_ce_loss(struct suite *s, enum tern_dtype dt, int64_t T, int64_t D, int64_t V, int mask,
 			  int64_t chunk)
 {
+	check_ce_loss_prec(s, dt, T, D, V, mask, chunk, TERN_F32);
+}
+
+/* F16 products (x, W and the probabilities rounded to f16 around an fp32 softmax, logits of a
+ * few units): about 1e-3 normwise, held to 5e-3; a wrong tile or scale is off by O(1). */
+#define TOL_CE_F16 5e-3
+
+/* mask: 0 about a quarter of the tokens untrained, 1 all untrained, 2 none. */
+static void check_ce_loss_prec(struct suite *s, enum tern_dtype dt, int64_t T, int64_t D, int64_t V, int mask,
+			       int64_t chunk, enum tern_dtype prec)
+{
 	static const char *const mnames[] = {"some masked", "all masked", "none masked"};
 	struct chk c;
-	chk_begin(&c, s, "ce_loss", "%-4s T=%lld D=%lld V=%lld %s chunk=%lld", tern_dtype_name(dt),
-		  (long long)T, (long long)D, (long long)V, mnames[mask], (long long)chunk);
+	double tol = prec == TERN_F16 ? TOL_CE_F16 : TOL_CE;
+	chk_begin(&c, s, "ce_loss", "%-4s T=%lld D=%lld V=%lld %s chunk=%lld%s", tern_dtype_name(dt),
+		  (long long)T, (long long)D, (long long)V, mnames[mask], (long long)chunk,
+		  prec == TERN_F16 ? " f16" : "");
 	if (skip_unsupported(&c, TERN_OP_CE_LOSS, dt))
 		return;
 	struct hweight hw;
@@ -106,11 +120,11 @@ static void check_ce_loss(struct suite *s, enum tern_dtype dt, int64_t T, int64_
 	struct dten *ddx = dt_nan(&c, "dx", T * D);
 	if (!dx || !dl || !dloss || !ddx || !dweight_make(&c, &hw, &w))
 		goto out_w;
-	if (bad(&c, ce_call(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, inv_n, chunk), "ce_loss"))
+	if (bad(&c, ce_call(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, inv_n, chunk, prec), "ce_loss"))
 		goto out_w;
 	double wl = (double)loss0 + add, ml = fabs((double)loss0) + fabs(add);
-	expect_mag(&c, dloss, &wl, &ml, 1, TOL_CE);
-	expect(&c, ddx, want, T * D, TOL_CE);
+	expect_mag(&c, dloss, &wl, &ml, 1, tol);
+	expect(&c, ddx, want, T * D, tol);
 	if (dt_get(&c, ddx, dxg))
 		for (int64_t t = 0; t < T; t++)
 			for (int64_t i = 0; lab[t] == -100 && i < D; i++)
@@ -163,7 +177,7 @@ static void check_ce_loss_bad_label(struct suite *s, int32_t badv)
 	struct dten *dloss = dt_new(&c, "loss", 4, &loss0), *ddx = dt_new(&c, "dx", sizeof x, x);
 	if (!dx || !dl || !dloss || !ddx || !dweight_make(&c, &hw, &w))
 		goto out;
-	enum tern_status st = tern_ce_loss(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, 0.5f);
+	enum tern_status st = tern_ce_loss(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, 0.5f, TERN_F32);
 	if (s->is_cpu) {
 		if (st != TERN_E_INVALID || !strstr(tern_error(), "ce_loss") ||
 		    !strstr(tern_error(), "labels"))
@@ -217,7 +231,7 @@ static void check_fd_ce_loss(struct suite *s, int64_t T, int64_t D, int64_t V, i
 	if (!dx || !dl || !dloss || !dg || !dweight_make(&c, &hw, &w))
 		goto out_w;
 	struct tern_backend *be = s->be;
-	if (bad(&c, ce_call(be, dloss->v, dg->v, dx->v, &w, dl->v, T, 1.0f, chunk), "ce_loss") ||
+	if (bad(&c, ce_call(be, dloss->v, dg->v, dx->v, &w, dl->v, T, 1.0f, chunk, TERN_F32), "ce_loss") ||
 	    !dt_get(&c, dg, grad))
 		goto out_w;
 	const float h = 1e-2f;
@@ -229,7 +243,7 @@ static void check_fd_ce_loss(struct suite *s, int64_t T, int64_t D, int64_t V, i
 			x[j] = xs[k];
 			if (bad(&c, be->vt->upload(be, dx->v, x), "upload") ||
 			    bad(&c, be->vt->upload(be, dloss->v, &zero), "upload") ||
-			    bad(&c, ce_call(be, dloss->v, dg->v, dx->v, &w, dl->v, T, 1.0f, chunk),
+			    bad(&c, ce_call(be, dloss->v, dg->v, dx->v, &w, dl->v, T, 1.0f, chunk, TERN_F32),
 				"ce_loss") ||
 			    !dt_get(&c, dloss, &l))
 				goto out_w;
@@ -265,6 +279,12 @@ static void check_loss_all(struct suite *s)
 			check_ce_loss(s, dts[d], shapes[k][0], shapes[k][1], shapes[k][2], (int)shapes[k][3],
 				      shapes[k][4]);
 		}
+	/* F16 products; the last takes the split-K reduction of dx = z W over the vocabulary */
+	static const int64_t hshapes[][5] = {
+		{17, 64, 130, 0, 0}, {9, 33, 5000, 0, 4}, {33, 97, 301, 0, 8}, {5, 128, 8192, 2, 0}};
+	for (int k = 0; k < 4; k++)
+		check_ce_loss_prec(s, TERN_BF16, hshapes[k][0], hshapes[k][1], hshapes[k][2],
+				   (int)hshapes[k][3], hshapes[k][4], TERN_F16);
 	check_ce_loss_bad_label(s, 10);
 	check_ce_loss_bad_label(s, -1);
 	if (s->is_cpu) {

@@ -293,10 +293,12 @@ struct tern_backend_vtable {
 	 * W [V, D] (F32/F16/BF16); for t with labels[t] != -100 (i32):
 	 *   loss[0] += inv_n · (logsumexp(z_t) − z_t[labels[t]])
 	 *   dx[t]    = inv_n · (softmax(z_t) − onehot(labels[t])) · W    (=; 0 for untrained t)
-	 * labels are already shifted (labels[t] is token t's target). inv_n finite. */
+	 * labels are already shifted (labels[t] is token t's target). inv_n finite. prec: the
+	 * precision of the two products (x Wᵀ and (softmax − onehot) W) as for matmul; a backend
+	 * that has no half-precision path computes them in fp32 (the CPU reference does). */
 	enum tern_status (*ce_loss)(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				    struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				    int64_t T, float inv_n);
+				    int64_t T, float inv_n, enum tern_dtype prec);
 };
 
 struct tern_backend {
@@ -356,7 +358,7 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 				    const struct tern_attn_args *a);
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-			      int64_t T, float inv_n);
+			      int64_t T, float inv_n, enum tern_dtype prec);
 
 /* ---- registry ---- */
 
@@ -461,9 +463,9 @@ enum tern_status tern_check_weight(const char *op, const struct tern_weight *w);
 struct tern_lora {
 	struct tern_view A, B; /* fp32 parameters */
 	int64_t R;
-	float scale;   /* alpha / r, or alpha / sqrt(r) with rsLoRA */
-	float dropout; /* p */
-	uint64_t key;  /* dropout mask key (tern_dropout_key) */
+	float scale;          /* alpha / r, or alpha / sqrt(r) with rsLoRA */
+	float dropout;        /* p */
+	uint64_t key;         /* dropout mask key (tern_dropout_key) */
 	enum tern_dtype prec; /* precision of the base product x Wᵀ (matmul); the LoRA products are fp32 */
 };
 

@@ -464,7 +464,7 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
  * them; Vulkan makes a bad label's term NaN, see backend.h). */
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-			      int64_t T, float inv_n)
+			      int64_t T, float inv_n, enum tern_dtype prec)
 {
 	const char *op = "ce_loss";
 	if (!be->vt->ce_loss)
@@ -481,11 +481,14 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 				 (long long)D);
 	if (!isfinite(inv_n))
 		return tern_fail(TERN_E_INVALID, "ce_loss: inv_n=%g is not finite", (double)inv_n);
+	if (!plain(prec))
+		return tern_fail(TERN_E_INVALID, "ce_loss: precision %s is not f32, f16 or bf16",
+				 tern_dtype_name(prec));
 	long long lT = (long long)T, lD = (long long)D;
 	if ((st = view(op, "loss", loss, 4, "1 f32")) ||
 	    (st = view(op, "dx", dx, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "labels", labels, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	return be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n);
+	return be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n, prec);
 }

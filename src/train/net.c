@@ -953,7 +953,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	for (int l = 0; l < L; l++)
 		TRY(layer_fwd(n, l, n->xin[l], n->xin[l + 1], step, micro));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));
-	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n));
+	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n, n->o.prec));
 	if (!backward)
 		return TERN_OK;
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, n->xin[L], n->norm, n->rstdf, T, D, false));

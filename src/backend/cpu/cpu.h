@@ -61,7 +61,7 @@ enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, en
 /* cpu_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				  struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				  int64_t T, float inv_n);
+				  int64_t T, float inv_n, enum tern_dtype prec);
 
 /* The per-layer transformer ops (cpu_layers.c): rmsnorm, rope, swiglu, embed. */
 enum tern_status tern_cpu_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,

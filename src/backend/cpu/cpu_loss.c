@@ -102,7 +102,7 @@ static void ce_weight_row(const struct tern_weight *w, const void *data, int64_t
 
 enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				  struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				  int64_t T, float inv_n)
+				  int64_t T, float inv_n, enum tern_dtype prec)
 {
 	const char *op = "ce_loss";
 	enum tern_status st = TERN_OK;

@@ -255,7 +255,7 @@ bool tern_vk_built(const enum tern_vk_pipe *pipes, int n);
 /* vk_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				 int64_t T, float inv_n);
+				 int64_t T, float inv_n, enum tern_dtype prec);
 
 /* vk_layers.c: rmsnorm, rope, swiglu, embed (contracts in backend.h) */
 enum tern_status tern_vk_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,

@@ -60,7 +60,7 @@ enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_
 
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				 int64_t T, float inv_n)
+				 int64_t T, float inv_n, enum tern_dtype prec)
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
@@ -80,6 +80,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 	if ((st = tern_vulkan_sizes(T, V, D, &sz)))
 		return st;
 	int64_t tc = sz.ce_chunk;
+	/* the products at F16 where the device has 16-bit floats (vk_mm.c), else fp32 */
+	enum tern_dtype mp = prec == TERN_F16 && vk->fp16 ? TERN_F16 : TERN_F32;
 	size_t zbytes = (size_t)(tc * V) * 4, need = (size_t)sz.ce_scratch; /* align <= CE_ALIGN_MAX */
 	if (!vk->ce_scratch || vk->ce_scratch->size < need) {
 		tern_vk_buffer_free(be, vk->ce_scratch);
@@ -98,7 +100,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if (D == 0) { /* z = 0 without a matmul */
 			if ((st = tern_vk_zero(be, z)))
 				return st;
-		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn, TERN_F32))) {
+		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn, mp))) {
 			return st;
 		}
 		struct ce_push p = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
@@ -109,7 +111,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS, b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
-		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, TERN_F32)))
+		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, mp)))
 			return st;
 		struct tern_view lv = tern_view_sub(loss, 0, 4);
 		struct ce_push ps = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
