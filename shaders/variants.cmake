@@ -69,6 +69,8 @@ set(TERN_SHADER_VARIANTS
   "mm_rb_nf4_dq|mm.comp|-DW_NF4_DQ" "mm_rb_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD"
   "mm_rb_ternary|mm.comp|-DW_TERNARY" "mm_rb_bwd_ternary|mm.comp|-DW_TERNARY -DBWD"
   "mm_reduce|mm_reduce.comp|" "absmax|absmax.comp|"
+  # the LoRA products (one of M, N, K at most 32), fp32
+  "gemm_lr_rowk|gemm_lr.comp|-DROWK" "gemm_lr_rowm|gemm_lr.comp|-DROWM" "gemm_lr_wide|gemm_lr.comp|-DWIDE"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
   "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"
   "attn_mma_prep|attn_mma.comp|-DPREP"

@@ -94,6 +94,7 @@ struct tern_bench_opts {
 	int64_t R;           /* LoRA rank for the gemm rows */
 	const char *ops;     /* comma-separated filter, NULL or "" = all */
 	double min_seconds;  /* time each op at least this long */
+	const char *prec;    /* matmul product precision: "f32" (NULL: f32) or "f16" */
 };
 
 typedef void (*tern_bench_fn)(const struct tern_bench_row *row, void *user);

@@ -45,6 +45,7 @@ struct bench_call {
 	float alpha, beta;
 	enum tern_dtype dt, st;
 	struct tern_adamw_args adamw;
+	enum tern_dtype prec; /* matmuls */
 };
 
 struct bench {
@@ -54,6 +55,7 @@ struct bench {
 	void *user;
 	bool want[BENCH_NOPS];
 	uint64_t rng;
+	enum tern_dtype prec; /* of the matmuls (opts->prec) */
 	/* Every buffer this run allocated, freed at the end. */
 	struct tern_buffer *bufs[32];
 	int nbufs;
@@ -262,8 +264,8 @@ static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 {
 	struct tern_view *v = c->v;
 	switch (c->kind) {
-	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M, TERN_F32);
-	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false, TERN_F32);
+	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M, c->prec);
+	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false, c->prec);
 	case K_GEMM:
 		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta);
 	case K_ADAMW: return tern_adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);
@@ -370,12 +372,14 @@ static enum tern_status bench_matmuls(struct bench *b, struct tern_view x, struc
 		st = bench_weight(b, dt, wf, O, I, &w);
 		double wb = (double)weight_bytes(&w);
 		if (!st && f) {
-			struct bench_call c = {.kind = K_MATMUL, .v = {y, x}, .w = &w, .M = T};
+			struct bench_call c = {
+				.kind = K_MATMUL, .v = {y, x}, .w = &w, .M = T, .prec = b->prec};
 			st = bench_time(b, &c, "matmul", tern_dtype_name(dt), shape, flops,
 					wb + 4.0 * (double)(T * I + T * O));
 		}
 		if (!st && g) {
-			struct bench_call c = {.kind = K_MATMUL_BWD, .v = {dx, dy}, .w = &w, .M = T};
+			struct bench_call c = {
+				.kind = K_MATMUL_BWD, .v = {dx, dy}, .w = &w, .M = T, .prec = b->prec};
 			st = bench_time(b, &c, "matmul_bwd", tern_dtype_name(dt), shape, flops,
 					wb + 4.0 * (double)(T * I + T * O));
 		}
@@ -554,6 +558,11 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 	enum tern_status st = parse_filter(&b, opts->ops);
 	if (st)
 		return st;
+	b.prec = TERN_F32;
+	if (opts->prec && !strcmp(opts->prec, "f16"))
+		b.prec = TERN_F16;
+	else if (opts->prec && *opts->prec && strcmp(opts->prec, "f32"))
+		return tern_fail(TERN_E_INVALID, "bench: precision %s (allowed: f32, f16)", opts->prec);
 	st = tern_backend_create(opts->backend ? opts->backend : "auto", opts->device, &b.be);
 	if (st)
 		return st;

@@ -7,6 +7,7 @@
 
 static const char *const backends[] = {"auto", "cpu", "vulkan", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
+static const char *const precs[] = {"f32", "f16", NULL};
 static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
 					"scale",  "axpy",       "cast", "dropout", NULL};
 
@@ -15,6 +16,8 @@ struct bench_args {
 	long long device, T, O, I, R;
 	const char *ops;
 	double seconds;
+	const char *prec;
+	double peak;
 };
 
 static struct bench_args args;
@@ -36,13 +39,17 @@ static const struct tern_cli_opt bench_opts[] = {
 		 "gemm, adamw, sumsq, scale, axpy, cast, dropout"},
 	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
 	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
+	{"--prec", "P", TERN_CLI_CHOICE, .choices = precs, .dst = &args.prec,
+	 .help = "matmul product precision: f32 (default) or f16 (compute_dtype f16)"},
+	{"--peak", "TFLOPS", TERN_CLI_NUM, .dlo = 0, .dhi = 1e6, .dst = &args.peak,
+	 .help = "the device's peak rate: adds a column with each matmul's share of it"},
 	{NULL, NULL, TERN_CLI_INT, .help = NULL},
 };
 
 void tern_help_bench_ops(void)
 {
 	printf("usage: tern bench ops [--backend auto|cpu|vulkan] [--device N] [--T N] [--O N] [--I N]\n"
-	       "                      [--R N] [--ops LIST] [--seconds S]\n"
+	       "                      [--R N] [--ops LIST] [--seconds S] [--prec f32|f16] [--peak TFLOPS]\n"
 	       "\n"
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
 	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"
@@ -65,10 +72,10 @@ struct table {
 static void print_header(struct table *t)
 {
 	printf("tern bench ops: %s\n", t->device[0] ? t->device : "(no device)");
-	printf("shape T=%lld O=%lld I=%lld R=%lld, at least %g s per op\n\n", t->a->T, t->a->O, t->a->I,
-	       t->a->R, t->a->seconds);
-	printf("%-11s %-9s %-32s %11s %10s %9s %7s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
-	       "reps");
+	printf("shape T=%lld O=%lld I=%lld R=%lld, matmul products %s, at least %g s per op\n\n", t->a->T,
+	       t->a->O, t->a->I, t->a->R, t->a->prec, t->a->seconds);
+	printf("%-11s %-9s %-32s %11s %10s %9s %7s%s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
+	       "reps", t->a->peak > 0 ? "  % of peak" : "");
 	fflush(stdout);
 }
 
@@ -93,7 +100,10 @@ static void on_row(const struct tern_bench_row *r, void *user)
 	char gf[32], gb[32];
 	fmt_rate(gf, sizeof gf, r->gflops);
 	fmt_rate(gb, sizeof gb, r->gbs);
-	printf("%-11s %-9s %-32s %11.4f %10s %9s %7d\n", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
+	printf("%-11s %-9s %-32s %11.4f %10s %9s %7d", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
+	if (t->a->peak > 0 && r->gflops > 0 && !strncmp(r->op, "matmul", 6))
+		printf("  %9.1f", 100.0 * r->gflops / (t->a->peak * 1000.0));
+	printf("\n");
 	fflush(stdout);
 }
 
@@ -106,7 +116,9 @@ int tern_cmd_bench_ops(int argc, char **argv)
 				   .I = 4096,
 				   .R = 16,
 				   .ops = NULL,
-				   .seconds = 0.5};
+				   .seconds = 0.5,
+				   .prec = "f32",
+				   .peak = 0};
 	bool help;
 	int rc = tern_cli_parse("bench ops", bench_opts, argc, argv, &help);
 	if (rc)
@@ -126,6 +138,7 @@ int tern_cmd_bench_ops(int argc, char **argv)
 		.R = args.R,
 		.ops = args.ops,
 		.min_seconds = args.seconds,
+		.prec = args.prec,
 	};
 	char device[512] = "";
 	struct table t = {device, &args, 0};

@@ -359,6 +359,37 @@ static enum tern_status pick_gemm(struct tern_vk *vk, enum tern_vk_pipe *pipe)
 	return st;
 }
 
+#define GEMM_LR_RMAX 32 /* RMAX in shaders/gemm_lr.comp */
+
+/* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
+ * at most GEMM_LR_RMAX (a LoRA product): WIDE when K is, else ROWK / ROWM by which of A's
+ * dimensions is contiguous; M <= RMAX runs as the transposed product C^T = B^T A^T. *done is
+ * false when none applies (the tiled gemm runs). */
+static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
+				     struct tern_view B, const struct gemm_push *g, bool *done)
+{
+	struct gemm_simple_push p = {g->M,   g->N,   g->K,     g->c_off, g->ldc, 1,        g->a_off,
+				     g->sam, g->sak, g->b_off, g->sbk,   g->sbn, g->alpha, g->beta};
+	struct tern_view b[3] = {C, A, B};
+	*done = true;
+	if (p.K <= GEMM_LR_RMAX)
+		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_WIDE, b, 3, &p, sizeof p, groups(p.N, 256),
+					groups(p.M, 16), 1);
+	if (p.N > GEMM_LR_RMAX && p.M <= GEMM_LR_RMAX) {
+		p = (struct gemm_simple_push){g->N,   g->M,   g->K,     g->c_off, 1,      g->ldc,   g->b_off,
+					      g->sbn, g->sbk, g->a_off, g->sak,   g->sam, g->alpha, g->beta};
+		b[1] = B;
+		b[2] = A;
+	}
+	if (p.N <= GEMM_LR_RMAX && p.sak == 1)
+		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_ROWK, b, 3, &p, sizeof p, groups(p.M, 8), 1, 1);
+	if (p.N <= GEMM_LR_RMAX && p.sam == 1)
+		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_ROWM, b, 3, &p, sizeof p, groups(p.M, 256), 1,
+					1);
+	*done = false;
+	return TERN_OK;
+}
+
 static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, int64_t ldc, bool ta,
 				 bool tb, int64_t lda_rows, float alpha, float beta)
@@ -386,6 +417,9 @@ static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct 
 		return st;
 	if (pipe == TERN_PIPE_GEMM_SIMPLE)
 		return gemm_simple(vk, C, A, B, &p);
+	bool done = false;
+	if ((st = gemm_lowrank(vk, C, A, B, &p, &done)) || done)
+		return st;
 	struct tern_view b[3] = {C, A, B};
 	return tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, groups(N, 32), groups(M, 32), 1);
 }

@@ -1,0 +1,138 @@
+#version 450
+// fp32 GEMM for the shapes of a LoRA linear, where one of M, N, K is the rank (at most RMAX):
+//   C(m, n) = alpha * sum_k A(m, k) B(k, n) + beta * C(m, n)      (beta = 0: C is not read)
+// with every operand addressed through strides (A(m, k) at a_off + m sam + k sak, likewise B and
+// C), so transposes are free. Three variants; each reads its large operand once, coalesced:
+//   -DROWK  N <= RMAX, A's k contiguous (u = x A^T, du = dy B): 8 rows per group, 32 lanes per
+//           row striding over k; B in shared chunks; the 32 partial sums of each output added
+//           in a fixed order through shared memory.
+//   -DROWM  N <= RMAX, A's m contiguous (dB = dy^T u, dA^T = x^T du): one row per invocation,
+//           256 consecutive rows per group, B chunks in shared memory read as broadcasts.
+//   -DWIDE  K <= RMAX (y += u B^T, dx += du A): a group takes 16 rows x 256 columns, A's rows
+//           and B's columns staged in shared memory, one column per invocation.
+// Bindings: 0 = C, 1 = A, 2 = B (f32). Deterministic: no atomics.
+#extension GL_EXT_control_flow_attributes : enable
+
+#define RMAX 32u
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform Push {
+	uint M, N, K;
+	uint c_off, scm, scn;
+	uint a_off, sam, sak;
+	uint b_off, sbk, sbn;
+	float alpha, beta;
+} p;
+
+layout(binding = 0) buffer Cb { float c_[]; };
+layout(binding = 1) readonly buffer Ab { float a_[]; };
+layout(binding = 2) readonly buffer Bb { float b_[]; };
+
+void store(uint m, uint n, float v)
+{
+	uint o = p.c_off + m * p.scm + n * p.scn;
+	c_[o] = p.beta == 0.0 ? p.alpha * v : p.alpha * v + p.beta * c_[o];
+}
+
+#if defined(ROWK)
+#define CK 128u
+shared float Bs[CK][RMAX + 1u];
+shared float red[256];
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, row = t / 32u, lane = t % 32u;
+	uint m = gl_WorkGroupID.x * 8u + row;
+	bool live = m < p.M;
+	float acc[RMAX];
+	[[unroll]] for (uint r = 0u; r < RMAX; r++)
+		acc[r] = 0.0;
+	for (uint k0 = 0u; k0 < p.K; k0 += CK) {
+		uint kn = min(CK, p.K - k0);
+		barrier(); // the previous chunk is no longer read
+		for (uint e = t; e < kn * p.N; e += 256u) {
+			uint kk = e / p.N, r = e % p.N;
+			Bs[kk][r] = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
+		}
+		barrier();
+		if (live)
+			for (uint kk = lane; kk < kn; kk += 32u) {
+				float a = a_[p.a_off + m * p.sam + (k0 + kk) * p.sak];
+				[[unroll]] for (uint r = 0u; r < RMAX; r++)
+					if (r < p.N)
+						acc[r] += a * Bs[kk][r];
+			}
+	}
+	// sum the 32 lanes of each row, column by column, in a fixed order
+	for (uint r = 0u; r < p.N; r++) {
+		barrier();
+		red[t] = acc[r];
+		barrier();
+		if (lane == 0u && live) {
+			float s = 0.0;
+			for (uint l = 0u; l < 32u; l++)
+				s += red[row * 32u + l];
+			store(m, r, s);
+		}
+	}
+}
+
+#elif defined(ROWM)
+#define CK 128u
+shared float Bs[CK][RMAX];
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x;
+	uint m = gl_WorkGroupID.x * 256u + t;
+	bool live = m < p.M;
+	float acc[RMAX];
+	[[unroll]] for (uint r = 0u; r < RMAX; r++)
+		acc[r] = 0.0;
+	for (uint k0 = 0u; k0 < p.K; k0 += CK) {
+		uint kn = min(CK, p.K - k0);
+		barrier();
+		for (uint e = t; e < kn * p.N; e += 256u) {
+			uint kk = e / p.N, r = e % p.N;
+			Bs[kk][r] = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
+		}
+		barrier();
+		if (live)
+			for (uint kk = 0u; kk < kn; kk++) {
+				float a = a_[p.a_off + m * p.sam + (k0 + kk) * p.sak];
+				[[unroll]] for (uint r = 0u; r < RMAX; r++)
+					if (r < p.N)
+						acc[r] += a * Bs[kk][r];
+			}
+	}
+	if (live)
+		for (uint r = 0u; r < p.N; r++)
+			store(m, r, acc[r]);
+}
+
+#else // WIDE
+#define BMW 16u
+shared float As[BMW][RMAX];
+shared float Bs[RMAX][256];
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x;
+	uint n = gl_WorkGroupID.x * 256u + t, m0 = gl_WorkGroupID.y * BMW;
+	for (uint e = t; e < BMW * p.K; e += 256u) {
+		uint mm = e / p.K, k = e % p.K;
+		As[mm][k] = m0 + mm < p.M ? a_[p.a_off + (m0 + mm) * p.sam + k * p.sak] : 0.0;
+	}
+	for (uint k = 0u; k < p.K; k++)
+		Bs[k][t] = n < p.N ? b_[p.b_off + k * p.sbk + n * p.sbn] : 0.0;
+	barrier();
+	if (n >= p.N)
+		return;
+	for (uint mm = 0u; mm < BMW && m0 + mm < p.M; mm++) {
+		float s = 0.0;
+		for (uint k = 0u; k < p.K; k++)
+			s += As[mm][k] * Bs[k][t];
+		store(m0 + mm, n, s);
+	}
+}
+#endif
