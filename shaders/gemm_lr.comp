@@ -7,7 +7,9 @@
 //           row striding over k; B in shared chunks; the 32 partial sums of each output added
 //           in a fixed order through shared memory.
 //   -DROWM  N <= RMAX, A's m contiguous (dB = dy^T u, dA^T = x^T du): one row per invocation,
-//           256 consecutive rows per group, B chunks in shared memory read as broadcasts.
+//           256 consecutive rows per group, B chunks in shared memory read as broadcasts; with
+//           p.kc > 0 group (x, z) sums only k in [z kc, z kc + kc) and writes the raw sums to
+//           part[z][m][n] (binding 3), which -DREDUCE adds in the order of z into C.
 //   -DWIDE  K <= RMAX (y += u B^T, dx += du A): a group takes 16 rows x 256 columns, A's rows
 //           and B's columns staged in shared memory, one column per invocation.
 // Bindings: 0 = C, 1 = A, 2 = B (f32). Deterministic: no atomics.
@@ -22,11 +24,13 @@ layout(push_constant) uniform Push {
 	uint a_off, sam, sak;
 	uint b_off, sbk, sbn;
 	float alpha, beta;
+	uint kc, part_off, splits; // ROWM split over k, REDUCE
 } p;
 
 layout(binding = 0) buffer Cb { float c_[]; };
 layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
+layout(binding = 3) buffer Pb { float part[]; };
 
 void store(uint m, uint n, float v)
 {
@@ -89,8 +93,13 @@ void main()
 	float acc[RMAX];
 	[[unroll]] for (uint r = 0u; r < RMAX; r++)
 		acc[r] = 0.0;
-	for (uint k0 = 0u; k0 < p.K; k0 += CK) {
-		uint kn = min(CK, p.K - k0);
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.y * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	for (uint k0 = kb; k0 < ke; k0 += CK) {
+		uint kn = min(CK, ke - k0);
 		barrier();
 		for (uint e = t; e < kn * p.N; e += 256u) {
 			uint kk = e / p.N, r = e % p.N;
@@ -105,9 +114,26 @@ void main()
 						acc[r] += a * Bs[kk][r];
 			}
 	}
-	if (live)
-		for (uint r = 0u; r < p.N; r++)
+	if (!live)
+		return;
+	for (uint r = 0u; r < p.N; r++) {
+		if (p.kc > 0u)
+			part[p.part_off + (gl_WorkGroupID.y * p.M + m) * p.N + r] = acc[r];
+		else
 			store(m, r, acc[r]);
+	}
+}
+
+#elif defined(REDUCE)
+void main()
+{
+	uint total = p.M * p.N;
+	for (uint i = gl_GlobalInvocationID.x; i < total; i += gl_NumWorkGroups.x * 256u) {
+		float s = 0.0;
+		for (uint z = 0u; z < p.splits; z++)
+			s += part[p.part_off + z * total + i];
+		store(i / p.N, i % p.N, s);
+	}
 }
 
 #else // WIDE

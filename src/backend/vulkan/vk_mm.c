@@ -65,7 +65,7 @@ enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t 
 	return TERN_OK;
 }
 
-static enum tern_status part_buffer(struct tern_vk *vk, size_t bytes)
+enum tern_status tern_vk_part_buffer(struct tern_vk *vk, size_t bytes)
 {
 	if (vk->mm_part && vk->mm_part->size >= bytes)
 		return TERN_OK;
@@ -232,7 +232,7 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 				int64_t kc = tern_cdiv(tern_cdiv(p.K, splits), bk) * bk;
 				splits = tern_cdiv(p.K, kc);
 				p.kc = (uint32_t)kc;
-				if ((st = part_buffer(vk, (size_t)(splits * tn * p.N) * 4)))
+				if ((st = tern_vk_part_buffer(vk, (size_t)(splits * tn * p.N) * 4)))
 					return st;
 				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
 			}
