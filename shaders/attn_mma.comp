@@ -2,8 +2,9 @@
 // Flash attention on cooperative matrices (GL_NV_cooperative_matrix, subgroups of 32): causal GQA
 // attention with sliding window and packed-sample masks, f16 operands, fp32 accumulation and
 // softmax (attention precision TERN_F16, backend.h). Head dimension DH (64 or 128) is a
-// compile-time constant; tensors are fp32 in memory: q, o, dq [T, H, DH]; k, v, dk, dv
-// [T, Hkv, DH]; lse [H, T]; seg [T] (i32). Query i sees key j when j <= i, seg[j] == seg[i] and,
+// compile-time constant. The outputs are fp32: o, dq [T, H, DH]; dk, dv [T, Hkv, DH]; lse [H, T];
+// the operands are f16 copies (-DCAST) of q [T, H, DH], k, v [T, Hkv, DH] and of dO times s,
+// read 8 halves per load; seg [T] (i32). Query i sees key j when j <= i, seg[j] == seg[i] and,
 // with a window, i - j < window (common/attention.glsl's rule).
 //
 // Each subgroup owns 16 rows (queries, or keys in the dK/dV pass) and keeps its products in
@@ -16,6 +17,9 @@
 //             a reference maximum that moves (rescaling the fragments through shared memory)
 //             only when a score exceeds it by more than RESCALE (p <= e^8 stays in f16 range).
 //             Bindings: 0 = o, 1 = lse, 2 = q, 3 = k, 4 = v, 5 = seg.
+//   -DCAST:   dst (f16, 8 to a uvec4) = src (f32) times s (when p.Dh is 1: the dO scale
+//             2^(4 - e) from the max bits in binding 2), n = p.T elements, a multiple of 8.
+//             Bindings: 0 = dst, 1 = src, 2 = max bits; off[0], off[1] in uvec4 / words.
 //   -DPREP:   scr[2 (h T + i)] = lse[h, i], scr[2 (h T + i) + 1] = s rowsum(dO o o)[i, h],
 //             scr[2 H T] = s, where s = 2^(4 - e), e the exponent of max|dO| (so dP = s dO V^T
 //             stays far inside f16 range). Bindings: 0 = scr, 1 = dout, 2 = o, 3 = lse,
@@ -76,7 +80,29 @@ uvec4 pack8(float v0, float v1, float v2, float v3, float v4, float v5, float v6
 		     packHalf2x16(vec2(v6, v7)));
 }
 
-#if defined(PREP)
+float dout_scale(uint b)
+{
+	uint e = (b >> 23) & 0xffu;
+	return b == 0u || e == 0xffu ? 1.0 : exp2(float(clamp(4 - (max(int(e), 1) - 127), -100, 100)));
+}
+
+#if defined(CAST)
+layout(binding = 0) writeonly buffer Db { uvec4 d4[]; };
+layout(binding = 1) readonly buffer Sb { float s_[]; };
+layout(binding = 2) readonly buffer XMax { uint xmax[]; };
+
+void main()
+{
+	float sc = p.Dh == 1u ? dout_scale(xmax[p.xmax_off]) : 1.0;
+	uint n8 = p.T / 8u;
+	for (uint i = gl_GlobalInvocationID.x; i < n8; i += gl_NumWorkGroups.x * 256u) {
+		uint a = p.off[1] + 8u * i;
+		d4[p.off[0] + i] = pack8(s_[a] * sc, s_[a + 1u] * sc, s_[a + 2u] * sc, s_[a + 3u] * sc,
+					 s_[a + 4u] * sc, s_[a + 5u] * sc, s_[a + 6u] * sc, s_[a + 7u] * sc);
+	}
+}
+
+#elif defined(PREP)
 layout(binding = 0) writeonly buffer Scr { float scr_[]; };
 layout(binding = 1) readonly buffer Gb { float g_[]; };
 layout(binding = 2) readonly buffer Ob { float o_[]; };
@@ -85,8 +111,7 @@ layout(binding = 4) readonly buffer XMax { uint xmax[]; };
 
 void main()
 {
-	uint b = xmax[p.xmax_off], e = (b >> 23) & 0xffu;
-	float s = b == 0u || e == 0xffu ? 1.0 : exp2(float(clamp(4 - (max(int(e), 1) - 127), -100, 100)));
+	float s = dout_scale(xmax[p.xmax_off]);
 	uint n = p.H * p.T, stride = gl_NumWorkGroups.x * 256u;
 	for (uint x = gl_GlobalInvocationID.x; x < n; x += stride) {
 		uint h = x / p.T, i = x % p.T;
@@ -120,17 +145,14 @@ void frag_get(FC f, out float v[8])
 	subgroupBarrier();
 }
 
-// Loads rows r0 .. r0 + rows of head hh of a [T, hn, DH] fp32 tensor (vec4 binding, offset off
-// in words) into a [rows][SK] f16 tile, times sc; rows past T load as zeros.
-#define LOAD_TILE(dst, src, off, hn, hh, r0, rows, sc)                                            \
+// Copies rows r0 .. r0 + rows of head hh of a [T, hn, DH] f16 tensor (uvec4 binding, offset
+// off in uvec4) into a [rows][SK] tile; rows past T load as zeros.
+#define LOAD_TILE(dst, src, off, hn, hh, r0, rows)                                                \
 	for (uint e_ = gl_LocalInvocationID.x; e_ < (rows) * (DH / 8u); e_ += NSG * 32u) {         \
 		uint row_ = e_ / (DH / 8u), c_ = e_ % (DH / 8u);                                      \
 		uvec4 w_ = uvec4(0u);                                                                 \
-		if ((r0) + row_ < p.T) {                                                              \
-			uint a_ = ((off) + (((r0) + row_) * (hn) + (hh)) * DH + 8u * c_) >> 2;        \
-			vec4 x_ = src[a_] * (sc), y_ = src[a_ + 1u] * (sc);                           \
-			w_ = pack8(x_.x, x_.y, x_.z, x_.w, y_.x, y_.y, y_.z, y_.w);                   \
-		}                                                                                     \
+		if ((r0) + row_ < p.T)                                                                \
+			w_ = src[(off) + (((r0) + row_) * (hn) + (hh)) * (DH / 8u) + c_];              \
 		dst[row_ * SK + c_] = w_;                                                             \
 	}
 
@@ -141,9 +163,9 @@ void frag_get(FC f, out float v[8])
 #define RESCALE 8.0
 layout(binding = 0) writeonly buffer Ob { float o_[]; };
 layout(binding = 1) writeonly buffer Lb { float lse_[]; };
-layout(binding = 2) readonly buffer Qb { vec4 q4[]; };
-layout(binding = 3) readonly buffer Kb { vec4 k4[]; };
-layout(binding = 4) readonly buffer Vb { vec4 v4[]; };
+layout(binding = 2) readonly buffer Qb { uvec4 q4[]; };
+layout(binding = 3) readonly buffer Kb { uvec4 k4[]; };
+layout(binding = 4) readonly buffer Vb { uvec4 v4[]; };
 layout(binding = 5) readonly buffer Sb { int seg_[]; };
 
 shared uvec4 Ks[BKV * SK], Vs[BKV * SK];
@@ -157,7 +179,7 @@ void main()
 	uint i = q0 + 16u * sg + lr;
 	int si = i < p.T ? seg_[p.off[5] + i] : -2;
 
-	LOAD_TILE(Ks, q4, p.off[2], p.H, h, q0, BQ, 1.0)
+	LOAD_TILE(Ks, q4, p.off[2], p.H, h, q0, BQ)
 	barrier();
 	FA qf[ND];
 	[[unroll]] for (uint d = 0u; d < ND; d++)
@@ -171,8 +193,8 @@ void main()
 	uint kend = min(p.T, q0 + BQ);
 	for (uint k0 = kbeg; k0 < kend; k0 += BKV) {
 		barrier(); // the previous tile (or the query staging) is no longer read
-		LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV, 1.0)
-		LOAD_TILE(Vs, v4, p.off[4], p.Hkv, g, k0, BKV, 1.0)
+		LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV)
+		LOAD_TILE(Vs, v4, p.off[4], p.Hkv, g, k0, BKV)
 		if (gl_LocalInvocationID.x < BKV)
 			segk[gl_LocalInvocationID.x] =
 				k0 + gl_LocalInvocationID.x < p.T ? seg_[p.off[5] + k0 + gl_LocalInvocationID.x] : -3;
@@ -276,10 +298,10 @@ void main()
 #define SP (BQ / 8u + 1u)
 layout(binding = 0) writeonly buffer DKb { float dk_[]; };
 layout(binding = 1) writeonly buffer DVb { float dv_[]; };
-layout(binding = 2) readonly buffer Qb { vec4 q4[]; };
-layout(binding = 3) readonly buffer Kb { vec4 k4[]; };
-layout(binding = 4) readonly buffer Vb { vec4 v4[]; };
-layout(binding = 5) readonly buffer Gb { vec4 g4[]; };
+layout(binding = 2) readonly buffer Qb { uvec4 q4[]; };
+layout(binding = 3) readonly buffer Kb { uvec4 k4[]; };
+layout(binding = 4) readonly buffer Vb { uvec4 v4[]; };
+layout(binding = 5) readonly buffer Gb { uvec4 g4[]; };
 layout(binding = 6) readonly buffer Sb { int seg_[]; };
 layout(binding = 7) readonly buffer Scr { float scr_[]; };
 
@@ -296,8 +318,8 @@ void main()
 	int sj = j < p.T ? seg_[p.off[6] + j] : -3;
 	float s = scr_[p.off[7] + 2u * p.H * p.T];
 
-	LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV, 1.0)
-	LOAD_TILE(Vs, v4, p.off[4], p.Hkv, g, k0, BKV, 1.0)
+	LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV)
+	LOAD_TILE(Vs, v4, p.off[4], p.Hkv, g, k0, BKV)
 	FC dkf[ND], dvf[ND];
 	[[unroll]] for (uint d = 0u; d < ND; d++) {
 		dkf[d] = FC(0.0);
@@ -307,8 +329,8 @@ void main()
 	for (uint hq = g * grp; hq < g * grp + grp; hq++)
 		for (uint i0 = k0; i0 < qend; i0 += BQ) {
 			barrier(); // the previous query tile is no longer read
-			LOAD_TILE(Qs, q4, p.off[2], p.H, hq, i0, BQ, 1.0)
-			LOAD_TILE(Gs, g4, p.off[5], p.H, hq, i0, BQ, s)
+			LOAD_TILE(Qs, q4, p.off[2], p.H, hq, i0, BQ)
+			LOAD_TILE(Gs, g4, p.off[5], p.H, hq, i0, BQ)
 			if (gl_LocalInvocationID.x < BQ) {
 				uint ii = i0 + gl_LocalInvocationID.x, x = 2u * (hq * p.T + ii);
 				bool in_ = ii < p.T;
@@ -397,10 +419,10 @@ void main()
 #define BKV 32u
 #define SP (BKV / 8u + 1u)
 layout(binding = 0) writeonly buffer DQb { float dq_[]; };
-layout(binding = 1) readonly buffer Gb { vec4 g4[]; };
-layout(binding = 2) readonly buffer Qb { vec4 q4[]; };
-layout(binding = 3) readonly buffer Kb { vec4 k4[]; };
-layout(binding = 4) readonly buffer Vb { vec4 v4[]; };
+layout(binding = 1) readonly buffer Gb { uvec4 g4[]; };
+layout(binding = 2) readonly buffer Qb { uvec4 q4[]; };
+layout(binding = 3) readonly buffer Kb { uvec4 k4[]; };
+layout(binding = 4) readonly buffer Vb { uvec4 v4[]; };
 layout(binding = 5) readonly buffer Sb { int seg_[]; };
 layout(binding = 6) readonly buffer Scr { float scr_[]; };
 
@@ -422,12 +444,12 @@ void main()
 	float dr = iin ? scr_[p.off[6] + 2u * (h * p.T + i) + 1u] : 0.0;
 
 	FA qf[ND], gf[ND];
-	LOAD_TILE(KV, q4, p.off[2], p.H, h, q0, BQ, 1.0)
+	LOAD_TILE(KV, q4, p.off[2], p.H, h, q0, BQ)
 	barrier();
 	[[unroll]] for (uint d = 0u; d < ND; d++)
 		coopMatLoadNV(qf[d], KV, 16u * sg * SK + 2u * d, SK, false);
 	barrier();
-	LOAD_TILE(KV, g4, p.off[1], p.H, h, q0, BQ, s)
+	LOAD_TILE(KV, g4, p.off[1], p.H, h, q0, BQ)
 	barrier();
 	[[unroll]] for (uint d = 0u; d < ND; d++)
 		coopMatLoadNV(gf[d], KV, 16u * sg * SK + 2u * d, SK, false);
@@ -439,16 +461,13 @@ void main()
 	uint kend = min(p.T, q0 + BQ);
 	for (uint k0 = kbeg; k0 < kend; k0 += BKV) {
 		barrier();
-		LOAD_TILE(KV, k4, p.off[3], p.Hkv, g, k0, BKV, 1.0)
+		LOAD_TILE(KV, k4, p.off[3], p.Hkv, g, k0, BKV)
 		for (uint e_ = gl_LocalInvocationID.x; e_ < BKV * (DH / 8u); e_ += NSG * 32u) {
 			// the V tile behind the K tile (LOAD_TILE writes from index 0)
 			uint row_ = e_ / (DH / 8u), c_ = e_ % (DH / 8u);
 			uvec4 w_ = uvec4(0u);
-			if (k0 + row_ < p.T) {
-				uint a_ = (p.off[4] + ((k0 + row_) * p.Hkv + g) * DH + 8u * c_) >> 2;
-				vec4 x_ = v4[a_], y_ = v4[a_ + 1u];
-				w_ = pack8(x_.x, x_.y, x_.z, x_.w, y_.x, y_.y, y_.z, y_.w);
-			}
+			if (k0 + row_ < p.T)
+				w_ = v4[p.off[4] + ((k0 + row_) * p.Hkv + g) * (DH / 8u) + c_];
 			KV[VS + row_ * SK + c_] = w_;
 		}
 		if (gl_LocalInvocationID.x < BKV)

@@ -10,8 +10,8 @@
 //           256 consecutive rows per group, B chunks in shared memory read as broadcasts; with
 //           p.kc > 0 group (x, z) sums only k in [z kc, z kc + kc) and writes the raw sums to
 //           part[z][m][n] (binding 3), which -DREDUCE adds in the order of z into C.
-//   -DWIDE  K <= RMAX (y += u B^T, dx += du A): a group takes 16 rows x 256 columns, A's rows
-//           and B's columns staged in shared memory, one column per invocation.
+//   -DWIDE  K <= RMAX (y += u B^T, dx += du A): a group takes 64 rows x 128 columns, A's rows
+//           and B's columns staged in shared memory, one column of 32 rows per invocation.
 // Bindings: 0 = C, 1 = A, 2 = B (f32). Deterministic: no atomics.
 #extension GL_EXT_control_flow_attributes : enable
 
@@ -31,6 +31,14 @@ layout(binding = 0) buffer Cb { float c_[]; };
 layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
 layout(binding = 3) buffer Pb { float part[]; };
+
+// B(k0 + kk, r) for kk < kn, r < N into Bs[kk][r], walking the addresses in order: k fastest
+// when B's k is contiguous (sbk == 1), else r.
+#define LOAD_B_CHUNK(Bs, k0, kn)                                                                   \
+	for (uint e = gl_LocalInvocationID.x; e < (kn) * p.N; e += 256u) {                         \
+		uint kk = p.sbk == 1u ? e % (kn) : e / p.N, r = p.sbk == 1u ? e / (kn) : e % p.N;  \
+		Bs[kk][r] = b_[p.b_off + ((k0) + kk) * p.sbk + r * p.sbn];                         \
+	}
 
 void store(uint m, uint n, float v)
 {
@@ -54,10 +62,7 @@ void main()
 	for (uint k0 = 0u; k0 < p.K; k0 += CK) {
 		uint kn = min(CK, p.K - k0);
 		barrier(); // the previous chunk is no longer read
-		for (uint e = t; e < kn * p.N; e += 256u) {
-			uint kk = e / p.N, r = e % p.N;
-			Bs[kk][r] = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
-		}
+		LOAD_B_CHUNK(Bs, k0, kn)
 		barrier();
 		if (live)
 			for (uint kk = lane; kk < kn; kk += 32u) {
@@ -67,8 +72,11 @@ void main()
 						acc[r] += a * Bs[kk][r];
 			}
 	}
-	// sum the 32 lanes of each row, column by column, in a fixed order
-	for (uint r = 0u; r < p.N; r++) {
+	// sum the 32 lanes of each row, column by column, in a fixed order (unrolled: acc stays in
+	// registers, which a loop with a run-time index would send to local memory)
+	[[unroll]] for (uint r = 0u; r < RMAX; r++) {
+		if (r >= p.N)
+			break;
 		barrier();
 		red[t] = acc[r];
 		barrier();
@@ -101,10 +109,7 @@ void main()
 	for (uint k0 = kb; k0 < ke; k0 += CK) {
 		uint kn = min(CK, ke - k0);
 		barrier();
-		for (uint e = t; e < kn * p.N; e += 256u) {
-			uint kk = e / p.N, r = e % p.N;
-			Bs[kk][r] = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
-		}
+		LOAD_B_CHUNK(Bs, k0, kn)
 		barrier();
 		if (live)
 			for (uint kk = 0u; kk < kn; kk++) {
@@ -116,7 +121,9 @@ void main()
 	}
 	if (!live)
 		return;
-	for (uint r = 0u; r < p.N; r++) {
+	[[unroll]] for (uint r = 0u; r < RMAX; r++) {
+		if (r >= p.N)
+			break;
 		if (p.kc > 0u)
 			part[p.part_off + (gl_WorkGroupID.y * p.M + m) * p.N + r] = acc[r];
 		else
@@ -137,27 +144,36 @@ void main()
 }
 
 #else // WIDE
-#define BMW 16u
+// 64 rows x 128 columns per group; invocation t takes column t % 128 of rows 32 (t / 128) .. +32,
+// its column of B in registers, the rows of A from shared memory (broadcast)
+#define BMW 64u
+#define BNW 128u
 shared float As[BMW][RMAX];
-shared float Bs[RMAX][256];
+shared float Bs[BNW][RMAX + 1u];
 
 void main()
 {
 	uint t = gl_LocalInvocationID.x;
-	uint n = gl_WorkGroupID.x * 256u + t, m0 = gl_WorkGroupID.y * BMW;
+	uint n0 = gl_WorkGroupID.x * BNW, m0 = gl_WorkGroupID.y * BMW;
 	for (uint e = t; e < BMW * p.K; e += 256u) {
-		uint mm = e / p.K, k = e % p.K;
+		uint mm = p.sak == 1u ? e / p.K : e % BMW, k = p.sak == 1u ? e % p.K : e / BMW;
 		As[mm][k] = m0 + mm < p.M ? a_[p.a_off + (m0 + mm) * p.sam + k * p.sak] : 0.0;
 	}
-	for (uint k = 0u; k < p.K; k++)
-		Bs[k][t] = n < p.N ? b_[p.b_off + k * p.sbk + n * p.sbn] : 0.0;
+	for (uint e = t; e < BNW * p.K; e += 256u) {
+		uint nn = p.sbk == 1u ? e / p.K : e % BNW, k = p.sbk == 1u ? e % p.K : e / BNW;
+		Bs[nn][k] = n0 + nn < p.N ? b_[p.b_off + k * p.sbk + (n0 + nn) * p.sbn] : 0.0;
+	}
 	barrier();
+	uint nn = t % BNW, n = n0 + nn, mb = (t / BNW) * 32u;
 	if (n >= p.N)
 		return;
-	for (uint mm = 0u; mm < BMW && m0 + mm < p.M; mm++) {
+	float b[RMAX];
+	[[unroll]] for (uint k = 0u; k < RMAX; k++)
+		b[k] = k < p.K ? Bs[nn][k] : 0.0;
+	for (uint mm = mb; mm < mb + 32u && m0 + mm < p.M; mm++) {
 		float s = 0.0;
-		for (uint k = 0u; k < p.K; k++)
-			s += As[mm][k] * Bs[k][t];
+		[[unroll]] for (uint k = 0u; k < RMAX; k++)
+			s += As[mm][k] * b[k];
 		store(m0 + mm, n, s);
 	}
 }

@@ -105,6 +105,20 @@ float xscale()
 	return exp2(float(k));
 }
 
+#if defined(W_NF4_DQ)
+shared float dmap[256]; // the dynamic map of the block codes, loaded once per group
+// w_block_absmax with the map from shared memory (same arithmetic, no fused multiply-add)
+float run_absmax(uint b)
+{
+	uint q = (w_absmax[wp_absmax_off + (b >> 2)] >> ((b & 3u) * 8u)) & 0xffu;
+	precise float a = dmap[q] * w_nested[wp_nested_off + (b >> 8)];
+	precise float r = a + wp_offset;
+	return r;
+}
+#elif defined(W_NF4)
+float run_absmax(uint b) { return w_block_absmax(b); }
+#endif
+
 // ---- loads: global -> registers (the next step) ---------------------------------------------
 
 vec4 xr[NRA][4]; // x runs
@@ -189,7 +203,7 @@ void load_step(uint m0, uint n0, uint k0, uint ke)
 		wa[i] = 0.0;
 		if (in_) {
 			wr[i] = w2[(lr * p.I + col + p.pos) >> 4];
-			wa[i] = w_block_absmax((row * p.I + col) / p.blocksize);
+			wa[i] = run_absmax((row * p.I + col) / p.blocksize);
 		}
 #endif
 	}
@@ -357,6 +371,9 @@ void main()
 #if defined(W_NF4) || defined(W_NF4_DQ)
 	if (gl_LocalInvocationID.x < 16u)
 		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
+#if defined(W_NF4_DQ)
+	dmap[gl_LocalInvocationID.x] = w_dmap[wp_dmap_off + gl_LocalInvocationID.x];
+#endif
 	barrier();
 #endif
 

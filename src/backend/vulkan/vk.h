@@ -176,6 +176,7 @@ struct tern_vk {
 	struct tern_buffer *aux;     /* 64 u32 words: the max|x| bits of the scale passes */
 	struct tern_buffer *mm_part; /* split-K partials (vk_mm.c), grown on first need */
 	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
+	struct tern_buffer *attn_h;   /* attention: f16 copies of q, k, v, s dO */
 };
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }

@@ -115,35 +115,92 @@ struct attn_mma_push {
 	uint32_t xmax_off;
 };
 
-/* Whether the tensor-core shaders take this call: prec F16, the device has them, Dh 64 or 128,
- * and the vec4-bound views (mask bit b: binding b) of the placed push block on 16-byte starts. */
-static bool mma_ok(struct tern_vk *vk, const struct tern_attn_args *a, const struct attn_push *p,
-		   unsigned mask)
+/* Whether the tensor-core shaders take this call: prec F16, the device has them, Dh 64 or 128. */
+static bool mma_ok(struct tern_vk *vk, const struct tern_attn_args *a)
 {
-	if (a->prec != TERN_F16 || !vk->coopmat || (a->Dh != 64 && a->Dh != 128))
-		return false;
-	for (int b = 0; b < 8; b++)
-		if ((mask >> b & 1u) && p->off[b] % 4)
-			return false;
-	return true;
+	return a->prec == TERN_F16 && vk->coopmat && (a->Dh == 64 || a->Dh == 128);
 }
 
-static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view *bv,
-				    const struct attn_push *p)
+/* The f16 operand copies in vk->attn_h: q, k, v and (backward) s dO, each 256-aligned. */
+struct mma_h {
+	struct tern_view q, k, v, g;
+};
+
+static enum tern_status mma_h_make(struct tern_vk *vk, const struct tern_attn_args *a, struct mma_h *h)
 {
-	struct attn_mma_push mp = {*p, 0};
+	size_t nq = tern_align_up((size_t)(a->T * a->H * a->Dh) * 2, 256);
+	size_t nk = tern_align_up((size_t)(a->T * a->Hkv * a->Dh) * 2, 256);
+	size_t need = 2 * nq + 2 * nk;
+	if (!vk->attn_h || vk->attn_h->size < need) {
+		tern_vk_buffer_free(&vk->base, vk->attn_h);
+		vk->attn_h = NULL;
+		enum tern_status st = tern_vk_buffer_alloc(&vk->base, need, &vk->attn_h);
+		if (st)
+			return st;
+	}
+	h->q = (struct tern_view){vk->attn_h, 0, nq};
+	h->k = (struct tern_view){vk->attn_h, nq, nk};
+	h->v = (struct tern_view){vk->attn_h, nq + nk, nk};
+	h->g = (struct tern_view){vk->attn_h, nq + 2 * nk, nq};
+	return TERN_OK;
+}
+
+/* dst (f16) = src (fp32, n elements, a multiple of 8), times the dO scale of aux word 1 when
+ * scaled. */
+static enum tern_status mma_cast(struct tern_vk *vk, struct tern_view dst, struct tern_view src, int64_t n,
+				 bool scaled)
+{
+	struct tern_view d = tern_view_sub(dst, 0, (size_t)n * 2), sv = tern_view_sub(src, 0, (size_t)n * 4);
+	struct tern_view xmax = {vk->aux, 4, 4};
+	struct attn_mma_push p = {.a = {.T = (uint32_t)n, .Dh = scaled ? 1u : 0u}};
+	p.a.off[0] = tern_vk_place(vk, &d) / 16;
+	p.a.off[1] = tern_vk_place(vk, &sv) / 4;
+	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
+	struct tern_view b[3] = {d, sv, xmax};
+	int64_t g = tern_cdiv(n / 8, 256);
+	return tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_CAST, b, 3, &p, sizeof p,
+				(uint32_t)(g > 4096 ? 4096
+					   : g < 1  ? 1
+						    : g),
+				1, 1);
+}
+
+/* The push block with the f16 views at bindings fb (mask bit b) addressed in uvec4. */
+static struct attn_mma_push mma_place(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view *v,
+				      int nv, unsigned f16_mask)
+{
+	struct attn_mma_push p = {attn_place(vk, a, v, nv), 0};
+	for (int i = 0; i < nv; i++)
+		if (f16_mask >> i & 1u)
+			p.a.off[i] /= 4; /* words -> uvec4 (the views start 256-aligned) */
+	return p;
+}
+
+static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view o,
+				    struct tern_view lse, struct tern_view q, struct tern_view k,
+				    struct tern_view v, struct tern_view seg)
+{
+	int64_t nq = a->T * a->H * a->Dh, nk = a->T * a->Hkv * a->Dh;
+	struct mma_h h;
+	enum tern_status st;
+	if ((st = mma_h_make(vk, a, &h)) || (st = mma_cast(vk, h.q, q, nq, false)) ||
+	    (st = mma_cast(vk, h.k, k, nk, false)) || (st = mma_cast(vk, h.v, v, nk, false)))
+		return st;
+	struct tern_view b[6] = {o, lse, h.q, h.k, h.v, seg};
+	struct attn_mma_push mp = mma_place(vk, a, b, 6, 0x1cu);
 	enum tern_vk_pipe pipe = a->Dh == 64 ? TERN_PIPE_ATTN_MMA_FWD_D64 : TERN_PIPE_ATTN_MMA_FWD_D128;
-	return tern_vk_dispatch(vk, pipe, bv, 6, &mp, sizeof mp, (uint32_t)tern_cdiv(a->T, MMA_BQ),
+	return tern_vk_dispatch(vk, pipe, b, 6, &mp, sizeof mp, (uint32_t)tern_cdiv(a->T, MMA_BQ),
 				(uint32_t)a->H, 1);
 }
 
-/* dout's scale (aux word 1) and the (lse, s D) rows, then the dK/dV and dQ passes. */
+/* dout's scale (aux word 1), the f16 copies, the (lse, s D) rows, then the dK/dV and dQ passes. */
 static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DQ,
 				     struct tern_view DK, struct tern_view DV, struct tern_view G,
 				     struct tern_view Q, struct tern_view K, struct tern_view V,
 				     struct tern_view O, struct tern_view L, struct tern_view S)
 {
 	int64_t T = a->T, H = a->H, nscr = 2 * H * T + 1;
+	int64_t nq = T * H * a->Dh, nk = T * a->Hkv * a->Dh;
 	enum tern_status st;
 	if (!vk->attn_scr || vk->attn_scr->size < (size_t)nscr * 4) {
 		tern_vk_buffer_free(&vk->base, vk->attn_scr);
@@ -151,8 +208,11 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 		if ((st = tern_vk_buffer_alloc(&vk->base, (size_t)nscr * 4, &vk->attn_scr)))
 			return st;
 	}
+	struct mma_h h;
 	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
-	if ((st = tern_vk_absmax(vk, G, T * H * a->Dh, 1)))
+	if ((st = tern_vk_absmax(vk, G, nq, 1)) || (st = mma_h_make(vk, a, &h)) ||
+	    (st = mma_cast(vk, h.q, Q, nq, false)) || (st = mma_cast(vk, h.k, K, nk, false)) ||
+	    (st = mma_cast(vk, h.v, V, nk, false)) || (st = mma_cast(vk, h.g, G, nq, true)))
 		return st;
 	struct tern_view b0[5] = {scr, G, O, L, xmax};
 	struct attn_mma_push mp = {attn_place(vk, a, b0, 5), 0};
@@ -162,13 +222,13 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
 		return st;
 	bool d64 = a->Dh == 64;
-	struct tern_view b1[8] = {DK, DV, Q, K, V, G, S, scr};
-	mp = (struct attn_mma_push){attn_place(vk, a, b1, 8), 0};
+	struct tern_view b1[8] = {DK, DV, h.q, h.k, h.v, h.g, S, scr};
+	mp = mma_place(vk, a, b1, 8, 0x3cu);
 	if ((st = tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_KV_D64 : TERN_PIPE_ATTN_MMA_KV_D128, b1, 8,
 				   &mp, sizeof mp, (uint32_t)tern_cdiv(T, MMA_BKV), (uint32_t)a->Hkv, 1)))
 		return st;
-	struct tern_view b2[7] = {DQ, G, Q, K, V, S, scr};
-	mp = (struct attn_mma_push){attn_place(vk, a, b2, 7), 0};
+	struct tern_view b2[7] = {DQ, h.g, h.q, h.k, h.v, S, scr};
+	mp = mma_place(vk, a, b2, 7, 0x1eu);
 	return tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_Q_D64 : TERN_PIPE_ATTN_MMA_Q_D128, b2, 7, &mp,
 				sizeof mp, (uint32_t)tern_cdiv(T, MMA_BQ), (uint32_t)H, 1);
 }
@@ -189,9 +249,9 @@ enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, 
 	struct tern_view bv[6];
 	for (int i = 0; i < 6; i++)
 		bv[i] = sized(b[i].v, b[i].n);
+	if (mma_ok(vk, a))
+		return mma_forward(vk, a, bv[0], bv[1], bv[2], bv[3], bv[4], bv[5]);
 	struct attn_push p = attn_place(vk, a, bv, 6);
-	if (mma_ok(vk, a, &p, 0x1cu))
-		return mma_forward(vk, a, bv, &p);
 	enum tern_vk_pipe pipe;
 	uint32_t rows;
 	if ((st = pick_attention(vk, ATTN_FWD, &p, &pipe, &rows)))
@@ -224,13 +284,8 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 	struct tern_view Q = sized(q, nq), K = sized(k, nk), V = sized(v, nk), O = sized(o, nq);
 	struct tern_view L = sized(lse, H * T), S = sized(seg, T);
 
-	{
-		/* the tensor-core passes read dout, q, k, v as vec4 */
-		struct tern_view t[8] = {DK, DV, Q, K, V, G, S, {0}}, u[8] = {DQ, G, Q, K, V, S, {0}, {0}};
-		struct attn_push p1 = attn_place(vk, a, t, 7), p2 = attn_place(vk, a, u, 6);
-		if (mma_ok(vk, a, &p1, 0x3cu) && mma_ok(vk, a, &p2, 0x1eu))
-			return mma_backward(vk, a, DQ, DK, DV, G, Q, K, V, O, L, S);
-	}
+	if (mma_ok(vk, a))
+		return mma_backward(vk, a, DQ, DK, DV, G, Q, K, V, O, L, S);
 	struct tern_view b0[4] = {sized(dq, 2 * H * T), G, O, L};
 	struct attn_push p = attn_place(vk, a, b0, 4);
 	int64_t g0 = tern_cdiv(H * T, 256);

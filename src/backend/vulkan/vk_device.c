@@ -321,7 +321,7 @@ static const enum tern_vk_pipe nv_coopmat_pipes[] = {
 	TERN_PIPE_MM_CM_BWD_NF4_DQ, TERN_PIPE_MM_CM_TERNARY,     TERN_PIPE_MM_CM_BWD_TERNARY,
 	TERN_PIPE_ATTN_MMA_FWD_D64, TERN_PIPE_ATTN_MMA_FWD_D128, TERN_PIPE_ATTN_MMA_PREP,
 	TERN_PIPE_ATTN_MMA_KV_D64,  TERN_PIPE_ATTN_MMA_KV_D128,  TERN_PIPE_ATTN_MMA_Q_D64,
-	TERN_PIPE_ATTN_MMA_Q_D128,
+	TERN_PIPE_ATTN_MMA_Q_D128,  TERN_PIPE_ATTN_MMA_CAST,
 };
 
 /* Half-precision products: shaderFloat16 lets the register-blocked f16 variants run; the
@@ -396,6 +396,7 @@ void tern_vk_destroy(struct tern_backend *be)
 		tern_vk_buffer_free(be, vk->ce_scratch);
 		tern_vk_buffer_free(be, vk->mm_part);
 		tern_vk_buffer_free(be, vk->attn_scr);
+		tern_vk_buffer_free(be, vk->attn_h);
 		tern_vk_buffer_free(be, vk->aux);
 		tern_vk_stream_free(vk);
 		tern_vk_dispatch_free(vk);

@@ -373,8 +373,8 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	struct tern_view b[3] = {C, A, B};
 	*done = true;
 	if (p.K <= GEMM_LR_RMAX)
-		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_WIDE, b, 3, &p, sizeof p, groups(p.N, 256),
-					groups(p.M, 16), 1);
+		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_WIDE, b, 3, &p, sizeof p, groups(p.N, 128),
+					groups(p.M, 64), 1);
 	if (p.N > GEMM_LR_RMAX && p.M <= GEMM_LR_RMAX) {
 		p = (struct gemm_simple_push){g->N,   g->M,   g->K,     g->c_off, 1,      g->ldc,   g->b_off,
 					      g->sbn, g->sbk, g->a_off, g->sak,   g->sam, g->alpha, g->beta};
