@@ -359,33 +359,64 @@ static enum tern_status pick_gemm(struct tern_vk *vk, enum tern_vk_pipe *pipe)
 	return st;
 }
 
-#define GEMM_LR_RMAX 32 /* RMAX in shaders/gemm_lr.comp */
+#define GEMM_LR_RMAX 32 /* 4 RV of the _r32 variants of shaders/gemm_lr.comp (16 for the others) */
+
+/* Mirrors the push block of shaders/gemm_lr.comp. */
+struct gemm_lr_push {
+	uint32_t M, N, K;
+	uint32_t c_off, scm, scn;
+	uint32_t a_off, sam, sak;
+	uint32_t b_off, sbk, sbn;
+	float alpha, beta;
+	uint32_t kc, part_off, splits;
+};
 
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
- * at most GEMM_LR_RMAX (a LoRA product): WIDE when K is, else ROWK / ROWM by which of A's
- * dimensions is contiguous; M <= RMAX runs as the transposed product C^T = B^T A^T. *done is
- * false when none applies (the tiled gemm runs). */
+ * at most GEMM_LR_RMAX (a LoRA product; rank 16 or less takes the variants with 16 columns of
+ * registers): WIDE when K is, else ROWK / ROWM by which of A's dimensions is contiguous; M <=
+ * RMAX runs as the transposed product C^T = B^T A^T. *done is false when none applies (the tiled
+ * gemm runs). */
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
-	struct gemm_simple_push p = {g->M,   g->N,   g->K,     g->c_off, g->ldc, 1,        g->a_off,
-				     g->sam, g->sak, g->b_off, g->sbk,   g->sbn, g->alpha, g->beta};
+	struct gemm_lr_push p = {g->M,     g->N,   g->K,   g->c_off, g->ldc,  1, g->a_off, g->sam, g->sak,
+				 g->b_off, g->sbk, g->sbn, g->alpha, g->beta, 0, 0,        0};
 	struct tern_view b[3] = {C, A, B};
 	*done = true;
 	if (p.K <= GEMM_LR_RMAX)
-		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_WIDE, b, 3, &p, sizeof p, groups(p.N, 128),
-					groups(p.M, 64), 1);
+		return tern_vk_dispatch(vk, p.K <= 16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
+					b, 3, &p, sizeof p, groups(p.N, 128), groups(p.M, 64), 1);
 	if (p.N > GEMM_LR_RMAX && p.M <= GEMM_LR_RMAX) {
-		p = (struct gemm_simple_push){g->N,   g->M,   g->K,     g->c_off, 1,      g->ldc,   g->b_off,
-					      g->sbn, g->sbk, g->a_off, g->sak,   g->sam, g->alpha, g->beta};
+		p = (struct gemm_lr_push){g->N,     g->M,    g->K,   g->c_off, 1,      g->ldc,
+					  g->b_off, g->sbn,  g->sbk, g->a_off, g->sak, g->sam,
+					  g->alpha, g->beta, 0,      0,        0};
 		b[1] = B;
 		b[2] = A;
 	}
+	bool r16 = p.N <= 16;
 	if (p.N <= GEMM_LR_RMAX && p.sak == 1)
-		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_ROWK, b, 3, &p, sizeof p, groups(p.M, 8), 1, 1);
-	if (p.N <= GEMM_LR_RMAX && p.sam == 1)
-		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_ROWM, b, 3, &p, sizeof p, groups(p.M, 256), 1,
-					1);
+		return tern_vk_dispatch(vk, r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32, b, 3,
+					&p, sizeof p, groups(p.M, 32), 1, 1);
+	if (p.N <= GEMM_LR_RMAX && p.sam == 1) {
+		enum tern_vk_pipe pipe = r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32;
+		/* few rows, a long reduction (K = T): split it so that the device fills */
+		uint32_t splits = (uint32_t)(p.K / 128 < 16 ? p.K / 128 : 16);
+		if (splits < 2 || groups(p.M, 256) >= vk->sm_count)
+			return tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, groups(p.M, 256), 1, 1);
+		p.kc = (uint32_t)tern_cdiv(p.K, splits);
+		splits = (uint32_t)tern_cdiv(p.K, p.kc);
+		p.splits = splits;
+		size_t bytes = (size_t)splits * p.M * p.N * 4;
+		enum tern_status st = tern_vk_part_buffer(vk, bytes);
+		if (st)
+			return st;
+		struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
+		if ((st = tern_vk_dispatch(vk, pipe, b4, 4, &p, sizeof p, groups(p.M, 256), splits, 1)))
+			return st;
+		int64_t gr = tern_cdiv((int64_t)p.M * p.N, 256);
+		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b4, 4, &p, sizeof p,
+					(uint32_t)(gr > 1024 ? 1024 : gr), 1, 1);
+	}
 	*done = false;
 	return TERN_OK;
 }
