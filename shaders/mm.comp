@@ -1,9 +1,10 @@
 #version 450
 // Dequant-matmul with f16 operands and fp32 accumulation (matmul precision TERN_F16, backend.h):
-// Forward (default): y[t, r0+n] = (1/s) sum_k f16(s x[t, k]) f16(W[r0+n, k]),   K = I.
-// Backward (-DBWD):  dx[t, n] (=|+=) (1/s) sum_k f16(s dy[t, r0+k]) f16(W[r0+k, n]),   N = I.
-// s is the power of two that puts max|x| in [2^14, 2^15) (xscale() below, from the max bits the
-// absmax pass left in binding 6), so no finite input overflows or underflows f16.
+// Forward (default): y[t, r0+n] = (1/s) sum_k xh[t, k] f16(W[r0+n, k]),   K = I.
+// Backward (-DBWD):  dx[t, n] (=|+=) (1/s) sum_k xh[t, r0+k] f16(W[r0+k, n]),   N = I.
+// xh = f16(s x) is the input already scaled and rounded by castx.comp; s is the power of two
+// that puts max|x| in [2^14, 2^15) (xscale() below, from the max bits the absmax pass left in
+// binding 6), so no finite input overflows or underflows f16.
 //
 // One workgroup of 256 invocations computes a BM x BN = 128 x 128 tile of the output, walking K
 // in steps of BK through one shared-memory stage: every invocation loads the next step's x and W
@@ -18,12 +19,12 @@
 // Split-K (p.kc > 0, gl_WorkGroupID.z = split): the group sums K range [z kc, z kc + kc) and
 // writes the raw partial sums to binding 7 as [splits][T][N]; mm_reduce.comp adds them in order.
 //
-// With p.fast the host has checked what the run loads assume (vk_ops.c, mm_fast_ok): K and the
+// With p.fast the host has checked what the run loads assume (vk_mm.c, mm_fast_ok): K and the
 // W rows (backward) or columns that runs cross are multiples of 16; x_off, ldx, xk0 multiples
-// of 4; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
+// of 8; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
 // boundaries. Otherwise every element is loaded on its own (any shape). Rows of x past T and
 // rows (forward) or columns (backward) of W past N load as zeros and are not stored.
-// Bindings: 0 = output (f32), 1 = input (f32), 2..5 = the weight (common/weights.glsl),
+// Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
 // 6 = max|x| bits (u32), 7 = split-K partials (f32).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
@@ -45,7 +46,7 @@ layout(local_size_x = 256) in;
 layout(push_constant) uniform Push {
 	uint T, N, K;        // rows, output columns, reduction length of this dispatch
 	uint y_off, ldy;     // output offset and row length (floats)
-	uint x_off, ldx;     // input offset and row length (floats)
+	uint x_off, ldx;     // input (f16) offset and row length (elements)
 	uint xk0;            // BWD: the input column of k = 0 (the chunk's first W row)
 	uint r0, I, pos;     // weight chunk: first row, row length, element position in binding
 	uint absmax_off, nested_off, dmap_off, blocksize;
@@ -69,8 +70,8 @@ layout(push_constant) uniform Push {
 #include "common/weights.glsl"
 
 layout(binding = 0) buffer Out { float y[]; };
-layout(binding = 1) readonly buffer In { vec4 x4[]; };
-layout(binding = 1) readonly buffer In1 { float x1[]; };
+layout(binding = 1) readonly buffer In { uvec4 x8[]; };   // 8 halves a load
+layout(binding = 1) readonly buffer In1 { uint x2[]; };    // 2 halves a load
 layout(binding = 2) readonly buffer WData4 { uvec4 w4[]; };
 layout(binding = 2) readonly buffer WData2 { uvec2 w2[]; };
 layout(binding = 6) readonly buffer XMax { uint xmax[]; };
@@ -121,7 +122,7 @@ float run_absmax(uint b) { return w_block_absmax(b); }
 
 // ---- loads: global -> registers (the next step) ---------------------------------------------
 
-vec4 xr[NRA][4]; // x runs
+uvec4 xr[NRA][2]; // x runs (16 halves each)
 #if defined(W_F32)
 uvec4 wr[NRB][4];
 #elif defined(W_F16) || defined(W_BF16)
@@ -159,13 +160,11 @@ void load_step(uint m0, uint n0, uint k0, uint ke)
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
 		x_run(i, m, kr);
-		uint b = (p.x_off + (m0 + m) * p.ldx + p.xk0 + k0 + kr) >> 2;
+		uint b = (p.x_off + (m0 + m) * p.ldx + p.xk0 + k0 + kr) >> 3;
+		xr[i][0] = xr[i][1] = uvec4(0u);
 		if (m0 + m < p.T && k0 + kr < ke) {
-			[[unroll]] for (uint j = 0u; j < 4u; j++)
-				xr[i][j] = x4[b + j];
-		} else {
-			[[unroll]] for (uint j = 0u; j < 4u; j++)
-				xr[i][j] = vec4(0.0);
+			xr[i][0] = x8[b];
+			xr[i][1] = x8[b + 1u];
 		}
 	}
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
@@ -270,8 +269,10 @@ void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
 		[[unroll]] for (uint j = 0u; j < 16u; j++) {
 			uint k = k0 + kr + j;
 			v[j] = 0.0;
-			if (m0 + m < p.T && k < ke)
-				v[j] = x1[p.x_off + (m0 + m) * p.ldx + p.xk0 + k] * s;
+			if (m0 + m < p.T && k < ke) {
+				uint e = p.x_off + (m0 + m) * p.ldx + p.xk0 + k;
+				v[j] = unpackHalf2x16(x2[e >> 1] >> (16u * (e & 1u))).x;
+			}
 		}
 		As[m * SA + (kr >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 		As[m * SA + (kr >> 3) + 1u] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
@@ -307,9 +308,8 @@ void store_step(float s)
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
 		x_run(i, m, kr);
-		vec4 a = xr[i][0] * s, b = xr[i][1] * s, c = xr[i][2] * s, d = xr[i][3] * s;
-		As[m * SA + (kr >> 3)] = pack8(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
-		As[m * SA + (kr >> 3) + 1u] = pack8(c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w);
+		As[m * SA + (kr >> 3)] = xr[i][0];
+		As[m * SA + (kr >> 3) + 1u] = xr[i][1];
 	}
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
 		uint r, c;

@@ -40,6 +40,44 @@ struct absmax_push {
 	uint32_t n, x_off, out_off;
 };
 
+/* Mirrors shaders/castx.comp. */
+struct castx_push {
+	uint32_t n, dst_off, src_off, xmax_off;
+};
+
+/* vk->mm_x16 = f16(x s) for n elements, s from aux word 0 (castx.comp). */
+static enum tern_status cast_input(struct tern_vk *vk, struct tern_view x, int64_t n)
+{
+	size_t bytes = (size_t)(n + 1) / 2 * 4 + 16;
+	enum tern_status st;
+	if (!vk->mm_x16 || vk->mm_x16->size < bytes) {
+		tern_vk_buffer_free(&vk->base, vk->mm_x16);
+		vk->mm_x16 = NULL;
+		if ((st = tern_vk_buffer_alloc(&vk->base, bytes, &vk->mm_x16)))
+			return st;
+	}
+	/* even element chunks that keep both bindings inside maxStorageBufferRange */
+	int64_t chunk = ((int64_t)(vk->max_range - vk->align - 16) / 4) / 2 * 2;
+	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+		int64_t m = n - i0 < chunk ? n - i0 : chunk;
+		struct tern_view d = {vk->mm_x16, (size_t)i0 * 2, (size_t)(m + 1) / 2 * 4};
+		struct tern_view sv = tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4), xm = {vk->aux, 0, 4};
+		struct castx_push p = {.n = (uint32_t)m};
+		p.dst_off = tern_vk_place(vk, &d) / 4;
+		p.src_off = tern_vk_place(vk, &sv) / 4;
+		p.xmax_off = tern_vk_place(vk, &xm) / 4;
+		int64_t g = tern_cdiv((m + 1) / 2, 256);
+		struct tern_view b[3] = {d, sv, xm};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CASTX, b, 3, &p, sizeof p,
+					   (uint32_t)(g > 4096 ? 4096
+						      : g < 1  ? 1
+							       : g),
+					   1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
 enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot)
 {
 	struct tern_view out = {vk->aux, (size_t)slot * 4, 4};
@@ -77,7 +115,7 @@ enum tern_status tern_vk_part_buffer(struct tern_vk *vk, size_t bytes)
 /* Whether the 16-element runs of mm.comp's fast loads hold for this dispatch. */
 static bool mm_fast_ok(enum tern_dtype dt, const struct mm16_push *p, bool bwd)
 {
-	if (p->K % 16 || p->I % 16 || p->x_off % 4 || p->ldx % 4 || p->xk0 % 4)
+	if (p->K % 16 || p->I % 16 || p->x_off % 8 || p->ldx % 8 || p->xk0 % 8)
 		return false;
 	if (bwd && p->N % 16)
 		return false;
@@ -166,8 +204,9 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 	bool cm = false;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_absmax(vk, in, T * in_cols, 0)))
+	if (st || (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
 		return st;
+	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
 
 	/* rows of W per chunk (a multiple of 16, so chunk starts keep the fast loads aligned) and
@@ -202,10 +241,11 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		struct tern_view y =
 			tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
-		struct tern_view x =
-			tern_view_sub(in, (size_t)(t0 * in_cols * 4), (size_t)(tn * in_cols * 4));
+		/* the f16 copy, from the word holding element t0 * in_cols (x_off counts halves) */
+		size_t h0 = (size_t)(t0 * in_cols), w0 = h0 / 2 * 4;
+		struct tern_view x = tern_view_sub(in16, w0, (size_t)(tn * in_cols + 1) / 2 * 4 + 4);
 		p.y_off = tern_vk_place(vk, &y) / 4;
-		p.x_off = tern_vk_place(vk, &x) / 4;
+		p.x_off = (uint32_t)(tern_vk_place(vk, &x) / 2 + (h0 & 1));
 		p.T = (uint32_t)tn;
 		for (int64_t r0 = 0; r0 < O; r0 += rows) {
 			int64_t rn = O - r0 < rows ? O - r0 : rows;
