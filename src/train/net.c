@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L /* posix_madvise */
 #include "train/net.h"
 
+#include "quant/quant.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +57,14 @@ struct tern_net {
 	int64_t T, D, F, H, Hkv, Dh, V, L, R;
 	float eps;
 
-	struct tern_buffer *gbuf; /* global pack group: embeddings, final norm, lm_head */
+	struct tern_buffer *gbuf; /* tied: the global pack group (embeddings = lm_head, final norm);
+				   * untied: the lm_head only */
 	struct tern_weight embed, head;
+	/* untied models keep the embedding table in host memory (the pack's mapping): only the T rows
+	 * of a micro-batch are read, gathered and converted to fp32 in xh, and uploaded */
+	const uint8_t *embed_host; /* the table [V, D] in embed_dt, or NULL (on the device) */
+	enum tern_dtype embed_dt;
+	float *xh;                 /* [T, D] */
 	struct tern_buffer *small; /* f32 norms, biases, inv_freq, ones */
 	struct tern_view norm, inv_freq, ones;
 	struct layer_w *lw;
@@ -84,7 +92,8 @@ struct tern_net {
 	struct tern_view xd, tmp, dul;                    /* [T,maxI], [T,maxI], [T,R] */
 	struct tern_view dres, dxn, tmpD, xf, rstdf, dxf; /* [T,D] ... */
 	struct tern_view dao, dq, dk, dv, dqr, dkr;
-	struct tern_view da, dg, du; /* [T,F] */
+	struct tern_view da, dg, du; /* [T,F]; du shares da's memory (swiglu_bwd reads dh before it
+				      * writes du) */
 	struct tern_view loss, sumsq;
 	uint64_t weight_bytes;
 };
@@ -261,8 +270,10 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	take(&ap, &n->targets, (size_t)T * 4);
 	take(&ap, &n->pos, (size_t)T * 4);
 	take(&ap, &n->seg, (size_t)T * 4);
-	take(&ap, &n->xd, (size_t)(T * maxI) * 4);
-	take(&ap, &n->tmp, (size_t)(T * maxI) * 4);
+	/* drop(x) and the masked dx term exist only with LoRA dropout */
+	size_t xdb = n->o.dropout > 0.0f ? (size_t)(T * maxI) * 4 : 0;
+	take(&ap, &n->xd, xdb);
+	take(&ap, &n->tmp, xdb);
 	take(&ap, &n->dul, (size_t)(T * R) * 4);
 	take(&ap, &n->dres, (size_t)(T * D) * 4);
 	take(&ap, &n->dxn, (size_t)(T * D) * 4);
@@ -280,7 +291,6 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	}
 	take(&ap, &n->da, (size_t)(T * F) * 4);
 	take(&ap, &n->dg, (size_t)(T * F) * 4);
-	take(&ap, &n->du, (size_t)(T * F) * 4);
 	take(&ap, &n->loss, 4);
 	take(&ap, &n->sumsq, 4);
 	*ap_ = ap;
@@ -375,12 +385,32 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	if (!th)
 		th = te; /* tied */
 	if ((st = need_op(be, TERN_OP_EMBED, te->dtype, "embed_tokens")) ||
-	    (st = need_op(be, TERN_OP_CE_LOSS, th->dtype, "lm_head")) ||
-	    (st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
+	    (st = need_op(be, TERN_OP_CE_LOSS, th->dtype, "lm_head")))
 		goto out;
-	struct tern_view gv = {n->gbuf, 0, m->pack->groups[m->pack->n_groups - 1].size};
-	tern_pack_weight(m->pack, te, gv, &n->embed);
-	tern_pack_weight(m->pack, th, gv, &n->head);
+	if (th == te) {
+		if ((st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
+			goto out;
+		struct tern_view gv = {n->gbuf, 0, m->pack->groups[m->pack->n_groups - 1].size};
+		tern_pack_weight(m->pack, te, gv, &n->embed);
+		tern_pack_weight(m->pack, th, gv, &n->head);
+	} else {
+		/* the lm_head (one plain-dtype part) on the device, the embeddings on the host */
+		uint64_t hb = th->size[TERN_PART_DATA];
+		if ((st = be->vt->buffer_alloc(be, hb, &n->gbuf)))
+			goto out;
+		n->weight_bytes += hb;
+		struct tern_view hv = {n->gbuf, 0, hb};
+		if ((st = be->vt->upload(be, hv, m->pack->base + th->off[TERN_PART_DATA])))
+			goto out;
+		n->head = (struct tern_weight){
+			.dtype = th->dtype, .O = th->shape[0], .I = th->shape[1], .data = hv};
+		n->embed_host = m->pack->base + te->off[TERN_PART_DATA];
+		n->embed_dt = te->dtype;
+		if (!(n->xh = tern_malloc((size_t)(T * c->D) * sizeof(float)))) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+	}
 
 	/* ---- per-layer weights and the small fp32 block ---- */
 	n->lw = tern_calloc((size_t)L, sizeof *n->lw);
@@ -535,6 +565,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	if ((st = be->vt->buffer_alloc(be, ap.size, &n->act)))
 		goto out;
 	bind(&ap, n->act);
+	n->du = n->da;
 	n->act_bytes = ap.size;
 	if (o->checkpointing)
 		for (int l = 1; l < L; l++)
@@ -572,6 +603,7 @@ void tern_net_free(struct tern_net *n)
 			if (n->host_buf[l])
 				be->vt->buffer_free(be, n->host_buf[l]);
 	free(n->host_buf);
+	free(n->xh);
 	free(n->slots);
 	free(n->seq);
 	free(n->lw);
@@ -931,6 +963,29 @@ enum tern_status tern_net_zero(struct tern_net *n)
 	return st;
 }
 
+/* xin[0] = the embedding rows of tokens, gathered from the host table (embed's contract). */
+static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens)
+{
+	int64_t D = n->D, V = n->V;
+	size_t es = tern_dtype_size(n->embed_dt);
+	for (int64_t t = 0; t < n->T; t++) {
+		int32_t id = tokens[t];
+		if (id < 0 || id >= V)
+			return tern_fail(TERN_E_INVALID, "embed: ids[%lld] = %d is outside [0, V=%lld)",
+					 (long long)t, id, (long long)V);
+		const uint8_t *row = n->embed_host + (size_t)id * (size_t)D * es;
+		float *dst = n->xh + t * D;
+		if (n->embed_dt == TERN_F32) {
+			memcpy(dst, row, (size_t)D * 4);
+			continue;
+		}
+		const uint16_t *h = (const uint16_t *)(const void *)row;
+		for (int64_t i = 0; i < D; i++)
+			dst[i] = n->embed_dt == TERN_F16 ? tern_f16_to_f32(h[i]) : tern_bf16_to_f32(h[i]);
+	}
+	return n->be->vt->upload(n->be, n->xin[0], n->xh);
+}
+
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
 				const int32_t *positions, const int32_t *segments, float inv_n, bool backward,
 				uint64_t step, uint32_t micro)
@@ -949,7 +1004,10 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	TRY(vt->upload(be, n->pos, positions));
 	TRY(vt->upload(be, n->seg, segments));
 
-	TRY(tern_embed(be, n->xin[0], n->tokens, &n->embed, T));
+	if (n->embed_host)
+		TRY(embed_rows(n, tokens));
+	else
+		TRY(tern_embed(be, n->xin[0], n->tokens, &n->embed, T));
 	for (int l = 0; l < L; l++)
 		TRY(layer_fwd(n, l, n->xin[l], n->xin[l + 1], step, micro));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));

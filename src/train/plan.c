@@ -290,11 +290,14 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	struct tern_plan_item *fx = out->fixed;
 	int *nf = &out->n_fixed;
 	const char *dn = tern_dtype_name(odt);
-	item(fx, nf, TERN_PLAN_ITEMS, embed, "embeddings [%lld, %lld] %s", (long long)mc->V, (long long)mc->D,
-	     dn);
+	/* tied: the global group goes to the device whole (the embeddings are the lm_head); untied:
+	 * the lm_head only, the embeddings stay in host memory (net.c gathers a micro-batch's rows) */
+	bool tied = head == 0;
+	item(fx, nf, TERN_PLAN_ITEMS, tied ? embed : 0, "embeddings [%lld, %lld] %s%s", (long long)mc->V,
+	     (long long)mc->D, dn, tied ? " (tied: the lm_head)" : " (host: rows gathered per micro-batch)");
 	item(fx, nf, TERN_PLAN_ITEMS, head, "lm_head [%lld, %lld] %s", (long long)mc->V, (long long)mc->D,
 	     dn);
-	item(fx, nf, TERN_PLAN_ITEMS, fnorm, "final norm [%lld] %s", (long long)mc->D, dn);
+	item(fx, nf, TERN_PLAN_ITEMS, tied ? fnorm : 0, "final norm [%lld] %s", (long long)mc->D, dn);
 	item(fx, nf, TERN_PLAN_ITEMS, small, "fp32 norms, biases, inv_freq, ones");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA parameters (%lld, r %lld)", (long long)params,
 	     (long long)cfg->lora_r);
