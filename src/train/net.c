@@ -85,7 +85,8 @@ struct tern_net {
 	struct tern_buffer *act;
 	size_t act_bytes;
 	struct layer_act *la;  /* [L] with checkpointing all alias one set */
-	struct tern_view *xin; /* [L+1] layer inputs [T,D] */
+	struct tern_view *xin; /* [L+1] layer inputs [T,D]: fp32, or f16 at F16 products */
+	struct tern_view xcur; /* [T,D] fp32: the f16 layer input at work (F16 products only) */
 	/* io */
 	struct tern_view tokens, targets, pos, seg; /* i32 [T] */
 	/* backward scratch */
@@ -239,8 +240,13 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	if (H * Dh > maxI)
 		maxI = H * Dh;
 	int nsets = n->o.checkpointing ? 1 : (int)L;
+	/* at F16 products the layer inputs are kept in f16 (the residual stream is rounded to f16
+	 * between layers, the forward and its recomputation see the same values); the layer at
+	 * work reads an fp32 copy in xcur */
+	bool x16 = n->o.prec == TERN_F16;
 	for (int l = 0; l <= L; l++)
-		take(&ap, &n->xin[l], (size_t)(T * D) * 4);
+		take(&ap, &n->xin[l], (size_t)(T * D) * (x16 ? 2 : 4));
+	take(&ap, &n->xcur, x16 ? (size_t)(T * D) * 4 : 0);
 	for (int sidx = 0; sidx < nsets; sidx++) {
 		struct layer_act *a = &n->la[sidx];
 		take(&ap, &a->xn1, (size_t)(T * D) * 4);
@@ -963,8 +969,19 @@ enum tern_status tern_net_zero(struct tern_net *n)
 	return st;
 }
 
-/* xin[0] = the embedding rows of tokens, gathered from the host table (embed's contract). */
-static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens)
+/* The fp32 input of layer l (l = L: of the final norm): xin[l], or its f16 copy widened into xcur. */
+static enum tern_status layer_input(struct tern_net *n, int l, struct tern_view *x)
+{
+	if (n->o.prec != TERN_F16) {
+		*x = n->xin[l];
+		return TERN_OK;
+	}
+	*x = n->xcur;
+	return tern_cast(n->be, n->xcur, TERN_F32, n->xin[l], TERN_F16, n->T * n->D);
+}
+
+/* out = the embedding rows of tokens, gathered from the host table (embed's contract). */
+static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, struct tern_view out)
 {
 	int64_t D = n->D, V = n->V;
 	size_t es = tern_dtype_size(n->embed_dt);
@@ -983,7 +1000,7 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens)
 		for (int64_t i = 0; i < D; i++)
 			dst[i] = n->embed_dt == TERN_F16 ? tern_f16_to_f32(h[i]) : tern_bf16_to_f32(h[i]);
 	}
-	return n->be->vt->upload(n->be, n->xin[0], n->xh);
+	return n->be->vt->upload(n->be, out, n->xh);
 }
 
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
@@ -1004,21 +1021,31 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	TRY(vt->upload(be, n->pos, positions));
 	TRY(vt->upload(be, n->seg, segments));
 
+	bool x16 = n->o.prec == TERN_F16;
+	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
 	if (n->embed_host)
-		TRY(embed_rows(n, tokens));
+		TRY(embed_rows(n, tokens, x0));
 	else
-		TRY(tern_embed(be, n->xin[0], n->tokens, &n->embed, T));
-	for (int l = 0; l < L; l++)
-		TRY(layer_fwd(n, l, n->xin[l], n->xin[l + 1], step, micro));
-	TRY(tern_rmsnorm(be, n->xf, n->rstdf, n->xin[L], n->norm, T, D, n->eps));
+		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
+	if (x16)
+		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
+	for (int l = 0; l < L; l++) {
+		TRY(layer_input(n, l, &x));
+		TRY(layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro));
+		if (x16)
+			TRY(tern_cast(be, n->xin[l + 1], TERN_F16, n->tmpD, TERN_F32, T * D));
+	}
+	TRY(layer_input(n, (int)L, &x));
+	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
 	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n, n->o.prec));
 	if (!backward)
 		return TERN_OK;
-	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, n->xin[L], n->norm, n->rstdf, T, D, false));
+	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));
 	for (int l = (int)L - 1; l >= 0; l--) {
+		TRY(layer_input(n, l, &x));
 		if (n->o.checkpointing && l != L - 1) /* recompute the saved set (the last layer's is live) */
-			TRY(layer_fwd(n, l, n->xin[l], n->tmpD, step, micro));
-		TRY(layer_bwd(n, l, n->xin[l], step, micro));
+			TRY(layer_fwd(n, l, x, n->tmpD, step, micro));
+		TRY(layer_bwd(n, l, x, step, micro));
 	}
 	return TERN_OK;
 }
