@@ -7,7 +7,8 @@
 // columns past N are zero in shared memory. Three variants, each reading its large operand once,
 // coalesced:
 //   -DROWK  N <= 4 RV, A's k contiguous (u = x A^T, du = dy B): a group takes 32 rows, 8 lanes
-//           per row striding over k; B in shared chunks; the lanes' partial sums are added in a
+//           per row taking 4 consecutive k at a time (one vec4 load when p.vec, i.e. A's rows and
+//           K on 16-byte boundaries); B in shared chunks; the lanes' partial sums are added in a
 //           fixed order through shared memory.
 //   -DROWM  N <= 4 RV, A's m contiguous (dB = dy^T u, dA^T = x^T du): one row per invocation,
 //           256 consecutive rows per group, B chunks in shared memory read as broadcasts; with
@@ -15,7 +16,10 @@
 //           part[z][m][n] (binding 3), which -DREDUCE adds in the order of z into C.
 //   -DWIDE  K <= 4 RV (y += u B^T, dx += du A): a group takes 64 rows x 128 columns; invocation
 //           t keeps B's column t % 128 in registers and walks 32 rows of A from shared memory.
-// Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic: no atomics.
+// These shapes are bound by memory latency, not arithmetic: every loop issues several
+// independent loads before it uses them (unrolled by constants), which is what keeps enough
+// bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
+// no atomics.
 #extension GL_EXT_control_flow_attributes : enable
 
 #ifndef RV
@@ -31,10 +35,12 @@ layout(push_constant) uniform Push {
 	uint b_off, sbk, sbn;
 	float alpha, beta;
 	uint kc, part_off, splits; // ROWM split over k, REDUCE
+	uint vec;                  // ROWK: A's rows and K on 16-byte boundaries (vec4 loads)
 } p;
 
 layout(binding = 0) buffer Cb { float c_[]; };
 layout(binding = 1) readonly buffer Ab { float a_[]; };
+layout(binding = 1) readonly buffer Ab4 { vec4 a4[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
 layout(binding = 3) buffer Pb { float part[]; };
 
@@ -89,9 +95,29 @@ void main()
 		barrier(); // the previous chunk is no longer read
 		load_b(k0, kn);
 		barrier();
-		if (live)
-			for (uint kk = lane; kk < kn; kk += LANES)
-				fma_row(acc, a_[p.a_off + m * p.sam + (k0 + kk) * p.sak], kk);
+		if (live) {
+			// lane takes k = 4 lane + 32 s .. + 3: four steps of 4 over the chunk, their loads
+			// issued before their products
+			vec4 av[CK / (4u * LANES)];
+			[[unroll]] for (uint st = 0u; st < CK / (4u * LANES); st++) {
+				uint kk = 4u * (lane + LANES * st);
+				av[st] = vec4(0.0);
+				if (kk < kn) {
+					uint o = p.a_off + m * p.sam + (k0 + kk) * p.sak;
+					if (p.vec != 0u)
+						av[st] = a4[o >> 2];
+					else
+						for (uint c = 0u; c < 4u && kk + c < kn; c++)
+							av[st][c] = a_[o + c * p.sak];
+				}
+			}
+			[[unroll]] for (uint st = 0u; st < CK / (4u * LANES); st++) {
+				uint kk = 4u * (lane + LANES * st);
+				[[unroll]] for (uint c = 0u; c < 4u; c++)
+					if (kk + c < kn) // Bs past kn holds no value of this chunk
+						fma_row(acc, av[st][c], kk + c);
+			}
+		}
 	}
 	[[unroll]] for (uint j = 0u; j < RV; j++)
 		red[t][j] = acc[j];
@@ -128,8 +154,17 @@ void main()
 		load_b(k0, kn);
 		barrier();
 		if (live)
-			for (uint kk = 0u; kk < kn; kk++)
-				fma_row(acc, a_[p.a_off + m * p.sam + (k0 + kk) * p.sak], kk);
+			for (uint kb = 0u; kb < kn; kb += 8u) {
+				float av[8]; // eight loads in flight before their products
+				[[unroll]] for (uint j = 0u; j < 8u; j++) {
+					av[j] = 0.0;
+					if (kb + j < kn)
+						av[j] = a_[p.a_off + m * p.sam + (k0 + kb + j) * p.sak];
+				}
+				[[unroll]] for (uint j = 0u; j < 8u; j++)
+					if (kb + j < kn) // Bs past kn holds no value of this chunk
+						fma_row(acc, av[j], kb + j);
+			}
 	}
 	if (!live)
 		return;
@@ -188,13 +223,20 @@ void main()
 	vec4 b[RV];
 	[[unroll]] for (uint j = 0u; j < RV; j++)
 		b[j] = Bt[nn][j];
+	// the 32 old values of C first (independent loads in flight), then the new ones
+	float cv[32];
+	[[unroll]] for (uint mm = 0u; mm < 32u; mm++) {
+		cv[mm] = 0.0;
+		if (p.beta != 0.0 && m0 + mb + mm < p.M)
+			cv[mm] = c_[p.c_off + (m0 + mb + mm) * p.scm + n * p.scn];
+	}
 	[[unroll]] for (uint mm = 0u; mm < 32u; mm++) {
 		if (m0 + mb + mm >= p.M)
 			break;
 		float s = 0.0;
 		[[unroll]] for (uint j = 0u; j < RV; j++)
 			s += dot(As[mb + mm][j], b[j]);
-		store(m0 + mb + mm, n, s);
+		c_[p.c_off + (m0 + mb + mm) * p.scm + n * p.scn] = p.alpha * s + p.beta * cv[mm];
 	}
 }
 #endif

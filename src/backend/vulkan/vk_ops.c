@@ -369,6 +369,7 @@ struct gemm_lr_push {
 	uint32_t b_off, sbk, sbn;
 	float alpha, beta;
 	uint32_t kc, part_off, splits;
+	uint32_t vec;
 };
 
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
@@ -379,29 +380,58 @@ struct gemm_lr_push {
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
-	struct gemm_lr_push p = {g->M,     g->N,   g->K,   g->c_off, g->ldc,  1, g->a_off, g->sam, g->sak,
-				 g->b_off, g->sbk, g->sbn, g->alpha, g->beta, 0, 0,        0};
+	struct gemm_lr_push p = {.M = g->M,
+				 .N = g->N,
+				 .K = g->K,
+				 .c_off = g->c_off,
+				 .scm = g->ldc,
+				 .scn = 1,
+				 .a_off = g->a_off,
+				 .sam = g->sam,
+				 .sak = g->sak,
+				 .b_off = g->b_off,
+				 .sbk = g->sbk,
+				 .sbn = g->sbn,
+				 .alpha = g->alpha,
+				 .beta = g->beta};
 	struct tern_view b[3] = {C, A, B};
 	*done = true;
 	if (p.K <= GEMM_LR_RMAX)
 		return tern_vk_dispatch(vk, p.K <= 16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
 					b, 3, &p, sizeof p, groups(p.N, 128), groups(p.M, 64), 1);
 	if (p.N > GEMM_LR_RMAX && p.M <= GEMM_LR_RMAX) {
-		p = (struct gemm_lr_push){g->N,     g->M,    g->K,   g->c_off, 1,      g->ldc,
-					  g->b_off, g->sbn,  g->sbk, g->a_off, g->sak, g->sam,
-					  g->alpha, g->beta, 0,      0,        0};
+		/* C^T = B^T A^T: B's roles as A, A's as B, C written transposed */
+		p = (struct gemm_lr_push){.M = g->N,
+					  .N = g->M,
+					  .K = g->K,
+					  .c_off = g->c_off,
+					  .scm = 1,
+					  .scn = g->ldc,
+					  .a_off = g->b_off,
+					  .sam = g->sbn,
+					  .sak = g->sbk,
+					  .b_off = g->a_off,
+					  .sbk = g->sak,
+					  .sbn = g->sam,
+					  .alpha = g->alpha,
+					  .beta = g->beta};
 		b[1] = B;
 		b[2] = A;
 	}
 	bool r16 = p.N <= 16;
-	if (p.N <= GEMM_LR_RMAX && p.sak == 1)
+	if (p.N <= GEMM_LR_RMAX && p.sak == 1) {
+		p.vec = p.a_off % 4 == 0 && p.sam % 4 == 0 && p.K % 4 == 0;
 		return tern_vk_dispatch(vk, r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32, b, 3,
 					&p, sizeof p, groups(p.M, 32), 1, 1);
+	}
 	if (p.N <= GEMM_LR_RMAX && p.sam == 1) {
 		enum tern_vk_pipe pipe = r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32;
-		/* few rows, a long reduction (K = T): split it so that the device fills */
-		uint32_t splits = (uint32_t)(p.K / 128 < 16 ? p.K / 128 : 16);
-		if (splits < 2 || groups(p.M, 256) >= vk->sm_count)
+		/* few rows, a long reduction (K = T): split it so that every multiprocessor gets two
+		 * groups (these shapes are bound by loads in flight, not arithmetic) */
+		uint32_t want = tern_cdiv(2 * vk->sm_count, groups(p.M, 256)), most = p.K / 128;
+		uint32_t splits = want < most ? want : most;
+		splits = splits > 64 ? 64 : splits;
+		if (splits < 2)
 			return tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, groups(p.M, 256), 1, 1);
 		p.kc = (uint32_t)tern_cdiv(p.K, splits);
 		splits = (uint32_t)tern_cdiv(p.K, p.kc);
@@ -747,6 +777,9 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.wait_ticket = tern_vk_wait_ticket,
 	.ticket_wait_host = tern_vk_ticket_wait_host,
 	.memory_info = tern_vk_memory_info,
+	.profile_set = tern_vk_profile_set,
+	.profile_op = tern_vk_profile_op,
+	.profile_read = tern_vk_profile_read,
 	.matmul = vk_matmul,
 	.matmul_bwd = vk_matmul_bwd,
 	.gemm = vk_gemm,
