@@ -60,6 +60,38 @@ const char *tern_op_name(enum tern_op op)
 	return "?";
 }
 
+const char *tern_prof_kind_name(enum tern_prof_kind k)
+{
+	switch (k) {
+	case TERN_PROF_MATMUL_FWD: return "matmul fwd";
+	case TERN_PROF_MATMUL_BWD: return "matmul bwd";
+	case TERN_PROF_LORA: return "LoRA";
+	case TERN_PROF_ATTENTION: return "attention";
+	case TERN_PROF_LOSS: return "loss";
+	case TERN_PROF_ELEMENTWISE: return "norms/elementwise";
+	case TERN_PROF_OPTIMIZER: return "optimizer";
+	case TERN_PROF_COPIES: return "copies";
+	case TERN_PROF_KIND_COUNT: break;
+	}
+	return "?";
+}
+
+const char *tern_prof_kind_key(enum tern_prof_kind k)
+{
+	switch (k) {
+	case TERN_PROF_MATMUL_FWD: return "matmul_fwd";
+	case TERN_PROF_MATMUL_BWD: return "matmul_bwd";
+	case TERN_PROF_LORA: return "lora";
+	case TERN_PROF_ATTENTION: return "attention";
+	case TERN_PROF_LOSS: return "loss";
+	case TERN_PROF_ELEMENTWISE: return "elementwise";
+	case TERN_PROF_OPTIMIZER: return "optimizer";
+	case TERN_PROF_COPIES: return "copies";
+	case TERN_PROF_KIND_COUNT: break;
+	}
+	return "?";
+}
+
 /* ---- dropout key and AdamW scalars -------------------------------------------------------- */
 
 /* splitmix64's finaliser: a bijection on 64 bits with full avalanche. */

@@ -111,6 +111,30 @@ struct tern_attn_args {
 	enum tern_dtype prec;
 };
 
+/* What the profile sorts device time into (tern_backend_profile): the front door of each op names
+ * its kind, and an op run inside another op counts as the outer op's kind. */
+enum tern_prof_kind {
+	TERN_PROF_MATMUL_FWD,  /* matmul */
+	TERN_PROF_MATMUL_BWD,  /* matmul_bwd */
+	TERN_PROF_LORA,        /* gemm (the LoRA products, and the bias products) */
+	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
+	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
+	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed, axpy, dropout, cast, scale */
+	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
+	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
+	TERN_PROF_KIND_COUNT
+};
+/* "matmul fwd", ..., for the profile line; tern_prof_kind_key: "matmul_fwd", ..., for field names. */
+const char *tern_prof_kind_name(enum tern_prof_kind k);
+const char *tern_prof_kind_key(enum tern_prof_kind k);
+
+/* Totals per kind since the last reset: device time in ns and the ops' nominal FLOPs (2 per
+ * multiply-add, counted once per front-door call; 0 for kinds without products). */
+struct tern_profile {
+	double ns[TERN_PROF_KIND_COUNT];
+	double flops[TERN_PROF_KIND_COUNT];
+};
+
 struct tern_backend;
 
 /* Largest element count of any tensor an op takes (2^40): keeps every byte count far inside
@@ -198,6 +222,24 @@ struct tern_backend_vtable {
 	 * memory blocks, which tern reuses), else the heap size and the bytes of tern's live device
 	 * buffers. CPU: MemAvailable (/proc/meminfo) + usage, and the bytes of live buffers. */
 	enum tern_status (*memory_info)(struct tern_backend *be, uint64_t *budget, uint64_t *usage);
+
+	/* ---- profiling (tern_backend_profile); profile_op and profile_read NULL: cannot profile ----
+	 *
+	 * While be->profiling is set, every front door brackets its op entry with
+	 * profile_op(kind, flops, true) before and profile_op(kind, 0, false) after; only the outermost
+	 * front door does (be->profile_depth), so an op that runs others through their front doors is
+	 * timed as one op of its own kind. A backend times what runs between the two calls as `kind`
+	 * (the CPU: host time, the ops being synchronous; Vulkan: the timestamps of the dispatches
+	 * recorded in between) and adds flops to the kind once. Work outside any op (upload, download,
+	 * zero, copy_async) counts as TERN_PROF_COPIES where the backend can time it. */
+
+	/* Prepares for profiling (on) or stops it; called by tern_backend_profile, which sets
+	 * be->profiling after it succeeds. May wait for queued work. NULL: nothing to prepare. */
+	enum tern_status (*profile_set)(struct tern_backend *be, bool on);
+	void (*profile_op)(struct tern_backend *be, enum tern_prof_kind kind, double flops, bool begin);
+	/* Waits for every queued op, then *out = the totals since the last reset (zero them when
+	 * reset). */
+	enum tern_status (*profile_read)(struct tern_backend *be, struct tern_profile *out, bool reset);
 
 	/* ---- ops: outputs, inputs, sizes ---- */
 
@@ -306,6 +348,8 @@ struct tern_backend {
 	char name[16];         /* "cpu", "vulkan" */
 	char device_name[256]; /* what was chosen, for banners */
 	int device_index;
+	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
+	int profile_depth; /* front doors open (the outermost one names the kind) */
 };
 
 /* ---- the ops' front doors (ops.c) ----
@@ -359,6 +403,15 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
 			      int64_t T, float inv_n, enum tern_dtype prec);
+
+/* Turns the profile on or off: on, every op's device time is summed per kind (enum
+ * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend
+ * cannot time ops (Vulkan: a device without compute timestamps). Profiling may serialize the
+ * backend's work (Vulkan waits for each submission to read its timestamps). */
+enum tern_status tern_backend_profile(struct tern_backend *be, bool on);
+/* Waits for the queued ops, then *out = the totals per kind since the last reset (reset: start
+ * new totals). Profiling must be on. */
+enum tern_status tern_backend_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset);
 
 /* ---- registry ---- */
 

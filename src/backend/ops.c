@@ -5,7 +5,11 @@
  * inside its buffer, alignment, device limits, data only it can read such as embed's ids).
  *
  * Failures are one line naming the op, the tensor and the shape, e.g.
- * "matmul: x view is 100 bytes, needs 128 (T=2 I=16 f32)"; a rejected call writes nothing. */
+ * "matmul: x view is 100 bytes, needs 128 (T=2 I=16 f32)"; a rejected call writes nothing.
+ *
+ * With the profile on (tern_backend_profile), a checked call runs its entry between the backend's
+ * profile_op(kind, flops, true) and profile_op(kind, 0, false): the front doors are where the op,
+ * its kind and its shape (hence its FLOPs) are all known. */
 #include "backend/backend.h"
 
 #include <math.h>
@@ -67,6 +71,50 @@ static enum tern_status tokens(const char *op, int64_t T, const struct tern_weig
 
 static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 || dt == TERN_BF16; }
 
+/* ---- the profile hook (backend.h, profile_op) --------------------------------------------- */
+
+/* Opens the profile bracket of a checked op about to run its entry: only the outermost front
+ * door tells the backend, so an entry that runs other ops through their front doors is timed as
+ * one op of its own kind. Returns whether prof_end has a bracket to close. */
+static bool prof_begin(struct tern_backend *be, enum tern_prof_kind kind, double flops)
+{
+	if (!be->profiling)
+		return false;
+	if (be->profile_depth++ == 0)
+		be->vt->profile_op(be, kind, flops, true);
+	return true;
+}
+
+/* Closes what prof_begin opened; returns the entry's status. */
+static enum tern_status prof_end(struct tern_backend *be, bool open, enum tern_prof_kind kind,
+				 enum tern_status st)
+{
+	if (open && --be->profile_depth == 0)
+		be->vt->profile_op(be, kind, 0.0, false);
+	return st;
+}
+
+enum tern_status tern_backend_profile(struct tern_backend *be, bool on)
+{
+	if (on && (!be->vt->profile_op || !be->vt->profile_read))
+		return tern_fail(TERN_E_UNSUPPORTED, "backend %s cannot profile ops", be->name);
+	if (be->profile_depth) /* an op's entry turning the profile over would unbalance the brackets */
+		return tern_fail(TERN_E_INVALID, "backend %s: the profile cannot change inside an op",
+				 be->name);
+	enum tern_status st = be->vt->profile_set ? be->vt->profile_set(be, on) : TERN_OK;
+	if (st == TERN_OK)
+		be->profiling = on;
+	return st;
+}
+
+enum tern_status tern_backend_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset)
+{
+	if (!be->profiling)
+		return tern_fail(TERN_E_INVALID, "backend %s: the profile is off (tern_backend_profile)",
+				 be->name);
+	return be->vt->profile_read(be, out, reset);
+}
+
 /* ---- matmul, gemm ------------------------------------------------------------------------- */
 
 /* The product precision: a plain dtype the backend runs this op at. */
@@ -111,7 +159,11 @@ enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct
 	if (!be->vt->matmul)
 		return missing(be, TERN_OP_MATMUL);
 	enum tern_status st = mm_check(be, false, y, x, w, T, prec);
-	return st ? st : be->vt->matmul(be, y, x, w, T, prec);
+	if (st)
+		return st;
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
+	return prof_end(be, prof, pk, be->vt->matmul(be, y, x, w, T, prec));
 }
 
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -121,7 +173,11 @@ enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, s
 	if (!be->vt->matmul_bwd)
 		return missing(be, TERN_OP_MATMUL_BWD);
 	enum tern_status st = mm_check(be, true, dx, dy, w, T, prec);
-	return st ? st : be->vt->matmul_bwd(be, dx, dy, w, T, accumulate, prec);
+	if (st)
+		return st;
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
+	return prof_end(be, prof, pk, be->vt->matmul_bwd(be, dx, dy, w, T, accumulate, prec));
 }
 
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
@@ -146,7 +202,9 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 	    (st = view(op, "B", B, (size_t)(K * N) * 4, "%s K=%lld N=%lld f32", tb ? "[N,K]" : "[K,N]", lK,
 		       lN)))
 		return st;
-	return be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta);
+	enum tern_prof_kind pk = TERN_PROF_LORA;
+	bool prof = prof_begin(be, pk, 2.0 * (double)M * (double)N * (double)K);
+	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta));
 }
 
 /* ---- element-wise and optimizer ops ------------------------------------------------------- */
@@ -177,7 +235,8 @@ enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struc
 	if (n > (INT64_C(1) << 32)) /* the hash takes a 32-bit element index */
 		return tern_fail(TERN_E_INVALID, "dropout: n=%lld exceeds the 32-bit element counter",
 				 (long long)n);
-	return be->vt->dropout(be, y, x, n, p, key);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->dropout(be, y, x, n, p, key));
 }
 
 enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
@@ -188,7 +247,10 @@ enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct t
 	static const char *const names[] = {"y", "x"};
 	struct tern_view v[2] = {y, x};
 	enum tern_status st = vectors("axpy", n, names, v, 2);
-	return st ? st : be->vt->axpy(be, y, x, n, alpha);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->axpy(be, y, x, n, alpha));
 }
 
 enum tern_status tern_adamw(struct tern_backend *be, struct tern_view param, struct tern_view grad,
@@ -213,7 +275,8 @@ enum tern_status tern_adamw(struct tern_backend *be, struct tern_view param, str
 				 "adamw: bad hyperparameters lr=%g beta1=%g beta2=%g eps=%g wd=%g",
 				 (double)args->lr, (double)args->beta1, (double)args->beta2,
 				 (double)args->eps, (double)args->weight_decay);
-	return be->vt->adamw(be, param, grad, m, v, n, args);
+	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->adamw(be, param, grad, m, v, n, args));
 }
 
 enum tern_status tern_sumsq(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t n,
@@ -226,7 +289,10 @@ enum tern_status tern_sumsq(struct tern_backend *be, struct tern_view out, struc
 	enum tern_status st = vectors(op, n, names, &x, 1);
 	if (!st)
 		st = view(op, "out", out, 4, "1 f32");
-	return st ? st : be->vt->sumsq(be, out, x, n, accumulate);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->sumsq(be, out, x, n, accumulate));
 }
 
 enum tern_status tern_scale(struct tern_backend *be, struct tern_view x, int64_t n, float alpha)
@@ -235,7 +301,10 @@ enum tern_status tern_scale(struct tern_backend *be, struct tern_view x, int64_t
 		return missing(be, TERN_OP_SCALE);
 	static const char *const names[] = {"x"};
 	enum tern_status st = vectors("scale", n, names, &x, 1);
-	return st ? st : be->vt->scale(be, x, n, alpha);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->scale(be, x, n, alpha));
 }
 
 enum tern_status tern_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,
@@ -248,7 +317,10 @@ enum tern_status tern_clip(struct tern_backend *be, struct tern_view x, int64_t 
 	enum tern_status st = vectors(op, n, names, &x, 1);
 	if (!st)
 		st = view(op, "sumsq", sumsq, 4, "1 f32");
-	return st ? st : be->vt->clip(be, x, n, sumsq, max_norm);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->clip(be, x, n, sumsq, max_norm));
 }
 
 enum tern_status tern_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
@@ -267,7 +339,8 @@ enum tern_status tern_cast(struct tern_backend *be, struct tern_view dst, enum t
 	if ((st = view(op, "dst", dst, (size_t)n * ds, "n=%lld %s", (long long)n, tern_dtype_name(dt))) ||
 	    (st = view(op, "src", src, (size_t)n * ss, "n=%lld %s", (long long)n, tern_dtype_name(st_))))
 		return st;
-	return be->vt->cast(be, dst, dt, src, st_, n);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->cast(be, dst, dt, src, st_, n));
 }
 
 /* ---- transformer ops ---------------------------------------------------------------------- */
@@ -290,7 +363,8 @@ enum tern_status tern_rmsnorm(struct tern_backend *be, struct tern_view y, struc
 	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)))
 		return st;
-	return be->vt->rmsnorm(be, y, rstd, x, w, T, D, eps);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rmsnorm(be, y, rstd, x, w, T, D, eps));
 }
 
 enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -312,7 +386,9 @@ enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, 
 	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)) ||
 	    (st = view(op, "rstd", rstd, (size_t)T * 4, "T=%lld f32", lT)))
 		return st;
-	return be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate));
 }
 
 enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
@@ -332,7 +408,9 @@ enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct t
 	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
 	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
 		return st;
-	return be->vt->rope(be, x, pos, inv_freq, T, H, Dh, inverse);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->rope(be, x, pos, inv_freq, T, H, Dh, inverse));
 }
 
 /* n, the activation, then the fp32 vectors. */
@@ -355,7 +433,10 @@ enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct
 	static const char *const names[] = {"h", "g", "u"};
 	struct tern_view v[3] = {h, g, u};
 	enum tern_status st = mlp_check("swiglu", n, act, names, v, 3);
-	return st ? st : be->vt->swiglu(be, h, g, u, n, act);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->swiglu(be, h, g, u, n, act));
 }
 
 enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
@@ -367,7 +448,10 @@ enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, s
 	static const char *const names[] = {"dg", "du", "dh", "g", "u"};
 	struct tern_view v[5] = {dg, du, dh, g, u};
 	enum tern_status st = mlp_check("swiglu_bwd", n, act, names, v, 5);
-	return st ? st : be->vt->swiglu_bwd(be, dg, du, dh, g, u, n, act);
+	if (st)
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->swiglu_bwd(be, dg, du, dh, g, u, n, act));
 }
 
 /* The ids are not checked here: they live on the device (the CPU backend reads and checks them;
@@ -391,7 +475,8 @@ enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct 
 	if ((st = view(op, "y", y, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "ids", ids, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	return be->vt->embed(be, y, ids, E, T);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->embed(be, y, ids, E, T));
 }
 
 /* The attention shape: sizes >= 1 (T >= 0), H a multiple of Hkv, T·H·Dh a count, finite scale. */
@@ -436,7 +521,10 @@ enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, str
 	int64_t n[6] = {nq, a->H * a->T, nq, nk, nk, a->T};
 	if ((st = attn_views(op, a, names, vs, n, 6)))
 		return st;
-	return be->vt->attention(be, o, lse, q, k, v, seg, a);
+	/* causal: half of the T x T scores, two products (q kᵀ and p v) per score */
+	double flops = 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
+	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention(be, o, lse, q, k, v, seg, a));
 }
 
 enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
@@ -457,7 +545,12 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 	int64_t n[10] = {nq, nk, nk, nq, nq, nk, nk, nq, a->H * a->T, a->T};
 	if ((st = attn_views(op, a, names, vs, n, 10)))
 		return st;
-	return be->vt->attention_bwd(be, dq, dk, dv, dout, q, k, v, o, lse, seg, a);
+	/* 2.5 times the forward: five products per score (q kᵀ recomputed, dO vᵀ, dV, dQ, dK) against
+	 * the forward's two */
+	double flops = 2.5 * 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
+	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	return prof_end(be, prof, TERN_PROF_ATTENTION,
+			be->vt->attention_bwd(be, dq, dk, dv, dout, q, k, v, o, lse, seg, a));
 }
 
 /* The labels are not checked here: they live on the device (the CPU backend reads and checks
@@ -490,5 +583,8 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "labels", labels, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	return be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n, prec);
+	/* the logits x Wᵀ and dx = (softmax - onehot) W */
+	bool prof = prof_begin(be, TERN_PROF_LOSS, 2.0 * 2.0 * (double)T * (double)W->O * (double)D);
+	return prof_end(be, prof, TERN_PROF_LOSS,
+			be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n, prec));
 }

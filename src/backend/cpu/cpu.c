@@ -53,9 +53,42 @@ struct cpu_backend {
 	uint64_t used;    /* bytes of live (non-host) buffers, for memory_info */
 	uint64_t marks;   /* the last mark handed out */
 	uint64_t tickets; /* the last ticket handed out */
+	/* the profile (backend.h): totals since the last reset, and when the open op began */
+	struct tern_profile prof;
+	double prof_t0;
 };
 
 static struct cpu_backend *cpu_be(struct tern_backend *be) { return (struct cpu_backend *)(void *)be; }
+
+/* ---- the profile: ops run synchronously, so the host clock around an entry is its time ------ */
+
+static void cpu_profile_op(struct tern_backend *be, enum tern_prof_kind kind, double flops, bool begin)
+{
+	struct cpu_backend *c = cpu_be(be);
+	if (begin) {
+		c->prof.flops[kind] += flops;
+		c->prof_t0 = tern_now();
+	} else {
+		c->prof.ns[kind] += (tern_now() - c->prof_t0) * 1e9;
+	}
+}
+
+static enum tern_status cpu_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset)
+{
+	struct cpu_backend *c = cpu_be(be);
+	*out = c->prof;
+	if (reset)
+		memset(&c->prof, 0, sizeof c->prof);
+	return TERN_OK;
+}
+
+/* A buffer entry that began at t0 counts as a copy while the profile is on, unless an op runs it
+ * (then it is part of that op's time). */
+static void cpu_copy_time(struct tern_backend *be, double t0)
+{
+	if (be->profiling && be->profile_depth == 0)
+		cpu_be(be)->prof.ns[TERN_PROF_COPIES] += (tern_now() - t0) * 1e9;
+}
 
 /* ---- buffers ------------------------------------------------------------------------------ */
 
@@ -97,27 +130,33 @@ static void cpu_buffer_free(struct tern_backend *be, struct tern_buffer *buf)
 static enum tern_status cpu_upload(struct tern_backend *be, struct tern_view dst, const void *src)
 {
 	void *p;
+	double t0 = tern_now();
 	enum tern_status st = tern_cpu_view("upload", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
 	if (st == TERN_OK && dst.size > 0)
 		memcpy(p, src, dst.size);
+	cpu_copy_time(be, t0);
 	return st;
 }
 
 static enum tern_status cpu_download(struct tern_backend *be, void *dst, struct tern_view src)
 {
 	void *p;
+	double t0 = tern_now();
 	enum tern_status st = tern_cpu_view("download", "src", src, src.size, 1, &p, "%zu bytes", src.size);
 	if (st == TERN_OK && src.size > 0)
 		memcpy(dst, p, src.size);
+	cpu_copy_time(be, t0);
 	return st;
 }
 
 static enum tern_status cpu_zero(struct tern_backend *be, struct tern_view dst)
 {
 	void *p;
+	double t0 = tern_now();
 	enum tern_status st = tern_cpu_view("zero", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
 	if (st == TERN_OK && dst.size > 0)
 		memset(p, 0, dst.size);
+	cpu_copy_time(be, t0);
 	return st;
 }
 
@@ -168,7 +207,9 @@ static enum tern_status cpu_copy_async(struct tern_backend *be, struct tern_view
 	if ((st = tern_cpu_view("copy_async", "dst", dst, dst.size, 1, &d, "%zu bytes", dst.size)) ||
 	    (st = tern_cpu_view("copy_async", "src", src, src.size, 1, &s, "%zu bytes", src.size)))
 		return st;
+	double t0 = tern_now();
 	memcpy(d, s, dst.size);
+	cpu_copy_time(be, t0);
 	*ticket = ++c->tickets;
 	return TERN_OK;
 }
@@ -249,6 +290,8 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.wait_ticket = cpu_wait_ticket,
 	.ticket_wait_host = cpu_ticket_wait_host,
 	.memory_info = cpu_memory_info,
+	.profile_op = cpu_profile_op,
+	.profile_read = cpu_profile_read,
 	.matmul = tern_cpu_matmul,
 	.matmul_bwd = tern_cpu_matmul_bwd,
 	.gemm = tern_cpu_gemm,
