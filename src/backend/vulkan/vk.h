@@ -155,11 +155,19 @@ struct tern_vk {
 	uint64_t own_bytes;   /* bytes of live buffers with a block of their own */
 	uint64_t block_bytes; /* bytes of the shared blocks */
 
-	VkQueryPool queries; /* profiling (TERN_PROFILE=1) */
-	bool profile;
-	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair */
+	/* profiling (TERN_PROFILE=1, or tern_backend_profile): each dispatch, and each transfer
+	 * command recorded into the compute command buffer, between a pair of timestamp queries,
+	 * summed per pipeline and per profile kind when a submission has finished */
+	VkQueryPool queries; /* created when profiling first starts */
+	bool profile;        /* commands are timed */
+	bool profile_env;    /* TERN_PROFILE=1: timed for the backend's life (per-pipeline log at exit) */
+	bool timestamps;     /* the device has compute timestamps (timestampComputeAndGraphics) */
+	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair (NULL: a transfer) */
+	uint8_t *qkind;                  /* the profile kind of each query pair */
 	uint32_t nqueries, max_queries;
 	float ts_period;
+	enum tern_prof_kind prof_kind; /* of what is recorded now: the open op's, else copies */
+	struct tern_profile prof;      /* totals per kind since the last reset */
 
 	struct tern_vk_pipeline pipes[TERN_PIPE_COUNT]; /* indexed by enum tern_vk_pipe */
 
@@ -218,6 +226,18 @@ const char *tern_vk_pipe_name(enum tern_vk_pipe pipe);
 enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, const struct tern_view *binds,
 				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
 				  uint32_t gz);
+
+/* A transfer command (copy, fill) recorded into the compute command buffer goes between these:
+ * begin starts recording (after the barrier that orders it after earlier work) and, when
+ * profiling, writes the timestamp before; end writes the one after and counts the command. Its
+ * time counts as the open op's kind, or as copies outside ops. */
+enum tern_status tern_vk_transfer_begin(struct tern_vk *vk);
+void tern_vk_transfer_end(struct tern_vk *vk);
+
+/* the profile entries of the vtable (backend.h) */
+enum tern_status tern_vk_profile_set(struct tern_backend *be, bool on);
+void tern_vk_profile_op(struct tern_backend *be, enum tern_prof_kind kind, double flops, bool begin);
+enum tern_status tern_vk_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset);
 
 void tern_vk_destroy(struct tern_backend *be);
 

@@ -517,7 +517,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 
 	for (int i = 0; i < TERN_PIPE_COUNT; i++)
 		vk->pipes[i].spv = &tern_spirv_table[i];
-	vk->profile = env_on("TERN_PROFILE") && info.timestamps;
+	vk->timestamps = info.timestamps;
+	vk->profile = vk->profile_env = env_on("TERN_PROFILE") && info.timestamps;
+	vk->prof_kind = TERN_PROF_COPIES; /* no op is open */
 
 	if ((st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
 	    (st = tern_vk_stream_init(vk)))

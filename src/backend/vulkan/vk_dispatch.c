@@ -17,6 +17,26 @@
 #define POOL_SETS 2048u
 #define MAX_QUERIES 4096u
 
+/* The timestamp query pool and what each pair of queries times, once. */
+static enum tern_status query_pool(struct tern_vk *vk)
+{
+	if (vk->queries)
+		return TERN_OK;
+	VkQueryPoolCreateInfo qci = {
+		.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+		.queryType = VK_QUERY_TYPE_TIMESTAMP,
+		.queryCount = MAX_QUERIES,
+	};
+	enum tern_status st =
+		tern_vk_check(tvk_vkCreateQueryPool(vk->device, &qci, NULL, &vk->queries), "query pool");
+	if (st)
+		return st;
+	vk->max_queries = MAX_QUERIES;
+	vk->qpipe = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qpipe);
+	vk->qkind = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qkind);
+	return vk->qpipe && vk->qkind ? TERN_OK : TERN_E_NOMEM;
+}
+
 enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 {
 	enum tern_status st;
@@ -98,20 +118,8 @@ enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 					"timeline semaphore")))
 			return st;
 	}
-	if (vk->profile) {
-		VkQueryPoolCreateInfo qci = {
-			.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-			.queryType = VK_QUERY_TYPE_TIMESTAMP,
-			.queryCount = MAX_QUERIES,
-		};
-		if ((st = tern_vk_check(tvk_vkCreateQueryPool(vk->device, &qci, NULL, &vk->queries),
-					"query pool")))
-			return st;
-		vk->max_queries = MAX_QUERIES;
-		vk->qpipe = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qpipe);
-		if (!vk->qpipe)
-			return TERN_E_NOMEM;
-	}
+	if (vk->profile && (st = query_pool(vk)))
+		return st;
 	/* the dummy buffer backs unused bindings and holds sumsq partials (1024 floats) */
 	if ((st = tern_vk_buffer_alloc(&vk->base, 4096, &vk->dummy)))
 		return st;
@@ -137,6 +145,7 @@ void tern_vk_dispatch_free(struct tern_vk *vk)
 	if (vk->queries)
 		tvk_vkDestroyQueryPool(vk->device, vk->queries, NULL);
 	free(vk->qpipe);
+	free(vk->qkind);
 	if (vk->fence)
 		tvk_vkDestroyFence(vk->device, vk->fence, NULL);
 	if (vk->cmd_pool)
@@ -241,9 +250,21 @@ static void read_timestamps(struct tern_vk *vk)
 		return;
 	if (tvk_vkGetQueryPoolResults(vk->device, vk->queries, 0, vk->nqueries, vk->nqueries * sizeof *t, t,
 				      sizeof *t,
-				      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS)
-		for (uint32_t i = 0; i + 1 < vk->nqueries; i += 2)
-			vk->qpipe[i / 2]->ns += (double)(t[i + 1] - t[i]) * vk->ts_period;
+				      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+		/* A barrier separates every command from the one before, so a command runs only once
+		 * the previous one has ended; its top-of-pipe stamp may be written earlier, while that
+		 * one still runs. Starting each interval at the previous end keeps the intervals
+		 * disjoint: their sum never exceeds the submission's time. */
+		uint64_t prev = 0;
+		for (uint32_t i = 0; i + 1 < vk->nqueries; i += 2) {
+			uint64_t t0 = t[i] > prev ? t[i] : prev, t1 = t[i + 1];
+			double ns = t1 > t0 ? (double)(t1 - t0) * vk->ts_period : 0.0;
+			prev = t1 > prev ? t1 : prev;
+			if (vk->qpipe[i / 2])
+				vk->qpipe[i / 2]->ns += ns;
+			vk->prof.ns[vk->qkind[i / 2]] += ns;
+		}
+	}
 	free(t);
 }
 
@@ -463,6 +484,7 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	tvk_vkCmdPushConstants(vk->cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, TERN_VK_PUSH, pc);
 	if (vk->profile) {
 		vk->qpipe[vk->nqueries / 2] = pl;
+		vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
 		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
 					vk->nqueries++);
 	}
@@ -472,5 +494,75 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 					vk->nqueries++);
 	vk->ndispatch++;
 	pl->calls++;
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_transfer_begin(struct tern_vk *vk)
+{
+	enum tern_status st;
+	if (vk->profile && vk->nqueries + 2 > vk->max_queries && (st = tern_vk_submit(vk)))
+		return st;
+	if ((st = tern_vk_begin(vk)))
+		return st;
+	if (vk->profile) {
+		vk->qpipe[vk->nqueries / 2] = NULL;
+		vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
+		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
+					vk->nqueries++);
+	}
+	return TERN_OK;
+}
+
+void tern_vk_transfer_end(struct tern_vk *vk)
+{
+	if (vk->profile)
+		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
+					vk->nqueries++);
+	vk->ndispatch++;
+}
+
+/* ---- the profile entries (backend.h) -------------------------------------------------------- */
+
+enum tern_status tern_vk_profile_set(struct tern_backend *be, bool on)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	if (on && !vk->timestamps)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s has no compute timestamps (timestampComputeAndGraphics), so its "
+				 "ops cannot be profiled",
+				 vk->props.deviceName);
+	/* the command buffer being recorded began with the old setting (the query pool is reset
+	 * when one begins): submit it first */
+	enum tern_status st = tern_vk_flush(vk);
+	if (st == TERN_OK && on)
+		st = query_pool(vk);
+	if (st)
+		return st;
+	vk->profile = on || vk->profile_env;
+	vk->prof_kind = TERN_PROF_COPIES;
+	memset(&vk->prof, 0, sizeof vk->prof);
+	return TERN_OK;
+}
+
+void tern_vk_profile_op(struct tern_backend *be, enum tern_prof_kind kind, double flops, bool begin)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	/* commands recorded from here to the end of the op are timed as its kind (read_timestamps);
+	 * outside ops only transfers are recorded: copies */
+	vk->prof_kind = begin ? kind : TERN_PROF_COPIES;
+	if (begin)
+		vk->prof.flops[kind] += flops;
+}
+
+enum tern_status tern_vk_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	/* every submission's timestamps are summed once it has finished: submit and wait */
+	enum tern_status st = tern_vk_flush(vk);
+	if (st)
+		return st;
+	*out = vk->prof;
+	if (reset)
+		memset(&vk->prof, 0, sizeof vk->prof);
 	return TERN_OK;
 }

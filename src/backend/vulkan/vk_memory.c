@@ -347,12 +347,12 @@ static enum tern_status copy_staged(struct tern_vk *vk, struct tern_view v, void
 		size_t n = v.size - done < vk->staging_size ? v.size - done : (size_t)vk->staging_size;
 		if (up)
 			memcpy(vk->staging_map, (char *)host + done, n);
-		if ((st = tern_vk_begin(vk)))
+		if ((st = tern_vk_transfer_begin(vk)))
 			return st;
 		VkBufferCopy c = {up ? 0 : v.off + done, up ? v.off + done : 0, n};
 		tvk_vkCmdCopyBuffer(vk->cmd, up ? vk->staging : v.buf->buffer,
 				    up ? v.buf->buffer : vk->staging, 1, &c);
-		vk->ndispatch++;
+		tern_vk_transfer_end(vk);
 		if ((st = tern_vk_flush(vk)))
 			return st;
 		if (!up)
@@ -401,10 +401,10 @@ enum tern_status tern_vk_zero(struct tern_backend *be, struct tern_view dst)
 		return st;
 	if (dst.off % 4 == 0 && (dst.size % 4 == 0 || dst.off + dst.size == dst.buf->size)) {
 		/* vkCmdFillBuffer wants 4-byte multiples; a buffer's tail is padded to one */
-		if ((st = tern_vk_begin(vk)))
+		if ((st = tern_vk_transfer_begin(vk)))
 			return st;
 		tvk_vkCmdFillBuffer(vk->cmd, dst.buf->buffer, dst.off, tern_align_up(dst.size, 4), 0);
-		vk->ndispatch++;
+		tern_vk_transfer_end(vk);
 		return TERN_OK;
 	}
 	void *z = tern_calloc(1, dst.size);

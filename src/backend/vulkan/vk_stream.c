@@ -118,10 +118,10 @@ enum tern_status tern_vk_copy_async(struct tern_backend *be, struct tern_view ds
 	VkBufferCopy region = {src.off, dst.off, dst.size};
 	if (!vk->timeline) {
 		/* synchronous: after every queued op, in the compute command buffer, waited for */
-		if ((st = tern_vk_begin(vk)))
+		if ((st = tern_vk_transfer_begin(vk)))
 			return st;
 		tvk_vkCmdCopyBuffer(vk->cmd, src.buf->buffer, dst.buf->buffer, 1, &region);
-		vk->ndispatch++;
+		tern_vk_transfer_end(vk);
 		if ((st = tern_vk_flush(vk)))
 			return st;
 		*ticket = ++vk->xfer_value;
