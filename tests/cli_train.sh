@@ -1,7 +1,8 @@
 #!/bin/sh
 # tern train / tern eval end to end on the golden llama case (CPU backend: small and quick):
 # outputs, checkpoints and save_total_limit, a resumed run whose adapter is byte-identical to the
-# uninterrupted one, max_time, and bad configs/datasets failing with one line and no output dir.
+# uninterrupted one, max_time, bad configs/datasets failing with one line and no output dir, and
+# --profile (CPU, and Vulkan when a device is there or TERN_REQUIRE_VULKAN=1).
 # Usage: cli_train.sh TERN DATA_DIR
 tern=$1
 data=$2
@@ -28,6 +29,8 @@ ls "$tmp/a" | grep -q '^checkpoint-8$' && ! ls "$tmp/a" | grep -q '^checkpoint-4
 	bad "save_total_limit 1: $(ls "$tmp/a")"
 grep -q "^step 10/10  loss" "$tmp/out" && ok || bad "no progress lines: $(head -c 2000 "$tmp/out")"
 grep -q "lr 0.000e+00" "$tmp/out" && ok || bad "warmup step 1 should use lr 0"
+! grep -q "^profile" "$tmp/out" && ! grep -q '"profile_' "$tmp/a/metrics.jsonl" && ok ||
+	bad "a run without --profile printed or logged a profile"
 
 # 2. resume: a run that stopped after checkpoint-4 continues to the same bytes (with LoRA dropout:
 #    the masks of the remaining steps must be the same too)
@@ -86,6 +89,54 @@ for c in "mistral-7b-12gb mistral-7b-v0.1" "llama3-70b-24gb meta-llama-3-70b"; d
 	(cd "$root" && "$tern" plan "configs/$1.yaml" --set base_model="$data/plan/$2" >"$tmp/out" 2>"$tmp/err") &&
 		grep -q "^verdict: " "$tmp/out" && ok || bad "plan configs/$1.yaml: $(cat "$tmp/err")"
 done
+
+# 7. --profile: after every step one line with the device time of each op kind, which add up to no
+#    more than the step's wall time, and the same figures in every step's metrics.jsonl line (even
+#    with logging_steps 2); TERN_PROFILE=1 does the same
+kinds="matmul fwd|matmul bwd|LoRA|attention|loss|norms/elementwise|optimizer|copies|idle|step"
+# checks the profile lines of $1 for steps 1..$2; prints what is wrong
+check_profile() {
+	awk -v want="$kinds" -v steps="$2" '
+	/^profile step / {
+		n++
+		split($3, num, ":")
+		if (num[1] != n) { print "line " n " is for step " num[1]; bad = 1 }
+		sub(/^profile step [0-9]+: /, "")
+		np = split($0, part, / \| /)
+		names = ""; sum = 0; step = -1
+		for (i = 1; i <= np; i++) {
+			if (!match(part[i], / -?[0-9.]+ ms/)) { print "no time in \"" part[i] "\""; bad = 1; continue }
+			name = substr(part[i], 1, RSTART - 1)
+			v = substr(part[i], RSTART + 1, RLENGTH - 4) + 0
+			names = names (i > 1 ? "|" : "") name
+			if (name == "step") step = v
+			else if (name != "idle") { sum += v; if (v < 0) { print name " " v " ms"; bad = 1 } }
+		}
+		if (names != want) { print "kinds: " names; bad = 1 }
+		if (!(step > 0) || sum > step + 0.5) { print "step " n ": kinds add up to " sum " ms, step " step " ms"; bad = 1 }
+	}
+	END { if (n != steps) { print n " profile lines, expected " steps; bad = 1 } exit bad }' "$1"
+}
+backends=cpu
+if "$tern" devices 2>/dev/null | grep -q "^vulkan [0-9]"; then
+	backends="cpu vulkan"
+elif [ "${TERN_REQUIRE_VULKAN:-0}" = 1 ]; then
+	bad "--profile: no Vulkan device, and TERN_REQUIRE_VULKAN=1"
+fi
+for b in $backends; do
+	"$tern" train "$tmp/c.yaml" --set backend=$b --set output_dir="$tmp/p$b" --set max_steps=3 --set logging_steps=2 \
+		--profile >"$tmp/out" 2>"$tmp/err" && ok || bad "train --profile ($b): $(cat "$tmp/err")"
+	msg=$(check_profile "$tmp/out" 3) && ok || bad "--profile ($b): $msg: $(grep '^profile' "$tmp/out" | head -3)"
+	m="$tmp/p$b/metrics.jsonl"
+	for k in matmul_fwd_ms matmul_bwd_ms lora_ms attention_ms loss_ms elementwise_ms optimizer_ms copies_ms \
+		idle_ms step_ms tflops matmul_fwd_tflops loss_tflops; do
+		n=$(grep -c "\"profile_$k\": [-0-9.e]*[,}]" "$m")
+		[ "$n" = 3 ] || { bad "--profile ($b): profile_$k in $n of metrics.jsonl's lines, expected 3"; break; }
+	done
+	[ "$n" = 3 ] && ok
+done
+TERN_PROFILE=1 "$tern" train "$tmp/c.yaml" $set_common --set output_dir="$tmp/penv" --set max_steps=2 \
+	>"$tmp/out" 2>"$tmp/err" && msg=$(check_profile "$tmp/out" 2) && ok || bad "TERN_PROFILE=1: $(cat "$tmp/err") $msg"
 
 echo "cli_train: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -25,9 +25,18 @@ struct tern_train_result {
 	char adapter_dir[4096];
 };
 
-/* sets[n_sets]: "key=value" overrides (--set). */
-enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets, FILE *out,
-			    struct tern_train_result *res);
+/* How a run reports, apart from the config: none of it changes what is computed. */
+struct tern_train_opts {
+	/* After every optimizer step, one line on `out` with the device time per op kind and the
+	 * FLOP rates achieved, and the same figures (profile_*) in that step's metrics.jsonl line
+	 * (every step gets one). TERN_PROFILE=1 in the environment does the same. Profiling may
+	 * serialize the device's work (Vulkan waits for every submission to read its timestamps). */
+	bool profile;
+};
+
+/* sets[n_sets]: "key=value" overrides (--set). opts may be NULL (the defaults: all off). */
+enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets,
+			    const struct tern_train_opts *opts, FILE *out, struct tern_train_result *res);
 
 struct tern_eval_result {
 	double base_loss, base_ppl;       /* base model alone */

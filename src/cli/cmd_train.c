@@ -8,7 +8,7 @@
 
 void tern_help_train(void)
 {
-	printf("usage: tern train CONFIG.yaml [--set KEY=VALUE]...\n"
+	printf("usage: tern train CONFIG.yaml [--set KEY=VALUE]... [--profile]\n"
 	       "\n"
 	       "Fine-tunes a LoRA/QLoRA adapter as the YAML config says (axolotl's keys plus tern's own;\n"
 	       "docs/CONFIG.md). Prints the resolved config, a banner and a progress line; writes\n"
@@ -18,7 +18,10 @@ void tern_help_train(void)
 	       "\n"
 	       "options:\n"
 	       "  --set KEY=VALUE    override a config key (YAML value; dotted keys reach into lists:\n"
-	       "                     datasets.0.path=x.jsonl); repeatable\n");
+	       "                     datasets.0.path=x.jsonl); repeatable\n"
+	       "  --profile          after every step, a line with the device time per op kind and the\n"
+	       "                     TFLOP/s achieved, also in metrics.jsonl (profile_*); may slow the\n"
+	       "                     steps (docs/PERFORMANCE.md). TERN_PROFILE=1 does the same\n");
 }
 
 void tern_help_eval(void)
@@ -34,9 +37,10 @@ void tern_help_eval(void)
 	       "  --set KEY=VALUE    override a config key; repeatable\n");
 }
 
-/* CONFIG, --set KEY=VALUE (or --set=KEY=VALUE), and --adapter DIR for eval. */
+/* CONFIG, --set KEY=VALUE (or --set=KEY=VALUE), --adapter DIR for eval and --profile for train
+ * (adapter, profile: NULL where the command has no such option). */
 static int parse(const char *cmd, int argc, char **argv, const char **config, const char **sets, int *n_sets,
-		 const char **adapter, bool *help)
+		 const char **adapter, bool *profile, bool *help)
 {
 	*n_sets = 0;
 	for (int i = 0; i < argc; i++) {
@@ -60,9 +64,14 @@ static int parse(const char *cmd, int argc, char **argv, const char **config, co
 			if (!v || !*v)
 				return tern_cli_usage("%s: --adapter needs a directory", cmd);
 			*adapter = v;
+		} else if (profile && !strcmp(a, "--profile")) {
+			*profile = true;
 		} else if (a[0] == '-') {
 			return tern_cli_usage("%s: unknown option '%s' (allowed: --set KEY=VALUE%s, --help)",
-					      cmd, a, adapter ? ", --adapter DIR" : "");
+					      cmd, a,
+					      adapter   ? ", --adapter DIR"
+					      : profile ? ", --profile"
+							: "");
 		} else if (*config) {
 			return tern_cli_usage("%s: more than one config file ('%s' and '%s')", cmd, *config,
 					      a);
@@ -80,7 +89,8 @@ int tern_cmd_train(int argc, char **argv)
 	const char *config = NULL, *sets[256];
 	int n_sets = 0;
 	bool help = false;
-	int rc = parse("train", argc, argv, &config, sets, &n_sets, NULL, &help);
+	struct tern_train_opts opts = {0};
+	int rc = parse("train", argc, argv, &config, sets, &n_sets, NULL, &opts.profile, &help);
 	if (help) {
 		tern_help_train();
 		return TERN_EXIT_OK;
@@ -88,7 +98,7 @@ int tern_cmd_train(int argc, char **argv)
 	if (rc != TERN_EXIT_OK)
 		return rc;
 	struct tern_train_result res;
-	enum tern_status st = tern_train(config, sets, n_sets, stdout, &res);
+	enum tern_status st = tern_train(config, sets, n_sets, &opts, stdout, &res);
 	fflush(stdout);
 	if (st == TERN_E_INTERRUPTED) {
 		fprintf(stderr, "tern: %s\n", tern_error());
@@ -102,7 +112,7 @@ int tern_cmd_eval(int argc, char **argv)
 	const char *config = NULL, *sets[256], *adapter = NULL;
 	int n_sets = 0;
 	bool help = false;
-	int rc = parse("eval", argc, argv, &config, sets, &n_sets, &adapter, &help);
+	int rc = parse("eval", argc, argv, &config, sets, &n_sets, &adapter, NULL, &help);
 	if (help) {
 		tern_help_eval();
 		return TERN_EXIT_OK;

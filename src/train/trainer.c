@@ -140,6 +140,7 @@ struct session {
 	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
 	int32_t pad;
 	FILE *out;
+	bool profile; /* a profile line per step (--profile, TERN_PROFILE=1) */
 };
 
 static void session_free(struct session *s)
@@ -600,6 +601,73 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 	fflush(o);
 }
 
+/* --profile, or TERN_PROFILE=1: the backend sums device time per op kind. A device that cannot
+ * time its ops fails a run that asked with --profile; with the variable alone (which also asks
+ * the Vulkan backend for its per-pipeline totals at exit) the run goes on without the lines. */
+static enum tern_status profile_start(struct session *s, const struct tern_train_opts *opts)
+{
+	const char *e = getenv("TERN_PROFILE");
+	bool asked = opts && opts->profile, env = e && *e && strcmp(e, "0") != 0;
+	if (!asked && !env)
+		return TERN_OK;
+	enum tern_status st = tern_backend_profile(s->be, true);
+	if (st != TERN_OK && !asked) {
+		tern_log(TERN_LOG_WARN, "TERN_PROFILE=1: %s; training without the profile lines",
+			 tern_error());
+		return TERN_OK;
+	}
+	s->profile = st == TERN_OK;
+	return st;
+}
+
+/* TFLOP/s from FLOPs and nanoseconds, with three significant digits or so. */
+static void fmt_rate(char *b, size_t cap, double flops, double ns)
+{
+	double t = ns > 0 ? flops / ns * 1e-3 : 0;
+	snprintf(b, cap, t >= 100 ? "%.0f" : t >= 10 ? "%.1f" : t >= 1 ? "%.2f" : "%.3g", t);
+}
+
+/* The profile line of one step: device time per kind, with the rate of each kind that does
+ * products; idle = the step's wall time less the kinds' sum (host work, submission gaps, what the
+ * device timeline cannot show); the step's rate is every kind's FLOPs over its wall time. On a
+ * terminal it replaces the live progress line, which is printed again below it. */
+static void profile_print(FILE *o, int64_t step, const struct tern_profile *p, double step_s, bool tty)
+{
+	double sum = 0, flops = 0;
+	char r[32];
+	fprintf(o, "%sprofile step %lld:", tty ? "\r" : "", (long long)step);
+	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++) {
+		fprintf(o, "%s %s %.1f ms", k ? " |" : "", tern_prof_kind_name((enum tern_prof_kind)k),
+			p->ns[k] * 1e-6);
+		if (p->flops[k] > 0 && p->ns[k] > 0) {
+			fmt_rate(r, sizeof r, p->flops[k], p->ns[k]);
+			fprintf(o, " (%s TFLOP/s)", r);
+		}
+		sum += p->ns[k] * 1e-6;
+		flops += p->flops[k];
+	}
+	fmt_rate(r, sizeof r, flops, step_s * 1e9);
+	fprintf(o, " | idle %.1f ms | step %.1f ms, %s TFLOP/s%s\n", step_s * 1e3 - sum, step_s * 1e3, r,
+		tty ? "\033[K" : "");
+}
+
+/* The same figures as metrics.jsonl fields: profile_<kind>_ms for every kind, profile_<kind>_tflops
+ * for the kinds that did products, profile_idle_ms, profile_step_ms, profile_tflops. */
+static void profile_fields(FILE *m, const struct tern_profile *p, double step_s)
+{
+	double sum = 0, flops = 0;
+	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++) {
+		const char *key = tern_prof_kind_key((enum tern_prof_kind)k);
+		fprintf(m, ", \"profile_%s_ms\": %.3f", key, p->ns[k] * 1e-6);
+		if (p->flops[k] > 0 && p->ns[k] > 0)
+			fprintf(m, ", \"profile_%s_tflops\": %.6g", key, p->flops[k] / p->ns[k] * 1e-3);
+		sum += p->ns[k] * 1e-6;
+		flops += p->flops[k];
+	}
+	fprintf(m, ", \"profile_idle_ms\": %.3f, \"profile_step_ms\": %.3f, \"profile_tflops\": %.6g",
+		step_s * 1e3 - sum, step_s * 1e3, step_s > 0 ? flops / step_s * 1e-12 : 0.0);
+}
+
 static enum tern_status save_checkpoint(struct session *s, struct tern_train_state *state)
 {
 	enum tern_status st = tern_net_lora_download(s->net, s->lora);
@@ -609,8 +677,8 @@ static enum tern_status save_checkpoint(struct session *s, struct tern_train_sta
 	return st;
 }
 
-enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets, FILE *out,
-			    struct tern_train_result *res)
+enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets,
+			    const struct tern_train_opts *opts, FILE *out, struct tern_train_result *res)
 {
 	struct session s = {.out = out};
 	memset(res, 0, sizeof *res);
@@ -679,8 +747,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	} else {
 		lora_init(s.lora, (uint64_t)c->seed);
 	}
-	if ((st = open_backend(&s)) || (st = open_model(&s)) || (st = open_net(&s)) ||
-	    (st = tern_net_lora_upload(s.net, s.lora)))
+	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)) || (st = open_model(&s)) ||
+	    (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
 		goto out;
 	{
 		char path[4200];
@@ -736,6 +804,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	int64_t first_step = state.step;
 	bool planned = c->max_time <= 0;
 	while (state.step < K && !g_stop) {
+		struct tern_profile prof;
+		memset(&prof, 0, sizeof prof);
+		/* the step's profile starts here: what ran since the last step (eval, a checkpoint's
+		 * downloads) is not the step's */
+		if (s.profile && (st = tern_backend_profile_read(s.be, &prof, true)) != TERN_OK)
+			break;
 		double ts = tern_now();
 		int64_t k = state.step;
 		if (state.row >= rows) {
@@ -771,6 +845,9 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				(long long)(k + 1), loss, c->learning_rate);
 			break;
 		}
+		/* waits for the step's ops, so the wall time below covers their device time */
+		if (s.profile && (st = tern_backend_profile_read(s.be, &prof, true)) != TERN_OK)
+			break;
 		state.step++;
 		state.row += n_rows;
 		state.tokens += N;
@@ -807,6 +884,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		bool log = state.step % log_every == 0 || state.step == K;
 		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
 		double eta = done > 0 ? (now - t0) / done * (double)(K - state.step) : 0;
+		if (s.profile)
+			profile_print(out, state.step, &prof, step_t, tty);
 		if (log || tty) {
 			char e1[32], e2[32], mem[32];
 			uint64_t wb, lb, ab;
@@ -827,16 +906,19 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				e1, e2, mem, strm, tty ? "\033[K" : "\n");
 			fflush(out);
 		}
-		if (log) {
+		if (log || s.profile) { /* with the profile, every step's figures */
 			fprintf(metrics,
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
 				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f}\n",
+				"\"stream_read_s\": %.4f",
 				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
 				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
 				(unsigned long long)ss.bytes[TERN_TIER_HOST],
 				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s);
+			if (s.profile)
+				profile_fields(metrics, &prof, step_t);
+			fprintf(metrics, "}\n");
 			fflush(metrics);
 		}
 		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
