@@ -246,7 +246,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	bool x16 = n->o.prec == TERN_F16;
 	for (int l = 0; l <= L; l++)
 		take(&ap, &n->xin[l], (size_t)(T * D) * (x16 ? 2 : 4));
-	take(&ap, &n->xcur, x16 ? (size_t)(T * D) * 4 : 0);
+	if (x16)
+		take(&ap, &n->xcur, (size_t)(T * D) * 4);
 	for (int sidx = 0; sidx < nsets; sidx++) {
 		struct layer_act *a = &n->la[sidx];
 		take(&ap, &a->xn1, (size_t)(T * D) * 4);
