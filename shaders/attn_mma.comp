@@ -80,11 +80,10 @@ uvec4 pack8(float v0, float v1, float v2, float v3, float v4, float v5, float v6
 		     packHalf2x16(vec2(v6, v7)));
 }
 
-float dout_scale(uint b)
-{
-	uint e = (b >> 23) & 0xffu;
-	return b == 0u || e == 0xffu ? 1.0 : exp2(float(clamp(4 - (max(int(e), 1) - 127), -100, 100)));
-}
+#include "common/scale.glsl"
+
+// dO's scale: its largest magnitude near 2^4, so that dP = s dO V^T stays far inside f16
+float dout_scale(uint b) { return tern_pow2_scale(b, 4); }
 
 #if defined(CAST)
 layout(binding = 0) writeonly buffer Db { uvec4 d4[]; };

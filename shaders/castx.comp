@@ -3,6 +3,8 @@
 // halves per word (a trailing odd element pairs with 0), with s the power of two that puts the
 // largest |src| in [2^14, 2^15) (the max bits the absmax pass left in binding 2; 1 for 0, inf,
 // NaN). Bindings: 0 = dst (u32), 1 = src (f32), 2 = max bits (u32).
+#extension GL_GOOGLE_include_directive : require
+#include "common/scale.glsl"
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
@@ -15,8 +17,7 @@ layout(binding = 2) readonly buffer XMax { uint xmax[]; };
 
 void main()
 {
-	uint b = xmax[p.xmax_off], e = (b >> 23) & 0xffu;
-	float s = b == 0u || e == 0xffu ? 1.0 : exp2(float(clamp(14 - (max(int(e), 1) - 127), -100, 100)));
+	float s = tern_pow2_scale(xmax[p.xmax_off], 14);
 	uint n2 = (p.n + 1u) / 2u;
 	for (uint i = gl_GlobalInvocationID.x; i < n2; i += gl_NumWorkGroups.x * 256u) {
 		float a = s_[p.src_off + 2u * i] * s;

@@ -95,16 +95,9 @@ shared uvec4 Bs[BN * SA]; // W tile [n][k]
 #define NRB (BN * RA / NT)
 #endif
 
-// the power of two s of the contract, from the largest |x| (its bits); 1 for 0, inf and NaN
-float xscale()
-{
-	uint b = xmax[p.xmax_off];
-	uint e = (b >> 23) & 0xffu;
-	if (b == 0u || e == 0xffu)
-		return 1.0;
-	int k = clamp(14 - (max(int(e), 1) - 127), -100, 100);
-	return exp2(float(k));
-}
+#include "common/scale.glsl"
+
+float xscale() { return tern_pow2_scale(xmax[p.xmax_off], 14); }
 
 #if defined(W_NF4_DQ)
 shared float dmap[256]; // the dynamic map of the block codes, loaded once per group

@@ -2,6 +2,7 @@
 // Split-K epilogue of mm.comp: y[t, c0 + n] (=|+=) (1/s) sum_z part[z][t][n] over the splits in
 // order (deterministic), for t < T, n < N; s as in mm.comp (from the max|x| bits).
 // Bindings: 0 = output (f32), 6 = max|x| bits (u32), 7 = partials [splits][T][N] (f32).
+#extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 
 layout(push_constant) uniform Push {
@@ -16,19 +17,11 @@ layout(binding = 0) buffer Out { float y[]; };
 layout(binding = 6) readonly buffer XMax { uint xmax[]; };
 layout(binding = 7) readonly buffer Part { float part[]; };
 
-float xscale()
-{
-	uint b = xmax[p.xmax_off];
-	uint e = (b >> 23) & 0xffu;
-	if (b == 0u || e == 0xffu)
-		return 1.0;
-	int k = clamp(14 - (max(int(e), 1) - 127), -100, 100);
-	return exp2(float(k));
-}
+#include "common/scale.glsl"
 
 void main()
 {
-	float inv_s = 1.0 / xscale();
+	float inv_s = 1.0 / tern_pow2_scale(xmax[p.xmax_off], 14);
 	uint total = p.T * p.N, stride = gl_NumWorkGroups.x * 256u;
 	for (uint i = gl_GlobalInvocationID.x; i < total; i += stride) {
 		uint t = i / p.N, n = i % p.N;
