@@ -9,7 +9,9 @@
 //   -DROWK  N <= 4 RV, A's k contiguous (u = x A^T, du = dy B): a group takes 32 rows, 8 lanes
 //           per row taking 4 consecutive k at a time (one vec4 load when p.vec, i.e. A's rows and
 //           K on 16-byte boundaries); B in shared chunks; the lanes' partial sums are added in a
-//           fixed order through shared memory.
+//           fixed order through shared memory. With p.kc > 0 (a multiple of CK) group (x, z) sums
+//           only k in [z kc, z kc + kc) and writes part[z][m][n] for -DREDUCE, as ROWM does: 32
+//           rows per group alone leave most multiprocessors idle (M = 2048 is 64 groups).
 //   -DROWM  N <= 4 RV, A's m contiguous (dB = dy^T u, dA^T = x^T du): one row per invocation,
 //           256 consecutive rows per group, B chunks in shared memory read as broadcasts; with
 //           p.kc > 0 group (x, z) sums only k in [z kc, z kc + kc) and writes the raw sums to
@@ -90,8 +92,13 @@ void main()
 	vec4 acc[RV];
 	[[unroll]] for (uint j = 0u; j < RV; j++)
 		acc[j] = vec4(0.0);
-	for (uint k0 = 0u; k0 < p.K; k0 += CK) {
-		uint kn = min(CK, p.K - k0);
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.y * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	for (uint k0 = kb; k0 < ke; k0 += CK) {
+		uint kn = min(CK, ke - k0);
 		barrier(); // the previous chunk is no longer read
 		load_b(k0, kn);
 		barrier();
@@ -130,7 +137,10 @@ void main()
 		float s = 0.0;
 		for (uint l = 0u; l < LANES; l++)
 			s += red[rr * LANES + l][r >> 2][r & 3u];
-		store(mm, r, s);
+		if (p.kc > 0u)
+			part[p.part_off + (gl_WorkGroupID.y * p.M + mm) * p.N + r] = s;
+		else
+			store(mm, r, s);
 	}
 }
 

@@ -372,6 +372,34 @@ struct gemm_lr_push {
 	uint32_t vec;
 };
 
+/* ROWK or ROWM of shaders/gemm_lr.comp over `gx` groups of rows, with k split into chunks of a
+ * multiple of 128 when that brings the groups to `per_sm` per multiprocessor (these shapes are
+ * bound by loads in flight, not arithmetic); the split partials are added in the order of the
+ * chunks by REDUCE, so the result does not depend on timing. */
+static enum tern_status gemm_lr_split(struct tern_vk *vk, enum tern_vk_pipe pipe, struct tern_view C,
+				      struct tern_view b[3], struct gemm_lr_push *p, uint32_t gx,
+				      uint32_t per_sm)
+{
+	uint32_t want = (uint32_t)tern_cdiv((int64_t)per_sm * vk->sm_count, gx), most = p->K / 128;
+	uint32_t splits = want < most ? want : most;
+	splits = splits > 64 ? 64 : splits;
+	if (splits < 2)
+		return tern_vk_dispatch(vk, pipe, b, 3, p, sizeof *p, gx, 1, 1);
+	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), 128) * 128;
+	splits = (uint32_t)tern_cdiv(p->K, p->kc);
+	p->splits = splits;
+	size_t bytes = (size_t)splits * p->M * p->N * 4;
+	enum tern_status st = tern_vk_part_buffer(vk, bytes);
+	if (st)
+		return st;
+	struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
+	if ((st = tern_vk_dispatch(vk, pipe, b4, 4, p, sizeof *p, gx, splits, 1)))
+		return st;
+	int64_t gr = tern_cdiv((int64_t)p->M * p->N, 256);
+	return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b4, 4, p, sizeof *p,
+				(uint32_t)(gr > 1024 ? 1024 : gr), 1, 1);
+}
+
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
  * at most GEMM_LR_RMAX (a LoRA product; rank 16 or less takes the variants with 16 columns of
  * registers): WIDE when K is, else ROWK / ROWM by which of A's dimensions is contiguous; M <=
@@ -421,31 +449,14 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	bool r16 = p.N <= 16;
 	if (p.N <= GEMM_LR_RMAX && p.sak == 1) {
 		p.vec = p.a_off % 4 == 0 && p.sam % 4 == 0 && p.K % 4 == 0;
-		return tern_vk_dispatch(vk, r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32, b, 3,
-					&p, sizeof p, groups(p.M, 32), 1, 1);
+		/* 32 rows per group: split k so that every multiprocessor gets eight groups */
+		return gemm_lr_split(vk, r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32, C, b, &p,
+				     groups(p.M, 32), 8);
 	}
 	if (p.N <= GEMM_LR_RMAX && p.sam == 1) {
-		enum tern_vk_pipe pipe = r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32;
-		/* few rows, a long reduction (K = T): split it so that every multiprocessor gets two
-		 * groups (these shapes are bound by loads in flight, not arithmetic) */
-		uint32_t want = tern_cdiv(2 * vk->sm_count, groups(p.M, 256)), most = p.K / 128;
-		uint32_t splits = want < most ? want : most;
-		splits = splits > 64 ? 64 : splits;
-		if (splits < 2)
-			return tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, groups(p.M, 256), 1, 1);
-		p.kc = (uint32_t)tern_cdiv(p.K, splits);
-		splits = (uint32_t)tern_cdiv(p.K, p.kc);
-		p.splits = splits;
-		size_t bytes = (size_t)splits * p.M * p.N * 4;
-		enum tern_status st = tern_vk_part_buffer(vk, bytes);
-		if (st)
-			return st;
-		struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
-		if ((st = tern_vk_dispatch(vk, pipe, b4, 4, &p, sizeof p, groups(p.M, 256), splits, 1)))
-			return st;
-		int64_t gr = tern_cdiv((int64_t)p.M * p.N, 256);
-		return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b4, 4, &p, sizeof p,
-					(uint32_t)(gr > 1024 ? 1024 : gr), 1, 1);
+		/* 256 rows per group, a long reduction (K = T): two groups per multiprocessor */
+		return gemm_lr_split(vk, r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32, C, b, &p,
+				     groups(p.M, 256), 2);
 	}
 	*done = false;
 	return TERN_OK;
