@@ -840,8 +840,8 @@ static void test_atomic(void)
 static bool same_state(const struct tern_train_state *x, const struct tern_train_state *y)
 {
 	return x->step == y->step && x->total_steps == y->total_steps && x->warmup_steps == y->warmup_steps &&
-	       x->epoch == y->epoch && x->row == y->row && x->seed == y->seed &&
-	       x->tokens == y->tokens && !memcmp(&x->elapsed, &y->elapsed, sizeof(double)) &&
+	       x->epoch == y->epoch && x->row == y->row && x->seed == y->seed && x->tokens == y->tokens &&
+	       !memcmp(&x->elapsed, &y->elapsed, sizeof(double)) &&
 	       !memcmp(&x->last_loss, &y->last_loss, sizeof(double)) &&
 	       !strcmp(x->config_hash, y->config_hash);
 }

@@ -1193,8 +1193,8 @@ static void run_backend(struct suite *s)
 	 * (swapped); the last three take several K chunks of the GPU low-rank variants
 	 * (shaders/gemm_lr.comp: N <= 32, and M <= 32 as the transposed product), split over groups
 	 * with a short last split; K = 1030 is not a multiple of 4 (no vector loads) */
-	static const int64_t gemm_shapes[][3] = {{1, 1, 1},     {3, 16, 97},   {17, 7, 33},
-						 {33, 130, 17}, {300, 20, 9},  {5, 270, 3},
+	static const int64_t gemm_shapes[][3] = {{1, 1, 1},     {3, 16, 97},    {17, 7, 33},
+						 {33, 130, 17}, {300, 20, 9},   {5, 270, 3},
 						 {40, 16, 300}, {16, 300, 520}, {70, 16, 1030}};
 	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
 	for (int k = 0; k < 9; k++)
