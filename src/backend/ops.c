@@ -14,7 +14,6 @@
 
 #include <math.h>
 #include <stdarg.h>
-#include <stdio.h>
 
 /* ---- checks ------------------------------------------------------------------------------- */
 
@@ -34,13 +33,11 @@ static enum tern_status view(const char *op, const char *what, struct tern_view 
 	enum tern_status st = tern_check_view(op, what, v, need);
 	if (st == TERN_OK)
 		return TERN_OK;
-	char msg[512], shape[128];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(shape, sizeof shape, fmt, ap);
+	st = tern_vfail_suffix(st, fmt, ap);
 	va_end(ap);
-	snprintf(msg, sizeof msg, "%s", tern_error());
-	return tern_fail(st, "%s (%s)", msg, shape);
+	return st;
 }
 
 /* n in [0, TERN_MAX_ELEMS]. */

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static _Thread_local char err_msg[1024];
@@ -40,6 +41,15 @@ enum tern_status tern_fail(enum tern_status st, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err_msg, sizeof err_msg, fmt, ap);
 	va_end(ap);
+	return st;
+}
+
+enum tern_status tern_vfail_suffix(enum tern_status st, const char *fmt, va_list ap)
+{
+	char suffix[256];
+	vsnprintf(suffix, sizeof suffix, fmt, ap);
+	size_t n = strlen(err_msg);
+	snprintf(err_msg + n, sizeof err_msg - n, " (%s)", suffix);
 	return st;
 }
 

@@ -9,6 +9,7 @@
 
 #include "tern/tern.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,9 @@
 #endif
 
 enum tern_status tern_fail(enum tern_status st, const char *fmt, ...) TERN_PRINTF(2, 3);
+/* Appends " (<fmt, ap>)" to the recorded message and returns st: context only the caller knows,
+ * e.g. the shape of an op whose view check failed. */
+enum tern_status tern_vfail_suffix(enum tern_status st, const char *fmt, va_list ap);
 void tern_clear_error(void);
 
 enum { TERN_LOG_ERROR, TERN_LOG_WARN, TERN_LOG_INFO, TERN_LOG_DEBUG };

@@ -34,13 +34,11 @@ enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_vie
 				       v.off, align);
 	}
 	if (st != TERN_OK) {
-		char msg[512], shape[128];
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(shape, sizeof shape, fmt, ap);
+		st = tern_vfail_suffix(st, fmt, ap);
 		va_end(ap);
-		snprintf(msg, sizeof msg, "%s", tern_error());
-		return tern_fail(st, "%s (%s)", msg, shape);
+		return st;
 	}
 	/* a zero-byte view may come without a buffer; nothing reads through it */
 	*out = need > 0 ? cpu_buf(v.buf)->data + v.off : NULL;
