@@ -60,36 +60,28 @@ const char *tern_op_name(enum tern_op op)
 	return "?";
 }
 
+/* The profile's kinds: the name on the profile line and the key in metrics.jsonl. */
+static const struct {
+	const char *name, *key;
+} prof_kinds[TERN_PROF_KIND_COUNT] = {
+	[TERN_PROF_MATMUL_FWD] = {"matmul fwd", "matmul_fwd"},
+	[TERN_PROF_MATMUL_BWD] = {"matmul bwd", "matmul_bwd"},
+	[TERN_PROF_LORA] = {"LoRA", "lora"},
+	[TERN_PROF_ATTENTION] = {"attention", "attention"},
+	[TERN_PROF_LOSS] = {"loss", "loss"},
+	[TERN_PROF_ELEMENTWISE] = {"norms/elementwise", "elementwise"},
+	[TERN_PROF_OPTIMIZER] = {"optimizer", "optimizer"},
+	[TERN_PROF_COPIES] = {"copies", "copies"},
+};
+
 const char *tern_prof_kind_name(enum tern_prof_kind k)
 {
-	switch (k) {
-	case TERN_PROF_MATMUL_FWD: return "matmul fwd";
-	case TERN_PROF_MATMUL_BWD: return "matmul bwd";
-	case TERN_PROF_LORA: return "LoRA";
-	case TERN_PROF_ATTENTION: return "attention";
-	case TERN_PROF_LOSS: return "loss";
-	case TERN_PROF_ELEMENTWISE: return "norms/elementwise";
-	case TERN_PROF_OPTIMIZER: return "optimizer";
-	case TERN_PROF_COPIES: return "copies";
-	case TERN_PROF_KIND_COUNT: break;
-	}
-	return "?";
+	return (unsigned)k < TERN_PROF_KIND_COUNT ? prof_kinds[k].name : "?";
 }
 
 const char *tern_prof_kind_key(enum tern_prof_kind k)
 {
-	switch (k) {
-	case TERN_PROF_MATMUL_FWD: return "matmul_fwd";
-	case TERN_PROF_MATMUL_BWD: return "matmul_bwd";
-	case TERN_PROF_LORA: return "lora";
-	case TERN_PROF_ATTENTION: return "attention";
-	case TERN_PROF_LOSS: return "loss";
-	case TERN_PROF_ELEMENTWISE: return "elementwise";
-	case TERN_PROF_OPTIMIZER: return "optimizer";
-	case TERN_PROF_COPIES: return "copies";
-	case TERN_PROF_KIND_COUNT: break;
-	}
-	return "?";
+	return (unsigned)k < TERN_PROF_KIND_COUNT ? prof_kinds[k].key : "?";
 }
 
 /* ---- dropout key and AdamW scalars -------------------------------------------------------- */
@@ -358,6 +350,16 @@ bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum t
 	if (op != TERN_OP_MATMUL && op != TERN_OP_MATMUL_BWD)
 		return prec == TERN_F32;
 	return be->vt->supports_prec ? be->vt->supports_prec(be, op, prec) : prec == TERN_F32;
+}
+
+bool tern_backend_variant_ok(struct tern_backend *be, const char *variant)
+{
+	return be->vt->has_variant && be->vt->has_variant(be, variant);
+}
+
+enum tern_dtype tern_backend_auto_prec(struct tern_backend *be)
+{
+	return be->vt->auto_prec ? be->vt->auto_prec(be) : TERN_F32;
 }
 
 bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)

@@ -456,6 +456,8 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op);
  * TERN_F32. False for an op the backend lacks and for a prec other than F32, F16, BF16. */
 bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
 
+/* Whether the backend has shader variant `variant` on this device (vtable has_variant; false
+ * without one), and the precision `compute_dtype: auto` picks (vtable auto_prec; F32 without). */
 bool tern_backend_variant_ok(struct tern_backend *be, const char *variant);
 enum tern_dtype tern_backend_auto_prec(struct tern_backend *be);
 

@@ -38,13 +38,3 @@ float tern_prec_round(enum tern_dtype prec, float v)
 		return tern_bf16_to_f32(tern_f32_to_bf16(v));
 	return v;
 }
-
-bool tern_backend_variant_ok(struct tern_backend *be, const char *variant)
-{
-	return be->vt->has_variant && be->vt->has_variant(be, variant);
-}
-
-enum tern_dtype tern_backend_auto_prec(struct tern_backend *be)
-{
-	return be->vt->auto_prec ? be->vt->auto_prec(be) : TERN_F32;
-}
