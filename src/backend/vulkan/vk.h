@@ -190,6 +190,23 @@ struct tern_vk {
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }
 
+/* How many units of unit_bytes one binding holds: maxStorageBufferRange less the slack that
+ * tern_vk_place may add in front of a view (0 when not even one fits). */
+static inline int64_t tern_vk_fit(const struct tern_vk *vk, int64_t unit_bytes)
+{
+	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
+	int64_t n = room / (unit_bytes > 0 ? unit_bytes : 1);
+	return n > 0 ? n : 0;
+}
+
+/* Workgroups for n items at `per` items per group, clamped to [1, cap]: the shaders that take
+ * it loop over the rest (grid-stride). */
+static inline uint32_t tern_vk_grid(int64_t n, int64_t per, int64_t cap)
+{
+	int64_t g = (n + per - 1) / per;
+	return (uint32_t)(g > cap ? cap : g < 1 ? 1 : g);
+}
+
 enum tern_status tern_vk_check(VkResult r, const char *what);
 
 /* memory (vk_memory.c) */
@@ -259,6 +276,9 @@ extern const struct tern_backend_vtable tern_vk_vtable;
  * for CPU-type devices) instead of the tiled ones: the device type, or TERN_VK_VARIANT. */
 enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple);
 
+/* Bytes of one row of W as tern_vk_weight_rows binds it (NF4: codes plus the odd nibble's
+ * slack). vk_ops.c. */
+int64_t tern_vk_weight_row_bytes(const struct tern_weight *w);
 /* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it (elements
  * are nibbles for NF4, words for ternary). vk_ops.c. */
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,

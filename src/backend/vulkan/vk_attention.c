@@ -157,12 +157,8 @@ static enum tern_status mma_cast(struct tern_vk *vk, struct tern_view dst, struc
 	p.a.off[1] = tern_vk_place(vk, &sv) / 4;
 	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
 	struct tern_view b[3] = {d, sv, xmax};
-	int64_t g = tern_cdiv(n / 8, 256);
 	return tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_CAST, b, 3, &p, sizeof p,
-				(uint32_t)(g > 4096 ? 4096
-					   : g < 1  ? 1
-						    : g),
-				1, 1);
+				tern_vk_grid(n / 8, 256, 4096), 1, 1);
 }
 
 /* The push block with the f16 views at bindings fb (mask bit b) addressed in uvec4. */

@@ -8,20 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Units of unit_bytes that fit in one binding, leaving room for the alignment shift. */
-static int64_t fit_units(struct tern_vk *vk, int64_t unit_bytes)
-{
-	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
-	int64_t n = room / (unit_bytes > 0 ? unit_bytes : 1);
-	return n > 0 ? n : 0;
-}
-
 /* Workgroups of 256 for a grid-stride loop over n items. */
-static uint32_t grid256(int64_t n)
-{
-	int64_t g = (n + 255) / 256;
-	return (uint32_t)(g > 4096 ? 4096 : g < 1 ? 1 : g);
-}
+static uint32_t grid256(int64_t n) { return tern_vk_grid(n, 256, 4096); }
 
 /* The 4-byte start every fp32/i32 view of `need` bytes needs here (the shaders address words). */
 static enum tern_status check_view4(const char *op, const char *what, struct tern_view v, size_t need)
@@ -62,8 +50,8 @@ static enum tern_status rms_run(struct tern_vk *vk, bool bwd, struct tern_view o
 				struct tern_view x, struct tern_view w, struct tern_view r, int64_t T,
 				int64_t D, float eps, bool accumulate)
 {
-	int64_t tc = fit_units(vk, 4 * D);
-	if (tc < 1 || D * 4 > fit_units(vk, 1))
+	int64_t tc = tern_vk_fit(vk, 4 * D);
+	if (tc < 1 || D * 4 > tern_vk_fit(vk, 1))
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of D=%lld exceeds maxStorageBufferRange",
 				 bwd ? "rmsnorm_bwd" : "rmsnorm", (long long)D);
@@ -149,7 +137,7 @@ enum tern_status tern_vk_rope(struct tern_backend *be, struct tern_view x, struc
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	int64_t tc = fit_units(vk, 4 * H * Dh);
+	int64_t tc = tern_vk_fit(vk, 4 * H * Dh);
 	if (tc < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: rope: one row of H=%lld Dh=%lld exceeds "
@@ -194,7 +182,7 @@ static enum tern_status swiglu_run(struct tern_vk *vk, bool bwd, struct tern_vie
 				   enum tern_act act)
 {
 	enum tern_vk_pipe pipe = pick_swiglu(bwd, act);
-	int64_t chunk = fit_units(vk, 4);
+	int64_t chunk = tern_vk_fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		size_t b0 = (size_t)i0 * 4, bs = (size_t)m * 4;
@@ -281,7 +269,7 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 	if (T == 0)
 		return TERN_OK;
 	enum tern_vk_pipe pipe = pick_embed(E->dtype);
-	int64_t tc = fit_units(vk, 4 * D), rows = fit_units(vk, (int64_t)es * D) - 1;
+	int64_t tc = tern_vk_fit(vk, 4 * D), rows = tern_vk_fit(vk, (int64_t)es * D) - 1;
 	if (tc < 1 || rows < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: embed: one row of D=%lld exceeds maxStorageBufferRange",

@@ -10,7 +10,6 @@
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
-#include "quant/quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +56,7 @@ static enum tern_status cast_input(struct tern_vk *vk, struct tern_view x, int64
 			return st;
 	}
 	/* even element chunks that keep both bindings inside maxStorageBufferRange */
-	int64_t chunk = ((int64_t)(vk->max_range - vk->align - 16) / 4) / 2 * 2;
+	int64_t chunk = tern_vk_fit(vk, 4) / 2 * 2;
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		struct tern_view d = {vk->mm_x16, (size_t)i0 * 2, (size_t)(m + 1) / 2 * 4};
@@ -66,13 +65,9 @@ static enum tern_status cast_input(struct tern_vk *vk, struct tern_view x, int64
 		p.dst_off = tern_vk_place(vk, &d) / 4;
 		p.src_off = tern_vk_place(vk, &sv) / 4;
 		p.xmax_off = tern_vk_place(vk, &xm) / 4;
-		int64_t g = tern_cdiv((m + 1) / 2, 256);
 		struct tern_view b[3] = {d, sv, xm};
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CASTX, b, 3, &p, sizeof p,
-					   (uint32_t)(g > 4096 ? 4096
-						      : g < 1  ? 1
-							       : g),
-					   1, 1)))
+					   tern_vk_grid((m + 1) / 2, 256, 4096), 1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -84,20 +79,16 @@ enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t 
 	enum tern_status st = tern_vk_zero(&vk->base, out);
 	if (st)
 		return st;
-	int64_t chunk = (int64_t)(vk->max_range - vk->align - 16) / 4;
+	int64_t chunk = tern_vk_fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		struct tern_view xv = tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4), ov = out;
 		struct absmax_push p = {.n = (uint32_t)m};
 		p.x_off = tern_vk_place(vk, &xv) / 4;
 		p.out_off = tern_vk_place(vk, &ov) / 4;
-		int64_t g = (m + 2047) / 2048;
 		struct tern_view b[2] = {ov, xv};
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ABSMAX, b, 2, &p, sizeof p,
-					   (uint32_t)(g > 1024 ? 1024
-						      : g < 1  ? 1
-							       : g),
-					   1, 1)))
+					   tern_vk_grid(m, 2048, 1024), 1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -211,12 +202,8 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 
 	/* rows of W per chunk (a multiple of 16, so chunk starts keep the fast loads aligned) and
 	 * tokens per chunk so every binding fits */
-	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
-			    : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
-			    : w->dtype == TERN_TERNARY                      ? 4 * tern_ternary_row_words(I)
-									    : (I + 1) / 2 + 1;
-	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
-	int64_t rows = room / row_bytes - 1, tc = room / (4 * (O > I ? O : I));
+	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1,
+		tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
 	if (rows > 16)
 		rows = rows / 16 * 16;
 	if (rows < 1 || tc < 1)
@@ -293,10 +280,9 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 					.accumulate = p.accumulate,
 					.xmax_off = p.xmax_off,
 				};
-				int64_t g = tern_cdiv(tn * p.N, 256);
 				struct tern_view rb[8] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part};
 				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 8, &rp, sizeof rp,
-							   (uint32_t)(g > 4096 ? 4096 : g), 1, 1)))
+							   tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
 					return st;
 			}
 		}

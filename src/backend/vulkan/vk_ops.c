@@ -10,21 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* elements (or rows) that fit in one binding, leaving room for the alignment shift */
-static int64_t fit(struct tern_vk *vk, int64_t unit_bytes)
-{
-	int64_t room = (int64_t)vk->max_range - (int64_t)vk->align - 16;
-	int64_t n = room / (unit_bytes > 0 ? unit_bytes : 1);
-	return n > 0 ? n : 0;
-}
-
 static uint32_t groups(int64_t n, int64_t per) { return (uint32_t)((n + per - 1) / per); }
-
-static uint32_t grid(int64_t n)
-{
-	int64_t g = (n + 255) / 256;
-	return (uint32_t)(g > 4096 ? 4096 : g < 1 ? 1 : g);
-}
+static uint32_t grid(int64_t n) { return tern_vk_grid(n, 256, 4096); }
 
 /* ---- shader variants --------------------------------------------------------------------- */
 
@@ -65,6 +52,18 @@ struct mm_push {
 
 /* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it
  * (elements are nibbles for NF4, words for ternary). W's data view starts 4-aligned. */
+int64_t tern_vk_weight_row_bytes(const struct tern_weight *w)
+{
+	int64_t I = w->I;
+	switch (w->dtype) {
+	case TERN_F32: return 4 * I;
+	case TERN_F16:
+	case TERN_BF16: return 2 * I;
+	case TERN_TERNARY: return 4 * tern_ternary_row_words(I);
+	default: return (I + 1) / 2 + 1; /* NF4, NF4_DQ */
+	}
+}
+
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
 				     int64_t rows, uint32_t *pos)
 {
@@ -195,11 +194,8 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 		return TERN_OK;
 
 	/* rows of W per chunk and tokens per chunk so every binding fits */
-	int64_t row_bytes = w->dtype == TERN_F32                            ? 4 * I
-			    : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * I
-			    : w->dtype == TERN_TERNARY                      ? 4 * tern_ternary_row_words(I)
-									    : (I + 1) / 2 + 1;
-	int64_t rows = fit(vk, row_bytes) - 1, tc = fit(vk, 4 * (O > I ? O : I));
+	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1,
+		tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
 	if (rows < 1 || tc < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange", op,
@@ -254,7 +250,7 @@ static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, s
 				  const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	struct tern_vk *vk = tern_vk_of(be);
-	if (prec == TERN_F16 && T > 0 && w->O > 0 && w->I > 0)
+	if (prec == TERN_F16 && T > 0)
 		return tern_vk_mm16(vk, false, y, x, w, T, false);
 	return mm_run(vk, false, y, x, w, T, false);
 }
@@ -264,7 +260,7 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
 				      enum tern_dtype prec)
 {
 	struct tern_vk *vk = tern_vk_of(be);
-	if (prec == TERN_F16 && T > 0 && w->O > 0 && w->I > 0)
+	if (prec == TERN_F16 && T > 0)
 		return tern_vk_mm16(vk, true, dx, dy, w, T, accumulate);
 	return mm_run(vk, true, dx, dy, w, T, accumulate);
 }
@@ -395,57 +391,47 @@ static enum tern_status gemm_lr_split(struct tern_vk *vk, enum tern_vk_pipe pipe
 	struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
 	if ((st = tern_vk_dispatch(vk, pipe, b4, 4, p, sizeof *p, gx, splits, 1)))
 		return st;
-	int64_t gr = tern_cdiv((int64_t)p->M * p->N, 256);
 	return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b4, 4, p, sizeof *p,
-				(uint32_t)(gr > 1024 ? 1024 : gr), 1, 1);
+				tern_vk_grid((int64_t)p->M * p->N, 256, 1024), 1, 1);
+}
+
+/* The gemm_lr push block of a placed gemm, or of its transpose C^T = B^T A^T (tr: B's roles as A,
+ * A's as B, C written transposed). */
+static struct gemm_lr_push lr_push(const struct gemm_push *g, bool tr)
+{
+	return (struct gemm_lr_push){.M = tr ? g->N : g->M,
+				     .N = tr ? g->M : g->N,
+				     .K = g->K,
+				     .c_off = g->c_off,
+				     .scm = tr ? 1 : g->ldc,
+				     .scn = tr ? g->ldc : 1,
+				     .a_off = tr ? g->b_off : g->a_off,
+				     .sam = tr ? g->sbn : g->sam,
+				     .sak = tr ? g->sbk : g->sak,
+				     .b_off = tr ? g->a_off : g->b_off,
+				     .sbk = tr ? g->sak : g->sbk,
+				     .sbn = tr ? g->sam : g->sbn,
+				     .alpha = g->alpha,
+				     .beta = g->beta};
 }
 
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
  * at most GEMM_LR_RMAX (a LoRA product; rank 16 or less takes the variants with 16 columns of
  * registers): WIDE when K is, else ROWK / ROWM by which of A's dimensions is contiguous; M <=
- * RMAX runs as the transposed product C^T = B^T A^T. *done is false when none applies (the tiled
- * gemm runs). */
+ * RMAX runs as the transposed product. *done is false when none applies (the tiled gemm runs). */
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
-	struct gemm_lr_push p = {.M = g->M,
-				 .N = g->N,
-				 .K = g->K,
-				 .c_off = g->c_off,
-				 .scm = g->ldc,
-				 .scn = 1,
-				 .a_off = g->a_off,
-				 .sam = g->sam,
-				 .sak = g->sak,
-				 .b_off = g->b_off,
-				 .sbk = g->sbk,
-				 .sbn = g->sbn,
-				 .alpha = g->alpha,
-				 .beta = g->beta};
-	struct tern_view b[3] = {C, A, B};
 	*done = true;
-	if (p.K <= GEMM_LR_RMAX)
+	if (g->K <= GEMM_LR_RMAX) {
+		struct gemm_lr_push p = lr_push(g, false);
+		struct tern_view b[3] = {C, A, B};
 		return tern_vk_dispatch(vk, p.K <= 16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
 					b, 3, &p, sizeof p, groups(p.N, 128), groups(p.M, 64), 1);
-	if (p.N > GEMM_LR_RMAX && p.M <= GEMM_LR_RMAX) {
-		/* C^T = B^T A^T: B's roles as A, A's as B, C written transposed */
-		p = (struct gemm_lr_push){.M = g->N,
-					  .N = g->M,
-					  .K = g->K,
-					  .c_off = g->c_off,
-					  .scm = 1,
-					  .scn = g->ldc,
-					  .a_off = g->b_off,
-					  .sam = g->sbn,
-					  .sak = g->sbk,
-					  .b_off = g->a_off,
-					  .sbk = g->sak,
-					  .sbn = g->sam,
-					  .alpha = g->alpha,
-					  .beta = g->beta};
-		b[1] = B;
-		b[2] = A;
 	}
+	bool tr = g->N > GEMM_LR_RMAX && g->M <= GEMM_LR_RMAX;
+	struct gemm_lr_push p = lr_push(g, tr);
+	struct tern_view b[3] = {C, tr ? B : A, tr ? A : B};
 	bool r16 = p.N <= 16;
 	if (p.N <= GEMM_LR_RMAX && p.sak == 1) {
 		p.vec = p.a_off % 4 == 0 && p.sam % 4 == 0 && p.K % 4 == 0;
@@ -509,13 +495,13 @@ static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, str
 	if (K == 0)
 		return beta == 0 ? tern_vk_zero(be, tern_view_sub(C, 0, (size_t)(M * N * 4)))
 				 : vk_scale(be, C, M * N, beta);
-	int64_t lim = fit(vk, 1);
+	int64_t lim = tern_vk_fit(vk, 1);
 	bool fits = M * K * 4 <= lim && K * N * 4 <= lim && M * N * 4 <= lim;
 	if (fits)
 		return gemm_one(vk, C, A, B, M, N, K, N, ta, tb, M, alpha, beta);
 	/* split along M: rows of C and (untransposed) A are contiguous */
 	if (!ta && K * N * 4 <= lim) {
-		int64_t mc = fit(vk, 4 * (K > N ? K : N));
+		int64_t mc = tern_vk_fit(vk, 4 * (K > N ? K : N));
 		for (int64_t m0 = 0; m0 < M && mc > 0; m0 += mc) {
 			int64_t mn = M - m0 < mc ? M - m0 : mc;
 			st = gemm_one(vk, tern_view_sub(C, (size_t)(m0 * N * 4), (size_t)(mn * N * 4)),
@@ -529,7 +515,7 @@ static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, str
 	}
 	/* split along K: rows of A stored [K,M] and of B stored [K,N] are contiguous */
 	if (ta && !tb && M * N * 4 <= lim) {
-		int64_t kc = fit(vk, 4 * (M > N ? M : N));
+		int64_t kc = tern_vk_fit(vk, 4 * (M > N ? M : N));
 		for (int64_t k0 = 0; k0 < K && kc > 0; k0 += kc) {
 			int64_t kn = K - k0 < kc ? K - k0 : kc;
 			st = gemm_one(vk, C, tern_view_sub(A, (size_t)(k0 * M * 4), (size_t)(kn * M * 4)),
@@ -561,7 +547,7 @@ struct ew_push {
 static enum tern_status ew_run(struct tern_vk *vk, enum tern_vk_pipe pipe, struct tern_view y,
 			       struct tern_view x, struct tern_view s, int64_t n, struct ew_push p)
 {
-	int64_t chunk = fit(vk, 4);
+	int64_t chunk = tern_vk_fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		struct tern_view yv = tern_view_sub(y, (size_t)i0 * 4, (size_t)m * 4);
@@ -638,7 +624,7 @@ static enum tern_status vk_adamw(struct tern_backend *be, struct tern_view param
 		.eps = c.eps,
 		.use_decay = a->weight_decay != 0.0f,
 	};
-	int64_t chunk = fit(vk, 4);
+	int64_t chunk = tern_vk_fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t k = n - i0 < chunk ? n - i0 : chunk;
 		struct tern_view b[4] = {tern_view_sub(param, (size_t)i0 * 4, (size_t)k * 4),
@@ -671,7 +657,7 @@ static enum tern_status vk_sumsq(struct tern_backend *be, struct tern_view out, 
 		return accumulate ? TERN_OK : tern_vk_zero(be, tern_view_sub(out, 0, 4));
 	/* partial sums live in the dummy buffer (1024 floats): fixed order, no atomics */
 	struct tern_view part = {vk->dummy, 0, 1024 * 4};
-	int64_t chunk = fit(vk, 4);
+	int64_t chunk = tern_vk_fit(vk, 4);
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		int64_t g = (m + 255) / 256;
@@ -737,7 +723,7 @@ static enum tern_status vk_cast(struct tern_backend *be, struct tern_view dst, e
 		return TERN_OK;
 	}
 	enum tern_vk_pipe pipe = pick_cast(sdt, dt);
-	int64_t chunk = fit(vk, 4); /* elements of up to 4 bytes */
+	int64_t chunk = tern_vk_fit(vk, 4); /* elements of up to 4 bytes */
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
 		int64_t m = n - i0 < chunk ? n - i0 : chunk;
 		struct tern_view d = tern_view_sub(dst, (size_t)i0 * ds, (size_t)m * ds);
