@@ -131,14 +131,6 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 	float *dxp = dxv, *lossp = lv;
 	const float *xp = xv;
 	memset(dxp, 0, (size_t)(T * D) * 4); /* untrained tokens keep dx = 0 */
-	if (D == 0) { /* z = 0: every trained token's term is log V, dx has no columns */
-		double s = 0.0;
-		for (int64_t t = 0; t < T; t++)
-			if (lab[t] != -100)
-				s += log((double)V);
-		lossp[0] = (float)((double)lossp[0] + (double)inv_n * s);
-		return TERN_OK;
-	}
 
 	struct ce_layout lay = ce_layout_of(T, V, D);
 	int64_t tc = lay.tc, vtask = lay.vtask, dtask = lay.dtask, width = lay.width;

@@ -290,8 +290,9 @@ struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weigh
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate);
 enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot);
-/* vk->mm_part of at least bytes (split-K partials; one op at a time uses it). */
-enum tern_status tern_vk_part_buffer(struct tern_vk *vk, size_t bytes);
+/* *buf, one of the backend's scratch buffers (mm_part, mm_x16, attn_h, ce_scratch, ...), holding
+ * at least `bytes`: reallocated (contents lost) when smaller; one op at a time uses each. */
+enum tern_status tern_vk_scratch(struct tern_vk *vk, struct tern_buffer **buf, size_t bytes);
 bool tern_vk_has_variant(struct tern_backend *be, const char *variant);
 /* Whether every pipeline of a list was compiled into this build. */
 bool tern_vk_built(const enum tern_vk_pipe *pipes, int n);

@@ -131,13 +131,9 @@ static enum tern_status mma_h_make(struct tern_vk *vk, const struct tern_attn_ar
 	size_t nq = tern_align_up((size_t)(a->T * a->H * a->Dh) * 2, 256);
 	size_t nk = tern_align_up((size_t)(a->T * a->Hkv * a->Dh) * 2, 256);
 	size_t need = 2 * nq + 2 * nk;
-	if (!vk->attn_h || vk->attn_h->size < need) {
-		tern_vk_buffer_free(&vk->base, vk->attn_h);
-		vk->attn_h = NULL;
-		enum tern_status st = tern_vk_buffer_alloc(&vk->base, need, &vk->attn_h);
-		if (st)
-			return st;
-	}
+	enum tern_status st = tern_vk_scratch(vk, &vk->attn_h, need);
+	if (st)
+		return st;
 	h->q = (struct tern_view){vk->attn_h, 0, nq};
 	h->k = (struct tern_view){vk->attn_h, nq, nk};
 	h->v = (struct tern_view){vk->attn_h, nq + nk, nk};
@@ -197,13 +193,9 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 {
 	int64_t T = a->T, H = a->H, nscr = 2 * H * T + 1;
 	int64_t nq = T * H * a->Dh, nk = T * a->Hkv * a->Dh;
-	enum tern_status st;
-	if (!vk->attn_scr || vk->attn_scr->size < (size_t)nscr * 4) {
-		tern_vk_buffer_free(&vk->base, vk->attn_scr);
-		vk->attn_scr = NULL;
-		if ((st = tern_vk_buffer_alloc(&vk->base, (size_t)nscr * 4, &vk->attn_scr)))
-			return st;
-	}
+	enum tern_status st = tern_vk_scratch(vk, &vk->attn_scr, (size_t)nscr * 4);
+	if (st)
+		return st;
 	struct mma_h h;
 	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
 	if ((st = tern_vk_absmax(vk, G, nq, 1)) || (st = mma_h_make(vk, a, &h)) ||

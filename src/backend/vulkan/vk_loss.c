@@ -83,12 +83,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 	/* the products at F16 where the device has 16-bit floats (vk_mm.c), else fp32 */
 	enum tern_dtype mp = prec == TERN_F16 && vk->fp16 ? TERN_F16 : TERN_F32;
 	size_t zbytes = (size_t)(tc * V) * 4, need = (size_t)sz.ce_scratch; /* align <= CE_ALIGN_MAX */
-	if (!vk->ce_scratch || vk->ce_scratch->size < need) {
-		tern_vk_buffer_free(be, vk->ce_scratch);
-		vk->ce_scratch = NULL;
-		if ((st = tern_vk_buffer_alloc(be, need, &vk->ce_scratch)))
-			return st;
-	}
+	if ((st = tern_vk_scratch(vk, &vk->ce_scratch, need)))
+		return st;
 	size_t term_at = (zbytes + (size_t)vk->align - 1) / (size_t)vk->align * (size_t)vk->align;
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
@@ -97,12 +93,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		struct tern_view xs = tern_view_sub(x, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
 		struct tern_view dxs = tern_view_sub(dx, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
 		struct tern_view lab = tern_view_sub(labels, (size_t)t0 * 4, (size_t)tn * 4);
-		if (D == 0) { /* z = 0 without a matmul */
-			if ((st = tern_vk_zero(be, z)))
-				return st;
-		} else if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn, mp))) {
+		if ((st = tern_vk_vtable.matmul(be, z, xs, W, tn, mp)))
 			return st;
-		}
 		struct ce_push p = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};
 		p.z_off = tern_vk_place(vk, &z) / 4;
 		p.lab_off = tern_vk_place(vk, &lab) / 4;
@@ -111,7 +103,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS, b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
-		if (D > 0 && (st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, mp)))
+		if ((st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, mp)))
 			return st;
 		struct tern_view lv = tern_view_sub(loss, 0, 4);
 		struct ce_push ps = {.V = (uint32_t)V, .n = (uint32_t)tn, .inv_n = inv_n};

@@ -48,13 +48,9 @@ struct castx_push {
 static enum tern_status cast_input(struct tern_vk *vk, struct tern_view x, int64_t n)
 {
 	size_t bytes = (size_t)(n + 1) / 2 * 4 + 16;
-	enum tern_status st;
-	if (!vk->mm_x16 || vk->mm_x16->size < bytes) {
-		tern_vk_buffer_free(&vk->base, vk->mm_x16);
-		vk->mm_x16 = NULL;
-		if ((st = tern_vk_buffer_alloc(&vk->base, bytes, &vk->mm_x16)))
-			return st;
-	}
+	enum tern_status st = tern_vk_scratch(vk, &vk->mm_x16, bytes);
+	if (st)
+		return st;
 	/* even element chunks that keep both bindings inside maxStorageBufferRange */
 	int64_t chunk = tern_vk_fit(vk, 4) / 2 * 2;
 	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
@@ -94,13 +90,13 @@ enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t 
 	return TERN_OK;
 }
 
-enum tern_status tern_vk_part_buffer(struct tern_vk *vk, size_t bytes)
+enum tern_status tern_vk_scratch(struct tern_vk *vk, struct tern_buffer **buf, size_t bytes)
 {
-	if (vk->mm_part && vk->mm_part->size >= bytes)
+	if (*buf && (*buf)->size >= bytes)
 		return TERN_OK;
-	tern_vk_buffer_free(&vk->base, vk->mm_part);
-	vk->mm_part = NULL;
-	return tern_vk_buffer_alloc(&vk->base, bytes, &vk->mm_part);
+	tern_vk_buffer_free(&vk->base, *buf);
+	*buf = NULL;
+	return tern_vk_buffer_alloc(&vk->base, bytes, buf);
 }
 
 /* Whether the 16-element runs of mm.comp's fast loads hold for this dispatch. */
@@ -259,7 +255,7 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 				int64_t kc = tern_cdiv(tern_cdiv(p.K, splits), bk) * bk;
 				splits = tern_cdiv(p.K, kc);
 				p.kc = (uint32_t)kc;
-				if ((st = tern_vk_part_buffer(vk, (size_t)(splits * tn * p.N) * 4)))
+				if ((st = tern_vk_scratch(vk, &vk->mm_part, (size_t)(splits * tn * p.N) * 4)))
 					return st;
 				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
 			}

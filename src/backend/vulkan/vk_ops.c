@@ -385,7 +385,7 @@ static enum tern_status gemm_lr_split(struct tern_vk *vk, enum tern_vk_pipe pipe
 	splits = (uint32_t)tern_cdiv(p->K, p->kc);
 	p->splits = splits;
 	size_t bytes = (size_t)splits * p->M * p->N * 4;
-	enum tern_status st = tern_vk_part_buffer(vk, bytes);
+	enum tern_status st = tern_vk_scratch(vk, &vk->mm_part, bytes);
 	if (st)
 		return st;
 	struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
