@@ -397,6 +397,30 @@ uint32_t tern_vk_place(struct tern_vk *vk, struct tern_view *v)
 	return delta;
 }
 
+/* Profiling: no room for another pair of timestamps in this command buffer. */
+static bool queries_full(const struct tern_vk *vk)
+{
+	return vk->profile && vk->nqueries + 2 > vk->max_queries;
+}
+
+/* Profiling: the stamp before a timed command, which read_timestamps sums into pipeline pl (NULL:
+ * a transfer) and the open op's kind; stamp_end writes the one after it. */
+static void stamp_begin(struct tern_vk *vk, struct tern_vk_pipeline *pl)
+{
+	if (!vk->profile)
+		return;
+	vk->qpipe[vk->nqueries / 2] = pl;
+	vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
+	tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, vk->nqueries++);
+}
+
+static void stamp_end(struct tern_vk *vk)
+{
+	if (vk->profile)
+		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
+					vk->nqueries++);
+}
+
 enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, const struct tern_view *binds,
 				  int nbind, const void *push, size_t push_size, uint32_t gx, uint32_t gy,
 				  uint32_t gz)
@@ -447,7 +471,7 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	enum tern_status st = get_pipeline(vk, pipe, &pl);
 	if (st)
 		return st;
-	if (vk->pool_used == vk->pool_max || (vk->profile && vk->nqueries + 2 > vk->max_queries))
+	if (vk->pool_used == vk->pool_max || queries_full(vk))
 		if ((st = tern_vk_submit(vk)))
 			return st;
 	if ((st = tern_vk_begin(vk)))
@@ -482,16 +506,9 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	tvk_vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pl->pipeline);
 	tvk_vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &set, 0, NULL);
 	tvk_vkCmdPushConstants(vk->cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, TERN_VK_PUSH, pc);
-	if (vk->profile) {
-		vk->qpipe[vk->nqueries / 2] = pl;
-		vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
-					vk->nqueries++);
-	}
+	stamp_begin(vk, pl);
 	tvk_vkCmdDispatch(vk->cmd, gx, gy, gz);
-	if (vk->profile)
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
-					vk->nqueries++);
+	stamp_end(vk);
 	vk->ndispatch++;
 	pl->calls++;
 	return TERN_OK;
@@ -500,24 +517,17 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 enum tern_status tern_vk_transfer_begin(struct tern_vk *vk)
 {
 	enum tern_status st;
-	if (vk->profile && vk->nqueries + 2 > vk->max_queries && (st = tern_vk_submit(vk)))
+	if (queries_full(vk) && (st = tern_vk_submit(vk)))
 		return st;
 	if ((st = tern_vk_begin(vk)))
 		return st;
-	if (vk->profile) {
-		vk->qpipe[vk->nqueries / 2] = NULL;
-		vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries,
-					vk->nqueries++);
-	}
+	stamp_begin(vk, NULL);
 	return TERN_OK;
 }
 
 void tern_vk_transfer_end(struct tern_vk *vk)
 {
-	if (vk->profile)
-		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
-					vk->nqueries++);
+	stamp_end(vk);
 	vk->ndispatch++;
 }
 
