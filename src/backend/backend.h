@@ -470,6 +470,8 @@ uint32_t tern_absmax_bits(const float *x, int64_t n);
 float tern_prec_scale(uint32_t max_bits, int target);
 /* v rounded to prec (F32: v; F16, BF16: to nearest even, back in fp32). */
 float tern_prec_round(enum tern_dtype prec, float v);
+/* out[n] = src[n] widened to fp32; dt is TERN_F32, TERN_F16 or TERN_BF16 (src needs no alignment). */
+void tern_plain_to_f32(enum tern_dtype dt, const void *src, int64_t n, float *out);
 
 /* The counter-based dropout generator: a 32-bit hash of (key, i). Element i is kept when
  * tern_dropout_hash(key, i) >= tern_dropout_threshold(p). The same integer math is in

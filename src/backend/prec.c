@@ -38,3 +38,18 @@ float tern_prec_round(enum tern_dtype prec, float v)
 		return tern_bf16_to_f32(tern_f32_to_bf16(v));
 	return v;
 }
+
+void tern_plain_to_f32(enum tern_dtype dt, const void *src, int64_t n, float *out)
+{
+	const uint8_t *p = src;
+	if (dt == TERN_F32) {
+		memcpy(out, p, (size_t)n * 4);
+		return;
+	}
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+	for (int64_t i = 0; i < n; i++) {
+		uint16_t h;
+		memcpy(&h, p + 2 * i, 2);
+		out[i] = dt == TERN_F16 ? tern_f16_to_f32(h) : tern_bf16_to_f32(h);
+	}
+}

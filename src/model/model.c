@@ -152,20 +152,6 @@ static enum tern_dtype st_float_dtype(enum tern_st_dtype d)
 				   : TERN_DTYPE_COUNT;
 }
 
-static void to_f32(enum tern_dtype dt, const uint8_t *src, int64_t n, float *out)
-{
-	if (dt == TERN_F32) {
-		memcpy(out, src, (size_t)n * 4);
-		return;
-	}
-#pragma omp parallel for schedule(static) if (n > (1 << 20))
-	for (int64_t i = 0; i < n; i++) {
-		uint16_t h;
-		memcpy(&h, src + 2 * i, 2);
-		out[i] = dt == TERN_F16 ? tern_f16_to_f32(h) : tern_bf16_to_f32(h);
-	}
-}
-
 static void from_f32(enum tern_dtype dt, const float *x, int64_t n, uint8_t *dst)
 {
 	if (dt == TERN_F32) {
@@ -185,7 +171,7 @@ enum tern_status tern_st_tensor_f32(const struct tern_st_tensor *t, float *out)
 	if (dt == TERN_DTYPE_COUNT)
 		return tern_fail(TERN_E_INVALID, "tensor %s: dtype %s is not a float type", t->name,
 				 tern_st_dtype_name(t->dtype));
-	to_f32(dt, t->data, t->numel, out);
+	tern_plain_to_f32(dt, t->data, t->numel, out);
 	return TERN_OK;
 }
 
@@ -196,7 +182,7 @@ enum tern_status tern_pack_tensor_f32(const struct tern_pack *p, const struct te
 	switch (t->dtype) {
 	case TERN_F32:
 	case TERN_F16:
-	case TERN_BF16: to_f32(t->dtype, d, n, out); return TERN_OK;
+	case TERN_BF16: tern_plain_to_f32(t->dtype, d, n, out); return TERN_OK;
 	case TERN_NF4:
 		tern_nf4_dequantize(d, (const float *)tern_pack_part(p, t, TERN_PART_ABSMAX), n, t->blocksize,
 				    out);
@@ -624,7 +610,7 @@ static enum tern_status fill_tensor(uint8_t *img, struct tern_pack_tensor *t, co
 			memcpy(d, s->t->data, t->size[TERN_PART_DATA]);
 			return TERN_OK;
 		}
-		to_f32(sd, s->t->data, n, tmp);
+		tern_plain_to_f32(sd, s->t->data, n, tmp);
 	}
 	switch (t->dtype) {
 	case TERN_F32:

@@ -991,15 +991,7 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, st
 		if (id < 0 || id >= V)
 			return tern_fail(TERN_E_INVALID, "embed: ids[%lld] = %d is outside [0, V=%lld)",
 					 (long long)t, id, (long long)V);
-		const uint8_t *row = n->embed_host + (size_t)id * (size_t)D * es;
-		float *dst = n->xh + t * D;
-		if (n->embed_dt == TERN_F32) {
-			memcpy(dst, row, (size_t)D * 4);
-			continue;
-		}
-		const uint16_t *h = (const uint16_t *)(const void *)row;
-		for (int64_t i = 0; i < D; i++)
-			dst[i] = n->embed_dt == TERN_F16 ? tern_f16_to_f32(h[i]) : tern_bf16_to_f32(h[i]);
+		tern_plain_to_f32(n->embed_dt, n->embed_host + (size_t)id * (size_t)D * es, D, n->xh + t * D);
 	}
 	return n->be->vt->upload(n->be, out, n->xh);
 }

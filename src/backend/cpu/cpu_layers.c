@@ -237,15 +237,8 @@ enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, str
 	float *yp = yv;
 	CPU_PARALLEL_FOR
 	for (int64_t t = 0; t < T; t++) {
-		float *yt = yp + t * D;
-		int64_t r = ip[t];
-		if (E->dtype == TERN_F32) {
-			memcpy(yt, (const float *)ev + r * D, (size_t)D * 4);
-		} else {
-			const uint16_t *h = (const uint16_t *)ev + r * D;
-			for (int64_t j = 0; j < D; j++)
-				yt[j] = E->dtype == TERN_F16 ? tern_f16_to_f32(h[j]) : tern_bf16_to_f32(h[j]);
-		}
+		tern_plain_to_f32(E->dtype, (const uint8_t *)ev + (size_t)ip[t] * (size_t)D * es, D,
+				  yp + t * D);
 	}
 	return TERN_OK;
 }
