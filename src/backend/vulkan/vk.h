@@ -276,6 +276,14 @@ extern const struct tern_backend_vtable tern_vk_vtable;
  * for CPU-type devices) instead of the tiled ones: the device type, or TERN_VK_VARIANT. */
 enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple);
 
+/* An initializer of a table of pipelines indexed by weight dtype: P##_F32, P##_F16, ... (every
+ * matmul family has one variant per format, named by the dtype's suffix). */
+#define TERN_VK_PIPES_BY_DTYPE(P)                                                                         \
+	{                                                                                                 \
+		[TERN_F32] = P##_F32, [TERN_F16] = P##_F16, [TERN_BF16] = P##_BF16, [TERN_NF4] = P##_NF4, \
+		[TERN_NF4_DQ] = P##_NF4_DQ, [TERN_TERNARY] = P##_TERNARY                                  \
+	}
+
 /* Bytes of one row of W as tern_vk_weight_rows binds it (NF4: codes plus the odd nibble's
  * slack). vk_ops.c. */
 int64_t tern_vk_weight_row_bytes(const struct tern_weight *w);
