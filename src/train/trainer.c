@@ -627,14 +627,25 @@ static void fmt_rate(char *b, size_t cap, double flops, double ns)
 	snprintf(b, cap, t >= 100 ? "%.0f" : t >= 10 ? "%.1f" : t >= 1 ? "%.2f" : "%.3g", t);
 }
 
+/* The kinds' device time in ms and their FLOPs, summed. */
+static void profile_totals(const struct tern_profile *p, double *ms, double *flops)
+{
+	*ms = *flops = 0;
+	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++) {
+		*ms += p->ns[k] * 1e-6;
+		*flops += p->flops[k];
+	}
+}
+
 /* The profile line of one step: device time per kind, with the rate of each kind that does
  * products; idle = the step's wall time less the kinds' sum (host work, submission gaps, what the
  * device timeline cannot show); the step's rate is every kind's FLOPs over its wall time. On a
  * terminal it replaces the live progress line, which is printed again below it. */
 static void profile_print(FILE *o, int64_t step, const struct tern_profile *p, double step_s, bool tty)
 {
-	double sum = 0, flops = 0;
+	double sum, flops;
 	char r[32];
+	profile_totals(p, &sum, &flops);
 	fprintf(o, "%sprofile step %lld:", tty ? "\r" : "", (long long)step);
 	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++) {
 		fprintf(o, "%s %s %.1f ms", k ? " |" : "", tern_prof_kind_name((enum tern_prof_kind)k),
@@ -643,8 +654,6 @@ static void profile_print(FILE *o, int64_t step, const struct tern_profile *p, d
 			fmt_rate(r, sizeof r, p->flops[k], p->ns[k]);
 			fprintf(o, " (%s TFLOP/s)", r);
 		}
-		sum += p->ns[k] * 1e-6;
-		flops += p->flops[k];
 	}
 	fmt_rate(r, sizeof r, flops, step_s * 1e9);
 	fprintf(o, " | idle %.1f ms | step %.1f ms, %s TFLOP/s%s\n", step_s * 1e3 - sum, step_s * 1e3, r,
@@ -655,14 +664,13 @@ static void profile_print(FILE *o, int64_t step, const struct tern_profile *p, d
  * for the kinds that did products, profile_idle_ms, profile_step_ms, profile_tflops. */
 static void profile_fields(FILE *m, const struct tern_profile *p, double step_s)
 {
-	double sum = 0, flops = 0;
+	double sum, flops;
+	profile_totals(p, &sum, &flops);
 	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++) {
 		const char *key = tern_prof_kind_key((enum tern_prof_kind)k);
 		fprintf(m, ", \"profile_%s_ms\": %.3f", key, p->ns[k] * 1e-6);
 		if (p->flops[k] > 0 && p->ns[k] > 0)
 			fprintf(m, ", \"profile_%s_tflops\": %.6g", key, p->flops[k] / p->ns[k] * 1e-3);
-		sum += p->ns[k] * 1e-6;
-		flops += p->flops[k];
 	}
 	fprintf(m, ", \"profile_idle_ms\": %.3f, \"profile_step_ms\": %.3f, \"profile_tflops\": %.6g",
 		step_s * 1e3 - sum, step_s * 1e3, step_s > 0 ? flops / step_s * 1e-12 : 0.0);
