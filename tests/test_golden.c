@@ -273,7 +273,7 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		if ((st = tern_net_clip(net, (float)jnum(g, "max_grad_norm"), &norm)) != TERN_OK)
 			break;
 		double rn = rel(norm, jnum(tj, "grad_norm"));
-		double lr = lr0 * tern_lr_lambda(TERN_SCHED_COSINE, k, W, steps);
+		double lr = lr0 * tern_lr_lambda(TERN_SCHED_COSINE, k, W, steps, 0);
 		double rlr = fabs(lr - jnum(tj, "lr"));
 		if (rl > worst_loss)
 			worst_loss = rl;

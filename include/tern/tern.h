@@ -38,7 +38,10 @@ const char *tern_status_str(enum tern_status st);
 const char *tern_error(void);
 
 /* Log sink for diagnostics the library wants to show (device chosen, validation messages).
- * level: 0 error, 1 warning, 2 info, 3 debug. The default writes warnings and errors to stderr. */
+ * level: 0 error, 1 warning, 2 info, 3 debug. The default writes warnings and errors to stderr.
+ * Notes (one line per config key tern accepts but does not follow, saying what it does instead)
+ * come at level TERN_LOG_NOTE_LEVEL with text starting "note: ", so they show by default. */
+#define TERN_LOG_NOTE_LEVEL 1
 typedef void (*tern_log_fn)(int level, const char *msg, void *user);
 void tern_set_log(tern_log_fn fn, void *user, int max_level);
 

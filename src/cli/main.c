@@ -16,6 +16,10 @@ static const char *const log_tag[] = {"error", "warning", "info", "debug"};
 static void log_stderr(int level, const char *msg, void *user)
 {
 	(void)user;
+	if (level == TERN_LOG_NOTE_LEVEL && !strncmp(msg, "note: ", 6)) {
+		fprintf(stderr, "tern: %s\n", msg); /* what tern does instead of an accepted key */
+		return;
+	}
 	fprintf(stderr, "tern: %s: %s\n", log_tag[level < 0 ? 0 : level > 3 ? 3 : level], msg);
 }
 

@@ -74,6 +74,10 @@ void tern_log(int level, const char *fmt, ...)
 		return;
 	}
 	static const char *tag[] = {"error", "warning", "info", "debug"};
+	if (level == TERN_LOG_NOTE_LEVEL && !strncmp(buf, "note: ", 6)) {
+		fprintf(stderr, "tern: %s\n", buf);
+		return;
+	}
 	fprintf(stderr, "tern: %s: %s\n", tag[level < 0 ? 0 : level > 3 ? 3 : level], buf);
 }
 

@@ -4,6 +4,7 @@
  * (docs/CONFIG.md) in one place. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/config.h"
+#include "train/config_keys.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -46,23 +47,26 @@ struct key {
 static const char *const adapter_names[] = {"lora", "qlora", NULL};
 static const char *const ds_type_names[] = {"alpaca", "chat_template", "completion", "pretokenized", NULL};
 static const char *const template_names[] = {"tokenizer_default", "chatml", "llama3", "mistral_v1", NULL};
-static const char *const sched_names[] = {"cosine", "linear", "constant", NULL};
+static const char *const sched_names[] = {
+	"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", NULL};
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
 static const char *const backend_names[] = {"auto", "vulkan", "cuda", "cpu", NULL};
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 static const char *const module_names[] = {"q_proj",    "k_proj",  "v_proj",    "o_proj",
 					   "gate_proj", "up_proj", "down_proj", NULL};
-static const char *const optim_noted[] = {"adamw_hf",         "adamw_torch_fused",  "adamw_8bit",
-					  "adamw_bnb_8bit",   "paged_adamw_8bit",   "paged_adamw_32bit",
-					  "adamw_torch_4bit", "adamw_anyprecision", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
-#define NOTE_ATTN "tern always uses its own tiled (flash-style) attention"
-#define NOTE_PREC \
-	"tern keeps LoRA weights, gradients and AdamW state in fp32; matmul precision follows compute_dtype"
-#define NOTE_DIST "tern trains on one device; multi-device sharding is not used"
-#define NOTE_WANDB "tern logs to <output_dir>/metrics.jsonl; there is no wandb"
+#define NOTE_BF16                                                                                         \
+	"compute_dtype: auto runs instead (f16 products with power-of-two scaling on GPUs, f32 on CPUs; " \
+	"set compute_dtype to choose); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_FP16                                                                                         \
+	"compute_dtype: auto runs instead (f16 products with power-of-two scaling on GPUs, f32 on CPUs; " \
+	"set compute_dtype: f16 to force it); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_TF32 "tf32 is a CUDA matmul mode; tern's f32 products (compute_dtype: f32) are full f32"
 #define NOTE_ARCH "tern reads the architecture from config.json and the tokenizer from tokenizer.json"
+#define NOTE_INT8                                                                                             \
+	"tern has no LLM.int8 base; the base stays in the checkpoint's dtype (base_format: auto), or nf4-dq " \
+	"with load_in_4bit: true"
 
 static const struct key keys[] = {
 	{"base_model", K_STR, F(base_model), 0, 0, NULL, "a model directory", NULL, 0, 0},
@@ -94,6 +98,8 @@ static const struct key keys[] = {
 	{"lr_scheduler", K_ENUM, F(lr_scheduler), 0, 0, sched_names, NULL, NULL, 0, 0},
 	{"warmup_steps", K_INT, F(warmup_steps), 0, 1e12, NULL, "0 or more", NULL, 0, 0},
 	{"warmup_ratio", K_FLOAT, F(warmup_ratio), 0, 1, NULL, "0..1", NULL, 0, 0},
+	{"cosine_min_lr_ratio", K_FLOAT, F(cosine_min_lr_ratio), 0, 1, NULL,
+	 "0..1 (the floor of the cosine schedules, as a fraction of learning_rate)", NULL, 0, 0},
 	{"optimizer", K_OPTIM, 0, 0, 0, NULL, "adamw_torch (or an adamw variant, run as fp32 AdamW)", NULL, 0,
 	 0},
 	{"weight_decay", K_FLOAT, F(weight_decay), 0, 1e3, NULL, "0 or more", NULL, 0, 0},
@@ -120,32 +126,19 @@ static const struct key keys[] = {
 	{"host_memory", K_SIZE, F(host_memory), 0, 0, NULL, "auto or a size like 48GB", NULL, 0, 0},
 	{"offload_dir", K_STR, F(offload_dir), 0, 0, NULL, "a directory", NULL, 0, 0},
 	{"compute_dtype", K_ENUM, F(compute_dtype), 0, 0, compute_names, NULL, NULL, 0, 0},
-	/* axolotl keys tern accepts and ignores, with a note */
-	{"bf16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_PREC, 0, 0},
-	{"fp16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_PREC, 0, 0},
-	{"tf32", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_PREC, 0, 0},
-	{"flash_attention", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ATTN, 0, 0},
-	{"xformers_attention", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ATTN, 0, 0},
-	{"sdp_attention", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ATTN, 0, 0},
-	{"deepspeed", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_DIST, 0, 0},
-	{"fsdp", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_DIST, 0, 0},
-	{"fsdp_config", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_DIST, 0, 0},
-	{"model_type", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
-	{"tokenizer_type", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
+	/* axolotl keys tern accepts with a note; engine-only keys are in config_keys.c */
+	{"bf16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_BF16, 0, 0},
+	{"fp16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_FP16, 0, 0},
+	{"tf32", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_TF32, 0, 0},
 	{"is_llama_derived_model", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
 	{"is_mistral_derived_model", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
 	{"is_qwen_derived_model", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
-	{"trust_remote_code", K_NOTE, 0, 0, 0, NULL, NULL, "tern runs no model code from the checkpoint", 0,
-	 0},
-	{"strict", K_NOTE, 0, 0, 0, NULL, NULL, "tern always checks every key", 0, 0},
 	{"dataset_prepared_path", K_NOTE, 0, 0, 0, NULL, NULL,
 	 "tern tokenizes the datasets at start; no cache", 0, 0},
 	{"pad_to_sequence_len", K_NOTE, 0, 0, 0, NULL, NULL, "tern rows are always sequence_len tokens long",
 	 0, 0},
 	{"eval_sample_packing", K_NOTE, 0, 0, 0, NULL, NULL, "evaluation rows follow sample_packing", 0, 0},
-	{"load_in_8bit", K_REJECT, 0, 0, 0, NULL, NULL,
-	 "tern has no 8-bit base; use load_in_4bit: true or base_format (nf4, nf4-dq, ternary, bf16, f16, f32)",
-	 0, 0},
+	{"load_in_8bit", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_INT8, 0, 0},
 	{"gptq", K_REJECT, 0, 0, 0, NULL, NULL, "tern cannot read GPTQ checkpoints; use an unquantized base",
 	 0, 0},
 };
@@ -154,6 +147,7 @@ _Static_assert(sizeof keys / sizeof keys[0] <= TERN_CONFIG_MAX_KEYS, "raise TERN
 
 const char *tern_ds_type_name(enum tern_ds_type t) { return ds_type_names[t]; }
 const char *tern_chat_template_name(enum tern_chat_template t) { return template_names[t]; }
+const char *tern_lr_sched_name(enum tern_lr_sched s) { return sched_names[s]; }
 
 /* ---- small helpers ---- */
 
@@ -204,11 +198,23 @@ static const char *suggest(const char *word, const char *const *names)
 			best = cand;
 		}
 	}
+	/* a typo is a few edits relative to the word: 1 up to 4 letters, 2 up to 8, then a quarter
+	 * ("model_config" is no typo of "fsdp_config": 4 edits in 12 letters) */
 	size_t len = strlen(word);
-	int limit = len < 6 ? 2 : (int)(len / 3) + 1;
-	if (best && bestd > limit && len >= 3 && !strncmp(best, word, len))
-		return best; /* "pad" -> "pad_token" */
-	return bestd <= limit ? best : NULL;
+	int limit = len <= 4 ? 1 : len <= 8 ? 2 : (int)(len / 4);
+	if (bestd <= limit)
+		return best;
+	/* a word cut short or extended: "pad" -> "pad_token", "lora_rank" -> "lora_r" */
+	const char *pre = NULL;
+	for (int i = 0; names ? names[i] != NULL : i < NKEYS; i++) {
+		const char *cand = names ? names[i] : keys[i].name;
+		size_t cl = strlen(cand);
+		bool hit = (len >= 3 && cl > len && !strncmp(cand, word, len)) ||
+			   (cl >= 5 && len > cl && !strncmp(cand, word, cl));
+		if (hit && (!pre || cl > strlen(pre)))
+			pre = cand;
+	}
+	return pre;
 }
 
 static void join_names(char *buf, size_t cap, const char *const *names)
@@ -218,6 +224,21 @@ static void join_names(char *buf, size_t cap, const char *const *names)
 	for (int i = 0; names[i]; i++)
 		n += (size_t)snprintf(buf + (n < cap ? n : cap - 1), n < cap ? cap - n : 1, "%s%s",
 				      i ? ", " : "", names[i]);
+}
+
+/* s as shown in a message: cut to fit cap with "..." so that the reason after it survives. */
+static const char *cut(const char *s, char *buf, size_t cap)
+{
+	size_t n = strlen(s);
+	if (n < cap) {
+		memcpy(buf, s, n + 1);
+		return buf;
+	}
+	size_t k = cap - 4;
+	while (k > 0 && ((unsigned char)s[k] & 0xc0) == 0x80) /* not inside a UTF-8 character */
+		k--;
+	snprintf(buf, cap, "%.*s...", (int)k, s);
+	return buf;
 }
 
 struct ctx {
@@ -230,10 +251,12 @@ struct ctx {
 /* "file:line" or "--set" */
 static const char *where(const struct ctx *c, int line, char *buf, size_t cap)
 {
+	char f[220];
+	cut(c->file, f, sizeof f);
 	if (line > 0 && !c->noline)
-		snprintf(buf, cap, "%s:%d", c->file, line);
+		snprintf(buf, cap, "%s:%d", f, line);
 	else
-		snprintf(buf, cap, "%s", c->file);
+		snprintf(buf, cap, "%s", f);
 	return buf;
 }
 
@@ -318,10 +341,17 @@ bool tern_parse_size(const char *s, int64_t *bytes)
 		*bytes = 0;
 		return true;
 	}
+	/* decimal digits with an optional fraction: no sign, hex (0x10), exponent or inf */
+	size_t nd = strspn(s, "0123456789");
+	if (!nd)
+		return false;
+	if (s[nd] == '.' && !strspn(s + nd + 1, "0123456789"))
+		return false;
 	char *end;
 	errno = 0;
 	double x = strtod(s, &end);
-	if (end == s || errno || !isfinite(x) || x < 0)
+	const char *odd = strpbrk(s, "xXeEpP+-");
+	if (end == s || errno || !isfinite(x) || x < 0 || (odd && odd < end))
 		return false;
 	while (*end == ' ')
 		end++;
@@ -403,11 +433,44 @@ static void free_list(char **v, int n)
 	free(v);
 }
 
+static void ds_clear(struct tern_dataset_cfg *d)
+{
+	free(d->path);
+	free(d->split);
+	free_list(d->data_files, d->n_data_files);
+	free(d->field_messages);
+	free(d->role_key);
+	free(d->content_key);
+	free(d->field);
+	memset(d, 0, sizeof *d);
+}
+
 static void free_datasets(struct tern_dataset_cfg *d, int n)
 {
 	for (int i = 0; i < n; i++)
-		free(d[i].path);
+		ds_clear(&d[i]);
 	free(d);
+}
+
+static bool dup_opt(char **dst, const char *src) { return !src || (*dst = xstrdup(src)) != NULL; }
+
+/* A deep copy of src into *dst (zeroed first); false when out of memory (*dst is then cleared). */
+static bool ds_copy(struct tern_dataset_cfg *dst, const struct tern_dataset_cfg *src)
+{
+	memset(dst, 0, sizeof *dst);
+	dst->type = src->type;
+	bool ok = dup_opt(&dst->path, src->path) && dup_opt(&dst->split, src->split) &&
+		  dup_opt(&dst->field_messages, src->field_messages) &&
+		  dup_opt(&dst->role_key, src->role_key) && dup_opt(&dst->content_key, src->content_key) &&
+		  dup_opt(&dst->field, src->field);
+	if (ok && src->n_data_files) {
+		ok = (dst->data_files = tern_calloc((size_t)src->n_data_files, sizeof(char *))) != NULL;
+		for (int i = 0; ok && i < src->n_data_files; i++, dst->n_data_files++)
+			ok = (dst->data_files[i] = xstrdup(src->data_files[i])) != NULL;
+	}
+	if (!ok)
+		ds_clear(dst);
+	return ok;
 }
 
 static enum tern_status add_note(struct tern_config *cfg, const char *fmt, ...) TERN_PRINTF(2, 3);
@@ -418,6 +481,9 @@ static enum tern_status add_note(struct tern_config *cfg, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
+	for (char *q = buf; *q; q++) /* a note is one line */
+		if ((unsigned char)*q < 0x20)
+			*q = ' ';
 	char **n = realloc(cfg->notes, (size_t)(cfg->n_notes + 1) * sizeof *n);
 	if (!n)
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
@@ -425,7 +491,7 @@ static enum tern_status add_note(struct tern_config *cfg, const char *fmt, ...)
 	if (!(n[cfg->n_notes] = xstrdup(buf)))
 		return TERN_E_NOMEM;
 	cfg->n_notes++;
-	tern_log(TERN_LOG_INFO, "%s", buf);
+	tern_log(TERN_LOG_NOTE_LEVEL, "note: %s", buf); /* shown at the default level: "tern: note: ..." */
 	return TERN_OK;
 }
 
@@ -548,13 +614,157 @@ static enum tern_status set_str(char **dst, const char *s)
 	return TERN_OK;
 }
 
+/* datasets[].data_files: a file or a list of files */
+static enum tern_status apply_ds_files(const struct ctx *c, struct tern_dataset_cfg *ds, const char *path,
+				       const yaml_node_t *v)
+{
+	static const char ok[] = "a file or a list of files";
+	if (is_null(v)) {
+		free_list(ds->data_files, ds->n_data_files);
+		ds->data_files = NULL;
+		ds->n_data_files = 0;
+		return TERN_OK;
+	}
+	if (v->type == YAML_MAPPING_NODE)
+		return bad(c, v, path, "is a mapping of splits; tern reads one list of files", ok);
+	int n = v->type == YAML_SEQUENCE_NODE
+			? (int)(v->data.sequence.items.top - v->data.sequence.items.start)
+			: 1;
+	if (n == 0)
+		return bad(c, v, path, "is empty", ok);
+	char **f = tern_calloc((size_t)n, sizeof *f);
+	if (!f)
+		return TERN_E_NOMEM;
+	enum tern_status st = TERN_OK;
+	int i = 0;
+	for (; i < n && !st; i++) {
+		const yaml_node_t *e =
+			v->type == YAML_SEQUENCE_NODE
+				? yaml_document_get_node(c->doc, v->data.sequence.items.start[i])
+				: v;
+		if (e->type != YAML_SCALAR_NODE || is_null(e) || !*scalar(e))
+			st = bad(c, e, path, "is not a file name", ok);
+		else if (!(f[i] = xstrdup(scalar(e))))
+			st = TERN_E_NOMEM;
+	}
+	if (st) {
+		free_list(f, n);
+		return st;
+	}
+	free_list(ds->data_files, ds->n_data_files);
+	ds->data_files = f;
+	ds->n_data_files = n;
+	return TERN_OK;
+}
+
+/* datasets[].message_property_mappings: {role: FIELD, content: FIELD} */
+static enum tern_status apply_ds_mappings(const struct ctx *c, struct tern_dataset_cfg *ds, const char *path,
+					  const yaml_node_t *v)
+{
+	static const char ok[] = "{role: FIELD, content: FIELD}";
+	if (is_null(v)) {
+		free(ds->role_key);
+		free(ds->content_key);
+		ds->role_key = ds->content_key = NULL;
+		return TERN_OK;
+	}
+	if (v->type != YAML_MAPPING_NODE)
+		return bad(c, v, path, "is not a mapping", ok);
+	char *role = NULL, *content = NULL;
+	enum tern_status st = TERN_OK;
+	for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top && !st; p++) {
+		yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
+		yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
+		char **dst = kn->type != YAML_SCALAR_NODE     ? NULL
+			     : !strcmp(scalar(kn), "role")    ? &role
+			     : !strcmp(scalar(kn), "content") ? &content
+							      : NULL;
+		if (!dst)
+			st = bad(c, kn, path, "is not a message property tern reads", "role, content");
+		else if (vn->type != YAML_SCALAR_NODE || is_null(vn) || !*scalar(vn))
+			st = bad(c, vn, path, "is not a field name", ok);
+		else if (set_str(dst, scalar(vn)))
+			st = TERN_E_NOMEM;
+	}
+	if (st) {
+		free(role);
+		free(content);
+		return st;
+	}
+	if (role) {
+		free(ds->role_key);
+		ds->role_key = role;
+	}
+	if (content) {
+		free(ds->content_key);
+		ds->content_key = content;
+	}
+	return TERN_OK;
+}
+
 static enum tern_status apply_ds_field(const struct ctx *c, struct tern_dataset_cfg *ds, const char *field,
 				       const char *path, const yaml_node_t *kn, const yaml_node_t *v)
 {
-	static const char *const fields[] = {"path", "type", NULL};
-	char w[600], all[64];
+	static const char *const fields[] = {"path",
+					     "type",
+					     "split",
+					     "data_files",
+					     "ds_type",
+					     "field",
+					     "field_messages",
+					     "message_property_mappings",
+					     "message_field_role",
+					     "message_field_content",
+					     NULL};
+	char w[600], all[256];
+	enum tern_status st;
+	static const char split_ok[] = "train, or a slice of it like train[:20%], train[100:200]";
+	if (!strcmp(field, "split")) {
+		struct tern_split sp;
+		if ((st = need_scalar(c, v, path, split_ok)))
+			return st;
+		if (is_null(v)) {
+			free(ds->split);
+			ds->split = NULL;
+			return TERN_OK;
+		}
+		if (!tern_split_parse(scalar(v), &sp))
+			return bad(c, v, path, "is not a split", split_ok);
+		if (strcmp(sp.name, "train"))
+			return bad(c, v, path, "is not a split of a local file (its rows are all 'train')",
+				   split_ok);
+		return set_str(&ds->split, scalar(v));
+	}
+	if (!strcmp(field, "ds_type")) {
+		if ((st = need_scalar(c, v, path, "json")))
+			return st;
+		if (is_null(v) || !strcmp(scalar(v), "json") || !strcmp(scalar(v), "jsonl"))
+			return TERN_OK; /* tern reads JSON Lines and JSON arrays */
+		return bad(c, v, path, "is not a format tern reads (convert the file to JSON Lines)", "json");
+	}
+	if (!strcmp(field, "data_files"))
+		return apply_ds_files(c, ds, path, v);
+	if (!strcmp(field, "message_property_mappings"))
+		return apply_ds_mappings(c, ds, path, v);
+	char **dst = !strcmp(field, "field")                   ? &ds->field
+		     : !strcmp(field, "field_messages")        ? &ds->field_messages
+		     : !strcmp(field, "message_field_role")    ? &ds->role_key
+		     : !strcmp(field, "message_field_content") ? &ds->content_key
+							       : NULL;
+	if (dst) {
+		if ((st = need_scalar(c, v, path, "a field name")))
+			return st;
+		if (is_null(v)) {
+			free(*dst);
+			*dst = NULL;
+			return TERN_OK;
+		}
+		if (!*scalar(v))
+			return bad(c, v, path, "is empty", "a field name");
+		return set_str(dst, scalar(v));
+	}
 	if (!strcmp(field, "path")) {
-		enum tern_status st = need_scalar(c, v, path, "a JSONL file");
+		st = need_scalar(c, v, path, "a JSONL file");
 		if (st)
 			return st;
 		if (is_null(v) || !*scalar(v))
@@ -562,8 +772,7 @@ static enum tern_status apply_ds_field(const struct ctx *c, struct tern_dataset_
 		return set_str(&ds->path, scalar(v));
 	}
 	if (!strcmp(field, "type")) {
-		enum tern_status st =
-			need_scalar(c, v, path, "alpaca, chat_template, completion, pretokenized");
+		st = need_scalar(c, v, path, "alpaca, chat_template, completion, pretokenized");
 		if (st)
 			return st;
 		int i = enum_index(ds_type_names, scalar(v));
@@ -582,11 +791,11 @@ static enum tern_status apply_ds_field(const struct ctx *c, struct tern_dataset_
 	}
 	join_names(all, sizeof all, fields);
 	const char *s = suggest(field, fields);
-	char hint[160] = "";
+	char hint[160] = "", pb[100];
 	if (s)
 		snprintf(hint, sizeof hint, "; did you mean '%s'?", s);
 	return tern_fail(TERN_E_INVALID, "%s: %s: unknown dataset key (allowed: %s)%s",
-			 where(c, node_line(kn ? kn : v), w, sizeof w), path, all, hint);
+			 where(c, node_line(kn ? kn : v), w, sizeof w), cut(path, pb, sizeof pb), all, hint);
 }
 
 /* One datasets entry from a mapping node. */
@@ -737,6 +946,28 @@ out:
 	return st;
 }
 
+/* null, false, "" or an empty list/map: the key asks for nothing */
+static bool asks_nothing(const yaml_node_t *v)
+{
+	bool b;
+	if (v->type == YAML_SEQUENCE_NODE)
+		return v->data.sequence.items.top == v->data.sequence.items.start;
+	if (v->type == YAML_MAPPING_NODE)
+		return v->data.mapping.pairs.top == v->data.mapping.pairs.start;
+	return is_null(v) || !*scalar(v) || (parse_bool(scalar(v), &b) && !b);
+}
+
+/* One note for an accepted key that tern does not follow ("file:line: key: what tern does
+ * instead"); none when the value asks for nothing ("flash_attention: false", "wandb_project:"). */
+static enum tern_status note_key(const struct ctx *c, const char *name, const yaml_node_t *v, const char *msg)
+{
+	char w[600], nb[72];
+	if (asks_nothing(v))
+		return TERN_OK;
+	return add_note(c->cfg, "%s: %s: %s", where(c, node_line(v), w, sizeof w), cut(name, nb, sizeof nb),
+			msg);
+}
+
 static enum tern_status apply_key(const struct ctx *c, const struct key *k, const yaml_node_t *v)
 {
 	struct tern_config *cfg = c->cfg;
@@ -750,17 +981,8 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 		allowed = all;
 	}
 
-	if (k->kind == K_NOTE) {
-		if (v->type == YAML_SCALAR_NODE && !is_null(v)) {
-			bool b;
-			if (parse_bool(scalar(v), &b) && !b)
-				return TERN_OK; /* "flash_attention: false" asks for nothing */
-		} else if (v->type == YAML_SCALAR_NODE) {
-			return TERN_OK;
-		}
-		return add_note(cfg, "%s: %s: accepted and ignored: %s", where(c, node_line(v), w, sizeof w),
-				k->name, k->msg);
-	}
+	if (k->kind == K_NOTE)
+		return note_key(c, k->name, v, k->msg);
 	if (k->kind == K_REJECT) {
 		bool b;
 		if (v->type == YAML_SCALAR_NODE && (is_null(v) || (parse_bool(scalar(v), &b) && !b)))
@@ -816,6 +1038,13 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 	case K_STR: return set_str((char **)p, s);
 	case K_BOOL: {
 		bool b;
+		if (k->off == F(gradient_checkpointing) && !strcmp(s, "offload")) {
+			*(bool *)p = true; /* axolotl: checkpoints offloaded to the host */
+			return add_note(cfg,
+					"%s: gradient_checkpointing: 'offload' runs as true: tern keeps each "
+					"layer's input (a few MB) and recomputes the layer in backward",
+					where(c, node_line(v), w, sizeof w));
+		}
 		if (!parse_bool(s, &b))
 			return bad(c, v, k->name, "is not a boolean", "true, false");
 		*(bool *)p = b;
@@ -852,6 +1081,8 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 		int64_t x;
 		if (!tern_parse_size(s, &x))
 			return bad(c, v, k->name, "is not a size", allowed);
+		if (x == 0 && strcasecmp(s, "auto"))
+			return bad(c, v, k->name, "is no budget", allowed);
 		*(int64_t *)p = x;
 		return TERN_OK;
 	}
@@ -863,19 +1094,13 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 		return TERN_OK;
 	}
 	case K_OPTIM: {
-		if (!strcmp(s, "adamw_torch"))
+		const char *note = tern_config_optimizer_note(s);
+		if (!note)
+			return bad(c, v, k->name, "is not an AdamW variant tern can run",
+				   tern_config_optimizer_names());
+		if (!*note)
 			return TERN_OK;
-		if (enum_index(optim_noted, s) >= 0)
-			return add_note(cfg,
-					"%s: optimizer: '%s' accepted: tern uses fp32 AdamW (adamw_torch)",
-					where(c, node_line(v), w, sizeof w), s);
-		char al[512];
-		snprintf(al, sizeof al, "adamw_torch");
-		for (int i = 0; optim_noted[i]; i++) {
-			size_t o = strlen(al);
-			snprintf(al + o, sizeof al - o, ", %s", optim_noted[i]);
-		}
-		return bad(c, v, k->name, "is not an optimizer tern has", al);
+		return add_note(cfg, "%s: optimizer: '%s' %s", where(c, node_line(v), w, sizeof w), s, note);
 	}
 	default: break;
 	}
@@ -890,17 +1115,18 @@ static const struct key *find_key(const char *name)
 	return NULL;
 }
 
-static enum tern_status unknown_key(const struct ctx *c, const yaml_node_t *kn, const char *name)
+static enum tern_status unknown_key(const struct ctx *c, const yaml_node_t *kn, const yaml_node_t *v,
+				    const char *name)
 {
-	char w[600], hint[160] = "";
+	char w[600], hint[160] = "", nb[72];
+	const char *note = tern_config_engine_note(name);
+	if (note)
+		return note_key(c, name, v, note);
 	const char *s = suggest(name, NULL);
-	if (!strncmp(name, "wandb_", 6))
-		return add_note(c->cfg, "%s: %s: accepted and ignored: %s",
-				where(c, node_line(kn), w, sizeof w), name, NOTE_WANDB);
 	if (s)
 		snprintf(hint, sizeof hint, "; did you mean '%s'?", s);
 	return tern_fail(TERN_E_INVALID, "%s: %s: unknown key (see docs/CONFIG.md)%s",
-			 where(c, node_line(kn), w, sizeof w), name, hint);
+			 where(c, node_line(kn), w, sizeof w), cut(name, nb, sizeof nb), hint);
 }
 
 static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
@@ -918,7 +1144,7 @@ static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
 		const char *name = scalar(kn);
 		const struct key *k = find_key(name);
 		if (!k) {
-			enum tern_status st = unknown_key(c, kn, name);
+			enum tern_status st = unknown_key(c, kn, vn, name);
 			if (st)
 				return st;
 			continue;
@@ -972,22 +1198,130 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg);
 }
 
-/* Loads one YAML document from text; *doc must be deleted by the caller on TERN_OK. */
-static enum tern_status load_doc(yaml_document_t *doc, const char *name, const char *text, size_t len)
+#define MAX_DEPTH 64 /* lists and maps nested deeper than this are no config */
+
+/* "name:line: YAML syntax error: ..." from a parser that failed ("name: ..." for --set). */
+static enum tern_status syntax_error(const yaml_parser_t *parser, const char *name, bool noline)
 {
+	char prob[200], at[40] = "";
+	snprintf(prob, sizeof prob, "%s%s%s", parser->context ? parser->context : "",
+		 parser->context ? ": " : "", parser->problem ? parser->problem : "syntax error");
+	for (char *q = prob; *q; q++)
+		if ((unsigned char)*q < 0x20)
+			*q = ' ';
+	if (!noline)
+		snprintf(at, sizeof at, ":%d", (int)parser->problem_mark.line + 1);
+	char nb[220];
+	return tern_fail(TERN_E_FORMAT, "%s%s: YAML syntax error: %s", cut(name, nb, sizeof nb), at, prob);
+}
+
+/* Byte offset of the first byte that is not UTF-8 (overlong forms, surrogates and NUL included),
+ * or len. */
+static size_t utf8_bad(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned c = s[i];
+		size_t n = c < 0x80             ? 1
+			   : (c & 0xe0) == 0xc0 ? 2
+			   : (c & 0xf0) == 0xe0 ? 3
+			   : (c & 0xf8) == 0xf0 ? 4
+						: 0;
+		if (!n || c == 0 || c == 0xc0 || c == 0xc1 || c > 0xf4 || i + n > len)
+			return i;
+		uint32_t cp = n == 1 ? c : c & (0x7fu >> n);
+		for (size_t j = 1; j < n; j++) {
+			if ((s[i + j] & 0xc0) != 0x80)
+				return i;
+			cp = cp << 6 | (s[i + j] & 0x3fu);
+		}
+		if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return i;
+		i += n;
+	}
+	return len;
+}
+
+/* Refuses, before any document is built, what is no config: text that is not UTF-8, more than one
+ * YAML document, nesting deeper than MAX_DEPTH (libyaml's loader takes minutes on 100,000 nested
+ * lists; the event parser stops at level 65 at once). */
+static enum tern_status prescan(const char *name_in, bool noline, const char *text, size_t len)
+{
+	char name[220];
+	cut(name_in, name, sizeof name);
+	size_t bad_at = utf8_bad((const unsigned char *)text, len);
+	if (bad_at < len) {
+		int line = 1;
+		for (size_t i = 0; i < bad_at; i++)
+			line += text[i] == '\n';
+		char at[40] = "";
+		if (!noline)
+			snprintf(at, sizeof at, ":%d", line);
+		return tern_fail(TERN_E_FORMAT,
+				 "%s%s: byte 0x%02x is not UTF-8 text (save the config as UTF-8)", name, at,
+				 (unsigned char)text[bad_at]);
+	}
 	yaml_parser_t parser;
 	if (!yaml_parser_initialize(&parser))
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+	enum tern_status st = TERN_OK;
+	int depth = 0, docs = 0;
+	for (bool done = false; !done && !st;) {
+		yaml_event_t e;
+		if (!yaml_parser_parse(&parser, &e)) {
+			st = syntax_error(&parser, name, noline);
+			break;
+		}
+		char at[40] = "";
+		if (!noline)
+			snprintf(at, sizeof at, ":%d", (int)e.start_mark.line + 1);
+		switch (e.type) {
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1)
+				st = tern_fail(
+					TERN_E_FORMAT,
+					"%s%s: a second YAML document ('---'); a config is one document "
+					"(keep one, or split them into two files)",
+					name, at);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > MAX_DEPTH)
+				st = tern_fail(
+					TERN_E_FORMAT,
+					"%s%s: lists and maps nested more than %d levels deep; a config "
+					"needs 3",
+					name, at, MAX_DEPTH);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT: depth--; break;
+		case YAML_STREAM_END_EVENT: done = true; break;
+		default: break;
+		}
+		yaml_event_delete(&e);
+	}
+	yaml_parser_delete(&parser);
+	return st;
+}
+
+/* Loads one YAML document from text; *doc must be deleted by the caller on TERN_OK. noline: the
+ * text is a --set value (messages name no line). */
+static enum tern_status load_doc(yaml_document_t *doc, const char *name, bool noline, const char *text,
+				 size_t len)
+{
+	enum tern_status st = prescan(name, noline, text, len);
+	if (st)
+		return st;
+	yaml_parser_t parser;
+	if (!yaml_parser_initialize(&parser))
+		return tern_fail(TERN_E_NOMEM, "out of host memory");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
 	if (!yaml_parser_load(&parser, doc)) {
-		char prob[200];
-		snprintf(prob, sizeof prob, "%s%s%s", parser.context ? parser.context : "",
-			 parser.context ? ": " : "", parser.problem ? parser.problem : "syntax error");
-		for (char *q = prob; *q; q++)
-			if ((unsigned char)*q < 0x20)
-				*q = ' ';
-		enum tern_status st = tern_fail(TERN_E_FORMAT, "%s:%d: YAML syntax error: %s", name,
-						(int)parser.problem_mark.line + 1, prob);
+		st = syntax_error(&parser, name, noline);
 		yaml_parser_delete(&parser);
 		return st;
 	}
@@ -1008,7 +1342,7 @@ enum tern_status tern_config_parse(struct tern_config **out, const char *name, c
 		return TERN_E_NOMEM;
 	}
 	yaml_document_t doc;
-	if ((st = load_doc(&doc, name, text, len))) {
+	if ((st = load_doc(&doc, name, false, text, len))) {
 		tern_config_free(cfg);
 		return st;
 	}
@@ -1072,12 +1406,17 @@ enum tern_status tern_config_load(struct tern_config **out, const char *path)
 enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment)
 {
 	const char *eq = strchr(assignment, '=');
+	char nb[72];
 	if (!eq || eq == assignment)
-		return tern_fail(TERN_E_INVALID, "--set: %s: expected key=value", assignment);
+		return tern_fail(TERN_E_INVALID, "--set: %s: expected key=value",
+				 cut(assignment, nb, sizeof nb));
 	char keyp[256];
 	size_t kl = (size_t)(eq - assignment);
+	if (utf8_bad((const unsigned char *)assignment, kl) < kl)
+		return tern_fail(TERN_E_INVALID, "--set: the key is not UTF-8 text");
 	if (kl >= sizeof keyp)
-		return tern_fail(TERN_E_INVALID, "--set: key too long");
+		return tern_fail(TERN_E_INVALID, "--set: %s: key too long (no key is longer than 64 letters)",
+				 cut(assignment, nb, sizeof nb));
 	memcpy(keyp, assignment, kl);
 	keyp[kl] = 0;
 	const char *value = eq + 1;
@@ -1095,13 +1434,26 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 		s = d;
 	}
 	const struct key *k = find_key(parts[0]);
+	const char *note = k ? NULL : tern_config_engine_note(parts[0]);
+	if (note && np == 1) {
+		yaml_document_t doc;
+		enum tern_status st = load_doc(&doc, file, true, value, strlen(value));
+		if (st)
+			return st;
+		yaml_node_t *root = yaml_document_get_root_node(&doc);
+		struct ctx c = {cfg, "--set", &doc, true};
+		if (root)
+			st = note_key(&c, parts[0], root, note);
+		yaml_document_delete(&doc);
+		return st;
+	}
 	if (!k) {
 		const char *s = suggest(parts[0], NULL);
 		char hint[160] = "";
 		if (s)
 			snprintf(hint, sizeof hint, "; did you mean '%s'?", s);
-		return tern_fail(TERN_E_INVALID, "--set: %s: unknown key (see docs/CONFIG.md)%s", parts[0],
-				 hint);
+		return tern_fail(TERN_E_INVALID, "--set: %s: unknown key (see docs/CONFIG.md)%s",
+				 cut(parts[0], nb, sizeof nb), hint);
 	}
 	int maxparts = k->kind == K_DATASETS ? 3 : k->kind == K_SPECIAL ? 2 : 1;
 	if (np > maxparts)
@@ -1109,7 +1461,7 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 				 parts[maxparts]);
 
 	yaml_document_t doc;
-	enum tern_status st = load_doc(&doc, file, value, strlen(value));
+	enum tern_status st = load_doc(&doc, file, true, value, strlen(value));
 	if (st)
 		return st;
 	yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -1137,12 +1489,10 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 			goto out;
 		}
 		struct tern_dataset_cfg tmp = {0};
-		if (idx < cfg->n_datasets) {
-			tmp.type = cfg->datasets[idx].type;
-			if (cfg->datasets[idx].path && !(tmp.path = xstrdup(cfg->datasets[idx].path))) {
-				st = TERN_E_NOMEM;
-				goto out;
-			}
+		/* datasets.N.field changes one field of entry N; datasets.N={...} replaces it */
+		if (np == 3 && idx < cfg->n_datasets && !ds_copy(&tmp, &cfg->datasets[idx])) {
+			st = TERN_E_NOMEM;
+			goto out;
 		}
 		char path[160];
 		if (np == 2) {
@@ -1165,15 +1515,15 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 				} else {
 					cfg->datasets = nd;
 					nd[cfg->n_datasets++] = tmp;
-					tmp.path = NULL;
+					memset(&tmp, 0, sizeof tmp);
 				}
 			}
 		} else if (!st) {
-			free(cfg->datasets[idx].path);
+			ds_clear(&cfg->datasets[idx]);
 			cfg->datasets[idx] = tmp;
-			tmp.path = NULL;
+			memset(&tmp, 0, sizeof tmp);
 		}
-		free(tmp.path);
+		ds_clear(&tmp);
 	}
 	if (!st)
 		cfg->set_line[ki] = -1;
@@ -1210,9 +1560,33 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 	if (cfg->n_datasets == 0)
 		return tern_fail(TERN_E_INVALID, "%s: datasets: missing (allowed: a list of {path, type})",
 				 cfg->file);
-	for (int i = 0; i < cfg->n_datasets; i++)
-		if (!cfg->datasets[i].path)
+	for (int i = 0; i < cfg->n_datasets; i++) {
+		const struct tern_dataset_cfg *d = &cfg->datasets[i];
+		if (!d->path)
 			return tern_fail(TERN_E_INVALID, "%s: datasets.%d.path: missing", cfg->file, i);
+		if (d->field && d->type != TERN_DS_COMPLETION)
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s: datasets.%d.field: only type completion reads a text field (this "
+				"dataset is %s)",
+				cfg->file, i, ds_type_names[d->type]);
+		if ((d->field_messages || d->role_key || d->content_key) && d->type != TERN_DS_CHAT)
+			return tern_fail(TERN_E_INVALID,
+					 "%s: datasets.%d.%s: only type chat_template reads messages (this "
+					 "dataset is %s)",
+					 cfg->file, i,
+					 d->field_messages ? "field_messages" : "message_property_mappings",
+					 ds_type_names[d->type]);
+	}
+	if (cfg->cosine_min_lr_ratio > 0 && cfg->lr_scheduler != TERN_SCHED_COSINE &&
+	    cfg->lr_scheduler != TERN_SCHED_COSINE_MIN_LR)
+		return tern_fail(TERN_E_INVALID, "%s: applies to the cosine schedules, not %s",
+				 kloc(cfg, "cosine_min_lr_ratio", a, sizeof a),
+				 sched_names[cfg->lr_scheduler]);
+	if (cfg->lr_scheduler == TERN_SCHED_COSINE_MIN_LR && cfg->cosine_min_lr_ratio == 0)
+		return tern_fail(TERN_E_INVALID,
+				 "%s: 'cosine_with_min_lr' needs its floor: cosine_min_lr_ratio (e.g. 0.1)",
+				 kloc(cfg, "lr_scheduler", a, sizeof a));
 	if (cfg->warmup_steps > 0 && cfg->warmup_ratio > 0)
 		return tern_fail(TERN_E_INVALID, "%s: conflicts with %s: set one of them",
 				 kloc(cfg, "warmup_steps", a, sizeof a),
@@ -1406,7 +1780,35 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 			for (int j = 0; j < cfg->n_datasets; j++) {
 				sb_add(&b, "\n  - path: ");
 				sb_quoted(&b, cfg->datasets[j].path ? cfg->datasets[j].path : "");
-				sb_add(&b, "\n    type: %s", ds_type_names[cfg->datasets[j].type]);
+				const struct tern_dataset_cfg *e = &cfg->datasets[j];
+				sb_add(&b, "\n    type: %s", ds_type_names[e->type]);
+				const char *opt[] = {e->split, e->field_messages, e->field};
+				const char *optn[] = {"split", "field_messages", "field"};
+				for (int q = 0; q < 3; q++)
+					if (opt[q]) {
+						sb_add(&b, "\n    %s: ", optn[q]);
+						sb_quoted(&b, opt[q]);
+					}
+				if (e->n_data_files) {
+					sb_add(&b, "\n    data_files: [");
+					for (int q = 0; q < e->n_data_files; q++) {
+						sb_add(&b, "%s", q ? ", " : "");
+						sb_quoted(&b, e->data_files[q]);
+					}
+					sb_add(&b, "]");
+				}
+				if (e->role_key || e->content_key) {
+					sb_add(&b, "\n    message_property_mappings: {");
+					if (e->role_key) {
+						sb_add(&b, "role: ");
+						sb_quoted(&b, e->role_key);
+					}
+					if (e->content_key) {
+						sb_add(&b, "%scontent: ", e->role_key ? ", " : "");
+						sb_quoted(&b, e->content_key);
+					}
+					sb_add(&b, "}");
+				}
 			}
 			break;
 		case K_SPECIAL: {

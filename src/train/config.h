@@ -39,20 +39,51 @@ enum tern_chat_template {
 	TERN_TEMPLATE_MISTRAL_V1,
 };
 
-enum tern_lr_sched { TERN_SCHED_COSINE, TERN_SCHED_LINEAR, TERN_SCHED_CONSTANT };
+enum tern_lr_sched {
+	TERN_SCHED_COSINE,
+	TERN_SCHED_LINEAR,
+	TERN_SCHED_CONSTANT,
+	TERN_SCHED_CONSTANT_WARMUP, /* constant_with_warmup */
+	TERN_SCHED_COSINE_MIN_LR,   /* cosine_with_min_lr */
+};
 
 /* λ(k) of optimizer step k (0-based) with W warmup steps and K steps in all, as transformers'
- * get_{cosine,linear,constant}_schedule_with_warmup compute it (trainer.c). */
-double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K);
+ * get_{cosine,linear,constant}_schedule_with_warmup and get_cosine_with_min_lr_schedule_with_warmup
+ * compute it (trainer.c). min_ratio: the cosine floor (cosine_min_lr_ratio; axolotl applies it to
+ * plain cosine too, with the same formula); 0 for the others. */
+double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K, double min_ratio);
 
 enum tern_backend_kind { TERN_BACKEND_AUTO, TERN_BACKEND_VULKAN, TERN_BACKEND_CUDA, TERN_BACKEND_CPU };
 
 enum tern_compute_dtype { TERN_COMPUTE_AUTO, TERN_COMPUTE_F32, TERN_COMPUTE_F16, TERN_COMPUTE_BF16 };
 
+/* One datasets[] entry. Optional keys are NULL/0 when not given. */
 struct tern_dataset_cfg {
-	char *path;
+	char *path; /* a JSONL or JSON-array file, or a directory holding data_files */
 	enum tern_ds_type type;
+	char *split;       /* "train" or a slice of it ("train[:20%]"); NULL = all rows */
+	char **data_files; /* files to read instead of path (relative ones: under path) */
+	int n_data_files;
+	char *field_messages; /* chat: the key of the message list (NULL: messages/conversations) */
+	char *role_key;       /* chat: message_property_mappings.role (NULL: role/from) */
+	char *content_key;    /* chat: message_property_mappings.content (NULL: content/value) */
+	char *field;          /* completion: the text field (NULL: text) */
 };
+
+/* datasets[].split as the datasets library reads it: a split name and an optional slice
+ * [from:to] of rows, each bound an integer (negative: from the end) or a percentage. */
+struct tern_split {
+	char name[32];
+	bool has_from, has_to, pct; /* pct: both bounds are percentages */
+	int64_t from, to;
+};
+
+/* Parses "train", "train[:20%]", "train[10:]", "train[-100:]"; false when it is none of them. */
+bool tern_split_parse(const char *s, struct tern_split *out);
+
+/* The rows [*a, *b) of n that the slice selects (the datasets library's rounding: percentages to
+ * the closest row, halves to even). */
+void tern_split_rows(const struct tern_split *sp, int64_t n, int64_t *a, int64_t *b);
 
 #define TERN_CONFIG_MAX_KEYS 96
 
@@ -89,6 +120,7 @@ struct tern_config {
 	enum tern_lr_sched lr_scheduler;
 	int64_t warmup_steps;
 	double warmup_ratio;
+	double cosine_min_lr_ratio; /* floor of the cosine schedules (fraction of learning_rate) */
 	double weight_decay, max_grad_norm, adam_beta1, adam_beta2, adam_epsilon;
 	bool gradient_checkpointing;
 	int64_t seed;
@@ -147,6 +179,7 @@ enum tern_status tern_config_save(const struct tern_config *cfg, const char *pat
 /* Names of enum values as written in YAML. */
 const char *tern_ds_type_name(enum tern_ds_type t);
 const char *tern_chat_template_name(enum tern_chat_template t);
+const char *tern_lr_sched_name(enum tern_lr_sched s);
 
 /* Parses "11.5GB", "512MB", "1024" (bytes), "auto" (0). KB/MB/GB/TB and KiB/MiB/GiB/TiB are all
  * powers of 1024. Returns false when the text is not a size. */

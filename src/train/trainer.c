@@ -70,23 +70,28 @@ static bool file_exists(const char *path)
 	return stat(path, &sb) == 0;
 }
 
-/* HF schedules (training-math.md). */
-double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K)
+/* HF schedules (training-math.md); cosine with a floor as transformers'
+ * _get_cosine_with_min_lr_schedule_with_warmup_lr_lambda (num_cycles 0.5) and axolotl's
+ * _get_cosine_schedule_with_min_lr_lambda compute it. */
+double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K, double min_ratio)
 {
 	if (k < W)
 		return (double)k / (double)(W > 1 ? W : 1);
 	double span = (double)(K - W > 1 ? K - W : 1);
 	switch (s) {
-	case TERN_SCHED_COSINE: {
+	case TERN_SCHED_COSINE:
+	case TERN_SCHED_COSINE_MIN_LR: {
 		double p = (double)(k - W) / span;
 		double v = 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+		v = v * (1.0 - min_ratio) + min_ratio;
 		return v > 0 ? v : 0;
 	}
 	case TERN_SCHED_LINEAR: {
 		double v = (double)(K - k) / span;
 		return v > 0 ? v : 0;
 	}
-	case TERN_SCHED_CONSTANT: break;
+	case TERN_SCHED_CONSTANT:
+	case TERN_SCHED_CONSTANT_WARMUP: break;
 	}
 	return 1.0;
 }
@@ -594,10 +599,7 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples);
 	fprintf(o, "  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld rows/step, lr %g %s\n",
 		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
-		c->learning_rate,
-		c->lr_scheduler == TERN_SCHED_COSINE   ? "cosine"
-		: c->lr_scheduler == TERN_SCHED_LINEAR ? "linear"
-						       : "constant");
+		c->learning_rate, tern_lr_sched_name(c->lr_scheduler));
 	fflush(o);
 }
 
@@ -841,7 +843,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (st || (st = tern_net_loss(s.net, &loss)) ||
 		    (st = tern_net_clip(s.net, (float)c->max_grad_norm, &gnorm)))
 			break;
-		double lr = c->learning_rate * tern_lr_lambda(c->lr_scheduler, k, W, K);
+		double lr =
+			c->learning_rate * tern_lr_lambda(c->lr_scheduler, k, W, K, c->cosine_min_lr_ratio);
 		struct tern_adamw_args aa = {
 			lr, c->adam_beta1, c->adam_beta2, c->adam_epsilon, c->weight_decay, k + 1};
 		if ((st = tern_net_adamw(s.net, &aa)) != TERN_OK)
