@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int passed, failed;
 static const char *data_dir, *tok_dir;
@@ -669,6 +670,247 @@ static void pretokenized(const struct tern_tokenizer *tok)
 	}
 }
 
+/* ---- datasets[] keys: JSON arrays, split, data_files, field, field_messages, mappings ---- */
+
+/* Lines [a, b) of a test dataset, joined (each with its '\n'); "" when the file is missing. */
+static char *lines_of(const char *rel, int a, int b)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/datasets/%s", data_dir, rel);
+	FILE *f = fopen(path, "rb");
+	char *out = calloc(1, 1 << 16), *line = NULL;
+	size_t cap = 0, n = 0;
+	for (int i = 0; f && out && getline(&line, &cap, f) >= 0; i++)
+		if (i >= a && i < b && n + strlen(line) < (1 << 16) - 1) {
+			memcpy(out + n, line, strlen(line) + 1);
+			n += strlen(line);
+		}
+	free(line);
+	if (f)
+		fclose(f);
+	return out;
+}
+
+/* Loads text as a one-file dataset of type (ds tweaks applied by the caller through l). */
+static struct tern_data *load_text(struct load *l, const struct tern_tokenizer *tok, const char *text,
+				   enum tern_ds_type type, const char *suffix)
+{
+	char path[64], named[80];
+	temp_file(path, text);
+	snprintf(named, sizeof named, "%s%s", path, suffix);
+	rename(path, named);
+	struct tern_dataset_cfg keep = l->ds;
+	load_init(l, named, type);
+	l->ds.split = keep.split;
+	l->ds.field = keep.field;
+	l->ds.field_messages = keep.field_messages;
+	l->ds.role_key = keep.role_key;
+	l->ds.content_key = keep.content_key;
+	l->o.sequence_len = 64;
+	struct tern_data *d = load_run(l, tok);
+	remove(named);
+	return d;
+}
+
+/* A load that must fail with exactly path + tail (one line). */
+static void bad_text(const struct tern_tokenizer *tok, const char *text, enum tern_ds_type type,
+		     const char *split, const char *tail)
+{
+	char path[64], named[80];
+	temp_file(path, text);
+	snprintf(named, sizeof named, "%s.json", path);
+	rename(path, named);
+	struct load l;
+	load_init(&l, named, type);
+	l.ds.split = (char *)split;
+	struct tern_data *d = NULL;
+	enum tern_status st = tern_data_load(&d, &l.o, tok);
+	char want[8192];
+	const char *at = strstr(tail, "%s"); /* the path inside the message, else in front */
+	if (at)
+		snprintf(want, sizeof want, "%.*s%s%s", (int)(at - tail), tail, named, at + 2);
+	else
+		snprintf(want, sizeof want, "%s%s", named, tail);
+	bool ok = st != TERN_OK && !d && !strcmp(tern_error(), want) && !strchr(tern_error(), '\n');
+	if (!ok)
+		printf("  want: %s\n  got:  %s\n", want, st ? tern_error() : "(success)");
+	checkf(ok, "bad dataset: %s", tail);
+	remove(named);
+	tern_data_free(d);
+}
+
+static void dataset_keys(const struct tern_tokenizer *tok)
+{
+	struct load l;
+	memset(&l, 0, sizeof l);
+	/* a JSON array (pretty-printed over several lines) gives the rows of the same JSONL */
+	char *jsonl = lines_of("alpaca.jsonl", 0, 100);
+	char arr[1 << 16] = "[\n";
+	for (char *p = jsonl, *e; p && *p; p = e + 1) {
+		if (!(e = strchr(p, '\n')))
+			break;
+		if (e > p)
+			snprintf(arr + strlen(arr), sizeof arr - strlen(arr), "%s  %.*s", arr[2] ? ",\n" : "",
+				 (int)(e - p), p);
+	}
+	strcat(arr, "\n]\n");
+	struct tern_data *a = load_text(&l, tok, jsonl, TERN_DS_ALPACA, ".jsonl");
+	struct tern_data *b = load_text(&l, tok, arr, TERN_DS_ALPACA, ".json");
+	check(a && b && a->train_stats.samples == 3 && rows_equal(&a->train, &b->train),
+	      "a JSON array file gives the rows of the JSONL file");
+	tern_data_free(b);
+	b = load_text(&l, tok, "[]", TERN_DS_ALPACA, ".json");
+	check(!b && strstr(tern_error(), "no samples"), "an empty JSON array: no samples");
+
+	/* split: train[1:3] = lines 2 and 3; train[:50%] of 10 = 5 rows; train[-20%:] = last 2 */
+	char *all10 = lines_of("completion.jsonl", 0, 10), *two = lines_of("completion.jsonl", 1, 3);
+	char *half = lines_of("completion.jsonl", 0, 5), *last2 = lines_of("completion.jsonl", 8, 10);
+	const struct {
+		const char *split;
+		char **want;
+		int64_t n;
+	} sl[] = {{"train[1:3]", &two, 2},
+		  {"train[:50%]", &half, 5},
+		  {"train[-20%:]", &last2, 2},
+		  {"train", &all10, 10}};
+	for (size_t i = 0; i < sizeof sl / sizeof sl[0]; i++) {
+		l.ds.split = (char *)sl[i].split;
+		struct tern_data *s = load_text(&l, tok, all10, TERN_DS_COMPLETION, ".jsonl");
+		l.ds.split = NULL;
+		struct tern_data *w = load_text(&l, tok, *sl[i].want, TERN_DS_COMPLETION, ".jsonl");
+		checkf(s && w && s->train_stats.samples == sl[i].n && rows_equal(&s->train, &w->train),
+		       "split %s: the rows of exactly those lines", sl[i].split);
+		tern_data_free(s);
+		tern_data_free(w);
+	}
+	/* the datasets library's rounding: 25% of 10 = round(2.5) = 2 (halves to even) */
+	struct tern_split sp;
+	int64_t ra, rb;
+	check(tern_split_parse("train[:25%]", &sp) &&
+		      (tern_split_rows(&sp, 10, &ra, &rb), ra == 0 && rb == 2),
+	      "split train[:25%] of 10 rows: 2 (round half to even)");
+	check(tern_split_parse("train[10:-1]", &sp) &&
+		      (tern_split_rows(&sp, 5, &ra, &rb), ra == 5 && rb == 5),
+	      "split bounds clamp to the rows");
+	check(!tern_split_parse("train[1]", &sp) && !tern_split_parse("train[:200%]", &sp) &&
+		      !tern_split_parse("train[a:]", &sp) && !tern_split_parse("train[:5", &sp) &&
+		      !tern_split_parse("", &sp),
+	      "malformed splits are refused");
+
+	/* field: the completion text under another name */
+	l.ds.field = "body";
+	struct tern_data *f = load_text(&l, tok, "{\"body\": \"One two.\"}\n{\"body\": \"Three.\"}\n",
+					TERN_DS_COMPLETION, ".jsonl");
+	l.ds.field = NULL;
+	struct tern_data *t = load_text(&l, tok, "{\"text\": \"One two.\"}\n{\"text\": \"Three.\"}\n",
+					TERN_DS_COMPLETION, ".jsonl");
+	check(f && t && rows_equal(&f->train, &t->train), "datasets[].field: the text field renamed");
+	tern_data_free(f);
+	tern_data_free(t);
+
+	/* field_messages + message_property_mappings: the chat under other names */
+	l.ds.field_messages = "turns";
+	l.ds.role_key = "speaker";
+	l.ds.content_key = "said";
+	f = load_text(&l, tok,
+		      "{\"turns\": [{\"speaker\": \"user\", \"said\": \"Hi?\"}, {\"speaker\": \"assistant\", "
+		      "\"said\": \"Hello.\"}]}\n",
+		      TERN_DS_CHAT, ".jsonl");
+	l.ds.field_messages = l.ds.role_key = l.ds.content_key = NULL;
+	t = load_text(&l, tok,
+		      "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi?\"}, {\"role\": \"assistant\", "
+		      "\"content\": \"Hello.\"}]}\n",
+		      TERN_DS_CHAT, ".jsonl");
+	check(f && t && rows_equal(&f->train, &t->train),
+	      "field_messages and message_property_mappings: the same rows as messages/role/content");
+	tern_data_free(f);
+	/* axolotl's FineTome example: field_messages conversations, from/value */
+	l.ds.field_messages = "conversations";
+	l.ds.role_key = "from";
+	l.ds.content_key = "value";
+	f = load_text(&l, tok,
+		      "{\"conversations\": [{\"from\": \"human\", \"value\": \"Hi?\"}, {\"from\": \"gpt\", "
+		      "\"value\": \"Hello.\"}]}\n",
+		      TERN_DS_CHAT, ".jsonl");
+	l.ds.field_messages = l.ds.role_key = l.ds.content_key = NULL;
+	check(f && t && rows_equal(&f->train, &t->train), "conversations with from/value mapped");
+	tern_data_free(f);
+	l.ds.field_messages = "turns";
+	f = load_text(&l, tok, "{\"messages\": []}\n", TERN_DS_CHAT, ".jsonl");
+	l.ds.field_messages = NULL;
+	check(!f && strstr(tern_error(), ":1: missing field \"turns\" (datasets[].field_messages)"),
+	      "field_messages missing in a row: one-line error");
+	tern_data_free(t);
+
+	/* data_files: files of a directory, read in order, as one dataset */
+	char dir[] = "/tmp/tern_test_files_XXXXXX";
+	if (mkdtemp(dir)) {
+		char p1[4200], p2[4200];
+		snprintf(p1, sizeof p1, "%s/a.jsonl", dir);
+		snprintf(p2, sizeof p2, "%s/b.json", dir);
+		FILE *fa = fopen(p1, "wb"), *fb = fopen(p2, "wb");
+		if (fa && fb) {
+			fputs(half, fa);
+			char *rest = lines_of("completion.jsonl", 5, 10), barr[1 << 15] = "[";
+			for (char *p = rest, *e; (e = strchr(p, '\n')); p = e + 1)
+				snprintf(barr + strlen(barr), sizeof barr - strlen(barr), "%s%.*s",
+					 barr[1] ? ",\n" : "", (int)(e - p), p);
+			strcat(barr, "]");
+			fputs(barr, fb);
+			free(rest);
+		}
+		if (fa)
+			fclose(fa);
+		if (fb)
+			fclose(fb);
+		char *files[] = {"a.jsonl", "b.json"};
+		load_init(&l, dir, TERN_DS_COMPLETION);
+		l.ds.data_files = files;
+		l.ds.n_data_files = 2;
+		l.o.sequence_len = 64;
+		struct tern_data *df = load_run(&l, tok);
+		memset(&l.ds, 0, sizeof l.ds);
+		struct tern_data *one = load_text(&l, tok, all10, TERN_DS_COMPLETION, ".jsonl");
+		check(df && one && df->train_stats.samples == 10 && rows_equal(&df->train, &one->train),
+		      "data_files: a JSONL and a JSON-array file of a directory read as one dataset");
+		tern_data_free(df);
+		tern_data_free(one);
+		/* a directory without data_files */
+		load_init(&l, dir, TERN_DS_COMPLETION);
+		df = NULL;
+		enum tern_status st = tern_data_load(&df, &l.o, tok);
+		char want[4400];
+		snprintf(want, sizeof want,
+			 "%s: is a directory (datasets[0]); name its files with data_files: [a.jsonl, ...]",
+			 dir);
+		check(st != TERN_OK && !df && !strcmp(tern_error(), want), "a directory without data_files");
+		remove(p1);
+		remove(p2);
+		rmdir(dir);
+	}
+
+	/* bad JSON arrays and splits: one line naming the file and the element's line */
+	bad_text(tok, "[\n  {\"text\": \"a\"},\n  5\n]\n", TERN_DS_COMPLETION, NULL,
+		 ":3: the row is an integer, not a JSON object");
+	bad_text(tok, "[\n  {\"text\": \"a\"},\n\n  {\"text\": \"b\",\n   \"x\": }\n]\n", TERN_DS_COMPLETION,
+		 NULL, ":5: invalid JSON: unexpected token near '}'");
+	bad_text(tok, "[{\"text\": \"a\"} {\"text\": \"b\"}]", TERN_DS_COMPLETION, NULL,
+		 ":1: invalid JSON: expected ',' or ']' in the array");
+	bad_text(tok, "[{\"text\": \"a\"}]\n[]", TERN_DS_COMPLETION, NULL,
+		 ":2: invalid JSON: text after the array's closing ']'");
+	bad_text(tok, "[\n{\"tex\": \"a\"}]", TERN_DS_COMPLETION, NULL, ":2: missing field \"text\"");
+	bad_text(tok, "{\"text\": \"a\"}\n[1]\n", TERN_DS_COMPLETION, NULL,
+		 ":2: the line is a list, not a JSON object");
+	bad_text(tok, "{\"text\": \"a\"}\n{\"text\": \"b\"}\n", TERN_DS_COMPLETION, "train[2:]",
+		 "datasets[0].split: 'train[2:]' selects none of the 2 rows of %s; widen the slice");
+	free(jsonl);
+	free(all10);
+	free(two);
+	free(half);
+	free(last2);
+	tern_data_free(a);
+}
+
 /* special_tokens.eos_token / pad_token override the tokenizer's; an unknown one is an error. */
 static void special_tokens(const struct tern_tokenizer *q3)
 {
@@ -767,14 +1009,14 @@ static void bad_inputs(const struct tern_tokenizer *l2, const struct tern_tokeni
 	bad(q3, "bad_json.jsonl", TERN_DS_COMPLETION, ":2: invalid JSON: unexpected newline near '\"broken'");
 	bad(q3, "bad_missing.jsonl", TERN_DS_ALPACA, ":3: missing field \"output\"");
 	bad(q3, "bad_type.jsonl", TERN_DS_ALPACA, ":1: \"instruction\" is an integer, not a string");
-	bad(q3, "bad_object.jsonl", TERN_DS_COMPLETION, ":1: the line is a list, not a JSON object");
+	bad(q3, "bad_object.jsonl", TERN_DS_COMPLETION, ":1: the row is an integer, not a JSON object");
 	bad(q3, "bad_role.jsonl", TERN_DS_CHAT,
 	    ":1: messages[1].role: 'bot' is not a role (allowed: system, user, assistant; sharegpt: system, human, "
 	    "gpt)");
 	bad(q3, "bad_labels.jsonl", TERN_DS_PRETOKENIZED,
 	    ":1: \"labels\" has 2 entries and \"input_ids\" 3; they must align one to one");
 	bad(q3, "bad_empty.jsonl", TERN_DS_COMPLETION,
-	    ": no samples (the file is empty or holds only blank lines)");
+	    ": no samples (the file is empty, holds only blank lines or an empty array)");
 	bad(q3, "no_such_file.jsonl", TERN_DS_COMPLETION,
 	    ": cannot open: No such file or directory (datasets[0].path)");
 	bad(q3, "bad_chat_type.jsonl", TERN_DS_CHAT,
@@ -872,6 +1114,7 @@ int main(void)
 	special_tokens(q3);
 	templates();
 	bad_inputs(l2, q3);
+	dataset_keys(q3);
 
 	tern_tokenizer_free(l2);
 	tern_tokenizer_free(l3);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ struct reader {
 	size_t n_prefix;
 	const char *file;
 	int64_t line;
+	const struct tern_dataset_cfg *ds; /* the dataset being read (field names) */
 };
 
 /* A sample rendered as one text made of spans, each trained or not. The text is tokenized whole,
@@ -285,7 +287,8 @@ static enum tern_status read_completion(struct reader *r, json_t *obj, struct sa
 {
 	const char *text;
 	enum tern_status st;
-	if ((st = get_str(r, obj, "text", true, &text)) || (st = need_eos(r)))
+	const char *key = r->ds && r->ds->field ? r->ds->field : "text"; /* datasets[].field */
+	if ((st = get_str(r, obj, key, true, &text)) || (st = need_eos(r)))
 		return st;
 	struct render rd = {0};
 	render_str(&rd, text, true);
@@ -364,18 +367,31 @@ struct msg {
 
 static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg **out, size_t *n)
 {
-	const char *listkey = "messages", *rk = "role", *ck = "content";
-	json_t *list = json_object_get(obj, "messages");
-	if (!list) {
+	/* datasets[].field_messages names the list; message_property_mappings the role and content
+	 * fields (else role/content, or sharegpt's from/value) */
+	const char *fm = r->ds ? r->ds->field_messages : NULL;
+	const char *mrk = r->ds ? r->ds->role_key : NULL, *mck = r->ds ? r->ds->content_key : NULL;
+	const char *listkey = fm ? fm : "messages", *rk = "role", *ck = "content";
+	json_t *list = json_object_get(obj, listkey);
+	if (!list && !fm) {
 		list = json_object_get(obj, "conversations");
 		listkey = "conversations";
-		rk = "from";
-		ck = "value";
 	}
+	if (!list && fm)
+		return tern_fail(TERN_E_FORMAT,
+				 "%s:%lld: missing field \"%.60s\" (datasets[].field_messages)", r->file,
+				 (long long)r->line, fm);
 	if (!list)
 		return tern_fail(TERN_E_FORMAT,
 				 "%s:%lld: missing field \"messages\" (or sharegpt \"conversations\")",
 				 r->file, (long long)r->line);
+	if (json_is_array(list) && json_array_size(list) > 0) {
+		json_t *e0 = json_array_get(list, 0);
+		bool sharegpt =
+			json_is_object(e0) && !json_object_get(e0, "role") && json_object_get(e0, "from");
+		rk = mrk ? mrk : sharegpt ? "from" : "role";
+		ck = mck ? mck : sharegpt ? "value" : "content";
+	}
 	if (!json_is_array(list) || json_array_size(list) == 0)
 		return tern_fail(TERN_E_FORMAT, "%s:%lld: \"%s\" is %s, not a non-empty list of messages",
 				 r->file, (long long)r->line, listkey,
@@ -512,21 +528,141 @@ static enum tern_status samples_push(struct samples *ss, struct sample *s)
 	return TERN_OK;
 }
 
-static enum tern_status read_file(struct reader *r, const struct tern_dataset_cfg *ds, int index,
-				  struct samples *ss)
+/* One JSON object of a dataset (a JSONL line or a JSON array element) -> a sample in ss. */
+static enum tern_status read_object(struct reader *r, json_t *obj, struct samples *ss)
 {
-	FILE *f = fopen(ds->path, "rb");
+	if (!json_is_object(obj))
+		return tern_fail(TERN_E_FORMAT, "%s:%lld: the row is %s, not a JSON object", r->file,
+				 (long long)r->line, json_kind(obj));
+	struct sample s = {0};
+	enum tern_status st = TERN_OK;
+	switch (r->ds->type) {
+	case TERN_DS_ALPACA: st = read_alpaca(r, obj, &s); break;
+	case TERN_DS_CHAT: st = read_chat(r, obj, &s); break;
+	case TERN_DS_COMPLETION: st = read_completion(r, obj, &s); break;
+	case TERN_DS_PRETOKENIZED: st = read_pretokenized(r, obj, &s); break;
+	}
+	if (!st && s.n == 0)
+		st = tern_fail(TERN_E_FORMAT, "%s:%lld: the sample has no tokens", r->file,
+			       (long long)r->line);
+	if (!st)
+		st = samples_push(ss, &s);
+	sample_free(&s);
+	return st;
+}
+
+static void json_err_text(json_error_t *err)
+{
+	for (char *q = err->text; *q; q++)
+		if ((unsigned char)*q < 0x20)
+			*q = ' ';
+}
+
+/* A JSON array of objects ("[{...}, {...}]", the datasets library's other JSON form); text holds
+ * the whole file. Each element's messages name the line it starts on. */
+static enum tern_status read_array(struct reader *r, const char *text, size_t len, struct samples *ss)
+{
+	size_t i = 0;
+	r->line = 1;
+#define SKIP_WS()                                                                                    \
+	while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n')) \
+	r->line += text[i++] == '\n'
+	SKIP_WS();
+	i++; /* '[' */
+	SKIP_WS();
+	if (i < len && text[i] == ']') {
+		i++;
+	} else {
+		for (;;) {
+			SKIP_WS();
+			json_error_t err;
+			json_t *obj =
+				json_loadb(text + i, len - i, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &err);
+			if (!obj) {
+				json_err_text(&err);
+				return tern_fail(TERN_E_FORMAT, "%s:%lld: invalid JSON: %s", r->file,
+						 (long long)(r->line + (err.line > 1 ? err.line - 1 : 0)),
+						 err.text);
+			}
+			enum tern_status st = read_object(r, obj, ss);
+			json_decref(obj);
+			if (st)
+				return st;
+			for (size_t e = i + (size_t)err.position; i < e; i++)
+				r->line += text[i] == '\n';
+			SKIP_WS();
+			if (i < len && text[i] == ',') {
+				i++;
+				continue;
+			}
+			if (i < len && text[i] == ']') {
+				i++;
+				break;
+			}
+			return tern_fail(TERN_E_FORMAT,
+					 "%s:%lld: invalid JSON: expected ',' or ']' in the array", r->file,
+					 (long long)r->line);
+		}
+	}
+	SKIP_WS();
+#undef SKIP_WS
+	if (i < len)
+		return tern_fail(TERN_E_FORMAT, "%s:%lld: invalid JSON: text after the array's closing ']'",
+				 r->file, (long long)r->line);
+	return TERN_OK;
+}
+
+/* One file: JSON Lines (one object a line; blank lines skipped) or a JSON array of objects. */
+static enum tern_status read_file(struct reader *r, const char *path, int index, struct samples *ss)
+{
+	struct stat sb;
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: is a directory (datasets[%d]); name its files with data_files: [a.jsonl, ...]",
+			path, index);
+	FILE *f = fopen(path, "rb");
 	if (!f)
-		return tern_fail(TERN_E_IO, "%s: cannot open: %s (datasets[%d].path)", ds->path,
-				 strerror(errno), index);
-	r->file = ds->path;
+		return tern_fail(TERN_E_IO, "%s: cannot open: %s (datasets[%d].path)", path, strerror(errno),
+				 index);
+	r->file = path;
 	r->line = 0;
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	enum tern_status st = TERN_OK;
 	int64_t before = ss->n;
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	int c;
+	while ((c = getc(f)) == ' ' || c == '\t' || c == '\r' || c == '\n')
+		;
+	if (c == '[') {
+		/* a JSON array: the whole file at once */
+		rewind(f);
+		char *text = NULL;
+		size_t n = 0, tcap = 0;
+		for (;;) {
+			if (n + 65536 > tcap) {
+				tcap = tcap ? tcap * 2 : 1 << 20;
+				char *t = realloc(text, tcap);
+				if (!t) {
+					st = tern_fail(TERN_E_NOMEM, "out of host memory reading %s", path);
+					break;
+				}
+				text = t;
+			}
+			size_t got = fread(text + n, 1, tcap - n, f);
+			n += got;
+			if (!got)
+				break;
+		}
+		if (!st && !ferror(f))
+			st = read_array(r, text, n, ss);
+		free(text);
+	} else if (c != EOF) {
+		ungetc(c, f);
+		rewind(f);
+	}
+	while (c != '[' && !st && (len = getline(&line, &cap, f)) >= 0) {
 		r->line++;
 		size_t sp = strspn(line, " \t\r\n");
 		if (sp == (size_t)len)
@@ -534,9 +670,7 @@ static enum tern_status read_file(struct reader *r, const struct tern_dataset_cf
 		json_error_t err;
 		json_t *obj = json_loadb(line, (size_t)len, 0, &err);
 		if (!obj) {
-			for (char *q = err.text; *q; q++)
-				if ((unsigned char)*q < 0x20)
-					*q = ' ';
+			json_err_text(&err);
 			st = tern_fail(TERN_E_FORMAT, "%s:%lld: invalid JSON: %s", r->file,
 				       (long long)r->line, err.text);
 			break;
@@ -547,31 +681,67 @@ static enum tern_status read_file(struct reader *r, const struct tern_dataset_cf
 			json_decref(obj);
 			break;
 		}
-		struct sample s = {0};
-		switch (ds->type) {
-		case TERN_DS_ALPACA: st = read_alpaca(r, obj, &s); break;
-		case TERN_DS_CHAT: st = read_chat(r, obj, &s); break;
-		case TERN_DS_COMPLETION: st = read_completion(r, obj, &s); break;
-		case TERN_DS_PRETOKENIZED: st = read_pretokenized(r, obj, &s); break;
-		}
+		st = read_object(r, obj, ss);
 		json_decref(obj);
-		if (!st && s.n == 0)
-			st = tern_fail(TERN_E_FORMAT, "%s:%lld: the sample has no tokens", r->file,
-				       (long long)r->line);
-		if (!st)
-			st = samples_push(ss, &s);
-		sample_free(&s);
-		if (st)
-			break;
 	}
 	if (!st && ferror(f))
-		st = tern_fail(TERN_E_IO, "%s: read error", ds->path);
+		st = tern_fail(TERN_E_IO, "%s: read error", path);
 	if (!st && ss->n == before)
-		st = tern_fail(TERN_E_FORMAT, "%s: no samples (the file is empty or holds only blank lines)",
-			       ds->path);
+		st = tern_fail(TERN_E_FORMAT,
+			       "%s: no samples (the file is empty, holds only blank lines or an empty array)",
+			       path);
 	free(line);
 	fclose(f);
 	return st;
+}
+
+/* One datasets[] entry: its file, or its data_files (under path when path is a directory), then
+ * its split's slice of the rows. */
+static enum tern_status read_dataset(struct reader *r, const struct tern_dataset_cfg *ds, int index,
+				     struct samples *ss)
+{
+	enum tern_status st = TERN_OK;
+	int64_t before = ss->n;
+	r->ds = ds;
+	if (!ds->n_data_files) {
+		st = read_file(r, ds->path, index, ss);
+	} else {
+		struct stat sb;
+		bool dir = stat(ds->path, &sb) == 0 && S_ISDIR(sb.st_mode);
+		for (int i = 0; i < ds->n_data_files && !st; i++) {
+			const char *f = ds->data_files[i];
+			size_t n = strlen(ds->path) + strlen(f) + 2;
+			char *p = tern_malloc(n);
+			if (!p)
+				return TERN_E_NOMEM;
+			if (dir && f[0] != '/')
+				snprintf(p, n, "%s/%s", ds->path, f);
+			else
+				snprintf(p, n, "%s", f);
+			st = read_file(r, p, index, ss);
+			r->file = NULL;
+			free(p);
+		}
+	}
+	if (st || !ds->split)
+		return st;
+	struct tern_split sp;
+	if (!tern_split_parse(ds->split, &sp))
+		return tern_fail(TERN_E_INVALID, "datasets[%d].split: '%.60s' is not a split", index,
+				 ds->split);
+	int64_t n = ss->n - before, a, b;
+	tern_split_rows(&sp, n, &a, &b);
+	if (a == b)
+		return tern_fail(
+			TERN_E_INVALID,
+			"datasets[%d].split: '%.60s' selects none of the %lld rows of %s; widen the slice",
+			index, ds->split, (long long)n, ds->path);
+	for (int64_t i = 0; i < n; i++)
+		if (i < a || i >= b)
+			sample_free(&ss->v[before + i]);
+	memmove(ss->v + before, ss->v + before + a, (size_t)(b - a) * sizeof *ss->v);
+	ss->n = before + (b - a);
+	return TERN_OK;
 }
 
 static uint64_t splitmix64(uint64_t *x)
@@ -765,7 +935,8 @@ enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_o
 {
 	*out = NULL;
 	struct samples ss = {0};
-	struct reader r = {o, tok, o->chat_template, tok ? tern_tokenizer_eos(tok) : -1, NULL, 0, NULL, 0};
+	struct reader r = {o, tok, o->chat_template, tok ? tern_tokenizer_eos(tok) : -1, NULL, 0, NULL,
+			   0, NULL};
 	struct tern_data *d = NULL;
 	int32_t pad = 0;
 	enum tern_status st = TERN_OK;
@@ -818,7 +989,7 @@ enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_o
 	}
 
 	for (int i = 0; i < o->n_datasets && !st; i++)
-		st = read_file(&r, &o->datasets[i], i, &ss);
+		st = read_dataset(&r, &o->datasets[i], i, &ss);
 	if (st)
 		goto out;
 
