@@ -614,6 +614,28 @@ static enum tern_status set_str(char **dst, const char *s)
 	return TERN_OK;
 }
 
+/* null, false, "" or an empty list/map: the key asks for nothing */
+static bool asks_nothing(const yaml_node_t *v)
+{
+	bool b;
+	if (v->type == YAML_SEQUENCE_NODE)
+		return v->data.sequence.items.top == v->data.sequence.items.start;
+	if (v->type == YAML_MAPPING_NODE)
+		return v->data.mapping.pairs.top == v->data.mapping.pairs.start;
+	return is_null(v) || !*scalar(v) || (parse_bool(scalar(v), &b) && !b);
+}
+
+/* One note for an accepted key that tern does not follow ("file:line: key: what tern does
+ * instead"); none when the value asks for nothing ("flash_attention: false", "wandb_project:"). */
+static enum tern_status note_key(const struct ctx *c, const char *name, const yaml_node_t *v, const char *msg)
+{
+	char w[600], nb[72];
+	if (asks_nothing(v))
+		return TERN_OK;
+	return add_note(c->cfg, "%s: %s: %s", where(c, node_line(v), w, sizeof w), cut(name, nb, sizeof nb),
+			msg);
+}
+
 /* datasets[].data_files: a file or a list of files */
 static enum tern_status apply_ds_files(const struct ctx *c, struct tern_dataset_cfg *ds, const char *path,
 				       const yaml_node_t *v)
@@ -858,7 +880,14 @@ static enum tern_status apply_special(const struct ctx *c, const char *tok, cons
 				      const yaml_node_t *kn, const yaml_node_t *v)
 {
 	static const char *const names[] = {"bos_token", "eos_token", "pad_token", "unk_token", NULL};
+	/* the tokenizer's other special tokens (transformers' names) */
+	static const char *const others[] = {"sep_token", "cls_token", "mask_token",
+					     "additional_special_tokens", NULL};
 	int i = enum_index(names, tok);
+	if (i < 0 && enum_index(others, tok) >= 0)
+		return note_key(c, path, v,
+				"tern keeps the checkpoint's vocabulary and uses only bos_token, eos_token, "
+				"pad_token and unk_token; this one is not used");
 	if (i < 0) {
 		char w[600], hint[160] = "";
 		const char *s = suggest(tok, names);
@@ -944,28 +973,6 @@ static enum tern_status apply_list(const struct ctx *c, const struct key *k, con
 out:
 	free_list(out, n);
 	return st;
-}
-
-/* null, false, "" or an empty list/map: the key asks for nothing */
-static bool asks_nothing(const yaml_node_t *v)
-{
-	bool b;
-	if (v->type == YAML_SEQUENCE_NODE)
-		return v->data.sequence.items.top == v->data.sequence.items.start;
-	if (v->type == YAML_MAPPING_NODE)
-		return v->data.mapping.pairs.top == v->data.mapping.pairs.start;
-	return is_null(v) || !*scalar(v) || (parse_bool(scalar(v), &b) && !b);
-}
-
-/* One note for an accepted key that tern does not follow ("file:line: key: what tern does
- * instead"); none when the value asks for nothing ("flash_attention: false", "wandb_project:"). */
-static enum tern_status note_key(const struct ctx *c, const char *name, const yaml_node_t *v, const char *msg)
-{
-	char w[600], nb[72];
-	if (asks_nothing(v))
-		return TERN_OK;
-	return add_note(c->cfg, "%s: %s: %s", where(c, node_line(v), w, sizeof w), cut(name, nb, sizeof nb),
-			msg);
 }
 
 static enum tern_status apply_key(const struct ctx *c, const struct key *k, const yaml_node_t *v)
