@@ -245,7 +245,8 @@ struct ctx {
 	struct tern_config *cfg;
 	const char *file;
 	yaml_document_t *doc;
-	bool noline; /* --set: values have no line in a file */
+	bool noline;           /* --set: values have no line in a file */
+	const yaml_node_t *kn; /* the top-level key being applied (notes name its line), or NULL */
 };
 
 /* "file:line" or "--set" */
@@ -632,8 +633,8 @@ static enum tern_status note_key(const struct ctx *c, const char *name, const ya
 	char w[600], nb[72];
 	if (asks_nothing(v))
 		return TERN_OK;
-	return add_note(c->cfg, "%s: %s: %s", where(c, node_line(v), w, sizeof w), cut(name, nb, sizeof nb),
-			msg);
+	return add_note(c->cfg, "%s: %s: %s", where(c, node_line(c->kn ? c->kn : v), w, sizeof w),
+			cut(name, nb, sizeof nb), msg);
 }
 
 /* datasets[].data_files: a file or a list of files */
@@ -1142,6 +1143,7 @@ static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
 	if (root->type != YAML_MAPPING_NODE)
 		return tern_fail(TERN_E_INVALID, "%s: the config is not a mapping of keys to values",
 				 where(c, node_line(root), w, sizeof w));
+	struct ctx kc = *c;
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
 		yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
 		yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
@@ -1150,8 +1152,9 @@ static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
 					 where(c, node_line(kn), w, sizeof w));
 		const char *name = scalar(kn);
 		const struct key *k = find_key(name);
+		kc.kn = kn;
 		if (!k) {
-			enum tern_status st = unknown_key(c, kn, vn, name);
+			enum tern_status st = unknown_key(&kc, kn, vn, name);
 			if (st)
 				return st;
 			continue;
@@ -1160,7 +1163,7 @@ static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
 		if (c->cfg->set_line[ki] > 0)
 			return tern_fail(TERN_E_INVALID, "%s: %s: duplicate key (first set on line %d)",
 					 where(c, node_line(kn), w, sizeof w), name, c->cfg->set_line[ki]);
-		enum tern_status st = apply_key(c, k, vn);
+		enum tern_status st = apply_key(&kc, k, vn);
 		if (st)
 			return st;
 		c->cfg->set_line[ki] = node_line(kn);
@@ -1354,7 +1357,7 @@ enum tern_status tern_config_parse(struct tern_config **out, const char *name, c
 		return st;
 	}
 	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	struct ctx c = {cfg, name, &doc, false};
+	struct ctx c = {cfg, name, &doc, false, NULL};
 	if (!root)
 		st = tern_fail(TERN_E_INVALID, "%s: the config is empty", name);
 	else
@@ -1448,7 +1451,7 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 		if (st)
 			return st;
 		yaml_node_t *root = yaml_document_get_root_node(&doc);
-		struct ctx c = {cfg, "--set", &doc, true};
+		struct ctx c = {cfg, "--set", &doc, true, NULL};
 		if (root)
 			st = note_key(&c, parts[0], root, note);
 		yaml_document_delete(&doc);
@@ -1479,7 +1482,7 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 		empty.data.scalar.style = YAML_PLAIN_SCALAR_STYLE;
 		root = &empty;
 	}
-	struct ctx c = {cfg, "--set", &doc, true};
+	struct ctx c = {cfg, "--set", &doc, true, NULL};
 	int ki = (int)(k - keys);
 	if (np == 1) {
 		st = apply_key(&c, k, root);
