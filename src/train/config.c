@@ -1268,9 +1268,9 @@ static enum tern_status prescan(const char *name_in, bool noline, const char *te
 		char at[40] = "";
 		if (!noline)
 			snprintf(at, sizeof at, ":%d", line);
-		return tern_fail(TERN_E_FORMAT,
-				 "%s%s: byte 0x%02x is not UTF-8 text (save the config as UTF-8)", name, at,
-				 (unsigned char)text[bad_at]);
+		return tern_fail(TERN_E_FORMAT, "%s%s: byte 0x%02x is not UTF-8 text (%s)", name, at,
+				 (unsigned char)text[bad_at],
+				 noline ? "give the value as UTF-8" : "save the config as UTF-8");
 	}
 	yaml_parser_t parser;
 	if (!yaml_parser_initialize(&parser))
