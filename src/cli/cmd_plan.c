@@ -144,9 +144,13 @@ static int size_arg(const char *flag, const char *v, const char **dst)
 	int64_t b;
 	if (!v || !tern_plan_parse_size(v, &b) || b < 0)
 		return tern_cli_usage(
-			"plan: %s: '%s' is not a size (allowed: auto, or a size like 12GB, 11.5GiB, "
+			"plan: %s: '%.60s' is not a size (allowed: auto, or a size like 12GB, 11.5GiB, "
 			"512MB)",
 			flag, v ? v : "");
+	if (b == 0 && strcmp(v, "auto"))
+		return tern_cli_usage("plan: %s: '%.60s' is no budget (allowed: auto, or a size like 12GB, "
+				      "11.5GiB, 512MB)",
+				      flag, v);
 	*dst = v;
 	return TERN_EXIT_OK;
 }
