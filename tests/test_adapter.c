@@ -603,6 +603,12 @@ static void test_read_errors(void)
 		    "tensor base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight is missing",
 		    "adapter_model.safetensors");
 	tern_lora_set_free(l3);
+	/* a directory without adapter_config.json: the file and the reason, no line (was ":-1:") */
+	st = tern_adapter_read(path_in("no_such_adapter"), b, NULL);
+	check(st == TERN_E_IO && has(tern_error(), "unable to open ") &&
+		      has(tern_error(), "no_such_adapter/adapter_config.json: No such file or directory") &&
+		      !has(tern_error(), ":-1:"),
+	      "missing adapter_config.json: %s", tern_error());
 
 	fill(b); /* a failed read must leave these values */
 	const char *miss = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight";

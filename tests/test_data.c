@@ -889,6 +889,13 @@ static void dataset_keys(const struct tern_tokenizer *tok)
 		rmdir(dir);
 	}
 
+	/* a tokenizer_config.json that is not there: the file and the reason, no line (was ":-1:") */
+	enum tern_chat_template tt;
+	check(tern_chat_template_from_file("/nonexistent/tokenizer_config.json", &tt) == TERN_E_IO &&
+		      !strcmp(tern_error(),
+			      "unable to open /nonexistent/tokenizer_config.json: No such file or directory"),
+	      "missing tokenizer_config.json: no ':-1:'");
+
 	/* bad JSON arrays and splits: one line naming the file and the element's line */
 	bad_text(tok, "[\n  {\"text\": \"a\"},\n  5\n]\n", TERN_DS_COMPLETION, NULL,
 		 ":3: the row is an integer, not a JSON object");

@@ -873,7 +873,9 @@ enum tern_status tern_chat_template_from_file(const char *path, enum tern_chat_t
 	/* model_max_length is often 1e30 written as an integer, too big for json_int_t */
 	json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &err);
 	if (!root)
-		return tern_fail(TERN_E_FORMAT, "%s:%d: invalid JSON: %s", path, err.line, err.text);
+		return err.line > 0
+			       ? tern_fail(TERN_E_FORMAT, "%s:%d: invalid JSON: %s", path, err.line, err.text)
+			       : tern_fail(TERN_E_IO, "%s", err.text); /* "unable to open PATH: ..." */
 	json_t *t = json_object_get(root, "chat_template");
 	const char *text = NULL;
 	if (json_is_string(t)) {

@@ -842,8 +842,8 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err), *v;
 	char want[128], have[512];
 	if (!root) {
-		st = tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s:%d: %s", path, err.line,
-			       err.text);
+		st = err.line > 0 ? tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err.line, err.text)
+				  : tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s", err.text);
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -1333,8 +1333,8 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 	const char *k;
 	memset(t, 0, sizeof *t);
 	if (!root) {
-		st = tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s:%d: %s", path, err.line,
-			       err.text);
+		st = err.line > 0 ? tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err.line, err.text)
+				  : tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s", err.text);
 		goto out;
 	}
 	if (!json_is_object(root)) {
