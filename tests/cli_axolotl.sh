@@ -85,5 +85,9 @@ one_line 1 "deep.yaml:1: lists and maps nested more than 64 levels deep" "100,00
 printf 'base_model: m\377\n' >"$tmp/latin1.yaml"
 run "$tmp/latin1.yaml" --device-memory 24GB
 one_line 1 "latin1.yaml:1: byte 0xff is not UTF-8 text (save the config as UTF-8)" "a non-UTF-8 config"
+long=$(head -c 6000 /dev/zero | tr '\0' 'd')
+run "$tmp/c.yaml" --device-memory 24GB --host-memory 16GB --set "base_model=/$long"
+one_line 1 "^tern: /ddd.*\.\.\.ddd.*: cannot open: " "a 6,000-letter base_model: the reason kept"
+[ "$(wc -c <"$tmp/err")" -lt 1100 ] && ok || bad "a 6,000-letter base_model: the message is cut"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

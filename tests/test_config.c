@@ -806,6 +806,17 @@ static void test_bad_input(void)
 		      strlen(tern_error()) < 200,
 	      "--set with a 5,000-letter key: one short line");
 	free(huge);
+	/* any message too long for the error buffer keeps its head and its reason */
+	char *val = malloc(6000);
+	memset(val, 'v', 5999);
+	val[5999] = 0;
+	tern_fail(TERN_E_IO, "data/%s.jsonl: cannot open: No such file or directory (datasets[0].path)", val);
+	const char *e = tern_error(),
+		   *reason = ".jsonl: cannot open: No such file or directory (datasets[0].path)";
+	check(strlen(e) < 1024 && !strncmp(e, "data/vvv", 8) && strstr(e, "v...v") &&
+		      !strcmp(e + strlen(e) - strlen(reason), reason),
+	      "a 6,000-letter value inside any message: cut in the middle, the reason kept");
+	free(val);
 	/* not UTF-8: files and --set values */
 	expect_error("base_model: \"m\xff\"\n",
 		     "configs/x.yaml:1: byte 0xff is not UTF-8 text (save the config as UTF-8)");

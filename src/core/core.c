@@ -35,12 +35,29 @@ const char *tern_error(void) { return err_msg; }
 
 void tern_clear_error(void) { err_msg[0] = 0; }
 
+/* A message longer than err_msg keeps its head (where: file, line, key) and its tail (the reason
+ * and the fix), joined by "...": a huge value cuts itself, never the reason. */
 enum tern_status tern_fail(enum tern_status st, const char *fmt, ...)
 {
-	va_list ap;
+	va_list ap, again;
 	va_start(ap, fmt);
-	vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+	va_copy(again, ap);
+	int n = vsnprintf(err_msg, sizeof err_msg, fmt, ap);
 	va_end(ap);
+	char *full = n >= (int)sizeof err_msg ? malloc((size_t)n + 1) : NULL;
+	if (full) {
+		vsnprintf(full, (size_t)n + 1, fmt, again);
+		size_t head = 320, tail = sizeof err_msg - head - 4;
+		while (head > 0 && ((unsigned char)full[head] & 0xc0) == 0x80) /* UTF-8 boundaries */
+			head--;
+		while (tail > 0 && ((unsigned char)full[(size_t)n - tail] & 0xc0) == 0x80)
+			tail--;
+		memcpy(err_msg, full, head);
+		memcpy(err_msg + head, "...", 3);
+		memcpy(err_msg + head + 3, full + (size_t)n - tail, tail + 1);
+		free(full);
+	}
+	va_end(again);
 	return st;
 }
 
