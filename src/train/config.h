@@ -3,9 +3,12 @@
  * Parsed with libyaml's document API. Every error is one line naming the file, the line, the key,
  * the value and what is allowed:
  *	"configs/x.yaml:12: lora_r: 'abc' is not an integer (allowed: 1..4096)"
- * Unknown keys are rejected with a did-you-mean suggestion. Axolotl keys that mean nothing to tern
- * (deepspeed, flash_attention, wandb_*, bf16, ...) are accepted with a one-line note (logged at info
- * level and kept in cfg->notes) or rejected with a reason; none is silently ignored.
+ * Unknown keys are rejected with a did-you-mean suggestion (typos only). Axolotl keys that only
+ * steer its Python engine (deepspeed, attn_implementation, wandb_*, bf16, ...: the table in
+ * config_keys.c) are accepted with one one-line note each that says what tern does instead (logged
+ * at TERN_LOG_NOTE_LEVEL as "note: ...", shown by default, and kept in cfg->notes) or rejected with
+ * a reason; none is silently ignored. The text must be one UTF-8 YAML document nested at most 64
+ * levels deep; anything else is refused before libyaml builds the document.
  *
  * Life cycle: tern_config_load() (or _parse() on text) fills defaults, applies the file and
  * checks the keys together; tern_config_set() applies one `--set key=value` override (dotted keys

@@ -14,7 +14,7 @@
 #define HUB "tern writes the adapter to <output_dir>/adapter and uploads nothing"
 #define ARCH "tern reads the architecture from config.json and the tokenizer from tokenizer.json"
 #define LOADER "tern reads and tokenizes the datasets in-process at start"
-#define COMPILE "tern's kernels are compiled ahead of time; there is no torch.compile"
+#define COMPILE "tern runs its own compute shaders and C loops; there is no torch.compile"
 
 static const struct {
 	const char *pattern, *note;
@@ -40,7 +40,8 @@ static const struct {
 	 "tern's loss is already chunked over the vocabulary; no logits tensor is kept"},
 	{"plugins", "tern loads no Python plugins; its loss is chunked and its kernels fused already"},
 	{"use_kernels", KERNEL},
-	{"tiled_mlp*", "tern computes the MLP in row tiles already"},
+	{"tiled_mlp*",
+	 "tern plans each layer's MLP memory itself (see `tern plan`); there is no tiled-MLP switch"},
 	/* distributed training */
 	{"deepspeed", DIST},
 	{"fsdp", DIST},
@@ -66,9 +67,10 @@ static const struct {
 	{"activation_offloading",
 	 "tern keeps each layer's checkpointed input on the device; layers themselves stream"},
 	{"torch_compile*", COMPILE},
-	{"torch_empty_cache_steps", "tern allocates its device memory once at start"},
-	{"gc_steps", "tern allocates its device memory once at start"},
-	{"embeddings_skip_upcast", "tern keeps the embeddings in the base format and computes in f32"},
+	{"torch_empty_cache_steps", "tern manages its own device memory; there is no PyTorch cache to empty"},
+	{"gc_steps", "tern manages its own memory; there is no Python garbage collector to run"},
+	{"embeddings_skip_upcast",
+	 "tern gathers embedding rows from the base as they are and widens them to f32"},
 	/* experiment trackers and hubs */
 	{"wandb_*", LOGS},
 	{"use_wandb", LOGS},
