@@ -598,12 +598,16 @@ static void test_engine_keys(void)
 		"configs/x.yaml:5: lora_alhpa: unknown key (see docs/CONFIG.md); did you mean 'lora_alpha'?");
 	expect_error(HEAD "sequence_length: 8\n", "configs/x.yaml:5: sequence_length: unknown key (see "
 						  "docs/CONFIG.md); did you mean 'sequence_len'?");
-	expect_error(HEAD "model_conf: 1\n",
-		     "configs/x.yaml:5: model_conf: unknown key (see docs/CONFIG.md)");
+	expect_error(HEAD "training_config: 1\n",
+		     "configs/x.yaml:5: training_config: unknown key (see docs/CONFIG.md)");
+	expect_error(HEAD "deepspeeed: z.json\n", "configs/x.yaml:5: deepspeeed: unknown key (see "
+						  "docs/CONFIG.md); did you mean 'deepspeed'?");
 	expect_error(HEAD "optimizer_cfg: 1\n",
 		     "configs/x.yaml:5: optimizer_cfg: unknown key (see docs/CONFIG.md); "
 		     "did you mean 'optimizer'?");
 	expect_error(HEAD "tokens: [a]\n", "configs/x.yaml:5: tokens: unknown key (see docs/CONFIG.md)");
+	expect_error(HEAD "flash_atention: true\n", "configs/x.yaml:5: flash_atention: unknown key (see "
+						    "docs/CONFIG.md); did you mean 'flash_attention'?");
 }
 
 /* tern_lr_lambda against tests/data/lr_golden.txt (tools/lr_golden.py: transformers' schedules). */

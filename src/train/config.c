@@ -214,7 +214,18 @@ static const char *suggest(const char *word, const char *const *names)
 		if (hit && (!pre || cl > strlen(pre)))
 			pre = cand;
 	}
-	return pre;
+	if (pre || names)
+		return pre;
+	/* last, the engine-only keys of config_keys.c (not their '*' patterns) */
+	const char *e;
+	for (size_t i = 0; (e = tern_config_engine_key(i)) != NULL; i++) {
+		int d = strchr(e, '*') ? 99 : levenshtein(word, e);
+		if (d < bestd) {
+			bestd = d;
+			best = e;
+		}
+	}
+	return bestd <= limit ? best : NULL;
 }
 
 static void join_names(char *buf, size_t cap, const char *const *names)
@@ -1445,7 +1456,7 @@ enum tern_status tern_config_set(struct tern_config *cfg, const char *assignment
 	}
 	const struct key *k = find_key(parts[0]);
 	const char *note = k ? NULL : tern_config_engine_note(parts[0]);
-	if (note && np == 1) {
+	if (note) { /* fsdp_config.x=... is a note about fsdp_config too */
 		yaml_document_t doc;
 		enum tern_status st = load_doc(&doc, file, true, value, strlen(value));
 		if (st)

@@ -136,6 +136,11 @@ const char *tern_config_engine_note(const char *name)
 	return NULL;
 }
 
+const char *tern_config_engine_key(size_t i)
+{
+	return i < sizeof engine / sizeof engine[0] ? engine[i].pattern : NULL;
+}
+
 #define ADAMW_STATES                                                                                   \
 	"tern keeps AdamW's two moments in f32, 8 bytes per LoRA parameter (about 320 MB for r=16 on " \
 	"every linear layer of a 7B model), so 8-bit or paged states would save little"
