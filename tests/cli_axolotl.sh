@@ -61,6 +61,8 @@ one_line() { # WANT_RC PATTERN WHAT
 }
 run "$tmp/c.yaml" --device-memory 0 --host-memory 16GB
 one_line 2 "plan: --device-memory: '0' is no budget (allowed: auto" "--device-memory 0"
+run "$tmp/c.yaml" --device-memory AUTO --host-memory 0.0GB
+one_line 2 "plan: --host-memory: '0.0GB' is no budget" "--host-memory 0.0GB (after --device-memory AUTO)"
 run "$tmp/c.yaml" --device-memory 0x10GB --host-memory 16GB
 one_line 2 "plan: --device-memory: '0x10GB' is not a size" "--device-memory 0x10GB"
 run "$tmp/c.yaml" --device-memory 24GB --host-memory 1e10

@@ -831,6 +831,9 @@ static void test_bad_input(void)
 		      !strcmp(tern_error(),
 			      "--set output_dir: byte 0xc3 is not UTF-8 text (give the value as UTF-8)"),
 	      "--set a non-UTF-8 value: one line");
+	check(s && tern_config_set(s, "lora_\xff=1") == TERN_E_INVALID &&
+		      !strcmp(tern_error(), "--set: the key is not UTF-8 text"),
+	      "--set a non-UTF-8 key: one line");
 	check(s && tern_config_set(s, "output_dir=caf\xc3\xa9") == TERN_OK &&
 		      !strcmp(s->output_dir, "caf\xc3\xa9"),
 	      "--set a UTF-8 value");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void tern_help_plan(void)
 {
@@ -147,7 +148,7 @@ static int size_arg(const char *flag, const char *v, const char **dst)
 			"plan: %s: '%.60s' is not a size (allowed: auto, or a size like 12GB, 11.5GiB, "
 			"512MB)",
 			flag, v ? v : "");
-	if (b == 0 && strcmp(v, "auto"))
+	if (b == 0 && strcasecmp(v, "auto"))
 		return tern_cli_usage("plan: %s: '%.60s' is no budget (allowed: auto, or a size like 12GB, "
 				      "11.5GiB, 512MB)",
 				      flag, v);
