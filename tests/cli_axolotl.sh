@@ -39,7 +39,7 @@ for f in "$data"/axolotl/*.y*ml; do
 			bad "$name: one attn_implementation note: $(cat "$tmp/err")"
 	fi
 	if grep -q "^bf16: auto" "$f"; then
-		[ "$(grep -c ": bf16: compute_dtype: auto runs instead" "$tmp/err")" = 1 ] && ok || bad "$name: one bf16 note"
+		[ "$(grep -c ": bf16: products run as compute_dtype (default auto" "$tmp/err")" = 1 ] && ok || bad "$name: one bf16 note"
 	fi
 done
 

@@ -168,7 +168,8 @@ static void test_full(void)
 			"keeps AdamW's two moments in f32, 8 bytes per LoRA parameter (about 320 MB for "
 			"r=16 on every linear layer of a 7B model), so 8-bit or paged states would save "
 			"little");
-		bf |= !strncmp(c->notes[i], "configs/x.yaml:35: bf16: compute_dtype: auto runs instead", 56);
+		bf |= !strncmp(c->notes[i],
+			       "configs/x.yaml:35: bf16: products run as compute_dtype (default auto", 68);
 		ds |= !strncmp(c->notes[i], "configs/x.yaml:60: deepspeed: tern trains on one device", 54);
 		wb |= !strncmp(c->notes[i], "configs/x.yaml:61: wandb_project: tern writes every logged step",
 			       62);
@@ -570,7 +571,8 @@ static void test_engine_keys(void)
 	/* bf16/fp16 leave compute_dtype to tern (auto) unless it is set */
 	c = parse(HEAD "bf16: true\nfp16: false\ntf32: true\n");
 	check(c && c->compute_dtype == TERN_COMPUTE_AUTO && c->n_notes == 2 && notes_about(c, "bf16") == 1 &&
-		      notes_about(c, "tf32") == 1 && strstr(c->notes[0], "compute_dtype: auto"),
+		      notes_about(c, "tf32") == 1 &&
+		      strstr(c->notes[0], "products run as compute_dtype (default auto: f16"),
 	      "bf16: true -> compute_dtype auto with a note; fp16: false none");
 	tern_config_free(c);
 	c = parse(HEAD "compute_dtype: f32\nbf16: auto\n");

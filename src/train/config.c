@@ -56,12 +56,12 @@ static const char *const module_names[] = {"q_proj",    "k_proj",  "v_proj",    
 					   "gate_proj", "up_proj", "down_proj", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
-#define NOTE_BF16                                                                                         \
-	"compute_dtype: auto runs instead (f16 products with power-of-two scaling on GPUs, f32 on CPUs; " \
-	"set compute_dtype to choose); LoRA weights, gradients and AdamW state stay f32"
-#define NOTE_FP16                                                                                         \
-	"compute_dtype: auto runs instead (f16 products with power-of-two scaling on GPUs, f32 on CPUs; " \
-	"set compute_dtype: f16 to force it); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_BF16                                                                                           \
+	"products run as compute_dtype (default auto: f16 with power-of-two scaling on GPUs, f32 on CPUs; " \
+	"tern builds no bf16 products yet); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_FP16                                                                                           \
+	"products run as compute_dtype (default auto: f16 with power-of-two scaling on GPUs, f32 on CPUs; " \
+	"compute_dtype: f16 forces f16); LoRA weights, gradients and AdamW state stay f32"
 #define NOTE_TF32 "tf32 is a CUDA matmul mode; tern's f32 products (compute_dtype: f32) are full f32"
 #define NOTE_ARCH "tern reads the architecture from config.json and the tokenizer from tokenizer.json"
 #define NOTE_INT8                                                                                             \
