@@ -658,9 +658,8 @@ static enum tern_status read_file(struct reader *r, const char *path, int index,
 		if (!st && !ferror(f))
 			st = read_array(r, text, n, ss);
 		free(text);
-	} else if (c != EOF) {
-		ungetc(c, f);
-		rewind(f);
+	} else {
+		rewind(f); /* JSON Lines */
 	}
 	while (c != '[' && !st && (len = getline(&line, &cap, f)) >= 0) {
 		r->line++;

@@ -1,7 +1,14 @@
 /* Training data: JSONL datasets -> tokenized samples (chat templates, prompt masking) -> rows of
  * sequence_len tokens, packed or one sample per row.
  *
- * Dataset forms (one JSON object a line; blank lines are skipped):
+ * Files: JSON Lines (one JSON object a line; blank lines are skipped) or one JSON array of objects
+ * (a file whose first character is '['; messages name the line an element starts on). A dataset
+ * reads its path, or its data_files (under path when path is a directory) in order, then keeps
+ * the rows its split selects ("train[:20%]": tern_split_rows, before shuffling). field renames
+ * completion's "text"; field_messages and role_key/content_key rename a chat's list and message
+ * fields (default messages/role/content, else sharegpt's conversations/from/value).
+ *
+ * Dataset forms:
  *   alpaca        {"instruction", "input"?, "output"}: the prompt strings of ecosystem.md, target
  *                 = output + EOS. BOS as the tokenizer adds it.
  *   chat_template {"messages": [{"role", "content"}]} or sharegpt {"conversations": [{"from",
