@@ -43,6 +43,19 @@ for f in "$data"/axolotl/*.y*ml; do
 	fi
 done
 
+# one example trains a step as written, with only base_model (the golden case's tiny llama), the
+# dataset (its pretokenized rows), special_tokens (the tiny vocabulary has no <|end_of_text|>) and
+# the run's length and place changed; the CPU backend keeps it quick
+g=$data/golden/llama
+"$tern" train "$data/axolotl/llama-3_lora-1b.yml" --set base_model="$g/model" \
+	--set "datasets.0={path: $g/data.jsonl, type: pretokenized}" --set sequence_len=24 --set max_steps=1 \
+	--set special_tokens=null --set backend=cpu --set output_dir="$tmp/train1" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+grep -v "^tern: note: \|^tern: warning: " "$tmp/err" >"$tmp/other"
+[ $rc = 0 ] && [ -f "$tmp/train1/adapter/adapter_model.safetensors" ] && grep -q "^step 1/1 " "$tmp/out" &&
+	[ ! -s "$tmp/other" ] && grep -q "^tern: note: .*: attn_implementation: " "$tmp/err" && ok ||
+	bad "llama-3_lora-1b.yml trains a step: $rc $(cat "$tmp/err") $(tail -3 "$tmp/out")"
+
 # a config of the test setup
 cat >"$tmp/c.yaml" <<EOC
 base_model: $data/plan/meta-llama-3-8b
