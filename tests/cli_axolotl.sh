@@ -1,7 +1,8 @@
 #!/bin/sh
 # axolotl's example configs (tests/data/axolotl) through `tern plan` as written, with only
 # base_model pointed at a test config.json (tests/data/plan): each plans, and stderr holds only
-# one-line notes (and warnings), one note per engine-only key, shown without -v. Then the CLI side
+# one-line notes (and warnings), one note per engine-only key, shown without -v; one of them
+# trains a step on the golden tiny llama. Then the CLI side
 # of bad input: sizes 0 and hex, non-UTF-8 and malformed --set values, two YAML documents, deep
 # nesting: exit 1 or 2 with exactly one line on stderr.
 # Usage: cli_axolotl.sh TERN DATA_DIR
