@@ -652,7 +652,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *user)
 	tern_sha256_update(&s->sha, p, n);
 	s->got += n;
 	double now = tern_now();
-	if (g_progress && now - s->last >= 0.1) {
+	if (g_progress && now - s->last >= 0.1 && s->have + s->got != s->total) { /* the end: by the caller */
 		s->last = now;
 		g_progress(s->h->id, s->file, s->have + s->got, s->total, g_progress_user);
 	}
