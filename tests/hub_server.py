@@ -15,8 +15,8 @@ What it serves, as the Hub does (huggingface_hub's file_download.py reads these 
     an unknown repository: 404 X-Error-Code: RepoNotFound
     gated: no "Authorization: Bearer test-token": 401 without a token, 403 GatedRepo with another
   GET /cdn/{id}/{sha256}: the bytes, Range honoured (206 + Content-Range)
-    drops=N: the first N GETs of each file send the headers of the whole answer, then 100000
-      bytes, then close the connection (a dropped download)
+    drops=N: the first N GETs of the repository's LFS files send the headers of the whole answer,
+      then 100000 bytes, then close the connection (a dropped download)
     corrupt: one byte flipped (the ETag stays right: a checksum must catch it)
 Every request is logged to L as "METHOD PATH RANGE AUTH" (RANGE "-" when none).
 """
@@ -46,7 +46,7 @@ class Repo:
             if p.startswith("drops="):
                 self.drops = int(p[6:])
         self.commit = hashlib.sha1(rid.encode()).hexdigest()
-        self.sent = {}  # file -> GETs answered (for drops)
+        self.sent = 0  # GETs of LFS files answered (for drops)
         self.files = {}
         for root, _, names in os.walk(self.dir):
             for n in names:
@@ -118,8 +118,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         n = 0
         if repo:
             with self.lock:
-                n = repo.sent.get(key, 0)
-                repo.sent[key] = n + 1
+                n = repo.sent
+                repo.sent += 1
         if repo and n < repo.drops and len(part) > DROP_AFTER:
             self.reply(code, h, b"", False)
             self.wfile.write(part[:DROP_AFTER])

@@ -1,5 +1,5 @@
 /* The download progress of Hub ids (include/tern/hub.h) on stderr: a bar redrawn in place on a
- * terminal, one line per finished file otherwise (logs stay short). */
+ * terminal; off a terminal (logs) one line as each file of 64 MiB or more starts. */
 #include "cli.h"
 #include "tern/hub.h"
 
@@ -9,11 +9,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BIG ((uint64_t)64 << 20) /* off a terminal, files from this size get a line */
+
 struct progress {
 	char file[512]; /* the file being drawn */
 	double t0;      /* when it started */
 	uint64_t done0; /* bytes present when it started (a resumed download) */
-	bool drawn;     /* a bar is on the line */
+	bool drawn;     /* off a terminal: its line was printed */
 };
 
 static double now(void)
@@ -40,6 +42,7 @@ static void on_progress(const char *repo, const char *file, uint64_t done, uint6
 		snprintf(p->file, sizeof p->file, "%s", file);
 		p->t0 = now();
 		p->done0 = done;
+		p->drawn = false;
 	}
 	bool end = total && done == total;
 	char a[32], b[32], r[32];
@@ -47,9 +50,12 @@ static void on_progress(const char *repo, const char *file, uint64_t done, uint6
 	human(b, sizeof b, (double)total);
 	double dt = now() - p->t0;
 	human(r, sizeof r, dt > 0 ? (double)(done - p->done0) / dt : 0);
-	if (!tty) {
-		if (end)
-			fprintf(stderr, "tern: downloaded %s/%s (%s)\n", repo, file, b);
+	if (!tty) { /* logs: a line as a big file starts, nothing else */
+		if (done == p->done0 && !p->drawn && total >= BIG) {
+			fprintf(stderr, "tern: downloading %s/%s (%s%s)\n", repo, file, b,
+				done ? ", resumed" : "");
+			p->drawn = true;
+		}
 		return;
 	}
 	int pct = total ? (int)(100.0 * (double)done / (double)total) : 0, w = 24, fill = pct * w / 100;
@@ -59,7 +65,6 @@ static void on_progress(const char *repo, const char *file, uint64_t done, uint6
 	bar[w] = 0;
 	fprintf(stderr, "\r\033[Kdownloading %s/%s [%s] %3d%% %s of %s, %s/s", repo, file, bar, pct, a,
 		total ? b : "?", r);
-	p->drawn = !end;
 	if (end)
 		fputc('\n', stderr);
 	fflush(stderr);

@@ -1,0 +1,197 @@
+#!/bin/sh
+# base_model as a Hub id against a local stand-in for the Hub (tests/hub_server.py, offline):
+# tern plan fetches only config.json into the HF cache layout; tern train fetches the tokenizer
+# files and every shard of an index (LFS files through a CDN redirect, checked against their
+# sha256), resumes a dropped download in the same run and in the next one, refuses a corrupt
+# one, and answers 401 / 403 / 404 / offline with one line each. Exits 77 (not run) without python3.
+# Usage: cli_hub.sh TERN SOURCE_DIR
+tern=$1
+src=$2
+if ! command -v python3 >/dev/null 2>&1; then
+	echo "not run: python3 is missing (tests/hub_server.py)"
+	exit 77
+fi
+tmp=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+fail=0
+pass=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+
+py=$src/tests/hub_server.py
+python3 "$py" split "$src/demo/model" "$tmp/sharded" || { echo "FAIL: split"; exit 1; }
+# the shards' sha256 as the Hub names their blobs
+sha1=$(python3 -c "import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" "$tmp/sharded/model-00001-of-00002.safetensors")
+mkdir -p "$tmp/nomodel" && cp "$src/demo/model/"*.json "$tmp/nomodel/"
+python3 "$py" serve --port-file "$tmp/port" --log "$tmp/log" \
+	--repo "test/demo=$src/demo/model" --repo "test/sharded=$tmp/sharded" \
+	--repo "test/gated=$src/demo/model,gated" --repo "test/drop1=$tmp/sharded,drops=1" \
+	--repo "test/flaky=$tmp/sharded,drops=5" --repo "test/corrupt=$tmp/sharded,corrupt" \
+	--repo "test/nomodel=$tmp/nomodel" &
+server=$!
+i=0
+while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -s "$tmp/port" ] || { echo "FAIL: the server did not start"; exit 1; }
+
+export HF_ENDPOINT="http://127.0.0.1:$(cat "$tmp/port")"
+export HF_HOME="$tmp/home"
+unset HF_HUB_CACHE HUGGINGFACE_HUB_CACHE HF_TOKEN HUGGING_FACE_HUB_TOKEN HF_TOKEN_PATH HF_HUB_OFFLINE TRANSFORMERS_OFFLINE
+cache=$HF_HOME/hub
+
+# cfg ID [EXTRA...]: the demo config on a Hub id and 16 of its rows
+head -n 16 "$src/demo/data/train.jsonl" >"$tmp/rows.jsonl"
+cfg() {
+	id=$1
+	shift
+	sed -e "s|^base_model: .*|base_model: $id|" -e "s|demo/data/train.jsonl|$tmp/rows.jsonl|" "$src/configs/demo.yaml" >"$tmp/c.yaml"
+	for x in "$@"; do printf '%s\n' "$x" >>"$tmp/c.yaml"; done
+}
+# train: one small step on the CPU
+train() {
+	"$tern" train "$tmp/c.yaml" --set backend=cpu --set max_steps=1 --set val_set_size=0 --set eval_steps=0 \
+		--set sequence_len=64 --set micro_batch_size=1 --set sample_packing=false \
+		--set output_dir="$tmp/out" --set max_time=0 "$@" >"$tmp/out.txt" 2>"$tmp/err"
+	rc=$?
+}
+plan() {
+	"$tern" plan "$tmp/c.yaml" "$@" >"$tmp/out.txt" 2>"$tmp/err"
+	rc=$?
+}
+# one_line WANT: exit 1 with one stderr line holding WANT
+one_line() {
+	[ "$rc" = 1 ] && [ "$(grep -c . "$tmp/err")" = 1 ] && grep -q -- "$1" "$tmp/err"
+}
+
+# 1. plan: only config.json, into the cache's layout
+cfg test/sharded
+: >"$tmp/log"
+plan
+[ $rc = 0 ] && grep -q "^verdict: fits" "$tmp/out.txt" && ok || bad "plan test/sharded: $(cat "$tmp/err")"
+[ "$(grep -c . "$tmp/log")" = 2 ] && grep -q "^HEAD /test/sharded/resolve/main/config.json" "$tmp/log" &&
+	grep -q "^GET /test/sharded/resolve/main/config.json" "$tmp/log" && ok ||
+	bad "plan asked for more than config.json: $(cat "$tmp/log")"
+r=$cache/models--test--sharded
+commit=$(cat "$r/refs/main" 2>/dev/null)
+[ ${#commit} = 40 ] && [ -L "$r/snapshots/$commit/config.json" ] &&
+	cmp -s "$r/snapshots/$commit/config.json" "$src/demo/model/config.json" &&
+	[ "$(ls "$r/snapshots/$commit")" = config.json ] && ok || bad "cache layout after plan: $(find "$r")"
+# again, offline: from the cache, no request
+: >"$tmp/log"
+HF_HUB_OFFLINE=1 plan
+[ $rc = 0 ] && [ ! -s "$tmp/log" ] && ok || bad "offline plan from the cache: $(cat "$tmp/err" "$tmp/log")"
+# tern info with a Hub id reads the same cache
+HF_HUB_OFFLINE=1 "$tern" info test/sharded >"$tmp/out.txt" 2>"$tmp/err" && grep -q "^architecture   llama" "$tmp/out.txt" &&
+	ok || bad "info test/sharded: $(cat "$tmp/err")"
+
+# 2. offline and not cached: one line naming the cache path
+cfg test/demo
+HF_HUB_OFFLINE=1 train
+one_line "test/demo: not in the Hugging Face cache (no $cache/models--test--demo/refs/main) and HF_HUB_OFFLINE is set" &&
+	[ ! -e "$tmp/out" ] && ok || bad "offline refusal: rc $rc: $(cat "$tmp/err")"
+TRANSFORMERS_OFFLINE=1 plan
+one_line "TRANSFORMERS_OFFLINE is set" && ok || bad "TRANSFORMERS_OFFLINE: $(cat "$tmp/err")"
+
+# 3. train on a sharded repository: every shard, the tokenizer files, checksums; the adapter
+#    names the Hub id
+cfg test/sharded
+: >"$tmp/log"
+train
+[ $rc = 0 ] && grep -q "^step 1/1" "$tmp/out.txt" && ok || bad "train test/sharded: $(cat "$tmp/err")"
+for f in tokenizer.json tokenizer_config.json special_tokens_map.json generation_config.json \
+	model.safetensors.index.json model-00001-of-00002.safetensors model-00002-of-00002.safetensors; do
+	cmp -s "$r/snapshots/$commit/$f" "$tmp/sharded/$f" && ok || bad "train did not fetch $f"
+done
+[ "$(readlink "$r/snapshots/$commit/model-00001-of-00002.safetensors")" = "../../blobs/$sha1" ] && ok ||
+	bad "an LFS file's blob is named by its sha256: $(ls -l "$r/snapshots/$commit")"
+grep -q "^GET /cdn/test/sharded/$sha1" "$tmp/log" && ok || bad "the shard did not come through the CDN redirect"
+! grep -q "^GET .*/config.json " "$tmp/log" && ok || bad "config.json fetched again though cached: $(cat "$tmp/log")"
+grep -q '"base_model_name_or_path": "test/sharded"' "$tmp/out/adapter/adapter_config.json" && ok ||
+	bad "adapter_config.json: $(grep base_model "$tmp/out/adapter/adapter_config.json")"
+[ ! -s "$tmp/err" ] && ok || bad "small downloads are quiet off a terminal: $(cat "$tmp/err")"
+# a second run downloads nothing
+: >"$tmp/log"
+rm -rf "$tmp/out"
+train
+[ $rc = 0 ] && [ ! -s "$tmp/log" ] && ok || bad "second train asked the Hub: $(cat "$tmp/log" "$tmp/err")"
+
+# 4. a connection dropped mid-file: resumed with a Range request in the same run
+cfg test/drop1
+: >"$tmp/log"
+rm -rf "$tmp/out"
+train
+[ $rc = 0 ] && grep -q "^GET /cdn/test/drop1/$sha1 bytes=100000-" "$tmp/log" && ok ||
+	bad "resume in the same run: $(cat "$tmp/err" "$tmp/log")"
+cmp -s "$cache/models--test--drop1/blobs/$sha1" "$tmp/sharded/model-00001-of-00002.safetensors" && ok ||
+	bad "the resumed shard differs"
+
+# 5. dropped more often than tern retries: the run stops with one line, keeps the partial file,
+#    and the next run resumes it from where it stopped
+cfg test/flaky
+rm -rf "$tmp/out"
+train
+inc=$cache/models--test--flaky/blobs/$sha1.incomplete
+one_line "test/flaky: model-00001-of-00002.safetensors: the connection dropped 5 times" && [ -s "$inc" ] && ok ||
+	bad "flaky first run: rc $rc: $(cat "$tmp/err")"
+kept=$(wc -c <"$inc")
+: >"$tmp/log"
+train
+[ $rc = 0 ] && grep -q "^GET /cdn/test/flaky/$sha1 bytes=$kept-" "$tmp/log" && [ ! -e "$inc" ] && ok ||
+	bad "flaky second run did not resume at $kept: $(cat "$tmp/err") $(grep cdn "$tmp/log")"
+cmp -s "$cache/models--test--flaky/blobs/$sha1" "$tmp/sharded/model-00001-of-00002.safetensors" && ok ||
+	bad "the shard resumed across runs differs"
+
+# 6. a corrupt download (right ETag, a flipped byte): refused, nothing kept
+cfg test/corrupt
+rm -rf "$tmp/out"
+train
+one_line "test/corrupt: model-00001-of-00002.safetensors: sha256 [0-9a-f]* differs from the Hub's $sha1" &&
+	[ ! -e "$cache/models--test--corrupt/blobs/$sha1" ] && [ ! -e "$cache/models--test--corrupt/blobs/$sha1.incomplete" ] &&
+	[ ! -e "$cache/models--test--corrupt/snapshots/$(cat "$cache/models--test--corrupt/refs/main")/model-00001-of-00002.safetensors" ] &&
+	ok || bad "corrupt download: rc $rc: $(cat "$tmp/err")"
+
+# 7. gated: 401 without a token, 403 with another token's account, fine with HF_TOKEN or the token file
+cfg test/gated
+plan
+one_line "test/gated: 401 from the Hub .*set HF_TOKEN to a token with access (https://huggingface.co/settings/tokens)" &&
+	ok || bad "gated without a token: rc $rc: $(cat "$tmp/err")"
+HF_TOKEN=wrong plan
+one_line "test/gated: 403 from the Hub: the model is gated" && ok || bad "gated, wrong token: $(cat "$tmp/err")"
+: >"$tmp/log"
+HF_TOKEN=test-token plan
+[ $rc = 0 ] && grep -q " Bearer_test-token$" "$tmp/log" && ok ||
+	bad "gated with HF_TOKEN: $(cat "$tmp/err")"
+rm -rf "$cache/models--test--gated"
+mkdir -p "$HF_HOME" && echo test-token >"$HF_HOME/token"
+plan
+[ $rc = 0 ] && ok || bad "gated with \$HF_HOME/token: $(cat "$tmp/err")"
+rm -f "$HF_HOME/token"
+
+# 8. 404s: no such repository (a typo of a local path reads the same), no such revision, no weights
+cfg test/nothere
+plan
+one_line "test/nothere: not a directory, and 404 from the Hub: no model of that name" && ok ||
+	bad "404 repo: $(cat "$tmp/err")"
+cfg test/demo "revision_of_model: v9"
+plan
+one_line "test/demo: 404 from the Hub: no revision 'v9'" && ok || bad "404 revision: $(cat "$tmp/err")"
+cfg test/nomodel
+rm -rf "$tmp/out"
+train
+one_line "test/nomodel: 404 from the Hub: the repository has no model.safetensors" && [ ! -e "$tmp/out/adapter" ] && ok ||
+	bad "404 weights: rc $rc: $(cat "$tmp/err")"
+# a commit hash as revision_of_model: snapshots/<commit>, no refs/<commit>
+c=$(python3 -c "import hashlib;print(hashlib.sha1(b'test/demo').hexdigest())")
+cfg test/demo "revision_of_model: $c"
+plan
+[ $rc = 0 ] && [ -e "$cache/models--test--demo/snapshots/$c/config.json" ] && [ ! -e "$cache/models--test--demo/refs/$c" ] &&
+	ok || bad "revision_of_model: commit: $(cat "$tmp/err")"
+
+# 9. no network: one line naming the endpoint and the cache
+cfg test/other
+HF_ENDPOINT=http://127.0.0.1:1 plan
+one_line "test/other: cannot reach http://127.0.0.1:1 .*HF_HUB_OFFLINE=1 uses only the Hugging Face cache ($cache/models--test--other)" &&
+	ok || bad "no network: $(cat "$tmp/err")"
+
+echo "cli_hub: $pass passed, $fail failed"
+[ $fail = 0 ]
