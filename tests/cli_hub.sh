@@ -193,5 +193,30 @@ HF_ENDPOINT=http://127.0.0.1:1 plan
 one_line "test/other: cannot reach http://127.0.0.1:1 .*HF_HUB_OFFLINE=1 uses only the Hugging Face cache ($cache/models--test--other)" &&
 	ok || bad "no network: $(cat "$tmp/err")"
 
+# 10. tools/make_hf_cache.sh: the base models of axolotl's examples in a cache, offline; their
+#     published sizes; a plan on a Hub id prints what the plan on the same directory prints
+sh "$src/tools/make_hf_cache.sh" "$tmp/hfc" >/dev/null || bad "make_hf_cache.sh failed"
+while read -r id want; do
+	HF_HUB_CACHE="$tmp/hfc" HF_HUB_OFFLINE=1 "$tern" info "$id" >"$tmp/out.txt" 2>"$tmp/err"
+	grep -q "^sizes          $want\$" "$tmp/out.txt" && ok || bad "info $id: $(cat "$tmp/err") $(grep sizes "$tmp/out.txt")"
+done <<'LIST'
+mistralai/Mistral-7B-v0.1 L 32, D 4096, F 14336, H 32, Hkv 8, Dh 128, V 32000
+mistralai/Mixtral-8x7B-v0.1 L 32, D 4096, F 14336, H 32, Hkv 8, Dh 128, V 32000
+NousResearch/Llama-2-7b-hf L 32, D 4096, F 11008, H 32, Hkv 32, Dh 128, V 32000
+NousResearch/Meta-Llama-3-8B L 32, D 4096, F 14336, H 32, Hkv 8, Dh 128, V 128256
+NousResearch/Meta-Llama-3-8B-Instruct L 32, D 4096, F 14336, H 32, Hkv 8, Dh 128, V 128256
+NousResearch/Llama-3.2-1B L 16, D 2048, F 8192, H 32, Hkv 8, Dh 64, V 128256
+Qwen/Qwen2-7B L 28, D 3584, F 18944, H 28, Hkv 4, Dh 128, V 152064
+Qwen/Qwen2.5-0.5B L 24, D 896, F 4864, H 14, Hkv 2, Dh 64, V 151936
+Qwen/Qwen3-8B L 36, D 4096, F 12288, H 32, Hkv 8, Dh 128, V 151936
+Qwen/Qwen3-32B L 64, D 5120, F 25600, H 64, Hkv 8, Dh 128, V 151936
+LIST
+printf 'base_model: %s\nadapter: qlora\nlora_r: 16\nlora_alpha: 32\nlora_target_linear: true\ndatasets:\n  - path: x.jsonl\n    type: alpaca\nsequence_len: 2048\nmicro_batch_size: 1\ndevice_memory: 12GB\nhost_memory: 16GB\n' \
+	mistralai/Mistral-7B-v0.1 >"$tmp/m.yaml"
+HF_HUB_CACHE="$tmp/hfc" HF_HUB_OFFLINE=1 "$tern" plan "$tmp/m.yaml" >"$tmp/hub.txt" 2>"$tmp/err" &&
+	"$tern" plan "$tmp/m.yaml" --set base_model="$src/tests/data/hf_configs/mistralai/Mistral-7B-v0.1" >"$tmp/dir.txt" 2>>"$tmp/err" &&
+	cmp -s "$tmp/hub.txt" "$tmp/dir.txt" && grep -q "^verdict: fits" "$tmp/hub.txt" && ok ||
+	bad "plan on a Hub id differs from the plan on its directory: $(cat "$tmp/err") $(diff "$tmp/hub.txt" "$tmp/dir.txt")"
+
 echo "cli_hub: $pass passed, $fail failed"
 [ $fail = 0 ]
