@@ -13,9 +13,9 @@ void tern_help_info(void)
 {
 	printf("usage: tern info MODEL_DIR|ORG/NAME\n"
 	       "\n"
-	       "Reads MODEL_DIR/config.json (a Hugging Face model directory; a Hub id is looked up in the\n"
-	       "Hugging Face cache, and only its config.json is downloaded when missing) and prints the architecture,\n"
-	       "its sizes (L layers, D hidden, F FFN, H heads, Hkv KV heads, Dh head dim, V vocab), the\n"
+	       "Reads MODEL_DIR/config.json (a Hugging Face model directory; for a Hub id, config.json in\n"
+	       "the Hugging Face cache, downloaded when missing) and prints the architecture, its sizes\n"
+	       "(L layers, D hidden, F FFN, H heads, Hkv KV heads, Dh head dim, V vocab), the\n"
 	       "settings that change the math, parameter counts, and the memory the weights take with the\n"
 	       "projections in each base format (embeddings, norms and lm_head 16-bit; all 32-bit for f32).\n"
 	       "\n"

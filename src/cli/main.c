@@ -39,6 +39,7 @@ int tern_cli_usage(const char *fmt, ...)
 int tern_cli_fail(enum tern_status st)
 {
 	const char *msg = tern_error();
+	tern_cli_progress_break();
 	fprintf(stderr, "tern: %s\n", msg && *msg ? msg : tern_status_str(st));
 	return TERN_EXIT_FAIL;
 }

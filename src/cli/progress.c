@@ -18,6 +18,15 @@ struct progress {
 	bool drawn;     /* off a terminal: its line was printed */
 };
 
+static bool bar_open; /* a bar is on the terminal's last line, without its newline */
+
+void tern_cli_progress_break(void)
+{
+	if (bar_open)
+		fputc('\n', stderr);
+	bar_open = false;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -65,6 +74,7 @@ static void on_progress(const char *repo, const char *file, uint64_t done, uint6
 	bar[w] = 0;
 	fprintf(stderr, "\r\033[Kdownloading %s/%s [%s] %3d%% %s of %s, %s/s", repo, file, bar, pct, a,
 		total ? b : "?", r);
+	bar_open = !end;
 	if (end)
 		fputc('\n', stderr);
 	fflush(stderr);
