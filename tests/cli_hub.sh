@@ -153,7 +153,7 @@ one_line "test/corrupt: model-00001-of-00002.safetensors: sha256 [0-9a-f]* diffe
 # 7. gated: 401 without a token, 403 with another token's account, fine with HF_TOKEN or the token file
 cfg test/gated
 plan
-one_line "test/gated: 401 from the Hub .*set HF_TOKEN to a token with access (https://huggingface.co/settings/tokens)" &&
+one_line "test/gated: 401 from the Hub (a gated model): set HF_TOKEN to a token with access (https://huggingface.co/settings/tokens)" &&
 	ok || bad "gated without a token: rc $rc: $(cat "$tmp/err")"
 HF_TOKEN=wrong plan
 one_line "test/gated: 403 from the Hub: the model is gated" && ok || bad "gated, wrong token: $(cat "$tmp/err")"
@@ -170,6 +170,9 @@ rm -f "$HF_HOME/token"
 # 8. 404s: no such repository (a typo of a local path reads the same), no such revision, no weights
 cfg test/nothere
 plan
+one_line "test/nothere: not a directory, and 401 from the Hub: no public model of that name (check the path or the id" && ok ||
+	bad "401 RepoNotFound: $(cat "$tmp/err")"
+HF_TOKEN=test-token plan
 one_line "test/nothere: not a directory, and 404 from the Hub: no model of that name" && ok ||
 	bad "404 repo: $(cat "$tmp/err")"
 cfg test/demo "revision_of_model: v9"

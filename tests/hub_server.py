@@ -12,7 +12,7 @@ What it serves, as the Hub does (huggingface_hub's file_download.py reads these 
     an LFS file (*.safetensors): 302 to /cdn/{id}/{sha256}, X-Linked-Etag "<sha256>",
       X-Linked-Size, ETag of the pointer
     a file the repository lacks: 404 X-Error-Code: EntryNotFound (with X-Repo-Commit)
-    an unknown repository: 404 X-Error-Code: RepoNotFound
+    an unknown repository: X-Error-Code: RepoNotFound, 401 without a token, 404 with one
     gated: no "Authorization: Bearer test-token": 401 without a token, 403 GatedRepo with another
   GET /cdn/{id}/{sha256}: the bytes, Range honoured (206 + Content-Range)
     drops=N: the first N GETs of the repository's LFS files send the headers of the whole answer,
@@ -146,8 +146,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         rid = parts[0] + "/" + parts[1]
         repo = self.repos.get(rid)
-        if repo is None:
-            self.error(404, "RepoNotFound", body=body)
+        if repo is None:  # as the Hub: 401 to an anonymous caller, 404 to one with a token
+            self.error(404 if self.headers.get("Authorization") else 401, "RepoNotFound", body=body)
             return
         if repo.gated:
             auth = self.headers.get("Authorization")

@@ -10,6 +10,8 @@
 #   CACHE_DIR/models--ORG--NAME/refs/main                  a commit (sha1 of "ORG/NAME")
 #   CACHE_DIR/models--ORG--NAME/snapshots/<commit>/<file>  -> ../../blobs/<git blob sha1 of file>
 # Existing entries are replaced; other repositories in CACHE_DIR are left alone.
+# To train a step of such a config on a small stand-in, give SRC_DIR an ORG/NAME that links to a
+# small model directory (ln -s .../tests/data/models/mistral SRC/mistralai/Mistral-7B-v0.1).
 set -eu
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 	echo "usage: tools/make_hf_cache.sh CACHE_DIR [SRC_DIR]" >&2

@@ -568,11 +568,19 @@ static enum tern_status head(struct hub *h, const char *url0, struct meta *m)
 static enum tern_status http_fail(struct hub *h, const struct meta *m, const char *file)
 {
 	const char *ec = m->error_code;
+	if (m->status == 401 && !h->token_from && !strcmp(ec, "RepoNotFound")) /* the Hub's answer to a
+										  name it does not show */
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: not a directory, and 401 from the Hub: no public model of that name (check "
+			"the path or the id; for a private model set HF_TOKEN to a token with access, "
+			"https://huggingface.co/settings/tokens)",
+			h->id);
 	if (m->status == 401 && !h->token_from)
 		return tern_fail(TERN_E_UNAVAILABLE,
-				 "%s: 401 from the Hub (a gated or private model, or none of that name): set "
-				 "HF_TOKEN to a token with access (https://huggingface.co/settings/tokens)",
-				 h->id);
+				 "%s: 401 from the Hub%s: set HF_TOKEN to a token with access "
+				 "(https://huggingface.co/settings/tokens)",
+				 h->id, !strcmp(ec, "GatedRepo") ? " (a gated model)" : "");
 	if (m->status == 401)
 		return tern_fail(
 			TERN_E_UNAVAILABLE,
@@ -615,7 +623,7 @@ struct sink {
 	uint64_t total; /* expected size, 0 unknown */
 	bool restart;   /* a 200 answered the Range request: the file was started over */
 	bool bad_range; /* a 206 that does not start where the file ends */
-	bool io_error;
+	int io_errno;   /* a failed write's errno; 0 none */
 	struct tern_sha256 sha;
 	struct meta m;
 	const struct hub *h;
@@ -630,7 +638,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *user)
 	if (s->got == 0 && s->have > 0 && !s->restart) {
 		if (s->m.status == 200) { /* the server ignored the Range: start again */
 			if (ftruncate(s->fd, 0) != 0 || lseek(s->fd, 0, SEEK_SET) != 0) {
-				s->io_error = true;
+				s->io_errno = errno;
 				return 0;
 			}
 			tern_sha256_init(&s->sha);
@@ -644,7 +652,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *user)
 	for (size_t off = 0; off < n;) {
 		ssize_t w = write(s->fd, p + off, n - off);
 		if (w <= 0) {
-			s->io_error = true;
+			s->io_errno = w < 0 ? errno : ENOSPC;
 			return 0;
 		}
 		off += (size_t)w;
@@ -710,7 +718,8 @@ static enum tern_status download_blob(struct hub *h, const char *url, const char
 		if (size && s.have == size)
 			break;
 		s.got = 0;
-		s.restart = s.bad_range = s.io_error = false;
+		s.restart = s.bad_range = false;
+		s.io_errno = 0;
 		if (g_progress)
 			g_progress(h->id, file, s.have, size, g_progress_user);
 		struct curl_slist *hdrs = NULL;
@@ -734,8 +743,8 @@ static enum tern_status download_blob(struct hub *h, const char *url, const char
 		curl_slist_free_all(hdrs);
 		long code = 0;
 		curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &code);
-		if (s.io_error) {
-			st = tern_fail(TERN_E_IO, "%s: cannot write: %s", inc, strerror(errno));
+		if (s.io_errno) {
+			st = tern_fail(TERN_E_IO, "%s: cannot write: %s", inc, strerror(s.io_errno));
 			goto out;
 		}
 		if (rc == CURLE_HTTP_RETURNED_ERROR && code == 416 && s.have) { /* range past the end */
