@@ -115,6 +115,13 @@ rm -rf "$tmp/out"
 train
 [ $rc = 0 ] && [ ! -s "$tmp/log" ] && ok || bad "second train asked the Hub: $(cat "$tmp/log" "$tmp/err")"
 
+# without a network, a snapshot that lacks only optional files is used, with a warning
+rm -f "$r/snapshots/$commit/generation_config.json"
+rm -rf "$tmp/out"
+HF_ENDPOINT=http://127.0.0.1:1 train
+[ $rc = 0 ] && grep -q "warning: test/sharded: cannot reach http://127.0.0.1:1 .*; using the cached snapshot $commit" "$tmp/err" &&
+	ok || bad "no network, cache enough: rc $rc: $(cat "$tmp/err")"
+
 # 4. a connection dropped mid-file: resumed with a Range request in the same run
 cfg test/drop1
 : >"$tmp/log"

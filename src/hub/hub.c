@@ -254,6 +254,7 @@ struct hub {
 	char token[1024];
 	const char *token_from; /* NULL: no token */
 	bool ref_written;
+	bool unreachable; /* a request failed for the network, not for an HTTP answer */
 	CURL *curl;
 };
 
@@ -523,6 +524,7 @@ static void common_opts(struct hub *h, struct curl_slist **hdrs)
 
 static enum tern_status net_fail(struct hub *h, CURLcode rc, const char *errbuf)
 {
+	h->unreachable = true;
 	return tern_fail(TERN_E_UNAVAILABLE,
 			 "%s: cannot reach %s (%s): check the network or HF_ENDPOINT; HF_HUB_OFFLINE=1 uses "
 			 "only the Hugging Face cache (%s)",
@@ -1012,7 +1014,7 @@ enum tern_status tern_hub_resolve(const char *name_or_path, const char *revision
 	const char *off = truthy(env("HF_HUB_OFFLINE"))         ? "HF_HUB_OFFLINE"
 			  : truthy(env("TRANSFORMERS_OFFLINE")) ? "TRANSFORMERS_OFFLINE"
 								: NULL;
-	char snap[PATH_CAP], file[512];
+	char snap[PATH_CAP], file[512], cached[41] = "";
 	if (!read_ref(h)) {
 		fmt(missing, sizeof missing, "no %s/refs/%s", h->repo, revision);
 	} else if (fmt(snap, sizeof snap, "%s/snapshots/%s", h->repo, h->commit), !is_dir(snap)) {
@@ -1021,6 +1023,8 @@ enum tern_status tern_hub_resolve(const char *name_or_path, const char *revision
 		goto found;
 	} else {
 		fmt(missing, sizeof missing, "%s has no %s", snap, file);
+		if (snapshot_complete(h, need, false, file, sizeof file)) /* only optional files missing */
+			put(cached, sizeof cached, h->commit, "");
 		tern_clear_error();
 	}
 	if (off) {
@@ -1050,8 +1054,14 @@ enum tern_status tern_hub_resolve(const char *name_or_path, const char *revision
 		goto out;
 	}
 	tern_log(2, "%s: downloading into %s (%s)", name_or_path, h->repo, missing);
-	if ((st = download(h, need)))
-		goto out;
+	if ((st = download(h, need))) {
+		if (!h->unreachable || !cached[0])
+			goto out;
+		/* what the run needs is cached; only optional files could not be asked for */
+		tern_log(1, "%s; using the cached snapshot %s", tern_error(), cached);
+		put(h->commit, sizeof h->commit, cached, "");
+		st = TERN_OK;
+	}
 found:
 	fmt(snap, sizeof snap, "%s/snapshots/%s", h->repo, h->commit);
 	if (!(*dir = strdup(snap))) {
