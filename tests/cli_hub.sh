@@ -87,10 +87,10 @@ HF_HUB_OFFLINE=1 "$tern" info test/sharded >"$tmp/out.txt" 2>"$tmp/err" && grep 
 # 2. offline and not cached: one line naming the cache path
 cfg test/demo
 HF_HUB_OFFLINE=1 train
-one_line "test/demo: not in the Hugging Face cache (no $cache/models--test--demo/refs/main) and HF_HUB_OFFLINE is set" &&
+one_line "test/demo: not a directory, and not in the Hugging Face cache (no $cache/models--test--demo/refs/main) while HF_HUB_OFFLINE is set" &&
 	[ ! -e "$tmp/out" ] && ok || bad "offline refusal: rc $rc: $(cat "$tmp/err")"
 TRANSFORMERS_OFFLINE=1 plan
-one_line "TRANSFORMERS_OFFLINE is set" && ok || bad "TRANSFORMERS_OFFLINE: $(cat "$tmp/err")"
+one_line "while TRANSFORMERS_OFFLINE is set" && ok || bad "TRANSFORMERS_OFFLINE: $(cat "$tmp/err")"
 
 # 3. train on a sharded repository: every shard, the tokenizer files, checksums; the adapter
 #    names the Hub id
@@ -119,7 +119,7 @@ train
 rm -f "$r/snapshots/$commit/generation_config.json"
 rm -rf "$tmp/out"
 HF_ENDPOINT=http://127.0.0.1:1 train
-[ $rc = 0 ] && grep -q "warning: test/sharded: cannot reach http://127.0.0.1:1 .*; using the cached snapshot $commit" "$tmp/err" &&
+[ $rc = 0 ] && grep -q "warning: test/sharded: the Hub at http://127.0.0.1:1 cannot be reached (.*); using the cached snapshot $commit$" "$tmp/err" &&
 	ok || bad "no network, cache enough: rc $rc: $(cat "$tmp/err")"
 
 # 4. a connection dropped mid-file: resumed with a Range request in the same run
@@ -200,7 +200,7 @@ plan
 # 9. no network: one line naming the endpoint and the cache
 cfg test/other
 HF_ENDPOINT=http://127.0.0.1:1 plan
-one_line "test/other: cannot reach http://127.0.0.1:1 .*HF_HUB_OFFLINE=1 uses only the Hugging Face cache ($cache/models--test--other)" &&
+one_line "test/other: not a directory, and the Hub at http://127.0.0.1:1 cannot be reached (.*): check the path, the network or HF_ENDPOINT; HF_HUB_OFFLINE=1 uses only the Hugging Face cache ($cache/models--test--other)" &&
 	ok || bad "no network: $(cat "$tmp/err")"
 
 # 10. tools/make_hf_cache.sh: the base models of axolotl's examples in a cache, offline; their

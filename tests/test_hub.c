@@ -230,11 +230,11 @@ static void test_resolve(void)
 	expect("acme/tiny", "dev", TERN_HUB_ALL, TERN_OK, R "/snapshots/" C2, NULL, "refs/dev, everything");
 	expect("acme/tiny", C2, TERN_HUB_ALL, TERN_OK, R "/snapshots/" C2, NULL, "a commit hash as revision");
 	expect("acme/tiny", NULL, TERN_HUB_ALL, TERN_E_UNAVAILABLE, NULL,
-	       "snapshots/" C1 " has no model.safetensors) and HF_HUB_OFFLINE is set",
+	       "snapshots/" C1 " has no model.safetensors) while HF_HUB_OFFLINE is set",
 	       "main lacks the weights");
 	expect("acme/tiny", "v2", TERN_HUB_CONFIG, TERN_E_UNAVAILABLE, NULL, R "/refs/v2)", "no such ref");
 	expect("acme/other", NULL, TERN_HUB_CONFIG, TERN_E_UNAVAILABLE, NULL,
-	       "hub/models--acme--other/refs/main) and HF_HUB_OFFLINE", "a repository not in the cache");
+	       "hub/models--acme--other/refs/main) while HF_HUB_OFFLINE", "a repository not in the cache");
 	expect("acme/tiny", "3333333333333333333333333333333333333333", TERN_HUB_CONFIG, TERN_E_UNAVAILABLE,
 	       NULL, "no " /* path */, "a commit without a snapshot");
 	expect("acme/tiny", "../x", TERN_HUB_CONFIG, TERN_E_INVALID, NULL, "revision_of_model: '../x'",
@@ -294,8 +294,8 @@ static void test_resolve(void)
 	/* TRANSFORMERS_OFFLINE is offline too */
 	unsetenv("HF_HUB_OFFLINE");
 	setenv("TRANSFORMERS_OFFLINE", "1", 1);
-	expect("acme/other", NULL, TERN_HUB_CONFIG, TERN_E_UNAVAILABLE, NULL, "TRANSFORMERS_OFFLINE is set",
-	       "TRANSFORMERS_OFFLINE");
+	expect("acme/other", NULL, TERN_HUB_CONFIG, TERN_E_UNAVAILABLE, NULL,
+	       "while TRANSFORMERS_OFFLINE is set", "TRANSFORMERS_OFFLINE");
 	unsetenv("TRANSFORMERS_OFFLINE");
 	setenv("HF_HUB_OFFLINE", "1", 1);
 

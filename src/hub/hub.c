@@ -254,7 +254,8 @@ struct hub {
 	char token[1024];
 	const char *token_from; /* NULL: no token */
 	bool ref_written;
-	bool unreachable; /* a request failed for the network, not for an HTTP answer */
+	bool unreachable;  /* a request failed for the network, not for an HTTP answer */
+	char net_msg[256]; /* libcurl's reason */
 	CURL *curl;
 };
 
@@ -525,10 +526,11 @@ static void common_opts(struct hub *h, struct curl_slist **hdrs)
 static enum tern_status net_fail(struct hub *h, CURLcode rc, const char *errbuf)
 {
 	h->unreachable = true;
+	put(h->net_msg, sizeof h->net_msg, *errbuf ? errbuf : curl_easy_strerror(rc), "");
 	return tern_fail(TERN_E_UNAVAILABLE,
-			 "%s: cannot reach %s (%s): check the network or HF_ENDPOINT; HF_HUB_OFFLINE=1 uses "
-			 "only the Hugging Face cache (%s)",
-			 h->id, h->endpoint, *errbuf ? errbuf : curl_easy_strerror(rc), h->repo);
+			 "%s: not a directory, and the Hub at %s cannot be reached (%s): check the path, the "
+			 "network or HF_ENDPOINT; HF_HUB_OFFLINE=1 uses only the Hugging Face cache (%s)",
+			 h->id, h->endpoint, h->net_msg, h->repo);
 }
 
 /* HEAD of one file, following only relative redirects (a renamed repository), as huggingface_hub
@@ -1030,7 +1032,8 @@ enum tern_status tern_hub_resolve(const char *name_or_path, const char *revision
 	if (off) {
 		st = tern_fail(
 			TERN_E_UNAVAILABLE,
-			"%s: not in the Hugging Face cache (%s) and %s is set: unset it to download, or "
+			"%s: not a directory, and not in the Hugging Face cache (%s) while %s is set: unset it "
+			"to download, or "
 			"set base_model to a model directory",
 			name_or_path, missing, off);
 		goto out;
@@ -1058,7 +1061,8 @@ enum tern_status tern_hub_resolve(const char *name_or_path, const char *revision
 		if (!h->unreachable || !cached[0])
 			goto out;
 		/* what the run needs is cached; only optional files could not be asked for */
-		tern_log(1, "%s; using the cached snapshot %s", tern_error(), cached);
+		tern_log(1, "%s: the Hub at %s cannot be reached (%s); using the cached snapshot %s",
+			 name_or_path, h->endpoint, h->net_msg, cached);
 		put(h->commit, sizeof h->commit, cached, "");
 		st = TERN_OK;
 	}
