@@ -54,8 +54,8 @@ train() {
 		--set output_dir="$tmp/out" --set max_time=0 "$@" >"$tmp/out.txt" 2>"$tmp/err"
 	rc=$?
 }
-plan() {
-	"$tern" plan "$tmp/c.yaml" "$@" >"$tmp/out.txt" 2>"$tmp/err"
+plan() { # explicit budgets: no device needed
+	"$tern" plan "$tmp/c.yaml" --device-memory 4GB --host-memory 8GB "$@" >"$tmp/out.txt" 2>"$tmp/err"
 	rc=$?
 }
 # one_line WANT: exit 1 with one stderr line holding WANT
