@@ -1,5 +1,6 @@
 /* The download progress of Hub ids (include/tern/hub.h) on stderr: a bar redrawn in place on a
  * terminal; off a terminal (logs) one line as each file of 64 MiB or more starts. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, isatty */
 #include "cli.h"
 #include "tern/hub.h"
 
