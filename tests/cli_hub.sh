@@ -35,6 +35,7 @@ while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -s "$tmp/port" ] || { echo "FAIL: the server did not start"; exit 1; }
 
 export HF_ENDPOINT="http://127.0.0.1:$(cat "$tmp/port")"
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost # libcurl honours *_proxy
 export HF_HOME="$tmp/home"
 unset HF_HUB_CACHE HUGGINGFACE_HUB_CACHE HF_TOKEN HUGGING_FACE_HUB_TOKEN HF_TOKEN_PATH HF_HUB_OFFLINE TRANSFORMERS_OFFLINE
 cache=$HF_HOME/hub
