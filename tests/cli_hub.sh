@@ -229,5 +229,38 @@ HF_HUB_CACHE="$tmp/hfc" HF_HUB_OFFLINE=1 "$tern" plan "$tmp/m.yaml" >"$tmp/hub.t
 	cmp -s "$tmp/hub.txt" "$tmp/dir.txt" && grep -q "^verdict: fits" "$tmp/hub.txt" && ok ||
 	bad "plan on a Hub id differs from the plan on its directory: $(cat "$tmp/err") $(diff "$tmp/hub.txt" "$tmp/dir.txt")"
 
+# 11. with huggingface_hub installed (not needed otherwise): it reads what tern downloaded, and
+#     tern reads what it downloaded, without a request
+if python3 -c "import huggingface_hub" 2>/dev/null; then
+	HF_HUB_OFFLINE=1 python3 - "$commit" >"$tmp/py.txt" 2>&1 <<'PY'
+import sys
+from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+info = scan_cache_dir()
+repo = [r for r in info.repos if r.repo_id == "test/sharded"][0]
+revs = {r.commit_hash: r for r in repo.revisions}
+assert not info.warnings, info.warnings
+assert sys.argv[1] in revs and "main" in revs[sys.argv[1]].refs, revs
+assert try_to_load_from_cache("test/sharded", "model-00002-of-00002.safetensors").endswith(sys.argv[1] + "/model-00002-of-00002.safetensors")
+print("ok")
+PY
+	grep -q "^ok$" "$tmp/py.txt" && ok || bad "huggingface_hub reading tern's cache: $(cat "$tmp/py.txt")"
+	HF_HOME="$tmp/hfhome" HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 python3 - >"$tmp/py.txt" 2>&1 <<'PY'
+from huggingface_hub import hf_hub_download
+for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+          "generation_config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+          "model-00002-of-00002.safetensors"]:
+    hf_hub_download("test/sharded", f)
+print("ok")
+PY
+	cfg test/sharded
+	rm -rf "$tmp/out"
+	: >"$tmp/log"
+	HF_HOME="$tmp/hfhome" train
+	grep -q "^ok$" "$tmp/py.txt" && [ $rc = 0 ] && [ ! -s "$tmp/log" ] && ok ||
+		bad "tern reading huggingface_hub's cache: rc $rc $(cat "$tmp/py.txt" "$tmp/err" "$tmp/log")"
+else
+	echo "not run: the huggingface_hub cross-check (python3 -m pip install huggingface_hub to run it)"
+fi
+
 echo "cli_hub: $pass passed, $fail failed"
 [ $fail = 0 ]

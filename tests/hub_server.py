@@ -9,7 +9,8 @@ What it serves, as the Hub does (huggingface_hub's file_download.py reads these 
     revision: "main" or the repository's commit (sha1 of the id), else 404 RevisionNotFound
     X-Repo-Commit: the commit
     a regular file: 200, ETag "<git blob sha1>", Content-Length, the bytes (Range honoured)
-    an LFS file (*.safetensors): 302 to /cdn/{id}/{sha256}, X-Linked-Etag "<sha256>",
+    an LFS file (*.safetensors): 302 to http://localhost:PORT/cdn/{id}/{sha256} (another host
+      name, as the Hub's CDN is), X-Linked-Etag "<sha256>",
       X-Linked-Size, ETag of the pointer
     a file the repository lacks: 404 X-Error-Code: EntryNotFound (with X-Repo-Commit)
     an unknown repository: X-Error-Code: RepoNotFound, 401 without a token, 404 with one
@@ -168,7 +169,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         data = repo.files[rel]
         if rel.endswith(".safetensors"):
             sha = hashlib.sha256(data).hexdigest()
-            host = self.headers.get("Host")
+            # the CDN on another host name (as cdn-lfs.huggingface.co is): the same server as localhost
+            host = self.headers.get("Host").replace("127.0.0.1", "localhost")
             self.reply(302, [("X-Repo-Commit", repo.commit), ("X-Linked-Etag", '"%s"' % sha),
                              ("X-Linked-Size", str(len(data))), ("ETag", '"%s"' % git_sha1(b"pointer " + sha.encode())),
                              ("Location", "http://%s/cdn/%s/%s" % (host, rid, sha))], b"", body)
