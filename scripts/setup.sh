@@ -15,7 +15,8 @@ packages=(
 	vulkan-validationlayers vulkan-tools          # the Khronos validation layer, vulkaninfo
 	libyaml-dev                                   # configuration files
 	libjansson-dev libpcre2-dev libutf8proc-dev   # JSON, pre-tokenizer regexes, Unicode NFC
-	python3                                       # tools/ (golden-vector generators)
+	libcurl4-openssl-dev                          # base_model Hub ids: downloads into the HF cache
+	python3                                       # tools/ (golden-vector generators), tests/hub_server.py
 )
 
 missing=()

@@ -284,7 +284,7 @@ static void test_errors(void)
 		     "configs/x.yaml:5: val_set_size: '2.5' is neither a fraction nor "
 		     "a count (allowed: a fraction < 1 or a count >= 1)");
 	expect_error("datasets:\n  - {path: d.jsonl, type: alpaca}\n",
-		     "configs/x.yaml: base_model: missing (allowed: a model directory)");
+		     "configs/x.yaml: base_model: missing (allowed: a model directory or a Hub id)");
 	expect_error("base_model: m\n",
 		     "configs/x.yaml: datasets: missing (allowed: a list of {path, type})");
 	expect_error("base_model: m\n  bad: [\n",

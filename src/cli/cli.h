@@ -49,6 +49,10 @@ int tern_cli_fail(enum tern_status st);
 /* Installs the log sink at the verbosity chosen so far (warnings, +1 per -v). */
 void tern_cli_set_log(void);
 extern int tern_cli_verbose;
+/* Installs the download progress display of Hub ids on stderr (progress.c); _break ends a bar
+ * left open by a failed download, so that a message starts on a line of its own. */
+void tern_cli_set_progress(void);
+void tern_cli_progress_break(void);
 
 /* Subcommands: argv holds the arguments after the command words. */
 int tern_cmd_devices(int argc, char **argv);

@@ -1,18 +1,21 @@
 /* tern info DIR: what a model directory holds (from config.json): architecture, sizes, parameter
  * counts and the memory each base format would take. */
 #include "cli.h"
+#include "tern/hub.h"
 #include "tern/model.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void tern_help_info(void)
 {
-	printf("usage: tern info MODEL_DIR\n"
+	printf("usage: tern info MODEL_DIR|ORG/NAME\n"
 	       "\n"
-	       "Reads MODEL_DIR/config.json (a Hugging Face model directory) and prints the architecture,\n"
-	       "its sizes (L layers, D hidden, F FFN, H heads, Hkv KV heads, Dh head dim, V vocab), the\n"
+	       "Reads MODEL_DIR/config.json (a Hugging Face model directory; for a Hub id, config.json in\n"
+	       "the Hugging Face cache, downloaded when missing) and prints the architecture, its sizes\n"
+	       "(L layers, D hidden, F FFN, H heads, Hkv KV heads, Dh head dim, V vocab), the\n"
 	       "settings that change the math, parameter counts, and the memory the weights take with the\n"
 	       "projections in each base format (embeddings, norms and lm_head 16-bit; all 32-bit for f32).\n"
 	       "\n"
@@ -66,7 +69,11 @@ int tern_cmd_info(int argc, char **argv)
 		}
 		tern_cli_set_log();
 		struct tern_model_info in;
-		enum tern_status st = tern_model_info(dir, &in);
+		char *path = NULL;
+		enum tern_status st = tern_hub_resolve(dir, NULL, TERN_HUB_CONFIG, &path, NULL);
+		if (st == TERN_OK)
+			st = tern_model_info(path, &in);
+		free(path);
 		if (st)
 			return tern_cli_fail(st);
 		char a[64], b[64], c[64];

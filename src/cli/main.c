@@ -43,6 +43,7 @@ int tern_cli_usage(const char *fmt, ...)
 int tern_cli_fail(enum tern_status st)
 {
 	const char *msg = tern_error();
+	tern_cli_progress_break();
 	fprintf(stderr, "tern: %s\n", msg && *msg ? msg : tern_status_str(st));
 	return TERN_EXIT_FAIL;
 }
@@ -208,7 +209,7 @@ static void print_usage(FILE *f)
 		"commands:\n"
 		"  devices            list backends and devices with the capabilities that matter\n"
 		"  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
-		"  info DIR           a model directory: architecture, sizes, parameters, memory per format\n"
+		"  info DIR|ORG/NAME  a model directory or Hub id: architecture, sizes, parameters, memory\n"
 		"  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
 		"  train CONFIG       fine-tune a LoRA/QLoRA adapter as a YAML config says\n"
 		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
@@ -287,6 +288,7 @@ int main(int argc, char **argv)
 {
 	int i = 1;
 	tern_cli_set_log();
+	tern_cli_set_progress();
 	/* Global options before the command. */
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		const char *a = argv[i];

@@ -69,7 +69,8 @@ static const char *const module_names[] = {"q_proj",    "k_proj",  "v_proj",    
 	"with load_in_4bit: true"
 
 static const struct key keys[] = {
-	{"base_model", K_STR, F(base_model), 0, 0, NULL, "a model directory", NULL, 0, 0},
+	{"base_model", K_STR, F(base_model), 0, 0, NULL, "a model directory or a Hub id", NULL, 0, 0},
+	{"revision_of_model", K_STR, F(revision_of_model), 0, 0, NULL, "a branch, tag or commit", NULL, 0, 0},
 	{"load_in_4bit", K_BOOL, F(load_in_4bit), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"adapter", K_ENUM, F(adapter), 0, 0, adapter_names, NULL, NULL, 0, 0},
 	{"lora_r", K_INT, F(lora_r), 1, 4096, NULL, "1..4096", NULL, 0, 0},
@@ -1205,6 +1206,7 @@ void tern_config_free(struct tern_config *cfg)
 		return;
 	free(cfg->file);
 	free(cfg->base_model);
+	free(cfg->revision_of_model);
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
 	free(cfg->lora_model_dir);
 	free_datasets(cfg->datasets, cfg->n_datasets);
@@ -1576,7 +1578,8 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 {
 	char a[400], b[400];
 	if (!cfg->base_model || !*cfg->base_model)
-		return tern_fail(TERN_E_INVALID, "%s: base_model: missing (allowed: a model directory)",
+		return tern_fail(TERN_E_INVALID,
+				 "%s: base_model: missing (allowed: a model directory or a Hub id)",
 				 cfg->file);
 	if (cfg->n_datasets == 0)
 		return tern_fail(TERN_E_INVALID, "%s: datasets: missing (allowed: a list of {path, type})",

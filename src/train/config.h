@@ -94,7 +94,8 @@ struct tern_config {
 	char *file; /* name used in messages ("configs/x.yaml") */
 
 	/* model and adapter */
-	char *base_model;
+	char *base_model;        /* a directory or a Hub id (include/tern/hub.h) */
+	char *revision_of_model; /* of a Hub id; NULL = main */
 	bool load_in_4bit;
 	enum tern_adapter adapter;
 	int64_t lora_r;

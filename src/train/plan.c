@@ -7,6 +7,7 @@
 #include "train/adapter.h"
 #include "train/net.h"
 #include "backend/backend.h"
+#include "tern/hub.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -456,8 +457,12 @@ enum tern_status tern_plan_config(const char *config_path, const char *const *se
 		st = tern_config_set(cfg, sets[i]);
 	if (st == TERN_OK && n_sets)
 		st = tern_config_check(cfg);
+	char *dir = NULL; /* base_model's directory: only config.json is fetched for a Hub id */
 	if (st == TERN_OK)
-		st = tern_model_config_load(cfg->base_model, &mc);
+		st = tern_hub_resolve(cfg->base_model, cfg->revision_of_model, TERN_HUB_CONFIG, &dir, NULL);
+	if (st == TERN_OK)
+		st = tern_model_config_load(dir, &mc);
+	free(dir);
 	uint64_t dev = 0, host = 0;
 	int64_t dm = device_memory >= 0 ? device_memory : cfg ? cfg->device_memory : 0;
 	int64_t hm = host_memory >= 0 ? host_memory : cfg ? cfg->host_memory : 0;

@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "data/data.h"
 #include "model/model.h"
+#include "tern/hub.h"
 #include "tern/tokenizer.h"
 #include "train/adapter.h"
 #include "train/config.h"
@@ -130,6 +131,8 @@ static void on_signal(int sig)
 
 struct session {
 	struct tern_config *cfg;
+	char *model_dir; /* base_model's directory (a Hub id's snapshot in the HF cache) */
+	char commit[41]; /* a Hub id's snapshot commit, "" for a directory */
 	struct tern_tokenizer *tok;
 	struct tern_data *data;
 	struct tern_model_config mc; /* config.json of base_model */
@@ -158,6 +161,7 @@ static void session_free(struct session *s)
 	tern_tokenizer_free(s->tok);
 	tern_lora_set_free(s->lora);
 	tern_config_free(s->cfg);
+	free(s->model_dir);
 	free(s->tok_b);
 	free(s->tgt_b);
 	free(s->pos_b);
@@ -178,7 +182,9 @@ static enum tern_status load_config(struct session *s, const char *path, const c
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "%s: backend: cuda is not built into this tern (allowed: auto, vulkan, cpu)",
 				 c->file);
-	return TERN_OK;
+	/* config.json and the tokenizer now; the weights in open_model, after the cheap checks */
+	return tern_hub_resolve(c->base_model, c->revision_of_model, TERN_HUB_CONFIG | TERN_HUB_TOKENIZER,
+				&s->model_dir, s->commit);
 }
 
 static enum tern_status open_model(struct session *s)
@@ -200,7 +206,13 @@ static enum tern_status open_model(struct session *s)
 		return st;
 	snprintf(pack, sizeof pack, "%s/base-%s.tpack", dir, tern_base_format_name(f));
 	struct tern_model_opts mo = {.format = f, .blocksize = 64, .pack_path = pack};
-	return tern_model_open(c->base_model, &mo, &s->model);
+	if (s->commit[0]) { /* a Hub id: the weights of the same commit */
+		free(s->model_dir);
+		s->model_dir = NULL;
+		if ((st = tern_hub_resolve(c->base_model, s->commit, TERN_HUB_ALL, &s->model_dir, NULL)))
+			return st;
+	}
+	return tern_model_open(s->model_dir, &mo, &s->model);
 }
 
 static enum tern_status load_data(struct session *s)
@@ -210,14 +222,14 @@ static enum tern_status load_data(struct session *s)
 	for (int i = 0; i < c->n_datasets; i++)
 		text |= c->datasets[i].type != TERN_DS_PRETOKENIZED;
 	char path[4200];
-	snprintf(path, sizeof path, "%s/tokenizer.json", c->base_model);
+	snprintf(path, sizeof path, "%s/tokenizer.json", s->model_dir);
 	enum tern_status st;
 	if (text || file_exists(path))
-		if ((st = tern_tokenizer_load_dir(&s->tok, c->base_model)) != TERN_OK)
+		if ((st = tern_tokenizer_load_dir(&s->tok, s->model_dir)) != TERN_OK)
 			return st;
 	struct tern_data_opts o;
 	tern_data_opts_from_config(&o, c);
-	snprintf(path, sizeof path, "%s/tokenizer_config.json", c->base_model);
+	snprintf(path, sizeof path, "%s/tokenizer_config.json", s->model_dir);
 	if (file_exists(path))
 		o.tokenizer_config = path;
 	if ((st = tern_data_load(&s->data, &o, s->tok)) != TERN_OK)
@@ -378,9 +390,9 @@ static enum tern_status open_net(struct session *s)
 static enum tern_status open_lora(struct session *s, bool with_moments)
 {
 	struct tern_config *c = s->cfg;
-	enum tern_status st = tern_model_config_load(c->base_model, &s->mc);
+	enum tern_status st = tern_model_config_load(s->model_dir, &s->mc);
 	if (st == TERN_OK)
-		st = tern_model_config_check(&s->mc, c->base_model);
+		st = tern_model_config_check(&s->mc, s->model_dir);
 	if (st != TERN_OK)
 		return st;
 	int64_t io[TERN_MOD_COUNT][2];
