@@ -284,6 +284,17 @@ static bool exists(const char *path)
 	return !lstat(path, &sb);
 }
 
+/* A JSON file that did not load: "path: cannot read: ..." when it is missing or unreadable,
+ * "path:LINE: what" when it does not parse. */
+static enum tern_status json_fail(const char *path, const json_error_t *err)
+{
+	if (!exists(path))
+		return tern_fail(TERN_E_IO, "%s: cannot read: %s", path, strerror(ENOENT));
+	if (err->line < 1)
+		return tern_fail(TERN_E_IO, "%s: %s", path, err->text);
+	return tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err->line, err->text);
+}
+
 /* Removes a file or a directory tree (symbolic links are removed, never followed). */
 static enum tern_status rm_rf(const char *path)
 {
@@ -843,8 +854,7 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err), *v;
 	char want[128], have[512];
 	if (!root) {
-		st = tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s:%d: %s", path, err.line,
-			       err.text);
+		st = json_fail(path, &err);
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -1387,8 +1397,7 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 	const char *k;
 	memset(t, 0, sizeof *t);
 	if (!root) {
-		st = tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s:%d: %s", path, err.line,
-			       err.text);
+		st = json_fail(path, &err);
 		goto out;
 	}
 	if (!json_is_object(root)) {

@@ -799,6 +799,16 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				ckpt[0] = 0;
 		} else {
 			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
+			struct stat sb;
+			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+			if (e) {
+				st = tern_fail(
+					TERN_E_INVALID,
+					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
+					"<output_dir>/checkpoint-N, or use auto)",
+					c->file, ckpt, strerror(e));
+				goto out;
+			}
 		}
 	}
 	if (ckpt[0]) {
