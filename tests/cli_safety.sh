@@ -180,5 +180,26 @@ rc=$?
 one_line "fewer rows" "the training data changed since this checkpoint (40 rows then, 39 now; dataset $tmp/data.jsonl changed)" 1
 [ ! -e "$tmp/d/metrics.jsonl" ] && [ ! -e "$tmp/d/config.yaml" ] && ok || bad "a refused resume wrote outputs: $(ls -a "$tmp/d")"
 
+# 8. input guards, before anything is allocated or written: a tokenizer past the model's
+#    vocabulary (both files named), a dataset with no trained token, a batch past host memory
+root=$(cd "$data/../.." && pwd)
+cp -r "$root/demo/model" "$tmp/m"
+sed -i 's/"vocab_size": [0-9]*/"vocab_size": 1000/' "$tmp/m/config.json"
+"$tern" train "$root/configs/demo.yaml" --set backend=cpu --set base_model="$tmp/m" --set datasets.0.path="$root/demo/data/train.jsonl" \
+	--set output_dir="$tmp/v" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+one_line "tokenizer past the vocabulary" "$tmp/m/tokenizer.json: token ids reach [0-9]* (.*), past vocab_size 1000 of $tmp/m/config.json" 1
+printf '{"input_ids": [1, 2, 3], "labels": [-100, -100, -100]}\n{"input_ids": [4, 5], "labels": [-100, -100]}\n' >"$tmp/masked.jsonl"
+"$tern" train "$tmp/c.yaml" --set backend=cpu --set datasets.0.path="$tmp/masked.jsonl" --set output_dir="$tmp/v" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+one_line "no trained token" "datasets: no trained token: every label of the 2 training samples (5 tokens) is masked" 1
+"$tern" train "$tmp/c.yaml" $common --set sequence_len=1048576 --set micro_batch_size=65536 --set output_dir="$tmp/v" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+one_line "huge batch" "sequence_len 1048576 × micro_batch_size 65536 = 68719476736 tokens per micro-batch need .* of host memory .*, more than the .* available" 1
+"$tern" train "$tmp/c.yaml" $common --set micro_batch_size=2048 --set host_memory=1MiB --set output_dir="$tmp/v" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+one_line "batch past host_memory" "sequence_len 24 × micro_batch_size 2048 = 49152 tokens per micro-batch need .* more than the 1.0 MiB available (host_memory)" 1
+[ ! -e "$tmp/v" ] && ok || bad "a refused run left $tmp/v"
+
 echo "cli_safety: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -18,6 +18,7 @@
 #include "tern/tokenizer.h"
 #include "train/adapter.h"
 #include "train/config.h"
+#include "train/guard.h"
 #include "train/net.h"
 #include "train/outdir.h"
 #include "train/plan.h"
@@ -282,6 +283,8 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 		host = UINT64_MAX / 4;
 	s->device_budget = device_budget;
 	s->host_budget = host;
+	if ((st = tern_guard_batch(c, &s->mc, 0, device_budget)) != TERN_OK)
+		return st;
 	memset(&s->plan, 0, sizeof s->plan);
 	if ((st = tern_plan_make(&s->mc, c, device_budget, host, &s->plan)) != TERN_OK)
 		return st;
@@ -401,6 +404,20 @@ static enum tern_status open_lora(struct session *s, bool with_moments)
 	s->meta.dropout = c->lora_dropout;
 	s->meta.rslora = c->use_rslora;
 	return TERN_OK;
+}
+
+/* The batch against memory before the data is allocated, then the data (train.h's guards). */
+static enum tern_status guard_inputs(struct session *s, bool train)
+{
+	struct tern_config *c = s->cfg;
+	uint64_t host = (uint64_t)c->host_memory;
+	if (!host && tern_plan_host_auto(&host) != TERN_OK)
+		host = 0;
+	enum tern_status st;
+	if ((st = tern_guard_batch(c, &s->mc, host, (uint64_t)c->device_memory)) || (st = load_data(s)) ||
+	    (st = tern_guard_vocab(c, &s->mc, s->tok, s->data)))
+		return st;
+	return train ? tern_guard_trained(c, s->data) : TERN_OK;
 }
 
 /* The LoRA scale comes from the config; an adapter trained with another alpha would be misread. */
@@ -773,7 +790,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	if ((st = open_outdir(&s, &lock)) != TERN_OK)
 		goto out;
 	/* everything that can fail on bad input before anything is written to output_dir */
-	if ((st = load_data(&s)) || (st = open_lora(&s, true)))
+	if ((st = open_lora(&s, true)) || (st = guard_inputs(&s, true)))
 		goto out;
 	if (s.data->train.n_rows == 0) {
 		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
@@ -1108,8 +1125,8 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 	memset(res, 0, sizeof *res);
 	res->adapter_loss = res->adapter_ppl = NAN;
 	enum tern_status st;
-	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = load_data(&s)) ||
-	    (st = open_lora(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
+	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = open_lora(&s, false)) ||
+	    (st = guard_inputs(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
 	    (st = open_net(&s)))
 		goto out;
 	struct tern_config *c = s.cfg;
