@@ -104,8 +104,9 @@ echo x >"$k/metrics.jsonl.tmp.999999"
 echo x >"$k/checkpoint-4.tmp.999999/trainer_state.json"
 echo x >"$k/adapter/adapter_model.safetensors.tmp.999999"
 cp -r "$tmp/a/checkpoint-8" "$k/checkpoint-8.old.999999"
-echo x >"$k/notes.tmp.$$" # a live process's (this shell's)
+echo x >"$k/metrics.jsonl.tmp.$$" # a live process's (this shell's)
 echo x >"$k/data.tmp"     # not tern's pattern
+echo x >"$k/notes.txt.tmp.999999" # not a name tern writes
 "$tern" train "$tmp/c.yaml" $common --set output_dir="$k" --set max_steps=2 >"$tmp/out" 2>"$tmp/err" && ok ||
 	bad "train into a dir with leftovers: $(cat "$tmp/err")"
 grep -q "^note: .*pid 999999 on elsewhere, started 2026-01-01T00:00:00Z) is gone; taking over its lock" "$tmp/out" && ok ||
@@ -115,7 +116,8 @@ grep -q "^note: removed 5 temporary files of killed runs (1.0 MiB)" "$tmp/out" &
 [ ! -e "$k/offload/base-f32.tpack.tmp.999999" ] && [ ! -e "$k/metrics.jsonl.tmp.999999" ] &&
 	[ ! -e "$k/checkpoint-4.tmp.999999" ] && [ ! -e "$k/adapter.tmp.999999" ] &&
 	[ ! -e "$k/adapter/adapter_model.safetensors.tmp.999999" ] && ok || bad "leftovers: $(ls -aR "$k")"
-[ -e "$k/notes.tmp.$$" ] && [ -e "$k/data.tmp" ] && ok || bad "a live process's or a foreign file was removed"
+[ -e "$k/metrics.jsonl.tmp.$$" ] && [ -e "$k/data.tmp" ] && [ -e "$k/notes.txt.tmp.999999" ] && ok ||
+	bad "a live process's or a foreign file was removed"
 [ -s "$k/checkpoint-8/optimizer.safetensors" ] && [ ! -e "$k/checkpoint-8.old.999999" ] && ok ||
 	bad "checkpoint-8.old.999999 was not put back: $(ls "$k")"
 

@@ -214,6 +214,31 @@ static bool remove_tree(const char *path, uint64_t *bytes)
 	return ok && rmdir(path) == 0;
 }
 
+/* Whether the final name (before ".tmp.<pid>" / ".old.<pid>", len bytes of name) is one tern
+ * writes in an output or offload directory: a leftover of anything else (output_dir may be a
+ * directory shared with other programs) is never touched. */
+static bool tern_owned(const char *name, size_t len)
+{
+	static const char *const exact[] = {"metrics.jsonl",
+					    "config.yaml",
+					    "adapter",
+					    "adapter_config.json",
+					    "adapter_model.safetensors",
+					    "optimizer.safetensors",
+					    "trainer_state.json",
+					    "checksums.sha256"};
+	for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+		if (strlen(exact[i]) == len && !strncmp(name, exact[i], len))
+			return true;
+	if (len > 11 && !strncmp(name, "checkpoint-", 11)) {
+		size_t k = 11;
+		while (k < len && name[k] >= '0' && name[k] <= '9')
+			k++;
+		return k == len;
+	}
+	return len > 6 && !strncmp(name + len - 6, ".tpack", 6); /* pack files */
+}
+
 void tern_outdir_clean(const char *dir, int64_t *n, uint64_t *bytes)
 {
 	DIR *d = opendir(dir);
@@ -224,7 +249,9 @@ void tern_outdir_clean(const char *dir, int64_t *n, uint64_t *bytes)
 	while ((e = readdir(d))) {
 		long pid;
 		bool old;
-		if (!tern_tmp_name_parse(e->d_name, &pid, &old) || pid == self || tern_pid_alive(pid))
+		if (!tern_tmp_name_parse(e->d_name, &pid, &old) || pid == self ||
+		    !tern_owned(e->d_name, (size_t)(strrchr(e->d_name, '.') - e->d_name) - 4) ||
+		    tern_pid_alive(pid))
 			continue;
 		char *p = join(dir, e->d_name);
 		if (!p)

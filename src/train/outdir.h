@@ -40,9 +40,11 @@ enum tern_status tern_outdir_lock(const char *dir, struct tern_outdir_lock **out
 void tern_outdir_unlock(struct tern_outdir_lock *l, bool remove);
 
 /* Removes the temporary names of dead processes directly in dir ("*.tmp.<pid>" files and
- * directories, "*.old.<pid>" directories whose final name exists); an "*.old.<pid>" whose final
- * name is missing (a replace that was killed between its two renames) is renamed back. Entries of
- * live processes, of this process, and everything else are left alone. *n and *bytes (optional)
+ * directories, "*.old.<pid>" directories whose final name exists) whose final name is one tern
+ * writes there (metrics.jsonl, config.yaml, adapter, checkpoint-<n>, the adapter and checkpoint
+ * files, *.tpack); an "*.old.<pid>" whose final name is missing (a replace that was killed between
+ * its two renames) is renamed back. Entries of live processes, of this process, and everything
+ * else are left alone. *n and *bytes (optional)
  * are increased by what was removed. A directory that cannot be listed is skipped (no error);
  * removal failures are logged as warnings. */
 void tern_outdir_clean(const char *dir, int64_t *n, uint64_t *bytes);
