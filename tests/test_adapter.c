@@ -844,9 +844,9 @@ static bool same_state(const struct tern_train_state *x, const struct tern_train
 	       x->epoch == y->epoch && x->row == y->row && x->seed == y->seed && x->tokens == y->tokens &&
 	       !memcmp(&x->elapsed, &y->elapsed, sizeof(double)) &&
 	       !memcmp(&x->last_loss, &y->last_loss, sizeof(double)) &&
-	       !strcmp(x->config_hash, y->config_hash) && x->data_rows == y->data_rows &&
-	       x->data_seq_len == y->data_seq_len && !strcmp(x->data_fingerprint, y->data_fingerprint) &&
-	       x->n_data_files == y->n_data_files &&
+	       !strcmp(x->config_hash, y->config_hash) && x->schedule_steps == y->schedule_steps &&
+	       x->data_rows == y->data_rows && x->data_seq_len == y->data_seq_len &&
+	       !strcmp(x->data_fingerprint, y->data_fingerprint) && x->n_data_files == y->n_data_files &&
 	       (x->n_data_files < 2 || (!strcmp(x->data_files[1].path, y->data_files[1].path) &&
 					!strcmp(x->data_files[1].fingerprint, y->data_files[1].fingerprint)));
 }
@@ -870,6 +870,7 @@ static void test_checkpoint(void)
 		.elapsed = 1.0 / 3.0,
 		.last_loss = 2.345678901234567e-7,
 		.config_hash = "00ff00ff12345678",
+		.schedule_steps = 1200,
 		.data_rows = 60,
 		.data_seq_len = 24,
 		.data_fingerprint = "0123456789abcdef",

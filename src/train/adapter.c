@@ -1136,8 +1136,11 @@ static json_t *state_json(const struct tern_train_state *t)
 	json_t *data =
 		json_pack("{s:I, s:I, s:s, s:o}", "rows", (json_int_t)t->data_rows, "sequence_len",
 			  (json_int_t)t->data_seq_len, "fingerprint", t->data_fingerprint, "files", files);
-	if (!j || !data || json_object_set_new(j, "data", data)) {
+	if (!j || !data || json_object_set_new(j, "data", data) ||
+	    json_object_set_new(j, "schedule_steps", json_integer((json_int_t)t->schedule_steps))) {
 		json_decref(j);
+		if (!j)
+			json_decref(data);
 		return NULL;
 	}
 	return j;
@@ -1385,9 +1388,10 @@ static enum tern_status get_f64(json_t *root, const char *path, const char *key,
 static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 {
 	/* "rng": written by the first release, never read; ignored */
-	static const char *const keys[] = {"format",    "version",     "step", "total_steps", "warmup_steps",
-					   "epoch",     "row",         "seed", "tokens",      "elapsed",
-					   "last_loss", "config_hash", "rng",  "data"};
+	static const char *const keys[] = {"format",       "version", "step",          "total_steps",
+					   "warmup_steps", "epoch",   "row",           "seed",
+					   "tokens",       "elapsed", "last_loss",     "config_hash",
+					   "rng",          "data",    "schedule_steps"};
 	char *path = path_join(dir, "trainer_state.json");
 	if (!path)
 		return TERN_E_NOMEM;
@@ -1426,7 +1430,8 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 		goto out;
 	}
 	t->version = (int)json_integer_value(ver);
-	if (t->version >= 2 && (st = read_data(json_object_get(root, "data"), path, t)))
+	if (t->version >= 2 && ((st = get_i64(root, path, "schedule_steps", &t->schedule_steps)) ||
+				(st = read_data(json_object_get(root, "data"), path, t))))
 		goto out;
 	if ((st = get_i64(root, path, "step", &t->step)) ||
 	    (st = get_i64(root, path, "total_steps", &t->total_steps)) ||

@@ -113,6 +113,8 @@ struct tern_train_state {
 	/* What the run trained on (version 2; a version 1 state has data_rows 0 and empty strings):
 	 * the training rows' count and length, a fingerprint of their tokens, targets, positions and
 	 * segments, and one of each dataset file's bytes (the first TERN_STATE_FILES datasets). */
+	int64_t schedule_steps; /* the config's total (max_steps or num_epochs) before max_time planned
+				 * it down; 0 in a version 1 state */
 	int64_t data_rows, data_seq_len;
 	char data_fingerprint[17];
 	int n_data_files;

@@ -8,44 +8,33 @@
 #include <stdio.h>
 #include <string.h>
 
-static unsigned modules(const struct tern_config *c) { return tern_plan_modules(c); }
-
 enum tern_status tern_guard_batch(const struct tern_config *c, const struct tern_model_config *mc,
-				  uint64_t host_avail, uint64_t device_avail)
+				  uint64_t host_avail)
 {
 	int64_t S = c->sequence_len, mb = c->micro_batch_size, T = S * mb;
-	struct tern_net_opts no = {
-		.R = c->lora_r, .modules = modules(c), .T = T, .checkpointing = c->gradient_checkpointing};
-	struct tern_net_sizes ns = {0};
-	if (no.modules && tern_net_sizes(mc, &no, &ns) != TERN_OK)
-		tern_clear_error(); /* the net reports its own errors later; only the size is wanted */
 	bool cpu = c->backend == TERN_BACKEND_CPU;
+	struct tern_net_opts no = {.R = c->lora_r,
+				   .modules = tern_plan_modules(c),
+				   .T = T,
+				   .checkpointing = c->gradient_checkpointing};
+	struct tern_net_sizes ns = {0};
+	if (cpu && no.modules && tern_net_sizes(mc, &no, &ns) != TERN_OK)
+		tern_clear_error(); /* the net reports its own errors later; only the size is wanted */
 	/* staging of one micro-batch (tokens, targets, positions, segments) and at least its rows */
-	double host = 2.0 * 16.0 * (double)T + (cpu ? (double)ns.act : 0.0);
+	double host = 2.0 * 16.0 * (double)T + (double)ns.act;
+	if (!host_avail || host <= (double)host_avail)
+		return TERN_OK;
 	char need[32], have[32], act[32];
 	tern_plan_fmt(need, sizeof need, (uint64_t)host);
 	tern_plan_fmt(have, sizeof have, host_avail);
 	tern_plan_fmt(act, sizeof act, ns.act);
-	if (host_avail && host > (double)host_avail)
-		return tern_fail(
-			TERN_E_NOMEM,
-			"%s: sequence_len %" PRId64 " × micro_batch_size %" PRId64 " = %" PRId64
-			" tokens per micro-batch need %s of host memory (staging and rows%s%s), more than "
-			"the %s available (%s); lower sequence_len or micro_batch_size",
-			c->file, S, mb, T, need, cpu ? ", activations " : "", cpu ? act : "", have,
-			c->host_memory ? "host_memory" : "MemAvailable less a margin");
-	if (device_avail && !cpu && (double)ns.act > (double)device_avail) {
-		tern_plan_fmt(have, sizeof have, device_avail);
-		return tern_fail(
-			TERN_E_DEVICE_MEM,
-			"%s: sequence_len %" PRId64 " × micro_batch_size %" PRId64 " = %" PRId64
-			" tokens per micro-batch need %s of device memory for the activations%s, more than "
-			"the device's %s (%s); lower sequence_len or micro_batch_size%s",
-			c->file, S, mb, T, act, c->gradient_checkpointing ? " (checkpointed)" : "", have,
-			c->device_memory ? "device_memory" : "its budget",
-			c->gradient_checkpointing ? "" : ", or set gradient_checkpointing: true");
-	}
-	return TERN_OK;
+	return tern_fail(
+		TERN_E_NOMEM,
+		"%s: sequence_len %" PRId64 " × micro_batch_size %" PRId64 " = %" PRId64
+		" tokens per micro-batch need %s of host memory (staging and rows%s%s), more than the %s "
+		"available (%s); lower sequence_len or micro_batch_size",
+		c->file, S, mb, T, need, cpu ? ", activations " : "", cpu ? act : "", have,
+		c->host_memory ? "host_memory" : "MemAvailable less a margin");
 }
 
 /* The largest token id of rows r (-1 when empty) and its row. */

@@ -8,14 +8,14 @@
 #include "tern/tokenizer.h"
 #include "train/config.h"
 
-/* sequence_len × micro_batch_size against memory, before the data and the net are allocated: the
- * host needs the micro-batch's staging and rows (16 bytes a token each) plus, with backend: cpu,
+/* sequence_len × micro_batch_size against host memory, before the data and the net are
+ * allocated: the micro-batch's staging and rows (16 bytes a token each) plus, with backend: cpu,
  * the activations (tern_net_sizes); host_avail is host_memory or the auto budget (0: unknown, not
- * checked). With device_avail > 0 (device_memory, or a backend's budget) the activations are
- * checked against it too. Fails (TERN_E_NOMEM / TERN_E_DEVICE_MEM) with one line naming the keys,
- * the need and what is available. */
+ * checked). The device side is the residency plan's (tern_plan_make refuses a budget below its
+ * fixed costs, activations included, naming sequence_len and micro_batch_size). Fails
+ * (TERN_E_NOMEM) with one line naming the keys, the need and what is available. */
 enum tern_status tern_guard_batch(const struct tern_config *c, const struct tern_model_config *mc,
-				  uint64_t host_avail, uint64_t device_avail);
+				  uint64_t host_avail);
 
 /* The tokenizer's ids (tok may be NULL) and the training and validation rows' token ids must lie
  * below the model's vocab_size: fails (TERN_E_INVALID) naming base_model's tokenizer.json (or the

@@ -283,8 +283,6 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 		host = UINT64_MAX / 4;
 	s->device_budget = device_budget;
 	s->host_budget = host;
-	if ((st = tern_guard_batch(c, &s->mc, 0, device_budget)) != TERN_OK)
-		return st;
 	memset(&s->plan, 0, sizeof s->plan);
 	if ((st = tern_plan_make(&s->mc, c, device_budget, host, &s->plan)) != TERN_OK)
 		return st;
@@ -406,7 +404,8 @@ static enum tern_status open_lora(struct session *s, bool with_moments)
 	return TERN_OK;
 }
 
-/* The batch against memory before the data is allocated, then the data (train.h's guards). */
+/* The batch against host memory before the data is allocated (the device side is the residency
+ * plan's, before anything is allocated on the device), then the data (guard.h). */
 static enum tern_status guard_inputs(struct session *s, bool train)
 {
 	struct tern_config *c = s->cfg;
@@ -414,7 +413,7 @@ static enum tern_status guard_inputs(struct session *s, bool train)
 	if (!host && tern_plan_host_auto(&host) != TERN_OK)
 		host = 0;
 	enum tern_status st;
-	if ((st = tern_guard_batch(c, &s->mc, host, (uint64_t)c->device_memory)) || (st = load_data(s)) ||
+	if ((st = tern_guard_batch(c, &s->mc, host)) || (st = load_data(s)) ||
 	    (st = tern_guard_vocab(c, &s->mc, s->tok, s->data)))
 		return st;
 	return train ? tern_guard_trained(c, s->data) : TERN_OK;
@@ -806,7 +805,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	int64_t W = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)K);
 
 	/* parameters: resumed, loaded or fresh */
-	struct tern_train_state state = {.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed};
+	struct tern_train_state state = {
+		.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed, .schedule_steps = K};
 	snprintf(state.config_hash, sizeof state.config_hash, "%016llx", (unsigned long long)config_hash(c));
 	tern_state_set_data(&state, &s.data->train, c);
 	char ckpt[4096] = "";
@@ -844,15 +844,16 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				ckpt, (long long)rs.step, (long long)K);
 			goto out;
 		}
-		if (K != rs.total_steps) /* max_steps or num_epochs changed: the schedule's new end */
+		if (rs.schedule_steps && K != rs.schedule_steps) /* max_steps or num_epochs changed */
 			fprintf(out, "the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
 				(long long)K, (long long)rs.total_steps);
-		else
-			W = rs.warmup_steps;
+		else /* the checkpoint's schedule, as max_time may have planned it */
+			K = rs.total_steps, W = rs.warmup_steps;
 		struct tern_train_state now = state;
 		state = rs;
 		state.total_steps = K;
 		state.warmup_steps = W;
+		state.schedule_steps = now.schedule_steps;
 		memcpy(state.config_hash, now.config_hash, sizeof state.config_hash);
 		state.data_rows = now.data_rows;
 		state.data_seq_len = now.data_seq_len;
