@@ -70,6 +70,30 @@ else
 	bad "the long run never reached step 1: $(cat "$tmp/lerr")"
 fi
 
+# 2b. kill -9 after a checkpoint, then resume_from_checkpoint: auto: the adapter is byte-identical to
+#     an uninterrupted run's; the dead run's lock is taken over with a note
+kc="--set max_steps=6 --set save_steps=2 --set gradient_accumulation_steps=4"
+"$tern" train "$tmp/c.yaml" $common $kc --set output_dir="$tmp/ref" >/dev/null 2>"$tmp/err" && ok || bad "reference: $(cat "$tmp/err")"
+"$tern" train "$tmp/c.yaml" $common $kc --set output_dir="$tmp/kill" >"$tmp/kout" 2>&1 &
+bg=$!
+i=0
+while [ ! -e "$tmp/kill/checkpoint-2/checksums.sha256" ] && [ $i -lt 3000 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+kill -9 $bg 2>/dev/null
+{ wait $bg; } 2>/dev/null
+bg=
+"$tern" train "$tmp/c.yaml" $common $kc --set output_dir="$tmp/kill" --set resume_from_checkpoint=auto >"$tmp/out" 2>"$tmp/err" &&
+	grep -q "^resuming from .*checkpoint-[246] at step" "$tmp/out" &&
+	cmp -s "$tmp/ref/adapter/adapter_model.safetensors" "$tmp/kill/adapter/adapter_model.safetensors" && ok ||
+	bad "resume after kill -9: $(cat "$tmp/err") $(grep -E 'resuming|^step' "$tmp/out" | head -3)"
+if grep -q "adapter written" "$tmp/kout"; then
+	echo "not run: the take-over note after kill -9 (the run ended before the kill)"
+else
+	grep -q "^note: .* is gone; taking over its lock" "$tmp/out" && ok || bad "no take-over note after kill -9"
+fi
+
 # 3. a second Ctrl-C during a step stops at once: exit 130, no checkpoint of that step, nothing
 #    half-written
 "$tern" train "$tmp/c.yaml" $common --set output_dir="$tmp/i" --set max_steps=100000 --set gradient_accumulation_steps=32 \
