@@ -11,7 +11,7 @@ ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 
 "$tern" info "$data/models/llama" >"$tmp/out" 2>"$tmp/err" && grep -q "L 2, D 64, F 160, H 4, Hkv 2, Dh 16, V 256" "$tmp/out" &&
-	grep -q "nf4+dq" "$tmp/out" && ok || bad "info llama"
+	grep -q "nf4+dq" "$tmp/out" && grep -q "^weights  *21 tensors in 1 file, .*every tensor present" "$tmp/out" && ok || bad "info llama"
 "$tern" quantize "$data/models/qwen2" --format nf4 --blocksize 128 --out "$tmp/q.tpack" --bnb-out "$tmp/bnb" >"$tmp/out" 2>"$tmp/err" &&
 	test -s "$tmp/q.tpack" && test -s "$tmp/bnb/model.safetensors" && grep -q '"quant_method": "bitsandbytes"' "$tmp/bnb/config.json" &&
 	ok || bad "quantize qwen2: $(cat "$tmp/err")"
@@ -30,7 +30,15 @@ mkdir -p "$tmp/empty" "$tmp/badjson"
 cp -r "$data/models/llama" "$tmp/trunc"
 head -c 1000 "$data/models/llama/model.safetensors" >"$tmp/trunc/model.safetensors"
 printf '{"model_type": "llama", "hidden_size": "big"}' >"$tmp/badjson/config.json"
-for args in "info $tmp/empty" "info $tmp/badjson" "quantize $tmp/empty --out $tmp/x.tpack" \
+# tern info checks the weights: a truncated file, a shape config.json does not imply
+cp -r "$data/models/llama" "$tmp/shape"
+sed 's/"intermediate_size": 160/"intermediate_size": 128/' "$data/models/llama/config.json" >"$tmp/shape/config.json"
+"$tern" info "$tmp/shape" >"$tmp/out" 2>"$tmp/err"
+[ $? = 1 ] && grep -q "mlp.*has shape \[160, 64\], expected \[128, 64\]\|has shape \[64, 160\], expected \[64, 128\]" "$tmp/err" && ok ||
+	bad "info with a wrong shape: $(cat "$tmp/err")"
+"$tern" info "$tmp/trunc" >"$tmp/out" 2>"$tmp/err"
+[ $? = 1 ] && grep -q "model.safetensors" "$tmp/err" && ok || bad "info of a truncated model.safetensors: $(cat "$tmp/err")"
+for args in "info $tmp/empty" "info $tmp/badjson" "info $tmp/trunc" "info $tmp/shape" "quantize $tmp/empty --out $tmp/x.tpack" \
 	"quantize $data/models/mixtral --out $tmp/x.tpack" "quantize $tmp/trunc --out $tmp/x.tpack" \
 	"quantize /nonexistent --out $tmp/x.tpack"; do
 	# shellcheck disable=SC2086

@@ -17,6 +17,7 @@
  * check and a final "N passed, M failed"; exits 0 only if nothing failed. */
 #define _POSIX_C_SOURCE 200809L
 #include "train/adapter.h"
+#include "train/manifest.h"
 
 #include "core/core.h"
 #include "formats/safetensors.h"
@@ -827,8 +828,8 @@ static void test_atomic(void)
 	      "an output_dir with other files keeps them; its adapter files are replaced: %s",
 	      st ? tern_error() : "ok");
 	/* a real ENOSPC: the tensor file's temporary is a link to /dev/full */
-	if (exists("/dev/full") &&
-	    symlink("/dev/full", path_in("at/outdir/adapter_model.safetensors.tmp")) == 0) {
+	if (exists("/dev/full") && symlink("/dev/full", path_in("at/outdir/adapter_model.safetensors.tmp.%ld",
+								(long)getpid())) == 0) {
 		st = tern_adapter_write(path_in("at/outdir"), a, &meta_default);
 		check(st == TERN_E_IO && has(tern_error(), "No space left on device") &&
 			      !tern_adapter_read(path_in("at/outdir"), c, NULL) && same(b, c) &&
@@ -849,7 +850,11 @@ static bool same_state(const struct tern_train_state *x, const struct tern_train
 	       x->epoch == y->epoch && x->row == y->row && x->seed == y->seed && x->tokens == y->tokens &&
 	       !memcmp(&x->elapsed, &y->elapsed, sizeof(double)) &&
 	       !memcmp(&x->last_loss, &y->last_loss, sizeof(double)) &&
-	       !strcmp(x->config_hash, y->config_hash);
+	       !strcmp(x->config_hash, y->config_hash) && x->schedule_steps == y->schedule_steps &&
+	       x->data_rows == y->data_rows && x->data_seq_len == y->data_seq_len &&
+	       !strcmp(x->data_fingerprint, y->data_fingerprint) && x->n_data_files == y->n_data_files &&
+	       (x->n_data_files < 2 || (!strcmp(x->data_files[1].path, y->data_files[1].path) &&
+					!strcmp(x->data_files[1].fingerprint, y->data_files[1].fingerprint)));
 }
 
 static void test_checkpoint(void)
@@ -871,6 +876,12 @@ static void test_checkpoint(void)
 		.elapsed = 1.0 / 3.0,
 		.last_loss = 2.345678901234567e-7,
 		.config_hash = "00ff00ff12345678",
+		.schedule_steps = 1200,
+		.data_rows = 60,
+		.data_seq_len = 24,
+		.data_fingerprint = "0123456789abcdef",
+		.n_data_files = 2,
+		.data_files = {{"data/a.jsonl", "fedcba9876543210"}, {"data/\"b\".json", ""}},
 	};
 	enum tern_status st = tern_checkpoint_write(out, a, &meta_default, &s0, 0);
 	check(st == TERN_OK && exists(path_in("ck/out/checkpoint-7/optimizer.safetensors")) &&
@@ -928,12 +939,73 @@ static void test_checkpoint(void)
 	char tsp[1024];
 	snprintf(tsp, sizeof tsp, "%s", path_in("ck/out/checkpoint-8/trainer_state.json"));
 	char *orig = read_text(tsp);
-	edit_file(tsp, "\"version\": 1", "\"version\": 2");
+	edit_file(tsp, "\"version\": 2", "\"version\": 3");
 	st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
 	check(st == TERN_E_FORMAT &&
 		      has(tern_error(), "checkpoint-8/trainer_state.json: not a tern trainer state"),
 	      "another state version: %s", tern_error());
 	write_text(tsp, orig);
+	{
+		/* checksums.sha256: sha256sum's format; one flipped bit in any file is caught, naming it */
+		char *man = read_text(path_in("ck/out/checkpoint-8/checksums.sha256"));
+		check(man &&
+			      strlen(man) == 4 * (64 + 2) + strlen("adapter_config.json\n") +
+						     strlen("adapter_model.safetensors\n") +
+						     strlen("optimizer.safetensors\n") +
+						     strlen("trainer_state.json\n") &&
+			      has(man, "  optimizer.safetensors\n") && has(man, "  trainer_state.json\n"),
+		      "checksums.sha256 lists the four files as sha256sum writes them");
+		static const char *const files[] = {"adapter_model.safetensors", "optimizer.safetensors",
+						    "adapter_config.json"};
+		for (int i = 0; i < 3; i++) {
+			char fp[1024];
+			snprintf(fp, sizeof fp, "%s", path_in("ck/out/checkpoint-8/%s", files[i]));
+			FILE *fh = fopen(fp, "r+b");
+			fseek(fh, 0, SEEK_END);
+			long at = ftell(fh) - 3; /* in the data, past any header */
+			fseek(fh, at, SEEK_SET);
+			int c = fgetc(fh);
+			fseek(fh, at, SEEK_SET);
+			fputc(c ^ 0x10, fh);
+			fclose(fh);
+			st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
+			check(st == TERN_E_FORMAT && has(tern_error(), files[i]) &&
+				      has(tern_error(), "checksum mismatch"),
+			      "a flipped bit in %s is caught: %s", files[i], tern_error());
+			fh = fopen(fp, "r+b");
+			fseek(fh, at, SEEK_SET);
+			fputc(c, fh);
+			fclose(fh);
+		}
+		/* a version-1 checkpoint (no data fields, no checksums) still reads */
+		char *v1 = read_text(tsp);
+		char *d = v1 ? strstr(v1, "\"data\": {") : NULL, *e = NULL;
+		for (int depth = 0; d && (e = e ? e + 1 : strchr(d, '{')) && *e;) { /* the matching } */
+			depth += (*e == '{') - (*e == '}');
+			if (!depth)
+				break;
+		}
+		if (e && *e == '}' && e[1] == ',') {
+			e += 2;
+			while (*e == ' ' || *e == '\n')
+				e++;
+			memmove(d, e, strlen(e) + 1);
+			write_text(tsp, v1);
+			edit_file(tsp, "\"version\": 2", "\"version\": 1");
+		}
+		rename(path_in("ck/out/checkpoint-8/checksums.sha256"), path_in("ck/out/man.sha256"));
+		st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
+		check(e && st == TERN_OK && s1.version == 1 && s1.data_rows == 0,
+		      "a version-1 state without data fields or checksums reads: %s",
+		      st ? tern_error() : "ok");
+		write_text(tsp, orig);
+		st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
+		check(st == TERN_E_IO && has(tern_error(), "checksums.sha256"),
+		      "a version-2 checkpoint without checksums.sha256 is refused: %s", tern_error());
+		rename(path_in("ck/out/man.sha256"), path_in("ck/out/checkpoint-8/checksums.sha256"));
+		free(v1);
+		free(man);
+	}
 	edit_file(tsp, "\"seed\": \"", "\"seed\": \"-");
 	st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
 	check(st == TERN_E_FORMAT &&
@@ -955,6 +1027,12 @@ static void test_checkpoint(void)
 			{4, 48},
 			tern_lora_at(a, 0, TERN_MOD_Q)->mA};
 		tern_st_write(path_in("ck/out/checkpoint-8/optimizer.safetensors"), &d, 1, NULL, 0);
+		st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
+		check(st == TERN_E_FORMAT && has(tern_error(), "optimizer.safetensors: checksum mismatch"),
+		      "a replaced optimizer.safetensors fails its checksum: %s", tern_error());
+		static const char *const four[] = {"adapter_config.json", "adapter_model.safetensors",
+						   "optimizer.safetensors", "trainer_state.json"};
+		tern_manifest_write(path_in("ck/out/checkpoint-8"), four, 4);
 		st = tern_checkpoint_read(path_in("ck/out/checkpoint-8"), b, &s1);
 		check(st == TERN_E_FORMAT &&
 			      has(tern_error(),

@@ -46,6 +46,16 @@ static char *path_in(const char *name)
 	return p;
 }
 
+/* The writer's temporary of name: "<name>.tmp.<pid>". */
+static char *tmp_in(const char *name)
+{
+	static char buf[4][1100];
+	static int k;
+	char *p = buf[k++ % 4];
+	snprintf(p, sizeof buf[0], "%s.tmp.%ld", path_in(name), (long)getpid());
+	return p;
+}
+
 static bool exists(const char *path)
 {
 	struct stat sb;
@@ -143,7 +153,7 @@ static void test_round_trip(void)
 	const char *path = path_in("rt.safetensors");
 	enum tern_status st = tern_st_write(path, d, N_RT, meta, 2);
 	check(st == TERN_OK, "write %d tensors (every dtype, 0-d, empty) %s", N_RT, st ? tern_error() : "");
-	check(!exists(path_in("rt.safetensors.tmp")), "write leaves no .tmp behind");
+	check(!exists(tmp_in("rt.safetensors")), "write leaves no .tmp behind");
 
 	struct tern_st_file *f = NULL;
 	st = tern_st_open(path, &f);
@@ -226,7 +236,7 @@ static void test_round_trip(void)
 	if (!st)
 		st = tern_st_writer_finish(w);
 	check(st == TERN_E_INVALID && has(tern_error(), "short.safetensors") && !exists(p3) &&
-		      !exists(path_in("short.safetensors.tmp")),
+		      !exists(tmp_in("short.safetensors")),
 	      "short streaming write fails, leaves nothing (%s)", tern_error());
 	st = tern_st_writer_begin(p3, d, N_RT, NULL, 0, &w);
 	if (!st)
@@ -234,7 +244,7 @@ static void test_round_trip(void)
 	check(st == TERN_E_INVALID, "append past the declared size fails (%s)", tern_error());
 	if (w)
 		tern_st_writer_abort(w);
-	check(!exists(path_in("short.safetensors.tmp")), "abort removes the .tmp");
+	check(!exists(tmp_in("short.safetensors")), "abort removes the .tmp");
 
 	/* failed writes leave an existing file untouched */
 	struct tern_st_desc dup[2] = {d[0], d[1]};
@@ -264,7 +274,7 @@ static void test_round_trip(void)
 	st = tern_st_write(path_in("x.safetensors"), &badu, 1, NULL, 0);
 	check(st == TERN_E_INVALID && has(tern_error(), "UTF-8"), "invalid UTF-8 name refused (%s)",
 	      tern_error());
-	check(!exists(path_in("x.safetensors")) && !exists(path_in("x.safetensors.tmp")),
+	check(!exists(path_in("x.safetensors")) && !exists(tmp_in("x.safetensors")),
 	      "refused writes leave no file");
 	st = tern_st_write(path_in("no/such/dir/y.safetensors"), d, 1, NULL, 0);
 	check(st == TERN_E_IO && has(tern_error(), "no/such/dir/y.safetensors.tmp") &&
@@ -273,7 +283,7 @@ static void test_round_trip(void)
 	if (exists("/dev/full")) {
 		/* <path>.tmp -> /dev/full: every write fails with ENOSPC */
 		const char *p4 = path_in("full.safetensors");
-		if (symlink("/dev/full", path_in("full.safetensors.tmp")) == 0) {
+		if (symlink("/dev/full", tmp_in("full.safetensors")) == 0) {
 			st = tern_st_write(p4, d, N_RT, NULL, 0);
 			check(st == TERN_E_IO && has(tern_error(), "full.safetensors") &&
 				      has(tern_error(), "No space left on device") && !exists(p4),

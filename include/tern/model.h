@@ -58,6 +58,22 @@ struct tern_model_opts {
 	bool rebuild;          /* rebuild the pack file even when it is up to date */
 };
 
+/* What tern_model_check_weights found. */
+struct tern_model_weights {
+	bool present;     /* the directory holds safetensors weights (else nothing was checked) */
+	size_t n_files;   /* safetensors files opened (shards) */
+	size_t n_tensors; /* tensors across them */
+	uint64_t bytes;   /* their data bytes */
+	bool bnb;         /* bitsandbytes 4-bit projections */
+};
+
+/* Checks a model directory's weight files without converting anything: every safetensors header
+ * (and the shard index), every tensor's data within its file, every tensor the architecture needs
+ * present with the shape config.json implies and a float dtype (or a complete bitsandbytes 4-bit
+ * set), nothing unexpected. A directory without safetensors files passes with present = false.
+ * Fails with one line naming the file or tensor. */
+enum tern_status tern_model_check_weights(const char *dir, struct tern_model_weights *out);
+
 struct tern_model;
 
 /* Opens a model directory: validates config.json and every tensor against the architecture, then

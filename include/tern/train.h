@@ -21,7 +21,8 @@ struct tern_train_result {
 	double loss;        /* the last step's loss */
 	double eval_before; /* eval loss before training (NAN without a validation split) */
 	double eval_after;  /* eval loss at the end (NAN without a validation split) */
-	int interrupted;    /* stopped by SIGINT/SIGTERM after writing a checkpoint */
+	int interrupted;    /* the signal (SIGINT, SIGTERM) that stopped the run after writing a
+			     * checkpoint; 0 when it ran to its end */
 	char adapter_dir[4096];
 };
 

@@ -18,6 +18,9 @@ void tern_help_info(void)
 	       "(L layers, D hidden, F FFN, H heads, Hkv KV heads, Dh head dim, V vocab), the\n"
 	       "settings that change the math, parameter counts, and the memory the weights take with the\n"
 	       "projections in each base format (embeddings, norms and lm_head 16-bit; all 32-bit for f32).\n"
+	       "Then checks the weight files (safetensors headers and shard index, every tensor the\n"
+	       "architecture needs present with the shape config.json implies, its data within its file)\n"
+	       "and fails with one line naming what is wrong; a directory with config.json only passes.\n"
 	       "\n"
 	       "options:\n");
 	tern_cli_print_opts(NULL);
@@ -117,6 +120,25 @@ int tern_cmd_info(int argc, char **argv)
 			fmt_size(c, sizeof c, in.bytes[rows[i].f]);
 			printf("  %-12s %s\n", rows[i].label, c);
 		}
+		/* the weight files: headers, every needed tensor present, its shape, within its file */
+		if (!in.supported) {
+			printf("weights        not checked (%s is not supported for loading yet)\n",
+			       in.model_type);
+			return TERN_EXIT_OK;
+		}
+		struct tern_model_weights w;
+		fflush(stdout);
+		if ((st = tern_model_check_weights(dir, &w)))
+			return tern_cli_fail(st);
+		if (!w.present) {
+			printf("weights        none (no *.safetensors in %s; config.json only)\n", dir);
+			return TERN_EXIT_OK;
+		}
+		fmt_size(c, sizeof c, w.bytes);
+		printf("weights        %zu tensors in %zu file%s, %s%s: every tensor present, shaped as "
+		       "config.json says, within its file\n",
+		       w.n_tensors, w.n_files, w.n_files == 1 ? "" : "s", c,
+		       w.bnb ? ", bitsandbytes 4-bit" : "");
 		return TERN_EXIT_OK;
 	}
 	int rc = tern_cli_parse("info", NULL, argc, argv, &help);

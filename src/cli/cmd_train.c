@@ -3,6 +3,7 @@
 #include "tern/train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,8 +14,10 @@ void tern_help_train(void)
 	       "Fine-tunes a LoRA/QLoRA adapter as the YAML config says (axolotl's keys plus tern's own;\n"
 	       "docs/CONFIG.md). Prints the resolved config, a banner and a progress line; writes\n"
 	       "<output_dir>/config.yaml, metrics.jsonl, checkpoint-N/ (save_steps) and the PEFT adapter\n"
-	       "<output_dir>/adapter. Ctrl-C stops after the current step and writes a checkpoint that\n"
-	       "`resume_from_checkpoint: auto` continues.\n"
+	       "<output_dir>/adapter. Ctrl-C (or SIGTERM) stops after the current step and writes a\n"
+	       "checkpoint that `resume_from_checkpoint: auto` continues (exit 130, SIGTERM 143); a\n"
+	       "second Ctrl-C stops at once, losing only the step in progress. One run at a time per\n"
+	       "output_dir (<output_dir>/.tern.lock).\n"
 	       "\n"
 	       "options:\n"
 	       "  --set KEY=VALUE    override a config key (YAML value; dotted keys reach into lists:\n"
@@ -100,9 +103,9 @@ int tern_cmd_train(int argc, char **argv)
 	struct tern_train_result res;
 	enum tern_status st = tern_train(config, sets, n_sets, &opts, stdout, &res);
 	fflush(stdout);
-	if (st == TERN_E_INTERRUPTED) {
+	if (st == TERN_E_INTERRUPTED) { /* 128 + the signal, as the shell reports a signal's end */
 		fprintf(stderr, "tern: %s\n", tern_error());
-		return 130;
+		return 128 + (res.interrupted > 0 ? res.interrupted : SIGINT);
 	}
 	return st == TERN_OK ? TERN_EXIT_OK : tern_cli_fail(st);
 }

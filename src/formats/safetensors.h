@@ -158,8 +158,8 @@ struct tern_st_kv {
 /* Writes a complete file. Header: "__metadata__" first with "format": "pt" (always; an extra
  * entry may not use the key "format"), then the tensors in the order given; data in the same
  * order, back to back from offset 0; the header is padded with spaces so N % 8 == 0 (data starts
- * 8-aligned). Written to "<path>.tmp", fsynced, renamed over path, directory fsynced: a failure
- * leaves no partial file at path (and removes the .tmp). Errors name the path and the cause
+ * 8-aligned). Written to "<path>.tmp.<pid>", fsynced, renamed over path, directory fsynced: a failure
+ * leaves no partial file at path (and removes the temporary). Errors name the path and the cause
  * (TERN_E_IO with strerror, e.g. "No space left on device"); bad descriptions (duplicate or
  * empty-pointer name, negative dim, bad dtype) are TERN_E_INVALID naming the tensor. */
 enum tern_status tern_st_write(const char *path, const struct tern_st_desc *tensors, size_t n,
@@ -168,7 +168,7 @@ enum tern_status tern_st_write(const char *path, const struct tern_st_desc *tens
 /* Streaming form for data produced on the fly (e.g. quantizing a large model): begin writes the
  * header, append adds data bytes in tensor order (any chunking), finish checks that exactly the
  * declared number of bytes came, then syncs and renames. abort (or any failed call) removes the
- * .tmp; after a failure only tern_st_writer_abort may be called. Both finish and abort free w. */
+ * temporary; after a failure only tern_st_writer_abort may be called. Both finish and abort free w. */
 struct tern_st_writer;
 enum tern_status tern_st_writer_begin(const char *path, const struct tern_st_desc *tensors, size_t n,
 				      const struct tern_st_kv *meta, size_t n_meta,

@@ -1,5 +1,5 @@
 /* safetensors writer: header with "__metadata__": {"format": "pt"} first, tensors in the order
- * given, header padded with spaces to a multiple of 8, written to <path>.tmp then fsync + rename. */
+ * given, header padded with spaces to a multiple of 8, written to <path>.tmp.<pid> then fsync + rename. */
 #define _POSIX_C_SOURCE 200809L
 #include "formats/safetensors.h"
 
@@ -238,15 +238,14 @@ static enum tern_status begin(const char *path, const struct tern_st_desc *tenso
 	w->fd = -1;
 	size_t pl = strlen(path);
 	w->path = tern_malloc(pl + 1);
-	w->tmp = tern_malloc(pl + 5);
+	w->tmp = tern_malloc(pl + 32);
 	nbytes = tern_malloc((n ? n : 1) * sizeof *nbytes);
 	if (!w->path || !w->tmp || !nbytes) {
 		st = TERN_E_NOMEM;
 		goto out;
 	}
 	memcpy(w->path, path, pl + 1);
-	memcpy(w->tmp, path, pl);
-	memcpy(w->tmp + pl, ".tmp", 5);
+	snprintf(w->tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
 	if ((st = check_descs(path, tensors, n, need_data, nbytes, &w->total)))
 		goto out;
 	if ((st = make_header(path, tensors, n, nbytes, meta, n_meta, &header, &hl)))

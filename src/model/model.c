@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -764,6 +765,63 @@ static bool file_exists(const char *p)
 {
 	struct stat sb;
 	return stat(p, &sb) == 0;
+}
+
+/* Whether dir holds a *.safetensors file or a shard index (a file path counts as itself). */
+static bool has_weights(const char *dir)
+{
+	struct stat sb;
+	if (!stat(dir, &sb) && S_ISREG(sb.st_mode))
+		return true;
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		found = (n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) ||
+			!strcmp(e->d_name, "model.safetensors.index.json");
+	}
+	closedir(d);
+	return found;
+}
+
+enum tern_status tern_model_check_weights(const char *dir, struct tern_model_weights *out)
+{
+	memset(out, 0, sizeof *out);
+	struct tern_model_config cfg;
+	struct tern_st_model *stm = NULL;
+	struct tern_tensor_spec *spec = NULL;
+	struct src *src = NULL;
+	size_t ns = 0;
+	char cpath[4200];
+	snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+	enum tern_status st;
+	if ((st = tern_model_config_load(dir, &cfg)) || (st = tern_model_config_check(&cfg, cpath)))
+		return st;
+	if (!has_weights(dir))
+		return TERN_OK;
+	out->present = true;
+	if ((st = tern_st_model_open(dir, &stm)) || (st = tern_model_tensor_map(&cfg, &spec, &ns)))
+		goto out;
+	if (!(src = tern_calloc(ns, sizeof *src))) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	if ((st = match_sources(dir, &cfg, stm, spec, ns, src)))
+		goto out;
+	out->n_files = tern_st_model_file_count(stm);
+	out->n_tensors = tern_st_model_count(stm);
+	for (size_t i = 0; i < out->n_tensors; i++)
+		out->bytes += tern_st_model_tensor(stm, i)->nbytes;
+	for (size_t i = 0; i < ns; i++)
+		out->bnb |= src[i].bnb;
+out:
+	free(src);
+	free(spec);
+	tern_st_model_close(stm);
+	return st;
 }
 
 enum tern_status tern_model_open(const char *dir, const struct tern_model_opts *opts, struct tern_model **out)

@@ -14,6 +14,7 @@
 
 #include "formats/safetensors.h"
 #include "quant/quant.h"
+#include "train/manifest.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,7 +31,7 @@
 
 #define PEFT_VERSION "0.21.2" /* the PEFT release whose adapter_config.json key set tern writes */
 #define STATE_FORMAT "tern-trainer-state"
-#define STATE_VERSION 1
+#define STATE_VERSION 2 /* 1: without the data fields and checksums.sha256 */
 #define NAME_CAP 160
 
 static const char *const mod_name[TERN_MOD_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
@@ -283,6 +284,17 @@ static bool exists(const char *path)
 	return !lstat(path, &sb);
 }
 
+/* A JSON file that did not load: "path: cannot read: ..." when it is missing or unreadable,
+ * "path:LINE: what" when it does not parse. */
+static enum tern_status json_fail(const char *path, const json_error_t *err)
+{
+	if (!exists(path))
+		return tern_fail(TERN_E_IO, "%s: cannot read: %s", path, strerror(ENOENT));
+	if (err->line < 1)
+		return tern_fail(TERN_E_IO, "%s: %s", path, err->text);
+	return tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err->line, err->text);
+}
+
 /* Removes a file or a directory tree (symbolic links are removed, never followed). */
 static enum tern_status rm_rf(const char *path)
 {
@@ -314,10 +326,10 @@ static enum tern_status rm_rf(const char *path)
 	return TERN_OK;
 }
 
-/* Writes text to path through "<path>.tmp", fsync and rename. */
+/* Writes text to path through "<path>.tmp.<pid>", fsync and rename. */
 static enum tern_status write_text(const char *path, const char *text)
 {
-	char *tmp = str_printf("%s.tmp", path);
+	char *tmp = str_printf("%s.tmp.%ld", path, (long)getpid());
 	if (!tmp)
 		return TERN_E_NOMEM;
 	enum tern_status st = TERN_OK;
@@ -842,8 +854,7 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err), *v;
 	char want[128], have[512];
 	if (!root) {
-		st = err.line > 0 ? tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err.line, err.text)
-				  : tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s", err.text);
+		st = json_fail(path, &err);
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -1093,6 +1104,8 @@ enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
 
+static enum tern_status get_i64(json_t *root, const char *path, const char *key, int64_t *out);
+
 static json_t *f64_json(double x)
 {
 	if (isfinite(x))
@@ -1109,12 +1122,61 @@ static json_t *u64_json(uint64_t x)
 
 static json_t *state_json(const struct tern_train_state *t)
 {
-	return json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:o, s:s}", "format",
-			 STATE_FORMAT, "version", STATE_VERSION, "step", (json_int_t)t->step, "total_steps",
-			 (json_int_t)t->total_steps, "warmup_steps", (json_int_t)t->warmup_steps, "epoch",
-			 (json_int_t)t->epoch, "row", (json_int_t)t->row, "seed", u64_json(t->seed), "tokens",
-			 (json_int_t)t->tokens, "elapsed", f64_json(t->elapsed), "last_loss",
-			 f64_json(t->last_loss), "config_hash", t->config_hash);
+	json_t *files = json_array();
+	for (int i = 0; files && i < t->n_data_files && i < TERN_STATE_FILES; i++)
+		json_array_append_new(files, json_pack("{s:s, s:s}", "path", t->data_files[i].path,
+						       "fingerprint", t->data_files[i].fingerprint));
+	json_t *j =
+		json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:o, s:o, s:s}", "format",
+			  STATE_FORMAT, "version", STATE_VERSION, "step", (json_int_t)t->step, "total_steps",
+			  (json_int_t)t->total_steps, "warmup_steps", (json_int_t)t->warmup_steps, "epoch",
+			  (json_int_t)t->epoch, "row", (json_int_t)t->row, "seed", u64_json(t->seed),
+			  "tokens", (json_int_t)t->tokens, "elapsed", f64_json(t->elapsed), "last_loss",
+			  f64_json(t->last_loss), "config_hash", t->config_hash);
+	json_t *data =
+		json_pack("{s:I, s:I, s:s, s:o}", "rows", (json_int_t)t->data_rows, "sequence_len",
+			  (json_int_t)t->data_seq_len, "fingerprint", t->data_fingerprint, "files", files);
+	if (!j || !data || json_object_set_new(j, "data", data) ||
+	    json_object_set_new(j, "schedule_steps", json_integer((json_int_t)t->schedule_steps))) {
+		json_decref(j);
+		if (!j)
+			json_decref(data);
+		return NULL;
+	}
+	return j;
+}
+
+/* "data" of a version-2 state: {"rows", "sequence_len", "fingerprint", "files": [{"path",
+ * "fingerprint"}]}. */
+static enum tern_status read_data(json_t *d, const char *path, struct tern_train_state *t)
+{
+	json_t *files = json_object_get(d, "files");
+	const char *fp = json_string_value(json_object_get(d, "fingerprint"));
+	enum tern_status st;
+	if (!json_is_object(d) || !json_is_array(files) || !fp || strlen(fp) >= sizeof t->data_fingerprint)
+		return tern_fail(TERN_E_FORMAT,
+				 "%s: data is missing or not {\"rows\", \"sequence_len\", \"fingerprint\", "
+				 "\"files\"}",
+				 path);
+	if ((st = get_i64(d, path, "rows", &t->data_rows)) ||
+	    (st = get_i64(d, path, "sequence_len", &t->data_seq_len)))
+		return st;
+	snprintf(t->data_fingerprint, sizeof t->data_fingerprint, "%s", fp);
+	size_t i;
+	json_t *f;
+	json_array_foreach(files, i, f)
+	{
+		const char *p = json_string_value(json_object_get(f, "path"));
+		const char *h = json_string_value(json_object_get(f, "fingerprint"));
+		if (!p || !h || strlen(p) >= sizeof t->data_files[0].path ||
+		    strlen(h) >= sizeof t->data_files[0].fingerprint || i >= TERN_STATE_FILES)
+			return tern_fail(TERN_E_FORMAT,
+					 "%s: data.files[%zu] is not {\"path\", \"fingerprint\"}", path, i);
+		snprintf(t->data_files[i].path, sizeof t->data_files[i].path, "%s", p);
+		snprintf(t->data_files[i].fingerprint, sizeof t->data_files[i].fingerprint, "%s", h);
+		t->n_data_files = (int)i + 1;
+	}
+	return TERN_OK;
 }
 
 static enum tern_status check_state(const struct tern_train_state *t, const char *what)
@@ -1228,6 +1290,10 @@ static void rotate(const char *out, int64_t limit, int64_t keep_step)
 	free(l.v);
 }
 
+/* The files of a checkpoint that checksums.sha256 covers. */
+static const char *const ckpt_files[] = {"adapter_config.json", "adapter_model.safetensors",
+					 "optimizer.safetensors", "trainer_state.json"};
+
 enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern_lora_set *s,
 				       const struct tern_adapter_meta *meta,
 				       const struct tern_train_state *state, int64_t save_total_limit)
@@ -1259,7 +1325,8 @@ enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern
 		goto out;
 	}
 	if ((st = write_tensors(opt, s, moment_kinds, N_KINDS(moment_kinds))) ||
-	    (st = write_json(ts, state_json(state))) || (st = commit_dir(tmp, final)))
+	    (st = write_json(ts, state_json(state))) ||
+	    (st = tern_manifest_write(tmp, ckpt_files, N_KINDS(ckpt_files))) || (st = commit_dir(tmp, final)))
 		goto out;
 	if (save_total_limit > 0)
 		rotate(out, save_total_limit, state->step);
@@ -1321,9 +1388,10 @@ static enum tern_status get_f64(json_t *root, const char *path, const char *key,
 static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 {
 	/* "rng": written by the first release, never read; ignored */
-	static const char *const keys[] = {"format",    "version",     "step", "total_steps", "warmup_steps",
-					   "epoch",     "row",         "seed", "tokens",      "elapsed",
-					   "last_loss", "config_hash", "rng"};
+	static const char *const keys[] = {"format",       "version", "step",          "total_steps",
+					   "warmup_steps", "epoch",   "row",           "seed",
+					   "tokens",       "elapsed", "last_loss",     "config_hash",
+					   "rng",          "data",    "schedule_steps"};
 	char *path = path_join(dir, "trainer_state.json");
 	if (!path)
 		return TERN_E_NOMEM;
@@ -1333,8 +1401,7 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 	const char *k;
 	memset(t, 0, sizeof *t);
 	if (!root) {
-		st = err.line > 0 ? tern_fail(TERN_E_FORMAT, "%s:%d: %s", path, err.line, err.text)
-				  : tern_fail(exists(path) ? TERN_E_FORMAT : TERN_E_IO, "%s", err.text);
+		st = json_fail(path, &err);
 		goto out;
 	}
 	if (!json_is_object(root)) {
@@ -1354,14 +1421,18 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 	v = json_object_get(root, "format");
 	json_t *ver = json_object_get(root, "version");
 	if (!json_is_string(v) || strcmp(json_string_value(v), STATE_FORMAT) || !json_is_integer(ver) ||
-	    json_integer_value(ver) != STATE_VERSION) {
+	    json_integer_value(ver) < 1 || json_integer_value(ver) > STATE_VERSION) {
 		st = tern_fail(
 			TERN_E_FORMAT,
-			"%s: not a tern trainer state of version %d (format \"%s\", version %d expected); "
+			"%s: not a tern trainer state of version 1 to %d (format \"%s\" expected); "
 			"this tern cannot resume it: start from its adapter with lora_model_dir instead",
-			path, STATE_VERSION, STATE_FORMAT, STATE_VERSION);
+			path, STATE_VERSION, STATE_FORMAT);
 		goto out;
 	}
+	t->version = (int)json_integer_value(ver);
+	if (t->version >= 2 && ((st = get_i64(root, path, "schedule_steps", &t->schedule_steps)) ||
+				(st = read_data(json_object_get(root, "data"), path, t))))
+		goto out;
 	if ((st = get_i64(root, path, "step", &t->step)) ||
 	    (st = get_i64(root, path, "total_steps", &t->total_steps)) ||
 	    (st = get_i64(root, path, "warmup_steps", &t->warmup_steps)) ||
@@ -1410,7 +1481,9 @@ enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s,
 			       t.step, base);
 		goto out;
 	}
-	if ((st = read_config(d, s, &meta)) ||
+	/* a damaged file is named as such before its contents are parsed */
+	if ((t.version >= 2 && (st = tern_manifest_verify(d, ckpt_files, N_KINDS(ckpt_files)))) ||
+	    (st = read_config(d, s, &meta)) ||
 	    (st = src_open(&a, d, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds),
 			   true)) ||
 	    (st = src_open(&o, d, "optimizer.safetensors", s, moment_kinds, N_KINDS(moment_kinds), true)))

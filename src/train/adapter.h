@@ -96,6 +96,8 @@ enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set 
 enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 				   struct tern_adapter_meta *meta_out);
 
+#define TERN_STATE_FILES 8
+
 /* Everything a resumed run needs besides the LoRA tensors and moments. */
 struct tern_train_state {
 	int64_t step;        /* optimizer steps done */
@@ -108,6 +110,19 @@ struct tern_train_state {
 	double elapsed; /* seconds trained so far (for max_time) */
 	double last_loss;
 	char config_hash[17]; /* hex FNV-1a of the resolved config text, minus output keys */
+	/* What the run trained on (version 2; a version 1 state has data_rows 0 and empty strings):
+	 * the training rows' count and length, a fingerprint of their tokens, targets, positions and
+	 * segments, and one of each dataset file's bytes (the first TERN_STATE_FILES datasets). */
+	int64_t schedule_steps; /* the config's total (max_steps or num_epochs) before max_time planned
+				 * it down; 0 in a version 1 state */
+	int64_t data_rows, data_seq_len;
+	char data_fingerprint[17];
+	int n_data_files;
+	struct {
+		char path[512];
+		char fingerprint[17];
+	} data_files[TERN_STATE_FILES];
+	int version; /* of the file read (1 or 2); written as 2 */
 };
 
 /* Writes <output_dir>/checkpoint-<state->step> (atomically: temporary name, rename; an existing
@@ -116,7 +131,7 @@ struct tern_train_state {
  * targeted modules) and the state; then, when save_total_limit > 0, removes the checkpoint-<n>
  * directories with the smallest n beyond the limit, never the one just written (a removal that
  * fails is logged as a warning; the new checkpoint stands). trainer_state.json: the fields of
- * struct tern_train_state by name plus "format": "tern-trainer-state", "version": 1; seed
+ * struct tern_train_state by name plus "format": "tern-trainer-state", "version": 2; seed
  * as a decimal string, doubles in the shortest form that reads back exactly ("nan"/"inf" strings
  * when not finite), so a read restores every field bit for bit. */
 enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern_lora_set *s,
@@ -126,8 +141,10 @@ enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern
 /* Reads a checkpoint directory into s (allocated with moments) and *state. Everything is
  * validated before anything is stored (s and *state are unchanged on failure): the adapter as in
  * tern_adapter_read, optimizer.safetensors (exactly the F32 moments of every tensor), and
- * trainer_state.json (format, version, every field; step equal to the n of a checkpoint-<n>
- * directory name). Checkpoint tensors must be F32. */
+ * trainer_state.json (format, version 1 or 2, every field; step equal to the n of a
+ * checkpoint-<n> directory name), then the checksums of a version-2 checkpoint (a file whose
+ * SHA-256 differs from checksums.sha256 fails with one line naming it; version 1 had none).
+ * Checkpoint tensors must be F32. */
 enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s,
 				      struct tern_train_state *state);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <yaml.h>
 
 enum kind {
@@ -1870,12 +1871,12 @@ enum tern_status tern_config_save(const struct tern_config *cfg, const char *pat
 	if (st)
 		return st;
 	size_t pl = strlen(path);
-	char *tmp = tern_malloc(pl + 8);
+	char *tmp = tern_malloc(pl + 32);
 	if (!tmp) {
 		free(text);
 		return TERN_E_NOMEM;
 	}
-	snprintf(tmp, pl + 8, "%s.tmp", path);
+	snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid()); /* the one temporary-name pattern */
 	FILE *f = fopen(tmp, "wb");
 	if (!f) {
 		st = tern_fail(TERN_E_IO, "%s: cannot create: %s", tmp, strerror(errno));

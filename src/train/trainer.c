@@ -19,8 +19,11 @@
 #include "tern/tokenizer.h"
 #include "train/adapter.h"
 #include "train/config.h"
+#include "train/guard.h"
 #include "train/net.h"
+#include "train/outdir.h"
 #include "train/plan.h"
+#include "train/resume.h"
 
 #include <errno.h>
 #include <math.h>
@@ -120,11 +123,22 @@ static void fmt_bytes(char *b, size_t cap, double v)
 		snprintf(b, cap, "%.0f KiB", v / 1024.0);
 }
 
-static volatile sig_atomic_t g_stop;
+/* The first SIGINT/SIGTERM asks the loop to stop after the step (g_stop = the signal); a second
+ * one stops at once: metrics.jsonl is flushed after every line and every adapter or checkpoint
+ * is written under a temporary name and renamed, so exiting mid-step loses only the step. While
+ * a checkpoint is being written (g_saving) the second signal waits for it. */
+static volatile sig_atomic_t g_stop, g_saving;
 static void on_signal(int sig)
 {
-	(void)sig;
-	g_stop = 1;
+	if (g_stop && !g_saving) {
+		static const char msg[] = "\ntern: second interrupt: stopping now; the step in progress is "
+					  "lost, the last checkpoint stands\n";
+		ssize_t w = write(2, msg, sizeof msg - 1);
+		(void)w;
+		_exit(128 + sig);
+	}
+	if (!g_stop)
+		g_stop = sig;
 }
 
 /* ---- the session: everything a train or eval run holds ---- */
@@ -407,6 +421,21 @@ static enum tern_status open_lora(struct session *s, bool with_moments)
 	return TERN_OK;
 }
 
+/* The batch against host memory before the data is allocated (the device side is the residency
+ * plan's, before anything is allocated on the device), then the data (guard.h). */
+static enum tern_status guard_inputs(struct session *s, bool train)
+{
+	struct tern_config *c = s->cfg;
+	uint64_t host = (uint64_t)c->host_memory;
+	if (!host && tern_plan_host_auto(&host) != TERN_OK)
+		host = 0;
+	enum tern_status st;
+	if ((st = tern_guard_batch(c, &s->mc, host)) || (st = load_data(s)) ||
+	    (st = tern_guard_vocab(c, &s->mc, s->tok, s->data)))
+		return st;
+	return train ? tern_guard_trained(c, s->data) : TERN_OK;
+}
+
 /* The LoRA scale comes from the config; an adapter trained with another alpha would be misread. */
 static enum tern_status check_meta(const struct tern_config *c, const char *dir,
 				   const struct tern_adapter_meta *am)
@@ -523,7 +552,8 @@ static uint64_t config_hash(const struct tern_config *c)
 		if (!strncmp(p, "\noutput_dir:", 12) || !strncmp(p, "\nresume_from_checkpoint:", 24) ||
 		    !strncmp(p, "\nmax_time:", 10) || !strncmp(p, "\nsave_", 6) ||
 		    !strncmp(p, "\nlogging_steps:", 15) || !strncmp(p, "\neval_steps:", 12) ||
-		    !strncmp(p, "\nevals_per_epoch:", 17)) {
+		    !strncmp(p, "\nevals_per_epoch:", 17) || !strncmp(p, "\nmax_steps:", 11) ||
+		    !strncmp(p, "\nnum_epochs:", 12)) {
 			while (p[1] && p[1] != '\n')
 				p++;
 			continue;
@@ -534,7 +564,8 @@ static uint64_t config_hash(const struct tern_config *c)
 	return h;
 }
 
-/* Keeps the metrics lines of steps <= keep (a resumed run rewrites what came after). */
+/* metrics.jsonl.tmp.<pid> with the metrics lines of steps <= keep (a resumed run rewrites what
+ * came after); commit_outputs renames it over metrics.jsonl once the run has done a step. */
 static enum tern_status metrics_open(const char *dir, int64_t keep, FILE **out)
 {
 	char path[4200], tmp[4300];
@@ -556,13 +587,29 @@ static enum tern_status metrics_open(const char *dir, int64_t keep, FILE **out)
 		}
 		fclose(in);
 	}
-	if (fflush(o) != 0 || rename(tmp, path) != 0) {
+	if (fflush(o) != 0) {
 		fclose(o);
 		remove(tmp);
-		return tern_fail(TERN_E_IO, "cannot write %s: %s", path, strerror(errno));
+		return tern_fail(TERN_E_IO, "cannot write %s: %s", tmp, strerror(errno));
 	}
 	*out = o;
 	return TERN_OK;
+}
+
+/* The run has produced something (a step, or its outputs at the end): its config.yaml and
+ * metrics.jsonl replace the previous run's. Until then a failing run leaves both as they were. */
+static enum tern_status commit_outputs(const struct tern_config *c, FILE *metrics, bool *committed)
+{
+	if (*committed)
+		return TERN_OK;
+	char path[4200], tmp[4300];
+	snprintf(path, sizeof path, "%s/metrics.jsonl", c->output_dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	if (fflush(metrics) != 0 || rename(tmp, path) != 0)
+		return tern_fail(TERN_E_IO, "cannot write %s: %s", path, strerror(errno));
+	*committed = true;
+	snprintf(path, sizeof path, "%s/config.yaml", c->output_dir);
+	return tern_config_save(c, path);
 }
 
 static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_t W)
@@ -690,12 +737,44 @@ static void profile_fields(FILE *m, const struct tern_profile *p, double step_s)
 		step_s * 1e3 - sum, step_s * 1e3, step_s > 0 ? flops / step_s * 1e-12 : 0.0);
 }
 
+/* output_dir created and locked; what killed runs left there (and in the offload directory)
+ * removed. Notes go to the output. */
+static enum tern_status open_outdir(struct session *s, struct tern_outdir_lock **lock)
+{
+	struct tern_config *c = s->cfg;
+	char note[1200], dir[4200];
+	enum tern_status st;
+	if ((st = mkdirs(c->output_dir)) || (st = tern_outdir_lock(c->output_dir, lock, note, sizeof note)))
+		return st;
+	if (note[0])
+		fprintf(s->out, "%s\n", note);
+	int64_t n = 0;
+	uint64_t bytes = 0;
+	tern_outdir_clean(c->output_dir, &n, &bytes);
+	snprintf(dir, sizeof dir, "%s/adapter", c->output_dir);
+	tern_outdir_clean(dir, &n, &bytes);
+	if (c->offload_dir)
+		snprintf(dir, sizeof dir, "%s", c->offload_dir);
+	else
+		snprintf(dir, sizeof dir, "%s/offload", c->output_dir);
+	tern_outdir_clean(dir, &n, &bytes);
+	if (n) {
+		char b[32];
+		fmt_bytes(b, sizeof b, (double)bytes);
+		fprintf(s->out, "note: removed %lld temporary file%s of killed runs (%s)\n", (long long)n,
+			n == 1 ? "" : "s", b);
+	}
+	return TERN_OK;
+}
+
 static enum tern_status save_checkpoint(struct session *s, struct tern_train_state *state)
 {
+	g_saving = 1;
 	enum tern_status st = tern_net_lora_download(s->net, s->lora);
 	if (st == TERN_OK)
 		st = tern_checkpoint_write(s->cfg->output_dir, s->lora, &s->meta, state,
 					   s->cfg->save_total_limit);
+	g_saving = 0;
 	return st;
 }
 
@@ -707,7 +786,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	res->eval_before = res->eval_after = NAN;
 	int64_t *order = NULL;
 	FILE *metrics = NULL;
-	bool created_out = false;
+	bool created_out = false, committed = false;
+	struct tern_outdir_lock *lock = NULL;
 	enum tern_status st;
 	if ((st = load_config(&s, config_path, sets, n_sets)) != TERN_OK)
 		goto out;
@@ -720,8 +800,10 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		fprintf(out, "%s", y);
 		free(y);
 	}
+	if ((st = open_outdir(&s, &lock)) != TERN_OK)
+		goto out;
 	/* everything that can fail on bad input before anything is written to output_dir */
-	if ((st = load_data(&s)) || (st = open_lora(&s, true)))
+	if ((st = open_lora(&s, true)) || (st = guard_inputs(&s, true)))
 		goto out;
 	if (s.data->train.n_rows == 0) {
 		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
@@ -737,8 +819,10 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	int64_t W = c->warmup_steps > 0 ? c->warmup_steps : (int64_t)ceil(c->warmup_ratio * (double)K);
 
 	/* parameters: resumed, loaded or fresh */
-	struct tern_train_state state = {.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed};
+	struct tern_train_state state = {
+		.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed, .schedule_steps = K};
 	snprintf(state.config_hash, sizeof state.config_hash, "%016llx", (unsigned long long)config_hash(c));
+	tern_state_set_data(&state, &s.data->train, c);
 	char ckpt[4096] = "";
 	if (c->resume_from_checkpoint) {
 		if (!strcmp(c->resume_from_checkpoint, "auto")) {
@@ -746,18 +830,50 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				ckpt[0] = 0;
 		} else {
 			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
+			struct stat sb;
+			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+			if (e) {
+				st = tern_fail(
+					TERN_E_INVALID,
+					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
+					"<output_dir>/checkpoint-N, or use auto)",
+					c->file, ckpt, strerror(e));
+				goto out;
+			}
 		}
 	}
 	if (ckpt[0]) {
 		struct tern_train_state rs;
-		if ((st = tern_checkpoint_read(ckpt, s.lora, &rs)) != TERN_OK)
+		if ((st = tern_checkpoint_read(ckpt, s.lora, &rs)) != TERN_OK ||
+		    (st = tern_resume_check(ckpt, &rs, &state)) != TERN_OK)
 			goto out;
 		if (strcmp(rs.config_hash, state.config_hash))
 			tern_log(TERN_LOG_WARN,
 				 "%s was written with a different config; continuing with this one", ckpt);
+		if (rs.step > K) {
+			st = tern_fail(
+				TERN_E_INVALID,
+				"%s is at step %lld, past the %lld steps of this config's schedule; raise "
+				"max_steps or num_epochs to continue it",
+				ckpt, (long long)rs.step, (long long)K);
+			goto out;
+		}
+		if (rs.schedule_steps && K != rs.schedule_steps) /* max_steps or num_epochs changed */
+			fprintf(out, "the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
+				(long long)K, (long long)rs.total_steps);
+		else /* the checkpoint's schedule, as max_time may have planned it */
+			K = rs.total_steps, W = rs.warmup_steps;
+		struct tern_train_state now = state;
 		state = rs;
-		K = state.total_steps;
-		W = state.warmup_steps;
+		state.total_steps = K;
+		state.warmup_steps = W;
+		state.schedule_steps = now.schedule_steps;
+		memcpy(state.config_hash, now.config_hash, sizeof state.config_hash);
+		state.data_rows = now.data_rows;
+		state.data_seq_len = now.data_seq_len;
+		memcpy(state.data_fingerprint, now.data_fingerprint, sizeof state.data_fingerprint);
+		state.n_data_files = now.n_data_files;
+		memcpy(state.data_files, now.data_files, sizeof state.data_files);
 		fprintf(out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state.step,
 			(long long)K);
 	} else if (c->lora_model_dir) {
@@ -772,12 +888,6 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)) || (st = open_model(&s)) ||
 	    (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
 		goto out;
-	{
-		char path[4200];
-		snprintf(path, sizeof path, "%s/config.yaml", c->output_dir);
-		if ((st = mkdirs(c->output_dir)) || (st = tern_config_save(c, path)))
-			goto out;
-	}
 	banner(&s, steps_per_epoch, K, W);
 	if ((st = metrics_open(c->output_dir, state.step, &metrics)) != TERN_OK)
 		goto out;
@@ -818,7 +928,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 
 	struct sigaction sa = {0}, old_int, old_term;
 	sa.sa_handler = on_signal;
-	g_stop = 0;
+	g_stop = g_saving = 0;
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
 
@@ -929,6 +1039,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				e1, e2, mem, strm, tty ? "\033[K" : "\n");
 			fflush(out);
 		}
+		if ((st = commit_outputs(c, metrics, &committed)) != TERN_OK)
+			break;
 		if (log || s.profile) { /* with the profile, every step's figures */
 			fprintf(metrics,
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
@@ -970,7 +1082,9 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		goto out;
 	res->steps = state.step;
 	res->loss = state.last_loss;
-	res->interrupted = g_stop != 0;
+	res->interrupted = g_stop;
+	if (!g_stop && (st = commit_outputs(c, metrics, &committed)) != TERN_OK)
+		goto out;
 	if (g_stop) {
 		st = tern_fail(TERN_E_INTERRUPTED, "interrupted at step %lld; checkpoint written to %s",
 			       (long long)state.step, c->output_dir);
@@ -996,9 +1110,17 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
 		state.elapsed);
 out:
-	if (metrics)
+	if (metrics) {
 		fclose(metrics);
+		if (!committed) { /* the previous run's metrics.jsonl stays as it was */
+			char tmp[4300];
+			snprintf(tmp, sizeof tmp, "%s/metrics.jsonl.tmp.%ld", s.cfg->output_dir,
+				 (long)getpid());
+			remove(tmp);
+		}
+	}
 	free(order);
+	tern_outdir_unlock(lock, st != TERN_OK && st != TERN_E_INTERRUPTED && created_out);
 	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg) {
 		/* a run that failed before writing anything leaves no directories behind (rmdir only
 		 * removes empty ones) */
@@ -1019,8 +1141,8 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 	memset(res, 0, sizeof *res);
 	res->adapter_loss = res->adapter_ppl = NAN;
 	enum tern_status st;
-	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = load_data(&s)) ||
-	    (st = open_lora(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
+	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = open_lora(&s, false)) ||
+	    (st = guard_inputs(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
 	    (st = open_net(&s)))
 		goto out;
 	struct tern_config *c = s.cfg;
