@@ -6,7 +6,8 @@
  * (no ref, no snapshot, a broken symlink, a shard the index lists). All with HF_HUB_OFFLINE=1, so
  * nothing here can reach a network. */
 #define _POSIX_C_SOURCE 200809L /* setenv, mkdtemp, symlink */
-#include "hub/hub.h"
+#include "core/sha256.h"
+#include "tern/hub.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,7 +43,7 @@ static void sha_hex(const void *data, size_t n, size_t piece, char hex[65])
 	for (size_t off = 0; off < n; off += piece)
 		tern_sha256_update(&s, p + off, n - off < piece ? n - off : piece);
 	tern_sha256_final(&s, d);
-	tern_sha256_hex(d, hex);
+	tern_sha256_digest_hex(d, hex);
 }
 
 static void test_sha256(void)

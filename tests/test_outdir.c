@@ -3,6 +3,7 @@
  * process is gone, the removal of dead processes' leftovers, SHA-256 against FIPS 180-4's
  * vectors, and the resume checks' messages. */
 #define _POSIX_C_SOURCE 200809L
+#include "core/sha256.h"
 #include "train/manifest.h"
 #include "train/outdir.h"
 #include "train/resume.h"

@@ -14,7 +14,8 @@
  * Concurrent downloads of one blob are serialised by flock on <cache>/.locks/<repo>/<etag>.lock. */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
-#include "hub/hub.h"
+#include "core/sha256.h"
+#include "tern/hub.h"
 #include "core/core.h"
 
 #include <curl/curl.h>
@@ -715,7 +716,7 @@ static enum tern_status download_blob(struct hub *h, const char *url, const char
 			s.have = 0;
 		}
 		tern_sha256_init(&s.sha);
-		if (s.have && verify && !tern_sha256_file(inc, s.have, &s.sha)) {
+		if (s.have && verify && !tern_sha256_update_file(inc, s.have, &s.sha)) {
 			st = tern_fail(TERN_E_IO, "%s: cannot read back what was downloaded", inc);
 			goto out;
 		}
@@ -800,7 +801,7 @@ static enum tern_status download_blob(struct hub *h, const char *url, const char
 		uint8_t d[32];
 		char hex[65];
 		tern_sha256_final(&s.sha, d);
-		tern_sha256_hex(d, hex);
+		tern_sha256_digest_hex(d, hex);
 		if (strcmp(hex, etag)) {
 			close(s.fd);
 			s.fd = -1;

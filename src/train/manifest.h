@@ -11,12 +11,6 @@
 
 #define TERN_MANIFEST_NAME "checksums.sha256"
 
-/* SHA-256 (FIPS 180-4) of a file into hex[65]; TERN_E_IO naming the path when it cannot be read. */
-enum tern_status tern_sha256_file(const char *path, char hex[65]);
-
-/* SHA-256 of a buffer into hex[65]. */
-void tern_sha256_hex(const void *data, size_t n, char hex[65]);
-
 /* Writes dir/checksums.sha256 with the SHA-256 of dir/<files[i]>, in that order (through a
  * temporary name, fsync and rename). */
 enum tern_status tern_manifest_write(const char *dir, const char *const *files, size_t n);

@@ -1,9 +1,14 @@
-/* SHA-256 (FIPS 180-4): the Hub names an LFS file's blob by the sha256 of its contents, so a
- * downloaded shard is checked against it. */
-#include "hub/hub.h"
+/* SHA-256 (FIPS 180-4): checkpoint manifests (train/manifest.c) and the Hub's LFS blob names
+ * (hub/hub.c). */
+#define _POSIX_C_SOURCE 200809L
+#include "core/sha256.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const uint32_t K[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -80,13 +85,13 @@ void tern_sha256_final(struct tern_sha256 *s, uint8_t out[32])
 			out[4 * i + j] = (uint8_t)(s->h[i] >> (24 - 8 * j));
 }
 
-void tern_sha256_hex(const uint8_t digest[32], char hex[65])
+void tern_sha256_digest_hex(const uint8_t digest[32], char hex[65])
 {
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
 }
 
-bool tern_sha256_file(const char *path, uint64_t limit, struct tern_sha256 *s)
+bool tern_sha256_update_file(const char *path, uint64_t limit, struct tern_sha256 *s)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
@@ -103,4 +108,50 @@ bool tern_sha256_file(const char *path, uint64_t limit, struct tern_sha256 *s)
 	bool ok = left == 0 || limit == UINT64_MAX;
 	fclose(f);
 	return ok;
+}
+
+void tern_sha256_hex(const void *data, size_t n, char hex[65])
+{
+	struct tern_sha256 s;
+	uint8_t d[32];
+	tern_sha256_init(&s);
+	tern_sha256_update(&s, data, n);
+	tern_sha256_final(&s, d);
+	tern_sha256_digest_hex(d, hex);
+}
+
+enum tern_status tern_sha256_file(const char *path, char hex[65])
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return tern_fail(TERN_E_IO, "%s: cannot read: %s", path, strerror(errno));
+	struct tern_sha256 s;
+	tern_sha256_init(&s);
+	enum tern_status st = TERN_OK;
+	size_t cap = (size_t)1 << 20;
+	uint8_t *buf = tern_malloc(cap);
+	if (!buf) {
+		close(fd);
+		return TERN_E_NOMEM;
+	}
+	for (;;) {
+		ssize_t r = read(fd, buf, cap);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			st = tern_fail(TERN_E_IO, "%s: read failed: %s", path, strerror(errno));
+			break;
+		}
+		if (r == 0)
+			break;
+		tern_sha256_update(&s, buf, (size_t)r);
+	}
+	free(buf);
+	close(fd);
+	if (!st) {
+		uint8_t d[32];
+		tern_sha256_final(&s, d);
+		tern_sha256_digest_hex(d, hex);
+	}
+	return st;
 }
