@@ -50,13 +50,16 @@ static const char *const sched_names[] = {"cosine", "linear", "constant", NULL};
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
 static const char *const backend_names[] = {"auto", "vulkan", "cuda", "cpu", NULL};
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
-static const char *const module_names[] = {"q_proj",    "k_proj",  "v_proj",    "o_proj",
-					   "gate_proj", "up_proj", "down_proj", NULL};
+/* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
+static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
+					   "up_proj", "down_proj", "all-linear", NULL};
 static const char *const optim_noted[] = {"adamw_hf",         "adamw_torch_fused",  "adamw_8bit",
 					  "adamw_bnb_8bit",   "paged_adamw_8bit",   "paged_adamw_32bit",
 					  "adamw_torch_4bit", "adamw_anyprecision", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
+/* a K_LIST's count: the int right after its pointer */
+#define list_count(p) ((int *)((char *)(p) + sizeof(char **)))
 #define NOTE_ATTN "tern always uses its own tiled (flash-style) attention"
 #define NOTE_PREC \
 	"tern keeps LoRA weights, gradients and AdamW state in fp32; matmul precision follows compute_dtype"
@@ -478,9 +481,9 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 	case K_FLOAT: *(double *)p = *(double *)q; break;
 	case K_ENUM: memcpy(p, q, sizeof(int)); break;
 	case K_LIST:
-		free_list(cfg->lora_target_modules, cfg->n_target_modules);
-		cfg->lora_target_modules = NULL;
-		cfg->n_target_modules = 0;
+		free_list(*(char ***)p, *list_count(p));
+		*(char ***)p = NULL;
+		*list_count(p) = 0;
 		break;
 	case K_DATASETS:
 		free_datasets(cfg->datasets, cfg->n_datasets);
@@ -728,9 +731,20 @@ static enum tern_status apply_list(const struct ctx *c, const struct key *k, con
 			goto out;
 		}
 	}
-	free_list(c->cfg->lora_target_modules, c->cfg->n_target_modules);
-	c->cfg->lora_target_modules = out;
-	c->cfg->n_target_modules = n;
+	for (int i = 0; i < n && n > 1; i++)
+		if (!strcmp(out[i], "all-linear")) {
+			char w[600];
+			st = tern_fail(
+				TERN_E_INVALID,
+				"%s: %s: 'all-linear' stands alone (write lora_target_modules: all-linear, "
+				"or list the modules)",
+				where(c, node_line(v), w, sizeof w), k->name);
+			goto out;
+		}
+	char *p = (char *)c->cfg + k->off;
+	free_list(*(char ***)p, *list_count(p));
+	*(char ***)p = out;
+	*list_count(p) = n;
 	return TERN_OK;
 out:
 	free_list(out, n);
@@ -1242,6 +1256,8 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 				 kloc(cfg, cfg->load_in_4bit ? "load_in_4bit" : "adapter", b, sizeof b));
 	if (four && cfg->base_format == TERN_FORMAT_AUTO)
 		cfg->base_format = TERN_FORMAT_NF4_DQ;
+	if (cfg->n_target_modules == 1 && !strcmp(cfg->lora_target_modules[0], "all-linear"))
+		cfg->lora_target_linear = true; /* PEFT: every linear layer but the output head */
 	if (!cfg->lora_target_linear && cfg->n_target_modules == 0) {
 		/* PEFT's default for llama/mistral/qwen: q_proj and v_proj */
 		const char *def[] = {"q_proj", "v_proj"};
@@ -1394,12 +1410,14 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 				sb_add(&b, " %llds", (long long)x);
 			break;
 		}
-		case K_LIST:
+		case K_LIST: {
+			char *const *l = *(char *const *const *)p;
 			sb_add(&b, " [");
-			for (int j = 0; j < cfg->n_target_modules; j++)
-				sb_add(&b, "%s%s", j ? ", " : "", cfg->lora_target_modules[j]);
+			for (int j = 0; j < *(const int *)(p + sizeof(char **)); j++)
+				sb_add(&b, "%s%s", j ? ", " : "", l[j]);
 			sb_add(&b, "]");
 			break;
+		}
 		case K_DATASETS:
 			if (!cfg->n_datasets)
 				sb_add(&b, " []");
