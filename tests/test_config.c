@@ -383,6 +383,34 @@ static void test_all_linear(void)
 		     "did you mean 'all-linear'?");
 }
 
+/* lora_modules_to_save: PEFT's modules_to_save names, written back, and a typo refused. */
+static void test_modules_to_save(void)
+{
+	struct tern_config *c = parse(HEAD "lora_modules_to_save: [embed_tokens, lm_head]\n"), *c2 = NULL;
+	char *y = NULL;
+	check(c && c->n_modules_to_save == 2 && !strcmp(c->lora_modules_to_save[1], "lm_head"),
+	      "modules_to_save parsed");
+	if (c) {
+		check(tern_config_write(c, &y) == TERN_OK &&
+			      strstr(y, "lora_modules_to_save: [embed_tokens, lm_head]") &&
+			      tern_config_parse(&c2, "w.yaml", y, strlen(y)) == TERN_OK &&
+			      c2->n_modules_to_save == 2,
+		      "modules_to_save round trip");
+		check(tern_config_set(c, "lora_modules_to_save=null") == TERN_OK && c->n_modules_to_save == 0,
+		      "--set lora_modules_to_save=null");
+	}
+	free(y);
+	tern_config_free(c2);
+	tern_config_free(c);
+	c = parse(HEAD);
+	check(c && c->n_modules_to_save == 0, "no modules_to_save by default");
+	tern_config_free(c);
+	expect_error(
+		HEAD "lora_modules_to_save: [lm_heads]\n",
+		"configs/x.yaml:5: lora_modules_to_save: 'lm_heads' is not a module tern can train in full "
+		"(allowed: embed_tokens, lm_head); did you mean 'lm_head'?");
+}
+
 static void test_units(void)
 {
 	int64_t v;
@@ -406,6 +434,7 @@ int main(void)
 	test_errors();
 	test_set();
 	test_all_linear();
+	test_modules_to_save();
 	test_units();
 	printf("test_config: %d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -53,6 +53,7 @@ static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 /* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
 static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
 					   "up_proj", "down_proj", "all-linear", NULL};
+static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
 static const char *const optim_noted[] = {"adamw_hf",         "adamw_torch_fused",  "adamw_8bit",
 					  "adamw_bnb_8bit",   "paged_adamw_8bit",   "paged_adamw_32bit",
 					  "adamw_torch_4bit", "adamw_anyprecision", NULL};
@@ -76,6 +77,7 @@ static const struct key keys[] = {
 	{"lora_dropout", K_FLOAT, F(lora_dropout), 0, 1, NULL, "0 <= p < 1", NULL, 0, 1},
 	{"lora_target_modules", K_LIST, F(lora_target_modules), 0, 0, module_names, NULL, NULL, 0, 0},
 	{"lora_target_linear", K_BOOL, F(lora_target_linear), 0, 0, NULL, "true, false", NULL, 0, 0},
+	{"lora_modules_to_save", K_LIST, F(lora_modules_to_save), 0, 0, save_names, NULL, NULL, 0, 0},
 	{"lora_model_dir", K_STR, F(lora_model_dir), 0, 0, NULL, "a PEFT adapter directory", NULL, 0, 0},
 	{"use_rslora", K_BOOL, F(use_rslora), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"datasets", K_DATASETS, F(datasets), 0, 0, NULL, "a list of {path, type}", NULL, 0, 0},
@@ -722,8 +724,9 @@ static enum tern_status apply_list(const struct ctx *c, const struct key *k, con
 			if (s)
 				snprintf(hint, sizeof hint, "; did you mean '%s'?", s);
 			st = tern_fail(TERN_E_INVALID,
-				       "%s: %s: '%s' is not a module tern can adapt (allowed: %s)%s",
-				       where(c, node_line(e), w, sizeof w), k->name, item, allowed, hint);
+				       "%s: %s: '%s' is not a module tern can %s (allowed: %s)%s",
+				       where(c, node_line(e), w, sizeof w), k->name, item,
+				       k->names == save_names ? "train in full" : "adapt", allowed, hint);
 			goto out;
 		}
 		if (!(out[n++] = xstrdup(item))) {
@@ -973,6 +976,7 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg->file);
 	free(cfg->base_model);
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
+	free_list(cfg->lora_modules_to_save, cfg->n_modules_to_save);
 	free(cfg->lora_model_dir);
 	free_datasets(cfg->datasets, cfg->n_datasets);
 	free(cfg->bos_token);

@@ -68,6 +68,8 @@ struct tern_config {
 	char **lora_target_modules; /* NULL-free array of n_target_modules strings */
 	int n_target_modules;
 	bool lora_target_linear;
+	char **lora_modules_to_save; /* PEFT modules_to_save: embed_tokens, lm_head (trained in full) */
+	int n_modules_to_save;
 	char *lora_model_dir; /* NULL = none */
 	bool use_rslora;
 

@@ -1030,7 +1030,8 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	}
 	TRY(layer_input(n, (int)L, &x));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
-	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n, n->o.prec));
+	TRY(tern_ce_loss(be, n->loss, n->dxf, (struct tern_view){0}, n->xf, &n->head, n->targets, T, inv_n,
+			 n->o.prec));
 	if (!backward)
 		return TERN_OK;
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));

@@ -772,4 +772,5 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.swiglu = tern_vk_swiglu,
 	.swiglu_bwd = tern_vk_swiglu_bwd,
 	.embed = tern_vk_embed,
+	.embed_bwd = tern_vk_embed_bwd,
 };
