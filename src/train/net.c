@@ -69,7 +69,10 @@ struct tern_net {
 	struct tern_view norm, inv_freq, ones;
 	struct layer_w *lw;
 
-	struct lora_slot *slot; /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
+	struct lora_slot *slot;             /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
+	size_t full_off[TERN_FULL_COUNT];   /* bytes into the parameter block of each module trained
+					   * in full ([V, D] f32), SIZE_MAX when not */
+	struct tern_weight embed_t, head_t; /* the trained copies as weights (views of params) */
 	size_t lora_bytes;
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
@@ -226,8 +229,24 @@ static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
 			s->offB = off;
 			off += (size_t)(s->O * R) * 4;
 		}
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		n->full_off[f] = SIZE_MAX;
+		if (!((n->o.full >> f) & 1u))
+			continue;
+		off = align_up(off);
+		n->full_off[f] = off;
+		off += (size_t)(n->V * n->D) * 4;
+	}
 	n->lora_bytes = off;
 	n->lora_n = (int64_t)(off / 4);
+}
+
+static bool trained_full(const struct tern_net *n, enum tern_full f) { return (n->o.full >> f) & 1u; }
+
+static struct tern_view full_view(const struct tern_net *n, struct tern_buffer *b, enum tern_full f)
+{
+	struct tern_view v = {b, n->full_off[f], (size_t)(n->V * n->D) * 4};
+	return v;
 }
 
 /* The activation block of one micro-batch: layer inputs, one saved set per layer (one in all
@@ -345,7 +364,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	enum tern_status st = TERN_OK;
 	struct plan sp = {0}, ap = {0};
 	*out = NULL;
-	if (o->T <= 0 || o->R <= 0 || o->modules == 0 || o->modules >= (1u << TERN_MOD_COUNT))
+	if (o->T <= 0 || o->R <= 0 || o->modules == 0 || o->modules >= (1u << TERN_MOD_COUNT) ||
+	    o->full >= (1u << TERN_FULL_COUNT))
 		return tern_fail(TERN_E_INVALID, "net: bad options T=%lld R=%lld modules=0x%x",
 				 (long long)o->T, (long long)o->R, o->modules);
 	if (c->Dh % 2)
@@ -393,6 +413,14 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		th = te; /* tied */
 	if ((st = need_op(be, TERN_OP_EMBED, te->dtype, "embed_tokens")) ||
 	    (st = need_op(be, TERN_OP_CE_LOSS, th->dtype, "lm_head")))
+		goto out;
+	if ((o->full >> TERN_FULL_EMBED) & 1u) {
+		if ((st = need_op(be, TERN_OP_EMBED, TERN_F32, "embed_tokens trained in full")) ||
+		    (st = need_op(be, TERN_OP_EMBED_BWD, TERN_F32, "embed_tokens trained in full")))
+			goto out;
+	}
+	if (((o->full >> TERN_FULL_HEAD) & 1u) &&
+	    (st = need_op(be, TERN_OP_CE_LOSS, TERN_F32, "lm_head trained in full")))
 		goto out;
 	if (th == te) {
 		if ((st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
@@ -563,6 +591,28 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if ((st = be->vt->zero(be, v)))
 			goto out;
 	}
+	/* the copies trained in full start as the base weights (tied: both from embed_tokens) */
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		if (!trained_full(n, (enum tern_full)f))
+			continue;
+		const struct tern_pack_tensor *src = f == TERN_FULL_EMBED ? te : th;
+		float *h = tern_malloc((size_t)(n->V * D) * 4);
+		if (!h) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+		st = tern_pack_tensor_f32(m->pack, src, h);
+		if (st == TERN_OK)
+			st = be->vt->upload(be, full_view(n, n->params, (enum tern_full)f), h);
+		free(h);
+		if (st)
+			goto out;
+		struct tern_weight *w = f == TERN_FULL_EMBED ? &n->embed_t : &n->head_t;
+		*w = (struct tern_weight){.dtype = TERN_F32,
+					  .O = n->V,
+					  .I = D,
+					  .data = full_view(n, n->params, (enum tern_full)f)};
+	}
 
 	plan_act(n, c, &ap);
 	if (ap.oom) {
@@ -631,16 +681,38 @@ int64_t tern_net_params(const struct tern_net *n) { return n->lora_n; }
 
 /* ---- LoRA parameters ---- */
 
-static enum tern_status lora_copy(struct tern_net *n, const struct tern_lora_set *s, bool up)
+static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
 {
-	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules)
+	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules || s->full != n->o.full)
 		return tern_fail(TERN_E_INVALID,
-				 "net: LoRA set L=%d R=%lld modules=0x%x differs from the net's "
-				 "L=%lld R=%lld modules=0x%x",
-				 s->L, (long long)s->R, s->modules, (long long)n->L, (long long)n->R,
-				 n->o.modules);
+				 "net: LoRA set L=%d R=%lld modules=0x%x full=0x%x differs from the net's "
+				 "L=%lld R=%lld modules=0x%x full=0x%x",
+				 s->L, (long long)s->R, s->modules, s->full, (long long)n->L, (long long)n->R,
+				 n->o.modules, n->o.full);
 	const struct tern_backend_vtable *vt = n->be->vt;
 	enum tern_status st = TERN_OK;
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
+		const struct tern_full_tensor *t = &s->f[f];
+		if (!trained_full(n, (enum tern_full)f))
+			continue;
+		if (t->O != n->V || t->I != n->D)
+			return tern_fail(TERN_E_INVALID, "net: %s is [%lld, %lld], expected [%lld, %lld]",
+					 tern_full_name((enum tern_full)f), (long long)t->O, (long long)t->I,
+					 (long long)n->V, (long long)n->D);
+		/* up: only what the set holds (a module it has no values for keeps the base copy) */
+		if (up && !((s->full_have >> f) & 1u))
+			continue;
+		struct tern_buffer *bufs[3] = {n->params, n->m1, n->m2};
+		float *h[3] = {t->W, t->m, t->v};
+		for (int k = 0; k < 3 && st == TERN_OK; k++) {
+			if (!h[k])
+				continue;
+			struct tern_view v = full_view(n, bufs[k], (enum tern_full)f);
+			st = up ? vt->upload(n->be, v, h[k]) : vt->download(n->be, h[k], v);
+		}
+		if (st == TERN_OK && !up)
+			s->full_have |= 1u << f;
+	}
 	for (int l = 0; l < n->L && st == TERN_OK; l++)
 		for (int mo = 0; mo < TERN_MOD_COUNT && st == TERN_OK; mo++) {
 			if (!targeted(n, mo))
@@ -677,7 +749,14 @@ static enum tern_status lora_copy(struct tern_net *n, const struct tern_lora_set
 
 enum tern_status tern_net_lora_upload(struct tern_net *n, const struct tern_lora_set *s)
 {
-	return lora_copy(n, s, true);
+	return lora_copy(n, (struct tern_lora_set *)s, true); /* up writes nothing into s */
+}
+
+enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float *dW)
+{
+	if ((unsigned)f >= TERN_FULL_COUNT || !trained_full(n, f))
+		return tern_fail(TERN_E_INVALID, "net: %s is not trained in full", tern_full_name(f));
+	return n->be->vt->download(n->be, dW, full_view(n, n->grads, f));
 }
 enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s)
 {
@@ -1016,7 +1095,9 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 
 	bool x16 = n->o.prec == TERN_F16;
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
-	if (n->embed_host)
+	if (trained_full(n, TERN_FULL_EMBED))
+		TRY(tern_embed(be, x0, n->tokens, &n->embed_t, T));
+	else if (n->embed_host)
 		TRY(embed_rows(n, tokens, x0));
 	else
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
@@ -1030,7 +1111,10 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	}
 	TRY(layer_input(n, (int)L, &x));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
-	TRY(tern_ce_loss(be, n->loss, n->dxf, (struct tern_view){0}, n->xf, &n->head, n->targets, T, inv_n,
+	bool head_t = trained_full(n, TERN_FULL_HEAD);
+	struct tern_view dW =
+		head_t && backward ? full_view(n, n->grads, TERN_FULL_HEAD) : (struct tern_view){0};
+	TRY(tern_ce_loss(be, n->loss, n->dxf, dW, n->xf, head_t ? &n->head_t : &n->head, n->targets, T, inv_n,
 			 n->o.prec));
 	if (!backward)
 		return TERN_OK;
@@ -1041,6 +1125,10 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 			TRY(layer_fwd(n, l, x, n->tmpD, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
 	}
+	/* dres = dL/d(layer 0's input): the embedding rows' gradient */
+	if (trained_full(n, TERN_FULL_EMBED))
+		TRY(tern_embed_bwd(be, full_view(n, n->grads, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
+				   D));
 	return TERN_OK;
 }
 

@@ -326,6 +326,7 @@ static enum tern_status open_net(struct session *s)
 		.scale = (float)(c->use_rslora ? c->lora_alpha / sqrt(R) : c->lora_alpha / R),
 		.dropout = (float)c->lora_dropout,
 		.modules = mods,
+		.full = s->lora->full,
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
 		.seed = (uint64_t)c->seed,
@@ -369,8 +370,10 @@ static enum tern_status open_net(struct session *s)
 }
 
 /* Reads base_model's config.json and allocates the host LoRA set (zero) from it: bad adapters are
- * found before the model is converted or anything is written. */
-static enum tern_status open_lora(struct session *s, bool with_moments)
+ * found before the model is converted or anything is written. The modules trained in full are the
+ * config's lora_modules_to_save and those the adapter in adapter_dir (NULL: none) lists in its
+ * modules_to_save (PEFT trains what the adapter it continues saved). */
+static enum tern_status open_lora(struct session *s, bool with_moments, const char *adapter_dir)
 {
 	struct tern_config *c = s->cfg;
 	enum tern_status st = tern_model_config_load(c->base_model, &s->mc);
@@ -380,8 +383,21 @@ static enum tern_status open_lora(struct session *s, bool with_moments)
 		return st;
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(&s->mc, io);
+	unsigned full = tern_plan_full(c) | (adapter_dir ? tern_adapter_full(adapter_dir) : 0);
+	if (full != tern_plan_full(c)) {
+		/* the adapter's modules_to_save join the config's, so the plan and config.yaml count them */
+		char set[128];
+		snprintf(set, sizeof set, "lora_modules_to_save=[%s%s%s]",
+			 (full & 1u) ? tern_full_name(TERN_FULL_EMBED) : "", full == 3u ? ", " : "",
+			 (full & 2u) ? tern_full_name(TERN_FULL_HEAD) : "");
+		if ((st = tern_config_set(c, set)))
+			return st;
+		tern_log(TERN_LOG_INFO, "%s/adapter_config.json lists modules_to_save: training %s in full",
+			 adapter_dir, set + strlen("lora_modules_to_save="));
+	}
 	if ((st = tern_lora_set_alloc(&s->lora, (int)s->mc.L, c->lora_r, target_modules(c), io,
-				      with_moments)))
+				      with_moments)) ||
+	    (full && (st = tern_lora_set_add_full(s->lora, full, s->mc.V, s->mc.D, with_moments))))
 		return st;
 	s->meta.base_model = c->base_model;
 	s->meta.alpha = c->lora_alpha;
@@ -707,7 +723,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		free(y);
 	}
 	/* everything that can fail on bad input before anything is written to output_dir */
-	if ((st = load_data(&s)) || (st = open_lora(&s, true)))
+	if ((st = load_data(&s)) || (st = open_lora(&s, true, c->lora_model_dir)))
 		goto out;
 	if (s.data->train.n_rows == 0) {
 		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
@@ -1004,13 +1020,10 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 	memset(res, 0, sizeof *res);
 	res->adapter_loss = res->adapter_ppl = NAN;
 	enum tern_status st;
-	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = load_data(&s)) ||
-	    (st = open_lora(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
-	    (st = open_net(&s)))
+	char adir[4200] = "";
+	if ((st = load_config(&s, config_path, sets, n_sets)))
 		goto out;
 	struct tern_config *c = s.cfg;
-	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
-	char adir[4200] = "";
 	if (adapter_dir)
 		snprintf(adir, sizeof adir, "%s", adapter_dir);
 	else {
@@ -1021,6 +1034,10 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 		else if (c->lora_model_dir)
 			snprintf(adir, sizeof adir, "%s", c->lora_model_dir);
 	}
+	if ((st = load_data(&s)) || (st = open_lora(&s, false, adir[0] ? adir : NULL)) ||
+	    (st = open_backend(&s)) || (st = open_model(&s)) || (st = open_net(&s)))
+		goto out;
+	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
 	/* base alone: B = 0 makes every LoRA term vanish */
 	if ((st = tern_net_lora_upload(s.net, s.lora)) ||
 	    (st = evaluate(&s, r, &res->base_loss, &res->tokens)))
