@@ -299,7 +299,6 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	 * at the end of the LoRA blocks; the bytes they add, as the net lays them out */
 	unsigned full = tern_plan_full(cfg);
 	uint64_t full_bytes = 0;
-	int nfull = 0;
 	if (full) {
 		struct tern_net_opts nf = no;
 		nf.full = full;
@@ -307,9 +306,6 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		if ((st = tern_net_sizes(mc, &nf, &sf)))
 			return st;
 		full_bytes = sf.lora - ns_all.lora;
-		for (int f = 0; f < TERN_FULL_COUNT; f++)
-			nfull += (full >> f) & 1u;
-		params += (int64_t)nfull * mc->V * mc->D;
 	}
 	out->lora_params = params;
 
@@ -331,9 +327,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA gradients");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW first moments");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
-	item(fx, nf, TERN_PLAN_ITEMS, full_bytes,
-	     "trained in full: %s%s%s [%lld, %lld] f32, grads, AdamW m, v", (full & 1u) ? "embed_tokens" : "",
-	     full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "", (long long)mc->V, (long long)mc->D);
+	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
+	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s)", (long long)T,
 	     cfg->gradient_checkpointing ? ", checkpointed" : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
@@ -347,7 +342,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(out->host_reserve, &out->n_host_reserve, 4, TERN_PLAN_HOST_RESERVE,
 	     "tern, tokenized data, staging, page cache");
 	item(out->host_reserve, &out->n_host_reserve, 4, (lora + full_bytes) / 4 * 3,
-	     full ? "LoRA and modules_to_save host copy (parameters, moments)"
+	     full ? "LoRA + modules_to_save host copy (params, moments)"
 		  : "LoRA host copy (parameters, moments)");
 	for (int i = 0; i < out->n_host_reserve; i++)
 		out->host_reserve_bytes += out->host_reserve[i].bytes;
