@@ -80,6 +80,8 @@ struct tern_config {
 	double val_set_size; /* < 1: fraction of the samples; >= 1: a count */
 	int64_t sequence_len;
 	bool sample_packing;
+	bool pad_to_sequence_len; /* pad each micro-batch to sequence_len (always with sample_packing);
+				   * false: only to its longest row */
 	bool train_on_inputs;
 	char *bos_token, *eos_token, *pad_token, *unk_token; /* special_tokens; NULL = tokenizer's */
 

@@ -54,7 +54,8 @@ struct tern_net {
 	struct tern_backend *be;
 	const struct tern_model *m;
 	struct tern_net_opts o;
-	int64_t T, D, F, H, Hkv, Dh, V, L, R;
+	int64_t T, D, F, H, Hkv, Dh, V, L, R; /* T: tokens of the micro-batch at work (tern_net_tokens) */
+	int64_t Tmax;                         /* tokens the activations are allocated for (o.T) */
 	float eps;
 
 	struct tern_buffer *gbuf; /* tied: the global pack group (embeddings = lm_head, final norm);
@@ -377,7 +378,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->be = be;
 	n->m = m;
 	n->o = *o;
-	n->T = o->T;
+	n->T = n->Tmax = o->T;
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
@@ -1039,6 +1040,15 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	return TERN_OK;
 }
 
+enum tern_status tern_net_tokens(struct tern_net *n, int64_t T)
+{
+	if (T < 1 || T > n->Tmax)
+		return tern_fail(TERN_E_INVALID, "net: a micro-batch of %lld tokens (allocated for 1..%lld)",
+				 (long long)T, (long long)n->Tmax);
+	n->T = T;
+	return TERN_OK;
+}
+
 enum tern_status tern_net_zero(struct tern_net *n)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
@@ -1072,7 +1082,7 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, st
 					 (long long)t, id, (long long)V);
 		tern_plain_to_f32(n->embed_dt, n->embed_host + (size_t)id * (size_t)D * es, D, n->xh + t * D);
 	}
-	return n->be->vt->upload(n->be, out, n->xh);
+	return n->be->vt->upload(n->be, tern_view_sub(out, 0, (size_t)(n->T * D) * 4), n->xh);
 }
 
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
@@ -1088,10 +1098,11 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		if (len != n->seq_len)
 			n->seq_len = len, n->seq_pos = 0;
 	}
-	TRY(vt->upload(be, n->tokens, tokens));
-	TRY(vt->upload(be, n->targets, targets));
-	TRY(vt->upload(be, n->pos, positions));
-	TRY(vt->upload(be, n->seg, segments));
+	/* T values of each (the views hold Tmax) */
+	TRY(vt->upload(be, tern_view_sub(n->tokens, 0, (size_t)T * 4), tokens));
+	TRY(vt->upload(be, tern_view_sub(n->targets, 0, (size_t)T * 4), targets));
+	TRY(vt->upload(be, tern_view_sub(n->pos, 0, (size_t)T * 4), positions));
+	TRY(vt->upload(be, tern_view_sub(n->seg, 0, (size_t)T * 4), segments));
 
 	bool x16 = n->o.prec == TERN_F16;
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;

@@ -103,6 +103,11 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 /* Trainable parameter count. */
 int64_t tern_net_params(const struct tern_net *n);
 
+/* The tokens of the next micro-batches: 1 <= T <= o.T (the allocation is for o.T; a micro-batch
+ * padded only to its longest row runs with fewer). tern_net_micro reads T values of each array.
+ * The net starts with T = o.T. */
+enum tern_status tern_net_tokens(struct tern_net *n, int64_t T);
+
 /* Zeroes the gradients and the loss accumulator (start of an accumulation window). */
 enum tern_status tern_net_zero(struct tern_net *n);
 

@@ -136,7 +136,10 @@ struct session {
 	struct tern_lora_set *lora; /* host copy (with moments) for saving */
 	struct tern_adapter_meta meta;
 	int64_t S, mb, accum, T;
-	enum tern_dtype prec;                   /* compute_dtype resolved for the backend */
+	bool pad_full;        /* pad_to_sequence_len (or sample_packing): micro-batches of mb rows of S */
+	int64_t Tb, real;     /* the staged micro-batch: its tokens (mb·S, or rows × its longest row) and
+			   * its real (non-pad) tokens */
+	enum tern_dtype prec; /* compute_dtype resolved for the backend */
 	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
 	int32_t pad;
 	FILE *out;
@@ -221,6 +224,7 @@ static enum tern_status load_data(struct session *s)
 	s->mb = c->micro_batch_size;
 	s->accum = c->gradient_accumulation_steps;
 	s->T = s->S * s->mb;
+	s->pad_full = c->pad_to_sequence_len || c->sample_packing;
 	s->pad = 0; /* padded rows: any id (targets -100, segment -1) */
 	size_t b = (size_t)s->T * 4;
 	s->tok_b = tern_malloc(b), s->tgt_b = tern_malloc(b), s->pos_b = tern_malloc(b),
@@ -436,22 +440,47 @@ static void lora_init(struct tern_lora_set *set, uint64_t seed)
 		}
 }
 
-/* Stages rows idx[0..n) of r (n <= mb; missing rows padded) as one micro-batch; returns the number
- * of trained targets. */
+/* A row's length without its trailing padding (segment -1; padding only ends a row). */
+static int64_t row_len(const struct tern_rows *r, int64_t row)
+{
+	int64_t n = r->S;
+	while (n > 0 && r->segments[row * r->S + n - 1] < 0)
+		n--;
+	return n;
+}
+
+/* Stages rows idx[0..n) of r (n <= mb) as one micro-batch; returns the number of trained targets
+ * and sets s->Tb and s->real. pad_to_sequence_len: mb rows of S (missing rows padded), as
+ * allocated; otherwise the n rows cut to the longest of them (at least 1 token): the rows are laid
+ * out at that stride, which changes nothing for a token (attention stays within its sample and
+ * pads carry no target) but skips the padding's work. */
 static int64_t stage(struct session *s, const struct tern_rows *r, const int64_t *idx, int64_t n)
 {
-	int64_t S = s->S, trained = 0;
-	for (int64_t j = 0; j < s->mb; j++) {
+	int64_t S = s->S, trained = 0, rows = s->mb;
+	s->real = 0;
+	if (!s->pad_full) {
+		int64_t longest = 1;
+		for (int64_t j = 0; j < n; j++) {
+			int64_t len = row_len(r, idx[j]);
+			longest = len > longest ? len : longest;
+		}
+		S = longest;
+		rows = n > 0 ? n : 1;
+	}
+	s->Tb = rows * S;
+	for (int64_t j = 0; j < rows; j++) {
 		int32_t *tk = s->tok_b + j * S, *tg = s->tgt_b + j * S, *ps = s->pos_b + j * S,
 			*sg = s->seg_b + j * S;
 		if (j < n) {
 			int64_t row = idx[j];
-			memcpy(tk, r->tokens + row * S, (size_t)S * 4);
-			memcpy(tg, r->targets + row * S, (size_t)S * 4);
-			memcpy(ps, r->positions + row * S, (size_t)S * 4);
-			memcpy(sg, r->segments + row * S, (size_t)S * 4);
-			for (int64_t t = 0; t < S; t++)
+			memcpy(tk, r->tokens + row * r->S, (size_t)S * 4);
+			memcpy(tg, r->targets + row * r->S, (size_t)S * 4);
+			memcpy(ps, r->positions + row * r->S, (size_t)S * 4);
+			memcpy(sg, r->segments + row * r->S, (size_t)S * 4);
+			for (int64_t t = 0; t < S; t++) {
 				trained += tg[t] != -100;
+				s->real += sg[t] >= 0;
+			}
 		} else {
 			for (int64_t t = 0; t < S; t++) {
 				tk[t] = s->pad;
@@ -487,8 +516,9 @@ static enum tern_status evaluate(struct session *s, const struct tern_rows *r, d
 	for (int64_t i = 0; i < n && st == TERN_OK; i += s->mb) {
 		int64_t k = n - i < s->mb ? n - i : s->mb;
 		stage(s, r, idx + i, k);
-		st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
-				    N ? 1.0f / (float)N : 0.0f, false, 0, 0);
+		if ((st = tern_net_tokens(s->net, s->Tb)) == TERN_OK)
+			st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
+					    N ? 1.0f / (float)N : 0.0f, false, 0, 0);
 	}
 	if (st == TERN_OK)
 		st = tern_net_loss(s->net, loss);
@@ -605,9 +635,12 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 			u, d, h);
 	}
 	fprintf(o,
-		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples\n",
+		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples; "
+		"%s\n",
 		(long long)tr->samples, (long long)tr->tokens, (long long)tr->trained, (long long)tr->rows,
-		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples);
+		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples,
+		s->pad_full ? "micro-batches padded to sequence_len"
+			    : "micro-batches padded to their longest row");
 	fprintf(o, "  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld rows/step, lr %g %s\n",
 		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
 		c->learning_rate,
@@ -825,6 +858,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	sigaction(SIGTERM, &sa, &old_term);
 
 	double t0 = tern_now(), elapsed0 = state.elapsed, step_t = 0, tok_window = 0;
+	int64_t input_tokens = 0; /* real tokens fed since this run (or its resume) started */
 	int64_t first_step = state.step;
 	bool planned = c->max_time <= 0;
 	while (state.step < K && !g_stop) {
@@ -846,12 +880,16 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		int64_t N = count_trained(&s.data->train, idx, n_rows);
 		if ((st = tern_net_zero(s.net)) != TERN_OK)
 			break;
+		int64_t real = 0; /* the step's real (non-pad) tokens */
 		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
 			int64_t a = j * s.mb, m = n_rows - a;
 			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
 			stage(&s, &s.data->train, idx + a, m);
-			st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
-					    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k, (uint32_t)j);
+			real += s.real;
+			if ((st = tern_net_tokens(s.net, s.Tb)) == TERN_OK)
+				st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
+						    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k,
+						    (uint32_t)j);
 		}
 		double loss, gnorm;
 		if (st || (st = tern_net_loss(s.net, &loss)) ||
@@ -878,7 +916,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		state.last_loss = loss;
 		double now = tern_now();
 		step_t = now - ts;
-		tok_window += (double)(n_rows * s.S);
+		tok_window += (double)real; /* tokens/s counts real tokens only, never padding */
+		input_tokens += real;
 		state.elapsed = elapsed0 + (now - t0);
 
 		/* time budget: plan the schedule from the first measured steps */
@@ -935,11 +974,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
 				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f",
+				"\"stream_read_s\": %.4f, \"input_tokens\": %lld",
 				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
 				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
 				(unsigned long long)ss.bytes[TERN_TIER_HOST],
-				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s);
+				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
+				(long long)input_tokens);
 			if (s.profile)
 				profile_fields(metrics, &prof, step_t);
 			fprintf(metrics, "}\n");
