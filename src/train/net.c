@@ -70,9 +70,10 @@ struct tern_net {
 	struct tern_view norm, inv_freq, ones;
 	struct layer_w *lw;
 
-	struct lora_slot *slot;             /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
-	size_t full_off[TERN_FULL_COUNT];   /* bytes into the parameter block of each module trained
-					   * in full ([V, D] f32), SIZE_MAX when not */
+	struct lora_slot *slot; /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
+	/* modules trained in full: their own buffers (a Llama-3-8B copy is 2 GiB; one block with the
+	 * LoRA would pass maxMemoryAllocationSize sooner): [f][FB_PARAM..FB_M2], NULL when not */
+	struct tern_buffer *fb[TERN_FULL_COUNT][4];
 	struct tern_weight embed_t, head_t; /* the trained copies as weights (views of params) */
 	size_t lora_bytes;
 	int64_t lora_n;
@@ -230,23 +231,29 @@ static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
 			s->offB = off;
 			off += (size_t)(s->O * R) * 4;
 		}
-	for (int f = 0; f < TERN_FULL_COUNT; f++) {
-		n->full_off[f] = SIZE_MAX;
-		if (!((n->o.full >> f) & 1u))
-			continue;
-		off = align_up(off);
-		n->full_off[f] = off;
-		off += (size_t)(n->V * n->D) * 4;
-	}
 	n->lora_bytes = off;
 	n->lora_n = (int64_t)(off / 4);
 }
 
 static bool trained_full(const struct tern_net *n, enum tern_full f) { return (n->o.full >> f) & 1u; }
 
-static struct tern_view full_view(const struct tern_net *n, struct tern_buffer *b, enum tern_full f)
+enum { FB_PARAM, FB_GRAD, FB_M1, FB_M2 };
+
+static size_t full_bytes(const struct tern_net *n) { return (size_t)(n->V * n->D) * 4; }
+
+/* Bytes and elements of the modules trained in full together (each [V, D] f32, ×4 buffers). */
+static int full_count(const struct tern_net *n)
 {
-	struct tern_view v = {b, n->full_off[f], (size_t)(n->V * n->D) * 4};
+	int c = 0;
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		c += (n->o.full >> f) & 1u;
+	return c;
+}
+
+/* Block k (FB_PARAM, FB_GRAD, FB_M1, FB_M2) of module f trained in full. */
+static struct tern_view full_view(const struct tern_net *n, int k, enum tern_full f)
+{
+	struct tern_view v = {n->fb[f][k], 0, full_bytes(n)};
 	return v;
 }
 
@@ -596,6 +603,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	for (int f = 0; f < TERN_FULL_COUNT; f++) {
 		if (!trained_full(n, (enum tern_full)f))
 			continue;
+		for (int k = 0; k < 4; k++)
+			if ((st = be->vt->buffer_alloc(be, full_bytes(n), &n->fb[f][k])) ||
+			    (st = be->vt->zero(be, full_view(n, k, (enum tern_full)f))))
+				goto out;
 		const struct tern_pack_tensor *src = f == TERN_FULL_EMBED ? te : th;
 		float *h = tern_malloc((size_t)(n->V * D) * 4);
 		if (!h) {
@@ -604,7 +615,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		}
 		st = tern_pack_tensor_f32(m->pack, src, h);
 		if (st == TERN_OK)
-			st = be->vt->upload(be, full_view(n, n->params, (enum tern_full)f), h);
+			st = be->vt->upload(be, full_view(n, FB_PARAM, (enum tern_full)f), h);
 		free(h);
 		if (st)
 			goto out;
@@ -612,7 +623,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		*w = (struct tern_weight){.dtype = TERN_F32,
 					  .O = n->V,
 					  .I = D,
-					  .data = full_view(n, n->params, (enum tern_full)f)};
+					  .data = full_view(n, FB_PARAM, (enum tern_full)f)};
 	}
 
 	plan_act(n, c, &ap);
@@ -646,6 +657,10 @@ void tern_net_free(struct tern_net *n)
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		if (bufs[i])
 			be->vt->buffer_free(be, bufs[i]);
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		for (int k = 0; k < 4; k++)
+			if (n->fb[f][k])
+				be->vt->buffer_free(be, n->fb[f][k]);
 	if (n->lw)
 		for (int64_t l = 0; l < n->L; l++)
 			if (n->lw[l].buf)
@@ -674,11 +689,11 @@ void tern_net_free(struct tern_net *n)
 void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora, uint64_t *act)
 {
 	*weights = n->weight_bytes;
-	*lora = (uint64_t)n->lora_bytes * 4;
+	*lora = (uint64_t)n->lora_bytes * 4 + (uint64_t)full_count(n) * full_bytes(n) * 4;
 	*act = n->act_bytes;
 }
 
-int64_t tern_net_params(const struct tern_net *n) { return n->lora_n; }
+int64_t tern_net_params(const struct tern_net *n) { return n->lora_n + (int64_t)full_count(n) * n->V * n->D; }
 
 /* ---- LoRA parameters ---- */
 
@@ -703,12 +718,12 @@ static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, b
 		/* up: only what the set holds (a module it has no values for keeps the base copy) */
 		if (up && !((s->full_have >> f) & 1u))
 			continue;
-		struct tern_buffer *bufs[3] = {n->params, n->m1, n->m2};
+		static const int blk[3] = {FB_PARAM, FB_M1, FB_M2};
 		float *h[3] = {t->W, t->m, t->v};
 		for (int k = 0; k < 3 && st == TERN_OK; k++) {
 			if (!h[k])
 				continue;
-			struct tern_view v = full_view(n, bufs[k], (enum tern_full)f);
+			struct tern_view v = full_view(n, blk[k], (enum tern_full)f);
 			st = up ? vt->upload(n->be, v, h[k]) : vt->download(n->be, h[k], v);
 		}
 		if (st == TERN_OK && !up)
@@ -757,7 +772,7 @@ enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float 
 {
 	if ((unsigned)f >= TERN_FULL_COUNT || !trained_full(n, f))
 		return tern_fail(TERN_E_INVALID, "net: %s is not trained in full", tern_full_name(f));
-	return n->be->vt->download(n->be, dW, full_view(n, n->grads, f));
+	return n->be->vt->download(n->be, dW, full_view(n, FB_GRAD, f));
 }
 enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s)
 {
@@ -1054,6 +1069,9 @@ enum tern_status tern_net_zero(struct tern_net *n)
 	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_view g = {n->grads, 0, n->lora_bytes};
 	enum tern_status st = vt->zero(n->be, g);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = vt->zero(n->be, full_view(n, FB_GRAD, (enum tern_full)f));
 	if (st == TERN_OK)
 		st = vt->zero(n->be, n->loss);
 	return st;
@@ -1124,7 +1142,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
 	bool head_t = trained_full(n, TERN_FULL_HEAD);
 	struct tern_view dW =
-		head_t && backward ? full_view(n, n->grads, TERN_FULL_HEAD) : (struct tern_view){0};
+		head_t && backward ? full_view(n, FB_GRAD, TERN_FULL_HEAD) : (struct tern_view){0};
 	TRY(tern_ce_loss(be, n->loss, n->dxf, dW, n->xf, head_t ? &n->head_t : &n->head, n->targets, T, inv_n,
 			 n->o.prec));
 	if (!backward)
@@ -1138,7 +1156,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	}
 	/* dres = dL/d(layer 0's input): the embedding rows' gradient */
 	if (trained_full(n, TERN_FULL_EMBED))
-		TRY(tern_embed_bwd(be, full_view(n, n->grads, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
+		TRY(tern_embed_bwd(be, full_view(n, FB_GRAD, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
 				   D));
 	return TERN_OK;
 }
@@ -1155,13 +1173,22 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_view g = {n->grads, 0, n->lora_bytes};
+	int64_t VD = n->V * n->D;
+	/* one global norm over the LoRA block and the modules trained in full */
 	enum tern_status st = tern_sumsq(n->be, n->sumsq, g, n->lora_n, false);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = tern_sumsq(n->be, n->sumsq, full_view(n, FB_GRAD, (enum tern_full)f), VD, true);
 	float ss = 0;
 	if (st == TERN_OK)
 		st = vt->download(n->be, &ss, n->sumsq);
 	*norm = sqrt((double)ss);
 	if (st == TERN_OK && max_norm > 0)
 		st = tern_clip(n->be, g, n->lora_n, n->sumsq, max_norm);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK && max_norm > 0; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = tern_clip(n->be, full_view(n, FB_GRAD, (enum tern_full)f), VD, n->sumsq,
+				       max_norm);
 	return st;
 }
 
@@ -1169,7 +1196,14 @@ enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args
 {
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};
 	struct tern_view m1 = {n->m1, 0, n->lora_bytes}, m2 = {n->m2, 0, n->lora_bytes};
-	return tern_adamw(n->be, p, g, m1, m2, n->lora_n, a);
+	enum tern_status st = tern_adamw(n->be, p, g, m1, m2, n->lora_n, a);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
+		enum tern_full e = (enum tern_full)f;
+		if (trained_full(n, e))
+			st = tern_adamw(n->be, full_view(n, FB_PARAM, e), full_view(n, FB_GRAD, e),
+					full_view(n, FB_M1, e), full_view(n, FB_M2, e), n->V * n->D, a);
+	}
+	return st;
 }
 
 enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
@@ -1199,9 +1233,9 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 		plan_act(&n, c, &ap);
 		if (ap.oom)
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
-		out->lora = (uint64_t)n.lora_bytes * 4;
+		out->lora = (uint64_t)n.lora_bytes * 4 + (uint64_t)full_count(&n) * full_bytes(&n) * 4;
 		out->act = ap.size;
-		out->params = n.lora_n;
+		out->params = tern_net_params(&n);
 	}
 	free(ap.v);
 	free(n.slot);

@@ -24,10 +24,12 @@
  * moments in blocks of the same layout, so that the norm, clipping and AdamW are one call each.
  *
  * Modules trained in full (PEFT modules_to_save, o.full): an fp32 copy [V, D] of embed_tokens
- * and/or lm_head at the end of the same block (256-byte aligned), made from the base weights at
- * creation, with its gradient and moments in the other blocks; the frozen copy stays where it
- * was. A trained embed_tokens is gathered from its copy (embed) and gets dE += scatter of the
- * layer-0 input gradient (embed_bwd); a trained lm_head is the loss's W and gets ce_loss's dW.
+ * and/or lm_head in buffers of their own (weights, gradient, two moments; a Llama-3-8B copy is
+ * 2 GiB, so one block with the LoRA would reach maxMemoryAllocationSize sooner), made from the
+ * base weights at creation; the norm, clipping and AdamW cover them with the LoRA block (one
+ * global norm). The frozen copy stays where it was. A trained embed_tokens is gathered from its
+ * copy (embed) and gets dE += scatter of the layer-0 input gradient (embed_bwd); a trained lm_head
+ * is the loss's W and gets ce_loss's dW.
  * With tied embeddings the two copies are independent, as in PEFT. */
 #ifndef TERN_TRAIN_NET_H
 #define TERN_TRAIN_NET_H

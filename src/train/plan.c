@@ -296,7 +296,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		act = sk.act;
 	}
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
-	 * at the end of the LoRA blocks; the bytes they add, as the net lays them out */
+	 * in buffers of their own; the bytes they add, as the net allocates them */
 	unsigned full = tern_plan_full(cfg);
 	uint64_t full_bytes = 0;
 	if (full) {
