@@ -779,7 +779,7 @@ static enum tern_status write_adapter_files(const char *dir, const struct tern_l
 					    const struct tern_adapter_meta *meta)
 {
 	for (int f = 0; f < TERN_FULL_COUNT; f++)
-		if ((s->full >> f) & ~s->full_have & 1u)
+		if (((s->full & ~s->full_have) >> f) & 1u)
 			return tern_fail(TERN_E_INVALID, "%s: %s (modules_to_save) holds no values to write",
 					 dir, full_name[f]);
 	char *st_path = path_join(dir, "adapter_model.safetensors");

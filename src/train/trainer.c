@@ -617,8 +617,10 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		(long long)c->lora_r, c->lora_alpha, c->use_rslora ? " (rsLoRA)" : "", c->lora_dropout,
 		(long long)tern_net_params(s->net));
 	fprintf(o,
-		"  device    %s: %s; %s products, fp32 accumulation; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
-		s->be->name, s->be->device_name, tern_dtype_name(s->prec), b1, b2, b3);
+		"  device    %s: %s; %s products, fp32 accumulation; memory: weights %s, LoRA%s+grads+AdamW %s, "
+		"activations %s\n",
+		s->be->name, s->be->device_name, tern_dtype_name(s->prec), b1,
+		s->lora->full ? "+modules_to_save" : "", b2, b3);
 	{
 		const struct tern_plan *p = &s->plan;
 		char d[32], h[32], sl[32], u[32];
