@@ -74,7 +74,7 @@ struct tern_net {
 	/* modules trained in full: their own buffers (a Llama-3-8B copy is 2 GiB; one block with the
 	 * LoRA would pass maxMemoryAllocationSize sooner): [f][FB_PARAM..FB_M2], NULL when not */
 	struct tern_buffer *fb[TERN_FULL_COUNT][4];
-	struct tern_weight embed_t, head_t; /* the trained copies as weights (views of params) */
+	struct tern_weight embed_t, head_t; /* the trained copies as weights (fb[f][FB_PARAM]) */
 	size_t lora_bytes;
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
@@ -241,7 +241,7 @@ enum { FB_PARAM, FB_GRAD, FB_M1, FB_M2 };
 
 static size_t full_bytes(const struct tern_net *n) { return (size_t)(n->V * n->D) * 4; }
 
-/* Bytes and elements of the modules trained in full together (each [V, D] f32, ×4 buffers). */
+/* How many modules are trained in full (each [V, D] f32 in 4 buffers of full_bytes). */
 static int full_count(const struct tern_net *n)
 {
 	int c = 0;
