@@ -120,7 +120,8 @@ enum tern_prof_kind {
 	TERN_PROF_LORA,        /* gemm (the LoRA products, and the bias products) */
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
-	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed, axpy, dropout, cast, scale */
+	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed(_bwd), axpy, dropout, cast,
+				* scale */
 	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
 	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
 	TERN_PROF_KIND_COUNT
