@@ -9,7 +9,9 @@
  * - every read error, each with its message;
  * - atomic directory writes: replacement, and a failure injected at every file-system step
  *   leaves neither a final nor a temporary directory (and an old directory intact);
- * - checkpoint rotation (save_total_limit) and tern_checkpoint_latest with stray directories.
+ * - checkpoint rotation (save_total_limit) and tern_checkpoint_latest with stray directories;
+ * - modules trained in full (modules_to_save): PEFT's names and config key, round trips with their
+ *   moments, an adapter listing only some of them, and the refusals.
  * With TERN_ADAPTER_KEEP=DIR it also writes an adapter for the fixture's tiny model to DIR, for
  * `tools/make_adapter_fixture.py --check DIR` (PEFT loads it; docs/FORMATS.md has the result).
  *
@@ -606,8 +608,9 @@ static void test_read_errors(void)
 	tern_lora_set_free(l3);
 	/* a directory without adapter_config.json: the file and the reason, no line (was ":-1:") */
 	st = tern_adapter_read(path_in("no_such_adapter"), b, NULL);
-	check(st == TERN_E_IO && has(tern_error(), "unable to open ") &&
-		      has(tern_error(), "no_such_adapter/adapter_config.json: No such file or directory") &&
+	check(st == TERN_E_IO &&
+		      has(tern_error(),
+			  "no_such_adapter/adapter_config.json: cannot read: No such file or directory") &&
 		      !has(tern_error(), ":-1:"),
 	      "missing adapter_config.json: %s", tern_error());
 
@@ -1089,6 +1092,135 @@ static void test_checkpoint(void)
 	tern_lora_set_free(b);
 }
 
+/* ---- modules trained in full (modules_to_save) -------------------------------------------- */
+
+static struct tern_lora_set *full_set(unsigned full, bool moments)
+{
+	struct tern_lora_set *s = new_set(2, 4, QVOD, io_small, moments);
+	if (tern_lora_set_add_full(s, full, 50, 48, moments)) {
+		fprintf(stderr, "tern_lora_set_add_full: %s\n", tern_error());
+		exit(1);
+	}
+	return s;
+}
+
+static void fill_full(struct tern_lora_set *s)
+{
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		for (int64_t i = 0; s->f[f].W && i < 50 * 48; i++) {
+			s->f[f].W[i] = rng_float();
+			if (s->f[f].m)
+				s->f[f].m[i] = rng_float() * 1e-3f, s->f[f].v[i] = rng_float() * 1e-6f;
+		}
+	s->full_have = s->full;
+}
+
+static bool same_full(const struct tern_lora_set *a, const struct tern_lora_set *b, int f, bool moments)
+{
+	size_t n = (size_t)(50 * 48) * 4;
+	return !memcmp(a->f[f].W, b->f[f].W, n) &&
+	       (!moments || (!memcmp(a->f[f].m, b->f[f].m, n) && !memcmp(a->f[f].v, b->f[f].v, n)));
+}
+
+static void test_full(void)
+{
+	enum tern_full f;
+	check(tern_full_parse("embed_tokens", &f) && f == TERN_FULL_EMBED && tern_full_parse("lm_head", &f) &&
+		      f == TERN_FULL_HEAD && tern_full_parse("model.embed_tokens", &f) &&
+		      f == TERN_FULL_EMBED && !tern_full_parse("q_proj", &f) &&
+		      !tern_full_parse("lm_heads", &f),
+	      "modules_to_save names parse (a dotted path by its last part)");
+	/* write -> read: PEFT's tensor names and shapes, modules_to_save in the config */
+	struct tern_lora_set *a = full_set(3, false), *b = full_set(3, false);
+	fill(a);
+	fill_full(a);
+	char *dir = path_in("full");
+	enum tern_status st = tern_adapter_write(dir, a, &meta_default);
+	struct tern_st_file *sf = NULL;
+	char *stp = path_in("full/adapter_model.safetensors");
+	bool names = st == TERN_OK && tern_st_open(stp, &sf) == TERN_OK;
+	const struct tern_st_tensor *te =
+		names ? tern_st_file_find(sf, "base_model.model.model.embed_tokens.weight") : NULL;
+	const struct tern_st_tensor *th =
+		names ? tern_st_file_find(sf, "base_model.model.lm_head.weight") : NULL;
+	check(te && th && te->shape[0] == 50 && te->shape[1] == 48 && th->dtype == TERN_ST_F32,
+	      "embed_tokens / lm_head saved under PEFT's names, F32 [50, 48]");
+	tern_st_close(sf);
+	char *cfg = read_text(path_in("full/adapter_config.json"));
+	check(cfg && strstr(cfg, "\"modules_to_save\": [\n    \"embed_tokens\",\n    \"lm_head\"\n  ]"),
+	      "adapter_config.json: modules_to_save [embed_tokens, lm_head]");
+	free(cfg);
+	check(tern_adapter_full(dir) == 3u && tern_adapter_full(path_in("nowhere")) == 0,
+	      "tern_adapter_full reads the list");
+	st = tern_adapter_read(dir, b, NULL);
+	check(st == TERN_OK && same(a, b) && same_full(a, b, 0, false) && same_full(a, b, 1, false) &&
+		      b->full_have == 3,
+	      "full modules read back bit for bit: %s", st ? tern_error() : "ok");
+	/* a set that never got values for them is not written */
+	struct tern_lora_set *c = full_set(3, false);
+	fill(c);
+	st = tern_adapter_write(path_in("full_empty"), c, &meta_default);
+	check(st == TERN_E_INVALID && has(tern_error(), "holds no values"), "unset full modules refused: %s",
+	      tern_error());
+	/* an adapter listing only lm_head read into a run training both: embed_tokens keeps its bit clear */
+	struct tern_lora_set *h = full_set(2, false);
+	fill(h);
+	fill_full(h);
+	tern_lora_set_free(c);
+	c = full_set(3, false);
+	st = tern_adapter_write(path_in("full_head"), h, &meta_default);
+	if (st == TERN_OK)
+		st = tern_adapter_read(path_in("full_head"), c, NULL);
+	check(st == TERN_OK && c->full_have == 2u && same_full(h, c, 1, false),
+	      "an adapter with lm_head only: read, embed_tokens left to the base: %s",
+	      st ? tern_error() : "ok");
+	/* ... but a run that does not train what the adapter lists refuses it */
+	struct tern_lora_set *none = new_set(2, 4, QVOD, io_small, false);
+	st = tern_adapter_read(dir, none, NULL);
+	check(st == TERN_E_INVALID &&
+		      has(tern_error(), "modules_to_save has embed_tokens but the run does not train it"),
+	      "modules_to_save the run does not train: %s", tern_error());
+	tern_lora_set_free(none);
+	/* refusals: an unknown module, a missing tensor */
+	char *cp = path_in("full/adapter_config.json");
+	edit_file(cp, "\"lm_head\"", "\"score\"");
+	st = tern_adapter_read(dir, b, NULL);
+	check(st == TERN_E_UNSUPPORTED && has(tern_error(), "modules_to_save has score"),
+	      "modules_to_save [score] refused: %s", tern_error());
+	edit_file(cp, "\"score\"", "\"model.lm_head\"");
+	st = tern_adapter_read(dir, b, NULL);
+	check(st == TERN_OK, "modules_to_save [model.lm_head] accepted: %s", st ? tern_error() : "ok");
+	/* the LoRA tensors alone (rewrite_tensors writes no full module) */
+	rewrite_tensors(dir, a, NULL, NULL, TERN_ST_F32);
+	st = tern_adapter_read(dir, b, NULL);
+	check(st == TERN_E_FORMAT &&
+		      has(tern_error(), "base_model.model.model.embed_tokens.weight is missing"),
+	      "a listed module's tensor missing: %s", tern_error());
+	/* checkpoints carry the moments */
+	struct tern_lora_set *ma = full_set(3, true), *mb = full_set(3, true);
+	fill(ma);
+	fill_full(ma);
+	struct tern_train_state ts = {.step = 3, .total_steps = 9, .seed = 1};
+	snprintf(ts.config_hash, sizeof ts.config_hash, "00ff");
+	struct tern_train_state rs;
+	st = tern_checkpoint_write(path_in("fullck"), ma, &meta_default, &ts, 0);
+	if (st == TERN_OK)
+		st = tern_checkpoint_read(path_in("fullck/checkpoint-3"), mb, &rs);
+	check(st == TERN_OK && same(ma, mb) && same_full(ma, mb, 0, true) && same_full(ma, mb, 1, true),
+	      "checkpoint: full modules and their AdamW moments bit for bit: %s", st ? tern_error() : "ok");
+	struct tern_lora_set *mh = full_set(2, true);
+	st = tern_checkpoint_read(path_in("fullck/checkpoint-3"), mh, &rs);
+	check(st != TERN_OK && has(tern_error(), "modules_to_save"),
+	      "checkpoint into a run with other modules_to_save: %s", tern_error());
+	tern_lora_set_free(mh);
+	tern_lora_set_free(ma);
+	tern_lora_set_free(mb);
+	tern_lora_set_free(h);
+	tern_lora_set_free(c);
+	tern_lora_set_free(a);
+	tern_lora_set_free(b);
+}
+
 int main(void)
 {
 	const char *t = getenv("TMPDIR"), *d = getenv("TERN_TEST_DATA");
@@ -1104,6 +1236,7 @@ int main(void)
 	test_read_errors();
 	test_atomic();
 	test_checkpoint();
+	test_full();
 	remove_tree(tmpdir);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;

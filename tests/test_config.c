@@ -251,7 +251,8 @@ static void test_errors(void)
 	expect_error(
 		HEAD "lora_target_modules: [q_proj, qproj]\n",
 		"configs/x.yaml:5: lora_target_modules: 'qproj' is not a module tern can adapt (allowed: "
-		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); did you mean 'q_proj'?");
+		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); did you mean "
+		"'q_proj'?");
 	expect_error(HEAD "lora_r: [1, 2]\n",
 		     "configs/x.yaml:5: lora_r: '[a list]' is not a single value (allowed: 1..4096)");
 	expect_error(
@@ -360,6 +361,73 @@ static void test_set(void)
 			      "--set: warmup_steps: conflicts with --set: warmup_ratio: set one of them"),
 	      "check after --set names --set");
 	tern_config_free(c);
+}
+
+/* PEFT's all-linear: a scalar or a one-element list, the same as lora_target_linear: true (and the
+ * written config parses back to it); mixed with module names it is an error. */
+static void test_all_linear(void)
+{
+	const char *forms[] = {HEAD "lora_target_modules: all-linear\n",
+			       HEAD "lora_target_modules: [all-linear]\n",
+			       HEAD "lora_target_modules:\n  - all-linear\nlora_target_linear: false\n"};
+	for (int i = 0; i < 3; i++) {
+		struct tern_config *c = parse(forms[i]), *c2 = NULL;
+		char *y = NULL;
+		check(c && c->lora_target_linear && c->n_target_modules == 1, "all-linear: target_linear");
+		if (!c)
+			continue;
+		check(tern_config_write(c, &y) == TERN_OK &&
+			      tern_config_parse(&c2, "w.yaml", y, strlen(y)) == TERN_OK &&
+			      c2->lora_target_linear && c2->n_target_modules == 1 &&
+			      !strcmp(c2->lora_target_modules[0], "all-linear"),
+		      "all-linear: round trip");
+		free(y);
+		tern_config_free(c2);
+		tern_config_free(c);
+	}
+	struct tern_config *c = parse(HEAD "lora_target_modules: [q_proj]\n");
+	check(c && !c->lora_target_linear, "one module is not all-linear");
+	if (c) {
+		check(tern_config_set(c, "lora_target_modules=all-linear") == TERN_OK &&
+			      tern_config_check(c) == TERN_OK && c->lora_target_linear,
+		      "--set lora_target_modules=all-linear");
+		tern_config_free(c);
+	}
+	expect_error(HEAD "lora_target_modules: [q_proj, all-linear]\n",
+		     "configs/x.yaml:5: lora_target_modules: 'all-linear' stands alone (write "
+		     "lora_target_modules: all-linear, or list the modules)");
+	expect_error(HEAD "lora_target_modules: all_linear\n",
+		     "configs/x.yaml:5: lora_target_modules: 'all_linear' is not a module tern can adapt "
+		     "(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); "
+		     "did you mean 'all-linear'?");
+}
+
+/* lora_modules_to_save: PEFT's modules_to_save names, written back, and a typo refused. */
+static void test_modules_to_save(void)
+{
+	struct tern_config *c = parse(HEAD "lora_modules_to_save: [embed_tokens, lm_head]\n"), *c2 = NULL;
+	char *y = NULL;
+	check(c && c->n_modules_to_save == 2 && !strcmp(c->lora_modules_to_save[1], "lm_head"),
+	      "modules_to_save parsed");
+	if (c) {
+		check(tern_config_write(c, &y) == TERN_OK &&
+			      strstr(y, "lora_modules_to_save: [embed_tokens, lm_head]") &&
+			      tern_config_parse(&c2, "w.yaml", y, strlen(y)) == TERN_OK &&
+			      c2->n_modules_to_save == 2,
+		      "modules_to_save round trip");
+		check(tern_config_set(c, "lora_modules_to_save=null") == TERN_OK && c->n_modules_to_save == 0,
+		      "--set lora_modules_to_save=null");
+	}
+	free(y);
+	tern_config_free(c2);
+	tern_config_free(c);
+	c = parse(HEAD);
+	check(c && c->n_modules_to_save == 0, "no modules_to_save by default");
+	tern_config_free(c);
+	expect_error(
+		HEAD "lora_modules_to_save: [lm_heads]\n",
+		"configs/x.yaml:5: lora_modules_to_save: 'lm_heads' is not a module tern can train in full "
+		"(allowed: embed_tokens, lm_head); did you mean 'lm_head'?");
 }
 
 static void test_units(void)
@@ -873,6 +941,8 @@ int main(void)
 	test_defaults();
 	test_errors();
 	test_set();
+	test_all_linear();
+	test_modules_to_save();
 	test_units();
 	test_axolotl_examples();
 	test_engine_keys();

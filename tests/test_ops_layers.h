@@ -622,6 +622,102 @@ out:
 	chk_end(&c);
 }
 
+/* embed_bwd: dE[ids[t]] += dy[t] onto a non-zero dE, ids with many repeats (V small against T),
+ * the first and last rows, against a double oracle. bad_at >= 0: ids[bad_at] = V; the CPU must
+ * fail naming it and leave dE as it was; Vulkan skips that token. fd (CPU): central differences
+ * of L(E) = Σ c · embed(E) (the forward op) against embed_bwd of c from a zero dE. */
+static void check_embed_bwd(struct suite *s, int64_t T, int64_t V, int64_t D, int64_t bad_at, bool fd)
+{
+	struct chk c;
+	chk_begin(&c, s, fd ? "fd" : "embed_bwd", "%sT=%lld V=%lld D=%lld%s", fd ? "embed_bwd " : "",
+		  (long long)T, (long long)V, (long long)D, bad_at >= 0 ? " bad id" : "");
+	if (skip_unsupported(&c, TERN_OP_EMBED_BWD, TERN_F32))
+		return;
+	float *e0 = fvec(V * D), *dy = fvec(T * D), *got = fvec(V * D), *y = fvec(T * D);
+	int32_t *ids = calloc((size_t)T + 1, 4);
+	double *want = dvec(V * D), *fdv = dvec(V * D);
+	if (!e0 || !dy || !got || !y || !ids || !want || !fdv) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	if (!fd)
+		fill_sym(&c.r, e0, V * D, 1.0);
+	fill_sym(&c.r, dy, T * D, 1.0);
+	for (int64_t t = 0; t < T; t++)
+		ids[t] = (int32_t)(rng_u64(&c.r) % (uint64_t)V);
+	ids[0] = (int32_t)(V - 1);
+	if (T > 2)
+		ids[T - 1] = 0;
+	if (bad_at >= 0)
+		ids[bad_at] = (int32_t)V;
+	for (int64_t i = 0; i < V * D; i++)
+		want[i] = e0[i];
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t j = 0; ids[t] >= 0 && ids[t] < V && j < D; j++)
+			want[ids[t] * D + j] += dy[t * D + j];
+	struct dten *de = dt_new(&c, "dE", (size_t)(V * D) * 4, e0),
+		    *ddy = dt_new(&c, "dy", (size_t)(T * D) * 4, dy);
+	struct dten *di = dt_new(&c, "ids", (size_t)T * 4, ids);
+	if (!de || !ddy || !di)
+		goto out;
+	struct tern_backend *be = s->be;
+	enum tern_status st = tern_embed_bwd(be, de->v, ddy->v, di->v, T, V, D);
+	if (bad_at >= 0 && s->is_cpu) {
+		char need[64];
+		snprintf(need, sizeof need, "ids[%lld] = %lld", (long long)bad_at, (long long)V);
+		if (st != TERN_E_INVALID || !strstr(tern_error(), "embed_bwd") || !strstr(tern_error(), need))
+			fail(&c, "bad id: got %s \"%s\", want invalid naming %s", tern_status_str(st),
+			     tern_error(), need);
+		dt_unchanged(&c, de, e0);
+		goto out;
+	}
+	if (bad(&c, st, "embed_bwd"))
+		goto out;
+	expect(&c, de, want, V * D, 1e-6);
+	dt_unchanged(&c, ddy, dy);
+	dt_unchanged(&c, di, ids);
+	if (!fd || !dt_get(&c, de, got))
+		goto out;
+	/* L(E) = Σ_t Σ_j dy[t, j] · E[ids[t], j]: the gradient is embed_bwd(dy) from dE = 0 */
+	struct dten *dE = dt_new(&c, "E", (size_t)(V * D) * 4, e0), *dyo = dt_nan(&c, "y", T * D);
+	if (!dE || !dyo)
+		goto out;
+	struct tern_weight w = {.dtype = TERN_F32, .O = V, .I = D, .data = dE->v};
+	float *E = fvec(V * D);
+	if (!E)
+		goto out;
+	fill_sym(&c.r, E, V * D, 1.0);
+	const float h = 1e-2f;
+	for (int64_t k = 0; k < V * D; k++) {
+		float keep = E[k], es[2] = {keep + h, keep - h};
+		double L[2];
+		for (int q = 0; q < 2; q++) {
+			E[k] = es[q];
+			if (bad(&c, be->vt->upload(be, dE->v, E), "upload") ||
+			    bad(&c, tern_embed(be, dyo->v, di->v, &w, T), "embed") || !dt_get(&c, dyo, y)) {
+				free(E);
+				goto out;
+			}
+			L[q] = 0.0;
+			for (int64_t i = 0; i < T * D; i++)
+				L[q] += (double)dy[i] * (double)y[i];
+		}
+		E[k] = keep;
+		fdv[k] = (L[0] - L[1]) / ((double)es[0] - (double)es[1]);
+	}
+	free(E);
+	cmp(&c, "dE vs finite differences", got, fdv, V * D, 1e-3);
+out:
+	free(e0);
+	free(dy);
+	free(got);
+	free(y);
+	free(ids);
+	free(want);
+	free(fdv);
+	chk_end(&c);
+}
+
 /* An f32 table larger than 128 MiB (lavapipe's maxStorageBufferRange): Vulkan binds it in
  * chunks of rows; ids on both sides of the chunk boundary and the last row. */
 static void check_embed_large(struct suite *s)
@@ -742,6 +838,12 @@ static void check_layers_all(struct suite *s)
 	}
 	check_embed(s, TERN_F32, 9, 50, 16, 3);
 	check_embed(s, TERN_BF16, 5, 50, 7, 4);
+	check_embed_bwd(s, 1, 1, 1, -1, false);
+	check_embed_bwd(s, 40, 7, 33, -1, false);
+	check_embed_bwd(s, 300, 50, 300, -1, false);
+	check_embed_bwd(s, 9, 20, 16, 3, false);
+	if (s->is_cpu)
+		check_embed_bwd(s, 6, 4, 5, -1, true);
 	const char *large = getenv("TERN_TEST_LARGE");
 	if (large && !strcmp(large, "0")) {
 		print_line(s, "embed", "f32 > 128 MiB", "skipped (TERN_TEST_LARGE=0)");

@@ -58,7 +58,7 @@ static enum tern_status ce_call(struct tern_backend *be, struct tern_view loss, 
 		snprintf(buf, sizeof buf, "%lld", (long long)chunk);
 		setenv("TERN_CE_CHUNK", buf, 1);
 	}
-	enum tern_status st = tern_ce_loss(be, loss, dx, x, w, lab, T, inv_n, prec);
+	enum tern_status st = tern_ce_loss(be, loss, dx, (struct tern_view){0}, x, w, lab, T, inv_n, prec);
 	if (chunk > 0)
 		unsetenv("TERN_CE_CHUNK");
 	return st;
@@ -177,7 +177,8 @@ static void check_ce_loss_bad_label(struct suite *s, int32_t badv)
 	struct dten *dloss = dt_new(&c, "loss", 4, &loss0), *ddx = dt_new(&c, "dx", sizeof x, x);
 	if (!dx || !dl || !dloss || !ddx || !dweight_make(&c, &hw, &w))
 		goto out;
-	enum tern_status st = tern_ce_loss(s->be, dloss->v, ddx->v, dx->v, &w, dl->v, T, 0.5f, TERN_F32);
+	enum tern_status st = tern_ce_loss(s->be, dloss->v, ddx->v, (struct tern_view){0}, dx->v, &w, dl->v,
+					   T, 0.5f, TERN_F32);
 	if (s->is_cpu) {
 		if (st != TERN_E_INVALID || !strstr(tern_error(), "ce_loss") ||
 		    !strstr(tern_error(), "labels"))
@@ -263,6 +264,129 @@ out:
 	chk_end(&c);
 }
 
+/* ce_loss with dW (a trained lm_head, modules_to_save): dW += Σ_t dz_tᵀ x_t onto a dW that
+ * starts non-zero (the += of accumulation), against the double oracle, with chunking forced;
+ * on the CPU also central differences of the loss with respect to W. */
+static void check_ce_loss_dw(struct suite *s, int64_t T, int64_t D, int64_t V, int64_t chunk, bool fd)
+{
+	struct chk c;
+	chk_begin(&c, s, fd ? "fd" : "ce_loss", "%sdW T=%lld D=%lld V=%lld chunk=%lld", fd ? "ce_loss " : "",
+		  (long long)T, (long long)D, (long long)V, (long long)chunk);
+	if (skip_unsupported(&c, TERN_OP_CE_LOSS, TERN_F32))
+		return;
+	struct hweight hw;
+	float *x = fvec(T * D), *dw0 = fvec(V * D), *got = fvec(V * D), zero = 0.0f;
+	int32_t *lab = calloc((size_t)T + 1, sizeof(int32_t));
+	double *want = dvec(V * D), *dxw = dvec(T * D), *fdv = dvec(V * D), *z = dvec(V);
+	if (!x || !dw0 || !got || !lab || !want || !dxw || !fdv || !z ||
+	    !hweight_make(&hw, TERN_F32, 0, V, D, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	for (int64_t i = 0; i < V * D; i++)
+		hw.deq[i] *= 8.0f;
+	memcpy(hw.data, hw.deq, (size_t)(V * D) * 4);
+	fill_sym(&c.r, x, T * D, 1.0);
+	fill_sym(&c.r, dw0, V * D, 0.5);
+	for (int64_t t = 0; t < T; t++)
+		lab[t] = t == 1 ? -100 : (int32_t)(rng_u64(&c.r) % (uint64_t)V);
+	float inv_n = 1.0f / (float)(T + 1);
+	/* the oracle: want = dW0 + Σ_t inv_n (softmax(z_t) − onehot)ᵀ x_t */
+	for (int64_t i = 0; i < V * D; i++)
+		want[i] = dw0[i];
+	for (int64_t t = 0; t < T; t++) {
+		if (lab[t] == -100)
+			continue;
+		double m = -INFINITY, se = 0.0;
+		for (int64_t v = 0; v < V; v++) {
+			double a = 0.0;
+			for (int64_t i = 0; i < D; i++)
+				a += (double)x[t * D + i] * (double)hw.deq[v * D + i];
+			z[v] = a;
+			m = a > m ? a : m;
+		}
+		for (int64_t v = 0; v < V; v++)
+			se += exp(z[v] - m);
+		double lse = m + log(se);
+		for (int64_t v = 0; v < V; v++) {
+			double g = (double)inv_n * (exp(z[v] - lse) - (v == lab[t] ? 1.0 : 0.0));
+			for (int64_t i = 0; i < D; i++)
+				want[v * D + i] += g * (double)x[t * D + i];
+		}
+	}
+	double add;
+	ref_ce_loss(&add, dxw, x, hw.deq, lab, T, V, D, inv_n);
+	struct tern_weight w;
+	struct dten *dx = dt_new(&c, "x", (size_t)(T * D) * 4, x),
+		    *dl = dt_new(&c, "labels", (size_t)T * 4, lab);
+	struct dten *dloss = dt_new(&c, "loss", 4, &zero), *ddx = dt_nan(&c, "dx", T * D);
+	struct dten *ddw = dt_new(&c, "dW", (size_t)(V * D) * 4, dw0);
+	if (!dx || !dl || !dloss || !ddx || !ddw || !dweight_make(&c, &hw, &w))
+		goto out_w;
+	struct tern_backend *be = s->be;
+	char buf[32];
+	snprintf(buf, sizeof buf, "%lld", (long long)chunk);
+	if (chunk > 0)
+		setenv("TERN_CE_CHUNK", buf, 1);
+	enum tern_status st =
+		tern_ce_loss(be, dloss->v, ddx->v, ddw->v, dx->v, &w, dl->v, T, inv_n, TERN_F32);
+	if (chunk > 0)
+		unsetenv("TERN_CE_CHUNK");
+	if (bad(&c, st, "ce_loss"))
+		goto out_w;
+	expect(&c, ddw, want, V * D, TOL_CE);
+	expect(&c, ddx, dxw, T * D, TOL_CE); /* dx as without dW */
+	dt_unchanged(&c, dt_find(&c, "W data"), hw.data);
+	/* a dW with a non-f32 W is refused by the front door */
+	struct tern_weight wb = w;
+	wb.dtype = TERN_BF16;
+	if (tern_ce_loss(be, dloss->v, ddx->v, ddw->v, dx->v, &wb, dl->v, T, inv_n, TERN_F32) !=
+		    TERN_E_UNSUPPORTED ||
+	    !strstr(tern_error(), "dW"))
+		fail(&c, "dW with a bf16 W: got \"%s\"", tern_error());
+	if (!fd)
+		goto out_w;
+	/* dL/dW by central differences (L = the loss of one call from 0, inv_n as above) against
+	 * dW − dW0 */
+	if (!dt_get(&c, ddw, got))
+		goto out_w;
+	for (int64_t i = 0; i < V * D; i++)
+		got[i] -= dw0[i];
+	const float h = 1e-2f;
+	for (int64_t j = 0; j < V * D; j++) {
+		float keep = hw.deq[j], ws[2] = {keep + h, keep - h};
+		double L[2];
+		for (int k = 0; k < 2; k++) {
+			float l;
+			hw.deq[j] = ws[k];
+			if (bad(&c, be->vt->upload(be, w.data, hw.deq), "upload") ||
+			    bad(&c, be->vt->upload(be, dloss->v, &zero), "upload") ||
+			    bad(&c,
+				tern_ce_loss(be, dloss->v, ddx->v, (struct tern_view){0}, dx->v, &w, dl->v, T,
+					     inv_n, TERN_F32),
+				"ce_loss") ||
+			    !dt_get(&c, dloss, &l))
+				goto out_w;
+			L[k] = l;
+		}
+		hw.deq[j] = keep;
+		fdv[j] = (L[0] - L[1]) / ((double)ws[0] - (double)ws[1]);
+	}
+	cmp(&c, "dW vs finite differences", got, fdv, V * D, 2e-3);
+out_w:
+	hweight_free(&hw);
+out:
+	free(x);
+	free(dw0);
+	free(got);
+	free(lab);
+	free(want);
+	free(dxw);
+	free(fdv);
+	free(z);
+	chk_end(&c);
+}
+
 static void check_loss_all(struct suite *s)
 {
 	static const enum tern_dtype dts[] = {TERN_F32, TERN_F16, TERN_BF16};
@@ -287,9 +411,13 @@ static void check_loss_all(struct suite *s)
 				   (int)hshapes[k][3], hshapes[k][4], TERN_F16);
 	check_ce_loss_bad_label(s, 10);
 	check_ce_loss_bad_label(s, -1);
+	check_ce_loss_dw(s, 5, 16, 7, 0, false);
+	check_ce_loss_dw(s, 17, 64, 130, 4, false);
+	check_ce_loss_dw(s, 9, 33, 301, 0, false);
 	if (s->is_cpu) {
 		check_fd_ce_loss(s, 4, 6, 11, 0);
 		check_fd_ce_loss(s, 5, 9, 37, 2);
+		check_ce_loss_dw(s, 4, 6, 11, 2, true);
 	}
 }
 

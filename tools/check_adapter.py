@@ -15,7 +15,10 @@ Loss of base + adapter on pre-tokenized rows, as JSON on stdout:
   nf4-dq first replaces the q/k/v/o/gate/up/down base weights by dequantize(quantize_nf4(W))
   (bitsandbytes' algorithm, double quantization, blocksize 64; tools/nf4_golden.py), as the golden
   llama_nf4 case does; with "auto" (the default) that happens when a golden.json beside --data
-  says base_format "nf4-dq". --no-adapter gives the base model's loss.
+  says base_format "nf4-dq". --no-adapter gives the base model's loss. An adapter with
+  modules_to_save (embed_tokens, lm_head trained in full) is loaded as PEFT loads it; the output's
+  "modules_to_save" gives, per module, max |loaded weight - file tensor| (0 when PEFT took the
+  file's tensor for that module) so a name PEFT did not match shows up as a non-zero difference.
 
 Differences between two adapters, as JSON:
 
@@ -110,9 +113,21 @@ def loss_cmd(args):
     nf4 = want_nf4(args)
     if nf4:
         dequant_nf4_base(model)
+    saved = {}
     if not args.no_adapter:
         import peft
         model = peft.PeftModel.from_pretrained(model, args.adapter)
+        files = adapter_tensors(args.adapter)
+        for mname in model.peft_config["default"].modules_to_save or []:
+            hits = [(n, m) for n, m in model.named_modules()
+                    if n.split(".")[-1] == mname and hasattr(m, "modules_to_save")]
+            if not hits:
+                sys.exit(f"check_adapter: modules_to_save {mname}: PEFT wrapped no module of that name")
+            for n, m in hits:
+                w = m.modules_to_save["default"].weight.detach()
+                key = n + ".weight"
+                saved[mname] = (float((w.double() - files[key].double()).abs().max())
+                                if key in files else None)
     model.eval()
     total, n_tr = 0.0, 0
     S = ids.shape[1]
@@ -128,7 +143,7 @@ def loss_cmd(args):
     out = {"model": args.model, "adapter": None if args.no_adapter else args.adapter, "data": args.data,
            "rows": [a, b], "base_format": "nf4-dq" if nf4 else "f32", "n_trained": n_tr, "loss_sum": total,
            "loss": total / n_tr if n_tr else None,
-           "perplexity": math.exp(total / n_tr) if n_tr else None}
+           "perplexity": math.exp(total / n_tr) if n_tr else None, "modules_to_save": saved}
     print(json.dumps(out, indent=1))
     return 0
 
@@ -168,7 +183,7 @@ def compare_cmd(args):
             with open(p) as f:
                 (ca if c == "a" else cb).update(json.load(f))
     for key in ("r", "lora_alpha", "target_modules", "use_rslora", "lora_dropout", "bias", "task_type",
-                "peft_type"):
+                "peft_type", "modules_to_save"):
         va, vb = ca.get(key), cb.get(key)
         if isinstance(va, list) and isinstance(vb, list):
             va, vb = sorted(va), sorted(vb)

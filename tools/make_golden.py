@@ -20,6 +20,12 @@ Per case it writes (layout and meaning: tests/data/golden/README.md):
   golden.json          hyper-parameters, the 10-step trajectory (lr, loss, grad norm, n_trained)
   config.yaml          a tern config for the same run
 
+llama_save, qwen3_save: PEFT modules_to_save ["embed_tokens", "lm_head"] on top of LoRA (q_proj,
+v_proj): both modules are trained in full (PEFT's ModulesToSaveWrapper copies; with qwen3's tied
+embeddings the two copies are independent, PEFT's default ensure_weight_tying=False), their
+gradients are in grads.safetensors and their weights in the adapters under PEFT's saved names
+(base_model.model.model.embed_tokens.weight, base_model.model.lm_head.weight).
+
 llama_nf4: the reference replaces the base projection weights (q/k/v/o/gate/up/down) by
 dequantize(quantize_nf4(W)) with bitsandbytes' algorithm (double quantization, blocksize 64), using
 tools/nf4_golden.py; model/ keeps the original fp32 weights (tern quantizes them on load).
@@ -90,6 +96,15 @@ CASES = {
                    use_sliding_window=False, tie_word_embeddings=True),
               dict(r=8, alpha=16, rslora=False, targets=ALL7), "f32"),
     "llama_nf4": (tf.LlamaConfig, LLAMA_KW, dict(r=8, alpha=16, rslora=False, targets=ALL7), "nf4-dq"),
+    "llama_save": (tf.LlamaConfig, LLAMA_KW,
+                   dict(r=8, alpha=16, rslora=False, targets=["q_proj", "v_proj"],
+                        save=["embed_tokens", "lm_head"]), "f32"),
+    "qwen3_save": (tf.Qwen3Config,
+                   dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=32, vocab_size=VOCAB, max_position_embeddings=64,
+                        use_sliding_window=False, tie_word_embeddings=True),
+                   dict(r=8, alpha=16, rslora=False, targets=["q_proj", "v_proj"],
+                        save=["embed_tokens", "lm_head"]), "f32"),
 }
 
 
@@ -166,8 +181,10 @@ def lora_scale(lo):
 
 
 def adapter_name(pname):
-    """PEFT parameter name -> adapter file tensor name."""
-    return pname.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+    """PEFT parameter name -> adapter file tensor name (modules_to_save copies lose
+    ".modules_to_save.default", as get_peft_model_state_dict strips it)."""
+    return (pname.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+            .replace(".modules_to_save.default.", "."))
 
 
 def save_adapter(pm, d):
@@ -186,7 +203,8 @@ def save_adapter(pm, d):
 
 
 def lora_params(pm):
-    return [(adapter_name(n), p) for n, p in pm.named_parameters() if "lora_" in n]
+    """The trainable parameters as the adapter file names them: LoRA A/B and modules_to_save."""
+    return [(adapter_name(n), p) for n, p in pm.named_parameters() if p.requires_grad]
 
 
 def quantize_nf4_dq(w):
@@ -264,7 +282,8 @@ def train(pm, tid, tlab, tmask, verbose):
     float64 path turns the fully masked rows of padding queries that a sliding window produces into
     NaN, which then reaches the real tokens through masked keys; float32 stays finite.)"""
     trainable = [p for n, p in pm.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n, p in pm.named_parameters() if p.requires_grad)
+    assert trainable and all("lora_" in n or ".modules_to_save." in n
+                             for n, p in pm.named_parameters() if p.requires_grad)
     opt = torch.optim.AdamW(trainable, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     sched = tf.get_cosine_schedule_with_warmup(opt, num_warmup_steps=WARMUP, num_training_steps=STEPS)
     pm.train()  # lora_dropout is 0 and the base has no dropout: train() changes nothing numerically
@@ -324,7 +343,7 @@ lora_alpha: {lo['alpha']}
 lora_dropout: 0.0
 use_rslora: {'true' if lo['rslora'] else 'false'}
 lora_target_modules: {yaml_list(lo['targets'])}
-datasets:
+{"lora_modules_to_save: " + yaml_list(lo["save"]) + chr(10) if lo.get("save") else ""}datasets:
   - path: {rel}/data.jsonl
     type: pretokenized
 sequence_len: {S}
@@ -392,7 +411,8 @@ def run_case(case, out_root, rel_root):
     # adapter
     torch.manual_seed(case_seed(case) + 1)
     lcfg = peft.LoraConfig(task_type="CAUSAL_LM", r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=0.0,
-                           bias="none", target_modules=lo["targets"], use_rslora=lo["rslora"])
+                           bias="none", target_modules=lo["targets"], use_rslora=lo["rslora"],
+                           modules_to_save=lo.get("save"))
     pm = peft.get_peft_model(model, lcfg)
     with torch.no_grad():
         for n, p in pm.named_parameters():
@@ -408,7 +428,7 @@ def run_case(case, out_root, rel_root):
     assert sorted(saved) == sorted(names), (sorted(saved)[:3], sorted(names)[:3])
     with open(os.path.join(d, "adapter_init", "adapter_config.json")) as f:
         acfg = json.load(f)
-    n_modules = len(names) // 2
+    n_modules = len([n for n in names if ".lora_" in n]) // 2
     print(f"   adapter: {n_modules} LoRA modules, r={lo['r']}, alpha={lo['alpha']}, rslora={lo['rslora']}, "
           f"scale {lora_scale(lo)!r}")
 
@@ -476,7 +496,7 @@ def run_case(case, out_root, rel_root):
     dl = max(abs(a["loss"] - b["loss"]) / abs(b["loss"]) for a, b in zip(traj, traj64))
     dg = max(abs(a["grad_norm"] - b["grad_norm"]) / b["grad_norm"] for a, b in zip(traj, traj64))
     fin = load_file(os.path.join(d, "adapter_final", "adapter_model.safetensors"))
-    sd64 = {adapter_name(n): p.detach() for n, p in pm64.named_parameters() if "lora_" in n}
+    sd64 = {adapter_name(n): p.detach() for n, p in pm64.named_parameters() if p.requires_grad}
     dw = max(float((fin[k].double() - sd64[k]).norm() / sd64[k].norm()) for k in fin)
     print(f"   float32 vs float64 reference: step-1 gradients relative norm error {num / den:.3e} (worst tensor "
           f"{worst_t:.3e}); losses max relative difference {dl:.3e}, grad norms {dg:.3e}; final adapter worst "
@@ -492,7 +512,7 @@ def run_case(case, out_root, rel_root):
         "warmup_steps": WARMUP, "lr_scheduler": "cosine", "weight_decay": WD, "max_grad_norm": MAX_GRAD_NORM,
         "adam_beta1": BETAS[0], "adam_beta2": BETAS[1], "adam_epsilon": EPS,
         "lora": {"r": lo["r"], "alpha": lo["alpha"], "rslora": lo["rslora"], "target_modules": lo["targets"],
-                 "scale": lora_scale(lo), "dropout": 0.0},
+                 "scale": lora_scale(lo), "dropout": 0.0, "modules_to_save": lo.get("save", [])},
         "sliding_window": kw.get("sliding_window"),
         "n_rows": N_ROWS, "seed": SEED,
         "trajectory": traj,

@@ -53,6 +53,7 @@ enum tern_op {
 	TERN_OP_ATTENTION,
 	TERN_OP_ATTENTION_BWD,
 	TERN_OP_CE_LOSS,
+	TERN_OP_EMBED_BWD,
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -119,7 +120,8 @@ enum tern_prof_kind {
 	TERN_PROF_LORA,        /* gemm (the LoRA products, and the bias products) */
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
-	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed, axpy, dropout, cast, scale */
+	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed(_bwd), axpy, dropout, cast,
+				* scale */
 	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
 	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
 	TERN_PROF_KIND_COUNT
@@ -319,6 +321,14 @@ struct tern_backend_vtable {
 	/* y[T,D] = E[ids[t]] (=); E is a weight [V, D] in F32/F16/BF16 (O = V, I = D); ids i32. */
 	enum tern_status (*embed)(struct tern_backend *be, struct tern_view y, struct tern_view ids,
 				  const struct tern_weight *E, int64_t T);
+	/* The embedding gather's backward, a scatter-add over the ids:
+	 *   dE[ids[t], :] += dy[t, :]   for t = 0 .. T-1 in token order   (+=)
+	 * dE f32 [V, D], dy f32 [T, D], ids i32 [T]; V, D >= 1, T >= 0. Rows of ids that repeat
+	 * accumulate in token order, so the result does not depend on scheduling (no atomics). An id
+	 * outside [0, V): the CPU fails before writing anything; Vulkan, which cannot read the ids
+	 * without a download, skips that token (its forward already wrote a NaN row). */
+	enum tern_status (*embed_bwd)(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				      struct tern_view ids, int64_t T, int64_t V, int64_t D);
 	/* Flash-style causal GQA attention: o[T,H,Dh] (=), lse[H,T] (=, the per-row log-sum-exp,
 	 * natural log) from q[T,H,Dh], k[T,Hkv,Dh], v[T,Hkv,Dh], seg[T] (i32); never H×T×T.
 	 * H, Hkv, Dh >= 1, H a multiple of Hkv, window >= 0, finite scale. */
@@ -335,12 +345,15 @@ struct tern_backend_vtable {
 	 * W [V, D] (F32/F16/BF16); for t with labels[t] != -100 (i32):
 	 *   loss[0] += inv_n · (logsumexp(z_t) − z_t[labels[t]])
 	 *   dx[t]    = inv_n · (softmax(z_t) − onehot(labels[t])) · W    (=; 0 for untrained t)
+	 *   dW      += Σ_t (inv_n · (softmax(z_t) − onehot(labels[t])))ᵀ x_t   [V, D] f32 (+=), only
+	 *              when dW.size > 0, and then W must be F32 (a trained lm_head, modules_to_save);
+	 *              dW.size == 0: not computed (a frozen lm_head). The products of dW are fp32.
 	 * labels are already shifted (labels[t] is token t's target). inv_n finite. prec: the
 	 * precision of the two products (x Wᵀ and (softmax − onehot) W) as for matmul; a backend
 	 * that has no half-precision path computes them in fp32 (the CPU reference does). */
 	enum tern_status (*ce_loss)(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-				    struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				    int64_t T, float inv_n, enum tern_dtype prec);
+				    struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				    struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
 };
 
 struct tern_backend {
@@ -392,6 +405,8 @@ enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, s
 				 enum tern_act act);
 enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
 			    const struct tern_weight *E, int64_t T);
+enum tern_status tern_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				struct tern_view ids, int64_t T, int64_t V, int64_t D);
 enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				struct tern_view q, struct tern_view k, struct tern_view v,
 				struct tern_view seg, const struct tern_attn_args *a);
@@ -401,8 +416,8 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 				    struct tern_view lse, struct tern_view seg,
 				    const struct tern_attn_args *a);
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-			      int64_t T, float inv_n, enum tern_dtype prec);
+			      struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+			      struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend

@@ -476,6 +476,28 @@ enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct 
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->embed(be, y, ids, E, T));
 }
 
+/* The ids are not checked here either (see tern_embed). */
+enum tern_status tern_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				struct tern_view ids, int64_t T, int64_t V, int64_t D)
+{
+	const char *op = "embed_bwd";
+	if (!be->vt->embed_bwd)
+		return missing(be, TERN_OP_EMBED_BWD);
+	enum tern_status st;
+	if (V < 1 || D < 1)
+		return tern_fail(TERN_E_INVALID, "embed_bwd: V=%lld D=%lld (both must be >= 1)", (long long)V,
+				 (long long)D);
+	if ((st = dims(op, T, "T", D, "D")) || (st = dims(op, V, "V", D, "D")))
+		return st;
+	long long lT = (long long)T, lD = (long long)D, lV = (long long)V;
+	if ((st = view(op, "dE", dE, (size_t)(V * D) * 4, "V=%lld D=%lld f32", lV, lD)) ||
+	    (st = view(op, "dy", dy, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "ids", ids, (size_t)T * 4, "T=%lld i32", lT)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->embed_bwd(be, dE, dy, ids, T, V, D));
+}
+
 /* The attention shape: sizes >= 1 (T >= 0), H a multiple of Hkv, T·H·Dh a count, finite scale. */
 static enum tern_status attn_shape(const char *op, const struct tern_attn_args *a)
 {
@@ -553,8 +575,8 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 /* The labels are not checked here: they live on the device (the CPU backend reads and checks
  * them; Vulkan makes a bad label's term NaN, see backend.h). */
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-			      struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-			      int64_t T, float inv_n, enum tern_dtype prec)
+			      struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+			      struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec)
 {
 	const char *op = "ce_loss";
 	if (!be->vt->ce_loss)
@@ -580,8 +602,15 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "labels", labels, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	/* the logits x Wᵀ and dx = (softmax - onehot) W */
-	bool prof = prof_begin(be, TERN_PROF_LOSS, 2.0 * 2.0 * (double)T * (double)W->O * (double)D);
+	if (dW.size && W->dtype != TERN_F32)
+		return tern_fail(TERN_E_UNSUPPORTED, "ce_loss: dW needs an f32 W (got %s)",
+				 tern_dtype_name(W->dtype));
+	if (dW.size &&
+	    (st = view(op, "dW", dW, (size_t)(W->O * D) * 4, "V=%lld D=%lld f32", (long long)W->O, lD)))
+		return st;
+	/* the logits x Wᵀ and dx = (softmax - onehot) W (and dW += dzᵀ x) */
+	bool prof = prof_begin(be, TERN_PROF_LOSS,
+			       (dW.size ? 3.0 : 2.0) * 2.0 * (double)T * (double)W->O * (double)D);
 	return prof_end(be, prof, TERN_PROF_LOSS,
-			be->vt->ce_loss(be, loss, dx, x, W, labels, T, inv_n, prec));
+			be->vt->ce_loss(be, loss, dx, dW, x, W, labels, T, inv_n, prec));
 }

@@ -4,7 +4,9 @@
  *	adapter_config.json        PEFT's keys (as PEFT 0.21 writes them), sorted, 2-space indent,
  *	                           Python's number and string spelling (json.dumps(indent=2,
  *	                           sort_keys=True)), no trailing newline
- *	adapter_model.safetensors  F32 lora_A [R, I] / lora_B [O, R], sorted by name
+ *	adapter_model.safetensors  F32 lora_A [R, I] / lora_B [O, R], and the modules trained in
+ *	                           full (modules_to_save) as base_model.model.<path>.weight [V, D],
+ *	                           sorted by name
  *	optimizer.safetensors      F32 <adapter tensor>.exp_avg / .exp_avg_sq (checkpoints)
  *	trainer_state.json         struct tern_train_state (checkpoints)
  * Directories are built under "<final>.tmp.<pid>" and renamed into place; an existing directory
@@ -49,6 +51,27 @@ bool tern_module_parse(const char *s, enum tern_module *out)
 	for (int m = 0; m < TERN_MOD_COUNT; m++) {
 		if (s && !strcmp(s, mod_name[m])) {
 			*out = (enum tern_module)m;
+			return true;
+		}
+	}
+	return false;
+}
+
+static const char *const full_name[TERN_FULL_COUNT] = {"embed_tokens", "lm_head"};
+/* the module's path in the model, as PEFT prefixes it with "base_model.model." */
+static const char *const full_path[TERN_FULL_COUNT] = {"model.embed_tokens", "lm_head"};
+
+const char *tern_full_name(enum tern_full f) { return (unsigned)f < TERN_FULL_COUNT ? full_name[f] : "?"; }
+
+bool tern_full_parse(const char *s, enum tern_full *out)
+{
+	if (!s)
+		return false;
+	const char *dot = strrchr(s, '.');
+	const char *last = dot ? dot + 1 : s;
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		if (!strcmp(last, full_name[f])) {
+			*out = (enum tern_full)f;
 			return true;
 		}
 	}
@@ -132,10 +155,35 @@ nomem:
 	return TERN_E_NOMEM;
 }
 
+enum tern_status tern_lora_set_add_full(struct tern_lora_set *s, unsigned full, int64_t V, int64_t D,
+					bool moments)
+{
+	if (!s || (full >> TERN_FULL_COUNT) || V <= 0 || D <= 0)
+		return tern_fail(TERN_E_INVALID,
+				 "LoRA set: bad modules_to_save 0x%x [%" PRId64 ", %" PRId64 "]", full, V, D);
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		struct tern_full_tensor *t = &s->f[f];
+		if (!((full >> f) & 1u) || ((s->full >> f) & 1u))
+			continue;
+		t->O = V;
+		t->I = D;
+		if (!(t->W = alloc_f32(V, D)) ||
+		    (moments && (!(t->m = alloc_f32(V, D)) || !(t->v = alloc_f32(V, D)))))
+			return TERN_E_NOMEM; /* freed with the set */
+		s->full |= 1u << f;
+	}
+	return TERN_OK;
+}
+
 void tern_lora_set_free(struct tern_lora_set *s)
 {
 	if (!s)
 		return;
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		free(s->f[f].W);
+		free(s->f[f].m);
+		free(s->f[f].v);
+	}
 	if (s->t) {
 		for (int i = 0; i < s->L * TERN_MOD_COUNT; i++) {
 			struct tern_lora_tensor *t = &s->t[i];
@@ -157,6 +205,12 @@ static enum tern_status check_set(const struct tern_lora_set *s, bool moments, c
 {
 	if (!s || !s->t || s->L <= 0 || s->R <= 0 || !s->modules || (s->modules >> TERN_MOD_COUNT))
 		return tern_fail(TERN_E_INVALID, "%s: the LoRA set is empty or not allocated", what);
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		const struct tern_full_tensor *t = &s->f[f];
+		if (((s->full >> f) & 1u) && (!t->W || (moments && (!t->m || !t->v))))
+			return tern_fail(TERN_E_INVALID, "%s: %s (modules_to_save) is not allocated%s", what,
+					 full_name[f], moments ? " with moments" : "");
+	}
 	for (int l = 0; l < s->L; l++) {
 		for (int m = 0; m < TERN_MOD_COUNT; m++) {
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
@@ -197,6 +251,23 @@ static void tensor_name(char *buf, int l, int m, const struct kind *k)
 {
 	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, mod_path[m], k->ab,
 		 k->suffix);
+}
+
+/* A module trained in full has one tensor per suffix: the kinds of lora_A stand for it. */
+static void full_tensor_name(char *buf, int f, const struct kind *k)
+{
+	snprintf(buf, NAME_CAP, "base_model.model.%s.weight%s", full_path[f], k->suffix);
+}
+
+static float *full_ptr(const struct tern_full_tensor *t, const struct kind *k)
+{
+	return !k->suffix[0] ? t->W : !strcmp(k->suffix, ".exp_avg") ? t->m : t->v;
+}
+
+/* Slots of the found[] array of a file: per (layer, module, kind), then per (full module, kind). */
+static size_t found_slots(const struct tern_lora_set *s, size_t nk)
+{
+	return ((size_t)s->L * TERN_MOD_COUNT + TERN_FULL_COUNT) * nk;
 }
 
 static float *kind_ptr(const struct tern_lora_tensor *t, const struct kind *k)
@@ -609,6 +680,9 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 	size_t n = 0;
 	for (int m = 0; m < TERN_MOD_COUNT; m++)
 		n += targeted(s, m) ? (size_t)s->L * nk : 0;
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		for (size_t k = 0; k < nk; k++)
+			n += ((s->full >> f) & 1u) && kinds[k].ab == 'A';
 	struct tern_st_desc *d = tern_calloc(n, sizeof *d);
 	char(*names)[NAME_CAP] = tern_calloc(n, NAME_CAP);
 	enum tern_status st = TERN_E_NOMEM;
@@ -628,6 +702,22 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 				kind_shape(s, t, &kinds[k], d[i].shape);
 				d[i].data = kind_ptr(t, &kinds[k]);
 			}
+		}
+	}
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		if (!((s->full >> f) & 1u))
+			continue;
+		for (size_t k = 0; k < nk; k++) {
+			if (kinds[k].ab != 'A')
+				continue;
+			full_tensor_name(names[i], f, &kinds[k]);
+			d[i].name = names[i];
+			d[i].dtype = TERN_ST_F32;
+			d[i].ndim = 2;
+			d[i].shape[0] = s->f[f].O;
+			d[i].shape[1] = s->f[f].I;
+			d[i].data = full_ptr(&s->f[f], &kinds[k]);
+			i++;
 		}
 	}
 	qsort(d, n, sizeof *d, cmp_desc);
@@ -656,7 +746,7 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 		return NULL;
 	}
 	/* json_pack steals the "o" references; keys as PEFT 0.21.2 writes them for a LoraConfig */
-	return json_pack(
+	json_t *root = json_pack(
 		"{s:n, s:{}, s:n, s:n, s:o, s:s, s:n, s:b, s:n, s:n, s:b, s:b, s:b, s:n, s:n, s:n, "
 		"s:n, s:{}, s:o, s:b, s:f, s:n, s:n, s:s, s:n, s:n, s:s, s:s, s:i, s:I, s:{}, s:n, "
 		"s:o, s:n, s:s, s:n, s:n, s:b, s:b, s:b, s:n}",
@@ -670,6 +760,17 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 		"qalora_group_size", 16, "r", (json_int_t)s->R, "rank_pattern", "revision", "target_modules",
 		mods, "target_parameters", "task_type", "CAUSAL_LM", "trainable_token_indices", "use_bdlora",
 		"use_dora", 0, "use_qalora", 0, "use_rslora", (int)meta->rslora, "velora_config");
+	if (root && s->full) {
+		json_t *save = json_array();
+		for (int f = 0; f < TERN_FULL_COUNT; f++)
+			if ((s->full >> f) & 1u)
+				json_array_append_new(save, json_string(full_name[f]));
+		if (!save || json_object_set_new(root, "modules_to_save", save)) {
+			json_decref(root);
+			return NULL;
+		}
+	}
+	return root;
 }
 
 static enum tern_status check_meta(const struct tern_adapter_meta *meta, const char *what)
@@ -689,6 +790,10 @@ static enum tern_status check_meta(const struct tern_adapter_meta *meta, const c
 static enum tern_status write_adapter_files(const char *dir, const struct tern_lora_set *s,
 					    const struct tern_adapter_meta *meta)
 {
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		if (((s->full & ~s->full_have) >> f) & 1u)
+			return tern_fail(TERN_E_INVALID, "%s: %s (modules_to_save) holds no values to write",
+					 dir, full_name[f]);
 	char *st_path = path_join(dir, "adapter_model.safetensors");
 	char *cfg_path = path_join(dir, "adapter_config.json");
 	enum tern_status st = TERN_E_NOMEM;
@@ -844,8 +949,9 @@ static void set_modules_str(char *buf, size_t cap, unsigned modules)
 
 /* Validates adapter_config.json against s; alpha, dropout, rslora into *meta. */
 static enum tern_status read_config(const char *dir, const struct tern_lora_set *s,
-				    struct tern_adapter_meta *meta)
+				    struct tern_adapter_meta *meta, unsigned *full_out)
 {
+	*full_out = 0;
 	char *path = path_join(dir, "adapter_config.json");
 	if (!path)
 		return TERN_E_NOMEM;
@@ -939,6 +1045,35 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 		goto out;
 	}
 	meta->rslora = json_is_true(v);
+	v = json_object_get(root, "modules_to_save");
+	if (v && !json_is_null(v)) {
+		if (!json_is_array(v)) {
+			st = tern_fail(TERN_E_FORMAT, "%s: modules_to_save is not a list or null", path);
+			goto out;
+		}
+		json_t *xs;
+		json_array_foreach(v, i, xs)
+		{
+			enum tern_full f;
+			if (!json_is_string(xs) || !tern_full_parse(json_string_value(xs), &f)) {
+				st = tern_fail(
+					TERN_E_UNSUPPORTED,
+					"%s: modules_to_save has %s, which tern cannot train in full (it "
+					"trains embed_tokens and lm_head)",
+					path, json_is_string(xs) ? json_string_value(xs) : "a non-string");
+				goto out;
+			}
+			if (!((s->full >> f) & 1u)) {
+				st = tern_fail(
+					TERN_E_INVALID,
+					"%s: modules_to_save has %s but the run does not train it (add it "
+					"to lora_modules_to_save)",
+					path, full_name[f]);
+				goto out;
+			}
+			*full_out |= 1u << f;
+		}
+	}
 	/* options that change the shapes or the math tern implements */
 	const char *bad = json_is_true(json_object_get(root, "use_dora"))            ? "use_dora: true"
 			  : json_is_true(json_object_get(root, "fan_in_fan_out"))    ? "fan_in_fan_out: true"
@@ -964,10 +1099,37 @@ out:
  * shapes and an accepted dtype; found[(l * TERN_MOD_COUNT + m) * nk + k] receives each. */
 static enum tern_status check_tensors(const struct tern_st_file *f, const char *path,
 				      const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
-				      bool f32_only, const struct tern_st_tensor **found)
+				      bool f32_only, unsigned fullbits, const struct tern_st_tensor **found)
 {
 	char name[NAME_CAP];
 	size_t expected = 0;
+	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	for (int fm = 0; fm < TERN_FULL_COUNT; fm++) {
+		if (!((fullbits >> fm) & 1u))
+			continue;
+		for (size_t k = 0; k < nk; k++) {
+			if (kinds[k].ab != 'A')
+				continue;
+			full_tensor_name(name, fm, &kinds[k]);
+			const struct tern_st_tensor *t = tern_st_file_find(f, name);
+			if (!t)
+				return tern_fail(TERN_E_FORMAT,
+						 "%s: tensor %s is missing (modules_to_save has %s)", path,
+						 name, full_name[fm]);
+			if (t->dtype != TERN_ST_F32 &&
+			    (f32_only || (t->dtype != TERN_ST_F16 && t->dtype != TERN_ST_BF16)))
+				return tern_fail(TERN_E_FORMAT, "%s: tensor %s has dtype %s; expected %s",
+						 path, name, tern_st_dtype_name(t->dtype),
+						 f32_only ? "F32" : "F32, F16 or BF16");
+			if (t->ndim != 2 || t->shape[0] != s->f[fm].O || t->shape[1] != s->f[fm].I)
+				return tern_fail(TERN_E_FORMAT,
+						 "%s: tensor %s is not [%" PRId64 ", %" PRId64
+						 "] (the base model's vocabulary and hidden size)",
+						 path, name, s->f[fm].O, s->f[fm].I);
+			found[fbase + (size_t)fm * nk + k] = t;
+			expected++;
+		}
+	}
 	for (int l = 0; l < s->L; l++) {
 		for (int m = 0; m < TERN_MOD_COUNT; m++) {
 			if (!targeted(s, m))
@@ -1006,7 +1168,7 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 			}
 		}
 	}
-	size_t n = tern_st_file_count(f), slots = (size_t)s->L * TERN_MOD_COUNT * nk;
+	size_t n = tern_st_file_count(f), slots = found_slots(s, nk);
 	if (n == expected)
 		return TERN_OK;
 	for (size_t i = 0; i < n; i++) {
@@ -1025,9 +1187,33 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 	return TERN_OK;
 }
 
-static void load_tensors(const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
+static void load_f32(float *dst, const struct tern_st_tensor *t)
+{
+	const unsigned char *src = t->data;
+	if (t->dtype == TERN_ST_F32) {
+		memcpy(dst, src, t->nbytes);
+		return;
+	}
+	for (int64_t i = 0; i < t->numel; i++) {
+		uint16_t h;
+		memcpy(&h, src + 2 * i, 2);
+		dst[i] = t->dtype == TERN_ST_F16 ? tern_f16_to_f32(h) : tern_bf16_to_f32(h);
+	}
+}
+
+static void load_tensors(struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 			 const struct tern_st_tensor **found)
 {
+	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	for (int fm = 0; fm < TERN_FULL_COUNT; fm++)
+		for (size_t k = 0; k < nk; k++) {
+			const struct tern_st_tensor *t = found[fbase + (size_t)fm * nk + k];
+			if (!t)
+				continue;
+			load_f32(full_ptr(&s->f[fm], &kinds[k]), t);
+			if (!kinds[k].suffix[0])
+				s->full_have |= 1u << fm;
+		}
 	for (int l = 0; l < s->L; l++) {
 		for (int m = 0; m < TERN_MOD_COUNT; m++) {
 			if (!targeted(s, m))
@@ -1036,18 +1222,7 @@ static void load_tensors(const struct tern_lora_set *s, const struct kind *kinds
 			for (size_t k = 0; k < nk; k++) {
 				const struct tern_st_tensor *t =
 					found[(size_t)(l * TERN_MOD_COUNT + m) * nk + k];
-				float *dst = kind_ptr(lt, &kinds[k]);
-				const unsigned char *src = t->data;
-				if (t->dtype == TERN_ST_F32) {
-					memcpy(dst, src, t->nbytes);
-					continue;
-				}
-				for (int64_t i = 0; i < t->numel; i++) {
-					uint16_t h;
-					memcpy(&h, src + 2 * i, 2);
-					dst[i] = t->dtype == TERN_ST_F16 ? tern_f16_to_f32(h)
-									 : tern_bf16_to_f32(h);
-				}
+				load_f32(kind_ptr(lt, &kinds[k]), t);
 			}
 		}
 	}
@@ -1062,16 +1237,16 @@ struct src {
 
 static enum tern_status src_open(struct src *x, const char *dir, const char *file,
 				 const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
-				 bool f32_only)
+				 bool f32_only, unsigned fullbits)
 {
 	x->path = path_join(dir, file);
-	x->found = tern_calloc((size_t)s->L * TERN_MOD_COUNT * nk, sizeof *x->found);
+	x->found = tern_calloc(found_slots(s, nk), sizeof *x->found);
 	if (!x->path || !x->found)
 		return TERN_E_NOMEM;
 	enum tern_status st = tern_st_open(x->path, &x->f);
 	if (st)
 		return st;
-	return check_tensors(x->f, x->path, s, kinds, nk, f32_only, x->found);
+	return check_tensors(x->f, x->path, s, kinds, nk, f32_only, fullbits, x->found);
 }
 
 static void src_close(struct src *x)
@@ -1087,19 +1262,39 @@ enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 	struct tern_adapter_meta meta = {0};
 	struct src a = {0};
 	enum tern_status st;
+	unsigned full = 0;
 	if ((st = check_set(s, false, dir ? dir : "adapter")))
 		return st;
 	if (!dir)
 		return tern_fail(TERN_E_INVALID, "adapter: no directory given");
-	if (!(st = read_config(dir, s, &meta)) &&
+	if (!(st = read_config(dir, s, &meta, &full)) &&
 	    !(st = src_open(&a, dir, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds),
-			    false))) {
+			    false, full))) {
 		load_tensors(s, weight_kinds, N_KINDS(weight_kinds), a.found);
 		if (meta_out)
 			*meta_out = meta;
 	}
 	src_close(&a);
 	return st;
+}
+
+unsigned tern_adapter_full(const char *dir)
+{
+	char *path = dir ? path_join(dir, "adapter_config.json") : NULL;
+	json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
+	json_t *v = json_object_get(root, "modules_to_save"), *x;
+	unsigned full = 0;
+	size_t i;
+	if (json_is_array(v))
+		json_array_foreach(v, i, x)
+		{
+			enum tern_full f;
+			if (json_is_string(x) && tern_full_parse(json_string_value(x), &f))
+				full |= 1u << f;
+		}
+	json_decref(root);
+	free(path);
+	return full;
 }
 
 /* ---- checkpoints -------------------------------------------------------------------------- */
@@ -1482,11 +1677,21 @@ enum tern_status tern_checkpoint_read(const char *dir, struct tern_lora_set *s,
 		goto out;
 	}
 	/* a damaged file is named as such before its contents are parsed */
+	unsigned full = 0;
 	if ((t.version >= 2 && (st = tern_manifest_verify(d, ckpt_files, N_KINDS(ckpt_files)))) ||
-	    (st = read_config(d, s, &meta)) ||
-	    (st = src_open(&a, d, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds),
-			   true)) ||
-	    (st = src_open(&o, d, "optimizer.safetensors", s, moment_kinds, N_KINDS(moment_kinds), true)))
+	    (st = read_config(d, s, &meta, &full)))
+		goto out;
+	if (full != s->full) {
+		st = tern_fail(TERN_E_INVALID,
+			       "%s/adapter_config.json: modules_to_save differs from the run's "
+			       "lora_modules_to_save (a checkpoint resumes the run that wrote it)",
+			       d);
+		goto out;
+	}
+	if ((st = src_open(&a, d, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds), true,
+			   full)) ||
+	    (st = src_open(&o, d, "optimizer.safetensors", s, moment_kinds, N_KINDS(moment_kinds), true,
+			   full)))
 		goto out;
 	load_tensors(s, weight_kinds, N_KINDS(weight_kinds), a.found);
 	load_tensors(s, moment_kinds, N_KINDS(moment_kinds), o.found);

@@ -8,6 +8,12 @@
  * indent, as PEFT writes it) and adapter_model.safetensors (metadata {"format": "pt"}), tensors
  * base_model.model.model.layers.<l>.<self_attn|mlp>.<module>.lora_<A|B>.weight.
  *
+ * Modules trained in full (PEFT's modules_to_save: embed_tokens, lm_head) are whole fp32 copies
+ * [V, D] kept beside the LoRA tensors, saved as PEFT saves them: adapter_model.safetensors holds
+ * base_model.model.model.embed_tokens.weight / base_model.model.lm_head.weight and
+ * adapter_config.json lists them in modules_to_save (optimizer.safetensors: the same names with
+ * ".exp_avg" / ".exp_avg_sq").
+ *
  * Checkpoint directory <output_dir>/checkpoint-<step>: the adapter files, optimizer.safetensors
  * (AdamW exp_avg / exp_avg_sq of each LoRA tensor, named like the adapter tensor with the suffix
  * ".exp_avg" / ".exp_avg_sq") and trainer_state.json (struct tern_train_state).
@@ -41,6 +47,20 @@ const char *tern_module_path(enum tern_module m);
 /* Parses a PEFT module name ("q_proj"); false when unknown. */
 bool tern_module_parse(const char *s, enum tern_module *out);
 
+/* Modules trained in full (PEFT modules_to_save). */
+enum tern_full { TERN_FULL_EMBED, TERN_FULL_HEAD, TERN_FULL_COUNT };
+/* "embed_tokens", "lm_head" */
+const char *tern_full_name(enum tern_full f);
+/* Parses a modules_to_save entry: "embed_tokens", "lm_head", or a dotted path ending in one
+ * ("model.embed_tokens"), as PEFT matches them; false otherwise. */
+bool tern_full_parse(const char *s, enum tern_full *out);
+
+/* A module trained in full: W [O, I] fp32 (embed_tokens and lm_head: [V, D]). */
+struct tern_full_tensor {
+	int64_t O, I;
+	float *W, *m, *v; /* m, v: AdamW moments (with moments only) */
+};
+
 struct tern_lora_tensor {
 	int64_t I, O;             /* in and out features of the base linear */
 	float *A, *B;             /* [R, I], [O, R]; NULL when the module is not targeted */
@@ -52,6 +72,10 @@ struct tern_lora_set {
 	int64_t R;                  /* rank */
 	unsigned modules;           /* bit m set: module m is targeted in every layer */
 	struct tern_lora_tensor *t; /* [L * TERN_MOD_COUNT], index l * TERN_MOD_COUNT + m */
+	unsigned full;              /* bit f: module f (enum tern_full) is trained in full */
+	unsigned full_have;         /* bits of full whose W holds values (read, downloaded); the others
+				     * start from the base model's weights (the net initialises them) */
+	struct tern_full_tensor f[TERN_FULL_COUNT];
 };
 
 static inline struct tern_lora_tensor *tern_lora_at(const struct tern_lora_set *s, int l, enum tern_module m)
@@ -64,6 +88,15 @@ static inline struct tern_lora_tensor *tern_lora_at(const struct tern_lora_set *
 enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t R, unsigned modules,
 				     const int64_t io[TERN_MOD_COUNT][2], bool moments);
 void tern_lora_set_free(struct tern_lora_set *s);
+
+/* Adds the modules of bit set `full` (enum tern_full), each [V, D], zeroed (full_have 0), with
+ * moments when `moments`. */
+enum tern_status tern_lora_set_add_full(struct tern_lora_set *s, unsigned full, int64_t V, int64_t D,
+					bool moments);
+
+/* The modules_to_save of dir/adapter_config.json as enum tern_full bits: 0 when there are none or
+ * the file cannot be read (tern_adapter_read reports those errors). */
+unsigned tern_adapter_full(const char *dir);
 
 /* What adapter_config.json records besides the tensors. */
 struct tern_adapter_meta {
@@ -92,7 +125,9 @@ enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set 
  * fan_in_fan_out, rank_pattern, alpha_pattern, layers_to_transform, bias), a tensor is missing,
  * extra, or has the wrong shape or dtype (F32, F16 and BF16 are accepted and converted). Nothing
  * is stored into s unless everything is valid. *meta_out (optional) receives alpha, dropout and
- * rslora from the file (base_model is not kept: NULL). */
+ * rslora from the file (base_model is not kept: NULL). modules_to_save must name modules of s->full
+ * (embed_tokens, lm_head); their tensors are read and their bits set in s->full_have; modules of
+ * s->full the adapter does not list keep their bit clear (they start from the base model). */
 enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 				   struct tern_adapter_meta *meta_out);
 

@@ -53,10 +53,14 @@ static const char *const sched_names[] = {
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
 static const char *const backend_names[] = {"auto", "vulkan", "cuda", "cpu", NULL};
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
-static const char *const module_names[] = {"q_proj",    "k_proj",  "v_proj",    "o_proj",
-					   "gate_proj", "up_proj", "down_proj", NULL};
+/* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
+static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
+					   "up_proj", "down_proj", "all-linear", NULL};
+static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
+/* a K_LIST's count: the int right after its pointer */
+#define list_count(p) ((int *)((char *)(p) + sizeof(char **)))
 #define NOTE_BF16                                                                                           \
 	"products run as compute_dtype (default auto: f16 with power-of-two scaling on GPUs, f32 on CPUs; " \
 	"tern builds no bf16 products yet); LoRA weights, gradients and AdamW state stay f32"
@@ -79,6 +83,7 @@ static const struct key keys[] = {
 	{"lora_dropout", K_FLOAT, F(lora_dropout), 0, 1, NULL, "0 <= p < 1", NULL, 0, 1},
 	{"lora_target_modules", K_LIST, F(lora_target_modules), 0, 0, module_names, NULL, NULL, 0, 0},
 	{"lora_target_linear", K_BOOL, F(lora_target_linear), 0, 0, NULL, "true, false", NULL, 0, 0},
+	{"lora_modules_to_save", K_LIST, F(lora_modules_to_save), 0, 0, save_names, NULL, NULL, 0, 0},
 	{"lora_model_dir", K_STR, F(lora_model_dir), 0, 0, NULL, "a PEFT adapter directory", NULL, 0, 0},
 	{"use_rslora", K_BOOL, F(use_rslora), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"datasets", K_DATASETS, F(datasets), 0, 0, NULL, "a list of {path, type}", NULL, 0, 0},
@@ -87,6 +92,7 @@ static const struct key keys[] = {
 	 0},
 	{"sequence_len", K_INT, F(sequence_len), 2, 1048576, NULL, "2..1048576", NULL, 0, 0},
 	{"sample_packing", K_BOOL, F(sample_packing), 0, 0, NULL, "true, false", NULL, 0, 0},
+	{"pad_to_sequence_len", K_BOOL, F(pad_to_sequence_len), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"train_on_inputs", K_BOOL, F(train_on_inputs), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"special_tokens", K_SPECIAL, F(bos_token), 0, 0, NULL, "bos_token, eos_token, pad_token, unk_token",
 	 NULL, 0, 0},
@@ -137,8 +143,6 @@ static const struct key keys[] = {
 	{"is_qwen_derived_model", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_ARCH, 0, 0},
 	{"dataset_prepared_path", K_NOTE, 0, 0, 0, NULL, NULL,
 	 "tern tokenizes the datasets at start; no cache", 0, 0},
-	{"pad_to_sequence_len", K_NOTE, 0, 0, 0, NULL, NULL, "tern rows are always sequence_len tokens long",
-	 0, 0},
 	{"eval_sample_packing", K_NOTE, 0, 0, 0, NULL, NULL, "evaluation rows follow sample_packing", 0, 0},
 	{"load_in_8bit", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_INT8, 0, 0},
 	{"gptq", K_REJECT, 0, 0, 0, NULL, NULL, "tern cannot read GPTQ checkpoints; use an unquantized base",
@@ -558,9 +562,9 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 	case K_FLOAT: *(double *)p = *(double *)q; break;
 	case K_ENUM: memcpy(p, q, sizeof(int)); break;
 	case K_LIST:
-		free_list(cfg->lora_target_modules, cfg->n_target_modules);
-		cfg->lora_target_modules = NULL;
-		cfg->n_target_modules = 0;
+		free_list(*(char ***)p, *list_count(p));
+		*(char ***)p = NULL;
+		*list_count(p) = 0;
 		break;
 	case K_DATASETS:
 		free_datasets(cfg->datasets, cfg->n_datasets);
@@ -971,8 +975,9 @@ static enum tern_status apply_list(const struct ctx *c, const struct key *k, con
 			if (s)
 				snprintf(hint, sizeof hint, "; did you mean '%s'?", s);
 			st = tern_fail(TERN_E_INVALID,
-				       "%s: %s: '%s' is not a module tern can adapt (allowed: %s)%s",
-				       where(c, node_line(e), w, sizeof w), k->name, item, allowed, hint);
+				       "%s: %s: '%s' is not a module tern can %s (allowed: %s)%s",
+				       where(c, node_line(e), w, sizeof w), k->name, item,
+				       k->names == save_names ? "train in full" : "adapt", allowed, hint);
 			goto out;
 		}
 		if (!(out[n++] = xstrdup(item))) {
@@ -980,9 +985,20 @@ static enum tern_status apply_list(const struct ctx *c, const struct key *k, con
 			goto out;
 		}
 	}
-	free_list(c->cfg->lora_target_modules, c->cfg->n_target_modules);
-	c->cfg->lora_target_modules = out;
-	c->cfg->n_target_modules = n;
+	for (int i = 0; i < n && n > 1; i++)
+		if (!strcmp(out[i], "all-linear")) {
+			char w[600];
+			st = tern_fail(
+				TERN_E_INVALID,
+				"%s: %s: 'all-linear' stands alone (write lora_target_modules: all-linear, "
+				"or list the modules)",
+				where(c, node_line(v), w, sizeof w), k->name);
+			goto out;
+		}
+	char *p = (char *)c->cfg + k->off;
+	free_list(*(char ***)p, *list_count(p));
+	*(char ***)p = out;
+	*list_count(p) = n;
 	return TERN_OK;
 out:
 	free_list(out, n);
@@ -1209,6 +1225,7 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg->base_model);
 	free(cfg->revision_of_model);
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
+	free_list(cfg->lora_modules_to_save, cfg->n_modules_to_save);
 	free(cfg->lora_model_dir);
 	free_datasets(cfg->datasets, cfg->n_datasets);
 	free(cfg->bos_token);
@@ -1641,6 +1658,8 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 				 kloc(cfg, cfg->load_in_4bit ? "load_in_4bit" : "adapter", b, sizeof b));
 	if (four && cfg->base_format == TERN_FORMAT_AUTO)
 		cfg->base_format = TERN_FORMAT_NF4_DQ;
+	if (cfg->n_target_modules == 1 && !strcmp(cfg->lora_target_modules[0], "all-linear"))
+		cfg->lora_target_linear = true; /* PEFT: every linear layer but the output head */
 	if (!cfg->lora_target_linear && cfg->n_target_modules == 0) {
 		/* PEFT's default for llama/mistral/qwen: q_proj and v_proj */
 		const char *def[] = {"q_proj", "v_proj"};
@@ -1793,12 +1812,14 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 				sb_add(&b, " %llds", (long long)x);
 			break;
 		}
-		case K_LIST:
+		case K_LIST: {
+			char *const *l = *(char *const *const *)p;
 			sb_add(&b, " [");
-			for (int j = 0; j < cfg->n_target_modules; j++)
-				sb_add(&b, "%s%s", j ? ", " : "", cfg->lora_target_modules[j]);
+			for (int j = 0; j < *(const int *)(p + sizeof(char **)); j++)
+				sb_add(&b, "%s%s", j ? ", " : "", l[j]);
 			sb_add(&b, "]");
 			break;
+		}
 		case K_DATASETS:
 			if (!cfg->n_datasets)
 				sb_add(&b, " []");

@@ -103,6 +103,8 @@ struct tern_config {
 	char **lora_target_modules; /* NULL-free array of n_target_modules strings */
 	int n_target_modules;
 	bool lora_target_linear;
+	char **lora_modules_to_save; /* PEFT modules_to_save: embed_tokens, lm_head (trained in full) */
+	int n_modules_to_save;
 	char *lora_model_dir; /* NULL = none */
 	bool use_rslora;
 
@@ -113,6 +115,8 @@ struct tern_config {
 	double val_set_size; /* < 1: fraction of the samples; >= 1: a count */
 	int64_t sequence_len;
 	bool sample_packing;
+	bool pad_to_sequence_len; /* pad each micro-batch to sequence_len (always with sample_packing);
+				   * false: only to its longest row */
 	bool train_on_inputs;
 	char *bos_token, *eos_token, *pad_token, *unk_token; /* special_tokens; NULL = tokenizer's */
 

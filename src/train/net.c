@@ -54,7 +54,8 @@ struct tern_net {
 	struct tern_backend *be;
 	const struct tern_model *m;
 	struct tern_net_opts o;
-	int64_t T, D, F, H, Hkv, Dh, V, L, R;
+	int64_t T, D, F, H, Hkv, Dh, V, L, R; /* T: tokens of the micro-batch at work (tern_net_tokens) */
+	int64_t Tmax;                         /* tokens the activations are allocated for (o.T) */
 	float eps;
 
 	struct tern_buffer *gbuf; /* tied: the global pack group (embeddings = lm_head, final norm);
@@ -70,6 +71,10 @@ struct tern_net {
 	struct layer_w *lw;
 
 	struct lora_slot *slot; /* [L * TERN_MOD_COUNT]; offA == SIZE_MAX when not targeted */
+	/* modules trained in full: their own buffers (a Llama-3-8B copy is 2 GiB; one block with the
+	 * LoRA would pass maxMemoryAllocationSize sooner): [f][FB_PARAM..FB_M2], NULL when not */
+	struct tern_buffer *fb[TERN_FULL_COUNT][4];
+	struct tern_weight embed_t, head_t; /* the trained copies as weights (fb[f][FB_PARAM]) */
 	size_t lora_bytes;
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
@@ -230,6 +235,28 @@ static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
 	n->lora_n = (int64_t)(off / 4);
 }
 
+static bool trained_full(const struct tern_net *n, enum tern_full f) { return (n->o.full >> f) & 1u; }
+
+enum { FB_PARAM, FB_GRAD, FB_M1, FB_M2 };
+
+static size_t full_bytes(const struct tern_net *n) { return (size_t)(n->V * n->D) * 4; }
+
+/* How many modules are trained in full (each [V, D] f32 in 4 buffers of full_bytes). */
+static int full_count(const struct tern_net *n)
+{
+	int c = 0;
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		c += (n->o.full >> f) & 1u;
+	return c;
+}
+
+/* Block k (FB_PARAM, FB_GRAD, FB_M1, FB_M2) of module f trained in full. */
+static struct tern_view full_view(const struct tern_net *n, int k, enum tern_full f)
+{
+	struct tern_view v = {n->fb[f][k], 0, full_bytes(n)};
+	return v;
+}
+
 /* The activation block of one micro-batch: layer inputs, one saved set per layer (one in all
  * with checkpointing), io and backward scratch. */
 static void plan_act(struct tern_net *n, const struct tern_model_config *c, struct plan *ap_)
@@ -345,7 +372,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	enum tern_status st = TERN_OK;
 	struct plan sp = {0}, ap = {0};
 	*out = NULL;
-	if (o->T <= 0 || o->R <= 0 || o->modules == 0 || o->modules >= (1u << TERN_MOD_COUNT))
+	if (o->T <= 0 || o->R <= 0 || o->modules == 0 || o->modules >= (1u << TERN_MOD_COUNT) ||
+	    o->full >= (1u << TERN_FULL_COUNT))
 		return tern_fail(TERN_E_INVALID, "net: bad options T=%lld R=%lld modules=0x%x",
 				 (long long)o->T, (long long)o->R, o->modules);
 	if (c->Dh % 2)
@@ -357,7 +385,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->be = be;
 	n->m = m;
 	n->o = *o;
-	n->T = o->T;
+	n->T = n->Tmax = o->T;
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
@@ -393,6 +421,14 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		th = te; /* tied */
 	if ((st = need_op(be, TERN_OP_EMBED, te->dtype, "embed_tokens")) ||
 	    (st = need_op(be, TERN_OP_CE_LOSS, th->dtype, "lm_head")))
+		goto out;
+	if ((o->full >> TERN_FULL_EMBED) & 1u) {
+		if ((st = need_op(be, TERN_OP_EMBED, TERN_F32, "embed_tokens trained in full")) ||
+		    (st = need_op(be, TERN_OP_EMBED_BWD, TERN_F32, "embed_tokens trained in full")))
+			goto out;
+	}
+	if (((o->full >> TERN_FULL_HEAD) & 1u) &&
+	    (st = need_op(be, TERN_OP_CE_LOSS, TERN_F32, "lm_head trained in full")))
 		goto out;
 	if (th == te) {
 		if ((st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
@@ -563,6 +599,32 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if ((st = be->vt->zero(be, v)))
 			goto out;
 	}
+	/* the copies trained in full start as the base weights (tied: both from embed_tokens) */
+	for (int f = 0; f < TERN_FULL_COUNT; f++) {
+		if (!trained_full(n, (enum tern_full)f))
+			continue;
+		for (int k = 0; k < 4; k++)
+			if ((st = be->vt->buffer_alloc(be, full_bytes(n), &n->fb[f][k])) ||
+			    (st = be->vt->zero(be, full_view(n, k, (enum tern_full)f))))
+				goto out;
+		const struct tern_pack_tensor *src = f == TERN_FULL_EMBED ? te : th;
+		float *h = tern_malloc((size_t)(n->V * D) * 4);
+		if (!h) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+		st = tern_pack_tensor_f32(m->pack, src, h);
+		if (st == TERN_OK)
+			st = be->vt->upload(be, full_view(n, FB_PARAM, (enum tern_full)f), h);
+		free(h);
+		if (st)
+			goto out;
+		struct tern_weight *w = f == TERN_FULL_EMBED ? &n->embed_t : &n->head_t;
+		*w = (struct tern_weight){.dtype = TERN_F32,
+					  .O = n->V,
+					  .I = D,
+					  .data = full_view(n, FB_PARAM, (enum tern_full)f)};
+	}
 
 	plan_act(n, c, &ap);
 	if (ap.oom) {
@@ -595,6 +657,10 @@ void tern_net_free(struct tern_net *n)
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		if (bufs[i])
 			be->vt->buffer_free(be, bufs[i]);
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		for (int k = 0; k < 4; k++)
+			if (n->fb[f][k])
+				be->vt->buffer_free(be, n->fb[f][k]);
 	if (n->lw)
 		for (int64_t l = 0; l < n->L; l++)
 			if (n->lw[l].buf)
@@ -623,24 +689,46 @@ void tern_net_free(struct tern_net *n)
 void tern_net_memory(const struct tern_net *n, uint64_t *weights, uint64_t *lora, uint64_t *act)
 {
 	*weights = n->weight_bytes;
-	*lora = (uint64_t)n->lora_bytes * 4;
+	*lora = (uint64_t)n->lora_bytes * 4 + (uint64_t)full_count(n) * full_bytes(n) * 4;
 	*act = n->act_bytes;
 }
 
-int64_t tern_net_params(const struct tern_net *n) { return n->lora_n; }
+int64_t tern_net_params(const struct tern_net *n) { return n->lora_n + (int64_t)full_count(n) * n->V * n->D; }
 
 /* ---- LoRA parameters ---- */
 
-static enum tern_status lora_copy(struct tern_net *n, const struct tern_lora_set *s, bool up)
+static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
 {
-	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules)
+	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules || s->full != n->o.full)
 		return tern_fail(TERN_E_INVALID,
-				 "net: LoRA set L=%d R=%lld modules=0x%x differs from the net's "
-				 "L=%lld R=%lld modules=0x%x",
-				 s->L, (long long)s->R, s->modules, (long long)n->L, (long long)n->R,
-				 n->o.modules);
+				 "net: LoRA set L=%d R=%lld modules=0x%x full=0x%x differs from the net's "
+				 "L=%lld R=%lld modules=0x%x full=0x%x",
+				 s->L, (long long)s->R, s->modules, s->full, (long long)n->L, (long long)n->R,
+				 n->o.modules, n->o.full);
 	const struct tern_backend_vtable *vt = n->be->vt;
 	enum tern_status st = TERN_OK;
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
+		const struct tern_full_tensor *t = &s->f[f];
+		if (!trained_full(n, (enum tern_full)f))
+			continue;
+		if (t->O != n->V || t->I != n->D)
+			return tern_fail(TERN_E_INVALID, "net: %s is [%lld, %lld], expected [%lld, %lld]",
+					 tern_full_name((enum tern_full)f), (long long)t->O, (long long)t->I,
+					 (long long)n->V, (long long)n->D);
+		/* up: only what the set holds (a module it has no values for keeps the base copy) */
+		if (up && !((s->full_have >> f) & 1u))
+			continue;
+		static const int blk[3] = {FB_PARAM, FB_M1, FB_M2};
+		float *h[3] = {t->W, t->m, t->v};
+		for (int k = 0; k < 3 && st == TERN_OK; k++) {
+			if (!h[k])
+				continue;
+			struct tern_view v = full_view(n, blk[k], (enum tern_full)f);
+			st = up ? vt->upload(n->be, v, h[k]) : vt->download(n->be, h[k], v);
+		}
+		if (st == TERN_OK && !up)
+			s->full_have |= 1u << f;
+	}
 	for (int l = 0; l < n->L && st == TERN_OK; l++)
 		for (int mo = 0; mo < TERN_MOD_COUNT && st == TERN_OK; mo++) {
 			if (!targeted(n, mo))
@@ -677,7 +765,14 @@ static enum tern_status lora_copy(struct tern_net *n, const struct tern_lora_set
 
 enum tern_status tern_net_lora_upload(struct tern_net *n, const struct tern_lora_set *s)
 {
-	return lora_copy(n, s, true);
+	return lora_copy(n, (struct tern_lora_set *)s, true); /* up writes nothing into s */
+}
+
+enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float *dW)
+{
+	if ((unsigned)f >= TERN_FULL_COUNT || !trained_full(n, f))
+		return tern_fail(TERN_E_INVALID, "net: %s is not trained in full", tern_full_name(f));
+	return n->be->vt->download(n->be, dW, full_view(n, FB_GRAD, f));
 }
 enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set *s)
 {
@@ -960,11 +1055,23 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	return TERN_OK;
 }
 
+enum tern_status tern_net_tokens(struct tern_net *n, int64_t T)
+{
+	if (T < 1 || T > n->Tmax)
+		return tern_fail(TERN_E_INVALID, "net: a micro-batch of %lld tokens (allocated for 1..%lld)",
+				 (long long)T, (long long)n->Tmax);
+	n->T = T;
+	return TERN_OK;
+}
+
 enum tern_status tern_net_zero(struct tern_net *n)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_view g = {n->grads, 0, n->lora_bytes};
 	enum tern_status st = vt->zero(n->be, g);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = vt->zero(n->be, full_view(n, FB_GRAD, (enum tern_full)f));
 	if (st == TERN_OK)
 		st = vt->zero(n->be, n->loss);
 	return st;
@@ -993,7 +1100,7 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, st
 					 (long long)t, id, (long long)V);
 		tern_plain_to_f32(n->embed_dt, n->embed_host + (size_t)id * (size_t)D * es, D, n->xh + t * D);
 	}
-	return n->be->vt->upload(n->be, out, n->xh);
+	return n->be->vt->upload(n->be, tern_view_sub(out, 0, (size_t)(n->T * D) * 4), n->xh);
 }
 
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
@@ -1009,14 +1116,17 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		if (len != n->seq_len)
 			n->seq_len = len, n->seq_pos = 0;
 	}
-	TRY(vt->upload(be, n->tokens, tokens));
-	TRY(vt->upload(be, n->targets, targets));
-	TRY(vt->upload(be, n->pos, positions));
-	TRY(vt->upload(be, n->seg, segments));
+	/* T values of each (the views hold Tmax) */
+	TRY(vt->upload(be, tern_view_sub(n->tokens, 0, (size_t)T * 4), tokens));
+	TRY(vt->upload(be, tern_view_sub(n->targets, 0, (size_t)T * 4), targets));
+	TRY(vt->upload(be, tern_view_sub(n->pos, 0, (size_t)T * 4), positions));
+	TRY(vt->upload(be, tern_view_sub(n->seg, 0, (size_t)T * 4), segments));
 
 	bool x16 = n->o.prec == TERN_F16;
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
-	if (n->embed_host)
+	if (trained_full(n, TERN_FULL_EMBED))
+		TRY(tern_embed(be, x0, n->tokens, &n->embed_t, T));
+	else if (n->embed_host)
 		TRY(embed_rows(n, tokens, x0));
 	else
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
@@ -1030,7 +1140,11 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	}
 	TRY(layer_input(n, (int)L, &x));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
-	TRY(tern_ce_loss(be, n->loss, n->dxf, n->xf, &n->head, n->targets, T, inv_n, n->o.prec));
+	bool head_t = trained_full(n, TERN_FULL_HEAD);
+	struct tern_view dW =
+		head_t && backward ? full_view(n, FB_GRAD, TERN_FULL_HEAD) : (struct tern_view){0};
+	TRY(tern_ce_loss(be, n->loss, n->dxf, dW, n->xf, head_t ? &n->head_t : &n->head, n->targets, T, inv_n,
+			 n->o.prec));
 	if (!backward)
 		return TERN_OK;
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));
@@ -1040,6 +1154,10 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 			TRY(layer_fwd(n, l, x, n->tmpD, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
 	}
+	/* dres = dL/d(layer 0's input): the embedding rows' gradient */
+	if (trained_full(n, TERN_FULL_EMBED))
+		TRY(tern_embed_bwd(be, full_view(n, FB_GRAD, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
+				   D));
 	return TERN_OK;
 }
 
@@ -1055,13 +1173,22 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
 	struct tern_view g = {n->grads, 0, n->lora_bytes};
+	int64_t VD = n->V * n->D;
+	/* one global norm over the LoRA block and the modules trained in full */
 	enum tern_status st = tern_sumsq(n->be, n->sumsq, g, n->lora_n, false);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = tern_sumsq(n->be, n->sumsq, full_view(n, FB_GRAD, (enum tern_full)f), VD, true);
 	float ss = 0;
 	if (st == TERN_OK)
 		st = vt->download(n->be, &ss, n->sumsq);
 	*norm = sqrt((double)ss);
 	if (st == TERN_OK && max_norm > 0)
 		st = tern_clip(n->be, g, n->lora_n, n->sumsq, max_norm);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK && max_norm > 0; f++)
+		if (trained_full(n, (enum tern_full)f))
+			st = tern_clip(n->be, full_view(n, FB_GRAD, (enum tern_full)f), VD, n->sumsq,
+				       max_norm);
 	return st;
 }
 
@@ -1069,7 +1196,14 @@ enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args
 {
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};
 	struct tern_view m1 = {n->m1, 0, n->lora_bytes}, m2 = {n->m2, 0, n->lora_bytes};
-	return tern_adamw(n->be, p, g, m1, m2, n->lora_n, a);
+	enum tern_status st = tern_adamw(n->be, p, g, m1, m2, n->lora_n, a);
+	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
+		enum tern_full e = (enum tern_full)f;
+		if (trained_full(n, e))
+			st = tern_adamw(n->be, full_view(n, FB_PARAM, e), full_view(n, FB_GRAD, e),
+					full_view(n, FB_M1, e), full_view(n, FB_M2, e), n->V * n->D, a);
+	}
+	return st;
 }
 
 enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
@@ -1099,9 +1233,9 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 		plan_act(&n, c, &ap);
 		if (ap.oom)
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
-		out->lora = (uint64_t)n.lora_bytes * 4;
+		out->lora = (uint64_t)n.lora_bytes * 4 + (uint64_t)full_count(&n) * full_bytes(&n) * 4;
 		out->act = ap.size;
-		out->params = n.lora_n;
+		out->params = tern_net_params(&n);
 	}
 	free(ap.v);
 	free(n.slot);

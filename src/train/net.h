@@ -21,7 +21,16 @@
  * backward.
  *
  * LoRA parameters live in one block [A, B of each targeted (layer, module)], gradients and both
- * moments in blocks of the same layout, so that the norm, clipping and AdamW are one call each. */
+ * moments in blocks of the same layout, so that the norm, clipping and AdamW are one call each.
+ *
+ * Modules trained in full (PEFT modules_to_save, o.full): an fp32 copy [V, D] of embed_tokens
+ * and/or lm_head in buffers of their own (weights, gradient, two moments; a Llama-3-8B copy is
+ * 2 GiB, so one block with the LoRA would reach maxMemoryAllocationSize sooner), made from the
+ * base weights at creation; the norm, clipping and AdamW cover them with the LoRA block (one
+ * global norm). The frozen copy stays where it was. A trained embed_tokens is gathered from its
+ * copy (embed) and gets dE += scatter of the layer-0 input gradient (embed_bwd); a trained lm_head
+ * is the loss's W and gets ce_loss's dW.
+ * With tied embeddings the two copies are independent, as in PEFT. */
 #ifndef TERN_TRAIN_NET_H
 #define TERN_TRAIN_NET_H
 
@@ -44,6 +53,7 @@ struct tern_net_opts {
 	float scale;      /* alpha / R, or alpha / sqrt(R) with rsLoRA */
 	float dropout;    /* LoRA dropout p */
 	unsigned modules; /* bit (1u << enum tern_module) per targeted module */
+	unsigned full;    /* bit (1u << enum tern_full) per module trained in full (modules_to_save) */
 	int64_t T;        /* tokens of one micro-batch (micro_batch_size · sequence_len) */
 	bool checkpointing;
 	uint64_t seed;        /* dropout keys */
@@ -95,6 +105,11 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 /* Trainable parameter count. */
 int64_t tern_net_params(const struct tern_net *n);
 
+/* The tokens of the next micro-batches: 1 <= T <= o.T (the allocation is for o.T; a micro-batch
+ * padded only to its longest row runs with fewer). tern_net_micro reads T values of each array.
+ * The net starts with T = o.T. */
+enum tern_status tern_net_tokens(struct tern_net *n, int64_t T);
+
 /* Zeroes the gradients and the loss accumulator (start of an accumulation window). */
 enum tern_status tern_net_zero(struct tern_net *n);
 
@@ -114,6 +129,9 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 
 /* One AdamW step over every LoRA parameter. */
 enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a);
+
+/* Downloads the accumulated gradient of module f trained in full into dW [V, D] (tests). */
+enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float *dW);
 
 /* Downloads the accumulated gradients of module m of layer l into dA [R,I], dB [O,R] (tests). */
 enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module m, float *dA, float *dB);

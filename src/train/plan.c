@@ -114,6 +114,17 @@ unsigned tern_plan_modules(const struct tern_config *cfg)
 	return m;
 }
 
+unsigned tern_plan_full(const struct tern_config *cfg)
+{
+	unsigned f = 0;
+	for (int i = 0; i < cfg->n_modules_to_save; i++) {
+		enum tern_full x;
+		if (tern_full_parse(cfg->lora_modules_to_save[i], &x))
+			f |= 1u << x;
+	}
+	return f;
+}
+
 static enum tern_dtype format_dtype(enum tern_base_format f)
 {
 	switch (f) {
@@ -285,6 +296,18 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		params = sa.params + E * sm.params;
 		act = sk.act;
 	}
+	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
+	 * in buffers of their own; the bytes they add, as the net allocates them */
+	unsigned full = tern_plan_full(cfg);
+	uint64_t full_bytes = 0;
+	if (full) {
+		struct tern_net_opts nf = no;
+		nf.full = full;
+		struct tern_net_sizes sf;
+		if ((st = tern_net_sizes(mc, &nf, &sf)))
+			return st;
+		full_bytes = sf.lora - ns_all.lora;
+	}
 	out->lora_params = params;
 
 	/* ---- fixed device costs ---- */
@@ -305,6 +328,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA gradients");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW first moments");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
+	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
+	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s)", (long long)T,
 	     cfg->gradient_checkpointing ? ", checkpointed" : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
@@ -317,8 +342,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	/* ---- host reserve ---- */
 	item(out->host_reserve, &out->n_host_reserve, 4, TERN_PLAN_HOST_RESERVE,
 	     "tern, tokenized data, staging, page cache");
-	item(out->host_reserve, &out->n_host_reserve, 4, lora / 4 * 3,
-	     "LoRA host copy (parameters, moments)");
+	item(out->host_reserve, &out->n_host_reserve, 4, (lora + full_bytes) / 4 * 3,
+	     full ? "LoRA + modules_to_save host copy (params, moments)"
+		  : "LoRA host copy (parameters, moments)");
 	for (int i = 0; i < out->n_host_reserve; i++)
 		out->host_reserve_bytes += out->host_reserve[i].bytes;
 

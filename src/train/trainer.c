@@ -158,7 +158,10 @@ struct session {
 	struct tern_lora_set *lora; /* host copy (with moments) for saving */
 	struct tern_adapter_meta meta;
 	int64_t S, mb, accum, T;
-	enum tern_dtype prec;                   /* compute_dtype resolved for the backend */
+	bool pad_full;        /* pad_to_sequence_len (or sample_packing): micro-batches of mb rows of S */
+	int64_t Tb, real;     /* the staged micro-batch: its tokens (mb·S, or rows × its longest row) and
+			   * its real (non-pad) tokens */
+	enum tern_dtype prec; /* compute_dtype resolved for the backend */
 	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
 	int32_t pad;
 	FILE *out;
@@ -252,6 +255,7 @@ static enum tern_status load_data(struct session *s)
 	s->mb = c->micro_batch_size;
 	s->accum = c->gradient_accumulation_steps;
 	s->T = s->S * s->mb;
+	s->pad_full = c->pad_to_sequence_len || c->sample_packing;
 	s->pad = 0; /* padded rows: any id (targets -100, segment -1) */
 	size_t b = (size_t)s->T * 4;
 	s->tok_b = tern_malloc(b), s->tgt_b = tern_malloc(b), s->pos_b = tern_malloc(b),
@@ -357,6 +361,7 @@ static enum tern_status open_net(struct session *s)
 		.scale = (float)(c->use_rslora ? c->lora_alpha / sqrt(R) : c->lora_alpha / R),
 		.dropout = (float)c->lora_dropout,
 		.modules = mods,
+		.full = s->lora->full,
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
 		.seed = (uint64_t)c->seed,
@@ -400,8 +405,10 @@ static enum tern_status open_net(struct session *s)
 }
 
 /* Reads base_model's config.json and allocates the host LoRA set (zero) from it: bad adapters are
- * found before the model is converted or anything is written. */
-static enum tern_status open_lora(struct session *s, bool with_moments)
+ * found before the model is converted or anything is written. The modules trained in full are the
+ * config's lora_modules_to_save and those the adapter in adapter_dir (NULL: none) lists in its
+ * modules_to_save (PEFT trains what the adapter it continues saved). */
+static enum tern_status open_lora(struct session *s, bool with_moments, const char *adapter_dir)
 {
 	struct tern_config *c = s->cfg;
 	enum tern_status st = tern_model_config_load(s->model_dir, &s->mc);
@@ -411,8 +418,21 @@ static enum tern_status open_lora(struct session *s, bool with_moments)
 		return st;
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(&s->mc, io);
+	unsigned full = tern_plan_full(c) | (adapter_dir ? tern_adapter_full(adapter_dir) : 0);
+	if (full != tern_plan_full(c)) {
+		/* the adapter's modules_to_save join the config's, so the plan and config.yaml count them */
+		char set[128];
+		snprintf(set, sizeof set, "lora_modules_to_save=[%s%s%s]",
+			 (full & 1u) ? tern_full_name(TERN_FULL_EMBED) : "", full == 3u ? ", " : "",
+			 (full & 2u) ? tern_full_name(TERN_FULL_HEAD) : "");
+		if ((st = tern_config_set(c, set)))
+			return st;
+		tern_log(TERN_LOG_INFO, "%s/adapter_config.json lists modules_to_save: training %s in full",
+			 adapter_dir, set + strlen("lora_modules_to_save="));
+	}
 	if ((st = tern_lora_set_alloc(&s->lora, (int)s->mc.L, c->lora_r, target_modules(c), io,
-				      with_moments)))
+				      with_moments)) ||
+	    (full && (st = tern_lora_set_add_full(s->lora, full, s->mc.V, s->mc.D, with_moments))))
 		return st;
 	s->meta.base_model = c->base_model;
 	s->meta.alpha = c->lora_alpha;
@@ -466,22 +486,47 @@ static void lora_init(struct tern_lora_set *set, uint64_t seed)
 		}
 }
 
-/* Stages rows idx[0..n) of r (n <= mb; missing rows padded) as one micro-batch; returns the number
- * of trained targets. */
+/* A row's length without its trailing padding (segment -1; padding only ends a row). */
+static int64_t row_len(const struct tern_rows *r, int64_t row)
+{
+	int64_t n = r->S;
+	while (n > 0 && r->segments[row * r->S + n - 1] < 0)
+		n--;
+	return n;
+}
+
+/* Stages rows idx[0..n) of r (n <= mb) as one micro-batch; returns the number of trained targets
+ * and sets s->Tb and s->real. pad_to_sequence_len: mb rows of S (missing rows padded), as
+ * allocated; otherwise the n rows cut to the longest of them (at least 1 token): the rows are laid
+ * out at that stride, which changes nothing for a token (attention stays within its sample and
+ * pads carry no target) but skips the padding's work. */
 static int64_t stage(struct session *s, const struct tern_rows *r, const int64_t *idx, int64_t n)
 {
-	int64_t S = s->S, trained = 0;
-	for (int64_t j = 0; j < s->mb; j++) {
+	int64_t S = s->S, trained = 0, rows = s->mb;
+	s->real = 0;
+	if (!s->pad_full) {
+		int64_t longest = 1;
+		for (int64_t j = 0; j < n; j++) {
+			int64_t len = row_len(r, idx[j]);
+			longest = len > longest ? len : longest;
+		}
+		S = longest;
+		rows = n > 0 ? n : 1;
+	}
+	s->Tb = rows * S;
+	for (int64_t j = 0; j < rows; j++) {
 		int32_t *tk = s->tok_b + j * S, *tg = s->tgt_b + j * S, *ps = s->pos_b + j * S,
 			*sg = s->seg_b + j * S;
 		if (j < n) {
 			int64_t row = idx[j];
-			memcpy(tk, r->tokens + row * S, (size_t)S * 4);
-			memcpy(tg, r->targets + row * S, (size_t)S * 4);
-			memcpy(ps, r->positions + row * S, (size_t)S * 4);
-			memcpy(sg, r->segments + row * S, (size_t)S * 4);
-			for (int64_t t = 0; t < S; t++)
+			memcpy(tk, r->tokens + row * r->S, (size_t)S * 4);
+			memcpy(tg, r->targets + row * r->S, (size_t)S * 4);
+			memcpy(ps, r->positions + row * r->S, (size_t)S * 4);
+			memcpy(sg, r->segments + row * r->S, (size_t)S * 4);
+			for (int64_t t = 0; t < S; t++) {
 				trained += tg[t] != -100;
+				s->real += sg[t] >= 0;
+			}
 		} else {
 			for (int64_t t = 0; t < S; t++) {
 				tk[t] = s->pad;
@@ -517,8 +562,9 @@ static enum tern_status evaluate(struct session *s, const struct tern_rows *r, d
 	for (int64_t i = 0; i < n && st == TERN_OK; i += s->mb) {
 		int64_t k = n - i < s->mb ? n - i : s->mb;
 		stage(s, r, idx + i, k);
-		st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
-				    N ? 1.0f / (float)N : 0.0f, false, 0, 0);
+		if ((st = tern_net_tokens(s->net, s->Tb)) == TERN_OK)
+			st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
+					    N ? 1.0f / (float)N : 0.0f, false, 0, 0);
 	}
 	if (st == TERN_OK)
 		st = tern_net_loss(s->net, loss);
@@ -635,8 +681,10 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		(long long)c->lora_r, c->lora_alpha, c->use_rslora ? " (rsLoRA)" : "", c->lora_dropout,
 		(long long)tern_net_params(s->net));
 	fprintf(o,
-		"  device    %s: %s; %s products, fp32 accumulation; memory: weights %s, LoRA+grads+AdamW %s, activations %s\n",
-		s->be->name, s->be->device_name, tern_dtype_name(s->prec), b1, b2, b3);
+		"  device    %s: %s; %s products, fp32 accumulation; memory: weights %s, LoRA%s+grads+AdamW %s, "
+		"activations %s\n",
+		s->be->name, s->be->device_name, tern_dtype_name(s->prec), b1,
+		s->lora->full ? "+modules_to_save" : "", b2, b3);
 	{
 		const struct tern_plan *p = &s->plan;
 		char d[32], h[32], sl[32], u[32];
@@ -653,9 +701,12 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 			u, d, h);
 	}
 	fprintf(o,
-		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples\n",
+		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples; "
+		"%s\n",
 		(long long)tr->samples, (long long)tr->tokens, (long long)tr->trained, (long long)tr->rows,
-		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples);
+		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples,
+		s->pad_full ? "micro-batches padded to sequence_len"
+			    : "micro-batches padded to their longest row");
 	fprintf(o, "  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld rows/step, lr %g %s\n",
 		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
 		c->learning_rate, tern_lr_sched_name(c->lr_scheduler));
@@ -803,7 +854,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	if ((st = open_outdir(&s, &lock)) != TERN_OK)
 		goto out;
 	/* everything that can fail on bad input before anything is written to output_dir */
-	if ((st = open_lora(&s, true)) || (st = guard_inputs(&s, true)))
+	if ((st = open_lora(&s, true, c->lora_model_dir)) || (st = guard_inputs(&s, true)))
 		goto out;
 	if (s.data->train.n_rows == 0) {
 		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
@@ -933,6 +984,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	sigaction(SIGTERM, &sa, &old_term);
 
 	double t0 = tern_now(), elapsed0 = state.elapsed, step_t = 0, tok_window = 0;
+	int64_t input_tokens = 0; /* real tokens fed since this run (or its resume) started */
 	int64_t first_step = state.step;
 	bool planned = c->max_time <= 0;
 	while (state.step < K && !g_stop) {
@@ -954,12 +1006,16 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		int64_t N = count_trained(&s.data->train, idx, n_rows);
 		if ((st = tern_net_zero(s.net)) != TERN_OK)
 			break;
+		int64_t real = 0; /* the step's real (non-pad) tokens */
 		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
 			int64_t a = j * s.mb, m = n_rows - a;
 			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
 			stage(&s, &s.data->train, idx + a, m);
-			st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
-					    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k, (uint32_t)j);
+			real += s.real;
+			if ((st = tern_net_tokens(s.net, s.Tb)) == TERN_OK)
+				st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
+						    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k,
+						    (uint32_t)j);
 		}
 		double loss, gnorm;
 		if (st || (st = tern_net_loss(s.net, &loss)) ||
@@ -987,7 +1043,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		state.last_loss = loss;
 		double now = tern_now();
 		step_t = now - ts;
-		tok_window += (double)(n_rows * s.S);
+		tok_window += (double)real; /* tokens/s counts real tokens only, never padding */
+		input_tokens += real;
 		state.elapsed = elapsed0 + (now - t0);
 
 		/* time budget: plan the schedule from the first measured steps */
@@ -1046,11 +1103,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
 				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f",
+				"\"stream_read_s\": %.4f, \"input_tokens\": %lld",
 				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
 				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
 				(unsigned long long)ss.bytes[TERN_TIER_HOST],
-				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s);
+				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
+				(long long)input_tokens);
 			if (s.profile)
 				profile_fields(metrics, &prof, step_t);
 			fprintf(metrics, "}\n");
@@ -1141,13 +1199,10 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 	memset(res, 0, sizeof *res);
 	res->adapter_loss = res->adapter_ppl = NAN;
 	enum tern_status st;
-	if ((st = load_config(&s, config_path, sets, n_sets)) || (st = open_lora(&s, false)) ||
-	    (st = guard_inputs(&s, false)) || (st = open_backend(&s)) || (st = open_model(&s)) ||
-	    (st = open_net(&s)))
+	char adir[4200] = "";
+	if ((st = load_config(&s, config_path, sets, n_sets)))
 		goto out;
 	struct tern_config *c = s.cfg;
-	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
-	char adir[4200] = "";
 	if (adapter_dir)
 		snprintf(adir, sizeof adir, "%s", adapter_dir);
 	else {
@@ -1158,6 +1213,10 @@ enum tern_status tern_eval(const char *config_path, const char *const *sets, int
 		else if (c->lora_model_dir)
 			snprintf(adir, sizeof adir, "%s", c->lora_model_dir);
 	}
+	if ((st = open_lora(&s, false, adir[0] ? adir : NULL)) || (st = guard_inputs(&s, false)) ||
+	    (st = open_backend(&s)) || (st = open_model(&s)) || (st = open_net(&s)))
+		goto out;
+	const struct tern_rows *r = s.data->val.n_rows ? &s.data->val : &s.data->train;
 	/* base alone: B = 0 makes every LoRA term vanish */
 	if ((st = tern_net_lora_upload(s.net, s.lora)) ||
 	    (st = evaluate(&s, r, &res->base_loss, &res->tokens)))

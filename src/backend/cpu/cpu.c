@@ -308,6 +308,7 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.swiglu = tern_cpu_swiglu,
 	.swiglu_bwd = tern_cpu_swiglu_bwd,
 	.embed = tern_cpu_embed,
+	.embed_bwd = tern_cpu_embed_bwd,
 	.ce_loss = tern_cpu_ce_loss,
 };
 

@@ -60,8 +60,8 @@ enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, en
 
 /* cpu_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-				  struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				  int64_t T, float inv_n, enum tern_dtype prec);
+				  struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				  struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
 
 /* The per-layer transformer ops (cpu_layers.c): rmsnorm, rope, swiglu, embed. */
 enum tern_status tern_cpu_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
@@ -78,6 +78,8 @@ enum tern_status tern_cpu_swiglu_bwd(struct tern_backend *be, struct tern_view d
 				     enum tern_act act);
 enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
 				const struct tern_weight *E, int64_t T);
+enum tern_status tern_cpu_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				    struct tern_view ids, int64_t T, int64_t V, int64_t D);
 
 /* cpu_attention.c */
 enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,

@@ -242,3 +242,39 @@ enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, str
 	}
 	return TERN_OK;
 }
+
+/* dE[ids[t]] += dy[t] (+=) in token order; tasks own ranges of columns, so repeated ids never
+ * race and the sums do not depend on the schedule. Every id is checked before anything is
+ * written: one outside [0, V) fails the call, naming the first. */
+enum tern_status tern_cpu_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				    struct tern_view ids, int64_t T, int64_t V, int64_t D)
+{
+	const char *op = "embed_bwd";
+	enum tern_status st;
+	void *ev, *yv, *iv;
+	long long lT = (long long)T, lD = (long long)D, lV = (long long)V;
+	(void)be;
+	if ((st = tern_cpu_view(op, "dE", dE, (size_t)(V * D) * 4, 4, &ev, "V=%lld D=%lld f32", lV, lD)) ||
+	    (st = tern_cpu_view(op, "dy", dy, (size_t)(T * D) * 4, 4, &yv, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = tern_cpu_view(op, "ids", ids, (size_t)T * 4, 4, &iv, "T=%lld i32", lT)))
+		return st;
+	const int32_t *ip = iv;
+	for (int64_t t = 0; t < T; t++)
+		if (ip[t] < 0 || ip[t] >= V)
+			return tern_fail(TERN_E_INVALID, "embed_bwd: ids[%lld] = %d is outside [0, V=%lld)",
+					 (long long)t, (int)ip[t], lV);
+	float *ep = ev;
+	const float *yp = yv;
+	int64_t ntask = tern_cdiv(D, 64);
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		int64_t j0 = k * 64, j1 = j0 + 64 < D ? j0 + 64 : D;
+		for (int64_t t = 0; t < T; t++) {
+			float *dst = ep + (size_t)ip[t] * (size_t)D;
+			const float *src = yp + t * D;
+			for (int64_t j = j0; j < j1; j++)
+				dst[j] += src[j];
+		}
+	}
+	return TERN_OK;
+}

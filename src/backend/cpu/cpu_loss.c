@@ -5,7 +5,9 @@
  *   lse = m + log Σ_v exp(z_t[v] − m), m = max z_t       in double
  *   loss[0] += inv_n · (lse − z_t[labels[t]])             terms summed in double in token order
  *   dx[t] = (inv_n · (exp(z_t − lse) − onehot)) · W       dz rounded to fp32, dot summed in double
- * and dx[t] = 0 for untrained tokens. Tokens go through in chunks of Tc, so only Tc × V logits
+ * and dx[t] = 0 for untrained tokens; with dW (a trained lm_head, W f32):
+ *   dW[v] += Σ_t dz_t[v] · x_t                             per chunk, summed in double in token order
+ Tokens go through in chunks of Tc, so only Tc × V logits
  * exist at a time: Tc = min(T, CE_CHUNK_BYTES / (4 V)) (at least 1), i.e. the chunk's logits
  * take at most 64 MiB (Tc = 128 at V = 128256). TERN_CE_CHUNK=<tokens> in the environment
  * forces a smaller Tc (tests use it to exercise chunking at small V). The chunk and the scratch
@@ -101,8 +103,8 @@ static void ce_weight_row(const struct tern_weight *w, const void *data, int64_t
 }
 
 enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-				  struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				  int64_t T, float inv_n, enum tern_dtype prec)
+				  struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				  struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec)
 {
 	const char *op = "ce_loss";
 	enum tern_status st = TERN_OK;
@@ -120,6 +122,14 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 	    (st = tern_cpu_view(op, "labels", labels, (size_t)T * 4, 4, &labv, "T=%lld i32", (long long)T)) !=
 		    TERN_OK)
 		return st;
+	float *dwp = NULL;
+	if (dW.size) {
+		void *dwv;
+		if ((st = tern_cpu_view(op, "dW", dW, (size_t)(V * D) * 4, 4, &dwv, "V=%lld D=%lld f32",
+					(long long)V, (long long)D)) != TERN_OK)
+			return st;
+		dwp = dwv;
+	}
 	const int32_t *lab = labv; /* on the host here, so checked here (the front door cannot) */
 	for (int64_t t = 0; t < T; t++)
 		if (lab[t] != -100 && (lab[t] < 0 || lab[t] >= V))
@@ -193,6 +203,25 @@ enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss
 		}
 		for (int64_t l = 0; l < nl; l++) /* fixed order: token order */
 			total += term[l];
+
+		/* dW[v] += Σ_j dz[j, v] x[t0 + j]; tasks own ranges of vocabulary rows */
+		if (dwp) {
+			CPU_PARALLEL_FOR
+			for (int64_t k = 0; k < vtask; k++) {
+				int64_t v0, v1;
+				ce_task_range(V, vtask, k, &v0, &v1);
+				for (int64_t v = v0; v < v1; v++) {
+					float *dst = dwp + v * D;
+					for (int64_t i = 0; i < D; i++) {
+						double s = 0.0;
+						for (int64_t l = 0; l < nl; l++)
+							s += (double)z[live[l] * V + v] *
+							     (double)xp[(t0 + live[l]) * D + i];
+						dst[i] = (float)((double)dst[i] + s);
+					}
+				}
+			}
+		}
 
 		/* dx[t0 + j] = dz[j] · W; tasks own ranges of hidden columns, CE_T_TILE tokens at a time */
 		CPU_PARALLEL_FOR

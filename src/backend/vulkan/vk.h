@@ -307,8 +307,8 @@ bool tern_vk_built(const enum tern_vk_pipe *pipes, int n);
 
 /* vk_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				 int64_t T, float inv_n, enum tern_dtype prec);
+				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
 
 /* vk_layers.c: rmsnorm, rope, swiglu, embed (contracts in backend.h) */
 enum tern_status tern_vk_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
@@ -325,6 +325,8 @@ enum tern_status tern_vk_swiglu_bwd(struct tern_backend *be, struct tern_view dg
 				    enum tern_act act);
 enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, struct tern_view ids,
 			       const struct tern_weight *E, int64_t T);
+enum tern_status tern_vk_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				   struct tern_view ids, int64_t T, int64_t V, int64_t D);
 
 /* vk_attention.c: causal GQA attention forward/backward (contracts in backend.h) */
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,

@@ -2,7 +2,7 @@
  * embed. The front doors (src/backend/ops.c) checked the arguments; each wrapper checks the view
  * starts its shader can address, splits the work so that no binding exceeds
  * maxStorageBufferRange (by rows of tokens, or elements), fills the push constants (mirroring the
- * shader's block) and dispatches. Shaders: shaders/{rmsnorm,rope,swiglu,embed}.comp. */
+ * shader's block) and dispatches. Shaders: shaders/{rmsnorm,rope,swiglu,embed,embed_bwd}.comp. */
 #include "backend/vulkan/vk.h"
 
 #include <stdio.h>
@@ -295,6 +295,60 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 			p.first = r0 == 0;
 			struct tern_view b[3] = {yv, iv, ev};
 			if ((st = tern_vk_dispatch(vk, pipe, b, 3, &p, sizeof p, grid256(tn * D), 1, 1)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+/* ---- embedding scatter-add (the gather's backward) ----------------------------------------- */
+
+struct embed_bwd_push {
+	uint32_t T, D, V;
+	uint32_t r0, rn;
+	uint32_t e_off, dy_off, ids_off;
+};
+
+/* dE[ids[t]] += dy[t] (+=), tokens in order (shaders/embed_bwd.comp). Bound in chunks of tokens
+ * and of dE's rows, as the gather is; the chunks of tokens run in order, so repeated ids still
+ * accumulate in token order. Ids outside [0, V) are skipped (the device cannot report them). */
+enum tern_status tern_vk_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
+				   struct tern_view ids, int64_t T, int64_t V, int64_t D)
+{
+	const char *op = "embed_bwd";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	if ((st = check_view4(op, "dE", dE, (size_t)(V * D) * 4)) ||
+	    (st = check_view4(op, "dy", dy, (size_t)(T * D) * 4)) ||
+	    (st = check_view4(op, "ids", ids, (size_t)T * 4)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	if (V > UINT32_MAX / 2 || D > UINT32_MAX / 2)
+		return tern_fail(TERN_E_INVALID, "embed_bwd: V=%lld D=%lld is out of range", (long long)V,
+				 (long long)D);
+	int64_t tc = tern_vk_fit(vk, 4 * D), rows = tern_vk_fit(vk, 4 * D) - 1;
+	if (tc < 1 || rows < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: embed_bwd: one row of D=%lld exceeds maxStorageBufferRange",
+				 (long long)D);
+	struct embed_bwd_push p = {.D = (uint32_t)D, .V = (uint32_t)V};
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view yv = tern_view_sub(dy, (size_t)(t0 * D) * 4, (size_t)(tn * D) * 4);
+		struct tern_view iv = tern_view_sub(ids, (size_t)t0 * 4, (size_t)tn * 4);
+		p.T = (uint32_t)tn;
+		p.dy_off = place_words(vk, &yv);
+		p.ids_off = place_words(vk, &iv);
+		for (int64_t r0 = 0; r0 < V; r0 += rows) {
+			int64_t rn = V - r0 < rows ? V - r0 : rows;
+			struct tern_view ev = tern_view_sub(dE, (size_t)(r0 * D) * 4, (size_t)(rn * D) * 4);
+			p.r0 = (uint32_t)r0;
+			p.rn = (uint32_t)rn;
+			p.e_off = place_words(vk, &ev);
+			struct tern_view b[3] = {ev, yv, iv};
+			if ((st = tern_vk_dispatch(vk, TERN_PIPE_EMBED_BWD, b, 3, &p, sizeof p, grid256(D), 1,
+						   1)))
 				return st;
 		}
 	}

@@ -4,6 +4,7 @@
  *   ce_loss     per row: lse, term = lse − z[y], z ← inv_n · (softmax − onehot) in place
  *   matmul_bwd  dx[chunk] = z · W   (=)                    (rows of untrained tokens are 0)
  *   ce_loss_sum loss[0] += inv_n · Σ term, in a fixed order
+ *   gemm        dW += zᵀ · x[chunk]    (only with dW: a trained lm_head, W f32; fp32 products)
  * Tc = min(T, 64 MiB / (4 V), 4096) (TERN_CE_CHUNK=<tokens> forces fewer), so the scratch holds
  * at most 64 MiB of logits (Tc = 128 at V = 128256) plus Tc terms; it is allocated on first use,
  * grown when a larger vocabulary needs it, and freed with the backend. Tc and the scratch's size
@@ -59,8 +60,8 @@ enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_
 }
 
 enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
-				 struct tern_view x, const struct tern_weight *W, struct tern_view labels,
-				 int64_t T, float inv_n, enum tern_dtype prec)
+				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec)
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
@@ -111,6 +112,9 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		ps.term_off = p.term_off;
 		struct tern_view bs[3] = {lv, {0}, term};
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS_SUM, bs, 3, &ps, sizeof ps, 1, 1, 1)))
+			return st;
+		/* dW[V,D] += z[tn,V]ᵀ · x[tn,D] */
+		if (dW.size && (st = tern_vk_vtable.gemm(be, dW, z, xs, V, D, tn, true, false, 1.0f, 1.0f)))
 			return st;
 	}
 	return TERN_OK;

@@ -503,6 +503,21 @@ static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, str
 		if (kc > 0)
 			return TERN_OK;
 	}
+	/* split along M with A stored [K,M]: rows of C are contiguous, A keeps its row stride M and
+	 * is bound from column m0 (ce_loss's dW += zᵀ x of a trained lm_head: z and x fit, dW not) */
+	if (ta && M * K * 4 <= lim && K * N * 4 <= lim) {
+		int64_t mc = tern_vk_fit(vk, 4 * N);
+		for (int64_t m0 = 0; m0 < M && mc > 0; m0 += mc) {
+			int64_t mn = M - m0 < mc ? M - m0 : mc;
+			st = gemm_one(vk, tern_view_sub(C, (size_t)(m0 * N * 4), (size_t)(mn * N * 4)),
+				      tern_view_sub(A, (size_t)m0 * 4, (size_t)((K - 1) * M + mn) * 4), B, mn,
+				      N, K, N, ta, tb, M, alpha, beta);
+			if (st)
+				return st;
+		}
+		if (mc > 0)
+			return TERN_OK;
+	}
 	return tern_fail(
 		TERN_E_UNSUPPORTED,
 		"vulkan: gemm M=%lld N=%lld K=%lld ta=%d tb=%d: operands exceed maxStorageBufferRange in a "
@@ -772,4 +787,5 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.swiglu = tern_vk_swiglu,
 	.swiglu_bwd = tern_vk_swiglu_bwd,
 	.embed = tern_vk_embed,
+	.embed_bwd = tern_vk_embed_bwd,
 };
