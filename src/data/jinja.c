@@ -61,23 +61,63 @@ struct tok {
 
 enum nk {
 	/* expressions */
-	N_CONST, N_NAME, N_LIST, N_DICT, N_ATTR, N_ITEM, N_SLICE, N_CALL, N_FILTER, N_TEST, N_NEG, N_POS,
-	N_NOT, N_AND, N_OR, N_BIN, N_COND,
+	N_CONST,
+	N_NAME,
+	N_LIST,
+	N_DICT,
+	N_ATTR,
+	N_ITEM,
+	N_SLICE,
+	N_CALL,
+	N_FILTER,
+	N_TEST,
+	N_NEG,
+	N_POS,
+	N_NOT,
+	N_AND,
+	N_OR,
+	N_BIN,
+	N_COND,
 	/* statements */
-	S_TEXT, S_OUT, S_IF, S_FOR, S_SET, S_SETBLOCK, S_MACRO, S_BREAK, S_CONTINUE, S_GEN
+	S_TEXT,
+	S_OUT,
+	S_IF,
+	S_FOR,
+	S_SET,
+	S_SETBLOCK,
+	S_MACRO,
+	S_BREAK,
+	S_CONTINUE,
+	S_GEN
 };
 
-enum binop { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FDIV, OP_MOD, OP_POW, OP_CAT, OP_EQ, OP_NE, OP_LT, OP_LE,
-	     OP_GT, OP_GE, OP_IN, OP_NOTIN };
+enum binop {
+	OP_ADD,
+	OP_SUB,
+	OP_MUL,
+	OP_DIV,
+	OP_FDIV,
+	OP_MOD,
+	OP_POW,
+	OP_CAT,
+	OP_EQ,
+	OP_NE,
+	OP_LT,
+	OP_LE,
+	OP_GT,
+	OP_GE,
+	OP_IN,
+	OP_NOTIN
+};
 
 struct node {
 	enum nk k;
 	int line;
-	int op;        /* N_BIN: enum binop; N_TEST: negated */
-	const char *s; /* name, attribute, filter, test, text; S_SET: variable */
-	size_t sn;     /* S_TEXT length */
+	int op;           /* N_BIN: enum binop; N_TEST: negated */
+	const char *s;    /* name, attribute, filter, test, text; S_SET: variable */
+	size_t sn;        /* S_TEXT length */
 	const char *attr; /* S_SET: namespace attribute */
-	json_t *v;     /* N_CONST */
+	json_t *v;        /* N_CONST */
 	struct node *a, *b, *c;
 	struct node **l1; /* args, items, keys, body */
 	int n1;
@@ -148,7 +188,10 @@ static struct tok *lex_push(struct lexer *L, enum tk k, int line, const char *p,
 	return t;
 }
 
-static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 static int count_nl(const char *p, size_t n)
 {
@@ -245,9 +288,7 @@ static bool lex_string(struct lexer *L)
 		case '\'': o[k++] = '\''; break;
 		case '"': o[k++] = '"'; break;
 		case '\n': L->line++; break;
-		default:
-			o[k++] = '\\';
-			o[k++] = c;
+		default: o[k++] = '\\'; o[k++] = c;
 		}
 	}
 	struct tok *t = lex_push(L, T_STR, line, o, k);
@@ -383,7 +424,8 @@ static bool lex(struct lexer *L)
 	bool strip_next = false, line_start = true;
 	while (L->pos <= L->len) {
 		size_t q = L->pos;
-		while (q + 1 < L->len && !(s[q] == '{' && (s[q + 1] == '{' || s[q + 1] == '%' || s[q + 1] == '#')))
+		while (q + 1 < L->len &&
+		       !(s[q] == '{' && (s[q + 1] == '{' || s[q + 1] == '%' || s[q + 1] == '#')))
 			q++;
 		if (q + 1 >= L->len)
 			q = L->len;
@@ -663,8 +705,8 @@ static bool parse_args(struct parser *P, struct node *n)
 		}
 		if (is_op(P, ")"))
 			break;
-		if (cur(P)->k == T_NAME && P->i + 1 < P->n && P->v[P->i + 1].k == T_OP && P->v[P->i + 1].n == 1 &&
-		    P->v[P->i + 1].p[0] == '=') {
+		if (cur(P)->k == T_NAME && P->i + 1 < P->n && P->v[P->i + 1].k == T_OP &&
+		    P->v[P->i + 1].n == 1 && P->v[P->i + 1].p[0] == '=') {
 			const char *nm = tok_str(P, cur(P));
 			P->i += 2;
 			struct node *x = nm ? parse_expr(P) : NULL;
@@ -841,7 +883,8 @@ static struct node *parse_postfix(struct parser *P, struct node *n)
 				n = x->b ? x : NULL;
 			} else {
 				char b[64];
-				perr(P, line, "expected a name after '.', found %s", tok_desc(t, b, sizeof b));
+				perr(P, line, "expected a name after '.', found %s",
+				     tok_desc(t, b, sizeof b));
 				return NULL;
 			}
 		} else if (accept_op(P, "[")) {
@@ -888,13 +931,17 @@ static struct node *parse_postfix(struct parser *P, struct node *n)
 }
 
 static const char *const known_filters[] = {
-	"length", "count", "trim", "tojson", "upper", "lower", "capitalize", "title", "first", "last", "default", "d",
-	"join", "replace", "string", "items", "list", "selectattr", "rejectattr", "select", "reject", "map", "reverse",
-	"sort", "int", "float", "abs", "safe", "escape", "e", "indent", "max", "min", "sum", "unique", NULL};
+	"length", "count",      "trim",       "tojson", "upper",  "lower",   "capitalize", "title",
+	"first",  "last",       "default",    "d",      "join",   "replace", "string",     "items",
+	"list",   "selectattr", "rejectattr", "select", "reject", "map",     "reverse",    "sort",
+	"int",    "float",      "abs",        "safe",   "escape", "e",       "indent",     "max",
+	"min",    "sum",        "unique",     NULL};
 static const char *const known_tests[] = {
-	"defined", "undefined", "none", "string", "mapping", "iterable", "sequence", "number", "integer", "float",
-	"boolean", "true", "false", "callable", "equalto", "eq", "ne", "lt", "le", "gt", "ge", "==", "!=", "<", "<=",
-	">", ">=", "lessthan", "greaterthan", "divisibleby", "even", "odd", "in", "sameas", "lower", "upper", NULL};
+	"defined", "undefined", "none",    "string",   "mapping",     "iterable",    "sequence", "number",
+	"integer", "float",     "boolean", "true",     "false",       "callable",    "equalto",  "eq",
+	"ne",      "lt",        "le",      "gt",       "ge",          "==",          "!=",       "<",
+	"<=",      ">",         ">=",      "lessthan", "greaterthan", "divisibleby", "even",     "odd",
+	"in",      "sameas",    "lower",   "upper",    NULL};
 
 static bool known(const char *const *list, const char *s)
 {
@@ -912,7 +959,8 @@ static struct node *parse_filter_expr(struct parser *P, struct node *n)
 			struct tok *t = cur(P);
 			if (t->k != T_NAME) {
 				char b[64];
-				perr(P, line, "expected a filter name after '|', found %s", tok_desc(t, b, sizeof b));
+				perr(P, line, "expected a filter name after '|', found %s",
+				     tok_desc(t, b, sizeof b));
 				return NULL;
 			}
 			struct node *x = new_node(P, N_FILTER, line);
@@ -938,12 +986,13 @@ static struct node *parse_filter_expr(struct parser *P, struct node *n)
 			struct tok *t = cur(P);
 			if (t->k == T_NAME) {
 				x->s = tok_str(P, t);
-			} else if (t->k == T_OP && (is_op(P, "==") || is_op(P, "!=") || is_op(P, "<") || is_op(P, "<=") ||
-						    is_op(P, ">") || is_op(P, ">="))) {
+			} else if (t->k == T_OP && (is_op(P, "==") || is_op(P, "!=") || is_op(P, "<") ||
+						    is_op(P, "<=") || is_op(P, ">") || is_op(P, ">="))) {
 				x->s = tok_str(P, t);
 			} else {
 				char b[64];
-				perr(P, line, "expected a test name after 'is', found %s", tok_desc(t, b, sizeof b));
+				perr(P, line, "expected a test name after 'is', found %s",
+				     tok_desc(t, b, sizeof b));
 				return NULL;
 			}
 			if (!x->s)
@@ -958,8 +1007,9 @@ static struct node *parse_filter_expr(struct parser *P, struct node *n)
 					return NULL;
 			} else {
 				struct tok *a = cur(P);
-				bool arg = (a->k == T_NAME || a->k == T_STR || a->k == T_INT || a->k == T_FLOAT ||
-					    is_op(P, "(") || is_op(P, "[") || is_op(P, "{")) &&
+				bool arg = (a->k == T_NAME || a->k == T_STR || a->k == T_INT ||
+					    a->k == T_FLOAT || is_op(P, "(") || is_op(P, "[") ||
+					    is_op(P, "{")) &&
 					   !is_name(P, "else") && !is_name(P, "or") && !is_name(P, "and") &&
 					   !is_name(P, "if") && !is_name(P, "is");
 				if (arg) {
@@ -1184,7 +1234,8 @@ static struct node *parse_expr(struct parser *P)
 
 /* ---- statements ---- */
 
-static bool parse_body(struct parser *P, const char *const *ends, struct node ***body, int *n, const char **end);
+static bool parse_body(struct parser *P, const char *const *ends, struct node ***body, int *n,
+		       const char **end);
 
 static bool expect_bend(struct parser *P)
 {
@@ -1373,7 +1424,8 @@ static struct node *parse_macro(struct parser *P, int line)
 
 /* Statements up to a block tag named in ends (NULL: up to the end of the template); *end gets
  * the name found, the parser stands after it. */
-static bool parse_body(struct parser *P, const char *const *ends, struct node ***body, int *nbody, const char **end)
+static bool parse_body(struct parser *P, const char *const *ends, struct node ***body, int *nbody,
+		       const char **end)
 {
 	struct nlist l = {0};
 	bool ok = true;
@@ -1389,7 +1441,8 @@ static bool parse_body(struct parser *P, const char *const *ends, struct node **
 				for (int i = 0; ends[i]; i++)
 					if (!strncmp(ends[i], "end", 3))
 						want = ends[i];
-				perr(P, open_line, "unterminated block: no {%% %s %%} before the end of the template",
+				perr(P, open_line,
+				     "unterminated block: no {%% %s %%} before the end of the template",
 				     want);
 				ok = false;
 			}
@@ -1408,7 +1461,8 @@ static bool parse_body(struct parser *P, const char *const *ends, struct node **
 				n = NULL;
 			if (n && cur(P)->k != T_VEND) {
 				char b[64];
-				perr(P, cur(P)->line, "expected '}}', found %s", tok_desc(cur(P), b, sizeof b));
+				perr(P, cur(P)->line, "expected '}}', found %s",
+				     tok_desc(cur(P), b, sizeof b));
 				n = NULL;
 			}
 			P->i += n != NULL;
@@ -1417,7 +1471,8 @@ static bool parse_body(struct parser *P, const char *const *ends, struct node **
 			struct tok *kw = cur(P);
 			if (kw->k != T_NAME) {
 				char b[64];
-				perr(P, kw->line, "expected a tag name after '{%%', found %s", tok_desc(kw, b, sizeof b));
+				perr(P, kw->line, "expected a tag name after '{%%', found %s",
+				     tok_desc(kw, b, sizeof b));
 				ok = false;
 				break;
 			}
@@ -1454,13 +1509,16 @@ static bool parse_body(struct parser *P, const char *const *ends, struct node **
 				const char *e;
 				n = new_node(P, S_GEN, line);
 				P->t->has_gen = true;
-				if (n && (!expect_bend(P) || !parse_body(P, e2, &n->l1, &n->n1, &e) || !expect_bend(P)))
+				if (n && (!expect_bend(P) || !parse_body(P, e2, &n->l1, &n->n1, &e) ||
+					  !expect_bend(P)))
 					n = NULL;
 			} else {
-				bool stray = !strncmp(name, "end", 3) || !strcmp(name, "else") || !strcmp(name, "elif");
-				perr(P, line, stray ? "unexpected {%% %s %%} (no open block it closes)"
-						    : "unknown tag '%s' (supported: if, for, set, macro, break, continue, "
-						      "generation)",
+				bool stray = !strncmp(name, "end", 3) || !strcmp(name, "else") ||
+					     !strcmp(name, "elif");
+				perr(P, line,
+				     stray ? "unexpected {%% %s %%} (no open block it closes)"
+					   : "unknown tag '%s' (supported: if, for, set, macro, break, continue, "
+					     "generation)",
 				     name);
 			}
 		} else {
@@ -1503,8 +1561,8 @@ enum tern_status tern_jinja_parse(struct tern_jinja **out, const char *name, con
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
 	}
 	if (len > TERN_JINJA_MAX_SOURCE) {
-		enum tern_status st = tern_fail(TERN_E_FORMAT, "%s: the template is %zu bytes (at most %u)", name,
-						len, TERN_JINJA_MAX_SOURCE);
+		enum tern_status st = tern_fail(TERN_E_FORMAT, "%s: the template is %zu bytes (at most %u)",
+						name, len, TERN_JINJA_MAX_SOURCE);
 		tern_jinja_free(t);
 		return st;
 	}
@@ -1604,7 +1662,10 @@ static bool buf_add(struct ctx *c, struct buf *b, const char *p, size_t n, int l
 	return true;
 }
 
-static bool buf_str(struct ctx *c, struct buf *b, const char *s, int line) { return buf_add(c, b, s, strlen(s), line); }
+static bool buf_str(struct ctx *c, struct buf *b, const char *s, int line)
+{
+	return buf_add(c, b, s, strlen(s), line);
+}
 
 static const char *type_name(const json_t *v)
 {
@@ -1639,7 +1700,10 @@ static bool truthy(const json_t *v)
 
 static bool is_num(const json_t *v) { return v && (json_is_number(v) || json_is_boolean(v)); }
 static bool is_int(const json_t *v) { return v && (json_is_integer(v) || json_is_boolean(v)); }
-static long long ival(const json_t *v) { return json_is_integer(v) ? json_integer_value(v) : json_is_true(v); }
+static long long ival(const json_t *v)
+{
+	return json_is_integer(v) ? json_integer_value(v) : json_is_true(v);
+}
 static double fval(const json_t *v) { return json_is_real(v) ? json_real_value(v) : (double)ival(v); }
 
 /* Python's repr of a float: the shortest form that reads back. */
@@ -1688,7 +1752,9 @@ static bool py_str(struct ctx *c, struct buf *b, const json_t *v, int depth, int
 		return true;
 	switch (json_typeof(v)) {
 	case JSON_STRING: return buf_add(c, b, json_string_value(v), json_string_length(v), line);
-	case JSON_INTEGER: snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v)); return buf_str(c, b, num, line);
+	case JSON_INTEGER:
+		snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+		return buf_str(c, b, num, line);
 	case JSON_REAL: py_float(json_real_value(v), num, sizeof num); return buf_str(c, b, num, line);
 	case JSON_TRUE: return buf_str(c, b, "True", line);
 	case JSON_FALSE: return buf_str(c, b, "False", line);
@@ -1738,7 +1804,8 @@ static bool py_repr(struct ctx *c, struct buf *b, const json_t *v, int depth, in
 		if (!buf_str(c, b, "[", line))
 			return false;
 		for (size_t i = 0; i < json_array_size(v); i++)
-			if ((i && !buf_str(c, b, ", ", line)) || !py_repr(c, b, json_array_get(v, i), depth + 1, line))
+			if ((i && !buf_str(c, b, ", ", line)) ||
+			    !py_repr(c, b, json_array_get(v, i), depth + 1, line))
 				return false;
 		return buf_str(c, b, "]", line);
 	}
@@ -1751,8 +1818,9 @@ static bool py_repr(struct ctx *c, struct buf *b, const json_t *v, int depth, in
 		json_object_foreach((json_t *)v, k, x)
 		{
 			json_t *ks = json_string(k);
-			bool ok = ks && (first || buf_str(c, b, ", ", line)) && py_repr(c, b, ks, depth + 1, line) &&
-				  buf_str(c, b, ": ", line) && py_repr(c, b, x, depth + 1, line);
+			bool ok = ks && (first || buf_str(c, b, ", ", line)) &&
+				  py_repr(c, b, ks, depth + 1, line) && buf_str(c, b, ": ", line) &&
+				  py_repr(c, b, x, depth + 1, line);
 			json_decref(ks);
 			if (!ok)
 				return ks ? false : (nomem(c), false);
@@ -1883,7 +1951,8 @@ static bool u8_space(const char *s, size_t n, size_t p, size_t *len)
 	if (*len == 3) {
 		if (u[0] == 0xE1 && u[1] == 0x9A && u[2] == 0x80)
 			return true;
-		if (u[0] == 0xE2 && u[1] == 0x80 && ((u[2] >= 0x80 && u[2] <= 0x8A) || u[2] == 0xA8 || u[2] == 0xA9 || u[2] == 0xAF))
+		if (u[0] == 0xE2 && u[1] == 0x80 &&
+		    ((u[2] >= 0x80 && u[2] <= 0x8A) || u[2] == 0xA8 || u[2] == 0xA9 || u[2] == 0xAF))
 			return true;
 		if (u[0] == 0xE2 && u[1] == 0x81 && u[2] == 0x9F)
 			return true;
@@ -2031,7 +2100,8 @@ static json_t *str_case(struct ctx *c, const json_t *v, int mode, int line)
 		bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
 		bool up = mode == 1 || (mode == 2 && !word) || (mode == 3 && i == 0);
 		if (alpha)
-			s[i] = up ? (ch >= 'a' && ch <= 'z' ? ch - 32 : ch) : (ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+			s[i] = up ? (ch >= 'a' && ch <= 'z' ? ch - 32 : ch)
+				  : (ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
 		word = alpha || ((unsigned char)ch >= 0x80) || (ch >= '0' && ch <= '9');
 	}
 	json_t *r = new_str(c, s, n, line);
@@ -2039,8 +2109,8 @@ static json_t *str_case(struct ctx *c, const json_t *v, int mode, int line)
 	return r;
 }
 
-static json_t *str_replace(struct ctx *c, const json_t *v, const json_t *old, const json_t *new_, long long count,
-			   int line)
+static json_t *str_replace(struct ctx *c, const json_t *v, const json_t *old, const json_t *new_,
+			   long long count, int line)
 {
 	const char *s = json_string_value(v), *o = json_string_value(old), *w = json_string_value(new_);
 	size_t n = json_string_length(v), on = json_string_length(old), wn = json_string_length(new_);
@@ -2305,8 +2375,8 @@ static json_t *get_item(const json_t *v, const json_t *key)
 static enum tern_status do_test(struct ctx *c, struct node *n, json_t *v, const struct args *a, bool *res);
 
 /* selectattr/rejectattr/select/reject */
-static enum tern_status filter_select(struct ctx *c, struct node *n, json_t *v, const struct args *a, bool attr,
-				      bool keep, json_t **out)
+static enum tern_status filter_select(struct ctx *c, struct node *n, json_t *v, const struct args *a,
+				      bool attr, bool keep, json_t **out)
 {
 	json_t *items = iter_items(c, v, n->line), *res = json_array();
 	if (!items || !res) {
@@ -2366,7 +2436,8 @@ static int cmp_for_sort(struct ctx *c, const json_t *a, const json_t *b, int lin
 	return r;
 }
 
-static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, const struct args *a, json_t **out)
+static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, const struct args *a,
+				     json_t **out)
 {
 	const char *f = n->s;
 	int line = n->line;
@@ -2487,7 +2558,8 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 		json_array_foreach(items, i, x)
 		{
 			json_t *y = attr ? get_item(x, attr) : json_incref(x);
-			ok = (!i || !sep || buf_add(c, &b, json_string_value(sep), json_string_length(sep), line)) &&
+			ok = (!i || !sep ||
+			      buf_add(c, &b, json_string_value(sep), json_string_length(sep), line)) &&
 			     py_str(c, &b, y, 0, line);
 			json_decref(y);
 			if (!ok)
@@ -2553,7 +2625,8 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 			double sf = 0;
 			bool flt = false;
 			for (size_t i = 0; i < k; i++) {
-				json_t *x = attr ? get_item(json_array_get(items, i), attr) : json_incref(json_array_get(items, i));
+				json_t *x = attr ? get_item(json_array_get(items, i), attr)
+						 : json_incref(json_array_get(items, i));
 				if (!is_num(x)) {
 					json_decref(x);
 					json_decref(items);
@@ -2581,7 +2654,8 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 			json_t *x = e[i];
 			size_t j = i;
 			while (j > 0 && !c->st && step(c, line)) {
-				json_t *ka = attr ? json_object_get(e[j - 1], json_string_value(attr)) : e[j - 1];
+				json_t *ka =
+					attr ? json_object_get(e[j - 1], json_string_value(attr)) : e[j - 1];
 				json_t *kb = attr ? json_object_get(x, json_string_value(attr)) : x;
 				if (attr && !json_is_string(attr))
 					ka = kb = NULL;
@@ -2665,26 +2739,31 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 			json_t *chars = arg(a, 0, "chars", NULL);
 			*out = chars && !json_is_null(chars) && !want_str(c, chars, "trim", line)
 				       ? NULL
-				       : str_strip(c, s, chars && json_is_string(chars) ? chars : NULL, true, true, line);
-		} else if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize") || !strcmp(f, "title")) {
+				       : str_strip(c, s, chars && json_is_string(chars) ? chars : NULL, true,
+						   true, line);
+		} else if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize") ||
+			   !strcmp(f, "title")) {
 			int mode = f[0] == 'l' ? 0 : f[0] == 'u' ? 1 : f[0] == 't' ? 2 : 3;
 			json_t *lo = mode == 3 ? str_case(c, s, 0, line) : json_incref(s);
 			*out = lo ? str_case(c, lo, mode, line) : NULL;
 			json_decref(lo);
 		} else if (!strcmp(f, "replace")) {
-			json_t *o = arg(a, 0, "old", NULL), *w = arg(a, 1, "new", NULL), *cn = arg(a, 2, "count", NULL);
+			json_t *o = arg(a, 0, "old", NULL), *w = arg(a, 1, "new", NULL),
+			       *cn = arg(a, 2, "count", NULL);
 			if (want_str(c, o, "replace", line) && want_str(c, w, "replace", line) &&
 			    (!cn || want_int(c, cn, "replace count", line)))
 				*out = str_replace(c, s, o, w, cn ? ival(cn) : -1, line);
 		} else if (!strcmp(f, "indent")) {
 			json_t *w = arg(a, 0, "width", NULL);
-			bool first = truthy(arg(a, 1, "first", NULL)), blank = truthy(arg(a, 2, "blank", NULL));
+			bool first = truthy(arg(a, 1, "first", NULL)),
+			     blank = truthy(arg(a, 2, "blank", NULL));
 			struct buf pad = {0}, b = {0};
 			bool ok = true;
 			if (w && json_is_string(w))
 				ok = buf_add(c, &pad, json_string_value(w), json_string_length(w), line);
 			else
-				for (long long i = 0; ok && i < (w && is_int(w) ? ival(w) : 4) && i < 256; i++)
+				for (long long i = 0; ok && i < (w && is_int(w) ? ival(w) : 4) && i < 256;
+				     i++)
 					ok = buf_add(c, &pad, " ", 1, line);
 			const char *p = json_string_value(s);
 			size_t len = json_string_length(s);
@@ -2707,8 +2786,12 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 			const char *p = json_string_value(s);
 			bool ok = true;
 			for (size_t i = 0; ok && i < json_string_length(s); i++) {
-				const char *r = p[i] == '&' ? "&amp;" : p[i] == '<' ? "&lt;" : p[i] == '>' ? "&gt;"
-						: p[i] == '"' ? "&#34;" : p[i] == '\'' ? "&#39;" : NULL;
+				const char *r = p[i] == '&'    ? "&amp;"
+						: p[i] == '<'  ? "&lt;"
+						: p[i] == '>'  ? "&gt;"
+						: p[i] == '"'  ? "&#34;"
+						: p[i] == '\'' ? "&#39;"
+							       : NULL;
 				ok = r ? buf_str(c, &b, r, line) : buf_add(c, &b, p + i, 1, line);
 			}
 			if (ok)
@@ -2763,9 +2846,9 @@ static enum tern_status do_test(struct ctx *c, struct node *n, json_t *v, const 
 		*res = values_eq(v, x, 0) && (t[0] != 's' || !v || !x || json_typeof(v) == json_typeof(x));
 	else if (!strcmp(t, "ne") || !strcmp(t, "!="))
 		*res = !values_eq(v, x, 0);
-	else if (!strcmp(t, "lt") || !strcmp(t, "<") || !strcmp(t, "le") || !strcmp(t, "<=") || !strcmp(t, "gt") ||
-		 !strcmp(t, ">") || !strcmp(t, "ge") || !strcmp(t, ">=") || !strcmp(t, "lessthan") ||
-		 !strcmp(t, "greaterthan")) {
+	else if (!strcmp(t, "lt") || !strcmp(t, "<") || !strcmp(t, "le") || !strcmp(t, "<=") ||
+		 !strcmp(t, "gt") || !strcmp(t, ">") || !strcmp(t, "ge") || !strcmp(t, ">=") ||
+		 !strcmp(t, "lessthan") || !strcmp(t, "greaterthan")) {
 		if (!compare(c, v, x, &r, line))
 			return c->st;
 		bool lt = t[0] == 'l' || t[0] == '<', eq = t[1] == 'e' || t[1] == '=';
@@ -2917,8 +3000,8 @@ static enum tern_status call_macro(struct ctx *c, struct node *m, struct node *c
 	return c->st;
 }
 
-static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, const char *m, const struct args *a,
-				    json_t **out)
+static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, const char *m,
+				    const struct args *a, json_t **out)
 {
 	int line = n->line;
 	json_t *x0 = arg(a, 0, NULL, NULL), *x1 = arg(a, 1, NULL, NULL);
@@ -2926,7 +3009,8 @@ static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, 
 		if (!strcmp(m, "strip") || !strcmp(m, "lstrip") || !strcmp(m, "rstrip")) {
 			if (x0 && !json_is_null(x0) && !want_str(c, x0, m, line))
 				return c->st;
-			*out = str_strip(c, obj, x0 && json_is_string(x0) ? x0 : NULL, m[0] != 'r', m[0] != 'l', line);
+			*out = str_strip(c, obj, x0 && json_is_string(x0) ? x0 : NULL, m[0] != 'r',
+					 m[0] != 'l', line);
 			return c->st;
 		}
 		if (!strcmp(m, "split")) {
@@ -2948,12 +3032,14 @@ static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, 
 				if (!want_str(c, p, m, line))
 					return c->st;
 				size_t pn = json_string_length(p);
-				r = pn <= sn && !memcmp(m[0] == 's' ? s : s + sn - pn, json_string_value(p), pn);
+				r = pn <= sn &&
+				    !memcmp(m[0] == 's' ? s : s + sn - pn, json_string_value(p), pn);
 			}
 			*out = json_boolean(r);
 			return TERN_OK;
 		}
-		if (!strcmp(m, "upper") || !strcmp(m, "lower") || !strcmp(m, "title") || !strcmp(m, "capitalize")) {
+		if (!strcmp(m, "upper") || !strcmp(m, "lower") || !strcmp(m, "title") ||
+		    !strcmp(m, "capitalize")) {
 			int mode = m[0] == 'l' ? 0 : m[0] == 'u' ? 1 : m[0] == 't' ? 2 : 3;
 			json_t *lo = mode == 3 ? str_case(c, obj, 0, line) : json_incref(obj);
 			*out = lo ? str_case(c, lo, mode, line) : NULL;
@@ -3003,7 +3089,8 @@ static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, 
 					ok = false;
 					break;
 				}
-				ok = (!i || buf_add(c, &b, json_string_value(obj), json_string_length(obj), line)) &&
+				ok = (!i || buf_add(c, &b, json_string_value(obj), json_string_length(obj),
+						    line)) &&
 				     buf_add(c, &b, json_string_value(x), json_string_length(x), line);
 				if (!ok)
 					break;
@@ -3026,7 +3113,8 @@ static enum tern_status call_method(struct ctx *c, struct node *n, json_t *obj, 
 			json_t *x;
 			json_object_foreach(obj, k, x)
 			{
-				if (r && json_array_append_new(r, m[0] == 'k' ? json_string(k) : json_incref(x)))
+				if (r &&
+				    json_array_append_new(r, m[0] == 'k' ? json_string(k) : json_incref(x)))
 					r = (json_decref(r), NULL);
 			}
 			return (*out = r) ? TERN_OK : nomem(c);
@@ -3053,9 +3141,10 @@ static enum tern_status eval_call(struct ctx *c, struct node *n, json_t **out)
 		for (int i = 0; i < c->t->nmacros && !m; i++)
 			if (!strcmp(c->t->macros[i].name, name))
 				m = c->t->macros[i].n;
-		if (!m && strcmp(name, "range") && strcmp(name, "raise_exception") && strcmp(name, "namespace") &&
-		    strcmp(name, "dict"))
-			return rfail(c, line, lookup(c, name) ? "'%s' is not callable" : "'%s' is undefined", name);
+		if (!m && strcmp(name, "range") && strcmp(name, "raise_exception") &&
+		    strcmp(name, "namespace") && strcmp(name, "dict"))
+			return rfail(c, line, lookup(c, name) ? "'%s' is not callable" : "'%s' is undefined",
+				     name);
 		if (eval_args(c, n, &a))
 			return c->st;
 		if (m) {
@@ -3166,7 +3255,8 @@ static enum tern_status arith(struct ctx *c, int op, json_t *a, json_t *b, json_
 			return nomem(c);
 		return TERN_OK;
 	}
-	if (op == OP_MUL && ((a && json_is_string(a) && is_int(b)) || (b && json_is_string(b) && is_int(a)))) {
+	if (op == OP_MUL &&
+	    ((a && json_is_string(a) && is_int(b)) || (b && json_is_string(b) && is_int(a)))) {
 		json_t *s = json_is_string(a) ? a : b;
 		long long k = json_is_string(a) ? ival(b) : ival(a);
 		size_t sn = json_string_length(s);
@@ -3182,8 +3272,8 @@ static enum tern_status arith(struct ctx *c, int op, json_t *a, json_t *b, json_
 		return c->st;
 	}
 	if (!is_num(a) || !is_num(b))
-		return rfail(c, line, "unsupported operand types for %s: '%s' and '%s'", names[op], type_name(a),
-			     type_name(b));
+		return rfail(c, line, "unsupported operand types for %s: '%s' and '%s'", names[op],
+			     type_name(a), type_name(b));
 	if (is_int(a) && is_int(b) && op != OP_DIV) {
 		long long x = ival(a), y = ival(b), r = 0;
 		bool ovf = false;
@@ -3299,7 +3389,9 @@ static enum tern_status eval(struct ctx *c, struct node *n, json_t **out)
 		if (eval(c, n->a, &a))
 			return c->st;
 		if (!a) {
-			const char *what = n->a->k == N_NAME ? n->a->s : n->a->k == N_ATTR ? n->a->s : "the value";
+			const char *what = n->a->k == N_NAME   ? n->a->s
+					   : n->a->k == N_ATTR ? n->a->s
+							       : "the value";
 			return rfail(c, n->line, "'%s' is undefined (reading .%s)", what, n->s);
 		}
 		if (json_is_object(a))
@@ -3313,7 +3405,9 @@ static enum tern_status eval(struct ctx *c, struct node *n, json_t **out)
 		}
 		if (!a) {
 			json_decref(b);
-			const char *what = n->a->k == N_NAME ? n->a->s : n->a->k == N_ATTR ? n->a->s : "the value";
+			const char *what = n->a->k == N_NAME   ? n->a->s
+					   : n->a->k == N_ATTR ? n->a->s
+							       : "the value";
 			return rfail(c, n->line, "'%s' is undefined (reading an item)", what);
 		}
 		*out = get_item(a, b);
@@ -3364,7 +3458,8 @@ static enum tern_status eval(struct ctx *c, struct node *n, json_t **out)
 		if (eval(c, n->a, &a))
 			return c->st;
 		if (!is_num(a)) {
-			rfail(c, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+', type_name(a));
+			rfail(c, n->line, "bad operand type for unary %c: '%s'", n->k == N_NEG ? '-' : '+',
+			      type_name(a));
 		} else if (n->k == N_POS) {
 			*out = json_incref(a);
 		} else if (is_int(a)) {
@@ -3432,10 +3527,11 @@ static enum tern_status eval(struct ctx *c, struct node *n, json_t **out)
 			bool res = false;
 			if (b && json_is_string(b)) {
 				if (!a || !json_is_string(a))
-					rfail(c, n->line, "'in <string>' needs a string on the left, not %s", type_name(a));
+					rfail(c, n->line, "'in <string>' needs a string on the left, not %s",
+					      type_name(a));
 				else
-					res = memmem_(json_string_value(b), json_string_length(b), json_string_value(a),
-						      json_string_length(a)) != NULL;
+					res = memmem_(json_string_value(b), json_string_length(b),
+						      json_string_value(a), json_string_length(a)) != NULL;
 			} else if (b && json_is_array(b)) {
 				for (size_t i = 0; i < json_array_size(b) && !res; i++)
 					res = values_eq(a, json_array_get(b, i), 0);
@@ -3486,17 +3582,18 @@ static enum tern_status exec_for(struct ctx *c, struct node *n)
 	json_t *kept = n->b ? json_array() : json_incref(items);
 	if (!kept)
 		nomem(c);
-#define BIND(x_)                                                                                                  \
-	do {                                                                                                      \
-		if (n->nn == 1) {                                                                                 \
-			set_var(c, n->names[0], (x_));                                                            \
-		} else {                                                                                          \
-			json_t *seq_ = (x_) && json_is_array(x_) ? (x_) : NULL;                                   \
-			if (!seq_ || (int)json_array_size(seq_) != n->nn)                                         \
-				rfail(c, n->line, "cannot unpack %s into %d loop variables", type_name(x_), n->nn); \
-			for (int k_ = 0; k_ < n->nn && !c->st; k_++)                                              \
-				set_var(c, n->names[k_], json_array_get(seq_, (size_t)k_));                       \
-		}                                                                                                 \
+#define BIND(x_)                                                                                            \
+	do {                                                                                                \
+		if (n->nn == 1) {                                                                           \
+			set_var(c, n->names[0], (x_));                                                      \
+		} else {                                                                                    \
+			json_t *seq_ = (x_) && json_is_array(x_) ? (x_) : NULL;                             \
+			if (!seq_ || (int)json_array_size(seq_) != n->nn)                                   \
+				rfail(c, n->line, "cannot unpack %s into %d loop variables", type_name(x_), \
+				      n->nn);                                                               \
+			for (int k_ = 0; k_ < n->nn && !c->st; k_++)                                        \
+				set_var(c, n->names[k_], json_array_get(seq_, (size_t)k_));                 \
+		}                                                                                           \
 	} while (0)
 	if (n->b && kept) {
 		json_array_foreach(items, i, x)
@@ -3516,10 +3613,11 @@ static enum tern_status exec_for(struct ctx *c, struct node *n)
 		if (!step(c, n->line))
 			break;
 		x = json_array_get(kept, i);
-		json_t *loop = json_pack("{sIsIsIsIsbsbsIsIsI}", "index", (json_int_t)i + 1, "index0", (json_int_t)i,
-					 "revindex", (json_int_t)(len - i), "revindex0", (json_int_t)(len - i - 1),
-					 "first", i == 0, "last", i + 1 == len, "length", (json_int_t)len, "depth",
-					 (json_int_t)1, "depth0", (json_int_t)0);
+		json_t *loop =
+			json_pack("{sIsIsIsIsbsbsIsIsI}", "index", (json_int_t)i + 1, "index0", (json_int_t)i,
+				  "revindex", (json_int_t)(len - i), "revindex0", (json_int_t)(len - i - 1),
+				  "first", i == 0, "last", i + 1 == len, "length", (json_int_t)len, "depth",
+				  (json_int_t)1, "depth0", (json_int_t)0);
 		if (!loop) {
 			nomem(c);
 			break;
@@ -3572,7 +3670,8 @@ static enum tern_status exec_stmt(struct ctx *c, struct node *n)
 		if (n->attr) {
 			json_t *ns = lookup(c, n->s);
 			if (!ns || !is_namespace(c, ns))
-				rfail(c, n->line, "cannot set '%s.%s': '%s' is not a namespace()", n->s, n->attr, n->s);
+				rfail(c, n->line, "cannot set '%s.%s': '%s' is not a namespace()", n->s,
+				      n->attr, n->s);
 			else if (holds_namespace(c, v, 0))
 				rfail(c, n->line, "a namespace cannot hold a namespace");
 			else if (json_object_set(ns, n->attr, v ? v : json_null()))
@@ -3632,8 +3731,8 @@ void tern_jinja_out_free(struct tern_jinja_out *o)
 	memset(o, 0, sizeof *o);
 }
 
-enum tern_status tern_jinja_render(const struct tern_jinja *t, json_t *vars, const struct tern_jinja_limits *lim,
-				   struct tern_jinja_out *out)
+enum tern_status tern_jinja_render(const struct tern_jinja *t, json_t *vars,
+				   const struct tern_jinja_limits *lim, struct tern_jinja_out *out)
 {
 	memset(out, 0, sizeof *out);
 	struct ctx c = {0};

@@ -40,7 +40,7 @@
 #define TERN_JINJA_MAX_CALLS 64          /* macro call depth */
 
 struct tern_jinja_limits {
-	size_t max_output; /* bytes of output and of any string built (0: 16 MiB) */
+	size_t max_output;   /* bytes of output and of any string built (0: 16 MiB) */
 	long long max_steps; /* statements, loop iterations and expression nodes (0: 10 million) */
 };
 
@@ -63,8 +63,8 @@ struct tern_jinja_out {
 
 /* Renders with the variables of the JSON object vars (borrowed, not changed). lim may be NULL. On
  * failure out is left empty. */
-enum tern_status tern_jinja_render(const struct tern_jinja *t, json_t *vars, const struct tern_jinja_limits *lim,
-				   struct tern_jinja_out *out);
+enum tern_status tern_jinja_render(const struct tern_jinja *t, json_t *vars,
+				   const struct tern_jinja_limits *lim, struct tern_jinja_out *out);
 
 void tern_jinja_out_free(struct tern_jinja_out *o);
 
