@@ -716,6 +716,9 @@ void tern_data_opts_from_config(struct tern_data_opts *o, const struct tern_conf
 	o->train_on_inputs = cfg->train_on_inputs;
 	o->chat_template = cfg->chat_template;
 	o->chat_template_jinja = cfg->chat_template_jinja;
+	/* as axolotl: a chat_template_jinja without a chat_template is used */
+	if (cfg->chat_template_jinja && cfg->chat_template == TERN_TEMPLATE_TOKENIZER_DEFAULT)
+		o->chat_template = TERN_TEMPLATE_JINJA;
 	o->val_set_size = cfg->val_set_size;
 	o->seed = (uint64_t)cfg->seed;
 	o->eos_token = cfg->eos_token;

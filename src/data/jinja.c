@@ -3151,8 +3151,15 @@ static enum tern_status eval_call(struct ctx *c, struct node *n, json_t **out)
 			call_macro(c, m, n, &a, out);
 		} else if (!strcmp(name, "raise_exception")) {
 			json_t *msg = to_string(c, arg(&a, 0, NULL, NULL), line);
-			if (msg)
-				rfail(c, line, "raised: %.400s", json_string_value(msg));
+			if (msg) {
+				/* one line: the message's control characters become spaces */
+				char text[401];
+				snprintf(text, sizeof text, "%s", json_string_value(msg));
+				for (char *p = text; *p; p++)
+					if ((unsigned char)*p < 0x20)
+						*p = ' ';
+				rfail(c, line, "raised: %s", text);
+			}
 			json_decref(msg);
 		} else if (!strcmp(name, "range")) {
 			long long lo = 0, hi = 0, st = 1;
