@@ -9,6 +9,7 @@ Templates (text as published with each model; the Hub is not reachable from here
   llama3.jinja        Meta-Llama-3-8B-Instruct (tests/data/tokenizers/llama3-tokenizer_config.json)
   llama3.2.jinja      Llama-3.2-3B-Instruct (as vendored in llama.cpp's models/templates)
   qwen3.jinja         Qwen3 (tests/data/tokenizers/qwen3-tokenizer_config.json)
+  qwen2.5.jinja       Qwen2.5-Instruct (as vendored in a tokenizer_config.json on GitHub)
   mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1
   mistral-nemo.jinja  Mistral-Nemo-Instruct-2407, the v3 [INST] template with tools
   gemma2.jinja        gemma-2-2b-it
@@ -16,7 +17,7 @@ Templates (text as published with each model; the Hub is not reachable from here
   phi3.5.jinja        Phi-3.5-mini-instruct
   phi4.jinja          phi-4
 Ids ("ids", apply_chat_template(tokenize=True)): llama3 and llama3.2 with the Llama 3 tokenizer,
-qwen3 with the Qwen3 tokenizer. No Mistral, Gemma or Phi tokenizer is committed: those records
+qwen3 and qwen2.5 with the Qwen3 tokenizer (Qwen2.5's vocabulary, plus <think> tokens). No Mistral, Gemma or Phi tokenizer is committed: those records
 have the text only ("text"), which tern must render byte for byte.
 
 Llama 3.2's template takes today's date from strftime_now; tern defines no strftime_now (rows must
@@ -50,6 +51,7 @@ TEMPLATES = {
     "llama3.jinja": ("llama3", None, None),
     "llama3.2.jinja": ("llama3", None, None),
     "qwen3.jinja": ("qwen3", None, None),
+    "qwen2.5.jinja": ("qwen3", None, None),
     "mistral-v0.1.jinja": (None, "<s>", "</s>"),
     "mistral-nemo.jinja": (None, "<s>", "</s>"),
     "gemma2.jinja": (None, "<bos>", "<eos>"),
@@ -71,6 +73,10 @@ CHATS = [
       {"role": "assistant", "content": "<think>\n3 times 3.\n</think>\n\n9."},
       {"role": "user", "content": "And 4*4?"},
       {"role": "assistant", "content": "<think>\nFour fours.\n</think>\n\n16."}], False),
+    ([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": "", "tool_calls": [
+          {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}}]},
+      {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "You're welcome."}], False),
 ]
 
 
@@ -85,16 +91,30 @@ def unpack(tmp, name):
     return d
 
 
-def trained(tplname, messages, hf):
-    """What tern trains of each assistant turn, decoded as the tokenizer decodes the run."""
+def trained(tplname, messages, text):
+    """What tern trains of each assistant turn, decoded as the tokenizer decodes the run: the turn as
+    the template renders it after its header (for a tool call: the call), and its end-of-turn."""
     out = []
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         c = m["content"]
+        if m.get("tool_calls"):
+            f = m["tool_calls"][0]["function"]
+            args = json.dumps(f["arguments"], ensure_ascii=False)
+            if tplname == "llama3.2.jinja":
+                out.append('{"name": "%s", "parameters": %s}<|eot_id|>' % (f["name"], args))
+            elif tplname.startswith("qwen"):
+                call = '<tool_call>\n{"name": "%s", "arguments": %s}\n</tool_call><|im_end|>' % (f["name"], args)
+                out.append(call)
+            else:
+                out.append(c.strip() + "<|eot_id|>")
+            continue
         if tplname.startswith("llama3"):
             out.append(c.strip() + "<|eot_id|>")
+        elif tplname == "qwen2.5.jinja":
+            out.append(c + "<|im_end|>")
         else:  # qwen3: the reasoning is kept after the last user turn, an empty block on the last turn
             think, body = "", c
             if "</think>" in c:
@@ -137,7 +157,7 @@ def main():
                     assert list(ids) == hf(rec["text"], add_special_tokens=False)["input_ids"]
                     rec["ids"] = list(ids)
                     if not agp:
-                        rec["trained"] = trained(name, messages, hf)
+                        rec["trained"] = trained(name, messages, rec["text"])
                 rows.append(rec)
     with open(OUT, "w", encoding="utf-8") as f:
         for r in rows:

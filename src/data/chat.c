@@ -329,8 +329,9 @@ static enum tern_status find_span(const struct tern_chat *c, json_t *msgs, size_
 	const char *sent = "\x01";
 	if (cn && (cs[0] == 1 || cs[cn - 1] == 1))
 		sent = (cs[0] == 2 || cs[cn - 1] == 2) ? "\x03" : "\x02";
+	/* the whole message is replaced (its tool calls and reasoning with it) */
 	json_t *alt = json_copy(msgs), *am = NULL;
-	if (!alt || !(am = json_copy(m)) || json_object_set_new(am, "content", json_string(sent)) ||
+	if (!alt || !(am = json_pack("{ssss}", "role", "assistant", "content", sent)) ||
 	    json_array_set_new(alt, i, am)) {
 		json_decref(alt);
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
