@@ -134,6 +134,8 @@ static void constructs(void)
 		 "A\t|[2, 3]|[2, 3]|[1, 3]"},
 		{"{{ (messages | length - 1) }}|{{ -2 ** 2 }}|{{ 1 + ('2' ~ 3) | length }}|{{ 'a' ~ 1 * 2 }}",
 		 "1|4|3|a2"},
+		{"{{ {'b': '\\u001f\\u00e9/', 'a': [1.5, 1e20, 0.1, 100.0]} | tojson }}|{{ '\\U0001F600' | tojson(true) }}|{{ [1,2] | tojson(separators=(',', ':')) }}|{{ {'z': 1, 'a': 2} | tojson(sort_keys=true) }}",
+		 "{\"b\": \"\\u001f\xc3\xa9/\", \"a\": [1.5, 1e+20, 0.1, 100.0]}|\"\\ud83d\\ude00\"|[1,2]|{\"a\": 2, \"z\": 1}"},
 		{"{% generation %}g{% endgeneration %}", "g"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -301,8 +301,8 @@ static bool lex_string(struct lexer *L)
 static bool name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 static bool name_char(char c) { return name_start(c) || (c >= '0' && c <= '9'); }
 
-/* Tokens inside a tag up to its end; returns the end's whitespace control ('-', '+' or 0) and
- * whether it consumed a newline (trim_blocks) through *nl. */
+/* Tokens inside a tag up to and including its end, with the end's whitespace control applied;
+ * *nl tells whether the end consumed a newline (then the next text starts a line). */
 static bool lex_tag(struct lexer *L, bool block, bool *nl)
 {
 	const char *s = L->src;
@@ -2436,6 +2436,131 @@ static int cmp_for_sort(struct ctx *c, const json_t *a, const json_t *b, int lin
 	return r;
 }
 
+/* Python's json.dumps: separators, indent, ensure_ascii, sort_keys; floats as repr. */
+struct json_style {
+	bool ascii;
+	int indent; /* -1: one line */
+	const char *item_sep, *key_sep;
+	bool sort_keys;
+};
+
+static bool json_str(struct ctx *c, struct buf *b, const char *s, size_t n, bool ascii, int line)
+{
+	bool ok = buf_add(c, b, "\"", 1, line);
+	for (size_t i = 0; ok && i < n;) {
+		unsigned char ch = (unsigned char)s[i];
+		char e[16];
+		if (ch == '"' || ch == '\\') {
+			snprintf(e, sizeof e, "\\%c", ch);
+		} else if (ch == '\n' || ch == '\r' || ch == '\t' || ch == '\b' || ch == '\f') {
+			snprintf(e, sizeof e, "\\%c",
+				 ch == '\n'   ? 'n'
+				 : ch == '\r' ? 'r'
+				 : ch == '\t' ? 't'
+				 : ch == '\b' ? 'b'
+					      : 'f');
+		} else if (ch < 0x20 || (ascii && ch == 0x7f)) {
+			snprintf(e, sizeof e, "\\u%04x", ch);
+		} else if (ascii && ch >= 0x80) {
+			size_t k = u8_next(s, n, i) - i;
+			uint32_t cp = k == 2 ? ch & 0x1F : k == 3 ? ch & 0x0F : ch & 0x07;
+			for (size_t j = 1; j < k; j++)
+				cp = cp << 6 | ((unsigned char)s[i + j] & 0x3F);
+			if (cp >= 0x10000)
+				snprintf(e, sizeof e, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10),
+					 0xDC00 + ((cp - 0x10000) & 0x3FF));
+			else
+				snprintf(e, sizeof e, "\\u%04x", cp);
+			ok = buf_str(c, b, e, line);
+			i += k;
+			continue;
+		} else {
+			ok = buf_add(c, b, s + i, 1, line);
+			i++;
+			continue;
+		}
+		ok = buf_str(c, b, e, line);
+		i++;
+	}
+	return ok && buf_add(c, b, "\"", 1, line);
+}
+
+static bool json_newline(struct ctx *c, struct buf *b, const struct json_style *js, int level, int line)
+{
+	if (js->indent < 0)
+		return true;
+	bool ok = buf_add(c, b, "\n", 1, line);
+	for (int i = 0; ok && i < js->indent * level; i++)
+		ok = buf_add(c, b, " ", 1, line);
+	return ok;
+}
+
+static int cmp_keys(const void *x, const void *y)
+{
+	return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static bool json_write(struct ctx *c, struct buf *b, const json_t *v, const struct json_style *js, int level,
+		       int line)
+{
+	char num[64];
+	if (level > 64) {
+		rfail(c, line, "tojson of a value nested deeper than 64 levels");
+		return false;
+	}
+	switch (json_typeof(v)) {
+	case JSON_NULL: return buf_str(c, b, "null", line);
+	case JSON_TRUE: return buf_str(c, b, "true", line);
+	case JSON_FALSE: return buf_str(c, b, "false", line);
+	case JSON_INTEGER:
+		snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+		return buf_str(c, b, num, line);
+	case JSON_REAL: {
+		double x = json_real_value(v);
+		if (isnan(x))
+			return buf_str(c, b, "NaN", line);
+		if (isinf(x))
+			return buf_str(c, b, x < 0 ? "-Infinity" : "Infinity", line);
+		py_float(x, num, sizeof num);
+		return buf_str(c, b, num, line);
+	}
+	case JSON_STRING: return json_str(c, b, json_string_value(v), json_string_length(v), js->ascii, line);
+	case JSON_ARRAY: {
+		size_t n = json_array_size(v);
+		if (!n)
+			return buf_str(c, b, "[]", line);
+		bool ok = buf_str(c, b, "[", line);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (!i || buf_str(c, b, js->item_sep, line)) &&
+			     json_newline(c, b, js, level + 1, line) &&
+			     json_write(c, b, json_array_get(v, i), js, level + 1, line);
+		return ok && json_newline(c, b, js, level, line) && buf_str(c, b, "]", line);
+	}
+	default: {
+		size_t n = json_object_size(v), k = 0;
+		if (!n)
+			return buf_str(c, b, "{}", line);
+		const char **keys = malloc(n * sizeof *keys);
+		if (!keys)
+			return nomem(c), false;
+		const char *key;
+		json_t *x;
+		json_object_foreach((json_t *)v, key, x) { keys[k++] = key; }
+		if (js->sort_keys)
+			qsort(keys, n, sizeof *keys, cmp_keys);
+		bool ok = buf_str(c, b, "{", line);
+		for (size_t i = 0; ok && i < n; i++)
+			ok = (!i || buf_str(c, b, js->item_sep, line)) &&
+			     json_newline(c, b, js, level + 1, line) &&
+			     json_str(c, b, keys[i], strlen(keys[i]), js->ascii, line) &&
+			     buf_str(c, b, js->key_sep, line) &&
+			     json_write(c, b, json_object_get(v, keys[i]), js, level + 1, line);
+		free(keys);
+		return ok && json_newline(c, b, js, level, line) && buf_str(c, b, "}", line);
+	}
+	}
+}
+
 static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, const struct args *a,
 				     json_t **out)
 {
@@ -2470,23 +2595,30 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 		return c->st;
 	}
 	if (!strcmp(f, "tojson")) {
+		/* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
 		if (!v)
 			return rfail(c, line, "tojson of an undefined value");
-		json_t *ind = arg(a, 0, "indent", &given);
-		size_t flags = JSON_ENCODE_ANY | JSON_PRESERVE_ORDER;
+		struct json_style js = {truthy(arg(a, 0, "ensure_ascii", NULL)), -1, ", ", ": ",
+					truthy(arg(a, 3, "sort_keys", NULL))};
+		json_t *ind = arg(a, 1, "indent", &given), *sep = arg(a, 2, "separators", NULL);
 		if (ind && !json_is_null(ind)) {
 			if (!want_int(c, ind, "tojson indent", line))
 				return c->st;
-			long long k = ival(ind);
-			flags |= JSON_INDENT(k < 0 ? 0 : k > 31 ? 31 : (size_t)k);
+			js.indent = ival(ind) < 0 ? 0 : ival(ind) > 64 ? 64 : (int)ival(ind);
+			js.item_sep = ",";
 		}
-		if (truthy(arg(a, -1, "sort_keys", NULL)))
-			flags |= JSON_SORT_KEYS;
-		char *s = json_dumps(v, flags);
-		if (!s)
-			return rfail(c, line, "tojson: the value cannot be written as JSON");
-		*out = new_str(c, s, strlen(s), line);
-		free(s);
+		if (sep && !json_is_null(sep)) {
+			if (!json_is_array(sep) || json_array_size(sep) != 2 ||
+			    !json_is_string(json_array_get(sep, 0)) ||
+			    !json_is_string(json_array_get(sep, 1)))
+				return rfail(c, line, "tojson separators must be two strings");
+			js.item_sep = json_string_value(json_array_get(sep, 0));
+			js.key_sep = json_string_value(json_array_get(sep, 1));
+		}
+		struct buf b = {0};
+		if (json_write(c, &b, v, &js, 0, line))
+			*out = new_str(c, b.p ? b.p : "", b.n, line);
+		free(b.p);
 		return c->st;
 	}
 	if (!strcmp(f, "items")) {
