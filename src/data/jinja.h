@@ -10,9 +10,10 @@
  * Expressions literals (strings, ints, floats, true/false/none, lists, tuples, dicts), names,
  *             .attr, [key], [a:b:c], calls, filters, `is` tests, not/and/or, in/not in,
  *             == != < <= > >=, + - * / // % **, ~, `a if c else b`.
- * Filters     length count trim tojson (Python json.dumps output, transformers arguments) upper lower capitalize title first last default d join
+ * Filters     length count trim tojson upper lower capitalize title first last default d join
  *             replace string items list selectattr rejectattr select reject map reverse sort int
- *             float abs safe escape e indent max min sum unique
+ *             float abs safe escape e indent max min sum unique (tojson: transformers' arguments
+ *             and Python json.dumps's output)
  * Tests       defined undefined none string mapping iterable sequence number integer float
  *             boolean true false callable equalto eq ne lt le gt ge == != < <= > >= divisibleby
  *             even odd in sameas lower upper
