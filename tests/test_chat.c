@@ -19,6 +19,7 @@
 #include "data/chat.h"
 #include "data/data.h"
 #include "data/jinja.h"
+#include "train/config.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -136,6 +137,7 @@ static void constructs(void)
 		 "1|4|3|a2"},
 		{"{{ {'b': '\\u001f\\u00e9/', 'a': [1.5, 1e20, 0.1, 100.0]} | tojson }}|{{ '\\U0001F600' | tojson(true) }}|{{ [1,2] | tojson(separators=(',', ':')) }}|{{ {'z': 1, 'a': 2} | tojson(sort_keys=true) }}",
 		 "{\"b\": \"\\u001f\xc3\xa9/\", \"a\": [1.5, 1e+20, 0.1, 100.0]}|\"\\ud83d\\ude00\"|[1,2]|{\"a\": 2, \"z\": 1}"},
+		{"a\r\nb\rc{% if true %}\r\nd{% endif %}\n", "a\nb\ncd"},
 		{"{% generation %}g{% endgeneration %}", "g"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -568,6 +570,52 @@ static void spans_and_sources(void)
 	rmdir(dir);
 }
 
+/* ---- config keys ---- */
+
+static struct tern_config *parse(const char *text)
+{
+	struct tern_config *cfg = NULL;
+	if (tern_config_parse(&cfg, "configs/x.yaml", text, strlen(text)) != TERN_OK)
+		printf("  parse: %s\n", tern_error());
+	return cfg;
+}
+
+#define HEAD "base_model: m\ndatasets:\n  - path: d.jsonl\n    type: chat_template\n"
+
+static void config_keys(void)
+{
+	struct tern_config *cfg =
+		parse(HEAD "chat_template: jinja\nchat_template_jinja: |\n  {{ bos_token }}{% for m in "
+			   "messages %}{{ m.content }}{% endfor %}\n");
+	struct tern_data_opts o;
+	check(cfg && cfg->chat_template == TERN_TEMPLATE_JINJA && cfg->chat_template_jinja &&
+		      !strcmp(cfg->chat_template_jinja,
+			      "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}\n"),
+	      "config: chat_template: jinja with a block-scalar chat_template_jinja");
+	tern_config_free(cfg);
+	cfg = parse(HEAD "chat_template_jinja: templates/mine.jinja\n");
+	if (cfg)
+		tern_data_opts_from_config(&o, cfg);
+	check(cfg && cfg->chat_template == TERN_TEMPLATE_TOKENIZER_DEFAULT &&
+		      o.chat_template == TERN_TEMPLATE_JINJA &&
+		      !strcmp(o.chat_template_jinja, "templates/mine.jinja"),
+	      "config: chat_template_jinja without chat_template implies jinja");
+	tern_config_free(cfg);
+	cfg = parse(HEAD "chat_template: qwen3\n");
+	check(cfg && cfg->chat_template == TERN_TEMPLATE_QWEN3, "config: chat_template: qwen3");
+	tern_config_free(cfg);
+	cfg = parse(HEAD "chat_template: gemma\n");
+	check(cfg && cfg->chat_template == TERN_TEMPLATE_GEMMA, "config: chat_template: gemma");
+	tern_config_free(cfg);
+	cfg = NULL;
+	const char *bad = HEAD "chat_template: gemma9\n";
+	enum tern_status st = tern_config_parse(&cfg, "configs/x.yaml", bad, strlen(bad));
+	check(st != TERN_OK && strstr(tern_error(), "chat_template") && strstr(tern_error(), "qwen3") &&
+		      strstr(tern_error(), "jinja") && !strchr(tern_error(), '\n'),
+	      "config: an unknown chat_template lists the values, qwen3, gemma and jinja among them");
+	tern_config_free(cfg);
+}
+
 int main(void)
 {
 	data_dir = getenv("TERN_TEST_DATA");
@@ -582,6 +630,7 @@ int main(void)
 	goldens();
 	builtins();
 	spans_and_sources();
+	config_keys();
 	for (int i = 0; i < 2; i++)
 		tern_tokenizer_free(toks[i]);
 	printf("%d passed, %d failed\n", passed, failed);

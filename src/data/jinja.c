@@ -1572,8 +1572,20 @@ enum tern_status tern_jinja_parse(struct tern_jinja **out, const char *name, con
 		tern_jinja_free(t);
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
 	}
-	memcpy(copy, src, len);
-	struct lexer L = {t, copy, len, 0, 1, NULL, 0, 0, TERN_OK};
+	/* as Jinja's lexer: \r\n and \r read as \n, and one newline at the very end is dropped */
+	size_t k = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (src[i] == '\r') {
+			copy[k++] = '\n';
+			i += i + 1 < len && src[i + 1] == '\n';
+		} else {
+			copy[k++] = src[i];
+		}
+	}
+	if (k && copy[k - 1] == '\n')
+		k--;
+	copy[k] = 0;
+	struct lexer L = {t, copy, k, 0, 1, NULL, 0, 0, TERN_OK};
 	enum tern_status st = TERN_OK;
 	if (!lex(&L)) {
 		st = L.st ? L.st : TERN_E_FORMAT;
