@@ -3038,6 +3038,11 @@ static json_t *slice(struct ctx *c, json_t *v, json_t *lo, json_t *hi, json_t *s
 		rfail(c, line, "slice step cannot be zero");
 		return NULL;
 	}
+	/* a step longer than the sequence takes one item either way; clamped, i += k cannot overflow */
+	if (k > n + 1)
+		k = n + 1;
+	if (k < -n - 1)
+		k = -n - 1;
 	long long a, b;
 	bool ha = lo && !json_is_null(lo), hb = hi && !json_is_null(hi);
 	if (k > 0) {
@@ -3322,9 +3327,12 @@ static enum tern_status eval_call(struct ctx *c, struct node *n, json_t **out)
 					rfail(c, line, "range step cannot be zero");
 			}
 			json_t *r = c->st ? NULL : json_array();
-			for (long long i = lo; r && !c->st && (st > 0 ? i < hi : i > hi); i += st)
+			for (long long i = lo; r && !c->st && (st > 0 ? i < hi : i > hi);) {
 				if (step(c, line) && json_array_append_new(r, json_integer(i)))
 					nomem(c);
+				if (__builtin_add_overflow(i, st, &i))
+					break;
+			}
 			if (c->st)
 				json_decref(r);
 			else if (!(*out = r))
@@ -3451,9 +3459,14 @@ static enum tern_status arith(struct ctx *c, int op, json_t *a, json_t *b, json_
 				*out = json_real(pow((double)x, (double)y));
 				return *out ? TERN_OK : nomem(c);
 			}
+			/* by squaring: |x| <= 1 with a huge y must not loop y times */
 			r = 1;
-			for (long long i = 0; i < y && !ovf; i++)
-				ovf = __builtin_mul_overflow(r, x, &r) || (i > 64 && (x > 1 || x < -1));
+			for (long long base = x, e = y; e > 0 && !ovf; e >>= 1) {
+				if (e & 1)
+					ovf = __builtin_mul_overflow(r, base, &r);
+				if (e > 1 && !ovf)
+					ovf = __builtin_mul_overflow(base, base, &base);
+			}
 			break;
 		default: break;
 		}
