@@ -144,6 +144,15 @@ struct tern_jinja {
 	bool has_gen;
 };
 
+/* Messages echo template text and values: control characters become spaces so that an error
+ * stays one line. */
+static void one_line(char *msg)
+{
+	for (; *msg; msg++)
+		if ((unsigned char)*msg < 0x20)
+			*msg = ' ';
+}
+
 /* ---- lexer ---- */
 
 struct lexer {
@@ -164,6 +173,7 @@ static enum tern_status lex_fail(struct lexer *L, int line, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	one_line(msg);
 	return L->st = tern_fail(TERN_E_FORMAT, "%s:%d: %s", L->t->name, line, msg);
 }
 
@@ -508,6 +518,7 @@ static enum tern_status perr(struct parser *P, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	one_line(msg);
 	return P->st = tern_fail(TERN_E_FORMAT, "%s:%d: %s", P->t->name, line, msg);
 }
 
@@ -1637,6 +1648,7 @@ static enum tern_status rfail(struct ctx *c, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	one_line(msg);
 	return c->st = tern_fail(TERN_E_INVALID, "%s:%d: %s", c->t->name, line, msg);
 }
 
@@ -2945,7 +2957,7 @@ static enum tern_status apply_filter(struct ctx *c, struct node *n, json_t *v, c
 		json_decref(s);
 		return c->st;
 	}
-	return rfail(c, line, "unknown filter '%s'", f);
+	return rfail(c, line, "unknown filter '%.60s'", f);
 }
 
 static enum tern_status do_test(struct ctx *c, struct node *n, json_t *v, const struct args *a, bool *res)
@@ -3014,7 +3026,7 @@ static enum tern_status do_test(struct ctx *c, struct node *n, json_t *v, const 
 		else if (x && json_is_object(x) && v && json_is_string(v))
 			*res = json_object_get(x, json_string_value(v)) != NULL;
 	} else
-		return rfail(c, line, "unknown test '%s'", t);
+		return rfail(c, line, "unknown test '%.60s'", t);
 	return TERN_OK;
 }
 
