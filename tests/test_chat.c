@@ -382,6 +382,31 @@ static void goldens(void)
 					       json_string_value(text), st ? tern_error() : ct.text);
 			}
 			text_ok += ok;
+			json_t *tt = json_object_get(rec, "trained_text");
+			if (ok && !err && tt) {
+				/* the trained spans at the text level, for every family */
+				static const char *const ends[] = {"</s>",       "<end_of_turn>", "<|end|>",
+								   "<|im_end|>", "<|eot_id|>",    NULL};
+				struct tern_chat_text sp;
+				tern_chat_set_tokens(c, json_string_value(bos), json_string_value(eos), ends);
+				bool sok = tern_chat_render(c, json_object_get(rec, "messages"), false, true,
+							    &sp) == TERN_OK;
+				sok = sok && sp.n_span == json_array_size(tt);
+				for (size_t q = 0; sok && q < sp.n_span; q++) {
+					json_t *w = json_array_get(tt, q);
+					size_t a = sp.span[2 * q], b = sp.span[2 * q + 1];
+					sok = b - a == json_string_length(w) &&
+					      !memcmp(sp.text + a, json_string_value(w), b - a);
+					if (!sok)
+						printf("  span %zu: '%.*s', want '%s'\n", q, (int)(b - a),
+						       sp.text + a, json_string_value(w));
+				}
+				checkf(sok,
+				       "golden %d (%s): the trained spans are the assistant turns and their ends",
+				       k, file);
+				if (sok || sp.text)
+					tern_chat_text_free(&sp);
+			}
 			checkf(ok, "golden %d (%s, add_generation_prompt %d): the text of transformers", k,
 			       file, agp);
 			const struct tern_tokenizer *tok =

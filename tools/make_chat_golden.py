@@ -28,6 +28,8 @@ A record whose template raises (Gemma 2 refuses a system message) has "error": t
 "trained" (records with ids, add_generation_prompt false): the texts tern must train with
 train_on_inputs: false, as the tokenizer decodes each run: every assistant turn as the template
 renders it after its header (Llama 3 trims the content) and its end-of-turn token.
+"trained_text" (every record with text, add_generation_prompt false): the same as text spans, for
+all families (Gemma trims; the end of turn is </s>, <end_of_turn>, <|end|> or <|im_end|>).
 
 Run from the repository root: python3 tools/make_chat_golden.py
 """
@@ -127,6 +129,19 @@ def trained(tplname, messages, text):
     return out
 
 
+END = {"mistral": "</s>", "gemma": "<end_of_turn>", "phi3.5": "<|end|>", "phi4": "<|im_end|>"}
+
+
+def trained_text(tplname, messages, text):
+    """The text of each trained span for the families without a committed tokenizer: the content
+    as the template writes it (Gemma trims) and the end-of-turn marker right after it."""
+    if tplname.startswith(("llama3", "qwen")):
+        return trained(tplname, messages, text)
+    end = next(v for k, v in END.items() if tplname.startswith(k))
+    strip = tplname.startswith("gemma")
+    return [(m["content"].strip() if strip else m["content"]) + end for m in messages if m["role"] == "assistant"]
+
+
 def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +173,8 @@ def main():
                     rec["ids"] = list(ids)
                     if not agp:
                         rec["trained"] = trained(name, messages, rec["text"])
+                if not agp:
+                    rec["trained_text"] = trained_text(name, messages, rec["text"])
                 rows.append(rec)
     with open(OUT, "w", encoding="utf-8") as f:
         for r in rows:
