@@ -485,15 +485,15 @@ static enum tern_status render_chat(struct reader *r, const struct msg *m, size_
 	}
 }
 
-/* The messages as the Jinja template sees them: each message object of the "messages" form with
- * its role named as in transformers (its other fields kept), or {role, content} of sharegpt. */
+/* The messages as the Jinja template sees them: {role, content} as parsed (sharegpt's human/gpt
+ * named user/assistant), with the other fields of a "messages" form message kept. */
 static json_t *jinja_messages(json_t *obj, const struct msg *m, size_t n)
 {
 	json_t *list = json_object_get(obj, "messages"), *out = json_array();
 	for (size_t i = 0; out && i < n; i++) {
 		json_t *e = list ? json_copy(json_array_get(list, i)) : json_object();
 		if (!e || json_object_set_new(e, "role", json_string(role_names[m[i].role])) ||
-		    (!list && json_object_set_new(e, "content", json_string(m[i].content))) ||
+		    json_object_set_new(e, "content", json_string(m[i].content)) ||
 		    json_array_append_new(out, e)) {
 			json_decref(out);
 			out = NULL;
