@@ -525,6 +525,27 @@ static void spans_and_sources(void)
 	tern_chat_free(c);
 	json_decref(m);
 
+	/* a template that needs a field of the assistant message: the span is found with only the
+	 * content replaced */
+	static const char tagged[] =
+		"{% for m in messages %}{% if m.role == 'assistant' and m.tag is not defined %}"
+		"{{ raise_exception('no tag') }}{% endif %}<{{ m.role }}>{{ m.content }}<END>{% endfor %}";
+	json_t *tm = json_loads("[{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+				"\"content\": \"a\", \"tag\": 1}]",
+				0, NULL);
+	c = NULL;
+	ok = tern_chat_from_text(&c, "tagged", tagged, sizeof tagged - 1) == TERN_OK;
+	if (ok)
+		tern_chat_set_tokens(c, NULL, NULL, markers);
+	ok = ok && tern_chat_render(c, tm, false, true, &ct) == TERN_OK;
+	ok = ok && ct.n_span == 1 && ct.span[1] - ct.span[0] == 6 &&
+	     !strncmp(ct.text + ct.span[0], "a<END>", 6);
+	check(ok, "a span is found when the template refuses the message without its other fields");
+	if (ok)
+		tern_chat_text_free(&ct);
+	tern_chat_free(c);
+	json_decref(tm);
+
 	/* chat_template_jinja: inline text, a file, neither */
 	c = NULL;
 	check(tern_chat_from_config_value(&c, "{{ messages | length }}") == TERN_OK && c,

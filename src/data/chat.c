@@ -329,16 +329,29 @@ static enum tern_status find_span(const struct tern_chat *c, json_t *msgs, size_
 	const char *sent = "\x01";
 	if (cn && (cs[0] == 1 || cs[cn - 1] == 1))
 		sent = (cs[0] == 2 || cs[cn - 1] == 2) ? "\x03" : "\x02";
-	/* the whole message is replaced (its tool calls and reasoning with it) */
-	json_t *alt = json_copy(msgs), *am = NULL;
-	if (!alt || !(am = json_pack("{ssss}", "role", "assistant", "content", sent)) ||
-	    json_array_set_new(alt, i, am)) {
-		json_decref(alt);
-		return tern_fail(TERN_E_NOMEM, "out of host memory");
-	}
+	/* the whole message is replaced (its tool calls and reasoning with it); when the template
+	 * refuses that (it may count tool-call turns apart), only the content */
 	struct tern_jinja_out o2 = {0}, pre = {0};
-	enum tern_status st = render_n(c, alt, -1, false, &o2);
-	json_decref(alt);
+	enum tern_status st = TERN_OK;
+	for (int whole = 1; whole >= 0; whole--) {
+		json_t *alt = json_copy(msgs);
+		json_t *am = whole ? json_pack("{ssss}", "role", "assistant", "content", sent) : json_copy(m);
+		if (am && !whole && json_object_set_new(am, "content", json_string(sent))) {
+			json_decref(am);
+			am = NULL;
+		}
+		/* json_array_set_new takes am, also when it fails */
+		if (!alt || !am || json_array_set_new(alt, i, am)) {
+			if (!alt)
+				json_decref(am);
+			json_decref(alt);
+			return tern_fail(TERN_E_NOMEM, "out of host memory");
+		}
+		st = render_n(c, alt, -1, false, &o2);
+		json_decref(alt);
+		if (!st)
+			break;
+	}
 	if (st)
 		return st;
 	size_t p = 0, q = 0, n1 = full->len, n2 = o2.len;
