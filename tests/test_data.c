@@ -8,12 +8,13 @@
  * - Row invariants on every load: targets = labels shifted by one inside each sample, -100 at each
  *   sample's last token and on padding; positions restart per sample; segments unique per sample,
  *   -1 on padding; stats agree with the rows.
- * - Packing, truncation, validation split, seeds, template recognition, tok == NULL, and the one-line
+ * - Packing, truncation, validation split, seeds, tok == NULL, and the one-line
  *   error of every bad input.
  *
  * Environment: TERN_TEST_DATA (tests/data), TERN_TOKENIZERS (the build's unpacked tokenizers). */
 #define _POSIX_C_SOURCE 200809L /* getline */
 #include "data/data.h"
+#include "data/chat.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -890,8 +891,9 @@ static void dataset_keys(const struct tern_tokenizer *tok)
 	}
 
 	/* a tokenizer_config.json that is not there: the file and the reason, no line (was ":-1:") */
-	enum tern_chat_template tt;
-	check(tern_chat_template_from_file("/nonexistent/tokenizer_config.json", &tt) == TERN_E_IO &&
+	struct tern_chat *tt = NULL;
+	check(tern_chat_from_tokenizer_config(&tt, "/nonexistent/tokenizer_config.json") == TERN_E_IO &&
+		      !tt &&
 		      !strcmp(tern_error(),
 			      "unable to open /nonexistent/tokenizer_config.json: No such file or directory"),
 	      "missing tokenizer_config.json: no ':-1:'");
@@ -944,53 +946,6 @@ static void special_tokens(const struct tern_tokenizer *q3)
 		      !strcmp(tern_error(),
 			      "special_tokens.pad_token: '<nope>' is not a token of the tokenizer"),
 	      "special_tokens: an unknown pad_token is a one-line error");
-}
-
-/* ---- template recognition ---- */
-
-static void templates(void)
-{
-	char path[4096];
-	enum tern_chat_template t = TERN_TEMPLATE_TOKENIZER_DEFAULT;
-	snprintf(path, sizeof path, "%s/qwen3/tokenizer_config.json", tok_dir);
-	check(tern_chat_template_from_file(path, &t) == TERN_OK && t == TERN_TEMPLATE_CHATML,
-	      "Qwen3's tokenizer_config.json: ChatML");
-	snprintf(path, sizeof path, "%s/llama3/tokenizer_config.json", tok_dir);
-	check(tern_chat_template_from_file(path, &t) == TERN_OK && t == TERN_TEMPLATE_LLAMA3,
-	      "Llama 3's tokenizer_config.json: Llama 3");
-	snprintf(path, sizeof path, "%s/llama2/tokenizer_config.json", tok_dir);
-	char want[4200];
-	snprintf(want, sizeof want, "%s: no chat_template; set chat_template: chatml, llama3 or mistral_v1",
-		 path);
-	check(tern_chat_template_from_file(path, &t) == TERN_E_UNSUPPORTED && !strcmp(tern_error(), want),
-	      "a tokenizer_config.json without chat_template: one-line error");
-	check(tern_chat_template_detect(
-		      "{{ bos_token }}{% for m in messages %}{{ '[INST] ' + m['content'] + ' [/INST]' "
-		      "}}{% endfor %}",
-		      "mistral", &t) == TERN_OK &&
-		      t == TERN_TEMPLATE_MISTRAL_V1,
-	      "an [INST] template: mistral_v1");
-	enum tern_status st = tern_chat_template_detect(
-		"{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}",
-		"gemma/tokenizer_config.json", &t);
-	check(st == TERN_E_UNSUPPORTED &&
-		      !strcmp(tern_error(), "gemma/tokenizer_config.json: chat_template not "
-					    "recognised (none of the markers <|im_start|>, "
-					    "<|start_header_id|>, [INST]); set chat_template: "
-					    "chatml, llama3 or mistral_v1"),
-	      "an unknown template: one-line error naming the markers and the fix");
-	st = tern_chat_template_detect("[INST] <<SYS>>\n{{ system }}\n<</SYS>>", "llama2-chat", &t);
-	check(st == TERN_E_UNSUPPORTED && strstr(tern_error(), "llama2-chat: chat_template is Llama 2's") &&
-		      strstr(tern_error(), "set chat_template: mistral_v1"),
-	      "a Llama 2 template: refused with the fix");
-	/* the list form: [{name, template}] with a "default" entry */
-	char tmp[64];
-	temp_file(tmp,
-		  "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"<|start_header_id|>\"}, "
-		  "{\"name\": \"default\", \"template\": \"<|im_start|>{{ m }}\"}]}");
-	check(tern_chat_template_from_file(tmp, &t) == TERN_OK && t == TERN_TEMPLATE_CHATML,
-	      "a list of named templates: the default one");
-	remove(tmp);
 }
 
 /* ---- bad input ---- */
@@ -1052,7 +1007,8 @@ static void bad_inputs(const struct tern_tokenizer *l2, const struct tern_tokeni
 	check(st == TERN_E_INVALID &&
 		      !strcmp(tern_error(), "chat_template: chatml needs the token <|im_start|>, which "
 					    "the tokenizer does not have; set chat_template to the "
-					    "model's family (chatml, llama3 or mistral_v1)"),
+					    "model's family (chatml, llama3, mistral_v1, qwen3 or gemma) "
+					    "or tokenizer_default"),
 	      "chatml with a tokenizer without <|im_start|>: one-line error");
 	/* text without a tokenizer */
 	load_init(&l, "alpaca.jsonl", TERN_DS_ALPACA);
@@ -1092,11 +1048,14 @@ int main(void)
 	if (!l2 || !l3 || !q3)
 		return 1;
 
-	/* ChatML and Llama 3 recognised from the real tokenizer_config.json files on the way */
+	/* Qwen3's own Jinja template (tokenizer_default) and the same chats under tern's chatml; Llama 3's
+	 * built-in strings (its Jinja template, which always appends the generation prompt: test_chat) */
 	parity(q3, "chat_chatml.jsonl", TERN_DS_CHAT, TERN_TEMPLATE_TOKENIZER_DEFAULT,
-	       "qwen3/tokenizer_config.json", TERN_TEMPLATE_CHATML, "chat_chatml.qwen3.ref.jsonl");
-	parity(l3, "chat_llama3.jsonl", TERN_DS_CHAT, TERN_TEMPLATE_TOKENIZER_DEFAULT,
-	       "llama3/tokenizer_config.json", TERN_TEMPLATE_LLAMA3, "chat_llama3.llama3.ref.jsonl");
+	       "qwen3/tokenizer_config.json", TERN_TEMPLATE_TOKENIZER_DEFAULT, "chat_chatml.qwen3.ref.jsonl");
+	parity(q3, "chat_chatml.jsonl", TERN_DS_CHAT, TERN_TEMPLATE_CHATML, NULL, TERN_TEMPLATE_CHATML,
+	       "chat_chatml.qwen3.ref.jsonl");
+	parity(l3, "chat_llama3.jsonl", TERN_DS_CHAT, TERN_TEMPLATE_LLAMA3, NULL, TERN_TEMPLATE_LLAMA3,
+	       "chat_llama3.llama3.ref.jsonl");
 	parity(l2, "chat_mistral.jsonl", TERN_DS_CHAT, TERN_TEMPLATE_MISTRAL_V1, NULL,
 	       TERN_TEMPLATE_MISTRAL_V1, "chat_mistral.llama2.ref.jsonl");
 	static const char *const names[] = {"llama2", "llama3", "qwen3"};
@@ -1119,7 +1078,6 @@ int main(void)
 	seeds(q3);
 	pretokenized(q3);
 	special_tokens(q3);
-	templates();
 	bad_inputs(l2, q3);
 	dataset_keys(q3);
 

@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L /* getline */
 #include "data/data.h"
 
+#include "data/chat.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <sys/stat.h>
@@ -33,6 +35,7 @@ struct reader {
 	const char *file;
 	int64_t line;
 	const struct tern_dataset_cfg *ds; /* the dataset being read (field names) */
+	struct tern_chat *chat;            /* Jinja templates (tokenizer_default, jinja, qwen3, gemma) */
 };
 
 /* A sample rendered as one text made of spans, each trained or not. The text is tokenized whole,
@@ -498,6 +501,50 @@ static enum tern_status render_chat(struct reader *r, const struct msg *m, size_
 	}
 }
 
+/* The messages as the Jinja template sees them: {role, content} as parsed (sharegpt's human/gpt
+ * named user/assistant), with the other fields of a "messages" form message kept. */
+static json_t *jinja_messages(json_t *obj, const struct msg *m, size_t n)
+{
+	json_t *list = json_object_get(obj, "messages"), *out = json_array();
+	for (size_t i = 0; out && i < n; i++) {
+		json_t *e = list ? json_copy(json_array_get(list, i)) : json_object();
+		if (!e || json_object_set_new(e, "role", json_string(role_names[m[i].role])) ||
+		    json_object_set_new(e, "content", json_string(m[i].content)) ||
+		    json_array_append_new(out, e)) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
+	return out;
+}
+
+/* A chat rendered by a Jinja template: the trained spans (train_on_inputs: false) or all. */
+static enum tern_status render_jinja(struct reader *r, json_t *obj, const struct msg *m, size_t n,
+				     struct render *rd)
+{
+	bool all = r->o->train_on_inputs;
+	json_t *msgs = jinja_messages(obj, m, n);
+	if (!msgs)
+		return tern_fail(TERN_E_NOMEM, "out of host memory");
+	struct tern_chat_text ct;
+	enum tern_status st = tern_chat_render(r->chat, msgs, false, !all, &ct);
+	json_decref(msgs);
+	if (st) {
+		char msg[700];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		return tern_fail(st, "%s:%lld: %s", r->file, (long long)r->line, msg);
+	}
+	size_t at = 0;
+	for (size_t k = 0; k < ct.n_span; k++) {
+		render_add(rd, ct.text + at, ct.span[2 * k] - at, false);
+		render_add(rd, ct.text + ct.span[2 * k], ct.span[2 * k + 1] - ct.span[2 * k], true);
+		at = ct.span[2 * k + 1];
+	}
+	render_add(rd, ct.text + at, ct.len - at, all);
+	tern_chat_text_free(&ct);
+	return TERN_OK;
+}
+
 static enum tern_status read_chat(struct reader *r, json_t *obj, struct sample *s)
 {
 	struct msg *m = NULL;
@@ -505,7 +552,7 @@ static enum tern_status read_chat(struct reader *r, json_t *obj, struct sample *
 	struct render rd = {0};
 	enum tern_status st = parse_messages(r, obj, &m, &n);
 	if (!st)
-		st = render_chat(r, m, n, &rd);
+		st = r->chat ? render_jinja(r, obj, m, n, &rd) : render_chat(r, m, n, &rd);
 	if (!st)
 		st = push_render(r, &rd, false, s);
 	render_free(&rd);
@@ -837,67 +884,14 @@ void tern_data_opts_from_config(struct tern_data_opts *o, const struct tern_conf
 	o->sample_packing = cfg->sample_packing;
 	o->train_on_inputs = cfg->train_on_inputs;
 	o->chat_template = cfg->chat_template;
+	o->chat_template_jinja = cfg->chat_template_jinja;
+	/* as axolotl: a chat_template_jinja without a chat_template is used */
+	if (cfg->chat_template_jinja && cfg->chat_template == TERN_TEMPLATE_TOKENIZER_DEFAULT)
+		o->chat_template = TERN_TEMPLATE_JINJA;
 	o->val_set_size = cfg->val_set_size;
 	o->seed = (uint64_t)cfg->seed;
 	o->eos_token = cfg->eos_token;
 	o->pad_token = cfg->pad_token;
-}
-
-enum tern_status tern_chat_template_detect(const char *jinja, const char *name, enum tern_chat_template *out)
-{
-	if (strstr(jinja, "<|im_start|>"))
-		*out = TERN_TEMPLATE_CHATML;
-	else if (strstr(jinja, "<|start_header_id|>"))
-		*out = TERN_TEMPLATE_LLAMA3;
-	else if (strstr(jinja, "<<SYS>>"))
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: chat_template is Llama 2's ([INST] with <<SYS>>), which tern does not build in; set "
-			"chat_template: mistral_v1 (the same turns; a system message joins the first user turn)",
-			name);
-	else if (strstr(jinja, "[INST]"))
-		*out = TERN_TEMPLATE_MISTRAL_V1;
-	else
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: chat_template not recognised (none of the markers <|im_start|>, "
-			"<|start_header_id|>, [INST]); set chat_template: chatml, llama3 or mistral_v1",
-			name);
-	return TERN_OK;
-}
-
-enum tern_status tern_chat_template_from_file(const char *path, enum tern_chat_template *out)
-{
-	json_error_t err;
-	/* model_max_length is often 1e30 written as an integer, too big for json_int_t */
-	json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &err);
-	if (!root)
-		return err.line > 0
-			       ? tern_fail(TERN_E_FORMAT, "%s:%d: invalid JSON: %s", path, err.line, err.text)
-			       : tern_fail(TERN_E_IO, "%s", err.text); /* "unable to open PATH: ..." */
-	json_t *t = json_object_get(root, "chat_template");
-	const char *text = NULL;
-	if (json_is_string(t)) {
-		text = json_string_value(t);
-	} else if (json_is_array(t)) {
-		size_t i;
-		json_t *e;
-		json_array_foreach(t, i, e)
-		{
-			json_t *nm = json_object_get(e, "name"), *tp = json_object_get(e, "template");
-			if (json_is_string(nm) && json_is_string(tp) &&
-			    !strcmp(json_string_value(nm), "default"))
-				text = json_string_value(tp);
-		}
-	}
-	enum tern_status st;
-	if (!text)
-		st = tern_fail(TERN_E_UNSUPPORTED,
-			       "%s: no chat_template; set chat_template: chatml, llama3 or mistral_v1", path);
-	else
-		st = tern_chat_template_detect(text, path, out);
-	json_decref(root);
-	return st;
 }
 
 static enum tern_status token_id(const struct tern_tokenizer *tok, const char *s, const char *key,
@@ -918,16 +912,75 @@ static enum tern_status check_template_tokens(const struct tern_tokenizer *tok, 
 	static const char *const llama3[] = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
 					     "<|eot_id|>", NULL};
 	static const char *const mistral[] = {"<s>", "</s>", NULL};
-	const char *const *need = t == TERN_TEMPLATE_CHATML   ? chatml
-				  : t == TERN_TEMPLATE_LLAMA3 ? llama3
-							      : mistral;
+	static const char *const gemma[] = {"<start_of_turn>", "<end_of_turn>", NULL};
+	static const char *const none[] = {NULL};
+	const char *const *need = t == TERN_TEMPLATE_CHATML || t == TERN_TEMPLATE_QWEN3 ? chatml
+				  : t == TERN_TEMPLATE_LLAMA3                           ? llama3
+				  : t == TERN_TEMPLATE_MISTRAL_V1                       ? mistral
+				  : t == TERN_TEMPLATE_GEMMA                            ? gemma
+											: none;
 	for (; *need; need++)
 		if (tern_tokenizer_token_id(tok, *need) < 0)
 			return tern_fail(
 				TERN_E_INVALID,
 				"chat_template: %s needs the token %s, which the tokenizer does not have; set "
-				"chat_template to the model's family (chatml, llama3 or mistral_v1)",
+				"chat_template to the model's family (chatml, llama3, mistral_v1, qwen3 or gemma) "
+				"or tokenizer_default",
 				tern_chat_template_name(t), *need);
+	return TERN_OK;
+}
+
+/* The strings that close a trained assistant turn: the tokenizer's special tokens and EOS. */
+static enum tern_status end_markers(const struct tern_tokenizer *tok, int32_t eos, const char ***out)
+{
+	int32_t V = tern_tokenizer_vocab_size(tok);
+	size_t n = 0, cap = 16;
+	const char **v = tern_calloc(cap, sizeof *v);
+	if (!v)
+		return TERN_E_NOMEM;
+	for (int32_t id = 0; id < V; id++) {
+		const char *s = tern_tokenizer_token(tok, id);
+		if (!s || !*s || !(id == eos || tern_tokenizer_is_special(tok, id)))
+			continue;
+		if (n + 2 > cap) {
+			const char **w = realloc(v, cap * 2 * sizeof *w);
+			if (!w) {
+				free(v);
+				return tern_fail(TERN_E_NOMEM, "out of host memory");
+			}
+			v = w;
+			cap *= 2;
+		}
+		v[n++] = s;
+	}
+	v[n] = NULL;
+	*out = v;
+	return TERN_OK;
+}
+
+/* Loads the Jinja template the options ask for into r->chat (NULL for the C-rendered ones). */
+static enum tern_status open_chat(struct reader *r, const struct tern_data_opts *o,
+				  const struct tern_tokenizer *tok, const char ***markers)
+{
+	enum tern_status st = TERN_OK;
+	switch (r->tmpl) {
+	case TERN_TEMPLATE_TOKENIZER_DEFAULT:
+		if (!o->tokenizer_config)
+			return tern_fail(TERN_E_UNSUPPORTED,
+					 "chat_template: tokenizer_default needs tokenizer_config.json; "
+					 "set chat_template: chatml, llama3, mistral_v1, qwen3 or gemma");
+		st = tern_chat_from_tokenizer_config(&r->chat, o->tokenizer_config);
+		break;
+	case TERN_TEMPLATE_JINJA: st = tern_chat_from_config_value(&r->chat, o->chat_template_jinja); break;
+	case TERN_TEMPLATE_QWEN3:
+	case TERN_TEMPLATE_GEMMA: st = tern_chat_builtin(&r->chat, r->tmpl); break;
+	default: return TERN_OK;
+	}
+	if (st || (st = end_markers(tok, r->eos, markers)))
+		return st;
+	int32_t bos = tern_tokenizer_bos(tok);
+	tern_chat_set_tokens(r->chat, bos >= 0 ? tern_tokenizer_token(tok, bos) : NULL,
+			     r->eos >= 0 ? tern_tokenizer_token(tok, r->eos) : NULL, *markers);
 	return TERN_OK;
 }
 
@@ -936,8 +989,9 @@ enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_o
 {
 	*out = NULL;
 	struct samples ss = {0};
-	struct reader r = {o, tok, o->chat_template, tok ? tern_tokenizer_eos(tok) : -1, NULL, 0, NULL,
-			   0, NULL};
+	struct reader r = {o,    tok, o->chat_template, tok ? tern_tokenizer_eos(tok) : -1, NULL, 0, NULL, 0,
+			   NULL, NULL};
+	const char **markers = NULL;
 	struct tern_data *d = NULL;
 	int32_t pad = 0;
 	enum tern_status st = TERN_OK;
@@ -971,20 +1025,12 @@ enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_o
 			 "(padding is never attended to nor trained)",
 			 o->pad_token);
 	}
-	if (chat && r.tmpl == TERN_TEMPLATE_TOKENIZER_DEFAULT) {
-		if (!o->tokenizer_config)
-			return tern_fail(TERN_E_UNSUPPORTED,
-					 "chat_template: tokenizer_default needs tokenizer_config.json; "
-					 "set chat_template: chatml, llama3 or mistral_v1");
-		if ((st = tern_chat_template_from_file(o->tokenizer_config, &r.tmpl)))
-			return st;
-	}
-	if (chat && (st = check_template_tokens(tok, r.tmpl)))
-		return st;
+	if (chat && ((st = check_template_tokens(tok, r.tmpl)) || (st = open_chat(&r, o, tok, &markers))))
+		goto out;
 	if (tok) {
 		/* what add_special puts in front of a text: BOS, not a trailing EOS (added once below) */
 		if ((st = tern_tokenizer_encode(tok, "", 0, true, &r.prefix, &r.n_prefix)))
-			return st;
+			goto out;
 		if (r.n_prefix && r.prefix[r.n_prefix - 1] == tern_tokenizer_eos(tok))
 			r.n_prefix--;
 	}
@@ -1034,5 +1080,7 @@ out:
 		sample_free(&ss.v[i]);
 	free(ss.v);
 	free(r.prefix);
+	tern_chat_free(r.chat);
+	free(markers);
 	return st;
 }

@@ -13,7 +13,9 @@
  *                 = output + EOS. BOS as the tokenizer adds it.
  *   chat_template {"messages": [{"role", "content"}]} or sharegpt {"conversations": [{"from",
  *                 "value"}]} (human -> user, gpt -> assistant), rendered with ChatML, Llama 3 or
- *                 Mistral v1 (exact strings in data.c).
+ *                 Mistral v1 (exact strings in data.c), or by a Jinja template (chat.h): the
+ *                 model's own (tokenizer_default), chat_template_jinja (jinja), or the built-in
+ *                 qwen3 and gemma.
  *   completion    {"text"}: BOS? + text + EOS, all trained.
  *   pretokenized  {"input_ids", "labels"?}: labels aligned with input_ids as in transformers
  *                 (-100 = not trained); without labels every token is trained.
@@ -78,7 +80,8 @@ struct tern_data_opts {
 	int64_t sequence_len;
 	bool sample_packing;
 	bool train_on_inputs;
-	enum tern_chat_template chat_template; /* TOKENIZER_DEFAULT: recognised from tokenizer_config */
+	enum tern_chat_template chat_template; /* TOKENIZER_DEFAULT: tokenizer_config's Jinja template */
+	const char *chat_template_jinja;       /* chat_template: jinja (text or a .jinja file) */
 	const char *tokenizer_config;          /* path of tokenizer_config.json (may be NULL) */
 	double val_set_size;                   /* fraction (< 1) or count */
 	uint64_t seed;
@@ -98,14 +101,5 @@ enum tern_status tern_data_load(struct tern_data **out, const struct tern_data_o
 				const struct tern_tokenizer *tok);
 
 void tern_data_free(struct tern_data *d);
-
-/* The family of a Jinja chat template: ChatML (<|im_start|>), Llama 3 (<|start_header_id|>) or
- * Mistral v1 ([INST]; Llama 2's [INST] with <<SYS>> is refused). TERN_E_UNSUPPORTED with a message
- * when none is recognised. name is used in messages. */
-enum tern_status tern_chat_template_detect(const char *jinja, const char *name, enum tern_chat_template *out);
-
-/* Reads tokenizer_config.json's "chat_template" (a string, or a list of {name, template} whose
- * "default" entry is used) and detects its family. */
-enum tern_status tern_chat_template_from_file(const char *path, enum tern_chat_template *out);
 
 #endif

@@ -47,7 +47,8 @@ struct key {
 
 static const char *const adapter_names[] = {"lora", "qlora", NULL};
 static const char *const ds_type_names[] = {"alpaca", "chat_template", "completion", "pretokenized", NULL};
-static const char *const template_names[] = {"tokenizer_default", "chatml", "llama3", "mistral_v1", NULL};
+static const char *const template_names[] = {
+	"tokenizer_default", "chatml", "llama3", "mistral_v1", "jinja", "qwen3", "gemma", NULL};
 static const char *const sched_names[] = {
 	"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", NULL};
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
@@ -88,6 +89,8 @@ static const struct key keys[] = {
 	{"use_rslora", K_BOOL, F(use_rslora), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"datasets", K_DATASETS, F(datasets), 0, 0, NULL, "a list of {path, type}", NULL, 0, 0},
 	{"chat_template", K_ENUM, F(chat_template), 0, 0, template_names, NULL, NULL, 0, 0},
+	{"chat_template_jinja", K_STR, F(chat_template_jinja), 0, 0, NULL, "Jinja text or a .jinja file",
+	 NULL, 0, 0},
 	{"val_set_size", K_FLOAT, F(val_set_size), 0, 1e15, NULL, "a fraction < 1 or a count >= 1", NULL, 0,
 	 0},
 	{"sequence_len", K_INT, F(sequence_len), 2, 1048576, NULL, "2..1048576", NULL, 0, 0},
@@ -1227,6 +1230,7 @@ void tern_config_free(struct tern_config *cfg)
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
 	free_list(cfg->lora_modules_to_save, cfg->n_modules_to_save);
 	free(cfg->lora_model_dir);
+	free(cfg->chat_template_jinja);
 	free_datasets(cfg->datasets, cfg->n_datasets);
 	free(cfg->bos_token);
 	free(cfg->eos_token);

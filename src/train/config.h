@@ -36,10 +36,13 @@ enum tern_ds_type {
 
 /* chat_template */
 enum tern_chat_template {
-	TERN_TEMPLATE_TOKENIZER_DEFAULT, /* recognise the family of tokenizer_config.json's template */
+	TERN_TEMPLATE_TOKENIZER_DEFAULT, /* render tokenizer_config.json's Jinja template */
 	TERN_TEMPLATE_CHATML,
 	TERN_TEMPLATE_LLAMA3,
 	TERN_TEMPLATE_MISTRAL_V1,
+	TERN_TEMPLATE_JINJA, /* chat_template_jinja: template text or a .jinja file */
+	TERN_TEMPLATE_QWEN3, /* built-in Jinja (data/chat.c) */
+	TERN_TEMPLATE_GEMMA, /* built-in Jinja (data/chat.c) */
 };
 
 enum tern_lr_sched {
@@ -112,7 +115,8 @@ struct tern_config {
 	struct tern_dataset_cfg *datasets;
 	int n_datasets;
 	enum tern_chat_template chat_template;
-	double val_set_size; /* < 1: fraction of the samples; >= 1: a count */
+	char *chat_template_jinja; /* chat_template: jinja (NULL = unset) */
+	double val_set_size;       /* < 1: fraction of the samples; >= 1: a count */
 	int64_t sequence_len;
 	bool sample_packing;
 	bool pad_to_sequence_len; /* pad each micro-batch to sequence_len (always with sample_packing);
