@@ -923,7 +923,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		tern_net_stream_stats(s.net, &ss, true);
 		bool log = state.step % log_every == 0 || state.step == K;
 		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
-		double eta = done > 0 ? (now - t0) / done * (double)(K - state.step) : 0;
+		/* the ETA from the steps after the warm-up once there are any */
+		double per1 = tern_step_clock_per_step(&clock, 1);
+		double eta = per1 > 0   ? per1 * (double)(K - state.step)
+			     : done > 0 ? (now - t0) / done * (double)(K - state.step)
+					: 0;
 		if (s.profile)
 			profile_print(out, state.step, &prof, step_t, tty);
 		if (log || tty) {
