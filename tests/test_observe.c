@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int passed, failed;
@@ -363,8 +364,12 @@ static void test_pcache_vulkan(const char *tmp)
 	}
 	check(st == TERN_OK && !loaded && access(path, F_OK) == 0,
 	      "vulkan: a first run starts cold and saves its pipeline cache (%s)", st ? tern_error() : path);
+	struct stat s1, s2;
+	bool st1 = stat(path, &s1) == 0;
 	st = one_life(&loaded);
 	check(st == TERN_OK && loaded, "vulkan: the next backend loads it");
+	check(st1 && stat(path, &s2) == 0 && s1.st_ino == s2.st_ino,
+	      "vulkan: an unchanged cache is not written again (same inode)");
 	uint8_t raw[1 << 16];
 	size_t rn = read_file(path, raw, sizeof raw);
 	if (rn > 56) {

@@ -178,6 +178,8 @@ struct tern_vk {
 	struct tern_vk_pcache_id pcache_id;
 	int pipes_created;
 	double pipe_s;
+	size_t pcache_n;     /* bytes loaded from the file, and their CRC-32C: an unchanged cache */
+	uint32_t pcache_crc; /* is not written again */
 
 	uint64_t validation_messages;
 	bool failed; /* a device error happened: every later call fails */

@@ -3,6 +3,7 @@
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
+#include "core/crc32c.h"
 #include "quant/quant.h"
 
 #include <stdio.h>
@@ -392,9 +393,11 @@ static enum tern_status pcache_open(struct tern_vk *vk)
 	char *path = vk->base.pipeline_cache;
 	if (!tern_vk_pcache_path(id, path, sizeof vk->base.pipeline_cache))
 		path[0] = 0;
-	else if (tern_vk_pcache_read(path, id, &data, &n) == TERN_OK)
+	else if (tern_vk_pcache_read(path, id, &data, &n) == TERN_OK) {
 		vk->base.pipeline_cache_loaded = true;
-	else
+		vk->pcache_n = n;
+		vk->pcache_crc = tern_crc32c(0, data, n);
+	} else
 		tern_log(TERN_LOG_INFO, "vulkan: pipeline cache not used: %s", tern_error());
 	VkPipelineCacheCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
@@ -407,8 +410,8 @@ static enum tern_status pcache_open(struct tern_vk *vk)
 	return st;
 }
 
-/* Saves the cache when this run created pipelines (a failure is a -v note: the cache only saves
- * time), then destroys it. */
+/* Saves the cache when this run created pipelines and the driver's data differ from what was
+ * loaded (a failure is a -v note: the cache only saves time), then destroys it. */
 static void pcache_close(struct tern_vk *vk)
 {
 	if (!vk->pcache)
@@ -424,6 +427,7 @@ static void pcache_close(struct tern_vk *vk)
 	    tvk_vkGetPipelineCacheData(vk->device, vk->pcache, &n, NULL) == VK_SUCCESS && n &&
 	    (data = tern_malloc(n)) &&
 	    tvk_vkGetPipelineCacheData(vk->device, vk->pcache, &n, data) == VK_SUCCESS &&
+	    !(n == vk->pcache_n && tern_crc32c(0, data, n) == vk->pcache_crc) &&
 	    tern_vk_pcache_write(vk->base.pipeline_cache, &vk->pcache_id, data, n) != TERN_OK)
 		tern_log(TERN_LOG_INFO, "vulkan: pipeline cache not saved: %s", tern_error());
 	free(data);
