@@ -224,7 +224,7 @@ static void fmt_num(char *b, size_t cap, double v)
 	double a = fabs(v);
 	if (a == 0)
 		snprintf(b, cap, "0");
-	else if (a >= 1e5 || a < 1e-3)
+	else if (a >= 1e5 || a < 1e-4)
 		snprintf(b, cap, "%.1e", v);
 	else
 		snprintf(b, cap, "%.4g", v);
