@@ -52,6 +52,18 @@ struct tern_eval_result {
 enum tern_status tern_eval(const char *config_path, const char *const *sets, int n_sets,
 			   const char *adapter_dir, FILE *out, struct tern_eval_result *res);
 
+struct tern_report_result {
+	char path[4200];      /* <dir>/report.html */
+	int64_t steps, evals; /* step and eval lines plotted */
+	bool truncated;       /* metrics.jsonl ended in a cut-off line (a killed run), left out */
+};
+
+/* Writes <dir>/report.html: one self-contained page (inline SVG, no scripts) with the loss and
+ * eval loss, learning rate, grad norm, tokens/s and peak memory of <dir>/metrics.jsonl against the
+ * step, a summary, and the resolved <dir>/config.yaml. A missing or damaged metrics.jsonl fails
+ * with one line (TERN_E_IO, TERN_E_FORMAT); a cut-off last line is left out. */
+enum tern_status tern_report(const char *dir, struct tern_report_result *res);
+
 #ifdef __cplusplus
 }
 #endif

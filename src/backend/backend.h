@@ -363,6 +363,10 @@ struct tern_backend {
 	int device_index;
 	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
 	int profile_depth; /* front doors open (the outermost one names the kind) */
+	/* Vulkan's on-disk pipeline cache: its path ("" when off, or another backend) and whether a
+	 * valid one was loaded (false: this run compiles its shaders from scratch) */
+	char pipeline_cache[4096];
+	bool pipeline_cache_loaded;
 };
 
 /* ---- the ops' front doors (ops.c) ----

@@ -71,5 +71,7 @@ void tern_help_train(void);
 void tern_help_eval(void);
 int tern_cmd_plan(int argc, char **argv);
 void tern_help_plan(void);
+int tern_cmd_report(int argc, char **argv);
+void tern_help_report(void);
 
 #endif

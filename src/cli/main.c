@@ -214,6 +214,7 @@ static void print_usage(FILE *f)
 		"  train CONFIG       fine-tune a LoRA/QLoRA adapter as a YAML config says\n"
 		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
 		"  plan CONFIG        where each layer would live (device, host, disk) under memory budgets\n"
+		"  report DIR         charts of a run's metrics.jsonl as one HTML page (DIR/report.html)\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		"\n"
 		"options:\n"
@@ -279,8 +280,12 @@ static int help_for(int argc, char **argv)
 		tern_help_plan();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "report")) {
+		tern_help_report();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan)",
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report)",
 		argv[0]);
 }
 
@@ -303,7 +308,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval, plan)",
+				"devices, bench, info, quantize, tokenize, train, eval, plan, report)",
 				a);
 		}
 	}
@@ -339,9 +344,11 @@ int main(int argc, char **argv)
 		return tern_cmd_eval(argc - i, argv + i);
 	if (!strcmp(cmd, "plan"))
 		return tern_cmd_plan(argc - i, argv + i);
+	if (!strcmp(cmd, "report"))
+		return tern_cmd_report(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, help)",
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, help)",
 		cmd);
 }

@@ -127,6 +127,7 @@ static const struct key keys[] = {
 	{"eval_steps", K_INT, F(eval_steps), 0, 1e12, NULL, "0 (off) or more", NULL, 0, 0},
 	{"evals_per_epoch", K_INT, F(evals_per_epoch), 0, 1e6, NULL, "0 (off) or more", NULL, 0, 0},
 	{"logging_steps", K_INT, F(logging_steps), 1, 1e12, NULL, "1 or more", NULL, 0, 0},
+	{"use_tensorboard", K_BOOL, F(use_tensorboard), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"resume_from_checkpoint", K_STR, F(resume_from_checkpoint), 0, 0, NULL,
 	 "auto or a checkpoint directory", NULL, 0, 0},
 	{"base_format", K_ENUM, F(base_format), 0, 0, base_names, NULL, NULL, 0, 0},

@@ -143,6 +143,7 @@ struct tern_config {
 	int64_t save_steps, saves_per_epoch, save_total_limit; /* 0 = off / unlimited */
 	int64_t eval_steps, evals_per_epoch;
 	int64_t logging_steps;
+	bool use_tensorboard;         /* TensorBoard event files under <output_dir>/runs/ */
 	char *resume_from_checkpoint; /* NULL, "auto" or a checkpoint directory */
 
 	/* placement */

@@ -22,6 +22,7 @@
 #include "train/guard.h"
 #include "train/net.h"
 #include "train/outdir.h"
+#include "train/observe.h"
 #include "train/plan.h"
 #include "train/resume.h"
 
@@ -599,7 +600,7 @@ static uint64_t config_hash(const struct tern_config *c)
 		    !strncmp(p, "\nmax_time:", 10) || !strncmp(p, "\nsave_", 6) ||
 		    !strncmp(p, "\nlogging_steps:", 15) || !strncmp(p, "\neval_steps:", 12) ||
 		    !strncmp(p, "\nevals_per_epoch:", 17) || !strncmp(p, "\nmax_steps:", 11) ||
-		    !strncmp(p, "\nnum_epochs:", 12)) {
+		    !strncmp(p, "\nnum_epochs:", 12) || !strncmp(p, "\nuse_tensorboard:", 17)) {
 			while (p[1] && p[1] != '\n')
 				p++;
 			continue;
@@ -839,6 +840,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	FILE *metrics = NULL;
 	bool created_out = false, committed = false;
 	struct tern_outdir_lock *lock = NULL;
+	struct tern_tfevents *tb = NULL;
 	enum tern_status st;
 	if ((st = load_config(&s, config_path, sets, n_sets)) != TERN_OK)
 		goto out;
@@ -942,6 +944,19 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	banner(&s, steps_per_epoch, K, W);
 	if ((st = metrics_open(c->output_dir, state.step, &metrics)) != TERN_OK)
 		goto out;
+	if (c->use_tensorboard) {
+		char tbp[4400];
+		if ((st = tern_tfevents_open(c->output_dir, &tb, tbp, sizeof tbp)) != TERN_OK)
+			goto out;
+		fprintf(out, "tensorboard: %s\n", tbp);
+	}
+	/* the shaders compile at their first use: the eval below and the first step (warm-up) */
+	bool compiling = s.be->pipeline_cache[0] && !s.be->pipeline_cache_loaded;
+	if (compiling) {
+		fprintf(out, "compiling shaders (first run; cached in %s)\n", s.be->pipeline_cache);
+		fflush(out);
+	}
+	double warm0 = tern_now();
 
 	/* eval before */
 	const struct tern_rows *val = &s.data->val;
@@ -956,6 +971,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		fprintf(metrics, "{\"step\": 0, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n", el,
 			(long long)en);
 		fflush(metrics);
+		if (tb && (st = tern_tb_eval(tb, 0, el)) != TERN_OK)
+			goto out;
 	}
 
 	int64_t eval_every = c->eval_steps > 0        ? c->eval_steps
@@ -987,6 +1004,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	int64_t input_tokens = 0; /* real tokens fed since this run (or its resume) started */
 	int64_t first_step = state.step;
 	bool planned = c->max_time <= 0;
+	struct tern_step_clock clock = {.skip = 1}; /* the first step compiles: not step time */
+	uint64_t peak_dev = 0;
 	while (state.step < K && !g_stop) {
 		struct tern_profile prof;
 		memset(&prof, 0, sizeof prof);
@@ -1047,10 +1066,15 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		input_tokens += real;
 		state.elapsed = elapsed0 + (now - t0);
 
-		/* time budget: plan the schedule from the first measured steps */
-		if (!planned && state.step - first_step >= 3) {
-			double per = (now - t0) / (double)(state.step - first_step);
-			int64_t fit = state.step + (int64_t)(((double)c->max_time - state.elapsed) / per);
+		tern_step_clock_add(&clock, step_t);
+		if (compiling && state.step - first_step == 1)
+			fprintf(out,
+				"compiling shaders: warm-up %.1f s (left out of the max_time step estimate)\n",
+				now - warm0);
+		/* time budget: plan the schedule from the first measured steps after the warm-up */
+		double per = tern_step_clock_per_step(&clock, 3);
+		if (!planned && per > 0) {
+			int64_t fit = tern_time_fit((double)c->max_time, state.elapsed, state.step, per);
 			planned = true;
 			if (fit < K) {
 				fprintf(out,
@@ -1069,20 +1093,34 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			K = state.step;
 		}
 
+		{
+			uint64_t budget = 0, usage = 0;
+			if (s.be->vt->memory_info &&
+			    s.be->vt->memory_info(s.be, &budget, &usage) == TERN_OK && usage > peak_dev)
+				peak_dev = usage;
+		}
+		uint64_t peak_host = tern_peak_rss();
+		double epoch = (double)state.epoch + (double)state.row / (double)rows;
 		struct tern_net_stream_stats ss;
 		tern_net_stream_stats(s.net, &ss, true);
 		bool log = state.step % log_every == 0 || state.step == K;
 		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
-		double eta = done > 0 ? (now - t0) / done * (double)(K - state.step) : 0;
+		/* the ETA from the steps after the warm-up once there are any */
+		double per1 = tern_step_clock_per_step(&clock, 1);
+		double eta = per1 > 0   ? per1 * (double)(K - state.step)
+			     : done > 0 ? (now - t0) / done * (double)(K - state.step)
+					: 0;
 		if (s.profile)
 			profile_print(out, state.step, &prof, step_t, tty);
 		if (log || tty) {
-			char e1[32], e2[32], mem[32];
+			char e1[32], e2[32], mem[32], pd[32], ph[32];
 			uint64_t wb, lb, ab;
 			tern_net_memory(s.net, &wb, &lb, &ab);
 			fmt_time(e1, sizeof e1, state.elapsed);
 			fmt_time(e2, sizeof e2, eta);
 			fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
+			fmt_bytes(pd, sizeof pd, (double)peak_dev);
+			fmt_bytes(ph, sizeof ph, (double)peak_host);
 			char strm[64] = "";
 			if (ss.loads) {
 				char b[32];
@@ -1091,9 +1129,10 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b, ss.wait_s);
 			}
 			fprintf(out,
-				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  %.0f tok/s  %s<%s  mem %s%s%s",
-				tty ? "\r" : "", (long long)state.step, (long long)K, loss, lr, gnorm, tps,
-				e1, e2, mem, strm, tty ? "\033[K" : "\n");
+				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  epoch %.2f  %.0f tok/s  %s<%s  "
+				"mem %s (peak device %s, host %s)%s%s",
+				tty ? "\r" : "", (long long)state.step, (long long)K, loss, lr, gnorm, epoch,
+				tps, e1, e2, mem, pd, ph, strm, tty ? "\033[K" : "\n");
 			fflush(out);
 		}
 		if ((st = commit_outputs(c, metrics, &committed)) != TERN_OK)
@@ -1103,16 +1142,21 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
 				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f, \"input_tokens\": %lld",
-				(long long)state.step, (double)state.epoch + (double)state.row / (double)rows,
-				loss, lr, gnorm, (long long)state.tokens, tps, step_t, state.elapsed,
-				(unsigned long long)ss.bytes[TERN_TIER_HOST],
+				"\"stream_read_s\": %.4f, \"input_tokens\": %lld, \"peak_device_bytes\": %llu, "
+				"\"peak_host_bytes\": %llu",
+				(long long)state.step, epoch, loss, lr, gnorm, (long long)state.tokens, tps,
+				step_t, state.elapsed, (unsigned long long)ss.bytes[TERN_TIER_HOST],
 				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
-				(long long)input_tokens);
+				(long long)input_tokens, (unsigned long long)peak_dev,
+				(unsigned long long)peak_host);
 			if (s.profile)
 				profile_fields(metrics, &prof, step_t);
 			fprintf(metrics, "}\n");
 			fflush(metrics);
+			struct tern_step_log sl = {state.step, epoch, loss,     lr,
+						   gnorm,      tps,   peak_dev, peak_host};
+			if (tb && (st = tern_tb_step(tb, &sl)) != TERN_OK)
+				break;
 		}
 		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
 			if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
@@ -1122,6 +1166,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
 				(long long)state.step, el, (long long)en);
 			fflush(metrics);
+			if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
+				break;
 		}
 		if ((save_every && state.step % save_every == 0 && state.step < K) || g_stop) {
 			if ((st = save_checkpoint(&s, &state)) != TERN_OK)
@@ -1158,6 +1204,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		fprintf(out, "\n");
 		fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
 			(long long)state.step, el, (long long)en);
+		if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
+			goto out;
 	}
 	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
 		goto out;
@@ -1177,6 +1225,7 @@ out:
 			remove(tmp);
 		}
 	}
+	tern_tfevents_close(tb);
 	free(order);
 	tern_outdir_unlock(lock, st != TERN_OK && st != TERN_E_INTERRUPTED && created_out);
 	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg) {

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "backend/vulkan/spirv.h"
+#include "backend/vulkan/vk_pcache.h"
 
 /* clang-format off */
 #define TERN_VK_FUNCS(X)                                                                                   \
@@ -31,7 +32,8 @@
 	X(vkMapMemory) X(vkUnmapMemory) X(vkCreateBuffer) X(vkDestroyBuffer) X(vkGetBufferMemoryRequirements)      \
 	X(vkBindBufferMemory) X(vkCreateShaderModule) X(vkDestroyShaderModule) X(vkCreateDescriptorSetLayout)      \
 	X(vkDestroyDescriptorSetLayout) X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout)                      \
-	X(vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool)      \
+	X(vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreatePipelineCache) X(vkDestroyPipelineCache)     \
+	X(vkGetPipelineCacheData) X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool)      \
 	X(vkResetDescriptorPool) X(vkAllocateDescriptorSets) X(vkUpdateDescriptorSets) X(vkCreateCommandPool)      \
 	X(vkDestroyCommandPool) X(vkAllocateCommandBuffers) X(vkResetCommandBuffer) X(vkBeginCommandBuffer)        \
 	X(vkEndCommandBuffer) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdPushConstants)               \
@@ -170,6 +172,14 @@ struct tern_vk {
 	struct tern_profile prof;      /* totals per kind since the last reset */
 
 	struct tern_vk_pipeline pipes[TERN_PIPE_COUNT]; /* indexed by enum tern_vk_pipe */
+	/* the on-disk pipeline cache (vk_pcache.h): loaded at creation, saved at exit when this run
+	 * created pipelines; pipe_s: seconds spent in vkCreateComputePipelines */
+	VkPipelineCache pcache;
+	struct tern_vk_pcache_id pcache_id;
+	int pipes_created;
+	double pipe_s;
+	size_t pcache_n;     /* bytes loaded from the file, and their CRC-32C: an unchanged cache */
+	uint32_t pcache_crc; /* is not written again */
 
 	uint64_t validation_messages;
 	bool failed; /* a device error happened: every later call fails */

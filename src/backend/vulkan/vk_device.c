@@ -3,6 +3,7 @@
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
+#include "core/crc32c.h"
 #include "quant/quant.h"
 
 #include <stdio.h>
@@ -378,6 +379,62 @@ static void half_features(struct tern_vk *vk, const struct tern_device_info *inf
 		      !env_on("TERN_VK_NO_COOPMAT");
 }
 
+/* The on-disk pipeline cache (vk_pcache.h): a valid file for this device and driver seeds the
+ * VkPipelineCache; a missing, foreign or corrupt one is ignored (a -v note) and rewritten at exit. */
+static enum tern_status pcache_open(struct tern_vk *vk)
+{
+	struct tern_vk_pcache_id *id = &vk->pcache_id;
+	id->vendor = vk->props.vendorID;
+	id->device = vk->props.deviceID;
+	id->driver = vk->props.driverVersion;
+	memcpy(id->uuid, vk->props.pipelineCacheUUID, 16);
+	void *data = NULL;
+	size_t n = 0;
+	char *path = vk->base.pipeline_cache;
+	if (!tern_vk_pcache_path(id, path, sizeof vk->base.pipeline_cache))
+		path[0] = 0;
+	else if (tern_vk_pcache_read(path, id, &data, &n) == TERN_OK) {
+		vk->base.pipeline_cache_loaded = true;
+		vk->pcache_n = n;
+		vk->pcache_crc = tern_crc32c(0, data, n);
+	} else
+		tern_log(TERN_LOG_INFO, "vulkan: pipeline cache not used: %s", tern_error());
+	VkPipelineCacheCreateInfo ci = {
+		.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+		.initialDataSize = n,
+		.pInitialData = data,
+	};
+	enum tern_status st = tern_vk_check(tvk_vkCreatePipelineCache(vk->device, &ci, NULL, &vk->pcache),
+					    "vkCreatePipelineCache");
+	free(data);
+	return st;
+}
+
+/* Saves the cache when this run created pipelines and the driver's data differ from what was
+ * loaded (a failure is a -v note: the cache only saves time), then destroys it. */
+static void pcache_close(struct tern_vk *vk)
+{
+	if (!vk->pcache)
+		return;
+	if (vk->pipes_created)
+		tern_log(TERN_LOG_INFO, "vulkan: %d pipelines created in %.2f s (pipeline cache %s%s)",
+			 vk->pipes_created, vk->pipe_s,
+			 vk->base.pipeline_cache[0] ? vk->base.pipeline_cache : "off",
+			 vk->base.pipeline_cache_loaded ? ", loaded" : "");
+	size_t n = 0;
+	void *data = NULL;
+	if (vk->pipes_created && vk->base.pipeline_cache[0] &&
+	    tvk_vkGetPipelineCacheData(vk->device, vk->pcache, &n, NULL) == VK_SUCCESS && n &&
+	    (data = tern_malloc(n)) &&
+	    tvk_vkGetPipelineCacheData(vk->device, vk->pcache, &n, data) == VK_SUCCESS &&
+	    !(n == vk->pcache_n && tern_crc32c(0, data, n) == vk->pcache_crc) &&
+	    tern_vk_pcache_write(vk->base.pipeline_cache, &vk->pcache_id, data, n) != TERN_OK)
+		tern_log(TERN_LOG_INFO, "vulkan: pipeline cache not saved: %s", tern_error());
+	free(data);
+	tvk_vkDestroyPipelineCache(vk->device, vk->pcache, NULL);
+	vk->pcache = VK_NULL_HANDLE;
+}
+
 void tern_vk_destroy(struct tern_backend *be)
 {
 	struct tern_vk *vk = tern_vk_of(be);
@@ -385,6 +442,7 @@ void tern_vk_destroy(struct tern_backend *be)
 		return;
 	if (vk->device) {
 		tvk_vkDeviceWaitIdle(vk->device);
+		pcache_close(vk);
 		if (vk->profile) {
 			for (int i = 0; i < TERN_PIPE_COUNT; i++)
 				if (vk->pipes[i].calls)
@@ -521,7 +579,7 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	vk->profile = vk->profile_env = env_on("TERN_PROFILE") && info.timestamps;
 	vk->prof_kind = TERN_PROF_COPIES; /* no op is open */
 
-	if ((st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
+	if ((st = pcache_open(vk)) || (st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
 	    (st = tern_vk_stream_init(vk)))
 		goto fail;
 	free(pds);

@@ -382,9 +382,12 @@ static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 			  .pName = "main"},
 		.layout = vk->layout,
 	};
-	st = tern_vk_check(
-		tvk_vkCreateComputePipelines(vk->device, VK_NULL_HANDLE, 1, &ci, NULL, &p->pipeline), name);
+	double t = tern_now();
+	st = tern_vk_check(tvk_vkCreateComputePipelines(vk->device, vk->pcache, 1, &ci, NULL, &p->pipeline),
+			   name);
 	tvk_vkDestroyShaderModule(vk->device, mod, NULL);
+	vk->pipe_s += tern_now() - t;
+	vk->pipes_created += st == TERN_OK;
 	return st;
 }
 
