@@ -58,6 +58,70 @@ static void fmt_count(char *buf, size_t size, uint64_t v)
 
 static const char *yn(bool b) { return b ? "yes" : "no"; }
 
+static void info_print(const char *dir, const struct tern_model_info *m)
+{
+	char a[64], b[64], c[64];
+	printf("model          %s\n", dir);
+	printf("architecture   %s%s\n", m->model_type,
+	       m->supported ? "" : " (parsed; not supported yet for loading)");
+	printf("dtype          %s\n", m->dtype);
+	printf("quantization   %s\n", m->quantization);
+	printf("sizes          L %" PRId64 ", D %" PRId64 ", F %" PRId64 ", H %" PRId64 ", Hkv %" PRId64
+	       ", Dh %" PRId64 ", V %" PRId64 "\n",
+	       m->L, m->D, m->F, m->H, m->Hkv, m->Dh, m->V);
+	if (m->E)
+		printf("experts        E %" PRId64 ", top-k %" PRId64 "\n", m->E, m->top_k);
+	printf("context        %" PRId64 " positions", m->max_pos);
+	if (m->sliding_window)
+		printf(", sliding window %" PRId64, m->sliding_window);
+	printf("\n");
+	printf("rope           theta %g, %s\n", m->rope_theta, m->rope);
+	printf("rms_norm_eps   %g\n", m->rms_eps);
+	printf("attention      q/k/v bias %s, o bias %s, q/k norm %s\n", yn(m->qkv_bias), yn(m->o_bias),
+	       yn(m->qk_norm));
+	printf("embeddings     tied %s\n", yn(m->tied));
+	fmt_count(a, sizeof a, m->params_total);
+	printf("parameters     %s total\n", a);
+	fmt_count(a, sizeof a, m->params_layer);
+	fmt_count(b, sizeof b, m->params_proj_layer);
+	printf("  per layer    %s (projections %s)\n", a, b);
+	fmt_count(a, sizeof a, m->params_embed);
+	fmt_count(b, sizeof b, m->params_head);
+	printf("  embeddings   %s, lm_head %s\n", a, m->tied ? "tied" : b);
+	printf("memory by base format of the projections:\n");
+	static const struct {
+		enum tern_base_format f;
+		const char *label;
+	} rows[] = {{TERN_FORMAT_F32, "f32"},
+		    {TERN_FORMAT_BF16, "bf16/f16"},
+		    {TERN_FORMAT_NF4, "nf4"},
+		    {TERN_FORMAT_NF4_DQ, "nf4+dq"},
+		    {TERN_FORMAT_TERNARY, "ternary"}};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+		fmt_size(c, sizeof c, m->bytes[rows[i].f]);
+		printf("  %-12s %s\n", rows[i].label, c);
+	}
+}
+
+static enum tern_status info_weights(const char *dir)
+{
+	struct tern_model_weights w;
+	char c[64];
+	fflush(stdout);
+	enum tern_status st = tern_model_check_weights(dir, &w);
+	if (st)
+		return st;
+	if (!w.present) {
+		printf("weights        none (no *.safetensors in %s; config.json only)\n", dir);
+		return TERN_OK;
+	}
+	fmt_size(c, sizeof c, w.bytes);
+	printf("weights        %zu tensors in %zu file%s, %s%s: every tensor present, shaped as "
+	       "config.json says, within its file\n",
+	       w.n_tensors, w.n_files, w.n_files == 1 ? "" : "s", c, w.bnb ? ", bitsandbytes 4-bit" : "");
+	return TERN_OK;
+}
+
 int tern_cmd_info(int argc, char **argv)
 {
 	bool help;
@@ -76,70 +140,17 @@ int tern_cmd_info(int argc, char **argv)
 		enum tern_status st = tern_hub_resolve(dir, NULL, TERN_HUB_CONFIG, &path, NULL);
 		if (st == TERN_OK)
 			st = tern_model_info(path, &in);
-		free(path);
-		if (st)
-			return tern_cli_fail(st);
-		char a[64], b[64], c[64];
-		printf("model          %s\n", dir);
-		printf("architecture   %s%s\n", in.model_type,
-		       in.supported ? "" : " (parsed; not supported yet for loading)");
-		printf("dtype          %s\n", in.dtype);
-		printf("quantization   %s\n", in.quantization);
-		printf("sizes          L %" PRId64 ", D %" PRId64 ", F %" PRId64 ", H %" PRId64
-		       ", Hkv %" PRId64 ", Dh %" PRId64 ", V %" PRId64 "\n",
-		       in.L, in.D, in.F, in.H, in.Hkv, in.Dh, in.V);
-		if (in.E)
-			printf("experts        E %" PRId64 ", top-k %" PRId64 "\n", in.E, in.top_k);
-		printf("context        %" PRId64 " positions", in.max_pos);
-		if (in.sliding_window)
-			printf(", sliding window %" PRId64, in.sliding_window);
-		printf("\n");
-		printf("rope           theta %g, %s\n", in.rope_theta, in.rope);
-		printf("rms_norm_eps   %g\n", in.rms_eps);
-		printf("attention      q/k/v bias %s, o bias %s, q/k norm %s\n", yn(in.qkv_bias),
-		       yn(in.o_bias), yn(in.qk_norm));
-		printf("embeddings     tied %s\n", yn(in.tied));
-		fmt_count(a, sizeof a, in.params_total);
-		printf("parameters     %s total\n", a);
-		fmt_count(a, sizeof a, in.params_layer);
-		fmt_count(b, sizeof b, in.params_proj_layer);
-		printf("  per layer    %s (projections %s)\n", a, b);
-		fmt_count(a, sizeof a, in.params_embed);
-		fmt_count(b, sizeof b, in.params_head);
-		printf("  embeddings   %s, lm_head %s\n", a, in.tied ? "tied" : b);
-		printf("memory by base format of the projections:\n");
-		static const struct {
-			enum tern_base_format f;
-			const char *label;
-		} rows[] = {{TERN_FORMAT_F32, "f32"},
-			    {TERN_FORMAT_BF16, "bf16/f16"},
-			    {TERN_FORMAT_NF4, "nf4"},
-			    {TERN_FORMAT_NF4_DQ, "nf4+dq"},
-			    {TERN_FORMAT_TERNARY, "ternary"}};
-		for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
-			fmt_size(c, sizeof c, in.bytes[rows[i].f]);
-			printf("  %-12s %s\n", rows[i].label, c);
-		}
-		/* the weight files: headers, every needed tensor present, its shape, within its file */
-		if (!in.supported) {
+		if (st == TERN_OK)
+			info_print(dir, &in);
+		/* the weight files of the resolved directory: headers, every needed tensor present, its
+		 * shape, within its file */
+		if (st == TERN_OK && in.supported)
+			st = info_weights(path);
+		else if (st == TERN_OK)
 			printf("weights        not checked (%s is not supported for loading yet)\n",
 			       in.model_type);
-			return TERN_EXIT_OK;
-		}
-		struct tern_model_weights w;
-		fflush(stdout);
-		if ((st = tern_model_check_weights(dir, &w)))
-			return tern_cli_fail(st);
-		if (!w.present) {
-			printf("weights        none (no *.safetensors in %s; config.json only)\n", dir);
-			return TERN_EXIT_OK;
-		}
-		fmt_size(c, sizeof c, w.bytes);
-		printf("weights        %zu tensors in %zu file%s, %s%s: every tensor present, shaped as "
-		       "config.json says, within its file\n",
-		       w.n_tensors, w.n_files, w.n_files == 1 ? "" : "s", c,
-		       w.bnb ? ", bitsandbytes 4-bit" : "");
-		return TERN_EXIT_OK;
+		free(path);
+		return st ? tern_cli_fail(st) : TERN_EXIT_OK;
 	}
 	int rc = tern_cli_parse("info", NULL, argc, argv, &help);
 	if (rc)
