@@ -701,7 +701,13 @@ static struct tern_data *load_text(struct load *l, const struct tern_tokenizer *
 	snprintf(named, sizeof named, "%s%s", path, suffix);
 	rename(path, named);
 	struct tern_dataset_cfg keep = l->ds;
+	enum tern_chat_template tmpl = l->o.chat_template;
+	const char *jinja = l->o.chat_template_jinja;
 	load_init(l, named, type);
+	if (tmpl == TERN_TEMPLATE_JINJA) { /* a caller's Jinja template stays */
+		l->o.chat_template = tmpl;
+		l->o.chat_template_jinja = jinja;
+	}
 	l->ds.split = keep.split;
 	l->ds.field = keep.field;
 	l->ds.field_messages = keep.field_messages;
@@ -835,6 +841,24 @@ static void dataset_keys(const struct tern_tokenizer *tok)
 		      TERN_DS_CHAT, ".jsonl");
 	l.ds.field_messages = l.ds.role_key = l.ds.content_key = NULL;
 	check(f && t && rows_equal(&f->train, &t->train), "conversations with from/value mapped");
+	tern_data_free(f);
+	/* the same through a Jinja template (chatml written out), which also sees a message's other
+	 * fields: the mappings apply before the template renders */
+	l.o.chat_template = TERN_TEMPLATE_JINJA;
+	l.o.chat_template_jinja = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+				  "{{ m.mood | default('') }}<|im_end|>\n{% endfor %}";
+	l.ds.field_messages = "turns";
+	l.ds.role_key = "speaker";
+	l.ds.content_key = "said";
+	f = load_text(&l, tok,
+		      "{\"turns\": [{\"speaker\": \"user\", \"said\": \"Hi?\"}, {\"speaker\": \"assistant\", "
+		      "\"said\": \"Hello\", \"mood\": \".\"}]}\n",
+		      TERN_DS_CHAT, ".jsonl");
+	l.ds.field_messages = l.ds.role_key = l.ds.content_key = NULL;
+	l.o.chat_template = TERN_TEMPLATE_CHATML;
+	l.o.chat_template_jinja = NULL;
+	check(f && t && rows_equal(&f->train, &t->train),
+	      "field_messages and message_property_mappings through a Jinja template (other fields seen)");
 	tern_data_free(f);
 	l.ds.field_messages = "turns";
 	f = load_text(&l, tok, "{\"messages\": []}\n", TERN_DS_CHAT, ".jsonl");

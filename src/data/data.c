@@ -366,6 +366,7 @@ static const char *const role_names[] = {"system", "user", "assistant"};
 struct msg {
 	enum role role;
 	const char *content;
+	json_t *src; /* the message object as the row has it (its other fields reach Jinja templates) */
 };
 
 static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg **out, size_t *n)
@@ -429,6 +430,7 @@ static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg
 				r->file, (long long)r->line, listkey, i, rk, rs);
 		}
 		m[i].content = json_string_value(content);
+		m[i].src = e;
 	}
 	*out = m;
 	*n = cnt;
@@ -502,12 +504,12 @@ static enum tern_status render_chat(struct reader *r, const struct msg *m, size_
 }
 
 /* The messages as the Jinja template sees them: {role, content} as parsed (sharegpt's human/gpt
- * named user/assistant), with the other fields of a "messages" form message kept. */
-static json_t *jinja_messages(json_t *obj, const struct msg *m, size_t n)
+ * named user/assistant; message_property_mappings applied), each message's other fields kept. */
+static json_t *jinja_messages(const struct msg *m, size_t n)
 {
-	json_t *list = json_object_get(obj, "messages"), *out = json_array();
+	json_t *out = json_array();
 	for (size_t i = 0; out && i < n; i++) {
-		json_t *e = list ? json_copy(json_array_get(list, i)) : json_object();
+		json_t *e = json_copy(m[i].src);
 		if (!e || json_object_set_new(e, "role", json_string(role_names[m[i].role])) ||
 		    json_object_set_new(e, "content", json_string(m[i].content)) ||
 		    json_array_append_new(out, e)) {
@@ -519,11 +521,10 @@ static json_t *jinja_messages(json_t *obj, const struct msg *m, size_t n)
 }
 
 /* A chat rendered by a Jinja template: the trained spans (train_on_inputs: false) or all. */
-static enum tern_status render_jinja(struct reader *r, json_t *obj, const struct msg *m, size_t n,
-				     struct render *rd)
+static enum tern_status render_jinja(struct reader *r, const struct msg *m, size_t n, struct render *rd)
 {
 	bool all = r->o->train_on_inputs;
-	json_t *msgs = jinja_messages(obj, m, n);
+	json_t *msgs = jinja_messages(m, n);
 	if (!msgs)
 		return tern_fail(TERN_E_NOMEM, "out of host memory");
 	struct tern_chat_text ct;
@@ -552,7 +553,7 @@ static enum tern_status read_chat(struct reader *r, json_t *obj, struct sample *
 	struct render rd = {0};
 	enum tern_status st = parse_messages(r, obj, &m, &n);
 	if (!st)
-		st = r->chat ? render_jinja(r, obj, m, n, &rd) : render_chat(r, m, n, &rd);
+		st = r->chat ? render_jinja(r, m, n, &rd) : render_chat(r, m, n, &rd);
 	if (!st)
 		st = push_render(r, &rd, false, s);
 	render_free(&rd);
