@@ -9,7 +9,8 @@
 #  2. `tern train` one step on a tiny stand-in of each base model (tools/make_standin_model.py:
 #     the same model_type, vocabulary and special tokens, the family's real tokenizer, hidden 64,
 #     2 layers, random bf16 weights), in a scratch working directory so the config's relative
-#     output_dir lands there: exit 0, 'step 1/1', an adapter, notes only on stderr.
+#     output_dir lands there: exit 0, 'step 1/1', an adapter, notes only on stderr, none twice
+#     (tern checks the config again after --set).
 #     Overrides besides the dataset path, the same for every config, for a quick CPU step:
 #       max_steps=1      one step
 #       sequence_len=64  the configs' 1024..8192 with sample packing pad every row to that
@@ -38,6 +39,7 @@ unset HF_HOME HF_TOKEN
 notes_only() { # NAME WHAT: stderr holds only one-line notes and warnings
 	grep -v "^tern: note: \|^tern: warning: " "$tmp/err" >"$tmp/other"
 	[ ! -s "$tmp/other" ] && ok || bad "$1 $2: stderr is one-line notes only: $(cat "$tmp/other")"
+	[ -z "$(sort "$tmp/err" | uniq -d)" ] && ok || bad "$1 $2: a note twice: $(sort "$tmp/err" | uniq -d)"
 }
 needs_other_branch() { # NAME: the refusal is for a key another branch of issue 10 adds
 	why=$(grep -o "lora_modules_to_save: unknown key\|chat_template: 'qwen3' is not allowed" "$tmp/err" | head -1)
@@ -102,6 +104,7 @@ for f in "$src"/tests/data/axolotl/*.y*ml; do
 		[ $rc = 1 ] && [ "$(wc -l <"$tmp/err" | tr -d ' ')" = "$(grep -c "^tern: note: \|^tern: warning: \|mixtral.*MoE" "$tmp/err")" ] &&
 			grep -q "^tern: .*model_type mixtral is not supported yet (MoE" "$tmp/err" && ok ||
 			bad "$name: train refuses Mixtral in one line: exit $rc, $(grep -v "^tern: note: " "$tmp/err")"
+		[ -z "$(sort "$tmp/err" | uniq -d)" ] && ok || bad "$name: a note twice: $(sort "$tmp/err" | uniq -d)"
 		echo "not run: $name trains (MoE is issue 12)"
 		continue
 	fi
