@@ -75,6 +75,10 @@ for f in "$src"/tests/data/axolotl/*.y*ml; do
 	rc=$?
 	needs_other_branch "$name" plans && continue
 	[ $rc = 0 ] && grep -q "^verdict: " "$tmp/out" && ok || bad "$name plans: exit $rc, $(cat "$tmp/err")"
+	# the real config.json from the cache: its layer count
+	id=$(sed -n 's/^base_model: *//p' "$f")
+	layers=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$src/tests/data/hf_configs/$id/config.json")
+	grep -q "^model .*, $layers layers" "$tmp/out" && ok || bad "$name plans $id's $layers layers: $(grep "^model" "$tmp/out")"
 	notes_only "$name" plans
 done
 
@@ -109,6 +113,10 @@ for f in "$src"/tests/data/axolotl/*.y*ml; do
 		continue
 	fi
 	out=$(sed -n 's/^output_dir: *//p' "$f")
+	# the stand-in from the cache: the Hub id, hidden 64, the real vocabulary
+	id=$(sed -n 's/^base_model: *//p' "$f")
+	vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$src/tests/data/hf_configs/$id/config.json")
+	grep -q "^  model  *$id (.* D=64 .* V=$vocab)" "$tmp/out" && ok || bad "$name trains $id: $(grep "^  model" "$tmp/out")"
 	[ $rc = 0 ] && grep -q "^step 1/1 " "$tmp/out" &&
 		[ -f "$tmp/run/$name/$out/adapter/adapter_model.safetensors" ] && ok ||
 		bad "$name trains a step: exit $rc, $(grep -v "^tern: note: " "$tmp/err") $(tail -2 "$tmp/out")"
