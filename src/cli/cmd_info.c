@@ -76,9 +76,10 @@ int tern_cmd_info(int argc, char **argv)
 		enum tern_status st = tern_hub_resolve(dir, NULL, TERN_HUB_CONFIG, &path, NULL);
 		if (st == TERN_OK)
 			st = tern_model_info(path, &in);
-		free(path);
-		if (st)
+		if (st) {
+			free(path);
 			return tern_cli_fail(st);
+		}
 		char a[64], b[64], c[64];
 		printf("model          %s\n", dir);
 		printf("architecture   %s%s\n", in.model_type,
@@ -124,11 +125,14 @@ int tern_cmd_info(int argc, char **argv)
 		if (!in.supported) {
 			printf("weights        not checked (%s is not supported for loading yet)\n",
 			       in.model_type);
+			free(path);
 			return TERN_EXIT_OK;
 		}
 		struct tern_model_weights w;
 		fflush(stdout);
-		if ((st = tern_model_check_weights(dir, &w)))
+		st = tern_model_check_weights(path, &w); /* the directory a Hub id resolved to */
+		free(path);
+		if (st)
 			return tern_cli_fail(st);
 		if (!w.present) {
 			printf("weights        none (no *.safetensors in %s; config.json only)\n", dir);
