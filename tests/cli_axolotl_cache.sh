@@ -46,12 +46,16 @@ needs_other_branch() { # NAME: the refusal is for a key another branch of issue 
 	[ $rc != 0 ] && [ -n "$why" ] && echo "not run: $1 $2 (needs $why from another branch)"
 }
 
-# local data in the formats the configs' types read
+# local data in the formats the configs' types read: two rows (one for training, one for a
+# val_set_size fraction); five of the FineTome-like rows, since qwen3_32b-qlora.yaml keeps
+# split: train[:20%] (one row)
 i=0
-while [ $i -lt 2 ]; do
+while [ $i -lt 5 ]; do
 	i=$((i + 1))
-	printf '{"instruction": "Name a colour %d.", "input": "", "output": "Blue %d."}\n' $i $i >>"$tmp/alpaca.jsonl"
-	printf '{"messages": [{"role": "user", "content": "Name a colour %d."}, {"role": "assistant", "content": "Blue %d."}]}\n' $i $i >>"$tmp/messages.jsonl"
+	if [ $i -le 2 ]; then
+		printf '{"instruction": "Name a colour %d.", "input": "", "output": "Blue %d."}\n' $i $i >>"$tmp/alpaca.jsonl"
+		printf '{"messages": [{"role": "user", "content": "Name a colour %d."}, {"role": "assistant", "content": "Blue %d."}]}\n' $i $i >>"$tmp/messages.jsonl"
+	fi
 	printf '{"conversations": [{"from": "human", "value": "Name a colour %d."}, {"from": "gpt", "value": "Blue %d."}]}\n' $i $i >>"$tmp/conversations.jsonl"
 done
 data_for() { # CONFIG: the local file for its datasets.0
