@@ -1651,9 +1651,12 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 			TERN_E_INVALID,
 			"%s: '%g' is neither a fraction nor a count (allowed: a fraction < 1 or a count >= 1)",
 			kloc(cfg, "val_set_size", a, sizeof a), cfg->val_set_size);
-	if ((cfg->eval_steps > 0 || cfg->evals_per_epoch > 0) && cfg->val_set_size == 0)
+	if ((cfg->eval_steps > 0 || cfg->evals_per_epoch > 0) && cfg->val_set_size == 0 &&
+	    !cfg->warned_no_eval) {
+		cfg->warned_no_eval = true;
 		tern_log(TERN_LOG_WARN, "%s: there is no validation set (val_set_size: 0); no eval will run",
 			 kloc(cfg, cfg->eval_steps > 0 ? "eval_steps" : "evals_per_epoch", a, sizeof a));
+	}
 	bool four = cfg->load_in_4bit || cfg->adapter == TERN_ADAPTER_QLORA;
 	if (four && cfg->base_format != TERN_FORMAT_AUTO && cfg->base_format != TERN_FORMAT_NF4 &&
 	    cfg->base_format != TERN_FORMAT_NF4_DQ)

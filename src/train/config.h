@@ -161,6 +161,7 @@ struct tern_config {
 
 	/* private: line where each key was set (0 = default, -1 = --set) */
 	int set_line[TERN_CONFIG_MAX_KEYS];
+	bool warned_no_eval; /* private: tern_config_check runs again after --set; warn once */
 };
 
 /* Reads and parses a YAML file; *out is freed with tern_config_free. */
