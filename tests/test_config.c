@@ -607,7 +607,13 @@ static void test_engine_keys(void)
 	check(c != NULL, "engine-only keys parse");
 	if (!c)
 		return;
-	check(c->n_notes == 9 && one_line_notes(c), "one note per key that asks for something");
+	/* (+ one note: no `adapter` key, which axolotl reads as a full fine-tune) */
+	check(c->n_notes == 10 && one_line_notes(c), "one note per key that asks for something");
+	check(notes_about(c, "adapter") == 1 &&
+		      strstr(c->notes[c->n_notes - 1],
+			     "configs/x.yaml: adapter: not set, which axolotl runs as a full fine-tune") ==
+			      c->notes[c->n_notes - 1],
+	      "no adapter key: one note that tern trains LoRA where axolotl would fine-tune every weight");
 	check(notes_about(c, "attn_implementation") == 1 && notes_about(c, "lora_qkv_kernel") == 1 &&
 		      notes_about(c, "liger_rope") == 1 && notes_about(c, "plugins") == 1 &&
 		      notes_about(c, "model_config") == 1 && notes_about(c, "fsdp_version") == 1 &&
@@ -638,7 +644,7 @@ static void test_engine_keys(void)
 	tern_config_free(c);
 	/* bf16/fp16 leave compute_dtype to tern (auto) unless it is set */
 	c = parse(HEAD "bf16: true\nfp16: false\ntf32: true\n");
-	check(c && c->compute_dtype == TERN_COMPUTE_AUTO && c->n_notes == 2 && notes_about(c, "bf16") == 1 &&
+	check(c && c->compute_dtype == TERN_COMPUTE_AUTO && c->n_notes == 3 && notes_about(c, "bf16") == 1 &&
 		      notes_about(c, "tf32") == 1 &&
 		      strstr(c->notes[0], "products run as compute_dtype (default auto: f16"),
 	      "bf16: true -> compute_dtype auto with a note; fp16: false none");
@@ -656,7 +662,7 @@ static void test_engine_keys(void)
 		c = parse(y);
 		bool eight =
 			strstr(names[i], "8bit") || strstr(names[i], "4bit") || strstr(names[i], "32bit");
-		checkf(c && c->n_notes == (i ? 1 : 0) &&
+		checkf(c && c->n_notes == (i ? 2 : 1) && /* + the no-adapter note, last */
 			       (!i || (eight ? strstr(c->notes[0], "f32, 8 bytes per LoRA parameter") != NULL
 					     : strstr(c->notes[0], "f32 AdamW") != NULL)),
 		       "optimizer %s: runs as AdamW with %s note", names[i], i ? "a" : "no");

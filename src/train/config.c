@@ -1201,6 +1201,14 @@ static enum tern_status apply_root(const struct ctx *c, const yaml_node_t *root)
 			return st;
 		c->cfg->set_line[ki] = node_line(kn);
 	}
+	/* axolotl reads a config without `adapter` as a full fine-tune */
+	const struct key *ak = find_key("adapter");
+	if (!c->cfg->set_line[ak - keys])
+		return add_note(
+			c->cfg,
+			"%s: adapter: not set, which axolotl runs as a full fine-tune of every weight; "
+			"tern trains LoRA adapters only: adapter: lora with the lora_* keys (r %lld)",
+			c->cfg->file, (long long)c->cfg->lora_r);
 	return TERN_OK;
 }
 
