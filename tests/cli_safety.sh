@@ -95,8 +95,8 @@ else
 fi
 
 # 3. a second Ctrl-C during a step stops at once: exit 130, no checkpoint of that step, nothing
-#    half-written
-"$tern" train "$tmp/c.yaml" $common --set output_dir="$tmp/i" --set max_steps=100000 --set gradient_accumulation_steps=32 \
+#    half-written (steps of 512 micro-batches, seconds each, so both signals land mid-step)
+"$tern" train "$tmp/c.yaml" $common --set output_dir="$tmp/i" --set max_steps=100000 --set gradient_accumulation_steps=512 \
 	>"$tmp/iout" 2>"$tmp/ierr" &
 bg=$!
 if wait_for "$tmp/iout" "^step 1/" 300; then
