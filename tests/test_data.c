@@ -860,6 +860,34 @@ static void dataset_keys(const struct tern_tokenizer *tok)
 	check(f && t && rows_equal(&f->train, &t->train),
 	      "field_messages and message_property_mappings through a Jinja template (other fields seen)");
 	tern_data_free(f);
+	/* tool calling: an assistant turn with tool_calls and content null, then a 'tool' message; the
+	 * call is trained, the tool's answer is not; the C-rendered templates refuse a tool message */
+	const char *tool_chat =
+		"{\"messages\": [{\"role\": \"user\", \"content\": \"Weather?\"}, {\"role\": "
+		"\"assistant\", \"content\": null, \"tool_calls\": [{\"name\": \"wx\"}]}, {\"role\": "
+		"\"tool\", \"content\": \"sun\"}, {\"role\": \"assistant\", \"content\": \"Sunny.\"}]}\n";
+	l.o.chat_template = TERN_TEMPLATE_JINJA;
+	l.o.chat_template_jinja = "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+				  "{% if m.content is none %}{{ m.tool_calls[0].name }}(){% else %}"
+				  "{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}";
+	f = load_text(&l, tok, tool_chat, TERN_DS_CHAT, ".jsonl");
+	int64_t ng = 0;
+	struct got *g =
+		f ? samples_of(&f->train, &f->train_stats, tern_tokenizer_eos(tok), &ng, "tool") : NULL;
+	json_t *runs = g && ng == 1 ? trained_runs(tok, &f->train, g) : NULL;
+	char *runs_s = runs ? json_dumps(runs, JSON_COMPACT) : NULL;
+	check(runs_s && strstr(runs_s, "wx()") && strstr(runs_s, "Sunny.") && !strstr(runs_s, "sun<"),
+	      "a tool call is trained, the tool's answer is not (Jinja template)");
+	free(runs_s);
+	json_decref(runs);
+	free(g);
+	tern_data_free(f);
+	l.o.chat_template = TERN_TEMPLATE_CHATML;
+	l.o.chat_template_jinja = NULL;
+	f = load_text(&l, tok, tool_chat, TERN_DS_CHAT, ".jsonl");
+	check(!f && strstr(tern_error(), ":1: messages[2]: a 'tool' message needs the model's own chat "
+					 "template (chat_template: tokenizer_default, or jinja), not chatml"),
+	      "a tool message with a C-rendered template: one-line refusal");
 	l.ds.field_messages = "turns";
 	f = load_text(&l, tok, "{\"messages\": []}\n", TERN_DS_CHAT, ".jsonl");
 	l.ds.field_messages = NULL;
@@ -997,7 +1025,7 @@ static void bad_inputs(const struct tern_tokenizer *l2, const struct tern_tokeni
 	bad(q3, "bad_type.jsonl", TERN_DS_ALPACA, ":1: \"instruction\" is an integer, not a string");
 	bad(q3, "bad_object.jsonl", TERN_DS_COMPLETION, ":1: the row is an integer, not a JSON object");
 	bad(q3, "bad_role.jsonl", TERN_DS_CHAT,
-	    ":1: messages[1].role: 'bot' is not a role (allowed: system, user, assistant; sharegpt: system, human, "
+	    ":1: messages[1].role: 'bot' is not a role (allowed: system, user, assistant, tool; sharegpt: system, human, "
 	    "gpt)");
 	bad(q3, "bad_labels.jsonl", TERN_DS_PRETOKENIZED,
 	    ":1: \"labels\" has 2 entries and \"input_ids\" 3; they must align one to one");

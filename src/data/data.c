@@ -360,13 +360,14 @@ static enum tern_status read_pretokenized(struct reader *r, json_t *obj, struct 
 	return TERN_OK;
 }
 
-enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
-static const char *const role_names[] = {"system", "user", "assistant"};
+enum role { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL };
+static const char *const role_names[] = {"system", "user", "assistant", "tool"};
 
 struct msg {
 	enum role role;
 	const char *content;
-	json_t *src; /* the message object as the row has it (its other fields reach Jinja templates) */
+	json_t *src;     /* the message object as the row has it (its other fields reach Jinja templates) */
+	bool no_content; /* an assistant turn with tool_calls and a null or missing content */
 };
 
 static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg **out, size_t *n)
@@ -408,7 +409,10 @@ static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg
 		json_t *e = json_array_get(list, i);
 		json_t *role = json_is_object(e) ? json_object_get(e, rk) : NULL;
 		json_t *content = json_is_object(e) ? json_object_get(e, ck) : NULL;
-		if (!json_is_object(e) || !json_is_string(role) || !json_is_string(content)) {
+		/* an assistant turn that only calls tools may have no content (null or missing) */
+		bool calls = json_is_object(e) && json_is_array(json_object_get(e, "tool_calls")) &&
+			     (!content || json_is_null(content));
+		if (!json_is_object(e) || !json_is_string(role) || (!json_is_string(content) && !calls)) {
 			free(m);
 			return tern_fail(TERN_E_FORMAT,
 					 "%s:%lld: %s[%zu] needs string fields \"%s\" and \"%s\"", r->file,
@@ -421,15 +425,25 @@ static enum tern_status parse_messages(struct reader *r, json_t *obj, struct msg
 			m[i].role = ROLE_USER;
 		else if (!strcmp(rs, "assistant") || !strcmp(rs, "gpt"))
 			m[i].role = ROLE_ASSISTANT;
+		else if (!strcmp(rs, "tool") && r->chat)
+			m[i].role = ROLE_TOOL;
 		else {
 			free(m);
+			if (!strcmp(rs, "tool"))
+				return tern_fail(
+					TERN_E_FORMAT,
+					"%s:%lld: %s[%zu]: a 'tool' message needs the model's own chat "
+					"template (chat_template: tokenizer_default, or jinja), not %s",
+					r->file, (long long)r->line, listkey, i,
+					tern_chat_template_name(r->tmpl));
 			return tern_fail(
 				TERN_E_FORMAT,
-				"%s:%lld: %s[%zu].%s: '%.60s' is not a role (allowed: system, user, assistant; "
-				"sharegpt: system, human, gpt)",
+				"%s:%lld: %s[%zu].%s: '%.60s' is not a role (allowed: system, user, assistant, "
+				"tool; sharegpt: system, human, gpt)",
 				r->file, (long long)r->line, listkey, i, rk, rs);
 		}
-		m[i].content = json_string_value(content);
+		m[i].content = json_is_string(content) ? json_string_value(content) : "";
+		m[i].no_content = !json_is_string(content);
 		m[i].src = e;
 	}
 	*out = m;
@@ -511,7 +525,8 @@ static json_t *jinja_messages(const struct msg *m, size_t n)
 	for (size_t i = 0; out && i < n; i++) {
 		json_t *e = json_copy(m[i].src);
 		if (!e || json_object_set_new(e, "role", json_string(role_names[m[i].role])) ||
-		    json_object_set_new(e, "content", json_string(m[i].content)) ||
+		    json_object_set_new(e, "content",
+					m[i].no_content ? json_null() : json_string(m[i].content)) ||
 		    json_array_append_new(out, e)) {
 			json_decref(out);
 			out = NULL;
