@@ -302,6 +302,10 @@ static void test_errors(void)
 	check(tern_config_load(&c, "/nonexistent/x.yaml") == TERN_E_IO &&
 		      !strncmp(tern_error(), "/nonexistent/x.yaml: cannot open", 32),
 	      "missing file");
+	check(tern_config_load(&c, "/") == TERN_E_IO &&
+		      !strcmp(tern_error(), "/: cannot read: Is a directory (give the config file, e.g. "
+					    "configs/demo.yaml)"),
+	      "a directory given as the config: one line that says so");
 }
 
 static void test_set(void)

@@ -1425,6 +1425,7 @@ enum tern_status tern_config_load(struct tern_config **out, const char *path)
 		return tern_fail(TERN_E_IO, "%s: cannot open: %s", path, strerror(errno));
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
+	errno = 0;
 	for (;;) {
 		if (len + 4096 > cap) {
 			cap = cap ? cap * 2 : 8192;
@@ -1446,11 +1447,12 @@ enum tern_status tern_config_load(struct tern_config **out, const char *path)
 			return tern_fail(TERN_E_FORMAT, "%s: larger than 16 MiB; not a config file", path);
 		}
 	}
-	bool err = ferror(f);
+	int err = ferror(f) ? (errno ? errno : EIO) : 0;
 	fclose(f);
 	if (err) {
 		free(buf);
-		return tern_fail(TERN_E_IO, "%s: read error", path);
+		return tern_fail(TERN_E_IO, "%s: cannot read: %s%s", path, strerror(err),
+				 err == EISDIR ? " (give the config file, e.g. configs/demo.yaml)" : "");
 	}
 	enum tern_status st = tern_config_parse(out, path, buf, len);
 	free(buf);
