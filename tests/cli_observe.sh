@@ -60,5 +60,20 @@ check_bad missing "cannot read .*/nothere/metrics.jsonl" "$tmp/nothere"
 "$tern" report >/dev/null 2>"$tmp/err"
 [ $? = 2 ] && grep -q "missing OUTPUT_DIR" "$tmp/err" && ok || bad "no argument: $(cat "$tmp/err")"
 
+# a cold pipeline cache says so once: the first Vulkan run prints 'compiling shaders', the next
+# (same cache file, TERN_PIPELINE_CACHE) does not, and the cache file it names is there
+if [ "$TERN_REQUIRE_VULKAN" = 1 ] || "$tern" devices 2>/dev/null | grep -qi vulkan; then
+	for run in cold warm; do
+		TERN_PIPELINE_CACHE="$tmp/pc.bin" "$tern" train "$tmp/c.yaml" --set backend=vulkan \
+			--set max_steps=1 --set output_dir="$tmp/pc_$run" >"$tmp/pc_$run.out" 2>"$tmp/err" ||
+			bad "$run vulkan run: $(cat "$tmp/err")"
+	done
+	pc=$(sed -n 's/^compiling shaders (first run: no pipeline cache at \(.*\) yet)$/\1/p' "$tmp/pc_cold.out")
+	[ "$pc" = "$tmp/pc.bin" ] && [ -s "$pc" ] && ! grep -q "^compiling shaders" "$tmp/pc_warm.out" && ok ||
+		bad "compiling shaders once: cold '$(grep compiling "$tmp/pc_cold.out")' warm '$(grep compiling "$tmp/pc_warm.out")'"
+else
+	echo "not run: the compiling-shaders line (no Vulkan device)"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -953,7 +953,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	/* the shaders compile at their first use: the eval below and the first step (warm-up) */
 	bool compiling = s.be->pipeline_cache[0] && !s.be->pipeline_cache_loaded;
 	if (compiling) {
-		fprintf(out, "compiling shaders (first run; cached in %s)\n", s.be->pipeline_cache);
+		fprintf(out, "compiling shaders (first run: no pipeline cache at %s yet)\n",
+			s.be->pipeline_cache);
 		fflush(out);
 	}
 	double warm0 = tern_now();
