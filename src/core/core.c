@@ -120,3 +120,15 @@ void *tern_calloc(size_t n, size_t size)
 		tern_fail(TERN_E_NOMEM, "out of host memory allocating %zu x %zu bytes", n, size);
 	return p;
 }
+
+char *tern_path_join(const char *dir, const char *name)
+{
+	size_t a = strlen(dir), b = strlen(name);
+	char *p = tern_malloc(a + b + 2);
+	if (!p)
+		return NULL;
+	memcpy(p, dir, a);
+	p[a] = '/';
+	memcpy(p + a + 1, name, b + 1);
+	return p;
+}

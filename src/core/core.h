@@ -34,6 +34,8 @@ double tern_now(void);
 /* malloc that records TERN_E_NOMEM on failure. */
 void *tern_malloc(size_t size);
 void *tern_calloc(size_t n, size_t size);
+/* "dir/name" in a new allocation (free() it); NULL with TERN_E_NOMEM recorded. */
+char *tern_path_join(const char *dir, const char *name);
 
 static inline size_t tern_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 static inline int64_t tern_cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }

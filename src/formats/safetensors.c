@@ -566,18 +566,6 @@ void tern_st_file_metadata_at(const struct tern_st_file *f, size_t i, const char
 
 /* ---- model directories ---------------------------------------------------------------- */
 
-static char *join(const char *dir, const char *name)
-{
-	size_t a = strlen(dir), b = strlen(name);
-	char *p = tern_malloc(a + b + 2);
-	if (!p)
-		return NULL;
-	memcpy(p, dir, a);
-	p[a] = '/';
-	memcpy(p + a + 1, name, b + 1);
-	return p;
-}
-
 static bool is_file(const char *path)
 {
 	struct stat sb;
@@ -596,7 +584,7 @@ static void free_names(char **v, size_t n)
 /* Appends a file opened from dir/name to m. */
 static enum tern_status model_add_file(struct tern_st_model *m, const char *dir, const char *name)
 {
-	char *p = dir ? join(dir, name) : dup_str(name);
+	char *p = dir ? tern_path_join(dir, name) : dup_str(name);
 	if (!p)
 		return TERN_E_NOMEM;
 	struct tern_st_file *f;
@@ -713,7 +701,7 @@ static enum tern_status open_indexed(struct tern_st_model *m, const char *dir, c
 		goto out;
 	}
 	for (size_t i = 0; i < n_shards; i++) {
-		char *p = join(dir, shards[i]);
+		char *p = tern_path_join(dir, shards[i]);
 		if (!p) {
 			st = TERN_E_NOMEM;
 			goto out;
@@ -868,7 +856,7 @@ enum tern_status tern_st_model_open(const char *path, struct tern_st_model **out
 		}
 		st = model_add_file(m, NULL, m->path);
 	} else {
-		if (!(p = join(m->path, INDEX_NAME))) {
+		if (!(p = tern_path_join(m->path, INDEX_NAME))) {
 			st = TERN_E_NOMEM;
 			goto out;
 		}
@@ -876,7 +864,7 @@ enum tern_status tern_st_model_open(const char *path, struct tern_st_model **out
 			st = open_indexed(m, m->path, p);
 		} else {
 			free(p);
-			if (!(p = join(m->path, SINGLE_NAME))) {
+			if (!(p = tern_path_join(m->path, SINGLE_NAME))) {
 				st = TERN_E_NOMEM;
 				goto out;
 			}

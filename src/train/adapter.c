@@ -285,15 +285,6 @@ static void kind_shape(const struct tern_lora_set *s, const struct tern_lora_ten
 
 /* ---- small helpers: paths, text buffers, files ------------------------------------------- */
 
-static char *path_join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 2;
-	char *p = tern_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", a, b);
-	return p;
-}
-
 static char *str_printf(const char *fmt, ...) TERN_PRINTF(1, 2);
 static char *str_printf(const char *fmt, ...)
 {
@@ -381,7 +372,7 @@ static enum tern_status rm_rf(const char *path)
 		while (!st && (e = readdir(d))) {
 			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 				continue;
-			char *p = path_join(path, e->d_name);
+			char *p = tern_path_join(path, e->d_name);
 			st = p ? rm_rf(p) : TERN_E_NOMEM;
 			free(p);
 		}
@@ -794,8 +785,8 @@ static enum tern_status write_adapter_files(const char *dir, const struct tern_l
 		if (((s->full & ~s->full_have) >> f) & 1u)
 			return tern_fail(TERN_E_INVALID, "%s: %s (modules_to_save) holds no values to write",
 					 dir, full_name[f]);
-	char *st_path = path_join(dir, "adapter_model.safetensors");
-	char *cfg_path = path_join(dir, "adapter_config.json");
+	char *st_path = tern_path_join(dir, "adapter_model.safetensors");
+	char *cfg_path = tern_path_join(dir, "adapter_config.json");
 	enum tern_status st = TERN_E_NOMEM;
 	if (st_path && cfg_path) {
 		st = write_tensors(st_path, s, weight_kinds, N_KINDS(weight_kinds));
@@ -952,7 +943,7 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 				    struct tern_adapter_meta *meta, unsigned *full_out)
 {
 	*full_out = 0;
-	char *path = path_join(dir, "adapter_config.json");
+	char *path = tern_path_join(dir, "adapter_config.json");
 	if (!path)
 		return TERN_E_NOMEM;
 	enum tern_status st = TERN_OK;
@@ -1239,7 +1230,7 @@ static enum tern_status src_open(struct src *x, const char *dir, const char *fil
 				 const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 				 bool f32_only, unsigned fullbits)
 {
-	x->path = path_join(dir, file);
+	x->path = tern_path_join(dir, file);
 	x->found = tern_calloc(found_slots(s, nk), sizeof *x->found);
 	if (!x->path || !x->found)
 		return TERN_E_NOMEM;
@@ -1280,7 +1271,7 @@ enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 
 unsigned tern_adapter_full(const char *dir)
 {
-	char *path = dir ? path_join(dir, "adapter_config.json") : NULL;
+	char *path = dir ? tern_path_join(dir, "adapter_config.json") : NULL;
 	json_t *root = path ? json_load_file(path, 0, NULL) : NULL;
 	json_t *v = json_object_get(root, "modules_to_save"), *x;
 	unsigned full = 0;
@@ -1434,7 +1425,7 @@ static enum tern_status list_checkpoints(const char *out, struct step_list *l)
 		int64_t step;
 		if (!ckpt_name(e->d_name, &step))
 			continue;
-		char *p = path_join(out, e->d_name);
+		char *p = tern_path_join(out, e->d_name);
 		struct stat sb;
 		bool dir = p && !lstat(p, &sb) && S_ISDIR(sb.st_mode);
 		free(p);
@@ -1513,8 +1504,8 @@ enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern
 	}
 	if ((st = make_tmp_dir(final, &tmp)) || (st = write_adapter_files(tmp, s, meta)))
 		goto out;
-	opt = path_join(tmp, "optimizer.safetensors");
-	ts = path_join(tmp, "trainer_state.json");
+	opt = tern_path_join(tmp, "optimizer.safetensors");
+	ts = tern_path_join(tmp, "trainer_state.json");
 	if (!opt || !ts) {
 		st = TERN_E_NOMEM;
 		goto out;
@@ -1587,7 +1578,7 @@ static enum tern_status read_state(const char *dir, struct tern_train_state *t)
 					   "warmup_steps", "epoch",   "row",           "seed",
 					   "tokens",       "elapsed", "last_loss",     "config_hash",
 					   "rng",          "data",    "schedule_steps"};
-	char *path = path_join(dir, "trainer_state.json");
+	char *path = tern_path_join(dir, "trainer_state.json");
 	if (!path)
 		return TERN_E_NOMEM;
 	enum tern_status st = TERN_OK;
@@ -1721,7 +1712,7 @@ bool tern_checkpoint_latest(const char *output_dir, char *path, size_t cap)
 			continue;
 		bool complete = true;
 		for (size_t f = 0; f < 4 && complete; f++) {
-			char *p = path_join(dir, files[f]);
+			char *p = tern_path_join(dir, files[f]);
 			struct stat sb;
 			complete = p && !stat(p, &sb) && S_ISREG(sb.st_mode);
 			free(p);

@@ -11,18 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 2;
-	char *p = tern_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", a, b);
-	return p;
-}
-
 enum tern_status tern_manifest_write(const char *dir, const char *const *files, size_t n)
 {
-	char *path = join(dir, TERN_MANIFEST_NAME), *tmp = NULL;
+	char *path = tern_path_join(dir, TERN_MANIFEST_NAME), *tmp = NULL;
 	char *text = tern_malloc(n * 256 + 1);
 	enum tern_status st = TERN_OK;
 	int fd = -1;
@@ -32,7 +23,7 @@ enum tern_status tern_manifest_write(const char *dir, const char *const *files, 
 	}
 	size_t len = 0;
 	for (size_t i = 0; i < n && !st; i++) {
-		char hex[65], *p = join(dir, files[i]);
+		char hex[65], *p = tern_path_join(dir, files[i]);
 		if (!p) {
 			st = TERN_E_NOMEM;
 			break;
@@ -80,7 +71,7 @@ out:
 
 enum tern_status tern_manifest_verify(const char *dir, const char *const *files, size_t n)
 {
-	char *path = join(dir, TERN_MANIFEST_NAME);
+	char *path = tern_path_join(dir, TERN_MANIFEST_NAME);
 	if (!path)
 		return TERN_E_NOMEM;
 	enum tern_status st = TERN_OK;
@@ -114,7 +105,7 @@ enum tern_status tern_manifest_verify(const char *dir, const char *const *files,
 	}
 	fclose(f);
 	for (size_t i = 0; i < n && i < 16 && !st; i++) {
-		char hex[65], *p = join(dir, files[i]);
+		char hex[65], *p = tern_path_join(dir, files[i]);
 		if (!p) {
 			st = TERN_E_NOMEM;
 			break;

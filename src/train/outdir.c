@@ -176,15 +176,6 @@ void tern_outdir_unlock(struct tern_outdir_lock *l, bool remove)
 
 /* ---- leftovers of killed runs ---- */
 
-static char *join(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 2;
-	char *p = tern_malloc(n);
-	if (p)
-		snprintf(p, n, "%s/%s", a, b);
-	return p;
-}
-
 /* Removes path (a file or a tree; links are removed, never followed), adding the bytes of the
  * files to *bytes; false when something could not be removed. */
 static bool remove_tree(const char *path, uint64_t *bytes)
@@ -206,7 +197,7 @@ static bool remove_tree(const char *path, uint64_t *bytes)
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		char *p = join(path, e->d_name);
+		char *p = tern_path_join(path, e->d_name);
 		ok = p && remove_tree(p, bytes) && ok;
 		free(p);
 	}
@@ -253,7 +244,7 @@ void tern_outdir_clean(const char *dir, int64_t *n, uint64_t *bytes)
 		    !tern_owned(e->d_name, (size_t)(strrchr(e->d_name, '.') - e->d_name) - 4) ||
 		    tern_pid_alive(pid))
 			continue;
-		char *p = join(dir, e->d_name);
+		char *p = tern_path_join(dir, e->d_name);
 		if (!p)
 			break;
 		if (old) {
