@@ -14,6 +14,7 @@
 #include "test_ops_harness.h"
 #include "test_ops_layers.h"
 #include "test_ops_attention.h"
+#include "test_ops_attention_kv.h"
 #include "test_ops_loss.h"
 #include "test_ops_stream.h"
 
@@ -1282,6 +1283,7 @@ static void run_backend(struct suite *s)
 	}
 	check_prec_all(s);
 	check_attention_all(s);
+	check_attention_kv_all(s);
 	check_loss_all(s);
 	check_layers_all(s);
 	check_stream_all(s);

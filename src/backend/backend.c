@@ -54,6 +54,7 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_EMBED: return "embed";
 	case TERN_OP_ATTENTION: return "attention";
 	case TERN_OP_ATTENTION_BWD: return "attention_bwd";
+	case TERN_OP_ATTENTION_KV: return "attention_kv";
 	case TERN_OP_CE_LOSS: return "ce_loss";
 	case TERN_OP_EMBED_BWD: return "embed_bwd";
 	case TERN_OP_COUNT: break;
@@ -385,6 +386,7 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_EMBED: return v->embed;
 	case TERN_OP_ATTENTION: return v->attention;
 	case TERN_OP_ATTENTION_BWD: return v->attention_bwd;
+	case TERN_OP_ATTENTION_KV: return v->attention_kv;
 	case TERN_OP_CE_LOSS: return v->ce_loss;
 	case TERN_OP_EMBED_BWD: return v->embed_bwd;
 	case TERN_OP_COUNT: break;

@@ -54,6 +54,7 @@ enum tern_op {
 	TERN_OP_ATTENTION_BWD,
 	TERN_OP_CE_LOSS,
 	TERN_OP_EMBED_BWD,
+	TERN_OP_ATTENTION_KV,
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -110,6 +111,16 @@ struct tern_attn_args {
 	 * two) and dS to f16, with the softmax, lse and every sum in fp32; TERN_F32 (0) computes
 	 * in fp32. A backend without a half-precision attention computes in fp32 at any prec. */
 	enum tern_dtype prec;
+};
+
+/* Attention of Tq new queries against a KV cache (generation, src/train/gen.c). The cache holds
+ * the keys and values of tokens 0 .. Tk-1 of one sequence, the Tq new ones last: query i is token
+ * p0 + i with p0 = Tk - Tq, and sees key j when j <= p0 + i and, with window > 0,
+ * p0 + i - j < window. No segments (one sample), no lse (nothing goes backward). */
+struct tern_attn_kv_args {
+	int64_t Tq, Tk, H, Hkv, Dh;
+	int64_t window; /* sliding window in tokens; 0: none */
+	float scale;    /* usually 1 / sqrt(Dh) */
 };
 
 /* What the profile sorts device time into (tern_backend_profile): the front door of each op names
@@ -335,6 +346,15 @@ struct tern_backend_vtable {
 	enum tern_status (*attention)(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				      struct tern_view q, struct tern_view k, struct tern_view v,
 				      struct tern_view seg, const struct tern_attn_args *a);
+	/* Attention over a KV cache (struct tern_attn_kv_args): o[Tq,H,Dh] (=) with
+	 *   o[i,h] = Σ_j softmax_j(scale · q[i,h] · k[j,g]) v[j,g]   g = h / (H / Hkv)
+	 * over the keys query i sees; q [Tq,H,Dh], k, v [Tk,Hkv,Dh] (fp32; their views may be longer,
+	 * a cache allocated for more tokens: rows from Tk on are not read). Tq >= 0, Tk >= Tq,
+	 * Tk >= 1, H, Hkv, Dh >= 1, H a multiple of Hkv, window >= 0, finite scale; fp32 throughout.
+	 * Every query sees its own key, so no row is empty. */
+	enum tern_status (*attention_kv)(struct tern_backend *be, struct tern_view o, struct tern_view q,
+					 struct tern_view k, struct tern_view v,
+					 const struct tern_attn_kv_args *a);
 	/* dq, dk, dv (=) from dout, q, k, v, o, lse (recomputing P in tiles). */
 	enum tern_status (*attention_bwd)(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 					  struct tern_view dv, struct tern_view dout, struct tern_view q,
@@ -414,6 +434,8 @@ enum tern_status tern_embed_bwd(struct tern_backend *be, struct tern_view dE, st
 enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				struct tern_view q, struct tern_view k, struct tern_view v,
 				struct tern_view seg, const struct tern_attn_args *a);
+enum tern_status tern_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
+				   struct tern_view k, struct tern_view v, const struct tern_attn_kv_args *a);
 enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 				    struct tern_view dv, struct tern_view dout, struct tern_view q,
 				    struct tern_view k, struct tern_view v, struct tern_view o,

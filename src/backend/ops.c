@@ -546,6 +546,37 @@ enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, str
 	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention(be, o, lse, q, k, v, seg, a));
 }
 
+enum tern_status tern_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
+				   struct tern_view k, struct tern_view v, const struct tern_attn_kv_args *a)
+{
+	const char *op = "attention_kv";
+	if (!be->vt->attention_kv)
+		return missing(be, TERN_OP_ATTENTION_KV);
+	if (!a)
+		return tern_fail(TERN_E_INVALID, "%s: no arguments", op);
+	long long lq = (long long)a->Tq, lk = (long long)a->Tk, lh = (long long)a->H, lkv = (long long)a->Hkv,
+		  ld = (long long)a->Dh;
+	if (a->Tq < 0 || a->Tk < 1 || a->Tk < a->Tq || a->H < 1 || a->Hkv < 1 || a->Dh < 1 || a->window < 0 ||
+	    a->H % a->Hkv != 0 || a->H > TERN_MAX_ELEMS / a->Dh || a->Tk > TERN_MAX_ELEMS / (a->H * a->Dh) ||
+	    !isfinite(a->scale))
+		return tern_fail(TERN_E_INVALID,
+				 "%s: bad shape Tq=%lld Tk=%lld H=%lld Hkv=%lld Dh=%lld window=%lld scale=%g "
+				 "(needs 0 <= Tq <= Tk, Tk >= 1, H %% Hkv == 0, sizes >= 1, finite scale)",
+				 op, lq, lk, lh, lkv, ld, (long long)a->window, (double)a->scale);
+	enum tern_status st;
+	size_t nq = (size_t)(a->Tq * a->H * a->Dh) * 4, nk = (size_t)(a->Tk * a->Hkv * a->Dh) * 4;
+	const char *fmt = "Tq=%lld Tk=%lld H=%lld Hkv=%lld Dh=%lld";
+	if ((st = view(op, "o", o, nq, fmt, lq, lk, lh, lkv, ld)) ||
+	    (st = view(op, "q", q, nq, fmt, lq, lk, lh, lkv, ld)) ||
+	    (st = view(op, "k", k, nk, fmt, lq, lk, lh, lkv, ld)) ||
+	    (st = view(op, "v", v, nk, fmt, lq, lk, lh, lkv, ld)))
+		return st;
+	/* two products (q kᵀ and p v) per score, Tq rows of up to Tk keys */
+	double flops = 2.0 * 2.0 * (double)a->Tq * (double)a->Tk * (double)a->H * (double)a->Dh;
+	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention_kv(be, o, q, k, v, a));
+}
+
 enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 				    struct tern_view dv, struct tern_view dout, struct tern_view q,
 				    struct tern_view k, struct tern_view v, struct tern_view o,

@@ -302,6 +302,7 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.cast = tern_cpu_cast,
 	.attention = tern_cpu_attention,
 	.attention_bwd = tern_cpu_attention_bwd,
+	.attention_kv = tern_cpu_attention_kv,
 	.rmsnorm = tern_cpu_rmsnorm,
 	.rmsnorm_bwd = tern_cpu_rmsnorm_bwd,
 	.rope = tern_cpu_rope,

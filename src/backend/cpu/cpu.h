@@ -81,6 +81,10 @@ enum tern_status tern_cpu_embed(struct tern_backend *be, struct tern_view y, str
 enum tern_status tern_cpu_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
 				    struct tern_view ids, int64_t T, int64_t V, int64_t D);
 
+/* cpu_attention_kv.c */
+enum tern_status tern_cpu_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
+				       struct tern_view k, struct tern_view v,
+				       const struct tern_attn_kv_args *a);
 /* cpu_attention.c */
 enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				    struct tern_view q, struct tern_view k, struct tern_view v,

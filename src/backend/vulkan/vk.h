@@ -342,6 +342,9 @@ enum tern_status tern_vk_embed_bwd(struct tern_backend *be, struct tern_view dE,
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				   struct tern_view q, struct tern_view k, struct tern_view v,
 				   struct tern_view seg, const struct tern_attn_args *a);
+enum tern_status tern_vk_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
+				      struct tern_view k, struct tern_view v,
+				      const struct tern_attn_kv_args *a);
 enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
 				       struct tern_view dv, struct tern_view dout, struct tern_view q,
 				       struct tern_view k, struct tern_view v, struct tern_view o,

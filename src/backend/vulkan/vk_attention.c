@@ -296,3 +296,66 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 		return st;
 	return tern_vk_dispatch(vk, pipe, b2, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, rows), (uint32_t)H, 1);
 }
+
+/* ---- attention over a KV cache (shaders/attention_kv.comp) --------------------------------- */
+
+#define ATTN_KV_DMAX 256 /* WG * DX there */
+
+/* Mirrors the push block of shaders/attention_kv.comp. */
+struct attn_kv_push {
+	uint32_t Tq, Tk, H, Hkv, Dh;
+	uint32_t window;
+	float scale;
+	uint32_t off[4];
+};
+
+/* The one pipeline of attention_kv, with the limits its push block and shared memory set. */
+static enum tern_status pick_attention_kv(const struct tern_attn_kv_args *a, enum tern_vk_pipe *pipe)
+{
+	if (a->Dh > ATTN_KV_DMAX || a->Tk > UINT32_MAX / 2 / a->H / a->Dh || a->window > UINT32_MAX)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: attention_kv: Tk=%lld H=%lld Dh=%lld: the shader takes Dh <= %d "
+				 "and Tk*H*Dh < 2^31",
+				 (long long)a->Tk, (long long)a->H, (long long)a->Dh, ATTN_KV_DMAX);
+	*pipe = TERN_PIPE_ATTENTION_KV;
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
+				      struct tern_view k, struct tern_view v,
+				      const struct tern_attn_kv_args *a)
+{
+	struct tern_vk *vk = tern_vk_of(be);
+	int64_t nq = a->Tq * a->H * a->Dh, nk = a->Tk * a->Hkv * a->Dh;
+	struct attn_bind b[4] = {{"o", o, nq}, {"q", q, nq}, {"k", k, nk}, {"v", v, nk}};
+	enum tern_vk_pipe pipe;
+	enum tern_status st = pick_attention_kv(a, &pipe);
+	for (int i = 0; i < 4 && st == TERN_OK; i++) {
+		if (b[i].v.off % 4)
+			st = tern_fail(TERN_E_INVALID,
+				       "vulkan: attention_kv: %s view offset %zu is not a multiple of 4",
+				       b[i].what, b[i].v.off);
+		else if ((VkDeviceSize)b[i].n * 4 + vk->align > vk->max_range)
+			st = tern_fail(
+				TERN_E_UNSUPPORTED,
+				"vulkan: attention_kv: %s is %lld bytes, more than maxStorageBufferRange %llu",
+				b[i].what, (long long)b[i].n * 4, (unsigned long long)vk->max_range);
+	}
+	if (st || a->Tq == 0)
+		return st;
+	struct tern_view bv[4];
+	struct attn_kv_push p = {
+		.Tq = (uint32_t)a->Tq,
+		.Tk = (uint32_t)a->Tk,
+		.H = (uint32_t)a->H,
+		.Hkv = (uint32_t)a->Hkv,
+		.Dh = (uint32_t)a->Dh,
+		.window = (uint32_t)a->window,
+		.scale = a->scale,
+	};
+	for (int i = 0; i < 4; i++) {
+		bv[i] = sized(b[i].v, b[i].n);
+		p.off[i] = tern_vk_place(vk, &bv[i]) / 4;
+	}
+	return tern_vk_dispatch(vk, pipe, bv, 4, &p, sizeof p, (uint32_t)a->Tq, (uint32_t)a->H, 1);
+}

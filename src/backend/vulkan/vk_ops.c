@@ -780,6 +780,7 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.cast = vk_cast,
 	.attention = tern_vk_attention,
 	.attention_bwd = tern_vk_attention_bwd,
+	.attention_kv = tern_vk_attention_kv,
 	.ce_loss = tern_vk_ce_loss,
 	.rmsnorm = tern_vk_rmsnorm,
 	.rmsnorm_bwd = tern_vk_rmsnorm_bwd,
