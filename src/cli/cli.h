@@ -72,6 +72,10 @@ void tern_help_eval(void);
 int tern_cmd_plan(int argc, char **argv);
 void tern_help_plan(void);
 int tern_cmd_report(int argc, char **argv);
+int tern_cmd_generate(int argc, char **argv);
+int tern_cmd_chat(int argc, char **argv);
+void tern_help_generate(void);
+void tern_help_chat(void);
 void tern_help_report(void);
 
 #endif

@@ -215,6 +215,8 @@ static void print_usage(FILE *f)
 		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
 		"  plan CONFIG        where each layer would live (device, host, disk) under memory budgets\n"
 		"  report DIR         charts of a run's metrics.jsonl as one HTML page (DIR/report.html)\n"
+		"  generate MODEL     continue a prompt with a model (+ adapter), streamed as it comes\n"
+		"  chat MODEL         talk with a model (+ adapter) through its chat template\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
 		"\n"
 		"options:\n"
@@ -284,8 +286,16 @@ static int help_for(int argc, char **argv)
 		tern_help_report();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "generate")) {
+		tern_help_generate();
+		return TERN_EXIT_OK;
+	}
+	if (!strcmp(argv[0], "chat")) {
+		tern_help_chat();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report)",
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat)",
 		argv[0]);
 }
 
@@ -308,7 +318,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval, plan, report)",
+				"devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat)",
 				a);
 		}
 	}
@@ -346,9 +356,13 @@ int main(int argc, char **argv)
 		return tern_cmd_plan(argc - i, argv + i);
 	if (!strcmp(cmd, "report"))
 		return tern_cmd_report(argc - i, argv + i);
+	if (!strcmp(cmd, "generate"))
+		return tern_cmd_generate(argc - i, argv + i);
+	if (!strcmp(cmd, "chat"))
+		return tern_cmd_chat(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, help)",
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, help)",
 		cmd);
 }

@@ -1243,3 +1243,83 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 	free(n.xin);
 	return st;
 }
+
+/* ---- pieces for generation (net.h; src/train/gen.c runs them over its KV cache) ---- */
+
+enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_layer_info *info)
+{
+	if (l < 0 || l >= n->L)
+		return tern_fail(TERN_E_INVALID, "net: layer %d of %lld", l, (long long)n->L);
+	if (n->nslots && n->seq_len != n->seq_eval) /* the forward's sequence: 0 .. L-1, again */
+		n->seq_len = n->seq_eval, n->seq_pos = 0;
+	enum tern_status st = ensure_layer(n, l);
+	const struct layer_w *w = &n->lw[l];
+	*info = (struct tern_net_layer_info){w->attn_norm, w->mlp_norm, w->q_norm, w->k_norm, w->window};
+	return st;
+}
+
+enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo, struct tern_view y,
+				 struct tern_view x, const struct tern_net_scratch *s, int64_t T, bool lora)
+{
+	struct layer_w *w = &n->lw[l];
+	enum tern_status st;
+	if (lora && targeted(n, mo)) {
+		struct tern_lora lo = lora_of(n, l, mo, 0, 0);
+		lo.dropout = 0.0f; /* inference */
+		TRY(tern_lora_forward(n->be, y, s->u, (struct tern_view){0}, x, &w->w[mo], &lo, T));
+	} else {
+		TRY(tern_matmul(n->be, y, x, &w->w[mo], T, n->o.prec));
+	}
+	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
+		TRY(tern_gemm(n->be, y, s->ones, w->bias[mo], T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
+	return TERN_OK;
+}
+
+enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
+			      const struct tern_net_scratch *s, int64_t T, bool lora)
+{
+	enum tern_status st;
+	TRY(tern_net_linear(n, l, TERN_MOD_GATE, s->g, xn, s, T, lora));
+	TRY(tern_net_linear(n, l, TERN_MOD_UP, s->up, xn, s, T, lora));
+	TRY(tern_swiglu(n->be, s->a, s->g, s->up, T * n->F, n->m->cfg.act));
+	return tern_net_linear(n, l, TERN_MOD_DOWN, out, s->a, s, T, lora);
+}
+
+enum tern_status tern_net_embed(struct tern_net *n, const int32_t *ids, struct tern_view ids_dev,
+				struct tern_view out, int64_t T)
+{
+	if (trained_full(n, TERN_FULL_EMBED))
+		return tern_embed(n->be, out, ids_dev, &n->embed_t, T);
+	if (!n->embed_host)
+		return tern_embed(n->be, out, ids_dev, &n->embed, T);
+	int64_t D = n->D, V = n->V;
+	size_t es = tern_dtype_size(n->embed_dt);
+	float *h = tern_malloc((size_t)(T * D) * 4);
+	if (!h)
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	enum tern_status st = TERN_OK;
+	for (int64_t t = 0; t < T && st == TERN_OK; t++) {
+		if (ids[t] < 0 || ids[t] >= V)
+			st = tern_fail(TERN_E_INVALID, "embed: ids[%lld] = %d is outside [0, V=%lld)",
+				       (long long)t, ids[t], (long long)V);
+		else
+			tern_plain_to_f32(n->embed_dt, n->embed_host + (size_t)ids[t] * (size_t)D * es, D,
+					  h + t * D);
+	}
+	if (st == TERN_OK)
+		st = n->be->vt->upload(n->be, tern_view_sub(out, 0, (size_t)(T * D) * 4), h);
+	free(h);
+	return st;
+}
+
+void tern_net_globals(const struct tern_net *n, struct tern_view *norm, struct tern_view *inv_freq,
+		      struct tern_weight *head, enum tern_dtype *prec)
+{
+	*norm = n->norm;
+	*inv_freq = n->inv_freq;
+	*head = trained_full(n, TERN_FULL_HEAD) ? n->head_t : n->head;
+	*prec = n->o.prec;
+}
+
+struct tern_backend *tern_net_backend(const struct tern_net *n) { return n->be; }
+int64_t tern_net_rank(const struct tern_net *n) { return n->R; }

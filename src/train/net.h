@@ -136,4 +136,41 @@ enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float 
 /* Downloads the accumulated gradients of module m of layer l into dA [R,I], dB [O,R] (tests). */
 enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module m, float *dA, float *dB);
 
+/* ---- pieces for generation (src/train/gen.c): the net's own weights, LoRA and residency, so a
+ * model that trains streamed also generates streamed. Ops are queued on the net's backend. ---- */
+
+/* Layer l's vectors: norms (fp32 [D]; q_norm, k_norm [Dh], size 0 without qk_norm) and window. */
+struct tern_net_layer_info {
+	struct tern_view attn_norm, mlp_norm, q_norm, k_norm;
+	int64_t window;
+};
+/* Makes layer l's frozen weights usable by the ops queued next, as the forward does (a streamed
+ * layer through the device slots, the next layers of the sequence 0 .. L-1 prefetched), and
+ * fills *info. Call it for l = 0 .. L-1 in order; later calls of the same layer need no new one
+ * until another layer was used. */
+enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_layer_info *info);
+/* Scratch of the pieces below for up to T tokens: u [T,R] (the LoRA products), ones [T] fp32
+ * ones (bias rows), g, up, a [T,F] (the MLP). */
+struct tern_net_scratch {
+	struct tern_view u, ones, g, up, a;
+};
+/* y[T,O] (=) = x Wᵀ + s (x Aᵀ) Bᵀ + bias of module mo of layer l (after tern_net_use_layer), the
+ * LoRA without dropout; lora false: the base linear alone (+ bias). */
+enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo, struct tern_view y,
+				 struct tern_view x, const struct tern_net_scratch *s, int64_t T, bool lora);
+/* out[T,D] (=) = the MLP of layer l on the normed xn[T,D]: down(act(gate(xn)) · up(xn)). */
+enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
+			      const struct tern_net_scratch *s, int64_t T, bool lora);
+/* out[T,D] (=) fp32 = the embedding rows of ids (host ids[T], and the same on the device in
+ * ids_dev i32 [T]), from the trained copy where embed_tokens is trained in full. */
+enum tern_status tern_net_embed(struct tern_net *n, const int32_t *ids, struct tern_view ids_dev,
+				struct tern_view out, int64_t T);
+/* The final norm (fp32 [D]), RoPE's inv_freq (fp32 [Dh/2]), the lm_head (the trained copy where
+ * it is trained in full) and the product precision. */
+void tern_net_globals(const struct tern_net *n, struct tern_view *norm, struct tern_view *inv_freq,
+		      struct tern_weight *head, enum tern_dtype *prec);
+/* The backend the net runs on, and its LoRA rank. */
+struct tern_backend *tern_net_backend(const struct tern_net *n);
+int64_t tern_net_rank(const struct tern_net *n);
+
 #endif
