@@ -406,6 +406,43 @@ static void test_all_linear(void)
 		     "did you mean 'all-linear'?");
 }
 
+/* eval_prompts (issue 13): strings and message lists kept as JSON, written back, bad items refused. */
+static void test_eval_prompts(void)
+{
+	struct tern_config
+		*c = parse(HEAD "eval_prompts:\n  - \"Once \\\"upon\\\" a time\"\n"
+				"  - [{role: system, content: be brief}, {role: user, content: h\u00e9llo}]\n"
+				"eval_max_new_tokens: 8\n"),
+		*c2 = NULL;
+	char *y = NULL;
+	check(c && c->n_eval_prompts == 2 && !strcmp(c->eval_prompts[0], "\"Once \\\"upon\\\" a time\"") &&
+		      !strcmp(c->eval_prompts[1], "[{\"role\": \"system\", \"content\": \"be brief\"}, "
+						  "{\"role\": \"user\", \"content\": \"h\\u00E9llo\"}]") &&
+		      c->eval_max_new_tokens == 8,
+	      "eval_prompts parsed as JSON texts");
+	if (c) {
+		check(tern_config_write(c, &y) == TERN_OK &&
+			      tern_config_parse(&c2, "w.yaml", y, strlen(y)) == TERN_OK &&
+			      c2->n_eval_prompts == 2 && !strcmp(c2->eval_prompts[0], c->eval_prompts[0]) &&
+			      !strcmp(c2->eval_prompts[1], c->eval_prompts[1]) &&
+			      c2->eval_max_new_tokens == 8,
+		      "eval_prompts round trip");
+		check(tern_config_set(c, "eval_prompts=null") == TERN_OK && c->n_eval_prompts == 0,
+		      "--set eval_prompts=null");
+	}
+	free(y);
+	tern_config_free(c);
+	tern_config_free(c2);
+	expect_error(
+		HEAD "eval_prompts: hello\n",
+		"configs/x.yaml:5: eval_prompts: 'hello' is not a list (allowed: a list of prompts: strings, or "
+		"lists of {role, content} messages)");
+	expect_error(
+		HEAD "eval_prompts:\n  - [{role: user}]\n",
+		"configs/x.yaml:6: eval_prompts: '{a mapping}' is not a {role, content} message (allowed: a list of "
+		"prompts: strings, or lists of {role, content} messages)");
+}
+
 /* lora_modules_to_save: PEFT's modules_to_save names, written back, and a typo refused. */
 static void test_modules_to_save(void)
 {
@@ -920,6 +957,7 @@ int main(void)
 	test_set();
 	test_all_linear();
 	test_modules_to_save();
+	test_eval_prompts();
 	test_units();
 	test_axolotl_examples();
 	test_engine_keys();

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <yaml.h>
 
 enum kind {
@@ -28,6 +29,7 @@ enum kind {
 	K_DURATION, /* int64_t seconds, 0 = none */
 	K_LIST,     /* char ** + int count (the count follows the pointer in the struct) */
 	K_DATASETS, /* datasets */
+	K_PROMPTS,  /* eval_prompts: char ** of JSON texts + int count (as K_LIST) */
 	K_SPECIAL,  /* special_tokens: {bos_token, eos_token, pad_token, unk_token} */
 	K_OPTIM,    /* optimizer: adamw_torch, or a noted alias */
 	K_NOTE,     /* accepted, ignored with a note */
@@ -126,6 +128,9 @@ static const struct key keys[] = {
 	{"save_total_limit", K_INT, F(save_total_limit), 0, 1e6, NULL, "0 (unlimited) or more", NULL, 0, 0},
 	{"eval_steps", K_INT, F(eval_steps), 0, 1e12, NULL, "0 (off) or more", NULL, 0, 0},
 	{"evals_per_epoch", K_INT, F(evals_per_epoch), 0, 1e6, NULL, "0 (off) or more", NULL, 0, 0},
+	{"eval_prompts", K_PROMPTS, F(eval_prompts), 0, 0, NULL,
+	 "a list of prompts: strings, or lists of {role, content} messages", NULL, 0, 0},
+	{"eval_max_new_tokens", K_INT, F(eval_max_new_tokens), 1, 65536, NULL, "1..65536", NULL, 0, 0},
 	{"logging_steps", K_INT, F(logging_steps), 1, 1e12, NULL, "1 or more", NULL, 0, 0},
 	{"use_tensorboard", K_BOOL, F(use_tensorboard), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"resume_from_checkpoint", K_STR, F(resume_from_checkpoint), 0, 0, NULL,
@@ -544,6 +549,7 @@ static void set_defaults(struct tern_config *c)
 	c->gradient_checkpointing = true;
 	c->seed = 42;
 	c->logging_steps = 1;
+	c->eval_max_new_tokens = 64;
 	c->base_format = TERN_FORMAT_AUTO;
 	c->backend = TERN_BACKEND_AUTO;
 	c->compute_dtype = TERN_COMPUTE_AUTO;
@@ -566,6 +572,7 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 	case K_FLOAT: *(double *)p = *(double *)q; break;
 	case K_ENUM: memcpy(p, q, sizeof(int)); break;
 	case K_LIST:
+	case K_PROMPTS:
 		free_list(*(char ***)p, *list_count(p));
 		*(char ***)p = NULL;
 		*list_count(p) = 0;
@@ -931,6 +938,66 @@ static enum tern_status apply_special(const struct ctx *c, const char *tok, cons
 	return set_str(dst, scalar(v));
 }
 
+/* eval_prompts: a list whose items are strings or lists of {role, content} mappings, each kept as
+ * its JSON text (a string, or an array of {"role", "content"} objects). */
+static enum tern_status apply_prompts(const struct ctx *c, const struct key *k, const yaml_node_t *v)
+{
+	if (v->type != YAML_SEQUENCE_NODE)
+		return bad(c, v, k->name, "is not a list", k->allowed);
+	int n = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+	char **out = tern_calloc((size_t)n + 1, sizeof *out);
+	if (!out)
+		return TERN_E_NOMEM;
+	enum tern_status st = TERN_OK;
+	for (int i = 0; i < n && st == TERN_OK; i++) {
+		const yaml_node_t *e = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+		json_t *j = NULL;
+		if (e->type == YAML_SCALAR_NODE) {
+			j = json_string(scalar(e));
+		} else if (e->type == YAML_SEQUENCE_NODE &&
+			   e->data.sequence.items.top > e->data.sequence.items.start) {
+			j = json_array();
+			for (yaml_node_item_t *it = e->data.sequence.items.start;
+			     j && it < e->data.sequence.items.top; it++) {
+				const yaml_node_t *m = yaml_document_get_node(c->doc, *it);
+				json_t *o = m->type == YAML_MAPPING_NODE ? json_object() : NULL;
+				for (yaml_node_pair_t *pr = o ? m->data.mapping.pairs.start : NULL;
+				     pr && pr < m->data.mapping.pairs.top; pr++) {
+					const yaml_node_t *pk = yaml_document_get_node(c->doc, pr->key);
+					const yaml_node_t *pv = yaml_document_get_node(c->doc, pr->value);
+					if (pk->type == YAML_SCALAR_NODE && pv->type == YAML_SCALAR_NODE &&
+					    (!strcmp(scalar(pk), "role") || !strcmp(scalar(pk), "content")))
+						json_object_set_new(o, scalar(pk), json_string(scalar(pv)));
+				}
+				if (!o || !json_is_string(json_object_get(o, "role")) ||
+				    !json_is_string(json_object_get(o, "content"))) {
+					json_decref(o);
+					st = bad(c, m, k->name, "is not a {role, content} message",
+						 k->allowed);
+					break;
+				}
+				json_array_append_new(j, o);
+			}
+		} else {
+			st = bad(c, e, k->name, "is neither a string nor a list of messages", k->allowed);
+		}
+		if (st == TERN_OK && !j)
+			st = bad(c, e, k->name, "is not valid UTF-8", k->allowed);
+		if (st == TERN_OK && !(out[i] = json_dumps(j, JSON_ENCODE_ANY | JSON_ENSURE_ASCII)))
+			st = TERN_E_NOMEM;
+		json_decref(j);
+	}
+	if (st != TERN_OK) {
+		free_list(out, n);
+		return st;
+	}
+	char *p = (char *)c->cfg + k->off;
+	free_list(*(char ***)p, *list_count(p));
+	*(char ***)p = out;
+	*list_count(p) = n;
+	return TERN_OK;
+}
+
 static enum tern_status apply_list(const struct ctx *c, const struct key *k, const yaml_node_t *v)
 {
 	char **out = NULL;
@@ -1038,6 +1105,7 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 	switch (k->kind) {
 	case K_DATASETS: return apply_datasets(c, v);
 	case K_LIST: return apply_list(c, k, v);
+	case K_PROMPTS: return apply_prompts(c, k, v);
 	case K_SPECIAL: {
 		if (v->type != YAML_MAPPING_NODE)
 			return bad(c, v, k->name, "is not a mapping", k->allowed);
@@ -1237,6 +1305,7 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg->base_model);
 	free(cfg->revision_of_model);
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
+	free_list(cfg->eval_prompts, cfg->n_eval_prompts);
 	free_list(cfg->lora_modules_to_save, cfg->n_modules_to_save);
 	free(cfg->lora_model_dir);
 	free(cfg->chat_template_jinja);
@@ -1662,7 +1731,7 @@ enum tern_status tern_config_check(struct tern_config *cfg)
 			"%s: '%g' is neither a fraction nor a count (allowed: a fraction < 1 or a count >= 1)",
 			kloc(cfg, "val_set_size", a, sizeof a), cfg->val_set_size);
 	if ((cfg->eval_steps > 0 || cfg->evals_per_epoch > 0) && cfg->val_set_size == 0 &&
-	    !cfg->warned_no_eval) {
+	    !cfg->n_eval_prompts && !cfg->warned_no_eval) {
 		cfg->warned_no_eval = true;
 		tern_log(TERN_LOG_WARN, "%s: there is no validation set (val_set_size: 0); no eval will run",
 			 kloc(cfg, cfg->eval_steps > 0 ? "eval_steps" : "evals_per_epoch", a, sizeof a));
@@ -1830,6 +1899,7 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 				sb_add(&b, " %llds", (long long)x);
 			break;
 		}
+		case K_PROMPTS: /* JSON texts, which YAML reads as flow scalars and sequences */
 		case K_LIST: {
 			char *const *l = *(char *const *const *)p;
 			sb_add(&b, " [");

@@ -143,6 +143,9 @@ struct tern_config {
 	int64_t save_steps, saves_per_epoch, save_total_limit; /* 0 = off / unlimited */
 	int64_t eval_steps, evals_per_epoch;
 	int64_t logging_steps;
+	char **eval_prompts;          /* each a JSON text: a string (raw prompt) or a list of messages */
+	int n_eval_prompts;           /* (the count follows the pointer, as a list key's) */
+	int64_t eval_max_new_tokens;  /* greedy tokens per eval prompt */
 	bool use_tensorboard;         /* TensorBoard event files under <output_dir>/runs/ */
 	char *resume_from_checkpoint; /* NULL, "auto" or a checkpoint directory */
 
