@@ -78,5 +78,38 @@ printf 'hi\n/reset\nhow are you\n' | "$tern" chat "$tmp/m" --system "be brief" -
 "$tern" generate "$g/model" --ids 5 --temperature -1 >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "temperature needs a number" "$tmp/err" && ok || bad "--temperature -1: $(cat "$tmp/err")"
 
+# eval_prompts during training: completions at steps 0, 2 and 4 in <output_dir>/eval_prompts, the
+# last equal to tern generate with the adapter the run wrote, the first to the starting adapter
+sed "s#tests/data/#$data/#; s#output_dir: .*#output_dir: $tmp/run#" "$g/config.yaml" >"$tmp/c.yaml"
+cat >>"$tmp/c.yaml" <<'Y'
+max_steps: 4
+eval_steps: 2
+eval_max_new_tokens: 6
+eval_prompts:
+  - hello world
+  - [{role: user, content: hi}]
+chat_template: jinja
+chat_template_jinja: "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+backend: cpu
+Y
+sed -i 's/^max_steps: 10$//' "$tmp/c.yaml"
+if "$tern" train "$tmp/c.yaml" >"$tmp/train.out" 2>&1; then
+	for s in 0 2 4; do
+		[ "$(wc -l <"$tmp/run/eval_prompts/step_$s.jsonl")" -eq 2 ] && ok || bad "eval_prompts/step_$s.jsonl"
+	done
+	grep -q '^eval prompt 1 (step 2): ' "$tmp/train.out" && ok || bad "eval prompt lines: $(cat "$tmp/train.out")"
+	last=$(head -1 "$tmp/run/eval_prompts/step_4.jsonl" | sed 's/.*"ids":\(\[[0-9,]*\]\).*/\1/')
+	gen=$("$tern" generate "$g/model" --adapter "$tmp/run/adapter" --prompt "hello world" --max-new-tokens 6 \
+		--print-ids --backend cpu 2>/dev/null | tr -d ' ')
+	[ "$last" = "$gen" ] && ok || bad "eval_prompts at the last step $last, tern generate with the adapter $gen"
+	first=$(head -1 "$tmp/run/eval_prompts/step_0.jsonl" | sed 's/.*"ids":\(\[[0-9,]*\]\).*/\1/')
+	gen=$("$tern" generate "$g/model" --adapter "$g/adapter_init" --prompt "hello world" --max-new-tokens 6 \
+		--print-ids --backend cpu 2>/dev/null | tr -d ' ')
+	[ "$first" = "$gen" ] && ok || bad "eval_prompts at step 0 $first, tern generate with adapter_init $gen"
+	ls "$tmp/run/eval_prompts" | grep -q tmp && bad "a temporary file left in eval_prompts" || ok
+else
+	bad "train with eval_prompts: $(tail -3 "$tmp/train.out")"
+fi
+
 echo "cli_generate: $pass passed, $fail failed"
 [ $fail -eq 0 ]

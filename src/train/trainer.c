@@ -19,6 +19,7 @@
 #include "tern/tokenizer.h"
 #include "train/adapter.h"
 #include "train/config.h"
+#include "train/eval_prompts.h"
 #include "train/guard.h"
 #include "train/net.h"
 #include "train/outdir.h"
@@ -841,6 +842,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	bool created_out = false, committed = false;
 	struct tern_outdir_lock *lock = NULL;
 	struct tern_tfevents *tb = NULL;
+	struct tern_eval_prompts *ep = NULL;
 	enum tern_status st;
 	if ((st = load_config(&s, config_path, sets, n_sets)) != TERN_OK)
 		goto out;
@@ -950,6 +952,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			goto out;
 		fprintf(out, "tensorboard: %s\n", tbp);
 	}
+	if ((st = tern_eval_prompts_open(c, s.model_dir, s.tok, s.net, s.model, &ep)) != TERN_OK)
+		goto out;
 	/* the shaders compile at their first use: the eval below and the first step (warm-up) */
 	bool compiling = s.be->pipeline_cache[0] && !s.be->pipeline_cache_loaded;
 	if (compiling) {
@@ -975,6 +979,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (tb && (st = tern_tb_eval(tb, 0, el)) != TERN_OK)
 			goto out;
 	}
+	if (state.step == 0 && (st = tern_eval_prompts_run(ep, 0, out)) != TERN_OK)
+		goto out;
 
 	int64_t eval_every = c->eval_steps > 0        ? c->eval_steps
 			     : c->evals_per_epoch > 0 ? (steps_per_epoch / c->evals_per_epoch > 0
@@ -1170,6 +1176,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
 				break;
 		}
+		if (ep && eval_every && state.step % eval_every == 0 && state.step < K) {
+			fprintf(out, "%s", tty ? "\n" : "");
+			if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
+				break;
+		}
 		if ((save_every && state.step % save_every == 0 && state.step < K) || g_stop) {
 			if ((st = save_checkpoint(&s, &state)) != TERN_OK)
 				break;
@@ -1208,6 +1219,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
 			goto out;
 	}
+	if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
+		goto out;
 	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
 		goto out;
 	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
@@ -1227,6 +1240,7 @@ out:
 		}
 	}
 	tern_tfevents_close(tb);
+	tern_eval_prompts_free(ep);
 	free(order);
 	tern_outdir_unlock(lock, st != TERN_OK && st != TERN_E_INTERRUPTED && created_out);
 	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg) {
