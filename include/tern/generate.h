@@ -65,6 +65,8 @@ struct tern_generation {
 	char *text;         /* their text without special tokens, cut before a stop string; NULL without a
 		     * tokenizer */
 	const char *finish; /* "eos", "stop" or "length" */
+	double prefill_s;   /* wall seconds of the prompt's pass(es), to the first token's logits */
+	double decode_s;    /* wall seconds of the decode steps after it (one per further token) */
 };
 void tern_generation_free(struct tern_generation *r);
 

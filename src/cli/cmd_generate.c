@@ -364,6 +364,11 @@ int tern_cmd_generate(int argc, char **argv)
 		if (st == TERN_OK)
 			st = tern_generator_run(g, ids, n, &a.p, a.print_ids ? NULL : put_text, NULL, &r);
 		if (st == TERN_OK) {
+			/* the decode rate counts the tokens after the first (each one decode step) */
+			fprintf(stderr,
+				"tern: prompt %zu tokens in %.3f s (%.1f tok/s); %zu new tokens, decode %.1f tok/s\n",
+				n, r.prefill_s, r.prefill_s > 0 ? (double)n / r.prefill_s : 0.0, r.n,
+				r.decode_s > 0 && r.n > 1 ? (double)(r.n - 1) / r.decode_s : 0.0);
 			if (a.print_ids)
 				print_ids(r.ids, r.n);
 			else if (r.text)

@@ -311,8 +311,7 @@ int32_t tern_gen_sample(float *logits, int64_t V, const int32_t *history, int64_
 	return id;
 }
 
-enum tern_status tern_gen_run(struct tern_gen *g, const struct tern_gen_request *r, int32_t **out,
-			      int64_t *n_out)
+enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, int32_t **out, int64_t *n_out)
 {
 	*out = NULL;
 	*n_out = 0;
@@ -334,11 +333,14 @@ enum tern_status tern_gen_run(struct tern_gen *g, const struct tern_gen_request 
 		return tern_fail(TERN_E_NOMEM, "generate: out of host memory");
 	memcpy(hist, r->prompt, (size_t)r->n_prompt * 4);
 	int64_t n = r->n_prompt, p0 = 0;
+	double t0 = tern_now();
 	while (p0 < r->n_prompt && st == TERN_OK) {
 		int64_t Tq = r->n_prompt - p0 < g->C ? r->n_prompt - p0 : g->C;
 		st = pass(g, r->prompt + p0, p0, Tq, p0 + Tq == r->n_prompt && r->max_new > 0);
 		p0 += Tq;
 	}
+	double t1 = tern_now();
+	r->prefill_s = t1 - t0;
 	uint64_t state = r->sample.seed;
 	for (int64_t k = 0; k < r->max_new && st == TERN_OK; k++) {
 		int32_t id = tern_gen_sample(g->logh, g->V, hist, n, &r->sample, &state);
@@ -352,6 +354,7 @@ enum tern_status tern_gen_run(struct tern_gen *g, const struct tern_gen_request 
 			break;
 		st = pass(g, &id, n - 1, 1, true);
 	}
+	r->decode_s = tern_now() - t1;
 	if (st != TERN_OK) {
 		free(hist);
 		return st;

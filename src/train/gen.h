@@ -51,9 +51,9 @@ struct tern_gen_request {
 	struct tern_sample_opts sample;
 	bool (*on_token)(void *user, int32_t id);
 	void *user;
+	double prefill_s, decode_s; /* out: wall seconds of the prompt's passes and of the decode steps */
 };
-enum tern_status tern_gen_run(struct tern_gen *g, const struct tern_gen_request *r, int32_t **out,
-			      int64_t *n_out);
+enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, int32_t **out, int64_t *n_out);
 
 /* Picks the next token from logits[V] (modified in place) as described above; history[n] the
  * tokens so far (for the repetition penalty); *state the generator (seeded by the caller). */

@@ -509,6 +509,8 @@ enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids
 			on_text(user, s.text + s.emitted, s.len - s.emitted);
 		out->ids = gen;
 		out->n = (size_t)ng;
+		out->prefill_s = r.prefill_s;
+		out->decode_s = r.decode_s;
 		out->text = s.text;
 		if (!out->text && g->tok)
 			out->text = strdup("");
