@@ -258,8 +258,12 @@ enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct 
 		else
 			snprintf(pack, sizeof pack, "%s/offload/base-%s.tpack", c->output_dir,
 				 tern_base_format_name(f));
+		/* made when missing, as the trainer does, so the next run reuses the pack */
 		char *slash = strrchr(pack, '/');
 		*slash = '\0';
+		if (!c->offload_dir && c->output_dir)
+			mkdir(c->output_dir, 0777);
+		mkdir(pack, 0777);
 		bool have = is_dir(pack);
 		*slash = '/';
 		if (have)
