@@ -1,7 +1,8 @@
 /* Every op on every backend against an independent double-precision oracle (after ggml's
- * test-backend-ops), plus finite-difference checks of the backward ops on the CPU backend.
+ * test-backend-ops), plus finite-difference checks of the backward ops on the CPU backends.
  *
- * For each backend tern_backend_create() can make ("cpu" always; "vulkan" device 0 when present),
+ * For each backend tern_backend_create() can make ("ref" and "cpu" always; "vulkan" device 0 when
+ * present),
  * every op runs on fresh random inputs of several shapes, odd sizes included. Each output sits
  * between two guard regions that must come back untouched; outputs are checked for NaN/Inf and
  * compared with the oracle by the normalised error ||got - want|| / max(||want||, tiny). Weights
@@ -1296,15 +1297,17 @@ int main(void)
 	bool require_vulkan = req && !strcmp(req, "1");
 	printf("test_ops: seed %" PRIu64 " (TERN_TEST_SEED overrides)\n", seed);
 
-	static const char *const names[] = {"cpu", "vulkan"};
-	for (int b = 0; b < 2; b++) {
-		struct suite s = {.bname = names[b], .is_cpu = b == 0, .seed = seed};
+	/* ref: the CPU reference; cpu: the fast CPU backend (both on the host, so both take the
+	 * finite differences and the host-side checks); vulkan */
+	static const char *const names[] = {"ref", "cpu", "vulkan"};
+	for (int b = 0; b < 3; b++) {
+		struct suite s = {.bname = names[b], .is_cpu = b < 2, .seed = seed};
 		enum tern_status st = tern_backend_create(names[b], 0, &s.be);
 		if (st != TERN_OK) {
 			printf("%s: unavailable (%s)\n", names[b], tern_error());
 			/* the CPU reference must always exist; a missing Vulkan driver is a failure only
 			 * when asked for, but a device that exists and fails (validation included) is one */
-			if (b == 0 || require_vulkan || st != TERN_E_UNAVAILABLE)
+			if (b < 2 || require_vulkan || st != TERN_E_UNAVAILABLE)
 				total.failed++;
 			continue;
 		}

@@ -1,0 +1,48 @@
+/* The fast CPU backend ("cpu"): the reference's buffers, streaming entries and profile
+ * (src/backend/cpu/), with the heavy ops replaced by blocked, threaded code:
+ *   - products through an f32 GEMM (OpenBLAS's sgemm when the build found it, else a plain C
+ *     kernel), frozen weights decoded panel by panel into cache-sized f32 blocks, never whole;
+ *   - attention in key tiles (flash-style), the fused loss over token chunks;
+ *   - element-wise ops vectorised (AVX2/FMA chosen at run time, plain C elsewhere).
+ * Work is split into tasks of fixed sizes (never by the thread count), each task one GEMM call
+ * over its own outputs, so results are the same at any thread count (OMP_NUM_THREADS) and every
+ * run is byte-identical. Sums are fp32 (reassociated against the reference, which sums in
+ * double): test_ops holds this backend to the same tolerances as the GPU backends. */
+#ifndef TERN_CPUFAST_H
+#define TERN_CPUFAST_H
+
+#include "backend/cpu/cpu.h"
+
+/* C[M,N] = alpha · op(A) · op(B) + beta · C, row-major with leading dimensions, on the calling
+ * thread (callers split the work). beta == 0: C is not read. */
+void tern_fast_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+		     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Which GEMM runs ("OpenBLAS 0.3.21 (single-threaded calls)", "plain C"). */
+const char *tern_fast_gemm_name(void);
+/* Called once at backend creation: makes the BLAS run each call on its caller's thread. */
+void tern_fast_gemm_init(void);
+
+/* Tasks of an op run under OpenMP (schedule(dynamic): which thread takes a task changes
+ * nothing in the result). */
+#ifdef _OPENMP
+#define FAST_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic, 1)")
+#else
+#define FAST_PARALLEL_FOR
+#endif
+
+/* The threads ops may use (omp_get_max_threads, 1 without OpenMP). */
+int tern_fast_threads(void);
+
+enum tern_status tern_fast_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  const struct tern_weight *w, int64_t T, enum tern_dtype prec);
+enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				      const struct tern_weight *w, int64_t T, bool accumulate,
+				      enum tern_dtype prec);
+enum tern_status tern_fast_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+				float alpha, float beta);
+enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				   struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				   struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
+
+#endif
