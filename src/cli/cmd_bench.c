@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const backends[] = {"auto", "cpu", "vulkan", NULL};
+static const char *const backends[] = {"auto", "cpu", "ref", "vulkan", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
 static const char *const precs[] = {"f32", "f16", NULL};
 static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",

@@ -96,8 +96,8 @@ enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *co
 	*count = 0;
 	if (max < 1)
 		return TERN_OK;
-	snprintf(fast_driver, sizeof fast_driver, "tern fast CPU (%s, %d threads)", tern_fast_gemm_name(),
-		 tern_fast_threads());
+	snprintf(fast_driver, sizeof fast_driver, "tern fast CPU (%s, %s, %d threads)", tern_fast_gemm_name(),
+		 tern_fast_simd_name(), tern_fast_threads());
 	tern_cpu_describe(&out[0], "cpu", fast_driver);
 	*count = 1;
 	return TERN_OK;
@@ -111,7 +111,9 @@ enum tern_status tern_cpu_create(int device, struct tern_backend **out)
 	fast_vtable.matmul_bwd = tern_fast_matmul_bwd;
 	fast_vtable.gemm = tern_fast_gemm;
 	fast_vtable.ce_loss = tern_fast_ce_loss;
-	snprintf(fast_driver, sizeof fast_driver, "tern fast CPU (%s, %d threads)", tern_fast_gemm_name(),
-		 tern_fast_threads());
+	fast_vtable.attention = tern_fast_attention;
+	fast_vtable.attention_bwd = tern_fast_attention_bwd;
+	snprintf(fast_driver, sizeof fast_driver, "tern fast CPU (%s, %s, %d threads)", tern_fast_gemm_name(),
+		 tern_fast_simd_name(), tern_fast_threads());
 	return tern_cpu_backend_new(&fast_vtable, "cpu", fast_driver, device, out);
 }

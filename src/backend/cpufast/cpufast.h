@@ -30,6 +30,14 @@ void tern_fast_gemm_init(void);
 #define FAST_PARALLEL_FOR
 #endif
 
+/* Vector kernels (cpufast_simd.c), AVX2/FMA when the CPU has it:
+ * x[i] = e^(x[i] - m) for i < n, returning the sum of the new x (exactly 0 where x was -inf). */
+float tern_fast_exp_sub(float *x, int64_t n, float m);
+/* Σ a[i] b[i] in fp32. */
+float tern_fast_dot(const float *a, const float *b, int64_t n);
+/* "AVX2/FMA" or "plain C": what the kernels run. */
+const char *tern_fast_simd_name(void);
+
 /* The threads ops may use (omp_get_max_threads, 1 without OpenMP). */
 int tern_fast_threads(void);
 
@@ -41,6 +49,14 @@ enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view 
 enum tern_status tern_fast_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 				float alpha, float beta);
+enum tern_status tern_fast_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
+				     struct tern_view q, struct tern_view k, struct tern_view v,
+				     struct tern_view seg, const struct tern_attn_args *a);
+enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
+					 struct tern_view dv, struct tern_view dout, struct tern_view q,
+					 struct tern_view k, struct tern_view v, struct tern_view o,
+					 struct tern_view lse, struct tern_view seg,
+					 const struct tern_attn_args *a);
 enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				   struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				   struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);

@@ -1,0 +1,141 @@
+/* The fast backend's vector kernels, AVX2/FMA where the CPU has it (chosen once at run time,
+ * __builtin_cpu_supports), plain C elsewhere. Each kernel's plain and vector forms compute the
+ * same function to fp32 rounding; which one runs depends on the machine only, never on the data
+ * or the thread count. */
+#include "backend/cpufast/cpufast.h"
+
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FAST_X86 1
+#include <immintrin.h>
+#endif
+
+/* ---- plain C ------------------------------------------------------------------------------ */
+
+static float exp_sub_plain(float *x, int64_t n, float m)
+{
+	double s = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		x[i] = expf(x[i] - m);
+		s += (double)x[i];
+	}
+	return (float)s;
+}
+
+static float dot_plain(const float *a, const float *b, int64_t n)
+{
+	float s = 0.0f;
+	for (int64_t i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+/* ---- AVX2 + FMA --------------------------------------------------------------------------- */
+
+#ifdef FAST_X86
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* e^x for 8 lanes (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in r, 2^n through the
+ * exponent bits); about 1 ulp; lanes below -87 (the masked -inf included) give exactly 0. */
+AVX2 static inline __m256 exp8(__m256 x)
+{
+	const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.0f);
+	__m256 zero_mask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+	x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+	__m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+	fx = _mm256_floor_ps(fx);
+	x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+	x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+	__m256 y = _mm256_set1_ps(1.9875691500E-4f);
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+	y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+	y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+	y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+	return _mm256_andnot_ps(zero_mask, y);
+}
+
+AVX2 static inline float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+AVX2 static float exp_sub_avx2(float *x, int64_t n, float m)
+{
+	__m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+		_mm256_storeu_ps(x + i, e);
+		acc = _mm256_add_ps(acc, e);
+	}
+	float s = hsum8(acc);
+	if (i < n) { /* the tail through the same polynomial, lanes padded with -inf */
+		float buf[8];
+		for (int k = 0; k < 8; k++)
+			buf[k] = i + k < n ? x[i + k] : -INFINITY;
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(buf), vm));
+		_mm256_storeu_ps(buf, e);
+		for (int64_t k = 0; i + k < n; k++) {
+			x[i + k] = buf[k];
+			s += buf[k];
+		}
+	}
+	return s;
+}
+
+AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
+{
+	__m256 acc = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+	float s = hsum8(acc);
+	for (; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+#endif
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static bool have_avx2(void)
+{
+#ifdef FAST_X86
+	static int cached = -1;
+	if (cached < 0) {
+		__builtin_cpu_init();
+		cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	}
+	return cached;
+#else
+	return false;
+#endif
+}
+
+const char *tern_fast_simd_name(void) { return have_avx2() ? "AVX2/FMA" : "plain C"; }
+
+float tern_fast_exp_sub(float *x, int64_t n, float m)
+{
+#ifdef FAST_X86
+	if (have_avx2())
+		return exp_sub_avx2(x, n, m);
+#endif
+	return exp_sub_plain(x, n, m);
+}
+
+float tern_fast_dot(const float *a, const float *b, int64_t n)
+{
+#ifdef FAST_X86
+	if (have_avx2())
+		return dot_avx2(a, b, n);
+#endif
+	return dot_plain(a, b, n);
+}
