@@ -23,6 +23,7 @@ struct cpu_backend {
 	/* the profile (backend.h): totals since the last reset, and when the open op began */
 	struct tern_profile prof;
 	double prof_t0;
+	void *ext; /* what a backend built on this one keeps (the fast backend's RoPE table) */
 };
 
 static inline struct cpu_backend *cpu_be(struct tern_backend *be) { return (struct cpu_backend *)(void *)be; }

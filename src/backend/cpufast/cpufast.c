@@ -103,6 +103,12 @@ enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *co
 	return TERN_OK;
 }
 
+static void fast_destroy(struct tern_backend *be)
+{
+	tern_fast_state_free(be);
+	tern_ref_vtable.destroy(be);
+}
+
 enum tern_status tern_cpu_create(int device, struct tern_backend **out)
 {
 	tern_fast_gemm_init();
@@ -113,6 +119,10 @@ enum tern_status tern_cpu_create(int device, struct tern_backend **out)
 	fast_vtable.ce_loss = tern_fast_ce_loss;
 	fast_vtable.attention = tern_fast_attention;
 	fast_vtable.attention_bwd = tern_fast_attention_bwd;
+	fast_vtable.rope = tern_fast_rope;
+	fast_vtable.swiglu = tern_fast_swiglu;
+	fast_vtable.swiglu_bwd = tern_fast_swiglu_bwd;
+	fast_vtable.destroy = fast_destroy;
 	snprintf(fast_driver, sizeof fast_driver, "tern fast CPU (%s, %s, %d threads)", tern_fast_gemm_name(),
 		 tern_fast_simd_name(), tern_fast_threads());
 	return tern_cpu_backend_new(&fast_vtable, "cpu", fast_driver, device, out);

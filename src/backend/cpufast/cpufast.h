@@ -35,6 +35,10 @@ void tern_fast_gemm_init(void);
 float tern_fast_exp_sub(float *x, int64_t n, float m);
 /* Σ a[i] b[i] in fp32. */
 float tern_fast_dot(const float *a, const float *b, int64_t n);
+/* h = silu(g) · u, silu(g) = g / (1 + e^-g); and its backward dg = dh · u · silu'(g),
+ * du = dh · silu(g) (silu' = σ(g)(1 + g(1 − σ(g)))), all in fp32. */
+void tern_fast_silu_mul(float *h, const float *g, const float *u, int64_t n);
+void tern_fast_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
 /* "AVX2/FMA" or "plain C": what the kernels run. */
 const char *tern_fast_simd_name(void);
 
@@ -57,6 +61,17 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 					 struct tern_view k, struct tern_view v, struct tern_view o,
 					 struct tern_view lse, struct tern_view seg,
 					 const struct tern_attn_args *a);
+/* cpufast_layers.c */
+enum tern_status tern_fast_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
+				struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_fast_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
+				  struct tern_view u, int64_t n, enum tern_act act);
+enum tern_status tern_fast_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,
+				      struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
+				      enum tern_act act);
+/* Frees what the fast ops keep between calls (the RoPE table); called by destroy. */
+void tern_fast_state_free(struct tern_backend *be);
+
 enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				   struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				   struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);

@@ -31,6 +31,22 @@ static float dot_plain(const float *a, const float *b, int64_t n)
 	return s;
 }
 
+static void silu_mul_plain(float *h, const float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void silu_bwd_plain(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		float sg = 1.0f / (1.0f + expf(-g[i]));
+		float d = sg * (1.0f + g[i] * (1.0f - sg));
+		dg[i] = dh[i] * u[i] * d;
+		du[i] = dh[i] * (g[i] * sg);
+	}
+}
+
 /* ---- AVX2 + FMA --------------------------------------------------------------------------- */
 
 #ifdef FAST_X86
@@ -102,6 +118,36 @@ AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
 		s += a[i] * b[i];
 	return s;
 }
+
+AVX2 static void silu_mul_avx2(float *h, const float *g, const float *u, int64_t n)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(g + i);
+		__m256 e = exp8(_mm256_sub_ps(zero, x));
+		__m256 a = _mm256_div_ps(x, _mm256_add_ps(one, e));
+		_mm256_storeu_ps(h + i, _mm256_mul_ps(a, _mm256_loadu_ps(u + i)));
+	}
+	if (i < n)
+		silu_mul_plain(h + i, g + i, u + i, n - i);
+}
+
+AVX2 static void silu_bwd_avx2(float *dg, float *du, const float *dh, const float *g, const float *u,
+			       int64_t n)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(g + i), d_h = _mm256_loadu_ps(dh + i);
+		__m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, x))));
+		__m256 d = _mm256_mul_ps(sg, _mm256_add_ps(one, _mm256_mul_ps(x, _mm256_sub_ps(one, sg))));
+		_mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(d_h, _mm256_loadu_ps(u + i)), d));
+		_mm256_storeu_ps(du + i, _mm256_mul_ps(d_h, _mm256_mul_ps(x, sg)));
+	}
+	if (i < n)
+		silu_bwd_plain(dg + i, du + i, dh + i, g + i, u + i, n - i);
+}
 #endif
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -138,4 +184,26 @@ float tern_fast_dot(const float *a, const float *b, int64_t n)
 		return dot_avx2(a, b, n);
 #endif
 	return dot_plain(a, b, n);
+}
+
+void tern_fast_silu_mul(float *h, const float *g, const float *u, int64_t n)
+{
+#ifdef FAST_X86
+	if (have_avx2()) {
+		silu_mul_avx2(h, g, u, n);
+		return;
+	}
+#endif
+	silu_mul_plain(h, g, u, n);
+}
+
+void tern_fast_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n)
+{
+#ifdef FAST_X86
+	if (have_avx2()) {
+		silu_bwd_avx2(dg, du, dh, g, u, n);
+		return;
+	}
+#endif
+	silu_bwd_plain(dg, du, dh, g, u, n);
 }
