@@ -26,7 +26,7 @@
 struct fast_ce_layout {
 	int64_t tc;     /* tokens per chunk */
 	int64_t vb, db; /* vocabulary rows of a z/dW panel, hidden columns of a dx panel */
-	size_t z, xs, term, live, vpanels, dpanels; /* bytes of each scratch array */
+	size_t z, xs, term, live, vpanels, dpanels; /* bytes of each scratch array (xs: also dx rows) */
 };
 
 static int64_t lines_of(int64_t len, int64_t total)
@@ -70,7 +70,7 @@ enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_bac
 	struct fast_ce_layout l = fast_ce_layout_of(T, V, D, tern_fast_threads());
 	*out = (struct tern_backend_sizes){
 		.ce_chunk = l.tc,
-		.ce_scratch = (uint64_t)(l.z + l.xs + l.term + l.live + l.vpanels + l.dpanels),
+		.ce_scratch = (uint64_t)(l.z + 2 * l.xs + l.term + l.live + l.vpanels + l.dpanels),
 		.reserve = FAST_RESERVE,
 	};
 	return TERN_OK;
