@@ -39,6 +39,9 @@ float tern_fast_dot(const float *a, const float *b, int64_t n);
  * du = dh · silu(g) (silu' = σ(g)(1 + g(1 − σ(g)))), all in fp32. */
 void tern_fast_silu_mul(float *h, const float *g, const float *u, int64_t n);
 void tern_fast_silu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n);
+/* out[n] = W[o, i0 .. i0+n) in fp32: the reference's decoder (tern_cpu_weight_row), the same
+ * values, by blocks and with F16C where present. */
+void tern_fast_weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out);
 /* "AVX2/FMA" or "plain C": what the kernels run. */
 const char *tern_fast_simd_name(void);
 

@@ -76,24 +76,6 @@ enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_bac
 	return TERN_OK;
 }
 
-/* out[n] = W[v, i0 .. i0+n) as fp32 (F32, F16, BF16 only) */
-static void ce_row(const struct tern_weight *w, const void *data, int64_t v, int64_t i0, int64_t n,
-		   float *out)
-{
-	int64_t g0 = v * w->I + i0;
-	if (w->dtype == TERN_F32) {
-		memcpy(out, (const float *)data + g0, (size_t)n * sizeof(float));
-		return;
-	}
-	const uint16_t *h = (const uint16_t *)data + g0;
-	if (w->dtype == TERN_F16)
-		for (int64_t j = 0; j < n; j++)
-			out[j] = tern_f16_to_f32(h[j]);
-	else
-		for (int64_t j = 0; j < n; j++)
-			out[j] = tern_bf16_to_f32(h[j]);
-}
-
 static inline int fast_thread(void)
 {
 #ifdef _OPENMP
@@ -160,6 +142,7 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 		goto out;
 	}
 	const float *wf = wv;
+	struct cpu_weight cw = {.w = W, .data = wv}; /* a plain dtype: no block scales */
 	int64_t nterm = 0;
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc, nl = 0;
@@ -178,7 +161,7 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 			if (!direct) {
 				float *buf = vpanels + (int64_t)fast_thread() * vb * D;
 				for (int64_t v = 0; v < vn; v++)
-					ce_row(W, wv, v0 + v, 0, D, buf + v * D);
+					tern_fast_weight_row(&cw, v0 + v, 0, D, buf + v * D);
 				wp = buf;
 			}
 			tern_fast_sgemm(false, true, nl, vn, D, 1.0f, xs, D, wp, D, 0.0f, z + v0, V);
@@ -223,7 +206,7 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 			if (!direct) {
 				float *buf = dpanels + (int64_t)fast_thread() * db * V;
 				for (int64_t v = 0; v < V; v++)
-					ce_row(W, wv, v, i0, in, buf + v * in);
+					tern_fast_weight_row(&cw, v, i0, in, buf + v * in);
 				wp = buf;
 				ldw = in;
 			}

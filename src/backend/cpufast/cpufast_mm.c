@@ -83,7 +83,7 @@ enum tern_status tern_fast_matmul(struct tern_backend *be, struct tern_view y, s
 			float *buf = panels;
 #endif
 			for (int64_t o = 0; o < on; o++) {
-				tern_cpu_weight_row(&cw, o0 + o, 0, I, buf + o * I);
+				tern_fast_weight_row(&cw, o0 + o, 0, I, buf + o * I);
 				tern_cpu_prec_round_row(prec, buf + o * I, I);
 			}
 			wp = buf;
@@ -155,7 +155,7 @@ enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view 
 			float *buf = panels;
 #endif
 			for (int64_t o = 0; o < O; o++) {
-				tern_cpu_weight_row(&cw, o, i0, in, buf + o * in);
+				tern_fast_weight_row(&cw, o, i0, in, buf + o * in);
 				tern_cpu_prec_round_row(prec, buf + o * in, in);
 			}
 			wp = buf;

@@ -3,8 +3,10 @@
  * same function to fp32 rounding; which one runs depends on the machine only, never on the data
  * or the thread count. */
 #include "backend/cpufast/cpufast.h"
+#include "quant/quant.h"
 
 #include <math.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FAST_X86 1
@@ -206,4 +208,93 @@ void tern_fast_silu_bwd(float *dg, float *du, const float *dh, const float *g, c
 	}
 #endif
 	silu_bwd_plain(dg, du, dh, g, u, n);
+}
+
+/* ---- weight rows ---------------------------------------------------------------------------- */
+
+#ifdef FAST_X86
+__attribute__((target("avx2,f16c"))) static void f16_row_f16c(const uint16_t *h, int64_t n, float *out)
+{
+	int64_t j = 0;
+	for (; j + 8 <= n; j += 8)
+		_mm256_storeu_ps(out + j,
+				 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + j))));
+	for (; j < n; j++)
+		out[j] = tern_f16_to_f32(h[j]);
+}
+
+static bool have_f16c(void)
+{
+	static int cached = -1;
+	if (cached < 0) {
+		__builtin_cpu_init();
+		cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+	}
+	return cached;
+}
+#endif
+
+void tern_fast_weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out)
+{
+	const struct tern_weight *w = cw->w;
+	int64_t g0 = o * w->I + i0;
+	switch (w->dtype) {
+	case TERN_F32:
+		memcpy(out, (const float *)(const void *)cw->data + g0, (size_t)n * sizeof(float));
+		return;
+	case TERN_BF16: {
+		/* tern_bf16_to_f32 inline (the compiler vectorises it): the bits moved up, NaN quieted */
+		const uint16_t *h = (const uint16_t *)(const void *)cw->data + g0;
+		uint32_t *u = (uint32_t *)(void *)out;
+		for (int64_t j = 0; j < n; j++) {
+			uint32_t x = (uint32_t)h[j] << 16;
+			u[j] = x | ((x & 0x7fffffffu) > 0x7f800000u ? 0x00400000u : 0u);
+		}
+		return;
+	}
+	case TERN_F16: {
+		const uint16_t *h = (const uint16_t *)(const void *)cw->data + g0;
+#ifdef FAST_X86
+		if (have_f16c()) { /* vcvtph2ps: exact, NaN quieted as tern_f16_to_f32 does */
+			f16_row_f16c(h, n, out);
+			return;
+		}
+#endif
+		for (int64_t j = 0; j < n; j++)
+			out[j] = tern_f16_to_f32(h[j]);
+		return;
+	}
+	case TERN_NF4:
+	case TERN_NF4_DQ: {
+		/* block by block: the 16 values code[q] · absmax of the block (the reference's product) */
+		int64_t bs = w->blocksize, j = 0;
+		while (j < n) {
+			int64_t g = g0 + j, blk = g / bs, end = (blk + 1) * bs - g0;
+			end = end < n ? end : n;
+			float tab[16], am = cw->absmax[blk];
+			for (int q = 0; q < 16; q++)
+				tab[q] = tern_nf4_code[q] * am;
+			for (; j < end; j++) {
+				int64_t e = g0 + j;
+				unsigned byte = cw->data[e >> 1];
+				out[j] = tab[(e & 1) ? byte & 15u : byte >> 4];
+			}
+		}
+		return;
+	}
+	case TERN_TERNARY: {
+		const uint32_t *words =
+			(const uint32_t *)(const void *)cw->data + o * tern_ternary_row_words(w->I);
+		float tab[4];
+		for (int q = 0; q < 4; q++)
+			tab[q] = (float)(q - 1) * w->scale;
+		for (int64_t j = 0; j < n; j++) {
+			int64_t i = i0 + j;
+			out[j] = tab[(words[i / 16] >> (2 * (i % 16))) & 3u];
+		}
+		return;
+	}
+	case TERN_DTYPE_COUNT: break;
+	}
+	tern_cpu_weight_row(cw, o, i0, n, out);
 }
