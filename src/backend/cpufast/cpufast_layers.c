@@ -5,7 +5,8 @@
  * and frequency of every call; here they come from a table over positions 0 .. P-1 kept between
  * calls (the same values: the same formula, computed once while inv_freq stays the same), and
  * the rotation is the reference's fp32 arithmetic, so the result is bit-identical to it.
- * Positions outside the table's reach (negative, or 2^20 and above) are computed directly.
+ * Positions outside the table's reach (negative, 2^20 and above, or beyond 64 MiB of table) are
+ * computed directly.
  * SwiGLU: silu in fp32 with the vector exp (cpufast_simd.c); ReLU² runs the reference. */
 #include "backend/cpufast/cpufast.h"
 
@@ -18,8 +19,9 @@
 #endif
 
 #define ROPE_MAX_POS ((int64_t)1 << 20)
-#define ROW_TASK 64     /* token rows of one task */
-#define ELEM_TASK 16384 /* elements of one task */
+#define ROPE_MAX_BYTES ((int64_t)64 << 20) /* the table's size at most */
+#define ROW_TASK 64                        /* token rows of one task */
+#define ELEM_TASK 16384                    /* elements of one task */
 
 struct rope_table {
 	int64_t half, np;
@@ -57,7 +59,9 @@ static struct rope_table *rope_table_get(struct tern_backend *be, const float *f
 	if (r && r->half == half && r->np >= np && memcmp(r->freq, f, (size_t)half * sizeof(float)) == 0)
 		return r;
 	if (r && r->half == half && memcmp(r->freq, f, (size_t)half * sizeof(float)) == 0 && np < 2 * r->np)
-		np = 2 * r->np; /* grow geometrically */
+		np = 2 * r->np; /* grow geometrically, within the cap */
+	if (np * half * 2 * (int64_t)sizeof(float) > ROPE_MAX_BYTES)
+		np = ROPE_MAX_BYTES / (half * 2 * (int64_t)sizeof(float));
 	tern_fast_state_free(be);
 	r = tern_calloc(1, sizeof *r);
 	if (!r)
@@ -100,8 +104,10 @@ enum tern_status tern_fast_rope(struct tern_backend *be, struct tern_view x, str
 	int64_t half = Dh / 2, pmax = 0;
 	for (int64_t t = 0; t < T; t++)
 		pmax = pp[t] > pmax ? pp[t] : pmax;
-	const struct rope_table *tab =
-		half > 0 ? rope_table_get(be, fp, half, pmax < ROPE_MAX_POS ? pmax + 1 : ROPE_MAX_POS) : NULL;
+	int64_t np = pmax < ROPE_MAX_POS ? pmax + 1 : ROPE_MAX_POS;
+	if (np * half * 2 * (int64_t)sizeof(float) > ROPE_MAX_BYTES)
+		np = ROPE_MAX_BYTES / (half * 2 * (int64_t)sizeof(float)); /* the rest computed directly */
+	const struct rope_table *tab = half > 0 && np > 0 ? rope_table_get(be, fp, half, np) : NULL;
 	float sign = inverse ? -1.0f : 1.0f;
 	/* c, s of one token that the table does not hold, per thread */
 	float *scratch =

@@ -7,7 +7,9 @@
  *   per token:  m = max z, p = exp(z − m), s = Σ p (double), lse = m + log s,
  *               term = lse − z[label], dz = inv_n · (p / s − onehot)     (z overwritten)
  *   dW [V, D] += dzᵀ · xs           tasks over vocabulary panels (a trained lm_head only)
- *   dx rows   = dz · W              tasks over hidden-column panels (W columns decoded per panel)
+ *   dx rows   = dz · W              16 tasks, task k summing the vocabulary panels k, k + 16, ...
+ *                                   in order into its own rows; the 16 partial sums are then
+ *                                   added in order (W rows decoded per panel)
  * The loss terms are summed in double in token order. */
 #include "backend/cpufast/cpufast.h"
 #include "quant/quant.h"
@@ -22,11 +24,12 @@
 
 #define CE_Z_BYTES ((int64_t)16 << 20)      /* logits of one chunk */
 #define CE_PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W */
+#define CE_DX_GROUPS 16 /* dx partial sums: group k takes the vocabulary panels p with p % 16 == k */
 
 struct fast_ce_layout {
-	int64_t tc;     /* tokens per chunk */
-	int64_t vb, db; /* vocabulary rows of a z/dW panel, hidden columns of a dx panel */
-	size_t z, xs, term, live, vpanels, dpanels; /* bytes of each scratch array (xs: also dx rows) */
+	int64_t tc;                             /* tokens per chunk */
+	int64_t vb;                             /* vocabulary rows of a panel */
+	size_t z, xs, term, live, vpanels, dxg; /* bytes of each scratch array */
 };
 
 static int64_t lines_of(int64_t len, int64_t total)
@@ -52,13 +55,12 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 		tc = T;
 	l.tc = tc < 1 ? 1 : tc;
 	l.vb = lines_of(D, V);
-	l.db = lines_of(V, D);
 	l.z = (size_t)(l.tc * V) * sizeof(float);
 	l.xs = (size_t)(l.tc * D) * sizeof(float);
 	l.term = (size_t)T * sizeof(double);
 	l.live = (size_t)l.tc * sizeof(int64_t);
 	l.vpanels = (size_t)(nthr * l.vb * D) * sizeof(float);
-	l.dpanels = (size_t)(nthr * l.db * V) * sizeof(float);
+	l.dxg = (size_t)(CE_DX_GROUPS * l.tc * D) * sizeof(float);
 	return l;
 }
 
@@ -70,7 +72,7 @@ enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_bac
 	struct fast_ce_layout l = fast_ce_layout_of(T, V, D, tern_fast_threads());
 	*out = (struct tern_backend_sizes){
 		.ce_chunk = l.tc,
-		.ce_scratch = (uint64_t)(l.z + 2 * l.xs + l.term + l.live + l.vpanels + l.dpanels),
+		.ce_scratch = (uint64_t)(l.z + l.xs + l.term + l.live + l.vpanels + l.dxg),
 		.reserve = FAST_RESERVE,
 	};
 	return TERN_OK;
@@ -130,14 +132,13 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 	bool direct = W->dtype == TERN_F32;
 	int nthr = tern_fast_threads();
 	struct fast_ce_layout lay = fast_ce_layout_of(T, V, D, nthr);
-	int64_t tc = lay.tc, vb = lay.vb, db = lay.db;
-	int64_t nvp = tern_cdiv(V, vb), ndp = tern_cdiv(D, db);
-	float *z = tern_malloc(lay.z), *xs = tern_malloc(lay.xs), *dxs = tern_malloc(lay.xs);
+	int64_t tc = lay.tc, vb = lay.vb;
+	int64_t nvp = tern_cdiv(V, vb), ngr = nvp < CE_DX_GROUPS ? nvp : CE_DX_GROUPS;
+	float *z = tern_malloc(lay.z), *xs = tern_malloc(lay.xs), *dxg = tern_malloc(lay.dxg);
 	double *term = tern_malloc(lay.term);
 	int64_t *live = tern_malloc(lay.live);
 	float *vpanels = direct ? NULL : tern_malloc(lay.vpanels);
-	float *dpanels = direct ? NULL : tern_malloc(lay.dpanels);
-	if (!z || !xs || !dxs || !term || !live || (!direct && (!vpanels || !dpanels))) {
+	if (!z || !xs || !dxg || !term || !live || (!direct && !vpanels)) {
 		st = TERN_E_NOMEM;
 		goto out;
 	}
@@ -198,22 +199,34 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 			}
 		}
 
+		/* dx rows = Σ over vocabulary panels dz[:, panel] · W[panel]: group k sums its panels
+		 * (p = k, k + 16, ...) in order into its own rows, then the groups are added in order */
 		FAST_PARALLEL_FOR
-		for (int64_t p = 0; p < ndp; p++) {
-			int64_t i0 = p * db, in = D - i0 < db ? D - i0 : db;
-			const float *wp = direct ? wf + i0 : NULL;
-			int64_t ldw = D;
-			if (!direct) {
-				float *buf = dpanels + (int64_t)fast_thread() * db * V;
-				for (int64_t v = 0; v < V; v++)
-					tern_fast_weight_row(&cw, v, i0, in, buf + v * in);
-				wp = buf;
-				ldw = in;
+		for (int64_t k = 0; k < ngr; k++) {
+			float *acc = dxg + k * tc * D;
+			for (int64_t p = k, first = 1; p < nvp; p += CE_DX_GROUPS, first = 0) {
+				int64_t v0 = p * vb, vn = V - v0 < vb ? V - v0 : vb;
+				const float *wp = direct ? wf + v0 * D : NULL;
+				if (!direct) {
+					float *buf = vpanels + (int64_t)fast_thread() * vb * D;
+					for (int64_t v = 0; v < vn; v++)
+						tern_fast_weight_row(&cw, v0 + v, 0, D, buf + v * D);
+					wp = buf;
+				}
+				tern_fast_sgemm(false, false, nl, D, vn, 1.0f, z + v0, V, wp, D,
+						first ? 0.0f : 1.0f, acc, D);
 			}
-			tern_fast_sgemm(false, false, nl, in, V, 1.0f, z, V, wp, ldw, 0.0f, dxs + i0, D);
 		}
-		for (int64_t l = 0; l < nl; l++)
-			memcpy(dxp + live[l] * D, dxs + l * D, (size_t)D * sizeof(float));
+		FAST_PARALLEL_FOR
+		for (int64_t l = 0; l < nl; l++) {
+			float *dst = dxp + live[l] * D;
+			memcpy(dst, dxg + l * D, (size_t)D * sizeof(float));
+			for (int64_t k = 1; k < ngr; k++) {
+				const float *src = dxg + (k * tc + l) * D;
+				for (int64_t i = 0; i < D; i++)
+					dst[i] += src[i];
+			}
+		}
 	}
 	double total = 0.0;
 	for (int64_t l = 0; l < nterm; l++) /* fixed order: token order */
@@ -222,10 +235,9 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 out:
 	free(z);
 	free(xs);
-	free(dxs);
+	free(dxg);
 	free(term);
 	free(live);
 	free(vpanels);
-	free(dpanels);
 	return st;
 }

@@ -17,6 +17,7 @@
 #define PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W: about an L2 cache */
 #define T_CHUNK 256                      /* token rows of one task */
 #define GEMM_TILE 128                    /* rows or columns of C one gemm task owns */
+#define DIRECT_LINES 128                 /* the least panel of an f32 weight read in place */
 
 /* A panel width: about PANEL_BYTES of f32 for lines `len` long, a multiple of 16, in
  * [16, total]. */
@@ -56,7 +57,10 @@ enum tern_status tern_fast_matmul(struct tern_backend *be, struct tern_view y, s
 		goto out;
 
 	bool direct = w->dtype == TERN_F32 && prec == TERN_F32; /* W's rows are the panel */
-	int64_t pb = panel_lines(I, O), np = tern_cdiv(O, pb), nt = tern_cdiv(T, T_CHUNK);
+	int64_t pb = panel_lines(I, O);
+	if (direct && pb < DIRECT_LINES) /* nothing to decode: wider panels, fewer calls */
+		pb = DIRECT_LINES < O ? DIRECT_LINES : O;
+	int64_t np = tern_cdiv(O, pb), nt = tern_cdiv(T, T_CHUNK);
 	int nthr = tern_fast_threads();
 	if (!direct) {
 		panels = tern_malloc((size_t)(nthr * pb * I) * sizeof(float));
@@ -128,7 +132,10 @@ enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view 
 	bool direct = w->dtype == TERN_F32 && prec == TERN_F32;
 	/* a task owns columns [i0, i0 + ib) of dx for a chunk of tokens: the whole sum over O is
 	 * one GEMM (K = O) */
-	int64_t ib = panel_lines(O, I), np = tern_cdiv(I, ib), nt = tern_cdiv(T, T_CHUNK);
+	int64_t ib = panel_lines(O, I);
+	if (direct && ib < DIRECT_LINES)
+		ib = DIRECT_LINES < I ? DIRECT_LINES : I;
+	int64_t np = tern_cdiv(I, ib), nt = tern_cdiv(T, T_CHUNK);
 	int nthr = tern_fast_threads();
 	if (!direct) {
 		panels = tern_malloc((size_t)(nthr * ib * O) * sizeof(float));
