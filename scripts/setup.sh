@@ -14,6 +14,7 @@ packages=(
 	mesa-vulkan-drivers                           # lavapipe: Vulkan on the CPU (plus Mesa's GPU drivers)
 	vulkan-validationlayers vulkan-tools          # the Khronos validation layer, vulkaninfo
 	libyaml-dev                                   # configuration files
+	libopenblas-dev                               # the fast CPU backend's GEMM (OpenBLAS)
 	libjansson-dev libpcre2-dev libutf8proc-dev   # JSON, pre-tokenizer regexes, Unicode NFC
 	libcurl4-openssl-dev                          # base_model Hub ids: downloads into the HF cache
 	python3                                       # tools/ (golden-vector generators), tests/hub_server.py

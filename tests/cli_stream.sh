@@ -2,9 +2,12 @@
 # Residency end to end (issue 5): `tern train` on the 6-layer fixture with budgets that keep 2
 # layers on the device, 2 in host memory and 2 in the pack file on disk gives an adapter
 # byte-identical to the all-resident run, streams exactly the bytes the slot schedule implies,
-# and stays within its device budget. Usage: cli_stream.sh TERN DATA_DIR
+# and stays within its device budget. Usage: cli_stream.sh TERN DATA_DIR BACKEND
+# (BACKEND: vulkan, or cpu: the fast CPU backend, where the "device" is host memory too and the
+# pack file on disk is the disk tier all the same)
 tern=$1
 data=$2
+backend=${3:-vulkan}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -47,6 +50,7 @@ max_steps: 4
 learning_rate: 0.001
 logging_steps: 1
 seed: 3
+backend: $backend
 Y
 
 # One layer group of llama6 in nf4-dq (each part 256-aligned, as in the pack): q and o [64, 64]:
@@ -99,5 +103,5 @@ rc=$?
 [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "smallest that works" "$tmp/err" && [ ! -e "$tmp/no" ] && ok ||
 	bad "impossible budget: exit $rc: $(cat "$tmp/err")"
 
-echo "cli_stream: $pass passed, $fail failed"
+echo "cli_stream ($backend): $pass passed, $fail failed"
 [ "$fail" = 0 ]

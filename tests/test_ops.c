@@ -1,7 +1,8 @@
 /* Every op on every backend against an independent double-precision oracle (after ggml's
- * test-backend-ops), plus finite-difference checks of the backward ops on the CPU backend.
+ * test-backend-ops), plus finite-difference checks of the backward ops on the CPU backends.
  *
- * For each backend tern_backend_create() can make ("cpu" always; "vulkan" device 0 when present),
+ * For each backend tern_backend_create() can make ("ref" and "cpu" always; "vulkan" device 0 when
+ * present),
  * every op runs on fresh random inputs of several shapes, odd sizes included. Each output sits
  * between two guard regions that must come back untouched; outputs are checked for NaN/Inf and
  * compared with the oracle by the normalised error ||got - want|| / max(||want||, tiny). Weights
@@ -1165,12 +1166,28 @@ static void check_host(struct suite *s)
 	st = tern_backend_create("no-such-backend", 0, &be);
 	if (st != TERN_E_INVALID || be)
 		fail(&c, "unknown backend name: got %s", tern_status_str(st));
-	/* auto always gives something: the GPU when there is one, else the CPU reference */
+	/* auto always gives something: the GPU when there is one, else the fast CPU backend; a
+	 * Vulkan device 0 that is a CPU (lavapipe) is passed over for it */
+	bool vk0_cpu = false, vk0_gpu = false;
+	for (int i = 0; i < n; i++)
+		if (!strcmp(info[i].backend, "vulkan") && info[i].index == 0) {
+			vk0_cpu = !strcmp(info[i].kind, "cpu");
+			vk0_gpu = !vk0_cpu;
+		}
 	st = tern_backend_create("auto", 0, &be);
 	if (st != TERN_OK || !be)
 		fail(&c, "auto: %s: %s", tern_status_str(st), tern_error());
+	else if (!vk0_gpu && strcmp(be->name, "cpu") != 0)
+		fail(&c, "auto without a GPU%s gave %s, want cpu",
+		     vk0_cpu ? " (Vulkan device 0 is a CPU)" : "", be->name);
 	else
 		printf("auto -> %s: %s\n", be->name, be->device_name);
+	tern_backend_free(be);
+	be = NULL;
+	/* ref: the reference by name, listing no device of its own */
+	st = tern_backend_create("ref", 0, &be);
+	if (st != TERN_OK || !be || strcmp(be->name, "ref") != 0)
+		fail(&c, "ref: %s: %s", tern_status_str(st), tern_error());
 	tern_backend_free(be);
 	chk_end(&c);
 }
@@ -1298,15 +1315,17 @@ int main(void)
 	bool require_vulkan = req && !strcmp(req, "1");
 	printf("test_ops: seed %" PRIu64 " (TERN_TEST_SEED overrides)\n", seed);
 
-	static const char *const names[] = {"cpu", "vulkan"};
-	for (int b = 0; b < 2; b++) {
-		struct suite s = {.bname = names[b], .is_cpu = b == 0, .seed = seed};
+	/* ref: the CPU reference; cpu: the fast CPU backend (both on the host, so both take the
+	 * finite differences and the host-side checks); vulkan */
+	static const char *const names[] = {"ref", "cpu", "vulkan"};
+	for (int b = 0; b < 3; b++) {
+		struct suite s = {.bname = names[b], .is_cpu = b < 2, .seed = seed};
 		enum tern_status st = tern_backend_create(names[b], 0, &s.be);
 		if (st != TERN_OK) {
 			printf("%s: unavailable (%s)\n", names[b], tern_error());
 			/* the CPU reference must always exist; a missing Vulkan driver is a failure only
 			 * when asked for, but a device that exists and fails (validation included) is one */
-			if (b == 0 || require_vulkan || st != TERN_E_UNAVAILABLE)
+			if (b < 2 || require_vulkan || st != TERN_E_UNAVAILABLE)
 				total.failed++;
 			continue;
 		}

@@ -332,18 +332,29 @@ int main(void)
 	/* the backends' own sizes, asked without a device (the plans above count them) */
 	{
 		struct tern_backend_sizes s, a;
-		/* cpu at T 100, V 1000, D 40: all 100 tokens in one chunk, 128 tasks over the vocabulary,
-		 * 2 dx tasks of 20 columns */
-		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
+		/* ref (the CPU reference) at T 100, V 1000, D 40: all 100 tokens in one chunk, 128 tasks
+		 * over the vocabulary, 2 dx tasks of 20 columns */
+		check(tern_backend_sizes("ref", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
 			      s.ce_scratch ==
 				      100 * 1000 * 4 + 128 * 40 * 4 + 100 * 16 + 2 * 20 * (4 + 64 * 8) &&
 			      s.reserve == 64 * MiB,
+		      "ref sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
+		      (unsigned long long)s.ce_scratch);
+		check(tern_backend_sizes("ref", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 130,
+		      "ref chunk at V 128256: %lld (64 MiB of logits)", (long long)s.ce_chunk);
+		/* cpu (the fast backend): 16 MiB of logits per chunk; the scratch holds at least the
+		 * logits, the gathered x and dx rows and a double per token, plus one decoded W panel
+		 * per thread (f32 W included: the figure does not depend on W's dtype) */
+		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
+			      s.ce_scratch >= 100 * 1000 * 4 + 2 * 100 * 40 * 4 + 100 * 16 + 1000 * 40 * 4 &&
+			      s.reserve == 64 * MiB,
 		      "cpu sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch);
-		check(tern_backend_sizes("cpu", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 130,
-		      "cpu chunk at V 128256: %lld (64 MiB of logits)", (long long)s.ce_chunk);
+		check(tern_backend_sizes("cpu", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 32,
+		      "cpu chunk at V 128256: %lld (16 MiB of logits)", (long long)s.ce_chunk);
 		setenv("TERN_CE_CHUNK", "7", 1);
-		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 7,
+		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 7 &&
+			      tern_backend_sizes("ref", 100, 1000, 40, &a) == TERN_OK && a.ce_chunk == 7,
 		      "TERN_CE_CHUNK=7: chunk %lld", (long long)s.ce_chunk);
 		unsetenv("TERN_CE_CHUNK");
 #ifdef TERN_HAVE_VULKAN

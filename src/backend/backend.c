@@ -234,12 +234,13 @@ static const struct backend_entry backends[] = {
 	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes},
 #endif
 	{"cpu", false, tern_cpu_create, tern_cpu_devices, tern_cpu_sizes},
+	{"ref", false, tern_ref_create, tern_ref_devices, tern_ref_sizes},
 };
 #define NBACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
 /* Every backend tern has, compiled in or not, so that asking for one this build lacks reads as
  * "unavailable" rather than "unknown". */
-static const char *const known_backends[] = {"cpu", "vulkan", "cuda"};
+static const char *const known_backends[] = {"cpu", "ref", "vulkan", "cuda"};
 
 /* The table entry of backend `name` (not "auto"). */
 static enum tern_status find_named(const char *name, const struct backend_entry **out)
@@ -253,7 +254,7 @@ static enum tern_status find_named(const char *name, const struct backend_entry 
 		if (strcmp(known_backends[i], name) == 0)
 			return tern_fail(TERN_E_UNAVAILABLE, "backend '%s' is not compiled into this build",
 					 name);
-	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, vulkan or auto)", name);
+	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, ref, vulkan or auto)", name);
 }
 
 static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
@@ -288,6 +289,18 @@ enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int6
 	return e->sizes(T, V, D, out);
 }
 
+/* Whether device `device` of backend e exists and is a CPU (Vulkan's lavapipe). */
+static bool device_is_cpu(const struct backend_entry *e, int device)
+{
+	struct tern_device_info info[16];
+	int n = 0;
+	if (device >= 16 || e->devices(info, 16, &n) != TERN_OK) {
+		tern_clear_error();
+		return false;
+	}
+	return device < n && strcmp(info[device].kind, "cpu") == 0;
+}
+
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out)
 {
 	if (!out)
@@ -300,10 +313,18 @@ enum tern_status tern_backend_create(const char *name, int device, struct tern_b
 	if (strcmp(name, "auto") != 0)
 		return create_named(name, device, out);
 
-	/* auto: GPU device `device` when one can be made, else the CPU reference (its only device) */
+	/* auto: GPU device `device` when one can be made, else the fast CPU backend (its only
+	 * device). A GPU backend's device that is itself a CPU (lavapipe) is passed over: the cpu
+	 * backend trains faster there (docs/PERFORMANCE.md); ask for vulkan by name to use it. */
 	for (int i = 0; i < NBACKENDS; i++) {
 		if (!backends[i].gpu)
 			continue;
+		if (device_is_cpu(&backends[i], device)) {
+			tern_log(TERN_LOG_INFO,
+				 "auto: %s device %d is a CPU (a software driver); using the cpu backend",
+				 backends[i].name, device);
+			continue;
+		}
 		enum tern_status st = backends[i].create(device, out);
 		if (st == TERN_OK)
 			return TERN_OK;

@@ -378,7 +378,7 @@ struct tern_backend_vtable {
 
 struct tern_backend {
 	const struct tern_backend_vtable *vt;
-	char name[16];         /* "cpu", "vulkan" */
+	char name[16];         /* "cpu", "ref", "vulkan" */
 	char device_name[256]; /* what was chosen, for banners */
 	int device_index;
 	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
@@ -456,7 +456,8 @@ enum tern_status tern_backend_profile_read(struct tern_backend *be, struct tern_
 
 /* ---- registry ---- */
 
-/* Creates backend `name` ("cpu", "vulkan", or "auto": the first GPU, else cpu) on device index.
+/* Creates backend `name` ("cpu": the fast CPU backend, "ref": the CPU reference, "vulkan", or
+ * "auto": the first GPU that is not a CPU, else cpu) on device index.
  * Fails softly (TERN_E_UNAVAILABLE with a reason) when the driver is missing. */
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out);
 void tern_backend_free(struct tern_backend *be);
@@ -483,6 +484,9 @@ enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int6
 enum tern_status tern_cpu_create(int device, struct tern_backend **out);
 enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+enum tern_status tern_ref_create(int device, struct tern_backend **out);
+enum tern_status tern_ref_devices(struct tern_device_info *out, int max, int *count);
+enum tern_status tern_ref_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
 enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
 enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);

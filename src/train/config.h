@@ -59,7 +59,13 @@ enum tern_lr_sched {
  * plain cosine too, with the same formula); 0 for the others. */
 double tern_lr_lambda(enum tern_lr_sched s, int64_t k, int64_t W, int64_t K, double min_ratio);
 
-enum tern_backend_kind { TERN_BACKEND_AUTO, TERN_BACKEND_VULKAN, TERN_BACKEND_CUDA, TERN_BACKEND_CPU };
+enum tern_backend_kind {
+	TERN_BACKEND_AUTO,
+	TERN_BACKEND_VULKAN,
+	TERN_BACKEND_CUDA,
+	TERN_BACKEND_CPU, /* the fast CPU backend */
+	TERN_BACKEND_REF  /* the CPU reference (tests, checks) */
+};
 
 enum tern_compute_dtype { TERN_COMPUTE_AUTO, TERN_COMPUTE_F32, TERN_COMPUTE_F16, TERN_COMPUTE_BF16 };
 

@@ -12,7 +12,7 @@ enum tern_status tern_guard_batch(const struct tern_config *c, const struct tern
 				  uint64_t host_avail)
 {
 	int64_t S = c->sequence_len, mb = c->micro_batch_size, T = S * mb;
-	bool cpu = c->backend == TERN_BACKEND_CPU;
+	bool cpu = c->backend == TERN_BACKEND_CPU || c->backend == TERN_BACKEND_REF;
 	struct tern_net_opts no = {.R = c->lora_r,
 				   .modules = tern_plan_modules(c),
 				   .T = T,

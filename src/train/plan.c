@@ -46,6 +46,7 @@ static const char *plan_backend(enum tern_backend_kind k)
 	case TERN_BACKEND_VULKAN: return "vulkan";
 	case TERN_BACKEND_CUDA: return "cuda";
 	case TERN_BACKEND_CPU: return "cpu";
+	case TERN_BACKEND_REF: return "ref";
 	case TERN_BACKEND_AUTO: break;
 	}
 	return "auto";
@@ -431,9 +432,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 static enum tern_status device_auto(const struct tern_config *cfg, struct tern_plan *p, uint64_t *budget)
 {
 	static const char fix[] = "give a size: --device-memory 12GB, or device_memory: 12GB in the config";
-	if (cfg->backend == TERN_BACKEND_CPU)
+	if (cfg->backend == TERN_BACKEND_CPU || cfg->backend == TERN_BACKEND_REF)
 		return tern_fail(TERN_E_UNAVAILABLE,
-				 "%s: device_memory: auto reads a GPU's memory, and the backend is cpu; %s",
+				 "%s: device_memory: auto reads a GPU's memory, and the backend is a CPU; %s",
 				 cfg->file, fix);
 	struct tern_backend *be = NULL;
 	if (tern_backend_create("vulkan", (int)cfg->device, &be) == TERN_OK) {

@@ -269,7 +269,10 @@ static enum tern_status load_data(struct session *s)
 
 static const char *backend_name(enum tern_backend_kind k)
 {
-	return k == TERN_BACKEND_VULKAN ? "vulkan" : k == TERN_BACKEND_CPU ? "cpu" : "auto";
+	return k == TERN_BACKEND_VULKAN ? "vulkan"
+	       : k == TERN_BACKEND_CPU  ? "cpu"
+	       : k == TERN_BACKEND_REF  ? "ref"
+					: "auto";
 }
 
 static unsigned target_modules(const struct tern_config *c)

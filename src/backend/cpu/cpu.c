@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #ifdef _OPENMP
-static const char cpu_driver[] = "tern reference (plain C, OpenMP)";
+static const char ref_driver[] = "tern reference (plain C, OpenMP)";
 #else
-static const char cpu_driver[] = "tern reference (plain C, single thread)";
+static const char ref_driver[] = "tern reference (plain C, single thread)";
 #endif
 
 enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_view v, size_t need,
@@ -44,19 +44,6 @@ enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_vie
 	*out = need > 0 ? cpu_buf(v.buf)->data + v.off : NULL;
 	return TERN_OK;
 }
-
-/* The backend: the interface plus the counters of the streaming entries. */
-struct cpu_backend {
-	struct tern_backend base;
-	uint64_t used;    /* bytes of live (non-host) buffers, for memory_info */
-	uint64_t marks;   /* the last mark handed out */
-	uint64_t tickets; /* the last ticket handed out */
-	/* the profile (backend.h): totals since the last reset, and when the open op began */
-	struct tern_profile prof;
-	double prof_t0;
-};
-
-static struct cpu_backend *cpu_be(struct tern_backend *be) { return (struct cpu_backend *)(void *)be; }
 
 /* ---- the profile: ops run synchronously, so the host clock around an entry is its time ------ */
 
@@ -272,7 +259,7 @@ static bool cpu_supports_prec(struct tern_backend *be, enum tern_op op, enum ter
 	return prec == TERN_F32 || prec == TERN_F16 || prec == TERN_BF16;
 }
 
-static const struct tern_backend_vtable cpu_vtable = {
+const struct tern_backend_vtable tern_ref_vtable = {
 	.buffer_alloc = cpu_buffer_alloc,
 	.buffer_free = cpu_buffer_free,
 	.upload = cpu_upload,
@@ -340,7 +327,7 @@ static void cpu_model_name(char *out, size_t size)
 	fclose(f);
 }
 
-static void cpu_describe(struct tern_device_info *d)
+void tern_cpu_describe(struct tern_device_info *d, const char *backend, const char *driver)
 {
 	char model[200];
 	cpu_model_name(model, sizeof model);
@@ -349,11 +336,11 @@ static void cpu_describe(struct tern_device_info *d)
 	uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
 
 	memset(d, 0, sizeof *d);
-	snprintf(d->backend, sizeof d->backend, "cpu");
+	snprintf(d->backend, sizeof d->backend, "%s", backend);
 	d->index = 0;
 	snprintf(d->name, sizeof d->name, "%s (%ld cores)", model, cores > 0 ? cores : 1);
 	snprintf(d->kind, sizeof d->kind, "cpu");
-	snprintf(d->driver, sizeof d->driver, "%s", cpu_driver);
+	snprintf(d->driver, sizeof d->driver, "%s", driver);
 	snprintf(d->api, sizeof d->api, "C11");
 	d->device_local_bytes = ram;
 	d->host_visible_bytes = ram;
@@ -362,30 +349,36 @@ static void cpu_describe(struct tern_device_info *d)
 	snprintf(d->heaps, sizeof d->heaps, "system RAM %.1f GiB", (double)ram / (1024.0 * 1024.0 * 1024.0));
 }
 
-enum tern_status tern_cpu_devices(struct tern_device_info *out, int max, int *count)
+/* The reference lists no device of its own: it runs on the CPU that `cpu` (the fast backend)
+ * lists, and `tern devices` shows each device once. */
+enum tern_status tern_ref_devices(struct tern_device_info *out, int max, int *count)
 {
+	(void)out;
+	(void)max;
 	*count = 0;
-	if (max < 1)
-		return TERN_OK;
-	cpu_describe(&out[0]);
-	*count = 1;
 	return TERN_OK;
 }
 
-enum tern_status tern_cpu_create(int device, struct tern_backend **out)
+enum tern_status tern_cpu_backend_new(const struct tern_backend_vtable *vt, const char *name,
+				      const char *driver, int device, struct tern_backend **out)
 {
 	if (device != 0)
-		return tern_fail(TERN_E_INVALID, "cpu: there is one device (0), not %d", device);
+		return tern_fail(TERN_E_INVALID, "%s: there is one device (0), not %d", name, device);
 	struct cpu_backend *c = tern_calloc(1, sizeof *c);
 	if (!c)
 		return TERN_E_NOMEM;
 	struct tern_backend *be = &c->base;
 	struct tern_device_info info;
-	cpu_describe(&info);
-	be->vt = &cpu_vtable;
-	snprintf(be->name, sizeof be->name, "cpu");
+	tern_cpu_describe(&info, name, driver);
+	be->vt = vt;
+	snprintf(be->name, sizeof be->name, "%s", name);
 	snprintf(be->device_name, sizeof be->device_name, "%s", info.name);
 	be->device_index = 0;
 	*out = be;
 	return TERN_OK;
+}
+
+enum tern_status tern_ref_create(int device, struct tern_backend **out)
+{
+	return tern_cpu_backend_new(&tern_ref_vtable, "ref", ref_driver, device, out);
 }

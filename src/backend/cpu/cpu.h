@@ -14,6 +14,30 @@ struct cpu_buffer {
 	bool host; /* made by host_alloc: a copy_async source */
 };
 
+/* The backend: the interface plus the counters of the streaming entries. */
+struct cpu_backend {
+	struct tern_backend base;
+	uint64_t used;    /* bytes of live (non-host) buffers, for memory_info */
+	uint64_t marks;   /* the last mark handed out */
+	uint64_t tickets; /* the last ticket handed out */
+	/* the profile (backend.h): totals since the last reset, and when the open op began */
+	struct tern_profile prof;
+	double prof_t0;
+	void *ext; /* what a backend built on this one keeps (the fast backend's RoPE table) */
+};
+
+static inline struct cpu_backend *cpu_be(struct tern_backend *be) { return (struct cpu_backend *)(void *)be; }
+
+/* The reference's vtable (cpu.c): the fast backend (src/backend/fastcpu/) starts from a copy of
+ * it, so both share buffers, streaming, the profile and every op it does not replace. */
+extern const struct tern_backend_vtable tern_ref_vtable;
+/* A CPU backend named `name` (its banner's driver line `driver`) with vtable vt on device 0:
+ * the reference ("ref") and the fast backend ("cpu") are both made here. */
+enum tern_status tern_cpu_backend_new(const struct tern_backend_vtable *vt, const char *name,
+				      const char *driver, int device, struct tern_backend **out);
+/* The machine as one device of backend `backend`. */
+void tern_cpu_describe(struct tern_device_info *d, const char *backend, const char *driver);
+
 static inline struct cpu_buffer *cpu_buf(struct tern_buffer *b) { return (struct cpu_buffer *)(void *)b; }
 
 /* Loops over independent rows run in parallel under OpenMP. Spelled through _Pragma so that a
@@ -31,6 +55,26 @@ static inline struct cpu_buffer *cpu_buf(struct tern_buffer *b) { return (struct
  * I=16 f32)". */
 enum tern_status tern_cpu_view(const char *op, const char *what, struct tern_view v, size_t need,
 			       size_t align, void **out, const char *fmt, ...) TERN_PRINTF(7, 8);
+
+/* A weight opened for reading: host addresses of its parts, and for NF4_DQ the block scales
+ * reconstructed once per op (tern_nf4_nested_absmax) instead of once per element. */
+struct cpu_weight {
+	const struct tern_weight *w;
+	const unsigned char *data;
+	const float *absmax; /* NF4, NF4_DQ: f32 [nb] */
+	float *absmax_owned; /* NF4_DQ: what absmax points to */
+};
+
+enum tern_status tern_cpu_weight_open(const char *op, const struct tern_weight *w, struct cpu_weight *cw);
+void tern_cpu_weight_close(struct cpu_weight *cw);
+/* out[n] = W[o, i0 .. i0+n) dequantized to fp32 (layouts: quant.h). */
+void tern_cpu_weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out);
+/* The operand of a product at precision prec (backend.h, matmul): x itself for F32, else a copy
+ * of x · s rounded to prec (*copy, freed by the caller) with *inv_s = 1/s (s = 1 for BF16). */
+enum tern_status tern_cpu_prec_operand(enum tern_dtype prec, const float *x, int64_t n, const float **out,
+				       float **copy, float *inv_s);
+/* row[n] rounded to prec in place (nothing for F32). */
+void tern_cpu_prec_round_row(enum tern_dtype prec, float *row, int64_t n);
 
 /* The ops (cpu_ops.c); signatures and =/+= rules as in struct tern_backend_vtable. Called
  * through the front doors (src/backend/ops.c), so shapes, counts, scalars, dtypes and view sizes

@@ -67,7 +67,7 @@ static struct ce_layout ce_layout_of(int64_t T, int64_t V, int64_t D)
  * attention's accumulators: a few MiB at 8k features) and malloc's rounding. */
 #define CPU_RESERVE ((uint64_t)64 << 20)
 
-enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
+enum tern_status tern_ref_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
 {
 	struct ce_layout l = ce_layout_of(T, V, D);
 	*out = (struct tern_backend_sizes){

@@ -32,23 +32,14 @@ static inline int64_t elem_tasks(int64_t n)
 
 /* ---- frozen weights ----------------------------------------------------------------------- */
 
-/* A weight opened for reading: host addresses of its parts, and for NF4_DQ the block scales
- * reconstructed once per op (tern_nf4_nested_absmax) instead of once per element. */
-struct cpu_weight {
-	const struct tern_weight *w;
-	const unsigned char *data;
-	const float *absmax; /* NF4, NF4_DQ: f32 [nb] */
-	float *absmax_owned; /* NF4_DQ: what absmax points to */
-};
-
-static void weight_close(struct cpu_weight *cw)
+void tern_cpu_weight_close(struct cpu_weight *cw)
 {
 	free(cw->absmax_owned);
 	cw->absmax_owned = NULL;
 }
 
 /* w was checked by the front door (tern_check_weight): its parts hold what its shape needs. */
-static enum tern_status weight_open(const char *op, const struct tern_weight *w, struct cpu_weight *cw)
+enum tern_status tern_cpu_weight_open(const char *op, const struct tern_weight *w, struct cpu_weight *cw)
 {
 	memset(cw, 0, sizeof *cw);
 	cw->w = w;
@@ -92,7 +83,7 @@ static enum tern_status weight_open(const char *op, const struct tern_weight *w,
 }
 
 /* out[n] = W[o, i0 .. i0+n) dequantized to fp32 (layouts: quant.h). */
-static void weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out)
+void tern_cpu_weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out)
 {
 	const struct tern_weight *w = cw->w;
 	int64_t g0 = o * w->I + i0; /* flat index of the first element */
@@ -141,8 +132,8 @@ static void weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64
 
 /* The operand of a product at precision prec (backend.h, matmul): x itself for F32, else a copy
  * of x · s rounded to prec (*copy, freed by the caller) with *inv_s = 1/s (s = 1 for BF16). */
-static enum tern_status prec_operand(enum tern_dtype prec, const float *x, int64_t n, const float **out,
-				     float **copy, float *inv_s)
+enum tern_status tern_cpu_prec_operand(enum tern_dtype prec, const float *x, int64_t n, const float **out,
+				       float **copy, float *inv_s)
 {
 	*copy = NULL;
 	*inv_s = 1.0f;
@@ -161,7 +152,7 @@ static enum tern_status prec_operand(enum tern_dtype prec, const float *x, int64
 	return TERN_OK;
 }
 
-static void prec_round_row(enum tern_dtype prec, float *row, int64_t n)
+void tern_cpu_prec_round_row(enum tern_dtype prec, float *row, int64_t n)
 {
 	if (prec != TERN_F32)
 		for (int64_t i = 0; i < n; i++)
@@ -177,7 +168,7 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 	const char *op = "matmul";
 	struct cpu_weight cw;
 	float *rows = NULL, *xcopy = NULL;
-	enum tern_status st = weight_open(op, w, &cw);
+	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
 	if (st != TERN_OK)
 		goto out;
 	int64_t O = w->O, I = w->I;
@@ -193,7 +184,7 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 	float *yp = yv;
 	const float *xp;
 	float inv_s;
-	if ((st = prec_operand(prec, xv, T * I, &xp, &xcopy, &inv_s)) != TERN_OK)
+	if ((st = tern_cpu_prec_operand(prec, xv, T * I, &xp, &xcopy, &inv_s)) != TERN_OK)
 		goto out;
 
 	int64_t ntask = O < MAX_TASKS ? O : MAX_TASKS;
@@ -208,8 +199,8 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 		int64_t o0, o1;
 		task_range(O, ntask, k, &o0, &o1);
 		for (int64_t o = o0; o < o1; o++) {
-			weight_row(&cw, o, 0, I, row);
-			prec_round_row(prec, row, I);
+			tern_cpu_weight_row(&cw, o, 0, I, row);
+			tern_cpu_prec_round_row(prec, row, I);
 			for (int64_t t = 0; t < T; t++) {
 				const float *xt = xp + t * I;
 				double s = 0.0;
@@ -222,7 +213,7 @@ enum tern_status tern_cpu_matmul(struct tern_backend *be, struct tern_view y, st
 out:
 	free(rows);
 	free(xcopy);
-	weight_close(&cw);
+	tern_cpu_weight_close(&cw);
 	return st;
 }
 
@@ -237,7 +228,7 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 	struct cpu_weight cw;
 	float *pieces = NULL, *dycopy = NULL;
 	double *accs = NULL;
-	enum tern_status st = weight_open(op, w, &cw);
+	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
 	if (st != TERN_OK)
 		goto out;
 	int64_t O = w->O, I = w->I;
@@ -253,7 +244,7 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 	float *dxp = dxv;
 	const float *dyp;
 	float inv_s;
-	if ((st = prec_operand(prec, dyv, T * O, &dyp, &dycopy, &inv_s)) != TERN_OK)
+	if ((st = tern_cpu_prec_operand(prec, dyv, T * O, &dyp, &dycopy, &inv_s)) != TERN_OK)
 		goto out;
 
 	int64_t ntask = tern_cdiv(I, 32);
@@ -276,8 +267,8 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 			int64_t tn = T - t0 < BWD_T_TILE ? T - t0 : BWD_T_TILE;
 			memset(acc, 0, (size_t)(tn * n) * sizeof(double));
 			for (int64_t o = 0; o < O; o++) {
-				weight_row(&cw, o, i0, n, piece);
-				prec_round_row(prec, piece, n);
+				tern_cpu_weight_row(&cw, o, i0, n, piece);
+				tern_cpu_prec_round_row(prec, piece, n);
 				for (int64_t tt = 0; tt < tn; tt++) {
 					double d = (double)dyp[(t0 + tt) * O + o];
 					double *a = acc + tt * n;
@@ -299,7 +290,7 @@ out:
 	free(accs);
 	free(pieces);
 	free(dycopy);
-	weight_close(&cw);
+	tern_cpu_weight_close(&cw);
 	return st;
 }
 
