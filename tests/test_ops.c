@@ -17,6 +17,7 @@
 #include "test_ops_loss.h"
 #include "test_ops_stream.h"
 #include "test_ops_moe.h"
+#include "test_ops_route.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1287,6 +1288,7 @@ static void run_backend(struct suite *s)
 	check_layers_all(s);
 	check_stream_all(s);
 	check_moe_all(s);
+	check_route_all(s);
 }
 
 int main(void)

@@ -57,6 +57,8 @@ enum tern_op {
 	TERN_OP_GATHER_ROWS,      /* mixture of experts: tokens grouped by expert */
 	TERN_OP_SCATTER_ADD_ROWS, /* the weighted combine back into token order */
 	TERN_OP_ROWDOT,           /* per-row dot products (the routing weights' gradient) */
+	TERN_OP_ROUTE_TOPK,       /* router softmax -> top-k -> weights, per-expert counts */
+	TERN_OP_ROUTE_TOPK_BWD,   /* its backward into the router logits */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -124,7 +126,7 @@ enum tern_prof_kind {
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
 	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed(_bwd), axpy, dropout, cast,
-				* scale, gather_rows, scatter_add_rows, rowdot */
+				* scale, gather_rows, scatter_add_rows, rowdot, route_topk(_bwd) */
 	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
 	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
 	TERN_PROF_KIND_COUNT
@@ -385,6 +387,32 @@ struct tern_backend_vtable {
 	 * give the same bits. */
 	enum tern_status (*rowdot)(struct tern_backend *be, struct tern_view out, struct tern_view a,
 				   struct tern_view b, int64_t n, int64_t D);
+	/* The router of a mixture of experts, as transformers computes it (Mixtral, Qwen3-MoE), for
+	 * each token t < T:
+	 *   prob[t, :] = softmax(logits[t, :])                   f32 [T, E] (=), saved for the backward
+	 *   sel[t, j]  = the j-th largest prob[t, :], j < k      i32 [T, k] (=), descending; equal
+	 *                probabilities in ascending expert order (deterministic; torch.topk leaves
+	 *                the order of equal values unspecified, so on exact ties transformers may
+	 *                pick another of the tied experts, with the same weight)
+	 *   w[t, j]    = prob[t, sel[t, j]], divided by Σ_j of them when norm (norm_topk_prob;
+	 *                Mixtral always)                           f32 [T, k] (=)
+	 *   counts[e]  = the tokens that chose expert e            i32 [E] (=)
+	 * logits f32 [T, E]; E >= 1, 1 <= k <= E, T >= 0, E <= 2^31 - 1. The softmax subtracts the row
+	 * max (CPU: in double, rounded to fp32; Vulkan: fp32), so probabilities that are not exactly
+	 * equal may order differently across backends only where they differ by rounding. A NaN
+	 * probability ranks below every other (the ids stay distinct and in [0, E)). */
+	enum tern_status (*route_topk)(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				       struct tern_view prob, struct tern_view counts,
+				       struct tern_view logits, int64_t T, int64_t E, int64_t k, bool norm);
+	/* Its backward: dlogits[T, E] (=) from dw[T, k] (the gradient of each routing weight), with
+	 * prob and sel as the forward wrote them. v_j = prob[t, sel[t, j]], S = Σ_j v_j:
+	 *   dv_j = norm ? (dw_j − Σ_i dw_i v_i / S) / S : dw_j
+	 *   dlogits[t, e] = prob[t, e] · (Σ_{j: sel_j = e} dv_j − Σ_j dv_j v_j)
+	 * Sums in a fixed order (CPU: double). Shapes as route_topk; sel entries outside [0, E): the
+	 * CPU fails before writing, Vulkan skips that choice. */
+	enum tern_status (*route_topk_bwd)(struct tern_backend *be, struct tern_view dlogits,
+					   struct tern_view dw, struct tern_view prob, struct tern_view sel,
+					   int64_t T, int64_t E, int64_t k, bool norm);
 };
 
 struct tern_backend {
@@ -460,6 +488,12 @@ enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view
 				       int64_t D);
 enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
 			     struct tern_view b, int64_t n, int64_t D);
+enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				 int64_t T, int64_t E, int64_t k, bool norm);
+enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
+				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
+				     int64_t k, bool norm);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend

@@ -692,3 +692,56 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rowdot(be, out, a, b, n, D));
 }
+
+/* The router's shape: E >= 1 (and an i32 id), 1 <= k <= E, T·E a count. */
+static enum tern_status route_shape(const char *op, int64_t T, int64_t E, int64_t k)
+{
+	if (E < 1 || E > INT32_MAX || k < 1 || k > E)
+		return tern_fail(TERN_E_INVALID, "%s: E=%lld k=%lld (needs 1 <= k <= E < 2^31)", op,
+				 (long long)E, (long long)k);
+	return dims(op, T, "T", E, "E");
+}
+
+enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				 int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk";
+	if (!be->vt->route_topk)
+		return missing(be, TERN_OP_ROUTE_TOPK);
+	enum tern_status st = route_shape(op, T, E, k);
+	if (st)
+		return st;
+	long long lT = (long long)T, lE = (long long)E, lk = (long long)k;
+	if ((st = view(op, "sel", sel, (size_t)(T * k) * 4, "T=%lld k=%lld i32", lT, lk)) ||
+	    (st = view(op, "w", w, (size_t)(T * k) * 4, "T=%lld k=%lld f32", lT, lk)) ||
+	    (st = view(op, "prob", prob, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "counts", counts, (size_t)E * 4, "E=%lld i32", lE)) ||
+	    (st = view(op, "logits", logits, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->route_topk(be, sel, w, prob, counts, logits, T, E, k, norm));
+}
+
+/* sel is not checked here: it lives on the device (the CPU checks it, Vulkan skips bad ids). */
+enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
+				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
+				     int64_t k, bool norm)
+{
+	const char *op = "route_topk_bwd";
+	if (!be->vt->route_topk_bwd)
+		return missing(be, TERN_OP_ROUTE_TOPK_BWD);
+	enum tern_status st = route_shape(op, T, E, k);
+	if (st)
+		return st;
+	long long lT = (long long)T, lE = (long long)E, lk = (long long)k;
+	if ((st = view(op, "dlogits", dlogits, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "dw", dw, (size_t)(T * k) * 4, "T=%lld k=%lld f32", lT, lk)) ||
+	    (st = view(op, "prob", prob, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "sel", sel, (size_t)(T * k) * 4, "T=%lld k=%lld i32", lT, lk)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->route_topk_bwd(be, dlogits, dw, prob, sel, T, E, k, norm));
+}

@@ -313,6 +313,8 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.gather_rows = tern_cpu_gather_rows,
 	.scatter_add_rows = tern_cpu_scatter_add_rows,
 	.rowdot = tern_cpu_rowdot,
+	.route_topk = tern_cpu_route_topk,
+	.route_topk_bwd = tern_cpu_route_topk_bwd,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */
