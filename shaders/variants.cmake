@@ -54,6 +54,7 @@ set(TERN_SHADER_VARIANTS
   # mixture of experts: tokens grouped by expert and back, the routing weight's gradient
   "gather_rows|gather_rows.comp|" "scatter_add_rows|scatter_add_rows.comp|"
   "scatter_add_rows_unit|scatter_add_rows.comp|-DUNIT" "rowdot|rowdot.comp|" "rowdot_simple|rowdot.comp|-DSIMPLE"
+  "route_topk|route.comp|" "route_count|route.comp|-DCOUNT" "route_topk_bwd|route.comp|-DBWD"
   "attention|attention.comp|" "attention_bwd_prep|attention_bwd.comp|-DPASS_PREP" "attention_bwd_kv|attention_bwd.comp|-DPASS_KV" "attention_bwd_q|attention_bwd.comp|-DPASS_Q"
   "attention_simple|attention_simple.comp|" "attention_bwd_kv_simple|attention_simple.comp|-DPASS_KV" "attention_bwd_q_simple|attention_simple.comp|-DPASS_Q"
   # half-precision products (matmul prec F16): on NV cooperative matrices (BK 64) and

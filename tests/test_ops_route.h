@@ -156,15 +156,20 @@ static void ref_route_bwd(const float *dw, const float *prob, const int32_t *sel
 			dl[t * E + e] = 0.0;
 			mag[t * E + e] = 0.0;
 		}
+		double mvv = 0.0; /* Σ |dv_j| v_j with |dv_j| bounded by its parts: where they cancel
+				   * (k = 1 with norm: exactly 0) fp32 rounding is relative to them */
 		for (int64_t j = 0; j < k; j++) {
 			double dv = norm ? ((double)g[j] - gv / S) / S : (double)g[j];
+			double mv = norm ? (fabs((double)g[j]) + fabs(gv / S)) / S : fabs((double)g[j]);
 			dvv += dv * p[sl[j]];
+			mvv += mv * p[sl[j]];
 			dl[t * E + sl[j]] += dv; /* dp for now */
+			mag[t * E + sl[j]] += mv;
 		}
 		for (int64_t e = 0; e < E; e++) {
 			double dp = dl[t * E + e];
 			dl[t * E + e] = p[e] * (dp - dvv);
-			mag[t * E + e] = p[e] * (fabs(dp) + fabs(dvv));
+			mag[t * E + e] = p[e] * (mag[t * E + e] + mvv);
 		}
 	}
 }

@@ -13,8 +13,8 @@ static enum tern_status idx_range(const char *op, const char *what, const int32_
 {
 	for (int64_t i = 0; i < n; i++)
 		if (idx[i] < 0 || idx[i] >= T)
-			return tern_fail(TERN_E_INVALID, "%s: %s[%lld] = %d is outside [0, %s=%lld)", op, what,
-					 (long long)i, (int)idx[i], tn, (long long)T);
+			return tern_fail(TERN_E_INVALID, "%s: %s[%lld] = %d is outside [0, %s=%lld)", op,
+					 what, (long long)i, (int)idx[i], tn, (long long)T);
 	return TERN_OK;
 }
 

@@ -207,3 +207,104 @@ enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, s
 	}
 	return TERN_OK;
 }
+
+/* ---- the router --------------------------------------------------------------------------- */
+
+struct route_push {
+	uint32_t T, E, k, norm, acc;
+	uint32_t s_off, w_off, p_off, c_off, l_off, d_off;
+};
+
+/* Chunks of tokens whose [tc, E] rows fit one binding. */
+static enum tern_status route_chunk(struct tern_vk *vk, const char *op, int64_t E, int64_t *tc)
+{
+	*tc = tern_vk_fit(vk, 4 * E);
+	if (*tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of E=%lld exceeds maxStorageBufferRange", op,
+				 (long long)E);
+	return TERN_OK;
+}
+
+/* shaders/route.comp: per chunk of tokens, the top-k pass (an invocation per token), then the
+ * count pass over that chunk's sel (an invocation per expert; = for the first chunk, += after). */
+enum tern_status tern_vk_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				    struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				    int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t tc;
+	if ((st = check_view4(op, "sel", sel, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "w", w, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "prob", prob, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "counts", counts, (size_t)E * 4)) ||
+	    (st = check_view4(op, "logits", logits, (size_t)(T * E) * 4)) ||
+	    (st = route_chunk(vk, op, E, &tc)))
+		return st;
+	struct tern_view cv = tern_view_sub(counts, 0, (size_t)E * 4);
+	struct route_push p = {.E = (uint32_t)E, .k = (uint32_t)k, .norm = norm};
+	p.c_off = place_words(vk, &cv);
+	if (T == 0) { /* no tokens: every count is 0 */
+		struct tern_view none = {0};
+		struct tern_view b[4] = {none, none, none, cv};
+		return tern_vk_dispatch(vk, TERN_PIPE_ROUTE_COUNT, b, 4, &p, sizeof p,
+					tern_vk_grid(E, 64, 4096), 1, 1);
+	}
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view sv = tern_view_sub(sel, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view wv = tern_view_sub(w, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view pv = tern_view_sub(prob, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view lv = tern_view_sub(logits, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		p.T = (uint32_t)tn;
+		p.acc = t0 > 0;
+		p.s_off = place_words(vk, &sv);
+		p.w_off = place_words(vk, &wv);
+		p.p_off = place_words(vk, &pv);
+		p.l_off = place_words(vk, &lv);
+		struct tern_view b[5] = {sv, wv, pv, cv, lv};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_TOPK, b, 5, &p, sizeof p,
+					   tern_vk_grid(tn, 64, 4096), 1, 1)) ||
+		    (st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_COUNT, b, 5, &p, sizeof p,
+					   tern_vk_grid(E, 64, 4096), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* dlogits (=) per token (shaders/route.comp -DBWD); chunks of tokens; a bad sel is skipped. */
+enum tern_status tern_vk_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits,
+					struct tern_view dw, struct tern_view prob, struct tern_view sel,
+					int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk_bwd";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t tc;
+	if ((st = check_view4(op, "dlogits", dlogits, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "dw", dw, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "prob", prob, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "sel", sel, (size_t)(T * k) * 4)) || (st = route_chunk(vk, op, E, &tc)))
+		return st;
+	struct route_push p = {.E = (uint32_t)E, .k = (uint32_t)k, .norm = norm};
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view sv = tern_view_sub(sel, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view gv = tern_view_sub(dw, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view pv = tern_view_sub(prob, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view dv = tern_view_sub(dlogits, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view none = {0};
+		p.T = (uint32_t)tn;
+		p.s_off = place_words(vk, &sv);
+		p.w_off = place_words(vk, &gv);
+		p.p_off = place_words(vk, &pv);
+		p.d_off = place_words(vk, &dv);
+		struct tern_view b[6] = {sv, gv, pv, none, none, dv};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_TOPK_BWD, b, 6, &p, sizeof p,
+					   tern_vk_grid(tn, 64, 4096), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}

@@ -791,4 +791,6 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.gather_rows = tern_vk_gather_rows,
 	.scatter_add_rows = tern_vk_scatter_add_rows,
 	.rowdot = tern_vk_rowdot,
+	.route_topk = tern_vk_route_topk,
+	.route_topk_bwd = tern_vk_route_topk_bwd,
 };
