@@ -39,6 +39,7 @@ static const int64_t MM_SHAPES[][3] = {
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
 #include "test_ops_prec.h"
+#include "test_ops_grouped.h"
 
 /* ---- oracles ----------------------------------------------------------------------------- */
 
@@ -1289,6 +1290,7 @@ static void run_backend(struct suite *s)
 	check_stream_all(s);
 	check_moe_all(s);
 	check_route_all(s);
+	check_grouped_all(s);
 }
 
 int main(void)

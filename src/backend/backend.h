@@ -54,11 +54,13 @@ enum tern_op {
 	TERN_OP_ATTENTION_BWD,
 	TERN_OP_CE_LOSS,
 	TERN_OP_EMBED_BWD,
-	TERN_OP_GATHER_ROWS,      /* mixture of experts: tokens grouped by expert */
-	TERN_OP_SCATTER_ADD_ROWS, /* the weighted combine back into token order */
-	TERN_OP_ROWDOT,           /* per-row dot products (the routing weights' gradient) */
-	TERN_OP_ROUTE_TOPK,       /* router softmax -> top-k -> weights, per-expert counts */
-	TERN_OP_ROUTE_TOPK_BWD,   /* its backward into the router logits */
+	TERN_OP_GATHER_ROWS,        /* mixture of experts: tokens grouped by expert */
+	TERN_OP_SCATTER_ADD_ROWS,   /* the weighted combine back into token order */
+	TERN_OP_ROWDOT,             /* per-row dot products (the routing weights' gradient) */
+	TERN_OP_ROUTE_TOPK,         /* router softmax -> top-k -> weights, per-expert counts */
+	TERN_OP_ROUTE_TOPK_BWD,     /* its backward into the router logits */
+	TERN_OP_MATMUL_GROUPED,     /* per-expert matmuls over contiguous row groups, one op */
+	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -120,8 +122,8 @@ struct tern_attn_args {
 /* What the profile sorts device time into (tern_backend_profile): the front door of each op names
  * its kind, and an op run inside another op counts as the outer op's kind. */
 enum tern_prof_kind {
-	TERN_PROF_MATMUL_FWD,  /* matmul */
-	TERN_PROF_MATMUL_BWD,  /* matmul_bwd */
+	TERN_PROF_MATMUL_FWD,  /* matmul, matmul_grouped */
+	TERN_PROF_MATMUL_BWD,  /* matmul_bwd, matmul_grouped_bwd */
 	TERN_PROF_LORA,        /* gemm (the LoRA products, and the bias products) */
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
@@ -413,6 +415,26 @@ struct tern_backend_vtable {
 	enum tern_status (*route_topk_bwd)(struct tern_backend *be, struct tern_view dlogits,
 					   struct tern_view dw, struct tern_view prob, struct tern_view sel,
 					   int64_t T, int64_t E, int64_t k, bool norm);
+	/* Grouped dequant-matmul, the experts' products in one op. W holds E experts stacked: one
+	 * weight [E·O, I] (w->O = E·O), expert e's W_e being rows e·O .. e·O + O - 1; quantization
+	 * blocks (NF4, NF4_DQ) run over the whole stacked tensor, as bitsandbytes quantizes
+	 * transformers 5's fused expert parameters. F32, F16, BF16, NF4, NF4_DQ (TERNARY has one
+	 * scale per matrix: refused). off i32 [E + 1] on the device: the rows of x that go to expert
+	 * e are [off[e], off[e+1]), with 0 <= off[0] <= ... <= off[E] <= T. For each e and such r:
+	 *   y[r, :] = x[r, :] · W_eᵀ   (=)   y f32 [T, O], x f32 [T, I]
+	 * Rows outside [off[0], off[E]) are not written. The result equals tern_matmul(rows r of y,
+	 * rows r of x, W_e, off[e+1] - off[e]) per expert, at precision prec (F32 only today: other
+	 * precisions fail with TERN_E_UNSUPPORTED). Offsets that break the rule: the CPU fails
+	 * before writing; Vulkan computes each row with the expert a binary search of off names. */
+	enum tern_status (*matmul_grouped)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					   const struct tern_weight *w, struct tern_view off, int64_t E,
+					   int64_t T, enum tern_dtype prec);
+	/* dx[r, :] = or += (accumulate) dy[r, :] · W_e for r in [off[e], off[e+1]); dx f32 [T, I], dy
+	 * f32 [T, O]; rows outside [off[0], off[E]) untouched. = tern_matmul_bwd per expert. */
+	enum tern_status (*matmul_grouped_bwd)(struct tern_backend *be, struct tern_view dx,
+					       struct tern_view dy, const struct tern_weight *w,
+					       struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					       enum tern_dtype prec);
 };
 
 struct tern_backend {
@@ -494,6 +516,12 @@ enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, 
 enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
 				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
 				     int64_t k, bool norm);
+enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				     enum tern_dtype prec);
+enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					 const struct tern_weight *w, struct tern_view off, int64_t E,
+					 int64_t T, bool accumulate, enum tern_dtype prec);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend
