@@ -157,8 +157,8 @@ struct tern_backend;
  * sizes and scalars, the dtypes an op takes) and fail with one line naming the op, the tensor and
  * the shape. An op entry may therefore assume checked arguments; it checks only what is its own:
  * that a view lies inside its buffer, alignment, device limits, and data only it can read
- * (embed's ids, ce_loss's labels). A NULL op entry makes the front door fail with
- * TERN_E_UNSUPPORTED. */
+ * (embed's ids, ce_loss's labels, the MoE ops' idx, sel and off). A NULL op entry makes the front
+ * door fail with TERN_E_UNSUPPORTED. */
 struct tern_backend_vtable {
 	/* ---- buffers ---- */
 	enum tern_status (*buffer_alloc)(struct tern_backend *be, size_t size, struct tern_buffer **out);
