@@ -18,6 +18,8 @@
 #include "test_ops_attention_kv.h"
 #include "test_ops_loss.h"
 #include "test_ops_stream.h"
+#include "test_ops_moe.h"
+#include "test_ops_route.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -39,6 +41,7 @@ static const int64_t MM_SHAPES[][3] = {
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
 #include "test_ops_prec.h"
+#include "test_ops_grouped.h"
 
 /* ---- oracles ----------------------------------------------------------------------------- */
 
@@ -1304,6 +1307,9 @@ static void run_backend(struct suite *s)
 	check_loss_all(s);
 	check_layers_all(s);
 	check_stream_all(s);
+	check_moe_all(s);
+	check_route_all(s);
+	check_grouped_all(s);
 }
 
 int main(void)

@@ -57,6 +57,13 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_ATTENTION_KV: return "attention_kv";
 	case TERN_OP_CE_LOSS: return "ce_loss";
 	case TERN_OP_EMBED_BWD: return "embed_bwd";
+	case TERN_OP_GATHER_ROWS: return "gather_rows";
+	case TERN_OP_SCATTER_ADD_ROWS: return "scatter_add_rows";
+	case TERN_OP_ROWDOT: return "rowdot";
+	case TERN_OP_ROUTE_TOPK: return "route_topk";
+	case TERN_OP_ROUTE_TOPK_BWD: return "route_topk_bwd";
+	case TERN_OP_MATMUL_GROUPED: return "matmul_grouped";
+	case TERN_OP_MATMUL_GROUPED_BWD: return "matmul_grouped_bwd";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -410,6 +417,13 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_ATTENTION_KV: return v->attention_kv;
 	case TERN_OP_CE_LOSS: return v->ce_loss;
 	case TERN_OP_EMBED_BWD: return v->embed_bwd;
+	case TERN_OP_GATHER_ROWS: return v->gather_rows;
+	case TERN_OP_SCATTER_ADD_ROWS: return v->scatter_add_rows;
+	case TERN_OP_ROWDOT: return v->rowdot;
+	case TERN_OP_ROUTE_TOPK: return v->route_topk;
+	case TERN_OP_ROUTE_TOPK_BWD: return v->route_topk_bwd;
+	case TERN_OP_MATMUL_GROUPED: return v->matmul_grouped;
+	case TERN_OP_MATMUL_GROUPED_BWD: return v->matmul_grouped_bwd;
 	case TERN_OP_COUNT: break;
 	}
 	return false;

@@ -298,6 +298,13 @@ const struct tern_backend_vtable tern_ref_vtable = {
 	.embed = tern_cpu_embed,
 	.embed_bwd = tern_cpu_embed_bwd,
 	.ce_loss = tern_cpu_ce_loss,
+	.gather_rows = tern_cpu_gather_rows,
+	.scatter_add_rows = tern_cpu_scatter_add_rows,
+	.rowdot = tern_cpu_rowdot,
+	.route_topk = tern_cpu_route_topk,
+	.route_topk_bwd = tern_cpu_route_topk_bwd,
+	.matmul_grouped = tern_cpu_matmul_grouped,
+	.matmul_grouped_bwd = tern_cpu_matmul_grouped_bwd,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */
