@@ -591,7 +591,7 @@ enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_vi
 	const int32_t *of;
 	(void)be;
 	(void)prec; /* F32: the front door */
-	enum tern_status st = weight_open(op, w, &cw);
+	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
 	if (st != TERN_OK)
 		goto out;
 	int64_t O = w->O / E, I = w->I, G = w->O;
@@ -619,7 +619,7 @@ enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_vi
 			int64_t e = g / O, o = g % O;
 			if (of[e] == of[e + 1])
 				continue;
-			weight_row(&cw, g, 0, I, row);
+			tern_cpu_weight_row(&cw, g, 0, I, row);
 			for (int64_t t = of[e]; t < of[e + 1]; t++) {
 				const float *xt = xp + t * I;
 				double s = 0.0;
@@ -631,7 +631,7 @@ enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_vi
 	}
 out:
 	free(rows);
-	weight_close(&cw);
+	tern_cpu_weight_close(&cw);
 	return st;
 }
 
@@ -649,7 +649,7 @@ enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct ter
 	const int32_t *of;
 	(void)be;
 	(void)prec;
-	enum tern_status st = weight_open(op, w, &cw);
+	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
 	if (st != TERN_OK)
 		goto out;
 	int64_t O = w->O / E, I = w->I;
@@ -683,7 +683,7 @@ enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct ter
 				int64_t tn = of[e + 1] - t0 < BWD_T_TILE ? of[e + 1] - t0 : BWD_T_TILE;
 				memset(acc, 0, (size_t)(tn * n) * sizeof(double));
 				for (int64_t o = 0; o < O; o++) {
-					weight_row(&cw, e * O + o, i0, n, piece);
+					tern_cpu_weight_row(&cw, e * O + o, i0, n, piece);
 					for (int64_t tt = 0; tt < tn; tt++) {
 						double d = (double)dyp[(t0 + tt) * O + o];
 						double *a = acc + tt * n;
@@ -704,6 +704,6 @@ enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct ter
 out:
 	free(accs);
 	free(pieces);
-	weight_close(&cw);
+	tern_cpu_weight_close(&cw);
 	return st;
 }
