@@ -73,5 +73,9 @@ int tern_cmd_plan(int argc, char **argv);
 void tern_help_plan(void);
 int tern_cmd_report(int argc, char **argv);
 void tern_help_report(void);
+int tern_cmd_merge(int argc, char **argv);
+int tern_cmd_export(int argc, char **argv);
+void tern_help_merge(void);
+void tern_help_export(void);
 
 #endif

@@ -216,6 +216,8 @@ static void print_usage(FILE *f)
 		"  plan CONFIG        where each layer would live (device, host, disk) under memory budgets\n"
 		"  report DIR         charts of a run's metrics.jsonl as one HTML page (DIR/report.html)\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
+		"  merge CONFIG       merge the adapter into its base: a Hugging Face model directory\n"
+		"  export gguf CONFIG the merged model or the adapter as GGUF for llama.cpp\n"
 		"\n"
 		"options:\n"
 		"  -v, --verbose      more log output on stderr (info; twice: debug)\n"
@@ -284,8 +286,16 @@ static int help_for(int argc, char **argv)
 		tern_help_report();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "merge")) {
+		tern_help_merge();
+		return TERN_EXIT_OK;
+	}
+	if (!strcmp(argv[0], "export")) {
+		tern_help_export();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report)",
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, merge, export)",
 		argv[0]);
 }
 
@@ -308,7 +318,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval, plan, report)",
+				"devices, bench, info, quantize, tokenize, train, eval, plan, report, merge, export)",
 				a);
 		}
 	}
@@ -340,6 +350,10 @@ int main(int argc, char **argv)
 		return tern_cmd_tokenize(argc - i, argv + i);
 	if (!strcmp(cmd, "train"))
 		return tern_cmd_train(argc - i, argv + i);
+	if (!strcmp(cmd, "merge"))
+		return tern_cmd_merge(argc - i, argv + i);
+	if (!strcmp(cmd, "export"))
+		return tern_cmd_export(argc - i, argv + i);
 	if (!strcmp(cmd, "eval"))
 		return tern_cmd_eval(argc - i, argv + i);
 	if (!strcmp(cmd, "plan"))
