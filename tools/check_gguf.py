@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Checks the GGUF files `tern export gguf` writes, independently of tern's own reader:
+
+  1. with the `gguf` package (PyPI, llama.cpp's gguf-py): every file parses; the metadata
+     (architecture keys, file type, tokenizer arrays, special ids, chat template where the base has
+     one, adapter keys) holds what the model's config.json / tokenizer say; every tensor, dequantized
+     by gguf-py, equals PEFT's merged model (merge_and_unload, float32) in llama.cpp's layout (Q/K
+     rows permuted for the llama architecture; rope_freqs for Llama 3 RoPE) within the type's step:
+     f32 1e-6, f16 and bf16 their rounding, Q8_0 half a quantisation step of the block; the LoRA
+     file's lora_a / lora_b equal the adapter's A and (permuted) B exactly in f32;
+  2. when llama-cpp-python is importable (built from its sdist; not needed otherwise): llama.cpp
+     loads the merged f32 GGUF and its logits match transformers on PEFT's merged model, and the
+     base f32 GGUF + the GGUF LoRA matches PEFT's unmerged model; greedy tokens compared too.
+
+    python3 tools/check_gguf.py build/tern
+"""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import transformers as tf
+import peft
+import gguf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLD = os.path.join(ROOT, "tests", "data", "golden")
+CASES = ["llama", "qwen2", "qwen3", "mistral"]
+ROLE = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL", msg)
+
+
+def gname(hf):
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf == "model.norm.weight":
+        return "output_norm.weight"
+    if hf == "lm_head.weight":
+        return "output.weight"
+    p = hf.split(".")
+    assert p[0] == "model" and p[1] == "layers"
+    rest = ".".join(p[3:-1])
+    return f"blk.{p[2]}.{ROLE[rest]}.{p[-1]}"
+
+
+def permute(w, n_head):
+    shape = w.shape
+    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def field(r, key):
+    f = r.fields.get(key)
+    return None if f is None else f.contents()
+
+
+def peft_models(case):
+    mdir = os.path.join(GOLD, case, "model")
+    base = tf.AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32, attn_implementation="eager")
+    pm = peft.PeftModel.from_pretrained(base, os.path.join(GOLD, case, "adapter_final"))
+    return pm
+
+
+def tern(binary, *args):
+    subprocess.run([binary, *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def check_model_file(path, case, typ, merged_sd, cfg):
+    r = gguf.GGUFReader(path)
+    arch = "llama" if cfg.model_type in ("llama", "mistral") else cfg.model_type
+    want = {"general.architecture": arch, "general.type": "model",
+            f"{arch}.block_count": cfg.num_hidden_layers, f"{arch}.embedding_length": cfg.hidden_size,
+            f"{arch}.feed_forward_length": cfg.intermediate_size,
+            f"{arch}.attention.head_count": cfg.num_attention_heads,
+            f"{arch}.attention.head_count_kv": cfg.num_key_value_heads,
+            f"{arch}.context_length": cfg.max_position_embeddings,
+            f"{arch}.attention.key_length": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+            "general.file_type": {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}[typ],
+            "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+    for k, v in want.items():
+        got = field(r, k)
+        if got != v:
+            fail(f"{case} {typ}: {k} = {got!r}, expected {v!r}")
+    eps = field(r, f"{arch}.attention.layer_norm_rms_epsilon")
+    if not math.isclose(eps, cfg.rms_norm_eps, rel_tol=1e-6):
+        fail(f"{case} {typ}: rms eps {eps}")
+    toks = field(r, "tokenizer.ggml.tokens")
+    vocab = tf.PreTrainedTokenizerFast(tokenizer_file=os.path.join(GOLD, case, "model", "tokenizer.json")).get_vocab()
+    if len(toks) != cfg.vocab_size or any(toks[i] != t for t, i in vocab.items()):
+        fail(f"{case} {typ}: tokens {len(toks)} {toks[:3]} differ from tokenizer.json")
+    tensors = {t.name: t for t in r.tensors}
+    expect = {}
+    for k, v in merged_sd.items():
+        w = v.detach().float().numpy()
+        if arch == "llama" and (".q_proj." in k or ".k_proj." in k):
+            w = permute(w, cfg.num_attention_heads if ".q_proj." in k else cfg.num_key_value_heads)
+        expect[gname(k)] = w
+    if getattr(cfg, "rope_parameters", None) and cfg.rope_parameters.get("rope_type") == "llama3" and arch == "llama":
+        rp = cfg.rope_parameters
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        freqs = 1.0 / (rp["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        old, lo, hi, fac = rp["original_max_position_embeddings"], rp["low_freq_factor"], rp["high_freq_factor"], rp["factor"]
+        f = []
+        for fr in freqs.tolist():
+            wl = 2 * math.pi / fr
+            if wl < old / hi:
+                f.append(1.0)
+            elif wl > old / lo:
+                f.append(fac)
+            else:
+                s = (old / wl - lo) / (hi - lo)
+                f.append(1 / ((1 - s) / fac + s))
+        expect["rope_freqs.weight"] = np.array(f, dtype=np.float32)
+    if set(expect) != set(tensors):
+        fail(f"{case} {typ}: tensor names differ: missing {sorted(set(expect) - set(tensors))[:4]}, "
+             f"extra {sorted(set(tensors) - set(expect))[:4]}")
+    worst = 0.0
+    for name, w in expect.items():
+        t = tensors.get(name)
+        if t is None:
+            continue
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(w.shape)
+        if w.ndim == 1 or name == "rope_freqs.weight":
+            tol = np.full(w.shape, 1e-6 * max(1.0, float(np.abs(w).max())))
+            if t.tensor_type != gguf.GGMLQuantizationType.F32:
+                fail(f"{case} {typ}: {name} is {t.tensor_type.name}, expected F32")
+        elif typ == "f32":
+            tol = np.full(w.shape, 1e-6)
+        elif typ == "f16":
+            tol = np.abs(w) * 2.0 ** -11 + 2.0 ** -25
+        elif typ == "bf16":
+            tol = np.abs(w) * 2.0 ** -8
+        else:
+            blocks = np.abs(w.reshape(-1, 32)).max(axis=1) / 127.0
+            # half a step of the block's f16 scale d, plus 127 times d's own f16 rounding
+            tol = np.repeat(blocks, 32).reshape(w.shape) * (0.5 + 127 * 2.0 ** -11) + 1e-12
+        err = np.abs(got - w)
+        worst = max(worst, float((err / np.maximum(tol, 1e-30)).max()))
+        if (err > tol).any():
+            fail(f"{case} {typ}: {name} differs by up to {err.max():.3g} (allowed {tol.max():.3g})")
+    return worst
+
+
+def check_lora_file(path, case, pm, cfg):
+    r = gguf.GGUFReader(path)
+    arch = "llama" if cfg.model_type in ("llama", "mistral") else cfg.model_type
+    lc = pm.peft_config["default"]
+    alpha = lc.lora_alpha * (math.sqrt(lc.r) if lc.use_rslora else 1.0)
+    for k, v in {"general.type": "adapter", "adapter.type": "lora", "general.architecture": arch}.items():
+        if field(r, k) != v:
+            fail(f"{case} lora: {k} = {field(r, k)!r}, expected {v!r}")
+    if not math.isclose(field(r, "adapter.lora.alpha"), alpha, rel_tol=1e-6):
+        fail(f"{case} lora: alpha {field(r, 'adapter.lora.alpha')} expected {alpha}")
+    tensors = {t.name: t for t in r.tensors}
+    n = 0
+    for name, p in pm.named_parameters():
+        if "lora_A" not in name and "lora_B" not in name:
+            continue
+        hf = name.replace("base_model.model.", "").replace(".lora_A.default", "").replace(".lora_B.default", "")
+        g = gname(hf) + (".lora_a" if "lora_A" in name else ".lora_b")
+        w = p.detach().float().numpy()
+        if "lora_B" in name and arch == "llama" and (".q_proj." in hf or ".k_proj." in hf):
+            w = permute(w, cfg.num_attention_heads if ".q_proj." in hf else cfg.num_key_value_heads)
+        t = tensors.get(g)
+        if t is None:
+            fail(f"{case} lora: {g} missing")
+            continue
+        if list(t.shape) != [w.shape[1], w.shape[0]]:
+            fail(f"{case} lora: {g} ne {list(t.shape)}, expected {[w.shape[1], w.shape[0]]}")
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(w.shape)
+        if not np.array_equal(got, w):
+            fail(f"{case} lora: {g} differs by {np.abs(got - w).max():.3g}")
+        n += 1
+    if n != len(tensors):
+        fail(f"{case} lora: {len(tensors)} tensors in the file, {n} in the adapter")
+
+
+def llama_cpp_logits(path, ids, lora=None):
+    from llama_cpp import Llama
+    kw = dict(model_path=path, n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    if lora:
+        kw["lora_path"] = lora
+    m = Llama(**kw)
+    m.reset()
+    m.eval(ids)
+    out = np.array(m.scores[: len(ids)], dtype=np.float32)
+    return out
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "tern")
+    torch.set_num_threads(1)
+    try:
+        import llama_cpp  # noqa: F401
+        have_lcpp = True
+    except ImportError:
+        have_lcpp = False
+        print("llama-cpp-python not importable: the llama.cpp load check is not run")
+    ids = [1] + list(range(3, 40, 2)) + [5, 9, 17, 33, 65, 127]
+    with tempfile.TemporaryDirectory() as d:
+        for case in CASES:
+            mdir = os.path.join(GOLD, case, "model")
+            adir = os.path.join(GOLD, case, "adapter_final")
+            cfg = tf.AutoConfig.from_pretrained(mdir)
+            pm = peft_models(case)
+            lora = os.path.join(d, f"{case}-lora.gguf")
+            tern(binary, "export", "gguf", "--base", mdir, "--adapter", adir, "--out", lora, "--lora")
+            check_lora_file(lora, case, pm, cfg)
+            print(f"{case:8s} lora: checked")
+            with torch.no_grad():
+                unmerged = pm(input_ids=torch.tensor([ids])).logits[0].numpy()
+            merged = pm.merge_and_unload()
+            with torch.no_grad():
+                ref = merged(input_ids=torch.tensor([ids])).logits[0].numpy()
+            sd = merged.state_dict()
+            if cfg.tie_word_embeddings:
+                sd = {k: v for k, v in sd.items() if k != "lm_head.weight"}
+            for typ in ("f32", "f16", "bf16", "q8_0"):
+                out = os.path.join(d, f"{case}-{typ}.gguf")
+                tern(binary, "export", "gguf", "--base", mdir, "--adapter", adir, "--out", out, "--type", typ)
+                worst = check_model_file(out, case, typ, sd, cfg)
+                print(f"{case:8s} {typ:5s} model: {len(gguf.GGUFReader(out).tensors)} tensors, worst error "
+                      f"{worst:.2f} of the type's step")
+            if have_lcpp:
+                base = os.path.join(d, f"{case}-base.gguf")
+                tern(binary, "export", "gguf", "--base", mdir, "--out", base, "--type", "f32")
+                got = llama_cpp_logits(os.path.join(d, f"{case}-f32.gguf"), ids)
+                e1 = float(np.abs(got - ref).max())
+                g1 = (got.argmax(-1) == ref.argmax(-1)).all()
+                got2 = llama_cpp_logits(base, ids, lora=lora)
+                e2 = float(np.abs(got2 - unmerged).max())
+                g2 = (got2.argmax(-1) == unmerged.argmax(-1)).all()
+                print(f"{case:8s} llama.cpp: merged f32 max |logits - transformers| {e1:.3g}, argmax equal {g1}; "
+                      f"base + GGUF LoRA vs PEFT {e2:.3g}, argmax equal {g2}")
+                if e1 > 1e-3 or e2 > 1e-3 or not g1 or not g2:
+                    fail(f"{case}: llama.cpp logits differ ({e1:.3g}, {e2:.3g})")
+    print("FAILED" if failures else "all GGUF checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
