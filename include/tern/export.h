@@ -3,7 +3,7 @@
  *
  * The base is a model directory; an adapter is a PEFT LoRA directory (what `tern train` writes).
  * With a config (a tern training YAML) the base is its base_model (a directory or a cached Hub
- * id), the adapter its output_dir and the base format its base_format, so the merge adds the
+ * id), the adapter <output_dir>/adapter and the base format its base_format, so the merge adds the
  * adapter to exactly the weights it was trained against (an NF4 or ternary base dequantized). */
 #ifndef TERN_EXPORT_H
 #define TERN_EXPORT_H
@@ -18,11 +18,12 @@
 extern "C" {
 #endif
 
-/* What to merge. Exactly one of config and base; adapter may be NULL with a config. */
+/* What to merge. Exactly one of config and base; adapter may be NULL with a config
+ * (<output_dir>/adapter, the adapter tern train writes). */
 struct tern_merge_opts {
-	const char *config;                /* a tern training config, or NULL */
-	const char *base;                  /* a model directory, or NULL */
-	const char *adapter;               /* a PEFT adapter directory (NULL with config: its output_dir) */
+	const char *config;  /* a tern training config, or NULL */
+	const char *base;    /* a model directory, or NULL */
+	const char *adapter; /* a PEFT adapter directory (NULL with config: <output_dir>/adapter) */
 	enum tern_base_format base_format; /* AUTO: the config's, else as stored (bitsandbytes
 					    * 4-bit dequantized); nf4, nf4-dq, ternary: quantize the
 					    * base as training did, then dequantize */

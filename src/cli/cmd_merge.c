@@ -42,20 +42,21 @@ void tern_help_merge(void)
 	printf("usage: tern merge CONFIG --out DIR [--adapter DIR] [--dtype T]\n"
 	       "       tern merge --base MODEL_DIR --adapter ADAPTER_DIR --out DIR [--dtype T]\n"
 	       "\n"
-	       "Adds a LoRA adapter (tern's output_dir, or any PEFT LoRA directory) to its base model:\n"
+	       "Adds a LoRA adapter (tern's <output_dir>/adapter, or any PEFT LoRA directory) to its\n"
+	       "base model: "
 	       "W' = W + scale * B A for every targeted projection (scale alpha / r, or alpha / sqrt(r)\n"
 	       "with rsLoRA), modules_to_save tensors taken from the adapter, and writes a Hugging Face\n"
 	       "model directory (config.json without quantization_config, generation_config.json, the\n"
 	       "tokenizer files, safetensors shards with model.safetensors.index.json) that transformers\n"
 	       "and vLLM load as a plain model. With CONFIG (a training config) the base is its base_model,\n"
-	       "the adapter its output_dir, and an NF4 / ternary base is quantized as in training and\n"
+	       "the adapter <output_dir>/adapter, and an NF4 / ternary base is quantized as in training and\n"
 	       "dequantized before the adapter is added (as PEFT's merge_and_unload on a bitsandbytes\n"
 	       "model). One tensor at a time; written to DIR.tmp.<pid> and renamed: DIR must not exist.\n"
 	       "\n"
 	       "options:\n");
 	printf("  %-18s %s\n", "--base DIR", "the base model directory (instead of CONFIG)");
 	printf("  %-18s %s\n", "--adapter DIR",
-	       "the adapter directory (with CONFIG: default its output_dir)");
+	       "the adapter directory (with CONFIG: default <output_dir>/adapter)");
 	printf("  %-18s %s\n", "--out DIR", "the model directory to write (must not exist)");
 	printf("  %-18s %s\n", "--shard-size S",
 	       "largest safetensors file: bytes, or with KB, MB, GB (default 5GB)");
@@ -75,7 +76,7 @@ void tern_help_export(void)
 	       "options:\n");
 	printf("  %-18s %s\n", "--base DIR", "the base model directory (instead of CONFIG)");
 	printf("  %-18s %s\n", "--adapter DIR",
-	       "the adapter directory (with CONFIG: default its output_dir)");
+	       "the adapter directory (with CONFIG: default <output_dir>/adapter)");
 	printf("  %-18s %s\n", "--out FILE", "the .gguf file to write (replaced atomically)");
 	printf("  %-18s %s\n", "--lora", "write the adapter as a GGUF LoRA instead of the merged model");
 	tern_cli_print_opts(gguf_opts);

@@ -32,7 +32,7 @@ enum tern_status tern_msrc_from_opts(const struct tern_merge_opts *o, const char
 {
 	enum tern_status st = TERN_OK;
 	struct tern_config *cfg = NULL;
-	char *base = NULL, pack[4400] = "";
+	char *base = NULL, *cfg_adapter = NULL, pack[4400] = "";
 	const char *adapter = o->adapter;
 	enum tern_base_format f = o->base_format;
 	bool keep = false;
@@ -42,8 +42,13 @@ enum tern_status tern_msrc_from_opts(const struct tern_merge_opts *o, const char
 	if (o->config) {
 		if ((st = tern_config_load(&cfg, o->config)))
 			goto out;
-		if (!adapter)
-			adapter = cfg->output_dir;
+		if (!adapter) { /* the final adapter tern train writes */
+			if (asprintf(&cfg_adapter, "%s/adapter", cfg->output_dir) < 0) {
+				st = tern_fail(TERN_E_NOMEM, "out of host memory");
+				goto out;
+			}
+			adapter = cfg_adapter;
+		}
 		if (f == TERN_FORMAT_AUTO)
 			f = cfg->base_format;
 		if ((st = tern_hub_resolve(cfg->base_model, cfg->revision_of_model, TERN_HUB_ALL, &base,
@@ -95,6 +100,7 @@ enum tern_status tern_msrc_from_opts(const struct tern_merge_opts *o, const char
 	}
 out:
 	free(base);
+	free(cfg_adapter);
 	tern_config_free(cfg);
 	return st;
 }
