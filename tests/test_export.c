@@ -22,6 +22,7 @@
 #include "tern/export.h"
 
 #include <dirent.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -727,6 +728,51 @@ static void gguf_case(const char *name, bool llama_perm)
 	tern_st_close(a);
 }
 
+/* The demo model's real byte-level BPE tokenizer in the metadata. */
+static void gguf_tokenizer(void)
+{
+	char mdir[4400], out[4400];
+	snprintf(mdir, sizeof mdir, "%s/../../demo/model", data);
+	snprintf(out, sizeof out, "%s/demo.gguf", tmp);
+	if (access(pj(mdir, "model.safetensors"), F_OK) != 0) {
+		printf("not run: gguf tokenizer (no %s)\n", mdir);
+		return;
+	}
+	struct tern_merge_opts o = {.base = mdir};
+	enum tern_status st = tern_export_gguf_model(&o, out, TERN_GGUF_F16, NULL);
+	struct gfile *g = st ? NULL : gguf_read(out);
+	json_t *tj = json_load_file(pj(mdir, "tokenizer.json"), 0, NULL);
+	size_t n_merges = json_array_size(json_object_get(json_object_get(tj, "model"), "merges"));
+	const struct gkv *m = g ? kv_get(g, "tokenizer.ggml.merges") : NULL,
+			 *t = g ? kv_get(g, "tokenizer.ggml.tokens") : NULL;
+	const struct gkv *ab = g ? kv_get(g, "tokenizer.ggml.add_bos_token") : NULL;
+	/* the first merge string, as tokenizer.json has it */
+	bool first = false;
+	if (m && n_merges) {
+		const uint8_t *p = m->val + 12;
+		uint64_t n;
+		memcpy(&n, p, 8);
+		json_t *m0 = json_array_get(json_object_get(json_object_get(tj, "model"), "merges"), 0);
+		char want[256] = "";
+		if (json_is_string(m0))
+			snprintf(want, sizeof want, "%s", json_string_value(m0));
+		else /* the list form ["a", "b"] */
+			snprintf(want, sizeof want, "%s %s", json_string_value(json_array_get(m0, 0)),
+				 json_string_value(json_array_get(m0, 1)));
+		first = n == strlen(want) && !memcmp(p + 8, want, n);
+	}
+	check(g && kv_str_is(g, "tokenizer.ggml.model", "gpt2") &&
+		      kv_str_is(g, "tokenizer.ggml.pre", "gpt-2") && t && t->alen == 1936 && m &&
+		      m->alen == n_merges && first && kv_u32(g, "tokenizer.ggml.bos_token_id") == 0 &&
+		      kv_u32(g, "tokenizer.ggml.eos_token_id") == 1 && ab && ab->type == 7 && ab->val[0] == 1,
+	      "gguf demo model: tokenizer gpt2 / gpt-2, %llu tokens, %llu merges (tokenizer.json %zu, first equal), bos 0, eos "
+	      "1, add_bos (%s)",
+	      t ? (unsigned long long)t->alen : 0ull, m ? (unsigned long long)m->alen : 0ull, n_merges,
+	      st ? tern_error() : "ok");
+	json_decref(tj);
+	gguf_free(g);
+}
+
 int main(void)
 {
 	data = getenv("TERN_TEST_DATA");
@@ -752,6 +798,7 @@ int main(void)
 	gguf_case("mistral", true);
 	gguf_case("qwen2", false);
 	gguf_case("qwen3", false);
+	gguf_tokenizer();
 	rm_tree(tmp);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;

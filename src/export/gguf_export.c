@@ -205,6 +205,19 @@ static const char *split_regex(json_t *pre)
 	return NULL;
 }
 
+/* A ByteLevel pre-tokenizer (alone or in a Sequence) with use_regex: GPT-2's split. */
+static bool byte_level_regex(json_t *pre)
+{
+	if (!pre)
+		return false;
+	if (!strcmp(json_string_value(json_object_get(pre, "type")) ?: "", "ByteLevel"))
+		return !json_is_false(json_object_get(pre, "use_regex"));
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(pre, "pretokenizers"), i, x) if (byte_level_regex(x)) return true;
+	return false;
+}
+
 /* tokenizer.ggml.* and tokenizer.chat_template from tokenizer.json, tokenizer_config.json and
  * config.json. A directory without tokenizer.json gets no tokenizer (logged). */
 static enum tern_status put_tokenizer(struct tern_gguf_writer *w, const char *dir,
@@ -329,6 +342,8 @@ static enum tern_status put_tokenizer(struct tern_gguf_writer *w, const char *di
 			pre = "llama-bpe";
 		else if (re && strstr(re, "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"))
 			pre = "qwen2";
+		else if (!re && byte_level_regex(json_object_get(tj, "pre_tokenizer")))
+			pre = "gpt-2"; /* ByteLevel with GPT-2's own split */
 		tern_gguf_kv_str(w, "tokenizer.ggml.model", "gpt2");
 		tern_gguf_kv_str(w, "tokenizer.ggml.pre", pre);
 	}
