@@ -15,7 +15,8 @@ equals the base. llama_nf4: the base projections are first replaced by dequantiz
 of a QLoRA adapter into its NF4 base computes (PEFT's merge on a bitsandbytes Linear4bit adds the
 delta to the dequantized weight); tern quantizes the fp32 model itself (--base-format nf4-dq).
 
-Deterministic: run twice, byte-identical files. torch CPU, one thread.
+Deterministic: run twice, the same tensors bit for bit (the order of the __metadata__ keys in the
+header may differ: safetensors keeps them in a hash map). torch CPU, one thread.
 """
 import argparse
 import json
@@ -43,6 +44,7 @@ CASES = {  # case: base format tern merges into
     "qwen3": "auto",       # tied embeddings, head_dim != D/H
     "mistral": "auto",     # q_proj, v_proj only
     "llama_save": "auto",  # modules_to_save embed_tokens + lm_head
+    "qwen3_save": "auto",  # modules_to_save on a tied base: the merged model gets its own lm_head
     "llama_nf4": "nf4-dq",
 }
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -75,15 +77,12 @@ def changed(case):
             continue
         if not torch.equal(base[k], v):
             out[k] = v.detach().contiguous().float()
-    # a tied base whose lm_head comes from the adapter
-    if "lm_head.weight" in merged and "lm_head.weight" not in base and "lm_head.weight" not in out:
-        pass
     return out
 
 
-def make():
+def make(cases):
     os.makedirs(OUT, exist_ok=True)
-    for case in CASES:
+    for case in cases:
         t = changed(case)
         path = os.path.join(OUT, f"{case}.safetensors")
         save_file(dict(sorted(t.items())), path, metadata={"format": "pt", "peft": peft.__version__,
@@ -122,9 +121,10 @@ def check(tern):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", metavar="TERN", help="the tern binary to check")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to write (default all)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     if a.check:
         sys.exit(check(a.check))
-    make()
+    make(a.cases.split(","))

@@ -140,7 +140,10 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 	if ((st = tern_model_tensor_map(&s->cfg, &spec, &ns)))
 		goto out;
 	bool head_full = s->lora && ((s->lora->full_have >> TERN_FULL_HEAD) & 1u);
-	s->untied = s->cfg.tie_embeddings && head_full;
+	bool embed_full = s->lora && ((s->lora->full_have >> TERN_FULL_EMBED) & 1u);
+	/* PEFT's merge unties a tied model whose embed_tokens or lm_head were trained in full: lm_head
+	 * is then the adapter's own copy, or the base embedding the model was tied to */
+	s->untied = s->cfg.tie_embeddings && (head_full || embed_full);
 	s->t = tern_calloc(ns + 1, sizeof *s->t);
 	if (!s->t) {
 		st = TERN_E_NOMEM;
@@ -169,7 +172,8 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 						       .ndim = 2,
 						       .shape = {s->cfg.V, s->cfg.D},
 						       .numel = s->cfg.V * s->cfg.D,
-						       .replaced = true};
+						       .replaced = head_full,
+						       .from_embed = !head_full};
 		}
 	}
 	/* Weights: the safetensors as stored when no conversion is asked, else a pack. */
@@ -184,7 +188,7 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 		if ((st = tern_st_model_open(o->base, &s->st)))
 			goto out;
 		for (size_t i = 0; i < s->n; i++)
-			if (!(s->untied && s->t[i].role == TERN_ROLE_HEAD)) {
+			if (!(s->untied && s->t[i].role == TERN_ROLE_HEAD)) { /* not in the checkpoint */
 				const struct tern_st_tensor *t;
 				if ((st = tern_st_model_get(s->st, s->t[i].name, &t)))
 					goto out;
@@ -244,10 +248,13 @@ enum tern_status tern_msrc_read(struct tern_msrc *s, size_t i, float *out)
 	}
 	if (s->st) {
 		const struct tern_st_tensor *x;
-		if ((st = tern_st_model_get(s->st, t->name, &x)) || (st = tern_st_tensor_f32(x, out)))
+		if ((st = tern_st_model_get(s->st, t->from_embed ? "model.embed_tokens.weight" : t->name,
+					    &x)) ||
+		    (st = tern_st_tensor_f32(x, out)))
 			return st;
 	} else {
-		const struct tern_pack_tensor *p = tern_model_tensor(s->model, t->layer, t->role);
+		const struct tern_pack_tensor *p =
+			tern_model_tensor(s->model, t->layer, t->from_embed ? TERN_ROLE_EMBED : t->role);
 		if (!p)
 			return tern_fail(TERN_E_FORMAT, "%s: tensor %s not in the pack", s->pack_path,
 					 t->name);

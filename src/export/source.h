@@ -29,8 +29,9 @@ struct tern_msrc_tensor {
 	int ndim;         /* 1 or 2 */
 	int64_t shape[2]; /* [O, I]; vectors [n, 1] */
 	int64_t numel;
-	bool merged;   /* W + scale B A */
-	bool replaced; /* taken from the adapter's modules_to_save */
+	bool merged;     /* W + scale B A */
+	bool replaced;   /* taken from the adapter's modules_to_save */
+	bool from_embed; /* lm_head of an untied base: the base's embed_tokens */
 };
 
 struct tern_msrc {
