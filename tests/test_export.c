@@ -15,6 +15,7 @@
  * Files go to a fresh directory under $TMPDIR (or /tmp), removed at the end. */
 #define _POSIX_C_SOURCE 200809L
 #include "core/core.h"
+#include "export/gguf.h"
 #include "export/source.h"
 #include "formats/safetensors.h"
 #include "model/config.h"
@@ -128,7 +129,12 @@ static bool skip_value(const uint8_t **p, const uint8_t *end, uint32_t t, struct
 
 static uint64_t type_bytes(uint32_t type, uint64_t n)
 {
-	return type == 0 ? n * 4 : type == 1 || type == 30 ? n * 2 : type == 8 ? n / 32 * 34 : 0;
+	return type == 0                 ? n * 4
+	       : type == 1 || type == 30 ? n * 2
+	       : type == 8               ? n / 32 * 34
+	       : type == 12              ? n / 256 * 144
+	       : type == 14              ? n / 256 * 210
+					 : 0;
 }
 
 /* Parses and validates a whole file; returns NULL with a reason printed. */
@@ -177,7 +183,7 @@ static struct gfile *gguf_read(const char *path)
 		}
 		if (!rd(&p, end, &t->type, 4) || !rd(&p, end, &t->off, 8))
 			goto bad;
-		if (t->type == 8 && t->ne[0] % 32)
+		if ((t->type == 8 && t->ne[0] % 32) || ((t->type == 12 || t->type == 14) && t->ne[0] % 256))
 			goto bad;
 		t->bytes = type_bytes(t->type, n);
 		if (!t->bytes || t->off % 32)
@@ -260,9 +266,54 @@ static float f16(const uint8_t *p)
 	return tern_f16_to_f32(h);
 }
 
+/* k-quant decoders, written from ggml's block layouts (gguf.h describes them). */
+static void deq_q4_k(const uint8_t *b, float *y)
+{
+	float d = f16(b), dmin = f16(b + 2);
+	const uint8_t *s = b + 4, *q = b + 16;
+	for (int j = 0; j < 8; j++) {
+		int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+		int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+		for (int i = 0; i < 32; i++) {
+			const uint8_t *byte = q + (j / 2) * 32 + i;
+			int v = j % 2 ? *byte >> 4 : *byte & 15;
+			y[32 * j + i] = d * (float)sc * (float)v - dmin * (float)m;
+		}
+	}
+}
+
+static void deq_q6_k(const uint8_t *b, float *y)
+{
+	const uint8_t *ql = b, *qh = b + 128;
+	const int8_t *sc = (const int8_t *)(b + 192);
+	float d = f16(b + 208);
+	for (int n = 0; n < 256; n += 128) {
+		for (int l = 0; l < 32; l++) {
+			int is = l / 16;
+			int q1 = ((ql[l] & 15) | ((qh[l] >> 0) & 3) << 4) - 32;
+			int q2 = ((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32;
+			int q3 = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
+			int q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+			y[n + l] = d * sc[is] * q1;
+			y[n + l + 32] = d * sc[is + 2] * q2;
+			y[n + l + 64] = d * sc[is + 4] * q3;
+			y[n + l + 96] = d * sc[is + 6] * q4;
+		}
+		ql += 64;
+		qh += 32;
+		sc += 8;
+	}
+}
+
 /* Dequantizes tensor t; n values. */
 static void deq(const struct gten *t, float *out, int64_t n)
 {
+	if (t->type == 12 || t->type == 14) {
+		for (int64_t b = 0; b < n / 256; b++)
+			(t->type == 12 ? deq_q4_k : deq_q6_k)(t->data + b * (t->type == 12 ? 144 : 210),
+							      out + b * 256);
+		return;
+	}
 	for (int64_t i = 0; i < n; i++) {
 		uint16_t h;
 		switch (t->type) {
@@ -563,11 +614,12 @@ static void gguf_case(const char *name, bool llama_perm)
 		check(false, "gguf %s: the f32 merge to compare with: %s", name, tern_error());
 		return;
 	}
+	/* q4_k_m on these small models: rows of 64 / 96 fall back to Q8_0, of 80 to F16 */
 	static const enum tern_gguf_type types[] = {TERN_GGUF_F32, TERN_GGUF_F16, TERN_GGUF_BF16,
-						    TERN_GGUF_Q8_0};
-	static const uint32_t ggml[] = {0, 1, 30, 8};
-	static const uint32_t ftype[] = {0, 1, 32, 7};
-	for (int ti = 0; ti < 4; ti++) {
+						    TERN_GGUF_Q8_0, TERN_GGUF_Q4_K_M};
+	static const uint32_t ggml[] = {0, 1, 30, 8, 8};
+	static const uint32_t ftype[] = {0, 1, 32, 7, 15};
+	for (int ti = 0; ti < 5; ti++) {
 		char out[4400];
 		snprintf(out, sizeof out, "%s/%s-%s.gguf", tmp, name, tern_gguf_type_name(types[ti]));
 		struct tern_merge_opts o = {.base = mdir, .adapter = adir};
@@ -666,10 +718,11 @@ static void gguf_case(const char *name, bool llama_perm)
 			      n == tern_st_model_count(ref),
 		      "gguf %s %s: %zu tensors round-trip (%s)%s%.3g", name, tern_gguf_type_name(types[ti]),
 		      n,
-		      ti == 0  ? "exact"
-		      : ti < 3 ? "exact rounding"
-			       : "ggml's codes; error <= (0.5 + 127/2048) step",
-		      ti == 3 ? ", worst error in steps " : "", ti == 3 ? worst : 0.0);
+		      ti == 0   ? "exact"
+		      : ti < 3  ? "exact rounding"
+		      : ti == 3 ? "ggml's codes; error <= (0.5 + 127/2048) step"
+				: "Q8_0 / F16 fallbacks for rows not a multiple of 256",
+		      ti >= 3 ? ", worst error in steps " : "", ti >= 3 ? worst : 0.0);
 		(void)worst;
 		gguf_free(g);
 	}
@@ -728,6 +781,45 @@ static void gguf_case(const char *name, bool llama_perm)
 	      llama_perm ? " (q/k rows permuted)" : "", bad);
 	gguf_free(g);
 	tern_st_close(a);
+}
+
+/* Q4_K and Q6_K: the writer's blocks decoded by the decoders above. */
+static void kquants(void)
+{
+	enum { N = 4 * 256 };
+	static float x[N], y[N];
+	static uint8_t buf[N];
+	uint64_t r = 12345;
+	for (int i = 0; i < N; i++) { /* a sum of uniforms (roughly normal), some blocks special */
+		double v = 0;
+		for (int k = 0; k < 4; k++) {
+			r = r * 6364136223846793005ull + 1442695040888963407ull;
+			v += (double)(r >> 11) / 9007199254740992.0 - 0.5;
+		}
+		x[i] = i < 256 ? 0.0f : i < 512 ? (float)(0.05 * v + 0.02) : (float)(0.05 * v);
+	}
+	x[700] = 0.9f; /* an outlier */
+	static const uint32_t types[] = {12, 14};
+	static const double limit[] = {0.12, 0.03};
+	for (int k = 0; k < 2; k++) {
+		struct gten t = {.type = types[k], .data = buf};
+		tern_ggml_from_f32((enum tern_ggml_type)types[k], x, N, buf);
+		deq(&t, y, N);
+		double e2 = 0, x2 = 0;
+		bool zero = true;
+		for (int i = 0; i < N; i++) {
+			if (i < 256)
+				zero = zero && y[i] == 0.0f;
+			else {
+				e2 += (double)(y[i] - x[i]) * (y[i] - x[i]);
+				x2 += (double)x[i] * x[i];
+			}
+		}
+		double rel = sqrt(e2 / x2);
+		check(zero && rel < limit[k] && fabs(y[700] - x[700]) < 0.06,
+		      "%s: an all-zero block decodes to 0, relative error %.4f (< %.2f), outlier %.3f -> %.3f",
+		      k ? "Q6_K" : "Q4_K", rel, limit[k], x[700], y[700]);
+	}
 }
 
 /* The demo model's real byte-level BPE tokenizer in the metadata. */
@@ -802,6 +894,7 @@ int main(void)
 	gguf_case("qwen2", false);
 	gguf_case("qwen3", false);
 	gguf_tokenizer();
+	kquants();
 	rm_tree(tmp);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;

@@ -197,6 +197,48 @@ def llama_cpp_logits(path, ids, lora=None):
     return out
 
 
+def check_q4_k_m(binary, d):
+    """A random llama with rows of 256 (the k-quants' super-block): the Q4_K_M type choices and
+    gguf-py's decode of tern's Q4_K / Q6_K blocks against the source weights."""
+    mdir = os.path.join(d, "k-model")
+    cfg = tf.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(cfg).float()
+    model.save_pretrained(mdir)
+    import shutil
+    shutil.copy(os.path.join(GOLD, "llama", "model", "tokenizer.json"), mdir)
+    out = os.path.join(d, "k.gguf")
+    tern(binary, "export", "gguf", "--base", mdir, "--out", out, "--type", "q4_k_m")
+    r = gguf.GGUFReader(out)
+    if field(r, "general.file_type") != 15:
+        fail(f"q4_k_m: general.file_type {field(r, 'general.file_type')}")
+    sd = model.state_dict()
+    T = gguf.GGMLQuantizationType
+    worst = {T.Q4_K: 0.0, T.Q6_K: 0.0}
+    for t in r.tensors:
+        if t.name.endswith("norm.weight"):
+            continue
+        hf = [k for k in sd if gname(k) == t.name][0]
+        w = sd[hf].float().numpy()
+        if ".q_proj." in hf or ".k_proj." in hf:
+            w = permute(w, 4 if ".q_proj." in hf else 2)
+        layer = int(t.name.split(".")[1]) if t.name.startswith("blk.") else -1
+        more = layer >= 0 and (layer < 1 or layer >= 7 or (layer - 1) % 3 == 2)
+        want = T.Q6_K if t.name == "output.weight" or (more and (".attn_v." in t.name or ".ffn_down." in t.name)) else T.Q4_K
+        if t.tensor_type != want:
+            fail(f"q4_k_m: {t.name} is {t.tensor_type.name}, expected {want.name}")
+            continue
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(w.shape)
+        rel = float(np.linalg.norm(got - w) / np.linalg.norm(w))
+        worst[want] = max(worst[want], rel)
+    print(f"q4_k_m   model: {len(r.tensors)} tensors, gguf-py decodes them; relative error Q4_K {worst[T.Q4_K]:.4f}, "
+          f"Q6_K {worst[T.Q6_K]:.4f}")
+    if worst[T.Q4_K] > 0.12 or worst[T.Q6_K] > 0.03:
+        fail("q4_k_m: error too large")
+    return mdir, out
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "tern")
     torch.set_num_threads(1)
@@ -244,6 +286,15 @@ def main():
                       f"base + GGUF LoRA vs PEFT {e2:.3g}, argmax equal {g2}")
                 if e1 > 1e-3 or e2 > 1e-3 or not g1 or not g2:
                     fail(f"{case}: llama.cpp logits differ ({e1:.3g}, {e2:.3g})")
+        kdir, kfile = check_q4_k_m(binary, d)
+        if have_lcpp:
+            m = tf.AutoModelForCausalLM.from_pretrained(kdir, dtype=torch.float32, attn_implementation="eager")
+            with torch.no_grad():
+                ref = m(input_ids=torch.tensor([ids])).logits[0].numpy()
+            got = llama_cpp_logits(kfile, ids)
+            agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
+            print(f"q4_k_m   llama.cpp: max |logits - transformers (f32)| {np.abs(got - ref).max():.3g}, "
+                  f"argmax agreement {agree:.2f}")
     print("FAILED" if failures else "all GGUF checks passed")
     return 1 if failures else 0
 

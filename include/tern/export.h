@@ -50,8 +50,18 @@ enum tern_status tern_merge(const struct tern_merge_opts *o, const char *out, co
 			    uint64_t shard_bytes, struct tern_merge_result *res);
 
 /* GGUF outputs. */
-enum tern_gguf_type { TERN_GGUF_F32, TERN_GGUF_F16, TERN_GGUF_BF16, TERN_GGUF_Q8_0, TERN_GGUF_TYPE_COUNT };
-/* "f32", "f16", "bf16", "q8_0"; parse answers TERN_E_INVALID for other names. */
+enum tern_gguf_type {
+	TERN_GGUF_F32,
+	TERN_GGUF_F16,
+	TERN_GGUF_BF16,
+	TERN_GGUF_Q8_0,
+	TERN_GGUF_Q4_K_M, /* llama-quantize's mix: Q4_K, Q6_K for output (a tied token_embd) and for
+			   * attn_v / ffn_down of the first and last eighth of layers and every third
+			   * between; a row not a multiple of 256 falls back to Q8_0 (llama.cpp: Q5_0 /
+			   * Q8_0), not a multiple of 32 to F16. Merged model only. */
+	TERN_GGUF_TYPE_COUNT
+};
+/* "f32", "f16", "bf16", "q8_0", "q4_k_m"; parse answers TERN_E_INVALID for other names. */
 const char *tern_gguf_type_name(enum tern_gguf_type t);
 enum tern_status tern_gguf_type_parse(const char *s, enum tern_gguf_type *out);
 

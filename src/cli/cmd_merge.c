@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char *const dtypes[] = {"bf16", "f16", "f32", NULL};
-static const char *const gtypes[] = {"f16", "bf16", "q8_0", "f32", NULL};
+static const char *const gtypes[] = {"f16", "bf16", "q8_0", "q4_k_m", "f32", NULL};
 static const char *const formats[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
 
 struct merge_args {
@@ -31,7 +31,7 @@ static const struct tern_cli_opt merge_opts[] = {
 
 static const struct tern_cli_opt gguf_opts[] = {
 	{"--type", "T", TERN_CLI_CHOICE, .choices = gtypes, .dst = &args.type,
-	 .help = "tensor type: f16, bf16, q8_0, f32 (default f16; a LoRA: f32)"},
+	 .help = "tensor type: f16, bf16, q8_0, q4_k_m (a model), f32\n(default f16; a LoRA: f32)"},
 	{"--base-format", "F", TERN_CLI_CHOICE, .choices = formats, .dst = &args.format,
 	 .help = "as for tern merge"},
 	{NULL, NULL, TERN_CLI_INT, .help = NULL},

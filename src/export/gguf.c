@@ -18,8 +18,113 @@ uint64_t tern_ggml_row_bytes(enum tern_ggml_type t, int64_t n)
 	case TERN_GGML_F16:
 	case TERN_GGML_BF16: return (uint64_t)n * 2;
 	case TERN_GGML_Q8_0: return (uint64_t)(n / TERN_Q8_0_BLOCK) * TERN_Q8_0_BYTES;
+	case TERN_GGML_Q4_K: return (uint64_t)(n / TERN_QK_K) * TERN_Q4_K_BYTES;
+	case TERN_GGML_Q6_K: return (uint64_t)(n / TERN_QK_K) * TERN_Q6_K_BYTES;
 	}
 	return 0;
+}
+
+static int nearest(float x) { return (int)lrintf(x); }
+
+static void put_f16(uint8_t *p, float v)
+{
+	uint16_t h = tern_f32_to_f16(v);
+	memcpy(p, &h, 2);
+}
+
+static void q4_k_block(const float *x, uint8_t *o)
+{
+	float scale[8], mn[8], max_scale = 0, max_min = 0;
+	for (int j = 0; j < 8; j++) {
+		float lo = x[32 * j], hi = x[32 * j];
+		for (int i = 1; i < 32; i++) {
+			lo = fminf(lo, x[32 * j + i]);
+			hi = fmaxf(hi, x[32 * j + i]);
+		}
+		lo = fminf(lo, 0.0f); /* x = scale * q - min with min >= 0 */
+		scale[j] = (hi - lo) / 15.0f;
+		mn[j] = -lo;
+		max_scale = fmaxf(max_scale, scale[j]);
+		max_min = fmaxf(max_min, mn[j]);
+	}
+	float is = max_scale > 0 ? 63.0f / max_scale : 0.0f, im = max_min > 0 ? 63.0f / max_min : 0.0f;
+	uint8_t *sc = o + 4, *qs = o + 16, ls[8], lm[8];
+	memset(sc, 0, 12);
+	for (int j = 0; j < 8; j++) {
+		ls[j] = (uint8_t)(nearest(is * scale[j]) > 63 ? 63 : nearest(is * scale[j]));
+		lm[j] = (uint8_t)(nearest(im * mn[j]) > 63 ? 63 : nearest(im * mn[j]));
+		if (j < 4) {
+			sc[j] = ls[j];
+			sc[j + 4] = lm[j];
+		} else {
+			sc[j + 4] = (uint8_t)((ls[j] & 15) | (lm[j] & 15) << 4);
+			sc[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+			sc[j] |= (uint8_t)((lm[j] >> 4) << 6);
+		}
+	}
+	put_f16(o, max_scale / 63.0f);
+	put_f16(o + 2, max_min / 63.0f);
+	float d = tern_f16_to_f32(tern_f32_to_f16(max_scale / 63.0f)),
+	      dmin = tern_f16_to_f32(tern_f32_to_f16(max_min / 63.0f));
+	uint8_t L[TERN_QK_K];
+	for (int j = 0; j < 8; j++) {
+		float dj = d * ls[j], mj = dmin * lm[j];
+		for (int i = 0; i < 32; i++) {
+			int q = dj > 0 ? nearest((x[32 * j + i] + mj) / dj) : 0;
+			L[32 * j + i] = (uint8_t)(q < 0 ? 0 : q > 15 ? 15 : q);
+		}
+	}
+	for (int j = 0; j < TERN_QK_K; j += 64)
+		for (int l = 0; l < 32; l++)
+			qs[j / 2 + l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
+}
+
+static void q6_k_block(const float *x, uint8_t *o)
+{
+	float scale[16], max_scale = 0, amax_s = 0;
+	for (int j = 0; j < 16; j++) {
+		float m = 0, am = 0;
+		for (int i = 0; i < 16; i++)
+			if (fabsf(x[16 * j + i]) > am) {
+				am = fabsf(x[16 * j + i]);
+				m = x[16 * j + i];
+			}
+		scale[j] = m / -32.0f; /* the largest value maps to -32 */
+		if (fabsf(scale[j]) > amax_s) {
+			amax_s = fabsf(scale[j]);
+			max_scale = scale[j];
+		}
+	}
+	uint8_t *ql = o, *qh = o + 128, L[TERN_QK_K];
+	int8_t *sc = (int8_t *)(o + 192);
+	if (amax_s == 0) { /* d = 0: every value decodes to 0 */
+		memset(o, 0, TERN_Q6_K_BYTES);
+		return;
+	}
+	float iscale = -128.0f / max_scale;
+	put_f16(o + 208, 1.0f / iscale);
+	float d = tern_f16_to_f32(tern_f32_to_f16(1.0f / iscale));
+	for (int j = 0; j < 16; j++) {
+		int s = nearest(iscale * scale[j]);
+		sc[j] = (int8_t)(s > 127 ? 127 : s < -128 ? -128 : s);
+		float dj = d * sc[j];
+		for (int i = 0; i < 16; i++) {
+			int q = dj != 0 ? nearest(x[16 * j + i] / dj) : 0;
+			q = q < -32 ? -32 : q > 31 ? 31 : q;
+			L[16 * j + i] = (uint8_t)(q + 32);
+		}
+	}
+	for (int j = 0; j < TERN_QK_K; j += 128) {
+		for (int l = 0; l < 32; l++) {
+			const uint8_t *q = L + j + l;
+			ql[l] = (uint8_t)((q[0] & 15) | (q[64] & 15) << 4);
+			ql[l + 32] = (uint8_t)((q[32] & 15) | (q[96] & 15) << 4);
+			qh[l] = (uint8_t)((q[0] >> 4) | (q[32] >> 4) << 2 | (q[64] >> 4) << 4 |
+					  (q[96] >> 4) << 6);
+		}
+		ql += 64;
+		qh += 32;
+	}
 }
 
 void tern_ggml_from_f32(enum tern_ggml_type t, const float *x, int64_t n, void *dst)
@@ -47,6 +152,14 @@ void tern_ggml_from_f32(enum tern_ggml_type t, const float *x, int64_t n, void *
 			for (int j = 0; j < TERN_Q8_0_BLOCK; j++)
 				o[2 + j] = (uint8_t)(int8_t)roundf(v[j] * id);
 		}
+		return;
+	case TERN_GGML_Q4_K:
+		for (int64_t b = 0; b < n / TERN_QK_K; b++)
+			q4_k_block(x + b * TERN_QK_K, d + b * TERN_Q4_K_BYTES);
+		return;
+	case TERN_GGML_Q6_K:
+		for (int64_t b = 0; b < n / TERN_QK_K; b++)
+			q6_k_block(x + b * TERN_QK_K, d + b * TERN_Q6_K_BYTES);
 		return;
 	}
 }

@@ -42,12 +42,34 @@ enum tern_gguf_vtype {
 	TERN_GV_F64 = 12,
 };
 
-enum tern_ggml_type { TERN_GGML_F32 = 0, TERN_GGML_F16 = 1, TERN_GGML_Q8_0 = 8, TERN_GGML_BF16 = 30 };
+enum tern_ggml_type {
+	TERN_GGML_F32 = 0,
+	TERN_GGML_F16 = 1,
+	TERN_GGML_Q8_0 = 8,
+	TERN_GGML_Q4_K = 12,
+	TERN_GGML_Q6_K = 14,
+	TERN_GGML_BF16 = 30
+};
 
 #define TERN_Q8_0_BLOCK 32
 #define TERN_Q8_0_BYTES 34
+/* k-quants: super-blocks of 256 values.
+ * Q4_K (144 bytes): f16 d, f16 dmin, u8 scales[12] (eight 6-bit scales and eight 6-bit mins of
+ *   the 32-value sub-blocks: sub-block j < 4 scale = s[j] & 63, min = s[j + 4] & 63; j >= 4 scale
+ *   = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4, min = (s[j + 4] >> 4) | (s[j] >> 6) << 4), u8 qs[128]
+ *   (for each 64 values: 32 bytes, low nibbles the first 32, high nibbles the next 32);
+ *   x = d * scale * q - dmin * min, q in 0..15.
+ * Q6_K (210 bytes): u8 ql[128], u8 qh[64], i8 scales[16] (one per 16 values), f16 d; for each
+ *   128 values (ql += 64, qh += 32, scales += 8), l < 32: q of value l is ql[l] & 15 | (qh[l] & 3)
+ *   << 4, of l + 32 ql[l + 32] & 15 | (qh[l] >> 2 & 3) << 4, of l + 64 ql[l] >> 4 | (qh[l] >> 4 &
+ *   3) << 4, of l + 96 ql[l + 32] >> 4 | (qh[l] >> 6) << 4; x = d * scales[k] * (q - 32).
+ * tern picks each sub-block's scale and minimum from its range (min/max, not ggml's iterative
+ * search): a valid encoding every reader decodes, a little less precise than llama-quantize's. */
+#define TERN_QK_K 256
+#define TERN_Q4_K_BYTES 144
+#define TERN_Q6_K_BYTES 210
 
-/* Bytes of a row of n values (n a multiple of 32 for Q8_0). */
+/* Bytes of a row of n values (n a multiple of 32 for Q8_0, of 256 for Q4_K and Q6_K). */
 uint64_t tern_ggml_row_bytes(enum tern_ggml_type t, int64_t n);
 /* Converts n fp32 values (n a multiple of 32 for Q8_0) to type t into dst. */
 void tern_ggml_from_f32(enum tern_ggml_type t, const float *x, int64_t n, void *dst);

@@ -30,7 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const gtype_names[] = {"f32", "f16", "bf16", "q8_0"};
+static const char *const gtype_names[] = {"f32", "f16", "bf16", "q8_0", "q4_k_m"};
 
 const char *tern_gguf_type_name(enum tern_gguf_type t)
 {
@@ -44,21 +44,27 @@ enum tern_status tern_gguf_type_parse(const char *s, enum tern_gguf_type *out)
 			*out = (enum tern_gguf_type)i;
 			return TERN_OK;
 		}
-	return tern_fail(TERN_E_INVALID, "GGUF type '%s' (allowed: f32, f16, bf16, q8_0)", s ? s : "");
+	return tern_fail(TERN_E_INVALID, "GGUF type '%s' (allowed: f32, f16, bf16, q8_0, q4_k_m)",
+			 s ? s : "");
 }
 
 static enum tern_ggml_type ggml_of(enum tern_gguf_type t)
 {
-	return t == TERN_GGUF_F16    ? TERN_GGML_F16
-	       : t == TERN_GGUF_BF16 ? TERN_GGML_BF16
-	       : t == TERN_GGUF_Q8_0 ? TERN_GGML_Q8_0
-				     : TERN_GGML_F32;
+	return t == TERN_GGUF_F16      ? TERN_GGML_F16
+	       : t == TERN_GGUF_BF16   ? TERN_GGML_BF16
+	       : t == TERN_GGUF_Q8_0   ? TERN_GGML_Q8_0
+	       : t == TERN_GGUF_Q4_K_M ? TERN_GGML_Q4_K
+				       : TERN_GGML_F32;
 }
 
 /* llama.cpp's general.file_type (LlamaFileType). */
 static uint32_t file_type(enum tern_gguf_type t)
 {
-	return t == TERN_GGUF_F16 ? 1 : t == TERN_GGUF_BF16 ? 32 : t == TERN_GGUF_Q8_0 ? 7 : 0;
+	return t == TERN_GGUF_F16      ? 1
+	       : t == TERN_GGUF_BF16   ? 32
+	       : t == TERN_GGUF_Q8_0   ? 7
+	       : t == TERN_GGUF_Q4_K_M ? 15
+				       : 0;
 }
 
 static const char *gguf_arch(const struct tern_model_config *c)
@@ -442,6 +448,28 @@ static const char *base_name(const char *dir)
 
 /* ---- the merged model ---- */
 
+/* llama-quantize's use_more_bits: the first and last eighth of the layers, every third between. */
+static bool more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* The ggml type of a matrix for file type t (llama.cpp's choices, fallbacks for short rows). */
+static enum tern_ggml_type matrix_type(enum tern_gguf_type t, const struct tern_msrc_tensor *x,
+				       const struct tern_model_config *c)
+{
+	enum tern_ggml_type g = ggml_of(t);
+	if (t == TERN_GGUF_Q4_K_M) {
+		bool out = x->role == TERN_ROLE_HEAD || (x->role == TERN_ROLE_EMBED && c->tie_embeddings);
+		bool more =
+			(x->role == TERN_ROLE_V || x->role == TERN_ROLE_DOWN) && more_bits(x->layer, c->L);
+		if (out || more)
+			g = TERN_GGML_Q6_K;
+		if (x->shape[1] % TERN_QK_K)
+			g = TERN_GGML_Q8_0;
+	}
+	if (g == TERN_GGML_Q8_0 && x->shape[1] % TERN_Q8_0_BLOCK)
+		g = TERN_GGML_F16;
+	return g;
+}
+
 enum tern_status tern_export_gguf_model(const struct tern_merge_opts *o, const char *out,
 					enum tern_gguf_type type, struct tern_merge_result *res)
 {
@@ -497,11 +525,7 @@ enum tern_status tern_export_gguf_model(const struct tern_merge_opts *o, const c
 			goto out;
 		}
 		int64_t ne[2] = {t->shape[1], t->shape[0]};
-		enum tern_ggml_type g = ggml_of(type);
-		if (t->ndim == 1)
-			g = TERN_GGML_F32;
-		else if (g == TERN_GGML_Q8_0 && ne[0] % TERN_Q8_0_BLOCK)
-			g = TERN_GGML_F16;
+		enum tern_ggml_type g = t->ndim == 1 ? TERN_GGML_F32 : matrix_type(type, t, c);
 		tt[i] = g;
 		if (t->ndim == 1)
 			tern_gguf_tensor(w, name, 1, &t->shape[0], g);
@@ -592,6 +616,12 @@ enum tern_status tern_export_gguf_lora(const struct tern_merge_opts *o, const ch
 			"LoRA cannot carry them: use `tern export gguf` without --lora (the merged model)",
 			s->adapter, (L->full_have & 1u) ? "embed_tokens" : "", L->full_have == 3u ? ", " : "",
 			(L->full_have & 2u) ? "lm_head" : "");
+		goto out;
+	}
+	if (type == TERN_GGUF_Q4_K_M) {
+		st = tern_fail(TERN_E_UNSUPPORTED,
+			       "export gguf --lora: type q4_k_m is for models (allowed for an adapter: "
+			       "f32, f16, bf16, q8_0)");
 		goto out;
 	}
 	enum tern_ggml_type g0 = ggml_of(type);
