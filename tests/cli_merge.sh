@@ -38,6 +38,11 @@ sed -e "s|tests/data/golden/llama_nf4|$g|g" -e "s|^output_dir:.*|output_dir: $tm
 cmp -s "$tmp/m1/model.safetensors" "$tmp/m2/model.safetensors" && ok || bad "config and explicit merges differ"
 ls "$tmp/run" | grep -q tpack && bad "a temporary pack was left in the run directory" || ok
 
+# the base an adapter names (base_model_name_or_path, relative to the repository root here)
+(cd "$data/../.." && "$tern" merge --adapter tests/data/golden/llama/adapter_final --out "$tmp/m3" --dtype f32) \
+	>"$tmp/out" 2>"$tmp/err" && grep -q "into tests/data/golden/llama/model" "$tmp/out" && ok ||
+	bad "merge --adapter alone: $(cat "$tmp/out" "$tmp/err")"
+
 # 2. export gguf: the merged model and the LoRA
 "$tern" export gguf --base "$g/model" --adapter "$g/adapter_final" --out "$tmp/m.gguf" --type q8_0 >"$tmp/out" 2>"$tmp/err" &&
 	[ "$(head -c 4 "$tmp/m.gguf")" = GGUF ] && ok || bad "export gguf: $(cat "$tmp/err")"

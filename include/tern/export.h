@@ -18,7 +18,8 @@
 extern "C" {
 #endif
 
-/* What to merge. Exactly one of config and base; adapter may be NULL with a config
+/* What to merge. A config, or a base, or neither (then the base is the adapter's
+ * base_model_name_or_path, a directory or a Hub id); adapter may be NULL with a config
  * (<output_dir>/adapter, the adapter tern train writes). */
 struct tern_merge_opts {
 	const char *config;  /* a tern training config, or NULL */

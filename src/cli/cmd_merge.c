@@ -40,7 +40,7 @@ static const struct tern_cli_opt gguf_opts[] = {
 void tern_help_merge(void)
 {
 	printf("usage: tern merge CONFIG --out DIR [--adapter DIR] [--dtype T]\n"
-	       "       tern merge --base MODEL_DIR --adapter ADAPTER_DIR --out DIR [--dtype T]\n"
+	       "       tern merge [--base MODEL_DIR] --adapter ADAPTER_DIR --out DIR [--dtype T]\n"
 	       "\n"
 	       "Adds a LoRA adapter (tern's <output_dir>/adapter, or any PEFT LoRA directory) to its\n"
 	       "base model: "
@@ -127,8 +127,9 @@ static int check_inputs(const char *cmd, const char *usage)
 {
 	if (args.config && args.base)
 		return tern_cli_usage("%s: give CONFIG or --base DIR, not both", cmd);
-	if (!args.config && !args.base)
-		return tern_cli_usage("%s: missing CONFIG or --base DIR (usage: %s)", cmd, usage);
+	if (!args.config && !args.base && !args.adapter)
+		return tern_cli_usage("%s: missing CONFIG, --base DIR or --adapter DIR (usage: %s)", cmd,
+				      usage);
 	if (!args.out)
 		return tern_cli_usage("%s: missing --out (usage: %s)", cmd, usage);
 	return TERN_EXIT_OK;
@@ -158,10 +159,10 @@ int tern_cmd_merge(int argc, char **argv)
 		tern_help_merge();
 		return TERN_EXIT_OK;
 	}
-	const char *usage = "tern merge CONFIG --out DIR, or tern merge --base DIR --adapter DIR --out DIR";
+	const char *usage = "tern merge CONFIG --out DIR, or tern merge [--base DIR] --adapter DIR --out DIR";
 	if ((rc = check_inputs("merge", usage)))
 		return rc;
-	if (args.base && !args.adapter)
+	if (!args.config && !args.adapter)
 		return tern_cli_usage("merge: missing --adapter DIR (usage: %s)", usage);
 	unsigned long long shard = 0;
 	if (args.shard) {

@@ -37,8 +37,11 @@ enum tern_status tern_msrc_from_opts(const struct tern_merge_opts *o, const char
 	enum tern_base_format f = o->base_format;
 	bool keep = false;
 	*out = NULL;
-	if ((o->config != NULL) == (o->base != NULL))
+	if (o->config && o->base)
 		return tern_fail(TERN_E_INVALID, "merge: give a config or a base model directory (not both)");
+	if (!o->config && !o->base && !o->adapter)
+		return tern_fail(TERN_E_INVALID,
+				 "merge: give a config, or a base model directory and an adapter");
 	if (o->config) {
 		if ((st = tern_config_load(&cfg, o->config)))
 			goto out;
@@ -69,11 +72,29 @@ enum tern_status tern_msrc_from_opts(const struct tern_merge_opts *o, const char
 			if (!keep)
 				snprintf(pack, sizeof pack, "%s", tmp_pack);
 		}
-	} else {
+	} else if (o->base) {
 		if (!(base = strdup(o->base))) {
 			st = tern_fail(TERN_E_NOMEM, "out of host memory");
 			goto out;
 		}
+	} else { /* the base the adapter names (base_model_name_or_path: a directory or a Hub id) */
+		char *p = tern_path_join(o->adapter, "adapter_config.json");
+		json_t *root = p ? json_load_file(p, 0, NULL) : NULL;
+		const char *name = json_string_value(json_object_get(root, "base_model_name_or_path"));
+		if (!root)
+			st = tern_fail(TERN_E_IO,
+				       "%s: cannot read (an adapter directory holds adapter_config.json)",
+				       p ? p : o->adapter);
+		else if (!name || !*name)
+			st = tern_fail(
+				TERN_E_INVALID,
+				"%s: base_model_name_or_path is not set: give the base with --base DIR", p);
+		else
+			st = tern_hub_resolve(name, NULL, TERN_HUB_ALL, &base, NULL);
+		json_decref(root);
+		free(p);
+		if (st)
+			goto out;
 	}
 	if ((flags & TERN_MSRC_NEED_ADAPTER) && !adapter) {
 		st = tern_fail(TERN_E_INVALID, "merge: no adapter given (--adapter DIR)");
