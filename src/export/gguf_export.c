@@ -357,7 +357,7 @@ static enum tern_status put_tokenizer(struct tern_gguf_writer *w, const char *di
 	if (spm)
 		tern_gguf_kv_arr_f32(w, "tokenizer.ggml.scores", score, (size_t)V);
 	tern_gguf_kv_arr_i32(w, "tokenizer.ggml.token_type", type, (size_t)V);
-	if (!spm && n_merges)
+	if (!spm) /* llama.cpp requires the key for gpt2, even empty */
 		tern_gguf_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, n_merges);
 	free(pad);
 	/* special ids: tokenizer_config.json's tokens, else config.json's ids */
