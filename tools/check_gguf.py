@@ -9,8 +9,11 @@
      f32 1e-6, f16 and bf16 their rounding, Q8_0 half a quantisation step of the block; the LoRA
      file's lora_a / lora_b equal the adapter's A and (permuted) B exactly in f32;
   2. when llama-cpp-python is importable (built from its sdist; not needed otherwise): llama.cpp
-     loads the merged f32 GGUF and its logits match transformers on PEFT's merged model, and the
-     base f32 GGUF + the GGUF LoRA matches PEFT's unmerged model; greedy tokens compared too.
+     loads the merged f32 GGUF and its logits match transformers on PEFT's merged model within
+     1e-4, and the base f32 GGUF + the GGUF LoRA matches PEFT's unmerged model (Mistral: the
+     positions inside its sliding window, which llama.cpp's llama architecture does not have);
+     the demo model's GGUF tokenizes prompts as transformers does and continues them greedily
+     token for token; the Q4_K_M file loads and its logits are printed next to f32's.
 
     python3 tools/check_gguf.py build/tern
 """
@@ -240,6 +243,43 @@ def check_q4_k_m(binary, d):
     return mdir, out
 
 
+def check_demo(binary, d):
+    """llama.cpp on the demo model's f32 GGUF (a real byte-level BPE tokenizer): tokenization of
+    five alpaca prompts equal to transformers', greedy continuations equal token for token."""
+    import json
+    from llama_cpp import Llama
+    mdir = os.path.join(ROOT, "demo", "model")
+    out = os.path.join(d, "demo.gguf")
+    tern(binary, "export", "gguf", "--base", mdir, "--out", out, "--type", "f32")
+    tok = tf.AutoTokenizer.from_pretrained(mdir)
+    m = tf.AutoModelForCausalLM.from_pretrained(mdir, dtype=torch.float32)
+    L = Llama(model_path=out, n_ctx=256, verbose=False, n_threads=1, type_k=0, type_v=0, logits_all=True)
+    rows = [json.loads(x) for x in open(os.path.join(ROOT, "demo", "data", "train.jsonl"))][:5]
+    n_ok = 0
+    for r in rows:
+        text = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                "the request.\n\n### Instruction:\n" + r["instruction"] + "\n\n### Response:\n")
+        hf_ids = tok(text)["input_ids"]
+        lc_ids = L.tokenize(text.encode(), add_bos=True, special=False)
+        with torch.no_grad():
+            ref = m.generate(torch.tensor([hf_ids]), max_new_tokens=24, do_sample=False)[0][len(hf_ids):].tolist()
+        L.reset()
+        L.eval(lc_ids)
+        gen = []
+        for _ in range(24):
+            t = int(np.argmax(L.scores[L.n_tokens - 1]))
+            gen.append(t)
+            if t == tok.eos_token_id:
+                break
+            L.eval([t])
+        ok = hf_ids == lc_ids and ref == gen
+        n_ok += ok
+        if not ok:
+            fail(f"demo: prompt {r['instruction']!r}: tokens equal {hf_ids == lc_ids}, greedy {ref} vs {gen}")
+    print(f"demo     llama.cpp: {n_ok} of {len(rows)} prompts tokenized as transformers does and continued "
+          f"greedily token for token")
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "tern")
     torch.set_num_threads(1)
@@ -290,6 +330,8 @@ def main():
                       f"argmax equal {g1}; base + GGUF LoRA vs PEFT {e2:.3g}, argmax equal {g2}")
                 if e1 > 1e-4 or e2 > 1e-4 or not g1 or not g2:
                     fail(f"{case}: llama.cpp logits differ ({e1:.3g}, {e2:.3g})")
+        if have_lcpp:
+            check_demo(binary, d)
         kdir, kfile = check_q4_k_m(binary, d)
         if have_lcpp:
             m = tf.AutoModelForCausalLM.from_pretrained(kdir, dtype=torch.float32, attn_implementation="eager")
