@@ -77,5 +77,9 @@ int tern_cmd_chat(int argc, char **argv);
 void tern_help_generate(void);
 void tern_help_chat(void);
 void tern_help_report(void);
+int tern_cmd_merge(int argc, char **argv);
+int tern_cmd_export(int argc, char **argv);
+void tern_help_merge(void);
+void tern_help_export(void);
 
 #endif

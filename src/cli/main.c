@@ -218,6 +218,8 @@ static void print_usage(FILE *f)
 		"  generate MODEL     continue a prompt with a model (+ adapter), streamed as it comes\n"
 		"  chat MODEL         talk with a model (+ adapter) through its chat template\n"
 		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
+		"  merge CONFIG       merge the adapter into its base: a Hugging Face model directory\n"
+		"  export gguf CONFIG the merged model or the adapter as GGUF for llama.cpp\n"
 		"\n"
 		"options:\n"
 		"  -v, --verbose      more log output on stderr (info; twice: debug)\n"
@@ -294,8 +296,16 @@ static int help_for(int argc, char **argv)
 		tern_help_chat();
 		return TERN_EXIT_OK;
 	}
+	if (!strcmp(argv[0], "merge")) {
+		tern_help_merge();
+		return TERN_EXIT_OK;
+	}
+	if (!strcmp(argv[0], "export")) {
+		tern_help_export();
+		return TERN_EXIT_OK;
+	}
 	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat)",
+		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export)",
 		argv[0]);
 }
 
@@ -318,7 +328,7 @@ int main(int argc, char **argv)
 		} else {
 			return tern_cli_usage(
 				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat)",
+				"devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export)",
 				a);
 		}
 	}
@@ -350,6 +360,10 @@ int main(int argc, char **argv)
 		return tern_cmd_tokenize(argc - i, argv + i);
 	if (!strcmp(cmd, "train"))
 		return tern_cmd_train(argc - i, argv + i);
+	if (!strcmp(cmd, "merge"))
+		return tern_cmd_merge(argc - i, argv + i);
+	if (!strcmp(cmd, "export"))
+		return tern_cmd_export(argc - i, argv + i);
 	if (!strcmp(cmd, "eval"))
 		return tern_cmd_eval(argc - i, argv + i);
 	if (!strcmp(cmd, "plan"))
@@ -363,6 +377,6 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
 	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, help)",
+		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export, help)",
 		cmd);
 }
