@@ -201,30 +201,88 @@ void tern_cli_print_opts(const struct tern_cli_opt *opts)
 
 /* ---- commands ---- */
 
+/* `tern bench ops`: the one benchmark so far, named after the command. */
+static int cmd_bench(int argc, char **argv)
+{
+	if (argc < 1)
+		return tern_cli_usage("bench: missing what to benchmark (allowed: ops)");
+	if (is_help(argv[0])) {
+		tern_help_bench_ops();
+		return TERN_EXIT_OK;
+	}
+	if (strcmp(argv[0], "ops"))
+		return tern_cli_usage("bench: unknown benchmark '%s' (allowed: ops)", argv[0]);
+	return tern_cmd_bench_ops(argc - 1, argv + 1);
+}
+
+/* Every command: its name, how its usage line starts, what it does, and its two entry points
+ * (run gets the arguments after the name; help prints `tern <name> --help`). The usage text, the
+ * dispatch and the lists of allowed names all come from this table. */
+static const struct command {
+	const char *name;
+	const char *synopsis;
+	const char *summary;
+	int (*run)(int argc, char **argv);
+	void (*help)(void);
+} commands[] = {
+	{"devices", "devices", "list backends and devices with the capabilities that matter",
+	 tern_cmd_devices, tern_help_devices},
+	{"bench", "bench ops", "time every op at one shape; prints ms, GFLOP/s and GB/s", cmd_bench,
+	 tern_help_bench_ops},
+	{"info", "info DIR|ORG/NAME", "a model directory or Hub id: architecture, sizes, parameters, memory",
+	 tern_cmd_info, tern_help_info},
+	{"quantize", "quantize DIR",
+	 "convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)", tern_cmd_quantize,
+	 tern_help_quantize},
+	{"train", "train CONFIG", "fine-tune a LoRA/QLoRA adapter as a YAML config says", tern_cmd_train,
+	 tern_help_train},
+	{"eval", "eval CONFIG", "loss and perplexity of the base model and of base + adapter", tern_cmd_eval,
+	 tern_help_eval},
+	{"plan", "plan CONFIG", "where each layer would live (device, host, disk) under memory budgets",
+	 tern_cmd_plan, tern_help_plan},
+	{"report", "report DIR", "charts of a run's metrics.jsonl as one HTML page (DIR/report.html)",
+	 tern_cmd_report, tern_help_report},
+	{"generate", "generate MODEL", "continue a prompt with a model (+ adapter), streamed as it comes",
+	 tern_cmd_generate, tern_help_generate},
+	{"chat", "chat MODEL", "talk with a model (+ adapter) through its chat template", tern_cmd_chat,
+	 tern_help_chat},
+	{"tokenize", "tokenize", "encode text with a model's tokenizer.json (ids as JSON), or --decode",
+	 tern_cmd_tokenize, tern_help_tokenize},
+	{"merge", "merge CONFIG", "merge the adapter into its base: a Hugging Face model directory",
+	 tern_cmd_merge, tern_help_merge},
+	{"export", "export gguf CONFIG", "the merged model or the adapter as GGUF for llama.cpp",
+	 tern_cmd_export, tern_help_export},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+/* "devices, bench, ..." for the error lines that list what is allowed. */
+static const char *command_names(void)
+{
+	static char buf[512];
+	size_t len = 0;
+	for (size_t i = 0; i < N_COMMANDS && len < sizeof buf; i++)
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "", commands[i].name);
+	return buf;
+}
+
 static void print_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: tern [-v] <command> [options]\n"
-		"\n"
-		"commands:\n"
-		"  devices            list backends and devices with the capabilities that matter\n"
-		"  bench ops          time every op at one shape; prints ms, GFLOP/s and GB/s\n"
-		"  info DIR|ORG/NAME  a model directory or Hub id: architecture, sizes, parameters, memory\n"
-		"  quantize DIR       convert a model into a pack file (--out) or bitsandbytes dir (--bnb-out)\n"
-		"  train CONFIG       fine-tune a LoRA/QLoRA adapter as a YAML config says\n"
-		"  eval CONFIG        loss and perplexity of the base model and of base + adapter\n"
-		"  plan CONFIG        where each layer would live (device, host, disk) under memory budgets\n"
-		"  report DIR         charts of a run's metrics.jsonl as one HTML page (DIR/report.html)\n"
-		"  generate MODEL     continue a prompt with a model (+ adapter), streamed as it comes\n"
-		"  chat MODEL         talk with a model (+ adapter) through its chat template\n"
-		"  tokenize           encode text with a model's tokenizer.json (ids as JSON), or --decode\n"
-		"  merge CONFIG       merge the adapter into its base: a Hugging Face model directory\n"
-		"  export gguf CONFIG the merged model or the adapter as GGUF for llama.cpp\n"
-		"\n"
-		"options:\n"
-		"  -v, --verbose      more log output on stderr (info; twice: debug)\n"
-		"  -h, --help         this help; `tern <command> --help` for a command's options\n"
-		"  --version          print the version and the backends built in\n");
+	fprintf(f, "usage: tern [-v] <command> [options]\n\ncommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(f, "  %-18s %s\n", commands[i].synopsis, commands[i].summary);
+	fprintf(f, "\n"
+		   "options:\n"
+		   "  -v, --verbose      more log output on stderr (info; twice: debug)\n"
+		   "  -h, --help         this help; `tern <command> --help` for a command's options\n"
+		   "  --version          print the version and the backends built in\n");
 }
 
 static void print_help(void)
@@ -236,7 +294,7 @@ static void print_help(void)
 
 static void print_version(void)
 {
-	printf("tern %s (backends: cpu%s)\n", TERN_VERSION,
+	printf("tern %s (backends: ref, cpu%s)\n", TERN_VERSION,
 #ifdef TERN_HAVE_VULKAN
 	       ", vulkan"
 #else
@@ -252,61 +310,11 @@ static int help_for(int argc, char **argv)
 		print_help();
 		return TERN_EXIT_OK;
 	}
-	if (!strcmp(argv[0], "devices")) {
-		tern_help_devices();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "bench")) {
-		tern_help_bench_ops();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "info")) {
-		tern_help_info();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "quantize")) {
-		tern_help_quantize();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "tokenize")) {
-		tern_help_tokenize();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "train")) {
-		tern_help_train();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "eval")) {
-		tern_help_eval();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "plan")) {
-		tern_help_plan();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "report")) {
-		tern_help_report();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "generate")) {
-		tern_help_generate();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "chat")) {
-		tern_help_chat();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "merge")) {
-		tern_help_merge();
-		return TERN_EXIT_OK;
-	}
-	if (!strcmp(argv[0], "export")) {
-		tern_help_export();
-		return TERN_EXIT_OK;
-	}
-	return tern_cli_usage(
-		"help: unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export)",
-		argv[0]);
+	const struct command *c = find_command(argv[0]);
+	if (!c)
+		return tern_cli_usage("help: unknown command '%s' (allowed: %s)", argv[0], command_names());
+	c->help();
+	return TERN_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -326,10 +334,9 @@ int main(int argc, char **argv)
 			print_version();
 			return TERN_EXIT_OK;
 		} else {
-			return tern_cli_usage(
-				"unknown option '%s' (allowed: -v, --help, --version, or a command: "
-				"devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export)",
-				a);
+			return tern_cli_usage("unknown option '%s' (allowed: -v, --help, --version, or a "
+					      "command: %s)",
+					      a, command_names());
 		}
 	}
 	tern_cli_set_log(); /* the -v given before the command */
@@ -338,45 +345,10 @@ int main(int argc, char **argv)
 		return TERN_EXIT_USAGE;
 	}
 	const char *cmd = argv[i++];
-	if (!strcmp(cmd, "devices"))
-		return tern_cmd_devices(argc - i, argv + i);
-	if (!strcmp(cmd, "bench")) {
-		if (i >= argc)
-			return tern_cli_usage("bench: missing what to benchmark (allowed: ops)");
-		if (is_help(argv[i])) {
-			tern_help_bench_ops();
-			return TERN_EXIT_OK;
-		}
-		if (strcmp(argv[i], "ops"))
-			return tern_cli_usage("bench: unknown benchmark '%s' (allowed: ops)", argv[i]);
-		i++;
-		return tern_cmd_bench_ops(argc - i, argv + i);
-	}
-	if (!strcmp(cmd, "info"))
-		return tern_cmd_info(argc - i, argv + i);
-	if (!strcmp(cmd, "quantize"))
-		return tern_cmd_quantize(argc - i, argv + i);
-	if (!strcmp(cmd, "tokenize"))
-		return tern_cmd_tokenize(argc - i, argv + i);
-	if (!strcmp(cmd, "train"))
-		return tern_cmd_train(argc - i, argv + i);
-	if (!strcmp(cmd, "merge"))
-		return tern_cmd_merge(argc - i, argv + i);
-	if (!strcmp(cmd, "export"))
-		return tern_cmd_export(argc - i, argv + i);
-	if (!strcmp(cmd, "eval"))
-		return tern_cmd_eval(argc - i, argv + i);
-	if (!strcmp(cmd, "plan"))
-		return tern_cmd_plan(argc - i, argv + i);
-	if (!strcmp(cmd, "report"))
-		return tern_cmd_report(argc - i, argv + i);
-	if (!strcmp(cmd, "generate"))
-		return tern_cmd_generate(argc - i, argv + i);
-	if (!strcmp(cmd, "chat"))
-		return tern_cmd_chat(argc - i, argv + i);
 	if (!strcmp(cmd, "help"))
 		return help_for(argc - i, argv + i);
-	return tern_cli_usage(
-		"unknown command '%s' (allowed: devices, bench, info, quantize, tokenize, train, eval, plan, report, generate, chat, merge, export, help)",
-		cmd);
+	const struct command *c = find_command(cmd);
+	if (!c)
+		return tern_cli_usage("unknown command '%s' (allowed: %s, help)", cmd, command_names());
+	return c->run(argc - i, argv + i);
 }
