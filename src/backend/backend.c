@@ -229,6 +229,9 @@ struct backend_entry {
 };
 
 static const struct backend_entry backends[] = {
+#ifdef TERN_HAVE_CUDA
+	{"cuda", true, tern_cuda_create, tern_cuda_devices, tern_cuda_sizes},
+#endif
 #ifdef TERN_HAVE_VULKAN
 	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes},
 #endif
@@ -252,7 +255,7 @@ static enum tern_status find_named(const char *name, const struct backend_entry 
 		if (strcmp(known_backends[i], name) == 0)
 			return tern_fail(TERN_E_UNAVAILABLE, "backend '%s' is not compiled into this build",
 					 name);
-	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, vulkan or auto)", name);
+	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, vulkan, cuda or auto)", name);
 }
 
 static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
