@@ -1,7 +1,7 @@
 /* The whole model against PyTorch + PEFT (tests/data/golden, made by tools/make_golden.py).
  *
  * For every case (llama, mistral, qwen2, qwen3, llama_nf4, llama_save, qwen3_save) and backend (cpu,
- * vulkan): load the
+ * vulkan, cuda where present): load the
  * model (f32, or quantized on load to nf4-dq: the reference dequantized the same bitsandbytes
  * codes), start from the case's adapter with non-zero B, feed the recorded micro-batches in
  * order and check
@@ -111,11 +111,12 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 	}
 	enum tern_status st = tern_backend_create(bname, 0, &be);
 	if (st == TERN_E_UNAVAILABLE) {
-		const char *req = getenv("TERN_REQUIRE_VULKAN");
+		/* TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1): a missing Vulkan (CUDA) device fails */
+		const char *req = getenv(strcmp(bname, "cuda") ? "TERN_REQUIRE_VULKAN" : "TERN_REQUIRE_CUDA");
 		if (req && !strcmp(req, "1"))
 			check(false, "%s %s: backend unavailable: %s", bn, cs, tern_error());
 		else {
-			printf("skip  %s %s: backend unavailable: %s\n", bn, cs, tern_error());
+			printf("skip  %s %s: backend unavailable: %s (not run)\n", bn, cs, tern_error());
 			skipped++;
 		}
 		goto out;
@@ -424,7 +425,7 @@ static void check_dropout_fd(const char *root, const char *bname, bool checkpoin
 	struct tern_st_file *data = NULL;
 	int32_t *tk = NULL, *tg = NULL, *ps = NULL, *sg = NULL;
 	if (tern_backend_create(bname, 0, &be) != TERN_OK) {
-		printf("skip  %s dropout: backend unavailable\n", bname);
+		printf("skip  %s dropout: backend unavailable (not run)\n", bname);
 		skipped++;
 		return;
 	}
@@ -540,10 +541,10 @@ int main(void)
 	}
 	static const char *const cases[] = {"llama",     "mistral",    "qwen2",     "qwen3",
 					    "llama_nf4", "llama_save", "qwen3_save"};
-	static const char *const backends[] = {"cpu", "vulkan"};
+	static const char *const backends[] = {"cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
 	for (int p = 0; p < 2; p++)
-		for (int b = 0; b < 2; b++)
+		for (int b = 0; b < 3; b++)
 			for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
 				/* qwen3_save runs at fp32 only: at f16 its LoRA tensors drift to 2.3e-3
 				 * (cpu) and 1.4e-3 (vulkan) of their norm after 10 steps, past the 2e-3
@@ -557,6 +558,7 @@ int main(void)
 		check_dropout_fd(root, "cpu", true);
 		check_dropout_fd(root, "cpu", false);
 		check_dropout_fd(root, "vulkan", true);
+		check_dropout_fd(root, "cuda", true);
 	}
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? 1 : 0;

@@ -347,6 +347,20 @@ enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
 	return TERN_OK;
 }
 
+enum tern_status tern_backend_probe(const char *name)
+{
+	const struct backend_entry *e = NULL;
+	enum tern_status st = find_named(name ? name : "", &e);
+	if (st)
+		return st;
+	struct tern_device_info d;
+	int n = 0;
+	st = e->devices(&d, 1, &n);
+	if (st == TERN_OK && n == 0)
+		st = tern_fail(TERN_E_UNAVAILABLE, "%s: no device", name);
+	return st;
+}
+
 bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
 {
 	if (!tern_backend_has_op(be, op) || (prec != TERN_F32 && prec != TERN_F16 && prec != TERN_BF16))

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const backends[] = {"auto", "cpu", "vulkan", NULL};
+static const char *const backends[] = {"auto", "cpu", "vulkan", "cuda", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
 static const char *const precs[] = {"f32", "f16", NULL};
 static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
@@ -24,7 +24,7 @@ static struct bench_args args;
 
 static const struct tern_cli_opt bench_opts[] = {
 	{"--backend", "NAME", TERN_CLI_CHOICE, .choices = backends, .dst = &args.backend,
-	 .help = "auto, cpu or vulkan (default auto: the first GPU, else cpu)"},
+	 .help = "auto, cpu, vulkan or cuda (default auto: the first GPU, else cpu)"},
 	{"--device", "N", TERN_CLI_INT, 0, 1023, .dst = &args.device,
 	 .help = "device index within the backend (default 0; see `tern devices`)"},
 	{"--T", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.T, .help = "tokens per call (default 512)"},
@@ -48,7 +48,7 @@ static const struct tern_cli_opt bench_opts[] = {
 
 void tern_help_bench_ops(void)
 {
-	printf("usage: tern bench ops [--backend auto|cpu|vulkan] [--device N] [--T N] [--O N] [--I N]\n"
+	printf("usage: tern bench ops [--backend auto|cpu|vulkan|cuda] [--device N] [--T N] [--O N] [--I N]\n"
 	       "                      [--R N] [--ops LIST] [--seconds S] [--prec f32|f16] [--peak TFLOPS]\n"
 	       "\n"
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
