@@ -31,6 +31,8 @@ file(GLOB TERN_CUDA_C_SRC CONFIGURE_DEPENDS src/backend/cuda/*.c)
 file(GLOB TERN_CUDA_CU_SRC CONFIGURE_DEPENDS src/backend/cuda/*.cu)
 target_sources(ternlib PRIVATE ${TERN_CUDA_C_SRC} ${TERN_CUDA_CU_SRC})
 target_compile_definitions(ternlib PUBLIC TERN_HAVE_CUDA=1)
+# ternlib exists before the CUDA language is enabled, so it did not take the default
+set_target_properties(ternlib PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
 target_link_libraries(ternlib PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt)
 
 # nvcc: warnings of the device compiler and of the host compiler it runs; as errors with

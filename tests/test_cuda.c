@@ -34,7 +34,9 @@ static void check(bool ok, const char *fmt, ...)
 		failed++;
 }
 
+#ifdef TERN_HAVE_CUDA
 static bool starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+#endif
 
 /* create / probe / auto */
 static void check_create(void)

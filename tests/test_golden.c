@@ -19,8 +19,8 @@
  * within ~1e-3 relative, and a gradient, which sums products of such errors through every layer,
  * within a few 1e-3 of its norm. Measured on the golden models (cpu and lavapipe): loss 6e-5,
  * gradients 1.8e-3, grad norm 2.3e-4, final adapter 4e-4; the bounds are 3-4 times that.
- * Environment: TERN_REQUIRE_VULKAN=1 makes a missing Vulkan backend a failure; TERN_GOLDEN_CASE
- * picks one case. */
+ * Environment: TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1) makes a missing Vulkan (CUDA) backend a
+ * failure; TERN_GOLDEN_CASE picks one case, TERN_TEST_BACKEND one backend. */
 #include "backend/backend.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
@@ -543,6 +543,7 @@ int main(void)
 					    "llama_nf4", "llama_save", "qwen3_save"};
 	static const char *const backends[] = {"cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
+	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */
 	for (int p = 0; p < 2; p++)
 		for (int b = 0; b < 3; b++)
 			for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -551,14 +552,19 @@ int main(void)
 				 * the other cases keep; llama_save covers f16 with modules_to_save */
 				if (p && !strcmp(cases[c], "qwen3_save"))
 					continue;
-				if (!only || !strcmp(only, cases[c]))
+				if ((!only || !strcmp(only, cases[c])) &&
+				    (!onlyb || !strcmp(onlyb, backends[b])))
 					run_case(root, cases[c], backends[b], p ? TERN_F16 : TERN_F32);
 			}
 	if (!only || !strcmp(only, "dropout")) {
-		check_dropout_fd(root, "cpu", true);
-		check_dropout_fd(root, "cpu", false);
-		check_dropout_fd(root, "vulkan", true);
-		check_dropout_fd(root, "cuda", true);
+		if (!onlyb || !strcmp(onlyb, "cpu")) {
+			check_dropout_fd(root, "cpu", true);
+			check_dropout_fd(root, "cpu", false);
+		}
+		if (!onlyb || !strcmp(onlyb, "vulkan"))
+			check_dropout_fd(root, "vulkan", true);
+		if (!onlyb || !strcmp(onlyb, "cuda"))
+			check_dropout_fd(root, "cuda", true);
 	}
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? 1 : 0;

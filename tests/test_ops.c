@@ -11,7 +11,7 @@
  *
  * Environment: TERN_TEST_SEED (default 20240601) seeds everything; TERN_REQUIRE_VULKAN=1
  * (TERN_REQUIRE_CUDA=1) turns an unavailable Vulkan (CUDA) backend into a failure;
- * TERN_TEST_LARGE=0 skips the >128 MiB weight case.
+ * TERN_TEST_LARGE=0 skips the >128 MiB weight case; TERN_TEST_BACKEND=NAME runs that backend only.
  * One line per check; the last line is "N passed, M failed[, K skipped]"; exit 1 on failure. */
 #include "test_ops_harness.h"
 #include "test_ops_layers.h"
@@ -1301,7 +1301,10 @@ int main(void)
 	printf("test_ops: seed %" PRIu64 " (TERN_TEST_SEED overrides)\n", seed);
 
 	static const char *const names[] = {"cpu", "vulkan", "cuda"};
+	const char *only = getenv("TERN_TEST_BACKEND");
 	for (int b = 0; b < 3; b++) {
+		if (only && strcmp(only, names[b]))
+			continue;
 		struct suite s = {.bname = names[b], .is_cpu = b == 0, .seed = seed};
 		enum tern_status st = tern_backend_create(names[b], 0, &s.be);
 		if (st != TERN_OK) {

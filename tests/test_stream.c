@@ -195,9 +195,11 @@ int main(void)
 		fprintf(stderr, "test_stream: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	run_backend(root, "cpu");
-	run_backend(root, "vulkan");
-	run_backend(root, "cuda");
+	static const char *const backends[] = {"cpu", "vulkan", "cuda"};
+	const char *only = getenv("TERN_TEST_BACKEND"); /* one backend only */
+	for (int b = 0; b < 3; b++)
+		if (!only || !strcmp(only, backends[b]))
+			run_backend(root, backends[b]);
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? 1 : 0;
 }

@@ -7,7 +7,7 @@
 
 static const char *const backends[] = {"auto", "cpu", "vulkan", "cuda", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
-static const char *const precs[] = {"f32", "f16", NULL};
+static const char *const precs[] = {"f32", "f16", "bf16", NULL};
 static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
 					"scale",  "axpy",       "cast", "dropout", NULL};
 
@@ -40,7 +40,7 @@ static const struct tern_cli_opt bench_opts[] = {
 	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
 	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
 	{"--prec", "P", TERN_CLI_CHOICE, .choices = precs, .dst = &args.prec,
-	 .help = "matmul product precision: f32 (default) or f16 (compute_dtype f16)"},
+	 .help = "matmul product precision: f32 (default), f16 or bf16 (compute_dtype)"},
 	{"--peak", "TFLOPS", TERN_CLI_NUM, .dlo = 0, .dhi = 1e6, .dst = &args.peak,
 	 .help = "the device's peak rate: adds a column with each matmul's share of it"},
 	{NULL, NULL, TERN_CLI_INT, .help = NULL},
@@ -49,7 +49,7 @@ static const struct tern_cli_opt bench_opts[] = {
 void tern_help_bench_ops(void)
 {
 	printf("usage: tern bench ops [--backend auto|cpu|vulkan|cuda] [--device N] [--T N] [--O N] [--I N]\n"
-	       "                      [--R N] [--ops LIST] [--seconds S] [--prec f32|f16] [--peak TFLOPS]\n"
+	       "                      [--R N] [--ops LIST] [--seconds S] [--prec f32|f16|bf16] [--peak TFLOPS]\n"
 	       "\n"
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
 	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"

@@ -221,8 +221,11 @@ static enum tern_status cu_buffer_alloc(struct tern_backend *be, size_t size, st
 				 "cuda: out of device memory for a %zu-byte buffer (%s)", size,
 				 cudaGetErrorString(e));
 	}
-	/* zero-filled, as the contract promises; ordered before any later op on the stream */
+	/* zero-filled, as the contract promises, and finished before it returns: a copy_async into
+	 * the new buffer (on the copy stream) must not race the zeroing */
 	enum tern_status st = tern_cu_check(cudaMemsetAsync(b->ptr, 0, size ? size : 1, c->s), "buffer zero");
+	if (st == TERN_OK)
+		st = tern_cu_check(cudaStreamSynchronize(c->s), "buffer zero");
 	if (st) {
 		cudaFree(b->ptr);
 		free(b);
