@@ -171,7 +171,7 @@ enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, str
 	void *scr = NULL;
 	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
 		return st;
-	void *wscr = scr, *oscr = (char *)scr + p.wbytes;
+	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
 	if ((st = mm_absmax(c, &p, xp, T * I)))
 		return st;
 	const float one = 1.0f, zero = 0.0f;
@@ -217,7 +217,7 @@ enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx
 	void *scr = NULL;
 	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
 		return st;
-	void *wscr = scr, *oscr = (char *)scr + p.wbytes;
+	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
 	if ((st = mm_absmax(c, &p, dyp, T * O)))
 		return st;
 	const float one = 1.0f, zero = 0.0f;
