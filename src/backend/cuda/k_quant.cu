@@ -31,7 +31,7 @@ template <int DT> __device__ inline void store(void *out, int64_t i, float v)
 }
 
 // One element of W: flat index g = row * I + i (the layouts of quant.h).
-template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t row, int64_t i)
+template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t row, int64_t i, int bs_shift)
 {
 	int64_t g = row * w.I + i;
 	if (WDT == 0)
@@ -43,7 +43,7 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 	if (WDT == 3 || WDT == 4) {
 		unsigned byte = static_cast<const unsigned char *>(w.data)[g >> 1];
 		unsigned q = (g & 1) ? byte & 15u : byte >> 4;
-		int64_t b = g / w.blocksize;
+		int64_t b = g >> bs_shift; // blocksize: a power of two (the front door)
 		float am;
 		if (WDT == 3) {
 			am = static_cast<const float *>(w.absmax)[b];
@@ -59,26 +59,30 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 	return (float)(q - 1) * w.scale;
 }
 
-template <int WDT, int DT> __global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows)
+// Rows over blockIdx.y, columns over blockIdx.x: no division per element.
+template <int WDT, int DT>
+__global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int bs_shift)
 {
-	int64_t n = nrows * w.I;
-	for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n;
-	     k += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = k / w.I, i = k % w.I;
-		store<DT>(out, k, wvalue<WDT>(w, row0 + r, i));
-	}
+	for (int64_t r = blockIdx.y; r < nrows; r += gridDim.y)
+		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < w.I;
+		     i += (int64_t)gridDim.x * blockDim.x)
+			store<DT>(out, r * w.I + i, wvalue<WDT>(w, row0 + r, i, bs_shift));
 }
 
 template <int WDT>
 cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows)
 {
-	unsigned g = grid_for(nrows * w.I);
+	int64_t gx = (w.I + kThreads - 1) / kThreads;
+	dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(nrows > 65535 ? 65535 : nrows));
+	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
+	while (shift < 30 && (1 << shift) < w.blocksize)
+		shift++;
 	if (out_dt == 0)
-		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows);
+		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
 	else if (out_dt == 1)
-		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows);
+		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
 	else
-		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows);
+		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
 	return cudaGetLastError();
 }
 
