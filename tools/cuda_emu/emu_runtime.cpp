@@ -19,7 +19,8 @@ uint3 emu_block_idx;
 dim3 emu_block_dim, emu_grid_dim;
 void *emu_dyn_smem;
 
-namespace {
+namespace
+{
 
 struct fiber {
 	ucontext_t ctx;
@@ -43,7 +44,19 @@ struct warp_state {
 };
 std::vector<warp_state> warps;
 
-void yield() { swapcontext(&running->ctx, &sched_ctx); }
+bool yielded; // a thread of this block has switched (barrier or shuffle)
+bool direct;  // the block's threads after the first run as plain calls (no fiber)
+
+void fail(const char *msg);
+
+void yield()
+{
+	if (direct)
+		fail("a barrier or shuffle reached by some threads of a block only (the first finished "
+		     "without one): divergent, undefined on a GPU");
+	yielded = true;
+	swapcontext(&running->ctx, &sched_ctx);
+}
 
 void trampoline()
 {
@@ -88,7 +101,8 @@ void __syncthreads()
 
 uint64_t emu_warp_exchange(uint64_t v, int src)
 {
-	unsigned lin = threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
+	unsigned lin =
+		threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
 	unsigned nthreads = emu_block_dim.x * emu_block_dim.y * emu_block_dim.z;
 	warp_state &w = warps[lin / 32];
 	unsigned lanes = nthreads - lin / 32 * 32 < 32 ? nthreads - lin / 32 * 32 : 32;
@@ -140,16 +154,38 @@ void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function
 				bar_count = bar_gen = 0;
 				for (auto &w : warps)
 					w.count = w.gen = 0;
-				for (unsigned k = 0; k < n; k++) {
+				auto make = [&](unsigned k) {
 					fiber &fb = fibers[k];
-					fb.done = false;
-					fb.t.tid = uint3{k % b.x, k / b.x % b.y, k / (b.x * b.y)};
 					getcontext(&fb.ctx);
 					fb.ctx.uc_stack.ss_sp = stacks[k];
 					fb.ctx.uc_stack.ss_size = kStack;
 					fb.ctx.uc_link = &sched_ctx;
 					makecontext(&fb.ctx, trampoline, 0);
+				};
+				for (unsigned k = 0; k < n; k++) {
+					fibers[k].done = false;
+					fibers[k].t.tid = uint3{k % b.x, k / b.x % b.y, k / (b.x * b.y)};
 				}
+				make(0);
+				/* the first thread alone: if it finishes without switching, the block has no
+				 * barrier or shuffle, and the others run as plain calls (much faster) */
+				yielded = direct = false;
+				running = &fibers[0];
+				emu_cur = &fibers[0].t;
+				swapcontext(&sched_ctx, &fibers[0].ctx);
+				if (fibers[0].done && !yielded) {
+					direct = true;
+					for (unsigned k = 1; k < n; k++) {
+						running = &fibers[k];
+						emu_cur = &fibers[k].t;
+						f();
+						fibers[k].done = true;
+					}
+					direct = false;
+					continue;
+				}
+				for (unsigned k = 1; k < n; k++)
+					make(k);
 				for (unsigned left = n; left;) {
 					left = 0;
 					for (unsigned k = 0; k < n; k++) {
@@ -345,7 +381,10 @@ cublasStatus_t cublasSetPointerMode_v2(cublasHandle_t h, cublasPointerMode_t m)
 	h->mode = m;
 	return CUBLAS_STATUS_SUCCESS;
 }
-const char *cublasGetStatusString(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS ? "success" : "error"; }
+const char *cublasGetStatusString(cublasStatus_t s)
+{
+	return s == CUBLAS_STATUS_SUCCESS ? "success" : "error";
+}
 
 static float load(const void *p, cudaDataType t, int64_t i)
 {
@@ -372,16 +411,18 @@ static void check_mat(const char *what, const void *p, int64_t rows, int64_t col
 	}
 	size_t bytes = ((size_t)(cols - 1) * (size_t)ld + (size_t)rows) * es;
 	if (!in_device(p, bytes)) {
-		fprintf(stderr, "cuda emulation: cublasGemmEx: %s (%lld x %lld, ld %lld) outside any device buffer\n",
+		fprintf(stderr,
+			"cuda emulation: cublasGemmEx: %s (%lld x %lld, ld %lld) outside any device buffer\n",
 			what, (long long)rows, (long long)cols, (long long)ld);
 		abort();
 	}
 }
 
-cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n,
-			       int64_t k, const void *alpha, const void *A, cudaDataType at, int64_t lda,
-			       const void *B, cudaDataType bt, int64_t ldb, const void *beta, void *C, cudaDataType ct,
-			       int64_t ldc, cublasComputeType_t ctype, cublasGemmAlgo_t)
+cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
+			       int64_t n, int64_t k, const void *alpha, const void *A, cudaDataType at,
+			       int64_t lda, const void *B, cudaDataType bt, int64_t ldb, const void *beta,
+			       void *C, cudaDataType ct, int64_t ldc, cublasComputeType_t ctype,
+			       cublasGemmAlgo_t)
 {
 	if (ct != CUDA_R_32F || ctype != CUBLAS_COMPUTE_32F || at != bt)
 		fail("cublasGemmEx: unexpected types");
@@ -395,14 +436,20 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 	check_mat("C", C, m, n, ldc, 4);
 	float a = *(const float *)alpha, b = *(const float *)beta;
 	float *c = (float *)C;
+	// op(A) as rows i of k values, op(B) as columns j of k values, widened once
+	std::vector<float> ra((size_t)(m * k)), cb((size_t)(n * k));
+	for (int64_t i = 0; i < m; i++)
+		for (int64_t l = 0; l < k; l++)
+			ra[i * k + l] = load(A, at, ta == CUBLAS_OP_N ? i + l * lda : l + i * lda);
+	for (int64_t j = 0; j < n; j++)
+		for (int64_t l = 0; l < k; l++)
+			cb[j * k + l] = load(B, bt, tb == CUBLAS_OP_N ? l + j * ldb : j + l * ldb);
 	for (int64_t j = 0; j < n; j++)
 		for (int64_t i = 0; i < m; i++) {
+			const float *x = &ra[i * k], *y = &cb[j * k];
 			float s = 0.0f; // fp32 accumulation, as the tensor cores
-			for (int64_t l = 0; l < k; l++) {
-				float x = load(A, at, ta == CUBLAS_OP_N ? i + l * lda : l + i * lda);
-				float y = load(B, bt, tb == CUBLAS_OP_N ? l + j * ldb : j + l * ldb);
-				s += x * y;
-			}
+			for (int64_t l = 0; l < k; l++)
+				s += x[l] * y[l];
 			float r = a * s;
 			if (b != 0.0f)
 				r += b * c[i + j * ldc];
