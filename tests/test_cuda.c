@@ -7,7 +7,7 @@
  *   - tern_backend_probe("cuda") agrees with tern_backend_create;
  *   - auto never fails for want of CUDA: it picks cuda exactly when cuda can be created, else
  *     vulkan or cpu;
- *   - tern_backend_sizes("cuda", ...): the figures the planner counts (chunk from the 256 MiB of
+ *   - tern_backend_sizes("cuda", ...): the figures the planner counts (chunk from the 64 MiB of
  *     logits, TERN_CE_CHUNK forcing fewer, the scratch covering the chunk's logits).
  * What runs on a device is not checked here: this program passes without one, and says so. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -104,13 +104,13 @@ static void check_sizes(void)
 	struct tern_backend_sizes z;
 	enum tern_status st = tern_backend_sizes("cuda", 2048, 128256, 4096, &z);
 #ifdef TERN_HAVE_CUDA
-	/* 256 MiB of fp32 logits per chunk: 268435456 / (4 * 128256) = 523 tokens */
-	check(st == TERN_OK && z.ce_chunk == 523, "sizes: T=2048 V=128256: chunk %lld (523)",
+	/* 64 MiB of fp32 logits per chunk: 67108864 / (4 * 128256) = 130 tokens */
+	check(st == TERN_OK && z.ce_chunk == 130, "sizes: T=2048 V=128256: chunk %lld (130)",
 	      (long long)z.ce_chunk);
-	check(z.ce_scratch >= (uint64_t)523 * 128256 * 4, "sizes: scratch %llu holds the chunk's logits",
+	check(z.ce_scratch >= (uint64_t)130 * 128256 * 4, "sizes: scratch %llu holds the chunk's logits",
 	      (unsigned long long)z.ce_scratch);
-	check(z.reserve >= ((uint64_t)128 << 20),
-	      "sizes: reserve %llu covers the products' 128 MiB of scratch", (unsigned long long)z.reserve);
+	check(z.reserve >= ((uint64_t)64 << 20), "sizes: reserve %llu covers the products' 64 MiB of scratch",
+	      (unsigned long long)z.reserve);
 	st = tern_backend_sizes("cuda", 100, 32000, 4096, &z);
 	check(st == TERN_OK && z.ce_chunk == 100, "sizes: chunk at most T (%lld)", (long long)z.ce_chunk);
 	setenv("TERN_CE_CHUNK", "7", 1);
@@ -118,7 +118,7 @@ static void check_sizes(void)
 	check(st == TERN_OK && z.ce_chunk == 7, "sizes: TERN_CE_CHUNK=7 gives %lld", (long long)z.ce_chunk);
 	unsetenv("TERN_CE_CHUNK");
 	st = tern_backend_sizes("auto", 2048, 128256, 4096, &z);
-	check(st == TERN_OK && z.ce_chunk == 523, "sizes: auto counts cuda's figures in a CUDA build (%lld)",
+	check(st == TERN_OK && z.ce_chunk == 130, "sizes: auto counts cuda's figures in a CUDA build (%lld)",
 	      (long long)z.ce_chunk);
 	check(tern_backend_sizes("cuda", -1, 10, 10, &z) == TERN_E_INVALID, "sizes: T=-1 refused");
 #else

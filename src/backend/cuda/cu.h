@@ -22,12 +22,12 @@
 
 /* Bytes of decoded weight one product step takes (the weight is decoded in row chunks of at most
  * this many bytes), and of the half-precision copy of its activations (token chunks). */
-#define CU_DECODE_BYTES ((size_t)64 << 20)
-#define CU_OPERAND_BYTES ((size_t)64 << 20)
+#define CU_DECODE_BYTES ((size_t)32 << 20)
+#define CU_OPERAND_BYTES ((size_t)32 << 20)
 /* Logits of one ce_loss token chunk, and the device bytes the backend keeps besides the
  * buffers callers allocate and the scratch above (cuBLAS workspace, event pools, rounding). */
-#define CU_CE_CHUNK_BYTES ((int64_t)256 << 20)
-#define CU_RESERVE ((uint64_t)256 << 20)
+#define CU_CE_CHUNK_BYTES ((int64_t)64 << 20)
+#define CU_RESERVE ((uint64_t)64 << 20)
 
 struct cu_buffer {
 	size_t size;
