@@ -1,8 +1,7 @@
 /* The whole model against PyTorch + PEFT (tests/data/golden, made by tools/make_golden.py).
  *
- * For every case (llama, mistral, qwen2, qwen3, llama_nf4, llama_save, qwen3_save) and backend (cpu,
- * vulkan): load the
- * model (f32, or quantized on load to nf4-dq: the reference dequantized the same bitsandbytes
+ * For every case (llama, mistral, qwen2, qwen3, llama_nf4, llama_save, qwen3_save) and backend (ref,
+ * the CPU reference; cpu, the fast CPU backend; vulkan, cuda where present): load the model (f32, or quantized on load to nf4-dq: the reference dequantized the same bitsandbytes
  * codes), start from the case's adapter with non-zero B, feed the recorded micro-batches in
  * order and check
  *   - the first step's loss (1e-5 relative) and every LoRA gradient (1e-4 relative norm error);
@@ -19,8 +18,8 @@
  * within ~1e-3 relative, and a gradient, which sums products of such errors through every layer,
  * within a few 1e-3 of its norm. Measured on the golden models (cpu and lavapipe): loss 6e-5,
  * gradients 1.8e-3, grad norm 2.3e-4, final adapter 4e-4; the bounds are 3-4 times that.
- * Environment: TERN_REQUIRE_VULKAN=1 makes a missing Vulkan backend a failure; TERN_GOLDEN_CASE
- * picks one case. */
+ * Environment: TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1) makes a missing Vulkan (CUDA) backend a
+ * failure; TERN_GOLDEN_CASE picks one case, TERN_TEST_BACKEND one backend. */
 #include "backend/backend.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
@@ -111,11 +110,12 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 	}
 	enum tern_status st = tern_backend_create(bname, 0, &be);
 	if (st == TERN_E_UNAVAILABLE) {
-		const char *req = getenv("TERN_REQUIRE_VULKAN");
+		/* TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1): a missing Vulkan (CUDA) device fails */
+		const char *req = getenv(strcmp(bname, "cuda") ? "TERN_REQUIRE_VULKAN" : "TERN_REQUIRE_CUDA");
 		if (req && !strcmp(req, "1"))
 			check(false, "%s %s: backend unavailable: %s", bn, cs, tern_error());
 		else {
-			printf("skip  %s %s: backend unavailable: %s\n", bn, cs, tern_error());
+			printf("skip  %s %s: backend unavailable: %s (not run)\n", bn, cs, tern_error());
 			skipped++;
 		}
 		goto out;
@@ -424,7 +424,7 @@ static void check_dropout_fd(const char *root, const char *bname, bool checkpoin
 	struct tern_st_file *data = NULL;
 	int32_t *tk = NULL, *tg = NULL, *ps = NULL, *sg = NULL;
 	if (tern_backend_create(bname, 0, &be) != TERN_OK) {
-		printf("skip  %s dropout: backend unavailable\n", bname);
+		printf("skip  %s dropout: backend unavailable (not run)\n", bname);
 		skipped++;
 		return;
 	}
@@ -540,23 +540,34 @@ int main(void)
 	}
 	static const char *const cases[] = {"llama",     "mistral",    "qwen2",     "qwen3",
 					    "llama_nf4", "llama_save", "qwen3_save"};
-	static const char *const backends[] = {"cpu", "vulkan"};
+	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
+	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */
 	for (int p = 0; p < 2; p++)
-		for (int b = 0; b < 2; b++)
+		for (int b = 0; b < 4; b++)
 			for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
 				/* qwen3_save runs at fp32 only: at f16 its LoRA tensors drift to 2.3e-3
 				 * (cpu) and 1.4e-3 (vulkan) of their norm after 10 steps, past the 2e-3
 				 * the other cases keep; llama_save covers f16 with modules_to_save */
 				if (p && !strcmp(cases[c], "qwen3_save"))
 					continue;
-				if (!only || !strcmp(only, cases[c]))
+				if ((!only || !strcmp(only, cases[c])) &&
+				    (!onlyb || !strcmp(onlyb, backends[b])))
 					run_case(root, cases[c], backends[b], p ? TERN_F16 : TERN_F32);
 			}
 	if (!only || !strcmp(only, "dropout")) {
-		check_dropout_fd(root, "cpu", true);
-		check_dropout_fd(root, "cpu", false);
-		check_dropout_fd(root, "vulkan", true);
+		if (!onlyb || !strcmp(onlyb, "ref")) {
+			check_dropout_fd(root, "ref", true);
+			check_dropout_fd(root, "ref", false);
+		}
+		if (!onlyb || !strcmp(onlyb, "cpu")) {
+			check_dropout_fd(root, "cpu", true);
+			check_dropout_fd(root, "cpu", false);
+		}
+		if (!onlyb || !strcmp(onlyb, "vulkan"))
+			check_dropout_fd(root, "vulkan", true);
+		if (!onlyb || !strcmp(onlyb, "cuda"))
+			check_dropout_fd(root, "cuda", true);
 	}
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? 1 : 0;

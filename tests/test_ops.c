@@ -1,16 +1,18 @@
 /* Every op on every backend against an independent double-precision oracle (after ggml's
  * test-backend-ops), plus finite-difference checks of the backward ops on the CPU backends.
  *
- * For each backend tern_backend_create() can make ("ref" and "cpu" always; "vulkan" device 0 when
- * present),
+ * For each backend tern_backend_create() can make ("ref" and "cpu" always; "vulkan" and "cuda"
+ * device 0 when present; an absent GPU backend prints "not run" and counts as skipped, never as
+ * passed),
  * every op runs on fresh random inputs of several shapes, odd sizes included. Each output sits
  * between two guard regions that must come back untouched; outputs are checked for NaN/Inf and
  * compared with the oracle by the normalised error ||got - want|| / max(||want||, tiny). Weights
  * are compared against the matrix the src/quant functions dequantize, so quantized matmuls are
  * held to fp32 tolerances too; casts must match the quant.h conversions bit for bit.
  *
- * Environment: TERN_TEST_SEED (default 20240601) seeds everything; TERN_REQUIRE_VULKAN=1 turns an
- * unavailable Vulkan backend into a failure; TERN_TEST_LARGE=0 skips the >128 MiB weight case.
+ * Environment: TERN_TEST_SEED (default 20240601) seeds everything; TERN_REQUIRE_VULKAN=1
+ * (TERN_REQUIRE_CUDA=1) turns an unavailable Vulkan (CUDA) backend into a failure;
+ * TERN_TEST_LARGE=0 skips the >128 MiB weight case; TERN_TEST_BACKEND=NAME runs that backend only.
  * One line per check; the last line is "N passed, M failed[, K skipped]"; exit 1 on failure. */
 #include "test_ops_harness.h"
 #include "test_ops_layers.h"
@@ -1319,20 +1321,31 @@ int main(void)
 	uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : 20240601;
 	const char *req = getenv("TERN_REQUIRE_VULKAN");
 	bool require_vulkan = req && !strcmp(req, "1");
+	const char *reqc = getenv("TERN_REQUIRE_CUDA");
+	bool require_cuda = reqc && !strcmp(reqc, "1");
 	printf("test_ops: seed %" PRIu64 " (TERN_TEST_SEED overrides)\n", seed);
 
 	/* ref: the CPU reference; cpu: the fast CPU backend (both on the host, so both take the
-	 * finite differences and the host-side checks); vulkan */
-	static const char *const names[] = {"ref", "cpu", "vulkan"};
-	for (int b = 0; b < 3; b++) {
+	 * finite differences and the host-side checks); vulkan; cuda */
+	static const char *const names[] = {"ref", "cpu", "vulkan", "cuda"};
+	const char *only = getenv("TERN_TEST_BACKEND");
+	for (int b = 0; b < 4; b++) {
+		if (only && strcmp(only, names[b]))
+			continue;
 		struct suite s = {.bname = names[b], .is_cpu = b < 2, .seed = seed};
 		enum tern_status st = tern_backend_create(names[b], 0, &s.be);
 		if (st != TERN_OK) {
-			printf("%s: unavailable (%s)\n", names[b], tern_error());
-			/* the CPU reference must always exist; a missing Vulkan driver is a failure only
-			 * when asked for, but a device that exists and fails (validation included) is one */
-			if (b < 2 || require_vulkan || st != TERN_E_UNAVAILABLE)
+			bool required = b < 2 || (b == 2 && require_vulkan) || (b == 3 && require_cuda);
+			/* the CPU backends must always exist; a missing GPU driver is a failure only
+			 * when asked for (TERN_REQUIRE_VULKAN / TERN_REQUIRE_CUDA), but a device that
+			 * exists and fails (validation included) is one */
+			if (required || st != TERN_E_UNAVAILABLE) {
+				printf("%s: unavailable (%s)\n", names[b], tern_error());
 				total.failed++;
+			} else {
+				printf("%s: unavailable (%s) — not run\n", names[b], tern_error());
+				total.skipped++;
+			}
 			continue;
 		}
 		if (b == 0)

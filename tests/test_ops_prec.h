@@ -140,12 +140,12 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 	}
 }
 
-/* Every variant the backend has: the CPU reference once; on Vulkan the cooperative-matrix and
- * the register-blocked shader (TERN_VK_MM16 forces one); a variant the device cannot run is
- * listed as not run. */
+/* Every variant the backend has: the CPU reference and backends without variants (CUDA) once; on
+ * Vulkan the cooperative-matrix and the register-blocked shader (TERN_VK_MM16 forces one); a
+ * variant the device cannot run is listed as not run. */
 static void check_prec_all(struct suite *s)
 {
-	if (s->is_cpu) {
+	if (s->is_cpu || !s->be->vt->has_variant) {
 		check_prec_set(s, NULL, true);
 		return;
 	}

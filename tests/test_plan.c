@@ -95,7 +95,17 @@ static struct expect by_hand(const struct model *m)
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
 	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 2 * TF + 2 * al(4);
-#ifdef TERN_HAVE_VULKAN
+	uint64_t reserve = 64 * MiB;
+#if defined(TERN_HAVE_CUDA)
+	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:
+	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, a double term
+	 * per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 32 MiB of half
+	 * activations */
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > Tu ? Tu : tc;
+	uint64_t ce = tc * V * 4 + 32 * MiB + Tu * 8;
+	reserve = 128 * MiB;
+#elif defined(TERN_HAVE_VULKAN)
 	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
 	 * (4 V), 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve */
 	uint64_t tc = 64 * MiB / (4 * V);
@@ -112,7 +122,7 @@ static struct expect by_hand(const struct model *m)
 	uint64_t ce = tc * V * 4 + vtask * D * 4 + tc * 8 + tc * 8 + dtask * width * (4 + 64 * 8);
 #endif
 	/* on the device: the lm_head (the embeddings of an untied model stay in host memory) */
-	e.fixed = al(V * D * 2) + small + lora_block + act + ce + 64 * MiB;
+	e.fixed = al(V * D * 2) + small + lora_block + act + ce + reserve;
 	return e;
 }
 
@@ -368,11 +378,21 @@ int main(void)
 #else
 		tern_backend_sizes("cpu", 300, 5000, 64, &s);
 #endif
+#ifdef TERN_HAVE_CUDA
+		enum tern_status cst = tern_backend_sizes("cuda", 9000, 32000, 4096, &s);
+		check(cst == TERN_OK && s.ce_chunk == 524 &&
+			      s.ce_scratch == 524ull * 32000 * 4 + 32 * MiB + 9000 * 8 &&
+			      s.reserve == 128 * MiB,
+		      "cuda sizes: chunk %lld scratch %llu reserve %llu", (long long)s.ce_chunk,
+		      (unsigned long long)s.ce_scratch, (unsigned long long)s.reserve);
+		tern_backend_sizes("cuda", 300, 5000, 64, &s); /* auto's: cuda comes first */
+#else
+		check(tern_backend_sizes("cuda", 1, 1, 1, &s) == TERN_E_UNAVAILABLE,
+		      "cuda sizes: unavailable");
+#endif
 		check(tern_backend_sizes("auto", 300, 5000, 64, &a) == TERN_OK && a.ce_chunk == s.ce_chunk &&
 			      a.ce_scratch == s.ce_scratch && a.reserve == s.reserve,
 		      "auto sizes are the first GPU backend's, else the CPU's");
-		check(tern_backend_sizes("cuda", 1, 1, 1, &s) == TERN_E_UNAVAILABLE,
-		      "cuda sizes: unavailable");
 		check(tern_backend_sizes("tpu", 1, 1, 1, &s) == TERN_E_INVALID, "unknown backend's sizes");
 		check(tern_backend_sizes("cpu", -1, 1, 1, &s) == TERN_E_INVALID &&
 			      tern_backend_sizes("cpu", 1, 0, 1, &s) == TERN_E_INVALID,

@@ -1,7 +1,8 @@
 /* Streaming frozen layers through device slots (issue 5): a 6-layer model trained with 2 layers on
  * the device, 2 in host memory and 2 read from the mmapped pack file must end with LoRA parameters
  * and losses bit-identical to the all-resident run, upload exactly the bytes the slot policy
- * implies per tier, and allocate less device memory. On cpu and vulkan (lavapipe in CI). */
+ * implies per tier, and allocate less device memory. On cpu, vulkan (lavapipe in CI) and cuda (where
+ * present). */
 #include "backend/backend.h"
 #include "model/model.h"
 #include "train/adapter.h"
@@ -130,11 +131,13 @@ static void run_backend(const char *root, const char *bname)
 	struct run all = {0}, str = {0}, one = {0};
 	enum tern_status st = tern_backend_create(bname, 0, &be);
 	if (st == TERN_E_UNAVAILABLE) {
-		const char *req = getenv("TERN_REQUIRE_VULKAN");
+		/* TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1): a missing Vulkan (CUDA) device fails */
+		const char *req = getenv(strcmp(bname, "cuda") ? "TERN_REQUIRE_VULKAN" : "TERN_REQUIRE_CUDA");
 		if (req && !strcmp(req, "1"))
 			check(false, "%s: backend unavailable: %s", bname, tern_error());
 		else
-			printf("skip  %s: backend unavailable\n", bname), skipped++;
+			printf("skip  %s: backend unavailable: %s (not run)\n", bname, tern_error()),
+				skipped++;
 		return;
 	}
 	char path[4200];
@@ -192,8 +195,11 @@ int main(void)
 		fprintf(stderr, "test_stream: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	run_backend(root, "cpu");
-	run_backend(root, "vulkan");
+	static const char *const backends[] = {"cpu", "vulkan", "cuda"};
+	const char *only = getenv("TERN_TEST_BACKEND"); /* one backend only */
+	for (int b = 0; b < 3; b++)
+		if (!only || !strcmp(only, backends[b]))
+			run_backend(root, backends[b]);
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
 	return failed ? 1 : 0;
 }

@@ -77,6 +77,9 @@ struct tern_device_info {
  * Backends whose driver is missing are skipped (their reason is logged at info level).
  * *count receives the number of entries written. */
 enum tern_status tern_devices(struct tern_device_info *out, int max, int *count);
+/* TERN_OK when backend `name` ("cpu", "vulkan", "cuda") finds at least one device; else the reason
+ * (TERN_E_UNAVAILABLE "cuda: no device (...)", or the backend is not compiled in). */
+enum tern_status tern_backend_probe(const char *name);
 
 /* ---- op benchmark ---------------------------------------------------------------------- */
 

@@ -237,6 +237,9 @@ struct backend_entry {
 };
 
 static const struct backend_entry backends[] = {
+#ifdef TERN_HAVE_CUDA
+	{"cuda", true, tern_cuda_create, tern_cuda_devices, tern_cuda_sizes},
+#endif
 #ifdef TERN_HAVE_VULKAN
 	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes},
 #endif
@@ -261,7 +264,8 @@ static enum tern_status find_named(const char *name, const struct backend_entry 
 		if (strcmp(known_backends[i], name) == 0)
 			return tern_fail(TERN_E_UNAVAILABLE, "backend '%s' is not compiled into this build",
 					 name);
-	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, ref, vulkan or auto)", name);
+	return tern_fail(TERN_E_INVALID, "unknown backend '%s' (expected cpu, ref, vulkan, cuda or auto)",
+			 name);
 }
 
 static enum tern_status create_named(const char *name, int device, struct tern_backend **out)
@@ -371,6 +375,20 @@ enum tern_status tern_devices(struct tern_device_info *out, int max, int *count)
 	}
 	*count = n;
 	return TERN_OK;
+}
+
+enum tern_status tern_backend_probe(const char *name)
+{
+	const struct backend_entry *e = NULL;
+	enum tern_status st = find_named(name ? name : "", &e);
+	if (st)
+		return st;
+	struct tern_device_info d;
+	int n = 0;
+	st = e->devices(&d, 1, &n);
+	if (st == TERN_OK && n == 0)
+		st = tern_fail(TERN_E_UNAVAILABLE, "%s: no device", name);
+	return st;
 }
 
 bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)

@@ -556,8 +556,9 @@ enum tern_status tern_backend_profile_read(struct tern_backend *be, struct tern_
 
 /* ---- registry ---- */
 
-/* Creates backend `name` ("cpu": the fast CPU backend, "ref": the CPU reference, "vulkan", or
- * "auto": the first GPU that is not a CPU, else cpu) on device index.
+/* Creates backend `name` ("cpu": the fast CPU backend, "ref": the CPU reference, "vulkan", "cuda",
+ * or "auto": the first GPU backend that has a device that is not a CPU, cuda before vulkan, else
+ * cpu) on device index.
  * Fails softly (TERN_E_UNAVAILABLE with a reason) when the driver is missing. */
 enum tern_status tern_backend_create(const char *name, int device, struct tern_backend **out);
 void tern_backend_free(struct tern_backend *be);
@@ -571,7 +572,7 @@ struct tern_backend_sizes {
 	uint64_t reserve;    /* device bytes the backend keeps for its own buffers and rounding */
 };
 
-/* The sizes of backend `name` ("cpu", "vulkan", or "auto": the first GPU backend compiled in,
+/* The sizes of backend `name` ("cpu", "vulkan", "cuda", or "auto": the first GPU backend compiled in,
  * else cpu), without creating a device (tern plan runs on machines without a GPU). T >= 0,
  * V, D >= 1. A backend not compiled in fails with TERN_E_UNAVAILABLE. */
 enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int64_t D,
@@ -590,6 +591,9 @@ enum tern_status tern_ref_sizes(int64_t T, int64_t V, int64_t D, struct tern_bac
 enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
 enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+enum tern_status tern_cuda_create(int device, struct tern_backend **out);
+enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *count);
+enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
 
 /* ---- helpers shared by every backend and by callers ---- */
 

@@ -561,11 +561,19 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 	b.prec = TERN_F32;
 	if (opts->prec && !strcmp(opts->prec, "f16"))
 		b.prec = TERN_F16;
+	else if (opts->prec && !strcmp(opts->prec, "bf16"))
+		b.prec = TERN_BF16;
 	else if (opts->prec && *opts->prec && strcmp(opts->prec, "f32"))
-		return tern_fail(TERN_E_INVALID, "bench: precision %s (allowed: f32, f16)", opts->prec);
+		return tern_fail(TERN_E_INVALID, "bench: precision %s (allowed: f32, f16, bf16)", opts->prec);
 	st = tern_backend_create(opts->backend ? opts->backend : "auto", opts->device, &b.be);
 	if (st)
 		return st;
+	if (!tern_backend_supports_prec(b.be, TERN_OP_MATMUL, b.prec)) {
+		st = tern_fail(TERN_E_UNSUPPORTED, "bench: the %s backend has no %s matmul on this device",
+			       b.be->name, tern_dtype_name(b.prec));
+		tern_backend_free(b.be);
+		return st;
+	}
 	if (device_name && device_name_size)
 		snprintf(device_name, device_name_size, "%s device %d: %s", b.be->name, b.be->device_index,
 			 b.be->device_name);

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const backends[] = {"auto", "cpu", "ref", "vulkan", NULL};
+static const char *const backends[] = {"auto", "cpu", "ref", "vulkan", "cuda", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
-static const char *const precs[] = {"f32", "f16", NULL};
+static const char *const precs[] = {"f32", "f16", "bf16", NULL};
 static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
 					"scale",  "axpy",       "cast", "dropout", NULL};
 
@@ -24,7 +24,7 @@ static struct bench_args args;
 
 static const struct tern_cli_opt bench_opts[] = {
 	{"--backend", "NAME", TERN_CLI_CHOICE, .choices = backends, .dst = &args.backend,
-	 .help = "auto, cpu, ref or vulkan (default auto: the first GPU, else cpu)"},
+	 .help = "auto, cpu, ref, vulkan or cuda (default auto: the first GPU, else cpu)"},
 	{"--device", "N", TERN_CLI_INT, 0, 1023, .dst = &args.device,
 	 .help = "device index within the backend (default 0; see `tern devices`)"},
 	{"--T", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.T, .help = "tokens per call (default 512)"},
@@ -40,7 +40,7 @@ static const struct tern_cli_opt bench_opts[] = {
 	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
 	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
 	{"--prec", "P", TERN_CLI_CHOICE, .choices = precs, .dst = &args.prec,
-	 .help = "matmul product precision: f32 (default) or f16 (compute_dtype f16)"},
+	 .help = "matmul product precision: f32 (default), f16 or bf16 (compute_dtype)"},
 	{"--peak", "TFLOPS", TERN_CLI_NUM, .dlo = 0, .dhi = 1e6, .dst = &args.peak,
 	 .help = "the device's peak rate: adds a column with each matmul's share of it"},
 	{NULL, NULL, TERN_CLI_INT, .help = NULL},
@@ -48,8 +48,9 @@ static const struct tern_cli_opt bench_opts[] = {
 
 void tern_help_bench_ops(void)
 {
-	printf("usage: tern bench ops [--backend auto|cpu|ref|vulkan] [--device N] [--T N] [--O N] [--I N]\n"
-	       "                      [--R N] [--ops LIST] [--seconds S] [--prec f32|f16] [--peak TFLOPS]\n"
+	printf("usage: tern bench ops [--backend auto|cpu|ref|vulkan|cuda] [--device N] [--T N] [--O N]\n"
+	       "                      [--I N] [--R N] [--ops LIST] [--seconds S] [--prec f32|f16|bf16]\n"
+	       "                      [--peak TFLOPS]\n"
 	       "\n"
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
 	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"

@@ -152,6 +152,15 @@ int tern_cmd_devices(int argc, char **argv)
 			printf("\n");
 		print_device(&devs[k]);
 	}
+#ifdef TERN_HAVE_CUDA
+	/* a CUDA build says why it lists no CUDA device (tern_devices only logs it) */
+	bool any_cuda = false;
+	for (int k = 0; k < count; k++)
+		any_cuda |= !strcmp(devs[k].backend, "cuda");
+	if (!any_cuda && tern_backend_probe("cuda") != TERN_OK) {
+		printf("\n%s\n", tern_error());
+	}
+#endif
 	free(devs);
 	if (!count) {
 		fprintf(stderr, "tern: no devices found\n");

@@ -294,9 +294,14 @@ static void print_help(void)
 
 static void print_version(void)
 {
-	printf("tern %s (backends: ref, cpu%s)\n", TERN_VERSION,
+	printf("tern %s (backends: ref, cpu%s%s)\n", TERN_VERSION,
 #ifdef TERN_HAVE_VULKAN
-	       ", vulkan"
+	       ", vulkan",
+#else
+	       "",
+#endif
+#ifdef TERN_HAVE_CUDA
+	       ", cuda"
 #else
 	       ""
 #endif

@@ -426,7 +426,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	return TERN_OK;
 }
 
-/* The device budget for device_memory: auto: the config's Vulkan device's budget
+/* The device budget for device_memory: auto: the config's GPU device's budget
  * (VK_EXT_memory_budget where present, else its heap: the backend's memory_info), else the
  * device-local memory tern_devices reports, less the margin. */
 static enum tern_status device_auto(const struct tern_config *cfg, struct tern_plan *p, uint64_t *budget)
@@ -436,33 +436,45 @@ static enum tern_status device_auto(const struct tern_config *cfg, struct tern_p
 		return tern_fail(TERN_E_UNAVAILABLE,
 				 "%s: device_memory: auto reads a GPU's memory, and the backend is a CPU; %s",
 				 cfg->file, fix);
-	struct tern_backend *be = NULL;
-	if (tern_backend_create("vulkan", (int)cfg->device, &be) == TERN_OK) {
-		uint64_t b = 0, used = 0;
-		if (be->vt->memory_info && be->vt->memory_info(be, &b, &used) == TERN_OK && b > used) {
-			p->device_detected = b - used;
-			snprintf(p->device_name, sizeof p->device_name, "%s", be->device_name);
+	/* the config's GPU backend; auto: cuda (where built and present), then vulkan */
+	const char *gpus[2] = {cfg->backend == TERN_BACKEND_VULKAN ? "vulkan" : "cuda",
+			       cfg->backend == TERN_BACKEND_AUTO ? "vulkan" : NULL};
+	for (int g = 0; g < 2 && gpus[g] && !p->device_detected; g++) {
+		struct tern_backend *be = NULL;
+		if (tern_backend_create(gpus[g], (int)cfg->device, &be) == TERN_OK) {
+			uint64_t b = 0, used = 0;
+			if (be->vt->memory_info && be->vt->memory_info(be, &b, &used) == TERN_OK &&
+			    b > used) {
+				p->device_detected = b - used;
+				snprintf(p->device_name, sizeof p->device_name, "%s", be->device_name);
+			}
+			tern_backend_free(be);
 		}
-		tern_backend_free(be);
+		tern_clear_error();
 	}
 	if (!p->device_detected) {
 		struct tern_device_info dev[16];
 		int n = 0;
 		if (tern_devices(dev, 16, &n))
 			n = 0;
-		for (int i = 0; i < n; i++)
-			if (!strcmp(dev[i].backend, "vulkan") && dev[i].index == (int)cfg->device &&
-			    dev[i].device_local_bytes) {
-				p->device_detected = dev[i].device_local_bytes;
-				snprintf(p->device_name, sizeof p->device_name, "%s", dev[i].name);
-				break;
-			}
+		for (int g = 0; g < 2 && gpus[g] && !p->device_detected; g++)
+			for (int i = 0; i < n; i++)
+				if (!strcmp(dev[i].backend, gpus[g]) && dev[i].index == (int)cfg->device &&
+				    dev[i].device_local_bytes) {
+					p->device_detected = dev[i].device_local_bytes;
+					snprintf(p->device_name, sizeof p->device_name, "%s", dev[i].name);
+					break;
+				}
 	}
 	if (!p->device_detected)
 		return tern_fail(
 			TERN_E_UNAVAILABLE,
-			"%s: device_memory: auto reads a GPU's memory, and no Vulkan device %lld was found; %s",
-			cfg->file, (long long)cfg->device, fix);
+			"%s: device_memory: auto reads a GPU's memory, and no %s device %lld was found; %s",
+			cfg->file,
+			cfg->backend == TERN_BACKEND_CUDA   ? "CUDA"
+			: cfg->backend == TERN_BACKEND_AUTO ? "CUDA or Vulkan"
+							    : "Vulkan",
+			(long long)cfg->device, fix);
 	*budget = tern_plan_device_auto(p->device_detected);
 	p->device_auto = true;
 	return TERN_OK;

@@ -197,10 +197,13 @@ static enum tern_status load_config(struct session *s, const char *path, const c
 	if (st != TERN_OK)
 		return st;
 	struct tern_config *c = s->cfg;
+#ifndef TERN_HAVE_CUDA
 	if (c->backend == TERN_BACKEND_CUDA)
 		return tern_fail(TERN_E_UNSUPPORTED,
-				 "%s: backend: cuda is not built into this tern (allowed: auto, vulkan, cpu)",
+				 "%s: backend: cuda is not built into this tern (allowed: auto, vulkan, cpu; "
+				 "build with -DTERN_CUDA=ON for cuda)",
 				 c->file);
+#endif
 	/* config.json and the tokenizer now; the weights in open_model, after the cheap checks */
 	return tern_hub_resolve(c->base_model, c->revision_of_model, TERN_HUB_CONFIG | TERN_HUB_TOKENIZER,
 				&s->model_dir, s->commit);
@@ -270,6 +273,7 @@ static enum tern_status load_data(struct session *s)
 static const char *backend_name(enum tern_backend_kind k)
 {
 	return k == TERN_BACKEND_VULKAN ? "vulkan"
+	       : k == TERN_BACKEND_CUDA ? "cuda"
 	       : k == TERN_BACKEND_CPU  ? "cpu"
 	       : k == TERN_BACKEND_REF  ? "ref"
 					: "auto";

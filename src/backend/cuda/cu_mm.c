@@ -1,0 +1,363 @@
+/* The products of the CUDA backend through cuBLAS (fp32 accumulation): matmul / matmul_bwd on
+ * every weight format, gemm (the fp32 LoRA products) and the fused lm_head + cross-entropy.
+ *
+ * Row-major on a column-major library: a row-major [R, C] matrix is the column-major C×R matrix
+ * of its transpose, so y[T,O] = x[T,I] · W[O,I]ᵀ is the column-major yᵀ (O×T) = W (O×I) · xᵀ,
+ * i.e. gemm(opA = T on W stored I×O, opB = N on xᵀ), and so on for each product below.
+ *
+ * The dequant-matmul, first version (decode-then-GEMM): the weight is decoded by one kernel per
+ * format (k_quant.cu) into the shared scratch in the precision of the product (f32, f16, bf16;
+ * in row chunks of at most CU_DECODE_BYTES), then one cuBLAS GEMM per chunk multiplies it.
+ * A weight already in the product's dtype (f32 at F32, f16 at F16, bf16 at BF16) is used in
+ * place. At F16 the activation operand is scaled by the power of two of backend.h and rounded
+ * (cuk_prec_operand) and the GEMM's alpha is 1/s, read from device memory. A fused kernel that
+ * decodes a tile into shared memory and feeds the tensor cores directly would replace mm_step's
+ * decode + GEMM pair; struct mm_plan is where it would be chosen per shape. */
+#include "backend/cuda/cu.h"
+#include "quant/quant.h"
+
+#include <stdlib.h>
+
+static cudaDataType cuda_type(enum tern_dtype dt)
+{
+	return dt == TERN_F16 ? CUDA_R_16F : dt == TERN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static size_t esize(enum tern_dtype dt) { return dt == TERN_F32 ? 4 : 2; }
+
+/* C (col-major m×n, ldc) = alpha · op(A) · op(B) + beta · C; A, B of type ab, C fp32, fp32
+ * accumulation. alpha/beta are host floats, or device pointers when dev. */
+static enum tern_status gemm_ex(struct cu_backend *c, const char *op, bool ta, bool tb, int64_t m, int64_t n,
+				int64_t k, const void *alpha, const void *A, int64_t lda, const void *B,
+				int64_t ldb, const void *beta, float *C, int64_t ldc, cudaDataType ab,
+				bool dev)
+{
+	enum tern_status st = tern_cu_check_blas(
+		cublasSetPointerMode(c->blas, dev ? CUBLAS_POINTER_MODE_DEVICE : CUBLAS_POINTER_MODE_HOST),
+		op);
+	if (st)
+		return st;
+	tern_cu_stream(c); /* counts as queued work for mark() */
+	return tern_cu_check_blas(cublasGemmEx_64(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+						  tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, alpha, A, ab, lda,
+						  B, ab, ldb, beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+						  CUBLAS_GEMM_DEFAULT),
+				  op);
+}
+
+/* ---- the weight on the device ---- */
+
+static enum tern_status weight_open(const char *op, const struct tern_weight *w, struct cuk_weight *kw)
+{
+	enum tern_status st;
+	const char *dn = tern_dtype_name(w->dtype);
+	long long O = (long long)w->O, I = (long long)w->I;
+	size_t align = w->dtype == TERN_F32 || w->dtype == TERN_TERNARY ? 4
+		       : tern_dtype_size(w->dtype)                      ? 2
+									: 1;
+	void *data, *absmax = NULL, *nested = NULL;
+	if ((st = tern_cu_view(op, "W data", w->data, tern_weight_data_bytes(w->dtype, w->O, w->I), align,
+			       &data, "O=%lld I=%lld %s", O, I, dn)))
+		return st;
+	if (w->dtype == TERN_NF4 || w->dtype == TERN_NF4_DQ) {
+		int64_t nb = tern_nf4_blocks(w->O * w->I, w->blocksize);
+		bool dq = w->dtype == TERN_NF4_DQ;
+		if ((st = tern_cu_view(op, "W absmax", w->absmax, (size_t)nb * (dq ? 1 : 4), dq ? 1 : 4,
+				       &absmax, "O=%lld I=%lld %s bs=%d", O, I, dn, w->blocksize)))
+			return st;
+		if (dq && (st = tern_cu_view(op, "W nested absmax", w->nested,
+					     (size_t)tern_cdiv(nb, TERN_NF4_NESTED_BLOCK) * 4, 4, &nested,
+					     "O=%lld I=%lld %s bs=%d", O, I, dn, w->blocksize)))
+			return st;
+	}
+	*kw = (struct cuk_weight){
+		.dtype = (int)w->dtype,
+		.O = w->O,
+		.I = w->I,
+		.data = data,
+		.absmax = absmax,
+		.nested = nested,
+		.blocksize = w->blocksize,
+		.offset = w->offset,
+		.scale = w->scale,
+	};
+	return TERN_OK;
+}
+
+/* ---- matmul / matmul_bwd ---- */
+
+/* How one product runs: the operands' dtype, whether W is used in place, and the chunks. */
+struct mm_plan {
+	enum tern_dtype prec;
+	cudaDataType ab;
+	bool direct;   /* W's storage is the operand (no decode) */
+	int64_t rows;  /* rows of W per step */
+	int64_t toks;  /* tokens of the activation operand per step (all when prec is F32) */
+	size_t wbytes; /* scratch: decoded W rows */
+	size_t obytes; /* scratch: the half-precision activation rows */
+};
+
+/* W [O, I]; the activation operand has K columns (I forward, O backward) and T rows. */
+static struct mm_plan mm_plan_of(const struct tern_weight *w, enum tern_dtype prec, int64_t T, int64_t K)
+{
+	struct mm_plan p = {.prec = prec, .ab = cuda_type(prec)};
+	p.direct = (int)w->dtype == (int)prec; /* F32/F16/BF16 only match themselves */
+	size_t es = esize(prec);
+	int64_t rows = (int64_t)(CU_DECODE_BYTES / ((size_t)w->I * es));
+	p.rows = p.direct ? w->O : rows < 1 ? 1 : rows > w->O ? w->O : rows;
+	p.wbytes = p.direct ? 0 : (size_t)(p.rows * w->I) * es;
+	int64_t toks = (int64_t)(CU_OPERAND_BYTES / ((size_t)K * 2));
+	p.toks = prec == TERN_F32 ? T : toks < 1 ? 1 : toks > T ? T : toks;
+	p.obytes = prec == TERN_F32 ? 0 : (size_t)(p.toks * K) * 2;
+	return p;
+}
+
+/* Rows [o0, o0 + on) of W as the operand: in place, or decoded into wscr. */
+static enum tern_status mm_weight_rows(struct cu_backend *c, const struct mm_plan *p,
+				       const struct cuk_weight *kw, void *wscr, int64_t o0, int64_t on,
+				       const void **out)
+{
+	if (p->direct) {
+		*out = (const char *)kw->data + (size_t)(o0 * kw->I) * esize(p->prec);
+		return TERN_OK;
+	}
+	*out = wscr;
+	return tern_cu_check(cuk_decode(tern_cu_stream(c), wscr, (int)p->prec, kw, o0, on), "decode");
+}
+
+/* The activation operand: rows [t0, t0 + tn) of a [T, K] fp32 tensor, in place (F32) or scaled
+ * and rounded into oscr (the inverse scale into consts[0]). */
+static enum tern_status mm_act_rows(struct cu_backend *c, const struct mm_plan *p, const float *x, int64_t K,
+				    void *oscr, int64_t t0, int64_t tn, const void **out)
+{
+	if (p->prec == TERN_F32) {
+		*out = x + t0 * K;
+		return TERN_OK;
+	}
+	*out = oscr;
+	return tern_cu_check(cuk_prec_operand(tern_cu_stream(c), oscr, (int)p->prec, x + t0 * K, tn * K,
+					      c->absmax, c->consts),
+			     "operand");
+}
+
+/* For F16: the max |x| of the whole input (the scale is one for all of it). */
+static enum tern_status mm_absmax(struct cu_backend *c, const struct mm_plan *p, const float *x, int64_t n)
+{
+	if (p->prec != TERN_F16)
+		return TERN_OK;
+	cudaStream_t s = tern_cu_stream(c);
+	enum tern_status st = tern_cu_check(cudaMemsetAsync(c->absmax, 0, 4, s), "absmax");
+	return st ? st : tern_cu_check(cuk_absmax_bits(s, x, n, c->absmax), "absmax");
+}
+
+enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				const struct tern_weight *w, int64_t T, enum tern_dtype prec)
+{
+	const char *op = "matmul";
+	struct cu_backend *c = cu_be(be);
+	struct cuk_weight kw;
+	enum tern_status st;
+	int64_t O = w->O, I = w->I;
+	float *yp, *xp;
+	if ((st = weight_open(op, w, &kw)) ||
+	    (st = tern_cu_view(op, "y", y, (size_t)(T * O) * 4, 4, (void **)&yp, "T=%lld O=%lld f32",
+			       (long long)T, (long long)O)) ||
+	    (st = tern_cu_view(op, "x", x, (size_t)(T * I) * 4, 4, (void **)&xp, "T=%lld I=%lld f32",
+			       (long long)T, (long long)I)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	struct mm_plan p = mm_plan_of(w, prec, T, I);
+	void *scr = NULL;
+	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
+		return st;
+	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
+	if ((st = mm_absmax(c, &p, xp, T * I)))
+		return st;
+	const float one = 1.0f, zero = 0.0f;
+	bool dev = prec == TERN_F16;
+	for (int64_t o0 = 0; o0 < O; o0 += p.rows) {
+		int64_t on = O - o0 < p.rows ? O - o0 : p.rows;
+		const void *Wc, *Xc;
+		if ((st = mm_weight_rows(c, &p, &kw, wscr, o0, on, &Wc)))
+			return st;
+		for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
+			int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
+			if ((st = mm_act_rows(c, &p, xp, I, oscr, t0, tn, &Xc)))
+				return st;
+			/* yᵀ[o0.., t0..] (on×tn) = Wc (on×I) · Xcᵀ (I×tn) */
+			if ((st = gemm_ex(c, op, true, false, on, tn, I, dev ? (const void *)c->consts : &one,
+					  Wc, I, Xc, I, dev ? (const void *)(c->consts + 1) : &zero,
+					  yp + t0 * O + o0, O, p.ab, dev)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				    const struct tern_weight *w, int64_t T, bool accumulate,
+				    enum tern_dtype prec)
+{
+	const char *op = "matmul_bwd";
+	struct cu_backend *c = cu_be(be);
+	struct cuk_weight kw;
+	enum tern_status st;
+	int64_t O = w->O, I = w->I;
+	float *dxp, *dyp;
+	if ((st = weight_open(op, w, &kw)) ||
+	    (st = tern_cu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, (void **)&dxp, "T=%lld I=%lld f32",
+			       (long long)T, (long long)I)) ||
+	    (st = tern_cu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, (void **)&dyp, "T=%lld O=%lld f32",
+			       (long long)T, (long long)O)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	struct mm_plan p = mm_plan_of(w, prec, T, O);
+	void *scr = NULL;
+	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
+		return st;
+	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
+	if ((st = mm_absmax(c, &p, dyp, T * O)))
+		return st;
+	const float one = 1.0f, zero = 0.0f;
+	bool dev = prec == TERN_F16;
+	for (int64_t o0 = 0; o0 < O; o0 += p.rows) {
+		int64_t on = O - o0 < p.rows ? O - o0 : p.rows;
+		const void *Wc, *Dc;
+		bool add = accumulate || o0 > 0; /* chunks of the reduction add up in dx */
+		if ((st = mm_weight_rows(c, &p, &kw, wscr, o0, on, &Wc)))
+			return st;
+		for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
+			int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
+			if ((st = mm_act_rows(c, &p, dyp, O, oscr, t0, tn, &Dc)))
+				return st;
+			/* dxᵀ[.., t0..] (I×tn) (+)= Wcᵀ (I×on) · dyᵀ[o0.., t0..] (on×tn) */
+			const void *alpha = dev ? (const void *)c->consts : &one;
+			const void *beta = dev   ? (const void *)(c->consts + (add ? 2 : 1))
+					   : add ? &one
+						 : &zero;
+			if ((st = gemm_ex(c, op, false, false, I, tn, on, alpha, Wc, I,
+					  (const char *)Dc + (size_t)o0 * esize(prec), O, beta, dxp + t0 * I,
+					  I, p.ab, dev)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+/* ---- gemm (fp32) ---- */
+
+enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
+			      struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
+			      float alpha, float beta)
+{
+	const char *op = "gemm";
+	struct cu_backend *c = cu_be(be);
+	enum tern_status st;
+	float *cp, *ap, *bp;
+	if ((st = tern_cu_view(op, "C", C, (size_t)(M * N) * 4, 4, (void **)&cp, "M=%lld N=%lld f32",
+			       (long long)M, (long long)N)) ||
+	    (st = tern_cu_view(op, "A", A, (size_t)(M * K) * 4, 4, (void **)&ap, "%s M=%lld K=%lld f32",
+			       ta ? "[K,M]" : "[M,K]", (long long)M, (long long)K)) ||
+	    (st = tern_cu_view(op, "B", B, (size_t)(K * N) * 4, 4, (void **)&bp, "%s K=%lld N=%lld f32",
+			       tb ? "[N,K]" : "[K,N]", (long long)K, (long long)N)))
+		return st;
+	if (M * N == 0)
+		return TERN_OK;
+	if (K == 0) { /* an empty sum: C = beta · C (beta = 0 does not read C) */
+		if (beta == 0.0f)
+			return tern_cu_check(cudaMemsetAsync(cp, 0, (size_t)(M * N) * 4, tern_cu_stream(c)),
+					     op);
+		return tern_cu_check(cuk_scale(tern_cu_stream(c), cp, M * N, beta), op);
+	}
+	/* Cᵀ (N×M) = op(B)ᵀ · op(A)ᵀ: B stored [K,N] is Bᵀ column-major (N×K, ld N), and so on */
+	return gemm_ex(c, op, tb, ta, N, M, K, &alpha, bp, tb ? K : N, ap, ta ? M : K, &beta, cp, N,
+		       CUDA_R_32F, false);
+}
+
+/* ---- ce_loss ---- */
+
+int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
+{
+	int64_t tc = CU_CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
+	const char *env = getenv("TERN_CE_CHUNK");
+	if (env) {
+		long long f = strtoll(env, NULL, 10);
+		if (f > 0 && f < tc)
+			tc = f;
+	}
+	if (tc > T)
+		tc = T;
+	return tc < 1 ? 1 : tc;
+}
+
+/* The products run in fp32 at every prec (the contract allows it: the CPU reference does). */
+enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
+				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
+				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec)
+{
+	const char *op = "ce_loss";
+	struct cu_backend *c = cu_be(be);
+	enum tern_status st;
+	int64_t V = W->O, D = W->I;
+	struct cuk_weight kw;
+	float *lp, *dxp, *xp, *dwp = NULL;
+	int32_t *lab;
+	if ((st = weight_open(op, W, &kw)) ||
+	    (st = tern_cu_view(op, "loss", loss, 4, 4, (void **)&lp, "1 f32")) ||
+	    (st = tern_cu_view(op, "dx", dx, (size_t)(T * D) * 4, 4, (void **)&dxp, "T=%lld D=%lld f32",
+			       (long long)T, (long long)D)) ||
+	    (st = tern_cu_view(op, "x", x, (size_t)(T * D) * 4, 4, (void **)&xp, "T=%lld D=%lld f32",
+			       (long long)T, (long long)D)) ||
+	    (st = tern_cu_view(op, "labels", labels, (size_t)T * 4, 4, (void **)&lab, "T=%lld i32",
+			       (long long)T)))
+		return st;
+	if (dW.size && (st = tern_cu_view(op, "dW", dW, (size_t)(V * D) * 4, 4, (void **)&dwp,
+					  "V=%lld D=%lld f32", (long long)V, (long long)D)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	int64_t tc = tern_cu_ce_chunk(T, V);
+	struct mm_plan p = mm_plan_of(W, TERN_F32, tc, D);
+	double *term;
+	void *scr;
+	size_t zbytes = (size_t)(tc * V) * 4;
+	if ((st = tern_cu_terms(c, T, &term)) || (st = tern_cu_scratch(c, zbytes + p.wbytes, &scr)))
+		return st;
+	float *z = scr;
+	void *wscr = (char *)scr + zbytes;
+	/* untrained tokens keep dx = 0; every chunk adds its vocabulary slices into dx */
+	if ((st = tern_cu_check(cudaMemsetAsync(dxp, 0, (size_t)(T * D) * 4, tern_cu_stream(c)), op)))
+		return st;
+	const float one = 1.0f, zero = 0.0f;
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		const float *xc = xp + t0 * D;
+		for (int64_t v0 = 0; v0 < V; v0 += p.rows) { /* zᵀ[v0.., :] (vn×tn) = Wc · xcᵀ */
+			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
+			const void *Wc;
+			if ((st = mm_weight_rows(c, &p, &kw, wscr, v0, vn, &Wc)) ||
+			    (st = gemm_ex(c, op, true, false, vn, tn, D, &one, Wc, D, xc, D, &zero, z + v0, V,
+					  CUDA_R_32F, false)))
+				return st;
+		}
+		if ((st = tern_cu_check(cuk_ce_rows(tern_cu_stream(c), z, tn, V, lab + t0, inv_n, term + t0),
+					op)))
+			return st;
+		for (int64_t v0 = 0; v0 < V; v0 += p.rows) {
+			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
+			const void *Wc;
+			/* dxᵀ[:, t0..] (D×tn) += Wcᵀ (D×vn) · dzᵀ[v0.., :] (vn×tn) */
+			if ((st = mm_weight_rows(c, &p, &kw, wscr, v0, vn, &Wc)) ||
+			    (st = gemm_ex(c, op, false, false, D, tn, vn, &one, Wc, D, z + v0, V, &one,
+					  dxp + t0 * D, D, CUDA_R_32F, false)))
+				return st;
+			/* dWᵀ[:, v0..] (D×vn) += xcᵀ (D×tn) · dz[:, v0..] (tn×vn) */
+			if (dwp && (st = gemm_ex(c, op, false, true, D, vn, tn, &one, xc, D, z + v0, V, &one,
+						 dwp + v0 * D, D, CUDA_R_32F, false)))
+				return st;
+		}
+	}
+	return tern_cu_check(cuk_ce_total(tern_cu_stream(c), lp, term, T, inv_n), op);
+}

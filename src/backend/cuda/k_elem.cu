@@ -1,0 +1,374 @@
+// Elementwise ops, the optimizer, RMSNorm, RoPE, the MLP activation and the embedding on CUDA, in
+// the operation order of the CPU reference (src/backend/cpu/cpu_ops.c, cpu_layers.c): fp32 where
+// it computes in fp32, double where it sums or evaluates in double. Built with --fmad=false so that
+// no multiply-add is fused (the reference builds with -ffp-contract=off). Row reductions run in
+// one block per row in a fixed tree order: results do not depend on scheduling.
+#include "backend/cuda/cu_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace
+{
+
+constexpr int kThreads = 256;
+
+inline unsigned grid_for(int64_t n)
+{
+	int64_t b = (n + kThreads - 1) / kThreads;
+	return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
+}
+
+#define GRID_STRIDE(i, n)                                                         \
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); \
+	     i += (int64_t)gridDim.x * blockDim.x)
+
+// The sum of v over the block (blockDim.x a multiple of 32, at most 1024), in a fixed order;
+// every thread gets it. sh: 32 doubles of shared memory.
+__device__ double block_sum(double v, double *sh)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	__syncthreads(); // sh may still be read by a previous call
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	double t = 0.0;
+	for (int k = 0; k < nw; k++)
+		t += sh[k];
+	return t;
+}
+
+__device__ inline uint32_t hash_mix(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x7feb352dU;
+	x ^= x >> 15;
+	x *= 0x846ca68bU;
+	x ^= x >> 16;
+	return x;
+}
+
+// tern_dropout_hash (backend.h)
+__device__ inline uint32_t dropout_hash(uint64_t key, uint32_t i)
+{
+	uint32_t h = hash_mix(i ^ (uint32_t)key);
+	return hash_mix(h ^ (uint32_t)(key >> 32) ^ 0x9e3779b9U);
+}
+
+__global__ void dropout_kernel(float *y, const float *x, int64_t n, uint32_t thr, float scale, uint64_t key)
+{
+	GRID_STRIDE(i, n)
+	y[i] = dropout_hash(key, (uint32_t)i) >= thr ? x[i] * scale : 0.0f;
+}
+
+__global__ void axpy_kernel(float *y, const float *x, int64_t n, float alpha)
+{
+	GRID_STRIDE(i, n)
+	y[i] = y[i] + alpha * x[i];
+}
+
+__global__ void scale_kernel(float *x, int64_t n, float alpha)
+{
+	GRID_STRIDE(i, n)
+	x[i] = x[i] * alpha;
+}
+
+__global__ void scale_dev_kernel(float *x, int64_t n, const float *a)
+{
+	float alpha = a[0];
+	GRID_STRIDE(i, n)
+	x[i] = x[i] * alpha;
+}
+
+__global__ void adamw_kernel(float *pp, const float *gp, float *mp, float *vp, int64_t n, cuk_adamw_c c)
+{
+	GRID_STRIDE(i, n)
+	{
+		float p = pp[i] * c.decay;
+		float g = gp[i], mi = mp[i], vi = vp[i];
+		mi = c.lerp_small ? mi + c.one_minus_b1 * (g - mi) : g - (g - mi) * (1.0f - c.one_minus_b1);
+		vi = vi * c.b2;
+		vi = vi + c.one_minus_b2 * g * g;
+		float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+		pp[i] = p + c.neg_step * mi / denom;
+		mp[i] = mi;
+		vp[i] = vi;
+	}
+}
+
+// One block of 1024 threads: thread k sums k, k + 1024, ... in double; then the fixed tree.
+__global__ void sumsq_kernel(float *out, const float *x, int64_t n, bool accumulate)
+{
+	__shared__ double sh[32];
+	double s = 0.0;
+	for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+		s += (double)x[i] * (double)x[i];
+	s = block_sum(s, sh);
+	if (threadIdx.x == 0)
+		out[0] = (float)(accumulate ? (double)out[0] + s : s);
+}
+
+__global__ void clip_kernel(float *x, int64_t n, const float *sumsq, float max_norm)
+{
+	float c = max_norm / (sqrtf(sumsq[0]) + 1e-6f);
+	if (!(c < 1.0f))
+		return;
+	GRID_STRIDE(i, n)
+	x[i] = x[i] * c;
+}
+
+__device__ inline float load_any(const void *p, int dt, int64_t i)
+{
+	if (dt == 1)
+		return __half2float(static_cast<const __half *>(p)[i]);
+	if (dt == 2)
+		return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+	return static_cast<const float *>(p)[i];
+}
+
+__device__ inline void store_any(void *p, int dt, int64_t i, float v)
+{
+	if (dt == 1)
+		static_cast<__half *>(p)[i] = __float2half_rn(v);
+	else if (dt == 2)
+		static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
+	else
+		static_cast<float *>(p)[i] = v;
+}
+
+__global__ void cast_kernel(void *dst, int dt, const void *src, int st, int64_t n)
+{
+	GRID_STRIDE(i, n)
+	store_any(dst, dt, i, load_any(src, st, i));
+}
+
+__device__ inline double act_value(double g, int relu2)
+{
+	if (relu2)
+		return g > 0.0 ? g * g : 0.0;
+	return g / (1.0 + exp(-g));
+}
+
+__global__ void swiglu_kernel(float *h, const float *g, const float *u, int64_t n, int relu2)
+{
+	GRID_STRIDE(i, n)
+	{
+		float a = (float)act_value((double)g[i], relu2);
+		h[i] = a * u[i];
+	}
+}
+
+__global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const float *g, const float *u,
+				  int64_t n, int relu2)
+{
+	GRID_STRIDE(i, n)
+	{
+		double gi = g[i], d;
+		if (relu2) {
+			d = gi > 0.0 ? 2.0 * gi : 0.0;
+		} else {
+			double sg = 1.0 / (1.0 + exp(-gi));
+			d = sg * (1.0 + gi * (1.0 - sg));
+		}
+		dg[i] = (float)((double)dh[i] * (double)u[i] * d);
+		du[i] = (float)((double)dh[i] * act_value(gi, relu2));
+	}
+}
+
+// One block per row.
+__global__ void rmsnorm_kernel(float *y, float *rstd, const float *x, const float *w, int64_t D, float eps)
+{
+	__shared__ double sh[32];
+	int64_t t = blockIdx.x;
+	const float *xt = x + t * D;
+	float *yt = y + t * D;
+	double ss = 0.0;
+	for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+		ss += (double)xt[j] * (double)xt[j];
+	ss = block_sum(ss, sh);
+	float r = (float)(1.0 / sqrt((double)(float)(ss / (double)D) + (double)eps));
+	if (threadIdx.x == 0)
+		rstd[t] = r;
+	for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+		float nv = xt[j] * r;
+		yt[j] = nv * w[j];
+	}
+}
+
+__global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, const float *w,
+				   const float *rstd, int64_t D, bool accumulate)
+{
+	__shared__ double sh[32];
+	int64_t t = blockIdx.x;
+	const float *xt = x + t * D, *dyt = dy + t * D;
+	float *dxt = dx + t * D;
+	double r = (double)rstd[t], s = 0.0;
+	for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+		s += (double)w[j] * (double)dyt[j] * (double)xt[j];
+	s = block_sum(s, sh);
+	double c = r * r * r * s / (double)D;
+	for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+		double gv = r * (double)w[j] * (double)dyt[j] - (double)xt[j] * c;
+		dxt[j] = accumulate ? (float)((double)dxt[j] + gv) : (float)gv;
+	}
+}
+
+// One thread per (t, i < Dh/2), looping over heads.
+__global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H, int64_t Dh,
+			    float sign)
+{
+	int64_t half = Dh / 2;
+	GRID_STRIDE(k, T * half)
+	{
+		int64_t t = k / half, i = k % half;
+		float th = (float)pos[t] * fr[i];
+		float c = (float)cos((double)th), s = sign * (float)sin((double)th);
+		for (int64_t h = 0; h < H; h++) {
+			float *xr = x + (t * H + h) * Dh;
+			float x0 = xr[i], x1 = xr[i + half];
+			float a = x0 * c, b = x1 * s, d = x1 * c, e = x0 * s;
+			xr[i] = a - b;
+			xr[i + half] = d + e;
+		}
+	}
+}
+
+__global__ void embed_kernel(float *y, const int32_t *ids, const void *E, int dt, int64_t V, int64_t D,
+			     int64_t T)
+{
+	GRID_STRIDE(k, T * D)
+	{
+		int64_t t = k / D, j = k % D;
+		int32_t id = ids[t];
+		y[k] = id >= 0 && id < V ? load_any(E, dt, (int64_t)id * D + j) : __int_as_float(0x7fc00000);
+	}
+}
+
+// Thread j owns column j of dE: tokens in order, so repeated ids add in token order.
+__global__ void embed_bwd_kernel(float *dE, const float *dy, const int32_t *ids, int64_t T, int64_t V,
+				 int64_t D)
+{
+	GRID_STRIDE(j, D)
+	for (int64_t t = 0; t < T; t++) {
+		int32_t id = ids[t];
+		if (id < 0 || id >= V)
+			continue;
+		float *dst = dE + (int64_t)id * D + j;
+		*dst = *dst + dy[t * D + j];
+	}
+}
+
+unsigned row_threads(int64_t D) { return D >= 1024 ? 1024 : D >= 256 ? 256 : 64; }
+
+} // namespace
+
+extern "C" cudaError_t cuk_dropout(cudaStream_t s, float *y, const float *x, int64_t n, uint32_t thr,
+				   float scale, uint64_t key)
+{
+	dropout_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, n, thr, scale, key);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_axpy(cudaStream_t s, float *y, const float *x, int64_t n, float alpha)
+{
+	axpy_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, n, alpha);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_scale(cudaStream_t s, float *x, int64_t n, float alpha)
+{
+	scale_kernel<<<grid_for(n), kThreads, 0, s>>>(x, n, alpha);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_scale_dev(cudaStream_t s, float *y, int64_t n, const float *a)
+{
+	scale_dev_kernel<<<grid_for(n), kThreads, 0, s>>>(y, n, a);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_adamw(cudaStream_t s, float *p, const float *g, float *m, float *v, int64_t n,
+				 const struct cuk_adamw_c *c)
+{
+	adamw_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, *c);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_sumsq(cudaStream_t s, float *out, const float *x, int64_t n, bool accumulate)
+{
+	sumsq_kernel<<<1, 1024, 0, s>>>(out, x, n, accumulate);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_clip(cudaStream_t s, float *x, int64_t n, const float *sumsq, float max_norm)
+{
+	clip_kernel<<<grid_for(n), kThreads, 0, s>>>(x, n, sumsq, max_norm);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_cast(cudaStream_t s, void *dst, int dt, const void *src, int st, int64_t n)
+{
+	cast_kernel<<<grid_for(n), kThreads, 0, s>>>(dst, dt, src, st, n);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_swiglu(cudaStream_t s, float *h, const float *g, const float *u, int64_t n,
+				  int relu2)
+{
+	swiglu_kernel<<<grid_for(n), kThreads, 0, s>>>(h, g, u, n, relu2);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_swiglu_bwd(cudaStream_t s, float *dg, float *du, const float *dh, const float *g,
+				      const float *u, int64_t n, int relu2)
+{
+	swiglu_bwd_kernel<<<grid_for(n), kThreads, 0, s>>>(dg, du, dh, g, u, n, relu2);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const float *x, const float *w,
+				   int64_t T, int64_t D, float eps)
+{
+	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
+		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
+		rmsnorm_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(y + t0 * D, rstd + t0, x + t0 * D, w,
+								       D, eps);
+	}
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *dy, const float *x,
+				       const float *w, const float *rstd, int64_t T, int64_t D,
+				       bool accumulate)
+{
+	for (int64_t t0 = 0; t0 < T; t0 += 65535) {
+		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
+		rmsnorm_bwd_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(
+			dx + t0 * D, dy + t0 * D, x + t0 * D, w, rstd + t0, D, accumulate);
+	}
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq,
+				int64_t T, int64_t H, int64_t Dh, bool inverse)
+{
+	rope_kernel<<<grid_for(T * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
+								inverse ? -1.0f : 1.0f);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_embed(cudaStream_t s, float *y, const int32_t *ids, const void *E, int dt,
+				 int64_t V, int64_t D, int64_t T)
+{
+	embed_kernel<<<grid_for(T * D), kThreads, 0, s>>>(y, ids, E, dt, V, D, T);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_embed_bwd(cudaStream_t s, float *dE, const float *dy, const int32_t *ids,
+				     int64_t T, int64_t V, int64_t D)
+{
+	embed_bwd_kernel<<<grid_for(D), kThreads, 0, s>>>(dE, dy, ids, T, V, D);
+	return cudaGetLastError();
+}

@@ -1,0 +1,165 @@
+// Weight decode (one kernel per format, into an f32/f16/bf16 scratch the cuBLAS products read) and
+// the half-precision operands of matmul (backend.h, "Precision"). Built with --fmad=false: the
+// decoded values are the CPU reference's fp32 values bit for bit (src/quant/quant.h layouts).
+#include "backend/cuda/cu_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace
+{
+
+__constant__ float c_nf4[16];
+__constant__ float c_dmap[256];
+
+constexpr int kThreads = 256;
+
+inline unsigned grid_for(int64_t n)
+{
+	int64_t b = (n + kThreads - 1) / kThreads;
+	return (unsigned)(b < 1 ? 1 : b > 65535 * 8 ? 65535 * 8 : b);
+}
+
+template <int DT> __device__ inline void store(void *out, int64_t i, float v)
+{
+	if (DT == 0)
+		static_cast<float *>(out)[i] = v;
+	else if (DT == 1)
+		static_cast<__half *>(out)[i] = __float2half_rn(v);
+	else
+		static_cast<__nv_bfloat16 *>(out)[i] = __float2bfloat16_rn(v);
+}
+
+// One element of W: flat index g = row * I + i (the layouts of quant.h).
+template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t row, int64_t i, int bs_shift)
+{
+	int64_t g = row * w.I + i;
+	if (WDT == 0)
+		return static_cast<const float *>(w.data)[g];
+	if (WDT == 1)
+		return __half2float(static_cast<const __half *>(w.data)[g]);
+	if (WDT == 2)
+		return __bfloat162float(static_cast<const __nv_bfloat16 *>(w.data)[g]);
+	if (WDT == 3 || WDT == 4) {
+		unsigned byte = static_cast<const unsigned char *>(w.data)[g >> 1];
+		unsigned q = (g & 1) ? byte & 15u : byte >> 4;
+		int64_t b = g >> bs_shift; // blocksize: a power of two (the front door)
+		float am;
+		if (WDT == 3) {
+			am = static_cast<const float *>(w.absmax)[b];
+		} else {
+			unsigned char qa = static_cast<const unsigned char *>(w.absmax)[b];
+			am = c_dmap[qa] * w.nested[b / 256] + w.offset; // two roundings, as nf4.c
+		}
+		return c_nf4[q] * am;
+	}
+	// ternary: row words ceil(I/16); weight i in bits 2(i%16) of word i/16
+	const uint32_t *words = static_cast<const uint32_t *>(w.data) + row * ((w.I + 15) / 16);
+	int q = (int)((words[i / 16] >> (2 * (i % 16))) & 3u);
+	return (float)(q - 1) * w.scale;
+}
+
+// Rows over blockIdx.y, columns over blockIdx.x: no division per element.
+template <int WDT, int DT>
+__global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int bs_shift)
+{
+	for (int64_t r = blockIdx.y; r < nrows; r += gridDim.y)
+		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < w.I;
+		     i += (int64_t)gridDim.x * blockDim.x)
+			store<DT>(out, r * w.I + i, wvalue<WDT>(w, row0 + r, i, bs_shift));
+}
+
+template <int WDT>
+cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows)
+{
+	int64_t gx = (w.I + kThreads - 1) / kThreads;
+	dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(nrows > 65535 ? 65535 : nrows));
+	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
+	while (shift < 30 && (1 << shift) < w.blocksize)
+		shift++;
+	if (out_dt == 0)
+		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+	else if (out_dt == 1)
+		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+	else
+		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+	return cudaGetLastError();
+}
+
+__global__ void absmax_kernel(const float *x, int64_t n, uint32_t *bits)
+{
+	uint32_t m = 0;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		uint32_t b = __float_as_uint(x[i]) & 0x7fffffffu;
+		m = b > m ? b : m; // NaN (above infinity) wins
+	}
+	for (int o = 16; o > 0; o >>= 1) {
+		uint32_t t = __shfl_xor_sync(0xffffffffu, m, o);
+		m = t > m ? t : m;
+	}
+	if ((threadIdx.x & 31) == 0 && m)
+		atomicMax(bits, m); // max is exact: the order does not matter
+}
+
+// tern_prec_scale(bits, 14) (src/backend/prec.c)
+__device__ inline float prec_scale(uint32_t max_bits)
+{
+	uint32_t e = (max_bits >> 23) & 0xffu;
+	if (max_bits == 0 || e == 0xffu)
+		return 1.0f;
+	int k = 14 - ((e > 1 ? (int)e : 1) - 127);
+	k = k < -100 ? -100 : k > 100 ? 100 : k;
+	return ldexpf(1.0f, k);
+}
+
+template <int DT>
+__global__ void operand_kernel(void *out, const float *x, int64_t n, const uint32_t *bits, float *inv_s)
+{
+	float sc = DT == 1 ? prec_scale(*bits) : 1.0f;
+	if (inv_s && blockIdx.x == 0 && threadIdx.x == 0)
+		inv_s[0] = 1.0f / sc;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x)
+		store<DT>(out, i, x[i] * sc);
+}
+
+} // namespace
+
+extern "C" cudaError_t cuk_set_tables(const float nf4[16], const float dmap[256])
+{
+	cudaError_t e = cudaMemcpyToSymbol(c_nf4, nf4, 16 * sizeof(float));
+	return e != cudaSuccess ? e : cudaMemcpyToSymbol(c_dmap, dmap, 256 * sizeof(float));
+}
+
+extern "C" cudaError_t cuk_decode(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
+				  int64_t row0, int64_t nrows)
+{
+	if (nrows <= 0)
+		return cudaSuccess;
+	switch (w->dtype) {
+	case 0: return decode_as<0>(s, out, out_dt, *w, row0, nrows);
+	case 1: return decode_as<1>(s, out, out_dt, *w, row0, nrows);
+	case 2: return decode_as<2>(s, out, out_dt, *w, row0, nrows);
+	case 3: return decode_as<3>(s, out, out_dt, *w, row0, nrows);
+	case 4: return decode_as<4>(s, out, out_dt, *w, row0, nrows);
+	default: return decode_as<5>(s, out, out_dt, *w, row0, nrows);
+	}
+}
+
+extern "C" cudaError_t cuk_absmax_bits(cudaStream_t s, const float *x, int64_t n, uint32_t *bits)
+{
+	if (n > 0)
+		absmax_kernel<<<grid_for(n), kThreads, 0, s>>>(x, n, bits);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_prec_operand(cudaStream_t s, void *out, int out_dt, const float *x, int64_t n,
+					const uint32_t *bits, float *inv_s)
+{
+	if (out_dt == 1)
+		operand_kernel<1><<<grid_for(n), kThreads, 0, s>>>(out, x, n, bits, inv_s);
+	else
+		operand_kernel<2><<<grid_for(n), kThreads, 0, s>>>(out, x, n, bits, inv_s);
+	return cudaGetLastError();
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The CUDA backend's first runs, for a session with an NVIDIA GPU (the H200 machine of
+# /work/shared/reference/gpu-machine.md). The backend was written and compiled on a machine
+# without a GPU: nothing of it has run before this script.
+#
+#   tools/cuda_device_check.sh build   on the build machine (nvcc, no GPU needed): configures and
+#                                      builds build-cuda/ for sm_90 (H100/H200) with -Werror
+#   tools/cuda_device_check.sh run     on the GPU machine: tern devices, test_cuda, then test_ops,
+#                                      test_golden and test_stream on the cuda backend only, then
+#                                      `tern bench ops --backend cuda` at T=2048 O=I=4096
+#
+# The run step needs what the build step made, and the Debian libraries of gpu-machine.md (.gl/):
+# with the device tool, carry [".gl", "build-cuda/tern", "build-cuda/tests/test_cuda",
+# "build-cuda/tests/test_ops", "build-cuda/tests/test_golden", "build-cuda/tests/test_stream"]
+# (about 20 MiB at one architecture). Logs go to $OUT (else /tmp/tern-cuda-check); each test's
+# last line is its summary. TERN_REQUIRE_CUDA=1 makes "cuda: no device" a failure, not "not run".
+# ARCH=90 is the default architecture; ARCH=native builds for the card of the machine it runs on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+build)
+	nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+	[ -x "$nvcc" ] || {
+		echo "cuda_device_check: no nvcc (PATH, /usr/local/cuda/bin)" >&2
+		exit 1
+	}
+	cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DTERN_WERROR=ON -DTERN_CUDA=ON \
+		-DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${ARCH:-90}" >/dev/null || exit 1
+	cmake --build build-cuda -j"${TERN_JOBS:-2}" --target tern test_cuda test_ops test_golden test_stream ||
+		exit 1
+	ls -la build-cuda/tern build-cuda/tests/test_{cuda,ops,golden,stream}
+	;;
+run)
+	out=${OUT:-/tmp/tern-cuda-check}
+	mkdir -p "$out"
+	if [ -d .gl ]; then # gpu-machine.md: tern's shared libraries travel as Debian packages
+		mkdir -p /opt/tdeps
+		for f in .gl/*.deb; do
+			case $f in
+			*gomp* | *pcre2*) dpkg -x "$f" /opt/tdeps ;;
+			*) dpkg -x "$f" / ;;
+			esac
+		done
+		ldconfig
+		export LD_LIBRARY_PATH=/opt/tdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+		export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+	fi
+	# libcudart / libcublas of the toolkit the binary was built with (13)
+	for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+		[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+	done
+	export TERN_TEST_DATA=$PWD/tests/data TERN_REQUIRE_CUDA=${TERN_REQUIRE_CUDA:-1} TERN_TEST_BACKEND=cuda
+	nvidia-smi -L 2>&1 | tee "$out/nvidia-smi.txt"
+	ldd build-cuda/tern | grep -E "cuda|cublas" | tee "$out/ldd.txt"
+	build-cuda/tern devices 2>&1 | tee "$out/devices.txt"
+	rc=0
+	for t in test_cuda test_ops test_golden test_stream; do
+		echo "== $t (cuda)"
+		start=$(date +%s)
+		timeout 900 "build-cuda/tests/$t" >"$out/$t.txt" 2>&1
+		r=$?
+		echo "$t: exit $r in $(($(date +%s) - start)) s; $(tail -1 "$out/$t.txt")"
+		grep -E "FAIL|fail " "$out/$t.txt" | head -40
+		[ $r = 0 ] || rc=1
+	done
+	echo "== bench ops (cuda, T=2048 O=I=4096; the H200's dense bf16 peak is about 790 TFLOP/s)"
+	for p in f32 f16 bf16; do
+		build-cuda/tern bench ops --backend cuda --T 2048 --O 4096 --I 4096 --prec "$p" --peak 790 \
+			--seconds 1 2>&1 | tee "$out/bench_$p.txt"
+	done
+	exit $rc
+	;;
+*)
+	echo "usage: tools/cuda_device_check.sh build|run" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,68 @@
+// The device side of the CUDA emulation (tools/cuda_emu/README.md): what a k_*.cu kernel file needs
+// to compile as host C++ and run on the CPU. Blocks run one after another; the threads of a block
+// run as coroutines (ucontext) that switch at __syncthreads and at warp shuffles, so barriers and
+// shuffles have their CUDA meaning for code where every thread (lane) reaches them.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <functional>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define __global__
+#define __device__
+#define __constant__
+#define __shared__ static
+
+struct emu_thread {
+	uint3 tid;
+};
+extern thread_local emu_thread *emu_cur;
+extern uint3 emu_block_idx;
+extern dim3 emu_block_dim, emu_grid_dim;
+extern void *emu_dyn_smem;
+
+#define threadIdx (emu_cur->tid)
+#define blockIdx emu_block_idx
+#define blockDim emu_block_dim
+#define gridDim emu_grid_dim
+
+void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function<void()> &f);
+void __syncthreads();
+// lane exchange: every lane of the warp puts v, then takes lane src's value
+uint64_t emu_warp_exchange(uint64_t v, int src);
+
+template <typename T> T __shfl_xor_sync(unsigned mask, T v, int o)
+{
+	(void)mask;
+	uint64_t u = 0;
+	memcpy(&u, &v, sizeof v);
+	int lane = (int)((threadIdx.x + threadIdx.y * blockDim.x) & 31);
+	u = emu_warp_exchange(u, lane ^ o);
+	T r;
+	memcpy(&r, &u, sizeof r);
+	return r;
+}
+
+inline unsigned __float_as_uint(float f)
+{
+	unsigned u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+inline float __int_as_float(int i)
+{
+	float f;
+	memcpy(&f, &i, 4);
+	return f;
+}
+inline unsigned atomicMax(unsigned *p, unsigned v)
+{
+	unsigned old = *p;
+	if (v > old)
+		*p = v;
+	return old;
+}
