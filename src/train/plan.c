@@ -161,11 +161,6 @@ static void item(struct tern_plan_item *it, int *n, int max, uint64_t bytes, con
 	(*n)++;
 }
 
-static bool is_mlp_proj(enum tern_role r)
-{
-	return r == TERN_ROLE_GATE || r == TERN_ROLE_UP || r == TERN_ROLE_DOWN;
-}
-
 /* A layer range "3-17" or "5" into buf. */
 static void range_str(char *buf, size_t size, const struct tern_plan *p, enum tern_plan_tier t)
 {
@@ -203,7 +198,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	if (depth > 64)
 		return tern_fail(TERN_E_INVALID, "plan: prefetch depth %d out of range (allowed: 1..64)",
 				 depth);
-	bool moe = mc->arch == TERN_ARCH_MIXTRAL && mc->E > 0;
+	bool moe = mc->E > 0;
 	int64_t E = moe ? mc->E : 1, L = mc->L;
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
@@ -251,15 +246,11 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		if (s->layer != 0)
 			continue;
 		n_layer0++;
-		out->layer_bytes += b * (uint64_t)(moe && is_mlp_proj(s->role) ? E : 1);
-		if (!proj) /* its fp32 copy in the small block, per layer */
+		out->layer_bytes += b; /* a sparse layer's map holds the router and every expert */
+		if (!proj && s->role != TERN_ROLE_ROUTER) /* its fp32 copy in the small block, per layer */
 			small += tern_align_up((uint64_t)s->shape[0] * 4, SMALL_ALIGN) * (uint64_t)L;
 	}
 	free(spec);
-	if (moe) { /* the router: block_sparse_moe.gate.weight [E, D], kept at the checkpoint dtype */
-		out->layer_bytes += pack_tensor_bytes(odt, mc->E, mc->D);
-		n_layer0 += 3 * (size_t)(E - 1) + 1;
-	}
 	out->global_bytes = embed + head + fnorm;
 	uint64_t meta = TERN_PACK_HEADER + (n_layer0 * (uint64_t)L + 3) * TERN_PACK_RECORD +
 			16 * (uint64_t)(L + 1) + PACK_KEY_ABOUT;
