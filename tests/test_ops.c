@@ -16,6 +16,7 @@
 #include "test_ops_attention.h"
 #include "test_ops_loss.h"
 #include "test_ops_stream.h"
+#include "test_ops_moe.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1285,6 +1286,7 @@ static void run_backend(struct suite *s)
 	check_loss_all(s);
 	check_layers_all(s);
 	check_stream_all(s);
+	check_moe_all(s);
 }
 
 int main(void)

@@ -56,6 +56,9 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_ATTENTION_BWD: return "attention_bwd";
 	case TERN_OP_CE_LOSS: return "ce_loss";
 	case TERN_OP_EMBED_BWD: return "embed_bwd";
+	case TERN_OP_GATHER_ROWS: return "gather_rows";
+	case TERN_OP_SCATTER_ADD_ROWS: return "scatter_add_rows";
+	case TERN_OP_ROWDOT: return "rowdot";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -387,6 +390,9 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_ATTENTION_BWD: return v->attention_bwd;
 	case TERN_OP_CE_LOSS: return v->ce_loss;
 	case TERN_OP_EMBED_BWD: return v->embed_bwd;
+	case TERN_OP_GATHER_ROWS: return v->gather_rows;
+	case TERN_OP_SCATTER_ADD_ROWS: return v->scatter_add_rows;
+	case TERN_OP_ROWDOT: return v->rowdot;
 	case TERN_OP_COUNT: break;
 	}
 	return false;

@@ -54,6 +54,9 @@ enum tern_op {
 	TERN_OP_ATTENTION_BWD,
 	TERN_OP_CE_LOSS,
 	TERN_OP_EMBED_BWD,
+	TERN_OP_GATHER_ROWS,      /* mixture of experts: tokens grouped by expert */
+	TERN_OP_SCATTER_ADD_ROWS, /* the weighted combine back into token order */
+	TERN_OP_ROWDOT,           /* per-row dot products (the routing weights' gradient) */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -121,7 +124,7 @@ enum tern_prof_kind {
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
 	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed(_bwd), axpy, dropout, cast,
-				* scale */
+				* scale, gather_rows, scatter_add_rows, rowdot */
 	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
 	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
 	TERN_PROF_KIND_COUNT
@@ -354,6 +357,34 @@ struct tern_backend_vtable {
 	enum tern_status (*ce_loss)(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				    struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				    struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
+
+	/* ---- mixture-of-experts row ops (tokens grouped by expert and back) ----
+	 * gather is the forward of grouping (and the transpose of scatter_add with unit weights),
+	 * scatter_add with the router weights the weighted combine, rowdot the routing weight's
+	 * gradient dw_i = <dy[idx_i], h_i>. D >= 1; n, Tx, Ty >= 0; n·D, Tx·D, Ty·D <= TERN_MAX_ELEMS.
+	 * The idx live on the device, so the front door cannot check them: an idx outside the rows
+	 * makes the CPU fail before writing anything, naming the first such idx[i]; Vulkan, as embed,
+	 * writes a NaN row for it (gather) or skips that row (scatter_add). */
+
+	/* y[i, :] = x[idx[i], :]   (=) for i < n: a bit-exact copy. idx i32 [n], each in [0, Tx);
+	 * x f32 [Tx, D]; y f32 [n, D]. idx may repeat. */
+	enum tern_status (*gather_rows)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					struct tern_view idx, int64_t n, int64_t Tx, int64_t D);
+	/* y[idx[i], :] += w[i] · x[i, :]   (+=) for i < n; x f32 [n, D]; y f32 [Ty, D]; idx i32 [n],
+	 * each in [0, Ty); w f32 [n], or a view of size 0: every weight 1 (then y += x exactly, no
+	 * multiply); y + w·x in fp32 per element (the CPU rounds the product, then the sum; a
+	 * backend may fuse the two).
+	 * The idx of one call are distinct (one token reaches an expert once), so rows never collide
+	 * and no atomics are needed: the CPU fails on a repeated idx before writing, naming both
+	 * positions; on Vulkan the rows a repeat hits are unspecified. */
+	enum tern_status (*scatter_add_rows)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					     struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
+					     int64_t D);
+	/* out[i] = Σ_d a[i, d] · b[i, d]   (=) for i < n; a, b f32 [n, D]; out f32 [n]. The sum is
+	 * accumulated in at least fp32 in an order fixed by D alone (no atomics), so repeated calls
+	 * give the same bits. */
+	enum tern_status (*rowdot)(struct tern_backend *be, struct tern_view out, struct tern_view a,
+				   struct tern_view b, int64_t n, int64_t D);
 };
 
 struct tern_backend {
@@ -422,6 +453,13 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 			      struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 			      struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
+enum tern_status tern_gather_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  struct tern_view idx, int64_t n, int64_t Tx, int64_t D);
+enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				       struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
+				       int64_t D);
+enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
+			     struct tern_view b, int64_t n, int64_t D);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend

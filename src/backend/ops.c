@@ -614,3 +614,81 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 	return prof_end(be, prof, TERN_PROF_LOSS,
 			be->vt->ce_loss(be, loss, dx, dW, x, W, labels, T, inv_n, prec));
 }
+
+/* ---- mixture-of-experts row ops ----------------------------------------------------------- */
+
+/* D >= 1 and n, Tx (or Ty) in range with n·D and Tx·D counts; rows names Tx or Ty. The idx are
+ * not checked here: they live on the device (the CPU checks them, Vulkan marks or skips them). */
+static enum tern_status rows_shape(const char *op, int64_t n, int64_t T, const char *tn, int64_t D)
+{
+	enum tern_status st;
+	if (D < 1)
+		return tern_fail(TERN_E_INVALID, "%s: D=%lld (D >= 1)", op, (long long)D);
+	if ((st = dims(op, n, "n", D, "D")) || (st = dims(op, T, tn, D, "D")))
+		return st;
+	return TERN_OK;
+}
+
+enum tern_status tern_gather_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  struct tern_view idx, int64_t n, int64_t Tx, int64_t D)
+{
+	const char *op = "gather_rows";
+	if (!be->vt->gather_rows)
+		return missing(be, TERN_OP_GATHER_ROWS);
+	enum tern_status st = rows_shape(op, n, Tx, "Tx", D);
+	if (st)
+		return st;
+	long long ln = (long long)n, lT = (long long)Tx, lD = (long long)D;
+	if ((st = view(op, "y", y, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)) ||
+	    (st = view(op, "x", x, (size_t)(Tx * D) * 4, "Tx=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "idx", idx, (size_t)n * 4, "n=%lld i32", ln)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->gather_rows(be, y, x, idx, n, Tx, D));
+}
+
+enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				       struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
+				       int64_t D)
+{
+	const char *op = "scatter_add_rows";
+	if (!be->vt->scatter_add_rows)
+		return missing(be, TERN_OP_SCATTER_ADD_ROWS);
+	enum tern_status st = rows_shape(op, n, Ty, "Ty", D);
+	if (st)
+		return st;
+	long long ln = (long long)n, lT = (long long)Ty, lD = (long long)D;
+	if ((st = view(op, "y", y, (size_t)(Ty * D) * 4, "Ty=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "x", x, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)) ||
+	    (st = view(op, "idx", idx, (size_t)n * 4, "n=%lld i32", ln)))
+		return st;
+	/* w: n weights, or none at all (every weight 1) */
+	if (w.size && (st = view(op, "w", w, (size_t)n * 4,
+				 "n=%lld f32, or a view of size 0 for unit "
+				 "weights",
+				 ln)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->scatter_add_rows(be, y, x, idx, w, n, Ty, D));
+}
+
+enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
+			     struct tern_view b, int64_t n, int64_t D)
+{
+	const char *op = "rowdot";
+	if (!be->vt->rowdot)
+		return missing(be, TERN_OP_ROWDOT);
+	enum tern_status st;
+	if (D < 1)
+		return tern_fail(TERN_E_INVALID, "rowdot: D=%lld (D >= 1)", (long long)D);
+	if ((st = dims(op, n, "n", D, "D")))
+		return st;
+	long long ln = (long long)n, lD = (long long)D;
+	if ((st = view(op, "out", out, (size_t)n * 4, "n=%lld f32", ln)) ||
+	    (st = view(op, "a", a, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)) ||
+	    (st = view(op, "b", b, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rowdot(be, out, a, b, n, D));
+}

@@ -310,6 +310,9 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.embed = tern_cpu_embed,
 	.embed_bwd = tern_cpu_embed_bwd,
 	.ce_loss = tern_cpu_ce_loss,
+	.gather_rows = tern_cpu_gather_rows,
+	.scatter_add_rows = tern_cpu_scatter_add_rows,
+	.rowdot = tern_cpu_rowdot,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */
