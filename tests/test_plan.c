@@ -85,13 +85,23 @@ static struct expect by_hand(const struct model *m)
 	/* the fp32 block: per layer 2 norms [D]; final norm [D], inv_freq [Dh/2], ones [T] */
 	uint64_t small = L * 2 * al(D * 4) + al(D * 4) + al(Dh / 2 * 4) + al(Tu * 4);
 	/* activations with checkpointing (net.c plan_act): L + 1 layer inputs; one saved set;
-	 * io and backward scratch. Mixtral: top_k experts per token, as an FFN of width top_k·F. */
-	uint64_t Fw = F * (m->E ? (uint64_t)m->top_k : 1), maxI = D > Fw ? D : Fw;
+	 * io and backward scratch. Mixtral (every layer sparse): no dense g, u, a; the router logits
+	 * [T, E]; the experts' rows (cap = T·k + E·(pad − 1), pad 4 rows for R 16 with D and F
+	 * multiples of 64): inputs and outputs [cap, D], g, u, a [cap, F]; the rows' token idx and
+	 * weights [icap = T·k + E·63]; (an empty view still takes 256 bytes) scratch d(logits) [T, E], gathered dy [cap, D], scaled dy and
+	 * expert dx [T, D], weight gradients [icap], iota [T]. */
+	uint64_t Fd = m->E ? 0 : F, maxI = D > F ? D : F;
 	maxI = q > maxI ? q : maxI;
-	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * Fw * 4),
-		 T1 = al(Tu * 4), TR = al(Tu * Ru * 4);
+	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * F * 4),
+		 TFd = al(Tu * Fd * 4), T1 = al(Tu * 4), TR = al(Tu * Ru * 4);
 	uint64_t act = (L + 1) * TD;
-	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 + 3 * TF + 7 * TR;
+	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 +
+	       3 * (Fd ? TFd : 256) + 7 * TR;
+	if (m->E) {
+		uint64_t K = (uint64_t)m->top_k, cap = Tu * K + E * 3, icap = Tu * K + E * 63;
+		act += al(Tu * E * 4) + 2 * al(cap * D * 4) + 3 * al(cap * F * 4) + 2 * al(icap * 4);
+		act += al(Tu * E * 4) + al(cap * D * 4) + 2 * TD + al(icap * 4) + T1;
+	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
 	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 2 * TF + 2 * al(4);

@@ -262,8 +262,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		 tern_align_up((uint64_t)(mc->Dh / 2) * 4, SMALL_ALIGN) +
 		 tern_align_up((uint64_t)T * 4, SMALL_ALIGN);
 
-	/* ---- LoRA and activations: tern_net_sizes (Mixtral: the MLP modules once per expert; the
-	 * MLP activations of top_k experts per token, as an FFN of width top_k · F) ---- */
+	/* ---- LoRA and activations: tern_net_sizes (the activations of a MoE model exactly as the net
+	 * lays them out: every expert's rows for top_k experts per token) ---- */
 	unsigned mods = tern_plan_modules(cfg);
 	struct tern_net_opts no = {
 		.R = cfg->lora_r, .modules = mods, .T = T, .checkpointing = cfg->gradient_checkpointing};
@@ -272,20 +272,16 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		return st;
 	uint64_t lora = ns_all.lora, act = ns_all.act;
 	int64_t params = ns_all.params;
-	if (moe) {
+	if (moe) { /* LoRA on the MLP modules: once per expert (sizes for when the net trains them) */
 		unsigned mlp = mods & ((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
 		struct tern_net_opts nm = no, na = no;
 		nm.modules = mlp;
 		na.modules = mods & ~mlp;
-		struct tern_net_sizes sm, sa, sk;
-		struct tern_model_config wide = *mc;
-		wide.F = mc->F * (mc->top_k > 0 ? mc->top_k : 1);
-		if ((st = tern_net_sizes(mc, &nm, &sm)) || (st = tern_net_sizes(mc, &na, &sa)) ||
-		    (st = tern_net_sizes(&wide, &no, &sk)))
+		struct tern_net_sizes sm, sa;
+		if ((st = tern_net_sizes(mc, &nm, &sm)) || (st = tern_net_sizes(mc, &na, &sa)))
 			return st;
 		lora = sa.lora + (uint64_t)E * sm.lora;
 		params = sa.params + E * sm.params;
-		act = sk.act;
 	}
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
 	 * in buffers of their own; the bytes they add, as the net allocates them */
