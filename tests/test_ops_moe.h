@@ -197,7 +197,9 @@ out:
 static void check_rowdot(struct suite *s, int64_t n, int64_t D)
 {
 	struct chk c;
-	chk_begin(&c, s, "rowdot", "n=%lld D=%lld", (long long)n, (long long)D);
+	const char *var = getenv("TERN_VK_VARIANT");
+	chk_begin(&c, s, "rowdot", "n=%lld D=%lld%s%s", (long long)n, (long long)D, var ? " " : "",
+		  var ? var : "");
 	if (skip_unsupported(&c, TERN_OP_ROWDOT, TERN_F32))
 		return;
 	float *a = fvec(n * D), *b = fvec(n * D), *g1 = fvec(n), *g2 = fvec(n);
@@ -444,6 +446,91 @@ out:
 	chk_end(&c);
 }
 
+/* ---- larger than one binding ------------------------------------------------------------- */
+
+/* x [8200, 4100] f32 (128.3 MiB, past lavapipe's 128 MiB maxStorageBufferRange): Vulkan binds it
+ * in chunks of rows. gather rows on both sides of the chunk boundary (and the last row), scatter
+ * them back with weights, and rowdot over all of x against itself. */
+static void check_moe_large(struct suite *s)
+{
+	const int64_t T = 8200, D = 4100, n = 8;
+	struct chk c;
+	chk_begin(&c, s, "moe rows", "f32 T=%lld D=%lld (%.1f MiB)", (long long)T, (long long)D,
+		  (double)(T * D * 4) / 1048576.0);
+	if (skip_unsupported(&c, TERN_OP_GATHER_ROWS, TERN_F32) ||
+	    skip_unsupported(&c, TERN_OP_SCATTER_ADD_ROWS, TERN_F32) ||
+	    skip_unsupported(&c, TERN_OP_ROWDOT, TERN_F32))
+		return;
+	struct tern_backend *be = s->be;
+	float *x = fvec(T * D), *got = fvec(T * D), *g = fvec(n * D), *r = fvec(T);
+	double *want = dvec(T), *mag = dvec(T);
+	struct tern_buffer *xb = NULL;
+	if (!x || !got || !g || !r || !want || !mag) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, x, T * D, 1.0);
+	enum tern_status st = be->vt->buffer_alloc(be, (size_t)(T * D) * 4, &xb);
+	if (st == TERN_E_DEVICE_MEM || st == TERN_E_NOMEM) {
+		char tail[600];
+		snprintf(tail, sizeof tail, "skipped (cannot allocate x: %s)", tern_error());
+		print_line(s, c.op, c.desc, tail);
+		s->skipped++;
+		goto done;
+	}
+	if (bad(&c, st, "x alloc"))
+		goto out;
+	struct tern_view xv = {xb, 0, (size_t)(T * D) * 4};
+	int32_t idx[8] = {0, (int32_t)T - 1, 8182, 8183, 8184, 4000, 1, 8100};
+	float w[8] = {0.5f, 0.25f, 1.0f, 0.125f, 2.0f, 0.0625f, 4.0f, 0.5f}; /* exact products */
+	struct dten *di = dt_new(&c, "idx", sizeof idx, idx), *dw = dt_new(&c, "w", sizeof w, w);
+	struct dten *dg = dt_nan(&c, "g", n * D), *dr = dt_nan(&c, "r", T);
+	if (!di || !dw || !dg || !dr || bad(&c, be->vt->upload(be, xv, x), "x upload") ||
+	    bad(&c, tern_gather_rows(be, dg->v, xv, di->v, n, T, D), "gather_rows") || !dt_get(&c, dg, g))
+		goto out;
+	for (int64_t i = 0; i < n; i++)
+		if (memcmp(g + i * D, x + (int64_t)idx[i] * D, (size_t)D * 4) != 0) {
+			fail(&c, "gather: row %lld (idx %d) differs from x", (long long)i, (int)idx[i]);
+			c.err = INFINITY;
+			goto out;
+		}
+	/* rowdot over all of x against itself */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t j = 0; j < D; j++) {
+			double q = (double)x[t * D + j] * x[t * D + j];
+			want[t] += q;
+			mag[t] += q;
+		}
+	if (bad(&c, tern_rowdot(be, dr->v, xv, xv, T, D), "rowdot") || !dt_get(&c, dr, r))
+		goto out;
+	cmp_mag(&c, "rowdot", r, want, mag, T, TOL_F32);
+	/* x[idx[i]] += w[i] g[i]: powers of two make each product exact, so fused or not, each
+	 * element is one fp32 add and must match bit for bit */
+	if (bad(&c, tern_scatter_add_rows(be, xv, dg->v, di->v, dw->v, n, T, D), "scatter_add_rows") ||
+	    bad(&c, be->vt->download(be, got, xv), "x download"))
+		goto out;
+	for (int64_t i = 0; i < n; i++) {
+		float *row = x + (int64_t)idx[i] * D;
+		for (int64_t j = 0; j < D; j++)
+			row[j] = row[j] + w[i] * row[j];
+	}
+	if (memcmp(got, x, (size_t)(T * D) * 4) != 0) {
+		fail(&c, "scatter_add_rows: x differs from x + w·gather(x) on the gathered rows");
+		c.err = INFINITY;
+	}
+out:
+	chk_end(&c);
+done:
+	if (xb)
+		be->vt->buffer_free(be, xb);
+	free(x);
+	free(got);
+	free(g);
+	free(r);
+	free(want);
+	free(mag);
+}
+
 /* ---- the group ---------------------------------------------------------------------------- */
 
 static void check_moe_all(struct suite *s)
@@ -468,9 +555,22 @@ static void check_moe_all(struct suite *s)
 	static const int64_t rs[][2] = {{1, 1}, {17, 33}, {5, 1030}, {300, 64}, {2, 4099}, {0, 8}};
 	for (int k = 0; k < 6; k++)
 		check_rowdot(s, rs[k][0], rs[k][1]);
+	if (!s->is_cpu) { /* the tree-sum variant, which GPUs run, on lavapipe too */
+		setenv("TERN_VK_VARIANT", "tiled", 1);
+		for (int k = 0; k < 6; k++)
+			check_rowdot(s, rs[k][0], rs[k][1]);
+		unsetenv("TERN_VK_VARIANT");
+	}
 	check_moe_adjoint(s, 1, 1, 1);
 	check_moe_adjoint(s, 5, 7, 6);
 	check_moe_errors(s);
+	const char *large = getenv("TERN_TEST_LARGE");
+	if (large && !strcmp(large, "0")) {
+		print_line(s, "moe rows", "f32 > 128 MiB", "skipped (TERN_TEST_LARGE=0)");
+		s->skipped++;
+	} else {
+		check_moe_large(s);
+	}
 }
 
 #endif

@@ -338,6 +338,15 @@ enum tern_status tern_vk_embed(struct tern_backend *be, struct tern_view y, stru
 enum tern_status tern_vk_embed_bwd(struct tern_backend *be, struct tern_view dE, struct tern_view dy,
 				   struct tern_view ids, int64_t T, int64_t V, int64_t D);
 
+/* vk_moe.c: the mixture-of-experts row ops (contracts in backend.h) */
+enum tern_status tern_vk_gather_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     struct tern_view idx, int64_t n, int64_t Tx, int64_t D);
+enum tern_status tern_vk_scatter_add_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					  struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
+					  int64_t D);
+enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
+				struct tern_view b, int64_t n, int64_t D);
+
 /* vk_attention.c: causal GQA attention forward/backward (contracts in backend.h) */
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				   struct tern_view q, struct tern_view k, struct tern_view v,

@@ -788,4 +788,7 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.swiglu_bwd = tern_vk_swiglu_bwd,
 	.embed = tern_vk_embed,
 	.embed_bwd = tern_vk_embed_bwd,
+	.gather_rows = tern_vk_gather_rows,
+	.scatter_add_rows = tern_vk_scatter_add_rows,
+	.rowdot = tern_vk_rowdot,
 };

@@ -1,0 +1,209 @@
+/* The Vulkan wrappers of the mixture-of-experts row ops (contracts in backend.h): gather_rows,
+ * scatter_add_rows, rowdot. The front doors (src/backend/ops.c) checked the arguments; each
+ * wrapper checks the view starts its shader can address, binds the work in chunks so that no
+ * binding exceeds maxStorageBufferRange (rows of the output, and rows of the indexed tensor, as
+ * embed does), fills the push constants (mirroring the shader's block) and dispatches.
+ * Shaders: shaders/{gather_rows,scatter_add_rows,rowdot}.comp. The idx stay on the device: an idx
+ * outside the rows makes gather write a NaN row and scatter skip the row. */
+#include "backend/vulkan/vk.h"
+
+/* Workgroups of 256 for a grid-stride loop over n items. */
+static uint32_t grid256(int64_t n) { return tern_vk_grid(n, 256, 4096); }
+
+/* The 4-byte start every fp32/i32 view of `need` bytes needs here (the shaders address words). */
+static enum tern_status check_view4(const char *op, const char *what, struct tern_view v, size_t need)
+{
+	if (need > 0 && v.off % 4)
+		return tern_fail(TERN_E_INVALID, "%s: %s view offset %zu is not a multiple of 4 bytes", op,
+				 what, v.off);
+	return TERN_OK;
+}
+
+/* Binds v from an aligned start; the word offset of v's first element inside the binding. */
+static uint32_t place_words(struct tern_vk *vk, struct tern_view *v) { return tern_vk_place(vk, v) / 4; }
+
+/* Rows of D floats one binding holds; fails when not even one does, or when T rows would not
+ * index in 32 bits (the shaders compare idx against T as uint). */
+static enum tern_status rows_fit(struct tern_vk *vk, const char *op, int64_t T, int64_t D, int64_t *rows)
+{
+	*rows = tern_vk_fit(vk, 4 * D);
+	if (*rows < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of D=%lld exceeds maxStorageBufferRange", op,
+				 (long long)D);
+	if (T > INT32_MAX)
+		return tern_fail(TERN_E_UNSUPPORTED, "vulkan: %s: %lld rows exceed the i32 idx", op,
+				 (long long)T);
+	return TERN_OK;
+}
+
+/* ---- gather_rows -------------------------------------------------------------------------- */
+
+struct gather_push {
+	uint32_t n, D, T;
+	uint32_t r0, rn;
+	uint32_t y_off, x_off, idx_off;
+	uint32_t first;
+};
+
+/* y[i] = x[idx[i]] (=): chunks of the rows of y (with their idx), and for each, x in chunks of
+ * rows; the first chunk of x writes NaN rows for idx outside [0, Tx). */
+enum tern_status tern_vk_gather_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     struct tern_view idx, int64_t n, int64_t Tx, int64_t D)
+{
+	const char *op = "gather_rows";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t rows;
+	if ((st = check_view4(op, "y", y, (size_t)(n * D) * 4)) ||
+	    (st = check_view4(op, "x", x, (size_t)(Tx * D) * 4)) ||
+	    (st = check_view4(op, "idx", idx, (size_t)n * 4)))
+		return st;
+	if (n == 0)
+		return TERN_OK;
+	if ((st = rows_fit(vk, op, Tx, D, &rows)))
+		return st;
+	struct gather_push p = {.D = (uint32_t)D, .T = (uint32_t)Tx};
+	for (int64_t i0 = 0; i0 < n; i0 += rows) {
+		int64_t in = n - i0 < rows ? n - i0 : rows;
+		struct tern_view yv = tern_view_sub(y, (size_t)(i0 * D) * 4, (size_t)(in * D) * 4);
+		struct tern_view iv = tern_view_sub(idx, (size_t)i0 * 4, (size_t)in * 4);
+		p.n = (uint32_t)in;
+		p.y_off = place_words(vk, &yv);
+		p.idx_off = place_words(vk, &iv);
+		int64_t r0 = 0;
+		do { /* at least once: with Tx = 0 every row is NaN */
+			int64_t rn = Tx - r0 < rows ? Tx - r0 : rows;
+			struct tern_view xv =
+				rn ? tern_view_sub(x, (size_t)(r0 * D) * 4, (size_t)(rn * D) * 4)
+				   : (struct tern_view){0};
+			p.r0 = (uint32_t)r0;
+			p.rn = (uint32_t)rn;
+			p.x_off = xv.buf ? place_words(vk, &xv) : 0;
+			p.first = r0 == 0;
+			struct tern_view b[3] = {yv, xv, iv};
+			if ((st = tern_vk_dispatch(vk, TERN_PIPE_GATHER_ROWS, b, 3, &p, sizeof p,
+						   grid256(in * D), 1, 1)))
+				return st;
+			r0 += rn;
+		} while (r0 < Tx);
+	}
+	return TERN_OK;
+}
+
+/* ---- scatter_add_rows --------------------------------------------------------------------- */
+
+struct scatter_push {
+	uint32_t n, D, T;
+	uint32_t r0, rn;
+	uint32_t y_off, x_off, idx_off, w_off;
+};
+
+/* The combine's pipeline: with weights, or unit weights (no multiply, w unbound). */
+static enum tern_vk_pipe pick_scatter(bool unit)
+{
+	return unit ? TERN_PIPE_SCATTER_ADD_ROWS_UNIT : TERN_PIPE_SCATTER_ADD_ROWS;
+}
+
+/* y[idx[i]] += w[i] x[i] (+=), w.size == 0: unit weights (the UNIT variant). Chunks of the rows
+ * of x (with their idx and w), and for each, y in chunks of rows. */
+enum tern_status tern_vk_scatter_add_rows(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					  struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
+					  int64_t D)
+{
+	const char *op = "scatter_add_rows";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t rows;
+	bool unit = w.size == 0;
+	if ((st = check_view4(op, "y", y, (size_t)(Ty * D) * 4)) ||
+	    (st = check_view4(op, "x", x, (size_t)(n * D) * 4)) ||
+	    (st = check_view4(op, "idx", idx, (size_t)n * 4)) ||
+	    (!unit && (st = check_view4(op, "w", w, (size_t)n * 4))))
+		return st;
+	if (n == 0 || Ty == 0) /* Ty = 0: every idx is out of range, every row skipped */
+		return TERN_OK;
+	if ((st = rows_fit(vk, op, Ty, D, &rows)))
+		return st;
+	enum tern_vk_pipe pipe = pick_scatter(unit);
+	struct scatter_push p = {.D = (uint32_t)D, .T = (uint32_t)Ty};
+	for (int64_t i0 = 0; i0 < n; i0 += rows) {
+		int64_t in = n - i0 < rows ? n - i0 : rows;
+		struct tern_view xv = tern_view_sub(x, (size_t)(i0 * D) * 4, (size_t)(in * D) * 4);
+		struct tern_view iv = tern_view_sub(idx, (size_t)i0 * 4, (size_t)in * 4);
+		struct tern_view wv =
+			unit ? (struct tern_view){0} : tern_view_sub(w, (size_t)i0 * 4, (size_t)in * 4);
+		p.n = (uint32_t)in;
+		p.x_off = place_words(vk, &xv);
+		p.idx_off = place_words(vk, &iv);
+		p.w_off = unit ? 0 : place_words(vk, &wv);
+		for (int64_t r0 = 0; r0 < Ty; r0 += rows) {
+			int64_t rn = Ty - r0 < rows ? Ty - r0 : rows;
+			struct tern_view yv = tern_view_sub(y, (size_t)(r0 * D) * 4, (size_t)(rn * D) * 4);
+			p.r0 = (uint32_t)r0;
+			p.rn = (uint32_t)rn;
+			p.y_off = place_words(vk, &yv);
+			struct tern_view b[4] = {yv, xv, iv, wv};
+			if ((st = tern_vk_dispatch(vk, pipe, b, 4, &p, sizeof p, grid256(in * D), 1, 1)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+/* ---- rowdot ------------------------------------------------------------------------------- */
+
+struct rowdot_push {
+	uint32_t n, D;
+	uint32_t o_off, a_off, b_off;
+};
+
+/* rowdot_simple (a row per invocation, 8 rows per workgroup) on a CPU-type device
+ * (tern_vk_simple), else the tree-sum one (a row per workgroup); *per: rows per workgroup. */
+static enum tern_status pick_rowdot(struct tern_vk *vk, enum tern_vk_pipe *pipe, int64_t *per)
+{
+	bool simple = false;
+	enum tern_status st = tern_vk_simple(vk, &simple);
+	*pipe = simple ? TERN_PIPE_ROWDOT_SIMPLE : TERN_PIPE_ROWDOT;
+	*per = simple ? 8 : 1;
+	return st;
+}
+
+/* out[i] = Σ_j a[i, j] b[i, j] (=): rowdot_simple (a row per invocation, 8 per workgroup) on a
+ * CPU-type device (tern_vk_simple), else a row per workgroup with a tree sum; chunks of rows. */
+enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
+				struct tern_view b, int64_t n, int64_t D)
+{
+	const char *op = "rowdot";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t rows;
+	if ((st = check_view4(op, "out", out, (size_t)n * 4)) ||
+	    (st = check_view4(op, "a", a, (size_t)(n * D) * 4)) ||
+	    (st = check_view4(op, "b", b, (size_t)(n * D) * 4)))
+		return st;
+	if (n == 0)
+		return TERN_OK;
+	if ((st = rows_fit(vk, op, 0, D, &rows)))
+		return st;
+	enum tern_vk_pipe pipe;
+	int64_t per;
+	if ((st = pick_rowdot(vk, &pipe, &per)))
+		return st;
+	struct rowdot_push p = {.D = (uint32_t)D};
+	for (int64_t i0 = 0; i0 < n; i0 += rows) {
+		int64_t in = n - i0 < rows ? n - i0 : rows;
+		struct tern_view ov = tern_view_sub(out, (size_t)i0 * 4, (size_t)in * 4);
+		struct tern_view av = tern_view_sub(a, (size_t)(i0 * D) * 4, (size_t)(in * D) * 4);
+		struct tern_view bv = tern_view_sub(b, (size_t)(i0 * D) * 4, (size_t)(in * D) * 4);
+		p.n = (uint32_t)in;
+		p.o_off = place_words(vk, &ov);
+		p.a_off = place_words(vk, &av);
+		p.b_off = place_words(vk, &bv);
+		struct tern_view bind[3] = {ov, av, bv};
+		uint32_t groups = tern_vk_grid(in, per, per > 1 ? 4096 : 65535);
+		if ((st = tern_vk_dispatch(vk, pipe, bind, 3, &p, sizeof p, groups, 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
