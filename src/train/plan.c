@@ -199,7 +199,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		return tern_fail(TERN_E_INVALID, "plan: prefetch depth %d out of range (allowed: 1..64)",
 				 depth);
 	bool moe = mc->E > 0;
-	int64_t E = moe ? mc->E : 1, L = mc->L;
+	int64_t L = mc->L;
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
 	 * backend this build lacks fails the plan with nothing to print) */
@@ -265,6 +265,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	/* ---- LoRA and activations: tern_net_sizes (the activations of a MoE model exactly as the net
 	 * lays them out: every expert's rows for top_k experts per token) ---- */
 	unsigned mods = tern_plan_modules(cfg);
+	if (moe && cfg->lora_target_linear) /* as the trainer: the attention (no LoRA on experts yet) */
+		mods &= ~((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
 	struct tern_net_opts no = {
 		.R = cfg->lora_r, .modules = mods, .T = T, .checkpointing = cfg->gradient_checkpointing};
 	struct tern_net_sizes ns_all;
@@ -272,17 +274,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		return st;
 	uint64_t lora = ns_all.lora, act = ns_all.act;
 	int64_t params = ns_all.params;
-	if (moe) { /* LoRA on the MLP modules: once per expert (sizes for when the net trains them) */
-		unsigned mlp = mods & ((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
-		struct tern_net_opts nm = no, na = no;
-		nm.modules = mlp;
-		na.modules = mods & ~mlp;
-		struct tern_net_sizes sm, sa;
-		if ((st = tern_net_sizes(mc, &nm, &sm)) || (st = tern_net_sizes(mc, &na, &sa)))
-			return st;
-		lora = sa.lora + (uint64_t)E * sm.lora;
-		params = sa.params + E * sm.params;
-	}
+
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
 	 * in buffers of their own; the bytes they add, as the net allocates them */
 	unsigned full = tern_plan_full(cfg);

@@ -417,6 +417,24 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 		st = tern_model_config_check(&s->mc, s->model_dir);
 	if (st != TERN_OK)
 		return st;
+	unsigned mlp = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
+	if (s->mc.E > 0 && c->lora_target_linear) {
+		/* the experts are no linear modules in transformers 5 (PEFT's all-linear skips them) */
+		if ((st = tern_config_set(c, "lora_target_linear=false")) ||
+		    (st = tern_config_set(c, "lora_target_modules=[q_proj, k_proj, v_proj, o_proj]")))
+			return st;
+		tern_log(TERN_LOG_INFO,
+			 "lora_target_linear on %s (a mixture of experts): LoRA on q_proj, k_proj, v_proj, "
+			 "o_proj; LoRA on the experts is not implemented yet",
+			 s->mc.model_type);
+	} else if (s->mc.E > 0 && (target_modules(c) & mlp)) {
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"%s: lora_target_modules: gate_proj/up_proj/down_proj on %s (a mixture of "
+			"experts): LoRA on the experts is not implemented yet (target q_proj, k_proj, "
+			"v_proj, o_proj)",
+			c->file ? c->file : "config", s->mc.model_type);
+	}
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(&s->mc, io);
 	unsigned full = tern_plan_full(c) | (adapter_dir ? tern_adapter_full(adapter_dir) : 0);
