@@ -36,13 +36,20 @@
 #define STATE_VERSION 2 /* 1: without the data fields and checksums.sha256 */
 #define NAME_CAP 160
 
-static const char *const mod_name[TERN_MOD_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-						     "gate_proj", "up_proj", "down_proj"};
+static const char *const mod_name[TERN_LORA_SLOTS] = {"q_proj",
+						      "k_proj",
+						      "v_proj",
+						      "o_proj",
+						      "gate_proj",
+						      "up_proj",
+						      "down_proj",
+						      "mlp.experts.gate_up_proj",
+						      "mlp.experts.down_proj"};
 static const char *const mod_path[TERN_MOD_COUNT] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
-const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_MOD_COUNT ? mod_name[m] : "?"; }
+const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_LORA_SLOTS ? mod_name[m] : "?"; }
 
 const char *tern_module_path(enum tern_module m) { return (unsigned)m < TERN_MOD_COUNT ? mod_path[m] : "?"; }
 
@@ -98,6 +105,12 @@ static bool fault(void)
 
 static bool targeted(const struct tern_lora_set *s, int m) { return (s->modules >> m) & 1u; }
 
+/* Module m of layer l has tensors: targeted, and present in that layer (experts: sparse layers). */
+static bool present(const struct tern_lora_set *s, int l, int m)
+{
+	return targeted(s, m) && tern_lora_at(s, l, (enum tern_module)m)->I > 0;
+}
+
 static float *alloc_f32(int64_t a, int64_t b)
 {
 	if (a <= 0 || b <= 0 || a > INT64_MAX / b || (uint64_t)(a * b) > SIZE_MAX / sizeof(float)) {
@@ -131,7 +144,7 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 	s->L = L;
 	s->R = R;
 	s->modules = modules;
-	s->t = tern_calloc((size_t)L * TERN_MOD_COUNT, sizeof *s->t);
+	s->t = tern_calloc((size_t)L * TERN_LORA_SLOTS, sizeof *s->t);
 	if (!s->t)
 		goto nomem;
 	for (int l = 0; l < L; l++) {
@@ -139,6 +152,7 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
 			t->I = io[m][0];
 			t->O = io[m][1];
+			t->r = R;
 			if (!targeted(s, m))
 				continue;
 			if (!(t->A = alloc_f32(R, t->I)) || !(t->B = alloc_f32(t->O, R)))
@@ -153,6 +167,37 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 nomem:
 	tern_lora_set_free(s);
 	return TERN_E_NOMEM;
+}
+
+enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned experts, int64_t E, int64_t D,
+					   int64_t Fe, const uint8_t *sparse, bool moments)
+{
+	if (!s || !experts || (experts >> 2) || E <= 0 || D <= 0 || Fe <= 0 || !sparse)
+		return tern_fail(TERN_E_INVALID,
+				 "LoRA set: bad experts 0x%x (E %" PRId64 ", D %" PRId64 ", Fe %" PRId64 ")",
+				 experts, E, D, Fe);
+	s->E = E;
+	for (int k = 0; k < 2; k++) {
+		if (!((experts >> k) & 1u))
+			continue;
+		int m = TERN_LORA_EXP_GATE_UP + k;
+		s->modules |= 1u << m;
+		for (int l = 0; l < s->L; l++) {
+			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (!sparse[l])
+				continue;
+			t->I = k ? Fe : D;
+			t->O = k ? D : 2 * Fe;
+			t->r = E * s->R;
+			if (!(t->A = alloc_f32(t->r, t->I)) || !(t->B = alloc_f32(t->O, t->r)))
+				return TERN_E_NOMEM; /* freed with the set */
+			if (moments &&
+			    (!(t->mA = alloc_f32(t->r, t->I)) || !(t->vA = alloc_f32(t->r, t->I)) ||
+			     !(t->mB = alloc_f32(t->O, t->r)) || !(t->vB = alloc_f32(t->O, t->r))))
+				return TERN_E_NOMEM;
+		}
+	}
+	return TERN_OK;
 }
 
 enum tern_status tern_lora_set_add_full(struct tern_lora_set *s, unsigned full, int64_t V, int64_t D,
@@ -185,7 +230,7 @@ void tern_lora_set_free(struct tern_lora_set *s)
 		free(s->f[f].v);
 	}
 	if (s->t) {
-		for (int i = 0; i < s->L * TERN_MOD_COUNT; i++) {
+		for (int i = 0; i < s->L * TERN_LORA_SLOTS; i++) {
 			struct tern_lora_tensor *t = &s->t[i];
 			free(t->A);
 			free(t->B);
@@ -203,7 +248,7 @@ void tern_lora_set_free(struct tern_lora_set *s)
  * asked). `what` names the caller in the message. */
 static enum tern_status check_set(const struct tern_lora_set *s, bool moments, const char *what)
 {
-	if (!s || !s->t || s->L <= 0 || s->R <= 0 || !s->modules || (s->modules >> TERN_MOD_COUNT))
+	if (!s || !s->t || s->L <= 0 || s->R <= 0 || !s->modules || (s->modules >> TERN_LORA_SLOTS))
 		return tern_fail(TERN_E_INVALID, "%s: the LoRA set is empty or not allocated", what);
 	for (int f = 0; f < TERN_FULL_COUNT; f++) {
 		const struct tern_full_tensor *t = &s->f[f];
@@ -212,9 +257,9 @@ static enum tern_status check_set(const struct tern_lora_set *s, bool moments, c
 					 full_name[f], moments ? " with moments" : "");
 	}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
-			if (!targeted(s, m))
+			if (!present(s, l, m))
 				continue;
 			if (t->I <= 0 || t->O <= 0 || !t->A || !t->B)
 				return tern_fail(TERN_E_INVALID, "%s: layer %d %s has no A/B tensors", what,
@@ -247,9 +292,15 @@ static const struct kind moment_kinds[] = {{'A', ".exp_avg", FIELD(mA)},
 					   {'B', ".exp_avg_sq", FIELD(vB)}};
 #define N_KINDS(k) (sizeof(k) / sizeof((k)[0]))
 
-static void tensor_name(char *buf, int l, int m, const struct kind *k)
+/* Experts: PEFT nests one ParamWrapper per targeted parameter in registration order (gate_up_proj,
+ * then down_proj): with both, gate_up's tensors sit under "mlp.experts.base_layer". */
+static void tensor_name(char *buf, const struct tern_lora_set *s, int l, int m, const struct kind *k)
 {
-	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, mod_path[m], k->ab,
+	const char *path = m < TERN_MOD_COUNT ? mod_path[m]
+			   : m == TERN_LORA_EXP_GATE_UP && targeted(s, TERN_LORA_EXP_DOWN)
+				   ? "mlp.experts.base_layer"
+				   : "mlp.experts";
+	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, path, k->ab,
 		 k->suffix);
 }
 
@@ -267,7 +318,7 @@ static float *full_ptr(const struct tern_full_tensor *t, const struct kind *k)
 /* Slots of the found[] array of a file: per (layer, module, kind), then per (full module, kind). */
 static size_t found_slots(const struct tern_lora_set *s, size_t nk)
 {
-	return ((size_t)s->L * TERN_MOD_COUNT + TERN_FULL_COUNT) * nk;
+	return ((size_t)s->L * TERN_LORA_SLOTS + TERN_FULL_COUNT) * nk;
 }
 
 static float *kind_ptr(const struct tern_lora_tensor *t, const struct kind *k)
@@ -279,8 +330,9 @@ static float *kind_ptr(const struct tern_lora_tensor *t, const struct kind *k)
 static void kind_shape(const struct tern_lora_set *s, const struct tern_lora_tensor *t, const struct kind *k,
 		       int64_t shape[2])
 {
-	shape[0] = k->ab == 'A' ? s->R : t->O;
-	shape[1] = k->ab == 'A' ? t->I : s->R;
+	int64_t r = t->r ? t->r : s->R;
+	shape[0] = k->ab == 'A' ? r : t->O;
+	shape[1] = k->ab == 'A' ? t->I : r;
 }
 
 /* ---- small helpers: paths, text buffers, files ------------------------------------------- */
@@ -669,8 +721,9 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 	if (fault())
 		return tern_fail(TERN_E_IO, "%s: %s", path, strerror(errno));
 	size_t n = 0;
-	for (int m = 0; m < TERN_MOD_COUNT; m++)
-		n += targeted(s, m) ? (size_t)s->L * nk : 0;
+	for (int l = 0; l < s->L; l++)
+		for (int m = 0; m < TERN_LORA_SLOTS; m++)
+			n += present(s, l, m) ? nk : 0;
 	for (int f = 0; f < TERN_FULL_COUNT; f++)
 		for (size_t k = 0; k < nk; k++)
 			n += ((s->full >> f) & 1u) && kinds[k].ab == 'A';
@@ -681,12 +734,12 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 		goto out;
 	size_t i = 0;
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
 			for (size_t k = 0; k < nk; k++, i++) {
-				tensor_name(names[i], l, m, &kinds[k]);
+				tensor_name(names[i], s, l, m, &kinds[k]);
 				d[i].name = names[i];
 				d[i].dtype = TERN_ST_F32;
 				d[i].ndim = 2;
@@ -751,6 +804,17 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 		"qalora_group_size", 16, "r", (json_int_t)s->R, "rank_pattern", "revision", "target_modules",
 		mods, "target_parameters", "task_type", "CAUSAL_LM", "trainable_token_indices", "use_bdlora",
 		"use_dora", 0, "use_qalora", 0, "use_rslora", (int)meta->rslora, "velora_config");
+	if (root && (s->modules >> TERN_MOD_COUNT)) { /* sorted, as PEFT writes them */
+		json_t *tp = json_array();
+		if (targeted(s, TERN_LORA_EXP_DOWN))
+			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_DOWN]));
+		if (targeted(s, TERN_LORA_EXP_GATE_UP))
+			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_GATE_UP]));
+		if (!tp || json_object_set_new(root, "target_parameters", tp)) {
+			json_decref(root);
+			return NULL;
+		}
+	}
 	if (root && s->full) {
 		json_t *save = json_array();
 		for (int f = 0; f < TERN_FULL_COUNT; f++)
@@ -1010,12 +1074,40 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 		hn += (size_t)snprintf(have + hn, hn < sizeof have ? sizeof have - hn : 0, "%s%s",
 				       i ? ", " : "", json_string_value(x));
 	}
-	if (mods != s->modules) {
+	if (mods != (s->modules & ((1u << TERN_MOD_COUNT) - 1))) {
 		st = tern_fail(
 			TERN_E_INVALID,
 			"%s: target_modules is [%s] but the run targets [%s] (set lora_target_modules to "
 			"match the adapter)",
 			path, have, want);
+		goto out;
+	}
+	v = json_object_get(root, "target_parameters");
+	unsigned params = 0;
+	if (v && !json_is_null(v) && !json_is_array(v)) {
+		st = tern_fail(TERN_E_FORMAT, "%s: target_parameters is not a list or null", path);
+		goto out;
+	}
+	json_array_foreach(v, i, x)
+	{
+		const char *ps = json_is_string(x) ? json_string_value(x) : "";
+		int k = !strcmp(ps, mod_name[TERN_LORA_EXP_GATE_UP]) ? 0
+			: !strcmp(ps, mod_name[TERN_LORA_EXP_DOWN])  ? 1
+								     : -1;
+		if (k < 0) {
+			st = tern_fail(TERN_E_UNSUPPORTED,
+				       "%s: target_parameters has %s, which tern cannot train (it trains "
+				       "mlp.experts.gate_up_proj, mlp.experts.down_proj)",
+				       path, json_is_string(x) ? ps : "a non-string");
+			goto out;
+		}
+		params |= 1u << (TERN_MOD_COUNT + k);
+	}
+	if (params != (s->modules & ~((1u << TERN_MOD_COUNT) - 1))) {
+		st = tern_fail(TERN_E_INVALID,
+			       "%s: target_parameters differs from the run's lora_target_parameters (set "
+			       "lora_target_parameters to match the adapter)",
+			       path);
 		goto out;
 	}
 	v = json_object_get(root, "lora_alpha");
@@ -1087,14 +1179,14 @@ out:
 }
 
 /* Checks that file f (at path) holds exactly the kinds of tensors s expects, 2-D with the right
- * shapes and an accepted dtype; found[(l * TERN_MOD_COUNT + m) * nk + k] receives each. */
+ * shapes and an accepted dtype; found[(l * TERN_LORA_SLOTS + m) * nk + k] receives each. */
 static enum tern_status check_tensors(const struct tern_st_file *f, const char *path,
 				      const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 				      bool f32_only, unsigned fullbits, const struct tern_st_tensor **found)
 {
 	char name[NAME_CAP];
 	size_t expected = 0;
-	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	size_t fbase = (size_t)s->L * TERN_LORA_SLOTS * nk;
 	for (int fm = 0; fm < TERN_FULL_COUNT; fm++) {
 		if (!((fullbits >> fm) & 1u))
 			continue;
@@ -1122,12 +1214,12 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 		}
 	}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *lt = tern_lora_at(s, l, (enum tern_module)m);
 			for (size_t k = 0; k < nk; k++) {
-				tensor_name(name, l, m, &kinds[k]);
+				tensor_name(name, s, l, m, &kinds[k]);
 				const struct tern_st_tensor *t = tern_st_file_find(f, name);
 				if (!t)
 					return tern_fail(TERN_E_FORMAT, "%s: tensor %s is missing", path,
@@ -1154,7 +1246,7 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 						"] (rank %" PRId64 ", the base model's %s)",
 						path, name, got, shape[0], shape[1], s->R, mod_name[m]);
 				}
-				found[(size_t)(l * TERN_MOD_COUNT + m) * nk + k] = t;
+				found[(size_t)(l * TERN_LORA_SLOTS + m) * nk + k] = t;
 				expected++;
 			}
 		}
@@ -1195,7 +1287,7 @@ static void load_f32(float *dst, const struct tern_st_tensor *t)
 static void load_tensors(struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 			 const struct tern_st_tensor **found)
 {
-	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	size_t fbase = (size_t)s->L * TERN_LORA_SLOTS * nk;
 	for (int fm = 0; fm < TERN_FULL_COUNT; fm++)
 		for (size_t k = 0; k < nk; k++) {
 			const struct tern_st_tensor *t = found[fbase + (size_t)fm * nk + k];
@@ -1206,13 +1298,13 @@ static void load_tensors(struct tern_lora_set *s, const struct kind *kinds, size
 				s->full_have |= 1u << fm;
 		}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *lt = tern_lora_at(s, l, (enum tern_module)m);
 			for (size_t k = 0; k < nk; k++) {
 				const struct tern_st_tensor *t =
-					found[(size_t)(l * TERN_MOD_COUNT + m) * nk + k];
+					found[(size_t)(l * TERN_LORA_SLOTS + m) * nk + k];
 				load_f32(kind_ptr(lt, &kinds[k]), t);
 			}
 		}
