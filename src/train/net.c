@@ -26,6 +26,7 @@ struct layer_act {
 	 * cap rows): inputs xe and outputs ey [cap,D], eg, eu, ea [cap,Fe]; the rows' token idx (i32)
 	 * and weights rw [icap]; the host routing they came from */
 	struct tern_view logits, xe, eg, eu, ea, ey, ridx, rw;
+	struct tern_view elu[2]; /* expert LoRA u [cap,R]: gate_up (shared by gate and up), down */
 	struct tern_moe_route *route;
 };
 
@@ -119,6 +120,10 @@ struct tern_net {
 	bool any_moe, any_dense;
 	float *hlog, *hdw;
 	struct tern_moe_route **routes; /* [L] (one with checkpointing) */
+	/* expert LoRA of sparse layer l, slot k (0 gate_up: A [R,D], B [2Fe,R] per expert, gate rows
+	 * first; 1 down: A [R,Fe], B [D,R]): xslot[l*2+k], the E experts' A then their B, each
+	 * expert's block contiguous (B is PEFT's interleaved [O, R·E] only on the host) */
+	struct lora_slot *xslot;
 	struct tern_view dlogits, dye, dys, dxe, dwrow, iota;
 };
 
@@ -231,7 +236,8 @@ static struct tern_view gview(const struct tern_net *n, struct tern_buffer *b, s
 /* ---- creation ---- */
 
 /* The LoRA block: A then B of each targeted (layer, module), layer-major. */
-static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
+static void plan_lora(struct tern_net *n, const struct tern_model_config *c,
+		      const int64_t io[TERN_MOD_COUNT][2])
 {
 	int64_t L = n->L, R = n->R;
 	size_t off = 0;
@@ -248,6 +254,20 @@ static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
 			off += (size_t)(R * s->I) * 4;
 			s->offB = off;
 			off += (size_t)(s->O * R) * 4;
+		}
+	for (int l = 0; l < L && n->xslot; l++)
+		for (int k = 0; k < 2; k++) {
+			struct lora_slot *s = &n->xslot[l * 2 + k];
+			s->I = k ? n->Fe : n->D;
+			s->O = k ? n->D : 2 * n->Fe;
+			if (!((n->o.experts >> k) & 1u) || !tern_model_layer_moe(c, l)) {
+				s->offA = s->offB = SIZE_MAX;
+				continue;
+			}
+			s->offA = off;
+			off += (size_t)(n->E * R * s->I) * 4;
+			s->offB = off;
+			off += (size_t)(n->E * s->O * R) * 4;
 		}
 	n->lora_bytes = off;
 	n->lora_n = (int64_t)(off / 4);
@@ -347,6 +367,9 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 			take(&ap, &a->ey, (size_t)(n->cap * D) * 4);
 			take(&ap, &a->ridx, (size_t)n->icap * 4);
 			take(&ap, &a->rw, (size_t)n->icap * 4);
+			for (int k = 0; k < 2; k++)
+				if ((n->o.experts >> k) & 1u)
+					take(&ap, &a->elu[k], (size_t)(n->cap * R) * 4);
 		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
 			if (targeted(n, mo))
@@ -484,6 +507,14 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		st = need_op(be, moe_ops[i], TERN_F32, "mixture of experts");
 	if (st != TERN_OK)
 		goto out;
+	if (o->experts && (!n->any_moe || (o->experts >> 2) || o->dropout > 0.0f)) {
+		st = tern_fail(
+			TERN_E_INVALID,
+			"net: LoRA on experts 0x%x needs a mixture-of-experts model and lora_dropout 0 "
+			"(PEFT's target_parameters have no dropout)",
+			o->experts);
+		goto out;
+	}
 	unsigned mlp_mods = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
 	if (n->any_moe && (o->modules & mlp_mods)) {
 		st = tern_fail(
@@ -551,7 +582,9 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->slot = tern_calloc((size_t)(L * TERN_MOD_COUNT), sizeof *n->slot);
 	n->la = tern_calloc((size_t)L, sizeof *n->la);
 	n->xin = tern_calloc((size_t)(L + 1), sizeof *n->xin);
-	if (!n->lw || !n->slot || !n->la || !n->xin) {
+	if (o->experts)
+		n->xslot = tern_calloc((size_t)(2 * L), sizeof *n->xslot);
+	if (!n->lw || !n->slot || !n->la || !n->xin || (o->experts && !n->xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 		goto out;
 	}
@@ -701,7 +734,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 	}
 
-	plan_lora(n, io);
+	plan_lora(n, c, io);
 	size_t off = n->lora_bytes;
 	struct tern_buffer **lb[4] = {&n->params, &n->grads, &n->m1, &n->m2};
 	for (int i = 0; i < 4; i++) {
@@ -823,6 +856,7 @@ void tern_net_free(struct tern_net *n)
 	free(n->seq);
 	free(n->lw);
 	free(n->slot);
+	free(n->xslot);
 	free(n->la);
 	free(n->xin);
 	free(n);
@@ -839,14 +873,18 @@ int64_t tern_net_params(const struct tern_net *n) { return n->lora_n + (int64_t)
 
 /* ---- LoRA parameters ---- */
 
+static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s, bool up);
+
 static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
 {
-	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules || s->full != n->o.full)
+	unsigned mods = n->o.modules | n->o.experts << TERN_MOD_COUNT;
+	if (s->L != n->L || s->R != n->R || s->modules != mods || s->full != n->o.full ||
+	    (n->o.experts && s->E != n->E))
 		return tern_fail(TERN_E_INVALID,
 				 "net: LoRA set L=%d R=%lld modules=0x%x full=0x%x differs from the net's "
 				 "L=%lld R=%lld modules=0x%x full=0x%x",
 				 s->L, (long long)s->R, s->modules, s->full, (long long)n->L, (long long)n->R,
-				 n->o.modules, n->o.full);
+				 mods, n->o.full);
 	const struct tern_backend_vtable *vt = n->be->vt;
 	enum tern_status st = TERN_OK;
 	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
@@ -902,6 +940,86 @@ static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, b
 				}
 			}
 		}
+	if (st == TERN_OK)
+		st = expert_copy(n, s, up);
+	return st;
+}
+
+/* B [O, R·E] (PEFT, host) <-> E blocks [O, R] (the net): to_net or back. */
+static void permute_b(float *dst, const float *src, int64_t O, int64_t R, int64_t E, bool to_net)
+{
+	for (int64_t e = 0; e < E; e++)
+		for (int64_t o = 0; o < O; o++)
+			for (int64_t j = 0; j < R; j++) {
+				size_t peft = (size_t)(o * R * E + j * E + e),
+				       net = (size_t)((e * O + o) * R + j);
+				if (to_net)
+					dst[net] = src[peft];
+				else
+					dst[peft] = src[net];
+			}
+}
+
+/* The expert slots of s to the device (up) or from it. */
+static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	enum tern_status st = TERN_OK;
+	float *tmp = NULL;
+	for (int l = 0; l < n->L && st == TERN_OK && n->xslot; l++)
+		for (int k = 0; k < 2 && st == TERN_OK; k++) {
+			const struct lora_slot *sl = &n->xslot[l * 2 + k];
+			if (sl->offA == SIZE_MAX)
+				continue;
+			struct tern_lora_tensor *t =
+				tern_lora_at(s, l, (enum tern_module)(TERN_LORA_EXP_GATE_UP + k));
+			if (t->I != sl->I || t->O != sl->O || t->r != n->E * n->R)
+				return tern_fail(TERN_E_INVALID,
+						 "net: expert LoRA of layer %d differs in shape", l);
+			size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+			free(tmp); /* B's permutation, per slot (gate_up and down differ in size) */
+			if (!(tmp = tern_malloc(nb)))
+				return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			struct tern_buffer *bufs[3] = {n->params, n->m1, n->m2};
+			float *ha[3] = {t->A, t->mA, t->vA}, *hb[3] = {t->B, t->mB, t->vB};
+			for (int q = 0; q < 3 && st == TERN_OK; q++) {
+				if (!ha[q] || !hb[q])
+					continue;
+				struct tern_view va = gview(n, bufs[q], sl->offA, na),
+						 vb = gview(n, bufs[q], sl->offB, nb);
+				if (up) {
+					permute_b(tmp, hb[q], sl->O, n->R, n->E, true);
+					st = vt->upload(n->be, va, ha[q]);
+					if (st == TERN_OK)
+						st = vt->upload(n->be, vb, tmp);
+				} else {
+					st = vt->download(n->be, ha[q], va);
+					if (st == TERN_OK)
+						st = vt->download(n->be, tmp, vb);
+					if (st == TERN_OK)
+						permute_b(hb[q], tmp, sl->O, n->R, n->E, false);
+				}
+			}
+		}
+	free(tmp);
+	return st;
+}
+
+enum tern_status tern_net_expert_grad(struct tern_net *n, int l, int k, float *dA, float *dB)
+{
+	if (l < 0 || l >= n->L || k < 0 || k > 1 || !n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+		return tern_fail(TERN_E_INVALID, "net: layer %d has no expert LoRA slot %d", l, k);
+	const struct lora_slot *sl = &n->xslot[l * 2 + k];
+	size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+	float *tmp = tern_malloc(nb);
+	if (!tmp)
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	enum tern_status st = n->be->vt->download(n->be, dA, gview(n, n->grads, sl->offA, na));
+	if (st == TERN_OK)
+		st = n->be->vt->download(n->be, tmp, gview(n, n->grads, sl->offB, nb));
+	if (st == TERN_OK)
+		permute_b(dB, tmp, sl->O, n->R, n->E, false);
+	free(tmp);
 	return st;
 }
 
@@ -1129,6 +1247,20 @@ static struct tern_view rows(struct tern_view v, int64_t r0, int64_t nr, int64_t
 	return tern_view_sub(v, (size_t)(r0 * width) * 4, (size_t)(nr * width) * 4);
 }
 
+/* Expert e's LoRA of slot k in layer l, in buffer b (params or grads): A [R,I], B [O,R]; false when
+ * the slot is not trained. */
+static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern_buffer *b,
+		  struct tern_view *A, struct tern_view *B)
+{
+	if (!n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+		return false;
+	const struct lora_slot *sl = &n->xslot[l * 2 + k];
+	size_t na = (size_t)(n->R * sl->I) * 4, nb = (size_t)(sl->O * n->R) * 4;
+	*A = gview(n, b, sl->offA + (size_t)e * na, na);
+	*B = gview(n, b, sl->offB + (size_t)e * nb, nb);
+	return true;
+}
+
 /* The sparse MLP of layer l: out[T,D] (=) = Σ over each token's top-k experts e of
  * w_e · down_e(act(gate_e(xn)) · up_e(xn)), in expert order, as transformers sums them. The
  * routing is computed on the host from the downloaded logits (moe.h) and uploaded as each
@@ -1157,11 +1289,26 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 		struct tern_view xe = rows(a->xe, o, ne, D), ye = rows(a->ey, o, ne, D);
 		struct tern_view g = rows(a->eg, o, ne, Fe), u = rows(a->eu, o, ne, Fe),
 				 h = rows(a->ea, o, ne, Fe);
+		struct tern_view A, B, t = rows(a->elu[0], o, ne, n->R);
+		float sc = n->o.scale;
 		TRY(tern_gather_rows(be, xe, xn, idx, ne, T, D));
 		TRY(tern_matmul(be, g, xe, &w->ew[3 * e], ne, n->o.prec));
 		TRY(tern_matmul(be, u, xe, &w->ew[3 * e + 1], ne, n->o.prec));
+		if (xlora(n, l, 0, e, n->params, &A, &B)) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
+			TRY(tern_gemm(be, t, xe, A, ne, n->R, D, false, true, 1.0f, 0.0f));
+			TRY(tern_gemm(be, g, t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R, false, true,
+				      sc, 1.0f));
+			TRY(tern_gemm(be, u, t, tern_view_sub(B, B.size / 2, B.size / 2), ne, Fe, n->R, false,
+				      true, sc, 1.0f));
+		}
 		TRY(tern_swiglu(be, h, g, u, ne * Fe, n->m->cfg.act));
-		TRY(tern_matmul(be, ye, h, &w->ew[3 * e + 2], ne, n->o.prec));
+		if (xlora(n, l, 1, e, n->params, &A, &B)) {
+			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
+			TRY(tern_lora_forward(be, ye, rows(a->elu[1], o, ne, n->R), n->xd, h,
+					      &w->ew[3 * e + 2], &lo, ne));
+		} else {
+			TRY(tern_matmul(be, ye, h, &w->ew[3 * e + 2], ne, n->o.prec));
+		}
 		TRY(tern_scatter_add_rows(be, out, ye, idx, wr, ne, T, D));
 	}
 	return TERN_OK;
@@ -1204,10 +1351,37 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 		TRY(vt->zero(be, dys));
 		TRY(tern_scatter_add_rows(be, dys, rows(n->dye, o, ne, D), rows(n->iota, 0, ne, 1), wr, ne,
 					  ne, D)); /* dys = w · dy rows */
-		TRY(tern_matmul_bwd(be, da, dys, &w->ew[3 * e + 2], ne, false, n->o.prec));
+		struct tern_view A, B, dA, dB, xe = rows(a->xe, o, ne, D), dt = rows(n->dul, 0, ne, n->R);
+		float sc = n->o.scale;
+		if (xlora(n, l, 1, e, n->params, &A, &B)) {
+			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
+			xlora(n, l, 1, e, n->grads, &dA, &dB);
+			TRY(tern_lora_backward(be, da, dA, dB, dt, n->tmp, dys, rows(a->ea, o, ne, Fe), n->xd,
+					       rows(a->elu[1], o, ne, n->R), &w->ew[3 * e + 2], &lo, ne,
+					       false));
+		} else {
+			TRY(tern_matmul_bwd(be, da, dys, &w->ew[3 * e + 2], ne, false, n->o.prec));
+		}
 		TRY(tern_swiglu_bwd(be, dg, du, da, g, u, ne * Fe, n->m->cfg.act));
 		TRY(tern_matmul_bwd(be, dxe, dg, &w->ew[3 * e], ne, false, n->o.prec));
 		TRY(tern_matmul_bwd(be, dxe, du, &w->ew[3 * e + 1], ne, true, n->o.prec));
+		if (xlora(n, l, 0, e, n->params, &A, &B)) {
+			struct tern_view t = rows(a->elu[0], o, ne, n->R);
+			size_t hb = B.size / 2;
+			xlora(n, l, 0, e, n->grads, &dA, &dB);
+			/* dB_gate += s·dgᵀ t, dB_up += s·duᵀ t; dt = s·(dg B_gate + du B_up); dA += dtᵀ xe;
+			 * dxe += dt A */
+			TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dg, t, Fe, n->R, ne, true, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), du, t, Fe, n->R, ne, true, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, dt, dg, tern_view_sub(B, 0, hb), ne, n->R, Fe, false, false, sc,
+				      0.0f));
+			TRY(tern_gemm(be, dt, du, tern_view_sub(B, hb, hb), ne, n->R, Fe, false, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, dA, dt, xe, n->R, D, ne, true, false, 1.0f, 1.0f));
+			TRY(tern_gemm(be, dxe, dt, A, ne, D, n->R, false, false, 1.0f, 1.0f));
+		}
 		TRY(tern_scatter_add_rows(be, dxn, dxe, idx, (struct tern_view){0}, ne, T, D));
 	}
 	return TERN_OK;
@@ -1465,11 +1639,13 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 	n.slot = tern_calloc((size_t)(c->L * TERN_MOD_COUNT), sizeof *n.slot);
 	n.la = tern_calloc((size_t)c->L, sizeof *n.la);
 	n.xin = tern_calloc((size_t)(c->L + 1), sizeof *n.xin);
+	if (o->experts && n.any_moe)
+		n.xslot = tern_calloc((size_t)(2 * c->L), sizeof *n.xslot);
 	enum tern_status st = TERN_OK;
-	if (!n.slot || !n.la || !n.xin) {
+	if (!n.slot || !n.la || !n.xin || (o->experts && n.any_moe && !n.xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 	} else {
-		plan_lora(&n, io);
+		plan_lora(&n, c, io);
 		plan_act(&n, c, &ap);
 		if (ap.oom)
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
@@ -1479,6 +1655,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 	}
 	free(ap.v);
 	free(n.slot);
+	free(n.xslot);
 	free(n.la);
 	free(n.xin);
 	return st;

@@ -114,6 +114,16 @@ unsigned tern_plan_modules(const struct tern_config *cfg)
 	return m;
 }
 
+unsigned tern_plan_experts(const struct tern_config *cfg)
+{
+	unsigned e = 0;
+	for (int i = 0; i < cfg->n_target_parameters; i++)
+		e |= !strcmp(cfg->lora_target_parameters[i], "mlp.experts.gate_up_proj") ? 1u
+		     : !strcmp(cfg->lora_target_parameters[i], "mlp.experts.down_proj")  ? 2u
+											 : 0u;
+	return e;
+}
+
 unsigned tern_plan_full(const struct tern_config *cfg)
 {
 	unsigned f = 0;
@@ -267,8 +277,11 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	unsigned mods = tern_plan_modules(cfg);
 	if (moe && cfg->lora_target_linear) /* as the trainer: the attention (no LoRA on experts yet) */
 		mods &= ~((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
-	struct tern_net_opts no = {
-		.R = cfg->lora_r, .modules = mods, .T = T, .checkpointing = cfg->gradient_checkpointing};
+	struct tern_net_opts no = {.R = cfg->lora_r,
+				   .modules = mods,
+				   .experts = moe ? tern_plan_experts(cfg) : 0,
+				   .T = T,
+				   .checkpointing = cfg->gradient_checkpointing};
 	struct tern_net_sizes ns_all;
 	if ((st = tern_net_sizes(mc, &no, &ns_all)))
 		return st;

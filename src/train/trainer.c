@@ -362,6 +362,7 @@ static enum tern_status open_net(struct session *s)
 		.scale = (float)(c->use_rslora ? c->lora_alpha / sqrt(R) : c->lora_alpha / R),
 		.dropout = (float)c->lora_dropout,
 		.modules = mods,
+		.experts = tern_plan_experts(c),
 		.full = s->lora->full,
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
@@ -435,6 +436,19 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 			"v_proj, o_proj)",
 			c->file ? c->file : "config", s->mc.model_type);
 	}
+	unsigned experts = tern_plan_experts(c);
+	if (experts && s->mc.E <= 0)
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: lora_target_parameters names expert parameters, but %s is not a mixture of "
+			"experts (remove lora_target_parameters)",
+			c->file ? c->file : "config", s->mc.model_type);
+	if (experts && c->lora_dropout > 0)
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: lora_target_parameters with lora_dropout %g: PEFT trains expert parameters "
+			"without dropout (set lora_dropout: 0)",
+			c->file ? c->file : "config", c->lora_dropout);
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(&s->mc, io);
 	unsigned full = tern_plan_full(c) | (adapter_dir ? tern_adapter_full(adapter_dir) : 0);
@@ -453,6 +467,18 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 				      with_moments)) ||
 	    (full && (st = tern_lora_set_add_full(s->lora, full, s->mc.V, s->mc.D, with_moments))))
 		return st;
+	if (experts) {
+		uint8_t *sparse = tern_malloc((size_t)s->mc.L);
+		if (!sparse)
+			return tern_fail(TERN_E_NOMEM, "out of host memory");
+		for (int64_t l = 0; l < s->mc.L; l++)
+			sparse[l] = tern_model_layer_moe(&s->mc, l);
+		st = tern_lora_set_add_experts(s->lora, experts, s->mc.E, s->mc.D, s->mc.Fe, sparse,
+					       with_moments);
+		free(sparse);
+		if (st)
+			return st;
+	}
 	s->meta.base_model = c->base_model;
 	s->meta.alpha = c->lora_alpha;
 	s->meta.dropout = c->lora_dropout;
@@ -494,14 +520,14 @@ static void lora_init(struct tern_lora_set *set, uint64_t seed)
 {
 	uint64_t rng = seed ^ 0x6c6f7261696e6974ull; /* "lorainit" */
 	for (int l = 0; l < set->L; l++)
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) { /* experts: A [E·R, I], as PEFT's nn.Linear */
 			struct tern_lora_tensor *t = tern_lora_at(set, l, (enum tern_module)m);
 			if (!t->A)
 				continue;
 			float b = 1.0f / sqrtf((float)t->I);
-			for (int64_t i = 0; i < set->R * t->I; i++)
+			for (int64_t i = 0; i < t->r * t->I; i++)
 				t->A[i] = (2.0f * uniform01(&rng) - 1.0f) * b;
-			memset(t->B, 0, (size_t)(t->O * set->R) * 4);
+			memset(t->B, 0, (size_t)(t->O * t->r) * 4);
 		}
 }
 
