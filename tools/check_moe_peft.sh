@@ -1,7 +1,8 @@
 #!/bin/sh
 # PEFT loads tern's MoE adapters and gives tern's eval loss (issue 12). For each golden MoE case
-# (tests/data/golden/mixtral, qwen3_moe; tools/make_golden_moe.py): `tern train` its config.yaml (10
-# steps, LoRA on the attention), `tern eval` base and adapter on the 40 rows, then
+# (tests/data/golden/mixtral, qwen3_moe: LoRA on the attention; mixtral_exp, qwen3_moe_exp: also on
+# the experts, PEFT target_parameters; tools/make_golden_moe.py): `tern train` its config.yaml (10
+# steps), `tern eval` base and adapter on the 40 rows, then
 # tools/check_adapter.py (transformers 5 + PeftModel.from_pretrained, float32) on the same rows;
 # prints both losses and their relative difference, fails when it exceeds 1e-5.
 # Usage: tools/check_moe_peft.sh [TERN] (default build/tern), from the repository root.
@@ -9,7 +10,7 @@ tern=${1:-build/tern}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rc=0
-for c in mixtral qwen3_moe; do
+for c in mixtral qwen3_moe mixtral_exp qwen3_moe_exp; do
 	d=tests/data/golden/$c
 	"$tern" train "$d/config.yaml" --set output_dir="$tmp/$c" --set backend=cpu >"$tmp/train.log" 2>&1 ||
 		{ echo "$c: tern train failed: $(tail -2 "$tmp/train.log")"; rc=1; continue; }
