@@ -517,11 +517,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	}
 	unsigned mlp_mods = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
 	if (n->any_moe && (o->modules & mlp_mods)) {
-		st = tern_fail(
-			TERN_E_UNSUPPORTED,
-			"net: %s: LoRA on gate_proj/up_proj/down_proj of a mixture-of-experts model is "
-			"not implemented yet (target the attention: q_proj, k_proj, v_proj, o_proj)",
-			c->model_type);
+		st = tern_fail(TERN_E_UNSUPPORTED,
+			       "net: %s: LoRA on gate_proj/up_proj/down_proj of a mixture-of-experts model "
+			       "(its experts take LoRA through opts.experts)",
+			       c->model_type);
 		goto out;
 	}
 	if (!tern_backend_supports_prec(be, TERN_OP_MATMUL, o->prec) ||

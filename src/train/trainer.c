@@ -426,15 +426,14 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 			return st;
 		tern_log(TERN_LOG_INFO,
 			 "lora_target_linear on %s (a mixture of experts): LoRA on q_proj, k_proj, v_proj, "
-			 "o_proj; LoRA on the experts is not implemented yet",
+			 "o_proj (as PEFT's all-linear; the experts take lora_target_parameters)",
 			 s->mc.model_type);
 	} else if (s->mc.E > 0 && (target_modules(c) & mlp)) {
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: lora_target_modules: gate_proj/up_proj/down_proj on %s (a mixture of "
-			"experts): LoRA on the experts is not implemented yet (target q_proj, k_proj, "
-			"v_proj, o_proj)",
-			c->file ? c->file : "config", s->mc.model_type);
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: lora_target_modules: gate_proj/up_proj/down_proj on %s (a mixture of "
+				 "experts): its experts are no linear modules (use lora_target_parameters: "
+				 "[mlp.experts.gate_up_proj, mlp.experts.down_proj])",
+				 c->file ? c->file : "config", s->mc.model_type);
 	}
 	unsigned experts = tern_plan_experts(c);
 	if (experts && s->mc.E <= 0)
