@@ -715,29 +715,86 @@ static int cmp_desc(const void *a, const void *b)
 }
 
 /* Writes the kinds of tensors of every targeted (layer, module) as F32, sorted by name. */
-static enum tern_status write_tensors(const char *path, const struct tern_lora_set *s,
-				      const struct kind *kinds, size_t nk)
+/* The older per-expert module names of expert e's module k (0 gate, 1 up, 2 down). */
+static void per_expert_name(char *buf, bool mixtral, int l, int64_t e, int k, char ab)
 {
+	static const char *const mix[3] = {"w1", "w3", "w2"}, *const q3[3] = {"gate_proj", "up_proj",
+									      "down_proj"};
+	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.experts.%lld.%s.lora_%c.weight", l,
+		 mixtral ? "block_sparse_moe" : "mlp", (long long)e, mixtral ? mix[k] : q3[k], ab);
+}
+
+static enum tern_status write_tensors(const char *path, const struct tern_lora_set *s,
+				      const struct kind *kinds, size_t nk,
+				      const struct tern_adapter_meta *meta)
+{
+	bool pe = meta && meta->per_expert && (s->modules >> TERN_MOD_COUNT);
+	bool mixtral = pe && meta->model_type && !strcmp(meta->model_type, "mixtral");
+	float *pool = NULL; /* per-expert B matrices, de-interleaved */
 	if (fault())
 		return tern_fail(TERN_E_IO, "%s: %s", path, strerror(errno));
 	size_t n = 0;
+	size_t npool = 0;
 	for (int l = 0; l < s->L; l++)
-		for (int m = 0; m < TERN_LORA_SLOTS; m++)
-			n += present(s, l, m) ? nk : 0;
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (!present(s, l, m))
+				continue;
+			if (!pe || m < TERN_MOD_COUNT) {
+				n += nk;
+				continue;
+			}
+			int mods = m == TERN_LORA_EXP_GATE_UP ? 2 : 1; /* gate and up, or down */
+			n += (size_t)(s->E * mods * 2);
+			npool += (size_t)(t->O * t->r);
+		}
 	for (int f = 0; f < TERN_FULL_COUNT; f++)
 		for (size_t k = 0; k < nk; k++)
 			n += ((s->full >> f) & 1u) && kinds[k].ab == 'A';
 	struct tern_st_desc *d = tern_calloc(n, sizeof *d);
 	char(*names)[NAME_CAP] = tern_calloc(n, NAME_CAP);
 	enum tern_status st = TERN_E_NOMEM;
-	if (!d || !names)
+	if (!d || !names || (npool && !(pool = tern_malloc(npool * sizeof *pool))))
 		goto out;
+	size_t used = 0;
 	size_t i = 0;
 	for (int l = 0; l < s->L; l++) {
 		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
 			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (pe && m >= TERN_MOD_COUNT) {
+				/* expert e: A_e = rows e·R of A; B_e[o, j] = B[o, j·E + e], split into gate
+				 * and up rows for gate_up */
+				int64_t R = s->R, E = s->E, O = t->O;
+				for (int64_t e = 0; e < E; e++) {
+					float *b = pool + used;
+					for (int64_t o = 0; o < O; o++)
+						for (int64_t j = 0; j < R; j++)
+							b[o * R + j] = t->B[o * R * E + j * E + e];
+					used += (size_t)(O * R);
+					int mods = m == TERN_LORA_EXP_GATE_UP ? 2 : 1;
+					for (int q = 0; q < mods; q++) {
+						int k = m == TERN_LORA_EXP_GATE_UP ? q : 2;
+						int64_t Oq = O / mods;
+						per_expert_name(names[i], mixtral, l, e, k, 'A');
+						d[i] = (struct tern_st_desc){.name = names[i],
+									     .dtype = TERN_ST_F32,
+									     .ndim = 2,
+									     .shape = {R, t->I},
+									     .data = t->A + e * R * t->I};
+						i++;
+						per_expert_name(names[i], mixtral, l, e, k, 'B');
+						d[i] = (struct tern_st_desc){.name = names[i],
+									     .dtype = TERN_ST_F32,
+									     .ndim = 2,
+									     .shape = {Oq, R},
+									     .data = b + q * Oq * R};
+						i++;
+					}
+				}
+				continue;
+			}
 			for (size_t k = 0; k < nk; k++, i++) {
 				tensor_name(names[i], s, l, m, &kinds[k]);
 				d[i].name = names[i];
@@ -767,6 +824,7 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 	qsort(d, n, sizeof *d, cmp_desc);
 	st = tern_st_write(path, d, n, NULL, 0);
 out:
+	free(pool);
 	free(d);
 	free(names);
 	return st;
@@ -778,6 +836,16 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 	for (int m = 0; m < TERN_MOD_COUNT; m++) {
 		if (targeted(s, m))
 			json_array_append_new(mods, json_string(mod_name[m]));
+	}
+	bool pe = meta->per_expert && (s->modules >> TERN_MOD_COUNT);
+	if (pe) { /* the per-expert modules (older layout) join target_modules */
+		bool mix = meta->model_type && !strcmp(meta->model_type, "mixtral");
+		static const char *const mn[2][3] = {{"gate_proj", "up_proj", "down_proj"},
+						     {"w1", "w3", "w2"}};
+		for (int k = 0; k < 3; k++)
+			if (targeted(s, k < 2 ? TERN_LORA_EXP_GATE_UP : TERN_LORA_EXP_DOWN) &&
+			    !(!mix && targeted(s, TERN_MOD_GATE + k)))
+				json_array_append_new(mods, json_string(mn[mix][k]));
 	}
 	double a = meta->alpha;
 	json_t *alpha =
@@ -804,7 +872,7 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 		"qalora_group_size", 16, "r", (json_int_t)s->R, "rank_pattern", "revision", "target_modules",
 		mods, "target_parameters", "task_type", "CAUSAL_LM", "trainable_token_indices", "use_bdlora",
 		"use_dora", 0, "use_qalora", 0, "use_rslora", (int)meta->rslora, "velora_config");
-	if (root && (s->modules >> TERN_MOD_COUNT)) { /* sorted, as PEFT writes them */
+	if (root && !pe && (s->modules >> TERN_MOD_COUNT)) { /* sorted, as PEFT writes them */
 		json_t *tp = json_array();
 		if (targeted(s, TERN_LORA_EXP_DOWN))
 			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_DOWN]));
@@ -853,7 +921,7 @@ static enum tern_status write_adapter_files(const char *dir, const struct tern_l
 	char *cfg_path = tern_path_join(dir, "adapter_config.json");
 	enum tern_status st = TERN_E_NOMEM;
 	if (st_path && cfg_path) {
-		st = write_tensors(st_path, s, weight_kinds, N_KINDS(weight_kinds));
+		st = write_tensors(st_path, s, weight_kinds, N_KINDS(weight_kinds), meta);
 		if (!st)
 			st = write_json(cfg_path, adapter_config_json(s, meta));
 	}
@@ -1602,7 +1670,7 @@ enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern
 		st = TERN_E_NOMEM;
 		goto out;
 	}
-	if ((st = write_tensors(opt, s, moment_kinds, N_KINDS(moment_kinds))) ||
+	if ((st = write_tensors(opt, s, moment_kinds, N_KINDS(moment_kinds), NULL)) ||
 	    (st = write_json(ts, state_json(state))) ||
 	    (st = tern_manifest_write(tmp, ckpt_files, N_KINDS(ckpt_files))) || (st = commit_dir(tmp, final)))
 		goto out;

@@ -121,6 +121,14 @@ struct tern_adapter_meta {
 	const char *base_model; /* base_model_name_or_path: the path or id the config named */
 	double alpha, dropout;
 	bool rslora;
+	/* tern_adapter_write only: the experts' LoRA in the older per-expert module layout
+	 * (transformers 4.x + PEFT): per sparse layer l and expert e, gate_up's pair as two modules
+	 * with the same A (Mixtral block_sparse_moe.experts.<e>.w1 and w3, Qwen3-MoE
+	 * mlp.experts.<e>.gate_proj and up_proj: A_e [R, D], B rows of gate / up [Fe, R]) and down's as
+	 * w2 / down_proj (A_e [R, Fe], B_e [D, R]); target_modules lists those modules, no
+	 * target_parameters. model_type picks the names ("mixtral", else Qwen3-MoE's). */
+	bool per_expert;
+	const char *model_type;
 };
 
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir replaced atomically:

@@ -60,6 +60,7 @@ static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",    
 static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
 /* PEFT target_parameters on transformers 5's fused experts (mixtral, qwen3_moe) */
 static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj", NULL};
+static const char *const layout_names[] = {"peft", "per_expert", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
 /* a K_LIST's count: the int right after its pointer */
@@ -86,6 +87,7 @@ static const struct key keys[] = {
 	{"lora_dropout", K_FLOAT, F(lora_dropout), 0, 1, NULL, "0 <= p < 1", NULL, 0, 1},
 	{"lora_target_modules", K_LIST, F(lora_target_modules), 0, 0, module_names, NULL, NULL, 0, 0},
 	{"lora_target_parameters", K_LIST, F(lora_target_parameters), 0, 0, param_names, NULL, NULL, 0, 0},
+	{"lora_expert_layout", K_ENUM, F(lora_expert_layout), 0, 0, layout_names, NULL, NULL, 0, 0},
 	{"lora_target_linear", K_BOOL, F(lora_target_linear), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"lora_modules_to_save", K_LIST, F(lora_modules_to_save), 0, 0, save_names, NULL, NULL, 0, 0},
 	{"lora_model_dir", K_STR, F(lora_model_dir), 0, 0, NULL, "a PEFT adapter directory", NULL, 0, 0},

@@ -1254,8 +1254,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
 		goto out;
 	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
+	struct tern_adapter_meta fm = s.meta; /* lora_expert_layout: the final adapter only */
+	fm.per_expert = c->lora_expert_layout == 1;
+	fm.model_type = s.mc.model_type;
 	if ((st = tern_net_lora_download(s.net, s.lora)) ||
-	    (st = tern_adapter_write(res->adapter_dir, s.lora, &s.meta)))
+	    (st = tern_adapter_write(res->adapter_dir, s.lora, &fm)))
 		goto out;
 	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
 		state.elapsed);
