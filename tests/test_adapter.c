@@ -336,7 +336,8 @@ static void test_round_trip(void)
 		      fl[i].s);
 		free(cfg);
 	}
-	struct tern_adapter_meta m4 = {"dir/\"q\"/caf\xc3\xa9/\xf0\x9f\x98\x80\t", 1e15, 0, false, false, NULL};
+	struct tern_adapter_meta m4 = {
+		"dir/\"q\"/caf\xc3\xa9/\xf0\x9f\x98\x80\t", 1e15, 0, false, false, NULL};
 	st = tern_adapter_write(path_in("rt/fl"), a, &m4);
 	cfg = st ? NULL : read_text(path_in("rt/fl/adapter_config.json"));
 	check(cfg &&
