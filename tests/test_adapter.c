@@ -1337,6 +1337,16 @@ static void test_experts(void)
 		      !strcmp(json_string_value(json_array_get(tm, 1)), "mlp.experts.gate_up_proj"),
 	      "experts: PEFT layout lists target_parameters sorted");
 	json_decref(cj);
+	/* lora_model_dir reads the per-expert layout back into the fused slots, bit for bit */
+	for (int i = 0; i < L * TERN_LORA_SLOTS; i++) {
+		struct tern_lora_tensor *t = &b->t[i];
+		if (t->A)
+			memset(t->A, 0, (size_t)(t->r * t->I) * 4),
+				memset(t->B, 0, (size_t)(t->O * t->r) * 4);
+	}
+	st = tern_adapter_read(path_in("ex/pe"), b, NULL);
+	check(st == TERN_OK && same(a, b),
+	      "experts: the per-expert layout reads back into the fused slots: %s", st ? tern_error() : "ok");
 out:
 	tern_lora_set_free(a);
 	tern_lora_set_free(b);

@@ -1071,6 +1071,20 @@ static void set_modules_str(char *buf, size_t cap, unsigned modules)
 }
 
 /* Validates adapter_config.json against s; alpha, dropout, rslora into *meta. */
+/* Reading an adapter in the older per-expert module layout (tern_adapter_read): its expert module
+ * names are skipped in target_modules and its per-expert tensors in the tensor check; the experts
+ * are read by read_per_expert. File-local, set only for the duration of one read. */
+static bool g_per_expert;
+
+static bool per_expert_module(const char *name)
+{
+	static const char *const n[] = {"w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"};
+	for (int i = 0; i < 6; i++)
+		if (!strcmp(name, n[i]))
+			return true;
+	return false;
+}
+
 static enum tern_status read_config(const char *dir, const struct tern_lora_set *s,
 				    struct tern_adapter_meta *meta, unsigned *full_out)
 {
@@ -1130,6 +1144,8 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_array_foreach(v, i, x)
 	{
 		enum tern_module m;
+		if (g_per_expert && json_is_string(x) && per_expert_module(json_string_value(x)))
+			continue;
 		if (!json_is_string(x) || !tern_module_parse(json_string_value(x), &m)) {
 			st = tern_fail(
 				TERN_E_UNSUPPORTED,
@@ -1171,7 +1187,7 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 		}
 		params |= 1u << (TERN_MOD_COUNT + k);
 	}
-	if (params != (s->modules & ~((1u << TERN_MOD_COUNT) - 1))) {
+	if (!g_per_expert && params != (s->modules & ~((1u << TERN_MOD_COUNT) - 1))) {
 		st = tern_fail(TERN_E_INVALID,
 			       "%s: target_parameters differs from the run's lora_target_parameters (set "
 			       "lora_target_parameters to match the adapter)",
@@ -1324,7 +1340,7 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 		return TERN_OK;
 	for (size_t i = 0; i < n; i++) {
 		const struct tern_st_tensor *t = tern_st_file_tensor(f, i);
-		bool ok = false;
+		bool ok = g_per_expert && strstr(t->name, ".experts.");
 		for (size_t j = 0; j < slots && !ok; j++)
 			ok = found[j] == t;
 		if (!ok) {
@@ -1407,6 +1423,110 @@ static void src_close(struct src *x)
 	free(x->path);
 }
 
+/* Whether dir's adapter holds s's experts in the older per-expert module layout: s trains experts,
+ * adapter_config.json has no target_parameters and its tensors have a per-expert name; *mixtral:
+ * Mixtral's names (block_sparse_moe.experts.<e>.w1) rather than Qwen3-MoE's. */
+static bool is_per_expert(const char *dir, const struct tern_lora_set *s, bool *mixtral)
+{
+	if (!(s->modules >> TERN_MOD_COUNT))
+		return false;
+	char *path = tern_path_join(dir, "adapter_model.safetensors");
+	struct tern_st_file *f = NULL;
+	bool pe = false;
+	if (path && tern_st_open(path, &f) == TERN_OK) {
+		for (size_t i = 0; i < tern_st_file_count(f) && !pe; i++) {
+			const char *nm = tern_st_file_tensor(f, i)->name;
+			*mixtral = strstr(nm, ".block_sparse_moe.experts.") != NULL;
+			pe = *mixtral || (strstr(nm, ".mlp.experts.") && !strstr(nm, ".mlp.experts.lora_") &&
+					  !strstr(nm, ".mlp.experts.base_layer."));
+		}
+		tern_st_close(f);
+	}
+	free(path);
+	return pe;
+}
+
+/* The experts of s from the per-expert layout (validated first, then stored): per sparse layer
+ * and expert, gate/up (w1/w3) must carry the same A (their fused gate_up has one), which becomes
+ * A_e; their B rows and down's (w2) B are interleaved into PEFT's [O, R·E]. */
+static enum tern_status read_per_expert(const char *dir, struct tern_lora_set *s, bool mixtral, bool store)
+{
+	char *path = tern_path_join(dir, "adapter_model.safetensors");
+	struct tern_st_file *f = NULL;
+	enum tern_status st = path ? tern_st_open(path, &f) : TERN_E_NOMEM;
+	float *a0 = NULL, *a1 = NULL, *b = NULL;
+	for (int l = 0; l < s->L && st == TERN_OK; l++)
+		for (int slot = 0; slot < 2 && st == TERN_OK; slot++) {
+			int m = TERN_LORA_EXP_GATE_UP + slot;
+			if (!present(s, l, m))
+				continue;
+			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			int64_t R = s->R, E = s->E, I = t->I, O = t->O, nmod = slot ? 1 : 2, Oq = O / nmod;
+			free(a0), free(a1), free(b);
+			a0 = tern_malloc((size_t)(R * I) * 4), a1 = tern_malloc((size_t)(R * I) * 4);
+			b = tern_malloc((size_t)(Oq * R) * 4);
+			if (!a0 || !a1 || !b) {
+				st = TERN_E_NOMEM;
+				break;
+			}
+			for (int64_t e = 0; e < E && st == TERN_OK; e++)
+				for (int q = 0; q < nmod && st == TERN_OK; q++) {
+					int k = slot ? 2 : q;
+					char na[NAME_CAP], nb[NAME_CAP];
+					per_expert_name(na, mixtral, l, e, k, 'A');
+					per_expert_name(nb, mixtral, l, e, k, 'B');
+					const struct tern_st_tensor *ta = tern_st_file_find(f, na),
+								    *tb = tern_st_file_find(f, nb);
+					const struct tern_st_tensor *tt[2] = {ta, tb};
+					int64_t want[2][2] = {{R, I}, {Oq, R}};
+					for (int z = 0; z < 2 && st == TERN_OK; z++) {
+						const struct tern_st_tensor *x = tt[z];
+						if (!x)
+							st = tern_fail(TERN_E_FORMAT,
+								       "%s: tensor %s is missing", path,
+								       z ? nb : na);
+						else if ((x->dtype != TERN_ST_F32 &&
+							  x->dtype != TERN_ST_F16 &&
+							  x->dtype != TERN_ST_BF16) ||
+							 x->ndim != 2 || x->shape[0] != want[z][0] ||
+							 x->shape[1] != want[z][1])
+							st = tern_fail(
+								TERN_E_FORMAT,
+								"%s: tensor %s is not F32/F16/BF16 [%" PRId64
+								", %" PRId64 "]",
+								path, x->name, want[z][0], want[z][1]);
+					}
+					if (st)
+						break;
+					load_f32(q ? a1 : a0, ta);
+					if (q && memcmp(a0, a1, (size_t)(R * I) * 4)) {
+						st = tern_fail(
+							TERN_E_UNSUPPORTED,
+							"%s: expert %lld of layer %d: the gate and up modules have "
+							"different lora_A; tern trains experts as PEFT's fused "
+							"gate_up_proj (one A per expert) and cannot read this adapter "
+							"exactly",
+							path, (long long)e, l);
+						break;
+					}
+					if (!store)
+						continue;
+					load_f32(b, tb);
+					if (!q)
+						memcpy(t->A + e * R * I, a0, (size_t)(R * I) * 4);
+					for (int64_t o = 0; o < Oq; o++)
+						for (int64_t j = 0; j < R; j++)
+							t->B[(q * Oq + o) * R * E + j * E + e] = b[o * R + j];
+				}
+		}
+	free(a0);
+	free(a1);
+	free(b);
+	tern_st_close(f);
+	free(path);
+	return st;
+}
+
 enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 				   struct tern_adapter_meta *meta_out)
 {
@@ -1418,13 +1538,25 @@ enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 		return st;
 	if (!dir)
 		return tern_fail(TERN_E_INVALID, "adapter: no directory given");
-	if (!(st = read_config(dir, s, &meta, &full)) &&
-	    !(st = src_open(&a, dir, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds),
-			    false, full))) {
-		load_tensors(s, weight_kinds, N_KINDS(weight_kinds), a.found);
+	/* the older per-expert layout: the dense modules as usual (a view of s without its expert
+	 * slots), the experts by read_per_expert */
+	bool mixtral = false, pe = is_per_expert(dir, s, &mixtral);
+	struct tern_lora_set dense = *s;
+	if (pe)
+		dense.modules &= (1u << TERN_MOD_COUNT) - 1;
+	g_per_expert = pe;
+	if (!(st = read_config(dir, &dense, &meta, &full)) &&
+	    !(st = src_open(&a, dir, "adapter_model.safetensors", &dense, weight_kinds, N_KINDS(weight_kinds),
+			    false, full)) &&
+	    (!pe || !(st = read_per_expert(dir, s, mixtral, false)))) {
+		load_tensors(&dense, weight_kinds, N_KINDS(weight_kinds), a.found);
+		if (pe)
+			st = read_per_expert(dir, s, mixtral, true);
+		s->full_have |= dense.full_have;
 		if (meta_out)
 			*meta_out = meta;
 	}
+	g_per_expert = false;
 	src_close(&a);
 	return st;
 }

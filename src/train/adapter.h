@@ -144,7 +144,8 @@ struct tern_adapter_meta {
 enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set *s,
 				    const struct tern_adapter_meta *meta);
 
-/* Reads a PEFT adapter directory into s (already allocated with the expected layers, rank, modules
+/* Reads a PEFT adapter directory into s (experts: PEFT's target_parameters layout, or the older
+ * per-expert module layout when the file has per-expert names; its gate and up A must agree) (already allocated with the expected layers, rank, modules
  * and shapes). Fails with one line naming the file and what differs when its peft_type is not
  * LORA, r or target_modules differ from s (compared as sets; a string target_modules, PEFT's
  * regular-expression form, is refused), it uses options tern does not implement (use_dora,
