@@ -1347,6 +1347,36 @@ static void test_experts(void)
 	st = tern_adapter_read(path_in("ex/pe"), b, NULL);
 	check(st == TERN_OK && same(a, b),
 	      "experts: the per-expert layout reads back into the fused slots: %s", st ? tern_error() : "ok");
+	/* w3's A of expert 0 in layer 0 made to differ from w1's: no exact fused form, one line */
+	{
+		FILE *fp = fopen(path_in("ex/pe/adapter_model.safetensors"), "r+b");
+		uint64_t hl = 0;
+		char *hdr = NULL;
+		bool done = false;
+		if (fp && fread(&hl, 8, 1, fp) == 1 && hl < (1u << 20) && (hdr = calloc(1, (size_t)hl + 1)) &&
+		    fread(hdr, 1, (size_t)hl, fp) == hl) {
+			json_t *hj = json_loads(hdr, 0, &je);
+			json_t *off = json_object_get(
+				json_object_get(
+					hj,
+					"base_model.model.model.layers.0.block_sparse_moe.experts.0.w3.lora_A.weight"),
+				"data_offsets");
+			float one = 1.0f;
+			done = json_is_array(off) &&
+			       !fseek(fp,
+				      (long)(8 + hl + (uint64_t)json_integer_value(json_array_get(off, 0))),
+				      SEEK_SET) &&
+			       fwrite(&one, 4, 1, fp) == 1;
+			json_decref(hj);
+		}
+		free(hdr);
+		if (fp)
+			fclose(fp);
+		st = done ? tern_adapter_read(path_in("ex/pe"), b, NULL) : TERN_E_IO;
+		check(done && st == TERN_E_UNSUPPORTED && strstr(tern_error(), "different lora_A") &&
+			      !strchr(tern_error(), '\n'),
+		      "experts: gate and up with different A refused in one line: %s", tern_error());
+	}
 out:
 	tern_lora_set_free(a);
 	tern_lora_set_free(b);
