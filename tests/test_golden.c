@@ -606,7 +606,10 @@ int main(void)
 				    (!strcmp(cases[c], "qwen3_save") || !strncmp(cases[c], "mixtral", 7) ||
 				     !strncmp(cases[c], "qwen3_moe", 9)))
 					continue;
-				if (!only || !strcmp(only, cases[c]))
+				/* the MoE cases run as test_golden_moe (TERN_GOLDEN_CASE=moe) */
+				bool moe = !strncmp(cases[c], "mixtral", 7) ||
+					   !strncmp(cases[c], "qwen3_moe", 9);
+				if (only ? !strcmp(only, cases[c]) || (moe && !strcmp(only, "moe")) : !moe)
 					run_case(root, cases[c], backends[b], p ? TERN_F16 : TERN_F32);
 			}
 	if (!only || !strcmp(only, "dropout")) {
