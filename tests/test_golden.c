@@ -9,6 +9,11 @@
  *   - the 10-step trajectory with clipping, warmup + cosine, AdamW, gradient accumulation: loss
  *     1e-5 relative, grad norm 1e-4 relative, per step;
  *   - the final adapter against PEFT's (relative norm error per tensor, 1e-3).
+ * The mixture-of-experts cases (tools/make_golden_moe.py; run as test_golden_moe,
+ * TERN_GOLDEN_CASE=moe): mixtral and qwen3_moe with LoRA on the attention, mixtral_exp and
+ * qwen3_moe_exp with LoRA on the experts as well (PEFT target_parameters: their gradients are
+ * compared in PEFT's file layout, tern_net_expert_grad); fp32 only; 'not run' on a backend without
+ * the MoE row ops.
  * The *_save cases add PEFT modules_to_save [embed_tokens, lm_head] (trained in full; qwen3_save
  * with tied embeddings, whose two copies PEFT trains independently): their first-step gradients
  * and final weights are held to the same bounds as the LoRA tensors.
