@@ -17,7 +17,7 @@
 #                        length: minutes per step on 2 CPU cores with 32k..152k-token vocabularies
 #       backend=cpu      lavapipe would first compile its shaders (about 50 s on 2 cores)
 #     Mixtral (MoE, issue 12) trains like the others: lora_target_linear there means LoRA on
-#     q/k/v/o_proj (a one-line note says so; LoRA on the experts is not implemented yet).
+#     q/k/v/o_proj (a one-line note says so; the experts would take lora_target_parameters).
 # Exits 77 (not run) without python3 (the stand-ins are written by a python3 script).
 # Usage: cli_axolotl_cache.sh TERN SOURCE_DIR
 tern=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: train runs in scratch directories

@@ -84,7 +84,7 @@ static struct expect by_hand(const struct model *m)
 	/* globals: embed_tokens [V, D] and lm_head [V, D] bf16 (untied), final norm [D] bf16 */
 	e.global = 2 * al(V * D * 2) + al(D * 2);
 	/* LoRA (lora_target_linear): A [R, I] and B [O, R] per module; on a MoE model the attention
-	 * only (no LoRA on experts yet) */
+	 * only (the experts take lora_target_parameters, not set here) */
 	uint64_t lora_layer = Ru * ((D + q) + 2 * (D + kv) + (q + D)) + (m->E ? 0 : Ru * 3 * (D + F));
 	e.lora_params = lora_layer * L;
 	uint64_t lora_block = e.lora_params * 4 * 4; /* fp32 params, grads, m, v */

@@ -275,7 +275,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	/* ---- LoRA and activations: tern_net_sizes (the activations of a MoE model exactly as the net
 	 * lays them out: every expert's rows for top_k experts per token) ---- */
 	unsigned mods = tern_plan_modules(cfg);
-	if (moe && cfg->lora_target_linear) /* as the trainer: the attention (no LoRA on experts yet) */
+	if (moe &&
+	    cfg->lora_target_linear) /* as the trainer: the attention (experts: lora_target_parameters) */
 		mods &= ~((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
 	struct tern_net_opts no = {.R = cfg->lora_r,
 				   .modules = mods,
