@@ -54,6 +54,12 @@ set(TERN_SHADER_VARIANTS
   # mixture of experts: tokens grouped by expert and back, the routing weight's gradient
   "gather_rows|gather_rows.comp|" "scatter_add_rows|scatter_add_rows.comp|"
   "scatter_add_rows_unit|scatter_add_rows.comp|-DUNIT" "rowdot|rowdot.comp|" "rowdot_simple|rowdot.comp|-DSIMPLE"
+  "route_topk|route.comp|" "route_count|route.comp|-DCOUNT" "route_topk_bwd|route.comp|-DBWD"
+  "matmul_grouped_f32|matmul_grouped.comp|-DW_F32" "matmul_grouped_bwd_f32|matmul_grouped.comp|-DW_F32 -DBWD"
+  "matmul_grouped_f16|matmul_grouped.comp|-DW_F16" "matmul_grouped_bwd_f16|matmul_grouped.comp|-DW_F16 -DBWD"
+  "matmul_grouped_bf16|matmul_grouped.comp|-DW_BF16" "matmul_grouped_bwd_bf16|matmul_grouped.comp|-DW_BF16 -DBWD"
+  "matmul_grouped_nf4|matmul_grouped.comp|-DW_NF4" "matmul_grouped_bwd_nf4|matmul_grouped.comp|-DW_NF4 -DBWD"
+  "matmul_grouped_nf4_dq|matmul_grouped.comp|-DW_NF4_DQ" "matmul_grouped_bwd_nf4_dq|matmul_grouped.comp|-DW_NF4_DQ -DBWD"
   "attention|attention.comp|" "attention_bwd_prep|attention_bwd.comp|-DPASS_PREP" "attention_bwd_kv|attention_bwd.comp|-DPASS_KV" "attention_bwd_q|attention_bwd.comp|-DPASS_Q"
   "attention_simple|attention_simple.comp|" "attention_bwd_kv_simple|attention_simple.comp|-DPASS_KV" "attention_bwd_q_simple|attention_simple.comp|-DPASS_Q"
   # half-precision products (matmul prec F16): on NV cooperative matrices (BK 64) and

@@ -17,6 +17,7 @@
 #include "test_ops_loss.h"
 #include "test_ops_stream.h"
 #include "test_ops_moe.h"
+#include "test_ops_route.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -38,6 +39,7 @@ static const int64_t MM_SHAPES[][3] = {
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
 #include "test_ops_prec.h"
+#include "test_ops_grouped.h"
 
 /* ---- oracles ----------------------------------------------------------------------------- */
 
@@ -1287,6 +1289,8 @@ static void run_backend(struct suite *s)
 	check_layers_all(s);
 	check_stream_all(s);
 	check_moe_all(s);
+	check_route_all(s);
+	check_grouped_all(s);
 }
 
 int main(void)

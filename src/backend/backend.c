@@ -59,6 +59,10 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_GATHER_ROWS: return "gather_rows";
 	case TERN_OP_SCATTER_ADD_ROWS: return "scatter_add_rows";
 	case TERN_OP_ROWDOT: return "rowdot";
+	case TERN_OP_ROUTE_TOPK: return "route_topk";
+	case TERN_OP_ROUTE_TOPK_BWD: return "route_topk_bwd";
+	case TERN_OP_MATMUL_GROUPED: return "matmul_grouped";
+	case TERN_OP_MATMUL_GROUPED_BWD: return "matmul_grouped_bwd";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -393,6 +397,10 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_GATHER_ROWS: return v->gather_rows;
 	case TERN_OP_SCATTER_ADD_ROWS: return v->scatter_add_rows;
 	case TERN_OP_ROWDOT: return v->rowdot;
+	case TERN_OP_ROUTE_TOPK: return v->route_topk;
+	case TERN_OP_ROUTE_TOPK_BWD: return v->route_topk_bwd;
+	case TERN_OP_MATMUL_GROUPED: return v->matmul_grouped;
+	case TERN_OP_MATMUL_GROUPED_BWD: return v->matmul_grouped_bwd;
 	case TERN_OP_COUNT: break;
 	}
 	return false;

@@ -54,9 +54,13 @@ enum tern_op {
 	TERN_OP_ATTENTION_BWD,
 	TERN_OP_CE_LOSS,
 	TERN_OP_EMBED_BWD,
-	TERN_OP_GATHER_ROWS,      /* mixture of experts: tokens grouped by expert */
-	TERN_OP_SCATTER_ADD_ROWS, /* the weighted combine back into token order */
-	TERN_OP_ROWDOT,           /* per-row dot products (the routing weights' gradient) */
+	TERN_OP_GATHER_ROWS,        /* mixture of experts: tokens grouped by expert */
+	TERN_OP_SCATTER_ADD_ROWS,   /* the weighted combine back into token order */
+	TERN_OP_ROWDOT,             /* per-row dot products (the routing weights' gradient) */
+	TERN_OP_ROUTE_TOPK,         /* router softmax -> top-k -> weights, per-expert counts */
+	TERN_OP_ROUTE_TOPK_BWD,     /* its backward into the router logits */
+	TERN_OP_MATMUL_GROUPED,     /* per-expert matmuls over contiguous row groups, one op */
+	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -118,13 +122,13 @@ struct tern_attn_args {
 /* What the profile sorts device time into (tern_backend_profile): the front door of each op names
  * its kind, and an op run inside another op counts as the outer op's kind. */
 enum tern_prof_kind {
-	TERN_PROF_MATMUL_FWD,  /* matmul */
-	TERN_PROF_MATMUL_BWD,  /* matmul_bwd */
+	TERN_PROF_MATMUL_FWD,  /* matmul, matmul_grouped */
+	TERN_PROF_MATMUL_BWD,  /* matmul_bwd, matmul_grouped_bwd */
 	TERN_PROF_LORA,        /* gemm (the LoRA products, and the bias products) */
 	TERN_PROF_ATTENTION,   /* attention, attention_bwd */
 	TERN_PROF_LOSS,        /* ce_loss, with the products it runs inside */
 	TERN_PROF_ELEMENTWISE, /* rmsnorm(_bwd), rope, swiglu(_bwd), embed(_bwd), axpy, dropout, cast,
-				* scale, gather_rows, scatter_add_rows, rowdot */
+				* scale, gather_rows, scatter_add_rows, rowdot, route_topk(_bwd) */
 	TERN_PROF_OPTIMIZER,   /* adamw, sumsq, clip */
 	TERN_PROF_COPIES,      /* upload, download, zero, copy_async where the device timeline shows them */
 	TERN_PROF_KIND_COUNT
@@ -153,8 +157,8 @@ struct tern_backend;
  * sizes and scalars, the dtypes an op takes) and fail with one line naming the op, the tensor and
  * the shape. An op entry may therefore assume checked arguments; it checks only what is its own:
  * that a view lies inside its buffer, alignment, device limits, and data only it can read
- * (embed's ids, ce_loss's labels). A NULL op entry makes the front door fail with
- * TERN_E_UNSUPPORTED. */
+ * (embed's ids, ce_loss's labels, the MoE ops' idx, sel and off). A NULL op entry makes the front
+ * door fail with TERN_E_UNSUPPORTED. */
 struct tern_backend_vtable {
 	/* ---- buffers ---- */
 	enum tern_status (*buffer_alloc)(struct tern_backend *be, size_t size, struct tern_buffer **out);
@@ -385,6 +389,52 @@ struct tern_backend_vtable {
 	 * give the same bits. */
 	enum tern_status (*rowdot)(struct tern_backend *be, struct tern_view out, struct tern_view a,
 				   struct tern_view b, int64_t n, int64_t D);
+	/* The router of a mixture of experts, as transformers computes it (Mixtral, Qwen3-MoE), for
+	 * each token t < T:
+	 *   prob[t, :] = softmax(logits[t, :])                   f32 [T, E] (=), saved for the backward
+	 *   sel[t, j]  = the j-th largest prob[t, :], j < k      i32 [T, k] (=), descending; equal
+	 *                probabilities in ascending expert order (deterministic; torch.topk leaves
+	 *                the order of equal values unspecified, so on exact ties transformers may
+	 *                pick another of the tied experts, with the same weight)
+	 *   w[t, j]    = prob[t, sel[t, j]], divided by Σ_j of them when norm (norm_topk_prob;
+	 *                Mixtral always)                           f32 [T, k] (=)
+	 *   counts[e]  = the tokens that chose expert e            i32 [E] (=)
+	 * logits f32 [T, E]; E >= 1, 1 <= k <= E, T >= 0, E <= 2^31 - 1. The softmax subtracts the row
+	 * max (CPU: in double, rounded to fp32; Vulkan: fp32), so probabilities that are not exactly
+	 * equal may order differently across backends only where they differ by rounding. A NaN
+	 * probability ranks below every other (the ids stay distinct and in [0, E)). */
+	enum tern_status (*route_topk)(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				       struct tern_view prob, struct tern_view counts,
+				       struct tern_view logits, int64_t T, int64_t E, int64_t k, bool norm);
+	/* Its backward: dlogits[T, E] (=) from dw[T, k] (the gradient of each routing weight), with
+	 * prob and sel as the forward wrote them. v_j = prob[t, sel[t, j]], S = Σ_j v_j:
+	 *   dv_j = norm ? (dw_j − Σ_i dw_i v_i / S) / S : dw_j
+	 *   dlogits[t, e] = prob[t, e] · (Σ_{j: sel_j = e} dv_j − Σ_j dv_j v_j)
+	 * Sums in a fixed order (CPU: double). Shapes as route_topk; sel entries outside [0, E): the
+	 * CPU fails before writing, Vulkan skips that choice. */
+	enum tern_status (*route_topk_bwd)(struct tern_backend *be, struct tern_view dlogits,
+					   struct tern_view dw, struct tern_view prob, struct tern_view sel,
+					   int64_t T, int64_t E, int64_t k, bool norm);
+	/* Grouped dequant-matmul, the experts' products in one op. W holds E experts stacked: one
+	 * weight [E·O, I] (w->O = E·O), expert e's W_e being rows e·O .. e·O + O - 1; quantization
+	 * blocks (NF4, NF4_DQ) run over the whole stacked tensor, as bitsandbytes quantizes
+	 * transformers 5's fused expert parameters. F32, F16, BF16, NF4, NF4_DQ (TERNARY has one
+	 * scale per matrix: refused). off i32 [E + 1] on the device: the rows of x that go to expert
+	 * e are [off[e], off[e+1]), with 0 <= off[0] <= ... <= off[E] <= T. For each e and such r:
+	 *   y[r, :] = x[r, :] · W_eᵀ   (=)   y f32 [T, O], x f32 [T, I]
+	 * Rows outside [off[0], off[E]) are not written. The result equals tern_matmul(rows r of y,
+	 * rows r of x, W_e, off[e+1] - off[e]) per expert, at precision prec (F32 only today: other
+	 * precisions fail with TERN_E_UNSUPPORTED). Offsets that break the rule: the CPU fails
+	 * before writing; Vulkan computes each row with the expert a binary search of off names. */
+	enum tern_status (*matmul_grouped)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					   const struct tern_weight *w, struct tern_view off, int64_t E,
+					   int64_t T, enum tern_dtype prec);
+	/* dx[r, :] = or += (accumulate) dy[r, :] · W_e for r in [off[e], off[e+1]); dx f32 [T, I], dy
+	 * f32 [T, O]; rows outside [off[0], off[E]) untouched. = tern_matmul_bwd per expert. */
+	enum tern_status (*matmul_grouped_bwd)(struct tern_backend *be, struct tern_view dx,
+					       struct tern_view dy, const struct tern_weight *w,
+					       struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					       enum tern_dtype prec);
 };
 
 struct tern_backend {
@@ -460,6 +510,18 @@ enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view
 				       int64_t D);
 enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
 			     struct tern_view b, int64_t n, int64_t D);
+enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				 int64_t T, int64_t E, int64_t k, bool norm);
+enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
+				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
+				     int64_t k, bool norm);
+enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				     enum tern_dtype prec);
+enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					 const struct tern_weight *w, struct tern_view off, int64_t E,
+					 int64_t T, bool accumulate, enum tern_dtype prec);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend

@@ -692,3 +692,123 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rowdot(be, out, a, b, n, D));
 }
+
+/* The router's shape: E >= 1 (and an i32 id), 1 <= k <= E, T·E a count. */
+static enum tern_status route_shape(const char *op, int64_t T, int64_t E, int64_t k)
+{
+	if (E < 1 || E > INT32_MAX || k < 1 || k > E)
+		return tern_fail(TERN_E_INVALID, "%s: E=%lld k=%lld (needs 1 <= k <= E < 2^31)", op,
+				 (long long)E, (long long)k);
+	return dims(op, T, "T", E, "E");
+}
+
+enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				 int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk";
+	if (!be->vt->route_topk)
+		return missing(be, TERN_OP_ROUTE_TOPK);
+	enum tern_status st = route_shape(op, T, E, k);
+	if (st)
+		return st;
+	long long lT = (long long)T, lE = (long long)E, lk = (long long)k;
+	if ((st = view(op, "sel", sel, (size_t)(T * k) * 4, "T=%lld k=%lld i32", lT, lk)) ||
+	    (st = view(op, "w", w, (size_t)(T * k) * 4, "T=%lld k=%lld f32", lT, lk)) ||
+	    (st = view(op, "prob", prob, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "counts", counts, (size_t)E * 4, "E=%lld i32", lE)) ||
+	    (st = view(op, "logits", logits, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->route_topk(be, sel, w, prob, counts, logits, T, E, k, norm));
+}
+
+/* sel is not checked here: it lives on the device (the CPU checks it, Vulkan skips bad ids). */
+enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
+				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
+				     int64_t k, bool norm)
+{
+	const char *op = "route_topk_bwd";
+	if (!be->vt->route_topk_bwd)
+		return missing(be, TERN_OP_ROUTE_TOPK_BWD);
+	enum tern_status st = route_shape(op, T, E, k);
+	if (st)
+		return st;
+	long long lT = (long long)T, lE = (long long)E, lk = (long long)k;
+	if ((st = view(op, "dlogits", dlogits, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "dw", dw, (size_t)(T * k) * 4, "T=%lld k=%lld f32", lT, lk)) ||
+	    (st = view(op, "prob", prob, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
+	    (st = view(op, "sel", sel, (size_t)(T * k) * 4, "T=%lld k=%lld i32", lT, lk)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->route_topk_bwd(be, dlogits, dw, prob, sel, T, E, k, norm));
+}
+
+/* The grouped matmul: a checked stacked weight of E experts (w->O a multiple of E), not ternary,
+ * T rows, off i32 [E + 1]; out/in as for mm_check with O = w->O / E. The offsets are not checked
+ * here: they live on the device (the CPU checks them). */
+static enum tern_status mmg_check(struct tern_backend *be, bool bwd, struct tern_view out,
+				  struct tern_view in, const struct tern_weight *w, struct tern_view off,
+				  int64_t E, int64_t T, enum tern_dtype prec)
+{
+	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
+	enum tern_status st;
+	if ((st = tern_check_weight(op, w)))
+		return st;
+	if (E < 1 || E > INT32_MAX || w->O % E)
+		return tern_fail(TERN_E_INVALID, "%s: E=%lld does not divide the stacked weight's O=%lld", op,
+				 (long long)E, (long long)w->O);
+	if (w->dtype == TERN_TERNARY)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: ternary weights have one scale per matrix, not one per expert", op);
+	if (!plain(prec))
+		return tern_fail(TERN_E_INVALID, "%s: precision %s is not f32, f16 or bf16", op,
+				 tern_dtype_name(prec));
+	if (prec != TERN_F32)
+		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s precision %s is not supported", be->name,
+				 op, tern_dtype_name(prec));
+	if ((st = tokens(op, T, w)))
+		return st;
+	int64_t O = w->O / E;
+	long long lT = (long long)T, lO = (long long)O, I = (long long)w->I, lE = (long long)E;
+	if (bwd) {
+		if ((st = view(op, "dx", out, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, I)) ||
+		    (st = view(op, "dy", in, (size_t)(T * O) * 4, "T=%lld O=%lld f32", lT, lO)))
+			return st;
+	} else {
+		if ((st = view(op, "y", out, (size_t)(T * O) * 4, "T=%lld O=%lld f32", lT, lO)) ||
+		    (st = view(op, "x", in, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, I)))
+			return st;
+	}
+	return view(op, "off", off, (size_t)(E + 1) * 4, "E+1=%lld i32", lE + 1);
+}
+
+enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				     enum tern_dtype prec)
+{
+	if (!be->vt->matmul_grouped)
+		return missing(be, TERN_OP_MATMUL_GROUPED);
+	enum tern_status st = mmg_check(be, false, y, x, w, off, E, T, prec);
+	if (st)
+		return st;
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O / E) * (double)w->I);
+	return prof_end(be, prof, pk, be->vt->matmul_grouped(be, y, x, w, off, E, T, prec));
+}
+
+enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					 const struct tern_weight *w, struct tern_view off, int64_t E,
+					 int64_t T, bool accumulate, enum tern_dtype prec)
+{
+	if (!be->vt->matmul_grouped_bwd)
+		return missing(be, TERN_OP_MATMUL_GROUPED_BWD);
+	enum tern_status st = mmg_check(be, true, dx, dy, w, off, E, T, prec);
+	if (st)
+		return st;
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O / E) * (double)w->I);
+	return prof_end(be, prof, pk, be->vt->matmul_grouped_bwd(be, dx, dy, w, off, E, T, accumulate, prec));
+}

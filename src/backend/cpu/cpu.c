@@ -313,6 +313,10 @@ static const struct tern_backend_vtable cpu_vtable = {
 	.gather_rows = tern_cpu_gather_rows,
 	.scatter_add_rows = tern_cpu_scatter_add_rows,
 	.rowdot = tern_cpu_rowdot,
+	.route_topk = tern_cpu_route_topk,
+	.route_topk_bwd = tern_cpu_route_topk_bwd,
+	.matmul_grouped = tern_cpu_matmul_grouped,
+	.matmul_grouped_bwd = tern_cpu_matmul_grouped_bwd,
 };
 
 /* ---- the device --------------------------------------------------------------------------- */

@@ -58,6 +58,15 @@ enum tern_status tern_cpu_clip(struct tern_backend *be, struct tern_view x, int6
 enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, enum tern_dtype dt,
 			       struct tern_view src, enum tern_dtype st, int64_t n);
 
+/* cpu_ops.c: the grouped matmul of the experts (contract in backend.h) */
+enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					 const struct tern_weight *w, struct tern_view off, int64_t E,
+					 int64_t T, enum tern_dtype prec);
+enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx,
+					     struct tern_view dy, const struct tern_weight *w,
+					     struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					     enum tern_dtype prec);
+
 /* cpu_loss.c: the fused lm_head + cross-entropy */
 enum tern_status tern_cpu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				  struct tern_view dW, struct tern_view x, const struct tern_weight *W,
@@ -89,6 +98,12 @@ enum tern_status tern_cpu_scatter_add_rows(struct tern_backend *be, struct tern_
 					   int64_t D);
 enum tern_status tern_cpu_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
 				 struct tern_view b, int64_t n, int64_t D);
+enum tern_status tern_cpu_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				     struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				     int64_t T, int64_t E, int64_t k, bool norm);
+enum tern_status tern_cpu_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits,
+					 struct tern_view dw, struct tern_view prob, struct tern_view sel,
+					 int64_t T, int64_t E, int64_t k, bool norm);
 
 /* cpu_attention.c */
 enum tern_status tern_cpu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,

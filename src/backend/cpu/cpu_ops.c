@@ -565,3 +565,154 @@ enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, en
 	}
 	return TERN_OK;
 }
+
+/* ---- grouped matmul (mixture of experts) -------------------------------------------------- */
+
+/* off i32 [E + 1] read from its view and checked: 0 <= off[0] <= ... <= off[E] <= T. */
+static enum tern_status group_offsets(const char *op, struct tern_view off, int64_t E, int64_t T,
+				      const int32_t **out)
+{
+	void *p;
+	enum tern_status st =
+		tern_cpu_view(op, "off", off, (size_t)(E + 1) * 4, 4, &p, "E+1=%lld i32", (long long)(E + 1));
+	if (st != TERN_OK)
+		return st;
+	const int32_t *o = p;
+	for (int64_t e = 0; e <= E; e++)
+		if (o[e] < (e ? o[e - 1] : 0) || o[e] > T)
+			return tern_fail(TERN_E_INVALID,
+					 "%s: off[%lld] = %d breaks 0 <= off[0] <= ... <= off[E] <= T=%lld",
+					 op, (long long)e, (int)o[e], (long long)T);
+	*out = o;
+	return TERN_OK;
+}
+
+/* y[r, :] = x[r, :] · W_eᵀ for r in [off[e], off[e+1]) (=). Tasks own ranges of the stacked rows
+ * g = e·O + o: each dequantizes W row g once and dots it with expert e's rows, in double and in
+ * the order tern_cpu_matmul sums, so the result is that of a matmul per expert, bit for bit. */
+enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					 const struct tern_weight *w, struct tern_view off, int64_t E,
+					 int64_t T, enum tern_dtype prec)
+{
+	const char *op = "matmul_grouped";
+	struct cpu_weight cw;
+	float *rows = NULL;
+	const int32_t *of;
+	(void)be;
+	(void)prec; /* F32: the front door */
+	enum tern_status st = weight_open(op, w, &cw);
+	if (st != TERN_OK)
+		goto out;
+	int64_t O = w->O / E, I = w->I, G = w->O;
+	void *yv, *xv;
+	if ((st = tern_cpu_view(op, "y", y, (size_t)(T * O) * 4, 4, &yv, "T=%lld O=%lld f32", (long long)T,
+				(long long)O)) ||
+	    (st = tern_cpu_view(op, "x", x, (size_t)(T * I) * 4, 4, &xv, "T=%lld I=%lld f32", (long long)T,
+				(long long)I)) ||
+	    (st = group_offsets(op, off, E, T, &of)))
+		goto out;
+	float *yp = yv;
+	const float *xp = xv;
+	int64_t ntask = G < MAX_TASKS ? G : MAX_TASKS;
+	rows = tern_malloc((size_t)(ntask * I) * sizeof(float));
+	if (!rows) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		float *row = rows + k * I;
+		int64_t g0, g1;
+		task_range(G, ntask, k, &g0, &g1);
+		for (int64_t g = g0; g < g1; g++) {
+			int64_t e = g / O, o = g % O;
+			if (of[e] == of[e + 1])
+				continue;
+			weight_row(&cw, g, 0, I, row);
+			for (int64_t t = of[e]; t < of[e + 1]; t++) {
+				const float *xt = xp + t * I;
+				double s = 0.0;
+				for (int64_t i = 0; i < I; i++)
+					s += (double)xt[i] * (double)row[i];
+				yp[t * O + o] = (float)s;
+			}
+		}
+	}
+out:
+	free(rows);
+	weight_close(&cw);
+	return st;
+}
+
+/* dx[r, :] (+)= dy[r, :] · W_e: tasks own ranges of input columns, as tern_cpu_matmul_bwd, and
+ * walk the experts; per expert, its rows in tiles of BWD_T_TILE with double sums over o. */
+enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx,
+					     struct tern_view dy, const struct tern_weight *w,
+					     struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					     enum tern_dtype prec)
+{
+	const char *op = "matmul_grouped_bwd";
+	struct cpu_weight cw;
+	float *pieces = NULL;
+	double *accs = NULL;
+	const int32_t *of;
+	(void)be;
+	(void)prec;
+	enum tern_status st = weight_open(op, w, &cw);
+	if (st != TERN_OK)
+		goto out;
+	int64_t O = w->O / E, I = w->I;
+	void *dxv, *dyv;
+	if ((st = tern_cpu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, &dxv, "T=%lld I=%lld f32", (long long)T,
+				(long long)I)) ||
+	    (st = tern_cpu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, &dyv, "T=%lld O=%lld f32", (long long)T,
+				(long long)O)) ||
+	    (st = group_offsets(op, off, E, T, &of)))
+		goto out;
+	float *dxp = dxv;
+	const float *dyp = dyv;
+	int64_t ntask = tern_cdiv(I, 32);
+	ntask = ntask < 1 ? 1 : ntask > MAX_TASKS ? MAX_TASKS : ntask;
+	int64_t width = tern_cdiv(I, ntask);
+	pieces = tern_malloc((size_t)(ntask * width) * sizeof(float));
+	accs = tern_malloc((size_t)(ntask * width * BWD_T_TILE) * sizeof(double));
+	if (!pieces || !accs) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	CPU_PARALLEL_FOR
+	for (int64_t k = 0; k < ntask; k++) {
+		float *piece = pieces + k * width;
+		double *acc = accs + k * width * BWD_T_TILE;
+		int64_t i0, i1;
+		task_range(I, ntask, k, &i0, &i1);
+		int64_t n = i1 - i0;
+		for (int64_t e = 0; e < E; e++)
+			for (int64_t t0 = of[e]; t0 < of[e + 1]; t0 += BWD_T_TILE) {
+				int64_t tn = of[e + 1] - t0 < BWD_T_TILE ? of[e + 1] - t0 : BWD_T_TILE;
+				memset(acc, 0, (size_t)(tn * n) * sizeof(double));
+				for (int64_t o = 0; o < O; o++) {
+					weight_row(&cw, e * O + o, i0, n, piece);
+					for (int64_t tt = 0; tt < tn; tt++) {
+						double d = (double)dyp[(t0 + tt) * O + o];
+						double *a = acc + tt * n;
+						for (int64_t j = 0; j < n; j++)
+							a[j] += d * (double)piece[j];
+					}
+				}
+				for (int64_t tt = 0; tt < tn; tt++) {
+					float *dst = dxp + (t0 + tt) * I + i0;
+					const double *a = acc + tt * n;
+					for (int64_t j = 0; j < n; j++) {
+						float v = (float)a[j];
+						dst[j] = accumulate ? (float)((double)dst[j] + v) : v;
+					}
+				}
+			}
+	}
+out:
+	free(accs);
+	free(pieces);
+	weight_close(&cw);
+	return st;
+}

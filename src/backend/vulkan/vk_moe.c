@@ -207,3 +207,220 @@ enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, s
 	}
 	return TERN_OK;
 }
+
+/* ---- the router --------------------------------------------------------------------------- */
+
+struct route_push {
+	uint32_t T, E, k, norm, acc;
+	uint32_t s_off, w_off, p_off, c_off, l_off, d_off;
+};
+
+/* Chunks of tokens whose [tc, E] rows fit one binding. */
+static enum tern_status route_chunk(struct tern_vk *vk, const char *op, int64_t E, int64_t *tc)
+{
+	*tc = tern_vk_fit(vk, 4 * E);
+	if (*tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one row of E=%lld exceeds maxStorageBufferRange", op,
+				 (long long)E);
+	return TERN_OK;
+}
+
+/* shaders/route.comp: per chunk of tokens, the top-k pass (an invocation per token), then the
+ * count pass over that chunk's sel (an invocation per expert; = for the first chunk, += after). */
+enum tern_status tern_vk_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
+				    struct tern_view prob, struct tern_view counts, struct tern_view logits,
+				    int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t tc;
+	if ((st = check_view4(op, "sel", sel, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "w", w, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "prob", prob, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "counts", counts, (size_t)E * 4)) ||
+	    (st = check_view4(op, "logits", logits, (size_t)(T * E) * 4)) ||
+	    (st = route_chunk(vk, op, E, &tc)))
+		return st;
+	struct tern_view cv = tern_view_sub(counts, 0, (size_t)E * 4);
+	struct route_push p = {.E = (uint32_t)E, .k = (uint32_t)k, .norm = norm};
+	p.c_off = place_words(vk, &cv);
+	if (T == 0) { /* no tokens: every count is 0 */
+		struct tern_view none = {0};
+		struct tern_view b[4] = {none, none, none, cv};
+		return tern_vk_dispatch(vk, TERN_PIPE_ROUTE_COUNT, b, 4, &p, sizeof p,
+					tern_vk_grid(E, 64, 4096), 1, 1);
+	}
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view sv = tern_view_sub(sel, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view wv = tern_view_sub(w, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view pv = tern_view_sub(prob, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view lv = tern_view_sub(logits, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		p.T = (uint32_t)tn;
+		p.acc = t0 > 0;
+		p.s_off = place_words(vk, &sv);
+		p.w_off = place_words(vk, &wv);
+		p.p_off = place_words(vk, &pv);
+		p.l_off = place_words(vk, &lv);
+		struct tern_view b[5] = {sv, wv, pv, cv, lv};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_TOPK, b, 5, &p, sizeof p,
+					   tern_vk_grid(tn, 64, 4096), 1, 1)) ||
+		    (st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_COUNT, b, 5, &p, sizeof p,
+					   tern_vk_grid(E, 64, 4096), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* dlogits (=) per token (shaders/route.comp -DBWD); chunks of tokens; a bad sel is skipped. */
+enum tern_status tern_vk_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits,
+					struct tern_view dw, struct tern_view prob, struct tern_view sel,
+					int64_t T, int64_t E, int64_t k, bool norm)
+{
+	const char *op = "route_topk_bwd";
+	struct tern_vk *vk = tern_vk_of(be);
+	enum tern_status st;
+	int64_t tc;
+	if ((st = check_view4(op, "dlogits", dlogits, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "dw", dw, (size_t)(T * k) * 4)) ||
+	    (st = check_view4(op, "prob", prob, (size_t)(T * E) * 4)) ||
+	    (st = check_view4(op, "sel", sel, (size_t)(T * k) * 4)) || (st = route_chunk(vk, op, E, &tc)))
+		return st;
+	struct route_push p = {.E = (uint32_t)E, .k = (uint32_t)k, .norm = norm};
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view sv = tern_view_sub(sel, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view gv = tern_view_sub(dw, (size_t)(t0 * k) * 4, (size_t)(tn * k) * 4);
+		struct tern_view pv = tern_view_sub(prob, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view dv = tern_view_sub(dlogits, (size_t)(t0 * E) * 4, (size_t)(tn * E) * 4);
+		struct tern_view none = {0};
+		p.T = (uint32_t)tn;
+		p.s_off = place_words(vk, &sv);
+		p.w_off = place_words(vk, &gv);
+		p.p_off = place_words(vk, &pv);
+		p.d_off = place_words(vk, &dv);
+		struct tern_view b[6] = {sv, gv, pv, none, none, dv};
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_ROUTE_TOPK_BWD, b, 6, &p, sizeof p,
+					   tern_vk_grid(tn, 64, 4096), 1, 1)))
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* ---- grouped matmul ----------------------------------------------------------------------- */
+
+struct mmg_push {
+	uint32_t T, N, K;
+	uint32_t y_off, x_off, t0;
+	uint32_t E, O, e0, e1, off_off;
+	uint32_t r0, I, pos;
+	uint32_t absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint32_t accumulate;
+};
+
+/* The grouped pipelines by weight dtype ([0] forward, [1] backward); ternary has none (the front
+ * door refuses it). */
+static enum tern_vk_pipe pick_grouped(bool bwd, enum tern_dtype dt)
+{
+	static const enum tern_vk_pipe p[2][TERN_DTYPE_COUNT] = {
+		{[TERN_F32] = TERN_PIPE_MATMUL_GROUPED_F32,
+		 [TERN_F16] = TERN_PIPE_MATMUL_GROUPED_F16,
+		 [TERN_BF16] = TERN_PIPE_MATMUL_GROUPED_BF16,
+		 [TERN_NF4] = TERN_PIPE_MATMUL_GROUPED_NF4,
+		 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_GROUPED_NF4_DQ,
+		 [TERN_TERNARY] = TERN_PIPE_COUNT},
+		{[TERN_F32] = TERN_PIPE_MATMUL_GROUPED_BWD_F32,
+		 [TERN_F16] = TERN_PIPE_MATMUL_GROUPED_BWD_F16,
+		 [TERN_BF16] = TERN_PIPE_MATMUL_GROUPED_BWD_BF16,
+		 [TERN_NF4] = TERN_PIPE_MATMUL_GROUPED_BWD_NF4,
+		 [TERN_NF4_DQ] = TERN_PIPE_MATMUL_GROUPED_BWD_NF4_DQ,
+		 [TERN_TERNARY] = TERN_PIPE_COUNT},
+	};
+	return p[bwd][dt];
+}
+
+/* shaders/matmul_grouped.comp: one dispatch for all experts where the stacked weight fits one
+ * binding; else chunks of whole experts (and, past a binding, chunks of token rows), each dispatch
+ * computing only the rows of its experts. */
+static enum tern_status mmg_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
+				const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				bool accumulate)
+{
+	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
+	enum tern_status st;
+	int64_t O = w->O / E, I = w->I;
+	int64_t out_c = bwd ? I : O, in_c = bwd ? O : I;
+	if (w->data.off % 4 || (w->absmax.buf && w->absmax.off % 4) || (w->nested.buf && w->nested.off % 4))
+		return tern_fail(TERN_E_INVALID,
+				 "vulkan: %s: weight views must start at a multiple of 4 bytes", op);
+	if ((st = check_view4(op, bwd ? "dx" : "y", out, (size_t)(T * out_c) * 4)) ||
+	    (st = check_view4(op, bwd ? "dy" : "x", in, (size_t)(T * in_c) * 4)) ||
+	    (st = check_view4(op, "off", off, (size_t)(E + 1) * 4)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1, per = rows / O,
+		tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
+	if (per < 1 || tc < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: %s: one expert's W [%lld, %lld] exceeds maxStorageBufferRange", op,
+				 (long long)O, (long long)I);
+	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	struct tern_view ov = tern_view_sub(off, 0, (size_t)(E + 1) * 4);
+	struct mmg_push p = {
+		.N = (uint32_t)out_c,
+		.K = (uint32_t)in_c,
+		.E = (uint32_t)E,
+		.O = (uint32_t)O,
+		.I = (uint32_t)I,
+		.blocksize = (uint32_t)w->blocksize,
+		.offset = w->offset,
+		.scale = w->scale,
+		.accumulate = accumulate,
+	};
+	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
+	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
+	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
+	p.off_off = place_words(vk, &ov);
+	enum tern_vk_pipe pipe = pick_grouped(bwd, w->dtype);
+	for (int64_t t0 = 0; t0 < T; t0 += tc) {
+		int64_t tn = T - t0 < tc ? T - t0 : tc;
+		struct tern_view y = tern_view_sub(out, (size_t)(t0 * out_c) * 4, (size_t)(tn * out_c) * 4);
+		struct tern_view x = tern_view_sub(in, (size_t)(t0 * in_c) * 4, (size_t)(tn * in_c) * 4);
+		p.T = (uint32_t)tn;
+		p.t0 = (uint32_t)t0;
+		p.y_off = place_words(vk, &y);
+		p.x_off = place_words(vk, &x);
+		for (int64_t e0 = 0; e0 < E; e0 += per) {
+			int64_t en = E - e0 < per ? E - e0 : per;
+			struct tern_view wd = tern_vk_weight_rows(vk, w, e0 * O, en * O, &p.pos);
+			p.r0 = (uint32_t)(e0 * O);
+			p.e0 = (uint32_t)e0;
+			p.e1 = (uint32_t)(e0 + en);
+			struct tern_view b[7] = {y, x, wd, absmax, nested, dmap, ov};
+			if ((st = tern_vk_dispatch(vk, pipe, b, 7, &p, sizeof p,
+						   tern_vk_grid(tn * out_c, 64, 65535), 1, 1)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_vk_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					const struct tern_weight *w, struct tern_view off, int64_t E,
+					int64_t T, enum tern_dtype prec)
+{
+	(void)prec; /* F32: the front door */
+	return mmg_run(tern_vk_of(be), false, y, x, w, off, E, T, false);
+}
+
+enum tern_status tern_vk_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					    const struct tern_weight *w, struct tern_view off, int64_t E,
+					    int64_t T, bool accumulate, enum tern_dtype prec)
+{
+	(void)prec;
+	return mmg_run(tern_vk_of(be), true, dx, dy, w, off, E, T, accumulate);
+}

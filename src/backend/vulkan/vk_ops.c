@@ -738,6 +738,8 @@ static bool vk_supports(struct tern_backend *be, enum tern_op op, enum tern_dtyp
 {
 	if (op == TERN_OP_MATMUL || op == TERN_OP_MATMUL_BWD) /* every format has its pipelines */
 		return (unsigned)wt < TERN_DTYPE_COUNT;
+	if (op == TERN_OP_MATMUL_GROUPED || op == TERN_OP_MATMUL_GROUPED_BWD) /* no ternary variant */
+		return (unsigned)wt < TERN_DTYPE_COUNT && wt != TERN_TERNARY;
 	if (op == TERN_OP_CE_LOSS)
 		return wt == TERN_F32 || wt == TERN_F16 || wt == TERN_BF16;
 	if (op == TERN_OP_EMBED)
@@ -791,4 +793,8 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.gather_rows = tern_vk_gather_rows,
 	.scatter_add_rows = tern_vk_scatter_add_rows,
 	.rowdot = tern_vk_rowdot,
+	.route_topk = tern_vk_route_topk,
+	.route_topk_bwd = tern_vk_route_topk_bwd,
+	.matmul_grouped = tern_vk_matmul_grouped,
+	.matmul_grouped_bwd = tern_vk_matmul_grouped_bwd,
 };
