@@ -223,12 +223,14 @@ static bool same(const struct tern_lora_set *a, const struct tern_lora_set *b)
 	if (a->L != b->L || a->R != b->R || a->modules != b->modules)
 		return false;
 	for (int l = 0; l < a->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) { /* expert slots: r = E·R */
 			const struct tern_lora_tensor *x = tern_lora_at(a, l, (enum tern_module)m);
 			const struct tern_lora_tensor *y = tern_lora_at(b, l, (enum tern_module)m);
 			if (!x->A)
 				continue;
-			size_t na = (size_t)(a->R * x->I) * 4, nb = (size_t)(x->O * a->R) * 4;
+			if (!y->A || x->r != y->r || x->I != y->I || x->O != y->O)
+				return false;
+			size_t na = (size_t)(x->r * x->I) * 4, nb = (size_t)(x->O * x->r) * 4;
 			if (memcmp(x->A, y->A, na) || memcmp(x->B, y->B, nb))
 				return false;
 			if (x->mA && y->mA &&
@@ -240,7 +242,7 @@ static bool same(const struct tern_lora_set *a, const struct tern_lora_set *b)
 	return true;
 }
 
-static const struct tern_adapter_meta meta_default = {"/models/Llama-3.2-1B", 16.0, 0.05, false};
+static const struct tern_adapter_meta meta_default = {"/models/Llama-3.2-1B", 16.0, 0.05, false, false, NULL};
 
 /* ---- adapter round trip and adapter_config.json ---------------------------------------- */
 
@@ -300,7 +302,7 @@ static void test_round_trip(void)
 
 	/* replacing: a second write with other values and meta */
 	fill(a);
-	struct tern_adapter_meta m2 = {"base", 6.5, 0.0, true};
+	struct tern_adapter_meta m2 = {"base", 6.5, 0.0, true, false, NULL};
 	st = tern_adapter_write(path_in("rt/adapter"), a, &m2);
 	if (!st)
 		st = tern_adapter_read(path_in("rt/adapter"), b, &got);
@@ -325,7 +327,7 @@ static void test_round_trip(void)
 		  {0.3333333333333333, "0.3333333333333333"},
 		  {2.5e-07, "2.5e-07"}};
 	for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
-		struct tern_adapter_meta m3 = {"x", 16, fl[i].v, false};
+		struct tern_adapter_meta m3 = {"x", 16, fl[i].v, false, false, NULL};
 		char want[64];
 		snprintf(want, sizeof want, "\n  \"lora_dropout\": %s,\n", fl[i].s);
 		st = tern_adapter_write(path_in("rt/fl"), a, &m3);
@@ -334,7 +336,8 @@ static void test_round_trip(void)
 		      fl[i].s);
 		free(cfg);
 	}
-	struct tern_adapter_meta m4 = {"dir/\"q\"/caf\xc3\xa9/\xf0\x9f\x98\x80\t", 1e15, 0, false};
+	struct tern_adapter_meta m4 = {
+		"dir/\"q\"/caf\xc3\xa9/\xf0\x9f\x98\x80\t", 1e15, 0, false, false, NULL};
 	st = tern_adapter_write(path_in("rt/fl"), a, &m4);
 	cfg = st ? NULL : read_text(path_in("rt/fl/adapter_config.json"));
 	check(cfg &&
@@ -343,7 +346,7 @@ static void test_round_trip(void)
 		      has(cfg, "\"lora_alpha\": 1000000000000000,"),
 	      "base_model escaped as Python's ensure_ascii does; integral alpha 1e15 as an integer");
 	free(cfg);
-	struct tern_adapter_meta bad = {"x", NAN, 0, false};
+	struct tern_adapter_meta bad = {"x", NAN, 0, false, false, NULL};
 	st = tern_adapter_write(path_in("rt/bad"), a, &bad);
 	check(st == TERN_E_INVALID && has(tern_error(), "lora_alpha") && !exists(path_in("rt/bad")),
 	      "NaN alpha refused: %s", tern_error());
@@ -449,7 +452,7 @@ static void test_peft_fixture(void)
 	      n_t, off);
 
 	/* tern writes the same adapter: the tensor file byte for byte, the config line for line */
-	struct tern_adapter_meta same_meta = {"tern-tests/tiny-llama", 8, 0.05, false};
+	struct tern_adapter_meta same_meta = {"tern-tests/tiny-llama", 8, 0.05, false, false, NULL};
 	st = tern_adapter_write(path_in("peft_same"), s, &same_meta);
 	snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
 	FILE *fa = fopen(p, "rb"), *fb = fopen(path_in("peft_same/adapter_model.safetensors"), "rb");
@@ -489,7 +492,7 @@ static void test_peft_fixture(void)
 	const char *keep = getenv("TERN_ADAPTER_KEEP");
 	if (keep && *keep) {
 		fill_values(s, false);
-		struct tern_adapter_meta km = {"tern-tests/tiny-llama", 6.5, 0.1, true};
+		struct tern_adapter_meta km = {"tern-tests/tiny-llama", 6.5, 0.1, true, false, NULL};
 		st = tern_adapter_write(keep, s, &km);
 		check(st == TERN_OK, "TERN_ADAPTER_KEEP: adapter for the tiny Llama written to %s (%s)", keep,
 		      st ? tern_error() : "alpha 6.5, rslora, new values");
@@ -1221,6 +1224,164 @@ static void test_full(void)
 	tern_lora_set_free(b);
 }
 
+/* LoRA on experts: PEFT's fused layout round trip, and the older per-expert layout written on
+ * request (lora_expert_layout: per_expert) holding the same factors per expert. */
+static void test_experts(void)
+{
+	static const int64_t io[TERN_MOD_COUNT][2] = {{16, 16}, {16, 8},  {16, 8}, {16, 16},
+						      {16, 24}, {16, 24}, {24, 16}};
+	const int L = 3;
+	const int64_t R = 2, E = 3, D = 16, Fe = 12;
+	const uint8_t sparse[3] = {1, 0, 1}; /* layer 1 dense (mlp_only_layers) */
+	struct tern_lora_set *a = NULL, *b = NULL;
+	unsigned q = 1u << TERN_MOD_Q;
+	enum tern_status st = tern_lora_set_alloc(&a, L, R, q, io, false);
+	if (!st)
+		st = tern_lora_set_alloc(&b, L, R, q, io, false);
+	if (!st)
+		st = tern_lora_set_add_experts(a, 3u, E, D, Fe, sparse, false);
+	if (!st)
+		st = tern_lora_set_add_experts(b, 3u, E, D, Fe, sparse, false);
+	check(st == TERN_OK, "expert sets: %s", st ? tern_error() : "ok");
+	if (st)
+		goto out;
+	uint32_t x = 12345;
+	for (int i = 0; i < L * TERN_LORA_SLOTS; i++) {
+		struct tern_lora_tensor *t = &a->t[i];
+		for (int64_t j = 0; t->A && j < t->r * t->I; j++)
+			t->A[j] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+		for (int64_t j = 0; t->B && j < t->O * t->r; j++)
+			t->B[j] = (float)((x = x * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+	}
+	mkdir(path_in("ex"), 0755);
+	struct tern_adapter_meta m = meta_default;
+	m.dropout = 0;
+	st = tern_adapter_write(path_in("ex/peft"), a, &m);
+	if (!st)
+		st = tern_adapter_read(path_in("ex/peft"), b, NULL);
+	check(st == TERN_OK && same(a, b), "experts: PEFT layout round trip bit-exact: %s",
+	      st ? tern_error() : "ok");
+	struct tern_st_file *f = NULL;
+	bool ok = st == TERN_OK && tern_st_open(path_in("ex/peft/adapter_model.safetensors"), &f) == TERN_OK;
+	const struct tern_st_tensor *gu =
+		ok ? tern_st_file_find(f,
+				       "base_model.model.model.layers.0.mlp.experts.base_layer.lora_B.weight")
+		   : NULL;
+	const struct tern_st_tensor *dn =
+		ok ? tern_st_file_find(f, "base_model.model.model.layers.2.mlp.experts.lora_A.weight") : NULL;
+	check(gu && dn && gu->shape[0] == 2 * Fe && gu->shape[1] == R * E && dn->shape[0] == E * R &&
+		      dn->shape[1] == Fe &&
+		      !tern_st_file_find(f, "base_model.model.model.layers.1.mlp.experts.lora_A.weight") &&
+		      tern_st_file_count(f) == 3 * 2 + 2 * 4,
+	      "experts: gate_up nested under base_layer [2Fe, R*E], down [E*R, Fe], none in the dense layer");
+	tern_st_close(f);
+	f = NULL;
+	m.per_expert = true;
+	m.model_type = "mixtral";
+	st = tern_adapter_write(path_in("ex/pe"), a, &m);
+	ok = st == TERN_OK && tern_st_open(path_in("ex/pe/adapter_model.safetensors"), &f) == TERN_OK;
+	bool same_f = ok && tern_st_file_count(f) == 3 * 2 + 2 * E * 3 * 2;
+	for (int l = 0; l < L && same_f; l += 2)
+		for (int64_t e = 0; e < E && same_f; e++)
+			for (int k = 0; k < 3 && same_f; k++) {
+				static const char *const w[3] = {"w1", "w3", "w2"};
+				char na[200], nb[200];
+				snprintf(
+					na, sizeof na,
+					"base_model.model.model.layers.%d.block_sparse_moe.experts.%lld.%s.lora_A.weight",
+					l, (long long)e, w[k]);
+				snprintf(
+					nb, sizeof nb,
+					"base_model.model.model.layers.%d.block_sparse_moe.experts.%lld.%s.lora_B.weight",
+					l, (long long)e, w[k]);
+				const struct tern_st_tensor *ta = tern_st_file_find(f, na),
+							    *tb = tern_st_file_find(f, nb);
+				const struct tern_lora_tensor *t =
+					tern_lora_at(a, l,
+						     (enum tern_module)(k < 2 ? TERN_LORA_EXP_GATE_UP
+									      : TERN_LORA_EXP_DOWN));
+				int64_t Ok = k < 2 ? Fe : D;
+				same_f = ta && tb && ta->shape[0] == R && ta->shape[1] == t->I &&
+					 tb->shape[0] == Ok && tb->shape[1] == R &&
+					 !memcmp(ta->data, t->A + e * R * t->I, (size_t)(R * t->I) * 4);
+				for (int64_t o = 0; same_f && o < Ok; o++)
+					for (int64_t j = 0; same_f && j < R; j++) {
+						float v;
+						memcpy(&v, (const char *)tb->data + (size_t)(o * R + j) * 4,
+						       4);
+						same_f = v ==
+							 t->B[((k == 1 ? Fe : 0) + o) * R * E + j * E + e];
+					}
+			}
+	check(same_f,
+	      "experts: per-expert layout holds A_e and the de-interleaved B_e (gate, up rows) of every expert");
+	tern_st_close(f);
+	json_error_t je;
+	json_t *cj = json_load_file(path_in("ex/pe/adapter_config.json"), 0, &je), *pj;
+	json_t *tm = cj ? json_object_get(cj, "target_modules") : NULL;
+	char mods[128] = "";
+	size_t mi;
+	json_array_foreach(tm, mi, pj)
+	{
+		strncat(mods, json_string_value(pj), sizeof mods - strlen(mods) - 2);
+		strcat(mods, " ");
+	}
+	check(cj && !strcmp(mods, "q_proj w1 w3 w2 ") &&
+		      json_is_null(json_object_get(cj, "target_parameters")),
+	      "experts: per-expert adapter_config: target_modules [%s], no target_parameters", mods);
+	json_decref(cj);
+	cj = json_load_file(path_in("ex/peft/adapter_config.json"), 0, &je);
+	tm = cj ? json_object_get(cj, "target_parameters") : NULL;
+	check(json_array_size(tm) == 2 &&
+		      !strcmp(json_string_value(json_array_get(tm, 0)), "mlp.experts.down_proj") &&
+		      !strcmp(json_string_value(json_array_get(tm, 1)), "mlp.experts.gate_up_proj"),
+	      "experts: PEFT layout lists target_parameters sorted");
+	json_decref(cj);
+	/* lora_model_dir reads the per-expert layout back into the fused slots, bit for bit */
+	for (int i = 0; i < L * TERN_LORA_SLOTS; i++) {
+		struct tern_lora_tensor *t = &b->t[i];
+		if (t->A)
+			memset(t->A, 0, (size_t)(t->r * t->I) * 4),
+				memset(t->B, 0, (size_t)(t->O * t->r) * 4);
+	}
+	st = tern_adapter_read(path_in("ex/pe"), b, NULL);
+	check(st == TERN_OK && same(a, b),
+	      "experts: the per-expert layout reads back into the fused slots: %s", st ? tern_error() : "ok");
+	/* w3's A of expert 0 in layer 0 made to differ from w1's: no exact fused form, one line */
+	{
+		FILE *fp = fopen(path_in("ex/pe/adapter_model.safetensors"), "r+b");
+		uint64_t hl = 0;
+		char *hdr = NULL;
+		bool done = false;
+		if (fp && fread(&hl, 8, 1, fp) == 1 && hl < (1u << 20) && (hdr = calloc(1, (size_t)hl + 1)) &&
+		    fread(hdr, 1, (size_t)hl, fp) == hl) {
+			json_t *hj = json_loads(hdr, 0, &je);
+			json_t *off = json_object_get(
+				json_object_get(
+					hj,
+					"base_model.model.model.layers.0.block_sparse_moe.experts.0.w3.lora_A.weight"),
+				"data_offsets");
+			float one = 1.0f;
+			done = json_is_array(off) &&
+			       !fseek(fp,
+				      (long)(8 + hl + (uint64_t)json_integer_value(json_array_get(off, 0))),
+				      SEEK_SET) &&
+			       fwrite(&one, 4, 1, fp) == 1;
+			json_decref(hj);
+		}
+		free(hdr);
+		if (fp)
+			fclose(fp);
+		st = done ? tern_adapter_read(path_in("ex/pe"), b, NULL) : TERN_E_IO;
+		check(done && st == TERN_E_UNSUPPORTED && strstr(tern_error(), "different lora_A") &&
+			      !strchr(tern_error(), '\n'),
+		      "experts: gate and up with different A refused in one line: %s", tern_error());
+	}
+out:
+	tern_lora_set_free(a);
+	tern_lora_set_free(b);
+}
+
 int main(void)
 {
 	const char *t = getenv("TMPDIR"), *d = getenv("TERN_TEST_DATA");
@@ -1237,6 +1398,7 @@ int main(void)
 	test_atomic();
 	test_checkpoint();
 	test_full();
+	test_experts();
 	remove_tree(tmpdir);
 	printf("%d passed, %d failed\n", n_pass, n_fail);
 	return n_fail ? 1 : 0;

@@ -58,6 +58,7 @@ static enum tern_status cfg_parse(const char *json, struct tern_model_config *c)
 }
 
 #define BASE "\"hidden_size\": 64, \"intermediate_size\": 160, \"num_hidden_layers\": 2, \"vocab_size\": 256"
+#define BASE4 "\"hidden_size\": 64, \"intermediate_size\": 160, \"num_hidden_layers\": 4, \"vocab_size\": 256"
 
 static void test_config(void)
 {
@@ -101,10 +102,46 @@ static void test_config(void)
 		       &c);
 	check(st == TERN_OK && c.E == 8 && c.top_k == 2 && c.rms_eps == 1e-5 && c.rope_theta == 1e6,
 	      "mixtral parses");
+	check(tern_model_config_check(&c, "m/config.json") == TERN_OK && c.Fe == 160 && c.norm_topk &&
+		      tern_model_layer_moe(&c, 0) && tern_model_layer_moe(&c, 1),
+	      "mixtral: every layer sparse, experts of intermediate_size, renormalised top-k");
+	st = cfg_parse(
+		"{\"model_type\": \"mixtral\", " BASE
+		", \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"router_jitter_noise\": 0.1}",
+		&c);
+	check_error(st, "expected 0 (tern does not train with router jitter)", "mixtral jitter refused");
+	st = cfg_parse(
+		"{\"model_type\": \"mixtral\", " BASE
+		", \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"output_router_logits\": true}",
+		&c);
+	check(st == TERN_OK && c.router_logits && c.router_aux_coef == 0.02, "mixtral router keys");
 	check_error(
 		tern_model_config_check(&c, "m/config.json"),
-		"m/config.json: model_type mixtral is not supported yet (MoE training comes with a later issue)",
-		"mixtral check");
+		"m/config.json: output_router_logits = true: the load-balancing loss is not implemented yet",
+		"load-balancing loss refused");
+	st = cfg_parse("{\"model_type\": \"qwen3_moe\", " BASE4
+		       ", \"num_attention_heads\": 4, \"num_experts\": 16, "
+		       "\"num_experts_per_tok\": 4, \"moe_intermediate_size\": 32, \"norm_topk_prob\": true, "
+		       "\"decoder_sparse_step\": 2, \"mlp_only_layers\": [3]}",
+		       &c);
+	check(st == TERN_OK && tern_model_config_check(&c, "m") == TERN_OK && c.E == 16 && c.top_k == 4 &&
+		      c.Fe == 32 && c.norm_topk && c.qk_norm && c.Dh == 128 && !tern_model_layer_moe(&c, 0) &&
+		      tern_model_layer_moe(&c, 1) && !tern_model_layer_moe(&c, 2) &&
+		      !tern_model_layer_moe(&c, 3),
+	      "qwen3_moe: experts, sparse step, mlp_only_layers (%s)", tern_error());
+	st = cfg_parse("{\"model_type\": \"qwen3_moe\", " BASE
+		       ", \"num_attention_heads\": 4, \"num_local_experts\": 8}",
+		       &c);
+	check(st == TERN_OK && c.E == 8 && c.top_k == 8 && c.Fe == 768 && !c.norm_topk &&
+		      tern_model_layer_moe(&c, 0),
+	      "qwen3_moe: transformers 5's num_local_experts, defaults");
+	st = cfg_parse("{\"model_type\": \"qwen3_moe\", " BASE
+		       ", \"num_attention_heads\": 4, \"mlp_only_layers\": [2]}",
+		       &c);
+	check_error(
+		st,
+		"m/config.json: mlp_only_layers = [2]: expected layer indices from 0 to num_hidden_layers - 1",
+		"qwen3_moe: mlp_only_layers out of range");
 
 	static const struct {
 		const char *json, *want;
@@ -823,9 +860,8 @@ static void test_bad_dirs(void)
 
 	char mix[2200];
 	fixture(mix, sizeof mix, "mixtral");
-	check_error(tern_model_open(mix, NULL, &m),
-		    "model_type mixtral is not supported yet (MoE training comes with a later issue)",
-		    "mixtral");
+	check_error(tern_model_open(mix, NULL, &m), "no model.safetensors.index.json",
+		    "mixtral: config only (loads as far as the weights)");
 	fixture(mix, sizeof mix, "bitnet");
 	check_error(tern_model_open(mix, NULL, &m), "model_type bitnet is not supported yet", "bitnet");
 	check_error(tern_model_open("/nonexistent/model", NULL, &m), "/nonexistent/model/config.json",
@@ -834,7 +870,10 @@ static void test_bad_dirs(void)
 
 	struct tern_model_info info;
 	fixture(mix, sizeof mix, "mixtral");
-	check(tern_model_info(mix, &info) == TERN_OK && !info.supported && info.E == 4, "info of mixtral");
+	check(tern_model_info(mix, &info) == TERN_OK && info.supported && info.E == 4 &&
+		      info.params_total ==
+			      2 * 256 * 64 + 64 + 2 * (3 * 64 * 64 + 4 * 64 + 4 * 3 * 96 * 64 + 2 * 64),
+	      "info of mixtral: experts and router counted (%llu)", (unsigned long long)info.params_total);
 	fixture(mix, sizeof mix, "llama");
 	check(tern_model_info(mix, &info) == TERN_OK && info.supported && info.L == 2 && info.D == 64 &&
 		      info.params_total ==

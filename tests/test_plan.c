@@ -47,17 +47,21 @@ static uint64_t nf4dq(uint64_t n)
 struct model {
 	const char *dir;
 	int64_t D, F, L, H, Hkv, V, E, top_k;
+	int64_t Dh, Fe; /* 0: D / H, F (Qwen3: head_dim 128; Qwen3-MoE: moe_intermediate_size) */
+	bool qk_norm;
 };
 
 /* The published shapes (Hugging Face config.json of each model). */
 static const struct model models[] = {
-	{"mistral-7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 0, 0},
-	{"meta-llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 0, 0},
-	{"mixtral-8x7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 8, 2},
-	{"meta-llama-3-70b", 8192, 28672, 80, 64, 8, 128256, 0, 0},
+	{"mistral-7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 0, 0, 0, 0, false},
+	{"meta-llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 0, 0, 0, 0, false},
+	{"mixtral-8x7b-v0.1", 4096, 14336, 32, 32, 8, 32000, 8, 2, 0, 0, false},
+	{"meta-llama-3-70b", 8192, 28672, 80, 64, 8, 128256, 0, 0, 0, 0, false},
+	{"qwen3-30b-a3b", 2048, 6144, 48, 32, 4, 151936, 128, 8, 128, 768, true},
 };
+#define N_MODELS (int)(sizeof models / sizeof models[0])
 
-enum { M_MISTRAL, M_LLAMA8, M_MIXTRAL, M_LLAMA70 };
+enum { M_MISTRAL, M_LLAMA8, M_MIXTRAL, M_LLAMA70, M_QWEN3MOE };
 
 static const int64_t R = 16, T = 2048, ACCUM = 4;
 
@@ -69,29 +73,45 @@ struct expect {
 static struct expect by_hand(const struct model *m)
 {
 	struct expect e;
-	uint64_t D = (uint64_t)m->D, F = (uint64_t)m->F, L = (uint64_t)m->L, Dh = D / (uint64_t)m->H;
+	uint64_t D = (uint64_t)m->D, F = (uint64_t)m->F, L = (uint64_t)m->L,
+		 Dh = m->Dh ? (uint64_t)m->Dh : D / (uint64_t)m->H, Fe = m->Fe ? (uint64_t)m->Fe : F;
 	uint64_t q = (uint64_t)m->H * Dh, kv = (uint64_t)m->Hkv * Dh, V = (uint64_t)m->V;
 	uint64_t E = m->E ? (uint64_t)m->E : 1, Tu = (uint64_t)T, Ru = (uint64_t)R;
-	/* layer: q, k, v, o and E × (gate, up, down) in nf4-dq; two RMSNorm weights [D] bf16;
-	 * Mixtral: the router [E, D] bf16 */
-	e.layer = nf4dq(q * D) + 2 * nf4dq(kv * D) + nf4dq(D * q) + E * 3 * nf4dq(F * D) + 2 * al(D * 2) +
-		  (m->E ? al(E * D * 2) : 0);
+	/* layer: q, k, v, o and E × (gate, up, down) (width Fe) in nf4-dq; two RMSNorm weights [D]
+	 * bf16; MoE: the router [E, D] bf16; Qwen3: q and k norms [Dh] bf16 */
+	e.layer = nf4dq(q * D) + 2 * nf4dq(kv * D) + nf4dq(D * q) + E * 3 * nf4dq(Fe * D) + 2 * al(D * 2) +
+		  (m->E ? al(E * D * 2) : 0) + (m->qk_norm ? 2 * al(Dh * 2) : 0);
 	/* globals: embed_tokens [V, D] and lm_head [V, D] bf16 (untied), final norm [D] bf16 */
 	e.global = 2 * al(V * D * 2) + al(D * 2);
-	/* LoRA: A [R, I] and B [O, R] per module; experts' MLP modules once per expert */
-	uint64_t lora_layer = Ru * ((D + q) + 2 * (D + kv) + (q + D)) + E * Ru * 3 * (D + F);
+	/* LoRA (lora_target_linear): A [R, I] and B [O, R] per module; on a MoE model the attention
+	 * only (the experts take lora_target_parameters, not set here) */
+	uint64_t lora_layer = Ru * ((D + q) + 2 * (D + kv) + (q + D)) + (m->E ? 0 : Ru * 3 * (D + F));
 	e.lora_params = lora_layer * L;
 	uint64_t lora_block = e.lora_params * 4 * 4; /* fp32 params, grads, m, v */
 	/* the fp32 block: per layer 2 norms [D]; final norm [D], inv_freq [Dh/2], ones [T] */
-	uint64_t small = L * 2 * al(D * 4) + al(D * 4) + al(Dh / 2 * 4) + al(Tu * 4);
+	uint64_t small = L * 2 * al(D * 4) + (m->qk_norm ? L * 2 * al(Dh * 4) : 0) + al(D * 4) +
+			 al(Dh / 2 * 4) + al(Tu * 4);
 	/* activations with checkpointing (net.c plan_act): L + 1 layer inputs; one saved set;
-	 * io and backward scratch. Mixtral: top_k experts per token, as an FFN of width top_k·F. */
-	uint64_t Fw = F * (m->E ? (uint64_t)m->top_k : 1), maxI = D > Fw ? D : Fw;
+	 * io and backward scratch. Mixtral (every layer sparse): no dense g, u, a; the router logits
+	 * [T, E]; the experts' rows (cap = T·k + E·(pad − 1), pad 4 rows for R 16 with D and F
+	 * multiples of 64): inputs and outputs [cap, D], g, u, a [cap, F]; the rows' token idx and
+	 * weights [icap = T·k + E·63]; (an empty view still takes 256 bytes) scratch d(logits) [T, E], gathered dy [cap, D], scaled dy and
+	 * expert dx [T, D], weight gradients [icap], iota [T]. */
+	uint64_t Fd = m->E ? 0 : F, maxI = D > F ? D : F;
 	maxI = q > maxI ? q : maxI;
-	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * Fw * 4),
-		 T1 = al(Tu * 4), TR = al(Tu * Ru * 4);
+	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * F * 4),
+		 TFd = al(Tu * Fd * 4), T1 = al(Tu * 4), TR = al(Tu * Ru * 4);
 	uint64_t act = (L + 1) * TD;
-	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 + 3 * TF + 7 * TR;
+	uint64_t nlu = m->E ? 4 : 7; /* lu [T, R] per targeted module */
+	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 +
+	       3 * (Fd ? TFd : 256) + nlu * TR;
+	if (m->qk_norm) /* qr, kr, rstdq, rstdk; scratch dqr, dkr */
+		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) + Tq + Tkv;
+	if (m->E) {
+		uint64_t K = (uint64_t)m->top_k, cap = Tu * K + E * 3, icap = Tu * K + E * 63;
+		act += al(Tu * E * 4) + 2 * al(cap * D * 4) + 3 * al(cap * Fe * 4) + 2 * al(icap * 4);
+		act += al(Tu * E * 4) + al(cap * D * 4) + 2 * TD + al(icap * 4) + T1;
+	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
 	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 2 * TF + 2 * al(4);
@@ -217,9 +237,9 @@ int main(void)
 	static const uint64_t devs[] = {8 * GiB, 12 * GiB, 24 * GiB},
 			      hosts[] = {16 * GiB, 32 * GiB, 64 * GiB};
 	static struct tern_plan p; /* large: keep it off the stack */
-	struct tern_model_config mc[4];
-	struct expect e[4];
-	for (int i = 0; i < 4; i++) {
+	struct tern_model_config mc[N_MODELS];
+	struct expect e[N_MODELS];
+	for (int i = 0; i < N_MODELS; i++) {
 		const struct model *m = &models[i];
 		if (!load(m, &mc[i])) {
 			failed++;
@@ -227,7 +247,9 @@ int main(void)
 		}
 		check(mc[i].D == m->D && mc[i].F == m->F && mc[i].L == m->L && mc[i].H == m->H &&
 			      mc[i].Hkv == m->Hkv && mc[i].V == m->V && mc[i].E == m->E &&
-			      mc[i].top_k == m->top_k && !mc[i].tie_embeddings && mc[i].dtype == TERN_BF16,
+			      mc[i].top_k == m->top_k && !mc[i].tie_embeddings && mc[i].dtype == TERN_BF16 &&
+			      mc[i].Dh == (m->Dh ? m->Dh : m->D / m->H) &&
+			      (!m->E || mc[i].Fe == (m->Fe ? m->Fe : m->F)),
 		      "%s: config.json has the published shapes", m->dir);
 		e[i] = by_hand(m);
 		for (int d = 0; d < 3; d++)
@@ -246,6 +268,34 @@ int main(void)
 				check(!strcmp(p.format, "nf4-dq"), "%s: format %s", m->dir, p.format);
 				check_plan(m, &e[i], &p, st, devs[d], hosts[h], TERN_PLAN_DEFAULT_DEPTH);
 			}
+	}
+
+	/* ---- parameter totals of the MoE models, by hand (published: 46.7B and 30.5B) ---- */
+	{
+		struct tern_model_info info;
+		char dir[4096];
+		const char *data = getenv("TERN_TEST_DATA");
+		/* Mixtral-8x7B: embeddings and lm_head 32000 x 4096 each, final norm 4096; per layer q, o
+		 * 4096 x 4096, k, v 1024 x 4096, router 8 x 4096, 8 experts x 3 x 14336 x 4096, 2 norms */
+		uint64_t mix = 2ull * 32000 * 4096 + 4096 +
+			       32ull * (2ull * 4096 * 4096 + 2ull * 1024 * 4096 + 8ull * 4096 +
+					8ull * 3 * 14336 * 4096 + 2ull * 4096);
+		/* Qwen3-30B-A3B: 151936 x 2048 twice, final norm; per layer q 4096 x 2048, k, v 512 x 2048,
+		 * o 2048 x 4096, router 128 x 2048, 128 experts x 3 x 768 x 2048, 2 norms [2048], q/k
+		 * norms [128] */
+		uint64_t q3 = 2ull * 151936 * 2048 + 2048 +
+			      48ull * (2ull * 4096 * 2048 + 2ull * 512 * 2048 + 128ull * 2048 +
+				       128ull * 3 * 768 * 2048 + 2ull * 2048 + 2ull * 128);
+		snprintf(dir, sizeof dir, "%s/plan/mixtral-8x7b-v0.1", data ? data : "tests/data");
+		check(tern_model_info(dir, &info) == TERN_OK && info.params_total == mix &&
+			      mix == 46702792704ull,
+		      "Mixtral-8x7B: %llu parameters (by hand %llu)", (unsigned long long)info.params_total,
+		      (unsigned long long)mix);
+		snprintf(dir, sizeof dir, "%s/plan/qwen3-30b-a3b", data ? data : "tests/data");
+		check(tern_model_info(dir, &info) == TERN_OK && info.params_total == q3 &&
+			      q3 == 30532122624ull,
+		      "Qwen3-30B-A3B: %llu parameters (by hand %llu)", (unsigned long long)info.params_total,
+		      (unsigned long long)q3);
 	}
 
 	/* ---- the questions of issue 5 ---- */

@@ -16,10 +16,21 @@
 #define MAX_HEADS 65536
 #define MAX_POS ((int64_t)1 << 32)
 
-static const char *const arch_names[TERN_ARCH_COUNT] = {"llama", "mistral", "qwen2",
-							"qwen3", "mixtral", "bitnet"};
+static const char *const arch_names[TERN_ARCH_COUNT] = {"llama",   "mistral", "qwen2",    "qwen3",
+							"mixtral", "bitnet",  "qwen3_moe"};
 
 const char *tern_arch_name(enum tern_arch a) { return a < TERN_ARCH_COUNT ? arch_names[a] : "?"; }
+
+bool tern_model_layer_moe(const struct tern_model_config *c, int64_t l)
+{
+	if (c->E <= 0 || l < 0 || l >= c->L)
+		return false;
+	if (c->arch == TERN_ARCH_MIXTRAL)
+		return true;
+	if ((c->mlp_only[l / 64] >> (l % 64)) & 1u)
+		return false;
+	return (l + 1) % c->sparse_step == 0;
+}
 
 enum tern_status tern_read_file(const char *path, size_t max, char **out, size_t *len)
 {
@@ -308,6 +319,8 @@ static enum tern_status parse_quant(const struct ctx *c0, const json_t *root, st
 		c.path, method);
 }
 
+static enum tern_status parse_moe(const struct ctx *c, const json_t *root, struct tern_model_config *cfg);
+
 static enum tern_status parse(const json_t *root, const char *path, struct tern_model_config *cfg)
 {
 	enum tern_status st;
@@ -327,12 +340,13 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 	if (a == TERN_ARCH_COUNT)
 		return tern_fail(
 			TERN_E_UNSUPPORTED,
-			"%s: model_type %.40s is not supported (supported: llama, mistral, qwen2, qwen3; "
-			"mixtral and bitnet later)",
+			"%s: model_type %.40s is not supported (supported: llama, mistral, qwen2, qwen3, "
+			"mixtral, qwen3_moe; bitnet later)",
 			path, type);
 	cfg->arch = (enum tern_arch)a;
 	snprintf(cfg->model_type, sizeof cfg->model_type, "%s", type);
 	bool mix = cfg->arch == TERN_ARCH_MIXTRAL, bitnet = cfg->arch == TERN_ARCH_BITNET;
+	bool q3m = cfg->arch == TERN_ARCH_QWEN3_MOE, qwen3 = cfg->arch == TERN_ARCH_QWEN3 || q3m;
 
 	if ((st = get_int(&c, root, "hidden_size", true, 0, 1, MAX_DIM, &cfg->D)) ||
 	    (st = get_int(&c, root, "intermediate_size", true, 0, 1, MAX_DIM, &cfg->F)) ||
@@ -347,10 +361,10 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 		return bad(&c, "num_key_value_heads", field(root, "num_key_value_heads"),
 			   "a divisor of num_attention_heads");
 	bool has_dh = field(root, "head_dim") != NULL;
-	if (!has_dh && cfg->arch != TERN_ARCH_QWEN3 && cfg->D % cfg->H)
+	if (!has_dh && !qwen3 && cfg->D % cfg->H)
 		return bad(&c, "hidden_size", field(root, "hidden_size"),
 			   "a multiple of num_attention_heads (or give head_dim)");
-	int64_t dh_def = cfg->arch == TERN_ARCH_QWEN3 ? 128 : cfg->D / cfg->H;
+	int64_t dh_def = qwen3 ? 128 : cfg->D / cfg->H;
 	if ((st = get_int(&c, root, "head_dim", false, dh_def, 2, MAX_DIM, &cfg->Dh)))
 		return st;
 	if (cfg->Dh % 2)
@@ -387,6 +401,7 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 		break;
 	case TERN_ARCH_QWEN2: cfg->qkv_bias = true; break;
 	case TERN_ARCH_QWEN3:
+	case TERN_ARCH_QWEN3_MOE:
 		if ((st = get_bool(&c, root, "attention_bias", false, &ab)))
 			return st;
 		cfg->qkv_bias = cfg->o_bias = ab;
@@ -403,7 +418,7 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 		else if ((st = get_int(&c, root, "sliding_window", false, 0, 1, MAX_POS,
 				       &cfg->sliding_window)))
 			return st;
-	} else if (cfg->arch == TERN_ARCH_QWEN2 || cfg->arch == TERN_ARCH_QWEN3) {
+	} else if (cfg->arch == TERN_ARCH_QWEN2 || qwen3) {
 		bool use = false;
 		int64_t sw = 0;
 		if ((st = get_bool(&c, root, "use_sliding_window", false, &use)) ||
@@ -437,8 +452,7 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 		return st;
 	}
 
-	if (mix && ((st = get_int(&c, root, "num_local_experts", false, 8, 1, 4096, &cfg->E)) ||
-		    (st = get_int(&c, root, "num_experts_per_tok", false, 2, 1, cfg->E, &cfg->top_k))))
+	if ((st = parse_moe(&c, root, cfg)))
 		return st;
 
 	if ((st = parse_quant(&c, root, cfg)))
@@ -448,6 +462,54 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 			TERN_E_UNSUPPORTED,
 			"%s: quantization_config.quant_method bitnet needs model_type bitnet, not %s", path,
 			type);
+	return TERN_OK;
+}
+
+/* The mixture-of-experts keys of mixtral and qwen3_moe (transformers' defaults when absent). */
+static enum tern_status parse_moe(const struct ctx *c, const json_t *root, struct tern_model_config *cfg)
+{
+	bool mix = cfg->arch == TERN_ARCH_MIXTRAL, q3m = cfg->arch == TERN_ARCH_QWEN3_MOE;
+	enum tern_status st;
+	cfg->sparse_step = 1;
+	if (!mix && !q3m)
+		return TERN_OK;
+	/* qwen3_moe: num_experts (transformers 5 writes num_local_experts, its attribute_map alias) */
+	const char *ek = mix || !field(root, "num_experts") ? "num_local_experts" : "num_experts";
+	if ((st = get_int(c, root, ek, false, mix ? 8 : 128, 1, 4096, &cfg->E)) ||
+	    (st = get_int(c, root, "num_experts_per_tok", false, mix ? 2 : 8, 1, cfg->E, &cfg->top_k)) ||
+	    (st = get_bool(c, root, "output_router_logits", false, &cfg->router_logits)) ||
+	    (st = get_num(c, root, "router_aux_loss_coef", mix ? 0.02 : 0.001, -1, 1e6,
+			  &cfg->router_aux_coef)))
+		return st;
+	if (cfg->router_aux_coef < 0)
+		return bad(c, "router_aux_loss_coef", field(root, "router_aux_loss_coef"), "a number >= 0");
+	if (mix) {
+		double jitter = 0;
+		if ((st = get_num(c, root, "router_jitter_noise", 0, -1, 1, &jitter)))
+			return st;
+		if (jitter != 0)
+			return bad(c, "router_jitter_noise", field(root, "router_jitter_noise"),
+				   "0 (tern does not train with router jitter)");
+		cfg->Fe = cfg->F;
+		cfg->norm_topk = true;
+		return TERN_OK;
+	}
+	if ((st = get_int(c, root, "moe_intermediate_size", false, 768, 1, MAX_DIM, &cfg->Fe)) ||
+	    (st = get_bool(c, root, "norm_topk_prob", false, &cfg->norm_topk)) ||
+	    (st = get_int(c, root, "decoder_sparse_step", false, 1, 1, MAX_LAYERS, &cfg->sparse_step)))
+		return st;
+	const json_t *mo = field(root, "mlp_only_layers");
+	if (mo && !json_is_array(mo))
+		return bad(c, "mlp_only_layers", mo, "a list of layer indices");
+	size_t i;
+	const json_t *x;
+	json_array_foreach(mo, i, x)
+	{
+		json_int_t l = json_is_integer(x) ? json_integer_value(x) : -1;
+		if (l < 0 || l >= cfg->L || l >= 64 * 64)
+			return bad(c, "mlp_only_layers", mo, "layer indices from 0 to num_hidden_layers - 1");
+		cfg->mlp_only[l / 64] |= (uint64_t)1 << (l % 64);
+	}
 	return TERN_OK;
 }
 
@@ -491,10 +553,11 @@ enum tern_status tern_model_config_load(const char *dir, struct tern_model_confi
 
 enum tern_status tern_model_config_check(const struct tern_model_config *cfg, const char *path)
 {
-	if (cfg->arch == TERN_ARCH_MIXTRAL)
+	if (cfg->E > 0 && cfg->router_logits && cfg->router_aux_coef > 0)
 		return tern_fail(
 			TERN_E_UNSUPPORTED,
-			"%s: model_type mixtral is not supported yet (MoE training comes with a later issue)",
+			"%s: output_router_logits = true: the load-balancing loss is not implemented "
+			"yet (set it to false, or router_aux_loss_coef to 0)",
 			path);
 	if (cfg->arch == TERN_ARCH_BITNET)
 		return tern_fail(

@@ -1,8 +1,9 @@
 /* Hugging Face config.json of a causal LM: every field that changes the math, with the defaults
  * of shared reference formats.md §4 when a field is absent.
  *
- * Supported for loading: model_type llama, mistral, qwen2, qwen3. mixtral and bitnet are parsed
- * (so later issues can size them) but tern_model_config_check() answers "not supported yet".
+ * Supported for loading: model_type llama, mistral, qwen2, qwen3 and the mixtures of experts
+ * mixtral and qwen3_moe. bitnet is parsed (so a later issue can size it) but
+ * tern_model_config_check() answers "not supported yet".
  * Any other model_type is rejected naming it and the supported list.
  *
  * Errors are one line naming the file, the key, the value and what was expected, e.g.
@@ -25,8 +26,9 @@ enum tern_arch {
 	TERN_ARCH_MISTRAL,
 	TERN_ARCH_QWEN2,
 	TERN_ARCH_QWEN3,
-	TERN_ARCH_MIXTRAL, /* parsed; loading comes with the MoE issue */
-	TERN_ARCH_BITNET,  /* parsed; loading comes with the BitNet issue */
+	TERN_ARCH_MIXTRAL,   /* MoE: block_sparse_moe.gate, experts.<e>.w1/w3/w2 */
+	TERN_ARCH_BITNET,    /* parsed; loading comes with the BitNet issue */
+	TERN_ARCH_QWEN3_MOE, /* MoE: q/k norms, mlp.gate, mlp.experts.<e>.gate/up/down_proj */
 	TERN_ARCH_COUNT
 };
 
@@ -63,7 +65,16 @@ struct tern_model_config {
 	bool tie_embeddings;       /* tie_word_embeddings: no lm_head.weight */
 	enum tern_act act;         /* hidden_act */
 	enum tern_dtype dtype;     /* torch_dtype / dtype (F32, F16 or BF16); BF16 when absent */
-	int64_t E, top_k;          /* Mixtral: num_local_experts, num_experts_per_tok (0 otherwise) */
+	/* mixtures of experts (mixtral, qwen3_moe; E = 0 otherwise). A sparse layer replaces the MLP
+	 * by a router [E, D] and E SwiGLU experts of width Fe; the token's top_k experts by softmax
+	 * probability (renormalised over the k when norm_topk) are summed, weighted. */
+	int64_t E, top_k;       /* num_local_experts (qwen3_moe: num_experts), num_experts_per_tok */
+	int64_t Fe;             /* expert width: Mixtral intermediate_size; qwen3_moe moe_intermediate_size */
+	bool norm_topk;         /* Mixtral always; qwen3_moe norm_topk_prob */
+	int64_t sparse_step;    /* qwen3_moe decoder_sparse_step: layer l is sparse when (l+1) % step == 0 */
+	uint64_t mlp_only[64];  /* qwen3_moe mlp_only_layers as a bit set (dense layers) */
+	bool router_logits;     /* output_router_logits: add the load-balancing loss */
+	double router_aux_coef; /* router_aux_loss_coef */
 	/* quantization_config */
 	enum tern_qmethod qmethod;
 	bool bnb_double_quant;        /* bnb_4bit_use_double_quant */
@@ -85,6 +96,9 @@ enum tern_status tern_model_config_load(const char *dir, struct tern_model_confi
 enum tern_status tern_model_config_check(const struct tern_model_config *cfg, const char *path);
 
 const char *tern_arch_name(enum tern_arch a);
+
+/* Whether layer l of a MoE config is sparse (router + experts); false for dense models. */
+bool tern_model_layer_moe(const struct tern_model_config *cfg, int64_t l);
 
 /* Reads a whole small file (≤ max bytes) into a NUL-terminated malloc'ed buffer. */
 enum tern_status tern_read_file(const char *path, size_t max, char **out, size_t *len);

@@ -88,7 +88,27 @@ static const struct role_desc roles[TERN_ROLE_COUNT] = {
 	[TERN_ROLE_GATE_BIAS] = {"mlp.gate_proj.bias", true},
 	[TERN_ROLE_UP_BIAS] = {"mlp.up_proj.bias", true},
 	[TERN_ROLE_DOWN_BIAS] = {"mlp.down_proj.bias", true},
+	[TERN_ROLE_ROUTER] = {"mlp.gate.weight", true},
+	[TERN_ROLE_EXP_GATE] = {"gate_proj.weight", true}, /* mlp.experts.<e>. before */
+	[TERN_ROLE_EXP_UP] = {"up_proj.weight", true},
+	[TERN_ROLE_EXP_DOWN] = {"down_proj.weight", true},
 };
+
+/* The name of role r (expert x) inside layer l: the Hub's per-expert checkpoint names (Mixtral
+ * block_sparse_moe.gate / experts.<e>.w1 w3 w2; Qwen3-MoE mlp.gate / mlp.experts.<e>.gate_proj
+ * up_proj down_proj; transformers 5's save_pretrained writes the same). */
+static void layer_name(const struct tern_model_config *c, int r, int x, char *buf, size_t cap)
+{
+	static const char *const mix[] = {"w1", "w3", "w2"};
+	bool mixtral = c->arch == TERN_ARCH_MIXTRAL;
+	if (r >= TERN_ROLE_EXP_GATE)
+		snprintf(buf, cap, "%s.experts.%d.%s%s", mixtral ? "block_sparse_moe" : "mlp", x,
+			 mixtral ? mix[r - TERN_ROLE_EXP_GATE] : roles[r].suffix, mixtral ? ".weight" : "");
+	else if (r == TERN_ROLE_ROUTER && mixtral)
+		snprintf(buf, cap, "block_sparse_moe.gate.weight");
+	else
+		snprintf(buf, cap, "%s", roles[r].suffix);
+}
 
 enum tern_status tern_model_tensor_map(const struct tern_model_config *c, struct tern_tensor_spec **out,
 				       size_t *n)
@@ -117,27 +137,42 @@ enum tern_status tern_model_tensor_map(const struct tern_model_config *c, struct
 		[TERN_ROLE_GATE_BIAS] = {c->mlp_bias, c->F, 0},
 		[TERN_ROLE_UP_BIAS] = {c->mlp_bias, c->F, 0},
 		[TERN_ROLE_DOWN_BIAS] = {c->mlp_bias, c->D, 0},
+		[TERN_ROLE_ROUTER] = {1, c->E, c->D},
+		[TERN_ROLE_EXP_GATE] = {1, c->Fe, c->D},
+		[TERN_ROLE_EXP_UP] = {1, c->Fe, c->D},
+		[TERN_ROLE_EXP_DOWN] = {1, c->D, c->Fe},
 	};
-	size_t cap = 3 + (size_t)c->L * TERN_ROLE_COUNT, k = 0;
+	size_t cap = 3 + (size_t)c->L * (TERN_ROLE_COUNT + 3 * (size_t)c->E), k = 0;
 	struct tern_tensor_spec *s = tern_calloc(cap, sizeof *s);
 	if (!s)
 		return TERN_E_NOMEM;
-	for (int64_t l = -1; l < c->L; l++)
+	for (int64_t l = -1; l < c->L; l++) {
+		bool moe = tern_model_layer_moe(c, l);
 		for (int r = 0; r < TERN_ROLE_COUNT; r++) {
 			if (roles[r].layer != (l >= 0) || !shape[r][0])
 				continue;
-			struct tern_tensor_spec *e = &s[k++];
-			if (l < 0)
-				snprintf(e->name, sizeof e->name, "%s", roles[r].suffix);
-			else
-				snprintf(e->name, sizeof e->name, "model.layers.%lld.%s", (long long)l,
-					 roles[r].suffix);
-			e->layer = (int)l;
-			e->role = (enum tern_role)r;
-			e->ndim = shape[r][2] ? 2 : 1;
-			e->shape[0] = shape[r][1];
-			e->shape[1] = shape[r][2] ? shape[r][2] : 1;
+			bool sparse = r >= TERN_ROLE_ROUTER,
+			     dense_mlp = r >= TERN_ROLE_GATE && r <= TERN_ROLE_DOWN_BIAS;
+			if ((sparse && !moe) || (dense_mlp && moe))
+				continue;
+			int ne = r >= TERN_ROLE_EXP_GATE ? (int)c->E : 1;
+			for (int x = 0; x < ne; x++) {
+				struct tern_tensor_spec *e = &s[k++];
+				char sub[80];
+				layer_name(c, r, x, sub, sizeof sub);
+				if (l < 0)
+					snprintf(e->name, sizeof e->name, "%s", sub);
+				else
+					snprintf(e->name, sizeof e->name, "model.layers.%d.%s", (int)l, sub);
+				e->layer = (int)l;
+				e->role = (enum tern_role)r;
+				e->expert = r >= TERN_ROLE_EXP_GATE ? x : -1;
+				e->ndim = shape[r][2] ? 2 : 1;
+				e->shape[0] = shape[r][1];
+				e->shape[1] = shape[r][2] ? shape[r][2] : 1;
+			}
 		}
+	}
 	*out = s;
 	*n = k;
 	return TERN_OK;
@@ -649,7 +684,7 @@ static enum tern_status plan_tensors(const struct tern_model_opts *o, const stru
 		p->shape[0] = s->shape[0];
 		p->shape[1] = s->shape[1];
 		p->layer = s->layer;
-		p->role = (uint32_t)s->role;
+		p->role = tern_pack_role(s->role, s->expert);
 		p->src_dtype = src[i].bnb ? src[i].q.dtype : st_float_dtype(src[i].t->dtype);
 		if (!tern_role_is_proj(s->role)) {
 			p->dtype = p->src_dtype;
@@ -731,7 +766,7 @@ static enum tern_status check_pack(const struct tern_pack *p, const struct tern_
 		const struct tern_pack_tensor *t = &p->t[i];
 		if (strcmp(t->name, spec[i].name) || t->shape[0] != spec[i].shape[0] ||
 		    t->shape[1] != spec[i].shape[1] || t->layer != spec[i].layer ||
-		    t->role != (uint32_t)spec[i].role)
+		    t->role != tern_pack_role(spec[i].role, spec[i].expert))
 			return tern_fail(TERN_E_FORMAT, "%s: tensor %zu is %s, expected %s", p->path, i,
 					 t->name, spec[i].name);
 	}
@@ -744,6 +779,7 @@ void tern_model_free(struct tern_model *m)
 		return;
 	tern_pack_free(m->pack);
 	free(m->layer);
+	free(m->expert);
 	free(m);
 }
 
@@ -756,6 +792,14 @@ const struct tern_pack_tensor *tern_model_tensor(const struct tern_model *m, int
 	} else if (layer < m->cfg.L && role < TERN_ROLE_COUNT) {
 		i = m->layer[layer][role];
 	}
+	return i < 0 ? NULL : &m->pack->t[i];
+}
+
+const struct tern_pack_tensor *tern_model_expert(const struct tern_model *m, int layer, int e, int k)
+{
+	if (!m->expert || layer < 0 || layer >= m->cfg.L || e < 0 || e >= m->cfg.E || k < 0 || k > 2)
+		return NULL;
+	int i = m->expert[((size_t)layer * (size_t)m->cfg.E + (size_t)e) * 3 + (size_t)k];
 	return i < 0 ? NULL : &m->pack->t[i];
 }
 
@@ -920,14 +964,26 @@ enum tern_status tern_model_open(const char *dir, const struct tern_model_opts *
 	}
 	memset(m->layer, 0xff, (size_t)m->cfg.L * sizeof *m->layer);
 	m->global[0] = m->global[1] = m->global[2] = -1;
+	if (m->cfg.E > 0) {
+		size_t ne = (size_t)m->cfg.L * (size_t)m->cfg.E * 3;
+		if (!(m->expert = tern_malloc(ne * sizeof *m->expert))) {
+			st = TERN_E_NOMEM;
+			goto out;
+		}
+		memset(m->expert, 0xff, ne * sizeof *m->expert);
+	}
 	enum tern_dtype first = TERN_DTYPE_COUNT;
 	bool mixed = false;
 	for (uint32_t i = 0; i < m->pack->n_tensors; i++) {
 		const struct tern_pack_tensor *t = &m->pack->t[i];
+		int ex = tern_pack_role_expert(t->role), r = (int)(t->role & 0xff);
 		if (t->layer < 0)
-			m->global[t->role] = (int)i;
+			m->global[r] = (int)i;
+		else if (ex >= 0 && ex < m->cfg.E && m->expert)
+			m->expert[((size_t)t->layer * (size_t)m->cfg.E + (size_t)ex) * 3 +
+				  (size_t)(r - TERN_ROLE_EXP_GATE)] = (int)i;
 		else
-			m->layer[t->layer][t->role] = (int)i;
+			m->layer[t->layer][r] = (int)i;
 		if (tern_role_is_proj((int)t->role)) {
 			mixed |= first != TERN_DTYPE_COUNT && first != t->dtype;
 			first = t->dtype;
@@ -978,7 +1034,7 @@ enum tern_status tern_model_info(const char *dir, struct tern_model_info *info)
 			 ? (c.bnb_double_quant ? "bitsandbytes nf4 + double quant" : "bitsandbytes nf4")
 		 : c.qmethod == TERN_QMETHOD_BITNET ? "bitnet"
 						    : "none");
-	info->supported = c.arch != TERN_ARCH_MIXTRAL && c.arch != TERN_ARCH_BITNET;
+	info->supported = c.arch != TERN_ARCH_BITNET;
 	info->L = c.L;
 	info->D = c.D;
 	info->F = c.F;
@@ -1005,35 +1061,45 @@ enum tern_status tern_model_info(const char *dir, struct tern_model_info *info)
 	info->qk_norm = c.qk_norm;
 	info->tied = c.tie_embeddings;
 
-	/* Projections of one layer as (O, I) pairs; Mixtral: E experts + the router (kept). */
-	int64_t q = c.H * c.Dh, kv = c.Hkv * c.Dh, E = c.arch == TERN_ARCH_MIXTRAL ? c.E : 1;
-	int64_t proj[7][2] = {{q, c.D}, {kv, c.D}, {kv, c.D}, {c.D, q}, {c.F, c.D}, {c.F, c.D}, {c.D, c.F}};
-	uint64_t other = 2 * (uint64_t)c.D;
-	if (c.qkv_bias)
-		other += (uint64_t)(q + 2 * kv);
-	if (c.o_bias)
-		other += (uint64_t)c.D;
-	if (c.qk_norm)
-		other += 2 * (uint64_t)c.Dh;
-	if (c.mlp_bias)
-		other += (uint64_t)(2 * c.F + c.D);
-	if (c.arch == TERN_ARCH_MIXTRAL)
-		other += (uint64_t)(c.E * c.D);
-	uint64_t pl = 0;
-	for (int i = 0; i < 7; i++)
-		pl += (uint64_t)(proj[i][0] * proj[i][1]) * (uint64_t)(i >= 4 ? E : 1);
-	info->params_proj_layer = pl;
-	info->params_layer = pl + other;
+	/* Projections of each layer as (O, I) pairs; a sparse layer: E experts of width Fe + the
+	 * router (kept as stored). params_layer / params_proj_layer: layer 0's. */
+	int64_t q = c.H * c.Dh, kv = c.Hkv * c.Dh;
+	uint64_t rest_per_model = (uint64_t)(c.V * c.D) * (c.tie_embeddings ? 1 : 2) + (uint64_t)c.D;
 	info->params_embed = (uint64_t)(c.V * c.D);
 	info->params_head = c.tie_embeddings ? 0 : (uint64_t)(c.V * c.D);
-	uint64_t rest_per_model = info->params_embed + info->params_head + (uint64_t)c.D;
-	info->params_total = info->params_layer * (uint64_t)c.L + rest_per_model;
-	for (int f = TERN_FORMAT_NF4; f < TERN_FORMAT_COUNT; f++) {
-		uint64_t eb = f == TERN_FORMAT_F32 ? 4 : 2, b = 0;
+	info->params_total = rest_per_model;
+	for (int f = TERN_FORMAT_NF4; f < TERN_FORMAT_COUNT; f++)
+		info->bytes[f] = rest_per_model * (f == TERN_FORMAT_F32 ? 4 : 2);
+	for (int64_t l = 0; l < c.L; l++) {
+		bool moe = tern_model_layer_moe(&c, l);
+		int64_t E = moe ? c.E : 1, F = moe ? c.Fe : c.F;
+		int64_t proj[7][2] = {{q, c.D}, {kv, c.D}, {kv, c.D}, {c.D, q}, {F, c.D}, {F, c.D}, {c.D, F}};
+		uint64_t other = 2 * (uint64_t)c.D;
+		if (c.qkv_bias)
+			other += (uint64_t)(q + 2 * kv);
+		if (c.o_bias)
+			other += (uint64_t)c.D;
+		if (c.qk_norm)
+			other += 2 * (uint64_t)c.Dh;
+		if (c.mlp_bias && !moe)
+			other += (uint64_t)(2 * c.F + c.D);
+		if (moe)
+			other += (uint64_t)(c.E * c.D);
+		uint64_t pl = 0;
 		for (int i = 0; i < 7; i++)
-			b += proj_bytes((enum tern_base_format)f, proj[i][0], proj[i][1]) *
-			     (uint64_t)(i >= 4 ? E : 1);
-		info->bytes[f] = (b + other * eb) * (uint64_t)c.L + rest_per_model * eb;
+			pl += (uint64_t)(proj[i][0] * proj[i][1]) * (uint64_t)(i >= 4 ? E : 1);
+		if (l == 0) {
+			info->params_proj_layer = pl;
+			info->params_layer = pl + other;
+		}
+		info->params_total += pl + other;
+		for (int f = TERN_FORMAT_NF4; f < TERN_FORMAT_COUNT; f++) {
+			uint64_t eb = f == TERN_FORMAT_F32 ? 4 : 2, b = 0;
+			for (int i = 0; i < 7; i++)
+				b += proj_bytes((enum tern_base_format)f, proj[i][0], proj[i][1]) *
+				     (uint64_t)(i >= 4 ? E : 1);
+			info->bytes[f] += b + other * eb;
+		}
 	}
 	return TERN_OK;
 }

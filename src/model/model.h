@@ -36,12 +36,27 @@ enum tern_role {
 	TERN_ROLE_GATE_BIAS,
 	TERN_ROLE_UP_BIAS,
 	TERN_ROLE_DOWN_BIAS,
+	/* sparse (MoE) layers, instead of gate/up/down */
+	TERN_ROLE_ROUTER,   /* [E, D]: Mixtral block_sparse_moe.gate, Qwen3-MoE mlp.gate; kept as stored */
+	TERN_ROLE_EXP_GATE, /* [Fe, D] per expert: Mixtral experts.<e>.w1, Qwen3-MoE gate_proj */
+	TERN_ROLE_EXP_UP,   /* [Fe, D]: w3, up_proj */
+	TERN_ROLE_EXP_DOWN, /* [D, Fe]: w2, down_proj */
 	TERN_ROLE_COUNT
 };
 
+/* A pack record's role field: the role in the low 8 bits, expert + 1 above (0: not an expert). */
+static inline uint32_t tern_pack_role(int role, int expert)
+{
+	return (uint32_t)role | (uint32_t)(expert + 1) << 8;
+}
+static inline int tern_pack_role_expert(uint32_t r) { return (int)(r >> 8) - 1; }
+
+/* r: an enum tern_role or a pack record's role field. */
 static inline bool tern_role_is_proj(int r)
 {
-	return (r >= TERN_ROLE_Q && r <= TERN_ROLE_O) || (r >= TERN_ROLE_GATE && r <= TERN_ROLE_DOWN);
+	r &= 0xff;
+	return (r >= TERN_ROLE_Q && r <= TERN_ROLE_O) || (r >= TERN_ROLE_GATE && r <= TERN_ROLE_DOWN) ||
+	       (r >= TERN_ROLE_EXP_GATE && r <= TERN_ROLE_EXP_DOWN);
 }
 
 /* One expected tensor. */
@@ -49,6 +64,7 @@ struct tern_tensor_spec {
 	char name[TERN_PACK_NAME];
 	int layer; /* -1 global */
 	enum tern_role role;
+	int expert; /* expert roles: 0..E-1; -1 otherwise */
 	int ndim;
 	int64_t shape[2]; /* vectors: [n, 1] */
 };
@@ -63,11 +79,16 @@ struct tern_model {
 	struct tern_pack *pack;
 	int (*layer)[TERN_ROLE_COUNT]; /* [L][role]: index into pack->t, or -1 */
 	int global[3];                 /* embed, norm, head (-1 when tied) */
+	int *expert;                   /* [L][E][3] MoE: gate, up, down of each expert (-1: dense layer) */
 	struct tern_model_load_report report;
 };
 
 /* The pack tensor of a role (NULL when the model has none). */
 const struct tern_pack_tensor *tern_model_tensor(const struct tern_model *m, int layer, enum tern_role role);
+
+/* The pack tensor of expert e's k-th projection (0 gate, 1 up, 2 down) in layer l; NULL when the
+ * layer is dense. */
+const struct tern_pack_tensor *tern_model_expert(const struct tern_model *m, int layer, int e, int k);
 
 /* Dequantizes (or converts) a pack tensor to fp32: out[shape[0] * shape[1]]. */
 enum tern_status tern_pack_tensor_f32(const struct tern_pack *p, const struct tern_pack_tensor *t,

@@ -36,13 +36,20 @@
 #define STATE_VERSION 2 /* 1: without the data fields and checksums.sha256 */
 #define NAME_CAP 160
 
-static const char *const mod_name[TERN_MOD_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-						     "gate_proj", "up_proj", "down_proj"};
+static const char *const mod_name[TERN_LORA_SLOTS] = {"q_proj",
+						      "k_proj",
+						      "v_proj",
+						      "o_proj",
+						      "gate_proj",
+						      "up_proj",
+						      "down_proj",
+						      "mlp.experts.gate_up_proj",
+						      "mlp.experts.down_proj"};
 static const char *const mod_path[TERN_MOD_COUNT] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
-const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_MOD_COUNT ? mod_name[m] : "?"; }
+const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_LORA_SLOTS ? mod_name[m] : "?"; }
 
 const char *tern_module_path(enum tern_module m) { return (unsigned)m < TERN_MOD_COUNT ? mod_path[m] : "?"; }
 
@@ -98,6 +105,12 @@ static bool fault(void)
 
 static bool targeted(const struct tern_lora_set *s, int m) { return (s->modules >> m) & 1u; }
 
+/* Module m of layer l has tensors: targeted, and present in that layer (experts: sparse layers). */
+static bool present(const struct tern_lora_set *s, int l, int m)
+{
+	return targeted(s, m) && tern_lora_at(s, l, (enum tern_module)m)->I > 0;
+}
+
 static float *alloc_f32(int64_t a, int64_t b)
 {
 	if (a <= 0 || b <= 0 || a > INT64_MAX / b || (uint64_t)(a * b) > SIZE_MAX / sizeof(float)) {
@@ -131,7 +144,7 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 	s->L = L;
 	s->R = R;
 	s->modules = modules;
-	s->t = tern_calloc((size_t)L * TERN_MOD_COUNT, sizeof *s->t);
+	s->t = tern_calloc((size_t)L * TERN_LORA_SLOTS, sizeof *s->t);
 	if (!s->t)
 		goto nomem;
 	for (int l = 0; l < L; l++) {
@@ -139,6 +152,7 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
 			t->I = io[m][0];
 			t->O = io[m][1];
+			t->r = R;
 			if (!targeted(s, m))
 				continue;
 			if (!(t->A = alloc_f32(R, t->I)) || !(t->B = alloc_f32(t->O, R)))
@@ -153,6 +167,37 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 nomem:
 	tern_lora_set_free(s);
 	return TERN_E_NOMEM;
+}
+
+enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned experts, int64_t E, int64_t D,
+					   int64_t Fe, const uint8_t *sparse, bool moments)
+{
+	if (!s || !experts || (experts >> 2) || E <= 0 || D <= 0 || Fe <= 0 || !sparse)
+		return tern_fail(TERN_E_INVALID,
+				 "LoRA set: bad experts 0x%x (E %" PRId64 ", D %" PRId64 ", Fe %" PRId64 ")",
+				 experts, E, D, Fe);
+	s->E = E;
+	for (int k = 0; k < 2; k++) {
+		if (!((experts >> k) & 1u))
+			continue;
+		int m = TERN_LORA_EXP_GATE_UP + k;
+		s->modules |= 1u << m;
+		for (int l = 0; l < s->L; l++) {
+			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (!sparse[l])
+				continue;
+			t->I = k ? Fe : D;
+			t->O = k ? D : 2 * Fe;
+			t->r = E * s->R;
+			if (!(t->A = alloc_f32(t->r, t->I)) || !(t->B = alloc_f32(t->O, t->r)))
+				return TERN_E_NOMEM; /* freed with the set */
+			if (moments &&
+			    (!(t->mA = alloc_f32(t->r, t->I)) || !(t->vA = alloc_f32(t->r, t->I)) ||
+			     !(t->mB = alloc_f32(t->O, t->r)) || !(t->vB = alloc_f32(t->O, t->r))))
+				return TERN_E_NOMEM;
+		}
+	}
+	return TERN_OK;
 }
 
 enum tern_status tern_lora_set_add_full(struct tern_lora_set *s, unsigned full, int64_t V, int64_t D,
@@ -185,7 +230,7 @@ void tern_lora_set_free(struct tern_lora_set *s)
 		free(s->f[f].v);
 	}
 	if (s->t) {
-		for (int i = 0; i < s->L * TERN_MOD_COUNT; i++) {
+		for (int i = 0; i < s->L * TERN_LORA_SLOTS; i++) {
 			struct tern_lora_tensor *t = &s->t[i];
 			free(t->A);
 			free(t->B);
@@ -203,7 +248,7 @@ void tern_lora_set_free(struct tern_lora_set *s)
  * asked). `what` names the caller in the message. */
 static enum tern_status check_set(const struct tern_lora_set *s, bool moments, const char *what)
 {
-	if (!s || !s->t || s->L <= 0 || s->R <= 0 || !s->modules || (s->modules >> TERN_MOD_COUNT))
+	if (!s || !s->t || s->L <= 0 || s->R <= 0 || !s->modules || (s->modules >> TERN_LORA_SLOTS))
 		return tern_fail(TERN_E_INVALID, "%s: the LoRA set is empty or not allocated", what);
 	for (int f = 0; f < TERN_FULL_COUNT; f++) {
 		const struct tern_full_tensor *t = &s->f[f];
@@ -212,9 +257,9 @@ static enum tern_status check_set(const struct tern_lora_set *s, bool moments, c
 					 full_name[f], moments ? " with moments" : "");
 	}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
-			if (!targeted(s, m))
+			if (!present(s, l, m))
 				continue;
 			if (t->I <= 0 || t->O <= 0 || !t->A || !t->B)
 				return tern_fail(TERN_E_INVALID, "%s: layer %d %s has no A/B tensors", what,
@@ -247,9 +292,15 @@ static const struct kind moment_kinds[] = {{'A', ".exp_avg", FIELD(mA)},
 					   {'B', ".exp_avg_sq", FIELD(vB)}};
 #define N_KINDS(k) (sizeof(k) / sizeof((k)[0]))
 
-static void tensor_name(char *buf, int l, int m, const struct kind *k)
+/* Experts: PEFT nests one ParamWrapper per targeted parameter in registration order (gate_up_proj,
+ * then down_proj): with both, gate_up's tensors sit under "mlp.experts.base_layer". */
+static void tensor_name(char *buf, const struct tern_lora_set *s, int l, int m, const struct kind *k)
 {
-	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, mod_path[m], k->ab,
+	const char *path = m < TERN_MOD_COUNT ? mod_path[m]
+			   : m == TERN_LORA_EXP_GATE_UP && targeted(s, TERN_LORA_EXP_DOWN)
+				   ? "mlp.experts.base_layer"
+				   : "mlp.experts";
+	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, path, k->ab,
 		 k->suffix);
 }
 
@@ -267,7 +318,7 @@ static float *full_ptr(const struct tern_full_tensor *t, const struct kind *k)
 /* Slots of the found[] array of a file: per (layer, module, kind), then per (full module, kind). */
 static size_t found_slots(const struct tern_lora_set *s, size_t nk)
 {
-	return ((size_t)s->L * TERN_MOD_COUNT + TERN_FULL_COUNT) * nk;
+	return ((size_t)s->L * TERN_LORA_SLOTS + TERN_FULL_COUNT) * nk;
 }
 
 static float *kind_ptr(const struct tern_lora_tensor *t, const struct kind *k)
@@ -279,8 +330,9 @@ static float *kind_ptr(const struct tern_lora_tensor *t, const struct kind *k)
 static void kind_shape(const struct tern_lora_set *s, const struct tern_lora_tensor *t, const struct kind *k,
 		       int64_t shape[2])
 {
-	shape[0] = k->ab == 'A' ? s->R : t->O;
-	shape[1] = k->ab == 'A' ? t->I : s->R;
+	int64_t r = t->r ? t->r : s->R;
+	shape[0] = k->ab == 'A' ? r : t->O;
+	shape[1] = k->ab == 'A' ? t->I : r;
 }
 
 /* ---- small helpers: paths, text buffers, files ------------------------------------------- */
@@ -663,30 +715,88 @@ static int cmp_desc(const void *a, const void *b)
 }
 
 /* Writes the kinds of tensors of every targeted (layer, module) as F32, sorted by name. */
-static enum tern_status write_tensors(const char *path, const struct tern_lora_set *s,
-				      const struct kind *kinds, size_t nk)
+/* The older per-expert module names of expert e's module k (0 gate, 1 up, 2 down). */
+static void per_expert_name(char *buf, bool mixtral, int l, int64_t e, int k, char ab)
 {
+	static const char *const mix[3] = {"w1", "w3", "w2"}, *const q3[3] = {"gate_proj", "up_proj",
+									      "down_proj"};
+	snprintf(buf, NAME_CAP, "base_model.model.model.layers.%d.%s.experts.%lld.%s.lora_%c.weight", l,
+		 mixtral ? "block_sparse_moe" : "mlp", (long long)e, mixtral ? mix[k] : q3[k], ab);
+}
+
+static enum tern_status write_tensors(const char *path, const struct tern_lora_set *s,
+				      const struct kind *kinds, size_t nk,
+				      const struct tern_adapter_meta *meta)
+{
+	bool pe = meta && meta->per_expert && (s->modules >> TERN_MOD_COUNT);
+	bool mixtral = pe && meta->model_type && !strcmp(meta->model_type, "mixtral");
+	float *pool = NULL; /* per-expert B matrices, de-interleaved */
 	if (fault())
 		return tern_fail(TERN_E_IO, "%s: %s", path, strerror(errno));
 	size_t n = 0;
-	for (int m = 0; m < TERN_MOD_COUNT; m++)
-		n += targeted(s, m) ? (size_t)s->L * nk : 0;
+	size_t npool = 0;
+	for (int l = 0; l < s->L; l++)
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (!present(s, l, m))
+				continue;
+			if (!pe || m < TERN_MOD_COUNT) {
+				n += nk;
+				continue;
+			}
+			int mods = m == TERN_LORA_EXP_GATE_UP ? 2 : 1; /* gate and up, or down */
+			n += (size_t)(s->E * mods * 2);
+			npool += (size_t)(t->O * t->r);
+		}
 	for (int f = 0; f < TERN_FULL_COUNT; f++)
 		for (size_t k = 0; k < nk; k++)
 			n += ((s->full >> f) & 1u) && kinds[k].ab == 'A';
 	struct tern_st_desc *d = tern_calloc(n, sizeof *d);
 	char(*names)[NAME_CAP] = tern_calloc(n, NAME_CAP);
 	enum tern_status st = TERN_E_NOMEM;
-	if (!d || !names)
+	if (!d || !names || (npool && !(pool = tern_malloc(npool * sizeof *pool))))
 		goto out;
+	size_t used = 0;
 	size_t i = 0;
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			if (pe && m >= TERN_MOD_COUNT) {
+				/* expert e: A_e = rows e·R of A; B_e[o, j] = B[o, j·E + e], split into gate
+				 * and up rows for gate_up */
+				int64_t R = s->R, E = s->E, O = t->O;
+				for (int64_t e = 0; e < E; e++) {
+					float *b = pool + used;
+					for (int64_t o = 0; o < O; o++)
+						for (int64_t j = 0; j < R; j++)
+							b[o * R + j] = t->B[o * R * E + j * E + e];
+					used += (size_t)(O * R);
+					int mods = m == TERN_LORA_EXP_GATE_UP ? 2 : 1;
+					for (int q = 0; q < mods; q++) {
+						int k = m == TERN_LORA_EXP_GATE_UP ? q : 2;
+						int64_t Oq = O / mods;
+						per_expert_name(names[i], mixtral, l, e, k, 'A');
+						d[i] = (struct tern_st_desc){.name = names[i],
+									     .dtype = TERN_ST_F32,
+									     .ndim = 2,
+									     .shape = {R, t->I},
+									     .data = t->A + e * R * t->I};
+						i++;
+						per_expert_name(names[i], mixtral, l, e, k, 'B');
+						d[i] = (struct tern_st_desc){.name = names[i],
+									     .dtype = TERN_ST_F32,
+									     .ndim = 2,
+									     .shape = {Oq, R},
+									     .data = b + q * Oq * R};
+						i++;
+					}
+				}
+				continue;
+			}
 			for (size_t k = 0; k < nk; k++, i++) {
-				tensor_name(names[i], l, m, &kinds[k]);
+				tensor_name(names[i], s, l, m, &kinds[k]);
 				d[i].name = names[i];
 				d[i].dtype = TERN_ST_F32;
 				d[i].ndim = 2;
@@ -714,6 +824,7 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 	qsort(d, n, sizeof *d, cmp_desc);
 	st = tern_st_write(path, d, n, NULL, 0);
 out:
+	free(pool);
 	free(d);
 	free(names);
 	return st;
@@ -725,6 +836,16 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 	for (int m = 0; m < TERN_MOD_COUNT; m++) {
 		if (targeted(s, m))
 			json_array_append_new(mods, json_string(mod_name[m]));
+	}
+	bool pe = meta->per_expert && (s->modules >> TERN_MOD_COUNT);
+	if (pe) { /* the per-expert modules (older layout) join target_modules */
+		bool mix = meta->model_type && !strcmp(meta->model_type, "mixtral");
+		static const char *const mn[2][3] = {{"gate_proj", "up_proj", "down_proj"},
+						     {"w1", "w3", "w2"}};
+		for (int k = 0; k < 3; k++)
+			if (targeted(s, k < 2 ? TERN_LORA_EXP_GATE_UP : TERN_LORA_EXP_DOWN) &&
+			    !(!mix && targeted(s, TERN_MOD_GATE + k)))
+				json_array_append_new(mods, json_string(mn[mix][k]));
 	}
 	double a = meta->alpha;
 	json_t *alpha =
@@ -751,6 +872,17 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 		"qalora_group_size", 16, "r", (json_int_t)s->R, "rank_pattern", "revision", "target_modules",
 		mods, "target_parameters", "task_type", "CAUSAL_LM", "trainable_token_indices", "use_bdlora",
 		"use_dora", 0, "use_qalora", 0, "use_rslora", (int)meta->rslora, "velora_config");
+	if (root && !pe && (s->modules >> TERN_MOD_COUNT)) { /* sorted, as PEFT writes them */
+		json_t *tp = json_array();
+		if (targeted(s, TERN_LORA_EXP_DOWN))
+			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_DOWN]));
+		if (targeted(s, TERN_LORA_EXP_GATE_UP))
+			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_GATE_UP]));
+		if (!tp || json_object_set_new(root, "target_parameters", tp)) {
+			json_decref(root);
+			return NULL;
+		}
+	}
 	if (root && s->full) {
 		json_t *save = json_array();
 		for (int f = 0; f < TERN_FULL_COUNT; f++)
@@ -789,7 +921,7 @@ static enum tern_status write_adapter_files(const char *dir, const struct tern_l
 	char *cfg_path = tern_path_join(dir, "adapter_config.json");
 	enum tern_status st = TERN_E_NOMEM;
 	if (st_path && cfg_path) {
-		st = write_tensors(st_path, s, weight_kinds, N_KINDS(weight_kinds));
+		st = write_tensors(st_path, s, weight_kinds, N_KINDS(weight_kinds), meta);
 		if (!st)
 			st = write_json(cfg_path, adapter_config_json(s, meta));
 	}
@@ -939,6 +1071,20 @@ static void set_modules_str(char *buf, size_t cap, unsigned modules)
 }
 
 /* Validates adapter_config.json against s; alpha, dropout, rslora into *meta. */
+/* Reading an adapter in the older per-expert module layout (tern_adapter_read): its expert module
+ * names are skipped in target_modules and its per-expert tensors in the tensor check; the experts
+ * are read by read_per_expert. File-local, set only for the duration of one read. */
+static bool g_per_expert;
+
+static bool per_expert_module(const char *name)
+{
+	static const char *const n[] = {"w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"};
+	for (int i = 0; i < 6; i++)
+		if (!strcmp(name, n[i]))
+			return true;
+	return false;
+}
+
 static enum tern_status read_config(const char *dir, const struct tern_lora_set *s,
 				    struct tern_adapter_meta *meta, unsigned *full_out)
 {
@@ -998,6 +1144,8 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_array_foreach(v, i, x)
 	{
 		enum tern_module m;
+		if (g_per_expert && json_is_string(x) && per_expert_module(json_string_value(x)))
+			continue;
 		if (!json_is_string(x) || !tern_module_parse(json_string_value(x), &m)) {
 			st = tern_fail(
 				TERN_E_UNSUPPORTED,
@@ -1010,12 +1158,40 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 		hn += (size_t)snprintf(have + hn, hn < sizeof have ? sizeof have - hn : 0, "%s%s",
 				       i ? ", " : "", json_string_value(x));
 	}
-	if (mods != s->modules) {
+	if (mods != (s->modules & ((1u << TERN_MOD_COUNT) - 1))) {
 		st = tern_fail(
 			TERN_E_INVALID,
 			"%s: target_modules is [%s] but the run targets [%s] (set lora_target_modules to "
 			"match the adapter)",
 			path, have, want);
+		goto out;
+	}
+	v = json_object_get(root, "target_parameters");
+	unsigned params = 0;
+	if (v && !json_is_null(v) && !json_is_array(v)) {
+		st = tern_fail(TERN_E_FORMAT, "%s: target_parameters is not a list or null", path);
+		goto out;
+	}
+	json_array_foreach(v, i, x)
+	{
+		const char *ps = json_is_string(x) ? json_string_value(x) : "";
+		int k = !strcmp(ps, mod_name[TERN_LORA_EXP_GATE_UP]) ? 0
+			: !strcmp(ps, mod_name[TERN_LORA_EXP_DOWN])  ? 1
+								     : -1;
+		if (k < 0) {
+			st = tern_fail(TERN_E_UNSUPPORTED,
+				       "%s: target_parameters has %s, which tern cannot train (it trains "
+				       "mlp.experts.gate_up_proj, mlp.experts.down_proj)",
+				       path, json_is_string(x) ? ps : "a non-string");
+			goto out;
+		}
+		params |= 1u << (TERN_MOD_COUNT + k);
+	}
+	if (!g_per_expert && params != (s->modules & ~((1u << TERN_MOD_COUNT) - 1))) {
+		st = tern_fail(TERN_E_INVALID,
+			       "%s: target_parameters differs from the run's lora_target_parameters (set "
+			       "lora_target_parameters to match the adapter)",
+			       path);
 		goto out;
 	}
 	v = json_object_get(root, "lora_alpha");
@@ -1087,14 +1263,14 @@ out:
 }
 
 /* Checks that file f (at path) holds exactly the kinds of tensors s expects, 2-D with the right
- * shapes and an accepted dtype; found[(l * TERN_MOD_COUNT + m) * nk + k] receives each. */
+ * shapes and an accepted dtype; found[(l * TERN_LORA_SLOTS + m) * nk + k] receives each. */
 static enum tern_status check_tensors(const struct tern_st_file *f, const char *path,
 				      const struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 				      bool f32_only, unsigned fullbits, const struct tern_st_tensor **found)
 {
 	char name[NAME_CAP];
 	size_t expected = 0;
-	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	size_t fbase = (size_t)s->L * TERN_LORA_SLOTS * nk;
 	for (int fm = 0; fm < TERN_FULL_COUNT; fm++) {
 		if (!((fullbits >> fm) & 1u))
 			continue;
@@ -1122,12 +1298,12 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 		}
 	}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *lt = tern_lora_at(s, l, (enum tern_module)m);
 			for (size_t k = 0; k < nk; k++) {
-				tensor_name(name, l, m, &kinds[k]);
+				tensor_name(name, s, l, m, &kinds[k]);
 				const struct tern_st_tensor *t = tern_st_file_find(f, name);
 				if (!t)
 					return tern_fail(TERN_E_FORMAT, "%s: tensor %s is missing", path,
@@ -1154,7 +1330,7 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 						"] (rank %" PRId64 ", the base model's %s)",
 						path, name, got, shape[0], shape[1], s->R, mod_name[m]);
 				}
-				found[(size_t)(l * TERN_MOD_COUNT + m) * nk + k] = t;
+				found[(size_t)(l * TERN_LORA_SLOTS + m) * nk + k] = t;
 				expected++;
 			}
 		}
@@ -1164,7 +1340,7 @@ static enum tern_status check_tensors(const struct tern_st_file *f, const char *
 		return TERN_OK;
 	for (size_t i = 0; i < n; i++) {
 		const struct tern_st_tensor *t = tern_st_file_tensor(f, i);
-		bool ok = false;
+		bool ok = g_per_expert && strstr(t->name, ".experts.");
 		for (size_t j = 0; j < slots && !ok; j++)
 			ok = found[j] == t;
 		if (!ok) {
@@ -1195,7 +1371,7 @@ static void load_f32(float *dst, const struct tern_st_tensor *t)
 static void load_tensors(struct tern_lora_set *s, const struct kind *kinds, size_t nk,
 			 const struct tern_st_tensor **found)
 {
-	size_t fbase = (size_t)s->L * TERN_MOD_COUNT * nk;
+	size_t fbase = (size_t)s->L * TERN_LORA_SLOTS * nk;
 	for (int fm = 0; fm < TERN_FULL_COUNT; fm++)
 		for (size_t k = 0; k < nk; k++) {
 			const struct tern_st_tensor *t = found[fbase + (size_t)fm * nk + k];
@@ -1206,13 +1382,13 @@ static void load_tensors(struct tern_lora_set *s, const struct kind *kinds, size
 				s->full_have |= 1u << fm;
 		}
 	for (int l = 0; l < s->L; l++) {
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
-			if (!targeted(s, m))
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) {
+			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *lt = tern_lora_at(s, l, (enum tern_module)m);
 			for (size_t k = 0; k < nk; k++) {
 				const struct tern_st_tensor *t =
-					found[(size_t)(l * TERN_MOD_COUNT + m) * nk + k];
+					found[(size_t)(l * TERN_LORA_SLOTS + m) * nk + k];
 				load_f32(kind_ptr(lt, &kinds[k]), t);
 			}
 		}
@@ -1247,6 +1423,110 @@ static void src_close(struct src *x)
 	free(x->path);
 }
 
+/* Whether dir's adapter holds s's experts in the older per-expert module layout: s trains experts,
+ * adapter_config.json has no target_parameters and its tensors have a per-expert name; *mixtral:
+ * Mixtral's names (block_sparse_moe.experts.<e>.w1) rather than Qwen3-MoE's. */
+static bool is_per_expert(const char *dir, const struct tern_lora_set *s, bool *mixtral)
+{
+	if (!(s->modules >> TERN_MOD_COUNT))
+		return false;
+	char *path = tern_path_join(dir, "adapter_model.safetensors");
+	struct tern_st_file *f = NULL;
+	bool pe = false;
+	if (path && tern_st_open(path, &f) == TERN_OK) {
+		for (size_t i = 0; i < tern_st_file_count(f) && !pe; i++) {
+			const char *nm = tern_st_file_tensor(f, i)->name;
+			*mixtral = strstr(nm, ".block_sparse_moe.experts.") != NULL;
+			pe = *mixtral || (strstr(nm, ".mlp.experts.") && !strstr(nm, ".mlp.experts.lora_") &&
+					  !strstr(nm, ".mlp.experts.base_layer."));
+		}
+		tern_st_close(f);
+	}
+	free(path);
+	return pe;
+}
+
+/* The experts of s from the per-expert layout (validated first, then stored): per sparse layer
+ * and expert, gate/up (w1/w3) must carry the same A (their fused gate_up has one), which becomes
+ * A_e; their B rows and down's (w2) B are interleaved into PEFT's [O, R·E]. */
+static enum tern_status read_per_expert(const char *dir, struct tern_lora_set *s, bool mixtral, bool store)
+{
+	char *path = tern_path_join(dir, "adapter_model.safetensors");
+	struct tern_st_file *f = NULL;
+	enum tern_status st = path ? tern_st_open(path, &f) : TERN_E_NOMEM;
+	float *a0 = NULL, *a1 = NULL, *b = NULL;
+	for (int l = 0; l < s->L && st == TERN_OK; l++)
+		for (int slot = 0; slot < 2 && st == TERN_OK; slot++) {
+			int m = TERN_LORA_EXP_GATE_UP + slot;
+			if (!present(s, l, m))
+				continue;
+			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
+			int64_t R = s->R, E = s->E, I = t->I, O = t->O, nmod = slot ? 1 : 2, Oq = O / nmod;
+			free(a0), free(a1), free(b);
+			a0 = tern_malloc((size_t)(R * I) * 4), a1 = tern_malloc((size_t)(R * I) * 4);
+			b = tern_malloc((size_t)(Oq * R) * 4);
+			if (!a0 || !a1 || !b) {
+				st = TERN_E_NOMEM;
+				break;
+			}
+			for (int64_t e = 0; e < E && st == TERN_OK; e++)
+				for (int q = 0; q < nmod && st == TERN_OK; q++) {
+					int k = slot ? 2 : q;
+					char na[NAME_CAP], nb[NAME_CAP];
+					per_expert_name(na, mixtral, l, e, k, 'A');
+					per_expert_name(nb, mixtral, l, e, k, 'B');
+					const struct tern_st_tensor *ta = tern_st_file_find(f, na),
+								    *tb = tern_st_file_find(f, nb);
+					const struct tern_st_tensor *tt[2] = {ta, tb};
+					int64_t want[2][2] = {{R, I}, {Oq, R}};
+					for (int z = 0; z < 2 && st == TERN_OK; z++) {
+						const struct tern_st_tensor *x = tt[z];
+						if (!x)
+							st = tern_fail(TERN_E_FORMAT,
+								       "%s: tensor %s is missing", path,
+								       z ? nb : na);
+						else if ((x->dtype != TERN_ST_F32 &&
+							  x->dtype != TERN_ST_F16 &&
+							  x->dtype != TERN_ST_BF16) ||
+							 x->ndim != 2 || x->shape[0] != want[z][0] ||
+							 x->shape[1] != want[z][1])
+							st = tern_fail(
+								TERN_E_FORMAT,
+								"%s: tensor %s is not F32/F16/BF16 [%" PRId64
+								", %" PRId64 "]",
+								path, x->name, want[z][0], want[z][1]);
+					}
+					if (st)
+						break;
+					load_f32(q ? a1 : a0, ta);
+					if (q && memcmp(a0, a1, (size_t)(R * I) * 4)) {
+						st = tern_fail(
+							TERN_E_UNSUPPORTED,
+							"%s: expert %lld of layer %d: the gate and up modules have "
+							"different lora_A; tern trains experts as PEFT's fused "
+							"gate_up_proj (one A per expert) and cannot read this adapter "
+							"exactly",
+							path, (long long)e, l);
+						break;
+					}
+					if (!store)
+						continue;
+					load_f32(b, tb);
+					if (!q)
+						memcpy(t->A + e * R * I, a0, (size_t)(R * I) * 4);
+					for (int64_t o = 0; o < Oq; o++)
+						for (int64_t j = 0; j < R; j++)
+							t->B[(q * Oq + o) * R * E + j * E + e] = b[o * R + j];
+				}
+		}
+	free(a0);
+	free(a1);
+	free(b);
+	tern_st_close(f);
+	free(path);
+	return st;
+}
+
 enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 				   struct tern_adapter_meta *meta_out)
 {
@@ -1258,13 +1538,25 @@ enum tern_status tern_adapter_read(const char *dir, struct tern_lora_set *s,
 		return st;
 	if (!dir)
 		return tern_fail(TERN_E_INVALID, "adapter: no directory given");
-	if (!(st = read_config(dir, s, &meta, &full)) &&
-	    !(st = src_open(&a, dir, "adapter_model.safetensors", s, weight_kinds, N_KINDS(weight_kinds),
-			    false, full))) {
-		load_tensors(s, weight_kinds, N_KINDS(weight_kinds), a.found);
+	/* the older per-expert layout: the dense modules as usual (a view of s without its expert
+	 * slots), the experts by read_per_expert */
+	bool mixtral = false, pe = is_per_expert(dir, s, &mixtral);
+	struct tern_lora_set dense = *s;
+	if (pe)
+		dense.modules &= (1u << TERN_MOD_COUNT) - 1;
+	g_per_expert = pe;
+	if (!(st = read_config(dir, &dense, &meta, &full)) &&
+	    !(st = src_open(&a, dir, "adapter_model.safetensors", &dense, weight_kinds, N_KINDS(weight_kinds),
+			    false, full)) &&
+	    (!pe || !(st = read_per_expert(dir, s, mixtral, false)))) {
+		load_tensors(&dense, weight_kinds, N_KINDS(weight_kinds), a.found);
+		if (pe)
+			st = read_per_expert(dir, s, mixtral, true);
+		s->full_have |= dense.full_have;
 		if (meta_out)
 			*meta_out = meta;
 	}
+	g_per_expert = false;
 	src_close(&a);
 	return st;
 }
@@ -1510,7 +1802,7 @@ enum tern_status tern_checkpoint_write(const char *output_dir, const struct tern
 		st = TERN_E_NOMEM;
 		goto out;
 	}
-	if ((st = write_tensors(opt, s, moment_kinds, N_KINDS(moment_kinds))) ||
+	if ((st = write_tensors(opt, s, moment_kinds, N_KINDS(moment_kinds), NULL)) ||
 	    (st = write_json(ts, state_json(state))) ||
 	    (st = tern_manifest_write(tmp, ckpt_files, N_KINDS(ckpt_files))) || (st = commit_dir(tmp, final)))
 		goto out;

@@ -40,6 +40,15 @@ enum tern_module {
 	TERN_MOD_COUNT
 };
 
+/* LoRA on the experts of sparse (MoE) layers: two slots after the modules, as PEFT's
+ * target_parameters on transformers 5's fused expert parameters mlp.experts.gate_up_proj
+ * [E, 2Fe, D] (gate rows first) and mlp.experts.down_proj [E, D, Fe]. Each slot's tensors are kept
+ * in PEFT's file layout: A [E·R, I] (expert e's A_e = rows e·R .. e·R + R − 1), B [O, R·E] (expert
+ * e's B_e[o, j] = B[o, j·E + e]); ΔW_e = s · B_e A_e. Bits TERN_LORA_EXP_* of `modules`. */
+#define TERN_LORA_EXP_GATE_UP TERN_MOD_COUNT
+#define TERN_LORA_EXP_DOWN (TERN_MOD_COUNT + 1)
+#define TERN_LORA_SLOTS (TERN_MOD_COUNT + 2)
+
 /* "q_proj", ... */
 const char *tern_module_name(enum tern_module m);
 /* "self_attn.q_proj", ..., "mlp.down_proj" */
@@ -62,7 +71,8 @@ struct tern_full_tensor {
 };
 
 struct tern_lora_tensor {
-	int64_t I, O;             /* in and out features of the base linear */
+	int64_t I, O;             /* in and out features of the base linear (0: absent in this layer) */
+	int64_t r;                /* rows of A, columns of B: R, or E·R for an expert slot */
 	float *A, *B;             /* [R, I], [O, R]; NULL when the module is not targeted */
 	float *mA, *vA, *mB, *vB; /* AdamW moments (checkpoints only; NULL otherwise) */
 };
@@ -70,8 +80,10 @@ struct tern_lora_tensor {
 struct tern_lora_set {
 	int L;                      /* layers */
 	int64_t R;                  /* rank */
-	unsigned modules;           /* bit m set: module m is targeted in every layer */
-	struct tern_lora_tensor *t; /* [L * TERN_MOD_COUNT], index l * TERN_MOD_COUNT + m */
+	unsigned modules;           /* bit m set: module m is targeted in every layer (bits
+				     * TERN_LORA_EXP_*: the experts of every sparse layer) */
+	int64_t E;                  /* experts of a sparse layer (expert slots only) */
+	struct tern_lora_tensor *t; /* [L * TERN_LORA_SLOTS], index l * TERN_LORA_SLOTS + m */
 	unsigned full;              /* bit f: module f (enum tern_full) is trained in full */
 	unsigned full_have;         /* bits of full whose W holds values (read, downloaded); the others
 				     * start from the base model's weights (the net initialises them) */
@@ -80,7 +92,7 @@ struct tern_lora_set {
 
 static inline struct tern_lora_tensor *tern_lora_at(const struct tern_lora_set *s, int l, enum tern_module m)
 {
-	return &s->t[l * TERN_MOD_COUNT + m];
+	return &s->t[l * TERN_LORA_SLOTS + (int)m];
 }
 
 /* Allocates a set for L layers, rank R, the modules bit set, with the per-module shapes io[m][0]
@@ -88,6 +100,12 @@ static inline struct tern_lora_tensor *tern_lora_at(const struct tern_lora_set *
 enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t R, unsigned modules,
 				     const int64_t io[TERN_MOD_COUNT][2], bool moments);
 void tern_lora_set_free(struct tern_lora_set *s);
+
+/* Adds LoRA on the experts: bits 1 (gate_up) and 2 (down) of `experts`, E experts of width Fe and
+ * hidden size D in the layers l with sparse[l] (other layers hold no expert tensors); zeroed, with
+ * moments when `moments`. */
+enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned experts, int64_t E, int64_t D,
+					   int64_t Fe, const uint8_t *sparse, bool moments);
 
 /* Adds the modules of bit set `full` (enum tern_full), each [V, D], zeroed (full_have 0), with
  * moments when `moments`. */
@@ -103,6 +121,14 @@ struct tern_adapter_meta {
 	const char *base_model; /* base_model_name_or_path: the path or id the config named */
 	double alpha, dropout;
 	bool rslora;
+	/* tern_adapter_write only: the experts' LoRA in the older per-expert module layout
+	 * (transformers 4.x + PEFT): per sparse layer l and expert e, gate_up's pair as two modules
+	 * with the same A (Mixtral block_sparse_moe.experts.<e>.w1 and w3, Qwen3-MoE
+	 * mlp.experts.<e>.gate_proj and up_proj: A_e [R, D], B rows of gate / up [Fe, R]) and down's as
+	 * w2 / down_proj (A_e [R, Fe], B_e [D, R]); target_modules lists those modules, no
+	 * target_parameters. model_type picks the names ("mixtral", else Qwen3-MoE's). */
+	bool per_expert;
+	const char *model_type;
 };
 
 /* Writes dir/adapter_config.json and dir/adapter_model.safetensors (dir replaced atomically:
@@ -118,7 +144,8 @@ struct tern_adapter_meta {
 enum tern_status tern_adapter_write(const char *dir, const struct tern_lora_set *s,
 				    const struct tern_adapter_meta *meta);
 
-/* Reads a PEFT adapter directory into s (already allocated with the expected layers, rank, modules
+/* Reads a PEFT adapter directory into s (experts: PEFT's target_parameters layout, or the older
+ * per-expert module layout when the file has per-expert names; its gate and up A must agree) (already allocated with the expected layers, rank, modules
  * and shapes). Fails with one line naming the file and what differs when its peft_type is not
  * LORA, r or target_modules differ from s (compared as sets; a string target_modules, PEFT's
  * regular-expression form, is refused), it uses options tern does not implement (use_dora,

@@ -60,6 +60,9 @@ static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
 					   "up_proj", "down_proj", "all-linear", NULL};
 static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
+/* PEFT target_parameters on transformers 5's fused experts (mixtral, qwen3_moe) */
+static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj", NULL};
+static const char *const layout_names[] = {"peft", "per_expert", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
 /* a K_LIST's count: the int right after its pointer */
@@ -85,6 +88,8 @@ static const struct key keys[] = {
 	{"lora_alpha", K_FLOAT, F(lora_alpha), 0, 1e6, NULL, "> 0", NULL, 1, 0},
 	{"lora_dropout", K_FLOAT, F(lora_dropout), 0, 1, NULL, "0 <= p < 1", NULL, 0, 1},
 	{"lora_target_modules", K_LIST, F(lora_target_modules), 0, 0, module_names, NULL, NULL, 0, 0},
+	{"lora_target_parameters", K_LIST, F(lora_target_parameters), 0, 0, param_names, NULL, NULL, 0, 0},
+	{"lora_expert_layout", K_ENUM, F(lora_expert_layout), 0, 0, layout_names, NULL, NULL, 0, 0},
 	{"lora_target_linear", K_BOOL, F(lora_target_linear), 0, 0, NULL, "true, false", NULL, 0, 0},
 	{"lora_modules_to_save", K_LIST, F(lora_modules_to_save), 0, 0, save_names, NULL, NULL, 0, 0},
 	{"lora_model_dir", K_STR, F(lora_model_dir), 0, 0, NULL, "a PEFT adapter directory", NULL, 0, 0},
@@ -1306,6 +1311,7 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg->revision_of_model);
 	free_list(cfg->lora_target_modules, cfg->n_target_modules);
 	free_list(cfg->eval_prompts, cfg->n_eval_prompts);
+	free_list(cfg->lora_target_parameters, cfg->n_target_parameters);
 	free_list(cfg->lora_modules_to_save, cfg->n_modules_to_save);
 	free(cfg->lora_model_dir);
 	free(cfg->chat_template_jinja);

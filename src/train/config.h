@@ -111,6 +111,10 @@ struct tern_config {
 	double lora_alpha, lora_dropout;
 	char **lora_target_modules; /* NULL-free array of n_target_modules strings */
 	int n_target_modules;
+	char **lora_target_parameters; /* mixtures of experts: mlp.experts.gate_up_proj / down_proj */
+	int n_target_parameters;
+	int lora_expert_layout; /* the final adapter's experts: 0 peft (target_parameters), 1 per_expert
+				 * (the older per-expert module layout) */
 	bool lora_target_linear;
 	char **lora_modules_to_save; /* PEFT modules_to_save: embed_tokens, lm_head (trained in full) */
 	int n_modules_to_save;

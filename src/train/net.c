@@ -3,6 +3,7 @@
 #include "train/net.h"
 
 #include "quant/quant.h"
+#include "train/moe.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +22,12 @@ struct layer_act {
 	struct tern_view h1, xn2, rstd2;     /* [T,D], [T,D], [T] */
 	struct tern_view g, u, a;            /* [T,F] */
 	struct tern_view lu[TERN_MOD_COUNT]; /* LoRA u = drop(x) Aᵀ [T,R] per targeted module */
+	/* sparse (MoE) layers: router logits [T,E]; the experts' rows in the grouped layout (moe.h,
+	 * cap rows): inputs xe and outputs ey [cap,D], eg, eu, ea [cap,Fe]; the rows' token idx (i32)
+	 * and weights rw [icap]; the host routing they came from */
+	struct tern_view logits, xe, eg, eu, ea, ey, ridx, rw;
+	struct tern_view elu[2]; /* expert LoRA u [cap,R]: gate_up (shared by gate and up), down */
+	struct tern_moe_route *route;
 };
 
 struct layer_w {
@@ -32,6 +39,9 @@ struct layer_w {
 	struct tern_view attn_norm, mlp_norm, q_norm, k_norm; /* f32 */
 	struct tern_view bias[TERN_MOD_COUNT];                /* f32 [O], size 0 when absent */
 	int64_t window;
+	bool moe;                  /* sparse: router + experts instead of gate/up/down */
+	struct tern_weight router; /* [E, D] as stored */
+	struct tern_weight *ew;    /* [E * 3]: gate, up, down of each expert */
 };
 
 /* A device slot for a streamed layer. A copy into it is ordered after a mark of every op queued
@@ -102,6 +112,19 @@ struct tern_net {
 				      * writes du) */
 	struct tern_view loss, sumsq;
 	uint64_t weight_bytes;
+	/* mixtures of experts (E > 0): top K of E experts of width Fe; expert rows aligned to pad;
+	 * host copies of a layer's logits / d(logits) [T,E] and of the rows' weight gradients [icap];
+	 * backward scratch: d(logits) [T,E], gathered dy [cap,D], scaled dy and expert dx [T,D], the
+	 * weight gradients [icap], iota i32 [T] */
+	int64_t E, K, Fe, pad, cap, icap;
+	bool any_moe, any_dense;
+	float *hlog, *hdw;
+	struct tern_moe_route **routes; /* [L] (one with checkpointing) */
+	/* expert LoRA of sparse layer l, slot k (0 gate_up: A [R,D], B [2Fe,R] per expert, gate rows
+	 * first; 1 down: A [R,Fe], B [D,R]): xslot[l*2+k], the E experts' A then their B, each
+	 * expert's block contiguous (B is PEFT's interleaved [O, R·E] only on the host) */
+	struct lora_slot *xslot;
+	struct tern_view dlogits, dye, dys, dxe, dwrow, iota;
 };
 
 static const enum tern_role mod_role[TERN_MOD_COUNT] = {
@@ -213,7 +236,8 @@ static struct tern_view gview(const struct tern_net *n, struct tern_buffer *b, s
 /* ---- creation ---- */
 
 /* The LoRA block: A then B of each targeted (layer, module), layer-major. */
-static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
+static void plan_lora(struct tern_net *n, const struct tern_model_config *c,
+		      const int64_t io[TERN_MOD_COUNT][2])
 {
 	int64_t L = n->L, R = n->R;
 	size_t off = 0;
@@ -230,6 +254,20 @@ static void plan_lora(struct tern_net *n, const int64_t io[TERN_MOD_COUNT][2])
 			off += (size_t)(R * s->I) * 4;
 			s->offB = off;
 			off += (size_t)(s->O * R) * 4;
+		}
+	for (int l = 0; l < L && n->xslot; l++)
+		for (int k = 0; k < 2; k++) {
+			struct lora_slot *s = &n->xslot[l * 2 + k];
+			s->I = k ? n->Fe : n->D;
+			s->O = k ? n->D : 2 * n->Fe;
+			if (!((n->o.experts >> k) & 1u) || !tern_model_layer_moe(c, l)) {
+				s->offA = s->offB = SIZE_MAX;
+				continue;
+			}
+			s->offA = off;
+			off += (size_t)(n->E * R * s->I) * 4;
+			s->offB = off;
+			off += (size_t)(n->E * s->O * R) * 4;
 		}
 	n->lora_bytes = off;
 	n->lora_n = (int64_t)(off / 4);
@@ -257,12 +295,36 @@ static struct tern_view full_view(const struct tern_net *n, int k, enum tern_ful
 	return v;
 }
 
+/* The mixture-of-experts sizes of a config (nothing for dense models). */
+static void moe_dims(struct tern_net *n, const struct tern_model_config *c)
+{
+	n->E = c->E;
+	n->K = c->top_k;
+	n->Fe = c->Fe;
+	n->any_dense = true;
+	if (c->E <= 0)
+		return;
+	n->any_dense = false;
+	for (int64_t l = 0; l < c->L; l++) {
+		bool m = tern_model_layer_moe(c, l);
+		n->any_moe |= m;
+		n->any_dense |= !m;
+	}
+	int64_t w[3] = {c->D, c->Fe, n->R};
+	n->pad = tern_moe_pad(w, 3);
+	n->cap = tern_moe_cap(n->T, n->E, n->K, n->pad);
+	n->icap = tern_moe_icap(n->T, n->E, n->K);
+}
+
 /* The activation block of one micro-batch: layer inputs, one saved set per layer (one in all
  * with checkpointing), io and backward scratch. */
 static void plan_act(struct tern_net *n, const struct tern_model_config *c, struct plan *ap_)
 {
 	struct plan ap = *ap_;
 	int64_t T = n->T, D = n->D, F = n->F, H = n->H, Hkv = n->Hkv, Dh = n->Dh, L = n->L, R = n->R;
+	int64_t Fd = n->any_dense ? F : 0, E = n->E;
+	if (n->any_moe && n->Fe > F) /* expert scratch (da, dg) holds at most T rows of Fe */
+		F = n->Fe;
 	int64_t maxI = D > F ? D : F;
 	if (H * Dh > maxI)
 		maxI = H * Dh;
@@ -293,9 +355,22 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &a->h1, (size_t)(T * D) * 4);
 		take(&ap, &a->xn2, (size_t)(T * D) * 4);
 		take(&ap, &a->rstd2, (size_t)T * 4);
-		take(&ap, &a->g, (size_t)(T * F) * 4);
-		take(&ap, &a->u, (size_t)(T * F) * 4);
-		take(&ap, &a->a, (size_t)(T * F) * 4);
+		take(&ap, &a->g, (size_t)(T * Fd) * 4);
+		take(&ap, &a->u, (size_t)(T * Fd) * 4);
+		take(&ap, &a->a, (size_t)(T * Fd) * 4);
+		if (n->any_moe) {
+			take(&ap, &a->logits, (size_t)(T * E) * 4);
+			take(&ap, &a->xe, (size_t)(n->cap * D) * 4);
+			take(&ap, &a->eg, (size_t)(n->cap * n->Fe) * 4);
+			take(&ap, &a->eu, (size_t)(n->cap * n->Fe) * 4);
+			take(&ap, &a->ea, (size_t)(n->cap * n->Fe) * 4);
+			take(&ap, &a->ey, (size_t)(n->cap * D) * 4);
+			take(&ap, &a->ridx, (size_t)n->icap * 4);
+			take(&ap, &a->rw, (size_t)n->icap * 4);
+			for (int k = 0; k < 2; k++)
+				if ((n->o.experts >> k) & 1u)
+					take(&ap, &a->elu[k], (size_t)(n->cap * R) * 4);
+		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
 			if (targeted(n, mo))
 				take(&ap, &a->lu[mo], (size_t)(T * R) * 4);
@@ -325,9 +400,33 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	}
 	take(&ap, &n->da, (size_t)(T * F) * 4);
 	take(&ap, &n->dg, (size_t)(T * F) * 4);
+	if (n->any_moe) {
+		take(&ap, &n->dlogits, (size_t)(T * E) * 4);
+		take(&ap, &n->dye, (size_t)(n->cap * D) * 4);
+		take(&ap, &n->dys, (size_t)(T * D) * 4);
+		take(&ap, &n->dxe, (size_t)(T * D) * 4);
+		take(&ap, &n->dwrow, (size_t)n->icap * 4);
+		take(&ap, &n->iota, (size_t)T * 4);
+	}
 	take(&ap, &n->loss, 4);
 	take(&ap, &n->sumsq, 4);
 	*ap_ = ap;
+}
+
+/* Layer l's weights as views of its group at v (its device buffer or a streaming slot). */
+static void bind_layer(struct tern_net *n, int l, struct tern_view v)
+{
+	struct layer_w *w = &n->lw[l];
+	for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
+		const struct tern_pack_tensor *t = tern_model_tensor(n->m, l, mod_role[mo]);
+		if (t)
+			tern_pack_weight(n->m->pack, t, v, &w->w[mo]);
+	}
+	if (!w->moe)
+		return;
+	tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, TERN_ROLE_ROUTER), v, &w->router);
+	for (int e = 0; e < 3 * n->E; e++)
+		tern_pack_weight(n->m->pack, tern_model_expert(n->m, l, e / 3, e % 3), v, &w->ew[e]);
 }
 
 static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern_buffer **out)
@@ -389,6 +488,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
+	moe_dims(n, c);
 	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(c, io);
@@ -402,6 +502,27 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		st = need_op(be, ops[i], TERN_F32, "fp32 activations");
 	if (st != TERN_OK)
 		goto out;
+	static const enum tern_op moe_ops[] = {TERN_OP_GATHER_ROWS, TERN_OP_SCATTER_ADD_ROWS, TERN_OP_ROWDOT};
+	for (size_t i = 0; n->any_moe && i < sizeof moe_ops / sizeof moe_ops[0] && st == TERN_OK; i++)
+		st = need_op(be, moe_ops[i], TERN_F32, "mixture of experts");
+	if (st != TERN_OK)
+		goto out;
+	if (o->experts && (!n->any_moe || (o->experts >> 2) || o->dropout > 0.0f)) {
+		st = tern_fail(
+			TERN_E_INVALID,
+			"net: LoRA on experts 0x%x needs a mixture-of-experts model and lora_dropout 0 "
+			"(PEFT's target_parameters have no dropout)",
+			o->experts);
+		goto out;
+	}
+	unsigned mlp_mods = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
+	if (n->any_moe && (o->modules & mlp_mods)) {
+		st = tern_fail(TERN_E_UNSUPPORTED,
+			       "net: %s: LoRA on gate_proj/up_proj/down_proj of a mixture-of-experts model "
+			       "(its experts take LoRA through opts.experts)",
+			       c->model_type);
+		goto out;
+	}
 	if (!tern_backend_supports_prec(be, TERN_OP_MATMUL, o->prec) ||
 	    !tern_backend_supports_prec(be, TERN_OP_MATMUL_BWD, o->prec)) {
 		st = tern_fail(TERN_E_UNSUPPORTED, "backend %s: matmul precision %s is not supported",
@@ -460,7 +581,9 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->slot = tern_calloc((size_t)(L * TERN_MOD_COUNT), sizeof *n->slot);
 	n->la = tern_calloc((size_t)L, sizeof *n->la);
 	n->xin = tern_calloc((size_t)(L + 1), sizeof *n->xin);
-	if (!n->lw || !n->slot || !n->la || !n->xin) {
+	if (o->experts)
+		n->xslot = tern_calloc((size_t)(2 * L), sizeof *n->xslot);
+	if (!n->lw || !n->slot || !n->la || !n->xin || (o->experts && !n->xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 		goto out;
 	}
@@ -469,6 +592,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	take(&sp, &n->ones, (size_t)T * 4);
 	for (int l = 0; l < L; l++) {
 		struct layer_w *w = &n->lw[l];
+		w->moe = tern_model_layer_moe(c, l);
+		if (w->moe && !(w->ew = tern_calloc((size_t)(3 * n->E), sizeof *w->ew))) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
 		take(&sp, &w->attn_norm, (size_t)D * 4);
 		take(&sp, &w->mlp_norm, (size_t)D * 4);
 		if (c->qk_norm) {
@@ -567,6 +695,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
 			const struct tern_pack_tensor *t = tern_model_tensor(m, l, mod_role[mo]);
+			if (!t && w->moe && mo >= TERN_MOD_GATE)
+				continue; /* the experts instead */
 			if (!t) {
 				st = tern_fail(TERN_E_INVALID, "net: layer %d has no %s", l,
 					       tern_module_name((enum tern_module)mo));
@@ -580,6 +710,20 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			if (b && (st = upload_vec(n, b, w->bias[mo])))
 				goto out;
 		}
+		for (int e = 0; w->moe && e <= 3 * n->E; e++) {
+			const struct tern_pack_tensor *t = e == 3 * n->E
+								   ? tern_model_tensor(m, l, TERN_ROLE_ROUTER)
+								   : tern_model_expert(m, l, e / 3, e % 3);
+			if (!t) {
+				st = tern_fail(TERN_E_INVALID, "net: layer %d has no %s %d", l,
+					       e == 3 * n->E ? "router" : "expert", e / 3);
+				goto out;
+			}
+			if ((st = need_op(be, TERN_OP_MATMUL, t->dtype, t->name)) ||
+			    (st = need_op(be, TERN_OP_MATMUL_BWD, t->dtype, t->name)))
+				goto out;
+		}
+		bind_layer(n, l, lv);
 		if ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_ATTN_NORM), w->attn_norm)) ||
 		    (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_MLP_NORM), w->mlp_norm)))
 			goto out;
@@ -589,7 +733,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 	}
 
-	plan_lora(n, io);
+	plan_lora(n, c, io);
 	size_t off = n->lora_bytes;
 	struct tern_buffer **lb[4] = {&n->params, &n->grads, &n->m1, &n->m2};
 	for (int i = 0; i < 4; i++) {
@@ -636,6 +780,27 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	bind(&ap, n->act);
 	n->du = n->da;
 	n->act_bytes = ap.size;
+	if (n->any_moe) {
+		int nsets = o->checkpointing ? 1 : (int)L;
+		n->routes = tern_calloc((size_t)L, sizeof *n->routes);
+		n->hlog = tern_malloc((size_t)(T * n->E) * 4);
+		n->hdw = tern_malloc((size_t)n->icap * 4);
+		int32_t *iota = tern_malloc((size_t)T * 4);
+		if (!n->routes || !n->hlog || !n->hdw || !iota) {
+			free(iota);
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+		for (int64_t i = 0; i < T; i++)
+			iota[i] = (int32_t)i;
+		st = be->vt->upload(be, n->iota, iota);
+		free(iota);
+		for (int i = 0; i < nsets && st == TERN_OK; i++)
+			if ((st = tern_moe_route_alloc(T, n->E, n->K, n->pad, &n->routes[i])) == TERN_OK)
+				n->la[i].route = n->routes[i];
+		if (st)
+			goto out;
+	}
 	if (o->checkpointing)
 		for (int l = 1; l < L; l++)
 			n->la[l] = n->la[0];
@@ -676,11 +841,21 @@ void tern_net_free(struct tern_net *n)
 			if (n->host_buf[l])
 				be->vt->buffer_free(be, n->host_buf[l]);
 	free(n->host_buf);
+	if (n->routes)
+		for (int64_t l = 0; l < n->L; l++)
+			tern_moe_route_free(n->routes[l]);
+	free(n->routes);
+	free(n->hlog);
+	free(n->hdw);
+	if (n->lw)
+		for (int64_t l = 0; l < n->L; l++)
+			free(n->lw[l].ew);
 	free(n->xh);
 	free(n->slots);
 	free(n->seq);
 	free(n->lw);
 	free(n->slot);
+	free(n->xslot);
 	free(n->la);
 	free(n->xin);
 	free(n);
@@ -697,14 +872,18 @@ int64_t tern_net_params(const struct tern_net *n) { return n->lora_n + (int64_t)
 
 /* ---- LoRA parameters ---- */
 
+static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s, bool up);
+
 static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
 {
-	if (s->L != n->L || s->R != n->R || s->modules != n->o.modules || s->full != n->o.full)
+	unsigned mods = n->o.modules | n->o.experts << TERN_MOD_COUNT;
+	if (s->L != n->L || s->R != n->R || s->modules != mods || s->full != n->o.full ||
+	    (n->o.experts && s->E != n->E))
 		return tern_fail(TERN_E_INVALID,
 				 "net: LoRA set L=%d R=%lld modules=0x%x full=0x%x differs from the net's "
 				 "L=%lld R=%lld modules=0x%x full=0x%x",
 				 s->L, (long long)s->R, s->modules, s->full, (long long)n->L, (long long)n->R,
-				 n->o.modules, n->o.full);
+				 mods, n->o.full);
 	const struct tern_backend_vtable *vt = n->be->vt;
 	enum tern_status st = TERN_OK;
 	for (int f = 0; f < TERN_FULL_COUNT && st == TERN_OK; f++) {
@@ -760,6 +939,86 @@ static enum tern_status lora_copy(struct tern_net *n, struct tern_lora_set *s, b
 				}
 			}
 		}
+	if (st == TERN_OK)
+		st = expert_copy(n, s, up);
+	return st;
+}
+
+/* B [O, R·E] (PEFT, host) <-> E blocks [O, R] (the net): to_net or back. */
+static void permute_b(float *dst, const float *src, int64_t O, int64_t R, int64_t E, bool to_net)
+{
+	for (int64_t e = 0; e < E; e++)
+		for (int64_t o = 0; o < O; o++)
+			for (int64_t j = 0; j < R; j++) {
+				size_t peft = (size_t)(o * R * E + j * E + e),
+				       net = (size_t)((e * O + o) * R + j);
+				if (to_net)
+					dst[net] = src[peft];
+				else
+					dst[peft] = src[net];
+			}
+}
+
+/* The expert slots of s to the device (up) or from it. */
+static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s, bool up)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	enum tern_status st = TERN_OK;
+	float *tmp = NULL;
+	for (int l = 0; l < n->L && st == TERN_OK && n->xslot; l++)
+		for (int k = 0; k < 2 && st == TERN_OK; k++) {
+			const struct lora_slot *sl = &n->xslot[l * 2 + k];
+			if (sl->offA == SIZE_MAX)
+				continue;
+			struct tern_lora_tensor *t =
+				tern_lora_at(s, l, (enum tern_module)(TERN_LORA_EXP_GATE_UP + k));
+			if (t->I != sl->I || t->O != sl->O || t->r != n->E * n->R)
+				return tern_fail(TERN_E_INVALID,
+						 "net: expert LoRA of layer %d differs in shape", l);
+			size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+			free(tmp); /* B's permutation, per slot (gate_up and down differ in size) */
+			if (!(tmp = tern_malloc(nb)))
+				return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			struct tern_buffer *bufs[3] = {n->params, n->m1, n->m2};
+			float *ha[3] = {t->A, t->mA, t->vA}, *hb[3] = {t->B, t->mB, t->vB};
+			for (int q = 0; q < 3 && st == TERN_OK; q++) {
+				if (!ha[q] || !hb[q])
+					continue;
+				struct tern_view va = gview(n, bufs[q], sl->offA, na),
+						 vb = gview(n, bufs[q], sl->offB, nb);
+				if (up) {
+					permute_b(tmp, hb[q], sl->O, n->R, n->E, true);
+					st = vt->upload(n->be, va, ha[q]);
+					if (st == TERN_OK)
+						st = vt->upload(n->be, vb, tmp);
+				} else {
+					st = vt->download(n->be, ha[q], va);
+					if (st == TERN_OK)
+						st = vt->download(n->be, tmp, vb);
+					if (st == TERN_OK)
+						permute_b(hb[q], tmp, sl->O, n->R, n->E, false);
+				}
+			}
+		}
+	free(tmp);
+	return st;
+}
+
+enum tern_status tern_net_expert_grad(struct tern_net *n, int l, int k, float *dA, float *dB)
+{
+	if (l < 0 || l >= n->L || k < 0 || k > 1 || !n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+		return tern_fail(TERN_E_INVALID, "net: layer %d has no expert LoRA slot %d", l, k);
+	const struct lora_slot *sl = &n->xslot[l * 2 + k];
+	size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+	float *tmp = tern_malloc(nb);
+	if (!tmp)
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	enum tern_status st = n->be->vt->download(n->be, dA, gview(n, n->grads, sl->offA, na));
+	if (st == TERN_OK)
+		st = n->be->vt->download(n->be, tmp, gview(n, n->grads, sl->offB, nb));
+	if (st == TERN_OK)
+		permute_b(dB, tmp, sl->O, n->R, n->E, false);
+	free(tmp);
 	return st;
 }
 
@@ -951,8 +1210,7 @@ static enum tern_status ensure_layer(struct tern_net *n, int l)
 			return st;
 		sl->ticket = 0;
 		struct tern_view v = {sl->buf, 0, w->bytes};
-		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
-			tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, mod_role[mo]), v, &w->w[mo]);
+		bind_layer(n, l, v);
 	}
 	/* prefetch */
 	for (int j = 0; j < nn; j++) {
@@ -982,6 +1240,152 @@ void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out
 		memset(&n->stats, 0, sizeof n->stats);
 }
 
+/* Rows r0 .. r0 + nr of a [rows, width] fp32 view (i32 alike). */
+static struct tern_view rows(struct tern_view v, int64_t r0, int64_t nr, int64_t width)
+{
+	return tern_view_sub(v, (size_t)(r0 * width) * 4, (size_t)(nr * width) * 4);
+}
+
+/* Expert e's LoRA of slot k in layer l, in buffer b (params or grads): A [R,I], B [O,R]; false when
+ * the slot is not trained. */
+static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern_buffer *b,
+		  struct tern_view *A, struct tern_view *B)
+{
+	if (!n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+		return false;
+	const struct lora_slot *sl = &n->xslot[l * 2 + k];
+	size_t na = (size_t)(n->R * sl->I) * 4, nb = (size_t)(sl->O * n->R) * 4;
+	*A = gview(n, b, sl->offA + (size_t)e * na, na);
+	*B = gview(n, b, sl->offB + (size_t)e * nb, nb);
+	return true;
+}
+
+/* The sparse MLP of layer l: out[T,D] (=) = Σ over each token's top-k experts e of
+ * w_e · down_e(act(gate_e(xn)) · up_e(xn)), in expert order, as transformers sums them. The
+ * routing is computed on the host from the downloaded logits (moe.h) and uploaded as each
+ * expert's token rows (idx) and weights; experts nobody chose are skipped. A recomputation
+ * (checkpointing) routes identically. */
+static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
+				struct layer_act *a)
+{
+	struct tern_backend *be = n->be;
+	const struct tern_backend_vtable *vt = be->vt;
+	struct layer_w *w = &n->lw[l];
+	struct tern_moe_route *r = a->route;
+	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe;
+	enum tern_status st;
+	TRY(tern_matmul(be, a->logits, xn, &w->router, T, TERN_F32));
+	TRY(vt->download(be, n->hlog, rows(a->logits, 0, T, E)));
+	tern_moe_route(r, n->hlog, T, n->m->cfg.norm_topk);
+	TRY(vt->upload(be, a->ridx, r->idx));
+	TRY(vt->upload(be, a->rw, r->wrow));
+	TRY(vt->zero(be, rows(out, 0, T, D)));
+	for (int64_t e = 0; e < E; e++) {
+		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
+		if (!ne)
+			continue;
+		struct tern_view idx = rows(a->ridx, io, ne, 1), wr = rows(a->rw, io, ne, 1);
+		struct tern_view xe = rows(a->xe, o, ne, D), ye = rows(a->ey, o, ne, D);
+		struct tern_view g = rows(a->eg, o, ne, Fe), u = rows(a->eu, o, ne, Fe),
+				 h = rows(a->ea, o, ne, Fe);
+		struct tern_view A, B, t = rows(a->elu[0], o, ne, n->R);
+		float sc = n->o.scale;
+		TRY(tern_gather_rows(be, xe, xn, idx, ne, T, D));
+		TRY(tern_matmul(be, g, xe, &w->ew[3 * e], ne, n->o.prec));
+		TRY(tern_matmul(be, u, xe, &w->ew[3 * e + 1], ne, n->o.prec));
+		if (xlora(n, l, 0, e, n->params, &A, &B)) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
+			TRY(tern_gemm(be, t, xe, A, ne, n->R, D, false, true, 1.0f, 0.0f));
+			TRY(tern_gemm(be, g, t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R, false, true,
+				      sc, 1.0f));
+			TRY(tern_gemm(be, u, t, tern_view_sub(B, B.size / 2, B.size / 2), ne, Fe, n->R, false,
+				      true, sc, 1.0f));
+		}
+		TRY(tern_swiglu(be, h, g, u, ne * Fe, n->m->cfg.act));
+		if (xlora(n, l, 1, e, n->params, &A, &B)) {
+			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
+			TRY(tern_lora_forward(be, ye, rows(a->elu[1], o, ne, n->R), n->xd, h,
+					      &w->ew[3 * e + 2], &lo, ne));
+		} else {
+			TRY(tern_matmul(be, ye, h, &w->ew[3 * e + 2], ne, n->o.prec));
+		}
+		TRY(tern_scatter_add_rows(be, out, ye, idx, wr, ne, T, D));
+	}
+	return TERN_OK;
+}
+
+/* Backward of moe_fwd: dxn[T,D] (=) from dy[T,D] = d(out). Each expert's rows of dy are gathered;
+ * their dot with the expert's output is the gradient of the row's routing weight, which the host
+ * takes back through renormalisation, top-k and softmax to d(logits); the router's dx first, then
+ * each expert's backward on its weighted rows, scattered back into the tokens' rows. */
+static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn, struct tern_view dy,
+				struct layer_act *a)
+{
+	struct tern_backend *be = n->be;
+	const struct tern_backend_vtable *vt = be->vt;
+	struct layer_w *w = &n->lw[l];
+	const struct tern_moe_route *r = a->route;
+	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe;
+	enum tern_status st;
+	TRY(vt->zero(be, n->dwrow));
+	for (int64_t e = 0; e < E; e++) {
+		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
+		if (!ne)
+			continue;
+		struct tern_view idx = rows(a->ridx, io, ne, 1), dye = rows(n->dye, o, ne, D);
+		TRY(tern_gather_rows(be, dye, dy, idx, ne, T, D));
+		TRY(tern_rowdot(be, rows(n->dwrow, io, ne, 1), dye, rows(a->ey, o, ne, D), ne, D));
+	}
+	TRY(vt->download(be, n->hdw, n->dwrow));
+	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->hlog);
+	TRY(vt->upload(be, rows(n->dlogits, 0, T, E), n->hlog));
+	TRY(tern_matmul_bwd(be, dxn, rows(n->dlogits, 0, T, E), &w->router, T, false, TERN_F32));
+	for (int64_t e = 0; e < E; e++) {
+		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
+		if (!ne)
+			continue;
+		struct tern_view idx = rows(a->ridx, io, ne, 1), wr = rows(a->rw, io, ne, 1);
+		struct tern_view dys = rows(n->dys, 0, ne, D), dxe = rows(n->dxe, 0, ne, D);
+		struct tern_view da = rows(n->da, 0, ne, Fe), dg = rows(n->dg, 0, ne, Fe), du = da;
+		struct tern_view g = rows(a->eg, o, ne, Fe), u = rows(a->eu, o, ne, Fe);
+		TRY(vt->zero(be, dys));
+		TRY(tern_scatter_add_rows(be, dys, rows(n->dye, o, ne, D), rows(n->iota, 0, ne, 1), wr, ne,
+					  ne, D)); /* dys = w · dy rows */
+		struct tern_view A, B, dA, dB, xe = rows(a->xe, o, ne, D), dt = rows(n->dul, 0, ne, n->R);
+		float sc = n->o.scale;
+		if (xlora(n, l, 1, e, n->params, &A, &B)) {
+			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
+			xlora(n, l, 1, e, n->grads, &dA, &dB);
+			TRY(tern_lora_backward(be, da, dA, dB, dt, n->tmp, dys, rows(a->ea, o, ne, Fe), n->xd,
+					       rows(a->elu[1], o, ne, n->R), &w->ew[3 * e + 2], &lo, ne,
+					       false));
+		} else {
+			TRY(tern_matmul_bwd(be, da, dys, &w->ew[3 * e + 2], ne, false, n->o.prec));
+		}
+		TRY(tern_swiglu_bwd(be, dg, du, da, g, u, ne * Fe, n->m->cfg.act));
+		TRY(tern_matmul_bwd(be, dxe, dg, &w->ew[3 * e], ne, false, n->o.prec));
+		TRY(tern_matmul_bwd(be, dxe, du, &w->ew[3 * e + 1], ne, true, n->o.prec));
+		if (xlora(n, l, 0, e, n->params, &A, &B)) {
+			struct tern_view t = rows(a->elu[0], o, ne, n->R);
+			size_t hb = B.size / 2;
+			xlora(n, l, 0, e, n->grads, &dA, &dB);
+			/* dB_gate += s·dgᵀ t, dB_up += s·duᵀ t; dt = s·(dg B_gate + du B_up); dA += dtᵀ xe;
+			 * dxe += dt A */
+			TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dg, t, Fe, n->R, ne, true, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), du, t, Fe, n->R, ne, true, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, dt, dg, tern_view_sub(B, 0, hb), ne, n->R, Fe, false, false, sc,
+				      0.0f));
+			TRY(tern_gemm(be, dt, du, tern_view_sub(B, hb, hb), ne, n->R, Fe, false, false, sc,
+				      1.0f));
+			TRY(tern_gemm(be, dA, dt, xe, n->R, D, ne, true, false, 1.0f, 1.0f));
+			TRY(tern_gemm(be, dxe, dt, A, ne, D, n->R, false, false, 1.0f, 1.0f));
+		}
+		TRY(tern_scatter_add_rows(be, dxn, dxe, idx, (struct tern_view){0}, ne, T, D));
+	}
+	return TERN_OK;
+}
+
 static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
 				  uint64_t step, uint32_t micro)
 {
@@ -1008,10 +1412,14 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, a->ao, a, step, micro));
 	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
 	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
-	TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
-	TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
-	TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, a->a, a, step, micro));
+	if (w->moe) {
+		TRY(moe_fwd(n, l, out, a->xn2, a));
+	} else {
+		TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
+		TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
+		TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
+		TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, a->a, a, step, micro));
+	}
 	TRY(tern_axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
 	return TERN_OK;
 }
@@ -1029,10 +1437,14 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 
 	TRY(ensure_layer(n, l));
 	/* MLP */
-	TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
-	TRY(tern_swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
-	TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
-	TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
+	if (w->moe) {
+		TRY(moe_bwd(n, l, n->dxn, n->dres, a));
+	} else {
+		TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
+		TRY(tern_swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
+		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
+		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
+	}
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
 	TRY(lin_bwd(n, l, TERN_MOD_O, n->dao, n->dres, a->ao, a, false, step, micro));
@@ -1219,17 +1631,20 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 			     .V = c->V,
 			     .L = c->L,
 			     .R = o->R};
+	moe_dims(&n, c);
 	struct plan ap = {0};
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(c, io);
 	n.slot = tern_calloc((size_t)(c->L * TERN_MOD_COUNT), sizeof *n.slot);
 	n.la = tern_calloc((size_t)c->L, sizeof *n.la);
 	n.xin = tern_calloc((size_t)(c->L + 1), sizeof *n.xin);
+	if (o->experts && n.any_moe)
+		n.xslot = tern_calloc((size_t)(2 * c->L), sizeof *n.xslot);
 	enum tern_status st = TERN_OK;
-	if (!n.slot || !n.la || !n.xin) {
+	if (!n.slot || !n.la || !n.xin || (o->experts && n.any_moe && !n.xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 	} else {
-		plan_lora(&n, io);
+		plan_lora(&n, c, io);
 		plan_act(&n, c, &ap);
 		if (ap.oom)
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
@@ -1239,6 +1654,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 	}
 	free(ap.v);
 	free(n.slot);
+	free(n.xslot);
 	free(n.la);
 	free(n.xin);
 	return st;

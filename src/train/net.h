@@ -53,6 +53,8 @@ struct tern_net_opts {
 	float scale;      /* alpha / R, or alpha / sqrt(R) with rsLoRA */
 	float dropout;    /* LoRA dropout p */
 	unsigned modules; /* bit (1u << enum tern_module) per targeted module */
+	unsigned experts; /* LoRA on the experts of sparse layers: bit 0 gate_up, bit 1 down (adapter.h
+			   * TERN_LORA_EXP_*; no dropout there, as PEFT's target_parameters) */
 	unsigned full;    /* bit (1u << enum tern_full) per module trained in full (modules_to_save) */
 	int64_t T;        /* tokens of one micro-batch (micro_batch_size · sequence_len) */
 	bool checkpointing;
@@ -132,6 +134,10 @@ enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args
 
 /* Downloads the accumulated gradient of module f trained in full into dW [V, D] (tests). */
 enum tern_status tern_net_full_grad(struct tern_net *n, enum tern_full f, float *dW);
+
+/* Downloads the accumulated gradients of expert slot k (0 gate_up, 1 down) of sparse layer l in
+ * PEFT's file layout: dA [E·R, I], dB [O, R·E] (tests). */
+enum tern_status tern_net_expert_grad(struct tern_net *n, int l, int k, float *dA, float *dB);
 
 /* Downloads the accumulated gradients of module m of layer l into dA [R,I], dB [O,R] (tests). */
 enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module m, float *dA, float *dB);

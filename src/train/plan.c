@@ -115,6 +115,16 @@ unsigned tern_plan_modules(const struct tern_config *cfg)
 	return m;
 }
 
+unsigned tern_plan_experts(const struct tern_config *cfg)
+{
+	unsigned e = 0;
+	for (int i = 0; i < cfg->n_target_parameters; i++)
+		e |= !strcmp(cfg->lora_target_parameters[i], "mlp.experts.gate_up_proj") ? 1u
+		     : !strcmp(cfg->lora_target_parameters[i], "mlp.experts.down_proj")  ? 2u
+											 : 0u;
+	return e;
+}
+
 unsigned tern_plan_full(const struct tern_config *cfg)
 {
 	unsigned f = 0;
@@ -162,11 +172,6 @@ static void item(struct tern_plan_item *it, int *n, int max, uint64_t bytes, con
 	(*n)++;
 }
 
-static bool is_mlp_proj(enum tern_role r)
-{
-	return r == TERN_ROLE_GATE || r == TERN_ROLE_UP || r == TERN_ROLE_DOWN;
-}
-
 /* A layer range "3-17" or "5" into buf. */
 static void range_str(char *buf, size_t size, const struct tern_plan *p, enum tern_plan_tier t)
 {
@@ -204,8 +209,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	if (depth > 64)
 		return tern_fail(TERN_E_INVALID, "plan: prefetch depth %d out of range (allowed: 1..64)",
 				 depth);
-	bool moe = mc->arch == TERN_ARCH_MIXTRAL && mc->E > 0;
-	int64_t E = moe ? mc->E : 1, L = mc->L;
+	bool moe = mc->E > 0;
+	int64_t L = mc->L;
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
 	 * backend this build lacks fails the plan with nothing to print) */
@@ -252,15 +257,11 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		if (s->layer != 0)
 			continue;
 		n_layer0++;
-		out->layer_bytes += b * (uint64_t)(moe && is_mlp_proj(s->role) ? E : 1);
-		if (!proj) /* its fp32 copy in the small block, per layer */
+		out->layer_bytes += b; /* a sparse layer's map holds the router and every expert */
+		if (!proj && s->role != TERN_ROLE_ROUTER) /* its fp32 copy in the small block, per layer */
 			small += tern_align_up((uint64_t)s->shape[0] * 4, SMALL_ALIGN) * (uint64_t)L;
 	}
 	free(spec);
-	if (moe) { /* the router: block_sparse_moe.gate.weight [E, D], kept at the checkpoint dtype */
-		out->layer_bytes += pack_tensor_bytes(odt, mc->E, mc->D);
-		n_layer0 += 3 * (size_t)(E - 1) + 1;
-	}
 	out->global_bytes = embed + head + fnorm;
 	uint64_t meta = TERN_PACK_HEADER + (n_layer0 * (uint64_t)L + 3) * TERN_PACK_RECORD +
 			16 * (uint64_t)(L + 1) + PACK_KEY_ABOUT;
@@ -272,31 +273,23 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		 tern_align_up((uint64_t)(mc->Dh / 2) * 4, SMALL_ALIGN) +
 		 tern_align_up((uint64_t)T * 4, SMALL_ALIGN);
 
-	/* ---- LoRA and activations: tern_net_sizes (Mixtral: the MLP modules once per expert; the
-	 * MLP activations of top_k experts per token, as an FFN of width top_k · F) ---- */
+	/* ---- LoRA and activations: tern_net_sizes (the activations of a MoE model exactly as the net
+	 * lays them out: every expert's rows for top_k experts per token) ---- */
 	unsigned mods = tern_plan_modules(cfg);
-	struct tern_net_opts no = {
-		.R = cfg->lora_r, .modules = mods, .T = T, .checkpointing = cfg->gradient_checkpointing};
+	if (moe &&
+	    cfg->lora_target_linear) /* as the trainer: the attention (experts: lora_target_parameters) */
+		mods &= ~((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
+	struct tern_net_opts no = {.R = cfg->lora_r,
+				   .modules = mods,
+				   .experts = moe ? tern_plan_experts(cfg) : 0,
+				   .T = T,
+				   .checkpointing = cfg->gradient_checkpointing};
 	struct tern_net_sizes ns_all;
 	if ((st = tern_net_sizes(mc, &no, &ns_all)))
 		return st;
 	uint64_t lora = ns_all.lora, act = ns_all.act;
 	int64_t params = ns_all.params;
-	if (moe) {
-		unsigned mlp = mods & ((1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN));
-		struct tern_net_opts nm = no, na = no;
-		nm.modules = mlp;
-		na.modules = mods & ~mlp;
-		struct tern_net_sizes sm, sa, sk;
-		struct tern_model_config wide = *mc;
-		wide.F = mc->F * (mc->top_k > 0 ? mc->top_k : 1);
-		if ((st = tern_net_sizes(mc, &nm, &sm)) || (st = tern_net_sizes(mc, &na, &sa)) ||
-		    (st = tern_net_sizes(&wide, &no, &sk)))
-			return st;
-		lora = sa.lora + (uint64_t)E * sm.lora;
-		params = sa.params + E * sm.params;
-		act = sk.act;
-	}
+
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
 	 * in buffers of their own; the bytes they add, as the net allocates them */
 	unsigned full = tern_plan_full(cfg);

@@ -24,6 +24,9 @@ unsigned tern_plan_modules(const struct tern_config *cfg);
 /* The modules a config trains in full (lora_modules_to_save; bit 1u << enum tern_full). */
 unsigned tern_plan_full(const struct tern_config *cfg);
 
+/* LoRA on the experts the config asks for (lora_target_parameters): bit 0 gate_up, bit 1 down. */
+unsigned tern_plan_experts(const struct tern_config *cfg);
+
 /* Plans for mc under cfg with the given budgets (bytes, margins already taken off). Fills *out
  * in every case where the inputs are valid; returns TERN_E_DEVICE_MEM (one line giving the
  * smallest device budget that works) when fixed costs + slots exceed device_budget. */

@@ -370,6 +370,7 @@ static enum tern_status open_net(struct session *s)
 		.scale = (float)(c->use_rslora ? c->lora_alpha / sqrt(R) : c->lora_alpha / R),
 		.dropout = (float)c->lora_dropout,
 		.modules = mods,
+		.experts = tern_plan_experts(c),
 		.full = s->lora->full,
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
@@ -425,6 +426,36 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 		st = tern_model_config_check(&s->mc, s->model_dir);
 	if (st != TERN_OK)
 		return st;
+	unsigned mlp = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
+	if (s->mc.E > 0 && c->lora_target_linear) {
+		/* the experts are no linear modules in transformers 5 (PEFT's all-linear skips them) */
+		if ((st = tern_config_set(c, "lora_target_linear=false")) ||
+		    (st = tern_config_set(c, "lora_target_modules=[q_proj, k_proj, v_proj, o_proj]")))
+			return st;
+		tern_log(TERN_LOG_INFO,
+			 "lora_target_linear on %s (a mixture of experts): LoRA on q_proj, k_proj, v_proj, "
+			 "o_proj (as PEFT's all-linear; the experts take lora_target_parameters)",
+			 s->mc.model_type);
+	} else if (s->mc.E > 0 && (target_modules(c) & mlp)) {
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: lora_target_modules: gate_proj/up_proj/down_proj on %s (a mixture of "
+				 "experts): its experts are no linear modules (use lora_target_parameters: "
+				 "[mlp.experts.gate_up_proj, mlp.experts.down_proj])",
+				 c->file ? c->file : "config", s->mc.model_type);
+	}
+	unsigned experts = tern_plan_experts(c);
+	if (experts && s->mc.E <= 0)
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: lora_target_parameters names expert parameters, but %s is not a mixture of "
+			"experts (remove lora_target_parameters)",
+			c->file ? c->file : "config", s->mc.model_type);
+	if (experts && c->lora_dropout > 0)
+		return tern_fail(
+			TERN_E_INVALID,
+			"%s: lora_target_parameters with lora_dropout %g: PEFT trains expert parameters "
+			"without dropout (set lora_dropout: 0)",
+			c->file ? c->file : "config", c->lora_dropout);
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(&s->mc, io);
 	unsigned full = tern_plan_full(c) | (adapter_dir ? tern_adapter_full(adapter_dir) : 0);
@@ -443,6 +474,18 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 				      with_moments)) ||
 	    (full && (st = tern_lora_set_add_full(s->lora, full, s->mc.V, s->mc.D, with_moments))))
 		return st;
+	if (experts) {
+		uint8_t *sparse = tern_malloc((size_t)s->mc.L);
+		if (!sparse)
+			return tern_fail(TERN_E_NOMEM, "out of host memory");
+		for (int64_t l = 0; l < s->mc.L; l++)
+			sparse[l] = tern_model_layer_moe(&s->mc, l);
+		st = tern_lora_set_add_experts(s->lora, experts, s->mc.E, s->mc.D, s->mc.Fe, sparse,
+					       with_moments);
+		free(sparse);
+		if (st)
+			return st;
+	}
 	s->meta.base_model = c->base_model;
 	s->meta.alpha = c->lora_alpha;
 	s->meta.dropout = c->lora_dropout;
@@ -484,14 +527,14 @@ static void lora_init(struct tern_lora_set *set, uint64_t seed)
 {
 	uint64_t rng = seed ^ 0x6c6f7261696e6974ull; /* "lorainit" */
 	for (int l = 0; l < set->L; l++)
-		for (int m = 0; m < TERN_MOD_COUNT; m++) {
+		for (int m = 0; m < TERN_LORA_SLOTS; m++) { /* experts: A [E·R, I], as PEFT's nn.Linear */
 			struct tern_lora_tensor *t = tern_lora_at(set, l, (enum tern_module)m);
 			if (!t->A)
 				continue;
 			float b = 1.0f / sqrtf((float)t->I);
-			for (int64_t i = 0; i < set->R * t->I; i++)
+			for (int64_t i = 0; i < t->r * t->I; i++)
 				t->A[i] = (2.0f * uniform01(&rng) - 1.0f) * b;
-			memset(t->B, 0, (size_t)(t->O * set->R) * 4);
+			memset(t->B, 0, (size_t)(t->O * t->r) * 4);
 		}
 }
 
@@ -1231,8 +1274,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
 		goto out;
 	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
+	struct tern_adapter_meta fm = s.meta; /* lora_expert_layout: the final adapter only */
+	fm.per_expert = c->lora_expert_layout == 1;
+	fm.model_type = s.mc.model_type;
 	if ((st = tern_net_lora_download(s.net, s.lora)) ||
-	    (st = tern_adapter_write(res->adapter_dir, s.lora, &s.meta)))
+	    (st = tern_adapter_write(res->adapter_dir, s.lora, &fm)))
 		goto out;
 	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
 		state.elapsed);

@@ -1,0 +1,82 @@
+#!/bin/sh
+# Mixtures of experts through the CLI, on a 6-layer stand-in of Mixtral-8x7B (tools/
+# make_standin_model.py: hidden 64, 4 experts of width 128, top 2, Llama 2's tokenizer, bf16),
+# LoRA on q/v and on the experts (lora_target_parameters), cpu backend, 2 steps:
+#  1. a bitsandbytes 4-bit checkpoint of it (tern quantize --bnb-out: every expert with its
+#     quant_state, the routers as stored) trains byte for byte like the bf16 model at nf4-dq;
+#  2. streamed = resident byte for byte: every layer (with its experts) streamed from host memory,
+#     then from the pack file on disk (device budget = the planner's smallest, host budget below or
+#     above the layers), and the adapter equals the all-resident run's.
+# Exits 77 (not run) without python3 (the stand-in is written by a python3 script).
+# Usage: cli_moe.sh TERN SOURCE_DIR
+tern=$1
+src=$2
+if ! command -v python3 >/dev/null 2>&1; then
+	echo "not run: python3 is missing (tools/make_standin_model.py)"
+	exit 77
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+pass=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+
+python3 "$src/tools/make_standin_model.py" "$src/tests/data/hf_configs/mistralai/Mixtral-8x7B-v0.1/config.json" \
+	"$src/tests/data/tokenizers/llama2" "$tmp/mix" 6 >/dev/null || { echo "FAIL: stand-in"; exit 1; }
+i=0
+while [ $i -lt 8 ]; do
+	i=$((i + 1))
+	printf '{"instruction": "Name colour number %d.", "input": "", "output": "Blue %d and green."}\n' $i $i >>"$tmp/d.jsonl"
+done
+cat >"$tmp/c.yaml" <<Y
+base_model: $tmp/mix
+adapter: qlora
+lora_r: 4
+lora_alpha: 8
+lora_dropout: 0
+lora_target_modules: [q_proj, v_proj]
+lora_target_parameters: [mlp.experts.gate_up_proj, mlp.experts.down_proj]
+datasets:
+  - path: $tmp/d.jsonl
+    type: alpaca
+sequence_len: 80
+micro_batch_size: 2
+gradient_accumulation_steps: 1
+max_steps: 2
+learning_rate: 0.001
+logging_steps: 1
+backend: cpu
+seed: 5
+Y
+train() { # NAME ARGS...: trains into $tmp/NAME
+	name=$1
+	shift
+	"$tern" train "$tmp/c.yaml" --set output_dir="$tmp/$name" "$@" >"$tmp/$name.log" 2>&1 ||
+		bad "$name: $(tail -3 "$tmp/$name.log")"
+}
+train all
+grep -q "^step 2/2 " "$tmp/all.log" && ok || bad "all-resident run: $(tail -2 "$tmp/all.log")"
+
+# 1. bitsandbytes 4-bit checkpoint
+"$tern" quantize "$tmp/mix" --format nf4-dq --out "$tmp/q.pack" --bnb-out "$tmp/bnb" >/dev/null 2>"$tmp/err" ||
+	bad "quantize --bnb-out: $(cat "$tmp/err")"
+grep -q '"quant_method": "bitsandbytes"' "$tmp/bnb/config.json" && ok || bad "no quantization_config in the bnb directory"
+train bnb --set base_model="$tmp/bnb" --set base_format=auto
+cmp "$tmp/all/adapter/adapter_model.safetensors" "$tmp/bnb/adapter/adapter_model.safetensors" && ok ||
+	bad "the bitsandbytes checkpoint trains differently from the nf4-dq run"
+
+# 2. streaming: the smallest device budget (every layer streamed), host layers, then disk layers
+"$tern" plan "$tmp/c.yaml" --device-memory 1000000 --host-memory 2GB >/dev/null 2>"$tmp/err"
+min=$(sed -n 's/.*works, [0-9.]* [KMG]iB (\([0-9]*\) bytes.*/\1/p' "$tmp/err")
+[ -n "$min" ] && ok || bad "tern plan gave no smallest budget: $(cat "$tmp/err")"
+train host --set device_memory="$min" --set host_memory=2GB
+grep -q "residency 0 device, 6 host, 0 disk layers" "$tmp/host.log" && ok || bad "host placement: $(grep residency "$tmp/host.log")"
+train disk --set device_memory="$min" --set host_memory=1073800000
+grep -q "residency 0 device, 0 host, 6 disk layers" "$tmp/disk.log" && ok || bad "disk placement: $(grep residency "$tmp/disk.log")"
+for r in host disk; do
+	cmp "$tmp/all/adapter/adapter_model.safetensors" "$tmp/$r/adapter/adapter_model.safetensors" && ok ||
+		bad "experts streamed from $r: the adapter differs from the all-resident run's"
+done
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
