@@ -46,6 +46,11 @@ CASES = [
     ("models/mistral window", f"{M}/mistral", None, IDS, 34),
     ("models/qwen2", f"{M}/qwen2", None, IDS, 20),
     ("models/qwen3", f"{M}/qwen3", None, IDS, 20),
+    ("mixtral", f"{G}/mixtral/model", None, IDS, 20),
+    ("mixtral+adapter", f"{G}/mixtral/model", f"{G}/mixtral/adapter_final", IDS, 20),
+    ("mixtral_exp+adapter", f"{G}/mixtral_exp/model", f"{G}/mixtral_exp/adapter_final", IDS, 20),
+    ("qwen3_moe_exp+adapter", f"{G}/qwen3_moe_exp/model", f"{G}/qwen3_moe_exp/adapter_final",
+     IDS, 20),
 ]
 
 

@@ -133,6 +133,18 @@ static enum tern_status adapter_settings(struct tern_config *cfg, const char *di
 			snprintf(buf + len, sizeof buf - len, "]");
 		st = tern_config_set(cfg, buf);
 	}
+	json_t *tp = json_object_get(j, "target_parameters"); /* LoRA on MoE experts */
+	if (st == TERN_OK && json_is_array(tp) && json_array_size(tp)) {
+		len = (size_t)snprintf(buf, sizeof buf, "lora_target_parameters=[");
+		for (size_t i = 0; i < json_array_size(tp) && len < sizeof buf; i++)
+			len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
+						json_string_value(json_array_get(tp, i))
+							? json_string_value(json_array_get(tp, i))
+							: "?");
+		if (len < sizeof buf)
+			snprintf(buf + len, sizeof buf - len, "]");
+		st = tern_config_set(cfg, buf);
+	}
 	if (st != TERN_OK)
 		st = tern_fail(st, "%s: %s", path, tern_error());
 out:
@@ -143,7 +155,11 @@ out:
 
 static const char *backend_name(enum tern_backend_kind k)
 {
-	return k == TERN_BACKEND_VULKAN ? "vulkan" : k == TERN_BACKEND_CPU ? "cpu" : "auto";
+	return k == TERN_BACKEND_VULKAN ? "vulkan"
+	       : k == TERN_BACKEND_CUDA ? "cuda"
+	       : k == TERN_BACKEND_CPU  ? "cpu"
+	       : k == TERN_BACKEND_REF  ? "ref"
+					: "auto";
 }
 
 enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct tern_generator **out)
@@ -211,9 +227,23 @@ enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct 
 	unsigned full = lora ? tern_plan_full(c) | tern_adapter_full(adir) : 0;
 	int64_t R = lora ? c->lora_r : 1;
 	struct tern_adapter_meta am = {0};
+	unsigned experts = lora ? tern_plan_experts(c) : 0;
 	if ((st = tern_lora_set_alloc(&g->lora, (int)g->mc.L, R, mods, io, false)) ||
 	    (full && (st = tern_lora_set_add_full(g->lora, full, g->mc.V, g->mc.D, false))))
 		goto out;
+	if (experts && g->mc.E > 0) { /* the experts' LoRA of a mixture of experts */
+		uint8_t *sparse = tern_malloc((size_t)g->mc.L);
+		if (!sparse) {
+			st = tern_fail(TERN_E_NOMEM, "out of host memory");
+			goto out;
+		}
+		for (int64_t l = 0; l < g->mc.L; l++)
+			sparse[l] = tern_model_layer_moe(&g->mc, l);
+		st = tern_lora_set_add_experts(g->lora, experts, g->mc.E, g->mc.D, g->mc.Fe, sparse, false);
+		free(sparse);
+		if (st)
+			goto out;
+	}
 	if (lora && (st = tern_adapter_read(adir, g->lora, &am))) {
 		char msg[1024];
 		snprintf(msg, sizeof msg, "%s", tern_error());
@@ -278,6 +308,7 @@ enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct 
 		.scale = lora ? (float)(am.rslora ? am.alpha / sqrt(r) : am.alpha / r) : 1.0f,
 		.modules = mods,
 		.full = full,
+		.experts = g->mc.E > 0 ? experts : 0,
 		.T = 1,
 		.tiers = streams ? g->plan.tier : NULL,
 		.slots = streams ? g->plan.n_slots : 0,

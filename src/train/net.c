@@ -1266,15 +1266,15 @@ static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern
  * expert's token rows (idx) and weights; experts nobody chose are skipped. A recomputation
  * (checkpointing) routes identically. */
 static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
-				struct layer_act *a)
+				struct layer_act *a, int64_t T, bool lora)
 {
 	struct tern_backend *be = n->be;
 	const struct tern_backend_vtable *vt = be->vt;
 	struct layer_w *w = &n->lw[l];
 	struct tern_moe_route *r = a->route;
-	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe;
+	int64_t D = n->D, E = n->E, Fe = n->Fe;
 	enum tern_status st;
-	TRY(tern_matmul(be, a->logits, xn, &w->router, T, TERN_F32));
+	TRY(tern_matmul(be, rows(a->logits, 0, T, E), rows(xn, 0, T, D), &w->router, T, TERN_F32));
 	TRY(vt->download(be, n->hlog, rows(a->logits, 0, T, E)));
 	tern_moe_route(r, n->hlog, T, n->m->cfg.norm_topk);
 	TRY(vt->upload(be, a->ridx, r->idx));
@@ -1293,7 +1293,8 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 		TRY(tern_gather_rows(be, xe, xn, idx, ne, T, D));
 		TRY(tern_matmul(be, g, xe, &w->ew[3 * e], ne, n->o.prec));
 		TRY(tern_matmul(be, u, xe, &w->ew[3 * e + 1], ne, n->o.prec));
-		if (xlora(n, l, 0, e, n->params, &A, &B)) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
+		if (lora &&
+		    xlora(n, l, 0, e, n->params, &A, &B)) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
 			TRY(tern_gemm(be, t, xe, A, ne, n->R, D, false, true, 1.0f, 0.0f));
 			TRY(tern_gemm(be, g, t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R, false, true,
 				      sc, 1.0f));
@@ -1301,7 +1302,7 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 				      true, sc, 1.0f));
 		}
 		TRY(tern_swiglu(be, h, g, u, ne * Fe, n->m->cfg.act));
-		if (xlora(n, l, 1, e, n->params, &A, &B)) {
+		if (lora && xlora(n, l, 1, e, n->params, &A, &B)) {
 			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
 			TRY(tern_lora_forward(be, ye, rows(a->elu[1], o, ne, n->R), n->xd, h,
 					      &w->ew[3 * e + 2], &lo, ne));
@@ -1413,7 +1414,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
 	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
 	if (w->moe) {
-		TRY(moe_fwd(n, l, out, a->xn2, a));
+		TRY(moe_fwd(n, l, out, a->xn2, a, n->T, true));
 	} else {
 		TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
 		TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
@@ -1695,6 +1696,14 @@ enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, s
 			      const struct tern_net_scratch *s, int64_t T, bool lora)
 {
 	enum tern_status st;
+	if (n->lw[l].moe) { /* in pieces of the net's T tokens (routing is per token: exact) */
+		for (int64_t t0 = 0; t0 < T; t0 += n->T) {
+			int64_t nt = T - t0 < n->T ? T - t0 : n->T;
+			TRY(moe_fwd(n, l, rows(out, t0, nt, n->D), rows(xn, t0, nt, n->D), &n->la[l], nt,
+				    lora));
+		}
+		return TERN_OK;
+	}
 	TRY(tern_net_linear(n, l, TERN_MOD_GATE, s->g, xn, s, T, lora));
 	TRY(tern_net_linear(n, l, TERN_MOD_UP, s->up, xn, s, T, lora));
 	TRY(tern_swiglu(n->be, s->a, s->g, s->up, T * n->F, n->m->cfg.act));

@@ -164,7 +164,8 @@ struct tern_net_scratch {
  * LoRA without dropout; lora false: the base linear alone (+ bias). */
 enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo, struct tern_view y,
 				 struct tern_view x, const struct tern_net_scratch *s, int64_t T, bool lora);
-/* out[T,D] (=) = the MLP of layer l on the normed xn[T,D]: down(act(gate(xn)) · up(xn)). */
+/* out[T,D] (=) = the MLP of layer l on the normed xn[T,D]: down(act(gate(xn)) · up(xn)), or on a
+ * sparse (MoE) layer the routed experts, run over pieces of at most the net's T tokens. */
 enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
 			      const struct tern_net_scratch *s, int64_t T, bool lora);
 /* out[T,D] (=) fp32 = the embedding rows of ids (host ids[T], and the same on the device in
