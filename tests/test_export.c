@@ -3,7 +3,8 @@
  * - merge of every golden case (tests/data/golden/<case>: model + adapter_final) equals PEFT's
  *   merge_and_unload (tests/data/merge/<case>.safetensors, tools/make_golden_merge.py): the changed
  *   tensors within 2e-7 absolute (fp32 rounding of the delta), every other tensor bit-identical to
- *   the base, config.json without quantization_config; llama_nf4 merges into the NF4-DQ
+ *   the base, config.json without quantization_config (mixtral_exp and qwen3_moe_exp: LoRA on
+ *   the experts, PEFT target_parameters); llama_nf4 merges into the NF4-DQ
  *   dequantized base (--base-format nf4-dq) as PEFT does on a bitsandbytes model;
  * - a sharded bf16 merge: the index and every shard read back, each value the bf16 rounding of the
  *   f32 merge; bad inputs one line each, and nothing left under the output name or a temporary;
@@ -887,6 +888,8 @@ int main(void)
 	merge_case("llama_save", TERN_FORMAT_AUTO);
 	merge_case("qwen3_save", TERN_FORMAT_AUTO);
 	merge_case("llama_nf4", TERN_FORMAT_NF4_DQ);
+	merge_case("mixtral_exp", TERN_FORMAT_AUTO); /* LoRA on the experts (target_parameters) */
+	merge_case("qwen3_moe_exp", TERN_FORMAT_AUTO);
 	merge_sharded();
 	merge_errors();
 	gguf_case("llama", true);

@@ -46,7 +46,11 @@ CASES = {  # case: base format tern merges into
     "llama_save": "auto",  # modules_to_save embed_tokens + lm_head
     "qwen3_save": "auto",  # modules_to_save on a tied base: the merged model gets its own lm_head
     "llama_nf4": "nf4-dq",
+    "mixtral_exp": "auto",    # LoRA on the experts (PEFT target_parameters) and the attention
+    "qwen3_moe_exp": "auto",  # the same on Qwen3-MoE (gate_up only)
 }
+# mixtures of experts: compared in the checkpoint's per-expert names, as save_pretrained writes them
+MOE = ("mixtral_exp", "qwen3_moe_exp")
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -67,7 +71,22 @@ def peft_merged(case):
     return pm.merge_and_unload()
 
 
+def changed_moe(case):
+    import glob
+    from safetensors.torch import load_file
+    base = load_file(os.path.join(GOLD, case, "model", "model.safetensors"))
+    with tempfile.TemporaryDirectory() as d:
+        peft_merged(case).save_pretrained(d)
+        merged = {}
+        for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+            merged.update(load_file(f))
+    return {k: v.contiguous().float() for k, v in merged.items()
+            if k in base and not torch.equal(base[k].float(), v.float())}
+
+
 def changed(case):
+    if case in MOE:
+        return changed_moe(case)
     base = {k: v.clone() for k, v in tf.AutoModelForCausalLM.from_pretrained(
         os.path.join(GOLD, case, "model"), dtype=torch.float32).state_dict().items()}
     merged = peft_merged(case).state_dict()

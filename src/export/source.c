@@ -90,6 +90,42 @@ static enum tern_base_format dtype_format(enum tern_dtype d)
 	return d == TERN_F32 ? TERN_FORMAT_F32 : d == TERN_F16 ? TERN_FORMAT_F16 : TERN_FORMAT_BF16;
 }
 
+/* The expert slots (bit 1 gate_up, bit 2 down: tern_plan_experts' bits) that adapter_config.json's
+ * target_parameters names; the names themselves are checked by tern_adapter_read. */
+static enum tern_status peek_experts(const char *dir, unsigned *experts)
+{
+	*experts = 0;
+	char *path = tern_path_join(dir, "adapter_config.json");
+	if (!path)
+		return TERN_E_NOMEM;
+	json_error_t e;
+	json_t *root = json_load_file(path, 0, &e);
+	free(path);
+	json_t *tp = root ? json_object_get(root, "target_parameters") : NULL;
+	size_t i;
+	json_t *x;
+	if (json_is_array(tp))
+		json_array_foreach(tp, i, x)
+		{
+			const char *n = json_string_value(x);
+			*experts |= !n                                       ? 0u
+				    : !strcmp(n, "mlp.experts.gate_up_proj") ? 1u
+				    : !strcmp(n, "mlp.experts.down_proj")    ? 2u
+									     : 0u;
+		}
+	json_decref(root);
+	return TERN_OK;
+}
+
+/* Expert slot (TERN_LORA_EXP_*) and the first row of B for an expert role; -1 for other roles. */
+static int expert_slot(const struct tern_msrc *s, enum tern_role r, int64_t *row0)
+{
+	*row0 = r == TERN_ROLE_EXP_UP ? s->cfg.Fe : 0; /* gate_up's B: gate rows, then up rows */
+	return r == TERN_ROLE_EXP_GATE || r == TERN_ROLE_EXP_UP ? TERN_LORA_EXP_GATE_UP
+	       : r == TERN_ROLE_EXP_DOWN                        ? TERN_LORA_EXP_DOWN
+								: -1;
+}
+
 static enum tern_status open_adapter(struct tern_msrc *s, const char *dir)
 {
 	int64_t r;
@@ -97,8 +133,16 @@ static enum tern_status open_adapter(struct tern_msrc *s, const char *dir)
 	enum tern_status st = tern_adapter_config_peek(dir, &r, &s->alpha, &s->rslora, &modules);
 	if (st)
 		return st;
-	if (!modules)
+	unsigned experts = 0;
+	if ((st = peek_experts(dir, &experts)))
+		return st;
+	if (!modules && !experts)
 		return tern_fail(TERN_E_FORMAT, "%s/adapter_config.json: target_modules is empty", dir);
+	if (experts && s->cfg.E <= 0)
+		return tern_fail(TERN_E_FORMAT,
+				 "%s/adapter_config.json: target_parameters names expert parameters, but "
+				 "the base model %s (%s) has no experts",
+				 dir, s->base, s->cfg.model_type);
 	int64_t io[TERN_MOD_COUNT][2];
 	int64_t q = s->cfg.H * s->cfg.Dh, kv = s->cfg.Hkv * s->cfg.Dh;
 	int64_t shapes[TERN_MOD_COUNT][2] = {{s->cfg.D, q},       {s->cfg.D, kv},       {s->cfg.D, kv},
@@ -109,6 +153,18 @@ static enum tern_status open_adapter(struct tern_msrc *s, const char *dir)
 	if ((st = tern_lora_set_alloc(&s->lora, (int)s->cfg.L, r, modules, io, false)) ||
 	    (full && (st = tern_lora_set_add_full(s->lora, full, s->cfg.V, s->cfg.D, false))))
 		return st;
+	if (experts) {
+		uint8_t *sparse = tern_malloc((size_t)s->cfg.L);
+		if (!sparse)
+			return TERN_E_NOMEM;
+		for (int64_t l = 0; l < s->cfg.L; l++)
+			sparse[l] = tern_model_layer_moe(&s->cfg, l);
+		st = tern_lora_set_add_experts(s->lora, experts, s->cfg.E, s->cfg.D, s->cfg.Fe, sparse,
+					       false);
+		free(sparse);
+		if (st)
+			return st;
+	}
 	struct tern_adapter_meta meta;
 	if ((st = tern_adapter_read(dir, s->lora, &meta))) {
 		char msg[1024];
@@ -158,8 +214,13 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 		t->shape[0] = spec[i].shape[0];
 		t->shape[1] = spec[i].ndim == 2 ? spec[i].shape[1] : 1;
 		t->numel = t->shape[0] * t->shape[1];
+		t->expert = spec[i].expert;
 		int m = role_module(t->role);
-		t->merged = s->lora && m >= 0 && ((s->lora->modules >> m) & 1u);
+		int64_t row0;
+		int xs = expert_slot(s, t->role, &row0);
+		t->merged =
+			s->lora && ((m >= 0 && ((s->lora->modules >> m) & 1u)) ||
+				    (xs >= 0 && tern_lora_at(s->lora, t->layer, (enum tern_module)xs)->A));
 		t->replaced =
 			s->lora &&
 			((t->role == TERN_ROLE_EMBED && ((s->lora->full_have >> TERN_FULL_EMBED) & 1u)) ||
@@ -253,8 +314,15 @@ enum tern_status tern_msrc_read(struct tern_msrc *s, size_t i, float *out)
 		    (st = tern_st_tensor_f32(x, out)))
 			return st;
 	} else {
+		int64_t row0;
+		int xs = expert_slot(s, t->role, &row0);
 		const struct tern_pack_tensor *p =
-			tern_model_tensor(s->model, t->layer, t->from_embed ? TERN_ROLE_EMBED : t->role);
+			xs >= 0 ? tern_model_expert(s->model, t->layer, t->expert,
+						    t->role == TERN_ROLE_EXP_GATE ? 0
+						    : t->role == TERN_ROLE_EXP_UP ? 1
+										  : 2)
+				: tern_model_tensor(s->model, t->layer,
+						    t->from_embed ? TERN_ROLE_EMBED : t->role);
 		if (!p)
 			return tern_fail(TERN_E_FORMAT, "%s: tensor %s not in the pack", s->pack_path,
 					 t->name);
@@ -263,6 +331,24 @@ enum tern_status tern_msrc_read(struct tern_msrc *s, size_t i, float *out)
 	}
 	if (!t->merged)
 		return TERN_OK;
+	int64_t row0;
+	int xs = expert_slot(s, t->role, &row0);
+	if (xs >= 0) {
+		/* expert e of PEFT's target_parameters layout (adapter.h): A_e = rows e·R .. of A
+		 * [E·R, I], B_e[o, j] = B[row0 + o, j·E + e]; W_e += scale · B_e A_e, summed as below */
+		const struct tern_lora_tensor *x = tern_lora_at(s->lora, t->layer, (enum tern_module)xs);
+		int64_t O = t->shape[0], I = t->shape[1], R = s->lora->R, E = s->lora->E, e = t->expert;
+		float scale = (float)s->scale;
+		for (int64_t o = 0; o < O; o++)
+			for (int64_t c = 0; c < I; c++) {
+				double acc = 0;
+				for (int64_t r = 0; r < R; r++)
+					acc += (double)x->B[(row0 + o) * R * E + r * E + e] *
+					       (double)x->A[(e * R + r) * I + c];
+				out[o * I + c] += (float)acc * scale;
+			}
+		return TERN_OK;
+	}
 	/* W += scale * B A, as PEFT's merge: delta = (B @ A) * scale in fp32, then W + delta. Each
 	 * dot product is summed in double and rounded once. */
 	const struct tern_lora_tensor *lt =

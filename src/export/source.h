@@ -26,6 +26,7 @@ struct tern_msrc_tensor {
 	char name[TERN_PACK_NAME]; /* Hugging Face name */
 	int layer;                 /* -1: global */
 	enum tern_role role;
+	int expert;       /* MoE expert roles: 0 .. E-1; -1 otherwise */
 	int ndim;         /* 1 or 2 */
 	int64_t shape[2]; /* [O, I]; vectors [n, 1] */
 	int64_t numel;
