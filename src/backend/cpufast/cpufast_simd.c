@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FAST_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -227,8 +228,10 @@ static bool have_f16c(void)
 {
 	static int cached = -1;
 	if (cached < 0) {
+		/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c" */
+		unsigned a, b, c, d;
 		__builtin_cpu_init();
-		cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+		cached = __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 	}
 	return cached;
 }
