@@ -91,6 +91,8 @@ sed "s|^base_model: .*|base_model: $tmp/x64|" "$tmp/c.yaml" >"$tmp/x.yaml"
 "$tern" plan "$tmp/x.yaml" --device-memory 1000000 --host-memory 2GB >"$tmp/xplan" 2>"$tmp/err"
 xmin=$(sed -n 's/.*works, [0-9.]* [KMG]iB (\([0-9]*\) bytes.*/\1/p' "$tmp/err")
 [ -n "$xmin" ] && ok || bad "tern plan gave no smallest budget for the 64-expert stand-in: $(cat "$tmp/err")"
+"$tern" plan "$tmp/x.yaml" --device-memory "$xmin" --host-memory 2GB >"$tmp/xplan" 2>&1
+grep -q "of 64 experts hit per layer and micro-batch" "$tmp/xplan" && ok || bad "tern plan shows no expected experts per step: $(cat "$tmp/xplan")"
 for r in xall xhost xdisk; do
 	case $r in
 	xall) set -- ;;

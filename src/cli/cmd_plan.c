@@ -138,6 +138,19 @@ static void print_plan(const struct tern_plan *p, const char *dev_src, const cha
 	printf("\nstreamed per step  %s (%d loads of each streamed layer per micro-batch: forward, then\n"
 	       "                   recompute + backward from one load)\n",
 	       a, p->loads_per_micro);
+	if (p->E > 0 && p->n_layers[TERN_PLAN_DEVICE] < p->L) {
+		char w[32];
+		fmt(a, sizeof a, p->streamed_est[TERN_PLAN_HOST] + p->streamed_est[TERN_PLAN_DISK]);
+		fmt(b, sizeof b, p->expert_bytes);
+		fmt(w, sizeof w, p->streamed[TERN_PLAN_HOST] + p->streamed[TERN_PLAN_DISK]);
+		printf("experts           streamed one by one (%s each), only those given tokens: about %.1f\n"
+		       "                   of %" PRId64
+		       " experts hit per layer and micro-batch (estimate for %" PRId64
+		       " tokens x top %" PRId64 "\n"
+		       "                   drawn uniformly: E(1-(1-k/E)^T)), so about %s per step (all\n"
+		       "                   experts: %s)\n",
+		       b, p->experts_hit, p->E, p->T, p->top_k, a, w);
+	}
 	printf("verdict: %s\n", p->verdict);
 }
 
