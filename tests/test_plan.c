@@ -234,7 +234,9 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 	if (m->E) {
 		uint64_t Fe = m->Fe ? (uint64_t)m->Fe : (uint64_t)m->F, xb = 3 * nf4dq(Fe * (uint64_t)m->D);
 		double hit = (double)m->E * (1.0 - pow(1.0 - (double)m->top_k / (double)m->E, (double)T));
-		double per = (double)(lb - (uint64_t)m->E * xb) + hit * (double)xb;
+		double per = hit >= 0.875 * (double)m->E
+				     ? (double)lb
+				     : (double)(lb - (uint64_t)m->E * xb) + hit * (double)xb;
 		uint64_t wh = (uint64_t)(2.0 * (double)nh * per * (double)ACCUM),
 			 wk = (uint64_t)(2.0 * (double)nk * per * (double)ACCUM);
 		check(p->expert_bytes == xb && fabs(p->experts_hit - hit) < 1e-9 &&

@@ -88,7 +88,8 @@ struct tern_plan {
 	/* MoE: a streamed sparse layer's experts stream one by one, only those a micro-batch routes
 	 * tokens to. expert_bytes: one expert's bytes; experts_hit: the expected distinct experts of
 	 * T·top_k uniform draws, E·(1−(1−top_k/E)^T) — an estimate (real routers are not uniform);
-	 * streamed_est: streamed[] with only those experts copied per load (streamed[] copies all) */
+	 * streamed_est: streamed[] with only those experts copied per load (streamed[] copies all;
+	 * as the net, a layer loads whole when experts_hit reaches 7/8 of E) */
 	uint64_t expert_bytes;
 	double experts_hit;
 	uint64_t streamed_est[TERN_PLAN_TIERS];

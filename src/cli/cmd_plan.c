@@ -143,13 +143,14 @@ static void print_plan(const struct tern_plan *p, const char *dev_src, const cha
 		fmt(a, sizeof a, p->streamed_est[TERN_PLAN_HOST] + p->streamed_est[TERN_PLAN_DISK]);
 		fmt(b, sizeof b, p->expert_bytes);
 		fmt(w, sizeof w, p->streamed[TERN_PLAN_HOST] + p->streamed[TERN_PLAN_DISK]);
-		printf("experts           streamed one by one (%s each), only those given tokens: about %.1f\n"
-		       "                   of %" PRId64
-		       " experts hit per layer and micro-batch (estimate for %" PRId64
-		       " tokens x top %" PRId64 "\n"
-		       "                   drawn uniformly: E(1-(1-k/E)^T)), so about %s per step (all\n"
-		       "                   experts: %s)\n",
-		       b, p->experts_hit, p->E, p->T, p->top_k, a, w);
+		printf("experts           about %.1f of %" PRId64
+		       " experts hit per layer and micro-batch (estimate\n"
+		       "                   for %" PRId64 " tokens x top %" PRId64
+		       " drawn uniformly: E(1-(1-k/E)^T)); only those stream\n"
+		       "                   (a layer loads whole from 7/8 of E): about %s per step, every\n"
+		       "                   expert: %s\n",
+		       p->experts_hit, p->E, p->T, p->top_k, a, w);
+		(void)b;
 	}
 	printf("verdict: %s\n", p->verdict);
 }

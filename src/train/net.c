@@ -1226,10 +1226,21 @@ static enum tern_status copy_ranges(struct tern_net *n, int s, int l, const stru
 	return TERN_OK;
 }
 
+/* Whether a micro-batch of T tokens is expected to route to nearly every expert: the expected
+ * distinct experts of T·K uniform draws, E·(1 − (1 − K/E)^T), reach 7/8 of E. Then a sparse
+ * layer is loaded whole (its experts prefetched with it): per-expert copies start only once the
+ * routing is known, so they pay only when many experts stay idle. */
+static bool experts_all(const struct tern_net *n)
+{
+	double E = (double)n->E;
+	return E * (1.0 - pow(1.0 - (double)n->K / E, (double)n->T)) >= 0.875 * E;
+}
+
 /* Starts copying layer l's group into slot s, after every op queued so far (among them the last
  * reads of the slot's previous layer). Disk-tier groups are read from the mapping into the slot's
  * staging buffer first, which the host may rewrite only after the slot's previous copy is done.
- * A sparse layer's experts are left out: ensure_experts copies those that get tokens. */
+ * A sparse layer's experts are left out unless experts_all: ensure_experts copies those that get
+ * tokens. */
 static enum tern_status load_slot(struct tern_net *n, int s, int l)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
@@ -1267,11 +1278,17 @@ static enum tern_status load_slot(struct tern_net *n, int s, int l)
 		}
 	}
 	struct range whole = {0, w->bytes};
+	bool part = w->xr && !experts_all(n);
 	if (w->xr) {
-		memset(sl->have, 0, (size_t)n->E);
-		n->stats.expert_whole += w->bytes - w->rest_bytes;
+		uint64_t xb = w->bytes - w->rest_bytes; /* the experts' ranges and the padding between */
+		memset(sl->have, !part, (size_t)n->E);
+		n->stats.expert_whole += xb;
+		if (!part) {
+			n->stats.expert_bytes += xb;
+			n->stats.expert_loads += (uint64_t)n->E;
+		}
 	}
-	if ((st = copy_ranges(n, s, l, w->xr ? w->rest : &whole, w->xr ? w->nrest : 1, mark, &sl->ticket)))
+	if ((st = copy_ranges(n, s, l, part ? w->rest : &whole, part ? w->nrest : 1, mark, &sl->ticket)))
 		return st;
 	sl->layer = l;
 	n->stats.loads++;

@@ -404,8 +404,10 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	if (out->E > 0) {
 		double E = (double)out->E, hit = E * (1.0 - pow(1.0 - (double)out->top_k / E, (double)T));
 		out->experts_hit = hit;
-		double per = (double)(lb - (uint64_t)out->E * out->expert_bytes) +
-			     hit * (double)out->expert_bytes; /* one load of a sparse layer */
+		/* one load of a sparse layer; whole when nearly every expert is hit (net.c experts_all) */
+		double per = hit >= 0.875 * E ? (double)lb
+					      : (double)(lb - (uint64_t)out->E * out->expert_bytes) +
+							hit * (double)out->expert_bytes;
 		for (int t = TERN_PLAN_HOST; t < TERN_PLAN_TIERS; t++)
 			out->streamed_est[t] =
 				(uint64_t)((double)out->loads_per_micro * (double)out->n_layers[t] * per *
