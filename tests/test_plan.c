@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,6 +228,27 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 		      p->streamed[TERN_PLAN_HOST] == 2 * (uint64_t)nh * lb * ACCUM &&
 		      p->streamed[TERN_PLAN_DISK] == 2 * (uint64_t)nk * lb * ACCUM,
 	      "%s: bytes streamed per step", n);
+	/* MoE: experts stream one by one; the expected distinct experts of T·k uniform draws,
+	 * E·(1 − (1 − k/E)^T), replace all E in each load (Mixtral, T 2048: 8 of 8; Qwen3-30B-A3B:
+	 * 128·(1 − (15/16)^2048), all 128 to 1e-57) */
+	if (m->E) {
+		uint64_t Fe = m->Fe ? (uint64_t)m->Fe : (uint64_t)m->F, xb = 3 * nf4dq(Fe * (uint64_t)m->D);
+		double hit = (double)m->E * (1.0 - pow(1.0 - (double)m->top_k / (double)m->E, (double)T));
+		double per = hit >= 0.875 * (double)m->E
+				     ? (double)lb
+				     : (double)(lb - (uint64_t)m->E * xb) + hit * (double)xb;
+		uint64_t wh = (uint64_t)(2.0 * (double)nh * per * (double)ACCUM),
+			 wk = (uint64_t)(2.0 * (double)nk * per * (double)ACCUM);
+		check(p->expert_bytes == xb && fabs(p->experts_hit - hit) < 1e-9 &&
+			      p->streamed_est[TERN_PLAN_HOST] == wh &&
+			      p->streamed_est[TERN_PLAN_DISK] == wk && wh <= p->streamed[TERN_PLAN_HOST] &&
+			      wk <= p->streamed[TERN_PLAN_DISK],
+		      "%s: expert %llu bytes (by hand %llu), %.3f hit (%.3f), estimate host %llu (%llu), "
+		      "disk %llu (%llu)",
+		      n, (unsigned long long)p->expert_bytes, (unsigned long long)xb, p->experts_hit, hit,
+		      (unsigned long long)p->streamed_est[TERN_PLAN_HOST], (unsigned long long)wh,
+		      (unsigned long long)p->streamed_est[TERN_PLAN_DISK], (unsigned long long)wk);
+	}
 }
 
 int main(void)

@@ -8,8 +8,9 @@ MoE experts stay those of REAL_CONFIG; hidden 64, 2 layers, 4 heads (2 kv heads,
 intermediate 128 replace the sizes. Standard library only (no numpy); deterministic (seeded);
 a 152k-vocabulary stand-in takes well under a second.
 
-Usage: tools/make_standin_model.py REAL_CONFIG.json TOKENIZER_PREFIX OUT_DIR [LAYERS]
+Usage: tools/make_standin_model.py REAL_CONFIG.json TOKENIZER_PREFIX OUT_DIR [LAYERS [EXPERTS]]
   LAYERS: instead of 2 (tests/cli_moe.sh streams a 6-layer Mixtral stand-in).
+  EXPERTS: instead of 4 for a Mixtral config (tests/cli_moe.sh streams 64 experts per expert).
   TOKENIZER_PREFIX: e.g. tests/data/tokenizers/llama2 for llama2-tokenizer.json(.gz) and
   llama2-tokenizer_config.json(.gz); written to OUT_DIR as tokenizer.json, tokenizer_config.json.
 """
@@ -89,13 +90,13 @@ class Values:
 
 
 def main():
-    if len(sys.argv) not in (4, 5):
+    if len(sys.argv) not in (4, 5, 6):
         sys.exit(__doc__.split("\n\n")[-1])
     real, tok, out = sys.argv[1:4]
     with open(real) as f:
         c = json.load(f)
     c.update(SMALL)
-    if len(sys.argv) == 5:  # LAYERS
+    if len(sys.argv) >= 5:  # LAYERS
         c["num_hidden_layers"] = int(sys.argv[4])
     c["head_dim"] = c["hidden_size"] // c["num_attention_heads"]
     c.pop("quantization_config", None)
@@ -104,7 +105,7 @@ def main():
     if "max_window_layers" in c:
         c["max_window_layers"] = min(c["max_window_layers"], c["num_hidden_layers"])
     if "num_local_experts" in c:
-        c["num_local_experts"] = 4
+        c["num_local_experts"] = int(sys.argv[5]) if len(sys.argv) >= 6 else 4
     c["torch_dtype"] = "bfloat16"
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:

@@ -85,6 +85,14 @@ struct tern_plan {
 	/* ---- traffic: bytes copied to the device per optimizer step, by source tier ---- */
 	int loads_per_micro; /* loads of each streamed layer per micro-batch (forward, backward) */
 	uint64_t streamed[TERN_PLAN_TIERS];
+	/* MoE: a streamed sparse layer's experts stream one by one, only those a micro-batch routes
+	 * tokens to. expert_bytes: one expert's bytes; experts_hit: the expected distinct experts of
+	 * T·top_k uniform draws, E·(1−(1−top_k/E)^T) — an estimate (real routers are not uniform);
+	 * streamed_est: streamed[] with only those experts copied per load (streamed[] copies all;
+	 * as the net, a layer loads whole when experts_hit reaches 7/8 of E) */
+	uint64_t expert_bytes;
+	double experts_hit;
+	uint64_t streamed_est[TERN_PLAN_TIERS];
 
 	/* ---- verdict ---- */
 	uint64_t min_device; /* smallest device budget with which the plan works */

@@ -138,6 +138,20 @@ static void print_plan(const struct tern_plan *p, const char *dev_src, const cha
 	printf("\nstreamed per step  %s (%d loads of each streamed layer per micro-batch: forward, then\n"
 	       "                   recompute + backward from one load)\n",
 	       a, p->loads_per_micro);
+	if (p->E > 0 && p->n_layers[TERN_PLAN_DEVICE] < p->L) {
+		char w[32];
+		fmt(a, sizeof a, p->streamed_est[TERN_PLAN_HOST] + p->streamed_est[TERN_PLAN_DISK]);
+		fmt(b, sizeof b, p->expert_bytes);
+		fmt(w, sizeof w, p->streamed[TERN_PLAN_HOST] + p->streamed[TERN_PLAN_DISK]);
+		printf("experts           about %.1f of %" PRId64
+		       " experts hit per layer and micro-batch (estimate\n"
+		       "                   for %" PRId64 " tokens x top %" PRId64
+		       " drawn uniformly: E(1-(1-k/E)^T)); only those stream\n"
+		       "                   (a layer loads whole from 7/8 of E): about %s per step, every\n"
+		       "                   expert: %s\n",
+		       p->experts_hit, p->E, p->T, p->top_k, a, w);
+		(void)b;
+	}
 	printf("verdict: %s\n", p->verdict);
 }
 

@@ -30,6 +30,11 @@ struct layer_act {
 	struct tern_moe_route *route;
 };
 
+struct range {
+	uint64_t off, size;
+};
+enum { XR_MAX = 3 * TERN_PART_COUNT }; /* an expert's ranges at most: 3 tensors' parts */
+
 struct layer_w {
 	struct tern_buffer *buf; /* the layer's pack group (device tier), else NULL */
 	enum tern_tier tier;
@@ -42,6 +47,13 @@ struct layer_w {
 	bool moe;                  /* sparse: router + experts instead of gate/up/down */
 	struct tern_weight router; /* [E, D] as stored */
 	struct tern_weight *ew;    /* [E * 3]: gate, up, down of each expert */
+	/* a streamed sparse layer streams per expert: the byte ranges (into the group) of expert e's
+	 * parts, xr[XR_MAX * e + j] for j < nxr[e], copied when the expert first gets tokens; the
+	 * rest of the group (attention, router), copied when the layer is loaded */
+	struct range *xr, *rest;
+	int *nxr, nrest;
+	uint64_t *xbytes; /* [E] */
+	uint64_t rest_bytes;
 };
 
 /* A device slot for a streamed layer. A copy into it is ordered after a mark of every op queued
@@ -53,6 +65,7 @@ struct slot {
 	struct tern_buffer *staging; /* disk tier: the group read from the pack file, copied from */
 	uint8_t *staging_ptr;
 	uint64_t staging_ticket; /* the last copy out of staging */
+	uint8_t *have;           /* [E] sparse layer: experts copied in since it was loaded */
 };
 
 struct lora_slot {
@@ -429,6 +442,75 @@ static void bind_layer(struct tern_net *n, int l, struct tern_view v)
 		tern_pack_weight(n->m->pack, tern_model_expert(n->m, l, e / 3, e % 3), v, &w->ew[e]);
 }
 
+static int range_cmp(const void *a, const void *b)
+{
+	const struct range *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Sorts ranges r[0..k) and joins neighbours whose gap holds no part (parts start at multiples of
+ * TERN_PACK_ALIGN); returns the count left. */
+static int join_ranges(struct range *r, int k)
+{
+	qsort(r, (size_t)k, sizeof *r, range_cmp);
+	int j = 0;
+	for (int i = 0; i < k; i++) {
+		uint64_t end = j ? r[j - 1].off + r[j - 1].size : 0;
+		if (j && r[i].off <= tern_align_up(end, TERN_PACK_ALIGN))
+			r[j - 1].size = r[i].off + r[i].size - r[j - 1].off;
+		else
+			r[j++] = r[i];
+	}
+	return j;
+}
+
+/* The streaming units of streamed sparse layer l: each expert's ranges and the rest of the group
+ * (the gaps between the experts' ranges that hold a part). */
+static enum tern_status expert_ranges(struct tern_net *n, int l)
+{
+	struct layer_w *w = &n->lw[l];
+	uint64_t g0 = n->m->pack->groups[l].off;
+	int64_t E = n->E;
+	struct range *all = tern_calloc((size_t)(E * XR_MAX), sizeof *all);
+	w->xr = tern_calloc((size_t)(E * XR_MAX), sizeof *w->xr);
+	w->rest = tern_calloc((size_t)(E * XR_MAX + 1), sizeof *w->rest);
+	w->nxr = tern_calloc((size_t)E, sizeof *w->nxr);
+	w->xbytes = tern_calloc((size_t)E, sizeof *w->xbytes);
+	if (!all || !w->xr || !w->rest || !w->nxr || !w->xbytes) {
+		free(all);
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	}
+	int na = 0;
+	for (int64_t e = 0; e < E; e++) {
+		struct range *r = &w->xr[XR_MAX * e];
+		int k = 0;
+		for (int j = 0; j < 3; j++) {
+			const struct tern_pack_tensor *t = tern_model_expert(n->m, l, e, j);
+			for (int p = 0; p < TERN_PART_COUNT; p++)
+				if (t->size[p])
+					r[k++] = (struct range){t->off[p] - g0, t->size[p]};
+		}
+		w->nxr[e] = join_ranges(r, k);
+		for (int j = 0; j < w->nxr[e]; j++) {
+			w->xbytes[e] += r[j].size;
+			all[na++] = r[j];
+		}
+	}
+	na = join_ranges(all, na);
+	uint64_t pos = 0;
+	for (int i = 0; i <= na; i++) {
+		uint64_t end = i < na ? all[i].off : w->bytes;
+		if (end > pos && tern_align_up(pos, TERN_PACK_ALIGN) < end) {
+			w->rest[w->nrest++] = (struct range){pos, end - pos};
+			w->rest_bytes += end - pos;
+		}
+		if (i < na)
+			pos = all[i].off + all[i].size;
+	}
+	free(all);
+	return TERN_OK;
+}
+
 static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern_buffer **out)
 {
 	const struct tern_pack *p = n->m->pack;
@@ -670,6 +752,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		for (int i = 0; i < n->nslots; i++) {
 			struct slot *sl = &n->slots[i];
 			sl->layer = -1;
+			if (n->any_moe && !(sl->have = tern_calloc((size_t)n->E, 1))) {
+				st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+				goto out;
+			}
 			if ((st = be->vt->buffer_alloc(be, max_group, &sl->buf)) ||
 			    (st = be->vt->host_alloc(be, max_group, &sl->staging, (void **)&sl->staging_ptr)))
 				goto out;
@@ -723,6 +809,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			    (st = need_op(be, TERN_OP_MATMUL_BWD, t->dtype, t->name)))
 				goto out;
 		}
+		if (w->moe && w->tier != TERN_TIER_DEVICE && (st = expert_ranges(n, l)))
+			goto out;
 		bind_layer(n, l, lv);
 		if ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_ATTN_NORM), w->attn_norm)) ||
 		    (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_MLP_NORM), w->mlp_norm)))
@@ -835,6 +923,7 @@ void tern_net_free(struct tern_net *n)
 			be->vt->buffer_free(be, n->slots[i].buf);
 		if (n->slots[i].staging)
 			be->vt->buffer_free(be, n->slots[i].staging);
+		free(n->slots[i].have);
 	}
 	if (n->host_buf)
 		for (int64_t l = 0; l < n->L; l++)
@@ -848,8 +937,13 @@ void tern_net_free(struct tern_net *n)
 	free(n->hlog);
 	free(n->hdw);
 	if (n->lw)
-		for (int64_t l = 0; l < n->L; l++)
+		for (int64_t l = 0; l < n->L; l++) {
 			free(n->lw[l].ew);
+			free(n->lw[l].xr);
+			free(n->lw[l].rest);
+			free(n->lw[l].nxr);
+			free(n->lw[l].xbytes);
+		}
 	free(n->xh);
 	free(n->slots);
 	free(n->seq);
@@ -1102,9 +1196,51 @@ static int slot_of(const struct tern_net *n, int l)
 	return -1;
 }
 
+/* Copies ranges r[0..k) of layer l's group into slot s after mark `after`: host-tier layers from
+ * their pinned copy, disk-tier ones read from the mapping into the slot's staging buffer first
+ * (the caller has waited for the staging's earlier copies of these bytes). *ticket = the last
+ * copy's ticket; returns the bytes copied. */
+static enum tern_status copy_ranges(struct tern_net *n, int s, int l, const struct range *r, int k,
+				    uint64_t after, uint64_t *ticket)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct slot *sl = &n->slots[s];
+	struct layer_w *w = &n->lw[l];
+	enum tern_status st;
+	for (int i = 0; i < k; i++) {
+		struct tern_view src = {n->host_buf[l], r[i].off, r[i].size};
+		if (w->tier == TERN_TIER_DISK) {
+			double t0 = tern_now();
+			/* the disk read (page faults on the mapping) */
+			memcpy(sl->staging_ptr + r[i].off, w->host + r[i].off, r[i].size);
+			n->stats.read_s += tern_now() - t0;
+			src.buf = sl->staging;
+		}
+		struct tern_view dst = {sl->buf, r[i].off, r[i].size};
+		if ((st = vt->copy_async(n->be, dst, src, after, ticket)))
+			return st;
+		if (w->tier == TERN_TIER_DISK)
+			sl->staging_ticket = *ticket;
+		n->stats.bytes[w->tier] += r[i].size;
+	}
+	return TERN_OK;
+}
+
+/* Whether a micro-batch of T tokens is expected to route to nearly every expert: the expected
+ * distinct experts of T·K uniform draws, E·(1 − (1 − K/E)^T), reach 7/8 of E. Then a sparse
+ * layer is loaded whole (its experts prefetched with it): per-expert copies start only once the
+ * routing is known, so they pay only when many experts stay idle. */
+static bool experts_all(const struct tern_net *n)
+{
+	double E = (double)n->E;
+	return E * (1.0 - pow(1.0 - (double)n->K / E, (double)n->T)) >= 0.875 * E;
+}
+
 /* Starts copying layer l's group into slot s, after every op queued so far (among them the last
  * reads of the slot's previous layer). Disk-tier groups are read from the mapping into the slot's
- * staging buffer first, which the host may rewrite only after the slot's previous copy is done. */
+ * staging buffer first, which the host may rewrite only after the slot's previous copy is done.
+ * A sparse layer's experts are left out unless experts_all: ensure_experts copies those that get
+ * tokens. */
 static enum tern_status load_slot(struct tern_net *n, int s, int l)
 {
 	const struct tern_backend_vtable *vt = n->be->vt;
@@ -1120,37 +1256,76 @@ static enum tern_status load_slot(struct tern_net *n, int s, int l)
 			return st;
 		sl->ticket = 0;
 	}
-	struct tern_view src;
-	if (w->tier == TERN_TIER_HOST) {
-		src = (struct tern_view){n->host_buf[l], 0, w->bytes};
-	} else {
+	if (w->tier == TERN_TIER_DISK) {
 		double t0 = tern_now();
 		if ((st = vt->ticket_wait_host(n->be, sl->staging_ticket)))
 			return st;
 		n->stats.wait_s += tern_now() - t0;
-		t0 = tern_now();
-		memcpy(sl->staging_ptr, w->host, w->bytes); /* the disk read (page faults on the mapping) */
-		n->stats.read_s += tern_now() - t0;
-		/* readahead: the neighbours are read next (l + 1 in the forward, l - 1 in the backward) */
+		/* readahead: the neighbours are read next (l + 1 in the forward, l - 1 in the backward);
+		 * of a sparse layer only the rest (its experts are read when they get tokens) */
 		for (int d = -1; d <= 1; d += 2) {
 			int u = l + d;
-			if (u >= 0 && u < n->L && n->lw[u].tier == TERN_TIER_DISK) {
-				uintptr_t a = (uintptr_t)n->lw[u].host & ~(uintptr_t)4095;
-				posix_madvise((void *)a, n->lw[u].bytes + ((uintptr_t)n->lw[u].host - a),
-					      POSIX_MADV_WILLNEED);
+			if (u < 0 || u >= n->L || n->lw[u].tier != TERN_TIER_DISK)
+				continue;
+			const struct layer_w *wu = &n->lw[u];
+			struct range whole = {0, wu->bytes};
+			const struct range *r = wu->xr ? wu->rest : &whole;
+			for (int i = 0; i < (wu->xr ? wu->nrest : 1); i++) {
+				const uint8_t *p = wu->host + r[i].off;
+				uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
+				posix_madvise((void *)a, r[i].size + ((uintptr_t)p - a), POSIX_MADV_WILLNEED);
 			}
 		}
-		src = (struct tern_view){sl->staging, 0, w->bytes};
 	}
-	struct tern_view dst = {sl->buf, 0, w->bytes};
-	if ((st = vt->copy_async(n->be, dst, src, mark, &sl->ticket)))
+	struct range whole = {0, w->bytes};
+	bool part = w->xr && !experts_all(n);
+	if (w->xr) {
+		uint64_t xb = w->bytes - w->rest_bytes; /* the experts' ranges and the padding between */
+		memset(sl->have, !part, (size_t)n->E);
+		n->stats.expert_whole += xb;
+		if (!part) {
+			n->stats.expert_bytes += xb;
+			n->stats.expert_loads += (uint64_t)n->E;
+		}
+	}
+	if ((st = copy_ranges(n, s, l, part ? w->rest : &whole, part ? w->nrest : 1, mark, &sl->ticket)))
 		return st;
-	if (w->tier == TERN_TIER_DISK)
-		sl->staging_ticket = sl->ticket;
 	sl->layer = l;
 	n->stats.loads++;
-	n->stats.bytes[w->tier] += w->bytes;
 	return TERN_OK;
+}
+
+/* Makes the experts of streamed sparse layer l that routing r gives tokens usable by the ops
+ * queued next: those not yet in the layer's slot are copied in (after every op queued so far),
+ * and the ops wait on the device for the copies. Layers on the device have all their experts. */
+static enum tern_status ensure_experts(struct tern_net *n, int l, const struct tern_moe_route *r)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct layer_w *w = &n->lw[l];
+	if (!w->xr)
+		return TERN_OK;
+	int s = slot_of(n, l);
+	if (s < 0)
+		return tern_fail(TERN_E_INVALID, "net: layer %d is not in a slot", l);
+	struct slot *sl = &n->slots[s];
+	uint64_t mark = 0, ticket = 0;
+	enum tern_status st;
+	for (int64_t e = 0; e < n->E; e++) {
+		if (!r->cnt[e])
+			continue;
+		if (sl->have[e]) {
+			n->stats.expert_hits++;
+			continue;
+		}
+		if (!mark && (st = vt->mark(n->be, &mark)))
+			return st;
+		if ((st = copy_ranges(n, s, l, &w->xr[XR_MAX * e], w->nxr[e], mark, &ticket)))
+			return st;
+		sl->have[e] = 1;
+		n->stats.expert_loads++;
+		n->stats.expert_bytes += w->xbytes[e];
+	}
+	return ticket ? vt->wait_ticket(n->be, ticket) : TERN_OK;
 }
 
 /* Whether layer l is used within the next `ahead` distinct streamed layers after position pos. */
@@ -1277,6 +1452,7 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 	TRY(tern_matmul(be, rows(a->logits, 0, T, E), rows(xn, 0, T, D), &w->router, T, TERN_F32));
 	TRY(vt->download(be, n->hlog, rows(a->logits, 0, T, E)));
 	tern_moe_route(r, n->hlog, T, n->m->cfg.norm_topk);
+	TRY(ensure_experts(n, l, r));
 	TRY(vt->upload(be, a->ridx, r->idx));
 	TRY(vt->upload(be, a->rw, r->wrow));
 	TRY(vt->zero(be, rows(out, 0, T, D)));
@@ -1327,6 +1503,7 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 	const struct tern_moe_route *r = a->route;
 	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe;
 	enum tern_status st;
+	TRY(ensure_experts(n, l, r));
 	TRY(vt->zero(be, n->dwrow));
 	for (int64_t e = 0; e < E; e++) {
 		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];

@@ -72,6 +72,11 @@ struct tern_net_stream_stats {
 	uint64_t loads, hits;
 	double wait_s; /* host seconds waiting for earlier copies (slot staging reuse) */
 	double read_s; /* host seconds reading disk-tier groups from the mapping (the disk reads) */
+	/* streamed sparse layers stream per expert (in bytes[] too): the experts copied in (those
+	 * that got tokens and were not in the layer's slot yet), their bytes, the experts that got
+	 * tokens and were there (hits), and the experts' bytes whole-layer streaming would have
+	 * copied (all experts of every load) */
+	uint64_t expert_loads, expert_hits, expert_bytes, expert_whole;
 };
 void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset);
 

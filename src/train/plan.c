@@ -10,6 +10,7 @@
 #include "tern/hub.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 			continue;
 		n_layer0++;
 		out->layer_bytes += b; /* a sparse layer's map holds the router and every expert */
+		if (s->expert == 0)
+			out->expert_bytes += b;
 		if (!proj && s->role != TERN_ROLE_ROUTER) /* its fp32 copy in the small block, per layer */
 			small += tern_align_up((uint64_t)s->shape[0] * 4, SMALL_ALIGN) * (uint64_t)L;
 	}
@@ -398,6 +401,21 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	for (int t = TERN_PLAN_HOST; t < TERN_PLAN_TIERS; t++)
 		out->streamed[t] = (uint64_t)out->loads_per_micro * (uint64_t)out->n_layers[t] * lb *
 				   (uint64_t)(out->accum > 0 ? out->accum : 1);
+	if (out->E > 0) {
+		double E = (double)out->E, hit = E * (1.0 - pow(1.0 - (double)out->top_k / E, (double)T));
+		out->experts_hit = hit;
+		/* one load of a sparse layer; whole when nearly every expert is hit (net.c experts_all) */
+		double per = hit >= 0.875 * E ? (double)lb
+					      : (double)(lb - (uint64_t)out->E * out->expert_bytes) +
+							hit * (double)out->expert_bytes;
+		for (int t = TERN_PLAN_HOST; t < TERN_PLAN_TIERS; t++)
+			out->streamed_est[t] =
+				(uint64_t)((double)out->loads_per_micro * (double)out->n_layers[t] * per *
+					   (double)(out->accum > 0 ? out->accum : 1));
+	} else {
+		for (int t = 0; t < TERN_PLAN_TIERS; t++)
+			out->streamed_est[t] = out->streamed[t];
+	}
 	out->ok = true;
 
 	tern_plan_fmt(a, sizeof a, out->used[TERN_PLAN_DEVICE]);

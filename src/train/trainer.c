@@ -1178,12 +1178,21 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
 			fmt_bytes(pd, sizeof pd, (double)peak_dev);
 			fmt_bytes(ph, sizeof ph, (double)peak_host);
-			char strm[64] = "";
+			char strm[160] = "";
 			if (ss.loads) {
-				char b[32];
+				char b[32], xb[32], xw[32];
 				fmt_bytes(b, sizeof b,
 					  (double)(ss.bytes[TERN_TIER_HOST] + ss.bytes[TERN_TIER_DISK]));
-				snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b, ss.wait_s);
+				int w0 = snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b,
+						  ss.wait_s);
+				if (ss.expert_whole) {
+					fmt_bytes(xb, sizeof xb, (double)ss.expert_bytes);
+					fmt_bytes(xw, sizeof xw, (double)ss.expert_whole);
+					snprintf(strm + w0, sizeof strm - (size_t)w0,
+						 ", experts %s of %s (%llu in, %llu hits)", xb, xw,
+						 (unsigned long long)ss.expert_loads,
+						 (unsigned long long)ss.expert_hits);
+				}
 			}
 			fprintf(out,
 				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  epoch %.2f  %.0f tok/s  %s<%s  "
@@ -1199,11 +1208,15 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
 				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
 				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f, \"input_tokens\": %lld, \"peak_device_bytes\": %llu, "
+				"\"stream_read_s\": %.4f, \"stream_expert_bytes\": %llu, "
+				"\"stream_expert_whole_bytes\": %llu, \"stream_expert_loads\": %llu, "
+				"\"stream_expert_hits\": %llu, \"input_tokens\": %lld, \"peak_device_bytes\": %llu, "
 				"\"peak_host_bytes\": %llu",
 				(long long)state.step, epoch, loss, lr, gnorm, (long long)state.tokens, tps,
 				step_t, state.elapsed, (unsigned long long)ss.bytes[TERN_TIER_HOST],
 				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
+				(unsigned long long)ss.expert_bytes, (unsigned long long)ss.expert_whole,
+				(unsigned long long)ss.expert_loads, (unsigned long long)ss.expert_hits,
 				(long long)input_tokens, (unsigned long long)peak_dev,
 				(unsigned long long)peak_host);
 			if (s.profile)
