@@ -686,6 +686,9 @@ struct tern_lora {
 	float dropout;        /* p */
 	uint64_t key;         /* dropout mask key (tern_dropout_key) */
 	enum tern_dtype prec; /* precision of the base product x Wᵀ (matmul); the LoRA products are fp32 */
+	/* the base product's input when it is not x (BitNet: act_quant8(x), [T,I] f32); size 0:
+	 * x. The backward is unchanged (straight-through: dx takes dy W as for x). */
+	struct tern_view xbase;
 };
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)
