@@ -54,6 +54,7 @@ set(TERN_SHADER_VARIANTS
   # mixture of experts: tokens grouped by expert and back, the routing weight's gradient
   "gather_rows|gather_rows.comp|" "scatter_add_rows|scatter_add_rows.comp|"
   "scatter_add_rows_unit|scatter_add_rows.comp|-DUNIT" "rowdot|rowdot.comp|" "rowdot_simple|rowdot.comp|-DSIMPLE"
+  "act_quant8|act_quant8.comp|" "act_quant8_simple|act_quant8.comp|-DSIMPLE"
   "route_topk|route.comp|" "route_count|route.comp|-DCOUNT" "route_topk_bwd|route.comp|-DBWD"
   "matmul_grouped_f32|matmul_grouped.comp|-DW_F32" "matmul_grouped_bwd_f32|matmul_grouped.comp|-DW_F32 -DBWD"
   "matmul_grouped_f16|matmul_grouped.comp|-DW_F16" "matmul_grouped_bwd_f16|matmul_grouped.comp|-DW_F16 -DBWD"

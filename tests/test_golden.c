@@ -137,8 +137,9 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		goto out;
 	}
 	const char *bf = json_string_value(json_object_get(g, "base_format"));
-	struct tern_model_opts mo = {.format = bf && !strcmp(bf, "nf4-dq") ? TERN_FORMAT_NF4_DQ
-									   : TERN_FORMAT_F32,
+	struct tern_model_opts mo = {.format = bf && !strcmp(bf, "nf4-dq")    ? TERN_FORMAT_NF4_DQ
+					       : bf && !strcmp(bf, "ternary") ? TERN_FORMAT_TERNARY
+									      : TERN_FORMAT_F32,
 				     .blocksize = 64};
 	snprintf(path, sizeof path, "%s/model", dir);
 	if ((st = tern_model_open(path, &mo, &m)) != TERN_OK) {
@@ -263,6 +264,13 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 	json_t *traj = json_object_get(g, "trajectory");
 	double lr0 = jnum(g, "learning_rate");
 	int64_t W = (int64_t)jnum(g, "warmup_steps");
+	/* bitnet: after the first update an 8-bit activation level may flip where x · 127 / absmax lies
+	 * within fp32 rounding of a half (a discontinuity); PyTorch's own float32 and float64 runs of
+	 * this reference differ by 2.9e-4 in a loss and 1.3e-3 in a grad norm (golden.json checks
+	 * f32_vs_f64), so its trajectory is held to 1e-3 and 5e-3, its final adapter to 5e-3; step 1
+	 * keeps the fp32 bounds */
+	bool bitnet = mt && !strcmp(mt, "bitnet");
+	double tloss = bitnet ? 1e-3 : tl_->loss, tnorm = bitnet ? 5e-3 : tl_->norm;
 	double worst_loss = 0, worst_norm = 0, worst_lr = 0;
 	int64_t bad_step = -1;
 	for (int64_t k = 0; k < steps; k++) {
@@ -376,7 +384,7 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 			worst_norm = rn;
 		if (rlr > worst_lr)
 			worst_lr = rlr;
-		if ((rl > tl_->loss || rn > tl_->norm) && bad_step < 0)
+		if ((rl > tloss || rn > tnorm) && bad_step < 0)
 			bad_step = k + 1;
 		struct tern_adamw_args aa = {lr,
 					     jnum(g, "adam_beta1"),
@@ -391,7 +399,7 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		check(false, "%s %s: step failed: %s", bn, cs, tern_error());
 		goto out;
 	}
-	check(worst_loss <= tl_->loss && worst_norm <= tl_->norm && worst_lr <= 1e-12,
+	check(worst_loss <= tloss && worst_norm <= tnorm && worst_lr <= 1e-12,
 	      "%s %-9s %lld-step trajectory: worst loss rel %.2e, grad norm rel %.2e, lr abs %.1e%s", bn, cs,
 	      (long long)steps, worst_loss, worst_norm, worst_lr,
 	      bad_step > 0 ? " (first bad step below)" : "");
@@ -438,7 +446,7 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 	 * the f16 noise of the tiny gradients of rarely seen vocabulary rows into steps of ±lr (3e-3
 	 * of the update for llama_save, 3e-2 for qwen3_save at f16), which says nothing about tern
 	 * against PEFT. */
-	double tla = tl_->adapter;
+	double tla = bitnet ? 5e-3 : tl_->adapter; /* bitnet: level flips (above); lavapipe 2.3e-3 */
 	bool up_ok = prec == TERN_F16 || worst_up <= 2 * tla;
 	check(worst <= tla && up_ok && (set->full_have & full) == full && (fin->full_have & full) == full,
 	      "%s %-9s final adapter after %lld steps: worst rel norm error %.2e%s", bn, cs, (long long)steps,
@@ -595,9 +603,9 @@ int main(void)
 		fprintf(stderr, "test_golden: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	static const char *const cases[] = {"llama",     "mistral",     "qwen2",        "qwen3",
-					    "llama_nf4", "llama_save",  "qwen3_save",   "mixtral",
-					    "qwen3_moe", "mixtral_exp", "qwen3_moe_exp"};
+	static const char *const cases[] = {"llama",     "mistral",     "qwen2",         "qwen3",
+					    "llama_nf4", "llama_save",  "qwen3_save",    "mixtral",
+					    "qwen3_moe", "mixtral_exp", "qwen3_moe_exp", "bitnet"};
 	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
 	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */
@@ -609,8 +617,8 @@ int main(void)
 				 * the other cases keep; llama_save covers f16 with modules_to_save. The MoE
 				 * cases too: mixtral's final adapter drifts to 2.45e-3 at f16 on the cpu */
 				if (p &&
-				    (!strcmp(cases[c], "qwen3_save") || !strncmp(cases[c], "mixtral", 7) ||
-				     !strncmp(cases[c], "qwen3_moe", 9)))
+				    (!strcmp(cases[c], "qwen3_save") || !strcmp(cases[c], "bitnet") ||
+				     !strncmp(cases[c], "mixtral", 7) || !strncmp(cases[c], "qwen3_moe", 9)))
 					continue;
 				/* the MoE cases run as test_golden_moe (TERN_GOLDEN_CASE=moe) */
 				bool moe = !strncmp(cases[c], "mixtral", 7) ||

@@ -22,6 +22,7 @@
 #include "test_ops_stream.h"
 #include "test_ops_moe.h"
 #include "test_ops_route.h"
+#include "test_ops_bitnet.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1310,6 +1311,7 @@ static void run_backend(struct suite *s)
 	check_layers_all(s);
 	check_stream_all(s);
 	check_moe_all(s);
+	check_bitnet_all(s);
 	check_route_all(s);
 	check_grouped_all(s);
 }

@@ -62,6 +62,7 @@ enum tern_op {
 	TERN_OP_ROUTE_TOPK_BWD,     /* its backward into the router logits */
 	TERN_OP_MATMUL_GROUPED,     /* per-expert matmuls over contiguous row groups, one op */
 	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
+	TERN_OP_ACT_QUANT8,         /* BitNet's per-token 8-bit activation fake-quantization */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -409,6 +410,16 @@ struct tern_backend_vtable {
 	 * give the same bits. */
 	enum tern_status (*rowdot)(struct tern_backend *be, struct tern_view out, struct tern_view a,
 				   struct tern_view b, int64_t n, int64_t D);
+	/* BitNet b1.58's activation fake-quantization (transformers' ActQuant, AutoBitLinear online),
+	 * per token t < T over the I values of row t, all in fp32:
+	 *   s_t = 127 / max(max_i |x[t, i]|, 1e-5)
+	 *   y[t, i] = clamp(rint(x[t, i] · s_t), -128, 127) / s_t   (=)
+	 * rint rounds halves to even (torch.round). x, y f32 [T, I]; y may be x itself (in place,
+	 * the same view) but may not otherwise overlap it; I >= 1. The max is exact, so the result
+	 * depends on no summation order. Its backward is the straight-through estimator dx = dy, which
+	 * needs no op. */
+	enum tern_status (*act_quant8)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				       int64_t T, int64_t I);
 	/* The router of a mixture of experts, as transformers computes it (Mixtral, Qwen3-MoE), for
 	 * each token t < T:
 	 *   prob[t, :] = softmax(logits[t, :])                   f32 [T, E] (=), saved for the backward
@@ -532,6 +543,8 @@ enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view
 				       int64_t D);
 enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
 			     struct tern_view b, int64_t n, int64_t D);
+enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t T,
+				 int64_t I);
 enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
 				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
 				 int64_t T, int64_t E, int64_t k, bool norm);
@@ -673,6 +686,9 @@ struct tern_lora {
 	float dropout;        /* p */
 	uint64_t key;         /* dropout mask key (tern_dropout_key) */
 	enum tern_dtype prec; /* precision of the base product x Wᵀ (matmul); the LoRA products are fp32 */
+	/* the base product's input when it is not x (BitNet: act_quant8(x), [T,I] f32); size 0:
+	 * x. The backward is unchanged (straight-through: dx takes dy W as for x). */
+	struct tern_view xbase;
 };
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)

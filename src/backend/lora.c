@@ -3,7 +3,7 @@
  *
  *   forward   xd = drop(x)                       [T,I]   (p > 0 only; p == 0 uses x itself)
  *             u  = xd Aᵀ                         [T,R]   saved for the backward
- *             y  = x Wᵀ + s · u Bᵀ              [T,O]
+ *             y  = x Wᵀ + s · u Bᵀ              [T,O]   (xbase Wᵀ when given: BitNet)
  *   backward  dB += s · dyᵀ u                    [O,R]
  *             du  = s · dy B                     [T,R]
  *             dA += duᵀ xd                       [R,I]
@@ -59,7 +59,7 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
 		return st;
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
-	if ((st = tern_matmul(be, y, x, w, T, lora->prec)) != TERN_OK)
+	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
 		return st;
 	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
 	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);

@@ -724,6 +724,31 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rowdot(be, out, a, b, n, D));
 }
 
+enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t T,
+				 int64_t I)
+{
+	const char *op = "act_quant8";
+	if (!be->vt->act_quant8)
+		return missing(be, TERN_OP_ACT_QUANT8);
+	enum tern_status st;
+	if (I < 1)
+		return tern_fail(TERN_E_INVALID, "act_quant8: I=%lld (I >= 1)", (long long)I);
+	if ((st = dims(op, T, "T", I, "I")))
+		return st;
+	long long lT = (long long)T, lI = (long long)I;
+	if ((st = view(op, "y", y, (size_t)(T * I) * 4, "T=%lld I=%lld f32", lT, lI)) ||
+	    (st = view(op, "x", x, (size_t)(T * I) * 4, "T=%lld I=%lld f32", lT, lI)))
+		return st;
+	size_t n = (size_t)(T * I) * 4;
+	bool same = y.buf == x.buf && y.off == x.off;
+	if (!same && n > 0 && y.buf == x.buf && y.off < x.off + n && x.off < y.off + n)
+		return tern_fail(TERN_E_INVALID,
+				 "act_quant8: y (offset %zu) overlaps x (offset %zu) without being x itself",
+				 y.off, x.off);
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->act_quant8(be, y, x, T, I));
+}
+
 /* The router's shape: E >= 1 (and an i32 id), 1 <= k <= E, T·E a count. */
 static enum tern_status route_shape(const char *op, int64_t T, int64_t E, int64_t k)
 {

@@ -341,7 +341,7 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 		return tern_fail(
 			TERN_E_UNSUPPORTED,
 			"%s: model_type %.40s is not supported (supported: llama, mistral, qwen2, qwen3, "
-			"mixtral, qwen3_moe; bitnet later)",
+			"mixtral, qwen3_moe, bitnet)",
 			path, type);
 	cfg->arch = (enum tern_arch)a;
 	snprintf(cfg->model_type, sizeof cfg->model_type, "%s", type);
@@ -559,9 +559,24 @@ enum tern_status tern_model_config_check(const struct tern_model_config *cfg, co
 			"%s: output_router_logits = true: the load-balancing loss is not implemented "
 			"yet (set it to false, or router_aux_loss_coef to 0)",
 			path);
-	if (cfg->arch == TERN_ARCH_BITNET)
+	if (cfg->arch == TERN_ARCH_BITNET && cfg->qmethod != TERN_QMETHOD_BITNET)
 		return tern_fail(
 			TERN_E_UNSUPPORTED,
-			"%s: model_type bitnet is not supported yet (BitNet comes with a later issue)", path);
+			"%s: model_type bitnet without quantization_config.quant_method bitnet is not "
+			"supported (supported: quant_method bitnet, linear_class autobitlinear, "
+			"quantization_mode online)",
+			path);
+	if (cfg->arch == TERN_ARCH_BITNET &&
+	    (strcmp(cfg->bitnet_mode, "online") || strcmp(cfg->bitnet_linear_class, "autobitlinear")))
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: quantization_config linear_class %s, quantization_mode %s: the packed "
+				 "2-bit BitNet checkpoints are not supported yet (supported: linear_class "
+				 "autobitlinear, quantization_mode online)",
+				 path, cfg->bitnet_linear_class, cfg->bitnet_mode);
+	if (cfg->arch == TERN_ARCH_BITNET && cfg->H * cfg->Dh != cfg->D)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: bitnet with num_attention_heads * head_dim = %lld != hidden_size %lld "
+				 "(attn_sub_norm has hidden_size weights)",
+				 path, (long long)(cfg->H * cfg->Dh), (long long)cfg->D);
 	return TERN_OK;
 }

@@ -2,8 +2,9 @@
  * of shared reference formats.md §4 when a field is absent.
  *
  * Supported for loading: model_type llama, mistral, qwen2, qwen3 and the mixtures of experts
- * mixtral and qwen3_moe. bitnet is parsed (so a later issue can size it) but
- * tern_model_config_check() answers "not supported yet".
+ * mixtral and qwen3_moe, and bitnet with quantization_config {quant_method: bitnet, linear_class:
+ * autobitlinear, quantization_mode: online}; tern_model_config_check() answers "not supported yet"
+ * for the packed 2-bit bitnet checkpoints (offline / bitlinear) and a bitnet without one.
  * Any other model_type is rejected naming it and the supported list.
  *
  * Errors are one line naming the file, the key, the value and what was expected, e.g.
@@ -27,7 +28,7 @@ enum tern_arch {
 	TERN_ARCH_QWEN2,
 	TERN_ARCH_QWEN3,
 	TERN_ARCH_MIXTRAL,   /* MoE: block_sparse_moe.gate, experts.<e>.w1/w3/w2 */
-	TERN_ARCH_BITNET,    /* parsed; loading comes with the BitNet issue */
+	TERN_ARCH_BITNET,    /* BitNet b1.58: sub-norms, relu², ternary + 8-bit activations */
 	TERN_ARCH_QWEN3_MOE, /* MoE: q/k norms, mlp.gate, mlp.experts.<e>.gate/up/down_proj */
 	TERN_ARCH_COUNT
 };

@@ -92,6 +92,8 @@ static const struct role_desc roles[TERN_ROLE_COUNT] = {
 	[TERN_ROLE_EXP_GATE] = {"gate_proj.weight", true}, /* mlp.experts.<e>. before */
 	[TERN_ROLE_EXP_UP] = {"up_proj.weight", true},
 	[TERN_ROLE_EXP_DOWN] = {"down_proj.weight", true},
+	[TERN_ROLE_ATTN_SUB_NORM] = {"self_attn.attn_sub_norm.weight", true},
+	[TERN_ROLE_FFN_SUB_NORM] = {"mlp.ffn_sub_norm.weight", true},
 };
 
 /* The name of role r (expert x) inside layer l: the Hub's per-expert checkpoint names (Mixtral
@@ -101,7 +103,7 @@ static void layer_name(const struct tern_model_config *c, int r, int x, char *bu
 {
 	static const char *const mix[] = {"w1", "w3", "w2"};
 	bool mixtral = c->arch == TERN_ARCH_MIXTRAL;
-	if (r >= TERN_ROLE_EXP_GATE)
+	if (r >= TERN_ROLE_EXP_GATE && r <= TERN_ROLE_EXP_DOWN)
 		snprintf(buf, cap, "%s.experts.%d.%s%s", mixtral ? "block_sparse_moe" : "mlp", x,
 			 mixtral ? mix[r - TERN_ROLE_EXP_GATE] : roles[r].suffix, mixtral ? ".weight" : "");
 	else if (r == TERN_ROLE_ROUTER && mixtral)
@@ -141,6 +143,8 @@ enum tern_status tern_model_tensor_map(const struct tern_model_config *c, struct
 		[TERN_ROLE_EXP_GATE] = {1, c->Fe, c->D},
 		[TERN_ROLE_EXP_UP] = {1, c->Fe, c->D},
 		[TERN_ROLE_EXP_DOWN] = {1, c->D, c->Fe},
+		[TERN_ROLE_ATTN_SUB_NORM] = {c->arch == TERN_ARCH_BITNET, q, 0},
+		[TERN_ROLE_FFN_SUB_NORM] = {c->arch == TERN_ARCH_BITNET, c->F, 0},
 	};
 	size_t cap = 3 + (size_t)c->L * (TERN_ROLE_COUNT + 3 * (size_t)c->E), k = 0;
 	struct tern_tensor_spec *s = tern_calloc(cap, sizeof *s);
@@ -151,11 +155,12 @@ enum tern_status tern_model_tensor_map(const struct tern_model_config *c, struct
 		for (int r = 0; r < TERN_ROLE_COUNT; r++) {
 			if (roles[r].layer != (l >= 0) || !shape[r][0])
 				continue;
-			bool sparse = r >= TERN_ROLE_ROUTER,
+			bool sparse = r >= TERN_ROLE_ROUTER && r <= TERN_ROLE_EXP_DOWN,
 			     dense_mlp = r >= TERN_ROLE_GATE && r <= TERN_ROLE_DOWN_BIAS;
 			if ((sparse && !moe) || (dense_mlp && moe))
 				continue;
-			int ne = r >= TERN_ROLE_EXP_GATE ? (int)c->E : 1;
+			bool ex = r >= TERN_ROLE_EXP_GATE && r <= TERN_ROLE_EXP_DOWN;
+			int ne = ex ? (int)c->E : 1;
 			for (int x = 0; x < ne; x++) {
 				struct tern_tensor_spec *e = &s[k++];
 				char sub[80];
@@ -166,7 +171,7 @@ enum tern_status tern_model_tensor_map(const struct tern_model_config *c, struct
 					snprintf(e->name, sizeof e->name, "model.layers.%d.%s", (int)l, sub);
 				e->layer = (int)l;
 				e->role = (enum tern_role)r;
-				e->expert = r >= TERN_ROLE_EXP_GATE ? x : -1;
+				e->expert = ex ? x : -1;
 				e->ndim = shape[r][2] ? 2 : 1;
 				e->shape[0] = shape[r][1];
 				e->shape[1] = shape[r][2] ? shape[r][2] : 1;
@@ -912,7 +917,14 @@ enum tern_status tern_model_open(const char *dir, const struct tern_model_opts *
 	for (size_t i = 0; i < ns; i++)
 		any_bnb |= src[i].bnb;
 	if (o.format == TERN_FORMAT_AUTO && !any_bnb)
-		o.format = TERN_FORMAT_NF4_DQ;
+		o.format = m->cfg.arch == TERN_ARCH_BITNET ? TERN_FORMAT_TERNARY : TERN_FORMAT_NF4_DQ;
+	if (m->cfg.arch == TERN_ARCH_BITNET && o.format != TERN_FORMAT_TERNARY) {
+		st = tern_fail(TERN_E_UNSUPPORTED,
+			       "%s: base_format %s: model_type bitnet trains over its ternary weights "
+			       "(base_format: ternary, or leave it unset)",
+			       cpath, tern_base_format_name(o.format));
+		goto out;
+	}
 	if (o.format != TERN_FORMAT_AUTO && o.format != TERN_FORMAT_NF4 && o.format != TERN_FORMAT_NF4_DQ)
 		o.blocksize = 0;
 	else if (!o.blocksize && !any_bnb)
@@ -1034,7 +1046,7 @@ enum tern_status tern_model_info(const char *dir, struct tern_model_info *info)
 			 ? (c.bnb_double_quant ? "bitsandbytes nf4 + double quant" : "bitsandbytes nf4")
 		 : c.qmethod == TERN_QMETHOD_BITNET ? "bitnet"
 						    : "none");
-	info->supported = c.arch != TERN_ARCH_BITNET;
+	info->supported = tern_model_config_check(&c, dir) == TERN_OK;
 	info->L = c.L;
 	info->D = c.D;
 	info->F = c.F;

@@ -41,6 +41,9 @@ enum tern_role {
 	TERN_ROLE_EXP_GATE, /* [Fe, D] per expert: Mixtral experts.<e>.w1, Qwen3-MoE gate_proj */
 	TERN_ROLE_EXP_UP,   /* [Fe, D]: w3, up_proj */
 	TERN_ROLE_EXP_DOWN, /* [D, Fe]: w2, down_proj */
+	/* BitNet b1.58: RMSNorms inside the blocks */
+	TERN_ROLE_ATTN_SUB_NORM, /* self_attn.attn_sub_norm [D] (= H*Dh), before o_proj */
+	TERN_ROLE_FFN_SUB_NORM,  /* mlp.ffn_sub_norm [F], before down_proj */
 	TERN_ROLE_COUNT
 };
 

@@ -20,6 +20,8 @@ struct tern_gen {
 	struct tern_buffer **kv; /* [L]: k [ctx,Hkv,Dh] then v [ctx,Hkv,Dh] */
 	struct tern_buffer *act; /* the scratch of one pass */
 	struct tern_view x, x2, xn, q, qr, kr, ao, h1, rstd, rstdh, ids, pos, xf, rstdf, logits;
+	struct tern_view aon; /* BitNet: attn_sub_norm(ao) */
+	bool bitnet;
 	struct tern_net_scratch s;
 	int32_t *posh;
 	float *logh;
@@ -46,6 +48,7 @@ enum tern_status tern_gen_create(struct tern_net *net, const struct tern_model *
 	g->lora = lora;
 	g->D = c->D, g->F = c->F, g->H = c->H, g->Hkv = c->Hkv, g->Dh = c->Dh, g->V = c->V, g->L = c->L;
 	g->qkn = c->qk_norm;
+	g->bitnet = c->arch == TERN_ARCH_BITNET;
 	g->eps = (float)c->rms_eps;
 	*out = g;
 	return TERN_OK;
@@ -114,13 +117,24 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 	take(&off, &g->s.g, (size_t)(C * F) * 4);
 	take(&off, &g->s.up, (size_t)(C * F) * 4);
 	take(&off, &g->s.a, (size_t)(C * F) * 4);
+	if (g->bitnet) {
+		int64_t maxI = D > F ? D : F;
+		maxI = H * Dh > maxI ? H * Dh : maxI;
+		take(&off, &g->s.xq, (size_t)(C * maxI) * 4);
+		take(&off, &g->s.an, (size_t)(C * F) * 4);
+		take(&off, &g->s.rstd, (size_t)C * 4);
+		take(&off, &g->aon, (size_t)(C * H * Dh) * 4);
+	}
 	if ((st = be->vt->buffer_alloc(be, off, &g->act)))
 		return st;
 	struct tern_view *all[] = {&g->x,      &g->x2,   &g->xn,     &g->h1,  &g->q,    &g->qr, &g->ao,
 				   &g->kr,     &g->rstd, &g->rstdh,  &g->ids, &g->pos,  &g->xf, &g->rstdf,
 				   &g->logits, &g->s.u,  &g->s.ones, &g->s.g, &g->s.up, &g->s.a};
+	struct tern_view *bn[] = {&g->s.xq, &g->s.an, &g->s.rstd, &g->aon}; /* BitNet's */
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		all[i]->buf = g->act;
+	for (size_t i = 0; g->bitnet && i < sizeof bn / sizeof bn[0]; i++)
+		bn[i]->buf = g->act;
 	free(g->posh);
 	free(g->logh);
 	g->posh = tern_malloc((size_t)C * 4);
@@ -190,7 +204,9 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 		struct tern_attn_kv_args aa = {Tq, p0 + Tq, H, Hkv, Dh, li.window, 1.0f / sqrtf((float)Dh)};
 		TRY(tern_attention_kv(be, g->ao, g->q, cache(g, l, 0, 0, p0 + Tq), cache(g, l, 1, 0, p0 + Tq),
 				      &aa));
-		TRY(tern_net_linear(n, l, TERN_MOD_O, g->h1, g->ao, &g->s, Tq, g->lora));
+		if (g->bitnet)
+			TRY(tern_rmsnorm(be, g->aon, g->rstd, g->ao, li.attn_sub, Tq, H * Dh, g->eps));
+		TRY(tern_net_linear(n, l, TERN_MOD_O, g->h1, g->bitnet ? g->aon : g->ao, &g->s, Tq, g->lora));
 		TRY(tern_axpy(be, g->h1, x, Tq * D, 1.0f)); /* h1 = x + o */
 		TRY(tern_rmsnorm(be, g->xn, g->rstd, g->h1, li.mlp_norm, Tq, D, g->eps));
 		TRY(tern_net_mlp(n, l, y, g->xn, &g->s, Tq, g->lora));

@@ -21,6 +21,8 @@ struct layer_act {
 	struct tern_view lse, ao;            /* [H,T], [T,H*Dh] */
 	struct tern_view h1, xn2, rstd2;     /* [T,D], [T,D], [T] */
 	struct tern_view g, u, a;            /* [T,F] */
+	struct tern_view aon, rstdo;         /* BitNet: attn_sub_norm(ao) [T,H*Dh], [T] */
+	struct tern_view an, rstda;          /* BitNet: ffn_sub_norm(a) [T,F], [T] */
 	struct tern_view lu[TERN_MOD_COUNT]; /* LoRA u = drop(x) Aᵀ [T,R] per targeted module */
 	/* sparse (MoE) layers: router logits [T,E]; the experts' rows in the grouped layout (moe.h,
 	 * cap rows): inputs xe and outputs ey [cap,D], eg, eu, ea [cap,Fe]; the rows' token idx (i32)
@@ -42,6 +44,7 @@ struct layer_w {
 	uint64_t bytes;      /* group size */
 	struct tern_weight w[TERN_MOD_COUNT];
 	struct tern_view attn_norm, mlp_norm, q_norm, k_norm; /* f32 */
+	struct tern_view attn_sub, ffn_sub;                   /* BitNet sub-norms, f32 */
 	struct tern_view bias[TERN_MOD_COUNT];                /* f32 [O], size 0 when absent */
 	int64_t window;
 	bool moe;                  /* sparse: router + experts instead of gate/up/down */
@@ -115,6 +118,8 @@ struct tern_net {
 	struct layer_act *la;  /* [L] with checkpointing all alias one set */
 	struct tern_view *xin; /* [L+1] layer inputs [T,D]: fp32, or f16 at F16 products */
 	struct tern_view xcur; /* [T,D] fp32: the f16 layer input at work (F16 products only) */
+	struct tern_view xq;   /* BitNet: act_quant8 of a projection's input [T,maxI] */
+	bool bitnet;           /* model_type bitnet */
 	/* io */
 	struct tern_view tokens, targets, pos, seg; /* i32 [T] */
 	/* backward scratch */
@@ -371,6 +376,12 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &a->g, (size_t)(T * Fd) * 4);
 		take(&ap, &a->u, (size_t)(T * Fd) * 4);
 		take(&ap, &a->a, (size_t)(T * Fd) * 4);
+		if (c->arch == TERN_ARCH_BITNET) {
+			take(&ap, &a->aon, (size_t)(T * H * Dh) * 4);
+			take(&ap, &a->rstdo, (size_t)T * 4);
+			take(&ap, &a->an, (size_t)(T * Fd) * 4);
+			take(&ap, &a->rstda, (size_t)T * 4);
+		}
 		if (n->any_moe) {
 			take(&ap, &a->logits, (size_t)(T * E) * 4);
 			take(&ap, &a->xe, (size_t)(n->cap * D) * 4);
@@ -397,6 +408,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	take(&ap, &n->xd, xdb);
 	take(&ap, &n->tmp, xdb);
 	take(&ap, &n->dul, (size_t)(T * R) * 4);
+	if (c->arch == TERN_ARCH_BITNET)
+		take(&ap, &n->xq, (size_t)(T * maxI) * 4);
 	take(&ap, &n->dres, (size_t)(T * D) * 4);
 	take(&ap, &n->dxn, (size_t)(T * D) * 4);
 	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
@@ -570,6 +583,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
+	n->bitnet = c->arch == TERN_ARCH_BITNET;
 	moe_dims(n, c);
 	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
 	int64_t io[TERN_MOD_COUNT][2];
@@ -587,6 +601,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	static const enum tern_op moe_ops[] = {TERN_OP_GATHER_ROWS, TERN_OP_SCATTER_ADD_ROWS, TERN_OP_ROWDOT};
 	for (size_t i = 0; n->any_moe && i < sizeof moe_ops / sizeof moe_ops[0] && st == TERN_OK; i++)
 		st = need_op(be, moe_ops[i], TERN_F32, "mixture of experts");
+	if (st == TERN_OK && n->bitnet)
+		st = need_op(be, TERN_OP_ACT_QUANT8, TERN_F32, "BitNet activations");
 	if (st != TERN_OK)
 		goto out;
 	if (o->experts && (!n->any_moe || (o->experts >> 2) || o->dropout > 0.0f)) {
@@ -684,6 +700,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if (c->qk_norm) {
 			take(&sp, &w->q_norm, (size_t)Dh * 4);
 			take(&sp, &w->k_norm, (size_t)Dh * 4);
+		}
+		if (c->arch == TERN_ARCH_BITNET) {
+			take(&sp, &w->attn_sub, (size_t)(n->H * Dh) * 4);
+			take(&sp, &w->ffn_sub, (size_t)n->F * 4);
 		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
 			if (tern_model_tensor(m, l, bias_role[mo]))
@@ -818,6 +838,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if (c->qk_norm &&
 		    ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_Q_NORM), w->q_norm)) ||
 		     (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_K_NORM), w->k_norm))))
+			goto out;
+		if (n->bitnet &&
+		    ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_ATTN_SUB_NORM), w->attn_sub)) ||
+		     (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_FFN_SUB_NORM), w->ffn_sub))))
 			goto out;
 	}
 
@@ -1158,11 +1182,17 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 {
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
+	struct tern_view xb = x; /* BitNet: the base product reads x quantized to 8 bits per token */
+	if (n->bitnet) {
+		xb = tern_view_sub(n->xq, 0, (size_t)(n->T * w->w[mo].I) * 4);
+		TRY(tern_act_quant8(n->be, xb, x, n->T, w->w[mo].I));
+	}
 	if (targeted(n, mo)) {
 		struct tern_lora lo = lora_of(n, l, mo, step, micro);
+		lo.xbase = n->bitnet ? xb : (struct tern_view){0};
 		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
 	} else {
-		TRY(tern_matmul(n->be, y, x, &w->w[mo], n->T, n->o.prec));
+		TRY(tern_matmul(n->be, y, xb, &w->w[mo], n->T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
 		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
@@ -1571,7 +1601,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	struct layer_w *w = &n->lw[l];
 	struct layer_act *a = &n->la[l];
 	int64_t T = n->T, D = n->D, H = n->H, Hkv = n->Hkv, Dh = n->Dh;
-	bool qkn = n->m->cfg.qk_norm;
+	bool qkn = n->m->cfg.qk_norm, bn = n->bitnet;
 	enum tern_status st;
 
 	TRY(ensure_layer(n, l));
@@ -1587,7 +1617,9 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(tern_rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
 	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec};
 	TRY(tern_attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
-	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, a->ao, a, step, micro));
+	if (bn)
+		TRY(tern_rmsnorm(be, a->aon, a->rstdo, a->ao, w->attn_sub, T, H * Dh, n->eps));
+	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, bn ? a->aon : a->ao, a, step, micro));
 	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
 	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
 	if (w->moe) {
@@ -1596,7 +1628,9 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 		TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
 		TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
 		TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
-		TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, a->a, a, step, micro));
+		if (bn)
+			TRY(tern_rmsnorm(be, a->an, a->rstda, a->a, w->ffn_sub, T, n->F, n->eps));
+		TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, bn ? a->an : a->a, a, step, micro));
 	}
 	TRY(tern_axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
 	return TERN_OK;
@@ -1610,7 +1644,7 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	struct layer_w *w = &n->lw[l];
 	struct layer_act *a = &n->la[l];
 	int64_t T = n->T, D = n->D, H = n->H, Hkv = n->Hkv, Dh = n->Dh;
-	bool qkn = n->m->cfg.qk_norm;
+	bool qkn = n->m->cfg.qk_norm, bn = n->bitnet;
 	enum tern_status st;
 
 	TRY(ensure_layer(n, l));
@@ -1618,14 +1652,20 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	if (w->moe) {
 		TRY(moe_bwd(n, l, n->dxn, n->dres, a));
 	} else {
-		TRY(lin_bwd(n, l, TERN_MOD_DOWN, n->da, n->dres, a->a, a, false, step, micro));
+		TRY(lin_bwd(n, l, TERN_MOD_DOWN, bn ? n->dg : n->da, n->dres, bn ? a->an : a->a, a, false,
+			    step, micro));
+		if (bn) /* dg holds d(an) until swiglu_bwd writes it */
+			TRY(tern_rmsnorm_bwd(be, n->da, n->dg, a->a, w->ffn_sub, a->rstda, T, n->F, false));
 		TRY(tern_swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
 		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
 		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
 	}
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
-	TRY(lin_bwd(n, l, TERN_MOD_O, n->dao, n->dres, a->ao, a, false, step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_O, bn ? n->dq : n->dao, n->dres, bn ? a->aon : a->ao, a, false, step,
+		    micro));
+	if (bn) /* dq holds d(aon) until attention_bwd writes it */
+		TRY(tern_rmsnorm_bwd(be, n->dao, n->dq, a->ao, w->attn_sub, a->rstdo, T, H * Dh, false));
 	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec};
 	TRY(tern_attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg,
 			       &aa));
@@ -1848,7 +1888,8 @@ enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_l
 		n->seq_len = n->seq_eval, n->seq_pos = 0;
 	enum tern_status st = ensure_layer(n, l);
 	const struct layer_w *w = &n->lw[l];
-	*info = (struct tern_net_layer_info){w->attn_norm, w->mlp_norm, w->q_norm, w->k_norm, w->window};
+	*info = (struct tern_net_layer_info){w->attn_norm, w->mlp_norm, w->q_norm,
+					     w->k_norm,    w->attn_sub, w->window};
 	return st;
 }
 
@@ -1857,12 +1898,18 @@ enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo,
 {
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
+	struct tern_view xb = x; /* BitNet: the base product reads x quantized to 8 bits per token */
+	if (n->bitnet) {
+		xb = tern_view_sub(s->xq, 0, (size_t)(T * w->w[mo].I) * 4);
+		TRY(tern_act_quant8(n->be, xb, x, T, w->w[mo].I));
+	}
 	if (lora && targeted(n, mo)) {
 		struct tern_lora lo = lora_of(n, l, mo, 0, 0);
 		lo.dropout = 0.0f; /* inference */
+		lo.xbase = n->bitnet ? xb : (struct tern_view){0};
 		TRY(tern_lora_forward(n->be, y, s->u, (struct tern_view){0}, x, &w->w[mo], &lo, T));
 	} else {
-		TRY(tern_matmul(n->be, y, x, &w->w[mo], T, n->o.prec));
+		TRY(tern_matmul(n->be, y, xb, &w->w[mo], T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
 		TRY(tern_gemm(n->be, y, s->ones, w->bias[mo], T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
@@ -1884,7 +1931,9 @@ enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, s
 	TRY(tern_net_linear(n, l, TERN_MOD_GATE, s->g, xn, s, T, lora));
 	TRY(tern_net_linear(n, l, TERN_MOD_UP, s->up, xn, s, T, lora));
 	TRY(tern_swiglu(n->be, s->a, s->g, s->up, T * n->F, n->m->cfg.act));
-	return tern_net_linear(n, l, TERN_MOD_DOWN, out, s->a, s, T, lora);
+	if (n->bitnet)
+		TRY(tern_rmsnorm(n->be, s->an, s->rstd, s->a, n->lw[l].ffn_sub, T, n->F, n->eps));
+	return tern_net_linear(n, l, TERN_MOD_DOWN, out, n->bitnet ? s->an : s->a, s, T, lora);
 }
 
 enum tern_status tern_net_embed(struct tern_net *n, const int32_t *ids, struct tern_view ids_dev,

@@ -153,6 +153,7 @@ enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module m, fl
 /* Layer l's vectors: norms (fp32 [D]; q_norm, k_norm [Dh], size 0 without qk_norm) and window. */
 struct tern_net_layer_info {
 	struct tern_view attn_norm, mlp_norm, q_norm, k_norm;
+	struct tern_view attn_sub; /* BitNet's attn_sub_norm [H·Dh] (before o_proj), else size 0 */
 	int64_t window;
 };
 /* Makes layer l's frozen weights usable by the ops queued next, as the forward does (a streamed
@@ -164,6 +165,9 @@ enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_l
  * ones (bias rows), g, up, a [T,F] (the MLP). */
 struct tern_net_scratch {
 	struct tern_view u, ones, g, up, a;
+	/* BitNet only (size 0 otherwise): the 8-bit-quantized input of a projection [T, max(D, H·Dh, F)],
+	 * the MLP's sub-normed a [T, F] and its rstd [T] */
+	struct tern_view xq, an, rstd;
 };
 /* y[T,O] (=) = x Wᵀ + s (x Aᵀ) Bᵀ + bias of module mo of layer l (after tern_net_use_layer), the
  * LoRA without dropout; lora false: the base linear alone (+ bias). */

@@ -94,6 +94,8 @@ enum tern_base_format tern_plan_format(const struct tern_model_config *mc, const
 	enum tern_base_format f = cfg->base_format;
 	if (f != TERN_FORMAT_AUTO)
 		return f;
+	if (mc->arch == TERN_ARCH_BITNET)
+		return TERN_FORMAT_TERNARY;
 	if (mc->qmethod == TERN_QMETHOD_BNB_4BIT)
 		return mc->bnb_double_quant ? TERN_FORMAT_NF4_DQ : TERN_FORMAT_NF4;
 	if (mc->qmethod == TERN_QMETHOD_NONE)

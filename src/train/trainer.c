@@ -215,7 +215,9 @@ static enum tern_status open_model(struct session *s)
 	struct tern_model_config mc = s->mc;
 	enum tern_status st;
 	enum tern_base_format f = c->base_format;
-	if (f == TERN_FORMAT_AUTO && mc.qmethod == TERN_QMETHOD_NONE)
+	if (f == TERN_FORMAT_AUTO && mc.arch == TERN_ARCH_BITNET)
+		f = TERN_FORMAT_TERNARY;
+	else if (f == TERN_FORMAT_AUTO && mc.qmethod == TERN_QMETHOD_NONE)
 		f = mc.dtype == TERN_F32   ? TERN_FORMAT_F32
 		    : mc.dtype == TERN_F16 ? TERN_FORMAT_F16
 					   : TERN_FORMAT_BF16;

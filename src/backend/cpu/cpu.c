@@ -301,6 +301,7 @@ const struct tern_backend_vtable tern_ref_vtable = {
 	.gather_rows = tern_cpu_gather_rows,
 	.scatter_add_rows = tern_cpu_scatter_add_rows,
 	.rowdot = tern_cpu_rowdot,
+	.act_quant8 = tern_cpu_act_quant8,
 	.route_topk = tern_cpu_route_topk,
 	.route_topk_bwd = tern_cpu_route_topk_bwd,
 	.matmul_grouped = tern_cpu_matmul_grouped,
