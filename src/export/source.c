@@ -92,12 +92,12 @@ static enum tern_base_format dtype_format(enum tern_dtype d)
 
 /* The expert slots (bit 1 gate_up, bit 2 down: tern_plan_experts' bits) that adapter_config.json's
  * target_parameters names; the names themselves are checked by tern_adapter_read. */
-static enum tern_status peek_experts(const char *dir, unsigned *experts)
+static unsigned peek_experts(const char *dir)
 {
-	*experts = 0;
+	unsigned experts = 0;
 	char *path = tern_path_join(dir, "adapter_config.json");
 	if (!path)
-		return TERN_E_NOMEM;
+		return 0;
 	json_error_t e;
 	json_t *root = json_load_file(path, 0, &e);
 	free(path);
@@ -105,16 +105,9 @@ static enum tern_status peek_experts(const char *dir, unsigned *experts)
 	size_t i;
 	json_t *x;
 	if (json_is_array(tp))
-		json_array_foreach(tp, i, x)
-		{
-			const char *n = json_string_value(x);
-			*experts |= !n                                       ? 0u
-				    : !strcmp(n, "mlp.experts.gate_up_proj") ? 1u
-				    : !strcmp(n, "mlp.experts.down_proj")    ? 2u
-									     : 0u;
-		}
+		json_array_foreach(tp, i, x) experts |= tern_expert_param_bit(json_string_value(x));
 	json_decref(root);
-	return TERN_OK;
+	return experts;
 }
 
 /* Expert slot (TERN_LORA_EXP_*) and the first row of B for an expert role; -1 for other roles. */
@@ -133,9 +126,7 @@ static enum tern_status open_adapter(struct tern_msrc *s, const char *dir)
 	enum tern_status st = tern_adapter_config_peek(dir, &r, &s->alpha, &s->rslora, &modules);
 	if (st)
 		return st;
-	unsigned experts = 0;
-	if ((st = peek_experts(dir, &experts)))
-		return st;
+	unsigned experts = peek_experts(dir);
 	if (!modules && !experts)
 		return tern_fail(TERN_E_FORMAT, "%s/adapter_config.json: target_modules is empty", dir);
 	if (experts && s->cfg.E <= 0)

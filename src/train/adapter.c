@@ -49,6 +49,14 @@ static const char *const mod_path[TERN_MOD_COUNT] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
+unsigned tern_expert_param_bit(const char *name)
+{
+	return !name                                       ? 0u
+	       : !strcmp(name, "mlp.experts.gate_up_proj") ? 1u
+	       : !strcmp(name, "mlp.experts.down_proj")    ? 2u
+							   : 0u;
+}
+
 const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_LORA_SLOTS ? mod_name[m] : "?"; }
 
 const char *tern_module_path(enum tern_module m) { return (unsigned)m < TERN_MOD_COUNT ? mod_path[m] : "?"; }

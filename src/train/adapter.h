@@ -49,6 +49,10 @@ enum tern_module {
 #define TERN_LORA_EXP_DOWN (TERN_MOD_COUNT + 1)
 #define TERN_LORA_SLOTS (TERN_MOD_COUNT + 2)
 
+/* The expert slot bit a PEFT target_parameters name selects: 1 for "mlp.experts.gate_up_proj",
+ * 2 for "mlp.experts.down_proj", 0 for anything else (NULL included). */
+unsigned tern_expert_param_bit(const char *name);
+
 /* "q_proj", ... */
 const char *tern_module_name(enum tern_module m);
 /* "self_attn.q_proj", ..., "mlp.down_proj" */

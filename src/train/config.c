@@ -55,6 +55,11 @@ static const char *const sched_names[] = {
 	"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", NULL};
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
 static const char *const backend_names[] = {"auto", "vulkan", "cuda", "cpu", "ref", NULL};
+
+const char *tern_backend_kind_name(enum tern_backend_kind k)
+{
+	return k >= TERN_BACKEND_AUTO && k <= TERN_BACKEND_REF ? backend_names[k] : "auto";
+}
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 /* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
 static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",

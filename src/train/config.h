@@ -66,6 +66,8 @@ enum tern_backend_kind {
 	TERN_BACKEND_CPU, /* the fast CPU backend */
 	TERN_BACKEND_REF  /* the CPU reference (tests, checks) */
 };
+/* "auto", "vulkan", "cuda", "cpu", "ref": the name tern_backend_create takes. */
+const char *tern_backend_kind_name(enum tern_backend_kind k);
 
 enum tern_compute_dtype { TERN_COMPUTE_AUTO, TERN_COMPUTE_F32, TERN_COMPUTE_F16, TERN_COMPUTE_BF16 };
 

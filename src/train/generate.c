@@ -83,6 +83,20 @@ static void add_eos(struct tern_generator *g, const char *name)
 
 /* The LoRA settings of a model directory's adapter into cfg (r, alpha, rsLoRA, target modules,
  * modules_to_save) from dir/adapter_config.json. */
+/* Sets config key `key` to the JSON list of strings arr ("key=[a, b]"). */
+static enum tern_status set_list(struct tern_config *cfg, const char *key, const json_t *arr)
+{
+	char buf[512];
+	size_t len = (size_t)snprintf(buf, sizeof buf, "%s=[", key);
+	for (size_t i = 0; i < json_array_size(arr) && len < sizeof buf; i++) {
+		const char *v = json_string_value(json_array_get(arr, i));
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "", v ? v : "?");
+	}
+	if (len < sizeof buf)
+		snprintf(buf + len, sizeof buf - len, "]");
+	return tern_config_set(cfg, buf);
+}
+
 static enum tern_status adapter_settings(struct tern_config *cfg, const char *dir)
 {
 	char *path = tern_path_join(dir, "adapter_config.json");
@@ -98,20 +112,12 @@ static enum tern_status adapter_settings(struct tern_config *cfg, const char *di
 	}
 	json_t *r = json_object_get(j, "r"), *a = json_object_get(j, "lora_alpha");
 	json_t *tm = json_object_get(j, "target_modules"), *ms = json_object_get(j, "modules_to_save");
+	json_t *tp = json_object_get(j, "target_parameters"); /* LoRA on MoE experts */
 	if (!json_is_integer(r) || json_integer_value(r) < 1 || !json_is_number(a) || !json_is_array(tm)) {
 		st = tern_fail(TERN_E_INVALID,
 			       "%s: needs r (an integer >= 1), lora_alpha and a list target_modules", path);
 		goto out;
 	}
-	char buf[512];
-	size_t len = (size_t)snprintf(buf, sizeof buf, "lora_target_modules=[");
-	for (size_t i = 0; i < json_array_size(tm) && len < sizeof buf; i++)
-		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
-					json_string_value(json_array_get(tm, i))
-						? json_string_value(json_array_get(tm, i))
-						: "?");
-	if (len < sizeof buf)
-		snprintf(buf + len, sizeof buf - len, "]");
 	char set[4][128];
 	snprintf(set[0], sizeof set[0], "lora_r=%lld", (long long)json_integer_value(r));
 	snprintf(set[1], sizeof set[1], "lora_alpha=%.17g", json_number_value(a));
@@ -121,45 +127,17 @@ static enum tern_status adapter_settings(struct tern_config *cfg, const char *di
 	for (int i = 0; i < 4 && st == TERN_OK; i++)
 		st = tern_config_set(cfg, set[i]);
 	if (st == TERN_OK)
-		st = tern_config_set(cfg, buf);
-	if (st == TERN_OK && json_is_array(ms) && json_array_size(ms)) {
-		len = (size_t)snprintf(buf, sizeof buf, "lora_modules_to_save=[");
-		for (size_t i = 0; i < json_array_size(ms) && len < sizeof buf; i++)
-			len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
-						json_string_value(json_array_get(ms, i))
-							? json_string_value(json_array_get(ms, i))
-							: "?");
-		if (len < sizeof buf)
-			snprintf(buf + len, sizeof buf - len, "]");
-		st = tern_config_set(cfg, buf);
-	}
-	json_t *tp = json_object_get(j, "target_parameters"); /* LoRA on MoE experts */
-	if (st == TERN_OK && json_is_array(tp) && json_array_size(tp)) {
-		len = (size_t)snprintf(buf, sizeof buf, "lora_target_parameters=[");
-		for (size_t i = 0; i < json_array_size(tp) && len < sizeof buf; i++)
-			len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? ", " : "",
-						json_string_value(json_array_get(tp, i))
-							? json_string_value(json_array_get(tp, i))
-							: "?");
-		if (len < sizeof buf)
-			snprintf(buf + len, sizeof buf - len, "]");
-		st = tern_config_set(cfg, buf);
-	}
+		st = set_list(cfg, "lora_target_modules", tm);
+	if (st == TERN_OK && json_is_array(ms) && json_array_size(ms))
+		st = set_list(cfg, "lora_modules_to_save", ms);
+	if (st == TERN_OK && json_is_array(tp) && json_array_size(tp))
+		st = set_list(cfg, "lora_target_parameters", tp);
 	if (st != TERN_OK)
 		st = tern_fail(st, "%s: %s", path, tern_error());
 out:
 	json_decref(j);
 	free(path);
 	return st;
-}
-
-static const char *backend_name(enum tern_backend_kind k)
-{
-	return k == TERN_BACKEND_VULKAN ? "vulkan"
-	       : k == TERN_BACKEND_CUDA ? "cuda"
-	       : k == TERN_BACKEND_CPU  ? "cpu"
-	       : k == TERN_BACKEND_REF  ? "ref"
-					: "auto";
 }
 
 enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct tern_generator **out)
@@ -252,7 +230,7 @@ enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct 
 	}
 
 	/* backend, precision, plan, model, net */
-	const char *bname = o->backend ? o->backend : backend_name(c->backend);
+	const char *bname = o->backend ? o->backend : tern_backend_kind_name(c->backend);
 	if ((st = tern_backend_create(bname, o->device >= 0 ? o->device : (int)c->device, &g->be)))
 		goto out;
 	enum tern_dtype prec = c->compute_dtype == TERN_COMPUTE_F16    ? TERN_F16

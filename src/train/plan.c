@@ -39,20 +39,6 @@ void tern_plan_fmt(char *buf, size_t size, uint64_t b)
 		snprintf(buf, size, "%" PRIu64 " bytes", b);
 }
 
-/* The backend whose own sizes (tern_backend_sizes) the plan counts: the config's; auto is what
- * tern_backend_create("auto") picks on a machine with a GPU. */
-static const char *plan_backend(enum tern_backend_kind k)
-{
-	switch (k) {
-	case TERN_BACKEND_VULKAN: return "vulkan";
-	case TERN_BACKEND_CUDA: return "cuda";
-	case TERN_BACKEND_CPU: return "cpu";
-	case TERN_BACKEND_REF: return "ref";
-	case TERN_BACKEND_AUTO: break;
-	}
-	return "auto";
-}
-
 uint64_t tern_plan_device_auto(uint64_t heap)
 {
 	uint64_t m = heap / 10 > TERN_PLAN_DEVICE_MARGIN_MIN ? heap / 10 : TERN_PLAN_DEVICE_MARGIN_MIN;
@@ -122,9 +108,7 @@ unsigned tern_plan_experts(const struct tern_config *cfg)
 {
 	unsigned e = 0;
 	for (int i = 0; i < cfg->n_target_parameters; i++)
-		e |= !strcmp(cfg->lora_target_parameters[i], "mlp.experts.gate_up_proj") ? 1u
-		     : !strcmp(cfg->lora_target_parameters[i], "mlp.experts.down_proj")  ? 2u
-											 : 0u;
+		e |= tern_expert_param_bit(cfg->lora_target_parameters[i]);
 	return e;
 }
 
@@ -218,7 +202,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
 	 * backend this build lacks fails the plan with nothing to print) */
 	struct tern_backend_sizes bs;
-	enum tern_status st = tern_backend_sizes(plan_backend(cfg->backend), T, mc->V, mc->D, &bs);
+	/* the config's backend's own sizes; auto counts what it picks on a machine with a GPU */
+	enum tern_status st = tern_backend_sizes(tern_backend_kind_name(cfg->backend), T, mc->V, mc->D, &bs);
 	if (st) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", tern_error());

@@ -272,15 +272,6 @@ static enum tern_status load_data(struct session *s)
 	return TERN_OK;
 }
 
-static const char *backend_name(enum tern_backend_kind k)
-{
-	return k == TERN_BACKEND_VULKAN ? "vulkan"
-	       : k == TERN_BACKEND_CUDA ? "cuda"
-	       : k == TERN_BACKEND_CPU  ? "cpu"
-	       : k == TERN_BACKEND_REF  ? "ref"
-					: "auto";
-}
-
 static unsigned target_modules(const struct tern_config *c)
 {
 	unsigned m = 0;
@@ -353,7 +344,7 @@ static enum tern_status resolve_prec(struct session *s)
 static enum tern_status open_backend(struct session *s)
 {
 	struct tern_config *c = s->cfg;
-	enum tern_status st = tern_backend_create(backend_name(c->backend), (int)c->device, &s->be);
+	enum tern_status st = tern_backend_create(tern_backend_kind_name(c->backend), (int)c->device, &s->be);
 	if (st == TERN_OK)
 		st = resolve_prec(s);
 	if (st == TERN_OK)
