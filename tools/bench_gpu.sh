@@ -207,9 +207,11 @@ UTIL=("$PY" "$ROOT/tools/bench_util.py")
 
 # ---- the machine: Vulkan loader and tern's libraries (gpu-machine.md), Python path -------------
 TERN_PREFIX=() # env LD_LIBRARY_PATH=... when the packages are unpacked
-debs=("$ROOT"/.gl/*.deb)
+shopt -s nullglob
+debs=("$ROOT"/.gl/*.deb "$ROOT"/.gl/extra/*.deb) # extra/: libcurl, libopenblas and what they need
+shopt -u nullglob
 if [ "$GL" = yes ] || { [ "$GL" = auto ] && [ -f "$NV_ICD" ]; }; then
-	if [ ! -e "${debs[0]}" ]; then
+	if [ ${#debs[@]} = 0 ]; then
 		say "no .gl/*.deb to unpack (gpu-machine.md says how to download them)"
 	elif [ "$(id -u)" -ne 0 ]; then
 		say "not root: .gl/*.deb not unpacked"
@@ -217,12 +219,16 @@ if [ "$GL" = yes ] || { [ "$GL" = auto ] && [ -f "$NV_ICD" ]; }; then
 		mkdir -p /opt/tdeps
 		for f in "${debs[@]}"; do
 			case $f in
-			*gomp* | *pcre2*) dpkg -x "$f" /opt/tdeps ;;
+			*/extra/* | *gomp* | *pcre2*) dpkg -x "$f" /opt/tdeps ;;
 			*) dpkg -x "$f" / ;;
 			esac
 		done
 		ldconfig
-		TERN_PREFIX=(env LD_LIBRARY_PATH="/opt/tdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+		lp=/opt/tdeps/usr/lib/x86_64-linux-gnu
+		for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do # a CUDA build's cuBLAS
+			if [ -d "$d" ]; then lp=$lp:$d; fi
+		done
+		TERN_PREFIX=(env LD_LIBRARY_PATH="$lp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 		say "unpacked ${#debs[@]} packages of .gl (libgomp, libpcre2 in /opt/tdeps for tern only)"
 	fi
 fi

@@ -36,9 +36,10 @@ run)
 	mkdir -p "$out"
 	if [ -d .gl ]; then # gpu-machine.md: tern's shared libraries travel as Debian packages
 		mkdir -p /opt/tdeps
-		for f in .gl/*.deb; do
+		for f in .gl/*.deb .gl/extra/*.deb; do
+			[ -e "$f" ] || continue
 			case $f in
-			*gomp* | *pcre2*) dpkg -x "$f" /opt/tdeps ;;
+			*/extra/* | *gomp* | *pcre2*) dpkg -x "$f" /opt/tdeps ;;
 			*) dpkg -x "$f" / ;;
 			esac
 		done
@@ -58,7 +59,7 @@ run)
 	for t in test_cuda test_ops test_golden test_stream; do
 		echo "== $t (cuda)"
 		start=$(date +%s)
-		timeout 900 "build-cuda/tests/$t" >"$out/$t.txt" 2>&1
+		timeout "${TEST_TIMEOUT:-900}" "build-cuda/tests/$t" >"$out/$t.txt" 2>&1
 		r=$?
 		echo "$t: exit $r in $(($(date +%s) - start)) s; $(tail -1 "$out/$t.txt")"
 		grep -E "FAIL|fail " "$out/$t.txt" | head -40
@@ -67,7 +68,7 @@ run)
 	echo "== bench ops (cuda, T=2048 O=I=4096; the H200's dense bf16 peak is about 790 TFLOP/s)"
 	for p in f32 f16 bf16; do
 		build-cuda/tern bench ops --backend cuda --T 2048 --O 4096 --I 4096 --prec "$p" --peak 790 \
-			--seconds 1 2>&1 | tee "$out/bench_$p.txt"
+			--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/bench_$p.txt"
 	done
 	exit $rc
 	;;

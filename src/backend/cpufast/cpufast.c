@@ -2,6 +2,7 @@
 #include "backend/cpufast/cpufast.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #ifdef _OPENMP
 #include <omp.h>
