@@ -179,7 +179,17 @@ static const char *attn_desc(char *buf, size_t n, int64_t T, int64_t H, int64_t 
  * each) around an fp32 softmax of scores of a few units: about 1e-3 normwise, held to 5e-3; a
  * wrong tile, mask or scale is off by O(1). */
 #define TOL_ATTN_F16 5e-3
-static double attn_tol(enum tern_dtype prec) { return prec == TERN_F16 ? TOL_ATTN_F16 : TOL_F32; }
+/* BF16: the same roundings at 2^-8 relative each (8 bits of mantissa against f16's 11): eight
+ * times F16's bound. */
+#define TOL_ATTN_BF16 4e-2
+static double attn_tol(enum tern_dtype prec)
+{
+	return prec == TERN_F16 ? TOL_ATTN_F16 : prec == TERN_BF16 ? TOL_ATTN_BF16 : TOL_F32;
+}
+static const char *attn_prec_name(enum tern_dtype prec)
+{
+	return prec == TERN_F16 ? " f16" : prec == TERN_BF16 ? " bf16" : "";
+}
 
 static void check_attention_prec(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
 				 int64_t window, bool packed, enum tern_dtype prec)
@@ -187,7 +197,7 @@ static void check_attention_prec(struct suite *s, int64_t T, int64_t H, int64_t 
 	struct chk c;
 	char desc[96];
 	chk_begin(&c, s, "attention", "%s%s", attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed),
-		  prec == TERN_F16 ? " f16" : "");
+		  attn_prec_name(prec));
 	if (skip_unsupported(&c, TERN_OP_ATTENTION, TERN_F32))
 		return;
 	struct attn_case ac;
@@ -230,8 +240,7 @@ static void check_attention_bwd_prec(struct suite *s, int64_t T, int64_t H, int6
 	struct chk c;
 	char desc[96];
 	chk_begin(&c, s, "attn_bwd", "%s%s dout x%g",
-		  attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed), prec == TERN_F16 ? " f16" : "",
-		  gamp);
+		  attn_desc(desc, sizeof desc, T, H, Hkv, Dh, window, packed), attn_prec_name(prec), gamp);
 	if (skip_unsupported(&c, TERN_OP_ATTENTION_BWD, TERN_F32))
 		return;
 	struct attn_case ac;
@@ -440,6 +449,19 @@ static void check_attention_all(struct suite *s)
 		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16, 1.0);
 	}
 	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_F16, 1e-6);
+	/* bf16 (CUDA's tensor-core kernels take Dh 16, 32, 64, 96 and 128; the others compute in
+	 * fp32 at bf16): the same cases, the other head sizes, tiny gradients */
+	static const int64_t bshapes[][6] = {
+		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},  {130, 4, 2, 64, 0, 1},
+		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0}, {257, 8, 2, 128, 70, 1},
+		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0}, {90, 3, 1, 96, 0, 1},
+	};
+	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
+		const int64_t *h = bshapes[i];
+		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16);
+		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16, 1.0);
+	}
+	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_BF16, 1e-6);
 	check_attention_errors(s);
 	if (s->is_cpu) {
 		check_fd_attention(s, 6, 2, 1, 4, 0, false);

@@ -116,8 +116,9 @@ struct tern_attn_args {
 	int64_t window; /* sliding window in tokens; 0: none */
 	float scale;    /* usually 1 / sqrt(Dh) */
 	/* TERN_F16 lets a backend round q, k, v, the probabilities P, dO (scaled by a power of
-	 * two) and dS to f16, with the softmax, lse and every sum in fp32; TERN_F32 (0) computes
-	 * in fp32. A backend without a half-precision attention computes in fp32 at any prec. */
+	 * two) and dS to f16, with the softmax, lse and every sum in fp32; TERN_BF16 likewise to
+	 * bf16 (no scaling); TERN_F32 (0) computes in fp32. A backend without a half-precision
+	 * attention computes in fp32 at any prec (ref, cpu; Vulkan at BF16; CUDA at F16). */
 	enum tern_dtype prec;
 };
 

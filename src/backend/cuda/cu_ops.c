@@ -270,9 +270,12 @@ static enum tern_status attn_dh(const char *op, const struct tern_attn_args *a)
 	return TERN_OK;
 }
 
-static struct cuk_attn attn_of(const struct tern_attn_args *a)
+/* bf16 operands on the tensor cores where the caller allows them (prec BF16) and the device
+ * has bf16 MMA (compute 8.0 and later); fp32 otherwise, as backend.h lets a backend do. */
+static struct cuk_attn attn_of(struct cu_backend *c, const struct tern_attn_args *a)
 {
-	return (struct cuk_attn){a->T, a->H, a->Hkv, a->Dh, a->window, a->scale};
+	int bf16 = a->prec == TERN_BF16 && c->cc_major >= 8 && cuk_attention_mma_dh(a->Dh);
+	return (struct cuk_attn){a->T, a->H, a->Hkv, a->Dh, a->window, a->scale, bf16};
 }
 
 enum tern_status tern_cu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
@@ -291,7 +294,7 @@ enum tern_status tern_cu_attention(struct tern_backend *be, struct tern_view o, 
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	struct cuk_attn ka = attn_of(a);
+	struct cuk_attn ka = attn_of(cu_be(be), a);
 	return launched(
 		cuk_attention(tern_cu_stream(cu_be(be)), op_, lp, qp, kp, vp, (const int32_t *)sp, &ka), op);
 }
@@ -322,7 +325,7 @@ enum tern_status tern_cu_attention_bwd(struct tern_backend *be, struct tern_view
 	void *Dr;
 	if ((st = tern_cu_scratch(c, (size_t)(H * T) * 4, &Dr)))
 		return st;
-	struct cuk_attn ka = attn_of(a);
+	struct cuk_attn ka = attn_of(c, a);
 	return launched(cuk_attention_bwd(tern_cu_stream(c), dqp, dkp, dvp, gp, qp, kp, vp, op_, lp,
 					  (const int32_t *)sp, Dr, &ka),
 			op);

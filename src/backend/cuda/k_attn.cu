@@ -16,6 +16,7 @@
 #include "backend/cuda/cu_kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 namespace
 {
@@ -323,11 +324,476 @@ cudaError_t bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float 
 
 } // namespace
 
+// ---- the tensor-core kernels (cuk_attn.bf16): bf16 operands, fp32 accumulation, sm_80 and later --
+//
+// The same three passes as above (forward; dQ by query rows; dK/dV by key rows), each over tiles
+// of kMT rows: a block of kMW warps takes kMT rows of one head (16 per warp), the rows it pairs
+// them with pass through shared memory as bf16 in tiles of kMT, and each warp computes its 16 x 32
+// score blocks with mma.sync m16n8k16 (bf16 x bf16 -> f32). Score accumulators are laid out as the
+// A operand of the next product (the C fragment of two adjacent n8 tiles is the A fragment of one
+// k16 step), so P and dS go from registers into the second product without shared memory. Every
+// output element is written by one thread after sums in a fixed order: results do not depend on
+// scheduling. The softmax runs in base 2 (scores times scale·log2 e); lse is stored in base e.
+namespace
+{
+
+constexpr int kMW = 4;        // warps per block
+constexpr int kMT = kMW * 16; // rows per block and per shared tile
+constexpr int kMC = 32;       // paired rows per score block (4 n8 tiles)
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ inline uint32_t bf16_bits(float x)
+{
+	uint32_t u = __float_as_uint(x);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (u >> 16) | 0x40u; // a NaN stays a NaN
+	return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+__device__ inline uint32_t pack2(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
+
+// two bf16 at p (p even-aligned): the low half is p[0]
+__device__ inline uint32_t ld_pair(const uint16_t *p)
+{
+#ifdef TERN_CUDA_EMU
+	uint32_t u;
+	memcpy(&u, p, 4);
+	return u;
+#else
+	return *(const uint32_t *)p;
+#endif
+}
+
+// p[0] and p[stride] (two rows of one column)
+__device__ inline uint32_t ld_col(const uint16_t *p, int stride)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[stride] << 16);
+}
+
+// d += a · b for one warp: a the 16x16 A fragment (row-major), b0/b1 the 16x8 B fragment, d the
+// 16x8 f32 C fragment, in the PTX ISA's m16n8k16 layouts (lane = 4·g + t: a[0] rows g, cols
+// 2t..2t+1; a[1] row g+8; a[2], a[3] the same at cols +8; b0 k 2t..2t+1 of col g, b1 k +8; d[0..1]
+// row g cols 2t..2t+1, d[2..3] row g+8).
+__device__ inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+#if defined(TERN_CUDA_EMU)
+	// the emulation: gather the operands through lane exchanges, fp32 products
+	int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+	float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+	for (int kk = 0; kk < 16; kk++) {
+		int hi = kk >> 3, q = (kk & 7) >> 1, sh = (kk & 1) * 16;
+		uint32_t ra = (uint32_t)emu_warp_exchange(a[2 * hi], g * 4 + q);
+		uint32_t rb = (uint32_t)emu_warp_exchange(a[2 * hi + 1], g * 4 + q);
+		uint32_t b = hi ? b1 : b0;
+		uint32_t c0 = (uint32_t)emu_warp_exchange(b, (2 * t) * 4 + q);
+		uint32_t c1 = (uint32_t)emu_warp_exchange(b, (2 * t + 1) * 4 + q);
+		float A0 = __int_as_float((int)(((ra >> sh) & 0xffffu) << 16));
+		float A1 = __int_as_float((int)(((rb >> sh) & 0xffffu) << 16));
+		float B0 = __int_as_float((int)(((c0 >> sh) & 0xffffu) << 16));
+		float B1 = __int_as_float((int)(((c1 >> sh) & 0xffffu) << 16));
+		s[0] += A0 * B0;
+		s[1] += A0 * B1;
+		s[2] += A1 * B0;
+		s[3] += A1 * B1;
+	}
+	for (int e = 0; e < 4; e++)
+		d[e] += s[e];
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+		     "{%8,%9}, {%0,%1,%2,%3};\n"
+		     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+	(void)d, (void)a, (void)b0, (void)b1;
+	__trap(); // never launched below compute 8.0 (cu_ops.c checks)
+#endif
+}
+
+__device__ inline float quad_max(float v)
+{
+	v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+	return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ inline float quad_sum(float v)
+{
+	v += __shfl_xor_sync(0xffffffffu, v, 1);
+	return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Rows r0 .. r0+kMT of head hd of a [T, heads, DH] f32 tensor into tile [kMT][DH + 8] as bf16
+// (zeros past T). The 8 extra columns keep a warp's fragment reads on distinct banks.
+template <int DH>
+__device__ inline void load_bf16(uint16_t *tile, const float *src, int64_t r0, int64_t T, int64_t heads,
+				 int64_t hd)
+{
+	constexpr int S = DH + 8;
+	for (int k = threadIdx.x; k < kMT * DH; k += kMW * 32) {
+		int r = k / DH, d = k % DH;
+		int64_t row = r0 + r;
+		tile[r * S + d] = (uint16_t)bf16_bits(row < T ? src[(row * heads + hd) * DH + d] : 0.0f);
+	}
+}
+
+// The A fragments of rows [r, r+16) of a bf16 tile, k step ks.
+template <int DH>
+__device__ inline void a_frag(uint32_t f[4], const uint16_t *tile, int r, int ks, int g, int t)
+{
+	constexpr int S = DH + 8;
+	const uint16_t *p = tile + (r + g) * S + ks * 16 + 2 * t;
+	f[0] = ld_pair(p);
+	f[1] = ld_pair(p + 8 * S);
+	f[2] = ld_pair(p + 8);
+	f[3] = ld_pair(p + 8 * S + 8);
+}
+
+// Query i sees key j (backend.h): both real rows, j <= i, one segment, inside the window.
+__device__ inline bool sees(const cuk_attn &a, int64_t i, int64_t j, int32_t si, int32_t sj)
+{
+	return i < a.T && j <= i && si == sj && (a.window <= 0 || i - j < a.window);
+}
+
+// s[4][4] (16 x 32) = the 16 rows of fragments fa (registers, KS k steps) times rows c0 .. c0+32
+// of tile B (each row one column of the product).
+template <int DH>
+__device__ inline void scores(float s[4][4], const uint32_t (*fa)[4], const uint16_t *B, int c0, int g, int t)
+{
+	constexpr int S = DH + 8, KS = DH / 16;
+	for (int nt = 0; nt < 4; nt++)
+		for (int e = 0; e < 4; e++)
+			s[nt][e] = 0.0f;
+	for (int ks = 0; ks < KS; ks++)
+		for (int nt = 0; nt < 4; nt++) {
+			const uint16_t *p = B + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
+			mma_bf16(s[nt], fa[ks], ld_pair(p), ld_pair(p + 8));
+		}
+}
+
+// acc[DH/8][4] += (the 16 x 32 block x as bf16 A fragments) times rows c0 .. c0+32 of tile B.
+template <int DH>
+__device__ inline void accumulate(float (*acc)[4], float x[4][4], const uint16_t *B, int c0, int g, int t)
+{
+	constexpr int S = DH + 8, NO = DH / 8;
+	for (int kk = 0; kk < 2; kk++) {
+		uint32_t f[4] = {pack2(x[2 * kk][0], x[2 * kk][1]), pack2(x[2 * kk][2], x[2 * kk][3]),
+				 pack2(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+				 pack2(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+		for (int n = 0; n < NO; n++) {
+			const uint16_t *p = B + (c0 + kk * 16 + 2 * t) * S + n * 8 + g;
+			mma_bf16(acc[n], f, ld_col(p, S), ld_col(p + 8 * S, S));
+		}
+	}
+}
+
+template <int DH>
+__global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float *k, const float *v,
+			       const int32_t *seg, cuk_attn a)
+{
+	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
+	extern __shared__ float sm[];
+	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S;
+	int32_t *Sg = (int32_t *)(Vs + kMT * S);
+	int64_t nb = (a.T + kMT - 1) / kMT;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kMT; // the longest rows first
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+	int64_t wlo = i0 + warp * 16, ia = wlo + g, ib = ia + 8;
+
+	load_bf16<DH>(Ks, q, i0, a.T, a.H, h); // Q passes through Ks into registers
+	__syncthreads();
+	uint32_t qf[KS][4];
+	for (int ks = 0; ks < KS; ks++)
+		a_frag<DH>(qf[ks], Ks, warp * 16, ks, g, t);
+	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
+	float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f, c2 = a.scale * kLog2e;
+	float acc[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			acc[n][e] = 0.0f;
+	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
+	int64_t first = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
+	for (int64_t j0 = first; j0 <= last; j0 += kMT) {
+		__syncthreads();
+		load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+		load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+		for (int r = threadIdx.x; r < kMT; r += kMW * 32)
+			Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
+		__syncthreads();
+		if (wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1))
+			continue;
+		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
+			float s[4][4];
+			scores<DH>(s, qf, Ks, c0, g, t);
+			float xa = -INFINITY, xb = -INFINITY;
+			for (int nt = 0; nt < 4; nt++)
+				for (int e = 0; e < 4; e++) {
+					int c = c0 + nt * 8 + 2 * t + (e & 1);
+					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+							: sees(a, ib, j0 + c, sb, Sg[c]);
+					float x = ok && j0 + c < a.T ? s[nt][e] * c2 : -INFINITY;
+					s[nt][e] = x;
+					if (e < 2)
+						xa = fmaxf(xa, x);
+					else
+						xb = fmaxf(xb, x);
+				}
+			float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
+			float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
+			float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
+			ma = na, mb = nbm;
+			float pa = 0.0f, pb = 0.0f;
+			for (int nt = 0; nt < 4; nt++)
+				for (int e = 0; e < 4; e++) {
+					float m = e < 2 ? ma : mb;
+					float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
+					s[nt][e] = p;
+					if (e < 2)
+						pa += p;
+					else
+						pb += p;
+				}
+			la = la * ca + pa, lb = lb * cb + pb;
+			for (int n = 0; n < NO; n++) {
+				acc[n][0] *= ca, acc[n][1] *= ca;
+				acc[n][2] *= cb, acc[n][3] *= cb;
+			}
+			accumulate<DH>(acc, s, Vs, c0, g, t);
+		}
+	}
+	la = quad_sum(la), lb = quad_sum(lb);
+	for (int half = 0; half < 2; half++) {
+		int64_t i = half ? ib : ia;
+		float l = half ? lb : la, m = half ? mb : ma;
+		if (i >= a.T)
+			continue;
+		float *oi = o + (i * a.H + h) * DH;
+		for (int n = 0; n < NO; n++) {
+			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
+			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
+		}
+		if (t == 0)
+			lse[h * a.T + i] = m * kLn2 + logf(l);
+	}
+}
+
+// dQ_i = scale · Σ_j dS_ij K_j, dS = P ∘ (dO V^T − Dr): query rows, K/V tiles.
+template <int DH>
+__global__ void mma_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v,
+			      const float *lse, const float *Dr, const int32_t *seg, cuk_attn a)
+{
+	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
+	extern __shared__ float sm[];
+	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S;
+	int32_t *Sg = (int32_t *)(Vs + kMT * S);
+	int64_t nb = (a.T + kMT - 1) / kMT;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kMT;
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+	int64_t wlo = i0 + warp * 16, ia = wlo + g, ib = ia + 8;
+
+	load_bf16<DH>(Ks, q, i0, a.T, a.H, h);
+	load_bf16<DH>(Vs, dout, i0, a.T, a.H, h);
+	__syncthreads();
+	uint32_t qf[KS][4], gf[KS][4];
+	for (int ks = 0; ks < KS; ks++) {
+		a_frag<DH>(qf[ks], Ks, warp * 16, ks, g, t);
+		a_frag<DH>(gf[ks], Vs, warp * 16, ks, g, t);
+	}
+	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
+	float c2 = a.scale * kLog2e;
+	float La = ia < a.T ? lse[h * a.T + ia] * kLog2e : 0.0f,
+	      Lb = ib < a.T ? lse[h * a.T + ib] * kLog2e : 0.0f;
+	float Da = ia < a.T ? Dr[h * a.T + ia] : 0.0f, Db = ib < a.T ? Dr[h * a.T + ib] : 0.0f;
+	float acc[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			acc[n][e] = 0.0f;
+	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
+	int64_t first = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
+	for (int64_t j0 = first; j0 <= last; j0 += kMT) {
+		__syncthreads();
+		load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+		load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+		for (int r = threadIdx.x; r < kMT; r += kMW * 32)
+			Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
+		__syncthreads();
+		if (wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1))
+			continue;
+		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
+			float s[4][4], dp[4][4];
+			scores<DH>(s, qf, Ks, c0, g, t);
+			scores<DH>(dp, gf, Vs, c0, g, t);
+			for (int nt = 0; nt < 4; nt++)
+				for (int e = 0; e < 4; e++) {
+					int c = c0 + nt * 8 + 2 * t + (e & 1);
+					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+							: sees(a, ib, j0 + c, sb, Sg[c]);
+					float p = ok && j0 + c < a.T
+							  ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb))
+							  : 0.0f;
+					s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
+				}
+			accumulate<DH>(acc, s, Ks, c0, g, t);
+		}
+	}
+	for (int half = 0; half < 2; half++) {
+		int64_t i = half ? ib : ia;
+		if (i >= a.T)
+			continue;
+		float *di = dq + (i * a.H + h) * DH;
+		for (int n = 0; n < NO; n++) {
+			di[n * 8 + 2 * t] = a.scale * acc[n][2 * half];
+			di[n * 8 + 2 * t + 1] = a.scale * acc[n][2 * half + 1];
+		}
+	}
+}
+
+// dV_j = Σ_i P_ij dO_i and dK_j = scale · Σ_i dS_ij Q_i over the query rows of every head of KV
+// head g: key rows, Q/dO tiles (with lse, Dr and the segments).
+template <int DH>
+__global__ void mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k,
+			       const float *v, const float *lse, const float *Dr, const int32_t *seg,
+			       cuk_attn a)
+{
+	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
+	extern __shared__ float sm[];
+	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S, *Qs = Vs + kMT * S, *Gs = Qs + kMT * S;
+	float *Ls = (float *)(Gs + kMT * S), *Ds = Ls + kMT;
+	int32_t *Sq = (int32_t *)(Ds + kMT);
+	int64_t gh = blockIdx.x % a.Hkv, j0 = (blockIdx.x / a.Hkv) * kMT; // the longest columns first
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+	int64_t wlo = j0 + warp * 16, ja = wlo + g, jb = ja + 8;
+
+	load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+	load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+	int32_t sa = ja < a.T ? seg[ja] : 0, sb = jb < a.T ? seg[jb] : 0;
+	float c2 = a.scale * kLog2e;
+	float dK[NO][4], dV[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			dK[n][e] = dV[n][e] = 0.0f;
+	int64_t last = j0 + kMT - 1 < a.T - 1 ? j0 + kMT - 1 : a.T - 1;
+	int64_t end = a.window > 0 && last + a.window < a.T ? last + a.window : a.T;
+	int64_t group = a.H / a.Hkv;
+	for (int64_t h = gh * group; h < (gh + 1) * group; h++)
+		for (int64_t i0 = j0; i0 < end; i0 += kMT) {
+			__syncthreads();
+			load_bf16<DH>(Qs, q, i0, a.T, a.H, h);
+			load_bf16<DH>(Gs, dout, i0, a.T, a.H, h);
+			for (int r = threadIdx.x; r < kMT; r += kMW * 32) {
+				bool in = i0 + r < a.T;
+				Ls[r] = in ? lse[h * a.T + i0 + r] * kLog2e : 0.0f;
+				Ds[r] = in ? Dr[h * a.T + i0 + r] : 0.0f;
+				Sq[r] = in ? seg[i0 + r] : 0;
+			}
+			__syncthreads();
+			if (wlo >= a.T)
+				continue;
+			for (int c0 = 0; c0 < kMT; c0 += kMC) {
+				if (i0 + c0 + kMC - 1 < wlo)
+					continue; // every query before the warp's keys
+				if (a.window > 0 && i0 + c0 > wlo + 15 + a.window - 1)
+					break; // every query past the window
+				float s[4][4], dp[4][4];
+				for (int nt = 0; nt < 4; nt++)
+					for (int e = 0; e < 4; e++)
+						s[nt][e] = dp[nt][e] = 0.0f;
+				for (int ks = 0; ks < KS; ks++) {
+					uint32_t kf[4], vf[4];
+					a_frag<DH>(kf, Ks, warp * 16, ks, g, t);
+					a_frag<DH>(vf, Vs, warp * 16, ks, g, t);
+					for (int nt = 0; nt < 4; nt++) {
+						const uint16_t *pq =
+							Qs + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
+						const uint16_t *pg =
+							Gs + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
+						mma_bf16(s[nt], kf, ld_pair(pq), ld_pair(pq + 8));
+						mma_bf16(dp[nt], vf, ld_pair(pg), ld_pair(pg + 8));
+					}
+				}
+				for (int nt = 0; nt < 4; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = c0 + nt * 8 + 2 * t + (e & 1);
+						int64_t i = i0 + c, j = e < 2 ? ja : jb;
+						bool ok = j < a.T && sees(a, i, j, Sq[c], e < 2 ? sa : sb);
+						float p = ok ? exp2f(s[nt][e] * c2 - Ls[c]) : 0.0f;
+						s[nt][e] = p;
+						dp[nt][e] = p * (dp[nt][e] - Ds[c]);
+					}
+				accumulate<DH>(dV, s, Gs, c0, g, t);
+				accumulate<DH>(dK, dp, Qs, c0, g, t);
+			}
+		}
+	for (int half = 0; half < 2; half++) {
+		int64_t j = half ? jb : ja;
+		if (j >= a.T)
+			continue;
+		float *kj = dk + (j * a.Hkv + gh) * DH, *vj = dv + (j * a.Hkv + gh) * DH;
+		for (int n = 0; n < NO; n++)
+			for (int e = 0; e < 2; e++) {
+				kj[n * 8 + 2 * t + e] = a.scale * dK[n][2 * half + e];
+				vj[n * 8 + 2 * t + e] = dV[n][2 * half + e];
+			}
+	}
+}
+
+template <int DH> size_t mma_smem_rows(int tiles) { return (size_t)tiles * kMT * (DH + 8) * 2; }
+
+template <int DH>
+cudaError_t mma_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, const float *k, const float *v,
+		       const int32_t *seg, const cuk_attn &a)
+{
+	size_t smem = mma_smem_rows<DH>(2) + kMT * 4;
+	int64_t blocks = a.H * ((a.T + kMT - 1) / kMT);
+	cudaError_t e = cudaFuncSetAttribute((const void *)mma_fwd_kernel<DH>,
+					     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+	if (e != cudaSuccess)
+		return e;
+	mma_fwd_kernel<DH><<<(unsigned)blocks, kMW * 32, smem, s>>>(o, lse, q, k, v, seg, a);
+	return cudaGetLastError();
+}
+
+template <int DH>
+cudaError_t mma_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float *dout, const float *q,
+		       const float *k, const float *v, const float *lse, const int32_t *seg, float *Dr,
+		       const cuk_attn &a)
+{
+	int64_t rb = (a.T + kMT - 1) / kMT;
+	size_t smem_q = mma_smem_rows<DH>(2) + kMT * 4, smem_kv = mma_smem_rows<DH>(4) + 3 * kMT * 4;
+	cudaError_t e = cudaFuncSetAttribute((const void *)mma_dq_kernel<DH>,
+					     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q);
+	if (e == cudaSuccess)
+		e = cudaFuncSetAttribute((const void *)mma_dkv_kernel<DH>,
+					 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv);
+	if (e != cudaSuccess)
+		return e;
+	mma_dq_kernel<DH><<<(unsigned)(a.H * rb), kMW * 32, smem_q, s>>>(dq, dout, q, k, v, lse, Dr, seg, a);
+	mma_dkv_kernel<DH>
+		<<<(unsigned)(a.Hkv * rb), kMW * 32, smem_kv, s>>>(dk, dv, dout, q, k, v, lse, Dr, seg, a);
+	return cudaGetLastError();
+}
+
+} // namespace
+
+extern "C" bool cuk_attention_mma_dh(int64_t Dh)
+{
+	return Dh == 16 || Dh == 32 || Dh == 64 || Dh == 96 || Dh == 128;
+}
+
 extern "C" cudaError_t cuk_attention(cudaStream_t s, float *o, float *lse, const float *q, const float *k,
 				     const float *v, const int32_t *seg, const struct cuk_attn *a)
 {
 	if (a->T == 0)
 		return cudaSuccess;
+	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
+		switch (a->Dh) {
+		case 16: return mma_fwd_as<16>(s, o, lse, q, k, v, seg, *a);
+		case 32: return mma_fwd_as<32>(s, o, lse, q, k, v, seg, *a);
+		case 64: return mma_fwd_as<64>(s, o, lse, q, k, v, seg, *a);
+		case 96: return mma_fwd_as<96>(s, o, lse, q, k, v, seg, *a);
+		default: return mma_fwd_as<128>(s, o, lse, q, k, v, seg, *a);
+		}
 	switch (chunks_of(a->Dh)) {
 	case 1: return fwd_as<1>(s, o, lse, q, k, v, seg, *a);
 	case 2: return fwd_as<2>(s, o, lse, q, k, v, seg, *a);
@@ -346,6 +812,14 @@ extern "C" cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, f
 		return cudaSuccess;
 	int64_t rows = a->H * a->T;
 	attn_dr_kernel<<<(unsigned)((rows + kWarps - 1) / kWarps), kThreads, 0, s>>>(Dr, dout, o, *a);
+	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
+		switch (a->Dh) {
+		case 16: return mma_bwd_as<16>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
+		case 32: return mma_bwd_as<32>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
+		case 64: return mma_bwd_as<64>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
+		case 96: return mma_bwd_as<96>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
+		default: return mma_bwd_as<128>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
+		}
 	switch (chunks_of(a->Dh)) {
 	case 1: return bwd_as<1>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
 	case 2: return bwd_as<2>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
