@@ -1202,6 +1202,34 @@ static void check_host(struct suite *s)
 
 static void run_backend(struct suite *s)
 {
+	/* TERN_TEST_ONLY=attention,loss,...: only those groups (a quick look at one op family, e.g.
+	 * on the CUDA emulation, which is slow); the full run is the test */
+	const char *only = getenv("TERN_TEST_ONLY");
+	if (only && *only) {
+		static const struct {
+			const char *name;
+			void (*run)(struct suite *);
+		} groups[] = {{"prec", check_prec_all},
+			      {"attention", check_attention_all},
+			      {"attention_kv", check_attention_kv_all},
+			      {"loss", check_loss_all},
+			      {"layers", check_layers_all},
+			      {"stream", check_stream_all},
+			      {"moe", check_moe_all},
+			      {"bitnet", check_bitnet_all},
+			      {"route", check_route_all},
+			      {"grouped", check_grouped_all}};
+		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+			char key[64];
+			snprintf(key, sizeof key, ",%s,", groups[g].name);
+			char list[256];
+			snprintf(list, sizeof list, ",%s,", only);
+			if (strstr(list, key))
+				groups[g].run(s);
+		}
+		return;
+	}
+
 	struct tern_backend *be = s->be;
 	printf("== %s: %s (device %d)\n", s->bname, be->device_name, be->device_index);
 

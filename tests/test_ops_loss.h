@@ -75,6 +75,8 @@ static void check_ce_loss(struct suite *s, enum tern_dtype dt, int64_t T, int64_
 /* F16 products (x, W and the probabilities rounded to f16 around an fp32 softmax, logits of a
  * few units): about 1e-3 normwise, held to 5e-3; a wrong tile or scale is off by O(1). */
 #define TOL_CE_F16 5e-3
+/* BF16 products: the same roundings at 2^-8 relative (eight times F16's bound). */
+#define TOL_CE_BF16 4e-2
 
 /* mask: 0 about a quarter of the tokens untrained, 1 all untrained, 2 none. */
 static void check_ce_loss_prec(struct suite *s, enum tern_dtype dt, int64_t T, int64_t D, int64_t V, int mask,
@@ -82,10 +84,12 @@ static void check_ce_loss_prec(struct suite *s, enum tern_dtype dt, int64_t T, i
 {
 	static const char *const mnames[] = {"some masked", "all masked", "none masked"};
 	struct chk c;
-	double tol = prec == TERN_F16 ? TOL_CE_F16 : TOL_CE;
+	double tol = prec == TERN_F16 ? TOL_CE_F16 : prec == TERN_BF16 ? TOL_CE_BF16 : TOL_CE;
 	chk_begin(&c, s, "ce_loss", "%-4s T=%lld D=%lld V=%lld %s chunk=%lld%s", tern_dtype_name(dt),
 		  (long long)T, (long long)D, (long long)V, mnames[mask], (long long)chunk,
-		  prec == TERN_F16 ? " f16" : "");
+		  prec == TERN_F16    ? " f16"
+		  : prec == TERN_BF16 ? " bf16"
+				      : "");
 	if (skip_unsupported(&c, TERN_OP_CE_LOSS, dt))
 		return;
 	struct hweight hw;
@@ -409,6 +413,13 @@ static void check_loss_all(struct suite *s)
 	for (int k = 0; k < 4; k++)
 		check_ce_loss_prec(s, TERN_BF16, hshapes[k][0], hshapes[k][1], hshapes[k][2],
 				   (int)hshapes[k][3], hshapes[k][4], TERN_F16);
+	/* BF16 products (CUDA's tensor-core path), over bf16 and f32 lm_heads */
+	for (int k = 0; k < 4; k++) {
+		check_ce_loss_prec(s, TERN_BF16, hshapes[k][0], hshapes[k][1], hshapes[k][2],
+				   (int)hshapes[k][3], hshapes[k][4], TERN_BF16);
+		check_ce_loss_prec(s, TERN_F32, hshapes[k][0], hshapes[k][1], hshapes[k][2],
+				   (int)hshapes[k][3], hshapes[k][4], TERN_BF16);
+	}
 	check_ce_loss_bad_label(s, 10);
 	check_ce_loss_bad_label(s, -1);
 	check_ce_loss_dw(s, 5, 16, 7, 0, false);

@@ -612,11 +612,13 @@ enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *c
 enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
 {
 	int64_t tc = tern_cu_ce_chunk(T, V);
-	/* ce_loss: the logits of a chunk, the weight rows it decodes (at most CU_DECODE_BYTES), its
-	 * per-token terms; the products' scratch (decode + operand) is in the reserve */
+	/* ce_loss: the logits of a chunk, the weight rows it decodes (at most CU_DECODE_BYTES), the
+	 * chunk's bf16 activations, its per-token terms; the products' scratch (decode + operand)
+	 * is in the reserve */
 	*out = (struct tern_backend_sizes){
 		.ce_chunk = tc,
-		.ce_scratch = (uint64_t)(tc * V) * 4 + CU_DECODE_BYTES + (uint64_t)(T > 0 ? T : 1) * 8,
+		.ce_scratch = (uint64_t)(tc * V) * 4 + CU_DECODE_BYTES + (uint64_t)(tc * D) * 2 +
+			      (uint64_t)(T > 0 ? T : 1) * 8,
 		.reserve = CU_RESERVE + CU_DECODE_BYTES + CU_OPERAND_BYTES,
 	};
 	return TERN_OK;

@@ -101,9 +101,10 @@ cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, float *dv, c
 
 /* For each of tn rows of logits z [tn, V] (labels lab[tn]): term[r] = lse − z[label] (0 for
  * label −100, NaN for a label outside [0, V)), and the row replaced by inv_n · (softmax −
- * onehot) (zeros for an untrained or bad row). */
+ * onehot) (zeros for an untrained or bad row). bf16: the replacement is V bf16 values at the
+ * start of the row (row stride still V floats, i.e. 2V bf16); an untrained row is all zero bits. */
 cudaError_t cuk_ce_rows(cudaStream_t s, float *z, int64_t tn, int64_t V, const int32_t *lab, float inv_n,
-			double *term);
+			double *term, bool bf16);
 /* loss[0] = (float)(loss[0] + inv_n · Σ term[t]), the sum in double in token order. */
 cudaError_t cuk_ce_total(cudaStream_t s, float *loss, const double *term, int64_t T, float inv_n);
 

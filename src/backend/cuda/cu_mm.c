@@ -292,7 +292,9 @@ int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
 	return tc < 1 ? 1 : tc;
 }
 
-/* The products run in fp32 at every prec (the contract allows it: the CPU reference does). */
+/* The products run in bf16 at prec BF16 (x and W as bf16 operands, the gradient rows written as
+ * bf16 by the rows kernel, fp32 accumulation) unless dW is asked for; in fp32 otherwise (F16
+ * included: the contract allows it, the CPU reference does). */
 enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec)
@@ -319,14 +321,16 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 	if (T == 0)
 		return TERN_OK;
 	int64_t tc = tern_cu_ce_chunk(T, V);
-	struct mm_plan p = mm_plan_of(W, TERN_F32, tc, D);
+	bool bf = prec == TERN_BF16 && !dwp;
+	struct mm_plan p = mm_plan_of(W, bf ? TERN_BF16 : TERN_F32, tc, D);
 	double *term;
 	void *scr;
-	size_t zbytes = (size_t)(tc * V) * 4;
-	if ((st = tern_cu_terms(c, T, &term)) || (st = tern_cu_scratch(c, zbytes + p.wbytes, &scr)))
+	size_t zbytes = (size_t)(tc * V) * 4, xbytes = bf ? (size_t)(tc * D) * 2 : 0;
+	if ((st = tern_cu_terms(c, T, &term)) || (st = tern_cu_scratch(c, zbytes + p.wbytes + xbytes, &scr)))
 		return st;
 	float *z = scr;
-	void *wscr = (char *)scr + zbytes;
+	void *wscr = (char *)scr + zbytes, *xbf = (char *)scr + zbytes + p.wbytes;
+	cudaDataType ab = bf ? CUDA_R_16BF : CUDA_R_32F;
 	/* untrained tokens keep dx = 0; every chunk adds its vocabulary slices into dx */
 	if ((st = tern_cu_check(cudaMemsetAsync(dxp, 0, (size_t)(T * D) * 4, tern_cu_stream(c)), op)))
 		return st;
@@ -334,24 +338,33 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		const float *xc = xp + t0 * D;
+		const void *xo = xc;
+		if (bf && (st = tern_cu_check(cuk_prec_operand(tern_cu_stream(c), xbf, TERN_BF16, xc, tn * D,
+							       c->absmax, NULL),
+					      "operand")))
+			return st;
+		if (bf)
+			xo = xbf;
 		for (int64_t v0 = 0; v0 < V; v0 += p.rows) { /* zᵀ[v0.., :] (vn×tn) = Wc · xcᵀ */
 			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
 			const void *Wc;
 			if ((st = mm_weight_rows(c, &p, &kw, wscr, v0, vn, &Wc)) ||
-			    (st = gemm_ex(c, op, true, false, vn, tn, D, &one, Wc, D, xc, D, &zero, z + v0, V,
-					  CUDA_R_32F, false)))
+			    (st = gemm_ex(c, op, true, false, vn, tn, D, &one, Wc, D, xo, D, &zero, z + v0, V,
+					  ab, false)))
 				return st;
 		}
-		if ((st = tern_cu_check(cuk_ce_rows(tern_cu_stream(c), z, tn, V, lab + t0, inv_n, term + t0),
-					op)))
+		if ((st = tern_cu_check(
+			     cuk_ce_rows(tern_cu_stream(c), z, tn, V, lab + t0, inv_n, term + t0, bf), op)))
 			return st;
 		for (int64_t v0 = 0; v0 < V; v0 += p.rows) {
 			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
 			const void *Wc;
-			/* dxᵀ[:, t0..] (D×tn) += Wcᵀ (D×vn) · dzᵀ[v0.., :] (vn×tn) */
+			/* dxᵀ[:, t0..] (D×tn) += Wcᵀ (D×vn) · dzᵀ[v0.., :] (vn×tn); in bf16 the rows of dz
+			 * are 2V bf16 apart */
+			const void *dz = bf ? (const void *)((const uint16_t *)(const void *)z + v0) : z + v0;
 			if ((st = mm_weight_rows(c, &p, &kw, wscr, v0, vn, &Wc)) ||
-			    (st = gemm_ex(c, op, false, false, D, tn, vn, &one, Wc, D, z + v0, V, &one,
-					  dxp + t0 * D, D, CUDA_R_32F, false)))
+			    (st = gemm_ex(c, op, false, false, D, tn, vn, &one, Wc, D, dz, bf ? 2 * V : V,
+					  &one, dxp + t0 * D, D, ab, false)))
 				return st;
 			/* dWᵀ[:, v0..] (D×vn) += xcᵀ (D×tn) · dz[:, v0..] (tn×vn) */
 			if (dwp && (st = gemm_ex(c, op, false, true, D, vn, tn, &one, xc, D, z + v0, V, &one,

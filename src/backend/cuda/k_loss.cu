@@ -4,6 +4,7 @@
 // place, one block per row, every sum in double in a fixed order.
 #include "backend/cuda/cu_kernels.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 
 namespace
@@ -41,7 +42,11 @@ __device__ float block_max(float v, float *sh)
 	return t;
 }
 
-__global__ void ce_rows_kernel(float *z, int64_t V, const int32_t *lab, float inv_n, double *term)
+// bf16: the gradient row is written as bf16 over the front half of its own f32 row (the operand
+// of the bf16 product dx = dz W): chunk k of blockDim elements writes the bytes of f32 elements
+// [k·B/2, (k+1)·B/2), all read by chunks <= k, so a barrier between each chunk's reads and writes
+// is all the aliasing needs.
+__global__ void ce_rows_kernel(float *z, int64_t V, const int32_t *lab, float inv_n, double *term, int bf16)
 {
 	__shared__ double shd[32];
 	__shared__ float shf[32];
@@ -68,9 +73,22 @@ __global__ void ce_rows_kernel(float *z, int64_t V, const int32_t *lab, float in
 	__syncthreads(); // every thread has read z[y] before it is overwritten
 	if (threadIdx.x == 0)
 		term[r] = lse - zy;
-	for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-		double p = exp((double)zr[v] - lse) - (v == y ? 1.0 : 0.0);
-		zr[v] = (float)((double)inv_n * p);
+	if (!bf16) {
+		for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+			double p = exp((double)zr[v] - lse) - (v == y ? 1.0 : 0.0);
+			zr[v] = (float)((double)inv_n * p);
+		}
+		return;
+	}
+	__nv_bfloat16 *zb = (__nv_bfloat16 *)zr;
+	for (int64_t v0 = 0; v0 < V; v0 += blockDim.x) {
+		int64_t v = v0 + threadIdx.x;
+		float d = 0.0f;
+		if (v < V)
+			d = (float)((double)inv_n * (exp((double)zr[v] - lse) - (v == y ? 1.0 : 0.0)));
+		__syncthreads(); // this chunk's reads before its writes
+		if (v < V)
+			zb[v] = __float2bfloat16_rn(d);
 	}
 }
 
@@ -85,11 +103,12 @@ __global__ void ce_total_kernel(float *loss, const double *term, int64_t T, floa
 } // namespace
 
 extern "C" cudaError_t cuk_ce_rows(cudaStream_t s, float *z, int64_t tn, int64_t V, const int32_t *lab,
-				   float inv_n, double *term)
+				   float inv_n, double *term, bool bf16)
 {
 	for (int64_t r0 = 0; r0 < tn; r0 += 65535) {
 		int64_t n = tn - r0 < 65535 ? tn - r0 : 65535;
-		ce_rows_kernel<<<(unsigned)n, kThreads, 0, s>>>(z + r0 * V, V, lab + r0, inv_n, term + r0);
+		ce_rows_kernel<<<(unsigned)n, kThreads, 0, s>>>(z + r0 * V, V, lab + r0, inv_n, term + r0,
+								bf16 ? 1 : 0);
 	}
 	return cudaGetLastError();
 }
