@@ -514,6 +514,44 @@ static void golden_load(json_t *rec, const struct tern_tokenizer *tok, int k)
 	remove(path);
 }
 
+/* A record the template refuses: loading it as a dataset fails with one line naming the dataset
+ * line and quoting the template's message. */
+static void golden_load_error(json_t *rec, const char *want, int k)
+{
+	const char *file = json_string_value(json_object_get(rec, "template"));
+	const struct tern_tokenizer *tok = tok_of(json_string_value(json_object_get(rec, "tokenizer")), NULL);
+	if (!tok)
+		return;
+	char path[64];
+	snprintf(path, sizeof path, "/tmp/tern_chat_%d.jsonl", (int)getpid());
+	FILE *f = fopen(path, "w");
+	json_t *line = json_pack("{sO}", "messages", json_object_get(rec, "messages"));
+	char *s = json_dumps(line, 0);
+	fprintf(f, "%s\n", s);
+	fclose(f);
+	free(s);
+	json_decref(line);
+	struct tern_dataset_cfg ds = {.path = path, .type = TERN_DS_CHAT};
+	struct tern_data_opts o = {0};
+	o.datasets = &ds;
+	o.n_datasets = 1;
+	o.sequence_len = 1024;
+	o.seed = 1;
+	o.chat_template = TERN_TEMPLATE_JINJA;
+	o.chat_template_jinja = template_path(file);
+	struct tern_data *d = NULL;
+	char head[128];
+	snprintf(head, sizeof head, "%s:1: ", path);
+	bool ok = tern_data_load(&d, &o, tok) != TERN_OK && !strncmp(tern_error(), head, strlen(head)) &&
+		  strstr(tern_error(), want) && !strchr(tern_error(), '\n');
+	if (!ok)
+		printf("  got %s\n", d ? "success" : tern_error());
+	checkf(ok, "golden %d (%s): the dataset line the template refuses is one error line quoting it", k,
+	       file);
+	tern_data_free(d);
+	remove(path);
+}
+
 static void goldens(void)
 {
 	char path[4096];
@@ -545,10 +583,13 @@ static void goldens(void)
 			if (err) {
 				char want[600];
 				snprintf(want, sizeof want, "raised: %s", json_string_value(err));
-				ok = st != TERN_OK && strstr(tern_error(), want);
+				ok = st != TERN_OK && strstr(tern_error(), want) &&
+				     !strchr(tern_error(), '\n');
 				if (!ok)
 					printf("  golden %d (%s): want an error with '%s', got %s\n", k, file,
 					       want, st ? tern_error() : "success");
+				else
+					golden_load_error(rec, want, k);
 			} else {
 				ok = st == TERN_OK && ct.len == json_string_length(text) &&
 				     !memcmp(ct.text, json_string_value(text), ct.len);
