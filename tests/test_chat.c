@@ -5,7 +5,7 @@
  * - Errors: one line "<name>:<line>: reason" for unknown filters and tests, unterminated tags,
  *   blocks and strings, raise_exception, nesting, macro recursion, output size, steps.
  * - Goldens (tools/make_chat_golden.py, tests/data/chat/golden.jsonl): the real templates of
- *   Llama 3 / 3.2, Qwen2.5 / 3, Mistral v0.1 / v0.3 / Nemo, Gemma 2 / 3, Phi-3 / 3.5 / 4 render
+ *   Llama 3 / 3.2, Qwen2.5 / 3, Mistral v0.1 / v0.2 / v0.3 / Nemo, Gemma 2 / 3, Phi-3 / 3.5 / 4 render
  *   byte for byte the text transformers renders (or raise the same message, in one line); the ids
  *   of the text and the rows of tern_data_load (chat_template tokenizer_default where the template
  *   is the tokenizer's own, else jinja) are apply_chat_template's, with the real Llama 3, Qwen3
@@ -475,6 +475,7 @@ static void golden_load(json_t *rec, const struct tern_tokenizer *tok, int k)
 		enum tern_chat_template t;
 	} named[] = {
 		{"qwen3.jinja", TERN_TEMPLATE_QWEN3},
+		{"mistral-v0.2.jinja", TERN_TEMPLATE_MISTRAL_V1},
 		{"gemma3.jinja", TERN_TEMPLATE_GEMMA},
 		{"gemma2.jinja", TERN_TEMPLATE_GEMMA},
 		{"mistral-v0.3.jinja", TERN_TEMPLATE_MISTRAL_V2V3},

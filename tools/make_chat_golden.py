@@ -12,6 +12,7 @@ where each copy came from; the Hub is not reachable from here):
   qwen3.jinja         Qwen3                             tokenizer: qwen3 (real)
   qwen2.5.jinja       Qwen2.5-Instruct                  tokenizer: qwen3 (Qwen2.5's vocabulary + <think>)
   mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1          tokenizer: mistral-v1 (built, below)
+  mistral-v0.2.jinja  Mistral-7B-Instruct-v0.2 (2024)   tokenizer: mistral-v1 (built)
   mistral-v0.3.jinja  Mistral-7B-Instruct-v0.3          tokenizer: mistral-v3 (built)
   mistral-nemo.jinja  Mistral-Nemo-Instruct-2407        tokenizer: tekken (built)
   gemma2.jinja        gemma-2-2b-it                     tokenizer: gemma (built)
@@ -72,6 +73,7 @@ TEMPLATES = {
     "qwen3.jinja": "qwen3",
     "qwen2.5.jinja": "qwen3",
     "mistral-v0.1.jinja": "mistral-v1",
+    "mistral-v0.2.jinja": "mistral-v1",
     "mistral-v0.3.jinja": "mistral-v3",
     "mistral-nemo.jinja": "tekken",
     "gemma2.jinja": "gemma",
