@@ -20,7 +20,7 @@ where each copy came from; the Hub is not reachable from here):
   phi3.jinja          Phi-3-mini-4k-instruct            tokenizer: phi3 (real)
   phi3.5.jinja        Phi-3.5-mini-instruct             tokenizer: phi3 (Phi-3-mini's, the same kind)
   phi4.jinja          phi-4                             tokenizer: phi4 (built)
-Every record has the ids of apply_chat_template(tokenize=True) ("ids").
+Every record that renders has the ids of apply_chat_template(tokenize=True) ("ids").
 
 Tokenizers: llama3, qwen3 and phi3 (Phi-3-mini-4k-instruct's own tokenizer.json and
 tokenizer_config.json) are committed in tests/data/tokenizers/. For Mistral, Gemma and Phi-4 no
