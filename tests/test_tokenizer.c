@@ -266,6 +266,40 @@ static void api_checks(const char *tokdir)
 		free(ids);
 		tern_tokenizer_free(t);
 	}
+
+	/* Metaspace as tokenizers 0.23 does (ids from tokenizers.Tokenizer for the same JSON): no
+	 * second \u2581 before a piece that starts with a space; prepend_scheme "first" only at the
+	 * start of the text, not after an added token (Mistral v3: "[INST] What", "[/INST]It"). */
+	static const struct {
+		const char *scheme, *text;
+		int32_t want[3];
+		size_t n;
+	} ms[] = {
+		{"first", "a", {2}, 1},           {"first", " a", {2}, 1},
+		{"first", "<x>a", {3, 1}, 2},     {"first", "<x> a", {3, 2}, 2},
+		{"first", "a<x>a", {2, 3, 1}, 3}, {"always", " a", {2}, 1},
+		{"always", "<x>a", {3, 2}, 2},    {"always", "a<x>a", {2, 3, 2}, 3},
+	};
+	for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) {
+		char json[1024];
+		snprintf(json, sizeof json,
+			 "{\"added_tokens\": [{\"id\": 3, \"content\": \"<x>\", \"special\": true}], "
+			 "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", "
+			 "\"prepend_scheme\": \"%s\", \"split\": false}, \"model\": {\"type\": \"BPE\", "
+			 "\"vocab\": {\"\\u2581\": 0, \"a\": 1, \"\\u2581a\": 2, \"<x>\": 3}, \"merges\": "
+			 "[[\"\\u2581\", \"a\"]]}}",
+			 ms[i].scheme);
+		t = load_text(json);
+		int32_t *ids = NULL;
+		size_t n = 0;
+		bool ok = t && !tern_tokenizer_encode(t, ms[i].text, strlen(ms[i].text), false, &ids, &n) &&
+			  n == ms[i].n && !memcmp(ids, ms[i].want, n * sizeof *ids);
+		char what[128];
+		snprintf(what, sizeof what, "Metaspace prepend_scheme %s: '%s'", ms[i].scheme, ms[i].text);
+		check(ok, what);
+		free(ids);
+		tern_tokenizer_free(t);
+	}
 }
 
 int main(void)

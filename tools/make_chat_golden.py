@@ -5,24 +5,42 @@ loopcontrols, its raise_exception and tojson) for the real chat templates in
 tests/data/chat/templates/, and, where a real tokenizer of the family is committed, the token ids
 of apply_chat_template(tokenize=True).
 
-Templates (text as published with each model; the Hub is not reachable from here):
-  llama3.jinja        Meta-Llama-3-8B-Instruct (tests/data/tokenizers/llama3-tokenizer_config.json)
-  llama3.2.jinja      Llama-3.2-3B-Instruct (as vendored in llama.cpp's models/templates)
-  qwen3.jinja         Qwen3 (tests/data/tokenizers/qwen3-tokenizer_config.json)
-  qwen2.5.jinja       Qwen2.5-Instruct (as vendored in a tokenizer_config.json on GitHub)
-  mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1
-  mistral-nemo.jinja  Mistral-Nemo-Instruct-2407, the v3 [INST] template with tools
-  gemma2.jinja        gemma-2-2b-it
-  gemma3.jinja        gemma-3-it
-  phi3.5.jinja        Phi-3.5-mini-instruct
-  phi4.jinja          phi-4
-Ids ("ids", apply_chat_template(tokenize=True)): llama3 and llama3.2 with the Llama 3 tokenizer,
-qwen3 and qwen2.5 with the Qwen3 tokenizer (Qwen2.5's vocabulary, plus <think> tokens). No Mistral, Gemma or Phi tokenizer is committed: those records
-have the text only ("text"), which tern must render byte for byte.
+Templates (tests/data/chat/templates/, text as published with each model; README.md there says
+where each copy came from; the Hub is not reachable from here):
+  llama3.jinja        Meta-Llama-3-8B-Instruct          tokenizer: llama3 (real)
+  llama3.2.jinja      Llama-3.2-3B-Instruct             tokenizer: llama3 (real)
+  qwen3.jinja         Qwen3                             tokenizer: qwen3 (real)
+  qwen2.5.jinja       Qwen2.5-Instruct                  tokenizer: qwen3 (Qwen2.5's vocabulary + <think>)
+  mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1          tokenizer: mistral-v1 (built, below)
+  mistral-v0.2.jinja  Mistral-7B-Instruct-v0.2 (2024)   tokenizer: mistral-v1 (built)
+  mistral-v0.3.jinja  Mistral-7B-Instruct-v0.3          tokenizer: mistral-v3 (built)
+  mistral-nemo.jinja  Mistral-Nemo-Instruct-2407        tokenizer: tekken (built)
+  gemma2.jinja        gemma-2-2b-it                     tokenizer: gemma (built)
+  gemma3.jinja        gemma-3-it                        tokenizer: gemma (built)
+  phi3.jinja          Phi-3-mini-4k-instruct            tokenizer: phi3 (real)
+  phi3.5.jinja        Phi-3.5-mini-instruct             tokenizer: phi3 (Phi-3-mini's, the same kind)
+  phi4.jinja          phi-4                             tokenizer: phi4 (built)
+Every record that renders has the ids of apply_chat_template(tokenize=True) ("ids").
 
-Llama 3.2's template takes today's date from strftime_now; tern defines no strftime_now (rows must
-not change from day to day), so the template's own fallback "26 Jul 2024" is used, and the
-reference is rendered with date_string = "26 Jul 2024" to match.
+Tokenizers: llama3, qwen3 and phi3 (Phi-3-mini-4k-instruct's own tokenizer.json and
+tokenizer_config.json) are committed in tests/data/tokenizers/. For Mistral, Gemma and Phi-4 no
+tokenizer is committed (the Hub is not reachable; Gemma's is 33 MB): tests/data/chat/tokenizers.json
+describes each as a committed tokenizer of the same kind (sentencepiece-style BPE from llama2 for
+Mistral v1/v3 and Gemma; byte-level BPE from llama3 for Tekken and Phi-4) with the family's special
+tokens added, its template in tokenizer_config.json and tokenizer_class PreTrainedTokenizerFast. The
+ids then test what matters here: that tern's rendering and tokenization of the template's text give
+transformers' ids, with the family's special tokens as single tokens; they are not the real models'
+ids for Mistral, Gemma and Phi-4.
+
+transformers 5 does not use a LlamaTokenizer's tokenizer.json pre-processing as written: it rebuilds
+it from tokenizer_config.json (Metaspace, prepend_scheme "first" when legacy is false). Phi-3's
+config says legacy: false, so AutoTokenizer's ids differ from tokenizer.json's (tokenizers, and
+transformers 4): "ids" are transformers' apply_chat_template with the tokenizer.json as written
+(PreTrainedTokenizerFast), which is what tern implements; "ids_autotokenizer" records
+AutoTokenizer's where they differ (tern does not match those; docs/CONFIG.md says so).
+
+"tokenizer_default": true where the template is the tokenizer's own (its tokenizer_config.json's),
+so test_chat loads those rows through chat_template: tokenizer_default.
 
 A record whose template raises (Gemma 2 refuses a system message) has "error": the message.
 "trained" (records with ids, add_generation_prompt false): the texts tern must train with
@@ -39,7 +57,7 @@ import os
 import shutil
 import tempfile
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils.chat_template_utils import render_jinja_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,19 +66,23 @@ TPL = os.path.join(ROOT, "tests", "data", "chat", "templates")
 OUT = os.path.join(ROOT, "tests", "data", "chat", "golden.jsonl")
 DATE = "26 Jul 2024"
 
-# template file -> (tokenizer for ids or None, bos, eos)
+# template file -> tokenizer (a directory of tests/data/tokenizers, or a built one of tokenizers.json)
 TEMPLATES = {
-    "llama3.jinja": ("llama3", None, None),
-    "llama3.2.jinja": ("llama3", None, None),
-    "qwen3.jinja": ("qwen3", None, None),
-    "qwen2.5.jinja": ("qwen3", None, None),
-    "mistral-v0.1.jinja": (None, "<s>", "</s>"),
-    "mistral-nemo.jinja": (None, "<s>", "</s>"),
-    "gemma2.jinja": (None, "<bos>", "<eos>"),
-    "gemma3.jinja": (None, "<bos>", "<eos>"),
-    "phi3.5.jinja": (None, "<s>", "<|endoftext|>"),
-    "phi4.jinja": (None, None, "<|im_end|>"),
+    "llama3.jinja": "llama3",
+    "llama3.2.jinja": "llama3",
+    "qwen3.jinja": "qwen3",
+    "qwen2.5.jinja": "qwen3",
+    "mistral-v0.1.jinja": "mistral-v1",
+    "mistral-v0.2.jinja": "mistral-v1",
+    "mistral-v0.3.jinja": "mistral-v3",
+    "mistral-nemo.jinja": "tekken",
+    "gemma2.jinja": "gemma",
+    "gemma3.jinja": "gemma",
+    "phi3.jinja": "phi3",
+    "phi3.5.jinja": "phi3",
+    "phi4.jinja": "phi4",
 }
+BUILT = os.path.join(ROOT, "tests", "data", "chat", "tokenizers.json")
 
 SYS = {"role": "system", "content": "You are a terse assistant."}
 CHATS = [
@@ -90,6 +112,37 @@ def unpack(tmp, name):
             with gzip.open(os.path.join(TOKS, f"{name}-{f}.json.gz"), "rb") as src, \
                     open(os.path.join(d, f + ".json"), "wb") as dst:
                 shutil.copyfileobj(src, dst)
+    return d
+
+
+def build(tmp, name, spec):
+    """A tokenizer of tokenizers.json: the base's tokenizer.json with the added tokens appended (ids
+    after the base's last id), normalizer / pre_tokenizer / decoder replaced where the spec has
+    them, and a tokenizer_config.json with bos, eos, the template and PreTrainedTokenizerFast.
+    tests/test_chat.c builds the same files."""
+    d = os.path.join(tmp, name)
+    if os.path.isdir(d):
+        return d
+    os.makedirs(d)
+    with open(os.path.join(unpack(tmp, spec["base"]), "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    ids = list(tj["model"]["vocab"].values()) + [t["id"] for t in tj["added_tokens"]]
+    nxt = max(ids) + 1
+    for content in spec["added"]:
+        tj["added_tokens"].append({"id": nxt, "content": content, "single_word": False, "lstrip": False,
+                                   "rstrip": False, "normalized": False, "special": True})
+        nxt += 1
+    for k in ("normalizer", "pre_tokenizer", "decoder"):
+        if k in spec:
+            tj[k] = spec[k]
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
+    with open(os.path.join(TPL, spec["template"]), encoding="utf-8") as f:
+        tpl = f.read()
+    cfg = {"bos_token": spec["bos_token"], "eos_token": spec["eos_token"], "chat_template": tpl,
+           "tokenizer_class": "PreTrainedTokenizerFast"}
+    with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, ensure_ascii=False)
     return d
 
 
@@ -129,32 +182,38 @@ def trained(tplname, messages, text):
     return out
 
 
-END = {"mistral": "</s>", "gemma": "<end_of_turn>", "phi3.5": "<|end|>", "phi4": "<|im_end|>"}
+END = {"mistral": "</s>", "gemma": "<end_of_turn>", "phi3": "<|end|>", "phi4": "<|im_end|>"}
 
 
 def trained_text(tplname, messages, text):
     """The text of each trained span for the families without a committed tokenizer: the content
-    as the template writes it (Gemma trims) and the end-of-turn marker right after it."""
+    as the template writes it (Gemma and Mistral v0.3 trim) and the end-of-turn marker right after it."""
     if tplname.startswith(("llama3", "qwen")):
         return trained(tplname, messages, text)
     end = next(v for k, v in END.items() if tplname.startswith(k))
-    strip = tplname.startswith("gemma")
+    strip = tplname.startswith(("gemma", "mistral-v0.3"))
     return [(m["content"].strip() if strip else m["content"]) + end for m in messages if m["role"] == "assistant"]
 
 
 def main():
     rows = []
+    with open(BUILT, encoding="utf-8") as f:
+        built = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (tokname, bos, eos) in TEMPLATES.items():
+        for name, tokname in TEMPLATES.items():
             with open(os.path.join(TPL, name), encoding="utf-8") as f:
                 template = f.read()
-            hf = None
-            if tokname:
-                hf = AutoTokenizer.from_pretrained(unpack(tmp, tokname))
-                bos, eos = hf.bos_token, hf.eos_token
+            d = build(tmp, tokname, built[tokname]) if tokname in built else unpack(tmp, tokname)
+            with open(os.path.join(d, "tokenizer_config.json"), encoding="utf-8") as f:
+                own = json.load(f).get("chat_template") == template
+            auto = AutoTokenizer.from_pretrained(d)
+            # transformers' apply_chat_template with tokenizer.json as written (see the top)
+            hf = PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"),
+                                         bos_token=auto.bos_token, eos_token=auto.eos_token)
+            bos, eos = hf.bos_token, hf.eos_token
             for messages, agp in CHATS:
-                rec = {"template": name, "tokenizer": tokname, "bos_token": bos, "eos_token": eos,
-                       "add_generation_prompt": agp, "messages": messages}
+                rec = {"template": name, "tokenizer": tokname, "tokenizer_default": own, "bos_token": bos,
+                       "eos_token": eos, "add_generation_prompt": agp, "messages": messages}
                 kw = {k: v for k, v in (("bos_token", bos), ("eos_token", eos)) if v is not None}
                 try:
                     out, _ = render_jinja_template([messages], chat_template=template, add_generation_prompt=agp,
@@ -164,22 +223,26 @@ def main():
                     rec["error"] = str(e)
                     rows.append(rec)
                     continue
-                if hf is not None:
-                    hf.chat_template = template
-                    ids = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=agp,
-                                                 date_string=DATE)
-                    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-                    assert list(ids) == hf(rec["text"], add_special_tokens=False)["input_ids"]
-                    rec["ids"] = list(ids)
-                    if not agp:
-                        rec["trained"] = trained(name, messages, rec["text"])
+                ids = []
+                for tok in (hf, auto):
+                    tok.chat_template = template
+                    r = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=agp,
+                                                date_string=DATE)
+                    ids.append(list(r["input_ids"] if hasattr(r, "keys") else r))
+                assert ids[0] == hf(rec["text"], add_special_tokens=False)["input_ids"]
+                rec["ids"] = ids[0]
+                if ids[1] != ids[0]:
+                    rec["ids_autotokenizer"] = ids[1]
+                if not agp and tokname in ("llama3", "qwen3"):
+                    rec["trained"] = trained(name, messages, rec["text"])
                 if not agp:
                     rec["trained_text"] = trained_text(name, messages, rec["text"])
                 rows.append(rec)
     with open(OUT, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    print(f"{OUT}: {len(rows)} records")
+    print(f"{OUT}: {len(rows)} records, {sum('ids' in r for r in rows)} with ids, "
+          f"{sum('ids_autotokenizer' in r for r in rows)} where AutoTokenizer differs")
 
 
 if __name__ == "__main__":

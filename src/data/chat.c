@@ -61,6 +61,45 @@ static const char gemma_template[] =
 	"{%- endfor -%}\n"
 	"{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}\n";
 
+/* tern's mistral_v2v3 and mistral_v3_tekken: the turns of Mistral's v3 and Tekken tokenizers'
+ * templates (Mistral-7B-Instruct-v0.3, Mistral-Nemo-Instruct-2407) for text chats. As theirs, a
+ * system message goes in front of the last message when that is a user turn, and is dropped when
+ * the chat ends with an assistant turn; v3 writes "[INST] " and " " before a trimmed answer,
+ * Tekken neither. */
+#define MISTRAL_TEMPLATE(NAME, INST, ANSWER)                                                                 \
+	"{%- set sys = messages[0].content if messages and messages[0].role == 'system' else none -%}\n"     \
+	"{%- set turns = messages[1:] if sys is not none else messages -%}\n"                                \
+	"{%- for m in turns -%}\n"                                                                           \
+	"  {%- if m.role not in ['user', 'assistant'] or (m.role == 'user') != (loop.index0 % 2 == 0) -%}\n" \
+	"    {{- raise_exception('" NAME " needs user and assistant turns alternating from user (one "       \
+	"system message first at most)') -}}\n"                                                              \
+	"  {%- endif -%}\n"                                                                                  \
+	"{%- endfor -%}\n"                                                                                   \
+	"{{- bos_token -}}\n"                                                                                \
+	"{%- for m in turns -%}\n"                                                                           \
+	"  {%- if m.role == 'user' -%}\n"                                                                    \
+	"    {{- '" INST "' + (sys + '\\n\\n' if sys is not none and loop.last else '') + m.content + "      \
+	"'[/INST]' -}}\n"                                                                                    \
+	"  {%- else -%}{{- " ANSWER " + eos_token -}}{%- endif -%}\n"                                        \
+	"{%- endfor -%}\n"
+
+static const char mistral_v2v3_template[] =
+	MISTRAL_TEMPLATE("mistral_v2v3", "[INST] ", "' ' + m.content | trim");
+static const char mistral_tekken_template[] = MISTRAL_TEMPLATE("mistral_v3_tekken", "[INST]", "m.content");
+
+/* tern's phi_3 and phi_35: Phi-3-mini's and Phi-3.5-mini's turns, <|role|>\n{content}<|end|>\n,
+ * then the generation prompt or EOS; Phi-3.5 leaves out a system message with empty content. */
+#define PHI_TEMPLATE(SKIP_EMPTY_SYSTEM)                                                               \
+	"{%- for m in messages -%}\n"                                                                 \
+	"  {%- if m.role in ['user', 'assistant'] or (m.role == 'system'" SKIP_EMPTY_SYSTEM ") -%}\n" \
+	"    {{- '<|' + m.role + '|>\\n' + m.content + '<|end|>\\n' -}}\n"                            \
+	"  {%- endif -%}\n"                                                                           \
+	"{%- endfor -%}\n"                                                                            \
+	"{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- else -%}{{- eos_token -}}{%- endif -%}\n"
+
+static const char phi3_template[] = PHI_TEMPLATE("");
+static const char phi35_template[] = PHI_TEMPLATE(" and m.content");
+
 void tern_chat_free(struct tern_chat *c)
 {
 	if (!c)
@@ -94,6 +133,18 @@ enum tern_status tern_chat_builtin(struct tern_chat **out, enum tern_chat_templa
 	if (t == TERN_TEMPLATE_GEMMA)
 		return tern_chat_from_text(out, "chat_template gemma (built in)", gemma_template,
 					   sizeof gemma_template - 1);
+	if (t == TERN_TEMPLATE_MISTRAL_V2V3)
+		return tern_chat_from_text(out, "chat_template mistral_v2v3 (built in)",
+					   mistral_v2v3_template, sizeof mistral_v2v3_template - 1);
+	if (t == TERN_TEMPLATE_MISTRAL_V3_TEKKEN)
+		return tern_chat_from_text(out, "chat_template mistral_v3_tekken (built in)",
+					   mistral_tekken_template, sizeof mistral_tekken_template - 1);
+	if (t == TERN_TEMPLATE_PHI_3)
+		return tern_chat_from_text(out, "chat_template phi_3 (built in)", phi3_template,
+					   sizeof phi3_template - 1);
+	if (t == TERN_TEMPLATE_PHI_35)
+		return tern_chat_from_text(out, "chat_template phi_35 (built in)", phi35_template,
+					   sizeof phi35_template - 1);
 	*out = NULL;
 	return tern_fail(TERN_E_INVALID, "chat_template: %s is not a built-in Jinja template",
 			 tern_chat_template_name(t));

@@ -1,6 +1,6 @@
 /* Chat templates in Jinja: the model's own template (tokenizer_config.json's "chat_template", or
- * chat_template.jinja beside it), a template given in the config, or tern's built-in qwen3 and
- * gemma, rendered as transformers' apply_chat_template renders them, with the span of text each
+ * chat_template.jinja beside it), a template given in the config, or tern's built-in qwen3,
+ * gemma, mistral_v2v3, mistral_v3_tekken, phi_3 and phi_35, rendered as transformers' apply_chat_template renders them, with the span of text each
  * assistant turn trains.
  *
  * Variables the template sees: messages (role, content and the message's other fields;
@@ -42,7 +42,8 @@ enum tern_status tern_chat_from_tokenizer_config(struct tern_chat **out, const c
  * "{%" that names a readable file). */
 enum tern_status tern_chat_from_config_value(struct tern_chat **out, const char *value);
 
-/* tern's built-in Jinja templates: TERN_TEMPLATE_QWEN3, TERN_TEMPLATE_GEMMA. */
+/* tern's built-in Jinja templates: TERN_TEMPLATE_QWEN3, _GEMMA, _MISTRAL_V2V3, _MISTRAL_V3_TEKKEN,
+ * _PHI_3, _PHI_35. */
 enum tern_status tern_chat_builtin(struct tern_chat **out, enum tern_chat_template t);
 
 void tern_chat_free(struct tern_chat *c);

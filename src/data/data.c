@@ -929,12 +929,16 @@ static enum tern_status check_template_tokens(const struct tern_tokenizer *tok, 
 					     "<|eot_id|>", NULL};
 	static const char *const mistral[] = {"<s>", "</s>", NULL};
 	static const char *const gemma[] = {"<start_of_turn>", "<end_of_turn>", NULL};
+	static const char *const phi3[] = {"<|user|>", "<|assistant|>", "<|end|>", NULL};
 	static const char *const none[] = {NULL};
 	const char *const *need = t == TERN_TEMPLATE_CHATML || t == TERN_TEMPLATE_QWEN3 ? chatml
 				  : t == TERN_TEMPLATE_LLAMA3                           ? llama3
-				  : t == TERN_TEMPLATE_MISTRAL_V1                       ? mistral
-				  : t == TERN_TEMPLATE_GEMMA                            ? gemma
-											: none;
+				  : t == TERN_TEMPLATE_MISTRAL_V1 || t == TERN_TEMPLATE_MISTRAL_V2V3 ||
+						  t == TERN_TEMPLATE_MISTRAL_V3_TEKKEN
+					  ? mistral
+				  : t == TERN_TEMPLATE_PHI_3 || t == TERN_TEMPLATE_PHI_35 ? phi3
+				  : t == TERN_TEMPLATE_GEMMA                              ? gemma
+											  : none;
 	for (; *need; need++)
 		if (tern_tokenizer_token_id(tok, *need) < 0)
 			return tern_fail(
@@ -989,7 +993,11 @@ static enum tern_status open_chat(struct reader *r, const struct tern_data_opts 
 		break;
 	case TERN_TEMPLATE_JINJA: st = tern_chat_from_config_value(&r->chat, o->chat_template_jinja); break;
 	case TERN_TEMPLATE_QWEN3:
-	case TERN_TEMPLATE_GEMMA: st = tern_chat_builtin(&r->chat, r->tmpl); break;
+	case TERN_TEMPLATE_GEMMA:
+	case TERN_TEMPLATE_MISTRAL_V2V3:
+	case TERN_TEMPLATE_MISTRAL_V3_TEKKEN:
+	case TERN_TEMPLATE_PHI_3:
+	case TERN_TEMPLATE_PHI_35: st = tern_chat_builtin(&r->chat, r->tmpl); break;
 	default: return TERN_OK;
 	}
 	if (st || (st = end_markers(tok, r->eos, markers)))

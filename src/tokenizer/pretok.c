@@ -348,8 +348,10 @@ static enum tern_status metaspace_piece(const struct tok_pre *p, const char *s, 
 {
 	struct tok_buf r = {0};
 	enum tern_status st = TERN_OK;
+	/* as tokenizers does: prepend unless the piece starts with the replacement once spaces are
+	 * replaced; "first" only for the piece at the start of the whole text */
 	bool prepend = p->prepend == TOK_PREPEND_ALWAYS || (p->prepend == TOK_PREPEND_FIRST && first);
-	if (prepend && len && !(len >= p->repl_len && !memcmp(s, p->repl, p->repl_len)))
+	if (prepend && len && s[0] != ' ' && !(len >= p->repl_len && !memcmp(s, p->repl, p->repl_len)))
 		st = tok_buf_add(&r, p->repl, p->repl_len);
 	for (size_t i = 0; i < len && !st; i++)
 		st = s[i] == ' ' ? tok_buf_add(&r, p->repl, p->repl_len) : tok_buf_add(&r, s + i, 1);
@@ -376,7 +378,7 @@ out:
 }
 
 enum tern_status tok_pretokenize(const struct tern_tokenizer *t, pcre2_match_data *md, const char *s,
-				 size_t len, struct tok_pieces *out, struct tok_pieces *tmp)
+				 size_t len, bool at_start, struct tok_pieces *out, struct tok_pieces *tmp)
 {
 	enum tern_status st;
 	tok_pieces_clear(out);
@@ -392,7 +394,7 @@ enum tern_status tok_pretokenize(const struct tern_tokenizer *t, pcre2_match_dat
 			size_t pl = out->len[k];
 			switch (p->kind) {
 			case TOK_P_SPLIT: st = split_piece(p, md, ps, pl, tmp); break;
-			case TOK_P_METASPACE: st = metaspace_piece(p, ps, pl, k == 0, tmp); break;
+			case TOK_P_METASPACE: st = metaspace_piece(p, ps, pl, at_start && k == 0, tmp); break;
 			case TOK_P_BYTELEVEL: {
 				struct tok_pieces words = {0};
 				const char *src = ps;

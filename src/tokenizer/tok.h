@@ -238,8 +238,9 @@ int tok_char_byte(int32_t cp); /* byte for a mapped code point, -1 if not a mapp
 /* pretok.c */
 enum tern_status tok_normalize(const struct tern_tokenizer *t, const char *s, size_t len,
 			       struct tok_buf *out);
+/* at_start: s begins the whole text (Metaspace's prepend_scheme "first" prepends only there). */
 enum tern_status tok_pretokenize(const struct tern_tokenizer *t, pcre2_match_data *md, const char *s,
-				 size_t len, struct tok_pieces *out, struct tok_pieces *tmp);
+				 size_t len, bool at_start, struct tok_pieces *out, struct tok_pieces *tmp);
 /* Splits s into segments: added-token matches (id >= 0) and text between (id -1). */
 struct tok_seg {
 	size_t start, end;

@@ -969,7 +969,7 @@ enum tern_status tern_tokenizer_encode(const struct tern_tokenizer *tok, const c
 				continue;
 			}
 			if ((st = tok_pretokenize(t, md, s + sub.p[k].start, sub.p[k].end - sub.p[k].start,
-						  &words, &tmp)))
+						  raw.p[i].start == 0 && sub.p[k].start == 0, &words, &tmp)))
 				goto out;
 			for (size_t w = 0; w < words.n; w++)
 				if ((st = tok_bpe_word(t, words.buf.p + words.off[w], words.len[w], &out,

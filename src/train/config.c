@@ -50,7 +50,8 @@ struct key {
 static const char *const adapter_names[] = {"lora", "qlora", NULL};
 static const char *const ds_type_names[] = {"alpaca", "chat_template", "completion", "pretokenized", NULL};
 static const char *const template_names[] = {
-	"tokenizer_default", "chatml", "llama3", "mistral_v1", "jinja", "qwen3", "gemma", NULL};
+	"tokenizer_default", "chatml", "llama3", "mistral_v1", "jinja", "qwen3", "gemma", "mistral_v2v3",
+	"mistral_v3_tekken", "phi_3",  "phi_35", NULL};
 static const char *const sched_names[] = {
 	"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr", NULL};
 static const char *const base_names[] = {"auto", "nf4", "nf4-dq", "ternary", "bf16", "f16", "f32", NULL};
@@ -1191,6 +1192,8 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 		int i = enum_index(k->names, s);
 		if (i < 0 && k->names == template_names && !strcmp(s, "mistral"))
 			i = TERN_TEMPLATE_MISTRAL_V1;
+		if (i < 0 && k->names == template_names && !strcmp(s, "gemma3"))
+			i = TERN_TEMPLATE_GEMMA; /* tern's gemma is Gemma 3's */
 		if (i < 0)
 			return bad_enum(c, v, k->name, k->names);
 		memcpy(p, &i, sizeof i);

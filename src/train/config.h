@@ -43,6 +43,11 @@ enum tern_chat_template {
 	TERN_TEMPLATE_JINJA, /* chat_template_jinja: template text or a .jinja file */
 	TERN_TEMPLATE_QWEN3, /* built-in Jinja (data/chat.c) */
 	TERN_TEMPLATE_GEMMA, /* built-in Jinja (data/chat.c) */
+	/* built-in Jinja: the turns of Mistral v0.3, Mistral Nemo, Phi-3-mini, Phi-3.5-mini */
+	TERN_TEMPLATE_MISTRAL_V2V3,
+	TERN_TEMPLATE_MISTRAL_V3_TEKKEN,
+	TERN_TEMPLATE_PHI_3,
+	TERN_TEMPLATE_PHI_35,
 };
 
 enum tern_lr_sched {
