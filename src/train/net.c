@@ -1822,6 +1822,40 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 	return st;
 }
 
+int64_t tern_net_grad_floats(const struct tern_net *n)
+{
+	return n->lora_n + (int64_t)full_count(n) * n->V * n->D + 1;
+}
+
+/* The order of tern_net_grad_floats: the LoRA block, each module trained in full, the loss. */
+static enum tern_status grads_move(struct tern_net *n, float *h, bool put)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_view v[2 + TERN_FULL_COUNT];
+	int k = 0;
+	v[k++] = (struct tern_view){n->grads, 0, n->lora_bytes};
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		if (trained_full(n, (enum tern_full)f))
+			v[k++] = full_view(n, FB_GRAD, (enum tern_full)f);
+	v[k++] = n->loss;
+	enum tern_status st = TERN_OK;
+	for (int i = 0; i < k && st == TERN_OK; i++) {
+		size_t b = i == k - 1 ? 4 : v[i].size;
+		if (b == 0)
+			continue;
+		st = put ? vt->upload(n->be, tern_view_sub(v[i], 0, b), h)
+			 : vt->download(n->be, h, tern_view_sub(v[i], 0, b));
+		h += b / 4;
+	}
+	return st;
+}
+
+enum tern_status tern_net_grads_get(struct tern_net *n, float *h) { return grads_move(n, h, false); }
+enum tern_status tern_net_grads_put(struct tern_net *n, const float *h)
+{
+	return grads_move(n, (float *)h, true);
+}
+
 enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a)
 {
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};

@@ -134,6 +134,13 @@ enum tern_status tern_net_loss(struct tern_net *n, double *loss);
  * max_norm (max_norm <= 0: no clipping). */
 enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm);
 
+/* The gradients and the loss as one host array of tern_net_grad_floats(n) floats (the LoRA
+ * block, each module trained in full, then the accumulated loss): _get downloads them (waits for
+ * the device), _put uploads them back. A data-parallel step sums them over the ranks in between. */
+int64_t tern_net_grad_floats(const struct tern_net *n);
+enum tern_status tern_net_grads_get(struct tern_net *n, float *h);
+enum tern_status tern_net_grads_put(struct tern_net *n, const float *h);
+
 /* One AdamW step over every LoRA parameter. */
 enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a);
 
