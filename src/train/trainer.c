@@ -359,6 +359,14 @@ static enum tern_status open_backend(struct session *s)
 	enum tern_status st = tern_dist_device(device, gpu, &device);
 	if (st == TERN_OK)
 		st = tern_backend_create(tern_backend_kind_name(c->backend), device, &s->be);
+	if (st != TERN_OK && tern_dist_size() > 1 && device != (int)c->device) {
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		return tern_fail(st,
+				 "%s (rank %d of %d takes device %d = device + its rank on this host; give "
+				 "each rank's device with --devices, e.g. --devices 0,0 to share device 0)",
+				 msg, tern_dist_rank(), tern_dist_size(), device);
+	}
 	if (st == TERN_OK)
 		st = resolve_prec(s);
 	if (st == TERN_OK)
