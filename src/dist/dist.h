@@ -47,6 +47,22 @@ static inline enum tern_status tern_dist_barrier(void) { return tern_dist_ops()-
  * TERN_DEVICES has not one entry per rank or an entry is no device index. */
 enum tern_status tern_dist_device(int device, bool gpu, int *out);
 
+/* NCCL (the CUDA build with MPI; libnccl.so.2 opened at run time): a communicator over the MPI
+ * group on each rank's current CUDA device. _open is collective (rank 0's unique id is broadcast)
+ * and fails softly (TERN_E_UNAVAILABLE) without libnccl.so.2, TERN_E_UNSUPPORTED in a build
+ * without CUDA or MPI. _allreduce sums count floats at device address dev over the ranks, in
+ * place, queued on the CUDA stream `stream` (NCCL's order of summation, see nccl.c). */
+struct tern_dist_nccl;
+struct tern_backend;
+struct tern_view;
+enum tern_status tern_dist_nccl_open(struct tern_dist_nccl **out);
+enum tern_status tern_dist_nccl_allreduce(struct tern_dist_nccl *n, void *dev, int64_t count, void *stream);
+void tern_dist_nccl_close(struct tern_dist_nccl *n);
+/* The device address of view v of the CUDA backend be and its compute stream (src/backend/cuda/
+ * cu_dist.c); TERN_E_UNSUPPORTED for another backend or a build without CUDA. */
+enum tern_status tern_dist_cuda_address(struct tern_backend *be, struct tern_view v, void **ptr,
+					void **stream);
+
 /* The implementations (tern_dist_init picks one). rank/size/local_rank are filled by mpi_init. */
 extern const struct tern_dist_ops tern_dist_single_ops;
 #ifdef TERN_HAVE_MPI

@@ -1827,25 +1827,28 @@ int64_t tern_net_grad_floats(const struct tern_net *n)
 	return n->lora_n + (int64_t)full_count(n) * n->V * n->D + 1;
 }
 
-/* The order of tern_net_grad_floats: the LoRA block, each module trained in full, the loss. */
-static enum tern_status grads_move(struct tern_net *n, float *h, bool put)
+int tern_net_grad_views(const struct tern_net *n, struct tern_view v[TERN_NET_GRAD_VIEWS])
 {
-	const struct tern_backend_vtable *vt = n->be->vt;
-	struct tern_view v[2 + TERN_FULL_COUNT];
 	int k = 0;
 	v[k++] = (struct tern_view){n->grads, 0, n->lora_bytes};
 	for (int f = 0; f < TERN_FULL_COUNT; f++)
 		if (trained_full(n, (enum tern_full)f))
 			v[k++] = full_view(n, FB_GRAD, (enum tern_full)f);
-	v[k++] = n->loss;
+	v[k++] = tern_view_sub(n->loss, 0, 4);
+	return k;
+}
+
+static enum tern_status grads_move(struct tern_net *n, float *h, bool put)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_view v[TERN_NET_GRAD_VIEWS];
+	int k = tern_net_grad_views(n, v);
 	enum tern_status st = TERN_OK;
 	for (int i = 0; i < k && st == TERN_OK; i++) {
-		size_t b = i == k - 1 ? 4 : v[i].size;
-		if (b == 0)
+		if (v[i].size == 0)
 			continue;
-		st = put ? vt->upload(n->be, tern_view_sub(v[i], 0, b), h)
-			 : vt->download(n->be, h, tern_view_sub(v[i], 0, b));
-		h += b / 4;
+		st = put ? vt->upload(n->be, v[i], h) : vt->download(n->be, h, v[i]);
+		h += v[i].size / 4;
 	}
 	return st;
 }

@@ -861,6 +861,57 @@ static void profile_fields(FILE *m, const struct tern_profile *p, double step_s)
 
 /* output_dir created and locked; what killed runs left there (and in the offload directory)
  * removed. Notes go to the output. */
+/* Data parallel: sums the step's gradients and loss over the ranks (before the norm), with the
+ * real tokens (*real) and whether a rank was asked to stop (*stop: the signal, else 0). With
+ * NCCL (the CUDA build), on the device, in stream order; otherwise through host memory and the
+ * group's all-reduce (gsum: tern_net_grad_floats + 2 floats). */
+static enum tern_status sum_over_ranks(struct session *s, struct tern_dist_nccl *nccl, float *gsum,
+				       int64_t *real, int *stop)
+{
+	enum tern_status st;
+	int64_t ng = 0;
+	if (nccl) {
+		struct tern_view v[TERN_NET_GRAD_VIEWS];
+		int nv = tern_net_grad_views(s->net, v);
+		for (int i = 0; i < nv; i++) {
+			void *p, *stream;
+			if ((st = tern_dist_cuda_address(s->be, v[i], &p, &stream)) ||
+			    (st = tern_dist_nccl_allreduce(nccl, p, (int64_t)(v[i].size / 4), stream)))
+				return st;
+		}
+	} else {
+		ng = tern_net_grad_floats(s->net);
+		if ((st = tern_net_grads_get(s->net, gsum)) != TERN_OK)
+			return st;
+	}
+	gsum[ng] = (float)*real;
+	gsum[ng + 1] = g_stop ? 1.0f : 0.0f;
+	if ((st = tern_dist_allreduce_sum(gsum, ng + 2)) ||
+	    (!nccl && (st = tern_net_grads_put(s->net, gsum))))
+		return st;
+	*real = (int64_t)gsum[ng];
+	*stop = gsum[ng + 1] > 0 ? (g_stop ? (int)g_stop : SIGINT) : 0;
+	return TERN_OK;
+}
+
+/* NCCL for the sum when the backend is cuda, libnccl.so.2 loads on every rank and TERN_NCCL is
+ * not 0; else NULL (the host path), with a note on out saying which. */
+static enum tern_status open_nccl(struct session *s, struct tern_dist_nccl **out)
+{
+	*out = NULL;
+	const char *e = getenv("TERN_NCCL");
+	if (strcmp(s->be->name, "cuda") != 0 || (e && !strcmp(e, "0")))
+		return TERN_OK;
+	enum tern_status st = tern_dist_nccl_open(out);
+	if (st == TERN_E_UNAVAILABLE || st == TERN_E_UNSUPPORTED) {
+		fprintf(s->out, "gradients summed over MPI through host memory (%s)\n", tern_error());
+		return TERN_OK;
+	}
+	if (st == TERN_OK)
+		fprintf(s->out, "gradients summed on the devices with NCCL\n");
+	return st;
+}
+
 static enum tern_status open_outdir(struct session *s, struct tern_outdir_lock **lock)
 {
 	struct tern_config *c = s->cfg;
@@ -913,6 +964,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	struct tern_tfevents *tb = NULL;
 	struct tern_eval_prompts *ep = NULL;
 	float *gsum = NULL; /* several ranks: the gradients, the loss, tokens and stop, summed */
+	struct tern_dist_nccl *nccl = NULL;
 	int rank = tern_dist_rank(), ranks = tern_dist_size(), stop = 0;
 	bool main_rank = rank == 0;
 	enum tern_status st;
@@ -1023,8 +1075,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		st = open_model(&s);
 	if (st || (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
 		goto out;
-	if (ranks > 1 && !(gsum = tern_malloc((size_t)(tern_net_grad_floats(s.net) + 2) * sizeof *gsum))) {
-		st = tern_fail(TERN_E_NOMEM, "out of host memory");
+	if (ranks > 1 &&
+	    ((st = open_nccl(&s, &nccl)) ||
+	     !(gsum = tern_malloc((size_t)(nccl ? 2 : tern_net_grad_floats(s.net) + 2) * sizeof *gsum)))) {
+		if (st == TERN_OK)
+			st = tern_fail(TERN_E_NOMEM, "out of host memory");
 		goto out;
 	}
 	banner(&s, steps_per_epoch, K, W);
@@ -1135,20 +1190,11 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 						    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k,
 						    (uint32_t)mi);
 		}
-		if (st == TERN_OK && ranks > 1) {
-			/* the sum over the ranks, before the norm and clipping; with it the real tokens
-			 * and whether any rank was asked to stop (all stop after the same step) */
-			int64_t ng = tern_net_grad_floats(s.net);
-			if ((st = tern_net_grads_get(s.net, gsum)) != TERN_OK)
-				break;
-			gsum[ng] = (float)real;
-			gsum[ng + 1] = g_stop ? 1.0f : 0.0f;
-			if ((st = tern_dist_allreduce_sum(gsum, ng + 2)) ||
-			    (st = tern_net_grads_put(s.net, gsum)))
-				break;
-			real = (int64_t)gsum[ng];
-			stop = gsum[ng + 1] > 0 ? (g_stop ? (int)g_stop : SIGINT) : 0;
-		}
+		/* the sum over the ranks, before the norm and clipping; with it the real tokens and
+		 * whether any rank was asked to stop (all stop after the same step) */
+		if (st == TERN_OK && ranks > 1 &&
+		    (st = sum_over_ranks(&s, nccl, gsum, &real, &stop)) != TERN_OK)
+			break;
 		double loss, gnorm;
 		if (st || (st = tern_net_loss(s.net, &loss)) ||
 		    (st = tern_net_clip(s.net, (float)c->max_grad_norm, &gnorm)))
@@ -1379,6 +1425,7 @@ out:
 	tern_eval_prompts_free(ep);
 	free(order);
 	free(gsum);
+	tern_dist_nccl_close(nccl);
 	tern_outdir_unlock(lock, st != TERN_OK && st != TERN_E_INTERRUPTED && created_out);
 	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg && main_rank) {
 		/* a run that failed before writing anything leaves no directories behind (rmdir only
