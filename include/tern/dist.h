@@ -22,10 +22,11 @@ extern "C" {
 enum tern_status tern_dist_init(int *argc, char ***argv);
 
 /* This process's rank in [0, size), the group's size, the rank among the processes on this host
- * (which device it takes by default), the implementation ("single", "mpi"). */
+ * (which device it takes by default) and their number, the implementation ("single", "mpi"). */
 int tern_dist_rank(void);
 int tern_dist_size(void);
 int tern_dist_local_rank(void);
+int tern_dist_local_size(void);
 const char *tern_dist_name(void);
 
 /* Whether this tern was built with MPI (TERN_MPI). */

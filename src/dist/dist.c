@@ -10,9 +10,9 @@
 
 static struct {
 	const struct tern_dist_ops *ops;
-	int rank, size, local_rank;
+	int rank, size, local_rank, local_size;
 	bool init;
-} g = {&tern_dist_single_ops, 0, 1, 0, false};
+} g = {&tern_dist_single_ops, 0, 1, 0, 1, false};
 
 /* ---- one process ---- */
 
@@ -71,7 +71,7 @@ enum tern_status tern_dist_init(int *argc, char ***argv)
 		return TERN_OK;
 	}
 #ifdef TERN_HAVE_MPI
-	enum tern_status st = tern_dist_mpi_init(argc, argv, &g.rank, &g.size, &g.local_rank);
+	enum tern_status st = tern_dist_mpi_init(argc, argv, &g.rank, &g.size, &g.local_rank, &g.local_size);
 	if (st != TERN_OK)
 		return st;
 	g.ops = &tern_dist_mpi_ops;
@@ -90,6 +90,7 @@ const struct tern_dist_ops *tern_dist_ops(void) { return g.ops; }
 int tern_dist_rank(void) { return g.rank; }
 int tern_dist_size(void) { return g.size; }
 int tern_dist_local_rank(void) { return g.local_rank; }
+int tern_dist_local_size(void) { return g.local_size; }
 const char *tern_dist_name(void) { return g.ops->name; }
 
 void tern_dist_finalize(void)
@@ -98,7 +99,7 @@ void tern_dist_finalize(void)
 		g.ops->finalize();
 	g.ops = &tern_dist_single_ops;
 	g.rank = g.local_rank = 0;
-	g.size = 1;
+	g.size = g.local_size = 1;
 	g.init = false;
 }
 

@@ -66,7 +66,8 @@ enum tern_status tern_dist_cuda_address(struct tern_backend *be, struct tern_vie
 /* The implementations (tern_dist_init picks one). rank/size/local_rank are filled by mpi_init. */
 extern const struct tern_dist_ops tern_dist_single_ops;
 #ifdef TERN_HAVE_MPI
-enum tern_status tern_dist_mpi_init(int *argc, char ***argv, int *rank, int *size, int *local_rank);
+enum tern_status tern_dist_mpi_init(int *argc, char ***argv, int *rank, int *size, int *local_rank,
+				    int *local_size);
 extern const struct tern_dist_ops tern_dist_mpi_ops;
 #endif
 

@@ -28,7 +28,8 @@ static enum tern_status mpi_check(int rc, const char *what)
 	return tern_fail(TERN_E_IO, "MPI: %s failed: %s", what, len ? msg : "unknown error");
 }
 
-enum tern_status tern_dist_mpi_init(int *argc, char ***argv, int *rank, int *size, int *local_rank)
+enum tern_status tern_dist_mpi_init(int *argc, char ***argv, int *rank, int *size, int *local_rank,
+				    int *local_size)
 {
 	int provided = 0;
 	enum tern_status st =
@@ -41,9 +42,11 @@ enum tern_status tern_dist_mpi_init(int *argc, char ***argv, int *rank, int *siz
 	/* the rank among the processes that share this host's memory */
 	MPI_Comm node;
 	*local_rank = *rank;
+	*local_size = *size;
 	if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, *rank, MPI_INFO_NULL, &node) ==
 	    MPI_SUCCESS) {
 		MPI_Comm_rank(node, local_rank);
+		MPI_Comm_size(node, local_size);
 		MPI_Comm_free(&node);
 	}
 	return TERN_OK;

@@ -313,6 +313,8 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 	uint64_t host = (uint64_t)c->host_memory;
 	if (!host && tern_plan_host_auto(&host) != TERN_OK)
 		host = UINT64_MAX / 4;
+	else if (!c->host_memory && tern_dist_local_size() > 1) /* auto: the ranks of a host share it */
+		host /= (uint64_t)tern_dist_local_size();
 	s->device_budget = device_budget;
 	s->host_budget = host;
 	memset(&s->plan, 0, sizeof s->plan);
