@@ -137,6 +137,24 @@ for be in $backends; do
 	echo "$be: $(($(date +%s) - start)) s"
 done
 
+# A stop signal to mpirun (SIGTERM here: a background job of a script ignores SIGINT; Ctrl-C in a
+# terminal works alike): mpirun passes it to the ranks, the stop reaches every rank through the
+# step's sum, all stop after the same step and rank 0 writes that step's checkpoint.
+mpirun -n 2 --bind-to none "$tern" train "$tmp/c.yaml" --set backend=cpu --set output_dir="$tmp/int" --set max_steps=100000 \
+	--set save_steps=0 >"$tmp/int.log" 2>&1 &
+pid=$! # mpirun's own (not a shell function's subshell)
+n=0
+while [ $n -lt 300 ] && ! grep -q "^step 2/" "$tmp/int.log"; do
+	sleep 0.1
+	n=$((n + 1))
+done
+kill -TERM $pid
+wait $pid
+k=$(sed -n 's/^interrupted: checkpoint-\([0-9]*\) written.*/\1/p' "$tmp/int.log")
+[ -n "$k" ] && [ -f "$tmp/int/checkpoint-$k/trainer_state.json" ] &&
+	[ "$(grep -c '^interrupted: ' "$tmp/int.log")" = 1 ] && ok ||
+	bad "SIGTERM to mpirun: no single checkpoint line or no checkpoint-$k: $(tail -5 "$tmp/int.log")"
+
 # A device list that does not match the ranks: one line naming TERN_DEVICES, a non-zero exit;
 # on vulkan (lavapipe: one device) 2 ranks without --devices take devices 0 and 1: one line
 # saying how to share device 0.
