@@ -126,7 +126,7 @@ static bool on_path(const char *prog, char *full, size_t cap)
 }
 
 /* --devices with several entries, not under a launcher yet: replaces this process with
- * `mpirun -n N --bind-to none -x TERN_DEVICES <this tern> train ARGS` (the same arguments less
+ * `mpirun -n N --bind-to none --oversubscribe -x TERN_DEVICES <this tern> train ARGS` (OpenMPI's) (the same arguments less
  * --devices; TERN_DEVICES says each rank's device). TERN_MPIRUN names another mpirun. Returns only
  * on failure, after one line. */
 static int launch(const char *devices, int argc, char **argv)
@@ -165,6 +165,7 @@ static int launch(const char *devices, int argc, char **argv)
 	av[k++] = np;
 	av[k++] = "--bind-to"; /* each rank's OpenMP and streaming threads may use every core */
 	av[k++] = "none";
+	av[k++] = "--oversubscribe"; /* one rank per device, however many cores the host shows */
 	av[k++] = "-x";
 	av[k++] = "TERN_DEVICES";
 	av[k++] = self;
