@@ -125,10 +125,10 @@ static bool on_path(const char *prog, char *full, size_t cap)
 	return false;
 }
 
-/* --devices with several entries, not under a launcher yet: replaces this process with
- * `mpirun -n N --bind-to none --oversubscribe -x TERN_DEVICES <this tern> train ARGS` (OpenMPI's) (the same arguments less
- * --devices; TERN_DEVICES says each rank's device). TERN_MPIRUN names another mpirun. Returns only
- * on failure, after one line. */
+/* --devices with several entries, not under a launcher yet: replaces this process with OpenMPI's
+ * `mpirun -n N --bind-to none --oversubscribe -x TERN_DEVICES <this tern> train ARGS` (the same
+ * arguments less --devices; TERN_DEVICES says each rank's device). TERN_MPIRUN names another
+ * mpirun. Returns only on failure, after one line. */
 static int launch(const char *devices, int argc, char **argv)
 {
 	int n = 1;
