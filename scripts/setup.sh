@@ -17,6 +17,7 @@ packages=(
 	libopenblas-dev                               # the fast CPU backend's GEMM (OpenBLAS)
 	libjansson-dev libpcre2-dev libutf8proc-dev   # JSON, pre-tokenizer regexes, Unicode NFC
 	libcurl4-openssl-dev                          # base_model Hub ids: downloads into the HF cache
+	libopenmpi-dev openmpi-bin                    # data parallel over several processes (mpirun)
 	python3                                       # tools/ (golden-vector generators), tests/hub_server.py
 )
 

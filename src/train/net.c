@@ -1822,6 +1822,43 @@ enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm)
 	return st;
 }
 
+int64_t tern_net_grad_floats(const struct tern_net *n)
+{
+	return n->lora_n + (int64_t)full_count(n) * n->V * n->D + 1;
+}
+
+int tern_net_grad_views(const struct tern_net *n, struct tern_view v[TERN_NET_GRAD_VIEWS])
+{
+	int k = 0;
+	v[k++] = (struct tern_view){n->grads, 0, n->lora_bytes};
+	for (int f = 0; f < TERN_FULL_COUNT; f++)
+		if (trained_full(n, (enum tern_full)f))
+			v[k++] = full_view(n, FB_GRAD, (enum tern_full)f);
+	v[k++] = tern_view_sub(n->loss, 0, 4);
+	return k;
+}
+
+static enum tern_status grads_move(struct tern_net *n, float *h, bool put)
+{
+	const struct tern_backend_vtable *vt = n->be->vt;
+	struct tern_view v[TERN_NET_GRAD_VIEWS];
+	int k = tern_net_grad_views(n, v);
+	enum tern_status st = TERN_OK;
+	for (int i = 0; i < k && st == TERN_OK; i++) {
+		if (v[i].size == 0)
+			continue;
+		st = put ? vt->upload(n->be, v[i], h) : vt->download(n->be, h, v[i]);
+		h += v[i].size / 4;
+	}
+	return st;
+}
+
+enum tern_status tern_net_grads_get(struct tern_net *n, float *h) { return grads_move(n, h, false); }
+enum tern_status tern_net_grads_put(struct tern_net *n, const float *h)
+{
+	return grads_move(n, (float *)h, true);
+}
+
 enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a)
 {
 	struct tern_view p = {n->params, 0, n->lora_bytes}, g = {n->grads, 0, n->lora_bytes};

@@ -134,6 +134,17 @@ enum tern_status tern_net_loss(struct tern_net *n, double *loss);
  * max_norm (max_norm <= 0: no clipping). */
 enum tern_status tern_net_clip(struct tern_net *n, float max_norm, double *norm);
 
+/* The gradients and the loss as one host array of tern_net_grad_floats(n) floats (the LoRA
+ * block, each module trained in full, then the accumulated loss): _get downloads them (waits for
+ * the device), _put uploads them back. A data-parallel step sums them over the ranks in between. */
+int64_t tern_net_grad_floats(const struct tern_net *n);
+/* The same floats as device views, in that order (fp32 each; the last is the loss, 4 bytes):
+ * returns their number, at most TERN_NET_GRAD_VIEWS. */
+#define TERN_NET_GRAD_VIEWS (2 + TERN_FULL_COUNT)
+int tern_net_grad_views(const struct tern_net *n, struct tern_view v[TERN_NET_GRAD_VIEWS]);
+enum tern_status tern_net_grads_get(struct tern_net *n, float *h);
+enum tern_status tern_net_grads_put(struct tern_net *n, const float *h);
+
 /* One AdamW step over every LoRA parameter. */
 enum tern_status tern_net_adamw(struct tern_net *n, const struct tern_adamw_args *a);
 

@@ -8,12 +8,21 @@
  * Reproducibility: the epoch order is a Fisher-Yates shuffle keyed by (seed, epoch); dropout masks
  * are keyed by (seed, step, micro-batch, layer, module); the LoRA init by seed. A checkpoint holds
  * the parameters, both moments, the step, the schedule length and the data position, so a resumed
- * run performs exactly the remaining computation of an uninterrupted one. */
+ * run performs exactly the remaining computation of an uninterrupted one.
+ *
+ * Data parallel (src/dist/, several ranks): a step's window is micro_batch_size ·
+ * gradient_accumulation_steps · ranks rows; rank r runs its micro-batches, the window's rows
+ * r·mb·accum onwards (micro-batch index r·accum + j for the dropout masks, as one process with
+ * accum · ranks would number them), N is counted over the whole window, and the gradients and the
+ * loss are summed over the ranks before the norm, clipping and AdamW, which every rank then does
+ * alike. Rank 0 alone evaluates and writes (output_dir, metrics, checkpoints, the adapter); the
+ * data position is in global rows, so a checkpoint resumes with any number of ranks. */
 #define _POSIX_C_SOURCE 200809L /* mkdir, isatty, fileno, sigaction */
 #include "tern/train.h"
 
 #include "backend/backend.h"
 #include "data/data.h"
+#include "dist/dist.h"
 #include "model/model.h"
 #include "tern/hub.h"
 #include "tern/tokenizer.h"
@@ -304,6 +313,8 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 	uint64_t host = (uint64_t)c->host_memory;
 	if (!host && tern_plan_host_auto(&host) != TERN_OK)
 		host = UINT64_MAX / 4;
+	else if (!c->host_memory && tern_dist_local_size() > 1) /* auto: the ranks of a host share it */
+		host /= (uint64_t)tern_dist_local_size();
 	s->device_budget = device_budget;
 	s->host_budget = host;
 	memset(&s->plan, 0, sizeof s->plan);
@@ -344,7 +355,20 @@ static enum tern_status resolve_prec(struct session *s)
 static enum tern_status open_backend(struct session *s)
 {
 	struct tern_config *c = s->cfg;
-	enum tern_status st = tern_backend_create(tern_backend_kind_name(c->backend), (int)c->device, &s->be);
+	/* several ranks on one host: one device each (src/dist/dist.h) */
+	int device = (int)c->device;
+	bool gpu = c->backend != TERN_BACKEND_CPU && c->backend != TERN_BACKEND_REF;
+	enum tern_status st = tern_dist_device(device, gpu, &device);
+	if (st == TERN_OK)
+		st = tern_backend_create(tern_backend_kind_name(c->backend), device, &s->be);
+	if (st != TERN_OK && tern_dist_size() > 1 && device != (int)c->device) {
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		return tern_fail(st,
+				 "%s (rank %d of %d takes device %d = device + its rank on this host; give "
+				 "each rank's device with --devices, e.g. --devices 0,0 to share device 0)",
+				 msg, tern_dist_rank(), tern_dist_size(), device);
+	}
 	if (st == TERN_OK)
 		st = resolve_prec(s);
 	if (st == TERN_OK)
@@ -752,9 +776,13 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		(long long)s->S, c->sample_packing ? " (packed)" : "", (long long)va->samples,
 		s->pad_full ? "micro-batches padded to sequence_len"
 			    : "micro-batches padded to their longest row");
-	fprintf(o, "  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld rows/step, lr %g %s\n",
+	char ranks[48] = "";
+	if (tern_dist_size() > 1)
+		snprintf(ranks, sizeof ranks, " × %d ranks (%s)", tern_dist_size(), tern_dist_name());
+	fprintf(o,
+		"  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld%s rows/step, lr %g %s\n",
 		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
-		c->learning_rate, tern_lr_sched_name(c->lr_scheduler));
+		ranks, c->learning_rate, tern_lr_sched_name(c->lr_scheduler));
 	fflush(o);
 }
 
@@ -835,6 +863,57 @@ static void profile_fields(FILE *m, const struct tern_profile *p, double step_s)
 
 /* output_dir created and locked; what killed runs left there (and in the offload directory)
  * removed. Notes go to the output. */
+/* Data parallel: sums the step's gradients and loss over the ranks (before the norm), with the
+ * real tokens (*real) and whether a rank was asked to stop (*stop: the signal, else 0). With
+ * NCCL (the CUDA build), on the device, in stream order; otherwise through host memory and the
+ * group's all-reduce (gsum: tern_net_grad_floats + 2 floats). */
+static enum tern_status sum_over_ranks(struct session *s, struct tern_dist_nccl *nccl, float *gsum,
+				       int64_t *real, int *stop)
+{
+	enum tern_status st;
+	int64_t ng = 0;
+	if (nccl) {
+		struct tern_view v[TERN_NET_GRAD_VIEWS];
+		int nv = tern_net_grad_views(s->net, v);
+		for (int i = 0; i < nv; i++) {
+			void *p, *stream;
+			if ((st = tern_dist_cuda_address(s->be, v[i], &p, &stream)) ||
+			    (st = tern_dist_nccl_allreduce(nccl, p, (int64_t)(v[i].size / 4), stream)))
+				return st;
+		}
+	} else {
+		ng = tern_net_grad_floats(s->net);
+		if ((st = tern_net_grads_get(s->net, gsum)) != TERN_OK)
+			return st;
+	}
+	gsum[ng] = (float)*real;
+	gsum[ng + 1] = g_stop ? 1.0f : 0.0f;
+	if ((st = tern_dist_allreduce_sum(gsum, ng + 2)) ||
+	    (!nccl && (st = tern_net_grads_put(s->net, gsum))))
+		return st;
+	*real = (int64_t)gsum[ng];
+	*stop = gsum[ng + 1] > 0 ? (g_stop ? (int)g_stop : SIGINT) : 0;
+	return TERN_OK;
+}
+
+/* NCCL for the sum when the backend is cuda, libnccl.so.2 loads on every rank and TERN_NCCL is
+ * not 0; else NULL (the host path), with a note on out saying which. */
+static enum tern_status open_nccl(struct session *s, struct tern_dist_nccl **out)
+{
+	*out = NULL;
+	const char *e = getenv("TERN_NCCL");
+	if (strcmp(s->be->name, "cuda") != 0 || (e && !strcmp(e, "0")))
+		return TERN_OK;
+	enum tern_status st = tern_dist_nccl_open(out);
+	if (st == TERN_E_UNAVAILABLE || st == TERN_E_UNSUPPORTED) {
+		fprintf(s->out, "gradients summed over MPI through host memory (%s)\n", tern_error());
+		return TERN_OK;
+	}
+	if (st == TERN_OK)
+		fprintf(s->out, "gradients summed on the devices with NCCL\n");
+	return st;
+}
+
 static enum tern_status open_outdir(struct session *s, struct tern_outdir_lock **lock)
 {
 	struct tern_config *c = s->cfg;
@@ -886,6 +965,10 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	struct tern_outdir_lock *lock = NULL;
 	struct tern_tfevents *tb = NULL;
 	struct tern_eval_prompts *ep = NULL;
+	float *gsum = NULL; /* several ranks: the gradients, the loss, tokens and stop, summed */
+	struct tern_dist_nccl *nccl = NULL;
+	int rank = tern_dist_rank(), ranks = tern_dist_size(), stop = 0;
+	bool main_rank = rank == 0;
 	enum tern_status st;
 	if ((st = load_config(&s, config_path, sets, n_sets)) != TERN_OK)
 		goto out;
@@ -898,7 +981,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		fprintf(out, "%s", y);
 		free(y);
 	}
-	if ((st = open_outdir(&s, &lock)) != TERN_OK)
+	if (main_rank && (st = open_outdir(&s, &lock)) != TERN_OK)
 		goto out;
 	/* everything that can fail on bad input before anything is written to output_dir */
 	if ((st = open_lora(&s, true, c->lora_model_dir)) || (st = guard_inputs(&s, true)))
@@ -909,7 +992,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	}
 
 	/* schedule */
-	int64_t rows = s.data->train.n_rows, per_step = s.mb * s.accum;
+	int64_t rows = s.data->train.n_rows, per_step = s.mb * s.accum * ranks;
 	int64_t steps_per_epoch = tern_cdiv(rows, per_step);
 	int64_t K = c->max_steps > 0 ? c->max_steps : (int64_t)ceil(c->num_epochs * (double)steps_per_epoch);
 	if (K < 1)
@@ -983,19 +1066,40 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	} else {
 		lora_init(s.lora, (uint64_t)c->seed);
 	}
-	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)) || (st = open_model(&s)) ||
-	    (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
+	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)))
 		goto out;
+	/* rank 0 builds the pack file; the others reuse it once it is there */
+	if (main_rank)
+		st = open_model(&s);
+	if (st == TERN_OK && ranks > 1)
+		st = tern_dist_barrier();
+	if (st == TERN_OK && !main_rank)
+		st = open_model(&s);
+	if (st || (st = open_net(&s)) || (st = tern_net_lora_upload(s.net, s.lora)))
+		goto out;
+	if (ranks > 1 &&
+	    ((st = open_nccl(&s, &nccl)) ||
+	     !(gsum = tern_malloc((size_t)(nccl ? 2 : tern_net_grad_floats(s.net) + 2) * sizeof *gsum)))) {
+		if (st == TERN_OK)
+			st = tern_fail(TERN_E_NOMEM, "out of host memory");
+		goto out;
+	}
 	banner(&s, steps_per_epoch, K, W);
-	if ((st = metrics_open(c->output_dir, state.step, &metrics)) != TERN_OK)
+	if (!main_rank) { /* the other ranks write nothing */
+		committed = true;
+		if (!(metrics = fopen("/dev/null", "w"))) {
+			st = tern_fail(TERN_E_IO, "cannot open /dev/null: %s", strerror(errno));
+			goto out;
+		}
+	} else if ((st = metrics_open(c->output_dir, state.step, &metrics)) != TERN_OK)
 		goto out;
-	if (c->use_tensorboard) {
+	if (c->use_tensorboard && main_rank) {
 		char tbp[4400];
 		if ((st = tern_tfevents_open(c->output_dir, &tb, tbp, sizeof tbp)) != TERN_OK)
 			goto out;
 		fprintf(out, "tensorboard: %s\n", tbp);
 	}
-	if ((st = tern_eval_prompts_open(c, s.model_dir, s.tok, s.net, s.model, &ep)) != TERN_OK)
+	if (main_rank && (st = tern_eval_prompts_open(c, s.model_dir, s.tok, s.net, s.model, &ep)) != TERN_OK)
 		goto out;
 	/* the shaders compile at their first use: the eval below and the first step (warm-up) */
 	bool compiling = s.be->pipeline_cache[0] && !s.be->pipeline_cache_loaded;
@@ -1010,7 +1114,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	const struct tern_rows *val = &s.data->val;
 	double el;
 	int64_t en;
-	if (val->n_rows && state.step == 0) {
+	if (val->n_rows && state.step == 0 && main_rank) { /* evaluation: rank 0 alone */
 		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
 			goto out;
 		res->eval_before = el;
@@ -1036,7 +1140,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 								 : 1)
 						      : 0;
 	int64_t log_every = c->logging_steps > 0 ? c->logging_steps : 1;
-	bool tty = isatty(fileno(out));
+	/* under mpirun, rank 0's stdout is mpirun's pipe or pty, whatever mpirun writes to: lines */
+	bool tty = ranks == 1 && isatty(fileno(out));
 
 	if (!(order = tern_malloc((size_t)rows * sizeof *order))) {
 		st = tern_fail(TERN_E_NOMEM, "out of host memory");
@@ -1056,7 +1161,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	bool planned = c->max_time <= 0;
 	struct tern_step_clock clock = {.skip = 1}; /* the first step compiles: not step time */
 	uint64_t peak_dev = 0;
-	while (state.step < K && !g_stop) {
+	while (state.step < K && !(ranks > 1 ? stop : g_stop)) {
 		struct tern_profile prof;
 		memset(&prof, 0, sizeof prof);
 		/* the step's profile starts here: what ran since the last step (eval, a checkpoint's
@@ -1077,15 +1182,21 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			break;
 		int64_t real = 0; /* the step's real (non-pad) tokens */
 		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
-			int64_t a = j * s.mb, m = n_rows - a;
+			/* this rank's j-th micro-batch is the window's (rank · accum + j)-th */
+			int64_t mi = rank * s.accum + j, a = mi * s.mb, m = n_rows - a;
 			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
-			stage(&s, &s.data->train, idx + a, m);
+			stage(&s, &s.data->train, m > 0 ? idx + a : idx, m);
 			real += s.real;
 			if ((st = tern_net_tokens(s.net, s.Tb)) == TERN_OK)
 				st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
 						    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k,
-						    (uint32_t)j);
+						    (uint32_t)mi);
 		}
+		/* the sum over the ranks, before the norm and clipping; with it the real tokens and
+		 * whether any rank was asked to stop (all stop after the same step) */
+		if (st == TERN_OK && ranks > 1 &&
+		    (st = sum_over_ranks(&s, nccl, gsum, &real, &stop)) != TERN_OK)
+			break;
 		double loss, gnorm;
 		if (st || (st = tern_net_loss(s.net, &loss)) ||
 		    (st = tern_net_clip(s.net, (float)c->max_grad_norm, &gnorm)))
@@ -1141,6 +1252,14 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (c->max_time > 0 && state.elapsed >= (double)c->max_time && state.step < K) {
 			fprintf(out, "\nmax_time reached after %lld steps\n", (long long)state.step);
 			K = state.step;
+		}
+		if (c->max_time > 0 && ranks > 1) { /* rank 0's clock decides for all */
+			int64_t kw[2] = {K, W};
+			if ((st = tern_dist_bcast(kw, sizeof kw, 0)) != TERN_OK)
+				break;
+			K = kw[0], W = kw[1];
+			state.total_steps = K;
+			state.warmup_steps = W;
 		}
 
 		{
@@ -1221,7 +1340,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			if (tb && (st = tern_tb_step(tb, &sl)) != TERN_OK)
 				break;
 		}
-		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K) {
+		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K &&
+		    main_rank) {
 			if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
 				break;
 			fprintf(out, "%seval step %lld: loss %.4f, perplexity %.2f\n", tty ? "\n" : "",
@@ -1237,10 +1357,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
 				break;
 		}
-		if ((save_every && state.step % save_every == 0 && state.step < K) || g_stop) {
+		int stopping = ranks > 1 ? stop : g_stop;
+		if (((save_every && state.step % save_every == 0 && state.step < K) || stopping) &&
+		    main_rank) {
 			if ((st = save_checkpoint(&s, &state)) != TERN_OK)
 				break;
-			if (g_stop)
+			if (stopping)
 				fprintf(out,
 					"%sinterrupted: checkpoint-%lld written; resume_from_checkpoint: auto continues\n",
 					tty ? "\n" : "", (long long)state.step);
@@ -1254,14 +1376,17 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		goto out;
 	res->steps = state.step;
 	res->loss = state.last_loss;
-	res->interrupted = g_stop;
-	if (!g_stop && (st = commit_outputs(c, metrics, &committed)) != TERN_OK)
+	stop = ranks > 1 ? stop : g_stop;
+	res->interrupted = stop;
+	if (!stop && (st = commit_outputs(c, metrics, &committed)) != TERN_OK)
 		goto out;
-	if (g_stop) {
+	if (stop) {
 		st = tern_fail(TERN_E_INTERRUPTED, "interrupted at step %lld; checkpoint written to %s",
 			       (long long)state.step, c->output_dir);
 		goto out;
 	}
+	if (!main_rank) /* rank 0 evaluates and writes the adapter */
+		goto out;
 	if (val->n_rows) {
 		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
 			goto out;
@@ -1301,8 +1426,10 @@ out:
 	tern_tfevents_close(tb);
 	tern_eval_prompts_free(ep);
 	free(order);
+	free(gsum);
+	tern_dist_nccl_close(nccl);
 	tern_outdir_unlock(lock, st != TERN_OK && st != TERN_E_INTERRUPTED && created_out);
-	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg) {
+	if (st != TERN_OK && st != TERN_E_INTERRUPTED && created_out && s.cfg && main_rank) {
 		/* a run that failed before writing anything leaves no directories behind (rmdir only
 		 * removes empty ones) */
 		char p[4200];
