@@ -65,7 +65,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 for v in STEPS SEQ TIMEOUT; do
-	case ${!v} in '' | *[!0-9]*) die "--$(echo "$v" | tr 'A-Z' 'a-z'): '${!v}' is not a whole number" ;; esac
+	case ${!v} in '' | *[!0-9]*) die "--$(echo "$v" | tr '[:upper:]' '[:lower:]'): '${!v}' is not a whole number" ;; esac
 done
 [ "$STEPS" -ge 2 ] || die "--steps must be >= 2 (the first step is the warm-up)"
 case $TERN in /*) ;; *) TERN=$PWD/$TERN ;; esac
