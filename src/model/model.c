@@ -1074,6 +1074,10 @@ enum tern_status tern_model_info(const char *dir, struct tern_model_info *info)
 			 ? (c.bnb_double_quant ? "bitsandbytes nf4 + double quant" : "bitsandbytes nf4")
 		 : c.qmethod == TERN_QMETHOD_BITNET ? "bitnet"
 						    : "none");
+	if (c.qmethod == TERN_QMETHOD_BITNET)
+		snprintf(info->quantization, sizeof info->quantization, "bitnet %.13s %.7s (%s)",
+			 c.bitnet_linear_class, c.bitnet_mode,
+			 tern_bitnet_offline(&c) ? "ternary + weight_scale" : "master weights");
 	info->supported = tern_model_config_check(&c, dir) == TERN_OK;
 	info->L = c.L;
 	info->D = c.D;
