@@ -12,6 +12,7 @@
  *     bitnet_packed_auto; with B = 0 the base loss equals transformers' BitLinear (bitlinear,
  *     inference-only) on bitnet_packed (1e-3: activation level flips, see check_losses), on
  *     ref, cpu and vulkan ('not run' when absent);
+ *   - a BF16 weight_scale (microsoft's dtype) of 2 under bitlinear gives tern's scale 0.5;
  *   - bad checkpoints (wrong packed shape or dtype, unpacked bitlinear, missing weight_scale, a
  *     2-bit code 3, a weight_scale of 0, unknown linear_class / quant_method, use_rms_norm, a
  *     1bitLLM config) each fail with one line naming the file, tensor or key.
@@ -204,7 +205,7 @@ static void sed(const char *dir, const char *expr)
 		check(false, "sed %s", dir);
 }
 
-enum edit { DROP, RESHAPE, BF16, SET_BYTE, SET_SCALE };
+enum edit { DROP, RESHAPE, BF16, SET_BYTE, SET_SCALE, BF16_TWO };
 
 /* Rewrites dir/model.safetensors with tensor `target` dropped, reshaped to [O/2, 2I], relabeled
  * BF16 (same bytes, half the elements... so [O/4, I/2]), a byte set to 0xff, or its value set to 0. */
@@ -235,6 +236,11 @@ static void rewrite(const char *dir, const char *target, enum edit e)
 		if (hit && e == BF16) {
 			d[k].dtype = TERN_ST_BF16;
 			d[k].shape[1] /= 2;
+		}
+		static const uint16_t two = 0x4000; /* bf16 2.0 */
+		if (hit && e == BF16_TWO) {
+			d[k].dtype = TERN_ST_BF16;
+			d[k].data = &two;
 		}
 		if (hit && (e == SET_BYTE || e == SET_SCALE)) {
 			copy = malloc(t->nbytes);
@@ -290,6 +296,26 @@ static void check_bad(void)
 	copy_dir("bitnet_packed", "zeroscale", dir, sizeof dir);
 	rewrite(dir, "model.layers.0.self_attn.k_proj.weight_scale", SET_SCALE);
 	check_error(dir, "k_proj.weight_scale = 0: expected a positive finite scale", "weight_scale 0");
+	/* microsoft's weight_scale is bf16: 2.0 there is a tern scale of 0.5 (bitlinear divides) */
+	copy_dir("bitnet_packed", "bf16scale", dir, sizeof dir);
+	rewrite(dir, "model.layers.0.self_attn.k_proj.weight_scale", BF16_TWO);
+	{
+		struct tern_model *m = NULL, *ref = NULL;
+		char rdir[2400];
+		snprintf(rdir, sizeof rdir, "%s/models/bitnet_packed", root);
+		enum tern_status st = tern_model_open(dir, NULL, &m);
+		if (st == TERN_OK)
+			st = tern_model_open(rdir, NULL, &ref);
+		const struct tern_pack_tensor *t = st ? NULL : tern_model_tensor(m, 0, TERN_ROLE_K),
+					      *u = st ? NULL : tern_model_tensor(ref, 0, TERN_ROLE_K);
+		check(t && u && t->scale == 0.5f && t->size[0] == u->size[0] &&
+			      !memcmp(tern_pack_part(m->pack, t, 0), tern_pack_part(ref->pack, u, 0),
+				      t->size[0]),
+		      "a BF16 weight_scale of 2 gives the scale 0.5 and the same codes (%s)",
+		      st ? tern_error() : "loaded");
+		tern_model_free(m);
+		tern_model_free(ref);
+	}
 	copy_dir("bitnet_unpacked", "unpacked_bitlinear", dir, sizeof dir);
 	sed(dir, "s/\"autobitlinear\"/\"bitlinear\"/");
 	check_error(dir, "is F32 [64, 64], unpacked: linear_class bitlinear stores packed uint8 [16, 64]",
