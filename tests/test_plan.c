@@ -3,7 +3,9 @@
  * every linear, micro_batch 1, sequence_len 2048, checkpointing, 4 micro-batches per step) under
  * device budgets 8/12/24 GiB × host 16/32/64 GiB: every size is checked against arithmetic written
  * here from the shapes (not copied outputs), device totals against the budget, the layer order of
- * the tiers, the smallest budget of refused plans, and the answers to issue 5's questions. */
+ * the tiers, the smallest budget of refused plans, and the answers to issue 5's questions; and
+ * issue 15's: Llama-2-7B (13B) with a ternary base and LoRA on 8 GB (24 GB), all layers resident,
+ * checked the same way, next to the same model with an NF4 base. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "train/plan.h"
 
@@ -400,6 +402,73 @@ int main(void)
 			      !strcmp(p.format, "bf16"),
 		      "%s bf16: layer %llu", m->dir, (unsigned long long)p.layer_bytes);
 		tern_config_free(c2);
+	}
+
+	/* ---- ternary bases (issue 15): Llama-2-7B on an 8 GB card, Llama-2-13B on 24 GB, LoRA r 16
+	 * on every linear over base_format ternary; the published config.json (float16, untied) ----
+	 * A ternary projection [O, I]: ceil(I / 16) uint32 words per row (2 bits a weight), the scale
+	 * in the TOC. Everything else as by_hand (the lm_head f16 = 2 bytes like bf16). */
+	{
+		struct tern_config *c3 = setup("lora", "base_format: ternary\n");
+		struct tern_config *c4 = setup("qlora", NULL);
+		if (!c3 || !c4)
+			return 1;
+		static const struct model l2[] = {
+			{"llama-2-7b-hf", 4096, 11008, 32, 32, 32, 32000, 0, 0, 0, 0, false},
+			{"llama-2-13b-hf", 5120, 13824, 40, 40, 40, 32000, 0, 0, 0, 0, false},
+		};
+		static const uint64_t budget[] = {8 * GiB, 24 * GiB};
+		for (int i = 0; i < 2; i++) {
+			const struct model *m = &l2[i];
+			struct tern_model_config c;
+			if (!load(m, &c)) {
+				failed++;
+				continue;
+			}
+			check(c.D == m->D && c.F == m->F && c.L == m->L && c.H == m->H && c.Hkv == m->Hkv &&
+				      c.V == m->V && !c.tie_embeddings && c.dtype == TERN_F16,
+			      "%s: config.json has the published shapes", m->dir);
+			struct expect te = by_hand(m);
+			uint64_t D = (uint64_t)m->D, F = (uint64_t)m->F, L = (uint64_t)m->L;
+			uint64_t nf4_layer = te.layer;
+			/* q, k, v, o [D, D]: D/16 words a row; gate, up [F, D]: D/16; down [D, F]: F/16 */
+			te.layer = 4 * al(D * ((D + 15) / 16) * 4) + 2 * al(F * ((D + 15) / 16) * 4) +
+				   al(D * ((F + 15) / 16) * 4) + 2 * al(D * 2);
+			memset(&p, 0, sizeof p);
+			enum tern_status st = tern_plan_make(&c, c3, budget[i], 16 * GiB, &p);
+			check(p.layer_bytes == te.layer && p.global_bytes == te.global &&
+				      p.fixed_bytes == te.fixed &&
+				      (uint64_t)p.lora_params == te.lora_params &&
+				      !strcmp(p.format, "ternary"),
+			      "%s ternary: layer %llu (by hand %llu), global %llu (%llu), fixed %llu (%llu), "
+			      "lora %lld (%llu), format %s",
+			      m->dir, (unsigned long long)p.layer_bytes, (unsigned long long)te.layer,
+			      (unsigned long long)p.global_bytes, (unsigned long long)te.global,
+			      (unsigned long long)p.fixed_bytes, (unsigned long long)te.fixed,
+			      (long long)p.lora_params, (unsigned long long)te.lora_params, p.format);
+			/* the claim: every layer resident, nothing streamed, within the budget */
+			uint64_t all = te.fixed + L * te.layer;
+			check(st == TERN_OK && p.ok && p.n_layers[TERN_PLAN_DEVICE] == m->L &&
+				      p.n_slots == 0 && p.used[TERN_PLAN_DEVICE] == all && all <= budget[i] &&
+				      p.streamed[TERN_PLAN_HOST] + p.streamed[TERN_PLAN_DISK] == 0,
+			      "%s ternary on %llu GiB: all %lld layers on the device, %llu bytes (by hand %llu) "
+			      "(%s)",
+			      m->dir, (unsigned long long)(budget[i] / GiB), (long long)p.n_layers[0],
+			      (unsigned long long)p.used[TERN_PLAN_DEVICE], (unsigned long long)all,
+			      st ? tern_error() : "fits");
+			check_plan(m, &te, &p, st, budget[i], 16 * GiB, TERN_PLAN_DEFAULT_DEPTH);
+			/* the same model with an NF4 (double-quant) base: each layer takes
+			 * nf4_layer - layer more (4.5 vs 2 bits a weight) */
+			memset(&p, 0, sizeof p);
+			tern_plan_make(&c, c4, budget[i], 16 * GiB, &p);
+			check(p.layer_bytes == nf4_layer && p.all_device == all + L * (nf4_layer - te.layer),
+			      "%s nf4-dq: layer %llu (by hand %llu), all-resident %llu = ternary + %llu",
+			      m->dir, (unsigned long long)p.layer_bytes, (unsigned long long)nf4_layer,
+			      (unsigned long long)p.all_device,
+			      (unsigned long long)(L * (nf4_layer - te.layer)));
+		}
+		tern_config_free(c3);
+		tern_config_free(c4);
 	}
 
 	/* auto budgets: max(10 %, 512 MiB) off the device, max(10 %, 1 GiB) off MemAvailable */

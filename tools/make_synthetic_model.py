@@ -5,7 +5,8 @@ For timing tern's loaders on 7B-class sizes without downloading a model: the val
 (a 64 MiB block of random bf16 values reused at shifting offsets), the shapes, names, config and
 sharding are those of the real architecture.
 
-Usage: tools/make_synthetic_model.py OUT_DIR [--preset mistral-7b|llama3-8b|llama3.2-1b|llama-100m|tiny] [--shard-gb 5]
+Usage: tools/make_synthetic_model.py OUT_DIR [--preset mistral-7b|llama3-8b|llama3.2-1b|llama2-7b|llama2-13b|llama-100m|tiny]
+       [--shard-gb 5]
 """
 import argparse
 import json
@@ -30,6 +31,17 @@ PRESETS = {
                         vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
                         max_position_embeddings=8192, tie_word_embeddings=True,
                         architectures=["LlamaForCausalLM"]),
+    # Llama-2-7B / 13B (meta-llama/Llama-2-7b-hf, -13b-hf): MHA, vocab 32000, untied
+    "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008,
+                      num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                      vocab_size=32000, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      max_position_embeddings=4096, tie_word_embeddings=False,
+                      architectures=["LlamaForCausalLM"]),
+    "llama2-13b": dict(model_type="llama", hidden_size=5120, intermediate_size=13824,
+                       num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40,
+                       vocab_size=32000, rms_norm_eps=1e-5, rope_theta=10000.0,
+                       max_position_embeddings=4096, tie_word_embeddings=False,
+                       architectures=["LlamaForCausalLM"]),
     # a ~100M-parameter Llama (tools/bench_cpu.sh): 12 layers of 768, GQA 12/4, vocab 32000, tied
     "llama-100m": dict(model_type="llama", hidden_size=768, intermediate_size=2048,
                        num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,

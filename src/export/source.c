@@ -230,7 +230,8 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 	}
 	/* Weights: the safetensors as stored when no conversion is asked, else a pack. */
 	enum tern_base_format f = o->format;
-	bool bnb = s->cfg.qmethod == TERN_QMETHOD_BNB_4BIT;
+	/* quantized checkpoints (bitsandbytes, BitNet's packed / offline) go through a pack */
+	bool bnb = s->cfg.qmethod == TERN_QMETHOD_BNB_4BIT || tern_bitnet_offline(&s->cfg);
 	bool direct =
 		!bnb && (f == TERN_FORMAT_AUTO || f == TERN_FORMAT_F32 || f == dtype_format(s->cfg.dtype));
 	s->format = direct ? (f == TERN_FORMAT_AUTO ? dtype_format(s->cfg.dtype) : f) : f;

@@ -298,8 +298,10 @@ static enum tern_status parse_quant(const struct ctx *c0, const json_t *root, st
 	}
 	if (!strcmp(method, "bitnet")) {
 		const char *lc = NULL, *mode = NULL;
-		if ((st = get_str(&c, q, "linear_class", "autobitlinear", &lc)) ||
-		    (st = get_str(&c, q, "quantization_mode", "offline", &mode)))
+		/* transformers' BitNetQuantConfig defaults: bitlinear, offline */
+		if ((st = get_str(&c, q, "linear_class", "bitlinear", &lc)) ||
+		    (st = get_str(&c, q, "quantization_mode", "offline", &mode)) ||
+		    (st = get_bool(&c, q, "use_rms_norm", false, &cfg->bitnet_rms_norm)))
 			return st;
 		if (strcmp(lc, "autobitlinear") && strcmp(lc, "bitlinear"))
 			return bad(&c, "linear_class", field(q, "linear_class"),
@@ -455,6 +457,16 @@ static enum tern_status parse(const json_t *root, const char *path, struct tern_
 	if ((st = parse_moe(&c, root, cfg)))
 		return st;
 
+	/* 1bitLLM's BitNet b1.58 reproductions: model_type llama with custom code whose BitLinear
+	 * quantizes weights to ternary and activations to 8 bits on the fly, SiLU, no sub-norms */
+	if (!bitnet && (field(root, "weight_bits") || field(root, "input_bits")))
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "%s: weight_bits/input_bits: a 1bitLLM-style BitNet (%s layers with "
+				 "BitLinear, 8-bit activations) is not supported (supported: model_type "
+				 "bitnet); to fine-tune it as a plain %s over ternary weights without "
+				 "8-bit activations, remove both keys and set base_format: ternary",
+				 path, type, type);
+
 	if ((st = parse_quant(&c, root, cfg)))
 		return st;
 	if (cfg->qmethod == TERN_QMETHOD_BITNET && !bitnet)
@@ -559,20 +571,13 @@ enum tern_status tern_model_config_check(const struct tern_model_config *cfg, co
 			"%s: output_router_logits = true: the load-balancing loss is not implemented "
 			"yet (set it to false, or router_aux_loss_coef to 0)",
 			path);
-	if (cfg->arch == TERN_ARCH_BITNET && cfg->qmethod != TERN_QMETHOD_BITNET)
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: model_type bitnet without quantization_config.quant_method bitnet is not "
-			"supported (supported: quant_method bitnet, linear_class autobitlinear, "
-			"quantization_mode online)",
-			path);
-	if (cfg->arch == TERN_ARCH_BITNET &&
-	    (strcmp(cfg->bitnet_mode, "online") || strcmp(cfg->bitnet_linear_class, "autobitlinear")))
+	/* bitnet without a quantization_config: master weights (microsoft's -bf16 variant),
+	 * quantized on load like quantization_mode online */
+	if (cfg->arch == TERN_ARCH_BITNET && cfg->bitnet_rms_norm)
 		return tern_fail(TERN_E_UNSUPPORTED,
-				 "%s: quantization_config linear_class %s, quantization_mode %s: the packed "
-				 "2-bit BitNet checkpoints are not supported yet (supported: linear_class "
-				 "autobitlinear, quantization_mode online)",
-				 path, cfg->bitnet_linear_class, cfg->bitnet_mode);
+				 "%s: quantization_config.use_rms_norm = true (an RMSNorm inside every "
+				 "BitLinear) is not supported (supported: use_rms_norm false or absent)",
+				 path);
 	if (cfg->arch == TERN_ARCH_BITNET && cfg->H * cfg->Dh != cfg->D)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "%s: bitnet with num_attention_heads * head_dim = %lld != hidden_size %lld "

@@ -2,9 +2,11 @@
  * of shared reference formats.md §4 when a field is absent.
  *
  * Supported for loading: model_type llama, mistral, qwen2, qwen3 and the mixtures of experts
- * mixtral and qwen3_moe, and bitnet with quantization_config {quant_method: bitnet, linear_class:
- * autobitlinear, quantization_mode: online}; tern_model_config_check() answers "not supported yet"
- * for the packed 2-bit bitnet checkpoints (offline / bitlinear) and a bitnet without one.
+ * mixtral and qwen3_moe, and bitnet: with quantization_config {quant_method: bitnet} in any of
+ * transformers' modes (linear_class bitlinear: packed 2-bit weights + weight_scale; autobitlinear
+ * offline: packed or -1/0/1 weights + weight_scale; autobitlinear online: master weights), or
+ * without one (master weights, quantized on load). 1bitLLM-style llama configs (weight_bits,
+ * input_bits) are refused in one line.
  * Any other model_type is rejected naming it and the supported list.
  *
  * Errors are one line naming the file, the key, the value and what was expected, e.g.
@@ -21,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum tern_arch {
 	TERN_ARCH_LLAMA,
@@ -82,7 +85,17 @@ struct tern_model_config {
 	enum tern_dtype bnb_compute;  /* bnb_4bit_compute_dtype */
 	char bitnet_linear_class[32]; /* "autobitlinear" or "bitlinear" */
 	char bitnet_mode[16];         /* "offline" (packed) or "online" */
+	bool bitnet_rms_norm;         /* use_rms_norm (refused) */
 };
+
+/* Whether a bitnet checkpoint stores its projections quantized (a weight_scale per projection;
+ * bitlinear: packed 2-bit; autobitlinear offline: packed or unpacked -1/0/1) rather than as master
+ * weights quantized on load (autobitlinear online, or no quantization_config). */
+static inline bool tern_bitnet_offline(const struct tern_model_config *c)
+{
+	return c->arch == TERN_ARCH_BITNET && c->qmethod == TERN_QMETHOD_BITNET &&
+	       (!strcmp(c->bitnet_linear_class, "bitlinear") || !strcmp(c->bitnet_mode, "offline"));
+}
 
 /* Parses config.json text (json[len], not necessarily NUL-terminated). path names the file in
  * messages. Fills *cfg on success; on failure *cfg is unspecified. */

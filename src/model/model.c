@@ -8,9 +8,13 @@
  * custom map is rejected); nested_blocksize 256; every size against the shape. The nested quant
  * map: when it equals tern_dynamic_map bit for bit (what bitsandbytes writes) the u8 absmax is
  * kept (nf4-dq); otherwise the absmax is rebuilt in fp32 with the map as given and the tensor
- * is stored as plain nf4: dequantized values stay identical, the backends need no custom map. */
+ * is stored as plain nf4: dequantized values stay identical, the backends need no custom map.
+ *
+ * BitNet checkpoints with quantized projections (packed 2-bit + weight_scale): bitnet_packed.h;
+ * their fields move into the ternary words without an fp32 pass. */
 #define _GNU_SOURCE
 #include "model/model.h"
+#include "model/bitnet_packed.h"
 
 #include "quant/quant.h"
 
@@ -259,9 +263,11 @@ struct bnb_src {
 };
 
 struct src {
-	const struct tern_st_tensor *t; /* plain float tensor, or NULL for bnb */
+	const struct tern_st_tensor *t; /* plain float tensor, or NULL for bnb / bitnet */
 	bool bnb;
 	struct bnb_src q;
+	bool bitnet; /* a quantized BitNet projection (bitnet_packed.h) */
+	struct tern_bitnet_src bn;
 };
 
 static const char *const bnb_suffix[] = {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map",
@@ -425,6 +431,13 @@ static enum tern_status match_sources(const char *dir, const struct tern_model_c
 		const struct tern_tensor_spec *s = &spec[i];
 		char want[64], have[64];
 		fmt_spec_shape(s, want, sizeof want);
+		if (tern_role_is_proj(s->role) && tern_bitnet_offline(cfg)) {
+			src[i].bitnet = true;
+			if ((rc = tern_bitnet_src_find(dir, cfg, st, s->name, s->shape[0], s->shape[1],
+						       &src[i].bn)))
+				goto out;
+			continue;
+		}
 		const struct tern_st_tensor *t = tern_st_model_find(st, s->name);
 		if (!t) {
 			rc = tern_fail(TERN_E_FORMAT, "%s: tensor %s missing (expected %s for %s)", dir,
@@ -471,6 +484,12 @@ static enum tern_status match_sources(const char *dir, const struct tern_model_c
 				const struct tern_tensor_spec *s = find_spec(sorted, ns, base);
 				aux = s && src[s - spec].bnb;
 			}
+		}
+		if (len > 6 && !strcmp(nm + len - 6, "_scale")) { /* a BitNet projection's weight_scale */
+			char base[TERN_PACK_NAME + 40];
+			snprintf(base, sizeof base, "%.*s", (int)(len - 6), nm);
+			const struct tern_tensor_spec *s = find_spec(sorted, ns, base);
+			aux = s && src[s - spec].bitnet;
 		}
 		if (aux)
 			continue;
@@ -592,6 +611,12 @@ static enum tern_status fill_tensor(uint8_t *img, struct tern_pack_tensor *t, co
 	uint8_t *ne = t->size[TERN_PART_NESTED] ? img + t->off[TERN_PART_NESTED] : NULL;
 	bool nf4 = t->dtype == TERN_NF4 || t->dtype == TERN_NF4_DQ;
 
+	if (s->bitnet) { /* 2-bit fields moved into tern's words; base_format is ternary for bitnet */
+		tern_bitnet_fill(&s->bn, t->shape[0], t->shape[1], (uint32_t *)d);
+		t->scale = s->bn.s;
+		return TERN_OK;
+	}
+
 	if (s->bnb && nf4 && t->blocksize == s->q.blocksize) {
 		/* Codes as stored; absmax as stored when both sides are nested with the standard map. */
 		const struct bnb_src *q = &s->q;
@@ -690,7 +715,9 @@ static enum tern_status plan_tensors(const struct tern_model_opts *o, const stru
 		p->shape[1] = s->shape[1];
 		p->layer = s->layer;
 		p->role = tern_pack_role(s->role, s->expert);
-		p->src_dtype = src[i].bnb ? src[i].q.dtype : st_float_dtype(src[i].t->dtype);
+		p->src_dtype = src[i].bnb      ? src[i].q.dtype
+			       : src[i].bitnet ? src[i].bn.dtype
+					       : st_float_dtype(src[i].t->dtype);
 		if (!tern_role_is_proj(s->role)) {
 			p->dtype = p->src_dtype;
 			continue;
@@ -717,9 +744,10 @@ static enum tern_status build_pack(const char *path, const char *key, uint32_t n
 	float *tmp = NULL;
 	if ((st = tern_pack_build_begin(path, t, (uint32_t)ns, n_groups, key, &b, &img)))
 		return st;
-	int64_t maxn = 1;
+	int64_t maxn = 1; /* the fp32 scratch; BitNet's quantized projections need none */
 	for (size_t i = 0; i < ns; i++)
-		if (tern_role_is_proj((int)t[i].role) && t[i].shape[0] * t[i].shape[1] > maxn)
+		if (tern_role_is_proj((int)t[i].role) && !src[i].bitnet &&
+		    t[i].shape[0] * t[i].shape[1] > maxn)
 			maxn = t[i].shape[0] * t[i].shape[1];
 	/* Tensors in parallel (ternary and the fp32 conversions are one thread per tensor), each
 	 * thread with its own fp32 scratch, at most ~2 GiB of scratch in all. With one thread here the
@@ -1046,6 +1074,10 @@ enum tern_status tern_model_info(const char *dir, struct tern_model_info *info)
 			 ? (c.bnb_double_quant ? "bitsandbytes nf4 + double quant" : "bitsandbytes nf4")
 		 : c.qmethod == TERN_QMETHOD_BITNET ? "bitnet"
 						    : "none");
+	if (c.qmethod == TERN_QMETHOD_BITNET)
+		snprintf(info->quantization, sizeof info->quantization, "bitnet %.13s %.7s (%s)",
+			 c.bitnet_linear_class, c.bitnet_mode,
+			 tern_bitnet_offline(&c) ? "ternary + weight_scale" : "master weights");
 	info->supported = tern_model_config_check(&c, dir) == TERN_OK;
 	info->L = c.L;
 	info->D = c.D;
