@@ -616,7 +616,7 @@ static void test_engine_keys(void)
 	if (!c)
 		return;
 	/* (+ one note: no `adapter` key, which axolotl reads as a full fine-tune) */
-	check(c->n_notes == 10 && one_line_notes(c), "one note per key that asks for something");
+	check(c->n_notes == 9 && one_line_notes(c), "one note per key that asks for something");
 	check(notes_about(c, "adapter") == 1 &&
 		      strstr(c->notes[c->n_notes - 1],
 			     "configs/x.yaml: adapter: not set, which axolotl runs as a full fine-tune") ==
@@ -624,10 +624,12 @@ static void test_engine_keys(void)
 	      "no adapter key: one note that tern trains LoRA where axolotl would fine-tune every weight");
 	check(notes_about(c, "attn_implementation") == 1 && notes_about(c, "lora_qkv_kernel") == 1 &&
 		      notes_about(c, "liger_rope") == 1 && notes_about(c, "plugins") == 1 &&
-		      notes_about(c, "model_config") == 1 && notes_about(c, "fsdp_version") == 1 &&
+		      notes_about(c, "model_config") == 0 && notes_about(c, "fsdp_version") == 1 &&
 		      notes_about(c, "unfrozen_parameters") == 0 &&
 		      notes_about(c, "flash_attn_cross_entropy") == 0,
 	      "notes for the engine-only keys (none for null and false)");
+	check(c->output_router_logits == 1 && c->router_aux_loss_coef == -1,
+	      "model_config: output_router_logits applied (no note)");
 	bool int8 = false, gc = false, sep = false;
 	for (int i = 0; i < c->n_notes; i++) {
 		int8 |= !strcmp(c->notes[i],
@@ -642,6 +644,22 @@ static void test_engine_keys(void)
 	check(c->gradient_checkpointing && c->base_format == TERN_FORMAT_AUTO && c->pad_token &&
 		      !strcmp(c->pad_token, "<pad>"),
 	      "offload -> true; load_in_8bit leaves base_format auto");
+	{ /* axolotl's model_config overrides: the load-balancing loss keys applied, others noted */
+		struct tern_config *m =
+			parse(HEAD "overrides_of_model_config:\n  router_aux_loss_coef: 0.05\n"
+				   "  output_router_logits: false\n  rope_theta: 5\n");
+		check(m && m->router_aux_loss_coef == 0.05 && m->output_router_logits == 0 &&
+			      notes_about(m, "overrides_of_model_config.rope_theta") == 1,
+		      "overrides_of_model_config: coef and switch applied, rope_theta noted");
+		tern_config_free(m);
+		m = parse(HEAD "adapter: lora\n");
+		check(m && m->router_aux_loss_coef == -1 && m->output_router_logits == -1,
+		      "no model_config: config.json decides");
+		tern_config_free(m);
+		expect_error(HEAD "model_config:\n  router_aux_loss_coef: -1\n",
+			     "configs/x.yaml:6: model_config.router_aux_loss_coef: '-1' is not a number in "
+			     "0..1e6 (allowed: a number >= 0)");
+	}
 	/* --set reaches the engine-only keys too */
 	int before = c->n_notes;
 	check(tern_config_set(c, "wandb_project=run1") == TERN_OK && c->n_notes == before + 1 &&

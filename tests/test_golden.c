@@ -182,7 +182,10 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 				   .T = T,
 				   .checkpointing = true,
 				   .seed = 1,
-				   .prec = prec};
+				   .prec = prec,
+				   /* *_aux: config.json's output_router_logits, router_aux_loss_coef */
+				   .aux_coef =
+					   m->cfg.E > 0 && m->cfg.router_logits ? m->cfg.router_aux_coef : 0};
 	/* qwen2 runs without checkpointing: both paths are covered */
 	if (!strcmp(cs, "qwen2"))
 		no.checkpointing = false;
@@ -603,9 +606,10 @@ int main(void)
 		fprintf(stderr, "test_golden: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	static const char *const cases[] = {"llama",     "mistral",     "qwen2",         "qwen3",
-					    "llama_nf4", "llama_save",  "qwen3_save",    "mixtral",
-					    "qwen3_moe", "mixtral_exp", "qwen3_moe_exp", "bitnet"};
+	static const char *const cases[] = {"llama",         "mistral",     "qwen2",         "qwen3",
+					    "llama_nf4",     "llama_save",  "qwen3_save",    "mixtral",
+					    "qwen3_moe",     "mixtral_exp", "qwen3_moe_exp", "mixtral_aux",
+					    "qwen3_moe_aux", "bitnet"};
 	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
 	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */

@@ -143,6 +143,12 @@ struct tern_net {
 	 * expert's block contiguous (B is PEFT's interleaved [O, R·E] only on the host) */
 	struct lora_slot *xslot;
 	struct tern_view dlogits, dye, dys, dxe, dwrow, iota;
+	/* the load-balancing loss (o.aux_coef > 0): this micro-batch's sums over the sparse layers
+	 * (choices, probabilities [E], rows), d aux / d p [E] (moe.h), the window's aux_coef · aux;
+	 * aux_on while the micro-batch's first forward runs (not a recomputation), hseg its segments */
+	double *aux_cnt, *aux_prob, *aux_gp, aux_rows, aux_sum;
+	bool aux_on;
+	const int32_t *hseg;
 };
 
 static const enum tern_role mod_role[TERN_MOD_COUNT] = {
@@ -898,7 +904,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		n->hlog = tern_malloc((size_t)(T * n->E) * 4);
 		n->hdw = tern_malloc((size_t)n->icap * 4);
 		int32_t *iota = tern_malloc((size_t)T * 4);
-		if (!n->routes || !n->hlog || !n->hdw || !iota) {
+		if (o->aux_coef > 0)
+			n->aux_cnt = tern_calloc((size_t)(3 * n->E), sizeof *n->aux_cnt);
+		n->aux_prob = n->aux_cnt ? n->aux_cnt + n->E : NULL;
+		n->aux_gp = n->aux_cnt ? n->aux_cnt + 2 * n->E : NULL;
+		if (!n->routes || !n->hlog || !n->hdw || !iota || (o->aux_coef > 0 && !n->aux_cnt)) {
 			free(iota);
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
@@ -960,6 +970,7 @@ void tern_net_free(struct tern_net *n)
 	free(n->routes);
 	free(n->hlog);
 	free(n->hdw);
+	free(n->aux_cnt);
 	if (n->lw)
 		for (int64_t l = 0; l < n->L; l++) {
 			free(n->lw[l].ew);
@@ -1482,6 +1493,8 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 	TRY(tern_matmul(be, rows(a->logits, 0, T, E), rows(xn, 0, T, D), &w->router, T, TERN_F32));
 	TRY(vt->download(be, n->hlog, rows(a->logits, 0, T, E)));
 	tern_moe_route(r, n->hlog, T, n->m->cfg.norm_topk);
+	if (n->aux_on)
+		tern_moe_aux_add(r, T, n->hseg, n->aux_cnt, n->aux_prob, &n->aux_rows);
 	TRY(ensure_experts(n, l, r));
 	TRY(vt->upload(be, a->ridx, r->idx));
 	TRY(vt->upload(be, a->rw, r->wrow));
@@ -1544,7 +1557,8 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 		TRY(tern_rowdot(be, rows(n->dwrow, io, ne, 1), dye, rows(a->ey, o, ne, D), ne, D));
 	}
 	TRY(vt->download(be, n->hdw, n->dwrow));
-	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->hlog);
+	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->aux_cnt ? n->aux_gp : NULL, n->hseg,
+			   n->hlog);
 	TRY(vt->upload(be, rows(n->dlogits, 0, T, E), n->hlog));
 	TRY(tern_matmul_bwd(be, dxn, rows(n->dlogits, 0, T, E), &w->router, T, false, TERN_F32));
 	for (int64_t e = 0; e < E; e++) {
@@ -1704,6 +1718,7 @@ enum tern_status tern_net_zero(struct tern_net *n)
 			st = vt->zero(n->be, full_view(n, FB_GRAD, (enum tern_full)f));
 	if (st == TERN_OK)
 		st = vt->zero(n->be, n->loss);
+	n->aux_sum = 0;
 	return st;
 }
 
@@ -1762,11 +1777,26 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
 	if (x16)
 		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
+	n->hseg = segments;
+	n->aux_on = n->aux_cnt && backward;
+	if (n->aux_on) {
+		memset(n->aux_cnt, 0, (size_t)(2 * n->E) * sizeof *n->aux_cnt);
+		n->aux_rows = 0;
+	}
 	for (int l = 0; l < L; l++) {
 		TRY(layer_input(n, l, &x));
-		TRY(layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro));
+		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro);
+		if (st) {
+			n->aux_on = false;
+			return st;
+		}
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], TERN_F16, n->tmpD, TERN_F32, T * D));
+	}
+	if (n->aux_on) { /* the sums are complete: the loss, and d aux / d p for the backward */
+		n->aux_on = false;
+		n->aux_sum += n->o.aux_coef * tern_moe_aux(n->E, n->aux_cnt, n->aux_prob, n->aux_rows,
+							   n->o.aux_coef, n->aux_gp);
 	}
 	TRY(layer_input(n, (int)L, &x));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
@@ -1795,7 +1825,7 @@ enum tern_status tern_net_loss(struct tern_net *n, double *loss)
 {
 	float f = 0;
 	enum tern_status st = n->be->vt->download(n->be, &f, n->loss);
-	*loss = f;
+	*loss = f + n->aux_sum;
 	return st;
 }
 
