@@ -251,7 +251,7 @@ static void test_errors(void)
 	expect_error(
 		HEAD "lora_target_modules: [q_proj, qproj]\n",
 		"configs/x.yaml:5: lora_target_modules: 'qproj' is not a module tern can adapt (allowed: "
-		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); did you mean "
+		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear, gate); did you mean "
 		"'q_proj'?");
 	expect_error(HEAD "lora_r: [1, 2]\n",
 		     "configs/x.yaml:5: lora_r: '[a list]' is not a single value (allowed: 1..4096)");
@@ -400,10 +400,11 @@ static void test_all_linear(void)
 	expect_error(HEAD "lora_target_modules: [q_proj, all-linear]\n",
 		     "configs/x.yaml:5: lora_target_modules: 'all-linear' stands alone (write "
 		     "lora_target_modules: all-linear, or list the modules)");
-	expect_error(HEAD "lora_target_modules: all_linear\n",
-		     "configs/x.yaml:5: lora_target_modules: 'all_linear' is not a module tern can adapt "
-		     "(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); "
-		     "did you mean 'all-linear'?");
+	expect_error(
+		HEAD "lora_target_modules: all_linear\n",
+		"configs/x.yaml:5: lora_target_modules: 'all_linear' is not a module tern can adapt "
+		"(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear, gate); "
+		"did you mean 'all-linear'?");
 }
 
 /* eval_prompts (issue 13): strings and message lists kept as JSON, written back, bad items refused. */
@@ -656,6 +657,16 @@ static void test_engine_keys(void)
 		check(m && m->router_aux_loss_coef == -1 && m->output_router_logits == -1,
 		      "no model_config: config.json decides");
 		tern_config_free(m);
+		m = parse(HEAD "model_config:\n  router_aux_loss_coef: 0.05\n  output_router_logits: true\n");
+		char *y = NULL;
+		struct tern_config *m2 = NULL;
+		if (m && tern_config_write(m, &y) == TERN_OK)
+			m2 = parse(y);
+		check(m2 && m2->router_aux_loss_coef == 0.05 && m2->output_router_logits == 1,
+		      "model_config overrides survive the resolved config (written, read back)");
+		free(y);
+		tern_config_free(m);
+		tern_config_free(m2);
 		expect_error(HEAD "model_config:\n  router_aux_loss_coef: -1\n",
 			     "configs/x.yaml:6: model_config.router_aux_loss_coef: '-1' is not a number in "
 			     "0..1e6 (allowed: a number >= 0)");

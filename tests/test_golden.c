@@ -159,9 +159,13 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		if (tern_module_parse(json_string_value(v), &mm))
 			mods |= 1u << mm;
 	}
-	unsigned experts = 0; /* PEFT target_parameters: bit 0 gate_up, bit 1 down */
+	/* PEFT target_parameters: bit 0 gate_up, bit 1 down, bit 2 the router (also target_modules
+	 * "gate") */
+	unsigned experts = 0;
+	json_array_foreach(json_object_get(lj, "target_modules"), i, v) experts |=
+		!strcmp(json_string_value(v), "gate") ? 4u : 0u;
 	json_array_foreach(json_object_get(lj, "target_parameters"), i, v) experts |=
-		!strcmp(json_string_value(v), "mlp.experts.gate_up_proj") ? 1u : 2u;
+		tern_expert_param_bit(json_string_value(v));
 	unsigned full = 0;
 	json_array_foreach(json_object_get(lj, "modules_to_save"), i, v)
 	{
@@ -334,13 +338,17 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 			/* the experts' LoRA (PEFT's file layout; gate_up nests under base_layer when
 			 * down_proj is targeted too) */
 			for (int l = 0; l < (int)m->cfg.L; l++)
-				for (int x = 0; x < 2; x++) {
+				for (int x = 0; x < 3; x++) { /* x 2: the router's LoRA (mlp.gate) */
 					if (!((experts >> x) & 1u) || !tern_model_layer_moe(&m->cfg, l))
 						continue;
-					int64_t I = x ? m->cfg.Fe : m->cfg.D,
-						O = x ? m->cfg.D : 2 * m->cfg.Fe, r = m->cfg.E * R;
-					const char *p = !x && (experts & 2u) ? "mlp.experts.base_layer"
-									     : "mlp.experts";
+					int64_t I = x == 1 ? m->cfg.Fe : m->cfg.D,
+						O = x == 2 ? m->cfg.E
+						    : x    ? m->cfg.D
+							   : 2 * m->cfg.Fe,
+						r = x == 2 ? R : m->cfg.E * R;
+					const char *p = x == 2                 ? "mlp.gate"
+							: !x && (experts & 2u) ? "mlp.experts.base_layer"
+									       : "mlp.experts";
 					snprintf(na, sizeof na,
 						 "base_model.model.model.layers.%d.%s.lora_A.weight", l, p);
 					snprintf(nb, sizeof nb,
@@ -606,10 +614,11 @@ int main(void)
 		fprintf(stderr, "test_golden: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	static const char *const cases[] = {"llama",         "mistral",     "qwen2",         "qwen3",
-					    "llama_nf4",     "llama_save",  "qwen3_save",    "mixtral",
-					    "qwen3_moe",     "mixtral_exp", "qwen3_moe_exp", "mixtral_aux",
-					    "qwen3_moe_aux", "bitnet"};
+	static const char *const cases[] = {
+		"llama",         "mistral",     "qwen2",         "qwen3",          "llama_nf4",
+		"llama_save",    "qwen3_save",  "mixtral",       "qwen3_moe",      "mixtral_exp",
+		"qwen3_moe_exp", "mixtral_aux", "qwen3_moe_aux", "mixtral_router", "qwen3_moe_router",
+		"bitnet"};
 	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
 	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */

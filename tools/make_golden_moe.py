@@ -14,6 +14,11 @@ transformers 5 models, float32, eager attention.
   mixtral_aux    mixtral's weights with output_router_logits true and router_aux_loss_coef 0.1 in
                  config.json: the load-balancing loss on; LoRA r 4 on q/k/v/o and both expert params
   qwen3_moe_aux  qwen3_moe's weights, the same two keys; LoRA r 4 on q/k/v/o and gate_up_proj
+  mixtral_router mixtral_aux's model (load-balancing loss on); LoRA r 4 on q/v, both expert params
+                 and the router: target_modules "gate" (transformers 5's router keeps a bare weight
+                 [E, D]; PEFT wraps it as a ParamWrapper and records target_parameters gate.weight;
+                 tensors mlp.gate.lora_A [r, D], lora_B [E, r])
+  qwen3_moe_router qwen3_moe's model (no aux); LoRA r 4 on q/k/v/o and the router ("gate")
 
 The *_aux cases train through transformers' own loss, as its Trainer does: each micro-batch calls
 the PEFT model with labels, num_items_in_batch = the window's trained targets and
@@ -80,7 +85,13 @@ MOE_CASES["mixtral_aux"] = (MOE_CASES["mixtral"][0], {**MOE_CASES["mixtral"][1],
 MOE_CASES["qwen3_moe_aux"] = (MOE_CASES["qwen3_moe"][0], {**MOE_CASES["qwen3_moe"][1], **AUX},
                               dict(r=4, alpha=8, rslora=False, targets=ATTN4,
                                    params=["mlp.experts.gate_up_proj"]), "f32")
-SAME_MODEL = {"mixtral_exp": "mixtral", "qwen3_moe_exp": "qwen3_moe",  # seeds of the model
+MOE_CASES["mixtral_router"] = (MOE_CASES["mixtral"][0], {**MOE_CASES["mixtral"][1], **AUX},
+                               dict(r=4, alpha=8, rslora=False, targets=["q_proj", "v_proj", "gate"],
+                                    params=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]), "f32")
+MOE_CASES["qwen3_moe_router"] = (MOE_CASES["qwen3_moe"][0], MOE_CASES["qwen3_moe"][1],
+                                 dict(r=4, alpha=8, rslora=False, targets=ATTN4 + ["gate"]), "f32")
+SAME_MODEL = {"mixtral_router": "mixtral", "qwen3_moe_router": "qwen3_moe",
+              "mixtral_exp": "mixtral", "qwen3_moe_exp": "qwen3_moe",  # seeds of the model
               "mixtral_aux": "mixtral", "qwen3_moe_aux": "qwen3_moe"}
 
 _build = g.build_model
@@ -112,7 +123,7 @@ _merged = g.merged_forward_check
 def merged_forward_check(base_cfg_model, pm, lo, ids, labels, mask):
     """make_golden's check, with every ParamWrapper's delta (PEFT's get_delta_weight) merged into its
     expert parameter as well."""
-    if not lo.get("params"):
+    if not lo.get("params") and "gate" not in lo["targets"]:
         return _merged(base_cfg_model, pm, lo, ids, labels, mask)
     import copy
     from peft.tuners.lora.layer import ParamWrapper

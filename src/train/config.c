@@ -63,11 +63,13 @@ const char *tern_backend_kind_name(enum tern_backend_kind k)
 }
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 /* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
+/* "gate": the router of a mixture of experts (PEFT wraps its bare weight as a target parameter) */
 static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
-					   "up_proj", "down_proj", "all-linear", NULL};
+					   "up_proj", "down_proj", "all-linear", "gate",   NULL};
 static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
 /* PEFT target_parameters on transformers 5's fused experts (mixtral, qwen3_moe) */
-static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj", NULL};
+static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj",
+					  "mlp.gate.weight", "gate.weight", NULL};
 static const char *const layout_names[] = {"peft", "per_expert", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
@@ -1906,8 +1908,9 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 	for (int i = 0; i < NKEYS; i++) {
 		const struct key *k = &keys[i];
 		const char *p = (const char *)cfg + k->off;
-		if (k->kind == K_NOTE || k->kind == K_REJECT)
-			continue;
+		if (k->kind == K_NOTE || k->kind == K_REJECT ||
+		    (k->kind == K_MODELCFG && strcmp(k->name, "model_config")))
+			continue; /* the overrides are written once, as model_config */
 		sb_add(&b, "%s:", k->name);
 		switch (k->kind) {
 		case K_STR:
@@ -2022,6 +2025,15 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 			break;
 		}
 		case K_OPTIM: sb_add(&b, " adamw_torch"); break;
+		case K_MODELCFG:
+			if (cfg->output_router_logits >= 0)
+				sb_add(&b, "\n  output_router_logits: %s",
+				       cfg->output_router_logits ? "true" : "false");
+			if (cfg->router_aux_loss_coef >= 0)
+				sb_add(&b, "\n  router_aux_loss_coef: %.17g", cfg->router_aux_loss_coef);
+			if (cfg->output_router_logits < 0 && cfg->router_aux_loss_coef < 0)
+				sb_add(&b, " {}");
+			break;
 		default: break;
 		}
 		sb_add(&b, "\n");

@@ -445,9 +445,15 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 	if (experts && s->mc.E <= 0)
 		return tern_fail(
 			TERN_E_INVALID,
-			"%s: lora_target_parameters names expert parameters, but %s is not a mixture of "
-			"experts (remove lora_target_parameters)",
+			"%s: lora_target_parameters (or lora_target_modules: gate) names expert or router "
+			"parameters, but %s is not a mixture of experts (remove them)",
 			c->file ? c->file : "config", s->mc.model_type);
+	if ((experts & 4u) && c->lora_expert_layout == 1)
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"%s: lora_expert_layout: per_expert with LoRA on the router (gate): tern "
+			"writes the router's LoRA only in PEFT's layout (set lora_expert_layout: peft)",
+			c->file ? c->file : "config");
 	if (experts && c->lora_dropout > 0)
 		return tern_fail(
 			TERN_E_INVALID,
