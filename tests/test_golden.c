@@ -11,8 +11,11 @@
  * The mixture-of-experts cases (tools/make_golden_moe.py; run as test_golden_moe,
  * TERN_GOLDEN_CASE=moe): mixtral and qwen3_moe with LoRA on the attention, mixtral_exp and
  * qwen3_moe_exp with LoRA on the experts as well (PEFT target_parameters: their gradients are
- * compared in PEFT's file layout, tern_net_expert_grad); fp32 only; 'not run' on a backend without
- * the MoE row ops.
+ * compared in PEFT's file layout, tern_net_expert_grad); mixtral_aux and qwen3_moe_aux with the
+ * load-balancing loss on (config.json's output_router_logits, router_aux_loss_coef; opts.aux_coef);
+ * mixtral_router (aux, experts and the router) and qwen3_moe_router with LoRA on the router (PEFT
+ * target_modules "gate": mlp.gate.lora_A/B, tern_net_expert_grad slot 2); fp32 only; 'not run' on
+ * a backend without the MoE row ops.
  * The *_save cases add PEFT modules_to_save [embed_tokens, lm_head] (trained in full; qwen3_save
  * with tied embeddings, whose two copies PEFT trains independently): their first-step gradients
  * and final weights are held to the same bounds as the LoRA tensors.
