@@ -123,5 +123,21 @@ P
 done
 grep -q '"stream_expert_bytes": 0, "stream_expert_whole_bytes": 0' "$tmp/xall/metrics.jsonl" && ok ||
 	bad "all-resident run counts streamed experts"
+# LoRA on the router (lora_target_modules: gate): the requests tern cannot honour fail in one line
+g=$src/tests/data/golden
+refused() { # name, expected text, tern train arguments...
+	n=$1 want=$2
+	shift 2
+	(cd "$src" && "$tern" train "$@" --set output_dir="$tmp/r_$n" --set backend=cpu) >/dev/null 2>"$tmp/r_$n.log" &&
+		{ bad "router $n: accepted"; return; }
+	[ "$(grep -c . "$tmp/r_$n.log")" = 1 ] && grep -q "$want" "$tmp/r_$n.log" && ok ||
+		bad "router $n: $(cat "$tmp/r_$n.log")"
+}
+refused per_expert "writes the router's LoRA only in PEFT's layout" tests/data/golden/mixtral_router/config.yaml \
+	--set lora_expert_layout=per_expert
+refused dropout "without dropout (set lora_dropout: 0)" tests/data/golden/mixtral_router/config.yaml \
+	--set lora_dropout=0.1
+refused dense "is not a mixture of experts" tests/data/golden/llama/config.yaml \
+	--set "lora_target_modules=[q_proj, gate]"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

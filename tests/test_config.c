@@ -251,7 +251,7 @@ static void test_errors(void)
 	expect_error(
 		HEAD "lora_target_modules: [q_proj, qproj]\n",
 		"configs/x.yaml:5: lora_target_modules: 'qproj' is not a module tern can adapt (allowed: "
-		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); did you mean "
+		"q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear, gate); did you mean "
 		"'q_proj'?");
 	expect_error(HEAD "lora_r: [1, 2]\n",
 		     "configs/x.yaml:5: lora_r: '[a list]' is not a single value (allowed: 1..4096)");
@@ -400,10 +400,11 @@ static void test_all_linear(void)
 	expect_error(HEAD "lora_target_modules: [q_proj, all-linear]\n",
 		     "configs/x.yaml:5: lora_target_modules: 'all-linear' stands alone (write "
 		     "lora_target_modules: all-linear, or list the modules)");
-	expect_error(HEAD "lora_target_modules: all_linear\n",
-		     "configs/x.yaml:5: lora_target_modules: 'all_linear' is not a module tern can adapt "
-		     "(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear); "
-		     "did you mean 'all-linear'?");
+	expect_error(
+		HEAD "lora_target_modules: all_linear\n",
+		"configs/x.yaml:5: lora_target_modules: 'all_linear' is not a module tern can adapt "
+		"(allowed: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear, gate); "
+		"did you mean 'all-linear'?");
 }
 
 /* eval_prompts (issue 13): strings and message lists kept as JSON, written back, bad items refused. */
@@ -616,7 +617,7 @@ static void test_engine_keys(void)
 	if (!c)
 		return;
 	/* (+ one note: no `adapter` key, which axolotl reads as a full fine-tune) */
-	check(c->n_notes == 10 && one_line_notes(c), "one note per key that asks for something");
+	check(c->n_notes == 9 && one_line_notes(c), "one note per key that asks for something");
 	check(notes_about(c, "adapter") == 1 &&
 		      strstr(c->notes[c->n_notes - 1],
 			     "configs/x.yaml: adapter: not set, which axolotl runs as a full fine-tune") ==
@@ -624,10 +625,12 @@ static void test_engine_keys(void)
 	      "no adapter key: one note that tern trains LoRA where axolotl would fine-tune every weight");
 	check(notes_about(c, "attn_implementation") == 1 && notes_about(c, "lora_qkv_kernel") == 1 &&
 		      notes_about(c, "liger_rope") == 1 && notes_about(c, "plugins") == 1 &&
-		      notes_about(c, "model_config") == 1 && notes_about(c, "fsdp_version") == 1 &&
+		      notes_about(c, "model_config") == 0 && notes_about(c, "fsdp_version") == 1 &&
 		      notes_about(c, "unfrozen_parameters") == 0 &&
 		      notes_about(c, "flash_attn_cross_entropy") == 0,
 	      "notes for the engine-only keys (none for null and false)");
+	check(c->output_router_logits == 1 && c->router_aux_loss_coef == -1,
+	      "model_config: output_router_logits applied (no note)");
 	bool int8 = false, gc = false, sep = false;
 	for (int i = 0; i < c->n_notes; i++) {
 		int8 |= !strcmp(c->notes[i],
@@ -642,6 +645,32 @@ static void test_engine_keys(void)
 	check(c->gradient_checkpointing && c->base_format == TERN_FORMAT_AUTO && c->pad_token &&
 		      !strcmp(c->pad_token, "<pad>"),
 	      "offload -> true; load_in_8bit leaves base_format auto");
+	{ /* axolotl's model_config overrides: the load-balancing loss keys applied, others noted */
+		struct tern_config *m =
+			parse(HEAD "overrides_of_model_config:\n  router_aux_loss_coef: 0.05\n"
+				   "  output_router_logits: false\n  rope_theta: 5\n");
+		check(m && m->router_aux_loss_coef == 0.05 && m->output_router_logits == 0 &&
+			      notes_about(m, "overrides_of_model_config.rope_theta") == 1,
+		      "overrides_of_model_config: coef and switch applied, rope_theta noted");
+		tern_config_free(m);
+		m = parse(HEAD "adapter: lora\n");
+		check(m && m->router_aux_loss_coef == -1 && m->output_router_logits == -1,
+		      "no model_config: config.json decides");
+		tern_config_free(m);
+		m = parse(HEAD "model_config:\n  router_aux_loss_coef: 0.05\n  output_router_logits: true\n");
+		char *y = NULL;
+		struct tern_config *m2 = NULL;
+		if (m && tern_config_write(m, &y) == TERN_OK)
+			m2 = parse(y);
+		check(m2 && m2->router_aux_loss_coef == 0.05 && m2->output_router_logits == 1,
+		      "model_config overrides survive the resolved config (written, read back)");
+		free(y);
+		tern_config_free(m);
+		tern_config_free(m2);
+		expect_error(HEAD "model_config:\n  router_aux_loss_coef: -1\n",
+			     "configs/x.yaml:6: model_config.router_aux_loss_coef: '-1' is not a number in "
+			     "0..1e6 (allowed: a number >= 0)");
+	}
 	/* --set reaches the engine-only keys too */
 	int before = c->n_notes;
 	check(tern_config_set(c, "wandb_project=run1") == TERN_OK && c->n_notes == before + 1 &&

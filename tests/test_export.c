@@ -890,6 +890,7 @@ int main(void)
 	merge_case("llama_nf4", TERN_FORMAT_NF4_DQ);
 	merge_case("mixtral_exp", TERN_FORMAT_AUTO); /* LoRA on the experts (target_parameters) */
 	merge_case("qwen3_moe_exp", TERN_FORMAT_AUTO);
+	merge_case("mixtral_router", TERN_FORMAT_AUTO); /* + the router (mlp.gate) */
 	merge_sharded();
 	merge_errors();
 	gguf_case("llama", true);

@@ -11,8 +11,11 @@
  * The mixture-of-experts cases (tools/make_golden_moe.py; run as test_golden_moe,
  * TERN_GOLDEN_CASE=moe): mixtral and qwen3_moe with LoRA on the attention, mixtral_exp and
  * qwen3_moe_exp with LoRA on the experts as well (PEFT target_parameters: their gradients are
- * compared in PEFT's file layout, tern_net_expert_grad); fp32 only; 'not run' on a backend without
- * the MoE row ops.
+ * compared in PEFT's file layout, tern_net_expert_grad); mixtral_aux and qwen3_moe_aux with the
+ * load-balancing loss on (config.json's output_router_logits, router_aux_loss_coef; opts.aux_coef);
+ * mixtral_router (aux, experts and the router) and qwen3_moe_router with LoRA on the router (PEFT
+ * target_modules "gate": mlp.gate.lora_A/B, tern_net_expert_grad slot 2); fp32 only; 'not run' on
+ * a backend without the MoE row ops.
  * The *_save cases add PEFT modules_to_save [embed_tokens, lm_head] (trained in full; qwen3_save
  * with tied embeddings, whose two copies PEFT trains independently): their first-step gradients
  * and final weights are held to the same bounds as the LoRA tensors.
@@ -159,9 +162,13 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		if (tern_module_parse(json_string_value(v), &mm))
 			mods |= 1u << mm;
 	}
-	unsigned experts = 0; /* PEFT target_parameters: bit 0 gate_up, bit 1 down */
+	/* PEFT target_parameters: bit 0 gate_up, bit 1 down, bit 2 the router (also target_modules
+	 * "gate") */
+	unsigned experts = 0;
+	json_array_foreach(json_object_get(lj, "target_modules"), i, v) experts |=
+		!strcmp(json_string_value(v), "gate") ? 4u : 0u;
 	json_array_foreach(json_object_get(lj, "target_parameters"), i, v) experts |=
-		!strcmp(json_string_value(v), "mlp.experts.gate_up_proj") ? 1u : 2u;
+		tern_expert_param_bit(json_string_value(v));
 	unsigned full = 0;
 	json_array_foreach(json_object_get(lj, "modules_to_save"), i, v)
 	{
@@ -182,7 +189,10 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 				   .T = T,
 				   .checkpointing = true,
 				   .seed = 1,
-				   .prec = prec};
+				   .prec = prec,
+				   /* *_aux: config.json's output_router_logits, router_aux_loss_coef */
+				   .aux_coef =
+					   m->cfg.E > 0 && m->cfg.router_logits ? m->cfg.router_aux_coef : 0};
 	/* qwen2 runs without checkpointing: both paths are covered */
 	if (!strcmp(cs, "qwen2"))
 		no.checkpointing = false;
@@ -331,13 +341,17 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 			/* the experts' LoRA (PEFT's file layout; gate_up nests under base_layer when
 			 * down_proj is targeted too) */
 			for (int l = 0; l < (int)m->cfg.L; l++)
-				for (int x = 0; x < 2; x++) {
+				for (int x = 0; x < 3; x++) { /* x 2: the router's LoRA (mlp.gate) */
 					if (!((experts >> x) & 1u) || !tern_model_layer_moe(&m->cfg, l))
 						continue;
-					int64_t I = x ? m->cfg.Fe : m->cfg.D,
-						O = x ? m->cfg.D : 2 * m->cfg.Fe, r = m->cfg.E * R;
-					const char *p = !x && (experts & 2u) ? "mlp.experts.base_layer"
-									     : "mlp.experts";
+					int64_t I = x == 1 ? m->cfg.Fe : m->cfg.D,
+						O = x == 2 ? m->cfg.E
+						    : x    ? m->cfg.D
+							   : 2 * m->cfg.Fe,
+						r = x == 2 ? R : m->cfg.E * R;
+					const char *p = x == 2                 ? "mlp.gate"
+							: !x && (experts & 2u) ? "mlp.experts.base_layer"
+									       : "mlp.experts";
 					snprintf(na, sizeof na,
 						 "base_model.model.model.layers.%d.%s.lora_A.weight", l, p);
 					snprintf(nb, sizeof nb,
@@ -603,9 +617,11 @@ int main(void)
 		fprintf(stderr, "test_golden: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	static const char *const cases[] = {"llama",     "mistral",     "qwen2",         "qwen3",
-					    "llama_nf4", "llama_save",  "qwen3_save",    "mixtral",
-					    "qwen3_moe", "mixtral_exp", "qwen3_moe_exp", "bitnet"};
+	static const char *const cases[] = {
+		"llama",         "mistral",     "qwen2",         "qwen3",          "llama_nf4",
+		"llama_save",    "qwen3_save",  "mixtral",       "qwen3_moe",      "mixtral_exp",
+		"qwen3_moe_exp", "mixtral_aux", "qwen3_moe_aux", "mixtral_router", "qwen3_moe_router",
+		"bitnet"};
 	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_GOLDEN_CASE");
 	const char *onlyb = getenv("TERN_TEST_BACKEND"); /* one backend only */

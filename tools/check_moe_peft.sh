@@ -10,7 +10,7 @@ tern=${1:-build/tern}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rc=0
-for c in mixtral qwen3_moe mixtral_exp qwen3_moe_exp; do
+for c in mixtral qwen3_moe mixtral_exp qwen3_moe_exp mixtral_aux qwen3_moe_aux mixtral_router qwen3_moe_router; do
 	d=tests/data/golden/$c
 	"$tern" train "$d/config.yaml" --set output_dir="$tmp/$c" --set backend=cpu >"$tmp/train.log" 2>&1 ||
 		{ echo "$c: tern train failed: $(tail -2 "$tmp/train.log")"; rc=1; continue; }

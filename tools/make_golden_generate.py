@@ -51,6 +51,9 @@ CASES = [
     ("mixtral_exp+adapter", f"{G}/mixtral_exp/model", f"{G}/mixtral_exp/adapter_final", IDS, 20),
     ("qwen3_moe_exp+adapter", f"{G}/qwen3_moe_exp/model", f"{G}/qwen3_moe_exp/adapter_final",
      IDS, 20),
+    ("mixtral_router+adapter", f"{G}/mixtral_router/model", f"{G}/mixtral_router/adapter_final", IDS, 20),
+    ("qwen3_moe_router+adapter", f"{G}/qwen3_moe_router/model", f"{G}/qwen3_moe_router/adapter_final",
+     IDS, 20),
     # BitNet b1.58 (AutoBitLinear online: ternary weights, 8-bit activations per token)
     ("bitnet", f"{G}/bitnet/model", None, IDS, 20),
     ("bitnet+adapter", f"{G}/bitnet/model", f"{G}/bitnet/adapter_final", IDS, 20),

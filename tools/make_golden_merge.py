@@ -48,9 +48,10 @@ CASES = {  # case: base format tern merges into
     "llama_nf4": "nf4-dq",
     "mixtral_exp": "auto",    # LoRA on the experts (PEFT target_parameters) and the attention
     "qwen3_moe_exp": "auto",  # the same on Qwen3-MoE (gate_up only)
+    "mixtral_router": "auto",  # and LoRA on the router (mlp.gate, target_modules "gate")
 }
 # mixtures of experts: compared in the checkpoint's per-expert names, as save_pretrained writes them
-MOE = ("mixtral_exp", "qwen3_moe_exp")
+MOE = ("mixtral_exp", "qwen3_moe_exp", "mixtral_router")
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

@@ -11,6 +11,23 @@ transformers 5 models, float32, eager attention.
                  A/B, gate and up sharing A; file layout A [E*r, I], B [O, r*E])
   qwen3_moe_exp  qwen3_moe's model, LoRA r 4 on q/k/v/o and on mlp.experts.gate_up_proj only
 
+  mixtral_aux    mixtral's weights with output_router_logits true and router_aux_loss_coef 0.1 in
+                 config.json: the load-balancing loss on; LoRA r 4 on q/k/v/o and both expert params
+  qwen3_moe_aux  qwen3_moe's weights, the same two keys; LoRA r 4 on q/k/v/o and gate_up_proj
+  mixtral_router mixtral_aux's model (load-balancing loss on); LoRA r 4 on q/v, both expert params
+                 and the router: target_modules "gate" (transformers 5's router keeps a bare weight
+                 [E, D]; PEFT wraps it as a ParamWrapper and records target_parameters gate.weight;
+                 tensors mlp.gate.lora_A [r, D], lora_B [E, r])
+  qwen3_moe_router qwen3_moe's model (no aux); LoRA r 4 on q/k/v/o and the router ("gate")
+
+The *_aux cases train through transformers' own loss, as its Trainer does: each micro-batch calls
+the PEFT model with labels, num_items_in_batch = the window's trained targets and
+output_router_logits, and backpropagates out.loss = Σ CE / num_items_in_batch + coef · aux (the
+aux of that micro-batch's real tokens, attention_mask 1, over every sparse layer; not divided by
+the accumulation steps, as the Trainer leaves a loss normalised by num_items_in_batch); the
+reported step loss is the sum of the micro-batches' out.loss. Their float64 check keeps the real
+attention mask (no sliding window here), so that both runs count the same tokens in aux.
+
 For the *_exp cases run_case's hand-merged check also merges each ParamWrapper's delta into its
 expert parameter, golden.json's "lora" gains "target_parameters", and config.yaml
 lora_target_parameters.
@@ -61,7 +78,21 @@ MOE_CASES["mixtral_exp"] = (MOE_CASES["mixtral"][0], MOE_CASES["mixtral"][1],
 MOE_CASES["qwen3_moe_exp"] = (MOE_CASES["qwen3_moe"][0], MOE_CASES["qwen3_moe"][1],
                                dict(r=4, alpha=8, rslora=False, targets=ATTN4,
                                     params=["mlp.experts.gate_up_proj"]), "f32")
-SAME_MODEL = {"mixtral_exp": "mixtral", "qwen3_moe_exp": "qwen3_moe"}  # seeds of the model
+AUX = dict(output_router_logits=True, router_aux_loss_coef=0.1)
+MOE_CASES["mixtral_aux"] = (MOE_CASES["mixtral"][0], {**MOE_CASES["mixtral"][1], **AUX},
+                            dict(r=4, alpha=8, rslora=False, targets=ATTN4,
+                                 params=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]), "f32")
+MOE_CASES["qwen3_moe_aux"] = (MOE_CASES["qwen3_moe"][0], {**MOE_CASES["qwen3_moe"][1], **AUX},
+                              dict(r=4, alpha=8, rslora=False, targets=ATTN4,
+                                   params=["mlp.experts.gate_up_proj"]), "f32")
+MOE_CASES["mixtral_router"] = (MOE_CASES["mixtral"][0], {**MOE_CASES["mixtral"][1], **AUX},
+                               dict(r=4, alpha=8, rslora=False, targets=["q_proj", "v_proj", "gate"],
+                                    params=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]), "f32")
+MOE_CASES["qwen3_moe_router"] = (MOE_CASES["qwen3_moe"][0], MOE_CASES["qwen3_moe"][1],
+                                 dict(r=4, alpha=8, rslora=False, targets=ATTN4 + ["gate"]), "f32")
+SAME_MODEL = {"mixtral_router": "mixtral", "qwen3_moe_router": "qwen3_moe",
+              "mixtral_exp": "mixtral", "qwen3_moe_exp": "qwen3_moe",  # seeds of the model
+              "mixtral_aux": "mixtral", "qwen3_moe_aux": "qwen3_moe"}
 
 _build = g.build_model
 _case_seed = g.case_seed
@@ -92,7 +123,7 @@ _merged = g.merged_forward_check
 def merged_forward_check(base_cfg_model, pm, lo, ids, labels, mask):
     """make_golden's check, with every ParamWrapper's delta (PEFT's get_delta_weight) merged into its
     expert parameter as well."""
-    if not lo.get("params"):
+    if not lo.get("params") and "gate" not in lo["targets"]:
         return _merged(base_cfg_model, pm, lo, ids, labels, mask)
     import copy
     from peft.tuners.lora.layer import ParamWrapper
@@ -166,6 +197,47 @@ def build_model(name, cls, kw):
     raise SystemExit("no router seed keeps every top-k choice clear of rounding")
 
 
+_train = g.train
+
+
+def train(pm, tid, tlab, tmask, verbose):
+    """make_golden's loop; for the aux cases the loss is transformers' own (see the docstring)."""
+    if not _current.get("aux"):
+        return _train(pm, tid, tlab, tmask, verbose)
+    if _current.get("mask") is None:
+        _current["mask"] = tmask  # the float32 run's real mask, kept for the float64 run
+    tmask = _current["mask"]
+    trainable = [p for n, p in pm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=g.LR, betas=g.BETAS, eps=g.EPS, weight_decay=g.WD)
+    sched = tf.get_cosine_schedule_with_warmup(opt, num_warmup_steps=g.WARMUP, num_training_steps=g.STEPS)
+    pm.train()
+    traj, grads = [], None
+    for k in range(g.STEPS):
+        lr = sched.get_last_lr()[0]
+        wins = g.window_rows(k)
+        n_tr = int(sum(int((tlab[a:b, 1:] != -100).sum()) for a, b in wins))
+        opt.zero_grad(set_to_none=True)
+        loss, aux_sum = 0.0, 0.0
+        for a, b in wins:
+            pos = torch.arange(g.S, dtype=torch.long).unsqueeze(0).expand(b - a, g.S)
+            out = pm(input_ids=tid[a:b], attention_mask=tmask[a:b], position_ids=pos, labels=tlab[a:b],
+                     num_items_in_batch=torch.tensor(n_tr), output_router_logits=True, use_cache=False)
+            out.loss.backward()
+            loss += float(out.loss.detach())
+            aux_sum += float(out.aux_loss.detach())
+        if k == 0:
+            grads = {g.adapter_name(n): p.grad.detach().clone().contiguous() for n, p in pm.named_parameters()
+                     if p.requires_grad}
+        gn = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm=g.MAX_GRAD_NORM))
+        opt.step()
+        sched.step()
+        traj.append({"step": k + 1, "lr": lr, "loss": loss, "grad_norm": gn, "n_trained": n_tr,
+                     "aux_loss_sum": aux_sum})
+        if verbose:
+            print(f"   step {k + 1:2d} lr {lr:.6e} loss {loss:.8f} (aux {aux_sum:.6f}) grad_norm {gn:.6e}")
+    return traj, grads
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -179,10 +251,22 @@ def main():
     g.peft = _Peft()
     g.merged_forward_check = merged_forward_check
     g.tf = _TF()
+    g.train = train
     for c in a.cases.split(","):
         lo = MOE_CASES[c][2]
         _current["params"] = lo.get("params")
+        _current["aux"] = MOE_CASES[c][1].get("output_router_logits", False)
+        _current["mask"] = None
         g.run_case(c, os.path.normpath(a.out), a.rel)
+        if _current["aux"]:
+            gp = os.path.join(os.path.normpath(a.out), c, "golden.json")
+            with open(gp) as f:
+                gold = json.load(f)
+            gold["router_aux_loss_coef"] = MOE_CASES[c][1]["router_aux_loss_coef"]
+            gold["output_router_logits"] = True
+            with open(gp, "w") as f:
+                json.dump(gold, f, indent=1)
+                f.write("\n")
         if lo.get("params"):
             d = os.path.join(os.path.normpath(a.out), c)
             gp = os.path.join(d, "golden.json")

@@ -90,7 +90,7 @@ static enum tern_base_format dtype_format(enum tern_dtype d)
 	return d == TERN_F32 ? TERN_FORMAT_F32 : d == TERN_F16 ? TERN_FORMAT_F16 : TERN_FORMAT_BF16;
 }
 
-/* The expert slots (bit 1 gate_up, bit 2 down: tern_plan_experts' bits) that adapter_config.json's
+/* The expert slots (bit 1 gate_up, bit 2 down, 4 the router: tern_plan_experts' bits) that adapter_config.json's
  * target_parameters names; the names themselves are checked by tern_adapter_read. */
 static unsigned peek_experts(const char *dir)
 {
@@ -211,7 +211,9 @@ enum tern_status tern_msrc_open(const struct tern_msrc_opts *o, struct tern_msrc
 		int xs = expert_slot(s, t->role, &row0);
 		t->merged =
 			s->lora && ((m >= 0 && ((s->lora->modules >> m) & 1u)) ||
-				    (xs >= 0 && tern_lora_at(s->lora, t->layer, (enum tern_module)xs)->A));
+				    (xs >= 0 && tern_lora_at(s->lora, t->layer, (enum tern_module)xs)->A) ||
+				    (t->role == TERN_ROLE_ROUTER &&
+				     tern_lora_at(s->lora, t->layer, (enum tern_module)TERN_LORA_ROUTER)->A));
 		t->replaced =
 			s->lora &&
 			((t->role == TERN_ROLE_EMBED && ((s->lora->full_have >> TERN_FULL_EMBED) & 1u)) ||
@@ -342,9 +344,10 @@ enum tern_status tern_msrc_read(struct tern_msrc *s, size_t i, float *out)
 		return TERN_OK;
 	}
 	/* W += scale * B A, as PEFT's merge: delta = (B @ A) * scale in fp32, then W + delta. Each
-	 * dot product is summed in double and rounded once. */
-	const struct tern_lora_tensor *lt =
-		tern_lora_at(s->lora, t->layer, (enum tern_module)role_module(t->role));
+	 * dot product is summed in double and rounded once. (The router's LoRA: the same, [E, D].) */
+	const struct tern_lora_tensor *lt = tern_lora_at(
+		s->lora, t->layer,
+		(enum tern_module)(t->role == TERN_ROLE_ROUTER ? TERN_LORA_ROUTER : role_module(t->role)));
 	int64_t O = lt->O, I = lt->I, R = s->lora->R;
 	float scale = (float)s->scale;
 #pragma omp parallel for schedule(static) if (O * I * R > (1 << 22))

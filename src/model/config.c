@@ -565,12 +565,6 @@ enum tern_status tern_model_config_load(const char *dir, struct tern_model_confi
 
 enum tern_status tern_model_config_check(const struct tern_model_config *cfg, const char *path)
 {
-	if (cfg->E > 0 && cfg->router_logits && cfg->router_aux_coef > 0)
-		return tern_fail(
-			TERN_E_UNSUPPORTED,
-			"%s: output_router_logits = true: the load-balancing loss is not implemented "
-			"yet (set it to false, or router_aux_loss_coef to 0)",
-			path);
 	/* bitnet without a quantization_config: master weights (microsoft's -bf16 variant),
 	 * quantized on load like quantization_mode online */
 	if (cfg->arch == TERN_ARCH_BITNET && cfg->bitnet_rms_norm)

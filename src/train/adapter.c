@@ -44,17 +44,19 @@ static const char *const mod_name[TERN_LORA_SLOTS] = {"q_proj",
 						      "up_proj",
 						      "down_proj",
 						      "mlp.experts.gate_up_proj",
-						      "mlp.experts.down_proj"};
+						      "mlp.experts.down_proj",
+						      "mlp.gate.weight"};
 static const char *const mod_path[TERN_MOD_COUNT] = {
 	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 unsigned tern_expert_param_bit(const char *name)
 {
-	return !name                                       ? 0u
-	       : !strcmp(name, "mlp.experts.gate_up_proj") ? 1u
-	       : !strcmp(name, "mlp.experts.down_proj")    ? 2u
-							   : 0u;
+	return !name                                                              ? 0u
+	       : !strcmp(name, "mlp.experts.gate_up_proj")                        ? 1u
+	       : !strcmp(name, "mlp.experts.down_proj")                           ? 2u
+	       : !strcmp(name, "mlp.gate.weight") || !strcmp(name, "gate.weight") ? 4u
+										  : 0u;
 }
 
 const char *tern_module_name(enum tern_module m) { return (unsigned)m < TERN_LORA_SLOTS ? mod_name[m] : "?"; }
@@ -180,12 +182,12 @@ nomem:
 enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned experts, int64_t E, int64_t D,
 					   int64_t Fe, const uint8_t *sparse, bool moments)
 {
-	if (!s || !experts || (experts >> 2) || E <= 0 || D <= 0 || Fe <= 0 || !sparse)
+	if (!s || !experts || (experts >> 3) || E <= 0 || D <= 0 || Fe <= 0 || !sparse)
 		return tern_fail(TERN_E_INVALID,
 				 "LoRA set: bad experts 0x%x (E %" PRId64 ", D %" PRId64 ", Fe %" PRId64 ")",
 				 experts, E, D, Fe);
 	s->E = E;
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < 3; k++) {
 		if (!((experts >> k) & 1u))
 			continue;
 		int m = TERN_LORA_EXP_GATE_UP + k;
@@ -194,9 +196,9 @@ enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned exp
 			struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
 			if (!sparse[l])
 				continue;
-			t->I = k ? Fe : D;
-			t->O = k ? D : 2 * Fe;
-			t->r = E * s->R;
+			t->I = k == 1 ? Fe : D;
+			t->O = k == 2 ? E : k ? D : 2 * Fe;
+			t->r = k == 2 ? s->R : E * s->R;
 			if (!(t->A = alloc_f32(t->r, t->I)) || !(t->B = alloc_f32(t->O, t->r)))
 				return TERN_E_NOMEM; /* freed with the set */
 			if (moments &&
@@ -304,7 +306,8 @@ static const struct kind moment_kinds[] = {{'A', ".exp_avg", FIELD(mA)},
  * then down_proj): with both, gate_up's tensors sit under "mlp.experts.base_layer". */
 static void tensor_name(char *buf, const struct tern_lora_set *s, int l, int m, const struct kind *k)
 {
-	const char *path = m < TERN_MOD_COUNT ? mod_path[m]
+	const char *path = m < TERN_MOD_COUNT      ? mod_path[m]
+			   : m == TERN_LORA_ROUTER ? "mlp.gate"
 			   : m == TERN_LORA_EXP_GATE_UP && targeted(s, TERN_LORA_EXP_DOWN)
 				   ? "mlp.experts.base_layer"
 				   : "mlp.experts";
@@ -748,7 +751,7 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
 			if (!present(s, l, m))
 				continue;
-			if (!pe || m < TERN_MOD_COUNT) {
+			if (!pe || m < TERN_MOD_COUNT || m == TERN_LORA_ROUTER) {
 				n += nk;
 				continue;
 			}
@@ -771,7 +774,7 @@ static enum tern_status write_tensors(const char *path, const struct tern_lora_s
 			if (!present(s, l, m))
 				continue;
 			const struct tern_lora_tensor *t = tern_lora_at(s, l, (enum tern_module)m);
-			if (pe && m >= TERN_MOD_COUNT) {
+			if (pe && m >= TERN_MOD_COUNT && m != TERN_LORA_ROUTER) {
 				/* expert e: A_e = rows e·R of A; B_e[o, j] = B[o, j·E + e], split into gate
 				 * and up rows for gate_up */
 				int64_t R = s->R, E = s->E, O = t->O;
@@ -886,6 +889,8 @@ static json_t *adapter_config_json(const struct tern_lora_set *s, const struct t
 			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_DOWN]));
 		if (targeted(s, TERN_LORA_EXP_GATE_UP))
 			json_array_append_new(tp, json_string(mod_name[TERN_LORA_EXP_GATE_UP]));
+		if (targeted(s, TERN_LORA_ROUTER))
+			json_array_append_new(tp, json_string(mod_name[TERN_LORA_ROUTER]));
 		if (!tp || json_object_set_new(root, "target_parameters", tp)) {
 			json_decref(root);
 			return NULL;
@@ -1183,17 +1188,15 @@ static enum tern_status read_config(const char *dir, const struct tern_lora_set 
 	json_array_foreach(v, i, x)
 	{
 		const char *ps = json_is_string(x) ? json_string_value(x) : "";
-		int k = !strcmp(ps, mod_name[TERN_LORA_EXP_GATE_UP]) ? 0
-			: !strcmp(ps, mod_name[TERN_LORA_EXP_DOWN])  ? 1
-								     : -1;
-		if (k < 0) {
+		unsigned bit = tern_expert_param_bit(ps);
+		if (!bit) {
 			st = tern_fail(TERN_E_UNSUPPORTED,
 				       "%s: target_parameters has %s, which tern cannot train (it trains "
-				       "mlp.experts.gate_up_proj, mlp.experts.down_proj)",
+				       "mlp.experts.gate_up_proj, mlp.experts.down_proj, mlp.gate.weight)",
 				       path, json_is_string(x) ? ps : "a non-string");
 			goto out;
 		}
-		params |= 1u << (TERN_MOD_COUNT + k);
+		params |= bit << TERN_MOD_COUNT;
 	}
 	if (!g_per_expert && params != (s->modules & ~((1u << TERN_MOD_COUNT) - 1))) {
 		st = tern_fail(TERN_E_INVALID,

@@ -47,10 +47,16 @@ enum tern_module {
  * e's B_e[o, j] = B[o, j·E + e]); ΔW_e = s · B_e A_e. Bits TERN_LORA_EXP_* of `modules`. */
 #define TERN_LORA_EXP_GATE_UP TERN_MOD_COUNT
 #define TERN_LORA_EXP_DOWN (TERN_MOD_COUNT + 1)
-#define TERN_LORA_SLOTS (TERN_MOD_COUNT + 2)
+/* LoRA on the router of sparse layers (transformers 5's MixtralTopKRouter / Qwen3MoeTopKRouter
+ * mlp.gate, a bare weight [E, D]; PEFT wraps it as a ParamWrapper whether asked by
+ * target_modules "gate" or target_parameters "mlp.gate.weight"): A [R, D], B [E, R], ΔW = s·B A,
+ * tensors base_model.model.model.layers.<l>.mlp.gate.lora_A/B.weight. The third expert bit. */
+#define TERN_LORA_ROUTER (TERN_MOD_COUNT + 2)
+#define TERN_LORA_SLOTS (TERN_MOD_COUNT + 3)
 
 /* The expert slot bit a PEFT target_parameters name selects: 1 for "mlp.experts.gate_up_proj",
- * 2 for "mlp.experts.down_proj", 0 for anything else (NULL included). */
+ * 2 for "mlp.experts.down_proj", 4 for the router ("mlp.gate.weight", or "gate.weight" as PEFT
+ * records target_modules "gate"), 0 for anything else (NULL included). */
 unsigned tern_expert_param_bit(const char *name);
 
 /* "q_proj", ... */
@@ -106,8 +112,8 @@ enum tern_status tern_lora_set_alloc(struct tern_lora_set **out, int L, int64_t 
 void tern_lora_set_free(struct tern_lora_set *s);
 
 /* Adds LoRA on the experts: bits 1 (gate_up) and 2 (down) of `experts`, E experts of width Fe and
- * hidden size D in the layers l with sparse[l] (other layers hold no expert tensors); zeroed, with
- * moments when `moments`. */
+ * hidden size D in the layers l with sparse[l] (other layers hold no expert tensors), and bit 4 the
+ * router [E, D] of those layers; zeroed, with moments when `moments`. */
 enum tern_status tern_lora_set_add_experts(struct tern_lora_set *s, unsigned experts, int64_t E, int64_t D,
 					   int64_t Fe, const uint8_t *sparse, bool moments);
 

@@ -31,6 +31,7 @@ enum kind {
 	K_DATASETS, /* datasets */
 	K_PROMPTS,  /* eval_prompts: char ** of JSON texts + int count (as K_LIST) */
 	K_SPECIAL,  /* special_tokens: {bos_token, eos_token, pad_token, unk_token} */
+	K_MODELCFG, /* model_config: {output_router_logits, router_aux_loss_coef} applied, others noted */
 	K_OPTIM,    /* optimizer: adamw_torch, or a noted alias */
 	K_NOTE,     /* accepted, ignored with a note */
 	K_REJECT,   /* false/null accepted; anything else rejected with msg */
@@ -63,11 +64,13 @@ const char *tern_backend_kind_name(enum tern_backend_kind k)
 }
 static const char *const compute_names[] = {"auto", "f32", "f16", "bf16", NULL};
 /* "all-linear" (PEFT's value) stands alone and means lora_target_linear: true */
+/* "gate": the router of a mixture of experts (PEFT wraps its bare weight as a target parameter) */
 static const char *const module_names[] = {"q_proj",  "k_proj",    "v_proj",     "o_proj", "gate_proj",
-					   "up_proj", "down_proj", "all-linear", NULL};
+					   "up_proj", "down_proj", "all-linear", "gate",   NULL};
 static const char *const save_names[] = {"embed_tokens", "lm_head", NULL};
 /* PEFT target_parameters on transformers 5's fused experts (mixtral, qwen3_moe) */
-static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj", NULL};
+static const char *const param_names[] = {"mlp.experts.gate_up_proj", "mlp.experts.down_proj",
+					  "mlp.gate.weight", "gate.weight", NULL};
 static const char *const layout_names[] = {"peft", "per_expert", NULL};
 
 #define F(field) offsetof(struct tern_config, field)
@@ -100,6 +103,8 @@ static const struct key keys[] = {
 	{"lora_modules_to_save", K_LIST, F(lora_modules_to_save), 0, 0, save_names, NULL, NULL, 0, 0},
 	{"lora_model_dir", K_STR, F(lora_model_dir), 0, 0, NULL, "a PEFT adapter directory", NULL, 0, 0},
 	{"use_rslora", K_BOOL, F(use_rslora), 0, 0, NULL, "true, false", NULL, 0, 0},
+	{"model_config", K_MODELCFG, 0, 0, 0, NULL, "a mapping of config.json keys", NULL, 0, 0},
+	{"overrides_of_model_config", K_MODELCFG, 0, 0, 0, NULL, "a mapping of config.json keys", NULL, 0, 0},
 	{"datasets", K_DATASETS, F(datasets), 0, 0, NULL, "a list of {path, type}", NULL, 0, 0},
 	{"chat_template", K_ENUM, F(chat_template), 0, 0, template_names, NULL, NULL, 0, 0},
 	{"chat_template_jinja", K_STR, F(chat_template_jinja), 0, 0, NULL, "Jinja text or a .jinja file",
@@ -564,6 +569,8 @@ static void set_defaults(struct tern_config *c)
 	c->base_format = TERN_FORMAT_AUTO;
 	c->backend = TERN_BACKEND_AUTO;
 	c->compute_dtype = TERN_COMPUTE_AUTO;
+	c->output_router_logits = -1;
+	c->router_aux_loss_coef = -1;
 }
 
 static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
@@ -598,6 +605,10 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 			free(*t);
 			*t = NULL;
 		}
+		break;
+	case K_MODELCFG:
+		cfg->output_router_logits = -1;
+		cfg->router_aux_loss_coef = -1;
 		break;
 	case K_OPTIM:
 	case K_NOTE:
@@ -1087,6 +1098,46 @@ out:
 	return st;
 }
 
+/* model_config / overrides_of_model_config: the mixture-of-experts loss keys override
+ * config.json; any other key is noted as not applied (tern reads the rest from config.json). */
+static enum tern_status apply_model_cfg(const struct ctx *c, const struct key *k, const yaml_node_t *v)
+{
+	struct tern_config *cfg = c->cfg;
+	char w[600];
+	if (v->type != YAML_MAPPING_NODE)
+		return bad(c, v, k->name, "is not a mapping", k->allowed);
+	for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top; pr++) {
+		yaml_node_t *kn = yaml_document_get_node(c->doc, pr->key);
+		yaml_node_t *vn = yaml_document_get_node(c->doc, pr->value);
+		char path[160];
+		if (kn->type != YAML_SCALAR_NODE)
+			return bad(c, kn, k->name, "has a key that is not a name", k->allowed);
+		snprintf(path, sizeof path, "%s.%s", k->name, scalar(kn));
+		enum tern_status st;
+		if (!strcmp(scalar(kn), "output_router_logits")) {
+			bool b;
+			if ((st = need_scalar(c, vn, path, "true, false")))
+				return st;
+			if (!parse_bool(scalar(vn), &b))
+				return bad(c, vn, path, "is not a boolean", "true, false");
+			cfg->output_router_logits = b;
+		} else if (!strcmp(scalar(kn), "router_aux_loss_coef")) {
+			double x;
+			if ((st = need_scalar(c, vn, path, "a number >= 0")))
+				return st;
+			if (!parse_float(scalar(vn), &x) || !(x >= 0) || x > 1e6)
+				return bad(c, vn, path, "is not a number in 0..1e6", "a number >= 0");
+			cfg->router_aux_loss_coef = x;
+		} else if ((st = add_note(cfg,
+					  "%s: %s: not applied (tern reads the model from config.json; of "
+					  "%s it applies output_router_logits and router_aux_loss_coef)",
+					  where(c, node_line(kn), w, sizeof w), path, k->name))) {
+			return st;
+		}
+	}
+	return TERN_OK;
+}
+
 static enum tern_status apply_key(const struct ctx *c, const struct key *k, const yaml_node_t *v)
 {
 	struct tern_config *cfg = c->cfg;
@@ -1148,6 +1199,7 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 			free(save[i]);
 		return TERN_OK;
 	}
+	case K_MODELCFG: return apply_model_cfg(c, k, v);
 	default: break;
 	}
 
@@ -1859,8 +1911,9 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 	for (int i = 0; i < NKEYS; i++) {
 		const struct key *k = &keys[i];
 		const char *p = (const char *)cfg + k->off;
-		if (k->kind == K_NOTE || k->kind == K_REJECT)
-			continue;
+		if (k->kind == K_NOTE || k->kind == K_REJECT ||
+		    (k->kind == K_MODELCFG && strcmp(k->name, "model_config")))
+			continue; /* the overrides are written once, as model_config */
 		sb_add(&b, "%s:", k->name);
 		switch (k->kind) {
 		case K_STR:
@@ -1975,6 +2028,15 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 			break;
 		}
 		case K_OPTIM: sb_add(&b, " adamw_torch"); break;
+		case K_MODELCFG:
+			if (cfg->output_router_logits >= 0)
+				sb_add(&b, "\n  output_router_logits: %s",
+				       cfg->output_router_logits ? "true" : "false");
+			if (cfg->router_aux_loss_coef >= 0)
+				sb_add(&b, "\n  router_aux_loss_coef: %.17g", cfg->router_aux_loss_coef);
+			if (cfg->output_router_logits < 0 && cfg->router_aux_loss_coef < 0)
+				sb_add(&b, " {}");
+			break;
 		default: break;
 		}
 		sb_add(&b, "\n");

@@ -127,6 +127,10 @@ struct tern_config {
 	int n_modules_to_save;
 	char *lora_model_dir; /* NULL = none */
 	bool use_rslora;
+	/* model_config / overrides_of_model_config (axolotl): mixture-of-experts overrides of
+	 * config.json; -1 = as config.json says */
+	int output_router_logits;    /* 0, 1 */
+	double router_aux_loss_coef; /* >= 0 */
 
 	/* data */
 	struct tern_dataset_cfg *datasets;

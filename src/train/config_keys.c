@@ -94,9 +94,6 @@ static const struct {
 	{"tokenizer_use_fast", ARCH},
 	{"tokenizer_legacy", ARCH},
 	{"is_falcon_derived_model", ARCH},
-	{"model_config",
-	 "tern uses config.json as written; model_config overrides (output_router_logits, ...) "
-	 "are not applied"},
 	{"trust_remote_code", "tern runs no model code from the checkpoint"},
 	{"unfrozen_parameters", "tern trains only the LoRA weights; every base parameter stays frozen"},
 	{"resize_token_embeddings_to_32x", "tern keeps the vocabulary of the checkpoint"},

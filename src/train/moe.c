@@ -133,13 +133,16 @@ void tern_moe_route(struct tern_moe_route *r, const float *logits, int64_t T, bo
 }
 
 void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int64_t T, bool norm_topk,
-			float *dlogits)
+			const double *gp, const int32_t *seg, float *dlogits)
 {
 	int64_t E = r->E, k = r->k;
 	for (int64_t t = 0; t < T; t++) {
 		const float *p = r->prob + t * E, *v = r->topv + t * k;
 		float *dl = dlogits + t * E;
-		double dp[4096] = {0}; /* E <= 4096 (config.c) */
+		double dp[4096]; /* E <= 4096 (config.c) */
+		bool aux = gp && seg[t] >= 0;
+		for (int64_t e = 0; e < E; e++)
+			dp[e] = aux ? gp[e] : 0.0;
 		double s = 0, sdv = 0;
 		for (int64_t j = 0; j < k; j++) {
 			s += v[j];
@@ -148,7 +151,7 @@ void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int6
 		for (int64_t j = 0; j < k; j++) {
 			double dw = dwrow[r->pos[t * k + j]];
 			/* w_j = v_j / s: dv_j = dw_j / s − Σ_i dw_i v_i / s² */
-			dp[r->sel[t * k + j]] = norm_topk ? dw / s - sdv / (s * s) : dw;
+			dp[r->sel[t * k + j]] += norm_topk ? dw / s - sdv / (s * s) : dw;
 		}
 		double pdp = 0;
 		for (int64_t e = 0; e < E; e++)
@@ -156,4 +159,29 @@ void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int6
 		for (int64_t e = 0; e < E; e++)
 			dl[e] = (float)(p[e] * (dp[e] - pdp));
 	}
+}
+
+void tern_moe_aux_add(const struct tern_moe_route *r, int64_t T, const int32_t *seg, double *cnt,
+		      double *prob, double *rows)
+{
+	int64_t E = r->E, k = r->k;
+	for (int64_t t = 0; t < T; t++) {
+		if (seg[t] < 0)
+			continue;
+		*rows += 1;
+		for (int64_t e = 0; e < E; e++)
+			prob[e] += r->prob[t * E + e];
+		for (int64_t j = 0; j < k; j++)
+			cnt[r->sel[t * k + j]] += 1;
+	}
+}
+
+double tern_moe_aux(int64_t E, const double *cnt, const double *prob, double rows, double coef, double *gp)
+{
+	double s = 0;
+	for (int64_t e = 0; e < E; e++) {
+		s += cnt[e] * prob[e];
+		gp[e] = rows > 0 ? coef * (double)E * cnt[e] / (rows * rows) : 0.0;
+	}
+	return rows > 0 ? (double)E * s / (rows * rows) : 0.0;
 }

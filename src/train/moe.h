@@ -41,8 +41,22 @@ void tern_moe_route_free(struct tern_moe_route *r);
 /* Routes T <= r->T tokens from logits [T, E]. */
 void tern_moe_route(struct tern_moe_route *r, const float *logits, int64_t T, bool norm_topk);
 
-/* dlogits[T, E] (=) from dwrow[icap] (the gradient of each row's weight, ioff layout). */
+/* dlogits[T, E] (=) from dwrow[icap] (the gradient of each row's weight, ioff layout) and, when
+ * gp is not NULL, gp[E] added to the gradient of every real token's probabilities p[t, e]
+ * (seg[t] >= 0; the load-balancing loss, below). */
 void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int64_t T, bool norm_topk,
-			float *dlogits);
+			const double *gp, const int32_t *seg, float *dlogits);
+
+/* The load-balancing loss as transformers' load_balancing_loss_func computes it (Mixtral,
+ * Qwen3-MoE, output_router_logits): over the rows of every sparse layer whose token is real
+ * (attention_mask 1; here seg[t] >= 0),
+ *	aux = E · Σ_e (C_e / N) · (P_e / N)
+ * C_e the number of top-k choices of expert e, P_e the sum of p[·, e], N the rows. The top-k mask
+ * has no gradient: d aux / d p[row, e] = E · C_e / N² for each counted row.
+ * tern_moe_aux_add adds one layer's routing to the sums (cnt, prob [E], *rows); tern_moe_aux
+ * returns aux from them and writes gp[e] = coef · E · C_e / N² (0 when N = 0). */
+void tern_moe_aux_add(const struct tern_moe_route *r, int64_t T, const int32_t *seg, double *cnt,
+		      double *prob, double *rows);
+double tern_moe_aux(int64_t E, const double *cnt, const double *prob, double rows, double coef, double *gp);
 
 #endif

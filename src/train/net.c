@@ -29,6 +29,7 @@ struct layer_act {
 	 * and weights rw [icap]; the host routing they came from */
 	struct tern_view logits, xe, eg, eu, ea, ey, ridx, rw;
 	struct tern_view elu[2]; /* expert LoRA u [cap,R]: gate_up (shared by gate and up), down */
+	struct tern_view rlu;    /* router LoRA u [T,R] */
 	struct tern_moe_route *route;
 };
 
@@ -139,11 +140,20 @@ struct tern_net {
 	float *hlog, *hdw;
 	struct tern_moe_route **routes; /* [L] (one with checkpointing) */
 	/* expert LoRA of sparse layer l, slot k (0 gate_up: A [R,D], B [2Fe,R] per expert, gate rows
-	 * first; 1 down: A [R,Fe], B [D,R]): xslot[l*2+k], the E experts' A then their B, each
-	 * expert's block contiguous (B is PEFT's interleaved [O, R·E] only on the host) */
+	 * first; 1 down: A [R,Fe], B [D,R]): xslot[l*XS+k], the E experts' A then their B, each
+	 * expert's block contiguous (B is PEFT's interleaved [O, R·E] only on the host); slot 2 the
+	 * router's LoRA, one A [R,D] and B [E,R] */
 	struct lora_slot *xslot;
 	struct tern_view dlogits, dye, dys, dxe, dwrow, iota;
+	/* the load-balancing loss (o.aux_coef > 0): this micro-batch's sums over the sparse layers
+	 * (choices, probabilities [E], rows), d aux / d p [E] (moe.h), the window's aux_coef · aux;
+	 * aux_on while the micro-batch's first forward runs (not a recomputation), hseg its segments */
+	double *aux_cnt, *aux_prob, *aux_gp, aux_rows, aux_sum;
+	bool aux_on;
+	const int32_t *hseg;
 };
+
+#define XS 3 /* expert LoRA slots per layer: gate_up, down, router */
 
 static const enum tern_role mod_role[TERN_MOD_COUNT] = {
 	TERN_ROLE_Q, TERN_ROLE_K, TERN_ROLE_V, TERN_ROLE_O, TERN_ROLE_GATE, TERN_ROLE_UP, TERN_ROLE_DOWN};
@@ -274,18 +284,19 @@ static void plan_lora(struct tern_net *n, const struct tern_model_config *c,
 			off += (size_t)(s->O * R) * 4;
 		}
 	for (int l = 0; l < L && n->xslot; l++)
-		for (int k = 0; k < 2; k++) {
-			struct lora_slot *s = &n->xslot[l * 2 + k];
-			s->I = k ? n->Fe : n->D;
-			s->O = k ? n->D : 2 * n->Fe;
+		for (int k = 0; k < XS; k++) {
+			struct lora_slot *s = &n->xslot[l * XS + k];
+			int64_t ne = k == 2 ? 1 : n->E; /* the router has one A/B */
+			s->I = k == 1 ? n->Fe : n->D;
+			s->O = k == 2 ? n->E : k ? n->D : 2 * n->Fe;
 			if (!((n->o.experts >> k) & 1u) || !tern_model_layer_moe(c, l)) {
 				s->offA = s->offB = SIZE_MAX;
 				continue;
 			}
 			s->offA = off;
-			off += (size_t)(n->E * R * s->I) * 4;
+			off += (size_t)(ne * R * s->I) * 4;
 			s->offB = off;
-			off += (size_t)(n->E * s->O * R) * 4;
+			off += (size_t)(ne * s->O * R) * 4;
 		}
 	n->lora_bytes = off;
 	n->lora_n = (int64_t)(off / 4);
@@ -394,6 +405,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 			for (int k = 0; k < 2; k++)
 				if ((n->o.experts >> k) & 1u)
 					take(&ap, &a->elu[k], (size_t)(n->cap * R) * 4);
+			if ((n->o.experts >> 2) & 1u)
+				take(&ap, &a->rlu, (size_t)(T * R) * 4);
 		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++)
 			if (targeted(n, mo))
@@ -605,7 +618,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		st = need_op(be, TERN_OP_ACT_QUANT8, TERN_F32, "BitNet activations");
 	if (st != TERN_OK)
 		goto out;
-	if (o->experts && (!n->any_moe || (o->experts >> 2) || o->dropout > 0.0f)) {
+	if (o->experts && (!n->any_moe || (o->experts >> 3) || o->dropout > 0.0f)) {
 		st = tern_fail(
 			TERN_E_INVALID,
 			"net: LoRA on experts 0x%x needs a mixture-of-experts model and lora_dropout 0 "
@@ -680,7 +693,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->la = tern_calloc((size_t)L, sizeof *n->la);
 	n->xin = tern_calloc((size_t)(L + 1), sizeof *n->xin);
 	if (o->experts)
-		n->xslot = tern_calloc((size_t)(2 * L), sizeof *n->xslot);
+		n->xslot = tern_calloc((size_t)(XS * L), sizeof *n->xslot);
 	if (!n->lw || !n->slot || !n->la || !n->xin || (o->experts && !n->xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 		goto out;
@@ -898,7 +911,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		n->hlog = tern_malloc((size_t)(T * n->E) * 4);
 		n->hdw = tern_malloc((size_t)n->icap * 4);
 		int32_t *iota = tern_malloc((size_t)T * 4);
-		if (!n->routes || !n->hlog || !n->hdw || !iota) {
+		if (o->aux_coef > 0)
+			n->aux_cnt = tern_calloc((size_t)(3 * n->E), sizeof *n->aux_cnt);
+		n->aux_prob = n->aux_cnt ? n->aux_cnt + n->E : NULL;
+		n->aux_gp = n->aux_cnt ? n->aux_cnt + 2 * n->E : NULL;
+		if (!n->routes || !n->hlog || !n->hdw || !iota || (o->aux_coef > 0 && !n->aux_cnt)) {
 			free(iota);
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
@@ -960,6 +977,7 @@ void tern_net_free(struct tern_net *n)
 	free(n->routes);
 	free(n->hlog);
 	free(n->hdw);
+	free(n->aux_cnt);
 	if (n->lw)
 		for (int64_t l = 0; l < n->L; l++) {
 			free(n->lw[l].ew);
@@ -1084,16 +1102,17 @@ static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s,
 	enum tern_status st = TERN_OK;
 	float *tmp = NULL;
 	for (int l = 0; l < n->L && st == TERN_OK && n->xslot; l++)
-		for (int k = 0; k < 2 && st == TERN_OK; k++) {
-			const struct lora_slot *sl = &n->xslot[l * 2 + k];
+		for (int k = 0; k < XS && st == TERN_OK; k++) {
+			const struct lora_slot *sl = &n->xslot[l * XS + k];
 			if (sl->offA == SIZE_MAX)
 				continue;
 			struct tern_lora_tensor *t =
 				tern_lora_at(s, l, (enum tern_module)(TERN_LORA_EXP_GATE_UP + k));
-			if (t->I != sl->I || t->O != sl->O || t->r != n->E * n->R)
+			int64_t ne = k == 2 ? 1 : n->E; /* the router: one A/B, B as PEFT stores it */
+			if (t->I != sl->I || t->O != sl->O || t->r != ne * n->R)
 				return tern_fail(TERN_E_INVALID,
 						 "net: expert LoRA of layer %d differs in shape", l);
-			size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+			size_t na = (size_t)(ne * n->R * sl->I) * 4, nb = (size_t)(ne * sl->O * n->R) * 4;
 			free(tmp); /* B's permutation, per slot (gate_up and down differ in size) */
 			if (!(tmp = tern_malloc(nb)))
 				return tern_fail(TERN_E_NOMEM, "net: out of host memory");
@@ -1105,7 +1124,7 @@ static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s,
 				struct tern_view va = gview(n, bufs[q], sl->offA, na),
 						 vb = gview(n, bufs[q], sl->offB, nb);
 				if (up) {
-					permute_b(tmp, hb[q], sl->O, n->R, n->E, true);
+					permute_b(tmp, hb[q], sl->O, n->R, ne, true);
 					st = vt->upload(n->be, va, ha[q]);
 					if (st == TERN_OK)
 						st = vt->upload(n->be, vb, tmp);
@@ -1114,7 +1133,7 @@ static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s,
 					if (st == TERN_OK)
 						st = vt->download(n->be, tmp, vb);
 					if (st == TERN_OK)
-						permute_b(hb[q], tmp, sl->O, n->R, n->E, false);
+						permute_b(hb[q], tmp, sl->O, n->R, ne, false);
 				}
 			}
 		}
@@ -1124,10 +1143,11 @@ static enum tern_status expert_copy(struct tern_net *n, struct tern_lora_set *s,
 
 enum tern_status tern_net_expert_grad(struct tern_net *n, int l, int k, float *dA, float *dB)
 {
-	if (l < 0 || l >= n->L || k < 0 || k > 1 || !n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+	if (l < 0 || l >= n->L || k < 0 || k >= XS || !n->xslot || n->xslot[l * XS + k].offA == SIZE_MAX)
 		return tern_fail(TERN_E_INVALID, "net: layer %d has no expert LoRA slot %d", l, k);
-	const struct lora_slot *sl = &n->xslot[l * 2 + k];
-	size_t na = (size_t)(n->E * n->R * sl->I) * 4, nb = (size_t)(n->E * sl->O * n->R) * 4;
+	const struct lora_slot *sl = &n->xslot[l * XS + k];
+	int64_t ne = k == 2 ? 1 : n->E;
+	size_t na = (size_t)(ne * n->R * sl->I) * 4, nb = (size_t)(ne * sl->O * n->R) * 4;
 	float *tmp = tern_malloc(nb);
 	if (!tmp)
 		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
@@ -1135,7 +1155,7 @@ enum tern_status tern_net_expert_grad(struct tern_net *n, int l, int k, float *d
 	if (st == TERN_OK)
 		st = n->be->vt->download(n->be, tmp, gview(n, n->grads, sl->offB, nb));
 	if (st == TERN_OK)
-		permute_b(dB, tmp, sl->O, n->R, n->E, false);
+		permute_b(dB, tmp, sl->O, n->R, ne, false);
 	free(tmp);
 	return st;
 }
@@ -1456,9 +1476,9 @@ static struct tern_view rows(struct tern_view v, int64_t r0, int64_t nr, int64_t
 static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern_buffer *b,
 		  struct tern_view *A, struct tern_view *B)
 {
-	if (!n->xslot || n->xslot[l * 2 + k].offA == SIZE_MAX)
+	if (!n->xslot || n->xslot[l * XS + k].offA == SIZE_MAX)
 		return false;
-	const struct lora_slot *sl = &n->xslot[l * 2 + k];
+	const struct lora_slot *sl = &n->xslot[l * XS + k];
 	size_t na = (size_t)(n->R * sl->I) * 4, nb = (size_t)(sl->O * n->R) * 4;
 	*A = gview(n, b, sl->offA + (size_t)e * na, na);
 	*B = gview(n, b, sl->offB + (size_t)e * nb, nb);
@@ -1479,9 +1499,18 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 	struct tern_moe_route *r = a->route;
 	int64_t D = n->D, E = n->E, Fe = n->Fe;
 	enum tern_status st;
-	TRY(tern_matmul(be, rows(a->logits, 0, T, E), rows(xn, 0, T, D), &w->router, T, TERN_F32));
+	struct tern_view A, B;
+	if (lora && xlora(n, l, 2, 0, n->params, &A, &B)) { /* the router's LoRA */
+		struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = n->o.scale, .prec = TERN_F32};
+		TRY(tern_lora_forward(be, rows(a->logits, 0, T, E), rows(a->rlu, 0, T, n->R), n->xd,
+				      rows(xn, 0, T, D), &w->router, &lo, T));
+	} else {
+		TRY(tern_matmul(be, rows(a->logits, 0, T, E), rows(xn, 0, T, D), &w->router, T, TERN_F32));
+	}
 	TRY(vt->download(be, n->hlog, rows(a->logits, 0, T, E)));
 	tern_moe_route(r, n->hlog, T, n->m->cfg.norm_topk);
+	if (n->aux_on)
+		tern_moe_aux_add(r, T, n->hseg, n->aux_cnt, n->aux_prob, &n->aux_rows);
 	TRY(ensure_experts(n, l, r));
 	TRY(vt->upload(be, a->ridx, r->idx));
 	TRY(vt->upload(be, a->rw, r->wrow));
@@ -1494,7 +1523,7 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 		struct tern_view xe = rows(a->xe, o, ne, D), ye = rows(a->ey, o, ne, D);
 		struct tern_view g = rows(a->eg, o, ne, Fe), u = rows(a->eu, o, ne, Fe),
 				 h = rows(a->ea, o, ne, Fe);
-		struct tern_view A, B, t = rows(a->elu[0], o, ne, n->R);
+		struct tern_view t = rows(a->elu[0], o, ne, n->R);
 		float sc = n->o.scale;
 		TRY(tern_gather_rows(be, xe, xn, idx, ne, T, D));
 		TRY(tern_matmul(be, g, xe, &w->ew[3 * e], ne, n->o.prec));
@@ -1544,9 +1573,19 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 		TRY(tern_rowdot(be, rows(n->dwrow, io, ne, 1), dye, rows(a->ey, o, ne, D), ne, D));
 	}
 	TRY(vt->download(be, n->hdw, n->dwrow));
-	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->hlog);
+	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->aux_cnt ? n->aux_gp : NULL, n->hseg,
+			   n->hlog);
 	TRY(vt->upload(be, rows(n->dlogits, 0, T, E), n->hlog));
-	TRY(tern_matmul_bwd(be, dxn, rows(n->dlogits, 0, T, E), &w->router, T, false, TERN_F32));
+	struct tern_view A, B, dA, dB;
+	if (xlora(n, l, 2, 0, n->params, &A, &B)) { /* the router's LoRA */
+		struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = n->o.scale, .prec = TERN_F32};
+		xlora(n, l, 2, 0, n->grads, &dA, &dB);
+		TRY(tern_lora_backward(be, dxn, dA, dB, rows(n->dul, 0, T, n->R), n->tmp,
+				       rows(n->dlogits, 0, T, E), rows(a->xn2, 0, T, D), n->xd,
+				       rows(a->rlu, 0, T, n->R), &w->router, &lo, T, false));
+	} else {
+		TRY(tern_matmul_bwd(be, dxn, rows(n->dlogits, 0, T, E), &w->router, T, false, TERN_F32));
+	}
 	for (int64_t e = 0; e < E; e++) {
 		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
 		if (!ne)
@@ -1558,7 +1597,7 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 		TRY(vt->zero(be, dys));
 		TRY(tern_scatter_add_rows(be, dys, rows(n->dye, o, ne, D), rows(n->iota, 0, ne, 1), wr, ne,
 					  ne, D)); /* dys = w · dy rows */
-		struct tern_view A, B, dA, dB, xe = rows(a->xe, o, ne, D), dt = rows(n->dul, 0, ne, n->R);
+		struct tern_view xe = rows(a->xe, o, ne, D), dt = rows(n->dul, 0, ne, n->R);
 		float sc = n->o.scale;
 		if (xlora(n, l, 1, e, n->params, &A, &B)) {
 			struct tern_lora lo = {.A = A, .B = B, .R = n->R, .scale = sc, .prec = n->o.prec};
@@ -1704,6 +1743,7 @@ enum tern_status tern_net_zero(struct tern_net *n)
 			st = vt->zero(n->be, full_view(n, FB_GRAD, (enum tern_full)f));
 	if (st == TERN_OK)
 		st = vt->zero(n->be, n->loss);
+	n->aux_sum = 0;
 	return st;
 }
 
@@ -1762,11 +1802,26 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
 	if (x16)
 		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
+	n->hseg = segments;
+	n->aux_on = n->aux_cnt && backward;
+	if (n->aux_on) {
+		memset(n->aux_cnt, 0, (size_t)(2 * n->E) * sizeof *n->aux_cnt);
+		n->aux_rows = 0;
+	}
 	for (int l = 0; l < L; l++) {
 		TRY(layer_input(n, l, &x));
-		TRY(layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro));
+		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro);
+		if (st) {
+			n->aux_on = false;
+			return st;
+		}
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], TERN_F16, n->tmpD, TERN_F32, T * D));
+	}
+	if (n->aux_on) { /* the sums are complete: the loss, and d aux / d p for the backward */
+		n->aux_on = false;
+		n->aux_sum += n->o.aux_coef * tern_moe_aux(n->E, n->aux_cnt, n->aux_prob, n->aux_rows,
+							   n->o.aux_coef, n->aux_gp);
 	}
 	TRY(layer_input(n, (int)L, &x));
 	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
@@ -1795,7 +1850,7 @@ enum tern_status tern_net_loss(struct tern_net *n, double *loss)
 {
 	float f = 0;
 	enum tern_status st = n->be->vt->download(n->be, &f, n->loss);
-	*loss = f;
+	*loss = f + n->aux_sum;
 	return st;
 }
 
@@ -1894,7 +1949,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 	n.la = tern_calloc((size_t)c->L, sizeof *n.la);
 	n.xin = tern_calloc((size_t)(c->L + 1), sizeof *n.xin);
 	if (o->experts && n.any_moe)
-		n.xslot = tern_calloc((size_t)(2 * c->L), sizeof *n.xslot);
+		n.xslot = tern_calloc((size_t)(XS * c->L), sizeof *n.xslot);
 	enum tern_status st = TERN_OK;
 	if (!n.slot || !n.la || !n.xin || (o->experts && n.any_moe && !n.xslot)) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");

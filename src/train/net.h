@@ -63,6 +63,8 @@ struct tern_net_opts {
 	int slots;            /* device slots for streamed layers (>= 2 when one streams; 0: 2) */
 	enum tern_dtype prec; /* product precision of the base matmuls, attention and lm_head
 			       * (compute_dtype; TERN_F32 = 0 by default) */
+	double aux_coef;      /* > 0: each trained micro-batch adds aux_coef · the load-balancing loss
+			       * of its sparse layers (moe.h) to the loss and its gradient */
 };
 
 /* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,
@@ -122,6 +124,9 @@ enum tern_status tern_net_zero(struct tern_net *n);
 
 /* One micro-batch of T tokens (i32 each: tokens, shifted targets (-100: not trained), positions,
  * segments). loss += inv_n · Σ CE over trained targets; with backward, every LoRA gradient +=.
+ * With backward and o.aux_coef > 0 also loss += aux_coef · aux of this micro-batch (not scaled by
+ * inv_n: transformers adds it to each forward's loss, and its Trainer does not divide a loss
+ * normalised by num_items_in_batch by the accumulation steps), and its gradient.
  * step and micro select the dropout masks. */
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
 				const int32_t *positions, const int32_t *segments, float inv_n, bool backward,

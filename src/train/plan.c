@@ -109,6 +109,8 @@ unsigned tern_plan_experts(const struct tern_config *cfg)
 	unsigned e = 0;
 	for (int i = 0; i < cfg->n_target_parameters; i++)
 		e |= tern_expert_param_bit(cfg->lora_target_parameters[i]);
+	for (int i = 0; i < cfg->n_target_modules; i++) /* PEFT's target_modules "gate": the router */
+		e |= !strcmp(cfg->lora_target_modules[i], "gate") ? 4u : 0u;
 	return e;
 }
 

@@ -393,6 +393,7 @@ static enum tern_status open_net(struct session *s)
 		.checkpointing = c->gradient_checkpointing,
 		.seed = (uint64_t)c->seed,
 		.prec = s->prec,
+		.aux_coef = s->mc.E > 0 && s->mc.router_logits ? s->mc.router_aux_coef : 0,
 	};
 	/* a device that refuses an allocation the plan counted on: re-plan with 3/4 of the budget */
 	for (int attempt = 0;; attempt++) {
@@ -439,6 +440,10 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 {
 	struct tern_config *c = s->cfg;
 	enum tern_status st = tern_model_config_load(s->model_dir, &s->mc);
+	if (c->output_router_logits >= 0) /* model_config overrides (axolotl) */
+		s->mc.router_logits = c->output_router_logits;
+	if (c->router_aux_loss_coef >= 0)
+		s->mc.router_aux_coef = c->router_aux_loss_coef;
 	if (st == TERN_OK)
 		st = tern_model_config_check(&s->mc, s->model_dir);
 	if (st != TERN_OK)
@@ -464,9 +469,15 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 	if (experts && s->mc.E <= 0)
 		return tern_fail(
 			TERN_E_INVALID,
-			"%s: lora_target_parameters names expert parameters, but %s is not a mixture of "
-			"experts (remove lora_target_parameters)",
+			"%s: lora_target_parameters (or lora_target_modules: gate) names expert or router "
+			"parameters, but %s is not a mixture of experts (remove them)",
 			c->file ? c->file : "config", s->mc.model_type);
+	if ((experts & 4u) && c->lora_expert_layout == 1)
+		return tern_fail(
+			TERN_E_UNSUPPORTED,
+			"%s: lora_expert_layout: per_expert with LoRA on the router (gate): tern "
+			"writes the router's LoRA only in PEFT's layout (set lora_expert_layout: peft)",
+			c->file ? c->file : "config");
 	if (experts && c->lora_dropout > 0)
 		return tern_fail(
 			TERN_E_INVALID,
