@@ -46,5 +46,7 @@ target_compile_options(ternlib PRIVATE "$<$<COMPILE_LANGUAGE:CUDA>:${TERN_CUDA_F
 set_source_files_properties(
   ${CMAKE_CURRENT_SOURCE_DIR}/src/backend/cuda/k_elem.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/backend/cuda/k_quant.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/backend/cuda/k_moe.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/backend/cuda/k_bitnet.cu
   PROPERTIES COMPILE_OPTIONS "--fmad=false")
 message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES}")

@@ -1,7 +1,8 @@
 /* tern generate (issue 13): greedy continuations equal transformers' generate(do_sample=False)
  * token for token (tests/data/generate/expected.jsonl, tools/make_golden_generate.py) on the golden
- * models with and without their adapters, on cpu (every case) and vulkan (lavapipe in CI: the
- * adapters' cases, the sliding window and tied embeddings; TERN_TEST_FULL=1: all); a streamed model
+ * models with and without their adapters, on cpu (every case), vulkan (lavapipe in CI) and cuda
+ * where present (the adapters' cases, the sliding window and tied embeddings; TERN_TEST_FULL=1:
+ * all; TERN_TEST_BACKEND=NAME: that backend only); a streamed model
  * (layers in host memory and on disk) gives the same ids as resident; sampling is reproducible by
  * seed and differs across seeds; the sampler's filters; bad inputs fail with one line. */
 #include "backend/backend.h"
@@ -71,7 +72,7 @@ static bool backend_ok(const char *bname)
 		tern_backend_free(be);
 	if (st == TERN_OK)
 		return true;
-	const char *req = getenv("TERN_REQUIRE_VULKAN");
+	const char *req = getenv(strcmp(bname, "cuda") ? "TERN_REQUIRE_VULKAN" : "TERN_REQUIRE_CUDA");
 	if (req && !strcmp(req, "1"))
 		check(false, "%s: backend unavailable: %s", bname, tern_error());
 	else
@@ -384,9 +385,9 @@ int main(void)
 	check(json_array_size(cases) >= 10 && llama6, "%s: %zu cases", path, json_array_size(cases));
 	sampler();
 	errors();
-	const char *bs[] = {"cpu", "vulkan"};
-	for (int b = 0; b < 2; b++) {
-		if (!backend_ok(bs[b]))
+	const char *bs[] = {"cpu", "vulkan", "cuda"}, *only = getenv("TERN_TEST_BACKEND");
+	for (int b = 0; b < 3; b++) {
+		if ((only && strcmp(only, bs[b])) || !backend_ok(bs[b]))
 			continue;
 		golden(bs[b], cases);
 		if (llama6)

@@ -5,15 +5,20 @@
 #
 #   tools/cuda_device_check.sh build   on the build machine (nvcc, no GPU needed): configures and
 #                                      builds build-cuda/ for sm_90 (H100/H200) with -Werror
-#   tools/cuda_device_check.sh run     on the GPU machine: tern devices, test_cuda, then test_ops,
-#                                      test_golden and test_stream on the cuda backend only, then
-#                                      `tern bench ops --backend cuda` at T=2048 O=I=4096
+#   tools/cuda_device_check.sh run [TEST...]
+#                                      on the GPU machine: tern devices, test_cuda, then test_ops,
+#                                      test_golden, test_golden_moe (test_golden's moe cases),
+#                                      test_stream and test_generate on the cuda backend only, then
+#                                      `tern bench ops --backend cuda` at T=2048 O=I=4096; with
+#                                      TEST names, only those tests (no bench)
 #
 # The run step needs what the build step made, and the Debian libraries of gpu-machine.md (.gl/):
 # with the device tool, carry [".gl", "build-cuda/tern", "build-cuda/tests/test_cuda",
-# "build-cuda/tests/test_ops", "build-cuda/tests/test_golden", "build-cuda/tests/test_stream"]
+# "build-cuda/tests/test_ops", "build-cuda/tests/test_golden", "build-cuda/tests/test_stream",
+# "build-cuda/tests/test_generate"]
 # (about 20 MiB at one architecture). Logs go to $OUT (else /tmp/tern-cuda-check); each test's
-# last line is its summary. TERN_REQUIRE_CUDA=1 makes "cuda: no device" a failure, not "not run".
+# last line is its summary; each test runs under its own time limit (TEST_TIMEOUT overrides them
+# all). TERN_REQUIRE_CUDA=1 makes "cuda: no device" a failure, not "not run".
 # ARCH=90 is the default architecture; ARCH=native builds for the card of the machine it runs on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +32,10 @@ build)
 	}
 	cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DTERN_WERROR=ON -DTERN_CUDA=ON \
 		-DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${ARCH:-90}" >/dev/null || exit 1
-	cmake --build build-cuda -j"${TERN_JOBS:-2}" --target tern test_cuda test_ops test_golden test_stream ||
+	cmake --build build-cuda -j"${TERN_JOBS:-2}" --target tern test_cuda test_ops test_golden test_stream \
+		test_generate ||
 		exit 1
-	ls -la build-cuda/tern build-cuda/tests/test_{cuda,ops,golden,stream}
+	ls -la build-cuda/tern build-cuda/tests/test_{cuda,ops,golden,stream,generate}
 	;;
 run)
 	out=${OUT:-/tmp/tern-cuda-check}
@@ -56,15 +62,25 @@ run)
 	ldd build-cuda/tern | grep -E "cuda|cublas" | tee "$out/ldd.txt"
 	build-cuda/tern devices 2>&1 | tee "$out/devices.txt"
 	rc=0
-	for t in test_cuda test_ops test_golden test_stream; do
+	shift
+	# name:binary:extra environment:seconds
+	tests="test_cuda:test_cuda::120 test_ops:test_ops::900 test_golden:test_golden::900
+		test_golden_moe:test_golden:TERN_GOLDEN_CASE=moe:300 test_stream:test_stream::300
+		test_generate:test_generate::300"
+	for spec in $tests; do
+		IFS=: read -r t bin env lim <<<"$spec"
+		if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$t"; then
+			continue
+		fi
 		echo "== $t (cuda)"
 		start=$(date +%s)
-		timeout "${TEST_TIMEOUT:-900}" "build-cuda/tests/$t" >"$out/$t.txt" 2>&1
+		env $env timeout "${TEST_TIMEOUT:-$lim}" "build-cuda/tests/$bin" >"$out/$t.txt" 2>&1
 		r=$?
 		echo "$t: exit $r in $(($(date +%s) - start)) s; $(tail -1 "$out/$t.txt")"
 		grep -E "FAIL|fail " "$out/$t.txt" | head -40
 		[ $r = 0 ] || rc=1
 	done
+	[ $# -gt 0 ] && exit $rc
 	echo "== bench ops (cuda, T=2048 O=I=4096; the H200's dense bf16 peak is about 790 TFLOP/s)"
 	for p in f32 f16 bf16; do
 		build-cuda/tern bench ops --backend cuda --T 2048 --O 4096 --I 4096 --prec "$p" --peak 790 \

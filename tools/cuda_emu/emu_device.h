@@ -59,6 +59,12 @@ inline float __int_as_float(int i)
 	memcpy(&f, &i, 4);
 	return f;
 }
+inline int atomicAdd(int *p, int v)
+{
+	int old = *p;
+	*p = old + v;
+	return old;
+}
 inline unsigned atomicMax(unsigned *p, unsigned v)
 {
 	unsigned old = *p;

@@ -2,6 +2,7 @@
  * against the compute stream with events), memory_info, the profile (event pairs per front-door
  * op) and the vtable. The ops are in cu_ops.c and cu_mm.c, their kernels in k_*.cu. */
 #include "backend/cuda/cu.h"
+#include "backend/cuda/cu_more.h"
 #include "quant/quant.h"
 
 #include <stdarg.h>
@@ -452,6 +453,8 @@ static enum tern_status cu_memory_info(struct tern_backend *be, uint64_t *budget
 
 static bool cu_supports(struct tern_backend *be, enum tern_op op, enum tern_dtype wt)
 {
+	if (wt == TERN_TERNARY && (op == TERN_OP_MATMUL_GROUPED || op == TERN_OP_MATMUL_GROUPED_BWD))
+		return false; /* one scale per matrix, not per expert (the front door refuses it) */
 	return tern_backend_has_op(be, op) && (unsigned)wt < TERN_DTYPE_COUNT;
 }
 
@@ -540,6 +543,16 @@ static const struct tern_backend_vtable cu_vtable = {
 	.attention = tern_cu_attention,
 	.attention_bwd = tern_cu_attention_bwd,
 	.ce_loss = tern_cu_ce_loss,
+	/* cu_more.h */
+	.attention_kv = tern_cu_attention_kv,
+	.gather_rows = tern_cu_gather_rows,
+	.scatter_add_rows = tern_cu_scatter_add_rows,
+	.rowdot = tern_cu_rowdot,
+	.act_quant8 = tern_cu_act_quant8,
+	.route_topk = tern_cu_route_topk,
+	.route_topk_bwd = tern_cu_route_topk_bwd,
+	.matmul_grouped = tern_cu_matmul_grouped,
+	.matmul_grouped_bwd = tern_cu_matmul_grouped_bwd,
 };
 
 /* ---- devices ---------------------------------------------------------------------------------- */

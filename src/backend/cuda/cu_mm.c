@@ -374,3 +374,9 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 	}
 	return tern_cu_check(cuk_ce_total(tern_cu_stream(c), lp, term, T, inv_n), op);
 }
+
+/* For the grouped matmul (cu_moe.c, cu_more.h). */
+enum tern_status tern_cu_weight_open(const char *op, const struct tern_weight *w, struct cuk_weight *kw)
+{
+	return weight_open(op, w, kw);
+}
