@@ -35,22 +35,8 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 mpi2() { mpirun -n 2 --bind-to none "$@"; }
 
 # 16 pretokenized samples of 20..59 ids (a fixed LCG), packed into rows of 64
-i=0
-x=7
-: >"$tmp/d.jsonl"
-while [ $i -lt 16 ]; do
-	x=$(((x * 1103515245 + 12345) % 2147483648))
-	n=$((20 + x % 40))
-	ids=""
-	j=0
-	while [ $j -lt $n ]; do
-		x=$(((x * 1103515245 + 12345) % 2147483648))
-		ids="$ids${ids:+, }$((3 + x % 253))"
-		j=$((j + 1))
-	done
-	echo "{\"input_ids\": [$ids]}" >>"$tmp/d.jsonl"
-	i=$((i + 1))
-done
+. "$(dirname "$0")/lcg_data.sh"
+lcg_samples "$tmp/d.jsonl" 16
 cat >"$tmp/c.yaml" <<Y
 base_model: $data/models/llama6
 adapter: qlora
