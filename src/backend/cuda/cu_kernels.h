@@ -81,9 +81,9 @@ cudaError_t cuk_embed_bwd(cudaStream_t s, float *dE, const float *dy, const int3
 struct cuk_attn {
 	int64_t T, H, Hkv, Dh, window;
 	float scale;
-	/* 1: q, k, v, P, dO and dS rounded to bf16 for the tensor cores (backend.h's TERN_BF16),
-	 * softmax, lse and sums in fp32; only on compute 8.0 and later, and only for the head sizes
-	 * cuk_attention_mma_dh takes (the fp32 kernels run otherwise). */
+	/* 1 (compute 8.0 and later only): q, k, v, P, dO and dS rounded to bf16 for the tensor
+	 * cores (backend.h's TERN_BF16), softmax, lse and sums in fp32, for the head sizes
+	 * cuk_attention_mma_dh takes; the launchers run the fp32 kernels for the others. */
 	int bf16;
 };
 /* Whether the tensor-core kernels take head size Dh (16, 32, 64, 96, 128). */

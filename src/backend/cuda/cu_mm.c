@@ -338,13 +338,11 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		const float *xc = xp + t0 * D;
-		const void *xo = xc;
+		const void *xo = bf ? xbf : (const void *)xc; /* the chunk's x as the product's operand */
 		if (bf && (st = tern_cu_check(cuk_prec_operand(tern_cu_stream(c), xbf, TERN_BF16, xc, tn * D,
 							       c->absmax, NULL),
 					      "operand")))
 			return st;
-		if (bf)
-			xo = xbf;
 		for (int64_t v0 = 0; v0 < V; v0 += p.rows) { /* zᵀ[v0.., :] (vn×tn) = Wc · xcᵀ */
 			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
 			const void *Wc;

@@ -274,7 +274,7 @@ static enum tern_status attn_dh(const char *op, const struct tern_attn_args *a)
  * has bf16 MMA (compute 8.0 and later); fp32 otherwise, as backend.h lets a backend do. */
 static struct cuk_attn attn_of(struct cu_backend *c, const struct tern_attn_args *a)
 {
-	int bf16 = a->prec == TERN_BF16 && c->cc_major >= 8 && cuk_attention_mma_dh(a->Dh);
+	int bf16 = a->prec == TERN_BF16 && c->cc_major >= 8; /* the launcher checks the head size */
 	return (struct cuk_attn){a->T, a->H, a->Hkv, a->Dh, a->window, a->scale, bf16};
 }
 

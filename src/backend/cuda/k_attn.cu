@@ -448,10 +448,32 @@ __device__ inline void a_frag(uint32_t f[4], const uint16_t *tile, int r, int ks
 	f[3] = ld_pair(p + 8 * S + 8);
 }
 
-// Query i sees key j (backend.h): both real rows, j <= i, one segment, inside the window.
+// Query i sees key j (backend.h): a real query row (then j <= i is a real key too), one segment,
+// inside the window.
 __device__ inline bool sees(const cuk_attn &a, int64_t i, int64_t j, int32_t si, int32_t sj)
 {
 	return i < a.T && j <= i && si == sj && (a.window <= 0 || i - j < a.window);
+}
+
+// The key tile j0 .. j0+kMT of KV head gh into shared memory: K and V as bf16, the keys' segments.
+// Between two barriers: every warp has finished with the previous tile, and sees all of this one.
+template <int DH>
+__device__ inline void load_keys(uint16_t *Ks, uint16_t *Vs, int32_t *Sg, const float *k, const float *v,
+				 const int32_t *seg, int64_t j0, const cuk_attn &a, int64_t gh)
+{
+	__syncthreads();
+	load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+	load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+	for (int r = threadIdx.x; r < kMT; r += kMW * 32)
+		Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
+	__syncthreads();
+}
+
+// Whether no query row wlo .. wlo+15 of a warp sees a key of the tile at j0 (rows past T, or every
+// key of the tile before their window); keys after the rows end the walk instead.
+__device__ inline bool tile_unseen(const cuk_attn &a, int64_t j0, int64_t wlo)
+{
+	return wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1);
 }
 
 // s[4][4] (16 x 32) = the 16 rows of fragments fa (registers, KS k steps) times rows c0 .. c0+32
@@ -512,15 +534,9 @@ __global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float
 		for (int e = 0; e < 4; e++)
 			acc[n][e] = 0.0f;
 	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
-	int64_t first = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
-	for (int64_t j0 = first; j0 <= last; j0 += kMT) {
-		__syncthreads();
-		load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
-		load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-		for (int r = threadIdx.x; r < kMT; r += kMW * 32)
-			Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
-		__syncthreads();
-		if (wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1))
+	for (int64_t j0 = first_key(a, i0); j0 <= last; j0 += kMT) {
+		load_keys<DH>(Ks, Vs, Sg, k, v, seg, j0, a, gh);
+		if (tile_unseen(a, j0, wlo))
 			continue;
 		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
 			float s[4][4];
@@ -531,7 +547,7 @@ __global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float
 					int c = c0 + nt * 8 + 2 * t + (e & 1);
 					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
 							: sees(a, ib, j0 + c, sb, Sg[c]);
-					float x = ok && j0 + c < a.T ? s[nt][e] * c2 : -INFINITY;
+					float x = ok ? s[nt][e] * c2 : -INFINITY;
 					s[nt][e] = x;
 					if (e < 2)
 						xa = fmaxf(xa, x);
@@ -610,15 +626,9 @@ __global__ void mma_dq_kernel(float *dq, const float *dout, const float *q, cons
 		for (int e = 0; e < 4; e++)
 			acc[n][e] = 0.0f;
 	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
-	int64_t first = a.window > 0 && i0 - a.window + 1 > 0 ? i0 - a.window + 1 : 0;
-	for (int64_t j0 = first; j0 <= last; j0 += kMT) {
-		__syncthreads();
-		load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
-		load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-		for (int r = threadIdx.x; r < kMT; r += kMW * 32)
-			Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
-		__syncthreads();
-		if (wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1))
+	for (int64_t j0 = first_key(a, i0); j0 <= last; j0 += kMT) {
+		load_keys<DH>(Ks, Vs, Sg, k, v, seg, j0, a, gh);
+		if (tile_unseen(a, j0, wlo))
 			continue;
 		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
 			float s[4][4], dp[4][4];
@@ -629,9 +639,7 @@ __global__ void mma_dq_kernel(float *dq, const float *dout, const float *q, cons
 					int c = c0 + nt * 8 + 2 * t + (e & 1);
 					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
 							: sees(a, ib, j0 + c, sb, Sg[c]);
-					float p = ok && j0 + c < a.T
-							  ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb))
-							  : 0.0f;
+					float p = ok ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb)) : 0.0f;
 					s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
 				}
 			accumulate<DH>(acc, s, Ks, c0, g, t);
@@ -674,7 +682,7 @@ __global__ void mma_dkv_kernel(float *dk, float *dv, const float *dout, const fl
 		for (int e = 0; e < 4; e++)
 			dK[n][e] = dV[n][e] = 0.0f;
 	int64_t last = j0 + kMT - 1 < a.T - 1 ? j0 + kMT - 1 : a.T - 1;
-	int64_t end = a.window > 0 && last + a.window < a.T ? last + a.window : a.T;
+	int64_t end = query_end(a, last);
 	int64_t group = a.H / a.Hkv;
 	for (int64_t h = gh * group; h < (gh + 1) * group; h++)
 		for (int64_t i0 = j0; i0 < end; i0 += kMT) {
@@ -716,7 +724,7 @@ __global__ void mma_dkv_kernel(float *dk, float *dv, const float *dout, const fl
 					for (int e = 0; e < 4; e++) {
 						int c = c0 + nt * 8 + 2 * t + (e & 1);
 						int64_t i = i0 + c, j = e < 2 ? ja : jb;
-						bool ok = j < a.T && sees(a, i, j, Sq[c], e < 2 ? sa : sb);
+						bool ok = sees(a, i, j, Sq[c], e < 2 ? sa : sb);
 						float p = ok ? exp2f(s[nt][e] * c2 - Ls[c]) : 0.0f;
 						s[nt][e] = p;
 						dp[nt][e] = p * (dp[nt][e] - Ds[c]);
