@@ -32,6 +32,7 @@ const char *tern_plan_tier_name(enum tern_plan_tier t);
 #define TERN_PLAN_ITEMS 16
 #define TERN_PLAN_MAX_LAYERS 4096
 #define TERN_PLAN_DEFAULT_DEPTH 2
+#define TERN_PLAN_MAX_STAGES 64
 
 /* Auto budgets: device = heap - max(10 %, 512 MiB); host = MemAvailable - max(10 %, 1 GiB). */
 #define TERN_PLAN_DEVICE_MARGIN_MIN ((uint64_t)512 << 20)
@@ -48,6 +49,12 @@ struct tern_plan_item {
 struct tern_plan {
 	/* ---- inputs (prefetch_depth is read by the planner: 0 = TERN_PLAN_DEFAULT_DEPTH) ---- */
 	int prefetch_depth;
+	/* A layer split (layer_split, docs/ARCHITECTURE.md "Layer split"), read by the planner too:
+	 * stages devices (0 or 1: no split; with a layer_split list of k boundaries, 0 means k + 1)
+	 * of which this plan is stage `stage` (0-based): its layers, its fixed costs (the embeddings
+	 * on the first stage, lm_head and final norm on the last, the LoRA block whole on every one)
+	 * and its own tiers. */
+	int stages, stage;
 	char model_type[32];
 	char format[16];             /* base format of the projections ("nf4-dq", ...) */
 	int64_t L, E, top_k;         /* layers; Mixtral experts (0 otherwise) */
@@ -76,9 +83,17 @@ struct tern_plan {
 	int n_host_reserve;
 	uint64_t host_reserve_bytes;
 
+	/* ---- layer split ---- */
+	int64_t l0, l1;                          /* this stage's layers [l0, l1); 0, L without a split */
+	int64_t split[TERN_PLAN_MAX_STAGES + 1]; /* each stage's first layer, split[stages] = L */
+	/* each stage's weights: its layers + the global tensors it holds (the bytes the auto split
+	 * balances: it minimises the largest) */
+	uint64_t stage_weights[TERN_PLAN_MAX_STAGES];
+
 	/* ---- placement ---- */
-	uint8_t tier[TERN_PLAN_MAX_LAYERS]; /* enum tern_plan_tier of layer l */
-	int64_t n_layers[TERN_PLAN_TIERS];
+	uint8_t tier[TERN_PLAN_MAX_LAYERS]; /* enum tern_plan_tier of layer l; TERN_PLAN_TIERS: a layer
+					     * of another stage */
+	int64_t n_layers[TERN_PLAN_TIERS];  /* of this stage's layers */
 	/* device: fixed + slots + device layers; host: reserve + host layers; disk: disk layers */
 	uint64_t used[TERN_PLAN_TIERS];
 

@@ -21,9 +21,19 @@ static enum tern_status single_bcast(void *buf, size_t bytes, int root) { return
 static enum tern_status single_barrier(void) { return TERN_OK; }
 static void single_finalize(void) {}
 static void single_abort(int code) {}
+static enum tern_status single_send(const void *buf, size_t bytes, int to)
+{
+	return tern_fail(TERN_E_UNSUPPORTED, "dist: send to rank %d: one process has no other rank", to);
+}
+static enum tern_status single_recv(void *buf, size_t bytes, int from)
+{
+	return tern_fail(TERN_E_UNSUPPORTED, "dist: receive from rank %d: one process has no other rank",
+			 from);
+}
 
 const struct tern_dist_ops tern_dist_single_ops = {
-	"single", single_allreduce, single_bcast, single_barrier, single_finalize, single_abort,
+	"single",        single_allreduce, single_bcast, single_barrier,
+	single_finalize, single_abort,     single_send,  single_recv,
 };
 
 /* ---- the group ---- */

@@ -26,6 +26,11 @@ struct tern_dist_ops {
 	enum tern_status (*barrier)(void);
 	void (*finalize)(void);
 	void (*abort)(int code);
+	/* point to point (a layer split's boundary, src/train/trainer.c): bytes of buf to rank `to`,
+	 * which receives them with recv(buf, bytes, from); blocking, in the order sent. The
+	 * one-process group has no peer and refuses. */
+	enum tern_status (*send)(const void *buf, size_t bytes, int to);
+	enum tern_status (*recv)(void *buf, size_t bytes, int from);
 };
 
 /* The ops of the group tern_dist_init set up (single's before it). */
@@ -40,6 +45,14 @@ static inline enum tern_status tern_dist_bcast(void *buf, size_t bytes, int root
 	return tern_dist_ops()->bcast(buf, bytes, root);
 }
 static inline enum tern_status tern_dist_barrier(void) { return tern_dist_ops()->barrier(); }
+static inline enum tern_status tern_dist_send(const void *buf, size_t bytes, int to)
+{
+	return tern_dist_ops()->send(buf, bytes, to);
+}
+static inline enum tern_status tern_dist_recv(void *buf, size_t bytes, int from)
+{
+	return tern_dist_ops()->recv(buf, bytes, from);
+}
 
 /* The device index rank r takes (r = tern_dist_rank()): the r-th entry of TERN_DEVICES (a comma
  * list, one per rank: `tern train --devices 0,1` sets it) when set; else, with several ranks on a

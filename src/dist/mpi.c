@@ -105,8 +105,34 @@ static void mpi_finalize(void)
 
 static void mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
+/* in pieces of at most 1 GiB (MPI counts are int) */
+#define PIECE ((size_t)1 << 30)
+
+static enum tern_status mpi_send(const void *buf, size_t bytes, int to)
+{
+	enum tern_status st = TERN_OK;
+	for (size_t off = 0; off < bytes && st == TERN_OK; off += PIECE) {
+		size_t c = bytes - off < PIECE ? bytes - off : PIECE;
+		st = mpi_check(MPI_Send((const char *)buf + off, (int)c, MPI_BYTE, to, 0, MPI_COMM_WORLD),
+			       "MPI_Send");
+	}
+	return st;
+}
+
+static enum tern_status mpi_recv(void *buf, size_t bytes, int from)
+{
+	enum tern_status st = TERN_OK;
+	for (size_t off = 0; off < bytes && st == TERN_OK; off += PIECE) {
+		size_t c = bytes - off < PIECE ? bytes - off : PIECE;
+		st = mpi_check(MPI_Recv((char *)buf + off, (int)c, MPI_BYTE, from, 0, MPI_COMM_WORLD,
+					MPI_STATUS_IGNORE),
+			       "MPI_Recv");
+	}
+	return st;
+}
+
 const struct tern_dist_ops tern_dist_mpi_ops = {
-	"mpi", mpi_allreduce, mpi_bcast, mpi_barrier, mpi_finalize, mpi_abort,
+	"mpi", mpi_allreduce, mpi_bcast, mpi_barrier, mpi_finalize, mpi_abort, mpi_send, mpi_recv,
 };
 #else
 typedef int tern_dist_mpi_unused; /* an empty translation unit is not ISO C */

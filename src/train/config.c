@@ -159,6 +159,8 @@ static const struct key keys[] = {
 	{"host_memory", K_SIZE, F(host_memory), 0, 0, NULL, "auto or a size like 48GB", NULL, 0, 0},
 	{"offload_dir", K_STR, F(offload_dir), 0, 0, NULL, "a directory", NULL, 0, 0},
 	{"compute_dtype", K_ENUM, F(compute_dtype), 0, 0, compute_names, NULL, NULL, 0, 0},
+	{"layer_split", K_STR, F(layer_split), 0, 0, NULL,
+	 "false, auto, or the first layer of each stage after the first, e.g. 16 or 10,20,30", NULL, 0, 0},
 	/* axolotl keys tern accepts with a note; engine-only keys are in config_keys.c */
 	{"bf16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_BF16, 0, 0},
 	{"fp16", K_NOTE, 0, 0, 0, NULL, NULL, NOTE_FP16, 0, 0},
@@ -1383,6 +1385,7 @@ void tern_config_free(struct tern_config *cfg)
 	free(cfg->output_dir);
 	free(cfg->resume_from_checkpoint);
 	free(cfg->offload_dir);
+	free(cfg->layer_split);
 	free_list(cfg->notes, cfg->n_notes);
 	free(cfg);
 }

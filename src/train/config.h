@@ -178,6 +178,8 @@ struct tern_config {
 	int64_t device_memory, host_memory; /* bytes; 0 = auto */
 	char *offload_dir;                  /* NULL = <output_dir>/offload */
 	enum tern_compute_dtype compute_dtype;
+	char *layer_split; /* NULL: several ranks split the data; "auto" or "k1,k2,...": they split the
+			    * layers (pipeline stages; train/plan.h tern_plan_split) */
 
 	/* one-line notes about accepted keys tern ignores or reinterprets */
 	char **notes;

@@ -83,6 +83,8 @@ struct tern_net {
 	struct tern_net_opts o;
 	int64_t T, D, F, H, Hkv, Dh, V, L, R; /* T: tokens of the micro-batch at work (tern_net_tokens) */
 	int64_t Tmax;                         /* tokens the activations are allocated for (o.T) */
+	int64_t l0, l1;                       /* the layers this net runs (a layer split's stage) */
+	float *xb;                            /* [Tmax, D] fp32: the boundary's host staging */
 	float eps;
 
 	struct tern_buffer *gbuf; /* tied: the global pack group (embeddings = lm_head, final norm);
@@ -357,16 +359,17 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	int64_t maxI = D > F ? D : F;
 	if (H * Dh > maxI)
 		maxI = H * Dh;
-	int nsets = n->o.checkpointing ? 1 : (int)L;
+	/* a stage keeps the sets and inputs of its own layers [l0, l1] */
+	int s0 = n->o.checkpointing ? 0 : (int)n->l0, s1 = n->o.checkpointing ? 1 : (int)n->l1;
 	/* at F16 products the layer inputs are kept in f16 (the residual stream is rounded to f16
 	 * between layers, the forward and its recomputation see the same values); the layer at
 	 * work reads an fp32 copy in xcur */
 	bool x16 = n->o.prec == TERN_F16;
 	for (int l = 0; l <= L; l++)
-		take(&ap, &n->xin[l], (size_t)(T * D) * (x16 ? 2 : 4));
+		take(&ap, &n->xin[l], l >= n->l0 && l <= n->l1 ? (size_t)(T * D) * (x16 ? 2 : 4) : 0);
 	if (x16)
 		take(&ap, &n->xcur, (size_t)(T * D) * 4);
-	for (int sidx = 0; sidx < nsets; sidx++) {
+	for (int sidx = s0; sidx < s1; sidx++) {
 		struct layer_act *a = &n->la[sidx];
 		take(&ap, &a->xn1, (size_t)(T * D) * 4);
 		take(&ap, &a->rstd1, (size_t)T * 4);
@@ -597,8 +600,21 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->R = o->R;
 	n->eps = (float)c->rms_eps;
 	n->bitnet = c->arch == TERN_ARCH_BITNET;
+	n->l0 = o->l0;
+	n->l1 = o->l1 ? o->l1 : c->L;
 	moe_dims(n, c);
 	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
+	bool first = n->l0 == 0, last = n->l1 == L;
+	if (n->l0 < 0 || n->l0 >= n->l1 || n->l1 > L || ((!first || !last) && !o->link)) {
+		st = tern_fail(TERN_E_INVALID, "net: layers [%lld, %lld) of %lld%s", (long long)n->l0,
+			       (long long)n->l1, (long long)L,
+			       (!first || !last) && !o->link ? " without a link to the other stages" : "");
+		goto out;
+	}
+	if ((!first || !last) && !(n->xb = tern_malloc((size_t)(T * D) * sizeof(float)))) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		goto out;
+	}
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(c, io);
 
@@ -662,23 +678,28 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	if (((o->full >> TERN_FULL_HEAD) & 1u) &&
 	    (st = need_op(be, TERN_OP_CE_LOSS, TERN_F32, "lm_head trained in full")))
 		goto out;
-	if (th == te) {
+	if (th == te && !first && !last) {
+		/* a middle stage: neither the embeddings nor the lm_head */
+	} else if (th == te) {
 		if ((st = upload_group(n, m->pack->n_groups - 1, &n->gbuf)))
 			goto out;
 		struct tern_view gv = {n->gbuf, 0, m->pack->groups[m->pack->n_groups - 1].size};
 		tern_pack_weight(m->pack, te, gv, &n->embed);
 		tern_pack_weight(m->pack, th, gv, &n->head);
 	} else {
-		/* the lm_head (one plain-dtype part) on the device, the embeddings on the host */
+		/* the lm_head (one plain-dtype part) on the device (of the last stage), the embeddings
+		 * on the host */
 		uint64_t hb = th->size[TERN_PART_DATA];
-		if ((st = be->vt->buffer_alloc(be, hb, &n->gbuf)))
-			goto out;
-		n->weight_bytes += hb;
-		struct tern_view hv = {n->gbuf, 0, hb};
-		if ((st = be->vt->upload(be, hv, m->pack->base + th->off[TERN_PART_DATA])))
-			goto out;
-		n->head = (struct tern_weight){
-			.dtype = th->dtype, .O = th->shape[0], .I = th->shape[1], .data = hv};
+		if (last) {
+			if ((st = be->vt->buffer_alloc(be, hb, &n->gbuf)))
+				goto out;
+			n->weight_bytes += hb;
+			struct tern_view hv = {n->gbuf, 0, hb};
+			if ((st = be->vt->upload(be, hv, m->pack->base + th->off[TERN_PART_DATA])))
+				goto out;
+			n->head = (struct tern_weight){
+				.dtype = th->dtype, .O = th->shape[0], .I = th->shape[1], .data = hv};
+		}
 		n->embed_host = m->pack->base + te->off[TERN_PART_DATA];
 		n->embed_dt = te->dtype;
 		if (!(n->xh = tern_malloc((size_t)(T * c->D) * sizeof(float)))) {
@@ -748,7 +769,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 	}
 	uint64_t max_group = 0;
-	for (int l = 0; l < L; l++) {
+	for (int l = (int)n->l0; l < n->l1; l++) {
 		struct layer_w *w = &n->lw[l];
 		w->tier = o->tiers ? (enum tern_tier)o->tiers[l] : TERN_TIER_DEVICE;
 		w->bytes = m->pack->groups[l].size;
@@ -772,11 +793,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			goto out;
 		}
 		int k = 0;
-		for (int l = 0; l < L; l++)
+		for (int l = (int)n->l0; l < n->l1; l++)
 			n->seq[k++] = l;
 		n->seq_eval = k;
-		for (int l = (int)L - 1; l >= 0; l--) {
-			if (o->checkpointing && l != L - 1)
+		for (int l = (int)n->l1 - 1; l >= n->l0; l--) {
+			if (o->checkpointing && l != n->l1 - 1)
 				n->seq[k++] = l;
 			n->seq[k++] = l;
 		}
@@ -795,7 +816,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			n->weight_bytes += max_group;
 		}
 	}
-	for (int l = 0; l < L; l++) {
+	for (int l = (int)n->l0; l < n->l1; l++) { /* another stage's layers: nothing here */
 		struct layer_w *w = &n->lw[l];
 		const uint8_t *src = m->pack->base + m->pack->groups[l].off;
 		struct tern_view lv = {NULL, 0, w->bytes};
@@ -987,6 +1008,7 @@ void tern_net_free(struct tern_net *n)
 			free(n->lw[l].xbytes);
 		}
 	free(n->xh);
+	free(n->xb);
 	free(n->slots);
 	free(n->seq);
 	free(n->lw);
@@ -1773,6 +1795,18 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, st
 	return n->be->vt->upload(n->be, tern_view_sub(out, 0, (size_t)(n->T * D) * 4), n->xh);
 }
 
+/* The boundary of a layer split: v (its first bytes bytes) to / from stage peer (-1, +1) through
+ * the host staging buffer. */
+static enum tern_status boundary(struct tern_net *n, int peer, struct tern_view v, size_t bytes, bool send)
+{
+	const struct tern_net_link *k = n->o.link;
+	v = tern_view_sub(v, 0, bytes);
+	enum tern_status st;
+	if (send)
+		return (st = n->be->vt->download(n->be, n->xb, v)) ? st : k->send(k->ctx, peer, n->xb, bytes);
+	return (st = k->recv(k->ctx, peer, n->xb, bytes)) ? st : n->be->vt->upload(n->be, v, n->xb);
+}
+
 enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const int32_t *targets,
 				const int32_t *positions, const int32_t *segments, float inv_n, bool backward,
 				uint64_t step, uint32_t micro)
@@ -1794,13 +1828,17 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 
 	bool x16 = n->o.prec == TERN_F16;
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
-	if (trained_full(n, TERN_FULL_EMBED))
+	/* a layer split's stage: layer l0's input (as the previous stage keeps it) and dL/d(output) */
+	size_t xbytes = (size_t)(T * D) * (x16 ? 2 : 4), dbytes = (size_t)(T * D) * 4;
+	if (n->l0 > 0)
+		TRY(boundary(n, -1, n->xin[n->l0], xbytes, false));
+	else if (trained_full(n, TERN_FULL_EMBED))
 		TRY(tern_embed(be, x0, n->tokens, &n->embed_t, T));
 	else if (n->embed_host)
 		TRY(embed_rows(n, tokens, x0));
 	else
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
-	if (x16)
+	if (x16 && n->l0 == 0)
 		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
 	n->hseg = segments;
 	n->aux_on = n->aux_cnt && backward;
@@ -1808,7 +1846,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		memset(n->aux_cnt, 0, (size_t)(2 * n->E) * sizeof *n->aux_cnt);
 		n->aux_rows = 0;
 	}
-	for (int l = 0; l < L; l++) {
+	for (int l = (int)n->l0; l < n->l1; l++) {
 		TRY(layer_input(n, l, &x));
 		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro);
 		if (st) {
@@ -1823,24 +1861,34 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		n->aux_sum += n->o.aux_coef * tern_moe_aux(n->E, n->aux_cnt, n->aux_prob, n->aux_rows,
 							   n->o.aux_coef, n->aux_gp);
 	}
-	TRY(layer_input(n, (int)L, &x));
-	TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
-	bool head_t = trained_full(n, TERN_FULL_HEAD);
-	struct tern_view dW =
-		head_t && backward ? full_view(n, FB_GRAD, TERN_FULL_HEAD) : (struct tern_view){0};
-	TRY(tern_ce_loss(be, n->loss, n->dxf, dW, n->xf, head_t ? &n->head_t : &n->head, n->targets, T, inv_n,
-			 n->o.prec));
-	if (!backward)
-		return TERN_OK;
-	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));
-	for (int l = (int)L - 1; l >= 0; l--) {
+	if (n->l1 < L) { /* the next stage runs the rest and sends dL/d(output) back */
+		TRY(boundary(n, +1, n->xin[n->l1], xbytes, true));
+		if (!backward)
+			return TERN_OK;
+		TRY(boundary(n, +1, n->dres, dbytes, false));
+	} else {
+		TRY(layer_input(n, (int)L, &x));
+		TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
+		bool head_t = trained_full(n, TERN_FULL_HEAD);
+		struct tern_view dW =
+			head_t && backward ? full_view(n, FB_GRAD, TERN_FULL_HEAD) : (struct tern_view){0};
+		TRY(tern_ce_loss(be, n->loss, n->dxf, dW, n->xf, head_t ? &n->head_t : &n->head, n->targets,
+				 T, inv_n, n->o.prec));
+		if (!backward)
+			return TERN_OK;
+		TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));
+	}
+	for (int l = (int)n->l1 - 1; l >= n->l0; l--) {
 		TRY(layer_input(n, l, &x));
-		if (n->o.checkpointing && l != L - 1) /* recompute the saved set (the last layer's is live) */
+		/* recompute the saved set (the stage's last layer's is live) */
+		if (n->o.checkpointing && l != n->l1 - 1)
 			TRY(layer_fwd(n, l, x, n->tmpD, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
 	}
-	/* dres = dL/d(layer 0's input): the embedding rows' gradient */
-	if (trained_full(n, TERN_FULL_EMBED))
+	/* dres = dL/d(layer l0's input): the previous stage's, or the embedding rows' gradient */
+	if (n->l0 > 0)
+		TRY(boundary(n, -1, n->dres, dbytes, true));
+	else if (trained_full(n, TERN_FULL_EMBED))
 		TRY(tern_embed_bwd(be, full_view(n, FB_GRAD, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
 				   D));
 	return TERN_OK;
@@ -1940,7 +1988,9 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 			     .Dh = c->Dh,
 			     .V = c->V,
 			     .L = c->L,
-			     .R = o->R};
+			     .R = o->R,
+			     .l0 = o->l0,
+			     .l1 = o->l1 ? o->l1 : c->L};
 	moe_dims(&n, c);
 	struct plan ap = {0};
 	int64_t io[TERN_MOD_COUNT][2];

@@ -65,6 +65,24 @@ struct tern_net_opts {
 			       * (compute_dtype; TERN_F32 = 0 by default) */
 	double aux_coef;      /* > 0: each trained micro-batch adds aux_coef · the load-balancing loss
 			       * of its sparse layers (moe.h) to the loss and its gradient */
+	/* A layer split (a pipeline stage): this net runs layers [l0, l1) of L (l1 = 0: all; the
+	 * embedding only where l0 = 0, the final norm, lm_head and loss only where l1 = L) and holds
+	 * those layers' weights and activations alone; the LoRA block stays whole (the other layers'
+	 * gradients stay zero here). link passes the boundary: tern_net_micro receives layer l0's
+	 * input from the previous stage and sends layer l1's input (the output) to the next; with
+	 * backward it then receives dL/d(output) and sends dL/d(input) back. */
+	int64_t l0, l1;
+	const struct tern_net_link *link;
+};
+
+/* The boundary of a layer split, through host memory: buf holds `bytes` of a [T, D] hidden state
+ * (layer inputs as the net keeps them: fp32, or f16 at F16 products) or of its fp32 gradient.
+ * peer -1 is the previous stage, +1 the next. Every send is matched by the peer's recv of the
+ * same size, in order. */
+struct tern_net_link {
+	void *ctx;
+	enum tern_status (*send)(void *ctx, int peer, const void *buf, size_t bytes);
+	enum tern_status (*recv)(void *ctx, int peer, void *buf, size_t bytes);
 };
 
 /* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,

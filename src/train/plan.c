@@ -179,6 +179,78 @@ static void range_str(char *buf, size_t size, const struct tern_plan *p, enum te
 		snprintf(buf, size, "layers %" PRId64 "-%" PRId64, first, last);
 }
 
+enum tern_status tern_plan_split_parse(const struct tern_config *cfg, int64_t *k, int max, int *n)
+{
+	const char *v = cfg->layer_split, *file = cfg->file ? cfg->file : "config";
+	*n = -1;
+	if (!v || !*v || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "none"))
+		return TERN_OK;
+	if (!strcmp(v, "auto") || !strcmp(v, "true")) {
+		*n = 0;
+		return TERN_OK;
+	}
+	int c = 0;
+	for (const char *p = v;;) {
+		char *end;
+		while (*p == ' ')
+			p++;
+		long long x = strtoll(p, &end, 10);
+		while (*end == ' ')
+			end++;
+		if (end == p || x < 1 || (*end && *end != ',') || c >= max || (c && x <= k[c - 1]))
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s: layer_split: '%s' is not false, auto or increasing layer indices "
+				"(the first layer of each stage after the first, e.g. 16 for two stages "
+				"or 10,20,30 for four)",
+				file, v);
+		k[c++] = x;
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	*n = c;
+	return TERN_OK;
+}
+
+/* The auto split: contiguous stages, stage s holding extra[s] bytes of global tensors besides its
+ * layers of lb bytes each; the smallest cap C such that filling each stage in turn with as many
+ * layers as fit under C (at least one, leaving one for each later stage) places every layer.
+ * Filling greedily is optimal for a fixed order of stages, so the largest stage is as small as
+ * a contiguous split can make it. */
+static void split_auto(int64_t L, int S, uint64_t lb, const uint64_t *extra, int64_t *split)
+{
+	uint64_t lo = 0, hi = (uint64_t)L * lb;
+	for (int s = 0; s < S; s++)
+		hi += extra[s];
+	while (lo < hi) {
+		uint64_t C = lo + (hi - lo) / 2;
+		int64_t at = 0;
+		bool ok = true;
+		for (int s = 0; s < S && ok; s++) {
+			int64_t left = L - at, later = S - 1 - s;
+			int64_t fit = C > extra[s] ? (int64_t)((C - extra[s]) / (lb ? lb : 1)) : 0;
+			int64_t take = s == S - 1 ? left : fit < left - later ? fit : left - later;
+			if (take < 1 || extra[s] + (uint64_t)take * lb > C)
+				ok = false;
+			at += take;
+		}
+		if (ok)
+			hi = C;
+		else
+			lo = C + 1;
+	}
+	int64_t at = 0;
+	for (int s = 0; s < S; s++) {
+		split[s] = at;
+		int64_t left = L - at, later = S - 1 - s;
+		int64_t fit = lo > extra[s] ? (int64_t)((lo - extra[s]) / (lb ? lb : 1)) : 0;
+		int64_t take = s == S - 1 ? left : fit < left - later ? fit : left - later;
+		at += take < 1 ? 1 : take;
+	}
+	split[S] = L;
+}
+
 enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
 				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
 {
@@ -186,6 +258,8 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	struct tern_plan keep = *out; /* the auto-budget fields the caller may have set */
 	memset(out, 0, sizeof *out);
 	out->prefetch_depth = depth;
+	out->stages = keep.stages > 1 ? keep.stages : 1;
+	out->stage = keep.stage;
 	out->device_auto = keep.device_auto;
 	out->host_auto = keep.host_auto;
 	out->device_detected = keep.device_detected;
@@ -255,6 +329,58 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	}
 	free(spec);
 	out->global_bytes = embed + head + fnorm;
+	/* tied: the global group goes to the device whole (the embeddings are the lm_head); untied:
+	 * the lm_head only, the embeddings stay in host memory (net.c gathers a micro-batch's rows) */
+	bool tied = head == 0;
+
+	/* ---- the layer split: this stage's layers ---- */
+	int64_t ks[TERN_PLAN_MAX_STAGES];
+	int nk;
+	if ((st = tern_plan_split_parse(cfg, ks, TERN_PLAN_MAX_STAGES - 1, &nk)))
+		return st;
+	if (keep.stages == 0 && nk > 0) /* tern plan without --stages: the list's stages */
+		out->stages = nk + 1;
+	if (keep.stages == 1) /* one device (the trainer with one rank, tern eval): no split */
+		nk = -1;
+	int S = out->stages;
+	if (S > TERN_PLAN_MAX_STAGES || S > L || (nk > 0 && nk != S - 1) || out->stage < 0 ||
+	    out->stage >= S) {
+		if (nk > 0 && nk != S - 1)
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s: layer_split: %s gives %d stages, and there are %d devices (ranks); "
+				"give %d boundaries or use auto",
+				file, cfg->layer_split, nk + 1, S, S - 1);
+		return tern_fail(TERN_E_INVALID,
+				 "%s: layer_split: %d stages for %lld layers (at most one stage per layer "
+				 "and %d stages; run fewer ranks)",
+				 file, S, (long long)L, TERN_PLAN_MAX_STAGES);
+	}
+	if (nk > 0) {
+		out->split[0] = 0;
+		for (int i = 0; i < nk; i++) {
+			if (ks[i] >= L)
+				return tern_fail(TERN_E_INVALID,
+						 "%s: layer_split: %s names layer %lld of a %lld-layer model "
+						 "(each boundary is a layer from 1 to %lld)",
+						 file, cfg->layer_split, (long long)ks[i], (long long)L,
+						 (long long)(L - 1));
+			out->split[i + 1] = ks[i];
+		}
+		out->split[S] = L;
+	} else {
+		uint64_t extra[TERN_PLAN_MAX_STAGES] = {0};
+		extra[0] += tied ? embed + fnorm : 0;
+		extra[S - 1] += tied ? (S > 1 ? embed + fnorm : 0) : head;
+		split_auto(L, S, out->layer_bytes, extra, out->split);
+	}
+	for (int s = 0; s < S; s++)
+		out->stage_weights[s] = (uint64_t)(out->split[s + 1] - out->split[s]) * out->layer_bytes +
+					(s == 0 && tied ? embed + fnorm : 0) +
+					(s == S - 1 ? (tied ? (s > 0 ? embed + fnorm : 0) : head) : 0);
+	out->l0 = out->split[out->stage];
+	out->l1 = out->split[out->stage + 1];
+	bool first = out->stage == 0, last = out->stage == S - 1;
 	uint64_t meta = TERN_PACK_HEADER + (n_layer0 * (uint64_t)L + 3) * TERN_PACK_RECORD +
 			16 * (uint64_t)(L + 1) + PACK_KEY_ABOUT;
 	out->pack_bytes = tern_align_up(meta, TERN_PACK_PAGE) +
@@ -275,7 +401,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 				   .modules = mods,
 				   .experts = moe ? tern_plan_experts(cfg) : 0,
 				   .T = T,
-				   .checkpointing = cfg->gradient_checkpointing};
+				   .checkpointing = cfg->gradient_checkpointing,
+				   .l0 = out->l0,
+				   .l1 = out->l1};
 	struct tern_net_sizes ns_all;
 	if ((st = tern_net_sizes(mc, &no, &ns_all)))
 		return st;
@@ -300,14 +428,15 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	struct tern_plan_item *fx = out->fixed;
 	int *nf = &out->n_fixed;
 	const char *dn = tern_dtype_name(odt);
-	/* tied: the global group goes to the device whole (the embeddings are the lm_head); untied:
-	 * the lm_head only, the embeddings stay in host memory (net.c gathers a micro-batch's rows) */
-	bool tied = head == 0;
-	item(fx, nf, TERN_PLAN_ITEMS, tied ? embed : 0, "embeddings [%lld, %lld] %s%s", (long long)mc->V,
-	     (long long)mc->D, dn, tied ? " (tied: the lm_head)" : " (host: rows gathered per micro-batch)");
-	item(fx, nf, TERN_PLAN_ITEMS, head, "lm_head [%lld, %lld] %s", (long long)mc->V, (long long)mc->D,
-	     dn);
-	item(fx, nf, TERN_PLAN_ITEMS, tied ? fnorm : 0, "final norm [%lld] %s", (long long)mc->D, dn);
+	/* a stage: the embeddings on the first, lm_head and final norm on the last (tied: the global
+	 * group on both) */
+	item(fx, nf, TERN_PLAN_ITEMS, tied && (first || last) ? embed : 0, "embeddings [%lld, %lld] %s%s",
+	     (long long)mc->V, (long long)mc->D, dn,
+	     tied ? " (tied: the lm_head)" : " (host: rows gathered per micro-batch)");
+	item(fx, nf, TERN_PLAN_ITEMS, last ? head : 0, "lm_head [%lld, %lld] %s", (long long)mc->V,
+	     (long long)mc->D, dn);
+	item(fx, nf, TERN_PLAN_ITEMS, tied && (first || last) ? fnorm : 0, "final norm [%lld] %s",
+	     (long long)mc->D, dn);
 	item(fx, nf, TERN_PLAN_ITEMS, small, "fp32 norms, biases, inv_freq, ones");
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "LoRA parameters (%lld, r %lld)", (long long)params,
 	     (long long)cfg->lora_r);
@@ -335,6 +464,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		out->host_reserve_bytes += out->host_reserve[i].bytes;
 
 	/* ---- placement ---- */
+	/* this stage's layers */
+	int64_t Lall = L;
+	L = out->l1 - out->l0;
 	uint64_t lb = out->layer_bytes, Lu = (uint64_t)L, slots = (uint64_t)depth + 1;
 	out->all_device = out->fixed_bytes + Lu * lb;
 	uint64_t stream_min = out->fixed_bytes + slots * lb;
@@ -379,8 +511,13 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	int64_t nh = (int64_t)(host_room / lb);
 	if (nh > L - nd)
 		nh = L - nd;
-	for (int64_t l = 0; l < L; l++)
-		out->tier[l] = l < nd ? TERN_PLAN_DEVICE : l < nd + nh ? TERN_PLAN_HOST : TERN_PLAN_DISK;
+	for (int64_t l = 0; l < Lall; l++) {
+		int64_t i = l - out->l0; /* the stage's i-th layer */
+		out->tier[l] = l < out->l0 || l >= out->l1 ? TERN_PLAN_TIERS
+			       : i < nd                    ? TERN_PLAN_DEVICE
+			       : i < nd + nh               ? TERN_PLAN_HOST
+							   : TERN_PLAN_DISK;
+	}
 	out->n_layers[TERN_PLAN_DEVICE] = nd;
 	out->n_layers[TERN_PLAN_HOST] = nh;
 	out->n_layers[TERN_PLAN_DISK] = L - nd - nh;

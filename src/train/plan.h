@@ -33,6 +33,12 @@ unsigned tern_plan_experts(const struct tern_config *cfg);
 enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
 				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out);
 
+/* layer_split of cfg: *n = -1 when the ranks split the data (unset, false, off, no, none),
+ * 0 for auto, else the n boundaries k[0..n) (n <= max), each the first layer of a stage after
+ * the first, as written (tern_plan_make checks them against the model). One line naming the key
+ * for anything else. */
+enum tern_status tern_plan_split_parse(const struct tern_config *cfg, int64_t *k, int max, int *n);
+
 /* "12.00 GiB" */
 void tern_plan_fmt(char *buf, size_t size, uint64_t bytes);
 

@@ -16,7 +16,16 @@
  * accum · ranks would number them), N is counted over the whole window, and the gradients and the
  * loss are summed over the ranks before the norm, clipping and AdamW, which every rank then does
  * alike. Rank 0 alone evaluates and writes (output_dir, metrics, checkpoints, the adapter); the
- * data position is in global rows, so a checkpoint resumes with any number of ranks. */
+ * data position is in global rows, so a checkpoint resumes with any number of ranks.
+ *
+ * Layer split (layer_split, several ranks): the ranks are pipeline stages instead; rank r runs
+ * layers [l0, l1) of the plan's split (tern_plan_make) on every micro-batch of the step's window
+ * (one process's window), passing the boundary's hidden state and its gradient to its neighbours
+ * (tern_net_link over tern_dist_send/recv). Every rank keeps the whole LoRA block, whose other
+ * layers' gradients stay zero, so the same sum over the ranks gives every rank the one-process
+ * gradient (x + 0 is exact), the global norm, clipping and AdamW alike: each rank holds the
+ * one-process parameters, and rank 0 writes them. Evaluation runs on every stage (rank 0 prints
+ * the last stage's loss, summed). */
 #define _POSIX_C_SOURCE 200809L /* mkdir, isatty, fileno, sigaction */
 #include "tern/train.h"
 
@@ -177,6 +186,7 @@ struct session {
 	int32_t pad;
 	FILE *out;
 	bool profile; /* a profile line per step (--profile, TERN_PROFILE=1) */
+	bool split;   /* layer_split over several ranks: the ranks are pipeline stages */
 };
 
 static void session_free(struct session *s)
@@ -318,6 +328,8 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 	s->device_budget = device_budget;
 	s->host_budget = host;
 	memset(&s->plan, 0, sizeof s->plan);
+	s->plan.stages = s->split ? tern_dist_size() : 1; /* this rank's stage of the layer split */
+	s->plan.stage = s->split ? tern_dist_rank() : 0;
 	if ((st = tern_plan_make(&s->mc, c, device_budget, host, &s->plan)) != TERN_OK)
 		return st;
 	if (s->plan.L != s->mc.L)
@@ -349,6 +361,17 @@ static enum tern_status resolve_prec(struct session *s)
 	s->prec = want;
 	return TERN_OK;
 }
+
+/* The boundary of a layer split: the neighbouring ranks (src/dist/). */
+static enum tern_status link_send(void *ctx, int peer, const void *buf, size_t bytes)
+{
+	return tern_dist_send(buf, bytes, tern_dist_rank() + peer);
+}
+static enum tern_status link_recv(void *ctx, int peer, void *buf, size_t bytes)
+{
+	return tern_dist_recv(buf, bytes, tern_dist_rank() + peer);
+}
+static const struct tern_net_link split_link = {NULL, link_send, link_recv};
 
 /* The backend and the residency plan: before the model is converted, so that a plan that cannot
  * work fails without writing anything. */
@@ -394,10 +417,13 @@ static enum tern_status open_net(struct session *s)
 		.seed = (uint64_t)c->seed,
 		.prec = s->prec,
 		.aux_coef = s->mc.E > 0 && s->mc.router_logits ? s->mc.router_aux_coef : 0,
+		.link = s->split ? &split_link : NULL,
 	};
 	/* a device that refuses an allocation the plan counted on: re-plan with 3/4 of the budget */
 	for (int attempt = 0;; attempt++) {
-		bool streams = s->plan.n_layers[TERN_PLAN_DEVICE] < s->mc.L;
+		bool streams = s->plan.n_layers[TERN_PLAN_DEVICE] < s->plan.l1 - s->plan.l0;
+		no.l0 = s->plan.l0;
+		no.l1 = s->plan.l1;
 		no.tiers = streams ? s->plan.tier : NULL;
 		no.slots = streams ? s->plan.n_slots : 0;
 		/* TERN_FAULT_DEVICE_ALLOC=1 makes the first attempt fail as a full device would (tests) */
@@ -648,6 +674,9 @@ static enum tern_status evaluate(struct session *s, const struct tern_rows *r, d
 	}
 	if (st == TERN_OK)
 		st = tern_net_loss(s->net, loss);
+	float f = (float)*loss; /* a layer split: the last stage's loss to every rank */
+	if (st == TERN_OK && s->split && (st = tern_dist_allreduce_sum(&f, 1)) == TERN_OK)
+		*loss = f;
 	free(idx);
 	*ntok = N;
 	return st;
@@ -679,7 +708,8 @@ static uint64_t config_hash(const struct tern_config *c)
 		    !strncmp(p, "\nmax_time:", 10) || !strncmp(p, "\nsave_", 6) ||
 		    !strncmp(p, "\nlogging_steps:", 15) || !strncmp(p, "\neval_steps:", 12) ||
 		    !strncmp(p, "\nevals_per_epoch:", 17) || !strncmp(p, "\nmax_steps:", 11) ||
-		    !strncmp(p, "\nnum_epochs:", 12) || !strncmp(p, "\nuse_tensorboard:", 17)) {
+		    !strncmp(p, "\nnum_epochs:", 12) || !strncmp(p, "\nuse_tensorboard:", 17) ||
+		    !strncmp(p, "\nlayer_split:", 13)) { /* the same results with or without */
 			while (p[1] && p[1] != '\n')
 				p++;
 			continue;
@@ -788,8 +818,17 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		s->pad_full ? "micro-batches padded to sequence_len"
 			    : "micro-batches padded to their longest row");
 	char ranks[48] = "";
-	if (tern_dist_size() > 1)
+	if (tern_dist_size() > 1 && !s->split)
 		snprintf(ranks, sizeof ranks, " × %d ranks (%s)", tern_dist_size(), tern_dist_name());
+	if (s->split) {
+		const struct tern_plan *p = &s->plan;
+		fprintf(o,
+			"  split     layer split over %d ranks (%s): stage %d runs layers %lld-%lld; stages at",
+			p->stages, tern_dist_name(), p->stage, (long long)p->l0, (long long)(p->l1 - 1));
+		for (int i = 0; i < p->stages; i++)
+			fprintf(o, " %lld-%lld", (long long)p->split[i], (long long)(p->split[i + 1] - 1));
+		fprintf(o, "\n");
+	}
 	fprintf(o,
 		"  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld%s rows/step, lr %g %s\n",
 		(long long)steps_per_epoch, (long long)K, (long long)W, (long long)s->mb, (long long)s->accum,
@@ -1001,9 +1040,32 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		st = tern_fail(TERN_E_INVALID, "%s: datasets: no training rows", c->file);
 		goto out;
 	}
+	{
+		int64_t ks[TERN_PLAN_MAX_STAGES];
+		int nk;
+		if ((st = tern_plan_split_parse(c, ks, TERN_PLAN_MAX_STAGES - 1, &nk)))
+			goto out;
+		s.split = nk >= 0 && ranks > 1;
+		if (nk >= 0 && ranks == 1) {
+			fprintf(out, "layer_split: one process runs every layer (start one rank per stage: "
+				     "mpirun -n N, or --devices)\n");
+			if ((st = tern_config_set(c, "layer_split=null")))
+				goto out;
+		}
+		if (s.split && c->n_eval_prompts) {
+			st = tern_fail(
+				TERN_E_UNSUPPORTED,
+				"%s: eval_prompts with layer_split: generation runs on one device with "
+				"every layer; remove eval_prompts, or run without layer_split",
+				c->file);
+			goto out;
+		}
+	}
 
 	/* schedule */
-	int64_t rows = s.data->train.n_rows, per_step = s.mb * s.accum * ranks;
+	/* data parallel: the window covers every rank's rows; a layer split's stages share one */
+	int dranks = s.split ? 1 : ranks, drank = s.split ? 0 : rank;
+	int64_t rows = s.data->train.n_rows, per_step = s.mb * s.accum * dranks;
 	int64_t steps_per_epoch = tern_cdiv(rows, per_step);
 	int64_t K = c->max_steps > 0 ? c->max_steps : (int64_t)ceil(c->num_epochs * (double)steps_per_epoch);
 	if (K < 1)
@@ -1125,7 +1187,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	const struct tern_rows *val = &s.data->val;
 	double el;
 	int64_t en;
-	if (val->n_rows && state.step == 0 && main_rank) { /* evaluation: rank 0 alone */
+	/* evaluation: rank 0 alone (a layer split: every stage) */
+	if (val->n_rows && state.step == 0 && (main_rank || s.split)) {
 		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
 			goto out;
 		res->eval_before = el;
@@ -1194,7 +1257,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		int64_t real = 0; /* the step's real (non-pad) tokens */
 		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
 			/* this rank's j-th micro-batch is the window's (rank · accum + j)-th */
-			int64_t mi = rank * s.accum + j, a = mi * s.mb, m = n_rows - a;
+			int64_t mi = drank * s.accum + j, a = mi * s.mb, m = n_rows - a;
 			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
 			stage(&s, &s.data->train, m > 0 ? idx + a : idx, m);
 			real += s.real;
@@ -1205,6 +1268,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		}
 		/* the sum over the ranks, before the norm and clipping; with it the real tokens and
 		 * whether any rank was asked to stop (all stop after the same step) */
+		if (s.split && rank > 0) /* every stage saw the same tokens: count them once */
+			real = 0;
 		if (st == TERN_OK && ranks > 1 &&
 		    (st = sum_over_ranks(&s, nccl, gsum, &real, &stop)) != TERN_OK)
 			break;
@@ -1352,7 +1417,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 				break;
 		}
 		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K &&
-		    main_rank) {
+		    (main_rank || s.split)) {
 			if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
 				break;
 			fprintf(out, "%seval step %lld: loss %.4f, perplexity %.2f\n", tty ? "\n" : "",
@@ -1396,10 +1461,10 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			       (long long)state.step, c->output_dir);
 		goto out;
 	}
-	if (!main_rank) /* rank 0 evaluates and writes the adapter */
+	if (!main_rank && !s.split) /* rank 0 evaluates and writes the adapter */
 		goto out;
 	if (val->n_rows) {
-		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
+		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK || !main_rank)
 			goto out;
 		res->eval_after = el;
 		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
@@ -1411,6 +1476,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
 			goto out;
 	}
+	if (!main_rank) /* a layer split's other stages: the evaluation above only */
+		goto out;
 	if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
 		goto out;
 	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
