@@ -12,6 +12,7 @@
 void tern_help_plan(void)
 {
 	printf("usage: tern plan CONFIG.yaml [--set KEY=VALUE]... [--device-memory SIZE] [--host-memory SIZE]\n"
+	       "                 [--stages N]\n"
 	       "\n"
 	       "Plans where the frozen layers of the config's base_model live during training: device\n"
 	       "memory, pinned host memory or the pack file on disk (streamed through prefetch slots).\n"
@@ -27,6 +28,10 @@ void tern_help_plan(void)
 	       "  --host-memory SIZE     host budget (\"auto\", 32GB, ...); default: host_memory of the\n"
 	       "                         config; auto = MemAvailable less max(10 %%, 1 GiB)\n"
 	       "  --prefetch-depth N     layers prefetched ahead when streaming (1..64, default 2)\n"
+	       "  --stages N             a layer split over N devices (layer_split: auto, or the config's\n"
+	       "                         list): the split, then each stage's plan with its own budgets\n"
+	       "                         (as each rank of `mpirun -n N tern train` plans); default: the\n"
+	       "                         stages of a layer_split list, else none\n"
 	       "  -v, --verbose          more log output on stderr\n"
 	       "  -h, --help             this help\n");
 }
@@ -155,6 +160,28 @@ static void print_plan(const struct tern_plan *p, const char *dev_src, const cha
 	printf("verdict: %s\n", p->verdict);
 }
 
+/* The split of the layers over the stages (p: any stage's plan; each holds the whole split). */
+static void print_split(const struct tern_plan *p)
+{
+	printf("layer split over %d stages (one device, one rank each; %s)\n", p->stages,
+	       "balanced by weight bytes unless layer_split lists the boundaries");
+	printf("  %-6s %-10s %6s %26s\n", "stage", "layers", "count", "weights (layers + globals)");
+	uint64_t total = 0;
+	for (int s = 0; s < p->stages; s++) {
+		char a[32], r[48];
+		int64_t l0 = p->split[s], l1 = p->split[s + 1];
+		if (l1 - l0 == 1)
+			snprintf(r, sizeof r, "%" PRId64, l0);
+		else
+			snprintf(r, sizeof r, "%" PRId64 "-%" PRId64, l0, l1 - 1);
+		fmt(a, sizeof a, p->stage_weights[s]);
+		printf("  %-6d %-10s %6" PRId64 " %12s (%" PRIu64 " bytes)\n", s, r, l1 - l0, a,
+		       p->stage_weights[s]);
+		total += p->stage_weights[s];
+	}
+	printf("  total weights %" PRIu64 " bytes\n", total);
+}
+
 static int size_arg(const char *flag, const char *v, const char **dst)
 {
 	int64_t b;
@@ -175,7 +202,7 @@ int tern_cmd_plan(int argc, char **argv)
 {
 	const char *config = NULL, *sets[256], *dev = NULL, *host = NULL;
 	int n_sets = 0, rc;
-	long long depth = 0;
+	long long depth = 0, stages = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 		const char *eq = strchr(a, '=');
@@ -211,10 +238,17 @@ int tern_cmd_plan(int argc, char **argv)
 					"plan: --prefetch-depth: '%s' is not an integer from 1 to 64",
 					v ? v : "");
 			i += !eq;
+		} else if (a[0] == '-' && IS("--stages")) {
+			char *end = NULL;
+			stages = v ? strtoll(v, &end, 10) : 0;
+			if (!v || !*v || *end || stages < 1 || stages > TERN_PLAN_MAX_STAGES)
+				return tern_cli_usage("plan: --stages: '%s' is not an integer from 1 to %d",
+						      v ? v : "", TERN_PLAN_MAX_STAGES);
+			i += !eq;
 		} else if (a[0] == '-') {
 			return tern_cli_usage(
 				"plan: unknown option '%s' (allowed: --set KEY=VALUE, --device-memory SIZE, "
-				"--host-memory SIZE, --prefetch-depth N, --help)",
+				"--host-memory SIZE, --prefetch-depth N, --stages N, --help)",
 				a);
 		} else if (config) {
 			return tern_cli_usage("plan: more than one config file ('%s' and '%s')", config, a);
@@ -233,17 +267,38 @@ int tern_cmd_plan(int argc, char **argv)
 	struct tern_plan *p = calloc(1, sizeof *p);
 	if (!p)
 		return tern_cli_fail(TERN_E_NOMEM);
-	p->prefetch_depth = (int)depth;
-	enum tern_status st = tern_plan_config(config, sets, n_sets, dm, hm, p);
-	char ds[64], hs[64];
-	snprintf(ds, sizeof ds, "%s", p->device_auto ? "auto" : dev ? "--device-memory" : "device_memory");
-	snprintf(hs, sizeof hs, "%s",
-		 p->host_auto ? "auto: MemAvailable less max(10 %, 1 GiB)"
-		 : host       ? "--host-memory"
-			      : "host_memory");
-	if (p->L > 0)
-		print_plan(p, ds, hs);
-	fflush(stdout);
+	enum tern_status st = TERN_OK;
+	/* one plan, or one per stage of a layer split (stage 0's tells how many) */
+	for (int s = 0, n = 1; s < n; s++) {
+		p->prefetch_depth = (int)depth;
+		p->stages = (int)stages;
+		p->stage = s;
+		enum tern_status ss = tern_plan_config(config, sets, n_sets, dm, hm, p);
+		if (s == 0 && p->L > 0 && p->stages > 1) {
+			n = p->stages;
+			stages = n;
+			print_split(p);
+		}
+		char ds[64], hs[64];
+		snprintf(ds, sizeof ds, "%s",
+			 p->device_auto ? "auto"
+			 : dev          ? "--device-memory"
+					: "device_memory");
+		snprintf(hs, sizeof hs, "%s",
+			 p->host_auto ? "auto: MemAvailable less max(10 %, 1 GiB)"
+			 : host       ? "--host-memory"
+				      : "host_memory");
+		if (n > 1 && p->L > 0)
+			printf("\n== stage %d of %d: layers %" PRId64 "-%" PRId64 " ==\n", s, n, p->l0,
+			       p->l1 - 1);
+		if (p->L > 0)
+			print_plan(p, ds, hs);
+		fflush(stdout);
+		if (ss != TERN_OK && st == TERN_OK)
+			st = ss;
+		if (ss != TERN_OK && p->L == 0)
+			break; /* bad input: nothing planned */
+	}
 	free(p);
 	return st ? tern_cli_fail(st) : TERN_EXIT_OK;
 }

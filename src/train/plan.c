@@ -624,7 +624,7 @@ enum tern_status tern_plan_config(const char *config_path, const char *const *se
 {
 	struct tern_config *cfg = NULL;
 	struct tern_model_config mc;
-	int depth = out->prefetch_depth;
+	int depth = out->prefetch_depth, stages = out->stages, stage = out->stage;
 	memset(out, 0, sizeof *out);
 	enum tern_status st = tern_config_load(&cfg, config_path);
 	if (st)
@@ -658,6 +658,8 @@ enum tern_status tern_plan_config(const char *config_path, const char *const *se
 	}
 	if (st == TERN_OK) {
 		out->prefetch_depth = depth;
+		out->stages = stages;
+		out->stage = stage;
 		st = tern_plan_make(&mc, cfg, dev, host, out);
 	}
 	tern_config_free(cfg);
