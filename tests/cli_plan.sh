@@ -51,6 +51,19 @@ run "$tmp/llama70.yaml" --device-memory=24GB --host-memory=64GB
 	ok || bad "llama-3-70b on 24 + 64 GB: $(cat "$tmp/out" "$tmp/err")"
 run "$tmp/llama70.yaml" --device-memory 24GB --host-memory 16GB
 [ $rc = 0 ] && grep -q "disk layers [0-9]*-79;" "$tmp/out" && ok || bad "llama-3-70b on 24 + 16 GB: $(cat "$tmp/out" "$tmp/err")"
+# a layer split (issue 16): the split, then each stage's plan; the stages' weights add up to the
+# model's (80 layers + the lm_head, the embeddings staying in host memory)
+run "$tmp/llama70.yaml" --device-memory 24GB --host-memory 64GB --stages 2
+w0=$(sed -n 's/^  0      0-[0-9]* .*(\([0-9]*\) bytes)$/\1/p' "$tmp/out")
+w1=$(sed -n 's/^  1      [0-9]*-79 .*(\([0-9]*\) bytes)$/\1/p' "$tmp/out")
+tot=$(sed -n 's/^  total weights \([0-9]*\) bytes$/\1/p' "$tmp/out")
+[ $rc = 0 ] && grep -q "^layer split over 2 stages" "$tmp/out" && [ -n "$w0" ] && [ -n "$w1" ] &&
+	[ "$tot" = $((w0 + w1)) ] && [ "$(grep -c '^== stage [01] of 2: layers ' "$tmp/out")" = 2 ] &&
+	[ "$(grep -c '^verdict: ' "$tmp/out")" = 2 ] && [ "$(grep -c '^  lm_head ' "$tmp/out")" = 1 ] && ok ||
+	bad "llama-3-70b over 2 stages: $rc $(cat "$tmp/out" "$tmp/err")"
+run "$tmp/llama70.yaml" --device-memory 24GB --host-memory 64GB --stages 3
+[ $rc = 0 ] && [ "$(grep -c '^verdict: fits: all 2[0-9] layers on the device' "$tmp/out")" = 3 ] && ok ||
+	bad "llama-3-70b over 3 stages of 24 GB: every layer resident: $rc $(grep verdict "$tmp/out") $(cat "$tmp/err")"
 # --set reaches the config: a longer sequence needs more activation memory
 run "$tmp/llama8.yaml" --set sequence_len=4096 --device-memory 8GB
 [ $rc = 0 ] && grep -q "activations (4096 tokens, checkpointed)" "$tmp/out" && ok || bad "--set sequence_len: $(cat "$tmp/out" "$tmp/err")"
@@ -116,7 +129,7 @@ run "$tmp/missing.yaml" --device-memory 8GB
 [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && ok || bad "missing config file: $rc $(cat "$tmp/err")"
 
 # bad usage: exit 2
-for args in "$tmp/llama8.yaml --device-memory lots" "$tmp/llama8.yaml --host-memory" "$tmp/llama8.yaml --prefetch-depth 0" \
+for args in "$tmp/llama8.yaml --device-memory lots" "$tmp/llama8.yaml --host-memory" "$tmp/llama8.yaml --prefetch-depth 0" "$tmp/llama8.yaml --stages 0" \
 	"$tmp/llama8.yaml --frobnicate" "" "$tmp/llama8.yaml $tmp/mistral.yaml"; do
 	# shellcheck disable=SC2086
 	run $args

@@ -2,7 +2,7 @@
  * and never starts MPI; the collectives are the identity; each rank's device from TERN_DEVICES
  * (one entry per rank; bad entries and counts fail with one line naming the variable) or from
  * `device` (+ the local rank on a GPU backend with several ranks, which one process never has);
- * NCCL refuses softly where it is not built. The several-process side runs in tests/cli_mpi.sh. */
+ * point to point refuses; NCCL refuses softly where it is not built. The several-process side runs in tests/cli_mpi.sh. */
 #define _POSIX_C_SOURCE 200809L
 #include "core/core.h"
 #include "dist/dist.h"
@@ -55,6 +55,14 @@ int main(void)
 	check(tern_dist_bcast(buf, sizeof buf, 0) == TERN_OK && !memcmp(buf, want, sizeof buf),
 	      "bcast of one");
 	check(tern_dist_barrier() == TERN_OK, "barrier of one");
+	/* point to point (a layer split's boundary): one process has no peer, and says so */
+	check(tern_dist_send(buf, sizeof buf, 1) == TERN_E_UNSUPPORTED &&
+		      strstr(tern_error(), "send to rank 1: one process has no other rank"),
+	      "send of one refused");
+	check(tern_dist_recv(buf, sizeof buf, 1) == TERN_E_UNSUPPORTED &&
+		      strstr(tern_error(), "receive from rank 1: one process has no other rank"),
+	      "recv of one refused");
+	tern_clear_error();
 
 	/* devices */
 	int d;

@@ -388,6 +388,108 @@ int main(void)
 		check(st == TERN_E_DEVICE_MEM, "one byte less is refused");
 	}
 
+	/* ---- the layer split (issue 16): stages of Llama-3-70B on 24 GiB each ---- */
+	if (failed == 0) {
+		const struct model *m = &models[M_LLAMA70];
+		uint64_t lb = e[M_LLAMA70].layer, head = al((uint64_t)m->V * (uint64_t)m->D * 2);
+		uint64_t TD = al((uint64_t)T * (uint64_t)m->D * 4);
+		/* the best 2-stage split by hand: the first k layers on stage 0 (the embeddings stay in
+		 * host memory), the rest and the lm_head on stage 1; the largest stage as small as can be */
+		int64_t bk = 0;
+		uint64_t best = UINT64_MAX;
+		for (int64_t k = 1; k < m->L; k++) {
+			uint64_t a = (uint64_t)k * lb, b = (uint64_t)(m->L - k) * lb + head;
+			uint64_t mx = a > b ? a : b;
+			if (mx < best)
+				best = mx, bk = k;
+		}
+		struct tern_plan ps[2];
+		for (int sg = 0; sg < 2; sg++) {
+			memset(&ps[sg], 0, sizeof ps[sg]);
+			ps[sg].stages = 2;
+			ps[sg].stage = sg;
+			enum tern_status st =
+				tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 64 * GiB, &ps[sg]);
+			int64_t own = ps[sg].l1 - ps[sg].l0;
+			check(st == TERN_OK && ps[sg].split[0] == 0 && ps[sg].split[1] == bk &&
+				      ps[sg].split[2] == 80 && ps[sg].l0 == (sg ? bk : 0) &&
+				      ps[sg].l1 == (sg ? 80 : bk) &&
+				      ps[sg].n_layers[0] + ps[sg].n_layers[1] + ps[sg].n_layers[2] == own &&
+				      ps[sg].used[TERN_PLAN_DEVICE] <= 24 * GiB,
+			      "70B stage %d of 2: layers [%lld, %lld) of split at %lld (by hand %lld), %lld/%lld/%lld",
+			      sg, (long long)ps[sg].l0, (long long)ps[sg].l1, (long long)ps[sg].split[1],
+			      (long long)bk, (long long)ps[sg].n_layers[0], (long long)ps[sg].n_layers[1],
+			      (long long)ps[sg].n_layers[2]);
+			/* the other stage's layers are in no tier of this one */
+			bool other = true;
+			for (int64_t l = 0; l < 80; l++)
+				other &= (l >= ps[sg].l0 && l < ps[sg].l1) ==
+					 (ps[sg].tier[l] != TERN_PLAN_TIERS);
+			check(other, "70B stage %d: tier[] marks the other stage's layers", sg);
+		}
+		check(ps[0].stage_weights[0] == (uint64_t)bk * lb &&
+			      ps[0].stage_weights[1] == (uint64_t)(80 - bk) * lb + head &&
+			      ps[0].stage_weights[0] + ps[0].stage_weights[1] == 80 * lb + head,
+		      "70B split: stage weights %llu + %llu = 80 layers + the lm_head",
+		      (unsigned long long)ps[0].stage_weights[0], (unsigned long long)ps[0].stage_weights[1]);
+		/* fixed costs: one process's, less the lm_head on stage 0, less the layer inputs of the
+		 * other stage's layers (each then an empty 256-byte view); the LoRA block whole on both */
+		uint64_t f0 = e[M_LLAMA70].fixed - head - (uint64_t)(80 - bk) * (TD - 256);
+		uint64_t f1 = e[M_LLAMA70].fixed - (uint64_t)bk * (TD - 256);
+		check(ps[0].fixed_bytes == f0 && ps[1].fixed_bytes == f1,
+		      "70B split fixed costs %llu, %llu (by hand %llu, %llu)",
+		      (unsigned long long)ps[0].fixed_bytes, (unsigned long long)ps[1].fixed_bytes,
+		      (unsigned long long)f0, (unsigned long long)f1);
+		/* three 24 GiB cards hold it whole: no stage streams */
+		bool whole = true;
+		for (int sg = 0; sg < 3; sg++) {
+			struct tern_plan q;
+			memset(&q, 0, sizeof q);
+			q.stages = 3;
+			q.stage = sg;
+			whole &= tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 64 * GiB, &q) == TERN_OK &&
+				 q.n_layers[TERN_PLAN_DEVICE] == q.l1 - q.l0 && q.n_slots == 0;
+		}
+		check(whole, "70B over 3 stages of 24 GiB: every layer resident");
+		/* given boundaries; a list for another number of stages, a boundary past the model and
+		 * more stages than layers are refused */
+		struct tern_config *cs = setup("qlora", "layer_split: 20,50\n");
+		if (!cs)
+			return 1;
+		memset(&p, 0, sizeof p);
+		p.stages = 3;
+		p.stage = 1;
+		enum tern_status st = tern_plan_make(&mc[M_LLAMA70], cs, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_OK && p.l0 == 20 && p.l1 == 50 && p.split[3] == 80,
+		      "layer_split 20,50: stage 1 runs [%lld, %lld)", (long long)p.l0, (long long)p.l1);
+		memset(&p, 0, sizeof p); /* stages 0: the list's */
+		st = tern_plan_make(&mc[M_LLAMA70], cs, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_OK && p.stages == 3 && p.l0 == 0 && p.l1 == 20,
+		      "layer_split 20,50: 3 stages");
+		memset(&p, 0, sizeof p); /* stages 1: one device, no split */
+		p.stages = 1;
+		st = tern_plan_make(&mc[M_LLAMA70], cs, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_OK && p.stages == 1 && p.l0 == 0 && p.l1 == 80, "one stage: every layer");
+		memset(&p, 0, sizeof p);
+		p.stages = 2;
+		st = tern_plan_make(&mc[M_LLAMA70], cs, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_E_INVALID && strstr(tern_error(), "gives 3 stages, and there are 2 devices"),
+		      "layer_split 20,50 on 2 stages refused");
+		tern_config_free(cs);
+		cs = setup("qlora", "layer_split: 80\n");
+		memset(&p, 0, sizeof p);
+		st = cs ? tern_plan_make(&mc[M_LLAMA70], cs, 24 * GiB, 64 * GiB, &p) : TERN_E_NOMEM;
+		check(st == TERN_E_INVALID && strstr(tern_error(), "names layer 80 of a 80-layer model"),
+		      "layer_split 80 refused");
+		tern_config_free(cs);
+		memset(&p, 0, sizeof p);
+		p.stages = 33;
+		st = tern_plan_make(&mc[M_LLAMA8], cfg, 24 * GiB, 64 * GiB, &p);
+		check(st == TERN_E_INVALID && strstr(tern_error(), "33 stages for 32 layers"),
+		      "33 stages of a 32-layer model refused");
+		tern_clear_error();
+	}
+
 	/* LoRA on a bf16 base: projections at 2 bytes per parameter */
 	{
 		struct tern_config *c2 = setup("lora", "base_format: bf16\n");
