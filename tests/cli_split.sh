@@ -3,7 +3,8 @@
 # 0..k-1, stage 1 the rest with the lm_head and loss) give the one-process adapter, also with one
 # stage's layers streamed from host and disk and with 3 stages at given boundaries; checkpoints
 # resume across stage counts (2 -> 1, 1 -> 2); `tern plan --stages` shows the split, checked by
-# arithmetic; bad input gets one line each.
+# arithmetic; a mixture of experts with its router loss splits exactly too; bad input gets one
+# line each.
 # Usage: cli_split.sh TERN DATA_DIR BACKEND... (cpu, ref, vulkan). Exits 77 (not run) without
 # mpirun or in a build without MPI.
 #
@@ -188,6 +189,51 @@ for ck in false true; do
 		>"$tmp/s3-$ck.log" 2>&1 || bad "3 stages (checkpointing $ck): $(tail -3 "$tmp/s3-$ck.log")"
 	same "$tmp/s1-$ck" "$tmp/s3-$ck" "3 stages at 2,3 vs one process (checkpointing $ck)"
 done
+
+# A mixture of experts (tools/make_standin_model.py: a 6-layer stand-in of Mixtral-8x7B, 4 experts,
+# top 2) with LoRA on q/v, the experts and the router, and the router's load-balancing loss: its
+# sums run over every stage's sparse layers (passed along with the hidden state) and d aux / d p
+# back with the gradient, so 2 stages still give the one-process adapter and loss byte for byte.
+if command -v python3 >/dev/null 2>&1 &&
+	python3 "$(dirname "$0")/../tools/make_standin_model.py" \
+		"$data/hf_configs/mistralai/Mixtral-8x7B-v0.1/config.json" "$data/tokenizers/llama2" "$tmp/mix" 6 >/dev/null; then
+	i=0
+	while [ $i -lt 8 ]; do
+		i=$((i + 1))
+		printf '{"instruction": "Name colour number %d.", "input": "", "output": "Blue %d and green."}\n' $i $i >>"$tmp/m.jsonl"
+	done
+	cat >"$tmp/m.yaml" <<Y
+base_model: $tmp/mix
+adapter: qlora
+lora_r: 4
+lora_alpha: 8
+lora_dropout: 0
+lora_target_modules: [q_proj, v_proj]
+lora_target_parameters: [mlp.experts.gate_up_proj, mlp.experts.down_proj, mlp.gate.weight]
+datasets:
+  - path: $tmp/m.jsonl
+    type: alpaca
+sequence_len: 80
+micro_batch_size: 2
+gradient_accumulation_steps: 2
+max_steps: 3
+learning_rate: 0.001
+logging_steps: 1
+backend: cpu
+seed: 5
+model_config:
+  output_router_logits: true
+  router_aux_loss_coef: 0.02
+Y
+	"$tern" train "$tmp/m.yaml" --set output_dir="$tmp/m1" >"$tmp/m1.log" 2>&1 || bad "MoE one process: $(tail -3 "$tmp/m1.log")"
+	mpin 2 "$tern" train "$tmp/m.yaml" --set output_dir="$tmp/m2" --set layer_split=auto >"$tmp/m2.log" 2>&1 ||
+		bad "MoE 2 stages: $(tail -3 "$tmp/m2.log")"
+	same "$tmp/m1" "$tmp/m2" "MoE (experts, router, aux loss): 2 stages vs one process"
+	[ "$(grep '^step' "$tmp/m1.log" | cut -c1-60)" = "$(grep '^step' "$tmp/m2.log" | cut -c1-60)" ] && ok ||
+		bad "MoE: the step lines' loss and norm differ: $(grep '^step' "$tmp/m1.log" "$tmp/m2.log")"
+else
+	echo "MoE part not run: python3 or the stand-in model is missing"
+fi
 
 # One process with layer_split: a note, and the one-process run
 "$tern" train "$tmp/c.yaml" --set backend=cpu --set output_dir="$tmp/o1" --set layer_split=auto >"$tmp/o1.log" 2>&1 ||

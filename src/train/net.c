@@ -151,6 +151,7 @@ struct tern_net {
 	 * (choices, probabilities [E], rows), d aux / d p [E] (moe.h), the window's aux_coef · aux;
 	 * aux_on while the micro-batch's first forward runs (not a recomputation), hseg its segments */
 	double *aux_cnt, *aux_prob, *aux_gp, aux_rows, aux_sum;
+	double aux_term; /* this micro-batch's aux_coef · aux (a layer split passes it and aux_gp back) */
 	bool aux_on;
 	const int32_t *hseg;
 };
@@ -1841,10 +1842,21 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	if (x16 && n->l0 == 0)
 		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
 	n->hseg = segments;
-	n->aux_on = n->aux_cnt && backward;
-	if (n->aux_on) {
+	bool aux = n->aux_cnt && backward;
+	n->aux_on = aux;
+	if (aux) {
 		memset(n->aux_cnt, 0, (size_t)(2 * n->E) * sizeof *n->aux_cnt);
 		n->aux_rows = 0;
+	}
+	/* a layer split: the load-balancing sums run over every stage's sparse layers, in layer order
+	 * as one process adds them (the previous stage's partial sums follow its hidden state) */
+	size_t abytes = (size_t)(2 * n->E) * sizeof(double);
+	const struct tern_net_link *k = n->o.link;
+	if (aux && n->l0 > 0 &&
+	    ((st = k->recv(k->ctx, -1, n->aux_cnt, abytes)) ||
+	     (st = k->recv(k->ctx, -1, &n->aux_rows, sizeof n->aux_rows)))) {
+		n->aux_on = false;
+		return st;
 	}
 	for (int l = (int)n->l0; l < n->l1; l++) {
 		TRY(layer_input(n, l, &x));
@@ -1856,16 +1868,26 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], TERN_F16, n->tmpD, TERN_F32, T * D));
 	}
-	if (n->aux_on) { /* the sums are complete: the loss, and d aux / d p for the backward */
-		n->aux_on = false;
-		n->aux_sum += n->o.aux_coef * tern_moe_aux(n->E, n->aux_cnt, n->aux_prob, n->aux_rows,
+	n->aux_on = false;
+	if (aux && n->l1 == L) { /* the sums are complete: the loss, and d aux / d p for the backward */
+		n->aux_term = n->o.aux_coef * tern_moe_aux(n->E, n->aux_cnt, n->aux_prob, n->aux_rows,
 							   n->o.aux_coef, n->aux_gp);
+		n->aux_sum += n->aux_term;
 	}
 	if (n->l1 < L) { /* the next stage runs the rest and sends dL/d(output) back */
 		TRY(boundary(n, +1, n->xin[n->l1], xbytes, true));
+		if (aux) {
+			TRY(k->send(k->ctx, +1, n->aux_cnt, abytes));
+			TRY(k->send(k->ctx, +1, &n->aux_rows, sizeof n->aux_rows));
+		}
 		if (!backward)
 			return TERN_OK;
 		TRY(boundary(n, +1, n->dres, dbytes, false));
+		if (aux) { /* the last stage's d aux / d p and the term (counted by every stage's loss) */
+			TRY(k->recv(k->ctx, +1, n->aux_gp, (size_t)n->E * sizeof(double)));
+			TRY(k->recv(k->ctx, +1, &n->aux_term, sizeof n->aux_term));
+			n->aux_sum += n->aux_term;
+		}
 	} else {
 		TRY(layer_input(n, (int)L, &x));
 		TRY(tern_rmsnorm(be, n->xf, n->rstdf, x, n->norm, T, D, n->eps));
@@ -1886,9 +1908,13 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(layer_bwd(n, l, x, step, micro));
 	}
 	/* dres = dL/d(layer l0's input): the previous stage's, or the embedding rows' gradient */
-	if (n->l0 > 0)
+	if (n->l0 > 0) {
 		TRY(boundary(n, -1, n->dres, dbytes, true));
-	else if (trained_full(n, TERN_FULL_EMBED))
+		if (aux) {
+			TRY(k->send(k->ctx, -1, n->aux_gp, (size_t)n->E * sizeof(double)));
+			TRY(k->send(k->ctx, -1, &n->aux_term, sizeof n->aux_term));
+		}
+	} else if (trained_full(n, TERN_FULL_EMBED))
 		TRY(tern_embed_bwd(be, full_view(n, FB_GRAD, TERN_FULL_EMBED), n->dres, n->tokens, T, n->V,
 				   D));
 	return TERN_OK;
