@@ -5,7 +5,7 @@ For timing tern's loaders on 7B-class sizes without downloading a model: the val
 (a 64 MiB block of random bf16 values reused at shifting offsets), the shapes, names, config and
 sharding are those of the real architecture.
 
-Usage: tools/make_synthetic_model.py OUT_DIR [--preset mistral-7b|llama3-8b|llama3.2-1b|llama2-7b|llama2-13b|llama-100m|tiny]
+Usage: tools/make_synthetic_model.py OUT_DIR [--preset mistral-7b|llama3-8b|llama3-70b|llama3.2-1b|llama2-7b|llama2-13b|llama-100m|tiny]
        [--shard-gb 5]
 """
 import argparse
@@ -26,6 +26,12 @@ PRESETS = {
                       vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
                       max_position_embeddings=8192, tie_word_embeddings=False,
                       architectures=["LlamaForCausalLM"]),
+    # Llama-3-70B (meta-llama/Meta-Llama-3-70B): 131 GiB of bf16 (tools/bench_multi_gpu.sh)
+    "llama3-70b": dict(model_type="llama", hidden_size=8192, intermediate_size=28672,
+                       num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
+                       vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
+                       max_position_embeddings=8192, tie_word_embeddings=False,
+                       architectures=["LlamaForCausalLM"]),
     "llama3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192,
                         num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                         vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
