@@ -71,6 +71,14 @@ struct tern_view;
 enum tern_status tern_dist_nccl_open(struct tern_dist_nccl **out);
 enum tern_status tern_dist_nccl_allreduce(struct tern_dist_nccl *n, void *dev, int64_t count, void *stream);
 void tern_dist_nccl_close(struct tern_dist_nccl *n);
+/* Point to point between device buffers (a layer split's boundary): bytes at device address dev
+ * to / from rank peer, queued on `stream`; every send matched by the peer's recv of the same size,
+ * in order. _p2p: whether the library has them (ncclSend/ncclRecv, NCCL 2.7+). */
+bool tern_dist_nccl_p2p(const struct tern_dist_nccl *n);
+enum tern_status tern_dist_nccl_send(struct tern_dist_nccl *n, const void *dev, size_t bytes, int peer,
+				     void *stream);
+enum tern_status tern_dist_nccl_recv(struct tern_dist_nccl *n, void *dev, size_t bytes, int peer,
+				     void *stream);
 /* The device address of view v of the CUDA backend be and its compute stream (src/backend/cuda/
  * cu_dist.c); TERN_E_UNSUPPORTED for another backend or a build without CUDA. */
 enum tern_status tern_dist_cuda_address(struct tern_backend *be, struct tern_view v, void **ptr,

@@ -1,8 +1,10 @@
-/* NCCL's all-reduce over device buffers for the CUDA build (src/dist/dist.h). libnccl.so.2 is
+/* NCCL's all-reduce (and the layer split's send/recv) over device buffers for the CUDA build
+ * (src/dist/dist.h). libnccl.so.2 is
  * opened at run time (dlopen), so that a CUDA build compiles and runs without NCCL installed: the
  * few entry points it calls are declared here from NCCL's documented API (ncclGetUniqueId,
  * ncclCommInitRank, ncclAllReduce, ncclCommDestroy, ncclGetErrorString; ncclUniqueId is 128
- * opaque bytes, ncclFloat32 = 7, ncclSum = 0, ncclSuccess = 0). The group stays MPI's: rank 0's
+ * opaque bytes, ncclFloat32 = 7, ncclSum = 0, ncclSuccess = 0; ncclSend and ncclRecv (NCCL 2.7
+ * and later, ncclUint8 = 1) where the library has them). The group stays MPI's: rank 0's
  * unique id reaches the others with tern_dist_bcast.
  *
  * The sum order is NCCL's (rings or trees over the devices): the same for the same ranks,
@@ -26,14 +28,18 @@ typedef int (*nccl_comm_init_rank_fn)(void **comm, int nranks, nccl_id id, int r
 typedef int (*nccl_all_reduce_fn)(const void *send, void *recv, size_t count, int dtype, int op, void *comm,
 				  void *stream);
 typedef int (*nccl_comm_destroy_fn)(void *comm);
+typedef int (*nccl_send_fn)(const void *send, size_t count, int dtype, int peer, void *comm, void *stream);
+typedef int (*nccl_recv_fn)(void *recv, size_t count, int dtype, int peer, void *comm, void *stream);
 typedef const char *(*nccl_error_string_fn)(int result);
 
-enum { NCCL_SUCCESS = 0, NCCL_FLOAT32 = 7, NCCL_SUM = 0 };
+enum { NCCL_SUCCESS = 0, NCCL_UINT8 = 1, NCCL_FLOAT32 = 7, NCCL_SUM = 0 };
 
 struct tern_dist_nccl {
 	void *lib;
 	void *comm;
 	nccl_all_reduce_fn all_reduce;
+	nccl_send_fn send; /* NULL before NCCL 2.7 */
+	nccl_recv_fn recv;
 	nccl_comm_destroy_fn destroy;
 	nccl_error_string_fn error;
 };
@@ -63,6 +69,10 @@ enum tern_status tern_dist_nccl_open(struct tern_dist_nccl **out)
 		init = (nccl_comm_init_rank_fn)dlsym(n->lib, "ncclCommInitRank");
 		n->all_reduce = (nccl_all_reduce_fn)dlsym(n->lib, "ncclAllReduce");
 		n->destroy = (nccl_comm_destroy_fn)dlsym(n->lib, "ncclCommDestroy");
+		n->send = (nccl_send_fn)dlsym(n->lib, "ncclSend");
+		n->recv = (nccl_recv_fn)dlsym(n->lib, "ncclRecv");
+		if (!n->send || !n->recv)
+			n->send = NULL, n->recv = NULL;
 		n->error = (nccl_error_string_fn)dlsym(n->lib, "ncclGetErrorString");
 		if (!get_id || !init || !n->all_reduce || !n->destroy)
 			st = tern_fail(TERN_E_UNAVAILABLE,
@@ -102,6 +112,24 @@ enum tern_status tern_dist_nccl_allreduce(struct tern_dist_nccl *n, void *dev, i
 			  "ncclAllReduce");
 }
 
+bool tern_dist_nccl_p2p(const struct tern_dist_nccl *n) { return n && n->send; }
+
+enum tern_status tern_dist_nccl_send(struct tern_dist_nccl *n, const void *dev, size_t bytes, int peer,
+				     void *stream)
+{
+	if (!n->send)
+		return tern_fail(TERN_E_UNSUPPORTED, "NCCL: this libnccl.so.2 has no ncclSend (NCCL < 2.7)");
+	return nccl_check(n, n->send(dev, bytes, NCCL_UINT8, peer, n->comm, stream), "ncclSend");
+}
+
+enum tern_status tern_dist_nccl_recv(struct tern_dist_nccl *n, void *dev, size_t bytes, int peer,
+				     void *stream)
+{
+	if (!n->recv)
+		return tern_fail(TERN_E_UNSUPPORTED, "NCCL: this libnccl.so.2 has no ncclRecv (NCCL < 2.7)");
+	return nccl_check(n, n->recv(dev, bytes, NCCL_UINT8, peer, n->comm, stream), "ncclRecv");
+}
+
 void tern_dist_nccl_close(struct tern_dist_nccl *n)
 {
 	if (!n)
@@ -120,6 +148,17 @@ enum tern_status tern_dist_nccl_open(struct tern_dist_nccl **out)
 			 tern_dist_mpi_built() ? "CUDA (TERN_CUDA=OFF)" : "MPI (TERN_MPI=OFF)");
 }
 enum tern_status tern_dist_nccl_allreduce(struct tern_dist_nccl *n, void *dev, int64_t count, void *stream)
+{
+	return tern_fail(TERN_E_UNSUPPORTED, "NCCL: not built");
+}
+bool tern_dist_nccl_p2p(const struct tern_dist_nccl *n) { return false; }
+enum tern_status tern_dist_nccl_send(struct tern_dist_nccl *n, const void *dev, size_t bytes, int peer,
+				     void *stream)
+{
+	return tern_fail(TERN_E_UNSUPPORTED, "NCCL: not built");
+}
+enum tern_status tern_dist_nccl_recv(struct tern_dist_nccl *n, void *dev, size_t bytes, int peer,
+				     void *stream)
 {
 	return tern_fail(TERN_E_UNSUPPORTED, "NCCL: not built");
 }

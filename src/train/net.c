@@ -1796,11 +1796,13 @@ static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, st
 	return n->be->vt->upload(n->be, tern_view_sub(out, 0, (size_t)(n->T * D) * 4), n->xh);
 }
 
-/* The boundary of a layer split: v (its first bytes bytes) to / from stage peer (-1, +1) through
- * the host staging buffer. */
+/* The boundary of a layer split: v (its first bytes bytes) to / from stage peer (-1, +1), between
+ * device buffers where the link can (NCCL), else through the host staging buffer. */
 static enum tern_status boundary(struct tern_net *n, int peer, struct tern_view v, size_t bytes, bool send)
 {
 	const struct tern_net_link *k = n->o.link;
+	if (k->send_dev && k->recv_dev)
+		return send ? k->send_dev(k->ctx, peer, v, bytes) : k->recv_dev(k->ctx, peer, v, bytes);
 	v = tern_view_sub(v, 0, bytes);
 	enum tern_status st;
 	if (send)

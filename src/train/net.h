@@ -83,6 +83,10 @@ struct tern_net_link {
 	void *ctx;
 	enum tern_status (*send)(void *ctx, int peer, const void *buf, size_t bytes);
 	enum tern_status (*recv)(void *ctx, int peer, void *buf, size_t bytes);
+	/* optional (NULL: the hidden state and its gradient through host memory as above): the same
+	 * between device buffers, the first `bytes` of view v, queued after the ops before (NCCL) */
+	enum tern_status (*send_dev)(void *ctx, int peer, struct tern_view v, size_t bytes);
+	enum tern_status (*recv_dev)(void *ctx, int peer, struct tern_view v, size_t bytes);
 };
 
 /* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,

@@ -185,8 +185,10 @@ struct session {
 	int32_t *tok_b, *tgt_b, *pos_b, *seg_b; /* [T] staging of one micro-batch */
 	int32_t pad;
 	FILE *out;
-	bool profile; /* a profile line per step (--profile, TERN_PROFILE=1) */
-	bool split;   /* layer_split over several ranks: the ranks are pipeline stages */
+	bool profile;                /* a profile line per step (--profile, TERN_PROFILE=1) */
+	bool split;                  /* layer_split over several ranks: the ranks are pipeline stages */
+	struct tern_net_link link;   /* the split's boundary (the net keeps a pointer to it) */
+	struct tern_dist_nccl *nccl; /* NCCL (CUDA build): the sum, and the boundary when it can */
 };
 
 static void session_free(struct session *s)
@@ -371,7 +373,21 @@ static enum tern_status link_recv(void *ctx, int peer, void *buf, size_t bytes)
 {
 	return tern_dist_recv(buf, bytes, tern_dist_rank() + peer);
 }
-static const struct tern_net_link split_link = {NULL, link_send, link_recv};
+/* ... and with NCCL between the devices, on the backend's stream */
+static enum tern_status link_send_dev(void *ctx, int peer, struct tern_view v, size_t bytes)
+{
+	struct session *s = ctx;
+	void *p, *stream;
+	enum tern_status st = tern_dist_cuda_address(s->be, v, &p, &stream);
+	return st ? st : tern_dist_nccl_send(s->nccl, p, bytes, tern_dist_rank() + peer, stream);
+}
+static enum tern_status link_recv_dev(void *ctx, int peer, struct tern_view v, size_t bytes)
+{
+	struct session *s = ctx;
+	void *p, *stream;
+	enum tern_status st = tern_dist_cuda_address(s->be, v, &p, &stream);
+	return st ? st : tern_dist_nccl_recv(s->nccl, p, bytes, tern_dist_rank() + peer, stream);
+}
 
 /* The backend and the residency plan: before the model is converted, so that a plan that cannot
  * work fails without writing anything. */
@@ -417,8 +433,9 @@ static enum tern_status open_net(struct session *s)
 		.seed = (uint64_t)c->seed,
 		.prec = s->prec,
 		.aux_coef = s->mc.E > 0 && s->mc.router_logits ? s->mc.router_aux_coef : 0,
-		.link = s->split ? &split_link : NULL,
+		.link = s->split ? &s->link : NULL,
 	};
+	s->link = (struct tern_net_link){s, link_send, link_recv, NULL, NULL};
 	/* a device that refuses an allocation the plan counted on: re-plan with 3/4 of the budget */
 	for (int attempt = 0;; attempt++) {
 		bool streams = s->plan.n_layers[TERN_PLAN_DEVICE] < s->plan.l1 - s->plan.l0;
@@ -1156,6 +1173,12 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		if (st == TERN_OK)
 			st = tern_fail(TERN_E_NOMEM, "out of host memory");
 		goto out;
+	}
+	s.nccl = nccl;
+	if (s.split && tern_dist_nccl_p2p(nccl)) { /* the boundary between the devices too */
+		s.link.send_dev = link_send_dev;
+		s.link.recv_dev = link_recv_dev;
+		fprintf(out, "layer split: the boundary passes between the devices with NCCL\n");
 	}
 	banner(&s, steps_per_epoch, K, W);
 	if (!main_rank) { /* the other ranks write nothing */
