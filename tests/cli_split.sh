@@ -235,6 +235,23 @@ else
 	echo "MoE part not run: python3 or the stand-in model is missing"
 fi
 
+# f16 products (the boundary passes the f16 layer input as the stages keep it), and a tied model
+# (llama_tied: the embedding table is the lm_head, on the first and the last stage) training
+# embed_tokens and lm_head in full (lora_modules_to_save: stage 0 the embeddings' gradient, the
+# last stage the lm_head's)
+for v in f16 tied; do
+	if [ $v = f16 ]; then
+		set -- --set backend=cpu --set compute_dtype=f16
+	else
+		set -- --set backend=cpu --set base_model="$data/models/llama_tied" "--set=lora_modules_to_save=[embed_tokens, lm_head]"
+	fi
+	"$tern" train "$tmp/c.yaml" "$@" --set output_dir="$tmp/$v-1" >"$tmp/$v-1.log" 2>&1 ||
+		bad "$v: one process: $(tail -3 "$tmp/$v-1.log")"
+	mpin 2 "$tern" train "$tmp/c.yaml" "$@" --set output_dir="$tmp/$v-2" --set layer_split=auto >"$tmp/$v-2.log" 2>&1 ||
+		bad "$v: 2 stages: $(tail -3 "$tmp/$v-2.log")"
+	same "$tmp/$v-1" "$tmp/$v-2" "$v: 2 stages vs one process"
+done
+
 # One process with layer_split: a note, and the one-process run
 "$tern" train "$tmp/c.yaml" --set backend=cpu --set output_dir="$tmp/o1" --set layer_split=auto >"$tmp/o1.log" 2>&1 ||
 	bad "one process with layer_split: $(tail -3 "$tmp/o1.log")"

@@ -36,7 +36,9 @@ void tern_help_train(void)
 	       "                     with mpirun; each step takes micro_batch_size x\n"
 	       "                     gradient_accumulation_steps rows per device (docs/CONFIG.md,\n"
 	       "                     \"Several devices\"). `mpirun -n N tern train CONFIG` does the same\n"
-	       "                     with devices device..device+N-1\n");
+	       "                     with devices device..device+N-1. With layer_split: auto (or\n"
+	       "                     --set layer_split=auto) the processes split the layers instead:\n"
+	       "                     a model across devices (docs/CONFIG.md, \"layer split\")\n");
 }
 
 void tern_help_eval(void)
