@@ -182,8 +182,10 @@ for ck in false true; do
 		--set device_memory=$dev --set host_memory=$host >"$tmp/s2-$ck.log" 2>&1 ||
 		bad "stage 0 streamed (checkpointing $ck): $(tail -3 "$tmp/s2-$ck.log")"
 	grep -q "residency 1 device, 2 host, 2 disk layers; 3 slots" "$tmp/s2-$ck.log" &&
-		grep -q "stages at 0-4 5-5" "$tmp/s2-$ck.log" && grep -q "^step 4/4 .* streamed " "$tmp/s2-$ck.log" && ok ||
-		bad "stage 0's placement: $(grep -E 'residency|split|^step 4' "$tmp/s2-$ck.log")"
+		grep -q "stages at 0-4 5-5" "$tmp/s2-$ck.log" && grep -q "^step 4/4 .* streamed " "$tmp/s2-$ck.log" &&
+		grep -q "^            stage 0: layers 0-4; 1 device, 2 host, 2 disk; 3 slots; " "$tmp/s2-$ck.log" &&
+		grep -q "^            stage 1: layers 5-5; 1 device, 0 host, 0 disk; 0 slots; " "$tmp/s2-$ck.log" && ok ||
+		bad "the stages' placement: $(grep -E 'residency|split|stage [01]:|^step 4' "$tmp/s2-$ck.log")"
 	same "$tmp/s1-$ck" "$tmp/s2-$ck" "stage 0 streamed vs one process (checkpointing $ck)"
 	mpin 3 "$tern" train "$tmp/c.yaml" "$@" --set output_dir="$tmp/s3-$ck" --set layer_split=2,3 \
 		>"$tmp/s3-$ck.log" 2>&1 || bad "3 stages (checkpointing $ck): $(tail -3 "$tmp/s3-$ck.log")"

@@ -189,6 +189,7 @@ struct session {
 	bool split;                  /* layer_split over several ranks: the ranks are pipeline stages */
 	struct tern_net_link link;   /* the split's boundary (the net keeps a pointer to it) */
 	struct tern_dist_nccl *nccl; /* NCCL (CUDA build): the sum, and the boundary when it can */
+	char (*stages)[160];         /* a layer split, rank 0: each stage's layers and residency */
 };
 
 static void session_free(struct session *s)
@@ -206,6 +207,7 @@ static void session_free(struct session *s)
 	free(s->tgt_b);
 	free(s->pos_b);
 	free(s->seg_b);
+	free(s->stages);
 }
 
 static enum tern_status load_config(struct session *s, const char *path, const char *const *sets, int n_sets)
@@ -785,6 +787,36 @@ static enum tern_status commit_outputs(const struct tern_config *c, FILE *metric
 	return tern_config_save(c, path);
 }
 
+/* A layer split: each stage's layers and placement, on rank 0 for the banner (every rank takes
+ * part: a collective). */
+static enum tern_status stage_lines(struct session *s)
+{
+	int rank = tern_dist_rank(), n = tern_dist_size();
+	const struct tern_plan *p = &s->plan;
+	uint64_t wb, lb, ab;
+	tern_net_memory(s->net, &wb, &lb, &ab);
+	char line[160], u[32], d[32];
+	tern_plan_fmt(u, sizeof u, wb + lb + ab);
+	tern_plan_fmt(d, sizeof d, s->device_budget);
+	bool streams = p->n_layers[TERN_PLAN_DEVICE] < p->l1 - p->l0;
+	snprintf(line, sizeof line,
+		 "stage %d: layers %lld-%lld; %lld device, %lld host, %lld disk; %d slots; %s of %s", rank,
+		 (long long)p->l0, (long long)(p->l1 - 1), (long long)p->n_layers[TERN_PLAN_DEVICE],
+		 (long long)p->n_layers[TERN_PLAN_HOST], (long long)p->n_layers[TERN_PLAN_DISK],
+		 streams ? p->n_slots : 0, u, d);
+	if (rank > 0)
+		return tern_dist_send(line, sizeof line, 0);
+	if (!(s->stages = tern_calloc((size_t)n, sizeof *s->stages)))
+		return tern_fail(TERN_E_NOMEM, "out of host memory");
+	memcpy(s->stages[0], line, sizeof line);
+	enum tern_status st = TERN_OK;
+	for (int r = 1; r < n && st == TERN_OK; r++)
+		st = tern_dist_recv(s->stages[r], sizeof line, r);
+	for (int r = 1; r < n; r++)
+		s->stages[r][sizeof line - 1] = 0;
+	return st;
+}
+
 static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_t W)
 {
 	struct tern_config *c = s->cfg;
@@ -845,6 +877,8 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		for (int i = 0; i < p->stages; i++)
 			fprintf(o, " %lld-%lld", (long long)p->split[i], (long long)(p->split[i + 1] - 1));
 		fprintf(o, "\n");
+		for (int i = 0; s->stages && i < p->stages; i++) /* each stage's device memory and tiers */
+			fprintf(o, "            %s\n", s->stages[i]);
 	}
 	fprintf(o,
 		"  schedule  %lld steps/epoch, %lld steps, warmup %lld, %lld × %lld%s rows/step, lr %g %s\n",
@@ -1180,6 +1214,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		s.link.recv_dev = link_recv_dev;
 		fprintf(out, "layer split: the boundary passes between the devices with NCCL\n");
 	}
+	if (s.split && (st = stage_lines(&s)) != TERN_OK)
+		goto out;
 	banner(&s, steps_per_epoch, K, W);
 	if (!main_rank) { /* the other ranks write nothing */
 		committed = true;
