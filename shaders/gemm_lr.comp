@@ -26,7 +26,10 @@
 //           contiguous m when p.vec) and four k-lanes per group, so each broadcast B read feeds
 //           16 multiply-adds instead of 4 and each load brings 16 bytes instead of 4; the lanes
 //           are added in a fixed order at the end.
-// TK and TM are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM.
+//   -DWV    the successor of WIDE: 32 x 256 tiles, four columns per invocation (one vec4 of C when
+//           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
+//           columns in registers and the old C loaded before the barrier.
+// TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM.
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
 // bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
@@ -46,10 +49,11 @@ layout(push_constant) uniform Push {
 	uint b_off, sbk, sbn;
 	float alpha, beta;
 	uint kc, part_off, splits; // ROWM split over k, REDUCE
-	uint vec;                  // ROWK, TK: A's rows and K on 16-byte boundaries; TM: m (vec4 loads)
+	uint vec;                  // ROWK, TK: A's rows and K on 16-byte boundaries; TM: m; WV: C's n
 } p;
 
 layout(binding = 0) buffer Cb { float c_[]; };
+layout(binding = 0) buffer Cb4 { vec4 c4[]; };
 layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 1) readonly buffer Ab4 { vec4 a4[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
@@ -367,6 +371,73 @@ void main()
 						put(mm, 4u * (jb + sj) + c, sum[c]);
 			}
 		}
+}
+
+#elif defined(WV)
+// Invocation t takes the four consecutive columns n0 + 4 (t % 64) .. + 3 (one vec4 of C when
+// p.vec) and the rows m0 + t / 64 + 4 i, i = 0 .. 7, of the group's 32 x 256 tile. It loads its
+// four columns of B (all K <= 4 RV rows of them) into registers and its 8 old vec4 of C before
+// the one barrier (the A tile into shared memory), so both latencies overlap; a subgroup's A
+// reads are broadcasts, and each C vec4 takes 4 K multiply-adds.
+#define BMV 32u
+#define BNV 256u
+shared vec4 Av[BMV][RV]; // Av[mm][j][c] = A(m0 + mm, 4 j + c), zero past M and K
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, nq = t & 63u, rl = t >> 6;
+	uint n0 = gl_WorkGroupID.x * BNV, m0 = gl_WorkGroupID.y * BMV, n = n0 + 4u * nq;
+	vec4 b[RMAX]; // b[k][c] = B(k, n + c), zero past K and N
+	[[unroll]] for (uint k = 0u; k < RMAX; k++) {
+		b[k] = vec4(0.0);
+		if (k < p.K)
+			[[unroll]] for (uint c = 0u; c < 4u; c++)
+				if (n + c < p.N)
+					b[k][c] = b_[p.b_off + k * p.sbk + (n + c) * p.sbn];
+	}
+	vec4 cv[BMV / 4u];
+	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
+		uint m = m0 + rl + 4u * i;
+		cv[i] = vec4(0.0);
+		if (p.beta != 0.0 && m < p.M) {
+			uint o = p.c_off + m * p.scm + n * p.scn;
+			if (p.vec != 0u && n < p.N)
+				cv[i] = c4[o >> 2];
+			else
+				for (uint c = 0u; c < 4u && n + c < p.N; c++)
+					cv[i][c] = c_[o + c * p.scn];
+		}
+	}
+	for (uint e = t; e < BMV * RMAX; e += 256u) {
+		uint mm = p.sak == 1u ? e / RMAX : e % BMV, k = p.sak == 1u ? e % RMAX : e / BMV;
+		float v = 0.0;
+		if (m0 + mm < p.M && k < p.K)
+			v = a_[p.a_off + (m0 + mm) * p.sam + k * p.sak];
+		Av[mm][k >> 2][k & 3u] = v;
+	}
+	barrier();
+	if (n >= p.N)
+		return;
+	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
+		uint m = m0 + rl + 4u * i;
+		if (m >= p.M)
+			break;
+		vec4 acc = vec4(0.0);
+		[[unroll]] for (uint j = 0u; j < RV; j++) {
+			vec4 a = Av[rl + 4u * i][j];
+			acc += a.x * b[4u * j];
+			acc += a.y * b[4u * j + 1u];
+			acc += a.z * b[4u * j + 2u];
+			acc += a.w * b[4u * j + 3u];
+		}
+		vec4 r = p.alpha * acc + p.beta * cv[i];
+		uint o = p.c_off + m * p.scm + n * p.scn;
+		if (p.vec != 0u)
+			c4[o >> 2] = r;
+		else
+			for (uint c = 0u; c < 4u && n + c < p.N; c++)
+				c_[o + c * p.scn] = r[c];
+	}
 }
 
 #else // WIDE

@@ -86,6 +86,7 @@ set(TERN_SHADER_VARIANTS
   "gemm_lr_wide_r32|gemm_lr.comp|-DWIDE -DRV=8u" "gemm_lr_reduce|gemm_lr.comp|-DREDUCE"
   "gemm_lr_tk|gemm_lr.comp|-DTK" "gemm_lr_tk_r32|gemm_lr.comp|-DTK -DRV=8u"
   "gemm_lr_tm|gemm_lr.comp|-DTM" "gemm_lr_tm_r32|gemm_lr.comp|-DTM -DRV=8u"
+  "gemm_lr_wv|gemm_lr.comp|-DWV" "gemm_lr_wv_r32|gemm_lr.comp|-DWV -DRV=8u"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
   "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"
   "attn_mma_prep|attn_mma.comp|-DPREP" "attn_mma_cast|attn_mma.comp|-DCAST"

@@ -391,7 +391,7 @@ static struct gemm_lr_push lr_push(const struct gemm_push *g, bool tr)
 				     .beta = g->beta};
 }
 
-/* The LoRA kernel generation: v2 (TK, TM; the default) or v1 (ROWK, ROWM, the kernels before);
+/* The LoRA kernel generation: v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before);
  * TERN_VK_LORA=v1|v2 picks one so that one GPU session can time both (tools/bench_gpu.sh). */
 static enum tern_status lora_gen(int *gen)
 {
@@ -409,8 +409,7 @@ static enum tern_status lora_gen(int *gen)
  * split-K kinds the groups wanted per multiprocessor and the granule of a split (CK). */
 struct lr_plan {
 	enum tern_vk_pipe pipe;
-	uint32_t rows, per_sm, ck;
-	bool split;
+	uint32_t rows, per_sm, ck; /* WIDE / WV: per_sm is the columns per group */
 };
 
 enum lr_kind {
@@ -435,23 +434,26 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 				 vk->props.limits.maxComputeSharedMemorySize);
 	switch (kind) {
 	case LR_WIDE:
-		*out = (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32, 64, 0, 0,
-					false};
+		/* v1: 64 x 128 tiles, one column an invocation; v2: 32 x 256, four */
+		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
+						   64, 128, 0}
+				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WV : TERN_PIPE_GEMM_LR_WV_R32, 32,
+						   256, 0};
 		break;
 	case LR_ROWK:
 		/* v1: 32 rows per group, eight groups per multiprocessor; v2: 128 rows, four */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
-						   32, 8, 128, true}
+						   32, 8, 128}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
-						   4, 128, true};
+						   4, 128};
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T); v1: two groups per multiprocessor
 		 * and chunks of 128; v2: four, chunks of 64 */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32,
-						   256, 2, 128, true}
+						   256, 2, 128}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
-						   4, 64, true};
+						   4, 64};
 		break;
 	}
 	return TERN_OK;
@@ -473,7 +475,8 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 		struct tern_view b[3] = {C, A, B};
 		if ((st = pick_gemm_lr(vk, LR_WIDE, p.K, &lp)))
 			return st;
-		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.N, 128),
+		p.vec = p.scn == 1 && p.c_off % 4 == 0 && p.scm % 4 == 0 && p.N % 4 == 0; /* WV */
+		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.N, lp.per_sm),
 					groups(p.M, lp.rows), 1);
 	}
 	bool tr = g->N > GEMM_LR_RMAX && g->M <= GEMM_LR_RMAX;
