@@ -49,7 +49,7 @@ set(TERN_SHADER_VARIANTS
   "cast_f16_bf16|cast.comp|-DSRC_F16 -DDST_BF16"
   "cast_bf16_f32|cast.comp|-DSRC_BF16 -DDST_F32"
   "cast_bf16_f16|cast.comp|-DSRC_BF16 -DDST_F16"
-  "ce_loss|ce_loss.comp|" "ce_loss_sum|ce_loss.comp|-DSUM"
+  "ce_loss|ce_loss.comp|" "ce_loss_sum|ce_loss.comp|-DSUM" "ce_loss_2p|ce_loss.comp|-DTWO_PASS"
   "rmsnorm|rmsnorm.comp|" "rmsnorm_bwd|rmsnorm.comp|-DBWD" "rmsnorm_simple|rmsnorm.comp|-DSIMPLE" "rmsnorm_bwd_simple|rmsnorm.comp|-DBWD -DSIMPLE" "rope|rope.comp|" "swiglu_silu|swiglu.comp|-DACT_SILU" "swiglu_relu2|swiglu.comp|-DACT_RELU2" "swiglu_bwd_silu|swiglu.comp|-DACT_SILU -DBWD" "swiglu_bwd_relu2|swiglu.comp|-DACT_RELU2 -DBWD" "embed_f32|embed.comp|-DE_F32" "embed_f16|embed.comp|-DE_F16" "embed_bf16|embed.comp|-DE_BF16" "embed_bwd|embed_bwd.comp|"
   # mixture of experts: tokens grouped by expert and back, the routing weight's gradient
   "gather_rows|gather_rows.comp|" "scatter_add_rows|scatter_add_rows.comp|"
