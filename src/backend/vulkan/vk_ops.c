@@ -448,12 +448,13 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   4, 128};
 		break;
 	case LR_ROWM:
-		/* 256 rows per group, a long reduction (K = T); v1: two groups per multiprocessor
-		 * and chunks of 128; v2: four, chunks of 64 */
+		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
+		 * split adds M x N partials to write and read again: at M = 2048 and T = 2048, 32
+		 * splits would be half as many bytes as A itself); v1 splits in chunks of 128, v2 of 64 */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32,
 						   256, 2, 128}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
-						   4, 64};
+						   2, 64};
 		break;
 	}
 	return TERN_OK;
