@@ -262,8 +262,9 @@ void main()
 					if (p.vec != 0u && kk + 4u <= kn)
 						xv[i][s] = a4[o >> 2];
 					else
-						for (uint c = 0u; c < 4u && kk + c < kn; c++)
-							xv[i][s][c] = a_[o + c * p.sak];
+						[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+							if (kk + c < kn)
+								xv[i][s][c] = a_[o + c * p.sak];
 				}
 			}
 		barrier(); // the previous chunk is no longer read
@@ -333,8 +334,9 @@ void main()
 				if (p.vec != 0u)
 					av[s] = a4[o >> 2];
 				else
-					for (uint i = 0u; i < 4u && m + i < p.M; i++)
-						av[s][i] = a_[o + i * p.sam];
+					[[unroll]] for (uint i = 0u; i < 4u; i++) // constant indices: registers
+						if (m + i < p.M)
+							av[s][i] = a_[o + i * p.sam];
 			}
 		}
 		barrier(); // the previous chunk is no longer read
@@ -404,8 +406,9 @@ void main()
 			if (p.vec != 0u && n < p.N)
 				cv[i] = c4[o >> 2];
 			else
-				for (uint c = 0u; c < 4u && n + c < p.N; c++)
-					cv[i][c] = c_[o + c * p.scn];
+				[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+					if (n + c < p.N)
+						cv[i][c] = c_[o + c * p.scn];
 		}
 	}
 	for (uint e = t; e < BMV * RMAX; e += 256u) {
@@ -435,8 +438,9 @@ void main()
 		if (p.vec != 0u)
 			c4[o >> 2] = r;
 		else
-			for (uint c = 0u; c < 4u && n + c < p.N; c++)
-				c_[o + c * p.scn] = r[c];
+			[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+				if (n + c < p.N)
+					c_[o + c * p.scn] = r[c];
 	}
 }
 
