@@ -53,9 +53,10 @@ usage: tools/bench_gpu.sh [options]
                        an environment variable for the runs of the --tern binary LABEL only
                        (repeatable), e.g. --tern-env old=TERN_VK_LORA=v1
   --kernels-ab         time the Vulkan kernel generations side by side with the one --tern
-                       binary (or build/tern): LABEL-v1 (TERN_VK_LORA=v1 TERN_VK_LOSS=v1, the
-                       LoRA and loss kernels before issue 9's second pass) first, then LABEL-v2
-                       (the defaults); also runs `bench ops --ops gemm` for both at each shape's
+                       binary (or build/tern): LABEL-v1 (TERN_VK_LORA=v1 TERN_VK_LOSS=v1
+                       TERN_VK_SPLITK=v1: the LoRA kernels, loss chunking and split-K rule
+                       before issue 9's second pass) first, then LABEL-v2 (the defaults, set
+                       explicitly); also runs `bench ops --ops gemm` for both at each shape's
                        LoRA sizes (logs/LABEL-gemm-SHAPE.txt, printed)
   --out DIR            logs, runs, results.json, table.md, tern's output dirs
                        (default outputs/bench-gpu; its logs/ runs/ tern/ configs/ are cleared)
@@ -194,7 +195,9 @@ if [ "$KERNELS_AB" = 1 ]; then
 	l0=${TERN_LABELS[0]} b0=${TERN_BINS[0]}
 	TERN_LABELS=("$l0-v1" "$l0-v2")
 	TERN_BINS=("$b0" "$b0")
-	TERN_ENVS+=("$l0-v1=TERN_VK_LORA=v1" "$l0-v1=TERN_VK_LOSS=v1" "$l0-v2=TERN_VK_LORA=v2" "$l0-v2=TERN_VK_LOSS=v2")
+	for g in v1 v2; do
+		TERN_ENVS+=("$l0-$g=TERN_VK_LORA=$g" "$l0-$g=TERN_VK_LOSS=$g" "$l0-$g=TERN_VK_SPLITK=$g")
+	done
 fi
 # tern_env LABEL: "env VAR=VAL ..." for that label's --tern-env entries (empty when none)
 tern_env() {
