@@ -18,7 +18,6 @@
 #include "backend/vulkan/vk.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #define CE_CHUNK_BYTES ((int64_t)64 << 20)
 #define CE_MAX_CHUNK 4096 /* one workgroup per token row: far below any group-count limit */
@@ -38,27 +37,18 @@ struct ce_push {
 	uint32_t vec;
 };
 
-/* The loss kernel generation: v2 (the default: chunks of whole 128-row tiles, the two-pass
- * ce_loss_2p) or v1 (the chunk as many rows as 64 MiB holds, the three-pass ce_loss);
- * TERN_VK_LOSS=v1|v2 picks one so that one GPU session can time both (tools/bench_gpu.sh). */
-static int loss_gen(void)
-{
-	const char *env = getenv("TERN_VK_LOSS");
-	return env && !strcmp(env, "v1") ? 1 : 2;
-}
+/* The loss kernel generation (TERN_VK_LOSS, tern_vk_gen): v2 (the default: chunks of whole
+ * 128-row tiles, the two-pass ce_loss_2p) or v1 (the chunk as many rows as 64 MiB holds, the
+ * three-pass ce_loss), so that one GPU session can time both (tools/bench_gpu.sh --kernels-ab).
+ * The row pass of one chunk: ce_loss_2p (v2) or ce_loss (v1). */
+static enum tern_vk_pipe pick_ce_loss(int gen) { return gen == 1 ? TERN_PIPE_CE_LOSS : TERN_PIPE_CE_LOSS_2P; }
 
-/* The row pass of one chunk: ce_loss_2p (v2) or ce_loss (v1). */
-static enum tern_vk_pipe pick_ce_loss(void)
-{
-	return loss_gen() == 1 ? TERN_PIPE_CE_LOSS : TERN_PIPE_CE_LOSS_2P;
-}
-
-static int64_t ce_chunk_tokens(int64_t T, int64_t V)
+static int64_t ce_chunk_tokens(int64_t T, int64_t V, int gen)
 {
 	int64_t tc = CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
 	/* v2: whole output tiles of the lm_head products (at V = 128256, 130 rows would run as two
 	 * 128-row tiles, the second with 2 live rows: half the product's work wasted) */
-	if (loss_gen() == 2 && tc > CE_TILE)
+	if (gen == 2 && tc > CE_TILE)
 		tc = tc / CE_TILE * CE_TILE;
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
@@ -75,7 +65,11 @@ static int64_t ce_chunk_tokens(int64_t T, int64_t V)
  * offset: CE_ALIGN_MAX covers that on any device, so the figure needs none. */
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
 {
-	int64_t tc = ce_chunk_tokens(T, V);
+	int gen = 2;
+	enum tern_status st = tern_vk_gen("TERN_VK_LOSS", &gen);
+	if (st)
+		return st;
+	int64_t tc = ce_chunk_tokens(T, V, gen);
 	*out = (struct tern_backend_sizes){
 		.ce_chunk = tc,
 		.ce_scratch = (uint64_t)(tc * V) * 4 + CE_ALIGN_MAX + (uint64_t)tc * 4,
@@ -103,7 +97,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		return TERN_OK;
 
 	struct tern_backend_sizes sz;
-	if ((st = tern_vulkan_sizes(T, V, D, &sz)))
+	int gen = 2;
+	if ((st = tern_vk_gen("TERN_VK_LOSS", &gen)) || (st = tern_vulkan_sizes(T, V, D, &sz)))
 		return st;
 	int64_t tc = sz.ce_chunk;
 	/* the products at F16 where the device has 16-bit floats (vk_mm.c), else fp32 */
@@ -127,7 +122,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		p.term_off = tern_vk_place(vk, &term) / 4;
 		p.vec = p.z_off % 4 == 0 && V % 4 == 0;
 		struct tern_view b[3] = {z, lab, term};
-		if ((st = tern_vk_dispatch(vk, pick_ce_loss(), b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, pick_ce_loss(gen), b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
 		if ((st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, mp)))

@@ -391,16 +391,14 @@ static struct gemm_lr_push lr_push(const struct gemm_push *g, bool tr)
 				     .beta = g->beta};
 }
 
-/* The LoRA kernel generation: v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before);
- * TERN_VK_LORA=v1|v2 picks one so that one GPU session can time both (tools/bench_gpu.sh). */
-static enum tern_status lora_gen(int *gen)
+enum tern_status tern_vk_gen(const char *var, int *gen)
 {
-	const char *env = getenv("TERN_VK_LORA");
+	const char *env = getenv(var);
 	*gen = 2;
 	if (!env || !*env)
 		return TERN_OK;
 	if (strcmp(env, "v1") && strcmp(env, "v2"))
-		return tern_fail(TERN_E_INVALID, "TERN_VK_LORA=%s: must be v1 or v2 (or unset)", env);
+		return tern_fail(TERN_E_INVALID, "%s=%s: must be v1 or v2 (or unset)", var, env);
 	*gen = env[1] - '0';
 	return TERN_OK;
 }
@@ -421,8 +419,10 @@ enum lr_kind {
 /* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank. */
 static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, struct lr_plan *out)
 {
+	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
+	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab) */
 	int gen = 2;
-	enum tern_status st = lora_gen(&gen);
+	enum tern_status st = tern_vk_gen("TERN_VK_LORA", &gen);
 	if (st)
 		return st;
 	bool r16 = r <= 16;
@@ -468,7 +468,7 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
-	struct lr_plan lp;
+	struct lr_plan lp = {TERN_PIPE_COUNT, 0, 0, 0};
 	enum tern_status st;
 	*done = true;
 	if (g->K <= GEMM_LR_RMAX) {
