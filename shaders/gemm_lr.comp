@@ -18,6 +18,18 @@
 //           part[z][m][n] (binding 3), which -DREDUCE adds in the order of z into C.
 //   -DWIDE  K <= 4 RV (y += u B^T, dx += du A): a group takes 64 rows x 128 columns; invocation
 //           t keeps B's column t % 128 in registers and walks 32 rows of A from shared memory.
+//   -DTK    the successor of ROWK (same operands, same split over k and REDUCE pass): 128 rows
+//           per group, four k-lanes per row, B transposed in shared memory so that a subgroup's
+//           reads of it have no bank conflicts (ROWK's eight lanes of a row read B rows 4 apart,
+//           all in one bank: 8-way conflicts); two rows per invocation share each B read.
+//   -DTM    the successor of ROWM: four consecutive rows per invocation (one vec4 of A's
+//           contiguous m when p.vec) and four k-lanes per group, so each broadcast B read feeds
+//           16 multiply-adds instead of 4 and each load brings 16 bytes instead of 4; the lanes
+//           are added in a fixed order at the end.
+//   -DWV    the successor of WIDE: 32 x 256 tiles, four columns per invocation (one vec4 of C when
+//           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
+//           columns in registers and the old C loaded before the barrier.
+// TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM.
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
 // bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
@@ -37,10 +49,11 @@ layout(push_constant) uniform Push {
 	uint b_off, sbk, sbn;
 	float alpha, beta;
 	uint kc, part_off, splits; // ROWM split over k, REDUCE
-	uint vec;                  // ROWK: A's rows and K on 16-byte boundaries (vec4 loads)
+	uint vec;                  // ROWK, TK: A's rows and K on 16-byte boundaries; TM: m; WV: C's n
 } p;
 
 layout(binding = 0) buffer Cb { float c_[]; };
+layout(binding = 0) buffer Cb4 { vec4 c4[]; };
 layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 1) readonly buffer Ab4 { vec4 a4[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
@@ -53,6 +66,15 @@ void store(uint m, uint n, float v)
 		c_[o] = p.alpha * v;
 	else
 		c_[o] = p.alpha * v + p.beta * c_[o];
+}
+
+// The split's raw sum to the partials (p.kc > 0, REDUCE adds them), else C(m, n).
+void put(uint m, uint n, float v)
+{
+	if (p.kc > 0u)
+		part[p.part_off + (gl_WorkGroupID.y * p.M + m) * p.N + n] = v;
+	else
+		store(m, n, v);
 }
 
 #if defined(ROWK) || defined(ROWM)
@@ -199,6 +221,226 @@ void main()
 		for (uint z = 0u; z < p.splits; z++)
 			s += part[p.part_off + z * total + i];
 		store(i / p.N, i % p.N, s);
+	}
+}
+
+#elif defined(TK)
+// Invocation t takes rows t / 4 and t / 4 + 64 of the group's 128 and k-lane q = t % 4: in a
+// chunk of CK = 128 values of k, vec4 s (0 .. 7) of a row is k = 4 (q + 4 s) .. + 3, so a
+// subgroup's loads cover whole 64-byte runs of 8 rows and its four lanes read four consecutive
+// vec4 of the transposed B chunk Bt[r][k] (no bank conflicts; the 8 rows' lanes share them as
+// broadcasts). Each B vec4 read from shared memory feeds 8 multiply-adds (two rows x four k),
+// each x vec4 16 B columns; the 16 x vec4 of a chunk are issued before the chunk's barrier.
+#define CK 128u
+#define TKR 128u
+shared vec4 Bt[RMAX][CK / 4u + 1u]; // Bt[r][kk / 4][kk % 4] = B(k0 + kk, r); padded rows
+shared vec4 red[256];
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, q = t & 3u, rr = t >> 2;
+	uint m0 = gl_WorkGroupID.x * TKR;
+	uint mrow[2] = uint[2](m0 + rr, m0 + rr + 64u);
+	vec4 acc[2][RV];
+	[[unroll]] for (uint i = 0u; i < 2u; i++)
+		[[unroll]] for (uint j = 0u; j < RV; j++)
+			acc[i][j] = vec4(0.0);
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.y * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	for (uint k0 = kb; k0 < ke; k0 += CK) {
+		uint kn = min(CK, ke - k0);
+		vec4 xv[2][CK / 16u]; // zero past the chunk and past M (Bt is zero there too)
+		[[unroll]] for (uint i = 0u; i < 2u; i++)
+			[[unroll]] for (uint s = 0u; s < CK / 16u; s++) {
+				uint kk = 4u * (q + 4u * s);
+				xv[i][s] = vec4(0.0);
+				if (mrow[i] < p.M && kk < kn) {
+					uint o = p.a_off + mrow[i] * p.sam + (k0 + kk) * p.sak;
+					if (p.vec != 0u && kk + 4u <= kn)
+						xv[i][s] = a4[o >> 2];
+					else
+						[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+							if (kk + c < kn)
+								xv[i][s][c] = a_[o + c * p.sak];
+				}
+			}
+		barrier(); // the previous chunk is no longer read
+		for (uint e = t; e < CK * RMAX; e += 256u) {
+			uint kk = p.sbk == 1u ? e % CK : e / RMAX, r = p.sbk == 1u ? e / CK : e % RMAX;
+			float v = 0.0;
+			if (r < p.N && kk < kn)
+				v = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
+			Bt[r][kk >> 2][kk & 3u] = v;
+		}
+		barrier();
+		[[unroll]] for (uint s = 0u; s < CK / 16u; s++)
+			[[unroll]] for (uint j = 0u; j < RV; j++)
+				[[unroll]] for (uint c = 0u; c < 4u; c++) {
+					vec4 b = Bt[4u * j + c][q + 4u * s];
+					acc[0][j][c] += dot(xv[0][s], b);
+					acc[1][j][c] += dot(xv[1][s], b);
+				}
+	}
+	// the four k-lanes of a row added in lane order, one (row half, column quad) at a time
+	[[unroll]] for (uint i = 0u; i < 2u; i++)
+		[[unroll]] for (uint j = 0u; j < RV; j++) {
+			barrier();
+			red[t] = acc[i][j];
+			barrier();
+			uint m = mrow[i];
+			if (q == 0u && m < p.M) {
+				vec4 sum = ((red[t] + red[t + 1u]) + red[t + 2u]) + red[t + 3u];
+				[[unroll]] for (uint c = 0u; c < 4u; c++)
+					if (4u * j + c < p.N)
+						put(m, 4u * j + c, sum[c]);
+			}
+		}
+}
+
+#elif defined(TM)
+// Invocation t takes the 4 consecutive rows m0 + 4 (t % 64) .. + 3 (one vec4 of A's contiguous m)
+// and k-lane q = t / 64: in a chunk of CK = 64 values of k it takes k = q + 4 s, s = 0 .. 15, so a
+// subgroup loads 32 x 16 consecutive bytes of one row of A and reads the same B row from shared
+// memory (a broadcast). Each B vec4 from shared memory feeds 16 multiply-adds (four rows), each
+// A vec4 4 RV; the 16 loads of a chunk are issued before its barrier.
+#define CK 64u
+shared vec4 Bs[CK][RV]; // Bs[kk][j][c] = B(k0 + kk, 4 j + c), zero past the chunk or N
+shared vec4 red[256][4];
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, mq = t & 63u, q = t >> 6;
+	uint m0 = gl_WorkGroupID.x * 256u, m = m0 + 4u * mq;
+	vec4 acc[4][RV]; // acc[i][j][c]: row m + i, column 4 j + c
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint j = 0u; j < RV; j++)
+			acc[i][j] = vec4(0.0);
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.y * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	for (uint k0 = kb; k0 < ke; k0 += CK) {
+		uint kn = min(CK, ke - k0);
+		vec4 av[CK / 4u]; // av[s][i] = A(m + i, k0 + q + 4 s), zero past the chunk and M
+		[[unroll]] for (uint s = 0u; s < CK / 4u; s++) {
+			uint kk = q + 4u * s;
+			av[s] = vec4(0.0);
+			if (kk < kn && m < p.M) {
+				uint o = p.a_off + m * p.sam + (k0 + kk) * p.sak;
+				if (p.vec != 0u)
+					av[s] = a4[o >> 2];
+				else
+					[[unroll]] for (uint i = 0u; i < 4u; i++) // constant indices: registers
+						if (m + i < p.M)
+							av[s][i] = a_[o + i * p.sam];
+			}
+		}
+		barrier(); // the previous chunk is no longer read
+		for (uint e = t; e < CK * RMAX; e += 256u) {
+			uint kk = p.sbk == 1u ? e % CK : e / RMAX, r = p.sbk == 1u ? e / CK : e % RMAX;
+			float v = 0.0;
+			if (r < p.N && kk < kn)
+				v = b_[p.b_off + (k0 + kk) * p.sbk + r * p.sbn];
+			Bs[kk][r >> 2][r & 3u] = v;
+		}
+		barrier();
+		[[unroll]] for (uint s = 0u; s < CK / 4u; s++)
+			[[unroll]] for (uint j = 0u; j < RV; j++) {
+				vec4 b = Bs[q + 4u * s][j];
+				[[unroll]] for (uint i = 0u; i < 4u; i++)
+					acc[i][j] += av[s][i] * b;
+			}
+	}
+	// the four k-lanes added in lane order: per row i and block of four column quads, every
+	// invocation sums one (row quad, column quad) over invocations mq, mq + 64, mq + 128, mq + 192
+	uint sq = t & 63u, sj = t >> 6;
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint jb = 0u; jb < RV; jb += 4u) {
+			barrier();
+			[[unroll]] for (uint jj = 0u; jj < 4u; jj++)
+				red[t][jj] = acc[i][jb + jj];
+			barrier();
+			uint mm = m0 + 4u * sq + i;
+			if (mm < p.M) {
+				vec4 sum = ((red[sq][sj] + red[sq + 64u][sj]) + red[sq + 128u][sj]) +
+					   red[sq + 192u][sj];
+				[[unroll]] for (uint c = 0u; c < 4u; c++)
+					if (4u * (jb + sj) + c < p.N)
+						put(mm, 4u * (jb + sj) + c, sum[c]);
+			}
+		}
+}
+
+#elif defined(WV)
+// Invocation t takes the four consecutive columns n0 + 4 (t % 64) .. + 3 (one vec4 of C when
+// p.vec) and the rows m0 + t / 64 + 4 i, i = 0 .. 7, of the group's 32 x 256 tile. It loads its
+// four columns of B (all K <= 4 RV rows of them) into registers and its 8 old vec4 of C before
+// the one barrier (the A tile into shared memory), so both latencies overlap; a subgroup's A
+// reads are broadcasts, and each C vec4 takes 4 K multiply-adds.
+#define BMV 32u
+#define BNV 256u
+shared vec4 Av[BMV][RV]; // Av[mm][j][c] = A(m0 + mm, 4 j + c), zero past M and K
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, nq = t & 63u, rl = t >> 6;
+	uint n0 = gl_WorkGroupID.x * BNV, m0 = gl_WorkGroupID.y * BMV, n = n0 + 4u * nq;
+	vec4 b[RMAX]; // b[k][c] = B(k, n + c), zero past K and N
+	[[unroll]] for (uint k = 0u; k < RMAX; k++) {
+		b[k] = vec4(0.0);
+		if (k < p.K)
+			[[unroll]] for (uint c = 0u; c < 4u; c++)
+				if (n + c < p.N)
+					b[k][c] = b_[p.b_off + k * p.sbk + (n + c) * p.sbn];
+	}
+	vec4 cv[BMV / 4u];
+	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
+		uint m = m0 + rl + 4u * i;
+		cv[i] = vec4(0.0);
+		if (p.beta != 0.0 && m < p.M) {
+			uint o = p.c_off + m * p.scm + n * p.scn;
+			if (p.vec != 0u && n < p.N)
+				cv[i] = c4[o >> 2];
+			else
+				[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+					if (n + c < p.N)
+						cv[i][c] = c_[o + c * p.scn];
+		}
+	}
+	for (uint e = t; e < BMV * RMAX; e += 256u) {
+		uint mm = p.sak == 1u ? e / RMAX : e % BMV, k = p.sak == 1u ? e % RMAX : e / BMV;
+		float v = 0.0;
+		if (m0 + mm < p.M && k < p.K)
+			v = a_[p.a_off + (m0 + mm) * p.sam + k * p.sak];
+		Av[mm][k >> 2][k & 3u] = v;
+	}
+	barrier();
+	if (n >= p.N)
+		return;
+	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
+		uint m = m0 + rl + 4u * i;
+		if (m >= p.M)
+			break;
+		vec4 acc = vec4(0.0);
+		[[unroll]] for (uint j = 0u; j < RV; j++) {
+			vec4 a = Av[rl + 4u * i][j];
+			acc += a.x * b[4u * j];
+			acc += a.y * b[4u * j + 1u];
+			acc += a.z * b[4u * j + 2u];
+			acc += a.w * b[4u * j + 3u];
+		}
+		vec4 r = p.alpha * acc + p.beta * cv[i];
+		uint o = p.c_off + m * p.scm + n * p.scn;
+		if (p.vec != 0u)
+			c4[o >> 2] = r;
+		else
+			[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+				if (n + c < p.N)
+					c_[o + c * p.scn] = r[c];
 	}
 }
 

@@ -49,7 +49,7 @@ set(TERN_SHADER_VARIANTS
   "cast_f16_bf16|cast.comp|-DSRC_F16 -DDST_BF16"
   "cast_bf16_f32|cast.comp|-DSRC_BF16 -DDST_F32"
   "cast_bf16_f16|cast.comp|-DSRC_BF16 -DDST_F16"
-  "ce_loss|ce_loss.comp|" "ce_loss_sum|ce_loss.comp|-DSUM"
+  "ce_loss|ce_loss.comp|" "ce_loss_sum|ce_loss.comp|-DSUM" "ce_loss_2p|ce_loss.comp|-DTWO_PASS"
   "rmsnorm|rmsnorm.comp|" "rmsnorm_bwd|rmsnorm.comp|-DBWD" "rmsnorm_simple|rmsnorm.comp|-DSIMPLE" "rmsnorm_bwd_simple|rmsnorm.comp|-DBWD -DSIMPLE" "rope|rope.comp|" "swiglu_silu|swiglu.comp|-DACT_SILU" "swiglu_relu2|swiglu.comp|-DACT_RELU2" "swiglu_bwd_silu|swiglu.comp|-DACT_SILU -DBWD" "swiglu_bwd_relu2|swiglu.comp|-DACT_RELU2 -DBWD" "embed_f32|embed.comp|-DE_F32" "embed_f16|embed.comp|-DE_F16" "embed_bf16|embed.comp|-DE_BF16" "embed_bwd|embed_bwd.comp|"
   # mixture of experts: tokens grouped by expert and back, the routing weight's gradient
   "gather_rows|gather_rows.comp|" "scatter_add_rows|scatter_add_rows.comp|"
@@ -84,6 +84,9 @@ set(TERN_SHADER_VARIANTS
   "gemm_lr_rowk|gemm_lr.comp|-DROWK" "gemm_lr_rowm|gemm_lr.comp|-DROWM" "gemm_lr_wide|gemm_lr.comp|-DWIDE"
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"
   "gemm_lr_wide_r32|gemm_lr.comp|-DWIDE -DRV=8u" "gemm_lr_reduce|gemm_lr.comp|-DREDUCE"
+  "gemm_lr_tk|gemm_lr.comp|-DTK" "gemm_lr_tk_r32|gemm_lr.comp|-DTK -DRV=8u"
+  "gemm_lr_tm|gemm_lr.comp|-DTM" "gemm_lr_tm_r32|gemm_lr.comp|-DTM -DRV=8u"
+  "gemm_lr_wv|gemm_lr.comp|-DWV" "gemm_lr_wv_r32|gemm_lr.comp|-DWV -DRV=8u"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
   "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"
   "attn_mma_prep|attn_mma.comp|-DPREP" "attn_mma_cast|attn_mma.comp|-DCAST"

@@ -260,6 +260,48 @@ out:
 	chk_end(&c);
 }
 
+/* (M, N, K): LoRA-like shapes (T×R from T×I, R×I from T×R...) and odd ones; {300, 20, 9} and
+ * {5, 270, 3} span several workgroups of the Vulkan CPU-device variant along M, and along N
+ * (swapped); the last five take several K chunks of the GPU low-rank variants
+ * (shaders/gemm_lr.comp: N <= 32, and M <= 32 as the transposed product), split over groups
+ * with a short last split; K = 1030 is not a multiple of 4 (no vector loads); {260, 16, 800}
+ * spans several row groups of TK and TM with vector loads, {200, 24, 300} takes the r32 kernels,
+ * {70, 520, 16} several row and column groups of WV with vector loads.
+ * On Vulkan the GPU kernels run too (TERN_VK_VARIANT=tiled), both LoRA generations
+ * (TERN_VK_LORA=v1|v2, vk_ops.c pick_gemm_lr). */
+static void check_gemm_all(struct suite *s)
+{
+	static const int64_t gemm_shapes[][3] = {
+		{1, 1, 1},     {3, 16, 97},    {17, 7, 33},    {33, 130, 17},  {300, 20, 9},   {5, 270, 3},
+		{40, 16, 300}, {16, 300, 520}, {70, 16, 1030}, {260, 16, 800}, {200, 24, 300}, {70, 520, 16}};
+	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
+	static const char *const gens[] = {NULL, "v1", "v2"};
+	for (int g = 0; g < (s->is_cpu ? 1 : 3); g++) {
+		if (gens[g]) {
+			setenv("TERN_VK_VARIANT", "tiled", 1);
+			setenv("TERN_VK_LORA", gens[g], 1);
+			printf("-- gemm: TERN_VK_VARIANT=tiled TERN_VK_LORA=%s\n", gens[g]);
+		}
+		for (int k = 0; k < 12; k++) {
+			if (g == 1 && gemm_shapes[k][1] > 16 && gemm_shapes[k][1] <= 32 &&
+			    gemm_shapes[k][2] > 32) {
+				/* v1's rank-32 ROWK needs 48 KiB of shared memory; the backend refuses it
+				 * on smaller devices (lavapipe: 32 KiB) */
+				print_line(s, "gemm", "v1 rank-32 kernels",
+					   "not run (v1 needs 48 KiB shared)");
+				s->skipped++;
+				continue;
+			}
+			for (int t = 0; t < 4; t++)
+				for (int j = 0; j < 3; j++)
+					check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2],
+						   t & 1, t >> 1, ab[j][0], ab[j][1]);
+		}
+	}
+	unsetenv("TERN_VK_VARIANT");
+	unsetenv("TERN_VK_LORA");
+}
+
 /* ---- dropout ------------------------------------------------------------------------------ */
 
 static void check_dropout(struct suite *s, int64_t n, float p, bool alias)
@@ -1218,7 +1260,8 @@ static void run_backend(struct suite *s)
 			      {"moe", check_moe_all},
 			      {"bitnet", check_bitnet_all},
 			      {"route", check_route_all},
-			      {"grouped", check_grouped_all}};
+			      {"grouped", check_grouped_all},
+			      {"gemm", check_gemm_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
 			char key[64];
 			snprintf(key, sizeof key, ",%s,", groups[g].name);
@@ -1242,20 +1285,7 @@ static void run_backend(struct suite *s)
 				check_matmul_bwd(s, &WFMTS[f], MM_SHAPES[k][0], MM_SHAPES[k][1],
 						 MM_SHAPES[k][2], acc);
 
-	/* (M, N, K): LoRA-like shapes (T×R from T×I, R×I from T×R...) and odd ones; {300, 20, 9} and
-	 * {5, 270, 3} span several workgroups of the Vulkan CPU-device variant along M, and along N
-	 * (swapped); the last three take several K chunks of the GPU low-rank variants
-	 * (shaders/gemm_lr.comp: N <= 32, and M <= 32 as the transposed product), split over groups
-	 * with a short last split; K = 1030 is not a multiple of 4 (no vector loads) */
-	static const int64_t gemm_shapes[][3] = {{1, 1, 1},     {3, 16, 97},    {17, 7, 33},
-						 {33, 130, 17}, {300, 20, 9},   {5, 270, 3},
-						 {40, 16, 300}, {16, 300, 520}, {70, 16, 1030}};
-	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
-	for (int k = 0; k < 9; k++)
-		for (int t = 0; t < 4; t++)
-			for (int j = 0; j < 3; j++)
-				check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2], t & 1,
-					   t >> 1, ab[j][0], ab[j][1]);
+	check_gemm_all(s);
 
 	static const float ps[] = {0.0f, 0.1f, 0.5f};
 	static const int64_t dn[] = {1, 17, 1000, 65537};

@@ -420,6 +420,15 @@ static void check_loss_all(struct suite *s)
 		check_ce_loss_prec(s, TERN_F32, hshapes[k][0], hshapes[k][1], hshapes[k][2],
 				   (int)hshapes[k][3], hshapes[k][4], TERN_BF16);
 	}
+	if (!s->is_cpu) { /* Vulkan's three-pass ce_loss and unrounded chunks (TERN_VK_LOSS=v1) */
+		setenv("TERN_VK_LOSS", "v1", 1);
+		for (int k = 2; k < 5; k++)
+			check_ce_loss(s, TERN_F32, shapes[k][0], shapes[k][1], shapes[k][2],
+				      (int)shapes[k][3], shapes[k][4]);
+		check_ce_loss_prec(s, TERN_BF16, hshapes[3][0], hshapes[3][1], hshapes[3][2],
+				   (int)hshapes[3][3], hshapes[3][4], TERN_F16);
+		unsetenv("TERN_VK_LOSS");
+	}
 	check_ce_loss_bad_label(s, 10);
 	check_ce_loss_bad_label(s, -1);
 	check_ce_loss_dw(s, 5, 16, 7, 0, false);

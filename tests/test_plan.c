@@ -130,8 +130,10 @@ static struct expect by_hand(const struct model *m)
 	reserve = 128 * MiB;
 #elif defined(TERN_HAVE_VULKAN)
 	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
-	 * (4 V), 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve */
+	 * (4 V) rounded down to a multiple of 128 above 128, 4096) rows of V fp32 logits + alignment +
+	 * terms; a 64 MiB reserve */
 	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > 128 ? tc / 128 * 128 : tc;
 	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
 	uint64_t ce = tc * V * 4 + 256 + tc * 4;
 #else
@@ -611,8 +613,9 @@ int main(void)
 		      "TERN_CE_CHUNK=7: chunk %lld", (long long)s.ce_chunk);
 		unsetenv("TERN_CE_CHUNK");
 #ifdef TERN_HAVE_VULKAN
-		check(tern_backend_sizes("vulkan", 9000, 32000, 4096, &s) == TERN_OK && s.ce_chunk == 524 &&
-			      s.ce_scratch == 524 * 32000 * 4 + 256 + 524 * 4 && s.reserve == 64 * MiB,
+		/* 64 MiB / (4 V) = 524 rows, rounded down to whole 128-row tiles (TERN_VK_LOSS=v1: 524) */
+		check(tern_backend_sizes("vulkan", 9000, 32000, 4096, &s) == TERN_OK && s.ce_chunk == 512 &&
+			      s.ce_scratch == 512 * 32000 * 4 + 256 + 512 * 4 && s.reserve == 64 * MiB,
 		      "vulkan sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch);
 		check(tern_backend_sizes("vulkan", 9000, 1000, 64, &s) == TERN_OK && s.ce_chunk == 4096,

@@ -49,6 +49,15 @@ usage: tools/bench_gpu.sh [options]
   --tern [LABEL=]BIN   a tern binary (default build/tern); repeat to time several builds side
                        by side (labels default to tern, tern2, ...); ratios are against the first
   --tern-set KEY=VAL   passed to tern train as --set KEY=VAL (repeatable), e.g. backend=cpu
+  --tern-env LABEL=VAR=VAL
+                       an environment variable for the runs of the --tern binary LABEL only
+                       (repeatable), e.g. --tern-env old=TERN_VK_LORA=v1
+  --kernels-ab         time the Vulkan kernel generations side by side with the one --tern
+                       binary (or build/tern): LABEL-v1 (TERN_VK_LORA=v1 TERN_VK_LOSS=v1
+                       TERN_VK_SPLITK=v1: the LoRA kernels, loss chunking and split-K rule
+                       before issue 9's second pass) first, then LABEL-v2 (the defaults, set
+                       explicitly); also runs `bench ops --ops gemm` for both at each shape's
+                       LoRA sizes (logs/LABEL-gemm-SHAPE.txt, printed)
   --out DIR            logs, runs, results.json, table.md, tern's output dirs
                        (default outputs/bench-gpu; its logs/ runs/ tern/ configs/ are cleared)
   --models DIR         synthetic models, reused when complete; tern's pack files
@@ -86,6 +95,8 @@ BATCH=1
 ACCUM=
 TERNS=()
 TERN_SETS=()
+TERN_ENVS=()
+KERNELS_AB=0
 OUT_DIR=$ROOT/outputs/bench-gpu
 MODELS=${TMPDIR:-/tmp}/tern-bench-models
 ARCHIVE=
@@ -109,6 +120,11 @@ while [ $# -gt 0 ]; do
 		usage
 		exit 0
 		;;
+	--kernels-ab)
+		KERNELS_AB=1
+		shift
+		continue
+		;;
 	--*)
 		[ $# -ge 2 ] || die "$opt needs a value (--help)"
 		val=$2
@@ -127,6 +143,7 @@ while [ $# -gt 0 ]; do
 	--accum) ACCUM=$val ;;
 	--tern) TERNS+=("$val") ;;
 	--tern-set) TERN_SETS+=(--set "$val") ;;
+	--tern-env) TERN_ENVS+=("$val") ;;
 	--out) OUT_DIR=$val ;;
 	--models) MODELS=$val ;;
 	--archive) ARCHIVE=$val ;;
@@ -172,6 +189,30 @@ for i in "${!TERNS[@]}"; do
 	TERN_LABELS+=("$label")
 	TERN_BINS+=("$bin")
 done
+# --kernels-ab: the one binary twice, the kernels of before (v1) first so ratios read v2 / v1
+if [ "$KERNELS_AB" = 1 ]; then
+	[ ${#TERN_BINS[@]} = 1 ] || die "--kernels-ab takes one --tern binary"
+	l0=${TERN_LABELS[0]} b0=${TERN_BINS[0]}
+	TERN_LABELS=("$l0-v1" "$l0-v2")
+	TERN_BINS=("$b0" "$b0")
+	for g in v1 v2; do
+		TERN_ENVS+=("$l0-$g=TERN_VK_LORA=$g" "$l0-$g=TERN_VK_LOSS=$g" "$l0-$g=TERN_VK_SPLITK=$g")
+	done
+fi
+# tern_env LABEL: "env VAR=VAL ..." for that label's --tern-env entries (empty when none)
+tern_env() {
+	local e out=()
+	for e in "${TERN_ENVS[@]}"; do
+		if [ "${e%%=*}" = "$1" ]; then out+=("${e#*=}"); fi
+	done
+	[ ${#out[@]} = 0 ] || printf '%s\n' env "${out[@]}"
+}
+for e in "${TERN_ENVS[@]}"; do
+	[[ $e =~ ^[A-Za-z0-9_.-]+=[A-Za-z_][A-Za-z0-9_]*= ]] || die "--tern-env: '$e' (LABEL=VAR=VALUE)"
+	found=0
+	for l in "${TERN_LABELS[@]}"; do [ "$l" != "${e%%=*}" ] || found=1; done
+	[ $found = 1 ] || die "--tern-env: no --tern binary is labelled '${e%%=*}'"
+done
 
 RUN_TERN=0 RUN_HF=0 RUN_UNSLOTH=0
 IFS=, read -r -a stack_list <<<"$STACKS"
@@ -185,11 +226,11 @@ for s in "${stack_list[@]}"; do
 done
 IFS=, read -r -a shape_list <<<"$SHAPES"
 [ ${#shape_list[@]} -gt 0 ] || die "--shapes: empty"
-shape_info() { # sets PRESET and SHAPE_ACCUM
+shape_info() { # sets PRESET, SHAPE_ACCUM and the hidden / MLP sizes SHAPE_D, SHAPE_F
 	case $1 in
-	1b | llama3.2-1b) PRESET=llama3.2-1b SHAPE_ACCUM=4 ;;
-	8b | llama3-8b) PRESET=llama3-8b SHAPE_ACCUM=1 ;;
-	tiny) PRESET=tiny SHAPE_ACCUM=2 ;;
+	1b | llama3.2-1b) PRESET=llama3.2-1b SHAPE_ACCUM=4 SHAPE_D=2048 SHAPE_F=8192 ;;
+	8b | llama3-8b) PRESET=llama3-8b SHAPE_ACCUM=1 SHAPE_D=4096 SHAPE_F=14336 ;;
+	tiny) PRESET=tiny SHAPE_ACCUM=2 SHAPE_D=256 SHAPE_F=704 ;;
 	*) return 1 ;;
 	esac
 	[ -z "$ACCUM" ] || SHAPE_ACCUM=$ACCUM
@@ -419,7 +460,17 @@ offload_dir: '${model//\'/\'\'}.offload-$label'
 logging_steps: 1
 save_steps: 0
 EOF
-			run_stack "$PRESET" "$label" "$bin" tern "${TERN_PREFIX[@]}" "$bin" train "$cfg" "${TERN_SETS[@]}"
+			mapfile -t tenv < <(tern_env "$label")
+			[ ${#tenv[@]} = 0 ] || say "$label: ${tenv[*]:1}"
+			if [ "$KERNELS_AB" = 1 ]; then
+				# the six LoRA products at this shape's sizes (O I: q/o D D, gate/up F D, down D F)
+				for io in "$SHAPE_D:$SHAPE_D" "$SHAPE_F:$SHAPE_D" "$SHAPE_D:$SHAPE_F"; do
+					"${tenv[@]}" "${TERN_PREFIX[@]}" "$bin" bench ops --backend vulkan --T $((SEQ * BATCH)) \
+						--O "${io%:*}" --I "${io#*:}" --ops gemm --seconds 0.2 >>"$OUT_DIR/logs/$label-gemm-$PRESET.txt" 2>&1
+				done
+				grep -E '^gemm' "$OUT_DIR/logs/$label-gemm-$PRESET.txt" | sed "s/^/    $label  /"
+			fi
+			run_stack "$PRESET" "$label" "$bin" tern "${tenv[@]}" "${TERN_PREFIX[@]}" "$bin" train "$cfg" "${TERN_SETS[@]}"
 		done
 	fi
 	if [ "$RUN_HF" = 1 ]; then

@@ -2,11 +2,13 @@
  * chunks of Tc; per chunk, with z the chunk's logits [Tc, V] in a scratch buffer:
  *   matmul      z = x[chunk] · Wᵀ                          (the matmul pipelines, any W split)
  *   ce_loss     per row: lse, term = lse − z[y], z ← inv_n · (softmax − onehot) in place
+ *               (ce_loss_2p: max and sum of exp in one read, TERN_VK_LOSS=v1 the three-pass one)
  *   matmul_bwd  dx[chunk] = z · W   (=)                    (rows of untrained tokens are 0)
  *   ce_loss_sum loss[0] += inv_n · Σ term, in a fixed order
  *   gemm        dW += zᵀ · x[chunk]    (only with dW: a trained lm_head, W f32; fp32 products)
- * Tc = min(T, 64 MiB / (4 V), 4096) (TERN_CE_CHUNK=<tokens> forces fewer), so the scratch holds
- * at most 64 MiB of logits (Tc = 128 at V = 128256) plus Tc terms; it is allocated on first use,
+ * Tc = min(T, 64 MiB / (4 V) rounded down to a multiple of 128 when above 128, 4096)
+ * (TERN_CE_CHUNK=<tokens> forces fewer; TERN_VK_LOSS=v1 does not round), so the scratch holds at
+ * most 64 MiB of logits (Tc = 128 at V = 128256, 130 with v1) plus Tc terms; it is allocated on first use,
  * grown when a larger vocabulary needs it, and freed with the backend. Tc and the scratch's size
  * come from tern_vulkan_sizes, the figures the residency planner counts.
  *
@@ -26,15 +28,28 @@
  * allocations into its memory blocks. */
 #define VK_RESERVE ((uint64_t)64 << 20)
 
+#define CE_TILE 128 /* rows of mm.comp's output tiles (vk_mm.c MM_TILE) */
+
 struct ce_push {
 	uint32_t V, n;
 	uint32_t z_off, lab_off, term_off;
 	float inv_n;
+	uint32_t vec;
 };
 
-static int64_t ce_chunk_tokens(int64_t T, int64_t V)
+/* The loss kernel generation (TERN_VK_LOSS, tern_vk_gen): v2 (the default: chunks of whole
+ * 128-row tiles, the two-pass ce_loss_2p) or v1 (the chunk as many rows as 64 MiB holds, the
+ * three-pass ce_loss), so that one GPU session can time both (tools/bench_gpu.sh --kernels-ab).
+ * The row pass of one chunk: ce_loss_2p (v2) or ce_loss (v1). */
+static enum tern_vk_pipe pick_ce_loss(int gen) { return gen == 1 ? TERN_PIPE_CE_LOSS : TERN_PIPE_CE_LOSS_2P; }
+
+static int64_t ce_chunk_tokens(int64_t T, int64_t V, int gen)
 {
 	int64_t tc = CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
+	/* v2: whole output tiles of the lm_head products (at V = 128256, 130 rows would run as two
+	 * 128-row tiles, the second with 2 live rows: half the product's work wasted) */
+	if (gen == 2 && tc > CE_TILE)
+		tc = tc / CE_TILE * CE_TILE;
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
 		long long f = strtoll(env, NULL, 10);
@@ -50,7 +65,11 @@ static int64_t ce_chunk_tokens(int64_t T, int64_t V)
  * offset: CE_ALIGN_MAX covers that on any device, so the figure needs none. */
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
 {
-	int64_t tc = ce_chunk_tokens(T, V);
+	int gen = 2;
+	enum tern_status st = tern_vk_gen("TERN_VK_LOSS", &gen);
+	if (st)
+		return st;
+	int64_t tc = ce_chunk_tokens(T, V, gen);
 	*out = (struct tern_backend_sizes){
 		.ce_chunk = tc,
 		.ce_scratch = (uint64_t)(tc * V) * 4 + CE_ALIGN_MAX + (uint64_t)tc * 4,
@@ -78,7 +97,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		return TERN_OK;
 
 	struct tern_backend_sizes sz;
-	if ((st = tern_vulkan_sizes(T, V, D, &sz)))
+	int gen = 2;
+	if ((st = tern_vk_gen("TERN_VK_LOSS", &gen)) || (st = tern_vulkan_sizes(T, V, D, &sz)))
 		return st;
 	int64_t tc = sz.ce_chunk;
 	/* the products at F16 where the device has 16-bit floats (vk_mm.c), else fp32 */
@@ -100,8 +120,9 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		p.z_off = tern_vk_place(vk, &z) / 4;
 		p.lab_off = tern_vk_place(vk, &lab) / 4;
 		p.term_off = tern_vk_place(vk, &term) / 4;
+		p.vec = p.z_off % 4 == 0 && V % 4 == 0;
 		struct tern_view b[3] = {z, lab, term};
-		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS, b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
+		if ((st = tern_vk_dispatch(vk, pick_ce_loss(gen), b, 3, &p, sizeof p, (uint32_t)tn, 1, 1)))
 			return st;
 		z = (struct tern_view){vk->ce_scratch, 0, (size_t)(tn * V) * 4};
 		if ((st = tern_vk_vtable.matmul_bwd(be, dxs, z, W, tn, false, mp)))

@@ -162,15 +162,37 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, enum tern_dtype 
 	return TERN_OK;
 }
 
+/* Reduction splits of an mm dispatch of `tiles` output tiles over K (at least two BK steps a
+ * split). v2 (the default): as many as fill one wave of the groups the multiprocessors hold at
+ * once (one tensor-core group each, about 160 registers x 256 invocations; two register-blocked
+ * ones), rounded down: a wave and a few groups more would take two waves' time (ce_loss's
+ * dx = z W at 128 tokens: 16 tiles x 9 splits = 144 groups on 132 multiprocessors ran as two
+ * waves of K/9, 8 splits run as one of K/8). v1 (TERN_VK_SPLITK=v1): the rounded-up count of
+ * before. */
+static int64_t mm_splits(struct tern_vk *vk, int gen, bool cm, int64_t tiles, int64_t K, int64_t bk)
+{
+	int64_t sms = (int64_t)vk->sm_count, most = K / (2 * bk), splits;
+	if (tiles >= sms || K < 4 * bk)
+		return 1;
+	if (gen == 1)
+		splits = tern_cdiv(sms, tiles);
+	else
+		splits = (cm ? 1 : 2) * sms / tiles;
+	splits = splits > most ? most : splits;
+	return splits < 1 ? 1 : splits;
+}
+
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate)
 {
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
 	bool cm = false;
+	int gen = 2;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) ||
+	    (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
@@ -219,14 +241,10 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 			p.accumulate = accumulate || (bwd && r0 > 0);
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
 			/* split the reduction when the output tiles leave most of the device idle */
-			int64_t tiles = tern_cdiv(tn, MM_TILE) * tern_cdiv(p.N, MM_TILE), splits = 1;
-			if (tiles < (int64_t)vk->sm_count && p.K >= 4 * bk) {
-				splits = tern_cdiv((int64_t)vk->sm_count, tiles);
-				int64_t most = p.K / (2 * bk); /* at least two steps per split */
-				splits = splits > most ? most : splits;
-				while (splits > 1 && (uint64_t)(splits * tn * p.N) * 4 > MM_PART_MAX)
-					splits--;
-			}
+			int64_t tiles = tern_cdiv(tn, MM_TILE) * tern_cdiv(p.N, MM_TILE);
+			int64_t splits = mm_splits(vk, gen, cm, tiles, p.K, bk);
+			while (splits > 1 && (uint64_t)(splits * tn * p.N) * 4 > MM_PART_MAX)
+				splits--;
 			p.kc = 0;
 			p.part_off = 0;
 			struct tern_view part = {0};

@@ -344,20 +344,20 @@ struct gemm_lr_push {
 	uint32_t vec;
 };
 
-/* ROWK or ROWM of shaders/gemm_lr.comp over `gx` groups of rows, with k split into chunks of a
- * multiple of 128 when that brings the groups to `per_sm` per multiprocessor (these shapes are
- * bound by loads in flight, not arithmetic); the split partials are added in the order of the
- * chunks by REDUCE, so the result does not depend on timing. */
+/* A split-K variant of shaders/gemm_lr.comp (ROWK, ROWM, TK, TM) over `gx` groups of rows, with k
+ * split into chunks of a multiple of `ck` when that brings the groups to `per_sm` per
+ * multiprocessor (these shapes are bound by loads in flight, not arithmetic); the split partials
+ * are added in the order of the chunks by REDUCE, so the result does not depend on timing. */
 static enum tern_status gemm_lr_split(struct tern_vk *vk, enum tern_vk_pipe pipe, struct tern_view C,
 				      struct tern_view b[3], struct gemm_lr_push *p, uint32_t gx,
-				      uint32_t per_sm)
+				      uint32_t per_sm, uint32_t ck)
 {
-	uint32_t want = (uint32_t)tern_cdiv((int64_t)per_sm * vk->sm_count, gx), most = p->K / 128;
+	uint32_t want = (uint32_t)tern_cdiv((int64_t)per_sm * vk->sm_count, gx), most = p->K / ck;
 	uint32_t splits = want < most ? want : most;
 	splits = splits > 64 ? 64 : splits;
 	if (splits < 2)
 		return tern_vk_dispatch(vk, pipe, b, 3, p, sizeof *p, gx, 1, 1);
-	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), 128) * 128;
+	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), ck) * ck;
 	splits = (uint32_t)tern_cdiv(p->K, p->kc);
 	p->splits = splits;
 	size_t bytes = (size_t)splits * p->M * p->N * 4;
@@ -391,37 +391,112 @@ static struct gemm_lr_push lr_push(const struct gemm_push *g, bool tr)
 				     .beta = g->beta};
 }
 
+enum tern_status tern_vk_gen(const char *var, int *gen)
+{
+	const char *env = getenv(var);
+	*gen = 2;
+	if (!env || !*env)
+		return TERN_OK;
+	if (strcmp(env, "v1") && strcmp(env, "v2"))
+		return tern_fail(TERN_E_INVALID, "%s=%s: must be v1 or v2 (or unset)", var, env);
+	*gen = env[1] - '0';
+	return TERN_OK;
+}
+
+/* How a low-rank product (gemm_lr.comp) runs: its pipeline, its rows per group, and for the
+ * split-K kinds the groups wanted per multiprocessor and the granule of a split (CK). */
+struct lr_plan {
+	enum tern_vk_pipe pipe;
+	uint32_t rows, per_sm, ck; /* WIDE / WV: per_sm is the columns per group */
+};
+
+enum lr_kind {
+	LR_WIDE, /* K <= RMAX: y += u B^T, dx += du A */
+	LR_ROWK, /* N <= RMAX, A's k contiguous: u = x A^T, du = dy B (reduction over I or O) */
+	LR_ROWM, /* N <= RMAX, A's m contiguous: dB^T-like and dA^T = x^T du (reduction over T) */
+};
+
+/* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank. */
+static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, struct lr_plan *out)
+{
+	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
+	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab) */
+	int gen = 2;
+	enum tern_status st = tern_vk_gen("TERN_VK_LORA", &gen);
+	if (st)
+		return st;
+	bool r16 = r <= 16;
+	/* v1's ROWK_R32 holds 48 KiB of shared memory (lavapipe has 32) */
+	if (gen == 1 && kind == LR_ROWK && !r16 && vk->props.limits.maxComputeSharedMemorySize < 49152)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "TERN_VK_LORA=v1: its rank-32 kernel needs 48 KiB of shared memory, this "
+				 "device has %u bytes; use v2",
+				 vk->props.limits.maxComputeSharedMemorySize);
+	switch (kind) {
+	case LR_WIDE:
+		/* v1: 64 x 128 tiles, one column an invocation; v2: 32 x 256, four */
+		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
+						   64, 128, 0}
+				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WV : TERN_PIPE_GEMM_LR_WV_R32, 32,
+						   256, 0};
+		break;
+	case LR_ROWK:
+		/* v1: 32 rows per group, eight groups per multiprocessor; v2: 128 rows, four */
+		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
+						   32, 8, 128}
+				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
+						   4, 128};
+		break;
+	case LR_ROWM:
+		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
+		 * split adds M x N partials to write and read again: at M = 2048 and T = 2048, 32
+		 * splits would be half as many bytes as A itself); v1 splits in chunks of 128, v2 of 64 */
+		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32,
+						   256, 2, 128}
+				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
+						   2, 64};
+		break;
+	}
+	return TERN_OK;
+}
+
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
  * at most GEMM_LR_RMAX (a LoRA product; rank 16 or less takes the variants with 16 columns of
- * registers): WIDE when K is, else ROWK / ROWM by which of A's dimensions is contiguous; M <=
- * RMAX runs as the transposed product. *done is false when none applies (the tiled gemm runs). */
+ * registers): WIDE when K is, else ROWK / ROWM (TK / TM) by which of A's dimensions is
+ * contiguous; M <= RMAX runs as the transposed product. *done is false when none applies (the
+ * tiled gemm runs). */
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
+	struct lr_plan lp = {TERN_PIPE_COUNT, 0, 0, 0};
+	enum tern_status st;
 	*done = true;
 	if (g->K <= GEMM_LR_RMAX) {
 		struct gemm_lr_push p = lr_push(g, false);
 		struct tern_view b[3] = {C, A, B};
-		return tern_vk_dispatch(vk, p.K <= 16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
-					b, 3, &p, sizeof p, groups(p.N, 128), groups(p.M, 64), 1);
+		if ((st = pick_gemm_lr(vk, LR_WIDE, p.K, &lp)))
+			return st;
+		p.vec = p.scn == 1 && p.c_off % 4 == 0 && p.scm % 4 == 0 && p.N % 4 == 0; /* WV */
+		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.N, lp.per_sm),
+					groups(p.M, lp.rows), 1);
 	}
 	bool tr = g->N > GEMM_LR_RMAX && g->M <= GEMM_LR_RMAX;
 	struct gemm_lr_push p = lr_push(g, tr);
 	struct tern_view b[3] = {C, tr ? B : A, tr ? A : B};
-	bool r16 = p.N <= 16;
+	enum lr_kind kind;
 	if (p.N <= GEMM_LR_RMAX && p.sak == 1) {
+		kind = LR_ROWK;
 		p.vec = p.a_off % 4 == 0 && p.sam % 4 == 0 && p.K % 4 == 0;
-		/* 32 rows per group: split k so that every multiprocessor gets eight groups */
-		return gemm_lr_split(vk, r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32, C, b, &p,
-				     groups(p.M, 32), 8);
+	} else if (p.N <= GEMM_LR_RMAX && p.sam == 1) {
+		kind = LR_ROWM;
+		p.vec = p.a_off % 4 == 0 && p.sak % 4 == 0 && p.M % 4 == 0; /* TM: vec4 along m */
+	} else {
+		*done = false;
+		return TERN_OK;
 	}
-	if (p.N <= GEMM_LR_RMAX && p.sam == 1) {
-		/* 256 rows per group, a long reduction (K = T): two groups per multiprocessor */
-		return gemm_lr_split(vk, r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32, C, b, &p,
-				     groups(p.M, 256), 2);
-	}
-	*done = false;
-	return TERN_OK;
+	if ((st = pick_gemm_lr(vk, kind, p.N, &lp)))
+		return st;
+	return gemm_lr_split(vk, lp.pipe, C, b, &p, groups(p.M, lp.rows), lp.per_sm, lp.ck);
 }
 
 static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
