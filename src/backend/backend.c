@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- names and sizes ---------------------------------------------------------------------- */
@@ -447,4 +448,14 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_COUNT: break;
 	}
 	return false;
+}
+
+bool tern_decode_legacy(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TERN_DECODE_LEGACY");
+		on = e && *e && strcmp(e, "0") != 0;
+	}
+	return on == 1;
 }

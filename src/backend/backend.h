@@ -480,6 +480,14 @@ struct tern_backend {
 	 * valid one was loaded (false: this run compiles its shaders from scratch) */
 	char pipeline_cache[4096];
 	bool pipeline_cache_loaded;
+	/* What the ops cost in host-device traffic, counted for the decode analysis (tern generate
+	 * prints them per decode step): front-door op calls (nested ones included), device commands
+	 * recorded (Vulkan: dispatches and transfer commands), pipeline barriers, queue submissions,
+	 * host waits for the device (Vulkan: fence and timeline waits; CUDA: stream synchronizations),
+	 * and upload/download calls. Only ever incremented; a backend leaves what it has not (0). */
+	struct tern_backend_counts {
+		uint64_t ops, commands, barriers, submits, waits, uploads, downloads;
+	} counts;
 };
 
 /* ---- the ops' front doors (ops.c) ----
@@ -623,6 +631,11 @@ bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum t
  * without one), and the precision `compute_dtype: auto` picks (vtable auto_prec; F32 without). */
 bool tern_backend_variant_ok(struct tern_backend *be, const char *variant);
 enum tern_dtype tern_backend_auto_prec(struct tern_backend *be);
+
+/* TERN_DECODE_LEGACY=1: decoding runs as before issue 13's speed work (Vulkan's GEMM shaders for
+ * one token, the logits downloaded and the greedy pick on the host), for before/after timings
+ * (tools/bench_generate.sh --compare). Read once. */
+bool tern_decode_legacy(void);
 
 /* The half-precision input scale (matmul's TERN_F16): max_bits is the largest |x| as its bit
  * pattern (tern_absmax_bits: non-negative floats order like their bits, NaN above infinity);

@@ -75,6 +75,7 @@ static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 
  * one op of its own kind. Returns whether prof_end has a bracket to close. */
 static bool prof_begin(struct tern_backend *be, enum tern_prof_kind kind, double flops)
 {
+	be->counts.ops++;
 	if (!be->profiling)
 		return false;
 	if (be->profile_depth++ == 0)

@@ -358,6 +358,8 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 	double t1 = tern_now();
 	r->prefill_s = t1 - t0;
 	uint64_t state = r->sample.seed;
+	struct tern_backend_counts c0 = g->be->counts;
+	r->decode_steps = 0;
 	for (int64_t k = 0; k < r->max_new && st == TERN_OK; k++) {
 		int32_t id = tern_gen_sample(g->logh, g->V, hist, n, &r->sample, &state);
 		hist[n++] = id;
@@ -369,8 +371,17 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 		if (stop || k + 1 == r->max_new)
 			break;
 		st = pass(g, &id, n - 1, 1, true);
+		r->decode_steps++;
 	}
 	r->decode_s = tern_now() - t1;
+	const struct tern_backend_counts *c1 = &g->be->counts;
+	r->decode_counts = (struct tern_backend_counts){c1->ops - c0.ops,
+							c1->commands - c0.commands,
+							c1->barriers - c0.barriers,
+							c1->submits - c0.submits,
+							c1->waits - c0.waits,
+							c1->uploads - c0.uploads,
+							c1->downloads - c0.downloads};
 	if (st != TERN_OK) {
 		free(hist);
 		return st;

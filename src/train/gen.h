@@ -52,6 +52,8 @@ struct tern_gen_request {
 	bool (*on_token)(void *user, int32_t id);
 	void *user;
 	double prefill_s, decode_s; /* out: wall seconds of the prompt's passes and of the decode steps */
+	struct tern_backend_counts decode_counts; /* out: what the decode steps cost the backend */
+	int64_t decode_steps;                     /* out: how many there were */
 };
 enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, int32_t **out, int64_t *n_out);
 

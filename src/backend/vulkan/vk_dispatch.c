@@ -180,6 +180,7 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 			VkPipelineStageFlags stages =
 				VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 			tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+			vk->base.counts.barriers++;
 		}
 		return TERN_OK;
 	}
@@ -217,6 +218,7 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 		VkPipelineStageFlags stages =
 			VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 		tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+		vk->base.counts.barriers++;
 	}
 	vk->recording = true;
 	vk->ndispatch = 0;
@@ -234,6 +236,7 @@ enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_
 		.pSemaphores = &sem,
 		.pValues = &value,
 	};
+	vk->base.counts.waits++;
 	enum tern_status st =
 		tern_vk_check(tvk_vkWaitSemaphores(vk->device, &wi, UINT64_MAX), "vkWaitSemaphores");
 	if (st)
@@ -273,6 +276,7 @@ enum tern_status tern_vk_submit(struct tern_vk *vk)
 	if (!vk->recording)
 		return TERN_OK;
 	vk->recording = false;
+	vk->base.counts.submits++;
 	enum tern_status st = tern_vk_check(tvk_vkEndCommandBuffer(vk->cmd), "vkEndCommandBuffer");
 	if (st)
 		goto fail;
@@ -284,6 +288,7 @@ enum tern_status tern_vk_submit(struct tern_vk *vk)
 	if (!vk->timeline) {
 		if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, vk->fence), "vkQueueSubmit")))
 			goto fail;
+		vk->base.counts.waits++;
 		if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX),
 					"vkWaitForFences")))
 			goto fail;
@@ -513,6 +518,7 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	tvk_vkCmdDispatch(vk->cmd, gx, gy, gz);
 	stamp_end(vk);
 	vk->ndispatch++;
+	vk->base.counts.commands++;
 	pl->calls++;
 	return TERN_OK;
 }
@@ -532,6 +538,7 @@ void tern_vk_transfer_end(struct tern_vk *vk)
 {
 	stamp_end(vk);
 	vk->ndispatch++;
+	vk->base.counts.commands++;
 }
 
 /* ---- the profile entries (backend.h) -------------------------------------------------------- */
