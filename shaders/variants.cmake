@@ -26,6 +26,7 @@ set(TERN_SHADER_VARIANTS
   "matmul_simple_ternary|matmul_simple.comp|-DW_TERNARY"
   "matmul_bwd_simple_ternary|matmul_simple.comp|-DW_TERNARY -DBWD"
   "gemm_simple|gemm_simple.comp|"
+  "argmax|argmax.comp|"
   "matvec_f32|matvec.comp|-DW_F32"
   "matvec_f16|matvec.comp|-DW_F16"
   "matvec_bf16|matvec.comp|-DW_BF16"

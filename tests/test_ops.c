@@ -23,6 +23,7 @@
 #include "test_ops_moe.h"
 #include "test_ops_route.h"
 #include "test_ops_bitnet.h"
+#include "test_ops_argmax.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -1228,7 +1229,8 @@ static void run_backend(struct suite *s)
 			      {"bitnet", check_bitnet_all},
 			      {"route", check_route_all},
 			      {"grouped", check_grouped_all},
-			      {"matmul", check_matmul_all}};
+			      {"matmul", check_matmul_all},
+			      {"argmax", check_argmax_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
 			char key[64];
 			snprintf(key, sizeof key, ",%s,", groups[g].name);
@@ -1348,6 +1350,7 @@ static void run_backend(struct suite *s)
 	check_stream_all(s);
 	check_moe_all(s);
 	check_bitnet_all(s);
+	check_argmax_all(s);
 	check_route_all(s);
 	check_grouped_all(s);
 }

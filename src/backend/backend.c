@@ -66,6 +66,7 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED: return "matmul_grouped";
 	case TERN_OP_MATMUL_GROUPED_BWD: return "matmul_grouped_bwd";
 	case TERN_OP_ACT_QUANT8: return "act_quant8";
+	case TERN_OP_ARGMAX: return "argmax";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -445,6 +446,7 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED: return v->matmul_grouped;
 	case TERN_OP_MATMUL_GROUPED_BWD: return v->matmul_grouped_bwd;
 	case TERN_OP_ACT_QUANT8: return v->act_quant8;
+	case TERN_OP_ARGMAX: return v->argmax;
 	case TERN_OP_COUNT: break;
 	}
 	return false;

@@ -63,6 +63,7 @@ enum tern_op {
 	TERN_OP_MATMUL_GROUPED,     /* per-expert matmuls over contiguous row groups, one op */
 	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
 	TERN_OP_ACT_QUANT8,         /* BitNet's per-token 8-bit activation fake-quantization */
+	TERN_OP_ARGMAX,             /* per-row index of the largest value (greedy decoding) */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -421,6 +422,14 @@ struct tern_backend_vtable {
 	 * needs no op. */
 	enum tern_status (*act_quant8)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				       int64_t T, int64_t I);
+	/* out[r] = the index of the largest value of row r of x [rows, n] f32, for r < rows (i32,
+	 * =): the first index of the largest non-NaN value, and 0 when x[r, 0] is NaN or the row
+	 * holds no other value — exactly what `best = 0; for i < n: if (x[i] > x[best]) best = i`
+	 * picks (equal maxima: the first, as torch.argmax; unlike torch, a NaN elsewhere never wins).
+	 * n >= 1; no summation, so the result depends on no order. Greedy decoding: 4 bytes per
+	 * token come back to the host instead of the [V] logits. */
+	enum tern_status (*argmax)(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				   int64_t rows, int64_t n);
 	/* The router of a mixture of experts, as transformers computes it (Mixtral, Qwen3-MoE), for
 	 * each token t < T:
 	 *   prob[t, :] = softmax(logits[t, :])                   f32 [T, E] (=), saved for the backward
@@ -554,6 +563,8 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 			     struct tern_view b, int64_t n, int64_t D);
 enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t T,
 				 int64_t I);
+enum tern_status tern_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t rows,
+			     int64_t n);
 enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
 				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
 				 int64_t T, int64_t E, int64_t k, bool norm);

@@ -17,7 +17,9 @@
  * repetition penalty over every token of the prompt and the completion (a logit > 0 divided by
  * it, else multiplied), then temperature, top-k, top-p, min-p, softmax and a draw from a
  * splitmix64 generator seeded with seed (the same seed gives the same tokens). temperature 0 is
- * greedy: the first largest logit, as torch.argmax. */
+ * greedy: the first largest logit, as torch.argmax; without a repetition penalty it is taken on
+ * the device (the argmax op), so a decode step brings back 4 bytes, not the [V] logits
+ * (TERN_DECODE_LEGACY=1: downloaded and picked on the host, the same id). */
 #ifndef TERN_TRAIN_GEN_H
 #define TERN_TRAIN_GEN_H
 

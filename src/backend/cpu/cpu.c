@@ -304,6 +304,7 @@ const struct tern_backend_vtable tern_ref_vtable = {
 	.scatter_add_rows = tern_cpu_scatter_add_rows,
 	.rowdot = tern_cpu_rowdot,
 	.act_quant8 = tern_cpu_act_quant8,
+	.argmax = tern_cpu_argmax,
 	.route_topk = tern_cpu_route_topk,
 	.route_topk_bwd = tern_cpu_route_topk_bwd,
 	.matmul_grouped = tern_cpu_matmul_grouped,

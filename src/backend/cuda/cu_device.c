@@ -553,6 +553,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.scatter_add_rows = tern_cu_scatter_add_rows,
 	.rowdot = tern_cu_rowdot,
 	.act_quant8 = tern_cu_act_quant8,
+	.argmax = tern_cu_argmax,
 	.route_topk = tern_cu_route_topk,
 	.route_topk_bwd = tern_cu_route_topk_bwd,
 	.matmul_grouped = tern_cu_matmul_grouped,

@@ -345,6 +345,9 @@ enum tern_status tern_vk_scatter_add_rows(struct tern_backend *be, struct tern_v
 					  struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
 					  int64_t D);
 /* vk_bitnet.c: BitNet's per-token 8-bit activation fake-quantization */
+/* argmax (backend.h), vk_sample.c */
+enum tern_status tern_vk_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				int64_t rows, int64_t n);
 enum tern_status tern_vk_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				    int64_t T, int64_t I);
 enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,

@@ -838,6 +838,7 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.scatter_add_rows = tern_vk_scatter_add_rows,
 	.rowdot = tern_vk_rowdot,
 	.act_quant8 = tern_vk_act_quant8,
+	.argmax = tern_vk_argmax,
 	.route_topk = tern_vk_route_topk,
 	.route_topk_bwd = tern_vk_route_topk_bwd,
 	.matmul_grouped = tern_vk_matmul_grouped,
