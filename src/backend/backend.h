@@ -492,7 +492,8 @@ struct tern_backend {
 	/* What the ops cost in host-device traffic, counted for the decode analysis (tern generate
 	 * prints them per decode step): front-door op calls (nested ones included), device commands
 	 * recorded (Vulkan: dispatches and transfer commands), pipeline barriers, queue submissions,
-	 * host waits for the device (Vulkan: fence and timeline waits; CUDA: stream synchronizations),
+	 * host waits for the device (Vulkan: fence waits and timeline waits for a value not yet
+	 * reached; CUDA: stream synchronizations),
 	 * and upload/download calls. Only ever incremented; a backend leaves what it has not (0). */
 	struct tern_backend_counts {
 		uint64_t ops, commands, barriers, submits, waits, uploads, downloads;

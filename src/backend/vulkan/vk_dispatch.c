@@ -3,7 +3,8 @@
  * Every pipeline shares one layout (8 storage buffers, 128 bytes of push constants), so one
  * descriptor pool layout and one helper serve all ops. Work is recorded into one command buffer
  * and submitted when the host needs a result (download, upload, synchronize), a streaming mark
- * or wait asks for it, or the descriptor pool is full. With timeline semaphores submissions do
+ * or wait asks for it, the descriptor pool is full, or (with timeline semaphores) every
+ * submit_every dispatches, so the device starts while the host records the rest. With timeline semaphores submissions do
  * not wait: command buffers and descriptor pools go round a ring of TERN_VK_FRAMES frames, each
  * reused once the compute timeline value it signalled is reached. */
 #include "backend/vulkan/vk.h"
@@ -229,6 +230,9 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_t value)
 {
 	if (value == 0)
+		return TERN_OK;
+	uint64_t now = 0; /* already reached: no wait (and none counted) */
+	if (tvk_vkGetSemaphoreCounterValue(vk->device, sem, &now) == VK_SUCCESS && now >= value)
 		return TERN_OK;
 	VkSemaphoreWaitInfo wi = {
 		.sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO,
@@ -520,6 +524,10 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	vk->ndispatch++;
 	vk->base.counts.commands++;
 	pl->calls++;
+	/* hand the device what is recorded so far: it runs while the host records the rest (no
+	 * wait; the frame ring holds the host back when it is TERN_VK_FRAMES submissions ahead) */
+	if (vk->timeline && vk->submit_every && vk->ndispatch >= vk->submit_every && !vk->profile)
+		return tern_vk_submit(vk);
 	return TERN_OK;
 }
 
