@@ -7,6 +7,7 @@
 #   tools/bench_generate.sh [--preset llama3-8b] [--prompt 128] [--new 256] [--bandwidth 4.8e12]
 #                           [--tern BIN] [--out DIR] [--models DIR] [--stacks tern,hf]
 #                           [--backend vulkan|cuda|cpu|ref] [--runs 3] [--compare]
+#                           [--compute-dtype auto|f32|f16|bf16]
 #
 # Meant for the GPU machine (docs/PERFORMANCE.md, "How to run the GPU benchmark"; it has not been
 # run yet: no GPU was lent in the session that wrote it). It writes (or reuses) the synthetic
@@ -41,6 +42,7 @@ STACKS=tern,hf
 BACKEND=vulkan
 RUNS=3
 COMPARE=0
+COMPUTE=auto
 PY=${PYTHON:-python3}
 
 while [ $# -gt 0 ]; do
@@ -56,7 +58,8 @@ while [ $# -gt 0 ]; do
 	--backend) BACKEND=$2; shift 2 ;;
 	--runs) RUNS=$2; shift 2 ;;
 	--compare) COMPARE=1; shift ;;
-	-h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+	--compute-dtype) COMPUTE=$2; shift 2 ;;
+	-h | --help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) echo "bench_generate: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -106,6 +109,7 @@ base_model: $model
 adapter: qlora
 base_format: nf4-dq
 backend: $BACKEND
+compute_dtype: $COMPUTE
 output_dir: $OUT/tern
 datasets:
   - path: /dev/null
