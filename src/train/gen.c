@@ -23,7 +23,7 @@ struct tern_gen {
 	struct tern_view aon; /* BitNet: attn_sub_norm(ao) */
 	bool bitnet;
 	struct tern_net_scratch s;
-	int32_t *posh;
+	int32_t *posh; /* the host image of ids then pos (one upload: they are adjacent in act) */
 	float *logh;
 	int32_t pickh; /* the argmax of the last logits (greedy on the device) */
 };
@@ -108,7 +108,7 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 	take(&off, &g->kr, (size_t)(C * Hkv * Dh) * 4);
 	take(&off, &g->rstd, (size_t)C * 4);
 	take(&off, &g->rstdh, (size_t)(C * H) * 4);
-	take(&off, &g->ids, (size_t)C * 4);
+	take(&off, &g->ids, (size_t)C * 4); /* ids and pos adjacent: one upload per pass */
 	take(&off, &g->pos, (size_t)C * 4);
 	take(&off, &g->xf, (size_t)D * 4);
 	take(&off, &g->rstdf, 4);
@@ -139,7 +139,7 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 		bn[i]->buf = g->act;
 	free(g->posh);
 	free(g->logh);
-	g->posh = tern_malloc((size_t)C * 4);
+	g->posh = tern_calloc(1, g->pos.off - g->ids.off + (size_t)C * 4);
 	g->logh = tern_malloc((size_t)g->V * 4);
 	if (!g->posh || !g->logh)
 		return tern_fail(TERN_E_NOMEM, "generate: out of host memory");
@@ -186,10 +186,13 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 	struct tern_weight head;
 	enum tern_dtype prec;
 	tern_net_globals(n, &norm, &inv, &head, &prec);
+	/* ids and positions in one upload (a round trip each where tensor memory is not host-visible) */
+	size_t gap = g->pos.off - g->ids.off;
+	int32_t *posh = g->posh + gap / 4;
+	memcpy(g->posh, ids, (size_t)Tq * 4);
 	for (int64_t i = 0; i < Tq; i++)
-		g->posh[i] = (int32_t)(p0 + i);
-	TRY(be->vt->upload(be, tern_view_sub(g->ids, 0, (size_t)Tq * 4), ids));
-	TRY(be->vt->upload(be, tern_view_sub(g->pos, 0, (size_t)Tq * 4), g->posh));
+		posh[i] = (int32_t)(p0 + i);
+	TRY(be->vt->upload(be, (struct tern_view){g->act, g->ids.off, gap + (size_t)Tq * 4}, g->posh));
 	struct tern_view x = g->x, y = g->x2;
 	TRY(tern_net_embed(n, ids, g->ids, x, Tq));
 	for (int l = 0; l < g->L; l++) {
