@@ -35,7 +35,8 @@ __global__ void argmax_kernel(int32_t *out, const float *x, int64_t rows, int64_
 			if (tid < h) {
 				float ov = sv[tid + h];
 				unsigned oi = si[tid + h], mi = si[tid];
-				if (oi != kNone && (mi == kNone || ov > sv[tid] || (ov == sv[tid] && oi < mi))) {
+				if (oi != kNone &&
+				    (mi == kNone || ov > sv[tid] || (ov == sv[tid] && oi < mi))) {
 					sv[tid] = ov;
 					si[tid] = oi;
 				}
