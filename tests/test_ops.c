@@ -23,6 +23,7 @@
 #include "test_ops_moe.h"
 #include "test_ops_route.h"
 #include "test_ops_bitnet.h"
+#include "test_ops_argmax.h"
 
 /* The weight formats every matmul check runs. */
 struct wfmt {
@@ -37,9 +38,11 @@ static const struct wfmt WFMTS[] = {
 
 /* (T, O, I): every T in {1, 3, 17}, I in {1, 15, 64, 97, 200}, O in {1, 7, 33, 130} occurs;
  * {300, 40, 72} takes the Vulkan 16-byte-load variant forward and backward (rows and the
- * reduction multiples of 8) over more tokens than one workgroup of the CPU-device variants */
+ * reduction multiples of 8) over more tokens than one workgroup of the CPU-device variants; the
+ * last two take Vulkan's decoding shader, matvec.comp (T <= 4, I a multiple of 8) */
 static const int64_t MM_SHAPES[][3] = {
-	{1, 1, 1}, {3, 7, 15}, {17, 33, 64}, {3, 130, 97}, {17, 7, 200}, {1, 33, 97}, {300, 40, 72},
+	{1, 1, 1},   {3, 7, 15},    {17, 33, 64}, {3, 130, 97},  {17, 7, 200},
+	{1, 33, 97}, {300, 40, 72}, {1, 37, 64},  {4, 130, 256},
 };
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
@@ -1242,6 +1245,13 @@ static void check_host(struct suite *s)
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
+static void check_matmul_all(struct suite *s)
+{
+	for (int k = 0; k < NMM_SHAPES; k++)
+		for (int f = 0; f < NWFMTS; f++)
+			check_matmul(s, &WFMTS[f], MM_SHAPES[k][0], MM_SHAPES[k][1], MM_SHAPES[k][2]);
+}
+
 static void run_backend(struct suite *s)
 {
 	/* TERN_TEST_ONLY=attention,loss,...: only those groups (a quick look at one op family, e.g.
@@ -1261,7 +1271,9 @@ static void run_backend(struct suite *s)
 			      {"bitnet", check_bitnet_all},
 			      {"route", check_route_all},
 			      {"grouped", check_grouped_all},
-			      {"gemm", check_gemm_all}};
+			      {"gemm", check_gemm_all},
+			      {"matmul", check_matmul_all},
+			      {"argmax", check_argmax_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
 			char key[64];
 			snprintf(key, sizeof key, ",%s,", groups[g].name);
@@ -1276,9 +1288,7 @@ static void run_backend(struct suite *s)
 	struct tern_backend *be = s->be;
 	printf("== %s: %s (device %d)\n", s->bname, be->device_name, be->device_index);
 
-	for (int k = 0; k < NMM_SHAPES; k++)
-		for (int f = 0; f < NWFMTS; f++)
-			check_matmul(s, &WFMTS[f], MM_SHAPES[k][0], MM_SHAPES[k][1], MM_SHAPES[k][2]);
+	check_matmul_all(s);
 	for (int k = 0; k < NMM_SHAPES; k++)
 		for (int f = 0; f < NWFMTS; f++)
 			for (int acc = 0; acc < 2; acc++)
@@ -1370,6 +1380,7 @@ static void run_backend(struct suite *s)
 	check_stream_all(s);
 	check_moe_all(s);
 	check_bitnet_all(s);
+	check_argmax_all(s);
 	check_route_all(s);
 	check_grouped_all(s);
 }

@@ -112,9 +112,11 @@ out:
 
 /* Shapes (T, O, I) that take every path of the Vulkan half-precision shader (shaders/mm.comp):
  * small and odd (element loads), aligned (16-element runs) over several 128 x 128 tiles with
- * edges, and long reductions with few output tiles (split-K and its reduction). */
+ * edges, and long reductions with few output tiles (split-K and its reduction); a few tokens with
+ * I a multiple of 8 take shaders/matvec.comp instead. */
 static const int64_t PREC_SHAPES[][3] = {
-	{3, 7, 15}, {17, 33, 64}, {300, 272, 256}, {5, 96, 2048}, {130, 2048, 160},
+	{3, 7, 15},       {17, 33, 64}, {300, 272, 256}, {5, 96, 2048},
+	{130, 2048, 160}, {1, 37, 64},  {4, 40, 256}, /* Vulkan's matvec.comp for decoding (T <= 4) */
 };
 #define NPREC_SHAPES ((int)(sizeof PREC_SHAPES / sizeof PREC_SHAPES[0]))
 

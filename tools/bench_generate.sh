@@ -6,14 +6,21 @@
 #
 #   tools/bench_generate.sh [--preset llama3-8b] [--prompt 128] [--new 256] [--bandwidth 4.8e12]
 #                           [--tern BIN] [--out DIR] [--models DIR] [--stacks tern,hf]
+#                           [--backend vulkan|cuda|cpu|ref] [--runs 3] [--compare]
+#                           [--compute-dtype auto|f32|f16|bf16]
 #
 # Meant for the GPU machine (docs/PERFORMANCE.md, "How to run the GPU benchmark"; it has not been
 # run yet: no GPU was lent in the session that wrote it). It writes (or reuses) the synthetic
 # model with tools/make_synthetic_model.py, a tern config (base_format nf4-dq, backend vulkan) so
 # that the pack file is built once and reused, then:
-#   tern  BIN generate CONFIG --ids <prompt> --max-new-tokens N --print-ids, three times (the first
+#   tern  BIN generate CONFIG --ids <prompt> --max-new-tokens N --print-ids, --runs times (the first
 #         compiles the shaders and may build the pack); decode tok/s from its stderr line
-#         ("decode X tok/s": the tokens after the first over the decode steps' wall time).
+#         ("decode X tok/s": the tokens after the first over the decode steps' wall time), and what
+#         one decode step costs the backend (op calls, device commands, barriers, submissions, host
+#         waits, uploads, downloads: its "per decode step" line). With --compare, each run is done
+#         twice: with TERN_DECODE_LEGACY=1 (the decode path before issue 13's speed work: logits
+#         downloaded and sampled on the host, the GEMM shaders for one token) and without; both
+#         must give the same ids (checked), and the table gets a "legacy" row.
 #   hf    transformers + bitsandbytes nf4 with double quantization, bf16 compute, sdpa attention:
 #         generate(do_sample=False, min_new_tokens=N) timed with N and with 1 new token
 #         (torch.cuda.synchronize around each); decode tok/s = (N - 1) / (t_N - t_1).
@@ -32,6 +39,10 @@ TERN=$ROOT/build/tern
 OUT=$ROOT/outputs/bench-generate
 MODELS=/tmp/tern-bench-models
 STACKS=tern,hf
+BACKEND=vulkan
+RUNS=3
+COMPARE=0
+COMPUTE=auto
 PY=${PYTHON:-python3}
 
 while [ $# -gt 0 ]; do
@@ -44,7 +55,11 @@ while [ $# -gt 0 ]; do
 	--out) OUT=$2; shift 2 ;;
 	--models) MODELS=$2; shift 2 ;;
 	--stacks) STACKS=$2; shift 2 ;;
-	-h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+	--backend) BACKEND=$2; shift 2 ;;
+	--runs) RUNS=$2; shift 2 ;;
+	--compare) COMPARE=1; shift ;;
+	--compute-dtype) COMPUTE=$2; shift 2 ;;
+	-h | --help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) echo "bench_generate: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -74,24 +89,42 @@ P
 echo "weights read per token: $bytes bytes; bound at $BW B/s: $bound tok/s"
 
 tern_tps=
+legacy_tps=
+# run_tern TAG ENV...: RUNS runs; the last run's tok/s into the variable named TAG_tps
+run_tern() {
+	local tag=$1 i tps=
+	shift
+	for i in $(seq 1 "$RUNS"); do
+		env "$@" "$TERN" generate "$OUT/gen.yaml" --no-adapter --ids "$ids" --max-new-tokens "$NEW" --print-ids \
+			>"$OUT/$tag.$i.ids" 2>"$OUT/$tag.$i.log" || { echo "$tag failed: $(tail -1 "$OUT/$tag.$i.log")"; return 1; }
+		tps=$(sed -n 's/.*decode \([0-9.]*\) tok\/s.*/\1/p' "$OUT/$tag.$i.log")
+		echo "$tag run $i: $(grep 'tok/s' "$OUT/$tag.$i.log" | sed 's/^tern: //')"
+		grep 'per decode step' "$OUT/$tag.$i.log" | sed "s/^tern: /$tag run $i: /"
+	done
+	printf -v "${tag}_tps" %s "$tps"
+}
 if [[ ,$STACKS, == *,tern,* ]]; then
 	cat >"$OUT/gen.yaml" <<Y
 base_model: $model
 adapter: qlora
 base_format: nf4-dq
-backend: vulkan
+backend: $BACKEND
+compute_dtype: $COMPUTE
 output_dir: $OUT/tern
 datasets:
   - path: /dev/null
     type: completion
 Y
-	for i in 1 2 3; do
-		"$TERN" generate "$OUT/gen.yaml" --no-adapter --ids "$ids" --max-new-tokens "$NEW" --print-ids \
-			>"$OUT/tern.$i.ids" 2>"$OUT/tern.$i.log" || { echo "tern failed: $(tail -1 "$OUT/tern.$i.log")"; break; }
-		tps=$(sed -n 's/.*decode \([0-9.]*\) tok\/s.*/\1/p' "$OUT/tern.$i.log")
-		echo "tern run $i: $(grep 'tok/s' "$OUT/tern.$i.log")"
-		tern_tps=$tps
-	done
+	if [ "$COMPARE" = 1 ]; then
+		run_tern legacy TERN_DECODE_LEGACY=1
+		run_tern tern TERN_DECODE_LEGACY=0
+		if [ -n "$legacy_tps" ] && [ -n "$tern_tps" ] && ! cmp -s "$OUT/legacy.1.ids" "$OUT/tern.1.ids"; then
+			echo "bench_generate: the legacy and the new decode gave different ids:" >&2
+			cat "$OUT/legacy.1.ids" "$OUT/tern.1.ids" >&2
+		fi
+	else
+		run_tern tern
+	fi
 fi
 
 hf_tps=
@@ -118,17 +151,20 @@ P
 	echo "${hf_tps:+hf: $(grep '^hf decode' "$OUT/hf.log")}${hf_tps:-hf failed: $(tail -1 "$OUT/hf.log")}"
 fi
 
-"$PY" - "$OUT/results.json" "$PRESET" "$PROMPT" "$NEW" "$bytes" "$bound" "${tern_tps:-0}" "${hf_tps:-0}" <<'P'
+"$PY" - "$OUT/results.json" "$PRESET" "$PROMPT" "$NEW" "$bytes" "$bound" "${tern_tps:-0}" "${hf_tps:-0}" \
+	"${legacy_tps:-0}" "$BACKEND" <<'P'
 import json, sys
-out, preset, prompt, new, b, bound, t, h = sys.argv[1:]
-b, bound, t, h = float(b), float(bound), float(t), float(h)
-r = dict(preset=preset, prompt=int(prompt), new=int(new), weight_bytes_per_token=b, bound_tok_s=bound,
-         tern_tok_s=t or None, hf_bnb_tok_s=h or None,
+out, preset, prompt, new, b, bound, t, h, lg, backend = sys.argv[1:]
+b, bound, t, h, lg = float(b), float(bound), float(t), float(h), float(lg)
+r = dict(preset=preset, backend=backend, prompt=int(prompt), new=int(new), weight_bytes_per_token=b,
+         bound_tok_s=bound, tern_tok_s=t or None, legacy_tok_s=lg or None, hf_bnb_tok_s=h or None,
          tern_vs_hf=(t / h) if t and h else None, tern_of_bound=(t / bound) if t else None)
 json.dump(r, open(out, "w"), indent=2)
-print("| preset | tern tok/s | hf+bnb tok/s | tern / hf | bound tok/s | tern / bound |")
-print("|---|---|---|---|---|---|")
+print("| preset | path | tern tok/s | hf+bnb tok/s | tern / hf | bound tok/s | tern / bound |")
+print("|---|---|---|---|---|---|---|")
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
-print(f"| {preset} | {f(r['tern_tok_s'])} | {f(r['hf_bnb_tok_s'])} | {f(r['tern_vs_hf'], 2)} | "
-      f"{bound:.1f} | {f(r['tern_of_bound'], 3)} |")
+rows = ([("legacy", lg or None)] if lg else []) + [("new" if lg else backend, t or None)]
+for name, v in rows:
+    print(f"| {preset} | {name} | {f(v)} | {f(r['hf_bnb_tok_s'])} | {f(v / h if v and h else None, 2)} | "
+          f"{bound:.1f} | {f(v / bound if v else None, 3)} |")
 P

@@ -67,6 +67,12 @@ struct tern_generation {
 	const char *finish; /* "eos", "stop" or "length" */
 	double prefill_s;   /* wall seconds of the prompt's pass(es), to the first token's logits */
 	double decode_s;    /* wall seconds of the decode steps after it (one per further token) */
+	/* what one decode step cost the backend, averaged over the steps (backend.h, struct
+	 * tern_backend_counts): op calls, device commands, barriers, submissions, host waits for the
+	 * device, uploads, downloads; all 0 without decode steps */
+	struct {
+		double ops, commands, barriers, submits, waits, uploads, downloads;
+	} per_step;
 };
 void tern_generation_free(struct tern_generation *r);
 

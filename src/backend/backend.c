@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- names and sizes ---------------------------------------------------------------------- */
@@ -65,6 +66,7 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED: return "matmul_grouped";
 	case TERN_OP_MATMUL_GROUPED_BWD: return "matmul_grouped_bwd";
 	case TERN_OP_ACT_QUANT8: return "act_quant8";
+	case TERN_OP_ARGMAX: return "argmax";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -444,7 +446,18 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED: return v->matmul_grouped;
 	case TERN_OP_MATMUL_GROUPED_BWD: return v->matmul_grouped_bwd;
 	case TERN_OP_ACT_QUANT8: return v->act_quant8;
+	case TERN_OP_ARGMAX: return v->argmax;
 	case TERN_OP_COUNT: break;
 	}
 	return false;
+}
+
+bool tern_decode_legacy(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TERN_DECODE_LEGACY");
+		on = e && *e && strcmp(e, "0") != 0;
+	}
+	return on == 1;
 }

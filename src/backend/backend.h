@@ -63,6 +63,7 @@ enum tern_op {
 	TERN_OP_MATMUL_GROUPED,     /* per-expert matmuls over contiguous row groups, one op */
 	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
 	TERN_OP_ACT_QUANT8,         /* BitNet's per-token 8-bit activation fake-quantization */
+	TERN_OP_ARGMAX,             /* per-row index of the largest value (greedy decoding) */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);
@@ -421,6 +422,14 @@ struct tern_backend_vtable {
 	 * needs no op. */
 	enum tern_status (*act_quant8)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				       int64_t T, int64_t I);
+	/* out[r] = the index of the largest value of row r of x [rows, n] f32, for r < rows (i32,
+	 * =): the first index of the largest non-NaN value, and 0 when x[r, 0] is NaN or the row
+	 * holds no other value — exactly what `best = 0; for i < n: if (x[i] > x[best]) best = i`
+	 * picks (equal maxima: the first, as torch.argmax; unlike torch, a NaN elsewhere never wins).
+	 * n >= 1; no summation, so the result depends on no order. Greedy decoding: 4 bytes per
+	 * token come back to the host instead of the [V] logits. */
+	enum tern_status (*argmax)(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				   int64_t rows, int64_t n);
 	/* The router of a mixture of experts, as transformers computes it (Mixtral, Qwen3-MoE), for
 	 * each token t < T:
 	 *   prob[t, :] = softmax(logits[t, :])                   f32 [T, E] (=), saved for the backward
@@ -480,6 +489,15 @@ struct tern_backend {
 	 * valid one was loaded (false: this run compiles its shaders from scratch) */
 	char pipeline_cache[4096];
 	bool pipeline_cache_loaded;
+	/* What the ops cost in host-device traffic, counted for the decode analysis (tern generate
+	 * prints them per decode step): front-door op calls (nested ones included), device commands
+	 * recorded (Vulkan: dispatches and transfer commands), pipeline barriers, queue submissions,
+	 * host waits for the device (Vulkan: fence waits and timeline waits for a value not yet
+	 * reached; CUDA: stream synchronizations),
+	 * and upload/download calls. Only ever incremented; a backend leaves what it has not (0). */
+	struct tern_backend_counts {
+		uint64_t ops, commands, barriers, submits, waits, uploads, downloads;
+	} counts;
 };
 
 /* ---- the ops' front doors (ops.c) ----
@@ -546,6 +564,8 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 			     struct tern_view b, int64_t n, int64_t D);
 enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t T,
 				 int64_t I);
+enum tern_status tern_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t rows,
+			     int64_t n);
 enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
 				 struct tern_view prob, struct tern_view counts, struct tern_view logits,
 				 int64_t T, int64_t E, int64_t k, bool norm);
@@ -623,6 +643,11 @@ bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum t
  * without one), and the precision `compute_dtype: auto` picks (vtable auto_prec; F32 without). */
 bool tern_backend_variant_ok(struct tern_backend *be, const char *variant);
 enum tern_dtype tern_backend_auto_prec(struct tern_backend *be);
+
+/* TERN_DECODE_LEGACY=1: decoding runs as before issue 13's speed work (Vulkan's GEMM shaders for
+ * one token, the logits downloaded and the greedy pick on the host), for before/after timings
+ * (tools/bench_generate.sh --compare). Read once. */
+bool tern_decode_legacy(void);
 
 /* The half-precision input scale (matmul's TERN_F16): max_bits is the largest |x| as its bit
  * pattern (tern_absmax_bits: non-negative floats order like their bits, NaN above infinity);

@@ -75,6 +75,7 @@ static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 
  * one op of its own kind. Returns whether prof_end has a bracket to close. */
 static bool prof_begin(struct tern_backend *be, enum tern_prof_kind kind, double flops)
 {
+	be->counts.ops++;
 	if (!be->profiling)
 		return false;
 	if (be->profile_depth++ == 0)
@@ -747,6 +748,26 @@ enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, st
 				 y.off, x.off);
 	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->act_quant8(be, y, x, T, I));
+}
+
+enum tern_status tern_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x, int64_t rows,
+			     int64_t n)
+{
+	const char *op = "argmax";
+	if (!be->vt->argmax)
+		return missing(be, TERN_OP_ARGMAX);
+	enum tern_status st;
+	if (n < 1 || n > INT32_MAX)
+		return tern_fail(TERN_E_INVALID, "argmax: n=%lld (1 <= n <= 2^31 - 1: i32 indices)",
+				 (long long)n);
+	if ((st = dims(op, rows, "rows", n, "n")))
+		return st;
+	long long lr = (long long)rows, ln = (long long)n;
+	if ((st = view(op, "out", out, (size_t)rows * 4, "rows=%lld i32", lr)) ||
+	    (st = view(op, "x", x, (size_t)(rows * n) * 4, "rows=%lld n=%lld f32", lr, ln)))
+		return st;
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->argmax(be, out, x, rows, n));
 }
 
 /* The router's shape: E >= 1 (and an i32 id), 1 <= k <= E, T·E a count. */

@@ -369,6 +369,13 @@ int tern_cmd_generate(int argc, char **argv)
 				"tern: prompt %zu tokens in %.3f s (%.1f tok/s); %zu new tokens, decode %.1f tok/s\n",
 				n, r.prefill_s, r.prefill_s > 0 ? (double)n / r.prefill_s : 0.0, r.n,
 				r.decode_s > 0 && r.n > 1 ? (double)(r.n - 1) / r.decode_s : 0.0);
+			if (r.n > 1)
+				fprintf(stderr,
+					"tern: per decode step: %.1f op calls, %.1f device commands, %.1f barriers, "
+					"%.1f submissions, %.1f host waits, %.1f uploads, %.1f downloads\n",
+					r.per_step.ops, r.per_step.commands, r.per_step.barriers,
+					r.per_step.submits, r.per_step.waits, r.per_step.uploads,
+					r.per_step.downloads);
 			if (a.print_ids)
 				print_ids(r.ids, r.n);
 			else if (r.text)

@@ -19,12 +19,13 @@ struct tern_gen {
 	int64_t C;               /* tokens of one pass the scratch holds */
 	struct tern_buffer **kv; /* [L]: k [ctx,Hkv,Dh] then v [ctx,Hkv,Dh] */
 	struct tern_buffer *act; /* the scratch of one pass */
-	struct tern_view x, x2, xn, q, qr, kr, ao, h1, rstd, rstdh, ids, pos, xf, rstdf, logits;
+	struct tern_view x, x2, xn, q, qr, kr, ao, h1, rstd, rstdh, ids, pos, xf, rstdf, logits, pick;
 	struct tern_view aon; /* BitNet: attn_sub_norm(ao) */
 	bool bitnet;
 	struct tern_net_scratch s;
-	int32_t *posh;
+	int32_t *posh; /* the host image of ids then pos (one upload: they are adjacent in act) */
 	float *logh;
+	int32_t pickh; /* the argmax of the last logits (greedy on the device) */
 };
 
 static void take(size_t *off, struct tern_view *v, size_t bytes)
@@ -107,11 +108,12 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 	take(&off, &g->kr, (size_t)(C * Hkv * Dh) * 4);
 	take(&off, &g->rstd, (size_t)C * 4);
 	take(&off, &g->rstdh, (size_t)(C * H) * 4);
-	take(&off, &g->ids, (size_t)C * 4);
+	take(&off, &g->ids, (size_t)C * 4); /* ids and pos adjacent: one upload per pass */
 	take(&off, &g->pos, (size_t)C * 4);
 	take(&off, &g->xf, (size_t)D * 4);
 	take(&off, &g->rstdf, 4);
 	take(&off, &g->logits, (size_t)g->V * 4);
+	take(&off, &g->pick, 4);
 	take(&off, &g->s.u, (size_t)(C * R) * 4);
 	take(&off, &g->s.ones, (size_t)C * 4);
 	take(&off, &g->s.g, (size_t)(C * F) * 4);
@@ -127,9 +129,9 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 	}
 	if ((st = be->vt->buffer_alloc(be, off, &g->act)))
 		return st;
-	struct tern_view *all[] = {&g->x,      &g->x2,   &g->xn,     &g->h1,  &g->q,    &g->qr, &g->ao,
-				   &g->kr,     &g->rstd, &g->rstdh,  &g->ids, &g->pos,  &g->xf, &g->rstdf,
-				   &g->logits, &g->s.u,  &g->s.ones, &g->s.g, &g->s.up, &g->s.a};
+	struct tern_view *all[] = {&g->x,      &g->x2,   &g->xn,     &g->h1,  &g->q,    &g->qr,  &g->ao,
+				   &g->kr,     &g->rstd, &g->rstdh,  &g->ids, &g->pos,  &g->xf,  &g->rstdf,
+				   &g->logits, &g->s.u,  &g->s.ones, &g->s.g, &g->s.up, &g->s.a, &g->pick};
 	struct tern_view *bn[] = {&g->s.xq, &g->s.an, &g->s.rstd, &g->aon}; /* BitNet's */
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		all[i]->buf = g->act;
@@ -137,7 +139,7 @@ static enum tern_status reserve(struct tern_gen *g, struct tern_backend *be, int
 		bn[i]->buf = g->act;
 	free(g->posh);
 	free(g->logh);
-	g->posh = tern_malloc((size_t)C * 4);
+	g->posh = tern_calloc(1, g->pos.off - g->ids.off + (size_t)C * 4);
 	g->logh = tern_malloc((size_t)g->V * 4);
 	if (!g->posh || !g->logh)
 		return tern_fail(TERN_E_NOMEM, "generate: out of host memory");
@@ -169,9 +171,12 @@ static struct tern_view cache(const struct tern_gen *g, int64_t l, int which, in
 	return (struct tern_view){g->kv[l], base + (size_t)r0 * row, (size_t)n * row};
 }
 
-/* Tq tokens at positions p0 .. p0+Tq-1 through every layer; with logits, the last row's logits
- * [V] into g->logh. */
-static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0, int64_t Tq, bool logits)
+/* What a pass brings back: nothing (a prompt chunk before the last), the last row's logits [V]
+ * into g->logh (sampling), or only their argmax into g->pickh (greedy: 4 bytes, not V floats). */
+enum gen_out { GEN_NONE, GEN_LOGITS, GEN_ARGMAX };
+
+/* Tq tokens at positions p0 .. p0+Tq-1 through every layer, then what `out` asks for. */
+static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0, int64_t Tq, enum gen_out out)
 {
 	struct tern_backend *be = g->be;
 	struct tern_net *n = g->net;
@@ -181,10 +186,13 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 	struct tern_weight head;
 	enum tern_dtype prec;
 	tern_net_globals(n, &norm, &inv, &head, &prec);
+	/* ids and positions in one upload (a round trip each where tensor memory is not host-visible) */
+	size_t gap = g->pos.off - g->ids.off;
+	int32_t *posh = g->posh + gap / 4;
+	memcpy(g->posh, ids, (size_t)Tq * 4);
 	for (int64_t i = 0; i < Tq; i++)
-		g->posh[i] = (int32_t)(p0 + i);
-	TRY(be->vt->upload(be, tern_view_sub(g->ids, 0, (size_t)Tq * 4), ids));
-	TRY(be->vt->upload(be, tern_view_sub(g->pos, 0, (size_t)Tq * 4), g->posh));
+		posh[i] = (int32_t)(p0 + i);
+	TRY(be->vt->upload(be, (struct tern_view){g->act, g->ids.off, gap + (size_t)Tq * 4}, g->posh));
 	struct tern_view x = g->x, y = g->x2;
 	TRY(tern_net_embed(n, ids, g->ids, x, Tq));
 	for (int l = 0; l < g->L; l++) {
@@ -215,12 +223,15 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 		x = y;
 		y = t;
 	}
-	if (!logits)
+	if (out == GEN_NONE)
 		return TERN_OK;
 	struct tern_view last = tern_view_sub(x, (size_t)((Tq - 1) * D) * 4, (size_t)D * 4);
 	TRY(tern_rmsnorm(be, g->xf, g->rstdf, last, norm, 1, D, g->eps));
 	TRY(tern_matmul(be, g->logits, g->xf, &head, 1, prec));
-	return be->vt->download(be, g->logh, g->logits);
+	if (out == GEN_LOGITS)
+		return be->vt->download(be, g->logh, g->logits);
+	TRY(tern_argmax(be, g->pick, g->logits, 1, g->V));
+	return be->vt->download(be, &g->pickh, g->pick);
 }
 
 /* ---- sampling ---- */
@@ -349,17 +360,28 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 		return tern_fail(TERN_E_NOMEM, "generate: out of host memory");
 	memcpy(hist, r->prompt, (size_t)r->n_prompt * 4);
 	int64_t n = r->n_prompt, p0 = 0;
+	/* greedy without a repetition penalty is the argmax of the logits as they come: on the
+	 * device (TERN_DECODE_LEGACY=1: on the host, after downloading them) */
+	const struct tern_sample_opts *so = &r->sample;
+	bool dev_greedy = !(so->temperature > 0) &&
+			  (!(so->repetition_penalty > 0) || so->repetition_penalty == 1.0) &&
+			  !tern_decode_legacy();
+	enum gen_out want = dev_greedy ? GEN_ARGMAX : GEN_LOGITS;
 	double t0 = tern_now();
 	while (p0 < r->n_prompt && st == TERN_OK) {
 		int64_t Tq = r->n_prompt - p0 < g->C ? r->n_prompt - p0 : g->C;
-		st = pass(g, r->prompt + p0, p0, Tq, p0 + Tq == r->n_prompt && r->max_new > 0);
+		st = pass(g, r->prompt + p0, p0, Tq,
+			  p0 + Tq == r->n_prompt && r->max_new > 0 ? want : GEN_NONE);
 		p0 += Tq;
 	}
 	double t1 = tern_now();
 	r->prefill_s = t1 - t0;
 	uint64_t state = r->sample.seed;
+	struct tern_backend_counts c0 = g->be->counts;
+	r->decode_steps = 0;
 	for (int64_t k = 0; k < r->max_new && st == TERN_OK; k++) {
-		int32_t id = tern_gen_sample(g->logh, g->V, hist, n, &r->sample, &state);
+		int32_t id =
+			dev_greedy ? g->pickh : tern_gen_sample(g->logh, g->V, hist, n, &r->sample, &state);
 		hist[n++] = id;
 		bool stop = false;
 		for (int e = 0; e < r->n_eos; e++)
@@ -368,9 +390,18 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 			stop = true;
 		if (stop || k + 1 == r->max_new)
 			break;
-		st = pass(g, &id, n - 1, 1, true);
+		st = pass(g, &id, n - 1, 1, want);
+		r->decode_steps++;
 	}
 	r->decode_s = tern_now() - t1;
+	const struct tern_backend_counts *c1 = &g->be->counts;
+	r->decode_counts = (struct tern_backend_counts){c1->ops - c0.ops,
+							c1->commands - c0.commands,
+							c1->barriers - c0.barriers,
+							c1->submits - c0.submits,
+							c1->waits - c0.waits,
+							c1->uploads - c0.uploads,
+							c1->downloads - c0.downloads};
 	if (st != TERN_OK) {
 		free(hist);
 		return st;

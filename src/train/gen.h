@@ -17,7 +17,9 @@
  * repetition penalty over every token of the prompt and the completion (a logit > 0 divided by
  * it, else multiplied), then temperature, top-k, top-p, min-p, softmax and a draw from a
  * splitmix64 generator seeded with seed (the same seed gives the same tokens). temperature 0 is
- * greedy: the first largest logit, as torch.argmax. */
+ * greedy: the first largest logit, as torch.argmax; without a repetition penalty it is taken on
+ * the device (the argmax op), so a decode step brings back 4 bytes, not the [V] logits
+ * (TERN_DECODE_LEGACY=1: downloaded and picked on the host, the same id). */
 #ifndef TERN_TRAIN_GEN_H
 #define TERN_TRAIN_GEN_H
 
@@ -52,6 +54,8 @@ struct tern_gen_request {
 	bool (*on_token)(void *user, int32_t id);
 	void *user;
 	double prefill_s, decode_s; /* out: wall seconds of the prompt's passes and of the decode steps */
+	struct tern_backend_counts decode_counts; /* out: what the decode steps cost the backend */
+	int64_t decode_steps;                     /* out: how many there were */
 };
 enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, int32_t **out, int64_t *n_out);
 

@@ -524,6 +524,17 @@ enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids
 		out->n = (size_t)ng;
 		out->prefill_s = r.prefill_s;
 		out->decode_s = r.decode_s;
+		if (r.decode_steps > 0) {
+			const struct tern_backend_counts *c = &r.decode_counts;
+			double k = 1.0 / (double)r.decode_steps;
+			out->per_step.ops = (double)c->ops * k;
+			out->per_step.commands = (double)c->commands * k;
+			out->per_step.barriers = (double)c->barriers * k;
+			out->per_step.submits = (double)c->submits * k;
+			out->per_step.waits = (double)c->waits * k;
+			out->per_step.uploads = (double)c->uploads * k;
+			out->per_step.downloads = (double)c->downloads * k;
+		}
 		out->text = s.text;
 		if (!out->text && g->tok)
 			out->text = strdup("");

@@ -117,6 +117,7 @@ static enum tern_status cpu_upload(struct tern_backend *be, struct tern_view dst
 	void *p;
 	double t0 = tern_now();
 	enum tern_status st = tern_cpu_view("upload", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
+	be->counts.uploads++;
 	if (st == TERN_OK && dst.size > 0)
 		memcpy(p, src, dst.size);
 	cpu_copy_time(be, t0);
@@ -128,6 +129,7 @@ static enum tern_status cpu_download(struct tern_backend *be, void *dst, struct 
 	void *p;
 	double t0 = tern_now();
 	enum tern_status st = tern_cpu_view("download", "src", src, src.size, 1, &p, "%zu bytes", src.size);
+	be->counts.downloads++;
 	if (st == TERN_OK && src.size > 0)
 		memcpy(dst, p, src.size);
 	cpu_copy_time(be, t0);
@@ -302,6 +304,7 @@ const struct tern_backend_vtable tern_ref_vtable = {
 	.scatter_add_rows = tern_cpu_scatter_add_rows,
 	.rowdot = tern_cpu_rowdot,
 	.act_quant8 = tern_cpu_act_quant8,
+	.argmax = tern_cpu_argmax,
 	.route_topk = tern_cpu_route_topk,
 	.route_topk_bwd = tern_cpu_route_topk_bwd,
 	.matmul_grouped = tern_cpu_matmul_grouped,

@@ -148,6 +148,9 @@ enum tern_status tern_cpu_scatter_add_rows(struct tern_backend *be, struct tern_
 enum tern_status tern_cpu_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,
 				 struct tern_view b, int64_t n, int64_t D);
 /* cpu_bitnet.c: BitNet's per-token 8-bit activation fake-quantization */
+/* argmax (backend.h), cpu_argmax.c */
+enum tern_status tern_cpu_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				 int64_t rows, int64_t n);
 enum tern_status tern_cpu_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				     int64_t T, int64_t I);
 enum tern_status tern_cpu_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,

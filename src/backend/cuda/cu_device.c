@@ -261,6 +261,8 @@ static enum tern_status cu_upload(struct tern_backend *be, struct tern_view dst,
 	enum tern_status st = tern_cu_view("upload", "dst", dst, dst.size, 1, &p, "%zu bytes", dst.size);
 	if (st || dst.size == 0)
 		return st;
+	be->counts.uploads++;
+	be->counts.waits += 2; /* the two stream synchronizations below */
 	if ((st = tern_cu_check(cudaStreamSynchronize(c->cs), "upload: wait for copies")))
 		return st;
 	bool timed = copy_timed(be);
@@ -281,6 +283,8 @@ static enum tern_status cu_download(struct tern_backend *be, void *dst, struct t
 	enum tern_status st = tern_cu_view("download", "src", src, src.size, 1, &p, "%zu bytes", src.size);
 	if (st || src.size == 0)
 		return st;
+	be->counts.downloads++;
+	be->counts.waits += 2; /* the two stream synchronizations below */
 	if ((st = tern_cu_check(cudaStreamSynchronize(c->cs), "download: wait for copies")))
 		return st;
 	bool timed = copy_timed(be);
@@ -549,6 +553,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.scatter_add_rows = tern_cu_scatter_add_rows,
 	.rowdot = tern_cu_rowdot,
 	.act_quant8 = tern_cu_act_quant8,
+	.argmax = tern_cu_argmax,
 	.route_topk = tern_cu_route_topk,
 	.route_topk_bwd = tern_cu_route_topk_bwd,
 	.matmul_grouped = tern_cu_matmul_grouped,

@@ -58,6 +58,11 @@ cudaError_t cuk_attention_kv(cudaStream_t s, float *o, const float *q, const flo
 /* act_quant8 (backend.h): y [T, I] from x [T, I]; y may be x. One block per row. */
 cudaError_t cuk_act_quant8(cudaStream_t s, float *y, const float *x, int64_t T, int64_t I);
 
+/* ---- k_sample.cu ---- */
+
+/* argmax (backend.h): out [rows] (i32) from x [rows, n]. One block per row. */
+cudaError_t cuk_argmax(cudaStream_t s, int32_t *out, const float *x, int64_t rows, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,4 +43,8 @@ enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view 
 enum tern_status tern_cu_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				    int64_t T, int64_t I);
 
+/* cu_sample.c */
+enum tern_status tern_cu_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				int64_t rows, int64_t n);
+
 #endif

@@ -76,6 +76,10 @@ struct tern_buffer {
  * the compute timeline, and a command buffer (with its descriptor pool) is reused once the
  * value it signalled is reached. Transfer command buffers (one copy_async each) likewise. */
 #define TERN_VK_FRAMES 8
+/* Dispatches after which a command buffer is submitted while recording goes on, so the device
+ * starts on them while the host records the rest (a decode step is one long recording that ends
+ * in a download); TERN_VK_SUBMIT_EVERY overrides, 0 turns it off. */
+#define TERN_VK_SUBMIT_EVERY 128
 #define TERN_VK_XCMDS 32
 
 struct tern_vk_frame {
@@ -132,7 +136,8 @@ struct tern_vk {
 	VkCommandBuffer cmd; /* the current frame's */
 	VkFence fence;       /* submissions without timeline semaphores */
 	bool recording;
-	uint32_t ndispatch; /* dispatches recorded in cmd */
+	uint32_t ndispatch;    /* dispatches recorded in cmd */
+	uint32_t submit_every; /* with timeline semaphores: submit (no wait) after this many (0: no) */
 	struct tern_vk_frame frames[TERN_VK_FRAMES];
 	int frame; /* the current frame */
 
@@ -349,6 +354,9 @@ enum tern_status tern_vk_scatter_add_rows(struct tern_backend *be, struct tern_v
 					  struct tern_view idx, struct tern_view w, int64_t n, int64_t Ty,
 					  int64_t D);
 /* vk_bitnet.c: BitNet's per-token 8-bit activation fake-quantization */
+/* argmax (backend.h), vk_sample.c */
+enum tern_status tern_vk_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x,
+				int64_t rows, int64_t n);
 enum tern_status tern_vk_act_quant8(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				    int64_t T, int64_t I);
 enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, struct tern_view a,

@@ -578,6 +578,14 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	vk->timestamps = info.timestamps;
 	vk->profile = vk->profile_env = env_on("TERN_PROFILE") && info.timestamps;
 	vk->prof_kind = TERN_PROF_COPIES; /* no op is open */
+	/* early submissions (vk_dispatch.c): TERN_VK_SUBMIT_EVERY dispatches, 0 = off; by default
+	 * on GPUs only (a CPU-type device runs on the cores that record: nothing to overlap) */
+	const char *se = getenv("TERN_VK_SUBMIT_EVERY");
+	vk->submit_every = se && *se ? (uint32_t)strtoul(se, NULL, 10)
+			   : vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0
+										 : TERN_VK_SUBMIT_EVERY;
+	if (tern_decode_legacy())
+		vk->submit_every = 0;
 
 	if ((st = pcache_open(vk)) || (st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
 	    (st = tern_vk_stream_init(vk)))

@@ -3,7 +3,8 @@
  * Every pipeline shares one layout (8 storage buffers, 128 bytes of push constants), so one
  * descriptor pool layout and one helper serve all ops. Work is recorded into one command buffer
  * and submitted when the host needs a result (download, upload, synchronize), a streaming mark
- * or wait asks for it, or the descriptor pool is full. With timeline semaphores submissions do
+ * or wait asks for it, the descriptor pool is full, or (with timeline semaphores) every
+ * submit_every dispatches, so the device starts while the host records the rest. With timeline semaphores submissions do
  * not wait: command buffers and descriptor pools go round a ring of TERN_VK_FRAMES frames, each
  * reused once the compute timeline value it signalled is reached. */
 #include "backend/vulkan/vk.h"
@@ -180,6 +181,7 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 			VkPipelineStageFlags stages =
 				VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 			tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+			vk->base.counts.barriers++;
 		}
 		return TERN_OK;
 	}
@@ -217,6 +219,7 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 		VkPipelineStageFlags stages =
 			VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
 		tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+		vk->base.counts.barriers++;
 	}
 	vk->recording = true;
 	vk->ndispatch = 0;
@@ -228,12 +231,16 @@ enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_
 {
 	if (value == 0)
 		return TERN_OK;
+	uint64_t now = 0; /* already reached: no wait (and none counted) */
+	if (tvk_vkGetSemaphoreCounterValue(vk->device, sem, &now) == VK_SUCCESS && now >= value)
+		return TERN_OK;
 	VkSemaphoreWaitInfo wi = {
 		.sType = VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO,
 		.semaphoreCount = 1,
 		.pSemaphores = &sem,
 		.pValues = &value,
 	};
+	vk->base.counts.waits++;
 	enum tern_status st =
 		tern_vk_check(tvk_vkWaitSemaphores(vk->device, &wi, UINT64_MAX), "vkWaitSemaphores");
 	if (st)
@@ -273,6 +280,7 @@ enum tern_status tern_vk_submit(struct tern_vk *vk)
 	if (!vk->recording)
 		return TERN_OK;
 	vk->recording = false;
+	vk->base.counts.submits++;
 	enum tern_status st = tern_vk_check(tvk_vkEndCommandBuffer(vk->cmd), "vkEndCommandBuffer");
 	if (st)
 		goto fail;
@@ -284,6 +292,7 @@ enum tern_status tern_vk_submit(struct tern_vk *vk)
 	if (!vk->timeline) {
 		if ((st = tern_vk_check(tvk_vkQueueSubmit(vk->queue, 1, &si, vk->fence), "vkQueueSubmit")))
 			goto fail;
+		vk->base.counts.waits++;
 		if ((st = tern_vk_check(tvk_vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX),
 					"vkWaitForFences")))
 			goto fail;
@@ -513,7 +522,12 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	tvk_vkCmdDispatch(vk->cmd, gx, gy, gz);
 	stamp_end(vk);
 	vk->ndispatch++;
+	vk->base.counts.commands++;
 	pl->calls++;
+	/* hand the device what is recorded so far: it runs while the host records the rest (no
+	 * wait; the frame ring holds the host back when it is TERN_VK_FRAMES submissions ahead) */
+	if (vk->timeline && vk->submit_every && vk->ndispatch >= vk->submit_every && !vk->profile)
+		return tern_vk_submit(vk);
 	return TERN_OK;
 }
 
@@ -532,6 +546,7 @@ void tern_vk_transfer_end(struct tern_vk *vk)
 {
 	stamp_end(vk);
 	vk->ndispatch++;
+	vk->base.counts.commands++;
 }
 
 /* ---- the profile entries (backend.h) -------------------------------------------------------- */

@@ -368,6 +368,7 @@ enum tern_status tern_vk_upload(struct tern_backend *be, struct tern_view dst, c
 	enum tern_status st = check_view(dst, "upload");
 	if (st || dst.size == 0)
 		return st;
+	be->counts.uploads++;
 	/* ordered after queued work that may read or write the same bytes */
 	if ((st = tern_vk_flush(vk)))
 		return st;
@@ -384,6 +385,7 @@ enum tern_status tern_vk_download(struct tern_backend *be, void *dst, struct ter
 	enum tern_status st = check_view(src, "download");
 	if (st || src.size == 0)
 		return st;
+	be->counts.downloads++;
 	if ((st = tern_vk_flush(vk)))
 		return st;
 	if (vk->mem_mappable) {

@@ -48,6 +48,7 @@ struct mm_push {
 	uint32_t absmax_off, nested_off, dmap_off, blocksize;
 	float offset, scale;
 	uint32_t accumulate;
+	uint32_t f16, xmax_off; /* shaders/matvec.comp only */
 };
 
 /* The binding of W rows [r0, r0 + rows) and the element position of row r0 inside it
@@ -131,6 +132,16 @@ static const enum tern_vk_pipe mm_vec[2][TERN_DTYPE_COUNT] = {
 	 [TERN_TERNARY] = TERN_PIPE_COUNT},
 };
 
+/* shaders/matvec.comp per weight dtype (none for ternary), for the forward of at most MV_TMAX
+ * tokens on every device type: its workgroup takes MV_NR features, its invocations split the
+ * reduction (vk_matmul). */
+#define MV_TMAX 4
+#define MV_NR 4
+static const enum tern_vk_pipe mm_matvec[TERN_DTYPE_COUNT] = {
+	[TERN_F32] = TERN_PIPE_MATVEC_F32,       [TERN_F16] = TERN_PIPE_MATVEC_F16,
+	[TERN_BF16] = TERN_PIPE_MATVEC_BF16,     [TERN_NF4] = TERN_PIPE_MATVEC_NF4,
+	[TERN_NF4_DQ] = TERN_PIPE_MATVEC_NF4_DQ, [TERN_TERNARY] = TERN_PIPE_COUNT};
+
 /* A matmul pipeline and the block one workgroup computes: wn output features (p->N) x wt tokens. */
 struct mm_pick {
 	enum tern_vk_pipe pipe;
@@ -156,8 +167,12 @@ static enum tern_status pick_matmul(struct tern_vk *vk, bool bwd, enum tern_dtyp
 	return TERN_OK;
 }
 
+/* The matmul (bwd: matmul_bwd) in chunks of W rows and tokens that fit the bindings. mv: the
+ * forward through shaders/matvec.comp (1: fp32 products; 2: precision F16, the input's max bits
+ * in aux word 0), which every chunk must be able to take (mm_vec_ok): with mv_ok non-NULL nothing
+ * is recorded and *mv_ok says whether they all can. */
 static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
-			       const struct tern_weight *w, int64_t T, bool accumulate)
+			       const struct tern_weight *w, int64_t T, bool accumulate, int mv, bool *mv_ok)
 {
 	const char *op = bwd ? "matmul_bwd" : "matmul";
 	enum tern_status st;
@@ -189,6 +204,11 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
 	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
+	struct tern_view xmax = {vk->aux, 0, 4};
+	p.f16 = mv == 2;
+	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
+	if (mv_ok)
+		*mv_ok = mm_matvec[w->dtype] != TERN_PIPE_COUNT && !bwd && T <= MV_TMAX;
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		struct tern_view y =
@@ -210,6 +230,18 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 			} else {
 				p.N = (uint32_t)rn;
 			}
+			if (mv_ok) {
+				*mv_ok = *mv_ok && mm_vec_ok(w->dtype, &p, false);
+				continue;
+			}
+			if (mv) {
+				struct tern_view mb[7] = {y, x, wd, absmax, nested, dmap, xmax};
+				uint32_t g = groups(p.N, MV_NR), gx = g < 65535 ? g : 65535;
+				if ((st = tern_vk_dispatch(vk, mm_matvec[w->dtype], mb, 7, &p, sizeof p, gx,
+							   groups(g, gx), 1)))
+					return st;
+				continue;
+			}
 			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
 			struct mm_pick pk;
 			if ((st = pick_matmul(vk, bwd, w->dtype, &p, &pk)) ||
@@ -226,9 +258,20 @@ static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, s
 				  const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
 	struct tern_vk *vk = tern_vk_of(be);
+	/* a few tokens (decoding): the matrix-vector shader, which reads W once at full width;
+	 * TERN_DECODE_LEGACY=1 keeps the GEMM shaders below (before/after measurements) */
+	bool mv = false;
+	enum tern_status st;
+	if (T > 0 && T <= MV_TMAX && !tern_decode_legacy() && (prec == TERN_F32 || prec == TERN_F16) &&
+	    (st = mm_run(vk, false, y, x, w, T, false, 1, &mv)))
+		return st;
+	if (mv && prec == TERN_F16 && (st = tern_vk_absmax(vk, x, T * w->I, 0)))
+		return st;
+	if (mv)
+		return mm_run(vk, false, y, x, w, T, false, prec == TERN_F16 ? 2 : 1, NULL);
 	if (prec == TERN_F16 && T > 0)
 		return tern_vk_mm16(vk, false, y, x, w, T, false);
-	return mm_run(vk, false, y, x, w, T, false);
+	return mm_run(vk, false, y, x, w, T, false, 0, NULL);
 }
 
 static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -238,7 +281,7 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
 	struct tern_vk *vk = tern_vk_of(be);
 	if (prec == TERN_F16 && T > 0)
 		return tern_vk_mm16(vk, true, dx, dy, w, T, accumulate);
-	return mm_run(vk, true, dx, dy, w, T, accumulate);
+	return mm_run(vk, true, dx, dy, w, T, accumulate, 0, NULL);
 }
 
 /* F32 everywhere; F16 where the device has 16-bit floats (vk_mm.c); no bf16 products yet (they
@@ -870,6 +913,7 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.scatter_add_rows = tern_vk_scatter_add_rows,
 	.rowdot = tern_vk_rowdot,
 	.act_quant8 = tern_vk_act_quant8,
+	.argmax = tern_vk_argmax,
 	.route_topk = tern_vk_route_topk,
 	.route_topk_bwd = tern_vk_route_topk_bwd,
 	.matmul_grouped = tern_vk_matmul_grouped,
