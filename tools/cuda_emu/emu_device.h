@@ -16,6 +16,8 @@
 #define __device__
 #define __constant__
 #define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
 
 struct emu_thread {
 	uint3 tid;
