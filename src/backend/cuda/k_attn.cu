@@ -378,20 +378,23 @@ __device__ inline uint32_t ld_col(const uint16_t *p, int stride)
 __device__ inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
 #if defined(TERN_CUDA_EMU)
-	// the emulation: gather the operands through lane exchanges, fp32 products
+	// the emulation: every lane's operands in one round (emu_warp_share), fp32 products in k order;
+	// A[r][k] is in lane 4(r % 8) + (k % 8) / 2, register (r / 8) + 2 (k / 8), half k % 2; B[k][n]
+	// in lane 4n + (k % 8) / 2, register k / 8 (b0, b1), half k % 2
+	struct ops {
+		uint32_t a[4], b[2];
+	} mine = {{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
+	emu_warp_share(&mine, sizeof mine, all);
 	int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+	auto half = [](uint32_t r, int k) {
+		return __int_as_float((int)(((r >> ((k & 1) * 16)) & 0xffffu) << 16));
+	};
 	float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 	for (int kk = 0; kk < 16; kk++) {
-		int hi = kk >> 3, q = (kk & 7) >> 1, sh = (kk & 1) * 16;
-		uint32_t ra = (uint32_t)emu_warp_exchange(a[2 * hi], g * 4 + q);
-		uint32_t rb = (uint32_t)emu_warp_exchange(a[2 * hi + 1], g * 4 + q);
-		uint32_t b = hi ? b1 : b0;
-		uint32_t c0 = (uint32_t)emu_warp_exchange(b, (2 * t) * 4 + q);
-		uint32_t c1 = (uint32_t)emu_warp_exchange(b, (2 * t + 1) * 4 + q);
-		float A0 = __int_as_float((int)(((ra >> sh) & 0xffffu) << 16));
-		float A1 = __int_as_float((int)(((rb >> sh) & 0xffffu) << 16));
-		float B0 = __int_as_float((int)(((c0 >> sh) & 0xffffu) << 16));
-		float B1 = __int_as_float((int)(((c1 >> sh) & 0xffffu) << 16));
+		int q = (kk & 7) >> 1, hi = kk >> 3;
+		float A0 = half(all[g * 4 + q].a[2 * hi], kk), A1 = half(all[g * 4 + q].a[2 * hi + 1], kk);
+		float B0 = half(all[(2 * t) * 4 + q].b[hi], kk),
+		      B1 = half(all[(2 * t + 1) * 4 + q].b[hi], kk);
 		s[0] += A0 * B0;
 		s[1] += A0 * B1;
 		s[2] += A1 * B0;
@@ -864,10 +867,10 @@ __device__ inline void ldsm4(uint32_t r[4], const uint16_t *p)
 {
 #if defined(TERN_CUDA_EMU)
 	int lane = (int)(threadIdx.x & 31);
-	for (int m = 0; m < 4; m++) {
-		uint64_t row = emu_warp_exchange((uint64_t)(uintptr_t)p, m * 8 + (lane >> 2));
-		r[m] = ld_pair((const uint16_t *)(uintptr_t)row + 2 * (lane & 3));
-	}
+	const uint16_t *rows[32];
+	emu_warp_share(&p, sizeof p, rows);
+	for (int m = 0; m < 4; m++)
+		r[m] = ld_pair(rows[m * 8 + (lane >> 2)] + 2 * (lane & 3));
 #else
 	unsigned s = (unsigned)__cvta_generic_to_shared(p);
 	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -880,12 +883,11 @@ __device__ inline void ldsm4t(uint32_t r[4], const uint16_t *p)
 {
 #if defined(TERN_CUDA_EMU)
 	int lane = (int)(threadIdx.x & 31);
-	for (int m = 0; m < 4; m++) {
-		uint64_t r0 = emu_warp_exchange((uint64_t)(uintptr_t)p, m * 8 + 2 * (lane & 3));
-		uint64_t r1 = emu_warp_exchange((uint64_t)(uintptr_t)p, m * 8 + 2 * (lane & 3) + 1);
-		r[m] = (uint32_t)((const uint16_t *)(uintptr_t)r0)[lane >> 2] |
-		       ((uint32_t)((const uint16_t *)(uintptr_t)r1)[lane >> 2] << 16);
-	}
+	const uint16_t *rows[32];
+	emu_warp_share(&p, sizeof p, rows);
+	for (int m = 0; m < 4; m++)
+		r[m] = (uint32_t)rows[m * 8 + 2 * (lane & 3)][lane >> 2] |
+		       ((uint32_t)rows[m * 8 + 2 * (lane & 3) + 1][lane >> 2] << 16);
 #else
 	unsigned s = (unsigned)__cvta_generic_to_shared(p);
 	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -1024,11 +1026,12 @@ __device__ inline void accumulate_ld(float (*acc)[4], const float x[NT][4], cons
 __device__ inline bool warp_all(bool p)
 {
 #if defined(TERN_CUDA_EMU)
-	int lane = (int)(threadIdx.x & 31);
-	uint64_t v = p ? 1u : 0u;
-	for (int o = 1; o < 32; o <<= 1)
-		v &= emu_warp_exchange(v, lane ^ o);
-	return v != 0;
+	bool all[32];
+	emu_warp_share(&p, sizeof p, all);
+	for (int l = 0; l < 32; l++)
+		if (!all[l])
+			return false;
+	return true;
 #else
 	return __all_sync(0xffffffffu, p) != 0;
 #endif
