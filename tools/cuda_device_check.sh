@@ -26,13 +26,18 @@
 #                                      one call (parts, in this order; default all):
 #                                      test   test_ops' bf16 attention cases with the second
 #                                             attention (default) and TERN_CUDA_ATTN=v1
-#                                      ops    `tern bench ops --ops gemm` (the six LoRA products)
-#                                             at the 1B and 8B shapes, fp32 and TERN_CUDA_LORA=bf16
+#                                      ops    `tern bench ops` at prec bf16, T=2048 O=I=4096: the
+#                                             matmuls with the NF4 decode of TERN_CUDA_DECODE=v1 and
+#                                             the new one; the six LoRA products (gemm) at the 1B
+#                                             and 8B shapes, fp32 and TERN_CUDA_LORA=bf16
 #                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern with
-#                                             three tern variants side by side: new (defaults),
-#                                             attn_v1 (TERN_CUDA_ATTN=v1), lora_bf16
-#                                             (TERN_CUDA_LORA=bf16); BENCH_GPU_ARGS go to
-#                                             bench_gpu.sh (default --shapes 1b,8b --steps 3)
+#                                             tern variants side by side (AB_VARIANTS, default
+#                                             "old new lora_bf16"): old = TERN_CUDA_ATTN=v1
+#                                             TERN_CUDA_DECODE=v1 (the kernels before), new = the
+#                                             defaults, lora_bf16 = new + TERN_CUDA_LORA=bf16,
+#                                             attn_v1 / decode_v1 = new with one switch back;
+#                                             BENCH_GPU_ARGS go to bench_gpu.sh (default --shapes
+#                                             1b,8b --steps 3)
 #                                      The profiles (attention ms and TFLOP/s per variant) are in
 #                                      the runs' logs under $OUT/ab-train/logs.
 set -uo pipefail
@@ -96,6 +101,12 @@ run | ab)
 				done
 				;;
 			ops)
+				for dec in v1 v2; do
+					echo "== bench ops matmul T=2048 O=I=4096 bf16 (TERN_CUDA_DECODE=$dec)"
+					TERN_CUDA_DECODE=$dec build-cuda/tern bench ops --backend cuda --ops matmul,matmul_bwd \
+						--T 2048 --O 4096 --I 4096 --prec bf16 --peak 790 \
+						--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/ab-ops-decode-$dec.txt"
+				done
 				for shape in "2048 2048 2048" "2048 4096 4096"; do
 					read -r T O I <<<"$shape"
 					for lora in fp32 bf16; do
@@ -109,14 +120,27 @@ run | ab)
 			train)
 				mkdir -p "$out/ab-bin"
 				bin=$PWD/build-cuda/tern
-				printf '#!/bin/sh\nTERN_CUDA_ATTN=v1 exec %s "$@"\n' "$bin" >"$out/ab-bin/attn_v1"
-				printf '#!/bin/sh\nTERN_CUDA_LORA=bf16 exec %s "$@"\n' "$bin" >"$out/ab-bin/lora_bf16"
-				chmod +x "$out/ab-bin/attn_v1" "$out/ab-bin/lora_bf16"
+				terns=()
+				for v in ${AB_VARIANTS:-old new lora_bf16}; do
+					case $v in
+					old) envs="TERN_CUDA_ATTN=v1 TERN_CUDA_DECODE=v1" ;;
+					new) envs="" ;;
+					lora_bf16) envs="TERN_CUDA_LORA=bf16" ;;
+					attn_v1) envs="TERN_CUDA_ATTN=v1" ;;
+					decode_v1) envs="TERN_CUDA_DECODE=v1" ;;
+					*)
+						echo "cuda_device_check: AB_VARIANTS: unknown '$v' (old new lora_bf16 attn_v1 decode_v1)" >&2
+						exit 2
+						;;
+					esac
+					printf '#!/bin/sh\nexec env %s %s "$@"\n' "$envs" "$bin" >"$out/ab-bin/$v"
+					chmod +x "$out/ab-bin/$v"
+					terns+=(--tern "$v=$out/ab-bin/$v")
+				done
 				args=("$@")
 				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 3)
-				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern --tern new="$bin" \
-					--tern attn_v1="$out/ab-bin/attn_v1" --tern lora_bf16="$out/ab-bin/lora_bf16" \
-					--tern-set backend=cuda --out "$out/ab-train" "${args[@]}" || rc=1
+				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern "${terns[@]}" --tern-set backend=cuda \
+					--out "$out/ab-train" "${args[@]}" || rc=1
 				;;
 			*)
 				echo "cuda_device_check: ab: unknown part '$part' (test, ops, train)" >&2
