@@ -1263,6 +1263,7 @@ static void run_backend(struct suite *s)
 			void (*run)(struct suite *);
 		} groups[] = {{"prec", check_prec_all},
 			      {"attention", check_attention_all},
+			      {"attention_bf16", check_attention_bf16},
 			      {"attention_kv", check_attention_kv_all},
 			      {"loss", check_loss_all},
 			      {"layers", check_layers_all},

@@ -422,6 +422,26 @@ out:
 	chk_end(&c);
 }
 
+/* bf16 (CUDA's tensor-core kernels take Dh 16, 32, 64, 96 and 128; the others compute in fp32 at
+ * bf16): the f16 cases, the other head sizes, tiny gradients; causal interiors of whole 64-key
+ * tiles without and with a window longer than a tile (CUDA skips their mask), GQA groups of 2
+ * and 4 (CUDA splits dK/dV over a group's heads) */
+static void check_attention_bf16(struct suite *s)
+{
+	static const int64_t bshapes[][6] = {
+		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},    {130, 4, 2, 64, 0, 1},
+		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0},   {257, 8, 2, 128, 70, 1},
+		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0},   {90, 3, 1, 96, 0, 1},
+		{256, 4, 2, 64, 0, 0},  {200, 4, 1, 128, 150, 0},
+	};
+	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
+		const int64_t *h = bshapes[i];
+		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16);
+		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16, 1.0);
+	}
+	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_BF16, 1e-6);
+}
+
 static void check_attention_all(struct suite *s)
 {
 	/* T, H, Hkv, Dh, window, packed: GQA ratios 1, 2, 4; T not a multiple of any tile; windows
@@ -449,19 +469,7 @@ static void check_attention_all(struct suite *s)
 		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16, 1.0);
 	}
 	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_F16, 1e-6);
-	/* bf16 (CUDA's tensor-core kernels take Dh 16, 32, 64, 96 and 128; the others compute in
-	 * fp32 at bf16): the same cases, the other head sizes, tiny gradients */
-	static const int64_t bshapes[][6] = {
-		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},  {130, 4, 2, 64, 0, 1},
-		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0}, {257, 8, 2, 128, 70, 1},
-		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0}, {90, 3, 1, 96, 0, 1},
-	};
-	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
-		const int64_t *h = bshapes[i];
-		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16);
-		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16, 1.0);
-	}
-	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_BF16, 1e-6);
+	check_attention_bf16(s);
 	check_attention_errors(s);
 	if (s->is_cpu) {
 		check_fd_attention(s, 6, 2, 1, 4, 0, false);

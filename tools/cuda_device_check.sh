@@ -20,6 +20,26 @@
 # last line is its summary; each test runs under its own time limit (TEST_TIMEOUT overrides them
 # all). TERN_REQUIRE_CUDA=1 makes "cuda: no device" a failure, not "not run".
 # ARCH=90 is the default architecture; ARCH=native builds for the card of the machine it runs on.
+#
+#   tools/cuda_device_check.sh ab [PART...] [-- BENCH_GPU_ARGS...]
+#                                      on the GPU machine, the kernel switches old against new in
+#                                      one call (parts, in this order; default all):
+#                                      test   test_ops' bf16 attention cases with the second
+#                                             attention (default) and TERN_CUDA_ATTN=v1
+#                                      ops    `tern bench ops` at prec bf16, T=2048 O=I=4096: the
+#                                             matmuls with the NF4 decode of TERN_CUDA_DECODE=v1 and
+#                                             the new one; the six LoRA products (gemm) at the 1B
+#                                             and 8B shapes, fp32 and TERN_CUDA_LORA=bf16
+#                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern with
+#                                             tern variants side by side (AB_VARIANTS, default
+#                                             "old new lora_bf16"): old = TERN_CUDA_ATTN=v1
+#                                             TERN_CUDA_DECODE=v1 (the kernels before), new = the
+#                                             defaults, lora_bf16 = new + TERN_CUDA_LORA=bf16,
+#                                             attn_v1 / decode_v1 = new with one switch back;
+#                                             BENCH_GPU_ARGS go to bench_gpu.sh (default --shapes
+#                                             1b,8b --steps 3)
+#                                      The profiles (attention ms and TFLOP/s per variant) are in
+#                                      the runs' logs under $OUT/ab-train/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +57,8 @@ build)
 		exit 1
 	ls -la build-cuda/tern build-cuda/tests/test_{cuda,ops,golden,stream,generate}
 	;;
-run)
+run | ab)
+	mode=$1
 	out=${OUT:-/tmp/tern-cuda-check}
 	mkdir -p "$out"
 	if [ -d .gl ]; then # gpu-machine.md: tern's shared libraries travel as Debian packages
@@ -58,6 +79,77 @@ run)
 		[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 	done
 	export TERN_TEST_DATA=$PWD/tests/data TERN_REQUIRE_CUDA=${TERN_REQUIRE_CUDA:-1} TERN_TEST_BACKEND=cuda
+	if [ "$mode" = ab ]; then
+		shift
+		parts=()
+		while [ $# -gt 0 ] && [ "$1" != -- ]; do
+			parts+=("$1")
+			shift
+		done
+		[ "${1:-}" != -- ] || shift
+		[ ${#parts[@]} -gt 0 ] || parts=(test ops train)
+		rc=0
+		for part in "${parts[@]}"; do
+			case $part in
+			test)
+				for v in v2 v1; do
+					echo "== test_ops attention_bf16 (TERN_CUDA_ATTN=$v)"
+					TERN_CUDA_ATTN=$v TERN_TEST_ONLY=attention_bf16 timeout 300 \
+						build-cuda/tests/test_ops >"$out/ab-test-$v.txt" 2>&1 || rc=1
+					tail -1 "$out/ab-test-$v.txt"
+					grep -E "FAIL|fail " "$out/ab-test-$v.txt" | head -20
+				done
+				;;
+			ops)
+				for dec in v1 v2; do
+					echo "== bench ops matmul T=2048 O=I=4096 bf16 (TERN_CUDA_DECODE=$dec)"
+					TERN_CUDA_DECODE=$dec build-cuda/tern bench ops --backend cuda --ops matmul,matmul_bwd \
+						--T 2048 --O 4096 --I 4096 --prec bf16 --peak 790 \
+						--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/ab-ops-decode-$dec.txt"
+				done
+				for shape in "2048 2048 2048" "2048 4096 4096"; do
+					read -r T O I <<<"$shape"
+					for lora in fp32 bf16; do
+						echo "== bench ops gemm T=$T O=$O I=$I R=16 (TERN_CUDA_LORA=$lora)"
+						TERN_CUDA_LORA=$lora build-cuda/tern bench ops --backend cuda --ops gemm \
+							--T "$T" --O "$O" --I "$I" --R 16 --seconds "${BENCH_SECONDS:-1}" 2>&1 |
+							tee "$out/ab-ops-$O-$lora.txt"
+					done
+				done
+				;;
+			train)
+				mkdir -p "$out/ab-bin"
+				bin=$PWD/build-cuda/tern
+				terns=()
+				for v in ${AB_VARIANTS:-old new lora_bf16}; do
+					case $v in
+					old) envs="TERN_CUDA_ATTN=v1 TERN_CUDA_DECODE=v1" ;;
+					new) envs="" ;;
+					lora_bf16) envs="TERN_CUDA_LORA=bf16" ;;
+					attn_v1) envs="TERN_CUDA_ATTN=v1" ;;
+					decode_v1) envs="TERN_CUDA_DECODE=v1" ;;
+					*)
+						echo "cuda_device_check: AB_VARIANTS: unknown '$v' (old new lora_bf16 attn_v1 decode_v1)" >&2
+						exit 2
+						;;
+					esac
+					printf '#!/bin/sh\nexec env %s %s "$@"\n' "$envs" "$bin" >"$out/ab-bin/$v"
+					chmod +x "$out/ab-bin/$v"
+					terns+=(--tern "$v=$out/ab-bin/$v")
+				done
+				args=("$@")
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 3)
+				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern "${terns[@]}" --tern-set backend=cuda \
+					--out "$out/ab-train" "${args[@]}" || rc=1
+				;;
+			*)
+				echo "cuda_device_check: ab: unknown part '$part' (test, ops, train)" >&2
+				exit 2
+				;;
+			esac
+		done
+		exit $rc
+	fi
 	nvidia-smi -L 2>&1 | tee "$out/nvidia-smi.txt"
 	ldd build-cuda/tern | grep -E "cuda|cublas" | tee "$out/ldd.txt"
 	build-cuda/tern devices 2>&1 | tee "$out/devices.txt"
@@ -89,7 +181,7 @@ run)
 	exit $rc
 	;;
 *)
-	echo "usage: tools/cuda_device_check.sh build|run" >&2
+	echo "usage: tools/cuda_device_check.sh build|run|ab" >&2
 	exit 2
 	;;
 esac

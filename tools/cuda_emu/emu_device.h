@@ -16,6 +16,8 @@
 #define __device__
 #define __constant__
 #define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
 
 struct emu_thread {
 	uint3 tid;
@@ -34,6 +36,9 @@ void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function
 void __syncthreads();
 // lane exchange: every lane of the warp puts v, then takes lane src's value
 uint64_t emu_warp_exchange(uint64_t v, int src);
+// one round for a whole warp: every lane puts n bytes (n <= 64) at mine, then takes all 32 lanes'
+// (lane l's at all + l·n)
+void emu_warp_share(const void *mine, size_t n, void *all);
 
 template <typename T> T __shfl_xor_sync(unsigned mask, T v, int o)
 {

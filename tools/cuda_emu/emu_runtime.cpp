@@ -40,6 +40,7 @@ unsigned bar_count, bar_gen;
 // warp exchange: per warp, a slot per lane, a counter and a generation
 struct warp_state {
 	uint64_t slot[32];
+	unsigned char buf[32][64]; // emu_warp_share
 	unsigned count, gen;
 };
 std::vector<warp_state> warps;
@@ -97,6 +98,35 @@ void __syncthreads()
 	}
 	while (bar_gen == gen)
 		yield();
+}
+
+// Every lane of the warp reaches this; then returns (the warp's lanes' phase is over).
+static void warp_phase(warp_state &w, unsigned lanes)
+{
+	unsigned gen = w.gen;
+	if (++w.count == lanes) {
+		w.count = 0;
+		w.gen++;
+	} else {
+		while (w.gen == gen)
+			yield();
+	}
+}
+
+void emu_warp_share(const void *mine, size_t n, void *all)
+{
+	if (n > sizeof warps[0].buf[0])
+		fail("emu_warp_share: more than 64 bytes per lane");
+	unsigned lin =
+		threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
+	unsigned nthreads = emu_block_dim.x * emu_block_dim.y * emu_block_dim.z;
+	warp_state &w = warps[lin / 32];
+	unsigned lanes = nthreads - lin / 32 * 32 < 32 ? nthreads - lin / 32 * 32 : 32;
+	memcpy(w.buf[lin & 31], mine, n);
+	warp_phase(w, lanes);
+	for (unsigned l = 0; l < 32; l++)
+		memcpy((char *)all + l * n, w.buf[l], n);
+	warp_phase(w, lanes);
 }
 
 uint64_t emu_warp_exchange(uint64_t v, int src)
@@ -419,13 +449,27 @@ static void check_mat(const char *what, const void *p, int64_t rows, int64_t col
 	}
 }
 
+static float round_bf16(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return x;
+	u = ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) << 16;
+	memcpy(&x, &u, 4);
+	return x;
+}
+
 cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int64_t m,
 			       int64_t n, int64_t k, const void *alpha, const void *A, cudaDataType at,
 			       int64_t lda, const void *B, cudaDataType bt, int64_t ldb, const void *beta,
 			       void *C, cudaDataType ct, int64_t ldc, cublasComputeType_t ctype,
 			       cublasGemmAlgo_t)
 {
-	if (ct != CUDA_R_32F || ctype != CUBLAS_COMPUTE_32F || at != bt)
+	// CUBLAS_COMPUTE_32F_FAST_16BF (fp32 operands only): the operands rounded to bf16 (to
+	// nearest even), products and sums in fp32
+	bool fast16bf = ctype == CUBLAS_COMPUTE_32F_FAST_16BF && at == CUDA_R_32F;
+	if (ct != CUDA_R_32F || (ctype != CUBLAS_COMPUTE_32F && !fast16bf) || at != bt)
 		fail("cublasGemmEx: unexpected types");
 	bool dev = h->mode == CUBLAS_POINTER_MODE_DEVICE;
 	if (in_device(alpha, 4) != dev || in_device(beta, 4) != dev)
@@ -445,6 +489,12 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 	for (int64_t j = 0; j < n; j++)
 		for (int64_t l = 0; l < k; l++)
 			cb[j * k + l] = load(B, bt, tb == CUBLAS_OP_N ? l + j * ldb : j + l * ldb);
+	if (fast16bf) {
+		for (float &x : ra)
+			x = round_bf16(x);
+		for (float &x : cb)
+			x = round_bf16(x);
+	}
 	for (int64_t j = 0; j < n; j++)
 		for (int64_t i = 0; i < m; i++) {
 			const float *x = &ra[i * k], *y = &cb[j * k];

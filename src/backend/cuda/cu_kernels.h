@@ -85,17 +85,23 @@ struct cuk_attn {
 	 * cores (backend.h's TERN_BF16), softmax, lse and sums in fp32, for the head sizes
 	 * cuk_attention_mma_dh takes; the launchers run the fp32 kernels for the others. */
 	int bf16;
+	/* which tensor-core kernels: 2 (default) the pipelined ones, 1 the first version
+	 * (TERN_CUDA_ATTN=v1, kept to measure one against the other; k_attn.cu says what differs) */
+	int impl;
 };
 /* Whether the tensor-core kernels take head size Dh (16, 32, 64, 96, 128). */
 bool cuk_attention_mma_dh(int64_t Dh);
 /* The largest head size the kernels take. */
 #define CUK_ATTN_MAX_DH 512
+/* Bytes of device scratch cuk_attention (bwd false) or cuk_attention_bwd (bwd true) needs: the
+ * backward's f32 rowsum(dO ∘ O) [H * T]; the second version's bf16 copies of q, k, v (and dO) and
+ * dV's partial sums (k_attn.cu). */
+size_t cuk_attention_scratch(const struct cuk_attn *a, bool bwd);
 cudaError_t cuk_attention(cudaStream_t s, float *o, float *lse, const float *q, const float *k,
-			  const float *v, const int32_t *seg, const struct cuk_attn *a);
-/* Dr: scratch f32 [H * T] (rowsum(dO ∘ O)). */
+			  const float *v, const int32_t *seg, void *scratch, const struct cuk_attn *a);
 cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const float *dout,
 			      const float *q, const float *k, const float *v, const float *o,
-			      const float *lse, const int32_t *seg, float *Dr, const struct cuk_attn *a);
+			      const float *lse, const int32_t *seg, void *scratch, const struct cuk_attn *a);
 
 /* ---- k_loss.cu: the cross-entropy rows of the fused lm_head ---- */
 

@@ -17,6 +17,7 @@
 #include "quant/quant.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static cudaDataType cuda_type(enum tern_dtype dt)
 {
@@ -272,6 +273,22 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 		return tern_cu_check(cuk_scale(tern_cu_stream(c), cp, M * N, beta), op);
 	}
 	/* Cᵀ (N×M) = op(B)ᵀ · op(A)ᵀ: B stored [K,N] is Bᵀ column-major (N×K, ld N), and so on */
+	const char *fast = getenv("TERN_CUDA_LORA");
+	if (fast && !strcmp(fast, "bf16")) {
+		/* an experiment, off by default: the fp32 operands rounded to bf16 inside cuBLAS for
+		 * the tensor cores (fp32 accumulation), which breaks gemm's fp32 contract (backend.h);
+		 * here so that a GPU session can measure what bf16 LoRA products would gain
+		 * (docs/PERFORMANCE.md) before the contract grows a precision argument */
+		if ((st = tern_cu_check_blas(cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST), op)))
+			return st;
+		tern_cu_stream(c);
+		return tern_cu_check_blas(cublasGemmEx_64(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+							  ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, bp,
+							  CUDA_R_32F, tb ? K : N, ap, CUDA_R_32F, ta ? M : K,
+							  &beta, cp, CUDA_R_32F, N,
+							  CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT),
+					  op);
+	}
 	return gemm_ex(c, op, tb, ta, N, M, K, &alpha, bp, tb ? K : N, ap, ta ? M : K, &beta, cp, N,
 		       CUDA_R_32F, false);
 }

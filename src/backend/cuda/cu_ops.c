@@ -6,6 +6,9 @@
  * embed writes a NaN row for an id outside [0, V), embed_bwd skips that token. */
 #include "backend/cuda/cu.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #define F32V(op, what, v, n, p, ...) tern_cu_view(op, what, v, (size_t)(n)*4, 4, (void **)(p), __VA_ARGS__)
 
 static enum tern_status launched(cudaError_t e, const char *op) { return tern_cu_check(e, op); }
@@ -275,7 +278,9 @@ static enum tern_status attn_dh(const char *op, const struct tern_attn_args *a)
 static struct cuk_attn attn_of(struct cu_backend *c, const struct tern_attn_args *a)
 {
 	int bf16 = a->prec == TERN_BF16 && c->cc_major >= 8; /* the launcher checks the head size */
-	return (struct cuk_attn){a->T, a->H, a->Hkv, a->Dh, a->window, a->scale, bf16};
+	const char *impl = getenv("TERN_CUDA_ATTN");         /* v1: the first tensor-core kernels */
+	return (struct cuk_attn){a->T,      a->H,     a->Hkv, a->Dh,
+				 a->window, a->scale, bf16,   impl && !strcmp(impl, "v1") ? 1 : 2};
 }
 
 enum tern_status tern_cu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
@@ -294,9 +299,14 @@ enum tern_status tern_cu_attention(struct tern_backend *be, struct tern_view o, 
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	struct cuk_attn ka = attn_of(cu_be(be), a);
-	return launched(
-		cuk_attention(tern_cu_stream(cu_be(be)), op_, lp, qp, kp, vp, (const int32_t *)sp, &ka), op);
+	struct cu_backend *c = cu_be(be);
+	struct cuk_attn ka = attn_of(c, a);
+	size_t sbytes = cuk_attention_scratch(&ka, false);
+	void *scr = NULL;
+	if (sbytes && (st = tern_cu_scratch(c, sbytes, &scr)))
+		return st;
+	return launched(cuk_attention(tern_cu_stream(c), op_, lp, qp, kp, vp, (const int32_t *)sp, scr, &ka),
+			op);
 }
 
 enum tern_status tern_cu_attention_bwd(struct tern_backend *be, struct tern_view dq, struct tern_view dk,
@@ -322,11 +332,11 @@ enum tern_status tern_cu_attention_bwd(struct tern_backend *be, struct tern_view
 	if (T == 0)
 		return TERN_OK;
 	struct cu_backend *c = cu_be(be);
-	void *Dr;
-	if ((st = tern_cu_scratch(c, (size_t)(H * T) * 4, &Dr)))
-		return st;
 	struct cuk_attn ka = attn_of(c, a);
+	void *scr;
+	if ((st = tern_cu_scratch(c, cuk_attention_scratch(&ka, true), &scr)))
+		return st;
 	return launched(cuk_attention_bwd(tern_cu_stream(c), dqp, dkp, dvp, gp, qp, kp, vp, op_, lp,
-					  (const int32_t *)sp, Dr, &ka),
+					  (const int32_t *)sp, scr, &ka),
 			op);
 }

@@ -378,20 +378,23 @@ __device__ inline uint32_t ld_col(const uint16_t *p, int stride)
 __device__ inline void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
 #if defined(TERN_CUDA_EMU)
-	// the emulation: gather the operands through lane exchanges, fp32 products
+	// the emulation: every lane's operands in one round (emu_warp_share), fp32 products in k order;
+	// A[r][k] is in lane 4(r % 8) + (k % 8) / 2, register (r / 8) + 2 (k / 8), half k % 2; B[k][n]
+	// in lane 4n + (k % 8) / 2, register k / 8 (b0, b1), half k % 2
+	struct ops {
+		uint32_t a[4], b[2];
+	} mine = {{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
+	emu_warp_share(&mine, sizeof mine, all);
 	int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+	auto half = [](uint32_t r, int k) {
+		return __int_as_float((int)(((r >> ((k & 1) * 16)) & 0xffffu) << 16));
+	};
 	float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 	for (int kk = 0; kk < 16; kk++) {
-		int hi = kk >> 3, q = (kk & 7) >> 1, sh = (kk & 1) * 16;
-		uint32_t ra = (uint32_t)emu_warp_exchange(a[2 * hi], g * 4 + q);
-		uint32_t rb = (uint32_t)emu_warp_exchange(a[2 * hi + 1], g * 4 + q);
-		uint32_t b = hi ? b1 : b0;
-		uint32_t c0 = (uint32_t)emu_warp_exchange(b, (2 * t) * 4 + q);
-		uint32_t c1 = (uint32_t)emu_warp_exchange(b, (2 * t + 1) * 4 + q);
-		float A0 = __int_as_float((int)(((ra >> sh) & 0xffffu) << 16));
-		float A1 = __int_as_float((int)(((rb >> sh) & 0xffffu) << 16));
-		float B0 = __int_as_float((int)(((c0 >> sh) & 0xffffu) << 16));
-		float B1 = __int_as_float((int)(((c1 >> sh) & 0xffffu) << 16));
+		int q = (kk & 7) >> 1, hi = kk >> 3;
+		float A0 = half(all[g * 4 + q].a[2 * hi], kk), A1 = half(all[g * 4 + q].a[2 * hi + 1], kk);
+		float B0 = half(all[(2 * t) * 4 + q].b[hi], kk),
+		      B1 = half(all[(2 * t + 1) * 4 + q].b[hi], kk);
 		s[0] += A0 * B0;
 		s[1] += A0 * B1;
 		s[2] += A1 * B0;
@@ -784,16 +787,715 @@ cudaError_t mma_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const fl
 
 } // namespace
 
+// ---- the second tensor-core version (cuk_attn.impl 2, the default; TERN_CUDA_ATTN=v1 the above) --
+//
+// What the first version spends its time on, read off its code (not measured per pass): every
+// shared tile is converted from f32 with one scalar load and one 2-byte store per element, between
+// two barriers, with nothing in flight while it loads (4 warps per block); B fragments are read
+// with 32- and 16-bit shared loads (two to four per MMA); the mask is evaluated per score with
+// 64-bit compares even where a whole tile is visible; and dK/dV runs one block per 64 keys of a
+// KV head that loops over the group's query heads (256 blocks at T=2048, Hkv=8 on 132 SMs, the
+// first holding 4·32 tiles and the last 4).
+//
+// This version: q, k, v (and dO) are cast to bf16 once per call into the scratch (16-byte loads);
+// the tiles the rows pair with stream through two shared stages with cp.async (16 bytes per
+// copy), the next tile loading while the current one is multiplied; fragments come from shared
+// memory by ldmatrix (.trans for the operands read along their rows); a tile that every row of a
+// warp sees whole (the causal interior, one segment, inside the window) skips the mask; and dK/dV
+// runs one block per 64 keys per query head chunk (nsplit chunks of a KV head's group), the chunks'
+// partial sums (f32, in dq's memory and the scratch) added in chunk order by a last pass before dQ,
+// so results stay deterministic. Same masks, same bf16 rounding of q, k, v, P, dO, dS and fp32 sums
+// as the first version (not the same summation order: results differ by rounding).
+namespace
+{
+
+constexpr int kFW = 4;        // warps per block
+constexpr int kFR = kFW * 16; // rows per block
+constexpr int kFN = 64;       // paired rows per shared stage
+
+__device__ inline uint32_t pack2_fast(float lo, float hi)
+{
+#if !defined(TERN_CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	uint32_t r;
+	asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+	return r;
+#else
+	return pack2(lo, hi);
+#endif
+}
+
+// 16 bytes global -> shared without a register round trip (sm_80+); a plain copy elsewhere.
+__device__ inline void cp_async16(void *smem, const void *gmem)
+{
+#if !defined(TERN_CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+#else
+	memcpy(smem, gmem, 16);
+#endif
+}
+
+__device__ inline void cp_async4(void *smem, const void *gmem)
+{
+#if !defined(TERN_CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+	asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
+#else
+	memcpy(smem, gmem, 4);
+#endif
+}
+
+__device__ inline void cp_commit()
+{
+#if !defined(TERN_CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ inline void cp_wait()
+{
+#if !defined(TERN_CUDA_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// ldmatrix .x4: lane l gives the address of row l % 8 of 8x8 matrix l / 8 (16 bytes); r[m] gets
+// matrix m's row l / 4, columns 2(l % 4) and 2(l % 4) + 1 (with trans: rows 2(l % 4), 2(l % 4) + 1
+// of column l / 4).
+__device__ inline void ldsm4(uint32_t r[4], const uint16_t *p)
+{
+#if defined(TERN_CUDA_EMU)
+	int lane = (int)(threadIdx.x & 31);
+	const uint16_t *rows[32];
+	emu_warp_share(&p, sizeof p, rows);
+	for (int m = 0; m < 4; m++)
+		r[m] = ld_pair(rows[m * 8 + (lane >> 2)] + 2 * (lane & 3));
+#else
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(s));
+#endif
+}
+
+__device__ inline void ldsm4t(uint32_t r[4], const uint16_t *p)
+{
+#if defined(TERN_CUDA_EMU)
+	int lane = (int)(threadIdx.x & 31);
+	const uint16_t *rows[32];
+	emu_warp_share(&p, sizeof p, rows);
+	for (int m = 0; m < 4; m++)
+		r[m] = (uint32_t)rows[m * 8 + 2 * (lane & 3)][lane >> 2] |
+		       ((uint32_t)rows[m * 8 + 2 * (lane & 3) + 1][lane >> 2] << 16);
+#else
+	unsigned s = (unsigned)__cvta_generic_to_shared(p);
+	asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+		     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+		     : "r"(s));
+#endif
+}
+
+// dst[i] = bf16(src[i]) for n elements (n a multiple of 4: head sizes are multiples of 16).
+__global__ void cast_bf16_kernel(uint16_t *dst, const float *src, int64_t n)
+{
+	int64_t stride = (int64_t)gridDim.x * blockDim.x;
+	if (((uintptr_t)src & 15) == 0)
+		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n / 4; i += stride) {
+			float4 x = ((const float4 *)src)[i];
+			uint2 y;
+			y.x = pack2_fast(x.x, x.y);
+			y.y = pack2_fast(x.z, x.w);
+			((uint2 *)dst)[i] = y;
+		}
+	else
+		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n / 2; i += stride)
+			((uint32_t *)dst)[i] = pack2_fast(src[2 * i], src[2 * i + 1]);
+}
+
+cudaError_t cast_bf16(cudaStream_t s, uint16_t *dst, const float *src, int64_t n)
+{
+	int64_t blocks = (n / 4 + 255) / 256;
+	cast_bf16_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(dst, src, n);
+	return cudaGetLastError();
+}
+
+// Rows r0 .. r0+kFN of head hd of a bf16 [T, heads, DH] tensor into tile [kFN][DH + 8] by cp.async
+// (zeros past T: a plain store). The 8 extra columns put ldmatrix's 8 row addresses on distinct
+// banks.
+template <int DH>
+__device__ inline void tile_async(uint16_t *tile, const uint16_t *src, int64_t r0, int64_t T, int64_t heads,
+				  int64_t hd)
+{
+	constexpr int S = DH + 8, C = DH / 8;
+	for (int k = threadIdx.x; k < kFN * C; k += kFW * 32) {
+		int r = k / C, c = k % C;
+		int64_t row = r0 + r;
+		uint16_t *d = tile + r * S + c * 8;
+		if (row < T)
+			cp_async16(d, src + (row * heads + hd) * DH + c * 8);
+		else
+			*(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
+	}
+}
+
+// n 4-byte values src[r0 + r] into dst[r] for the rows below T (0 past T).
+__device__ inline void vals_async(void *dst, const void *src, int64_t r0, int64_t T)
+{
+	for (int r = threadIdx.x; r < kFN; r += kFW * 32)
+		if (r0 + r < T)
+			cp_async4((uint32_t *)dst + r, (const uint32_t *)src + r0 + r);
+		else
+			((uint32_t *)dst)[r] = 0u;
+}
+
+// The A fragments of rows r .. r+16, columns 16 ks .. 16 ks + 16 of a tile.
+template <int DH>
+__device__ inline void a_frag_ld(uint32_t f[4], const uint16_t *tile, int r, int ks, int lane)
+{
+	ldsm4(f, tile + (r + (lane & 7) + ((lane >> 3) & 1) * 8) * (DH + 8) + ks * 16 + (lane >> 4) * 8);
+}
+
+// s[NT][4] (16 x 8NT) = the fragments fa (KS k steps) times rows c0 .. c0 + 8NT of tile B (each row
+// one column of the product).
+template <int DH, int NT>
+__device__ inline void scores_ld(float s[NT][4], const uint32_t (*fa)[4], const uint16_t *B, int c0, int lane)
+{
+	constexpr int S = DH + 8, KS = DH / 16;
+	for (int nt = 0; nt < NT; nt++)
+		for (int e = 0; e < 4; e++)
+			s[nt][e] = 0.0f;
+	const uint16_t *p = B + (c0 + (lane & 7) + (lane >> 4) * 8) * S + ((lane >> 3) & 1) * 8;
+	for (int ks = 0; ks < KS; ks++)
+		for (int np = 0; np < NT / 2; np++) {
+			uint32_t b[4];
+			ldsm4(b, p + np * 16 * S + ks * 16);
+			mma_bf16(s[2 * np], fa[ks], b[0], b[1]);
+			mma_bf16(s[2 * np + 1], fa[ks], b[2], b[3]);
+		}
+}
+
+// The same with the A fragments read from rows r .. r+16 of tile A (fragments of two tiles).
+template <int DH, int NT>
+__device__ inline void scores2_ld(float s[NT][4], float d[NT][4], const uint16_t *A1, const uint16_t *A2,
+				  int r, const uint16_t *B1, const uint16_t *B2, int c0, int lane)
+{
+	constexpr int S = DH + 8, KS = DH / 16;
+	for (int nt = 0; nt < NT; nt++)
+		for (int e = 0; e < 4; e++)
+			s[nt][e] = d[nt][e] = 0.0f;
+	int off = (c0 + (lane & 7) + (lane >> 4) * 8) * S + ((lane >> 3) & 1) * 8;
+	for (int ks = 0; ks < KS; ks++) {
+		uint32_t f1[4], f2[4];
+		a_frag_ld<DH>(f1, A1, r, ks, lane);
+		a_frag_ld<DH>(f2, A2, r, ks, lane);
+		for (int np = 0; np < NT / 2; np++) {
+			uint32_t b[4], c[4];
+			ldsm4(b, B1 + off + np * 16 * S + ks * 16);
+			ldsm4(c, B2 + off + np * 16 * S + ks * 16);
+			mma_bf16(s[2 * np], f1, b[0], b[1]);
+			mma_bf16(s[2 * np + 1], f1, b[2], b[3]);
+			mma_bf16(d[2 * np], f2, c[0], c[1]);
+			mma_bf16(d[2 * np + 1], f2, c[2], c[3]);
+		}
+	}
+}
+
+// acc[DH/8][4] += (the 16 x 8NT block x as bf16 A fragments) times rows c0 .. c0 + 8NT of tile B
+// (B read along its rows: ldmatrix .trans).
+template <int DH, int NT>
+__device__ inline void accumulate_ld(float (*acc)[4], const float x[NT][4], const uint16_t *B, int c0,
+				     int lane)
+{
+	constexpr int S = DH + 8, NO = DH / 8;
+	const uint16_t *p = B + (c0 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + (lane >> 4) * 8;
+	for (int kk = 0; kk < NT / 2; kk++) {
+		uint32_t f[4] = {pack2_fast(x[2 * kk][0], x[2 * kk][1]),
+				 pack2_fast(x[2 * kk][2], x[2 * kk][3]),
+				 pack2_fast(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+				 pack2_fast(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+		for (int np = 0; np < NO / 2; np++) {
+			uint32_t b[4];
+			ldsm4t(b, p + kk * 16 * S + np * 16);
+			mma_bf16(acc[2 * np], f, b[0], b[1]);
+			mma_bf16(acc[2 * np + 1], f, b[2], b[3]);
+		}
+	}
+}
+
+__device__ inline bool warp_all(bool p)
+{
+#if defined(TERN_CUDA_EMU)
+	bool all[32];
+	emu_warp_share(&p, sizeof p, all);
+	for (int l = 0; l < 32; l++)
+		if (!all[l])
+			return false;
+	return true;
+#else
+	return __all_sync(0xffffffffu, p) != 0;
+#endif
+}
+
+// Whether every row of a warp's 16 (rows lo .. lo+15, their segment sr where uniform) sees each of
+// n keys k0 .. k0+n, keys' segments ks[0 .. n) (n <= 64): no mask needed.
+__device__ inline bool tile_whole(const cuk_attn &a, int64_t lo, int64_t k0, int n, bool rows_one, int32_t sr,
+				  const int32_t *ks, int lane)
+{
+	if (!rows_one || lo + 15 >= a.T || k0 + n - 1 > lo || (a.window > 0 && lo + 15 - k0 >= a.window))
+		return false;
+	return warp_all(ks[lane % n] == sr && ks[(lane + 32) % n] == sr);
+}
+
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32, 3)
+	fa_fwd_kernel(float *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+		      const int32_t *seg, cuk_attn a)
+{
+	// 64 keys per softmax step; 32 at DH 128, where 64 would need more registers than 3 blocks
+	// per SM leave (170)
+	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8, NT = DH >= 128 ? 4 : 8;
+	extern __shared__ float sm[];
+	uint16_t *const st = (uint16_t *)sm;               // stage x: K at st + 2x·kFN·S, V after it
+	int32_t *const sg = (int32_t *)(st + 4 * kFN * S); // stage x: segments at sg + x·kFN
+	int64_t nb = (a.T + kFR - 1) / kFR;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kFR; // the longest rows first
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+	int64_t wlo = i0 + warp * 16, ia = wlo + (lane >> 2), ib = ia + 8;
+	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = first_key(a, i0);
+	int ntiles = (int)((last - jfirst) / kFN + 1);
+
+	tile_async<DH>(st + 2 * kFN * S, q, i0, a.T, a.H, h); // Q passes through stage 1 into registers
+	cp_commit();
+	tile_async<DH>(st, k, jfirst, a.T, a.Hkv, gh);
+	tile_async<DH>(st + kFN * S, v, jfirst, a.T, a.Hkv, gh);
+	vals_async(sg, seg, jfirst, a.T);
+	cp_commit();
+	cp_wait<1>();
+	__syncthreads();
+	uint32_t qf[KS][4];
+	for (int ks = 0; ks < KS; ks++)
+		a_frag_ld<DH>(qf[ks], st + 2 * kFN * S, warp * 16, ks, lane);
+	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
+	int32_t s0 = wlo < a.T ? seg[wlo] : 0;
+	bool rows_one = warp_all(sa == s0 && sb == s0);
+	float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f, c2 = a.scale * kLog2e;
+	float acc[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			acc[n][e] = 0.0f;
+	__syncthreads(); // every warp has its Q fragments: stage 1 is free
+	for (int it = 0; it < ntiles; it++) {
+		int64_t j0 = jfirst + (int64_t)it * kFN;
+		int cur = it & 1;
+		if (it + 1 < ntiles) {
+			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
+			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
+			vals_async(sg + (cur ^ 1) * kFN, seg, j0 + kFN, a.T);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		const uint16_t *Ks = st + 2 * cur * kFN * S, *Vs = st + (2 * cur + 1) * kFN * S;
+		const int32_t *Sg = sg + cur * kFN;
+		if (!tile_unseen(a, j0, wlo))
+			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 15; c0 += 8 * NT) {
+				float s[NT][4];
+				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
+				bool whole = tile_whole(a, wlo, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
+				float xa = -INFINITY, xb = -INFINITY;
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = c0 + nt * 8 + 2 * t + (e & 1);
+						bool ok = whole || (e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+									  : sees(a, ib, j0 + c, sb, Sg[c]));
+						float x = ok ? s[nt][e] * c2 : -INFINITY;
+						s[nt][e] = x;
+						if (e < 2)
+							xa = fmaxf(xa, x);
+						else
+							xb = fmaxf(xb, x);
+					}
+				float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
+				float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
+				float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
+				ma = na, mb = nbm;
+				float pa = 0.0f, pb = 0.0f;
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						float m = e < 2 ? ma : mb;
+						float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
+						s[nt][e] = p;
+						if (e < 2)
+							pa += p;
+						else
+							pb += p;
+					}
+				la = la * ca + pa, lb = lb * cb + pb;
+				for (int n = 0; n < NO; n++) {
+					acc[n][0] *= ca, acc[n][1] *= ca;
+					acc[n][2] *= cb, acc[n][3] *= cb;
+				}
+				accumulate_ld<DH, NT>(acc, s, Vs, c0, lane);
+			}
+		__syncthreads(); // every warp is done with this stage before the next load refills it
+	}
+	la = quad_sum(la), lb = quad_sum(lb);
+	for (int half = 0; half < 2; half++) {
+		int64_t i = half ? ib : ia;
+		float l = half ? lb : la, m = half ? mb : ma;
+		if (i >= a.T)
+			continue;
+		float *oi = o + (i * a.H + h) * DH;
+		for (int n = 0; n < NO; n++) {
+			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
+			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
+		}
+		if (t == 0)
+			lse[h * a.T + i] = m * kLn2 + logf(l);
+	}
+}
+
+// dQ_i = scale · Σ_j dS_ij K_j, dS = P ∘ (dO V^T − Dr): query rows, K/V stages, 32 keys at a time.
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32)
+	fa_dq_kernel(float *dq, const uint16_t *dout, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+		     const float *lse, const float *Dr, const int32_t *seg, cuk_attn a)
+{
+	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8, NT = 4;
+	extern __shared__ float sm[];
+	uint16_t *const st = (uint16_t *)sm;               // stage x: K at st + 2x·kFN·S, V after it
+	int32_t *const sg = (int32_t *)(st + 4 * kFN * S); // stage x: segments at sg + x·kFN
+	int64_t nb = (a.T + kFR - 1) / kFR;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kFR;
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+	int64_t wlo = i0 + warp * 16, ia = wlo + (lane >> 2), ib = ia + 8;
+	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = first_key(a, i0);
+	int ntiles = (int)((last - jfirst) / kFN + 1);
+
+	tile_async<DH>(st + 2 * kFN * S, q, i0, a.T, a.H, h);
+	tile_async<DH>(st + 3 * kFN * S, dout, i0, a.T, a.H, h);
+	cp_commit();
+	tile_async<DH>(st, k, jfirst, a.T, a.Hkv, gh);
+	tile_async<DH>(st + kFN * S, v, jfirst, a.T, a.Hkv, gh);
+	vals_async(sg, seg, jfirst, a.T);
+	cp_commit();
+	cp_wait<1>();
+	__syncthreads();
+	uint32_t qf[KS][4], gf[KS][4];
+	for (int ks = 0; ks < KS; ks++) {
+		a_frag_ld<DH>(qf[ks], st + 2 * kFN * S, warp * 16, ks, lane);
+		a_frag_ld<DH>(gf[ks], st + 3 * kFN * S, warp * 16, ks, lane);
+	}
+	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
+	int32_t s0 = wlo < a.T ? seg[wlo] : 0;
+	bool rows_one = warp_all(sa == s0 && sb == s0);
+	float c2 = a.scale * kLog2e;
+	float La = ia < a.T ? lse[h * a.T + ia] * kLog2e : 0.0f,
+	      Lb = ib < a.T ? lse[h * a.T + ib] * kLog2e : 0.0f;
+	float Da = ia < a.T ? Dr[h * a.T + ia] : 0.0f, Db = ib < a.T ? Dr[h * a.T + ib] : 0.0f;
+	float acc[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			acc[n][e] = 0.0f;
+	__syncthreads();
+	for (int it = 0; it < ntiles; it++) {
+		int64_t j0 = jfirst + (int64_t)it * kFN;
+		int cur = it & 1;
+		if (it + 1 < ntiles) {
+			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
+			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
+			vals_async(sg + (cur ^ 1) * kFN, seg, j0 + kFN, a.T);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		const uint16_t *Ks = st + 2 * cur * kFN * S, *Vs = st + (2 * cur + 1) * kFN * S;
+		const int32_t *Sg = sg + cur * kFN;
+		if (!tile_unseen(a, j0, wlo))
+			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 15; c0 += 8 * NT) {
+				float s[NT][4], dp[NT][4];
+				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
+				scores_ld<DH, NT>(dp, gf, Vs, c0, lane);
+				bool whole = tile_whole(a, wlo, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = c0 + nt * 8 + 2 * t + (e & 1);
+						bool ok = whole || (e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+									  : sees(a, ib, j0 + c, sb, Sg[c]));
+						float p =
+							ok ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb)) : 0.0f;
+						s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
+					}
+				accumulate_ld<DH, NT>(acc, s, Ks, c0, lane);
+			}
+		__syncthreads();
+	}
+	for (int half = 0; half < 2; half++) {
+		int64_t i = half ? ib : ia;
+		if (i >= a.T)
+			continue;
+		float *di = dq + (i * a.H + h) * DH;
+		for (int n = 0; n < NO; n++) {
+			di[n * 8 + 2 * t] = a.scale * acc[n][2 * half];
+			di[n * 8 + 2 * t + 1] = a.scale * acc[n][2 * half + 1];
+		}
+	}
+}
+
+// dV_j = Σ_i P_ij dO_i and dK_j = scale · Σ_i dS_ij Q_i for 64 keys of KV head gh over the query
+// rows of the heads of one chunk (group / nsplit heads) of gh's group: key rows in registers'
+// reach (K, V in shared memory), Q/dO stages with lse, Dr and segments. Writes dk/dv (nsplit 1)
+// or the chunk's partial sums pk/pv [T, Hkv, nsplit, DH].
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32)
+	fa_dkv_kernel(float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+		      const uint16_t *v, const float *lse, const float *Dr, const int32_t *seg, cuk_attn a,
+		      int nsplit)
+{
+	constexpr int S = DH + 8, NO = DH / 8, NT = 4;
+	extern __shared__ float sm[];
+	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kFN * S;
+	uint16_t *const st = Vs + kFN * S;             // stage x: Q at st + 2x·kFN·S, dO after it
+	float *const fl = (float *)(st + 4 * kFN * S); // stage x: lse, Dr, segments at fl + 3x·kFN
+	int64_t per = a.Hkv * nsplit;
+	int64_t gh = blockIdx.x % per / nsplit, chunk = blockIdx.x % nsplit;
+	int64_t j0 = (blockIdx.x / per) * kFR; // the longest columns first
+	int64_t group = a.H / a.Hkv, hn = group / nsplit, h0 = gh * group + chunk * hn;
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+	int64_t wlo = j0 + warp * 16, ja = wlo + (lane >> 2), jb = ja + 8;
+	int64_t last = j0 + kFR - 1 < a.T - 1 ? j0 + kFR - 1 : a.T - 1;
+	int64_t end = query_end(a, last);
+	int nq = (int)((end - j0 + kFN - 1) / kFN), ntiles = (int)(nq * hn);
+
+	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+	tile_async<DH>(st, q, j0, a.T, a.H, h0);
+	tile_async<DH>(st + kFN * S, dout, j0, a.T, a.H, h0);
+	vals_async(fl, lse + h0 * a.T, j0, a.T);
+	vals_async(fl + kFN, Dr + h0 * a.T, j0, a.T);
+	vals_async(fl + 2 * kFN, seg, j0, a.T);
+	cp_commit();
+	int32_t sa = ja < a.T ? seg[ja] : 0, sb = jb < a.T ? seg[jb] : 0;
+	int32_t s0 = wlo < a.T ? seg[wlo] : 0;
+	bool keys_one = warp_all(sa == s0 && sb == s0);
+	float c2 = a.scale * kLog2e;
+	float dK[NO][4], dV[NO][4];
+	for (int n = 0; n < NO; n++)
+		for (int e = 0; e < 4; e++)
+			dK[n][e] = dV[n][e] = 0.0f;
+	for (int it = 0; it < ntiles; it++) {
+		int64_t h = h0 + it / nq, i0 = j0 + (int64_t)(it % nq) * kFN;
+		int cur = it & 1;
+		if (it + 1 < ntiles) {
+			int64_t hn1 = h0 + (it + 1) / nq, in1 = j0 + (int64_t)((it + 1) % nq) * kFN;
+			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, q, in1, a.T, a.H, hn1);
+			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, dout, in1, a.T, a.H, hn1);
+			vals_async(fl + 3 * (cur ^ 1) * kFN, lse + hn1 * a.T, in1, a.T);
+			vals_async(fl + (3 * (cur ^ 1) + 1) * kFN, Dr + hn1 * a.T, in1, a.T);
+			vals_async(fl + (3 * (cur ^ 1) + 2) * kFN, seg, in1, a.T);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		(void)h;
+		const uint16_t *Qs = st + 2 * cur * kFN * S, *Gs = st + (2 * cur + 1) * kFN * S;
+		const float *L = fl + 3 * cur * kFN, *D = fl + 3 * cur * kFN + kFN;
+		const int32_t *Sg = (const int32_t *)(fl + 3 * cur * kFN + 2 * kFN);
+		if (wlo < a.T)
+			for (int c0 = 0; c0 < kFN; c0 += 8 * NT) {
+				if (i0 + c0 + 8 * NT - 1 < wlo)
+					continue; // every query before the warp's keys
+				if (a.window > 0 && i0 + c0 > wlo + 15 + a.window - 1)
+					break; // every query past the window
+				float s[NT][4], dp[NT][4];
+				scores2_ld<DH, NT>(s, dp, Ks, Vs, warp * 16, Qs, Gs, c0, lane);
+				// whole: every query c0 .. c0+32 sees every key of the warp
+				int64_t qlo = i0 + c0;
+				bool whole = keys_one && qlo >= wlo + 15 && qlo + 8 * NT - 1 < a.T &&
+					     (a.window <= 0 || qlo + 8 * NT - 1 - wlo < a.window) &&
+					     warp_all(Sg[c0 + lane] == s0);
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = c0 + nt * 8 + 2 * t + (e & 1);
+						bool ok = whole || sees(a, i0 + c, e < 2 ? ja : jb, Sg[c],
+									e < 2 ? sa : sb);
+						float p = ok ? exp2f(s[nt][e] * c2 - L[c] * kLog2e) : 0.0f;
+						s[nt][e] = p;
+						dp[nt][e] = p * (dp[nt][e] - D[c]);
+					}
+				accumulate_ld<DH, NT>(dV, s, Gs, c0, lane);
+				accumulate_ld<DH, NT>(dK, dp, Qs, c0, lane);
+			}
+		__syncthreads();
+	}
+	for (int half = 0; half < 2; half++) {
+		int64_t j = half ? jb : ja;
+		if (j >= a.T)
+			continue;
+		int64_t row = nsplit == 1 ? j * a.Hkv + gh : (j * a.Hkv + gh) * nsplit + chunk;
+		float *kj = dk + row * DH, *vj = dv + row * DH;
+		for (int n = 0; n < NO; n++)
+			for (int e = 0; e < 2; e++) {
+				kj[n * 8 + 2 * t + e] = a.scale * dK[n][2 * half + e];
+				vj[n * 8 + 2 * t + e] = dV[n][2 * half + e];
+			}
+	}
+}
+
+// dk[j, g] = Σ_c pk[j, g, c] (c = 0 .. nsplit in order), the same for dv.
+__global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const float *pv, int64_t rows,
+				 int64_t Dh, int nsplit)
+{
+	int64_t n = rows * Dh;
+	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
+	     x += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = x / Dh, d = x % Dh;
+		float sk = 0.0f, sv = 0.0f;
+		for (int c = 0; c < nsplit; c++) {
+			sk += pk[(r * nsplit + c) * Dh + d];
+			sv += pv[(r * nsplit + c) * Dh + d];
+		}
+		dk[x] = sk;
+		dv[x] = sv;
+	}
+}
+
+// The scratch of the second version (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
+struct fa_scratch {
+	size_t dr, qb, kb, vb, gb, pv, total;
+	int nsplit;
+};
+
+inline size_t fa_align(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// How many chunks dK/dV splits a KV head's group into: enough blocks to fill the card (4 waves of
+// 132 SMs at 2 blocks each is about 1000), while the partials fit the products' scratch budget.
+inline fa_scratch fa_layout(const cuk_attn &a, bool bwd)
+{
+	fa_scratch l = {};
+	size_t n = (size_t)(a.T * a.H * a.Dh), nk = (size_t)(a.T * a.Hkv * a.Dh);
+	l.dr = 0;
+	l.qb = l.dr + (bwd ? fa_align((size_t)(a.H * a.T) * 4) : 0);
+	l.kb = l.qb + fa_align(n * 2);
+	l.vb = l.kb + fa_align(nk * 2);
+	l.gb = l.vb + fa_align(nk * 2);
+	l.pv = l.gb + (bwd ? fa_align(n * 2) : 0);
+	l.total = l.pv;
+	l.nsplit = 1;
+	if (!bwd)
+		return l;
+	int64_t group = a.H / a.Hkv, blocks = a.Hkv * ((a.T + kFR - 1) / kFR);
+	int ns = 1;
+	while (group % (2 * ns) == 0 && blocks * ns < 1024 &&
+	       l.pv + fa_align(nk * 4 * (size_t)(2 * ns)) <= ((size_t)64 << 20))
+		ns *= 2;
+	l.nsplit = ns;
+	if (ns > 1)
+		l.total = l.pv + fa_align(nk * 4 * (size_t)ns);
+	return l;
+}
+
+template <int DH> size_t fa_smem(int tiles) { return (size_t)tiles * kFN * (DH + 8) * 2; }
+
+template <typename K> cudaError_t fa_attr(K kernel, size_t smem)
+{
+	return cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+				    (int)smem);
+}
+
+template <int DH>
+cudaError_t fa_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, const float *k, const float *v,
+		      const int32_t *seg, void *scr, const cuk_attn &a)
+{
+	fa_scratch l = fa_layout(a, false);
+	uint16_t *qb = (uint16_t *)((char *)scr + l.qb), *kb = (uint16_t *)((char *)scr + l.kb),
+		 *vb = (uint16_t *)((char *)scr + l.vb);
+	cudaError_t e;
+	if ((e = cast_bf16(s, qb, q, a.T * a.H * DH)) || (e = cast_bf16(s, kb, k, a.T * a.Hkv * DH)) ||
+	    (e = cast_bf16(s, vb, v, a.T * a.Hkv * DH)))
+		return e;
+	size_t smem = fa_smem<DH>(4) + 2 * kFN * 4;
+	if ((e = fa_attr(fa_fwd_kernel<DH>, smem)))
+		return e;
+	int64_t blocks = a.H * ((a.T + kFR - 1) / kFR);
+	fa_fwd_kernel<DH><<<(unsigned)blocks, kFW * 32, smem, s>>>(o, lse, qb, kb, vb, seg, a);
+	return cudaGetLastError();
+}
+
+template <int DH>
+cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float *dout, const float *q,
+		      const float *k, const float *v, const float *lse, const int32_t *seg, void *scr,
+		      const cuk_attn &a)
+{
+	fa_scratch l = fa_layout(a, true);
+	char *b = (char *)scr;
+	float *Dr = (float *)(b + l.dr);
+	uint16_t *qb = (uint16_t *)(b + l.qb), *kb = (uint16_t *)(b + l.kb), *vb = (uint16_t *)(b + l.vb),
+		 *gb = (uint16_t *)(b + l.gb);
+	cudaError_t e;
+	if ((e = cast_bf16(s, qb, q, a.T * a.H * DH)) || (e = cast_bf16(s, kb, k, a.T * a.Hkv * DH)) ||
+	    (e = cast_bf16(s, vb, v, a.T * a.Hkv * DH)) || (e = cast_bf16(s, gb, dout, a.T * a.H * DH)))
+		return e;
+	size_t smem_q = fa_smem<DH>(4) + 2 * kFN * 4, smem_kv = fa_smem<DH>(6) + 6 * kFN * 4;
+	if ((e = fa_attr(fa_dq_kernel<DH>, smem_q)) || (e = fa_attr(fa_dkv_kernel<DH>, smem_kv)))
+		return e;
+	int64_t rb = (a.T + kFR - 1) / kFR;
+	int ns = l.nsplit;
+	// dK/dV first: with nsplit > 1 its dK partials live in dq's memory until dQ overwrites them
+	float *pk = ns > 1 ? dq : dk, *pv = ns > 1 ? (float *)(b + l.pv) : dv;
+	fa_dkv_kernel<DH><<<(unsigned)(a.Hkv * ns * rb), kFW * 32, smem_kv, s>>>(pk, pv, gb, qb, kb, vb, lse,
+										 Dr, seg, a, ns);
+	if (ns > 1) {
+		int64_t n = a.T * a.Hkv * DH, blocks = (n + 255) / 256;
+		fa_reduce_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(
+			dk, dv, pk, pv, a.T * a.Hkv, DH, ns);
+	}
+	fa_dq_kernel<DH><<<(unsigned)(a.H * rb), kFW * 32, smem_q, s>>>(dq, gb, qb, kb, vb, lse, Dr, seg, a);
+	return cudaGetLastError();
+}
+
+} // namespace
+
 extern "C" bool cuk_attention_mma_dh(int64_t Dh)
 {
 	return Dh == 16 || Dh == 32 || Dh == 64 || Dh == 96 || Dh == 128;
 }
 
+static bool fa_takes(const struct cuk_attn *a)
+{
+	return a->impl == 2 && a->bf16 && cuk_attention_mma_dh(a->Dh);
+}
+
+extern "C" size_t cuk_attention_scratch(const struct cuk_attn *a, bool bwd)
+{
+	if (fa_takes(a))
+		return fa_layout(*a, bwd).total;
+	return bwd ? (size_t)(a->H * a->T) * 4 : 0;
+}
+
 extern "C" cudaError_t cuk_attention(cudaStream_t s, float *o, float *lse, const float *q, const float *k,
-				     const float *v, const int32_t *seg, const struct cuk_attn *a)
+				     const float *v, const int32_t *seg, void *scratch,
+				     const struct cuk_attn *a)
 {
 	if (a->T == 0)
 		return cudaSuccess;
+	if (fa_takes(a))
+		switch (a->Dh) {
+		case 16: return fa_fwd_as<16>(s, o, lse, q, k, v, seg, scratch, *a);
+		case 32: return fa_fwd_as<32>(s, o, lse, q, k, v, seg, scratch, *a);
+		case 64: return fa_fwd_as<64>(s, o, lse, q, k, v, seg, scratch, *a);
+		case 96: return fa_fwd_as<96>(s, o, lse, q, k, v, seg, scratch, *a);
+		default: return fa_fwd_as<128>(s, o, lse, q, k, v, seg, scratch, *a);
+		}
 	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
 		switch (a->Dh) {
 		case 16: return mma_fwd_as<16>(s, o, lse, q, k, v, seg, *a);
@@ -813,13 +1515,22 @@ extern "C" cudaError_t cuk_attention(cudaStream_t s, float *o, float *lse, const
 
 extern "C" cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, float *dv, const float *dout,
 					 const float *q, const float *k, const float *v, const float *o,
-					 const float *lse, const int32_t *seg, float *Dr,
+					 const float *lse, const int32_t *seg, void *scratch,
 					 const struct cuk_attn *a)
 {
 	if (a->T == 0)
 		return cudaSuccess;
 	int64_t rows = a->H * a->T;
+	float *Dr = (float *)scratch; // both versions' scratch starts with Dr
 	attn_dr_kernel<<<(unsigned)((rows + kWarps - 1) / kWarps), kThreads, 0, s>>>(Dr, dout, o, *a);
+	if (fa_takes(a))
+		switch (a->Dh) {
+		case 16: return fa_bwd_as<16>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
+		case 32: return fa_bwd_as<32>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
+		case 64: return fa_bwd_as<64>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
+		case 96: return fa_bwd_as<96>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
+		default: return fa_bwd_as<128>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
+		}
 	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
 		switch (a->Dh) {
 		case 16: return mma_bwd_as<16>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);

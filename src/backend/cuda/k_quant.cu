@@ -5,6 +5,8 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdlib.h>
+#include <string.h>
 
 namespace
 {
@@ -69,6 +71,62 @@ __global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nro
 			store<DT>(out, r * w.I + i, wvalue<WDT>(w, row0 + r, i, bs_shift));
 }
 
+// NF4 / NF4-DQ, eight weights per thread (the fast path of decode_as): one 4-byte load of codes,
+// the block's scale once, the code tables in shared memory (a lookup by code from constant memory
+// serialises over the distinct codes of a warp), one 16-byte store (32 for f32). Needs I % 8 == 0
+// and a blocksize >= 8 (eight weights of a row in one block), 4-byte aligned codes and a 16-byte
+// aligned out. The same products as wvalue (built with --fmad=false), so the same values.
+template <int WDT, int DT>
+__global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int bs_shift)
+{
+	__shared__ float nf4[16], dmap[256];
+	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
+		if (k < 16)
+			nf4[k] = c_nf4[k];
+		dmap[k] = c_dmap[k];
+	}
+	__syncthreads();
+	int64_t n = nrows * (w.I / 8);
+	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
+	     x += (int64_t)gridDim.x * blockDim.x) {
+		int64_t g = row0 * w.I + x * 8; // the flat index of the first of the eight
+		uint32_t word = static_cast<const uint32_t *>(w.data)[g >> 3];
+		int64_t b = g >> bs_shift;
+		float am;
+		if (WDT == 3)
+			am = static_cast<const float *>(w.absmax)[b];
+		else
+			am = dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
+			     w.offset;
+		float v[8];
+		for (int k = 0; k < 4; k++) {
+			unsigned byte =
+				(word >> (8 * k)) & 255u; // byte k of the word: weights g + 2k, g + 2k + 1
+			v[2 * k] = nf4[byte >> 4] * am;
+			v[2 * k + 1] = nf4[byte & 15u] * am;
+		}
+		if (DT == 0) {
+			float4 *o = static_cast<float4 *>(out) + 2 * x;
+			o[0] = make_float4(v[0], v[1], v[2], v[3]);
+			o[1] = make_float4(v[4], v[5], v[6], v[7]);
+		} else {
+			uint16_t h[8];
+			for (int k = 0; k < 8; k++) {
+				if (DT == 1) {
+					__half y = __float2half_rn(v[k]);
+					memcpy(&h[k], &y, 2);
+				} else {
+					__nv_bfloat16 y = __float2bfloat16_rn(v[k]);
+					memcpy(&h[k], &y, 2);
+				}
+			}
+			uint4 u;
+			memcpy(&u, h, 16);
+			static_cast<uint4 *>(out)[x] = u;
+		}
+	}
+}
+
 template <int WDT>
 cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows)
 {
@@ -77,6 +135,23 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
 	while (shift < 30 && (1 << shift) < w.blocksize)
 		shift++;
+	static int v1 = -1; // TERN_CUDA_DECODE=v1: the element-per-thread kernel below for NF4 too
+	if (v1 < 0) {
+		const char *e = getenv("TERN_CUDA_DECODE");
+		v1 = e && !strcmp(e, "v1");
+	}
+	if ((WDT == 3 || WDT == 4) && !v1 && w.I > 0 && w.I % 8 == 0 && w.blocksize >= 8 &&
+	    ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0) {
+		int64_t n = nrows * (w.I / 8), blocks = (n + kThreads - 1) / kThreads;
+		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
+		if (out_dt == 0)
+			decode_nf4x8_kernel<WDT, 0><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		else if (out_dt == 1)
+			decode_nf4x8_kernel<WDT, 1><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		else
+			decode_nf4x8_kernel<WDT, 2><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		return cudaGetLastError();
+	}
 	if (out_dt == 0)
 		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
 	else if (out_dt == 1)
