@@ -189,7 +189,15 @@ if [ -f "$NV_ICD" ] && [ ${#debs[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
 fi
 if [ -f "$NV_ICD" ] && [ -z "${VK_DRIVER_FILES:-}" ]; then export VK_DRIVER_FILES=$NV_ICD; fi
 HF_PATH=
-for d in .hf4 .bnb; do [ ! -d "$ROOT/$d" ] || HF_PATH=$HF_PATH${HF_PATH:+:}$ROOT/$d; done
+if [ -d "$ROOT/.hf4" ]; then
+	HF_PATH=$ROOT/.hf4
+elif [ -f "$ROOT/.hf4.tgz" ]; then # what travels to the GPU machine (tools/fetch_bench_deps.sh)
+	mkdir -p "$MODELS/hf4" && tar -xzf "$ROOT/.hf4.tgz" -C "$MODELS/hf4" && HF_PATH=$MODELS/hf4/.hf4
+	say "unpacked .hf4.tgz into $MODELS/hf4"
+fi
+[ ! -d "$ROOT/.bnb" ] || HF_PATH=$HF_PATH${HF_PATH:+:}$ROOT/.bnb
+[ -n "$HF_PATH" ] && [ -d "$ROOT/.bnb" ] || [ "$RUN_HF" = 0 ] ||
+	say "WARNING: .hf4(.tgz) or .bnb missing (tools/fetch_bench_deps.sh): the reference stack uses the machine's transformers"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TOKENIZERS_PARALLELISM=false
 REF_DEV=cuda
 command -v nvidia-smi >/dev/null 2>&1 || REF_DEV=cpu

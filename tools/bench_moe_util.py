@@ -173,11 +173,14 @@ def cmd_table(a):
     print(f"Rates: disk read {fmt(disk, '{:.2f}')} GB/s ({rates.get('disk_how', '?')}), host→device "
           f"{fmt(h2d, '{:.2f}')} GB/s pinned / {fmt(rates.get('h2d_pageable_gbs'), '{:.2f}')} pageable; "
           f"page cache: {rates.get('ram_limit', '?')}")
+    print("tern's disk read GB/s = disk-tier bytes / the seconds tern spent copying them out of the mapping "
+          "(page faults): far above the measured disk rate means the page cache served them. RAM peak = the "
+          "cgroup's peak where there is one (it may not count pinned host memory), else the process's maxrss.")
     print()
     print("| shape | stack | status | tokens/s | s/step | peak device GiB (budget "
           f"{fmt(budget / 2**30 if budget else None, '{:.2f}')}) | residency dev/host/disk | host GB/step | "
-          "disk GB/step | RAM peak GiB | I/O bound tokens/s | of bound | tern / ref |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "disk GB/step | tern's disk read GB/s | RAM peak GiB | I/O bound tokens/s | of bound | tern / ref |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ref = {}
     for r in runs:
         if r.get("kind") != "tern" and r.get("tokens_per_s") and r.get("status") in ("ok", "partial"):
@@ -207,6 +210,7 @@ def cmd_table(a):
               f"{fmt(r.get('s_per_step'), '{:.2f}')} | {peak_s} | {res_s} | "
               f"{fmt(s.get('stream_host_bytes', 0) / 1e9 if s else None, '{:.2f}')} | "
               f"{fmt(s.get('stream_disk_bytes', 0) / 1e9 if s else None, '{:.2f}')} | "
+              f"{fmt(s['stream_disk_bytes'] / s['stream_read_s'] / 1e9 if s.get('stream_read_s') else None, '{:.2f}')} | "
               f"{fmt(r.get('cgroup_peak_gib') or r.get('host_peak_gib'), '{:.2f}')} | "
               f"{fmt(r.get('bound_tokens_per_s'))} | "
               f"{fmt(r.get('of_bound') * 100 if r.get('of_bound') else None, '{:.0f} %')} | {vs} |")

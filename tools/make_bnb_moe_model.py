@@ -175,6 +175,7 @@ def main():
     ap.add_argument("--config", default=None, help="a config.json to use instead of the preset's")
     ap.add_argument("--shard-gb", type=float, default=5.0, help="shard size in GB (default 5, as transformers)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dry-run", action="store_true", help="print the sizes, write nothing")
     a = ap.parse_args()
     t0 = time.time()
     c = load_config(a)
@@ -187,10 +188,11 @@ def main():
         "llm_int8_threshold": 6.0, "load_in_4bit": True, "load_in_8bit": False,
         "quant_method": "bitsandbytes"}
     c.setdefault("torch_dtype", "bfloat16")
-    os.makedirs(a.out, exist_ok=True)
+    if not a.dry_run:
+        os.makedirs(a.out, exist_ok=True)
 
     rng = np.random.default_rng(a.seed)
-    pool = Pool(rng)
+    pool = Pool(rng) if not a.dry_run else None
     qmap = NF4.tobytes()
     dmap = dynamic_map().tobytes()
     off = float(np.float32(ABSMAX_OFFSET))
@@ -234,6 +236,12 @@ def main():
         size += gs
     shards.append(cur)
 
+    if a.dry_run:
+        total = sum(x[3] for sh in shards for x in sh)
+        q = sum(x[3] for sh in shards for x in sh if x[1] == "U8" and "." not in x[0].rsplit("weight", 1)[1])
+        print(f"{a.preset}: {sum(len(sh) for sh in shards)} tensors, {total / 1e9:.2f} GB ({total / 2**30:.2f} "
+              f"GiB) in {len(shards)} shards; 4-bit codes {q / 1e9:.2f} GB")
+        return
     weight_map, total = {}, 0
     for k, shard in enumerate(shards):
         fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
