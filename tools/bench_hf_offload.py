@@ -130,6 +130,7 @@ def main():
         cfg["quantization_config"]["llm_int8_enable_fp32_cpu_offload"] = True
         with open(os.path.join(view, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
+        print(f"loading {src} (device_map auto, max_memory {mem}, offload_folder {a.offload_folder})", flush=True)
         t0 = time.perf_counter()
         m = AutoModelForCausalLM.from_pretrained(
             view, device_map="auto", max_memory=mem, offload_folder=a.offload_folder,
@@ -149,6 +150,8 @@ def main():
         res["placement_modules"] = {str(v): sum(1 for x in dm.values() if x == v) for v in set(dm.values())}
         res["linear4bit_modules"] = sum(1 for q in m.modules() if type(q).__name__ == "Linear4bit")
         save()
+        print(f"loaded in {res['load_s']} s: {res['linear4bit_modules']} Linear4bit, parameters by place "
+              f"{place}", flush=True)
         m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=True,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
         m.config.use_cache = False
@@ -168,6 +171,8 @@ def main():
         m.train()
         res["status"] = "running"
         save()
+        print(f"training: {a.steps} steps of {res['tokens_per_step']} tokens, {res['trainable_params']} "
+              "LoRA parameters", flush=True)
         cur = 0
         for _ in range(a.steps):
             sync()

@@ -7,7 +7,7 @@
 #                           [--device-memory 11.5GB] [--host-memory 12GB] [--ram-limit 16G]
 #                           [--tern BIN] [--tern-set KEY=VAL]... [--out DIR] [--models DIR]
 #                           [--budget 570] [--tern-timeout 300] [--hf-timeout 240] [--keep]
-#                           [--archive FILE]
+#                           [--hf-variants auto|budget|ram|budget,ram] [--archive FILE]
 #
 # Per shape (mixtral = Mixtral-8x7B, qwen3 = Qwen3-30B-A3B; tiny-mixtral, tiny-qwen3 to try the
 # script on a CPU):
@@ -31,7 +31,8 @@
 #     LoRA, rows and tokens per step, the process capped at the device budget (a 12 GB card),
 #     inside the RAM limit; if that run fails before its first step, once more without the RAM
 #     limit and with 64 GB of max_memory "cpu" (no disk tier: over the user's budget, labelled so)
-#     when at least --hf-timeout seconds are left;
+#     when a minute is left (--hf-variants auto; "budget" and "ram" run one of them, "budget,ram"
+#     both);
 #  5. deletes the model unless --keep, prints the table (OUT/table.md, OUT/results.json).
 # The RAM limit (--ram-limit, the user's 16 GB; 0 = none) is a memory cgroup (v2 or v1) around a
 # stack: it bounds the page cache, so disk-tier reads come from the disk after the first pass as on
@@ -48,17 +49,18 @@
 # Time on the H200 (estimates: the write and read rates of its disk are measured by this script):
 # Mixtral write 25-50 s, rates 15 s, pack build 30-60 s, tern 3 steps of 2048 tokens ~60-120 s,
 # HF load 60-120 s + steps (limit 240 s): one device call per shape, --budget 570 (each stage
-# starts only when its limit fits in what is left). Run from the repository root:
-#   tools/bench_moe_12gb.sh --shapes mixtral --archive $OUT/moe.tgz    (first call)
-#   tools/bench_moe_12gb.sh --shapes qwen3 --archive $OUT/moe.tgz      (second call)
+# starts only when its limit fits in what is left). Carry .gl, .bnb, .hf4.tgz, build/tern (and
+# build-cuda/tern); run from the repository root (docs/PERFORMANCE.md, issue 12's acceptance run):
+#   tools/bench_moe_12gb.sh --shapes mixtral --backend cuda --archive $OUT/moe-mixtral.tgz
+#   tools/bench_moe_12gb.sh --shapes qwen3 --backend cuda --archive $OUT/moe-qwen3.tgz
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NV_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 SHAPES=mixtral STACKS=tern,hf BACKEND=vulkan STEPS=3 HF_STEPS=2 SEQ=2048 BATCH=1 ACCUM=1
-DEVMEM=11.5GB HOSTMEM=12GB RAM_LIMIT=16G TERN= OUT_DIR=$ROOT/outputs/bench-moe-12gb
+DEVMEM=11.5GB HOSTMEM=12GB RAM_LIMIT=16G TERN='' OUT_DIR=$ROOT/outputs/bench-moe-12gb
 MODELS=${TMPDIR:-/tmp}/tern-moe-bench BUDGET=570 TERN_TIMEOUT=300 HF_TIMEOUT=240 KEEP=0 ARCHIVE=
-PY=python3 HF_RAM_FALLBACK=1
+PY=python3 HF_VARIANTS=auto
 SETS=()
 
 die() {
@@ -69,16 +71,11 @@ while [ $# -gt 0 ]; do
 	opt=$1 val=
 	case $opt in
 	-h | --help)
-		sed -n '2,54p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+		sed -n '2,55p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	--keep)
 		KEEP=1
-		shift
-		continue
-		;;
-	--no-hf-ram-fallback)
-		HF_RAM_FALLBACK=0
 		shift
 		continue
 		;;
@@ -112,6 +109,7 @@ while [ $# -gt 0 ]; do
 	--hf-timeout) HF_TIMEOUT=$val ;;
 	--archive) ARCHIVE=$val ;;
 	--python) PY=$val ;;
+	--hf-variants) HF_VARIANTS=$val ;;
 	*) die "unknown option $opt (--help)" ;;
 	esac
 done
@@ -121,6 +119,7 @@ done
 [ "$STEPS" -ge 2 ] || die "--steps must be >= 2 (the first step is the warm-up)"
 [ "$HF_STEPS" -ge 1 ] && [ "$SEQ" -ge 8 ] && [ "$BATCH" -ge 1 ] && [ "$ACCUM" -ge 1 ] ||
 	die "--hf-steps, --batch and --accum must be >= 1, --seq >= 8"
+for v in ${HF_VARIANTS//,/ }; do case $v in auto | budget | ram) ;; *) die "--hf-variants: '$v' (allowed: auto, budget, ram)" ;; esac; done
 case $BACKEND in vulkan | cuda | cpu) ;; *) die "--backend: '$BACKEND' (allowed: vulkan, cuda, cpu)" ;; esac
 [ -n "$TERN" ] || { if [ "$BACKEND" = cuda ] && [ -x "$ROOT/build-cuda/tern" ]; then TERN=$ROOT/build-cuda/tern; else TERN=$ROOT/build/tern; fi; }
 case $TERN in /*) ;; *) TERN=$PWD/$TERN ;; esac
@@ -159,6 +158,13 @@ T0=$(date +%s)
 say() { printf '[%4d s] %s\n' $(($(date +%s) - T0)) "$*"; }
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 mkdir -p "$MODELS" || die "cannot create $MODELS"
+if [ "$(stat -f -c %T "$MODELS" 2>/dev/null)" = tmpfs ]; then # a RAM disk is no disk tier
+	alt=$ROOT/outputs/moe-models
+	mkdir -p "$alt" || die "$MODELS is a tmpfs and $alt cannot be created: give --models DIR on a disk"
+	[ "$(stat -f -c %T "$alt" 2>/dev/null)" != tmpfs ] || die "$MODELS and $alt are tmpfs: give --models DIR on a disk"
+	say "$MODELS is a tmpfs (RAM): the models go to $alt"
+	MODELS=$alt
+fi
 rm -rf "${OUT_DIR:?}"
 mkdir -p "$OUT_DIR/logs" "$OUT_DIR/runs" "$OUT_DIR/ref" "$OUT_DIR/configs" "$OUT_DIR/data" || die "cannot create $OUT_DIR"
 archive() {
@@ -203,7 +209,7 @@ REF_DEV=cuda
 command -v nvidia-smi >/dev/null 2>&1 || REF_DEV=cpu
 
 # ---- the RAM limit: a memory cgroup (v2, else v1) that runs a command -----------------------------
-CG= CGV=
+CG='' CGV=''
 setup_cgroup() {
 	[ "$RAM_B" -gt 0 ] || return 0
 	local name=tern-moe-bench-$$
@@ -281,7 +287,7 @@ free_gib() { df -Pk "$1" | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
 	command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -i 0 --query-gpu=name,driver_version,memory.total --format=csv,noheader
 	nproc
 	free -g | sed -n 2p
-	df -h "$MODELS" | tail -n 1
+	df -hT "$MODELS" | tail -n 1
 	"${PREFIX[@]}" "$TERN" --version 2>&1 | head -n 1
 } >"$OUT_DIR/logs/machine.txt" 2>&1
 sed 's/^/    /' "$OUT_DIR/logs/machine.txt"
@@ -399,7 +405,7 @@ EOF
 				--set datasets.0.path="$OUT_DIR/data/short.jsonl" --set sequence_len=16 --set micro_batch_size=1 \
 				--set gradient_accumulation_steps=1 --set output_dir="$tdir-pack" >"$OUT_DIR/logs/$PRESET-tern-pack.log" 2>&1
 			rc=$?
-			say "tern: pack built in $(($(date +%s) - t1)) s (rc $rc): $(ls -la "$offl" 2>/dev/null | grep -c tpack) pack file(s), $(du -sh "$offl" 2>/dev/null | cut -f1); free $(free_gib "$MODELS") GiB"
+			say "tern: pack built in $(($(date +%s) - t1)) s (rc $rc): $(find "$offl" -name '*.tpack' 2>/dev/null | wc -l) pack file(s), $(du -sh "$offl" 2>/dev/null | cut -f1); free $(free_gib "$MODELS") GiB"
 			rm -rf "$tdir-pack"
 			lim=$TERN_TIMEOUT
 			[ "$(left)" -gt $((lim + 30)) ] || lim=$(($(left) - 30))
@@ -478,9 +484,12 @@ EOF
 			archive
 			"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r.get("step_s") else 1)' "$res" 2>/dev/null
 		}
-		if ! hf_run "hf 4-bit offload (RAM $RAM_LIMIT)" "$HOSTMEM_B" 1 && [ "$HF_RAM_FALLBACK" = 1 ]; then
-			hf_run "hf 4-bit, RAM 64 GB, no disk (over budget)" 64000000000 0
-		fi
+		ok=1
+		case ,$HF_VARIANTS, in *,budget,* | ,auto,) hf_run "hf 4-bit offload (RAM $RAM_LIMIT)" "$HOSTMEM_B" 1 || ok=0 ;; esac
+		case ,$HF_VARIANTS, in
+		*,ram,*) hf_run "hf 4-bit, RAM 64 GB, no disk (over budget)" 64000000000 0 ;;
+		,auto,) [ "$ok" = 1 ] || hf_run "hf 4-bit, RAM 64 GB, no disk (over budget)" 64000000000 0 ;;
+		esac
 	fi
 	[ "$KEEP" = 1 ] || rm -rf "$model"
 done

@@ -214,6 +214,25 @@ def cmd_table(a):
               f"{fmt(r.get('cgroup_peak_gib') or r.get('host_peak_gib'), '{:.2f}')} | "
               f"{fmt(r.get('bound_tokens_per_s'))} | "
               f"{fmt(r.get('of_bound') * 100 if r.get('of_bound') else None, '{:.0f} %')} | {vs} |")
+    print()
+    for l in targets(runs, ref):
+        print(l)
+
+
+def targets(runs, ref):
+    """Issue 12's targets, one line per tern run."""
+    out = []
+    for r in runs:
+        if r.get("kind") != "tern":
+            continue
+        tps = r.get("tokens_per_s") if r.get("status") in ("ok", "partial") else None
+        yn = lambda c: "—" if c is None else ("yes" if c else "NO")  # noqa: E731
+        rt = ref.get(r.get("shape"))
+        out.append(f"targets, {r.get('shape')} {r.get('label')}: ≥ 100 tokens/s: {yn(None if tps is None else tps >= 100)}; "
+                   f"≥ 5× the reference: {yn(None if not (tps and rt) else tps >= 5 * rt)}"
+                   f"{'' if rt else ' (no reference tokens/s)'}; ≥ 80 % of the I/O bound: "
+                   f"{yn(None if r.get('of_bound') is None else r['of_bound'] >= 0.8)}")
+    return out
 
 
 def main():
