@@ -6,7 +6,7 @@
 #                           [--steps 3] [--hf-steps 2] [--seq 2048] [--batch 1] [--accum 1]
 #                           [--device-memory 11.5GB] [--host-memory 12GB] [--ram-limit 16G]
 #                           [--tern BIN] [--tern-set KEY=VAL]... [--out DIR] [--models DIR]
-#                           [--budget 570] [--tern-timeout 300] [--hf-timeout 240] [--keep]
+#                           [--budget 560] [--tern-timeout 300] [--hf-timeout 240] [--keep]
 #                           [--hf-variants auto|budget|ram|budget,ram] [--archive FILE]
 #
 # Per shape (mixtral = Mixtral-8x7B, qwen3 = Qwen3-30B-A3B; tiny-mixtral, tiny-qwen3 to try the
@@ -48,7 +48,7 @@
 #
 # Time on the H200 (estimates: the write and read rates of its disk are measured by this script):
 # Mixtral write 25-50 s, rates 15 s, pack build 30-60 s, tern 3 steps of 2048 tokens ~60-120 s,
-# HF load 60-120 s + steps (limit 240 s): one device call per shape, --budget 570 (each stage
+# HF load 60-120 s + steps (limit 240 s): one device call per shape, --budget 560 (each stage
 # starts only when its limit fits in what is left). Carry .gl, .bnb, .hf4.tgz, build/tern (and
 # build-cuda/tern); run from the repository root (docs/PERFORMANCE.md, issue 12's acceptance run):
 #   tools/bench_moe_12gb.sh --shapes mixtral --backend cuda --archive $OUT/moe-mixtral.tgz
@@ -59,7 +59,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NV_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 SHAPES=mixtral STACKS=tern,hf BACKEND=vulkan STEPS=3 HF_STEPS=2 SEQ=2048 BATCH=1 ACCUM=1
 DEVMEM=11.5GB HOSTMEM=12GB RAM_LIMIT=16G TERN='' OUT_DIR=$ROOT/outputs/bench-moe-12gb
-MODELS=${TMPDIR:-/tmp}/tern-moe-bench BUDGET=570 TERN_TIMEOUT=300 HF_TIMEOUT=240 KEEP=0 ARCHIVE=
+MODELS=${TMPDIR:-/tmp}/tern-moe-bench BUDGET=560 TERN_TIMEOUT=300 HF_TIMEOUT=240 KEEP=0 ARCHIVE=
 PY=python3 HF_VARIANTS=auto
 SETS=()
 
