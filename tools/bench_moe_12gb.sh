@@ -409,6 +409,7 @@ EOF
 			rm -rf "$tdir-pack"
 			lim=$TERN_TIMEOUT
 			[ "$(left)" -gt $((lim + 30)) ] || lim=$(($(left) - 30))
+			[ "$lim" -ge 30 ] || lim=30 # the run goes on (the pack is there): 30 s past the budget at most
 			drop_caches
 			cg_reset
 			smi_start "$OUT_DIR/logs/$PRESET-tern-smi.txt"
