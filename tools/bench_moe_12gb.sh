@@ -409,16 +409,20 @@ EOF
 			rm -rf "$tdir-pack"
 			lim=$TERN_TIMEOUT
 			[ "$(left)" -gt $((lim + 30)) ] || lim=$(($(left) - 30))
-			[ "$lim" -ge 30 ] || lim=30 # the run goes on (the pack is there): 30 s past the budget at most
-			drop_caches
-			cg_reset
-			smi_start "$OUT_DIR/logs/$PRESET-tern-smi.txt"
-			t1=$(date +%s)
-			say "tern: train ($STEPS steps of $TOKENS tokens, backend $BACKEND, limit $lim s) -> logs/$PRESET-tern.log"
-			in_ram_limit timeout -s TERM -k 20 "$lim" "${PREFIX[@]}" "$TERN" train "$cfg" "${SETS[@]}" >"$log" 2>&1
-			rc=$?
-			wall=$(($(date +%s) - t1))
-			smi_stop
+			if [ "$lim" -lt 30 ]; then
+				echo "skipped: the pack build spent the budget of $BUDGET s (rerun: the pack is kept with --keep)" >"$log"
+				rc=125 wall=0
+			else
+				drop_caches
+				cg_reset
+				smi_start "$OUT_DIR/logs/$PRESET-tern-smi.txt"
+				t1=$(date +%s)
+				say "tern: train ($STEPS steps of $TOKENS tokens, backend $BACKEND, limit $lim s) -> logs/$PRESET-tern.log"
+				in_ram_limit timeout -s TERM -k 20 "$lim" "${PREFIX[@]}" "$TERN" train "$cfg" "${SETS[@]}" >"$log" 2>&1
+				rc=$?
+				wall=$(($(date +%s) - t1))
+				smi_stop
+			fi
 		fi
 		peak=$(cg_peak)
 		smiarg=()
