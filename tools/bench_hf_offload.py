@@ -27,8 +27,10 @@ time limit keeps the steps it finished. Result fields: status (loading / running
 error, load_s, step_s, tokens_per_s (tokens per step / mean of the steps after the first, or the
 first alone), peak_gib (torch.cuda.max_memory_allocated over the run), host_peak_gib (ru_maxrss),
 placement (how many parameters accelerate put on the card, in RAM and on disk), versions. Prints
-`RESULT {json}` last. Checked on the CPU (tiny presets, --device cpu: placement cpu and disk) with
-transformers 4.57.6; transformers 5 cannot load a 4-bit MoE checkpoint (make_bnb_moe_model.py).
+`RESULT {json}` last. Checked on the CPU with transformers 4.57.6 (tiny presets, --device cpu):
+with layers placed on disk the first forward fails (`mm: mat1 and mat2 shapes cannot be
+multiplied`: a disk-offloaded Linear4bit comes back without its packed shape); with everything in
+RAM it trains. transformers 5 cannot load a 4-bit MoE checkpoint (make_bnb_moe_model.py).
 """
 import argparse
 import json
