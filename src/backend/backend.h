@@ -492,6 +492,11 @@ struct tern_backend {
 	char name[16];         /* "cpu", "ref", "vulkan" */
 	char device_name[256]; /* what was chosen, for banners */
 	int device_index;
+	/* matmul_grouped(_bwd) run here at least as fast as matmul per expert, so the net groups a
+	 * sparse layer's experts by default (ref, cpu: true, their op is that loop; Vulkan and CUDA:
+	 * false while their grouped kernels are untiled and unmeasured; TERN_MOE_GROUPED=1 or 0
+	 * overrides, src/train/net.c) */
+	bool grouped_fast;
 	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
 	int profile_depth; /* front doors open (the outermost one names the kind) */
 	/* Vulkan's on-disk pipeline cache: its path ("" when off, or another backend) and whether a

@@ -144,8 +144,9 @@ struct tern_net {
 	 * weight gradients [max(icap, cap)], iota i32 [max(T, cap)] */
 	int64_t E, K, Fe, pad, cap, icap;
 	bool any_moe, any_dense;
-	bool grouped; /* the backend runs matmul_grouped(_bwd) here (F32 products; TERN_MOE_GROUPED=0
-		       * forces the per-expert loop, for comparisons) */
+	bool grouped; /* sparse layers group their experts: F32 products, and the backend's grouped op
+		       * is fast (be->grouped_fast) or TERN_MOE_GROUPED=1 asks for it; =0 forces the
+		       * per-expert loop (for comparisons) */
 	float *hlog, *hdw;
 	struct tern_moe_route **routes; /* [L] (one with checkpointing) */
 	/* expert LoRA of sparse layer l, slot k (0 gate_up: A [R,D], B [2Fe,R] per expert, gate rows
@@ -658,9 +659,10 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->eps = (float)c->rms_eps;
 	n->bitnet = c->arch == TERN_ARCH_BITNET;
 	moe_dims(n, c);
-	{
+	{ /* TERN_MOE_GROUPED=1 groups where the backend's grouped op is slow, =0 never */
 		const char *g = getenv("TERN_MOE_GROUPED");
-		n->grouped = n->any_moe && o->prec == TERN_F32 && !(g && !strcmp(g, "0"));
+		bool want = g && !strcmp(g, "1") ? true : g && !strcmp(g, "0") ? false : be->grouped_fast;
+		n->grouped = n->any_moe && o->prec == TERN_F32 && want;
 	}
 	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
 	int64_t io[TERN_MOD_COUNT][2];
