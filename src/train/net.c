@@ -412,7 +412,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 			take(&ap, &a->ey, (size_t)(n->cap * D) * 4);
 			take(&ap, &a->ridx, (size_t)n->icap * 4);
 			take(&ap, &a->rw, (size_t)n->icap * 4);
-			take(&ap, &a->groute, (size_t)tern_moe_nblk(T, E, n->K, n->pad) * 4);
+			if (n->o.prec == TERN_F32) /* the grouped experts' block */
+				take(&ap, &a->groute, (size_t)tern_moe_nblk(T, E, n->K, n->pad) * 4);
 			for (int k = 0; k < 2; k++)
 				if ((n->o.experts >> k) & 1u)
 					take(&ap, &a->elu[k], (size_t)(n->cap * R) * 4);
@@ -448,8 +449,9 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
 		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
 	}
-	/* the grouped experts' backward writes d(act) of every data row: cap rows of Fe */
-	int64_t da_n = n->any_moe && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
+	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
+	bool grp = n->any_moe && n->o.prec == TERN_F32;
+	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
 	take(&ap, &n->da, (size_t)da_n * 4);
 	take(&ap, &n->dg, (size_t)(T * F) * 4);
 	if (n->any_moe) {
@@ -457,8 +459,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &n->dye, (size_t)(n->cap * D) * 4);
 		take(&ap, &n->dys, (size_t)(T * D) * 4);
 		take(&ap, &n->dxe, (size_t)(T * D) * 4);
-		take(&ap, &n->dwrow, (size_t)(n->icap > n->cap ? n->icap : n->cap) * 4);
-		take(&ap, &n->iota, (size_t)(T > n->cap ? T : n->cap) * 4);
+		take(&ap, &n->dwrow, (size_t)(grp && n->cap > n->icap ? n->cap : n->icap) * 4);
+		take(&ap, &n->iota, (size_t)(grp && n->cap > T ? n->cap : T) * 4);
 	}
 	take(&ap, &n->loss, 4);
 	take(&ap, &n->sumsq, 4);
@@ -979,7 +981,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		int nsets = o->checkpointing ? 1 : (int)L;
 		n->routes = tern_calloc((size_t)L, sizeof *n->routes);
 		n->hlog = tern_malloc((size_t)(T * n->E) * 4);
-		int64_t ni = T > n->cap ? T : n->cap;
+		int64_t ni = (int64_t)(n->iota.size / 4); /* T, or cap rows for the grouped experts */
 		n->hdw = tern_malloc((size_t)(n->icap > n->cap ? n->icap : n->cap) * 4);
 		int32_t *iota = tern_malloc((size_t)ni * 4);
 		if (o->aux_coef > 0)
