@@ -98,8 +98,9 @@ static struct expect by_hand(const struct model *m)
 	 * io and backward scratch. Mixtral (every layer sparse): no dense g, u, a; the router logits
 	 * [T, E]; the experts' rows (cap = T·k + E·(pad − 1), pad 4 rows for R 16 with D and F
 	 * multiples of 64): inputs and outputs [cap, D], g, u, a [cap, F]; the rows' token idx and
-	 * weights [icap = T·k + E·63]; (an empty view still takes 256 bytes) scratch d(logits) [T, E], gathered dy [cap, D], scaled dy and
-	 * expert dx [T, D], weight gradients [icap], iota [T]. */
+	 * weights [icap = T·k + E·63] and the grouped block (moe.h); (an empty view still takes 256
+	 * bytes) scratch d(logits) [T, E], gathered dy [cap, D], scaled dy and expert dx [T, D],
+	 * weight gradients [icap], iota [cap]; d(act) [cap, Fe] where that is more than [T, F]. */
 	uint64_t Fd = m->E ? 0 : F, maxI = D > F ? D : F;
 	maxI = q > maxI ? q : maxI;
 	uint64_t TD = al(Tu * D * 4), Tq = al(Tu * q * 4), Tkv = al(Tu * kv * 4), TF = al(Tu * F * 4),
@@ -110,14 +111,21 @@ static struct expect by_hand(const struct model *m)
 	       3 * (Fd ? TFd : 256) + nlu * TR;
 	if (m->qk_norm) /* qr, kr, rstdq, rstdk; scratch dqr, dkr */
 		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) + Tq + Tkv;
+	uint64_t da = TF; /* d(act): the grouped experts' backward writes cap rows of Fe */
 	if (m->E) {
 		uint64_t K = (uint64_t)m->top_k, cap = Tu * K + E * 3, icap = Tu * K + E * 63;
-		act += al(Tu * E * 4) + 2 * al(cap * D * 4) + 3 * al(cap * Fe * 4) + 2 * al(icap * 4);
-		act += al(Tu * E * 4) + al(cap * D * 4) + 2 * TD + al(icap * 4) + T1;
+		/* the grouped block: tokens and weights of the cap rows, the k slots of T, off [E + 1]
+		 * (moe.h), each array at a multiple of 64 entries */
+		uint64_t nblk = 2 * ((cap + 63) / 64 * 64) + 2 * ((Tu * K + 63) / 64 * 64) + E + 1;
+		act += al(Tu * E * 4) + 2 * al(cap * D * 4) + 3 * al(cap * Fe * 4) + 2 * al(icap * 4) +
+		       al(nblk * 4);
+		/* d(logits), dye, dys and dxe, dwrow [max(icap, cap)], iota [max(T, cap)] */
+		act += al(Tu * E * 4) + al(cap * D * 4) + 2 * TD + al(icap * 4) + al(cap * 4);
+		da = cap * Fe > Tu * F ? al(cap * Fe * 4) : TF;
 	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
-	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + 2 * TF + 2 * al(4);
+	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + da + TF + 2 * al(4);
 	uint64_t reserve = 64 * MiB;
 #if defined(TERN_HAVE_CUDA)
 	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:

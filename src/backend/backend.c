@@ -187,6 +187,15 @@ static enum tern_status check_part(const char *op, const char *what, struct tern
 			 tern_dtype_name(w->dtype));
 }
 
+void tern_experts_at(const struct tern_experts *x, int64_t e, struct tern_weight *out)
+{
+	*out = x->w;
+	struct tern_view *v[3] = {&out->data, &out->absmax, &out->nested};
+	for (int k = 0; k < 3; k++)
+		if (v[k]->buf)
+			v[k]->off += (size_t)((uint64_t)e * x->stride[k]);
+}
+
 enum tern_status tern_check_weight(const char *op, const struct tern_weight *w)
 {
 	if (!w)

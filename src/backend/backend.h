@@ -101,6 +101,26 @@ struct tern_weight {
 	float scale;
 };
 
+/* The E experts of one projection for the grouped matmul: E weights [O, I] of w's dtype and
+ * blocksize, uniformly strided part by part. Expert 0 is w itself; expert e's data, absmax and
+ * nested are w's views moved e·stride[0], e·stride[1], e·stride[2] bytes on in the same buffers,
+ * of the same sizes. So the layouts experts come in are described without a copy: the pack's
+ * (each expert's tensor after the previous one's: one stride for all parts) and a fused
+ * parameter quantized as one tensor (a part's experts back to back), where its quantization
+ * blocks do not straddle experts. Strides are multiples of 4 bytes (0: the experts share the
+ * bytes). NF4_DQ: expert e's nested offset is offsets[e] (f32 [E] on the device; w.offset is not
+ * read), as each expert quantized on its own has its own; other dtypes do not read offsets (a
+ * view of size 0 will do). 1 <= E <= 2^31 - 1; TERNARY is refused (one scale per matrix). */
+struct tern_experts {
+	struct tern_weight w;
+	int64_t E;
+	uint64_t stride[3];
+	struct tern_view offsets;
+};
+
+/* Expert e's weight (views moved; offset left as x->w.offset: the caller reads offsets[e]). */
+void tern_experts_at(const struct tern_experts *x, int64_t e, struct tern_weight *out);
+
 struct tern_adamw_args {
 	double lr, beta1, beta2, eps, weight_decay; /* as PyTorch holds them (Python floats) */
 	int64_t step; /* 1-based step count after this update (bias correction uses it) */
@@ -456,25 +476,23 @@ struct tern_backend_vtable {
 	enum tern_status (*route_topk_bwd)(struct tern_backend *be, struct tern_view dlogits,
 					   struct tern_view dw, struct tern_view prob, struct tern_view sel,
 					   int64_t T, int64_t E, int64_t k, bool norm);
-	/* Grouped dequant-matmul, the experts' products in one op. W holds E experts stacked: one
-	 * weight [E·O, I] (w->O = E·O), expert e's W_e being rows e·O .. e·O + O - 1; quantization
-	 * blocks (NF4, NF4_DQ) run over the whole stacked tensor, as bitsandbytes quantizes
-	 * transformers 5's fused expert parameters. F32, F16, BF16, NF4, NF4_DQ (TERNARY has one
-	 * scale per matrix: refused). off i32 [E + 1] on the device: the rows of x that go to expert
-	 * e are [off[e], off[e+1]), with 0 <= off[0] <= ... <= off[E] <= T. For each e and such r:
-	 *   y[r, :] = x[r, :] · W_eᵀ   (=)   y f32 [T, O], x f32 [T, I]
+	/* Grouped dequant-matmul, the experts' products in one op. x (struct tern_experts) holds the
+	 * E experts of one projection, each its own weight W_e [O, I], uniformly strided. off i32
+	 * [E + 1] on the device: the rows of x that go to expert e are [off[e], off[e+1]), with
+	 * 0 <= off[0] <= ... <= off[E] <= T. For each e and such r:
+	 *   y[r, :] = in[r, :] · W_eᵀ   (=)   y f32 [T, O], in f32 [T, I]
 	 * Rows outside [off[0], off[E]) are not written. The result equals tern_matmul(rows r of y,
-	 * rows r of x, W_e, off[e+1] - off[e]) per expert, at precision prec (F32 only today: other
+	 * rows r of in, W_e, off[e+1] - off[e]) per expert, at precision prec (F32 only today: other
 	 * precisions fail with TERN_E_UNSUPPORTED). Offsets that break the rule: the CPU fails
 	 * before writing; Vulkan computes each row with the expert a binary search of off names. */
-	enum tern_status (*matmul_grouped)(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					   const struct tern_weight *w, struct tern_view off, int64_t E,
-					   int64_t T, enum tern_dtype prec);
+	enum tern_status (*matmul_grouped)(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					   const struct tern_experts *x, struct tern_view off, int64_t T,
+					   enum tern_dtype prec);
 	/* dx[r, :] = or += (accumulate) dy[r, :] · W_e for r in [off[e], off[e+1]); dx f32 [T, I], dy
 	 * f32 [T, O]; rows outside [off[0], off[E]) untouched. = tern_matmul_bwd per expert. */
 	enum tern_status (*matmul_grouped_bwd)(struct tern_backend *be, struct tern_view dx,
-					       struct tern_view dy, const struct tern_weight *w,
-					       struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					       struct tern_view dy, const struct tern_experts *x,
+					       struct tern_view off, int64_t T, bool accumulate,
 					       enum tern_dtype prec);
 };
 
@@ -483,6 +501,11 @@ struct tern_backend {
 	char name[16];         /* "cpu", "ref", "vulkan" */
 	char device_name[256]; /* what was chosen, for banners */
 	int device_index;
+	/* matmul_grouped(_bwd) run here at least as fast as matmul per expert, so the net groups a
+	 * sparse layer's experts by default (ref, cpu: true, their op is that loop; Vulkan and CUDA:
+	 * false while their grouped kernels are untiled and unmeasured; TERN_MOE_GROUPED=1 or 0
+	 * overrides, src/train/net.c) */
+	bool grouped_fast;
 	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
 	int profile_depth; /* front doors open (the outermost one names the kind) */
 	/* Vulkan's on-disk pipeline cache: its path ("" when off, or another backend) and whether a
@@ -572,12 +595,12 @@ enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, 
 enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits, struct tern_view dw,
 				     struct tern_view prob, struct tern_view sel, int64_t T, int64_t E,
 				     int64_t k, bool norm);
-enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				     const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+				     const struct tern_experts *x, struct tern_view off, int64_t T,
 				     enum tern_dtype prec);
 enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					 const struct tern_weight *w, struct tern_view off, int64_t E,
-					 int64_t T, bool accumulate, enum tern_dtype prec);
+					 const struct tern_experts *x, struct tern_view off, int64_t T,
+					 bool accumulate, enum tern_dtype prec);
 
 /* Turns the profile on or off: on, every op's device time is summed per kind (enum
  * tern_prof_kind) until tern_backend_profile_read. Fails with TERN_E_UNSUPPORTED where the backend

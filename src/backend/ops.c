@@ -823,23 +823,42 @@ enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view d
 			be->vt->route_topk_bwd(be, dlogits, dw, prob, sel, T, E, k, norm));
 }
 
-/* The grouped matmul: a checked stacked weight of E experts (w->O a multiple of E), not ternary,
- * T rows, off i32 [E + 1]; out/in as for mm_check with O = w->O / E. The offsets are not checked
- * here: they live on the device (the CPU checks them). */
+/* The grouped matmul: E checked experts (struct tern_experts: expert 0 a checked weight, not
+ * ternary, strides multiples of 4 that keep every expert's part inside 2^62 bytes, NF4_DQ's
+ * offsets f32 [E]), T rows, off i32 [E + 1]; out/in as for mm_check. The offsets and the
+ * experts' bytes past expert 0 are not checked here: they live on the device (the backend checks
+ * its views). */
 static enum tern_status mmg_check(struct tern_backend *be, bool bwd, struct tern_view out,
-				  struct tern_view in, const struct tern_weight *w, struct tern_view off,
-				  int64_t E, int64_t T, enum tern_dtype prec)
+				  struct tern_view in, const struct tern_experts *x, struct tern_view off,
+				  int64_t T, enum tern_dtype prec)
 {
 	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
 	enum tern_status st;
+	if (!x)
+		return tern_fail(TERN_E_INVALID, "%s: no experts", op);
+	const struct tern_weight *w = &x->w;
+	int64_t E = x->E;
 	if ((st = tern_check_weight(op, w)))
 		return st;
-	if (E < 1 || E > INT32_MAX || w->O % E)
-		return tern_fail(TERN_E_INVALID, "%s: E=%lld does not divide the stacked weight's O=%lld", op,
-				 (long long)E, (long long)w->O);
+	if (E < 1 || E > INT32_MAX)
+		return tern_fail(TERN_E_INVALID, "%s: E=%lld is outside [1, 2^31 - 1]", op, (long long)E);
 	if (w->dtype == TERN_TERNARY)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "%s: ternary weights have one scale per matrix, not one per expert", op);
+	static const char *const part[3] = {"data", "absmax", "nested"};
+	const struct tern_view *pv[3] = {&w->data, &w->absmax, &w->nested};
+	for (int k = 0; k < 3; k++) {
+		uint64_t sk = x->stride[k], end = (uint64_t)pv[k]->off + pv[k]->size;
+		if (sk % 4 || sk > (UINT64_C(1) << 62) / (uint64_t)E ||
+		    (uint64_t)(E - 1) * sk > (UINT64_C(1) << 62) - end)
+			return tern_fail(TERN_E_INVALID,
+					 "%s: the experts' %s stride %llu bytes is not a multiple of 4 or "
+					 "reaches past 2^62 bytes (E=%lld)",
+					 op, part[k], (unsigned long long)sk, (long long)E);
+	}
+	if (w->dtype == TERN_NF4_DQ &&
+	    (st = view(op, "offsets", x->offsets, (size_t)E * 4, "E=%lld f32", (long long)E)))
+		return st;
 	if (!plain(prec))
 		return tern_fail(TERN_E_INVALID, "%s: precision %s is not f32, f16 or bf16", op,
 				 tern_dtype_name(prec));
@@ -848,7 +867,7 @@ static enum tern_status mmg_check(struct tern_backend *be, bool bwd, struct tern
 				 op, tern_dtype_name(prec));
 	if ((st = tokens(op, T, w)))
 		return st;
-	int64_t O = w->O / E;
+	int64_t O = w->O;
 	long long lT = (long long)T, lO = (long long)O, I = (long long)w->I, lE = (long long)E;
 	if (bwd) {
 		if ((st = view(op, "dx", out, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, I)) ||
@@ -862,30 +881,30 @@ static enum tern_status mmg_check(struct tern_backend *be, bool bwd, struct tern
 	return view(op, "off", off, (size_t)(E + 1) * 4, "E+1=%lld i32", lE + 1);
 }
 
-enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				     const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+				     const struct tern_experts *x, struct tern_view off, int64_t T,
 				     enum tern_dtype prec)
 {
 	if (!be->vt->matmul_grouped)
 		return missing(be, TERN_OP_MATMUL_GROUPED);
-	enum tern_status st = mmg_check(be, false, y, x, w, off, E, T, prec);
+	enum tern_status st = mmg_check(be, false, y, in, x, off, T, prec);
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O / E) * (double)w->I);
-	return prof_end(be, prof, pk, be->vt->matmul_grouped(be, y, x, w, off, E, T, prec));
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)x->w.O * (double)x->w.I);
+	return prof_end(be, prof, pk, be->vt->matmul_grouped(be, y, in, x, off, T, prec));
 }
 
 enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					 const struct tern_weight *w, struct tern_view off, int64_t E,
-					 int64_t T, bool accumulate, enum tern_dtype prec)
+					 const struct tern_experts *x, struct tern_view off, int64_t T,
+					 bool accumulate, enum tern_dtype prec)
 {
 	if (!be->vt->matmul_grouped_bwd)
 		return missing(be, TERN_OP_MATMUL_GROUPED_BWD);
-	enum tern_status st = mmg_check(be, true, dx, dy, w, off, E, T, prec);
+	enum tern_status st = mmg_check(be, true, dx, dy, x, off, T, prec);
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O / E) * (double)w->I);
-	return prof_end(be, prof, pk, be->vt->matmul_grouped_bwd(be, dx, dy, w, off, E, T, accumulate, prec));
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)x->w.O * (double)x->w.I);
+	return prof_end(be, prof, pk, be->vt->matmul_grouped_bwd(be, dx, dy, x, off, T, accumulate, prec));
 }

@@ -9,6 +9,12 @@ int64_t tern_moe_cap(int64_t T, int64_t E, int64_t k, int64_t pad) { return T * 
 
 int64_t tern_moe_icap(int64_t T, int64_t E, int64_t k) { return T * k + E * 63; }
 
+int64_t tern_moe_nblk(int64_t T, int64_t E, int64_t k, int64_t pad)
+{
+	int64_t cap = tern_moe_cap(T, E, k, pad);
+	return 2 * ((cap + 63) / 64 * 64) + 2 * ((T * k + 63) / 64 * 64) + E + 1;
+}
+
 static int64_t gcd64(int64_t a, int64_t b)
 {
 	while (b) {
@@ -49,8 +55,17 @@ enum tern_status tern_moe_route_alloc(int64_t T, int64_t E, int64_t k, int64_t p
 	r->ioff = tern_calloc((size_t)E, sizeof *r->ioff);
 	r->idx = tern_calloc((size_t)r->icap, sizeof *r->idx);
 	r->wrow = tern_calloc((size_t)r->icap, sizeof *r->wrow);
+	r->dpos = tern_malloc((size_t)(T * k) * sizeof *r->dpos);
+	int64_t at = 0;
+	r->b_dtok = at, at += (r->cap + 63) / 64 * 64;
+	r->b_dwt = at, at += (r->cap + 63) / 64 * 64;
+	r->b_srow = at, at += (T * k + 63) / 64 * 64;
+	r->b_sw = at, at += (T * k + 63) / 64 * 64;
+	r->b_goff = at, at += E + 1;
+	r->nblk = at; /* = tern_moe_nblk */
+	r->blk = tern_calloc((size_t)at, sizeof *r->blk);
 	if (!r->prob || !r->sel || !r->topv || !r->w || !r->pos || !r->cnt || !r->off || !r->ioff ||
-	    !r->idx || !r->wrow) {
+	    !r->idx || !r->wrow || !r->dpos || !r->blk) {
 		tern_moe_route_free(r);
 		return tern_fail(TERN_E_NOMEM, "moe: out of host memory");
 	}
@@ -72,6 +87,8 @@ void tern_moe_route_free(struct tern_moe_route *r)
 	free(r->ioff);
 	free(r->idx);
 	free(r->wrow);
+	free(r->dpos);
+	free(r->blk);
 	free(r);
 }
 
@@ -130,12 +147,37 @@ void tern_moe_route(struct tern_moe_route *r, const float *logits, int64_t T, bo
 			r->wrow[at] = r->w[t * k + j];
 			r->pos[t * k + j] = (int32_t)at;
 		}
+	/* the grouped block: data rows, expert offsets, the slots in ascending expert order */
+	int32_t *dtok = r->blk + r->b_dtok, *goff = r->blk + r->b_goff, *srow = r->blk + r->b_srow;
+	float *dwt = (float *)(void *)(r->blk + r->b_dwt), *sw = (float *)(void *)(r->blk + r->b_sw);
+	memset(r->blk, 0, (size_t)r->nblk * sizeof *r->blk);
+	for (int64_t e = 0; e < E; e++)
+		goff[e] = (int32_t)r->off[e];
+	goff[E] = (int32_t)o;
+	r->rows = o;
+	for (int64_t e = 0; e < E; e++)
+		for (int64_t j = 0; j < r->cnt[e]; j++) {
+			int32_t t = r->idx[r->ioff[e] + j];
+			dtok[r->off[e] + j] = t;
+			dwt[r->off[e] + j] = r->wrow[r->ioff[e] + j];
+		}
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t j = 0; j < k; j++) {
+			int32_t e = r->sel[t * k + j];
+			int64_t row = r->off[e] + (r->pos[t * k + j] - r->ioff[e]), s = 0;
+			r->dpos[t * k + j] = (int32_t)row;
+			for (int64_t i = 0; i < k; i++) /* the choices of lower experts come first */
+				s += r->sel[t * k + i] < e;
+			srow[s * T + t] = (int32_t)row;
+			sw[s * T + t] = r->w[t * k + j];
+		}
 }
 
-void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int64_t T, bool norm_topk,
-			const double *gp, const int32_t *seg, float *dlogits)
+void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, bool data_rows, int64_t T,
+			bool norm_topk, const double *gp, const int32_t *seg, float *dlogits)
 {
 	int64_t E = r->E, k = r->k;
+	const int32_t *pos = data_rows ? r->dpos : r->pos;
 	for (int64_t t = 0; t < T; t++) {
 		const float *p = r->prob + t * E, *v = r->topv + t * k;
 		float *dl = dlogits + t * E;
@@ -146,10 +188,10 @@ void tern_moe_route_bwd(const struct tern_moe_route *r, const float *dwrow, int6
 		double s = 0, sdv = 0;
 		for (int64_t j = 0; j < k; j++) {
 			s += v[j];
-			sdv += (double)dwrow[r->pos[t * k + j]] * v[j];
+			sdv += (double)dwrow[pos[t * k + j]] * v[j];
 		}
 		for (int64_t j = 0; j < k; j++) {
-			double dw = dwrow[r->pos[t * k + j]];
+			double dw = dwrow[pos[t * k + j]];
 			/* w_j = v_j / s: dv_j = dw_j / s − Σ_i dw_i v_i / s² */
 			dp[r->sel[t * k + j]] += norm_topk ? dw / s - sdv / (s * s) : dw;
 		}

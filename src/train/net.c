@@ -30,6 +30,7 @@ struct layer_act {
 	struct tern_view logits, xe, eg, eu, ea, ey, ridx, rw;
 	struct tern_view elu[2]; /* expert LoRA u [cap,R]: gate_up (shared by gate and up), down */
 	struct tern_view rlu;    /* router LoRA u [T,R] */
+	struct tern_view groute; /* the routing's grouped block (moe.h blk), uploaded in one copy */
 	struct tern_moe_route *route;
 };
 
@@ -51,6 +52,12 @@ struct layer_w {
 	bool moe;                  /* sparse: router + experts instead of gate/up/down */
 	struct tern_weight router; /* [E, D] as stored */
 	struct tern_weight *ew;    /* [E * 3]: gate, up, down of each expert */
+	/* the experts of each projection (gate, up, down) for the grouped matmul, where the pack
+	 * strides them uniformly (grouped; else the per-expert loop); xoff f32 [3][E] their NF4_DQ
+	 * nested offsets, in the small block */
+	struct tern_experts xg[3];
+	bool grouped;
+	struct tern_view xoff;
 	/* a streamed sparse layer streams per expert: the byte ranges (into the group) of expert e's
 	 * parts, xr[XR_MAX * e + j] for j < nxr[e], copied when the expert first gets tokens; the
 	 * rest of the group (attention, router), copied when the layer is loaded */
@@ -136,9 +143,12 @@ struct tern_net {
 	/* mixtures of experts (E > 0): top K of E experts of width Fe; expert rows aligned to pad;
 	 * host copies of a layer's logits / d(logits) [T,E] and of the rows' weight gradients [icap];
 	 * backward scratch: d(logits) [T,E], gathered dy [cap,D], scaled dy and expert dx [T,D], the
-	 * weight gradients [icap], iota i32 [T] */
+	 * weight gradients [max(icap, cap)], iota i32 [max(T, cap)] */
 	int64_t E, K, Fe, pad, cap, icap;
 	bool any_moe, any_dense;
+	bool grouped; /* sparse layers group their experts: F32 products, and the backend's grouped op
+		       * is fast (be->grouped_fast) or TERN_MOE_GROUPED=1 asks for it; =0 forces the
+		       * per-expert loop (for comparisons) */
 	float *hlog, *hdw;
 	struct tern_moe_route **routes; /* [L] (one with checkpointing) */
 	/* expert LoRA of sparse layer l, slot k (0 gate_up: A [R,D], B [2Fe,R] per expert, gate rows
@@ -406,6 +416,8 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 			take(&ap, &a->ey, (size_t)(n->cap * D) * 4);
 			take(&ap, &a->ridx, (size_t)n->icap * 4);
 			take(&ap, &a->rw, (size_t)n->icap * 4);
+			if (n->o.prec == TERN_F32) /* the grouped experts' block */
+				take(&ap, &a->groute, (size_t)tern_moe_nblk(T, E, n->K, n->pad) * 4);
 			for (int k = 0; k < 2; k++)
 				if ((n->o.experts >> k) & 1u)
 					take(&ap, &a->elu[k], (size_t)(n->cap * R) * 4);
@@ -441,19 +453,28 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
 		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
 	}
-	take(&ap, &n->da, (size_t)(T * F) * 4);
+	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
+	bool grp = n->any_moe && n->o.prec == TERN_F32;
+	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
+	take(&ap, &n->da, (size_t)da_n * 4);
 	take(&ap, &n->dg, (size_t)(T * F) * 4);
 	if (n->any_moe) {
 		take(&ap, &n->dlogits, (size_t)(T * E) * 4);
 		take(&ap, &n->dye, (size_t)(n->cap * D) * 4);
 		take(&ap, &n->dys, (size_t)(T * D) * 4);
 		take(&ap, &n->dxe, (size_t)(T * D) * 4);
-		take(&ap, &n->dwrow, (size_t)n->icap * 4);
-		take(&ap, &n->iota, (size_t)T * 4);
+		take(&ap, &n->dwrow, (size_t)(grp && n->cap > n->icap ? n->cap : n->icap) * 4);
+		take(&ap, &n->iota, (size_t)(grp && n->cap > T ? n->cap : T) * 4);
 	}
 	take(&ap, &n->loss, 4);
 	take(&ap, &n->sumsq, 4);
 	*ap_ = ap;
+}
+
+/* Rows r0 .. r0 + nr of a [rows, width] fp32 view (i32 alike). */
+static struct tern_view rows(struct tern_view v, int64_t r0, int64_t nr, int64_t width)
+{
+	return tern_view_sub(v, (size_t)(r0 * width) * 4, (size_t)(nr * width) * 4);
 }
 
 /* Layer l's weights as views of its group at v (its device buffer or a streaming slot). */
@@ -470,6 +491,33 @@ static void bind_layer(struct tern_net *n, int l, struct tern_view v)
 	tern_pack_weight(n->m->pack, tern_model_tensor(n->m, l, TERN_ROLE_ROUTER), v, &w->router);
 	for (int e = 0; e < 3 * n->E; e++)
 		tern_pack_weight(n->m->pack, tern_model_expert(n->m, l, e / 3, e % 3), v, &w->ew[e]);
+	/* the grouped experts: the pack writes a projection's experts one after another (model.c's
+	 * tensor order), so expert e's parts sit e strides after expert 0's; checked, else the loop */
+	w->grouped = n->grouped;
+	for (int k = 0; k < 3; k++) {
+		enum tern_dtype dt = w->ew[k].dtype;
+		w->grouped = w->grouped && dt != TERN_TERNARY &&
+			     n->be->vt->supports(n->be, TERN_OP_MATMUL_GROUPED, dt) &&
+			     n->be->vt->supports(n->be, TERN_OP_MATMUL_GROUPED_BWD, dt);
+		struct tern_experts *x = &w->xg[k];
+		const struct tern_weight *w0 = &w->ew[k], *w1 = &w->ew[n->E > 1 ? 3 + k : k];
+		const struct tern_view *p0[3] = {&w0->data, &w0->absmax, &w0->nested},
+				       *p1[3] = {&w1->data, &w1->absmax, &w1->nested};
+		*x = (struct tern_experts){.w = *w0, .E = n->E, .offsets = rows(w->xoff, k * n->E, n->E, 1)};
+		for (int p = 0; p < 3; p++)
+			x->stride[p] = p0[p]->buf && p1[p]->off >= p0[p]->off ? p1[p]->off - p0[p]->off : 0;
+		for (int64_t e = 0; e < n->E && w->grouped; e++) {
+			struct tern_weight we;
+			const struct tern_weight *wt = &w->ew[3 * e + k];
+			tern_experts_at(x, e, &we);
+			w->grouped = wt->dtype == we.dtype && wt->O == we.O && wt->I == we.I &&
+				     wt->blocksize == we.blocksize && wt->data.off == we.data.off &&
+				     wt->data.size == we.data.size && wt->absmax.off == we.absmax.off &&
+				     wt->absmax.size == we.absmax.size && wt->nested.off == we.nested.off &&
+				     wt->nested.size == we.nested.size && x->stride[0] % 4 == 0 &&
+				     x->stride[1] % 4 == 0 && x->stride[2] % 4 == 0;
+		}
+	}
 }
 
 static int range_cmp(const void *a, const void *b)
@@ -553,6 +601,21 @@ static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern
 	return n->be->vt->upload(n->be, v, p->base + gr->off);
 }
 
+/* The NF4_DQ nested offsets of sparse layer l's experts, f32 [3][E] (gate, up, down), into its
+ * xoff (the grouped matmul reads them on the device; other dtypes do not read them). */
+static enum tern_status upload_expert_offsets(struct tern_net *n, int l)
+{
+	float *h = tern_malloc((size_t)(3 * n->E) * 4);
+	if (!h)
+		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
+	for (int k = 0; k < 3; k++)
+		for (int64_t e = 0; e < n->E; e++)
+			h[k * n->E + e] = tern_model_expert(n->m, l, (int)e, k)->offset;
+	enum tern_status st = n->be->vt->upload(n->be, n->lw[l].xoff, h);
+	free(h);
+	return st;
+}
+
 /* Uploads a vector tensor (norm, bias) as fp32 into the small block at v. */
 static enum tern_status upload_vec(struct tern_net *n, const struct tern_pack_tensor *t, struct tern_view v)
 {
@@ -604,6 +667,11 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->l0 = o->l0;
 	n->l1 = o->l1 ? o->l1 : c->L;
 	moe_dims(n, c);
+	{ /* TERN_MOE_GROUPED=1 groups where the backend's grouped op is slow, =0 never */
+		const char *g = getenv("TERN_MOE_GROUPED");
+		bool want = g && !strcmp(g, "1") ? true : g && !strcmp(g, "0") ? false : be->grouped_fast;
+		n->grouped = n->any_moe && o->prec == TERN_F32 && want;
+	}
 	int64_t T = n->T, D = n->D, Dh = n->Dh, L = n->L;
 	bool first = n->l0 == 0, last = n->l1 == L;
 	if (n->l0 < 0 || n->l0 >= n->l1 || n->l1 > L || ((!first || !last) && !o->link)) {
@@ -730,6 +798,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
 		}
+		if (w->moe)
+			take(&sp, &w->xoff, (size_t)(3 * n->E) * 4);
 		take(&sp, &w->attn_norm, (size_t)D * 4);
 		take(&sp, &w->mlp_norm, (size_t)D * 4);
 		if (c->qk_norm) {
@@ -866,6 +936,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		}
 		if (w->moe && w->tier != TERN_TIER_DEVICE && (st = expert_ranges(n, l)))
 			goto out;
+		if (w->moe && (st = upload_expert_offsets(n, l)))
+			goto out;
 		bind_layer(n, l, lv);
 		if ((st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_ATTN_NORM), w->attn_norm)) ||
 		    (st = upload_vec(n, tern_model_tensor(m, l, TERN_ROLE_MLP_NORM), w->mlp_norm)))
@@ -931,8 +1003,9 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		int nsets = o->checkpointing ? 1 : (int)L;
 		n->routes = tern_calloc((size_t)L, sizeof *n->routes);
 		n->hlog = tern_malloc((size_t)(T * n->E) * 4);
-		n->hdw = tern_malloc((size_t)n->icap * 4);
-		int32_t *iota = tern_malloc((size_t)T * 4);
+		int64_t ni = (int64_t)(n->iota.size / 4); /* T, or cap rows for the grouped experts */
+		n->hdw = tern_malloc((size_t)(n->icap > n->cap ? n->icap : n->cap) * 4);
+		int32_t *iota = tern_malloc((size_t)ni * 4);
 		if (o->aux_coef > 0)
 			n->aux_cnt = tern_calloc((size_t)(3 * n->E), sizeof *n->aux_cnt);
 		n->aux_prob = n->aux_cnt ? n->aux_cnt + n->E : NULL;
@@ -942,7 +1015,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 			goto out;
 		}
-		for (int64_t i = 0; i < T; i++)
+		for (int64_t i = 0; i < ni; i++)
 			iota[i] = (int32_t)i;
 		st = be->vt->upload(be, n->iota, iota);
 		free(iota);
@@ -1488,12 +1561,6 @@ void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out
 		memset(&n->stats, 0, sizeof n->stats);
 }
 
-/* Rows r0 .. r0 + nr of a [rows, width] fp32 view (i32 alike). */
-static struct tern_view rows(struct tern_view v, int64_t r0, int64_t nr, int64_t width)
-{
-	return tern_view_sub(v, (size_t)(r0 * width) * 4, (size_t)(nr * width) * 4);
-}
-
 /* Expert e's LoRA of slot k in layer l, in buffer b (params or grads): A [R,I], B [O,R]; false when
  * the slot is not trained. */
 static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern_buffer *b,
@@ -1508,11 +1575,68 @@ static bool xlora(const struct tern_net *n, int l, int k, int64_t e, struct tern
 	return true;
 }
 
+/* The experts of moe_fwd, one op per projection: every data row of the grouped layout gathered
+ * from xn (moe.h: a gap row reads token 0, which nothing reads back), gate and up as two grouped
+ * matmuls, the activation over all rows, down as one grouped matmul; expert LoRA as per-expert
+ * products on each expert's rows (they add to the grouped products, as tern_lora_forward adds to
+ * its matmul); then the combine one slot at a time: slot s gathers each token's s-th expert row
+ * (in ascending expert order) and adds it weighted, so a token sums its experts in expert order,
+ * as the loop over experts did. Ops: 1 gather + 3 grouped matmuls + 1 swiglu + 2k (gather and
+ * scatter_add per slot), whatever E is. */
+static enum tern_status experts_fwd_grouped(struct tern_net *n, int l, struct tern_view out,
+					    struct tern_view xn, struct layer_act *a, int64_t T, bool lora)
+{
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	const struct tern_moe_route *r = a->route;
+	int64_t D = n->D, E = n->E, Fe = n->Fe, NR = r->rows, K = n->K;
+	enum tern_status st;
+	struct tern_view A, B;
+	float sc = n->o.scale;
+	struct tern_view goff = rows(a->groute, r->b_goff, E + 1, 1);
+	struct tern_view xe = rows(a->xe, 0, NR, D), g = rows(a->eg, 0, NR, Fe), u = rows(a->eu, 0, NR, Fe),
+			 h = rows(a->ea, 0, NR, Fe), ye = rows(a->ey, 0, NR, D);
+	TRY(be->vt->upload(be, a->groute, r->blk));
+	TRY(tern_gather_rows(be, xe, rows(xn, 0, T, D), rows(a->groute, r->b_dtok, NR, 1), NR, T, D));
+	TRY(tern_matmul_grouped(be, g, xe, &w->xg[0], goff, NR, TERN_F32));
+	TRY(tern_matmul_grouped(be, u, xe, &w->xg[1], goff, NR, TERN_F32));
+	for (int64_t e = 0; lora && e < E; e++) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
+		int64_t ne = r->cnt[e], o = r->off[e];
+		if (!ne || !xlora(n, l, 0, e, n->params, &A, &B))
+			continue;
+		struct tern_view t = rows(a->elu[0], o, ne, n->R);
+		TRY(tern_gemm(be, t, rows(a->xe, o, ne, D), A, ne, n->R, D, false, true, 1.0f, 0.0f));
+		TRY(tern_gemm(be, rows(a->eg, o, ne, Fe), t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R,
+			      false, true, sc, 1.0f));
+		TRY(tern_gemm(be, rows(a->eu, o, ne, Fe), t, tern_view_sub(B, B.size / 2, B.size / 2), ne, Fe,
+			      n->R, false, true, sc, 1.0f));
+	}
+	TRY(tern_swiglu(be, h, g, u, NR * Fe, n->m->cfg.act));
+	TRY(tern_matmul_grouped(be, ye, h, &w->xg[2], goff, NR, TERN_F32));
+	for (int64_t e = 0; lora && e < E; e++) { /* ye += s·(h Aᵀ) Bᵀ */
+		int64_t ne = r->cnt[e], o = r->off[e];
+		if (!ne || !xlora(n, l, 1, e, n->params, &A, &B))
+			continue;
+		struct tern_view t = rows(a->elu[1], o, ne, n->R);
+		TRY(tern_gemm(be, t, rows(a->ea, o, ne, Fe), A, ne, n->R, Fe, false, true, 1.0f, 0.0f));
+		TRY(tern_gemm(be, rows(a->ey, o, ne, D), t, B, ne, D, n->R, false, true, sc, 1.0f));
+	}
+	TRY(be->vt->zero(be, rows(out, 0, T, D)));
+	struct tern_view tmp = rows(n->dys, 0, T, D);
+	for (int64_t k = 0; k < K; k++) {
+		TRY(tern_gather_rows(be, tmp, ye, rows(a->groute, r->b_srow + k * T, T, 1), T, NR, D));
+		TRY(tern_scatter_add_rows(be, out, tmp, rows(n->iota, 0, T, 1),
+					  rows(a->groute, r->b_sw + k * T, T, 1), T, T, D));
+	}
+	return TERN_OK;
+}
+
 /* The sparse MLP of layer l: out[T,D] (=) = Σ over each token's top-k experts e of
  * w_e · down_e(act(gate_e(xn)) · up_e(xn)), in expert order, as transformers sums them. The
  * routing is computed on the host from the downloaded logits (moe.h) and uploaded as each
- * expert's token rows (idx) and weights; experts nobody chose are skipped. A recomputation
- * (checkpointing) routes identically. */
+ * expert's token rows (idx) and weights. The experts run grouped (experts_fwd_grouped: one op per
+ * projection) where the layer's experts are (w->grouped), else here one expert at a time, those
+ * nobody chose skipped. A recomputation (checkpointing) routes identically. */
 static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
 				struct layer_act *a, int64_t T, bool lora)
 {
@@ -1535,6 +1659,8 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 	if (n->aux_on)
 		tern_moe_aux_add(r, T, n->hseg, n->aux_cnt, n->aux_prob, &n->aux_rows);
 	TRY(ensure_experts(n, l, r));
+	if (w->grouped)
+		return experts_fwd_grouped(n, l, out, xn, a, T, lora);
 	TRY(vt->upload(be, a->ridx, r->idx));
 	TRY(vt->upload(be, a->rw, r->wrow));
 	TRY(vt->zero(be, rows(out, 0, T, D)));
@@ -1572,10 +1698,76 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 	return TERN_OK;
 }
 
+/* The experts of moe_bwd after the router's part, grouped (mirroring experts_fwd_grouped): on
+ * entry n->dye holds dy of every data row. dys = w · dy rows (into a->ey, which the routing
+ * weights' gradient has read), d(act) by one grouped down backward (+ per-expert LoRA), the
+ * activation's backward over all rows (dg into a->ea, read by the down LoRA just before), dx of the
+ * rows by two grouped backwards (+ per-expert gate/up LoRA) into n->dye, and then added into each
+ * token's row one slot at a time, in ascending expert order. */
+static enum tern_status experts_bwd_grouped(struct tern_net *n, int l, struct tern_view dxn,
+					    struct layer_act *a)
+{
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	const struct tern_moe_route *r = a->route;
+	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe, NR = r->rows, K = n->K, R = n->R;
+	enum tern_status st;
+	struct tern_view A, B, dA, dB;
+	float sc = n->o.scale;
+	struct tern_view goff = rows(a->groute, r->b_goff, E + 1, 1);
+	struct tern_view dys = rows(a->ey, 0, NR, D), da = rows(n->da, 0, NR, Fe),
+			 dg = rows(a->ea, 0, NR, Fe), dxe = rows(n->dye, 0, NR, D);
+	TRY(be->vt->zero(be, dys));
+	TRY(tern_scatter_add_rows(be, dys, dxe, rows(n->iota, 0, NR, 1), rows(a->groute, r->b_dwt, NR, 1), NR,
+				  NR, D)); /* dys = w · dy rows */
+	TRY(tern_matmul_grouped_bwd(be, da, dys, &w->xg[2], goff, NR, false, TERN_F32));
+	for (int64_t e = 0; e < E;
+	     e++) { /* the down LoRA: dB += s·dysᵀ u, du = s·dys B, dA += duᵀ h, da += du A */
+		int64_t ne = r->cnt[e], o = r->off[e];
+		if (!ne || !xlora(n, l, 1, e, n->params, &A, &B))
+			continue;
+		xlora(n, l, 1, e, n->grads, &dA, &dB);
+		struct tern_view dyse = rows(a->ey, o, ne, D), dt = rows(n->dul, 0, ne, R);
+		TRY(tern_gemm(be, dB, dyse, rows(a->elu[1], o, ne, R), D, R, ne, true, false, sc, 1.0f));
+		TRY(tern_gemm(be, dt, dyse, B, ne, R, D, false, false, sc, 0.0f));
+		TRY(tern_gemm(be, dA, dt, rows(a->ea, o, ne, Fe), R, Fe, ne, true, false, 1.0f, 1.0f));
+		TRY(tern_gemm(be, rows(n->da, o, ne, Fe), dt, A, ne, Fe, R, false, false, 1.0f, 1.0f));
+	}
+	TRY(tern_swiglu_bwd(be, dg, da, da, rows(a->eg, 0, NR, Fe), rows(a->eu, 0, NR, Fe), NR * Fe,
+			    n->m->cfg.act)); /* du into da */
+	TRY(tern_matmul_grouped_bwd(be, dxe, dg, &w->xg[0], goff, NR, false, TERN_F32));
+	TRY(tern_matmul_grouped_bwd(be, dxe, da, &w->xg[1], goff, NR, true, TERN_F32));
+	for (int64_t e = 0; e < E; e++) {
+		int64_t ne = r->cnt[e], o = r->off[e];
+		if (!ne || !xlora(n, l, 0, e, n->params, &A, &B))
+			continue;
+		struct tern_view t = rows(a->elu[0], o, ne, R), dt = rows(n->dul, 0, ne, R);
+		struct tern_view dge = rows(a->ea, o, ne, Fe), due = rows(n->da, o, ne, Fe);
+		size_t hb = B.size / 2;
+		xlora(n, l, 0, e, n->grads, &dA, &dB);
+		/* dB_gate += s·dgᵀ t, dB_up += s·duᵀ t; dt = s·(dg B_gate + du B_up); dA += dtᵀ xe;
+		 * dxe += dt A */
+		TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dge, t, Fe, R, ne, true, false, sc, 1.0f));
+		TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), due, t, Fe, R, ne, true, false, sc, 1.0f));
+		TRY(tern_gemm(be, dt, dge, tern_view_sub(B, 0, hb), ne, R, Fe, false, false, sc, 0.0f));
+		TRY(tern_gemm(be, dt, due, tern_view_sub(B, hb, hb), ne, R, Fe, false, false, sc, 1.0f));
+		TRY(tern_gemm(be, dA, dt, rows(a->xe, o, ne, D), R, D, ne, true, false, 1.0f, 1.0f));
+		TRY(tern_gemm(be, rows(n->dye, o, ne, D), dt, A, ne, D, R, false, false, 1.0f, 1.0f));
+	}
+	struct tern_view tmp = rows(n->dys, 0, T, D);
+	for (int64_t k = 0; k < K; k++) {
+		TRY(tern_gather_rows(be, tmp, dxe, rows(a->groute, r->b_srow + k * T, T, 1), T, NR, D));
+		TRY(tern_scatter_add_rows(be, dxn, tmp, rows(n->iota, 0, T, 1), (struct tern_view){0}, T, T,
+					  D));
+	}
+	return TERN_OK;
+}
+
 /* Backward of moe_fwd: dxn[T,D] (=) from dy[T,D] = d(out). Each expert's rows of dy are gathered;
  * their dot with the expert's output is the gradient of the row's routing weight, which the host
  * takes back through renormalisation, top-k and softmax to d(logits); the router's dx first, then
- * each expert's backward on its weighted rows, scattered back into the tokens' rows. */
+ * the experts' backward on their weighted rows, scattered back into the tokens' rows: grouped
+ * (experts_bwd_grouped) where the forward was, else one expert at a time here. */
 static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn, struct tern_view dy,
 				struct layer_act *a)
 {
@@ -1586,8 +1778,16 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 	int64_t T = n->T, D = n->D, E = n->E, Fe = n->Fe;
 	enum tern_status st;
 	TRY(ensure_experts(n, l, r));
-	TRY(vt->zero(be, n->dwrow));
-	for (int64_t e = 0; e < E; e++) {
+	bool grouped = w->grouped;
+	if (grouped) { /* every data row's dy, and the routing weights' gradient in one op each */
+		int64_t NR = r->rows;
+		struct tern_view dye = rows(n->dye, 0, NR, D);
+		TRY(tern_gather_rows(be, dye, dy, rows(a->groute, r->b_dtok, NR, 1), NR, T, D));
+		TRY(tern_rowdot(be, rows(n->dwrow, 0, NR, 1), dye, rows(a->ey, 0, NR, D), NR, D));
+	} else {
+		TRY(vt->zero(be, n->dwrow));
+	}
+	for (int64_t e = 0; !grouped && e < E; e++) {
 		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
 		if (!ne)
 			continue;
@@ -1595,8 +1795,9 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 		TRY(tern_gather_rows(be, dye, dy, idx, ne, T, D));
 		TRY(tern_rowdot(be, rows(n->dwrow, io, ne, 1), dye, rows(a->ey, o, ne, D), ne, D));
 	}
-	TRY(vt->download(be, n->hdw, n->dwrow));
-	tern_moe_route_bwd(r, n->hdw, T, n->m->cfg.norm_topk, n->aux_cnt ? n->aux_gp : NULL, n->hseg,
+	TRY(vt->download(be, n->hdw,
+			 grouped ? rows(n->dwrow, 0, r->rows, 1) : rows(n->dwrow, 0, n->icap, 1)));
+	tern_moe_route_bwd(r, n->hdw, grouped, T, n->m->cfg.norm_topk, n->aux_cnt ? n->aux_gp : NULL, n->hseg,
 			   n->hlog);
 	TRY(vt->upload(be, rows(n->dlogits, 0, T, E), n->hlog));
 	struct tern_view A, B, dA, dB;
@@ -1609,6 +1810,8 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 	} else {
 		TRY(tern_matmul_bwd(be, dxn, rows(n->dlogits, 0, T, E), &w->router, T, false, TERN_F32));
 	}
+	if (grouped)
+		return experts_bwd_grouped(n, l, dxn, a);
 	for (int64_t e = 0; e < E; e++) {
 		int64_t ne = r->cnt[e], o = r->off[e], io = r->ioff[e];
 		if (!ne)

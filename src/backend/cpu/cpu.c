@@ -385,6 +385,7 @@ enum tern_status tern_cpu_backend_new(const struct tern_backend_vtable *vt, cons
 	snprintf(be->name, sizeof be->name, "%s", name);
 	snprintf(be->device_name, sizeof be->device_name, "%s", info.name);
 	be->device_index = 0;
+	be->grouped_fast = true; /* grouped_run: the backend's matmul per expert */
 	*out = be;
 	return TERN_OK;
 }

@@ -103,12 +103,12 @@ enum tern_status tern_cpu_cast(struct tern_backend *be, struct tern_view dst, en
 			       struct tern_view src, enum tern_dtype st, int64_t n);
 
 /* cpu_ops.c: the grouped matmul of the experts (contract in backend.h) */
-enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					 const struct tern_weight *w, struct tern_view off, int64_t E,
-					 int64_t T, enum tern_dtype prec);
+enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					 const struct tern_experts *x, struct tern_view off, int64_t T,
+					 enum tern_dtype prec);
 enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx,
-					     struct tern_view dy, const struct tern_weight *w,
-					     struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					     struct tern_view dy, const struct tern_experts *x,
+					     struct tern_view off, int64_t T, bool accumulate,
 					     enum tern_dtype prec);
 
 /* cpu_loss.c: the fused lm_head + cross-entropy */

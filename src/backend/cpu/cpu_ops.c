@@ -578,132 +578,69 @@ static enum tern_status group_offsets(const char *op, struct tern_view off, int6
 	return TERN_OK;
 }
 
-/* y[r, :] = x[r, :] · W_eᵀ for r in [off[e], off[e+1]) (=). Tasks own ranges of the stacked rows
- * g = e·O + o: each dequantizes W row g once and dots it with expert e's rows, in double and in
- * the order tern_cpu_matmul sums, so the result is that of a matmul per expert, bit for bit. */
-enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					 const struct tern_weight *w, struct tern_view off, int64_t E,
-					 int64_t T, enum tern_dtype prec)
+/* The experts' products, one backend matmul (matmul_bwd) per expert on its rows: ops run
+ * synchronously on the host, so off is read at no cost, and the result is that of the loop bit for
+ * bit. The vtable's own entries run, so the fast CPU backend (whose vtable starts as a copy of
+ * this one) multiplies through its BLAS matmul. Every expert with rows is opened and checked
+ * before anything is written. */
+static enum tern_status grouped_run(struct tern_backend *be, bool bwd, struct tern_view out,
+				    struct tern_view in, const struct tern_experts *x, struct tern_view off,
+				    int64_t T, bool accumulate, enum tern_dtype prec)
 {
-	const char *op = "matmul_grouped";
-	struct cpu_weight cw;
-	float *rows = NULL;
-	const int32_t *of;
-	(void)be;
-	(void)prec; /* F32: the front door */
-	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
+	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
+	const int32_t *of = NULL;
+	const float *eo = NULL;
+	int64_t E = x->E, oc = bwd ? x->w.I : x->w.O, ic = bwd ? x->w.O : x->w.I;
+	enum tern_status st = group_offsets(op, off, E, T, &of);
 	if (st != TERN_OK)
-		goto out;
-	int64_t O = w->O / E, I = w->I, G = w->O;
-	void *yv, *xv;
-	if ((st = tern_cpu_view(op, "y", y, (size_t)(T * O) * 4, 4, &yv, "T=%lld O=%lld f32", (long long)T,
-				(long long)O)) ||
-	    (st = tern_cpu_view(op, "x", x, (size_t)(T * I) * 4, 4, &xv, "T=%lld I=%lld f32", (long long)T,
-				(long long)I)) ||
-	    (st = group_offsets(op, off, E, T, &of)))
-		goto out;
-	float *yp = yv;
-	const float *xp = xv;
-	int64_t ntask = G < MAX_TASKS ? G : MAX_TASKS;
-	rows = tern_malloc((size_t)(ntask * I) * sizeof(float));
-	if (!rows) {
-		st = TERN_E_NOMEM;
-		goto out;
+		return st;
+	if (x->w.dtype == TERN_NF4_DQ) {
+		void *p;
+		if ((st = tern_cpu_view(op, "offsets", x->offsets, (size_t)E * 4, 4, &p, "E=%lld f32",
+					(long long)E)))
+			return st;
+		eo = p;
 	}
-	CPU_PARALLEL_FOR
-	for (int64_t k = 0; k < ntask; k++) {
-		float *row = rows + k * I;
-		int64_t g0, g1;
-		task_range(G, ntask, k, &g0, &g1);
-		for (int64_t g = g0; g < g1; g++) {
-			int64_t e = g / O, o = g % O;
-			if (of[e] == of[e + 1])
+	for (int pass = 0; pass < 2; pass++) /* check every expert's views, then multiply */
+		for (int64_t e = 0; e < E; e++) {
+			int64_t n = of[e + 1] - of[e];
+			if (!n)
 				continue;
-			tern_cpu_weight_row(&cw, g, 0, I, row);
-			for (int64_t t = of[e]; t < of[e + 1]; t++) {
-				const float *xt = xp + t * I;
-				double s = 0.0;
-				for (int64_t i = 0; i < I; i++)
-					s += (double)xt[i] * (double)row[i];
-				yp[t * O + o] = (float)s;
+			struct tern_weight we;
+			tern_experts_at(x, e, &we);
+			if (eo)
+				we.offset = eo[e];
+			if (!pass) {
+				struct cpu_weight cw;
+				st = tern_cpu_weight_open(op, &we, &cw);
+				tern_cpu_weight_close(&cw);
+				if (st != TERN_OK)
+					return st;
+				continue;
 			}
+			struct tern_view ov =
+				tern_view_sub(out, (size_t)(of[e] * oc) * 4, (size_t)(n * oc) * 4);
+			struct tern_view iv =
+				tern_view_sub(in, (size_t)(of[e] * ic) * 4, (size_t)(n * ic) * 4);
+			st = bwd ? be->vt->matmul_bwd(be, ov, iv, &we, n, accumulate, prec)
+				 : be->vt->matmul(be, ov, iv, &we, n, prec);
+			if (st != TERN_OK)
+				return st;
 		}
-	}
-out:
-	free(rows);
-	tern_cpu_weight_close(&cw);
-	return st;
+	return TERN_OK;
 }
 
-/* dx[r, :] (+)= dy[r, :] · W_e: tasks own ranges of input columns, as tern_cpu_matmul_bwd, and
- * walk the experts; per expert, its rows in tiles of BWD_T_TILE with double sums over o. */
+enum tern_status tern_cpu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					 const struct tern_experts *x, struct tern_view off, int64_t T,
+					 enum tern_dtype prec)
+{
+	return grouped_run(be, false, y, in, x, off, T, false, prec);
+}
+
 enum tern_status tern_cpu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx,
-					     struct tern_view dy, const struct tern_weight *w,
-					     struct tern_view off, int64_t E, int64_t T, bool accumulate,
+					     struct tern_view dy, const struct tern_experts *x,
+					     struct tern_view off, int64_t T, bool accumulate,
 					     enum tern_dtype prec)
 {
-	const char *op = "matmul_grouped_bwd";
-	struct cpu_weight cw;
-	float *pieces = NULL;
-	double *accs = NULL;
-	const int32_t *of;
-	(void)be;
-	(void)prec;
-	enum tern_status st = tern_cpu_weight_open(op, w, &cw);
-	if (st != TERN_OK)
-		goto out;
-	int64_t O = w->O / E, I = w->I;
-	void *dxv, *dyv;
-	if ((st = tern_cpu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, &dxv, "T=%lld I=%lld f32", (long long)T,
-				(long long)I)) ||
-	    (st = tern_cpu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, &dyv, "T=%lld O=%lld f32", (long long)T,
-				(long long)O)) ||
-	    (st = group_offsets(op, off, E, T, &of)))
-		goto out;
-	float *dxp = dxv;
-	const float *dyp = dyv;
-	int64_t ntask = tern_cdiv(I, 32);
-	ntask = ntask < 1 ? 1 : ntask > MAX_TASKS ? MAX_TASKS : ntask;
-	int64_t width = tern_cdiv(I, ntask);
-	pieces = tern_malloc((size_t)(ntask * width) * sizeof(float));
-	accs = tern_malloc((size_t)(ntask * width * BWD_T_TILE) * sizeof(double));
-	if (!pieces || !accs) {
-		st = TERN_E_NOMEM;
-		goto out;
-	}
-	CPU_PARALLEL_FOR
-	for (int64_t k = 0; k < ntask; k++) {
-		float *piece = pieces + k * width;
-		double *acc = accs + k * width * BWD_T_TILE;
-		int64_t i0, i1;
-		task_range(I, ntask, k, &i0, &i1);
-		int64_t n = i1 - i0;
-		for (int64_t e = 0; e < E; e++)
-			for (int64_t t0 = of[e]; t0 < of[e + 1]; t0 += BWD_T_TILE) {
-				int64_t tn = of[e + 1] - t0 < BWD_T_TILE ? of[e + 1] - t0 : BWD_T_TILE;
-				memset(acc, 0, (size_t)(tn * n) * sizeof(double));
-				for (int64_t o = 0; o < O; o++) {
-					tern_cpu_weight_row(&cw, e * O + o, i0, n, piece);
-					for (int64_t tt = 0; tt < tn; tt++) {
-						double d = (double)dyp[(t0 + tt) * O + o];
-						double *a = acc + tt * n;
-						for (int64_t j = 0; j < n; j++)
-							a[j] += d * (double)piece[j];
-					}
-				}
-				for (int64_t tt = 0; tt < tn; tt++) {
-					float *dst = dxp + (t0 + tt) * I + i0;
-					const double *a = acc + tt * n;
-					for (int64_t j = 0; j < n; j++) {
-						float v = (float)a[j];
-						dst[j] = accumulate ? (float)((double)dst[j] + v) : v;
-					}
-				}
-			}
-	}
-out:
-	free(accs);
-	free(pieces);
-	tern_cpu_weight_close(&cw);
-	return st;
+	return grouped_run(be, true, dx, dy, x, off, T, accumulate, prec);
 }

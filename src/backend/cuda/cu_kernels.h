@@ -29,6 +29,8 @@ struct cuk_weight {
 	const float *nested;
 	int blocksize;
 	float offset, scale;
+	const float *offset_dev; /* nf4-dq: when set, the nested offset is *offset_dev (device memory;
+				  * an expert's of the grouped matmul), not offset */
 };
 
 /* out[r, i] = W[row0 + r, i] dequantized (the CPU reference's fp32 value), then rounded to

@@ -111,39 +111,65 @@ enum tern_status tern_cu_route_topk_bwd(struct tern_backend *be, struct tern_vie
 
 /* ---- the grouped matmul ---- */
 
-/* out [T, N] from in [T, K]: forward N = O, K = I; backward N = I, K = O (O = w->O / E). */
+/* out [T, N] from in [T, K]: forward N = O, K = I; backward N = I, K = O. The experts are decoded
+ * to fp32 as one stacked weight [E·O, I] in steps of rows (each expert with its own weight and,
+ * NF4_DQ, its nested offset read on the device), or read in place when they are f32 and back to
+ * back. */
 static enum tern_status grouped(struct tern_backend *be, bool bwd, struct tern_view out, struct tern_view in,
-				const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				const struct tern_experts *x, struct tern_view off, int64_t T,
 				bool accumulate)
 {
 	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
 	struct cu_backend *c = cu_be(be);
-	struct cuk_weight kw;
+	const struct tern_weight *w = &x->w;
 	enum tern_status st;
-	int64_t O = w->O / E, I = w->I, G = w->O, N = bwd ? I : O, K = bwd ? O : I;
-	float *outp, *inp;
+	int64_t E = x->E, O = w->O, I = w->I, G = E * O, N = bwd ? I : O, K = bwd ? O : I;
+	float *outp, *inp, *eop = NULL;
 	int32_t *offp;
 	long long lT = (long long)T;
-	if ((st = tern_cu_weight_open(op, w, &kw)) ||
-	    (st = F32V(op, bwd ? "dx" : "y", out, T * N, &outp, "T=%lld %s=%lld f32", lT, bwd ? "I" : "O",
+	if ((st = F32V(op, bwd ? "dx" : "y", out, T * N, &outp, "T=%lld %s=%lld f32", lT, bwd ? "I" : "O",
 		       (long long)N)) ||
 	    (st = F32V(op, bwd ? "dy" : "x", in, T * K, &inp, "T=%lld %s=%lld f32", lT, bwd ? "O" : "I",
 		       (long long)K)) ||
 	    (st = F32V(op, "off", off, E + 1, &offp, "E+1=%lld i32", (long long)(E + 1))))
 		return st;
+	if (w->dtype == TERN_NF4_DQ &&
+	    (st = F32V(op, "offsets", x->offsets, E, &eop, "E=%lld f32", (long long)E)))
+		return st;
+	for (int64_t e = 0; e < E; e++) { /* every expert's views, before anything runs */
+		struct tern_weight we;
+		struct cuk_weight kw;
+		tern_experts_at(x, e, &we);
+		if ((st = tern_cu_weight_open(op, &we, &kw)))
+			return st;
+	}
 	if (T == 0)
 		return TERN_OK;
-	bool direct = w->dtype == TERN_F32;
+	bool direct = w->dtype == TERN_F32 && x->stride[0] == (uint64_t)(O * I) * 4;
 	int64_t rows = direct ? G : (int64_t)(CU_DECODE_BYTES / ((size_t)I * 4));
 	rows = rows < 1 ? 1 : rows > G ? G : rows;
 	void *scr = NULL;
+	struct cuk_weight k0;
+	if ((st = tern_cu_weight_open(op, w, &k0)))
+		return st;
 	if (!direct && (st = tern_cu_scratch(c, (size_t)(rows * I) * 4, &scr)))
 		return st;
 	for (int64_t g0 = 0; g0 < G; g0 += rows) {
 		int64_t gn = G - g0 < rows ? G - g0 : rows;
-		const float *wr = direct ? (const float *)kw.data : scr;
-		if (!direct && (st = launched(cuk_decode(tern_cu_stream(c), scr, 0, &kw, g0, gn), op)))
-			return st;
+		const float *wr = direct ? (const float *)k0.data : scr;
+		for (int64_t e = g0 / O; !direct && e < E && e * O < g0 + gn; e++) {
+			int64_t r0 = g0 > e * O ? g0 - e * O : 0,
+				r1 = g0 + gn - e * O < O ? g0 + gn - e * O : O;
+			struct tern_weight we;
+			struct cuk_weight kw;
+			tern_experts_at(x, e, &we);
+			if ((st = tern_cu_weight_open(op, &we, &kw)))
+				return st;
+			kw.offset_dev = eop ? eop + e : NULL;
+			float *dst = (float *)scr + (e * O + r0 - g0) * I;
+			if ((st = launched(cuk_decode(tern_cu_stream(c), dst, 0, &kw, r0, r1 - r0), op)))
+				return st;
+		}
 		if ((st = launched(cuk_grouped(tern_cu_stream(c), bwd, outp, inp, wr, offp, T, O, I, g0, gn,
 					       accumulate),
 				   op)))
@@ -152,18 +178,18 @@ static enum tern_status grouped(struct tern_backend *be, bool bwd, struct tern_v
 	return TERN_OK;
 }
 
-enum tern_status tern_cu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					const struct tern_weight *w, struct tern_view off, int64_t E,
-					int64_t T, enum tern_dtype prec)
+enum tern_status tern_cu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					const struct tern_experts *x, struct tern_view off, int64_t T,
+					enum tern_dtype prec)
 {
 	(void)prec; /* F32: the front door */
-	return grouped(be, false, y, x, w, off, E, T, false);
+	return grouped(be, false, y, in, x, off, T, false);
 }
 
 enum tern_status tern_cu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					    const struct tern_weight *w, struct tern_view off, int64_t E,
-					    int64_t T, bool accumulate, enum tern_dtype prec)
+					    const struct tern_experts *x, struct tern_view off, int64_t T,
+					    bool accumulate, enum tern_dtype prec)
 {
 	(void)prec;
-	return grouped(be, true, dx, dy, w, off, E, T, accumulate);
+	return grouped(be, true, dx, dy, x, off, T, accumulate);
 }

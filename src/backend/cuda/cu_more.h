@@ -27,12 +27,12 @@ enum tern_status tern_cu_route_topk(struct tern_backend *be, struct tern_view se
 enum tern_status tern_cu_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits,
 					struct tern_view dw, struct tern_view prob, struct tern_view sel,
 					int64_t T, int64_t E, int64_t k, bool norm);
-enum tern_status tern_cu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					const struct tern_weight *w, struct tern_view off, int64_t E,
-					int64_t T, enum tern_dtype prec);
+enum tern_status tern_cu_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					const struct tern_experts *x, struct tern_view off, int64_t T,
+					enum tern_dtype prec);
 enum tern_status tern_cu_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					    const struct tern_weight *w, struct tern_view off, int64_t E,
-					    int64_t T, bool accumulate, enum tern_dtype prec);
+					    const struct tern_experts *x, struct tern_view off, int64_t T,
+					    bool accumulate, enum tern_dtype prec);
 
 /* cu_kv.c */
 enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,

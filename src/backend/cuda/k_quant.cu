@@ -51,7 +51,8 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 			am = static_cast<const float *>(w.absmax)[b];
 		} else {
 			unsigned char qa = static_cast<const unsigned char *>(w.absmax)[b];
-			am = c_dmap[qa] * w.nested[b / 256] + w.offset; // two roundings, as nf4.c
+			float off = w.offset_dev ? *w.offset_dev : w.offset; // an expert's: on the device
+			am = c_dmap[qa] * w.nested[b / 256] + off;             // two roundings, as nf4.c
 		}
 		return c_nf4[q] * am;
 	}

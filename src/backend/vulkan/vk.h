@@ -364,12 +364,12 @@ enum tern_status tern_vk_rowdot(struct tern_backend *be, struct tern_view out, s
 enum tern_status tern_vk_route_topk(struct tern_backend *be, struct tern_view sel, struct tern_view w,
 				    struct tern_view prob, struct tern_view counts, struct tern_view logits,
 				    int64_t T, int64_t E, int64_t k, bool norm);
-enum tern_status tern_vk_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					const struct tern_weight *w, struct tern_view off, int64_t E,
-					int64_t T, enum tern_dtype prec);
+enum tern_status tern_vk_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					const struct tern_experts *x, struct tern_view off, int64_t T,
+					enum tern_dtype prec);
 enum tern_status tern_vk_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					    const struct tern_weight *w, struct tern_view off, int64_t E,
-					    int64_t T, bool accumulate, enum tern_dtype prec);
+					    const struct tern_experts *x, struct tern_view off, int64_t T,
+					    bool accumulate, enum tern_dtype prec);
 enum tern_status tern_vk_route_topk_bwd(struct tern_backend *be, struct tern_view dlogits,
 					struct tern_view dw, struct tern_view prob, struct tern_view sel,
 					int64_t T, int64_t E, int64_t k, bool norm);

@@ -315,9 +315,10 @@ struct mmg_push {
 	uint32_t T, N, K;
 	uint32_t y_off, x_off, t0;
 	uint32_t E, O, e0, e1, off_off;
-	uint32_t r0, I, pos;
-	uint32_t absmax_off, nested_off, dmap_off, blocksize;
-	float offset, scale;
+	uint32_t I, pos, dstride;
+	uint32_t absmax_off, astride, nested_off, nstride, dmap_off, blocksize;
+	uint32_t eoff_off;
+	float scale;
 	uint32_t accumulate;
 };
 
@@ -342,16 +343,47 @@ static enum tern_vk_pipe pick_grouped(bool bwd, enum tern_dtype dt)
 	return p[bwd][dt];
 }
 
-/* shaders/matmul_grouped.comp: one dispatch for all experts where the stacked weight fits one
- * binding; else chunks of whole experts (and, past a binding, chunks of token rows), each dispatch
+/* The experts a binding of part v (stride bytes apart, expert e0 first) holds: n experts span
+ * (n - 1)·stride + v.size bytes, kept inside one binding and, for the nibble and word indices of
+ * the shader, inside 2^30 bytes. */
+static int64_t experts_fit(struct tern_vk *vk, struct tern_view v, uint64_t stride, int64_t E)
+{
+	if (!v.buf || !stride)
+		return E;
+	int64_t room = tern_vk_fit(vk, 1);
+	room = room < (INT64_C(1) << 30) ? room : (INT64_C(1) << 30);
+	if ((int64_t)v.size + 4 > room)
+		return 0;
+	int64_t n = 1 + (room - (int64_t)v.size - 4) / (int64_t)stride;
+	return n < E ? n : E;
+}
+
+/* Part v of experts e0 .. e0 + n - 1 as one binding from an aligned start; *first = the word of
+ * expert e0's part inside it (v's offset is a multiple of 4). */
+static struct tern_view experts_span(struct tern_vk *vk, struct tern_view v, uint64_t stride, int64_t e0,
+				     int64_t n, uint32_t *first)
+{
+	if (!v.buf) {
+		*first = 0;
+		return v;
+	}
+	struct tern_view s = {v.buf, v.off + (size_t)((uint64_t)e0 * stride),
+			      (size_t)((uint64_t)(n - 1) * stride) + v.size};
+	*first = tern_vk_place(vk, &s) / 4;
+	return s;
+}
+
+/* shaders/matmul_grouped.comp: one dispatch for all experts where their parts fit one binding
+ * each; else chunks of whole experts (and, past a binding, chunks of token rows), each dispatch
  * computing only the rows of its experts. */
 static enum tern_status mmg_run(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
-				const struct tern_weight *w, struct tern_view off, int64_t E, int64_t T,
+				const struct tern_experts *xp, struct tern_view off, int64_t T,
 				bool accumulate)
 {
 	const char *op = bwd ? "matmul_grouped_bwd" : "matmul_grouped";
+	const struct tern_weight *w = &xp->w;
 	enum tern_status st;
-	int64_t O = w->O / E, I = w->I;
+	int64_t E = xp->E, O = w->O, I = w->I;
 	int64_t out_c = bwd ? I : O, in_c = bwd ? O : I;
 	if (w->data.off % 4 || (w->absmax.buf && w->absmax.off % 4) || (w->nested.buf && w->nested.off % 4))
 		return tern_fail(TERN_E_INVALID,
@@ -360,31 +392,43 @@ static enum tern_status mmg_run(struct tern_vk *vk, bool bwd, struct tern_view o
 	    (st = check_view4(op, bwd ? "dy" : "x", in, (size_t)(T * in_c) * 4)) ||
 	    (st = check_view4(op, "off", off, (size_t)(E + 1) * 4)))
 		return st;
+	bool dq = w->dtype == TERN_NF4_DQ;
+	if (dq && (st = check_view4(op, "offsets", xp->offsets, (size_t)E * 4)))
+		return st;
 	if (T == 0)
 		return TERN_OK;
-	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1, per = rows / O,
-		tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
+	int64_t per = experts_fit(vk, w->data, xp->stride[0], E),
+		pa = experts_fit(vk, w->absmax, xp->stride[1], E),
+		pn = experts_fit(vk, w->nested, xp->stride[2], E), tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
+	per = pa < per ? pa : per;
+	per = pn < per ? pn : per;
 	if (per < 1 || tc < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one expert's W [%lld, %lld] exceeds maxStorageBufferRange", op,
 				 (long long)O, (long long)I);
-	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	/* the data stride in the shader's units: floats, halves, nibbles */
+	uint64_t du = w->dtype == TERN_F32                            ? xp->stride[0] / 4
+		      : w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? xp->stride[0] / 2
+								      : xp->stride[0] * 2;
+	struct tern_view dmap = {vk->consts, 0, 256 * 4};
 	struct tern_view ov = tern_view_sub(off, 0, (size_t)(E + 1) * 4);
+	struct tern_view eo = dq ? tern_view_sub(xp->offsets, 0, (size_t)E * 4) : (struct tern_view){0};
 	struct mmg_push p = {
 		.N = (uint32_t)out_c,
 		.K = (uint32_t)in_c,
 		.E = (uint32_t)E,
 		.O = (uint32_t)O,
 		.I = (uint32_t)I,
+		.dstride = (uint32_t)du,
+		.astride = (uint32_t)(xp->stride[1] / 4),
+		.nstride = (uint32_t)(xp->stride[2] / 4),
 		.blocksize = (uint32_t)w->blocksize,
-		.offset = w->offset,
 		.scale = w->scale,
 		.accumulate = accumulate,
 	};
-	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
-	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	p.off_off = place_words(vk, &ov);
+	p.eoff_off = dq ? place_words(vk, &eo) : 0;
 	enum tern_vk_pipe pipe = pick_grouped(bwd, w->dtype);
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
@@ -396,12 +440,20 @@ static enum tern_status mmg_run(struct tern_vk *vk, bool bwd, struct tern_view o
 		p.x_off = place_words(vk, &x);
 		for (int64_t e0 = 0; e0 < E; e0 += per) {
 			int64_t en = E - e0 < per ? E - e0 : per;
-			struct tern_view wd = tern_vk_weight_rows(vk, w, e0 * O, en * O, &p.pos);
-			p.r0 = (uint32_t)(e0 * O);
+			uint32_t dw;
+			struct tern_view wd = experts_span(vk, w->data, xp->stride[0], e0, en, &dw);
+			struct tern_view ab =
+				experts_span(vk, w->absmax, xp->stride[1], e0, en, &p.absmax_off);
+			struct tern_view ne =
+				experts_span(vk, w->nested, xp->stride[2], e0, en, &p.nested_off);
+			/* pos: expert e0's first element inside the data binding, in the shader's units */
+			p.pos = w->dtype == TERN_F32                            ? dw
+				: w->dtype == TERN_F16 || w->dtype == TERN_BF16 ? 2 * dw
+										: 8 * dw;
 			p.e0 = (uint32_t)e0;
 			p.e1 = (uint32_t)(e0 + en);
-			struct tern_view b[7] = {y, x, wd, absmax, nested, dmap, ov};
-			if ((st = tern_vk_dispatch(vk, pipe, b, 7, &p, sizeof p,
+			struct tern_view b[8] = {y, x, wd, ab, ne, dmap, ov, eo};
+			if ((st = tern_vk_dispatch(vk, pipe, b, 8, &p, sizeof p,
 						   tern_vk_grid(tn * out_c, 64, 65535), 1, 1)))
 				return st;
 		}
@@ -409,18 +461,18 @@ static enum tern_status mmg_run(struct tern_vk *vk, bool bwd, struct tern_view o
 	return TERN_OK;
 }
 
-enum tern_status tern_vk_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					const struct tern_weight *w, struct tern_view off, int64_t E,
-					int64_t T, enum tern_dtype prec)
+enum tern_status tern_vk_matmul_grouped(struct tern_backend *be, struct tern_view y, struct tern_view in,
+					const struct tern_experts *x, struct tern_view off, int64_t T,
+					enum tern_dtype prec)
 {
 	(void)prec; /* F32: the front door */
-	return mmg_run(tern_vk_of(be), false, y, x, w, off, E, T, false);
+	return mmg_run(tern_vk_of(be), false, y, in, x, off, T, false);
 }
 
 enum tern_status tern_vk_matmul_grouped_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
-					    const struct tern_weight *w, struct tern_view off, int64_t E,
-					    int64_t T, bool accumulate, enum tern_dtype prec)
+					    const struct tern_experts *x, struct tern_view off, int64_t T,
+					    bool accumulate, enum tern_dtype prec)
 {
 	(void)prec;
-	return mmg_run(tern_vk_of(be), true, dx, dy, w, off, E, T, accumulate);
+	return mmg_run(tern_vk_of(be), true, dx, dy, x, off, T, accumulate);
 }
