@@ -32,6 +32,7 @@ struct fattn {
 	const int32_t *seg;
 	int64_t *kfirst; /* [T] the first key query i may see */
 	int64_t *qlast;  /* [T] the last query that may see key j */
+	bool *dense;     /* [T] query i sees every key in [kfirst[i], i] (no other sample between) */
 };
 
 static enum tern_status fview(const char *op, const char *what, struct tern_view v, int64_t n, void **p,
@@ -49,8 +50,9 @@ static enum tern_status fattn_bounds(struct fattn *a)
 	const int32_t *S = a->seg;
 	a->kfirst = tern_malloc((size_t)T * sizeof(int64_t));
 	a->qlast = tern_malloc((size_t)T * sizeof(int64_t));
+	a->dense = tern_malloc((size_t)T * sizeof(bool));
 	int64_t *rs = tern_malloc((size_t)T * sizeof(int64_t)); /* run starts */
-	if (!a->kfirst || !a->qlast || !rs) {
+	if (!a->kfirst || !a->qlast || !a->dense || !rs) {
 		free(rs);
 		return TERN_E_NOMEM;
 	}
@@ -78,6 +80,7 @@ static enum tern_status fattn_bounds(struct fattn *a)
 			}
 			a->kfirst[i] = f;
 			a->qlast[i] = l;
+			a->dense[i] = f >= s0; /* the keys [f, i] lie in i's own run */
 		}
 	}
 	free(rs);
@@ -88,6 +91,7 @@ static void fattn_free(struct fattn *a)
 {
 	free(a->kfirst);
 	free(a->qlast);
+	free(a->dense);
 }
 
 /* Whether query i sees key j. */
@@ -100,6 +104,13 @@ static inline bool sees(const struct fattn *a, int64_t i, int64_t j)
 static void mask_row(const struct fattn *a, int64_t i, int64_t klo, int64_t nk, float *row)
 {
 	int64_t lo = a->kfirst[i] - klo, hi = i - klo; /* the visible keys lie in [lo, hi] */
+	if (a->dense[i]) {                             /* all of them visible: mask the two ends only */
+		for (int64_t c = 0; c < lo && c < nk; c++)
+			row[c] = -INFINITY;
+		for (int64_t c = hi + 1 > 0 ? hi + 1 : 0; c < nk; c++)
+			row[c] = -INFINITY;
+		return;
+	}
 	for (int64_t c = 0; c < nk; c++)
 		if (c < lo || c > hi || !sees(a, i, klo + c))
 			row[c] = -INFINITY;
