@@ -4,7 +4,7 @@
  * Tokens go through in chunks of tc (fast_ce_layout); a chunk's trained tokens are gathered
  * into xs [nl, D], then, each step split into tasks of one GEMM over disjoint outputs:
  *   z [nl, V]  = xs · Wᵀ            tasks over vocabulary panels (W rows decoded per panel)
- *   per token:  m = max z, p = exp(z − m), s = Σ p (double), lse = m + log s,
+ *   per token:  m = max z, p = exp(z − m) (the vector exp), s = Σ p (double), lse = m + log s,
  *               term = lse − z[label], dz = inv_n · (p / s − onehot)     (z overwritten)
  *   dW [V, D] += dzᵀ · xs           tasks over vocabulary panels (a trained lm_head only)
  *   dx rows   = dz · W              16 tasks, task k summing the vocabulary panels k, k + 16, ...
@@ -172,20 +172,10 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 		for (int64_t l = 0; l < nl; l++) {
 			float *zl = z + l * V;
 			int32_t y = lab[live[l]];
-			float m = zl[0];
-			for (int64_t v = 1; v < V; v++)
-				m = zl[v] > m ? zl[v] : m;
-			float zy = zl[y];
-			double s = 0.0;
-			for (int64_t v = 0; v < V; v++) {
-				float e = expf(zl[v] - m);
-				zl[v] = e;
-				s += (double)e;
-			}
+			float m, zy = zl[y];
+			double s = tern_fast_ce_row(zl, V, &m);
 			term[nterm + l] = (double)m + log(s) - (double)zy;
-			float r = (float)((double)inv_n / s);
-			for (int64_t v = 0; v < V; v++)
-				zl[v] *= r;
+			tern_fast_scale(zl, V, (float)((double)inv_n / s));
 			zl[y] -= inv_n;
 		}
 		nterm += nl;
