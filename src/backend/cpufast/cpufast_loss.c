@@ -22,7 +22,7 @@
 #include <omp.h>
 #endif
 
-#define CE_Z_BYTES ((int64_t)16 << 20)      /* logits of one chunk */
+#define CE_Z_BYTES ((int64_t)32 << 20)      /* logits of one chunk, at most */
 #define CE_PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W */
 #define CE_DX_GROUPS 16 /* dx partial sums: group k takes the vocabulary panels p with p % 16 == k */
 
@@ -45,6 +45,8 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 {
 	struct fast_ce_layout l = {0};
 	int64_t tc = CE_Z_BYTES / (4 * (V > 0 ? V : 1));
+	if (tc < T && tc > 0) /* equal chunks: T 512, V 32000 as 2 x 256 rows, not 262 + 250 */
+		tc = tern_cdiv(T, tern_cdiv(T, tc));
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
 		long long f = strtoll(env, NULL, 10);
