@@ -66,7 +66,8 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 	return l;
 }
 
-/* Besides ce_loss's scratch: the matmuls' decoded panels (one per thread) and malloc's rounding. */
+/* Besides ce_loss's scratch: the matmuls' decoded panels (one per thread), attention_bwd's saved
+ * P and dS (32 MiB at most) and malloc's rounding. */
 #define FAST_RESERVE ((uint64_t)64 << 20)
 
 enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
