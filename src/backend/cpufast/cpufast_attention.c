@@ -263,8 +263,9 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 	int64_t nt = tern_cdiv(T, ATT_TILE);
 	/* Each query tile's keys [tlo, i1) and the offset of its nq x nk scores in a head's share
 	 * of `save`: where all heads' P and dS fit ATT_SAVE_BYTES, the dQ tasks keep them there and
-	 * the dK, dV tasks gather their rows from it instead of computing S and dP again (the same
-	 * values: each score is the same Dh-long product, each P the same exp of it). */
+	 * the dK, dV tasks gather their rows from it instead of computing S and dP again (the dQ
+	 * pass's values; computed again by GEMMs of other shapes they may round differently, so
+	 * the two ways agree to fp32 rounding, each deterministic). */
 	tlo = tern_malloc((size_t)nt * sizeof(int64_t));
 	toff = tern_malloc((size_t)(nt + 1) * sizeof(int64_t));
 	if (!tlo || !toff) {
