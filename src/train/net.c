@@ -1334,6 +1334,25 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 				  n->T, acc);
 }
 
+/* The recomputation (checkpointing) of a module whose output nothing reads: only what its
+ * backward needs, the LoRA product u = drop(x) Aᵀ, as tern_lora_forward computes it (the same
+ * calls, so the same values); the base product and B are skipped. */
+static enum tern_status lin_fwd_saved(struct tern_net *n, int l, int mo, struct tern_view x,
+				      struct layer_act *a, uint64_t step, uint32_t micro)
+{
+	if (!targeted(n, mo))
+		return TERN_OK;
+	struct tern_lora lo = lora_of(n, l, mo, step, micro);
+	int64_t I = n->lw[l].w[mo].I;
+	enum tern_status st;
+	struct tern_view xin = x;
+	if (lo.dropout > 0.0f) {
+		TRY(tern_dropout(n->be, n->xd, x, n->T * I, lo.dropout, lo.key));
+		xin = n->xd;
+	}
+	return tern_gemm(n->be, a->lu[mo], xin, lo.A, n->T, n->R, I, false, true, 1.0f, 0.0f);
+}
+
 static int slot_of(const struct tern_net *n, int l)
 {
 	for (int i = 0; i < n->nslots; i++)
@@ -1859,8 +1878,10 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 	return TERN_OK;
 }
 
+/* recompute: the checkpointed forward again before layer_bwd, whose output (out) nothing reads:
+ * the dense MLP's down projection then keeps only its LoRA product (lin_fwd_saved). */
 static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
-				  uint64_t step, uint32_t micro)
+				  bool recompute, uint64_t step, uint32_t micro)
 {
 	struct tern_backend *be = n->be;
 	struct layer_w *w = &n->lw[l];
@@ -1895,6 +1916,8 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 		TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
 		if (bn)
 			TRY(tern_rmsnorm(be, a->an, a->rstda, a->a, w->ffn_sub, T, n->F, n->eps));
+		if (recompute)
+			return lin_fwd_saved(n, l, TERN_MOD_DOWN, bn ? a->an : a->a, a, step, micro);
 		TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, bn ? a->an : a->a, a, step, micro));
 	}
 	TRY(tern_axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
@@ -2065,7 +2088,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	}
 	for (int l = (int)n->l0; l < n->l1; l++) {
 		TRY(layer_input(n, l, &x));
-		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], step, micro);
+		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], false, step, micro);
 		if (st) {
 			n->aux_on = false;
 			return st;
@@ -2109,7 +2132,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(layer_input(n, l, &x));
 		/* recompute the saved set (the stage's last layer's is live) */
 		if (n->o.checkpointing && l != n->l1 - 1)
-			TRY(layer_fwd(n, l, x, n->tmpD, step, micro));
+			TRY(layer_fwd(n, l, x, n->tmpD, true, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
 	}
 	/* dres = dL/d(layer l0's input): the previous stage's, or the embedding rows' gradient */

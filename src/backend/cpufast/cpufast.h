@@ -33,6 +33,10 @@ void tern_fast_gemm_init(void);
 /* Vector kernels (cpufast_simd.c), AVX2/FMA when the CPU has it:
  * x[i] = e^(x[i] - m) for i < n, returning the sum of the new x (exactly 0 where x was -inf). */
 float tern_fast_exp_sub(float *x, int64_t n, float m);
+/* The loss's row (n >= 1): *m = max z, z[i] = e^(z[i] - m), returning Σ z[i] summed in double. */
+double tern_fast_ce_row(float *z, int64_t n, float *m);
+/* x[i] *= r. */
+void tern_fast_scale(float *x, int64_t n, float r);
 /* Σ a[i] b[i] in fp32. */
 float tern_fast_dot(const float *a, const float *b, int64_t n);
 /* h = silu(g) · u, silu(g) = g / (1 + e^-g); and its backward dg = dh · u · silu'(g),

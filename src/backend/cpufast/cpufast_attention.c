@@ -12,6 +12,8 @@
  *     a task per (KV head g, key tile [j0, j1)), queries [j0, qhi) (the last query that may see
  *     a key of the tile), over the group's heads in order:
  *                                      dV_tile += Pᵀ dO,  dK_tile += scale · dSᵀ Q
+ *     with P and dS gathered from what the dQ tasks saved when all heads' fit ATT_SAVE_BYTES
+ *     (else computed again as in the dQ tasks)
  * So a task holds ATT_TILE × (keys of one sample) scores, never H×T×T; each output element is
  * written by one task, in a fixed order. */
 #include "backend/cpufast/cpufast.h"
@@ -25,6 +27,7 @@
 #endif
 
 #define ATT_TILE 64
+#define ATT_SAVE_BYTES ((int64_t)32 << 20) /* the backward's saved P and dS, at most (in the reserve) */
 
 struct fattn {
 	int64_t T, H, Hkv, Dh, window, group;
@@ -32,6 +35,7 @@ struct fattn {
 	const int32_t *seg;
 	int64_t *kfirst; /* [T] the first key query i may see */
 	int64_t *qlast;  /* [T] the last query that may see key j */
+	bool *dense;     /* [T] query i sees every key in [kfirst[i], i] (no other sample between) */
 };
 
 static enum tern_status fview(const char *op, const char *what, struct tern_view v, int64_t n, void **p,
@@ -49,8 +53,9 @@ static enum tern_status fattn_bounds(struct fattn *a)
 	const int32_t *S = a->seg;
 	a->kfirst = tern_malloc((size_t)T * sizeof(int64_t));
 	a->qlast = tern_malloc((size_t)T * sizeof(int64_t));
+	a->dense = tern_malloc((size_t)T * sizeof(bool));
 	int64_t *rs = tern_malloc((size_t)T * sizeof(int64_t)); /* run starts */
-	if (!a->kfirst || !a->qlast || !rs) {
+	if (!a->kfirst || !a->qlast || !a->dense || !rs) {
 		free(rs);
 		return TERN_E_NOMEM;
 	}
@@ -78,6 +83,7 @@ static enum tern_status fattn_bounds(struct fattn *a)
 			}
 			a->kfirst[i] = f;
 			a->qlast[i] = l;
+			a->dense[i] = f >= s0; /* the keys [f, i] lie in i's own run */
 		}
 	}
 	free(rs);
@@ -88,6 +94,7 @@ static void fattn_free(struct fattn *a)
 {
 	free(a->kfirst);
 	free(a->qlast);
+	free(a->dense);
 }
 
 /* Whether query i sees key j. */
@@ -100,9 +107,36 @@ static inline bool sees(const struct fattn *a, int64_t i, int64_t j)
 static void mask_row(const struct fattn *a, int64_t i, int64_t klo, int64_t nk, float *row)
 {
 	int64_t lo = a->kfirst[i] - klo, hi = i - klo; /* the visible keys lie in [lo, hi] */
+	if (a->dense[i]) {                             /* all of them visible: mask the two ends only */
+		for (int64_t c = 0; c < lo && c < nk; c++)
+			row[c] = -INFINITY;
+		for (int64_t c = hi + 1 > 0 ? hi + 1 : 0; c < nk; c++)
+			row[c] = -INFINITY;
+		return;
+	}
 	for (int64_t c = 0; c < nk; c++)
 		if (c < lo || c > hi || !sees(a, i, klo + c))
 			row[c] = -INFINITY;
+}
+
+/* The backward's saved P (and, ds floats on, dS) rows of queries j0 .. j0+nq-1 at keys
+ * [j0, j0+nk) into S and dP [nq, nk]: query tile t holds its rows over keys [tlo[t], its end)
+ * at head offset hoff + toff[t]; keys before tlo[t] are masked for the tile (0). */
+static void gather_saved(const float *save, int64_t ds, int64_t hoff, const int64_t *tlo, const int64_t *toff,
+			 int64_t T, int64_t j0, int64_t nq, int64_t nk, float *S, float *dP)
+{
+	for (int64_t r = 0; r < nq; r++) {
+		int64_t i = j0 + r, t = i / ATT_TILE;
+		int64_t end = (t + 1) * ATT_TILE < T ? (t + 1) * ATT_TILE : T, nkt = end - tlo[t];
+		int64_t c0 = j0 - tlo[t], lead = c0 < 0 ? -c0 : 0;
+		if (lead > nk)
+			lead = nk;
+		const float *ps = save + hoff + toff[t] + (i - t * ATT_TILE) * nkt + c0;
+		for (int64_t c = 0; c < lead; c++)
+			S[r * nk + c] = dP[r * nk + c] = 0.0f;
+		memcpy(S + r * nk + lead, ps + lead, (size_t)(nk - lead) * sizeof(float));
+		memcpy(dP + r * nk + lead, ps + ds + lead, (size_t)(nk - lead) * sizeof(float));
+	}
 }
 
 static inline int thread_no(void)
@@ -210,7 +244,8 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 	if (T == 0)
 		return TERN_OK;
 	a.seg = sp;
-	float *DQ = dqp, *DK = dkp, *DV = dvp, *Dr = NULL, *sbuf = NULL;
+	float *DQ = dqp, *DK = dkp, *DV = dvp, *Dr = NULL, *sbuf = NULL, *save = NULL;
+	int64_t *tlo = NULL, *toff = NULL;
 	const float *G = gp, *Q = qp, *K = kp, *V = vp, *O = op_, *L = lp;
 	if ((st = fattn_bounds(&a)) != TERN_OK)
 		goto out;
@@ -226,16 +261,41 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 			Dr[h * T + i] = tern_fast_dot(G + (i * H + h) * Dh, O + (i * H + h) * Dh, Dh);
 
 	int64_t nt = tern_cdiv(T, ATT_TILE);
+	/* Each query tile's keys [tlo, i1) and the offset of its nq x nk scores in a head's share
+	 * of `save`: where all heads' P and dS fit ATT_SAVE_BYTES, the dQ tasks keep them there and
+	 * the dK, dV tasks gather their rows from it instead of computing S and dP again (the dQ
+	 * pass's values; computed again by GEMMs of other shapes they may round differently, so
+	 * the two ways agree to fp32 rounding, each deterministic). */
+	tlo = tern_malloc((size_t)nt * sizeof(int64_t));
+	toff = tern_malloc((size_t)(nt + 1) * sizeof(int64_t));
+	if (!tlo || !toff) {
+		st = TERN_E_NOMEM;
+		goto out;
+	}
+	toff[0] = 0;
+	for (int64_t t = 0; t < nt; t++) {
+		int64_t i0 = t * ATT_TILE, i1 = i0 + ATT_TILE < T ? i0 + ATT_TILE : T;
+		tlo[t] = i0;
+		for (int64_t i = i0; i < i1; i++)
+			tlo[t] = a.kfirst[i] < tlo[t] ? a.kfirst[i] : tlo[t];
+		toff[t + 1] = toff[t] + (i1 - i0) * (i1 - tlo[t]);
+	}
+	int64_t tot = toff[nt]; /* scores of one head */
+	if (2 * H * tot * (int64_t)sizeof(float) <= ATT_SAVE_BYTES)
+		save = tern_malloc((size_t)(2 * H * tot) * sizeof(float)); /* NULL: computed again */
+
 	/* dQ: tasks over (head, query tile) */
 	FAST_PARALLEL_FOR
 	for (int64_t task = 0; task < H * nt; task++) {
 		int64_t h = task / nt, g = h / a.group;
 		int64_t i0 = task % nt * ATT_TILE, i1 = i0 + ATT_TILE < T ? i0 + ATT_TILE : T, nq = i1 - i0;
-		int64_t klo = i0;
-		for (int64_t i = i0; i < i1; i++)
-			klo = a.kfirst[i] < klo ? a.kfirst[i] : klo;
+		int64_t klo = tlo[task % nt];
 		int64_t nk = i1 - klo;
 		float *S = sbuf + (int64_t)thread_no() * 2 * ATT_TILE * T, *dP = S + ATT_TILE * T;
+		if (save) { /* P and dS stay in this head's share */
+			S = save + h * tot + toff[task % nt];
+			dP = S + H * tot;
+		}
 		const float *Kk = K + (klo * Hkv + g) * Dh, *Vk = V + (klo * Hkv + g) * Dh;
 		tern_fast_sgemm(false, true, nq, nk, Dh, a.scale, Q + (i0 * H + h) * Dh, H * Dh, Kk, Hkv * Dh,
 				0.0f, S, nk);
@@ -247,10 +307,10 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 			mask_row(&a, i, klo, nk, row);
 			tern_fast_exp_sub(row, nk, L[h * T + i]);
 			float d = Dr[h * T + i];
-			for (int64_t c = 0; c < nk; c++)
-				row[c] *= drow[c] - d;
+			for (int64_t c = 0; c < nk; c++) /* dS into dP's place, P kept */
+				drow[c] = row[c] * (drow[c] - d);
 		}
-		tern_fast_sgemm(false, false, nq, Dh, nk, a.scale, S, nk, Kk, Hkv * Dh, 0.0f,
+		tern_fast_sgemm(false, false, nq, Dh, nk, a.scale, dP, nk, Kk, Hkv * Dh, 0.0f,
 				DQ + (i0 * H + h) * Dh, H * Dh);
 	}
 
@@ -270,19 +330,23 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 			int64_t h = g * a.group + hh;
 			const float *Qq = Q + (j0 * H + h) * Dh, *Gq = G + (j0 * H + h) * Dh;
 			float beta = hh == 0 ? 0.0f : 1.0f;
-			/* S [nq, nk]: queries j0 .. qhi against the tile's keys */
-			tern_fast_sgemm(false, true, nq, nk, Dh, a.scale, Qq, H * Dh, Kk, Hkv * Dh, 0.0f, S,
-					nk);
-			tern_fast_sgemm(false, true, nq, nk, Dh, 1.0f, Gq, H * Dh, Vk, Hkv * Dh, 0.0f, dP,
-					nk);
-			for (int64_t r = 0; r < nq; r++) {
-				int64_t i = j0 + r;
-				float *row = S + r * nk, *drow = dP + r * nk;
-				mask_row(&a, i, j0, nk, row);
-				tern_fast_exp_sub(row, nk, L[h * T + i]);
-				float d = Dr[h * T + i];
-				for (int64_t c = 0; c < nk; c++)
-					drow[c] = row[c] * (drow[c] - d);
+			if (save) {
+				gather_saved(save, H * tot, h * tot, tlo, toff, T, j0, nq, nk, S, dP);
+			} else {
+				/* S [nq, nk]: queries j0 .. qhi against the tile's keys */
+				tern_fast_sgemm(false, true, nq, nk, Dh, a.scale, Qq, H * Dh, Kk, Hkv * Dh,
+						0.0f, S, nk);
+				tern_fast_sgemm(false, true, nq, nk, Dh, 1.0f, Gq, H * Dh, Vk, Hkv * Dh, 0.0f,
+						dP, nk);
+				for (int64_t r = 0; r < nq; r++) {
+					int64_t i = j0 + r;
+					float *row = S + r * nk, *drow = dP + r * nk;
+					mask_row(&a, i, j0, nk, row);
+					tern_fast_exp_sub(row, nk, L[h * T + i]);
+					float d = Dr[h * T + i];
+					for (int64_t c = 0; c < nk; c++)
+						drow[c] = row[c] * (drow[c] - d);
+				}
 			}
 			tern_fast_sgemm(true, false, nk, Dh, nq, 1.0f, S, nk, Gq, H * Dh, beta, dVk,
 					Hkv * Dh);
@@ -291,6 +355,9 @@ enum tern_status tern_fast_attention_bwd(struct tern_backend *be, struct tern_vi
 		}
 	}
 out:
+	free(save);
+	free(tlo);
+	free(toff);
 	free(Dr);
 	free(sbuf);
 	fattn_free(&a);

@@ -4,7 +4,7 @@
  * Tokens go through in chunks of tc (fast_ce_layout); a chunk's trained tokens are gathered
  * into xs [nl, D], then, each step split into tasks of one GEMM over disjoint outputs:
  *   z [nl, V]  = xs · Wᵀ            tasks over vocabulary panels (W rows decoded per panel)
- *   per token:  m = max z, p = exp(z − m), s = Σ p (double), lse = m + log s,
+ *   per token:  m = max z, p = exp(z − m) (the vector exp), s = Σ p (double), lse = m + log s,
  *               term = lse − z[label], dz = inv_n · (p / s − onehot)     (z overwritten)
  *   dW [V, D] += dzᵀ · xs           tasks over vocabulary panels (a trained lm_head only)
  *   dx rows   = dz · W              16 tasks, task k summing the vocabulary panels k, k + 16, ...
@@ -22,7 +22,7 @@
 #include <omp.h>
 #endif
 
-#define CE_Z_BYTES ((int64_t)16 << 20)      /* logits of one chunk */
+#define CE_Z_BYTES ((int64_t)32 << 20)      /* logits of one chunk, at most */
 #define CE_PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W */
 #define CE_DX_GROUPS 16 /* dx partial sums: group k takes the vocabulary panels p with p % 16 == k */
 
@@ -45,6 +45,8 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 {
 	struct fast_ce_layout l = {0};
 	int64_t tc = CE_Z_BYTES / (4 * (V > 0 ? V : 1));
+	if (tc < T && tc > 0) /* equal chunks: T 512, V 32000 as 2 x 256 rows, not 262 + 250 */
+		tc = tern_cdiv(T, tern_cdiv(T, tc));
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
 		long long f = strtoll(env, NULL, 10);
@@ -64,7 +66,8 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 	return l;
 }
 
-/* Besides ce_loss's scratch: the matmuls' decoded panels (one per thread) and malloc's rounding. */
+/* Besides ce_loss's scratch: the matmuls' decoded panels (one per thread), attention_bwd's saved
+ * P and dS (32 MiB at most) and malloc's rounding. */
 #define FAST_RESERVE ((uint64_t)64 << 20)
 
 enum tern_status tern_cpu_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
@@ -172,20 +175,10 @@ enum tern_status tern_fast_ce_loss(struct tern_backend *be, struct tern_view los
 		for (int64_t l = 0; l < nl; l++) {
 			float *zl = z + l * V;
 			int32_t y = lab[live[l]];
-			float m = zl[0];
-			for (int64_t v = 1; v < V; v++)
-				m = zl[v] > m ? zl[v] : m;
-			float zy = zl[y];
-			double s = 0.0;
-			for (int64_t v = 0; v < V; v++) {
-				float e = expf(zl[v] - m);
-				zl[v] = e;
-				s += (double)e;
-			}
+			float m, zy = zl[y];
+			double s = tern_fast_ce_row(zl, V, &m);
 			term[nterm + l] = (double)m + log(s) - (double)zy;
-			float r = (float)((double)inv_n / s);
-			for (int64_t v = 0; v < V; v++)
-				zl[v] *= r;
+			tern_fast_scale(zl, V, (float)((double)inv_n / s));
 			zl[y] -= inv_n;
 		}
 		nterm += nl;

@@ -26,6 +26,26 @@ static float exp_sub_plain(float *x, int64_t n, float m)
 	return (float)s;
 }
 
+static double ce_row_plain(float *z, int64_t n, float *mo)
+{
+	float m = z[0];
+	for (int64_t i = 1; i < n; i++)
+		m = z[i] > m ? z[i] : m;
+	double s = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		z[i] = expf(z[i] - m);
+		s += (double)z[i];
+	}
+	*mo = m;
+	return s;
+}
+
+static void scale_plain(float *x, int64_t n, float r)
+{
+	for (int64_t i = 0; i < n; i++)
+		x[i] *= r;
+}
+
 static float dot_plain(const float *a, const float *b, int64_t n)
 {
 	float s = 0.0f;
@@ -110,6 +130,60 @@ AVX2 static float exp_sub_avx2(float *x, int64_t n, float m)
 	return s;
 }
 
+/* The loss's row: m = max z; z = e^(z − m); the sum in double, 4 lanes for each half of a vector
+ * (lane sums added in a fixed order). */
+AVX2 static double ce_row_avx2(float *z, int64_t n, float *mo)
+{
+	int64_t i = 0;
+	float m = z[0];
+	if (n >= 8) {
+		__m256 vm = _mm256_loadu_ps(z);
+		for (i = 8; i + 8 <= n; i += 8)
+			vm = _mm256_max_ps(vm, _mm256_loadu_ps(z + i));
+		float b[8];
+		_mm256_storeu_ps(b, vm);
+		for (int k = 0; k < 8; k++)
+			m = b[k] > m ? b[k] : m;
+	}
+	for (; i < n; i++)
+		m = z[i] > m ? z[i] : m;
+	__m256 vm = _mm256_set1_ps(m);
+	__m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+	for (i = 0; i + 8 <= n; i += 8) {
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(z + i), vm));
+		_mm256_storeu_ps(z + i, e);
+		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+	}
+	double l[4], h[4];
+	_mm256_storeu_pd(l, lo);
+	_mm256_storeu_pd(h, hi);
+	double s = ((l[0] + l[1]) + (l[2] + l[3])) + ((h[0] + h[1]) + (h[2] + h[3]));
+	if (i < n) { /* the tail through the same polynomial */
+		float buf[8];
+		for (int k = 0; k < 8; k++)
+			buf[k] = i + k < n ? z[i + k] : -INFINITY;
+		__m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(buf), vm));
+		_mm256_storeu_ps(buf, e);
+		for (int64_t k = 0; i + k < n; k++) {
+			z[i + k] = buf[k];
+			s += (double)buf[k];
+		}
+	}
+	*mo = m;
+	return s;
+}
+
+AVX2 static void scale_avx2(float *x, int64_t n, float r)
+{
+	__m256 vr = _mm256_set1_ps(r);
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vr));
+	for (; i < n; i++)
+		x[i] *= r;
+}
+
 AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
 {
 	__m256 acc = _mm256_setzero_ps();
@@ -178,6 +252,26 @@ float tern_fast_exp_sub(float *x, int64_t n, float m)
 		return exp_sub_avx2(x, n, m);
 #endif
 	return exp_sub_plain(x, n, m);
+}
+
+double tern_fast_ce_row(float *z, int64_t n, float *m)
+{
+#ifdef FAST_X86
+	if (have_avx2())
+		return ce_row_avx2(z, n, m);
+#endif
+	return ce_row_plain(z, n, m);
+}
+
+void tern_fast_scale(float *x, int64_t n, float r)
+{
+#ifdef FAST_X86
+	if (have_avx2()) {
+		scale_avx2(x, n, r);
+		return;
+	}
+#endif
+	scale_plain(x, n, r);
 }
 
 float tern_fast_dot(const float *a, const float *b, int64_t n)
