@@ -52,7 +52,7 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 		} else {
 			unsigned char qa = static_cast<const unsigned char *>(w.absmax)[b];
 			float off = w.offset_dev ? *w.offset_dev : w.offset; // an expert's: on the device
-			am = c_dmap[qa] * w.nested[b / 256] + off;             // two roundings, as nf4.c
+			am = c_dmap[qa] * w.nested[b / 256] + off;           // two roundings, as nf4.c
 		}
 		return c_nf4[q] * am;
 	}
