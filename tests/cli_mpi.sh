@@ -15,10 +15,8 @@ data=$2
 shift 2
 backends="$*"
 here=$(dirname "$0")
-if ! command -v mpirun >/dev/null 2>&1; then
-	echo "not run: mpirun is missing (apt-get install openmpi-bin libopenmpi-dev)"
-	exit 77
-fi
+. "$here/mpi_common.sh"
+mpi_need
 if ! command -v python3 >/dev/null 2>&1; then
 	echo "not run: python3 is missing (tests/st_compare.py compares the adapters)"
 	exit 77
@@ -29,34 +27,8 @@ fail=0
 pass=0
 ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-# mpirun as root (CI containers), 2 ranks on however many cores, one thread per rank (2 cores)
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-mpi2() { mpirun -n 2 --bind-to none "$@"; }
-
-# 16 pretokenized samples of 20..59 ids (a fixed LCG), packed into rows of 64
-. "$(dirname "$0")/lcg_data.sh"
-lcg_samples "$tmp/d.jsonl" 16
-cat >"$tmp/c.yaml" <<Y
-base_model: $data/models/llama6
-adapter: qlora
-lora_r: 4
-lora_alpha: 8
-lora_dropout: 0.1
-lora_target_linear: true
-datasets:
-  - path: $tmp/d.jsonl
-    type: pretokenized
-sequence_len: 64
-sample_packing: true
-micro_batch_size: 1
-gradient_accumulation_steps: 2
-max_steps: 4
-save_steps: 2
-learning_rate: 0.001
-logging_steps: 1
-seed: 3
-Y
+mpi2() { mpin 2 "$@"; }
+mpi_config "$tmp/c.yaml" "$data"
 
 # A build without MPI: a 2-rank launch fails on every rank with one line, and nothing else runs.
 mpi2 "$tern" train "$tmp/c.yaml" --set output_dir="$tmp/probe" --set max_steps=0 >"$tmp/probe.log" 2>&1

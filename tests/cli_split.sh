@@ -17,43 +17,15 @@ tern=$1
 data=$2
 shift 2
 backends="$*"
-if ! command -v mpirun >/dev/null 2>&1; then
-	echo "not run: mpirun is missing (apt-get install openmpi-bin libopenmpi-dev)"
-	exit 77
-fi
+. "$(dirname "$0")/mpi_common.sh"
+mpi_need
 tmp=$(mktemp -d)
 trap '[ -n "$KEEP" ] || rm -rf "$tmp"' EXIT
 fail=0
 pass=0
 ok() { pass=$((pass + 1)); }
 bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-mpin() { n=$1; shift; mpirun -n "$n" --bind-to none "$@"; }
-
-. "$(dirname "$0")/lcg_data.sh"
-lcg_samples "$tmp/d.jsonl" 16
-cat >"$tmp/c.yaml" <<Y
-base_model: $data/models/llama6
-adapter: qlora
-lora_r: 4
-lora_alpha: 8
-lora_dropout: 0.1
-lora_target_linear: true
-datasets:
-  - path: $tmp/d.jsonl
-    type: pretokenized
-sequence_len: 64
-sample_packing: true
-micro_batch_size: 1
-gradient_accumulation_steps: 2
-max_steps: 4
-save_steps: 2
-learning_rate: 0.001
-logging_steps: 1
-val_set_size: 0.25
-seed: 3
-Y
+mpi_config "$tmp/c.yaml" "$data" "val_set_size: 0.25"
 
 mpin 2 "$tern" train "$tmp/c.yaml" --set output_dir="$tmp/probe" --set max_steps=0 >"$tmp/probe.log" 2>&1
 if grep -q "built without MPI" "$tmp/probe.log"; then
