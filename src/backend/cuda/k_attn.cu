@@ -511,6 +511,58 @@ __device__ inline void accumulate(float (*acc)[4], float x[4][4], const uint16_t
 	}
 }
 
+// The online softmax of a warp's two rows (a: ia, b: ib) over one step of NT key columns: s holds
+// the scaled scores (−∞ where unseen), xa/xb their lane's maxima; the running maxima m, sums l and
+// the output rows acc are rescaled to the new maxima and s becomes p = 2^(s − m).
+template <int NT, int NO>
+__device__ inline void online_softmax(float s[NT][4], float (*acc)[4], float xa, float xb, float &ma,
+				      float &mb, float &la, float &lb)
+{
+	float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
+	float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
+	float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
+	ma = na, mb = nbm;
+	float pa = 0.0f, pb = 0.0f;
+	for (int nt = 0; nt < NT; nt++)
+		for (int e = 0; e < 4; e++) {
+			float m = e < 2 ? ma : mb;
+			float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
+			s[nt][e] = p;
+			if (e < 2)
+				pa += p;
+			else
+				pb += p;
+		}
+	la = la * ca + pa, lb = lb * cb + pb;
+	for (int n = 0; n < NO; n++) {
+		acc[n][0] *= ca, acc[n][1] *= ca;
+		acc[n][2] *= cb, acc[n][3] *= cb;
+	}
+}
+
+// The forward's end: o = acc / l for the warp's rows ia, ib (those below T) of head h, lse = m ln 2
+// + ln l (the maxima m are in base-2 units).
+template <int DH>
+__device__ inline void store_rows(float *o, float *lse, const float (*acc)[4], float la, float lb, float ma,
+				  float mb, int64_t ia, int64_t ib, int64_t h, int t, const cuk_attn &a)
+{
+	constexpr int NO = DH / 8;
+	la = quad_sum(la), lb = quad_sum(lb);
+	for (int half = 0; half < 2; half++) {
+		int64_t i = half ? ib : ia;
+		float l = half ? lb : la, m = half ? mb : ma;
+		if (i >= a.T)
+			continue;
+		float *oi = o + (i * a.H + h) * DH;
+		for (int n = 0; n < NO; n++) {
+			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
+			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
+		}
+		if (t == 0)
+			lse[h * a.T + i] = m * kLn2 + logf(l);
+	}
+}
+
 template <int DH>
 __global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float *k, const float *v,
 			       const int32_t *seg, cuk_attn a)
@@ -557,43 +609,11 @@ __global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float
 					else
 						xb = fmaxf(xb, x);
 				}
-			float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
-			float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
-			float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
-			ma = na, mb = nbm;
-			float pa = 0.0f, pb = 0.0f;
-			for (int nt = 0; nt < 4; nt++)
-				for (int e = 0; e < 4; e++) {
-					float m = e < 2 ? ma : mb;
-					float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
-					s[nt][e] = p;
-					if (e < 2)
-						pa += p;
-					else
-						pb += p;
-				}
-			la = la * ca + pa, lb = lb * cb + pb;
-			for (int n = 0; n < NO; n++) {
-				acc[n][0] *= ca, acc[n][1] *= ca;
-				acc[n][2] *= cb, acc[n][3] *= cb;
-			}
+			online_softmax<4, NO>(s, acc, xa, xb, ma, mb, la, lb);
 			accumulate<DH>(acc, s, Vs, c0, g, t);
 		}
 	}
-	la = quad_sum(la), lb = quad_sum(lb);
-	for (int half = 0; half < 2; half++) {
-		int64_t i = half ? ib : ia;
-		float l = half ? lb : la, m = half ? mb : ma;
-		if (i >= a.T)
-			continue;
-		float *oi = o + (i * a.H + h) * DH;
-		for (int n = 0; n < NO; n++) {
-			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
-			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
-		}
-		if (t == 0)
-			lse[h * a.T + i] = m * kLn2 + logf(l);
-	}
+	store_rows<DH>(o, lse, acc, la, lb, ma, mb, ia, ib, h, t, a);
 }
 
 // dQ_i = scale · Σ_j dS_ij K_j, dS = P ∘ (dO V^T − Dr): query rows, K/V tiles.
@@ -1119,44 +1139,12 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 						else
 							xb = fmaxf(xb, x);
 					}
-				float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
-				float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
-				float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
-				ma = na, mb = nbm;
-				float pa = 0.0f, pb = 0.0f;
-				for (int nt = 0; nt < NT; nt++)
-					for (int e = 0; e < 4; e++) {
-						float m = e < 2 ? ma : mb;
-						float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
-						s[nt][e] = p;
-						if (e < 2)
-							pa += p;
-						else
-							pb += p;
-					}
-				la = la * ca + pa, lb = lb * cb + pb;
-				for (int n = 0; n < NO; n++) {
-					acc[n][0] *= ca, acc[n][1] *= ca;
-					acc[n][2] *= cb, acc[n][3] *= cb;
-				}
+				online_softmax<NT, NO>(s, acc, xa, xb, ma, mb, la, lb);
 				accumulate_ld<DH, NT>(acc, s, Vs, c0, lane);
 			}
 		__syncthreads(); // every warp is done with this stage before the next load refills it
 	}
-	la = quad_sum(la), lb = quad_sum(lb);
-	for (int half = 0; half < 2; half++) {
-		int64_t i = half ? ib : ia;
-		float l = half ? lb : la, m = half ? mb : ma;
-		if (i >= a.T)
-			continue;
-		float *oi = o + (i * a.H + h) * DH;
-		for (int n = 0; n < NO; n++) {
-			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
-			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
-		}
-		if (t == 0)
-			lse[h * a.T + i] = m * kLn2 + logf(l);
-	}
+	store_rows<DH>(o, lse, acc, la, lb, ma, mb, ia, ib, h, t, a);
 }
 
 // dQ_i = scale · Σ_j dS_ij K_j, dS = P ∘ (dO V^T − Dr): query rows, K/V stages, 32 keys at a time.
