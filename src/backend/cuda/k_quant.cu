@@ -98,7 +98,7 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 			am = static_cast<const float *>(w.absmax)[b];
 		else
 			am = dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
-			     w.offset;
+			     (w.offset_dev ? *w.offset_dev : w.offset); // an expert's: on the device
 		float v[8];
 		for (int k = 0; k < 4; k++) {
 			unsigned byte =
