@@ -20,10 +20,12 @@
  * waiting for at least as much: always correct, only later. */
 #define CU_RING 256
 
-/* Bytes of decoded weight one product step takes (the weight is decoded in row chunks of at most
- * this many bytes), and of the half-precision copy of its activations (token chunks). */
+/* Bytes of decoded weight one product step takes (the weight is decoded in chunks of rows or
+ * columns of at most this many bytes), and of the half-precision copy of its activations (token
+ * chunks: 64 MiB hold a whole micro-batch of 2048 tokens at 14336 columns, so it is rounded once).
+ * TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower them (the tests' chunked paths). */
 #define CU_DECODE_BYTES ((size_t)32 << 20)
-#define CU_OPERAND_BYTES ((size_t)32 << 20)
+#define CU_OPERAND_BYTES ((size_t)64 << 20)
 /* Logits of one ce_loss token chunk, and the device bytes the backend keeps besides the
  * buffers callers allocate and the scratch above (cuBLAS workspace, event pools, rounding). */
 #define CU_CE_CHUNK_BYTES ((int64_t)64 << 20)

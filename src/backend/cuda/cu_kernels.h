@@ -37,6 +37,9 @@ struct cuk_weight {
  * out_dt (0 f32, 1 f16, 2 bf16; round to nearest even), for r < nrows. */
 cudaError_t cuk_decode(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w, int64_t row0,
 		       int64_t nrows);
+/* out[r, j] = W[row0 + r, i0 + j] as cuk_decode, for r < nrows, j < ic (out [nrows, ic]). */
+cudaError_t cuk_decode_window(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w, int64_t row0,
+			      int64_t nrows, int64_t i0, int64_t ic);
 /* *bits = max(*bits, the largest |x[i]|'s bit pattern) (*bits zeroed by the caller). */
 cudaError_t cuk_absmax_bits(cudaStream_t s, const float *x, int64_t n, uint32_t *bits);
 /* out[i] = x[i] · sc rounded to out_dt (1 f16, 2 bf16), where for f16 sc = the input scale of

@@ -87,43 +87,80 @@ static enum tern_status weight_open(const char *op, const struct tern_weight *w,
 
 /* ---- matmul / matmul_bwd ---- */
 
-/* How one product runs: the operands' dtype, whether W is used in place, and the chunks. */
+/* How one product runs: the operands' dtype, whether W is used in place, and the chunks. The
+ * forward takes W in chunks of rows (y's columns: each GEMM has the whole reduction), the
+ * backward in chunks of columns (dx's columns, again the whole reduction over O: no chunk adds
+ * into dx after another). The activation operand is rounded once per chunk of tokens; W is
+ * decoded once when it fits the scratch, else once per chunk of tokens and W. */
 struct mm_plan {
 	enum tern_dtype prec;
 	cudaDataType ab;
 	bool direct;   /* W's storage is the operand (no decode) */
-	int64_t rows;  /* rows of W per step */
+	int64_t wn;    /* rows (forward) or columns (backward) of W per step */
 	int64_t toks;  /* tokens of the activation operand per step (all when prec is F32) */
-	size_t wbytes; /* scratch: decoded W rows */
+	size_t wbytes; /* scratch: decoded W */
 	size_t obytes; /* scratch: the half-precision activation rows */
 };
 
+/* def, or the environment's var when it is a smaller positive number of bytes (read once) */
+static size_t bytes_env(const char *var, size_t def, long long *cache)
+{
+	if (*cache < 0) {
+		const char *e = getenv(var);
+		long long v = e ? strtoll(e, NULL, 10) : 0;
+		*cache = v > 0 && (size_t)v < def ? v : (long long)def;
+	}
+	return (size_t)*cache;
+}
+
 /* W [O, I]; the activation operand has K columns (I forward, O backward) and T rows. */
-static struct mm_plan mm_plan_of(const struct tern_weight *w, enum tern_dtype prec, int64_t T, int64_t K)
+static struct mm_plan mm_plan_of(const struct tern_weight *w, enum tern_dtype prec, int64_t T, int64_t K,
+				 bool bwd)
 {
 	struct mm_plan p = {.prec = prec, .ab = cuda_type(prec)};
 	p.direct = (int)w->dtype == (int)prec; /* F32/F16/BF16 only match themselves */
 	size_t es = esize(prec);
-	int64_t rows = (int64_t)(CU_DECODE_BYTES / ((size_t)w->I * es));
-	p.rows = p.direct ? w->O : rows < 1 ? 1 : rows > w->O ? w->O : rows;
-	p.wbytes = p.direct ? 0 : (size_t)(p.rows * w->I) * es;
-	int64_t toks = (int64_t)(CU_OPERAND_BYTES / ((size_t)K * 2));
+	int64_t all = bwd ? w->I : w->O, other = bwd ? w->O : w->I;
+	static long long dec = -1, opd = -1;
+	int64_t n =
+		(int64_t)(bytes_env("TERN_CUDA_DECODE_BYTES", CU_DECODE_BYTES, &dec) / ((size_t)other * es));
+	if (bwd && n < all) /* column windows start at multiples of 8 (the eight-weight decode) */
+		n &= ~(int64_t)7;
+	p.wn = p.direct ? all : n < (bwd ? 8 : 1) ? (bwd ? 8 : 1) : n > all ? all : n;
+	p.wbytes = p.direct ? 0 : (size_t)(p.wn * other) * es;
+	int64_t toks =
+		(int64_t)(bytes_env("TERN_CUDA_OPERAND_BYTES", CU_OPERAND_BYTES, &opd) / ((size_t)K * 2));
 	p.toks = prec == TERN_F32 ? T : toks < 1 ? 1 : toks > T ? T : toks;
 	p.obytes = prec == TERN_F32 ? 0 : (size_t)(p.toks * K) * 2;
 	return p;
 }
 
-/* Rows [o0, o0 + on) of W as the operand: in place, or decoded into wscr. */
+/* Rows [o0, o0 + on) (forward) or columns [i0, i0 + in) (backward) of W as the operand: in place
+ * (the whole W: a direct plan has one part), or decoded into wscr. */
+static enum tern_status mm_weight_part(struct cu_backend *c, const struct mm_plan *p,
+				       const struct cuk_weight *kw, void *wscr, bool bwd, int64_t k0,
+				       int64_t kn, const void **out)
+{
+	if (p->direct) {
+		*out = kw->data;
+		return TERN_OK;
+	}
+	*out = wscr;
+	cudaStream_t s = tern_cu_stream(c);
+	return tern_cu_check(bwd ? cuk_decode_window(s, wscr, (int)p->prec, kw, 0, kw->O, k0, kn)
+				 : cuk_decode(s, wscr, (int)p->prec, kw, k0, kn),
+			     "decode");
+}
+
+/* Rows [o0, o0 + on) of W (the loss's chunks of the vocabulary), in place or decoded. */
 static enum tern_status mm_weight_rows(struct cu_backend *c, const struct mm_plan *p,
 				       const struct cuk_weight *kw, void *wscr, int64_t o0, int64_t on,
 				       const void **out)
 {
-	if (p->direct) {
-		*out = (const char *)kw->data + (size_t)(o0 * kw->I) * esize(p->prec);
-		return TERN_OK;
-	}
-	*out = wscr;
-	return tern_cu_check(cuk_decode(tern_cu_stream(c), wscr, (int)p->prec, kw, o0, on), "decode");
+	enum tern_status st = mm_weight_part(c, p, kw, wscr, false, o0, on, out);
+	if (st == TERN_OK && p->direct)
+		*out = (const char *)*out + (size_t)(o0 * kw->I) * esize(p->prec);
+	return st;
 }
 
 /* The activation operand: rows [t0, t0 + tn) of a [T, K] fp32 tensor, in place (F32) or scaled
@@ -151,100 +188,70 @@ static enum tern_status mm_absmax(struct cu_backend *c, const struct mm_plan *p,
 	return st ? st : tern_cu_check(cuk_absmax_bits(s, x, n, c->absmax), "absmax");
 }
 
-enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				const struct tern_weight *w, int64_t T, enum tern_dtype prec)
+/* y = x · Wᵀ (forward) or dx (+)= dy · W (backward): out [T, N], in [T, K]. */
+static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_view out, struct tern_view in,
+			       const struct tern_weight *w, int64_t T, bool accumulate, enum tern_dtype prec)
 {
-	const char *op = "matmul";
+	const char *op = bwd ? "matmul_bwd" : "matmul";
 	struct cu_backend *c = cu_be(be);
 	struct cuk_weight kw;
 	enum tern_status st;
-	int64_t O = w->O, I = w->I;
-	float *yp, *xp;
+	int64_t O = w->O, I = w->I, N = bwd ? I : O, K = bwd ? O : I;
+	float *outp, *inp;
 	if ((st = weight_open(op, w, &kw)) ||
-	    (st = tern_cu_view(op, "y", y, (size_t)(T * O) * 4, 4, (void **)&yp, "T=%lld O=%lld f32",
-			       (long long)T, (long long)O)) ||
-	    (st = tern_cu_view(op, "x", x, (size_t)(T * I) * 4, 4, (void **)&xp, "T=%lld I=%lld f32",
-			       (long long)T, (long long)I)))
+	    (st = tern_cu_view(op, bwd ? "dx" : "y", out, (size_t)(T * N) * 4, 4, (void **)&outp,
+			       "T=%lld %s=%lld f32", (long long)T, bwd ? "I" : "O", (long long)N)) ||
+	    (st = tern_cu_view(op, bwd ? "dy" : "x", in, (size_t)(T * K) * 4, 4, (void **)&inp,
+			       "T=%lld %s=%lld f32", (long long)T, bwd ? "O" : "I", (long long)K)))
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	struct mm_plan p = mm_plan_of(w, prec, T, I);
+	struct mm_plan p = mm_plan_of(w, prec, T, K, bwd);
 	void *scr = NULL;
 	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
 		return st;
 	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
-	if ((st = mm_absmax(c, &p, xp, T * I)))
+	if ((st = mm_absmax(c, &p, inp, T * K)))
 		return st;
 	const float one = 1.0f, zero = 0.0f;
-	bool dev = prec == TERN_F16;
-	for (int64_t o0 = 0; o0 < O; o0 += p.rows) {
-		int64_t on = O - o0 < p.rows ? O - o0 : p.rows;
-		const void *Wc, *Xc;
-		if ((st = mm_weight_rows(c, &p, &kw, wscr, o0, on, &Wc)))
+	bool dev = prec == TERN_F16, once = p.wn >= N;
+	const void *alpha = dev ? (const void *)c->consts : &one;
+	const void *beta = dev ? (const void *)(c->consts + (accumulate ? 2 : 1)) : accumulate ? &one : &zero;
+	const void *Wc = NULL, *Xc;
+	if (once && (st = mm_weight_part(c, &p, &kw, wscr, bwd, 0, N, &Wc)))
+		return st;
+	for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
+		int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
+		if ((st = mm_act_rows(c, &p, inp, K, oscr, t0, tn, &Xc)))
 			return st;
-		for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
-			int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
-			if ((st = mm_act_rows(c, &p, xp, I, oscr, t0, tn, &Xc)))
+		for (int64_t k0 = 0; k0 < N; k0 += p.wn) {
+			int64_t kn = N - k0 < p.wn ? N - k0 : p.wn;
+			if (!once && (st = mm_weight_part(c, &p, &kw, wscr, bwd, k0, kn, &Wc)))
 				return st;
-			/* yᵀ[o0.., t0..] (on×tn) = Wc (on×I) · Xcᵀ (I×tn) */
-			if ((st = gemm_ex(c, op, true, false, on, tn, I, dev ? (const void *)c->consts : &one,
-					  Wc, I, Xc, I, dev ? (const void *)(c->consts + 1) : &zero,
-					  yp + t0 * O + o0, O, p.ab, dev)))
+			if (!bwd) /* yᵀ[o0.., t0..] (on×tn) = Wc (on×I) · Xcᵀ (I×tn) */
+				st = gemm_ex(c, op, true, false, kn, tn, I, alpha, Wc, I, Xc, I, beta,
+					     outp + t0 * O + k0, O, p.ab, dev);
+			else /* dxᵀ[i0.., t0..] (in×tn) (+)= Wc[:, i0..]ᵀ (in×O) · dyᵀ[.., t0..] (O×tn) */
+				st = gemm_ex(c, op, false, false, kn, tn, O, alpha, Wc, kn, Xc, O, beta,
+					     outp + t0 * I + k0, I, p.ab, dev);
+			if (st)
 				return st;
 		}
 	}
 	return TERN_OK;
 }
 
+enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				const struct tern_weight *w, int64_t T, enum tern_dtype prec)
+{
+	return mm_run(be, false, y, x, w, T, false, prec);
+}
+
 enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				    const struct tern_weight *w, int64_t T, bool accumulate,
 				    enum tern_dtype prec)
 {
-	const char *op = "matmul_bwd";
-	struct cu_backend *c = cu_be(be);
-	struct cuk_weight kw;
-	enum tern_status st;
-	int64_t O = w->O, I = w->I;
-	float *dxp, *dyp;
-	if ((st = weight_open(op, w, &kw)) ||
-	    (st = tern_cu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, (void **)&dxp, "T=%lld I=%lld f32",
-			       (long long)T, (long long)I)) ||
-	    (st = tern_cu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, (void **)&dyp, "T=%lld O=%lld f32",
-			       (long long)T, (long long)O)))
-		return st;
-	if (T == 0)
-		return TERN_OK;
-	struct mm_plan p = mm_plan_of(w, prec, T, O);
-	void *scr = NULL;
-	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
-		return st;
-	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
-	if ((st = mm_absmax(c, &p, dyp, T * O)))
-		return st;
-	const float one = 1.0f, zero = 0.0f;
-	bool dev = prec == TERN_F16;
-	for (int64_t o0 = 0; o0 < O; o0 += p.rows) {
-		int64_t on = O - o0 < p.rows ? O - o0 : p.rows;
-		const void *Wc, *Dc;
-		bool add = accumulate || o0 > 0; /* chunks of the reduction add up in dx */
-		if ((st = mm_weight_rows(c, &p, &kw, wscr, o0, on, &Wc)))
-			return st;
-		for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
-			int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
-			if ((st = mm_act_rows(c, &p, dyp, O, oscr, t0, tn, &Dc)))
-				return st;
-			/* dxᵀ[.., t0..] (I×tn) (+)= Wcᵀ (I×on) · dyᵀ[o0.., t0..] (on×tn) */
-			const void *alpha = dev ? (const void *)c->consts : &one;
-			const void *beta = dev   ? (const void *)(c->consts + (add ? 2 : 1))
-					   : add ? &one
-						 : &zero;
-			if ((st = gemm_ex(c, op, false, false, I, tn, on, alpha, Wc, I,
-					  (const char *)Dc + (size_t)o0 * esize(prec), O, beta, dxp + t0 * I,
-					  I, p.ab, dev)))
-				return st;
-		}
-	}
-	return TERN_OK;
+	return mm_run(be, true, dx, dy, w, T, accumulate, prec);
 }
 
 /* ---- gemm (fp32) ---- */
@@ -339,7 +346,7 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 		return TERN_OK;
 	int64_t tc = tern_cu_ce_chunk(T, V);
 	bool bf = prec == TERN_BF16 && !dwp;
-	struct mm_plan p = mm_plan_of(W, bf ? TERN_BF16 : TERN_F32, tc, D);
+	struct mm_plan p = mm_plan_of(W, bf ? TERN_BF16 : TERN_F32, tc, D, false);
 	double *term;
 	void *scr;
 	size_t zbytes = (size_t)(tc * V) * 4, xbytes = bf ? (size_t)(tc * D) * 2 : 0;
@@ -360,8 +367,8 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 							       c->absmax, NULL),
 					      "operand")))
 			return st;
-		for (int64_t v0 = 0; v0 < V; v0 += p.rows) { /* zᵀ[v0.., :] (vn×tn) = Wc · xcᵀ */
-			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
+		for (int64_t v0 = 0; v0 < V; v0 += p.wn) { /* zᵀ[v0.., :] (vn×tn) = Wc · xcᵀ */
+			int64_t vn = V - v0 < p.wn ? V - v0 : p.wn;
 			const void *Wc;
 			if ((st = mm_weight_rows(c, &p, &kw, wscr, v0, vn, &Wc)) ||
 			    (st = gemm_ex(c, op, true, false, vn, tn, D, &one, Wc, D, xo, D, &zero, z + v0, V,
@@ -371,8 +378,8 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if ((st = tern_cu_check(
 			     cuk_ce_rows(tern_cu_stream(c), z, tn, V, lab + t0, inv_n, term + t0, bf), op)))
 			return st;
-		for (int64_t v0 = 0; v0 < V; v0 += p.rows) {
-			int64_t vn = V - v0 < p.rows ? V - v0 : p.rows;
+		for (int64_t v0 = 0; v0 < V; v0 += p.wn) {
+			int64_t vn = V - v0 < p.wn ? V - v0 : p.wn;
 			const void *Wc;
 			/* dxᵀ[:, t0..] (D×tn) += Wcᵀ (D×vn) · dzᵀ[v0.., :] (vn×tn); in bf16 the rows of dz
 			 * are 2V bf16 apart */

@@ -62,23 +62,27 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 	return (float)(q - 1) * w.scale;
 }
 
-// Rows over blockIdx.y, columns over blockIdx.x: no division per element.
+// The window [row0, row0 + nrows) x [i0, i0 + ic) of W into out [nrows, ic]. Rows over
+// blockIdx.y, columns over blockIdx.x: no division per element.
 template <int WDT, int DT>
-__global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int bs_shift)
+__global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0, int64_t ic,
+			      int bs_shift)
 {
 	for (int64_t r = blockIdx.y; r < nrows; r += gridDim.y)
-		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < w.I;
+		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < ic;
 		     i += (int64_t)gridDim.x * blockDim.x)
-			store<DT>(out, r * w.I + i, wvalue<WDT>(w, row0 + r, i, bs_shift));
+			store<DT>(out, r * ic + i, wvalue<WDT>(w, row0 + r, i0 + i, bs_shift));
 }
 
 // NF4 / NF4-DQ, eight weights per thread (the fast path of decode_as): one 4-byte load of codes,
 // the block's scale once, the code tables in shared memory (a lookup by code from constant memory
-// serialises over the distinct codes of a warp), one 16-byte store (32 for f32). Needs I % 8 == 0
-// and a blocksize >= 8 (eight weights of a row in one block), 4-byte aligned codes and a 16-byte
-// aligned out. The same products as wvalue (built with --fmad=false), so the same values.
+// serialises over the distinct codes of a warp), one 16-byte store (32 for f32). Needs I, i0 and
+// ic multiples of 8 and a blocksize >= 8 (eight weights of a row in one block), 4-byte aligned
+// codes and a 16-byte aligned out. The same products as wvalue (built with --fmad=false), so the
+// same values. The window as decode_kernel's.
 template <int WDT, int DT>
-__global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int bs_shift)
+__global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
+				    int64_t ic, int bs_shift)
 {
 	__shared__ float nf4[16], dmap[256];
 	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
@@ -87,10 +91,12 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 		dmap[k] = c_dmap[k];
 	}
 	__syncthreads();
-	int64_t n = nrows * (w.I / 8);
+	int64_t c8 = ic / 8, n = nrows * c8;
 	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
 	     x += (int64_t)gridDim.x * blockDim.x) {
-		int64_t g = row0 * w.I + x * 8; // the flat index of the first of the eight
+		int64_t r = c8 == w.I / 8 ? 0 : x / c8; // whole rows: x * 8 is the offset already
+		int64_t g =
+			(row0 + r) * w.I + i0 + (x - r * c8) * 8; // the flat index of the first of the eight
 		uint32_t word = static_cast<const uint32_t *>(w.data)[g >> 3];
 		int64_t b = g >> bs_shift;
 		float am;
@@ -129,9 +135,10 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 }
 
 template <int WDT>
-cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows)
+cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows,
+		      int64_t i0, int64_t ic)
 {
-	int64_t gx = (w.I + kThreads - 1) / kThreads;
+	int64_t gx = (ic + kThreads - 1) / kThreads;
 	dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(nrows > 65535 ? 65535 : nrows));
 	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
 	while (shift < 30 && (1 << shift) < w.blocksize)
@@ -141,24 +148,27 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 		const char *e = getenv("TERN_CUDA_DECODE");
 		v1 = e && !strcmp(e, "v1");
 	}
-	if ((WDT == 3 || WDT == 4) && !v1 && w.I > 0 && w.I % 8 == 0 && w.blocksize >= 8 &&
-	    ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0) {
-		int64_t n = nrows * (w.I / 8), blocks = (n + kThreads - 1) / kThreads;
+	if ((WDT == 3 || WDT == 4) && !v1 && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
+	    w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0) {
+		int64_t n = nrows * (ic / 8), blocks = (n + kThreads - 1) / kThreads;
 		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
 		if (out_dt == 0)
-			decode_nf4x8_kernel<WDT, 0><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+			decode_nf4x8_kernel<WDT, 0>
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 		else if (out_dt == 1)
-			decode_nf4x8_kernel<WDT, 1><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+			decode_nf4x8_kernel<WDT, 1>
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 		else
-			decode_nf4x8_kernel<WDT, 2><<<gb, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+			decode_nf4x8_kernel<WDT, 2>
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 		return cudaGetLastError();
 	}
 	if (out_dt == 0)
-		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 	else if (out_dt == 1)
-		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 	else
-		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, shift);
+		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
 	return cudaGetLastError();
 }
 
@@ -208,19 +218,25 @@ extern "C" cudaError_t cuk_set_tables(const float nf4[16], const float dmap[256]
 	return e != cudaSuccess ? e : cudaMemcpyToSymbol(c_dmap, dmap, 256 * sizeof(float));
 }
 
+extern "C" cudaError_t cuk_decode_window(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
+					 int64_t row0, int64_t nrows, int64_t i0, int64_t ic)
+{
+	if (nrows <= 0 || ic <= 0)
+		return cudaSuccess;
+	switch (w->dtype) {
+	case 0: return decode_as<0>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	case 1: return decode_as<1>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	case 2: return decode_as<2>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	case 3: return decode_as<3>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	case 4: return decode_as<4>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	default: return decode_as<5>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	}
+}
+
 extern "C" cudaError_t cuk_decode(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
 				  int64_t row0, int64_t nrows)
 {
-	if (nrows <= 0)
-		return cudaSuccess;
-	switch (w->dtype) {
-	case 0: return decode_as<0>(s, out, out_dt, *w, row0, nrows);
-	case 1: return decode_as<1>(s, out, out_dt, *w, row0, nrows);
-	case 2: return decode_as<2>(s, out, out_dt, *w, row0, nrows);
-	case 3: return decode_as<3>(s, out, out_dt, *w, row0, nrows);
-	case 4: return decode_as<4>(s, out, out_dt, *w, row0, nrows);
-	default: return decode_as<5>(s, out, out_dt, *w, row0, nrows);
-	}
+	return cuk_decode_window(s, out, out_dt, w, row0, nrows, 0, w->I);
 }
 
 extern "C" cudaError_t cuk_absmax_bits(cudaStream_t s, const float *x, int64_t n, uint32_t *bits)
