@@ -1252,6 +1252,26 @@ static void check_matmul_all(struct suite *s)
 			check_matmul(s, &WFMTS[f], MM_SHAPES[k][0], MM_SHAPES[k][1], MM_SHAPES[k][2]);
 }
 
+/* adamw, sumsq (slices and parts on CUDA: 100003 takes several), clip */
+static void check_optim_all(struct suite *s)
+{
+	static const int64_t an[] = {1, 33, 1001};
+	for (int k = 0; k < 3; k++) {
+		check_adamw(s, an[k], 0.0f, 1, 4);
+		check_adamw(s, an[k], 0.01f, 1, 4);
+	}
+	check_adamw(s, 1001, 0.01f, 100, 3);
+
+	static const int64_t sn[] = {1, 17, 1000, 100003};
+	for (int k = 0; k < 4; k++) {
+		check_sumsq(s, sn[k], false);
+		check_sumsq(s, sn[k], true);
+	}
+	check_clip(s, 1000, 0.25);
+	check_clip(s, 1000, 4.0);
+	check_clip(s, 1, 0.5);
+}
+
 static void run_backend(struct suite *s)
 {
 	/* TERN_TEST_ONLY=attention,loss,...: only those groups (a quick look at one op family, e.g.
@@ -1274,7 +1294,8 @@ static void run_backend(struct suite *s)
 			      {"grouped", check_grouped_all},
 			      {"gemm", check_gemm_all},
 			      {"matmul", check_matmul_all},
-			      {"argmax", check_argmax_all}};
+			      {"argmax", check_argmax_all},
+			      {"optim", check_optim_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
 			char key[64];
 			snprintf(key, sizeof key, ",%s,", groups[g].name);
@@ -1313,21 +1334,7 @@ static void run_backend(struct suite *s)
 		check_scale(s, en[k], -3.0f);
 	}
 
-	static const int64_t an[] = {1, 33, 1001};
-	for (int k = 0; k < 3; k++) {
-		check_adamw(s, an[k], 0.0f, 1, 4);
-		check_adamw(s, an[k], 0.01f, 1, 4);
-	}
-	check_adamw(s, 1001, 0.01f, 100, 3);
-
-	static const int64_t sn[] = {1, 17, 1000, 100003};
-	for (int k = 0; k < 4; k++) {
-		check_sumsq(s, sn[k], false);
-		check_sumsq(s, sn[k], true);
-	}
-	check_clip(s, 1000, 0.25);
-	check_clip(s, 1000, 4.0);
-	check_clip(s, 1, 0.5);
+	check_optim_all(s);
 
 	static const enum tern_dtype ct[] = {TERN_F32, TERN_F16, TERN_BF16};
 	static const int64_t cn[] = {1, 17, 1001};

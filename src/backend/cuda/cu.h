@@ -63,9 +63,10 @@ struct cu_backend {
 	/* the shared scratch (see above) and the small device scalars of the products */
 	void *scratch;
 	size_t scratch_size;
-	float *consts;    /* [0] the inverse input scale of the last f16 product, [1] 0, [2] 1 */
-	uint32_t *absmax; /* [1]: the max |x| bits of the last f16 operand */
-	double *term;     /* ce_loss: [term_n] per-token loss terms */
+	float *consts;      /* [0] the inverse input scale of the last f16 product, [1] 0, [2] 1 */
+	uint32_t *absmax;   /* [1]: the max |x| bits of the last f16 operand */
+	double *sumsq_part; /* [CUK_SUMSQ_PARTS]: sumsq's partial sums */
+	double *term;       /* ce_loss: [term_n] per-token loss terms */
 	int64_t term_n;
 
 	/* the profile: records of the ops since the last read */

@@ -499,6 +499,7 @@ static void cu_destroy(struct tern_backend *be)
 	cudaFree(c->scratch);
 	cudaFree(c->consts);
 	cudaFree(c->absmax);
+	cudaFree(c->sumsq_part);
 	cudaFree(c->term);
 	if (c->cs)
 		cudaStreamDestroy(c->cs);
@@ -685,6 +686,8 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	    (st = tern_cu_check(cuk_set_tables(nf4, dmap), "decode tables")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->consts, sizeof consts), "constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->absmax, 4), "constants")) ||
+	    (st = tern_cu_check(cudaMalloc((void **)&c->sumsq_part, CUK_SUMSQ_PARTS * sizeof(double)),
+				"constants")) ||
 	    (st = tern_cu_check(cudaMemcpy(c->consts, consts, sizeof consts, cudaMemcpyHostToDevice),
 				"constants")) ||
 	    (st = tern_cu_check(cudaMalloc(&c->blas_ws, ws), "cuBLAS workspace")) ||
@@ -701,7 +704,7 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 		    (st = tern_cu_check(cudaEventCreateWithFlags(&c->ticket_ev[i], cudaEventDisableTiming),
 					"events")))
 			goto fail;
-	c->used = sizeof consts + 4 + ws;
+	c->used = sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + ws;
 	*out = be;
 	return TERN_OK;
 fail:

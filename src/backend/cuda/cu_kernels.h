@@ -61,8 +61,11 @@ struct cuk_adamw_c {
 };
 cudaError_t cuk_adamw(cudaStream_t s, float *p, const float *g, float *m, float *v, int64_t n,
 		      const struct cuk_adamw_c *c);
-/* out[0] = or += Σ x² in double, in one fixed order (one block) */
-cudaError_t cuk_sumsq(cudaStream_t s, float *out, const float *x, int64_t n, bool accumulate);
+/* The number of partial sums of cuk_sumsq (its part: that many doubles of device memory). */
+#define CUK_SUMSQ_PARTS 256
+/* out[0] = or += Σ x² in double, in one fixed order that depends on n alone: up to
+ * CUK_SUMSQ_PARTS blocks sum slices into part, one block adds the parts */
+cudaError_t cuk_sumsq(cudaStream_t s, float *out, const float *x, int64_t n, bool accumulate, double *part);
 cudaError_t cuk_clip(cudaStream_t s, float *x, int64_t n, const float *sumsq, float max_norm);
 cudaError_t cuk_cast(cudaStream_t s, void *dst, int dt, const void *src, int st, int64_t n);
 cudaError_t cuk_swiglu(cudaStream_t s, float *h, const float *g, const float *u, int64_t n, int relu2);

@@ -89,7 +89,8 @@ enum tern_status tern_cu_sumsq(struct tern_backend *be, struct tern_view out, st
 		st = F32V("sumsq", "out", out, 1, &op_, "1 f32");
 	if (st)
 		return st;
-	return launched(cuk_sumsq(tern_cu_stream(cu_be(be)), op_, xp, n, accumulate), "sumsq");
+	struct cu_backend *c = cu_be(be);
+	return launched(cuk_sumsq(tern_cu_stream(c), op_, xp, n, accumulate, c->sumsq_part), "sumsq");
 }
 
 enum tern_status tern_cu_clip(struct tern_backend *be, struct tern_view x, int64_t n, struct tern_view sumsq,

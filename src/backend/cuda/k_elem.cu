@@ -98,13 +98,26 @@ __global__ void adamw_kernel(float *pp, const float *gp, float *mp, float *vp, i
 	}
 }
 
-// One block of 1024 threads: thread k sums k, k + 1024, ... in double; then the fixed tree.
-__global__ void sumsq_kernel(float *out, const float *x, int64_t n, bool accumulate)
+// Pass one: block b sums its slice [b·chunk, (b+1)·chunk) of x (thread k: k, k + 1024, ... of it)
+// in double, then the fixed tree; part[b] = the block's sum. The slices depend on n alone, so the
+// result does not depend on the device.
+__global__ void sumsq_part_kernel(double *part, const float *x, int64_t n, int64_t chunk)
 {
 	__shared__ double sh[32];
+	int64_t i0 = blockIdx.x * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
 	double s = 0.0;
-	for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+	for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x)
 		s += (double)x[i] * (double)x[i];
+	s = block_sum(s, sh);
+	if (threadIdx.x == 0)
+		part[blockIdx.x] = s;
+}
+
+// Pass two, one block: the parts in the fixed tree.
+__global__ void sumsq_final_kernel(float *out, const double *part, int nparts, bool accumulate)
+{
+	__shared__ double sh[32];
+	double s = threadIdx.x < nparts ? part[threadIdx.x] : 0.0;
 	s = block_sum(s, sh);
 	if (threadIdx.x == 0)
 		out[0] = (float)(accumulate ? (double)out[0] + s : s);
@@ -296,9 +309,15 @@ extern "C" cudaError_t cuk_adamw(cudaStream_t s, float *p, const float *g, float
 	return cudaGetLastError();
 }
 
-extern "C" cudaError_t cuk_sumsq(cudaStream_t s, float *out, const float *x, int64_t n, bool accumulate)
+extern "C" cudaError_t cuk_sumsq(cudaStream_t s, float *out, const float *x, int64_t n, bool accumulate,
+				 double *part)
 {
-	sumsq_kernel<<<1, 1024, 0, s>>>(out, x, n, accumulate);
+	int64_t per = 1024 * 16; // at least 16 elements a thread before a slice of its own
+	int64_t nb = (n + per - 1) / per;
+	nb = nb < 1 ? 1 : nb > CUK_SUMSQ_PARTS ? CUK_SUMSQ_PARTS : nb;
+	int64_t chunk = (n + nb - 1) / nb;
+	sumsq_part_kernel<<<(unsigned)nb, 1024, 0, s>>>(part, x, n, chunk);
+	sumsq_final_kernel<<<1, CUK_SUMSQ_PARTS, 0, s>>>(out, part, (int)nb, accumulate);
 	return cudaGetLastError();
 }
 
