@@ -127,7 +127,7 @@ struct tern_net {
 	size_t act_bytes;
 	struct layer_act *la;  /* [L] with checkpointing all alias one set */
 	struct tern_view *xin; /* [L+1] layer inputs [T,D]: fp32, or f16 at F16 products */
-	struct tern_view xcur; /* [T,D] fp32: the f16 layer input at work (F16 products only) */
+	struct tern_view xcur; /* [T,D] fp32: the f16/bf16 layer input at work (F16, BF16 products) */
 	struct tern_view xq;   /* BitNet: act_quant8 of a projection's input [T,maxI] */
 	bool bitnet;           /* model_type bitnet */
 	/* io */
@@ -360,6 +360,10 @@ static void moe_dims(struct tern_net *n, const struct tern_model_config *c)
 
 /* The activation block of one micro-batch: layer inputs, one saved set per layer (one in all
  * with checkpointing), io and backward scratch. */
+/* Whether the layer inputs (the residual stream between layers) are kept in half precision:
+ * at F16 and BF16 products. */
+static bool half_stream(const struct tern_net *n) { return n->o.prec == TERN_F16 || n->o.prec == TERN_BF16; }
+
 static void plan_act(struct tern_net *n, const struct tern_model_config *c, struct plan *ap_)
 {
 	struct plan ap = *ap_;
@@ -372,10 +376,10 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		maxI = H * Dh;
 	/* a stage keeps the sets and inputs of its own layers [l0, l1] */
 	int s0 = n->o.checkpointing ? 0 : (int)n->l0, s1 = n->o.checkpointing ? 1 : (int)n->l1;
-	/* at F16 products the layer inputs are kept in f16 (the residual stream is rounded to f16
-	 * between layers, the forward and its recomputation see the same values); the layer at
-	 * work reads an fp32 copy in xcur */
-	bool x16 = n->o.prec == TERN_F16;
+	/* at F16 and BF16 products the layer inputs are kept in that dtype (the residual stream is
+	 * rounded between layers, as a model run in f16/bf16 holds it; the forward and its
+	 * recomputation see the same values); the layer at work reads an fp32 copy in xcur */
+	bool x16 = half_stream(n);
 	for (int l = 0; l <= L; l++)
 		take(&ap, &n->xin[l], l >= n->l0 && l <= n->l1 ? (size_t)(T * D) * (x16 ? 2 : 4) : 0);
 	if (x16)
@@ -1996,15 +2000,16 @@ enum tern_status tern_net_zero(struct tern_net *n)
 	return st;
 }
 
-/* The fp32 input of layer l (l = L: of the final norm): xin[l], or its f16 copy widened into xcur. */
+/* The fp32 input of layer l (l = L: of the final norm): xin[l], or its f16/bf16 copy widened
+ * into xcur. */
 static enum tern_status layer_input(struct tern_net *n, int l, struct tern_view *x)
 {
-	if (n->o.prec != TERN_F16) {
+	if (!half_stream(n)) {
 		*x = n->xin[l];
 		return TERN_OK;
 	}
 	*x = n->xcur;
-	return tern_cast(n->be, n->xcur, TERN_F32, n->xin[l], TERN_F16, n->T * n->D);
+	return tern_cast(n->be, n->xcur, TERN_F32, n->xin[l], n->o.prec, n->T * n->D);
 }
 
 /* out = the embedding rows of tokens, gathered from the host table (embed's contract). */
@@ -2055,7 +2060,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	TRY(vt->upload(be, tern_view_sub(n->pos, 0, (size_t)T * 4), positions));
 	TRY(vt->upload(be, tern_view_sub(n->seg, 0, (size_t)T * 4), segments));
 
-	bool x16 = n->o.prec == TERN_F16;
+	bool x16 = half_stream(n);
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
 	/* a layer split's stage: layer l0's input (as the previous stage keeps it) and dL/d(output) */
 	size_t xbytes = (size_t)(T * D) * (x16 ? 2 : 4), dbytes = (size_t)(T * D) * 4;
@@ -2068,7 +2073,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	else
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
 	if (x16 && n->l0 == 0)
-		TRY(tern_cast(be, n->xin[0], TERN_F16, x0, TERN_F32, T * D));
+		TRY(tern_cast(be, n->xin[0], n->o.prec, x0, TERN_F32, T * D));
 	n->hseg = segments;
 	bool aux = n->aux_cnt && backward;
 	n->aux_on = aux;
@@ -2094,7 +2099,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 			return st;
 		}
 		if (x16)
-			TRY(tern_cast(be, n->xin[l + 1], TERN_F16, n->tmpD, TERN_F32, T * D));
+			TRY(tern_cast(be, n->xin[l + 1], n->o.prec, n->tmpD, TERN_F32, T * D));
 	}
 	n->aux_on = false;
 	if (aux && n->l1 == L) { /* the sums are complete: the loss, and d aux / d p for the backward */
