@@ -216,14 +216,22 @@ out:
 
 /* ---- gemm --------------------------------------------------------------------------------- */
 
+/* prec BF16: the oracle multiplies A and B rounded to bf16 (to nearest even, backend.h gemm);
+ * what is left is fp32 summation error (TOL_PREC, as the bf16 matmuls) */
 static void check_gemm(struct suite *s, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
-		       float beta)
+		       float beta, enum tern_dtype prec)
 {
 	struct chk c;
-	chk_begin(&c, s, "gemm", "%c%c M=%lld N=%lld K=%lld a=%g b=%g", ta ? 'T' : 'N', tb ? 'T' : 'N',
-		  (long long)M, (long long)N, (long long)K, (double)alpha, (double)beta);
+	chk_begin(&c, s, "gemm", "%c%c M=%lld N=%lld K=%lld a=%g b=%g%s", ta ? 'T' : 'N', tb ? 'T' : 'N',
+		  (long long)M, (long long)N, (long long)K, (double)alpha, (double)beta,
+		  prec == TERN_BF16 ? " bf16" : "");
 	if (skip_unsupported(&c, TERN_OP_GEMM, TERN_F32))
 		return;
+	if (!tern_backend_supports_prec(s->be, TERN_OP_GEMM, prec)) {
+		print_line(s, "gemm", c.desc, "not run (no bf16 gemm on this backend)");
+		s->skipped++;
+		return;
+	}
 	float *A = fvec(M * K), *B = fvec(K * N), *C0 = fvec(M * N);
 	double *want = dvec(M * N), *mag = dvec(M * N);
 	if (!A || !B || !C0 || !want || !mag) {
@@ -237,8 +245,8 @@ static void check_gemm(struct suite *s, int64_t M, int64_t N, int64_t K, bool ta
 		for (int64_t n = 0; n < N; n++) {
 			double acc = 0.0;
 			for (int64_t k = 0; k < K; k++)
-				acc += (double)(ta ? A[k * M + m] : A[m * K + k]) *
-				       (double)(tb ? B[n * K + k] : B[k * N + n]);
+				acc += (double)tern_prec_round(prec, ta ? A[k * M + m] : A[m * K + k]) *
+				       (double)tern_prec_round(prec, tb ? B[n * K + k] : B[k * N + n]);
 			double bc = beta != 0.0f ? (double)beta * C0[m * N + n] : 0.0;
 			want[m * N + n] = (double)alpha * acc + bc;
 			mag[m * N + n] = fabs((double)alpha * acc) + fabs(bc);
@@ -249,9 +257,9 @@ static void check_gemm(struct suite *s, int64_t M, int64_t N, int64_t K, bool ta
 	struct dten *dC = beta == 0.0f ? dt_nan(&c, "C", M * N) : dt_new(&c, "C", (size_t)(M * N) * 4, C0);
 	if (!dA || !dB || !dC)
 		goto out;
-	if (bad(&c, tern_gemm(s->be, dC->v, dA->v, dB->v, M, N, K, ta, tb, alpha, beta), "gemm"))
+	if (bad(&c, tern_gemm(s->be, dC->v, dA->v, dB->v, M, N, K, ta, tb, alpha, beta, prec), "gemm"))
 		goto out;
-	expect_mag(&c, dC, want, mag, M * N, TOL_F32);
+	expect_mag(&c, dC, want, mag, M * N, prec == TERN_F32 ? TOL_F32 : TOL_PREC);
 	dt_unchanged(&c, dA, A);
 	dt_unchanged(&c, dB, B);
 out:
@@ -298,7 +306,11 @@ static void check_gemm_all(struct suite *s)
 			for (int t = 0; t < 4; t++)
 				for (int j = 0; j < 3; j++)
 					check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2],
-						   t & 1, t >> 1, ab[j][0], ab[j][1]);
+						   t & 1, t >> 1, ab[j][0], ab[j][1], TERN_F32);
+			/* bf16 products where gemm runs them (not run elsewhere), every transpose */
+			for (int t = 0; g == 0 && t < 4; t++)
+				check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2], t & 1,
+					   t >> 1, ab[2][0], ab[2][1], TERN_BF16);
 		}
 	}
 	unsetenv("TERN_VK_VARIANT");
@@ -1378,7 +1390,7 @@ static void run_backend(struct suite *s)
 		check_large(s, true);
 		/* C [M,N] of 128.3 MiB with A stored [K,M] (ce_loss's dW of a trained lm_head): Vulkan
 		 * splits C's rows and binds A from a column with its full row stride */
-		check_gemm(s, 8200, 4100, 3, true, false, 1.0f, 1.0f);
+		check_gemm(s, 8200, 4100, 3, true, false, 1.0f, 1.0f, TERN_F32);
 	}
 	check_prec_all(s);
 	check_attention_all(s);

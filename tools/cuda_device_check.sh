@@ -29,13 +29,13 @@
 #                                      ops    `tern bench ops` at prec bf16, T=2048 O=I=4096: the
 #                                             matmuls with the NF4 decode of TERN_CUDA_DECODE=v1 and
 #                                             the new one; the six LoRA products (gemm) at the 1B
-#                                             and 8B shapes, fp32 and TERN_CUDA_LORA=bf16
+#                                             and 8B shapes, --prec f32 and bf16 (bf16 products)
 #                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern with
 #                                             tern variants side by side (AB_VARIANTS, default
-#                                             "old new lora_bf16"): old = TERN_CUDA_ATTN=v1
+#                                             "old new"): old = TERN_CUDA_ATTN=v1
 #                                             TERN_CUDA_DECODE=v1 (the kernels before), new = the
-#                                             defaults, lora_bf16 = new + TERN_CUDA_LORA=bf16,
-#                                             attn_v1 / decode_v1 = new with one switch back;
+#                                             defaults, attn_v1 / decode_v1 = new with one switch
+#                                             back;
 #                                             BENCH_GPU_ARGS go to bench_gpu.sh (default --shapes
 #                                             1b,8b --steps 3)
 #                                      The profiles (attention ms and TFLOP/s per variant) are in
@@ -109,9 +109,9 @@ run | ab)
 				done
 				for shape in "2048 2048 2048" "2048 4096 4096"; do
 					read -r T O I <<<"$shape"
-					for lora in fp32 bf16; do
-						echo "== bench ops gemm T=$T O=$O I=$I R=16 (TERN_CUDA_LORA=$lora)"
-						TERN_CUDA_LORA=$lora build-cuda/tern bench ops --backend cuda --ops gemm \
+					for lora in f32 bf16; do
+						echo "== bench ops gemm T=$T O=$O I=$I R=16 (--prec $lora)"
+						build-cuda/tern bench ops --backend cuda --ops gemm --prec "$lora" \
 							--T "$T" --O "$O" --I "$I" --R 16 --seconds "${BENCH_SECONDS:-1}" 2>&1 |
 							tee "$out/ab-ops-$O-$lora.txt"
 					done
@@ -121,15 +121,14 @@ run | ab)
 				mkdir -p "$out/ab-bin"
 				bin=$PWD/build-cuda/tern
 				terns=()
-				for v in ${AB_VARIANTS:-old new lora_bf16}; do
+				for v in ${AB_VARIANTS:-old new}; do
 					case $v in
 					old) envs="TERN_CUDA_ATTN=v1 TERN_CUDA_DECODE=v1" ;;
 					new) envs="" ;;
-					lora_bf16) envs="TERN_CUDA_LORA=bf16" ;;
 					attn_v1) envs="TERN_CUDA_ATTN=v1" ;;
 					decode_v1) envs="TERN_CUDA_DECODE=v1" ;;
 					*)
-						echo "cuda_device_check: AB_VARIANTS: unknown '$v' (old new lora_bf16 attn_v1 decode_v1)" >&2
+						echo "cuda_device_check: AB_VARIANTS: unknown '$v' (old new attn_v1 decode_v1)" >&2
 						exit 2
 						;;
 					esac

@@ -407,6 +407,8 @@ bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum t
 {
 	if (!tern_backend_has_op(be, op) || (prec != TERN_F32 && prec != TERN_F16 && prec != TERN_BF16))
 		return false;
+	if (op == TERN_OP_GEMM && prec != TERN_F32)
+		return prec == TERN_BF16 && be->vt->supports_prec && be->vt->supports_prec(be, op, prec);
 	if (op != TERN_OP_MATMUL && op != TERN_OP_MATMUL_BWD)
 		return prec == TERN_F32;
 	return be->vt->supports_prec ? be->vt->supports_prec(be, op, prec) : prec == TERN_F32;

@@ -308,10 +308,14 @@ struct tern_backend_vtable {
 				       const struct tern_weight *w, int64_t T, bool accumulate,
 				       enum tern_dtype prec);
 	/* C[M,N] = alpha · op(A)[M,K] · op(B)[K,N] + beta · C   (beta = 0: C is not read)
-	 * A is stored [M,K], or [K,M] when ta; B is stored [K,N], or [N,K] when tb. fp32. */
+	 * A is stored [M,K], or [K,M] when ta; B is stored [K,N], or [N,K] when tb. A, B, C fp32.
+	 * prec: TERN_F32, the products in fp32; TERN_BF16 where supports_prec(TERN_OP_GEMM, BF16)
+	 * says so (CUDA from compute 8.0), A and B rounded to bf16 (to nearest even) and the products
+	 * summed in fp32, alpha and beta · C applied in fp32. F16 is never offered (it would need
+	 * matmul's scale pass). The front door refuses a prec the backend does not run. */
 	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-				 float alpha, float beta);
+				 float alpha, float beta, enum tern_dtype prec);
 	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep().
 	 * p in [0, 1); n <= 2^32 (the hash takes a 32-bit index). */
 	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x,
@@ -534,7 +538,7 @@ enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, s
 				 enum tern_dtype prec);
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
-			   float beta);
+			   float beta, enum tern_dtype prec);
 enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 			      float p, uint64_t key);
 enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
@@ -658,8 +662,9 @@ enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_ba
 bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op);
 
 /* Whether op runs here at product precision prec: for matmul and matmul_bwd the backend's
- * supports_prec (F32 only when it has none); other ops have no precision argument, so only
- * TERN_F32. False for an op the backend lacks and for a prec other than F32, F16, BF16. */
+ * supports_prec (F32 only when it has none); for gemm F32, and BF16 where supports_prec says so;
+ * other ops have no precision argument, so only TERN_F32. False for an op the backend lacks and
+ * for a prec other than F32, F16, BF16. */
 bool tern_backend_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec);
 
 /* Whether the backend has shader variant `variant` on this device (vtable has_variant; false
@@ -731,10 +736,12 @@ enum tern_status tern_check_weight(const char *op, const struct tern_weight *w);
 struct tern_lora {
 	struct tern_view A, B; /* fp32 parameters */
 	int64_t R;
-	float scale;          /* alpha / r, or alpha / sqrt(r) with rsLoRA */
-	float dropout;        /* p */
-	uint64_t key;         /* dropout mask key (tern_dropout_key) */
-	enum tern_dtype prec; /* precision of the base product x Wᵀ (matmul); the LoRA products are fp32 */
+	float scale;           /* alpha / r, or alpha / sqrt(r) with rsLoRA */
+	float dropout;         /* p */
+	uint64_t key;          /* dropout mask key (tern_dropout_key) */
+	enum tern_dtype prec;  /* precision of the base product x Wᵀ (matmul) */
+	enum tern_dtype lprec; /* precision of the LoRA products (gemm's prec; F32 unless the
+				* backend's gemm runs another, tern_backend_supports_prec) */
 	/* the base product's input when it is not x (BitNet: act_quant8(x), [T,I] f32); size 0:
 	 * x. The backward is unchanged (straight-through: dx takes dy W as for x). */
 	struct tern_view xbase;

@@ -45,7 +45,7 @@ struct bench_call {
 	float alpha, beta;
 	enum tern_dtype dt, st;
 	struct tern_adamw_args adamw;
-	enum tern_dtype prec; /* matmuls */
+	enum tern_dtype prec; /* matmuls, gemm */
 };
 
 struct bench {
@@ -267,7 +267,8 @@ static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 	case K_MATMUL: return tern_matmul(be, v[0], v[1], c->w, c->M, c->prec);
 	case K_MATMUL_BWD: return tern_matmul_bwd(be, v[0], v[1], c->w, c->M, false, c->prec);
 	case K_GEMM:
-		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta);
+		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta,
+				 c->prec);
 	case K_ADAMW: return tern_adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);
 	case K_SUMSQ: return tern_sumsq(be, v[0], v[1], c->M, false);
 	case K_SCALE: return tern_scale(be, v[0], c->M, c->alpha);
@@ -425,6 +426,9 @@ static enum tern_status bench_gemms(struct bench *b, struct tern_view x, struct 
 		{"dA+=du^T*x", &dA, &du, &x, R, I, T, true, false, 1},
 		{"dx+=du*A", &dx, &du, &A, T, I, R, false, false, 1},
 	};
+	/* the LoRA products at the matmuls' precision where gemm runs it (bf16 on CUDA), as training
+	 * does; fp32 otherwise */
+	enum tern_dtype lp = tern_backend_supports_prec(b->be, TERN_OP_GEMM, b->prec) ? b->prec : TERN_F32;
 	for (size_t k = 0; k < sizeof g / sizeof g[0] && !st; k++) {
 		char shape[64];
 		snprintf(shape, sizeof shape, "%s M=%lld N=%lld K=%lld", g[k].name, (long long)g[k].M,
@@ -437,10 +441,11 @@ static enum tern_status bench_gemms(struct bench *b, struct tern_view x, struct 
 				       .ta = g[k].ta,
 				       .tb = g[k].tb,
 				       .alpha = g[k].beta ? 0.5f : 1.0f,
-				       .beta = g[k].beta};
+				       .beta = g[k].beta,
+				       .prec = lp};
 		double mn = (double)(g[k].M * g[k].N);
 		double bytes = 4.0 * ((double)(g[k].M * g[k].K + g[k].K * g[k].N) + mn * (g[k].beta ? 2 : 1));
-		st = bench_time(b, &c, "gemm", "f32", shape, 2.0 * mn * (double)g[k].K, bytes);
+		st = bench_time(b, &c, "gemm", tern_dtype_name(lp), shape, 2.0 * mn * (double)g[k].K, bytes);
 	}
 	bench_release(b, keep);
 	return st;

@@ -56,13 +56,13 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 		xin = xd;
 	}
 	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
-	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
 	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
 		return st;
 	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
-	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f);
+	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f, lora->lprec);
 }
 
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
@@ -85,23 +85,24 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	struct tern_view xin = drop ? xd : x;
 
 	/* dB[O,R] += s · dy[T,O]ᵀ · u[T,R] */
-	if ((st = tern_gemm(be, dB, dy, u, O, R, T, true, false, lora->scale, 1.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, dB, dy, u, O, R, T, true, false, lora->scale, 1.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* du[T,R] = s · dy[T,O] · B[O,R] */
-	if ((st = tern_gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f, lora->lprec)) !=
+	    TERN_OK)
 		return st;
 	/* dA[R,I] += du[T,R]ᵀ · xin[T,I] */
-	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
 	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate, lora->prec)) != TERN_OK)
 		return st;
 	if (!drop) {
 		/* dx[T,I] += du[T,R] · A[R,I] */
-		return tern_gemm(be, dx, du, lora->A, T, I, R, false, false, 1.0f, 1.0f);
+		return tern_gemm(be, dx, du, lora->A, T, I, R, false, false, 1.0f, 1.0f, lora->lprec);
 	}
 	/* tmp[T,I] = du · A, masked and rescaled with the forward's mask, then added to dx */
-	if ((st = tern_gemm(be, tmp, du, lora->A, T, I, R, false, false, 1.0f, 0.0f)) != TERN_OK)
+	if ((st = tern_gemm(be, tmp, du, lora->A, T, I, R, false, false, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
 	if ((st = tern_dropout(be, tmp, tmp, T * I, lora->dropout, lora->key)) != TERN_OK)
 		return st;

@@ -180,7 +180,7 @@ enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, s
 
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
-			   float beta)
+			   float beta, enum tern_dtype prec)
 {
 	const char *op = "gemm";
 	if (!be->vt->gemm)
@@ -193,6 +193,8 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 	    (N > 0 && K > TERN_MAX_ELEMS / N))
 		return tern_fail(TERN_E_INVALID, "gemm: M=%lld N=%lld K=%lld is too large", (long long)M,
 				 (long long)N, (long long)K);
+	if ((st = prec_check(be, op, TERN_OP_GEMM, prec)))
+		return st;
 	long long lM = (long long)M, lN = (long long)N, lK = (long long)K;
 	if ((st = view(op, "C", C, (size_t)(M * N) * 4, "M=%lld N=%lld f32", lM, lN)) ||
 	    (st = view(op, "A", A, (size_t)(M * K) * 4, "%s M=%lld K=%lld f32", ta ? "[K,M]" : "[M,K]", lM,
@@ -202,7 +204,7 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_LORA;
 	bool prof = prof_begin(be, pk, 2.0 * (double)M * (double)N * (double)K);
-	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta));
+	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta, prec));
 }
 
 /* ---- element-wise and optimizer ops ------------------------------------------------------- */

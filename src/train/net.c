@@ -88,6 +88,7 @@ struct tern_net {
 	struct tern_backend *be;
 	const struct tern_model *m;
 	struct tern_net_opts o;
+	enum tern_dtype lprec; /* the dense LoRA products': BF16 at bf16 products where gemm runs it */
 	int64_t T, D, F, H, Hkv, Dh, V, L, R; /* T: tokens of the micro-batch at work (tern_net_tokens) */
 	int64_t Tmax;                         /* tokens the activations are allocated for (o.T) */
 	int64_t l0, l1;                       /* the layers this net runs (a layer split's stage) */
@@ -263,6 +264,7 @@ static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t
 		.dropout = n->o.dropout,
 		.key = tern_dropout_key(n->o.seed, step, micro, (uint32_t)l, (uint32_t)m),
 		.prec = n->o.prec,
+		.lprec = n->lprec,
 	};
 	return lo;
 }
@@ -663,6 +665,8 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->be = be;
 	n->m = m;
 	n->o = *o;
+	n->lprec = o->prec == TERN_BF16 && tern_backend_supports_prec(be, TERN_OP_GEMM, TERN_BF16) ? TERN_BF16
+												   : TERN_F32;
 	n->T = n->Tmax = o->T;
 	n->D = c->D, n->F = c->F, n->H = c->H, n->Hkv = c->Hkv, n->Dh = c->Dh, n->V = c->V, n->L = c->L;
 	n->R = o->R;
@@ -1315,7 +1319,8 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 		TRY(tern_matmul(n->be, y, xb, &w->w[mo], n->T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
-		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
+		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
+			      TERN_F32));
 	return TERN_OK;
 }
 
@@ -1354,7 +1359,7 @@ static enum tern_status lin_fwd_saved(struct tern_net *n, int l, int mo, struct 
 		TRY(tern_dropout(n->be, n->xd, x, n->T * I, lo.dropout, lo.key));
 		xin = n->xd;
 	}
-	return tern_gemm(n->be, a->lu[mo], xin, lo.A, n->T, n->R, I, false, true, 1.0f, 0.0f);
+	return tern_gemm(n->be, a->lu[mo], xin, lo.A, n->T, n->R, I, false, true, 1.0f, 0.0f, lo.lprec);
 }
 
 static int slot_of(const struct tern_net *n, int l)
@@ -1628,11 +1633,12 @@ static enum tern_status experts_fwd_grouped(struct tern_net *n, int l, struct te
 		if (!ne || !xlora(n, l, 0, e, n->params, &A, &B))
 			continue;
 		struct tern_view t = rows(a->elu[0], o, ne, n->R);
-		TRY(tern_gemm(be, t, rows(a->xe, o, ne, D), A, ne, n->R, D, false, true, 1.0f, 0.0f));
+		TRY(tern_gemm(be, t, rows(a->xe, o, ne, D), A, ne, n->R, D, false, true, 1.0f, 0.0f,
+			      TERN_F32));
 		TRY(tern_gemm(be, rows(a->eg, o, ne, Fe), t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R,
-			      false, true, sc, 1.0f));
+			      false, true, sc, 1.0f, TERN_F32));
 		TRY(tern_gemm(be, rows(a->eu, o, ne, Fe), t, tern_view_sub(B, B.size / 2, B.size / 2), ne, Fe,
-			      n->R, false, true, sc, 1.0f));
+			      n->R, false, true, sc, 1.0f, TERN_F32));
 	}
 	TRY(tern_swiglu(be, h, g, u, NR * Fe, n->m->cfg.act));
 	TRY(tern_matmul_grouped(be, ye, h, &w->xg[2], goff, NR, TERN_F32));
@@ -1641,8 +1647,9 @@ static enum tern_status experts_fwd_grouped(struct tern_net *n, int l, struct te
 		if (!ne || !xlora(n, l, 1, e, n->params, &A, &B))
 			continue;
 		struct tern_view t = rows(a->elu[1], o, ne, n->R);
-		TRY(tern_gemm(be, t, rows(a->ea, o, ne, Fe), A, ne, n->R, Fe, false, true, 1.0f, 0.0f));
-		TRY(tern_gemm(be, rows(a->ey, o, ne, D), t, B, ne, D, n->R, false, true, sc, 1.0f));
+		TRY(tern_gemm(be, t, rows(a->ea, o, ne, Fe), A, ne, n->R, Fe, false, true, 1.0f, 0.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, rows(a->ey, o, ne, D), t, B, ne, D, n->R, false, true, sc, 1.0f, TERN_F32));
 	}
 	TRY(be->vt->zero(be, rows(out, 0, T, D)));
 	struct tern_view tmp = rows(n->dys, 0, T, D);
@@ -1702,11 +1709,11 @@ static enum tern_status moe_fwd(struct tern_net *n, int l, struct tern_view out,
 		TRY(tern_matmul(be, u, xe, &w->ew[3 * e + 1], ne, n->o.prec));
 		if (lora &&
 		    xlora(n, l, 0, e, n->params, &A, &B)) { /* gate and up share A: [g u] += s·(xe Aᵀ) Bᵀ */
-			TRY(tern_gemm(be, t, xe, A, ne, n->R, D, false, true, 1.0f, 0.0f));
+			TRY(tern_gemm(be, t, xe, A, ne, n->R, D, false, true, 1.0f, 0.0f, TERN_F32));
 			TRY(tern_gemm(be, g, t, tern_view_sub(B, 0, B.size / 2), ne, Fe, n->R, false, true,
-				      sc, 1.0f));
+				      sc, 1.0f, TERN_F32));
 			TRY(tern_gemm(be, u, t, tern_view_sub(B, B.size / 2, B.size / 2), ne, Fe, n->R, false,
-				      true, sc, 1.0f));
+				      true, sc, 1.0f, TERN_F32));
 		}
 		TRY(tern_swiglu(be, h, g, u, ne * Fe, n->m->cfg.act));
 		if (lora && xlora(n, l, 1, e, n->params, &A, &B)) {
@@ -1751,10 +1758,13 @@ static enum tern_status experts_bwd_grouped(struct tern_net *n, int l, struct te
 			continue;
 		xlora(n, l, 1, e, n->grads, &dA, &dB);
 		struct tern_view dyse = rows(a->ey, o, ne, D), dt = rows(n->dul, 0, ne, R);
-		TRY(tern_gemm(be, dB, dyse, rows(a->elu[1], o, ne, R), D, R, ne, true, false, sc, 1.0f));
-		TRY(tern_gemm(be, dt, dyse, B, ne, R, D, false, false, sc, 0.0f));
-		TRY(tern_gemm(be, dA, dt, rows(a->ea, o, ne, Fe), R, Fe, ne, true, false, 1.0f, 1.0f));
-		TRY(tern_gemm(be, rows(n->da, o, ne, Fe), dt, A, ne, Fe, R, false, false, 1.0f, 1.0f));
+		TRY(tern_gemm(be, dB, dyse, rows(a->elu[1], o, ne, R), D, R, ne, true, false, sc, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, dt, dyse, B, ne, R, D, false, false, sc, 0.0f, TERN_F32));
+		TRY(tern_gemm(be, dA, dt, rows(a->ea, o, ne, Fe), R, Fe, ne, true, false, 1.0f, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, rows(n->da, o, ne, Fe), dt, A, ne, Fe, R, false, false, 1.0f, 1.0f,
+			      TERN_F32));
 	}
 	TRY(tern_swiglu_bwd(be, dg, da, da, rows(a->eg, 0, NR, Fe), rows(a->eu, 0, NR, Fe), NR * Fe,
 			    n->m->cfg.act)); /* du into da */
@@ -1770,12 +1780,18 @@ static enum tern_status experts_bwd_grouped(struct tern_net *n, int l, struct te
 		xlora(n, l, 0, e, n->grads, &dA, &dB);
 		/* dB_gate += s·dgᵀ t, dB_up += s·duᵀ t; dt = s·(dg B_gate + du B_up); dA += dtᵀ xe;
 		 * dxe += dt A */
-		TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dge, t, Fe, R, ne, true, false, sc, 1.0f));
-		TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), due, t, Fe, R, ne, true, false, sc, 1.0f));
-		TRY(tern_gemm(be, dt, dge, tern_view_sub(B, 0, hb), ne, R, Fe, false, false, sc, 0.0f));
-		TRY(tern_gemm(be, dt, due, tern_view_sub(B, hb, hb), ne, R, Fe, false, false, sc, 1.0f));
-		TRY(tern_gemm(be, dA, dt, rows(a->xe, o, ne, D), R, D, ne, true, false, 1.0f, 1.0f));
-		TRY(tern_gemm(be, rows(n->dye, o, ne, D), dt, A, ne, D, R, false, false, 1.0f, 1.0f));
+		TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dge, t, Fe, R, ne, true, false, sc, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), due, t, Fe, R, ne, true, false, sc, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, dt, dge, tern_view_sub(B, 0, hb), ne, R, Fe, false, false, sc, 0.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, dt, due, tern_view_sub(B, hb, hb), ne, R, Fe, false, false, sc, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, dA, dt, rows(a->xe, o, ne, D), R, D, ne, true, false, 1.0f, 1.0f,
+			      TERN_F32));
+		TRY(tern_gemm(be, rows(n->dye, o, ne, D), dt, A, ne, D, R, false, false, 1.0f, 1.0f,
+			      TERN_F32));
 	}
 	struct tern_view tmp = rows(n->dys, 0, T, D);
 	for (int64_t k = 0; k < K; k++) {
@@ -1867,15 +1883,15 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 			/* dB_gate += s·dgᵀ t, dB_up += s·duᵀ t; dt = s·(dg B_gate + du B_up); dA += dtᵀ xe;
 			 * dxe += dt A */
 			TRY(tern_gemm(be, tern_view_sub(dB, 0, hb), dg, t, Fe, n->R, ne, true, false, sc,
-				      1.0f));
+				      1.0f, TERN_F32));
 			TRY(tern_gemm(be, tern_view_sub(dB, hb, hb), du, t, Fe, n->R, ne, true, false, sc,
-				      1.0f));
+				      1.0f, TERN_F32));
 			TRY(tern_gemm(be, dt, dg, tern_view_sub(B, 0, hb), ne, n->R, Fe, false, false, sc,
-				      0.0f));
+				      0.0f, TERN_F32));
 			TRY(tern_gemm(be, dt, du, tern_view_sub(B, hb, hb), ne, n->R, Fe, false, false, sc,
-				      1.0f));
-			TRY(tern_gemm(be, dA, dt, xe, n->R, D, ne, true, false, 1.0f, 1.0f));
-			TRY(tern_gemm(be, dxe, dt, A, ne, D, n->R, false, false, 1.0f, 1.0f));
+				      1.0f, TERN_F32));
+			TRY(tern_gemm(be, dA, dt, xe, n->R, D, ne, true, false, 1.0f, 1.0f, TERN_F32));
+			TRY(tern_gemm(be, dxe, dt, A, ne, D, n->R, false, false, 1.0f, 1.0f, TERN_F32));
 		}
 		TRY(tern_scatter_add_rows(be, dxn, dxe, idx, (struct tern_view){0}, ne, T, D));
 	}
@@ -2313,7 +2329,8 @@ enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo,
 		TRY(tern_matmul(n->be, y, xb, &w->w[mo], T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
-		TRY(tern_gemm(n->be, y, s->ones, w->bias[mo], T, w->w[mo].O, 1, false, false, 1.0f, 1.0f));
+		TRY(tern_gemm(n->be, y, s->ones, w->bias[mo], T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
+			      TERN_F32));
 	return TERN_OK;
 }
 

@@ -257,7 +257,8 @@ static bool cpu_supports(struct tern_backend *be, enum tern_op op, enum tern_dty
 static bool cpu_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
 {
 	(void)be;
-	(void)op;
+	if (op == TERN_OP_GEMM) /* the reference's LoRA products stay fp32 */
+		return prec == TERN_F32;
 	return prec == TERN_F32 || prec == TERN_F16 || prec == TERN_BF16;
 }
 

@@ -86,7 +86,7 @@ enum tern_status tern_cpu_matmul_bwd(struct tern_backend *be, struct tern_view d
 				     enum tern_dtype prec);
 enum tern_status tern_cpu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			       struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-			       float alpha, float beta);
+			       float alpha, float beta, enum tern_dtype prec);
 enum tern_status tern_cpu_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 				  float p, uint64_t key);
 enum tern_status tern_cpu_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,

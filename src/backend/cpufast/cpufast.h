@@ -59,7 +59,7 @@ enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view 
 				      enum tern_dtype prec);
 enum tern_status tern_fast_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-				float alpha, float beta);
+				float alpha, float beta, enum tern_dtype prec);
 enum tern_status tern_fast_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
 				     struct tern_view q, struct tern_view k, struct tern_view v,
 				     struct tern_view seg, const struct tern_attn_args *a);

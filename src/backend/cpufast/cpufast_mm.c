@@ -205,9 +205,10 @@ out:
  * every task has the whole K. */
 enum tern_status tern_fast_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-				float alpha, float beta)
+				float alpha, float beta, enum tern_dtype prec)
 {
 	(void)be;
+	(void)prec; /* F32: the only one supports_prec offers here */
 	const char *op = "gemm";
 	enum tern_status st;
 	void *cv, *av, *bv;

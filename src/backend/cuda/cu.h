@@ -143,7 +143,7 @@ enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx
 				    enum tern_dtype prec);
 enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			      struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-			      float alpha, float beta);
+			      float alpha, float beta, enum tern_dtype prec);
 enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);

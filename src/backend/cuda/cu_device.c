@@ -467,6 +467,8 @@ static bool cu_supports_prec(struct tern_backend *be, enum tern_op op, enum tern
 {
 	if (prec == TERN_BF16)
 		return cu_be(be)->cc_major >= 8;
+	if (op == TERN_OP_GEMM) /* f16 would need matmul's scale pass */
+		return prec == TERN_F32;
 	return prec == TERN_F32 || prec == TERN_F16;
 }
 

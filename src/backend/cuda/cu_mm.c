@@ -254,11 +254,11 @@ enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx
 	return mm_run(be, true, dx, dy, w, T, accumulate, prec);
 }
 
-/* ---- gemm (fp32) ---- */
+/* ---- gemm (fp32, or bf16 products) ---- */
 
 enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			      struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-			      float alpha, float beta)
+			      float alpha, float beta, enum tern_dtype prec)
 {
 	const char *op = "gemm";
 	struct cu_backend *c = cu_be(be);
@@ -280,12 +280,9 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 		return tern_cu_check(cuk_scale(tern_cu_stream(c), cp, M * N, beta), op);
 	}
 	/* Cᵀ (N×M) = op(B)ᵀ · op(A)ᵀ: B stored [K,N] is Bᵀ column-major (N×K, ld N), and so on */
-	const char *fast = getenv("TERN_CUDA_LORA");
-	if (fast && !strcmp(fast, "bf16")) {
-		/* an experiment, off by default: the fp32 operands rounded to bf16 inside cuBLAS for
-		 * the tensor cores (fp32 accumulation), which breaks gemm's fp32 contract (backend.h);
-		 * here so that a GPU session can measure what bf16 LoRA products would gain
-		 * (docs/PERFORMANCE.md) before the contract grows a precision argument */
+	if (prec == TERN_BF16) {
+		/* the fp32 operands rounded to bf16 inside cuBLAS for the tensor cores, fp32
+		 * accumulation (backend.h gemm; test_ops checks the rounding against the reference) */
 		if ((st = tern_cu_check_blas(cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST), op)))
 			return st;
 		tern_cu_stream(c);

@@ -288,7 +288,8 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
  * need GL_EXT_bfloat16, glslang >= 15.3). */
 static bool vk_supports_prec(struct tern_backend *be, enum tern_op op, enum tern_dtype prec)
 {
-	(void)op;
+	if (op == TERN_OP_GEMM) /* the LoRA kernels are fp32 */
+		return prec == TERN_F32;
 	return prec == TERN_F32 || (prec == TERN_F16 && tern_vk_of(be)->fp16);
 }
 
@@ -580,8 +581,9 @@ static enum tern_status vk_scale(struct tern_backend *be, struct tern_view x, in
 
 static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-				float alpha, float beta)
+				float alpha, float beta, enum tern_dtype prec)
 {
+	(void)prec; /* F32: the only one supports_prec offers here */
 	struct tern_vk *vk = tern_vk_of(be);
 	enum tern_status st;
 	if (M == 0 || N == 0)
