@@ -135,7 +135,8 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CE_LOSS_SUM, bs, 3, &ps, sizeof ps, 1, 1, 1)))
 			return st;
 		/* dW[V,D] += z[tn,V]ᵀ · x[tn,D] */
-		if (dW.size && (st = tern_vk_vtable.gemm(be, dW, z, xs, V, D, tn, true, false, 1.0f, 1.0f, TERN_F32)))
+		if (dW.size &&
+		    (st = tern_vk_vtable.gemm(be, dW, z, xs, V, D, tn, true, false, 1.0f, 1.0f, TERN_F32)))
 			return st;
 	}
 	return TERN_OK;
