@@ -21,25 +21,20 @@
 # all). TERN_REQUIRE_CUDA=1 makes "cuda: no device" a failure, not "not run".
 # ARCH=90 is the default architecture; ARCH=native builds for the card of the machine it runs on.
 #
-#   tools/cuda_device_check.sh ab [PART...] [-- BENCH_GPU_ARGS...]
-#                                      on the GPU machine, the kernel switches old against new in
-#                                      one call (parts, in this order; default all):
-#                                      test   test_ops' bf16 attention cases with the second
-#                                             attention (default) and TERN_CUDA_ATTN=v1
-#                                      ops    `tern bench ops` at prec bf16, T=2048 O=I=4096: the
-#                                             matmuls with the NF4 decode of TERN_CUDA_DECODE=v1 and
-#                                             the new one; the six LoRA products (gemm) at the 1B
-#                                             and 8B shapes, --prec f32 and bf16 (bf16 products)
-#                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern with
-#                                             tern variants side by side (AB_VARIANTS, default
-#                                             "old new"): old = TERN_CUDA_ATTN=v1
-#                                             TERN_CUDA_DECODE=v1 (the kernels before), new = the
-#                                             defaults, attn_v1 / decode_v1 = new with one switch
-#                                             back;
-#                                             BENCH_GPU_ARGS go to bench_gpu.sh (default --shapes
-#                                             1b,8b --steps 3)
-#                                      The profiles (attention ms and TFLOP/s per variant) are in
-#                                      the runs' logs under $OUT/ab-train/logs.
+#   tools/cuda_device_check.sh perf [PART...] [-- BENCH_GPU_ARGS...]
+#                                      on the GPU machine, the speed of the CUDA step in one call
+#                                      (parts, in this order; default all):
+#                                      test   test_ops' bf16 attention cases (the tensor-core
+#                                             kernels)
+#                                      ops    `tern bench ops` at prec bf16: the matmuls at
+#                                             T=2048 and the 8B shapes (O=I=4096, 14336x4096,
+#                                             4096x14336); the six LoRA products (gemm) at the 1B
+#                                             and 8B shapes, --prec f32 and bf16
+#                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks
+#                                             tern,unsloth with backend cuda; BENCH_GPU_ARGS go to
+#                                             bench_gpu.sh (default --shapes 1b,8b --steps 4)
+#                                      The profiles (ms and TFLOP/s per op kind) are in the runs'
+#                                      logs under $OUT/perf-train/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +52,7 @@ build)
 		exit 1
 	ls -la build-cuda/tern build-cuda/tests/test_{cuda,ops,golden,stream,generate}
 	;;
-run | ab)
+run | perf)
 	mode=$1
 	out=${OUT:-/tmp/tern-cuda-check}
 	mkdir -p "$out"
@@ -79,7 +74,7 @@ run | ab)
 		[ -d "$d" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 	done
 	export TERN_TEST_DATA=$PWD/tests/data TERN_REQUIRE_CUDA=${TERN_REQUIRE_CUDA:-1} TERN_TEST_BACKEND=cuda
-	if [ "$mode" = ab ]; then
+	if [ "$mode" = perf ]; then
 		shift
 		parts=()
 		while [ $# -gt 0 ] && [ "$1" != -- ]; do
@@ -92,20 +87,19 @@ run | ab)
 		for part in "${parts[@]}"; do
 			case $part in
 			test)
-				for v in v2 v1; do
-					echo "== test_ops attention_bf16 (TERN_CUDA_ATTN=$v)"
-					TERN_CUDA_ATTN=$v TERN_TEST_ONLY=attention_bf16 timeout 300 \
-						build-cuda/tests/test_ops >"$out/ab-test-$v.txt" 2>&1 || rc=1
-					tail -1 "$out/ab-test-$v.txt"
-					grep -E "FAIL|fail " "$out/ab-test-$v.txt" | head -20
-				done
+				echo "== test_ops attention_bf16"
+				TERN_TEST_ONLY=attention_bf16 timeout 300 build-cuda/tests/test_ops \
+					>"$out/perf-test.txt" 2>&1 || rc=1
+				tail -1 "$out/perf-test.txt"
+				grep -E "FAIL|fail " "$out/perf-test.txt" | head -20
 				;;
 			ops)
-				for dec in v1 v2; do
-					echo "== bench ops matmul T=2048 O=I=4096 bf16 (TERN_CUDA_DECODE=$dec)"
-					TERN_CUDA_DECODE=$dec build-cuda/tern bench ops --backend cuda --ops matmul,matmul_bwd \
-						--T 2048 --O 4096 --I 4096 --prec bf16 --peak 790 \
-						--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/ab-ops-decode-$dec.txt"
+				for shape in "4096 4096" "14336 4096" "4096 14336"; do
+					read -r O I <<<"$shape"
+					echo "== bench ops matmul T=2048 O=$O I=$I bf16"
+					build-cuda/tern bench ops --backend cuda --ops matmul,matmul_bwd --T 2048 --O "$O" \
+						--I "$I" --prec bf16 --peak 790 --seconds "${BENCH_SECONDS:-1}" 2>&1 |
+						tee "$out/perf-ops-$O-$I.txt"
 				done
 				for shape in "2048 2048 2048" "2048 4096 4096"; do
 					read -r T O I <<<"$shape"
@@ -113,36 +107,18 @@ run | ab)
 						echo "== bench ops gemm T=$T O=$O I=$I R=16 (--prec $lora)"
 						build-cuda/tern bench ops --backend cuda --ops gemm --prec "$lora" \
 							--T "$T" --O "$O" --I "$I" --R 16 --seconds "${BENCH_SECONDS:-1}" 2>&1 |
-							tee "$out/ab-ops-$O-$lora.txt"
+							tee "$out/perf-gemm-$O-$lora.txt"
 					done
 				done
 				;;
 			train)
-				mkdir -p "$out/ab-bin"
-				bin=$PWD/build-cuda/tern
-				terns=()
-				for v in ${AB_VARIANTS:-old new}; do
-					case $v in
-					old) envs="TERN_CUDA_ATTN=v1 TERN_CUDA_DECODE=v1" ;;
-					new) envs="" ;;
-					attn_v1) envs="TERN_CUDA_ATTN=v1" ;;
-					decode_v1) envs="TERN_CUDA_DECODE=v1" ;;
-					*)
-						echo "cuda_device_check: AB_VARIANTS: unknown '$v' (old new attn_v1 decode_v1)" >&2
-						exit 2
-						;;
-					esac
-					printf '#!/bin/sh\nexec env %s %s "$@"\n' "$envs" "$bin" >"$out/ab-bin/$v"
-					chmod +x "$out/ab-bin/$v"
-					terns+=(--tern "$v=$out/ab-bin/$v")
-				done
 				args=("$@")
-				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 3)
-				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern "${terns[@]}" --tern-set backend=cuda \
-					--out "$out/ab-train" "${args[@]}" || rc=1
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 4)
+				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern,unsloth --tern "cuda=$PWD/build-cuda/tern" \
+					--tern-set backend=cuda --out "$out/perf-train" "${args[@]}" || rc=1
 				;;
 			*)
-				echo "cuda_device_check: ab: unknown part '$part' (test, ops, train)" >&2
+				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train)" >&2
 				exit 2
 				;;
 			esac
@@ -180,7 +156,7 @@ run | ab)
 	exit $rc
 	;;
 *)
-	echo "usage: tools/cuda_device_check.sh build|run|ab" >&2
+	echo "usage: tools/cuda_device_check.sh build|run|perf" >&2
 	exit 2
 	;;
 esac

@@ -93,9 +93,6 @@ struct cuk_attn {
 	 * cores (backend.h's TERN_BF16), softmax, lse and sums in fp32, for the head sizes
 	 * cuk_attention_mma_dh takes; the launchers run the fp32 kernels for the others. */
 	int bf16;
-	/* which tensor-core kernels: 2 (default) the pipelined ones, 1 the first version
-	 * (TERN_CUDA_ATTN=v1, kept to measure one against the other; k_attn.cu says what differs) */
-	int impl;
 };
 /* Whether the tensor-core kernels take head size Dh (16, 32, 64, 96, 128). */
 bool cuk_attention_mma_dh(int64_t Dh);

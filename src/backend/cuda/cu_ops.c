@@ -279,9 +279,7 @@ static enum tern_status attn_dh(const char *op, const struct tern_attn_args *a)
 static struct cuk_attn attn_of(struct cu_backend *c, const struct tern_attn_args *a)
 {
 	int bf16 = a->prec == TERN_BF16 && c->cc_major >= 8; /* the launcher checks the head size */
-	const char *impl = getenv("TERN_CUDA_ATTN");         /* v1: the first tensor-core kernels */
-	return (struct cuk_attn){a->T,      a->H,     a->Hkv, a->Dh,
-				 a->window, a->scale, bf16,   impl && !strcmp(impl, "v1") ? 1 : 2};
+	return (struct cuk_attn){a->T, a->H, a->Hkv, a->Dh, a->window, a->scale, bf16};
 }
 
 enum tern_status tern_cu_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,

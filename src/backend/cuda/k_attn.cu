@@ -324,25 +324,25 @@ cudaError_t bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float 
 
 } // namespace
 
-// ---- the tensor-core kernels (cuk_attn.bf16): bf16 operands, fp32 accumulation, sm_80 and later --
+// ---- the tensor-core pieces (cuk_attn.bf16): bf16 operands, fp32 accumulation, sm_80 and later --
 //
-// The same three passes as above (forward; dQ by query rows; dK/dV by key rows), each over tiles
-// of kMT rows: a block of kMW warps takes kMT rows of one head (16 per warp), the rows it pairs
-// them with pass through shared memory as bf16 in tiles of kMT, and each warp computes its 16 x 32
-// score blocks with mma.sync m16n8k16 (bf16 x bf16 -> f32). Score accumulators are laid out as the
-// A operand of the next product (the C fragment of two adjacent n8 tiles is the A fragment of one
-// k16 step), so P and dS go from registers into the second product without shared memory. Every
-// output element is written by one thread after sums in a fixed order: results do not depend on
-// scheduling. The softmax runs in base 2 (scores times scale·log2 e); lse is stored in base e.
+// The bf16 rounding, the m16n8k16 MMA (and its emulation), the quad reductions, the mask and the
+// online softmax shared by the kernels of the next section. Score accumulators are laid out as
+// the A operand of the next product (the C fragment of two adjacent n8 tiles is the A fragment of
+// one k16 step), so P and dS go from registers into the second product without shared memory.
+// Every output element is written by one thread after sums in a fixed order: results do not
+// depend on scheduling. The softmax runs in base 2 (scores times scale·log2 e); lse is stored in
+// base e.
 namespace
 {
 
 constexpr int kMW = 4;        // warps per block
 constexpr int kMT = kMW * 16; // rows per block and per shared tile
-constexpr int kMC = 32;       // paired rows per score block (4 n8 tiles)
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// bf16 rounding by hand: the emulation's and the pre-sm_80 path of pack2_fast (sm_80+ has cvt)
+#if defined(TERN_CUDA_EMU) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 800
 __device__ inline uint32_t bf16_bits(float x)
 {
 	uint32_t u = __float_as_uint(x);
@@ -352,24 +352,17 @@ __device__ inline uint32_t bf16_bits(float x)
 }
 
 __device__ inline uint32_t pack2(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
+#endif
 
+#if defined(TERN_CUDA_EMU) // the emulated ldmatrix's loads
 // two bf16 at p (p even-aligned): the low half is p[0]
 __device__ inline uint32_t ld_pair(const uint16_t *p)
 {
-#ifdef TERN_CUDA_EMU
 	uint32_t u;
 	memcpy(&u, p, 4);
 	return u;
-#else
-	return *(const uint32_t *)p;
+}
 #endif
-}
-
-// p[0] and p[stride] (two rows of one column)
-__device__ inline uint32_t ld_col(const uint16_t *p, int stride)
-{
-	return (uint32_t)p[0] | ((uint32_t)p[stride] << 16);
-}
 
 // d += a · b for one warp: a the 16x16 A fragment (row-major), b0/b1 the 16x8 B fragment, d the
 // 16x8 f32 C fragment, in the PTX ISA's m16n8k16 layouts (lane = 4·g + t: a[0] rows g, cols
@@ -425,32 +418,6 @@ __device__ inline float quad_sum(float v)
 	return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// Rows r0 .. r0+kMT of head hd of a [T, heads, DH] f32 tensor into tile [kMT][DH + 8] as bf16
-// (zeros past T). The 8 extra columns keep a warp's fragment reads on distinct banks.
-template <int DH>
-__device__ inline void load_bf16(uint16_t *tile, const float *src, int64_t r0, int64_t T, int64_t heads,
-				 int64_t hd)
-{
-	constexpr int S = DH + 8;
-	for (int k = threadIdx.x; k < kMT * DH; k += kMW * 32) {
-		int r = k / DH, d = k % DH;
-		int64_t row = r0 + r;
-		tile[r * S + d] = (uint16_t)bf16_bits(row < T ? src[(row * heads + hd) * DH + d] : 0.0f);
-	}
-}
-
-// The A fragments of rows [r, r+16) of a bf16 tile, k step ks.
-template <int DH>
-__device__ inline void a_frag(uint32_t f[4], const uint16_t *tile, int r, int ks, int g, int t)
-{
-	constexpr int S = DH + 8;
-	const uint16_t *p = tile + (r + g) * S + ks * 16 + 2 * t;
-	f[0] = ld_pair(p);
-	f[1] = ld_pair(p + 8 * S);
-	f[2] = ld_pair(p + 8);
-	f[3] = ld_pair(p + 8 * S + 8);
-}
-
 // Query i sees key j (backend.h): a real query row (then j <= i is a real key too), one segment,
 // inside the window.
 __device__ inline bool sees(const cuk_attn &a, int64_t i, int64_t j, int32_t si, int32_t sj)
@@ -458,57 +425,11 @@ __device__ inline bool sees(const cuk_attn &a, int64_t i, int64_t j, int32_t si,
 	return i < a.T && j <= i && si == sj && (a.window <= 0 || i - j < a.window);
 }
 
-// The key tile j0 .. j0+kMT of KV head gh into shared memory: K and V as bf16, the keys' segments.
-// Between two barriers: every warp has finished with the previous tile, and sees all of this one.
-template <int DH>
-__device__ inline void load_keys(uint16_t *Ks, uint16_t *Vs, int32_t *Sg, const float *k, const float *v,
-				 const int32_t *seg, int64_t j0, const cuk_attn &a, int64_t gh)
-{
-	__syncthreads();
-	load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
-	load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-	for (int r = threadIdx.x; r < kMT; r += kMW * 32)
-		Sg[r] = j0 + r < a.T ? seg[j0 + r] : 0;
-	__syncthreads();
-}
-
 // Whether no query row wlo .. wlo+15 of a warp sees a key of the tile at j0 (rows past T, or every
 // key of the tile before their window); keys after the rows end the walk instead.
 __device__ inline bool tile_unseen(const cuk_attn &a, int64_t j0, int64_t wlo)
 {
 	return wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1);
-}
-
-// s[4][4] (16 x 32) = the 16 rows of fragments fa (registers, KS k steps) times rows c0 .. c0+32
-// of tile B (each row one column of the product).
-template <int DH>
-__device__ inline void scores(float s[4][4], const uint32_t (*fa)[4], const uint16_t *B, int c0, int g, int t)
-{
-	constexpr int S = DH + 8, KS = DH / 16;
-	for (int nt = 0; nt < 4; nt++)
-		for (int e = 0; e < 4; e++)
-			s[nt][e] = 0.0f;
-	for (int ks = 0; ks < KS; ks++)
-		for (int nt = 0; nt < 4; nt++) {
-			const uint16_t *p = B + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
-			mma_bf16(s[nt], fa[ks], ld_pair(p), ld_pair(p + 8));
-		}
-}
-
-// acc[DH/8][4] += (the 16 x 32 block x as bf16 A fragments) times rows c0 .. c0+32 of tile B.
-template <int DH>
-__device__ inline void accumulate(float (*acc)[4], float x[4][4], const uint16_t *B, int c0, int g, int t)
-{
-	constexpr int S = DH + 8, NO = DH / 8;
-	for (int kk = 0; kk < 2; kk++) {
-		uint32_t f[4] = {pack2(x[2 * kk][0], x[2 * kk][1]), pack2(x[2 * kk][2], x[2 * kk][3]),
-				 pack2(x[2 * kk + 1][0], x[2 * kk + 1][1]),
-				 pack2(x[2 * kk + 1][2], x[2 * kk + 1][3])};
-		for (int n = 0; n < NO; n++) {
-			const uint16_t *p = B + (c0 + kk * 16 + 2 * t) * S + n * 8 + g;
-			mma_bf16(acc[n], f, ld_col(p, S), ld_col(p + 8 * S, S));
-		}
-	}
 }
 
 // The online softmax of a warp's two rows (a: ia, b: ib) over one step of NT key columns: s holds
@@ -563,269 +484,23 @@ __device__ inline void store_rows(float *o, float *lse, const float (*acc)[4], f
 	}
 }
 
-template <int DH>
-__global__ void mma_fwd_kernel(float *o, float *lse, const float *q, const float *k, const float *v,
-			       const int32_t *seg, cuk_attn a)
-{
-	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
-	extern __shared__ float sm[];
-	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S;
-	int32_t *Sg = (int32_t *)(Vs + kMT * S);
-	int64_t nb = (a.T + kMT - 1) / kMT;
-	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kMT; // the longest rows first
-	int64_t gh = h / (a.H / a.Hkv);
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-	int64_t wlo = i0 + warp * 16, ia = wlo + g, ib = ia + 8;
-
-	load_bf16<DH>(Ks, q, i0, a.T, a.H, h); // Q passes through Ks into registers
-	__syncthreads();
-	uint32_t qf[KS][4];
-	for (int ks = 0; ks < KS; ks++)
-		a_frag<DH>(qf[ks], Ks, warp * 16, ks, g, t);
-	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
-	float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f, c2 = a.scale * kLog2e;
-	float acc[NO][4];
-	for (int n = 0; n < NO; n++)
-		for (int e = 0; e < 4; e++)
-			acc[n][e] = 0.0f;
-	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
-	for (int64_t j0 = first_key(a, i0); j0 <= last; j0 += kMT) {
-		load_keys<DH>(Ks, Vs, Sg, k, v, seg, j0, a, gh);
-		if (tile_unseen(a, j0, wlo))
-			continue;
-		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
-			float s[4][4];
-			scores<DH>(s, qf, Ks, c0, g, t);
-			float xa = -INFINITY, xb = -INFINITY;
-			for (int nt = 0; nt < 4; nt++)
-				for (int e = 0; e < 4; e++) {
-					int c = c0 + nt * 8 + 2 * t + (e & 1);
-					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
-							: sees(a, ib, j0 + c, sb, Sg[c]);
-					float x = ok ? s[nt][e] * c2 : -INFINITY;
-					s[nt][e] = x;
-					if (e < 2)
-						xa = fmaxf(xa, x);
-					else
-						xb = fmaxf(xb, x);
-				}
-			online_softmax<4, NO>(s, acc, xa, xb, ma, mb, la, lb);
-			accumulate<DH>(acc, s, Vs, c0, g, t);
-		}
-	}
-	store_rows<DH>(o, lse, acc, la, lb, ma, mb, ia, ib, h, t, a);
-}
-
-// dQ_i = scale · Σ_j dS_ij K_j, dS = P ∘ (dO V^T − Dr): query rows, K/V tiles.
-template <int DH>
-__global__ void mma_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v,
-			      const float *lse, const float *Dr, const int32_t *seg, cuk_attn a)
-{
-	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
-	extern __shared__ float sm[];
-	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S;
-	int32_t *Sg = (int32_t *)(Vs + kMT * S);
-	int64_t nb = (a.T + kMT - 1) / kMT;
-	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kMT;
-	int64_t gh = h / (a.H / a.Hkv);
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-	int64_t wlo = i0 + warp * 16, ia = wlo + g, ib = ia + 8;
-
-	load_bf16<DH>(Ks, q, i0, a.T, a.H, h);
-	load_bf16<DH>(Vs, dout, i0, a.T, a.H, h);
-	__syncthreads();
-	uint32_t qf[KS][4], gf[KS][4];
-	for (int ks = 0; ks < KS; ks++) {
-		a_frag<DH>(qf[ks], Ks, warp * 16, ks, g, t);
-		a_frag<DH>(gf[ks], Vs, warp * 16, ks, g, t);
-	}
-	int32_t sa = ia < a.T ? seg[ia] : 0, sb = ib < a.T ? seg[ib] : 0;
-	float c2 = a.scale * kLog2e;
-	float La = ia < a.T ? lse[h * a.T + ia] * kLog2e : 0.0f,
-	      Lb = ib < a.T ? lse[h * a.T + ib] * kLog2e : 0.0f;
-	float Da = ia < a.T ? Dr[h * a.T + ia] : 0.0f, Db = ib < a.T ? Dr[h * a.T + ib] : 0.0f;
-	float acc[NO][4];
-	for (int n = 0; n < NO; n++)
-		for (int e = 0; e < 4; e++)
-			acc[n][e] = 0.0f;
-	int64_t last = i0 + kMT - 1 < a.T - 1 ? i0 + kMT - 1 : a.T - 1;
-	for (int64_t j0 = first_key(a, i0); j0 <= last; j0 += kMT) {
-		load_keys<DH>(Ks, Vs, Sg, k, v, seg, j0, a, gh);
-		if (tile_unseen(a, j0, wlo))
-			continue;
-		for (int c0 = 0; c0 < kMT && j0 + c0 <= wlo + 15; c0 += kMC) {
-			float s[4][4], dp[4][4];
-			scores<DH>(s, qf, Ks, c0, g, t);
-			scores<DH>(dp, gf, Vs, c0, g, t);
-			for (int nt = 0; nt < 4; nt++)
-				for (int e = 0; e < 4; e++) {
-					int c = c0 + nt * 8 + 2 * t + (e & 1);
-					bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
-							: sees(a, ib, j0 + c, sb, Sg[c]);
-					float p = ok ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb)) : 0.0f;
-					s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
-				}
-			accumulate<DH>(acc, s, Ks, c0, g, t);
-		}
-	}
-	for (int half = 0; half < 2; half++) {
-		int64_t i = half ? ib : ia;
-		if (i >= a.T)
-			continue;
-		float *di = dq + (i * a.H + h) * DH;
-		for (int n = 0; n < NO; n++) {
-			di[n * 8 + 2 * t] = a.scale * acc[n][2 * half];
-			di[n * 8 + 2 * t + 1] = a.scale * acc[n][2 * half + 1];
-		}
-	}
-}
-
-// dV_j = Σ_i P_ij dO_i and dK_j = scale · Σ_i dS_ij Q_i over the query rows of every head of KV
-// head g: key rows, Q/dO tiles (with lse, Dr and the segments).
-template <int DH>
-__global__ void mma_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k,
-			       const float *v, const float *lse, const float *Dr, const int32_t *seg,
-			       cuk_attn a)
-{
-	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8;
-	extern __shared__ float sm[];
-	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kMT * S, *Qs = Vs + kMT * S, *Gs = Qs + kMT * S;
-	float *Ls = (float *)(Gs + kMT * S), *Ds = Ls + kMT;
-	int32_t *Sq = (int32_t *)(Ds + kMT);
-	int64_t gh = blockIdx.x % a.Hkv, j0 = (blockIdx.x / a.Hkv) * kMT; // the longest columns first
-	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-	int64_t wlo = j0 + warp * 16, ja = wlo + g, jb = ja + 8;
-
-	load_bf16<DH>(Ks, k, j0, a.T, a.Hkv, gh);
-	load_bf16<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-	int32_t sa = ja < a.T ? seg[ja] : 0, sb = jb < a.T ? seg[jb] : 0;
-	float c2 = a.scale * kLog2e;
-	float dK[NO][4], dV[NO][4];
-	for (int n = 0; n < NO; n++)
-		for (int e = 0; e < 4; e++)
-			dK[n][e] = dV[n][e] = 0.0f;
-	int64_t last = j0 + kMT - 1 < a.T - 1 ? j0 + kMT - 1 : a.T - 1;
-	int64_t end = query_end(a, last);
-	int64_t group = a.H / a.Hkv;
-	for (int64_t h = gh * group; h < (gh + 1) * group; h++)
-		for (int64_t i0 = j0; i0 < end; i0 += kMT) {
-			__syncthreads();
-			load_bf16<DH>(Qs, q, i0, a.T, a.H, h);
-			load_bf16<DH>(Gs, dout, i0, a.T, a.H, h);
-			for (int r = threadIdx.x; r < kMT; r += kMW * 32) {
-				bool in = i0 + r < a.T;
-				Ls[r] = in ? lse[h * a.T + i0 + r] * kLog2e : 0.0f;
-				Ds[r] = in ? Dr[h * a.T + i0 + r] : 0.0f;
-				Sq[r] = in ? seg[i0 + r] : 0;
-			}
-			__syncthreads();
-			if (wlo >= a.T)
-				continue;
-			for (int c0 = 0; c0 < kMT; c0 += kMC) {
-				if (i0 + c0 + kMC - 1 < wlo)
-					continue; // every query before the warp's keys
-				if (a.window > 0 && i0 + c0 > wlo + 15 + a.window - 1)
-					break; // every query past the window
-				float s[4][4], dp[4][4];
-				for (int nt = 0; nt < 4; nt++)
-					for (int e = 0; e < 4; e++)
-						s[nt][e] = dp[nt][e] = 0.0f;
-				for (int ks = 0; ks < KS; ks++) {
-					uint32_t kf[4], vf[4];
-					a_frag<DH>(kf, Ks, warp * 16, ks, g, t);
-					a_frag<DH>(vf, Vs, warp * 16, ks, g, t);
-					for (int nt = 0; nt < 4; nt++) {
-						const uint16_t *pq =
-							Qs + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
-						const uint16_t *pg =
-							Gs + (c0 + nt * 8 + g) * S + ks * 16 + 2 * t;
-						mma_bf16(s[nt], kf, ld_pair(pq), ld_pair(pq + 8));
-						mma_bf16(dp[nt], vf, ld_pair(pg), ld_pair(pg + 8));
-					}
-				}
-				for (int nt = 0; nt < 4; nt++)
-					for (int e = 0; e < 4; e++) {
-						int c = c0 + nt * 8 + 2 * t + (e & 1);
-						int64_t i = i0 + c, j = e < 2 ? ja : jb;
-						bool ok = sees(a, i, j, Sq[c], e < 2 ? sa : sb);
-						float p = ok ? exp2f(s[nt][e] * c2 - Ls[c]) : 0.0f;
-						s[nt][e] = p;
-						dp[nt][e] = p * (dp[nt][e] - Ds[c]);
-					}
-				accumulate<DH>(dV, s, Gs, c0, g, t);
-				accumulate<DH>(dK, dp, Qs, c0, g, t);
-			}
-		}
-	for (int half = 0; half < 2; half++) {
-		int64_t j = half ? jb : ja;
-		if (j >= a.T)
-			continue;
-		float *kj = dk + (j * a.Hkv + gh) * DH, *vj = dv + (j * a.Hkv + gh) * DH;
-		for (int n = 0; n < NO; n++)
-			for (int e = 0; e < 2; e++) {
-				kj[n * 8 + 2 * t + e] = a.scale * dK[n][2 * half + e];
-				vj[n * 8 + 2 * t + e] = dV[n][2 * half + e];
-			}
-	}
-}
-
-template <int DH> size_t mma_smem_rows(int tiles) { return (size_t)tiles * kMT * (DH + 8) * 2; }
-
-template <int DH>
-cudaError_t mma_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, const float *k, const float *v,
-		       const int32_t *seg, const cuk_attn &a)
-{
-	size_t smem = mma_smem_rows<DH>(2) + kMT * 4;
-	int64_t blocks = a.H * ((a.T + kMT - 1) / kMT);
-	cudaError_t e = cudaFuncSetAttribute((const void *)mma_fwd_kernel<DH>,
-					     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-	if (e != cudaSuccess)
-		return e;
-	mma_fwd_kernel<DH><<<(unsigned)blocks, kMW * 32, smem, s>>>(o, lse, q, k, v, seg, a);
-	return cudaGetLastError();
-}
-
-template <int DH>
-cudaError_t mma_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float *dout, const float *q,
-		       const float *k, const float *v, const float *lse, const int32_t *seg, float *Dr,
-		       const cuk_attn &a)
-{
-	int64_t rb = (a.T + kMT - 1) / kMT;
-	size_t smem_q = mma_smem_rows<DH>(2) + kMT * 4, smem_kv = mma_smem_rows<DH>(4) + 3 * kMT * 4;
-	cudaError_t e = cudaFuncSetAttribute((const void *)mma_dq_kernel<DH>,
-					     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q);
-	if (e == cudaSuccess)
-		e = cudaFuncSetAttribute((const void *)mma_dkv_kernel<DH>,
-					 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv);
-	if (e != cudaSuccess)
-		return e;
-	mma_dq_kernel<DH><<<(unsigned)(a.H * rb), kMW * 32, smem_q, s>>>(dq, dout, q, k, v, lse, Dr, seg, a);
-	mma_dkv_kernel<DH>
-		<<<(unsigned)(a.Hkv * rb), kMW * 32, smem_kv, s>>>(dk, dv, dout, q, k, v, lse, Dr, seg, a);
-	return cudaGetLastError();
-}
-
 } // namespace
 
-// ---- the second tensor-core version (cuk_attn.impl 2, the default; TERN_CUDA_ATTN=v1 the above) --
+// ---- the tensor-core kernels -------------------------------------------------------------------
 //
-// What the first version spends its time on, read off its code (not measured per pass): every
-// shared tile is converted from f32 with one scalar load and one 2-byte store per element, between
-// two barriers, with nothing in flight while it loads (4 warps per block); B fragments are read
-// with 32- and 16-bit shared loads (two to four per MMA); the mask is evaluated per score with
-// 64-bit compares even where a whole tile is visible; and dK/dV runs one block per 64 keys of a
-// KV head that loops over the group's query heads (256 blocks at T=2048, Hkv=8 on 132 SMs, the
-// first holding 4·32 tiles and the last 4).
+// They replaced a first version (scalar f32 -> bf16 tile conversion between barriers, 16/32-bit
+// fragment loads, the mask per score, 256 dK/dV blocks at T=2048) that reached 26.9 TFLOP/s on
+// the H100 against these kernels' 82-104 (docs/PERFORMANCE.md, 2026-12-05 09:03).
 //
-// This version: q, k, v (and dO) are cast to bf16 once per call into the scratch (16-byte loads);
+// q, k, v (and dO) are cast to bf16 once per call into the scratch (16-byte loads);
 // the tiles the rows pair with stream through two shared stages with cp.async (16 bytes per
 // copy), the next tile loading while the current one is multiplied; fragments come from shared
 // memory by ldmatrix (.trans for the operands read along their rows); a tile that every row of a
 // warp sees whole (the causal interior, one segment, inside the window) skips the mask; and dK/dV
 // runs one block per 64 keys per query head chunk (nsplit chunks of a KV head's group), the chunks'
 // partial sums (f32, in dq's memory and the scratch) added in chunk order by a last pass before dQ,
-// so results stay deterministic. Same masks, same bf16 rounding of q, k, v, P, dO, dS and fp32 sums
-// as the first version (not the same summation order: results differ by rounding).
+// so results stay deterministic. The masks of the fp32 kernels; q, k, v, P, dO, dS rounded to bf16,
+// fp32 sums.
 namespace
 {
 
@@ -1357,7 +1032,7 @@ __global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const fl
 	}
 }
 
-// The scratch of the second version (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
+// The scratch of the tensor-core kernels (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
 struct fa_scratch {
 	size_t dr, qb, kb, vb, gb, pv, total;
 	int nsplit;
@@ -1458,10 +1133,7 @@ extern "C" bool cuk_attention_mma_dh(int64_t Dh)
 	return Dh == 16 || Dh == 32 || Dh == 64 || Dh == 96 || Dh == 128;
 }
 
-static bool fa_takes(const struct cuk_attn *a)
-{
-	return a->impl == 2 && a->bf16 && cuk_attention_mma_dh(a->Dh);
-}
+static bool fa_takes(const struct cuk_attn *a) { return a->bf16 && cuk_attention_mma_dh(a->Dh); }
 
 extern "C" size_t cuk_attention_scratch(const struct cuk_attn *a, bool bwd)
 {
@@ -1484,14 +1156,6 @@ extern "C" cudaError_t cuk_attention(cudaStream_t s, float *o, float *lse, const
 		case 96: return fa_fwd_as<96>(s, o, lse, q, k, v, seg, scratch, *a);
 		default: return fa_fwd_as<128>(s, o, lse, q, k, v, seg, scratch, *a);
 		}
-	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
-		switch (a->Dh) {
-		case 16: return mma_fwd_as<16>(s, o, lse, q, k, v, seg, *a);
-		case 32: return mma_fwd_as<32>(s, o, lse, q, k, v, seg, *a);
-		case 64: return mma_fwd_as<64>(s, o, lse, q, k, v, seg, *a);
-		case 96: return mma_fwd_as<96>(s, o, lse, q, k, v, seg, *a);
-		default: return mma_fwd_as<128>(s, o, lse, q, k, v, seg, *a);
-		}
 	switch (chunks_of(a->Dh)) {
 	case 1: return fwd_as<1>(s, o, lse, q, k, v, seg, *a);
 	case 2: return fwd_as<2>(s, o, lse, q, k, v, seg, *a);
@@ -1509,7 +1173,7 @@ extern "C" cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, f
 	if (a->T == 0)
 		return cudaSuccess;
 	int64_t rows = a->H * a->T;
-	float *Dr = (float *)scratch; // both versions' scratch starts with Dr
+	float *Dr = (float *)scratch; // the scratch of both kernel families starts with Dr
 	attn_dr_kernel<<<(unsigned)((rows + kWarps - 1) / kWarps), kThreads, 0, s>>>(Dr, dout, o, *a);
 	if (fa_takes(a))
 		switch (a->Dh) {
@@ -1518,14 +1182,6 @@ extern "C" cudaError_t cuk_attention_bwd(cudaStream_t s, float *dq, float *dk, f
 		case 64: return fa_bwd_as<64>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
 		case 96: return fa_bwd_as<96>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
 		default: return fa_bwd_as<128>(s, dq, dk, dv, dout, q, k, v, lse, seg, scratch, *a);
-		}
-	if (a->bf16 && cuk_attention_mma_dh(a->Dh))
-		switch (a->Dh) {
-		case 16: return mma_bwd_as<16>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
-		case 32: return mma_bwd_as<32>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
-		case 64: return mma_bwd_as<64>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
-		case 96: return mma_bwd_as<96>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
-		default: return mma_bwd_as<128>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);
 		}
 	switch (chunks_of(a->Dh)) {
 	case 1: return bwd_as<1>(s, dq, dk, dv, dout, q, k, v, lse, seg, Dr, *a);

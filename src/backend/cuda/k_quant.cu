@@ -5,7 +5,6 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <stdlib.h>
 #include <string.h>
 
 namespace
@@ -143,12 +142,7 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
 	while (shift < 30 && (1 << shift) < w.blocksize)
 		shift++;
-	static int v1 = -1; // TERN_CUDA_DECODE=v1: the element-per-thread kernel below for NF4 too
-	if (v1 < 0) {
-		const char *e = getenv("TERN_CUDA_DECODE");
-		v1 = e && !strcmp(e, "v1");
-	}
-	if ((WDT == 3 || WDT == 4) && !v1 && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
+	if ((WDT == 3 || WDT == 4) && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
 	    w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0) {
 		int64_t n = nrows * (ic / 8), blocks = (n + kThreads - 1) / kThreads;
 		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
