@@ -348,6 +348,18 @@ int main(void)
 		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 32 && p.n_slots == 0,
 		      "Llama-3-8B on 8 GB + 16 GB: all on the device (%lld/%lld/%lld)",
 		      (long long)p.n_layers[0], (long long)p.n_layers[1], (long long)p.n_layers[2]);
+		/* at bf16 (or f16) products the L+1 layer inputs take 2 bytes a value, plus the fp32
+		 * copy of the layer at work: the plan's fixed costs fall by exactly that */
+		uint64_t f32_fixed = p.fixed_bytes;
+		memset(&p, 0, sizeof p);
+		p.prec = TERN_BF16;
+		st = tern_plan_make(&mc[M_LLAMA8], cfg, 8 * GiB, 16 * GiB, &p);
+		uint64_t TD = (uint64_t)p.T * (uint64_t)mc[M_LLAMA8].D;
+		check(st == TERN_OK &&
+			      f32_fixed - p.fixed_bytes == (uint64_t)(mc[M_LLAMA8].L + 1) * TD * 2 - TD * 4,
+		      "Llama-3-8B at bf16: fixed costs %llu less than at fp32 (want %llu)",
+		      (unsigned long long)(f32_fixed - p.fixed_bytes),
+		      (unsigned long long)((uint64_t)(mc[M_LLAMA8].L + 1) * TD * 2 - TD * 4));
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA8], cfg, 6 * GiB, 16 * GiB, &p);
 		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 16 && p.n_layers[TERN_PLAN_HOST] > 0 &&

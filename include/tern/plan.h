@@ -55,6 +55,10 @@ struct tern_plan {
 	 * on the first stage, lm_head and final norm on the last, the LoRA block whole on every one)
 	 * and its own tiers. */
 	int stages, stage;
+	/* The product precision the net runs at (compute_dtype resolved for the backend), read by
+	 * the planner: at F16/BF16 the checkpointed layer inputs take 2 bytes a value. 0 (F32)
+	 * when unknown: the larger fp32 figure. */
+	int prec;
 	char model_type[32];
 	char format[16];             /* base format of the projections ("nf4-dq", ...) */
 	int64_t L, E, top_k;         /* layers; Mixtral experts (0 otherwise) */

@@ -254,6 +254,7 @@ enum tern_status tern_generator_open(const struct tern_generate_opts *o, struct 
 	}
 	if (!host && tern_plan_host_auto(&host) != TERN_OK)
 		host = UINT64_MAX / 4;
+	g->plan.prec = (int)prec;
 	if ((st = tern_plan_make(&g->mc, c, dev, host, &g->plan)))
 		goto out;
 	enum tern_base_format f = tern_plan_format(&g->mc, c);

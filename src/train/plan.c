@@ -260,6 +260,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	out->prefetch_depth = depth;
 	out->stages = keep.stages > 1 ? keep.stages : 1;
 	out->stage = keep.stage;
+	out->prec = keep.prec;
 	out->device_auto = keep.device_auto;
 	out->host_auto = keep.host_auto;
 	out->device_detected = keep.device_detected;
@@ -402,6 +403,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 				   .experts = moe ? tern_plan_experts(cfg) : 0,
 				   .T = T,
 				   .checkpointing = cfg->gradient_checkpointing,
+				   .prec = (enum tern_dtype)out->prec,
 				   .l0 = out->l0,
 				   .l1 = out->l1};
 	struct tern_net_sizes ns_all;
@@ -445,8 +447,11 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s)", (long long)T,
-	     cfg->gradient_checkpointing ? ", checkpointed" : "");
+	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s)", (long long)T,
+	     cfg->gradient_checkpointing ? ", checkpointed" : "",
+	     out->prec == TERN_F16    ? ", f16 inputs"
+	     : out->prec == TERN_BF16 ? ", bf16 inputs"
+				      : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
 	item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
 	     (long long)bs.ce_chunk, (long long)mc->V);
@@ -660,6 +665,11 @@ enum tern_status tern_plan_config(const char *config_path, const char *const *se
 		out->prefetch_depth = depth;
 		out->stages = stages;
 		out->stage = stage;
+		/* an explicit f16/bf16 is known here; auto is the device's choice (the trainer passes
+		 * it), so the plan counts the larger fp32 layer inputs */
+		out->prec = cfg->compute_dtype == TERN_COMPUTE_F16    ? TERN_F16
+			    : cfg->compute_dtype == TERN_COMPUTE_BF16 ? TERN_BF16
+								      : TERN_F32;
 		st = tern_plan_make(&mc, cfg, dev, host, out);
 	}
 	tern_config_free(cfg);

@@ -334,6 +334,7 @@ static enum tern_status plan_residency(struct session *s, uint64_t device_budget
 	memset(&s->plan, 0, sizeof s->plan);
 	s->plan.stages = s->split ? tern_dist_size() : 1; /* this rank's stage of the layer split */
 	s->plan.stage = s->split ? tern_dist_rank() : 0;
+	s->plan.prec = (int)s->prec;
 	if ((st = tern_plan_make(&s->mc, c, device_budget, host, &s->plan)) != TERN_OK)
 		return st;
 	if (s->plan.L != s->mc.L)
