@@ -125,17 +125,19 @@ static struct expect by_hand(const struct model *m)
 	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
-	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + da + TF + 2 * al(4);
+	/* dL/dg: over g in a dense layer (an empty view), its own [T, F] for the experts */
+	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + da + (m->E ? TF : 256) +
+	       2 * al(4);
 	uint64_t reserve = 64 * MiB;
 #if defined(TERN_HAVE_CUDA)
 	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:
 	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, a double term
-	 * per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 32 MiB of half
+	 * per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 64 MiB of half
 	 * activations */
 	uint64_t tc = 64 * MiB / (4 * V);
 	tc = tc > Tu ? Tu : tc;
 	uint64_t ce = tc * V * 4 + 32 * MiB + Tu * 8;
-	reserve = 128 * MiB;
+	reserve = 160 * MiB;
 #elif defined(TERN_HAVE_VULKAN)
 	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
 	 * (4 V) rounded down to a multiple of 128 above 128, 4096) rows of V fp32 logits + alignment +

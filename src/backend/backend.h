@@ -359,7 +359,8 @@ struct tern_backend_vtable {
 	/* h[n] = act(g[n]) · u[n]   (=) */
 	enum tern_status (*swiglu)(struct tern_backend *be, struct tern_view h, struct tern_view g,
 				   struct tern_view u, int64_t n, enum tern_act act);
-	/* dg[n], du[n] (=) from dh, g, u. */
+	/* dg[n], du[n] (=) from dh, g, u. dg may be g and du may be dh (the same views: each
+	 * element is read before either output is written); no other overlap. */
 	enum tern_status (*swiglu_bwd)(struct tern_backend *be, struct tern_view dg, struct tern_view du,
 				       struct tern_view dh, struct tern_view g, struct tern_view u, int64_t n,
 				       enum tern_act act);

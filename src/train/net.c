@@ -463,7 +463,9 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	bool grp = n->any_moe && n->o.prec == TERN_F32;
 	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
 	take(&ap, &n->da, (size_t)da_n * 4);
-	take(&ap, &n->dg, (size_t)(T * F) * 4);
+	/* the dense SwiGLU backward writes dL/dg over g; BitNet (d(an) first) and the experts need
+	 * a buffer */
+	take(&ap, &n->dg, n->any_moe || c->arch == TERN_ARCH_BITNET ? (size_t)(T * F) * 4 : 0);
 	if (n->any_moe) {
 		take(&ap, &n->dlogits, (size_t)(T * E) * 4);
 		take(&ap, &n->dye, (size_t)(n->cap * D) * 4);
@@ -1964,8 +1966,10 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 			    step, micro));
 		if (bn) /* dg holds d(an) until swiglu_bwd writes it */
 			TRY(tern_rmsnorm_bwd(be, n->da, n->dg, a->a, w->ffn_sub, a->rstda, T, n->F, false));
-		TRY(tern_swiglu_bwd(be, n->dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
-		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, n->dg, a->xn2, a, false, step, micro));
+		/* dL/dg over g (backend.h allows it; g is not read again): no [T, F] buffer of its own */
+		struct tern_view dg = bn ? n->dg : a->g;
+		TRY(tern_swiglu_bwd(be, dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
+		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, dg, a->xn2, a, false, step, micro));
 		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
 	}
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */

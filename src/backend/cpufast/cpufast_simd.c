@@ -62,11 +62,12 @@ static void silu_mul_plain(float *h, const float *g, const float *u, int64_t n)
 
 static void silu_bwd_plain(float *dg, float *du, const float *dh, const float *g, const float *u, int64_t n)
 {
-	for (int64_t i = 0; i < n; i++) {
-		float sg = 1.0f / (1.0f + expf(-g[i]));
-		float d = sg * (1.0f + g[i] * (1.0f - sg));
-		dg[i] = dh[i] * u[i] * d;
-		du[i] = dh[i] * (g[i] * sg);
+	for (int64_t i = 0; i < n; i++) { /* dg may be g, du dh (backend.h): read all, then write */
+		float gi = g[i], hi = dh[i], ui = u[i];
+		float sg = 1.0f / (1.0f + expf(-gi));
+		float d = sg * (1.0f + gi * (1.0f - sg));
+		dg[i] = hi * ui * d;
+		du[i] = hi * (gi * sg);
 	}
 }
 
