@@ -131,12 +131,12 @@ static struct expect by_hand(const struct model *m)
 	uint64_t reserve = 64 * MiB;
 #if defined(TERN_HAVE_CUDA)
 	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:
-	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, a double term
-	 * per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 64 MiB of half
+	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, the chunk's
+	 * rows in bf16, a double term per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 64 MiB of half
 	 * activations */
 	uint64_t tc = 64 * MiB / (4 * V);
 	tc = tc > Tu ? Tu : tc;
-	uint64_t ce = tc * V * 4 + 32 * MiB + Tu * 8;
+	uint64_t ce = tc * V * 4 + 32 * MiB + tc * D * 2 + Tu * 8; /* + the chunk's bf16 rows */
 	reserve = 160 * MiB;
 #elif defined(TERN_HAVE_VULKAN)
 	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
@@ -652,8 +652,8 @@ int main(void)
 #ifdef TERN_HAVE_CUDA
 		enum tern_status cst = tern_backend_sizes("cuda", 9000, 32000, 4096, &s);
 		check(cst == TERN_OK && s.ce_chunk == 524 &&
-			      s.ce_scratch == 524ull * 32000 * 4 + 32 * MiB + 9000 * 8 &&
-			      s.reserve == 128 * MiB,
+			      s.ce_scratch == 524ull * 32000 * 4 + 32 * MiB + 524ull * 4096 * 2 + 9000 * 8 &&
+			      s.reserve == 160 * MiB,
 		      "cuda sizes: chunk %lld scratch %llu reserve %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch, (unsigned long long)s.reserve);
 		tern_backend_sizes("cuda", 300, 5000, 64, &s); /* auto's: cuda comes first */
