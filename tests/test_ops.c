@@ -877,10 +877,11 @@ static enum tern_status lora_fwd(struct suite *s, struct lora_dev *d, int64_t T)
 	return tern_lora_forward(s->be, d->y->v, d->u->v, d->xd->v, d->x->v, &d->w, &d->lora, T);
 }
 
-static enum tern_status lora_bwd(struct suite *s, struct lora_dev *d, int64_t T, bool acc)
+/* alias: dx written over x (backend.h allows it; the net does it for the down projection) */
+static enum tern_status lora_bwd(struct suite *s, struct lora_dev *d, int64_t T, bool acc, bool alias)
 {
-	return tern_lora_backward(s->be, d->dx->v, d->dA->v, d->dB->v, d->du->v, d->tmp->v, d->dy->v, d->x->v,
-				  d->xd->v, d->u->v, &d->w, &d->lora, T, acc);
+	return tern_lora_backward(s->be, alias ? d->x->v : d->dx->v, d->dA->v, d->dB->v, d->du->v, d->tmp->v,
+				  d->dy->v, d->x->v, d->xd->v, d->u->v, &d->w, &d->lora, T, acc);
 }
 
 /* Whether every op the LoRA composition uses runs here; reports it when not. */
@@ -895,11 +896,14 @@ static bool lora_skip(struct chk *c, enum tern_dtype wt)
 }
 
 static void check_lora(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
-		       float p, bool acc)
+		       float p, bool acc, bool alias)
 {
 	struct chk c;
 	chk_begin(&c, s, "lora", "%-13s T=%lld O=%lld I=%lld R=%lld p=%g %s", wdesc(f->dt, f->bs),
-		  (long long)T, (long long)O, (long long)I, (long long)R, (double)p, acc ? "+=" : "=");
+		  (long long)T, (long long)O, (long long)I, (long long)R, (double)p,
+		  alias ? "= over x"
+		  : acc ? "+="
+			: "=");
 	if (lora_skip(&c, f->dt))
 		return;
 	struct lora_case lc;
@@ -918,12 +922,13 @@ static void check_lora(struct suite *s, const struct wfmt *f, int64_t T, int64_t
 	expect(&c, d.u, lc.u, T * R, TOL_F32);
 	if (p > 0)
 		expect(&c, d.xd, lc.xd, T * I, TOL_F32);
-	if (bad(&c, lora_bwd(s, &d, T, acc), "lora_backward"))
+	if (bad(&c, lora_bwd(s, &d, T, acc, alias), "lora_backward"))
 		goto out;
-	expect_mag(&c, d.dx, lc.dx, lc.dxm, T * I, TOL_F32);
+	expect_mag(&c, alias ? d.x : d.dx, lc.dx, lc.dxm, T * I, TOL_F32);
 	expect_mag(&c, d.dA, lc.dA, lc.dAm, R * I, TOL_F32);
 	expect_mag(&c, d.dB, lc.dB, lc.dBm, O * R, TOL_F32);
-	dt_unchanged(&c, d.x, lc.x);
+	if (!alias)
+		dt_unchanged(&c, d.x, lc.x);
 	dt_unchanged(&c, d.A, lc.A);
 	dt_unchanged(&c, d.B, lc.B);
 out:
@@ -1061,7 +1066,7 @@ static void check_fd_lora(struct suite *s, const struct wfmt *f, int64_t T, int6
 	if (!lora_dev_make(&c, &lc, &d, false))
 		goto out;
 	if (bad(&c, lora_fwd(s, &d, T), "lora_forward") ||
-	    bad(&c, lora_bwd(s, &d, T, false), "lora_backward") || !dt_get(&c, d.dx, gx) ||
+	    bad(&c, lora_bwd(s, &d, T, false, false), "lora_backward") || !dt_get(&c, d.dx, gx) ||
 	    !dt_get(&c, d.dA, gA) || !dt_get(&c, d.dB, gB))
 		goto out;
 	if (!fd_lora_wrt(&c, s, &d, &lc, lc.x, d.x, T * I, fx) ||
@@ -1361,13 +1366,17 @@ static void run_backend(struct suite *s)
 	static const int64_t lora_shapes[][4] = {{3, 33, 64, 4}, {17, 7, 97, 8}};
 	for (int p = 0; p < 2; p++)
 		for (int acc = 0; acc < 2; acc++) {
-			check_lora(s, &lora_fmts[0], 1, 1, 1, 1, p ? 0.1f : 0.0f, acc);
+			check_lora(s, &lora_fmts[0], 1, 1, 1, 1, p ? 0.1f : 0.0f, acc, false);
 			for (int f = 0; f < 5; f++)
 				for (int k = 0; k < 2; k++)
 					check_lora(s, &lora_fmts[f], lora_shapes[k][0], lora_shapes[k][1],
-						   lora_shapes[k][2], lora_shapes[k][3], p ? 0.1f : 0.0f,
-						   acc);
+						   lora_shapes[k][2], lora_shapes[k][3], p ? 0.1f : 0.0f, acc,
+						   false);
 		}
+	for (int p = 0; p < 2; p++) /* dx over x, with and without the dropout mask */
+		for (int f = 0; f < 5; f += 2)
+			check_lora(s, &lora_fmts[f], lora_shapes[1][0], lora_shapes[1][1], lora_shapes[1][2],
+				   lora_shapes[1][3], p ? 0.1f : 0.0f, false, true);
 
 	check_errors(s);
 	check_front_doors(s);

@@ -111,7 +111,8 @@ static struct expect by_hand(const struct model *m)
 	       3 * (Fd ? TFd : 256) + nlu * TR;
 	if (m->qk_norm) /* qr, kr, rstdq, rstdk; scratch dqr, dkr */
 		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) + Tq + Tkv;
-	uint64_t da = TF; /* d(act): the grouped experts' backward writes cap rows of Fe */
+	uint64_t da = 256; /* d(act): over a in a dense layer (an empty view); the grouped experts'
+			    * backward writes cap rows of Fe */
 	if (m->E) {
 		uint64_t K = (uint64_t)m->top_k, cap = Tu * K + E * 3, icap = Tu * K + E * 63;
 		/* the grouped block: tokens and weights of the cap rows, the k slots of T, off [E + 1]

@@ -755,7 +755,8 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 				   const struct tern_lora *lora, int64_t T);
 
 /* Backward. dA[R,I] +=, dB[O,R] +=, dx[T,I] = or += (accumulate). du[T,R] and, when p > 0,
- * tmp[T,I] are scratch. x, xd, u as saved by the forward. */
+ * tmp[T,I] are scratch. x, xd, u as saved by the forward. With accumulate false dx may be x
+ * (the same view): x (or xd) is read for dA before dx is written. */
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
 				    struct tern_view dB, struct tern_view du, struct tern_view tmp,
 				    struct tern_view dy, struct tern_view x, struct tern_view xd,

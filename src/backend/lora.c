@@ -91,7 +91,7 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	if ((st = tern_gemm(be, du, dy, lora->B, T, R, O, false, false, lora->scale, 0.0f, lora->lprec)) !=
 	    TERN_OK)
 		return st;
-	/* dA[R,I] += du[T,R]ᵀ · xin[T,I] */
+	/* dA[R,I] += du[T,R]ᵀ · xin[T,I]; the last read of x, so dx may be x (backend.h) */
 	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */

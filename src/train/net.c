@@ -137,8 +137,8 @@ struct tern_net {
 	struct tern_view xd, tmp, dul;                    /* [T,maxI], [T,maxI], [T,R] */
 	struct tern_view dres, dxn, tmpD, xf, rstdf, dxf; /* [T,D] ... */
 	struct tern_view dao, dq, dk, dv, dqr, dkr;
-	struct tern_view da, dg, du; /* [T,F]; du shares da's memory (swiglu_bwd reads dh before it
-				      * writes du) */
+	struct tern_view da, dg; /* [T,F]: BitNet's and the experts' d(act) and dL/dg (a dense layer
+				  * writes them over a and g); dL/du shares da's memory */
 	struct tern_view loss, sumsq;
 	uint64_t weight_bytes;
 	/* mixtures of experts (E > 0): top K of E experts of width Fe; expert rows aligned to pad;
@@ -462,9 +462,9 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
 	bool grp = n->any_moe && n->o.prec == TERN_F32;
 	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
-	take(&ap, &n->da, (size_t)da_n * 4);
-	/* the dense SwiGLU backward writes dL/dg over g; BitNet (d(an) first) and the experts need
-	 * a buffer */
+	take(&ap, &n->da, n->any_moe || c->arch == TERN_ARCH_BITNET ? (size_t)da_n * 4 : 0);
+	/* the dense MLP backward writes dL/da over a and dL/dg over g; BitNet (d(an) first) and the
+	 * experts need buffers */
 	take(&ap, &n->dg, n->any_moe || c->arch == TERN_ARCH_BITNET ? (size_t)(T * F) * 4 : 0);
 	if (n->any_moe) {
 		take(&ap, &n->dlogits, (size_t)(T * E) * 4);
@@ -1007,7 +1007,6 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	if ((st = be->vt->buffer_alloc(be, ap.size, &n->act)))
 		goto out;
 	bind(&ap, n->act);
-	n->du = n->da;
 	n->act_bytes = ap.size;
 	if (n->any_moe) {
 		int nsets = o->checkpointing ? 1 : (int)L;
@@ -1962,15 +1961,17 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	if (w->moe) {
 		TRY(moe_bwd(n, l, n->dxn, n->dres, a));
 	} else {
-		TRY(lin_bwd(n, l, TERN_MOD_DOWN, bn ? n->dg : n->da, n->dres, bn ? a->an : a->a, a, false,
-			    step, micro));
+		/* dense: dL/da over a (the down projection's input, read for dA before dx is written),
+		 * then dL/dg over g and dL/du over dL/da (backend.h allows both; neither is read again):
+		 * no [T, F] buffers of their own. BitNet normalises a first and keeps n->da, n->dg. */
+		struct tern_view da = bn ? n->da : a->a, dg = bn ? n->dg : a->g;
+		TRY(lin_bwd(n, l, TERN_MOD_DOWN, bn ? n->dg : da, n->dres, bn ? a->an : a->a, a, false, step,
+			    micro));
 		if (bn) /* dg holds d(an) until swiglu_bwd writes it */
 			TRY(tern_rmsnorm_bwd(be, n->da, n->dg, a->a, w->ffn_sub, a->rstda, T, n->F, false));
-		/* dL/dg over g (backend.h allows it; g is not read again): no [T, F] buffer of its own */
-		struct tern_view dg = bn ? n->dg : a->g;
-		TRY(tern_swiglu_bwd(be, dg, n->du, n->da, a->g, a->u, T * n->F, n->m->cfg.act));
+		TRY(tern_swiglu_bwd(be, dg, da, da, a->g, a->u, T * n->F, n->m->cfg.act));
 		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, dg, a->xn2, a, false, step, micro));
-		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, n->du, a->xn2, a, true, step, micro));
+		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, da, a->xn2, a, true, step, micro));
 	}
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
