@@ -336,8 +336,6 @@ cudaError_t bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const float 
 namespace
 {
 
-constexpr int kMW = 4;        // warps per block
-constexpr int kMT = kMW * 16; // rows per block and per shared tile
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -425,11 +423,11 @@ __device__ inline bool sees(const cuk_attn &a, int64_t i, int64_t j, int32_t si,
 	return i < a.T && j <= i && si == sj && (a.window <= 0 || i - j < a.window);
 }
 
-// Whether no query row wlo .. wlo+15 of a warp sees a key of the tile at j0 (rows past T, or every
-// key of the tile before their window); keys after the rows end the walk instead.
-__device__ inline bool tile_unseen(const cuk_attn &a, int64_t j0, int64_t wlo)
+// Whether no query row wlo .. wlo+15 of a warp sees a key of the n-key tile at j0 (rows past T,
+// or every key of the tile before their window); keys after the rows end the walk instead.
+__device__ inline bool tile_unseen(const cuk_attn &a, int64_t j0, int n, int64_t wlo)
 {
-	return wlo >= a.T || (a.window > 0 && j0 + kMT - 1 < wlo - a.window + 1);
+	return wlo >= a.T || (a.window > 0 && j0 + n - 1 < wlo - a.window + 1);
 }
 
 // The online softmax of a warp's two rows (a: ia, b: ib) over one step of NT key columns: s holds
@@ -644,6 +642,27 @@ __device__ inline void vals_async(void *dst, const void *src, int64_t r0, int64_
 			((uint32_t *)dst)[r] = 0u;
 }
 
+// The pipeline step of the forward's and dQ's walks over key tiles: the next tile (K, V, the
+// keys' segments) starts loading into stage nxt while the current one's copies are waited for
+// (more: whether there is a next), then the block syncs.
+template <int DH>
+__device__ inline void kv_stage(uint16_t *st, int32_t *sg, const uint16_t *k, const uint16_t *v,
+				const int32_t *seg, int64_t j0, bool more, int nxt, const cuk_attn &a,
+				int64_t gh)
+{
+	constexpr int S = DH + 8;
+	if (more) {
+		tile_async<DH>(st + 2 * nxt * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
+		tile_async<DH>(st + (2 * nxt + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
+		vals_async(sg + nxt * kFN, seg, j0 + kFN, a.T);
+		cp_commit();
+		cp_wait<1>();
+	} else {
+		cp_wait<0>();
+	}
+	__syncthreads();
+}
+
 // The A fragments of rows r .. r+16, columns 16 ks .. 16 ks + 16 of a tile.
 template <int DH>
 __device__ inline void a_frag_ld(uint32_t f[4], const uint16_t *tile, int r, int ks, int lane)
@@ -784,19 +803,10 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 	for (int it = 0; it < ntiles; it++) {
 		int64_t j0 = jfirst + (int64_t)it * kFN;
 		int cur = it & 1;
-		if (it + 1 < ntiles) {
-			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
-			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
-			vals_async(sg + (cur ^ 1) * kFN, seg, j0 + kFN, a.T);
-			cp_commit();
-			cp_wait<1>();
-		} else {
-			cp_wait<0>();
-		}
-		__syncthreads();
+		kv_stage<DH>(st, sg, k, v, seg, j0, it + 1 < ntiles, cur ^ 1, a, gh);
 		const uint16_t *Ks = st + 2 * cur * kFN * S, *Vs = st + (2 * cur + 1) * kFN * S;
 		const int32_t *Sg = sg + cur * kFN;
-		if (!tile_unseen(a, j0, wlo))
+		if (!tile_unseen(a, j0, kFN, wlo))
 			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 15; c0 += 8 * NT) {
 				float s[NT][4];
 				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
@@ -869,19 +879,10 @@ __global__ void __launch_bounds__(kFW * 32)
 	for (int it = 0; it < ntiles; it++) {
 		int64_t j0 = jfirst + (int64_t)it * kFN;
 		int cur = it & 1;
-		if (it + 1 < ntiles) {
-			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
-			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
-			vals_async(sg + (cur ^ 1) * kFN, seg, j0 + kFN, a.T);
-			cp_commit();
-			cp_wait<1>();
-		} else {
-			cp_wait<0>();
-		}
-		__syncthreads();
+		kv_stage<DH>(st, sg, k, v, seg, j0, it + 1 < ntiles, cur ^ 1, a, gh);
 		const uint16_t *Ks = st + 2 * cur * kFN * S, *Vs = st + (2 * cur + 1) * kFN * S;
 		const int32_t *Sg = sg + cur * kFN;
-		if (!tile_unseen(a, j0, wlo))
+		if (!tile_unseen(a, j0, kFN, wlo))
 			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 15; c0 += 8 * NT) {
 				float s[NT][4], dp[NT][4];
 				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
@@ -954,7 +955,7 @@ __global__ void __launch_bounds__(kFW * 32)
 		for (int e = 0; e < 4; e++)
 			dK[n][e] = dV[n][e] = 0.0f;
 	for (int it = 0; it < ntiles; it++) {
-		int64_t h = h0 + it / nq, i0 = j0 + (int64_t)(it % nq) * kFN;
+		int64_t i0 = j0 + (int64_t)(it % nq) * kFN;
 		int cur = it & 1;
 		if (it + 1 < ntiles) {
 			int64_t hn1 = h0 + (it + 1) / nq, in1 = j0 + (int64_t)((it + 1) % nq) * kFN;
@@ -969,7 +970,6 @@ __global__ void __launch_bounds__(kFW * 32)
 			cp_wait<0>();
 		}
 		__syncthreads();
-		(void)h;
 		const uint16_t *Qs = st + 2 * cur * kFN * S, *Gs = st + (2 * cur + 1) * kFN * S;
 		const float *L = fl + 3 * cur * kFN, *D = fl + 3 * cur * kFN + kFN;
 		const int32_t *Sg = (const int32_t *)(fl + 3 * cur * kFN + 2 * kFN);
