@@ -113,15 +113,22 @@ static void warp_phase(warp_state &w, unsigned lanes)
 	}
 }
 
+// The calling thread's warp, its index in the block, and how many lanes the warp has (the last
+// warp of a block may be short).
+static warp_state &my_warp(unsigned *lin, unsigned *lanes)
+{
+	*lin = threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
+	unsigned nthreads = emu_block_dim.x * emu_block_dim.y * emu_block_dim.z;
+	*lanes = nthreads - *lin / 32 * 32 < 32 ? nthreads - *lin / 32 * 32 : 32;
+	return warps[*lin / 32];
+}
+
 void emu_warp_share(const void *mine, size_t n, void *all)
 {
 	if (n > sizeof warps[0].buf[0])
 		fail("emu_warp_share: more than 64 bytes per lane");
-	unsigned lin =
-		threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
-	unsigned nthreads = emu_block_dim.x * emu_block_dim.y * emu_block_dim.z;
-	warp_state &w = warps[lin / 32];
-	unsigned lanes = nthreads - lin / 32 * 32 < 32 ? nthreads - lin / 32 * 32 : 32;
+	unsigned lin, lanes;
+	warp_state &w = my_warp(&lin, &lanes);
 	memcpy(w.buf[lin & 31], mine, n);
 	warp_phase(w, lanes);
 	for (unsigned l = 0; l < 32; l++)
@@ -131,31 +138,12 @@ void emu_warp_share(const void *mine, size_t n, void *all)
 
 uint64_t emu_warp_exchange(uint64_t v, int src)
 {
-	unsigned lin =
-		threadIdx.x + threadIdx.y * emu_block_dim.x + threadIdx.z * emu_block_dim.x * emu_block_dim.y;
-	unsigned nthreads = emu_block_dim.x * emu_block_dim.y * emu_block_dim.z;
-	warp_state &w = warps[lin / 32];
-	unsigned lanes = nthreads - lin / 32 * 32 < 32 ? nthreads - lin / 32 * 32 : 32;
-	// phase 1: everyone writes, then waits for the others
+	unsigned lin, lanes;
+	warp_state &w = my_warp(&lin, &lanes);
 	w.slot[lin & 31] = v;
-	unsigned gen = w.gen;
-	if (++w.count == lanes) {
-		w.count = 0;
-		w.gen++;
-	} else {
-		while (w.gen == gen)
-			yield();
-	}
+	warp_phase(w, lanes); // everyone has written
 	uint64_t r = w.slot[src & 31];
-	// phase 2: everyone has read before the slots are written again
-	gen = w.gen;
-	if (++w.count == lanes) {
-		w.count = 0;
-		w.gen++;
-	} else {
-		while (w.gen == gen)
-			yield();
-	}
+	warp_phase(w, lanes); // everyone has read before the slots are written again
 	return r;
 }
 
