@@ -12,8 +12,9 @@
 #   tern     BIN train on a YAML written here: qlora (nf4-dq), LoRA r 16 / alpha 32 on all 7
 #            projections, micro-batch 1 x seq, accumulation as the shape says, gradient
 #            checkpointing, AdamW, clipping 1.0, backend vulkan. tokens/s = tokens per step / mean
-#            step_s of metrics.jsonl over the steps after the first; peak = the largest "mem" of
-#            its progress lines (device memory tern allocated).
+#            step_s of metrics.jsonl over the steps after the first; peak = the largest "peak
+#            device" of its progress lines (all device memory the backend allocated, its scratch
+#            and workspaces included; binaries before 2026-12-05 print only the net's "mem").
 #   hf       tools/bench_hf.py: transformers + PEFT + bitsandbytes nf4 (double quant, bf16
 #            compute), prepare_model_for_kbit_training with gradient checkpointing, same LoRA.
 #   unsloth  tools/bench_unsloth.py: FastLanguageModel, nf4, checkpointing "unsloth".

@@ -34,7 +34,10 @@ def cmd_data(a):
 
 
 UNITS = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-MEM = re.compile(r"^step \d+/\d+ .*\bmem ([0-9.]+) (KiB|MiB|GiB|TiB)")
+# tern's progress line: "mem NET (peak device ALL, host H)": ALL is everything the backend
+# allocated on the device (its scratch and workspaces included), the figure that compares with
+# torch.cuda.max_memory_allocated; older binaries print only NET
+MEM = re.compile(r"^step \d+/\d+ .*\bmem ([0-9.]+) (KiB|MiB|GiB|TiB)(?: \(peak device ([0-9.]+) (KiB|MiB|GiB|TiB))?")
 DEVICE = re.compile(r"^  device +(.*?); memory: (.*)$")
 PY_ERR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)|AssertionError)\b.*")
 
@@ -92,7 +95,8 @@ def tern_result(d, log, tokens_per_step):
             for part in l.rstrip("\n").split("\r"):
                 m = MEM.match(part)
                 if m:
-                    peak = max(peak or 0.0, float(m.group(1)) * UNITS[m.group(2)])
+                    v, u = (m.group(3), m.group(4)) if m.group(3) else (m.group(1), m.group(2))
+                    peak = max(peak or 0.0, float(v) * UNITS[u])
                 m = DEVICE.match(part)
                 if m:
                     device, memory = m.group(1), m.group(2)

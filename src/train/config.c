@@ -76,12 +76,12 @@ static const char *const layout_names[] = {"peft", "per_expert", NULL};
 #define F(field) offsetof(struct tern_config, field)
 /* a K_LIST's count: the int right after its pointer */
 #define list_count(p) ((int *)((char *)(p) + sizeof(char **)))
-#define NOTE_BF16                                                                                           \
-	"products run as compute_dtype (default auto: f16 with power-of-two scaling on GPUs, f32 on CPUs; " \
-	"tern builds no bf16 products yet); LoRA weights, gradients and AdamW state stay f32"
-#define NOTE_FP16                                                                                           \
-	"products run as compute_dtype (default auto: f16 with power-of-two scaling on GPUs, f32 on CPUs; " \
-	"compute_dtype: f16 forces f16); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_AUTO                                                                                        \
+	"products run as compute_dtype (default auto: bf16 on CUDA cards of compute 8.0 and later, f16 " \
+	"with power-of-two scaling on other GPUs, f32 on CPUs; "
+#define NOTE_BF16 \
+	NOTE_AUTO "compute_dtype: bf16 forces bf16); LoRA weights, gradients and AdamW state stay f32"
+#define NOTE_FP16 NOTE_AUTO "compute_dtype: f16 forces f16); LoRA weights, gradients and AdamW state stay f32"
 #define NOTE_TF32 "tf32 is a CUDA matmul mode; tern's f32 products (compute_dtype: f32) are full f32"
 #define NOTE_ARCH "tern reads the architecture from config.json and the tokenizer from tokenizer.json"
 #define NOTE_INT8                                                                                             \
