@@ -91,7 +91,7 @@ for c in "mistral-7b-12gb mistral-7b-v0.1" "llama3-70b-24gb meta-llama-3-70b"; d
 done
 
 # 7. --profile: after every step one line with the device time of each op kind, which add up to no
-#    more than the step's wall time, and the same figures in every step's metrics.jsonl line (even
+#    more than the step's wall time, a line with the same time by op, and the same figures in every step's metrics.jsonl line (even
 #    with logging_steps 2); TERN_PROFILE=1 does the same
 kinds="matmul fwd|matmul bwd|LoRA|attention|loss|norms/elementwise|optimizer|copies|idle|step"
 # checks the profile lines of $1 for steps 1..$2; prints what is wrong
@@ -115,7 +115,33 @@ check_profile() {
 		if (names != want) { print "kinds: " names; bad = 1 }
 		if (!(step > 0) || sum > step + 0.5) { print "step " n ": kinds add up to " sum " ms, step " step " ms"; bad = 1 }
 	}
-	END { if (n != steps) { print n " profile lines, expected " steps; bad = 1 } exit bad }' "$1"
+	END { if (n != steps) { print n " profile lines, expected " steps; bad = 1 } exit bad }' "$1" || return 1
+	# each step's "profile ops" line splits the same time by op: "name T ms xN", longest first,
+	# adding up to the kinds less the copies (each figure rounded to 0.1 ms)
+	awk -v steps="$2" '
+	/^profile step / {
+		sub(/^profile step [0-9]+: /, ""); np = split($0, part, / \| /); kinds = 0
+		for (i = 1; i <= np; i++)
+			if (match(part[i], / -?[0-9.]+ ms/)) {
+				name = substr(part[i], 1, RSTART - 1)
+				if (name != "idle" && name != "step" && name != "copies")
+					kinds += substr(part[i], RSTART + 1, RLENGTH - 4)
+			}
+	}
+	/^profile ops step / {
+		n++; sub(/^profile ops step [0-9]+: /, ""); np = split($0, part, / \| /); sum = 0; last = 1e30
+		for (i = 1; i <= np; i++) {
+			if (split(part[i], f, " ") != 4 || f[3] != "ms" || f[4] !~ /^x[1-9][0-9]*$/) {
+				print "op entry \"" part[i] "\""; bad = 1; continue
+			}
+			if (f[2] > last) { print "ops not longest first at " f[1]; bad = 1 }
+			last = f[2]; sum += f[2]
+		}
+		if (np < 5 || sum < kinds - 0.1 * np - 0.2 || sum > kinds + 0.1 * np + 0.2) {
+			print "step " n ": ops add up to " sum " ms, the kinds less copies to " kinds " ms"; bad = 1
+		}
+	}
+	END { if (n != steps) { print n " profile ops lines, expected " steps; bad = 1 } exit bad }' "$1"
 }
 backends=cpu
 if "$tern" devices 2>/dev/null | grep -q "^vulkan [0-9]"; then

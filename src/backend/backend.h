@@ -172,10 +172,14 @@ const char *tern_prof_kind_name(enum tern_prof_kind k);
 const char *tern_prof_kind_key(enum tern_prof_kind k);
 
 /* Totals per kind since the last reset: device time in ns and the ops' nominal FLOPs (2 per
- * multiply-add, counted once per front-door call; 0 for kinds without products). */
+ * multiply-add, counted once per front-door call; 0 for kinds without products); and the same
+ * time split by the op the outermost front door ran (op_ns sums to ns less the copies) with the
+ * number of those calls. */
 struct tern_profile {
 	double ns[TERN_PROF_KIND_COUNT];
 	double flops[TERN_PROF_KIND_COUNT];
+	double op_ns[TERN_OP_COUNT];
+	uint64_t op_calls[TERN_OP_COUNT];
 };
 
 struct tern_backend;
@@ -273,7 +277,9 @@ struct tern_backend_vtable {
 	 * front door does (be->profile_depth), so an op that runs others through their front doors is
 	 * timed as one op of its own kind. A backend times what runs between the two calls as `kind`
 	 * (the CPU: host time, the ops being synchronous; Vulkan: the timestamps of the dispatches
-	 * recorded in between) and adds flops to the kind once. Work outside any op (upload, download,
+	 * recorded in between) and adds flops to the kind once. be->profile_op names the op of the
+	 * bracket (the front door sets it before the opening call): the backend adds the same time to
+	 * op_ns[that op] and counts the call in op_calls. Work outside any op (upload, download,
 	 * zero, copy_async) counts as TERN_PROF_COPIES where the backend can time it. */
 
 	/* Prepares for profiling (on) or stops it; called by tern_backend_profile, which sets
@@ -512,8 +518,9 @@ struct tern_backend {
 	 * false while their grouped kernels are untiled and unmeasured; TERN_MOE_GROUPED=1 or 0
 	 * overrides, src/train/net.c) */
 	bool grouped_fast;
-	bool profiling;    /* set by tern_backend_profile: the front doors call profile_op */
-	int profile_depth; /* front doors open (the outermost one names the kind) */
+	bool profiling;          /* set by tern_backend_profile: the front doors call profile_op */
+	int profile_depth;       /* front doors open (the outermost one names the kind) */
+	enum tern_op profile_op; /* the op the outermost open front door runs (profile_op reads it) */
 	/* Vulkan's on-disk pipeline cache: its path ("" when off, or another backend) and whether a
 	 * valid one was loaded (false: this run compiles its shaders from scratch) */
 	char pipeline_cache[4096];

@@ -73,13 +73,15 @@ static bool plain(enum tern_dtype dt) { return dt == TERN_F32 || dt == TERN_F16 
 /* Opens the profile bracket of a checked op about to run its entry: only the outermost front
  * door tells the backend, so an entry that runs other ops through their front doors is timed as
  * one op of its own kind. Returns whether prof_end has a bracket to close. */
-static bool prof_begin(struct tern_backend *be, enum tern_prof_kind kind, double flops)
+static bool prof_begin(struct tern_backend *be, enum tern_op op, enum tern_prof_kind kind, double flops)
 {
 	be->counts.ops++;
 	if (!be->profiling)
 		return false;
-	if (be->profile_depth++ == 0)
+	if (be->profile_depth++ == 0) {
+		be->profile_op = op;
 		be->vt->profile_op(be, kind, flops, true);
+	}
 	return true;
 }
 
@@ -160,7 +162,7 @@ enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
+	bool prof = prof_begin(be, TERN_OP_MATMUL, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
 	return prof_end(be, prof, pk, be->vt->matmul(be, y, x, w, T, prec));
 }
 
@@ -174,7 +176,7 @@ enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, s
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
+	bool prof = prof_begin(be, TERN_OP_MATMUL_BWD, pk, 2.0 * (double)T * (double)w->O * (double)w->I);
 	return prof_end(be, prof, pk, be->vt->matmul_bwd(be, dx, dy, w, T, accumulate, prec));
 }
 
@@ -203,7 +205,7 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 		       lN)))
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_LORA;
-	bool prof = prof_begin(be, pk, 2.0 * (double)M * (double)N * (double)K);
+	bool prof = prof_begin(be, TERN_OP_GEMM, pk, 2.0 * (double)M * (double)N * (double)K);
 	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta, prec));
 }
 
@@ -235,7 +237,7 @@ enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struc
 	if (n > (INT64_C(1) << 32)) /* the hash takes a 32-bit element index */
 		return tern_fail(TERN_E_INVALID, "dropout: n=%lld exceeds the 32-bit element counter",
 				 (long long)n);
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_DROPOUT, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->dropout(be, y, x, n, p, key));
 }
 
@@ -249,7 +251,7 @@ enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct t
 	enum tern_status st = vectors("axpy", n, names, v, 2);
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_AXPY, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->axpy(be, y, x, n, alpha));
 }
 
@@ -275,7 +277,7 @@ enum tern_status tern_adamw(struct tern_backend *be, struct tern_view param, str
 				 "adamw: bad hyperparameters lr=%g beta1=%g beta2=%g eps=%g wd=%g",
 				 (double)args->lr, (double)args->beta1, (double)args->beta2,
 				 (double)args->eps, (double)args->weight_decay);
-	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ADAMW, TERN_PROF_OPTIMIZER, 0.0);
 	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->adamw(be, param, grad, m, v, n, args));
 }
 
@@ -291,7 +293,7 @@ enum tern_status tern_sumsq(struct tern_backend *be, struct tern_view out, struc
 		st = view(op, "out", out, 4, "1 f32");
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	bool prof = prof_begin(be, TERN_OP_SUMSQ, TERN_PROF_OPTIMIZER, 0.0);
 	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->sumsq(be, out, x, n, accumulate));
 }
 
@@ -303,7 +305,7 @@ enum tern_status tern_scale(struct tern_backend *be, struct tern_view x, int64_t
 	enum tern_status st = vectors("scale", n, names, &x, 1);
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_SCALE, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->scale(be, x, n, alpha));
 }
 
@@ -319,7 +321,7 @@ enum tern_status tern_clip(struct tern_backend *be, struct tern_view x, int64_t 
 		st = view(op, "sumsq", sumsq, 4, "1 f32");
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_OPTIMIZER, 0.0);
+	bool prof = prof_begin(be, TERN_OP_CLIP, TERN_PROF_OPTIMIZER, 0.0);
 	return prof_end(be, prof, TERN_PROF_OPTIMIZER, be->vt->clip(be, x, n, sumsq, max_norm));
 }
 
@@ -339,7 +341,7 @@ enum tern_status tern_cast(struct tern_backend *be, struct tern_view dst, enum t
 	if ((st = view(op, "dst", dst, (size_t)n * ds, "n=%lld %s", (long long)n, tern_dtype_name(dt))) ||
 	    (st = view(op, "src", src, (size_t)n * ss, "n=%lld %s", (long long)n, tern_dtype_name(st_))))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_CAST, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->cast(be, dst, dt, src, st_, n));
 }
 
@@ -363,7 +365,7 @@ enum tern_status tern_rmsnorm(struct tern_backend *be, struct tern_view y, struc
 	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_RMSNORM, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rmsnorm(be, y, rstd, x, w, T, D, eps));
 }
 
@@ -386,7 +388,7 @@ enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, 
 	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)) ||
 	    (st = view(op, "rstd", rstd, (size_t)T * 4, "T=%lld f32", lT)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_RMSNORM_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate));
 }
@@ -408,7 +410,7 @@ enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct t
 	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
 	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ROPE, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->rope(be, x, pos, inv_freq, T, H, Dh, inverse));
 }
@@ -435,7 +437,7 @@ enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct
 	enum tern_status st = mlp_check("swiglu", n, act, names, v, 3);
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_SWIGLU, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->swiglu(be, h, g, u, n, act));
 }
 
@@ -450,7 +452,7 @@ enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, s
 	enum tern_status st = mlp_check("swiglu_bwd", n, act, names, v, 5);
 	if (st)
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_SWIGLU_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->swiglu_bwd(be, dg, du, dh, g, u, n, act));
 }
 
@@ -475,7 +477,7 @@ enum tern_status tern_embed(struct tern_backend *be, struct tern_view y, struct 
 	if ((st = view(op, "y", y, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "ids", ids, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_EMBED, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->embed(be, y, ids, E, T));
 }
 
@@ -497,7 +499,7 @@ enum tern_status tern_embed_bwd(struct tern_backend *be, struct tern_view dE, st
 	    (st = view(op, "dy", dy, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "ids", ids, (size_t)T * 4, "T=%lld i32", lT)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_EMBED_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->embed_bwd(be, dE, dy, ids, T, V, D));
 }
 
@@ -545,7 +547,7 @@ enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, str
 		return st;
 	/* causal: half of the T x T scores, two products (q kᵀ and p v) per score */
 	double flops = 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
-	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	bool prof = prof_begin(be, TERN_OP_ATTENTION, TERN_PROF_ATTENTION, flops);
 	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention(be, o, lse, q, k, v, seg, a));
 }
 
@@ -576,7 +578,7 @@ enum tern_status tern_attention_kv(struct tern_backend *be, struct tern_view o, 
 		return st;
 	/* two products (q kᵀ and p v) per score, Tq rows of up to Tk keys */
 	double flops = 2.0 * 2.0 * (double)a->Tq * (double)a->Tk * (double)a->H * (double)a->Dh;
-	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	bool prof = prof_begin(be, TERN_OP_ATTENTION_KV, TERN_PROF_ATTENTION, flops);
 	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention_kv(be, o, q, k, v, a));
 }
 
@@ -601,7 +603,7 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 	/* 2.5 times the forward: five products per score (q kᵀ recomputed, dO vᵀ, dV, dQ, dK) against
 	 * the forward's two */
 	double flops = 2.5 * 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
-	bool prof = prof_begin(be, TERN_PROF_ATTENTION, flops);
+	bool prof = prof_begin(be, TERN_OP_ATTENTION_BWD, TERN_PROF_ATTENTION, flops);
 	return prof_end(be, prof, TERN_PROF_ATTENTION,
 			be->vt->attention_bwd(be, dq, dk, dv, dout, q, k, v, o, lse, seg, a));
 }
@@ -643,7 +645,7 @@ enum tern_status tern_ce_loss(struct tern_backend *be, struct tern_view loss, st
 	    (st = view(op, "dW", dW, (size_t)(W->O * D) * 4, "V=%lld D=%lld f32", (long long)W->O, lD)))
 		return st;
 	/* the logits x Wᵀ and dx = (softmax - onehot) W (and dW += dzᵀ x) */
-	bool prof = prof_begin(be, TERN_PROF_LOSS,
+	bool prof = prof_begin(be, TERN_OP_CE_LOSS, TERN_PROF_LOSS,
 			       (dW.size ? 3.0 : 2.0) * 2.0 * (double)T * (double)W->O * (double)D);
 	return prof_end(be, prof, TERN_PROF_LOSS,
 			be->vt->ce_loss(be, loss, dx, dW, x, W, labels, T, inv_n, prec));
@@ -677,7 +679,7 @@ enum tern_status tern_gather_rows(struct tern_backend *be, struct tern_view y, s
 	    (st = view(op, "x", x, (size_t)(Tx * D) * 4, "Tx=%lld D=%lld f32", lT, lD)) ||
 	    (st = view(op, "idx", idx, (size_t)n * 4, "n=%lld i32", ln)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_GATHER_ROWS, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->gather_rows(be, y, x, idx, n, Tx, D));
 }
 
@@ -702,7 +704,7 @@ enum tern_status tern_scatter_add_rows(struct tern_backend *be, struct tern_view
 				 "weights",
 				 ln)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_SCATTER_ADD_ROWS, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->scatter_add_rows(be, y, x, idx, w, n, Ty, D));
 }
@@ -723,7 +725,7 @@ enum tern_status tern_rowdot(struct tern_backend *be, struct tern_view out, stru
 	    (st = view(op, "a", a, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)) ||
 	    (st = view(op, "b", b, (size_t)(n * D) * 4, "n=%lld D=%lld f32", ln, lD)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ROWDOT, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->rowdot(be, out, a, b, n, D));
 }
 
@@ -748,7 +750,7 @@ enum tern_status tern_act_quant8(struct tern_backend *be, struct tern_view y, st
 		return tern_fail(TERN_E_INVALID,
 				 "act_quant8: y (offset %zu) overlaps x (offset %zu) without being x itself",
 				 y.off, x.off);
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ACT_QUANT8, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->act_quant8(be, y, x, T, I));
 }
 
@@ -768,7 +770,7 @@ enum tern_status tern_argmax(struct tern_backend *be, struct tern_view out, stru
 	if ((st = view(op, "out", out, (size_t)rows * 4, "rows=%lld i32", lr)) ||
 	    (st = view(op, "x", x, (size_t)(rows * n) * 4, "rows=%lld n=%lld f32", lr, ln)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ARGMAX, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE, be->vt->argmax(be, out, x, rows, n));
 }
 
@@ -798,7 +800,7 @@ enum tern_status tern_route_topk(struct tern_backend *be, struct tern_view sel, 
 	    (st = view(op, "counts", counts, (size_t)E * 4, "E=%lld i32", lE)) ||
 	    (st = view(op, "logits", logits, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ROUTE_TOPK, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->route_topk(be, sel, w, prob, counts, logits, T, E, k, norm));
 }
@@ -820,7 +822,7 @@ enum tern_status tern_route_topk_bwd(struct tern_backend *be, struct tern_view d
 	    (st = view(op, "prob", prob, (size_t)(T * E) * 4, "T=%lld E=%lld f32", lT, lE)) ||
 	    (st = view(op, "sel", sel, (size_t)(T * k) * 4, "T=%lld k=%lld i32", lT, lk)))
 		return st;
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ROUTE_TOPK_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->route_topk_bwd(be, dlogits, dw, prob, sel, T, E, k, norm));
 }
@@ -893,7 +895,8 @@ enum tern_status tern_matmul_grouped(struct tern_backend *be, struct tern_view y
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)x->w.O * (double)x->w.I);
+	bool prof =
+		prof_begin(be, TERN_OP_MATMUL_GROUPED, pk, 2.0 * (double)T * (double)x->w.O * (double)x->w.I);
 	return prof_end(be, prof, pk, be->vt->matmul_grouped(be, y, in, x, off, T, prec));
 }
 
@@ -907,6 +910,7 @@ enum tern_status tern_matmul_grouped_bwd(struct tern_backend *be, struct tern_vi
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)x->w.O * (double)x->w.I);
+	bool prof = prof_begin(be, TERN_OP_MATMUL_GROUPED_BWD, pk,
+			       2.0 * (double)T * (double)x->w.O * (double)x->w.I);
 	return prof_end(be, prof, pk, be->vt->matmul_grouped_bwd(be, dx, dy, x, off, T, accumulate, prec));
 }

@@ -52,9 +52,12 @@ static void cpu_profile_op(struct tern_backend *be, enum tern_prof_kind kind, do
 	struct cpu_backend *c = cpu_be(be);
 	if (begin) {
 		c->prof.flops[kind] += flops;
+		c->prof.op_calls[be->profile_op]++;
 		c->prof_t0 = tern_now();
 	} else {
-		c->prof.ns[kind] += (tern_now() - c->prof_t0) * 1e9;
+		double ns = (tern_now() - c->prof_t0) * 1e9;
+		c->prof.ns[kind] += ns;
+		c->prof.op_ns[be->profile_op] += ns;
 	}
 }
 

@@ -43,6 +43,7 @@ static inline struct cu_buffer *cu_buf(struct tern_buffer *b) { return (struct c
 struct cu_prof_rec {
 	cudaEvent_t a, b;
 	enum tern_prof_kind kind;
+	int op; /* enum tern_op of the bracket; -1 for a copy outside any op */
 };
 
 struct cu_backend {

@@ -119,7 +119,7 @@ enum tern_status tern_cu_terms(struct cu_backend *c, int64_t n, double **out)
 
 /* Opens a record of `kind` on stream st (the compute stream for ops and plain copies, the copy
  * stream for copy_async). Events are made on demand and kept for reuse. */
-static void prof_begin(struct cu_backend *c, enum tern_prof_kind kind, cudaStream_t st)
+static void prof_begin(struct cu_backend *c, enum tern_prof_kind kind, int op, cudaStream_t st)
 {
 	if (c->prof_n == c->prof_cap) {
 		int cap = c->prof_cap ? 2 * c->prof_cap : 256;
@@ -134,6 +134,7 @@ static void prof_begin(struct cu_backend *c, enum tern_prof_kind kind, cudaStrea
 	if (!r->a && (cudaEventCreate(&r->a) != cudaSuccess || cudaEventCreate(&r->b) != cudaSuccess))
 		return;
 	r->kind = kind;
+	r->op = op;
 	cudaEventRecord(r->a, st);
 	c->prof_open = c->prof_n;
 }
@@ -152,7 +153,8 @@ static void cu_profile_op(struct tern_backend *be, enum tern_prof_kind kind, dou
 	struct cu_backend *c = cu_be(be);
 	if (begin) {
 		c->totals.flops[kind] += flops;
-		prof_begin(c, kind, c->s);
+		c->totals.op_calls[be->profile_op]++;
+		prof_begin(c, kind, (int)be->profile_op, c->s);
 	} else {
 		prof_end(c, c->s);
 	}
@@ -171,6 +173,8 @@ static enum tern_status prof_collect(struct cu_backend *c)
 		if (e != cudaSuccess && st == TERN_OK)
 			st = tern_cu_check(e, "profile: event time");
 		c->totals.ns[r->kind] += (double)ms * 1e6;
+		if (r->op >= 0)
+			c->totals.op_ns[r->op] += (double)ms * 1e6;
 	}
 	c->prof_n = 0;
 	c->prof_open = -1;
@@ -267,7 +271,7 @@ static enum tern_status cu_upload(struct tern_backend *be, struct tern_view dst,
 		return st;
 	bool timed = copy_timed(be);
 	if (timed)
-		prof_begin(c, TERN_PROF_COPIES, c->s);
+		prof_begin(c, TERN_PROF_COPIES, -1, c->s);
 	st = tern_cu_check(cudaMemcpyAsync(p, src, dst.size, cudaMemcpyHostToDevice, tern_cu_stream(c)),
 			   "upload");
 	if (timed)
@@ -289,7 +293,7 @@ static enum tern_status cu_download(struct tern_backend *be, void *dst, struct t
 		return st;
 	bool timed = copy_timed(be);
 	if (timed)
-		prof_begin(c, TERN_PROF_COPIES, c->s);
+		prof_begin(c, TERN_PROF_COPIES, -1, c->s);
 	st = tern_cu_check(cudaMemcpyAsync(dst, p, src.size, cudaMemcpyDeviceToHost, tern_cu_stream(c)),
 			   "download");
 	if (timed)
@@ -306,7 +310,7 @@ static enum tern_status cu_zero(struct tern_backend *be, struct tern_view dst)
 		return st;
 	bool timed = copy_timed(be);
 	if (timed)
-		prof_begin(c, TERN_PROF_COPIES, c->s);
+		prof_begin(c, TERN_PROF_COPIES, -1, c->s);
 	st = tern_cu_check(cudaMemsetAsync(p, 0, dst.size, tern_cu_stream(c)), "zero");
 	if (timed)
 		prof_end(c, c->s);
@@ -395,7 +399,7 @@ static enum tern_status cu_copy_async(struct tern_backend *be, struct tern_view 
 		return st;
 	bool timed = be->profiling;
 	if (timed)
-		prof_begin(c, TERN_PROF_COPIES, c->cs);
+		prof_begin(c, TERN_PROF_COPIES, -1, c->cs);
 	st = tern_cu_check(
 		cudaMemcpyAsync(d, (char *)sb->ptr + src.off, dst.size, cudaMemcpyHostToDevice, c->cs),
 		"copy_async");

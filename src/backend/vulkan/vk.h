@@ -171,9 +171,11 @@ struct tern_vk {
 	bool timestamps;     /* the device has compute timestamps (timestampComputeAndGraphics) */
 	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair (NULL: a transfer) */
 	uint8_t *qkind;                  /* the profile kind of each query pair */
+	uint8_t *qop;                    /* its enum tern_op + 1 (0: a copy outside any op) */
 	uint32_t nqueries, max_queries;
 	float ts_period;
 	enum tern_prof_kind prof_kind; /* of what is recorded now: the open op's, else copies */
+	int prof_op;                   /* the open op's enum tern_op, -1 outside ops */
 	struct tern_profile prof;      /* totals per kind since the last reset */
 
 	struct tern_vk_pipeline pipes[TERN_PIPE_COUNT]; /* indexed by enum tern_vk_pipe */

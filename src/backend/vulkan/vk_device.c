@@ -578,6 +578,7 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	vk->timestamps = info.timestamps;
 	vk->profile = vk->profile_env = env_on("TERN_PROFILE") && info.timestamps;
 	vk->prof_kind = TERN_PROF_COPIES; /* no op is open */
+	vk->prof_op = -1;
 	/* early submissions (vk_dispatch.c): TERN_VK_SUBMIT_EVERY dispatches, 0 = off; by default
 	 * on GPUs only (a CPU-type device runs on the cores that record: nothing to overlap) */
 	const char *se = getenv("TERN_VK_SUBMIT_EVERY");

@@ -35,7 +35,8 @@ static enum tern_status query_pool(struct tern_vk *vk)
 	vk->max_queries = MAX_QUERIES;
 	vk->qpipe = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qpipe);
 	vk->qkind = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qkind);
-	return vk->qpipe && vk->qkind ? TERN_OK : TERN_E_NOMEM;
+	vk->qop = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qop);
+	return vk->qpipe && vk->qkind && vk->qop ? TERN_OK : TERN_E_NOMEM;
 }
 
 enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
@@ -147,6 +148,7 @@ void tern_vk_dispatch_free(struct tern_vk *vk)
 		tvk_vkDestroyQueryPool(vk->device, vk->queries, NULL);
 	free(vk->qpipe);
 	free(vk->qkind);
+	free(vk->qop);
 	if (vk->fence)
 		tvk_vkDestroyFence(vk->device, vk->fence, NULL);
 	if (vk->cmd_pool)
@@ -270,6 +272,8 @@ static void read_timestamps(struct tern_vk *vk)
 			if (vk->qpipe[i / 2])
 				vk->qpipe[i / 2]->ns += ns;
 			vk->prof.ns[vk->qkind[i / 2]] += ns;
+			if (vk->qop[i / 2])
+				vk->prof.op_ns[vk->qop[i / 2] - 1] += ns;
 		}
 	}
 	free(t);
@@ -423,6 +427,7 @@ static void stamp_begin(struct tern_vk *vk, struct tern_vk_pipeline *pl)
 		return;
 	vk->qpipe[vk->nqueries / 2] = pl;
 	vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
+	vk->qop[vk->nqueries / 2] = (uint8_t)(vk->prof_op + 1);
 	tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, vk->nqueries++);
 }
 
@@ -568,6 +573,7 @@ enum tern_status tern_vk_profile_set(struct tern_backend *be, bool on)
 		return st;
 	vk->profile = on || vk->profile_env;
 	vk->prof_kind = TERN_PROF_COPIES;
+	vk->prof_op = -1;
 	memset(&vk->prof, 0, sizeof vk->prof);
 	return TERN_OK;
 }
@@ -578,8 +584,11 @@ void tern_vk_profile_op(struct tern_backend *be, enum tern_prof_kind kind, doubl
 	/* commands recorded from here to the end of the op are timed as its kind (read_timestamps);
 	 * outside ops only transfers are recorded: copies */
 	vk->prof_kind = begin ? kind : TERN_PROF_COPIES;
-	if (begin)
+	vk->prof_op = begin ? (int)be->profile_op : -1;
+	if (begin) {
 		vk->prof.flops[kind] += flops;
+		vk->prof.op_calls[be->profile_op]++;
+	}
 }
 
 enum tern_status tern_vk_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset)
