@@ -134,8 +134,9 @@ static struct expect by_hand(const struct model *m)
 	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:
 	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, the chunk's
 	 * rows in bf16, a double term per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 64 MiB of half
-	 * activations */
+	 * activations; the chunk in whole tiles of 128 tokens above 128 */
 	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > 128 ? tc / 128 * 128 : tc;
 	tc = tc > Tu ? Tu : tc;
 	uint64_t ce = tc * V * 4 + 32 * MiB + tc * D * 2 + Tu * 8; /* + the chunk's bf16 rows */
 	reserve = 160 * MiB;
@@ -652,8 +653,8 @@ int main(void)
 #endif
 #ifdef TERN_HAVE_CUDA
 		enum tern_status cst = tern_backend_sizes("cuda", 9000, 32000, 4096, &s);
-		check(cst == TERN_OK && s.ce_chunk == 524 &&
-			      s.ce_scratch == 524ull * 32000 * 4 + 32 * MiB + 524ull * 4096 * 2 + 9000 * 8 &&
+		check(cst == TERN_OK && s.ce_chunk == 512 &&
+			      s.ce_scratch == 512ull * 32000 * 4 + 32 * MiB + 512ull * 4096 * 2 + 9000 * 8 &&
 			      s.reserve == 160 * MiB,
 		      "cuda sizes: chunk %lld scratch %llu reserve %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch, (unsigned long long)s.reserve);

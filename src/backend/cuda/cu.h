@@ -29,6 +29,7 @@
 /* Logits of one ce_loss token chunk, and the device bytes the backend keeps besides the
  * buffers callers allocate and the scratch above (cuBLAS workspace, event pools, rounding). */
 #define CU_CE_CHUNK_BYTES ((int64_t)64 << 20)
+#define CU_CE_TOKEN_TILE 128
 #define CU_RESERVE ((uint64_t)64 << 20)
 
 struct cu_buffer {

@@ -299,9 +299,14 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 
 /* ---- ce_loss ---- */
 
+/* Tokens of one ce_loss chunk: as many as CU_CE_CHUNK_BYTES of fp32 logits hold, in whole tiles
+ * of CU_CE_TOKEN_TILE tokens (the chunk is the products' N: 130 tokens, what 64 MiB hold at a
+ * 128,256-word vocabulary, ran a second tile of the GEMMs for 2 columns); TERN_CE_CHUNK lowers it. */
 int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
 {
 	int64_t tc = CU_CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
+	if (tc > CU_CE_TOKEN_TILE)
+		tc -= tc % CU_CE_TOKEN_TILE;
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
 		long long f = strtoll(env, NULL, 10);
