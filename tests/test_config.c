@@ -683,7 +683,7 @@ static void test_engine_keys(void)
 	c = parse(HEAD "bf16: true\nfp16: false\ntf32: true\n");
 	check(c && c->compute_dtype == TERN_COMPUTE_AUTO && c->n_notes == 3 && notes_about(c, "bf16") == 1 &&
 		      notes_about(c, "tf32") == 1 &&
-		      strstr(c->notes[0], "products run as compute_dtype (default auto: f16"),
+		      strstr(c->notes[0], "products run as compute_dtype (default auto: bf16 on CUDA"),
 	      "bf16: true -> compute_dtype auto with a note; fp16: false none");
 	tern_config_free(c);
 	c = parse(HEAD "compute_dtype: f32\nbf16: auto\n");
