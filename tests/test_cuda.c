@@ -359,7 +359,7 @@ out:
 	for (int i = 0; i < n; i++)
 		hx[i] = (float)i;
 	if (vt->buffer_alloc(be, n * 4, &bx) == TERN_OK) {
-		struct tern_view X = {bx, 0, n * 4};
+		X = (struct tern_view){bx, 0, n * 4};
 		ok = vt->upload(be, X, hx) == TERN_OK;
 		struct tern_cu_graph_stats s0 = gstats(be);
 		for (int k = 0; k < 7; k++)
