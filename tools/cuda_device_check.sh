@@ -35,6 +35,18 @@
 #                                             bench_gpu.sh (default --shapes 1b,8b --steps 4)
 #                                      The profiles (ms and TFLOP/s per op kind) are in the runs'
 #                                      logs under $OUT/perf-train/logs.
+#                                      Not in the default list (each is one device call of its own):
+#                                      graphs-gen   `tern generate` decode (batch 1, greedy,
+#                                             tools/bench_generate.sh --stacks tern, the llama3.2-1b
+#                                             and llama3-8b presets, NF4-DQ, 128 + 128 tokens) with
+#                                             TERN_CUDA_GRAPHS=0 then 1: decode tok/s of each, and
+#                                             the ids must be the same (checked)
+#                                      graphs-train tools/bench_gpu.sh --stacks tern with the one
+#                                             binary twice, labels graphs-off (TERN_CUDA_GRAPHS=0)
+#                                             and graphs-on (=1); BENCH_GPU_ARGS as for train
+#                                             (default --shapes 1b,8b --steps 4); the table's ratio
+#                                             column is graphs-on / graphs-off; the step losses of
+#                                             both are printed side by side (they should agree)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,8 +129,41 @@ run | perf)
 				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern,unsloth --tern "cuda=$PWD/build-cuda/tern" \
 					--tern-set backend=cuda --out "$out/perf-train" "${args[@]}" || rc=1
 				;;
+			graphs-gen)
+				for preset in llama3.2-1b llama3-8b; do
+					for g in 0 1; do
+						echo "== tern generate decode, $preset, TERN_CUDA_GRAPHS=$g"
+						TERN_CUDA_GRAPHS=$g timeout 280 tools/bench_generate.sh --backend cuda \
+							--tern "$PWD/build-cuda/tern" --stacks tern --preset "$preset" --prompt 128 \
+							--new 128 --runs 2 --out "$out/perf-graphs-gen-$preset-$g" 2>&1 |
+							grep -E "run [0-9]|failed" || rc=1
+					done
+					if cmp -s "$out/perf-graphs-gen-$preset-0/tern.2.ids" \
+						"$out/perf-graphs-gen-$preset-1/tern.2.ids"; then
+						echo "$preset: the same ids with and without graphs"
+					else
+						echo "$preset: DIFFERENT ids with and without graphs (or a run failed)"
+						rc=1
+					fi
+				done
+				;;
+			graphs-train)
+				args=("$@")
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 4)
+				tools/bench_gpu.sh --stacks tern --tern "graphs-off=$PWD/build-cuda/tern" \
+					--tern "graphs-on=$PWD/build-cuda/tern" --tern-env graphs-off=TERN_CUDA_GRAPHS=0 \
+					--tern-env graphs-on=TERN_CUDA_GRAPHS=1 --tern-set backend=cuda \
+					--out "$out/perf-graphs-train" "${args[@]}" || rc=1
+				for f in "$out"/perf-graphs-train/logs/*graphs-o*; do
+					[ -f "$f" ] || continue
+					echo "-- $(basename "$f"): $(grep -a -m1 -o 'CUDA graphs o[nf]*' "$f")"
+					grep -a -oE "step [0-9]+/[0-9]+  loss [0-9.]+  lr [^ ]+  grad norm [0-9.]+|[0-9.]+ tok/s" "$f" |
+						head -12
+				done
+				;;
 			*)
-				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train)" >&2
+				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train, graphs-gen," \
+					"graphs-train)" >&2
 				exit 2
 				;;
 			esac

@@ -11,6 +11,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <tuple>
+#include <type_traits>
 
 #define __global__
 #define __device__
@@ -32,7 +34,14 @@ extern void *emu_dyn_smem;
 #define blockDim emu_block_dim
 #define gridDim emu_grid_dim
 
+// Runs f for every thread of the grid, or, while s is capturing a graph, records it to run when
+// the graph is launched.
 void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function<void()> &f);
+// The kernel k with its arguments converted to its parameter types now, as a launch copies them.
+template <typename... P, typename... A> std::function<void()> emu_bind(void (*k)(P...), A &&...a)
+{
+	return [k, t = std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)]() { std::apply(k, t); };
+}
 void __syncthreads();
 // lane exchange: every lane of the warp puts v, then takes lane src's value
 uint64_t emu_warp_exchange(uint64_t v, int src);

@@ -5,6 +5,16 @@
 // argument mapping, never its asynchrony. Device allocations are recorded: every cuBLAS operand
 // and every device pointer of the pointer mode is checked to lie inside one of them (a wrong
 // leading dimension or offset shows up as "outside any device buffer").
+//
+// Stream capture (CUDA graphs): while a stream captures, its launches, GEMMs, memsets and
+// device-to-device copies are recorded as closures (the arguments' values of the call, as the
+// driver copies a launch's parameters) instead of run; cudaStreamEndCapture yields a graph,
+// cudaGraphInstantiate an executable copy, cudaGraphExecUpdate replaces its closures when the
+// topology (node count and kinds) matches, cudaGraphLaunch runs them in order. What a driver
+// refuses during a capture of this thread (cudaMalloc, cudaFree, host allocations, synchronous
+// copies, any synchronization, cudaMemGetInfo, waiting on an event recorded outside the capture,
+// a pageable host copy) returns its error here too and invalidates the capture, so a backend
+// that misses a flush fails in the emulation as on a GPU.
 #include "emu_device.h"
 
 #include <cublas_v2.h>
@@ -13,6 +23,26 @@
 #include <stdlib.h>
 #include <ucontext.h>
 #include <vector>
+
+// ---- the handles (incomplete types in the CUDA headers) ----
+
+struct emu_node {
+	int kind; // 0 kernel (launches and cuBLAS GEMMs), 1 memset, 2 memcpy
+	std::function<void()> run;
+};
+struct CUstream_st {
+	bool capturing, invalid;
+	std::vector<emu_node> nodes;
+};
+struct CUevent_st {
+	bool captured; // last recorded inside a capture
+};
+struct CUgraph_st {
+	std::vector<emu_node> nodes;
+};
+struct CUgraphExec_st {
+	std::vector<emu_node> nodes;
+};
 
 thread_local emu_thread *emu_cur;
 uint3 emu_block_idx;
@@ -75,14 +105,83 @@ void fail(const char *msg)
 // live device allocations: start -> size
 std::map<uintptr_t, size_t> allocs;
 
-bool in_device(const void *p, size_t bytes)
+// live pinned host allocations (cudaHostAlloc): start -> size
+std::map<uintptr_t, size_t> pinned;
+
+bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
 {
 	uintptr_t a = (uintptr_t)p;
-	auto it = allocs.upper_bound(a);
-	if (it == allocs.begin())
+	auto it = m.upper_bound(a);
+	if (it == m.begin())
 		return false;
 	--it;
 	return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+bool in_device(const void *p, size_t bytes) { return in_map(allocs, p, bytes); }
+
+// the streams of this (the only) thread that are capturing
+std::vector<CUstream_st *> captures;
+// launches cannot return an error: the one of a launch into an invalidated capture waits here
+// for cudaGetLastError
+thread_local cudaError_t last_error = cudaSuccess;
+
+// TERN_CUDA_EMU_REPORT=1: at exit, a digest of every byte copied to the host (downloads, in
+// order) and what the graphs did, so that two runs (TERN_CUDA_GRAPHS=0 and 1) can be compared
+// bit for bit
+struct report {
+	uint64_t hash = 1469598103934665603ull, bytes = 0, copies = 0;
+	uint64_t captures = 0, graph_launches = 0, nodes_run = 0, updates = 0, instantiated = 0;
+	bool on = false;
+	report()
+	{
+		const char *e = getenv("TERN_CUDA_EMU_REPORT");
+		on = e && *e == '1';
+	}
+	~report()
+	{
+		if (on)
+			fprintf(stderr,
+				"cuda emulation: %llu copies to the host, %llu bytes, digest %016llx; graphs: "
+				"%llu captures, %llu launches (%llu nodes), %llu updates, %llu instantiated\n",
+				(unsigned long long)copies, (unsigned long long)bytes,
+				(unsigned long long)hash, (unsigned long long)captures,
+				(unsigned long long)graph_launches, (unsigned long long)nodes_run,
+				(unsigned long long)updates, (unsigned long long)instantiated);
+	}
+	void host_copy(const void *p, size_t n)
+	{
+		const unsigned char *b = (const unsigned char *)p;
+		for (size_t i = 0; i < n; i++)
+			hash = (hash ^ b[i]) * 1099511628211ull;
+		bytes += n;
+		copies++;
+	}
+} rep;
+
+// A call the driver refuses while this thread captures (thread-local mode: "potentially unsafe"
+// API calls): true, and the capture is invalidated, as the driver does.
+bool refused_in_capture()
+{
+	if (captures.empty())
+		return false;
+	for (CUstream_st *s : captures)
+		s->invalid = true;
+	return true;
+}
+
+// Work queued on s: recorded when s captures (false: run it now). *err: the error of a capture
+// already invalidated.
+bool record(cudaStream_t s, int kind, std::function<void()> run, cudaError_t *err)
+{
+	*err = cudaSuccess;
+	if (!s || !s->capturing)
+		return false;
+	if (s->invalid)
+		*err = cudaErrorStreamCaptureInvalidated;
+	else
+		s->nodes.push_back(emu_node{kind, std::move(run)});
+	return true;
 }
 
 } // namespace
@@ -147,14 +246,28 @@ uint64_t emu_warp_exchange(uint64_t v, int src)
 	return r;
 }
 
+static void run_grid(dim3 g, dim3 b, size_t smem, const std::function<void()> &f);
+
 void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function<void()> &f)
 {
-	(void)s;
 	unsigned n = b.x * b.y * b.z;
 	if (n == 0 || n > 1024 || g.x == 0 || g.y == 0 || g.z == 0)
 		fail("bad launch configuration");
 	if (smem > 227 * 1024)
 		fail("more dynamic shared memory than any device has");
+	cudaError_t e;
+	if (record(
+		    s, 0, [g, b, smem, f] { run_grid(g, b, smem, f); }, &e)) {
+		if (e != cudaSuccess)
+			last_error = e;
+		return;
+	}
+	run_grid(g, b, smem, f);
+}
+
+static void run_grid(dim3 g, dim3 b, size_t smem, const std::function<void()> &f)
+{
+	unsigned n = b.x * b.y * b.z;
 	while (stacks.size() < n)
 		stacks.push_back((char *)malloc(kStack));
 	fibers.assign(n, fiber{});
@@ -258,13 +371,45 @@ cudaError_t cudaRuntimeGetVersion(int *v)
 	*v = 13000;
 	return cudaSuccess;
 }
-cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void)
+{
+	cudaError_t e = last_error;
+	last_error = cudaSuccess;
+	return e;
+}
 cudaError_t cudaFuncSetAttribute(const void *, cudaFuncAttribute, int) { return cudaSuccess; }
-const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated error"; }
-const char *cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmulated"; }
+const char *cudaGetErrorString(cudaError_t e)
+{
+	switch (e) {
+	case cudaSuccess: return "no error";
+	case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+	case cudaErrorStreamCaptureInvalidated:
+		return "operation failed due to a previous error during capture";
+	case cudaErrorStreamCaptureIsolation:
+		return "operation would make the legacy stream depend on a capturing blocking stream";
+	case cudaErrorCapturedEvent:
+		return "operation not permitted on an event last recorded in a capturing stream";
+	case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+	default: return "emulated error";
+	}
+}
+const char *cudaGetErrorName(cudaError_t e)
+{
+	switch (e) {
+	case cudaSuccess: return "cudaSuccess";
+	case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+	case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+	case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
+	case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
+	case cudaErrorIllegalState: return "cudaErrorIllegalState";
+	default: return "cudaErrorEmulated";
+	}
+}
 
 cudaError_t cudaMalloc(void **p, size_t size)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
 	*p = malloc(size ? size : 1);
 	if (!*p)
 		return cudaErrorMemoryAllocation;
@@ -275,6 +420,8 @@ cudaError_t cudaMalloc(void **p, size_t size)
 
 cudaError_t cudaFree(void *p)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
 	if (!p)
 		return cudaSuccess;
 	if (!allocs.erase((uintptr_t)p))
@@ -285,17 +432,27 @@ cudaError_t cudaFree(void *p)
 
 cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
 	*p = malloc(size ? size : 1);
-	return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+	if (!*p)
+		return cudaErrorMemoryAllocation;
+	pinned[(uintptr_t)*p] = size ? size : 1;
+	return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void *p)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
+	pinned.erase((uintptr_t)p);
 	free(p);
 	return cudaSuccess;
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
 	size_t used = 0;
 	for (auto &a : allocs)
 		used += a.second;
@@ -304,70 +461,217 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total)
 	return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k)
+static void copy_check(void *d, const void *s, size_t n, cudaMemcpyKind k)
 {
 	if ((k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice) && !in_device(d, n))
 		fail("cudaMemcpy: dst outside any device buffer");
 	if ((k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice) && !in_device(s, n))
 		fail("cudaMemcpy: src outside any device buffer");
+}
+
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k)
+{
+	if (refused_in_capture()) /* synchronous */
+		return cudaErrorStreamCaptureUnsupported;
+	copy_check(d, s, n, k);
 	memmove(d, s, n);
+	if (k == cudaMemcpyDeviceToHost)
+		rep.host_copy(d, n);
 	return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t)
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st)
 {
-	return cudaMemcpy(d, s, n, k);
+	copy_check(d, s, n, k);
+	if (st && st->capturing && !st->invalid) {
+		// a graph's memcpy node takes device or pinned memory; a pageable host copy is refused
+		bool ok = k == cudaMemcpyDeviceToDevice ||
+			  (k == cudaMemcpyHostToDevice && in_map(pinned, s, n)) ||
+			  (k == cudaMemcpyDeviceToHost && in_map(pinned, d, n));
+		if (!ok) {
+			st->invalid = true;
+			return cudaErrorStreamCaptureUnsupported;
+		}
+	}
+	auto run = [d, s, n, k] {
+		memmove(d, s, n);
+		if (k == cudaMemcpyDeviceToHost)
+			rep.host_copy(d, n);
+	};
+	cudaError_t e;
+	if (record(st, 2, run, &e))
+		return e;
+	run();
+	return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t)
+cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t st)
 {
 	if (!in_device(d, n))
 		fail("cudaMemsetAsync outside any device buffer");
+	cudaError_t e;
+	if (record(
+		    st, 1, [d, v, n] { memset(d, v, n); }, &e))
+		return e;
 	memset(d, v, n);
 	return cudaSuccess;
 }
 cudaError_t cudaMemcpyToSymbol(const void *sym, const void *src, size_t n, size_t off, cudaMemcpyKind)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
 	memcpy((char *)sym + off, src, n);
 	return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int)
 {
-	*s = (cudaStream_t)malloc(8);
+	*s = new CUstream_st{};
 	return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
-	free((void *)s);
+	if (s && s->capturing)
+		fail("cudaStreamDestroy of a capturing stream");
+	delete s;
 	return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned int)
+cudaError_t cudaStreamSynchronize(cudaStream_t)
+{
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
+	return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int)
 {
 	if (!e)
 		fail("cudaStreamWaitEvent on a null event");
+	bool cap = s && s->capturing;
+	if (cap && s->invalid)
+		return cudaErrorStreamCaptureInvalidated;
+	if (cap && !e->captured) { // a dependency on work outside the capture
+		s->invalid = true;
+		return cudaErrorStreamCaptureIsolation;
+	}
+	if (!cap && e->captured) // the driver would pull s into the capture (a fork): never wanted here
+		return cudaErrorStreamCaptureIsolation;
 	return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t *e)
 {
-	*e = (cudaEvent_t)malloc(8);
+	*e = new CUevent_st{};
 	return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
-	free((void *)e);
+	delete e;
 	return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t)
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
 	if (!e)
 		fail("cudaEventRecord on a null event");
+	if (s && s->capturing && s->invalid)
+		return cudaErrorStreamCaptureInvalidated;
+	e->captured = s && s->capturing;
 	return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t)
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
 {
+	if (refused_in_capture())
+		return cudaErrorStreamCaptureUnsupported;
+	return e->captured ? cudaErrorCapturedEvent : cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+	if (a->captured || b->captured)
+		return cudaErrorCapturedEvent;
 	*ms = 0.001f;
+	return cudaSuccess;
+}
+
+// ---- graphs ----
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode)
+{
+	if (!s || s->capturing)
+		return cudaErrorIllegalState;
+	s->capturing = true;
+	s->invalid = false;
+	s->nodes.clear();
+	captures.push_back(s);
+	return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+	*g = NULL;
+	if (!s || !s->capturing)
+		return cudaErrorIllegalState;
+	s->capturing = false;
+	for (size_t i = 0; i < captures.size(); i++)
+		if (captures[i] == s)
+			captures.erase(captures.begin() + (long)i);
+	if (s->invalid) {
+		s->nodes.clear();
+		return cudaErrorStreamCaptureInvalidated;
+	}
+	*g = new CUgraph_st{std::move(s->nodes)};
+	rep.captures++;
+	s->nodes.clear();
+	return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *st)
+{
+	*st = !s || !s->capturing ? cudaStreamCaptureStatusNone
+	      : s->invalid        ? cudaStreamCaptureStatusInvalidated
+				  : cudaStreamCaptureStatusActive;
+	return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n)
+{
+	if (nodes)
+		fail("cudaGraphGetNodes: only the count is emulated");
+	*n = g->nodes.size();
+	return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long)
+{
+	*e = new CUgraphExec_st{g->nodes};
+	rep.instantiated++;
+	return cudaSuccess;
+}
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t e, cudaGraph_t g, cudaGraphExecUpdateResultInfo *info)
+{
+	*info = cudaGraphExecUpdateResultInfo{};
+	info->result = cudaGraphExecUpdateSuccess;
+	if (e->nodes.size() != g->nodes.size())
+		info->result = cudaGraphExecUpdateErrorTopologyChanged;
+	for (size_t i = 0; info->result == cudaGraphExecUpdateSuccess && i < g->nodes.size(); i++)
+		if (e->nodes[i].kind != g->nodes[i].kind)
+			info->result = cudaGraphExecUpdateErrorNodeTypeChanged;
+	if (info->result != cudaGraphExecUpdateSuccess)
+		return cudaErrorGraphExecUpdateFailure;
+	e->nodes = g->nodes;
+	rep.updates++;
+	return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s)
+{
+	if (s && s->capturing)
+		fail("cudaGraphLaunch into a capturing stream (a child graph): not emulated");
+	for (const emu_node &n : e->nodes)
+		n.run();
+	rep.graph_launches++;
+	rep.nodes_run += e->nodes.size();
+	return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e)
+{
+	delete e;
+	return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+	delete g;
 	return cudaSuccess;
 }
 
@@ -375,11 +679,13 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t)
 
 struct cublasContext {
 	cublasPointerMode_t mode;
+	cudaStream_t stream;
+	bool workspace; // cublasSetWorkspace: needed for capture (else cuBLAS allocates)
 };
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h)
 {
-	*h = new cublasContext{CUBLAS_POINTER_MODE_HOST};
+	*h = new cublasContext{CUBLAS_POINTER_MODE_HOST, NULL, false};
 	return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h)
@@ -387,11 +693,16 @@ cublasStatus_t cublasDestroy_v2(cublasHandle_t h)
 	delete h;
 	return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void *ws, size_t n)
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s)
+{
+	h->stream = s;
+	return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *ws, size_t n)
 {
 	if (!in_device(ws, n))
 		fail("cublasSetWorkspace: not a device buffer");
+	h->workspace = n > 0;
 	return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
@@ -437,6 +748,10 @@ static void check_mat(const char *what, const void *p, int64_t rows, int64_t col
 	}
 }
 
+static void gemm_run(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float a,
+		     const void *A, cudaDataType at, int64_t lda, const void *B, cudaDataType bt, int64_t ldb,
+		     float b, float *c, int64_t ldc, bool fast16bf);
+
 static float round_bf16(float x)
 {
 	uint32_t u;
@@ -467,8 +782,26 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 	check_mat("A", A, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda, esize(at));
 	check_mat("B", B, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb, esize(bt));
 	check_mat("C", C, m, n, ldc, 4);
-	float a = *(const float *)alpha, b = *(const float *)beta;
-	float *c = (float *)C;
+	if (h->stream && h->stream->capturing && !h->workspace)
+		fail("cublasGemmEx captured without cublasSetWorkspace: cuBLAS would allocate its workspace");
+	// the pointer mode's values: host ones are read now (cuBLAS copies them into the launch),
+	// device ones when the product runs
+	float ha = dev ? 0.0f : *(const float *)alpha, hb = dev ? 0.0f : *(const float *)beta;
+	auto run = [=] {
+		float a = dev ? *(const float *)alpha : ha, b = dev ? *(const float *)beta : hb;
+		gemm_run(ta, tb, m, n, k, a, A, at, lda, B, bt, ldb, b, (float *)C, ldc, fast16bf);
+	};
+	cudaError_t e;
+	if (record(h->stream, 0, run, &e))
+		return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+	run();
+	return CUBLAS_STATUS_SUCCESS;
+}
+
+static void gemm_run(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float a,
+		     const void *A, cudaDataType at, int64_t lda, const void *B, cudaDataType bt, int64_t ldb,
+		     float b, float *c, int64_t ldc, bool fast16bf)
+{
 	// op(A) as rows i of k values, op(B) as columns j of k values, widened once
 	std::vector<float> ra((size_t)(m * k)), cb((size_t)(n * k));
 	for (int64_t i = 0; i < m; i++)
@@ -494,7 +827,6 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 				r += b * c[i + j * ldc];
 			c[i + j * ldc] = r;
 		}
-	return CUBLAS_STATUS_SUCCESS;
 }
 
 } // extern "C"

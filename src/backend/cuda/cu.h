@@ -4,12 +4,15 @@
  *
  * Streams: every op, upload, download and zero runs on one compute stream in call order; copy_async
  * runs on a second (copy) stream, ordered against compute with events (backend.h "streaming").
+ * With CUDA graphs on (cu_graph.h) the compute stream's launches are captured and replayed as
+ * graphs: anything that meets the world outside the stream calls tern_cu_flush first.
  * Scratch: one device buffer the ops share (decoded weights, half-precision operands, logits),
  * grown on demand and used only by work queued on the compute stream, so reuse is ordered. */
 #ifndef TERN_CU_H
 #define TERN_CU_H
 
 #include "backend/backend.h"
+#include "backend/cuda/cu_graph.h"
 #include "backend/cuda/cu_kernels.h"
 
 #include <cublas_v2.h>
@@ -75,6 +78,8 @@ struct cu_backend {
 	struct cu_prof_rec *prof;
 	int prof_n, prof_cap, prof_open; /* prof_open: index of the open record, -1 none */
 	struct tern_profile totals;
+
+	struct cu_graphs graph; /* cu_graph.h */
 };
 
 static inline struct cu_backend *cu_be(struct tern_backend *be) { return (struct cu_backend *)(void *)be; }
@@ -90,7 +95,8 @@ enum tern_status tern_cu_check_blas(cublasStatus_t e, const char *what);
 enum tern_status tern_cu_view(const char *op, const char *what, struct tern_view v, size_t need, size_t align,
 			      void **out, const char *fmt, ...) TERN_PRINTF(7, 8);
 
-/* The compute stream, counting one more queued op (mark() returns a new mark after it). */
+/* The compute stream, counting one more queued op (mark() returns a new mark after it); with
+ * graphs on, the launches that follow are captured (cu_graph.h). */
 cudaStream_t tern_cu_stream(struct cu_backend *c);
 /* A scratch of at least size bytes (the shared one, grown: waits for queued work first). */
 enum tern_status tern_cu_scratch(struct cu_backend *c, size_t size, void **out);

@@ -64,6 +64,16 @@ enum tern_status tern_cu_view(const char *op, const char *what, struct tern_view
 cudaStream_t tern_cu_stream(struct cu_backend *c)
 {
 	c->ops++;
+	if (c->graph.on)
+		tern_cu_graph_enter(c);
+	return c->s;
+}
+
+/* The compute stream for a copy that must not be captured (upload, download: the caller's
+ * pageable memory), after tern_cu_flush. */
+static cudaStream_t cu_stream_live(struct cu_backend *c)
+{
+	c->ops++;
 	return c->s;
 }
 
@@ -74,6 +84,8 @@ enum tern_status tern_cu_scratch(struct cu_backend *c, size_t size, void **out)
 		return TERN_OK;
 	}
 	enum tern_status st;
+	if ((st = tern_cu_flush(c, true))) /* cudaMalloc (and cudaFree) end any capture */
+		return st;
 	if (c->scratch) { /* queued kernels may still read it */
 		if ((st = tern_cu_check(cudaStreamSynchronize(c->s), "scratch: synchronize")))
 			return st;
@@ -99,6 +111,8 @@ enum tern_status tern_cu_terms(struct cu_backend *c, int64_t n, double **out)
 		return TERN_OK;
 	}
 	enum tern_status st;
+	if ((st = tern_cu_flush(c, true)))
+		return st;
 	if (c->term) {
 		if ((st = tern_cu_check(cudaStreamSynchronize(c->s), "ce_loss: synchronize")))
 			return st;
@@ -184,7 +198,9 @@ static enum tern_status prof_collect(struct cu_backend *c)
 static enum tern_status cu_profile_read(struct tern_backend *be, struct tern_profile *out, bool reset)
 {
 	struct cu_backend *c = cu_be(be);
-	enum tern_status st = prof_collect(c);
+	enum tern_status st = tern_cu_flush(c, true);
+	if (st == TERN_OK)
+		st = prof_collect(c);
 	*out = c->totals;
 	if (reset)
 		memset(&c->totals, 0, sizeof c->totals);
@@ -194,7 +210,10 @@ static enum tern_status cu_profile_read(struct tern_backend *be, struct tern_pro
 static enum tern_status cu_profile_set(struct tern_backend *be, bool on)
 {
 	struct cu_backend *c = cu_be(be);
-	enum tern_status st = prof_collect(c);
+	(void)on; /* on: nothing is captured while be->profiling (tern_cu_graph_enter) */
+	enum tern_status st = tern_cu_flush(c, true);
+	if (st == TERN_OK)
+		st = prof_collect(c);
 	memset(&c->totals, 0, sizeof c->totals);
 	return st;
 }
@@ -204,10 +223,13 @@ static bool copy_timed(struct tern_backend *be) { return be->profiling && be->pr
 
 /* ---- buffers ------------------------------------------------------------------------------ */
 
-/* Waits for every op and copy queued so far. */
+/* Waits for every op and copy queued (or captured) so far. */
 static enum tern_status cu_wait_all(struct cu_backend *c, const char *what)
 {
-	enum tern_status st = tern_cu_check(cudaStreamSynchronize(c->cs), what);
+	enum tern_status st = tern_cu_flush(c, true);
+	if (st)
+		return st;
+	st = tern_cu_check(cudaStreamSynchronize(c->cs), what);
 	return st ? st : tern_cu_check(cudaStreamSynchronize(c->s), what);
 }
 
@@ -215,6 +237,9 @@ static enum tern_status cu_buffer_alloc(struct tern_backend *be, size_t size, st
 {
 	struct cu_backend *c = cu_be(be);
 	*out = NULL;
+	enum tern_status st = tern_cu_flush(c, true); /* cudaMalloc is not allowed during a capture */
+	if (st)
+		return st;
 	struct cu_buffer *b = tern_calloc(1, sizeof *b);
 	if (!b)
 		return TERN_E_NOMEM;
@@ -228,7 +253,7 @@ static enum tern_status cu_buffer_alloc(struct tern_backend *be, size_t size, st
 	}
 	/* zero-filled, as the contract promises, and finished before it returns: a copy_async into
 	 * the new buffer (on the copy stream) must not race the zeroing */
-	enum tern_status st = tern_cu_check(cudaMemsetAsync(b->ptr, 0, size ? size : 1, c->s), "buffer zero");
+	st = tern_cu_check(cudaMemsetAsync(b->ptr, 0, size ? size : 1, c->s), "buffer zero");
 	if (st == TERN_OK)
 		st = tern_cu_check(cudaStreamSynchronize(c->s), "buffer zero");
 	if (st) {
@@ -267,12 +292,13 @@ static enum tern_status cu_upload(struct tern_backend *be, struct tern_view dst,
 		return st;
 	be->counts.uploads++;
 	be->counts.waits += 2; /* the two stream synchronizations below */
-	if ((st = tern_cu_check(cudaStreamSynchronize(c->cs), "upload: wait for copies")))
+	if ((st = tern_cu_flush(c, true)) ||
+	    (st = tern_cu_check(cudaStreamSynchronize(c->cs), "upload: wait for copies")))
 		return st;
 	bool timed = copy_timed(be);
 	if (timed)
 		prof_begin(c, TERN_PROF_COPIES, -1, c->s);
-	st = tern_cu_check(cudaMemcpyAsync(p, src, dst.size, cudaMemcpyHostToDevice, tern_cu_stream(c)),
+	st = tern_cu_check(cudaMemcpyAsync(p, src, dst.size, cudaMemcpyHostToDevice, cu_stream_live(c)),
 			   "upload");
 	if (timed)
 		prof_end(c, c->s);
@@ -289,12 +315,13 @@ static enum tern_status cu_download(struct tern_backend *be, void *dst, struct t
 		return st;
 	be->counts.downloads++;
 	be->counts.waits += 2; /* the two stream synchronizations below */
-	if ((st = tern_cu_check(cudaStreamSynchronize(c->cs), "download: wait for copies")))
+	if ((st = tern_cu_flush(c, true)) ||
+	    (st = tern_cu_check(cudaStreamSynchronize(c->cs), "download: wait for copies")))
 		return st;
 	bool timed = copy_timed(be);
 	if (timed)
 		prof_begin(c, TERN_PROF_COPIES, -1, c->s);
-	st = tern_cu_check(cudaMemcpyAsync(dst, p, src.size, cudaMemcpyDeviceToHost, tern_cu_stream(c)),
+	st = tern_cu_check(cudaMemcpyAsync(dst, p, src.size, cudaMemcpyDeviceToHost, cu_stream_live(c)),
 			   "download");
 	if (timed)
 		prof_end(c, c->s);
@@ -331,6 +358,9 @@ static enum tern_status cu_host_alloc(struct tern_backend *be, size_t size, stru
 	*ptr = NULL;
 	if (size == 0)
 		return tern_fail(TERN_E_INVALID, "host_alloc: size 0; a host buffer needs at least one byte");
+	enum tern_status st = tern_cu_flush(cu_be(be), false); /* cudaHostAlloc: not during a capture */
+	if (st)
+		return st;
 	struct cu_buffer *b = tern_calloc(1, sizeof *b);
 	if (!b)
 		return TERN_E_NOMEM;
@@ -355,8 +385,12 @@ static enum tern_status cu_mark(struct tern_backend *be, uint64_t *mark)
 	*mark = 0;
 	if (c->marks == 0 || c->ops != c->ops_at_mark) {
 		uint64_t m = c->marks + 1;
-		enum tern_status st =
-			tern_cu_check(cudaEventRecord(c->mark_ev[m % CU_RING], c->s), "mark: event record");
+		/* the copy stream waits for this event: it must follow the captured work on the live
+		 * stream, not be recorded inside a capture */
+		enum tern_status st = tern_cu_flush(c, false);
+		if (st == TERN_OK)
+			st = tern_cu_check(cudaEventRecord(c->mark_ev[m % CU_RING], c->s),
+					   "mark: event record");
 		if (st)
 			return st;
 		c->marks = m;
@@ -429,6 +463,9 @@ static enum tern_status cu_wait_ticket(struct tern_backend *be, uint64_t ticket)
 	enum tern_status st = cu_check_ticket(c, "wait_ticket", ticket);
 	if (st || ticket == 0)
 		return st;
+	/* an event of the copy stream cannot be waited for inside a capture */
+	if ((st = tern_cu_flush(c, false)))
+		return st;
 	/* the copy stream runs its copies in order: ticket's event covers every earlier ticket */
 	return tern_cu_check(cudaStreamWaitEvent(c->s, c->ticket_ev[ticket % CU_RING], 0), "wait_ticket");
 }
@@ -439,6 +476,9 @@ static enum tern_status cu_ticket_wait_host(struct tern_backend *be, uint64_t ti
 	enum tern_status st = cu_check_ticket(c, "ticket_wait_host", ticket);
 	if (st || ticket == 0)
 		return st;
+	/* the host waits: the captured work runs meanwhile */
+	if ((st = tern_cu_flush(c, true)))
+		return st;
 	return tern_cu_check(cudaEventSynchronize(c->ticket_ev[ticket % CU_RING]), "ticket_wait_host");
 }
 
@@ -446,7 +486,9 @@ static enum tern_status cu_memory_info(struct tern_backend *be, uint64_t *budget
 {
 	struct cu_backend *c = cu_be(be);
 	size_t free_b = 0, total = 0;
-	enum tern_status st = tern_cu_check(cudaMemGetInfo(&free_b, &total), "memory_info");
+	enum tern_status st = tern_cu_flush(c, false);
+	if (st == TERN_OK)
+		st = tern_cu_check(cudaMemGetInfo(&free_b, &total), "memory_info");
 	if (st)
 		return st;
 	/* the driver's free memory is what anyone may still take; ours is on top of it */
@@ -487,6 +529,7 @@ static void cu_destroy(struct tern_backend *be)
 	cudaSetDevice(c->dev);
 	if (c->s)
 		cu_wait_all(c, "destroy");
+	tern_cu_graphs_free(c);
 	for (int i = 0; i < CU_RING; i++) {
 		if (c->mark_ev[i])
 			cudaEventDestroy(c->mark_ev[i]);
@@ -586,7 +629,7 @@ static enum tern_status cu_count(int *n)
 	return TERN_OK;
 }
 
-static void cu_describe(int i, const struct cudaDeviceProp *p, struct tern_device_info *d)
+static void cu_describe(int i, const struct cudaDeviceProp *p, bool graphs, struct tern_device_info *d)
 {
 	int drv = 0, rt = 0;
 	cudaDriverGetVersion(&drv);
@@ -598,7 +641,8 @@ static void cu_describe(int i, const struct cudaDeviceProp *p, struct tern_devic
 	snprintf(d->kind, sizeof d->kind, "%s", p->integrated ? "integrated-gpu" : "discrete-gpu");
 	snprintf(d->driver, sizeof d->driver, "CUDA driver %d.%d, runtime %d.%d", drv / 1000, drv % 1000 / 10,
 		 rt / 1000, rt % 1000 / 10);
-	snprintf(d->api, sizeof d->api, "CUDA, compute %d.%d", p->major, p->minor);
+	snprintf(d->api, sizeof d->api, "CUDA, compute %d.%d, graphs %s", p->major, p->minor,
+		 graphs ? "on" : "off");
 	d->device_local_bytes = p->totalGlobalMem;
 	d->host_visible_bytes = 0;
 	d->max_allocation = p->totalGlobalMem;
@@ -629,7 +673,7 @@ enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *c
 		struct cudaDeviceProp p;
 		if ((st = tern_cu_check(cudaGetDeviceProperties(&p, i), "device properties")))
 			return st;
-		cu_describe(i, &p, &out[(*count)++]);
+		cu_describe(i, &p, tern_cu_graphs_wanted(), &out[(*count)++]);
 	}
 	return TERN_OK;
 }
@@ -680,7 +724,6 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	struct tern_backend *be = &c->base;
 	be->vt = &cu_vtable;
 	snprintf(be->name, sizeof be->name, "cuda");
-	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d)", p.name, p.major, p.minor);
 	be->device_index = device;
 
 	float nf4[16], dmap[256], consts[3] = {1.0f, 0.0f, 1.0f};
@@ -702,7 +745,8 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	    (st = tern_cu_check_blas(cublasSetWorkspace(c->blas, c->blas_ws, ws), "cublasSetWorkspace")) ||
 	    /* no TF32 (that needs CUBLAS_TF32_TENSOR_OP_MATH): fp32 products stay fp32, the 1e-5 of
 	     * the contract; f16/bf16 products still run on tensor cores */
-	    (st = tern_cu_check_blas(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode")))
+	    (st = tern_cu_check_blas(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode")) ||
+	    (st = tern_cu_graphs_init(c)))
 		goto fail;
 	for (int i = 0; i < CU_RING; i++)
 		if ((st = tern_cu_check(cudaEventCreateWithFlags(&c->mark_ev[i], cudaEventDisableTiming),
@@ -711,6 +755,8 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 					"events")))
 			goto fail;
 	c->used = sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + ws;
+	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s)", p.name,
+		 p.major, p.minor, c->graph.on ? "on" : "off");
 	*out = be;
 	return TERN_OK;
 fail:
