@@ -1260,6 +1260,8 @@ static void check_host(struct suite *s)
 	chk_end(&c);
 }
 
+#include "test_ops_gemv.h" /* uses check_matmul */
+
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static void check_matmul_all(struct suite *s)
@@ -1311,6 +1313,7 @@ static void run_backend(struct suite *s)
 			      {"grouped", check_grouped_all},
 			      {"gemm", check_gemm_all},
 			      {"matmul", check_matmul_all},
+			      {"gemv", check_gemv_all},
 			      {"argmax", check_argmax_all},
 			      {"optim", check_optim_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
@@ -1402,6 +1405,7 @@ static void run_backend(struct suite *s)
 		check_gemm(s, 8200, 4100, 3, true, false, 1.0f, 1.0f, TERN_F32);
 	}
 	check_prec_all(s);
+	check_gemv_all(s);
 	check_attention_all(s);
 	check_attention_kv_all(s);
 	check_loss_all(s);

@@ -3,6 +3,7 @@
  * op) and the vtable. The ops are in cu_ops.c and cu_mm.c, their kernels in k_*.cu. */
 #include "backend/cuda/cu.h"
 #include "backend/cuda/cu_more.h"
+#include "backend/cuda/cu_kernels_gemv.h"
 #include "quant/quant.h"
 
 #include <stdarg.h>
@@ -686,6 +687,7 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	if ((st = tern_cu_check(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking), "compute stream")) ||
 	    (st = tern_cu_check(cudaStreamCreateWithFlags(&c->cs, cudaStreamNonBlocking), "copy stream")) ||
 	    (st = tern_cu_check(cuk_set_tables(nf4, dmap), "decode tables")) ||
+	    (st = tern_cu_check(cuk_gemv_set_tables(nf4, dmap), "decode tables")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->consts, sizeof consts), "constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->absmax, 4), "constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->sumsq_part, CUK_SUMSQ_PARTS * sizeof(double)),
