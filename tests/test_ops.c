@@ -1260,7 +1260,7 @@ static void check_host(struct suite *s)
 	chk_end(&c);
 }
 
-#include "test_ops_gemv.h" /* uses check_matmul */
+#include "test_ops_decode.h" /* uses check_matmul, ref_rstd */
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
@@ -1314,6 +1314,7 @@ static void run_backend(struct suite *s)
 			      {"gemm", check_gemm_all},
 			      {"matmul", check_matmul_all},
 			      {"gemv", check_gemv_all},
+			      {"add_rmsnorm", check_add_rmsnorm_all},
 			      {"argmax", check_argmax_all},
 			      {"optim", check_optim_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
@@ -1406,6 +1407,7 @@ static void run_backend(struct suite *s)
 	}
 	check_prec_all(s);
 	check_gemv_all(s);
+	check_add_rmsnorm_all(s);
 	check_attention_all(s);
 	check_attention_kv_all(s);
 	check_loss_all(s);

@@ -1,12 +1,18 @@
-/* test_ops: matmul at a few tokens (decoding, T = 1..8), every weight format, at the three
+/* test_ops: the ops of a decode step that issue 13's CUDA work changed.
+ *
+ * matmul at a few tokens (decoding, T = 1..8), every weight format, at the three
  * product precisions, against the oracles of check_matmul (f32) and check_mm_prec (f16, bf16).
  * On CUDA these take k_gemv.cu's small-T kernels (cu_gemv.h): O = 13 and 9 leave a partial block
  * of 8 rows; I = 1088 and 4160 are multiples of every format's chunk but not of a block's step
  * (4 warps x 32 lanes x 32 NF4 weights), and NF4 blocks of 128 straddle rows; I = 100 and 30 are
  * not multiples of the chunk (gemv_any_kernel). On CUDA each small-T product is also compared with
- * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance. Included by test_ops.c. */
-#ifndef TERN_TEST_OPS_GEMV_H
-#define TERN_TEST_OPS_GEMV_H
+ * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance.
+ *
+ * add_rmsnorm (the residual add fused with the next norm; a front-door composite of axpy and
+ * rmsnorm where a backend has no entry) against the double oracle of h + x, then RMSNorm.
+ * Included by test_ops.c. */
+#ifndef TERN_TEST_OPS_DECODE_H
+#define TERN_TEST_OPS_DECODE_H
 
 /* The small-T path against the decode + cuBLAS path (CUDA only: elsewhere TERN_CUDA_GEMV changes
  * nothing): the same inputs, y from both, |y_gemv - y_cublas| normalised by Σ |x_r w_r| (the
@@ -99,6 +105,70 @@ static void check_gemv_all(struct suite *s)
 				check_gemv_vs_gemm(s, f, T, 7, 30, TERN_BF16);
 		}
 	}
+}
+
+/* h += x, then y, rstd = rmsnorm(h): h rounded to fp32 after the add, as axpy leaves it */
+static void check_add_rmsnorm(struct suite *s, int64_t T, int64_t D, float eps)
+{
+	struct chk c;
+	chk_begin(&c, s, "add_rmsnorm", "T=%lld D=%lld eps=%g", (long long)T, (long long)D, (double)eps);
+	float *h = fvec(T * D), *x = fvec(T * D), *w = fvec(D), *hn = fvec(T * D);
+	double *want = dvec(T * D), *wh = dvec(T * D), *wr = dvec(T);
+	if (!h || !x || !w || !hn || !want || !wh || !wr) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	for (int64_t t = 0; t < T; t++) { /* rows of different scales, as check_rmsnorm */
+		fill_sym(&c.r, h + t * D, D, t % 3 == 2 ? 30.0 : t % 3 == 1 ? 0.01 : 1.0);
+		fill_sym(&c.r, x + t * D, D, t % 3 == 2 ? 10.0 : t % 3 == 1 ? 0.02 : 0.5);
+	}
+	for (int64_t j = 0; j < D; j++)
+		w[j] = 1.0f + rng_sym(&c.r, 0.5);
+	for (int64_t i = 0; i < T * D; i++) {
+		hn[i] = h[i] + x[i];
+		wh[i] = hn[i];
+	}
+	for (int64_t t = 0; t < T; t++) {
+		wr[t] = ref_rstd(hn + t * D, D, eps);
+		for (int64_t j = 0; j < D; j++)
+			want[t * D + j] = (double)hn[t * D + j] * wr[t] * w[j];
+	}
+	struct dten *dh = dt_new(&c, "h", (size_t)(T * D) * 4, h),
+		    *dx = dt_new(&c, "x", (size_t)(T * D) * 4, x);
+	struct dten *dw = dt_new(&c, "w", (size_t)D * 4, w), *dy = dt_nan(&c, "y", T * D),
+		    *dr = dt_nan(&c, "rstd", T);
+	if (!dh || !dx || !dw || !dy || !dr)
+		goto out;
+	if (bad(&c, tern_add_rmsnorm(s->be, dh->v, dy->v, dr->v, dx->v, dw->v, T, D, eps), "add_rmsnorm"))
+		goto out;
+	expect(&c, dh, wh, T * D, 0.0); /* the add is one fp32 rounding: exact */
+	expect(&c, dy, want, T * D, TOL_F32);
+	expect(&c, dr, wr, T, TOL_F32);
+	dt_unchanged(&c, dx, x);
+	dt_unchanged(&c, dw, w);
+	/* y over h: refused with one line naming the op */
+	if (T > 0) {
+		enum tern_status st = tern_add_rmsnorm(s->be, dh->v, dh->v, dr->v, dx->v, dw->v, T, D, eps);
+		if (st != TERN_E_INVALID || !strstr(tern_error(), "add_rmsnorm"))
+			fail(&c, "y over h: got %s \"%s\"", tern_status_str(st), tern_error());
+	}
+out:
+	free(h);
+	free(x);
+	free(w);
+	free(hn);
+	free(want);
+	free(wh);
+	free(wr);
+	chk_end(&c);
+}
+
+static void check_add_rmsnorm_all(struct suite *s)
+{
+	static const int64_t shapes[][2] = {{1, 1}, {1, 4096}, {3, 17}, {5, 1000}, {2, 4099}};
+	for (int k = 0; k < 5; k++)
+		check_add_rmsnorm(s, shapes[k][0], shapes[k][1], k == 2 ? 1e-5f : 1e-6f);
+	check_add_rmsnorm(s, 4, 33, 0.0f);
 }
 
 #endif

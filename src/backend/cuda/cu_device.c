@@ -543,6 +543,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.cast = tern_cu_cast,
 	.rmsnorm = tern_cu_rmsnorm,
 	.rmsnorm_bwd = tern_cu_rmsnorm_bwd,
+	.add_rmsnorm = tern_cu_add_rmsnorm,
 	.rope = tern_cu_rope,
 	.swiglu = tern_cu_swiglu,
 	.swiglu_bwd = tern_cu_swiglu_bwd,

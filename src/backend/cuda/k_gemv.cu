@@ -30,6 +30,10 @@ __constant__ float g_dmap[256];
 
 constexpr int kWarps = 4; // warps per block (they split each row's chunks)
 constexpr int kRows = 8;  // rows of W per block (x's chunk is reused for all of them)
+// Blocks per SM the one- and two-token kernels are built for (at most 128 registers a thread):
+// 4 x 132 SMs hold the 512 blocks of a 4096-row product in one wave (3 would leave a second,
+// quarter-full one).
+constexpr int kMinBlocks = 4;
 
 // Bytes of W one lane loads per row and step: 16 where x's chunk (CH · TT floats) fits 64
 // registers, else less (NF4 and ternary at more tokens).
@@ -173,7 +177,7 @@ __device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift
 }
 
 template <int WDT, int P, int TT, int LB>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 	gemv_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
 		    int64_t rowbytes, int bs_shift, const uint32_t *bits)
 {
