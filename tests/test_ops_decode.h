@@ -97,6 +97,8 @@ static void check_gemv_all(struct suite *s)
 			check_matmul(s, f, T, 9, 4160);
 			check_mm_prec(s, f, T, 9, 4160, TERN_BF16, 0, 1.0, NULL);
 		}
+		for (int k = 0; k < 2; k++) /* the f16 scale of tiny and huge inputs at a few tokens */
+			check_mm_prec(s, f, 3, 9, 96, TERN_F16, 0, k ? 1e6 : 1e-6, NULL);
 		for (int k = 0; k < 2; k++) { /* no whole chunks: gemv_any_kernel */
 			int64_t T = k ? 5 : 1;
 			check_matmul(s, f, T, 5, 100);
