@@ -1299,6 +1299,8 @@ static void check_host(struct suite *s)
 	chk_end(&c);
 }
 
+#include "test_ops_decode.h" /* uses check_matmul, ref_rstd */
+
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static void check_matmul_all(struct suite *s)
@@ -1350,6 +1352,8 @@ static void run_backend(struct suite *s)
 			      {"grouped", check_grouped_all},
 			      {"gemm", check_gemm_all},
 			      {"matmul", check_matmul_all},
+			      {"gemv", check_gemv_all},
+			      {"add_rmsnorm", check_add_rmsnorm_all},
 			      {"argmax", check_argmax_all},
 			      {"optim", check_optim_all}};
 		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
@@ -1441,6 +1445,8 @@ static void run_backend(struct suite *s)
 		check_gemm(s, 8200, 4100, 3, true, false, 1.0f, 1.0f, TERN_F32);
 	}
 	check_prec_all(s);
+	check_gemv_all(s);
+	check_add_rmsnorm_all(s);
 	check_attention_all(s);
 	check_attention_kv_all(s);
 	check_loss_all(s);

@@ -816,12 +816,14 @@ static void check_layers_all(struct suite *s)
 	}
 	check_rmsnorm(s, 4, 33, 0.0f);
 
-	/* (T, H, Dh) */
-	static const int64_t rope_shapes[][3] = {{1, 1, 2}, {7, 3, 10}, {33, 4, 64}, {19, 2, 128}};
-	for (int k = 0; k < 4; k++)
+	/* (T, H, Dh); {1, 32, 128}: a decode step of Llama's q at a far position (CUDA: a thread per
+	 * head below 17 tokens) */
+	static const int64_t rope_shapes[][3] = {
+		{1, 1, 2}, {7, 3, 10}, {33, 4, 64}, {19, 2, 128}, {1, 32, 128}};
+	for (int k = 0; k < 5; k++)
 		for (int inv = 0; inv < 2; inv++)
 			check_rope(s, rope_shapes[k][0], rope_shapes[k][1], rope_shapes[k][2], inv, false,
-				   k == 2);
+				   k == 2 || k == 4);
 	check_rope(s, 19, 2, 128, false, true, true);
 	check_rope(s, 19, 2, 128, true, true, true);
 	check_rope(s, 40, 1, 128, false, true, false);

@@ -35,6 +35,15 @@
 #                                             bench_gpu.sh (default --shapes 1b,8b --steps 4)
 #                                      The profiles (ms and TFLOP/s per op kind) are in the runs'
 #                                      logs under $OUT/perf-train/logs.
+#                                      decode `tern bench ops` at T=1 (and 4, 8) on the 8B decode
+#                                             shapes (4096x4096, 14336x4096, 4096x14336, 1024x4096
+#                                             and the lm_head 128256x4096) at prec bf16 with a
+#                                             "% of bw" column (--bw 4800), each twice: the small-T
+#                                             kernels (k_gemv.cu) and TERN_CUDA_GEMV=0 (decode +
+#                                             cuBLAS); then tools/bench_generate.sh --preset
+#                                             llama3-8b --compare --backend cuda (TERN_DECODE_LEGACY=1
+#                                             is the old path: cuBLAS products, host argmax) with
+#                                             transformers + bitsandbytes. Not in the default parts.
 #                                      Not in the default list (each is one device call of its own):
 #                                      graphs-gen   `tern generate` decode (batch 1, greedy,
 #                                             tools/bench_generate.sh --stacks tern, the llama3.2-1b
@@ -123,6 +132,21 @@ run | perf)
 					done
 				done
 				;;
+			decode)
+				for shape in "1 4096 4096" "1 14336 4096" "1 4096 14336" "1 1024 4096" \
+					"1 128256 4096" "4 4096 4096" "8 4096 4096" "8 14336 4096"; do
+					read -r T O I <<<"$shape"
+					for gemv in 1 0; do
+						echo "== bench ops matmul T=$T O=$O I=$I bf16 TERN_CUDA_GEMV=$gemv"
+						TERN_CUDA_GEMV=$gemv build-cuda/tern bench ops --backend cuda --ops matmul \
+							--T "$T" --O "$O" --I "$I" --prec bf16 --bw 4800 \
+							--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/perf-decode-$T-$O-$I-$gemv.txt"
+					done
+				done
+				echo "== tools/bench_generate.sh --preset llama3-8b --compare --backend cuda"
+				tools/bench_generate.sh --preset llama3-8b --prompt 128 --new 256 --compare --backend cuda \
+					--tern "$PWD/build-cuda/tern" --out "$out/perf-decode-generate" || rc=1
+				;;
 			train)
 				args=("$@")
 				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 4)
@@ -162,8 +186,8 @@ run | perf)
 				done
 				;;
 			*)
-				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train, graphs-gen," \
-					"graphs-train)" >&2
+				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train, decode," \
+					"graphs-gen, graphs-train)" >&2
 				exit 2
 				;;
 			esac

@@ -358,6 +358,14 @@ struct tern_backend_vtable {
 	enum tern_status (*rmsnorm_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 					struct tern_view x, struct tern_view w, struct tern_view rstd,
 					int64_t T, int64_t D, bool accumulate);
+	/* The residual add and the next RMSNorm in one op (a decoder layer's h = x + o; xn = norm(h)):
+	 * h[T,D] += x[T,D] (as axpy with alpha 1), then y[T,D] and rstd[T] = rmsnorm of the updated h
+	 * with w[D] (=): the values of axpy(h, x, 1) followed by rmsnorm(y, rstd, h, w). y and rstd
+	 * overlap neither h nor x; x does not overlap h. D >= 1, eps as rmsnorm. NULL: the front door
+	 * runs axpy then rmsnorm (two ops; CUDA fuses them: one launch per call in decoding). */
+	enum tern_status (*add_rmsnorm)(struct tern_backend *be, struct tern_view h, struct tern_view y,
+					struct tern_view rstd, struct tern_view x, struct tern_view w,
+					int64_t T, int64_t D, float eps);
 	/* In place on x [T, H, Dh]: HF rotate_half RoPE at positions pos[T] (i32) with
 	 * inv_freq[Dh/2] (f32, llama3 scaling already applied by the caller); inverse rotates by
 	 * -θ (the backward of the forward rotation). H >= 1, Dh even and >= 2. */
@@ -567,6 +575,9 @@ enum tern_status tern_rmsnorm(struct tern_backend *be, struct tern_view y, struc
 enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				  struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
 				  int64_t D, bool accumulate);
+enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,
+				  struct tern_view rstd, struct tern_view x, struct tern_view w, int64_t T,
+				  int64_t D, float eps);
 enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
 enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,

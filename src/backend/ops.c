@@ -393,6 +393,45 @@ enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, 
 			be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate));
 }
 
+/* Whether the first na bytes of a and the first nb bytes of b share a byte. */
+static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, size_t nb)
+{
+	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
+}
+
+enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,
+				  struct tern_view rstd, struct tern_view x, struct tern_view w, int64_t T,
+				  int64_t D, float eps)
+{
+	const char *op = "add_rmsnorm";
+	enum tern_status st = dims(op, T, "T", D, "D");
+	if (st)
+		return st;
+	if (D < 1 || !(eps >= 0.0f) || !isfinite(eps))
+		return tern_fail(TERN_E_INVALID, "add_rmsnorm: D=%lld eps=%g (D >= 1, eps finite and >= 0)",
+				 (long long)D, (double)eps);
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = view(op, "h", h, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "y", y, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "rstd", rstd, (size_t)T * 4, "T=%lld f32", lT)) ||
+	    (st = view(op, "x", x, (size_t)(T * D) * 4, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = view(op, "w", w, (size_t)D * 4, "D=%lld f32", lD)))
+		return st;
+	size_t nm = (size_t)(T * D) * 4, nr = (size_t)T * 4;
+	if (views_overlap(y, nm, h, nm) || views_overlap(y, nm, x, nm) || views_overlap(rstd, nr, h, nm) ||
+	    views_overlap(rstd, nr, x, nm) || views_overlap(x, nm, h, nm))
+		return tern_fail(TERN_E_INVALID, "add_rmsnorm: h, x, y and rstd overlap (T=%lld D=%lld)", lT,
+				 lD);
+	if (!be->vt->add_rmsnorm) { /* the two ops it fuses */
+		if ((st = tern_axpy(be, h, x, T * D, 1.0f)))
+			return st;
+		return tern_rmsnorm(be, y, rstd, h, w, T, D, eps);
+	}
+	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
+			be->vt->add_rmsnorm(be, h, y, rstd, x, w, T, D, eps));
+}
+
 enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse)
 {

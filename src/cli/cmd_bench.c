@@ -18,6 +18,7 @@ struct bench_args {
 	double seconds;
 	const char *prec;
 	double peak;
+	double bw;
 };
 
 static struct bench_args args;
@@ -43,6 +44,9 @@ static const struct tern_cli_opt bench_opts[] = {
 	 .help = "matmul product precision: f32 (default), f16 or bf16 (compute_dtype)"},
 	{"--peak", "TFLOPS", TERN_CLI_NUM, .dlo = 0, .dhi = 1e6, .dst = &args.peak,
 	 .help = "the device's peak rate: adds a column with each matmul's share of it"},
+	{"--bw", "GB/s", TERN_CLI_NUM, .dlo = 0, .dhi = 1e7, .dst = &args.bw,
+	 .help = "the device's memory bandwidth (H200: 4800): adds a column with each\n"
+		 "row's GB/s as a share of it (small T: the matmuls are bound by W's bytes)"},
 	{NULL, NULL, TERN_CLI_INT, .help = NULL},
 };
 
@@ -50,7 +54,7 @@ void tern_help_bench_ops(void)
 {
 	printf("usage: tern bench ops [--backend auto|cpu|ref|vulkan|cuda] [--device N] [--T N] [--O N]\n"
 	       "                      [--I N] [--R N] [--ops LIST] [--seconds S] [--prec f32|f16|bf16]\n"
-	       "                      [--peak TFLOPS]\n"
+	       "                      [--peak TFLOPS] [--bw GB/s]\n"
 	       "\n"
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
 	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"
@@ -75,8 +79,8 @@ static void print_header(struct table *t)
 	printf("tern bench ops: %s\n", t->device[0] ? t->device : "(no device)");
 	printf("shape T=%lld O=%lld I=%lld R=%lld, matmul products %s, at least %g s per op\n\n", t->a->T,
 	       t->a->O, t->a->I, t->a->R, t->a->prec, t->a->seconds);
-	printf("%-11s %-9s %-32s %11s %10s %9s %7s%s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
-	       "reps", t->a->peak > 0 ? "  % of peak" : "");
+	printf("%-11s %-9s %-32s %11s %10s %9s %7s%s%s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
+	       "reps", t->a->peak > 0 ? "  % of peak" : "", t->a->bw > 0 ? "  % of bw" : "");
 	fflush(stdout);
 }
 
@@ -104,6 +108,10 @@ static void on_row(const struct tern_bench_row *r, void *user)
 	printf("%-11s %-9s %-32s %11.4f %10s %9s %7d", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
 	if (t->a->peak > 0 && r->gflops > 0 && !strncmp(r->op, "matmul", 6))
 		printf("  %9.1f", 100.0 * r->gflops / (t->a->peak * 1000.0));
+	else if (t->a->peak > 0)
+		printf("  %9s", "-");
+	if (t->a->bw > 0)
+		printf("  %7.1f", 100.0 * r->gbs / t->a->bw);
 	printf("\n");
 	fflush(stdout);
 }
@@ -119,7 +127,8 @@ int tern_cmd_bench_ops(int argc, char **argv)
 				   .ops = NULL,
 				   .seconds = 0.5,
 				   .prec = "f32",
-				   .peak = 0};
+				   .peak = 0,
+				   .bw = 0};
 	bool help;
 	int rc = tern_cli_parse("bench ops", bench_opts, argc, argv, &help);
 	if (rc)

@@ -199,7 +199,10 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 		struct tern_net_layer_info li;
 		struct tern_view kc = cache(g, l, 0, p0, Tq), vc = cache(g, l, 1, p0, Tq);
 		TRY(tern_net_use_layer(n, l, &li));
-		TRY(tern_rmsnorm(be, g->xn, g->rstd, x, li.attn_norm, Tq, D, g->eps));
+		if (l == 0)
+			TRY(tern_rmsnorm(be, g->xn, g->rstd, x, li.attn_norm, Tq, D, g->eps));
+		else /* x = h1 + mlp: the layer before's residual add, fused with this norm */
+			TRY(tern_add_rmsnorm(be, x, g->xn, g->rstd, g->h1, li.attn_norm, Tq, D, g->eps));
 		TRY(tern_net_linear(n, l, TERN_MOD_Q, g->qkn ? g->qr : g->q, g->xn, &g->s, Tq, g->lora));
 		TRY(tern_net_linear(n, l, TERN_MOD_K, g->qkn ? g->kr : kc, g->xn, &g->s, Tq, g->lora));
 		TRY(tern_net_linear(n, l, TERN_MOD_V, vc, g->xn, &g->s, Tq, g->lora));
@@ -215,18 +218,20 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 		if (g->bitnet)
 			TRY(tern_rmsnorm(be, g->aon, g->rstd, g->ao, li.attn_sub, Tq, H * Dh, g->eps));
 		TRY(tern_net_linear(n, l, TERN_MOD_O, g->h1, g->bitnet ? g->aon : g->ao, &g->s, Tq, g->lora));
-		TRY(tern_axpy(be, g->h1, x, Tq * D, 1.0f)); /* h1 = x + o */
-		TRY(tern_rmsnorm(be, g->xn, g->rstd, g->h1, li.mlp_norm, Tq, D, g->eps));
+		/* h1 = x + o; xn = norm(h1) */
+		TRY(tern_add_rmsnorm(be, g->h1, g->xn, g->rstd, x, li.mlp_norm, Tq, D, g->eps));
 		TRY(tern_net_mlp(n, l, y, g->xn, &g->s, Tq, g->lora));
-		TRY(tern_axpy(be, y, g->h1, Tq * D, 1.0f)); /* y = h1 + mlp */
+		/* the layer's output is y + h1: added by the next layer's norm (or the final one) */
 		struct tern_view t = x;
 		x = y;
 		y = t;
 	}
 	if (out == GEN_NONE)
 		return TERN_OK;
-	struct tern_view last = tern_view_sub(x, (size_t)((Tq - 1) * D) * 4, (size_t)D * 4);
-	TRY(tern_rmsnorm(be, g->xf, g->rstdf, last, norm, 1, D, g->eps));
+	size_t lo = (size_t)((Tq - 1) * D) * 4;
+	struct tern_view last = tern_view_sub(x, lo, (size_t)D * 4),
+			 h1 = tern_view_sub(g->h1, lo, (size_t)D * 4);
+	TRY(tern_add_rmsnorm(be, last, g->xf, g->rstdf, h1, norm, 1, D, g->eps)); /* the last layer's add */
 	TRY(tern_matmul(be, g->logits, g->xf, &head, 1, prec));
 	if (out == GEN_LOGITS)
 		return be->vt->download(be, g->logh, g->logits);

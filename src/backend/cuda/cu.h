@@ -120,6 +120,9 @@ enum tern_status tern_cu_cast(struct tern_backend *be, struct tern_view dst, enu
 			      struct tern_view src, enum tern_dtype st, int64_t n);
 enum tern_status tern_cu_rmsnorm(struct tern_backend *be, struct tern_view y, struct tern_view rstd,
 				 struct tern_view x, struct tern_view w, int64_t T, int64_t D, float eps);
+enum tern_status tern_cu_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,
+				     struct tern_view rstd, struct tern_view x, struct tern_view w, int64_t T,
+				     int64_t D, float eps);
 enum tern_status tern_cu_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				     struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
 				     int64_t D, bool accumulate);

@@ -3,6 +3,7 @@
  * op) and the vtable. The ops are in cu_ops.c and cu_mm.c, their kernels in k_*.cu. */
 #include "backend/cuda/cu.h"
 #include "backend/cuda/cu_more.h"
+#include "backend/cuda/cu_kernels_gemv.h"
 #include "quant/quant.h"
 
 #include <stdarg.h>
@@ -589,6 +590,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.cast = tern_cu_cast,
 	.rmsnorm = tern_cu_rmsnorm,
 	.rmsnorm_bwd = tern_cu_rmsnorm_bwd,
+	.add_rmsnorm = tern_cu_add_rmsnorm,
 	.rope = tern_cu_rope,
 	.swiglu = tern_cu_swiglu,
 	.swiglu_bwd = tern_cu_swiglu_bwd,
@@ -733,6 +735,7 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	if ((st = tern_cu_check(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking), "compute stream")) ||
 	    (st = tern_cu_check(cudaStreamCreateWithFlags(&c->cs, cudaStreamNonBlocking), "copy stream")) ||
 	    (st = tern_cu_check(cuk_set_tables(nf4, dmap), "decode tables")) ||
+	    (st = tern_cu_check(cuk_gemv_set_tables(nf4, dmap), "decode tables")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->consts, sizeof consts), "constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->absmax, 4), "constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->sumsq_part, CUK_SUMSQ_PARTS * sizeof(double)),

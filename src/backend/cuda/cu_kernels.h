@@ -73,6 +73,9 @@ cudaError_t cuk_swiglu_bwd(cudaStream_t s, float *dg, float *du, const float *dh
 			   const float *u, int64_t n, int relu2);
 cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const float *x, const float *w, int64_t T,
 			int64_t D, float eps);
+/* h[T,D] += x, then y, rstd = rmsnorm(h) (backend.h add_rmsnorm: cuk_rmsnorm's values) */
+cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float *rstd, const float *x, const float *w,
+			    int64_t T, int64_t D, float eps);
 cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *dy, const float *x, const float *w,
 			    const float *rstd, int64_t T, int64_t D, bool accumulate);
 cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq, int64_t T,

@@ -14,6 +14,7 @@
  * decodes a tile into shared memory and feeds the tensor cores directly would replace mm_step's
  * decode + GEMM pair; struct mm_plan is where it would be chosen per shape. */
 #include "backend/cuda/cu.h"
+#include "backend/cuda/cu_gemv.h"
 #include "quant/quant.h"
 
 #include <stdlib.h>
@@ -206,6 +207,8 @@ static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_vi
 		return st;
 	if (T == 0)
 		return TERN_OK;
+	if (!bwd && tern_cu_gemv_takes(T)) /* a few tokens (decoding): W read once, no decoded copy */
+		return tern_cu_gemv(c, outp, inp, &kw, T, prec);
 	struct mm_plan p = mm_plan_of(w, prec, T, K, bwd);
 	void *scr = NULL;
 	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))

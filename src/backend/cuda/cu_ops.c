@@ -146,6 +146,25 @@ enum tern_status tern_cu_rmsnorm(struct tern_backend *be, struct tern_view y, st
 	return launched(cuk_rmsnorm(tern_cu_stream(cu_be(be)), yp, rp, xp, wp, T, D, eps), op);
 }
 
+enum tern_status tern_cu_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,
+				     struct tern_view rstd, struct tern_view x, struct tern_view w, int64_t T,
+				     int64_t D, float eps)
+{
+	const char *op = "add_rmsnorm";
+	enum tern_status st;
+	float *hp, *yp, *rp, *xp, *wp;
+	long long lT = (long long)T, lD = (long long)D;
+	if ((st = F32V(op, "h", h, T * D, &hp, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = F32V(op, "y", y, T * D, &yp, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = F32V(op, "rstd", rstd, T, &rp, "T=%lld f32", lT)) ||
+	    (st = F32V(op, "x", x, T * D, &xp, "T=%lld D=%lld f32", lT, lD)) ||
+	    (st = F32V(op, "w", w, D, &wp, "D=%lld f32", lD)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	return launched(cuk_add_rmsnorm(tern_cu_stream(cu_be(be)), hp, yp, rp, xp, wp, T, D, eps), op);
+}
+
 enum tern_status tern_cu_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				     struct tern_view x, struct tern_view w, struct tern_view rstd, int64_t T,
 				     int64_t D, bool accumulate)

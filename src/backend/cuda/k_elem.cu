@@ -191,15 +191,22 @@ __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const f
 }
 
 // One block per row.
-__global__ void rmsnorm_kernel(float *y, float *rstd, const float *x, const float *w, int64_t D, float eps)
+// ADD (add_rmsnorm): first x[t] += add[t] (each thread its own columns, read back below), so the
+// values of axpy then rmsnorm.
+template <bool ADD>
+__global__ void rmsnorm_kernel(float *y, float *rstd, float *x, const float *add, const float *w, int64_t D,
+			       float eps)
 {
 	__shared__ double sh[32];
 	int64_t t = blockIdx.x;
-	const float *xt = x + t * D;
+	float *xt = x + t * D;
 	float *yt = y + t * D;
 	double ss = 0.0;
-	for (int64_t j = threadIdx.x; j < D; j += blockDim.x)
+	for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
+		if (ADD)
+			xt[j] = xt[j] + add[t * D + j];
 		ss += (double)xt[j] * (double)xt[j];
+	}
 	ss = block_sum(ss, sh);
 	float r = (float)(1.0 / sqrt((double)(float)(ss / (double)D) + (double)eps));
 	if (threadIdx.x == 0)
@@ -245,6 +252,26 @@ __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64
 			xr[i] = a - b;
 			xr[i + half] = d + e;
 		}
+	}
+}
+
+// One thread per (t, h, i < Dh/2): for a few tokens (decoding), where rope_kernel would run Dh/2
+// threads per token, each through the H heads one after another (a dependent round trip to memory
+// per head: H of them for the whole launch). The same operations per element, so the same values.
+__global__ void rope_heads_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H,
+				  int64_t Dh, float sign)
+{
+	int64_t half = Dh / 2;
+	GRID_STRIDE(k, T * H * half)
+	{
+		int64_t row = k / half, i = k % half, t = row / H; // row: (t, h)
+		float th = (float)pos[t] * fr[i];
+		float c = (float)cos((double)th), s = sign * (float)sin((double)th);
+		float *xr = x + row * Dh;
+		float x0 = xr[i], x1 = xr[i + half];
+		float a = x0 * c, b = x1 * s, d = x1 * c, e = x0 * s;
+		xr[i] = a - b;
+		xr[i + half] = d + e;
 	}
 }
 
@@ -352,8 +379,19 @@ extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const 
 {
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		rmsnorm_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(y + t0 * D, rstd + t0, x + t0 * D, w,
-								       D, eps);
+		rmsnorm_kernel<false><<<(unsigned)tn, row_threads(D), 0, s>>>(
+			y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D), nullptr, w, D, eps);
+	}
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float *rstd, const float *x,
+				       const float *w, int64_t T, int64_t D, float eps)
+{
+	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
+		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
+		rmsnorm_kernel<true><<<(unsigned)tn, row_threads(D), 0, s>>>(
+			y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
 	}
 	return cudaGetLastError();
 }
@@ -373,8 +411,12 @@ extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *d
 extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq,
 				int64_t T, int64_t H, int64_t Dh, bool inverse)
 {
-	rope_kernel<<<grid_for(T * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
-								inverse ? -1.0f : 1.0f);
+	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel)
+		rope_heads_kernel<<<grid_for(T * H * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
+										  inverse ? -1.0f : 1.0f);
+	else
+		rope_kernel<<<grid_for(T * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
+									inverse ? -1.0f : 1.0f);
 	return cudaGetLastError();
 }
 

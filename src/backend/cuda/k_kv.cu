@@ -1,7 +1,10 @@
 // Attention of a few new queries over a KV cache on CUDA (backend.h attention_kv; the CPU
 // reference is src/backend/cpu/cpu_attention_kv.c), fp32. One block per (query, head) row: the
-// keys the query sees pass in chunks of kThreads, thread j scoring key j of the chunk (its dot
-// with the query, which sits in shared memory); the chunk's max updates the row's running max, and
+// keys the query sees pass in chunks of kThreads; a warp scores keys w, w + 4, ... of the chunk
+// (its lanes over the head dimension: coalesced reads of the cached key rows, the dot summed by
+// shuffles in a fixed order; one thread per key walking its own row would make every load of a
+// warp touch 32 cache lines), into shared memory, where thread j takes key j's score; the chunk's
+// max updates the row's running max, and
 // each thread rescales and accumulates its own elements d = tid + kThreads·u of the output over
 // the chunk's keys in key order. Every thread keeps the same running max and sum (the same
 // operations on the same values), so no further exchange is needed and results do not depend on
@@ -42,14 +45,18 @@ __global__ void attn_kv_kernel(float *o, const float *q, const float *k, const f
 		float m = -INFINITY, l = 0.0f;
 		for (int64_t jb = j0; jb <= pos; jb += kThreads) {
 			int64_t j = jb + tid, cnt = pos + 1 - jb < kThreads ? pos + 1 - jb : kThreads;
-			float s = -INFINITY;
-			if (j <= pos) {
-				const float *kj = k + (j * Hkv + g) * Dh;
+			for (int64_t jj = tid >> 5; jj < cnt; jj += kThreads / 32) { // a warp per key
+				const float *kj = k + ((jb + jj) * Hkv + g) * Dh;
 				float dot = 0.0f;
-				for (int64_t d = 0; d < Dh; d++)
+				for (int64_t d = tid & 31; d < Dh; d += 32)
 					dot += qs[d] * kj[d];
-				s = dot * scale;
+				for (int off = 16; off > 0; off >>= 1)
+					dot += __shfl_xor_sync(0xffffffffu, dot, off);
+				if ((tid & 31) == 0)
+					ps[jj] = dot * scale;
 			}
+			__syncthreads();
+			float s = j <= pos ? ps[tid] : -INFINITY;
 			float cm = s; // the chunk's max: a warp, then the warps
 			for (int off = 16; off > 0; off >>= 1) {
 				float t = __shfl_xor_sync(0xffffffffu, cm, off);

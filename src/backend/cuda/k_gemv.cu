@@ -1,0 +1,400 @@
+// The small-T products (decoding): y[T,O] = x[T,I] · W[O,I]ᵀ for T <= CUK_GEMV_MAX_T, reading W in
+// its stored format (f32, f16, bf16, NF4, NF4-DQ, ternary; the layouts of src/quant/quant.h and
+// k_quant.cu's wvalue) once for all T rows: no decoded copy of W, no cuBLAS.
+//
+// gemv_kernel (the fast path): a block of kWarps warps owns kRows rows of W. Each lane owns chunks
+// of CH consecutive columns (one LB-byte load of W per row: 16 bytes where the registers allow),
+// the warps split a row's chunks (chunk c to warp (c / 32) % kWarps), so a warp reads kRows
+// coalesced runs of 32 · LB bytes per step. A lane loads its chunk of x (T rows, rounded to the
+// product's precision) once and uses it for all kRows rows; the kRows · T partial sums are
+// reduced over the lanes by shuffles, then over the warps in shared memory in warp order (a
+// fixed order: the same result every run). Needs I a multiple of CH, W's rows and data aligned to
+// LB bytes and x to 16 (cuk_gemv checks; gemv_any_kernel takes every other shape, slowly).
+//
+// The numbers are those of backend.h's product precision, as the decode + cuBLAS path computes
+// them: the dequantized value (NF4: code × absmax; NF4-DQ: dmap[q] × nested + offset, two
+// roundings, no fused multiply-add) rounded to f16/bf16, x (× the f16 scale) rounded, products of
+// two rounded values (exact in fp32) summed in fp32 by fmaf. Ternary sums ±x and multiplies by the
+// rounded scale once. Only the summation order differs from cuBLAS.
+#include "backend/cuda/cu_kernels_gemv.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <string.h>
+
+namespace
+{
+
+__constant__ float g_nf4[16];
+__constant__ float g_dmap[256];
+
+constexpr int kWarps = 4; // warps per block (they split each row's chunks)
+constexpr int kRows = 8;  // rows of W per block (x's chunk is reused for all of them)
+// Blocks per SM the one- and two-token kernels are built for (at most 128 registers a thread):
+// 4 x 132 SMs hold the 512 blocks of a 4096-row product in one wave (3 would leave a second,
+// quarter-full one).
+constexpr int kMinBlocks = 4;
+
+// Bytes of W one lane loads per row and step: 16 where x's chunk (CH · TT floats) fits 64
+// registers, else less (NF4 and ternary at more tokens).
+constexpr int lane_bytes(int wdt, int tt)
+{
+	return wdt <= 2   ? 16
+	       : wdt <= 4 ? (tt <= 2   ? 16
+			     : tt == 4 ? 8
+				       : 4)
+			  : (tt == 1   ? 16
+			     : tt == 2 ? 8
+			     : tt == 4 ? 4
+				       : 2);
+}
+// Weights in lb bytes.
+constexpr int chunk_weights(int wdt, int lb)
+{
+	return wdt == 0 ? lb / 4 : wdt <= 2 ? lb / 2 : wdt <= 4 ? lb * 2 : lb * 4;
+}
+
+__device__ inline float u2f(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+// a · b and a + b rounded on their own (never contracted into a fused multiply-add)
+__device__ inline float mul_rn(float a, float b)
+{
+#ifdef TERN_CUDA_EMU
+	return a * b;
+#else
+	return __fmul_rn(a, b);
+#endif
+}
+__device__ inline float add_rn(float a, float b)
+{
+#ifdef TERN_CUDA_EMU
+	return a + b;
+#else
+	return __fadd_rn(a, b);
+#endif
+}
+
+// v rounded to the product precision P (0 f32: unchanged, 1 f16, 2 bf16; nearest even)
+template <int P> __device__ inline float round1(float v)
+{
+	if (P == 1)
+		return __half2float(__float2half_rn(v));
+	if (P == 2)
+		return __bfloat162float(__float2bfloat16_rn(v));
+	return v;
+}
+template <int P> __device__ inline void round2(float &a, float &b)
+{
+	if (P == 1) {
+		__half2 h = __floats2half2_rn(a, b);
+		a = __low2float(h);
+		b = __high2float(h);
+	} else if (P == 2) {
+		__nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+		a = __low2float(h);
+		b = __high2float(h);
+	}
+}
+
+// tern_prec_scale(bits, 14) (src/backend/prec.c; as k_quant.cu's operand scale)
+__device__ inline float prec_scale(uint32_t max_bits)
+{
+	uint32_t e = (max_bits >> 23) & 0xffu;
+	if (max_bits == 0 || e == 0xffu)
+		return 1.0f;
+	int k = 14 - ((e > 1 ? (int)e : 1) - 127);
+	k = k < -100 ? -100 : k > 100 ? 100 : k;
+	return ldexpf(1.0f, k);
+}
+
+// lb bytes of W at p (aligned to lb) as little-endian words; streamed (read once: evict first)
+template <int LB> __device__ inline void load_w(uint32_t *r, const unsigned char *p)
+{
+#ifdef TERN_CUDA_EMU
+	memcpy(r, p, LB);
+	if (LB == 2)
+		r[0] &= 0xffffu;
+#else
+	if (LB == 16) {
+		uint4 u = __ldcs(reinterpret_cast<const uint4 *>(p));
+		r[0] = u.x, r[1] = u.y, r[2] = u.z, r[3] = u.w;
+	} else if (LB == 8) {
+		uint2 u = __ldcs(reinterpret_cast<const uint2 *>(p));
+		r[0] = u.x, r[1] = u.y;
+	} else if (LB == 4) {
+		r[0] = __ldcs(reinterpret_cast<const unsigned int *>(p));
+	} else {
+		r[0] = __ldcs(reinterpret_cast<const unsigned short *>(p));
+	}
+#endif
+}
+
+// Weights k and k + 1 of a chunk (k even) from its raw words: the stored value widened to fp32
+// (f32/f16/bf16), code × absmax (NF4), or q - 1 (ternary: the scale comes at the end).
+template <int WDT>
+__device__ inline void pair_of(const uint32_t *raw, int k, float am, const float2 *pair, float &a, float &b)
+{
+	if (WDT == 0) {
+		a = u2f(raw[k]);
+		b = u2f(raw[k + 1]);
+	} else if (WDT == 1) {
+		uint32_t u = raw[k / 2];
+		__half2 h;
+		memcpy(&h, &u, 4);
+		a = __low2float(h);
+		b = __high2float(h);
+	} else if (WDT == 2) {
+		uint32_t u = raw[k / 2];
+		a = u2f(u << 16);
+		b = u2f(u & 0xffff0000u);
+	} else if (WDT == 3 || WDT == 4) {
+		// byte k/2: weight k in the high nibble, k + 1 in the low (quant.h)
+		unsigned byte = (raw[k / 8] >> (8 * ((k / 2) & 3))) & 255u;
+		float2 p = pair[byte];
+		a = mul_rn(p.x, am);
+		b = mul_rn(p.y, am);
+	} else {
+		uint32_t u = raw[k / 16] >> (2 * (k & 15));
+		a = (float)((int)(u & 3u) - 1);
+		b = (float)((int)((u >> 2) & 3u) - 1);
+	}
+}
+
+// The block scale of flat weight g (NF4: f32 absmax; NF4-DQ: dmap[q] × nested + offset)
+template <int WDT>
+__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap)
+{
+	int64_t b = g >> bs_shift;
+	if (WDT == 3)
+		return static_cast<const float *>(w.absmax)[b];
+	float off = w.offset_dev ? *w.offset_dev : w.offset;
+	return add_rn(mul_rn(dmap[static_cast<const unsigned char *>(w.absmax)[b]], w.nested[b >> 8]), off);
+}
+
+template <int WDT, int P, int TT, int LB>
+__global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
+	gemv_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
+		    int64_t rowbytes, int bs_shift, const uint32_t *bits)
+{
+	constexpr int CH = chunk_weights(WDT, LB), NW = LB >= 4 ? LB / 4 : 1;
+	constexpr bool NF4 = WDT == 3 || WDT == 4;
+	// W's values need rounding to the product precision unless they are that dtype already
+	constexpr bool RW = P != 0 && WDT != P && WDT != 5;
+	__shared__ float2 pair[NF4 ? 256 : 1];
+	__shared__ float dmap[WDT == 4 ? 256 : 1];
+	__shared__ float red[kWarps][kRows * TT];
+	if (NF4) {
+		for (int k = threadIdx.x; k < 256; k += blockDim.x) {
+			pair[k] = make_float2(g_nf4[k >> 4], g_nf4[k & 15]);
+			if (WDT == 4)
+				dmap[k] = g_dmap[k];
+		}
+		__syncthreads();
+	}
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * kRows, nch = I / CH;
+	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
+	const unsigned char *wd = static_cast<const unsigned char *>(w.data);
+	float acc[kRows][TT];
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++)
+			acc[r][t] = 0.0f;
+	for (int64_t c = (int64_t)warp * 32 + lane; c < nch; c += kWarps * 32) {
+		// W first (the loads in flight while x's chunk is read and rounded)
+		uint32_t raw[kRows][NW];
+		for (int r = 0; r < kRows; r++) {
+			if (o0 + r < O)
+				load_w<LB>(raw[r], wd + (o0 + r) * rowbytes + c * LB);
+			else
+				for (int j = 0; j < NW; j++)
+					raw[r][j] = 0;
+		}
+		float xv[TT][CH];
+		for (int t = 0; t < TT; t++) {
+			if (t < T) {
+				const float4 *xp = reinterpret_cast<const float4 *>(x + t * I + c * CH);
+				for (int j = 0; j < CH / 4; j++) {
+					float4 q = xp[j];
+					float v0 = q.x * sc, v1 = q.y * sc, v2 = q.z * sc, v3 = q.w * sc;
+					round2<P>(v0, v1);
+					round2<P>(v2, v3);
+					xv[t][4 * j] = v0, xv[t][4 * j + 1] = v1, xv[t][4 * j + 2] = v2,
+						  xv[t][4 * j + 3] = v3;
+				}
+			} else {
+				for (int j = 0; j < CH; j++)
+					xv[t][j] = 0.0f;
+			}
+		}
+		for (int r = 0; r < kRows; r++) {
+			if (o0 + r >= O)
+				break;
+			float am = NF4 ? block_scale<WDT>(w, (o0 + r) * I + c * CH, bs_shift, dmap) : 0.0f;
+			for (int k = 0; k < CH; k += 2) {
+				float a, b;
+				pair_of<WDT>(raw[r], k, am, pair, a, b);
+				if (RW)
+					round2<P>(a, b);
+				for (int t = 0; t < TT; t++) {
+					acc[r][t] = fmaf(xv[t][k], a, acc[r][t]);
+					acc[r][t] = fmaf(xv[t][k + 1], b, acc[r][t]);
+				}
+			}
+		}
+	}
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++) {
+			float v = acc[r][t];
+			for (int o = 16; o > 0; o >>= 1)
+				v += __shfl_xor_sync(0xffffffffu, v, o);
+			if (lane == 0)
+				red[warp][r * TT + t] = v;
+		}
+	__syncthreads();
+	const int j = threadIdx.x;
+	if (j < kRows * TT) {
+		int r = j / TT, t = j % TT;
+		if (o0 + r < O && t < T) {
+			float s = red[0][j];
+			for (int k = 1; k < kWarps; k++)
+				s += red[k][j];
+			if (WDT == 5)
+				s *= round1<P>(w.scale);
+			y[t * O + o0 + r] = s * (1.0f / sc);
+		}
+	}
+}
+
+// W[o, i] as the CPU reference's fp32 value (k_quant.cu's wvalue)
+template <int WDT>
+__device__ inline float wvalue(const cuk_weight &w, int64_t o, int64_t i, int bs_shift, const float *nf4,
+			       const float *dmap)
+{
+	int64_t g = o * w.I + i;
+	if (WDT == 0)
+		return static_cast<const float *>(w.data)[g];
+	if (WDT == 1)
+		return __half2float(static_cast<const __half *>(w.data)[g]);
+	if (WDT == 2)
+		return __bfloat162float(static_cast<const __nv_bfloat16 *>(w.data)[g]);
+	if (WDT == 3 || WDT == 4) {
+		unsigned byte = static_cast<const unsigned char *>(w.data)[g >> 1];
+		unsigned q = (g & 1) ? byte & 15u : byte >> 4;
+		return mul_rn(nf4[q], block_scale<WDT>(w, g, bs_shift, dmap));
+	}
+	const uint32_t *words = static_cast<const uint32_t *>(w.data) + o * ((w.I + 15) / 16);
+	int q = (int)((words[i / 16] >> (2 * (i % 16))) & 3u);
+	return mul_rn((float)(q - 1), w.scale);
+}
+
+// Every shape and alignment: a warp per row, a lane per column (stride 32), one element at a time.
+template <int WDT, int P>
+__global__ void __launch_bounds__(kWarps * 32)
+	gemv_any_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
+			int bs_shift, const uint32_t *bits)
+{
+	__shared__ float nf4[16], dmap[256];
+	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
+		if (k < 16)
+			nf4[k] = g_nf4[k];
+		dmap[k] = g_dmap[k];
+	}
+	__syncthreads();
+	const int lane = threadIdx.x & 31;
+	const int64_t O = w.O, I = w.I, o = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
+	if (o >= O)
+		return; // the whole warp: no shuffle waits for it
+	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
+	float acc[CUK_GEMV_MAX_T];
+	for (int t = 0; t < CUK_GEMV_MAX_T; t++)
+		acc[t] = 0.0f;
+	for (int64_t i = lane; i < I; i += 32) {
+		float v = round1<P>(wvalue<WDT>(w, o, i, bs_shift, nf4, dmap));
+		for (int t = 0; t < CUK_GEMV_MAX_T; t++)
+			if (t < T)
+				acc[t] = fmaf(round1<P>(x[t * I + i] * sc), v, acc[t]);
+	}
+	for (int t = 0; t < CUK_GEMV_MAX_T; t++) {
+		float v = acc[t];
+		for (int k = 16; k > 0; k >>= 1)
+			v += __shfl_xor_sync(0xffffffffu, v, k);
+		if (lane == 0 && t < T)
+			y[t * O + o] = v * (1.0f / sc);
+	}
+}
+
+template <int WDT, int P, int TT>
+cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
+		      const uint32_t *bits)
+{
+	constexpr int LB = lane_bytes(WDT, TT), CH = chunk_weights(WDT, LB);
+	int64_t I = w.I;
+	int64_t rowbytes = WDT == 5 ? 4 * ((I + 15) / 16) : WDT >= 3 ? I / 2 : I * (WDT == 0 ? 4 : 2);
+	bool fast = I > 0 && I % CH == 0 && rowbytes % LB == 0 && ((uintptr_t)w.data % LB) == 0 &&
+		    ((uintptr_t)x & 15) == 0 && (!(WDT == 3 || WDT == 4) || w.blocksize >= CH);
+	if (fast) {
+		unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
+		gemv_kernel<WDT, P, TT, LB><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, rowbytes, shift, bits);
+	} else {
+		unsigned blocks = (unsigned)((w.O + kWarps - 1) / kWarps);
+		gemv_any_kernel<WDT, P><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, shift, bits);
+	}
+	return cudaGetLastError();
+}
+
+template <int WDT, int P>
+cudaError_t launch_p(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
+		     const uint32_t *bits)
+{
+	if (T <= 1)
+		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits);
+	if (T <= 2)
+		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits);
+	if (T <= 4)
+		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits);
+	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits);
+}
+
+template <int WDT>
+cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int prec,
+		     int shift, const uint32_t *bits)
+{
+	if (prec == 1)
+		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits);
+	if (prec == 2)
+		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits);
+	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits);
+}
+
+} // namespace
+
+extern "C" cudaError_t cuk_gemv_set_tables(const float nf4[16], const float dmap[256])
+{
+	cudaError_t e = cudaMemcpyToSymbol(g_nf4, nf4, 16 * sizeof(float));
+	return e != cudaSuccess ? e : cudaMemcpyToSymbol(g_dmap, dmap, 256 * sizeof(float));
+}
+
+extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const struct cuk_weight *w,
+				int64_t T, int prec, const uint32_t *bits)
+{
+	if (T <= 0 || T > CUK_GEMV_MAX_T)
+		return T == 0 ? cudaSuccess : cudaErrorInvalidValue;
+	if (w->O <= 0)
+		return cudaSuccess;
+	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
+	while (shift < 30 && (1 << shift) < w->blocksize)
+		shift++;
+	switch (w->dtype) {
+	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits);
+	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits);
+	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits);
+	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits);
+	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits);
+	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits);
+	}
+}

@@ -1,0 +1,176 @@
+/* test_ops: the ops of a decode step that issue 13's CUDA work changed.
+ *
+ * matmul at a few tokens (decoding, T = 1..8), every weight format, at the three
+ * product precisions, against the oracles of check_matmul (f32) and check_mm_prec (f16, bf16).
+ * On CUDA these take k_gemv.cu's small-T kernels (cu_gemv.h): O = 13 and 9 leave a partial block
+ * of 8 rows; I = 1088 and 4160 are multiples of every format's chunk but not of a block's step
+ * (4 warps x 32 lanes x 32 NF4 weights), and NF4 blocks of 128 straddle rows; I = 100 and 30 are
+ * not multiples of the chunk (gemv_any_kernel). On CUDA each small-T product is also compared with
+ * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance.
+ *
+ * add_rmsnorm (the residual add fused with the next norm; a front-door composite of axpy and
+ * rmsnorm where a backend has no entry) against the double oracle of h + x, then RMSNorm.
+ * Included by test_ops.c. */
+#ifndef TERN_TEST_OPS_DECODE_H
+#define TERN_TEST_OPS_DECODE_H
+
+/* The small-T path against the decode + cuBLAS path (CUDA only: elsewhere TERN_CUDA_GEMV changes
+ * nothing): the same inputs, y from both, |y_gemv - y_cublas| normalised by Σ |x_r w_r| (the
+ * rounded operands, as check_mm_prec's magnitude). */
+static void check_gemv_vs_gemm(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I,
+			       enum tern_dtype prec)
+{
+	struct chk c;
+	chk_begin(&c, s, "matmul", "%-13s %s T=%lld O=%lld I=%lld small-T vs cuBLAS", wdesc(f->dt, f->bs),
+		  tern_dtype_name(prec), (long long)T, (long long)O, (long long)I);
+	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt))
+		return;
+	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, prec)) {
+		print_line(s, c.op, c.desc, "unsupported (precision)");
+		s->skipped++;
+		return;
+	}
+	struct hweight hw;
+	float *x = fvec(T * I), *got = fvec(T * O);
+	double *want = dvec(T * O), *mag = dvec(T * O);
+	if (!x || !got || !want || !mag || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, x, T * I, 1.0);
+	double sc = oracle_scale(x, T * I, prec);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t o = 0; o < O; o++) {
+			double m = 0.0;
+			for (int64_t i = 0; i < I; i++) {
+				double xr = prec == TERN_F32 ? x[t * I + i]
+							     : oracle_round(prec, (double)x[t * I + i] * sc);
+				double wr = prec == TERN_F32 ? hw.deq[o * I + i]
+							     : oracle_round(prec, hw.deq[o * I + i]);
+				m += fabs(xr * wr);
+			}
+			mag[t * O + o] = m / sc;
+		}
+	struct tern_weight w;
+	struct dten *dx = dt_new(&c, "x", (size_t)(T * I) * 4, x);
+	struct dten *dy = dt_nan(&c, "y", T * O);
+	if (!dx || !dy || !dweight_make(&c, &hw, &w))
+		goto out_w;
+	setenv("TERN_CUDA_GEMV", "0", 1);
+	enum tern_status st = tern_matmul(s->be, dy->v, dx->v, &w, T, prec);
+	unsetenv("TERN_CUDA_GEMV");
+	if (bad(&c, st, "matmul (decode + cuBLAS)") || !dt_get(&c, dy, got))
+		goto out_w;
+	for (int64_t i = 0; i < T * O; i++)
+		want[i] = got[i];
+	if (bad(&c, tern_matmul(s->be, dy->v, dx->v, &w, T, prec), "matmul (small T)"))
+		goto out_w;
+	expect_mag(&c, dy, want, mag, T * O, prec == TERN_F32 ? TOL_F32 : TOL_PREC);
+	dt_unchanged(&c, dx, x);
+out_w:
+	hweight_free(&hw);
+out:
+	free(x);
+	free(got);
+	free(want);
+	free(mag);
+	chk_end(&c);
+}
+
+static void check_gemv_all(struct suite *s)
+{
+	static const enum tern_dtype precs[] = {TERN_F32, TERN_BF16, TERN_F16};
+	bool cuda = !strcmp(s->be->name, "cuda");
+	for (int fi = 0; fi < NWFMTS; fi++) {
+		const struct wfmt *f = &WFMTS[fi];
+		for (int64_t T = 1; T <= 8; T++) /* every T of the small-T path, at every precision */
+			for (int p = 0; p < 3; p++) {
+				if (precs[p] == TERN_F32)
+					check_matmul(s, f, T, 13, 1088);
+				else
+					check_mm_prec(s, f, T, 13, 1088, precs[p], 0, 1.0, NULL);
+				if (cuda && (T == 1 || T == 3 || T == 8))
+					check_gemv_vs_gemm(s, f, T, 13, 1088, precs[p]);
+			}
+		for (int k = 0; k < 2; k++) { /* a second step of the block; at T = 8 the narrowest loads */
+			int64_t T = k ? 8 : 1;
+			check_matmul(s, f, T, 9, 4160);
+			check_mm_prec(s, f, T, 9, 4160, TERN_BF16, 0, 1.0, NULL);
+		}
+		for (int k = 0; k < 2; k++) /* the f16 scale of tiny and huge inputs at a few tokens */
+			check_mm_prec(s, f, 3, 9, 96, TERN_F16, 0, k ? 1e6 : 1e-6, NULL);
+		for (int k = 0; k < 2; k++) { /* no whole chunks: gemv_any_kernel */
+			int64_t T = k ? 5 : 1;
+			check_matmul(s, f, T, 5, 100);
+			check_mm_prec(s, f, T, 7, 30, TERN_F16, 0, 1.0, NULL);
+			if (cuda)
+				check_gemv_vs_gemm(s, f, T, 7, 30, TERN_BF16);
+		}
+	}
+}
+
+/* h += x, then y, rstd = rmsnorm(h): h rounded to fp32 after the add, as axpy leaves it */
+static void check_add_rmsnorm(struct suite *s, int64_t T, int64_t D, float eps)
+{
+	struct chk c;
+	chk_begin(&c, s, "add_rmsnorm", "T=%lld D=%lld eps=%g", (long long)T, (long long)D, (double)eps);
+	float *h = fvec(T * D), *x = fvec(T * D), *w = fvec(D), *hn = fvec(T * D);
+	double *want = dvec(T * D), *wh = dvec(T * D), *wr = dvec(T);
+	if (!h || !x || !w || !hn || !want || !wh || !wr) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	for (int64_t t = 0; t < T; t++) { /* rows of different scales, as check_rmsnorm */
+		fill_sym(&c.r, h + t * D, D, t % 3 == 2 ? 30.0 : t % 3 == 1 ? 0.01 : 1.0);
+		fill_sym(&c.r, x + t * D, D, t % 3 == 2 ? 10.0 : t % 3 == 1 ? 0.02 : 0.5);
+	}
+	for (int64_t j = 0; j < D; j++)
+		w[j] = 1.0f + rng_sym(&c.r, 0.5);
+	for (int64_t i = 0; i < T * D; i++) {
+		hn[i] = h[i] + x[i];
+		wh[i] = hn[i];
+	}
+	for (int64_t t = 0; t < T; t++) {
+		wr[t] = ref_rstd(hn + t * D, D, eps);
+		for (int64_t j = 0; j < D; j++)
+			want[t * D + j] = (double)hn[t * D + j] * wr[t] * w[j];
+	}
+	struct dten *dh = dt_new(&c, "h", (size_t)(T * D) * 4, h),
+		    *dx = dt_new(&c, "x", (size_t)(T * D) * 4, x);
+	struct dten *dw = dt_new(&c, "w", (size_t)D * 4, w), *dy = dt_nan(&c, "y", T * D),
+		    *dr = dt_nan(&c, "rstd", T);
+	if (!dh || !dx || !dw || !dy || !dr)
+		goto out;
+	if (bad(&c, tern_add_rmsnorm(s->be, dh->v, dy->v, dr->v, dx->v, dw->v, T, D, eps), "add_rmsnorm"))
+		goto out;
+	expect(&c, dh, wh, T * D, 0.0); /* the add is one fp32 rounding: exact */
+	expect(&c, dy, want, T * D, TOL_F32);
+	expect(&c, dr, wr, T, TOL_F32);
+	dt_unchanged(&c, dx, x);
+	dt_unchanged(&c, dw, w);
+	/* y over h: refused with one line naming the op */
+	if (T > 0) {
+		enum tern_status st = tern_add_rmsnorm(s->be, dh->v, dh->v, dr->v, dx->v, dw->v, T, D, eps);
+		if (st != TERN_E_INVALID || !strstr(tern_error(), "add_rmsnorm"))
+			fail(&c, "y over h: got %s \"%s\"", tern_status_str(st), tern_error());
+	}
+out:
+	free(h);
+	free(x);
+	free(w);
+	free(hn);
+	free(want);
+	free(wh);
+	free(wr);
+	chk_end(&c);
+}
+
+static void check_add_rmsnorm_all(struct suite *s)
+{
+	static const int64_t shapes[][2] = {{1, 1}, {1, 4096}, {3, 17}, {5, 1000}, {2, 4099}};
+	for (int k = 0; k < 5; k++)
+		check_add_rmsnorm(s, shapes[k][0], shapes[k][1], k == 2 ? 1e-5f : 1e-6f);
+	check_add_rmsnorm(s, 4, 33, 0.0f);
+}
+
+#endif
