@@ -184,6 +184,74 @@ out:
 	chk_end(&c);
 }
 
+/* The front doors tern_matmul_lora(_bwd): a backend without the entries refuses with
+ * TERN_E_UNSUPPORTED; one with them refuses R = 0 and a short u/du view (TERN_E_INVALID) and a case
+ * its lora_fuses declines (TERN_E_UNSUPPORTED), writing nothing. */
+static void check_matmul_lora_errors(struct suite *s)
+{
+	struct chk c;
+	chk_begin(&c, s, "lora", "matmul_lora front doors refuse");
+	struct tern_backend *be = s->be;
+	const int64_t T = 3, O = 16, I = 24, R = 4;
+	struct hweight hw, hb;
+	memset(&hw, 0, sizeof hw);
+	memset(&hb, 0, sizeof hb);
+	float *z = fvec(T * (O + I) + (O + I) * R);
+	if (!z || !hweight_make(&hw, TERN_NF4, 64, O, I, &c.r) ||
+	    !hweight_make(&hb, TERN_BF16, 0, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	struct tern_weight w, wb;
+	struct dten *x = dt_new(&c, "x", (size_t)(T * I) * 4, z),
+		    *u = dt_new(&c, "u", (size_t)(T * R) * 4, z),
+		    *B = dt_new(&c, "B", (size_t)(O * R) * 4, z),
+		    *A = dt_new(&c, "A", (size_t)(R * I) * 4, z), *y = dt_nan(&c, "y", T * O);
+	if (!x || !u || !B || !A || !y || !dweight_make(&c, &hw, &w) || !dweight_make(&c, &hb, &wb))
+		goto out;
+	enum tern_dtype prec =
+		tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_BF16) ? TERN_BF16 : TERN_F32;
+	struct {
+		const struct tern_weight *w;
+		int64_t R;
+		struct tern_view u;
+		enum tern_status want;
+		const char *what;
+	} cases[] = {
+		{&w, 0, u->v, TERN_E_INVALID, "R=0"},
+		{&w, R, tern_view_sub(u->v, 0, (size_t)(T * R) * 4 - 4), TERN_E_INVALID, "u short"},
+		{&wb, R, u->v, TERN_E_UNSUPPORTED, "a bf16 weight (CUDA: no window to extend)"},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		enum tern_status st = tern_matmul_lora(be, y->v, x->v, cases[k].u, B->v, cases[k].w,
+						       cases[k].R, 1.0f, T, prec);
+		enum tern_status sb = tern_matmul_lora_bwd(be, x->v, y->v, cases[k].u, A->v, cases[k].w,
+							   cases[k].R, T, false, prec);
+		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
+		 * the backend declines it (CUDA) */
+		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
+		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
+			    !be->vt->lora_fuses(be, cases[k].w, R, prec);
+		if (decl && (st != want || sb != want))
+			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
+			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));
+	}
+	float *got = fvec(T * O);
+	if (got && dt_get(&c, y, got))
+		for (int64_t i = 0; i < T * O; i++)
+			if (!isnan(got[i])) {
+				fail(&c, "y[%lld] was written by a refused call", (long long)i);
+				break;
+			}
+	free(got);
+	dt_unchanged(&c, x, z);
+out:
+	hweight_free(&hw);
+	hweight_free(&hb);
+	free(z);
+	chk_end(&c);
+}
+
 /* (T, O, I, R): R not a multiple of 8 (the padding of the extended reduction), I not a multiple
  * of 8 (the element decode, odd leading dimensions), O and I over several windows of the chunked
  * cases with a short last one, a single token */
@@ -199,6 +267,7 @@ static void check_lora_fused_all(struct suite *s)
 			for (int acc = 0; acc < 2; acc++)
 				check_lora_bf16(s, &fmts[f], shapes[k][0], shapes[k][1], shapes[k][2],
 						shapes[k][3], acc, false, false);
+	check_matmul_lora_errors(s);
 	for (int f = 0; f < 7; f++) /* dx over x; chunked */
 		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, false);
 	for (int f = 3; f < 7; f++)
