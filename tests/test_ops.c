@@ -48,6 +48,7 @@ static const int64_t MM_SHAPES[][3] = {
 
 #include "test_ops_prec.h"
 #include "test_ops_grouped.h"
+#include "test_ops_lorafuse.h"
 
 /* ---- oracles ----------------------------------------------------------------------------- */
 
@@ -1351,6 +1352,7 @@ static void run_backend(struct suite *s)
 			      {"route", check_route_all},
 			      {"grouped", check_grouped_all},
 			      {"gemm", check_gemm_all},
+			      {"lora_fused", check_lora_fused_all},
 			      {"matmul", check_matmul_all},
 			      {"gemv", check_gemv_all},
 			      {"add_rmsnorm", check_add_rmsnorm_all},
@@ -1420,6 +1422,7 @@ static void run_backend(struct suite *s)
 		for (int f = 0; f < 5; f += 2)
 			check_lora(s, &lora_fmts[f], lora_shapes[1][0], lora_shapes[1][1], lora_shapes[1][2],
 				   lora_shapes[1][3], p ? 0.1f : 0.0f, false, true);
+	check_lora_fused_all(s); /* at bf16 products: fused where the backend fuses */
 
 	check_errors(s);
 	check_front_doors(s);

@@ -30,6 +30,14 @@
 #                                             T=2048 and the 8B shapes (O=I=4096, 14336x4096,
 #                                             4096x14336); the six LoRA products (gemm) at the 1B
 #                                             and 8B shapes, --prec f32 and bf16
+#                                      lora   the fused LoRA products (cu_lora.c) before/after:
+#                                             `tern bench ops --ops lora,matmul,matmul_bwd` at the
+#                                             8B shapes, bf16, with TERN_CUDA_LORA_FUSE=0 (rows
+#                                             "composed") then on (rows "fused"); then the 8B
+#                                             training step, tern only, profiled, both ways
+#                                             (BENCH_GPU_ARGS as for train, default --shapes 8b
+#                                             --steps 4; logs $OUT/perf-lora-{0,1}). Not part of
+#                                             the default set (it repeats train's run).
 #                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks
 #                                             tern,unsloth with backend cuda; BENCH_GPU_ARGS go to
 #                                             bench_gpu.sh (default --shapes 1b,8b --steps 4)
@@ -147,6 +155,27 @@ run | perf)
 				tools/bench_generate.sh --preset llama3-8b --prompt 128 --new 256 --compare --backend cuda \
 					--tern "$PWD/build-cuda/tern" --out "$out/perf-decode-generate" || rc=1
 				;;
+			lora)
+				for shape in "4096 4096" "14336 4096" "4096 14336"; do
+					read -r O I <<<"$shape"
+					for fuse in 0 1; do
+						echo "== bench ops lora T=2048 O=$O I=$I R=16 bf16 TERN_CUDA_LORA_FUSE=$fuse"
+						TERN_CUDA_LORA_FUSE=$fuse build-cuda/tern bench ops --backend cuda \
+							--ops lora,matmul,matmul_bwd --T 2048 --O "$O" --I "$I" --R 16 \
+							--prec bf16 --seconds "${BENCH_SECONDS:-1}" 2>&1 |
+							grep -E "^(op|lora|matmul +nf4-dq)" | tee "$out/perf-lora-$O-$I-$fuse.txt"
+					done
+				done
+				args=("$@")
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 8b --steps 4)
+				for fuse in 0 1; do
+					echo "== 8B step, tern only, TERN_CUDA_LORA_FUSE=$fuse"
+					TERN_CUDA_LORA_FUSE=$fuse TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern \
+						--tern "cuda=$PWD/build-cuda/tern" --tern-set backend=cuda \
+						--out "$out/perf-lora-$fuse" "${args[@]}" || rc=1
+					cat "$out/perf-lora-$fuse/table.md" 2>/dev/null
+				done
+				;;
 			train)
 				args=("$@")
 				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 4)
@@ -186,7 +215,7 @@ run | perf)
 				done
 				;;
 			*)
-				echo "cuda_device_check: perf: unknown part '$part' (test, ops, train, decode," \
+				echo "cuda_device_check: perf: unknown part '$part' (test, ops, lora, train, decode," \
 					"graphs-gen, graphs-train)" >&2
 				exit 2
 				;;

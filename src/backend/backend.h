@@ -323,6 +323,32 @@ struct tern_backend_vtable {
 	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 				 float alpha, float beta, enum tern_dtype prec);
+	/* The LoRA linear's base products with its two rank-R updates inside them (optional: NULL,
+	 * and the LoRA linear is composed from matmul, matmul_bwd and gemm alone). The rank-R update
+	 * rides in the reduction, extended by R: y = [x | scale·u] · [W | B]ᵀ, dx = [dy | du] · [W ; A],
+	 * so neither y [T,O] nor dx [T,I] is read and written again by a gemm. tern_lora_forward and
+	 * tern_lora_backward call them (through tern_matmul_lora(_bwd)) only where tern_lora_fused
+	 * says so; the rest of the linear (u = x Aᵀ, dB, du, dA) stays gemm.
+	 *
+	 * Whether matmul_lora and matmul_lora_bwd run weight w with rank R at precision prec (NULL:
+	 * never). The front doors refuse what it refuses. */
+	bool (*lora_fuses)(struct tern_backend *be, const struct tern_weight *w, int64_t R,
+			   enum tern_dtype prec);
+	/* y[T,O] = x[T,I] · W[O,I]ᵀ + scale · u[T,R] · B[O,R]ᵀ   (=), one product of the extended
+	 * reduction. prec as matmul: at BF16, x, W, B and scale·u (formed in fp32) are rounded to bf16
+	 * and every product is summed in fp32 (the composition rounds u and applies scale to the sum:
+	 * the low-rank parts differ by one bf16 rounding). u, B fp32; R >= 1; scale finite. */
+	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
+					struct tern_view u, struct tern_view B, const struct tern_weight *w,
+					int64_t R, float scale, int64_t T, enum tern_dtype prec);
+	/* dx[T,I] = or += (accumulate) dy[T,O] · W[O,I] + du[T,R] · A[R,I], one product of the
+	 * extended reduction; prec as matmul_bwd (at BF16 dy, W, du and A rounded to bf16). du, A
+	 * fp32. dx may not overlap dy, du or A (it may be the linear's input x: nothing here reads
+	 * x). */
+	enum tern_status (*matmul_lora_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					    struct tern_view du, struct tern_view A,
+					    const struct tern_weight *w, int64_t R, int64_t T,
+					    bool accumulate, enum tern_dtype prec);
 	/* y[n] = x[n] · keep(key, i) / (1 - p)   (=; y may alias x). keep: tern_dropout_keep().
 	 * p in [0, 1); n <= 2^32 (the hash takes a 32-bit index). */
 	enum tern_status (*dropout)(struct tern_backend *be, struct tern_view y, struct tern_view x,
@@ -556,6 +582,12 @@ enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, s
 enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
 			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
 			   float beta, enum tern_dtype prec);
+enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				  int64_t R, float scale, int64_t T, enum tern_dtype prec);
+enum tern_status tern_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				      struct tern_view du, struct tern_view A, const struct tern_weight *w,
+				      int64_t R, int64_t T, bool accumulate, enum tern_dtype prec);
 enum tern_status tern_dropout(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
 			      float p, uint64_t key);
 enum tern_status tern_axpy(struct tern_backend *be, struct tern_view y, struct tern_view x, int64_t n,
@@ -766,6 +798,13 @@ struct tern_lora {
 	 * x. The backward is unchanged (straight-through: dx takes dy W as for x). */
 	struct tern_view xbase;
 };
+
+/* Whether tern_lora_forward / tern_lora_backward run the base products with the rank-R updates
+ * inside them (vtable matmul_lora, matmul_lora_bwd) rather than as separate gemms: where the
+ * backend has them and lora_fuses accepts w, R and prec, dropout is 0, there is no xbase and the
+ * LoRA products run at the base product's precision (lprec == prec; CUDA: BF16). Same =/+=
+ * rules, the same u, the same order of reads (x for dA before dx is written). */
+bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora);
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)
  * (xd is unused when p == 0). */

@@ -26,15 +26,33 @@
 #define BENCH_MAX_ELEMS ((int64_t)1 << 36)
 
 /* Names accepted in opts->ops, in the order the rows come out. */
-static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",  "sumsq",
-					"scale",  "axpy",       "cast", "dropout"};
+static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "lora", "adamw",
+					"sumsq",  "scale",      "axpy", "cast", "dropout"};
 #define BENCH_NOPS (sizeof bench_ops / sizeof bench_ops[0])
 
 static const enum tern_dtype weight_dtypes[] = {TERN_F32, TERN_F16,    TERN_BF16,
 						TERN_NF4, TERN_NF4_DQ, TERN_TERNARY};
 
 /* One call to time: which op and its arguments (outputs first, as in backend.h). */
-enum bench_kind { K_MATMUL, K_MATMUL_BWD, K_GEMM, K_ADAMW, K_SUMSQ, K_SCALE, K_AXPY, K_CAST, K_DROPOUT };
+enum bench_kind {
+	K_MATMUL,
+	K_MATMUL_BWD,
+	K_GEMM,
+	K_LORA_FWD,
+	K_LORA_BWD,
+	K_ADAMW,
+	K_SUMSQ,
+	K_SCALE,
+	K_AXPY,
+	K_CAST,
+	K_DROPOUT
+};
+
+/* The LoRA linear's parameters and the buffers of its other outputs (rows "lora"). */
+struct bench_lora {
+	struct tern_lora lora;
+	struct tern_view u, du, dA, dB;
+};
 
 struct bench_call {
 	enum bench_kind kind;
@@ -46,6 +64,7 @@ struct bench_call {
 	enum tern_dtype dt, st;
 	struct tern_adamw_args adamw;
 	enum tern_dtype prec; /* matmuls, gemm */
+	const struct bench_lora *lo;
 };
 
 struct bench {
@@ -269,6 +288,13 @@ static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 	case K_GEMM:
 		return tern_gemm(be, v[0], v[1], v[2], c->M, c->N, c->K, c->ta, c->tb, c->alpha, c->beta,
 				 c->prec);
+	case K_LORA_FWD:
+		return tern_lora_forward(be, v[0], c->lo->u, (struct tern_view){0}, v[1], c->w, &c->lo->lora,
+					 c->M);
+	case K_LORA_BWD:
+		return tern_lora_backward(be, v[0], c->lo->dA, c->lo->dB, c->lo->du, (struct tern_view){0},
+					  v[1], v[2], (struct tern_view){0}, c->lo->u, c->w, &c->lo->lora,
+					  c->M, false);
 	case K_ADAMW: return tern_adamw(be, v[0], v[1], v[2], v[3], c->M, &c->adamw);
 	case K_SUMSQ: return tern_sumsq(be, v[0], v[1], c->M, false);
 	case K_SCALE: return tern_scale(be, v[0], c->M, c->alpha);
@@ -451,6 +477,68 @@ static enum tern_status bench_gemms(struct bench *b, struct tern_view x, struct 
 	return st;
 }
 
+/* The whole LoRA linear (tern_lora_forward, tern_lora_backward with dx =) on an NF4-DQ weight, the
+ * QLoRA case, at the matmuls' precision with the LoRA products where training runs them (net.c:
+ * bf16 where gemm runs it at bf16 products, else fp32). The shape says whether the backend ran
+ * the rank-R updates inside the base products (tern_lora_fused: "fused") or as gemms
+ * ("composed"; CUDA with TERN_CUDA_LORA_FUSE=0): one row of each from two runs is the change. */
+static enum tern_status bench_lora(struct bench *b, struct tern_view x, struct tern_view y,
+				   struct tern_view dy, struct tern_view dx)
+{
+	if (!wanted(b, "lora") || !have(b, TERN_OP_MATMUL, TERN_NF4_DQ) ||
+	    !have(b, TERN_OP_MATMUL_BWD, TERN_NF4_DQ) || !have(b, TERN_OP_GEMM, TERN_F32))
+		return TERN_OK;
+	int64_t T = b->o->T, O = b->o->O, I = b->o->I, R = b->o->R;
+	int keep = b->nbufs;
+	float *wf = tern_malloc((size_t)(O * I) * sizeof *wf);
+	if (!wf)
+		return TERN_E_NOMEM;
+	fill_random(&b->rng, wf, O * I, 1.0f / sqrtf((float)I));
+	struct tern_weight w;
+	struct bench_lora lo;
+	memset(&lo, 0, sizeof lo);
+	enum tern_status st = bench_weight(b, TERN_NF4_DQ, wf, O, I, &w);
+	free(wf);
+	if (!st)
+		st = bench_random(b, R * I, 0.02f, &lo.lora.A);
+	if (!st)
+		st = bench_random(b, O * R, 0.02f, &lo.lora.B);
+	if (!st)
+		st = bench_alloc(b, (size_t)(T * R) * 4, &lo.u);
+	if (!st)
+		st = bench_alloc(b, (size_t)(T * R) * 4, &lo.du);
+	if (!st)
+		st = bench_alloc(b, (size_t)(R * I) * 4, &lo.dA);
+	if (!st)
+		st = bench_alloc(b, (size_t)(O * R) * 4, &lo.dB);
+	lo.lora.R = R;
+	lo.lora.scale = 2.0f;
+	lo.lora.prec = b->prec;
+	lo.lora.lprec = b->prec == TERN_BF16 && tern_backend_supports_prec(b->be, TERN_OP_GEMM, TERN_BF16)
+				? TERN_BF16
+				: TERN_F32;
+	char shape[96];
+	snprintf(shape, sizeof shape, "T=%lld O=%lld I=%lld R=%lld %s (%s)", (long long)T, (long long)O,
+		 (long long)I, (long long)R, tern_lora_fused(b->be, &w, &lo.lora) ? "fused" : "composed",
+		 tern_dtype_name(lo.lora.lprec));
+	double tf = (double)T, big = 2.0 * tf * (double)O * (double)I, lr = (double)R * (double)(I + O);
+	double wb = (double)weight_bytes(&w);
+	if (!st) {
+		struct bench_call c = {.kind = K_LORA_FWD, .v = {y, x}, .w = &w, .M = T, .lo = &lo};
+		st = bench_time(b, &c, "lora", "nf4-dq", shape, big + 2.0 * tf * lr,
+				wb + 4.0 * (tf * (double)(I + O + R) + lr));
+	}
+	if (!st) {
+		char sb[104];
+		snprintf(sb, sizeof sb, "bwd %s", shape);
+		struct bench_call c = {.kind = K_LORA_BWD, .v = {dx, dy, x}, .w = &w, .M = T, .lo = &lo};
+		st = bench_time(b, &c, "lora", "nf4-dq", sb, big + 4.0 * tf * lr,
+				wb + 4.0 * (tf * (double)(O + 2 * I + 2 * R) + 3.0 * lr));
+	}
+	bench_release(b, keep);
+	return st;
+}
+
 /* Element-wise ops: the optimizer group on the LoRA parameters of one layer, the activation group
  * on x. */
 static enum tern_status bench_elementwise(struct bench *b, struct tern_view x, struct tern_view dx)
@@ -599,6 +687,9 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 	if (st)
 		goto out;
 	st = bench_gemms(&b, x, y, dy, dx);
+	if (st)
+		goto out;
+	st = bench_lora(&b, x, y, dy, dx);
 	if (st)
 		goto out;
 	st = bench_elementwise(&b, x, dx);

@@ -8,6 +8,11 @@
  *             du  = s · dy B                     [T,R]
  *             dA += duᵀ xd                       [R,I]
  *             dx (+)= dy W + drop(du A)          [T,I]   same mask as the forward (same key)
+ *
+ * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, no dropout,
+ * no xbase), the two rank-R updates ride in the base products instead of two gemms that read and
+ * write y and dx again: y = [x | s·u] · [W | B]ᵀ and dx (+)= [dy | du] · [W ; A]. u, dB, du and
+ * dA are the same gemms either way, in the same order.
  */
 #include "backend/backend.h"
 
@@ -34,6 +39,13 @@ static enum tern_status check_lora(const char *op, const struct tern_lora *lora,
 	return st;
 }
 
+bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora)
+{
+	const struct tern_backend_vtable *vt = be->vt;
+	return vt->lora_fuses && vt->matmul_lora && vt->matmul_lora_bwd && lora->dropout == 0.0f &&
+	       !lora->xbase.size && lora->lprec == lora->prec && vt->lora_fuses(be, w, lora->R, lora->prec);
+}
+
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T)
@@ -58,6 +70,9 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
+	/* y[T,O] = [x | s·u] · [W | B]ᵀ in one product */
+	if (tern_lora_fused(be, w, lora))
+		return tern_matmul_lora(be, y, x, u, lora->B, w, R, lora->scale, T, lora->prec);
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
 	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
 		return st;
@@ -94,6 +109,9 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	/* dA[R,I] += du[T,R]ᵀ · xin[T,I]; the last read of x, so dx may be x (backend.h) */
 	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f, lora->lprec)) != TERN_OK)
 		return st;
+	/* dx[T,I] (+)= [dy | du] · [W ; A] in one product */
+	if (tern_lora_fused(be, w, lora))
+		return tern_matmul_lora_bwd(be, dx, dy, du, lora->A, w, R, T, accumulate, lora->prec);
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
 	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate, lora->prec)) != TERN_OK)
 		return st;

@@ -209,6 +209,59 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta, prec));
 }
 
+/* matmul_lora(_bwd): the matmul's checks, then R, the low-rank views (u or du [T,R], B [O,R] or
+ * A [R,I]) and whether the backend fuses this case. */
+static enum tern_status mm_lora_check(struct tern_backend *be, bool bwd, struct tern_view out,
+				      struct tern_view in, struct tern_view lo, struct tern_view par,
+				      const struct tern_weight *w, int64_t R, int64_t T, enum tern_dtype prec)
+{
+	const char *op = bwd ? "matmul_lora_bwd" : "matmul_lora";
+	if (!be->vt->lora_fuses || (bwd ? !be->vt->matmul_lora_bwd : !be->vt->matmul_lora))
+		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s is not implemented", be->name, op);
+	enum tern_status st = mm_check(be, bwd, out, in, w, T, prec);
+	if (st)
+		return st;
+	int64_t P = bwd ? w->I : w->O;
+	if (R < 1 || R > TERN_MAX_ELEMS / P || R > TERN_MAX_ELEMS / (T > 0 ? T : 1))
+		return tern_fail(TERN_E_INVALID, "%s: R=%lld is out of range (T=%lld O=%lld I=%lld)", op,
+				 (long long)R, (long long)T, (long long)w->O, (long long)w->I);
+	long long lT = (long long)T, lR = (long long)R, lP = (long long)P;
+	if ((st = view(op, bwd ? "du" : "u", lo, (size_t)(T * R) * 4, "T=%lld R=%lld f32", lT, lR)) ||
+	    (st = view(op, bwd ? "A" : "B", par, (size_t)(P * R) * 4,
+		       bwd ? "R=%lld I=%lld f32" : "O=%lld R=%lld f32", bwd ? lR : lP, bwd ? lP : lR)))
+		return st;
+	if (!be->vt->lora_fuses(be, w, R, prec))
+		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s does not run %s weights at R=%lld in %s",
+				 be->name, op, tern_dtype_name(w->dtype), lR, tern_dtype_name(prec));
+	return TERN_OK;
+}
+
+enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				  struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				  int64_t R, float scale, int64_t T, enum tern_dtype prec)
+{
+	enum tern_status st = mm_lora_check(be, false, y, x, u, B, w, R, T, prec);
+	if (st)
+		return st;
+	if (!isfinite(scale))
+		return tern_fail(TERN_E_INVALID, "matmul_lora: scale is %g", (double)scale);
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)(w->I + R));
+	return prof_end(be, prof, pk, be->vt->matmul_lora(be, y, x, u, B, w, R, scale, T, prec));
+}
+
+enum tern_status tern_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+				      struct tern_view du, struct tern_view A, const struct tern_weight *w,
+				      int64_t R, int64_t T, bool accumulate, enum tern_dtype prec)
+{
+	enum tern_status st = mm_lora_check(be, true, dx, dy, du, A, w, R, T, prec);
+	if (st)
+		return st;
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
+	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O + R) * (double)w->I);
+	return prof_end(be, prof, pk, be->vt->matmul_lora_bwd(be, dx, dy, du, A, w, R, T, accumulate, prec));
+}
+
 /* ---- element-wise and optimizer ops ------------------------------------------------------- */
 
 /* n, then the fp32 vectors of n elements each (names[k] for v[k]). */

@@ -8,7 +8,7 @@
 static const char *const backends[] = {"auto", "cpu", "ref", "vulkan", "cuda", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
 static const char *const precs[] = {"f32", "f16", "bf16", NULL};
-static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "adamw",   "sumsq",
+static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "lora",    "adamw", "sumsq",
 					"scale",  "axpy",       "cast", "dropout", NULL};
 
 struct bench_args {
@@ -34,10 +34,10 @@ static const struct tern_cli_opt bench_opts[] = {
 	{"--I", "N", TERN_CLI_INT, 1, 1 << 24, .dst = &args.I,
 	 .help = "in features of W [O, I] (default 4096)"},
 	{"--R", "N", TERN_CLI_INT, 1, 1 << 16, .dst = &args.R,
-	 .help = "LoRA rank for the gemm rows (default 16)"},
+	 .help = "LoRA rank for the gemm and lora rows (default 16)"},
 	{"--ops", "LIST", TERN_CLI_LIST, .choices = bench_ops, .dst = &args.ops,
 	 .help = "comma-separated ops to time (default all) from: matmul, matmul_bwd,\n"
-		 "gemm, adamw, sumsq, scale, axpy, cast, dropout"},
+		 "gemm, lora (the whole LoRA linear), adamw, sumsq, scale, axpy, cast, dropout"},
 	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
 	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
 	{"--prec", "P", TERN_CLI_CHOICE, .choices = precs, .dst = &args.prec,

@@ -160,5 +160,22 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
 /* ce_loss's tokens per chunk for T tokens and vocabulary V (TERN_CE_CHUNK forces fewer). */
 int64_t tern_cu_ce_chunk(int64_t T, int64_t V);
+/* cu_mm.c's GEMM (C col-major m×n = alpha · op(A) · op(B) + beta · C, operands of type ab, fp32
+ * accumulation; alpha/beta device pointers when dev) and its scratch budgets, for cu_lora.c. */
+enum tern_status tern_cu_gemm_ex(struct cu_backend *c, const char *op, bool ta, bool tb, int64_t m, int64_t n,
+				 int64_t k, const void *alpha, const void *A, int64_t lda, const void *B,
+				 int64_t ldb, const void *beta, float *C, int64_t ldc, cudaDataType ab,
+				 bool dev);
+void tern_cu_mm_budget(size_t *decode_bytes, size_t *operand_bytes);
+
+/* cu_lora.c: the LoRA linear's products with the rank-R updates inside (backend.h matmul_lora) */
+bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R,
+			enum tern_dtype prec);
+enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				     int64_t R, float scale, int64_t T, enum tern_dtype prec);
+enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					 struct tern_view du, struct tern_view A, const struct tern_weight *w,
+					 int64_t R, int64_t T, bool accumulate, enum tern_dtype prec);
 
 #endif

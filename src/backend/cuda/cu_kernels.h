@@ -40,6 +40,18 @@ cudaError_t cuk_decode(cudaStream_t s, void *out, int out_dt, const struct cuk_w
 /* out[r, j] = W[row0 + r, i0 + j] as cuk_decode, for r < nrows, j < ic (out [nrows, ic]). */
 cudaError_t cuk_decode_window(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w, int64_t row0,
 			      int64_t nrows, int64_t i0, int64_t ic);
+/* The same window with out's rows ldo >= ic elements apart (the fused LoRA products, cu_lora.c,
+ * leave room after each row for B's columns). */
+cudaError_t cuk_decode_window_ld(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
+				 int64_t row0, int64_t nrows, int64_t i0, int64_t ic, int64_t ldo);
+/* k_lora.cu: out[r, j] (bf16, rows ldo apart) for r < rows, j < ncols, =
+ *   bf16(x[r, j])                     j < kx        (x rows ldx apart)
+ *   bf16(alpha · u[r, j - kx])        kx <= j < kx + ku, r < urows   (u rows ldu apart)
+ *   0                                 otherwise (the padding of the extended reduction)
+ * rounded to nearest even; x may be NULL when kx = 0. */
+cudaError_t cuk_lora_pack(cudaStream_t s, void *out, int64_t ldo, int64_t rows, int64_t ncols, const float *x,
+			  int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku, int64_t urows,
+			  float alpha);
 /* *bits = max(*bits, the largest |x[i]|'s bit pattern) (*bits zeroed by the caller). */
 cudaError_t cuk_absmax_bits(cudaStream_t s, const float *x, int64_t n, uint32_t *bits);
 /* out[i] = x[i] · sc rounded to out_dt (1 f16, 2 bf16), where for f16 sc = the input scale of

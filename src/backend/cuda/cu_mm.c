@@ -407,3 +407,21 @@ enum tern_status tern_cu_weight_open(const char *op, const struct tern_weight *w
 {
 	return weight_open(op, w, kw);
 }
+
+/* For the fused LoRA products (cu_lora.c, cu.h): the GEMM above, and the two scratch budgets
+ * (TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower them as for matmul; read at every call,
+ * so that test_ops can set them around its chunked cases). */
+enum tern_status tern_cu_gemm_ex(struct cu_backend *c, const char *op, bool ta, bool tb, int64_t m, int64_t n,
+				 int64_t k, const void *alpha, const void *A, int64_t lda, const void *B,
+				 int64_t ldb, const void *beta, float *C, int64_t ldc, cudaDataType ab,
+				 bool dev)
+{
+	return gemm_ex(c, op, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, ab, dev);
+}
+
+void tern_cu_mm_budget(size_t *decode_bytes, size_t *operand_bytes)
+{
+	long long dec = -1, opd = -1;
+	*decode_bytes = bytes_env("TERN_CUDA_DECODE_BYTES", CU_DECODE_BYTES, &dec);
+	*operand_bytes = bytes_env("TERN_CUDA_OPERAND_BYTES", CU_OPERAND_BYTES, &opd);
+}

@@ -61,27 +61,28 @@ template <int WDT> __device__ inline float wvalue(const cuk_weight &w, int64_t r
 	return (float)(q - 1) * w.scale;
 }
 
-// The window [row0, row0 + nrows) x [i0, i0 + ic) of W into out [nrows, ic]. Rows over
-// blockIdx.y, columns over blockIdx.x: no division per element.
+// The window [row0, row0 + nrows) x [i0, i0 + ic) of W into out [nrows, ic] with rows ldo
+// elements apart (ldo >= ic). Rows over blockIdx.y, columns over blockIdx.x: no division per
+// element.
 template <int WDT, int DT>
 __global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0, int64_t ic,
-			      int bs_shift)
+			      int64_t ldo, int bs_shift)
 {
 	for (int64_t r = blockIdx.y; r < nrows; r += gridDim.y)
 		for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < ic;
 		     i += (int64_t)gridDim.x * blockDim.x)
-			store<DT>(out, r * ic + i, wvalue<WDT>(w, row0 + r, i0 + i, bs_shift));
+			store<DT>(out, r * ldo + i, wvalue<WDT>(w, row0 + r, i0 + i, bs_shift));
 }
 
 // NF4 / NF4-DQ, eight weights per thread (the fast path of decode_as): one 4-byte load of codes,
 // the block's scale once, the code tables in shared memory (a lookup by code from constant memory
 // serialises over the distinct codes of a warp), one 16-byte store (32 for f32). Needs I, i0 and
 // ic multiples of 8 and a blocksize >= 8 (eight weights of a row in one block), 4-byte aligned
-// codes and a 16-byte aligned out. The same products as wvalue (built with --fmad=false), so the
-// same values. The window as decode_kernel's.
+// codes and a 16-byte aligned out with ldo a multiple of 8. The same products as wvalue (built
+// with --fmad=false), so the same values. The window as decode_kernel's.
 template <int WDT, int DT>
 __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
-				    int64_t ic, int bs_shift)
+				    int64_t ic, int64_t ldo, int bs_shift)
 {
 	__shared__ float nf4[16], dmap[256];
 	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
@@ -91,11 +92,12 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 	}
 	__syncthreads();
 	int64_t c8 = ic / 8, n = nrows * c8;
+	bool flat = c8 == w.I / 8 && ldo == ic; // whole rows, packed: x * 8 is both offsets already
 	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
 	     x += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = c8 == w.I / 8 ? 0 : x / c8; // whole rows: x * 8 is the offset already
-		int64_t g =
-			(row0 + r) * w.I + i0 + (x - r * c8) * 8; // the flat index of the first of the eight
+		int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)c8) : x / c8;
+		int64_t c = x - r * c8, o = r * ldo + c * 8; // o: out's element of the first of the eight
+		int64_t g = (row0 + r) * w.I + i0 + c * 8;   // the flat index of the first of the eight
 		uint32_t word = static_cast<const uint32_t *>(w.data)[g >> 3];
 		int64_t b = g >> bs_shift;
 		float am;
@@ -112,9 +114,9 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 			v[2 * k + 1] = nf4[byte & 15u] * am;
 		}
 		if (DT == 0) {
-			float4 *o = static_cast<float4 *>(out) + 2 * x;
-			o[0] = make_float4(v[0], v[1], v[2], v[3]);
-			o[1] = make_float4(v[4], v[5], v[6], v[7]);
+			float4 *f = reinterpret_cast<float4 *>(static_cast<float *>(out) + o);
+			f[0] = make_float4(v[0], v[1], v[2], v[3]);
+			f[1] = make_float4(v[4], v[5], v[6], v[7]);
 		} else {
 			uint16_t h[8];
 			for (int k = 0; k < 8; k++) {
@@ -128,14 +130,14 @@ __global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64
 			}
 			uint4 u;
 			memcpy(&u, h, 16);
-			static_cast<uint4 *>(out)[x] = u;
+			*reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + o) = u;
 		}
 	}
 }
 
 template <int WDT>
 cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w, int64_t row0, int64_t nrows,
-		      int64_t i0, int64_t ic)
+		      int64_t i0, int64_t ic, int64_t ldo)
 {
 	int64_t gx = (ic + kThreads - 1) / kThreads;
 	dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(nrows > 65535 ? 65535 : nrows));
@@ -143,26 +145,26 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 	while (shift < 30 && (1 << shift) < w.blocksize)
 		shift++;
 	if ((WDT == 3 || WDT == 4) && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
-	    w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0) {
+	    w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0 && ldo % 8 == 0) {
 		int64_t n = nrows * (ic / 8), blocks = (n + kThreads - 1) / kThreads;
 		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
 		if (out_dt == 0)
 			decode_nf4x8_kernel<WDT, 0>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 		else if (out_dt == 1)
 			decode_nf4x8_kernel<WDT, 1>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 		else
 			decode_nf4x8_kernel<WDT, 2>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 		return cudaGetLastError();
 	}
 	if (out_dt == 0)
-		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	else if (out_dt == 1)
-		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+		decode_kernel<WDT, 1><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	else
-		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, shift);
+		decode_kernel<WDT, 2><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	return cudaGetLastError();
 }
 
@@ -212,19 +214,25 @@ extern "C" cudaError_t cuk_set_tables(const float nf4[16], const float dmap[256]
 	return e != cudaSuccess ? e : cudaMemcpyToSymbol(c_dmap, dmap, 256 * sizeof(float));
 }
 
-extern "C" cudaError_t cuk_decode_window(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
-					 int64_t row0, int64_t nrows, int64_t i0, int64_t ic)
+extern "C" cudaError_t cuk_decode_window_ld(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
+					    int64_t row0, int64_t nrows, int64_t i0, int64_t ic, int64_t ldo)
 {
 	if (nrows <= 0 || ic <= 0)
 		return cudaSuccess;
 	switch (w->dtype) {
-	case 0: return decode_as<0>(s, out, out_dt, *w, row0, nrows, i0, ic);
-	case 1: return decode_as<1>(s, out, out_dt, *w, row0, nrows, i0, ic);
-	case 2: return decode_as<2>(s, out, out_dt, *w, row0, nrows, i0, ic);
-	case 3: return decode_as<3>(s, out, out_dt, *w, row0, nrows, i0, ic);
-	case 4: return decode_as<4>(s, out, out_dt, *w, row0, nrows, i0, ic);
-	default: return decode_as<5>(s, out, out_dt, *w, row0, nrows, i0, ic);
+	case 0: return decode_as<0>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
+	case 1: return decode_as<1>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
+	case 2: return decode_as<2>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
+	case 3: return decode_as<3>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
+	case 4: return decode_as<4>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
+	default: return decode_as<5>(s, out, out_dt, *w, row0, nrows, i0, ic, ldo);
 	}
+}
+
+extern "C" cudaError_t cuk_decode_window(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
+					 int64_t row0, int64_t nrows, int64_t i0, int64_t ic)
+{
+	return cuk_decode_window_ld(s, out, out_dt, w, row0, nrows, i0, ic, ic);
 }
 
 extern "C" cudaError_t cuk_decode(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,

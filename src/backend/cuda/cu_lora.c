@@ -1,0 +1,211 @@
+/* The LoRA linear's base products with its two rank-R updates inside them (backend.h
+ * matmul_lora, matmul_lora_bwd) on cuBLAS, bf16 operands, fp32 accumulation.
+ *
+ * The composition (src/backend/lora.c) adds s·u Bᵀ into y [T,O] and du A into dx [T,I] with two
+ * gemms of rank R, each reading and writing the whole fp32 output once more: memory-bound passes
+ * that cost as much as the big products' own output. Here the reduction is extended instead:
+ *
+ *   forward   yᵀ (O×T) = [W | B] (O×K') · [x | s·u]ᵀ (K'×T)       K' = I + R'
+ *   backward  dxᵀ (I×T) (+)= [W ; A]ᵀ (I×K') · [dy | du]ᵀ (K'×T)    K' = O + R'
+ *
+ * with R' = R padded so that K' is a multiple of 8 (16-byte rows for the tensor cores; the pad is
+ * zero in both operands). The pieces are cu_mm.c's decode-then-GEMM ones: the weight decoded to
+ * bf16 into the scratch (forward: rows of W with ld K', B's row appended after each; backward:
+ * windows of W's columns, A's columns of the window appended as R' more rows), the activation
+ * rounded to bf16 once per chunk of tokens with the low-rank block after each row (k_lora.cu
+ * cuk_lora_pack, which writes the decoded window's appendix too), one GEMM per chunk. Only
+ * decoded weights take this path: a bf16 weight at bf16 is cu_mm.c's operand in place, with no
+ * window to extend (lora_fuses says no and lora.c composes). TERN_CUDA_LORA_FUSE=0 turns the
+ * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
+ * chunks as for matmul. */
+#include "backend/cuda/cu.h"
+#include "backend/cuda/cu_more.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* TERN_CUDA_LORA_FUSE=0: never (read once) */
+static bool fuse_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TERN_CUDA_LORA_FUSE");
+		on = !(e && !strcmp(e, "0"));
+	}
+	return on;
+}
+
+bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, enum tern_dtype prec)
+{
+	(void)be;
+	return fuse_on() && prec == TERN_BF16 && w->dtype != TERN_BF16 && R >= 1;
+}
+
+/* K + R rounded up to a multiple of 8: the extended reduction */
+static int64_t ext8(int64_t K, int64_t R) { return (K + R + 7) & ~(int64_t)7; }
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The scratch: the decoded window (wbytes, rounded to 256 so that the operand is aligned), then
+ * the bf16 activation rows of one chunk of tokens. */
+static enum tern_status lora_scratch(struct cu_backend *c, size_t wbytes, size_t obytes, void **wscr,
+				     void **oscr)
+{
+	wbytes = (wbytes + 255) & ~(size_t)255;
+	void *scr;
+	enum tern_status st = tern_cu_scratch(c, wbytes + obytes, &scr);
+	if (st)
+		return st;
+	*wscr = scr;
+	*oscr = (char *)scr + wbytes;
+	return TERN_OK;
+}
+
+/* [W | B] rows [o0, o0 + on) into wscr [on, Kp]: W decoded to bf16, then B's R columns, then 0 */
+static enum tern_status fwd_window(struct cu_backend *c, const struct cuk_weight *kw, const float *B,
+				   int64_t R, int64_t Kp, void *wscr, int64_t o0, int64_t on)
+{
+	cudaStream_t s = tern_cu_stream(c);
+	int64_t I = kw->I;
+	enum tern_status st =
+		tern_cu_check(cuk_decode_window_ld(s, wscr, TERN_BF16, kw, o0, on, 0, I, Kp), "decode");
+	if (st)
+		return st;
+	return tern_cu_check(cuk_lora_pack(s, (uint16_t *)wscr + I, Kp, on, Kp - I, NULL, 0, 0, B + o0 * R, R,
+					   R, on, 1.0f),
+			     "lora pack");
+}
+
+/* [W ; A] columns [i0, i0 + in) into wscr [Kp, in]: W's O rows decoded to bf16, then A's R rows,
+ * then zero rows */
+static enum tern_status bwd_window(struct cu_backend *c, const struct cuk_weight *kw, const float *A,
+				   int64_t R, int64_t Kp, void *wscr, int64_t i0, int64_t in)
+{
+	cudaStream_t s = tern_cu_stream(c);
+	int64_t O = kw->O, I = kw->I;
+	enum tern_status st =
+		tern_cu_check(cuk_decode_window(s, wscr, TERN_BF16, kw, 0, O, i0, in), "decode");
+	if (st)
+		return st;
+	return tern_cu_check(cuk_lora_pack(s, (uint16_t *)wscr + O * in, in, Kp - O, in, NULL, 0, 0, A + i0,
+					   I, in, R, 1.0f),
+			     "lora pack");
+}
+
+enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				     struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				     int64_t R, float scale, int64_t T, enum tern_dtype prec)
+{
+	const char *op = "matmul_lora";
+	struct cu_backend *c = cu_be(be);
+	struct cuk_weight kw;
+	enum tern_status st;
+	int64_t O = w->O, I = w->I;
+	long long lT = (long long)T, lO = (long long)O, lI = (long long)I, lR = (long long)R;
+	float *yp, *xp, *up, *bp;
+	(void)prec; /* BF16: lora_fuses accepts nothing else */
+	if ((st = tern_cu_weight_open(op, w, &kw)) ||
+	    (st = tern_cu_view(op, "y", y, (size_t)(T * O) * 4, 4, (void **)&yp, "T=%lld O=%lld f32", lT,
+			       lO)) ||
+	    (st = tern_cu_view(op, "x", x, (size_t)(T * I) * 4, 4, (void **)&xp, "T=%lld I=%lld f32", lT,
+			       lI)) ||
+	    (st = tern_cu_view(op, "u", u, (size_t)(T * R) * 4, 4, (void **)&up, "T=%lld R=%lld f32", lT,
+			       lR)) ||
+	    (st = tern_cu_view(op, "B", B, (size_t)(O * R) * 4, 4, (void **)&bp, "O=%lld R=%lld f32", lO,
+			       lR)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	int64_t Kp = ext8(I, R);
+	size_t dec, opd;
+	tern_cu_mm_budget(&dec, &opd);
+	int64_t wn = clamp64((int64_t)(dec / ((size_t)Kp * 2)), 1, O);
+	int64_t toks = clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T);
+	void *wscr, *oscr;
+	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
+		return st;
+	const float one = 1.0f, zero = 0.0f;
+	bool once = wn >= O;
+	if (once && (st = fwd_window(c, &kw, bp, R, Kp, wscr, 0, O)))
+		return st;
+	for (int64_t t0 = 0; t0 < T; t0 += toks) {
+		int64_t tn = T - t0 < toks ? T - t0 : toks;
+		/* [x | s·u] rows [t0, t0 + tn) */
+		if ((st = tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, Kp, tn, Kp, xp + t0 * I, I, I,
+						      up + t0 * R, R, R, tn, scale),
+					"lora pack")))
+			return st;
+		for (int64_t o0 = 0; o0 < O; o0 += wn) {
+			int64_t on = O - o0 < wn ? O - o0 : wn;
+			if (!once && (st = fwd_window(c, &kw, bp, R, Kp, wscr, o0, on)))
+				return st;
+			/* yᵀ[o0.., t0..] (on×tn) = [W | B] rows (on×Kp) · [x | s·u]ᵀ (Kp×tn) */
+			if ((st = tern_cu_gemm_ex(c, op, true, false, on, tn, Kp, &one, wscr, Kp, oscr, Kp,
+						  &zero, yp + t0 * O + o0, O, CUDA_R_16BF, false)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}
+
+enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					 struct tern_view du, struct tern_view A, const struct tern_weight *w,
+					 int64_t R, int64_t T, bool accumulate, enum tern_dtype prec)
+{
+	const char *op = "matmul_lora_bwd";
+	struct cu_backend *c = cu_be(be);
+	struct cuk_weight kw;
+	enum tern_status st;
+	int64_t O = w->O, I = w->I;
+	long long lT = (long long)T, lO = (long long)O, lI = (long long)I, lR = (long long)R;
+	float *dxp, *dyp, *dup, *ap;
+	(void)prec; /* BF16: lora_fuses accepts nothing else */
+	if ((st = tern_cu_weight_open(op, w, &kw)) ||
+	    (st = tern_cu_view(op, "dx", dx, (size_t)(T * I) * 4, 4, (void **)&dxp, "T=%lld I=%lld f32", lT,
+			       lI)) ||
+	    (st = tern_cu_view(op, "dy", dy, (size_t)(T * O) * 4, 4, (void **)&dyp, "T=%lld O=%lld f32", lT,
+			       lO)) ||
+	    (st = tern_cu_view(op, "du", du, (size_t)(T * R) * 4, 4, (void **)&dup, "T=%lld R=%lld f32", lT,
+			       lR)) ||
+	    (st = tern_cu_view(op, "A", A, (size_t)(R * I) * 4, 4, (void **)&ap, "R=%lld I=%lld f32", lR,
+			       lI)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	int64_t Kp = ext8(O, R);
+	size_t dec, opd;
+	tern_cu_mm_budget(&dec, &opd);
+	/* windows of W's columns start at multiples of 8 (the eight-weight decode), as matmul_bwd's */
+	int64_t n = (int64_t)(dec / ((size_t)Kp * 2));
+	if (n < I)
+		n &= ~(int64_t)7;
+	int64_t wn = n < 8 ? 8 : n;
+	wn = wn > I ? I : wn;
+	int64_t toks = clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T);
+	void *wscr, *oscr;
+	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
+		return st;
+	const float one = 1.0f, zero = 0.0f;
+	bool once = wn >= I;
+	if (once && (st = bwd_window(c, &kw, ap, R, Kp, wscr, 0, I)))
+		return st;
+	for (int64_t t0 = 0; t0 < T; t0 += toks) {
+		int64_t tn = T - t0 < toks ? T - t0 : toks;
+		/* [dy | du] rows [t0, t0 + tn) */
+		if ((st = tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, Kp, tn, Kp, dyp + t0 * O, O, O,
+						      dup + t0 * R, R, R, tn, 1.0f),
+					"lora pack")))
+			return st;
+		for (int64_t i0 = 0; i0 < I; i0 += wn) {
+			int64_t in = I - i0 < wn ? I - i0 : wn;
+			if (!once && (st = bwd_window(c, &kw, ap, R, Kp, wscr, i0, in)))
+				return st;
+			/* dxᵀ[i0.., t0..] (in×tn) (+)= [W ; A][:, i0..]ᵀ (in×Kp) · [dy | du]ᵀ (Kp×tn) */
+			if ((st = tern_cu_gemm_ex(c, op, false, false, in, tn, Kp, &one, wscr, in, oscr, Kp,
+						  accumulate ? &one : &zero, dxp + t0 * I + i0, I,
+						  CUDA_R_16BF, false)))
+				return st;
+		}
+	}
+	return TERN_OK;
+}

@@ -1,0 +1,45 @@
+// The bf16 operands of the fused LoRA products (cu_lora.c): one pass writes a row of an extended
+// operand, the fp32 activation (or nothing) rounded to bf16, then a low-rank block scaled and
+// rounded, then zeros up to the padded width. Used for both sides of both products:
+//   forward   [x | s·u] (T rows) and B's columns after the decoded rows of W
+//   backward  [dy | du] (T rows) and A's rows after the decoded window of W (x absent)
+// Rows over blockIdx.y, columns over blockIdx.x and the threads: no division per element.
+#include "backend/cuda/cu_kernels.h"
+
+#include <cuda_bf16.h>
+
+namespace
+{
+
+constexpr int kThreads = 256;
+
+__global__ void lora_pack_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows, int64_t ncols, const float *x,
+				 int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku,
+				 int64_t urows, float alpha)
+{
+	for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+		for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < ncols;
+		     j += (int64_t)gridDim.x * blockDim.x) {
+			float v = 0.0f;
+			if (j < kx)
+				v = x[r * ldx + j];
+			else if (j < kx + ku && r < urows)
+				v = alpha * u[r * ldu + (j - kx)];
+			out[r * ldo + j] = __float2bfloat16_rn(v);
+		}
+}
+
+} // namespace
+
+extern "C" cudaError_t cuk_lora_pack(cudaStream_t s, void *out, int64_t ldo, int64_t rows, int64_t ncols,
+				     const float *x, int64_t ldx, int64_t kx, const float *u, int64_t ldu,
+				     int64_t ku, int64_t urows, float alpha)
+{
+	if (rows <= 0 || ncols <= 0)
+		return cudaSuccess;
+	int64_t gx = (ncols + kThreads - 1) / kThreads;
+	dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(rows > 65535 ? 65535 : rows));
+	lora_pack_kernel<<<g, kThreads, 0, s>>>(static_cast<__nv_bfloat16 *>(out), ldo, rows, ncols, x, ldx,
+						kx, u, ldu, ku, urows, alpha);
+	return cudaGetLastError();
+}

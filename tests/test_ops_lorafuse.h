@@ -1,0 +1,280 @@
+/* test_ops: the LoRA linear at bf16 products (lprec = prec = BF16), where a backend may run the
+ * two rank-R updates inside the base products (backend.h matmul_lora, matmul_lora_bwd; CUDA) or
+ * compose them from gemms (the rest, and CUDA with TERN_CUDA_LORA_FUSE=0 or a bf16 weight). The
+ * oracle rounds as the path taken says (tern_lora_fused): fused, y's low-rank operand is
+ * bf16(s·u); composed, s · Σ bf16(u) bf16(B). Every operand is rounded to bf16 and summed in
+ * double, from the u and du the device produced (downloaded: their own fp32 summation order
+ * would otherwise flip bf16 roundings), so what is left is fp32 summation error (TOL_PREC). On
+ * CUDA a decoded weight must take the fused path unless TERN_CUDA_LORA_FUSE=0. A backend without
+ * bf16 gemm reports the checks as not run. Group "lora_fused" of TERN_TEST_ONLY; included by
+ * test_ops.c after test_ops_prec.h. */
+#ifndef TERN_TEST_OPS_LORAFUSE_H
+#define TERN_TEST_OPS_LORAFUSE_H
+
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+
+static double bfr(double v) { return oracle_round(TERN_BF16, v); }
+
+/* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
+static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
+			    bool acc, bool alias, bool chunked)
+{
+	struct chk c;
+	chk_begin(&c, s, "lora", "%-13s bf16 T=%lld O=%lld I=%lld R=%lld %s%s", wdesc(f->dt, f->bs),
+		  (long long)T, (long long)O, (long long)I, (long long)R,
+		  alias ? "= over x"
+		  : acc ? "+="
+			: "=",
+		  chunked ? " chunked" : "");
+	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt) || skip_unsupported(&c, TERN_OP_MATMUL_BWD, f->dt))
+		return;
+	if (!tern_backend_supports_prec(s->be, TERN_OP_GEMM, TERN_BF16) ||
+	    !tern_backend_supports_prec(s->be, TERN_OP_MATMUL, TERN_BF16)) {
+		print_line(s, c.op, c.desc, "not run (no bf16 gemm on this backend)");
+		s->skipped++;
+		return;
+	}
+	struct hweight hw;
+	memset(&hw, 0, sizeof hw);
+	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
+	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
+	double *want = dvec(T * (O > I ? O : I)), *mag = dvec(T * (O > I ? O : I)),
+	       *pw = dvec(R * (O > I ? O : I)), *pm = dvec(R * (O > I ? O : I)), *ur = dvec(T * R);
+	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !pw || !pm ||
+	    !ur || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	float sc = 2.0f / (float)R;
+	fill_sym(&c.r, x, T * I, 1.0);
+	fill_sym(&c.r, A, R * I, 1.0 / sqrt((double)I));
+	fill_sym(&c.r, B, O * R, 0.5);
+	fill_sym(&c.r, dy, T * O, 1.0);
+	fill_sym(&c.r, dA0, R * I, 0.5);
+	fill_sym(&c.r, dB0, O * R, 0.5);
+	fill_sym(&c.r, dx0, T * I, 0.5);
+
+	struct tern_weight w;
+	if (!dweight_make(&c, &hw, &w))
+		goto out;
+	struct dten *dX = dt_new(&c, "x", (size_t)(T * I) * 4, x),
+		    *dA = dt_new(&c, "A", (size_t)(R * I) * 4, A),
+		    *dB = dt_new(&c, "B", (size_t)(O * R) * 4, B),
+		    *dDy = dt_new(&c, "dy", (size_t)(T * O) * 4, dy), *dY = dt_nan(&c, "y", T * O),
+		    *dU = dt_nan(&c, "u", T * R), *dDu = dt_nan(&c, "du", T * R),
+		    *dGA = dt_new(&c, "dA", (size_t)(R * I) * 4, dA0),
+		    *dGB = dt_new(&c, "dB", (size_t)(O * R) * 4, dB0),
+		    *dDx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
+	if (!dX || !dA || !dB || !dDy || !dY || !dU || !dDu || !dGA || !dGB || !dDx)
+		goto out;
+	struct tern_lora lo = {
+		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_BF16, .lprec = TERN_BF16};
+	bool fused = tern_lora_fused(s->be, &w, &lo);
+	const char *off = getenv("TERN_CUDA_LORA_FUSE");
+	if (!strcmp(s->bname, "cuda") && f->dt != TERN_BF16 && !fused && !(off && !strcmp(off, "0"))) {
+		fail(&c, "cuda did not take the fused path (tern_lora_fused)");
+		goto out;
+	}
+	if (chunked) {
+		setenv("TERN_CUDA_DECODE_BYTES", "4096", 1);
+		setenv("TERN_CUDA_OPERAND_BYTES", "2048", 1);
+	}
+	enum tern_status st =
+		tern_lora_forward(s->be, dY->v, dU->v, (struct tern_view){0}, dX->v, &w, &lo, T);
+	if (!bad(&c, st, "lora_forward"))
+		st = tern_lora_backward(s->be, alias ? dX->v : dDx->v, dGA->v, dGB->v, dDu->v,
+					(struct tern_view){0}, dDy->v, dX->v, (struct tern_view){0}, dU->v,
+					&w, &lo, T, acc);
+	if (chunked) {
+		unsetenv("TERN_CUDA_DECODE_BYTES");
+		unsetenv("TERN_CUDA_OPERAND_BYTES");
+	}
+	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
+		goto out;
+
+	/* u = Σ bf16(x) bf16(A) */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double a = 0.0, m = 0.0;
+			for (int64_t i = 0; i < I; i++) {
+				double p = bfr(x[t * I + i]) * bfr(A[r * I + i]);
+				a += p, m += fabs(p);
+			}
+			want[t * R + r] = a, mag[t * R + r] = m;
+		}
+	cmp_mag(&c, "u", u, want, mag, T * R, TOL_PREC);
+	/* y = Σ bf16(x) bf16(W) + (fused: Σ bf16(s·u) bf16(B); composed: s · Σ bf16(u) bf16(B)) */
+	for (int64_t t = 0; t < T * R; t++)
+		ur[t] = fused ? bfr((double)(float)(sc * u[t])) : bfr(u[t]);
+	double ls = fused ? 1.0 : (double)sc;
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t o = 0; o < O; o++) {
+			double a = 0.0, m = 0.0, l = 0.0, lm = 0.0;
+			for (int64_t i = 0; i < I; i++) {
+				double p = bfr(x[t * I + i]) * bfr(hw.deq[o * I + i]);
+				a += p, m += fabs(p);
+			}
+			for (int64_t r = 0; r < R; r++) {
+				double p = ur[t * R + r] * bfr(B[o * R + r]);
+				l += p, lm += fabs(p);
+			}
+			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
+		}
+	expect_mag(&c, dY, want, mag, T * O, TOL_PREC);
+	/* dB = dB0 + s Σ bf16(dy) bf16(u) */
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t r = 0; r < R; r++) {
+			double a = 0.0, m = 0.0;
+			for (int64_t t = 0; t < T; t++) {
+				double p = bfr(dy[t * O + o]) * bfr(u[t * R + r]);
+				a += p, m += fabs(p);
+			}
+			pw[o * R + r] = dB0[o * R + r] + sc * a,
+				   pm[o * R + r] = fabs(dB0[o * R + r]) + sc * m;
+		}
+	expect_mag(&c, dGB, pw, pm, O * R, TOL_PREC);
+	/* du = s Σ bf16(dy) bf16(B) */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double a = 0.0, m = 0.0;
+			for (int64_t o = 0; o < O; o++) {
+				double p = bfr(dy[t * O + o]) * bfr(B[o * R + r]);
+				a += p, m += fabs(p);
+			}
+			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
+		}
+	cmp_mag(&c, "du", du, want, mag, T * R, TOL_PREC);
+	/* dA = dA0 + Σ bf16(du) bf16(x) */
+	for (int64_t r = 0; r < R; r++)
+		for (int64_t i = 0; i < I; i++) {
+			double a = 0.0, m = 0.0;
+			for (int64_t t = 0; t < T; t++) {
+				double p = bfr(du[t * R + r]) * bfr(x[t * I + i]);
+				a += p, m += fabs(p);
+			}
+			pw[r * I + i] = dA0[r * I + i] + a, pm[r * I + i] = fabs(dA0[r * I + i]) + m;
+		}
+	expect_mag(&c, dGA, pw, pm, R * I, TOL_PREC);
+	/* dx = (dx0 +) Σ bf16(dy) bf16(W) + Σ bf16(du) bf16(A) (x as the forward read it) */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t i = 0; i < I; i++) {
+			double a = acc ? (double)dx0[t * I + i] : 0.0, m = fabs(a);
+			for (int64_t o = 0; o < O; o++) {
+				double p = bfr(dy[t * O + o]) * bfr(hw.deq[o * I + i]);
+				a += p, m += fabs(p);
+			}
+			for (int64_t r = 0; r < R; r++) {
+				double p = bfr(du[t * R + r]) * bfr(A[r * I + i]);
+				a += p, m += fabs(p);
+			}
+			want[t * I + i] = a, mag[t * I + i] = m;
+		}
+	expect_mag(&c, alias ? dX : dDx, want, mag, T * I, TOL_PREC);
+	if (!alias)
+		dt_unchanged(&c, dX, x);
+	dt_unchanged(&c, dA, A);
+	dt_unchanged(&c, dB, B);
+	dt_unchanged(&c, dDy, dy);
+out:
+	hweight_free(&hw);
+	void *ps[] = {x, A, B, dy, dA0, dB0, dx0, u, du, want, mag, pw, pm, ur};
+	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+		free(ps[i]);
+	chk_end(&c);
+}
+
+/* The front doors tern_matmul_lora(_bwd): a backend without the entries refuses with
+ * TERN_E_UNSUPPORTED; one with them refuses R = 0 and a short u/du view (TERN_E_INVALID) and a case
+ * its lora_fuses declines (TERN_E_UNSUPPORTED), writing nothing. */
+static void check_matmul_lora_errors(struct suite *s)
+{
+	struct chk c;
+	chk_begin(&c, s, "lora", "matmul_lora front doors refuse");
+	struct tern_backend *be = s->be;
+	const int64_t T = 3, O = 16, I = 24, R = 4;
+	struct hweight hw, hb;
+	memset(&hw, 0, sizeof hw);
+	memset(&hb, 0, sizeof hb);
+	float *z = fvec(T * (O + I) + (O + I) * R);
+	if (!z || !hweight_make(&hw, TERN_NF4, 64, O, I, &c.r) ||
+	    !hweight_make(&hb, TERN_BF16, 0, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	struct tern_weight w, wb;
+	struct dten *x = dt_new(&c, "x", (size_t)(T * I) * 4, z),
+		    *u = dt_new(&c, "u", (size_t)(T * R) * 4, z),
+		    *B = dt_new(&c, "B", (size_t)(O * R) * 4, z),
+		    *A = dt_new(&c, "A", (size_t)(R * I) * 4, z), *y = dt_nan(&c, "y", T * O);
+	if (!x || !u || !B || !A || !y || !dweight_make(&c, &hw, &w) || !dweight_make(&c, &hb, &wb))
+		goto out;
+	enum tern_dtype prec =
+		tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_BF16) ? TERN_BF16 : TERN_F32;
+	struct {
+		const struct tern_weight *w;
+		int64_t R;
+		struct tern_view u;
+		enum tern_status want;
+		const char *what;
+	} cases[] = {
+		{&w, 0, u->v, TERN_E_INVALID, "R=0"},
+		{&w, R, tern_view_sub(u->v, 0, (size_t)(T * R) * 4 - 4), TERN_E_INVALID, "u short"},
+		{&wb, R, u->v, TERN_E_UNSUPPORTED, "a bf16 weight (CUDA: no window to extend)"},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		enum tern_status st = tern_matmul_lora(be, y->v, x->v, cases[k].u, B->v, cases[k].w,
+						       cases[k].R, 1.0f, T, prec);
+		enum tern_status sb = tern_matmul_lora_bwd(be, x->v, y->v, cases[k].u, A->v, cases[k].w,
+							   cases[k].R, T, false, prec);
+		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
+		 * the backend declines it (CUDA) */
+		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
+		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
+			    !be->vt->lora_fuses(be, cases[k].w, R, prec);
+		if (decl && (st != want || sb != want))
+			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
+			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));
+	}
+	float *got = fvec(T * O);
+	if (got && dt_get(&c, y, got))
+		for (int64_t i = 0; i < T * O; i++)
+			if (!isnan(got[i])) {
+				fail(&c, "y[%lld] was written by a refused call", (long long)i);
+				break;
+			}
+	free(got);
+	dt_unchanged(&c, x, z);
+out:
+	hweight_free(&hw);
+	hweight_free(&hb);
+	free(z);
+	chk_end(&c);
+}
+
+/* (T, O, I, R): R not a multiple of 8 (the padding of the extended reduction), I not a multiple
+ * of 8 (the element decode, odd leading dimensions), O and I over several windows of the chunked
+ * cases with a short last one, a single token */
+static void check_lora_fused_all(struct suite *s)
+{
+	static const struct wfmt fmts[] = {{TERN_F32, 0},    {TERN_F16, 0},      {TERN_BF16, 0},
+					   {TERN_NF4, 64},   {TERN_NF4_DQ, 128}, {TERN_TERNARY, 0},
+					   {TERN_NF4_DQ, 64}};
+	static const int64_t shapes[][4] = {
+		{3, 33, 64, 4}, {17, 7, 97, 5}, {1, 40, 72, 16}, {9, 130, 256, 12}};
+	for (int k = 0; k < 4; k++)
+		for (int f = 0; f < 6; f++)
+			for (int acc = 0; acc < 2; acc++)
+				check_lora_bf16(s, &fmts[f], shapes[k][0], shapes[k][1], shapes[k][2],
+						shapes[k][3], acc, false, false);
+	check_matmul_lora_errors(s);
+	for (int f = 0; f < 7; f++) /* dx over x; chunked */
+		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, false);
+	for (int f = 3; f < 7; f++)
+		for (int acc = 0; acc < 2; acc++) {
+			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, true);
+			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, true);
+		}
+}
+
+#endif
