@@ -114,10 +114,16 @@ else
 		ok || bad "auto device without a GPU: $rc $(cat "$tmp/err")"
 fi
 
-# refused plans and bad input: exit 1, exactly one line on stderr
+# gradient_checkpointing: true offloads the layer inputs where on the device they do not fit
 run "$tmp/llama70.yaml" --device-memory 8GB --host-memory 64GB
+[ $rc = 0 ] && grep -q "^verdict: works with streaming.*(layer inputs offloaded to the host: on the device they would not fit)" "$tmp/out" &&
+	grep -q "offloaded layer inputs (79, pinned; 2 device slots) *4.94 GiB" "$tmp/out" &&
+	grep -q "activations (2048 tokens, checkpointed, offloaded)" "$tmp/out" && ok ||
+	bad "llama-3-70b on 8 GB offloads its layer inputs: $rc $(cat "$tmp/out" "$tmp/err")"
+# refused plans and bad input: exit 1, exactly one line on stderr
+run "$tmp/llama70.yaml" --device-memory 6GB --host-memory 64GB
 [ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "smallest that works, [0-9.]* GiB ([0-9]* bytes" "$tmp/err" &&
-	grep -q "^verdict: does not fit" "$tmp/out" && ok || bad "llama-3-70b on 8 GB is refused: $rc $(cat "$tmp/out" "$tmp/err")"
+	grep -q "^verdict: does not fit" "$tmp/out" && ok || bad "llama-3-70b on 6 GB is refused: $rc $(cat "$tmp/out" "$tmp/err")"
 mkdir -p "$tmp/empty"
 cfg nomodel "$tmp/empty" "device_memory: 12GB" "host_memory: 16GB"
 run "$tmp/nomodel.yaml"

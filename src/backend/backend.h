@@ -217,7 +217,8 @@ struct tern_backend_vtable {
 	 * accumulation (NULL: F32). Callers ask tern_backend_auto_prec(). */
 	enum tern_dtype (*auto_prec)(struct tern_backend *be);
 
-	/* ---- streaming: asynchronous host -> device copies (layer weights through device slots) ----
+	/* ---- streaming: asynchronous copies between host and device (layer weights through device
+	 * slots, host -> device; offloaded checkpoints, the layer inputs out to the host and back) ----
 	 *
 	 * Two counters order copies against ops. A mark is a point in the op stream (every op queued
 	 * before it); marks never decrease. A ticket is one copy; tickets start at 1 and increase
@@ -230,10 +231,16 @@ struct tern_backend_vtable {
 	 *    device; the host returns at once. Ops queued before the wait_ticket call do not wait.
 	 *  - src (a host_alloc view) may be rewritten by the host only after ticket_wait_host(ticket)
 	 *    (or synchronize()) has returned.
+	 *  - Device -> host (src a device view, dst a host_alloc view): the copy reads src only once
+	 *    every op queued before mark `after` has finished (so it sees what they wrote); ops that
+	 *    write src again must be queued after wait_ticket(ticket); the host may read dst, and a
+	 *    later copy may take dst as its src, only after ticket_wait_host(ticket) has returned
+	 *    (copies are not ordered against each other).
 	 *  - synchronize(), download(), upload() and buffer_free() also wait for every copy issued
 	 *    so far (they may then read or reuse any buffer).
-	 * Views: dst a device buffer view, src a view of a host_alloc buffer, equal nonzero sizes;
-	 * anything else fails with TERN_E_INVALID and one line. A backend without asynchronous
+	 * Views: one a device buffer view, the other a view of a host_alloc buffer (either
+	 * direction), equal nonzero sizes; anything else fails with TERN_E_INVALID and one line. A
+	 * backend without asynchronous
 	 * transfers (CPU; Vulkan without timeline semaphores) performs the copy at once, in order,
 	 * and reports tickets as complete: the same rules then hold trivially. wait_ticket and
 	 * ticket_wait_host take 0 (nothing to wait for) or an issued ticket; a larger value, or an
@@ -248,9 +255,10 @@ struct tern_backend_vtable {
 	/* *mark = a mark for every op queued so far (submitting recorded work if needed, without
 	 * waiting for it). The same value when no op was queued since the last mark. */
 	enum tern_status (*mark)(struct tern_backend *be, uint64_t *mark);
-	/* dst bytes = src bytes, after the ops up to mark `after` (0: none) have finished; on the
-	 * transfer queue when the device has a separate one; never waits on the host for the copy
-	 * (it may wait for a copy issued long before, to reuse its command buffer).
+	/* dst bytes = src bytes, after the ops up to mark `after` (0: none) have finished; host ->
+	 * device or device -> host (one view of each kind); on the transfer queue when the device
+	 * has a separate one; never waits on the host for the copy (it may wait for a copy issued
+	 * long before, to reuse its command buffer).
 	 * *ticket = the copy's ticket. `after` must be 0 or a value mark() returned. */
 	enum tern_status (*copy_async)(struct tern_backend *be, struct tern_view dst, struct tern_view src,
 				       uint64_t after, uint64_t *ticket);

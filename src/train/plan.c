@@ -251,8 +251,10 @@ static void split_auto(int64_t L, int S, uint64_t lb, const uint64_t *extra, int
 	split[S] = L;
 }
 
-enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
-				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
+/* tern_plan_make with the layer inputs on the device (offload false) or offloaded to the host. */
+static enum tern_status plan_once(const struct tern_model_config *mc, const struct tern_config *cfg,
+				  uint64_t device_budget, uint64_t host_budget, bool offload,
+				  struct tern_plan *out)
 {
 	int depth = out->prefetch_depth > 0 ? out->prefetch_depth : TERN_PLAN_DEFAULT_DEPTH;
 	struct tern_plan keep = *out; /* the auto-budget fields the caller may have set */
@@ -403,6 +405,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 				   .experts = moe ? tern_plan_experts(cfg) : 0,
 				   .T = T,
 				   .checkpointing = cfg->gradient_checkpointing,
+				   .offload = offload,
 				   .prec = (enum tern_dtype)out->prec,
 				   .l0 = out->l0,
 				   .l1 = out->l1};
@@ -411,6 +414,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		return st;
 	uint64_t lora = ns_all.lora, act = ns_all.act;
 	int64_t params = ns_all.params;
+	out->offload = ns_all.offload_slots > 0;
+	out->offload_host = ns_all.offload_host;
+	out->offload_slots = ns_all.offload_slots;
 
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
 	 * in buffers of their own; the bytes they add, as the net allocates them */
@@ -447,11 +453,12 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s)", (long long)T,
+	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s%s)", (long long)T,
 	     cfg->gradient_checkpointing ? ", checkpointed" : "",
 	     out->prec == TERN_F16    ? ", f16 inputs"
 	     : out->prec == TERN_BF16 ? ", bf16 inputs"
-				      : "");
+				      : "",
+	     out->offload ? ", offloaded" : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
 	item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
 	     (long long)bs.ce_chunk, (long long)mc->V);
@@ -465,6 +472,10 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(out->host_reserve, &out->n_host_reserve, 4, (lora + full_bytes) / 4 * 3,
 	     full ? "LoRA + modules_to_save host copy (params, moments)"
 		  : "LoRA host copy (parameters, moments)");
+	if (out->offload)
+		item(out->host_reserve, &out->n_host_reserve, 4, out->offload_host,
+		     "offloaded layer inputs (%lld, pinned; 2 device slots)",
+		     (long long)(out->l1 - out->l0 - 1));
 	for (int i = 0; i < out->n_host_reserve; i++)
 		out->host_reserve_bytes += out->host_reserve[i].bytes;
 
@@ -566,6 +577,42 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 			 rk, c);
 	}
 	return TERN_OK;
+}
+
+/* gradient_checkpointing: offload always offloads the layer inputs; true only where the plan with
+ * them on the device does not fit the device budget at all and offloading them fits (the verdict
+ * says so). */
+enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
+				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
+{
+	bool asked = cfg->gradient_checkpointing && cfg->checkpoint_offload;
+	struct tern_plan *in = NULL, *alt = NULL;
+	if (!asked && cfg->gradient_checkpointing && !(in = tern_malloc(2 * sizeof *in)))
+		return TERN_E_NOMEM;
+	if (in)
+		*in = *out;
+	enum tern_status st = plan_once(mc, cfg, device_budget, host_budget, asked, out);
+	if (in && st == TERN_E_DEVICE_MEM) {
+		alt = in + 1;
+		*alt = *in;
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		enum tern_status st2 = plan_once(mc, cfg, device_budget, host_budget, true, alt);
+		if (st2 == TERN_OK && alt->offload) {
+			*out = *alt;
+			size_t n = strlen(out->verdict);
+			snprintf(out->verdict + n, sizeof out->verdict - n,
+				 " (layer inputs offloaded to the host: on the device they would not fit)");
+			st = TERN_OK;
+			tern_clear_error();
+		} else if (st2 == TERN_E_DEVICE_MEM && alt->min_device < out->min_device) {
+			*out = *alt; /* neither fits: the smallest budget that works is the offloaded one's */
+		} else {
+			tern_fail(st, "%s", msg); /* the first plan's error stands */
+		}
+	}
+	free(in);
+	return st;
 }
 
 /* The device budget for device_memory: auto: the config's GPU device's budget

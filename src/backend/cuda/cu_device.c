@@ -377,28 +377,33 @@ static enum tern_status cu_copy_async(struct tern_backend *be, struct tern_view 
 				 "copy_async: after = %llu, but the last mark is %llu (pass 0 or a mark())",
 				 (unsigned long long)after, (unsigned long long)c->marks);
 	struct cu_buffer *sb = cu_buf(src.buf), *db = cu_buf(dst.buf);
-	if (!sb || !sb->host)
-		return tern_fail(TERN_E_INVALID, "copy_async: src must be a view of a host_alloc buffer");
-	if (!db || db->host)
+	if (!sb || !db || sb->host == db->host)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: dst must be a device buffer, not a host_alloc one");
-	if (src.off > sb->size || src.size > sb->size - src.off)
+				 "copy_async: one of src and dst must be a view of a host_alloc buffer and "
+				 "the other of a device buffer");
+	/* host -> device (weights into a slot) or device -> host (an offloaded checkpoint) */
+	bool out = db->host;
+	struct cu_buffer *hb = out ? db : sb;
+	struct tern_view hv = out ? dst : src;
+	if (hv.off > hb->size || hv.size > hb->size - hv.off)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: src view [%zu, +%zu) lies outside its %zu-byte buffer", src.off,
-				 src.size, sb->size);
+				 "copy_async: %s view [%zu, +%zu) lies outside its %zu-byte buffer",
+				 out ? "dst" : "src", hv.off, hv.size, hb->size);
 	void *d;
-	enum tern_status st = tern_cu_view("copy_async", "dst", dst, dst.size, 1, &d, "%zu bytes", dst.size);
+	enum tern_status st = tern_cu_view("copy_async", out ? "src" : "dst", out ? src : dst, dst.size, 1,
+					   &d, "%zu bytes", dst.size);
 	if (st)
 		return st;
+	void *h = (char *)hb->ptr + hv.off;
 	if (after && (st = tern_cu_check(cudaStreamWaitEvent(c->cs, c->mark_ev[after % CU_RING], 0),
 					 "copy_async: wait for mark")))
 		return st;
 	bool timed = be->profiling;
 	if (timed)
 		prof_begin(c, TERN_PROF_COPIES, c->cs);
-	st = tern_cu_check(
-		cudaMemcpyAsync(d, (char *)sb->ptr + src.off, dst.size, cudaMemcpyHostToDevice, c->cs),
-		"copy_async");
+	st = tern_cu_check(out ? cudaMemcpyAsync(h, d, dst.size, cudaMemcpyDeviceToHost, c->cs)
+			       : cudaMemcpyAsync(d, h, dst.size, cudaMemcpyHostToDevice, c->cs),
+			   "copy_async");
 	if (timed)
 		prof_end(c, c->cs);
 	if (st)
