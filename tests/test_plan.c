@@ -70,6 +70,9 @@ static const int64_t R = 16, T = 2048, ACCUM = 4;
 
 struct expect {
 	uint64_t layer, global, fixed, lora_params;
+	/* the fixed costs with the layer inputs offloaded (two [T, D] slots instead of L + 1), and
+	 * the host bytes of the L - 1 inputs that leave the device */
+	uint64_t fixed_off, off_host;
 };
 
 /* Sizes from first principles for the setup above. */
@@ -109,8 +112,12 @@ static struct expect by_hand(const struct model *m)
 	uint64_t nlu = m->E ? 4 : 7; /* lu [T, R] per targeted module */
 	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 +
 	       3 * (Fd ? TFd : 256) + nlu * TR;
+	/* a dense model's attention backward buffers (dao, dq, dk, dv; Qwen3 dqr, dkr) live inside the
+	 * set's g, u, a (net.c: dead once the MLP backward has run); Mixtral's have their own */
+	uint64_t own = m->E ? 1 : 0;
 	if (m->qk_norm) /* qr, kr, rstdq, rstdk; scratch dqr, dkr */
-		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) + Tq + Tkv;
+		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) +
+		       own * (Tq + Tkv);
 	uint64_t da = 256; /* d(act): over a in a dense layer (an empty view); the grouped experts'
 			    * backward writes cap rows of Fe */
 	if (m->E) {
@@ -126,8 +133,9 @@ static struct expect by_hand(const struct model *m)
 	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
-	/* dL/dg: over g in a dense layer (an empty view), its own [T, F] for the experts */
-	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + da + (m->E ? TF : 256) +
+	/* dL/dg: over g in a dense layer (an empty view), its own [T, F] for the experts; the head's
+	 * xf and dxf share dxn's and tmpD's memory (only rstdf [T] of its own) */
+	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + T1 + own * (2 * Tq + 2 * Tkv) + da + (m->E ? TF : 256) +
 	       2 * al(4);
 	uint64_t reserve = 64 * MiB;
 #if defined(TERN_HAVE_CUDA)
@@ -159,6 +167,8 @@ static struct expect by_hand(const struct model *m)
 #endif
 	/* on the device: the lm_head (the embeddings of an untied model stay in host memory) */
 	e.fixed = al(V * D * 2) + small + lora_block + act + ce + reserve;
+	e.fixed_off = e.fixed - (L + 1) * TD + 2 * TD;
+	e.off_host = (L - 1) * Tu * D * 4;
 	return e;
 }
 
@@ -194,9 +204,20 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 {
 	const char *n = m->dir;
 	uint64_t L = (uint64_t)m->L, lb = e->layer, slots = (uint64_t)depth + 1;
-	uint64_t all = e->fixed + L * lb, least = e->fixed + slots * lb;
+	uint64_t fixed = e->fixed, all = fixed + L * lb, least = fixed + slots * lb;
 	if (least > all)
 		least = all;
+	/* gradient_checkpointing: true offloads the layer inputs where on the device nothing fits */
+	bool off = dev < least;
+	if (off) {
+		fixed = e->fixed_off;
+		all = fixed + L * lb;
+		least = fixed + slots * lb < all ? fixed + slots * lb : all;
+	}
+	check(p->offload == off && p->offload_host == (off ? e->off_host : 0) &&
+		      (!off || !p->ok || strstr(p->verdict, "(layer inputs offloaded to the host")),
+	      "%s dev %llu: layer inputs %s", n, (unsigned long long)dev,
+	      off ? "offloaded" : "on the device");
 	check(p->min_device == least && p->all_device == all,
 	      "%s: min_device %llu (want %llu), all %llu (want %llu)", n, (unsigned long long)p->min_device,
 	      (unsigned long long)least, (unsigned long long)p->all_device, (unsigned long long)all);
@@ -215,7 +236,7 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 		nk = p->n_layers[TERN_PLAN_DISK];
 	check(nd + nh + nk == m->L && nd >= 0 && nh >= 0 && nk >= 0, "%s: tiers add up to L", n);
 	/* device total: fixed + slots + resident layers, within the budget */
-	uint64_t used = e->fixed + (nd < m->L ? slots * lb : 0) + (uint64_t)nd * lb;
+	uint64_t used = fixed + (nd < m->L ? slots * lb : 0) + (uint64_t)nd * lb;
 	check(p->used[TERN_PLAN_DEVICE] == used && used <= dev,
 	      "%s: device used %llu (want %llu) <= budget %llu", n,
 	      (unsigned long long)p->used[TERN_PLAN_DEVICE], (unsigned long long)used,
@@ -225,7 +246,8 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 	check(nd == m->L || used + lb > dev, "%s: device holds as many layers as fit (%lld)", n,
 	      (long long)nd);
 	/* host: the reserve (1 GiB + LoRA parameters and moments) + host layers; as many as fit */
-	uint64_t reserve = GiB + e->lora_params * 4 * 3, hused = reserve + (uint64_t)nh * lb;
+	uint64_t reserve = GiB + e->lora_params * 4 * 3 + (off ? e->off_host : 0),
+		 hused = reserve + (uint64_t)nh * lb;
 	check(p->used[TERN_PLAN_HOST] == hused && (nh == 0 || hused <= host),
 	      "%s: host used %llu (want %llu)", n, (unsigned long long)p->used[TERN_PLAN_HOST],
 	      (unsigned long long)hused);
@@ -294,14 +316,14 @@ int main(void)
 				memset(&p, 0, sizeof p);
 				enum tern_status st = tern_plan_make(&mc[i], cfg, devs[d], hosts[h], &p);
 				check(p.layer_bytes == e[i].layer && p.global_bytes == e[i].global &&
-					      p.fixed_bytes == e[i].fixed &&
+					      p.fixed_bytes == (p.offload ? e[i].fixed_off : e[i].fixed) &&
 					      (uint64_t)p.lora_params == e[i].lora_params,
 				      "%s: layer %llu (want %llu), global %llu (%llu), fixed %llu (%llu), lora %lld (%llu)",
 				      m->dir, (unsigned long long)p.layer_bytes,
 				      (unsigned long long)e[i].layer, (unsigned long long)p.global_bytes,
 				      (unsigned long long)e[i].global, (unsigned long long)p.fixed_bytes,
-				      (unsigned long long)e[i].fixed, (long long)p.lora_params,
-				      (unsigned long long)e[i].lora_params);
+				      (unsigned long long)(p.offload ? e[i].fixed_off : e[i].fixed),
+				      (long long)p.lora_params, (unsigned long long)e[i].lora_params);
 				check(!strcmp(p.format, "nf4-dq"), "%s: format %s", m->dir, p.format);
 				check_plan(m, &e[i], &p, st, devs[d], hosts[h], TERN_PLAN_DEFAULT_DEPTH);
 			}
@@ -381,7 +403,9 @@ int main(void)
 			      p.pack_bytes < 24 * GiB,
 		      "Mixtral: the planner knows the expert sizes (pack about 23 GiB)");
 		/* Llama-3-70B on 24 GB + 64 GB: device + host, nothing from disk; with 16 GB of host
-		 * memory the disk tier takes the rest; 8 GB of device memory is refused */
+		 * memory the disk tier takes the rest; on 8 GB of device memory the layer inputs go to
+		 * the host (gradient_checkpointing: true, where on the device they would not fit), on
+		 * 6 GB even that is refused */
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 64 * GiB, &p);
 		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 0 && p.n_layers[TERN_PLAN_HOST] > 0 &&
@@ -393,8 +417,13 @@ int main(void)
 		      "Llama-3-70B on 24 GB + 16 GB: disk tier used");
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, 8 * GiB, 64 * GiB, &p);
-		check(st == TERN_E_DEVICE_MEM && p.min_device > 8 * GiB && p.min_device < 24 * GiB,
-		      "Llama-3-70B on 8 GB: refused, smallest budget between 8 and 24 GiB");
+		check(st == TERN_OK && p.offload && p.n_layers[TERN_PLAN_DEVICE] == 0,
+		      "Llama-3-70B on 8 GB: works with the layer inputs offloaded");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, 6 * GiB, 64 * GiB, &p);
+		check(st == TERN_E_DEVICE_MEM && p.min_device > 6 * GiB && p.min_device < 8 * GiB &&
+			      p.min_device == e[M_LLAMA70].fixed_off + 3 * e[M_LLAMA70].layer,
+		      "Llama-3-70B on 6 GB: refused, naming the smallest budget with the inputs offloaded");
 
 		/* a deeper prefetch: depth + 1 slots, and a smallest budget that grows by one layer each */
 		memset(&p, 0, sizeof p);
@@ -402,12 +431,22 @@ int main(void)
 		st = tern_plan_make(&mc[M_LLAMA8], cfg, 6 * GiB, 16 * GiB, &p);
 		check(st == TERN_OK && p.n_slots == 5, "prefetch depth 4: 5 slots");
 		check_plan(&models[M_LLAMA8], &e[M_LLAMA8], &p, st, 6 * GiB, 16 * GiB, 4);
-		/* a budget exactly at the smallest works, one byte less is refused */
+		/* a budget exactly at the smallest works, one byte less offloads the inputs; the same
+		 * at the smallest with them offloaded, and one byte less is refused */
 		uint64_t least = e[M_LLAMA70].fixed + 3 * e[M_LLAMA70].layer;
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, least, 64 * GiB, &p);
-		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 0 && p.used[TERN_PLAN_DEVICE] == least,
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 0 &&
+			      p.used[TERN_PLAN_DEVICE] == least && !p.offload,
 		      "Llama-3-70B at exactly the smallest budget: 0 layers resident, 3 slots");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least - 1, 64 * GiB, &p);
+		check(st == TERN_OK && p.offload, "one byte less: the layer inputs offloaded");
+		least = e[M_LLAMA70].fixed_off + 3 * e[M_LLAMA70].layer;
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least, 64 * GiB, &p);
+		check(st == TERN_OK && p.offload && p.used[TERN_PLAN_DEVICE] == least,
+		      "Llama-3-70B at exactly the smallest budget with offloaded inputs");
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, least - 1, 64 * GiB, &p);
 		check(st == TERN_E_DEVICE_MEM, "one byte less is refused");

@@ -213,6 +213,16 @@ static void take(struct plan *p, struct tern_view *v, size_t bytes)
 	p->v[p->n++] = v;
 }
 
+/* v = bytes at off into base, a view taken before (a union: buffers of phases that never overlap
+ * share memory; the caller says why they do not). */
+static void alias(struct plan *p, struct tern_view *v, const struct tern_view *base, size_t off, size_t bytes)
+{
+	size_t keep = p->size;
+	take(p, v, bytes);
+	p->size = keep;
+	v->off = base->off + off;
+}
+
 static void bind(struct plan *p, struct tern_buffer *b)
 {
 	for (int i = 0; i < p->n; i++)
@@ -476,16 +486,37 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	take(&ap, &n->dres, (size_t)(T * D) * 4);
 	take(&ap, &n->dxn, (size_t)(T * D) * 4);
 	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
-	take(&ap, &n->xf, (size_t)(T * D) * 4);
+	/* the head's input and its gradient live only while the loss runs, when no layer works: they
+	 * share dxn's and tmpD's memory (a layer's backward scratch and output; the forward's last
+	 * write to tmpD was cast into the loss's input before) */
+	alias(&ap, &n->xf, &n->dxn, 0, (size_t)(T * D) * 4);
 	take(&ap, &n->rstdf, (size_t)T * 4);
-	take(&ap, &n->dxf, (size_t)(T * D) * 4);
-	take(&ap, &n->dao, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dq, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dk, (size_t)(T * Hkv * Dh) * 4);
-	take(&ap, &n->dv, (size_t)(T * Hkv * Dh) * 4);
-	if (c->qk_norm) {
-		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
-		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
+	alias(&ap, &n->dxf, &n->tmpD, 0, (size_t)(T * D) * 4);
+	/* the attention backward's buffers: with checkpointing, inside the one set's g, u, a of a dense
+	 * layer, which are dead once the MLP backward (the first half of layer_bwd) has read them and
+	 * written again only by the next layer's recomputation (union_attn) */
+	struct tern_view *ab[6] = {&n->dao, &n->dq, &n->dk, &n->dv, &n->dqr, &n->dkr};
+	size_t abytes[6] = {(size_t)(T * H * Dh) * 4,
+			    (size_t)(T * H * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    c->qk_norm ? (size_t)(T * H * Dh) * 4 : 0,
+			    c->qk_norm ? (size_t)(T * Hkv * Dh) * 4 : 0};
+	size_t need = 0;
+	for (int i = 0; i < 6; i++)
+		need += abytes[i] ? align_up(abytes[i]) : 0;
+	const struct layer_act *a0 = &n->la[0];
+	bool in_set = n->o.checkpointing && !n->any_moe && Fd > 0 &&
+		      need <= a0->a.off + (size_t)(T * Fd) * 4 - a0->g.off;
+	size_t at = 0;
+	for (int i = 0; i < 6; i++) {
+		if (!abytes[i] && i >= 4)
+			continue;
+		if (in_set)
+			alias(&ap, ab[i], &a0->g, at, abytes[i]);
+		else
+			take(&ap, ab[i], abytes[i]);
+		at += align_up(abytes[i]);
 	}
 	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
 	bool grp = n->any_moe && n->o.prec == TERN_F32;
