@@ -118,7 +118,7 @@ fi
 run "$tmp/llama70.yaml" --device-memory 8GB --host-memory 64GB
 [ $rc = 0 ] && grep -q "^verdict: works with streaming.*(layer inputs offloaded to the host: on the device they would not fit)" "$tmp/out" &&
 	grep -q "offloaded layer inputs (79, pinned; 2 device slots) *4.94 GiB" "$tmp/out" &&
-	grep -q "activations (2048 tokens, checkpointed, offloaded)" "$tmp/out" && ok ||
+	grep -q "activations (2048 tokens, checkpoints offloaded)" "$tmp/out" && ok ||
 	bad "llama-3-70b on 8 GB offloads its layer inputs: $rc $(cat "$tmp/out" "$tmp/err")"
 # refused plans and bad input: exit 1, exactly one line on stderr
 run "$tmp/llama70.yaml" --device-memory 6GB --host-memory 64GB

@@ -640,6 +640,21 @@ struct tern_backend_sizes {
 	int64_t ce_chunk;    /* ce_loss: tokens per chunk (TERN_CE_CHUNK=<tokens> forces fewer) */
 	uint64_t ce_scratch; /* ce_loss: bytes of its scratch for one call (logits of a chunk, ...) */
 	uint64_t reserve;    /* device bytes the backend keeps for its own buffers and rounding */
+	/* ce_scratch is one scratch the products and attention use too (CUDA: the largest of the
+	 * three needs, not their sum) */
+	bool shared;
+};
+
+/* The shapes of a training run that a backend's own scratch may depend on besides T, V and D:
+ * the widest activation operand of a layer product K (max of D, F, H·Dh and the experts' width),
+ * the largest projection O·I (W), the attention's heads H, Hkv and head size Dh, the product
+ * precision prec (F32, F16, BF16), the projections' dtype proj and the lm_head's head (F32 where
+ * it is trained in full). */
+struct tern_size_shapes {
+	int64_t T, V, D;
+	int64_t K, W;
+	int64_t H, Hkv, Dh;
+	enum tern_dtype prec, proj, head;
 };
 
 /* The sizes of backend `name` ("cpu", "vulkan", "cuda", or "auto": the first GPU backend compiled in,
@@ -647,6 +662,13 @@ struct tern_backend_sizes {
  * V, D >= 1. A backend not compiled in fails with TERN_E_UNAVAILABLE. */
 enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int64_t D,
 				    struct tern_backend_sizes *out);
+/* The same for a run's shapes: a backend whose scratch depends on more than T, V and D sizes it
+ * from them (CUDA: the products' decoded weights and half-precision operands, attention's and
+ * ce_loss's needs, the largest of them: what its shared scratch grows to), the others answer as
+ * tern_backend_sizes. Shapes >= 1 (T >= 0; K, W, H, Hkv, Dh: 0 means unknown, the largest
+ * figure then). */
+enum tern_status tern_backend_sizes_for(const char *name, const struct tern_size_shapes *s,
+					struct tern_backend_sizes *out);
 
 /* Each backend's entry points for the registry table in backend.c. create fails with
  * TERN_E_UNAVAILABLE (and a reason) when the driver or device is missing; devices fills up to
@@ -664,6 +686,7 @@ enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_
 enum tern_status tern_cuda_create(int device, struct tern_backend **out);
 enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+enum tern_status tern_cuda_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out);
 
 /* ---- helpers shared by every backend and by callers ---- */
 

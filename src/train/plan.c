@@ -280,16 +280,34 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
 	 * backend this build lacks fails the plan with nothing to print) */
+	enum tern_base_format fmt = tern_plan_format(mc, cfg);
+	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
 	struct tern_backend_sizes bs;
-	/* the config's backend's own sizes; auto counts what it picks on a machine with a GPU */
-	enum tern_status st = tern_backend_sizes(tern_backend_kind_name(cfg->backend), T, mc->V, mc->D, &bs);
+	/* the config's backend's own sizes; auto counts what it picks on a machine with a GPU. Its
+	 * scratch may depend on the products' shapes: the widest operand and the largest projection
+	 * (the experts' too), the attention's heads, the precision and dtypes */
+	int64_t qd = mc->H * mc->Dh, Fx = mc->E > 0 && mc->Fe > mc->F ? mc->Fe : mc->F;
+	int64_t K = mc->D > Fx ? mc->D : Fx;
+	K = qd > K ? qd : K;
+	struct tern_size_shapes shp = {
+		.T = T,
+		.V = mc->V,
+		.D = mc->D,
+		.K = K,
+		.W = (qd > Fx ? qd : Fx) * mc->D,
+		.H = mc->H,
+		.Hkv = mc->Hkv,
+		.Dh = mc->Dh,
+		.prec = (enum tern_dtype)out->prec,
+		.proj = pdt,
+		.head = (tern_plan_full(cfg) >> TERN_FULL_HEAD) & 1u ? TERN_F32 : odt,
+	};
+	enum tern_status st = tern_backend_sizes_for(tern_backend_kind_name(cfg->backend), &shp, &bs);
 	if (st) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", tern_error());
 		return tern_fail(st, "%s: %s", file, msg);
 	}
-	enum tern_base_format fmt = tern_plan_format(mc, cfg);
-	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
 	snprintf(out->model_type, sizeof out->model_type, "%s", mc->model_type);
 	snprintf(out->format, sizeof out->format, "%s", tern_base_format_name(fmt));
 	out->L = L;
@@ -453,15 +471,20 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s%s)", (long long)T,
-	     cfg->gradient_checkpointing ? ", checkpointed" : "",
-	     out->prec == TERN_F16    ? ", f16 inputs"
-	     : out->prec == TERN_BF16 ? ", bf16 inputs"
-				      : "",
-	     out->offload ? ", offloaded" : "");
+	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s)", (long long)T,
+	     out->offload                  ? ", checkpoints offloaded"
+	     : cfg->gradient_checkpointing ? ", checkpointed"
+					   : "",
+	     out->prec == TERN_F16    ? (out->offload ? ", f16" : ", f16 inputs")
+	     : out->prec == TERN_BF16 ? (out->offload ? ", bf16" : ", bf16 inputs")
+				      : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
-	item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
-	     (long long)bs.ce_chunk, (long long)mc->V);
+	if (bs.shared) /* one scratch the products and attention take too (CUDA) */
+		item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "shared scratch (ce_loss: %lld x %lld logits)",
+		     (long long)bs.ce_chunk, (long long)mc->V);
+	else
+		item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
+		     (long long)bs.ce_chunk, (long long)mc->V);
 	item(fx, nf, TERN_PLAN_ITEMS, bs.reserve, "backend reserve (own buffers, rounding)");
 	for (int i = 0; i < *nf; i++)
 		out->fixed_bytes += fx[i].bytes;
