@@ -617,7 +617,7 @@ static void test_engine_keys(void)
 	if (!c)
 		return;
 	/* (+ one note: no `adapter` key, which axolotl reads as a full fine-tune) */
-	check(c->n_notes == 9 && one_line_notes(c), "one note per key that asks for something");
+	check(c->n_notes == 8 && one_line_notes(c), "one note per key that asks for something");
 	check(notes_about(c, "adapter") == 1 &&
 		      strstr(c->notes[c->n_notes - 1],
 			     "configs/x.yaml: adapter: not set, which axolotl runs as a full fine-tune") ==
@@ -631,20 +631,31 @@ static void test_engine_keys(void)
 	      "notes for the engine-only keys (none for null and false)");
 	check(c->output_router_logits == 1 && c->router_aux_loss_coef == -1,
 	      "model_config: output_router_logits applied (no note)");
-	bool int8 = false, gc = false, sep = false;
+	bool int8 = false, sep = false;
 	for (int i = 0; i < c->n_notes; i++) {
 		int8 |= !strcmp(c->notes[i],
 				"configs/x.yaml:15: load_in_8bit: tern has no LLM.int8 base; the base "
 				"stays in the checkpoint's dtype (base_format: auto), or nf4-dq with "
 				"load_in_4bit: true");
-		gc |= !strncmp(c->notes[i],
-			       "configs/x.yaml:16: gradient_checkpointing: 'offload' runs as true", 65);
 		sep |= !strncmp(c->notes[i], "configs/x.yaml:17: special_tokens.sep_token: tern keeps", 55);
 	}
-	check(int8 && gc && sep, "load_in_8bit, gradient_checkpointing: offload and sep_token notes");
-	check(c->gradient_checkpointing && c->base_format == TERN_FORMAT_AUTO && c->pad_token &&
-		      !strcmp(c->pad_token, "<pad>"),
-	      "offload -> true; load_in_8bit leaves base_format auto");
+	check(int8 && sep && notes_about(c, "gradient_checkpointing") == 0,
+	      "load_in_8bit and sep_token notes; none for gradient_checkpointing: offload (tern runs it)");
+	check(c->gradient_checkpointing && c->checkpoint_offload && c->base_format == TERN_FORMAT_AUTO &&
+		      c->pad_token && !strcmp(c->pad_token, "<pad>"),
+	      "offload -> checkpointing with the inputs offloaded; load_in_8bit leaves base_format auto");
+	{ /* true and false after offload (a --set) turn the offload off again; a typo names offload */
+		struct tern_config *g = parse(HEAD "gradient_checkpointing: offload\n");
+		bool ok = g && g->checkpoint_offload &&
+			  tern_config_set(g, "gradient_checkpointing=true") == TERN_OK &&
+			  g->gradient_checkpointing && !g->checkpoint_offload;
+		tern_config_free(g);
+		struct tern_config *b = parse(HEAD "gradient_checkpointing: offlaod\n");
+		check(ok && !b && strstr(tern_error(), "true, false, offload"),
+		      "gradient_checkpointing: true after offload keeps the inputs on the device; 'offlaod' "
+		      "is refused naming offload");
+		tern_config_free(b);
+	}
 	{ /* axolotl's model_config overrides: the load-balancing loss keys applied, others noted */
 		struct tern_config *m =
 			parse(HEAD "overrides_of_model_config:\n  router_aux_loss_coef: 0.05\n"

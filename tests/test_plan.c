@@ -70,7 +70,58 @@ static const int64_t R = 16, T = 2048, ACCUM = 4;
 
 struct expect {
 	uint64_t layer, global, fixed, lora_params;
+	/* the fixed costs with the layer inputs offloaded (two [T, D] slots instead of L + 1), and
+	 * the host bytes of the L - 1 inputs that leave the device */
+	uint64_t fixed_off, off_host;
 };
+
+/* The config's backend's own bytes (ce_loss's scratch and the reserve) for model m at product
+ * precision prec: the backend is auto, so CUDA's where it is built (it comes first), else Vulkan's,
+ * else the CPU's. */
+static uint64_t backend_bytes(const struct model *m, enum tern_dtype prec)
+{
+	uint64_t D = (uint64_t)m->D, V = (uint64_t)m->V, Tu = (uint64_t)T;
+	(void)D;
+#if defined(TERN_HAVE_CUDA)
+	/* one scratch the products, attention and ce_loss share, grown to the largest need: ce_loss
+	 * min(T, 64 MiB / (4 V)) rows of fp32 logits, the lm_head rows it decodes (32 MiB of them in
+	 * fp32; none at bf16, the bf16 head used in place) and at bf16 the chunk's rows in bf16; a
+	 * product the largest projection decoded (at most 32 MiB) and at bf16 the widest operand's T
+	 * rows in bf16 (at most 64 MiB); attention needs less at these shapes. The whole MiB above;
+	 * a reserve of 64 MiB (the 32 MiB cuBLAS workspace, loss terms, rounding) */
+	uint64_t Dh = m->Dh ? (uint64_t)m->Dh : D / (uint64_t)m->H, q = (uint64_t)m->H * Dh;
+	uint64_t Fx = m->Fe > m->F ? (uint64_t)m->Fe : (uint64_t)m->F, K = D > Fx ? D : Fx;
+	K = q > K ? q : K;
+	uint64_t W = (q > Fx ? q : Fx) * D, es = prec == TERN_F32 ? 4 : 2;
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > 128 ? tc / 128 * 128 : tc; /* whole tiles of 128 tokens */
+	tc = tc > Tu ? Tu : tc;
+	uint64_t rows = 32 * MiB / (D * 4) < V ? 32 * MiB / (D * 4) : V;
+	uint64_t ce = tc * V * 4 + (prec == TERN_BF16 ? tc * D * 2 : rows * D * 4);
+	uint64_t mm = (W * es < 32 * MiB ? W * es : 32 * MiB) + (prec == TERN_F32        ? 0
+								 : Tu * K * 2 < 64 * MiB ? Tu * K * 2
+											 : 64 * MiB);
+	return ((ce > mm ? ce : mm) + MiB - 1) / MiB * MiB + 64 * MiB;
+#elif defined(TERN_HAVE_VULKAN)
+	/* Vulkan's figures. ce_loss: min(T, 64 MiB / (4 V) rounded down to a multiple of 128 above
+	 * 128, 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve */
+	(void)prec;
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > 128 ? tc / 128 * 128 : tc;
+	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
+	return tc * V * 4 + 256 + tc * 4 + 64 * MiB;
+#else
+	/* the CPU's. ce_loss: min(T, 64 MiB / (4 V)) rows of V fp32 logits, a W row per task (min(V,
+	 * 128) tasks), a double term and a token index per row, a piece of a W row and 64 rows of
+	 * double accumulators per dx task (ceil(D / 32) tasks, at most 128); a 64 MiB reserve */
+	(void)prec;
+	uint64_t tc = 64 * MiB / (4 * V);
+	tc = tc > Tu ? Tu : tc;
+	uint64_t vtask = V < 128 ? V : 128, dtask = (D + 31) / 32 > 128 ? 128 : (D + 31) / 32;
+	uint64_t width = (D + dtask - 1) / dtask;
+	return tc * V * 4 + vtask * D * 4 + tc * 8 + tc * 8 + dtask * width * (4 + 64 * 8) + 64 * MiB;
+#endif
+}
 
 /* Sizes from first principles for the setup above. */
 static struct expect by_hand(const struct model *m)
@@ -109,8 +160,12 @@ static struct expect by_hand(const struct model *m)
 	uint64_t nlu = m->E ? 4 : 7; /* lu [T, R] per targeted module */
 	act += TD + T1 + Tq + 2 * Tkv + al((uint64_t)m->H * Tu * 4) + Tq + 2 * TD + T1 +
 	       3 * (Fd ? TFd : 256) + nlu * TR;
+	/* a dense model's attention backward buffers (dao, dq, dk, dv; Qwen3 dqr, dkr) live inside the
+	 * set's g, u, a (net.c: dead once the MLP backward has run); Mixtral's have their own */
+	uint64_t own = m->E ? 1 : 0;
 	if (m->qk_norm) /* qr, kr, rstdq, rstdk; scratch dqr, dkr */
-		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) + Tq + Tkv;
+		act += Tq + Tkv + al(Tu * (uint64_t)m->H * 4) + al(Tu * (uint64_t)m->Hkv * 4) +
+		       own * (Tq + Tkv);
 	uint64_t da = 256; /* d(act): over a in a dense layer (an empty view); the grouped experts'
 			    * backward writes cap rows of Fe */
 	if (m->E) {
@@ -126,40 +181,14 @@ static struct expect by_hand(const struct model *m)
 	}
 	/* (no LoRA dropout: drop(x) and its masked dx term take no room; du shares da's memory) */
 	(void)maxI;
-	/* dL/dg: over g in a dense layer (an empty view), its own [T, F] for the experts */
-	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + TD + T1 + TD + 2 * Tq + 2 * Tkv + da + (m->E ? TF : 256) +
+	/* dL/dg: over g in a dense layer (an empty view), its own [T, F] for the experts; the head's
+	 * xf and dxf share dxn's and tmpD's memory (only rstdf [T] of its own) */
+	act += 4 * T1 + 2 * al(4) + TR + 3 * TD + T1 + own * (2 * Tq + 2 * Tkv) + da + (m->E ? TF : 256) +
 	       2 * al(4);
-	uint64_t reserve = 64 * MiB;
-#if defined(TERN_HAVE_CUDA)
-	/* the config's backend is auto: with CUDA built, CUDA's figures (it comes first). ce_loss:
-	 * min(T, 64 MiB / (4 V)) rows of V fp32 logits, 32 MiB of decoded lm_head rows, the chunk's
-	 * rows in bf16, a double term per token; a reserve of 64 MiB + the products' 32 MiB of decoded weight and 64 MiB of half
-	 * activations; the chunk in whole tiles of 128 tokens above 128 */
-	uint64_t tc = 64 * MiB / (4 * V);
-	tc = tc > 128 ? tc / 128 * 128 : tc;
-	tc = tc > Tu ? Tu : tc;
-	uint64_t ce = tc * V * 4 + 32 * MiB + tc * D * 2 + Tu * 8; /* + the chunk's bf16 rows */
-	reserve = 160 * MiB;
-#elif defined(TERN_HAVE_VULKAN)
-	/* the config's backend is auto: with Vulkan built, Vulkan's figures. ce_loss: min(T, 64 MiB /
-	 * (4 V) rounded down to a multiple of 128 above 128, 4096) rows of V fp32 logits + alignment +
-	 * terms; a 64 MiB reserve */
-	uint64_t tc = 64 * MiB / (4 * V);
-	tc = tc > 128 ? tc / 128 * 128 : tc;
-	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
-	uint64_t ce = tc * V * 4 + 256 + tc * 4;
-#else
-	/* auto without Vulkan: the CPU's. ce_loss: min(T, 64 MiB / (4 V)) rows of V fp32 logits, a W
-	 * row per task (min(V, 128) tasks), a double term and a token index per row, a piece of a W row
-	 * and 64 rows of double accumulators per dx task (ceil(D / 32) tasks, at most 128) */
-	uint64_t tc = 64 * MiB / (4 * V);
-	tc = tc > Tu ? Tu : tc;
-	uint64_t vtask = V < 128 ? V : 128, dtask = (D + 31) / 32 > 128 ? 128 : (D + 31) / 32;
-	uint64_t width = (D + dtask - 1) / dtask;
-	uint64_t ce = tc * V * 4 + vtask * D * 4 + tc * 8 + tc * 8 + dtask * width * (4 + 64 * 8);
-#endif
 	/* on the device: the lm_head (the embeddings of an untied model stay in host memory) */
-	e.fixed = al(V * D * 2) + small + lora_block + act + ce + reserve;
+	e.fixed = al(V * D * 2) + small + lora_block + act + backend_bytes(m, TERN_F32);
+	e.fixed_off = e.fixed - (L + 1) * TD + 2 * TD;
+	e.off_host = (L - 1) * Tu * D * 4;
 	return e;
 }
 
@@ -195,9 +224,20 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 {
 	const char *n = m->dir;
 	uint64_t L = (uint64_t)m->L, lb = e->layer, slots = (uint64_t)depth + 1;
-	uint64_t all = e->fixed + L * lb, least = e->fixed + slots * lb;
+	uint64_t fixed = e->fixed, all = fixed + L * lb, least = fixed + slots * lb;
 	if (least > all)
 		least = all;
+	/* gradient_checkpointing: true offloads the layer inputs where on the device nothing fits */
+	bool off = dev < least;
+	if (off) {
+		fixed = e->fixed_off;
+		all = fixed + L * lb;
+		least = fixed + slots * lb < all ? fixed + slots * lb : all;
+	}
+	check(p->offload == off && p->offload_host == (off ? e->off_host : 0) &&
+		      (!off || !p->ok || strstr(p->verdict, "(layer inputs offloaded to the host")),
+	      "%s dev %llu: layer inputs %s", n, (unsigned long long)dev,
+	      off ? "offloaded" : "on the device");
 	check(p->min_device == least && p->all_device == all,
 	      "%s: min_device %llu (want %llu), all %llu (want %llu)", n, (unsigned long long)p->min_device,
 	      (unsigned long long)least, (unsigned long long)p->all_device, (unsigned long long)all);
@@ -216,7 +256,7 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 		nk = p->n_layers[TERN_PLAN_DISK];
 	check(nd + nh + nk == m->L && nd >= 0 && nh >= 0 && nk >= 0, "%s: tiers add up to L", n);
 	/* device total: fixed + slots + resident layers, within the budget */
-	uint64_t used = e->fixed + (nd < m->L ? slots * lb : 0) + (uint64_t)nd * lb;
+	uint64_t used = fixed + (nd < m->L ? slots * lb : 0) + (uint64_t)nd * lb;
 	check(p->used[TERN_PLAN_DEVICE] == used && used <= dev,
 	      "%s: device used %llu (want %llu) <= budget %llu", n,
 	      (unsigned long long)p->used[TERN_PLAN_DEVICE], (unsigned long long)used,
@@ -226,7 +266,8 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 	check(nd == m->L || used + lb > dev, "%s: device holds as many layers as fit (%lld)", n,
 	      (long long)nd);
 	/* host: the reserve (1 GiB + LoRA parameters and moments) + host layers; as many as fit */
-	uint64_t reserve = GiB + e->lora_params * 4 * 3, hused = reserve + (uint64_t)nh * lb;
+	uint64_t reserve = GiB + e->lora_params * 4 * 3 + (off ? e->off_host : 0),
+		 hused = reserve + (uint64_t)nh * lb;
 	check(p->used[TERN_PLAN_HOST] == hused && (nh == 0 || hused <= host),
 	      "%s: host used %llu (want %llu)", n, (unsigned long long)p->used[TERN_PLAN_HOST],
 	      (unsigned long long)hused);
@@ -267,6 +308,70 @@ static void check_plan(const struct model *m, const struct expect *e, const stru
 	}
 }
 
+/* Issue 11's shapes: Llama-3.2-1B (tied embeddings; accumulation 4) and Llama-3-8B (1), sequence
+ * 2048, micro-batch 1, nf4-dq, LoRA r16 on all 7 linears, bf16 products, checkpointing, on an 80 GB
+ * device: the plan's device total by hand, with the layer inputs on the device and offloaded
+ * (two bf16 [T, D] slots instead of L + 1; L - 1 inputs in host memory). With CUDA built these
+ * are CUDA's figures, against Unsloth's measured peaks (1.51 / 6.51 GiB). */
+static void issue11(void)
+{
+	static const struct model m1b = {"llama-3.2-1b", 2048, 8192, 16, 32, 8, 128256, 0, 0, 64, 0, false};
+	const struct model *ms[2] = {&m1b, &models[M_LLAMA8]};
+	static struct tern_plan p;
+	for (int i = 0; i < 2; i++) {
+		const struct model *m = ms[i];
+		struct tern_model_config mc;
+		struct tern_config *cfg = setup("qlora", "compute_dtype: bf16\n");
+		if (!cfg || !load(m, &mc) ||
+		    (i == 1 && tern_config_set(cfg, "gradient_accumulation_steps=1") != TERN_OK)) {
+			check(false, "%s: setup", m->dir);
+			tern_config_free(cfg);
+			continue;
+		}
+		bool tied = i == 0;
+		check(mc.tie_embeddings == tied && mc.D == m->D && mc.L == m->L && mc.V == m->V,
+		      "%s: config.json has the published shapes", m->dir);
+		struct expect e = by_hand(m);
+		uint64_t D = (uint64_t)m->D, L = (uint64_t)m->L, Tu = (uint64_t)T;
+		uint64_t TD = al(Tu * D * 4), TD2 = al(Tu * D * 2);
+		/* at bf16: L + 1 inputs of 2 bytes a value and the fp32 copy of the one at work; the
+		 * backend's bf16 figures; tied: the final norm [D] bf16 beside the embeddings */
+		uint64_t dev = e.fixed - (L + 1) * TD + (L + 1) * TD2 + TD - backend_bytes(m, TERN_F32) +
+			       backend_bytes(m, TERN_BF16) + (tied ? al(D * 2) : 0);
+		uint64_t off = dev - (L + 1) * TD2 + 2 * TD2;
+		uint64_t got[2] = {0, 0};
+		for (int o = 0; o < 2; o++) {
+			if (o && tern_config_set(cfg, "gradient_checkpointing=offload") != TERN_OK)
+				check(false, "%s: set offload: %s", m->dir, tern_error());
+			memset(&p, 0, sizeof p);
+			p.prec = TERN_BF16;
+			enum tern_status st = tern_plan_make(&mc, cfg, 80 * GiB, 64 * GiB, &p);
+			uint64_t want = o ? off : dev;
+			got[o] = p.used[TERN_PLAN_DEVICE];
+			check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == m->L &&
+				      p.offload == (o == 1) && p.fixed_bytes == want &&
+				      got[o] == want + L * e.layer &&
+				      p.offload_host == (o ? (L - 1) * Tu * D * 2 : 0),
+			      "%s, bf16, inputs %s: fixed %llu (by hand %llu), device in all %.3f GiB, host %llu",
+			      m->dir, o ? "offloaded" : "on the device", (unsigned long long)p.fixed_bytes,
+			      (unsigned long long)want, (double)got[o] / (double)GiB,
+			      (unsigned long long)p.offload_host);
+		}
+		tern_config_free(cfg);
+#if defined(TERN_HAVE_CUDA)
+		/* the targets: Llama-3-8B under 6.2 GiB with the inputs offloaded (Unsloth 6.51);
+		 * Llama-3.2-1B's 1.45 GiB (Unsloth 1.51) is not reached: the line says by how much */
+		if (i == 1)
+			check(got[1] <= (uint64_t)(6.2 * (double)GiB),
+			      "Llama-3-8B offloaded: %.3f GiB <= 6.2 GiB", (double)got[1] / (double)GiB);
+		else
+			printf("note  Llama-3.2-1B offloaded: %.3f GiB, %.1f MiB above the 1.45 GiB target\n",
+			       (double)got[1] / (double)GiB,
+			       ((double)got[1] - 1.45 * (double)GiB) / (double)MiB);
+#endif
+	}
+}
+
 int main(void)
 {
 	struct tern_config *cfg = setup("qlora", NULL);
@@ -295,14 +400,14 @@ int main(void)
 				memset(&p, 0, sizeof p);
 				enum tern_status st = tern_plan_make(&mc[i], cfg, devs[d], hosts[h], &p);
 				check(p.layer_bytes == e[i].layer && p.global_bytes == e[i].global &&
-					      p.fixed_bytes == e[i].fixed &&
+					      p.fixed_bytes == (p.offload ? e[i].fixed_off : e[i].fixed) &&
 					      (uint64_t)p.lora_params == e[i].lora_params,
 				      "%s: layer %llu (want %llu), global %llu (%llu), fixed %llu (%llu), lora %lld (%llu)",
 				      m->dir, (unsigned long long)p.layer_bytes,
 				      (unsigned long long)e[i].layer, (unsigned long long)p.global_bytes,
 				      (unsigned long long)e[i].global, (unsigned long long)p.fixed_bytes,
-				      (unsigned long long)e[i].fixed, (long long)p.lora_params,
-				      (unsigned long long)e[i].lora_params);
+				      (unsigned long long)(p.offload ? e[i].fixed_off : e[i].fixed),
+				      (long long)p.lora_params, (unsigned long long)e[i].lora_params);
 				check(!strcmp(p.format, "nf4-dq"), "%s: format %s", m->dir, p.format);
 				check_plan(m, &e[i], &p, st, devs[d], hosts[h], TERN_PLAN_DEFAULT_DEPTH);
 			}
@@ -359,11 +464,13 @@ int main(void)
 		p.prec = TERN_BF16;
 		st = tern_plan_make(&mc[M_LLAMA8], cfg, 8 * GiB, 16 * GiB, &p);
 		uint64_t TD = (uint64_t)p.T * (uint64_t)mc[M_LLAMA8].D;
-		check(st == TERN_OK &&
-			      f32_fixed - p.fixed_bytes == (uint64_t)(mc[M_LLAMA8].L + 1) * TD * 2 - TD * 4,
+		/* (and the backend's scratch as it sizes it at bf16: CUDA's depends on the precision) */
+		uint64_t want = (uint64_t)(mc[M_LLAMA8].L + 1) * TD * 2 - TD * 4 +
+				backend_bytes(&models[M_LLAMA8], TERN_F32) -
+				backend_bytes(&models[M_LLAMA8], TERN_BF16);
+		check(st == TERN_OK && f32_fixed - p.fixed_bytes == want,
 		      "Llama-3-8B at bf16: fixed costs %llu less than at fp32 (want %llu)",
-		      (unsigned long long)(f32_fixed - p.fixed_bytes),
-		      (unsigned long long)((uint64_t)(mc[M_LLAMA8].L + 1) * TD * 2 - TD * 4));
+		      (unsigned long long)(f32_fixed - p.fixed_bytes), (unsigned long long)want);
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA8], cfg, 6 * GiB, 16 * GiB, &p);
 		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 16 && p.n_layers[TERN_PLAN_HOST] > 0 &&
@@ -382,7 +489,9 @@ int main(void)
 			      p.pack_bytes < 24 * GiB,
 		      "Mixtral: the planner knows the expert sizes (pack about 23 GiB)");
 		/* Llama-3-70B on 24 GB + 64 GB: device + host, nothing from disk; with 16 GB of host
-		 * memory the disk tier takes the rest; 8 GB of device memory is refused */
+		 * memory the disk tier takes the rest; on 8 GB of device memory the layer inputs go to
+		 * the host (gradient_checkpointing: true, where on the device they would not fit), on
+		 * 6 GB even that is refused */
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, 24 * GiB, 64 * GiB, &p);
 		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] > 0 && p.n_layers[TERN_PLAN_HOST] > 0 &&
@@ -394,8 +503,13 @@ int main(void)
 		      "Llama-3-70B on 24 GB + 16 GB: disk tier used");
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, 8 * GiB, 64 * GiB, &p);
-		check(st == TERN_E_DEVICE_MEM && p.min_device > 8 * GiB && p.min_device < 24 * GiB,
-		      "Llama-3-70B on 8 GB: refused, smallest budget between 8 and 24 GiB");
+		check(st == TERN_OK && p.offload && p.n_layers[TERN_PLAN_DEVICE] == 0,
+		      "Llama-3-70B on 8 GB: works with the layer inputs offloaded");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, 6 * GiB, 64 * GiB, &p);
+		check(st == TERN_E_DEVICE_MEM && p.min_device > 6 * GiB && p.min_device < 8 * GiB &&
+			      p.min_device == e[M_LLAMA70].fixed_off + 3 * e[M_LLAMA70].layer,
+		      "Llama-3-70B on 6 GB: refused, naming the smallest budget with the inputs offloaded");
 
 		/* a deeper prefetch: depth + 1 slots, and a smallest budget that grows by one layer each */
 		memset(&p, 0, sizeof p);
@@ -403,12 +517,22 @@ int main(void)
 		st = tern_plan_make(&mc[M_LLAMA8], cfg, 6 * GiB, 16 * GiB, &p);
 		check(st == TERN_OK && p.n_slots == 5, "prefetch depth 4: 5 slots");
 		check_plan(&models[M_LLAMA8], &e[M_LLAMA8], &p, st, 6 * GiB, 16 * GiB, 4);
-		/* a budget exactly at the smallest works, one byte less is refused */
+		/* a budget exactly at the smallest works, one byte less offloads the inputs; the same
+		 * at the smallest with them offloaded, and one byte less is refused */
 		uint64_t least = e[M_LLAMA70].fixed + 3 * e[M_LLAMA70].layer;
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, least, 64 * GiB, &p);
-		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 0 && p.used[TERN_PLAN_DEVICE] == least,
+		check(st == TERN_OK && p.n_layers[TERN_PLAN_DEVICE] == 0 &&
+			      p.used[TERN_PLAN_DEVICE] == least && !p.offload,
 		      "Llama-3-70B at exactly the smallest budget: 0 layers resident, 3 slots");
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least - 1, 64 * GiB, &p);
+		check(st == TERN_OK && p.offload, "one byte less: the layer inputs offloaded");
+		least = e[M_LLAMA70].fixed_off + 3 * e[M_LLAMA70].layer;
+		memset(&p, 0, sizeof p);
+		st = tern_plan_make(&mc[M_LLAMA70], cfg, least, 64 * GiB, &p);
+		check(st == TERN_OK && p.offload && p.used[TERN_PLAN_DEVICE] == least,
+		      "Llama-3-70B at exactly the smallest budget with offloaded inputs");
 		memset(&p, 0, sizeof p);
 		st = tern_plan_make(&mc[M_LLAMA70], cfg, least - 1, 64 * GiB, &p);
 		check(st == TERN_E_DEVICE_MEM, "one byte less is refused");
@@ -653,11 +777,38 @@ int main(void)
 #endif
 #ifdef TERN_HAVE_CUDA
 		enum tern_status cst = tern_backend_sizes("cuda", 9000, 32000, 4096, &s);
-		check(cst == TERN_OK && s.ce_chunk == 512 &&
-			      s.ce_scratch == 512ull * 32000 * 4 + 32 * MiB + 512ull * 4096 * 2 + 9000 * 8 &&
-			      s.reserve == 160 * MiB,
+		/* without the other shapes: the shared scratch is the larger of ce_loss's (logits, 32 MiB
+		 * of decoded lm_head rows, the chunk in bf16) and a product's limits (32 + 64 MiB), in
+		 * whole MiB; the reserve 64 MiB */
+		uint64_t ce = 512ull * 32000 * 4 + 32 * MiB + 512ull * 4096 * 2;
+		check(cst == TERN_OK && s.ce_chunk == 512 && s.shared &&
+			      s.ce_scratch == (ce > 96 * MiB ? (ce + MiB - 1) / MiB * MiB : 96 * MiB) &&
+			      s.reserve == 64 * MiB,
 		      "cuda sizes: chunk %lld scratch %llu reserve %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch, (unsigned long long)s.reserve);
+		/* with Llama-3-8B's shapes at bf16 (a bf16 lm_head used in place): the down projection's
+		 * 32 MiB of decoded weight and its 2048 x 14336 bf16 operand (56 MiB) are the most; at
+		 * fp32 the loss's logits and decoded rows; at bf16 with a bf16 projection (used in place)
+		 * the operand alone, below the loss's logits */
+		struct tern_size_shapes sh = {2048, 128256, 4096,      14336,       14336 * 4096, 32,
+					      8,    128,    TERN_BF16, TERN_NF4_DQ, TERN_BF16};
+		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK && s.ce_scratch == 88 * MiB &&
+			      s.reserve == 64 * MiB,
+		      "cuda sizes for 8B at bf16: scratch %llu (want 88 MiB)",
+		      (unsigned long long)s.ce_scratch);
+		sh.prec = TERN_F32;
+		uint64_t want = 128ull * 128256 * 4 + 2048ull * 4096 * 4;
+		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK &&
+			      s.ce_scratch == (want + MiB - 1) / MiB * MiB,
+		      "cuda sizes for 8B at fp32: scratch %llu (want %llu)", (unsigned long long)s.ce_scratch,
+		      (unsigned long long)(want + MiB - 1) / MiB * MiB);
+		sh.prec = TERN_BF16;
+		sh.proj = TERN_BF16;
+		want = 128ull * 128256 * 4 + 128ull * 4096 * 2;
+		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK &&
+			      s.ce_scratch == (want + MiB - 1) / MiB * MiB,
+		      "cuda sizes for 8B at bf16, bf16 projections: scratch %llu (want %llu)",
+		      (unsigned long long)s.ce_scratch, (unsigned long long)(want + MiB - 1) / MiB * MiB);
 		tern_backend_sizes("cuda", 300, 5000, 64, &s); /* auto's: cuda comes first */
 #else
 		check(tern_backend_sizes("cuda", 1, 1, 1, &s) == TERN_E_UNAVAILABLE,
@@ -673,6 +824,7 @@ int main(void)
 	}
 
 	tern_config_free(cfg);
+	issue11();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

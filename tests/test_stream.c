@@ -1,8 +1,10 @@
 /* Streaming frozen layers through device slots (issue 5): a 6-layer model trained with 2 layers on
  * the device, 2 in host memory and 2 read from the mmapped pack file must end with LoRA parameters
  * and losses bit-identical to the all-resident run, upload exactly the bytes the slot policy
- * implies per tier, and allocate less device memory. On cpu, vulkan (lavapipe in CI) and cuda (where
- * present). */
+ * implies per tier, and allocate less device memory. Offloaded checkpoints (the layer inputs in
+ * host memory, two device slots; alone and with streamed layers, and at the backend's half
+ * precision where it has one) must give the same bytes too, with 5 fewer [T, D] inputs on the
+ * device. On ref, cpu, vulkan (lavapipe in CI) and cuda (where present). */
 #include "backend/backend.h"
 #include "model/model.h"
 #include "train/adapter.h"
@@ -36,12 +38,12 @@ struct run {
 	double loss[STEPS];
 	struct tern_lora_set *set;
 	struct tern_net_stream_stats stats;
-	uint64_t weights;
+	uint64_t weights, act;
 };
 
 /* STEPS optimizer steps of ACCUM micro-batches on deterministic pseudo-random rows. */
 static enum tern_status train(struct tern_backend *be, struct tern_model *m, const uint8_t *tiers, int slots,
-			      struct run *r)
+			      bool offload, enum tern_dtype prec, struct run *r)
 {
 	unsigned mods = (1u << TERN_MOD_COUNT) - 1;
 	int64_t io[TERN_MOD_COUNT][2];
@@ -52,6 +54,8 @@ static enum tern_status train(struct tern_backend *be, struct tern_model *m, con
 				   .modules = mods,
 				   .T = T,
 				   .checkpointing = true,
+				   .offload = offload,
+				   .prec = prec,
 				   .seed = 5,
 				   .tiers = tiers,
 				   .slots = slots};
@@ -106,6 +110,7 @@ static enum tern_status train(struct tern_backend *be, struct tern_model *m, con
 	tern_net_stream_stats(net, &r->stats, false);
 	uint64_t lb, ab;
 	tern_net_memory(net, &r->weights, &lb, &ab);
+	r->act = ab;
 out:
 	tern_net_free(net);
 	return st;
@@ -128,7 +133,7 @@ static void run_backend(const char *root, const char *bname)
 {
 	struct tern_backend *be = NULL;
 	struct tern_model *m = NULL;
-	struct run all = {0}, str = {0}, one = {0};
+	struct run all = {0}, str = {0}, one = {0}, off = {0}, offs = {0}, dev16 = {0}, off16 = {0};
 	enum tern_status st = tern_backend_create(bname, 0, &be);
 	if (st == TERN_E_UNAVAILABLE) {
 		/* TERN_REQUIRE_VULKAN=1 (TERN_REQUIRE_CUDA=1): a missing Vulkan (CUDA) device fails */
@@ -151,11 +156,38 @@ static void run_backend(const char *root, const char *bname)
 				  TERN_TIER_HOST,   TERN_TIER_DISK,   TERN_TIER_DISK};
 	const uint8_t one_dev[6] = {TERN_TIER_DISK, TERN_TIER_HOST, TERN_TIER_DISK,
 				    TERN_TIER_HOST, TERN_TIER_DISK, TERN_TIER_DEVICE};
-	if ((st = train(be, m, NULL, 0, &all)) || (st = train(be, m, tiers, 2, &str)) ||
-	    (st = train(be, m, one_dev, 3, &one))) {
+	/* a half precision the backend's products run at (the layer inputs then kept in it) */
+	enum tern_dtype half = tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_BF16)  ? TERN_BF16
+			       : tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_F16) ? TERN_F16
+											  : TERN_F32;
+	if ((st = train(be, m, NULL, 0, false, TERN_F32, &all)) ||
+	    (st = train(be, m, tiers, 2, false, TERN_F32, &str)) ||
+	    (st = train(be, m, one_dev, 3, false, TERN_F32, &one)) ||
+	    (st = train(be, m, NULL, 0, true, TERN_F32, &off)) ||
+	    (st = train(be, m, tiers, 2, true, TERN_F32, &offs)) ||
+	    (half != TERN_F32 && ((st = train(be, m, NULL, 0, false, half, &dev16)) ||
+				  (st = train(be, m, NULL, 0, true, half, &off16))))) {
 		check(false, "%s: training: %s", bname, tern_error());
 		goto out;
 	}
+	/* offloaded checkpoints: the same bytes; the inputs of layers 0-6 in 2 slots instead of 7 */
+	size_t xb = (size_t)(T * m->cfg.D) * 4;
+	check(!memcmp(all.loss, off.loss, sizeof all.loss) && same_params(all.set, off.set) &&
+		      all.act - off.act == 5 * xb,
+	      "%s: offloaded checkpoints: losses %.6f %.6f and LoRA bit-identical to the inputs on the "
+	      "device; activations %llu -> %llu bytes",
+	      bname, off.loss[0], off.loss[1], (unsigned long long)all.act, (unsigned long long)off.act);
+	check(!memcmp(all.loss, offs.loss, sizeof all.loss) && same_params(all.set, offs.set),
+	      "%s: offloaded checkpoints with 2 device + 2 host + 2 disk layers: bit-identical", bname);
+	if (half != TERN_F32)
+		check(!memcmp(dev16.loss, off16.loss, sizeof dev16.loss) &&
+			      same_params(dev16.set, off16.set) && dev16.act - off16.act == 5 * xb / 2,
+		      "%s: offloaded %s layer inputs (%s products): losses %.6f %.6f, bit-identical", bname,
+		      tern_dtype_name(half), tern_dtype_name(half), off16.loss[0], off16.loss[1]);
+	else
+		printf("skip  %s: no half-precision products here: the f16/bf16 offload case not run\n",
+		       bname),
+			skipped++;
 	check(!memcmp(all.loss, str.loss, sizeof all.loss) && same_params(all.set, str.set),
 	      "%s: 2 device + 2 host + 2 disk layers, 2 slots: losses %.6f %.6f and LoRA bit-identical to all-resident",
 	      bname, str.loss[0], str.loss[1]);
@@ -183,6 +215,10 @@ out:
 	tern_lora_set_free(all.set);
 	tern_lora_set_free(str.set);
 	tern_lora_set_free(one.set);
+	tern_lora_set_free(off.set);
+	tern_lora_set_free(offs.set);
+	tern_lora_set_free(dev16.set);
+	tern_lora_set_free(off16.set);
 	tern_model_free(m);
 	if (be)
 		tern_backend_free(be);
@@ -195,9 +231,9 @@ int main(void)
 		fprintf(stderr, "test_stream: TERN_TEST_DATA is not set (run through ctest)\n");
 		return 1;
 	}
-	static const char *const backends[] = {"cpu", "vulkan", "cuda"};
+	static const char *const backends[] = {"ref", "cpu", "vulkan", "cuda"};
 	const char *only = getenv("TERN_TEST_BACKEND"); /* one backend only */
-	for (int b = 0; b < 3; b++)
+	for (int b = 0; b < 4; b++)
 		if (!only || !strcmp(only, backends[b]))
 			run_backend(root, backends[b]);
 	printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);

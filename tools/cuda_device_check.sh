@@ -41,6 +41,11 @@
 #                                      train  TERN_PROFILE=1 tools/bench_gpu.sh --stacks
 #                                             tern,unsloth with backend cuda; BENCH_GPU_ARGS go to
 #                                             bench_gpu.sh (default --shapes 1b,8b --steps 4)
+#                                      mem    (not in the default set) the same runs at bf16 with
+#                                             gradient_checkpointing: offload beside Unsloth:
+#                                             tern's peak device memory against Unsloth's
+#                                      mem-base  tern alone with gradient_checkpointing: true
+#                                             (the layer inputs on the device), for before/after
 #                                      The profiles (ms and TFLOP/s per op kind) are in the runs'
 #                                      logs under $OUT/perf-train/logs.
 #                                      decode `tern bench ops` at T=1 (and 4, 8) on the 8B decode
@@ -64,6 +69,7 @@
 #                                             (default --shapes 1b,8b --steps 4); the table's ratio
 #                                             column is graphs-on / graphs-off; the step losses of
 #                                             both are printed side by side (they should agree)
+#                                      logs under $OUT/perf-train/logs (perf-mem, perf-mem-base).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -214,8 +220,21 @@ run | perf)
 						head -12
 				done
 				;;
+			mem | mem-base)
+				# device memory with the layer inputs offloaded (mem, beside Unsloth) and on
+				# the device (mem-base, tern alone): the peaks ("mem" of the progress lines, the
+				# backend's c->used) against Unsloth's max_memory_allocated, and tokens/s
+				args=("$@")
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 1b,8b --steps 4)
+				gc=offload stacks=tern,unsloth
+				[ "$part" = mem ] || gc=true stacks=tern
+				TERN_PROFILE=1 tools/bench_gpu.sh --stacks "$stacks" --tern "$gc=$PWD/build-cuda/tern" \
+					--tern-set backend=cuda --tern-set compute_dtype=bf16 \
+					--tern-set gradient_checkpointing=$gc --out "$out/perf-$part" "${args[@]}" || rc=1
+				cat "$out/perf-$part/table.md" 2>/dev/null
+				;;
 			*)
-				echo "cuda_device_check: perf: unknown part '$part' (test, ops, lora, train, decode," \
+				echo "cuda_device_check: perf: unknown part '$part' (test, ops, lora, train, mem, mem-base, decode," \
 					"graphs-gen, graphs-train)" >&2
 				exit 2
 				;;

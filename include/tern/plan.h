@@ -79,6 +79,12 @@ struct tern_plan {
 	struct tern_plan_item fixed[TERN_PLAN_ITEMS];
 	int n_fixed;
 	uint64_t fixed_bytes;
+	/* Offloaded checkpoints (gradient_checkpointing: offload, or true where the inputs on the
+	 * device would not fit): the layer inputs in pinned host memory (offload_host bytes, a host
+	 * reserve item), passing through offload_slots device slots (inside the activations). */
+	bool offload;
+	uint64_t offload_host;
+	int offload_slots;
 	/* Streaming slots: n_slots × layer_bytes (0 when every layer is on the device). */
 	int n_slots;
 	uint64_t slot_bytes;

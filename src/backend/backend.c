@@ -246,17 +246,19 @@ struct backend_entry {
 	enum tern_status (*create)(int device, struct tern_backend **out);
 	enum tern_status (*devices)(struct tern_device_info *out, int max, int *count);
 	enum tern_status (*sizes)(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+	/* NULL: the scratch depends on T, V, D alone (sizes answers) */
+	enum tern_status (*sizes_for)(const struct tern_size_shapes *s, struct tern_backend_sizes *out);
 };
 
 static const struct backend_entry backends[] = {
 #ifdef TERN_HAVE_CUDA
-	{"cuda", true, tern_cuda_create, tern_cuda_devices, tern_cuda_sizes},
+	{"cuda", true, tern_cuda_create, tern_cuda_devices, tern_cuda_sizes, tern_cuda_sizes_for},
 #endif
 #ifdef TERN_HAVE_VULKAN
-	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes},
+	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes, NULL},
 #endif
-	{"cpu", false, tern_cpu_create, tern_cpu_devices, tern_cpu_sizes},
-	{"ref", false, tern_ref_create, tern_ref_devices, tern_ref_sizes},
+	{"cpu", false, tern_cpu_create, tern_cpu_devices, tern_cpu_sizes, NULL},
+	{"ref", false, tern_ref_create, tern_ref_devices, tern_ref_sizes, NULL},
 };
 #define NBACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
@@ -310,6 +312,36 @@ enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int6
 			return st;
 	}
 	return e->sizes(T, V, D, out);
+}
+
+enum tern_status tern_backend_sizes_for(const char *name, const struct tern_size_shapes *s,
+					struct tern_backend_sizes *out)
+{
+	if (!name || !*name)
+		name = "auto";
+	int64_t x[] = {s->K, s->W, s->H, s->Hkv, s->Dh};
+	bool bad = s->prec != TERN_F32 && s->prec != TERN_F16 && s->prec != TERN_BF16;
+	for (size_t i = 0; i < sizeof x / sizeof x[0]; i++)
+		bad |= x[i] < 0 || x[i] > TERN_MAX_ELEMS;
+	if (bad)
+		return tern_fail(
+			TERN_E_INVALID,
+			"backend %s sizes: K=%lld W=%lld H=%lld Hkv=%lld Dh=%lld prec %s (>= 0; F32, "
+			"F16 or BF16)",
+			name, (long long)s->K, (long long)s->W, (long long)s->H, (long long)s->Hkv,
+			(long long)s->Dh, tern_dtype_name(s->prec));
+	enum tern_status st = tern_backend_sizes(name, s->T, s->V, s->D, out);
+	if (st)
+		return st;
+	const struct backend_entry *e = NULL;
+	if (strcmp(name, "auto") == 0) {
+		for (int i = 0; i < NBACKENDS && !e; i++)
+			if (backends[i].gpu)
+				e = &backends[i];
+	} else if ((st = find_named(name, &e))) {
+		return st;
+	}
+	return e && e->sizes_for ? e->sizes_for(s, out) : TERN_OK;
 }
 
 /* Whether device `device` of backend e exists and is a CPU (Vulkan's lavapipe). */

@@ -221,7 +221,8 @@ struct tern_backend_vtable {
 	 * accumulation (NULL: F32). Callers ask tern_backend_auto_prec(). */
 	enum tern_dtype (*auto_prec)(struct tern_backend *be);
 
-	/* ---- streaming: asynchronous host -> device copies (layer weights through device slots) ----
+	/* ---- streaming: asynchronous copies between host and device (layer weights through device
+	 * slots, host -> device; offloaded checkpoints, the layer inputs out to the host and back) ----
 	 *
 	 * Two counters order copies against ops. A mark is a point in the op stream (every op queued
 	 * before it); marks never decrease. A ticket is one copy; tickets start at 1 and increase
@@ -234,10 +235,16 @@ struct tern_backend_vtable {
 	 *    device; the host returns at once. Ops queued before the wait_ticket call do not wait.
 	 *  - src (a host_alloc view) may be rewritten by the host only after ticket_wait_host(ticket)
 	 *    (or synchronize()) has returned.
+	 *  - Device -> host (src a device view, dst a host_alloc view): the copy reads src only once
+	 *    every op queued before mark `after` has finished (so it sees what they wrote); ops that
+	 *    write src again must be queued after wait_ticket(ticket); the host may read dst, and a
+	 *    later copy may take dst as its src, only after ticket_wait_host(ticket) has returned
+	 *    (copies are not ordered against each other).
 	 *  - synchronize(), download(), upload() and buffer_free() also wait for every copy issued
 	 *    so far (they may then read or reuse any buffer).
-	 * Views: dst a device buffer view, src a view of a host_alloc buffer, equal nonzero sizes;
-	 * anything else fails with TERN_E_INVALID and one line. A backend without asynchronous
+	 * Views: one a device buffer view, the other a view of a host_alloc buffer (either
+	 * direction), equal nonzero sizes; anything else fails with TERN_E_INVALID and one line. A
+	 * backend without asynchronous
 	 * transfers (CPU; Vulkan without timeline semaphores) performs the copy at once, in order,
 	 * and reports tickets as complete: the same rules then hold trivially. wait_ticket and
 	 * ticket_wait_host take 0 (nothing to wait for) or an issued ticket; a larger value, or an
@@ -252,9 +259,10 @@ struct tern_backend_vtable {
 	/* *mark = a mark for every op queued so far (submitting recorded work if needed, without
 	 * waiting for it). The same value when no op was queued since the last mark. */
 	enum tern_status (*mark)(struct tern_backend *be, uint64_t *mark);
-	/* dst bytes = src bytes, after the ops up to mark `after` (0: none) have finished; on the
-	 * transfer queue when the device has a separate one; never waits on the host for the copy
-	 * (it may wait for a copy issued long before, to reuse its command buffer).
+	/* dst bytes = src bytes, after the ops up to mark `after` (0: none) have finished; host ->
+	 * device or device -> host (one view of each kind); on the transfer queue when the device
+	 * has a separate one; never waits on the host for the copy (it may wait for a copy issued
+	 * long before, to reuse its command buffer).
 	 * *ticket = the copy's ticket. `after` must be 0 or a value mark() returned. */
 	enum tern_status (*copy_async)(struct tern_backend *be, struct tern_view dst, struct tern_view src,
 				       uint64_t after, uint64_t *ticket);
@@ -683,6 +691,21 @@ struct tern_backend_sizes {
 	int64_t ce_chunk;    /* ce_loss: tokens per chunk (TERN_CE_CHUNK=<tokens> forces fewer) */
 	uint64_t ce_scratch; /* ce_loss: bytes of its scratch for one call (logits of a chunk, ...) */
 	uint64_t reserve;    /* device bytes the backend keeps for its own buffers and rounding */
+	/* ce_scratch is one scratch the products and attention use too (CUDA: the largest of the
+	 * three needs, not their sum) */
+	bool shared;
+};
+
+/* The shapes of a training run that a backend's own scratch may depend on besides T, V and D:
+ * the widest activation operand of a layer product K (max of D, F, H·Dh and the experts' width),
+ * the largest projection O·I (W), the attention's heads H, Hkv and head size Dh, the product
+ * precision prec (F32, F16, BF16), the projections' dtype proj and the lm_head's head (F32 where
+ * it is trained in full). */
+struct tern_size_shapes {
+	int64_t T, V, D;
+	int64_t K, W;
+	int64_t H, Hkv, Dh;
+	enum tern_dtype prec, proj, head;
 };
 
 /* The sizes of backend `name` ("cpu", "vulkan", "cuda", or "auto": the first GPU backend compiled in,
@@ -690,6 +713,13 @@ struct tern_backend_sizes {
  * V, D >= 1. A backend not compiled in fails with TERN_E_UNAVAILABLE. */
 enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int64_t D,
 				    struct tern_backend_sizes *out);
+/* The same for a run's shapes: a backend whose scratch depends on more than T, V and D sizes it
+ * from them (CUDA: the products' decoded weights and half-precision operands, attention's and
+ * ce_loss's needs, the largest of them: what its shared scratch grows to), the others answer as
+ * tern_backend_sizes. Shapes >= 1 (T >= 0; K, W, H, Hkv, Dh: 0 means unknown, the largest
+ * figure then). */
+enum tern_status tern_backend_sizes_for(const char *name, const struct tern_size_shapes *s,
+					struct tern_backend_sizes *out);
 
 /* Each backend's entry points for the registry table in backend.c. create fails with
  * TERN_E_UNAVAILABLE (and a reason) when the driver or device is missing; devices fills up to
@@ -707,6 +737,7 @@ enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_
 enum tern_status tern_cuda_create(int device, struct tern_backend **out);
 enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+enum tern_status tern_cuda_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out);
 
 /* ---- helpers shared by every backend and by callers ---- */
 

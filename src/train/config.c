@@ -136,7 +136,8 @@ static const struct key keys[] = {
 	{"adam_beta1", K_FLOAT, F(adam_beta1), 0, 1, NULL, "0 <= b < 1", NULL, 0, 1},
 	{"adam_beta2", K_FLOAT, F(adam_beta2), 0, 1, NULL, "0 <= b < 1", NULL, 0, 1},
 	{"adam_epsilon", K_FLOAT, F(adam_epsilon), 0, 1, NULL, "0 < eps <= 1", NULL, 1, 0},
-	{"gradient_checkpointing", K_BOOL, F(gradient_checkpointing), 0, 0, NULL, "true, false", NULL, 0, 0},
+	{"gradient_checkpointing", K_BOOL, F(gradient_checkpointing), 0, 0, NULL, "true, false, offload",
+	 NULL, 0, 0},
 	{"seed", K_INT, F(seed), 0, 9.2e18, NULL, "0 or more", NULL, 0, 0},
 	{"output_dir", K_STR, F(output_dir), 0, 0, NULL, "a directory", NULL, 0, 0},
 	{"save_steps", K_INT, F(save_steps), 0, 1e12, NULL, "0 (off) or more", NULL, 0, 0},
@@ -1214,14 +1215,16 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 		bool b;
 		if (k->off == F(gradient_checkpointing) && !strcmp(s, "offload")) {
 			*(bool *)p = true; /* axolotl: checkpoints offloaded to the host */
-			return add_note(cfg,
-					"%s: gradient_checkpointing: 'offload' runs as true: tern keeps each "
-					"layer's input (a few MB) and recomputes the layer in backward",
-					where(c, node_line(v), w, sizeof w));
+			cfg->checkpoint_offload = true;
+			return TERN_OK;
 		}
 		if (!parse_bool(s, &b))
-			return bad(c, v, k->name, "is not a boolean", "true, false");
+			return bad(c, v, k->name, "is not a boolean",
+				   k->off == F(gradient_checkpointing) ? "true, false, offload"
+								       : "true, false");
 		*(bool *)p = b;
+		if (k->off == F(gradient_checkpointing))
+			cfg->checkpoint_offload = false;
 		return TERN_OK;
 	}
 	case K_INT: {

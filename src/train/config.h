@@ -156,6 +156,7 @@ struct tern_config {
 	double cosine_min_lr_ratio; /* floor of the cosine schedules (fraction of learning_rate) */
 	double weight_decay, max_grad_norm, adam_beta1, adam_beta2, adam_epsilon;
 	bool gradient_checkpointing;
+	bool checkpoint_offload; /* gradient_checkpointing: offload (the layer inputs in host memory) */
 	int64_t seed;
 	int64_t max_time; /* seconds; 0 = no time budget */
 

@@ -128,6 +128,15 @@ struct tern_net {
 	size_t act_bytes;
 	struct layer_act *la;  /* [L] with checkpointing all alias one set */
 	struct tern_view *xin; /* [L+1] layer inputs [T,D]: fp32, or f16 at F16 products */
+	/* offloaded checkpoints (o.offload): xin[l] is slot xs[l % 2]; inputs l0 .. l1 - 2 are
+	 * copied out to xhost (their slot is overwritten two layers on) and back in the backward.
+	 * xout[l], xback[l]: the tickets of those copies; xbusy[s]: the copy out of slot s that
+	 * ops writing it must wait for (0: none) */
+	bool off;
+	struct tern_view xs[2];
+	struct tern_buffer *xhost;
+	size_t xhost_bytes;
+	uint64_t *xout, *xback, xbusy[2];
 	struct tern_view xcur; /* [T,D] fp32: the f16/bf16 layer input at work (F16, BF16 products) */
 	struct tern_view xq;   /* BitNet: act_quant8 of a projection's input [T,maxI] */
 	bool bitnet;           /* model_type bitnet */
@@ -202,6 +211,16 @@ static void take(struct plan *p, struct tern_view *v, size_t bytes)
 		p->cap = cap;
 	}
 	p->v[p->n++] = v;
+}
+
+/* v = bytes at off into base, a view taken before (a union: buffers of phases that never overlap
+ * share memory; the caller says why they do not). */
+static void alias(struct plan *p, struct tern_view *v, const struct tern_view *base, size_t off, size_t bytes)
+{
+	size_t keep = p->size;
+	take(p, v, bytes);
+	p->size = keep;
+	v->off = base->off + off;
 }
 
 static void bind(struct plan *p, struct tern_buffer *b)
@@ -366,6 +385,20 @@ static void moe_dims(struct tern_net *n, const struct tern_model_config *c)
  * at F16 and BF16 products. */
 static bool half_stream(const struct tern_net *n) { return n->o.prec == TERN_F16 || n->o.prec == TERN_BF16; }
 
+/* Whether the layer inputs are offloaded: asked for, with checkpointing, and a stage of at least
+ * three layers (with fewer every input stays in one of the two slots). */
+static bool offload_on(const struct tern_net *n)
+{
+	return n->o.offload && n->o.checkpointing && n->l1 - n->l0 >= 3;
+}
+
+/* Offloaded: the inputs the host keeps (l0 .. l1 - 2) and their bytes each (Tmax rows). */
+static int64_t offload_count(const struct tern_net *n) { return n->off ? n->l1 - n->l0 - 1 : 0; }
+static size_t offload_each(const struct tern_net *n)
+{
+	return (size_t)(n->Tmax * n->D) * (half_stream(n) ? 2 : 4);
+}
+
 static void plan_act(struct tern_net *n, const struct tern_model_config *c, struct plan *ap_)
 {
 	struct plan ap = *ap_;
@@ -382,8 +415,13 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	 * rounded between layers, as a model run in f16/bf16 holds it; the forward and its
 	 * recomputation see the same values); the layer at work reads an fp32 copy in xcur */
 	bool x16 = half_stream(n);
+	if (n->off) { /* two slots the stage's inputs take turns in (offload_on) */
+		take(&ap, &n->xs[0], (size_t)(T * D) * (x16 ? 2 : 4));
+		take(&ap, &n->xs[1], (size_t)(T * D) * (x16 ? 2 : 4));
+	}
 	for (int l = 0; l <= L; l++)
-		take(&ap, &n->xin[l], l >= n->l0 && l <= n->l1 ? (size_t)(T * D) * (x16 ? 2 : 4) : 0);
+		if (!n->off)
+			take(&ap, &n->xin[l], l >= n->l0 && l <= n->l1 ? (size_t)(T * D) * (x16 ? 2 : 4) : 0);
 	if (x16)
 		take(&ap, &n->xcur, (size_t)(T * D) * 4);
 	for (int sidx = s0; sidx < s1; sidx++) {
@@ -448,16 +486,37 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	take(&ap, &n->dres, (size_t)(T * D) * 4);
 	take(&ap, &n->dxn, (size_t)(T * D) * 4);
 	take(&ap, &n->tmpD, (size_t)(T * D) * 4);
-	take(&ap, &n->xf, (size_t)(T * D) * 4);
+	/* the head's input and its gradient live only while the loss runs, when no layer works: they
+	 * share dxn's and tmpD's memory (a layer's backward scratch and output; the forward's last
+	 * write to tmpD was cast into the loss's input before) */
+	alias(&ap, &n->xf, &n->dxn, 0, (size_t)(T * D) * 4);
 	take(&ap, &n->rstdf, (size_t)T * 4);
-	take(&ap, &n->dxf, (size_t)(T * D) * 4);
-	take(&ap, &n->dao, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dq, (size_t)(T * H * Dh) * 4);
-	take(&ap, &n->dk, (size_t)(T * Hkv * Dh) * 4);
-	take(&ap, &n->dv, (size_t)(T * Hkv * Dh) * 4);
-	if (c->qk_norm) {
-		take(&ap, &n->dqr, (size_t)(T * H * Dh) * 4);
-		take(&ap, &n->dkr, (size_t)(T * Hkv * Dh) * 4);
+	alias(&ap, &n->dxf, &n->tmpD, 0, (size_t)(T * D) * 4);
+	/* the attention backward's buffers: with checkpointing, inside the one set's g, u, a of a dense
+	 * layer, which are dead once the MLP backward (the first half of layer_bwd) has read them and
+	 * written again only by the next layer's recomputation (union_attn) */
+	struct tern_view *ab[6] = {&n->dao, &n->dq, &n->dk, &n->dv, &n->dqr, &n->dkr};
+	size_t abytes[6] = {(size_t)(T * H * Dh) * 4,
+			    (size_t)(T * H * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    c->qk_norm ? (size_t)(T * H * Dh) * 4 : 0,
+			    c->qk_norm ? (size_t)(T * Hkv * Dh) * 4 : 0};
+	size_t need = 0;
+	for (int i = 0; i < 6; i++)
+		need += abytes[i] ? align_up(abytes[i]) : 0;
+	const struct layer_act *a0 = &n->la[0];
+	bool in_set = n->o.checkpointing && !n->any_moe && Fd > 0 &&
+		      need <= a0->a.off + (size_t)(T * Fd) * 4 - a0->g.off;
+	size_t at = 0;
+	for (int i = 0; i < 6; i++) {
+		if (!abytes[i] && i >= 4)
+			continue;
+		if (in_set)
+			alias(&ap, ab[i], &a0->g, at, abytes[i]);
+		else
+			take(&ap, ab[i], abytes[i]);
+		at += align_up(abytes[i]);
 	}
 	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
 	bool grp = n->any_moe && n->o.prec == TERN_F32;
@@ -999,6 +1058,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 					  .data = full_view(n, FB_PARAM, (enum tern_full)f)};
 	}
 
+	n->off = offload_on(n);
 	plan_act(n, c, &ap);
 	if (ap.oom) {
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
@@ -1008,6 +1068,28 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		goto out;
 	bind(&ap, n->act);
 	n->act_bytes = ap.size;
+	if (n->off) {
+		for (int64_t l = n->l0; l <= n->l1; l++)
+			n->xin[l] = n->xs[l % 2];
+		void *hp;
+		n->xhost_bytes = (size_t)offload_count(n) * offload_each(n);
+		n->xout = tern_calloc((size_t)(L + 1), sizeof *n->xout);
+		n->xback = tern_calloc((size_t)(L + 1), sizeof *n->xback);
+		if (!n->xout || !n->xback) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
+		}
+		if (!be->vt->host_alloc || !be->vt->copy_async) {
+			st = tern_fail(
+				TERN_E_UNSUPPORTED,
+				"net: gradient_checkpointing: offload needs asynchronous copies, which "
+				"the %s backend has not; use gradient_checkpointing: true",
+				be->name);
+			goto out;
+		}
+		if ((st = be->vt->host_alloc(be, n->xhost_bytes, &n->xhost, &hp)))
+			goto out;
+	}
 	if (n->any_moe) {
 		int nsets = o->checkpointing ? 1 : (int)L;
 		n->routes = tern_calloc((size_t)L, sizeof *n->routes);
@@ -1051,7 +1133,7 @@ void tern_net_free(struct tern_net *n)
 	if (!n)
 		return;
 	struct tern_backend *be = n->be;
-	struct tern_buffer *bufs[] = {n->gbuf, n->small, n->params, n->grads, n->m1, n->m2, n->act};
+	struct tern_buffer *bufs[] = {n->gbuf, n->small, n->params, n->grads, n->m1, n->m2, n->act, n->xhost};
 	for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 		if (bufs[i])
 			be->vt->buffer_free(be, bufs[i]);
@@ -1099,6 +1181,8 @@ void tern_net_free(struct tern_net *n)
 	free(n->xslot);
 	free(n->la);
 	free(n->xin);
+	free(n->xout);
+	free(n->xback);
 	free(n);
 }
 
@@ -2033,6 +2117,67 @@ static enum tern_status layer_input(struct tern_net *n, int l, struct tern_view 
 	return tern_cast(n->be, n->xcur, TERN_F32, n->xin[l], n->o.prec, n->T * n->D);
 }
 
+/* ---- offloaded checkpoints (o.offload): the layer inputs through two device slots ---- */
+
+/* xin[l], just written, out to the host where the backward needs it after its slot has been
+ * overwritten (l0 .. l1 - 2); the copy starts once the ops that wrote it have finished. */
+static enum tern_status offload_out(struct tern_net *n, int l)
+{
+	if (!n->off || l > n->l1 - 2)
+		return TERN_OK;
+	const struct tern_backend_vtable *vt = n->be->vt;
+	size_t bytes = (size_t)(n->T * n->D) * (half_stream(n) ? 2 : 4);
+	struct tern_view h = {n->xhost, (size_t)(l - n->l0) * offload_each(n), bytes};
+	uint64_t m, t;
+	enum tern_status st;
+	if ((st = vt->mark(n->be, &m)) ||
+	    (st = vt->copy_async(n->be, h, tern_view_sub(n->xin[l], 0, bytes), m, &t)))
+		return st;
+	n->xout[l] = t;
+	n->xbusy[l % 2] = t;
+	return TERN_OK;
+}
+
+/* Before the ops that write xin[l]'s slot: the copy out of what it held has finished. */
+static enum tern_status offload_claim(struct tern_net *n, int l)
+{
+	uint64_t t = n->off ? n->xbusy[l % 2] : 0;
+	if (!t)
+		return TERN_OK;
+	n->xbusy[l % 2] = 0;
+	return n->be->vt->wait_ticket(n->be, t);
+}
+
+/* Backward, before layer j + 1's ops: xin[j] back into its slot, which held xin[j + 2] (every op
+ * reading that is queued), so the copy runs while layer j + 1 works. The host waits for the
+ * copies out first (long finished: they ran during the forward). */
+static enum tern_status offload_prefetch(struct tern_net *n, int j)
+{
+	if (!n->off || j < n->l0 || j > n->l1 - 2)
+		return TERN_OK;
+	const struct tern_backend_vtable *vt = n->be->vt;
+	size_t bytes = (size_t)(n->T * n->D) * (half_stream(n) ? 2 : 4);
+	struct tern_view h = {n->xhost, (size_t)(j - n->l0) * offload_each(n), bytes};
+	uint64_t w = n->xout[j] > n->xbusy[j % 2] ? n->xout[j] : n->xbusy[j % 2], m, t;
+	enum tern_status st;
+	if ((st = vt->ticket_wait_host(n->be, w)) || (st = vt->mark(n->be, &m)) ||
+	    (st = vt->copy_async(n->be, tern_view_sub(n->xin[j], 0, bytes), h, m, &t)))
+		return st;
+	n->xbusy[j % 2] = 0;
+	n->xback[j] = t;
+	return TERN_OK;
+}
+
+/* Before layer l's backward reads xin[l]: its copy back has arrived (ops wait on the device). */
+static enum tern_status offload_ready(struct tern_net *n, int l)
+{
+	uint64_t t = n->off ? n->xback[l] : 0;
+	if (!t)
+		return TERN_OK;
+	n->xback[l] = 0;
+	return n->be->vt->wait_ticket(n->be, t);
+}
+
 /* out = the embedding rows of tokens, gathered from the host table (embed's contract). */
 static enum tern_status embed_rows(struct tern_net *n, const int32_t *tokens, struct tern_view out)
 {
@@ -2085,6 +2230,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	struct tern_view x0 = x16 ? n->xcur : n->xin[0], x;
 	/* a layer split's stage: layer l0's input (as the previous stage keeps it) and dL/d(output) */
 	size_t xbytes = (size_t)(T * D) * (x16 ? 2 : 4), dbytes = (size_t)(T * D) * 4;
+	TRY(offload_claim(n, (int)n->l0));
 	if (n->l0 > 0)
 		TRY(boundary(n, -1, n->xin[n->l0], xbytes, false));
 	else if (trained_full(n, TERN_FULL_EMBED))
@@ -2095,6 +2241,8 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(tern_embed(be, x0, n->tokens, &n->embed, T));
 	if (x16 && n->l0 == 0)
 		TRY(tern_cast(be, n->xin[0], n->o.prec, x0, TERN_F32, T * D));
+	if (backward)
+		TRY(offload_out(n, (int)n->l0));
 	n->hseg = segments;
 	bool aux = n->aux_cnt && backward;
 	n->aux_on = aux;
@@ -2113,6 +2261,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		return st;
 	}
 	for (int l = (int)n->l0; l < n->l1; l++) {
+		TRY(offload_claim(n, l + 1));
 		TRY(layer_input(n, l, &x));
 		st = layer_fwd(n, l, x, x16 ? n->tmpD : n->xin[l + 1], false, step, micro);
 		if (st) {
@@ -2121,6 +2270,8 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		}
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], n->o.prec, n->tmpD, TERN_F32, T * D));
+		if (backward)
+			TRY(offload_out(n, l + 1));
 	}
 	n->aux_on = false;
 	if (aux && n->l1 == L) { /* the sums are complete: the loss, and d aux / d p for the backward */
@@ -2155,6 +2306,8 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		TRY(tern_rmsnorm_bwd(be, n->dres, n->dxf, x, n->norm, n->rstdf, T, D, false));
 	}
 	for (int l = (int)n->l1 - 1; l >= n->l0; l--) {
+		TRY(offload_prefetch(n, l - 1));
+		TRY(offload_ready(n, l));
 		TRY(layer_input(n, l, &x));
 		/* recompute the saved set (the stage's last layer's is live) */
 		if (n->o.checkpointing && l != n->l1 - 1)
@@ -2261,6 +2414,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 {
 	struct tern_net n = {.o = *o,
 			     .T = o->T,
+			     .Tmax = o->T,
 			     .D = c->D,
 			     .F = c->F,
 			     .H = c->H,
@@ -2285,12 +2439,15 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 	} else {
 		plan_lora(&n, c, io);
+		n.off = offload_on(&n);
 		plan_act(&n, c, &ap);
 		if (ap.oom)
 			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
 		out->lora = (uint64_t)n.lora_bytes * 4 + (uint64_t)full_count(&n) * full_bytes(&n) * 4;
 		out->act = ap.size;
 		out->params = tern_net_params(&n);
+		out->offload_host = (uint64_t)offload_count(&n) * offload_each(&n);
+		out->offload_slots = n.off ? 2 : 0;
 	}
 	free(ap.v);
 	free(n.slot);

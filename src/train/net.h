@@ -58,6 +58,11 @@ struct tern_net_opts {
 	unsigned full;    /* bit (1u << enum tern_full) per module trained in full (modules_to_save) */
 	int64_t T;        /* tokens of one micro-batch (micro_batch_size · sequence_len) */
 	bool checkpointing;
+	/* with checkpointing, offloaded checkpoints (gradient_checkpointing: offload): the layer
+	 * inputs live in host memory (host_alloc), each copied out (copy_async, device -> host) as
+	 * the forward writes it and back ahead of its layer's backward; the device keeps two [T, D]
+	 * slots. The results are the same bytes as with the inputs on the device. */
+	bool offload;
 	uint64_t seed;        /* dropout keys */
 	const uint8_t *tiers; /* [L] enum tern_tier of each layer; NULL: every layer on the device */
 	int slots;            /* device slots for streamed layers (>= 2 when one streams; 0: 2) */
@@ -129,6 +134,8 @@ enum tern_status tern_net_lora_download(struct tern_net *n, struct tern_lora_set
 struct tern_net_sizes {
 	uint64_t lora, act;
 	int64_t params;
+	uint64_t offload_host; /* o.offload: host bytes of the offloaded layer inputs (else 0) */
+	int offload_slots;     /* and the device slots they pass through */
 };
 enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
 				struct tern_net_sizes *out);

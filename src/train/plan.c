@@ -251,8 +251,10 @@ static void split_auto(int64_t L, int S, uint64_t lb, const uint64_t *extra, int
 	split[S] = L;
 }
 
-enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
-				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
+/* tern_plan_make with the layer inputs on the device (offload false) or offloaded to the host. */
+static enum tern_status plan_once(const struct tern_model_config *mc, const struct tern_config *cfg,
+				  uint64_t device_budget, uint64_t host_budget, bool offload,
+				  struct tern_plan *out)
 {
 	int depth = out->prefetch_depth > 0 ? out->prefetch_depth : TERN_PLAN_DEFAULT_DEPTH;
 	struct tern_plan keep = *out; /* the auto-budget fields the caller may have set */
@@ -278,16 +280,34 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	int64_t T = cfg->micro_batch_size * cfg->sequence_len;
 	/* the figures the config's backend allocates for itself (before anything is filled in, so a
 	 * backend this build lacks fails the plan with nothing to print) */
+	enum tern_base_format fmt = tern_plan_format(mc, cfg);
+	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
 	struct tern_backend_sizes bs;
-	/* the config's backend's own sizes; auto counts what it picks on a machine with a GPU */
-	enum tern_status st = tern_backend_sizes(tern_backend_kind_name(cfg->backend), T, mc->V, mc->D, &bs);
+	/* the config's backend's own sizes; auto counts what it picks on a machine with a GPU. Its
+	 * scratch may depend on the products' shapes: the widest operand and the largest projection
+	 * (the experts' too), the attention's heads, the precision and dtypes */
+	int64_t qd = mc->H * mc->Dh, Fx = mc->E > 0 && mc->Fe > mc->F ? mc->Fe : mc->F;
+	int64_t K = mc->D > Fx ? mc->D : Fx;
+	K = qd > K ? qd : K;
+	struct tern_size_shapes shp = {
+		.T = T,
+		.V = mc->V,
+		.D = mc->D,
+		.K = K,
+		.W = (qd > Fx ? qd : Fx) * mc->D,
+		.H = mc->H,
+		.Hkv = mc->Hkv,
+		.Dh = mc->Dh,
+		.prec = (enum tern_dtype)out->prec,
+		.proj = pdt,
+		.head = (tern_plan_full(cfg) >> TERN_FULL_HEAD) & 1u ? TERN_F32 : odt,
+	};
+	enum tern_status st = tern_backend_sizes_for(tern_backend_kind_name(cfg->backend), &shp, &bs);
 	if (st) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", tern_error());
 		return tern_fail(st, "%s: %s", file, msg);
 	}
-	enum tern_base_format fmt = tern_plan_format(mc, cfg);
-	enum tern_dtype pdt = format_dtype(fmt), odt = mc->dtype;
 	snprintf(out->model_type, sizeof out->model_type, "%s", mc->model_type);
 	snprintf(out->format, sizeof out->format, "%s", tern_base_format_name(fmt));
 	out->L = L;
@@ -403,6 +423,7 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 				   .experts = moe ? tern_plan_experts(cfg) : 0,
 				   .T = T,
 				   .checkpointing = cfg->gradient_checkpointing,
+				   .offload = offload,
 				   .prec = (enum tern_dtype)out->prec,
 				   .l0 = out->l0,
 				   .l1 = out->l1};
@@ -411,6 +432,9 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 		return st;
 	uint64_t lora = ns_all.lora, act = ns_all.act;
 	int64_t params = ns_all.params;
+	out->offload = ns_all.offload_slots > 0;
+	out->offload_host = ns_all.offload_host;
+	out->offload_slots = ns_all.offload_slots;
 
 	/* modules trained in full (modules_to_save): fp32 [V, D] weights, gradients and both moments
 	 * in buffers of their own; the bytes they add, as the net allocates them */
@@ -448,13 +472,19 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s)", (long long)T,
-	     cfg->gradient_checkpointing ? ", checkpointed" : "",
-	     out->prec == TERN_F16    ? ", f16 inputs"
-	     : out->prec == TERN_BF16 ? ", bf16 inputs"
+	     out->offload                  ? ", checkpoints offloaded"
+	     : cfg->gradient_checkpointing ? ", checkpointed"
+					   : "",
+	     out->prec == TERN_F16    ? (out->offload ? ", f16" : ", f16 inputs")
+	     : out->prec == TERN_BF16 ? (out->offload ? ", bf16" : ", bf16 inputs")
 				      : "");
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
-	item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
-	     (long long)bs.ce_chunk, (long long)mc->V);
+	if (bs.shared) /* one scratch the products and attention take too (CUDA) */
+		item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "shared scratch (ce_loss: %lld x %lld logits)",
+		     (long long)bs.ce_chunk, (long long)mc->V);
+	else
+		item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "ce_loss scratch (%lld tokens x %lld logits)",
+		     (long long)bs.ce_chunk, (long long)mc->V);
 	item(fx, nf, TERN_PLAN_ITEMS, bs.reserve, "backend reserve (own buffers, rounding)");
 	for (int i = 0; i < *nf; i++)
 		out->fixed_bytes += fx[i].bytes;
@@ -465,6 +495,10 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 	item(out->host_reserve, &out->n_host_reserve, 4, (lora + full_bytes) / 4 * 3,
 	     full ? "LoRA + modules_to_save host copy (params, moments)"
 		  : "LoRA host copy (parameters, moments)");
+	if (out->offload)
+		item(out->host_reserve, &out->n_host_reserve, 4, out->offload_host,
+		     "offloaded layer inputs (%lld, pinned; 2 device slots)",
+		     (long long)(out->l1 - out->l0 - 1));
 	for (int i = 0; i < out->n_host_reserve; i++)
 		out->host_reserve_bytes += out->host_reserve[i].bytes;
 
@@ -566,6 +600,42 @@ enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct
 			 rk, c);
 	}
 	return TERN_OK;
+}
+
+/* gradient_checkpointing: offload always offloads the layer inputs; true only where the plan with
+ * them on the device does not fit the device budget at all and offloading them fits (the verdict
+ * says so). */
+enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
+				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
+{
+	bool asked = cfg->gradient_checkpointing && cfg->checkpoint_offload;
+	struct tern_plan *in = NULL, *alt = NULL;
+	if (!asked && cfg->gradient_checkpointing && !(in = tern_malloc(2 * sizeof *in)))
+		return TERN_E_NOMEM;
+	if (in)
+		*in = *out;
+	enum tern_status st = plan_once(mc, cfg, device_budget, host_budget, asked, out);
+	if (in && st == TERN_E_DEVICE_MEM) {
+		alt = in + 1;
+		*alt = *in;
+		char msg[1024];
+		snprintf(msg, sizeof msg, "%s", tern_error());
+		enum tern_status st2 = plan_once(mc, cfg, device_budget, host_budget, true, alt);
+		if (st2 == TERN_OK && alt->offload) {
+			*out = *alt;
+			size_t n = strlen(out->verdict);
+			snprintf(out->verdict + n, sizeof out->verdict - n,
+				 " (layer inputs offloaded to the host: on the device they would not fit)");
+			st = TERN_OK;
+			tern_clear_error();
+		} else if (st2 == TERN_E_DEVICE_MEM && alt->min_device < out->min_device) {
+			*out = *alt; /* neither fits: the smallest budget that works is the offloaded one's */
+		} else {
+			tern_fail(st, "%s", msg); /* the first plan's error stands */
+		}
+	}
+	free(in);
+	return st;
 }
 
 /* The device budget for device_memory: auto: the config's GPU device's budget

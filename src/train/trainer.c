@@ -446,6 +446,7 @@ static enum tern_status open_net(struct session *s)
 		no.l1 = s->plan.l1;
 		no.tiers = streams ? s->plan.tier : NULL;
 		no.slots = streams ? s->plan.n_slots : 0;
+		no.offload = s->plan.offload;
 		/* TERN_FAULT_DEVICE_ALLOC=1 makes the first attempt fail as a full device would (tests) */
 		const char *fault = getenv("TERN_FAULT_DEVICE_ALLOC");
 		if (attempt == 0 && fault && !strcmp(fault, "1"))

@@ -187,11 +187,11 @@ static enum tern_status cpu_copy_async(struct tern_backend *be, struct tern_view
 		return tern_fail(TERN_E_INVALID,
 				 "copy_async: after = %llu, but the last mark is %llu (pass 0 or a mark())",
 				 (unsigned long long)after, (unsigned long long)c->marks);
-	if (src.buf && !cpu_buf(src.buf)->host)
-		return tern_fail(TERN_E_INVALID, "copy_async: src must be a view of a host_alloc buffer");
-	if (dst.buf && cpu_buf(dst.buf)->host)
+	if (src.buf && dst.buf && cpu_buf(src.buf)->host == cpu_buf(dst.buf)->host)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: dst must be a device buffer, not a host_alloc one");
+				 "copy_async: src and dst are both %s buffers; one must be a host_alloc "
+				 "buffer and the other a device buffer",
+				 cpu_buf(src.buf)->host ? "host_alloc" : "device");
 	void *d, *s;
 	enum tern_status st;
 	if ((st = tern_cpu_view("copy_async", "dst", dst, dst.size, 1, &d, "%zu bytes", dst.size)) ||

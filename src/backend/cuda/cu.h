@@ -30,7 +30,9 @@
 #define CU_DECODE_BYTES ((size_t)32 << 20)
 #define CU_OPERAND_BYTES ((size_t)64 << 20)
 /* Logits of one ce_loss token chunk, and the device bytes the backend keeps besides the
- * buffers callers allocate and the scratch above (cuBLAS workspace, event pools, rounding). */
+ * buffers callers allocate and the scratch above (the 32 MiB cuBLAS workspace, ce_loss's
+ * per-token terms, constants, allocation rounding). The scratch is one buffer: it grows to the
+ * largest of the products', attention's and ce_loss's needs (tern_cuda_sizes_for). */
 #define CU_CE_CHUNK_BYTES ((int64_t)64 << 20)
 #define CU_CE_TOKEN_TILE 128
 #define CU_RESERVE ((uint64_t)64 << 20)

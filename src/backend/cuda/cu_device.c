@@ -416,28 +416,33 @@ static enum tern_status cu_copy_async(struct tern_backend *be, struct tern_view 
 				 "copy_async: after = %llu, but the last mark is %llu (pass 0 or a mark())",
 				 (unsigned long long)after, (unsigned long long)c->marks);
 	struct cu_buffer *sb = cu_buf(src.buf), *db = cu_buf(dst.buf);
-	if (!sb || !sb->host)
-		return tern_fail(TERN_E_INVALID, "copy_async: src must be a view of a host_alloc buffer");
-	if (!db || db->host)
+	if (!sb || !db || sb->host == db->host)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: dst must be a device buffer, not a host_alloc one");
-	if (src.off > sb->size || src.size > sb->size - src.off)
+				 "copy_async: one of src and dst must be a view of a host_alloc buffer and "
+				 "the other of a device buffer");
+	/* host -> device (weights into a slot) or device -> host (an offloaded checkpoint) */
+	bool out = db->host;
+	struct cu_buffer *hb = out ? db : sb;
+	struct tern_view hv = out ? dst : src;
+	if (hv.off > hb->size || hv.size > hb->size - hv.off)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: src view [%zu, +%zu) lies outside its %zu-byte buffer", src.off,
-				 src.size, sb->size);
+				 "copy_async: %s view [%zu, +%zu) lies outside its %zu-byte buffer",
+				 out ? "dst" : "src", hv.off, hv.size, hb->size);
 	void *d;
-	enum tern_status st = tern_cu_view("copy_async", "dst", dst, dst.size, 1, &d, "%zu bytes", dst.size);
+	enum tern_status st = tern_cu_view("copy_async", out ? "src" : "dst", out ? src : dst, dst.size, 1,
+					   &d, "%zu bytes", dst.size);
 	if (st)
 		return st;
+	void *h = (char *)hb->ptr + hv.off;
 	if (after && (st = tern_cu_check(cudaStreamWaitEvent(c->cs, c->mark_ev[after % CU_RING], 0),
 					 "copy_async: wait for mark")))
 		return st;
 	bool timed = be->profiling;
 	if (timed)
 		prof_begin(c, TERN_PROF_COPIES, -1, c->cs);
-	st = tern_cu_check(
-		cudaMemcpyAsync(d, (char *)sb->ptr + src.off, dst.size, cudaMemcpyHostToDevice, c->cs),
-		"copy_async");
+	st = tern_cu_check(out ? cudaMemcpyAsync(h, d, dst.size, cudaMemcpyDeviceToHost, c->cs)
+			       : cudaMemcpyAsync(d, h, dst.size, cudaMemcpyHostToDevice, c->cs),
+			   "copy_async");
 	if (timed)
 		prof_end(c, c->cs);
 	if (st)
@@ -683,18 +688,69 @@ enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *c
 	return TERN_OK;
 }
 
-enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
+/* What the shared scratch (cu.h) grows to, from the figures the ops take it by. */
+
+static uint64_t u64_min(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static uint64_t u64_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/* A layer product (cu_mm.c mm_plan_of): W decoded in the product's dtype, at most CU_DECODE_BYTES a
+ * step and none where W is stored in it; at F16/BF16 the activation rows rounded, at most
+ * CU_OPERAND_BYTES. Over a layer's projections: bounded by the largest O·I (W) and the widest
+ * operand (K); 0 means unknown (the limits then). */
+static uint64_t mm_need(int64_t T, int64_t K, int64_t W, enum tern_dtype proj, enum tern_dtype prec)
+{
+	uint64_t es = prec == TERN_F32 ? 4 : 2;
+	uint64_t w = proj == prec ? 0 : W ? u64_min(CU_DECODE_BYTES, (uint64_t)W * es) : CU_DECODE_BYTES;
+	uint64_t o = prec == TERN_F32 ? 0
+		     : K              ? u64_min(CU_OPERAND_BYTES, (uint64_t)T * (uint64_t)K * 2)
+				      : CU_OPERAND_BYTES;
+	return w + o;
+}
+
+/* ce_loss (cu_mm.c tern_cu_ce_loss): a chunk's logits, the lm_head rows it decodes (none where the
+ * head is stored in the products' dtype: bf16 at BF16 unless it is trained, then fp32) and the
+ * chunk's rows in bf16. */
+static uint64_t ce_need(int64_t T, int64_t V, int64_t D, enum tern_dtype head, enum tern_dtype prec)
 {
 	int64_t tc = tern_cu_ce_chunk(T, V);
-	/* ce_loss: the logits of a chunk, the weight rows it decodes (at most CU_DECODE_BYTES), the
-	 * chunk's bf16 activations, its per-token terms; the products' scratch (decode + operand)
-	 * is in the reserve */
+	bool bf = prec == TERN_BF16 && head != TERN_F32;
+	enum tern_dtype pp = bf ? TERN_BF16 : TERN_F32;
+	uint64_t es = bf ? 2 : 4, w = 0;
+	if (head != pp) {
+		int64_t n = (int64_t)(CU_DECODE_BYTES / ((uint64_t)D * es));
+		w = (uint64_t)(n < 1 ? 1 : n > V ? V : n) * (uint64_t)D * es;
+	}
+	return (uint64_t)(tc * V) * 4 + w + (bf ? (uint64_t)(tc * D) * 2 : 0);
+}
+
+static uint64_t whole_mib(uint64_t b) { return (b + ((uint64_t)1 << 20) - 1) & ~(((uint64_t)1 << 20) - 1); }
+
+enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
+{
+	/* without the model's other shapes: the limits of every product, ce_loss with an lm_head it
+	 * decodes at bf16 products; the per-token loss terms, the cuBLAS workspace and rounding are in
+	 * the reserve */
+	uint64_t need = u64_max(ce_need(T, V, D, TERN_F16, TERN_BF16), mm_need(T, 0, 0, TERN_NF4, TERN_BF16));
 	*out = (struct tern_backend_sizes){
-		.ce_chunk = tc,
-		.ce_scratch = (uint64_t)(tc * V) * 4 + CU_DECODE_BYTES + (uint64_t)(tc * D) * 2 +
-			      (uint64_t)(T > 0 ? T : 1) * 8,
-		.reserve = CU_RESERVE + CU_DECODE_BYTES + CU_OPERAND_BYTES,
+		.ce_chunk = tern_cu_ce_chunk(T, V),
+		.ce_scratch = whole_mib(need),
+		.reserve = CU_RESERVE,
+		.shared = true,
 	};
+	return TERN_OK;
+}
+
+enum tern_status tern_cuda_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out)
+{
+	uint64_t need = u64_max(ce_need(s->T, s->V, s->D, s->head, s->prec),
+				mm_need(s->T, s->K, s->W, s->proj, s->prec));
+	if (s->H && s->Hkv && s->Dh) { /* attention's backward (its forward takes less) */
+		struct cuk_attn ka = {
+			.T = s->T, .H = s->H, .Hkv = s->Hkv, .Dh = s->Dh, .bf16 = s->prec == TERN_BF16};
+		need = u64_max(need, cuk_attention_scratch(&ka, true));
+	}
+	out->ce_scratch = whole_mib(need);
+	out->shared = true;
 	return TERN_OK;
 }
 

@@ -1,5 +1,6 @@
-/* Streaming: host -> device copies on the transfer queue, ordered against compute by two
- * timeline semaphores (contracts in backend.h, the scheme in vk.h and docs/ARCHITECTURE.md §6).
+/* Streaming: copies between host and device (either way) on the transfer queue, ordered against
+ * compute by two timeline semaphores (contracts in backend.h, the scheme in vk.h and
+ * docs/ARCHITECTURE.md §6).
  *
  * comp_sem counts compute submissions: a mark is the value the submission holding the ops so
  * far signals. xfer_sem counts copies: a ticket is the value its copy's submission signals.
@@ -84,11 +85,10 @@ static enum tern_status check_copy(struct tern_vk *vk, struct tern_view dst, str
 			TERN_E_INVALID,
 			"copy_async: dst is %zu bytes and src %zu; both must be the same nonzero size",
 			dst.size, src.size);
-	if (!src.buf || !src.buf->host)
-		return tern_fail(TERN_E_INVALID, "copy_async: src must be a view of a host_alloc buffer");
-	if (!dst.buf || dst.buf->host)
+	if (!src.buf || !dst.buf || src.buf->host == dst.buf->host)
 		return tern_fail(TERN_E_INVALID,
-				 "copy_async: dst must be a device buffer, not a host_alloc one");
+				 "copy_async: one of src and dst must be a view of a host_alloc buffer and "
+				 "the other of a device buffer");
 	if (dst.off > dst.buf->size || dst.size > dst.buf->size - dst.off)
 		return tern_fail(TERN_E_INVALID,
 				 "copy_async: dst view [%zu, +%zu) lies outside its %zu-byte buffer", dst.off,
@@ -103,6 +103,21 @@ static enum tern_status check_copy(struct tern_vk *vk, struct tern_view dst, str
 				 "copy_async: after = %llu, but the last mark is %llu (pass 0 or a mark())",
 				 (unsigned long long)after, (unsigned long long)last);
 	return TERN_OK;
+}
+
+/* A copy into a host_alloc buffer (device -> host): its writes made visible to the host, which
+ * reads them after a wait on the copy's semaphore value or fence. */
+static void host_visible(VkCommandBuffer cmd, struct tern_view dst)
+{
+	if (!dst.buf->host)
+		return;
+	VkMemoryBarrier mb = {
+		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+		.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+		.dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+	};
+	tvk_vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb,
+				 0, NULL, 0, NULL);
 }
 
 enum tern_status tern_vk_copy_async(struct tern_backend *be, struct tern_view dst, struct tern_view src,
@@ -121,6 +136,7 @@ enum tern_status tern_vk_copy_async(struct tern_backend *be, struct tern_view ds
 		if ((st = tern_vk_transfer_begin(vk)))
 			return st;
 		tvk_vkCmdCopyBuffer(vk->cmd, src.buf->buffer, dst.buf->buffer, 1, &region);
+		host_visible(vk->cmd, dst);
 		tern_vk_transfer_end(vk);
 		if ((st = tern_vk_flush(vk)))
 			return st;
@@ -140,6 +156,7 @@ enum tern_status tern_vk_copy_async(struct tern_backend *be, struct tern_view ds
 	if ((st = tern_vk_check(tvk_vkBeginCommandBuffer(x->cmd, &bi), "vkBeginCommandBuffer")))
 		goto fail;
 	tvk_vkCmdCopyBuffer(x->cmd, src.buf->buffer, dst.buf->buffer, 1, &region);
+	host_visible(x->cmd, dst);
 	if ((st = tern_vk_check(tvk_vkEndCommandBuffer(x->cmd), "vkEndCommandBuffer")))
 		goto fail;
 
