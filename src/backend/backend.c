@@ -67,6 +67,9 @@ const char *tern_op_name(enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED_BWD: return "matmul_grouped_bwd";
 	case TERN_OP_ACT_QUANT8: return "act_quant8";
 	case TERN_OP_ARGMAX: return "argmax";
+	case TERN_OP_MATMUL_LORA: return "matmul_lora";
+	case TERN_OP_MATMUL_LORA_BWD: return "matmul_lora_bwd";
+	case TERN_OP_ADD_RMSNORM: return "add_rmsnorm";
 	case TERN_OP_COUNT: break;
 	}
 	return "?";
@@ -490,6 +493,9 @@ bool tern_backend_has_op(const struct tern_backend *be, enum tern_op op)
 	case TERN_OP_MATMUL_GROUPED_BWD: return v->matmul_grouped_bwd;
 	case TERN_OP_ACT_QUANT8: return v->act_quant8;
 	case TERN_OP_ARGMAX: return v->argmax;
+	case TERN_OP_MATMUL_LORA: return v->matmul_lora;
+	case TERN_OP_MATMUL_LORA_BWD: return v->matmul_lora_bwd;
+	case TERN_OP_ADD_RMSNORM: return v->add_rmsnorm;
 	case TERN_OP_COUNT: break;
 	}
 	return false;

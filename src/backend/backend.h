@@ -64,6 +64,9 @@ enum tern_op {
 	TERN_OP_MATMUL_GROUPED_BWD, /* and their input gradient */
 	TERN_OP_ACT_QUANT8,         /* BitNet's per-token 8-bit activation fake-quantization */
 	TERN_OP_ARGMAX,             /* per-row index of the largest value (greedy decoding) */
+	TERN_OP_MATMUL_LORA,        /* optional: matmul with the LoRA update in its product */
+	TERN_OP_MATMUL_LORA_BWD,    /* optional: its input gradient */
+	TERN_OP_ADD_RMSNORM,        /* optional: h += x, then rmsnorm of h */
 	TERN_OP_COUNT
 };
 const char *tern_op_name(enum tern_op op);

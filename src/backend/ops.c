@@ -246,7 +246,8 @@ enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, s
 	if (!isfinite(scale))
 		return tern_fail(TERN_E_INVALID, "matmul_lora: scale is %g", (double)scale);
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)w->O * (double)(w->I + R));
+	bool prof =
+		prof_begin(be, TERN_OP_MATMUL_LORA, pk, 2.0 * (double)T * (double)w->O * (double)(w->I + R));
 	return prof_end(be, prof, pk, be->vt->matmul_lora(be, y, x, u, B, w, R, scale, T, prec));
 }
 
@@ -258,7 +259,8 @@ enum tern_status tern_matmul_lora_bwd(struct tern_backend *be, struct tern_view 
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
-	bool prof = prof_begin(be, pk, 2.0 * (double)T * (double)(w->O + R) * (double)w->I);
+	bool prof = prof_begin(be, TERN_OP_MATMUL_LORA_BWD, pk,
+			       2.0 * (double)T * (double)(w->O + R) * (double)w->I);
 	return prof_end(be, prof, pk, be->vt->matmul_lora_bwd(be, dx, dy, du, A, w, R, T, accumulate, prec));
 }
 
@@ -480,7 +482,7 @@ enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, s
 			return st;
 		return tern_rmsnorm(be, y, rstd, h, w, T, D, eps);
 	}
-	bool prof = prof_begin(be, TERN_PROF_ELEMENTWISE, 0.0);
+	bool prof = prof_begin(be, TERN_OP_ADD_RMSNORM, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->add_rmsnorm(be, h, y, rstd, x, w, T, D, eps));
 }
