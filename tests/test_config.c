@@ -650,10 +650,20 @@ static void test_engine_keys(void)
 			  tern_config_set(g, "gradient_checkpointing=true") == TERN_OK &&
 			  g->gradient_checkpointing && !g->checkpoint_offload;
 		tern_config_free(g);
+		/* the resolved config written back says offload, and parses back to it */
+		struct tern_config *w = parse(HEAD "gradient_checkpointing: offload\n"), *r = NULL;
+		char *yaml = NULL;
+		ok = ok && w && tern_config_write(w, &yaml) == TERN_OK &&
+		     strstr(yaml, "\ngradient_checkpointing: offload\n") &&
+		     tern_config_parse(&r, "w.yaml", yaml, strlen(yaml)) == TERN_OK &&
+		     r->checkpoint_offload && r->gradient_checkpointing;
+		free(yaml);
+		tern_config_free(w);
+		tern_config_free(r);
 		struct tern_config *b = parse(HEAD "gradient_checkpointing: offlaod\n");
 		check(ok && !b && strstr(tern_error(), "true, false, offload"),
-		      "gradient_checkpointing: true after offload keeps the inputs on the device; 'offlaod' "
-		      "is refused naming offload");
+		      "gradient_checkpointing: true after offload keeps the inputs on the device; offload is "
+		      "written back as offload; 'offlaod' is refused naming offload");
 		tern_config_free(b);
 	}
 	{ /* axolotl's model_config overrides: the load-balancing loss keys applied, others noted */

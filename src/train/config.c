@@ -586,7 +586,11 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 		free(*(char **)p);
 		*(char **)p = NULL;
 		break;
-	case K_BOOL: *(bool *)p = *(bool *)q; break;
+	case K_BOOL:
+		*(bool *)p = *(bool *)q;
+		if (k->off == F(gradient_checkpointing))
+			cfg->checkpoint_offload = d.checkpoint_offload;
+		break;
 	case K_INT:
 	case K_SIZE:
 	case K_DURATION: *(int64_t *)p = *(int64_t *)q; break;
@@ -1930,7 +1934,12 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 				sb_add(&b, " null");
 			}
 			break;
-		case K_BOOL: sb_add(&b, " %s", *(const bool *)p ? "true" : "false"); break;
+		case K_BOOL:
+			sb_add(&b, " %s",
+			       !*(const bool *)p                                                ? "false"
+			       : k->off == F(gradient_checkpointing) && cfg->checkpoint_offload ? "offload"
+												: "true");
+			break;
 		case K_INT: sb_add(&b, " %lld", (long long)*(const int64_t *)p); break;
 		case K_FLOAT:
 			sb_add(&b, " ");

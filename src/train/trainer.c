@@ -854,12 +854,18 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
 		tern_plan_fmt(sl, sizeof sl, p->slot_bytes);
 		tern_plan_fmt(u, sizeof u, wb + lb + ab);
 		bool streams = p->n_layers[TERN_PLAN_DEVICE] < mc->L;
+		char off[96] = "", ob[32];
+		tern_plan_fmt(ob, sizeof ob, p->offload_host);
+		if (p->offload) /* gradient_checkpointing: offload, or true where they did not fit */
+			snprintf(off, sizeof off,
+				 "; layer inputs offloaded (%s pinned host, %d device slots)", ob,
+				 p->offload_slots);
 		fprintf(o,
 			"  residency %lld device, %lld host, %lld disk layers; %d slots (%s); device memory %s of "
-			"budget %s; host budget %s\n",
+			"budget %s; host budget %s%s\n",
 			(long long)p->n_layers[TERN_PLAN_DEVICE], (long long)p->n_layers[TERN_PLAN_HOST],
 			(long long)p->n_layers[TERN_PLAN_DISK], streams ? p->n_slots : 0, streams ? sl : "-",
-			u, d, h);
+			u, d, h, off);
 	}
 	fprintf(o,
 		"  data      train %lld samples, %lld tokens (%lld trained), %lld rows of %lld%s; val %lld samples; "
