@@ -286,6 +286,19 @@ static void dt_unchanged(struct chk *c, struct dten *t, const void *orig)
  * the magnitudes of the parts a backend rounds separately before adding them (say |dx0| + |dy W|
  * for dx += dy W): where those parts cancel, their fp32 rounding is relative to them, not to
  * the small result, and a single-element case would otherwise fail by chance. */
+/* The relative L2 error of got against want (cmp_mag's measure), for choosing between oracles. */
+static double l2_err(const float *got, const double *want, const double *mag, int64_t n)
+{
+	double num = 0.0, den = 0.0, dmag = 0.0;
+	for (int64_t i = 0; i < n; i++) {
+		double d = (double)got[i] - want[i];
+		num += d * d;
+		den += want[i] * want[i];
+		dmag += mag[i] * mag[i];
+	}
+	return num == 0.0 ? 0.0 : sqrt(num) / fmax(sqrt(fmax(den, dmag)), 1e-30);
+}
+
 static void cmp_mag(struct chk *c, const char *name, const float *got, const double *want, const double *mag,
 		    int64_t n, double tol)
 {

@@ -16,6 +16,11 @@ int unsetenv(const char *name);
 
 static double bfr(double v) { return oracle_round(TERN_BF16, v); }
 
+/* The gemms' inputs: rounded to bf16, or not (backend.h lets a bf16 gemm run fp32 products, as
+ * cuBLAS's FAST_16BF did at these shapes on the GPUs); chosen per case by u, the first gemm. */
+static bool gemm_f32;
+static double bgr(double v) { return gemm_f32 ? v : bfr(v); }
+
 /* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
 static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
 			    bool acc, bool alias, bool chunked)
@@ -40,7 +45,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
 	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
 	double *want = dvec(T * (O > I ? O : I)), *mag = dvec(T * (O > I ? O : I)),
-	       *pw = dvec(R * (O > I ? O : I)), *pm = dvec(R * (O > I ? O : I)), *ur = dvec(T * R);
+	       *pw = dvec(R * (O > I ? O : I) + T * R), *pm = dvec(R * (O > I ? O : I)), *ur = dvec(T * R);
 	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !pw || !pm ||
 	    !ur || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
 		fail(&c, "out of host memory");
@@ -93,20 +98,27 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
 		goto out;
 
-	/* u = Σ bf16(x) bf16(A) */
-	for (int64_t t = 0; t < T; t++)
-		for (int64_t r = 0; r < R; r++) {
-			double a = 0.0, m = 0.0;
-			for (int64_t i = 0; i < I; i++) {
-				double p = bfr(x[t * I + i]) * bfr(A[r * I + i]);
-				a += p, m += fabs(p);
+	/* u = Σ bf16(x) bf16(A), or Σ x A where the gemm ran fp32 products (closer of the two; every
+	 * gemm of the case is then held to the same) */
+	for (int pass = 0; pass < 2; pass++) {
+		gemm_f32 = pass == 1;
+		for (int64_t t = 0; t < T; t++)
+			for (int64_t r = 0; r < R; r++) {
+				double a = 0.0, m = 0.0;
+				for (int64_t i = 0; i < I; i++) {
+					double p = bgr(x[t * I + i]) * bgr(A[r * I + i]);
+					a += p, m += fabs(p);
+				}
+				(pass ? pw : want)[t * R + r] = a, mag[t * R + r] = m;
 			}
-			want[t * R + r] = a, mag[t * R + r] = m;
-		}
-	cmp_mag(&c, "u", u, want, mag, T * R, TOL_PREC);
+	}
+	gemm_f32 = l2_err(u, pw, mag, T * R) < l2_err(u, want, mag, T * R);
+	if (gemm_f32)
+		snprintf(c.desc + strlen(c.desc), sizeof c.desc - strlen(c.desc), " (gemm fp32 products)");
+	cmp_mag(&c, "u", u, gemm_f32 ? pw : want, mag, T * R, TOL_PREC);
 	/* y = Σ bf16(x) bf16(W) + (fused: Σ bf16(s·u) bf16(B); composed: s · Σ bf16(u) bf16(B)) */
 	for (int64_t t = 0; t < T * R; t++)
-		ur[t] = fused ? bfr((double)(float)(sc * u[t])) : bfr(u[t]);
+		ur[t] = fused ? bfr((double)(float)(sc * u[t])) : bgr(u[t]);
 	double ls = fused ? 1.0 : (double)sc;
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t o = 0; o < O; o++) {
@@ -116,7 +128,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 				a += p, m += fabs(p);
 			}
 			for (int64_t r = 0; r < R; r++) {
-				double p = ur[t * R + r] * bfr(B[o * R + r]);
+				double p = ur[t * R + r] * (fused ? bfr(B[o * R + r]) : bgr(B[o * R + r]));
 				l += p, lm += fabs(p);
 			}
 			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
@@ -127,7 +139,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		for (int64_t r = 0; r < R; r++) {
 			double a = 0.0, m = 0.0;
 			for (int64_t t = 0; t < T; t++) {
-				double p = bfr(dy[t * O + o]) * bfr(u[t * R + r]);
+				double p = bgr(dy[t * O + o]) * bgr(u[t * R + r]);
 				a += p, m += fabs(p);
 			}
 			pw[o * R + r] = dB0[o * R + r] + sc * a,
@@ -139,7 +151,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		for (int64_t r = 0; r < R; r++) {
 			double a = 0.0, m = 0.0;
 			for (int64_t o = 0; o < O; o++) {
-				double p = bfr(dy[t * O + o]) * bfr(B[o * R + r]);
+				double p = bgr(dy[t * O + o]) * bgr(B[o * R + r]);
 				a += p, m += fabs(p);
 			}
 			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
@@ -150,7 +162,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		for (int64_t i = 0; i < I; i++) {
 			double a = 0.0, m = 0.0;
 			for (int64_t t = 0; t < T; t++) {
-				double p = bfr(du[t * R + r]) * bfr(x[t * I + i]);
+				double p = bgr(du[t * R + r]) * bgr(x[t * I + i]);
 				a += p, m += fabs(p);
 			}
 			pw[r * I + i] = dA0[r * I + i] + a, pm[r * I + i] = fabs(dA0[r * I + i]) + m;
@@ -165,7 +177,8 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 				a += p, m += fabs(p);
 			}
 			for (int64_t r = 0; r < R; r++) {
-				double p = bfr(du[t * R + r]) * bfr(A[r * I + i]);
+				double p = fused ? bfr(du[t * R + r]) * bfr(A[r * I + i])
+						 : bgr(du[t * R + r]) * bgr(A[r * I + i]);
 				a += p, m += fabs(p);
 			}
 			want[t * I + i] = a, mag[t * I + i] = m;
