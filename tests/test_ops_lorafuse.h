@@ -2,7 +2,8 @@
  * two rank-R updates inside the base products (backend.h matmul_lora, matmul_lora_bwd; CUDA) or
  * compose them from gemms (the rest, and CUDA with TERN_CUDA_LORA_FUSE=0 or a bf16 weight). The
  * oracle rounds as the path taken says (tern_lora_fused): fused, y's low-rank operand is
- * bf16(s·u); composed, s · Σ bf16(u) bf16(B). Every operand is rounded to bf16 and summed in
+ * bf16(s·u); composed, s · Σ bf16(u) bf16(B). Every operand is rounded to bf16 (a gemm's may
+ * instead stay fp32 where the case's u says the gemm ran fp32 products, backend.h) and summed in
  * double, from the u and du the device produced (downloaded: their own fp32 summation order
  * would otherwise flip bf16 roundings), so what is left is fp32 summation error (TOL_PREC). On
  * CUDA a decoded weight must take the fused path unless TERN_CUDA_LORA_FUSE=0. A backend without
