@@ -14,6 +14,11 @@
 #include <tuple>
 #include <type_traits>
 
+// the CUDA headers above define these as attributes; on the host they mean nothing
+#undef __global__
+#undef __device__
+#undef __constant__
+#undef __shared__
 #define __global__
 #define __device__
 #define __constant__
