@@ -328,9 +328,10 @@ struct tern_backend_vtable {
 	 * A is stored [M,K], or [K,M] when ta; B is stored [K,N], or [N,K] when tb. A, B, C fp32.
 	 * prec: TERN_F32, the products in fp32; TERN_BF16 where supports_prec(TERN_OP_GEMM, BF16)
 	 * says so (CUDA from compute 8.0), A and B rounded to bf16 (to nearest even) and the products
-	 * summed in fp32, alpha and beta · C applied in fp32; a backend may also run such a product in
-	 * fp32 (cuBLAS's FAST_16BF matched no rounding of the inputs at small shapes on an H100). F16 is never offered (it would need
-	 * matmul's scale pass). The front door refuses a prec the backend does not run. */
+	 * summed in fp32, alpha and beta · C applied in fp32; a backend may also run such a product
+	 * finer, up to fp32 (cuBLAS's FAST_16BF did at small shapes on an H100: tf32-like errors, 8×
+	 * below bf16's). F16 is never offered (it would need matmul's scale pass). The front door
+	 * refuses a prec the backend does not run. */
 	enum tern_status (*gemm)(struct tern_backend *be, struct tern_view C, struct tern_view A,
 				 struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
 				 float alpha, float beta, enum tern_dtype prec);
