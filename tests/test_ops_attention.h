@@ -123,9 +123,10 @@ static bool attn_oracle(struct attn_case *ac)
 	return true;
 }
 
-/* Random inputs; packed: segments of 1..6 tokens (seg = 0,0,0,1,1,2,...), else one segment. */
+/* Random inputs; packed 1: segments of 1..6 tokens (seg = 0,0,0,1,1,2,...); 2: a micro-batch's rows
+ * (below); 0: one segment. */
 static bool attn_case_make_prec(struct attn_case *ac, struct rng *r, int64_t T, int64_t H, int64_t Hkv,
-				int64_t Dh, int64_t window, bool packed, enum tern_dtype prec, double gamp)
+				int64_t Dh, int64_t window, int packed, enum tern_dtype prec, double gamp)
 {
 	memset(ac, 0, sizeof *ac);
 	ac->a = (struct tern_attn_args){T, H, Hkv, Dh, window, (float)(1.0 / sqrt((double)Dh)), prec};
@@ -146,14 +147,30 @@ static bool attn_case_make_prec(struct attn_case *ac, struct rng *r, int64_t T, 
 	fill_sym(r, ac->v, nk, 1.0);
 	fill_sym(r, ac->g, nq, gamp);
 	int32_t s = 0;
-	for (int64_t i = 0, left = 0; i < T; i++) {
-		if (packed && left == 0) {
-			left = 1 + (int64_t)(rng_unif(r) * 6.0);
-			s += i > 0;
+	if (packed == 2) {
+		/* a micro-batch: 4 rows of T/4 tokens, each of samples of 10..60 tokens with ids
+		 * unique across rows but rows in a shuffled order (as the trainer stages them), the last
+		 * row's second half padding (-1) */
+		int64_t S = T / 4;
+		static const int32_t order[4] = {2, 0, 3, 1};
+		for (int64_t i = 0, left = 0; i < T; i++) {
+			int64_t row = i / S < 3 ? i / S : 3, at = i - row * S;
+			if (at == 0)
+				s = order[row] * 1000, left = 0;
+			if (left == 0)
+				left = 10 + (int64_t)(rng_unif(r) * 51.0), s++;
+			left--;
+			ac->seg[i] = row == 3 && at >= (T - 3 * S) / 2 ? -1 : s;
 		}
-		left -= packed;
-		ac->seg[i] = s;
-	}
+	} else
+		for (int64_t i = 0, left = 0; i < T; i++) {
+			if (packed && left == 0) {
+				left = 1 + (int64_t)(rng_unif(r) * 6.0);
+				s += i > 0;
+			}
+			left -= packed != 0;
+			ac->seg[i] = s;
+		}
 	if (!attn_oracle(ac)) {
 		attn_case_free(ac);
 		return false;
@@ -162,16 +179,19 @@ static bool attn_case_make_prec(struct attn_case *ac, struct rng *r, int64_t T, 
 }
 
 static bool attn_case_make(struct attn_case *ac, struct rng *r, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-			   int64_t window, bool packed)
+			   int64_t window, int packed)
 {
 	return attn_case_make_prec(ac, r, T, H, Hkv, Dh, window, packed, TERN_F32, 1.0);
 }
 
 static const char *attn_desc(char *buf, size_t n, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-			     int64_t window, bool packed)
+			     int64_t window, int packed)
 {
 	snprintf(buf, n, "T=%lld H=%lld/%lld Dh=%lld w=%lld%s", (long long)T, (long long)H, (long long)Hkv,
-		 (long long)Dh, (long long)window, packed ? " packed" : "");
+		 (long long)Dh, (long long)window,
+		 packed == 2 ? " rows"
+		 : packed    ? " packed"
+			     : "");
 	return buf;
 }
 
@@ -192,7 +212,7 @@ static const char *attn_prec_name(enum tern_dtype prec)
 }
 
 static void check_attention_prec(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-				 int64_t window, bool packed, enum tern_dtype prec)
+				 int64_t window, int packed, enum tern_dtype prec)
 {
 	struct chk c;
 	char desc[96];
@@ -228,14 +248,14 @@ out:
 }
 
 static void check_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			    bool packed)
+			    int packed)
 {
 	check_attention_prec(s, T, H, Hkv, Dh, window, packed, TERN_F32);
 }
 
 /* gamp: the magnitude of dout (1e-6 is a gradient's: the f16 path must scale it) */
 static void check_attention_bwd_prec(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-				     int64_t window, bool packed, enum tern_dtype prec, double gamp)
+				     int64_t window, int packed, enum tern_dtype prec, double gamp)
 {
 	struct chk c;
 	char desc[96];
@@ -281,7 +301,7 @@ out:
 }
 
 static void check_attention_bwd(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh,
-				int64_t window, bool packed)
+				int64_t window, int packed)
 {
 	check_attention_bwd_prec(s, T, H, Hkv, Dh, window, packed, TERN_F32, 1.0);
 }
@@ -338,7 +358,7 @@ static bool attn_fd(struct chk *c, struct dten *t, float *x, int64_t n, bool lin
 
 /* attention_bwd(dout = g) against finite differences of the CPU forward. */
 static void check_fd_attention(struct suite *s, int64_t T, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			       bool packed)
+			       int packed)
 {
 	struct chk c;
 	char desc[96];
@@ -425,19 +445,21 @@ out:
 /* bf16 (CUDA's tensor-core kernels take Dh 16, 32, 64, 96 and 128; the others compute in fp32 at
  * bf16): the f16 cases, the other head sizes, tiny gradients; causal interiors of whole 64-key
  * tiles without and with a window longer than a tile (CUDA skips their mask), GQA groups of 2
- * and 4 (CUDA splits dK/dV over a group's heads) */
+ * and 4 (CUDA splits dK/dV over a group's heads); a micro-batch's rows (packed 2: CUDA skips the
+ * tiles of other rows by their segment bounds), with a window too */
 static void check_attention_bf16(struct suite *s)
 {
 	static const int64_t bshapes[][6] = {
 		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},    {130, 4, 2, 64, 0, 1},
 		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0},   {257, 8, 2, 128, 70, 1},
 		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0},   {90, 3, 1, 96, 0, 1},
-		{256, 4, 2, 64, 0, 0},  {200, 4, 1, 128, 150, 0},
+		{256, 4, 2, 64, 0, 0},  {200, 4, 1, 128, 150, 0}, {320, 4, 2, 64, 0, 2},
+		{512, 2, 1, 128, 0, 2}, {400, 4, 2, 64, 90, 2},
 	};
 	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
 		const int64_t *h = bshapes[i];
-		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16);
-		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_BF16, 1.0);
+		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_BF16);
+		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_BF16, 1.0);
 	}
 	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_BF16, 1e-6);
 }
@@ -445,28 +467,30 @@ static void check_attention_bf16(struct suite *s)
 static void check_attention_all(struct suite *s)
 {
 	/* T, H, Hkv, Dh, window, packed: GQA ratios 1, 2, 4; T not a multiple of any tile; windows
-	 * shorter and longer than a tile; packed samples; Dh from 8 to 256 */
+	 * shorter and longer than a tile; packed samples (1), a micro-batch's rows (2); Dh from 8 to
+	 * 256 */
 	static const int64_t shapes[][6] = {
 		{1, 1, 1, 8, 0, 0},    {7, 2, 2, 16, 0, 0},   {33, 4, 1, 64, 0, 0},   {40, 4, 4, 80, 5, 0},
 		{50, 8, 2, 16, 0, 1},  {45, 4, 1, 8, 3, 1},   {70, 2, 1, 32, 20, 1},  {20, 2, 1, 256, 0, 1},
-		{19, 3, 3, 128, 0, 0}, {130, 4, 2, 64, 0, 1}, {100, 2, 1, 16, 37, 0},
+		{19, 3, 3, 128, 0, 0}, {130, 4, 2, 64, 0, 1}, {100, 2, 1, 16, 37, 0}, {260, 2, 1, 16, 0, 2},
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
-				shapes[i][5] != 0);
+				(int)shapes[i][5]);
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention_bwd(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
-				    shapes[i][5] != 0);
+				    (int)shapes[i][5]);
 	/* f16 (the tensor-core shaders take Dh 64 and 128): tiles with edges, GQA, windows, packed
 	 * samples, a gradient-sized dout */
 	static const int64_t hshapes[][6] = {
 		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},  {130, 4, 2, 64, 0, 1},
 		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0}, {257, 8, 2, 128, 70, 1},
+		{320, 4, 2, 64, 0, 2},
 	};
 	for (size_t i = 0; i < sizeof hshapes / sizeof hshapes[0]; i++) {
 		const int64_t *h = hshapes[i];
-		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16);
-		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], h[5] != 0, TERN_F16, 1.0);
+		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_F16);
+		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_F16, 1.0);
 	}
 	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_F16, 1e-6);
 	check_attention_bf16(s);

@@ -761,10 +761,69 @@ __device__ inline bool tile_whole(const cuk_attn &a, int64_t lo, int64_t k0, int
 	return warp_all(ks[lane % n] == sr && ks[(lane + 32) % n] == sr);
 }
 
+// Segment bounds of the 64-token tiles (kFR = kFN: a block's rows are one tile, and so are its
+// columns). A micro-batch's rows are concatenated with globally unique segment ids (the trainer's
+// samples), so a row's tiles pair only with the tiles of the same row: without bounds the causal
+// walk would multiply every earlier row's tiles only to mask them (4x the work of 4 rows). tlo/thi
+// [nt]: the least and greatest segment of each tile; kfirst[b]: the first tile c <= b whose range
+// meets tile b's, qlast[b]: the last tile c >= b whose range meets it. A tile whose range does not
+// meet b's holds no key (query) any row of b sees, so skipping it leaves every score and sum as
+// it was (its scores would be masked to -inf, adding 0). Any segments are allowed: the ranges are
+// a conservative test, padding (-1) included.
+__global__ void fa_range_kernel(int32_t *tlo, int32_t *thi, const int32_t *seg, int64_t T)
+{
+	int64_t nt = (T + kFN - 1) / kFN;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nt;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t e = (b + 1) * kFN < T ? (b + 1) * kFN : T;
+		int32_t lo = seg[b * kFN], hi = lo;
+		for (int64_t i = b * kFN + 1; i < e; i++) {
+			int32_t v = seg[i];
+			lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+		}
+		tlo[b] = lo, thi[b] = hi;
+	}
+}
+
+__global__ void fa_bounds_kernel(int32_t *kfirst, int32_t *qlast, const int32_t *tlo, const int32_t *thi,
+				 int64_t T)
+{
+	int64_t nt = (T + kFN - 1) / kFN;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nt;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int32_t lo = tlo[b], hi = thi[b];
+		int64_t f = 0, l = nt - 1;
+		while (f < b && (thi[f] < lo || tlo[f] > hi))
+			f++;
+		while (l > b && (thi[l] < lo || tlo[l] > hi))
+			l--;
+		kfirst[b] = (int32_t)f, qlast[b] = (int32_t)l;
+	}
+}
+
+// The first key of query block i0 (a multiple of kFR): the window's, or the first tile whose
+// segments meet the block's (kfirst; null: none computed).
+__device__ inline int64_t fa_first(const cuk_attn &a, int64_t i0, const int32_t *kfirst)
+{
+	int64_t j = first_key(a, i0), f = kfirst ? (int64_t)kfirst[i0 / kFR] * kFN : 0;
+	return j > f ? j : f;
+}
+
+// One past the last query of key block j0 (a multiple of kFR) whose tile ends at last.
+__device__ inline int64_t fa_end(const cuk_attn &a, int64_t j0, int64_t last, const int32_t *qlast)
+{
+	int64_t e = query_end(a, last);
+	if (qlast) {
+		int64_t q = ((int64_t)qlast[j0 / kFR] + 1) * kFN;
+		e = q < e ? q : e;
+	}
+	return e;
+}
+
 template <int DH>
 __global__ void __launch_bounds__(kFW * 32, 3)
 	fa_fwd_kernel(float *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-		      const int32_t *seg, cuk_attn a)
+		      const int32_t *seg, const int32_t *kfirst, cuk_attn a)
 {
 	// 64 keys per softmax step; 32 at DH 128, where 64 would need more registers than 3 blocks
 	// per SM leave (170)
@@ -777,7 +836,7 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 	int64_t gh = h / (a.H / a.Hkv);
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
 	int64_t wlo = i0 + warp * 16, ia = wlo + (lane >> 2), ib = ia + 8;
-	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = first_key(a, i0);
+	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = fa_first(a, i0, kfirst);
 	int ntiles = (int)((last - jfirst) / kFN + 1);
 
 	tile_async<DH>(st + 2 * kFN * S, q, i0, a.T, a.H, h); // Q passes through stage 1 into registers
@@ -836,7 +895,7 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 template <int DH>
 __global__ void __launch_bounds__(kFW * 32)
 	fa_dq_kernel(float *dq, const uint16_t *dout, const uint16_t *q, const uint16_t *k, const uint16_t *v,
-		     const float *lse, const float *Dr, const int32_t *seg, cuk_attn a)
+		     const float *lse, const float *Dr, const int32_t *seg, const int32_t *kfirst, cuk_attn a)
 {
 	constexpr int S = DH + 8, KS = DH / 16, NO = DH / 8, NT = 4;
 	extern __shared__ float sm[];
@@ -847,7 +906,7 @@ __global__ void __launch_bounds__(kFW * 32)
 	int64_t gh = h / (a.H / a.Hkv);
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
 	int64_t wlo = i0 + warp * 16, ia = wlo + (lane >> 2), ib = ia + 8;
-	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = first_key(a, i0);
+	int64_t last = i0 + kFR - 1 < a.T - 1 ? i0 + kFR - 1 : a.T - 1, jfirst = fa_first(a, i0, kfirst);
 	int ntiles = (int)((last - jfirst) / kFN + 1);
 
 	tile_async<DH>(st + 2 * kFN * S, q, i0, a.T, a.H, h);
@@ -920,8 +979,8 @@ __global__ void __launch_bounds__(kFW * 32)
 template <int DH>
 __global__ void __launch_bounds__(kFW * 32)
 	fa_dkv_kernel(float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
-		      const uint16_t *v, const float *lse, const float *Dr, const int32_t *seg, cuk_attn a,
-		      int nsplit)
+		      const uint16_t *v, const float *lse, const float *Dr, const int32_t *seg,
+		      const int32_t *qlast, cuk_attn a, int nsplit)
 {
 	constexpr int S = DH + 8, NO = DH / 8, NT = 4;
 	extern __shared__ float sm[];
@@ -935,7 +994,7 @@ __global__ void __launch_bounds__(kFW * 32)
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
 	int64_t wlo = j0 + warp * 16, ja = wlo + (lane >> 2), jb = ja + 8;
 	int64_t last = j0 + kFR - 1 < a.T - 1 ? j0 + kFR - 1 : a.T - 1;
-	int64_t end = query_end(a, last);
+	int64_t end = fa_end(a, j0, last, qlast);
 	int nq = (int)((end - j0 + kFN - 1) / kFN), ntiles = (int)(nq * hn);
 
 	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
@@ -1034,7 +1093,7 @@ __global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const fl
 
 // The scratch of the tensor-core kernels (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
 struct fa_scratch {
-	size_t dr, qb, kb, vb, gb, pv, total;
+	size_t dr, qb, kb, vb, gb, bd, pv, total;
 	int nsplit;
 };
 
@@ -1051,7 +1110,8 @@ inline fa_scratch fa_layout(const cuk_attn &a, bool bwd)
 	l.kb = l.qb + fa_align(n * 2);
 	l.vb = l.kb + fa_align(nk * 2);
 	l.gb = l.vb + fa_align(nk * 2);
-	l.pv = l.gb + (bwd ? fa_align(n * 2) : 0);
+	l.bd = l.gb + (bwd ? fa_align(n * 2) : 0);
+	l.pv = l.bd + fa_align((size_t)(4 * ((a.T + kFN - 1) / kFN)) * 4); // tlo, thi, kfirst, qlast
 	l.total = l.pv;
 	l.nsplit = 1;
 	if (!bwd)
@@ -1065,6 +1125,16 @@ inline fa_scratch fa_layout(const cuk_attn &a, bool bwd)
 	if (ns > 1)
 		l.total = l.pv + fa_align(nk * 4 * (size_t)ns);
 	return l;
+}
+
+// The tiles' segment bounds into the scratch at l.bd: kfirst, qlast (then tlo, thi).
+inline cudaError_t fa_bounds(cudaStream_t s, int32_t *bd, const int32_t *seg, int64_t T)
+{
+	int64_t nt = (T + kFN - 1) / kFN, blocks = (nt + 127) / 128;
+	unsigned g = (unsigned)(blocks < 1024 ? blocks : 1024);
+	fa_range_kernel<<<g, 128, 0, s>>>(bd + 2 * nt, bd + 3 * nt, seg, T);
+	fa_bounds_kernel<<<g, 128, 0, s>>>(bd, bd + nt, bd + 2 * nt, bd + 3 * nt, T);
+	return cudaGetLastError();
 }
 
 template <int DH> size_t fa_smem(int tiles) { return (size_t)tiles * kFN * (DH + 8) * 2; }
@@ -1086,11 +1156,14 @@ cudaError_t fa_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, cons
 	if ((e = cast_bf16(s, qb, q, a.T * a.H * DH)) || (e = cast_bf16(s, kb, k, a.T * a.Hkv * DH)) ||
 	    (e = cast_bf16(s, vb, v, a.T * a.Hkv * DH)))
 		return e;
+	int32_t *bd = (int32_t *)((char *)scr + l.bd);
+	if ((e = fa_bounds(s, bd, seg, a.T)))
+		return e;
 	size_t smem = fa_smem<DH>(4) + 2 * kFN * 4;
 	if ((e = fa_attr(fa_fwd_kernel<DH>, smem)))
 		return e;
 	int64_t blocks = a.H * ((a.T + kFR - 1) / kFR);
-	fa_fwd_kernel<DH><<<(unsigned)blocks, kFW * 32, smem, s>>>(o, lse, qb, kb, vb, seg, a);
+	fa_fwd_kernel<DH><<<(unsigned)blocks, kFW * 32, smem, s>>>(o, lse, qb, kb, vb, seg, bd, a);
 	return cudaGetLastError();
 }
 
@@ -1108,6 +1181,9 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 	if ((e = cast_bf16(s, qb, q, a.T * a.H * DH)) || (e = cast_bf16(s, kb, k, a.T * a.Hkv * DH)) ||
 	    (e = cast_bf16(s, vb, v, a.T * a.Hkv * DH)) || (e = cast_bf16(s, gb, dout, a.T * a.H * DH)))
 		return e;
+	int32_t *bd = (int32_t *)(b + l.bd);
+	if ((e = fa_bounds(s, bd, seg, a.T)))
+		return e;
 	size_t smem_q = fa_smem<DH>(4) + 2 * kFN * 4, smem_kv = fa_smem<DH>(6) + 6 * kFN * 4;
 	if ((e = fa_attr(fa_dq_kernel<DH>, smem_q)) || (e = fa_attr(fa_dkv_kernel<DH>, smem_kv)))
 		return e;
@@ -1116,13 +1192,14 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 	// dK/dV first: with nsplit > 1 its dK partials live in dq's memory until dQ overwrites them
 	float *pk = ns > 1 ? dq : dk, *pv = ns > 1 ? (float *)(b + l.pv) : dv;
 	fa_dkv_kernel<DH><<<(unsigned)(a.Hkv * ns * rb), kFW * 32, smem_kv, s>>>(pk, pv, gb, qb, kb, vb, lse,
-										 Dr, seg, a, ns);
+										 Dr, seg, bd + rb, a, ns);
 	if (ns > 1) {
 		int64_t n = a.T * a.Hkv * DH, blocks = (n + 255) / 256;
 		fa_reduce_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(
 			dk, dv, pk, pv, a.T * a.Hkv, DH, ns);
 	}
-	fa_dq_kernel<DH><<<(unsigned)(a.H * rb), kFW * 32, smem_q, s>>>(dq, gb, qb, kb, vb, lse, Dr, seg, a);
+	fa_dq_kernel<DH>
+		<<<(unsigned)(a.H * rb), kFW * 32, smem_q, s>>>(dq, gb, qb, kb, vb, lse, Dr, seg, bd, a);
 	return cudaGetLastError();
 }
 
