@@ -169,6 +169,11 @@ enum tern_status tern_cu_gemm_ex(struct cu_backend *c, const char *op, bool ta, 
 				 int64_t ldb, const void *beta, float *C, int64_t ldc, cudaDataType ab,
 				 bool dev);
 void tern_cu_mm_budget(size_t *decode_bytes, size_t *operand_bytes);
+/* The part size that splits total into the fewest parts of at most most, as even as align
+ * (a power of two) allows: 4096 rows under a 4080-row budget are two parts of 2048, not 4080 + 16
+ * (a last product of 16 rows ran at a fraction of the first one's rate). total when most >= total;
+ * most when most < align. */
+int64_t tern_cu_split(int64_t total, int64_t most, int64_t align);
 
 /* cu_lora.c: the LoRA linear's products with the rank-R updates inside (backend.h matmul_lora) */
 bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R,

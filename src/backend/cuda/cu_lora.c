@@ -119,8 +119,8 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 	int64_t Kp = ext8(I, R);
 	size_t dec, opd;
 	tern_cu_mm_budget(&dec, &opd);
-	int64_t wn = clamp64((int64_t)(dec / ((size_t)Kp * 2)), 1, O);
-	int64_t toks = clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T);
+	int64_t wn = tern_cu_split(O, clamp64((int64_t)(dec / ((size_t)Kp * 2)), 1, O), 64);
+	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
 	void *wscr, *oscr;
 	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
 		return st;
@@ -179,9 +179,9 @@ enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_vi
 	int64_t n = (int64_t)(dec / ((size_t)Kp * 2));
 	if (n < I)
 		n &= ~(int64_t)7;
-	int64_t wn = n < 8 ? 8 : n;
+	int64_t wn = n < 8 ? 8 : tern_cu_split(I, n, 64);
 	wn = wn > I ? I : wn;
-	int64_t toks = clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T);
+	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
 	void *wscr, *oscr;
 	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
 		return st;

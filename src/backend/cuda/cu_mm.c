@@ -127,11 +127,11 @@ static struct mm_plan mm_plan_of(const struct tern_weight *w, enum tern_dtype pr
 		(int64_t)(bytes_env("TERN_CUDA_DECODE_BYTES", CU_DECODE_BYTES, &dec) / ((size_t)other * es));
 	if (bwd && n < all) /* column windows start at multiples of 8 (the eight-weight decode) */
 		n &= ~(int64_t)7;
-	p.wn = p.direct ? all : n < (bwd ? 8 : 1) ? (bwd ? 8 : 1) : n > all ? all : n;
+	p.wn = p.direct ? all : n < (bwd ? 8 : 1) ? (bwd ? 8 : 1) : tern_cu_split(all, n, 64);
 	p.wbytes = p.direct ? 0 : (size_t)(p.wn * other) * es;
 	int64_t toks =
 		(int64_t)(bytes_env("TERN_CUDA_OPERAND_BYTES", CU_OPERAND_BYTES, &opd) / ((size_t)K * 2));
-	p.toks = prec == TERN_F32 ? T : toks < 1 ? 1 : toks > T ? T : toks;
+	p.toks = prec == TERN_F32 ? T : toks < 1 ? 1 : tern_cu_split(T, toks, 128);
 	p.obytes = prec == TERN_F32 ? 0 : (size_t)(p.toks * K) * 2;
 	return p;
 }
@@ -417,6 +417,17 @@ enum tern_status tern_cu_gemm_ex(struct cu_backend *c, const char *op, bool ta, 
 				 bool dev)
 {
 	return gemm_ex(c, op, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, ab, dev);
+}
+
+int64_t tern_cu_split(int64_t total, int64_t most, int64_t align)
+{
+	if (most >= total || most < align)
+		return most >= total ? total : most;
+	for (int64_t parts = (total + most - 1) / most;; parts++) {
+		int64_t p = ((total + parts - 1) / parts + align - 1) & ~(align - 1);
+		if (p <= most)
+			return p;
+	}
 }
 
 void tern_cu_mm_budget(size_t *decode_bytes, size_t *operand_bytes)
