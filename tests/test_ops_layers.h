@@ -828,9 +828,10 @@ static void check_layers_all(struct suite *s)
 	check_rope(s, 19, 2, 128, true, true, true);
 	check_rope(s, 40, 1, 128, false, true, false);
 
-	static const int64_t mn[] = {1, 17, 4099};
+	/* 4100: a multiple of 4 (CUDA's four-element kernels), the others not */
+	static const int64_t mn[] = {1, 17, 4099, 4100};
 	for (int a = 0; a < 2; a++)
-		for (int k = 0; k < 3; k++) {
+		for (int k = 0; k < 4; k++) {
 			check_swiglu(s, mn[k], a ? TERN_ACT_RELU2 : TERN_ACT_SILU);
 			check_swiglu_bwd(s, mn[k], a ? TERN_ACT_RELU2 : TERN_ACT_SILU, false);
 			check_swiglu_bwd(s, mn[k], a ? TERN_ACT_RELU2 : TERN_ACT_SILU, true);

@@ -173,22 +173,59 @@ __global__ void swiglu_kernel(float *h, const float *g, const float *u, int64_t 
 	}
 }
 
+// dg, du of one element (the reference's order, in double)
+__device__ inline void swiglu_grad(float &dg, float &du, float dh, float g, float u, int relu2)
+{
+	double gi = g, d;
+	if (relu2) {
+		d = gi > 0.0 ? 2.0 * gi : 0.0;
+	} else {
+		double sg = 1.0 / (1.0 + exp(-gi));
+		d = sg * (1.0 + gi * (1.0 - sg));
+	}
+	dg = (float)((double)dh * (double)u * d);
+	du = (float)((double)dh * act_value(gi, relu2));
+}
+
 __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const float *g, const float *u,
 				  int64_t n, int relu2)
 {
 	GRID_STRIDE(i, n)
+	swiglu_grad(dg[i], du[i], dh[i], g[i], u[i], relu2);
+}
+
+// The same four elements per thread with 16-byte loads and stores (n4 = n / 4, every pointer
+// 16-byte aligned): the scalar kernels moved 1.4-2.1 TB/s on an H100. Each thread reads its
+// elements before it writes them, so the outputs may be the inputs as backend.h allows.
+__global__ void swiglu4_kernel(float4 *h, const float4 *g, const float4 *u, int64_t n4, int relu2)
+{
+	GRID_STRIDE(i, n4)
 	{
-		double gi = g[i], d;
-		if (relu2) {
-			d = gi > 0.0 ? 2.0 * gi : 0.0;
-		} else {
-			double sg = 1.0 / (1.0 + exp(-gi));
-			d = sg * (1.0 + gi * (1.0 - sg));
-		}
-		dg[i] = (float)((double)dh[i] * (double)u[i] * d);
-		du[i] = (float)((double)dh[i] * act_value(gi, relu2));
+		float4 a = g[i], b = u[i], r;
+		r.x = (float)act_value((double)a.x, relu2) * b.x;
+		r.y = (float)act_value((double)a.y, relu2) * b.y;
+		r.z = (float)act_value((double)a.z, relu2) * b.z;
+		r.w = (float)act_value((double)a.w, relu2) * b.w;
+		h[i] = r;
 	}
 }
+
+__global__ void swiglu_bwd4_kernel(float4 *dg, float4 *du, const float4 *dh, const float4 *g, const float4 *u,
+				   int64_t n4, int relu2)
+{
+	GRID_STRIDE(i, n4)
+	{
+		float4 d = dh[i], a = g[i], b = u[i], rg, ru;
+		swiglu_grad(rg.x, ru.x, d.x, a.x, b.x, relu2);
+		swiglu_grad(rg.y, ru.y, d.y, a.y, b.y, relu2);
+		swiglu_grad(rg.z, ru.z, d.z, a.z, b.z, relu2);
+		swiglu_grad(rg.w, ru.w, d.w, a.w, b.w, relu2);
+		dg[i] = rg;
+		du[i] = ru;
+	}
+}
+
+inline bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // One block per row.
 // ADD (add_rmsnorm): first x[t] += add[t] (each thread its own columns, read back below), so the
@@ -363,14 +400,23 @@ extern "C" cudaError_t cuk_cast(cudaStream_t s, void *dst, int dt, const void *s
 extern "C" cudaError_t cuk_swiglu(cudaStream_t s, float *h, const float *g, const float *u, int64_t n,
 				  int relu2)
 {
-	swiglu_kernel<<<grid_for(n), kThreads, 0, s>>>(h, g, u, n, relu2);
+	if (n % 4 == 0 && al16(h) && al16(g) && al16(u))
+		swiglu4_kernel<<<grid_for(n / 4), kThreads, 0, s>>>((float4 *)h, (const float4 *)g,
+								    (const float4 *)u, n / 4, relu2);
+	else
+		swiglu_kernel<<<grid_for(n), kThreads, 0, s>>>(h, g, u, n, relu2);
 	return cudaGetLastError();
 }
 
 extern "C" cudaError_t cuk_swiglu_bwd(cudaStream_t s, float *dg, float *du, const float *dh, const float *g,
 				      const float *u, int64_t n, int relu2)
 {
-	swiglu_bwd_kernel<<<grid_for(n), kThreads, 0, s>>>(dg, du, dh, g, u, n, relu2);
+	if (n % 4 == 0 && al16(dg) && al16(du) && al16(dh) && al16(g) && al16(u))
+		swiglu_bwd4_kernel<<<grid_for(n / 4), kThreads, 0, s>>>((float4 *)dg, (float4 *)du,
+									(const float4 *)dh, (const float4 *)g,
+									(const float4 *)u, n / 4, relu2);
+	else
+		swiglu_bwd_kernel<<<grid_for(n), kThreads, 0, s>>>(dg, du, dh, g, u, n, relu2);
 	return cudaGetLastError();
 }
 
