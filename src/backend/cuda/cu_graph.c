@@ -38,6 +38,14 @@ enum tern_status tern_cu_graphs_init(struct cu_backend *c)
 					 e, CU_GRAPH_MAX);
 		g->max = v;
 	}
+	e = getenv("TERN_CUDA_GRAPH_UPDATE");
+	if (e && *e && strcmp(e, "0") && strcmp(e, "1"))
+		return tern_fail(
+			TERN_E_INVALID,
+			"cuda: TERN_CUDA_GRAPH_UPDATE=%s: use 1 (update cached graphs) or 0 (instantiate "
+			"each segment)",
+			e);
+	g->no_update = e && !strcmp(e, "0");
 	g->limit = CU_GRAPH_FIRST < g->max ? CU_GRAPH_FIRST : g->max;
 	g->stats.on = g->on;
 	return TERN_OK;
@@ -127,7 +135,7 @@ static enum tern_status segment_end(struct cu_backend *c)
 	struct cu_graph_slot *s = &g->slot[i];
 	if (!fresh) {
 		cudaGraphExecUpdateResultInfo info;
-		if (cudaGraphExecUpdate(s->exec, graph, &info) == cudaSuccess) {
+		if (!g->no_update && cudaGraphExecUpdate(s->exec, graph, &info) == cudaSuccess) {
 			g->stats.updates++;
 		} else { /* a node changed in a way an update cannot follow: a new one */
 			cudaGetLastError();

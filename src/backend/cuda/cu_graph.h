@@ -29,7 +29,11 @@
 /* Off: on an H100 (2026-12-05, docs/PERFORMANCE.md) they made the Llama-3.2-1B step 1.05x and the
  * 8B step 1.00-1.06x faster with the same losses, but test_ops failed 32 small cases with them on
  * (matmul_bwd at T <= 3, mm_grouped at T = 1, ce_loss at T = 5: outputs left unwritten or stale)
- * that pass without them. Not yet explained; on once they pass. */
+ * and a 1B run went NaN at step 1. cudaGraphExecUpdate is the cause: with
+ * TERN_CUDA_GRAPH_UPDATE=0 (every segment instantiated afresh) test_ops passed whole (1,928/0)
+ * and the 1B step ran 1.03x faster than without graphs, the same losses. An update that executes
+ * the kernels the cached graph had (cuBLAS's, whose nodes the runtime cannot inspect, are the
+ * suspects) must be ruled out before they come on: compare the nodes' functions first. */
 #define CU_GRAPHS_DEFAULT 0
 #define CU_GRAPH_FIRST 8   /* launches in the first segment after the host waited */
 #define CU_GRAPH_MAX 1024  /* launches in any segment */
@@ -55,6 +59,7 @@ struct cu_graph_slot {
 
 struct cu_graphs {
 	bool on, capturing;
+	bool no_update;  /* TERN_CUDA_GRAPH_UPDATE=0: instantiate every segment afresh (diagnosis) */
 	int64_t cap_ops; /* launches in the open capture */
 	int64_t limit;   /* launches the open segment takes before it is launched */
 	int64_t max;
@@ -70,7 +75,10 @@ struct cu_backend;
 
 /* Whether TERN_CUDA_GRAPHS (or the default) turns graphs on (tern devices says). */
 bool tern_cu_graphs_wanted(void);
-/* Reads TERN_CUDA_GRAPHS / TERN_CUDA_GRAPH_MAX (a bad value is an error naming it). */
+/* Reads TERN_CUDA_GRAPHS / TERN_CUDA_GRAPH_MAX / TERN_CUDA_GRAPH_UPDATE (a bad value is an
+ * error naming it). TERN_CUDA_GRAPH_UPDATE=0 never updates a cached executable graph: every
+ * segment is instantiated afresh (slow; it tells whether cudaGraphExecUpdate is what goes wrong
+ * in the failures CU_GRAPHS_DEFAULT's comment lists). */
 enum tern_status tern_cu_graphs_init(struct cu_backend *c);
 /* Ends an open capture without launching it and destroys the executable graphs. */
 void tern_cu_graphs_free(struct cu_backend *c);
