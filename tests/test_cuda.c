@@ -172,7 +172,7 @@ static bool g_same(struct tern_backend *be, struct tern_view v, const float *wan
 /* With TERN_CUDA_GRAPHS=1: the ops are captured, not run, until a boundary; each kind of
  * boundary ends the capture (on a GPU and in the emulation a missed one fails: the call is
  * refused during a capture); the same sequence again updates the cached graph with the new
- * scalars, another shape or a changed node type instantiates one; segments are cut at
+ * scalars, another shape, a changed node type or other kernels instantiates one; segments are cut at
  * TERN_CUDA_GRAPH_MAX launches; results are those of plain launches, bit for bit. */
 static void check_graphs(void)
 {
@@ -242,6 +242,20 @@ static void check_graphs(void)
 	check(g.updates == g0.updates + 1 && g.instantiated == g0.instantiated,
 	      "graphs: the same shape updates the cached graph (cudaGraphExecUpdate), no instantiation");
 
+	/* the same node count and types but other kernels (axpy, then scale): never updated into
+	 * the cached graph (cu_graph.c graph_sig; on an H100 such updates reported success and ran
+	 * the cached graph's kernels) */
+	g0 = g;
+	ok = tern_axpy(be, Y, X, n, 1.0f) == TERN_OK && tern_scale(be, X, n, 0.5f) == TERN_OK;
+	for (int i = 0; i < n; i++) {
+		hy[i] += hx[i];
+		hx[i] *= 0.5f;
+	}
+	check(ok && g_same(be, Y, hy, n) && g_same(be, X, hx, n), "graphs: axpy then scale: y and x right");
+	g = gstats(be);
+	check(g.instantiated == g0.instantiated + 1 && g.updates == g0.updates,
+	      "graphs: other kernels in the same node count and types: instantiated, not updated");
+
 	/* another node count: a new graph; a changed node type (memset for a kernel): instantiated */
 	g0 = g;
 	ok = tern_scale(be, X, n, 0.5f) == TERN_OK && tern_scale(be, X, n, 2.0f) == TERN_OK &&
@@ -294,9 +308,10 @@ static void check_graphs(void)
 	check(g_same(be, X, hx, n), "graphs: x after the boundaries as plain launches give (%llu segments)",
 	      (unsigned long long)gstats(be).segments);
 
-	/* the scratch grows inside an op (matmul's f16 operand): a flush there, then the rest */
+	/* the scratch grows inside an op (matmul's f16 operand; T > 8, since a few tokens take the
+	 * small-T kernels, which need no scratch): a flush there, then the rest */
 	{
-		enum { T = 4, I = 8, O = 8 };
+		enum { T = 16, I = 8, O = 8 };
 		float w[O * I], x[T * I], y[T * O];
 		for (int i = 0; i < O * I; i++)
 			w[i] = (float)((i * 7) % 5) - 2.0f;

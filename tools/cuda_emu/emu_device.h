@@ -43,8 +43,12 @@ extern void *emu_dyn_smem;
 // the graph is launched.
 void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function<void()> &f);
 // The kernel k with its arguments converted to its parameter types now, as a launch copies them.
+// The kernel of the launch being made (emu_bind sets it, emu_launch records it with the graph
+// node: cudaGraphKernelNodeGetParams's func).
+extern const void *emu_bound_kernel;
 template <typename... P, typename... A> std::function<void()> emu_bind(void (*k)(P...), A &&...a)
 {
+	emu_bound_kernel = (const void *)k;
 	return [k, t = std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)]() { std::apply(k, t); };
 }
 void __syncthreads();

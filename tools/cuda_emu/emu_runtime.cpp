@@ -24,12 +24,22 @@
 #include <ucontext.h>
 #include <vector>
 
+const void *emu_bound_kernel;
+
 // ---- the handles (incomplete types in the CUDA headers) ----
 
 struct emu_node {
 	int kind; // 0 kernel (launches and cuBLAS GEMMs), 1 memset, 2 memcpy
 	std::function<void()> run;
+	// what cudaGraphKernelNodeGetParams / cudaGraphMemsetNodeGetParams report: the kernel (a
+	// cuBLAS GEMM: the address of gemm_run, and m, n, k as its grid, as cuBLAS's kernels and grids
+	// follow the shape), its grid, block and dynamic shared memory; a memset's byte count
+	const void *func;
+	dim3 g, b;
+	size_t smem;
 };
+// A node handle (cudaGraphNode_t, an incomplete type) is a pointer to the graph's emu_node.
+static const emu_node *node_of(cudaGraphNode_t n) { return reinterpret_cast<const emu_node *>(n); }
 struct CUstream_st {
 	bool capturing, invalid;
 	std::vector<emu_node> nodes;
@@ -172,7 +182,8 @@ bool refused_in_capture()
 
 // Work queued on s: recorded when s captures (false: run it now). *err: the error of a capture
 // already invalidated.
-bool record(cudaStream_t s, int kind, std::function<void()> run, cudaError_t *err)
+bool record(cudaStream_t s, int kind, std::function<void()> run, cudaError_t *err, const void *func = nullptr,
+	    dim3 g = dim3(), dim3 b = dim3(), size_t smem = 0)
 {
 	*err = cudaSuccess;
 	if (!s || !s->capturing)
@@ -180,7 +191,7 @@ bool record(cudaStream_t s, int kind, std::function<void()> run, cudaError_t *er
 	if (s->invalid)
 		*err = cudaErrorStreamCaptureInvalidated;
 	else
-		s->nodes.push_back(emu_node{kind, std::move(run)});
+		s->nodes.push_back(emu_node{kind, std::move(run), func, g, b, smem});
 	return true;
 }
 
@@ -257,7 +268,7 @@ void emu_launch(dim3 g, dim3 b, size_t smem, cudaStream_t s, const std::function
 		fail("more dynamic shared memory than any device has");
 	cudaError_t e;
 	if (record(
-		    s, 0, [g, b, smem, f] { run_grid(g, b, smem, f); }, &e)) {
+		    s, 0, [g, b, smem, f] { run_grid(g, b, smem, f); }, &e, emu_bound_kernel, g, b, smem)) {
 		if (e != cudaSuccess)
 			last_error = e;
 		return;
@@ -509,7 +520,7 @@ cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t st)
 		fail("cudaMemsetAsync outside any device buffer");
 	cudaError_t e;
 	if (record(
-		    st, 1, [d, v, n] { memset(d, v, n); }, &e))
+		    st, 1, [d, v, n] { memset(d, v, n); }, &e, nullptr, dim3(), dim3(), n))
 		return e;
 	memset(d, v, n);
 	return cudaSuccess;
@@ -628,9 +639,47 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *st)
 }
 cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n)
 {
-	if (nodes)
-		fail("cudaGraphGetNodes: only the count is emulated");
+	if (nodes) {
+		if (*n < g->nodes.size())
+			fail("cudaGraphGetNodes: room for fewer nodes than the graph has");
+		for (size_t i = 0; i < g->nodes.size(); i++)
+			nodes[i] = reinterpret_cast<cudaGraphNode_t>(&g->nodes[i]);
+	}
 	*n = g->nodes.size();
+	return cudaSuccess;
+}
+cudaError_t cudaGraphNodeGetType(cudaGraphNode_t h, enum cudaGraphNodeType *t)
+{
+	const emu_node *n = node_of(h);
+	*t = n->kind == 0   ? cudaGraphNodeTypeKernel
+	     : n->kind == 1 ? cudaGraphNodeTypeMemset
+			    : cudaGraphNodeTypeMemcpy;
+	return cudaSuccess;
+}
+// (gridDim and blockDim are emu_device.h's macros for the kernels: the struct's members here)
+#pragma push_macro("gridDim")
+#pragma push_macro("blockDim")
+#undef gridDim
+#undef blockDim
+cudaError_t cudaGraphKernelNodeGetParams(cudaGraphNode_t h, struct cudaKernelNodeParams *p)
+{
+	const emu_node *n = node_of(h);
+	if (n->kind != 0)
+		return cudaErrorInvalidValue;
+	*p = cudaKernelNodeParams{};
+	p->func = const_cast<void *>(n->func);
+	p->gridDim = n->g, p->blockDim = n->b, p->sharedMemBytes = (unsigned)n->smem;
+	return cudaSuccess;
+}
+#pragma pop_macro("blockDim")
+#pragma pop_macro("gridDim")
+cudaError_t cudaGraphMemsetNodeGetParams(cudaGraphNode_t h, struct cudaMemsetParams *p)
+{
+	const emu_node *n = node_of(h);
+	if (n->kind != 1)
+		return cudaErrorInvalidValue;
+	*p = cudaMemsetParams{};
+	p->elementSize = 1, p->width = n->smem, p->height = 1;
 	return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *e, cudaGraph_t g, unsigned long long)
@@ -792,7 +841,7 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 		gemm_run(ta, tb, m, n, k, a, A, at, lda, B, bt, ldb, b, (float *)C, ldc, fast16bf);
 	};
 	cudaError_t e;
-	if (record(h->stream, 0, run, &e))
+	if (record(h->stream, 0, run, &e, (const void *)&gemm_run, dim3((unsigned)m, (unsigned)n, (unsigned)k), dim3(), 0))
 		return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 	run();
 	return CUBLAS_STATUS_SUCCESS;

@@ -2,6 +2,10 @@
  * (cu_graph.h says what and why). */
 #include "backend/cuda/cu.h"
 
+#ifndef TERN_CUDA_EMU
+#include <cuda.h> /* the driver's kernel node parameters (types only: no libcuda link) */
+#endif
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,15 +74,103 @@ void tern_cu_graphs_free(struct cu_backend *c)
 	g->n = 0;
 }
 
-/* The slot for a graph of n nodes: the first of that many nodes from g->next on (segments
- * repeat in the order they were made, so it is usually g->next itself), else a new one, else the
- * least recently used. *fresh: the slot has no executable graph. */
-static int slot_for(struct cu_graphs *g, size_t n, bool *fresh)
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return h;
+}
+
+#ifndef TERN_CUDA_EMU
+typedef CUresult (*kparams_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS *);
+
+/* The driver's cuGraphKernelNodeGetParams through the runtime (no libcuda link); NULL where the
+ * driver has none. It also reads the nodes of kernels cuBLAS launched, which the runtime's
+ * cudaGraphKernelNodeGetParams may refuse. */
+static kparams_fn driver_kparams(void)
+{
+	static int done;
+	static kparams_fn fn;
+	if (!done) {
+		void *p = NULL;
+		enum cudaDriverEntryPointQueryResult q;
+		if (cudaGetDriverEntryPointByVersion("cuGraphKernelNodeGetParams", &p, 12000,
+						     cudaEnableDefault, &q) == cudaSuccess &&
+		    q == cudaDriverEntryPointSuccess)
+			fn = (kparams_fn)p;
+		cudaGetLastError();
+		done = 1;
+	}
+	return fn;
+}
+#endif
+
+/* One node's part of a signature: its type and, for a kernel, the function, grid, block and
+ * dynamic shared memory; for a memset its shape. False: the node could not be read. */
+static bool node_sig(cudaGraphNode_t node, uint64_t *h)
+{
+	enum cudaGraphNodeType t;
+	if (cudaGraphNodeGetType(node, &t) != cudaSuccess)
+		return false;
+	*h = fnv(*h, &t, sizeof t);
+	if (t == cudaGraphNodeTypeKernel) {
+#ifndef TERN_CUDA_EMU
+		kparams_fn fn = driver_kparams();
+		CUDA_KERNEL_NODE_PARAMS dp;
+		if (fn && fn((CUgraphNode)node, &dp) == CUDA_SUCCESS) {
+			unsigned d[7] = {dp.gridDimX,  dp.gridDimY,  dp.gridDimZ,      dp.blockDimX,
+					 dp.blockDimY, dp.blockDimZ, dp.sharedMemBytes};
+			*h = fnv(*h, &dp.func, sizeof dp.func);
+			*h = fnv(*h, &dp.kern, sizeof dp.kern);
+			*h = fnv(*h, d, sizeof d);
+			return true;
+		}
+#endif
+		struct cudaKernelNodeParams kp;
+		if (cudaGraphKernelNodeGetParams(node, &kp) != cudaSuccess)
+			return false;
+		unsigned d[7] = {kp.gridDim.x,  kp.gridDim.y,  kp.gridDim.z,     kp.blockDim.x,
+				 kp.blockDim.y, kp.blockDim.z, kp.sharedMemBytes};
+		*h = fnv(*h, &kp.func, sizeof kp.func);
+		*h = fnv(*h, d, sizeof d);
+	} else if (t == cudaGraphNodeTypeMemset) {
+		struct cudaMemsetParams mp;
+		if (cudaGraphMemsetNodeGetParams(node, &mp) != cudaSuccess)
+			return false;
+		size_t d[3] = {mp.elementSize, mp.width, mp.height};
+		*h = fnv(*h, d, sizeof d);
+	}
+	return true;
+}
+
+/* A graph's signature: its nodes' node_sig in the order the graph lists them (FNV-1a); 0 when a
+ * node could not be read (such a graph is never updated into another). A cached executable graph
+ * is updated only from a graph of the same signature, so cudaGraphExecUpdate only changes
+ * parameters (pointers, scalars): on an H100 an update from one kernel to another reported
+ * success and then ran what it had before (cu_graph.h). */
+static uint64_t graph_sig(cudaGraph_t graph, size_t n)
+{
+	cudaGraphNode_t *nodes = malloc(n * sizeof *nodes);
+	uint64_t h = 14695981039346656037ull;
+	size_t got = n;
+	bool ok = nodes && cudaGraphGetNodes(graph, nodes, &got) == cudaSuccess && got == n;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = node_sig(nodes[i], &h);
+	free(nodes);
+	cudaGetLastError();
+	return ok && h ? h : 0;
+}
+
+/* The slot for a graph of n nodes and signature sig: the first of the same from g->next on
+ * (segments repeat in the order they were made, so it is usually g->next itself), else a new
+ * one, else the least recently used. *fresh: the slot has no executable graph. */
+static int slot_for(struct cu_graphs *g, size_t n, uint64_t sig, bool *fresh)
 {
 	*fresh = false;
-	for (int k = 0; k < g->n; k++) {
+	for (int k = 0; sig && k < g->n; k++) {
 		int i = (g->next + k) % g->n;
-		if (g->slot[i].exec && g->slot[i].nodes == n)
+		if (g->slot[i].exec && g->slot[i].nodes == n && g->slot[i].sig == sig)
 			return i;
 	}
 	*fresh = true;
@@ -127,7 +219,8 @@ static enum tern_status segment_end(struct cu_backend *c)
 		return st;
 	}
 	bool fresh;
-	int i = slot_for(g, n, &fresh);
+	uint64_t sig = graph_sig(graph, n);
+	int i = slot_for(g, n, sig, &fresh);
 	if (i < 0) {
 		cudaGraphDestroy(graph);
 		return tern_fail(TERN_E_NOMEM, "cuda: no memory for a CUDA graph slot");
@@ -154,6 +247,7 @@ static enum tern_status segment_end(struct cu_backend *c)
 		g->stats.instantiated++;
 	}
 	s->nodes = n;
+	s->sig = sig;
 	s->used = ++g->clock;
 	g->next = i + 1;
 	st = tern_cu_check(cudaGraphLaunch(s->exec, c->s), "CUDA graph: launch");

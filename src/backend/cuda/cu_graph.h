@@ -8,8 +8,9 @@
  * (upload, download), a wait (synchronize, ticket_wait_host, scratch growth), an event that orders
  * against the copy stream (mark, wait_ticket), an allocation or free, memory_info, the profile,
  * the NCCL address. It first flushes: ends the capture, brings the cached executable graph of
- * the same shape up to date with cudaGraphExecUpdate (instantiating one when the topology
- * changed or none has that many nodes), and launches it. The parameters are therefore always the
+ * the same signature (node count, types, and each kernel node's function, grid, block and shared
+ * memory) up to date with cudaGraphExecUpdate (instantiating one when none has it), and
+ * launches it. The parameters are therefore always the
  * ones just captured (no stale scalars, dropout keys, Tk or pointers).
  *
  * A capture is also cut into segments of growing length: the first after the host waited holds
@@ -31,9 +32,10 @@
  * (matmul_bwd at T <= 3, mm_grouped at T = 1, ce_loss at T = 5: outputs left unwritten or stale)
  * and a 1B run went NaN at step 1. cudaGraphExecUpdate is the cause: with
  * TERN_CUDA_GRAPH_UPDATE=0 (every segment instantiated afresh) test_ops passed whole (1,928/0)
- * and the 1B step ran 1.03x faster than without graphs, the same losses. An update that executes
- * the kernels the cached graph had (cuBLAS's, whose nodes the runtime cannot inspect, are the
- * suspects) must be ruled out before they come on: compare the nodes' functions first. */
+ * and the 1B step ran 1.03x faster than without graphs, the same losses. Since then a cached
+ * graph is updated only from a graph of the same kernels (cu_graph.c graph_sig), so an update
+ * changes parameters alone; not yet run on a GPU: on once test_ops passes there with graphs on
+ * and the steps are measured. */
 #define CU_GRAPHS_DEFAULT 0
 #define CU_GRAPH_FIRST 8   /* launches in the first segment after the host waited */
 #define CU_GRAPH_MAX 1024  /* launches in any segment */
@@ -54,6 +56,7 @@ struct tern_cu_graph_stats {
 struct cu_graph_slot {
 	cudaGraphExec_t exec;
 	size_t nodes;
+	uint64_t sig;  /* the signature of the graph it was made from (cu_graph.c graph_sig) */
 	uint64_t used; /* the clock at its last launch */
 };
 
