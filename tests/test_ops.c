@@ -1256,18 +1256,23 @@ static void check_host(struct suite *s)
 	st = tern_backend_create("no-such-backend", 0, &be);
 	if (st != TERN_E_INVALID || be)
 		fail(&c, "unknown backend name: got %s", tern_status_str(st));
-	/* auto always gives something: the GPU when there is one, else the fast CPU backend; a
-	 * Vulkan device 0 that is a CPU (lavapipe) is passed over for it */
-	bool vk0_cpu = false, vk0_gpu = false;
-	for (int i = 0; i < n; i++)
+	/* auto always gives something: the GPU when there is one (CUDA first, in a build that has
+	 * it), else the fast CPU backend; a Vulkan device 0 that is a CPU (lavapipe) is passed over
+	 * for it */
+	bool vk0_cpu = false, vk0_gpu = false, cuda = false;
+	for (int i = 0; i < n; i++) {
 		if (!strcmp(info[i].backend, "vulkan") && info[i].index == 0) {
 			vk0_cpu = !strcmp(info[i].kind, "cpu");
 			vk0_gpu = !vk0_cpu;
 		}
+		cuda |= !strcmp(info[i].backend, "cuda");
+	}
 	st = tern_backend_create("auto", 0, &be);
 	if (st != TERN_OK || !be)
 		fail(&c, "auto: %s: %s", tern_status_str(st), tern_error());
-	else if (!vk0_gpu && strcmp(be->name, "cpu") != 0)
+	else if (cuda && strcmp(be->name, "cuda") != 0)
+		fail(&c, "auto with a CUDA device listed gave %s, want cuda", be->name);
+	else if (!cuda && !vk0_gpu && strcmp(be->name, "cpu") != 0)
 		fail(&c, "auto without a GPU%s gave %s, want cpu",
 		     vk0_cpu ? " (Vulkan device 0 is a CPU)" : "", be->name);
 	else
