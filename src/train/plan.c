@@ -659,6 +659,8 @@ static enum tern_status device_auto(const struct tern_config *cfg, struct tern_p
 			    b > used) {
 				p->device_detected = b - used;
 				snprintf(p->device_name, sizeof p->device_name, "%s", be->device_name);
+				/* compute_dtype auto: what this device runs (the trainer's choice) */
+				p->prec = (int)tern_backend_auto_prec(be);
 			}
 			tern_backend_free(be);
 		}
@@ -735,11 +737,13 @@ enum tern_status tern_plan_config(const char *config_path, const char *const *se
 		out->prefetch_depth = depth;
 		out->stages = stages;
 		out->stage = stage;
-		/* an explicit f16/bf16 is known here; auto is the device's choice (the trainer passes
-		 * it), so the plan counts the larger fp32 layer inputs */
-		out->prec = cfg->compute_dtype == TERN_COMPUTE_F16    ? TERN_F16
-			    : cfg->compute_dtype == TERN_COMPUTE_BF16 ? TERN_BF16
-								      : TERN_F32;
+		/* an explicit f16/bf16 is known here; auto is the device's choice: the one device_auto
+		 * read from the device it opened (the trainer resolves it the same way), else (a size
+		 * given, no device opened) the larger fp32 layer inputs */
+		if (cfg->compute_dtype != TERN_COMPUTE_AUTO || !out->device_detected)
+			out->prec = cfg->compute_dtype == TERN_COMPUTE_F16    ? TERN_F16
+				    : cfg->compute_dtype == TERN_COMPUTE_BF16 ? TERN_BF16
+									      : TERN_F32;
 		st = tern_plan_make(&mc, cfg, dev, host, out);
 	}
 	tern_config_free(cfg);
