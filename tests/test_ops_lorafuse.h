@@ -6,7 +6,8 @@
  * instead stay fp32 where the case's u says the gemm ran fp32 products, or finer than bf16 products,
  * then at TOL_GEMM_BF16: backend.h) and summed in double, from the u and du the device produced (downloaded: their own fp32 summation order
  * would otherwise flip bf16 roundings), so what is left is fp32 summation error (TOL_PREC). On
- * CUDA a decoded weight must take the fused path unless TERN_CUDA_LORA_FUSE=0. A backend without
+ * CUDA a decoded weight must take the fused path unless TERN_CUDA_LORA_FUSE=0, and must not at
+ * T <= 8 (the small-T kernels). A backend without
  * bf16 gemm reports the checks as not run. Group "lora_fused" of TERN_TEST_ONLY; included by
  * test_ops.c after test_ops_prec.h. */
 #ifndef TERN_TEST_OPS_LORAFUSE_H
@@ -76,10 +77,16 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		goto out;
 	struct tern_lora lo = {
 		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_BF16, .lprec = TERN_BF16};
-	bool fused = tern_lora_fused(s->be, &w, &lo);
-	const char *off = getenv("TERN_CUDA_LORA_FUSE");
-	if (!strcmp(s->bname, "cuda") && f->dt != TERN_BF16 && !fused && !(off && !strcmp(off, "0"))) {
-		fail(&c, "cuda did not take the fused path (tern_lora_fused)");
+	bool fused = tern_lora_fused(s->be, &w, &lo, T);
+	/* CUDA fuses a decoded weight, but not T <= 8 tokens (CU_GEMV_MAX_T), which its small-T
+	 * kernels take in the plain matmul, unless TERN_CUDA_GEMV=0 or TERN_DECODE_LEGACY is set */
+	const char *off = getenv("TERN_CUDA_LORA_FUSE"), *gv = getenv("TERN_CUDA_GEMV"),
+		   *leg = getenv("TERN_DECODE_LEGACY");
+	bool small = T <= 8 && !(gv && !strcmp(gv, "0")) && !(leg && *leg && strcmp(leg, "0"));
+	if (!strcmp(s->bname, "cuda") && f->dt != TERN_BF16 && !(off && !strcmp(off, "0")) &&
+	    fused == small) {
+		fail(&c, "cuda %s the fused path at T=%lld (tern_lora_fused)",
+		     fused ? "took" : "did not take", (long long)T);
 		goto out;
 	}
 	if (chunked) {
@@ -211,7 +218,7 @@ static void check_matmul_lora_errors(struct suite *s)
 	struct chk c;
 	chk_begin(&c, s, "lora", "matmul_lora front doors refuse");
 	struct tern_backend *be = s->be;
-	const int64_t T = 3, O = 16, I = 24, R = 4;
+	const int64_t T = 12, O = 16, I = 24, R = 4; /* T > 8: CUDA fuses the NF4 weight */
 	struct hweight hw, hb;
 	memset(&hw, 0, sizeof hw);
 	memset(&hb, 0, sizeof hb);
@@ -250,7 +257,7 @@ static void check_matmul_lora_errors(struct suite *s)
 		 * the backend declines it (CUDA) */
 		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
 		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
-			    !be->vt->lora_fuses(be, cases[k].w, R, prec);
+			    !be->vt->lora_fuses(be, cases[k].w, R, T, prec);
 		if (decl && (st != want || sb != want))
 			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
 			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));

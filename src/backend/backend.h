@@ -342,9 +342,11 @@ struct tern_backend_vtable {
 	 * tern_lora_backward call them (through tern_matmul_lora(_bwd)) only where tern_lora_fused
 	 * says so; the rest of the linear (u = x Aᵀ, dB, du, dA) stays gemm.
 	 *
-	 * Whether matmul_lora and matmul_lora_bwd run weight w with rank R at precision prec (NULL:
-	 * never). The front doors refuse what it refuses. */
-	bool (*lora_fuses)(struct tern_backend *be, const struct tern_weight *w, int64_t R,
+	 * Whether matmul_lora and matmul_lora_bwd run weight w with rank R for T tokens at precision
+	 * prec (NULL: never). A backend may decline few tokens where its plain matmul reads W in place
+	 * (CUDA's small-T kernels: decoding with an adapter). The front doors refuse what it
+	 * refuses. */
+	bool (*lora_fuses)(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			   enum tern_dtype prec);
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ + scale · u[T,R] · B[O,R]ᵀ   (=), one product of the extended
 	 * reduction. prec as matmul: at BF16, x, W, B and scale·u (formed in fp32) are rounded to bf16
@@ -836,10 +838,12 @@ struct tern_lora {
 
 /* Whether tern_lora_forward / tern_lora_backward run the base products with the rank-R updates
  * inside them (vtable matmul_lora, matmul_lora_bwd) rather than as separate gemms: where the
- * backend has them and lora_fuses accepts w, R and prec, dropout is 0, there is no xbase and the
- * LoRA products run at the base product's precision (lprec == prec; CUDA: BF16). Same =/+=
- * rules, the same u, the same order of reads (x for dA before dx is written). */
-bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora);
+ * backend has them and lora_fuses accepts w, R, T and prec, dropout is 0, there is no xbase and
+ * the LoRA products run at the base product's precision (lprec == prec; CUDA: BF16). Same =/+=
+ * rules, the same u, the same order of reads (x for dA before dx is written). A forward and its
+ * backward at the same T take the same path. */
+bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora,
+		     int64_t T);
 
 /* Forward. y[T,O] (=); saves u[T,R] = drop(x) Aᵀ and, when p > 0, xd[T,I] = drop(x)
  * (xd is unused when p == 0). */

@@ -519,7 +519,7 @@ static enum tern_status bench_lora(struct bench *b, struct tern_view x, struct t
 				: TERN_F32;
 	char shape[96];
 	snprintf(shape, sizeof shape, "T=%lld O=%lld I=%lld R=%lld %s (%s)", (long long)T, (long long)O,
-		 (long long)I, (long long)R, tern_lora_fused(b->be, &w, &lo.lora) ? "fused" : "composed",
+		 (long long)I, (long long)R, tern_lora_fused(b->be, &w, &lo.lora, T) ? "fused" : "composed",
 		 tern_dtype_name(lo.lora.lprec));
 	double tf = (double)T, big = 2.0 * tf * (double)O * (double)I, lr = (double)R * (double)(I + O);
 	double wb = (double)weight_bytes(&w);

@@ -39,11 +39,13 @@ static enum tern_status check_lora(const char *op, const struct tern_lora *lora,
 	return st;
 }
 
-bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora)
+bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora,
+		     int64_t T)
 {
 	const struct tern_backend_vtable *vt = be->vt;
 	return vt->lora_fuses && vt->matmul_lora && vt->matmul_lora_bwd && lora->dropout == 0.0f &&
-	       !lora->xbase.size && lora->lprec == lora->prec && vt->lora_fuses(be, w, lora->R, lora->prec);
+	       !lora->xbase.size && lora->lprec == lora->prec &&
+	       vt->lora_fuses(be, w, lora->R, T, lora->prec);
 }
 
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
@@ -71,7 +73,7 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* y[T,O] = [x | s·u] · [W | B]ᵀ in one product */
-	if (tern_lora_fused(be, w, lora))
+	if (tern_lora_fused(be, w, lora, T))
 		return tern_matmul_lora(be, y, x, u, lora->B, w, R, lora->scale, T, lora->prec);
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
 	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
@@ -110,7 +112,7 @@ enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx
 	if ((st = tern_gemm(be, dA, du, xin, R, I, T, true, false, 1.0f, 1.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* dx[T,I] (+)= [dy | du] · [W ; A] in one product */
-	if (tern_lora_fused(be, w, lora))
+	if (tern_lora_fused(be, w, lora, T))
 		return tern_matmul_lora_bwd(be, dx, dy, du, lora->A, w, R, T, accumulate, lora->prec);
 	/* dx[T,I] (+)= dy[T,O] · W[O,I] */
 	if ((st = tern_matmul_bwd(be, dx, dy, w, T, accumulate, lora->prec)) != TERN_OK)

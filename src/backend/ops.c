@@ -230,9 +230,10 @@ static enum tern_status mm_lora_check(struct tern_backend *be, bool bwd, struct 
 	    (st = view(op, bwd ? "A" : "B", par, (size_t)(P * R) * 4,
 		       bwd ? "R=%lld I=%lld f32" : "O=%lld R=%lld f32", bwd ? lR : lP, bwd ? lP : lR)))
 		return st;
-	if (!be->vt->lora_fuses(be, w, R, prec))
-		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s does not run %s weights at R=%lld in %s",
-				 be->name, op, tern_dtype_name(w->dtype), lR, tern_dtype_name(prec));
+	if (!be->vt->lora_fuses(be, w, R, T, prec))
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "backend %s: %s does not run %s weights at R=%lld, T=%lld in %s", be->name,
+				 op, tern_dtype_name(w->dtype), lR, lT, tern_dtype_name(prec));
 	return TERN_OK;
 }
 

@@ -176,7 +176,7 @@ void tern_cu_mm_budget(size_t *decode_bytes, size_t *operand_bytes);
 int64_t tern_cu_split(int64_t total, int64_t most, int64_t align);
 
 /* cu_lora.c: the LoRA linear's products with the rank-R updates inside (backend.h matmul_lora) */
-bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R,
+bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			enum tern_dtype prec);
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				     struct tern_view u, struct tern_view B, const struct tern_weight *w,

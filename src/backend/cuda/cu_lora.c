@@ -19,6 +19,7 @@
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
  * chunks as for matmul. */
 #include "backend/cuda/cu.h"
+#include "backend/cuda/cu_gemv.h"
 #include "backend/cuda/cu_more.h"
 
 #include <stdlib.h>
@@ -35,10 +36,13 @@ static bool fuse_on(void)
 	return on;
 }
 
-bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, enum tern_dtype prec)
+bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
+			enum tern_dtype prec)
 {
 	(void)be;
-	return fuse_on() && prec == TERN_BF16 && w->dtype != TERN_BF16 && R >= 1;
+	/* a few tokens: the plain matmul's small-T kernels read W in its stored format once, where
+	 * the extended product writes and reads a decoded bf16 window (decoding with an adapter) */
+	return fuse_on() && prec == TERN_BF16 && w->dtype != TERN_BF16 && R >= 1 && !tern_cu_gemv_takes(T);
 }
 
 /* K + R rounded up to a multiple of 8: the extended reduction */
