@@ -281,12 +281,7 @@ static void dt_unchanged(struct chk *c, struct dten *t, const void *orig)
 	free(h);
 }
 
-/* Compares got[n] (fp32 from the device) with want[n]; non-finite outputs always fail.
- * err = ||got - want|| / max(||want||, ||mag||). mag (may be NULL) holds, per element, the sum of
- * the magnitudes of the parts a backend rounds separately before adding them (say |dx0| + |dy W|
- * for dx += dy W): where those parts cancel, their fp32 rounding is relative to them, not to
- * the small result, and a single-element case would otherwise fail by chance. */
-/* The relative L2 error of got against want (cmp_mag's measure), for choosing between oracles. */
+/* err = ||got - want|| / max(||want||, ||mag||) (mag may be NULL: ||want|| alone). */
 static double l2_err(const float *got, const double *want, const double *mag, int64_t n)
 {
 	double num = 0.0, den = 0.0, dmag = 0.0;
@@ -294,29 +289,28 @@ static double l2_err(const float *got, const double *want, const double *mag, in
 		double d = (double)got[i] - want[i];
 		num += d * d;
 		den += want[i] * want[i];
-		dmag += mag[i] * mag[i];
+		if (mag)
+			dmag += mag[i] * mag[i];
 	}
 	return num == 0.0 ? 0.0 : sqrt(num) / fmax(sqrt(fmax(den, dmag)), 1e-30);
 }
 
+/* Compares got[n] (fp32 from the device) with want[n] by l2_err; non-finite outputs always fail.
+ * mag (may be NULL) holds, per element, the sum of the magnitudes of the parts a backend rounds
+ * separately before adding them (say |dx0| + |dy W| for dx += dy W): where those parts cancel,
+ * their fp32 rounding is relative to them, not to the small result, and a single-element case
+ * would otherwise fail by chance. */
 static void cmp_mag(struct chk *c, const char *name, const float *got, const double *want, const double *mag,
 		    int64_t n, double tol)
 {
-	double num = 0.0, den = 0.0, dmag = 0.0;
-	for (int64_t i = 0; i < n; i++) {
+	for (int64_t i = 0; i < n; i++)
 		if (!isfinite(got[i])) {
 			fail(c, "%s[%lld] = %g (want %g)", name, (long long)i, (double)got[i], want[i]);
 			if (c->err < INFINITY)
 				c->err = INFINITY;
 			return;
 		}
-		double d = (double)got[i] - want[i];
-		num += d * d;
-		den += want[i] * want[i];
-		if (mag)
-			dmag += mag[i] * mag[i];
-	}
-	double err = num == 0.0 ? 0.0 : sqrt(num) / fmax(sqrt(fmax(den, dmag)), 1e-30);
+	double err = l2_err(got, want, mag, n);
 	if (err > c->err)
 		c->err = err;
 	if (err > tol) {

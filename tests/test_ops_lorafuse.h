@@ -17,11 +17,25 @@ int setenv(const char *name, const char *value, int overwrite);
 int unsetenv(const char *name);
 
 static double bfr(double v) { return oracle_round(TERN_BF16, v); }
+static double id(double v) { return v; }
 
 /* The gemms' inputs: rounded to bf16, or not (backend.h lets a bf16 gemm run fp32 products, as
  * cuBLAS's FAST_16BF did at these shapes on the GPUs); chosen per case by u, the first gemm. */
 static bool gemm_f32;
 static double bgr(double v) { return gemm_f32 ? v : bfr(v); }
+
+/* Σ_k rnd(a[k·sa]) · rnd(b[k·sb]) over n terms in double; the sum of the terms' magnitudes is
+ * added to *mag */
+static double rdot(const float *a, int64_t sa, const float *b, int64_t sb, int64_t n, double (*rnd)(double),
+		   double *mag)
+{
+	double s = 0.0;
+	for (int64_t k = 0; k < n; k++) {
+		double p = rnd(a[k * sa]) * rnd(b[k * sb]);
+		s += p, *mag += fabs(p);
+	}
+	return s;
+}
 
 /* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
 static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
@@ -106,23 +120,17 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
 		goto out;
 
-	/* u = Σ bf16(x) bf16(A), or Σ x A where the gemm ran fp32 products (closer of the two; every
-	 * gemm of the case is then held to the same) */
-	for (int pass = 0; pass < 2; pass++) {
-		gemm_f32 = pass == 1;
-		for (int64_t t = 0; t < T; t++)
-			for (int64_t r = 0; r < R; r++) {
-				double a = 0.0, m = 0.0;
-				for (int64_t i = 0; i < I; i++) {
-					double p = bgr(x[t * I + i]) * bgr(A[r * I + i]);
-					a += p, m += fabs(p);
-				}
-				(pass ? pw : want)[t * R + r] = a, mag[t * R + r] = m;
-			}
-	}
+	/* u = Σ bf16(x) bf16(A) to TOL_PREC; where not (the gemm ran finer products), every gemm of
+	 * the case is held to fp32 products at TOL_GEMM_BF16 (cuBLAS ran u in fp32 and dB finer than
+	 * bf16 but not fp32 in one case on an H100) */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double m = 0.0, mb = 0.0;
+			want[t * R + r] = rdot(x + t * I, 1, A + r * I, 1, I, bfr, &mb);
+			pw[t * R + r] = rdot(x + t * I, 1, A + r * I, 1, I, id, &m);
+			mag[t * R + r] = m;
+		}
 	double eu = l2_err(u, want, mag, T * R), eu_f = l2_err(u, pw, mag, T * R);
-	/* then fp32 products are the oracle of every gemm of the case, at TOL_GEMM_BF16: cuBLAS ran
-	 * u in fp32 and dB finer than bf16 but not fp32 in one case on an H100 */
 	gemm_f32 = eu > TOL_PREC;
 	double tol_g = gemm_f32 ? TOL_GEMM_BF16 : TOL_PREC;
 	if (gemm_f32)
@@ -135,11 +143,8 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	double ls = fused ? 1.0 : (double)sc;
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t o = 0; o < O; o++) {
-			double a = 0.0, m = 0.0, l = 0.0, lm = 0.0;
-			for (int64_t i = 0; i < I; i++) {
-				double p = bfr(x[t * I + i]) * bfr(hw.deq[o * I + i]);
-				a += p, m += fabs(p);
-			}
+			double m = 0.0, l = 0.0, lm = 0.0;
+			double a = rdot(x + t * I, 1, hw.deq + o * I, 1, I, bfr, &m);
 			for (int64_t r = 0; r < R; r++) {
 				double p = ur[t * R + r] * (fused ? bfr(B[o * R + r]) : bgr(B[o * R + r]));
 				l += p, lm += fabs(p);
@@ -150,11 +155,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	/* dB = dB0 + s Σ bf16(dy) bf16(u) */
 	for (int64_t o = 0; o < O; o++)
 		for (int64_t r = 0; r < R; r++) {
-			double a = 0.0, m = 0.0;
-			for (int64_t t = 0; t < T; t++) {
-				double p = bgr(dy[t * O + o]) * bgr(u[t * R + r]);
-				a += p, m += fabs(p);
-			}
+			double m = 0.0, a = rdot(dy + o, O, u + r, R, T, bgr, &m);
 			pw[o * R + r] = dB0[o * R + r] + sc * a,
 				   pm[o * R + r] = fabs(dB0[o * R + r]) + sc * m;
 		}
@@ -162,22 +163,14 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	/* du = s Σ bf16(dy) bf16(B) */
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t r = 0; r < R; r++) {
-			double a = 0.0, m = 0.0;
-			for (int64_t o = 0; o < O; o++) {
-				double p = bgr(dy[t * O + o]) * bgr(B[o * R + r]);
-				a += p, m += fabs(p);
-			}
+			double m = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, bgr, &m);
 			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
 		}
 	cmp_mag(&c, "du", du, want, mag, T * R, tol_g);
 	/* dA = dA0 + Σ bf16(du) bf16(x) */
 	for (int64_t r = 0; r < R; r++)
 		for (int64_t i = 0; i < I; i++) {
-			double a = 0.0, m = 0.0;
-			for (int64_t t = 0; t < T; t++) {
-				double p = bgr(du[t * R + r]) * bgr(x[t * I + i]);
-				a += p, m += fabs(p);
-			}
+			double m = 0.0, a = rdot(du + r, R, x + i, I, T, bgr, &m);
 			pw[r * I + i] = dA0[r * I + i] + a, pm[r * I + i] = fabs(dA0[r * I + i]) + m;
 		}
 	expect_mag(&c, dGA, pw, pm, R * I, tol_g);
@@ -185,15 +178,8 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t i = 0; i < I; i++) {
 			double a = acc ? (double)dx0[t * I + i] : 0.0, m = fabs(a);
-			for (int64_t o = 0; o < O; o++) {
-				double p = bfr(dy[t * O + o]) * bfr(hw.deq[o * I + i]);
-				a += p, m += fabs(p);
-			}
-			for (int64_t r = 0; r < R; r++) {
-				double p = fused ? bfr(du[t * R + r]) * bfr(A[r * I + i])
-						 : bgr(du[t * R + r]) * bgr(A[r * I + i]);
-				a += p, m += fabs(p);
-			}
+			a += rdot(dy + t * O, 1, hw.deq + i, I, O, bfr, &m);
+			a += rdot(du + t * R, 1, A + i, I, R, fused ? bfr : bgr, &m);
 			want[t * I + i] = a, mag[t * I + i] = m;
 		}
 	expect_mag(&c, alias ? dX : dDx, want, mag, T * I, fused ? TOL_PREC : tol_g);
