@@ -641,14 +641,14 @@ static void test_engine_keys(void)
 	}
 	check(int8 && sep && notes_about(c, "gradient_checkpointing") == 0,
 	      "load_in_8bit and sep_token notes; none for gradient_checkpointing: offload (tern runs it)");
-	check(c->gradient_checkpointing && c->checkpoint_offload && c->base_format == TERN_FORMAT_AUTO &&
+	check(c->gradient_checkpointing == TERN_CKPT_OFFLOAD && c->base_format == TERN_FORMAT_AUTO &&
 		      c->pad_token && !strcmp(c->pad_token, "<pad>"),
 	      "offload -> checkpointing with the inputs offloaded; load_in_8bit leaves base_format auto");
 	{ /* true and false after offload (a --set) turn the offload off again; a typo names offload */
 		struct tern_config *g = parse(HEAD "gradient_checkpointing: offload\n");
-		bool ok = g && g->checkpoint_offload &&
+		bool ok = g && g->gradient_checkpointing == TERN_CKPT_OFFLOAD &&
 			  tern_config_set(g, "gradient_checkpointing=true") == TERN_OK &&
-			  g->gradient_checkpointing && !g->checkpoint_offload;
+			  g->gradient_checkpointing == TERN_CKPT_ON;
 		tern_config_free(g);
 		/* the resolved config written back says offload, and parses back to it */
 		struct tern_config *w = parse(HEAD "gradient_checkpointing: offload\n"), *r = NULL;
@@ -656,7 +656,7 @@ static void test_engine_keys(void)
 		ok = ok && w && tern_config_write(w, &yaml) == TERN_OK &&
 		     strstr(yaml, "\ngradient_checkpointing: offload\n") &&
 		     tern_config_parse(&r, "w.yaml", yaml, strlen(yaml)) == TERN_OK &&
-		     r->checkpoint_offload && r->gradient_checkpointing;
+		     r->gradient_checkpointing == TERN_CKPT_OFFLOAD;
 		free(yaml);
 		tern_config_free(w);
 		tern_config_free(r);

@@ -22,6 +22,7 @@
 enum kind {
 	K_STR,      /* char *; null or "" = unset (NULL) */
 	K_BOOL,     /* bool */
+	K_BOOLX,    /* int: 0 false, 1 true, 2 + i for names[i] (a boolean, or a word besides) */
 	K_INT,      /* int64_t in [lo, hi] */
 	K_FLOAT,    /* double in [lo, hi] (lo_open: lo excluded; hi_open: hi excluded) */
 	K_ENUM,     /* int (enum) indexing names[] */
@@ -49,6 +50,7 @@ struct key {
 };
 
 static const char *const adapter_names[] = {"lora", "qlora", NULL};
+static const char *const ckpt_names[] = {"offload", NULL}; /* TERN_CKPT_OFFLOAD = 2 + 0 */
 static const char *const ds_type_names[] = {"alpaca", "chat_template", "completion", "pretokenized", NULL};
 static const char *const template_names[] = {
 	"tokenizer_default", "chatml", "llama3", "mistral_v1", "jinja", "qwen3", "gemma", "mistral_v2v3",
@@ -136,8 +138,8 @@ static const struct key keys[] = {
 	{"adam_beta1", K_FLOAT, F(adam_beta1), 0, 1, NULL, "0 <= b < 1", NULL, 0, 1},
 	{"adam_beta2", K_FLOAT, F(adam_beta2), 0, 1, NULL, "0 <= b < 1", NULL, 0, 1},
 	{"adam_epsilon", K_FLOAT, F(adam_epsilon), 0, 1, NULL, "0 < eps <= 1", NULL, 1, 0},
-	{"gradient_checkpointing", K_BOOL, F(gradient_checkpointing), 0, 0, NULL, "true, false, offload",
-	 NULL, 0, 0},
+	{"gradient_checkpointing", K_BOOLX, F(gradient_checkpointing), 0, 0, ckpt_names,
+	 "true, false, offload", NULL, 0, 0},
 	{"seed", K_INT, F(seed), 0, 9.2e18, NULL, "0 or more", NULL, 0, 0},
 	{"output_dir", K_STR, F(output_dir), 0, 0, NULL, "a directory", NULL, 0, 0},
 	{"save_steps", K_INT, F(save_steps), 0, 1e12, NULL, "0 (off) or more", NULL, 0, 0},
@@ -565,7 +567,7 @@ static void set_defaults(struct tern_config *c)
 	c->adam_beta1 = 0.9;
 	c->adam_beta2 = 0.999;
 	c->adam_epsilon = 1e-8;
-	c->gradient_checkpointing = true;
+	c->gradient_checkpointing = TERN_CKPT_ON;
 	c->seed = 42;
 	c->logging_steps = 1;
 	c->eval_max_new_tokens = 64;
@@ -586,16 +588,13 @@ static enum tern_status reset_key(struct tern_config *cfg, const struct key *k)
 		free(*(char **)p);
 		*(char **)p = NULL;
 		break;
-	case K_BOOL:
-		*(bool *)p = *(bool *)q;
-		if (k->off == F(gradient_checkpointing))
-			cfg->checkpoint_offload = d.checkpoint_offload;
-		break;
+	case K_BOOL: *(bool *)p = *(bool *)q; break;
 	case K_INT:
 	case K_SIZE:
 	case K_DURATION: *(int64_t *)p = *(int64_t *)q; break;
 	case K_FLOAT: *(double *)p = *(double *)q; break;
-	case K_ENUM: memcpy(p, q, sizeof(int)); break;
+	case K_ENUM:
+	case K_BOOLX: memcpy(p, q, sizeof(int)); break;
 	case K_LIST:
 	case K_PROMPTS:
 		free_list(*(char ***)p, *list_count(p));
@@ -1215,20 +1214,16 @@ static enum tern_status apply_key(const struct ctx *c, const struct key *k, cons
 	const char *s = scalar(v);
 	switch (k->kind) {
 	case K_STR: return set_str((char **)p, s);
-	case K_BOOL: {
+	case K_BOOL:
+	case K_BOOLX: {
 		bool b;
-		if (k->off == F(gradient_checkpointing) && !strcmp(s, "offload")) {
-			*(bool *)p = true; /* axolotl: checkpoints offloaded to the host */
-			cfg->checkpoint_offload = true;
-			return TERN_OK;
-		}
-		if (!parse_bool(s, &b))
-			return bad(c, v, k->name, "is not a boolean",
-				   k->off == F(gradient_checkpointing) ? "true, false, offload"
-								       : "true, false");
-		*(bool *)p = b;
-		if (k->off == F(gradient_checkpointing))
-			cfg->checkpoint_offload = false;
+		int word = k->kind == K_BOOLX ? enum_index(k->names, s) : -1;
+		if (word < 0 && !parse_bool(s, &b))
+			return bad(c, v, k->name, "is not a boolean", allowed);
+		if (k->kind == K_BOOL)
+			*(bool *)p = b;
+		else
+			*(int *)p = word >= 0 ? 2 + word : b;
 		return TERN_OK;
 	}
 	case K_INT: {
@@ -1934,12 +1929,12 @@ enum tern_status tern_config_write(const struct tern_config *cfg, char **yaml)
 				sb_add(&b, " null");
 			}
 			break;
-		case K_BOOL:
-			sb_add(&b, " %s",
-			       !*(const bool *)p                                                ? "false"
-			       : k->off == F(gradient_checkpointing) && cfg->checkpoint_offload ? "offload"
-												: "true");
+		case K_BOOL: sb_add(&b, " %s", *(const bool *)p ? "true" : "false"); break;
+		case K_BOOLX: {
+			int x = *(const int *)p;
+			sb_add(&b, " %s", x >= 2 ? k->names[x - 2] : x ? "true" : "false");
 			break;
+		}
 		case K_INT: sb_add(&b, " %lld", (long long)*(const int64_t *)p); break;
 		case K_FLOAT:
 			sb_add(&b, " ");

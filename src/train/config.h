@@ -50,6 +50,10 @@ enum tern_chat_template {
 	TERN_TEMPLATE_PHI_35,
 };
 
+/* gradient_checkpointing: off, on (the layer inputs kept on the device where they fit), offload
+ * (kept in host memory) */
+enum tern_ckpt { TERN_CKPT_OFF, TERN_CKPT_ON, TERN_CKPT_OFFLOAD };
+
 enum tern_lr_sched {
 	TERN_SCHED_COSINE,
 	TERN_SCHED_LINEAR,
@@ -155,8 +159,9 @@ struct tern_config {
 	double warmup_ratio;
 	double cosine_min_lr_ratio; /* floor of the cosine schedules (fraction of learning_rate) */
 	double weight_decay, max_grad_norm, adam_beta1, adam_beta2, adam_epsilon;
-	bool gradient_checkpointing;
-	bool checkpoint_offload; /* gradient_checkpointing: offload (the layer inputs in host memory) */
+	/* TERN_CKPT_OFF, ON, or OFFLOAD (the layer inputs in host memory): true where tested as a
+	 * boolean */
+	enum tern_ckpt gradient_checkpointing;
 	int64_t seed;
 	int64_t max_time; /* seconds; 0 = no time budget */
 

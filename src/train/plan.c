@@ -608,7 +608,7 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 enum tern_status tern_plan_make(const struct tern_model_config *mc, const struct tern_config *cfg,
 				uint64_t device_budget, uint64_t host_budget, struct tern_plan *out)
 {
-	bool asked = cfg->gradient_checkpointing && cfg->checkpoint_offload;
+	bool asked = cfg->gradient_checkpointing == TERN_CKPT_OFFLOAD;
 	struct tern_plan *in = NULL, *alt = NULL;
 	if (!asked && cfg->gradient_checkpointing && !(in = tern_malloc(2 * sizeof *in)))
 		return TERN_E_NOMEM;
