@@ -27,16 +27,13 @@
 
 #include <cuda_runtime_api.h>
 
-/* Off: on an H100 (2026-12-05, docs/PERFORMANCE.md) they made the Llama-3.2-1B step 1.05x and the
- * 8B step 1.00-1.06x faster with the same losses, but test_ops failed 32 small cases with them on
- * (matmul_bwd at T <= 3, mm_grouped at T = 1, ce_loss at T = 5: outputs left unwritten or stale)
- * and a 1B run went NaN at step 1. cudaGraphExecUpdate is the cause: with
- * TERN_CUDA_GRAPH_UPDATE=0 (every segment instantiated afresh) test_ops passed whole (1,928/0)
- * and the 1B step ran 1.03x faster than without graphs, the same losses. Since then a cached
- * graph is updated only from a graph of the same kernels (cu_graph.c graph_sig), so an update
- * changes parameters alone; not yet run on a GPU: on once test_ops passes there with graphs on
- * and the steps are measured. */
-#define CU_GRAPHS_DEFAULT 0
+/* On. A cached graph is updated only from a graph of the same kernels (cu_graph.c graph_sig), so
+ * an update changes parameters alone: cudaGraphExecUpdate across different kernels had silently
+ * run stale ones (32 small test_ops cases failed, a 1B run went NaN). On an H100 with that rule
+ * (2026-12-05 17:30, docs/PERFORMANCE.md) test_ops 1,928/0, test_golden 101/0 and test_generate
+ * 28/0 passed with graphs on as off, greedy ids were the same, and the steps ran 1.02x (8B) and
+ * 1.07x (1B) faster with the same losses. TERN_CUDA_GRAPHS=0 turns them off. */
+#define CU_GRAPHS_DEFAULT 1
 #define CU_GRAPH_FIRST 8   /* launches in the first segment after the host waited */
 #define CU_GRAPH_MAX 1024  /* launches in any segment */
 #define CU_GRAPH_SLOTS 256 /* executable graphs kept (the least recently used goes) */
