@@ -3,6 +3,7 @@
  * axolotl keys tern ignores. */
 #include "train/config.h"
 #include "train/config_keys.h"
+#include "train/plan.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -664,6 +665,25 @@ static void test_engine_keys(void)
 		check(ok && !b && strstr(tern_error(), "true, false, offload"),
 		      "gradient_checkpointing: true after offload keeps the inputs on the device; offload is "
 		      "written back as offload; 'offlaod' is refused naming offload");
+		tern_config_free(b);
+	}
+	{ /* tiled_mlp (axolotl's ALST keys): run, no note; the shards as given, else T / hidden_size */
+		struct tern_config *t = parse(HEAD "tiled_mlp: true\ntiled_mlp_use_original_mlp: true\n");
+		bool ok = t && t->tiled_mlp && t->tiled_mlp_num_shards == 0 &&
+			  notes_about(t, "tiled_mlp") == 0 &&
+			  notes_about(t, "tiled_mlp_use_original_mlp") == 1 &&
+			  tern_plan_mlp_shards(t, 8192, 4096) == 2 &&
+			  tern_plan_mlp_shards(t, 2048, 2048) == 1 &&
+			  tern_plan_mlp_shards(t, 2049, 2048) == 2;
+		ok = ok && tern_config_set(t, "tiled_mlp_num_shards=3") == TERN_OK &&
+		     tern_plan_mlp_shards(t, 2048, 2048) == 3 &&
+		     tern_config_set(t, "tiled_mlp=false") == TERN_OK &&
+		     tern_plan_mlp_shards(t, 2048, 2048) == 0;
+		tern_config_free(t);
+		struct tern_config *b = parse(HEAD "tiled_mlp: true\ntiled_mlp_num_shards: -2\n");
+		check(ok && !b && strstr(tern_error(), "tiled_mlp_num_shards"),
+		      "tiled_mlp runs without a note (its original-MLP switch gets one); shards as set, else "
+		      "ceil(T / hidden_size), 0 without tiled_mlp; -2 shards refused naming the key");
 		tern_config_free(b);
 	}
 	{ /* axolotl's model_config overrides: the load-balancing loss keys applied, others noted */

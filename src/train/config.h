@@ -162,6 +162,11 @@ struct tern_config {
 	/* TERN_CKPT_OFF, ON, or OFFLOAD (the layer inputs in host memory): true where tested as a
 	 * boolean */
 	enum tern_ckpt gradient_checkpointing;
+	/* tiled_mlp: the dense MLP in token shards (tern_net_opts mlp_shards), with checkpointing;
+	 * tiled_mlp_num_shards 0 = ceil(tokens of a micro-batch / hidden_size), as axolotl's ALST
+	 * (tern_config_mlp_shards) */
+	bool tiled_mlp;
+	int64_t tiled_mlp_num_shards;
 	int64_t seed;
 	int64_t max_time; /* seconds; 0 = no time budget */
 

@@ -40,8 +40,7 @@ static const struct {
 	 "tern's loss is already chunked over the vocabulary; no logits tensor is kept"},
 	{"plugins", "tern loads no Python plugins; its loss is chunked and its kernels fused already"},
 	{"use_kernels", KERNEL},
-	{"tiled_mlp*",
-	 "tern plans each layer's MLP memory itself (see `tern plan`); there is no tiled-MLP switch"},
+	{"tiled_mlp_use_original_mlp", "tern's tiled MLP runs the model's own MLP (its activation and LoRA)"},
 	/* distributed training */
 	{"deepspeed", DIST},
 	{"fsdp", DIST},

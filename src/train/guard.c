@@ -16,7 +16,8 @@ enum tern_status tern_guard_batch(const struct tern_config *c, const struct tern
 	struct tern_net_opts no = {.R = c->lora_r,
 				   .modules = tern_plan_modules(c),
 				   .T = T,
-				   .checkpointing = c->gradient_checkpointing};
+				   .checkpointing = c->gradient_checkpointing,
+				   .mlp_shards = tern_plan_mlp_shards(c, T, mc->D)};
 	struct tern_net_sizes ns = {0};
 	if (cpu && no.modules && tern_net_sizes(mc, &no, &ns) != TERN_OK)
 		tern_clear_error(); /* the net reports its own errors later; only the size is wanted */

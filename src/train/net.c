@@ -91,8 +91,9 @@ struct tern_net {
 	enum tern_dtype lprec; /* the dense LoRA products': BF16 at bf16 products where gemm runs it */
 	int64_t T, D, F, H, Hkv, Dh, V, L, R; /* T: tokens of the micro-batch at work (tern_net_tokens) */
 	int64_t Tmax;                         /* tokens the activations are allocated for (o.T) */
-	int64_t l0, l1;                       /* the layers this net runs (a layer split's stage) */
-	float *xb;                            /* [Tmax, D] fp32: the boundary's host staging */
+	int64_t mlp_rows; /* tokens of one dense-MLP shard (tiled_mlp; Tmax when untiled): mlp_rows_of */
+	int64_t l0, l1;   /* the layers this net runs (a layer split's stage) */
+	float *xb;        /* [Tmax, D] fp32: the boundary's host staging */
 	float eps;
 
 	struct tern_buffer *gbuf; /* tied: the global pack group (embeddings = lm_head, final norm);
@@ -272,7 +273,10 @@ static struct lora_slot *slot_at(const struct tern_net *n, int l, int m)
 	return &n->slot[l * TERN_MOD_COUNT + m];
 }
 
-static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t step, uint32_t micro)
+/* The LoRA of module m of layer l; part: the MLP shard (tiled_mlp) whose dropout mask this is (0
+ * for everything else, and for the whole MLP: the untiled keys). */
+static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t step, uint32_t micro,
+				uint32_t part)
 {
 	const struct lora_slot *s = slot_at(n, l, m);
 	struct tern_lora lo = {
@@ -281,7 +285,8 @@ static struct tern_lora lora_of(const struct tern_net *n, int l, int m, uint64_t
 		.R = n->R,
 		.scale = n->o.scale,
 		.dropout = n->o.dropout,
-		.key = tern_dropout_key(n->o.seed, step, micro, (uint32_t)l, (uint32_t)m),
+		.key = tern_dropout_key(n->o.seed, step, micro, (uint32_t)l,
+					(uint32_t)m + (uint32_t)TERN_MOD_COUNT * part),
 		.prec = n->o.prec,
 		.lprec = n->lprec,
 	};
@@ -392,6 +397,21 @@ static bool offload_on(const struct tern_net *n)
 	return n->o.offload && n->o.checkpointing && n->l1 - n->l0 >= 3;
 }
 
+/* tiled_mlp (o.mlp_shards > 1): the dense MLP of a checkpointed model without sparse layers runs in
+ * shards of mlp_rows tokens (the last shorter), so its gate, up and act activations take
+ * [mlp_rows, F] instead of [T, F] each; the backward recomputes each shard before its gradient.
+ * Tmax otherwise (one shard: the untiled ops). */
+static int64_t mlp_rows_of(const struct tern_net *n)
+{
+	int64_t s = n->o.mlp_shards;
+	if (s <= 1 || !n->o.checkpointing || n->any_moe)
+		return n->Tmax;
+	return s >= n->Tmax ? 1 : (n->Tmax + s - 1) / s;
+}
+
+/* Whether the micro-batch at work runs its dense MLP in shards. */
+static bool mlp_tiled(const struct tern_net *n) { return n->T > n->mlp_rows; }
+
 /* Offloaded: the inputs the host keeps (l0 .. l1 - 2) and their bytes each (Tmax rows). */
 static int64_t offload_count(const struct tern_net *n) { return n->off ? n->l1 - n->l0 - 1 : 0; }
 static size_t offload_each(const struct tern_net *n)
@@ -409,6 +429,7 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	int64_t maxI = D > F ? D : F;
 	if (H * Dh > maxI)
 		maxI = H * Dh;
+	int64_t Tm = n->mlp_rows; /* the dense MLP's rows: a shard's with tiled_mlp */
 	/* a stage keeps the sets and inputs of its own layers [l0, l1] */
 	int s0 = n->o.checkpointing ? 0 : (int)n->l0, s1 = n->o.checkpointing ? 1 : (int)n->l1;
 	/* at F16 and BF16 products the layer inputs are kept in that dtype (the residual stream is
@@ -442,13 +463,13 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &a->h1, (size_t)(T * D) * 4);
 		take(&ap, &a->xn2, (size_t)(T * D) * 4);
 		take(&ap, &a->rstd2, (size_t)T * 4);
-		take(&ap, &a->g, (size_t)(T * Fd) * 4);
-		take(&ap, &a->u, (size_t)(T * Fd) * 4);
-		take(&ap, &a->a, (size_t)(T * Fd) * 4);
+		take(&ap, &a->g, (size_t)(Tm * Fd) * 4);
+		take(&ap, &a->u, (size_t)(Tm * Fd) * 4);
+		take(&ap, &a->a, (size_t)(Tm * Fd) * 4);
 		if (c->arch == TERN_ARCH_BITNET) {
 			take(&ap, &a->aon, (size_t)(T * H * Dh) * 4);
 			take(&ap, &a->rstdo, (size_t)T * 4);
-			take(&ap, &a->an, (size_t)(T * Fd) * 4);
+			take(&ap, &a->an, (size_t)(Tm * Fd) * 4);
 			take(&ap, &a->rstda, (size_t)T * 4);
 		}
 		if (n->any_moe) {
@@ -507,7 +528,7 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		need += abytes[i] ? align_up(abytes[i]) : 0;
 	const struct layer_act *a0 = &n->la[0];
 	bool in_set = n->o.checkpointing && !n->any_moe && Fd > 0 &&
-		      need <= a0->a.off + (size_t)(T * Fd) * 4 - a0->g.off;
+		      need <= a0->a.off + (size_t)(Tm * Fd) * 4 - a0->g.off;
 	size_t at = 0;
 	for (int i = 0; i < 6; i++) {
 		if (!abytes[i] && i >= 4)
@@ -520,11 +541,14 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	}
 	/* the grouped experts (fp32 products only) write d(act) of every data row: cap rows of Fe */
 	bool grp = n->any_moe && n->o.prec == TERN_F32;
-	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : T * F;
+	int64_t da_n = grp && n->cap * n->Fe > T * F ? n->cap * n->Fe : n->any_moe ? T * F : Tm * F;
 	take(&ap, &n->da, n->any_moe || c->arch == TERN_ARCH_BITNET ? (size_t)da_n * 4 : 0);
 	/* the dense MLP backward writes dL/da over a and dL/dg over g; BitNet (d(an) first) and the
 	 * experts need buffers */
-	take(&ap, &n->dg, n->any_moe || c->arch == TERN_ARCH_BITNET ? (size_t)(T * F) * 4 : 0);
+	take(&ap, &n->dg,
+	     n->any_moe                    ? (size_t)(T * F) * 4
+	     : c->arch == TERN_ARCH_BITNET ? (size_t)(Tm * F) * 4
+					   : 0);
 	if (n->any_moe) {
 		take(&ap, &n->dlogits, (size_t)(T * E) * 4);
 		take(&ap, &n->dye, (size_t)(n->cap * D) * 4);
@@ -736,6 +760,7 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 	n->l0 = o->l0;
 	n->l1 = o->l1 ? o->l1 : c->L;
 	moe_dims(n, c);
+	n->mlp_rows = mlp_rows_of(n);
 	{ /* TERN_MOE_GROUPED=1 groups where the backend's grouped op is slow, =0 never */
 		const char *g = getenv("TERN_MOE_GROUPED");
 		bool want = g && !strcmp(g, "1") ? true : g && !strcmp(g, "0") ? false : be->grouped_fast;
@@ -1385,66 +1410,79 @@ enum tern_status tern_net_grad(struct tern_net *n, int l, enum tern_module mo, f
 			return st;         \
 	} while (0)
 
-/* y[T,O] = x Wᵀ (+ LoRA) (+ bias) for module mo of layer l. */
+/* The rows a linear module works on: rows r0 .. r0 + T of the micro-batch, part the MLP shard they
+ * are (tiled_mlp; 0 elsewhere). x, y, dx and dy views passed with a part start at its first row;
+ * the saved LoRA product u (a->lu, [T, R] of the micro-batch) is cut here. */
+struct part {
+	int64_t r0, T;
+	uint32_t idx;
+};
+
+static struct part whole(const struct tern_net *n) { return (struct part){0, n->T, 0}; }
+
+/* y[T,O] = x Wᵀ (+ LoRA) (+ bias) for module mo of layer l, over part p. */
 static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_view y, struct tern_view x,
-				struct layer_act *a, uint64_t step, uint32_t micro)
+				struct layer_act *a, struct part p, uint64_t step, uint32_t micro)
 {
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	struct tern_view xb = x; /* BitNet: the base product reads x quantized to 8 bits per token */
 	if (n->bitnet) {
-		xb = tern_view_sub(n->xq, 0, (size_t)(n->T * w->w[mo].I) * 4);
-		TRY(tern_act_quant8(n->be, xb, x, n->T, w->w[mo].I));
+		xb = tern_view_sub(n->xq, 0, (size_t)(p.T * w->w[mo].I) * 4);
+		TRY(tern_act_quant8(n->be, xb, x, p.T, w->w[mo].I));
 	}
 	if (targeted(n, mo)) {
-		struct tern_lora lo = lora_of(n, l, mo, step, micro);
+		struct tern_lora lo = lora_of(n, l, mo, step, micro, p.idx);
 		lo.xbase = n->bitnet ? xb : (struct tern_view){0};
-		TRY(tern_lora_forward(n->be, y, a->lu[mo], n->xd, x, &w->w[mo], &lo, n->T));
+		TRY(tern_lora_forward(n->be, y, rows(a->lu[mo], p.r0, p.T, n->R), n->xd, x, &w->w[mo], &lo,
+				      p.T));
 	} else {
-		TRY(tern_matmul(n->be, y, xb, &w->w[mo], n->T, n->o.prec));
+		TRY(tern_matmul(n->be, y, xb, &w->w[mo], p.T, n->o.prec));
 	}
 	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
-		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], n->T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
+		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], p.T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
 			      TERN_F32));
 	return TERN_OK;
 }
 
-/* dx (=, or += when acc) = dy W + LoRA path; LoRA gradients +=. x is the module's forward input. */
+/* dx (=, or += when acc) = dy W + LoRA path over part p; LoRA gradients +=. x is the module's
+ * forward input. */
 static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_view dx, struct tern_view dy,
-				struct tern_view x, struct layer_act *a, bool acc, uint64_t step,
-				uint32_t micro)
+				struct tern_view x, struct layer_act *a, bool acc, struct part p,
+				uint64_t step, uint32_t micro)
 {
 	struct layer_w *w = &n->lw[l];
 	enum tern_status st;
 	if (!targeted(n, mo))
-		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], n->T, acc, n->o.prec);
-	struct tern_lora lo = lora_of(n, l, mo, step, micro);
+		return tern_matmul_bwd(n->be, dx, dy, &w->w[mo], p.T, acc, n->o.prec);
+	struct tern_lora lo = lora_of(n, l, mo, step, micro, p.idx);
 	const struct lora_slot *sl = slot_at(n, l, mo);
 	struct tern_view dA = gview(n, n->grads, sl->offA, (size_t)(n->R * sl->I) * 4);
 	struct tern_view dB = gview(n, n->grads, sl->offB, (size_t)(sl->O * n->R) * 4);
 	if (lo.dropout > 0.0f) /* the forward's mask again (same key) */
-		TRY(tern_dropout(n->be, n->xd, x, n->T * sl->I, lo.dropout, lo.key));
-	return tern_lora_backward(n->be, dx, dA, dB, n->dul, n->tmp, dy, x, n->xd, a->lu[mo], &w->w[mo], &lo,
-				  n->T, acc);
+		TRY(tern_dropout(n->be, n->xd, x, p.T * sl->I, lo.dropout, lo.key));
+	return tern_lora_backward(n->be, dx, dA, dB, n->dul, n->tmp, dy, x, n->xd,
+				  rows(a->lu[mo], p.r0, p.T, n->R), &w->w[mo], &lo, p.T, acc);
 }
 
 /* The recomputation (checkpointing) of a module whose output nothing reads: only what its
  * backward needs, the LoRA product u = drop(x) Aᵀ, as tern_lora_forward computes it (the same
  * calls, so the same values); the base product and B are skipped. */
 static enum tern_status lin_fwd_saved(struct tern_net *n, int l, int mo, struct tern_view x,
-				      struct layer_act *a, uint64_t step, uint32_t micro)
+				      struct layer_act *a, struct part p, uint64_t step, uint32_t micro)
 {
 	if (!targeted(n, mo))
 		return TERN_OK;
-	struct tern_lora lo = lora_of(n, l, mo, step, micro);
+	struct tern_lora lo = lora_of(n, l, mo, step, micro, p.idx);
 	int64_t I = n->lw[l].w[mo].I;
 	enum tern_status st;
 	struct tern_view xin = x;
 	if (lo.dropout > 0.0f) {
-		TRY(tern_dropout(n->be, n->xd, x, n->T * I, lo.dropout, lo.key));
+		TRY(tern_dropout(n->be, n->xd, x, p.T * I, lo.dropout, lo.key));
 		xin = n->xd;
 	}
-	return tern_gemm(n->be, a->lu[mo], xin, lo.A, n->T, n->R, I, false, true, 1.0f, 0.0f, lo.lprec);
+	return tern_gemm(n->be, rows(a->lu[mo], p.r0, p.T, n->R), xin, lo.A, p.T, n->R, I, false, true, 1.0f,
+			 0.0f, lo.lprec);
 }
 
 static int slot_of(const struct tern_net *n, int l)
@@ -1983,6 +2021,49 @@ static enum tern_status moe_bwd(struct tern_net *n, int l, struct tern_view dxn,
 	return TERN_OK;
 }
 
+/* The dense MLP of layer l over part p: y (p's rows of the layer's MLP output) = down(act(gate(xn)) ·
+ * up(xn)), xn p's rows of the normed input; g, u, a (and BitNet's an, rstda) hold p's rows from
+ * their first. only_saved (recompute): what the backward reads, the down projection's LoRA product
+ * and no output (y unused). */
+static enum tern_status mlp_fwd(struct tern_net *n, int l, struct tern_view y, struct tern_view xn,
+				struct layer_act *a, struct part p, bool only_saved, uint64_t step,
+				uint32_t micro)
+{
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	bool bn = n->bitnet;
+	enum tern_status st;
+	TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, xn, a, p, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, xn, a, p, step, micro));
+	TRY(tern_swiglu(be, a->a, a->g, a->u, p.T * n->F, n->m->cfg.act));
+	if (bn)
+		TRY(tern_rmsnorm(be, a->an, a->rstda, a->a, w->ffn_sub, p.T, n->F, n->eps));
+	if (only_saved)
+		return lin_fwd_saved(n, l, TERN_MOD_DOWN, bn ? a->an : a->a, a, p, step, micro);
+	return lin_fwd(n, l, TERN_MOD_DOWN, y, bn ? a->an : a->a, a, p, step, micro);
+}
+
+/* mlp_fwd's backward: dxn (p's rows) = dL/dxn from dy (p's rows of dL/d(MLP output)); the LoRA
+ * gradients +=. dL/da over a (the down projection's input, read for dA before dx is written), then
+ * dL/dg over g and dL/du over dL/da (backend.h allows both; neither is read again): no [T, F]
+ * buffers of their own. BitNet normalises a first and keeps n->da, n->dg. */
+static enum tern_status mlp_bwd(struct tern_net *n, int l, struct tern_view dxn, struct tern_view dy,
+				struct tern_view xn, struct layer_act *a, struct part p, uint64_t step,
+				uint32_t micro)
+{
+	struct tern_backend *be = n->be;
+	struct layer_w *w = &n->lw[l];
+	bool bn = n->bitnet;
+	enum tern_status st;
+	struct tern_view da = bn ? n->da : a->a, dg = bn ? n->dg : a->g;
+	TRY(lin_bwd(n, l, TERN_MOD_DOWN, bn ? n->dg : da, dy, bn ? a->an : a->a, a, false, p, step, micro));
+	if (bn) /* dg holds d(an) until swiglu_bwd writes it */
+		TRY(tern_rmsnorm_bwd(be, n->da, n->dg, a->a, w->ffn_sub, a->rstda, p.T, n->F, false));
+	TRY(tern_swiglu_bwd(be, dg, da, da, a->g, a->u, p.T * n->F, n->m->cfg.act));
+	TRY(lin_bwd(n, l, TERN_MOD_GATE, dxn, dg, xn, a, false, p, step, micro));
+	return lin_bwd(n, l, TERN_MOD_UP, dxn, da, xn, a, true, p, step, micro);
+}
+
 /* recompute: the checkpointed forward again before layer_bwd, whose output (out) nothing reads:
  * the dense MLP's down projection then keeps only its LoRA product (lin_fwd_saved). */
 static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x, struct tern_view out,
@@ -1997,9 +2078,9 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 
 	TRY(ensure_layer(n, l));
 	TRY(tern_rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
-	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_V, a->v, a->xn1, a, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, whole(n), step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, whole(n), step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_V, a->v, a->xn1, a, whole(n), step, micro));
 	if (qkn) {
 		TRY(tern_rmsnorm(be, a->q, a->rstdq, a->qr, w->q_norm, T * H, Dh, n->eps));
 		TRY(tern_rmsnorm(be, a->k, a->rstdk, a->kr, w->k_norm, T * Hkv, Dh, n->eps));
@@ -2010,20 +2091,23 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(tern_attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
 	if (bn)
 		TRY(tern_rmsnorm(be, a->aon, a->rstdo, a->ao, w->attn_sub, T, H * Dh, n->eps));
-	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, bn ? a->aon : a->ao, a, step, micro));
+	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, bn ? a->aon : a->ao, a, whole(n), step, micro));
 	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
 	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
 	if (w->moe) {
 		TRY(moe_fwd(n, l, out, a->xn2, a, n->T, true));
-	} else {
-		TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, a->xn2, a, step, micro));
-		TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, a->xn2, a, step, micro));
-		TRY(tern_swiglu(be, a->a, a->g, a->u, T * n->F, n->m->cfg.act));
-		if (bn)
-			TRY(tern_rmsnorm(be, a->an, a->rstda, a->a, w->ffn_sub, T, n->F, n->eps));
+	} else if (!mlp_tiled(n)) {
+		TRY(mlp_fwd(n, l, out, a->xn2, a, whole(n), recompute, step, micro));
 		if (recompute)
-			return lin_fwd_saved(n, l, TERN_MOD_DOWN, bn ? a->an : a->a, a, step, micro);
-		TRY(lin_fwd(n, l, TERN_MOD_DOWN, out, bn ? a->an : a->a, a, step, micro));
+			return TERN_OK;
+	} else if (recompute) {
+		return TERN_OK; /* tiled: layer_bwd recomputes each shard before its gradient */
+	} else {
+		for (struct part p = {0, n->mlp_rows, 0}; p.r0 < T; p.r0 += p.T, p.idx++) {
+			p.T = T - p.r0 < n->mlp_rows ? T - p.r0 : n->mlp_rows;
+			TRY(mlp_fwd(n, l, rows(out, p.r0, p.T, D), rows(a->xn2, p.r0, p.T, D), a, p, false,
+				    step, micro));
+		}
 	}
 	TRY(tern_axpy(be, out, a->h1, T * D, 1.0f)); /* out = h1 + mlp */
 	return TERN_OK;
@@ -2044,23 +2128,21 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	/* MLP */
 	if (w->moe) {
 		TRY(moe_bwd(n, l, n->dxn, n->dres, a));
-	} else {
-		/* dense: dL/da over a (the down projection's input, read for dA before dx is written),
-		 * then dL/dg over g and dL/du over dL/da (backend.h allows both; neither is read again):
-		 * no [T, F] buffers of their own. BitNet normalises a first and keeps n->da, n->dg. */
-		struct tern_view da = bn ? n->da : a->a, dg = bn ? n->dg : a->g;
-		TRY(lin_bwd(n, l, TERN_MOD_DOWN, bn ? n->dg : da, n->dres, bn ? a->an : a->a, a, false, step,
-			    micro));
-		if (bn) /* dg holds d(an) until swiglu_bwd writes it */
-			TRY(tern_rmsnorm_bwd(be, n->da, n->dg, a->a, w->ffn_sub, a->rstda, T, n->F, false));
-		TRY(tern_swiglu_bwd(be, dg, da, da, a->g, a->u, T * n->F, n->m->cfg.act));
-		TRY(lin_bwd(n, l, TERN_MOD_GATE, n->dxn, dg, a->xn2, a, false, step, micro));
-		TRY(lin_bwd(n, l, TERN_MOD_UP, n->dxn, da, a->xn2, a, true, step, micro));
+	} else if (!mlp_tiled(n)) {
+		TRY(mlp_bwd(n, l, n->dxn, n->dres, a->xn2, a, whole(n), step, micro));
+	} else { /* tiled: each shard's activations again, then its gradient */
+		for (struct part p = {0, n->mlp_rows, 0}; p.r0 < T; p.r0 += p.T, p.idx++) {
+			p.T = T - p.r0 < n->mlp_rows ? T - p.r0 : n->mlp_rows;
+			struct tern_view xn = rows(a->xn2, p.r0, p.T, D);
+			TRY(mlp_fwd(n, l, (struct tern_view){0}, xn, a, p, true, step, micro));
+			TRY(mlp_bwd(n, l, rows(n->dxn, p.r0, p.T, D), rows(n->dres, p.r0, p.T, D), xn, a, p,
+				    step, micro));
+		}
 	}
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, a->h1, w->mlp_norm, a->rstd2, T, D, true)); /* dres = dh1 */
 	/* attention */
-	TRY(lin_bwd(n, l, TERN_MOD_O, bn ? n->dq : n->dao, n->dres, bn ? a->aon : a->ao, a, false, step,
-		    micro));
+	TRY(lin_bwd(n, l, TERN_MOD_O, bn ? n->dq : n->dao, n->dres, bn ? a->aon : a->ao, a, false, whole(n),
+		    step, micro));
 	if (bn) /* dq holds d(aon) until attention_bwd writes it */
 		TRY(tern_rmsnorm_bwd(be, n->dao, n->dq, a->ao, w->attn_sub, a->rstdo, T, H * Dh, false));
 	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec};
@@ -2075,9 +2157,9 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 		dq = n->dqr;
 		dk = n->dkr;
 	}
-	TRY(lin_bwd(n, l, TERN_MOD_Q, n->dxn, dq, a->xn1, a, false, step, micro));
-	TRY(lin_bwd(n, l, TERN_MOD_K, n->dxn, dk, a->xn1, a, true, step, micro));
-	TRY(lin_bwd(n, l, TERN_MOD_V, n->dxn, n->dv, a->xn1, a, true, step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_Q, n->dxn, dq, a->xn1, a, false, whole(n), step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_K, n->dxn, dk, a->xn1, a, true, whole(n), step, micro));
+	TRY(lin_bwd(n, l, TERN_MOD_V, n->dxn, n->dv, a->xn1, a, true, whole(n), step, micro));
 	TRY(tern_rmsnorm_bwd(be, n->dres, n->dxn, x, w->attn_norm, a->rstd1, T, D, true)); /* dres = dx */
 	return TERN_OK;
 }
@@ -2426,6 +2508,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 			     .l0 = o->l0,
 			     .l1 = o->l1 ? o->l1 : c->L};
 	moe_dims(&n, c);
+	n.mlp_rows = mlp_rows_of(&n);
 	struct plan ap = {0};
 	int64_t io[TERN_MOD_COUNT][2];
 	tern_net_module_shapes(c, io);
@@ -2483,7 +2566,7 @@ enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo,
 		TRY(tern_act_quant8(n->be, xb, x, T, w->w[mo].I));
 	}
 	if (lora && targeted(n, mo)) {
-		struct tern_lora lo = lora_of(n, l, mo, 0, 0);
+		struct tern_lora lo = lora_of(n, l, mo, 0, 0, 0);
 		lo.dropout = 0.0f; /* inference */
 		lo.xbase = n->bitnet ? xb : (struct tern_view){0};
 		TRY(tern_lora_forward(n->be, y, s->u, (struct tern_view){0}, x, &w->w[mo], &lo, T));

@@ -63,6 +63,12 @@ struct tern_net_opts {
 	 * the forward writes it and back ahead of its layer's backward; the device keeps two [T, D]
 	 * slots. The results are the same bytes as with the inputs on the device. */
 	bool offload;
+	/* tiled_mlp: with checkpointing and no sparse layer, the dense MLP (gate, up, act, down)
+	 * runs in this many token shards of ceil(T / mlp_shards) rows: its three [T, F] activation
+	 * buffers shrink to a shard's rows, and the backward recomputes each shard's gate and up
+	 * before its gradient (the products of a shard are those of its rows: the same values up to
+	 * the LoRA gradients' summation order). 0 or 1: whole. Dropout masks are keyed per shard. */
+	int64_t mlp_shards;
 	uint64_t seed;        /* dropout keys */
 	const uint8_t *tiers; /* [L] enum tern_tier of each layer; NULL: every layer on the device */
 	int slots;            /* device slots for streamed layers (>= 2 when one streams; 0: 2) */

@@ -114,6 +114,13 @@ unsigned tern_plan_experts(const struct tern_config *cfg)
 	return e;
 }
 
+int64_t tern_plan_mlp_shards(const struct tern_config *cfg, int64_t T, int64_t D)
+{
+	if (!cfg->tiled_mlp)
+		return 0;
+	return cfg->tiled_mlp_num_shards > 0 ? cfg->tiled_mlp_num_shards : (T + D - 1) / (D > 0 ? D : 1);
+}
+
 unsigned tern_plan_full(const struct tern_config *cfg)
 {
 	unsigned f = 0;
@@ -424,6 +431,7 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 				   .T = T,
 				   .checkpointing = cfg->gradient_checkpointing,
 				   .offload = offload,
+				   .mlp_shards = tern_plan_mlp_shards(cfg, T, mc->D),
 				   .prec = (enum tern_dtype)out->prec,
 				   .l0 = out->l0,
 				   .l1 = out->l1};
@@ -471,13 +479,18 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s)", (long long)T,
+	int64_t shards = cfg->gradient_checkpointing && !moe ? tern_plan_mlp_shards(cfg, T, mc->D) : 0;
+	char tiled[48] = "";
+	if (shards > 1)
+		snprintf(tiled, sizeof tiled, ", MLP in %lld shards", (long long)(shards < T ? shards : T));
+	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s%s)", (long long)T,
 	     out->offload                  ? ", checkpoints offloaded"
 	     : cfg->gradient_checkpointing ? ", checkpointed"
 					   : "",
 	     out->prec == TERN_F16    ? (out->offload ? ", f16" : ", f16 inputs")
 	     : out->prec == TERN_BF16 ? (out->offload ? ", bf16" : ", bf16 inputs")
-				      : "");
+				      : "",
+	     tiled);
 	/* the backend's own (asked above): what its ce_loss allocates, a reserve for its buffers */
 	if (bs.shared) /* one scratch the products and attention take too (CUDA) */
 		item(fx, nf, TERN_PLAN_ITEMS, bs.ce_scratch, "shared scratch (ce_loss: %lld x %lld logits)",

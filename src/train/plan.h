@@ -27,6 +27,10 @@ unsigned tern_plan_full(const struct tern_config *cfg);
 /* LoRA on the experts the config asks for (lora_target_parameters): bit 0 gate_up, bit 1 down. */
 unsigned tern_plan_experts(const struct tern_config *cfg);
 
+/* The dense-MLP shards (tern_net_opts mlp_shards) of a micro-batch of T tokens: 0 without
+ * tiled_mlp, tiled_mlp_num_shards where set, else ceil(T / D) (axolotl's ALST rule). */
+int64_t tern_plan_mlp_shards(const struct tern_config *cfg, int64_t T, int64_t D);
+
 /* Plans for mc under cfg with the given budgets (bytes, margins already taken off). Fills *out
  * in every case where the inputs are valid; returns TERN_E_DEVICE_MEM (one line giving the
  * smallest device budget that works) when fixed costs + slots exceed device_budget. */

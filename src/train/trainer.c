@@ -433,6 +433,7 @@ static enum tern_status open_net(struct session *s)
 		.full = s->lora->full,
 		.T = s->T,
 		.checkpointing = c->gradient_checkpointing,
+		.mlp_shards = tern_plan_mlp_shards(c, s->T, s->mc.D),
 		.seed = (uint64_t)c->seed,
 		.prec = s->prec,
 		.aux_coef = s->mc.E > 0 && s->mc.router_logits ? s->mc.router_aux_coef : 0,
@@ -496,6 +497,16 @@ static enum tern_status open_lora(struct session *s, bool with_moments, const ch
 	if (st != TERN_OK)
 		return st;
 	unsigned mlp = (1u << TERN_MOD_GATE) | (1u << TERN_MOD_UP) | (1u << TERN_MOD_DOWN);
+	if (c->tiled_mlp && !c->gradient_checkpointing)
+		tern_log(TERN_LOG_NOTE_LEVEL,
+			 "note: tiled_mlp: no effect without gradient_checkpointing (each "
+			 "layer keeps its MLP activations for the backward); set "
+			 "gradient_checkpointing: true to tile");
+	else if (c->tiled_mlp && s->mc.E > 0)
+		tern_log(TERN_LOG_NOTE_LEVEL,
+			 "note: tiled_mlp: %s's MLP is a mixture of experts, whose rows "
+			 "are grouped by expert already: not tiled",
+			 s->mc.model_type);
 	if (s->mc.E > 0 && c->lora_target_linear) {
 		/* the experts are no linear modules in transformers 5 (PEFT's all-linear skips them) */
 		if ((st = tern_config_set(c, "lora_target_linear=false")) ||

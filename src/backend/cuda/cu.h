@@ -34,6 +34,7 @@
  * per-token terms, constants, allocation rounding). The scratch is one buffer: it grows to the
  * largest of the products', attention's and ce_loss's needs (tern_cuda_sizes_for). */
 #define CU_CE_CHUNK_BYTES ((int64_t)64 << 20)
+#define CU_CE_CHUNK_MAX ((int64_t)256 << 20) /* the chunk's logits at most (large micro-batches) */
 #define CU_CE_TOKEN_TILE 128
 #define CU_RESERVE ((uint64_t)64 << 20)
 

@@ -302,12 +302,19 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 
 /* ---- ce_loss ---- */
 
-/* Tokens of one ce_loss chunk: as many as CU_CE_CHUNK_BYTES of fp32 logits hold, in whole tiles
- * of CU_CE_TOKEN_TILE tokens (the chunk is the products' N: 130 tokens, what 64 MiB hold at a
- * 128,256-word vocabulary, ran a second tile of the GEMMs for 2 columns); TERN_CE_CHUNK lowers it. */
+/* Tokens of one ce_loss chunk: as many as a sixteenth of the micro-batch's [T, V] fp32 logits hold,
+ * but at least CU_CE_CHUNK_BYTES and at most CU_CE_CHUNK_MAX of them (the chunk is the products' N:
+ * at 2,048 tokens and a 128,256-word vocabulary 64 MiB, 128 tokens; at 8,192 tokens 256 MiB, 512
+ * tokens, for taller GEMMs where the activations have grown as much), in whole tiles of
+ * CU_CE_TOKEN_TILE tokens (130 tokens ran a second tile of the GEMMs for 2 columns);
+ * TERN_CE_CHUNK lowers it. */
 int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
 {
-	int64_t tc = CU_CE_CHUNK_BYTES / (4 * (V > 0 ? V : 1));
+	int64_t vb = 4 * (V > 0 ? V : 1), bytes = T > 0 ? T * vb / 16 : 0;
+	bytes = bytes < CU_CE_CHUNK_BYTES ? CU_CE_CHUNK_BYTES
+		: bytes > CU_CE_CHUNK_MAX ? CU_CE_CHUNK_MAX
+					  : bytes;
+	int64_t tc = bytes / vb;
 	if (tc > CU_CE_TOKEN_TILE)
 		tc -= tc % CU_CE_TOKEN_TILE;
 	const char *env = getenv("TERN_CE_CHUNK");
