@@ -75,76 +75,41 @@ __global__ void decode_kernel(void *out, cuk_weight w, int64_t row0, int64_t nro
 			store<DT>(out, r * ldo + i, wvalue<WDT>(w, row0 + r, i0 + i, bs_shift));
 }
 
-// NF4 / NF4-DQ, eight weights per thread (the fast path of decode_as): one 4-byte load of codes,
-// the block's scale once, the code tables in shared memory (a lookup by code from constant memory
-// serialises over the distinct codes of a warp), one 16-byte store (32 for f32). Needs I, i0 and
-// ic multiples of 8 and a blocksize >= 8 (eight weights of a row in one block), 4-byte aligned
-// codes and a 16-byte aligned out with ldo a multiple of 8. The same products as wvalue (built
-// with --fmad=false), so the same values. The window as decode_kernel's.
-template <int WDT, int DT>
-__global__ void decode_nf4x8_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
-				    int64_t ic, int64_t ldo, int bs_shift)
+// Eight decoded weights v at out + o (16-byte aligned): one 16-byte store (two for f32).
+template <int DT> __device__ inline void store8(void *out, int64_t o, const float v[8])
 {
-	__shared__ float nf4[16], dmap[256];
-	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
-		if (k < 16)
-			nf4[k] = c_nf4[k];
-		dmap[k] = c_dmap[k];
-	}
-	__syncthreads();
-	int64_t c8 = ic / 8, n = nrows * c8;
-	bool flat = c8 == w.I / 8 && ldo == ic; // whole rows, packed: x * 8 is both offsets already
-	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
-	     x += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)c8) : x / c8;
-		int64_t c = x - r * c8, o = r * ldo + c * 8; // o: out's element of the first of the eight
-		int64_t g = (row0 + r) * w.I + i0 + c * 8;   // the flat index of the first of the eight
-		uint32_t word = static_cast<const uint32_t *>(w.data)[g >> 3];
-		int64_t b = g >> bs_shift;
-		float am;
-		if (WDT == 3)
-			am = static_cast<const float *>(w.absmax)[b];
-		else
-			am = dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
-			     (w.offset_dev ? *w.offset_dev : w.offset); // an expert's: on the device
-		float v[8];
-		for (int k = 0; k < 4; k++) {
-			unsigned byte =
-				(word >> (8 * k)) & 255u; // byte k of the word: weights g + 2k, g + 2k + 1
-			v[2 * k] = nf4[byte >> 4] * am;
-			v[2 * k + 1] = nf4[byte & 15u] * am;
-		}
-		if (DT == 0) {
-			float4 *f = reinterpret_cast<float4 *>(static_cast<float *>(out) + o);
-			f[0] = make_float4(v[0], v[1], v[2], v[3]);
-			f[1] = make_float4(v[4], v[5], v[6], v[7]);
-		} else {
-			uint16_t h[8];
-			for (int k = 0; k < 8; k++) {
-				if (DT == 1) {
-					__half y = __float2half_rn(v[k]);
-					memcpy(&h[k], &y, 2);
-				} else {
-					__nv_bfloat16 y = __float2bfloat16_rn(v[k]);
-					memcpy(&h[k], &y, 2);
-				}
+	if (DT == 0) {
+		float4 *f = reinterpret_cast<float4 *>(static_cast<float *>(out) + o);
+		f[0] = make_float4(v[0], v[1], v[2], v[3]);
+		f[1] = make_float4(v[4], v[5], v[6], v[7]);
+	} else {
+		uint16_t h[8];
+		for (int k = 0; k < 8; k++) {
+			if (DT == 1) {
+				__half y = __float2half_rn(v[k]);
+				memcpy(&h[k], &y, 2);
+			} else {
+				__nv_bfloat16 y = __float2bfloat16_rn(v[k]);
+				memcpy(&h[k], &y, 2);
 			}
-			uint4 u;
-			memcpy(&u, h, 16);
-			*reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + o) = u;
 		}
+		uint4 u;
+		memcpy(&u, h, 16);
+		*reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + o) = u;
 	}
 }
 
-// NF4 / NF4-DQ, 32 weights per thread (the faster path where the window allows it): one 16-byte
-// load of codes, the block's scale once, then eight weights per 4-byte word decoded and stored as
-// decode_nf4x8_kernel does (the same products, so the same values). A quarter of the threads of
-// the 8-weight kernel, each moving four times the bytes: loads of 16 bytes instead of 4, and the
-// code tables copied to shared memory by a quarter of the blocks. Needs I, i0 and ic multiples of
-// 32, a blocksize >= 32, 16-byte aligned codes and out, ldo a multiple of 8.
-template <int WDT, int DT>
-__global__ void decode_nf4x32_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
-				     int64_t ic, int64_t ldo, int bs_shift)
+// NF4 / NF4-DQ, WPT (8 or 32) weights per thread (the fast paths of decode_as): one load of WPT/2
+// bytes of codes (4 or 16), the block's scale once, the code tables in shared memory (a lookup by
+// code from constant memory serialises over the distinct codes of a warp), one 16-byte store per
+// eight weights (two for f32). Needs I, i0 and ic multiples of WPT, a blocksize >= WPT (a thread's
+// weights in one block), codes aligned to WPT/2 bytes and a 16-byte aligned out with ldo a
+// multiple of 8. 32 weights a thread: a quarter of the threads and of the blocks' table copies,
+// loads of 16 bytes instead of 4. The same products as wvalue (built with --fmad=false), so the
+// same values. The window as decode_kernel's.
+template <int WDT, int DT, int WPT>
+__global__ void decode_nf4_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
+				  int64_t ic, int64_t ldo, int bs_shift)
 {
 	__shared__ float nf4[16], dmap[256];
 	for (int k = threadIdx.x; k < 256; k += blockDim.x) {
@@ -153,15 +118,21 @@ __global__ void decode_nf4x32_kernel(void *out, cuk_weight w, int64_t row0, int6
 		dmap[k] = c_dmap[k];
 	}
 	__syncthreads();
-	int64_t c32 = ic / 32, n = nrows * c32;
-	bool flat = c32 == w.I / 32 && ldo == ic;
+	int64_t cw = ic / WPT, n = nrows * cw;
+	bool flat = cw == w.I / WPT && ldo == ic; // whole rows, packed: x * WPT is both offsets already
 	for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n;
 	     x += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)c32) : x / c32;
-		int64_t c = x - r * c32, o = r * ldo + c * 32; // o: out's element of the first of the 32
-		int64_t g = (row0 + r) * w.I + i0 + c * 32;    // the flat index of the first of the 32
-		uint4 q = *reinterpret_cast<const uint4 *>(static_cast<const unsigned char *>(w.data) +
-							   (g >> 1));
+		int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)cw) : x / cw;
+		int64_t c = x - r * cw, o = r * ldo + c * WPT; // o: out's element of the thread's first
+		int64_t g = (row0 + r) * w.I + i0 + c * WPT;   // the flat index of the thread's first
+		const unsigned char *codes = static_cast<const unsigned char *>(w.data) + (g >> 1);
+		uint32_t words[WPT / 8];
+		if (WPT == 32) {
+			uint4 q = *reinterpret_cast<const uint4 *>(codes);
+			memcpy(words, &q, 16);
+		} else {
+			words[0] = *reinterpret_cast<const uint32_t *>(codes);
+		}
 		int64_t b = g >> bs_shift;
 		float am;
 		if (WDT == 3)
@@ -169,9 +140,8 @@ __global__ void decode_nf4x32_kernel(void *out, cuk_weight w, int64_t row0, int6
 		else
 			am = dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
 			     (w.offset_dev ? *w.offset_dev : w.offset); // an expert's: on the device
-		const uint32_t words[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-		for (int k8 = 0; k8 < 4; k8++) {
+		for (int k8 = 0; k8 < WPT / 8; k8++) {
 			float v[8];
 #pragma unroll
 			for (int k = 0; k < 4; k++) {
@@ -179,29 +149,21 @@ __global__ void decode_nf4x32_kernel(void *out, cuk_weight w, int64_t row0, int6
 				v[2 * k] = nf4[byte >> 4] * am;
 				v[2 * k + 1] = nf4[byte & 15u] * am;
 			}
-			int64_t ok = o + 8 * k8;
-			if (DT == 0) {
-				float4 *f = reinterpret_cast<float4 *>(static_cast<float *>(out) + ok);
-				f[0] = make_float4(v[0], v[1], v[2], v[3]);
-				f[1] = make_float4(v[4], v[5], v[6], v[7]);
-			} else {
-				uint16_t h[8];
-#pragma unroll
-				for (int k = 0; k < 8; k++) {
-					if (DT == 1) {
-						__half y = __float2half_rn(v[k]);
-						memcpy(&h[k], &y, 2);
-					} else {
-						__nv_bfloat16 y = __float2bfloat16_rn(v[k]);
-						memcpy(&h[k], &y, 2);
-					}
-				}
-				uint4 u;
-				memcpy(&u, h, 16);
-				*reinterpret_cast<uint4 *>(static_cast<uint16_t *>(out) + ok) = u;
-			}
+			store8<DT>(out, o + 8 * k8, v);
 		}
 	}
+}
+
+template <int WDT, int DT>
+void launch_nf4(cudaStream_t s, unsigned gb, int wpt, void *out, const cuk_weight &w, int64_t row0,
+		int64_t nrows, int64_t i0, int64_t ic, int64_t ldo, int shift)
+{
+	if (wpt == 32)
+		decode_nf4_kernel<WDT, DT, 32>
+			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
+	else
+		decode_nf4_kernel<WDT, DT, 8>
+			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 }
 
 // TERN_CUDA_DECODE32=0 keeps the 8-weight kernel everywhere (for timing the two side by side).
@@ -224,35 +186,23 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 	int shift = 0; // log2 of the NF4 blocksize (unused by the other formats)
 	while (shift < 30 && (1 << shift) < w.blocksize)
 		shift++;
-	if ((WDT == 3 || WDT == 4) && w.I > 0 && w.I % 32 == 0 && i0 % 32 == 0 && ic % 32 == 0 &&
-	    w.blocksize >= 32 && ((uintptr_t)w.data & 15) == 0 && ((uintptr_t)out & 15) == 0 &&
-	    ldo % 8 == 0 && decode32_on()) {
-		int64_t n = nrows * (ic / 32), blocks = (n + kThreads - 1) / kThreads;
+	bool nf4 = WDT == 3 || WDT == 4, aligned = ((uintptr_t)out & 15) == 0 && ldo % 8 == 0;
+	int wpt = nf4 && aligned && w.I % 32 == 0 && i0 % 32 == 0 && ic % 32 == 0 && w.blocksize >= 32 &&
+				  ((uintptr_t)w.data & 15) == 0 && decode32_on()
+			  ? 32
+		  : nf4 && aligned && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
+				  w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0
+			  ? 8
+			  : 0;
+	if (wpt) {
+		int64_t n = nrows * (ic / wpt), blocks = (n + kThreads - 1) / kThreads;
 		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
 		if (out_dt == 0)
-			decode_nf4x32_kernel<WDT, 0>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 0>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
 		else if (out_dt == 1)
-			decode_nf4x32_kernel<WDT, 1>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 1>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
 		else
-			decode_nf4x32_kernel<WDT, 2>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
-		return cudaGetLastError();
-	}
-	if ((WDT == 3 || WDT == 4) && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
-	    w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0 && ((uintptr_t)out & 15) == 0 && ldo % 8 == 0) {
-		int64_t n = nrows * (ic / 8), blocks = (n + kThreads - 1) / kThreads;
-		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
-		if (out_dt == 0)
-			decode_nf4x8_kernel<WDT, 0>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
-		else if (out_dt == 1)
-			decode_nf4x8_kernel<WDT, 1>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
-		else
-			decode_nf4x8_kernel<WDT, 2>
-				<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 2>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
 		return cudaGetLastError();
 	}
 	if (out_dt == 0)
