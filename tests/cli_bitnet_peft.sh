@@ -8,7 +8,8 @@
 #   - each adapter_model.safetensors header (tensor names, dtypes, shapes, offsets, metadata) is
 #     byte-identical to the one PEFT's save_pretrained wrote for this model (golden adapter_final);
 #   - each adapter_config.json holds PEFT's lines (keys and values; target_modules as a set);
-#   - `tern eval` (cpu and ref) prints a base loss and an adapter loss for the 40 rows.
+#   - `tern eval` (cpu, ref, and vulkan where a device is) prints a base loss and an adapter loss
+#     for the 40 rows.
 # With python3 + torch + transformers + peft (tools/check_adapter.py: AutoModelForCausalLM makes the
 # 14 projections AutoBitLinear online, PeftModel.from_pretrained wraps all 14): the losses of the base
 # and of both adapters on the same 40 rows against tern eval's, relative difference at most 1e-3.
@@ -46,6 +47,13 @@ eval_losses() {
 rel() { awk -v a="$1" -v b="$2" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; printf "%.1e", d }'; }
 within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; exit !(d <= t) }'; }
 
+backends="cpu ref"
+if "$tern" devices 2>/dev/null | grep -q '^vulkan 0:'; then
+	backends="$backends vulkan"
+else
+	echo "tern eval on vulkan: not run (no Vulkan device)"
+fi
+
 header "$g/adapter_final/adapter_model.safetensors" >"$tmp/peft.hdr"
 config_lines "$g/adapter_final/adapter_config.json" >"$tmp/peft.cfg"
 for a in init own; do
@@ -63,7 +71,7 @@ for a in init own; do
 		bad "$a: adapter_model.safetensors header differs from PEFT's ($g/adapter_final)"
 	config_lines "$ad/adapter_config.json" | cmp -s - "$tmp/peft.cfg" && ok ||
 		bad "$a: adapter_config.json differs from PEFT's: $(config_lines "$ad/adapter_config.json" | diff - "$tmp/peft.cfg" | tr '\n' ' ')"
-	for b in cpu ref; do
+	for b in $backends; do
 		l=$(eval_losses "$ad" $b)
 		set -- $l
 		if [ $# = 2 ]; then
@@ -97,7 +105,7 @@ else
 			bad "$a: tools/check_adapter.py gave no loss (or not on 14 AutoBitLinears wrapped by PEFT): $(tail -3 "$tmp/py.err" "$tmp/py.json")"
 			continue
 		fi
-		for b in cpu ref; do
+		for b in $backends; do
 			[ -f "$tmp/$a.$b" ] || continue
 			set -- $(cat "$tmp/$a.$b")
 			echo "$a ($b): base tern $1 PEFT $pb rel $(rel "$1" "$pb"); + adapter tern $2 PEFT $pa rel $(rel "$2" "$pa")"
