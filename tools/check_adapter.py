@@ -135,8 +135,9 @@ def loss_cmd(args):
     if qcfg is not None and not isinstance(qcfg, dict):
         qcfg = qcfg.to_dict()
     nf4 = want_nf4(args)
-    if nf4 and qcfg:
-        sys.exit(f"check_adapter: {args.model}: nf4-dq asked for a model with a quantization_config")
+    if nf4 and qcfg and qcfg.get("quant_method") == "bitnet":
+        sys.exit(f"check_adapter: {args.model}: --base-format nf4-dq does not apply to a BitNet model "
+                 "(its projections are BitLinear / AutoBitLinear); leave --base-format at auto")
     if nf4:
         dequant_nf4_base(model)
     saved = {}
