@@ -19,6 +19,13 @@ Loss of base + adapter on pre-tokenized rows, as JSON on stdout:
   modules_to_save (embed_tokens, lm_head trained in full) is loaded as PEFT loads it; the output's
   "modules_to_save" gives, per module, max |loaded weight - file tensor| (0 when PEFT took the
   file's tensor for that module) so a name PEFT did not match shows up as a non-zero difference.
+  A BitNet model (config.json quantization_config {quant_method: bitnet, ...}) loads as
+  transformers makes it: its projections are AutoBitLinear (online: ternary weights and 8-bit
+  per-token activations computed in the forward; offline: quantized weights + weight_scale) or
+  BitLinear (inference only: not an nn.Linear, PEFT cannot wrap it); the output's "bitnet" gives
+  the quantization_config, how many projections are AutoBitLinear / BitLinear and how many of them
+  PEFT wrapped with LoRA, so a load that fell back to plain Linears shows up (base_format
+  "bitnet-<linear_class>-<mode>").
 
 Differences between two adapters, as JSON:
 
@@ -98,6 +105,20 @@ def want_nf4(args):
     return False
 
 
+def bitnet_info(model, qcfg):
+    """The quantized projections of a BitNet model, and how many PEFT wrapped (None: not BitNet)."""
+    if not qcfg or qcfg.get("quant_method") != "bitnet":
+        return None
+    from transformers.integrations import bitnet as tb
+    auto = [m for m in model.modules() if isinstance(m, tb.AutoBitLinear)]
+    bitl = [m for m in model.modules() if isinstance(m, tb.BitLinear)]
+    wrapped = sum(1 for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")
+                  and isinstance(m.base_layer, (tb.AutoBitLinear, tb.BitLinear)))
+    return {"quantization_config": qcfg, "autobitlinear": len(auto),
+            "autobitlinear_online": sum(1 for m in auto if m.online_quant), "bitlinear": len(bitl),
+            "lora_wrapped": wrapped}
+
+
 def loss_cmd(args):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     import transformers as tf
@@ -110,7 +131,13 @@ def loss_cmd(args):
     if not (0 <= a < b <= ids.shape[0]):
         sys.exit(f"check_adapter: --rows {args.rows}: outside 0..{ids.shape[0]}")
     model = tf.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager")
+    qcfg = getattr(model.config, "quantization_config", None)
+    if qcfg is not None and not isinstance(qcfg, dict):
+        qcfg = qcfg.to_dict()
     nf4 = want_nf4(args)
+    if nf4 and qcfg and qcfg.get("quant_method") == "bitnet":
+        sys.exit(f"check_adapter: {args.model}: --base-format nf4-dq does not apply to a BitNet model "
+                 "(its projections are BitLinear / AutoBitLinear); leave --base-format at auto")
     if nf4:
         dequant_nf4_base(model)
     saved = {}
@@ -128,6 +155,10 @@ def loss_cmd(args):
                 key = n + ".weight"
                 saved[mname] = (float((w.double() - files[key].double()).abs().max())
                                 if key in files else None)
+    bitnet = bitnet_info(model, qcfg)
+    if bitnet and bitnet["autobitlinear"] + bitnet["bitlinear"] == 0:
+        sys.exit(f"check_adapter: {args.model}: quant_method bitnet, but transformers made no BitLinear "
+                 "or AutoBitLinear")
     model.eval()
     total, n_tr = 0.0, 0
     S = ids.shape[1]
@@ -141,9 +172,14 @@ def loss_cmd(args):
             total += float(torch.nn.functional.cross_entropy(zz, y, ignore_index=-100, reduction="sum").double())
             n_tr += int((y != -100).sum())
     out = {"model": args.model, "adapter": None if args.no_adapter else args.adapter, "data": args.data,
-           "rows": [a, b], "base_format": "nf4-dq" if nf4 else "f32", "n_trained": n_tr, "loss_sum": total,
+           "rows": [a, b],
+           "base_format": ("nf4-dq" if nf4 else "bitnet-%s-%s" % (qcfg.get("linear_class", "bitlinear"),
+                                                                  qcfg.get("quantization_mode", "offline"))
+                           if bitnet else "f32"), "n_trained": n_tr, "loss_sum": total,
            "loss": total / n_tr if n_tr else None,
            "perplexity": math.exp(total / n_tr) if n_tr else None, "modules_to_save": saved}
+    if bitnet:
+        out["bitnet"] = bitnet
     print(json.dumps(out, indent=1))
     return 0
 
