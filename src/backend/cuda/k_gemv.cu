@@ -20,6 +20,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdlib.h>
 #include <string.h>
 
 namespace
@@ -136,8 +137,9 @@ template <int LB> __device__ inline void load_w(uint32_t *r, const unsigned char
 
 // Weights k and k + 1 of a chunk (k even) from its raw words: the stored value widened to fp32
 // (f32/f16/bf16), code × absmax (NF4), or q - 1 (ternary: the scale comes at the end).
-template <int WDT>
-__device__ inline void pair_of(const uint32_t *raw, int k, float am, const float2 *pair, float &a, float &b)
+template <int WDT, int TT>
+__device__ inline void pair_of(const uint32_t *raw, int k, float am, const float *code, const float2 *pair,
+			       float &a, float &b)
 {
 	if (WDT == 0) {
 		a = u2f(raw[k]);
@@ -154,10 +156,20 @@ __device__ inline void pair_of(const uint32_t *raw, int k, float am, const float
 		b = u2f(u & 0xffff0000u);
 	} else if (WDT == 3 || WDT == 4) {
 		// byte k/2: weight k in the high nibble, k + 1 in the low (quant.h)
+		// byte k/2: weight k in the high nibble, k + 1 in the low (quant.h). From 4 tokens on the
+		// two codes come from the 16-entry code book (16 banks: no bank conflict whatever the
+		// lanes' codes); at one and two tokens (TERN_CUDA_GEMV_TABLE=0, or shapes that
+		// gemv_nf4_kernel does not take) from the byte's entry of the 256-entry pair table (one
+		// 8-byte load; the registers there leave no room for the second address).
 		unsigned byte = (raw[k / 8] >> (8 * ((k / 2) & 3))) & 255u;
-		float2 p = pair[byte];
-		a = mul_rn(p.x, am);
-		b = mul_rn(p.y, am);
+		if (TT >= 4) {
+			a = mul_rn(code[byte >> 4], am);
+			b = mul_rn(code[byte & 15], am);
+		} else {
+			float2 p = pair[byte];
+			a = mul_rn(p.x, am);
+			b = mul_rn(p.y, am);
+		}
 	} else {
 		uint32_t u = raw[k / 16] >> (2 * (k & 15));
 		a = (float)((int)(u & 3u) - 1);
@@ -166,14 +178,21 @@ __device__ inline void pair_of(const uint32_t *raw, int k, float am, const float
 }
 
 // The block scale of flat weight g (NF4: f32 absmax; NF4-DQ: dmap[q] × nested + offset)
+// (off: NF4-DQ's nested offset, read once by the caller)
 template <int WDT>
-__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap)
+__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap,
+				    float off)
 {
 	int64_t b = g >> bs_shift;
 	if (WDT == 3)
 		return static_cast<const float *>(w.absmax)[b];
-	float off = w.offset_dev ? *w.offset_dev : w.offset;
 	return add_rn(mul_rn(dmap[static_cast<const unsigned char *>(w.absmax)[b]], w.nested[b >> 8]), off);
+}
+template <int WDT>
+__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap)
+{
+	return block_scale<WDT>(w, g, bs_shift, dmap,
+				WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f);
 }
 
 template <int WDT, int P, int TT, int LB>
@@ -185,12 +204,16 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 	constexpr bool NF4 = WDT == 3 || WDT == 4;
 	// W's values need rounding to the product precision unless they are that dtype already
 	constexpr bool RW = P != 0 && WDT != P && WDT != 5;
-	__shared__ float2 pair[NF4 ? 256 : 1];
+	__shared__ float code[NF4 && TT >= 4 ? 16 : 1];
+	__shared__ float2 pair[NF4 && TT < 4 ? 256 : 1];
 	__shared__ float dmap[WDT == 4 ? 256 : 1];
 	__shared__ float red[kWarps][kRows * TT];
 	if (NF4) {
 		for (int k = threadIdx.x; k < 256; k += blockDim.x) {
-			pair[k] = make_float2(g_nf4[k >> 4], g_nf4[k & 15]);
+			if (TT >= 4 && k < 16)
+				code[k] = g_nf4[k];
+			if (TT < 4)
+				pair[k] = make_float2(g_nf4[k >> 4], g_nf4[k & 15]);
 			if (WDT == 4)
 				dmap[k] = g_dmap[k];
 		}
@@ -237,7 +260,7 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 			float am = NF4 ? block_scale<WDT>(w, (o0 + r) * I + c * CH, bs_shift, dmap) : 0.0f;
 			for (int k = 0; k < CH; k += 2) {
 				float a, b;
-				pair_of<WDT>(raw[r], k, am, pair, a, b);
+				pair_of<WDT, TT>(raw[r], k, am, code, pair, a, b);
 				if (RW)
 					round2<P>(a, b);
 				for (int t = 0; t < TT; t++) {
@@ -265,6 +288,153 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 				s += red[k][j];
 			if (WDT == 5)
 				s *= round1<P>(w.scale);
+			y[t * O + o0 + r] = s * (1.0f / sc);
+		}
+	}
+}
+
+// byte_perm(a, b, s): the bytes of b:a (b high) that s's four selector nibbles name, lowest first
+// (PRMT; only selectors 0-7 are used here)
+__device__ inline uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t s)
+{
+#ifdef TERN_CUDA_EMU
+	uint64_t v = (uint64_t)b << 32 | a;
+	uint32_t r = 0;
+	for (int i = 0; i < 4; i++)
+		r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7u))) & 255u) << (8 * i);
+	return r;
+#else
+	return __byte_perm(a, b, s);
+#endif
+}
+
+// v rounded to the product precision P as gemv_kernel's round2 rounds it (bf16: one cvt whose
+// other half is zero, the rounded value already in the high half)
+template <int P> __device__ inline float round_one(float v)
+{
+	if (P == 2) {
+		__nv_bfloat162 h = __floats2bfloat162_rn(0.0f, v);
+		uint32_t u;
+		memcpy(&u, &h, 4);
+		return u2f(u);
+	}
+	return round1<P>(v);
+}
+
+// gemv_nf4_kernel: NF4 / NF4-DQ at one or two tokens (decoding), gemv_kernel's layout (kWarps warps,
+// kRows rows, a lane owns chunks of 32 weights = one 16-byte load per row, x's chunk in registers
+// for all kRows rows) with the weights' values from a product table instead of a code lookup and
+// two multiplies per byte. A chunk lies inside one block of the block scale, so its 32 weights take
+// only 16 values: P[q] = code[q] × scale rounded to the product precision, exactly the value
+// gemv_kernel (and the decode + cuBLAS path) computes for a weight of code q. Each lane computes
+// its row's 16 P[q] (16 multiplies by the code book in constant memory, 16 roundings) into its own
+// column of a shared table (tbl below: entry q of lane l is in bank l, so the 32 lanes' lookups
+// never conflict, whatever their codes), then each weight is one byte permute that makes the
+// entry's address from the nibble, one shared load and the T fused multiply-adds. The lane sums
+// its chunk's products in gemv_kernel's order (weight 0, 1, ...), so the results are those of
+// gemv_kernel bit for bit (TERN_CUDA_GEMV_TABLE=0 takes gemv_kernel; test_ops compares them).
+// Per weight at one token (sm_90 SASS): PRMT + LDS + FFMA, and per 8 weights 3 integer ops to
+// split the nibbles, against an extract, a bank-conflicted 8-byte table load, two FMUL, a cvt and
+// two unpacks per byte in gemv_kernel; per row and chunk the table costs 16 FMUL + 16 cvt + 16 STS
+// (about 1.7 instructions a weight).
+template <int WDT, int P, int TT>
+__global__ void __launch_bounds__(kWarps * 32, TT == 1 ? kMinBlocks : 3)
+	gemv_nf4_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
+			int64_t rowbytes, int bs_shift, const uint32_t *bits)
+{
+	constexpr int CH = 32; // weights per lane and row: one 16-byte load
+	__shared__ float dmap[WDT == 4 ? 256 : 1];
+	__shared__ float red[kWarps][kRows * TT];
+	// The product tables: warp w's 4 KB at w · 4096 bytes, entry q of lane l of buffer b (rows
+	// alternate between the two) at q · 256 + b · 128 + l · 4, so that the byte offset is one byte
+	// permute of (q | w << 4) into byte 1 and l · 4 into byte 0.
+	__shared__ __align__(16) float tbl[kWarps * 1024];
+	if (WDT == 4) {
+		for (int k = threadIdx.x; k < 256; k += blockDim.x)
+			dmap[k] = g_dmap[k];
+		__syncthreads();
+	}
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * kRows, nch = I / CH;
+	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
+	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
+	const unsigned char *wd = static_cast<const unsigned char *>(w.data);
+	const uint32_t wrep = (uint32_t)warp * 0x10101010u; // w << 4 in every byte
+	const uint32_t lane4 = (uint32_t)lane * 4u;
+	float *mine = tbl + warp * 1024 + lane; // this lane's column (entry q of buffer b: [q * 64 + b * 32])
+	const char *tb = reinterpret_cast<const char *>(tbl);
+	float acc[kRows][TT];
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++)
+			acc[r][t] = 0.0f;
+	for (int64_t c = (int64_t)warp * 32 + lane; c < nch; c += kWarps * 32) {
+		// W first (the loads in flight while x's chunk is read and rounded). The rows past O of the
+		// last block repeat row O - 1 (no branch in the row loop: the compiler hoists every load of
+		// the step, the block scales' too), their sums are not written.
+		uint32_t raw[kRows][4];
+		for (int r = 0; r < kRows; r++)
+			load_w<16>(raw[r], wd + (o0 + r < O ? o0 + r : O - 1) * rowbytes + c * 16);
+		float xv[TT][CH];
+		for (int t = 0; t < TT; t++) {
+			if (t < T) {
+				const float4 *xp = reinterpret_cast<const float4 *>(x + t * I + c * CH);
+				for (int j = 0; j < CH / 4; j++) {
+					float4 q = xp[j];
+					float v0 = q.x * sc, v1 = q.y * sc, v2 = q.z * sc, v3 = q.w * sc;
+					round2<P>(v0, v1);
+					round2<P>(v2, v3);
+					xv[t][4 * j] = v0, xv[t][4 * j + 1] = v1, xv[t][4 * j + 2] = v2,
+						  xv[t][4 * j + 3] = v3;
+				}
+			} else {
+				for (int j = 0; j < CH; j++)
+					xv[t][j] = 0.0f;
+			}
+		}
+#pragma unroll // (all of it: raw and acc stay in registers)
+		for (int r = 0; r < kRows; r++) {
+			const int b = r & 1;
+			float am = block_scale<WDT>(w, (o0 + r < O ? o0 + r : O - 1) * I + c * CH, bs_shift,
+						    dmap, off);
+			for (int q = 0; q < 16; q++) // g_nf4[q]: a constant-bank operand of the FMUL
+				mine[q * 64 + b * 32] = round_one<P>(mul_rn(g_nf4[q], am));
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				// byte i of word j: weight 8j + 2i in the high nibble, 8j + 2i + 1 in the low
+				uint32_t hi = ((raw[r][j] >> 4) & 0x0f0f0f0fu) | wrep,
+					 lo = (raw[r][j] & 0x0f0f0f0fu) | wrep;
+				for (int i = 0; i < 4; i++) {
+					const uint32_t s =
+						0x5504u | (uint32_t)i << 4; // byte 0 lane · 4, byte 1 byte i
+					float a = *reinterpret_cast<const float *>(
+						tb + byte_perm(hi, lane4, s) + b * 128);
+					float e = *reinterpret_cast<const float *>(
+						tb + byte_perm(lo, lane4, s) + b * 128);
+					const int k = 8 * j + 2 * i;
+					for (int t = 0; t < TT; t++) {
+						acc[r][t] = fmaf(xv[t][k], a, acc[r][t]);
+						acc[r][t] = fmaf(xv[t][k + 1], e, acc[r][t]);
+					}
+				}
+			}
+		}
+	}
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++) {
+			float v = acc[r][t];
+			for (int o = 16; o > 0; o >>= 1)
+				v += __shfl_xor_sync(0xffffffffu, v, o);
+			if (lane == 0)
+				red[warp][r * TT + t] = v;
+		}
+	__syncthreads();
+	const int j = threadIdx.x;
+	if (j < kRows * TT) {
+		int r = j / TT, t = j % TT;
+		if (o0 + r < O && t < T) {
+			float s = red[0][j];
+			for (int k = 1; k < kWarps; k++)
+				s += red[k][j];
 			y[t * O + o0 + r] = s * (1.0f / sc);
 		}
 	}
@@ -330,13 +500,21 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <int WDT, int P, int TT>
 cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		      const uint32_t *bits)
+		      const uint32_t *bits, bool table)
 {
 	constexpr int LB = lane_bytes(WDT, TT), CH = chunk_weights(WDT, LB);
 	int64_t I = w.I;
 	int64_t rowbytes = WDT == 5 ? 4 * ((I + 15) / 16) : WDT >= 3 ? I / 2 : I * (WDT == 0 ? 4 : 2);
 	bool fast = I > 0 && I % CH == 0 && rowbytes % LB == 0 && ((uintptr_t)w.data % LB) == 0 &&
 		    ((uintptr_t)x & 15) == 0 && (!(WDT == 3 || WDT == 4) || w.blocksize >= CH);
+	if constexpr ((WDT == 3 || WDT == 4) && TT <= 2 && LB == 16) {
+		if (fast && table) {
+			unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
+			gemv_nf4_kernel<WDT, P, TT>
+				<<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, rowbytes, shift, bits);
+			return cudaGetLastError();
+		}
+	}
 	if (fast) {
 		unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
 		gemv_kernel<WDT, P, TT, LB><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, rowbytes, shift, bits);
@@ -349,26 +527,26 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 
 template <int WDT, int P>
 cudaError_t launch_p(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		     const uint32_t *bits)
+		     const uint32_t *bits, bool table)
 {
 	if (T <= 1)
-		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table);
 	if (T <= 2)
-		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table);
 	if (T <= 4)
-		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits);
-	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table);
+	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table);
 }
 
 template <int WDT>
 cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int prec,
-		     int shift, const uint32_t *bits)
+		     int shift, const uint32_t *bits, bool table)
 {
 	if (prec == 1)
-		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits);
+		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table);
 	if (prec == 2)
-		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits);
-	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits);
+		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table);
+	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table);
 }
 
 } // namespace
@@ -386,15 +564,19 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 		return T == 0 ? cudaSuccess : cudaErrorInvalidValue;
 	if (w->O <= 0)
 		return cudaSuccess;
+	// TERN_CUDA_GEMV_TABLE=0: NF4 at one or two tokens on gemv_kernel, not gemv_nf4_kernel (the
+	// same numbers; for before/after timings)
+	const char *e = getenv("TERN_CUDA_GEMV_TABLE");
+	bool table = !(e && strcmp(e, "0") == 0);
 	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
 	while (shift < 30 && (1 << shift) < w->blocksize)
 		shift++;
 	switch (w->dtype) {
-	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits);
-	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits);
-	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits);
-	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits);
-	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits);
-	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits);
+	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table);
+	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table);
+	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table);
+	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table);
+	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table);
+	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table);
 	}
 }
