@@ -355,8 +355,8 @@ __device__ inline void nf4_row(float (&acc)[TT], const uint32_t (&raw)[4], int k
 		// byte (k0 + k) / 2: weight k0 + k in the high nibble, k0 + k + 1 in the low (quant.h)
 		const int kk = k0 + k, j = kk / 8, i = (kk / 2) & 3;
 		uint32_t hi = ((raw[j] >> 4) & 0x0f0f0f0fu) | wrep, lo = (raw[j] & 0x0f0f0f0fu) | wrep;
-		const uint32_t s = 0x5504u | (uint32_t)i
-						     << 4; // byte 0: lane · 4; byte 1: byte i (q | w << 4)
+		// the selector: byte 0 of the offset lane · 4, byte 1 byte i of hi / lo (q | warp << 4)
+		const uint32_t s = 0x5504u | (uint32_t)i << 4;
 		float a = *reinterpret_cast<const float *>(tb + byte_perm(hi, lane4, s));
 		float e = *reinterpret_cast<const float *>(tb + byte_perm(lo, lane4, s));
 		for (int t = 0; t < TT; t++) {
