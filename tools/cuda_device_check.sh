@@ -53,7 +53,7 @@
 #                                             and the lm_head 128256x4096) at prec bf16 with a
 #                                             "% of bw" column (--bw $BENCH_BW, default 4800; 3350 on
 #                                             an H100), each twice: the small-T kernels (k_gemv.cu)
-#                                             and TERN_CUDA_GEMV=0 (decode + cuBLAS), at T <= 2 also
+#                                             and TERN_CUDA_GEMV=0 (decode + cuBLAS), and
 #                                             TERN_CUDA_GEMV_TABLE=0 (NF4 without gemv_nf4_kernel); then tools/bench_generate.sh --preset
 #                                             llama3-8b --compare --backend cuda (TERN_DECODE_LEGACY=1
 #                                             is the old path: cuBLAS products, host argmax) with
@@ -152,10 +152,9 @@ run | perf)
 					"1 128256 4096" "2 4096 4096" "2 14336 4096" "4 4096 4096" "8 4096 4096" \
 					"8 14336 4096"; do
 					read -r T O I <<<"$shape"
-					# gemv t0: TERN_CUDA_GEMV_TABLE=0 (NF4 at T <= 2 on gemv_kernel, as before
+					# gemv t0: TERN_CUDA_GEMV_TABLE=0 (NF4 on gemv_kernel, as before
 					# gemv_nf4_kernel)
 					for gemv in 1 t0 0; do
-						[ "$gemv" = t0 ] && [ "$T" -gt 2 ] && continue
 						g=1 tb=1
 						[ "$gemv" = 0 ] && g=0
 						[ "$gemv" = t0 ] && tb=0
