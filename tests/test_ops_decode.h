@@ -6,7 +6,9 @@
  * of 8 rows; I = 1088 and 4160 are multiples of every format's chunk but not of a block's step
  * (4 warps x 32 lanes x 32 NF4 weights), and NF4 blocks of 128 straddle rows; I = 100 and 30 are
  * not multiples of the chunk (gemv_any_kernel). On CUDA each small-T product is also compared with
- * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance.
+ * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance, and NF4's exactly: at T <= 2
+ * with the code-lookup kernel (TERN_CUDA_GEMV_TABLE=0), above with one-token products of each
+ * row (bf16, f32).
  *
  * add_rmsnorm (the residual add fused with the next norm; a front-door composite of axpy and
  * rmsnorm where a backend has no entry) against the double oracle of h + x, then RMSNorm.
@@ -66,6 +68,30 @@ static void check_gemv_vs_gemm(struct suite *s, const struct wfmt *f, int64_t T,
 	if (bad(&c, tern_matmul(s->be, dy->v, dx->v, &w, T, prec), "matmul (small T)"))
 		goto out_w;
 	expect_mag(&c, dy, want, mag, T * O, prec == TERN_F32 ? TOL_F32 : TOL_PREC);
+	if ((f->dt == TERN_NF4 || f->dt == TERN_NF4_DQ) && dt_get(&c, dy, got)) {
+		for (int64_t i = 0; i < T * O; i++)
+			want[i] = got[i];
+		if (T <= 2) { /* the product-table kernel against the code-lookup one, bit for bit */
+			setenv("TERN_CUDA_GEMV_TABLE", "0", 1);
+			st = tern_matmul(s->be, dy->v, dx->v, &w, T, prec);
+			unsetenv("TERN_CUDA_GEMV_TABLE");
+			if (!bad(&c, st, "matmul (small T, TERN_CUDA_GEMV_TABLE=0)"))
+				expect(&c, dy, want, T * O, 0.0);
+		} else if (prec != TERN_F16) { /* (f16: the input scale is max |x| over all T rows) */
+			/* each token's sums are a one-token product's of its row, bit for bit */
+			bool ok = true;
+			for (int64_t t = 0; t < T && ok; t++)
+				ok = !bad(
+					&c,
+					tern_matmul(s->be,
+						    tern_view_sub(dy->v, (size_t)(t * O) * 4, (size_t)O * 4),
+						    tern_view_sub(dx->v, (size_t)(t * I) * 4, (size_t)I * 4),
+						    &w, 1, prec),
+					"matmul (one row)");
+			if (ok)
+				expect(&c, dy, want, T * O, 0.0);
+		}
+	}
 	dt_unchanged(&c, dx, x);
 out_w:
 	hweight_free(&hw);
@@ -89,7 +115,7 @@ static void check_gemv_all(struct suite *s)
 					check_matmul(s, f, T, 13, 1088);
 				else
 					check_mm_prec(s, f, T, 13, 1088, precs[p], 0, 1.0, NULL);
-				if (cuda && (T == 1 || T == 3 || T == 8))
+				if (cuda && (T <= 3 || T == 8))
 					check_gemv_vs_gemm(s, f, T, 13, 1088, precs[p]);
 			}
 		for (int k = 0; k < 2; k++) { /* a second step of the block; at T = 8 the narrowest loads */

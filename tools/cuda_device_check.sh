@@ -51,9 +51,10 @@
 #                                      decode `tern bench ops` at T=1 (and 4, 8) on the 8B decode
 #                                             shapes (4096x4096, 14336x4096, 4096x14336, 1024x4096
 #                                             and the lm_head 128256x4096) at prec bf16 with a
-#                                             "% of bw" column (--bw 4800), each twice: the small-T
-#                                             kernels (k_gemv.cu) and TERN_CUDA_GEMV=0 (decode +
-#                                             cuBLAS); then tools/bench_generate.sh --preset
+#                                             "% of bw" column (--bw $BENCH_BW, default 4800; 3350 on
+#                                             an H100), each twice: the small-T kernels (k_gemv.cu)
+#                                             and TERN_CUDA_GEMV=0 (decode + cuBLAS), and
+#                                             TERN_CUDA_GEMV_TABLE=0 (NF4 without gemv_nf4_kernel); then tools/bench_generate.sh --preset
 #                                             llama3-8b --compare --backend cuda (TERN_DECODE_LEGACY=1
 #                                             is the old path: cuBLAS products, host argmax) with
 #                                             transformers + bitsandbytes. Not in the default parts.
@@ -148,13 +149,20 @@ run | perf)
 				;;
 			decode)
 				for shape in "1 4096 4096" "1 14336 4096" "1 4096 14336" "1 1024 4096" \
-					"1 128256 4096" "4 4096 4096" "8 4096 4096" "8 14336 4096"; do
+					"1 128256 4096" "2 4096 4096" "2 14336 4096" "4 4096 4096" "8 4096 4096" \
+					"8 14336 4096"; do
 					read -r T O I <<<"$shape"
-					for gemv in 1 0; do
-						echo "== bench ops matmul T=$T O=$O I=$I bf16 TERN_CUDA_GEMV=$gemv"
-						TERN_CUDA_GEMV=$gemv build-cuda/tern bench ops --backend cuda --ops matmul \
-							--T "$T" --O "$O" --I "$I" --prec bf16 --bw 4800 \
-							--seconds "${BENCH_SECONDS:-1}" 2>&1 | tee "$out/perf-decode-$T-$O-$I-$gemv.txt"
+					# gemv t0: TERN_CUDA_GEMV_TABLE=0 (NF4 on gemv_kernel, as before
+					# gemv_nf4_kernel)
+					for gemv in 1 t0 0; do
+						g=1 tb=1
+						[ "$gemv" = 0 ] && g=0
+						[ "$gemv" = t0 ] && tb=0
+						echo "== bench ops matmul T=$T O=$O I=$I bf16 TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_TABLE=$tb"
+						TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_TABLE=$tb build-cuda/tern bench ops \
+							--backend cuda --ops matmul --T "$T" --O "$O" --I "$I" --prec bf16 \
+							--bw "${BENCH_BW:-4800}" --seconds "${BENCH_SECONDS:-1}" 2>&1 |
+							tee "$out/perf-decode-$T-$O-$I-$gemv.txt"
 					done
 				done
 				echo "== tools/bench_generate.sh --preset llama3-8b --compare --backend cuda"

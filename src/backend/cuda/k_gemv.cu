@@ -11,6 +11,14 @@
 // fixed order: the same result every run). Needs I a multiple of CH, W's rows and data aligned to
 // LB bytes and x to 16 (cuk_gemv checks; gemv_any_kernel takes every other shape, slowly).
 //
+// gemv_nf4_kernel (NF4 / NF4-DQ, every T; the decode step's products): a lane owns 32-weight
+// chunks of kRows rows and first writes the 16 values its chunk's weights can take (code × block
+// scale, rounded) into its own column of a shared table, then spends one byte permute, one shared
+// load and T fused multiply-adds per weight (no per-weight multiply or rounding, no bank
+// conflicts). At 1 and 2 tokens the same layout and bits as gemv_kernel. TERN_CUDA_GEMV_TABLE=0
+// (read at each call) keeps NF4 on gemv_kernel, for before/after timings and test_ops' exact
+// comparison.
+//
 // The numbers are those of backend.h's product precision, as the decode + cuBLAS path computes
 // them: the dequantized value (NF4: code × absmax; NF4-DQ: dmap[q] × nested + offset, two
 // roundings, no fused multiply-add) rounded to f16/bf16, x (× the f16 scale) rounded, products of
@@ -20,6 +28,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdlib.h>
 #include <string.h>
 
 namespace
@@ -134,6 +143,21 @@ template <int LB> __device__ inline void load_w(uint32_t *r, const unsigned char
 #endif
 }
 
+// byte_perm(a, b, s): the bytes of b:a (b high) that s's four selector nibbles name, lowest first
+// (PRMT; only selectors 0-7 are used here)
+__device__ inline uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t s)
+{
+#ifdef TERN_CUDA_EMU
+	uint64_t v = (uint64_t)b << 32 | a;
+	uint32_t r = 0;
+	for (int i = 0; i < 4; i++)
+		r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7u))) & 255u) << (8 * i);
+	return r;
+#else
+	return __byte_perm(a, b, s);
+#endif
+}
+
 // Weights k and k + 1 of a chunk (k even) from its raw words: the stored value widened to fp32
 // (f32/f16/bf16), code × absmax (NF4), or q - 1 (ternary: the scale comes at the end).
 template <int WDT>
@@ -166,14 +190,21 @@ __device__ inline void pair_of(const uint32_t *raw, int k, float am, const float
 }
 
 // The block scale of flat weight g (NF4: f32 absmax; NF4-DQ: dmap[q] × nested + offset)
+// (off: NF4-DQ's nested offset, read once by the caller)
 template <int WDT>
-__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap)
+__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap,
+				    float off)
 {
 	int64_t b = g >> bs_shift;
 	if (WDT == 3)
 		return static_cast<const float *>(w.absmax)[b];
-	float off = w.offset_dev ? *w.offset_dev : w.offset;
 	return add_rn(mul_rn(dmap[static_cast<const unsigned char *>(w.absmax)[b]], w.nested[b >> 8]), off);
+}
+template <int WDT>
+__device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift, const float *dmap)
+{
+	return block_scale<WDT>(w, g, bs_shift, dmap,
+				WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f);
 }
 
 template <int WDT, int P, int TT, int LB>
@@ -270,6 +301,188 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 	}
 }
 
+// v rounded to the product precision P as gemv_kernel's round2 rounds it (bf16: one cvt whose
+// other half is zero, the rounded value already in the high half)
+template <int P> __device__ inline float round_one(float v)
+{
+	if (P == 2) {
+		__nv_bfloat162 h = __floats2bfloat162_rn(0.0f, v);
+		uint32_t u;
+		memcpy(&u, &h, 4);
+		return u2f(u);
+	}
+	return round1<P>(v);
+}
+
+// gemv_nf4_kernel: NF4 / NF4-DQ at 1..8 tokens (decoding), from a product table instead of a code
+// lookup, two multiplies and a rounding per byte. A lane owns chunks of 32 weights (one 16-byte
+// load per row) for kRows rows, as gemv_kernel at one token; a chunk lies inside one block of the
+// block scale, so its 32 weights take only 16 values: P[q] = code[q] × scale rounded to the
+// product precision, exactly the value gemv_kernel (and the decode + cuBLAS path) computes for a
+// weight of code q. Each lane computes its row's 16 P[q] (16 multiplies by the code book in
+// constant memory, 16 roundings) into its own column of a shared table (entry q of lane l in bank
+// l: the 32 lanes' lookups never conflict, whatever their codes); each weight is then one byte
+// permute that makes the entry's address from the nibble, one shared load and the T fused
+// multiply-adds. Per row and chunk the table costs 16 FMUL + 16 cvt + 16 STS, about 1.5
+// instructions a weight; per weight gemv_kernel spends an extract, a bank-conflicted 8-byte
+// table load, a multiply, half a cvt and an unpack before its T fused multiply-adds.
+//   At 1 and 2 tokens (NW = kWarps warps, x's whole chunk in registers) the rows take turns in two
+// tables and the lane sums its chunk's products in gemv_kernel's order: the results are
+// gemv_kernel's bit for bit (TERN_CUDA_GEMV_TABLE=0 takes gemv_kernel; test_ops compares them).
+// From 3 tokens on x's chunk does not fit the registers: the kRows tables are built first, then
+// x is read in pieces of PW columns, each used for all kRows rows (2 warps a block: 8 tables of
+// 2 KB a warp), and gemv_kernel's narrower chunks (8 or 4 bytes a lane there) sum in another
+// order. Every T: the lane's sum for token t is the same as at one token (test_ops compares).
+template <int TT> struct nf4_shape {
+	static constexpr int NW = TT <= 2 ? kWarps : 2;    // warps a block
+	static constexpr int PW = TT <= 2 ? 32 : 32 / TT;  // x's columns in registers at a time
+	static constexpr int NT = TT <= 2 ? 2 : kRows;     // tables a warp
+	static constexpr int BYTES = NW * (NT / 2) * 4096; // all of them
+	// blocks per SM it is built for: at 1 token kMinBlocks (128 registers); at 2, 4 and 8 tokens
+	// 3, 6 and 4 (168, 168 and 255 registers: the T sums of 8 rows, the 8 rows' chunks and x's
+	// piece, no spills)
+	static constexpr int MINB = TT == 1 ? kMinBlocks : TT == 2 ? 3 : TT == 4 ? 6 : 4;
+};
+
+// acc[t] += x[t][k] · P[code of weight k0 + k] for k < PW: raw the chunk's 4 words, tb the row's
+// table at this lane (the byte offsets from byte_perm land on its column)
+template <int TT, int PW>
+__device__ inline void nf4_row(float (&acc)[TT], const uint32_t (&raw)[4], int k0, const float (&xv)[TT][PW],
+			       const char *tb, uint32_t wrep, uint32_t lane4)
+{
+#pragma unroll
+	for (int k = 0; k < PW; k += 2) {
+		// byte (k0 + k) / 2: weight k0 + k in the high nibble, k0 + k + 1 in the low (quant.h)
+		const int kk = k0 + k, j = kk / 8, i = (kk / 2) & 3;
+		uint32_t hi = ((raw[j] >> 4) & 0x0f0f0f0fu) | wrep, lo = (raw[j] & 0x0f0f0f0fu) | wrep;
+		// the selector: byte 0 of the offset lane · 4, byte 1 byte i of hi / lo (q | warp << 4)
+		const uint32_t s = 0x5504u | (uint32_t)i << 4;
+		float a = *reinterpret_cast<const float *>(tb + byte_perm(hi, lane4, s));
+		float e = *reinterpret_cast<const float *>(tb + byte_perm(lo, lane4, s));
+		for (int t = 0; t < TT; t++) {
+			acc[t] = fmaf(xv[t][k], a, acc[t]);
+			acc[t] = fmaf(xv[t][k + 1], e, acc[t]);
+		}
+	}
+}
+
+// x[t, c · 32 + k0 .. + PW) for t < TT (zero past T), times sc, rounded to P
+template <int P, int TT, int PW>
+__device__ inline void nf4_x(float (&xv)[TT][PW], const float *x, int64_t T, int64_t I, int64_t col, float sc)
+{
+	for (int t = 0; t < TT; t++) {
+		if (t < T) {
+			const float4 *xp = reinterpret_cast<const float4 *>(x + t * I + col);
+			for (int j = 0; j < PW / 4; j++) {
+				float4 q = xp[j];
+				float v0 = q.x * sc, v1 = q.y * sc, v2 = q.z * sc, v3 = q.w * sc;
+				round2<P>(v0, v1);
+				round2<P>(v2, v3);
+				xv[t][4 * j] = v0, xv[t][4 * j + 1] = v1, xv[t][4 * j + 2] = v2,
+					  xv[t][4 * j + 3] = v3;
+			}
+		} else {
+			for (int j = 0; j < PW; j++)
+				xv[t][j] = 0.0f;
+		}
+	}
+}
+
+template <int WDT, int P, int TT>
+__global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
+	gemv_nf4_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
+			int64_t rowbytes, int bs_shift, const uint32_t *bits)
+{
+	using S = nf4_shape<TT>;
+	constexpr int CH = 32, NW = S::NW, PW = S::PW; // CH: weights per lane and row (16 bytes)
+	__shared__ float dmap[WDT == 4 ? 256 : 1];
+	__shared__ float red[NW][kRows * TT];
+	// The product tables: table n (row r's: n = r at 3+ tokens, r & 1 below) of warp v at
+	// (n / 2) · NW · 4096 + v · 4096 + (n & 1) · 128 bytes, its entry q of lane l q · 256 + l · 4
+	// further on, so that the offset inside a pair of tables is one byte permute of (q | v << 4)
+	// into byte 1 and l · 4 into byte 0.
+	__shared__ __align__(16) float tbl[S::BYTES / 4];
+	if (WDT == 4) {
+		for (int k = threadIdx.x; k < 256; k += blockDim.x)
+			dmap[k] = g_dmap[k];
+		__syncthreads();
+	}
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * kRows, nch = I / CH;
+	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
+	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
+	const unsigned char *wd = static_cast<const unsigned char *>(w.data);
+	const uint32_t wrep = (uint32_t)warp * 0x10101010u; // warp << 4 in every byte
+	const uint32_t lane4 = (uint32_t)lane * 4u;
+	float *mine = tbl + warp * 1024 + lane; // this lane's column (entry q of table n: below)
+	const char *tb = reinterpret_cast<const char *>(tbl);
+	float acc[kRows][TT];
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++)
+			acc[r][t] = 0.0f;
+	for (int64_t c = (int64_t)warp * 32 + lane; c < nch; c += NW * 32) {
+		// W first (the loads in flight while x's chunk is read and rounded). The rows past O of the
+		// last block repeat row O - 1 (no branch in the row loop: the compiler hoists every load of
+		// the step, the block scales' too), their sums are not written.
+		uint32_t raw[kRows][4];
+		for (int r = 0; r < kRows; r++)
+			load_w<16>(raw[r], wd + (o0 + r < O ? o0 + r : O - 1) * rowbytes + c * 16);
+		// row r's table: its 16 values at this lane's column
+		auto build = [&](int r) {
+			const int n = S::NT == 2 ? r & 1 : r;
+			float am = block_scale<WDT>(w, (o0 + r < O ? o0 + r : O - 1) * I + c * CH, bs_shift,
+						    dmap, off);
+			for (int q = 0; q < 16; q++) // g_nf4[q]: a constant-bank operand of the FMUL
+				mine[(n / 2) * NW * 1024 + q * 64 + (n & 1) * 32] =
+					round_one<P>(mul_rn(g_nf4[q], am));
+		};
+		auto table = [&](int r) {
+			const int n = S::NT == 2 ? r & 1 : r;
+			return tb + (n / 2) * NW * 4096 + (n & 1) * 128;
+		};
+		if constexpr (PW == CH) {
+			float xv[TT][PW];
+			nf4_x<P, TT, PW>(xv, x, T, I, c * CH, sc);
+#pragma unroll // (all of it: raw and acc stay in registers)
+			for (int r = 0; r < kRows; r++) {
+				build(r);
+				nf4_row<TT, PW>(acc[r], raw[r], 0, xv, table(r), wrep, lane4);
+			}
+		} else {
+#pragma unroll
+			for (int r = 0; r < kRows; r++)
+				build(r);
+#pragma unroll
+			for (int k0 = 0; k0 < CH; k0 += PW) {
+				float xv[TT][PW];
+				nf4_x<P, TT, PW>(xv, x, T, I, c * CH + k0, sc);
+#pragma unroll
+				for (int r = 0; r < kRows; r++)
+					nf4_row<TT, PW>(acc[r], raw[r], k0, xv, table(r), wrep, lane4);
+			}
+		}
+	}
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++) {
+			float v = acc[r][t];
+			for (int o = 16; o > 0; o >>= 1)
+				v += __shfl_xor_sync(0xffffffffu, v, o);
+			if (lane == 0)
+				red[warp][r * TT + t] = v;
+		}
+	__syncthreads();
+	const int j = threadIdx.x;
+	if (j < kRows * TT) {
+		int r = j / TT, t = j % TT;
+		if (o0 + r < O && t < T) {
+			float s = red[0][j];
+			for (int k = 1; k < NW; k++)
+				s += red[k][j];
+			y[t * O + o0 + r] = s * (1.0f / sc);
+		}
+	}
+}
+
 // W[o, i] as the CPU reference's fp32 value (k_quant.cu's wvalue)
 template <int WDT>
 __device__ inline float wvalue(const cuk_weight &w, int64_t o, int64_t i, int bs_shift, const float *nf4,
@@ -330,13 +543,23 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <int WDT, int P, int TT>
 cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		      const uint32_t *bits)
+		      const uint32_t *bits, bool table)
 {
 	constexpr int LB = lane_bytes(WDT, TT), CH = chunk_weights(WDT, LB);
 	int64_t I = w.I;
 	int64_t rowbytes = WDT == 5 ? 4 * ((I + 15) / 16) : WDT >= 3 ? I / 2 : I * (WDT == 0 ? 4 : 2);
 	bool fast = I > 0 && I % CH == 0 && rowbytes % LB == 0 && ((uintptr_t)w.data % LB) == 0 &&
 		    ((uintptr_t)x & 15) == 0 && (!(WDT == 3 || WDT == 4) || w.blocksize >= CH);
+	if constexpr (WDT == 3 || WDT == 4) {
+		// gemv_nf4_kernel: 32-weight chunks (16 bytes), inside one block of the scale
+		if (table && I % 32 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
+		    w.blocksize >= 32) {
+			unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
+			gemv_nf4_kernel<WDT, P, TT>
+				<<<blocks, nf4_shape<TT>::NW * 32, 0, s>>>(y, x, w, T, I / 2, shift, bits);
+			return cudaGetLastError();
+		}
+	}
 	if (fast) {
 		unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
 		gemv_kernel<WDT, P, TT, LB><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, rowbytes, shift, bits);
@@ -349,26 +572,26 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 
 template <int WDT, int P>
 cudaError_t launch_p(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		     const uint32_t *bits)
+		     const uint32_t *bits, bool table)
 {
 	if (T <= 1)
-		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table);
 	if (T <= 2)
-		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table);
 	if (T <= 4)
-		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits);
-	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits);
+		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table);
+	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table);
 }
 
 template <int WDT>
 cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int prec,
-		     int shift, const uint32_t *bits)
+		     int shift, const uint32_t *bits, bool table)
 {
 	if (prec == 1)
-		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits);
+		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table);
 	if (prec == 2)
-		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits);
-	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits);
+		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table);
+	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table);
 }
 
 } // namespace
@@ -386,15 +609,19 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 		return T == 0 ? cudaSuccess : cudaErrorInvalidValue;
 	if (w->O <= 0)
 		return cudaSuccess;
+	// TERN_CUDA_GEMV_TABLE=0: NF4 on gemv_kernel, not gemv_nf4_kernel (before/after timings; at 1
+	// and 2 tokens the same bits)
+	const char *e = getenv("TERN_CUDA_GEMV_TABLE");
+	bool table = !(e && strcmp(e, "0") == 0);
 	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
 	while (shift < 30 && (1 << shift) < w->blocksize)
 		shift++;
 	switch (w->dtype) {
-	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits);
-	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits);
-	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits);
-	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits);
-	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits);
-	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits);
+	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table);
+	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table);
+	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table);
+	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table);
+	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table);
+	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table);
 	}
 }
