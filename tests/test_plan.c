@@ -745,8 +745,8 @@ int main(void)
 		      (unsigned long long)s.ce_scratch);
 		check(tern_backend_sizes("ref", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 130,
 		      "ref chunk at V 128256: %lld (64 MiB of logits)", (long long)s.ce_chunk);
-		/* cpu (the fast backend): up to 32 MiB of logits per chunk, T split into equal chunks
-		 * (9000 tokens at V 128256: 139 chunks of 65, the last 30 short); the scratch holds at least the
+		/* cpu (the fast backend): up to 128 MiB of logits per chunk, T split into equal chunks
+		 * (9000 tokens at V 128256: 35 chunks of 258 or fewer, not 34 of 261 and a short one); the scratch holds at least the
 		 * logits, the gathered x and dx rows and a double per token, plus one decoded W panel
 		 * per thread (f32 W included: the figure does not depend on W's dtype) */
 		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
@@ -754,10 +754,12 @@ int main(void)
 			      s.reserve == 64 * MiB,
 		      "cpu sizes: chunk %lld scratch %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch);
-		check(tern_backend_sizes("cpu", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 65,
-		      "cpu chunk at V 128256: %lld (32 MiB of logits)", (long long)s.ce_chunk);
-		check(tern_backend_sizes("cpu", 512, 32000, 768, &s) == TERN_OK && s.ce_chunk == 256,
-		      "cpu chunk at T 512, V 32000: %lld (2 equal chunks)", (long long)s.ce_chunk);
+		enum tern_status st = tern_backend_sizes("cpu", 9000, 128256, 4096, &s);
+		check(st == TERN_OK && s.ce_chunk == 258,
+		      "cpu chunk at V 128256: %lld (128 MiB of logits, equal chunks)", (long long)s.ce_chunk);
+		st = tern_backend_sizes("cpu", 512, 32000, 768, &s);
+		check(st == TERN_OK && s.ce_chunk == 512, "cpu chunk at T 512, V 32000: %lld (one chunk)",
+		      (long long)s.ce_chunk);
 		setenv("TERN_CE_CHUNK", "7", 1);
 		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 7 &&
 			      tern_backend_sizes("ref", 100, 1000, 40, &a) == TERN_OK && a.ce_chunk == 7,

@@ -22,7 +22,7 @@
 #include <omp.h>
 #endif
 
-#define CE_Z_BYTES ((int64_t)32 << 20)      /* logits of one chunk, at most */
+#define CE_Z_BYTES ((int64_t)128 << 20)     /* logits of one chunk, at most */
 #define CE_PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W */
 #define CE_DX_GROUPS 16 /* dx partial sums: group k takes the vocabulary panels p with p % 16 == k */
 
@@ -36,8 +36,8 @@ static int64_t lines_of(int64_t len, int64_t total)
 {
 	int64_t n = CE_PANEL_BYTES / (4 * (len > 0 ? len : 1));
 	n = n / 16 * 16;
-	if (n < 16)
-		n = 16;
+	if (n < 128) /* as cpufast_mm.c's panel_lines: the BLAS packs the chunk's rows per call */
+		n = 128;
 	return n < total ? n : total;
 }
 

@@ -14,7 +14,8 @@
 #include <omp.h>
 #endif
 
-#define PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W: about an L2 cache */
+#define PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W: about an L2 cache ... */
+#define PANEL_MIN_LINES 128              /* ... but at least this many lines (see panel_lines) */
 #define T_CHUNK 512                      /* token rows of one task, at most */
 #define T_CHUNK_MIN 256                  /* ... and at least, while T has them */
 #define GEMM_TILE 128                    /* rows or columns of C one gemm task owns */
@@ -23,13 +24,15 @@
 #define MIN_TASKS 6                      /* tiles shrink (to the least sizes) until there are these */
 
 /* A panel width: about PANEL_BYTES of f32 for lines `len` long, a multiple of 16, in
- * [16, total]. */
+ * [PANEL_MIN_LINES, total]. The BLAS packs the task's token rows (tc x len) once per call, so a
+ * panel of few lines pays that copy for few outputs: at len 8192, 16 lines made 32 MiB of packing
+ * traffic per 134 MFLOP, which one core hides and sixteen sharing the memory do not. */
 static int64_t panel_lines(int64_t len, int64_t total)
 {
 	int64_t n = PANEL_BYTES / (4 * (len > 0 ? len : 1));
 	n = n / 16 * 16;
-	if (n < 16)
-		n = 16;
+	if (n < PANEL_MIN_LINES)
+		n = PANEL_MIN_LINES;
 	return n < total ? n : total;
 }
 
