@@ -207,6 +207,35 @@ __device__ inline float block_scale(const cuk_weight &w, int64_t g, int bs_shift
 				WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f);
 }
 
+// The end of both small-T kernels: each warp's lanes summed by shuffles, the NW warps' partials in
+// warp order (a fixed order: the same result every run), times ws (ternary's rounded scale, else 1:
+// exact) and 1/sc, into y rows o0 .. o0 + kRows (those under O) of the T tokens.
+template <int TT, int NW>
+__device__ inline void reduce_store(const float (&acc)[kRows][TT], float (*red)[kRows * TT], float *y,
+				    int64_t O, int64_t o0, int64_t T, float ws, float sc)
+{
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	for (int r = 0; r < kRows; r++)
+		for (int t = 0; t < TT; t++) {
+			float v = acc[r][t];
+			for (int o = 16; o > 0; o >>= 1)
+				v += __shfl_xor_sync(0xffffffffu, v, o);
+			if (lane == 0)
+				red[warp][r * TT + t] = v;
+		}
+	__syncthreads();
+	const int j = threadIdx.x;
+	if (j < kRows * TT) {
+		int r = j / TT, t = j % TT;
+		if (o0 + r < O && t < T) {
+			float s = red[0][j];
+			for (int k = 1; k < NW; k++)
+				s += red[k][j];
+			y[t * O + o0 + r] = s * ws * (1.0f / sc);
+		}
+	}
+}
+
 template <int WDT, int P, int TT, int LB>
 __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 	gemv_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
@@ -278,27 +307,7 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 			}
 		}
 	}
-	for (int r = 0; r < kRows; r++)
-		for (int t = 0; t < TT; t++) {
-			float v = acc[r][t];
-			for (int o = 16; o > 0; o >>= 1)
-				v += __shfl_xor_sync(0xffffffffu, v, o);
-			if (lane == 0)
-				red[warp][r * TT + t] = v;
-		}
-	__syncthreads();
-	const int j = threadIdx.x;
-	if (j < kRows * TT) {
-		int r = j / TT, t = j % TT;
-		if (o0 + r < O && t < T) {
-			float s = red[0][j];
-			for (int k = 1; k < kWarps; k++)
-				s += red[k][j];
-			if (WDT == 5)
-				s *= round1<P>(w.scale);
-			y[t * O + o0 + r] = s * (1.0f / sc);
-		}
-	}
+	reduce_store<TT, kWarps>(acc, red, y, O, o0, T, WDT == 5 ? round1<P>(w.scale) : 1.0f, sc);
 }
 
 // v rounded to the product precision P as gemv_kernel's round2 rounds it (bf16: one cvt whose
@@ -462,25 +471,7 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 			}
 		}
 	}
-	for (int r = 0; r < kRows; r++)
-		for (int t = 0; t < TT; t++) {
-			float v = acc[r][t];
-			for (int o = 16; o > 0; o >>= 1)
-				v += __shfl_xor_sync(0xffffffffu, v, o);
-			if (lane == 0)
-				red[warp][r * TT + t] = v;
-		}
-	__syncthreads();
-	const int j = threadIdx.x;
-	if (j < kRows * TT) {
-		int r = j / TT, t = j % TT;
-		if (o0 + r < O && t < T) {
-			float s = red[0][j];
-			for (int k = 1; k < NW; k++)
-				s += red[k][j];
-			y[t * O + o0 + r] = s * (1.0f / sc);
-		}
-	}
+	reduce_store<TT, NW>(acc, red, y, O, o0, T, 1.0f, sc);
 }
 
 // W[o, i] as the CPU reference's fp32 value (k_quant.cu's wvalue)
