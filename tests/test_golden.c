@@ -240,6 +240,17 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 		      "%s %-9s net sizes: planned LoRA %llu / activations %llu bytes = allocated %llu / %llu",
 		      bn, cs, (unsigned long long)sz.lora, (unsigned long long)sz.act, (unsigned long long)lb,
 		      (unsigned long long)ab);
+		if (no.mlp_shards > 1) { /* the MLP really runs in those shards, in fewer bytes */
+			struct tern_net_opts whole = no;
+			struct tern_net_sizes sw;
+			whole.mlp_shards = 0;
+			st = tern_net_sizes(&m->cfg, &whole, &sw);
+			check(st == TERN_OK && sz.mlp_shards == no.mlp_shards && sw.mlp_shards == 1 &&
+				      sw.act > sz.act,
+			      "%s %-9s MLP in %lld shards (asked %lld), activations %llu bytes (untiled %llu)",
+			      bn, cs, (long long)sz.mlp_shards, (long long)no.mlp_shards,
+			      (unsigned long long)sz.act, (unsigned long long)sw.act);
+		}
 	}
 	snprintf(path, sizeof path, "%s/adapter_init", dir);
 	if ((st = tern_adapter_read(path, set, NULL)) || (st = tern_net_lora_upload(net, set))) {

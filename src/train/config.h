@@ -164,7 +164,7 @@ struct tern_config {
 	enum tern_ckpt gradient_checkpointing;
 	/* tiled_mlp: the dense MLP in token shards (tern_net_opts mlp_shards), with checkpointing;
 	 * tiled_mlp_num_shards 0 = ceil(tokens of a micro-batch / hidden_size), as axolotl's ALST
-	 * (tern_config_mlp_shards) */
+	 * (tern_plan_mlp_shards) */
 	bool tiled_mlp;
 	int64_t tiled_mlp_num_shards;
 	int64_t seed;

@@ -409,7 +409,8 @@ static int64_t mlp_rows_of(const struct tern_net *n)
 	return s >= n->Tmax ? 1 : (n->Tmax + s - 1) / s;
 }
 
-/* Whether the micro-batch at work runs its dense MLP in shards. */
+/* The dense MLP's shards of the micro-batch at work (1: untiled), and whether there are several. */
+static int64_t mlp_parts(const struct tern_net *n) { return (n->T + n->mlp_rows - 1) / n->mlp_rows; }
 static bool mlp_tiled(const struct tern_net *n) { return n->T > n->mlp_rows; }
 
 /* Offloaded: the inputs the host keeps (l0 .. l1 - 2) and their bytes each (Tmax rows). */
@@ -430,6 +431,18 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	if (H * Dh > maxI)
 		maxI = H * Dh;
 	int64_t Tm = n->mlp_rows; /* the dense MLP's rows: a shard's with tiled_mlp */
+	/* the attention backward's buffers (dao, dq, dk, dv, and qk-norm's dqr, dkr; placed below) */
+	struct tern_view *ab[6] = {&n->dao, &n->dq, &n->dk, &n->dv, &n->dqr, &n->dkr};
+	size_t abytes[6] = {(size_t)(T * H * Dh) * 4,
+			    (size_t)(T * H * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    (size_t)(T * Hkv * Dh) * 4,
+			    c->qk_norm ? (size_t)(T * H * Dh) * 4 : 0,
+			    c->qk_norm ? (size_t)(T * Hkv * Dh) * 4 : 0};
+	size_t need = 0;
+	for (int i = 0; i < 6; i++)
+		need += abytes[i] ? align_up(abytes[i]) : 0;
+	bool in_set = n->o.checkpointing && !n->any_moe && Fd > 0;
 	/* a stage keeps the sets and inputs of its own layers [l0, l1] */
 	int s0 = n->o.checkpointing ? 0 : (int)n->l0, s1 = n->o.checkpointing ? 1 : (int)n->l1;
 	/* at F16 and BF16 products the layer inputs are kept in that dtype (the residual stream is
@@ -466,6 +479,9 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 		take(&ap, &a->g, (size_t)(Tm * Fd) * 4);
 		take(&ap, &a->u, (size_t)(Tm * Fd) * 4);
 		take(&ap, &a->a, (size_t)(Tm * Fd) * 4);
+		size_t span = a->a.off + (size_t)(Tm * Fd) * 4 - a->g.off;
+		if (in_set && need > span) /* a shard's g, u, a may be smaller than what aliases them */
+			ap.size += align_up(need - span);
 		if (c->arch == TERN_ARCH_BITNET) {
 			take(&ap, &a->aon, (size_t)(T * H * Dh) * 4);
 			take(&ap, &a->rstdo, (size_t)T * 4);
@@ -514,21 +530,10 @@ static void plan_act(struct tern_net *n, const struct tern_model_config *c, stru
 	take(&ap, &n->rstdf, (size_t)T * 4);
 	alias(&ap, &n->dxf, &n->tmpD, 0, (size_t)(T * D) * 4);
 	/* the attention backward's buffers: with checkpointing, inside the one set's g, u, a of a dense
-	 * layer, which are dead once the MLP backward (the first half of layer_bwd) has read them and
-	 * written again only by the next layer's recomputation (union_attn) */
-	struct tern_view *ab[6] = {&n->dao, &n->dq, &n->dk, &n->dv, &n->dqr, &n->dkr};
-	size_t abytes[6] = {(size_t)(T * H * Dh) * 4,
-			    (size_t)(T * H * Dh) * 4,
-			    (size_t)(T * Hkv * Dh) * 4,
-			    (size_t)(T * Hkv * Dh) * 4,
-			    c->qk_norm ? (size_t)(T * H * Dh) * 4 : 0,
-			    c->qk_norm ? (size_t)(T * Hkv * Dh) * 4 : 0};
-	size_t need = 0;
-	for (int i = 0; i < 6; i++)
-		need += abytes[i] ? align_up(abytes[i]) : 0;
+	 * layer (made at least as large as they need above), which are dead once the MLP backward (the
+	 * first half of layer_bwd) has read them and written again only by the next layer's
+	 * recomputation, or its shards' (union_attn) */
 	const struct layer_act *a0 = &n->la[0];
-	bool in_set = n->o.checkpointing && !n->any_moe && Fd > 0 &&
-		      need <= a0->a.off + (size_t)(Tm * Fd) * 4 - a0->g.off;
 	size_t at = 0;
 	for (int i = 0; i < 6; i++) {
 		if (!abytes[i] && i >= 4)
@@ -1420,6 +1425,13 @@ struct part {
 
 static struct part whole(const struct tern_net *n) { return (struct part){0, n->T, 0}; }
 
+/* Shard k of the dense MLP (mlp_parts; shard 0 of an untiled micro-batch is whole(n)). */
+static struct part mlp_part(const struct tern_net *n, int64_t k)
+{
+	int64_t r0 = k * n->mlp_rows;
+	return (struct part){r0, n->T - r0 < n->mlp_rows ? n->T - r0 : n->mlp_rows, (uint32_t)k};
+}
+
 /* y[T,O] = x Wᵀ (+ LoRA) (+ bias) for module mo of layer l, over part p. */
 static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_view y, struct tern_view x,
 				struct layer_act *a, struct part p, uint64_t step, uint32_t micro)
@@ -2096,15 +2108,11 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
 	if (w->moe) {
 		TRY(moe_fwd(n, l, out, a->xn2, a, n->T, true));
-	} else if (!mlp_tiled(n)) {
-		TRY(mlp_fwd(n, l, out, a->xn2, a, whole(n), recompute, step, micro));
-		if (recompute)
-			return TERN_OK;
-	} else if (recompute) {
-		return TERN_OK; /* tiled: layer_bwd recomputes each shard before its gradient */
+	} else if (recompute) { /* tiled: layer_bwd recomputes each shard right before its gradient */
+		return mlp_tiled(n) ? TERN_OK : mlp_fwd(n, l, out, a->xn2, a, whole(n), true, step, micro);
 	} else {
-		for (struct part p = {0, n->mlp_rows, 0}; p.r0 < T; p.r0 += p.T, p.idx++) {
-			p.T = T - p.r0 < n->mlp_rows ? T - p.r0 : n->mlp_rows;
+		for (int64_t k = 0; k < mlp_parts(n); k++) {
+			struct part p = mlp_part(n, k);
 			TRY(mlp_fwd(n, l, rows(out, p.r0, p.T, D), rows(a->xn2, p.r0, p.T, D), a, p, false,
 				    step, micro));
 		}
@@ -2128,13 +2136,12 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 	/* MLP */
 	if (w->moe) {
 		TRY(moe_bwd(n, l, n->dxn, n->dres, a));
-	} else if (!mlp_tiled(n)) {
-		TRY(mlp_bwd(n, l, n->dxn, n->dres, a->xn2, a, whole(n), step, micro));
 	} else { /* tiled: each shard's activations again, then its gradient */
-		for (struct part p = {0, n->mlp_rows, 0}; p.r0 < T; p.r0 += p.T, p.idx++) {
-			p.T = T - p.r0 < n->mlp_rows ? T - p.r0 : n->mlp_rows;
+		for (int64_t k = 0; k < mlp_parts(n); k++) {
+			struct part p = mlp_part(n, k);
 			struct tern_view xn = rows(a->xn2, p.r0, p.T, D);
-			TRY(mlp_fwd(n, l, (struct tern_view){0}, xn, a, p, true, step, micro));
+			if (mlp_tiled(n))
+				TRY(mlp_fwd(n, l, (struct tern_view){0}, xn, a, p, true, step, micro));
 			TRY(mlp_bwd(n, l, rows(n->dxn, p.r0, p.T, D), rows(n->dres, p.r0, p.T, D), xn, a, p,
 				    step, micro));
 		}
@@ -2531,6 +2538,7 @@ enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct 
 		out->params = tern_net_params(&n);
 		out->offload_host = (uint64_t)offload_count(&n) * offload_each(&n);
 		out->offload_slots = n.off ? 2 : 0;
+		out->mlp_shards = mlp_parts(&n);
 	}
 	free(ap.v);
 	free(n.slot);

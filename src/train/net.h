@@ -142,6 +142,7 @@ struct tern_net_sizes {
 	int64_t params;
 	uint64_t offload_host; /* o.offload: host bytes of the offloaded layer inputs (else 0) */
 	int offload_slots;     /* and the device slots they pass through */
+	int64_t mlp_shards;    /* the dense MLP's shards of a micro-batch of o.T tokens (1: untiled) */
 };
 enum tern_status tern_net_sizes(const struct tern_model_config *c, const struct tern_net_opts *o,
 				struct tern_net_sizes *out);

@@ -479,10 +479,10 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	int64_t shards = cfg->gradient_checkpointing && !moe ? tern_plan_mlp_shards(cfg, T, mc->D) : 0;
-	char tiled[48] = "";
-	if (shards > 1)
-		snprintf(tiled, sizeof tiled, ", MLP in %lld shards", (long long)(shards < T ? shards : T));
+	char tiled[48] =
+		""; /* tiled_mlp: the shards the net runs (none without checkpointing or with experts) */
+	if (ns_all.mlp_shards > 1)
+		snprintf(tiled, sizeof tiled, ", MLP in %lld shards", (long long)ns_all.mlp_shards);
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s%s)", (long long)T,
 	     out->offload                  ? ", checkpoints offloaded"
 	     : cfg->gradient_checkpointing ? ", checkpointed"
