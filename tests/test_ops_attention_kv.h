@@ -113,9 +113,19 @@ static void check_attention_kv_all(struct suite *s)
 	 * (Tq = Tk), a chunk after a prefix; GQA 1, 2, 4; tiles of 64 keys with edges; windows; Dh
 	 * from 4 to 256 */
 	static const int64_t shapes[][6] = {
-		{1, 1, 1, 1, 8, 0},    {1, 37, 4, 2, 16, 0},   {5, 5, 2, 1, 64, 0},
-		{3, 70, 4, 4, 32, 20}, {1, 129, 8, 2, 128, 0}, {7, 130, 2, 1, 256, 9},
-		{64, 64, 2, 2, 4, 0},  {0, 4, 2, 1, 8, 0},     {2, 200, 4, 1, 80, 65},
+		{1, 1, 1, 1, 8, 0},
+		{1, 37, 4, 2, 16, 0},
+		{5, 5, 2, 1, 64, 0},
+		{3, 70, 4, 4, 32, 20},
+		{1, 129, 8, 2, 128, 0},
+		{7, 130, 2, 1, 256, 9},
+		{64, 64, 2, 2, 4, 0},
+		{0, 4, 2, 1, 8, 0},
+		{2, 200, 4, 1, 80, 65},
+		/* a decode step split over many parts of the keys (CUDA: 11), and parts left empty by a
+		 * window shorter than the parts */
+		{1, 700, 4, 2, 64, 0},
+		{1, 300, 2, 1, 32, 7},
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention_kv(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],

@@ -99,6 +99,28 @@ const char *tern_prof_kind_key(enum tern_prof_kind k)
 	return (unsigned)k < TERN_PROF_KIND_COUNT ? prof_kinds[k].key : "?";
 }
 
+void tern_profile_ops_line(const struct tern_profile *p, double per, char *buf, size_t cap)
+{
+	int ord[TERN_OP_COUNT], n = 0;
+	for (int k = 0; k < TERN_OP_COUNT; k++)
+		if (p->op_calls[k]) {
+			int j = n++;
+			for (; j > 0 && p->op_ns[ord[j - 1]] < p->op_ns[k]; j--)
+				ord[j] = ord[j - 1];
+			ord[j] = k;
+		}
+	size_t at = 0;
+	buf[0] = 0;
+	for (int j = 0; j < n && at < cap; j++) {
+		int w = snprintf(buf + at, cap - at, "%s%s %.*f ms x%g", j ? " | " : "",
+				 tern_op_name((enum tern_op)ord[j]), per == 1 ? 1 : 3,
+				 p->op_ns[ord[j]] * 1e-6 / per, (double)p->op_calls[ord[j]] / per);
+		if (w < 0)
+			break;
+		at += (size_t)w;
+	}
+}
+
 /* ---- dropout key and AdamW scalars -------------------------------------------------------- */
 
 /* splitmix64's finaliser: a bijection on 64 bits with full avalanche. */

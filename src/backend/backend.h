@@ -184,6 +184,9 @@ struct tern_profile {
 	double op_ns[TERN_OP_COUNT];
 	uint64_t op_calls[TERN_OP_COUNT];
 };
+/* The op split of a profile as one line, longest first: "name T ms xN | ..." with T and N divided
+ * by per (steps: per-step figures; 1 for totals). Truncated to cap (NUL-terminated, cap > 0). */
+void tern_profile_ops_line(const struct tern_profile *p, double per, char *buf, size_t cap);
 
 struct tern_backend;
 

@@ -376,6 +376,11 @@ int tern_cmd_generate(int argc, char **argv)
 					r.per_step.ops, r.per_step.commands, r.per_step.barriers,
 					r.per_step.submits, r.per_step.waits, r.per_step.uploads,
 					r.per_step.downloads);
+			if (r.profile) /* TERN_PROFILE=1 */
+				fprintf(stderr,
+					"tern: decode profile, device ms per step: %.3f of %.3f wall: %s\n",
+					r.profile_ms, r.n > 1 ? r.decode_s * 1e3 / (double)(r.n - 1) : 0.0,
+					r.profile);
 			if (a.print_ids)
 				print_ids(r.ids, r.n);
 			else if (r.text)

@@ -384,6 +384,8 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 	uint64_t state = r->sample.seed;
 	struct tern_backend_counts c0 = g->be->counts;
 	r->decode_steps = 0;
+	/* a backend that cannot time its ops decodes without the profile (profiled stays false) */
+	r->profiled = r->profile && r->max_new > 1 && tern_backend_profile(g->be, true) == TERN_OK;
 	for (int64_t k = 0; k < r->max_new && st == TERN_OK; k++) {
 		int32_t id =
 			dev_greedy ? g->pickh : tern_gen_sample(g->logh, g->V, hist, n, &r->sample, &state);
@@ -399,6 +401,12 @@ enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, in
 		r->decode_steps++;
 	}
 	r->decode_s = tern_now() - t1;
+	if (r->profiled) {
+		enum tern_status ps = tern_backend_profile_read(g->be, &r->decode_profile, true);
+		enum tern_status off = tern_backend_profile(g->be, false);
+		if (st == TERN_OK)
+			st = ps ? ps : off;
+	}
 	const struct tern_backend_counts *c1 = &g->be->counts;
 	r->decode_counts = (struct tern_backend_counts){c1->ops - c0.ops,
 							c1->commands - c0.commands,

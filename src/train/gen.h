@@ -56,6 +56,9 @@ struct tern_gen_request {
 	double prefill_s, decode_s; /* out: wall seconds of the prompt's passes and of the decode steps */
 	struct tern_backend_counts decode_counts; /* out: what the decode steps cost the backend */
 	int64_t decode_steps;                     /* out: how many there were */
+	bool profile;                             /* in: time the decode steps' ops (tern_backend_profile) */
+	struct tern_profile decode_profile;       /* out: their device time by op, when profiled */
+	bool profiled; /* out: whether decode_profile holds it (the backend could) */
 };
 enum tern_status tern_gen_run(struct tern_gen *g, struct tern_gen_request *r, int32_t **out, int64_t *n_out);
 

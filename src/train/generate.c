@@ -416,6 +416,7 @@ void tern_generation_free(struct tern_generation *r)
 {
 	free(r->ids);
 	free(r->text);
+	free(r->profile);
 	memset(r, 0, sizeof *r);
 }
 
@@ -492,6 +493,27 @@ static bool on_token(void *user, int32_t id)
 	return !s->stopped;
 }
 
+/* TERN_PROFILE=1 (as for training): the decode steps' ops timed */
+static bool profile_asked(void)
+{
+	const char *e = getenv("TERN_PROFILE");
+	return e && *e && strcmp(e, "0") != 0;
+}
+
+static void profile_text(const struct tern_profile *p, double steps, struct tern_generation *out)
+{
+	size_t cap = 8192;
+	char *b = malloc(cap);
+	if (!b)
+		return;
+	tern_profile_ops_line(p, steps, b, cap);
+	double ns = 0;
+	for (int k = 0; k < TERN_PROF_KIND_COUNT; k++)
+		ns += p->ns[k];
+	out->profile = b;
+	out->profile_ms = ns * 1e-6 / steps;
+}
+
 enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids, size_t n,
 				    const struct tern_generate_params *p,
 				    void (*on_text)(void *user, const char *text, size_t len), void *user,
@@ -508,6 +530,7 @@ enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids
 		.sample = {p->temperature, p->top_k, p->top_p, p->min_p, p->repetition_penalty, p->seed},
 		.on_token = on_token,
 		.user = &s,
+		.profile = profile_asked(),
 	};
 	int32_t *gen = NULL;
 	int64_t ng = 0;
@@ -535,6 +558,8 @@ enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids
 			out->per_step.waits = (double)c->waits * k;
 			out->per_step.uploads = (double)c->uploads * k;
 			out->per_step.downloads = (double)c->downloads * k;
+			if (r.profiled) /* optional: without host memory for the line, no line */
+				profile_text(&r.decode_profile, (double)r.decode_steps, out);
 		}
 		out->text = s.text;
 		if (!out->text && g->tok)

@@ -964,19 +964,9 @@ static void profile_print(FILE *o, int64_t step, const struct tern_profile *p, d
 	fprintf(o, " | idle %.1f ms | step %.1f ms, %s TFLOP/s%s\n", step_s * 1e3 - sum, step_s * 1e3, r,
 		tty ? "\033[K" : "");
 	/* the same time by op, longest first: "name T ms xN" (N front-door calls) */
-	int ord[TERN_OP_COUNT], n = 0;
-	for (int k = 0; k < TERN_OP_COUNT; k++)
-		if (p->op_calls[k]) {
-			int j = n++;
-			for (; j > 0 && p->op_ns[ord[j - 1]] < p->op_ns[k]; j--)
-				ord[j] = ord[j - 1];
-			ord[j] = k;
-		}
-	fprintf(o, "profile ops step %lld:", (long long)step);
-	for (int j = 0; j < n; j++)
-		fprintf(o, "%s %s %.1f ms x%llu", j ? " |" : "", tern_op_name((enum tern_op)ord[j]),
-			p->op_ns[ord[j]] * 1e-6, (unsigned long long)p->op_calls[ord[j]]);
-	fprintf(o, "\n");
+	char line[4096];
+	tern_profile_ops_line(p, 1, line, sizeof line);
+	fprintf(o, "profile ops step %lld: %s\n", (long long)step, line);
 }
 
 /* The same figures as metrics.jsonl fields: profile_<kind>_ms for every kind, profile_<kind>_tflops

@@ -48,10 +48,16 @@ cudaError_t cuk_grouped(cudaStream_t s, bool bwd, float *out, const float *a, co
 
 /* ---- k_kv.cu ---- */
 
-/* attention_kv (backend.h): o [Tq, H, Dh] from q [Tq, H, Dh], k, v [Tk, Hkv, Dh]; Dh <= 512. */
-cudaError_t cuk_attention_kv(cudaStream_t s, float *o, const float *q, const float *k, const float *v,
-			     int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			     float scale);
+/* attention_kv (backend.h): o [Tq, H, Dh] from q [Tq, H, Dh], k, v [Tk, Hkv, Dh]; Dh <= 512.
+ * parts (cuk_attention_kv_parts) splits each row's keys over that many blocks, whose partial
+ * softmaxes go to part [Tq·H·parts, Dh + 2] floats (unused when parts is 1) before a second kernel
+ * merges them. */
+#define CUK_KV_BLOCKS 1024  /* blocks a decode step's split aims at (about 8 per SM) */
+#define CUK_KV_MAX_PARTS 64 /* parts of at least 64 keys each, at most this many */
+int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H);
+cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, const float *q, const float *k,
+			     const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh,
+			     int64_t window, float scale, int parts);
 
 /* ---- k_bitnet.cu (--fmad=false) ---- */
 

@@ -1,5 +1,6 @@
 /* Attention over a KV cache on CUDA (backend.h attention_kv, generation's decode and prefill
- * steps): checks the views, then queues k_kv.cu's kernel (one block per query row and head). */
+ * steps): checks the views, then queues k_kv.cu's kernels (a block per query row, head and part of
+ * the keys; the parts' partial softmaxes merged in the scratch). */
 #include "backend/cuda/cu_more.h"
 
 enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
@@ -28,7 +29,12 @@ enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view 
 		return st;
 	if (Tq == 0)
 		return TERN_OK;
-	return tern_cu_check(cuk_attention_kv(tern_cu_stream(cu_be(be)), op_, qp, kp, vp, Tq, Tk, H, Hkv, Dh,
-					      a->window, a->scale),
+	struct cu_backend *c = cu_be(be);
+	int parts = cuk_attention_kv_parts(Tq, Tk, H);
+	void *part = NULL;
+	if (parts > 1 && (st = tern_cu_scratch(c, (size_t)(Tq * H * parts * (Dh + 2)) * 4, &part)))
+		return st;
+	return tern_cu_check(cuk_attention_kv(tern_cu_stream(c), op_, part, qp, kp, vp, Tq, Tk, H, Hkv, Dh,
+					      a->window, a->scale, parts),
 			     op);
 }

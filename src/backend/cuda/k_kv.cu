@@ -11,9 +11,13 @@
 // scheduling. Masks as the CPU: query i is token p0 + i (p0 = Tk - Tq) and sees key j when
 // j <= p0 + i and, with window > 0, p0 + i - j < window.
 //
-// Deliberately simple: generation's decode step has Tq = 1, so H blocks each walk the whole cache;
-// splitting the keys over blocks (and combining their partial softmaxes) is the next step where
-// long contexts make it pay.
+// Split over the keys (flash decoding): a decode step has Tq = 1, so H rows alone would leave most
+// of the card idle while each walks the whole cache. With S > 1 splits, block b takes row b / S and
+// the S-th part b % S of the row's visible keys (parts of ceil(n / S) keys, in key order), and
+// writes the part's running max m, sum l and unnormalised output acc to part[b]; attn_kv_combine
+// then merges a row's parts in part order (o = Σ_s acc_s 2^(m_s − M) / Σ_s l_s 2^(m_s − M), M the
+// largest m_s): results do not depend on scheduling. S = 1 writes o directly (prefill's many
+// rows).
 #include "backend/cuda/cu_kernels_more.h"
 
 #include <math.h>
@@ -25,17 +29,23 @@ constexpr int kThreads = 128;
 constexpr int kMaxDh = 512; // CUK_ATTN_MAX_DH
 constexpr int kPer = kMaxDh / kThreads;
 
-__global__ void attn_kv_kernel(float *o, const float *q, const float *k, const float *v, int64_t Tq,
-			       int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window, float scale)
+__global__ void attn_kv_kernel(float *o, float *part, const float *q, const float *k, const float *v,
+			       int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
+			       float scale, int S)
 {
 	__shared__ float qs[kMaxDh];
 	__shared__ float ps[kThreads];
 	__shared__ float red[kThreads / 32];
 	int tid = threadIdx.x;
 	int64_t grp = H / Hkv, p0 = Tk - Tq;
-	for (int64_t r = blockIdx.x; r < Tq * H; r += gridDim.x) {
+	for (int64_t b = blockIdx.x; b < Tq * H * S; b += gridDim.x) {
+		int64_t r = b / S, sp = b - r * S;
 		int64_t i = r / H, h = r - i * H, g = h / grp, pos = p0 + i;
 		int64_t j0 = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+		// this part's keys j0 .. last (none when the row has fewer keys than parts)
+		int64_t len = (pos + 1 - j0 + S - 1) / S, last = j0 + (sp + 1) * len - 1;
+		j0 += sp * len;
+		last = last < pos ? last : pos;
 		for (int64_t d = tid; d < Dh; d += kThreads)
 			qs[d] = q[r * Dh + d];
 		__syncthreads();
@@ -43,8 +53,8 @@ __global__ void attn_kv_kernel(float *o, const float *q, const float *k, const f
 		for (int u = 0; u < kPer; u++)
 			acc[u] = 0.0f;
 		float m = -INFINITY, l = 0.0f;
-		for (int64_t jb = j0; jb <= pos; jb += kThreads) {
-			int64_t j = jb + tid, cnt = pos + 1 - jb < kThreads ? pos + 1 - jb : kThreads;
+		for (int64_t jb = j0; jb <= last; jb += kThreads) {
+			int64_t j = jb + tid, cnt = last + 1 - jb < kThreads ? last + 1 - jb : kThreads;
 			for (int64_t jj = tid >> 5; jj < cnt; jj += kThreads / 32) { // a warp per key
 				const float *kj = k + ((jb + jj) * Hkv + g) * Dh;
 				float dot = 0.0f;
@@ -56,7 +66,7 @@ __global__ void attn_kv_kernel(float *o, const float *q, const float *k, const f
 					ps[jj] = dot * scale;
 			}
 			__syncthreads();
-			float s = j <= pos ? ps[tid] : -INFINITY;
+			float s = j <= last ? ps[tid] : -INFINITY;
 			float cm = s; // the chunk's max: a warp, then the warps
 			for (int off = 16; off > 0; off >>= 1) {
 				float t = __shfl_xor_sync(0xffffffffu, cm, off);
@@ -70,7 +80,7 @@ __global__ void attn_kv_kernel(float *o, const float *q, const float *k, const f
 				cm = red[w] > cm ? red[w] : cm;
 			float nm = cm > m ? cm : m;
 			float c = expf(m - nm); // 0 on the first chunk (m = -inf)
-			ps[tid] = j <= pos ? expf(s - nm) : 0.0f;
+			ps[tid] = j <= last ? expf(s - nm) : 0.0f;
 			__syncthreads();
 			float cs = 0.0f;
 			for (int64_t jj = 0; jj < cnt; jj++)
@@ -88,24 +98,71 @@ __global__ void attn_kv_kernel(float *o, const float *q, const float *k, const f
 			m = nm;
 			__syncthreads(); // ps and red are rewritten by the next chunk
 		}
+		float *pb = part + b * (Dh + 2); // acc [Dh], m, l (S > 1)
 		for (int u = 0; u < kPer; u++) {
 			int64_t d = tid + (int64_t)kThreads * u;
-			if (d < Dh)
-				o[r * Dh + d] = acc[u] / l;
+			if (d < Dh) {
+				if (S == 1)
+					o[r * Dh + d] = acc[u] / l;
+				else
+					pb[d] = acc[u];
+			}
 		}
-		__syncthreads(); // qs is rewritten by the next row
+		if (S > 1 && tid == 0)
+			pb[Dh] = m, pb[Dh + 1] = l; // an empty part: m = -inf, l = 0
+		__syncthreads();                    // qs is rewritten by the next row
+	}
+}
+
+// o[r] from the S parts of row r (attn_kv_kernel), merged in part order.
+__global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64_t Dh, int S)
+{
+	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+		const float *pr = part + r * S * (Dh + 2);
+		float M = -INFINITY;
+		for (int s = 0; s < S; s++) {
+			float m = pr[s * (Dh + 2) + Dh];
+			M = m > M ? m : M;
+		}
+		float L = 0.0f;
+		for (int s = 0; s < S; s++) {
+			const float *ps = pr + s * (Dh + 2);
+			if (ps[Dh + 1] > 0.0f)
+				L += ps[Dh + 1] * expf(ps[Dh] - M);
+		}
+		for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
+			float a = 0.0f;
+			for (int s = 0; s < S; s++) {
+				const float *ps = pr + s * (Dh + 2);
+				if (ps[Dh + 1] > 0.0f)
+					a += ps[d] * expf(ps[Dh] - M);
+			}
+			o[r * Dh + d] = a / L;
+		}
 	}
 }
 
 } // namespace
 
-extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, const float *q, const float *k,
-					const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv,
-					int64_t Dh, int64_t window, float scale)
+extern "C" int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H)
 {
-	int64_t rows = Tq * H;
-	if (rows > 0)
-		attn_kv_kernel<<<(unsigned)(rows > 65535 * 8 ? 65535 * 8 : rows), kThreads, 0, s>>>(
-			o, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale);
+	int64_t rows = Tq * H, keys = Tk - Tq + 1; // the first row's keys (the fewest, no window)
+	int64_t s = rows >= CUK_KV_BLOCKS ? 1 : CUK_KV_BLOCKS / rows, most = (keys + 63) / 64;
+	s = s < most ? s : most;
+	return s < 1 ? 1 : s > CUK_KV_MAX_PARTS ? CUK_KV_MAX_PARTS : (int)s;
+}
+
+extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, const float *q, const float *k,
+					const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv,
+					int64_t Dh, int64_t window, float scale, int parts)
+{
+	int64_t rows = Tq * H, blocks = rows * parts, cap = 65535 * 8;
+	if (rows == 0)
+		return cudaSuccess;
+	attn_kv_kernel<<<(unsigned)(blocks > cap ? cap : blocks), kThreads, 0, s>>>(
+		o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
+	if (parts > 1)
+		attn_kv_combine<<<(unsigned)(rows > cap ? cap : rows), kThreads, 0, s>>>(o, part, rows, Dh,
+											 parts);
 	return cudaGetLastError();
 }
