@@ -122,7 +122,7 @@ static void check_attention_kv_all(struct suite *s)
 		{64, 64, 2, 2, 4, 0},
 		{0, 4, 2, 1, 8, 0},
 		{2, 200, 4, 1, 80, 65},
-		/* a decode step split over many parts of the keys (CUDA: 11), and parts left empty by a
+		/* a decode step split over many parts of the keys (CUDA: 44), and parts left empty by a
 		 * window shorter than the parts */
 		{1, 700, 4, 2, 64, 0},
 		{1, 300, 2, 1, 32, 7},

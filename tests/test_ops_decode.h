@@ -7,8 +7,9 @@
  * (4 warps x 32 lanes x 32 NF4 weights), and NF4 blocks of 128 straddle rows; I = 100 and 30 are
  * not multiples of the chunk (gemv_any_kernel). On CUDA each small-T product is also compared with
  * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance, and NF4's exactly: at T <= 2
- * with the code-lookup kernel (TERN_CUDA_GEMV_TABLE=0), above with one-token products of each
- * row (bf16, f32).
+ * the product-table kernel with the code-lookup kernel (TERN_CUDA_GEMV_TABLE=0; at bf16 both with
+ * TERN_CUDA_GEMV_MMA=0, the tensor-core kernel off), and at T >= 2 the T-token product with
+ * one-token products of each row (bf16: the tensor-core kernel; f32).
  *
  * add_rmsnorm (the residual add fused with the next norm; a front-door composite of axpy and
  * rmsnorm where a backend has no entry) against the double oracle of h + x, then RMSNorm.
@@ -71,13 +72,27 @@ static void check_gemv_vs_gemm(struct suite *s, const struct wfmt *f, int64_t T,
 	if ((f->dt == TERN_NF4 || f->dt == TERN_NF4_DQ) && dt_get(&c, dy, got)) {
 		for (int64_t i = 0; i < T * O; i++)
 			want[i] = got[i];
-		if (T <= 2) { /* the product-table kernel against the code-lookup one, bit for bit */
-			setenv("TERN_CUDA_GEMV_TABLE", "0", 1);
+		if (T <= 2) { /* the product-table kernel against the code-lookup one, bit for bit (bf16:
+			       * both instead of the tensor-core kernel) */
+			setenv("TERN_CUDA_GEMV_MMA", "0", 1);
 			st = tern_matmul(s->be, dy->v, dx->v, &w, T, prec);
-			unsetenv("TERN_CUDA_GEMV_TABLE");
-			if (!bad(&c, st, "matmul (small T, TERN_CUDA_GEMV_TABLE=0)"))
-				expect(&c, dy, want, T * O, 0.0);
-		} else if (prec != TERN_F16) { /* (f16: the input scale is max |x| over all T rows) */
+			float *tab = fvec(T * O);
+			if (!bad(&c, st, "matmul (small T, TERN_CUDA_GEMV_MMA=0)") && tab &&
+			    dt_get(&c, dy, tab)) {
+				double *tw = dvec(T * O);
+				for (int64_t i = 0; tw && i < T * O; i++)
+					tw[i] = tab[i];
+				setenv("TERN_CUDA_GEMV_TABLE", "0", 1);
+				st = tern_matmul(s->be, dy->v, dx->v, &w, T, prec);
+				unsetenv("TERN_CUDA_GEMV_TABLE");
+				if (tw && !bad(&c, st, "matmul (small T, TERN_CUDA_GEMV_TABLE=0)"))
+					expect(&c, dy, tw, T * O, 0.0);
+				free(tw);
+			}
+			free(tab);
+			unsetenv("TERN_CUDA_GEMV_MMA");
+		}
+		if (T > 1 && prec != TERN_F16) { /* (f16: the input scale is max |x| over all T rows) */
 			/* each token's sums are a one-token product's of its row, bit for bit */
 			bool ok = true;
 			for (int64_t t = 0; t < T && ok; t++)

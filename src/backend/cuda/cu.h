@@ -161,7 +161,7 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
-/* ce_loss's tokens per chunk for T tokens and vocabulary V (TERN_CE_CHUNK forces fewer). */
+/* ce_loss's tokens per chunk for T tokens and vocabulary V (TERN_CE_CHUNK=N sets it). */
 int64_t tern_cu_ce_chunk(int64_t T, int64_t V);
 /* cu_mm.c's GEMM (C col-major m×n = alpha · op(A) · op(B) + beta · C, operands of type ab, fp32
  * accumulation; alpha/beta device pointers when dev) and its scratch budgets, for cu_lora.c. */

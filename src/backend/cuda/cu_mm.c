@@ -307,7 +307,7 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
  * at 2,048 tokens and a 128,256-word vocabulary 64 MiB, 128 tokens; at 8,192 tokens 256 MiB, 512
  * tokens, for taller GEMMs where the activations have grown as much), in whole tiles of
  * CU_CE_TOKEN_TILE tokens (130 tokens ran a second tile of the GEMMs for 2 columns);
- * TERN_CE_CHUNK lowers it. */
+ * TERN_CE_CHUNK=N makes it N tokens (timings; the planner asks this function too). */
 int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
 {
 	int64_t vb = 4 * (V > 0 ? V : 1), bytes = T > 0 ? T * vb / 16 : 0;
@@ -320,7 +320,7 @@ int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
 	const char *env = getenv("TERN_CE_CHUNK");
 	if (env) {
 		long long f = strtoll(env, NULL, 10);
-		if (f > 0 && f < tc)
+		if (f > 0)
 			tc = f;
 	}
 	if (tc > T)

@@ -25,6 +25,7 @@
 // two rounded values (exact in fp32) summed in fp32 by fmaf. Ternary sums ±x and multiplies by the
 // rounded scale once. Only the summation order differs from cuBLAS.
 #include "backend/cuda/cu_kernels_gemv.h"
+#include "backend/cuda/k_mma.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -474,6 +475,165 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 	reduce_store<TT, NW>(acc, red, y, O, o0, T, 1.0f, sc);
 }
 
+// gemv_mma_kernel: NF4 / NF4-DQ at bf16, 1..8 tokens, on the tensor cores. The m16n8k16 product's
+// A is 16 rows of W and its B the tokens (column n = token n; zeros past T), so every T up to 8
+// costs the same. The product's k order is free (the sum runs over it), so each lane decodes whole
+// 16-byte runs of its rows: a block owns 16 rows, its warps take strips of 256 columns in turn, and
+// in a strip lane 4g + t owns columns 64t .. 64t + 64 of rows g and g + 8, inside one block of the
+// scale (I and the blocksize multiples of 64). Per row and strip the lane makes the 16 values its
+// weights can take (code × scale rounded to bf16: gemv_nf4_kernel's values) and splits them into a
+// low-byte and a high-byte table of 16 bytes each (4 registers apiece); a 32-bit word of codes (8
+// weights) then becomes 4 bf16 pairs by byte permutes alone: the 3 low bits of each code pick a byte
+// in entries 0-7 and in 8-15, the fourth picks between the two (12 PRMT), 4 PRMT pair the bytes. A
+// word's pairs are the A registers of two products, whose B registers are x's columns in the same
+// order (code nibble 0 is column 1 of the byte pair: quant.h), rounded to bf16. The 8 warps' C
+// fragments are summed in warp order in shared memory. About 3.5 instructions a weight, against
+// gemv_nf4_kernel's 6 (docs/PERFORMANCE.md). The sums' order is the tensor cores' (the tolerance of
+// the decode + cuBLAS path, not gemv_nf4_kernel's bits); each token's result is the same at every T.
+// TERN_CUDA_GEMV_MMA=0 (read at each call) keeps these products on gemv_nf4_kernel.
+constexpr int kMmaWarps = 8;
+
+// The low-byte (lo) and high-byte (hi) tables of the 16 values code[q] × am rounded to bf16: byte q
+// % 4 of register q / 4
+__device__ inline void mma_tables(uint32_t lo[4], uint32_t hi[4], float am)
+{
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		uint32_t p[2];
+#pragma unroll
+		for (int j = 0; j < 2; j++) {
+			__nv_bfloat162 h = __floats2bfloat162_rn(mul_rn(g_nf4[4 * i + 2 * j], am),
+								 mul_rn(g_nf4[4 * i + 2 * j + 1], am));
+			memcpy(&p[j], &h, 4);
+		}
+		lo[i] = byte_perm(p[0], p[1], 0x6420u);
+		hi[i] = byte_perm(p[0], p[1], 0x7531u);
+	}
+}
+
+// The 8 weights of code word q as 4 bf16 pairs: r[j] holds nibbles 2j (low half) and 2j + 1
+__device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4], const uint32_t hi[4])
+{
+	const uint32_t pick = 0x32103210u | ((q & 0x88888888u) >> 1); // byte i of the low or high set
+#pragma unroll
+	for (int h = 0; h < 2; h++) {
+		const uint32_t c = q >> (16 * h), k = pick >> (16 * h);
+		uint32_t l = byte_perm(byte_perm(lo[0], lo[1], c), byte_perm(lo[2], lo[3], c), k);
+		uint32_t u = byte_perm(byte_perm(hi[0], hi[1], c), byte_perm(hi[2], hi[3], c), k);
+		r[2 * h] = byte_perm(l, u, 0x5140u);
+		r[2 * h + 1] = byte_perm(l, u, 0x7362u);
+	}
+}
+
+// two fp32 as a bf16 pair (lo in the low half), rounded to nearest even
+__device__ inline uint32_t bf16_pair(float lo, float hi)
+{
+	__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+	uint32_t u;
+	memcpy(&u, &h, 4);
+	return u;
+}
+
+template <int WDT>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+	gemv_mma_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
+			int bs_shift)
+{
+	__shared__ float dmap[WDT == 4 ? 256 : 1];
+	__shared__ float red[kMmaWarps][16 * 8];
+	if (WDT == 4) {
+		for (int k = threadIdx.x; k < 256; k += blockDim.x)
+			dmap[k] = g_dmap[k];
+		__syncthreads();
+	}
+	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * 16;
+	// rows past O (the last block) repeat row O - 1; their sums are not written
+	const int64_t ra = o0 + g < O ? o0 + g : O - 1, rb = o0 + g + 8 < O ? o0 + g + 8 : O - 1;
+	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
+	const unsigned char *wa = static_cast<const unsigned char *>(w.data) + ra * (I / 2),
+			    *wb = static_cast<const unsigned char *>(w.data) + rb * (I / 2);
+	const bool xon = g < T; // lane 4g + t holds token g's columns of B (zeros past T)
+	const float *xg = x + (xon ? g : 0) * I;
+	float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+	// One strip ahead: the next strip's codes and raw block scales are loaded while this one is
+	// decoded and multiplied (a decode step is latency-bound: each warp has few strips).
+	struct strip {
+		uint32_t qa[8], qb[8];
+		float sa, sb;    // NF4: the absmax; NF4-DQ: the nested scale
+		uint32_t ca, cb; // NF4-DQ: the quantized absmax (dmap index)
+	};
+	auto fetch = [&](strip &f, int64_t c0) {
+		const int64_t col = c0 + t * 64;
+		if (c0 < I && col < I) {
+			load_w<16>(f.qa, wa + col / 2);
+			load_w<16>(f.qa + 4, wa + col / 2 + 16);
+			load_w<16>(f.qb, wb + col / 2);
+			load_w<16>(f.qb + 4, wb + col / 2 + 16);
+			const int64_t ba = (ra * I + col) >> bs_shift, bb = (rb * I + col) >> bs_shift;
+			if (WDT == 3) {
+				f.sa = static_cast<const float *>(w.absmax)[ba];
+				f.sb = static_cast<const float *>(w.absmax)[bb];
+				f.ca = f.cb = 0u;
+			} else {
+				f.ca = static_cast<const unsigned char *>(w.absmax)[ba];
+				f.cb = static_cast<const unsigned char *>(w.absmax)[bb];
+				f.sa = w.nested[ba >> 8];
+				f.sb = w.nested[bb >> 8];
+			}
+		} else { // past I: zero codes times a zero scale (and zero x): adds nothing
+			for (int j = 0; j < 8; j++)
+				f.qa[j] = f.qb[j] = 0u;
+			f.sa = f.sb = 0.0f;
+			f.ca = f.cb = 0u;
+		}
+	};
+	// the block scale from its raw parts (block_scale's arithmetic)
+	auto scale = [&](float s, uint32_t c) { return WDT == 3 ? s : add_rn(mul_rn(dmap[c], s), off); };
+	strip cur, nxt;
+	int64_t c0 = (int64_t)warp * 256;
+	fetch(cur, c0);
+	for (; c0 < I; c0 += kMmaWarps * 256) {
+		fetch(nxt, c0 + kMmaWarps * 256);
+		const int64_t col = c0 + t * 64; // this lane's 64 columns
+		const bool on = col < I;
+		uint32_t la[4], ha[4], lb[4], hb[4];
+		// a lane past I has zero codes: its tables' entry 0 times zero x
+		mma_tables(la, ha, on ? scale(cur.sa, cur.ca) : 0.0f);
+		mma_tables(lb, hb, on ? scale(cur.sb, cur.cb) : 0.0f);
+#pragma unroll
+		for (int j = 0; j < 8; j++) { // columns col + 8j .. col + 8j + 8
+			uint32_t A[4], B[4];
+			mma_decode(A, cur.qa[j], la, ha);
+			mma_decode(B, cur.qb[j], lb, hb);
+			float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
+			if (xon && on) {
+				const float4 *xp = reinterpret_cast<const float4 *>(xg + col + 8 * j);
+				x0 = xp[0];
+				x1 = xp[1];
+			}
+			// nibble 0 of a byte pair is its second column (quant.h: the first weight is high)
+			const uint32_t f0[4] = {A[0], B[0], A[1], B[1]}, f1[4] = {A[2], B[2], A[3], B[3]};
+			mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
+			mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
+		}
+		cur = nxt;
+	}
+	// d: rows g (d[0], d[1]) and g + 8 (d[2], d[3]), tokens 2t and 2t + 1
+	red[warp][g * 8 + 2 * t] = d[0];
+	red[warp][g * 8 + 2 * t + 1] = d[1];
+	red[warp][(g + 8) * 8 + 2 * t] = d[2];
+	red[warp][(g + 8) * 8 + 2 * t + 1] = d[3];
+	__syncthreads();
+	const int j = threadIdx.x, r = j / 8, tok = j % 8;
+	if (j < 128 && o0 + r < O && tok < T) {
+		float v = red[0][j];
+		for (int k = 1; k < kMmaWarps; k++)
+			v += red[k][j];
+		y[tok * O + o0 + r] = v;
+	}
+}
+
 // W[o, i] as the CPU reference's fp32 value (k_quant.cu's wvalue)
 template <int WDT>
 __device__ inline float wvalue(const cuk_weight &w, int64_t o, int64_t i, int bs_shift, const float *nf4,
@@ -534,13 +694,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <int WDT, int P, int TT>
 cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		      const uint32_t *bits, bool table)
+		      const uint32_t *bits, bool table, bool mma)
 {
 	constexpr int LB = lane_bytes(WDT, TT), CH = chunk_weights(WDT, LB);
 	int64_t I = w.I;
 	int64_t rowbytes = WDT == 5 ? 4 * ((I + 15) / 16) : WDT >= 3 ? I / 2 : I * (WDT == 0 ? 4 : 2);
 	bool fast = I > 0 && I % CH == 0 && rowbytes % LB == 0 && ((uintptr_t)w.data % LB) == 0 &&
 		    ((uintptr_t)x & 15) == 0 && (!(WDT == 3 || WDT == 4) || w.blocksize >= CH);
+	if constexpr ((WDT == 3 || WDT == 4) && P == 2) {
+		// gemv_mma_kernel: 64-weight runs of a row inside one block of the scale, every T
+		if (mma && I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
+		    w.blocksize >= 64) {
+			gemv_mma_kernel<WDT>
+				<<<(unsigned)((w.O + 15) / 16), kMmaWarps * 32, 0, s>>>(y, x, w, T, shift);
+			return cudaGetLastError();
+		}
+	}
 	if constexpr (WDT == 3 || WDT == 4) {
 		// gemv_nf4_kernel: 32-weight chunks (16 bytes), inside one block of the scale
 		if (table && I % 32 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
@@ -563,26 +732,26 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 
 template <int WDT, int P>
 cudaError_t launch_p(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		     const uint32_t *bits, bool table)
+		     const uint32_t *bits, bool table, bool mma)
 {
 	if (T <= 1)
-		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table);
+		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table, mma);
 	if (T <= 2)
-		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table);
+		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table, mma);
 	if (T <= 4)
-		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table);
-	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table);
+		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table, mma);
+	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table, mma);
 }
 
 template <int WDT>
 cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int prec,
-		     int shift, const uint32_t *bits, bool table)
+		     int shift, const uint32_t *bits, bool table, bool mma)
 {
 	if (prec == 1)
-		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table);
+		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table, mma);
 	if (prec == 2)
-		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table);
-	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table);
+		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table, mma);
+	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table, mma);
 }
 
 } // namespace
@@ -604,15 +773,18 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 	// and 2 tokens the same bits)
 	const char *e = getenv("TERN_CUDA_GEMV_TABLE");
 	bool table = !(e && strcmp(e, "0") == 0);
+	// TERN_CUDA_GEMV_MMA=0: NF4 at bf16 on gemv_nf4_kernel, not gemv_mma_kernel
+	const char *m = getenv("TERN_CUDA_GEMV_MMA");
+	bool mma = !(m && strcmp(m, "0") == 0);
 	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
 	while (shift < 30 && (1 << shift) < w->blocksize)
 		shift++;
 	switch (w->dtype) {
-	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table);
-	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table);
-	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table);
-	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table);
-	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table);
-	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table);
+	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table, mma);
 	}
 }

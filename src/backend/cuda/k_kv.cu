@@ -147,7 +147,7 @@ __global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64
 extern "C" int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H)
 {
 	int64_t rows = Tq * H, keys = Tk - Tq + 1; // the first row's keys (the fewest, no window)
-	int64_t s = rows >= CUK_KV_BLOCKS ? 1 : CUK_KV_BLOCKS / rows, most = (keys + 63) / 64;
+	int64_t s = rows >= CUK_KV_BLOCKS ? 1 : CUK_KV_BLOCKS / rows, most = (keys + 15) / 16;
 	s = s < most ? s : most;
 	return s < 1 ? 1 : s > CUK_KV_MAX_PARTS ? CUK_KV_MAX_PARTS : (int)s;
 }
