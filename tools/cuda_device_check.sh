@@ -52,12 +52,15 @@
 #                                             shapes (4096x4096, 14336x4096, 4096x14336, 1024x4096
 #                                             and the lm_head 128256x4096) at prec bf16 with a
 #                                             "% of bw" column (--bw $BENCH_BW, default 4800; 3350 on
-#                                             an H100), each twice: the small-T kernels (k_gemv.cu)
-#                                             and TERN_CUDA_GEMV=0 (decode + cuBLAS), and
-#                                             TERN_CUDA_GEMV_TABLE=0 (NF4 without gemv_nf4_kernel); then tools/bench_generate.sh --preset
+#                                             an H100), four times: the small-T kernels (k_gemv.cu),
+#                                             TERN_CUDA_GEMV_MMA=0 (NF4 without gemv_mma_kernel),
+#                                             also TERN_CUDA_GEMV_TABLE=0 (nor gemv_nf4_kernel),
+#                                             and TERN_CUDA_GEMV=0 (decode + cuBLAS); then tools/bench_generate.sh --preset
 #                                             llama3-8b --compare --backend cuda (TERN_DECODE_LEGACY=1
 #                                             is the old path: cuBLAS products, host argmax) with
-#                                             transformers + bitsandbytes. Not in the default parts.
+#                                             transformers + bitsandbytes, tern again with
+#                                             TERN_CUDA_GEMV_MMA=0, and one TERN_PROFILE=1 run (the
+#                                             decode step's device time by op). Not in the default parts.
 #                                      Not in the default list (each is one device call of its own):
 #                                      graphs-gen   `tern generate` decode (batch 1, greedy,
 #                                             tools/bench_generate.sh --stacks tern, the llama3.2-1b
@@ -152,14 +155,15 @@ run | perf)
 					"1 128256 4096" "2 4096 4096" "2 14336 4096" "4 4096 4096" "8 4096 4096" \
 					"8 14336 4096"; do
 					read -r T O I <<<"$shape"
-					# gemv t0: TERN_CUDA_GEMV_TABLE=0 (NF4 on gemv_kernel, as before
-					# gemv_nf4_kernel)
-					for gemv in 1 t0 0; do
-						g=1 tb=1
+					# gemv m0: TERN_CUDA_GEMV_MMA=0 (NF4 on gemv_nf4_kernel, as before
+					# gemv_mma_kernel); t0: and TERN_CUDA_GEMV_TABLE=0 (on gemv_kernel)
+					for gemv in 1 m0 t0 0; do
+						g=1 tb=1 mm=1
 						[ "$gemv" = 0 ] && g=0
-						[ "$gemv" = t0 ] && tb=0
-						echo "== bench ops matmul T=$T O=$O I=$I bf16 TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_TABLE=$tb"
-						TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_TABLE=$tb build-cuda/tern bench ops \
+						[ "$gemv" = m0 ] && mm=0
+						[ "$gemv" = t0 ] && tb=0 mm=0
+						echo "== bench ops matmul T=$T O=$O I=$I bf16 TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_MMA=$mm TERN_CUDA_GEMV_TABLE=$tb"
+						TERN_CUDA_GEMV=$g TERN_CUDA_GEMV_MMA=$mm TERN_CUDA_GEMV_TABLE=$tb build-cuda/tern bench ops \
 							--backend cuda --ops matmul --T "$T" --O "$O" --I "$I" --prec bf16 \
 							--bw "${BENCH_BW:-4800}" --seconds "${BENCH_SECONDS:-1}" 2>&1 |
 							tee "$out/perf-decode-$T-$O-$I-$gemv.txt"
@@ -168,6 +172,14 @@ run | perf)
 				echo "== tools/bench_generate.sh --preset llama3-8b --compare --backend cuda"
 				tools/bench_generate.sh --preset llama3-8b --prompt 128 --new 256 --compare --backend cuda \
 					--tern "$PWD/build-cuda/tern" --out "$out/perf-decode-generate" || rc=1
+				echo "== the same, TERN_CUDA_GEMV_MMA=0 (tern only), then the decode step's op profile"
+				TERN_CUDA_GEMV_MMA=0 tools/bench_generate.sh --preset llama3-8b --prompt 128 --new 256 \
+					--backend cuda --stacks tern --tern "$PWD/build-cuda/tern" \
+					--out "$out/perf-decode-generate-m0" | grep -E "run [0-9]: prompt" || rc=1
+				TERN_PROFILE=1 tools/bench_generate.sh --preset llama3-8b --prompt 128 --new 64 --runs 1 \
+					--backend cuda --stacks tern --tern "$PWD/build-cuda/tern" \
+					--out "$out/perf-decode-profile" >/dev/null 2>&1 || rc=1
+				grep -rh "decode profile" "$out/perf-decode-profile"
 				;;
 			lora)
 				for shape in "4096 4096" "14336 4096" "4096 14336"; do
