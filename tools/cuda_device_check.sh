@@ -62,6 +62,10 @@
 #                                             TERN_CUDA_GEMV_MMA=0, and one TERN_PROFILE=1 run (the
 #                                             decode step's device time by op). Not in the default parts.
 #                                      Not in the default list (each is one device call of its own):
+#                                      ce     tools/bench_gpu.sh --stacks tern,unsloth, tern twice:
+#                                             the ce_loss chunk of the rule and TERN_CE_CHUNK=512
+#                                             (BENCH_GPU_ARGS as for train, default --shapes 8b
+#                                             --steps 4)
 #                                      graphs-gen   `tern generate` decode (batch 1, greedy,
 #                                             tools/bench_generate.sh --stacks tern, the llama3.2-1b
 #                                             and llama3-8b presets, NF4-DQ, 128 + 128 tokens) with
@@ -208,6 +212,16 @@ run | perf)
 				TERN_PROFILE=1 tools/bench_gpu.sh --stacks tern,unsloth --tern "cuda=$PWD/build-cuda/tern" \
 					--tern-set backend=cuda --out "$out/perf-train" "${args[@]}" || rc=1
 				;;
+			ce)
+				# the ce_loss chunk: the rule's (128 tokens at 2,048 tokens and Llama-3's
+				# vocabulary) against 512 tokens (TERN_CE_CHUNK=512), beside Unsloth
+				args=("$@")
+				[ ${#args[@]} -gt 0 ] || args=(--shapes 8b --steps 4)
+				tools/bench_gpu.sh --stacks tern,unsloth --tern "rule=$PWD/build-cuda/tern" \
+					--tern "ce512=$PWD/build-cuda/tern" --tern-env ce512=TERN_CE_CHUNK=512 \
+					--tern-set backend=cuda --out "$out/perf-ce" "${args[@]}" || rc=1
+				cat "$out/perf-ce/table.md" 2>/dev/null
+				;;
 			graphs-gen)
 				for preset in llama3.2-1b llama3-8b; do
 					for g in 0 1; do
@@ -255,7 +269,7 @@ run | perf)
 				;;
 			*)
 				echo "cuda_device_check: perf: unknown part '$part' (test, ops, lora, train, mem, mem-base, decode," \
-					"graphs-gen, graphs-train)" >&2
+					"ce, graphs-gen, graphs-train)" >&2
 				exit 2
 				;;
 			esac
