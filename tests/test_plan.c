@@ -746,8 +746,8 @@ int main(void)
 		check(tern_backend_sizes("ref", 9000, 128256, 4096, &s) == TERN_OK && s.ce_chunk == 130,
 		      "ref chunk at V 128256: %lld (64 MiB of logits)", (long long)s.ce_chunk);
 		/* cpu (the fast backend): up to 128 MiB of logits per chunk, T split into equal chunks
-		 * (9000 tokens at V 128256: 35 chunks of 258 or fewer, not 34 of 261 and a short one); the scratch holds at least the
-		 * logits, the gathered x and dx rows and a double per token, plus one decoded W panel
+		 * (9000 tokens at V 128256: 35 chunks of 258 or fewer, not 34 of 261 and a short one);
+		 * the scratch holds at least the logits, the gathered x and dx rows and a double per token, plus one decoded W panel
 		 * per thread (f32 W included: the figure does not depend on W's dtype) */
 		check(tern_backend_sizes("cpu", 100, 1000, 40, &s) == TERN_OK && s.ce_chunk == 100 &&
 			      s.ce_scratch >= 100 * 1000 * 4 + 2 * 100 * 40 * 4 + 100 * 16 + 1000 * 40 * 4 &&

@@ -99,6 +99,12 @@ const char *tern_prof_kind_key(enum tern_prof_kind k)
 	return (unsigned)k < TERN_PROF_KIND_COUNT ? prof_kinds[k].key : "?";
 }
 
+bool tern_profile_env(void)
+{
+	const char *e = getenv("TERN_PROFILE");
+	return e && *e && strcmp(e, "0") != 0;
+}
+
 void tern_profile_ops_line(const struct tern_profile *p, double per, char *buf, size_t cap)
 {
 	int ord[TERN_OP_COUNT], n = 0;

@@ -187,6 +187,9 @@ struct tern_profile {
 /* The op split of a profile as one line, longest first: "name T ms xN | ..." with T and N divided
  * by per (steps: per-step figures; 1 for totals). Truncated to cap (NUL-terminated, cap > 0). */
 void tern_profile_ops_line(const struct tern_profile *p, double per, char *buf, size_t cap);
+/* Whether TERN_PROFILE in the environment asks for the profile (set, not empty, not "0"): training's
+ * profile lines and generation's decode profile. */
+bool tern_profile_env(void);
 
 struct tern_backend;
 

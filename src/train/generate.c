@@ -493,13 +493,6 @@ static bool on_token(void *user, int32_t id)
 	return !s->stopped;
 }
 
-/* TERN_PROFILE=1 (as for training): the decode steps' ops timed */
-static bool profile_asked(void)
-{
-	const char *e = getenv("TERN_PROFILE");
-	return e && *e && strcmp(e, "0") != 0;
-}
-
 static void profile_text(const struct tern_profile *p, double steps, struct tern_generation *out)
 {
 	size_t cap = 8192;
@@ -530,7 +523,7 @@ enum tern_status tern_generator_run(struct tern_generator *g, const int32_t *ids
 		.sample = {p->temperature, p->top_k, p->top_p, p->min_p, p->repetition_penalty, p->seed},
 		.on_token = on_token,
 		.user = &s,
-		.profile = profile_asked(),
+		.profile = tern_profile_env(), /* TERN_PROFILE=1: the decode steps' ops timed */
 	};
 	int32_t *gen = NULL;
 	int64_t ng = 0;

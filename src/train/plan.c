@@ -479,8 +479,8 @@ static enum tern_status plan_once(const struct tern_model_config *mc, const stru
 	item(fx, nf, TERN_PLAN_ITEMS, lora / 4, "AdamW second moments");
 	item(fx, nf, TERN_PLAN_ITEMS, full_bytes, "%s%s%s in full (f32, grads, AdamW)",
 	     (full & 1u) ? "embed_tokens" : "", full == 3u ? ", " : "", (full & 2u) ? "lm_head" : "");
-	char tiled[48] =
-		""; /* tiled_mlp: the shards the net runs (none without checkpointing or with experts) */
+	/* tiled_mlp: the shards the net runs (none without checkpointing or with experts) */
+	char tiled[48] = "";
 	if (ns_all.mlp_shards > 1)
 		snprintf(tiled, sizeof tiled, ", MLP in %lld shards", (long long)ns_all.mlp_shards);
 	item(fx, nf, TERN_PLAN_ITEMS, act, "activations (%lld tokens%s%s%s)", (long long)T,

@@ -911,8 +911,7 @@ static void banner(struct session *s, int64_t steps_per_epoch, int64_t K, int64_
  * the Vulkan backend for its per-pipeline totals at exit) the run goes on without the lines. */
 static enum tern_status profile_start(struct session *s, const struct tern_train_opts *opts)
 {
-	const char *e = getenv("TERN_PROFILE");
-	bool asked = opts && opts->profile, env = e && *e && strcmp(e, "0") != 0;
+	bool asked = opts && opts->profile, env = tern_profile_env();
 	if (!asked && !env)
 		return TERN_OK;
 	enum tern_status st = tern_backend_profile(s->be, true);

@@ -46,6 +46,13 @@ void tern_fast_silu_bwd(float *dg, float *du, const float *dh, const float *g, c
 /* out[n] = W[o, i0 .. i0+n) in fp32: the reference's decoder (tern_cpu_weight_row), the same
  * values, by blocks and with F16C where present. */
 void tern_fast_weight_row(const struct cpu_weight *cw, int64_t o, int64_t i0, int64_t n, float *out);
+/* Decoded weights and the loss's vocabulary go in panels of lines (rows or columns of W) of about
+ * TERN_FAST_PANEL_BYTES of f32 (an L2 cache), at least TERN_FAST_PANEL_MIN_LINES of them:
+ * tern_fast_panel_lines(len, total) is that width for lines len long, at most total
+ * (cpufast_mm.c). */
+#define TERN_FAST_PANEL_BYTES ((int64_t)256 << 10)
+#define TERN_FAST_PANEL_MIN_LINES 128
+int64_t tern_fast_panel_lines(int64_t len, int64_t total);
 /* "AVX2/FMA" or "plain C": what the kernels run. */
 const char *tern_fast_simd_name(void);
 

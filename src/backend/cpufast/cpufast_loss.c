@@ -22,8 +22,7 @@
 #include <omp.h>
 #endif
 
-#define CE_Z_BYTES ((int64_t)128 << 20)     /* logits of one chunk, at most */
-#define CE_PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W */
+#define CE_Z_BYTES ((int64_t)128 << 20) /* logits of one chunk, at most */
 #define CE_DX_GROUPS 16 /* dx partial sums: group k takes the vocabulary panels p with p % 16 == k */
 
 struct fast_ce_layout {
@@ -31,15 +30,6 @@ struct fast_ce_layout {
 	int64_t vb;                             /* vocabulary rows of a panel */
 	size_t z, xs, term, live, vpanels, dxg; /* bytes of each scratch array */
 };
-
-static int64_t lines_of(int64_t len, int64_t total)
-{
-	int64_t n = CE_PANEL_BYTES / (4 * (len > 0 ? len : 1));
-	n = n / 16 * 16;
-	if (n < 128) /* as cpufast_mm.c's panel_lines: the BLAS packs the chunk's rows per call */
-		n = 128;
-	return n < total ? n : total;
-}
 
 static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, int nthr)
 {
@@ -56,7 +46,7 @@ static struct fast_ce_layout fast_ce_layout_of(int64_t T, int64_t V, int64_t D, 
 	if (tc > T)
 		tc = T;
 	l.tc = tc < 1 ? 1 : tc;
-	l.vb = lines_of(D, V);
+	l.vb = tern_fast_panel_lines(D, V); /* as the products' panels */
 	l.z = (size_t)(l.tc * V) * sizeof(float);
 	l.xs = (size_t)(l.tc * D) * sizeof(float);
 	l.term = (size_t)T * sizeof(double);

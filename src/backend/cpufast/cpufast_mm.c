@@ -1,7 +1,7 @@
 /* The fast backend's products: matmul, matmul_bwd and gemm as tasks of one GEMM call each.
  *
- * A frozen weight is decoded panel by panel into a task's own f32 block of about PANEL_BYTES
- * (rows of W for matmul, columns for matmul_bwd), never whole; an f32 weight at F32 precision
+ * A frozen weight is decoded panel by panel into a task's own f32 block (tern_fast_panel_lines:
+ * rows of W for matmul, columns for matmul_bwd), never whole; an f32 weight at F32 precision
  * is read in place. Tasks tile the output: (token chunk) x (panel), each task decodes its panel
  * and runs one GEMM into its own outputs, so no two tasks write one element, no sum is split
  * across tasks, and the tiling depends on the shapes only (not on the thread count). */
@@ -14,25 +14,24 @@
 #include <omp.h>
 #endif
 
-#define PANEL_BYTES ((int64_t)256 << 10) /* one decoded block of W: about an L2 cache ... */
-#define PANEL_MIN_LINES 128              /* ... but at least this many lines (see panel_lines) */
-#define T_CHUNK 512                      /* token rows of one task, at most */
-#define T_CHUNK_MIN 256                  /* ... and at least, while T has them */
-#define GEMM_TILE 128                    /* rows or columns of C one gemm task owns */
-#define DIRECT_LINES 256                 /* the panel of an f32 weight read in place, at most */
-#define DIRECT_LINES_MIN 128             /* ... and at least */
-#define MIN_TASKS 6                      /* tiles shrink (to the least sizes) until there are these */
+#define T_CHUNK 512          /* token rows of one task, at most */
+#define T_CHUNK_MIN 256      /* ... and at least, while T has them */
+#define GEMM_TILE 128        /* rows or columns of C one gemm task owns */
+#define DIRECT_LINES 256     /* the panel of an f32 weight read in place, at most */
+#define DIRECT_LINES_MIN 128 /* ... and at least */
+#define MIN_TASKS 6          /* tiles shrink (to the least sizes) until there are these */
 
-/* A panel width: about PANEL_BYTES of f32 for lines `len` long, a multiple of 16, in
- * [PANEL_MIN_LINES, total]. The BLAS packs the task's token rows (tc x len) once per call, so a
- * panel of few lines pays that copy for few outputs: at len 8192, 16 lines made 32 MiB of packing
- * traffic per 134 MFLOP, which one core hides and sixteen sharing the memory do not. */
-static int64_t panel_lines(int64_t len, int64_t total)
+/* A panel width (cpufast.h): about TERN_FAST_PANEL_BYTES of f32 for lines `len` long, a multiple
+ * of 16, in [TERN_FAST_PANEL_MIN_LINES, total]. The BLAS packs the task's token rows (tc x len)
+ * once per call, so a panel of few lines pays that copy for few outputs: at len 8192, 16 lines made
+ * 32 MiB of packing traffic per 134 MFLOP, which one core hides and sixteen sharing the memory do
+ * not. */
+int64_t tern_fast_panel_lines(int64_t len, int64_t total)
 {
-	int64_t n = PANEL_BYTES / (4 * (len > 0 ? len : 1));
+	int64_t n = TERN_FAST_PANEL_BYTES / (4 * (len > 0 ? len : 1));
 	n = n / 16 * 16;
-	if (n < PANEL_MIN_LINES)
-		n = PANEL_MIN_LINES;
+	if (n < TERN_FAST_PANEL_MIN_LINES)
+		n = TERN_FAST_PANEL_MIN_LINES;
 	return n < total ? n : total;
 }
 
@@ -85,7 +84,7 @@ enum tern_status tern_fast_matmul(struct tern_backend *be, struct tern_view y, s
 		goto out;
 
 	bool direct = w->dtype == TERN_F32 && prec == TERN_F32; /* W's rows are the panel */
-	int64_t pb = panel_lines(I, O), tc;
+	int64_t pb = tern_fast_panel_lines(I, O), tc;
 	tiles_of(T, O, direct, &tc, &pb);
 	int64_t np = tern_cdiv(O, pb), nt = tern_cdiv(T, tc);
 	int nthr = tern_fast_threads();
@@ -159,7 +158,7 @@ enum tern_status tern_fast_matmul_bwd(struct tern_backend *be, struct tern_view 
 	bool direct = w->dtype == TERN_F32 && prec == TERN_F32;
 	/* a task owns columns [i0, i0 + ib) of dx for a chunk of tokens: the whole sum over O is
 	 * one GEMM (K = O) */
-	int64_t ib = panel_lines(O, I), tc;
+	int64_t ib = tern_fast_panel_lines(O, I), tc;
 	tiles_of(T, I, direct, &tc, &ib);
 	int64_t np = tern_cdiv(I, ib), nt = tern_cdiv(T, tc);
 	int nthr = tern_fast_threads();

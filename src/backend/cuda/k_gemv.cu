@@ -487,11 +487,21 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // in entries 0-7 and in 8-15, the fourth picks between the two (12 PRMT), 4 PRMT pair the bytes. A
 // word's pairs are the A registers of two products, whose B registers are x's columns in the same
 // order (code nibble 0 is column 1 of the byte pair: quant.h), rounded to bf16. The 8 warps' C
-// fragments are summed in warp order in shared memory. About 3.5 instructions a weight, against
-// gemv_nf4_kernel's 6 (docs/PERFORMANCE.md). The sums' order is the tensor cores' (the tolerance of
+// fragments are summed in warp order in shared memory. About 3.5 instructions a weight counted from
+// this source (not from the SASS), against gemv_nf4_kernel's 6.1 (SASS, docs/PERFORMANCE.md);
+// measured, 1.10-1.20x gemv_nf4_kernel at one token, 2.6x at eight. The sums' order is the tensor cores' (the tolerance of
 // the decode + cuBLAS path, not gemv_nf4_kernel's bits); each token's result is the same at every T.
 // TERN_CUDA_GEMV_MMA=0 (read at each call) keeps these products on gemv_nf4_kernel.
 constexpr int kMmaWarps = 8;
+
+// two fp32 as a bf16 pair (lo in the low half), rounded to nearest even
+__device__ inline uint32_t bf16_pair(float lo, float hi)
+{
+	__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+	uint32_t u;
+	memcpy(&u, &h, 4);
+	return u;
+}
 
 // The low-byte (lo) and high-byte (hi) tables of the 16 values code[q] × am rounded to bf16: byte q
 // % 4 of register q / 4
@@ -501,11 +511,9 @@ __device__ inline void mma_tables(uint32_t lo[4], uint32_t hi[4], float am)
 	for (int i = 0; i < 4; i++) {
 		uint32_t p[2];
 #pragma unroll
-		for (int j = 0; j < 2; j++) {
-			__nv_bfloat162 h = __floats2bfloat162_rn(mul_rn(g_nf4[4 * i + 2 * j], am),
-								 mul_rn(g_nf4[4 * i + 2 * j + 1], am));
-			memcpy(&p[j], &h, 4);
-		}
+		for (int j = 0; j < 2; j++)
+			p[j] = bf16_pair(mul_rn(g_nf4[4 * i + 2 * j], am),
+					 mul_rn(g_nf4[4 * i + 2 * j + 1], am));
 		lo[i] = byte_perm(p[0], p[1], 0x6420u);
 		hi[i] = byte_perm(p[0], p[1], 0x7531u);
 	}
@@ -523,15 +531,6 @@ __device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4
 		r[2 * h] = byte_perm(l, u, 0x5140u);
 		r[2 * h + 1] = byte_perm(l, u, 0x7362u);
 	}
-}
-
-// two fp32 as a bf16 pair (lo in the low half), rounded to nearest even
-__device__ inline uint32_t bf16_pair(float lo, float hi)
-{
-	__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-	uint32_t u;
-	memcpy(&u, &h, 4);
-	return u;
 }
 
 template <int WDT>

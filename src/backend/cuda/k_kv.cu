@@ -1,6 +1,6 @@
 // Attention of a few new queries over a KV cache on CUDA (backend.h attention_kv; the CPU
-// reference is src/backend/cpu/cpu_attention_kv.c), fp32. One block per (query, head) row: the
-// keys the query sees pass in chunks of kThreads; a warp scores keys w, w + 4, ... of the chunk
+// reference is src/backend/cpu/cpu_attention_kv.c), fp32. One block per (query, head) row and
+// part of its keys (below): the keys the part holds pass in chunks of kThreads; a warp scores keys w, w + 4, ... of the chunk
 // (its lanes over the head dimension: coalesced reads of the cached key rows, the dot summed by
 // shuffles in a fixed order; one thread per key walking its own row would make every load of a
 // warp touch 32 cache lines), into shared memory, where thread j takes key j's score; the chunk's
@@ -15,7 +15,7 @@
 // of the card idle while each walks the whole cache. With S > 1 splits, block b takes row b / S and
 // the S-th part b % S of the row's visible keys (parts of ceil(n / S) keys, in key order), and
 // writes the part's running max m, sum l and unnormalised output acc to part[b]; attn_kv_combine
-// then merges a row's parts in part order (o = Σ_s acc_s 2^(m_s − M) / Σ_s l_s 2^(m_s − M), M the
+// then merges a row's parts in part order (o = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M), M the
 // largest m_s): results do not depend on scheduling. S = 1 writes o directly (prefill's many
 // rows).
 #include "backend/cuda/cu_kernels_more.h"
