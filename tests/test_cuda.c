@@ -401,6 +401,16 @@ out:
 	if (be)
 		tern_backend_free(be);
 
+	/* programmatic dependent launches: a bad switch is refused at create */
+	setenv("TERN_CUDA_PDL", "yes", 1);
+	be = NULL;
+	st = tern_backend_create("cuda", 0, &be);
+	unsetenv("TERN_CUDA_PDL");
+	check(st == TERN_E_INVALID && strstr(tern_error(), "TERN_CUDA_PDL=yes"),
+	      "pdl: TERN_CUDA_PDL=yes is refused (%s)", st ? tern_error() : "created");
+	if (be)
+		tern_backend_free(be);
+
 	/* off: nothing captured */
 	setenv("TERN_CUDA_GRAPHS", "0", 1);
 	be = NULL;

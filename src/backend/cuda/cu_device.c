@@ -775,6 +775,18 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 			"cuda: device %d (%s) has compute capability %d.%d; tern's CUDA build needs 7.5 "
 			"(Turing) or newer",
 			device, p.name, p.major, p.minor);
+	/* TERN_CUDA_PDL=0|1: programmatic dependent launches of the decode kernels (k_pdl.cuh), on by
+	 * default where the device has them (9.0 and later) */
+	const char *pe = getenv("TERN_CUDA_PDL");
+	if (pe && *pe && strcmp(pe, "0") && strcmp(pe, "1"))
+		return tern_fail(TERN_E_INVALID,
+				 "cuda: TERN_CUDA_PDL=%s: use 1 (programmatic dependent launches, compute 9.0 "
+				 "and later) or 0 (plain launches)",
+				 pe);
+	bool pdl = p.major >= 9 && !(pe && !strcmp(pe, "0"));
+#ifdef TERN_CUDA_EMU
+	pdl = false; /* the emulation launches plainly (k_pdl.cuh) */
+#endif
 	struct cu_backend *c = tern_calloc(1, sizeof *c);
 	if (!c)
 		return TERN_E_NOMEM;
@@ -817,8 +829,9 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 					"events")))
 			goto fail;
 	c->used = sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + ws;
-	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s)", p.name,
-		 p.major, p.minor, c->graph.on ? "on" : "off");
+	cuk_set_pdl(pdl);
+	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s%s)", p.name,
+		 p.major, p.minor, c->graph.on ? "on" : "off", pdl ? ", PDL" : "");
 	*out = be;
 	return TERN_OK;
 fail:

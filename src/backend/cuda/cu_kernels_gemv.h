@@ -17,6 +17,11 @@ extern "C" {
  * memory (once per device, at create, next to cuk_set_tables). */
 cudaError_t cuk_gemv_set_tables(const float nf4[16], const float dmap[256]);
 
+/* Whether the decode step's kernels (the small-T products, rmsnorm and add_rmsnorm, rope, swiglu,
+ * attention_kv, argmax) are launched with programmatic stream serialization (k_pdl.cuh): on (1)
+ * only for devices of compute capability 9.0 and later. Process-wide; set at create. */
+void cuk_set_pdl(int on);
+
 /* y[t, o] = Σ_i x[t, i] · W[o, i] for t < T (1 <= T <= CUK_GEMV_MAX_T), o < O, with backend.h's
  * product precision prec (0 f32, 1 f16, 2 bf16): W's dequantized value (the CPU reference's fp32
  * value) and x rounded to prec (x times the f16 input scale 2^(14 - e) from *bits, the bits of

@@ -69,8 +69,14 @@ cudaError_t cuk_act_quant8(cudaStream_t s, float *y, const float *x, int64_t T, 
 
 /* ---- k_sample.cu ---- */
 
-/* argmax (backend.h): out [rows] (i32) from x [rows, n]. One block per row. */
-cudaError_t cuk_argmax(cudaStream_t s, int32_t *out, const float *x, int64_t rows, int64_t n);
+/* argmax (backend.h): out [rows] (i32) from x [rows, n]. A block per row and part of it: few long
+ * rows (a decode step's logits) are cut into cuk_argmax_parts(rows, n) parts of about
+ * CUK_ARGMAX_PART elements, whose candidates (rows · parts · 8 bytes of scratch) a second kernel
+ * merges; scratch is not read at one part. */
+#define CUK_ARGMAX_PART 2048
+int cuk_argmax_parts(int64_t rows, int64_t n);
+cudaError_t cuk_argmax(cudaStream_t s, int32_t *out, void *scratch, const float *x, int64_t rows, int64_t n,
+		       int parts);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
-/* argmax (backend.h) on CUDA: checks the views, then queues k_sample.cu's kernel (one block per
- * row). */
+/* argmax (backend.h) on CUDA: checks the views, then queues k_sample.cu's kernels (a block per row
+ * and part of it; the parts' candidates in the scratch). */
 #include "backend/cuda/cu_more.h"
 
 enum tern_status tern_cu_argmax(struct tern_backend *be, struct tern_view out, struct tern_view x,
@@ -16,5 +16,10 @@ enum tern_status tern_cu_argmax(struct tern_backend *be, struct tern_view out, s
 		return st;
 	if (rows == 0)
 		return TERN_OK;
-	return tern_cu_check(cuk_argmax(tern_cu_stream(cu_be(be)), op_, xp, rows, n), op);
+	struct cu_backend *c = cu_be(be);
+	int parts = cuk_argmax_parts(rows, n);
+	void *scr = NULL;
+	if (parts > 1 && (st = tern_cu_scratch(c, (size_t)(rows * parts) * 8, &scr)))
+		return st;
+	return tern_cu_check(cuk_argmax(tern_cu_stream(c), op_, scr, xp, rows, n, parts), op);
 }

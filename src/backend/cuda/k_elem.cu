@@ -4,6 +4,7 @@
 // no multiply-add is fused (the reference builds with -ffp-contract=off). Row reductions run in
 // one block per row in a fixed tree order: results do not depend on scheduling.
 #include "backend/cuda/cu_kernels.h"
+#include "backend/cuda/k_pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -166,6 +167,8 @@ __device__ inline double act_value(double g, int relu2)
 
 __global__ void swiglu_kernel(float *h, const float *g, const float *u, int64_t n, int relu2)
 {
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	GRID_STRIDE(i, n)
 	{
 		float a = (float)act_value((double)g[i], relu2);
@@ -199,6 +202,8 @@ __global__ void swiglu_bwd_kernel(float *dg, float *du, const float *dh, const f
 // elements before it writes them, so the outputs may be the inputs as backend.h allows.
 __global__ void swiglu4_kernel(float4 *h, const float4 *g, const float4 *u, int64_t n4, int relu2)
 {
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	GRID_STRIDE(i, n4)
 	{
 		float4 a = g[i], b = u[i], r;
@@ -234,6 +239,8 @@ template <bool ADD>
 __global__ void rmsnorm_kernel(float *y, float *rstd, float *x, const float *add, const float *w, int64_t D,
 			       float eps)
 {
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	__shared__ double sh[32];
 	int64_t t = blockIdx.x;
 	float *xt = x + t * D;
@@ -276,6 +283,8 @@ __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, c
 __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H, int64_t Dh,
 			    float sign)
 {
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	int64_t half = Dh / 2;
 	GRID_STRIDE(k, T * half)
 	{
@@ -298,6 +307,8 @@ __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64
 __global__ void rope_heads_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H,
 				  int64_t Dh, float sign)
 {
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	int64_t half = Dh / 2;
 	GRID_STRIDE(k, T * H * half)
 	{
@@ -401,11 +412,9 @@ extern "C" cudaError_t cuk_swiglu(cudaStream_t s, float *h, const float *g, cons
 				  int relu2)
 {
 	if (n % 4 == 0 && al16(h) && al16(g) && al16(u))
-		swiglu4_kernel<<<grid_for(n / 4), kThreads, 0, s>>>((float4 *)h, (const float4 *)g,
-								    (const float4 *)u, n / 4, relu2);
-	else
-		swiglu_kernel<<<grid_for(n), kThreads, 0, s>>>(h, g, u, n, relu2);
-	return cudaGetLastError();
+		return pdl_launch(swiglu4_kernel, dim3(grid_for(n / 4)), dim3(kThreads), 0, s, (float4 *)h,
+				  (const float4 *)g, (const float4 *)u, n / 4, relu2);
+	return pdl_launch(swiglu_kernel, dim3(grid_for(n)), dim3(kThreads), 0, s, h, g, u, n, relu2);
 }
 
 extern "C" cudaError_t cuk_swiglu_bwd(cudaStream_t s, float *dg, float *du, const float *dh, const float *g,
@@ -425,10 +434,13 @@ extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const 
 {
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		rmsnorm_kernel<false><<<(unsigned)tn, row_threads(D), 0, s>>>(
-			y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D), nullptr, w, D, eps);
+		cudaError_t e = pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
+					   y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
+					   (const float *)nullptr, w, D, eps);
+		if (e != cudaSuccess)
+			return e;
 	}
-	return cudaGetLastError();
+	return cudaSuccess;
 }
 
 extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float *rstd, const float *x,
@@ -436,10 +448,12 @@ extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float
 {
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		rmsnorm_kernel<true><<<(unsigned)tn, row_threads(D), 0, s>>>(
-			y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
+		cudaError_t e = pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
+					   y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
+		if (e != cudaSuccess)
+			return e;
 	}
-	return cudaGetLastError();
+	return cudaSuccess;
 }
 
 extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *dy, const float *x,
@@ -458,12 +472,10 @@ extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, co
 				int64_t T, int64_t H, int64_t Dh, bool inverse)
 {
 	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel)
-		rope_heads_kernel<<<grid_for(T * H * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
-										  inverse ? -1.0f : 1.0f);
-	else
-		rope_kernel<<<grid_for(T * (Dh / 2)), kThreads, 0, s>>>(x, pos, inv_freq, T, H, Dh,
-									inverse ? -1.0f : 1.0f);
-	return cudaGetLastError();
+		return pdl_launch(rope_heads_kernel, dim3(grid_for(T * H * (Dh / 2))), dim3(kThreads), 0, s, x,
+				  pos, inv_freq, T, H, Dh, inverse ? -1.0f : 1.0f);
+	return pdl_launch(rope_kernel, dim3(grid_for(T * (Dh / 2))), dim3(kThreads), 0, s, x, pos, inv_freq, T,
+			  H, Dh, inverse ? -1.0f : 1.0f);
 }
 
 extern "C" cudaError_t cuk_embed(cudaStream_t s, float *y, const int32_t *ids, const void *E, int dt,

@@ -26,6 +26,7 @@
 // rounded scale once. Only the summation order differs from cuBLAS.
 #include "backend/cuda/cu_kernels_gemv.h"
 #include "backend/cuda/k_mma.cuh"
+#include "backend/cuda/k_pdl.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -257,6 +258,8 @@ __global__ void __launch_bounds__(kWarps * 32, TT <= 2 ? kMinBlocks : 1)
 		}
 		__syncthreads();
 	}
+	pdl_wait(); // k_pdl.cuh: x and bits are the kernel before's
+	pdl_trigger();
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * kRows, nch = I / CH;
 	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
@@ -417,6 +420,8 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 			dmap[k] = g_dmap[k];
 		__syncthreads();
 	}
+	pdl_wait(); // k_pdl.cuh
+	pdl_trigger();
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * kRows, nch = I / CH;
 	const float sc = P == 1 ? prec_scale(*bits) : 1.0f;
@@ -589,11 +594,17 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 	};
 	// the block scale from its raw parts (block_scale's arithmetic)
 	auto scale = [&](float s, uint32_t c) { return WDT == 3 ? s : add_rn(mul_rn(dmap[c], s), off); };
+	// The first two strips are the weights' alone: loaded before pdl_wait (k_pdl.cuh), while the
+	// kernel before this one ends; x and y only after it.
 	strip cur, nxt;
 	int64_t c0 = (int64_t)warp * 256;
 	fetch(cur, c0);
+	fetch(nxt, c0 + kMmaWarps * 256);
+	pdl_wait();
+	pdl_trigger();
 	for (; c0 < I; c0 += kMmaWarps * 256) {
-		fetch(nxt, c0 + kMmaWarps * 256);
+		if (c0 > (int64_t)warp * 256)
+			fetch(nxt, c0 + kMmaWarps * 256);
 		const int64_t col = c0 + t * 64; // this lane's 64 columns
 		const bool on = col < I;
 		uint32_t la[4], ha[4], lb[4], hb[4];
@@ -668,6 +679,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 		dmap[k] = g_dmap[k];
 	}
 	__syncthreads();
+	pdl_wait(); // k_pdl.cuh (before the early return: see there)
+	pdl_trigger();
 	const int lane = threadIdx.x & 31;
 	const int64_t O = w.O, I = w.I, o = (int64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
 	if (o >= O)
@@ -704,9 +717,8 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 		// gemv_mma_kernel: 64-weight runs of a row inside one block of the scale, every T
 		if (mma && I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
 		    w.blocksize >= 64) {
-			gemv_mma_kernel<WDT>
-				<<<(unsigned)((w.O + 15) / 16), kMmaWarps * 32, 0, s>>>(y, x, w, T, shift);
-			return cudaGetLastError();
+			return pdl_launch(gemv_mma_kernel<WDT>, dim3((unsigned)((w.O + 15) / 16)),
+					  dim3(kMmaWarps * 32), 0, s, y, x, w, T, shift);
 		}
 	}
 	if constexpr (WDT == 3 || WDT == 4) {
@@ -714,19 +726,15 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 		if (table && I % 32 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
 		    w.blocksize >= 32) {
 			unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
-			gemv_nf4_kernel<WDT, P, TT>
-				<<<blocks, nf4_shape<TT>::NW * 32, 0, s>>>(y, x, w, T, I / 2, shift, bits);
-			return cudaGetLastError();
+			return pdl_launch(gemv_nf4_kernel<WDT, P, TT>, dim3(blocks), dim3(nf4_shape<TT>::NW * 32),
+					  0, s, y, x, w, T, I / 2, shift, bits);
 		}
 	}
-	if (fast) {
-		unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
-		gemv_kernel<WDT, P, TT, LB><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, rowbytes, shift, bits);
-	} else {
-		unsigned blocks = (unsigned)((w.O + kWarps - 1) / kWarps);
-		gemv_any_kernel<WDT, P><<<blocks, kWarps * 32, 0, s>>>(y, x, w, T, shift, bits);
-	}
-	return cudaGetLastError();
+	if (fast)
+		return pdl_launch(gemv_kernel<WDT, P, TT, LB>, dim3((unsigned)((w.O + kRows - 1) / kRows)),
+				  dim3(kWarps * 32), 0, s, y, x, w, T, rowbytes, shift, bits);
+	return pdl_launch(gemv_any_kernel<WDT, P>, dim3((unsigned)((w.O + kWarps - 1) / kWarps)),
+			  dim3(kWarps * 32), 0, s, y, x, w, T, shift, bits);
 }
 
 template <int WDT, int P>
@@ -754,6 +762,10 @@ cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight 
 }
 
 } // namespace
+
+int cuk_pdl_flag = 0;
+
+extern "C" void cuk_set_pdl(int on) { cuk_pdl_flag = on ? 1 : 0; }
 
 extern "C" cudaError_t cuk_gemv_set_tables(const float nf4[16], const float dmap[256])
 {

@@ -19,6 +19,7 @@
 // largest m_s): results do not depend on scheduling. S = 1 writes o directly (prefill's many
 // rows).
 #include "backend/cuda/cu_kernels_more.h"
+#include "backend/cuda/k_pdl.cuh"
 
 #include <math.h>
 
@@ -36,6 +37,8 @@ __global__ void attn_kv_kernel(float *o, float *part, const float *q, const floa
 	__shared__ float qs[kMaxDh];
 	__shared__ float ps[kThreads];
 	__shared__ float red[kThreads / 32];
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
 	int tid = threadIdx.x;
 	int64_t grp = H / Hkv, p0 = Tk - Tq;
 	for (int64_t b = blockIdx.x; b < Tq * H * S; b += gridDim.x) {
@@ -117,6 +120,8 @@ __global__ void attn_kv_kernel(float *o, float *part, const float *q, const floa
 // o[r] from the S parts of row r (attn_kv_kernel), merged in part order.
 __global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64_t Dh, int S)
 {
+	pdl_wait();
+	pdl_trigger();
 	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
 		const float *pr = part + r * S * (Dh + 2);
 		float M = -INFINITY;
@@ -159,10 +164,10 @@ extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, c
 	int64_t rows = Tq * H, blocks = rows * parts, cap = 65535 * 8;
 	if (rows == 0)
 		return cudaSuccess;
-	attn_kv_kernel<<<(unsigned)(blocks > cap ? cap : blocks), kThreads, 0, s>>>(
-		o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
-	if (parts > 1)
-		attn_kv_combine<<<(unsigned)(rows > cap ? cap : rows), kThreads, 0, s>>>(o, part, rows, Dh,
-											 parts);
-	return cudaGetLastError();
+	cudaError_t e = pdl_launch(attn_kv_kernel, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads),
+				   0, s, o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
+	if (e == cudaSuccess && parts > 1)
+		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0, s, o,
+			       (const float *)part, rows, Dh, parts);
+	return e;
 }
