@@ -84,7 +84,8 @@ static uint64_t backend_bytes(const struct model *m, enum tern_dtype prec)
 	(void)D;
 #if defined(TERN_HAVE_CUDA)
 	/* one scratch the products, attention and ce_loss share, grown to the largest need: ce_loss
-	 * min(T, 64 MiB / (4 V)) rows of fp32 logits, the lm_head rows it decodes (32 MiB of them in
+	 * min(T, max(T / 16, 64 MiB / (4 V), 128 (D / 2048)^2 for D > 2048), 256 MiB / (4 V)) rows of fp32
+	 * logits (whole tiles of 128), the lm_head rows it decodes (32 MiB of them in
 	 * fp32; none at bf16, the bf16 head used in place) and at bf16 the chunk's rows in bf16; a
 	 * product the largest projection decoded (at most 32 MiB) and at bf16 the widest operand's T
 	 * rows in bf16 (at most 64 MiB); attention needs less at these shapes. The whole MiB above;
@@ -93,7 +94,10 @@ static uint64_t backend_bytes(const struct model *m, enum tern_dtype prec)
 	uint64_t Fx = m->Fe > m->F ? (uint64_t)m->Fe : (uint64_t)m->F, K = D > Fx ? D : Fx;
 	K = q > K ? q : K;
 	uint64_t W = (q > Fx ? q : Fx) * D, es = prec == TERN_F32 ? 4 : 2;
-	uint64_t tc = 64 * MiB / (4 * V);
+	uint64_t tc = 64 * MiB / (4 * V), wide = D * D / 32768; /* 128 (D / 2048)^2 */
+	tc = Tu / 16 > tc ? Tu / 16 : tc; /* a sixteenth of the logits, when that is more (V > 131072) */
+	tc = D > 2048 && wide > tc ? wide : tc; /* at least 128 (D / 2048)^2 tokens (wide models) */
+	tc = tc > 256 * MiB / (4 * V) ? 256 * MiB / (4 * V) : tc;
 	tc = tc > 128 ? tc / 128 * 128 : tc; /* whole tiles of 128 tokens */
 	tc = tc > Tu ? Tu : tc;
 	uint64_t rows = 32 * MiB / (D * 4) < V ? 32 * MiB / (D * 4) : V;
@@ -781,32 +785,35 @@ int main(void)
 		enum tern_status cst = tern_backend_sizes("cuda", 9000, 32000, 4096, &s);
 		/* without the other shapes: the shared scratch is the larger of ce_loss's (logits, 32 MiB
 		 * of decoded lm_head rows, the chunk in bf16) and a product's limits (32 + 64 MiB), in
-		 * whole MiB; the reserve 64 MiB */
+		 * whole MiB; the reserve 64 MiB. The chunk: 64 MiB of logits (524 tokens, 512 in whole
+		 * tiles), also the floor of 128 · (D / 2048)² = 512 tokens at D = 4096 */
 		uint64_t ce = 512ull * 32000 * 4 + 32 * MiB + 512ull * 4096 * 2;
 		check(cst == TERN_OK && s.ce_chunk == 512 && s.shared &&
 			      s.ce_scratch == (ce > 96 * MiB ? (ce + MiB - 1) / MiB * MiB : 96 * MiB) &&
 			      s.reserve == 64 * MiB,
 		      "cuda sizes: chunk %lld scratch %llu reserve %llu", (long long)s.ce_chunk,
 		      (unsigned long long)s.ce_scratch, (unsigned long long)s.reserve);
-		/* with Llama-3-8B's shapes at bf16 (a bf16 lm_head used in place): the down projection's
-		 * 32 MiB of decoded weight and its 2048 x 14336 bf16 operand (56 MiB) are the most; at
-		 * fp32 the loss's logits and decoded rows; at bf16 with a bf16 projection (used in place)
-		 * the operand alone, below the loss's logits */
+		/* with Llama-3-8B's shapes at bf16 (a bf16 lm_head used in place): the loss's 512-token
+		 * chunk (250.5 MiB of logits and its rows in bf16) is the most, above the down
+		 * projection's 32 MiB of decoded weight and 2048 x 14336 bf16 operand (88 MiB); at fp32
+		 * the logits and decoded rows; at bf16 with a bf16 projection (used in place) the
+		 * logits and rows as at bf16 */
 		struct tern_size_shapes sh = {2048, 128256, 4096,      14336,       14336 * 4096, 32,
 					      8,    128,    TERN_BF16, TERN_NF4_DQ, TERN_BF16};
-		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK && s.ce_scratch == 88 * MiB &&
-			      s.reserve == 64 * MiB,
-		      "cuda sizes for 8B at bf16: scratch %llu (want 88 MiB)",
-		      (unsigned long long)s.ce_scratch);
+		uint64_t want = 512ull * 128256 * 4 + 512ull * 4096 * 2;
+		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK &&
+			      s.ce_scratch == (want + MiB - 1) / MiB * MiB && s.reserve == 64 * MiB,
+		      "cuda sizes for 8B at bf16: scratch %llu (want %llu)", (unsigned long long)s.ce_scratch,
+		      (unsigned long long)(want + MiB - 1) / MiB * MiB);
 		sh.prec = TERN_F32;
-		uint64_t want = 128ull * 128256 * 4 + 2048ull * 4096 * 4;
+		want = 512ull * 128256 * 4 + 2048ull * 4096 * 4;
 		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK &&
 			      s.ce_scratch == (want + MiB - 1) / MiB * MiB,
 		      "cuda sizes for 8B at fp32: scratch %llu (want %llu)", (unsigned long long)s.ce_scratch,
 		      (unsigned long long)(want + MiB - 1) / MiB * MiB);
 		sh.prec = TERN_BF16;
 		sh.proj = TERN_BF16;
-		want = 128ull * 128256 * 4 + 128ull * 4096 * 2;
+		want = 512ull * 128256 * 4 + 512ull * 4096 * 2;
 		check(tern_backend_sizes_for("cuda", &sh, &s) == TERN_OK &&
 			      s.ce_scratch == (want + MiB - 1) / MiB * MiB,
 		      "cuda sizes for 8B at bf16, bf16 projections: scratch %llu (want %llu)",

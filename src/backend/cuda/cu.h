@@ -161,8 +161,8 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss, struct tern_view dx,
 				 struct tern_view dW, struct tern_view x, const struct tern_weight *W,
 				 struct tern_view labels, int64_t T, float inv_n, enum tern_dtype prec);
-/* ce_loss's tokens per chunk for T tokens and vocabulary V (TERN_CE_CHUNK=N sets it). */
-int64_t tern_cu_ce_chunk(int64_t T, int64_t V);
+/* ce_loss's tokens per chunk for T tokens, vocabulary V and hidden size D (TERN_CE_CHUNK=N sets it). */
+int64_t tern_cu_ce_chunk(int64_t T, int64_t V, int64_t D);
 /* cu_mm.c's GEMM (C col-major m×n = alpha · op(A) · op(B) + beta · C, operands of type ab, fp32
  * accumulation; alpha/beta device pointers when dev) and its scratch budgets, for cu_lora.c. */
 enum tern_status tern_cu_gemm_ex(struct cu_backend *c, const char *op, bool ta, bool tb, int64_t m, int64_t n,

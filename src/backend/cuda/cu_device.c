@@ -712,7 +712,7 @@ static uint64_t mm_need(int64_t T, int64_t K, int64_t W, enum tern_dtype proj, e
  * chunk's rows in bf16. */
 static uint64_t ce_need(int64_t T, int64_t V, int64_t D, enum tern_dtype head, enum tern_dtype prec)
 {
-	int64_t tc = tern_cu_ce_chunk(T, V);
+	int64_t tc = tern_cu_ce_chunk(T, V, D);
 	bool bf = prec == TERN_BF16 && head != TERN_F32;
 	enum tern_dtype pp = bf ? TERN_BF16 : TERN_F32;
 	uint64_t es = bf ? 2 : 4, w = 0;
@@ -732,7 +732,7 @@ enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_ba
 	 * the reserve */
 	uint64_t need = u64_max(ce_need(T, V, D, TERN_F16, TERN_BF16), mm_need(T, 0, 0, TERN_NF4, TERN_BF16));
 	*out = (struct tern_backend_sizes){
-		.ce_chunk = tern_cu_ce_chunk(T, V),
+		.ce_chunk = tern_cu_ce_chunk(T, V, D),
 		.ce_scratch = whole_mib(need),
 		.reserve = CU_RESERVE,
 		.shared = true,

@@ -303,18 +303,26 @@ enum tern_status tern_cu_gemm(struct tern_backend *be, struct tern_view C, struc
 /* ---- ce_loss ---- */
 
 /* Tokens of one ce_loss chunk: as many as a sixteenth of the micro-batch's [T, V] fp32 logits hold,
- * but at least CU_CE_CHUNK_BYTES and at most CU_CE_CHUNK_MAX of them (the chunk is the products' N:
- * at 2,048 tokens and a 128,256-word vocabulary 64 MiB, 128 tokens; at 8,192 tokens 256 MiB, 512
- * tokens, for taller GEMMs where the activations have grown as much), in whole tiles of
- * CU_CE_TOKEN_TILE tokens (130 tokens ran a second tile of the GEMMs for 2 columns);
- * TERN_CE_CHUNK=N makes it N tokens (timings; the planner asks this function too). */
-int64_t tern_cu_ce_chunk(int64_t T, int64_t V)
+ * but at least CU_CE_CHUNK_BYTES of them and at least CU_CE_TOKEN_TILE · (D / 2048)² tokens (the
+ * chunk is the lm_head products' N: a wider model's GEMMs want it taller; the floor grows with
+ * the weights, D², so the small models' peak memory is unchanged), and at most CU_CE_CHUNK_MAX of
+ * logits, in whole tiles of CU_CE_TOKEN_TILE tokens (130 tokens ran a second tile of the GEMMs for
+ * 2 columns). At 2,048 tokens and a 128,256-word vocabulary: 128 tokens (64 MiB) at D = 2,048,
+ * 512 (256 MiB) at D = 4,096; at 8,192 tokens 512 whatever D. Llama-3-8B at micro-batch 1 on an
+ * H100 (docs/PERFORMANCE.md, 2026-12-05 23:55): 512 tokens against 128 made the step 1.038x
+ * faster for 0.17 GiB more, still under Unsloth's peak. TERN_CE_CHUNK=N makes it N tokens
+ * (timings; the planner asks this function too). */
+int64_t tern_cu_ce_chunk(int64_t T, int64_t V, int64_t D)
 {
 	int64_t vb = 4 * (V > 0 ? V : 1), bytes = T > 0 ? T * vb / 16 : 0;
-	bytes = bytes < CU_CE_CHUNK_BYTES ? CU_CE_CHUNK_BYTES
-		: bytes > CU_CE_CHUNK_MAX ? CU_CE_CHUNK_MAX
-					  : bytes;
+	bytes = bytes < CU_CE_CHUNK_BYTES ? CU_CE_CHUNK_BYTES : bytes;
 	int64_t tc = bytes / vb;
+	if (D > 2048) {
+		double f = (double)D / 2048.0, w = (double)CU_CE_TOKEN_TILE * f * f;
+		int64_t wide = w > (double)CU_CE_CHUNK_MAX ? CU_CE_CHUNK_MAX : (int64_t)w;
+		tc = tc < wide ? wide : tc;
+	}
+	tc = tc > CU_CE_CHUNK_MAX / vb ? CU_CE_CHUNK_MAX / vb : tc;
 	if (tc > CU_CE_TOKEN_TILE)
 		tc -= tc % CU_CE_TOKEN_TILE;
 	const char *env = getenv("TERN_CE_CHUNK");
@@ -356,7 +364,7 @@ enum tern_status tern_cu_ce_loss(struct tern_backend *be, struct tern_view loss,
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	int64_t tc = tern_cu_ce_chunk(T, V);
+	int64_t tc = tern_cu_ce_chunk(T, V, D);
 	bool bf = prec == TERN_BF16 && !dwp;
 	struct mm_plan p = mm_plan_of(W, bf ? TERN_BF16 : TERN_F32, tc, D, false);
 	double *term;
