@@ -38,7 +38,6 @@ tokens, and the merges among kept entries (their order, so their ranks, unchange
 Added tokens that the full file keeps out of model.vocab (phi4's) are listed in it too: tokenizers numbers
 an added token missing from the model's vocabulary after the vocabulary's size.
 """
-import base64
 import gzip
 import hashlib
 import json
