@@ -7,30 +7,28 @@ of apply_chat_template(tokenize=True).
 
 Templates (tests/data/chat/templates/, text as published with each model; README.md there says
 where each copy came from; the Hub is not reachable from here):
-  llama3.jinja        Meta-Llama-3-8B-Instruct          tokenizer: llama3 (real)
-  llama3.2.jinja      Llama-3.2-3B-Instruct             tokenizer: llama3 (real)
-  qwen3.jinja         Qwen3                             tokenizer: qwen3 (real)
+  llama3.jinja        Meta-Llama-3-8B-Instruct          tokenizer: llama3
+  llama3.2.jinja      Llama-3.2-3B-Instruct             tokenizer: llama3
+  qwen3.jinja         Qwen3                             tokenizer: qwen3
   qwen2.5.jinja       Qwen2.5-Instruct                  tokenizer: qwen3 (Qwen2.5's vocabulary + <think>)
-  mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1          tokenizer: mistral-v1 (built, below)
-  mistral-v0.2.jinja  Mistral-7B-Instruct-v0.2 (2024)   tokenizer: mistral-v1 (built)
-  mistral-v0.3.jinja  Mistral-7B-Instruct-v0.3          tokenizer: mistral-v3 (built)
-  mistral-nemo.jinja  Mistral-Nemo-Instruct-2407        tokenizer: tekken (built)
-  gemma2.jinja        gemma-2-2b-it                     tokenizer: gemma (built)
-  gemma3.jinja        gemma-3-it                        tokenizer: gemma (built)
-  phi3.jinja          Phi-3-mini-4k-instruct            tokenizer: phi3 (real)
+  mistral-v0.1.jinja  Mistral-7B-Instruct-v0.1          tokenizer: mistral-v1
+  mistral-v0.2.jinja  Mistral-7B-Instruct-v0.2 (2024)   tokenizer: mistral-v1
+  mistral-v0.3.jinja  Mistral-7B-Instruct-v0.3          tokenizer: mistral-v3
+  mistral-nemo.jinja  Mistral-Nemo-Instruct-2407        tokenizer: tekken
+  gemma2.jinja        gemma-2-2b-it                     tokenizer: gemma2
+  gemma3.jinja        gemma-3-it                        tokenizer: gemma3
+  phi3.jinja          Phi-3-mini-4k-instruct            tokenizer: phi3
   phi3.5.jinja        Phi-3.5-mini-instruct             tokenizer: phi3 (Phi-3-mini's, the same kind)
-  phi4.jinja          phi-4                             tokenizer: phi4 (built)
+  phi4.jinja          phi-4                             tokenizer: phi4
 Every record that renders has the ids of apply_chat_template(tokenize=True) ("ids").
 
-Tokenizers: llama3, qwen3 and phi3 (Phi-3-mini-4k-instruct's own tokenizer.json and
-tokenizer_config.json) are committed in tests/data/tokenizers/. For Mistral, Gemma and Phi-4 no
-tokenizer is committed (the Hub is not reachable; Gemma's is 33 MB): tests/data/chat/tokenizers.json
-describes each as a committed tokenizer of the same kind (sentencepiece-style BPE from llama2 for
-Mistral v1/v3 and Gemma; byte-level BPE from llama3 for Tekken and Phi-4) with the family's special
-tokens added, its template in tokenizer_config.json and tokenizer_class PreTrainedTokenizerFast. The
-ids then test what matters here: that tern's rendering and tokenization of the template's text give
-transformers' ids, with the family's special tokens as single tokens; they are not the real models'
-ids for Mistral, Gemma and Phi-4.
+Tokenizers (tests/data/tokenizers/<name>-tokenizer.json.gz and -tokenizer_config.json.gz): the models'
+own. llama3, qwen3 and phi3 are the Hub's files; mistral-v1, mistral-v3, tekken, gemma2, gemma3 and phi4
+were converted from the models' tokenizer files shipped in PyPI packages by tools/make_chat_tokenizers.py
+(transformers' converters; mistral-v3, gemma2 and gemma3 byte for byte the Hub's tokenizer.json), tekken,
+gemma2, gemma3 and phi4 pruned to the vocabulary these strings need, with the same ids (that tool checks
+it). Their tokenizer_config.json has tokenizer_class PreTrainedTokenizerFast, so transformers uses
+tokenizer.json as written.
 
 transformers 5 does not use a LlamaTokenizer's tokenizer.json pre-processing as written: it rebuilds
 it from tokenizer_config.json (Metaspace, prepend_scheme "first" when legacy is false). Phi-3's
@@ -66,7 +64,7 @@ TPL = os.path.join(ROOT, "tests", "data", "chat", "templates")
 OUT = os.path.join(ROOT, "tests", "data", "chat", "golden.jsonl")
 DATE = "26 Jul 2024"
 
-# template file -> tokenizer (a directory of tests/data/tokenizers, or a built one of tokenizers.json)
+# template file -> tokenizer (tests/data/tokenizers/<name>-*.json.gz)
 TEMPLATES = {
     "llama3.jinja": "llama3",
     "llama3.2.jinja": "llama3",
@@ -76,13 +74,12 @@ TEMPLATES = {
     "mistral-v0.2.jinja": "mistral-v1",
     "mistral-v0.3.jinja": "mistral-v3",
     "mistral-nemo.jinja": "tekken",
-    "gemma2.jinja": "gemma",
-    "gemma3.jinja": "gemma",
+    "gemma2.jinja": "gemma2",
+    "gemma3.jinja": "gemma3",
     "phi3.jinja": "phi3",
     "phi3.5.jinja": "phi3",
     "phi4.jinja": "phi4",
 }
-BUILT = os.path.join(ROOT, "tests", "data", "chat", "tokenizers.json")
 
 SYS = {"role": "system", "content": "You are a terse assistant."}
 CHATS = [
@@ -104,45 +101,20 @@ CHATS = [
 ]
 
 
+# tokenizer.json committed once under another name: the "llama2" tokenizer.json is Mistral-7B-v0.1's
+# (byte for byte what transformers' converter makes of Mistral's tokenizer.model.v1; README.md)
+SAME_TOKENIZER_JSON = {"mistral-v1": "llama2"}
+
+
 def unpack(tmp, name):
     d = os.path.join(tmp, name)
     if not os.path.isdir(d):
         os.makedirs(d)
         for f in ("tokenizer", "tokenizer_config"):
-            with gzip.open(os.path.join(TOKS, f"{name}-{f}.json.gz"), "rb") as src, \
+            base = SAME_TOKENIZER_JSON.get(name, name) if f == "tokenizer" else name
+            with gzip.open(os.path.join(TOKS, f"{base}-{f}.json.gz"), "rb") as src, \
                     open(os.path.join(d, f + ".json"), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-    return d
-
-
-def build(tmp, name, spec):
-    """A tokenizer of tokenizers.json: the base's tokenizer.json with the added tokens appended (ids
-    after the base's last id), normalizer / pre_tokenizer / decoder replaced where the spec has
-    them, and a tokenizer_config.json with bos, eos, the template and PreTrainedTokenizerFast.
-    tests/test_chat.c builds the same files."""
-    d = os.path.join(tmp, name)
-    if os.path.isdir(d):
-        return d
-    os.makedirs(d)
-    with open(os.path.join(unpack(tmp, spec["base"]), "tokenizer.json"), encoding="utf-8") as f:
-        tj = json.load(f)
-    ids = list(tj["model"]["vocab"].values()) + [t["id"] for t in tj["added_tokens"]]
-    nxt = max(ids) + 1
-    for content in spec["added"]:
-        tj["added_tokens"].append({"id": nxt, "content": content, "single_word": False, "lstrip": False,
-                                   "rstrip": False, "normalized": False, "special": True})
-        nxt += 1
-    for k in ("normalizer", "pre_tokenizer", "decoder"):
-        if k in spec:
-            tj[k] = spec[k]
-    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(tj, f, ensure_ascii=False)
-    with open(os.path.join(TPL, spec["template"]), encoding="utf-8") as f:
-        tpl = f.read()
-    cfg = {"bos_token": spec["bos_token"], "eos_token": spec["eos_token"], "chat_template": tpl,
-           "tokenizer_class": "PreTrainedTokenizerFast"}
-    with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(cfg, f, ensure_ascii=False)
     return d
 
 
@@ -197,13 +169,11 @@ def trained_text(tplname, messages, text):
 
 def main():
     rows = []
-    with open(BUILT, encoding="utf-8") as f:
-        built = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
     with tempfile.TemporaryDirectory() as tmp:
         for name, tokname in TEMPLATES.items():
             with open(os.path.join(TPL, name), encoding="utf-8") as f:
                 template = f.read()
-            d = build(tmp, tokname, built[tokname]) if tokname in built else unpack(tmp, tokname)
+            d = unpack(tmp, tokname)
             with open(os.path.join(d, "tokenizer_config.json"), encoding="utf-8") as f:
                 own = json.load(f).get("chat_template") == template
             auto = AutoTokenizer.from_pretrained(d)
