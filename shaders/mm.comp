@@ -435,8 +435,10 @@ void main()
 				uvec4 w = As[(tm + i) * SA + kg];
 				[[unroll]] for (uint q = 0u; q < 4u; q++) {
 					vec2 f = unpackHalf2x16(w[q]);
-					[[unroll]] for (uint j = 0u; j < 8u; j++)
-						acc[i][j] += f.x * b[2u * q][j] + f.y * b[2u * q + 1u][j];
+					[[unroll]] for (uint j = 0u; j < 8u; j++) { // two fused multiply-adds
+						acc[i][j] = fma(f.x, b[2u * q][j], acc[i][j]);
+						acc[i][j] = fma(f.y, b[2u * q + 1u][j], acc[i][j]);
+					}
 				}
 			}
 		}
