@@ -109,12 +109,18 @@ static void check_sizes(void)
 	struct tern_backend_sizes z;
 	enum tern_status st = tern_backend_sizes("cuda", 2048, 128256, 4096, &z);
 #ifdef TERN_HAVE_CUDA
-	/* 64 MiB of fp32 logits per chunk: 67108864 / (4 * 128256) = 130 tokens, in whole tiles of
-	 * 128 */
-	check(st == TERN_OK && z.ce_chunk == 128, "sizes: T=2048 V=128256: chunk %lld (128)",
+	/* at D = 4096 at least 128 · (4096 / 2048)² = 512 tokens (250.5 MiB of fp32 logits, under the
+	 * 256 MiB cap) */
+	check(st == TERN_OK && z.ce_chunk == 512, "sizes: T=2048 V=128256 D=4096: chunk %lld (512)",
 	      (long long)z.ce_chunk);
-	check(z.ce_scratch >= (uint64_t)128 * 128256 * 4, "sizes: scratch %llu holds the chunk's logits",
+	check(z.ce_scratch >= (uint64_t)512 * 128256 * 4, "sizes: scratch %llu holds the chunk's logits",
 	      (unsigned long long)z.ce_scratch);
+	/* at D = 2048 64 MiB of fp32 logits per chunk: 67108864 / (4 * 128256) = 130 tokens, in whole
+	 * tiles of 128 */
+	st = tern_backend_sizes("cuda", 2048, 128256, 2048, &z);
+	check(st == TERN_OK && z.ce_chunk == 128, "sizes: T=2048 V=128256 D=2048: chunk %lld (128)",
+	      (long long)z.ce_chunk);
+	st = tern_backend_sizes("cuda", 2048, 128256, 4096, &z);
 	check(z.reserve >= ((uint64_t)64 << 20), "sizes: reserve %llu covers the products' 64 MiB of scratch",
 	      (unsigned long long)z.reserve);
 	st = tern_backend_sizes("cuda", 100, 32000, 4096, &z);
@@ -124,7 +130,7 @@ static void check_sizes(void)
 	check(st == TERN_OK && z.ce_chunk == 7, "sizes: TERN_CE_CHUNK=7 gives %lld", (long long)z.ce_chunk);
 	unsetenv("TERN_CE_CHUNK");
 	st = tern_backend_sizes("auto", 2048, 128256, 4096, &z);
-	check(st == TERN_OK && z.ce_chunk == 128, "sizes: auto counts cuda's figures in a CUDA build (%lld)",
+	check(st == TERN_OK && z.ce_chunk == 512, "sizes: auto counts cuda's figures in a CUDA build (%lld)",
 	      (long long)z.ce_chunk);
 	check(tern_backend_sizes("cuda", -1, 10, 10, &z) == TERN_E_INVALID, "sizes: T=-1 refused");
 #else
