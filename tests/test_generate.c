@@ -143,7 +143,7 @@ static const int32_t PROMPT[] = {1, 5, 17, 99, 3, 42, 7};
 /* llama6 through the net directly: greedy ids with the given tiers (NULL: resident). */
 static enum tern_status run_tiers(struct tern_backend *be, struct tern_model *m, const uint8_t *tiers,
 				  int64_t n, int32_t **out, int64_t *n_out,
-				  struct tern_net_stream_stats *stats)
+				  struct tern_residency_stats *stats)
 {
 	struct tern_net_opts no = {.R = 1, .scale = 1, .modules = 1u, .T = 1, .tiers = tiers, .slots = 2};
 	struct tern_net *net = NULL;
@@ -176,7 +176,7 @@ static void streamed(const char *bname, json_t *want)
 				  TERN_TIER_HOST, TERN_TIER_DEVICE, TERN_TIER_DISK};
 	int32_t *a = NULL, *b = NULL;
 	int64_t na = 0, nb = 0;
-	struct tern_net_stream_stats sa, sb;
+	struct tern_residency_stats sa, sb;
 	int64_t n = (int64_t)json_array_size(want);
 	if (st == TERN_OK)
 		st = run_tiers(be, m, NULL, n, &a, &na, &sa);

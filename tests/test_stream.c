@@ -37,7 +37,7 @@ enum { S = 16, MB = 2, T = S * MB, STEPS = 2, ACCUM = 2 };
 struct run {
 	double loss[STEPS];
 	struct tern_lora_set *set;
-	struct tern_net_stream_stats stats;
+	struct tern_residency_stats stats;
 	uint64_t weights, act;
 };
 

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-/* The same values as the trainer's enum tern_tier (src/train/net.h): tier[] of a plan can be
+/* The same values as the trainer's enum tern_tier (src/residency/residency.h): tier[] of a plan can be
  * passed as tern_net_opts.tiers as it is. */
 enum tern_plan_tier { TERN_PLAN_DEVICE, TERN_PLAN_HOST, TERN_PLAN_DISK, TERN_PLAN_TIERS };
 

@@ -1,5 +1,4 @@
 /* The trainable network: forward and backward of the decoder over backend ops (net.h). */
-#define _POSIX_C_SOURCE 200809L /* posix_madvise */
 #include "train/net.h"
 
 #include "quant/quant.h"
@@ -8,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #define ALIGN 256
 
@@ -34,16 +32,10 @@ struct layer_act {
 	struct tern_moe_route *route;
 };
 
-struct range {
-	uint64_t off, size;
-};
-enum { XR_MAX = 3 * TERN_PART_COUNT }; /* an expert's ranges at most: 3 tensors' parts */
-
 struct layer_w {
 	struct tern_buffer *buf; /* the layer's pack group (device tier), else NULL */
-	enum tern_tier tier;
-	const uint8_t *host; /* host tier: its copy of the group; disk tier: the mapping */
-	uint64_t bytes;      /* group size */
+	enum tern_tier tier;     /* host, disk: streamed by the residency manager (n->res) */
+	uint64_t bytes;          /* group size */
 	struct tern_weight w[TERN_MOD_COUNT];
 	struct tern_view attn_norm, mlp_norm, q_norm, k_norm; /* f32 */
 	struct tern_view attn_sub, ffn_sub;                   /* BitNet sub-norms, f32 */
@@ -58,25 +50,6 @@ struct layer_w {
 	struct tern_experts xg[3];
 	bool grouped;
 	struct tern_view xoff;
-	/* a streamed sparse layer streams per expert: the byte ranges (into the group) of expert e's
-	 * parts, xr[XR_MAX * e + j] for j < nxr[e], copied when the expert first gets tokens; the
-	 * rest of the group (attention, router), copied when the layer is loaded */
-	struct range *xr, *rest;
-	int *nxr, nrest;
-	uint64_t *xbytes; /* [E] */
-	uint64_t rest_bytes;
-};
-
-/* A device slot for a streamed layer. A copy into it is ordered after a mark of every op queued
- * before (so the ops reading its previous layer are done); ops using it wait for its ticket. */
-struct slot {
-	struct tern_buffer *buf;
-	int layer;                   /* -1: empty */
-	uint64_t ticket;             /* copy not yet waited for by ops (0: none) */
-	struct tern_buffer *staging; /* disk tier: the group read from the pack file, copied from */
-	uint8_t *staging_ptr;
-	uint64_t staging_ticket; /* the last copy out of staging */
-	uint8_t *have;           /* [E] sparse layer: experts copied in since it was loaded */
 };
 
 struct lora_slot {
@@ -117,13 +90,9 @@ struct tern_net {
 	int64_t lora_n;
 	struct tern_buffer *params, *grads, *m1, *m2;
 
-	/* streaming: device slots holding streamed layers' groups, filled ahead of use */
-	int nslots;
-	struct slot *slots;
-	struct tern_buffer **host_buf; /* [L] host tier: pinned copies (host_alloc) */
-	int *seq;                      /* the layer of each ensure_layer call of one micro-batch */
-	int seq_len, seq_pos, seq_train, seq_eval;
-	struct tern_net_stream_stats stats;
+	/* streaming: the streamed layers' groups, through device slots filled ahead of use (NULL: every
+	 * layer on the device) */
+	struct tern_residency *res;
 
 	struct tern_buffer *act;
 	size_t act_bytes;
@@ -616,73 +585,76 @@ static void bind_layer(struct tern_net *n, int l, struct tern_view v)
 	}
 }
 
-static int range_cmp(const void *a, const void *b)
+/* The residency manager of the streamed layers (n->lw[].tier set): their groups in the pack's
+ * mapping, a streamed sparse layer's experts' parts (it streams per expert), and the sequence of
+ * ensure_layer calls of a micro-batch. */
+static enum tern_status residency_create(struct tern_net *n)
 {
-	const struct range *x = a, *y = b;
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-/* Sorts ranges r[0..k) and joins neighbours whose gap holds no part (parts start at multiples of
- * TERN_PACK_ALIGN); returns the count left. */
-static int join_ranges(struct range *r, int k)
-{
-	qsort(r, (size_t)k, sizeof *r, range_cmp);
-	int j = 0;
-	for (int i = 0; i < k; i++) {
-		uint64_t end = j ? r[j - 1].off + r[j - 1].size : 0;
-		if (j && r[i].off <= tern_align_up(end, TERN_PACK_ALIGN))
-			r[j - 1].size = r[i].off + r[i].size - r[j - 1].off;
-		else
-			r[j++] = r[i];
+	const struct tern_model *m = n->m;
+	int64_t L = n->L, E = n->any_moe ? n->E : 0;
+	enum tern_status st = TERN_OK;
+	struct tern_residency_layer *ly = tern_calloc((size_t)L, sizeof *ly);
+	/* ensure_layer calls of a micro-batch: forward 0..L-1, then backward L-1, and with
+	 * checkpointing two calls (recompute, backward) for each lower layer */
+	int *seq = tern_calloc((size_t)(4 * L), sizeof *seq);
+	if (!ly || !seq) {
+		st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+		goto out;
 	}
-	return j;
-}
-
-/* The streaming units of streamed sparse layer l: each expert's ranges and the rest of the group
- * (the gaps between the experts' ranges that hold a part). */
-static enum tern_status expert_ranges(struct tern_net *n, int l)
-{
-	struct layer_w *w = &n->lw[l];
-	uint64_t g0 = n->m->pack->groups[l].off;
-	int64_t E = n->E;
-	struct range *all = tern_calloc((size_t)(E * XR_MAX), sizeof *all);
-	w->xr = tern_calloc((size_t)(E * XR_MAX), sizeof *w->xr);
-	w->rest = tern_calloc((size_t)(E * XR_MAX + 1), sizeof *w->rest);
-	w->nxr = tern_calloc((size_t)E, sizeof *w->nxr);
-	w->xbytes = tern_calloc((size_t)E, sizeof *w->xbytes);
-	if (!all || !w->xr || !w->rest || !w->nxr || !w->xbytes) {
-		free(all);
-		return tern_fail(TERN_E_NOMEM, "net: out of host memory");
-	}
-	int na = 0;
-	for (int64_t e = 0; e < E; e++) {
-		struct range *r = &w->xr[XR_MAX * e];
-		int k = 0;
-		for (int j = 0; j < 3; j++) {
-			const struct tern_pack_tensor *t = tern_model_expert(n->m, l, e, j);
-			for (int p = 0; p < TERN_PART_COUNT; p++)
-				if (t->size[p])
-					r[k++] = (struct range){t->off[p] - g0, t->size[p]};
+	for (int l = (int)n->l0; l < n->l1; l++) {
+		const struct layer_w *w = &n->lw[l];
+		const struct tern_pack_group *g = &m->pack->groups[l];
+		ly[l] = (struct tern_residency_layer){w->tier, m->pack->base + g->off, w->bytes, NULL, NULL};
+		if (!w->moe || w->tier == TERN_TIER_DEVICE)
+			continue;
+		struct tern_residency_range *parts =
+			tern_calloc((size_t)(E * TERN_RESIDENCY_XPARTS), sizeof *parts);
+		int *nparts = tern_calloc((size_t)E, sizeof *nparts);
+		ly[l].parts = parts;
+		ly[l].nparts = nparts;
+		if (!parts || !nparts) {
+			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
+			goto out;
 		}
-		w->nxr[e] = join_ranges(r, k);
-		for (int j = 0; j < w->nxr[e]; j++) {
-			w->xbytes[e] += r[j].size;
-			all[na++] = r[j];
+		for (int64_t e = 0; e < E; e++) {
+			struct tern_residency_range *r = &parts[TERN_RESIDENCY_XPARTS * e];
+			int k = 0;
+			for (int j = 0; j < 3; j++) {
+				const struct tern_pack_tensor *t = tern_model_expert(m, l, (int)e, j);
+				for (int p = 0; t && p < TERN_PART_COUNT; p++)
+					if (t->size[p])
+						r[k++] = (struct tern_residency_range){t->off[p] - g->off,
+										       t->size[p]};
+			}
+			nparts[e] = k;
 		}
 	}
-	na = join_ranges(all, na);
-	uint64_t pos = 0;
-	for (int i = 0; i <= na; i++) {
-		uint64_t end = i < na ? all[i].off : w->bytes;
-		if (end > pos && tern_align_up(pos, TERN_PACK_ALIGN) < end) {
-			w->rest[w->nrest++] = (struct range){pos, end - pos};
-			w->rest_bytes += end - pos;
-		}
-		if (i < na)
-			pos = all[i].off + all[i].size;
+	int k = 0;
+	for (int l = (int)n->l0; l < n->l1; l++)
+		seq[k++] = l;
+	int seq_eval = k;
+	for (int l = (int)n->l1 - 1; l >= n->l0; l--) {
+		if (n->o.checkpointing && l != n->l1 - 1)
+			seq[k++] = l;
+		seq[k++] = l;
 	}
-	free(all);
-	return TERN_OK;
+	struct tern_residency_opts ro = {.layers = ly,
+					 .L = L,
+					 .slots = n->o.slots,
+					 .seq = seq,
+					 .seq_eval = seq_eval,
+					 .seq_train = k,
+					 .E = E,
+					 .K = n->K};
+	st = tern_residency_create(n->be, &ro, &n->res);
+out:
+	for (int64_t l = 0; ly && l < L; l++) {
+		free((void *)ly[l].parts);
+		free((void *)ly[l].nparts);
+	}
+	free(ly);
+	free(seq);
+	return st;
 }
 
 static enum tern_status upload_group(struct tern_net *n, uint32_t g, struct tern_buffer **out)
@@ -938,70 +910,25 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 		if (st || (st = upload_vec(n, tn, n->norm)))
 			goto out;
 	}
-	uint64_t max_group = 0;
+	bool streamed = false;
 	for (int l = (int)n->l0; l < n->l1; l++) {
 		struct layer_w *w = &n->lw[l];
 		w->tier = o->tiers ? (enum tern_tier)o->tiers[l] : TERN_TIER_DEVICE;
 		w->bytes = m->pack->groups[l].size;
-		if (w->tier != TERN_TIER_DEVICE && w->bytes > max_group)
-			max_group = w->bytes;
+		streamed |= w->tier != TERN_TIER_DEVICE && w->bytes > 0;
 	}
-	if (max_group) {
-		if (!be->vt->host_alloc || !be->vt->copy_async) {
-			st = tern_fail(TERN_E_UNSUPPORTED,
-				       "backend %s cannot stream layers (no asynchronous copies)", be->name);
+	if (streamed) {
+		if ((st = residency_create(n)))
 			goto out;
-		}
-		n->nslots = o->slots > 0 ? o->slots : 2;
-		n->slots = tern_calloc((size_t)n->nslots, sizeof *n->slots);
-		n->host_buf = tern_calloc((size_t)L, sizeof *n->host_buf);
-		/* ensure_layer calls of a micro-batch: forward 0..L-1, then backward L-1, and with
-		 * checkpointing two calls (recompute, backward) for each lower layer */
-		n->seq = tern_calloc((size_t)(4 * L), sizeof *n->seq);
-		if (!n->slots || !n->host_buf || !n->seq) {
-			st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
-			goto out;
-		}
-		int k = 0;
-		for (int l = (int)n->l0; l < n->l1; l++)
-			n->seq[k++] = l;
-		n->seq_eval = k;
-		for (int l = (int)n->l1 - 1; l >= n->l0; l--) {
-			if (o->checkpointing && l != n->l1 - 1)
-				n->seq[k++] = l;
-			n->seq[k++] = l;
-		}
-		n->seq_train = k;
-		n->seq_len = n->seq_train;
-		for (int i = 0; i < n->nslots; i++) {
-			struct slot *sl = &n->slots[i];
-			sl->layer = -1;
-			if (n->any_moe && !(sl->have = tern_calloc((size_t)n->E, 1))) {
-				st = tern_fail(TERN_E_NOMEM, "net: out of host memory");
-				goto out;
-			}
-			if ((st = be->vt->buffer_alloc(be, max_group, &sl->buf)) ||
-			    (st = be->vt->host_alloc(be, max_group, &sl->staging, (void **)&sl->staging_ptr)))
-				goto out;
-			n->weight_bytes += max_group;
-		}
+		n->weight_bytes += tern_residency_device_bytes(n->res);
 	}
 	for (int l = (int)n->l0; l < n->l1; l++) { /* another stage's layers: nothing here */
 		struct layer_w *w = &n->lw[l];
-		const uint8_t *src = m->pack->base + m->pack->groups[l].off;
-		struct tern_view lv = {NULL, 0, w->bytes};
+		struct tern_view lv = {NULL, 0, w->bytes}; /* streamed: bound to a slot by ensure_layer */
 		if (w->tier == TERN_TIER_DEVICE) {
 			if ((st = upload_group(n, (uint32_t)l, &w->buf)))
 				goto out;
 			lv.buf = w->buf;
-		} else if (w->tier == TERN_TIER_HOST) {
-			void *ptr = NULL;
-			if ((st = be->vt->host_alloc(be, w->bytes, &n->host_buf[l], &ptr)))
-				goto out;
-			memcpy(ptr, src, w->bytes);
-			w->host = ptr;
-		} else {
-			w->host = src;
 		}
 		for (int mo = 0; mo < TERN_MOD_COUNT; mo++) {
 			const struct tern_pack_tensor *t = tern_model_tensor(m, l, mod_role[mo]);
@@ -1033,8 +960,6 @@ enum tern_status tern_net_create(struct tern_backend *be, const struct tern_mode
 			    (st = need_op(be, TERN_OP_MATMUL_BWD, t->dtype, t->name)))
 				goto out;
 		}
-		if (w->moe && w->tier != TERN_TIER_DEVICE && (st = expert_ranges(n, l)))
-			goto out;
 		if (w->moe && (st = upload_expert_offsets(n, l)))
 			goto out;
 		bind_layer(n, l, lv);
@@ -1175,18 +1100,7 @@ void tern_net_free(struct tern_net *n)
 		for (int64_t l = 0; l < n->L; l++)
 			if (n->lw[l].buf)
 				be->vt->buffer_free(be, n->lw[l].buf);
-	for (int i = 0; i < n->nslots && n->slots; i++) {
-		if (n->slots[i].buf)
-			be->vt->buffer_free(be, n->slots[i].buf);
-		if (n->slots[i].staging)
-			be->vt->buffer_free(be, n->slots[i].staging);
-		free(n->slots[i].have);
-	}
-	if (n->host_buf)
-		for (int64_t l = 0; l < n->L; l++)
-			if (n->host_buf[l])
-				be->vt->buffer_free(be, n->host_buf[l]);
-	free(n->host_buf);
+	tern_residency_free(n->res);
 	if (n->routes)
 		for (int64_t l = 0; l < n->L; l++)
 			tern_moe_route_free(n->routes[l]);
@@ -1195,17 +1109,10 @@ void tern_net_free(struct tern_net *n)
 	free(n->hdw);
 	free(n->aux_cnt);
 	if (n->lw)
-		for (int64_t l = 0; l < n->L; l++) {
+		for (int64_t l = 0; l < n->L; l++)
 			free(n->lw[l].ew);
-			free(n->lw[l].xr);
-			free(n->lw[l].rest);
-			free(n->lw[l].nxr);
-			free(n->lw[l].xbytes);
-		}
 	free(n->xh);
 	free(n->xb);
-	free(n->slots);
-	free(n->seq);
 	free(n->lw);
 	free(n->slot);
 	free(n->xslot);
@@ -1497,231 +1404,32 @@ static enum tern_status lin_fwd_saved(struct tern_net *n, int l, int mo, struct 
 			 0.0f, lo.lprec);
 }
 
-static int slot_of(const struct tern_net *n, int l)
+/* Makes layer l's weights usable by the ops queued next (tern_residency_acquire): device-tier
+ * layers always are; a streamed layer's weights are bound to its slot. */
+static enum tern_status ensure_layer(struct tern_net *n, int l)
 {
-	for (int i = 0; i < n->nslots; i++)
-		if (n->slots[i].layer == l)
-			return i;
-	return -1;
-}
-
-/* Copies ranges r[0..k) of layer l's group into slot s after mark `after`: host-tier layers from
- * their pinned copy, disk-tier ones read from the mapping into the slot's staging buffer first
- * (the caller has waited for the staging's earlier copies of these bytes). *ticket = the last
- * copy's ticket; returns the bytes copied. */
-static enum tern_status copy_ranges(struct tern_net *n, int s, int l, const struct range *r, int k,
-				    uint64_t after, uint64_t *ticket)
-{
-	const struct tern_backend_vtable *vt = n->be->vt;
-	struct slot *sl = &n->slots[s];
-	struct layer_w *w = &n->lw[l];
-	enum tern_status st;
-	for (int i = 0; i < k; i++) {
-		struct tern_view src = {n->host_buf[l], r[i].off, r[i].size};
-		if (w->tier == TERN_TIER_DISK) {
-			double t0 = tern_now();
-			/* the disk read (page faults on the mapping) */
-			memcpy(sl->staging_ptr + r[i].off, w->host + r[i].off, r[i].size);
-			n->stats.read_s += tern_now() - t0;
-			src.buf = sl->staging;
-		}
-		struct tern_view dst = {sl->buf, r[i].off, r[i].size};
-		if ((st = vt->copy_async(n->be, dst, src, after, ticket)))
-			return st;
-		if (w->tier == TERN_TIER_DISK)
-			sl->staging_ticket = *ticket;
-		n->stats.bytes[w->tier] += r[i].size;
-	}
-	return TERN_OK;
-}
-
-/* Whether a micro-batch of T tokens is expected to route to nearly every expert: the expected
- * distinct experts of T·K uniform draws, E·(1 − (1 − K/E)^T), reach 7/8 of E. Then a sparse
- * layer is loaded whole (its experts prefetched with it): per-expert copies start only once the
- * routing is known, so they pay only when many experts stay idle. */
-static bool experts_all(const struct tern_net *n)
-{
-	double E = (double)n->E;
-	return E * (1.0 - pow(1.0 - (double)n->K / E, (double)n->T)) >= 0.875 * E;
-}
-
-/* Starts copying layer l's group into slot s, after every op queued so far (among them the last
- * reads of the slot's previous layer). Disk-tier groups are read from the mapping into the slot's
- * staging buffer first, which the host may rewrite only after the slot's previous copy is done.
- * A sparse layer's experts are left out unless experts_all: ensure_experts copies those that get
- * tokens. */
-static enum tern_status load_slot(struct tern_net *n, int s, int l)
-{
-	const struct tern_backend_vtable *vt = n->be->vt;
-	struct slot *sl = &n->slots[s];
-	struct layer_w *w = &n->lw[l];
-	uint64_t mark = 0;
-	enum tern_status st = vt->mark(n->be, &mark);
-	if (st != TERN_OK)
-		return st;
-	sl->layer = -1;
-	if (sl->ticket) { /* a prefetch never used: two copies into one slot must not overlap */
-		if ((st = vt->ticket_wait_host(n->be, sl->ticket)))
-			return st;
-		sl->ticket = 0;
-	}
-	if (w->tier == TERN_TIER_DISK) {
-		double t0 = tern_now();
-		if ((st = vt->ticket_wait_host(n->be, sl->staging_ticket)))
-			return st;
-		n->stats.wait_s += tern_now() - t0;
-		/* readahead: the neighbours are read next (l + 1 in the forward, l - 1 in the backward);
-		 * of a sparse layer only the rest (its experts are read when they get tokens) */
-		for (int d = -1; d <= 1; d += 2) {
-			int u = l + d;
-			if (u < 0 || u >= n->L || n->lw[u].tier != TERN_TIER_DISK)
-				continue;
-			const struct layer_w *wu = &n->lw[u];
-			struct range whole = {0, wu->bytes};
-			const struct range *r = wu->xr ? wu->rest : &whole;
-			for (int i = 0; i < (wu->xr ? wu->nrest : 1); i++) {
-				const uint8_t *p = wu->host + r[i].off;
-				uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095;
-				posix_madvise((void *)a, r[i].size + ((uintptr_t)p - a), POSIX_MADV_WILLNEED);
-			}
-		}
-	}
-	struct range whole = {0, w->bytes};
-	bool part = w->xr && !experts_all(n);
-	if (w->xr) {
-		uint64_t xb = w->bytes - w->rest_bytes; /* the experts' ranges and the padding between */
-		memset(sl->have, !part, (size_t)n->E);
-		n->stats.expert_whole += xb;
-		if (!part) {
-			n->stats.expert_bytes += xb;
-			n->stats.expert_loads += (uint64_t)n->E;
-		}
-	}
-	if ((st = copy_ranges(n, s, l, part ? w->rest : &whole, part ? w->nrest : 1, mark, &sl->ticket)))
-		return st;
-	sl->layer = l;
-	n->stats.loads++;
-	return TERN_OK;
+	if (!n->res)
+		return TERN_OK;
+	struct tern_view v;
+	enum tern_status st = tern_residency_acquire(n->res, l, n->T, &v);
+	if (st == TERN_OK && v.buf)
+		bind_layer(n, l, v);
+	return st;
 }
 
 /* Makes the experts of streamed sparse layer l that routing r gives tokens usable by the ops
- * queued next: those not yet in the layer's slot are copied in (after every op queued so far),
- * and the ops wait on the device for the copies. Layers on the device have all their experts. */
+ * queued next (tern_residency_acquire_experts). Layers on the device have all their experts. */
 static enum tern_status ensure_experts(struct tern_net *n, int l, const struct tern_moe_route *r)
 {
-	const struct tern_backend_vtable *vt = n->be->vt;
-	struct layer_w *w = &n->lw[l];
-	if (!w->xr)
-		return TERN_OK;
-	int s = slot_of(n, l);
-	if (s < 0)
-		return tern_fail(TERN_E_INVALID, "net: layer %d is not in a slot", l);
-	struct slot *sl = &n->slots[s];
-	uint64_t mark = 0, ticket = 0;
-	enum tern_status st;
-	for (int64_t e = 0; e < n->E; e++) {
-		if (!r->cnt[e])
-			continue;
-		if (sl->have[e]) {
-			n->stats.expert_hits++;
-			continue;
-		}
-		if (!mark && (st = vt->mark(n->be, &mark)))
-			return st;
-		if ((st = copy_ranges(n, s, l, &w->xr[XR_MAX * e], w->nxr[e], mark, &ticket)))
-			return st;
-		sl->have[e] = 1;
-		n->stats.expert_loads++;
-		n->stats.expert_bytes += w->xbytes[e];
-	}
-	return ticket ? vt->wait_ticket(n->be, ticket) : TERN_OK;
+	return n->res ? tern_residency_acquire_experts(n->res, l, r->cnt) : TERN_OK;
 }
 
-/* Whether layer l is used within the next `ahead` distinct streamed layers after position pos. */
-static int upcoming(const struct tern_net *n, int pos, int *out, int max)
+void tern_net_stream_stats(struct tern_net *n, struct tern_residency_stats *out, bool reset)
 {
-	int k = 0;
-	for (int i = 1; i <= n->seq_len && k < max; i++) {
-		int l = n->seq[(pos + i) % n->seq_len];
-		if (n->lw[l].tier == TERN_TIER_DEVICE || l == n->seq[pos % n->seq_len])
-			continue;
-		bool dup = false;
-		for (int j = 0; j < k; j++)
-			dup |= out[j] == l;
-		if (!dup)
-			out[k++] = l;
-	}
-	return k;
-}
-
-/* Makes layer l's weights usable by the ops queued next: device-tier layers always are; a
- * streamed layer is in a slot (prefetched earlier, or loaded now) and the ops wait on the device
- * for its copy. Then the next nslots - 1 streamed layers of the sequence are prefetched into
- * slots whose layers are not about to be used. */
-static enum tern_status ensure_layer(struct tern_net *n, int l)
-{
-	struct layer_w *w = &n->lw[l];
-	if (!n->nslots)
-		return TERN_OK;
-	/* the sequence position of this call */
-	int pos = n->seq_pos;
-	for (int i = 0; i < n->seq_len && n->seq[pos % n->seq_len] != l; i++)
-		pos++;
-	pos %= n->seq_len;
-	n->seq_pos = pos + 1;
-	enum tern_status st;
-	int next[64], nn = upcoming(n, pos, next, n->nslots - 1 < 64 ? n->nslots - 1 : 64);
-	if (w->tier != TERN_TIER_DEVICE) {
-		int s = slot_of(n, l);
-		if (s >= 0) {
-			n->stats.hits++;
-		} else {
-			/* not prefetched: any slot not holding an upcoming layer */
-			for (int i = 0; i < n->nslots && s < 0; i++) {
-				bool keep = false;
-				for (int j = 0; j < nn; j++)
-					keep |= n->slots[i].layer == next[j];
-				if (!keep)
-					s = i;
-			}
-			if (s < 0)
-				s = 0;
-			if ((st = load_slot(n, s, l)))
-				return st;
-		}
-		struct slot *sl = &n->slots[s];
-		if (sl->ticket && (st = n->be->vt->wait_ticket(n->be, sl->ticket)))
-			return st;
-		sl->ticket = 0;
-		struct tern_view v = {sl->buf, 0, w->bytes};
-		bind_layer(n, l, v);
-	}
-	/* prefetch */
-	for (int j = 0; j < nn; j++) {
-		if (slot_of(n, next[j]) >= 0)
-			continue;
-		int victim = -1;
-		for (int i = 0; i < n->nslots && victim < 0; i++) {
-			int vl = n->slots[i].layer;
-			bool busy = vl == l && w->tier != TERN_TIER_DEVICE;
-			for (int k = 0; k < nn; k++)
-				busy |= vl >= 0 && vl == next[k];
-			if (!busy)
-				victim = i;
-		}
-		if (victim < 0)
-			break;
-		if ((st = load_slot(n, victim, next[j])))
-			return st;
-	}
-	return TERN_OK;
-}
-
-void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset)
-{
-	*out = n->stats;
-	if (reset)
-		memset(&n->stats, 0, sizeof n->stats);
+	if (n->res)
+		tern_residency_stats(n->res, out, reset);
+	else
+		memset(out, 0, sizeof *out);
 }
 
 /* Expert e's LoRA of slot k in layer l, in buffer b (params or grads): A [R,I], B [O,R]; false when
@@ -2304,11 +2012,8 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	struct tern_backend *be = n->be;
 	int64_t T = n->T, D = n->D, L = n->L;
 	enum tern_status st;
-	if (n->nslots) {
-		int len = backward ? n->seq_train : n->seq_eval;
-		if (len != n->seq_len)
-			n->seq_len = len, n->seq_pos = 0;
-	}
+	if (n->res)
+		tern_residency_order(n->res, backward);
 	/* T values of each (the views hold Tmax) */
 	TRY(vt->upload(be, tern_view_sub(n->tokens, 0, (size_t)T * 4), tokens));
 	TRY(vt->upload(be, tern_view_sub(n->targets, 0, (size_t)T * 4), targets));
@@ -2357,6 +2062,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 			n->aux_on = false;
 			return st;
 		}
+		tern_residency_release(n->res, l); /* the ops reading its weights are queued */
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], n->o.prec, n->tmpD, TERN_F32, T * D));
 		if (backward)
@@ -2402,6 +2108,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		if (n->o.checkpointing && l != n->l1 - 1)
 			TRY(layer_fwd(n, l, x, n->tmpD, true, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
+		tern_residency_release(n->res, l);
 	}
 	/* dres = dL/d(layer l0's input): the previous stage's, or the embedding rows' gradient */
 	if (n->l0 > 0) {
@@ -2554,8 +2261,8 @@ enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_l
 {
 	if (l < 0 || l >= n->L)
 		return tern_fail(TERN_E_INVALID, "net: layer %d of %lld", l, (long long)n->L);
-	if (n->nslots && n->seq_len != n->seq_eval) /* the forward's sequence: 0 .. L-1, again */
-		n->seq_len = n->seq_eval, n->seq_pos = 0;
+	if (n->res) /* the forward's sequence: 0 .. L-1, again */
+		tern_residency_order(n->res, false);
 	enum tern_status st = ensure_layer(n, l);
 	const struct layer_w *w = &n->lw[l];
 	*info = (struct tern_net_layer_info){w->attn_norm, w->mlp_norm, w->q_norm,

@@ -36,15 +36,8 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "residency/residency.h" /* enum tern_tier, struct tern_residency_stats */
 #include "train/adapter.h"
-
-/* Where a layer's frozen weights live between uses (issue 5's residency tiers). */
-enum tern_tier {
-	TERN_TIER_DEVICE, /* its own device buffer, uploaded once */
-	TERN_TIER_HOST,   /* a host copy, uploaded into a device slot before each use */
-	TERN_TIER_DISK,   /* the mmapped pack file, read into a device slot before each use */
-	TERN_TIER_COUNT
-};
 
 struct tern_net;
 
@@ -100,20 +93,9 @@ struct tern_net_link {
 	enum tern_status (*recv_dev)(void *ctx, int peer, struct tern_view v, size_t bytes);
 };
 
-/* Streaming counters since the last reset: bytes uploaded from each tier, slot loads and hits,
- * and host seconds spent waiting for uploads. */
-struct tern_net_stream_stats {
-	uint64_t bytes[TERN_TIER_COUNT];
-	uint64_t loads, hits;
-	double wait_s; /* host seconds waiting for earlier copies (slot staging reuse) */
-	double read_s; /* host seconds reading disk-tier groups from the mapping (the disk reads) */
-	/* streamed sparse layers stream per expert (in bytes[] too): the experts copied in (those
-	 * that got tokens and were not in the layer's slot yet), their bytes, the experts that got
-	 * tokens and were there (hits), and the experts' bytes whole-layer streaming would have
-	 * copied (all experts of every load) */
-	uint64_t expert_loads, expert_hits, expert_bytes, expert_whole;
-};
-void tern_net_stream_stats(struct tern_net *n, struct tern_net_stream_stats *out, bool reset);
+/* The residency manager's streaming counters since the last reset (residency.h); reset: zeroes
+ * them. */
+void tern_net_stream_stats(struct tern_net *n, struct tern_residency_stats *out, bool reset);
 
 struct tern_net;
 

@@ -1427,7 +1427,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		}
 		uint64_t peak_host = tern_peak_rss();
 		double epoch = (double)state.epoch + (double)state.row / (double)rows;
-		struct tern_net_stream_stats ss;
+		struct tern_residency_stats ss;
 		tern_net_stream_stats(s.net, &ss, true);
 		bool log = state.step % log_every == 0 || state.step == K;
 		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
