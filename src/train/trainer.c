@@ -1076,6 +1076,76 @@ static enum tern_status save_checkpoint(struct session *s, struct tern_train_sta
 	return st;
 }
 
+/* The parameters (s->lora) and the state: resumed from a checkpoint (resume_from_checkpoint, whose
+ * schedule *K, *W it takes unless max_steps or num_epochs changed), loaded from lora_model_dir, or
+ * fresh. */
+static enum tern_status load_params(struct session *s, struct tern_train_state *state, int64_t *K, int64_t *W)
+{
+	const struct tern_config *c = s->cfg;
+	enum tern_status st;
+	char ckpt[4096] = "";
+	if (c->resume_from_checkpoint) {
+		if (!strcmp(c->resume_from_checkpoint, "auto")) {
+			if (!tern_checkpoint_latest(c->output_dir, ckpt, sizeof ckpt))
+				ckpt[0] = 0;
+		} else {
+			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
+			struct stat sb;
+			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+			if (e) {
+				return tern_fail(
+					TERN_E_INVALID,
+					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
+					"<output_dir>/checkpoint-N, or use auto)",
+					c->file, ckpt, strerror(e));
+			}
+		}
+	}
+	if (ckpt[0]) {
+		struct tern_train_state rs;
+		if ((st = tern_checkpoint_read(ckpt, s->lora, &rs)) != TERN_OK ||
+		    (st = tern_resume_check(ckpt, &rs, state)) != TERN_OK)
+			return st;
+		if (strcmp(rs.config_hash, state->config_hash))
+			tern_log(TERN_LOG_WARN,
+				 "%s was written with a different config; continuing with this one", ckpt);
+		if (rs.step > *K)
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s is at step %lld, past the %lld steps of this config's schedule; raise "
+				"max_steps or num_epochs to continue it",
+				ckpt, (long long)rs.step, (long long)*K);
+		if (rs.schedule_steps && *K != rs.schedule_steps) /* max_steps or num_epochs changed */
+			fprintf(s->out,
+				"the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
+				(long long)*K, (long long)rs.total_steps);
+		else /* the checkpoint's schedule, as max_time may have planned it */
+			*K = rs.total_steps, *W = rs.warmup_steps;
+		struct tern_train_state now = *state;
+		*state = rs;
+		state->total_steps = *K;
+		state->warmup_steps = *W;
+		state->schedule_steps = now.schedule_steps;
+		memcpy(state->config_hash, now.config_hash, sizeof state->config_hash);
+		state->data_rows = now.data_rows;
+		state->data_seq_len = now.data_seq_len;
+		memcpy(state->data_fingerprint, now.data_fingerprint, sizeof state->data_fingerprint);
+		state->n_data_files = now.n_data_files;
+		memcpy(state->data_files, now.data_files, sizeof state->data_files);
+		fprintf(s->out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state->step,
+			(long long)*K);
+	} else if (c->lora_model_dir) {
+		struct tern_adapter_meta am;
+		if ((st = tern_adapter_read(c->lora_model_dir, s->lora, &am)) != TERN_OK ||
+		    (st = check_meta(c, c->lora_model_dir, &am)) != TERN_OK)
+			return st;
+		fprintf(s->out, "starting from the adapter in %s\n", c->lora_model_dir);
+	} else {
+		lora_init(s->lora, (uint64_t)c->seed);
+	}
+	return TERN_OK;
+}
+
 /* ---- the training loop: one optimizer step, its log, its evaluation and saves ---- */
 
 /* What the steps of tern_train's loop share. tern_train sets it up and owns (frees) every pointer
@@ -1357,6 +1427,50 @@ static enum tern_status train_eval_save(struct train_loop *l)
 	return TERN_OK;
 }
 
+/* The end of a finished run: the evaluation after training (rank 0; a layer split: every stage),
+ * then on rank 0 the eval prompts, the last checkpoint and the adapter (res->adapter_dir). */
+static enum tern_status train_finish(struct train_loop *l, struct tern_train_result *res)
+{
+	struct session *s = l->s;
+	const struct tern_config *c = s->cfg;
+	struct tern_train_state *state = l->state;
+	FILE *out = l->out;
+	double el;
+	int64_t en;
+	enum tern_status st;
+	if (!l->main_rank && !s->split) /* rank 0 evaluates and writes the adapter */
+		return TERN_OK;
+	if (l->val->n_rows) {
+		if ((st = evaluate(s, l->val, &el, &en)) != TERN_OK || !l->main_rank)
+			return st;
+		res->eval_after = el;
+		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
+		if (!isnan(res->eval_before))
+			fprintf(out, " (before: %.4f, %.2f)", res->eval_before, exp(res->eval_before));
+		fprintf(out, "\n");
+		fprintf(l->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
+			(long long)state->step, el, (long long)en);
+		if (l->tb && (st = tern_tb_eval(l->tb, state->step, el)) != TERN_OK)
+			return st;
+	}
+	if (!l->main_rank) /* a layer split's other stages: the evaluation above only */
+		return TERN_OK;
+	if ((st = tern_eval_prompts_run(l->ep, state->step, out)) != TERN_OK)
+		return st;
+	if (l->save_every && state->step % l->save_every == 0 && (st = save_checkpoint(s, state)) != TERN_OK)
+		return st;
+	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
+	struct tern_adapter_meta fm = s->meta; /* lora_expert_layout: the final adapter only */
+	fm.per_expert = c->lora_expert_layout == 1;
+	fm.model_type = s->mc.model_type;
+	if ((st = tern_net_lora_download(s->net, s->lora)) ||
+	    (st = tern_adapter_write(res->adapter_dir, s->lora, &fm)))
+		return st;
+	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state->step,
+		state->elapsed);
+	return TERN_OK;
+}
+
 enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets,
 			    const struct tern_train_opts *opts, FILE *out, struct tern_train_result *res)
 {
@@ -1431,68 +1545,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed, .schedule_steps = K};
 	snprintf(state.config_hash, sizeof state.config_hash, "%016llx", (unsigned long long)config_hash(c));
 	tern_state_set_data(&state, &s.data->train, c);
-	char ckpt[4096] = "";
-	if (c->resume_from_checkpoint) {
-		if (!strcmp(c->resume_from_checkpoint, "auto")) {
-			if (!tern_checkpoint_latest(c->output_dir, ckpt, sizeof ckpt))
-				ckpt[0] = 0;
-		} else {
-			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
-			struct stat sb;
-			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
-			if (e) {
-				st = tern_fail(
-					TERN_E_INVALID,
-					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
-					"<output_dir>/checkpoint-N, or use auto)",
-					c->file, ckpt, strerror(e));
-				goto out;
-			}
-		}
-	}
-	if (ckpt[0]) {
-		struct tern_train_state rs;
-		if ((st = tern_checkpoint_read(ckpt, s.lora, &rs)) != TERN_OK ||
-		    (st = tern_resume_check(ckpt, &rs, &state)) != TERN_OK)
-			goto out;
-		if (strcmp(rs.config_hash, state.config_hash))
-			tern_log(TERN_LOG_WARN,
-				 "%s was written with a different config; continuing with this one", ckpt);
-		if (rs.step > K) {
-			st = tern_fail(
-				TERN_E_INVALID,
-				"%s is at step %lld, past the %lld steps of this config's schedule; raise "
-				"max_steps or num_epochs to continue it",
-				ckpt, (long long)rs.step, (long long)K);
-			goto out;
-		}
-		if (rs.schedule_steps && K != rs.schedule_steps) /* max_steps or num_epochs changed */
-			fprintf(out, "the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
-				(long long)K, (long long)rs.total_steps);
-		else /* the checkpoint's schedule, as max_time may have planned it */
-			K = rs.total_steps, W = rs.warmup_steps;
-		struct tern_train_state now = state;
-		state = rs;
-		state.total_steps = K;
-		state.warmup_steps = W;
-		state.schedule_steps = now.schedule_steps;
-		memcpy(state.config_hash, now.config_hash, sizeof state.config_hash);
-		state.data_rows = now.data_rows;
-		state.data_seq_len = now.data_seq_len;
-		memcpy(state.data_fingerprint, now.data_fingerprint, sizeof state.data_fingerprint);
-		state.n_data_files = now.n_data_files;
-		memcpy(state.data_files, now.data_files, sizeof state.data_files);
-		fprintf(out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state.step,
-			(long long)K);
-	} else if (c->lora_model_dir) {
-		struct tern_adapter_meta am;
-		if ((st = tern_adapter_read(c->lora_model_dir, s.lora, &am)) != TERN_OK ||
-		    (st = check_meta(c, c->lora_model_dir, &am)) != TERN_OK)
-			goto out;
-		fprintf(out, "starting from the adapter in %s\n", c->lora_model_dir);
-	} else {
-		lora_init(s.lora, (uint64_t)c->seed);
-	}
+	if ((st = load_params(&s, &state, &K, &W)) != TERN_OK)
+		goto out;
 	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)))
 		goto out;
 	/* rank 0 builds the pack file; the others reuse it once it is there */
@@ -1646,36 +1700,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			       (long long)state.step, c->output_dir);
 		goto out;
 	}
-	if (!main_rank && !s.split) /* rank 0 evaluates and writes the adapter */
-		goto out;
-	if (val->n_rows) {
-		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK || !main_rank)
-			goto out;
-		res->eval_after = el;
-		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
-		if (!isnan(res->eval_before))
-			fprintf(out, " (before: %.4f, %.2f)", res->eval_before, exp(res->eval_before));
-		fprintf(out, "\n");
-		fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
-			(long long)state.step, el, (long long)en);
-		if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
-			goto out;
-	}
-	if (!main_rank) /* a layer split's other stages: the evaluation above only */
-		goto out;
-	if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
-		goto out;
-	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
-		goto out;
-	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
-	struct tern_adapter_meta fm = s.meta; /* lora_expert_layout: the final adapter only */
-	fm.per_expert = c->lora_expert_layout == 1;
-	fm.model_type = s.mc.model_type;
-	if ((st = tern_net_lora_download(s.net, s.lora)) ||
-	    (st = tern_adapter_write(res->adapter_dir, s.lora, &fm)))
-		goto out;
-	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
-		state.elapsed);
+	st = train_finish(&l, res);
 out:
 	if (metrics) {
 		fclose(metrics);
