@@ -1076,6 +1076,401 @@ static enum tern_status save_checkpoint(struct session *s, struct tern_train_sta
 	return st;
 }
 
+/* The parameters (s->lora) and the state: resumed from a checkpoint (resume_from_checkpoint, whose
+ * schedule *K, *W it takes unless max_steps or num_epochs changed), loaded from lora_model_dir, or
+ * fresh. */
+static enum tern_status load_params(struct session *s, struct tern_train_state *state, int64_t *K, int64_t *W)
+{
+	const struct tern_config *c = s->cfg;
+	enum tern_status st;
+	char ckpt[4096] = "";
+	if (c->resume_from_checkpoint) {
+		if (!strcmp(c->resume_from_checkpoint, "auto")) {
+			if (!tern_checkpoint_latest(c->output_dir, ckpt, sizeof ckpt))
+				ckpt[0] = 0;
+		} else {
+			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
+			struct stat sb;
+			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+			if (e) {
+				return tern_fail(
+					TERN_E_INVALID,
+					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
+					"<output_dir>/checkpoint-N, or use auto)",
+					c->file, ckpt, strerror(e));
+			}
+		}
+	}
+	if (ckpt[0]) {
+		struct tern_train_state rs;
+		if ((st = tern_checkpoint_read(ckpt, s->lora, &rs)) != TERN_OK ||
+		    (st = tern_resume_check(ckpt, &rs, state)) != TERN_OK)
+			return st;
+		if (strcmp(rs.config_hash, state->config_hash))
+			tern_log(TERN_LOG_WARN,
+				 "%s was written with a different config; continuing with this one", ckpt);
+		if (rs.step > *K)
+			return tern_fail(
+				TERN_E_INVALID,
+				"%s is at step %lld, past the %lld steps of this config's schedule; raise "
+				"max_steps or num_epochs to continue it",
+				ckpt, (long long)rs.step, (long long)*K);
+		if (rs.schedule_steps && *K != rs.schedule_steps) /* max_steps or num_epochs changed */
+			fprintf(s->out,
+				"the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
+				(long long)*K, (long long)rs.total_steps);
+		else /* the checkpoint's schedule, as max_time may have planned it */
+			*K = rs.total_steps, *W = rs.warmup_steps;
+		struct tern_train_state now = *state;
+		*state = rs;
+		state->total_steps = *K;
+		state->warmup_steps = *W;
+		state->schedule_steps = now.schedule_steps;
+		memcpy(state->config_hash, now.config_hash, sizeof state->config_hash);
+		state->data_rows = now.data_rows;
+		state->data_seq_len = now.data_seq_len;
+		memcpy(state->data_fingerprint, now.data_fingerprint, sizeof state->data_fingerprint);
+		state->n_data_files = now.n_data_files;
+		memcpy(state->data_files, now.data_files, sizeof state->data_files);
+		fprintf(s->out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state->step,
+			(long long)*K);
+	} else if (c->lora_model_dir) {
+		struct tern_adapter_meta am;
+		if ((st = tern_adapter_read(c->lora_model_dir, s->lora, &am)) != TERN_OK ||
+		    (st = check_meta(c, c->lora_model_dir, &am)) != TERN_OK)
+			return st;
+		fprintf(s->out, "starting from the adapter in %s\n", c->lora_model_dir);
+	} else {
+		lora_init(s->lora, (uint64_t)c->seed);
+	}
+	return TERN_OK;
+}
+
+/* ---- the training loop: one optimizer step, its log, its evaluation and saves ---- */
+
+/* What the steps of tern_train's loop share. tern_train sets it up and owns (frees) every pointer
+ * in it; train_step, train_budget, train_log and train_eval_save read it and move it on. */
+struct train_loop {
+	struct session *s;
+	struct tern_train_state *state; /* the step, data position, tokens, elapsed time */
+	FILE *out, *metrics;            /* metrics: /dev/null on the ranks other than 0 */
+	struct tern_tfevents *tb;       /* use_tensorboard, rank 0 */
+	struct tern_eval_prompts *ep;   /* eval_prompts, rank 0 */
+	bool *committed;                /* metrics.jsonl and config.yaml replace the previous run's */
+	struct tern_dist_nccl *nccl;
+	float *gsum;    /* several ranks: the gradients, the loss, tokens and stop, summed */
+	int64_t *order; /* [rows] the epoch's order */
+	const struct tern_rows *val;
+	int rank, ranks;
+	int drank; /* the rank's place in the data window (0 in a layer split: one window) */
+	int stop;  /* several ranks: whether any rank was asked to stop (summed with the gradients) */
+	bool main_rank, tty, compiling;
+	bool planned;           /* max_time has planned the schedule (or there is none) */
+	int64_t rows, per_step; /* the training rows; a step's window of rows */
+	int64_t K, W;           /* the schedule's steps and warm-up (max_time may shorten it) */
+	int64_t eval_every, save_every, log_every;
+	int64_t first_step;   /* the step this run (or its resume) started at */
+	int64_t input_tokens; /* real tokens fed since this run (or its resume) started */
+	double t0, elapsed0, warm0, tok_window;
+	struct tern_step_clock clock;
+	uint64_t peak_dev;
+};
+
+/* a finished optimizer step, for its log */
+struct train_step_out {
+	double loss, gnorm, lr;
+	double step_s, now; /* the step's wall time; when it ended */
+	struct tern_profile prof;
+};
+
+/* One optimizer step k = state->step: the window's micro-batches, the sum over the ranks, the
+ * norm, clipping and AdamW; the state then moves on by the step. */
+static enum tern_status train_step(struct train_loop *l, struct train_step_out *o)
+{
+	struct session *s = l->s;
+	const struct tern_config *c = s->cfg;
+	struct tern_train_state *state = l->state;
+	enum tern_status st = TERN_OK;
+	memset(&o->prof, 0, sizeof o->prof);
+	/* the step's profile starts here: what ran since the last step (eval, a checkpoint's
+	 * downloads) is not the step's */
+	if (s->profile && (st = tern_backend_profile_read(s->be, &o->prof, true)) != TERN_OK)
+		return st;
+	double ts = tern_now();
+	int64_t k = state->step;
+	if (state->row >= l->rows) {
+		state->epoch++;
+		state->row = 0;
+		epoch_order(l->order, l->rows, state->seed, state->epoch);
+	}
+	int64_t n_rows = l->rows - state->row < l->per_step ? l->rows - state->row : l->per_step;
+	const int64_t *idx = l->order + state->row;
+	int64_t N = count_trained(&s->data->train, idx, n_rows);
+	if ((st = tern_net_zero(s->net)) != TERN_OK)
+		return st;
+	int64_t real = 0; /* the step's real (non-pad) tokens */
+	for (int64_t j = 0; j < s->accum && st == TERN_OK; j++) {
+		/* this rank's j-th micro-batch is the window's (rank · accum + j)-th */
+		int64_t mi = l->drank * s->accum + j, a = mi * s->mb, m = n_rows - a;
+		m = m < 0 ? 0 : m > s->mb ? s->mb : m;
+		stage(s, &s->data->train, m > 0 ? idx + a : idx, m);
+		real += s->real;
+		if ((st = tern_net_tokens(s->net, s->Tb)) == TERN_OK)
+			st = tern_net_micro(s->net, s->tok_b, s->tgt_b, s->pos_b, s->seg_b,
+					    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k, (uint32_t)mi);
+	}
+	/* the sum over the ranks, before the norm and clipping; with it the real tokens and
+	 * whether any rank was asked to stop (all stop after the same step) */
+	if (s->split && l->rank > 0) /* every stage saw the same tokens: count them once */
+		real = 0;
+	if (st == TERN_OK && l->ranks > 1 &&
+	    (st = sum_over_ranks(s, l->nccl, l->gsum, &real, &l->stop)) != TERN_OK)
+		return st;
+	if (st || (st = tern_net_loss(s->net, &o->loss)) ||
+	    (st = tern_net_clip(s->net, (float)c->max_grad_norm, &o->gnorm)))
+		return st;
+	o->lr = c->learning_rate * tern_lr_lambda(c->lr_scheduler, k, l->W, l->K, c->cosine_min_lr_ratio);
+	struct tern_adamw_args aa = {o->lr,           c->adam_beta1,   c->adam_beta2,
+				     c->adam_epsilon, c->weight_decay, k + 1};
+	if ((st = tern_net_adamw(s->net, &aa)) != TERN_OK)
+		return st;
+	if (!isfinite(o->loss))
+		return tern_fail(
+			TERN_E_INVALID,
+			"step %lld: the loss is %g (diverged); lower learning_rate (now %g) or check the data",
+			(long long)(k + 1), o->loss, c->learning_rate);
+	/* waits for the step's ops, so the wall time below covers their device time */
+	if (s->profile && (st = tern_backend_profile_read(s->be, &o->prof, true)) != TERN_OK)
+		return st;
+	state->step++;
+	state->row += n_rows;
+	state->tokens += N;
+	state->last_loss = o->loss;
+	o->now = tern_now();
+	o->step_s = o->now - ts;
+	l->tok_window += (double)real; /* tokens/s counts real tokens only, never padding */
+	l->input_tokens += real;
+	state->elapsed = l->elapsed0 + (o->now - l->t0);
+	return TERN_OK;
+}
+
+/* The step clock and max_time after a step: the warm-up line, the schedule planned from the
+ * first measured steps, the end when the time is up; several ranks follow rank 0's clock. */
+static enum tern_status train_budget(struct train_loop *l, const struct train_step_out *o)
+{
+	const struct tern_config *c = l->s->cfg;
+	struct tern_train_state *state = l->state;
+	enum tern_status st;
+	tern_step_clock_add(&l->clock, o->step_s);
+	if (l->compiling && state->step - l->first_step == 1)
+		fprintf(l->out,
+			"compiling shaders: warm-up %.1f s (left out of the max_time step estimate)\n",
+			o->now - l->warm0);
+	/* time budget: plan the schedule from the first measured steps after the warm-up */
+	double per = tern_step_clock_per_step(&l->clock, 3);
+	if (!l->planned && per > 0) {
+		int64_t fit = tern_time_fit((double)c->max_time, state->elapsed, state->step, per);
+		l->planned = true;
+		if (fit < l->K) {
+			fprintf(l->out, "max_time %llds: %.2f s/step, planning %lld steps instead of %lld\n",
+				(long long)c->max_time, per,
+				(long long)(fit > state->step ? fit : state->step), (long long)l->K);
+			l->K = fit > state->step ? fit : state->step;
+			if (c->warmup_steps <= 0)
+				l->W = (int64_t)ceil(c->warmup_ratio * (double)l->K);
+			state->total_steps = l->K;
+			state->warmup_steps = l->W;
+		}
+	}
+	if (c->max_time > 0 && state->elapsed >= (double)c->max_time && state->step < l->K) {
+		fprintf(l->out, "\nmax_time reached after %lld steps\n", (long long)state->step);
+		l->K = state->step;
+	}
+	if (c->max_time > 0 && l->ranks > 1) { /* rank 0's clock decides for all */
+		int64_t kw[2] = {l->K, l->W};
+		if ((st = tern_dist_bcast(kw, sizeof kw, 0)) != TERN_OK)
+			return st;
+		l->K = kw[0], l->W = kw[1];
+		state->total_steps = l->K;
+		state->warmup_steps = l->W;
+	}
+	return TERN_OK;
+}
+
+/* A finished step's log: the profile line, the progress line (every logging_steps, or on a
+ * terminal every step), the outputs' commit, the metrics.jsonl row and TensorBoard's scalars. */
+static enum tern_status train_log(struct train_loop *l, const struct train_step_out *o)
+{
+	struct session *s = l->s;
+	const struct tern_config *c = s->cfg;
+	const struct tern_train_state *state = l->state;
+	FILE *out = l->out, *metrics = l->metrics;
+	bool tty = l->tty;
+	enum tern_status st;
+	{
+		uint64_t budget = 0, usage = 0;
+		if (s->be->vt->memory_info && s->be->vt->memory_info(s->be, &budget, &usage) == TERN_OK &&
+		    usage > l->peak_dev)
+			l->peak_dev = usage;
+	}
+	uint64_t peak_dev = l->peak_dev, peak_host = tern_peak_rss();
+	double epoch = (double)state->epoch + (double)state->row / (double)l->rows;
+	struct tern_residency_stats ss;
+	tern_net_stream_stats(s->net, &ss, true);
+	bool log = state->step % l->log_every == 0 || state->step == l->K;
+	double done = (double)(state->step - l->first_step), tps = l->tok_window / (o->now - l->t0);
+	/* the ETA from the steps after the warm-up once there are any */
+	double per1 = tern_step_clock_per_step(&l->clock, 1);
+	double eta = per1 > 0   ? per1 * (double)(l->K - state->step)
+		     : done > 0 ? (o->now - l->t0) / done * (double)(l->K - state->step)
+				: 0;
+	if (s->profile)
+		profile_print(out, state->step, &o->prof, o->step_s, tty);
+	if (log || tty) {
+		char e1[32], e2[32], mem[32], pd[32], ph[32];
+		uint64_t wb, lb, ab;
+		tern_net_memory(s->net, &wb, &lb, &ab);
+		fmt_time(e1, sizeof e1, state->elapsed);
+		fmt_time(e2, sizeof e2, eta);
+		fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
+		fmt_bytes(pd, sizeof pd, (double)peak_dev);
+		fmt_bytes(ph, sizeof ph, (double)peak_host);
+		char strm[160] = "";
+		if (ss.loads) {
+			char b[32], xb[32], xw[32];
+			fmt_bytes(b, sizeof b, (double)(ss.bytes[TERN_TIER_HOST] + ss.bytes[TERN_TIER_DISK]));
+			int w0 = snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b, ss.wait_s);
+			if (ss.expert_whole) {
+				fmt_bytes(xb, sizeof xb, (double)ss.expert_bytes);
+				fmt_bytes(xw, sizeof xw, (double)ss.expert_whole);
+				snprintf(strm + w0, sizeof strm - (size_t)w0,
+					 ", experts %s of %s (%llu in, %llu hits)", xb, xw,
+					 (unsigned long long)ss.expert_loads,
+					 (unsigned long long)ss.expert_hits);
+			}
+		}
+		fprintf(out,
+			"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  epoch %.2f  %.0f tok/s  %s<%s  "
+			"mem %s (peak device %s, host %s)%s%s",
+			tty ? "\r" : "", (long long)state->step, (long long)l->K, o->loss, o->lr, o->gnorm,
+			epoch, tps, e1, e2, mem, pd, ph, strm, tty ? "\033[K" : "\n");
+		fflush(out);
+	}
+	if ((st = commit_outputs(c, metrics, l->committed)) != TERN_OK)
+		return st;
+	if (log || s->profile) { /* with the profile, every step's figures */
+		fprintf(metrics,
+			"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+			"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
+			"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
+			"\"stream_read_s\": %.4f, \"stream_expert_bytes\": %llu, "
+			"\"stream_expert_whole_bytes\": %llu, \"stream_expert_loads\": %llu, "
+			"\"stream_expert_hits\": %llu, \"input_tokens\": %lld, \"peak_device_bytes\": %llu, "
+			"\"peak_host_bytes\": %llu",
+			(long long)state->step, epoch, o->loss, o->lr, o->gnorm, (long long)state->tokens,
+			tps, o->step_s, state->elapsed, (unsigned long long)ss.bytes[TERN_TIER_HOST],
+			(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
+			(unsigned long long)ss.expert_bytes, (unsigned long long)ss.expert_whole,
+			(unsigned long long)ss.expert_loads, (unsigned long long)ss.expert_hits,
+			(long long)l->input_tokens, (unsigned long long)peak_dev,
+			(unsigned long long)peak_host);
+		if (s->profile)
+			profile_fields(metrics, &o->prof, o->step_s);
+		fprintf(metrics, "}\n");
+		fflush(metrics);
+		struct tern_step_log sl = {state->step, epoch, o->loss,  o->lr,
+					   o->gnorm,    tps,   peak_dev, peak_host};
+		if (l->tb && (st = tern_tb_step(l->tb, &sl)) != TERN_OK)
+			return st;
+	}
+	return TERN_OK;
+}
+
+/* After a step: the periodic evaluation (rank 0 alone; a layer split: every stage) and eval
+ * prompts every eval_every steps, and a checkpoint every save_every steps or when asked to stop. */
+static enum tern_status train_eval_save(struct train_loop *l)
+{
+	struct session *s = l->s;
+	struct tern_train_state *state = l->state;
+	FILE *out = l->out;
+	bool tty = l->tty;
+	enum tern_status st;
+	if (l->eval_every && l->val->n_rows && state->step % l->eval_every == 0 && state->step < l->K &&
+	    (l->main_rank || s->split)) {
+		double el;
+		int64_t en;
+		if ((st = evaluate(s, l->val, &el, &en)) != TERN_OK)
+			return st;
+		fprintf(out, "%seval step %lld: loss %.4f, perplexity %.2f\n", tty ? "\n" : "",
+			(long long)state->step, el, exp(el));
+		fprintf(l->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
+			(long long)state->step, el, (long long)en);
+		fflush(l->metrics);
+		if (l->tb && (st = tern_tb_eval(l->tb, state->step, el)) != TERN_OK)
+			return st;
+	}
+	if (l->ep && l->eval_every && state->step % l->eval_every == 0 && state->step < l->K) {
+		fprintf(out, "%s", tty ? "\n" : "");
+		if ((st = tern_eval_prompts_run(l->ep, state->step, out)) != TERN_OK)
+			return st;
+	}
+	int stopping = l->ranks > 1 ? l->stop : g_stop;
+	if (((l->save_every && state->step % l->save_every == 0 && state->step < l->K) || stopping) &&
+	    l->main_rank) {
+		if ((st = save_checkpoint(s, state)) != TERN_OK)
+			return st;
+		if (stopping)
+			fprintf(out,
+				"%sinterrupted: checkpoint-%lld written; resume_from_checkpoint: auto continues\n",
+				tty ? "\n" : "", (long long)state->step);
+	}
+	return TERN_OK;
+}
+
+/* The end of a finished run: the evaluation after training (rank 0; a layer split: every stage),
+ * then on rank 0 the eval prompts, the last checkpoint and the adapter (res->adapter_dir). */
+static enum tern_status train_finish(struct train_loop *l, struct tern_train_result *res)
+{
+	struct session *s = l->s;
+	const struct tern_config *c = s->cfg;
+	struct tern_train_state *state = l->state;
+	FILE *out = l->out;
+	double el;
+	int64_t en;
+	enum tern_status st;
+	if (!l->main_rank && !s->split) /* rank 0 evaluates and writes the adapter */
+		return TERN_OK;
+	if (l->val->n_rows) {
+		if ((st = evaluate(s, l->val, &el, &en)) != TERN_OK || !l->main_rank)
+			return st;
+		res->eval_after = el;
+		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
+		if (!isnan(res->eval_before))
+			fprintf(out, " (before: %.4f, %.2f)", res->eval_before, exp(res->eval_before));
+		fprintf(out, "\n");
+		fprintf(l->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
+			(long long)state->step, el, (long long)en);
+		if (l->tb && (st = tern_tb_eval(l->tb, state->step, el)) != TERN_OK)
+			return st;
+	}
+	if (!l->main_rank) /* a layer split's other stages: the evaluation above only */
+		return TERN_OK;
+	if ((st = tern_eval_prompts_run(l->ep, state->step, out)) != TERN_OK)
+		return st;
+	if (l->save_every && state->step % l->save_every == 0 && (st = save_checkpoint(s, state)) != TERN_OK)
+		return st;
+	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
+	struct tern_adapter_meta fm = s->meta; /* lora_expert_layout: the final adapter only */
+	fm.per_expert = c->lora_expert_layout == 1;
+	fm.model_type = s->mc.model_type;
+	if ((st = tern_net_lora_download(s->net, s->lora)) ||
+	    (st = tern_adapter_write(res->adapter_dir, s->lora, &fm)))
+		return st;
+	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state->step,
+		state->elapsed);
+	return TERN_OK;
+}
+
 enum tern_status tern_train(const char *config_path, const char *const *sets, int n_sets,
 			    const struct tern_train_opts *opts, FILE *out, struct tern_train_result *res)
 {
@@ -1150,68 +1545,8 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		.total_steps = K, .warmup_steps = W, .seed = (uint64_t)c->seed, .schedule_steps = K};
 	snprintf(state.config_hash, sizeof state.config_hash, "%016llx", (unsigned long long)config_hash(c));
 	tern_state_set_data(&state, &s.data->train, c);
-	char ckpt[4096] = "";
-	if (c->resume_from_checkpoint) {
-		if (!strcmp(c->resume_from_checkpoint, "auto")) {
-			if (!tern_checkpoint_latest(c->output_dir, ckpt, sizeof ckpt))
-				ckpt[0] = 0;
-		} else {
-			snprintf(ckpt, sizeof ckpt, "%s", c->resume_from_checkpoint);
-			struct stat sb;
-			int e = stat(ckpt, &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
-			if (e) {
-				st = tern_fail(
-					TERN_E_INVALID,
-					"%s: resume_from_checkpoint: %s: %s (name a checkpoint directory, "
-					"<output_dir>/checkpoint-N, or use auto)",
-					c->file, ckpt, strerror(e));
-				goto out;
-			}
-		}
-	}
-	if (ckpt[0]) {
-		struct tern_train_state rs;
-		if ((st = tern_checkpoint_read(ckpt, s.lora, &rs)) != TERN_OK ||
-		    (st = tern_resume_check(ckpt, &rs, &state)) != TERN_OK)
-			goto out;
-		if (strcmp(rs.config_hash, state.config_hash))
-			tern_log(TERN_LOG_WARN,
-				 "%s was written with a different config; continuing with this one", ckpt);
-		if (rs.step > K) {
-			st = tern_fail(
-				TERN_E_INVALID,
-				"%s is at step %lld, past the %lld steps of this config's schedule; raise "
-				"max_steps or num_epochs to continue it",
-				ckpt, (long long)rs.step, (long long)K);
-			goto out;
-		}
-		if (rs.schedule_steps && K != rs.schedule_steps) /* max_steps or num_epochs changed */
-			fprintf(out, "the schedule now ends at step %lld (the checkpoint's ended at %lld)\n",
-				(long long)K, (long long)rs.total_steps);
-		else /* the checkpoint's schedule, as max_time may have planned it */
-			K = rs.total_steps, W = rs.warmup_steps;
-		struct tern_train_state now = state;
-		state = rs;
-		state.total_steps = K;
-		state.warmup_steps = W;
-		state.schedule_steps = now.schedule_steps;
-		memcpy(state.config_hash, now.config_hash, sizeof state.config_hash);
-		state.data_rows = now.data_rows;
-		state.data_seq_len = now.data_seq_len;
-		memcpy(state.data_fingerprint, now.data_fingerprint, sizeof state.data_fingerprint);
-		state.n_data_files = now.n_data_files;
-		memcpy(state.data_files, now.data_files, sizeof state.data_files);
-		fprintf(out, "resuming from %s at step %lld of %lld\n", ckpt, (long long)state.step,
-			(long long)K);
-	} else if (c->lora_model_dir) {
-		struct tern_adapter_meta am;
-		if ((st = tern_adapter_read(c->lora_model_dir, s.lora, &am)) != TERN_OK ||
-		    (st = check_meta(c, c->lora_model_dir, &am)) != TERN_OK)
-			goto out;
-		fprintf(out, "starting from the adapter in %s\n", c->lora_model_dir);
-	} else {
-		lora_init(s.lora, (uint64_t)c->seed);
-	}
+	if ((st = load_params(&s, &state, &K, &W)) != TERN_OK)
+		goto out;
 	if ((st = open_backend(&s)) || (st = profile_start(&s, opts)))
 		goto out;
 	/* rank 0 builds the pack file; the others reuse it once it is there */
@@ -1310,220 +1645,43 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
 
-	double t0 = tern_now(), elapsed0 = state.elapsed, step_t = 0, tok_window = 0;
-	int64_t input_tokens = 0; /* real tokens fed since this run (or its resume) started */
-	int64_t first_step = state.step;
-	bool planned = c->max_time <= 0;
-	struct tern_step_clock clock = {.skip = 1}; /* the first step compiles: not step time */
-	uint64_t peak_dev = 0;
-	while (state.step < K && !(ranks > 1 ? stop : g_stop)) {
-		struct tern_profile prof;
-		memset(&prof, 0, sizeof prof);
-		/* the step's profile starts here: what ran since the last step (eval, a checkpoint's
-		 * downloads) is not the step's */
-		if (s.profile && (st = tern_backend_profile_read(s.be, &prof, true)) != TERN_OK)
+	struct train_loop l = {
+		.s = &s,
+		.state = &state,
+		.out = out,
+		.metrics = metrics,
+		.tb = tb,
+		.ep = ep,
+		.committed = &committed,
+		.nccl = nccl,
+		.gsum = gsum,
+		.order = order,
+		.val = val,
+		.rank = rank,
+		.ranks = ranks,
+		.drank = drank,
+		.main_rank = main_rank,
+		.tty = tty,
+		.compiling = compiling,
+		.planned = c->max_time <= 0,
+		.rows = rows,
+		.per_step = per_step,
+		.K = K,
+		.W = W,
+		.eval_every = eval_every,
+		.save_every = save_every,
+		.log_every = log_every,
+		.first_step = state.step,
+		.t0 = tern_now(),
+		.elapsed0 = state.elapsed,
+		.warm0 = warm0,
+		.clock = {.skip = 1}, /* the first step compiles: not step time */
+	};
+	struct train_step_out so;
+	while (state.step < l.K && !(ranks > 1 ? l.stop : g_stop)) {
+		if ((st = train_step(&l, &so)) || (st = train_budget(&l, &so)) || (st = train_log(&l, &so)) ||
+		    (st = train_eval_save(&l)))
 			break;
-		double ts = tern_now();
-		int64_t k = state.step;
-		if (state.row >= rows) {
-			state.epoch++;
-			state.row = 0;
-			epoch_order(order, rows, state.seed, state.epoch);
-		}
-		int64_t n_rows = rows - state.row < per_step ? rows - state.row : per_step;
-		const int64_t *idx = order + state.row;
-		int64_t N = count_trained(&s.data->train, idx, n_rows);
-		if ((st = tern_net_zero(s.net)) != TERN_OK)
-			break;
-		int64_t real = 0; /* the step's real (non-pad) tokens */
-		for (int64_t j = 0; j < s.accum && st == TERN_OK; j++) {
-			/* this rank's j-th micro-batch is the window's (rank · accum + j)-th */
-			int64_t mi = drank * s.accum + j, a = mi * s.mb, m = n_rows - a;
-			m = m < 0 ? 0 : m > s.mb ? s.mb : m;
-			stage(&s, &s.data->train, m > 0 ? idx + a : idx, m);
-			real += s.real;
-			if ((st = tern_net_tokens(s.net, s.Tb)) == TERN_OK)
-				st = tern_net_micro(s.net, s.tok_b, s.tgt_b, s.pos_b, s.seg_b,
-						    N ? 1.0f / (float)N : 0.0f, true, (uint64_t)k,
-						    (uint32_t)mi);
-		}
-		/* the sum over the ranks, before the norm and clipping; with it the real tokens and
-		 * whether any rank was asked to stop (all stop after the same step) */
-		if (s.split && rank > 0) /* every stage saw the same tokens: count them once */
-			real = 0;
-		if (st == TERN_OK && ranks > 1 &&
-		    (st = sum_over_ranks(&s, nccl, gsum, &real, &stop)) != TERN_OK)
-			break;
-		double loss, gnorm;
-		if (st || (st = tern_net_loss(s.net, &loss)) ||
-		    (st = tern_net_clip(s.net, (float)c->max_grad_norm, &gnorm)))
-			break;
-		double lr =
-			c->learning_rate * tern_lr_lambda(c->lr_scheduler, k, W, K, c->cosine_min_lr_ratio);
-		struct tern_adamw_args aa = {
-			lr, c->adam_beta1, c->adam_beta2, c->adam_epsilon, c->weight_decay, k + 1};
-		if ((st = tern_net_adamw(s.net, &aa)) != TERN_OK)
-			break;
-		if (!isfinite(loss)) {
-			st = tern_fail(
-				TERN_E_INVALID,
-				"step %lld: the loss is %g (diverged); lower learning_rate (now %g) or check the data",
-				(long long)(k + 1), loss, c->learning_rate);
-			break;
-		}
-		/* waits for the step's ops, so the wall time below covers their device time */
-		if (s.profile && (st = tern_backend_profile_read(s.be, &prof, true)) != TERN_OK)
-			break;
-		state.step++;
-		state.row += n_rows;
-		state.tokens += N;
-		state.last_loss = loss;
-		double now = tern_now();
-		step_t = now - ts;
-		tok_window += (double)real; /* tokens/s counts real tokens only, never padding */
-		input_tokens += real;
-		state.elapsed = elapsed0 + (now - t0);
-
-		tern_step_clock_add(&clock, step_t);
-		if (compiling && state.step - first_step == 1)
-			fprintf(out,
-				"compiling shaders: warm-up %.1f s (left out of the max_time step estimate)\n",
-				now - warm0);
-		/* time budget: plan the schedule from the first measured steps after the warm-up */
-		double per = tern_step_clock_per_step(&clock, 3);
-		if (!planned && per > 0) {
-			int64_t fit = tern_time_fit((double)c->max_time, state.elapsed, state.step, per);
-			planned = true;
-			if (fit < K) {
-				fprintf(out,
-					"max_time %llds: %.2f s/step, planning %lld steps instead of %lld\n",
-					(long long)c->max_time, per,
-					(long long)(fit > state.step ? fit : state.step), (long long)K);
-				K = fit > state.step ? fit : state.step;
-				if (c->warmup_steps <= 0)
-					W = (int64_t)ceil(c->warmup_ratio * (double)K);
-				state.total_steps = K;
-				state.warmup_steps = W;
-			}
-		}
-		if (c->max_time > 0 && state.elapsed >= (double)c->max_time && state.step < K) {
-			fprintf(out, "\nmax_time reached after %lld steps\n", (long long)state.step);
-			K = state.step;
-		}
-		if (c->max_time > 0 && ranks > 1) { /* rank 0's clock decides for all */
-			int64_t kw[2] = {K, W};
-			if ((st = tern_dist_bcast(kw, sizeof kw, 0)) != TERN_OK)
-				break;
-			K = kw[0], W = kw[1];
-			state.total_steps = K;
-			state.warmup_steps = W;
-		}
-
-		{
-			uint64_t budget = 0, usage = 0;
-			if (s.be->vt->memory_info &&
-			    s.be->vt->memory_info(s.be, &budget, &usage) == TERN_OK && usage > peak_dev)
-				peak_dev = usage;
-		}
-		uint64_t peak_host = tern_peak_rss();
-		double epoch = (double)state.epoch + (double)state.row / (double)rows;
-		struct tern_residency_stats ss;
-		tern_net_stream_stats(s.net, &ss, true);
-		bool log = state.step % log_every == 0 || state.step == K;
-		double done = (double)(state.step - first_step), tps = tok_window / (now - t0);
-		/* the ETA from the steps after the warm-up once there are any */
-		double per1 = tern_step_clock_per_step(&clock, 1);
-		double eta = per1 > 0   ? per1 * (double)(K - state.step)
-			     : done > 0 ? (now - t0) / done * (double)(K - state.step)
-					: 0;
-		if (s.profile)
-			profile_print(out, state.step, &prof, step_t, tty);
-		if (log || tty) {
-			char e1[32], e2[32], mem[32], pd[32], ph[32];
-			uint64_t wb, lb, ab;
-			tern_net_memory(s.net, &wb, &lb, &ab);
-			fmt_time(e1, sizeof e1, state.elapsed);
-			fmt_time(e2, sizeof e2, eta);
-			fmt_bytes(mem, sizeof mem, (double)(wb + lb + ab));
-			fmt_bytes(pd, sizeof pd, (double)peak_dev);
-			fmt_bytes(ph, sizeof ph, (double)peak_host);
-			char strm[160] = "";
-			if (ss.loads) {
-				char b[32], xb[32], xw[32];
-				fmt_bytes(b, sizeof b,
-					  (double)(ss.bytes[TERN_TIER_HOST] + ss.bytes[TERN_TIER_DISK]));
-				int w0 = snprintf(strm, sizeof strm, "  streamed %s (wait %.2f s)", b,
-						  ss.wait_s);
-				if (ss.expert_whole) {
-					fmt_bytes(xb, sizeof xb, (double)ss.expert_bytes);
-					fmt_bytes(xw, sizeof xw, (double)ss.expert_whole);
-					snprintf(strm + w0, sizeof strm - (size_t)w0,
-						 ", experts %s of %s (%llu in, %llu hits)", xb, xw,
-						 (unsigned long long)ss.expert_loads,
-						 (unsigned long long)ss.expert_hits);
-				}
-			}
-			fprintf(out,
-				"%sstep %lld/%lld  loss %.4f  lr %.3e  grad norm %.3f  epoch %.2f  %.0f tok/s  %s<%s  "
-				"mem %s (peak device %s, host %s)%s%s",
-				tty ? "\r" : "", (long long)state.step, (long long)K, loss, lr, gnorm, epoch,
-				tps, e1, e2, mem, pd, ph, strm, tty ? "\033[K" : "\n");
-			fflush(out);
-		}
-		if ((st = commit_outputs(c, metrics, &committed)) != TERN_OK)
-			break;
-		if (log || s.profile) { /* with the profile, every step's figures */
-			fprintf(metrics,
-				"{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
-				"\"tokens\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.4f, \"elapsed_s\": %.2f, "
-				"\"stream_host_bytes\": %llu, \"stream_disk_bytes\": %llu, \"stream_wait_s\": %.4f, "
-				"\"stream_read_s\": %.4f, \"stream_expert_bytes\": %llu, "
-				"\"stream_expert_whole_bytes\": %llu, \"stream_expert_loads\": %llu, "
-				"\"stream_expert_hits\": %llu, \"input_tokens\": %lld, \"peak_device_bytes\": %llu, "
-				"\"peak_host_bytes\": %llu",
-				(long long)state.step, epoch, loss, lr, gnorm, (long long)state.tokens, tps,
-				step_t, state.elapsed, (unsigned long long)ss.bytes[TERN_TIER_HOST],
-				(unsigned long long)ss.bytes[TERN_TIER_DISK], ss.wait_s, ss.read_s,
-				(unsigned long long)ss.expert_bytes, (unsigned long long)ss.expert_whole,
-				(unsigned long long)ss.expert_loads, (unsigned long long)ss.expert_hits,
-				(long long)input_tokens, (unsigned long long)peak_dev,
-				(unsigned long long)peak_host);
-			if (s.profile)
-				profile_fields(metrics, &prof, step_t);
-			fprintf(metrics, "}\n");
-			fflush(metrics);
-			struct tern_step_log sl = {state.step, epoch, loss,     lr,
-						   gnorm,      tps,   peak_dev, peak_host};
-			if (tb && (st = tern_tb_step(tb, &sl)) != TERN_OK)
-				break;
-		}
-		if (eval_every && val->n_rows && state.step % eval_every == 0 && state.step < K &&
-		    (main_rank || s.split)) {
-			if ((st = evaluate(&s, val, &el, &en)) != TERN_OK)
-				break;
-			fprintf(out, "%seval step %lld: loss %.4f, perplexity %.2f\n", tty ? "\n" : "",
-				(long long)state.step, el, exp(el));
-			fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
-				(long long)state.step, el, (long long)en);
-			fflush(metrics);
-			if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
-				break;
-		}
-		if (ep && eval_every && state.step % eval_every == 0 && state.step < K) {
-			fprintf(out, "%s", tty ? "\n" : "");
-			if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
-				break;
-		}
-		int stopping = ranks > 1 ? stop : g_stop;
-		if (((save_every && state.step % save_every == 0 && state.step < K) || stopping) &&
-		    main_rank) {
-			if ((st = save_checkpoint(&s, &state)) != TERN_OK)
-				break;
-			if (stopping)
-				fprintf(out,
-					"%sinterrupted: checkpoint-%lld written; resume_from_checkpoint: auto continues\n",
-					tty ? "\n" : "", (long long)state.step);
-		}
 	}
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
@@ -1533,7 +1691,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 		goto out;
 	res->steps = state.step;
 	res->loss = state.last_loss;
-	stop = ranks > 1 ? stop : g_stop;
+	stop = ranks > 1 ? l.stop : g_stop;
 	res->interrupted = stop;
 	if (!stop && (st = commit_outputs(c, metrics, &committed)) != TERN_OK)
 		goto out;
@@ -1542,36 +1700,7 @@ enum tern_status tern_train(const char *config_path, const char *const *sets, in
 			       (long long)state.step, c->output_dir);
 		goto out;
 	}
-	if (!main_rank && !s.split) /* rank 0 evaluates and writes the adapter */
-		goto out;
-	if (val->n_rows) {
-		if ((st = evaluate(&s, val, &el, &en)) != TERN_OK || !main_rank)
-			goto out;
-		res->eval_after = el;
-		fprintf(out, "eval after training: loss %.4f, perplexity %.2f", el, exp(el));
-		if (!isnan(res->eval_before))
-			fprintf(out, " (before: %.4f, %.2f)", res->eval_before, exp(res->eval_before));
-		fprintf(out, "\n");
-		fprintf(metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_tokens\": %lld}\n",
-			(long long)state.step, el, (long long)en);
-		if (tb && (st = tern_tb_eval(tb, state.step, el)) != TERN_OK)
-			goto out;
-	}
-	if (!main_rank) /* a layer split's other stages: the evaluation above only */
-		goto out;
-	if ((st = tern_eval_prompts_run(ep, state.step, out)) != TERN_OK)
-		goto out;
-	if (save_every && state.step % save_every == 0 && (st = save_checkpoint(&s, &state)) != TERN_OK)
-		goto out;
-	snprintf(res->adapter_dir, sizeof res->adapter_dir, "%s/adapter", c->output_dir);
-	struct tern_adapter_meta fm = s.meta; /* lora_expert_layout: the final adapter only */
-	fm.per_expert = c->lora_expert_layout == 1;
-	fm.model_type = s.mc.model_type;
-	if ((st = tern_net_lora_download(s.net, s.lora)) ||
-	    (st = tern_adapter_write(res->adapter_dir, s.lora, &fm)))
-		goto out;
-	fprintf(out, "adapter written to %s (%lld steps, %.1f s)\n", res->adapter_dir, (long long)state.step,
-		state.elapsed);
+	st = train_finish(&l, res);
 out:
 	if (metrics) {
 		fclose(metrics);
