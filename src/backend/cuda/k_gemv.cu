@@ -538,21 +538,11 @@ __device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4
 	}
 }
 
-// The staged x (XS): x's T rows as bf16 pairs in B's order (pair m of a row: columns 2m + 1 in the
-// low half, 2m in the high one), then kXsPad zero words that the lanes past I read instead.
-constexpr int kXsPad = 32;
-// The most dynamic shared memory the staged x may take (bytes); larger T × I keep x in global memory.
-constexpr size_t kXsMax = 96 << 10;
-// TERN_CUDA_GEMV_XS (read at each call, cuk_gemv): 0 keeps x in global memory, 2 stages it (built
-// for two blocks per SM), 3 stages it with at most 80 registers (three blocks per SM)
-int xs_mode = 2;
-
-template <int WDT, bool XS, int MINB>
-__global__ void __launch_bounds__(kMmaWarps * 32, MINB)
+template <int WDT>
+__global__ void __launch_bounds__(kMmaWarps * 32)
 	gemv_mma_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
 			int bs_shift)
 {
-	extern __shared__ uint32_t xs[]; // XS: T · I / 2 pairs + kXsPad zeros
 	__shared__ float dmap[WDT == 4 ? 256 : 1];
 	__shared__ float red[kMmaWarps][16 * 8];
 	if (WDT == 4) {
@@ -569,9 +559,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 			    *wb = static_cast<const unsigned char *>(w.data) + rb * (I / 2);
 	const bool xon = g < T; // lane 4g + t holds token g's columns of B (zeros past T)
 	const float *xg = x + (xon ? g : 0) * I;
-	// XS: the lanes of tokens g >= T read token T - 1's row: their products land in columns of the
-	// result that are not written (each output column is its own B column's sum)
-	const uint32_t *xrow = xs + (g < T ? g : T - 1) * (I / 2);
 	float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 	// One strip ahead: the next strip's codes and raw block scales are loaded while this one is
 	// decoded and multiplied (a decode step is latency-bound: each warp has few strips).
@@ -615,16 +602,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 	fetch(nxt, c0 + kMmaWarps * 256);
 	pdl_wait();
 	pdl_trigger();
-	if (XS) { // x once per block as bf16 pairs (8-byte loads; I is a multiple of 64)
-		const int64_t n = T * (I / 2);
-		for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-			const float2 v = reinterpret_cast<const float2 *>(x)[k];
-			xs[k] = bf16_pair(v.y, v.x);
-		}
-		if (threadIdx.x < kXsPad)
-			xs[n + threadIdx.x] = 0u;
-		__syncthreads();
-	}
 	for (; c0 < I; c0 += kMmaWarps * 256) {
 		if (c0 > (int64_t)warp * 256)
 			fetch(nxt, c0 + kMmaWarps * 256);
@@ -634,27 +611,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 		// a lane past I has zero codes: its tables' entry 0 times zero x
 		mma_tables(la, ha, on ? scale(cur.sa, cur.ca) : 0.0f);
 		mma_tables(lb, hb, on ? scale(cur.sb, cur.cb) : 0.0f);
-		// XS: this lane's 64 columns of its token's staged row (the zero words past I)
-		const uint4 *xb = reinterpret_cast<const uint4 *>(on ? xrow + col / 2 : xs + T * (I / 2));
 #pragma unroll
 		for (int j = 0; j < 8; j++) { // columns col + 8j .. col + 8j + 8
 			uint32_t A[4], B[4];
 			mma_decode(A, cur.qa[j], la, ha);
 			mma_decode(B, cur.qb[j], lb, hb);
-			// nibble 0 of a byte pair is its second column (quant.h: the first weight is high)
-			const uint32_t f0[4] = {A[0], B[0], A[1], B[1]}, f1[4] = {A[2], B[2], A[3], B[3]};
-			if (XS) {
-				const uint4 b = xb[j]; // columns col + 8j .. col + 8j + 8 as 4 pairs
-				mma_bf16(d, f0, b.x, b.y);
-				mma_bf16(d, f1, b.z, b.w);
-				continue;
-			}
 			float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
 			if (xon && on) {
 				const float4 *xp = reinterpret_cast<const float4 *>(xg + col + 8 * j);
 				x0 = xp[0];
 				x1 = xp[1];
 			}
+			// nibble 0 of a byte pair is its second column (quant.h: the first weight is high)
+			const uint32_t f0[4] = {A[0], B[0], A[1], B[1]}, f1[4] = {A[2], B[2], A[3], B[3]};
 			mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
 			mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
 		}
@@ -748,23 +717,7 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 		// gemv_mma_kernel: 64-weight runs of a row inside one block of the scale, every T
 		if (mma && I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
 		    w.blocksize >= 64) {
-			const size_t xsb = ((size_t)T * (size_t)(I / 2) + kXsPad) * 4;
-			if (xsb <= kXsMax && xs_mode != 0) {
-				static bool attr[2] = {false, false}; // once per instantiation (launches fail without it)
-				auto k2 = gemv_mma_kernel<WDT, true, 2>, k3 = gemv_mma_kernel<WDT, true, 3>;
-				auto k = xs_mode == 3 ? k3 : k2;
-				if (!attr[xs_mode == 3]) {
-					cudaError_t e = cudaFuncSetAttribute((const void *)k,
-									     cudaFuncAttributeMaxDynamicSharedMemorySize,
-									     (int)kXsMax);
-					if (e != cudaSuccess)
-						return e;
-					attr[xs_mode == 3] = true;
-				}
-				return pdl_launch(k, dim3((unsigned)((w.O + 15) / 16)), dim3(kMmaWarps * 32), xsb, s, y, x,
-						  w, T, shift);
-			}
-			return pdl_launch(gemv_mma_kernel<WDT, false, 2>, dim3((unsigned)((w.O + 15) / 16)),
+			return pdl_launch(gemv_mma_kernel<WDT>, dim3((unsigned)((w.O + 15) / 16)),
 					  dim3(kMmaWarps * 32), 0, s, y, x, w, T, shift);
 		}
 	}
@@ -773,8 +726,8 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 		if (table && I % 32 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
 		    w.blocksize >= 32) {
 			unsigned blocks = (unsigned)((w.O + kRows - 1) / kRows);
-			return pdl_launch(gemv_nf4_kernel<WDT, P, TT>, dim3(blocks), dim3(nf4_shape<TT>::NW * 32),
-					  0, s, y, x, w, T, I / 2, shift, bits);
+			return pdl_launch(gemv_nf4_kernel<WDT, P, TT>, dim3(blocks),
+					  dim3(nf4_shape<TT>::NW * 32), 0, s, y, x, w, T, I / 2, shift, bits);
 		}
 	}
 	if (fast)
@@ -834,8 +787,6 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 	// TERN_CUDA_GEMV_MMA=0: NF4 at bf16 on gemv_nf4_kernel, not gemv_mma_kernel
 	const char *m = getenv("TERN_CUDA_GEMV_MMA");
 	bool mma = !(m && strcmp(m, "0") == 0);
-	const char *xm = getenv("TERN_CUDA_GEMV_XS");
-	xs_mode = xm && !strcmp(xm, "0") ? 0 : xm && !strcmp(xm, "3") ? 3 : 2;
 	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
 	while (shift < 30 && (1 << shift) < w->blocksize)
 		shift++;
