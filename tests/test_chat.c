@@ -586,8 +586,8 @@ static void reference_ids(void)
 		int32_t *ids = NULL;
 		size_t n = 0;
 		bool ok = tok && json_is_string(text) &&
-			  tern_tokenizer_encode(tok, json_string_value(text), json_string_length(text), false, &ids,
-						&n) == TERN_OK &&
+			  tern_tokenizer_encode(tok, json_string_value(text), json_string_length(text), false,
+						&ids, &n) == TERN_OK &&
 			  ids_equal(ids, n, json_object_get(c, "ids"));
 		if (!ok && ids) {
 			printf("  got");

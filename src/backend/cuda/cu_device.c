@@ -779,10 +779,11 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	 * default where the device has them (9.0 and later) */
 	const char *pe = getenv("TERN_CUDA_PDL");
 	if (pe && *pe && strcmp(pe, "0") && strcmp(pe, "1"))
-		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_PDL=%s: use 1 (programmatic dependent launches, compute 9.0 "
-				 "and later) or 0 (plain launches)",
-				 pe);
+		return tern_fail(
+			TERN_E_INVALID,
+			"cuda: TERN_CUDA_PDL=%s: use 1 (programmatic dependent launches, compute 9.0 "
+			"and later) or 0 (plain launches)",
+			pe);
 	bool pdl = p.major >= 9 && !(pe && !strcmp(pe, "0"));
 #ifdef TERN_CUDA_EMU
 	pdl = false; /* the emulation launches plainly (k_pdl.cuh) */

@@ -434,8 +434,8 @@ extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const 
 {
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		cudaError_t e = pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
-					   y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
+		cudaError_t e = pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
+					   s, y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
 					   (const float *)nullptr, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
@@ -448,8 +448,8 @@ extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float
 {
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		cudaError_t e = pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
-					   y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
+		cudaError_t e = pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
+					   s, y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
 	}
@@ -472,10 +472,10 @@ extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, co
 				int64_t T, int64_t H, int64_t Dh, bool inverse)
 {
 	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel)
-		return pdl_launch(rope_heads_kernel, dim3(grid_for(T * H * (Dh / 2))), dim3(kThreads), 0, s, x,
-				  pos, inv_freq, T, H, Dh, inverse ? -1.0f : 1.0f);
-	return pdl_launch(rope_kernel, dim3(grid_for(T * (Dh / 2))), dim3(kThreads), 0, s, x, pos, inv_freq, T,
-			  H, Dh, inverse ? -1.0f : 1.0f);
+		return pdl_launch(rope_heads_kernel, dim3(grid_for(T * H * (Dh / 2))), dim3(kThreads), 0, s,
+				  x, pos, inv_freq, T, H, Dh, inverse ? -1.0f : 1.0f);
+	return pdl_launch(rope_kernel, dim3(grid_for(T * (Dh / 2))), dim3(kThreads), 0, s, x, pos, inv_freq,
+			  T, H, Dh, inverse ? -1.0f : 1.0f);
 }
 
 extern "C" cudaError_t cuk_embed(cudaStream_t s, float *y, const int32_t *ids, const void *E, int dt,

@@ -164,10 +164,11 @@ extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, c
 	int64_t rows = Tq * H, blocks = rows * parts, cap = 65535 * 8;
 	if (rows == 0)
 		return cudaSuccess;
-	cudaError_t e = pdl_launch(attn_kv_kernel, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads),
-				   0, s, o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
+	cudaError_t e =
+		pdl_launch(attn_kv_kernel, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0,
+			   s, o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
 	if (e == cudaSuccess && parts > 1)
-		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0, s, o,
-			       (const float *)part, rows, Dh, parts);
+		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0,
+			       s, o, (const float *)part, rows, Dh, parts);
 	return e;
 }

@@ -110,7 +110,7 @@ extern "C" cudaError_t cuk_argmax(cudaStream_t s, int32_t *out, void *scratch, c
 	cudaError_t e = pdl_launch(argmax_kernel, dim3((unsigned)(blocks > 65535 ? 65535 : blocks)),
 				   dim3(kThreads), 0, s, out, pv, pi, x, rows, n, parts, len);
 	if (e == cudaSuccess && parts > 1)
-		e = pdl_launch(argmax_merge, dim3((unsigned)(rows > 65535 ? 65535 : rows)), dim3(kThreads), 0, s,
-			       out, (const float *)pv, (const unsigned *)pi, x, rows, n, parts);
+		e = pdl_launch(argmax_merge, dim3((unsigned)(rows > 65535 ? 65535 : rows)), dim3(kThreads), 0,
+			       s, out, (const float *)pv, (const unsigned *)pi, x, rows, n, parts);
 	return e;
 }
