@@ -49,7 +49,6 @@ struct tern_residency {
 	struct slot *slots;
 	int *seq; /* the layer of each acquire of one micro-batch */
 	int seq_len, seq_pos, seq_train, seq_eval;
-	int held; /* the layer acquired and not yet released, -1: none */
 	struct tern_residency_stats stats;
 };
 
@@ -141,7 +140,6 @@ enum tern_status tern_residency_create(struct tern_backend *be, const struct ter
 	r->L = L;
 	r->E = o->E;
 	r->K = o->K;
-	r->held = -1;
 	r->nslots = o->slots > 0 ? o->slots : 2;
 	r->lw = tern_calloc((size_t)L, sizeof *r->lw);
 	r->slots = tern_calloc((size_t)r->nslots, sizeof *r->slots);
@@ -404,7 +402,6 @@ enum tern_status tern_residency_acquire(struct tern_residency *r, int l, int64_t
 		return TERN_OK;
 	struct rlayer *w = &r->lw[l];
 	r->T = tokens;
-	r->held = l;
 	/* the sequence position of this call */
 	int pos = r->seq_pos;
 	for (int i = 0; i < r->seq_len && r->seq[pos % r->seq_len] != l; i++)
@@ -456,12 +453,6 @@ enum tern_status tern_residency_acquire(struct tern_residency *r, int l, int64_t
 			return st;
 	}
 	return TERN_OK;
-}
-
-void tern_residency_release(struct tern_residency *r, int l)
-{
-	if (r && r->held == l)
-		r->held = -1;
 }
 
 void tern_residency_stats(struct tern_residency *r, struct tern_residency_stats *out, bool reset)

@@ -11,9 +11,9 @@
  * whose layers are not about to be used.
  *
  * Ordering. A copy into a slot is queued after a mark of every op queued before it (among them
- * the last reads of the slot's previous layer), so a slot needs no explicit hand-back: the layer
- * is held from its acquire until tern_residency_release (or the next acquire), which records that
- * the caller's ops reading it are queued; release issues and waits for nothing.
+ * the last reads of the slot's previous layer), so there is no release call: a slot needs no
+ * hand-back, and the layer stays usable by the ops queued after its acquire until the streaming
+ * sequence refills its slot (at least slots - 1 acquires later).
  *
  * Sparse (MoE) layers stream per expert: the group is split at creation into each expert's byte
  * ranges and the rest (attention, router); acquire copies the rest, and
@@ -102,18 +102,14 @@ void tern_residency_order(struct tern_residency *r, bool backward);
  * streamed layer is in a slot (prefetched earlier, or loaded now) and the ops wait on the device
  * for its copy; *out = the group in its slot (the view to bind the layer's weights to), or
  * {NULL, 0, 0} for a device-tier layer (its own buffer stays bound). Then the next slots - 1
- * streamed layers of the sequence are prefetched. l is held until tern_residency_release. */
+ * streamed layers of the sequence are prefetched. */
 enum tern_status tern_residency_acquire(struct tern_residency *r, int l, int64_t tokens,
 					struct tern_view *out);
 
-/* Makes the experts of held sparse layer l that get tokens (cnt[e] > 0, [E]) usable by the ops
+/* Makes the experts of acquired sparse layer l that get tokens (cnt[e] > 0, [E]) usable by the ops
  * queued next: those not yet in the layer's slot are copied in (after every op queued so far), and
  * the ops wait on the device for the copies. Device-tier and whole-streamed layers: nothing. */
 enum tern_status tern_residency_acquire_experts(struct tern_residency *r, int l, const int64_t *cnt);
-
-/* Records that the ops reading layer l are queued (its slot may be refilled after them: the
- * next copy into it is ordered after a mark of every op queued before). Issues nothing. */
-void tern_residency_release(struct tern_residency *r, int l);
 
 /* The counters since the last reset into *out; reset: zeroes them. */
 void tern_residency_stats(struct tern_residency *r, struct tern_residency_stats *out, bool reset);

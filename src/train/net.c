@@ -2062,7 +2062,6 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 			n->aux_on = false;
 			return st;
 		}
-		tern_residency_release(n->res, l); /* the ops reading its weights are queued */
 		if (x16)
 			TRY(tern_cast(be, n->xin[l + 1], n->o.prec, n->tmpD, TERN_F32, T * D));
 		if (backward)
@@ -2108,7 +2107,6 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 		if (n->o.checkpointing && l != n->l1 - 1)
 			TRY(layer_fwd(n, l, x, n->tmpD, true, step, micro));
 		TRY(layer_bwd(n, l, x, step, micro));
-		tern_residency_release(n->res, l);
 	}
 	/* dres = dL/d(layer l0's input): the previous stage's, or the embedding rows' gradient */
 	if (n->l0 > 0) {
