@@ -63,7 +63,8 @@
 #                                             decode step's device time by op). Not in the default parts.
 #                                      Not in the default list (each is one device call of its own):
 #                                      ce     tools/bench_gpu.sh --stacks tern,unsloth, tern twice:
-#                                             the ce_loss chunk of the rule and TERN_CE_CHUNK=512
+#                                             the ce_loss chunk of the rule (512 tokens at D 4096
+#                                             since 71304cb) and TERN_CE_CHUNK=128 (the old rule)
 #                                             (BENCH_GPU_ARGS as for train, default --shapes 8b
 #                                             --steps 4)
 #                                      graphs-gen   `tern generate` decode (batch 1, greedy,
@@ -213,12 +214,12 @@ run | perf)
 					--tern-set backend=cuda --out "$out/perf-train" "${args[@]}" || rc=1
 				;;
 			ce)
-				# the ce_loss chunk: the rule's (128 tokens at 2,048 tokens and Llama-3's
-				# vocabulary) against 512 tokens (TERN_CE_CHUNK=512), beside Unsloth
+				# the ce_loss chunk: the rule's (512 tokens at D = 4096) against the old rule's
+				# 128 tokens (TERN_CE_CHUNK=128), beside Unsloth
 				args=("$@")
 				[ ${#args[@]} -gt 0 ] || args=(--shapes 8b --steps 4)
 				tools/bench_gpu.sh --stacks tern,unsloth --tern "rule=$PWD/build-cuda/tern" \
-					--tern "ce512=$PWD/build-cuda/tern" --tern-env ce512=TERN_CE_CHUNK=512 \
+					--tern "ce128=$PWD/build-cuda/tern" --tern-env ce128=TERN_CE_CHUNK=128 \
 					--tern-set backend=cuda --out "$out/perf-ce" "${args[@]}" || rc=1
 				cat "$out/perf-ce/table.md" 2>/dev/null
 				;;
