@@ -24,8 +24,14 @@
 // of 8; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
 // boundaries. Otherwise every element is loaded on its own (any shape). Rows of x past T and
 // rows (forward) or columns (backward) of W past N load as zeros and are not stored.
+// The LoRA epilogue (p.lora_r = R > 0, backend.h matmul_lora / matmul_lora_bwd): the output gets
+// lora_scale sum_r lu[t, r] lp(n, r) added in fp32 after the 1/s scaling: forward lu = u [T, R] and
+// lp(n, r) = B[r0 + n, r], backward lu = du and lp(n, r) = A[r, n] (lp_off, lp_cs, lp_rs locate it;
+// the host folds r0 and the chunk's first token into the offsets). Each group stages RC columns of
+// its 128 rows of lu and 128 columns of lp at a time in shared memory that the main loop no longer
+// needs. With split-K the partials stay raw and mm_reduce.comp adds the term.
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
-// 6 = max|x| bits (u32), 7 = split-K partials (f32).
+// 6 = max|x| bits (u32), 7 = split-K partials (f32), 8 = lu (f32), 9 = lp (f32).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -56,6 +62,10 @@ layout(push_constant) uniform Push {
 	uint kc;             // split-K: reduction length of one split (a multiple of BK); 0: none
 	uint part_off;       // split-K: the partials' offset in binding 7 (floats)
 	uint fast;           // 1: the 16-element runs are aligned (mm_fast_ok); 0: scalar loads
+	uint lora_r;         // the LoRA epilogue's rank R (0: none)
+	uint lu_off;         // lu row t of this dispatch at lu_off + t R (binding 8, floats)
+	uint lp_off, lp_cs, lp_rs; // lp(n, r) at lp_off + n lp_cs + r lp_rs (binding 9, floats)
+	float lora_scale;
 } p;
 
 #define wp_r0 p.r0
@@ -76,6 +86,8 @@ layout(binding = 2) readonly buffer WData4 { uvec4 w4[]; };
 layout(binding = 2) readonly buffer WData2 { uvec2 w2[]; };
 layout(binding = 6) readonly buffer XMax { uint xmax[]; };
 layout(binding = 7) writeonly buffer Part { float part[]; };
+layout(binding = 8) readonly buffer LoraL { float lu[]; };
+layout(binding = 9) readonly buffer LoraP { float lp[]; };
 
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
 #define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
@@ -347,6 +359,55 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
 	}
 }
 
+// ---- the LoRA epilogue -------------------------------------------------------------------------
+
+// RC rank columns a round, rows LS floats apart (uvec4-aligned): lu's 128 rows in As from uvec4
+// LU0 (past the accumulators' staging area of the tensor-core variant), lp's 128 columns in Bs.
+#define RC (BK / 4u)
+#define LS (RC + 4u)
+#ifdef COOPMAT
+#define LU0 512u
+#else
+#define LU0 0u
+#endif
+
+float lu_at(uint m, uint r) { return uintBitsToFloat(As[LU0 + ((m * LS + r) >> 2)][r & 3u]); }
+float lp_at(uint n, uint r) { return uintBitsToFloat(Bs[(n * LS + r) >> 2][r & 3u]); }
+
+// Rank columns rc0 .. rc0+RC of the group's rows of lu and columns of lp into shared memory
+// (zeros past R, T and N); the caller puts barriers around it.
+void lora_stage(uint m0, uint n0, uint rc0)
+{
+	for (uint i = gl_LocalInvocationID.x; i < BM * RC; i += NT) {
+		uint m = i / RC, r = i % RC;
+		float v = 0.0;
+		if (m0 + m < p.T && rc0 + r < p.lora_r)
+			v = lu[p.lu_off + (m0 + m) * p.lora_r + rc0 + r];
+		As[LU0 + ((m * LS + r) >> 2)][r & 3u] = floatBitsToUint(v);
+	}
+	for (uint i = gl_LocalInvocationID.x; i < BN * RC; i += NT) {
+		uint n = i % BN, r = i / BN; // consecutive columns: A's rows are contiguous
+		float v = 0.0;
+		if (n0 + n < p.N && rc0 + r < p.lora_r)
+			v = lp[p.lp_off + (n0 + n) * p.lp_cs + (rc0 + r) * p.lp_rs];
+		Bs[(n * LS + r) >> 2][r & 3u] = floatBitsToUint(v);
+	}
+}
+
+// v[j] += lora_scale sum over the staged rank columns of lu[m] lp[n + j]
+void lora_add(inout float v[8], uint m, uint n)
+{
+	float a[RC];
+	[[unroll]] for (uint r = 0u; r < RC; r++)
+		a[r] = lu_at(m, r);
+	[[unroll]] for (uint j = 0u; j < 8u; j++) {
+		float sum = 0.0;
+		[[unroll]] for (uint r = 0u; r < RC; r++)
+			sum = fma(a[r], lp_at(n + j, r), sum);
+		v[j] += p.lora_scale * sum;
+	}
+}
+
 #ifdef COOPMAT
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
@@ -452,6 +513,13 @@ void main()
 	}
 
 	float inv_s = 1.0 / s;
+	// the LoRA epilogue (not with split-K: mm_reduce.comp adds it); one round of RC rank columns
+	// is staged once for the whole tile, more are staged per accumulator block
+	uint rounds = p.lora_r > 0u && p.kc == 0u ? (p.lora_r + RC - 1u) / RC : 0u;
+	if (rounds == 1u) {
+		lora_stage(m0, n0, 0u); // the main loop's last barrier freed As and Bs
+		barrier();
+	}
 #ifdef COOPMAT
 	// each subgroup stages one 16 x 16 accumulator at a time through its 64 uvec4 of As
 	uint lane = gl_SubgroupInvocationID, sbase = g * 64u;
@@ -465,10 +533,40 @@ void main()
 			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
 					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
 					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
-			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
+			if (rounds > 0u) {
+				[[unroll]] for (uint e = 0u; e < 8u; e++)
+					v[e] *= inv_s;
+				if (rounds == 1u)
+					lora_add(v, wm + 16u * i + r, wn + 16u * j + c);
+				else
+					for (uint q = 0u; q < rounds; q++) {
+						barrier();
+						lora_stage(m0, n0, q * RC);
+						barrier();
+						lora_add(v, wm + 16u * i + r, wn + 16u * j + c);
+					}
+				write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, 1.0);
+			} else {
+				write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
+			}
 			subgroupBarrier();
 		}
 #else
+	if (rounds > 0u) {
+		[[unroll]] for (uint i = 0u; i < 8u; i++)
+			[[unroll]] for (uint j = 0u; j < 8u; j++)
+				acc[i][j] *= inv_s;
+		for (uint q = 0u; q < rounds; q++) {
+			if (rounds > 1u) {
+				barrier();
+				lora_stage(m0, n0, q * RC);
+				barrier();
+			}
+			[[unroll]] for (uint i = 0u; i < 8u; i++)
+				lora_add(acc[i], tm + i, tn);
+		}
+		inv_s = 1.0;
+	}
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		write8(m0, n0, tm + i, tn, acc[i], inv_s);
 #endif

@@ -221,8 +221,9 @@ static void check_matmul_lora_errors(struct suite *s)
 		    *A = dt_new(&c, "A", (size_t)(R * I) * 4, z), *y = dt_nan(&c, "y", T * O);
 	if (!x || !u || !B || !A || !y || !dweight_make(&c, &hw, &w) || !dweight_make(&c, &hb, &wb))
 		goto out;
-	enum tern_dtype prec =
-		tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_BF16) ? TERN_BF16 : TERN_F32;
+	enum tern_dtype prec = tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_BF16)  ? TERN_BF16
+			       : tern_backend_supports_prec(be, TERN_OP_MATMUL, TERN_F16) ? TERN_F16
+											  : TERN_F32;
 	struct {
 		const struct tern_weight *w;
 		int64_t R;
@@ -235,16 +236,18 @@ static void check_matmul_lora_errors(struct suite *s)
 		{&wb, R, u->v, TERN_E_UNSUPPORTED, "a bf16 weight (CUDA: no window to extend)"},
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
+		 * the backend declines it (CUDA; Vulkan's f16 epilogue runs it: not a refusal) */
+		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
+		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
+			    !be->vt->lora_fuses(be, cases[k].w, R, T, prec);
+		if (!decl)
+			continue;
 		enum tern_status st = tern_matmul_lora(be, y->v, x->v, cases[k].u, B->v, cases[k].w,
 						       cases[k].R, 1.0f, T, prec);
 		enum tern_status sb = tern_matmul_lora_bwd(be, x->v, y->v, cases[k].u, A->v, cases[k].w,
 							   cases[k].R, T, false, prec);
-		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
-		 * the backend declines it (CUDA) */
-		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
-		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
-			    !be->vt->lora_fuses(be, cases[k].w, R, T, prec);
-		if (decl && (st != want || sb != want))
+		if (st != want || sb != want)
 			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
 			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));
 	}
@@ -264,6 +267,194 @@ out:
 	chk_end(&c);
 }
 
+/* The LoRA linear at f16 products (prec F16, lprec F32): Vulkan adds the rank-R updates in fp32
+ * in the products' epilogue (shaders/mm.comp, mm_reduce.comp after a split reduction), the rest
+ * compose them with fp32 gemms; backend.h gives both the same function, so one oracle holds both:
+ * x (dy) scaled by its power of two and rounded to f16, W rounded to f16, the low-rank terms in
+ * double from the u and du the device produced, to fp32 summation error (TOL_PREC). On Vulkan at
+ * T > 4 the fused path must be taken unless TERN_VK_LORA_FUSE=0 (a test that could not see the
+ * epilogue would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
+static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
+			   bool acc, bool alias, const char *variant)
+{
+	struct chk c;
+	chk_begin(&c, s, "lora", "%-13s f16 T=%lld O=%lld I=%lld R=%lld %s%s%s", wdesc(f->dt, f->bs),
+		  (long long)T, (long long)O, (long long)I, (long long)R,
+		  alias ? "= over x"
+		  : acc ? "+="
+			: "=",
+		  variant ? " " : "", variant ? variant : "");
+	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt) || skip_unsupported(&c, TERN_OP_MATMUL_BWD, f->dt))
+		return;
+	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, TERN_F16)) {
+		print_line(s, c.op, c.desc, "not run (no f16 products on this backend)");
+		s->skipped++;
+		return;
+	}
+	struct hweight hw;
+	memset(&hw, 0, sizeof hw);
+	int64_t P = O > I ? O : I;
+	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
+	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
+	double *want = dvec(T * P), *mag = dvec(T * P), *xr = dvec(T * P), *wr = dvec(O * I);
+	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !xr || !wr ||
+	    !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	float sc = 2.0f / (float)R;
+	fill_sym(&c.r, x, T * I, 1.0);
+	fill_sym(&c.r, A, R * I, 1.0 / sqrt((double)I));
+	fill_sym(&c.r, B, O * R, 0.5);
+	fill_sym(&c.r, dy, T * O, 1.0);
+	fill_sym(&c.r, dA0, R * I, 0.5);
+	fill_sym(&c.r, dB0, O * R, 0.5);
+	fill_sym(&c.r, dx0, T * I, 0.5);
+	for (int64_t i = 0; i < O * I; i++)
+		wr[i] = oracle_round(TERN_F16, hw.deq[i]);
+
+	struct tern_weight w;
+	if (!dweight_make(&c, &hw, &w))
+		goto out;
+	struct dten *dX = dt_new(&c, "x", (size_t)(T * I) * 4, x),
+		    *dA = dt_new(&c, "A", (size_t)(R * I) * 4, A),
+		    *dB = dt_new(&c, "B", (size_t)(O * R) * 4, B),
+		    *dDy = dt_new(&c, "dy", (size_t)(T * O) * 4, dy), *dY = dt_nan(&c, "y", T * O),
+		    *dU = dt_nan(&c, "u", T * R), *dDu = dt_nan(&c, "du", T * R),
+		    *dGA = dt_new(&c, "dA", (size_t)(R * I) * 4, dA0),
+		    *dGB = dt_new(&c, "dB", (size_t)(O * R) * 4, dB0),
+		    *dDx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
+	if (!dX || !dA || !dB || !dDy || !dY || !dU || !dDu || !dGA || !dGB || !dDx)
+		goto out;
+	struct tern_lora lo = {
+		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_F16, .lprec = TERN_F32};
+	bool fused = tern_lora_fused(s->be, &w, &lo, T);
+	const char *off = getenv("TERN_VK_LORA_FUSE");
+	if (!strcmp(s->bname, "vulkan") && T > 4 && R <= 64 && !(off && !strcmp(off, "0")) && !fused) {
+		fail(&c, "vulkan did not take the fused path at T=%lld (tern_lora_fused)", (long long)T);
+		goto out;
+	}
+	if (fused)
+		snprintf(c.desc + strlen(c.desc), sizeof c.desc - strlen(c.desc), " fused");
+	enum tern_status st =
+		tern_lora_forward(s->be, dY->v, dU->v, (struct tern_view){0}, dX->v, &w, &lo, T);
+	if (!bad(&c, st, "lora_forward"))
+		st = tern_lora_backward(s->be, alias ? dX->v : dDx->v, dGA->v, dGB->v, dDu->v,
+					(struct tern_view){0}, dDy->v, dX->v, (struct tern_view){0}, dU->v,
+					&w, &lo, T, acc);
+	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
+		goto out;
+	/* u = x Aᵀ (fp32 gemm) */
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double m = 0.0;
+			want[t * R + r] = rdot(x + t * I, 1, A + r * I, 1, I, id, &m), mag[t * R + r] = m;
+		}
+	cmp_mag(&c, "u", u, want, mag, T * R, TOL_PREC);
+	/* y = Σ f16(σx) f16(W) / σ + s Σ u B */
+	double sx = oracle_scale(x, T * I, TERN_F16);
+	for (int64_t i = 0; i < T * I; i++)
+		xr[i] = oracle_round(TERN_F16, (double)x[i] * sx);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t o = 0; o < O; o++) {
+			double a = 0.0, m = 0.0, lm = 0.0;
+			for (int64_t k = 0; k < I; k++) {
+				double p = xr[t * I + k] * wr[o * I + k];
+				a += p, m += fabs(p);
+			}
+			double l = rdot(u + t * R, 1, B + o * R, 1, R, id, &lm);
+			want[t * O + o] = a / sx + sc * l, mag[t * O + o] = m / sx + sc * lm;
+		}
+	expect_mag(&c, dY, want, mag, T * O, TOL_PREC);
+	/* dB = dB0 + s Σ dy u; du = s Σ dy B; dA = dA0 + Σ du x (fp32 gemms) */
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t r = 0; r < R; r++) {
+			double m = 0.0, a = rdot(dy + o, O, u + r, R, T, id, &m);
+			want[o * R + r] = dB0[o * R + r] + sc * a,
+				     mag[o * R + r] = fabs(dB0[o * R + r]) + sc * m;
+		}
+	expect_mag(&c, dGB, want, mag, O * R, TOL_PREC);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double m = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, id, &m);
+			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
+		}
+	cmp_mag(&c, "du", du, want, mag, T * R, TOL_PREC);
+	for (int64_t r = 0; r < R; r++)
+		for (int64_t i = 0; i < I; i++) {
+			double m = 0.0, a = rdot(du + r, R, x + i, I, T, id, &m);
+			want[r * I + i] = dA0[r * I + i] + a, mag[r * I + i] = fabs(dA0[r * I + i]) + m;
+		}
+	expect_mag(&c, dGA, want, mag, R * I, TOL_PREC);
+	/* dx = (dx0 +) Σ f16(σdy) f16(W) / σ + Σ du A (x as the forward read it) */
+	double sy = oracle_scale(dy, T * O, TERN_F16);
+	for (int64_t i = 0; i < T * O; i++)
+		xr[i] = oracle_round(TERN_F16, (double)dy[i] * sy);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t i = 0; i < I; i++) {
+			double a = 0.0, m = 0.0, lm = 0.0, b = acc ? (double)dx0[t * I + i] : 0.0;
+			for (int64_t o = 0; o < O; o++) {
+				double p = xr[t * O + o] * wr[o * I + i];
+				a += p, m += fabs(p);
+			}
+			double l = rdot(du + t * R, 1, A + i, I, R, id, &lm);
+			want[t * I + i] = b + a / sy + l, mag[t * I + i] = fabs(b) + m / sy + lm;
+		}
+	expect_mag(&c, alias ? dX : dDx, want, mag, T * I, TOL_PREC);
+	if (!alias)
+		dt_unchanged(&c, dX, x);
+	dt_unchanged(&c, dA, A);
+	dt_unchanged(&c, dB, B);
+	dt_unchanged(&c, dDy, dy);
+out:
+	hweight_free(&hw);
+	void *ps[] = {x, A, B, dy, dA0, dB0, dx0, u, du, want, mag, xr, wr};
+	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+		free(ps[i]);
+	chk_end(&c);
+}
+
+/* f16 cases: (T, O, I, R) over one tile and several with edges, R of one staged round (16) and of
+ * several (40: three rounds of the tensor-core variant's 16, five of the register-blocked one's
+ * 8), few output tiles with a long reduction (split-K: the term in mm_reduce.comp), the element
+ * loads (odd I); on Vulkan each shader variant the device has. */
+static void check_lora_f16_set(struct suite *s, const char *variant)
+{
+	static const struct wfmt fmts[] = {
+		{TERN_NF4_DQ, 64}, {TERN_NF4, 64}, {TERN_BF16, 0}, {TERN_F32, 0}, {TERN_TERNARY, 0}};
+	static const int64_t shapes[][4] = {{17, 33, 64, 16},
+					    {130, 160, 144, 40},
+					    {9, 48, 1024, 3},
+					    {12, 37, 97, 5},
+					    {140, 272, 256, 16}};
+	for (int k = 0; k < 5; k++)
+		for (int fi = 0; fi < (k == 0 ? 5 : 2); fi++)
+			for (int acc = 0; acc < 2; acc++)
+				check_lora_f16(s, &fmts[fi], shapes[k][0], shapes[k][1], shapes[k][2],
+					       shapes[k][3], acc, k == 1 && !acc, variant);
+}
+
+static void check_lora_f16_all(struct suite *s)
+{
+	if (s->is_cpu || !s->be->vt->has_variant) {
+		check_lora_f16_set(s, NULL);
+		return;
+	}
+	static const char *const variants[] = {"coopmat", "regs"};
+	for (int v = 0; v < 2; v++) {
+		setenv("TERN_VK_MM16", variants[v], 1);
+		if (!tern_backend_variant_ok(s->be, variants[v])) {
+			char desc[64];
+			snprintf(desc, sizeof desc, "f16 %s", variants[v]);
+			print_line(s, "lora", desc, "not run (this device has no such variant)");
+			s->skipped++;
+			continue;
+		}
+		check_lora_f16_set(s, variants[v]);
+	}
+	unsetenv("TERN_VK_MM16");
+}
+
 /* (T, O, I, R): R not a multiple of 8 (the padding of the extended reduction), I not a multiple
  * of 8 (the element decode, odd leading dimensions), O and I over several windows of the chunked
  * cases with a short last one, a single token */
@@ -280,6 +471,7 @@ static void check_lora_fused_all(struct suite *s)
 				check_lora_bf16(s, &fmts[f], shapes[k][0], shapes[k][1], shapes[k][2],
 						shapes[k][3], acc, false, false);
 	check_matmul_lora_errors(s);
+	check_lora_f16_all(s);
 	for (int f = 0; f < 7; f++) /* dx over x; chunked */
 		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, false);
 	for (int f = 3; f < 7; f++)

@@ -357,14 +357,17 @@ struct tern_backend_vtable {
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ + scale · u[T,R] · B[O,R]ᵀ   (=), one product of the extended
 	 * reduction. prec as matmul: at BF16, x, W, B and scale·u (formed in fp32) are rounded to bf16
 	 * and every product is summed in fp32 (the composition rounds u and applies scale to the sum:
-	 * the low-rank parts differ by one bf16 rounding). u, B fp32; R >= 1; scale finite. */
+	 * the low-rank parts differ by one bf16 rounding). At F16 (Vulkan) only x and W are rounded
+	 * (matmul's F16 rule); the low-rank term is summed in fp32 from fp32 u and B and added to the
+	 * scaled-back product, as the composition's fp32 gemm would (lprec F32). u, B fp32; R >= 1;
+	 * scale finite. */
 	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 					struct tern_view u, struct tern_view B, const struct tern_weight *w,
 					int64_t R, float scale, int64_t T, enum tern_dtype prec);
 	/* dx[T,I] = or += (accumulate) dy[T,O] · W[O,I] + du[T,R] · A[R,I], one product of the
-	 * extended reduction; prec as matmul_bwd (at BF16 dy, W, du and A rounded to bf16). du, A
-	 * fp32. dx may not overlap dy, du or A (it may be the linear's input x: nothing here reads
-	 * x). */
+	 * extended reduction; prec as matmul_bwd (at BF16 dy, W, du and A rounded to bf16; at F16 dy
+	 * and W rounded, du · A summed in fp32). du, A fp32. dx may not overlap dy, du or A (it may be
+	 * the linear's input x: nothing here reads x). */
 	enum tern_status (*matmul_lora_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 					    struct tern_view du, struct tern_view A,
 					    const struct tern_weight *w, int64_t R, int64_t T,
@@ -845,7 +848,8 @@ struct tern_lora {
 /* Whether tern_lora_forward / tern_lora_backward run the base products with the rank-R updates
  * inside them (vtable matmul_lora, matmul_lora_bwd) rather than as separate gemms: where the
  * backend has them and lora_fuses accepts w, R, T and prec, dropout is 0, there is no xbase and
- * the LoRA products run at the base product's precision (lprec == prec; CUDA: BF16). Same =/+=
+ * the fused low-rank term is as fine as the LoRA products (lprec == prec, CUDA: BF16; or the F16
+ * products' fp32 term with lprec F32, Vulkan). Same =/+=
  * rules, the same u, the same order of reads (x for dA before dx is written). A forward and its
  * backward at the same T take the same path. */
 bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora,

@@ -9,8 +9,9 @@
  *             dA += duᵀ xd                       [R,I]
  *             dx (+)= dy W + drop(du A)          [T,I]   same mask as the forward (same key)
  *
- * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, no dropout,
- * no xbase), the two rank-R updates ride in the base products instead of two gemms that read and
+ * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, Vulkan at f16
+ * products; no dropout, no xbase), the two rank-R updates ride in the base products instead of two
+ * gemms that read and
  * write y and dx again: y = [x | s·u] · [W | B]ᵀ and dx (+)= [dy | du] · [W ; A]. u, dB, du and
  * dA are the same gemms either way, in the same order.
  */
@@ -44,7 +45,8 @@ bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const
 {
 	const struct tern_backend_vtable *vt = be->vt;
 	return vt->lora_fuses && vt->matmul_lora && vt->matmul_lora_bwd && lora->dropout == 0.0f &&
-	       !lora->xbase.size && lora->lprec == lora->prec &&
+	       !lora->xbase.size &&
+	       (lora->lprec == lora->prec || (lora->prec == TERN_F16 && lora->lprec == TERN_F32)) &&
 	       vt->lora_fuses(be, w, lora->R, T, lora->prec);
 }
 

@@ -54,7 +54,7 @@ enum tern_status tern_vk_load(void);
 void tern_vk_load_instance(VkInstance inst);
 void tern_vk_load_device(VkDevice dev);
 
-#define TERN_VK_NBIND 8
+#define TERN_VK_NBIND 10
 #define TERN_VK_PUSH 128
 #define TERN_VK_BLOCK (256u << 20) /* default memory block size for sub-allocation */
 
@@ -313,11 +313,22 @@ int64_t tern_vk_weight_row_bytes(const struct tern_weight *w);
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
 				     int64_t rows, uint32_t *pos);
 
-/* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), and the scale pass:
- * aux word `slot` = the largest |x[0..n)| as bits (shaders/absmax.comp). Variants: "coopmat"
- * (tensor cores) and "regs"; TERN_VK_MM16 forces one (tests, benchmarks). */
+/* The LoRA epilogue of an F16 product (backend.h matmul_lora, matmul_lora_bwd): out gets
+ * scale · lu[T,R] · B[O,R]ᵀ (forward: lp = B) or lu[T,R] · A[R,I] (backward: lp = A, scale 1) added
+ * in fp32; lu is u or du. */
+struct tern_vk_lora {
+	struct tern_view lu, lp;
+	int64_t R;
+	float scale;
+};
+
+/* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), with the LoRA epilogue when
+ * lora is not NULL, and the scale pass: aux word `slot` = the largest |x[0..n)| as bits
+ * (shaders/absmax.comp). Variants: "coopmat" (tensor cores) and "regs"; TERN_VK_MM16 forces one
+ * (tests, benchmarks). */
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
-			      const struct tern_weight *w, int64_t T, bool accumulate);
+			      const struct tern_weight *w, int64_t T, bool accumulate,
+			      const struct tern_vk_lora *lora);
 enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot);
 /* *buf, one of the backend's scratch buffers (mm_part, mm_x16, attn_h, ce_scratch, ...), holding
  * at least `bytes`: reallocated (contents lost) when smaller; one op at a time uses each. */

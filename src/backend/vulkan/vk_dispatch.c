@@ -42,6 +42,9 @@ static enum tern_status query_pool(struct tern_vk *vk)
 enum tern_status tern_vk_dispatch_init(struct tern_vk *vk)
 {
 	enum tern_status st;
+	if (vk->props.limits.maxPerStageDescriptorStorageBuffers < TERN_VK_NBIND)
+		return tern_fail(TERN_E_UNAVAILABLE, "vulkan: maxPerStageDescriptorStorageBuffers %u < %u",
+				 vk->props.limits.maxPerStageDescriptorStorageBuffers, TERN_VK_NBIND);
 	VkDescriptorSetLayoutBinding b[TERN_VK_NBIND];
 	for (uint32_t i = 0; i < TERN_VK_NBIND; i++)
 		b[i] = (VkDescriptorSetLayoutBinding){i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1,

@@ -6,7 +6,10 @@
  *   output tiles; when the tiles cannot fill the device (few tokens, few outputs, a long
  *   reduction: ce_loss's dx = z W over the vocabulary), the reduction is split over
  *   gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
- * The partials live in a scratch buffer of the backend (mm_part), grown on first need. */
+ * The partials live in a scratch buffer of the backend (mm_part), grown on first need.
+ * With a LoRA epilogue (matmul_lora, matmul_lora_bwd) the rank-R term is added in fp32 where the
+ * output is written: by mm.comp, or by mm_reduce.comp after a split reduction; the backward adds
+ * it with the first chunk of W's rows only (the later chunks add onto it). */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -28,11 +31,15 @@ struct mm16_push {
 	uint32_t absmax_off, nested_off, dmap_off, blocksize;
 	float offset, scale;
 	uint32_t accumulate, xmax_off, kc, part_off, fast;
+	uint32_t lora_r, lu_off, lp_off, lp_cs, lp_rs;
+	float lora_scale;
 };
 
 /* Mirrors shaders/mm_reduce.comp. */
 struct mm_reduce_push {
 	uint32_t T, N, y_off, ldy, c0, splits, part_off, accumulate, xmax_off;
+	uint32_t lora_r, lu_off, lp_off, lp_cs, lp_rs;
+	float lora_scale;
 };
 
 struct absmax_push {
@@ -183,7 +190,8 @@ static int64_t mm_splits(struct tern_vk *vk, int gen, bool cm, int64_t tiles, in
 }
 
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
-			      const struct tern_weight *w, int64_t T, bool accumulate)
+			      const struct tern_weight *w, int64_t T, bool accumulate,
+			      const struct tern_vk_lora *lora)
 {
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
@@ -221,6 +229,14 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
+	/* lp(n, r): B[r0 + n, r] forward (r0 folded into lp_off per chunk), A[r, n] backward */
+	struct tern_view lp = lora ? lora->lp : (struct tern_view){0};
+	uint32_t lp0 = lora ? (uint32_t)(tern_vk_place(vk, &lp) / 4) : 0;
+	if (lora) {
+		p.lora_scale = lora->scale;
+		p.lp_cs = bwd ? 1u : (uint32_t)lora->R;
+		p.lp_rs = bwd ? (uint32_t)I : 1u;
+	}
 	for (int64_t t0 = 0; t0 < T; t0 += tc) {
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		struct tern_view y =
@@ -231,6 +247,11 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 		p.y_off = tern_vk_place(vk, &y) / 4;
 		p.x_off = (uint32_t)(tern_vk_place(vk, &x) / 2 + (h0 & 1));
 		p.T = (uint32_t)tn;
+		struct tern_view lu = {0};
+		if (lora) {
+			lu = tern_view_sub(lora->lu, (size_t)(t0 * lora->R) * 4, (size_t)(tn * lora->R) * 4);
+			p.lu_off = tern_vk_place(vk, &lu) / 4;
+		}
 		for (int64_t r0 = 0; r0 < O; r0 += rows) {
 			int64_t rn = O - r0 < rows ? O - r0 : rows;
 			struct tern_view wd = tern_vk_weight_rows(vk, w, r0, rn, &p.pos);
@@ -240,6 +261,9 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 			p.xk0 = (uint32_t)(bwd ? r0 : 0);
 			p.accumulate = accumulate || (bwd && r0 > 0);
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
+			/* the LoRA term: every chunk of y's columns; dx's first chunk of the reduction */
+			p.lora_r = lora && (!bwd || r0 == 0) ? (uint32_t)lora->R : 0;
+			p.lp_off = lp0 + (lora && !bwd ? (uint32_t)(r0 * lora->R) : 0);
 			/* split the reduction when the output tiles leave most of the device idle */
 			int64_t tiles = tern_cdiv(tn, MM_TILE) * tern_cdiv(p.N, MM_TILE);
 			int64_t splits = mm_splits(vk, gen, cm, tiles, p.K, bk);
@@ -256,8 +280,8 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 					return st;
 				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
 			}
-			struct tern_view b[8] = {y, x, wd, absmax, nested, dmap, xmax, part};
-			if ((st = tern_vk_dispatch(vk, pipe, b, 8, &p, sizeof p,
+			struct tern_view b[10] = {y, x, wd, absmax, nested, dmap, xmax, part, lu, lp};
+			if ((st = tern_vk_dispatch(vk, pipe, b, 10, &p, sizeof p,
 						   (uint32_t)tern_cdiv(p.N, MM_TILE),
 						   (uint32_t)tern_cdiv(tn, MM_TILE), (uint32_t)splits)))
 				return st;
@@ -272,9 +296,15 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 					.part_off = 0,
 					.accumulate = p.accumulate,
 					.xmax_off = p.xmax_off,
+					.lora_r = p.lora_r,
+					.lu_off = p.lu_off,
+					.lp_off = p.lp_off,
+					.lp_cs = p.lp_cs,
+					.lp_rs = p.lp_rs,
+					.lora_scale = p.lora_scale,
 				};
-				struct tern_view rb[8] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part};
-				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 8, &rp, sizeof rp,
+				struct tern_view rb[10] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part, lu, lp};
+				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 10, &rp, sizeof rp,
 							   tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
 					return st;
 			}

@@ -270,7 +270,7 @@ static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, s
 	if (mv)
 		return mm_run(vk, false, y, x, w, T, false, prec == TERN_F16 ? 2 : 1, NULL);
 	if (prec == TERN_F16 && T > 0)
-		return tern_vk_mm16(vk, false, y, x, w, T, false);
+		return tern_vk_mm16(vk, false, y, x, w, T, false, NULL);
 	return mm_run(vk, false, y, x, w, T, false, 0, NULL);
 }
 
@@ -280,8 +280,44 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
 {
 	struct tern_vk *vk = tern_vk_of(be);
 	if (prec == TERN_F16 && T > 0)
-		return tern_vk_mm16(vk, true, dx, dy, w, T, accumulate);
+		return tern_vk_mm16(vk, true, dx, dy, w, T, accumulate, NULL);
 	return mm_run(vk, true, dx, dy, w, T, accumulate, 0, NULL);
+}
+
+/* The LoRA linear's rank-R updates in the F16 products' epilogue (backend.h matmul_lora): fp32
+ * sums added where y or dx is written, so the composition's two gemms that read and write the
+ * whole output again go. Not for decoding (T <= MV_TMAX: the matrix-vector shader) nor for ranks
+ * above 64 (the epilogue stages 16 or 8 rank columns a round; more rounds cost more than the
+ * pass they save). TERN_VK_LORA_FUSE=0 turns it off (before/after measurements). */
+static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
+			  enum tern_dtype prec)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TERN_VK_LORA_FUSE");
+		on = !(e && !strcmp(e, "0"));
+	}
+	(void)w;
+	return on && prec == TERN_F16 && tern_vk_of(be)->fp16 && T > MV_TMAX && R >= 1 && R <= 64;
+}
+
+static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
+				       struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				       int64_t R, float scale, int64_t T, enum tern_dtype prec)
+{
+	(void)prec; /* F16: lora_fuses accepts nothing else */
+	struct tern_vk_lora lo = {.lu = u, .lp = B, .R = R, .scale = scale};
+	return tern_vk_mm16(tern_vk_of(be), false, y, x, w, T, false, &lo);
+}
+
+static enum tern_status vk_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
+					   struct tern_view du, struct tern_view A,
+					   const struct tern_weight *w, int64_t R, int64_t T, bool accumulate,
+					   enum tern_dtype prec)
+{
+	(void)prec;
+	struct tern_vk_lora lo = {.lu = du, .lp = A, .R = R, .scale = 1.0f};
+	return tern_vk_mm16(tern_vk_of(be), true, dx, dy, w, T, accumulate, &lo);
 }
 
 /* F32 everywhere; F16 where the device has 16-bit floats (vk_mm.c); no bf16 products yet (they
@@ -893,6 +929,9 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.matmul = vk_matmul,
 	.matmul_bwd = vk_matmul_bwd,
 	.gemm = vk_gemm,
+	.lora_fuses = vk_lora_fuses,
+	.matmul_lora = vk_matmul_lora,
+	.matmul_lora_bwd = vk_matmul_lora_bwd,
 	.dropout = vk_dropout,
 	.axpy = vk_axpy,
 	.adamw = vk_adamw,
