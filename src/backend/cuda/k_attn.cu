@@ -17,6 +17,7 @@
 #include "backend/cuda/k_mma.cuh"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 namespace
@@ -572,15 +573,15 @@ cudaError_t cast_bf16(cudaStream_t s, uint16_t *dst, const float *src, int64_t n
 	return cudaGetLastError();
 }
 
-// Rows r0 .. r0+kFN of head hd of a bf16 [T, heads, DH] tensor into tile [kFN][DH + 8] by cp.async
+// Rows r0 .. r0+R of head hd of a bf16 [T, heads, DH] tensor into tile [R][DH + 8] by cp.async
 // (zeros past T: a plain store). The 8 extra columns put ldmatrix's 8 row addresses on distinct
 // banks.
-template <int DH>
+template <int DH, int R = kFN>
 __device__ inline void tile_async(uint16_t *tile, const uint16_t *src, int64_t r0, int64_t T, int64_t heads,
 				  int64_t hd)
 {
 	constexpr int S = DH + 8, C = DH / 8;
-	for (int k = threadIdx.x; k < kFN * C; k += kFW * 32) {
+	for (int k = threadIdx.x; k < R * C; k += kFW * 32) {
 		int r = k / C, c = k % C;
 		int64_t row = r0 + r;
 		uint16_t *d = tile + r * S + c * 8;
@@ -591,10 +592,10 @@ __device__ inline void tile_async(uint16_t *tile, const uint16_t *src, int64_t r
 	}
 }
 
-// n 4-byte values src[r0 + r] into dst[r] for the rows below T (0 past T).
-__device__ inline void vals_async(void *dst, const void *src, int64_t r0, int64_t T)
+// R 4-byte values src[r0 + r] into dst[r] for the rows below T (0 past T).
+template <int R = kFN> __device__ inline void vals_async(void *dst, const void *src, int64_t r0, int64_t T)
 {
-	for (int r = threadIdx.x; r < kFN; r += kFW * 32)
+	for (int r = threadIdx.x; r < R; r += kFW * 32)
 		if (r0 + r < T)
 			cp_async4((uint32_t *)dst + r, (const uint32_t *)src + r0 + r);
 		else
@@ -603,17 +604,18 @@ __device__ inline void vals_async(void *dst, const void *src, int64_t r0, int64_
 
 // The pipeline step of the forward's and dQ's walks over key tiles: the next tile (K, V, the
 // keys' segments) starts loading into stage nxt while the current one's copies are waited for
-// (more: whether there is a next), then the block syncs.
-template <int DH>
+// (more: whether there is a next), then the block syncs. R keys per tile: stage x's K at st +
+// 2x·R·S, V after it, segments at sg + x·R.
+template <int DH, int R = kFN>
 __device__ inline void kv_stage(uint16_t *st, int32_t *sg, const uint16_t *k, const uint16_t *v,
 				const int32_t *seg, int64_t j0, bool more, int nxt, const cuk_attn &a,
 				int64_t gh)
 {
 	constexpr int S = DH + 8;
 	if (more) {
-		tile_async<DH>(st + 2 * nxt * kFN * S, k, j0 + kFN, a.T, a.Hkv, gh);
-		tile_async<DH>(st + (2 * nxt + 1) * kFN * S, v, j0 + kFN, a.T, a.Hkv, gh);
-		vals_async(sg + nxt * kFN, seg, j0 + kFN, a.T);
+		tile_async<DH, R>(st + 2 * nxt * R * S, k, j0 + R, a.T, a.Hkv, gh);
+		tile_async<DH, R>(st + (2 * nxt + 1) * R * S, v, j0 + R, a.T, a.Hkv, gh);
+		vals_async<R>(sg + nxt * R, seg, j0 + R, a.T);
 		cp_commit();
 		cp_wait<1>();
 	} else {
@@ -696,6 +698,62 @@ __device__ inline void accumulate_ld(float (*acc)[4], const float x[NT][4], cons
 	}
 }
 
+// The two-row-group forms of the second kernel family (32 rows per warp): s[2][NT][4] = rows r ..
+// r+32 of tile A (re-read from shared memory at each k step: holding them would take 64 registers
+// at DH 128) times rows c0 .. c0 + 8NT of tile B. Each B fragment that ldmatrix loads feeds both
+// row groups' products, where the 16-row kernels' feeds one: half the shared-memory reads per MMA.
+template <int DH, int NT>
+__device__ inline void scores32_ld(float (*s)[NT][4], const uint16_t *A, int r, const uint16_t *B, int c0,
+				   int lane)
+{
+	constexpr int S = DH + 8, KS = DH / 16;
+	for (int g = 0; g < 2; g++)
+		for (int nt = 0; nt < NT; nt++)
+			for (int e = 0; e < 4; e++)
+				s[g][nt][e] = 0.0f;
+	const uint16_t *p = B + (c0 + (lane & 7) + (lane >> 4) * 8) * S + ((lane >> 3) & 1) * 8;
+	for (int ks = 0; ks < KS; ks++) {
+		uint32_t f0[4], f1[4];
+		a_frag_ld<DH>(f0, A, r, ks, lane);
+		a_frag_ld<DH>(f1, A, r + 16, ks, lane);
+		for (int np = 0; np < NT / 2; np++) {
+			uint32_t b[4];
+			ldsm4(b, p + np * 16 * S + ks * 16);
+			mma_bf16(s[0][2 * np], f0, b[0], b[1]);
+			mma_bf16(s[0][2 * np + 1], f0, b[2], b[3]);
+			mma_bf16(s[1][2 * np], f1, b[0], b[1]);
+			mma_bf16(s[1][2 * np + 1], f1, b[2], b[3]);
+		}
+	}
+}
+
+// acc[2][DH/8][4] += (the two 16 x 8NT blocks x[g] as bf16 A fragments) times rows c0 .. c0 + 8NT
+// of tile B (read along its rows: ldmatrix .trans), each B fragment serving both row groups.
+template <int DH, int NT>
+__device__ inline void accumulate32_ld(float (*acc)[DH / 8][4], const float (*x)[NT][4], const uint16_t *B,
+				       int c0, int lane)
+{
+	constexpr int S = DH + 8, NO = DH / 8;
+	const uint16_t *p = B + (c0 + (lane & 7) + ((lane >> 3) & 1) * 8) * S + (lane >> 4) * 8;
+	for (int kk = 0; kk < NT / 2; kk++) {
+		uint32_t f[2][4];
+		for (int g = 0; g < 2; g++) {
+			f[g][0] = pack2_fast(x[g][2 * kk][0], x[g][2 * kk][1]);
+			f[g][1] = pack2_fast(x[g][2 * kk][2], x[g][2 * kk][3]);
+			f[g][2] = pack2_fast(x[g][2 * kk + 1][0], x[g][2 * kk + 1][1]);
+			f[g][3] = pack2_fast(x[g][2 * kk + 1][2], x[g][2 * kk + 1][3]);
+		}
+		for (int np = 0; np < NO / 2; np++) {
+			uint32_t b[4];
+			ldsm4t(b, p + kk * 16 * S + np * 16);
+			mma_bf16(acc[0][2 * np], f[0], b[0], b[1]);
+			mma_bf16(acc[0][2 * np + 1], f[0], b[2], b[3]);
+			mma_bf16(acc[1][2 * np], f[1], b[0], b[1]);
+			mma_bf16(acc[1][2 * np + 1], f[1], b[2], b[3]);
+		}
+	}
+}
+
 __device__ inline bool warp_all(bool p)
 {
 #if defined(TERN_CUDA_EMU)
@@ -710,12 +768,13 @@ __device__ inline bool warp_all(bool p)
 #endif
 }
 
-// Whether every row of a warp's 16 (rows lo .. lo+15, their segment sr where uniform) sees each of
-// n keys k0 .. k0+n, keys' segments ks[0 .. n) (n <= 64): no mask needed.
-__device__ inline bool tile_whole(const cuk_attn &a, int64_t lo, int64_t k0, int n, bool rows_one, int32_t sr,
-				  const int32_t *ks, int lane)
+// Whether every row of a warp's nr (rows lo .. lo+nr-1, their segment sr where uniform) sees each
+// of n keys k0 .. k0+n, keys' segments ks[0 .. n) (n <= 64): no mask needed.
+__device__ inline bool tile_whole(const cuk_attn &a, int64_t lo, int nr, int64_t k0, int n, bool rows_one,
+				  int32_t sr, const int32_t *ks, int lane)
 {
-	if (!rows_one || lo + 15 >= a.T || k0 + n - 1 > lo || (a.window > 0 && lo + 15 - k0 >= a.window))
+	if (!rows_one || lo + nr - 1 >= a.T || k0 + n - 1 > lo ||
+	    (a.window > 0 && lo + nr - 1 - k0 >= a.window))
 		return false;
 	return warp_all(ks[lane % n] == sr && ks[(lane + 32) % n] == sr);
 }
@@ -828,7 +887,8 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 15; c0 += 8 * NT) {
 				float s[NT][4];
 				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
-				bool whole = tile_whole(a, wlo, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
+				bool whole =
+					tile_whole(a, wlo, 16, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
 				float xa = -INFINITY, xb = -INFINITY;
 				for (int nt = 0; nt < NT; nt++)
 					for (int e = 0; e < 4; e++) {
@@ -905,7 +965,8 @@ __global__ void __launch_bounds__(kFW * 32)
 				float s[NT][4], dp[NT][4];
 				scores_ld<DH, NT>(s, qf, Ks, c0, lane);
 				scores_ld<DH, NT>(dp, gf, Vs, c0, lane);
-				bool whole = tile_whole(a, wlo, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
+				bool whole =
+					tile_whole(a, wlo, 16, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
 				for (int nt = 0; nt < NT; nt++)
 					for (int e = 0; e < 4; e++) {
 						int c = c0 + nt * 8 + 2 * t + (e & 1);
@@ -1050,6 +1111,226 @@ __global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const fl
 	}
 }
 
+// ---- the second tensor-core family (TERN_CUDA_FA=2, the default; DH 64 and 128) -----------------
+//
+// FlashAttention-2's shape: a block of kFW warps takes kF2R = 128 query rows, 32 per warp (two m16
+// row groups g = 0, 1: rows wlo + 16g + lane/4 and + 8), so every K/V fragment ldmatrix reads
+// serves two MMAs, and each K/V tile that the block streams through shared memory serves twice the
+// rows. The registers pay for it: O's accumulators are 2·DH/2 per thread (128 at DH 128), so Q
+// (and dO) stay in shared memory and their fragments are re-read at each k step. Shared memory:
+// Q (and dO for dQ) 128 rows, two K/V stages; about 104 KB at DH 128, two blocks per SM. The
+// masks, the bounds (kfirst per 64-key tile: a block spans two tiles and takes the lesser), the
+// pipeline and the fixed summation order are the first family's; dK/dV stays on fa_dkv_kernel
+// (32 key rows per warp would need 256 accumulator registers at DH 128).
+constexpr int kF2R = kFW * 32; // query rows per block
+constexpr int kF2K = 32;       // keys per dQ stage (its Q and dO tiles take the room of larger ones)
+
+// The first key of query block i0 (a multiple of kF2R): the window's, or the first tile whose
+// segments meet either of the block's two 64-row tiles.
+__device__ inline int64_t fa2_first(const cuk_attn &a, int64_t i0, const int32_t *kfirst)
+{
+	int64_t j = first_key(a, i0), b = i0 / kFN, nt = (a.T + kFN - 1) / kFN;
+	int64_t f = kfirst[b];
+	if (b + 1 < nt && kfirst[b + 1] < f)
+		f = kfirst[b + 1];
+	f *= kFN;
+	return j > f ? j : f;
+}
+
+// A warp's four row indices (ia[g], ib[g]), their segments, and whether all 32 rows are in one
+// segment (s0 the first row's).
+__device__ inline bool fa2_rows(const cuk_attn &a, const int32_t *seg, int64_t wlo, int lane, int64_t ia[2],
+				int64_t ib[2], int32_t sa[2], int32_t sb[2], int32_t &s0)
+{
+	bool same = true;
+	s0 = wlo < a.T ? seg[wlo] : 0;
+#pragma unroll
+	for (int g = 0; g < 2; g++) {
+		ia[g] = wlo + 16 * g + (lane >> 2), ib[g] = ia[g] + 8;
+		sa[g] = ia[g] < a.T ? seg[ia[g]] : 0, sb[g] = ib[g] < a.T ? seg[ib[g]] : 0;
+		same = same && sa[g] == s0 && sb[g] == s0;
+	}
+	return warp_all(same);
+}
+
+// s[g][nt][e] = -inf where row ia[g] (e < 2) or ib[g] does not see key k0 + c (segments ks[c]),
+// c = 8nt + 2t + e % 2: the scores of a step that is not whole.
+template <int NT>
+__device__ inline void fa2_mask(float (*s)[NT][4], const cuk_attn &a, const int64_t ia[2],
+				const int64_t ib[2], const int32_t sa[2], const int32_t sb[2], int64_t k0,
+				const int32_t *ks, int t)
+{
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int nt = 0; nt < NT; nt++)
+			for (int e = 0; e < 4; e++) {
+				int c = nt * 8 + 2 * t + (e & 1);
+				bool ok = e < 2 ? sees(a, ia[g], k0 + c, sa[g], ks[c])
+						: sees(a, ib[g], k0 + c, sb[g], ks[c]);
+				if (!ok)
+					s[g][nt][e] = -INFINITY;
+			}
+}
+
+// The forward: 64 keys per stage, 64 per softmax step; 32 at DH 128, where 64 spill (255 registers
+// and 48 bytes of spills with nvcc 13: O's 128 accumulators and the scores' 64).
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32, 2)
+	fa2_fwd_kernel(float *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+		       const int32_t *seg, const int32_t *kfirst, cuk_attn a)
+{
+	constexpr int S = DH + 8, NO = DH / 8, NT = DH >= 128 ? 4 : 8;
+	extern __shared__ float sm[];
+	uint16_t *const Qs = (uint16_t *)sm;               // the block's kF2R query rows
+	uint16_t *const st = Qs + kF2R * S;                // stage x: K at st + 2x·kFN·S, V after it
+	int32_t *const sg = (int32_t *)(st + 4 * kFN * S); // stage x: segments at sg + x·kFN
+	int64_t nb = (a.T + kF2R - 1) / kF2R;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kF2R; // the longest rows first
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+	int64_t wlo = i0 + warp * 32, ia[2], ib[2];
+	int64_t last = i0 + kF2R - 1 < a.T - 1 ? i0 + kF2R - 1 : a.T - 1, jfirst = fa2_first(a, i0, kfirst);
+	int ntiles = (int)((last - jfirst) / kFN + 1);
+
+	tile_async<DH, kF2R>(Qs, q, i0, a.T, a.H, h);
+	tile_async<DH>(st, k, jfirst, a.T, a.Hkv, gh);
+	tile_async<DH>(st + kFN * S, v, jfirst, a.T, a.Hkv, gh);
+	vals_async(sg, seg, jfirst, a.T);
+	cp_commit();
+	int32_t sa[2], sb[2], s0;
+	bool rows_one = fa2_rows(a, seg, wlo, lane, ia, ib, sa, sb, s0);
+	float ma[2], mb[2], la[2], lb[2], c2 = a.scale * kLog2e;
+	float acc[2][NO][4];
+#pragma unroll
+	for (int g = 0; g < 2; g++) {
+		ma[g] = mb[g] = -INFINITY, la[g] = lb[g] = 0.0f;
+		for (int n = 0; n < NO; n++)
+			for (int e = 0; e < 4; e++)
+				acc[g][n][e] = 0.0f;
+	}
+	for (int it = 0; it < ntiles; it++) {
+		int64_t j0 = jfirst + (int64_t)it * kFN;
+		int cur = it & 1;
+		kv_stage<DH>(st, sg, k, v, seg, j0, it + 1 < ntiles, cur ^ 1, a, gh);
+		const uint16_t *Ks = st + 2 * cur * kFN * S, *Vs = st + (2 * cur + 1) * kFN * S;
+		const int32_t *Sg = sg + cur * kFN;
+		if (!tile_unseen(a, j0, kFN, wlo))
+			for (int c0 = 0; c0 < kFN && j0 + c0 <= wlo + 31; c0 += 8 * NT) {
+				float s[2][NT][4];
+				scores32_ld<DH, NT>(s, Qs, warp * 32, Ks, c0, lane);
+				bool whole =
+					tile_whole(a, wlo, 32, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
+				if (!whole)
+					fa2_mask<NT>(s, a, ia, ib, sa, sb, j0 + c0, Sg + c0, t);
+#pragma unroll // (s, acc indexed by constants: registers, not local memory)
+				for (int g = 0; g < 2; g++) {
+					float xa = -INFINITY, xb = -INFINITY;
+					for (int nt = 0; nt < NT; nt++)
+						for (int e = 0; e < 4; e++) {
+							float x =
+								s[g][nt][e] * c2; // -inf stays -inf (c2 > 0)
+							s[g][nt][e] = x;
+							if (e < 2)
+								xa = fmaxf(xa, x);
+							else
+								xb = fmaxf(xb, x);
+						}
+					online_softmax<NT, NO>(s[g], acc[g], xa, xb, ma[g], mb[g], la[g],
+							       lb[g]);
+				}
+				accumulate32_ld<DH, NT>(acc, s, Vs, c0, lane);
+			}
+		__syncthreads(); // every warp is done with this stage before the next load refills it
+	}
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		store_rows<DH>(o, lse, acc[g], la[g], lb[g], ma[g], mb[g], ia[g], ib[g], h, t, a);
+}
+
+// dQ: 128 query rows per block (Q and dO tiles in shared memory), K/V stages of kF2K keys.
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32, 2)
+	fa2_dq_kernel(float *dq, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+		      const uint16_t *v, const float *lse, const float *Dr, const int32_t *seg,
+		      const int32_t *kfirst, cuk_attn a)
+{
+	constexpr int S = DH + 8, NO = DH / 8, NT = kF2K / 8;
+	extern __shared__ float sm[];
+	uint16_t *const Qs = (uint16_t *)sm, *const Gs = Qs + kF2R * S; // the block's Q and dO rows
+	uint16_t *const st = Gs + kF2R * S;                 // stage x: K at st + 2x·kF2K·S, V after it
+	int32_t *const sg = (int32_t *)(st + 4 * kF2K * S); // stage x: segments at sg + x·kF2K
+	int64_t nb = (a.T + kF2R - 1) / kF2R;
+	int64_t h = blockIdx.x % a.H, i0 = (nb - 1 - blockIdx.x / a.H) * kF2R;
+	int64_t gh = h / (a.H / a.Hkv);
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+	int64_t wlo = i0 + warp * 32, ia[2], ib[2];
+	int64_t last = i0 + kF2R - 1 < a.T - 1 ? i0 + kF2R - 1 : a.T - 1, jfirst = fa2_first(a, i0, kfirst);
+	int ntiles = (int)((last - jfirst) / kF2K + 1);
+
+	tile_async<DH, kF2R>(Qs, q, i0, a.T, a.H, h);
+	tile_async<DH, kF2R>(Gs, dout, i0, a.T, a.H, h);
+	tile_async<DH, kF2K>(st, k, jfirst, a.T, a.Hkv, gh);
+	tile_async<DH, kF2K>(st + kF2K * S, v, jfirst, a.T, a.Hkv, gh);
+	vals_async<kF2K>(sg, seg, jfirst, a.T);
+	cp_commit();
+	int32_t sa[2], sb[2], s0;
+	bool rows_one = fa2_rows(a, seg, wlo, lane, ia, ib, sa, sb, s0);
+	float c2 = a.scale * kLog2e, La[2], Lb[2], Da[2], Db[2];
+#pragma unroll
+	for (int g = 0; g < 2; g++) {
+		La[g] = ia[g] < a.T ? lse[h * a.T + ia[g]] * kLog2e : 0.0f;
+		Lb[g] = ib[g] < a.T ? lse[h * a.T + ib[g]] * kLog2e : 0.0f;
+		Da[g] = ia[g] < a.T ? Dr[h * a.T + ia[g]] : 0.0f;
+		Db[g] = ib[g] < a.T ? Dr[h * a.T + ib[g]] : 0.0f;
+	}
+	float acc[2][NO][4];
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int n = 0; n < NO; n++)
+			for (int e = 0; e < 4; e++)
+				acc[g][n][e] = 0.0f;
+	for (int it = 0; it < ntiles; it++) {
+		int64_t j0 = jfirst + (int64_t)it * kF2K;
+		int cur = it & 1;
+		kv_stage<DH, kF2K>(st, sg, k, v, seg, j0, it + 1 < ntiles, cur ^ 1, a, gh);
+		const uint16_t *Ks = st + 2 * cur * kF2K * S, *Vs = st + (2 * cur + 1) * kF2K * S;
+		const int32_t *Sg = sg + cur * kF2K;
+		if (!tile_unseen(a, j0, kF2K, wlo) && j0 <= wlo + 31) {
+			float s[2][NT][4], dp[2][NT][4];
+			scores32_ld<DH, NT>(s, Qs, warp * 32, Ks, 0, lane);
+			scores32_ld<DH, NT>(dp, Gs, warp * 32, Vs, 0, lane);
+			bool whole = tile_whole(a, wlo, 32, j0, kF2K, rows_one, s0, Sg, lane);
+#pragma unroll
+			for (int g = 0; g < 2; g++)
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = nt * 8 + 2 * t + (e & 1);
+						bool ok = whole ||
+							  (e < 2 ? sees(a, ia[g], j0 + c, sa[g], Sg[c])
+								 : sees(a, ib[g], j0 + c, sb[g], Sg[c]));
+						float p =
+							ok ? exp2f(s[g][nt][e] * c2 - (e < 2 ? La[g] : Lb[g]))
+							   : 0.0f;
+						s[g][nt][e] = p * (dp[g][nt][e] - (e < 2 ? Da[g] : Db[g]));
+					}
+			accumulate32_ld<DH, NT>(acc, s, Ks, 0, lane);
+		}
+		__syncthreads();
+	}
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int half = 0; half < 2; half++) {
+			int64_t i = half ? ib[g] : ia[g];
+			if (i >= a.T)
+				continue;
+			float *di = dq + (i * a.H + h) * DH;
+			for (int n = 0; n < NO; n++) {
+				di[n * 8 + 2 * t] = a.scale * acc[g][n][2 * half];
+				di[n * 8 + 2 * t + 1] = a.scale * acc[g][n][2 * half + 1];
+			}
+		}
+}
+
 // The scratch of the tensor-core kernels (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
 struct fa_scratch {
 	size_t dr, qb, kb, vb, gb, bd, pv, total;
@@ -1098,6 +1379,21 @@ inline cudaError_t fa_bounds(cudaStream_t s, int32_t *bd, const int32_t *seg, in
 
 template <int DH> size_t fa_smem(int tiles) { return (size_t)tiles * kFN * (DH + 8) * 2; }
 
+// TERN_CUDA_FA=1|2: which tensor-core family runs (1: 16 rows per warp, the first; 2, the default:
+// 32 rows per warp where it has the head size). Read once; cu_device.c refuses other values at
+// create.
+inline int fa_family()
+{
+	static int f = 0;
+	if (!f) {
+		const char *e = getenv("TERN_CUDA_FA");
+		f = e && !strcmp(e, "1") ? 1 : 2;
+	}
+	return f;
+}
+
+template <int DH> bool fa2_takes() { return (DH == 64 || DH == 128) && fa_family() == 2; }
+
 template <typename K> cudaError_t fa_attr(K kernel, size_t smem)
 {
 	return cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1118,6 +1414,16 @@ cudaError_t fa_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, cons
 	int32_t *bd = (int32_t *)((char *)scr + l.bd);
 	if ((e = fa_bounds(s, bd, seg, a.T)))
 		return e;
+	if constexpr (DH == 64 || DH == 128)
+		if (fa2_takes<DH>()) {
+			size_t smem = (size_t)(kF2R + 4 * kFN) * (DH + 8) * 2 + 2 * kFN * 4;
+			if ((e = fa_attr(fa2_fwd_kernel<DH>, smem)))
+				return e;
+			int64_t blocks = a.H * ((a.T + kF2R - 1) / kF2R);
+			fa2_fwd_kernel<DH>
+				<<<(unsigned)blocks, kFW * 32, smem, s>>>(o, lse, qb, kb, vb, seg, bd, a);
+			return cudaGetLastError();
+		}
 	size_t smem = fa_smem<DH>(4) + 2 * kFN * 4;
 	if ((e = fa_attr(fa_fwd_kernel<DH>, smem)))
 		return e;
@@ -1157,6 +1463,16 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 		fa_reduce_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(
 			dk, dv, pk, pv, a.T * a.Hkv, DH, ns);
 	}
+	if constexpr (DH == 64 || DH == 128)
+		if (fa2_takes<DH>()) {
+			size_t smem = (size_t)(2 * kF2R + 4 * kF2K) * (DH + 8) * 2 + 2 * kF2K * 4;
+			if ((e = fa_attr(fa2_dq_kernel<DH>, smem)))
+				return e;
+			int64_t blocks = a.H * ((a.T + kF2R - 1) / kF2R);
+			fa2_dq_kernel<DH><<<(unsigned)blocks, kFW * 32, smem, s>>>(dq, gb, qb, kb, vb, lse,
+										   Dr, seg, bd, a);
+			return cudaGetLastError();
+		}
 	fa_dq_kernel<DH>
 		<<<(unsigned)(a.H * rb), kFW * 32, smem_q, s>>>(dq, gb, qb, kb, vb, lse, Dr, seg, bd, a);
 	return cudaGetLastError();
