@@ -446,7 +446,9 @@ out:
  * bf16): the f16 cases, the other head sizes, tiny gradients; causal interiors of whole 64-key
  * tiles without and with a window longer than a tile (CUDA skips their mask), GQA groups of 2
  * and 4 (CUDA splits dK/dV over a group's heads); a micro-batch's rows (packed 2: CUDA skips the
- * tiles of other rows by their segment bounds), with a window too */
+ * tiles of other rows by their segment bounds), with a window too; at Dh 128 (CUDA's default
+ * kernels take 128 query rows per block, 32 per warp) one segment with a ragged last block, and
+ * rows of 120 and 83 tokens, whose ends fall inside a block and inside a warp's 32 rows */
 static void check_attention_bf16(struct suite *s)
 {
 	static const int64_t bshapes[][6] = {
@@ -454,7 +456,8 @@ static void check_attention_bf16(struct suite *s)
 		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0},   {257, 8, 2, 128, 70, 1},
 		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0},   {90, 3, 1, 96, 0, 1},
 		{256, 4, 2, 64, 0, 0},  {200, 4, 1, 128, 150, 0}, {320, 4, 2, 64, 0, 2},
-		{512, 2, 1, 128, 0, 2}, {400, 4, 2, 64, 90, 2},
+		{512, 2, 1, 128, 0, 2}, {400, 4, 2, 64, 90, 2},   {300, 4, 2, 128, 0, 0},
+		{480, 4, 1, 128, 0, 2}, {333, 2, 1, 128, 100, 2},
 	};
 	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
 		const int64_t *h = bshapes[i];
