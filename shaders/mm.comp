@@ -24,12 +24,13 @@
 // of 8; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
 // boundaries. Otherwise every element is loaded on its own (any shape). Rows of x past T and
 // rows (forward) or columns (backward) of W past N load as zeros and are not stored.
-// The LoRA epilogue (p.lora_r = R > 0, backend.h matmul_lora / matmul_lora_bwd): the output gets
+// The LoRA epilogue (-DLORA, p.lora_r = R > 0; backend.h matmul_lora / matmul_lora_bwd): the output gets
 // lora_scale sum_r lu[t, r] lp(n, r) added in fp32 after the 1/s scaling: forward lu = u [T, R] and
 // lp(n, r) = B[r0 + n, r], backward lu = du and lp(n, r) = A[r, n] (lp_off, lp_cs, lp_rs locate it;
 // the host folds r0 and the chunk's first token into the offsets). Each group stages RC columns of
 // its 128 rows of lu and 128 columns of lp at a time in shared memory that the main loop no longer
-// needs. With split-K the partials stay raw and mm_reduce.comp adds the term.
+// needs. With split-K the partials stay raw and mm_reduce.comp adds the term. Only the -DLORA
+// variants have this code: in every variant it slowed all products 3.4x on an H100 (2026-12-06).
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
 // 6 = max|x| bits (u32), 7 = split-K partials (f32), 8 = lu (f32), 9 = lp (f32).
 #extension GL_GOOGLE_include_directive : require
@@ -86,8 +87,10 @@ layout(binding = 2) readonly buffer WData4 { uvec4 w4[]; };
 layout(binding = 2) readonly buffer WData2 { uvec2 w2[]; };
 layout(binding = 6) readonly buffer XMax { uint xmax[]; };
 layout(binding = 7) writeonly buffer Part { float part[]; };
+#ifdef LORA
 layout(binding = 8) readonly buffer LoraL { float lu[]; };
 layout(binding = 9) readonly buffer LoraP { float lp[]; };
+#endif
 
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
 #define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
@@ -359,6 +362,7 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
 	}
 }
 
+#ifdef LORA
 // ---- the LoRA epilogue -------------------------------------------------------------------------
 
 // RC rank columns a round, rows LS floats apart (uvec4-aligned): lu's 128 rows in As from uvec4
@@ -409,6 +413,7 @@ void lora_add(inout float v[8], uint m, uint n)
 	[[unroll]] for (uint j = 0u; j < 8u; j++)
 		v[j] += p.lora_scale * sum[j];
 }
+#endif
 
 #ifdef COOPMAT
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
@@ -515,6 +520,7 @@ void main()
 	}
 
 	float inv_s = 1.0 / s;
+#ifdef LORA
 	// the LoRA epilogue (not with split-K: mm_reduce.comp adds it); one round of RC rank columns
 	// is staged once for the whole tile, more are staged per accumulator block
 	uint rounds = p.lora_r > 0u && p.kc == 0u ? (p.lora_r + RC - 1u) / RC : 0u;
@@ -522,6 +528,7 @@ void main()
 		lora_stage(m0, n0, 0u); // the main loop's last barrier freed As and Bs
 		barrier();
 	}
+#endif
 #ifdef COOPMAT
 	// each subgroup stages one 16 x 16 accumulator at a time through its 64 uvec4 of As
 	uint lane = gl_SubgroupInvocationID, sbase = g * 64u;
@@ -535,6 +542,7 @@ void main()
 			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
 					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
 					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
+#ifdef LORA
 			if (rounds > 0u) {
 				[[unroll]] for (uint e = 0u; e < 8u; e++)
 					v[e] *= inv_s;
@@ -551,9 +559,13 @@ void main()
 			} else {
 				write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
 			}
+#else
+			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
+#endif
 			subgroupBarrier();
 		}
 #else
+#ifdef LORA
 	if (rounds > 0u) {
 		[[unroll]] for (uint i = 0u; i < 8u; i++)
 			[[unroll]] for (uint j = 0u; j < 8u; j++)
@@ -569,6 +581,7 @@ void main()
 		}
 		inv_s = 1.0;
 	}
+#endif
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		write8(m0, n0, tm + i, tn, acc[i], inv_s);
 #endif

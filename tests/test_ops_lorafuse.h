@@ -271,9 +271,9 @@ out:
  * in the products' epilogue (shaders/mm.comp, mm_reduce.comp after a split reduction), the rest
  * compose them with fp32 gemms; backend.h gives both the same function, so one oracle holds both:
  * x (dy) scaled by its power of two and rounded to f16, W rounded to f16, the low-rank terms in
- * double from the u and du the device produced, to fp32 summation error (TOL_PREC). On Vulkan at
- * T > 4 the fused path must be taken unless TERN_VK_LORA_FUSE=0 (a test that could not see the
- * epilogue would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
+ * double from the u and du the device produced, to fp32 summation error (TOL_PREC). On Vulkan
+ * (TERN_VK_LORA_FUSE=1, set here) at T > 4 the fused path must be taken (a test that could not
+ * see the epilogue would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
 static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
 			   bool acc, bool alias, const char *variant)
 {
@@ -329,8 +329,8 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	struct tern_lora lo = {
 		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_F16, .lprec = TERN_F32};
 	bool fused = tern_lora_fused(s->be, &w, &lo, T);
-	const char *off = getenv("TERN_VK_LORA_FUSE");
-	if (!strcmp(s->bname, "vulkan") && T > 4 && R <= 64 && !(off && !strcmp(off, "0")) && !fused) {
+	const char *on = getenv("TERN_VK_LORA_FUSE");
+	if (!strcmp(s->bname, "vulkan") && T > 4 && R <= 64 && on && !strcmp(on, "1") && !fused) {
 		fail(&c, "vulkan did not take the fused path at T=%lld (tern_lora_fused)", (long long)T);
 		goto out;
 	}
@@ -440,6 +440,7 @@ static void check_lora_f16_all(struct suite *s)
 		check_lora_f16_set(s, NULL);
 		return;
 	}
+	setenv("TERN_VK_LORA_FUSE", "1", 1); /* Vulkan's epilogue is off by default */
 	static const char *const variants[] = {"coopmat", "regs"};
 	for (int v = 0; v < 2; v++) {
 		setenv("TERN_VK_MM16", variants[v], 1);
@@ -453,6 +454,7 @@ static void check_lora_f16_all(struct suite *s)
 		check_lora_f16_set(s, variants[v]);
 	}
 	unsetenv("TERN_VK_MM16");
+	unsetenv("TERN_VK_LORA_FUSE");
 }
 
 /* (T, O, I, R): R not a multiple of 8 (the padding of the extended reduction), I not a multiple

@@ -124,10 +124,12 @@ static bool mm_fast_ok(enum tern_dtype dt, const struct mm16_push *p, bool bwd)
 	}
 }
 
-/* [coopmat][bwd][weight dtype] */
-static const enum tern_vk_pipe mm16_pipes[2][2][TERN_DTYPE_COUNT] = {
-	{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_BWD)},
-	{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_BWD)},
+/* [LoRA epilogue][coopmat][bwd][weight dtype] */
+static const enum tern_vk_pipe mm16_pipes[2][2][2][TERN_DTYPE_COUNT] = {
+	{{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_BWD)},
+	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_BWD)}},
+	{{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_LORA), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_LORA_BWD)},
+	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BWD)}},
 };
 
 bool tern_vk_built(const enum tern_vk_pipe *pipes, int n)
@@ -148,9 +150,9 @@ bool tern_vk_has_variant(struct tern_backend *be, const char *variant)
 	return false;
 }
 
-/* The tensor-core variant where the device has it, else the register-blocked one;
- * TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
-static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, enum tern_dtype dt, bool *cm,
+/* The tensor-core variant where the device has it, else the register-blocked one, with the LoRA
+ * epilogue (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
+static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum tern_dtype dt, bool *cm,
 				  enum tern_vk_pipe *pipe)
 {
 	const char *env = getenv("TERN_VK_MM16");
@@ -165,7 +167,7 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, enum tern_dtype 
 					 "TERN_VK_MM16=coopmat: this device or build has no NV cooperative "
 					 "matrices");
 	}
-	*pipe = mm16_pipes[*cm][bwd][dt];
+	*pipe = mm16_pipes[lora][*cm][bwd][dt];
 	return TERN_OK;
 }
 
@@ -198,7 +200,7 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 	bool cm = false;
 	int gen = 2;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
-	enum tern_status st = pick_mm16(vk, bwd, w->dtype, &cm, &pipe);
+	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
 	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) ||
 	    (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
 		return st;

@@ -285,20 +285,18 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
 }
 
 /* The LoRA linear's rank-R updates in the F16 products' epilogue (backend.h matmul_lora): fp32
- * sums added where y or dx is written, so the composition's two gemms that read and write the
- * whole output again go. Not for decoding (T <= MV_TMAX: the matrix-vector shader) nor for ranks
- * above 64 (the epilogue stages 16 or 8 rank columns a round; more rounds cost more than the
- * pass they save). TERN_VK_LORA_FUSE=0 turns it off (before/after measurements). */
+ * sums added where y or dx is written (the -DLORA variants of shaders/mm.comp), so the
+ * composition's two gemms that read and write the whole output again go. Not for decoding
+ * (T <= MV_TMAX: the matrix-vector shader) nor for ranks above 64 (the epilogue stages 16 or 8
+ * rank columns a round). Off unless TERN_VK_LORA_FUSE=1: its speed on a GPU is not measured yet
+ * (docs/PERFORMANCE.md); its results are tested (test_ops lora_fused). */
 static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			  enum tern_dtype prec)
 {
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("TERN_VK_LORA_FUSE");
-		on = !(e && !strcmp(e, "0"));
-	}
+	const char *e = getenv("TERN_VK_LORA_FUSE");
 	(void)w;
-	return on && prec == TERN_F16 && tern_vk_of(be)->fp16 && T > MV_TMAX && R >= 1 && R <= 64;
+	return e && !strcmp(e, "1") && prec == TERN_F16 && tern_vk_of(be)->fp16 && T > MV_TMAX && R >= 1 &&
+	       R <= 64;
 }
 
 static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
