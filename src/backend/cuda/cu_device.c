@@ -786,12 +786,13 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 			pe);
 	bool pdl = p.major >= 9 && !(pe && !strcmp(pe, "0"));
 	/* TERN_CUDA_FA=1|2: the tensor-core attention's kernel family (k_attn.cu, fa_family): 1 the
-	 * first (16 query rows per warp), 2 the default (32 rows per warp, head sizes 64 and 128) */
+	 * default (16 query rows per warp), 2 (32 rows per warp, head sizes 64 and 128; not yet
+	 * measured on a GPU) */
 	const char *fe = getenv("TERN_CUDA_FA");
 	if (fe && *fe && strcmp(fe, "1") && strcmp(fe, "2"))
 		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_FA=%s: use 2 (flash attention with 32 query rows per warp, "
-				 "the default) or 1 (the first kernels, 16 rows per warp)",
+				 "cuda: TERN_CUDA_FA=%s: use 1 (the default kernels, 16 query rows per warp) "
+				 "or 2 (32 rows per warp at head sizes 64 and 128)",
 				 fe);
 #ifdef TERN_CUDA_EMU
 	pdl = false; /* the emulation launches plainly (k_pdl.cuh) */
