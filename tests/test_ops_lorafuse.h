@@ -37,6 +37,34 @@ static double rdot(const float *a, int64_t sa, const float *b, int64_t sb, int64
 	return s;
 }
 
+/* The LoRA gemms' results after a backward, against the oracle with operands rounded by rnd:
+ * dB = dB0 + s Σ dy u, du = s Σ dy B, dA = dA0 + Σ du x (u and du as the device produced them).
+ * w, m: scratch of max(O, T, I) · R doubles. */
+static void expect_lora_grads(struct chk *c, struct dten *dGB, struct dten *dGA, const float *dy,
+			      const float *u, const float *du, const float *B, const float *x,
+			      const float *dB0, const float *dA0, int64_t T, int64_t O, int64_t I, int64_t R,
+			      float sc, double (*rnd)(double), double tol, double *w, double *m)
+{
+	for (int64_t o = 0; o < O; o++)
+		for (int64_t r = 0; r < R; r++) {
+			double g = 0.0, a = rdot(dy + o, O, u + r, R, T, rnd, &g);
+			w[o * R + r] = dB0[o * R + r] + sc * a, m[o * R + r] = fabs(dB0[o * R + r]) + sc * g;
+		}
+	expect_mag(c, dGB, w, m, O * R, tol);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t r = 0; r < R; r++) {
+			double g = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, rnd, &g);
+			w[t * R + r] = sc * a, m[t * R + r] = sc * g;
+		}
+	cmp_mag(c, "du", du, w, m, T * R, tol);
+	for (int64_t r = 0; r < R; r++)
+		for (int64_t i = 0; i < I; i++) {
+			double g = 0.0, a = rdot(du + r, R, x + i, I, T, rnd, &g);
+			w[r * I + i] = dA0[r * I + i] + a, m[r * I + i] = fabs(dA0[r * I + i]) + g;
+		}
+	expect_mag(c, dGA, w, m, R * I, tol);
+}
+
 /* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
 static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
 			    bool acc, bool alias, bool chunked)
@@ -61,7 +89,8 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
 	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
 	double *want = dvec(T * (O > I ? O : I)), *mag = dvec(T * (O > I ? O : I)),
-	       *pw = dvec(R * (O > I ? O : I) + T * R), *pm = dvec(R * (O > I ? O : I)), *ur = dvec(T * R);
+	       *pw = dvec(R * (O > I ? O : I) + T * R), *pm = dvec(R * (O > I ? O : I) + T * R),
+	       *ur = dvec(T * R);
 	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !pw || !pm ||
 	    !ur || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
 		fail(&c, "out of host memory");
@@ -152,28 +181,8 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
 		}
 	expect_mag(&c, dY, want, mag, T * O, fused ? TOL_PREC : tol_g);
-	/* dB = dB0 + s Σ bf16(dy) bf16(u) */
-	for (int64_t o = 0; o < O; o++)
-		for (int64_t r = 0; r < R; r++) {
-			double m = 0.0, a = rdot(dy + o, O, u + r, R, T, bgr, &m);
-			pw[o * R + r] = dB0[o * R + r] + sc * a,
-				   pm[o * R + r] = fabs(dB0[o * R + r]) + sc * m;
-		}
-	expect_mag(&c, dGB, pw, pm, O * R, tol_g);
-	/* du = s Σ bf16(dy) bf16(B) */
-	for (int64_t t = 0; t < T; t++)
-		for (int64_t r = 0; r < R; r++) {
-			double m = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, bgr, &m);
-			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
-		}
-	cmp_mag(&c, "du", du, want, mag, T * R, tol_g);
-	/* dA = dA0 + Σ bf16(du) bf16(x) */
-	for (int64_t r = 0; r < R; r++)
-		for (int64_t i = 0; i < I; i++) {
-			double m = 0.0, a = rdot(du + r, R, x + i, I, T, bgr, &m);
-			pw[r * I + i] = dA0[r * I + i] + a, pm[r * I + i] = fabs(dA0[r * I + i]) + m;
-		}
-	expect_mag(&c, dGA, pw, pm, R * I, tol_g);
+	/* dB, du, dA: Σ over bf16(operands) */
+	expect_lora_grads(&c, dGB, dGA, dy, u, du, B, x, dB0, dA0, T, O, I, R, sc, bgr, tol_g, pw, pm);
 	/* dx = (dx0 +) Σ bf16(dy) bf16(W) + Σ bf16(du) bf16(A) (x as the forward read it) */
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t i = 0; i < I; i++) {
@@ -293,10 +302,10 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	}
 	struct hweight hw;
 	memset(&hw, 0, sizeof hw);
-	int64_t P = O > I ? O : I;
+	int64_t P = O > I ? O : I, N = T * P > R * (P > T ? P : T) ? T * P : R * (P > T ? P : T);
 	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
 	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
-	double *want = dvec(T * P), *mag = dvec(T * P), *xr = dvec(T * P), *wr = dvec(O * I);
+	double *want = dvec(N), *mag = dvec(N), *xr = dvec(T * P), *wr = dvec(O * I);
 	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !xr || !wr ||
 	    !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
 		fail(&c, "out of host memory");
@@ -366,26 +375,8 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 			want[t * O + o] = a / sx + sc * l, mag[t * O + o] = m / sx + sc * lm;
 		}
 	expect_mag(&c, dY, want, mag, T * O, TOL_PREC);
-	/* dB = dB0 + s Σ dy u; du = s Σ dy B; dA = dA0 + Σ du x (fp32 gemms) */
-	for (int64_t o = 0; o < O; o++)
-		for (int64_t r = 0; r < R; r++) {
-			double m = 0.0, a = rdot(dy + o, O, u + r, R, T, id, &m);
-			want[o * R + r] = dB0[o * R + r] + sc * a,
-				     mag[o * R + r] = fabs(dB0[o * R + r]) + sc * m;
-		}
-	expect_mag(&c, dGB, want, mag, O * R, TOL_PREC);
-	for (int64_t t = 0; t < T; t++)
-		for (int64_t r = 0; r < R; r++) {
-			double m = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, id, &m);
-			want[t * R + r] = sc * a, mag[t * R + r] = sc * m;
-		}
-	cmp_mag(&c, "du", du, want, mag, T * R, TOL_PREC);
-	for (int64_t r = 0; r < R; r++)
-		for (int64_t i = 0; i < I; i++) {
-			double m = 0.0, a = rdot(du + r, R, x + i, I, T, id, &m);
-			want[r * I + i] = dA0[r * I + i] + a, mag[r * I + i] = fabs(dA0[r * I + i]) + m;
-		}
-	expect_mag(&c, dGA, want, mag, R * I, TOL_PREC);
+	/* dB, du, dA (fp32 gemms) */
+	expect_lora_grads(&c, dGB, dGA, dy, u, du, B, x, dB0, dA0, T, O, I, R, sc, id, TOL_PREC, want, mag);
 	/* dx = (dx0 +) Σ f16(σdy) f16(W) / σ + Σ du A (x as the forward read it) */
 	double sy = oracle_scale(dy, T * O, TERN_F16);
 	for (int64_t i = 0; i < T * O; i++)
