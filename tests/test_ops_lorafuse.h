@@ -37,20 +37,97 @@ static double rdot(const float *a, int64_t sa, const float *b, int64_t sb, int64
 	return s;
 }
 
+/* One LoRA linear case on the host and the device: x, A, B, dy and the gradients' starting
+ * values filled at random (dA0, dB0, dx0 the values the backward adds to), the device tensors, u
+ * and du downloaded after the run. */
+struct lora_fx {
+	struct hweight hw;
+	struct tern_weight w;
+	float *x, *A, *B, *dy, *dA0, *dB0, *dx0, *u, *du;
+	struct dten *dX, *dA, *dB, *dDy, *dY, *dU, *dDu, *dGA, *dGB, *dDx;
+};
+
+static void lora_fx_free(struct lora_fx *fx)
+{
+	hweight_free(&fx->hw);
+	void *ps[] = {fx->x, fx->A, fx->B, fx->dy, fx->dA0, fx->dB0, fx->dx0, fx->u, fx->du};
+	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+		free(ps[i]);
+}
+
+/* false (the check failed, fx to be freed) when memory runs out or a tensor cannot be made */
+static bool lora_fx_make(struct chk *c, struct lora_fx *fx, const struct wfmt *f, int64_t T, int64_t O,
+			 int64_t I, int64_t R, bool acc)
+{
+	memset(fx, 0, sizeof *fx);
+	fx->x = fvec(T * I), fx->A = fvec(R * I), fx->B = fvec(O * R), fx->dy = fvec(T * O);
+	fx->dA0 = fvec(R * I), fx->dB0 = fvec(O * R), fx->dx0 = fvec(T * I);
+	fx->u = fvec(T * R), fx->du = fvec(T * R);
+	if (!fx->x || !fx->A || !fx->B || !fx->dy || !fx->dA0 || !fx->dB0 || !fx->dx0 || !fx->u || !fx->du ||
+	    !hweight_make(&fx->hw, f->dt, f->bs, O, I, &c->r)) {
+		fail(c, "out of host memory");
+		return false;
+	}
+	fill_sym(&c->r, fx->x, T * I, 1.0);
+	fill_sym(&c->r, fx->A, R * I, 1.0 / sqrt((double)I));
+	fill_sym(&c->r, fx->B, O * R, 0.5);
+	fill_sym(&c->r, fx->dy, T * O, 1.0);
+	fill_sym(&c->r, fx->dA0, R * I, 0.5);
+	fill_sym(&c->r, fx->dB0, O * R, 0.5);
+	fill_sym(&c->r, fx->dx0, T * I, 0.5);
+	if (!dweight_make(c, &fx->hw, &fx->w))
+		return false;
+	fx->dX = dt_new(c, "x", (size_t)(T * I) * 4, fx->x);
+	fx->dA = dt_new(c, "A", (size_t)(R * I) * 4, fx->A);
+	fx->dB = dt_new(c, "B", (size_t)(O * R) * 4, fx->B);
+	fx->dDy = dt_new(c, "dy", (size_t)(T * O) * 4, fx->dy);
+	fx->dY = dt_nan(c, "y", T * O);
+	fx->dU = dt_nan(c, "u", T * R);
+	fx->dDu = dt_nan(c, "du", T * R);
+	fx->dGA = dt_new(c, "dA", (size_t)(R * I) * 4, fx->dA0);
+	fx->dGB = dt_new(c, "dB", (size_t)(O * R) * 4, fx->dB0);
+	fx->dDx = acc ? dt_new(c, "dx", (size_t)(T * I) * 4, fx->dx0) : dt_nan(c, "dx", T * I);
+	return fx->dX && fx->dA && fx->dB && fx->dDy && fx->dY && fx->dU && fx->dDu && fx->dGA && fx->dGB &&
+	       fx->dDx;
+}
+
+/* The forward, then the backward (dx over x with alias), then u and du downloaded. */
+static bool lora_fx_run(struct chk *c, struct suite *s, struct lora_fx *fx, const struct tern_lora *lo,
+			int64_t T, bool acc, bool alias)
+{
+	enum tern_status st = tern_lora_forward(s->be, fx->dY->v, fx->dU->v, (struct tern_view){0}, fx->dX->v,
+						&fx->w, lo, T);
+	if (!bad(c, st, "lora_forward"))
+		st = tern_lora_backward(s->be, alias ? fx->dX->v : fx->dDx->v, fx->dGA->v, fx->dGB->v,
+					fx->dDu->v, (struct tern_view){0}, fx->dDy->v, fx->dX->v,
+					(struct tern_view){0}, fx->dU->v, &fx->w, lo, T, acc);
+	return !bad(c, st, "lora") && dt_get(c, fx->dU, fx->u) && dt_get(c, fx->dDu, fx->du);
+}
+
+/* The inputs the case must leave as they were. */
+static void lora_fx_unchanged(struct chk *c, const struct lora_fx *fx, bool alias)
+{
+	if (!alias)
+		dt_unchanged(c, fx->dX, fx->x);
+	dt_unchanged(c, fx->dA, fx->A);
+	dt_unchanged(c, fx->dB, fx->B);
+	dt_unchanged(c, fx->dDy, fx->dy);
+}
+
 /* The LoRA gemms' results after a backward, against the oracle with operands rounded by rnd:
  * dB = dB0 + s Σ dy u, du = s Σ dy B, dA = dA0 + Σ du x (u and du as the device produced them).
- * w, m: scratch of max(O, T, I) · R doubles. */
-static void expect_lora_grads(struct chk *c, struct dten *dGB, struct dten *dGA, const float *dy,
-			      const float *u, const float *du, const float *B, const float *x,
-			      const float *dB0, const float *dA0, int64_t T, int64_t O, int64_t I, int64_t R,
-			      float sc, double (*rnd)(double), double tol, double *w, double *m)
+ * w, m: scratch of (max(O, I) + T) · R doubles. */
+static void expect_lora_grads(struct chk *c, const struct lora_fx *fx, int64_t T, int64_t O, int64_t I,
+			      int64_t R, float sc, double (*rnd)(double), double tol, double *w, double *m)
 {
+	const float *dy = fx->dy, *u = fx->u, *du = fx->du, *B = fx->B, *x = fx->x, *dB0 = fx->dB0,
+		    *dA0 = fx->dA0;
 	for (int64_t o = 0; o < O; o++)
 		for (int64_t r = 0; r < R; r++) {
 			double g = 0.0, a = rdot(dy + o, O, u + r, R, T, rnd, &g);
 			w[o * R + r] = dB0[o * R + r] + sc * a, m[o * R + r] = fabs(dB0[o * R + r]) + sc * g;
 		}
-	expect_mag(c, dGB, w, m, O * R, tol);
+	expect_mag(c, fx->dGB, w, m, O * R, tol);
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t r = 0; r < R; r++) {
 			double g = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, rnd, &g);
@@ -62,7 +139,7 @@ static void expect_lora_grads(struct chk *c, struct dten *dGB, struct dten *dGA,
 			double g = 0.0, a = rdot(du + r, R, x + i, I, T, rnd, &g);
 			w[r * I + i] = dA0[r * I + i] + a, m[r * I + i] = fabs(dA0[r * I + i]) + g;
 		}
-	expect_mag(c, dGA, w, m, R * I, tol);
+	expect_mag(c, fx->dGA, w, m, R * I, tol);
 }
 
 /* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
@@ -84,43 +161,22 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		s->skipped++;
 		return;
 	}
-	struct hweight hw;
-	memset(&hw, 0, sizeof hw);
-	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
-	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
-	double *want = dvec(T * (O > I ? O : I)), *mag = dvec(T * (O > I ? O : I)),
-	       *pw = dvec(R * (O > I ? O : I) + T * R), *pm = dvec(R * (O > I ? O : I) + T * R),
+	struct lora_fx fx;
+	int64_t P = (O > I ? O : I) + T;
+	double *want = dvec(T * P), *mag = dvec(T * P), *pw = dvec(R * P), *pm = dvec(R * P),
 	       *ur = dvec(T * R);
-	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !pw || !pm ||
-	    !ur || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc))
+		goto out;
+	if (!want || !mag || !pw || !pm || !ur) {
 		fail(&c, "out of host memory");
 		goto out;
 	}
 	float sc = 2.0f / (float)R;
-	fill_sym(&c.r, x, T * I, 1.0);
-	fill_sym(&c.r, A, R * I, 1.0 / sqrt((double)I));
-	fill_sym(&c.r, B, O * R, 0.5);
-	fill_sym(&c.r, dy, T * O, 1.0);
-	fill_sym(&c.r, dA0, R * I, 0.5);
-	fill_sym(&c.r, dB0, O * R, 0.5);
-	fill_sym(&c.r, dx0, T * I, 0.5);
-
-	struct tern_weight w;
-	if (!dweight_make(&c, &hw, &w))
-		goto out;
-	struct dten *dX = dt_new(&c, "x", (size_t)(T * I) * 4, x),
-		    *dA = dt_new(&c, "A", (size_t)(R * I) * 4, A),
-		    *dB = dt_new(&c, "B", (size_t)(O * R) * 4, B),
-		    *dDy = dt_new(&c, "dy", (size_t)(T * O) * 4, dy), *dY = dt_nan(&c, "y", T * O),
-		    *dU = dt_nan(&c, "u", T * R), *dDu = dt_nan(&c, "du", T * R),
-		    *dGA = dt_new(&c, "dA", (size_t)(R * I) * 4, dA0),
-		    *dGB = dt_new(&c, "dB", (size_t)(O * R) * 4, dB0),
-		    *dDx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
-	if (!dX || !dA || !dB || !dDy || !dY || !dU || !dDu || !dGA || !dGB || !dDx)
-		goto out;
+	const float *x = fx.x, *A = fx.A, *B = fx.B, *dy = fx.dy, *dx0 = fx.dx0, *u = fx.u, *du = fx.du;
+	const struct hweight *hw = &fx.hw;
 	struct tern_lora lo = {
-		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_BF16, .lprec = TERN_BF16};
-	bool fused = tern_lora_fused(s->be, &w, &lo, T);
+		.A = fx.dA->v, .B = fx.dB->v, .R = R, .scale = sc, .prec = TERN_BF16, .lprec = TERN_BF16};
+	bool fused = tern_lora_fused(s->be, &fx.w, &lo, T);
 	/* CUDA fuses a decoded weight, but not T <= 8 tokens (CU_GEMV_MAX_T), which its small-T
 	 * kernels take in the plain matmul, unless TERN_CUDA_GEMV=0 or TERN_DECODE_LEGACY is set */
 	const char *off = getenv("TERN_CUDA_LORA_FUSE"), *gv = getenv("TERN_CUDA_GEMV"),
@@ -136,17 +192,12 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		setenv("TERN_CUDA_DECODE_BYTES", "4096", 1);
 		setenv("TERN_CUDA_OPERAND_BYTES", "2048", 1);
 	}
-	enum tern_status st =
-		tern_lora_forward(s->be, dY->v, dU->v, (struct tern_view){0}, dX->v, &w, &lo, T);
-	if (!bad(&c, st, "lora_forward"))
-		st = tern_lora_backward(s->be, alias ? dX->v : dDx->v, dGA->v, dGB->v, dDu->v,
-					(struct tern_view){0}, dDy->v, dX->v, (struct tern_view){0}, dU->v,
-					&w, &lo, T, acc);
+	bool ran = lora_fx_run(&c, s, &fx, &lo, T, acc, alias);
 	if (chunked) {
 		unsetenv("TERN_CUDA_DECODE_BYTES");
 		unsetenv("TERN_CUDA_OPERAND_BYTES");
 	}
-	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
+	if (!ran)
 		goto out;
 
 	/* u = Σ bf16(x) bf16(A) to TOL_PREC; where not (the gemm ran finer products), every gemm of
@@ -173,33 +224,29 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t o = 0; o < O; o++) {
 			double m = 0.0, l = 0.0, lm = 0.0;
-			double a = rdot(x + t * I, 1, hw.deq + o * I, 1, I, bfr, &m);
+			double a = rdot(x + t * I, 1, hw->deq + o * I, 1, I, bfr, &m);
 			for (int64_t r = 0; r < R; r++) {
 				double p = ur[t * R + r] * (fused ? bfr(B[o * R + r]) : bgr(B[o * R + r]));
 				l += p, lm += fabs(p);
 			}
 			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
 		}
-	expect_mag(&c, dY, want, mag, T * O, fused ? TOL_PREC : tol_g);
+	expect_mag(&c, fx.dY, want, mag, T * O, fused ? TOL_PREC : tol_g);
 	/* dB, du, dA: Σ over bf16(operands) */
-	expect_lora_grads(&c, dGB, dGA, dy, u, du, B, x, dB0, dA0, T, O, I, R, sc, bgr, tol_g, pw, pm);
+	expect_lora_grads(&c, &fx, T, O, I, R, sc, bgr, tol_g, pw, pm);
 	/* dx = (dx0 +) Σ bf16(dy) bf16(W) + Σ bf16(du) bf16(A) (x as the forward read it) */
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t i = 0; i < I; i++) {
 			double a = acc ? (double)dx0[t * I + i] : 0.0, m = fabs(a);
-			a += rdot(dy + t * O, 1, hw.deq + i, I, O, bfr, &m);
+			a += rdot(dy + t * O, 1, hw->deq + i, I, O, bfr, &m);
 			a += rdot(du + t * R, 1, A + i, I, R, fused ? bfr : bgr, &m);
 			want[t * I + i] = a, mag[t * I + i] = m;
 		}
-	expect_mag(&c, alias ? dX : dDx, want, mag, T * I, fused ? TOL_PREC : tol_g);
-	if (!alias)
-		dt_unchanged(&c, dX, x);
-	dt_unchanged(&c, dA, A);
-	dt_unchanged(&c, dB, B);
-	dt_unchanged(&c, dDy, dy);
+	expect_mag(&c, alias ? fx.dX : fx.dDx, want, mag, T * I, fused ? TOL_PREC : tol_g);
+	lora_fx_unchanged(&c, &fx, alias);
 out:
-	hweight_free(&hw);
-	void *ps[] = {x, A, B, dy, dA0, dB0, dx0, u, du, want, mag, pw, pm, ur};
+	lora_fx_free(&fx);
+	void *ps[] = {want, mag, pw, pm, ur};
 	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
 		free(ps[i]);
 	chk_end(&c);
@@ -300,44 +347,22 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 		s->skipped++;
 		return;
 	}
-	struct hweight hw;
-	memset(&hw, 0, sizeof hw);
-	int64_t P = O > I ? O : I, N = T * P > R * (P > T ? P : T) ? T * P : R * (P > T ? P : T);
-	float *x = fvec(T * I), *A = fvec(R * I), *B = fvec(O * R), *dy = fvec(T * O), *dA0 = fvec(R * I),
-	      *dB0 = fvec(O * R), *dx0 = fvec(T * I), *u = fvec(T * R), *du = fvec(T * R);
-	double *want = dvec(N), *mag = dvec(N), *xr = dvec(T * P), *wr = dvec(O * I);
-	if (!x || !A || !B || !dy || !dA0 || !dB0 || !dx0 || !u || !du || !want || !mag || !xr || !wr ||
-	    !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+	struct lora_fx fx;
+	int64_t P = (O > I ? O : I) + T;
+	double *want = dvec(T * P + R * P), *mag = dvec(T * P + R * P), *xr = dvec(T * P), *wr = dvec(O * I);
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc))
+		goto out;
+	if (!want || !mag || !xr || !wr) {
 		fail(&c, "out of host memory");
 		goto out;
 	}
 	float sc = 2.0f / (float)R;
-	fill_sym(&c.r, x, T * I, 1.0);
-	fill_sym(&c.r, A, R * I, 1.0 / sqrt((double)I));
-	fill_sym(&c.r, B, O * R, 0.5);
-	fill_sym(&c.r, dy, T * O, 1.0);
-	fill_sym(&c.r, dA0, R * I, 0.5);
-	fill_sym(&c.r, dB0, O * R, 0.5);
-	fill_sym(&c.r, dx0, T * I, 0.5);
+	const float *x = fx.x, *A = fx.A, *B = fx.B, *dy = fx.dy, *dx0 = fx.dx0, *u = fx.u, *du = fx.du;
 	for (int64_t i = 0; i < O * I; i++)
-		wr[i] = oracle_round(TERN_F16, hw.deq[i]);
-
-	struct tern_weight w;
-	if (!dweight_make(&c, &hw, &w))
-		goto out;
-	struct dten *dX = dt_new(&c, "x", (size_t)(T * I) * 4, x),
-		    *dA = dt_new(&c, "A", (size_t)(R * I) * 4, A),
-		    *dB = dt_new(&c, "B", (size_t)(O * R) * 4, B),
-		    *dDy = dt_new(&c, "dy", (size_t)(T * O) * 4, dy), *dY = dt_nan(&c, "y", T * O),
-		    *dU = dt_nan(&c, "u", T * R), *dDu = dt_nan(&c, "du", T * R),
-		    *dGA = dt_new(&c, "dA", (size_t)(R * I) * 4, dA0),
-		    *dGB = dt_new(&c, "dB", (size_t)(O * R) * 4, dB0),
-		    *dDx = acc ? dt_new(&c, "dx", (size_t)(T * I) * 4, dx0) : dt_nan(&c, "dx", T * I);
-	if (!dX || !dA || !dB || !dDy || !dY || !dU || !dDu || !dGA || !dGB || !dDx)
-		goto out;
+		wr[i] = oracle_round(TERN_F16, fx.hw.deq[i]);
 	struct tern_lora lo = {
-		.A = dA->v, .B = dB->v, .R = R, .scale = sc, .prec = TERN_F16, .lprec = TERN_F32};
-	bool fused = tern_lora_fused(s->be, &w, &lo, T);
+		.A = fx.dA->v, .B = fx.dB->v, .R = R, .scale = sc, .prec = TERN_F16, .lprec = TERN_F32};
+	bool fused = tern_lora_fused(s->be, &fx.w, &lo, T);
 	const char *on = getenv("TERN_VK_LORA_FUSE");
 	if (!strcmp(s->bname, "vulkan") && T > 4 && R <= 64 && on && !strcmp(on, "1") && !fused) {
 		fail(&c, "vulkan did not take the fused path at T=%lld (tern_lora_fused)", (long long)T);
@@ -345,13 +370,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	}
 	if (fused)
 		snprintf(c.desc + strlen(c.desc), sizeof c.desc - strlen(c.desc), " fused");
-	enum tern_status st =
-		tern_lora_forward(s->be, dY->v, dU->v, (struct tern_view){0}, dX->v, &w, &lo, T);
-	if (!bad(&c, st, "lora_forward"))
-		st = tern_lora_backward(s->be, alias ? dX->v : dDx->v, dGA->v, dGB->v, dDu->v,
-					(struct tern_view){0}, dDy->v, dX->v, (struct tern_view){0}, dU->v,
-					&w, &lo, T, acc);
-	if (bad(&c, st, "lora") || !dt_get(&c, dU, u) || !dt_get(&c, dDu, du))
+	if (!lora_fx_run(&c, s, &fx, &lo, T, acc, alias))
 		goto out;
 	/* u = x Aᵀ (fp32 gemm) */
 	for (int64_t t = 0; t < T; t++)
@@ -374,9 +393,9 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 			double l = rdot(u + t * R, 1, B + o * R, 1, R, id, &lm);
 			want[t * O + o] = a / sx + sc * l, mag[t * O + o] = m / sx + sc * lm;
 		}
-	expect_mag(&c, dY, want, mag, T * O, TOL_PREC);
+	expect_mag(&c, fx.dY, want, mag, T * O, TOL_PREC);
 	/* dB, du, dA (fp32 gemms) */
-	expect_lora_grads(&c, dGB, dGA, dy, u, du, B, x, dB0, dA0, T, O, I, R, sc, id, TOL_PREC, want, mag);
+	expect_lora_grads(&c, &fx, T, O, I, R, sc, id, TOL_PREC, want, mag);
 	/* dx = (dx0 +) Σ f16(σdy) f16(W) / σ + Σ du A (x as the forward read it) */
 	double sy = oracle_scale(dy, T * O, TERN_F16);
 	for (int64_t i = 0; i < T * O; i++)
@@ -391,15 +410,11 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 			double l = rdot(du + t * R, 1, A + i, I, R, id, &lm);
 			want[t * I + i] = b + a / sy + l, mag[t * I + i] = fabs(b) + m / sy + lm;
 		}
-	expect_mag(&c, alias ? dX : dDx, want, mag, T * I, TOL_PREC);
-	if (!alias)
-		dt_unchanged(&c, dX, x);
-	dt_unchanged(&c, dA, A);
-	dt_unchanged(&c, dB, B);
-	dt_unchanged(&c, dDy, dy);
+	expect_mag(&c, alias ? fx.dX : fx.dDx, want, mag, T * I, TOL_PREC);
+	lora_fx_unchanged(&c, &fx, alias);
 out:
-	hweight_free(&hw);
-	void *ps[] = {x, A, B, dy, dA0, dB0, dx0, u, du, want, mag, xr, wr};
+	lora_fx_free(&fx);
+	void *ps[] = {want, mag, xr, wr};
 	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
 		free(ps[i]);
 	chk_end(&c);
