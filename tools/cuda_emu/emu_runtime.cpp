@@ -15,9 +15,19 @@
 // copies, any synchronization, cudaMemGetInfo, waiting on an event recorded outside the capture,
 // a pageable host copy) returns its error here too and invalidates the capture, so a backend
 // that misses a flush fails in the emulation as on a GPU.
+//
+// A fork, as the driver models it: a stream that is not capturing and waits on an event recorded
+// inside a capture joins that capture; its later launches, GEMMs, memsets, copies and event
+// records go into the same capture, in issue order (a valid order of the graph, since the
+// emulation runs everything in issue order anyway). Ending the capture (only on the stream that
+// began it) fails with cudaErrorStreamCaptureUnjoined when a forked stream's last work is not
+// something the origin stream has waited on, directly or through other streams' events (a
+// vector clock per stream: how much of each stream's captured work its next work depends on).
+// Joining two separate captures fails with cudaErrorStreamCaptureMerge.
 #include "emu_device.h"
 
 #include <cublas_v2.h>
+#include <algorithm>
 #include <map>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +50,24 @@ struct emu_node {
 };
 // A node handle (cudaGraphNode_t, an incomplete type) is a pointer to the graph's emu_node.
 static const emu_node *node_of(cudaGraphNode_t n) { return reinterpret_cast<const emu_node *>(n); }
+// how much of each capturing stream's work (nodes it issued into the capture) a point depends on
+typedef std::map<const CUstream_st *, uint64_t> emu_clock;
 struct CUstream_st {
-	bool capturing, invalid;
+	bool capturing; // began a capture, or joined one through a fork
+	bool invalid;   // (the origin's) the capture was invalidated
+	// the origin: the capture's nodes in issue order (every stream's of the capture); the
+	// streams forked into it; the capture's serial (events name their capture by it)
 	std::vector<emu_node> nodes;
+	std::vector<CUstream_st *> forked;
+	uint64_t serial;
+	CUstream_st *origin; // while capturing: the stream that began the capture (may be this one)
+	uint64_t work;       // nodes this stream issued into the capture
+	emu_clock seen;      // what this stream's next work depends on (other streams' work counts)
 };
 struct CUevent_st {
-	bool captured; // last recorded inside a capture
+	bool captured;   // last recorded inside a capture
+	uint64_t serial; // that capture's
+	emu_clock seen;  // what a wait on it depends on
 };
 struct CUgraph_st {
 	std::vector<emu_node> nodes;
@@ -130,8 +152,21 @@ bool in_map(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
 
 bool in_device(const void *p, size_t bytes) { return in_map(allocs, p, bytes); }
 
-// the streams of this (the only) thread that are capturing
+// the streams of this (the only) thread that began a capture still open (origins)
 std::vector<CUstream_st *> captures;
+uint64_t capture_serial;
+
+// The origin of the capture s takes part in (nullptr: s does not capture).
+CUstream_st *cap_of(cudaStream_t s) { return s && s->capturing ? s->origin : nullptr; }
+
+// The open capture of serial n, or nullptr (ended).
+CUstream_st *capture_of(uint64_t n)
+{
+	for (CUstream_st *o : captures)
+		if (o->serial == n)
+			return o;
+	return nullptr;
+}
 // launches cannot return an error: the one of a launch into an invalidated capture waits here
 // for cudaGetLastError
 thread_local cudaError_t last_error = cudaSuccess;
@@ -186,12 +221,15 @@ bool record(cudaStream_t s, int kind, std::function<void()> run, cudaError_t *er
 	    dim3 g = dim3(), dim3 b = dim3(), size_t smem = 0)
 {
 	*err = cudaSuccess;
-	if (!s || !s->capturing)
+	CUstream_st *o = cap_of(s);
+	if (!o)
 		return false;
-	if (s->invalid)
+	if (o->invalid) {
 		*err = cudaErrorStreamCaptureInvalidated;
-	else
-		s->nodes.push_back(emu_node{kind, std::move(run), func, g, b, smem});
+	} else {
+		o->nodes.push_back(emu_node{kind, std::move(run), func, g, b, smem});
+		s->work++;
+	}
 	return true;
 }
 
@@ -401,6 +439,11 @@ const char *cudaGetErrorString(cudaError_t e)
 	case cudaErrorCapturedEvent:
 		return "operation not permitted on an event last recorded in a capturing stream";
 	case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+	case cudaErrorStreamCaptureUnjoined:
+		return "the capture sequence contains a fork that was not joined to the primary stream";
+	case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+	case cudaErrorStreamCaptureMerge:
+		return "operation would have resulted in a merge of two independent capture sequences";
 	default: return "emulated error";
 	}
 }
@@ -413,6 +456,9 @@ const char *cudaGetErrorName(cudaError_t e)
 	case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
 	case cudaErrorCapturedEvent: return "cudaErrorCapturedEvent";
 	case cudaErrorIllegalState: return "cudaErrorIllegalState";
+	case cudaErrorStreamCaptureUnjoined: return "cudaErrorStreamCaptureUnjoined";
+	case cudaErrorStreamCaptureUnmatched: return "cudaErrorStreamCaptureUnmatched";
+	case cudaErrorStreamCaptureMerge: return "cudaErrorStreamCaptureMerge";
 	default: return "cudaErrorEmulated";
 	}
 }
@@ -493,13 +539,13 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k)
 cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st)
 {
 	copy_check(d, s, n, k);
-	if (st && st->capturing && !st->invalid) {
+	if (cap_of(st) && !cap_of(st)->invalid) {
 		// a graph's memcpy node takes device or pinned memory; a pageable host copy is refused
 		bool ok = k == cudaMemcpyDeviceToDevice ||
 			  (k == cudaMemcpyHostToDevice && in_map(pinned, s, n)) ||
 			  (k == cudaMemcpyDeviceToHost && in_map(pinned, d, n));
 		if (!ok) {
-			st->invalid = true;
+			cap_of(st)->invalid = true;
 			return cudaErrorStreamCaptureUnsupported;
 		}
 	}
@@ -541,7 +587,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int)
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
 	if (s && s->capturing)
-		fail("cudaStreamDestroy of a capturing stream");
+		fail("cudaStreamDestroy of a capturing stream (or of one forked into a capture)");
 	delete s;
 	return cudaSuccess;
 }
@@ -555,15 +601,37 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int)
 {
 	if (!e)
 		fail("cudaStreamWaitEvent on a null event");
-	bool cap = s && s->capturing;
-	if (cap && s->invalid)
+	CUstream_st *o = cap_of(s);
+	// the open capture the event was recorded in (nullptr: outside any, or in one that ended)
+	CUstream_st *eo = e->captured ? capture_of(e->serial) : nullptr;
+	if (o && o->invalid)
 		return cudaErrorStreamCaptureInvalidated;
-	if (cap && !e->captured) { // a dependency on work outside the capture
-		s->invalid = true;
+	if (o && !e->captured) { // a dependency on work outside the capture
+		o->invalid = true;
 		return cudaErrorStreamCaptureIsolation;
 	}
-	if (!cap && e->captured) // the driver would pull s into the capture (a fork): never wanted here
+	if (e->captured && !eo) { // recorded in a capture that has ended
+		if (o)
+			o->invalid = true;
 		return cudaErrorStreamCaptureIsolation;
+	}
+	if (o && eo != o) { // two captures would merge
+		o->invalid = eo->invalid = true;
+		return cudaErrorStreamCaptureMerge;
+	}
+	if (!o && eo) { // a fork: s joins the capture, depending on what the event does
+		if (!s)
+			fail("cudaStreamWaitEvent: the legacy stream forked into a capture: not emulated");
+		s->capturing = true;
+		s->origin = eo;
+		s->work = 0;
+		s->seen = e->seen;
+		eo->forked.push_back(s);
+		return eo->invalid ? cudaErrorStreamCaptureInvalidated : cudaSuccess;
+	}
+	if (o) // within the capture: s's next work depends on what the event's point does
+		for (auto &kv : e->seen)
+			s->seen[kv.first] = std::max(s->seen[kv.first], kv.second);
 	return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t *e)
@@ -581,9 +649,16 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
 	if (!e)
 		fail("cudaEventRecord on a null event");
-	if (s && s->capturing && s->invalid)
+	CUstream_st *o = cap_of(s);
+	if (o && o->invalid)
 		return cudaErrorStreamCaptureInvalidated;
-	e->captured = s && s->capturing;
+	e->captured = o != nullptr;
+	e->seen.clear();
+	if (o) { // the point after s's work so far, and after what s depends on
+		e->serial = o->serial;
+		e->seen = s->seen;
+		e->seen[s] = s->work;
+	}
 	return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
@@ -609,6 +684,11 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode)
 	s->capturing = true;
 	s->invalid = false;
 	s->nodes.clear();
+	s->forked.clear();
+	s->serial = ++capture_serial;
+	s->origin = s;
+	s->work = 0;
+	s->seen.clear();
 	captures.push_back(s);
 	return cudaSuccess;
 }
@@ -617,13 +697,28 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 	*g = NULL;
 	if (!s || !s->capturing)
 		return cudaErrorIllegalState;
+	if (s->origin != s) // a forked stream cannot end the capture
+		return cudaErrorStreamCaptureUnmatched;
+	// every forked stream's last work must be something s waited on (joined); they all leave
+	// the capture with it
+	bool unjoined = false;
+	for (CUstream_st *f : s->forked) {
+		auto it = s->seen.find(f);
+		unjoined |= f->work > (it == s->seen.end() ? 0 : it->second);
+		f->capturing = false;
+		f->origin = nullptr;
+		f->seen.clear();
+	}
+	s->forked.clear();
 	s->capturing = false;
+	s->origin = nullptr;
+	s->seen.clear();
 	for (size_t i = 0; i < captures.size(); i++)
 		if (captures[i] == s)
 			captures.erase(captures.begin() + (long)i);
-	if (s->invalid) {
+	if (s->invalid || unjoined) {
 		s->nodes.clear();
-		return cudaErrorStreamCaptureInvalidated;
+		return s->invalid ? cudaErrorStreamCaptureInvalidated : cudaErrorStreamCaptureUnjoined;
 	}
 	*g = new CUgraph_st{std::move(s->nodes)};
 	rep.captures++;
@@ -632,9 +727,9 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *st)
 {
-	*st = !s || !s->capturing ? cudaStreamCaptureStatusNone
-	      : s->invalid        ? cudaStreamCaptureStatusInvalidated
-				  : cudaStreamCaptureStatusActive;
+	*st = !cap_of(s)           ? cudaStreamCaptureStatusNone
+	      : cap_of(s)->invalid ? cudaStreamCaptureStatusInvalidated
+				   : cudaStreamCaptureStatusActive;
 	return cudaSuccess;
 }
 cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t *nodes, size_t *n)
@@ -841,7 +936,8 @@ cublasStatus_t cublasGemmEx_64(cublasHandle_t h, cublasOperation_t ta, cublasOpe
 		gemm_run(ta, tb, m, n, k, a, A, at, lda, B, bt, ldb, b, (float *)C, ldc, fast16bf);
 	};
 	cudaError_t e;
-	if (record(h->stream, 0, run, &e, (const void *)&gemm_run, dim3((unsigned)m, (unsigned)n, (unsigned)k), dim3(), 0))
+	if (record(h->stream, 0, run, &e, (const void *)&gemm_run,
+		   dim3((unsigned)m, (unsigned)n, (unsigned)k), dim3(), 0))
 		return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 	run();
 	return CUBLAS_STATUS_SUCCESS;
