@@ -142,9 +142,15 @@ static void expect_lora_grads(struct chk *c, const struct lora_fx *fx, int64_t T
 	expect_mag(c, fx->dGA, w, m, R * I, tol);
 }
 
-/* dx over x: alias; chunked: the CUDA windows and token chunks forced small */
+/* How check_lora_bf16 lowers the CUDA budgets: not; the windows and the token chunks (several of
+ * each); the windows alone, to 8 or 2 KiB of decoded weight (several windows, one token chunk:
+ * where TERN_CUDA_DECODE_OVERLAP=1 decodes the next window on the decode stream during the GEMM,
+ * in two buffers of half the budget) */
+enum { LORA_WHOLE, LORA_CHUNKED, LORA_WINDOWED_8K, LORA_WINDOWED_2K };
+
+/* dx over x: alias; chunked: LORA_* */
 static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
-			    bool acc, bool alias, bool chunked)
+			    bool acc, bool alias, int chunked)
 {
 	struct chk c;
 	chk_begin(&c, s, "lora", "%-13s bf16 T=%lld O=%lld I=%lld R=%lld %s%s", wdesc(f->dt, f->bs),
@@ -152,7 +158,10 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		  alias ? "= over x"
 		  : acc ? "+="
 			: "=",
-		  chunked ? " chunked" : "");
+		  chunked == LORA_CHUNKED       ? " chunked"
+		  : chunked == LORA_WINDOWED_8K ? " windowed 8K"
+		  : chunked == LORA_WINDOWED_2K ? " windowed 2K"
+						: "");
 	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt) || skip_unsupported(&c, TERN_OP_MATMUL_BWD, f->dt))
 		return;
 	if (!tern_backend_supports_prec(s->be, TERN_OP_GEMM, TERN_BF16) ||
@@ -188,12 +197,14 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 		     fused ? "took" : "did not take", (long long)T);
 		goto out;
 	}
-	if (chunked) {
+	if (chunked == LORA_CHUNKED) {
 		setenv("TERN_CUDA_DECODE_BYTES", "4096", 1);
 		setenv("TERN_CUDA_OPERAND_BYTES", "2048", 1);
+	} else if (chunked != LORA_WHOLE) {
+		setenv("TERN_CUDA_DECODE_BYTES", chunked == LORA_WINDOWED_8K ? "8192" : "2048", 1);
 	}
 	bool ran = lora_fx_run(&c, s, &fx, &lo, T, acc, alias);
-	if (chunked) {
+	if (chunked != LORA_WHOLE) {
 		unsetenv("TERN_CUDA_DECODE_BYTES");
 		unsetenv("TERN_CUDA_OPERAND_BYTES");
 	}
@@ -477,15 +488,20 @@ static void check_lora_fused_all(struct suite *s)
 		for (int f = 0; f < 6; f++)
 			for (int acc = 0; acc < 2; acc++)
 				check_lora_bf16(s, &fmts[f], shapes[k][0], shapes[k][1], shapes[k][2],
-						shapes[k][3], acc, false, false);
+						shapes[k][3], acc, false, LORA_WHOLE);
 	check_matmul_lora_errors(s);
 	check_lora_f16_all(s);
 	for (int f = 0; f < 7; f++) /* dx over x; chunked */
-		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, false);
+		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, LORA_WHOLE);
 	for (int f = 3; f < 7; f++)
 		for (int acc = 0; acc < 2; acc++) {
-			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, true);
-			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, true);
+			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, LORA_CHUNKED);
+			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, LORA_CHUNKED);
+			/* sequential windows (overlapped ones): forward 9 of 15 rows (19 of 7),
+			 * backward 11 of 24 columns (32 of 8); odd I: forward 5 of 9 rows (10 of 4),
+			 * backward 5 of 24 columns (13 of 8), the last window of one row (column) */
+			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, LORA_WINDOWED_8K);
+			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, LORA_WINDOWED_2K);
 		}
 }
 

@@ -17,7 +17,14 @@
  * decoded weights take this path: a bf16 weight at bf16 is cu_mm.c's operand in place, with no
  * window to extend (lora_fuses says no and lora.c composes). TERN_CUDA_LORA_FUSE=0 turns the
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
- * chunks as for matmul. */
+ * chunks as for matmul.
+ *
+ * TERN_CUDA_DECODE_OVERLAP=1 (off by default until measured): the decode is memory-bound and the
+ * GEMM compute-bound, yet one stream runs them one after the other (the decode was ~22 % of a
+ * 14336x4096 NF4-DQ product on an H100). Where there are several windows and one chunk of tokens,
+ * the window budget is split into two buffers of half the size and window k + 1 is decoded on the
+ * decode stream (cu.h ds) into one while the GEMM of window k reads the other (windows_overlapped).
+ * The windows' contents are those of the sequential path; only their sizes (the GEMMs' m) change. */
 #include "backend/cuda/cu.h"
 #include "backend/cuda/cu_gemv.h"
 #include "backend/cuda/cu_more.h"
@@ -65,11 +72,45 @@ static enum tern_status lora_scratch(struct cu_backend *c, size_t wbytes, size_t
 	return TERN_OK;
 }
 
-/* [W | B] rows [o0, o0 + on) into wscr [on, Kp]: W decoded to bf16, then B's R columns, then 0 */
-static enum tern_status fwd_window(struct cu_backend *c, const struct cuk_weight *kw, const float *B,
-				   int64_t R, int64_t Kp, void *wscr, int64_t o0, int64_t on)
+/* Rows of [W | B] per forward window, for a decode budget of dec bytes */
+static int64_t fwd_rows(size_t dec, int64_t Kp, int64_t O)
 {
-	cudaStream_t s = tern_cu_stream(c);
+	return tern_cu_split(O, clamp64((int64_t)(dec / ((size_t)Kp * 2)), 1, O), 64);
+}
+
+/* Columns of [W ; A] per backward window: windows start at multiples of 8 (the eight-weight
+ * decode), as matmul_bwd's */
+static int64_t bwd_cols(size_t dec, int64_t Kp, int64_t I)
+{
+	int64_t n = (int64_t)(dec / ((size_t)Kp * 2));
+	if (n < I)
+		n &= ~(int64_t)7;
+	int64_t wn = n < 8 ? 8 : tern_cu_split(I, n, 64);
+	return wn > I ? I : wn;
+}
+
+/* The bytes of each of the two window buffers of the overlapped path (256-aligned, as the
+ * operands must be) for windows of wn rows (columns) of Kp, or 0 where it is not taken: off, a
+ * single window (decoded once for every token chunk: nothing to overlap), several token chunks
+ * (not at training sizes: 64 MiB of operand hold 2048 tokens of 14336 columns), or two buffers
+ * that would take more than the budget or the sequential window, whichever is larger (a budget
+ * below two minimal windows): the scratch and the planner's figure (cu_device.c
+ * tern_cuda_sizes_for) stay what they were. */
+static size_t ovl_half(const struct cu_backend *c, bool once, int64_t toks, int64_t T, size_t dec,
+		       size_t seq_bytes, int64_t wn, int64_t Kp)
+{
+	if (!c->overlap || once || toks < T)
+		return 0;
+	size_t half = ((size_t)(wn * Kp) * 2 + 255) & ~(size_t)255;
+	size_t most = (seq_bytes + 255) & ~(size_t)255;
+	return 2 * half <= (dec > most ? dec : most) ? half : 0;
+}
+
+/* [W | B] rows [o0, o0 + on) into wscr [on, Kp] on stream s: W decoded to bf16, then B's R
+ * columns, then 0 */
+static enum tern_status fwd_window(cudaStream_t s, const struct cuk_weight *kw, const float *B, int64_t R,
+				   int64_t Kp, void *wscr, int64_t o0, int64_t on)
+{
 	int64_t I = kw->I;
 	enum tern_status st =
 		tern_cu_check(cuk_decode_window_ld(s, wscr, TERN_BF16, kw, o0, on, 0, I, Kp), "decode");
@@ -80,12 +121,11 @@ static enum tern_status fwd_window(struct cu_backend *c, const struct cuk_weight
 			     "lora pack");
 }
 
-/* [W ; A] columns [i0, i0 + in) into wscr [Kp, in]: W's O rows decoded to bf16, then A's R rows,
- * then zero rows */
-static enum tern_status bwd_window(struct cu_backend *c, const struct cuk_weight *kw, const float *A,
-				   int64_t R, int64_t Kp, void *wscr, int64_t i0, int64_t in)
+/* [W ; A] columns [i0, i0 + in) into wscr [Kp, in] on stream s: W's O rows decoded to bf16, then
+ * A's R rows, then zero rows */
+static enum tern_status bwd_window(cudaStream_t s, const struct cuk_weight *kw, const float *A, int64_t R,
+				   int64_t Kp, void *wscr, int64_t i0, int64_t in)
 {
-	cudaStream_t s = tern_cu_stream(c);
 	int64_t O = kw->O, I = kw->I;
 	enum tern_status st =
 		tern_cu_check(cuk_decode_window(s, wscr, TERN_BF16, kw, 0, O, i0, in), "decode");
@@ -94,6 +134,63 @@ static enum tern_status bwd_window(struct cu_backend *c, const struct cuk_weight
 	return tern_cu_check(cuk_lora_pack(s, (uint16_t *)wscr + O * in, in, Kp - O, in, NULL, 0, 0, A + i0,
 					   I, in, R, 1.0f),
 			     "lora pack");
+}
+
+/* Every window of one product with one chunk of T tokens (oscr, packed on the compute stream)
+ * and the decode on the decode stream c->ds, two windows of wn rows (forward) or columns
+ * (backward) in flight in the buffers wscr and wscr + half:
+ *
+ *   compute  fork | wait ready0  GEMM 0  free0 | wait ready1  GEMM 1  free1 | wait ready0 ...
+ *   decode   wait fork  decode 0  ready0 | decode 1  ready1 | wait free0  decode 2  ready0 ...
+ *
+ * The fork keeps the decode stream from writing the scratch while earlier work on the compute
+ * stream may still read it; free[b] keeps decode k from overwriting buffer b before GEMM k - 2
+ * has read it; ready[b] keeps GEMM k from reading it before decode k has written it. The compute
+ * stream ends having waited on the decode stream's last work: the fork is joined, so what
+ * follows on the compute stream (a mark, a synchronize, the next product's use of the scratch,
+ * the end of a captured segment: cu_graph.h hold) orders after all of it, as on one stream. */
+static enum tern_status windows_overlapped(struct cu_backend *c, const char *op, bool bwd,
+					   const struct cuk_weight *kw, const float *ab, int64_t R,
+					   int64_t Kp, char *wscr, size_t half, int64_t wn, const void *oscr,
+					   int64_t T, float *out, const float *beta)
+{
+	const float one = 1.0f;
+	int64_t all = bwd ? kw->I : kw->O;
+	cudaStream_t s = tern_cu_stream(c); /* opens the capture the fork goes into (graphs on) */
+	c->graph.hold = true;
+	enum tern_status st = tern_cu_check(cudaEventRecord(c->fork_ev, s), "decode overlap: fork");
+	if (st == TERN_OK)
+		st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->fork_ev, 0), "decode overlap: fork");
+	for (int64_t w0 = 0, k = 0; st == TERN_OK && w0 < all; w0 += wn, k++) {
+		int64_t n = all - w0 < wn ? all - w0 : wn;
+		int b = (int)(k & 1);
+		void *buf = wscr + (size_t)b * half;
+		if (k >= 2 && (st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->free_ev[b], 0),
+						  "decode overlap: wait for the GEMM")))
+			break;
+		tern_cu_stream(c); /* the decode counts as queued work, as on one stream */
+		if ((st = bwd ? bwd_window(c->ds, kw, ab, R, Kp, buf, w0, n)
+			      : fwd_window(c->ds, kw, ab, R, Kp, buf, w0, n)) ||
+		    (st = tern_cu_check(cudaEventRecord(c->ready_ev[b], c->ds), "decode overlap: ready")) ||
+		    (st = tern_cu_check(cudaStreamWaitEvent(s, c->ready_ev[b], 0),
+					"decode overlap: wait for the decode")))
+			break;
+		/* forward  yᵀ[w0.., :] (n×T) = [W | B] rows (n×Kp) · [x | s·u]ᵀ (Kp×T);
+		 * backward dxᵀ[w0.., :] (n×T) (+)= [W ; A][:, w0..]ᵀ (n×Kp) · [dy | du]ᵀ (Kp×T) */
+		st = bwd ? tern_cu_gemm_ex(c, op, false, false, n, T, Kp, &one, buf, n, oscr, Kp, beta,
+					   out + w0, kw->I, CUDA_R_16BF, false)
+			 : tern_cu_gemm_ex(c, op, true, false, n, T, Kp, &one, buf, Kp, oscr, Kp, beta,
+					   out + w0, kw->O, CUDA_R_16BF, false);
+		if (st || (st = tern_cu_check(cudaEventRecord(c->free_ev[b], s), "decode overlap: free")))
+			break;
+	}
+	if (st) { /* join the fork anyway, so that a capture can end (and report the error) */
+		cudaEventRecord(c->ready_ev[0], c->ds);
+		cudaStreamWaitEvent(s, c->ready_ev[0], 0);
+		cudaGetLastError();
+	}
+	c->graph.hold = false;
+	return st;
 }
 
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
@@ -123,14 +220,24 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 	int64_t Kp = ext8(I, R);
 	size_t dec, opd;
 	tern_cu_mm_budget(&dec, &opd);
-	int64_t wn = tern_cu_split(O, clamp64((int64_t)(dec / ((size_t)Kp * 2)), 1, O), 64);
+	int64_t wn = fwd_rows(dec, Kp, O);
 	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
-	void *wscr, *oscr;
-	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
-		return st;
 	const float one = 1.0f, zero = 0.0f;
 	bool once = wn >= O;
-	if (once && (st = fwd_window(c, &kw, bp, R, Kp, wscr, 0, O)))
+	int64_t wn2 = once ? O : fwd_rows(dec / 2, Kp, O);
+	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
+	void *wscr, *oscr;
+	if ((st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr,
+			       &oscr)))
+		return st;
+	if (half) { /* [x | s·u] of every token, then the windows with the decode overlapped */
+		if ((st = tern_cu_check(
+			     cuk_lora_pack(tern_cu_stream(c), oscr, Kp, T, Kp, xp, I, I, up, R, R, T, scale),
+			     "lora pack")))
+			return st;
+		return windows_overlapped(c, op, false, &kw, bp, R, Kp, wscr, half, wn2, oscr, T, yp, &zero);
+	}
+	if (once && (st = fwd_window(tern_cu_stream(c), &kw, bp, R, Kp, wscr, 0, O)))
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += toks) {
 		int64_t tn = T - t0 < toks ? T - t0 : toks;
@@ -141,7 +248,7 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 			return st;
 		for (int64_t o0 = 0; o0 < O; o0 += wn) {
 			int64_t on = O - o0 < wn ? O - o0 : wn;
-			if (!once && (st = fwd_window(c, &kw, bp, R, Kp, wscr, o0, on)))
+			if (!once && (st = fwd_window(tern_cu_stream(c), &kw, bp, R, Kp, wscr, o0, on)))
 				return st;
 			/* yᵀ[o0.., t0..] (on×tn) = [W | B] rows (on×Kp) · [x | s·u]ᵀ (Kp×tn) */
 			if ((st = tern_cu_gemm_ex(c, op, true, false, on, tn, Kp, &one, wscr, Kp, oscr, Kp,
@@ -179,19 +286,25 @@ enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_vi
 	int64_t Kp = ext8(O, R);
 	size_t dec, opd;
 	tern_cu_mm_budget(&dec, &opd);
-	/* windows of W's columns start at multiples of 8 (the eight-weight decode), as matmul_bwd's */
-	int64_t n = (int64_t)(dec / ((size_t)Kp * 2));
-	if (n < I)
-		n &= ~(int64_t)7;
-	int64_t wn = n < 8 ? 8 : tern_cu_split(I, n, 64);
-	wn = wn > I ? I : wn;
+	int64_t wn = bwd_cols(dec, Kp, I);
 	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
-	void *wscr, *oscr;
-	if ((st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr)))
-		return st;
 	const float one = 1.0f, zero = 0.0f;
 	bool once = wn >= I;
-	if (once && (st = bwd_window(c, &kw, ap, R, Kp, wscr, 0, I)))
+	int64_t wn2 = once ? I : bwd_cols(dec / 2, Kp, I);
+	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
+	void *wscr, *oscr;
+	if ((st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr,
+			       &oscr)))
+		return st;
+	if (half) { /* [dy | du] of every token, then the windows with the decode overlapped */
+		if ((st = tern_cu_check(
+			     cuk_lora_pack(tern_cu_stream(c), oscr, Kp, T, Kp, dyp, O, O, dup, R, R, T, 1.0f),
+			     "lora pack")))
+			return st;
+		return windows_overlapped(c, op, true, &kw, ap, R, Kp, wscr, half, wn2, oscr, T, dxp,
+					  accumulate ? &one : &zero);
+	}
+	if (once && (st = bwd_window(tern_cu_stream(c), &kw, ap, R, Kp, wscr, 0, I)))
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += toks) {
 		int64_t tn = T - t0 < toks ? T - t0 : toks;
@@ -202,7 +315,7 @@ enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_vi
 			return st;
 		for (int64_t i0 = 0; i0 < I; i0 += wn) {
 			int64_t in = I - i0 < wn ? I - i0 : wn;
-			if (!once && (st = bwd_window(c, &kw, ap, R, Kp, wscr, i0, in)))
+			if (!once && (st = bwd_window(tern_cu_stream(c), &kw, ap, R, Kp, wscr, i0, in)))
 				return st;
 			/* dxᵀ[i0.., t0..] (in×tn) (+)= [W ; A][:, i0..]ᵀ (in×Kp) · [dy | du]ᵀ (Kp×tn) */
 			if ((st = tern_cu_gemm_ex(c, op, false, false, in, tn, Kp, &one, wscr, in, oscr, Kp,
