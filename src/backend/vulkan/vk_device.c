@@ -519,6 +519,19 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	vk->align = vk->props.limits.minStorageBufferOffsetAlignment;
 	if (vk->align < 4)
 		vk->align = 4;
+	/* TERN_VK_MAX_RANGE=bytes (tests): a smaller maxStorageBufferRange than the device's, so that
+	 * the ops' chunking (of W's rows, of tokens, of elements) runs at test sizes */
+	const char *mr = getenv("TERN_VK_MAX_RANGE");
+	if (mr && *mr) {
+		char *end;
+		unsigned long long v = strtoull(mr, &end, 10);
+		if (*end || v < 4096) {
+			st = tern_fail(TERN_E_INVALID, "TERN_VK_MAX_RANGE=%s: a number of bytes >= 4096", mr);
+			goto fail;
+		}
+		if (v < vk->max_range)
+			vk->max_range = (uint32_t)v;
+	}
 	vk->ts_period = vk->props.limits.timestampPeriod;
 	snprintf(vk->base.device_name, sizeof vk->base.device_name, "%.180s (%.24s, %.30s)", info.name,
 		 info.kind, info.api);

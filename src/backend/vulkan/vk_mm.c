@@ -269,7 +269,10 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 			/* split the reduction when the output tiles leave most of the device idle */
 			int64_t tiles = tern_cdiv(tn, MM_TILE) * tern_cdiv(p.N, MM_TILE);
 			int64_t splits = mm_splits(vk, gen, cm, tiles, p.K, bk);
-			while (splits > 1 && (uint64_t)(splits * tn * p.N) * 4 > MM_PART_MAX)
+			/* the partials within the scratch's cap and one binding */
+			uint64_t part_max = (uint64_t)tern_vk_fit(vk, 4) * 4;
+			part_max = part_max < MM_PART_MAX ? part_max : MM_PART_MAX;
+			while (splits > 1 && (uint64_t)(splits * tn * p.N) * 4 > part_max)
 				splits--;
 			p.kc = 0;
 			p.part_off = 0;
