@@ -1120,8 +1120,9 @@ __global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const fl
 // (and dO) stay in shared memory and their fragments are re-read at each k step. Shared memory:
 // Q (and dO for dQ) 128 rows, two K/V stages; about 104 KB at DH 128, two blocks per SM. The
 // masks, the bounds (kfirst per 64-key tile: a block spans two tiles and takes the lesser), the
-// pipeline and the fixed summation order are the first family's; dK/dV stays on fa_dkv_kernel
-// (32 key rows per warp would need 256 accumulator registers at DH 128).
+// pipeline and the fixed summation order are the first family's. dK/dV (fa2_dkv_kernel) gives each
+// warp 32 key rows too, but splits each pair of warps by product (32 key rows of dK and dV in one
+// warp would need 256 accumulator registers at DH 128).
 constexpr int kF2R = kFW * 32; // query rows per block
 constexpr int kF2K = 32;       // keys per dQ stage (its Q and dO tiles take the room of larger ones)
 
@@ -1331,6 +1332,187 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 		}
 }
 
+// The dK/dV P warp's step over queries qlo .. qlo + 8NT (segments sg, lse ls) for keys wlo .. wlo+32
+// (segments sa[g], sb[g] of rows wlo + 16g + lane/4 and + 8): s (S) becomes P, 0 where unseen, and
+// its bf16 A fragments (those accumulate32_ld builds) go to the dS warp: px[32x], x = g·NT/2 + kk.
+template <int NT>
+__device__ inline void fa2_p(float (*s)[NT][4], uint4 *px, const cuk_attn &a, int64_t qlo, int64_t wlo,
+			     int lane, bool keys_one, int32_t s0, const int32_t sa[2], const int32_t sb[2],
+			     const int32_t *sg, const float *ls, float c2)
+{
+	constexpr int W = 8 * NT;
+	int t = lane & 3;
+	// whole: every query sees every key of the pair
+	bool whole = keys_one && qlo >= wlo + 31 && qlo + W - 1 < a.T &&
+		     (a.window <= 0 || qlo + W - 1 - wlo < a.window) &&
+		     warp_all(sg[lane % W] == s0 && sg[(lane + 32) % W] == s0);
+	// sees() in 32 bits: query qlo + c and key wlo + r (r = 16g + lane/4, + 8) differ by dq + c - r
+	int qn = (int)(a.T - qlo < W ? a.T - qlo : W), dq = (int)(qlo - wlo) - (lane >> 2);
+	int win = a.window > 0 && a.window < (int64_t)1 << 30 ? (int)a.window : 1 << 30;
+#pragma unroll
+	for (int g = 0; g < 2; g++) {
+		for (int nt = 0; nt < NT; nt++)
+			for (int e = 0; e < 4; e++) {
+				int c = nt * 8 + 2 * t + (e & 1), d = dq + c - 16 * g - (e < 2 ? 0 : 8);
+				bool ok = whole ||
+					  (c < qn && d >= 0 && d < win && sg[c] == (e < 2 ? sa[g] : sb[g]));
+				s[g][nt][e] = ok ? exp2f(s[g][nt][e] * c2 - ls[c] * kLog2e) : 0.0f;
+			}
+		for (int kk = 0; kk < NT / 2; kk++)
+			px[32 * (g * NT / 2 + kk)] =
+				make_uint4(pack2_fast(s[g][2 * kk][0], s[g][2 * kk][1]),
+					   pack2_fast(s[g][2 * kk][2], s[g][2 * kk][3]),
+					   pack2_fast(s[g][2 * kk + 1][0], s[g][2 * kk + 1][1]),
+					   pack2_fast(s[g][2 * kk + 1][2], s[g][2 * kk + 1][3]));
+	}
+}
+
+// The dS warp's: s (dP) becomes dS = P ∘ (dP − Dr) with P from px (fa2_p's layout), Dr dr.
+template <int NT> __device__ inline void fa2_ds(float (*s)[NT][4], const uint4 *px, const float *dr, int lane)
+{
+	int t = lane & 3;
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int kk = 0; kk < NT / 2; kk++) {
+			uint4 f = px[32 * (g * NT / 2 + kk)];
+			// (nt, e) = (2kk, 0..1), (2kk, 2..3), (2kk + 1, 0..1), (2kk + 1, 2..3)
+			uint32_t u[4] = {f.x, f.y, f.z, f.w};
+			for (int r = 0; r < 4; r++) {
+				float *x = s[g][2 * kk + (r >> 1)] + 2 * (r & 1);
+				int c = (2 * kk + (r >> 1)) * 8 + 2 * t;
+				x[0] = __int_as_float((int)(u[r] << 16)) * (x[0] - dr[c]);
+				x[1] = __int_as_float((int)(u[r] & 0xffff0000u)) * (x[1] - dr[c + 1]);
+			}
+		}
+}
+
+// dK/dV: 64 keys of KV head gh per block over the query rows of one chunk of gh's group: the grid,
+// the chunks (nsplit), the qlast bounds, the pipeline of Q/dO stages and the partials of
+// fa_dkv_kernel (so fa_layout and fa_reduce_kernel serve both). Its 4 warps are two pairs; pair p
+// takes keys j0 + 32p .. + 32 (two m16 groups: each Q or dO fragment that ldmatrix reads serves two
+// MMAs), and the pair's warps split the products, not the rows: the P warp (2p) computes S = K Q^T,
+// P (mask, exp) and dV += P^T dO; the dS warp (2p + 1) dP = V dO^T and, with its partner's P, dS =
+// P ∘ (dP − Dr) and dK += dS^T Q. Why this layout: dK and dV of 32 rows would be 256 accumulator
+// registers at DH 128; split by product each warp holds one 32 x DH accumulator (128) besides 8NT
+// score registers for 8NT queries at a time (NT is 4 at DH 128, where 8 spills 300 bytes with nvcc
+// 13, and 8 at DH 64), and nothing is computed twice (halves of DH per pass would recompute S and
+// dP; FA2's split of DH across warps computes S/dP once per block but passes both P and dS through
+// shared memory and reads them back by ldmatrix). Here only P crosses, as the bf16 A fragments the
+// P warp builds for its own dV product: 16 bytes per lane, row group and 16 queries, stored and
+// loaded at the same lane index (no ldmatrix, no bank conflicts), so the dS warp's product sees the
+// same rounded P as dV's (the first family's dS uses P in fp32: this adds a relative 2^-9 to each
+// dS, which is rounded to bf16 for its product anyway; an fp32 P would take 16 KB, past the 113 KB
+// at which two blocks share an SM). Each warp's second product takes its A fragments from its own
+// registers (the C fragment of two n8 tiles is the A fragment of a k16 step), as everywhere here.
+//
+// Shared-memory reads at DH 128, per warp and 32 queries (128 MMAs): 48 ldmatrix (K or V 16, Q or
+// dO 16, dO or Q 16) and 4 16-byte P stores or loads, against fa_dkv_kernel's 80 ldmatrix per 128
+// MMAs (its Q/dO fragments feed one MMA each). Shared memory: K, V, two Q/dO stages of 64 queries,
+// lse/Dr/segments, P (4 KB per pair): 111.5 KB at DH 128, two blocks (8 warps) per SM as
+// fa_dkv_kernel (250 and 253 registers with nvcc 13). At DH 64 (63.5 KB, 246 registers) also two,
+// where fa_dkv_kernel's 166 registers allow three: capped at 168, this kernel spills (664 bytes at
+// NT 8, 32 at NT 4). Barriers per stage: ready, P written (one per 8NT queries), stage done; every
+// warp passes each one (a pair whose keys no query of a step sees skips the products, not the
+// barriers).
+template <int DH>
+__global__ void __launch_bounds__(kFW * 32, 2)
+	fa2_dkv_kernel(float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+		       const uint16_t *v, const float *lse, const float *Dr, const int32_t *seg,
+		       const int32_t *qlast, cuk_attn a, int nsplit)
+{
+	constexpr int S = DH + 8, NO = DH / 8, NT = DH >= 128 ? 4 : 8;
+	extern __shared__ float sm[];
+	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kFN * S;
+	uint16_t *const st = Vs + kFN * S;             // stage x: Q at st + 2x·kFN·S, dO after it
+	float *const fl = (float *)(st + 4 * kFN * S); // stage x: lse, Dr, segments at fl + 3x·kFN
+	uint4 *const px = (uint4 *)(fl + 6 * kFN);     // pair p's P: px + 256p + 32(c0/8 + x) + lane
+	int64_t per = a.Hkv * nsplit;
+	int64_t gh = blockIdx.x % per / nsplit, chunk = blockIdx.x % nsplit;
+	int64_t j0 = (blockIdx.x / per) * kFR; // the longest columns first
+	int64_t group = a.H / a.Hkv, hn = group / nsplit, h0 = gh * group + chunk * hn;
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3, pair = warp >> 1;
+	bool pw = (warp & 1) == 0; // the P warp (S, P, dV); else the dS warp (dP, dS, dK)
+	int64_t wlo = j0 + 32 * pair;
+	int64_t last = j0 + kFR - 1 < a.T - 1 ? j0 + kFR - 1 : a.T - 1;
+	int64_t end = fa_end(a, j0, last, qlast);
+	int nq = (int)((end - j0 + kFN - 1) / kFN), ntiles = (int)(nq * hn);
+
+	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
+	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
+	tile_async<DH>(st, q, j0, a.T, a.H, h0);
+	tile_async<DH>(st + kFN * S, dout, j0, a.T, a.H, h0);
+	vals_async(fl, lse + h0 * a.T, j0, a.T);
+	vals_async(fl + kFN, Dr + h0 * a.T, j0, a.T);
+	vals_async(fl + 2 * kFN, seg, j0, a.T);
+	cp_commit();
+	int64_t ja[2], jb[2]; // (fa2_p and the end recompute them: fewer registers across the walk)
+	int32_t sa[2], sb[2], s0;
+	bool keys_one = fa2_rows(a, seg, wlo, lane, ja, jb, sa, sb, s0);
+	float c2 = a.scale * kLog2e;
+	float acc[2][NO][4]; // dV (the P warp) or dK / scale (the dS warp) of the pair's 32 keys
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int n = 0; n < NO; n++)
+			for (int e = 0; e < 4; e++)
+				acc[g][n][e] = 0.0f;
+	uint4 *const pp = px + 32 * (kFN / 8) * pair + lane;
+	const uint16_t *const Ar = pw ? Ks : Vs; // the A rows of the first product
+	for (int it = 0; it < ntiles; it++) {
+		int64_t i0 = j0 + (int64_t)(it % nq) * kFN;
+		int cur = it & 1;
+		if (it + 1 < ntiles) {
+			int64_t hn1 = h0 + (it + 1) / nq, in1 = j0 + (int64_t)((it + 1) % nq) * kFN;
+			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, q, in1, a.T, a.H, hn1);
+			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, dout, in1, a.T, a.H, hn1);
+			vals_async(fl + 3 * (cur ^ 1) * kFN, lse + hn1 * a.T, in1, a.T);
+			vals_async(fl + (3 * (cur ^ 1) + 1) * kFN, Dr + hn1 * a.T, in1, a.T);
+			vals_async(fl + (3 * (cur ^ 1) + 2) * kFN, seg, in1, a.T);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		const uint16_t *Qs = st + 2 * cur * kFN * S, *Gs = st + (2 * cur + 1) * kFN * S;
+		const float *L = fl + 3 * cur * kFN, *D = fl + 3 * cur * kFN + kFN;
+		const int32_t *Sg = (const int32_t *)(fl + 3 * cur * kFN + 2 * kFN);
+		for (int c0 = 0; c0 < kFN; c0 += 8 * NT) {
+			int64_t qlo = i0 + c0;
+			// whether a query qlo .. qlo + 8NT sees a key of the pair (the same in both warps):
+			// not when every query is before the keys, or past every key's window
+			bool act = wlo < a.T && qlo + 8 * NT - 1 >= wlo &&
+				   (a.window <= 0 || qlo <= wlo + 31 + a.window - 1);
+			float s[2][NT][4]; // S, then P (the P warp); dP, then dS (the dS warp)
+			if (act) {
+				scores32_ld<DH, NT>(s, Ar, 32 * pair, pw ? Qs : Gs, c0, lane);
+				if (pw)
+					fa2_p<NT>(s, pp + 32 * (c0 / 8), a, qlo, wlo, lane, keys_one, s0, sa,
+						  sb, Sg + c0, L + c0, c2);
+			}
+			__syncthreads(); // P is written
+			if (act) {
+				if (!pw)
+					fa2_ds<NT>(s, pp + 32 * (c0 / 8), D + c0, lane);
+				accumulate32_ld<DH, NT>(acc, s, pw ? Gs : Qs, c0, lane);
+			}
+		}
+		__syncthreads(); // every warp is done with this stage before the next load refills it
+	}
+	float *out = pw ? dv : dk, sc = pw ? 1.0f : a.scale;
+#pragma unroll
+	for (int g = 0; g < 2; g++)
+		for (int half = 0; half < 2; half++) {
+			int64_t j = wlo + 16 * g + 8 * half + (lane >> 2);
+			if (j >= a.T)
+				continue;
+			int64_t row = nsplit == 1 ? j * a.Hkv + gh : (j * a.Hkv + gh) * nsplit + chunk;
+			float *oj = out + row * DH;
+			for (int n = 0; n < NO; n++)
+				for (int e = 0; e < 2; e++)
+					oj[n * 8 + 2 * t + e] = sc * acc[g][n][2 * half + e];
+		}
+}
+
 // The scratch of the tensor-core kernels (cuk_attention_scratch): Dr, the bf16 copies, dV's partials.
 struct fa_scratch {
 	size_t dr, qb, kb, vb, gb, bd, pv, total;
@@ -1457,8 +1639,18 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 	int ns = l.nsplit;
 	// dK/dV first: with nsplit > 1 its dK partials live in dq's memory until dQ overwrites them
 	float *pk = ns > 1 ? dq : dk, *pv = ns > 1 ? (float *)(b + l.pv) : dv;
-	fa_dkv_kernel<DH><<<(unsigned)(a.Hkv * ns * rb), kFW * 32, smem_kv, s>>>(pk, pv, gb, qb, kb, vb, lse,
-										 Dr, seg, bd + rb, a, ns);
+	bool two = false; // the second family's dK/dV (DH 64 and 128): P's exchange after smem_kv
+	if constexpr (DH == 64 || DH == 128)
+		if ((two = fa2_takes<DH>())) {
+			size_t smem = smem_kv + (size_t)2 * kFN * 32 * 2;
+			if ((e = fa_attr(fa2_dkv_kernel<DH>, smem)))
+				return e;
+			fa2_dkv_kernel<DH><<<(unsigned)(a.Hkv * ns * rb), kFW * 32, smem, s>>>(
+				pk, pv, gb, qb, kb, vb, lse, Dr, seg, bd + rb, a, ns);
+		}
+	if (!two)
+		fa_dkv_kernel<DH><<<(unsigned)(a.Hkv * ns * rb), kFW * 32, smem_kv, s>>>(
+			pk, pv, gb, qb, kb, vb, lse, Dr, seg, bd + rb, a, ns);
 	if (ns > 1) {
 		int64_t n = a.T * a.Hkv * DH, blocks = (n + 255) / 256;
 		fa_reduce_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, s>>>(
