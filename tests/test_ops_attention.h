@@ -448,7 +448,9 @@ out:
  * and 4 (CUDA splits dK/dV over a group's heads); a micro-batch's rows (packed 2: CUDA skips the
  * tiles of other rows by their segment bounds), with a window too; at Dh 128 (CUDA's default
  * kernels take 128 query rows per block, 32 per warp) one segment with a ragged last block, and
- * rows of 120 and 83 tokens, whose ends fall inside a block and inside a warp's 32 rows */
+ * rows of 120 and 83 tokens, whose ends fall inside a block and inside a warp's 32 rows; windows
+ * shorter than the 32 key rows of TERN_CUDA_FA=2's dK/dV warps (at Dh 128 with packed samples; at
+ * Dh 64 with a group of 3, one chunk: dK/dV written without partials) */
 static void check_attention_bf16(struct suite *s)
 {
 	static const int64_t bshapes[][6] = {
@@ -457,7 +459,8 @@ static void check_attention_bf16(struct suite *s)
 		{70, 2, 1, 32, 20, 1},  {100, 2, 1, 16, 37, 0},   {90, 3, 1, 96, 0, 1},
 		{256, 4, 2, 64, 0, 0},  {200, 4, 1, 128, 150, 0}, {320, 4, 2, 64, 0, 2},
 		{512, 2, 1, 128, 0, 2}, {400, 4, 2, 64, 90, 2},   {300, 4, 2, 128, 0, 0},
-		{480, 4, 1, 128, 0, 2}, {333, 2, 1, 128, 100, 2},
+		{480, 4, 1, 128, 0, 2}, {333, 2, 1, 128, 100, 2}, {150, 4, 2, 128, 20, 1},
+		{180, 6, 2, 64, 12, 0},
 	};
 	for (size_t i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++) {
 		const int64_t *h = bshapes[i];
