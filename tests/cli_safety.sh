@@ -226,6 +226,16 @@ one_line "huge batch" "sequence_len 1048576 × micro_batch_size 65536 = 68719476
 rc=$?
 one_line "batch past host_memory" "sequence_len 24 × micro_batch_size 2048 = 49152 tokens per micro-batch need .* more than the 1.0 MiB available (host_memory)" 1
 [ ! -e "$tmp/v" ] && ok || bad "a refused run left $tmp/v"
+# the Vulkan backend's switches: a bad value is refused in one line (where a Vulkan device exists)
+if "$tern" devices 2>/dev/null | grep -q '^vulkan'; then
+	for kv in "TERN_VK_LORA_FUSE=yes:TERN_VK_LORA_FUSE=yes: use 1" "TERN_VK_MAX_RANGE=12k:TERN_VK_MAX_RANGE=12k: a number of bytes"; do
+		env "${kv%%:*}" "$tern" bench ops --backend vulkan --ops axpy --T 8 --O 16 --I 16 --seconds 0.01 >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		one_line "${kv%%=*}" "${kv#*:}" 1
+	done
+else
+	echo "not run: TERN_VK_* refusals (no Vulkan device)"
+fi
 
 echo "cli_safety: $pass passed, $fail failed"
 [ "$fail" = 0 ]

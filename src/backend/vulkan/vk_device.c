@@ -519,6 +519,14 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	vk->align = vk->props.limits.minStorageBufferOffsetAlignment;
 	if (vk->align < 4)
 		vk->align = 4;
+	const char *lf = getenv("TERN_VK_LORA_FUSE"); /* read per call by vk_lora_fuses */
+	if (lf && *lf && strcmp(lf, "0") && strcmp(lf, "1")) {
+		st = tern_fail(TERN_E_INVALID,
+			       "TERN_VK_LORA_FUSE=%s: use 1 (the LoRA updates in the f16 products' epilogue) "
+			       "or 0 (composed, the default)",
+			       lf);
+		goto fail;
+	}
 	/* TERN_VK_MAX_RANGE=bytes (tests): a smaller maxStorageBufferRange than the device's, so that
 	 * the ops' chunking (of W's rows, of tokens, of elements) runs at test sizes */
 	const char *mr = getenv("TERN_VK_MAX_RANGE");
