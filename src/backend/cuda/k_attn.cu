@@ -624,6 +624,40 @@ __device__ inline void kv_stage(uint16_t *st, int32_t *sg, const uint16_t *k, co
 	__syncthreads();
 }
 
+// The dK/dV walks' query tiles: stage x of Q and dO at st + 2x·kFN·S (dO after Q) and of lse,
+// Dr and the queries' segments at fl + 3x·kFN, for query rows i0 .. i0 + kFN of head h.
+template <int DH>
+__device__ inline void qdo_load(uint16_t *st, float *fl, int x, const uint16_t *q, const uint16_t *dout,
+				const float *lse, const float *Dr, const int32_t *seg, int64_t i0, int64_t h,
+				const cuk_attn &a)
+{
+	constexpr int S = DH + 8;
+	tile_async<DH>(st + 2 * x * kFN * S, q, i0, a.T, a.H, h);
+	tile_async<DH>(st + (2 * x + 1) * kFN * S, dout, i0, a.T, a.H, h);
+	vals_async(fl + 3 * x * kFN, lse + h * a.T, i0, a.T);
+	vals_async(fl + (3 * x + 1) * kFN, Dr + h * a.T, i0, a.T);
+	vals_async(fl + (3 * x + 2) * kFN, seg, i0, a.T);
+	cp_commit();
+}
+
+// The dK/dV walks' pipeline step over (head, query tile) it of ntiles (nq query tiles per head from
+// j0, heads from h0): the next one starts loading into stage cur ^ 1 while stage cur's copies are
+// waited for, then the block syncs.
+template <int DH>
+__device__ inline void qdo_stage(uint16_t *st, float *fl, int it, int ntiles, int nq, int64_t j0, int64_t h0,
+				 const uint16_t *q, const uint16_t *dout, const float *lse, const float *Dr,
+				 const int32_t *seg, const cuk_attn &a)
+{
+	if (it + 1 < ntiles) {
+		qdo_load<DH>(st, fl, (it & 1) ^ 1, q, dout, lse, Dr, seg, j0 + (int64_t)((it + 1) % nq) * kFN,
+			     h0 + (it + 1) / nq, a);
+		cp_wait<1>();
+	} else {
+		cp_wait<0>();
+	}
+	__syncthreads();
+}
+
 // The A fragments of rows r .. r+16, columns 16 ks .. 16 ks + 16 of a tile.
 template <int DH>
 __device__ inline void a_frag_ld(uint32_t f[4], const uint16_t *tile, int r, int ks, int lane)
@@ -1019,12 +1053,7 @@ __global__ void __launch_bounds__(kFW * 32)
 
 	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
 	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-	tile_async<DH>(st, q, j0, a.T, a.H, h0);
-	tile_async<DH>(st + kFN * S, dout, j0, a.T, a.H, h0);
-	vals_async(fl, lse + h0 * a.T, j0, a.T);
-	vals_async(fl + kFN, Dr + h0 * a.T, j0, a.T);
-	vals_async(fl + 2 * kFN, seg, j0, a.T);
-	cp_commit();
+	qdo_load<DH>(st, fl, 0, q, dout, lse, Dr, seg, j0, h0, a);
 	int32_t sa = ja < a.T ? seg[ja] : 0, sb = jb < a.T ? seg[jb] : 0;
 	int32_t s0 = wlo < a.T ? seg[wlo] : 0;
 	bool keys_one = warp_all(sa == s0 && sb == s0);
@@ -1036,19 +1065,7 @@ __global__ void __launch_bounds__(kFW * 32)
 	for (int it = 0; it < ntiles; it++) {
 		int64_t i0 = j0 + (int64_t)(it % nq) * kFN;
 		int cur = it & 1;
-		if (it + 1 < ntiles) {
-			int64_t hn1 = h0 + (it + 1) / nq, in1 = j0 + (int64_t)((it + 1) % nq) * kFN;
-			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, q, in1, a.T, a.H, hn1);
-			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, dout, in1, a.T, a.H, hn1);
-			vals_async(fl + 3 * (cur ^ 1) * kFN, lse + hn1 * a.T, in1, a.T);
-			vals_async(fl + (3 * (cur ^ 1) + 1) * kFN, Dr + hn1 * a.T, in1, a.T);
-			vals_async(fl + (3 * (cur ^ 1) + 2) * kFN, seg, in1, a.T);
-			cp_commit();
-			cp_wait<1>();
-		} else {
-			cp_wait<0>();
-		}
-		__syncthreads();
+		qdo_stage<DH>(st, fl, it, ntiles, nq, j0, h0, q, dout, lse, Dr, seg, a);
 		const uint16_t *Qs = st + 2 * cur * kFN * S, *Gs = st + (2 * cur + 1) * kFN * S;
 		const float *L = fl + 3 * cur * kFN, *D = fl + 3 * cur * kFN + kFN;
 		const int32_t *Sg = (const int32_t *)(fl + 3 * cur * kFN + 2 * kFN);
@@ -1439,12 +1456,7 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 
 	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
 	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
-	tile_async<DH>(st, q, j0, a.T, a.H, h0);
-	tile_async<DH>(st + kFN * S, dout, j0, a.T, a.H, h0);
-	vals_async(fl, lse + h0 * a.T, j0, a.T);
-	vals_async(fl + kFN, Dr + h0 * a.T, j0, a.T);
-	vals_async(fl + 2 * kFN, seg, j0, a.T);
-	cp_commit();
+	qdo_load<DH>(st, fl, 0, q, dout, lse, Dr, seg, j0, h0, a);
 	int64_t ja[2], jb[2]; // (fa2_p and the end recompute them: fewer registers across the walk)
 	int32_t sa[2], sb[2], s0;
 	bool keys_one = fa2_rows(a, seg, wlo, lane, ja, jb, sa, sb, s0);
@@ -1460,19 +1472,7 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 	for (int it = 0; it < ntiles; it++) {
 		int64_t i0 = j0 + (int64_t)(it % nq) * kFN;
 		int cur = it & 1;
-		if (it + 1 < ntiles) {
-			int64_t hn1 = h0 + (it + 1) / nq, in1 = j0 + (int64_t)((it + 1) % nq) * kFN;
-			tile_async<DH>(st + 2 * (cur ^ 1) * kFN * S, q, in1, a.T, a.H, hn1);
-			tile_async<DH>(st + (2 * (cur ^ 1) + 1) * kFN * S, dout, in1, a.T, a.H, hn1);
-			vals_async(fl + 3 * (cur ^ 1) * kFN, lse + hn1 * a.T, in1, a.T);
-			vals_async(fl + (3 * (cur ^ 1) + 1) * kFN, Dr + hn1 * a.T, in1, a.T);
-			vals_async(fl + (3 * (cur ^ 1) + 2) * kFN, seg, in1, a.T);
-			cp_commit();
-			cp_wait<1>();
-		} else {
-			cp_wait<0>();
-		}
-		__syncthreads();
+		qdo_stage<DH>(st, fl, it, ntiles, nq, j0, h0, q, dout, lse, Dr, seg, a);
 		const uint16_t *Qs = st + 2 * cur * kFN * S, *Gs = st + (2 * cur + 1) * kFN * S;
 		const float *L = fl + 3 * cur * kFN, *D = fl + 3 * cur * kFN + kFN;
 		const int32_t *Sg = (const int32_t *)(fl + 3 * cur * kFN + 2 * kFN);
