@@ -181,17 +181,28 @@ static bool g_same(struct tern_backend *be, struct tern_view v, const float *wan
  * refused during a capture); the same sequence again updates the cached graph with the new
  * scalars, another shape, a changed node type or other kernels instantiates one; segments are cut at
  * TERN_CUDA_GRAPH_MAX launches; results are those of plain launches, bit for bit. */
-static void check_graphs(void)
+/* A backend switch with a bad value: refused at create with one line naming it (no device: the
+ * create fails before the switches are read, and nothing is checked). */
+static void check_refused(const char *what, const char *var, const char *val)
 {
-	setenv("TERN_CUDA_GRAPHS", "yes", 1);
+	char want[96];
+	snprintf(want, sizeof want, "%s=%s", var, val);
+	setenv(var, val, 1);
 	struct tern_backend *be = NULL;
 	enum tern_status st = tern_backend_create("cuda", 0, &be);
+	unsetenv(var);
 	if (st != TERN_E_UNAVAILABLE)
-		check(st == TERN_E_INVALID && strstr(tern_error(), "TERN_CUDA_GRAPHS=yes"),
-		      "graphs: TERN_CUDA_GRAPHS=yes is refused (%s)", st ? tern_error() : "created");
+		check(st == TERN_E_INVALID && strstr(tern_error(), want), "%s: %s is refused (%s)", what,
+		      want, st ? tern_error() : "created");
 	if (be)
 		tern_backend_free(be);
-	be = NULL;
+}
+
+static void check_graphs(void)
+{
+	check_refused("graphs", "TERN_CUDA_GRAPHS", "yes");
+	struct tern_backend *be = NULL;
+	enum tern_status st;
 	setenv("TERN_CUDA_GRAPHS", "1", 1);
 	st = tern_backend_create("cuda", 0, &be);
 	unsetenv("TERN_CUDA_GRAPHS");
@@ -408,24 +419,11 @@ out:
 	if (be)
 		tern_backend_free(be);
 
-	/* programmatic dependent launches: a bad switch is refused at create */
-	setenv("TERN_CUDA_PDL", "yes", 1);
-	be = NULL;
-	st = tern_backend_create("cuda", 0, &be);
-	unsetenv("TERN_CUDA_PDL");
-	check(st == TERN_E_INVALID && strstr(tern_error(), "TERN_CUDA_PDL=yes"),
-	      "pdl: TERN_CUDA_PDL=yes is refused (%s)", st ? tern_error() : "created");
-	if (be)
-		tern_backend_free(be);
-
-	/* the decode overlap (cu_lora.c): a bad switch is refused at create, 1 is named in the banner */
-	setenv("TERN_CUDA_DECODE_OVERLAP", "2", 1);
-	be = NULL;
-	st = tern_backend_create("cuda", 0, &be);
-	check(st == TERN_E_INVALID && strstr(tern_error(), "TERN_CUDA_DECODE_OVERLAP=2"),
-	      "overlap: TERN_CUDA_DECODE_OVERLAP=2 is refused (%s)", st ? tern_error() : "created");
-	if (be)
-		tern_backend_free(be);
+	/* bad switches are refused at create: programmatic dependent launches, the attention family,
+	 * the decode overlap (cu_lora.c; 1 is named in the banner) */
+	check_refused("pdl", "TERN_CUDA_PDL", "yes");
+	check_refused("attention", "TERN_CUDA_FA", "3");
+	check_refused("overlap", "TERN_CUDA_DECODE_OVERLAP", "2");
 	setenv("TERN_CUDA_DECODE_OVERLAP", "1", 1);
 	be = NULL;
 	st = tern_backend_create("cuda", 0, &be);
