@@ -46,9 +46,11 @@ static const int64_t MM_SHAPES[][3] = {
 };
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+
 #include "test_ops_prec.h"
 #include "test_ops_grouped.h"
-#include "test_ops_lorafuse.h"
 
 /* ---- oracles ----------------------------------------------------------------------------- */
 
@@ -916,6 +918,9 @@ static bool lora_skip(struct chk *c, enum tern_dtype wt)
 			return true;
 	return false;
 }
+
+/* the LoRA linear at half-precision products, on lora_case and lora_dev */
+#include "test_ops_lorafuse.h"
 
 static void check_lora(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
 		       float p, bool acc, bool alias)

@@ -9,12 +9,9 @@
  * CUDA a decoded weight must take the fused path unless TERN_CUDA_LORA_FUSE=0, and must not at
  * T <= 8 (the small-T kernels). A backend without
  * bf16 gemm reports the checks as not run. Group "lora_fused" of TERN_TEST_ONLY; included by
- * test_ops.c after test_ops_prec.h. */
+ * test_ops.c after its LoRA case (lora_case, lora_dev), with test_ops_prec.h before it. */
 #ifndef TERN_TEST_OPS_LORAFUSE_H
 #define TERN_TEST_OPS_LORAFUSE_H
-
-int setenv(const char *name, const char *value, int overwrite);
-int unsetenv(const char *name);
 
 static double bfr(double v) { return oracle_round(TERN_BF16, v); }
 static double id(double v) { return v; }
@@ -37,81 +34,54 @@ static double rdot(const float *a, int64_t sa, const float *b, int64_t sb, int64
 	return s;
 }
 
-/* One LoRA linear case on the host and the device: x, A, B, dy and the gradients' starting
- * values filled at random (dA0, dB0, dx0 the values the backward adds to), the device tensors, u
- * and du downloaded after the run. */
+/* One LoRA linear case (test_ops.c's lora_case and lora_dev, dropout 0) at products of precision
+ * prec and LoRA products of lprec, and the u and du the device produced (downloaded after the
+ * run: the oracles below start from them). */
 struct lora_fx {
-	struct hweight hw;
-	struct tern_weight w;
-	float *x, *A, *B, *dy, *dA0, *dB0, *dx0, *u, *du;
-	struct dten *dX, *dA, *dB, *dDy, *dY, *dU, *dDu, *dGA, *dGB, *dDx;
+	struct lora_case lc;
+	struct lora_dev d;
+	float *u, *du;
 };
 
 static void lora_fx_free(struct lora_fx *fx)
 {
-	hweight_free(&fx->hw);
-	void *ps[] = {fx->x, fx->A, fx->B, fx->dy, fx->dA0, fx->dB0, fx->dx0, fx->u, fx->du};
-	for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
-		free(ps[i]);
+	lora_case_free(&fx->lc);
+	free(fx->u);
+	free(fx->du);
 }
 
 /* false (the check failed, fx to be freed) when memory runs out or a tensor cannot be made */
 static bool lora_fx_make(struct chk *c, struct lora_fx *fx, const struct wfmt *f, int64_t T, int64_t O,
-			 int64_t I, int64_t R, bool acc)
+			 int64_t I, int64_t R, bool acc, enum tern_dtype prec, enum tern_dtype lprec)
 {
 	memset(fx, 0, sizeof *fx);
-	fx->x = fvec(T * I), fx->A = fvec(R * I), fx->B = fvec(O * R), fx->dy = fvec(T * O);
-	fx->dA0 = fvec(R * I), fx->dB0 = fvec(O * R), fx->dx0 = fvec(T * I);
 	fx->u = fvec(T * R), fx->du = fvec(T * R);
-	if (!fx->x || !fx->A || !fx->B || !fx->dy || !fx->dA0 || !fx->dB0 || !fx->dx0 || !fx->u || !fx->du ||
-	    !hweight_make(&fx->hw, f->dt, f->bs, O, I, &c->r)) {
+	if (!fx->u || !fx->du || !lora_case_make(&fx->lc, &c->r, f, T, O, I, R, 0.0f)) {
 		fail(c, "out of host memory");
 		return false;
 	}
-	fill_sym(&c->r, fx->x, T * I, 1.0);
-	fill_sym(&c->r, fx->A, R * I, 1.0 / sqrt((double)I));
-	fill_sym(&c->r, fx->B, O * R, 0.5);
-	fill_sym(&c->r, fx->dy, T * O, 1.0);
-	fill_sym(&c->r, fx->dA0, R * I, 0.5);
-	fill_sym(&c->r, fx->dB0, O * R, 0.5);
-	fill_sym(&c->r, fx->dx0, T * I, 0.5);
-	if (!dweight_make(c, &fx->hw, &fx->w))
+	if (!lora_dev_make(c, &fx->lc, &fx->d, acc))
 		return false;
-	fx->dX = dt_new(c, "x", (size_t)(T * I) * 4, fx->x);
-	fx->dA = dt_new(c, "A", (size_t)(R * I) * 4, fx->A);
-	fx->dB = dt_new(c, "B", (size_t)(O * R) * 4, fx->B);
-	fx->dDy = dt_new(c, "dy", (size_t)(T * O) * 4, fx->dy);
-	fx->dY = dt_nan(c, "y", T * O);
-	fx->dU = dt_nan(c, "u", T * R);
-	fx->dDu = dt_nan(c, "du", T * R);
-	fx->dGA = dt_new(c, "dA", (size_t)(R * I) * 4, fx->dA0);
-	fx->dGB = dt_new(c, "dB", (size_t)(O * R) * 4, fx->dB0);
-	fx->dDx = acc ? dt_new(c, "dx", (size_t)(T * I) * 4, fx->dx0) : dt_nan(c, "dx", T * I);
-	return fx->dX && fx->dA && fx->dB && fx->dDy && fx->dY && fx->dU && fx->dDu && fx->dGA && fx->dGB &&
-	       fx->dDx;
+	fx->d.lora.prec = prec, fx->d.lora.lprec = lprec;
+	return true;
 }
 
 /* The forward, then the backward (dx over x with alias), then u and du downloaded. */
-static bool lora_fx_run(struct chk *c, struct suite *s, struct lora_fx *fx, const struct tern_lora *lo,
-			int64_t T, bool acc, bool alias)
+static bool lora_fx_run(struct chk *c, struct suite *s, struct lora_fx *fx, int64_t T, bool acc, bool alias)
 {
-	enum tern_status st = tern_lora_forward(s->be, fx->dY->v, fx->dU->v, (struct tern_view){0}, fx->dX->v,
-						&fx->w, lo, T);
-	if (!bad(c, st, "lora_forward"))
-		st = tern_lora_backward(s->be, alias ? fx->dX->v : fx->dDx->v, fx->dGA->v, fx->dGB->v,
-					fx->dDu->v, (struct tern_view){0}, fx->dDy->v, fx->dX->v,
-					(struct tern_view){0}, fx->dU->v, &fx->w, lo, T, acc);
-	return !bad(c, st, "lora") && dt_get(c, fx->dU, fx->u) && dt_get(c, fx->dDu, fx->du);
+	return !bad(c, lora_fwd(s, &fx->d, T), "lora_forward") &&
+	       !bad(c, lora_bwd(s, &fx->d, T, acc, alias), "lora_backward") && dt_get(c, fx->d.u, fx->u) &&
+	       dt_get(c, fx->d.du, fx->du);
 }
 
 /* The inputs the case must leave as they were. */
 static void lora_fx_unchanged(struct chk *c, const struct lora_fx *fx, bool alias)
 {
 	if (!alias)
-		dt_unchanged(c, fx->dX, fx->x);
-	dt_unchanged(c, fx->dA, fx->A);
-	dt_unchanged(c, fx->dB, fx->B);
-	dt_unchanged(c, fx->dDy, fx->dy);
+		dt_unchanged(c, fx->d.x, fx->lc.x);
+	dt_unchanged(c, fx->d.A, fx->lc.A);
+	dt_unchanged(c, fx->d.B, fx->lc.B);
+	dt_unchanged(c, fx->d.dy, fx->lc.dy);
 }
 
 /* The LoRA gemms' results after a backward, against the oracle with operands rounded by rnd:
@@ -120,14 +90,14 @@ static void lora_fx_unchanged(struct chk *c, const struct lora_fx *fx, bool alia
 static void expect_lora_grads(struct chk *c, const struct lora_fx *fx, int64_t T, int64_t O, int64_t I,
 			      int64_t R, float sc, double (*rnd)(double), double tol, double *w, double *m)
 {
-	const float *dy = fx->dy, *u = fx->u, *du = fx->du, *B = fx->B, *x = fx->x, *dB0 = fx->dB0,
-		    *dA0 = fx->dA0;
+	const float *dy = fx->lc.dy, *u = fx->u, *du = fx->du, *B = fx->lc.B, *x = fx->lc.x,
+		    *dB0 = fx->lc.dB0, *dA0 = fx->lc.dA0;
 	for (int64_t o = 0; o < O; o++)
 		for (int64_t r = 0; r < R; r++) {
 			double g = 0.0, a = rdot(dy + o, O, u + r, R, T, rnd, &g);
 			w[o * R + r] = dB0[o * R + r] + sc * a, m[o * R + r] = fabs(dB0[o * R + r]) + sc * g;
 		}
-	expect_mag(c, fx->dGB, w, m, O * R, tol);
+	expect_mag(c, fx->d.dB, w, m, O * R, tol);
 	for (int64_t t = 0; t < T; t++)
 		for (int64_t r = 0; r < R; r++) {
 			double g = 0.0, a = rdot(dy + t * O, 1, B + r, R, O, rnd, &g);
@@ -139,7 +109,7 @@ static void expect_lora_grads(struct chk *c, const struct lora_fx *fx, int64_t T
 			double g = 0.0, a = rdot(du + r, R, x + i, I, T, rnd, &g);
 			w[r * I + i] = dA0[r * I + i] + a, m[r * I + i] = fabs(dA0[r * I + i]) + g;
 		}
-	expect_mag(c, fx->dGA, w, m, R * I, tol);
+	expect_mag(c, fx->d.dA, w, m, R * I, tol);
 }
 
 /* How check_lora_bf16 lowers the CUDA budgets: not; the windows and the token chunks (several of
@@ -174,18 +144,17 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	int64_t P = (O > I ? O : I) + T;
 	double *want = dvec(T * P), *mag = dvec(T * P), *pw = dvec(R * P), *pm = dvec(R * P),
 	       *ur = dvec(T * R);
-	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc))
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_BF16, TERN_BF16))
 		goto out;
 	if (!want || !mag || !pw || !pm || !ur) {
 		fail(&c, "out of host memory");
 		goto out;
 	}
-	float sc = 2.0f / (float)R;
-	const float *x = fx.x, *A = fx.A, *B = fx.B, *dy = fx.dy, *dx0 = fx.dx0, *u = fx.u, *du = fx.du;
-	const struct hweight *hw = &fx.hw;
-	struct tern_lora lo = {
-		.A = fx.dA->v, .B = fx.dB->v, .R = R, .scale = sc, .prec = TERN_BF16, .lprec = TERN_BF16};
-	bool fused = tern_lora_fused(s->be, &fx.w, &lo, T);
+	float sc = fx.lc.s;
+	const float *x = fx.lc.x, *A = fx.lc.A, *B = fx.lc.B, *dy = fx.lc.dy, *dx0 = fx.lc.dx0, *u = fx.u,
+		    *du = fx.du;
+	const struct hweight *hw = &fx.lc.hw;
+	bool fused = tern_lora_fused(s->be, &fx.d.w, &fx.d.lora, T);
 	/* CUDA fuses a decoded weight, but not T <= 8 tokens (CU_GEMV_MAX_T), which its small-T
 	 * kernels take in the plain matmul, unless TERN_CUDA_GEMV=0 or TERN_DECODE_LEGACY is set */
 	const char *off = getenv("TERN_CUDA_LORA_FUSE"), *gv = getenv("TERN_CUDA_GEMV"),
@@ -203,7 +172,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	} else if (chunked != LORA_WHOLE) {
 		setenv("TERN_CUDA_DECODE_BYTES", chunked == LORA_WINDOWED_8K ? "8192" : "2048", 1);
 	}
-	bool ran = lora_fx_run(&c, s, &fx, &lo, T, acc, alias);
+	bool ran = lora_fx_run(&c, s, &fx, T, acc, alias);
 	if (chunked != LORA_WHOLE) {
 		unsetenv("TERN_CUDA_DECODE_BYTES");
 		unsetenv("TERN_CUDA_OPERAND_BYTES");
@@ -242,7 +211,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 			}
 			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
 		}
-	expect_mag(&c, fx.dY, want, mag, T * O, fused ? TOL_PREC : tol_g);
+	expect_mag(&c, fx.d.y, want, mag, T * O, fused ? TOL_PREC : tol_g);
 	/* dB, du, dA: Σ over bf16(operands) */
 	expect_lora_grads(&c, &fx, T, O, I, R, sc, bgr, tol_g, pw, pm);
 	/* dx = (dx0 +) Σ bf16(dy) bf16(W) + Σ bf16(du) bf16(A) (x as the forward read it) */
@@ -253,7 +222,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 			a += rdot(du + t * R, 1, A + i, I, R, fused ? bfr : bgr, &m);
 			want[t * I + i] = a, mag[t * I + i] = m;
 		}
-	expect_mag(&c, alias ? fx.dX : fx.dDx, want, mag, T * I, fused ? TOL_PREC : tol_g);
+	expect_mag(&c, alias ? fx.d.x : fx.d.dx, want, mag, T * I, fused ? TOL_PREC : tol_g);
 	lora_fx_unchanged(&c, &fx, alias);
 out:
 	lora_fx_free(&fx);
@@ -361,19 +330,18 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	struct lora_fx fx;
 	int64_t P = (O > I ? O : I) + T;
 	double *want = dvec(T * P + R * P), *mag = dvec(T * P + R * P), *xr = dvec(T * P), *wr = dvec(O * I);
-	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc))
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_F16, TERN_F32))
 		goto out;
 	if (!want || !mag || !xr || !wr) {
 		fail(&c, "out of host memory");
 		goto out;
 	}
-	float sc = 2.0f / (float)R;
-	const float *x = fx.x, *A = fx.A, *B = fx.B, *dy = fx.dy, *dx0 = fx.dx0, *u = fx.u, *du = fx.du;
+	float sc = fx.lc.s;
+	const float *x = fx.lc.x, *A = fx.lc.A, *B = fx.lc.B, *dy = fx.lc.dy, *dx0 = fx.lc.dx0, *u = fx.u,
+		    *du = fx.du;
 	for (int64_t i = 0; i < O * I; i++)
-		wr[i] = oracle_round(TERN_F16, fx.hw.deq[i]);
-	struct tern_lora lo = {
-		.A = fx.dA->v, .B = fx.dB->v, .R = R, .scale = sc, .prec = TERN_F16, .lprec = TERN_F32};
-	bool fused = tern_lora_fused(s->be, &fx.w, &lo, T);
+		wr[i] = oracle_round(TERN_F16, fx.lc.hw.deq[i]);
+	bool fused = tern_lora_fused(s->be, &fx.d.w, &fx.d.lora, T);
 	const char *on = getenv("TERN_VK_LORA_FUSE");
 	if (!strcmp(s->bname, "vulkan") && T > 4 && R <= 64 && on && !strcmp(on, "1") && !fused) {
 		fail(&c, "vulkan did not take the fused path at T=%lld (tern_lora_fused)", (long long)T);
@@ -381,7 +349,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	}
 	if (fused)
 		snprintf(c.desc + strlen(c.desc), sizeof c.desc - strlen(c.desc), " fused");
-	if (!lora_fx_run(&c, s, &fx, &lo, T, acc, alias))
+	if (!lora_fx_run(&c, s, &fx, T, acc, alias))
 		goto out;
 	/* u = x Aᵀ (fp32 gemm) */
 	for (int64_t t = 0; t < T; t++)
@@ -404,7 +372,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 			double l = rdot(u + t * R, 1, B + o * R, 1, R, id, &lm);
 			want[t * O + o] = a / sx + sc * l, mag[t * O + o] = m / sx + sc * lm;
 		}
-	expect_mag(&c, fx.dY, want, mag, T * O, TOL_PREC);
+	expect_mag(&c, fx.d.y, want, mag, T * O, TOL_PREC);
 	/* dB, du, dA (fp32 gemms) */
 	expect_lora_grads(&c, &fx, T, O, I, R, sc, id, TOL_PREC, want, mag);
 	/* dx = (dx0 +) Σ f16(σdy) f16(W) / σ + Σ du A (x as the forward read it) */
@@ -421,7 +389,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 			double l = rdot(du + t * R, 1, A + i, I, R, id, &lm);
 			want[t * I + i] = b + a / sy + l, mag[t * I + i] = fabs(b) + m / sy + lm;
 		}
-	expect_mag(&c, alias ? fx.dX : fx.dDx, want, mag, T * I, TOL_PREC);
+	expect_mag(&c, alias ? fx.d.x : fx.d.dx, want, mag, T * I, TOL_PREC);
 	lora_fx_unchanged(&c, &fx, alias);
 out:
 	lora_fx_free(&fx);
