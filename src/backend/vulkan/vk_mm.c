@@ -309,8 +309,9 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 					.lora_scale = p.lora_scale,
 				};
 				struct tern_view rb[10] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part, lu, lp};
-				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 10, &rp, sizeof rp,
-							   tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
+				if ((st = tern_vk_dispatch(
+					     vk, lora ? TERN_PIPE_MM_REDUCE_LORA : TERN_PIPE_MM_REDUCE, rb,
+					     10, &rp, sizeof rp, tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
 					return st;
 			}
 		}
