@@ -86,9 +86,10 @@ void w8(uint l, out float v[8])
 }
 
 // v rounded to f16 (only where p.f16 = 1). The XOR with p.f16 - 1 (0 then, but not known to the
-// compiler) keeps the round trip from being folded away: with a plain unpack(pack(v)) the H100's
-// Vulkan driver gave results within fp32 rounding of the unrounded products (test_ops prec, T = 1,
-// 2026-12-06).
+// compiler) is meant to keep the round trip from being folded away: with a plain unpack(pack(v))
+// the H100's Vulkan driver missed the f16-rounding oracle by 5.4e-5 to 8.5e-5 (tolerance 5e-5;
+// test_ops prec, T = 1, 2026-12-06), about what unrounded operands would give. The cause is
+// inferred, and this remedy not yet run on a GPU.
 vec4 round16(vec4 v)
 {
 	uint z = p.f16 - 1u;
