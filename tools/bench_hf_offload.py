@@ -16,10 +16,11 @@ config.json goes into DIR/model-view/ beside links to the shards); then
 prepare_model_for_kbit_training with non-reentrant gradient checkpointing, LoRA r 16 / alpha 32 /
 dropout 0 on q, k, v and o (the attention: what configs/mixtral-8x7b-12gb.yaml trains), torch
 AdamW over the LoRA parameters, clipping at 1.0. --gpu-weights is what accelerate may place on
-the card (default: --gpu-memory less 2 GB for activations, LoRA and optimizer state); unless
+the card (default: --gpu-memory less 2 GiB for activations, LoRA and optimizer state); unless
 --no-cap, torch.cuda.set_per_process_memory_fraction caps the whole process at --gpu-memory, so a
 run that would need more than the 12 GB card has fails with an out-of-memory error, as it would
-there.
+there. Sizes are read as tern's config reads them (GB = GiB, MB = MiB), so both stacks get the
+same bytes. The capped process's torch.cuda.mem_get_info reports a card of --gpu-memory.
 
 Each optimizer step (accum micro-batches of batch x seq tokens, loss / accum backward) is timed
 between two torch.cuda.synchronize() calls and appended to --json at once, so a run stopped by a
@@ -48,7 +49,7 @@ def gbytes(s):
     m = re.fullmatch(r"\s*([0-9.]+)\s*(GB|GiB|MB|MiB)?\s*", s)
     if not m:
         raise argparse.ArgumentTypeError(f"'{s}': expected a size such as 11.5GB, 12GiB or bytes")
-    u = {"GB": 1e9, "GiB": 2**30, "MB": 1e6, "MiB": 2**20, None: 1}[m.group(2)]
+    u = {"GB": 2**30, "GiB": 2**30, "MB": 2**20, "MiB": 2**20, None: 1}[m.group(2)]  # as tern's config
     return int(float(m.group(1)) * u)
 
 
@@ -82,7 +83,7 @@ def main():
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.gpu_weights is None:
-        a.gpu_weights = max(a.gpu_memory - 2 * 10**9, 10**9)
+        a.gpu_weights = max(a.gpu_memory - 2 * 2**30, 2**30)
     res = dict(stack="hf-offload", model=os.path.abspath(a.model), status="loading",
                gpu_memory=a.gpu_memory, gpu_weights=a.gpu_weights, cpu_memory=a.cpu_memory,
                batch=a.batch, seq=a.seq, accum=a.accum, rank=a.rank, lora_targets=TARGETS,
@@ -116,6 +117,16 @@ def main():
             total = torch.cuda.get_device_properties(0).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, a.gpu_memory / total), 0)
             res["cap_bytes"] = a.gpu_memory
+            # A card of --gpu-memory also reports that much to mem_get_info, which transformers'
+            # caching_allocator_warmup clamps its one big allocation with (4.57: free - 1.2 GiB).
+            # Left at the big card's free memory, the warmup asks for more than the cap and the
+            # load fails, where on a real 12 GB card it would not.
+            big_info = torch.cuda.mem_get_info
+
+            def capped_info(device=None):
+                free, _ = big_info(device)
+                return min(free, max(0, a.gpu_memory - torch.cuda.memory_reserved(device))), a.gpu_memory
+            torch.cuda.mem_get_info = capped_info
         torch.manual_seed(a.seed)
         os.makedirs(a.offload_folder, exist_ok=True)
         mem = {"cpu": a.cpu_memory}

@@ -143,10 +143,10 @@ shape_info() { # sets PRESET
 	esac
 }
 for s in "${shape_list[@]}"; do shape_info "$s" || die "--shapes: unknown shape '$s' (allowed: mixtral, qwen3, tiny-mixtral, tiny-qwen3)"; done
-bytes_of() { # 11.5GB / 12GiB / 16G / 500MB / 1234 -> bytes
+bytes_of() { # 11.5GB / 12GiB / 16G / 500MB / 1234 -> bytes; GB = GiB as tern's config reads it, so both stacks get the same budget
 	"$PY" -c 'import re,sys
 m = re.fullmatch(r"([0-9.]+)\s*(GB|GiB|G|MB|MiB|M|KB|KiB|K)?", sys.argv[1].strip())
-u = {"GB": 1e9, "GiB": 2**30, "G": 2**30, "MB": 1e6, "MiB": 2**20, "M": 2**20, "KB": 1e3, "KiB": 1024, "K": 1024, None: 1}
+u = {"GB": 2**30, "GiB": 2**30, "G": 2**30, "MB": 2**20, "MiB": 2**20, "M": 2**20, "KB": 1024, "KiB": 1024, "K": 1024, None: 1}
 print(int(float(m.group(1)) * u[m.group(2)]) if m else sys.exit(1))' "$1"
 }
 DEVMEM_B=$(bytes_of "$DEVMEM") || die "--device-memory: '$DEVMEM' is not a size"
