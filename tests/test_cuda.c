@@ -424,6 +424,7 @@ out:
 	check_refused("pdl", "TERN_CUDA_PDL", "yes");
 	check_refused("attention", "TERN_CUDA_FA", "3");
 	check_refused("overlap", "TERN_CUDA_DECODE_OVERLAP", "2");
+	check_refused("decode", "TERN_CUDA_DECODE", "16");
 	setenv("TERN_CUDA_DECODE_OVERLAP", "1", 1);
 	be = NULL;
 	st = tern_backend_create("cuda", 0, &be);

@@ -799,15 +799,21 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 			"and later) or 0 (plain launches)",
 			pe);
 	bool pdl = p.major >= 9 && !(pe && !strcmp(pe, "0"));
-	/* TERN_CUDA_FA=1|2: the tensor-core attention's kernel family (k_attn.cu, fa_family): 1 the
-	 * default (16 query rows per warp), 2 (32 rows per warp, head sizes 64 and 128; not yet
-	 * measured on a GPU) */
+	/* TERN_CUDA_FA=1|2: the tensor-core attention's kernel family for all three kernels
+	 * (k_attn.cu, fa_family); unset, the measured mix */
 	const char *fe = getenv("TERN_CUDA_FA");
 	if (fe && *fe && strcmp(fe, "1") && strcmp(fe, "2"))
 		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_FA=%s: use 1 (the default kernels, 16 query rows per warp) "
-				 "or 2 (32 rows per warp at head sizes 64 and 128)",
+				 "cuda: TERN_CUDA_FA=%s: use 1 (every attention kernel with 16 query rows per "
+				 "warp), 2 (32 rows per warp at head sizes 64 and 128) or leave it unset",
 				 fe);
+	/* TERN_CUDA_DECODE=32|8|co: the NF4 decode kernel (k_quant.cu, decode_form), for timing */
+	const char *de = getenv("TERN_CUDA_DECODE");
+	if (de && *de && strcmp(de, "32") && strcmp(de, "8") && strcmp(de, "co"))
+		return tern_fail(TERN_E_INVALID,
+				 "cuda: TERN_CUDA_DECODE=%s: use 32 (32 weights a thread, the default), 8 "
+				 "(8 weights a thread) or co (warp-contiguous 8-weight chunks)",
+				 de);
 	/* TERN_CUDA_DECODE_OVERLAP=0|1: cu_lora.c decodes the next weight window on a second stream
 	 * while the GEMM of this one runs; off until measured on a GPU (docs/CONFIG.md) */
 	const char *oe = getenv("TERN_CUDA_DECODE_OVERLAP");

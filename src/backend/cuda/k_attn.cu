@@ -1128,7 +1128,7 @@ __global__ void fa_reduce_kernel(float *dk, float *dv, const float *pk, const fl
 	}
 }
 
-// ---- the second tensor-core family (TERN_CUDA_FA=2, opt-in until measured; DH 64 and 128) ------
+// ---- the second tensor-core family (DH 64 and 128; the forward by default, all with TERN_CUDA_FA=2) --
 //
 // FlashAttention-2's shape: a block of kFW warps takes kF2R = 128 query rows, 32 per warp (two m16
 // row groups g = 0, 1: rows wlo + 16g + lane/4 and + 8), so every K/V fragment ldmatrix reads
@@ -1561,21 +1561,28 @@ inline cudaError_t fa_bounds(cudaStream_t s, int32_t *bd, const int32_t *seg, in
 
 template <int DH> size_t fa_smem(int tiles) { return (size_t)tiles * kFN * (DH + 8) * 2; }
 
-// TERN_CUDA_FA=1|2: which tensor-core family runs (1, the default: 16 rows per warp, the first; 2:
-// 32 rows per warp where it has the head size). 2 passes every test on the CUDA emulator but has
-// not run on a GPU yet, so it is opt-in until a device session measures it (docs/PERFORMANCE.md,
-// "Waiting for a GPU"). Read once; cu_device.c refuses other values at create.
+// Which tensor-core family runs each kernel where it has the head size (64 and 128): 1 (16 query
+// rows per warp, the first) or 2 (32 rows per warp). Unset: the forward from family 2, dQ and dK/dV
+// from family 1, as measured on the 8B step (H100, 2026-12-06: the forward 19.2 -> 15.5 ms a
+// step, the backward 29.5 -> 31.9 with both of its kernels from family 2). TERN_CUDA_FA=1 or 2
+// runs every kernel from that family. Read once; cu_device.c refuses other values at create.
+enum fa_kernel { FA_FWD, FA_DQ, FA_DKV };
+
 inline int fa_family()
 {
-	static int f = 0;
-	if (!f) {
+	static int f = -1;
+	if (f < 0) {
 		const char *e = getenv("TERN_CUDA_FA");
-		f = e && !strcmp(e, "2") ? 2 : 1;
+		f = e && !strcmp(e, "2") ? 2 : e && !strcmp(e, "1") ? 1 : 0;
 	}
 	return f;
 }
 
-template <int DH> bool fa2_takes() { return (DH == 64 || DH == 128) && fa_family() == 2; }
+template <int DH> bool fa2_takes(fa_kernel k)
+{
+	int f = fa_family();
+	return (DH == 64 || DH == 128) && (f == 2 || (f == 0 && k == FA_FWD));
+}
 
 template <typename K> cudaError_t fa_attr(K kernel, size_t smem)
 {
@@ -1598,7 +1605,7 @@ cudaError_t fa_fwd_as(cudaStream_t s, float *o, float *lse, const float *q, cons
 	if ((e = fa_bounds(s, bd, seg, a.T)))
 		return e;
 	if constexpr (DH == 64 || DH == 128)
-		if (fa2_takes<DH>()) {
+		if (fa2_takes<DH>(FA_FWD)) {
 			size_t smem = (size_t)(kF2R + 4 * kFN) * (DH + 8) * 2 + 2 * kFN * 4;
 			if ((e = fa_attr(fa2_fwd_kernel<DH>, smem)))
 				return e;
@@ -1641,7 +1648,7 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 	float *pk = ns > 1 ? dq : dk, *pv = ns > 1 ? (float *)(b + l.pv) : dv;
 	bool two = false; // the second family's dK/dV (DH 64 and 128): P's exchange after smem_kv
 	if constexpr (DH == 64 || DH == 128)
-		if ((two = fa2_takes<DH>())) {
+		if ((two = fa2_takes<DH>(FA_DKV))) {
 			size_t smem = smem_kv + (size_t)2 * kFN * 32 * 2;
 			if ((e = fa_attr(fa2_dkv_kernel<DH>, smem)))
 				return e;
@@ -1657,7 +1664,7 @@ cudaError_t fa_bwd_as(cudaStream_t s, float *dq, float *dk, float *dv, const flo
 			dk, dv, pk, pv, a.T * a.Hkv, DH, ns);
 	}
 	if constexpr (DH == 64 || DH == 128)
-		if (fa2_takes<DH>()) {
+		if (fa2_takes<DH>(FA_DQ)) {
 			size_t smem = (size_t)(2 * kF2R + 4 * kF2K) * (DH + 8) * 2 + 2 * kF2K * 4;
 			if ((e = fa_attr(fa2_dq_kernel<DH>, smem)))
 				return e;

@@ -13,6 +13,10 @@ namespace
 
 __constant__ float c_nf4[16];
 __constant__ float c_dmap[256];
+// The same tables in global memory, for decode_nf4_co_kernel: lookups by code (distinct per lane)
+// go through L1 there, where constant memory serialises them.
+__device__ float g_nf4[16];
+__device__ float g_dmap[256];
 
 constexpr int kThreads = 256;
 
@@ -154,11 +158,74 @@ __global__ void decode_nf4_kernel(void *out, cuk_weight w, int64_t row0, int64_t
 	}
 }
 
+// NF4 / NF4-DQ in chunks of eight weights, four chunks a thread, a warp's lanes on consecutive
+// chunks: each of a warp's four 16-byte stores covers 512 contiguous bytes of out (the kernel above
+// gives a lane 64 contiguous bytes, so a warp's store is spread over 2 KiB), and its four code loads
+// and scale lookups are independent. The block scale table is read from global memory (g_dmap,
+// through L1) rather than copied into shared memory from constant memory by every block. The same
+// products as wvalue (built with --fmad=false), so the same values. Needs what the 8-weight form
+// of the kernel above needs.
+template <int WDT, int DT>
+__global__ void decode_nf4_co_kernel(void *out, cuk_weight w, int64_t row0, int64_t nrows, int64_t i0,
+				     int64_t ic, int64_t ldo, int bs_shift)
+{
+	__shared__ float nf4[16];
+	if (threadIdx.x < 16)
+		nf4[threadIdx.x] = g_nf4[threadIdx.x];
+	__syncthreads();
+	const int64_t cw = ic / 8, n = nrows * cw, span = 4 * (int64_t)blockDim.x;
+	const bool flat = cw == w.I / 8 && ldo == ic;
+	float off = 0.0f;
+	if (WDT == 4)
+		off = w.offset_dev ? *w.offset_dev : w.offset; // an expert's: on the device
+	for (int64_t x0 = blockIdx.x * span + threadIdx.x; x0 < n; x0 += (int64_t)gridDim.x * span) {
+		uint32_t word[4];
+		float am[4];
+		int64_t o[4];
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			int64_t x = x0 + k * (int64_t)blockDim.x;
+			o[k] = -1;
+			if (x >= n)
+				continue;
+			int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)cw) : x / cw;
+			int64_t c = x - r * cw, g = (row0 + r) * w.I + i0 + c * 8;
+			o[k] = r * ldo + c * 8;
+			word[k] = *reinterpret_cast<const uint32_t *>(static_cast<const unsigned char *>(w.data) +
+								      (g >> 1));
+			int64_t b = g >> bs_shift;
+			if (WDT == 3)
+				am[k] = static_cast<const float *>(w.absmax)[b];
+			else
+				am[k] = g_dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
+					off;
+		}
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			if (o[k] < 0)
+				continue;
+			float v[8];
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				unsigned byte = (word[k] >> (8 * e)) & 255u; // weights 2e, 2e + 1
+				v[2 * e] = nf4[byte >> 4] * am[k];
+				v[2 * e + 1] = nf4[byte & 15u] * am[k];
+			}
+			store8<DT>(out, o[k], v);
+		}
+	}
+}
+
 template <int WDT, int DT>
 void launch_nf4(cudaStream_t s, unsigned gb, int wpt, void *out, const cuk_weight &w, int64_t row0,
 		int64_t nrows, int64_t i0, int64_t ic, int64_t ldo, int shift)
 {
-	if (wpt == 32)
+	if (wpt == 1) {
+		int64_t n = nrows * (ic / 8), blocks = (n + 4 * kThreads - 1) / (4 * kThreads);
+		decode_nf4_co_kernel<WDT, DT>
+			<<<(unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks), kThreads, 0, s>>>(
+				out, w, row0, nrows, i0, ic, ldo, shift);
+	} else if (wpt == 32)
 		decode_nf4_kernel<WDT, DT, 32>
 			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	else
@@ -166,15 +233,17 @@ void launch_nf4(cudaStream_t s, unsigned gb, int wpt, void *out, const cuk_weigh
 			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 }
 
-// TERN_CUDA_DECODE32=0 keeps the 8-weight kernel everywhere (for timing the two side by side).
-bool decode32_on()
+// TERN_CUDA_DECODE=32|8|co: which NF4 decode runs where its alignment allows (for timing them side
+// by side): 32 weights a thread (the default), 8, or decode_nf4_co_kernel (co). Read once;
+// cu_device.c refuses other values at create.
+int decode_form()
 {
-	static int on = -1;
-	if (on < 0) {
-		const char *e = getenv("TERN_CUDA_DECODE32");
-		on = !(e && !strcmp(e, "0"));
+	static int f = 0;
+	if (!f) {
+		const char *e = getenv("TERN_CUDA_DECODE");
+		f = e && !strcmp(e, "8") ? 8 : e && !strcmp(e, "co") ? 1 : 32;
 	}
-	return on != 0;
+	return f;
 }
 
 template <int WDT>
@@ -187,12 +256,13 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 	while (shift < 30 && (1 << shift) < w.blocksize)
 		shift++;
 	bool nf4 = WDT == 3 || WDT == 4, aligned = ((uintptr_t)out & 15) == 0 && ldo % 8 == 0;
+	int form = decode_form();
 	int wpt = nf4 && aligned && w.I % 32 == 0 && i0 % 32 == 0 && ic % 32 == 0 && w.blocksize >= 32 &&
-				  ((uintptr_t)w.data & 15) == 0 && decode32_on()
+				  ((uintptr_t)w.data & 15) == 0 && form == 32
 			  ? 32
 		  : nf4 && aligned && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
 				  w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0
-			  ? 8
+			  ? (form == 1 ? 1 : 8)
 			  : 0;
 	if (wpt) {
 		int64_t n = nrows * (ic / wpt), blocks = (n + kThreads - 1) / kThreads;
@@ -257,7 +327,11 @@ __global__ void operand_kernel(void *out, const float *x, int64_t n, const uint3
 extern "C" cudaError_t cuk_set_tables(const float nf4[16], const float dmap[256])
 {
 	cudaError_t e = cudaMemcpyToSymbol(c_nf4, nf4, 16 * sizeof(float));
-	return e != cudaSuccess ? e : cudaMemcpyToSymbol(c_dmap, dmap, 256 * sizeof(float));
+	if (e == cudaSuccess)
+		e = cudaMemcpyToSymbol(c_dmap, dmap, 256 * sizeof(float));
+	if (e == cudaSuccess)
+		e = cudaMemcpyToSymbol(g_nf4, nf4, 16 * sizeof(float));
+	return e != cudaSuccess ? e : cudaMemcpyToSymbol(g_dmap, dmap, 256 * sizeof(float));
 }
 
 extern "C" cudaError_t cuk_decode_window_ld(cudaStream_t s, void *out, int out_dt, const struct cuk_weight *w,
