@@ -807,12 +807,12 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 				 "cuda: TERN_CUDA_FA=%s: use 1 (every attention kernel with 16 query rows per "
 				 "warp), 2 (32 rows per warp at head sizes 64 and 128) or leave it unset",
 				 fe);
-	/* TERN_CUDA_DECODE=32|8|co: the NF4 decode kernel (k_quant.cu, decode_form), for timing */
+	/* TERN_CUDA_DECODE=co|32|8: the NF4 decode kernel (k_quant.cu, decode_form), for timing */
 	const char *de = getenv("TERN_CUDA_DECODE");
 	if (de && *de && strcmp(de, "32") && strcmp(de, "8") && strcmp(de, "co"))
 		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_DECODE=%s: use 32 (32 weights a thread, the default), 8 "
-				 "(8 weights a thread) or co (warp-contiguous 8-weight chunks)",
+				 "cuda: TERN_CUDA_DECODE=%s: use co (warp-contiguous 8-weight chunks, the "
+				 "default), 32 or 8 (weights a thread)",
 				 de);
 	/* TERN_CUDA_DECODE_OVERLAP=0|1: cu_lora.c decodes the next weight window on a second stream
 	 * while the GEMM of this one runs; off until measured on a GPU (docs/CONFIG.md) */
