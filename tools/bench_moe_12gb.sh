@@ -27,7 +27,7 @@
 #     nvidia-smi's peak beside; then the pack is deleted (disk space for the reference stack);
 #  4. hf: tools/bench_hf_offload.py with transformers 4.57.6 from .hf4/ (transformers 5 cannot
 #     load a 4-bit MoE checkpoint; tools/fetch_bench_deps.sh brings .hf4 and .bnb): device_map
-#     "auto", max_memory {0: device budget - 2 GB, cpu: --host-memory}, offload_folder, the same
+#     "auto", max_memory {0: device budget - 2 GiB, cpu: --host-memory}, offload_folder, the same
 #     LoRA, rows and tokens per step, the process capped at the device budget (a 12 GB card),
 #     inside the RAM limit; if that run fails before its first step, once more without the RAM
 #     limit and with 64 GB of max_memory "cpu" (no disk tier: over the user's budget, labelled so)
