@@ -423,6 +423,7 @@ out:
 	 * the decode overlap (cu_lora.c; 1 is named in the banner) */
 	check_refused("pdl", "TERN_CUDA_PDL", "yes");
 	check_refused("attention", "TERN_CUDA_FA", "3");
+	check_refused("attention", "TERN_CUDA_FA", "213");
 	check_refused("overlap", "TERN_CUDA_DECODE_OVERLAP", "2");
 	check_refused("decode", "TERN_CUDA_DECODE", "16");
 	setenv("TERN_CUDA_DECODE_OVERLAP", "1", 1);

@@ -1565,24 +1565,23 @@ template <int DH> size_t fa_smem(int tiles) { return (size_t)tiles * kFN * (DH +
 // rows per warp, the first) or 2 (32 rows per warp). Unset: the forward from family 2, dQ and dK/dV
 // from family 1, as measured on the 8B step (H100, 2026-12-06: the forward 19.2 -> 15.5 ms a
 // step, the backward 29.5 -> 31.9 with both of its kernels from family 2). TERN_CUDA_FA=1 or 2
-// runs every kernel from that family. Read once; cu_device.c refuses other values at create.
+// runs every kernel from that family; three digits name the forward's, dQ's and dK/dV's (211 is
+// the default), for timing them one by one. Read once; cu_device.c refuses other values at create.
 enum fa_kernel { FA_FWD, FA_DQ, FA_DKV };
 
-inline int fa_family()
+inline int fa_family(fa_kernel k)
 {
-	static int f = -1;
-	if (f < 0) {
+	static char f[3] = {0, 0, 0};
+	if (!f[0]) {
 		const char *e = getenv("TERN_CUDA_FA");
-		f = e && !strcmp(e, "2") ? 2 : e && !strcmp(e, "1") ? 1 : 0;
+		const char *d = !e || !*e ? "211" : !strcmp(e, "1") ? "111" : !strcmp(e, "2") ? "222" : e;
+		for (int i = 0; i < 3; i++)
+			f[i] = strlen(d) == 3 && d[i] == '2' ? 2 : 1;
 	}
-	return f;
+	return f[k];
 }
 
-template <int DH> bool fa2_takes(fa_kernel k)
-{
-	int f = fa_family();
-	return (DH == 64 || DH == 128) && (f == 2 || (f == 0 && k == FA_FWD));
-}
+template <int DH> bool fa2_takes(fa_kernel k) { return (DH == 64 || DH == 128) && fa_family(k) == 2; }
 
 template <typename K> cudaError_t fa_attr(K kernel, size_t smem)
 {
