@@ -208,8 +208,8 @@ out:
 
 static void check_add_rmsnorm_all(struct suite *s)
 {
-	static const int64_t shapes[][2] = {{1, 1}, {1, 4096}, {3, 17}, {5, 1000}, {2, 4099}};
-	for (int k = 0; k < 5; k++)
+	static const int64_t shapes[][2] = {{1, 1}, {1, 4096}, {3, 17}, {5, 1000}, {2, 4099}, {3, 4100}};
+	for (int k = 0; k < 6; k++)
 		check_add_rmsnorm(s, shapes[k][0], shapes[k][1], k == 2 ? 1e-5f : 1e-6f);
 	check_add_rmsnorm(s, 4, 33, 0.0f);
 }

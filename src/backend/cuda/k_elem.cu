@@ -8,6 +8,9 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <initializer_list>
+#include <stdlib.h>
+#include <string.h>
 
 namespace
 {
@@ -279,6 +282,110 @@ __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, c
 	}
 }
 
+// rmsnorm_kernel and rmsnorm_bwd_kernel with the row in registers (TERN_CUDA_NORM=vec, opt-in until
+// timed on a GPU): 256 threads a row, VPT float4 a thread (D % 4 == 0, D <= 1024 VPT, every
+// pointer 16-byte aligned: the launch checks), each element read once with 16-byte loads and
+// written once. The same products; the fp64 row sum adds the elements in another order (each
+// thread its four-element groups, then block_sum), which moves the float result by at most an ulp.
+template <bool ADD, int VPT>
+__global__ void rmsnorm4_kernel(float *y, float *rstd, float *x, const float *add, const float *w, int64_t D,
+				float eps)
+{
+	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
+	pdl_trigger();
+	__shared__ double sh[32];
+	int64_t t = blockIdx.x, d4 = D / 4;
+	float4 *xt = reinterpret_cast<float4 *>(x + t * D);
+	float4 v[VPT];
+	double ss = 0.0;
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
+		if (j >= d4)
+			continue;
+		v[k] = xt[j];
+		if (ADD) {
+			float4 a = reinterpret_cast<const float4 *>(add + t * D)[j];
+			v[k].x = v[k].x + a.x;
+			v[k].y = v[k].y + a.y;
+			v[k].z = v[k].z + a.z;
+			v[k].w = v[k].w + a.w;
+			xt[j] = v[k];
+		}
+		ss += (double)v[k].x * (double)v[k].x;
+		ss += (double)v[k].y * (double)v[k].y;
+		ss += (double)v[k].z * (double)v[k].z;
+		ss += (double)v[k].w * (double)v[k].w;
+	}
+	ss = block_sum(ss, sh);
+	float r = (float)(1.0 / sqrt((double)(float)(ss / (double)D) + (double)eps));
+	if (threadIdx.x == 0)
+		rstd[t] = r;
+	float4 *yt = reinterpret_cast<float4 *>(y + t * D);
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
+		if (j >= d4)
+			continue;
+		float4 g = reinterpret_cast<const float4 *>(w)[j], o;
+		o.x = (v[k].x * r) * g.x;
+		o.y = (v[k].y * r) * g.y;
+		o.z = (v[k].z * r) * g.z;
+		o.w = (v[k].w * r) * g.w;
+		yt[j] = o;
+	}
+}
+
+__device__ inline double norm_grad(float w, float dy, float x, double r, double c)
+{
+	return r * (double)w * (double)dy - (double)x * c;
+}
+
+template <int VPT>
+__global__ void rmsnorm_bwd4_kernel(float *dx, const float *dy, const float *x, const float *w,
+				    const float *rstd, int64_t D, bool accumulate)
+{
+	__shared__ double sh[32];
+	int64_t t = blockIdx.x, d4 = D / 4;
+	const float4 *xt = reinterpret_cast<const float4 *>(x + t * D),
+		     *dyt = reinterpret_cast<const float4 *>(dy + t * D), *w4 = reinterpret_cast<const float4 *>(w);
+	float4 xv[VPT], dv[VPT], wv[VPT];
+	double r = (double)rstd[t], s = 0.0;
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
+		if (j >= d4)
+			continue;
+		xv[k] = xt[j];
+		dv[k] = dyt[j];
+		wv[k] = w4[j];
+		s += (double)wv[k].x * (double)dv[k].x * (double)xv[k].x;
+		s += (double)wv[k].y * (double)dv[k].y * (double)xv[k].y;
+		s += (double)wv[k].z * (double)dv[k].z * (double)xv[k].z;
+		s += (double)wv[k].w * (double)dv[k].w * (double)xv[k].w;
+	}
+	s = block_sum(s, sh);
+	double c = r * r * r * s / (double)D;
+	float4 *dxt = reinterpret_cast<float4 *>(dx + t * D);
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
+		if (j >= d4)
+			continue;
+		double gx = norm_grad(wv[k].x, dv[k].x, xv[k].x, r, c), gy = norm_grad(wv[k].y, dv[k].y, xv[k].y, r, c),
+		       gz = norm_grad(wv[k].z, dv[k].z, xv[k].z, r, c), gw = norm_grad(wv[k].w, dv[k].w, xv[k].w, r, c);
+		float4 o;
+		if (accumulate) {
+			float4 p = dxt[j];
+			o = make_float4((float)((double)p.x + gx), (float)((double)p.y + gy), (float)((double)p.z + gz),
+					(float)((double)p.w + gw));
+		} else {
+			o = make_float4((float)gx, (float)gy, (float)gz, (float)gw);
+		}
+		dxt[j] = o;
+	}
+}
+
 // One thread per (t, i < Dh/2), looping over heads.
 __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H, int64_t Dh,
 			    float sign)
@@ -349,6 +456,36 @@ __global__ void embed_bwd_kernel(float *dE, const float *dy, const int32_t *ids,
 }
 
 unsigned row_threads(int64_t D) { return D >= 1024 ? 1024 : D >= 256 ? 256 : 64; }
+
+// The float4 row kernels' float4 per thread at 256 threads (1, 2, 4 or 8), or 0 where they do not
+// apply (TERN_CUDA_NORM unset or not "vec", D % 4, D > 8192, a pointer off 16 bytes).
+int norm_vpt(int64_t D, std::initializer_list<const void *> ptrs)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *e = getenv("TERN_CUDA_NORM");
+		on = e && !strcmp(e, "vec");
+	}
+	if (!on || D % 4 || D > 8192)
+		return 0;
+	for (const void *p : ptrs)
+		if (p && !al16(p))
+			return 0;
+	int64_t per = (D / 4 + 255) / 256;
+	return per <= 1 ? 1 : per <= 2 ? 2 : per <= 4 ? 4 : 8;
+}
+
+template <bool ADD>
+cudaError_t launch_rmsnorm4(int vpt, cudaStream_t s, unsigned rows, float *y, float *rstd, float *x,
+			    const float *add, const float *w, int64_t D, float eps)
+{
+	switch (vpt) {
+	case 1: return pdl_launch(rmsnorm4_kernel<ADD, 1>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
+	case 2: return pdl_launch(rmsnorm4_kernel<ADD, 2>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
+	case 4: return pdl_launch(rmsnorm4_kernel<ADD, 4>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
+	default: return pdl_launch(rmsnorm4_kernel<ADD, 8>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
+	}
+}
 
 } // namespace
 
@@ -432,11 +569,15 @@ extern "C" cudaError_t cuk_swiglu_bwd(cudaStream_t s, float *dg, float *du, cons
 extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const float *x, const float *w,
 				   int64_t T, int64_t D, float eps)
 {
+	int vpt = norm_vpt(D, {y, x, w});
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		cudaError_t e = pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
-					   s, y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
-					   (const float *)nullptr, w, D, eps);
+		cudaError_t e =
+			vpt ? launch_rmsnorm4<false>(vpt, s, (unsigned)tn, y + t0 * D, rstd + t0,
+						     const_cast<float *>(x + t0 * D), nullptr, w, D, eps)
+			    : pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
+					 y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
+					 (const float *)nullptr, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
 	}
@@ -446,10 +587,13 @@ extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const 
 extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float *rstd, const float *x,
 				       const float *w, int64_t T, int64_t D, float eps)
 {
+	int vpt = norm_vpt(D, {h, y, x, w});
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		cudaError_t e = pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
-					   s, y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
+		cudaError_t e = vpt ? launch_rmsnorm4<true>(vpt, s, (unsigned)tn, y + t0 * D, rstd + t0, h + t0 * D,
+							     x + t0 * D, w, D, eps)
+				    : pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
+						 s, y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
 	}
@@ -460,10 +604,20 @@ extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *d
 				       const float *w, const float *rstd, int64_t T, int64_t D,
 				       bool accumulate)
 {
+	int vpt = norm_vpt(D, {dx, dy, x, w});
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) {
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		rmsnorm_bwd_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(
-			dx + t0 * D, dy + t0 * D, x + t0 * D, w, rstd + t0, D, accumulate);
+		float *o = dx + t0 * D;
+		const float *g = dy + t0 * D, *v = x + t0 * D, *r = rstd + t0;
+		switch (vpt) {
+		case 0:
+			rmsnorm_bwd_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(o, g, v, w, r, D, accumulate);
+			break;
+		case 1: rmsnorm_bwd4_kernel<1><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
+		case 2: rmsnorm_bwd4_kernel<2><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
+		case 4: rmsnorm_bwd4_kernel<4><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
+		default: rmsnorm_bwd4_kernel<8><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate);
+		}
 	}
 	return cudaGetLastError();
 }
