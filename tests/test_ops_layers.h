@@ -808,10 +808,10 @@ out:
 
 static void check_layers_all(struct suite *s)
 {
-	/* 64 and 1000 up: multiples of 4, CUDA's float4 row kernels (TERN_CUDA_NORM=vec) at 1, 2, 4
-	 * and 8 float4 a thread (4100: the last group of lanes partly idle) */
-	static const int64_t rms_shapes[][2] = {{1, 1}, {3, 17}, {17, 64}, {5, 1000}, {2, 4099},
-						{2, 2048}, {2, 4096}, {3, 4100}};
+	/* the multiples of 4 (64, 1000, 2048, 4096, 4100) run CUDA's float4 row kernels under
+	 * TERN_CUDA_NORM=vec at 1, 1, 2, 4 and 8 float4 a thread (4100: the last lanes partly idle) */
+	static const int64_t rms_shapes[][2] = {{1, 1},    {3, 17},   {17, 64},  {5, 1000},
+						{2, 4099}, {2, 2048}, {2, 4096}, {3, 4100}};
 	for (int k = 0; k < 8; k++) {
 		check_rmsnorm(s, rms_shapes[k][0], rms_shapes[k][1], k == 2 ? 1e-5f : 1e-6f);
 		check_rmsnorm_bwd(s, rms_shapes[k][0], rms_shapes[k][1], false);

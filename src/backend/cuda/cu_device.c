@@ -804,11 +804,12 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	const char *fe = getenv("TERN_CUDA_FA");
 	bool fa_digits = fe && strlen(fe) == 3 && strspn(fe, "12") == 3;
 	if (fe && *fe && strcmp(fe, "1") && strcmp(fe, "2") && !fa_digits)
-		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_FA=%s: use 1 (every attention kernel with 16 query rows per "
-				 "warp), 2 (32 rows per warp at head sizes 64 and 128), three digits 1|2 for "
-				 "the forward, dQ and dK/dV (211, the default) or leave it unset",
-				 fe);
+		return tern_fail(
+			TERN_E_INVALID,
+			"cuda: TERN_CUDA_FA=%s: use 1 (every attention kernel with 16 query rows per "
+			"warp), 2 (32 rows per warp at head sizes 64 and 128), three digits 1|2 for "
+			"the forward, dQ and dK/dV (211, the default) or leave it unset",
+			fe);
 	/* TERN_CUDA_DECODE=co|32|8: the NF4 decode kernel (k_quant.cu, decode_form), for timing */
 	const char *de = getenv("TERN_CUDA_DECODE");
 	if (de && *de && strcmp(de, "32") && strcmp(de, "8") && strcmp(de, "co"))

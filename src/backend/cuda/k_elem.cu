@@ -348,7 +348,8 @@ __global__ void rmsnorm_bwd4_kernel(float *dx, const float *dy, const float *x, 
 	__shared__ double sh[32];
 	int64_t t = blockIdx.x, d4 = D / 4;
 	const float4 *xt = reinterpret_cast<const float4 *>(x + t * D),
-		     *dyt = reinterpret_cast<const float4 *>(dy + t * D), *w4 = reinterpret_cast<const float4 *>(w);
+		     *dyt = reinterpret_cast<const float4 *>(dy + t * D),
+		     *w4 = reinterpret_cast<const float4 *>(w);
 	float4 xv[VPT], dv[VPT], wv[VPT];
 	double r = (double)rstd[t], s = 0.0;
 #pragma unroll
@@ -372,13 +373,15 @@ __global__ void rmsnorm_bwd4_kernel(float *dx, const float *dy, const float *x, 
 		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
 		if (j >= d4)
 			continue;
-		double gx = norm_grad(wv[k].x, dv[k].x, xv[k].x, r, c), gy = norm_grad(wv[k].y, dv[k].y, xv[k].y, r, c),
-		       gz = norm_grad(wv[k].z, dv[k].z, xv[k].z, r, c), gw = norm_grad(wv[k].w, dv[k].w, xv[k].w, r, c);
+		double gx = norm_grad(wv[k].x, dv[k].x, xv[k].x, r, c),
+		       gy = norm_grad(wv[k].y, dv[k].y, xv[k].y, r, c),
+		       gz = norm_grad(wv[k].z, dv[k].z, xv[k].z, r, c),
+		       gw = norm_grad(wv[k].w, dv[k].w, xv[k].w, r, c);
 		float4 o;
 		if (accumulate) {
 			float4 p = dxt[j];
-			o = make_float4((float)((double)p.x + gx), (float)((double)p.y + gy), (float)((double)p.z + gz),
-					(float)((double)p.w + gw));
+			o = make_float4((float)((double)p.x + gx), (float)((double)p.y + gy),
+					(float)((double)p.z + gz), (float)((double)p.w + gw));
 		} else {
 			o = make_float4((float)gx, (float)gy, (float)gz, (float)gw);
 		}
@@ -480,10 +483,18 @@ cudaError_t launch_rmsnorm4(int vpt, cudaStream_t s, unsigned rows, float *y, fl
 			    const float *add, const float *w, int64_t D, float eps)
 {
 	switch (vpt) {
-	case 1: return pdl_launch(rmsnorm4_kernel<ADD, 1>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
-	case 2: return pdl_launch(rmsnorm4_kernel<ADD, 2>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
-	case 4: return pdl_launch(rmsnorm4_kernel<ADD, 4>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
-	default: return pdl_launch(rmsnorm4_kernel<ADD, 8>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D, eps);
+	case 1:
+		return pdl_launch(rmsnorm4_kernel<ADD, 1>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D,
+				  eps);
+	case 2:
+		return pdl_launch(rmsnorm4_kernel<ADD, 2>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D,
+				  eps);
+	case 4:
+		return pdl_launch(rmsnorm4_kernel<ADD, 4>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D,
+				  eps);
+	default:
+		return pdl_launch(rmsnorm4_kernel<ADD, 8>, dim3(rows), dim3(256), 0, s, y, rstd, x, add, w, D,
+				  eps);
 	}
 }
 
@@ -575,8 +586,8 @@ extern "C" cudaError_t cuk_rmsnorm(cudaStream_t s, float *y, float *rstd, const 
 		cudaError_t e =
 			vpt ? launch_rmsnorm4<false>(vpt, s, (unsigned)tn, y + t0 * D, rstd + t0,
 						     const_cast<float *>(x + t0 * D), nullptr, w, D, eps)
-			    : pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
-					 y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
+			    : pdl_launch(rmsnorm_kernel<false>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
+					 s, y + t0 * D, rstd + t0, const_cast<float *>(x + t0 * D),
 					 (const float *)nullptr, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
@@ -590,10 +601,11 @@ extern "C" cudaError_t cuk_add_rmsnorm(cudaStream_t s, float *h, float *y, float
 	int vpt = norm_vpt(D, {h, y, x, w});
 	for (int64_t t0 = 0; t0 < T; t0 += 65535) { // grid.x rows per launch
 		int64_t tn = T - t0 < 65535 ? T - t0 : 65535;
-		cudaError_t e = vpt ? launch_rmsnorm4<true>(vpt, s, (unsigned)tn, y + t0 * D, rstd + t0, h + t0 * D,
-							     x + t0 * D, w, D, eps)
-				    : pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0,
-						 s, y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
+		cudaError_t e =
+			vpt ? launch_rmsnorm4<true>(vpt, s, (unsigned)tn, y + t0 * D, rstd + t0, h + t0 * D,
+						    x + t0 * D, w, D, eps)
+			    : pdl_launch(rmsnorm_kernel<true>, dim3((unsigned)tn), dim3(row_threads(D)), 0, s,
+					 y + t0 * D, rstd + t0, h + t0 * D, x + t0 * D, w, D, eps);
 		if (e != cudaSuccess)
 			return e;
 	}
@@ -611,11 +623,18 @@ extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *d
 		const float *g = dy + t0 * D, *v = x + t0 * D, *r = rstd + t0;
 		switch (vpt) {
 		case 0:
-			rmsnorm_bwd_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(o, g, v, w, r, D, accumulate);
+			rmsnorm_bwd_kernel<<<(unsigned)tn, row_threads(D), 0, s>>>(o, g, v, w, r, D,
+										   accumulate);
 			break;
-		case 1: rmsnorm_bwd4_kernel<1><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
-		case 2: rmsnorm_bwd4_kernel<2><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
-		case 4: rmsnorm_bwd4_kernel<4><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate); break;
+		case 1:
+			rmsnorm_bwd4_kernel<1><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate);
+			break;
+		case 2:
+			rmsnorm_bwd4_kernel<2><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate);
+			break;
+		case 4:
+			rmsnorm_bwd4_kernel<4><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate);
+			break;
 		default: rmsnorm_bwd4_kernel<8><<<(unsigned)tn, 256, 0, s>>>(o, g, v, w, r, D, accumulate);
 		}
 	}

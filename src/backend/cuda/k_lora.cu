@@ -33,9 +33,9 @@ __global__ void lora_pack_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows, 
 // lora_pack_kernel eight columns a thread: two 16-byte loads of x and one 16-byte store where the
 // eight lie in x's part and in out (x and out rows 16-byte aligned, the launch checks), else
 // column by column as above. The same values.
-__global__ void lora_pack8_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows, int64_t ncols, const float *x,
-				  int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku,
-				  int64_t urows, float alpha)
+__global__ void lora_pack8_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows, int64_t ncols,
+				  const float *x, int64_t ldx, int64_t kx, const float *u, int64_t ldu,
+				  int64_t ku, int64_t urows, float alpha)
 {
 	int64_t n8 = (ncols + 7) / 8;
 	for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
@@ -45,8 +45,9 @@ __global__ void lora_pack8_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows,
 			if (j + 8 <= kx && j + 8 <= ncols) {
 				const float4 *p = reinterpret_cast<const float4 *>(x + r * ldx + j);
 				float4 a = p[0], b = p[1];
-				__nv_bfloat162 h[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
-						       __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
+				__nv_bfloat162 h[4] = {
+					__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+					__floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
 				uint4 q;
 				memcpy(&q, h, 16);
 				*reinterpret_cast<uint4 *>(out + r * ldo + j) = q;
@@ -73,11 +74,12 @@ extern "C" cudaError_t cuk_lora_pack(cudaStream_t s, void *out, int64_t ldo, int
 		return cudaSuccess;
 	// eight columns a thread where x's part is wide (not B's or A's rows alone: a few columns, where
 	// a thread's eight scalar stores took 8.8 us against 5.5 one column a thread, H100)
-	if (kx >= 64 && ((uintptr_t)out & 15) == 0 && ldo % 8 == 0 && ((uintptr_t)x & 15) == 0 && ldx % 4 == 0) {
+	if (kx >= 64 && ((uintptr_t)out & 15) == 0 && ldo % 8 == 0 && ((uintptr_t)x & 15) == 0 &&
+	    ldx % 4 == 0) {
 		int64_t gx = ((ncols + 7) / 8 + kThreads - 1) / kThreads;
 		dim3 g((unsigned)(gx > 1024 ? 1024 : gx), (unsigned)(rows > 65535 ? 65535 : rows));
-		lora_pack8_kernel<<<g, kThreads, 0, s>>>(static_cast<__nv_bfloat16 *>(out), ldo, rows, ncols, x,
-							 ldx, kx, u, ldu, ku, urows, alpha);
+		lora_pack8_kernel<<<g, kThreads, 0, s>>>(static_cast<__nv_bfloat16 *>(out), ldo, rows, ncols,
+							 x, ldx, kx, u, ldu, ku, urows, alpha);
 		return cudaGetLastError();
 	}
 	int64_t gx = (ncols + kThreads - 1) / kThreads;

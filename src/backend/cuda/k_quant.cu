@@ -188,16 +188,19 @@ __global__ void decode_nf4_co_kernel(void *out, cuk_weight w, int64_t row0, int6
 			o[k] = -1;
 			if (x >= n)
 				continue;
-			int64_t r = flat ? 0 : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)cw) : x / cw;
+			int64_t r = flat             ? 0
+				    : n <= INT32_MAX ? (int64_t)((uint32_t)x / (uint32_t)cw)
+						     : x / cw;
 			int64_t c = x - r * cw, g = (row0 + r) * w.I + i0 + c * 8;
 			o[k] = r * ldo + c * 8;
-			word[k] = *reinterpret_cast<const uint32_t *>(static_cast<const unsigned char *>(w.data) +
-								      (g >> 1));
+			word[k] = *reinterpret_cast<const uint32_t *>(
+				static_cast<const unsigned char *>(w.data) + (g >> 1));
 			int64_t b = g >> bs_shift;
 			if (WDT == 3)
 				am[k] = static_cast<const float *>(w.absmax)[b];
 			else
-				am[k] = g_dmap[static_cast<const unsigned char *>(w.absmax)[b]] * w.nested[b / 256] +
+				am[k] = g_dmap[static_cast<const unsigned char *>(w.absmax)[b]] *
+						w.nested[b / 256] +
 					off;
 		}
 #pragma unroll
