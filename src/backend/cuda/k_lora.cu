@@ -14,20 +14,27 @@ namespace
 
 constexpr int kThreads = 256;
 
+// Column j of row r of the extended operand: x's, then the scaled low-rank block's, then zero.
+__device__ inline void pack_one(__nv_bfloat16 *out, int64_t ldo, int64_t r, int64_t j, const float *x,
+				int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku,
+				int64_t urows, float alpha)
+{
+	float v = 0.0f;
+	if (j < kx)
+		v = x[r * ldx + j];
+	else if (j < kx + ku && r < urows)
+		v = alpha * u[r * ldu + (j - kx)];
+	out[r * ldo + j] = __float2bfloat16_rn(v);
+}
+
 __global__ void lora_pack_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows, int64_t ncols, const float *x,
 				 int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku,
 				 int64_t urows, float alpha)
 {
 	for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
 		for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < ncols;
-		     j += (int64_t)gridDim.x * blockDim.x) {
-			float v = 0.0f;
-			if (j < kx)
-				v = x[r * ldx + j];
-			else if (j < kx + ku && r < urows)
-				v = alpha * u[r * ldu + (j - kx)];
-			out[r * ldo + j] = __float2bfloat16_rn(v);
-		}
+		     j += (int64_t)gridDim.x * blockDim.x)
+			pack_one(out, ldo, r, j, x, ldx, kx, u, ldu, ku, urows, alpha);
 }
 
 // lora_pack_kernel eight columns a thread: two 16-byte loads of x and one 16-byte store where the
@@ -53,14 +60,8 @@ __global__ void lora_pack8_kernel(__nv_bfloat16 *out, int64_t ldo, int64_t rows,
 				*reinterpret_cast<uint4 *>(out + r * ldo + j) = q;
 				continue;
 			}
-			for (int64_t c = j; c < j + 8 && c < ncols; c++) {
-				float v = 0.0f;
-				if (c < kx)
-					v = x[r * ldx + c];
-				else if (c < kx + ku && r < urows)
-					v = alpha * u[r * ldu + (c - kx)];
-				out[r * ldo + c] = __float2bfloat16_rn(v);
-			}
+			for (int64_t c = j; c < j + 8 && c < ncols; c++)
+				pack_one(out, ldo, r, c, x, ldx, kx, u, ldu, ku, urows, alpha);
 		}
 }
 
