@@ -820,10 +820,10 @@ static void check_layers_all(struct suite *s)
 	check_rmsnorm(s, 4, 33, 0.0f);
 
 	/* (T, H, Dh); {1, 32, 128}: a decode step of Llama's q at a far position (CUDA: a thread per
-	 * head below 17 tokens) */
-	static const int64_t rope_shapes[][3] = {
-		{1, 1, 2}, {7, 3, 10}, {33, 4, 64}, {19, 2, 128}, {1, 32, 128}};
-	for (int k = 0; k < 5; k++)
+	 * head below 17 tokens); {20, 11, 64}: CUDA's eight-head groups and the three left over */
+	static const int64_t rope_shapes[][3] = {{1, 1, 2},    {7, 3, 10},   {33, 4, 64},
+						 {19, 2, 128}, {1, 32, 128}, {20, 11, 64}};
+	for (int k = 0; k < 6; k++)
 		for (int inv = 0; inv < 2; inv++)
 			check_rope(s, rope_shapes[k][0], rope_shapes[k][1], rope_shapes[k][2], inv, false,
 				   k == 2 || k == 4);

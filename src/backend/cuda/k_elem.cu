@@ -389,7 +389,17 @@ __global__ void rmsnorm_bwd4_kernel(float *dx, const float *dy, const float *x, 
 	}
 }
 
-// One thread per (t, i < Dh/2), looping over heads.
+// The rotation of one pair (x0, x1) of a head's row at xr.
+__device__ inline void rope_pair(float *xr, int64_t i, int64_t half, float x0, float x1, float c, float s)
+{
+	float a = x0 * c, b = x1 * s, d = x1 * c, e = x0 * s;
+	xr[i] = a - b;
+	xr[i + half] = d + e;
+}
+
+// One thread per (t, i < Dh/2), looping over heads eight at a time: the sixteen loads of a group
+// are issued before its stores (one head at a time, each store had to land before the next load:
+// the 8B profile of 2026-12-06: rope 4.3 ms for 190 calls, about 1.9 TB/s). The same values.
 __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H, int64_t Dh,
 			    float sign)
 {
@@ -401,13 +411,21 @@ __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64
 		int64_t t = k / half, i = k % half;
 		float th = (float)pos[t] * fr[i];
 		float c = (float)cos((double)th), s = sign * (float)sin((double)th);
-		for (int64_t h = 0; h < H; h++) {
-			float *xr = x + (t * H + h) * Dh;
-			float x0 = xr[i], x1 = xr[i + half];
-			float a = x0 * c, b = x1 * s, d = x1 * c, e = x0 * s;
-			xr[i] = a - b;
-			xr[i + half] = d + e;
+		float *row = x + t * H * Dh;
+		int64_t h = 0;
+		for (; h + 8 <= H; h += 8) {
+			float x0[8], x1[8];
+#pragma unroll
+			for (int q = 0; q < 8; q++) {
+				x0[q] = row[(h + q) * Dh + i];
+				x1[q] = row[(h + q) * Dh + i + half];
+			}
+#pragma unroll
+			for (int q = 0; q < 8; q++)
+				rope_pair(row + (h + q) * Dh, i, half, x0[q], x1[q], c, s);
 		}
+		for (; h < H; h++)
+			rope_pair(row + h * Dh, i, half, row[h * Dh + i], row[h * Dh + i + half], c, s);
 	}
 }
 
@@ -426,10 +444,7 @@ __global__ void rope_heads_kernel(float *x, const int32_t *pos, const float *fr,
 		float th = (float)pos[t] * fr[i];
 		float c = (float)cos((double)th), s = sign * (float)sin((double)th);
 		float *xr = x + row * Dh;
-		float x0 = xr[i], x1 = xr[i + half];
-		float a = x0 * c, b = x1 * s, d = x1 * c, e = x0 * s;
-		xr[i] = a - b;
-		xr[i + half] = d + e;
+		rope_pair(xr, i, half, xr[i], xr[i + half], c, s);
 	}
 }
 
