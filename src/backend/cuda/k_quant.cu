@@ -219,16 +219,17 @@ __global__ void decode_nf4_co_kernel(void *out, cuk_weight w, int64_t row0, int6
 	}
 }
 
+// wpt 32 or 8 weights a thread; co: decode_nf4_co_kernel (eight-weight chunks, four a thread)
 template <int WDT, int DT>
-void launch_nf4(cudaStream_t s, unsigned gb, int wpt, void *out, const cuk_weight &w, int64_t row0,
-		int64_t nrows, int64_t i0, int64_t ic, int64_t ldo, int shift)
+void launch_nf4(cudaStream_t s, int wpt, bool co, void *out, const cuk_weight &w, int64_t row0, int64_t nrows,
+		int64_t i0, int64_t ic, int64_t ldo, int shift)
 {
-	if (wpt == 1) {
-		int64_t n = nrows * (ic / 8), blocks = (n + 4 * kThreads - 1) / (4 * kThreads);
+	int64_t n = nrows * (ic / wpt), per = co ? 4 * kThreads : kThreads, blocks = (n + per - 1) / per;
+	unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
+	if (co)
 		decode_nf4_co_kernel<WDT, DT>
-			<<<(unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks), kThreads, 0, s>>>(
-				out, w, row0, nrows, i0, ic, ldo, shift);
-	} else if (wpt == 32)
+			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
+	else if (wpt == 32)
 		decode_nf4_kernel<WDT, DT, 32>
 			<<<gb, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	else
@@ -245,7 +246,7 @@ int decode_form()
 	static int f = 0;
 	if (!f) {
 		const char *e = getenv("TERN_CUDA_DECODE");
-		f = e && !strcmp(e, "8") ? 8 : e && !strcmp(e, "32") ? 32 : 1;
+		f = e && !strcmp(e, "8") ? 8 : e && !strcmp(e, "32") ? 32 : 1; // 1: co
 	}
 	return f;
 }
@@ -266,17 +267,16 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 			  ? 32
 		  : nf4 && aligned && w.I > 0 && w.I % 8 == 0 && i0 % 8 == 0 && ic % 8 == 0 &&
 				  w.blocksize >= 8 && ((uintptr_t)w.data & 3) == 0
-			  ? (form == 1 ? 1 : 8)
+			  ? 8
 			  : 0;
+	bool co = wpt == 8 && form == 1;
 	if (wpt) {
-		int64_t n = nrows * (ic / wpt), blocks = (n + kThreads - 1) / kThreads;
-		unsigned gb = (unsigned)(blocks > 65535 * 8 ? 65535 * 8 : blocks);
 		if (out_dt == 0)
-			launch_nf4<WDT, 0>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 0>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
 		else if (out_dt == 1)
-			launch_nf4<WDT, 1>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 1>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
 		else
-			launch_nf4<WDT, 2>(s, gb, wpt, out, w, row0, nrows, i0, ic, ldo, shift);
+			launch_nf4<WDT, 2>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
 		return cudaGetLastError();
 	}
 	if (out_dt == 0)
