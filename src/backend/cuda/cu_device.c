@@ -818,7 +818,7 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 				 "default), 32 or 8 (weights a thread)",
 				 de);
 	/* TERN_CUDA_DECODE_OVERLAP=0|1: cu_lora.c decodes the next weight window on a second stream
-	 * while the GEMM of this one runs; off until measured on a GPU (docs/CONFIG.md) */
+	 * while the GEMM of this one runs; off: slower on the H100 (docs/CONFIG.md) */
 	const char *oe = getenv("TERN_CUDA_DECODE_OVERLAP");
 	if (oe && *oe && strcmp(oe, "0") && strcmp(oe, "1"))
 		return tern_fail(TERN_E_INVALID,

@@ -19,8 +19,9 @@
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
  * chunks as for matmul.
  *
- * TERN_CUDA_DECODE_OVERLAP=1 (off by default until measured): the decode is memory-bound and the
- * GEMM compute-bound, yet one stream runs them one after the other (the decode was ~22 % of a
+ * TERN_CUDA_DECODE_OVERLAP=1 (off: correct on an H100 but slower, 0.915x on the 8B step on
+ * 2026-12-06, the decode taking SMs from the GEMM; kept for timing): the decode is memory-bound and
+ * the GEMM compute-bound, yet one stream runs them one after the other (the decode was ~22 % of a
  * 14336x4096 NF4-DQ product on an H100). Where there are several windows and one chunk of tokens,
  * the window budget is split into two buffers of half the size and window k + 1 is decoded on the
  * decode stream (cu.h ds) into one while the GEMM of window k reads the other (windows_overlapped).
@@ -136,6 +137,45 @@ static enum tern_status bwd_window(cudaStream_t s, const struct cuk_weight *kw, 
 			     "lora pack");
 }
 
+/* One side of the fused product: forward y = [x | s·u] · [W | B]ᵀ in windows of W's rows,
+ * backward dx (+)= [dy | du] · [W ; A] in windows of W's columns. */
+struct lora_side {
+	bool bwd;
+	const float *act, *low, *ab; /* x or dy [T, K]; u or du [T, R]; B [O, R] or A [R, I] */
+	int64_t K, R, Kp, all;       /* the activation's width (I or O), the rank, K' and O or I */
+	float alpha;                 /* the low-rank block's scale: s forward, 1 backward */
+	float *out;                  /* y [T, O] or dx [T, I] */
+	const float *beta;           /* 0, or 1 for a backward that accumulates */
+};
+
+/* Window [w0, w0 + n) of [W | B] (forward) or [W ; A] (backward) into buf on stream s */
+static enum tern_status fill_window(cudaStream_t s, const struct cuk_weight *kw, const struct lora_side *p,
+				    void *buf, int64_t w0, int64_t n)
+{
+	return p->bwd ? bwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n)
+		      : fwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n);
+}
+
+/* [act | alpha·low] rows [t0, t0 + tn) into oscr [tn, Kp] */
+static enum tern_status pack_tokens(struct cu_backend *c, const struct lora_side *p, void *oscr, int64_t t0,
+				    int64_t tn)
+{
+	return tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, p->Kp, tn, p->Kp, p->act + t0 * p->K,
+					   p->K, p->K, p->low + t0 * p->R, p->R, p->R, tn, p->alpha),
+			     "lora pack");
+}
+
+/* forward  yᵀ[w0.., t0..] (n×tn) = [W | B] rows (n×Kp) · [x | s·u]ᵀ (Kp×tn);
+ * backward dxᵀ[w0.., t0..] (n×tn) (+)= [W ; A][:, w0..]ᵀ (n×Kp) · [dy | du]ᵀ (Kp×tn) */
+static enum tern_status window_gemm(struct cu_backend *c, const char *op, const struct lora_side *p,
+				    const void *buf, const void *oscr, int64_t w0, int64_t n, int64_t t0,
+				    int64_t tn)
+{
+	const float one = 1.0f;
+	return tern_cu_gemm_ex(c, op, !p->bwd, false, n, tn, p->Kp, &one, buf, p->bwd ? n : p->Kp, oscr,
+			       p->Kp, p->beta, p->out + t0 * p->all + w0, p->all, CUDA_R_16BF, false);
+}
+
 /* Every window of one product with one chunk of T tokens (oscr, packed on the compute stream)
  * and the decode on the decode stream c->ds, two windows of wn rows (forward) or columns
  * (backward) in flight in the buffers wscr and wscr + half:
@@ -149,39 +189,29 @@ static enum tern_status bwd_window(cudaStream_t s, const struct cuk_weight *kw, 
  * stream ends having waited on the decode stream's last work: the fork is joined, so what
  * follows on the compute stream (a mark, a synchronize, the next product's use of the scratch,
  * the end of a captured segment: cu_graph.h hold) orders after all of it, as on one stream. */
-static enum tern_status windows_overlapped(struct cu_backend *c, const char *op, bool bwd,
-					   const struct cuk_weight *kw, const float *ab, int64_t R,
-					   int64_t Kp, char *wscr, size_t half, int64_t wn, const void *oscr,
-					   int64_t T, float *out, const float *beta)
+static enum tern_status windows_overlapped(struct cu_backend *c, const char *op, const struct cuk_weight *kw,
+					   const struct lora_side *p, char *wscr, size_t half, int64_t wn,
+					   const void *oscr, int64_t T)
 {
-	const float one = 1.0f;
-	int64_t all = bwd ? kw->I : kw->O;
 	cudaStream_t s = tern_cu_stream(c); /* opens the capture the fork goes into (graphs on) */
 	c->graph.hold = true;
 	enum tern_status st = tern_cu_check(cudaEventRecord(c->fork_ev, s), "decode overlap: fork");
 	if (st == TERN_OK)
 		st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->fork_ev, 0), "decode overlap: fork");
-	for (int64_t w0 = 0, k = 0; st == TERN_OK && w0 < all; w0 += wn, k++) {
-		int64_t n = all - w0 < wn ? all - w0 : wn;
+	for (int64_t w0 = 0, k = 0; st == TERN_OK && w0 < p->all; w0 += wn, k++) {
+		int64_t n = p->all - w0 < wn ? p->all - w0 : wn;
 		int b = (int)(k & 1);
 		void *buf = wscr + (size_t)b * half;
 		if (k >= 2 && (st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->free_ev[b], 0),
 						  "decode overlap: wait for the GEMM")))
 			break;
 		tern_cu_stream(c); /* the decode counts as queued work, as on one stream */
-		if ((st = bwd ? bwd_window(c->ds, kw, ab, R, Kp, buf, w0, n)
-			      : fwd_window(c->ds, kw, ab, R, Kp, buf, w0, n)) ||
+		if ((st = fill_window(c->ds, kw, p, buf, w0, n)) ||
 		    (st = tern_cu_check(cudaEventRecord(c->ready_ev[b], c->ds), "decode overlap: ready")) ||
 		    (st = tern_cu_check(cudaStreamWaitEvent(s, c->ready_ev[b], 0),
-					"decode overlap: wait for the decode")))
-			break;
-		/* forward  yᵀ[w0.., :] (n×T) = [W | B] rows (n×Kp) · [x | s·u]ᵀ (Kp×T);
-		 * backward dxᵀ[w0.., :] (n×T) (+)= [W ; A][:, w0..]ᵀ (n×Kp) · [dy | du]ᵀ (Kp×T) */
-		st = bwd ? tern_cu_gemm_ex(c, op, false, false, n, T, Kp, &one, buf, n, oscr, Kp, beta,
-					   out + w0, kw->I, CUDA_R_16BF, false)
-			 : tern_cu_gemm_ex(c, op, true, false, n, T, Kp, &one, buf, Kp, oscr, Kp, beta,
-					   out + w0, kw->O, CUDA_R_16BF, false);
-		if (st || (st = tern_cu_check(cudaEventRecord(c->free_ev[b], s), "decode overlap: free")))
+					"decode overlap: wait for the decode")) ||
+		    (st = window_gemm(c, op, p, buf, oscr, w0, n, 0, T)) ||
+		    (st = tern_cu_check(cudaEventRecord(c->free_ev[b], s), "decode overlap: free")))
 			break;
 	}
 	if (st) { /* join the fork anyway, so that a capture can end (and report the error) */
@@ -191,6 +221,50 @@ static enum tern_status windows_overlapped(struct cu_backend *c, const char *op,
 	}
 	c->graph.hold = false;
 	return st;
+}
+
+/* Windows of wn rows (forward) or columns (backward) for a decode budget of dec bytes */
+static int64_t window_span(const struct lora_side *p, size_t dec)
+{
+	return p->bwd ? bwd_cols(dec, p->Kp, p->all) : fwd_rows(dec, p->Kp, p->all);
+}
+
+/* The whole product of one side: the windows decoded once when they fit the budget, else per
+ * chunk of tokens; overlapped with the GEMMs where ovl_half allows. */
+static enum tern_status lora_product(struct cu_backend *c, const char *op, const struct cuk_weight *kw,
+				     const struct lora_side *p, int64_t T)
+{
+	int64_t Kp = p->Kp, all = p->all;
+	size_t dec, opd;
+	tern_cu_mm_budget(&dec, &opd);
+	int64_t wn = window_span(p, dec);
+	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
+	bool once = wn >= all;
+	int64_t wn2 = once ? all : window_span(p, dec / 2);
+	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
+	void *wscr, *oscr;
+	enum tern_status st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2,
+					   (size_t)(toks * Kp) * 2, &wscr, &oscr);
+	if (st)
+		return st;
+	if (half) /* the activation of every token, then the windows with the decode overlapped */
+		return (st = pack_tokens(c, p, oscr, 0, T))
+			       ? st
+			       : windows_overlapped(c, op, kw, p, wscr, half, wn2, oscr, T);
+	if (once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, 0, all)))
+		return st;
+	for (int64_t t0 = 0; t0 < T; t0 += toks) {
+		int64_t tn = T - t0 < toks ? T - t0 : toks;
+		if ((st = pack_tokens(c, p, oscr, t0, tn)))
+			return st;
+		for (int64_t w0 = 0; w0 < all; w0 += wn) {
+			int64_t n = all - w0 < wn ? all - w0 : wn;
+			if ((!once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, w0, n))) ||
+			    (st = window_gemm(c, op, p, wscr, oscr, w0, n, t0, tn)))
+				return st;
+		}
+	}
+	return TERN_OK;
 }
 
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
@@ -217,46 +291,19 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	int64_t Kp = ext8(I, R);
-	size_t dec, opd;
-	tern_cu_mm_budget(&dec, &opd);
-	int64_t wn = fwd_rows(dec, Kp, O);
-	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
-	const float one = 1.0f, zero = 0.0f;
-	bool once = wn >= O;
-	int64_t wn2 = once ? O : fwd_rows(dec / 2, Kp, O);
-	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
-	void *wscr, *oscr;
-	if ((st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr,
-			       &oscr)))
-		return st;
-	if (half) { /* [x | s·u] of every token, then the windows with the decode overlapped */
-		if ((st = tern_cu_check(
-			     cuk_lora_pack(tern_cu_stream(c), oscr, Kp, T, Kp, xp, I, I, up, R, R, T, scale),
-			     "lora pack")))
-			return st;
-		return windows_overlapped(c, op, false, &kw, bp, R, Kp, wscr, half, wn2, oscr, T, yp, &zero);
-	}
-	if (once && (st = fwd_window(tern_cu_stream(c), &kw, bp, R, Kp, wscr, 0, O)))
-		return st;
-	for (int64_t t0 = 0; t0 < T; t0 += toks) {
-		int64_t tn = T - t0 < toks ? T - t0 : toks;
-		/* [x | s·u] rows [t0, t0 + tn) */
-		if ((st = tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, Kp, tn, Kp, xp + t0 * I, I, I,
-						      up + t0 * R, R, R, tn, scale),
-					"lora pack")))
-			return st;
-		for (int64_t o0 = 0; o0 < O; o0 += wn) {
-			int64_t on = O - o0 < wn ? O - o0 : wn;
-			if (!once && (st = fwd_window(tern_cu_stream(c), &kw, bp, R, Kp, wscr, o0, on)))
-				return st;
-			/* yᵀ[o0.., t0..] (on×tn) = [W | B] rows (on×Kp) · [x | s·u]ᵀ (Kp×tn) */
-			if ((st = tern_cu_gemm_ex(c, op, true, false, on, tn, Kp, &one, wscr, Kp, oscr, Kp,
-						  &zero, yp + t0 * O + o0, O, CUDA_R_16BF, false)))
-				return st;
-		}
-	}
-	return TERN_OK;
+	const float zero = 0.0f;
+	struct lora_side p = {.bwd = false,
+			      .act = xp,
+			      .low = up,
+			      .ab = bp,
+			      .K = I,
+			      .R = R,
+			      .Kp = ext8(I, R),
+			      .all = O,
+			      .alpha = scale,
+			      .out = yp,
+			      .beta = &zero};
+	return lora_product(c, op, &kw, &p, T);
 }
 
 enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -283,46 +330,17 @@ enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_vi
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	int64_t Kp = ext8(O, R);
-	size_t dec, opd;
-	tern_cu_mm_budget(&dec, &opd);
-	int64_t wn = bwd_cols(dec, Kp, I);
-	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
-	const float one = 1.0f, zero = 0.0f;
-	bool once = wn >= I;
-	int64_t wn2 = once ? I : bwd_cols(dec / 2, Kp, I);
-	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
-	void *wscr, *oscr;
-	if ((st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr,
-			       &oscr)))
-		return st;
-	if (half) { /* [dy | du] of every token, then the windows with the decode overlapped */
-		if ((st = tern_cu_check(
-			     cuk_lora_pack(tern_cu_stream(c), oscr, Kp, T, Kp, dyp, O, O, dup, R, R, T, 1.0f),
-			     "lora pack")))
-			return st;
-		return windows_overlapped(c, op, true, &kw, ap, R, Kp, wscr, half, wn2, oscr, T, dxp,
-					  accumulate ? &one : &zero);
-	}
-	if (once && (st = bwd_window(tern_cu_stream(c), &kw, ap, R, Kp, wscr, 0, I)))
-		return st;
-	for (int64_t t0 = 0; t0 < T; t0 += toks) {
-		int64_t tn = T - t0 < toks ? T - t0 : toks;
-		/* [dy | du] rows [t0, t0 + tn) */
-		if ((st = tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, Kp, tn, Kp, dyp + t0 * O, O, O,
-						      dup + t0 * R, R, R, tn, 1.0f),
-					"lora pack")))
-			return st;
-		for (int64_t i0 = 0; i0 < I; i0 += wn) {
-			int64_t in = I - i0 < wn ? I - i0 : wn;
-			if (!once && (st = bwd_window(tern_cu_stream(c), &kw, ap, R, Kp, wscr, i0, in)))
-				return st;
-			/* dxᵀ[i0.., t0..] (in×tn) (+)= [W ; A][:, i0..]ᵀ (in×Kp) · [dy | du]ᵀ (Kp×tn) */
-			if ((st = tern_cu_gemm_ex(c, op, false, false, in, tn, Kp, &one, wscr, in, oscr, Kp,
-						  accumulate ? &one : &zero, dxp + t0 * I + i0, I,
-						  CUDA_R_16BF, false)))
-				return st;
-		}
-	}
-	return TERN_OK;
+	const float zero = 0.0f, one = 1.0f;
+	struct lora_side p = {.bwd = true,
+			      .act = dyp,
+			      .low = dup,
+			      .ab = ap,
+			      .K = O,
+			      .R = R,
+			      .Kp = ext8(O, R),
+			      .all = I,
+			      .alpha = 1.0f,
+			      .out = dxp,
+			      .beta = accumulate ? &one : &zero};
+	return lora_product(c, op, &kw, &p, T);
 }
