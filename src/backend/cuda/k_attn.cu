@@ -872,6 +872,30 @@ __device__ inline int64_t fa_end(const cuk_attn &a, int64_t j0, int64_t last, co
 	return e;
 }
 
+// What a dK/dV block (either family) works on: KV head gh, chunk `chunk` of its group's query
+// heads (hn heads from h0), keys [j0, j0 + kFR) (the longest columns first), the query walk up to
+// end in nq tiles of kFN per head, ntiles in all.
+struct fa_dkv_at {
+	int64_t gh, chunk, h0, hn, j0, end;
+	int nq, ntiles;
+};
+
+__device__ inline fa_dkv_at fa_dkv_place(const cuk_attn &a, int nsplit, const int32_t *qlast)
+{
+	fa_dkv_at p;
+	int64_t per = a.Hkv * nsplit, group = a.H / a.Hkv;
+	p.gh = blockIdx.x % per / nsplit;
+	p.chunk = blockIdx.x % nsplit;
+	p.j0 = (blockIdx.x / per) * kFR;
+	p.hn = group / nsplit;
+	p.h0 = p.gh * group + p.chunk * p.hn;
+	int64_t last = p.j0 + kFR - 1 < a.T - 1 ? p.j0 + kFR - 1 : a.T - 1;
+	p.end = fa_end(a, p.j0, last, qlast);
+	p.nq = (int)((p.end - p.j0 + kFN - 1) / kFN);
+	p.ntiles = (int)(p.nq * p.hn);
+	return p;
+}
+
 template <int DH>
 __global__ void __launch_bounds__(kFW * 32, 3)
 	fa_fwd_kernel(float *o, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
@@ -1041,15 +1065,11 @@ __global__ void __launch_bounds__(kFW * 32)
 	uint16_t *Ks = (uint16_t *)sm, *Vs = Ks + kFN * S;
 	uint16_t *const st = Vs + kFN * S;             // stage x: Q at st + 2x·kFN·S, dO after it
 	float *const fl = (float *)(st + 4 * kFN * S); // stage x: lse, Dr, segments at fl + 3x·kFN
-	int64_t per = a.Hkv * nsplit;
-	int64_t gh = blockIdx.x % per / nsplit, chunk = blockIdx.x % nsplit;
-	int64_t j0 = (blockIdx.x / per) * kFR; // the longest columns first
-	int64_t group = a.H / a.Hkv, hn = group / nsplit, h0 = gh * group + chunk * hn;
+	const fa_dkv_at at = fa_dkv_place(a, nsplit, qlast);
+	const int64_t gh = at.gh, chunk = at.chunk, h0 = at.h0, j0 = at.j0;
+	const int nq = at.nq, ntiles = at.ntiles;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
 	int64_t wlo = j0 + warp * 16, ja = wlo + (lane >> 2), jb = ja + 8;
-	int64_t last = j0 + kFR - 1 < a.T - 1 ? j0 + kFR - 1 : a.T - 1;
-	int64_t end = fa_end(a, j0, last, qlast);
-	int nq = (int)((end - j0 + kFN - 1) / kFN), ntiles = (int)(nq * hn);
 
 	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
 	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
@@ -1443,16 +1463,12 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 	uint16_t *const st = Vs + kFN * S;             // stage x: Q at st + 2x·kFN·S, dO after it
 	float *const fl = (float *)(st + 4 * kFN * S); // stage x: lse, Dr, segments at fl + 3x·kFN
 	uint4 *const px = (uint4 *)(fl + 6 * kFN);     // pair p's P: px + 256p + 32(c0/8 + x) + lane
-	int64_t per = a.Hkv * nsplit;
-	int64_t gh = blockIdx.x % per / nsplit, chunk = blockIdx.x % nsplit;
-	int64_t j0 = (blockIdx.x / per) * kFR; // the longest columns first
-	int64_t group = a.H / a.Hkv, hn = group / nsplit, h0 = gh * group + chunk * hn;
+	const fa_dkv_at at = fa_dkv_place(a, nsplit, qlast);
+	const int64_t gh = at.gh, chunk = at.chunk, h0 = at.h0, j0 = at.j0;
+	const int nq = at.nq, ntiles = at.ntiles;
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3, pair = warp >> 1;
 	bool pw = (warp & 1) == 0; // the P warp (S, P, dV); else the dS warp (dP, dS, dK)
 	int64_t wlo = j0 + 32 * pair;
-	int64_t last = j0 + kFR - 1 < a.T - 1 ? j0 + kFR - 1 : a.T - 1;
-	int64_t end = fa_end(a, j0, last, qlast);
-	int nq = (int)((end - j0 + kFN - 1) / kFN), ntiles = (int)(nq * hn);
 
 	tile_async<DH>(Ks, k, j0, a.T, a.Hkv, gh);
 	tile_async<DH>(Vs, v, j0, a.T, a.Hkv, gh);
