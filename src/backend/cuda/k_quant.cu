@@ -270,15 +270,16 @@ cudaError_t decode_as(cudaStream_t s, void *out, int out_dt, const cuk_weight &w
 			  ? 8
 			  : 0;
 	bool co = wpt == 8 && form == 1;
-	if (wpt) {
-		if (out_dt == 0)
-			launch_nf4<WDT, 0>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
-		else if (out_dt == 1)
-			launch_nf4<WDT, 1>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
-		else
-			launch_nf4<WDT, 2>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
-		return cudaGetLastError();
-	}
+	if constexpr (WDT == 3 || WDT == 4) // the NF4 kernels exist for the NF4 formats only
+		if (wpt) {
+			if (out_dt == 0)
+				launch_nf4<WDT, 0>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
+			else if (out_dt == 1)
+				launch_nf4<WDT, 1>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
+			else
+				launch_nf4<WDT, 2>(s, wpt, co, out, w, row0, nrows, i0, ic, ldo, shift);
+			return cudaGetLastError();
+		}
 	if (out_dt == 0)
 		decode_kernel<WDT, 0><<<g, kThreads, 0, s>>>(out, w, row0, nrows, i0, ic, ldo, shift);
 	else if (out_dt == 1)
