@@ -808,8 +808,9 @@ out:
 
 static void check_layers_all(struct suite *s)
 {
-	/* the multiples of 4 (64, 1000, 2048, 4096, 4100) run CUDA's float4 row kernels under
-	 * TERN_CUDA_NORM=vec at 1, 1, 2, 4 and 8 float4 a thread (4100: the last lanes partly idle) */
+	/* the multiples of 4 (64, 1000, 2048, 4096, 4100) run CUDA's float4 row kernels (the default;
+	 * TERN_CUDA_NORM=row the others) at 1, 1, 2, 4 and 8 float4 a thread (4100: the last lanes
+	 * partly idle) */
 	static const int64_t rms_shapes[][2] = {{1, 1},    {3, 17},   {17, 64},  {5, 1000},
 						{2, 4099}, {2, 2048}, {2, 4096}, {3, 4100}};
 	for (int k = 0; k < 8; k++) {
