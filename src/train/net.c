@@ -1812,8 +1812,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	if (bn)
 		TRY(tern_rmsnorm(be, a->aon, a->rstdo, a->ao, w->attn_sub, T, H * Dh, n->eps));
 	TRY(lin_fwd(n, l, TERN_MOD_O, a->h1, bn ? a->aon : a->ao, a, whole(n), step, micro));
-	TRY(tern_axpy(be, a->h1, x, T * D, 1.0f)); /* h1 = x + o */
-	TRY(tern_rmsnorm(be, a->xn2, a->rstd2, a->h1, w->mlp_norm, T, D, n->eps));
+	TRY(tern_add_rmsnorm(be, a->h1, a->xn2, a->rstd2, x, w->mlp_norm, T, D, n->eps)); /* h1 = x + o */
 	if (w->moe) {
 		TRY(moe_fwd(n, l, out, a->xn2, a, n->T, true));
 	} else if (recompute) { /* tiled: layer_bwd recomputes each shard right before its gradient */
