@@ -494,8 +494,10 @@ enum lr_kind {
 	LR_ROWM, /* N <= RMAX, A's m contiguous: dB^T-like and dA^T = x^T du (reduction over T) */
 };
 
-/* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank. */
-static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, struct lr_plan *out)
+/* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank; `len` is
+ * the long dimension the split-K kinds run over (ROWK: K, the reduction; ROWM: M). */
+static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, uint32_t len,
+				     struct lr_plan *out)
 {
 	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
 	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab) */
@@ -519,20 +521,25 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   256, 0};
 		break;
 	case LR_ROWK:
-		/* v1: 32 rows per group, eight groups per multiprocessor; v2: 128 rows, four */
+		/* v1: 32 rows per group, eight groups per multiprocessor; v2: 128 rows, one group per
+		 * multiprocessor up to K = 8192 and two above (H100, M = 2048: at K = 4096 one gave
+		 * 0.054 ms against 0.060 with two and 0.072 with four, the rule before; at K = 14336
+		 * two gave 0.174 against 0.208 and 0.188; docs/PERFORMANCE.md 2026-12-06 07:50) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
 						   32, 8, 128}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
-						   4, 128};
+						   len > 8192 ? 2 : 1, 128};
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
 		 * split adds M x N partials to write and read again: at M = 2048 and T = 2048, 32
-		 * splits would be half as many bytes as A itself); v1 splits in chunks of 128, v2 of 64 */
+		 * splits would be half as many bytes as A itself); v1 splits in chunks of 128, v2 of 64,
+		 * v2 with one group per multiprocessor up to M = 8192 (H100, T = 2048: at M = 4096
+		 * 0.029 ms against 0.041; at M = 14336 two stay, 0.091 against 0.098) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32,
 						   256, 2, 128}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
-						   2, 64};
+						   len > 8192 ? 2 : 1, 64};
 		break;
 	}
 	return TERN_OK;
@@ -552,7 +559,7 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	if (g->K <= GEMM_LR_RMAX) {
 		struct gemm_lr_push p = lr_push(g, false);
 		struct tern_view b[3] = {C, A, B};
-		if ((st = pick_gemm_lr(vk, LR_WIDE, p.K, &lp)))
+		if ((st = pick_gemm_lr(vk, LR_WIDE, p.K, 0, &lp)))
 			return st;
 		p.vec = p.scn == 1 && p.c_off % 4 == 0 && p.scm % 4 == 0 && p.N % 4 == 0; /* WV */
 		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.N, lp.per_sm),
@@ -572,8 +579,12 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 		*done = false;
 		return TERN_OK;
 	}
-	if ((st = pick_gemm_lr(vk, kind, p.N, &lp)))
+	if ((st = pick_gemm_lr(vk, kind, p.N, kind == LR_ROWK ? p.K : p.M, &lp)))
 		return st;
+	/* TERN_VK_LR_PER_SM=N: N groups per multiprocessor for the split-K kinds (timings) */
+	const char *env = getenv("TERN_VK_LR_PER_SM");
+	if (env && atoi(env) > 0)
+		lp.per_sm = (uint32_t)atoi(env);
 	return gemm_lr_split(vk, lp.pipe, C, b, &p, groups(p.M, lp.rows), lp.per_sm, lp.ck);
 }
 
