@@ -129,7 +129,7 @@ static bool attn_case_make_prec(struct attn_case *ac, struct rng *r, int64_t T, 
 				int64_t Dh, int64_t window, int packed, enum tern_dtype prec, double gamp)
 {
 	memset(ac, 0, sizeof *ac);
-	ac->a = (struct tern_attn_args){T, H, Hkv, Dh, window, (float)(1.0 / sqrt((double)Dh)), prec};
+	ac->a = (struct tern_attn_args){T, H, Hkv, Dh, window, (float)(1.0 / sqrt((double)Dh)), prec, 0.0};
 	int64_t nq = T * H * Dh, nk = T * Hkv * Dh;
 	ac->q = fvec(nq), ac->k = fvec(nk), ac->v = fvec(nk), ac->g = fvec(nq);
 	ac->seg = calloc((size_t)T + 1, sizeof(int32_t));
@@ -428,7 +428,7 @@ static void check_attention_errors(struct suite *s)
 	if (!q || !o || !lse || !sg)
 		goto out;
 	struct tern_backend *be = s->be;
-	struct tern_attn_args a = {T, H, Hkv, Dh, 0, 0.5f, TERN_F32};
+	struct tern_attn_args a = {T, H, Hkv, Dh, 0, 0.5f, TERN_F32, 0.0};
 	enum tern_status st = tern_attention(be, o->v, lse->v, q->v, q->v, q->v, sg->v, &a);
 	if (st != TERN_E_INVALID || !strstr(tern_error(), "attention") || !strstr(tern_error(), "seg"))
 		fail(&c, "short seg: got %s \"%s\"", tern_status_str(st), tern_error());

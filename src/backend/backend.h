@@ -144,6 +144,9 @@ struct tern_attn_args {
 	 * bf16 (no scaling); TERN_F32 (0) computes in fp32. A backend without a half-precision
 	 * attention computes in fp32 at any prec (ref, cpu; Vulkan at BF16; CUDA at F16). */
 	enum tern_dtype prec;
+	/* The (query, key) pairs the masks leave, for the profiler's FLOP count only (packed samples
+	 * and micro-batches of several rows are segments: a fraction of T·(T+1)/2); 0: T·(T+1)/2. */
+	double pairs;
 };
 
 /* Attention of Tq new queries against a KV cache (generation, src/train/gen.c). The cache holds

@@ -613,6 +613,13 @@ static enum tern_status attn_shape(const char *op, const struct tern_attn_args *
 	return TERN_OK;
 }
 
+/* The (query, key) pairs of a causal attention for the profiler: the caller's count, else one
+ * sequence of T. */
+static double attn_pairs(const struct tern_attn_args *a)
+{
+	return a->pairs > 0.0 ? a->pairs : (double)a->T * (double)(a->T + 1) / 2.0;
+}
+
 /* fp32 (seg: i32) tensors of n[k] elements, the shape in any message. */
 static enum tern_status attn_views(const char *op, const struct tern_attn_args *a, const char *const *names,
 				   const struct tern_view *v, const int64_t *n, int nv)
@@ -640,8 +647,8 @@ enum tern_status tern_attention(struct tern_backend *be, struct tern_view o, str
 	int64_t n[6] = {nq, a->H * a->T, nq, nk, nk, a->T};
 	if ((st = attn_views(op, a, names, vs, n, 6)))
 		return st;
-	/* causal: half of the T x T scores, two products (q kᵀ and p v) per score */
-	double flops = 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
+	/* two products (q kᵀ and p v) per score the masks leave */
+	double flops = 2.0 * 2.0 * attn_pairs(a) * (double)a->H * (double)a->Dh;
 	bool prof = prof_begin(be, TERN_OP_ATTENTION, TERN_PROF_ATTENTION, flops);
 	return prof_end(be, prof, TERN_PROF_ATTENTION, be->vt->attention(be, o, lse, q, k, v, seg, a));
 }
@@ -697,7 +704,7 @@ enum tern_status tern_attention_bwd(struct tern_backend *be, struct tern_view dq
 		return st;
 	/* 2.5 times the forward: five products per score (q kᵀ recomputed, dO vᵀ, dV, dQ, dK) against
 	 * the forward's two */
-	double flops = 2.5 * 2.0 * 2.0 * (double)a->T * (double)a->T * (double)a->H * (double)a->Dh / 2.0;
+	double flops = 2.5 * 2.0 * 2.0 * attn_pairs(a) * (double)a->H * (double)a->Dh;
 	bool prof = prof_begin(be, TERN_OP_ATTENTION_BWD, TERN_PROF_ATTENTION, flops);
 	return prof_end(be, prof, TERN_PROF_ATTENTION,
 			be->vt->attention_bwd(be, dq, dk, dv, dout, q, k, v, o, lse, seg, a));
