@@ -1753,6 +1753,19 @@ static double attn_pairs(const int32_t *seg, int64_t T, int64_t window)
 	return pairs;
 }
 
+/* The attention arguments of a layer with weights w (the forward's and the backward's). */
+static struct tern_attn_args attn_args(const struct tern_net *n, const struct layer_w *w)
+{
+	return (struct tern_attn_args){.T = n->T,
+				       .H = n->H,
+				       .Hkv = n->Hkv,
+				       .Dh = n->Dh,
+				       .window = w->window,
+				       .scale = 1.0f / sqrtf((float)n->Dh),
+				       .prec = n->o.prec,
+				       .pairs = attn_pairs(n->hseg, n->T, w->window)};
+}
+
 /* The dense MLP of layer l over part p: y (p's rows of the layer's MLP output) = down(act(gate(xn)) ·
  * up(xn)), xn p's rows of the normed input; g, u, a (and BitNet's an, rstda) hold p's rows from
  * their first. only_saved (recompute): what the backward reads, the down projection's LoRA product
@@ -1819,8 +1832,7 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 	}
 	TRY(tern_rope(be, a->q, n->pos, n->inv_freq, T, H, Dh, false));
 	TRY(tern_rope(be, a->k, n->pos, n->inv_freq, T, Hkv, Dh, false));
-	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec,
-				    attn_pairs(n->hseg, T, w->window)};
+	struct tern_attn_args aa = attn_args(n, w);
 	TRY(tern_attention(be, a->ao, a->lse, a->q, a->k, a->v, n->seg, &aa));
 	if (bn)
 		TRY(tern_rmsnorm(be, a->aon, a->rstdo, a->ao, w->attn_sub, T, H * Dh, n->eps));
@@ -1872,8 +1884,7 @@ static enum tern_status layer_bwd(struct tern_net *n, int l, struct tern_view x,
 		    step, micro));
 	if (bn) /* dq holds d(aon) until attention_bwd writes it */
 		TRY(tern_rmsnorm_bwd(be, n->dao, n->dq, a->ao, w->attn_sub, a->rstdo, T, H * Dh, false));
-	struct tern_attn_args aa = {T, H, Hkv, Dh, w->window, 1.0f / sqrtf((float)Dh), n->o.prec,
-				    attn_pairs(n->hseg, T, w->window)};
+	struct tern_attn_args aa = attn_args(n, w);
 	TRY(tern_attention_bwd(be, n->dq, n->dk, n->dv, n->dao, a->q, a->k, a->v, a->ao, a->lse, n->seg,
 			       &aa));
 	TRY(tern_rope(be, n->dq, n->pos, n->inv_freq, T, H, Dh, true));
