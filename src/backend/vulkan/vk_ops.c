@@ -469,14 +469,14 @@ static struct gemm_lr_push lr_push(const struct gemm_push *g, bool tr)
 				     .beta = g->beta};
 }
 
-enum tern_status tern_vk_gen(const char *var, int *gen)
+enum tern_status tern_vk_gen(const char *var, int most, int *gen)
 {
 	const char *env = getenv(var);
 	*gen = 2;
 	if (!env || !*env)
 		return TERN_OK;
-	if (strcmp(env, "v1") && strcmp(env, "v2"))
-		return tern_fail(TERN_E_INVALID, "%s=%s: must be v1 or v2 (or unset)", var, env);
+	if (env[0] != 'v' || env[1] < '1' || env[1] > '0' + most || env[2])
+		return tern_fail(TERN_E_INVALID, "%s=%s: must be v1 to v%d (or unset)", var, env, most);
 	*gen = env[1] - '0';
 	return TERN_OK;
 }
@@ -500,9 +500,10 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 				     struct lr_plan *out)
 {
 	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
-	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab) */
+	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab); v3 is v2 with TK3 (no
+	 * split-K) for the ROWK kind, opt-in until a GPU times it */
 	int gen = 2;
-	enum tern_status st = tern_vk_gen("TERN_VK_LORA", &gen);
+	enum tern_status st = tern_vk_gen("TERN_VK_LORA", 3, &gen);
 	if (st)
 		return st;
 	bool r16 = r <= 16;
@@ -527,8 +528,10 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 		 * two gave 0.174 against 0.208 and 0.188; docs/PERFORMANCE.md 2026-12-06 07:50) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
 						   32, 8, 128}
-				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
-						   len > 8192 ? 2 : 1, 128};
+		       : gen == 3 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK3 : TERN_PIPE_GEMM_LR_TK3_R32,
+						     r16 ? 16 : 8, 0, 0} /* no split: ck 0 */
+				  : (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
+						     len > 8192 ? 2 : 1, 128};
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
@@ -581,6 +584,8 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	}
 	if ((st = pick_gemm_lr(vk, kind, p.N, kind == LR_ROWK ? p.K : p.M, &lp)))
 		return st;
+	if (!lp.ck) /* TK3: the whole reduction in one group */
+		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.M, lp.rows), 1, 1);
 	/* TERN_VK_LR_PER_SM=N: N groups per multiprocessor for the split-K kinds (timings) */
 	const char *env = getenv("TERN_VK_LR_PER_SM");
 	if (env && atoi(env) > 0)
