@@ -76,6 +76,7 @@ struct tern_buffer {
  * the compute timeline, and a command buffer (with its descriptor pool) is reused once the
  * value it signalled is reached. Transfer command buffers (one copy_async each) likewise. */
 #define TERN_VK_FRAMES 8
+#define TERN_VK_TOUCHED 64 /* byte ranges tracked between barriers (more: a barrier) */
 /* Dispatches after which a command buffer is submitted while recording goes on, so the device
  * starts on them while the host records the rest (a decode step is one long recording that ends
  * in a download); TERN_VK_SUBMIT_EVERY overrides, 0 turns it off. */
@@ -96,6 +97,7 @@ struct tern_vk_xcmd {
 struct tern_vk_pipeline {
 	const struct tern_spirv *spv;
 	VkPipeline pipeline; /* created on first use */
+	uint32_t writes;     /* bit i: the shader may write binding i (read from its SPIR-V) */
 	double ns;           /* profiling: accumulated GPU time */
 	uint64_t calls;
 };
@@ -140,6 +142,19 @@ struct tern_vk {
 	uint32_t submit_every; /* with timeline semaphores: submit (no wait) after this many (0: no) */
 	struct tern_vk_frame frames[TERN_VK_FRAMES];
 	int frame; /* the current frame */
+	/* Barriers (vk_dispatch.c): a dispatch waits for the commands before it only when it reads
+	 * what one of them wrote or writes what one of them read or wrote since the last barrier
+	 * (bindings' byte ranges, the writes from each shader's SPIR-V); a transfer, and the first
+	 * dispatch after it, always wait. all_barriers (unless TERN_VK_BARRIERS=deps; and while
+	 * profiling): one before every command. */
+	bool all_barriers;
+	bool touched_all; /* a transfer since the last barrier: the next dispatch waits */
+	uint32_t ntouched;
+	struct tern_vk_touch {
+		VkBuffer buf;
+		VkDeviceSize off, end;
+		bool write;
+	} touched[TERN_VK_TOUCHED];
 
 	/* streaming (vk_stream.c). With timeline semaphores (timeline): every compute submission
 	 * signals comp_sem = ++comp_value and waits for xfer_sem >= wait_xfer; every copy_async is

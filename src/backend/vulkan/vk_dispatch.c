@@ -169,27 +169,42 @@ void tern_vk_dispatch_free(struct tern_vk *vk)
 		tvk_vkDestroyDescriptorSetLayout(vk->device, vk->dsl, NULL);
 }
 
+/* One global barrier: everything recorded before it is visible to what comes after. */
+static void barrier(struct tern_vk *vk)
+{
+	VkMemoryBarrier mb = {
+		.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+		.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+		.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+				 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+	};
+	VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+	tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
+	vk->base.counts.barriers++;
+	vk->ntouched = 0;
+	vk->touched_all = false;
+}
+
+static enum tern_status begin_recording(struct tern_vk *vk);
+
+/* Before a transfer or copy: starts recording, or records a barrier after everything so far; and
+ * makes the next dispatch wait for this command (touched_all). */
 enum tern_status tern_vk_begin(struct tern_vk *vk)
+{
+	enum tern_status st = TERN_OK;
+	if (!vk->recording)
+		st = begin_recording(vk);
+	else if (vk->ndispatch)
+		barrier(vk);
+	vk->touched_all = true;
+	return st;
+}
+
+/* A new command buffer of the frame ring, ordered after the submissions before it. */
+static enum tern_status begin_recording(struct tern_vk *vk)
 {
 	if (vk->failed)
 		return tern_fail(TERN_E_DEVICE, "vulkan: the device failed earlier");
-	if (vk->recording) {
-		/* make everything recorded so far visible to what comes next: one global barrier is
-		 * the simple correct default between dependent dispatches and transfers */
-		if (vk->ndispatch) {
-			VkMemoryBarrier mb = {
-				.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-				.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-				.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-						 VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-			};
-			VkPipelineStageFlags stages =
-				VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-			tvk_vkCmdPipelineBarrier(vk->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
-			vk->base.counts.barriers++;
-		}
-		return TERN_OK;
-	}
 	/* the next frame of the ring, once the GPU is done with what it last held (without
 	 * timeline semaphores every submission was waited for) */
 	enum tern_status st;
@@ -227,6 +242,8 @@ enum tern_status tern_vk_begin(struct tern_vk *vk)
 		vk->base.counts.barriers++;
 	}
 	vk->recording = true;
+	vk->ntouched = 0;
+	vk->touched_all = false;
 	vk->ndispatch = 0;
 	vk->nqueries = 0;
 	return TERN_OK;
@@ -263,10 +280,11 @@ static void read_timestamps(struct tern_vk *vk)
 	if (tvk_vkGetQueryPoolResults(vk->device, vk->queries, 0, vk->nqueries, vk->nqueries * sizeof *t, t,
 				      sizeof *t,
 				      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
-		/* A barrier separates every command from the one before, so a command runs only once
-		 * the previous one has ended; its top-of-pipe stamp may be written earlier, while that
-		 * one still runs. Starting each interval at the previous end keeps the intervals
-		 * disjoint: their sum never exceeds the submission's time. */
+		/* While profiling a barrier separates every command from the one before (depends),
+		 * so a command runs only once the previous one has ended; its top-of-pipe stamp may
+		 * be written earlier, while that one still runs. Starting each interval at the
+		 * previous end keeps the intervals disjoint: their sum never exceeds the submission's
+		 * time. */
 		uint64_t prev = 0;
 		for (uint32_t i = 0; i + 1 < vk->nqueries; i += 2) {
 			uint64_t t0 = t[i] > prev ? t[i] : prev, t1 = t[i + 1];
@@ -368,6 +386,77 @@ const char *tern_vk_pipe_name(enum tern_vk_pipe pipe)
 	return (unsigned)pipe < TERN_PIPE_COUNT ? tern_spirv_table[pipe].name : "?";
 }
 
+/* The bindings a shader may write (bit i: binding i): every storage buffer variable of set 0 not
+ * declared readonly (glslang marks the variable NonWritable, or every member of its block).
+ * Bindings that alias (a float and a vec4 view of one buffer) count as written if any view is.
+ * A module this reader cannot follow counts as writing every binding. */
+static uint32_t spirv_writes(const uint32_t *w, size_t nwords)
+{
+	enum {
+		OP_TYPE_STRUCT = 30,
+		OP_TYPE_POINTER = 32,
+		OP_VARIABLE = 59,
+		OP_DECORATE = 71,
+		OP_MEMBER_DECORATE = 72,
+		DEC_NON_WRITABLE = 24,
+		DEC_BINDING = 33,
+		SC_UNIFORM = 2, /* buffer blocks before SPIR-V 1.3 */
+		SC_STORAGE_BUFFER = 12
+	};
+	uint32_t bound = nwords > 3 ? w[3] : 0, all = (1u << TERN_VK_NBIND) - 1u;
+	if (nwords < 5 || bound == 0 || bound > (1u << 20))
+		return all;
+	/* per id: its binding + 1 (variables), NonWritable on it, its members' count and how many
+	 * of them are NonWritable (structs), the pointee (pointer types) */
+	uint32_t *bind = calloc(bound, sizeof *bind), *nw = calloc(bound, sizeof *nw),
+		 *nmem = calloc(bound, sizeof *nmem), *nwmem = calloc(bound, sizeof *nwmem),
+		 *pointee = calloc(bound, sizeof *pointee);
+	uint32_t writes = all;
+	if (!bind || !nw || !nmem || !nwmem || !pointee)
+		goto out;
+	/* first pass: decorations, types */
+	for (size_t i = 5; i < nwords;) {
+		uint32_t op = w[i] & 0xffffu, n = w[i] >> 16;
+		if (n == 0 || i + n > nwords)
+			goto out;
+		const uint32_t *a = w + i + 1;
+		if (op == OP_DECORATE && n >= 3 && a[0] < bound) {
+			if (a[1] == DEC_BINDING && n >= 4)
+				bind[a[0]] = a[2] + 1;
+			else if (a[1] == DEC_NON_WRITABLE)
+				nw[a[0]] = 1;
+		} else if (op == OP_MEMBER_DECORATE && n >= 4 && a[0] < bound && a[2] == DEC_NON_WRITABLE) {
+			nwmem[a[0]]++;
+		} else if (op == OP_TYPE_STRUCT && n >= 2 && a[0] < bound) {
+			nmem[a[0]] = n - 2;
+		} else if (op == OP_TYPE_POINTER && n >= 4 && a[0] < bound) {
+			pointee[a[0]] = a[2];
+		}
+		i += n;
+	}
+	/* second pass: the buffer variables */
+	writes = 0;
+	for (size_t i = 5; i < nwords;) {
+		uint32_t op = w[i] & 0xffffu, n = w[i] >> 16;
+		const uint32_t *a = w + i + 1;
+		if (op == OP_VARIABLE && n >= 4 && a[0] < bound && a[1] < bound && bind[a[1]] &&
+		    (a[2] == SC_STORAGE_BUFFER || a[2] == SC_UNIFORM)) {
+			uint32_t b = bind[a[1]] - 1, blk = pointee[a[0]];
+			bool ro = nw[a[1]] || (blk < bound && nmem[blk] > 0 && nwmem[blk] >= nmem[blk]);
+			if (!ro)
+				writes |= b < TERN_VK_NBIND ? 1u << b : all;
+		}
+		i += n;
+	}
+out:
+	free(bind);
+	free(nw);
+	free(nmem);
+	free(nwmem);
+	free(pointee);
+	return writes;
+}
+
 /* vk->pipes[pipe], its VkPipeline created on first use. */
 static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 				     struct tern_vk_pipeline **out)
@@ -404,6 +493,7 @@ static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 	tvk_vkDestroyShaderModule(vk->device, mod, NULL);
 	vk->pipe_s += tern_now() - t;
 	vk->pipes_created += st == TERN_OK;
+	p->writes = spirv_writes(p->spv->words, p->spv->size / 4);
 	return st;
 }
 
@@ -439,6 +529,41 @@ static void stamp_end(struct tern_vk *vk)
 	if (vk->profile)
 		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
 					vk->nqueries++);
+}
+
+/* Whether a dispatch of pl with these bindings (bi: their ranges) must wait for the commands
+ * recorded since the last barrier: it reads a range one of them wrote, or writes a range one of
+ * them read or wrote; always after a transfer, when the ranges outgrow the table, with
+ * all_barriers and while profiling (the per-command times need commands one after another). */
+static bool depends(const struct tern_vk *vk, const struct tern_vk_pipeline *pl,
+		    const struct tern_view *binds, int nbind, const VkDescriptorBufferInfo *bi)
+{
+	if (vk->all_barriers || vk->profile || vk->touched_all ||
+	    vk->ntouched + (uint32_t)nbind > TERN_VK_TOUCHED)
+		return true;
+	for (int i = 0; i < nbind; i++) {
+		if (!binds[i].buf || binds[i].size == 0)
+			continue;
+		bool write = (pl->writes >> i) & 1u;
+		VkDeviceSize off = bi[i].offset, end = off + bi[i].range;
+		for (uint32_t k = 0; k < vk->ntouched; k++) {
+			const struct tern_vk_touch *t = &vk->touched[k];
+			if (t->buf == bi[i].buffer && off < t->end && t->off < end && (write || t->write))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Records what a dispatch of pl reads and writes for depends(). */
+static void touch(struct tern_vk *vk, const struct tern_vk_pipeline *pl, const struct tern_view *binds,
+		  int nbind, const VkDescriptorBufferInfo *bi)
+{
+	for (int i = 0; i < nbind && vk->ntouched < TERN_VK_TOUCHED; i++)
+		if (binds[i].buf && binds[i].size)
+			vk->touched[vk->ntouched++] =
+				(struct tern_vk_touch){bi[i].buffer, bi[i].offset, bi[i].offset + bi[i].range,
+						       (pl->writes >> i) & 1u};
 }
 
 enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, const struct tern_view *binds,
@@ -494,8 +619,11 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	if (vk->pool_used == vk->pool_max || queries_full(vk))
 		if ((st = tern_vk_submit(vk)))
 			return st;
-	if ((st = tern_vk_begin(vk)))
+	if (!vk->recording && (st = begin_recording(vk)))
 		return st;
+	if (vk->ndispatch && depends(vk, pl, binds, nbind, bi))
+		barrier(vk);
+	touch(vk, pl, binds, nbind, bi);
 
 	VkDescriptorSetAllocateInfo ai = {
 		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,

@@ -530,8 +530,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   32, 8, 128}
 		       : gen == 3 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK3 : TERN_PIPE_GEMM_LR_TK3_R32,
 						     r16 ? 16 : 8, 0, 0} /* no split: ck 0 */
-				  : (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
-						     len > 8192 ? 2 : 1, 128};
+				  : (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32,
+						     128, len > 8192 ? 2 : 1, 128};
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
