@@ -371,10 +371,15 @@ struct tern_backend_vtable {
 					struct tern_view u, struct tern_view A, struct tern_view B,
 					const struct tern_weight *w, int64_t R, float scale, int64_t T,
 					enum tern_dtype prec);
+	/* Whether matmul_lora, given A, forms u in its own pass for weight w, rank R, T tokens at
+	 * prec, where lora_fuses says yes (NULL: never). Where it says so, tern_lora_forward passes A
+	 * instead of running u's gemm first, and tern_lora_u takes u from lora_u. */
+	bool (*lora_forms_u)(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
+			     enum tern_dtype prec);
 	/* u[T,R] = x[T,I] · A[R,I]ᵀ (=) bit for bit as matmul_lora given A writes it for the same
-	 * x, A, R, T and prec, without the product (optional: NULL where matmul_lora's u is the gemm's
-	 * at the LoRA products' precision). For a checkpointing recomputation that needs only u
-	 * (tern_lora_u): it keeps the bits the forward's product used. I = A's columns. */
+	 * x, A, R, T and prec, without the product (NULL: no lora_forms_u). For a checkpointing
+	 * recomputation that needs only u (tern_lora_u): the bits the forward's product used.
+	 * I = A's columns. */
 	enum tern_status (*lora_u)(struct tern_backend *be, struct tern_view u, struct tern_view x,
 				   struct tern_view A, int64_t I, int64_t R, int64_t T, enum tern_dtype prec);
 	/* dx[T,I] = or += (accumulate) dy[T,O] · W[O,I] + du[T,R] · A[R,I], one product of the

@@ -12,9 +12,10 @@
  * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, Vulkan at f16
  * products with TERN_VK_LORA_FUSE=1; no dropout, no xbase), the two rank-R updates ride in the
  * base products instead of two gemms that read and write y and dx again: y = [x | s·u] · [W | B]ᵀ
- * and dx (+)= [dy | du] · [W ; A]. The fused forward computes u inside the product too
- * (matmul_lora given A: CUDA forms it while it rounds x for the product); dB, du and dA are the
- * same gemms either way, in the same order.
+ * and dx (+)= [dy | du] · [W ; A]. Where the backend's lora_forms_u says so (CUDA with
+ * TERN_CUDA_PACK_U=1) the fused forward forms u inside the product too (matmul_lora given A: while
+ * it rounds x), else u is the same gemm as composed; dB, du and dA are the same gemms either way,
+ * in the same order.
  */
 #include "backend/backend.h"
 
@@ -51,6 +52,14 @@ bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const
 	       vt->lora_fuses(be, w, lora->R, T, lora->prec);
 }
 
+/* Whether the fused forward's matmul_lora forms u itself (backend.h lora_forms_u) */
+static bool forms_u(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora,
+		    int64_t T)
+{
+	const struct tern_backend_vtable *vt = be->vt;
+	return vt->lora_forms_u && vt->lora_u && vt->lora_forms_u(be, w, lora->R, T, lora->prec);
+}
+
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T)
@@ -72,12 +81,17 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 			return st;
 		xin = xd;
 	}
+	bool fused = tern_lora_fused(be, w, lora, T);
 	/* u[T,R] = x · A[R,I]ᵀ and y[T,O] = [x | s·u] · [W | B]ᵀ in one product (no dropout here) */
-	if (tern_lora_fused(be, w, lora, T))
+	if (fused && forms_u(be, w, lora, T))
 		return tern_matmul_lora(be, y, x, u, lora->A, lora->B, w, R, lora->scale, T, lora->prec);
 	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
+	/* y[T,O] = [x | s·u] · [W | B]ᵀ in one product */
+	if (fused)
+		return tern_matmul_lora(be, y, x, u, (struct tern_view){0}, lora->B, w, R, lora->scale, T,
+					lora->prec);
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
 	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
 		return st;
@@ -96,7 +110,7 @@ enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct
 	if ((st = tern_check_view("lora_u", "u", u, (size_t)(T * R) * 4)) != TERN_OK)
 		return st;
 	/* matmul_lora's u where the forward fuses and the backend says how it forms u */
-	if (tern_lora_fused(be, w, lora, T) && be->vt->lora_u)
+	if (tern_lora_fused(be, w, lora, T) && forms_u(be, w, lora, T))
 		return tern_matmul_lora_u(be, u, x, lora->A, w, R, T, lora->prec);
 	struct tern_view xin = x;
 	if (lora->dropout > 0.0f) {

@@ -192,6 +192,8 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 				     struct tern_view u, struct tern_view A, struct tern_view B,
 				     const struct tern_weight *w, int64_t R, float scale, int64_t T,
 				     enum tern_dtype prec);
+bool tern_cu_lora_forms_u(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
+			  enum tern_dtype prec);
 enum tern_status tern_cu_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view x,
 				struct tern_view A, int64_t I, int64_t R, int64_t T, enum tern_dtype prec);
 enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,

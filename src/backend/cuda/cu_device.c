@@ -602,6 +602,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.gemm = tern_cu_gemm,
 	.lora_fuses = tern_cu_lora_fuses,
 	.matmul_lora = tern_cu_matmul_lora,
+	.lora_forms_u = tern_cu_lora_forms_u,
 	.lora_u = tern_cu_lora_u,
 	.matmul_lora_bwd = tern_cu_matmul_lora_bwd,
 	.dropout = tern_cu_dropout,

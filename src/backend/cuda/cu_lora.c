@@ -279,13 +279,24 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 	return TERN_OK;
 }
 
-/* Whether the forward's pack forms u itself: with TERN_CUDA_PACK_U=1 (read at every call, so that
- * test_ops runs both; opt-in until a GPU times it: else u is the bf16 gemm first, as before),
- * where cuk_lora_pack_u's conditions hold */
-static bool pack_forms_u(const float *x, int64_t I, int64_t R)
+/* TERN_CUDA_PACK_U=1: the fused forward forms u in its operand pass (read at every call, so that
+ * test_ops runs both; opt-in until a GPU times it) where R <= 16 and I is even */
+static bool pack_u_on(int64_t I, int64_t R)
 {
 	const char *e = getenv("TERN_CUDA_PACK_U");
-	return e && !strcmp(e, "1") && R <= 16 && I % 2 == 0 && ((uintptr_t)x & 7) == 0;
+	return e && !strcmp(e, "1") && R <= 16 && I % 2 == 0;
+}
+
+bool tern_cu_lora_forms_u(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
+			  enum tern_dtype prec)
+{
+	return tern_cu_lora_fuses(be, w, R, T, prec) && pack_u_on(w->I, R);
+}
+
+/* Whether the pack forms u for this x (cuk_lora_pack_u's conditions): else the bf16 gemm does */
+static bool pack_forms_u(const float *x, int64_t I, int64_t R)
+{
+	return pack_u_on(I, R) && ((uintptr_t)x & 7) == 0;
 }
 
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
