@@ -39,7 +39,6 @@
 
 #ifndef RV
 #define RV 4u
-#define RANK16 // the variants of rank 16 or less (the _r32 ones pass -DRV=8u)
 #endif
 #define RMAX (4u * RV)
 layout(local_size_x = 256) in;
@@ -481,46 +480,39 @@ void main()
 #elif defined(WV)
 // Invocation t takes the four consecutive columns n0 + 4 (t % 64) .. + 3 (one vec4 of C when
 // p.vec) and the rows m0 + t / 64 + 4 i, i = 0 .. 7, of the group's 32 x 256 tile. The group's
-// K x 256 block of B goes through shared memory, loaded with consecutive invocations on B's
-// contiguous dimension (with B stored [N, K], y += s u B^T, each invocation's own four columns
-// had been 64 scalar loads 4 K bytes apart: every load of a subgroup touched 32 lines, 2.6x
-// slower than the same shape with B [K, N] on an H100); each invocation then takes its columns
-// from there as one vec4 per k into registers. Its 8 old vec4 of C are loaded before the barrier
-// (with the A tile and the B block), so the latencies overlap; a subgroup's A reads are
-// broadcasts, and each C vec4 takes 4 K multiply-adds.
-// The rank-32 variant (RV 8) loads its columns of B itself as before: a 32 x 260 block would take
-// 33 KiB of shared memory (lavapipe has 32).
+// K x 256 block of B goes through shared memory 16 rows of k at a time (one round at rank 16, two
+// at 32), loaded with consecutive invocations on B's contiguous dimension (with B stored [N, K],
+// y += s u B^T, each invocation's own four columns had been up to 128 scalar loads 4 K bytes
+// apart: every load of a subgroup touched 32 lines, 2.6x slower than the same shape with B [K, N]
+// on an H100); each invocation then takes its columns from there as one vec4 per k into
+// registers. Its 8 old vec4 of C are loaded before the first barrier (with the A tile and the
+// first rows of B), so the latencies overlap; a subgroup's A reads are broadcasts, and each C
+// vec4 takes 4 K multiply-adds.
 #define BMV 32u
 #define BNV 256u
+#define BKW 16u
 shared vec4 Av[BMV][RV]; // Av[mm][j][c] = A(m0 + mm, 4 j + c), zero past M and K
-#if defined(RANK16)
-// Bw[k][nn / 4][nn % 4] = B(k, n0 + nn), zero past K and N; rows of 260 floats: two-way store
-// conflicts at most, 16-byte aligned vec4 reads
-shared vec4 Bw[RMAX][BNV / 4u + 1u];
-#endif
+// Bw[kk][nn / 4][nn % 4] = B(k0 + kk, n0 + nn), zero past K and N; rows of 260 floats: two-way
+// store conflicts at most, 16-byte aligned vec4 reads
+shared vec4 Bw[BKW][BNV / 4u + 1u];
+
+// Rows k0 .. k0 + 15 of the group's block of B into Bw
+void load_bw(uint n0, uint k0)
+{
+	for (uint e = gl_LocalInvocationID.x; e < BNV * BKW; e += 256u) {
+		uint nn = p.sbk == 1u ? e / BKW : e % BNV, kk = p.sbk == 1u ? e % BKW : e / BNV;
+		float v = 0.0;
+		if (n0 + nn < p.N && k0 + kk < p.K)
+			v = b_[p.b_off + (k0 + kk) * p.sbk + (n0 + nn) * p.sbn];
+		Bw[kk][nn >> 2][nn & 3u] = v;
+	}
+}
 
 void main()
 {
 	uint t = gl_LocalInvocationID.x, nq = t & 63u, rl = t >> 6;
 	uint n0 = gl_WorkGroupID.x * BNV, m0 = gl_WorkGroupID.y * BMV, n = n0 + 4u * nq;
-	vec4 b[RMAX]; // b[k][c] = B(k, n + c), zero past K and N
-#if defined(RANK16)
-	for (uint e = t; e < BNV * RMAX; e += 256u) {
-		uint nn = p.sbk == 1u ? e / RMAX : e % BNV, k = p.sbk == 1u ? e % RMAX : e / BNV;
-		float v = 0.0;
-		if (n0 + nn < p.N && k < p.K)
-			v = b_[p.b_off + k * p.sbk + (n0 + nn) * p.sbn];
-		Bw[k][nn >> 2][nn & 3u] = v;
-	}
-#else
-	[[unroll]] for (uint k = 0u; k < RMAX; k++) {
-		b[k] = vec4(0.0);
-		if (k < p.K)
-			[[unroll]] for (uint c = 0u; c < 4u; c++)
-				if (n + c < p.N)
-					b[k][c] = b_[p.b_off + k * p.sbk + (n + c) * p.sbn];
-	}
-#endif
+	load_bw(n0, 0u);
 	vec4 cv[BMV / 4u];
 	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
 		uint m = m0 + rl + 4u * i;
@@ -542,13 +534,18 @@ void main()
 			v = a_[p.a_off + (m0 + mm) * p.sam + k * p.sak];
 		Av[mm][k >> 2][k & 3u] = v;
 	}
-	barrier();
+	vec4 b[RMAX]; // b[k][c] = B(k, n + c), zero past K and N
+	[[unroll]] for (uint h = 0u; h < RMAX / BKW; h++) {
+		if (h > 0u) {
+			barrier(); // the previous rows are read
+			load_bw(n0, h * BKW);
+		}
+		barrier();
+		[[unroll]] for (uint kk = 0u; kk < BKW; kk++)
+			b[h * BKW + kk] = Bw[kk][nq];
+	}
 	if (n >= p.N)
 		return;
-#if defined(RANK16)
-	[[unroll]] for (uint k = 0u; k < RMAX; k++)
-		b[k] = Bw[k][nq];
-#endif
 	[[unroll]] for (uint i = 0u; i < BMV / 4u; i++) {
 		uint m = m0 + rl + 4u * i;
 		if (m >= p.M)

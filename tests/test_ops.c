@@ -301,14 +301,16 @@ out:
  * (shaders/gemm_lr.comp: N <= 32, and M <= 32 as the transposed product), split over groups
  * with a short last split; K = 1030 is not a multiple of 4 (no vector loads); {260, 16, 800}
  * spans several row groups of TK and TM with vector loads, {200, 24, 300} takes the r32 kernels,
- * {70, 520, 16} several row and column groups of WV with vector loads.
+ * {70, 520, 16} several row and column groups of WV with vector loads, {70, 520, 24} the same with
+ * WV's rank-32 variant (B's rows through shared memory in two rounds).
  * On Vulkan the GPU kernels run too (TERN_VK_VARIANT=tiled), every LoRA generation
  * (TERN_VK_LORA=v1|v2|v3, vk_ops.c pick_gemm_lr; v3: TK3, no split-K). */
 static void check_gemm_all(struct suite *s)
 {
 	static const int64_t gemm_shapes[][3] = {
 		{1, 1, 1},     {3, 16, 97},    {17, 7, 33},    {33, 130, 17},  {300, 20, 9},   {5, 270, 3},
-		{40, 16, 300}, {16, 300, 520}, {70, 16, 1030}, {260, 16, 800}, {200, 24, 300}, {70, 520, 16}};
+		{40, 16, 300}, {16, 300, 520}, {70, 16, 1030}, {260, 16, 800}, {200, 24, 300}, {70, 520, 16},
+		{70, 520, 24}};
 	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
 	static const char *const gens[] = {NULL, "v1", "v2", "v3"};
 	for (int g = 0; g < (s->is_cpu ? 1 : 4); g++) {
@@ -317,7 +319,7 @@ static void check_gemm_all(struct suite *s)
 			setenv("TERN_VK_LORA", gens[g], 1);
 			printf("-- gemm: TERN_VK_VARIANT=tiled TERN_VK_LORA=%s\n", gens[g]);
 		}
-		for (int k = 0; k < 12; k++) {
+		for (int k = 0; k < 13; k++) {
 			if (g == 1 && gemm_shapes[k][1] > 16 && gemm_shapes[k][1] <= 32 &&
 			    gemm_shapes[k][2] > 32) {
 				/* v1's rank-32 ROWK needs 48 KiB of shared memory; the backend refuses it
