@@ -9,8 +9,7 @@
  *     vulkan or cpu;
  *   - tern_backend_sizes("cuda", ...): the figures the planner counts (chunk from the 64 MiB of
  *     logits, TERN_CE_CHUNK forcing fewer, the scratch covering the chunk's logits);
- *   - CUDA graphs (with a device, or the emulation): the capture logic (check_graphs), and the
- *     fork of a second stream into a capture that cu_lora.c's decode overlap makes (check_fork).
+ *   - CUDA graphs (with a device, or the emulation): the capture logic (check_graphs).
  * The ops themselves are not checked here: this program passes without a device, and says so. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "backend/backend.h"
@@ -420,20 +419,11 @@ out:
 		tern_backend_free(be);
 
 	/* bad switches are refused at create: programmatic dependent launches, the attention family,
-	 * the decode overlap (cu_lora.c; 1 is named in the banner) */
+	 * the NF4 decode kernel */
 	check_refused("pdl", "TERN_CUDA_PDL", "yes");
 	check_refused("attention", "TERN_CUDA_FA", "3");
 	check_refused("attention", "TERN_CUDA_FA", "213");
-	check_refused("overlap", "TERN_CUDA_DECODE_OVERLAP", "2");
 	check_refused("decode", "TERN_CUDA_DECODE", "16");
-	setenv("TERN_CUDA_DECODE_OVERLAP", "1", 1);
-	be = NULL;
-	st = tern_backend_create("cuda", 0, &be);
-	unsetenv("TERN_CUDA_DECODE_OVERLAP");
-	check(st == TERN_OK && strstr(be->device_name, "decode overlap"), "overlap: on (%s)",
-	      st ? tern_error() : be->device_name);
-	if (be)
-		tern_backend_free(be);
 
 	/* off: nothing captured */
 	setenv("TERN_CUDA_GRAPHS", "0", 1);
@@ -454,89 +444,6 @@ out:
 	}
 }
 
-/* The fork and join of cu_lora.c's decode overlap inside a stream capture, through the runtime
- * itself: on a GPU the driver's rules, in the emulation its model of them (emu_runtime.cpp). A
- * stream that waits on an event recorded in a capture joins it; ending the capture before the
- * origin has waited on that stream's last work fails (cudaErrorStreamCaptureUnjoined); after the
- * join the graph holds both streams' work and runs it. */
-static void check_fork(void)
-{
-	int n = 0;
-	if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-		cudaGetLastError();
-		printf("fork: not run (no device)\n");
-		return;
-	}
-	unsigned char *d = NULL, h[8] = {0};
-	cudaStream_t a = NULL, b = NULL;
-	cudaEvent_t fork = NULL, join = NULL;
-	if (cudaMalloc((void **)&d, 8) != cudaSuccess ||
-	    cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) != cudaSuccess ||
-	    cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) != cudaSuccess ||
-	    cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) != cudaSuccess ||
-	    cudaEventCreateWithFlags(&join, cudaEventDisableTiming) != cudaSuccess) {
-		check(false, "fork: streams, events and 8 bytes (%s)",
-		      cudaGetErrorString(cudaGetLastError()));
-		goto out;
-	}
-	for (int joined = 0; joined < 2; joined++) {
-		cudaGraph_t g = NULL;
-		cudaGraphExec_t x = NULL;
-		cudaError_t e = cudaStreamBeginCapture(a, cudaStreamCaptureModeThreadLocal);
-		if (e == cudaSuccess)
-			e = cudaMemsetAsync(d, 1, 4, a);
-		if (e == cudaSuccess)
-			e = cudaEventRecord(fork, a);
-		if (e == cudaSuccess)
-			e = cudaStreamWaitEvent(b, fork, 0);
-		if (e == cudaSuccess)
-			e = cudaMemsetAsync(d + 4, 2, 4, b);
-		if (e == cudaSuccess && joined)
-			e = cudaEventRecord(join, b);
-		if (e == cudaSuccess && joined)
-			e = cudaStreamWaitEvent(a, join, 0);
-		cudaError_t end = cudaStreamEndCapture(a, &g);
-		cudaGetLastError();
-		size_t nodes = 0;
-		if (!joined) {
-			check(e == cudaSuccess && end == cudaErrorStreamCaptureUnjoined && !g,
-			      "fork: a capture ended before the forked stream is joined fails (%s, %s)",
-			      cudaGetErrorName(e), cudaGetErrorName(end));
-		} else {
-			bool ok = e == cudaSuccess && end == cudaSuccess && g &&
-				  cudaGraphGetNodes(g, NULL, &nodes) == cudaSuccess && nodes == 2 &&
-				  cudaMemsetAsync(d, 0, 8, a) == cudaSuccess &&
-				  cudaGraphInstantiate(&x, g, 0) == cudaSuccess &&
-				  cudaGraphLaunch(x, a) == cudaSuccess &&
-				  cudaMemcpyAsync(h, d, 8, cudaMemcpyDeviceToHost, a) == cudaSuccess &&
-				  cudaStreamSynchronize(a) == cudaSuccess;
-			ok = ok && h[0] == 1 && h[3] == 1 && h[4] == 2 && h[7] == 2;
-			check(ok,
-			      "fork: joined, the capture ends and its graph runs both streams' work (%s, %s, %zu nodes)",
-			      cudaGetErrorName(e), cudaGetErrorName(end), nodes);
-		}
-		if (x)
-			cudaGraphExecDestroy(x);
-		if (g)
-			cudaGraphDestroy(g);
-		enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusActive;
-		check(cudaStreamIsCapturing(a, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone,
-		      "fork: the origin stream no longer captures after the end (%s)",
-		      joined ? "joined" : "unjoined");
-		cudaGetLastError();
-	}
-out:
-	if (fork)
-		cudaEventDestroy(fork);
-	if (join)
-		cudaEventDestroy(join);
-	if (b)
-		cudaStreamDestroy(b);
-	if (a)
-		cudaStreamDestroy(a);
-	cudaFree(d);
-	cudaGetLastError();
-}
 #endif
 
 int main(void)
@@ -545,7 +452,6 @@ int main(void)
 	check_sizes();
 #ifdef TERN_HAVE_CUDA
 	check_graphs();
-	check_fork();
 #endif
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;

@@ -113,9 +113,7 @@ static void expect_lora_grads(struct chk *c, const struct lora_fx *fx, int64_t T
 }
 
 /* How check_lora_bf16 lowers the CUDA budgets: not; the windows and the token chunks (several of
- * each); the windows alone, to 8 or 2 KiB of decoded weight (several windows, one token chunk:
- * where TERN_CUDA_DECODE_OVERLAP=1 decodes the next window on the decode stream during the GEMM,
- * in two buffers of half the budget) */
+ * each); the windows alone, to 8 or 2 KiB of decoded weight (several windows, one token chunk) */
 enum { LORA_WHOLE, LORA_CHUNKED, LORA_WINDOWED_8K, LORA_WINDOWED_2K };
 
 /* dx over x: alias; chunked: LORA_* */
@@ -515,9 +513,8 @@ static void check_lora_fused_all(struct suite *s)
 		for (int acc = 0; acc < 2; acc++) {
 			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, LORA_CHUNKED);
 			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, LORA_CHUNKED);
-			/* sequential windows (overlapped ones): forward 9 of 15 rows (19 of 7),
-			 * backward 11 of 24 columns (32 of 8); odd I: forward 5 of 9 rows (10 of 4),
-			 * backward 5 of 24 columns (13 of 8), the last window of one row (column) */
+			/* windows: forward 9 of 15 rows, backward 11 of 24 columns; odd I: forward 5 of
+			 * 9 rows, backward 5 of 24 columns, the last window of one row (column) */
 			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, LORA_WINDOWED_8K);
 			check_lora_bf16(s, &fmts[f], 10, 37, 97, 3, acc, !acc, LORA_WINDOWED_2K);
 		}

@@ -59,15 +59,6 @@ struct cu_backend {
 	int cc_major, cc_minor;
 	cudaStream_t s;  /* compute */
 	cudaStream_t cs; /* copies (copy_async) */
-	/* The decode stream of cu_lora.c's overlapped windows (TERN_CUDA_DECODE_OVERLAP=1): forked
-	 * from the compute stream at fork_ev, it decodes window k + 1 into one half of the window
-	 * scratch (ready_ev[b] when done) while the compute stream's GEMM reads window k from the
-	 * other (free_ev[b] when that GEMM is done with it). Every product joins it back (the compute
-	 * stream waits on its last ready_ev) before it returns, so the compute stream alone orders
-	 * everything as before, and a capture (CUDA graphs) ends with the fork joined. */
-	cudaStream_t ds;
-	cudaEvent_t fork_ev, ready_ev[2], free_ev[2];
-	bool overlap; /* TERN_CUDA_DECODE_OVERLAP=1 (read at create) */
 	cublasHandle_t blas;
 	void *blas_ws; /* cuBLAS workspace (set on the handle) */
 	uint64_t used; /* bytes of live device buffers (and the scratch), for memory_info */

@@ -231,10 +231,6 @@ static enum tern_status cu_wait_all(struct cu_backend *c, const char *what)
 	if (st)
 		return st;
 	st = tern_cu_check(cudaStreamSynchronize(c->cs), what);
-	/* the decode stream (cu_lora.c) is joined into the compute stream by every product; waited on
-	 * too, so that a product that failed between its fork and its join leaves nothing running */
-	if (st == TERN_OK && c->ds)
-		st = tern_cu_check(cudaStreamSynchronize(c->ds), what);
 	return st ? st : tern_cu_check(cudaStreamSynchronize(c->s), what);
 }
 
@@ -546,14 +542,6 @@ static void cu_destroy(struct tern_backend *be)
 		if (c->ticket_ev[i])
 			cudaEventDestroy(c->ticket_ev[i]);
 	}
-	for (int i = 0; i < 2; i++) {
-		if (c->ready_ev[i])
-			cudaEventDestroy(c->ready_ev[i]);
-		if (c->free_ev[i])
-			cudaEventDestroy(c->free_ev[i]);
-	}
-	if (c->fork_ev)
-		cudaEventDestroy(c->fork_ev);
 	for (int i = 0; i < c->prof_cap; i++)
 		if (c->prof[i].a) {
 			cudaEventDestroy(c->prof[i].a);
@@ -568,8 +556,6 @@ static void cu_destroy(struct tern_backend *be)
 	cudaFree(c->absmax);
 	cudaFree(c->sumsq_part);
 	cudaFree(c->term);
-	if (c->ds)
-		cudaStreamDestroy(c->ds);
 	if (c->cs)
 		cudaStreamDestroy(c->cs);
 	if (c->s)
@@ -819,14 +805,6 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 				 "cuda: TERN_CUDA_DECODE=%s: use co (warp-contiguous 8-weight chunks, the "
 				 "default), 32 or 8 (weights a thread)",
 				 de);
-	/* TERN_CUDA_DECODE_OVERLAP=0|1: cu_lora.c decodes the next weight window on a second stream
-	 * while the GEMM of this one runs; off: slower on the H100 (docs/CONFIG.md) */
-	const char *oe = getenv("TERN_CUDA_DECODE_OVERLAP");
-	if (oe && *oe && strcmp(oe, "0") && strcmp(oe, "1"))
-		return tern_fail(TERN_E_INVALID,
-				 "cuda: TERN_CUDA_DECODE_OVERLAP=%s: use 1 (decode the next LoRA weight "
-				 "window on a second stream during the GEMM) or 0 (one stream, the default)",
-				 oe);
 #ifdef TERN_CUDA_EMU
 	pdl = false; /* the emulation launches plainly (k_pdl.cuh) */
 #endif
@@ -837,7 +815,6 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	c->cc_major = p.major;
 	c->cc_minor = p.minor;
 	c->prof_open = -1;
-	c->overlap = oe && !strcmp(oe, "1");
 	struct tern_backend *be = &c->base;
 	be->vt = &cu_vtable;
 	snprintf(be->name, sizeof be->name, "cuda");
@@ -849,8 +826,6 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	size_t ws = (size_t)32 << 20; /* cuBLAS workspace: what Hopper's kernels ask for */
 	if ((st = tern_cu_check(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking), "compute stream")) ||
 	    (st = tern_cu_check(cudaStreamCreateWithFlags(&c->cs, cudaStreamNonBlocking), "copy stream")) ||
-	    (st = tern_cu_check(cudaStreamCreateWithFlags(&c->ds, cudaStreamNonBlocking), "decode stream")) ||
-	    (st = tern_cu_check(cudaEventCreateWithFlags(&c->fork_ev, cudaEventDisableTiming), "events")) ||
 	    (st = tern_cu_check(cuk_set_tables(nf4, dmap), "decode tables")) ||
 	    (st = tern_cu_check(cuk_gemv_set_tables(nf4, dmap), "decode tables")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->consts, sizeof consts), "constants")) ||
@@ -868,12 +843,6 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	    (st = tern_cu_check_blas(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode")) ||
 	    (st = tern_cu_graphs_init(c)))
 		goto fail;
-	for (int i = 0; i < 2; i++)
-		if ((st = tern_cu_check(cudaEventCreateWithFlags(&c->ready_ev[i], cudaEventDisableTiming),
-					"events")) ||
-		    (st = tern_cu_check(cudaEventCreateWithFlags(&c->free_ev[i], cudaEventDisableTiming),
-					"events")))
-			goto fail;
 	for (int i = 0; i < CU_RING; i++)
 		if ((st = tern_cu_check(cudaEventCreateWithFlags(&c->mark_ev[i], cudaEventDisableTiming),
 					"events")) ||
@@ -882,9 +851,8 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 			goto fail;
 	c->used = sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + ws;
 	cuk_set_pdl(pdl);
-	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s%s%s)",
-		 p.name, p.major, p.minor, c->graph.on ? "on" : "off", pdl ? ", PDL" : "",
-		 c->overlap ? ", decode overlap" : "");
+	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s%s)", p.name,
+		 p.major, p.minor, c->graph.on ? "on" : "off", pdl ? ", PDL" : "");
 	*out = be;
 	return TERN_OK;
 fail:

@@ -273,10 +273,6 @@ void tern_cu_graph_enter(struct cu_backend *c)
 	struct cu_graphs *g = &c->graph;
 	if (c->base.profiling) /* the profile times ops on the live stream */
 		return;
-	if (g->hold) { /* a capture is neither cut nor begun while the decode stream is forked */
-		g->cap_ops += g->capturing;
-		return;
-	}
 	if (g->capturing && g->cap_ops >= g->limit) {
 		keep_error(g, segment_end(c));
 		g->limit = g->limit * 2 < g->max ? g->limit * 2 : g->max;

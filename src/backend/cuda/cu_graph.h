@@ -63,12 +63,6 @@ struct cu_graphs {
 	int64_t cap_ops; /* launches in the open capture */
 	int64_t limit;   /* launches the open segment takes before it is launched */
 	int64_t max;
-	/* set while cu_lora.c's decode stream is forked from the compute stream: no capture is cut
-	 * into segments (the open one grows past limit) or begun then, since ending a capture whose
-	 * fork has not been joined back fails (cudaErrorStreamCaptureUnjoined), and a decode stream
-	 * left out of the next capture would run its decodes live, before the captured GEMMs that
-	 * must precede them */
-	bool hold;
 	struct cu_graph_slot *slot;
 	int n, next; /* slots in use; where the next segment's match is looked for first */
 	uint64_t clock;

@@ -23,13 +23,8 @@
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
  * chunks as for matmul.
  *
- * TERN_CUDA_DECODE_OVERLAP=1 (off: correct on an H100 but slower, 0.915x on the 8B step on
- * 2026-12-06, the decode taking SMs from the GEMM; kept for timing): the decode is memory-bound and
- * the GEMM compute-bound, yet one stream runs them one after the other (the decode was ~22 % of a
- * 14336x4096 NF4-DQ product on an H100). Where there are several windows and one chunk of tokens,
- * the window budget is split into two buffers of half the size and window k + 1 is decoded on the
- * decode stream (cu.h ds) into one while the GEMM of window k reads the other (windows_overlapped).
- * The windows' contents are those of the sequential path; only their sizes (the GEMMs' m) change. */
+ * A decode of the next window on a second stream during each GEMM was tried (12-06, H100) and
+ * made the 8B step 0.915x: the decode took SMs from the GEMM. It was removed. */
 #include "backend/cuda/cu.h"
 #include "backend/cuda/cu_gemv.h"
 #include "backend/cuda/cu_more.h"
@@ -93,23 +88,6 @@ static int64_t bwd_cols(size_t dec, int64_t Kp, int64_t I)
 		n &= ~(int64_t)7;
 	int64_t wn = n < 8 ? 8 : tern_cu_split(I, n, 64);
 	return wn > I ? I : wn;
-}
-
-/* The bytes of each of the two window buffers of the overlapped path (256-aligned, as the
- * operands must be) for windows of wn rows (columns) of Kp, or 0 where it is not taken: off, a
- * single window (decoded once for every token chunk: nothing to overlap), several token chunks
- * (not at training sizes: 64 MiB of operand hold 2048 tokens of 14336 columns), or two buffers
- * that would take more than the budget or the sequential window, whichever is larger (a budget
- * below two minimal windows): the scratch and the planner's figure (cu_device.c
- * tern_cuda_sizes_for) stay what they were. */
-static size_t ovl_half(const struct cu_backend *c, bool once, int64_t toks, int64_t T, size_t dec,
-		       size_t seq_bytes, int64_t wn, int64_t Kp)
-{
-	if (!c->overlap || once || toks < T)
-		return 0;
-	size_t half = ((size_t)(wn * Kp) * 2 + 255) & ~(size_t)255;
-	size_t most = (seq_bytes + 255) & ~(size_t)255;
-	return 2 * half <= (dec > most ? dec : most) ? half : 0;
 }
 
 /* [W | B] rows [o0, o0 + on) into wscr [on, Kp] on stream s: W decoded to bf16, then B's R
@@ -188,53 +166,6 @@ static enum tern_status window_gemm(struct cu_backend *c, const char *op, const 
 			       p->Kp, p->beta, p->out + t0 * p->all + w0, p->all, CUDA_R_16BF, false);
 }
 
-/* Every window of one product with one chunk of T tokens (oscr, packed on the compute stream)
- * and the decode on the decode stream c->ds, two windows of wn rows (forward) or columns
- * (backward) in flight in the buffers wscr and wscr + half:
- *
- *   compute  fork | wait ready0  GEMM 0  free0 | wait ready1  GEMM 1  free1 | wait ready0 ...
- *   decode   wait fork  decode 0  ready0 | decode 1  ready1 | wait free0  decode 2  ready0 ...
- *
- * The fork keeps the decode stream from writing the scratch while earlier work on the compute
- * stream may still read it; free[b] keeps decode k from overwriting buffer b before GEMM k - 2
- * has read it; ready[b] keeps GEMM k from reading it before decode k has written it. The compute
- * stream ends having waited on the decode stream's last work: the fork is joined, so what
- * follows on the compute stream (a mark, a synchronize, the next product's use of the scratch,
- * the end of a captured segment: cu_graph.h hold) orders after all of it, as on one stream. */
-static enum tern_status windows_overlapped(struct cu_backend *c, const char *op, const struct cuk_weight *kw,
-					   const struct lora_side *p, char *wscr, size_t half, int64_t wn,
-					   const void *oscr, int64_t T)
-{
-	cudaStream_t s = tern_cu_stream(c); /* opens the capture the fork goes into (graphs on) */
-	c->graph.hold = true;
-	enum tern_status st = tern_cu_check(cudaEventRecord(c->fork_ev, s), "decode overlap: fork");
-	if (st == TERN_OK)
-		st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->fork_ev, 0), "decode overlap: fork");
-	for (int64_t w0 = 0, k = 0; st == TERN_OK && w0 < p->all; w0 += wn, k++) {
-		int64_t n = p->all - w0 < wn ? p->all - w0 : wn;
-		int b = (int)(k & 1);
-		void *buf = wscr + (size_t)b * half;
-		if (k >= 2 && (st = tern_cu_check(cudaStreamWaitEvent(c->ds, c->free_ev[b], 0),
-						  "decode overlap: wait for the GEMM")))
-			break;
-		tern_cu_stream(c); /* the decode counts as queued work, as on one stream */
-		if ((st = fill_window(c->ds, kw, p, buf, w0, n)) ||
-		    (st = tern_cu_check(cudaEventRecord(c->ready_ev[b], c->ds), "decode overlap: ready")) ||
-		    (st = tern_cu_check(cudaStreamWaitEvent(s, c->ready_ev[b], 0),
-					"decode overlap: wait for the decode")) ||
-		    (st = window_gemm(c, op, p, buf, oscr, w0, n, 0, T)) ||
-		    (st = tern_cu_check(cudaEventRecord(c->free_ev[b], s), "decode overlap: free")))
-			break;
-	}
-	if (st) { /* join the fork anyway, so that a capture can end (and report the error) */
-		cudaEventRecord(c->ready_ev[0], c->ds);
-		cudaStreamWaitEvent(s, c->ready_ev[0], 0);
-		cudaGetLastError();
-	}
-	c->graph.hold = false;
-	return st;
-}
-
 /* Windows of wn rows (forward) or columns (backward) for a decode budget of dec bytes */
 static int64_t window_span(const struct lora_side *p, size_t dec)
 {
@@ -242,7 +173,7 @@ static int64_t window_span(const struct lora_side *p, size_t dec)
 }
 
 /* The whole product of one side: the windows decoded once when they fit the budget, else per
- * chunk of tokens; overlapped with the GEMMs where ovl_half allows. */
+ * chunk of tokens. */
 static enum tern_status lora_product(struct cu_backend *c, const char *op, const struct cuk_weight *kw,
 				     const struct lora_side *p, int64_t T)
 {
@@ -252,17 +183,10 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 	int64_t wn = window_span(p, dec);
 	int64_t toks = tern_cu_split(T, clamp64((int64_t)(opd / ((size_t)Kp * 2)), 1, T), 128);
 	bool once = wn >= all;
-	int64_t wn2 = once ? all : window_span(p, dec / 2);
-	size_t half = ovl_half(c, once, toks, T, dec, (size_t)(wn * Kp) * 2, wn2, Kp);
 	void *wscr, *oscr;
-	enum tern_status st = lora_scratch(c, half ? 2 * half : (size_t)(wn * Kp) * 2,
-					   (size_t)(toks * Kp) * 2, &wscr, &oscr);
+	enum tern_status st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr);
 	if (st)
 		return st;
-	if (half) /* the activation of every token, then the windows with the decode overlapped */
-		return (st = pack_tokens(c, p, oscr, 0, T))
-			       ? st
-			       : windows_overlapped(c, op, kw, p, wscr, half, wn2, oscr, T);
 	if (once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, 0, all)))
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += toks) {
