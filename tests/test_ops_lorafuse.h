@@ -264,8 +264,8 @@ out:
 
 /* The front doors tern_matmul_lora(_bwd): a backend without the entries refuses with
  * TERN_E_UNSUPPORTED; one with them refuses R = 0, a short u/du view, a short A and a u over x
- * where matmul_lora computes u (TERN_E_INVALID) and a case its lora_fuses declines
- * (TERN_E_UNSUPPORTED), writing nothing. */
+ * where matmul_lora computes u (TERN_E_INVALID), a case its lora_fuses declines and an A where
+ * lora_forms_u says no (TERN_E_UNSUPPORTED), writing nothing. */
 static void check_matmul_lora_errors(struct suite *s)
 {
 	struct chk c;
@@ -323,6 +323,17 @@ static void check_matmul_lora_errors(struct suite *s)
 		if (st != want || sb != want)
 			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
 			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));
+	}
+	/* A where the backend does not form u (lora_forms_u says no: Vulkan; CUDA without
+	 * TERN_CUDA_PACK_U=1) is refused, not computed some other way */
+	const struct tern_backend_vtable *vt = be->vt;
+	if (vt->matmul_lora && vt->lora_fuses(be, &w, R, T, prec) &&
+	    !(vt->lora_forms_u && vt->lora_forms_u(be, &w, R, T, prec))) {
+		enum tern_status st =
+			tern_matmul_lora(be, y->v, x->v, u->v, A->v, B->v, &w, R, 1.0f, T, prec);
+		if (st != TERN_E_UNSUPPORTED)
+			fail(&c, "A without lora_forms_u: matmul_lora %s, want %s", tern_status_str(st),
+			     tern_status_str(TERN_E_UNSUPPORTED));
 	}
 	float *got = fvec(T * O);
 	if (got && dt_get(&c, y, got))

@@ -364,9 +364,9 @@ struct tern_backend_vtable {
 	 * (matmul's F16 rule); the low-rank term is summed in fp32 from fp32 u and B and added to the
 	 * scaled-back product, as the composition's fp32 gemm would (lprec F32). u, B fp32; R >= 1;
 	 * scale finite.
-	 * A [R,I] fp32 given (A.size > 0): u is an output, written first: u = x · Aᵀ (=) as gemm at
-	 * the LoRA products' precision would (BF16 at BF16: x and A rounded to bf16, fp32 sums; F32 at
-	 * F16), then used as above; u overlaps neither x nor A. A empty: u is read. */
+	 * A [R,I] fp32 given (A.size > 0; only where lora_forms_u says yes, the front door refuses it
+	 * elsewhere): u is an output, written first: u = x · Aᵀ (=) with x and A rounded to bf16 and
+	 * fp32 sums, then used as above; u overlaps neither x nor A. A empty: u is read. */
 	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 					struct tern_view u, struct tern_view A, struct tern_view B,
 					const struct tern_weight *w, int64_t R, float scale, int64_t T,

@@ -299,20 +299,13 @@ static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, 
 	       R <= 64;
 }
 
-static enum tern_status vk_gemm(struct tern_backend *be, struct tern_view C, struct tern_view A,
-				struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb,
-				float alpha, float beta, enum tern_dtype prec);
-
 static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				       struct tern_view u, struct tern_view A, struct tern_view B,
 				       const struct tern_weight *w, int64_t R, float scale, int64_t T,
 				       enum tern_dtype prec)
 {
 	(void)prec; /* F16: lora_fuses accepts nothing else */
-	enum tern_status st;
-	/* u = x Aᵀ as the composition's fp32 gemm (the LoRA products' precision at F16) */
-	if (A.size && (st = vk_gemm(be, u, x, A, T, R, w->I, false, true, 1.0f, 0.0f, TERN_F32)))
-		return st;
+	(void)A;    /* no lora_forms_u: never given */
 	struct tern_vk_lora lo = {.lu = u, .lp = B, .R = R, .scale = scale};
 	return tern_vk_mm16(tern_vk_of(be), false, y, x, w, T, false, &lo);
 }
