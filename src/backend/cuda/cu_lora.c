@@ -13,11 +13,11 @@
  * bf16 into the scratch (forward: rows of W with ld K', B's row appended after each; backward:
  * windows of W's columns, A's columns of the window appended as R' more rows), the activation
  * rounded to bf16 once per chunk of tokens with the low-rank block after each row (k_lora.cu
- * cuk_lora_pack, which writes the decoded window's appendix too), one GEMM per chunk. The forward
- * is given A; with TERN_CUDA_PACK_U=1 (opt-in until timed) it forms u = x·Aᵀ in that pass
- * (cuk_lora_pack_u: the rounded x on the tensor cores against A's bf16 pairs, fp32 sums) instead
- * of the bf16 gemm that reads x once more before it (the default; ranks above 16 and odd I keep
- * it too). tern_cu_lora_u gives a recomputation the same u either way. Only
+ * cuk_lora_pack, which writes the decoded window's appendix too), one GEMM per chunk. With
+ * TERN_CUDA_PACK_U=1 (opt-in until timed; lora_forms_u) the forward is given A and forms u = x·Aᵀ
+ * in that pass (cuk_lora_pack_u: the rounded x on the tensor cores against A's bf16 pairs, fp32
+ * sums) instead of the bf16 gemm that reads x once more before it (the default; ranks above 16
+ * and odd I keep it too). tern_cu_lora_u gives a recomputation the same u either way. Only
  * decoded weights take this path: a bf16 weight at bf16 is cu_mm.c's operand in place, with no
  * window to extend (lora_fuses says no and lora.c composes). TERN_CUDA_LORA_FUSE=0 turns the
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
@@ -132,10 +132,11 @@ struct lora_side {
 	const float *beta;           /* 0, or 1 for a backward that accumulates */
 };
 
-/* Window [w0, w0 + n) of [W | B] (forward) or [W ; A] (backward) into buf on stream s */
-static enum tern_status fill_window(cudaStream_t s, const struct cuk_weight *kw, const struct lora_side *p,
-				    void *buf, int64_t w0, int64_t n)
+/* Window [w0, w0 + n) of [W | B] (forward) or [W ; A] (backward) into buf */
+static enum tern_status fill_window(struct cu_backend *c, const struct cuk_weight *kw,
+				    const struct lora_side *p, void *buf, int64_t w0, int64_t n)
 {
+	cudaStream_t s = tern_cu_stream(c);
 	return p->bwd ? bwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n)
 		      : fwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n);
 }
@@ -187,7 +188,7 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 	enum tern_status st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr);
 	if (st)
 		return st;
-	if (once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, 0, all)))
+	if (once && (st = fill_window(c, kw, p, wscr, 0, all)))
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += toks) {
 		int64_t tn = T - t0 < toks ? T - t0 : toks;
@@ -195,7 +196,7 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 			return st;
 		for (int64_t w0 = 0; w0 < all; w0 += wn) {
 			int64_t n = all - w0 < wn ? all - w0 : wn;
-			if ((!once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, w0, n))) ||
+			if ((!once && (st = fill_window(c, kw, p, wscr, w0, n))) ||
 			    (st = window_gemm(c, op, p, wscr, oscr, w0, n, t0, tn)))
 				return st;
 		}
@@ -217,10 +218,15 @@ bool tern_cu_lora_forms_u(struct tern_backend *be, const struct tern_weight *w, 
 	return tern_cu_lora_fuses(be, w, R, T, prec) && pack_u_on(w->I, R);
 }
 
-/* Whether the pack forms u for this x (cuk_lora_pack_u's conditions): else the bf16 gemm does */
-static bool pack_forms_u(const float *x, int64_t I, int64_t R)
+/* u = x Aᵀ as the bf16 gemm where the pack cannot form it for this x (cuk_lora_pack_u's
+ * conditions); *in_pack says whether it will. matmul_lora and lora_u both decide here, so that a
+ * recomputation's u takes the way its forward took. */
+static enum tern_status u_unless_pack(struct tern_backend *be, struct tern_view u, struct tern_view x,
+				      struct tern_view A, const float *xp, int64_t I, int64_t R, int64_t T,
+				      bool *in_pack)
 {
-	return pack_u_on(I, R) && ((uintptr_t)x & 7) == 0;
+	*in_pack = pack_u_on(I, R) && ((uintptr_t)xp & 7) == 0;
+	return *in_pack ? TERN_OK : tern_cu_gemm(be, u, x, A, T, R, I, false, true, 1.0f, 0.0f, TERN_BF16);
 }
 
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
@@ -251,9 +257,9 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	/* u = x Aᵀ: in the pack where it can, else first as the bf16 gemm */
-	bool in_pack = ap && pack_forms_u(xp, I, R);
-	if (ap && !in_pack && (st = tern_cu_gemm(be, u, x, A, T, R, I, false, true, 1.0f, 0.0f, TERN_BF16)))
+	/* given A, u = x Aᵀ: in the pack where it can, else first as the bf16 gemm */
+	bool in_pack = false;
+	if (ap && (st = u_unless_pack(be, u, x, A, xp, I, R, T, &in_pack)))
 		return st;
 	const float zero = 0.0f;
 	struct lora_side p = {.bwd = false,
@@ -288,9 +294,10 @@ enum tern_status tern_cu_lora_u(struct tern_backend *be, struct tern_view u, str
 		return st;
 	if (T == 0)
 		return TERN_OK;
-	/* matmul_lora's two ways: the pack's kernel without its operand, or the same gemm */
-	if (!pack_forms_u(xp, I, R))
-		return tern_cu_gemm(be, u, x, A, T, R, I, false, true, 1.0f, 0.0f, TERN_BF16);
+	/* matmul_lora's two ways: the same gemm, or the pack's kernel without its operand */
+	bool in_pack;
+	if ((st = u_unless_pack(be, u, x, A, xp, I, R, T, &in_pack)) || !in_pack)
+		return st;
 	return tern_cu_check(
 		cuk_lora_pack_u(tern_cu_stream(cu_be(be)), NULL, 0, T, 0, xp, I, I, ap, R, up, R, 1.0f), op);
 }
