@@ -264,6 +264,12 @@ __global__ void rmsnorm_kernel(float *y, float *rstd, float *x, const float *add
 	}
 }
 
+// One element of the RMSNorm input gradient: r·w·dy − x·c, c = r³ · Σ w·dy·x / D (fp64)
+__device__ inline double norm_grad(float w, float dy, float x, double r, double c)
+{
+	return r * (double)w * (double)dy - (double)x * c;
+}
+
 __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, const float *w,
 				   const float *rstd, int64_t D, bool accumulate)
 {
@@ -277,7 +283,7 @@ __global__ void rmsnorm_bwd_kernel(float *dx, const float *dy, const float *x, c
 	s = block_sum(s, sh);
 	double c = r * r * r * s / (double)D;
 	for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
-		double gv = r * (double)w[j] * (double)dyt[j] - (double)xt[j] * c;
+		double gv = norm_grad(w[j], dyt[j], xt[j], r, c);
 		dxt[j] = accumulate ? (float)((double)dxt[j] + gv) : (float)gv;
 	}
 }
@@ -335,11 +341,6 @@ __global__ void rmsnorm4_kernel(float *y, float *rstd, float *x, const float *ad
 		o.w = (v[k].w * r) * g.w;
 		yt[j] = o;
 	}
-}
-
-__device__ inline double norm_grad(float w, float dy, float x, double r, double c)
-{
-	return r * (double)w * (double)dy - (double)x * c;
 }
 
 template <int VPT>
