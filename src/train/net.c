@@ -144,6 +144,7 @@ struct tern_net {
 	double aux_term; /* this micro-batch's aux_coef · aux (a layer split passes it and aux_gp back) */
 	bool aux_on;
 	const int32_t *hseg;
+	double pairs; /* the micro-batch's causal (query, key) pairs without a window (the profile) */
 };
 
 #define XS 3 /* expert LoRA slots per layer: gate_up, down, router */
@@ -1755,7 +1756,7 @@ static struct tern_attn_args attn_args(const struct tern_net *n, const struct la
 				       .window = w->window,
 				       .scale = 1.0f / sqrtf((float)n->Dh),
 				       .prec = n->o.prec,
-				       .pairs = attn_pairs(n->hseg, n->T, w->window)};
+				       .pairs = w->window ? attn_pairs(n->hseg, n->T, w->window) : n->pairs};
 }
 
 /* The dense MLP of layer l over part p: y (p's rows of the layer's MLP output) = down(act(gate(xn)) ·
@@ -2054,6 +2055,7 @@ enum tern_status tern_net_micro(struct tern_net *n, const int32_t *tokens, const
 	if (backward)
 		TRY(offload_out(n, (int)n->l0));
 	n->hseg = segments;
+	n->pairs = attn_pairs(segments, T, 0);
 	bool aux = n->aux_cnt && backward;
 	n->aux_on = aux;
 	if (aux) {
