@@ -4,7 +4,7 @@
 // with every operand addressed through strides (A(m, k) at a_off + m sam + k sak, likewise B and
 // C), so transposes are free. The rank dimension lives in RV vec4 registers per invocation
 // (indexed by constants only: a run-time index would send them to local memory); B's rank
-// columns past N are zero in shared memory. Three variants, each reading its large operand once,
+// columns past N are zero in shared memory. The variants, each reading its large operand once,
 // coalesced:
 //   -DROWK  N <= 4 RV, A's k contiguous (u = x A^T, du = dy B): a group takes 32 rows, 8 lanes
 //           per row taking 4 consecutive k at a time (one vec4 load when p.vec, i.e. A's rows and
@@ -29,8 +29,10 @@
 //   -DTK3   TK without split-K (TERN_VK_LORA=v3, opt-in until timed): see below.
 //   -DWV    the successor of WIDE: 32 x 256 tiles, four columns per invocation (one vec4 of C when
 //           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
-//           columns in registers and the old C loaded before the barrier.
-// TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM.
+//           columns in registers (through shared memory, 16 rows of k a round) and the old C
+//           loaded before the first barrier.
+// TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM
+// (and WIDE), or v3 for TK3 in TK's place.
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
 // bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
