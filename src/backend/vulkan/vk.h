@@ -145,7 +145,7 @@ struct tern_vk {
 	/* Barriers (vk_dispatch.c): a dispatch waits for the commands before it only when it reads
 	 * what one of them wrote or writes what one of them read or wrote since the last barrier
 	 * (bindings' byte ranges, the writes from each shader's SPIR-V); a transfer, and the first
-	 * dispatch after it, always wait. all_barriers (unless TERN_VK_BARRIERS=deps; and while
+	 * dispatch after it, always wait. all_barriers (TERN_VK_BARRIERS=all; and while
 	 * profiling): one before every command. */
 	bool all_barriers;
 	bool touched_all; /* a transfer since the last barrier: the next dispatch waits */

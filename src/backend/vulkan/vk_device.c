@@ -617,14 +617,15 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 										 : TERN_VK_SUBMIT_EVERY;
 	if (tern_decode_legacy())
 		vk->submit_every = 0;
-	/* TERN_VK_BARRIERS=deps: a barrier only where a command depends on one before it (opt-in until
-	 * a GPU times it); all or unset: one before every command */
+	/* deps or unset: a barrier only where a command depends on one before it (the default since
+	 * the H200 timed it: 1.013x the 8B step, docs/PERFORMANCE.md); all: one before every command */
 	const char *vb = getenv("TERN_VK_BARRIERS");
 	if (vb && *vb && strcmp(vb, "all") && strcmp(vb, "deps")) {
-		st = tern_fail(TERN_E_INVALID, "TERN_VK_BARRIERS=%s: must be all or deps (or unset)", vb);
+		st = tern_fail(TERN_E_INVALID, "TERN_VK_BARRIERS=%s: must be deps or all (or unset: deps)",
+			       vb);
 		goto fail;
 	}
-	vk->all_barriers = !vb || strcmp(vb, "deps");
+	vk->all_barriers = vb && !strcmp(vb, "all");
 
 	if ((st = pcache_open(vk)) || (st = tern_vk_memory_init(vk)) || (st = tern_vk_dispatch_init(vk)) ||
 	    (st = tern_vk_stream_init(vk)))
