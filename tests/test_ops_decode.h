@@ -8,7 +8,9 @@
  * not multiples of the chunk (gemv_any_kernel). On CUDA each small-T product is also compared with
  * the decode + cuBLAS path (TERN_CUDA_GEMV=0) to the same tolerance, and NF4's exactly: at T <= 2
  * the product-table kernel with the code-lookup kernel (TERN_CUDA_GEMV_TABLE=0; at bf16 both with
- * TERN_CUDA_GEMV_MMA=0, the tensor-core kernel off), and at T >= 2 the T-token product with
+ * TERN_CUDA_GEMV_MMA=0, the tensor-core kernel off), at bf16 the tensor-core kernel with x staged
+ * in shared memory with the one that reads it from global memory (TERN_CUDA_GEMV_XS=0; at T = 8,
+ * I = 4160 x is too large to stage and both read it), and at T >= 2 the T-token product with
  * one-token products of each row (bf16: the tensor-core kernel; f32).
  *
  * add_rmsnorm (the residual add fused with the next norm; a front-door composite of axpy and
@@ -72,6 +74,13 @@ static void check_gemv_vs_gemm(struct suite *s, const struct wfmt *f, int64_t T,
 	if ((f->dt == TERN_NF4 || f->dt == TERN_NF4_DQ) && dt_get(&c, dy, got)) {
 		for (int64_t i = 0; i < T * O; i++)
 			want[i] = got[i];
+		if (prec == TERN_BF16) { /* the tensor-core kernel with x from global memory, bit for bit */
+			setenv("TERN_CUDA_GEMV_XS", "0", 1);
+			st = tern_matmul(s->be, dy->v, dx->v, &w, T, prec);
+			unsetenv("TERN_CUDA_GEMV_XS");
+			if (!bad(&c, st, "matmul (small T, TERN_CUDA_GEMV_XS=0)"))
+				expect(&c, dy, want, T * O, 0.0);
+		}
 		if (T <= 2) { /* the product-table kernel against the code-lookup one, bit for bit (bf16:
 			       * both instead of the tensor-core kernel) */
 			setenv("TERN_CUDA_GEMV_MMA", "0", 1);
@@ -138,6 +147,9 @@ static void check_gemv_all(struct suite *s)
 			check_matmul(s, f, T, 9, 4160);
 			check_mm_prec(s, f, T, 9, 4160, TERN_BF16, 0, 1.0, NULL);
 		}
+		/* enough rows that CUDA's one-token tensor-core kernel fits 3 blocks per SM (at least
+		 * 3 · 132 blocks of 16 rows on an H100) */
+		check_mm_prec(s, f, 1, 6400, 64, TERN_BF16, 0, 1.0, NULL);
 		for (int k = 0; k < 2; k++) /* the f16 scale of tiny and huge inputs at a few tokens */
 			check_mm_prec(s, f, 3, 9, 96, TERN_F16, 0, k ? 1e6 : 1e-6, NULL);
 		for (int k = 0; k < 2; k++) { /* no whole chunks: gemv_any_kernel */

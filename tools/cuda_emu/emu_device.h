@@ -58,6 +58,13 @@ uint64_t emu_warp_exchange(uint64_t v, int src);
 // (lane l's at all + l·n)
 void emu_warp_share(const void *mine, size_t n, void *all);
 
+// a warp barrier: every lane of the warp reaches it before any goes on (an exchange of nothing)
+inline void __syncwarp(unsigned mask = 0xffffffffu)
+{
+	(void)mask;
+	emu_warp_exchange(0, (int)((threadIdx.x + threadIdx.y * blockDim.x) & 31));
+}
+
 template <typename T> T __shfl_xor_sync(unsigned mask, T v, int o)
 {
 	(void)mask;

@@ -57,6 +57,7 @@ struct cu_backend {
 	struct tern_backend base;
 	int dev;
 	int cc_major, cc_minor;
+	int sms;         /* streaming multiprocessors */
 	cudaStream_t s;  /* compute */
 	cudaStream_t cs; /* copies (copy_async) */
 	cublasHandle_t blas;

@@ -813,6 +813,7 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 		return TERN_E_NOMEM;
 	c->dev = device;
 	c->cc_major = p.major;
+	c->sms = p.multiProcessorCount;
 	c->cc_minor = p.minor;
 	c->prof_open = -1;
 	struct tern_backend *be = &c->base;

@@ -22,5 +22,5 @@ enum tern_status tern_cu_gemv(struct cu_backend *c, float *y, const float *x, co
 		if (st || (st = tern_cu_check(cuk_absmax_bits(s, x, T * kw->I, c->absmax), "absmax")))
 			return st;
 	}
-	return tern_cu_check(cuk_gemv(s, y, x, kw, T, (int)prec, c->absmax), "matmul");
+	return tern_cu_check(cuk_gemv(s, y, x, kw, T, (int)prec, c->absmax, c->sms), "matmul");
 }

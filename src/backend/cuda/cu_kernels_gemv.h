@@ -26,9 +26,10 @@ void cuk_set_pdl(int on);
  * product precision prec (0 f32, 1 f16, 2 bf16): W's dequantized value (the CPU reference's fp32
  * value) and x rounded to prec (x times the f16 input scale 2^(14 - e) from *bits, the bits of
  * max|x| that cuk_absmax_bits wrote, for f16; bits is read only then), the products summed in
- * fp32 in a fixed order and the sum times 1/scale. y must not overlap x or W. */
+ * fp32 in a fixed order and the sum times 1/scale. y must not overlap x or W. sms: the device's
+ * multiprocessors (how many blocks the one-token tensor-core kernel should fit on each). */
 cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const struct cuk_weight *w, int64_t T,
-		     int prec, const uint32_t *bits);
+		     int prec, const uint32_t *bits, int sms);
 
 #ifdef __cplusplus
 }

@@ -145,8 +145,9 @@ template <int LB> __device__ inline void load_w(uint32_t *r, const unsigned char
 #endif
 }
 
-// byte_perm(a, b, s): the bytes of b:a (b high) that s's four selector nibbles name, lowest first
-// (PRMT; only selectors 0-7 are used here)
+// byte_perm(a, b, s): the bytes of b:a (b high) that s's four low selector nibbles name, lowest
+// first. The PRMT instruction itself: each nibble must be 0-7 (its bit 3 would ask PRMT to
+// replicate the byte's sign), and no mask is spent on it (__byte_perm masks every call).
 __device__ inline uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t s)
 {
 #ifdef TERN_CUDA_EMU
@@ -156,7 +157,9 @@ __device__ inline uint32_t byte_perm(uint32_t a, uint32_t b, uint32_t s)
 		r |= (uint32_t)((v >> (8 * ((s >> (4 * i)) & 7u))) & 255u) << (8 * i);
 	return r;
 #else
-	return __byte_perm(a, b, s);
+	uint32_t r;
+	asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
+	return r;
 #endif
 }
 
@@ -492,11 +495,51 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // in entries 0-7 and in 8-15, the fourth picks between the two (12 PRMT), 4 PRMT pair the bytes. A
 // word's pairs are the A registers of two products, whose B registers are x's columns in the same
 // order (code nibble 0 is column 1 of the byte pair: quant.h), rounded to bf16. The 8 warps' C
-// fragments are summed in warp order in shared memory. About 3.5 instructions a weight counted from
-// this source (not from the SASS), against gemv_nf4_kernel's 6.1 (SASS, docs/PERFORMANCE.md);
-// measured, 1.10-1.20x gemv_nf4_kernel at one token, 2.6x at eight. The sums' order is the tensor cores' (the tolerance of
+// fragments are summed in warp order in shared memory. The SASS of the loop (nvcc 13, sm_90, per
+// strip: 128 weights a lane) had 741 instructions, 5.8 a weight: 272 PRMT, and about 250 for x
+// (below) and for addresses recomputed in 64 bits at each strip; now 551 with XS (4.3 a weight),
+// the strip's addresses from 32-bit flat indices and no masks around the permutes (byte_perm).
+// Measured, 1.10-1.20x gemv_nf4_kernel at one token, 2.6x at eight (before XS). The sums' order is the tensor cores' (the tolerance of
 // the decode + cuBLAS path, not gemv_nf4_kernel's bits); each token's result is the same at every T.
 // TERN_CUDA_GEMV_MMA=0 (read at each call) keeps these products on gemv_nf4_kernel.
+//
+// XS (one token, the decode step): each warp rounds its strip's 256 columns of x to bf16 pairs
+// once, lane l the 8 columns 8l .. 8l + 8, into its own 576 bytes of shared memory in the B
+// registers' order (each pair's columns swapped), and a lane's two B registers of a product come
+// from one 16-byte shared load at a fixed offset; x's floats for the next strip are loaded with
+// it, one strip ahead. Without XS every lane loads its 64 columns' floats from global memory and
+// rounds them per product (addresses, predicates, zeroing, packing). A first XS staged all of x
+// per block (one barrier before any product): slower where a block has little else to do (H100,
+// 2026-12-06: 25.0 against 21.1 µs at 4096 x 14336). Layout: 64 columns in 9 chunks of 16 bytes (8 with
+// data, one unused), so the 4 lanes of a group, 64 columns apart, read distinct banks. Blocks
+// per SM: 3 (at most 85 registers: 16 bytes spill) where the grid has at least 3 blocks for each
+// SM, else 2 (98 registers): on the H100 3 gave 17.9 against 18.9 µs at 14336 x 4096 (896 blocks)
+// and 145 against 164 at 128256 x 4096, 2 gave 6.0 against 7.5 at 4096 x 4096 and 18.4
+// against 26.4 at 4096 x 14336 (256 blocks: at 3 per SM a third of the SMs idle).
+//
+// XS's loads: 16 bytes at a shared-window address computed once (a generic pointer to shared
+// memory made nvcc 13 rebuild the window base before each load)
+#ifdef TERN_CUDA_EMU
+using xs_addr = const uint4 *;
+__device__ inline xs_addr xs_at(const uint4 *p, int64_t chunk) { return p + chunk; }
+__device__ inline uint4 xs_load(xs_addr a, int chunk) { return a[chunk]; }
+#else
+using xs_addr = uint32_t;
+__device__ inline xs_addr xs_at(const uint4 *p, int64_t chunk)
+{
+	return (uint32_t)__cvta_generic_to_shared(p + chunk);
+}
+__device__ inline uint4 xs_load(xs_addr a, int chunk)
+{
+	uint4 v;
+	asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+		     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+		     : "r"(a + 16u * (uint32_t)chunk)
+		     : "memory");
+	return v;
+}
+#endif
+
 constexpr int kMmaWarps = 8;
 
 // two fp32 as a bf16 pair (lo in the low half), rounded to nearest even
@@ -527,10 +570,12 @@ __device__ inline void mma_tables(uint32_t lo[4], uint32_t hi[4], float am)
 // The 8 weights of code word q as 4 bf16 pairs: r[j] holds nibbles 2j (low half) and 2j + 1
 __device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4], const uint32_t hi[4])
 {
-	const uint32_t pick = 0x32103210u | ((q & 0x88888888u) >> 1); // byte i of the low or high set
+	// each code's low 3 bits pick a byte of entries 0-7 and of 8-15; bit 3 the set (byte i of
+	// the low or high lookup)
+	const uint32_t low = q & 0x77777777u, pick = 0x32103210u | ((q & 0x88888888u) >> 1);
 #pragma unroll
 	for (int h = 0; h < 2; h++) {
-		const uint32_t c = q >> (16 * h), k = pick >> (16 * h);
+		const uint32_t c = low >> (16 * h), k = pick >> (16 * h);
 		uint32_t l = byte_perm(byte_perm(lo[0], lo[1], c), byte_perm(lo[2], lo[3], c), k);
 		uint32_t u = byte_perm(byte_perm(hi[0], hi[1], c), byte_perm(hi[2], hi[3], c), k);
 		r[2 * h] = byte_perm(l, u, 0x5140u);
@@ -538,13 +583,14 @@ __device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4
 	}
 }
 
-template <int WDT>
-__global__ void __launch_bounds__(kMmaWarps * 32)
+template <int WDT, bool XS, int MINB>
+__global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 	gemv_mma_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
 			int bs_shift)
 {
 	__shared__ float dmap[WDT == 4 ? 256 : 1];
 	__shared__ float red[kMmaWarps][16 * 8];
+	__shared__ uint4 xs[XS ? kMmaWarps : 1][4 * 9]; // XS: each warp's strip of x as bf16 pairs
 	if (WDT == 4) {
 		for (int k = threadIdx.x; k < 256; k += blockDim.x)
 			dmap[k] = g_dmap[k];
@@ -555,10 +601,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 	// rows past O (the last block) repeat row O - 1; their sums are not written
 	const int64_t ra = o0 + g < O ? o0 + g : O - 1, rb = o0 + g + 8 < O ? o0 + g + 8 : O - 1;
 	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
-	const unsigned char *wa = static_cast<const unsigned char *>(w.data) + ra * (I / 2),
-			    *wb = static_cast<const unsigned char *>(w.data) + rb * (I / 2);
-	const bool xon = g < T; // lane 4g + t holds token g's columns of B (zeros past T)
+	const bool xon = g < T; // lane 4g + t holds token g's columns of B (zeros past T; XS: token 0's)
 	const float *xg = x + (xon ? g : 0) * I;
+	// XS: where this lane stores its 8 columns of x and where it reads its group's 64
+	uint4 *const xst = &xs[XS ? warp : 0][(lane >> 3) * 9 + (lane & 7)];
+	const xs_addr xa = XS ? xs_at(xs[XS ? warp : 0], t * 9) : xs_addr{};
 	float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 	// One strip ahead: the next strip's codes and raw block scales are loaded while this one is
 	// decoded and multiplied (a decode step is latency-bound: each warp has few strips).
@@ -567,29 +614,29 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 		float sa, sb;    // NF4: the absmax; NF4-DQ: the nested scale
 		uint32_t ca, cb; // NF4-DQ: the quantized absmax (dmap index)
 	};
+	// A strip's loads: this lane's 64 columns (the last 64 of the row where a partial strip's lane
+	// is past I: its tables' scale and its x are zero there, so valid codes add nothing), found
+	// from the flat index of their first weight in rows a and b (32-bit: O·I < 2^32, the launch
+	// checks), which also gives the block of the scale.
+	const uint32_t fa = (uint32_t)(ra * I), fb = (uint32_t)(rb * I), ilast = (uint32_t)I - 64;
+	const unsigned char *codes = static_cast<const unsigned char *>(w.data);
 	auto fetch = [&](strip &f, int64_t c0) {
-		const int64_t col = c0 + t * 64;
-		if (c0 < I && col < I) {
-			load_w<16>(f.qa, wa + col / 2);
-			load_w<16>(f.qa + 4, wa + col / 2 + 16);
-			load_w<16>(f.qb, wb + col / 2);
-			load_w<16>(f.qb + 4, wb + col / 2 + 16);
-			const int64_t ba = (ra * I + col) >> bs_shift, bb = (rb * I + col) >> bs_shift;
-			if (WDT == 3) {
-				f.sa = static_cast<const float *>(w.absmax)[ba];
-				f.sb = static_cast<const float *>(w.absmax)[bb];
-				f.ca = f.cb = 0u;
-			} else {
-				f.ca = static_cast<const unsigned char *>(w.absmax)[ba];
-				f.cb = static_cast<const unsigned char *>(w.absmax)[bb];
-				f.sa = w.nested[ba >> 8];
-				f.sb = w.nested[bb >> 8];
-			}
-		} else { // past I: zero codes times a zero scale (and zero x): adds nothing
-			for (int j = 0; j < 8; j++)
-				f.qa[j] = f.qb[j] = 0u;
-			f.sa = f.sb = 0.0f;
+		const uint32_t want = (uint32_t)c0 + 64u * t, col = want < ilast ? want : ilast;
+		const uint32_t ia = fa + col, ib = fb + col;
+		load_w<16>(f.qa, codes + ia / 2);
+		load_w<16>(f.qa + 4, codes + ia / 2 + 16);
+		load_w<16>(f.qb, codes + ib / 2);
+		load_w<16>(f.qb + 4, codes + ib / 2 + 16);
+		const uint32_t ba = ia >> bs_shift, bb = ib >> bs_shift;
+		if (WDT == 3) {
+			f.sa = static_cast<const float *>(w.absmax)[ba];
+			f.sb = static_cast<const float *>(w.absmax)[bb];
 			f.ca = f.cb = 0u;
+		} else {
+			f.ca = static_cast<const unsigned char *>(w.absmax)[ba];
+			f.cb = static_cast<const unsigned char *>(w.absmax)[bb];
+			f.sa = w.nested[ba >> 8];
+			f.sb = w.nested[bb >> 8];
 		}
 	};
 	// the block scale from its raw parts (block_scale's arithmetic)
@@ -598,17 +645,38 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 	// kernel before this one ends; x and y only after it.
 	strip cur, nxt;
 	int64_t c0 = (int64_t)warp * 256;
-	fetch(cur, c0);
-	fetch(nxt, c0 + kMmaWarps * 256);
+	if (c0 < I) // (warp-uniform: a warp without strips loads nothing)
+		fetch(cur, c0);
+	if (c0 + kMmaWarps * 256 < I)
+		fetch(nxt, c0 + kMmaWarps * 256);
 	pdl_wait();
 	pdl_trigger();
+	// XS: this lane's 8 floats of x for the strip at c0 (past I the row's last 8: finite, and
+	// they meet only zero weights)
+	float4 xv0, xv1;
+	auto xfetch = [&](int64_t c0) {
+		const int64_t c = c0 + 8 * lane < I ? c0 + 8 * lane : I - 8;
+		xv0 = reinterpret_cast<const float4 *>(x + c)[0];
+		xv1 = reinterpret_cast<const float4 *>(x + c)[1];
+	};
+	if (XS && c0 < I)
+		xfetch(c0);
 	for (; c0 < I; c0 += kMmaWarps * 256) {
-		if (c0 > (int64_t)warp * 256)
+		if (c0 > (int64_t)warp * 256 && c0 + kMmaWarps * 256 < I)
 			fetch(nxt, c0 + kMmaWarps * 256);
+		if constexpr (XS) {
+			__syncwarp(); // the warp's reads of the strip before are done
+			*xst = make_uint4(bf16_pair(xv0.y, xv0.x), bf16_pair(xv0.w, xv0.z),
+					  bf16_pair(xv1.y, xv1.x), bf16_pair(xv1.w, xv1.z));
+			__syncwarp();
+			if (c0 + kMmaWarps * 256 < I)
+				xfetch(c0 + kMmaWarps * 256);
+		}
 		const int64_t col = c0 + t * 64; // this lane's 64 columns
 		const bool on = col < I;
 		uint32_t la[4], ha[4], lb[4], hb[4];
-		// a lane past I has zero codes: its tables' entry 0 times zero x
+		// a lane past I: a zero scale (its codes are the row's last 64) and zero x (XS: finite x
+		// times the zero weights)
 		mma_tables(la, ha, on ? scale(cur.sa, cur.ca) : 0.0f);
 		mma_tables(lb, hb, on ? scale(cur.sb, cur.cb) : 0.0f);
 #pragma unroll
@@ -616,16 +684,22 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 			uint32_t A[4], B[4];
 			mma_decode(A, cur.qa[j], la, ha);
 			mma_decode(B, cur.qb[j], lb, hb);
-			float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
-			if (xon && on) {
-				const float4 *xp = reinterpret_cast<const float4 *>(xg + col + 8 * j);
-				x0 = xp[0];
-				x1 = xp[1];
-			}
 			// nibble 0 of a byte pair is its second column (quant.h: the first weight is high)
 			const uint32_t f0[4] = {A[0], B[0], A[1], B[1]}, f1[4] = {A[2], B[2], A[3], B[3]};
-			mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
-			mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
+			if constexpr (XS) {
+				const uint4 b = xs_load(xa, j);
+				mma_bf16(d, f0, b.x, b.y);
+				mma_bf16(d, f1, b.z, b.w);
+			} else {
+				float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
+				if (xon && on) {
+					const float4 *xp = reinterpret_cast<const float4 *>(xg + col + 8 * j);
+					x0 = xp[0];
+					x1 = xp[1];
+				}
+				mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
+				mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
+			}
 		}
 		cur = nxt;
 	}
@@ -706,7 +780,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <int WDT, int P, int TT>
 cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		      const uint32_t *bits, bool table, bool mma)
+		      const uint32_t *bits, bool table, bool mma, int sms)
 {
 	constexpr int LB = lane_bytes(WDT, TT), CH = chunk_weights(WDT, LB);
 	int64_t I = w.I;
@@ -716,9 +790,19 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 	if constexpr ((WDT == 3 || WDT == 4) && P == 2) {
 		// gemv_mma_kernel: 64-weight runs of a row inside one block of the scale, every T
 		if (mma && I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
-		    w.blocksize >= 64) {
-			return pdl_launch(gemv_mma_kernel<WDT>, dim3((unsigned)((w.O + 15) / 16)),
-					  dim3(kMmaWarps * 32), 0, s, y, x, w, T, shift);
+		    w.blocksize >= 64 && (uint64_t)w.O * (uint64_t)I < ((uint64_t)1 << 32)) {
+			const dim3 grid((unsigned)((w.O + 15) / 16)), block(kMmaWarps * 32);
+			// TERN_CUDA_GEMV_XS=0: x from global memory in every product (before/after timings)
+			const char *e = getenv("TERN_CUDA_GEMV_XS");
+			if (T == 1 && !(e && strcmp(e, "0") == 0)) {
+				if ((int64_t)grid.x >= 3 * (int64_t)sms) // (blocks per SM: see kMmaWarps)
+					return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid, block, 0, s, y,
+							  x, w, T, shift);
+				return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid, block, 0, s, y, x, w,
+						  T, shift);
+			}
+			return pdl_launch(gemv_mma_kernel<WDT, false, 2>, grid, block, 0, s, y, x, w, T,
+					  shift);
 		}
 	}
 	if constexpr (WDT == 3 || WDT == 4) {
@@ -739,26 +823,26 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 
 template <int WDT, int P>
 cudaError_t launch_p(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
-		     const uint32_t *bits, bool table, bool mma)
+		     const uint32_t *bits, bool table, bool mma, int sms)
 {
 	if (T <= 1)
-		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table, mma);
+		return launch_tt<WDT, P, 1>(s, y, x, w, T, shift, bits, table, mma, sms);
 	if (T <= 2)
-		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table, mma);
+		return launch_tt<WDT, P, 2>(s, y, x, w, T, shift, bits, table, mma, sms);
 	if (T <= 4)
-		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table, mma);
-	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table, mma);
+		return launch_tt<WDT, P, 4>(s, y, x, w, T, shift, bits, table, mma, sms);
+	return launch_tt<WDT, P, 8>(s, y, x, w, T, shift, bits, table, mma, sms);
 }
 
 template <int WDT>
 cudaError_t launch_w(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int prec,
-		     int shift, const uint32_t *bits, bool table, bool mma)
+		     int shift, const uint32_t *bits, bool table, bool mma, int sms)
 {
 	if (prec == 1)
-		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table, mma);
+		return launch_p<WDT, 1>(s, y, x, w, T, shift, bits, table, mma, sms);
 	if (prec == 2)
-		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table, mma);
-	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table, mma);
+		return launch_p<WDT, 2>(s, y, x, w, T, shift, bits, table, mma, sms);
+	return launch_p<WDT, 0>(s, y, x, w, T, shift, bits, table, mma, sms);
 }
 
 } // namespace
@@ -774,7 +858,7 @@ extern "C" cudaError_t cuk_gemv_set_tables(const float nf4[16], const float dmap
 }
 
 extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const struct cuk_weight *w,
-				int64_t T, int prec, const uint32_t *bits)
+				int64_t T, int prec, const uint32_t *bits, int sms)
 {
 	if (T <= 0 || T > CUK_GEMV_MAX_T)
 		return T == 0 ? cudaSuccess : cudaErrorInvalidValue;
@@ -791,11 +875,11 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 	while (shift < 30 && (1 << shift) < w->blocksize)
 		shift++;
 	switch (w->dtype) {
-	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table, mma);
-	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table, mma);
-	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table, mma);
-	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table, mma);
-	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table, mma);
-	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table, mma);
+	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
+	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
+	case 2: return launch_w<2>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
+	case 3: return launch_w<3>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
+	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
+	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
 	}
 }
