@@ -301,10 +301,15 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 	/* bitnet: after the first update an 8-bit activation level may flip where x · 127 / absmax lies
 	 * within fp32 rounding of a half (a discontinuity); PyTorch's own float32 and float64 runs of
 	 * this reference differ by 2.9e-4 in a loss and 1.3e-3 in a grad norm (golden.json checks
-	 * f32_vs_f64), so its trajectory is held to 1e-3 and 5e-3, its final adapter to 5e-3; step 1
-	 * keeps the fp32 bounds */
+	 * f32_vs_f64), so its trajectory is held to 1e-3 and 5e-3, its final adapter to 5e-3. Step 1's
+	 * loss keeps the fp32 bound, its gradients 1e-3: a level can flip before any update too, where
+	 * a product's summation order moves an input by an ulp (through Vulkan on an H200, 2026-12-06,
+	 * the v2 LoRA kernels gave 2.24e-4 in layers.1.o_proj.lora_A with the loss within 3.9e-6 and
+	 * every later check passing; the v1 kernels, CUDA and lavapipe stay within 1e-4). A wrong
+	 * operand, transpose or scale errs by about 1. */
 	bool bitnet = mt && !strcmp(mt, "bitnet");
 	double tloss = bitnet ? 1e-3 : tl_->loss, tnorm = bitnet ? 5e-3 : tl_->norm;
+	double tgrad = bitnet && tl_->grad < 1e-3 ? 1e-3 : tl_->grad;
 	double worst_loss = 0, worst_norm = 0, worst_lr = 0;
 	int64_t bad_step = -1;
 	for (int64_t k = 0; k < steps; k++) {
@@ -407,7 +412,7 @@ static void run_case(const char *root, const char *cs, const char *bname, enum t
 				if (e > worst)
 					worst = e, snprintf(wname, sizeof wname, "%s", full_file[f]);
 			}
-			check(!missing && worst <= tl_->grad,
+			check(!missing && worst <= tgrad,
 			      "%s %-9s step 1 gradients: worst rel norm error %.2e (%s)%s", bn, cs, worst,
 			      wname, missing ? ", some missing" : "");
 		}
