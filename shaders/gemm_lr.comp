@@ -26,13 +26,12 @@
 //           contiguous m when p.vec) and four k-lanes per group, so each broadcast B read feeds
 //           16 multiply-adds instead of 4 and each load brings 16 bytes instead of 4; the lanes
 //           are added in a fixed order at the end.
-//   -DTK3   TK without split-K (TERN_VK_LORA=v3, opt-in until timed): see below.
 //   -DWV    the successor of WIDE: 32 x 256 tiles, four columns per invocation (one vec4 of C when
 //           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
 //           columns in registers (through shared memory, 16 rows of k a round) and the old C
 //           loaded before the first barrier.
 // TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM
-// (and WIDE), or v3 for TK3 in TK's place.
+// (and WIDE).
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
 // bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
@@ -300,106 +299,6 @@ void main()
 				[[unroll]] for (uint c = 0u; c < 4u; c++)
 					if (4u * j + c < p.N)
 						put(m, 4u * j + c, sum[c]);
-			}
-		}
-}
-
-#elif defined(TK3)
-// TK without split-K (TERN_VK_LORA=v3, for timing against TK): invocation t is lane l = t % 32 of
-// row set w = t / 32; the group's 8 sets take RS consecutive rows each (2 at rank 16, 1 at 32) over
-// all of K. In a step a set's 32 lanes read 512 contiguous bytes of each of its rows (k = k0 + 4 l
-// .. + 3, one vec4 when p.vec), the next step's already in flight; B's values at those k come from
-// global memory (the same for every set and group: cached), one vec4 per column where B's k is
-// contiguous (u = x A^T: B = A^T) or per k where its n is (du = dy B). No split partials and no
-// REDUCE pass: the 32 lanes of each (row, column) are added in lane order through shared memory at
-// the end and C is written once.
-#define RS (8u / RV)
-shared vec4 red3[256][4];
-
-// A(m, k .. k + 3), zero past M and K
-vec4 x4(uint m, uint k)
-{
-	vec4 v = vec4(0.0);
-	if (m < p.M && k < p.K) {
-		uint o = p.a_off + m * p.sam + k * p.sak;
-		if (p.vec != 0u && k + 4u <= p.K)
-			v = a4[o >> 2];
-		else
-			[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
-				if (k + c < p.K)
-					v[c] = a_[o + c * p.sak];
-	}
-	return v;
-}
-
-void main()
-{
-	uint t = gl_LocalInvocationID.x, l = t & 31u, w = t >> 5;
-	uint m0 = gl_WorkGroupID.x * 8u * RS + w * RS;
-	// B(k .. k + 3, n) one vec4 (k contiguous), or B(k, 4 j .. 4 j + 3) one vec4 (n contiguous)
-	bool bk = p.sbk == 1u && (p.b_off & 3u) == 0u && (p.sbn & 3u) == 0u;
-	bool bn = p.sbn == 1u && (p.b_off & 3u) == 0u && (p.sbk & 3u) == 0u;
-	vec4 acc[RS][RV]; // acc[i][j][c]: row m0 + i, column 4 j + c
-	vec4 xn[RS];
-	[[unroll]] for (uint i = 0u; i < RS; i++) {
-		[[unroll]] for (uint j = 0u; j < RV; j++)
-			acc[i][j] = vec4(0.0);
-		xn[i] = x4(m0 + i, 4u * l);
-	}
-	for (uint k0 = 0u; k0 < p.K; k0 += 128u) {
-		uint k = k0 + 4u * l;
-		vec4 xv[RS];
-		[[unroll]] for (uint i = 0u; i < RS; i++) {
-			xv[i] = xn[i];
-			xn[i] = x4(m0 + i, k + 128u);
-		}
-		if (k >= p.K)
-			continue;
-		bool whole = k + 4u <= p.K;
-		[[unroll]] for (uint j = 0u; j < RV; j++) {
-			if (4u * j >= p.N)
-				continue;
-			if (bk && whole) {
-				[[unroll]] for (uint c = 0u; c < 4u; c++) {
-					uint n = 4u * j + c;
-					vec4 b = n < p.N ? b4[(p.b_off + k + n * p.sbn) >> 2] : vec4(0.0);
-					[[unroll]] for (uint i = 0u; i < RS; i++)
-						acc[i][j][c] += dot(xv[i], b);
-				}
-			} else if (bn && whole && 4u * j + 4u <= p.N) {
-				[[unroll]] for (uint e = 0u; e < 4u; e++) {
-					vec4 b = b4[(p.b_off + (k + e) * p.sbk + 4u * j) >> 2];
-					[[unroll]] for (uint i = 0u; i < RS; i++)
-						acc[i][j] += xv[i][e] * b;
-				}
-			} else {
-				[[unroll]] for (uint c = 0u; c < 4u; c++)
-					[[unroll]] for (uint e = 0u; e < 4u; e++) {
-						uint n = 4u * j + c;
-						float b = 0.0;
-						if (n < p.N && k + e < p.K)
-							b = b_[p.b_off + (k + e) * p.sbk + n * p.sbn];
-						[[unroll]] for (uint i = 0u; i < RS; i++)
-							acc[i][j][c] += xv[i][e] * b;
-					}
-			}
-		}
-	}
-	// each (row, column): its 32 lanes in lane order, 16 columns at a time
-	[[unroll]] for (uint i = 0u; i < RS; i++)
-		[[unroll]] for (uint jh = 0u; jh < RV; jh += 4u) {
-			barrier(); // the previous sums are read
-			[[unroll]] for (uint jj = 0u; jj < 4u; jj++)
-				red3[t][jj] = jh + jj < RV ? acc[i][jh + jj] : vec4(0.0);
-			barrier();
-			if (t < 128u) {
-				uint ws = t >> 4, q = t & 15u, n = 4u * jh + q;
-				uint m = gl_WorkGroupID.x * 8u * RS + ws * RS + i;
-				float sum = 0.0;
-				for (uint ll = 0u; ll < 32u; ll++)
-					sum += red3[ws * 32u + ll][q >> 2][q & 3u];
-				if (m < p.M && n < p.N)
-					store(m, n, sum);
 			}
 		}
 }

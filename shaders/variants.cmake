@@ -104,7 +104,6 @@ set(TERN_SHADER_VARIANTS
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"
   "gemm_lr_wide_r32|gemm_lr.comp|-DWIDE -DRV=8u" "gemm_lr_reduce|gemm_lr.comp|-DREDUCE"
   "gemm_lr_tk|gemm_lr.comp|-DTK" "gemm_lr_tk_r32|gemm_lr.comp|-DTK -DRV=8u"
-  "gemm_lr_tk3|gemm_lr.comp|-DTK3" "gemm_lr_tk3_r32|gemm_lr.comp|-DTK3 -DRV=8u"
   "gemm_lr_tm|gemm_lr.comp|-DTM" "gemm_lr_tm_r32|gemm_lr.comp|-DTM -DRV=8u"
   "gemm_lr_wv|gemm_lr.comp|-DWV" "gemm_lr_wv_r32|gemm_lr.comp|-DWV -DRV=8u"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128

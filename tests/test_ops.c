@@ -304,7 +304,7 @@ out:
  * {70, 520, 16} several row and column groups of WV with vector loads, {70, 520, 24} the same with
  * WV's rank-32 variant (B's rows through shared memory in two rounds).
  * On Vulkan the GPU kernels run too (TERN_VK_VARIANT=tiled), every LoRA generation
- * (TERN_VK_LORA=v1|v2|v3, vk_ops.c pick_gemm_lr; v3: TK3, no split-K). */
+ * (TERN_VK_LORA=v1|v2, vk_ops.c pick_gemm_lr). */
 static void check_gemm_all(struct suite *s)
 {
 	static const int64_t gemm_shapes[][3] = {
@@ -312,8 +312,8 @@ static void check_gemm_all(struct suite *s)
 		{5, 270, 3},    {40, 16, 300}, {16, 300, 520}, {70, 16, 1030}, {260, 16, 800},
 		{200, 24, 300}, {70, 520, 16}, {70, 520, 24}};
 	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
-	static const char *const gens[] = {NULL, "v1", "v2", "v3"};
-	for (int g = 0; g < (s->is_cpu ? 1 : 4); g++) {
+	static const char *const gens[] = {NULL, "v1", "v2"};
+	for (int g = 0; g < (s->is_cpu ? 1 : 3); g++) {
 		if (gens[g]) {
 			setenv("TERN_VK_VARIANT", "tiled", 1);
 			setenv("TERN_VK_LORA", gens[g], 1);

@@ -177,19 +177,6 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	}
 	if (!ran)
 		goto out;
-	/* u alone (tern_lora_u, a checkpointing recomputation's) has the forward's bits, whatever the
-	 * forward's windows and chunks (x is intact unless dx went over it) */
-	if (!alias) {
-		struct dten *u2 = dt_nan(&c, "u2", T * R);
-		float *g2 = fvec(T * R);
-		if (!u2 || !g2)
-			fail(&c, "out of host memory");
-		else if (!bad(&c, tern_lora_u(s->be, u2->v, fx.d.xd->v, fx.d.x->v, &fx.d.w, &fx.d.lora, T),
-			      "lora_u") &&
-			 dt_get(&c, u2, g2) && memcmp(g2, u, (size_t)(T * R) * sizeof *g2))
-			fail(&c, "tern_lora_u: u differs from the forward's");
-		free(g2);
-	}
 
 	/* u = Σ bf16(x) bf16(A) to TOL_PREC; where not (the gemm ran finer products), every gemm of
 	 * the case is held to fp32 products at TOL_GEMM_BF16 (cuBLAS ran u in fp32 and dB finer than
@@ -223,25 +210,6 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 			want[t * O + o] = a + ls * l, mag[t * O + o] = m + ls * lm;
 		}
 	expect_mag(&c, fx.d.y, want, mag, T * O, fused ? TOL_PREC : tol_g);
-	/* fused, u came from matmul_lora (bf16 products by its contract) and says nothing of the
-	 * gemms: the backward's (dB, du, dA: cuBLAS's FAST_16BF, which may run finer) are held as
-	 * du, their first output, says */
-	if (fused) {
-		double *bw = calloc((size_t)(T * R) * 2, sizeof *bw);
-		if (!bw) {
-			fail(&c, "out of host memory");
-			goto out;
-		}
-		for (int64_t t = 0; t < T; t++)
-			for (int64_t r = 0; r < R; r++) {
-				double g = 0.0;
-				bw[t * R + r] = sc * rdot(dy + t * O, 1, B + r, R, O, bfr, &g);
-				bw[T * R + t * R + r] = sc * g;
-			}
-		gemm_f32 = l2_err(fx.du, bw, bw + T * R, T * R) > TOL_PREC;
-		tol_g = gemm_f32 ? TOL_GEMM_BF16 : TOL_PREC;
-		free(bw);
-	}
 	/* dB, du, dA: Σ over bf16(operands) */
 	expect_lora_grads(&c, &fx, T, O, I, R, sc, bgr, tol_g, pw, pm);
 	/* dx = (dx0 +) Σ bf16(dy) bf16(W) + Σ bf16(du) bf16(A) (x as the forward read it) */
@@ -263,9 +231,8 @@ out:
 }
 
 /* The front doors tern_matmul_lora(_bwd): a backend without the entries refuses with
- * TERN_E_UNSUPPORTED; one with them refuses R = 0, a short u/du view, a short A and a u over x
- * where matmul_lora computes u (TERN_E_INVALID), a case its lora_fuses declines and an A where
- * lora_forms_u says no (TERN_E_UNSUPPORTED), writing nothing. */
+ * TERN_E_UNSUPPORTED; one with them refuses R = 0 and a short u/du view (TERN_E_INVALID) and a case
+ * its lora_fuses declines (TERN_E_UNSUPPORTED), writing nothing. */
 static void check_matmul_lora_errors(struct suite *s)
 {
 	struct chk c;
@@ -294,17 +261,13 @@ static void check_matmul_lora_errors(struct suite *s)
 	struct {
 		const struct tern_weight *w;
 		int64_t R;
-		struct tern_view u, a; /* a: matmul_lora's A (u computed), or none */
+		struct tern_view u;
 		enum tern_status want;
 		const char *what;
 	} cases[] = {
-		{&w, 0, u->v, {0}, TERN_E_INVALID, "R=0"},
-		{&w, R, tern_view_sub(u->v, 0, (size_t)(T * R) * 4 - 4), {0}, TERN_E_INVALID, "u short"},
-		{&wb, R, u->v, {0}, TERN_E_UNSUPPORTED, "a bf16 weight (CUDA: no window to extend)"},
-		{&w, R, u->v, tern_view_sub(A->v, 0, (size_t)(R * I) * 4 - 4), TERN_E_INVALID,
-		 "A short (matmul_lora only)"},
-		{&w, R, tern_view_sub(x->v, 0, (size_t)(T * R) * 4), A->v, TERN_E_INVALID,
-		 "u over x (matmul_lora only)"},
+		{&w, 0, u->v, TERN_E_INVALID, "R=0"},
+		{&w, R, tern_view_sub(u->v, 0, (size_t)(T * R) * 4 - 4), TERN_E_INVALID, "u short"},
+		{&wb, R, u->v, TERN_E_UNSUPPORTED, "a bf16 weight (CUDA: no window to extend)"},
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
@@ -314,26 +277,13 @@ static void check_matmul_lora_errors(struct suite *s)
 			    !be->vt->lora_fuses(be, cases[k].w, R, T, prec);
 		if (!decl)
 			continue;
-		enum tern_status st = tern_matmul_lora(be, y->v, x->v, cases[k].u, cases[k].a, B->v,
-						       cases[k].w, cases[k].R, 1.0f, T, prec);
-		enum tern_status sb = cases[k].a.size
-					      ? want
-					      : tern_matmul_lora_bwd(be, x->v, y->v, cases[k].u, A->v,
-								     cases[k].w, cases[k].R, T, false, prec);
+		enum tern_status st = tern_matmul_lora(be, y->v, x->v, cases[k].u, B->v, cases[k].w,
+						       cases[k].R, 1.0f, T, prec);
+		enum tern_status sb = tern_matmul_lora_bwd(be, x->v, y->v, cases[k].u, A->v, cases[k].w,
+							   cases[k].R, T, false, prec);
 		if (st != want || sb != want)
 			fail(&c, "%s: matmul_lora %s, matmul_lora_bwd %s, want %s", cases[k].what,
 			     tern_status_str(st), tern_status_str(sb), tern_status_str(want));
-	}
-	/* A where the backend does not form u (lora_forms_u says no: Vulkan; CUDA without
-	 * TERN_CUDA_PACK_U=1) is refused, not computed some other way */
-	const struct tern_backend_vtable *vt = be->vt;
-	if (vt->matmul_lora && vt->lora_fuses(be, &w, R, T, prec) &&
-	    !(vt->lora_forms_u && vt->lora_forms_u(be, &w, R, T, prec))) {
-		enum tern_status st =
-			tern_matmul_lora(be, y->v, x->v, u->v, A->v, B->v, &w, R, 1.0f, T, prec);
-		if (st != TERN_E_UNSUPPORTED)
-			fail(&c, "A without lora_forms_u: matmul_lora %s, want %s", tern_status_str(st),
-			     tern_status_str(TERN_E_UNSUPPORTED));
 	}
 	float *got = fvec(T * O);
 	if (got && dt_get(&c, y, got))
@@ -509,17 +459,6 @@ static void check_lora_fused_all(struct suite *s)
 	check_lora_f16_all(s);
 	for (int f = 0; f < 7; f++) /* dx over x; chunked */
 		check_lora_bf16(s, &fmts[f], 17, 7, 97, 5, false, true, LORA_WHOLE);
-	/* CUDA: u formed in the operand pass (TERN_CUDA_PACK_U=1, opt-in), on the shapes above */
-	if (!strcmp(s->bname, "cuda")) {
-		setenv("TERN_CUDA_PACK_U", "1", 1);
-		for (int k = 0; k < 4; k++)
-			for (int f = 3; f < 7; f++)
-				check_lora_bf16(s, &fmts[f], shapes[k][0], shapes[k][1], shapes[k][2],
-						shapes[k][3], k & 1, false, LORA_WHOLE);
-		check_lora_bf16(s, &fmts[4], 17, 130, 256, 12, true, false, LORA_CHUNKED);
-		check_lora_bf16(s, &fmts[4], 17, 130, 256, 12, false, false, LORA_WINDOWED_8K);
-		unsetenv("TERN_CUDA_PACK_U");
-	}
 	for (int f = 3; f < 7; f++)
 		for (int acc = 0; acc < 2; acc++) {
 			check_lora_bf16(s, &fmts[f], 17, 130, 256, 12, acc, false, LORA_CHUNKED);

@@ -363,25 +363,10 @@ struct tern_backend_vtable {
 	 * the low-rank parts differ by one bf16 rounding). At F16 (Vulkan) only x and W are rounded
 	 * (matmul's F16 rule); the low-rank term is summed in fp32 from fp32 u and B and added to the
 	 * scaled-back product, as the composition's fp32 gemm would (lprec F32). u, B fp32; R >= 1;
-	 * scale finite.
-	 * A [R,I] fp32 given (A.size > 0; only where lora_forms_u says yes, the front door refuses it
-	 * elsewhere): u is an output, written first: u = x · Aᵀ (=) with x and A rounded to bf16 and
-	 * fp32 sums, then used as above; u overlaps neither x nor A. A empty: u is read. */
+	 * scale finite. */
 	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
-					struct tern_view u, struct tern_view A, struct tern_view B,
-					const struct tern_weight *w, int64_t R, float scale, int64_t T,
-					enum tern_dtype prec);
-	/* Whether matmul_lora, given A, forms u in its own pass for weight w, rank R, T tokens at
-	 * prec, where lora_fuses says yes (NULL: never). Where it says so, tern_lora_forward passes A
-	 * instead of running u's gemm first, and tern_lora_u takes u from lora_u. */
-	bool (*lora_forms_u)(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
-			     enum tern_dtype prec);
-	/* u[T,R] = x[T,I] · A[R,I]ᵀ (=) bit for bit as matmul_lora given A writes it for the same
-	 * x, A, R, T and prec, without the product (NULL: no lora_forms_u). For a checkpointing
-	 * recomputation that needs only u (tern_lora_u): the bits the forward's product used.
-	 * I = A's columns. */
-	enum tern_status (*lora_u)(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				   struct tern_view A, int64_t I, int64_t R, int64_t T, enum tern_dtype prec);
+					struct tern_view u, struct tern_view B, const struct tern_weight *w,
+					int64_t R, float scale, int64_t T, enum tern_dtype prec);
 	/* dx[T,I] = or += (accumulate) dy[T,O] · W[O,I] + du[T,R] · A[R,I], one product of the
 	 * extended reduction; prec as matmul_bwd (at BF16 dy, W, du and A rounded to bf16; at F16 dy
 	 * and W rounded, du · A summed in fp32). du, A fp32. dx may not overlap dy, du or A (it may be
@@ -624,14 +609,8 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 			   struct tern_view B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
 			   float beta, enum tern_dtype prec);
 enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				  struct tern_view u, struct tern_view A, struct tern_view B,
-				  const struct tern_weight *w, int64_t R, float scale, int64_t T,
-				  enum tern_dtype prec);
-/* The vtable's lora_u for weight w's product (I = w->I): TERN_E_UNSUPPORTED where the backend has
- * none or its lora_fuses declines. */
-enum tern_status tern_matmul_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				    struct tern_view A, const struct tern_weight *w, int64_t R, int64_t T,
-				    enum tern_dtype prec);
+				  struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				  int64_t R, float scale, int64_t T, enum tern_dtype prec);
 enum tern_status tern_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				      struct tern_view du, struct tern_view A, const struct tern_weight *w,
 				      int64_t R, int64_t T, bool accumulate, enum tern_dtype prec);
@@ -884,12 +863,6 @@ bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T);
-
-/* u[T,R] alone as tern_lora_forward saves it (the same bits; xd[T,I] = drop(x) as well when
- * p > 0): a checkpointing recomputation whose output nothing reads. */
-enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view xd,
-			     struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
-			     int64_t T);
 
 /* Backward. dA[R,I] +=, dB[O,R] +=, dx[T,I] = or += (accumulate). du[T,R] and, when p > 0,
  * tmp[T,I] are scratch. x, xd, u as saved by the forward. With accumulate false dx may be x

@@ -12,10 +12,8 @@
  * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, Vulkan at f16
  * products with TERN_VK_LORA_FUSE=1; no dropout, no xbase), the two rank-R updates ride in the
  * base products instead of two gemms that read and write y and dx again: y = [x | s·u] · [W | B]ᵀ
- * and dx (+)= [dy | du] · [W ; A]. Where the backend's lora_forms_u says so (CUDA with
- * TERN_CUDA_PACK_U=1) the fused forward forms u inside the product too (matmul_lora given A: while
- * it rounds x), else u is the same gemm as composed; dB, du and dA are the same gemms either way,
- * in the same order.
+ * and dx (+)= [dy | du] · [W ; A]. u, dB, du and dA are the same gemms either way, in the same
+ * order.
  */
 #include "backend/backend.h"
 
@@ -52,14 +50,6 @@ bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const
 	       vt->lora_fuses(be, w, lora->R, T, lora->prec);
 }
 
-/* Whether the fused forward's matmul_lora forms u itself (backend.h lora_forms_u) */
-static bool forms_u(struct tern_backend *be, const struct tern_weight *w, const struct tern_lora *lora,
-		    int64_t T)
-{
-	const struct tern_backend_vtable *vt = be->vt;
-	return vt->lora_forms_u && vt->lora_u && vt->lora_forms_u(be, w, lora->R, T, lora->prec);
-}
-
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T)
@@ -81,46 +71,17 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 			return st;
 		xin = xd;
 	}
-	bool fused = tern_lora_fused(be, w, lora, T);
-	/* u[T,R] = x · A[R,I]ᵀ and y[T,O] = [x | s·u] · [W | B]ᵀ in one product (no dropout here) */
-	if (fused && forms_u(be, w, lora, T))
-		return tern_matmul_lora(be, y, x, u, lora->A, lora->B, w, R, lora->scale, T, lora->prec);
 	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
 	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
 		return st;
 	/* y[T,O] = [x | s·u] · [W | B]ᵀ in one product */
-	if (fused)
-		return tern_matmul_lora(be, y, x, u, (struct tern_view){0}, lora->B, w, R, lora->scale, T,
-					lora->prec);
+	if (tern_lora_fused(be, w, lora, T))
+		return tern_matmul_lora(be, y, x, u, lora->B, w, R, lora->scale, T, lora->prec);
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ */
 	if ((st = tern_matmul(be, y, lora->xbase.size ? lora->xbase : x, w, T, lora->prec)) != TERN_OK)
 		return st;
 	/* y[T,O] += s · u[T,R] · B[O,R]ᵀ */
 	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f, lora->lprec);
-}
-
-enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view xd,
-			     struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
-			     int64_t T)
-{
-	enum tern_status st = check_lora("lora_u", lora, T, w);
-	if (st != TERN_OK)
-		return st;
-	int64_t R = lora->R, I = w->I;
-	if ((st = tern_check_view("lora_u", "u", u, (size_t)(T * R) * 4)) != TERN_OK)
-		return st;
-	/* matmul_lora's u where the forward fuses and the backend says how it forms u */
-	if (tern_lora_fused(be, w, lora, T) && forms_u(be, w, lora, T))
-		return tern_matmul_lora_u(be, u, x, lora->A, w, R, T, lora->prec);
-	struct tern_view xin = x;
-	if (lora->dropout > 0.0f) {
-		if ((st = tern_check_view("lora_u", "xd", xd, (size_t)(T * I) * 4)) != TERN_OK)
-			return st;
-		if ((st = tern_dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
-			return st;
-		xin = xd;
-	}
-	return tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec);
 }
 
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,

@@ -209,82 +209,39 @@ enum tern_status tern_gemm(struct tern_backend *be, struct tern_view C, struct t
 	return prof_end(be, prof, pk, be->vt->gemm(be, C, A, B, M, N, K, ta, tb, alpha, beta, prec));
 }
 
-/* Whether the first na bytes of a and the first nb bytes of b share a byte. */
-static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, size_t nb)
-{
-	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
-}
-
-/* R of a LoRA product for weight w, paired with P (O or I) and T: at least 1, counts in range */
-static enum tern_status rank_check(const char *op, int64_t R, int64_t P, int64_t T,
-				   const struct tern_weight *w)
-{
-	if (R < 1 || R > TERN_MAX_ELEMS / P || R > TERN_MAX_ELEMS / (T > 0 ? T : 1))
-		return tern_fail(TERN_E_INVALID, "%s: R=%lld is out of range (T=%lld O=%lld I=%lld)", op,
-				 (long long)R, (long long)T, (long long)w->O, (long long)w->I);
-	return TERN_OK;
-}
-
-/* A u the backend forms from x and A: A [R,I], and u [T,R] apart from both */
-static enum tern_status formed_u_check(const char *op, struct tern_view u, struct tern_view x,
-				       struct tern_view A, const struct tern_weight *w, int64_t R, int64_t T)
-{
-	long long lT = (long long)T, lR = (long long)R;
-	size_t nu = (size_t)(T * R) * 4, na = (size_t)(R * w->I) * 4;
-	enum tern_status st = view(op, "A", A, na, "R=%lld I=%lld f32", lR, (long long)w->I);
-	if (st)
-		return st;
-	if (views_overlap(u, nu, x, (size_t)(T * w->I) * 4) || views_overlap(u, nu, A, na))
-		return tern_fail(TERN_E_INVALID, "%s: u overlaps x or A (T=%lld R=%lld)", op, lT, lR);
-	return TERN_OK;
-}
-
-/* The backend's lora_fuses says yes to this case */
-static enum tern_status fuses_check(struct tern_backend *be, const char *op, const struct tern_weight *w,
-				    int64_t R, int64_t T, enum tern_dtype prec)
-{
-	if (!be->vt->lora_fuses(be, w, R, T, prec))
-		return tern_fail(TERN_E_UNSUPPORTED,
-				 "backend %s: %s does not run %s weights at R=%lld, T=%lld in %s", be->name,
-				 op, tern_dtype_name(w->dtype), (long long)R, (long long)T,
-				 tern_dtype_name(prec));
-	return TERN_OK;
-}
-
 /* matmul_lora(_bwd): the matmul's checks, then R, the low-rank views (u or du [T,R], B [O,R] or
- * A [R,I]; a: matmul_lora's A where it forms u) and whether the backend fuses this case. */
+ * A [R,I]) and whether the backend fuses this case. */
 static enum tern_status mm_lora_check(struct tern_backend *be, bool bwd, struct tern_view out,
 				      struct tern_view in, struct tern_view lo, struct tern_view par,
-				      struct tern_view a, const struct tern_weight *w, int64_t R, int64_t T,
-				      enum tern_dtype prec)
+				      const struct tern_weight *w, int64_t R, int64_t T, enum tern_dtype prec)
 {
 	const char *op = bwd ? "matmul_lora_bwd" : "matmul_lora";
 	if (!be->vt->lora_fuses || (bwd ? !be->vt->matmul_lora_bwd : !be->vt->matmul_lora))
 		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s is not implemented", be->name, op);
-	int64_t P = bwd ? w->I : w->O;
-	enum tern_status st;
-	if ((st = mm_check(be, bwd, out, in, w, T, prec)) || (st = rank_check(op, R, P, T, w)))
+	enum tern_status st = mm_check(be, bwd, out, in, w, T, prec);
+	if (st)
 		return st;
+	int64_t P = bwd ? w->I : w->O;
+	if (R < 1 || R > TERN_MAX_ELEMS / P || R > TERN_MAX_ELEMS / (T > 0 ? T : 1))
+		return tern_fail(TERN_E_INVALID, "%s: R=%lld is out of range (T=%lld O=%lld I=%lld)", op,
+				 (long long)R, (long long)T, (long long)w->O, (long long)w->I);
 	long long lT = (long long)T, lR = (long long)R, lP = (long long)P;
 	if ((st = view(op, bwd ? "du" : "u", lo, (size_t)(T * R) * 4, "T=%lld R=%lld f32", lT, lR)) ||
 	    (st = view(op, bwd ? "A" : "B", par, (size_t)(P * R) * 4,
-		       bwd ? "R=%lld I=%lld f32" : "O=%lld R=%lld f32", bwd ? lR : lP, bwd ? lP : lR)) ||
-	    (a.size && (st = formed_u_check(op, lo, in, a, w, R, T))) ||
-	    (st = fuses_check(be, op, w, R, T, prec)))
+		       bwd ? "R=%lld I=%lld f32" : "O=%lld R=%lld f32", bwd ? lR : lP, bwd ? lP : lR)))
 		return st;
-	const struct tern_backend_vtable *vt = be->vt;
-	if (a.size && !(vt->lora_forms_u && vt->lora_forms_u(be, w, R, T, prec)))
-		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s does not form u here (lora_forms_u)",
-				 be->name, op);
+	if (!be->vt->lora_fuses(be, w, R, T, prec))
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "backend %s: %s does not run %s weights at R=%lld, T=%lld in %s", be->name,
+				 op, tern_dtype_name(w->dtype), lR, lT, tern_dtype_name(prec));
 	return TERN_OK;
 }
 
 enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				  struct tern_view u, struct tern_view A, struct tern_view B,
-				  const struct tern_weight *w, int64_t R, float scale, int64_t T,
-				  enum tern_dtype prec)
+				  struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				  int64_t R, float scale, int64_t T, enum tern_dtype prec)
 {
-	enum tern_status st = mm_lora_check(be, false, y, x, u, B, A, w, R, T, prec);
+	enum tern_status st = mm_lora_check(be, false, y, x, u, B, w, R, T, prec);
 	if (st)
 		return st;
 	if (!isfinite(scale))
@@ -292,33 +249,14 @@ enum tern_status tern_matmul_lora(struct tern_backend *be, struct tern_view y, s
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
 	bool prof =
 		prof_begin(be, TERN_OP_MATMUL_LORA, pk, 2.0 * (double)T * (double)w->O * (double)(w->I + R));
-	return prof_end(be, prof, pk, be->vt->matmul_lora(be, y, x, u, A, B, w, R, scale, T, prec));
-}
-
-enum tern_status tern_matmul_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				    struct tern_view A, const struct tern_weight *w, int64_t R, int64_t T,
-				    enum tern_dtype prec)
-{
-	const char *op = "lora_u";
-	if (!be->vt->lora_u || !be->vt->lora_fuses)
-		return tern_fail(TERN_E_UNSUPPORTED, "backend %s: %s is not implemented", be->name, op);
-	enum tern_status st;
-	long long lT = (long long)T, lR = (long long)R, lI = (long long)w->I;
-	if ((st = tern_check_weight(op, w)) || (st = prec_check(be, op, TERN_OP_MATMUL, prec)) ||
-	    (st = tokens(op, T, w)) || (st = rank_check(op, R, w->I, T, w)) ||
-	    (st = view(op, "u", u, (size_t)(T * R) * 4, "T=%lld R=%lld f32", lT, lR)) ||
-	    (st = view(op, "x", x, (size_t)(T * w->I) * 4, "T=%lld I=%lld f32", lT, lI)) ||
-	    (st = formed_u_check(op, u, x, A, w, R, T)) || (st = fuses_check(be, op, w, R, T, prec)))
-		return st;
-	bool prof = prof_begin(be, TERN_OP_GEMM, TERN_PROF_LORA, 2.0 * (double)T * (double)R * (double)w->I);
-	return prof_end(be, prof, TERN_PROF_LORA, be->vt->lora_u(be, u, x, A, w->I, R, T, prec));
+	return prof_end(be, prof, pk, be->vt->matmul_lora(be, y, x, u, B, w, R, scale, T, prec));
 }
 
 enum tern_status tern_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				      struct tern_view du, struct tern_view A, const struct tern_weight *w,
 				      int64_t R, int64_t T, bool accumulate, enum tern_dtype prec)
 {
-	enum tern_status st = mm_lora_check(be, true, dx, dy, du, A, (struct tern_view){0}, w, R, T, prec);
+	enum tern_status st = mm_lora_check(be, true, dx, dy, du, A, w, R, T, prec);
 	if (st)
 		return st;
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_BWD;
@@ -509,6 +447,12 @@ enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, 
 	bool prof = prof_begin(be, TERN_OP_RMSNORM_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate));
+}
+
+/* Whether the first na bytes of a and the first nb bytes of b share a byte. */
+static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, size_t nb)
+{
+	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
 }
 
 enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,

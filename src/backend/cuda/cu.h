@@ -181,13 +181,8 @@ int64_t tern_cu_split(int64_t total, int64_t most, int64_t align);
 bool tern_cu_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			enum tern_dtype prec);
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				     struct tern_view u, struct tern_view A, struct tern_view B,
-				     const struct tern_weight *w, int64_t R, float scale, int64_t T,
-				     enum tern_dtype prec);
-bool tern_cu_lora_forms_u(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
-			  enum tern_dtype prec);
-enum tern_status tern_cu_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				struct tern_view A, int64_t I, int64_t R, int64_t T, enum tern_dtype prec);
+				     struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				     int64_t R, float scale, int64_t T, enum tern_dtype prec);
 enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 					 struct tern_view du, struct tern_view A, const struct tern_weight *w,
 					 int64_t R, int64_t T, bool accumulate, enum tern_dtype prec);

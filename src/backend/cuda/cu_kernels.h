@@ -52,14 +52,6 @@ cudaError_t cuk_decode_window_ld(cudaStream_t s, void *out, int out_dt, const st
 cudaError_t cuk_lora_pack(cudaStream_t s, void *out, int64_t ldo, int64_t rows, int64_t ncols, const float *x,
 			  int64_t ldx, int64_t kx, const float *u, int64_t ldu, int64_t ku, int64_t urows,
 			  float alpha);
-/* k_lora.cu: cuk_lora_pack's [x | alpha·u] for rows < rows (urows = rows, ku = R) where u [rows, R]
- * (rows ldu apart) is written first: u = x · Aᵀ, A [R, kx] fp32, x and A rounded to bf16 (nearest
- * even), fp32 sums on the tensor cores (compute 8.0+). R <= 16, ldx and ldo even, x 8-byte and out
- * 4-byte aligned, else cudaErrorInvalidValue (the caller checks: cu_lora.c). out NULL: u alone,
- * bit for bit (ldo and ncols unused). */
-cudaError_t cuk_lora_pack_u(cudaStream_t s, void *out, int64_t ldo, int64_t rows, int64_t ncols,
-			    const float *x, int64_t ldx, int64_t kx, const float *A, int64_t R, float *u,
-			    int64_t ldu, float alpha);
 /* *bits = max(*bits, the largest |x[i]|'s bit pattern) (*bits zeroed by the caller). */
 cudaError_t cuk_absmax_bits(cudaStream_t s, const float *x, int64_t n, uint32_t *bits);
 /* out[i] = x[i] · sc rounded to out_dt (1 f16, 2 bf16), where for f16 sc = the input scale of

@@ -13,11 +13,7 @@
  * bf16 into the scratch (forward: rows of W with ld K', B's row appended after each; backward:
  * windows of W's columns, A's columns of the window appended as R' more rows), the activation
  * rounded to bf16 once per chunk of tokens with the low-rank block after each row (k_lora.cu
- * cuk_lora_pack, which writes the decoded window's appendix too), one GEMM per chunk. With
- * TERN_CUDA_PACK_U=1 (opt-in until timed; lora_forms_u) the forward is given A and forms u = x·Aᵀ
- * in that pass (cuk_lora_pack_u: the rounded x on the tensor cores against A's bf16 pairs, fp32
- * sums) instead of the bf16 gemm that reads x once more before it (the default; ranks above 16
- * and odd I keep it too). tern_cu_lora_u gives a recomputation the same u either way. Only
+ * cuk_lora_pack, which writes the decoded window's appendix too), one GEMM per chunk. Only
  * decoded weights take this path: a bf16 weight at bf16 is cu_mm.c's operand in place, with no
  * window to extend (lora_fuses says no and lora.c composes). TERN_CUDA_LORA_FUSE=0 turns the
  * path off (before/after timings); TERN_CUDA_DECODE_BYTES / TERN_CUDA_OPERAND_BYTES lower the
@@ -29,7 +25,6 @@
 #include "backend/cuda/cu_gemv.h"
 #include "backend/cuda/cu_more.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,32 +120,24 @@ static enum tern_status bwd_window(cudaStream_t s, const struct cuk_weight *kw, 
 struct lora_side {
 	bool bwd;
 	const float *act, *low, *ab; /* x or dy [T, K]; u or du [T, R]; B [O, R] or A [R, I] */
-	const float *lora_a;         /* forward: A [R, I] where the pack forms u (into low) itself */
 	int64_t K, R, Kp, all;       /* the activation's width (I or O), the rank, K' and O or I */
 	float alpha;                 /* the low-rank block's scale: s forward, 1 backward */
 	float *out;                  /* y [T, O] or dx [T, I] */
 	const float *beta;           /* 0, or 1 for a backward that accumulates */
 };
 
-/* Window [w0, w0 + n) of [W | B] (forward) or [W ; A] (backward) into buf */
-static enum tern_status fill_window(struct cu_backend *c, const struct cuk_weight *kw,
-				    const struct lora_side *p, void *buf, int64_t w0, int64_t n)
+/* Window [w0, w0 + n) of [W | B] (forward) or [W ; A] (backward) into buf on stream s */
+static enum tern_status fill_window(cudaStream_t s, const struct cuk_weight *kw, const struct lora_side *p,
+				    void *buf, int64_t w0, int64_t n)
 {
-	cudaStream_t s = tern_cu_stream(c);
 	return p->bwd ? bwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n)
 		      : fwd_window(s, kw, p->ab, p->R, p->Kp, buf, w0, n);
 }
 
-/* [act | alpha·low] rows [t0, t0 + tn) into oscr [tn, Kp]; with lora_a, low = act · Aᵀ of those
- * rows written on the way (cuk_lora_pack_u) */
+/* [act | alpha·low] rows [t0, t0 + tn) into oscr [tn, Kp] */
 static enum tern_status pack_tokens(struct cu_backend *c, const struct lora_side *p, void *oscr, int64_t t0,
 				    int64_t tn)
 {
-	if (p->lora_a)
-		return tern_cu_check(cuk_lora_pack_u(tern_cu_stream(c), oscr, p->Kp, tn, p->Kp,
-						     p->act + t0 * p->K, p->K, p->K, p->lora_a, p->R,
-						     (float *)p->low + t0 * p->R, p->R, p->alpha),
-				     "lora pack");
 	return tern_cu_check(cuk_lora_pack(tern_cu_stream(c), oscr, p->Kp, tn, p->Kp, p->act + t0 * p->K,
 					   p->K, p->K, p->low + t0 * p->R, p->R, p->R, tn, p->alpha),
 			     "lora pack");
@@ -188,7 +175,7 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 	enum tern_status st = lora_scratch(c, (size_t)(wn * Kp) * 2, (size_t)(toks * Kp) * 2, &wscr, &oscr);
 	if (st)
 		return st;
-	if (once && (st = fill_window(c, kw, p, wscr, 0, all)))
+	if (once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, 0, all)))
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += toks) {
 		int64_t tn = T - t0 < toks ? T - t0 : toks;
@@ -196,7 +183,7 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 			return st;
 		for (int64_t w0 = 0; w0 < all; w0 += wn) {
 			int64_t n = all - w0 < wn ? all - w0 : wn;
-			if ((!once && (st = fill_window(c, kw, p, wscr, w0, n))) ||
+			if ((!once && (st = fill_window(tern_cu_stream(c), kw, p, wscr, w0, n))) ||
 			    (st = window_gemm(c, op, p, wscr, oscr, w0, n, t0, tn)))
 				return st;
 		}
@@ -204,35 +191,9 @@ static enum tern_status lora_product(struct cu_backend *c, const char *op, const
 	return TERN_OK;
 }
 
-/* TERN_CUDA_PACK_U=1: the fused forward forms u in its operand pass (read at every call, so that
- * test_ops runs both; opt-in until a GPU times it) where R <= 16 and I is even */
-static bool pack_u_on(int64_t I, int64_t R)
-{
-	const char *e = getenv("TERN_CUDA_PACK_U");
-	return e && !strcmp(e, "1") && R <= 16 && I % 2 == 0;
-}
-
-bool tern_cu_lora_forms_u(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
-			  enum tern_dtype prec)
-{
-	return tern_cu_lora_fuses(be, w, R, T, prec) && pack_u_on(w->I, R);
-}
-
-/* u = x Aᵀ as the bf16 gemm where the pack cannot form it for this x (cuk_lora_pack_u's
- * conditions); *in_pack says whether it will. matmul_lora and lora_u both decide here, so that a
- * recomputation's u takes the way its forward took. */
-static enum tern_status u_unless_pack(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				      struct tern_view A, const float *xp, int64_t I, int64_t R, int64_t T,
-				      bool *in_pack)
-{
-	*in_pack = pack_u_on(I, R) && ((uintptr_t)xp & 7) == 0;
-	return *in_pack ? TERN_OK : tern_cu_gemm(be, u, x, A, T, R, I, false, true, 1.0f, 0.0f, TERN_BF16);
-}
-
 enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				     struct tern_view u, struct tern_view A, struct tern_view B,
-				     const struct tern_weight *w, int64_t R, float scale, int64_t T,
-				     enum tern_dtype prec)
+				     struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				     int64_t R, float scale, int64_t T, enum tern_dtype prec)
 {
 	const char *op = "matmul_lora";
 	struct cu_backend *c = cu_be(be);
@@ -240,7 +201,7 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 	enum tern_status st;
 	int64_t O = w->O, I = w->I;
 	long long lT = (long long)T, lO = (long long)O, lI = (long long)I, lR = (long long)R;
-	float *yp, *xp, *up, *bp, *ap = NULL;
+	float *yp, *xp, *up, *bp;
 	(void)prec; /* BF16: lora_fuses accepts nothing else */
 	if ((st = tern_cu_weight_open(op, w, &kw)) ||
 	    (st = tern_cu_view(op, "y", y, (size_t)(T * O) * 4, 4, (void **)&yp, "T=%lld O=%lld f32", lT,
@@ -252,20 +213,12 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 	    (st = tern_cu_view(op, "B", B, (size_t)(O * R) * 4, 4, (void **)&bp, "O=%lld R=%lld f32", lO,
 			       lR)))
 		return st;
-	if (A.size && (st = tern_cu_view(op, "A", A, (size_t)(R * I) * 4, 4, (void **)&ap,
-					 "R=%lld I=%lld f32", lR, lI)))
-		return st;
 	if (T == 0)
 		return TERN_OK;
-	/* given A, u = x Aᵀ: in the pack where it can, else first as the bf16 gemm */
-	bool in_pack = false;
-	if (ap && (st = u_unless_pack(be, u, x, A, xp, I, R, T, &in_pack)))
-		return st;
 	const float zero = 0.0f;
 	struct lora_side p = {.bwd = false,
 			      .act = xp,
 			      .low = up,
-			      .lora_a = in_pack ? ap : NULL,
 			      .ab = bp,
 			      .K = I,
 			      .R = R,
@@ -275,31 +228,6 @@ enum tern_status tern_cu_matmul_lora(struct tern_backend *be, struct tern_view y
 			      .out = yp,
 			      .beta = &zero};
 	return lora_product(c, op, &kw, &p, T);
-}
-
-enum tern_status tern_cu_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view x,
-				struct tern_view A, int64_t I, int64_t R, int64_t T, enum tern_dtype prec)
-{
-	const char *op = "lora_u";
-	long long lT = (long long)T, lI = (long long)I, lR = (long long)R;
-	float *xp, *up, *ap;
-	enum tern_status st;
-	(void)prec; /* BF16: lora_fuses accepts nothing else */
-	if ((st = tern_cu_view(op, "x", x, (size_t)(T * I) * 4, 4, (void **)&xp, "T=%lld I=%lld f32", lT,
-			       lI)) ||
-	    (st = tern_cu_view(op, "u", u, (size_t)(T * R) * 4, 4, (void **)&up, "T=%lld R=%lld f32", lT,
-			       lR)) ||
-	    (st = tern_cu_view(op, "A", A, (size_t)(R * I) * 4, 4, (void **)&ap, "R=%lld I=%lld f32", lR,
-			       lI)))
-		return st;
-	if (T == 0)
-		return TERN_OK;
-	/* matmul_lora's two ways: the same gemm, or the pack's kernel without its operand */
-	bool in_pack;
-	if ((st = u_unless_pack(be, u, x, A, xp, I, R, T, &in_pack)) || !in_pack)
-		return st;
-	return tern_cu_check(
-		cuk_lora_pack_u(tern_cu_stream(cu_be(be)), NULL, 0, T, 0, xp, I, I, ap, R, up, R, 1.0f), op);
 }
 
 enum tern_status tern_cu_matmul_lora_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,

@@ -300,12 +300,10 @@ static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, 
 }
 
 static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
-				       struct tern_view u, struct tern_view A, struct tern_view B,
-				       const struct tern_weight *w, int64_t R, float scale, int64_t T,
-				       enum tern_dtype prec)
+				       struct tern_view u, struct tern_view B, const struct tern_weight *w,
+				       int64_t R, float scale, int64_t T, enum tern_dtype prec)
 {
 	(void)prec; /* F16: lora_fuses accepts nothing else */
-	(void)A;    /* no lora_forms_u: never given */
 	struct tern_vk_lora lo = {.lu = u, .lp = B, .R = R, .scale = scale};
 	return tern_vk_mm16(tern_vk_of(be), false, y, x, w, T, false, &lo);
 }
@@ -502,10 +500,10 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 				     struct lr_plan *out)
 {
 	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
-	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab); v3 is v2 with TK3 (no
-	 * split-K) for the ROWK kind, opt-in until a GPU times it */
+	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab). (A v3, TK without split-K,
+	 * lost to TK on the H200: the 8B step 0.967x; docs/PERFORMANCE.md 2026-12-06 09:48.) */
 	int gen = 2;
-	enum tern_status st = tern_vk_gen("TERN_VK_LORA", 3, &gen);
+	enum tern_status st = tern_vk_gen("TERN_VK_LORA", 2, &gen);
 	if (st)
 		return st;
 	bool r16 = r <= 16;
@@ -530,10 +528,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 		 * two gave 0.174 against 0.208 and 0.188; docs/PERFORMANCE.md 2026-12-06 07:50) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
 						   32, 8, 128}
-		       : gen == 3 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK3 : TERN_PIPE_GEMM_LR_TK3_R32,
-						     r16 ? 16 : 8, 0, 0} /* no split: ck 0 */
-				  : (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32,
-						     128, len > 8192 ? 2 : 1, 128};
+				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
+						   len > 8192 ? 2 : 1, 128};
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
@@ -586,8 +582,6 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	}
 	if ((st = pick_gemm_lr(vk, kind, p.N, kind == LR_ROWK ? p.K : p.M, &lp)))
 		return st;
-	if (!lp.ck) /* TK3: the whole reduction in one group */
-		return tern_vk_dispatch(vk, lp.pipe, b, 3, &p, sizeof p, groups(p.M, lp.rows), 1, 1);
 	/* TERN_VK_LR_PER_SM=N: N groups per multiprocessor for the split-K kinds (timings) */
 	const char *env = getenv("TERN_VK_LR_PER_SM");
 	if (env && atoi(env) > 0)
