@@ -1349,6 +1349,7 @@ static void run_backend(struct suite *s)
 			      {"lora_fused", check_lora_fused_all},
 			      {"matmul", check_matmul_all},
 			      {"gemv", check_gemv_all},
+			      {"matmul_multi", check_matmul_multi_all},
 			      {"add_rmsnorm", check_add_rmsnorm_all},
 			      {"argmax", check_argmax_all},
 			      {"optim", check_optim_all}};
@@ -1443,6 +1444,7 @@ static void run_backend(struct suite *s)
 	}
 	check_prec_all(s);
 	check_gemv_all(s);
+	check_matmul_multi_all(s);
 	check_add_rmsnorm_all(s);
 	check_attention_all(s);
 	check_attention_kv_all(s);

@@ -162,6 +162,104 @@ static void check_gemv_all(struct suite *s)
 	}
 }
 
+/* matmul_multi: n products of one x against n matmul calls, bit for bit (backend.h: a backend only
+ * merges the work; on CUDA the NF4 formats at bf16 and T <= 8 take one launch of the tensor-core
+ * kernel, weights of 40, 13 and 2064 rows: a partial block each, and blocks of 3 weights in one
+ * grid); then its refusals: a weight of another I, y over another y, y over x. */
+static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int64_t T, int64_t I,
+			       enum tern_dtype prec)
+{
+	static const int64_t rows[TERN_MATMUL_MULTI] = {40, 13, 2064};
+	struct chk c;
+	chk_begin(&c, s, "matmul_multi", "%-13s %s n=%d T=%lld I=%lld", wdesc(f->dt, f->bs),
+		  tern_dtype_name(prec), n, (long long)T, (long long)I);
+	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt))
+		return;
+	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, prec)) {
+		print_line(s, c.op, c.desc, "unsupported (precision)");
+		s->skipped++;
+		return;
+	}
+	struct hweight hw[TERN_MATMUL_MULTI] = {0}, other = {0};
+	struct tern_weight w[TERN_MATMUL_MULTI], wo;
+	const struct tern_weight *wp[TERN_MATMUL_MULTI];
+	struct tern_view yv[TERN_MATMUL_MULTI];
+	struct dten *dy[TERN_MATMUL_MULTI];
+	double *want[TERN_MATMUL_MULTI] = {0};
+	float *x = fvec(T * I), *got = fvec(T * 2064);
+	if (!x || !got) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, x, T * I, 1.0);
+	struct dten *dx = dt_new(&c, "x", (size_t)(T * I) * 4, x);
+	if (!dx)
+		goto out;
+	for (int i = 0; i < n; i++) { /* each weight's own matmul first, into a tensor of its own */
+		struct dten *ref;
+		if (!hweight_make(&hw[i], f->dt, f->bs, rows[i], I, &c.r) || !(want[i] = dvec(T * rows[i]))) {
+			fail(&c, "out of host memory");
+			goto out;
+		}
+		if (!dweight_make(&c, &hw[i], &w[i]) || !(ref = dt_nan(&c, "matmul's y", T * rows[i])) ||
+		    bad(&c, tern_matmul(s->be, ref->v, dx->v, &w[i], T, prec), "matmul") ||
+		    !dt_get(&c, ref, got) || !(dy[i] = dt_nan(&c, "y", T * rows[i])))
+			goto out;
+		for (int64_t k = 0; k < T * rows[i]; k++)
+			want[i][k] = got[k];
+		wp[i] = &w[i];
+		yv[i] = dy[i]->v;
+	}
+	if (bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, n, T, prec), "matmul_multi"))
+		goto out;
+	for (int i = 0; i < n; i++) /* every element written, with matmul's bits */
+		expect(&c, dy[i], want[i], T * rows[i], 0.0);
+	dt_unchanged(&c, dx, x);
+	/* refusals, each naming the op, writing nothing */
+	if (n >= 2) {
+		if (!hweight_make(&other, f->dt, f->bs, 8, I + 64, &c.r) || !dweight_make(&c, &other, &wo))
+			goto out;
+		const struct tern_weight *bad_i[2] = {&w[0], &wo};
+		struct tern_view same[2] = {yv[0], yv[0]}, over_x[2] = {dx->v, yv[1]};
+		struct {
+			const char *what;
+			enum tern_status st;
+		} r[3] = {
+			{"another I", tern_matmul_multi(s->be, yv, dx->v, bad_i, 2, T, prec)},
+			{"y over y", tern_matmul_multi(s->be, same, dx->v, wp, 2, T, prec)},
+			{"y over x", tern_matmul_multi(s->be, over_x, dx->v, wp, 2, T, prec)},
+		};
+		for (int k = 0; k < 3; k++)
+			if (r[k].st != TERN_E_INVALID || !strstr(tern_error(), "matmul"))
+				fail(&c, "%s: got %s \"%s\"", r[k].what, tern_status_str(r[k].st),
+				     tern_error());
+		expect(&c, dy[0], want[0], T * rows[0], 0.0);
+		dt_unchanged(&c, dx, x);
+	}
+out:
+	for (int i = 0; i < TERN_MATMUL_MULTI; i++) {
+		hweight_free(&hw[i]);
+		free(want[i]);
+	}
+	hweight_free(&other);
+	free(x);
+	free(got);
+	chk_end(&c);
+}
+
+static void check_matmul_multi_all(struct suite *s)
+{
+	for (int fi = 0; fi < NWFMTS; fi++)
+		for (int n = 1; n <= TERN_MATMUL_MULTI; n++) {
+			check_matmul_multi(s, &WFMTS[fi], n, 1, 256, TERN_BF16);
+			check_matmul_multi(s, &WFMTS[fi], n, 1, 256, TERN_F32);
+		}
+	for (int fi = 0; fi < NWFMTS; fi++) { /* a few tokens; a partial strip (I = 320) */
+		check_matmul_multi(s, &WFMTS[fi], 3, 5, 320, TERN_BF16);
+		check_matmul_multi(s, &WFMTS[fi], 2, 12, 64, TERN_BF16); /* past the small-T path */
+	}
+}
+
 /* h += x, then y, rstd = rmsnorm(h): h rounded to fp32 after the add, as axpy leaves it */
 static void check_add_rmsnorm(struct suite *s, int64_t T, int64_t D, float eps)
 {

@@ -328,6 +328,14 @@ struct tern_backend_vtable {
 	 * with TERN_E_UNSUPPORTED. */
 	enum tern_status (*matmul)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				   const struct tern_weight *w, int64_t T, enum tern_dtype prec);
+	/* y[i][T,O_i] = x[T,I] · W_i[O_i,I]ᵀ for i < n (1 <= n <= TERN_MATMUL_MULTI), every W_i of
+	 * x's I: each y[i] exactly as matmul(y[i], x, w[i], T, prec) gives it (bits included); a
+	 * backend only merges the work (CUDA: a decode step's q, k and v products in one launch).
+	 * The y[i] overlap neither x nor each other. Optional (NULL: the front door runs matmul n
+	 * times). */
+	enum tern_status (*matmul_multi)(struct tern_backend *be, const struct tern_view *y,
+					 struct tern_view x, const struct tern_weight *const *w, int n,
+					 int64_t T, enum tern_dtype prec);
 	/* dx[T,I] = or += dy[T,O] · W[O,I]   (accumulate selects +=); prec as for matmul, with dy
 	 * in the place of x. */
 	enum tern_status (*matmul_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -602,6 +610,11 @@ struct tern_backend {
  * caller runs ops through these. */
 enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 			     const struct tern_weight *w, int64_t T, enum tern_dtype prec);
+/* The most weights of one matmul_multi. */
+#define TERN_MATMUL_MULTI 3
+enum tern_status tern_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
+				   const struct tern_weight *const *w, int n, int64_t T,
+				   enum tern_dtype prec);
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				 const struct tern_weight *w, int64_t T, bool accumulate,
 				 enum tern_dtype prec);

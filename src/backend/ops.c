@@ -166,6 +166,48 @@ enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct
 	return prof_end(be, prof, pk, be->vt->matmul(be, y, x, w, T, prec));
 }
 
+/* Whether the first na bytes of a and the first nb bytes of b share a byte. */
+static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, size_t nb)
+{
+	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
+}
+
+enum tern_status tern_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
+				   const struct tern_weight *const *w, int n, int64_t T, enum tern_dtype prec)
+{
+	if (!be->vt->matmul)
+		return missing(be, TERN_OP_MATMUL);
+	if (n < 1 || n > TERN_MATMUL_MULTI || !y || !w)
+		return tern_fail(TERN_E_INVALID, "matmul_multi: n=%d weights (1 to %d)", n,
+				 TERN_MATMUL_MULTI);
+	enum tern_status st;
+	double flops = 0.0;
+	for (int i = 0; i < n; i++) {
+		if ((st = mm_check(be, false, y[i], x, w[i], T, prec)))
+			return st;
+		if (w[i]->I != w[0]->I)
+			return tern_fail(TERN_E_INVALID,
+					 "matmul_multi: weight %d has I=%lld, weight 0 I=%lld", i,
+					 (long long)w[i]->I, (long long)w[0]->I);
+		size_t ni = (size_t)(T * w[i]->O) * 4;
+		for (int j = 0; j < i; j++)
+			if (views_overlap(y[i], ni, y[j], (size_t)(T * w[j]->O) * 4))
+				return tern_fail(TERN_E_INVALID, "matmul_multi: y[%d] overlaps y[%d]", i, j);
+		if (views_overlap(y[i], ni, x, (size_t)(T * w[i]->I) * 4))
+			return tern_fail(TERN_E_INVALID, "matmul_multi: y[%d] overlaps x", i);
+		flops += 2.0 * (double)T * (double)w[i]->O * (double)w[i]->I;
+	}
+	if (!be->vt->matmul_multi) {
+		for (int i = 0; i < n; i++)
+			if ((st = tern_matmul(be, y[i], x, w[i], T, prec)))
+				return st;
+		return TERN_OK;
+	}
+	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
+	bool prof = prof_begin(be, TERN_OP_MATMUL, pk, flops);
+	return prof_end(be, prof, pk, be->vt->matmul_multi(be, y, x, w, n, T, prec));
+}
+
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				 const struct tern_weight *w, int64_t T, bool accumulate,
 				 enum tern_dtype prec)
@@ -447,12 +489,6 @@ enum tern_status tern_rmsnorm_bwd(struct tern_backend *be, struct tern_view dx, 
 	bool prof = prof_begin(be, TERN_OP_RMSNORM_BWD, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
 			be->vt->rmsnorm_bwd(be, dx, dy, x, w, rstd, T, D, accumulate));
-}
-
-/* Whether the first na bytes of a and the first nb bytes of b share a byte. */
-static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, size_t nb)
-{
-	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
 }
 
 enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, struct tern_view y,

@@ -203,9 +203,9 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 			TRY(tern_rmsnorm(be, g->xn, g->rstd, x, li.attn_norm, Tq, D, g->eps));
 		else /* x = h1 + mlp: the layer before's residual add, fused with this norm */
 			TRY(tern_add_rmsnorm(be, x, g->xn, g->rstd, g->h1, li.attn_norm, Tq, D, g->eps));
-		TRY(tern_net_linear(n, l, TERN_MOD_Q, g->qkn ? g->qr : g->q, g->xn, &g->s, Tq, g->lora));
-		TRY(tern_net_linear(n, l, TERN_MOD_K, g->qkn ? g->kr : kc, g->xn, &g->s, Tq, g->lora));
-		TRY(tern_net_linear(n, l, TERN_MOD_V, vc, g->xn, &g->s, Tq, g->lora));
+		static const enum tern_module qkv[3] = {TERN_MOD_Q, TERN_MOD_K, TERN_MOD_V};
+		struct tern_view qkvy[3] = {g->qkn ? g->qr : g->q, g->qkn ? g->kr : kc, vc};
+		TRY(tern_net_linears(n, l, qkv, qkvy, 3, g->xn, &g->s, Tq, g->lora));
 		if (g->qkn) {
 			TRY(tern_rmsnorm(be, g->q, g->rstdh, g->qr, li.q_norm, Tq * H, Dh, g->eps));
 			TRY(tern_rmsnorm(be, kc, g->rstdh, g->kr, li.k_norm, Tq * Hkv, Dh, g->eps));

@@ -2318,6 +2318,25 @@ enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo,
 	return TERN_OK;
 }
 
+enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_module *mo,
+				  const struct tern_view *y, int cnt, struct tern_view x,
+				  const struct tern_net_scratch *s, int64_t T, bool lora)
+{
+	struct layer_w *w = &n->lw[l];
+	const struct tern_weight *ws[TERN_MATMUL_MULTI];
+	bool together = !n->bitnet && cnt <= TERN_MATMUL_MULTI;
+	for (int i = 0; i < cnt && together; i++) {
+		together = !(lora && targeted(n, mo[i])) && !w->bias[mo[i]].size;
+		ws[i] = &w->w[mo[i]];
+	}
+	if (together)
+		return tern_matmul_multi(n->be, y, x, ws, cnt, T, n->o.prec);
+	enum tern_status st;
+	for (int i = 0; i < cnt; i++)
+		TRY(tern_net_linear(n, l, mo[i], y[i], x, s, T, lora));
+	return TERN_OK;
+}
+
 enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, struct tern_view xn,
 			      const struct tern_net_scratch *s, int64_t T, bool lora)
 {
@@ -2330,8 +2349,8 @@ enum tern_status tern_net_mlp(struct tern_net *n, int l, struct tern_view out, s
 		}
 		return TERN_OK;
 	}
-	TRY(tern_net_linear(n, l, TERN_MOD_GATE, s->g, xn, s, T, lora));
-	TRY(tern_net_linear(n, l, TERN_MOD_UP, s->up, xn, s, T, lora));
+	static const enum tern_module gu[2] = {TERN_MOD_GATE, TERN_MOD_UP};
+	TRY(tern_net_linears(n, l, gu, (struct tern_view[2]){s->g, s->up}, 2, xn, s, T, lora));
 	TRY(tern_swiglu(n->be, s->a, s->g, s->up, T * n->F, n->m->cfg.act));
 	if (n->bitnet)
 		TRY(tern_rmsnorm(n->be, s->an, s->rstd, s->a, n->lw[l].ffn_sub, T, n->F, n->eps));

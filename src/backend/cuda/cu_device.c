@@ -584,6 +584,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.profile_op = cu_profile_op,
 	.profile_read = cu_profile_read,
 	.matmul = tern_cu_matmul,
+	.matmul_multi = tern_cu_matmul_multi,
 	.matmul_bwd = tern_cu_matmul_bwd,
 	.gemm = tern_cu_gemm,
 	.lora_fuses = tern_cu_lora_fuses,

@@ -31,6 +31,17 @@ void cuk_set_pdl(int on);
 cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const struct cuk_weight *w, int64_t T,
 		     int prec, const uint32_t *bits, int sms);
 
+/* The most weights cuk_gemv_multi takes in one launch. */
+#define CUK_GEMV_MULTI 3
+
+/* y[i] = cuk_gemv(y[i], x, &w[i], T, prec = 2) for i < n (1 <= n <= CUK_GEMV_MULTI), every y[i]
+ * with the bits that call would give, in one launch of the tensor-core kernel: every w[i] NF4 or
+ * every one NF4-DQ, of one I, each as that kernel takes it (I a multiple of 64, 16-byte aligned
+ * codes and x, blocksize >= 64, O·I < 2^32). cudaErrorNotSupported, launching nothing, where that
+ * does not hold (or TERN_CUDA_GEMV_MMA=0): the caller then runs the products one by one. */
+cudaError_t cuk_gemv_multi(cudaStream_t s, float *const *y, const float *x, const struct cuk_weight *w, int n,
+			   int64_t T, int prec, int sms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -250,6 +250,39 @@ enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, str
 	return mm_run(be, false, y, x, w, T, false, prec);
 }
 
+/* The small-T path's products of one x in one launch where cuk_gemv_multi takes them (the
+ * tensor-core kernel: NF4 or NF4-DQ at bf16); else matmul one by one. TERN_CUDA_GEMV_MULTI=0 (read
+ * at each call): always one by one, for before/after timings. */
+enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
+				      const struct tern_weight *const *w, int n, int64_t T,
+				      enum tern_dtype prec)
+{
+	const char *op = "matmul_multi";
+	struct cu_backend *c = cu_be(be);
+	const char *e = getenv("TERN_CUDA_GEMV_MULTI");
+	enum tern_status st;
+	if (T > 0 && n <= CUK_GEMV_MULTI && prec == TERN_BF16 && tern_cu_gemv_takes(T) &&
+	    !(e && !strcmp(e, "0"))) {
+		struct cuk_weight kw[CUK_GEMV_MULTI];
+		float *yp[CUK_GEMV_MULTI], *xp;
+		if ((st = tern_cu_view(op, "x", x, (size_t)(T * w[0]->I) * 4, 4, (void **)&xp,
+				       "T=%lld I=%lld f32", (long long)T, (long long)w[0]->I)))
+			return st;
+		for (int i = 0; i < n; i++)
+			if ((st = weight_open(op, w[i], &kw[i])) ||
+			    (st = tern_cu_view(op, "y", y[i], (size_t)(T * w[i]->O) * 4, 4, (void **)&yp[i],
+					       "T=%lld O=%lld f32", (long long)T, (long long)w[i]->O)))
+				return st;
+		cudaError_t ce = cuk_gemv_multi(tern_cu_stream(c), yp, xp, kw, n, T, (int)prec, c->sms);
+		if (ce != cudaErrorNotSupported)
+			return tern_cu_check(ce, op);
+	}
+	for (int i = 0; i < n; i++)
+		if ((st = tern_cu_matmul(be, y[i], x, w[i], T, prec)))
+			return st;
+	return TERN_OK;
+}
+
 enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				    const struct tern_weight *w, int64_t T, bool accumulate,
 				    enum tern_dtype prec)

@@ -583,11 +583,26 @@ __device__ inline void mma_decode(uint32_t r[4], uint32_t q, const uint32_t lo[4
 	}
 }
 
+// Up to CUK_GEMV_MULTI products of one x in one launch (cuk_gemv_multi: a decode step's q, k and v
+// products): weight i's 16-row blocks are blocks first[i] .. first[i + 1] of the grid, its result
+// y[i]; each block computes exactly what a launch of its weight alone would.
+struct mma_set {
+	cuk_weight w[CUK_GEMV_MULTI];
+	float *y[CUK_GEMV_MULTI];
+	int shift[CUK_GEMV_MULTI]; // log2 of each weight's blocksize
+	unsigned first[CUK_GEMV_MULTI + 1];
+};
+
 template <int WDT, bool XS, int MINB>
 __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
-	gemv_mma_kernel(float *__restrict__ y, const float *__restrict__ x, cuk_weight w, int64_t T,
-			int bs_shift)
+	gemv_mma_kernel(const float *__restrict__ x, const mma_set set, int64_t T)
 {
+	// this block's weight (a select per field, not an indexed copy of the set)
+	const unsigned bi = blockIdx.x;
+	const int wi = bi >= set.first[2] ? 2 : bi >= set.first[1] ? 1 : 0;
+	const cuk_weight w = wi == 2 ? set.w[2] : wi == 1 ? set.w[1] : set.w[0];
+	float *const y = wi == 2 ? set.y[2] : wi == 1 ? set.y[1] : set.y[0];
+	const int bs_shift = wi == 2 ? set.shift[2] : wi == 1 ? set.shift[1] : set.shift[0];
 	__shared__ float dmap[WDT == 4 ? 256 : 1];
 	__shared__ float red[kMmaWarps][16 * 8];
 	__shared__ uint4 xs[XS ? kMmaWarps : 1][4 * 9]; // XS: each warp's strip of x as bf16 pairs
@@ -597,7 +612,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 		__syncthreads();
 	}
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-	const int64_t O = w.O, I = w.I, o0 = (int64_t)blockIdx.x * 16;
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)(bi - set.first[wi]) * 16;
 	// rows past O (the last block) repeat row O - 1; their sums are not written
 	const int64_t ra = o0 + g < O ? o0 + g : O - 1, rb = o0 + g + 8 < O ? o0 + g + 8 : O - 1;
 	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
@@ -778,6 +793,50 @@ __global__ void __launch_bounds__(kWarps * 32)
 	}
 }
 
+// Whether gemv_mma_kernel takes weight w with x: 64-weight runs of a row inside one block of the
+// scale, 16-byte alignment, 32-bit flat indices
+inline bool mma_takes(const cuk_weight &w, const float *x)
+{
+	return w.I > 0 && w.I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
+	       w.blocksize >= 64 && (uint64_t)w.O * (uint64_t)w.I < ((uint64_t)1 << 32);
+}
+
+// gemv_mma_kernel over the set's blocks (every T): at one token with x staged per warp (unless
+// TERN_CUDA_GEMV_XS=0, read at each call: before/after timings) and 3 blocks per SM where the grid
+// has that many (see kMmaWarps)
+template <int WDT>
+cudaError_t launch_mma(cudaStream_t s, const float *x, const mma_set &set, int64_t T, int sms)
+{
+	const unsigned blocks = set.first[CUK_GEMV_MULTI];
+	const dim3 grid(blocks), block(kMmaWarps * 32);
+	const char *e = getenv("TERN_CUDA_GEMV_XS");
+	if (T == 1 && !(e && strcmp(e, "0") == 0)) {
+		if ((int64_t)blocks >= 3 * (int64_t)sms)
+			return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid, block, 0, s, x, set, T);
+		return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid, block, 0, s, x, set, T);
+	}
+	return pdl_launch(gemv_mma_kernel<WDT, false, 2>, grid, block, 0, s, x, set, T);
+}
+
+// The set of the n weights w[i] (results y[i]): their blocks one after another.
+inline mma_set mma_set_of(float *const *y, const cuk_weight *w, int n)
+{
+	mma_set set = {};
+	unsigned at = 0;
+	for (int i = 0; i < CUK_GEMV_MULTI; i++) {
+		set.first[i] = at;
+		if (i < n) {
+			set.w[i] = w[i];
+			set.y[i] = y[i];
+			while (set.shift[i] < 30 && (1 << set.shift[i]) < w[i].blocksize)
+				set.shift[i]++;
+			at += (unsigned)((w[i].O + 15) / 16);
+		}
+	}
+	set.first[CUK_GEMV_MULTI] = at;
+	return set;
+}
+
 template <int WDT, int P, int TT>
 cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight &w, int64_t T, int shift,
 		      const uint32_t *bits, bool table, bool mma, int sms)
@@ -788,22 +847,8 @@ cudaError_t launch_tt(cudaStream_t s, float *y, const float *x, const cuk_weight
 	bool fast = I > 0 && I % CH == 0 && rowbytes % LB == 0 && ((uintptr_t)w.data % LB) == 0 &&
 		    ((uintptr_t)x & 15) == 0 && (!(WDT == 3 || WDT == 4) || w.blocksize >= CH);
 	if constexpr ((WDT == 3 || WDT == 4) && P == 2) {
-		// gemv_mma_kernel: 64-weight runs of a row inside one block of the scale, every T
-		if (mma && I % 64 == 0 && ((uintptr_t)w.data % 16) == 0 && ((uintptr_t)x & 15) == 0 &&
-		    w.blocksize >= 64 && (uint64_t)w.O * (uint64_t)I < ((uint64_t)1 << 32)) {
-			const dim3 grid((unsigned)((w.O + 15) / 16)), block(kMmaWarps * 32);
-			// TERN_CUDA_GEMV_XS=0: x from global memory in every product (before/after timings)
-			const char *e = getenv("TERN_CUDA_GEMV_XS");
-			if (T == 1 && !(e && strcmp(e, "0") == 0)) {
-				if ((int64_t)grid.x >= 3 * (int64_t)sms) // (blocks per SM: see kMmaWarps)
-					return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid, block, 0, s, y,
-							  x, w, T, shift);
-				return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid, block, 0, s, y, x, w,
-						  T, shift);
-			}
-			return pdl_launch(gemv_mma_kernel<WDT, false, 2>, grid, block, 0, s, y, x, w, T,
-					  shift);
-		}
+		if (mma && mma_takes(w, x))
+			return launch_mma<WDT>(s, x, mma_set_of(&y, &w, 1), T, sms);
 	}
 	if constexpr (WDT == 3 || WDT == 4) {
 		// gemv_nf4_kernel: 32-weight chunks (16 bytes), inside one block of the scale
@@ -882,4 +927,22 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 	case 4: return launch_w<4>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
 	default: return launch_w<5>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
 	}
+}
+
+extern "C" cudaError_t cuk_gemv_multi(cudaStream_t s, float *const *y, const float *x,
+				      const struct cuk_weight *w, int n, int64_t T, int prec, int sms)
+{
+	if (n < 1 || n > CUK_GEMV_MULTI || T < 1 || T > CUK_GEMV_MAX_T || prec != 2)
+		return cudaErrorNotSupported;
+	const char *m = getenv("TERN_CUDA_GEMV_MMA");
+	if (m && strcmp(m, "0") == 0)
+		return cudaErrorNotSupported;
+	for (int i = 0; i < n; i++)
+		if (w[i].dtype != w[0].dtype || w[i].I != w[0].I || w[i].O <= 0 || !mma_takes(w[i], x))
+			return cudaErrorNotSupported;
+	if (w[0].dtype == 3)
+		return launch_mma<3>(s, x, mma_set_of(y, w, n), T, sms);
+	if (w[0].dtype == 4)
+		return launch_mma<4>(s, x, mma_set_of(y, w, n), T, sms);
+	return cudaErrorNotSupported;
 }
