@@ -28,13 +28,8 @@ static void check_gemv_vs_gemm(struct suite *s, const struct wfmt *f, int64_t T,
 	struct chk c;
 	chk_begin(&c, s, "matmul", "%-13s %s T=%lld O=%lld I=%lld small-T vs cuBLAS", wdesc(f->dt, f->bs),
 		  tern_dtype_name(prec), (long long)T, (long long)O, (long long)I);
-	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt))
+	if (skip_unsupported_prec(&c, TERN_OP_MATMUL, f->dt, prec))
 		return;
-	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, prec)) {
-		print_line(s, c.op, c.desc, "unsupported (precision)");
-		s->skipped++;
-		return;
-	}
 	struct hweight hw;
 	float *x = fvec(T * I), *got = fvec(T * O);
 	double *want = dvec(T * O), *mag = dvec(T * O);
@@ -173,13 +168,8 @@ static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int
 	struct chk c;
 	chk_begin(&c, s, "matmul_multi", "%-13s %s n=%d T=%lld I=%lld", wdesc(f->dt, f->bs),
 		  tern_dtype_name(prec), n, (long long)T, (long long)I);
-	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt))
+	if (skip_unsupported_prec(&c, TERN_OP_MATMUL, f->dt, prec))
 		return;
-	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, prec)) {
-		print_line(s, c.op, c.desc, "unsupported (precision)");
-		s->skipped++;
-		return;
-	}
 	struct hweight hw[TERN_MATMUL_MULTI] = {0}, other = {0};
 	struct tern_weight w[TERN_MATMUL_MULTI], wo;
 	const struct tern_weight *wp[TERN_MATMUL_MULTI];

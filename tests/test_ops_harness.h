@@ -176,6 +176,18 @@ static bool skip_unsupported(struct chk *c, enum tern_op op, enum tern_dtype wt)
 	return true;
 }
 
+/* skip_unsupported, then the product precision prec (backend.h supports_prec); true when skipped. */
+static bool skip_unsupported_prec(struct chk *c, enum tern_op op, enum tern_dtype wt, enum tern_dtype prec)
+{
+	if (skip_unsupported(c, op, wt))
+		return true;
+	if (tern_backend_supports_prec(c->s->be, op, prec))
+		return false;
+	print_line(c->s, c->op, c->desc, "unsupported (precision)");
+	c->s->skipped++;
+	return true;
+}
+
 /* ---- guarded device tensors -------------------------------------------------------------- */
 
 /* A new tensor of size bytes, guards filled with GUARD_BYTE, contents from init (or, when init

@@ -58,13 +58,8 @@ static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int6
 	chk_begin(&c, s, bwd ? "matmul_bwd" : "matmul", "%-13s %s T=%lld O=%lld I=%lld x%g%s%s%s",
 		  wdesc(f->dt, f->bs), tern_dtype_name(prec), (long long)T, (long long)O, (long long)I, amp,
 		  acc ? " +=" : "", variant ? " " : "", variant ? variant : "");
-	if (skip_unsupported(&c, op, f->dt))
+	if (skip_unsupported_prec(&c, op, f->dt, prec))
 		return;
-	if (!tern_backend_supports_prec(s->be, op, prec)) {
-		print_line(s, c.op, c.desc, "unsupported (precision)");
-		s->skipped++;
-		return;
-	}
 	int64_t in_cols = bwd ? O : I, out_cols = bwd ? I : O;
 	struct hweight hw;
 	float *in = fvec(T * in_cols), *out0 = fvec(T * out_cols);
