@@ -84,6 +84,26 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 	return tern_gemm(be, y, u, lora->B, T, O, R, false, true, lora->scale, 1.0f, lora->lprec);
 }
 
+enum tern_status tern_lora_add(struct tern_backend *be, struct tern_view y, struct tern_view u,
+			       struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
+			       int64_t T)
+{
+	enum tern_status st = check_lora("lora_add", lora, T, w);
+	if (st != TERN_OK)
+		return st;
+	if (lora->dropout > 0.0f || lora->xbase.size || tern_lora_fused(be, w, lora, T))
+		return tern_fail(
+			TERN_E_INVALID,
+			"lora_add: only for an unfused LoRA without dropout or xbase (R=%lld T=%lld)",
+			(long long)lora->R, (long long)T);
+	int64_t R = lora->R;
+	/* u[T,R] = x[T,I] · A[R,I]ᵀ, then y[T,O] += s · u[T,R] · B[O,R]ᵀ: tern_lora_forward's gemms */
+	if ((st = tern_check_view("lora_add", "u", u, (size_t)(T * R) * 4)) != TERN_OK ||
+	    (st = tern_gemm(be, u, x, lora->A, T, R, w->I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
+		return st;
+	return tern_gemm(be, y, u, lora->B, T, w->O, R, false, true, lora->scale, 1.0f, lora->lprec);
+}
+
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,
 				    struct tern_view dB, struct tern_view du, struct tern_view tmp,
 				    struct tern_view dy, struct tern_view x, struct tern_view xd,

@@ -2324,16 +2324,28 @@ enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_mod
 {
 	struct layer_w *w = &n->lw[l];
 	const struct tern_weight *ws[TERN_MATMUL_MULTI];
-	bool together = !n->bitnet && cnt <= TERN_MATMUL_MULTI;
-	for (int i = 0; i < cnt && together; i++) {
-		together = !(lora && targeted(n, mo[i])) && !w->bias[mo[i]].size;
-		ws[i] = &w->w[mo[i]];
-	}
-	if (together)
-		return tern_matmul_multi(n->be, y, x, ws, cnt, T, n->o.prec);
+	struct tern_lora lo[TERN_MATMUL_MULTI];
+	bool with[TERN_MATMUL_MULTI], together = !n->bitnet && cnt <= TERN_MATMUL_MULTI;
 	enum tern_status st;
+	for (int i = 0; i < cnt && together; i++) {
+		ws[i] = &w->w[mo[i]];
+		with[i] = lora && targeted(n, mo[i]);
+		if (with[i]) { /* inference: no dropout; a LoRA the backend fuses keeps its product */
+			lo[i] = lora_of(n, l, mo[i], 0, 0, 0);
+			lo[i].dropout = 0.0f;
+		}
+		together = !w->bias[mo[i]].size && !(with[i] && tern_lora_fused(n->be, ws[i], &lo[i], T));
+	}
+	if (!together) {
+		for (int i = 0; i < cnt; i++)
+			TRY(tern_net_linear(n, l, mo[i], y[i], x, s, T, lora));
+		return TERN_OK;
+	}
+	/* the base products together, then each LoRA's low-rank half: tern_lora_forward's calls */
+	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, T, n->o.prec));
 	for (int i = 0; i < cnt; i++)
-		TRY(tern_net_linear(n, l, mo[i], y[i], x, s, T, lora));
+		if (with[i])
+			TRY(tern_lora_add(n->be, y[i], s->u, x, ws[i], &lo[i], T));
 	return TERN_OK;
 }
 

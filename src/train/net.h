@@ -208,9 +208,10 @@ struct tern_net_scratch {
 enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo, struct tern_view y,
 				 struct tern_view x, const struct tern_net_scratch *s, int64_t T, bool lora);
 /* y[i] = tern_net_linear of module mo[i] of layer l (i < cnt), all of the one input x: where none
- * takes LoRA (lora false or the module not targeted) or a bias, the model is not BitNet and cnt <=
- * TERN_MATMUL_MULTI, the base products go to the backend together (tern_matmul_multi: one launch
- * on CUDA's small-T path, the same values); else one tern_net_linear each. */
+ * has a bias or a LoRA the backend fuses into its product (tern_lora_fused), the model is not
+ * BitNet and cnt <= TERN_MATMUL_MULTI, the base products go to the backend together
+ * (tern_matmul_multi: one launch on CUDA's small-T path), then each LoRA's low-rank half
+ * (tern_lora_add): the same values; else one tern_net_linear each. */
 enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_module *mo,
 				  const struct tern_view *y, int cnt, struct tern_view x,
 				  const struct tern_net_scratch *s, int64_t T, bool lora);
