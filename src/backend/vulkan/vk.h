@@ -308,10 +308,9 @@ extern const struct tern_backend_vtable tern_vk_vtable;
  * for CPU-type devices) instead of the tiled ones: the device type, or TERN_VK_VARIANT. */
 enum tern_status tern_vk_simple(struct tern_vk *vk, bool *simple);
 /* The kernel generation environment variable `var` asks for: 1 for "v1" (the kernels before issue
- * 9's second pass, kept for side-by-side timing), 2 for "v2" or unset, up to `most` (a later
- * generation, opt-in until timed); anything else is refused in one line. TERN_VK_LORA (gemm_lr),
- * TERN_VK_LOSS (ce_loss), TERN_VK_SPLITK (mm split-K). */
-enum tern_status tern_vk_gen(const char *var, int most, int *gen);
+ * 9's second pass, kept for side-by-side timing), 2 for "v2" or unset; anything else is refused in
+ * one line. TERN_VK_LORA (gemm_lr), TERN_VK_LOSS (ce_loss), TERN_VK_SPLITK (mm split-K). */
+enum tern_status tern_vk_gen(const char *var, int *gen);
 
 /* An initializer of a table of pipelines indexed by weight dtype: P##_F32, P##_F16, ... (every
  * matmul family has one variant per format, named by the dtype's suffix). */

@@ -66,7 +66,7 @@ static int64_t ce_chunk_tokens(int64_t T, int64_t V, int gen)
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out)
 {
 	int gen = 2;
-	enum tern_status st = tern_vk_gen("TERN_VK_LOSS", 2, &gen);
+	enum tern_status st = tern_vk_gen("TERN_VK_LOSS", &gen);
 	if (st)
 		return st;
 	int64_t tc = ce_chunk_tokens(T, V, gen);
@@ -98,7 +98,7 @@ enum tern_status tern_vk_ce_loss(struct tern_backend *be, struct tern_view loss,
 
 	struct tern_backend_sizes sz;
 	int gen = 2;
-	if ((st = tern_vk_gen("TERN_VK_LOSS", 2, &gen)) || (st = tern_vulkan_sizes(T, V, D, &sz)))
+	if ((st = tern_vk_gen("TERN_VK_LOSS", &gen)) || (st = tern_vulkan_sizes(T, V, D, &sz)))
 		return st;
 	int64_t tc = sz.ce_chunk;
 	/* the products at F16 where the device has 16-bit floats (vk_mm.c), else fp32 */

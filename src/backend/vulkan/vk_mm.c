@@ -201,7 +201,7 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 	int gen = 2;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", 2, &gen)) ||
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) ||
 	    (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
