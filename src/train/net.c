@@ -2294,6 +2294,14 @@ enum tern_status tern_net_use_layer(struct tern_net *n, int l, struct tern_net_l
 	return st;
 }
 
+/* Module mo's LoRA of layer l for inference (no dropout) */
+static struct tern_lora lora_infer(const struct tern_net *n, int l, enum tern_module mo)
+{
+	struct tern_lora lo = lora_of(n, l, mo, 0, 0, 0);
+	lo.dropout = 0.0f;
+	return lo;
+}
+
 enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo, struct tern_view y,
 				 struct tern_view x, const struct tern_net_scratch *s, int64_t T, bool lora)
 {
@@ -2305,8 +2313,7 @@ enum tern_status tern_net_linear(struct tern_net *n, int l, enum tern_module mo,
 		TRY(tern_act_quant8(n->be, xb, x, T, w->w[mo].I));
 	}
 	if (lora && targeted(n, mo)) {
-		struct tern_lora lo = lora_of(n, l, mo, 0, 0, 0);
-		lo.dropout = 0.0f; /* inference */
+		struct tern_lora lo = lora_infer(n, l, mo);
 		lo.xbase = n->bitnet ? xb : (struct tern_view){0};
 		TRY(tern_lora_forward(n->be, y, s->u, (struct tern_view){0}, x, &w->w[mo], &lo, T));
 	} else {
@@ -2330,10 +2337,8 @@ enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_mod
 	for (int i = 0; i < cnt && together; i++) {
 		ws[i] = &w->w[mo[i]];
 		with[i] = lora && targeted(n, mo[i]);
-		if (with[i]) { /* inference: no dropout; a LoRA the backend fuses keeps its product */
-			lo[i] = lora_of(n, l, mo[i], 0, 0, 0);
-			lo[i].dropout = 0.0f;
-		}
+		if (with[i]) /* a LoRA the backend fuses keeps its own product */
+			lo[i] = lora_infer(n, l, mo[i]);
 		together = !w->bias[mo[i]].size && !(with[i] && tern_lora_fused(n->be, ws[i], &lo[i], T));
 	}
 	if (!together) {

@@ -499,8 +499,9 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // strip: 128 weights a lane) had 741 instructions, 5.8 a weight: 272 PRMT, and about 250 for x
 // (below) and for addresses recomputed in 64 bits at each strip; now 551 with XS (4.3 a weight),
 // the strip's addresses from 32-bit flat indices and no masks around the permutes (byte_perm).
-// Measured, 1.10-1.20x gemv_nf4_kernel at one token, 2.6x at eight (before XS). The sums' order is the tensor cores' (the tolerance of
-// the decode + cuBLAS path, not gemv_nf4_kernel's bits); each token's result is the same at every T.
+// Measured, 1.10-1.20x gemv_nf4_kernel at one token, 2.6x at eight (before XS). The sums' order
+// is the tensor cores' (the tolerance of the decode + cuBLAS path, not gemv_nf4_kernel's bits);
+// each token's result is the same at every T.
 // TERN_CUDA_GEMV_MMA=0 (read at each call) keeps these products on gemv_nf4_kernel.
 //
 // XS (one token, the decode step): each warp rounds its strip's 256 columns of x to bf16 pairs
@@ -510,10 +511,10 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // it, one strip ahead. Without XS every lane loads its 64 columns' floats from global memory and
 // rounds them per product (addresses, predicates, zeroing, packing). A first XS staged all of x
 // per block (one barrier before any product): slower where a block has little else to do (H100,
-// 2026-12-06: 25.0 against 21.1 µs at 4096 x 14336). Layout: 64 columns in 9 chunks of 16 bytes (8 with
-// data, one unused), so the 4 lanes of a group, 64 columns apart, read distinct banks. Blocks
-// per SM: 3 (at most 85 registers: 16 bytes spill) where the grid has at least 3 blocks for each
-// SM, else 2 (98 registers): on the H100 3 gave 17.9 against 18.9 µs at 14336 x 4096 (896 blocks)
+// 2026-12-06: 25.0 against 21.1 µs at 4096 x 14336). Layout: 64 columns in 9 chunks of 16 bytes
+// (8 with data, one unused), so the 4 lanes of a group, 64 columns apart, read distinct banks.
+// Blocks per SM: 3 (at most 85 registers: 24 bytes spill with nvcc 13) where the grid has at least
+// 3 blocks for each SM, else 2 (101 registers): on the H100 3 gave 17.9 against 18.9 µs at 14336 x 4096 (896 blocks)
 // and 145 against 164 at 128256 x 4096, 2 gave 6.0 against 7.5 at 4096 x 4096 and 18.4
 // against 26.4 at 4096 x 14336 (256 blocks: at 3 per SM a third of the SMs idle).
 //
@@ -793,6 +794,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 	}
 }
 
+// Whether environment variable var is "0" (the before/after switches, read at each call).
+inline bool env_zero(const char *var)
+{
+	const char *e = getenv(var);
+	return e && strcmp(e, "0") == 0;
+}
+
+// log2 of an NF4 blocksize (a power of two: the front door)
+inline int blocksize_shift(int blocksize)
+{
+	int shift = 0;
+	while (shift < 30 && (1 << shift) < blocksize)
+		shift++;
+	return shift;
+}
+
 // Whether gemv_mma_kernel takes weight w with x: 64-weight runs of a row inside one block of the
 // scale, 16-byte alignment, 32-bit flat indices
 inline bool mma_takes(const cuk_weight &w, const float *x)
@@ -809,8 +826,7 @@ cudaError_t launch_mma(cudaStream_t s, const float *x, const mma_set &set, int64
 {
 	const unsigned blocks = set.first[CUK_GEMV_MULTI];
 	const dim3 grid(blocks), block(kMmaWarps * 32);
-	const char *e = getenv("TERN_CUDA_GEMV_XS");
-	if (T == 1 && !(e && strcmp(e, "0") == 0)) {
+	if (T == 1 && !env_zero("TERN_CUDA_GEMV_XS")) {
 		if ((int64_t)blocks >= 3 * (int64_t)sms)
 			return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid, block, 0, s, x, set, T);
 		return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid, block, 0, s, x, set, T);
@@ -828,8 +844,7 @@ inline mma_set mma_set_of(float *const *y, const cuk_weight *w, int n)
 		if (i < n) {
 			set.w[i] = w[i];
 			set.y[i] = y[i];
-			while (set.shift[i] < 30 && (1 << set.shift[i]) < w[i].blocksize)
-				set.shift[i]++;
+			set.shift[i] = blocksize_shift(w[i].blocksize);
 			at += (unsigned)((w[i].O + 15) / 16);
 		}
 	}
@@ -910,15 +925,10 @@ extern "C" cudaError_t cuk_gemv(cudaStream_t s, float *y, const float *x, const 
 	if (w->O <= 0)
 		return cudaSuccess;
 	// TERN_CUDA_GEMV_TABLE=0: NF4 on gemv_kernel, not gemv_nf4_kernel (before/after timings; at 1
-	// and 2 tokens the same bits)
-	const char *e = getenv("TERN_CUDA_GEMV_TABLE");
-	bool table = !(e && strcmp(e, "0") == 0);
-	// TERN_CUDA_GEMV_MMA=0: NF4 at bf16 on gemv_nf4_kernel, not gemv_mma_kernel
-	const char *m = getenv("TERN_CUDA_GEMV_MMA");
-	bool mma = !(m && strcmp(m, "0") == 0);
-	int shift = 0; // log2 of the NF4 blocksize (a power of two: the front door)
-	while (shift < 30 && (1 << shift) < w->blocksize)
-		shift++;
+	// and 2 tokens the same bits); TERN_CUDA_GEMV_MMA=0: NF4 at bf16 on gemv_nf4_kernel, not
+	// gemv_mma_kernel
+	bool table = !env_zero("TERN_CUDA_GEMV_TABLE"), mma = !env_zero("TERN_CUDA_GEMV_MMA");
+	int shift = blocksize_shift(w->blocksize);
 	switch (w->dtype) {
 	case 0: return launch_w<0>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
 	case 1: return launch_w<1>(s, y, x, *w, T, prec, shift, bits, table, mma, sms);
@@ -934,8 +944,7 @@ extern "C" cudaError_t cuk_gemv_multi(cudaStream_t s, float *const *y, const flo
 {
 	if (n < 1 || n > CUK_GEMV_MULTI || T < 1 || T > CUK_GEMV_MAX_T || prec != 2)
 		return cudaErrorNotSupported;
-	const char *m = getenv("TERN_CUDA_GEMV_MMA");
-	if (m && strcmp(m, "0") == 0)
+	if (env_zero("TERN_CUDA_GEMV_MMA"))
 		return cudaErrorNotSupported;
 	for (int i = 0; i < n; i++)
 		if (w[i].dtype != w[0].dtype || w[i].I != w[0].I || w[i].O <= 0 || !mma_takes(w[i], x))
