@@ -95,6 +95,15 @@ inline int atomicAdd(int *p, int v)
 	*p = old + v;
 	return old;
 }
+inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
+	unsigned old = *p;
+	*p = old + v;
+	return old;
+}
+// blocks run one after another: every write is seen by the blocks after it
+inline void __threadfence() {}
+template <typename T> T __ldcg(const T *p) { return *p; }
 inline unsigned atomicMax(unsigned *p, unsigned v)
 {
 	unsigned old = *p;

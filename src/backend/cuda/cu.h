@@ -75,6 +75,7 @@ struct cu_backend {
 	float *consts;      /* [0] the inverse input scale of the last f16 product, [1] 0, [2] 1 */
 	uint32_t *absmax;   /* [1]: the max |x| bits of the last f16 operand */
 	double *sumsq_part; /* [CUK_SUMSQ_PARTS]: sumsq's partial sums */
+	unsigned *kv_count; /* [CUK_KV_BLOCKS]: attention_kv's parts per row (zeros between launches) */
 	double *term;       /* ce_loss: [term_n] per-token loss terms */
 	int64_t term_n;
 

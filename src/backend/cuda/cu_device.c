@@ -555,6 +555,7 @@ static void cu_destroy(struct tern_backend *be)
 	cudaFree(c->consts);
 	cudaFree(c->absmax);
 	cudaFree(c->sumsq_part);
+	cudaFree(c->kv_count);
 	cudaFree(c->term);
 	if (c->cs)
 		cudaStreamDestroy(c->cs);
@@ -834,6 +835,10 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 				"constants")) ||
 	    (st = tern_cu_check(cudaMemcpy(c->consts, consts, sizeof consts, cudaMemcpyHostToDevice),
 				"constants")) ||
+	    (st = tern_cu_check(cudaMalloc((void **)&c->kv_count, CUK_KV_BLOCKS * sizeof(unsigned)),
+				"constants")) ||
+	    (st = tern_cu_check(cudaMemsetAsync(c->kv_count, 0, CUK_KV_BLOCKS * sizeof(unsigned), c->s),
+				"constants")) ||
 	    (st = tern_cu_check(cudaMalloc(&c->blas_ws, ws), "cuBLAS workspace")) ||
 	    (st = tern_cu_check_blas(cublasCreate(&c->blas), "cublasCreate")) ||
 	    (st = tern_cu_check_blas(cublasSetStream(c->blas, c->s), "cublasSetStream")) ||
@@ -849,7 +854,8 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 		    (st = tern_cu_check(cudaEventCreateWithFlags(&c->ticket_ev[i], cudaEventDisableTiming),
 					"events")))
 			goto fail;
-	c->used = sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + ws;
+	c->used =
+		sizeof consts + 4 + CUK_SUMSQ_PARTS * sizeof(double) + CUK_KV_BLOCKS * sizeof(unsigned) + ws;
 	cuk_set_pdl(pdl);
 	snprintf(be->device_name, sizeof be->device_name, "%.200s (compute %d.%d, CUDA graphs %s%s)", p.name,
 		 p.major, p.minor, c->graph.on ? "on" : "off", pdl ? ", PDL" : "");

@@ -50,17 +50,18 @@ cudaError_t cuk_grouped(cudaStream_t s, bool bwd, float *out, const float *a, co
 
 /* attention_kv (backend.h): o [Tq, H, Dh] from q [Tq, H, Dh], k, v [Tk, Hkv, Dh]; Dh <= 512.
  * parts (cuk_attention_kv_parts) splits each row's keys over that many blocks, whose partial
- * softmaxes go to part [Tq·H·parts, Dh + 2] floats (unused when parts is 1) before a second kernel
- * merges them. */
+ * softmaxes go to part [Tq·H·parts, Dh + 2] floats (unused when parts is 1); the last block of a
+ * row merges them, counting in counts [CUK_KV_BLOCKS] (zeros before the launch, zeros after it),
+ * or, counts NULL, a second kernel does. */
 /* The split aims at CUK_KV_BLOCKS blocks (about 16 per SM), in parts of at least 16 keys (a
  * warp's keys are scored one after another: short parts keep that chain short), at most
  * CUK_KV_MAX_PARTS of them. */
 #define CUK_KV_BLOCKS 2048
 #define CUK_KV_MAX_PARTS 128
 int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H);
-cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, const float *q, const float *k,
-			     const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh,
-			     int64_t window, float scale, int parts);
+cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, unsigned *counts, const float *q,
+			     const float *k, const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv,
+			     int64_t Dh, int64_t window, float scale, int parts);
 
 /* ---- k_bitnet.cu (--fmad=false) ---- */
 

@@ -14,10 +14,14 @@
 // Split over the keys (flash decoding): a decode step has Tq = 1, so H rows alone would leave most
 // of the card idle while each walks the whole cache. With S > 1 splits, block b takes row b / S and
 // the S-th part b % S of the row's visible keys (parts of ceil(n / S) keys, in key order), and
-// writes the part's running max m, sum l and unnormalised output acc to part[b]; attn_kv_combine
-// then merges a row's parts in part order (o = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M), M the
-// largest m_s): results do not depend on scheduling. S = 1 writes o directly (prefill's many
-// rows).
+// writes the part's running max m, sum l and unnormalised output acc to part[b]; a row's parts are
+// then merged in part order (o = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M), M the largest m_s):
+// results do not depend on scheduling. The merge runs in the same launch: each part's block counts
+// itself in cnt[row] (an atomic add on a uint after a fence), and the block that counts last merges
+// the row and sets the count back to 0, so a decode step's attention is one launch, not two
+// (counts is NULL: attn_kv_combine merges in a second launch, the way before; TERN_CUDA_KV_FUSE=0,
+// cu_kv.c). Either way the same operations in the same order: the same bits. S = 1 writes o
+// directly (prefill's many rows).
 #include "backend/cuda/cu_kernels_more.h"
 #include "backend/cuda/k_pdl.cuh"
 
@@ -30,11 +34,55 @@ constexpr int kThreads = 128;
 constexpr int kMaxDh = 512; // CUK_ATTN_MAX_DH
 constexpr int kPer = kMaxDh / kThreads;
 
-__global__ void attn_kv_kernel(float *o, float *part, const float *q, const float *k, const float *v,
-			       int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			       float scale, int S)
+// o[r] from the S parts of row r (attn_kv_kernel), merged in part order by the block's threads.
+// CG: the parts were written by other blocks of the running launch: loads through L2 (__ldcg).
+template <bool CG> __device__ inline float part_ld(const float *p)
+{
+	if constexpr (CG)
+		return __ldcg(p);
+	else
+		return *p;
+}
+
+template <bool CG> __device__ inline void kv_merge_row(float *o, const float *pr, int64_t Dh, int S)
+{
+	float M = -INFINITY;
+	for (int s = 0; s < S; s++) {
+		float m = part_ld<CG>(pr + s * (Dh + 2) + Dh);
+		M = m > M ? m : M;
+	}
+	float L = 0.0f;
+	for (int s = 0; s < S; s++) {
+		const float *ps = pr + s * (Dh + 2);
+		float l = part_ld<CG>(ps + Dh + 1);
+		if (l > 0.0f)
+			L += l * expf(part_ld<CG>(ps + Dh) - M);
+	}
+	for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
+		float a = 0.0f;
+		for (int s = 0; s < S; s++) {
+			const float *ps = pr + s * (Dh + 2);
+			if (part_ld<CG>(ps + Dh + 1) > 0.0f)
+				a += part_ld<CG>(ps + d) * expf(part_ld<CG>(ps + Dh) - M);
+		}
+		o[d] = a / L;
+	}
+}
+
+__global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64_t Dh, int S)
+{
+	pdl_wait();
+	pdl_trigger();
+	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+		kv_merge_row<false>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
+}
+
+__global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float *q, const float *k,
+			       const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh,
+			       int64_t window, float scale, int S)
 {
 	__shared__ float qs[kMaxDh];
+	__shared__ bool merge; // this block counted its row's last part
 	__shared__ float ps[kThreads];
 	__shared__ float red[kThreads / 32];
 	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
@@ -113,37 +161,20 @@ __global__ void attn_kv_kernel(float *o, float *part, const float *q, const floa
 		}
 		if (S > 1 && tid == 0)
 			pb[Dh] = m, pb[Dh + 1] = l; // an empty part: m = -inf, l = 0
-		__syncthreads();                    // qs is rewritten by the next row
-	}
-}
-
-// o[r] from the S parts of row r (attn_kv_kernel), merged in part order.
-__global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64_t Dh, int S)
-{
-	pdl_wait();
-	pdl_trigger();
-	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-		const float *pr = part + r * S * (Dh + 2);
-		float M = -INFINITY;
-		for (int s = 0; s < S; s++) {
-			float m = pr[s * (Dh + 2) + Dh];
-			M = m > M ? m : M;
-		}
-		float L = 0.0f;
-		for (int s = 0; s < S; s++) {
-			const float *ps = pr + s * (Dh + 2);
-			if (ps[Dh + 1] > 0.0f)
-				L += ps[Dh + 1] * expf(ps[Dh] - M);
-		}
-		for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
-			float a = 0.0f;
-			for (int s = 0; s < S; s++) {
-				const float *ps = pr + s * (Dh + 2);
-				if (ps[Dh + 1] > 0.0f)
-					a += ps[d] * expf(ps[Dh] - M);
+		if (S > 1 && cnt) {                 // the row's last part to end merges it
+			__threadfence();            // this part's writes before its count
+			__syncthreads();
+			if (tid == 0)
+				merge = atomicAdd(&cnt[r], 1u) == (unsigned)S - 1u;
+			__syncthreads();
+			if (merge) {
+				__threadfence(); // the other parts' writes, counted before ours
+				kv_merge_row<true>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
+				if (tid == 0)
+					cnt[r] = 0u; // every part has counted: ready for the next launch
 			}
-			o[r * Dh + d] = a / L;
 		}
+		__syncthreads(); // qs and merge are rewritten by the next row
 	}
 }
 
@@ -157,17 +188,20 @@ extern "C" int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H)
 	return s < 1 ? 1 : s > CUK_KV_MAX_PARTS ? CUK_KV_MAX_PARTS : (int)s;
 }
 
-extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, const float *q, const float *k,
-					const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv,
-					int64_t Dh, int64_t window, float scale, int parts)
+extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, unsigned *counts,
+					const float *q, const float *k, const float *v, int64_t Tq,
+					int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
+					float scale, int parts)
 {
 	int64_t rows = Tq * H, blocks = rows * parts, cap = 65535 * 8;
 	if (rows == 0)
 		return cudaSuccess;
+	if (rows > CUK_KV_BLOCKS)
+		counts = NULL; // (parts is 1 there)
 	cudaError_t e =
 		pdl_launch(attn_kv_kernel, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0,
-			   s, o, part, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
-	if (e == cudaSuccess && parts > 1)
+			   s, o, part, counts, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
+	if (e == cudaSuccess && parts > 1 && !counts)
 		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0,
 			       s, o, (const float *)part, rows, Dh, parts);
 	return e;
