@@ -301,6 +301,66 @@ out:
 	chk_end(&c);
 }
 
+/* rope2 on x [T, H, Dh] and x2 [T, H2, Dh] against rope on each, bit for bit (backend.h: the
+ * same values; CUDA: one launch up to 16 tokens, rope twice above), and its refusal of x2 over x. */
+static void check_rope2(struct suite *s, int64_t T, int64_t H, int64_t H2, int64_t Dh, bool inverse)
+{
+	struct chk c;
+	chk_begin(&c, s, "rope2", "T=%lld H=%lld H2=%lld Dh=%lld%s", (long long)T, (long long)H,
+		  (long long)H2, (long long)Dh, inverse ? " inverse" : "");
+	if (skip_unsupported(&c, TERN_OP_ROPE, TERN_F32))
+		return;
+	int64_t n = T * H * Dh, n2 = T * H2 * Dh;
+	float *x = fvec(n), *x2 = fvec(n2), *f = fvec(Dh / 2), *got = fvec(n > n2 ? n : n2);
+	int32_t *pos = calloc((size_t)T + 1, 4);
+	double *want = dvec(n), *want2 = dvec(n2);
+	if (!x || !x2 || !f || !got || !pos || !want || !want2) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, x, n, 1.0);
+	fill_sym(&c.r, x2, n2, 1.0);
+	fill_positions(&c.r, pos, T, true);
+	ref_inv_freq(f, Dh, 500000.0, 8.0, 1.0, 4.0, 8192.0);
+	struct dten *dx = dt_new(&c, "x", (size_t)n * 4, x), *dx2 = dt_new(&c, "x2", (size_t)n2 * 4, x2);
+	struct dten *dp = dt_new(&c, "pos", (size_t)T * 4, pos),
+		    *df = dt_new(&c, "inv_freq", (size_t)(Dh / 2) * 4, f);
+	if (!dx || !dx2 || !dp || !df)
+		goto out;
+	/* rope's own results first, then x and x2 afresh */
+	if (bad(&c, tern_rope(s->be, dx->v, dp->v, df->v, T, H, Dh, inverse), "rope") || !dt_get(&c, dx, got))
+		goto out;
+	for (int64_t k = 0; k < n; k++)
+		want[k] = got[k];
+	if (bad(&c, tern_rope(s->be, dx2->v, dp->v, df->v, T, H2, Dh, inverse), "rope") ||
+	    !dt_get(&c, dx2, got))
+		goto out;
+	for (int64_t k = 0; k < n2; k++)
+		want2[k] = got[k];
+	if (bad(&c, s->be->vt->upload(s->be, dx->v, x), "upload") ||
+	    bad(&c, s->be->vt->upload(s->be, dx2->v, x2), "upload") ||
+	    bad(&c, tern_rope2(s->be, dx->v, H, dx2->v, H2, dp->v, df->v, T, Dh, inverse), "rope2"))
+		goto out;
+	expect(&c, dx, want, n, 0.0);
+	expect(&c, dx2, want2, n2, 0.0);
+	dt_unchanged(&c, dp, pos);
+	/* x2 over x: refused, naming the op, x as rope2 left it */
+	enum tern_status st = tern_rope2(s->be, dx->v, H, tern_view_sub(dx->v, 4, (size_t)n2 * 4), H2, dp->v,
+					 df->v, T, Dh, inverse);
+	if (st != TERN_E_INVALID || !strstr(tern_error(), "rope2"))
+		fail(&c, "x2 over x: got %s \"%s\"", tern_status_str(st), tern_error());
+	expect(&c, dx, want, n, 0.0);
+out:
+	free(x);
+	free(x2);
+	free(f);
+	free(got);
+	free(pos);
+	free(want);
+	free(want2);
+	chk_end(&c);
+}
+
 /* The gradient of L = Σ g·rope(x) with respect to x is rope_inverse(g): against central
  * differences (L is linear in x, so any step is exact up to rounding). */
 static void check_fd_rope(struct suite *s, int64_t T, int64_t H, int64_t Dh)
@@ -831,6 +891,13 @@ static void check_layers_all(struct suite *s)
 	check_rope(s, 19, 2, 128, false, true, true);
 	check_rope(s, 19, 2, 128, true, true, true);
 	check_rope(s, 40, 1, 128, false, true, false);
+	/* rope2: a decode step's q and k (Llama 3: 32 and 8 heads of 128), a few tokens, and past
+	 * CUDA's one-launch path (17 tokens) */
+	for (int inv = 0; inv < 2; inv++) {
+		check_rope2(s, 1, 32, 8, 128, inv);
+		check_rope2(s, 5, 3, 1, 10, inv);
+		check_rope2(s, 17, 4, 2, 64, inv);
+	}
 
 	/* 4100: a multiple of 4 (CUDA's four-element kernels), the others not */
 	static const int64_t mn[] = {1, 17, 4099, 4100};

@@ -431,6 +431,13 @@ struct tern_backend_vtable {
 	 * -θ (the backward of the forward rotation). H >= 1, Dh even and >= 2. */
 	enum tern_status (*rope)(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 				 struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+	/* rope on two tensors in one op (a decode step's q and k): x [T, H, Dh] and x2 [T, H2, Dh]
+	 * become what rope(x, pos, inv_freq, T, H, Dh, inverse) and rope(x2, ..., T, H2, Dh, inverse)
+	 * make of them, bits included; x and x2 do not overlap. Optional (NULL: the front door runs
+	 * rope twice; CUDA: one launch where T <= 16). */
+	enum tern_status (*rope2)(struct tern_backend *be, struct tern_view x, int64_t H, struct tern_view x2,
+				  int64_t H2, struct tern_view pos, struct tern_view inv_freq, int64_t T,
+				  int64_t Dh, bool inverse);
 	/* h[n] = act(g[n]) · u[n]   (=) */
 	enum tern_status (*swiglu)(struct tern_backend *be, struct tern_view h, struct tern_view g,
 				   struct tern_view u, int64_t n, enum tern_act act);
@@ -651,6 +658,9 @@ enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, s
 				  int64_t D, float eps);
 enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_rope2(struct tern_backend *be, struct tern_view x, int64_t H, struct tern_view x2,
+			    int64_t H2, struct tern_view pos, struct tern_view inv_freq, int64_t T,
+			    int64_t Dh, bool inverse);
 enum tern_status tern_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
 			     struct tern_view u, int64_t n, enum tern_act act);
 enum tern_status tern_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,

@@ -210,8 +210,7 @@ static enum tern_status pass(struct tern_gen *g, const int32_t *ids, int64_t p0,
 			TRY(tern_rmsnorm(be, g->q, g->rstdh, g->qr, li.q_norm, Tq * H, Dh, g->eps));
 			TRY(tern_rmsnorm(be, kc, g->rstdh, g->kr, li.k_norm, Tq * Hkv, Dh, g->eps));
 		}
-		TRY(tern_rope(be, g->q, g->pos, inv, Tq, H, Dh, false));
-		TRY(tern_rope(be, kc, g->pos, inv, Tq, Hkv, Dh, false));
+		TRY(tern_rope2(be, g->q, H, kc, Hkv, g->pos, inv, Tq, Dh, false));
 		struct tern_attn_kv_args aa = {Tq, p0 + Tq, H, Hkv, Dh, li.window, 1.0f / sqrtf((float)Dh)};
 		TRY(tern_attention_kv(be, g->ao, g->q, cache(g, l, 0, 0, p0 + Tq), cache(g, l, 1, 0, p0 + Tq),
 				      &aa));

@@ -133,6 +133,9 @@ enum tern_status tern_cu_rmsnorm_bwd(struct tern_backend *be, struct tern_view d
 				     int64_t D, bool accumulate);
 enum tern_status tern_cu_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			      struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse);
+enum tern_status tern_cu_rope2(struct tern_backend *be, struct tern_view x, int64_t H, struct tern_view x2,
+			       int64_t H2, struct tern_view pos, struct tern_view inv_freq, int64_t T,
+			       int64_t Dh, bool inverse);
 enum tern_status tern_cu_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
 				struct tern_view u, int64_t n, enum tern_act act);
 enum tern_status tern_cu_swiglu_bwd(struct tern_backend *be, struct tern_view dg, struct tern_view du,

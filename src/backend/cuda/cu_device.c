@@ -602,6 +602,7 @@ static const struct tern_backend_vtable cu_vtable = {
 	.rmsnorm_bwd = tern_cu_rmsnorm_bwd,
 	.add_rmsnorm = tern_cu_add_rmsnorm,
 	.rope = tern_cu_rope,
+	.rope2 = tern_cu_rope2,
 	.swiglu = tern_cu_swiglu,
 	.swiglu_bwd = tern_cu_swiglu_bwd,
 	.embed = tern_cu_embed,

@@ -92,6 +92,9 @@ cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *dy, const fl
 			    const float *rstd, int64_t T, int64_t D, bool accumulate);
 cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq, int64_t T,
 		     int64_t H, int64_t Dh, bool inverse);
+/* rope2 (backend.h): x [T, H, Dh] and x2 [T, H2, Dh], one launch where T <= 16 */
+cudaError_t cuk_rope2(cudaStream_t s, float *x, int64_t H, float *x2, int64_t H2, const int32_t *pos,
+		      const float *inv_freq, int64_t T, int64_t Dh, bool inverse);
 /* y[t] = E[ids[t]] widened to f32 (dt 0/1/2); an id outside [0, V) writes a NaN row. */
 cudaError_t cuk_embed(cudaStream_t s, float *y, const int32_t *ids, const void *E, int dt, int64_t V,
 		      int64_t D, int64_t T);

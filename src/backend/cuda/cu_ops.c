@@ -202,6 +202,25 @@ enum tern_status tern_cu_rope(struct tern_backend *be, struct tern_view x, struc
 	return launched(cuk_rope(tern_cu_stream(cu_be(be)), xp, pp, fp, T, H, Dh, inverse), op);
 }
 
+enum tern_status tern_cu_rope2(struct tern_backend *be, struct tern_view x, int64_t H, struct tern_view x2,
+			       int64_t H2, struct tern_view pos, struct tern_view inv_freq, int64_t T,
+			       int64_t Dh, bool inverse)
+{
+	const char *op = "rope2";
+	enum tern_status st;
+	float *xp, *x2p, *fp;
+	int32_t *pp;
+	long long lT = (long long)T, lH = (long long)H, lH2 = (long long)H2, lDh = (long long)Dh;
+	if ((st = F32V(op, "x", x, T * H * Dh, &xp, "T=%lld H=%lld Dh=%lld f32", lT, lH, lDh)) ||
+	    (st = F32V(op, "x2", x2, T * H2 * Dh, &x2p, "T=%lld H2=%lld Dh=%lld f32", lT, lH2, lDh)) ||
+	    (st = F32V(op, "pos", pos, T, &pp, "T=%lld i32", lT)) ||
+	    (st = F32V(op, "inv_freq", inv_freq, Dh / 2, &fp, "Dh/2=%lld f32", lDh / 2)))
+		return st;
+	if (T == 0)
+		return TERN_OK;
+	return launched(cuk_rope2(tern_cu_stream(cu_be(be)), xp, H, x2p, H2, pp, fp, T, Dh, inverse), op);
+}
+
 enum tern_status tern_cu_swiglu(struct tern_backend *be, struct tern_view h, struct tern_view g,
 				struct tern_view u, int64_t n, enum tern_act act)
 {

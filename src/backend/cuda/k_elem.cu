@@ -434,18 +434,20 @@ __global__ void rope_kernel(float *x, const int32_t *pos, const float *fr, int64
 // One thread per (t, h, i < Dh/2): for a few tokens (decoding), where rope_kernel would run Dh/2
 // threads per token, each through the H heads one after another (a dependent round trip to memory
 // per head: H of them for the whole launch). The same operations per element, so the same values.
-__global__ void rope_heads_kernel(float *x, const int32_t *pos, const float *fr, int64_t T, int64_t H,
-				  int64_t Dh, float sign)
+// Heads H .. H + H2 of token t are heads 0 .. H2 of x2 (rope2: a decode step's q and k; H2 = 0:
+// x alone).
+__global__ void rope_heads_kernel(float *x, int64_t H, float *x2, int64_t H2, const int32_t *pos,
+				  const float *fr, int64_t T, int64_t Dh, float sign)
 {
 	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
 	pdl_trigger();
-	int64_t half = Dh / 2;
-	GRID_STRIDE(k, T * H * half)
+	int64_t half = Dh / 2, HH = H + H2;
+	GRID_STRIDE(k, T * HH * half)
 	{
-		int64_t row = k / half, i = k % half, t = row / H; // row: (t, h)
+		int64_t row = k / half, i = k % half, t = row / HH, h = row - t * HH; // row: (t, h)
 		float th = (float)pos[t] * fr[i];
 		float c = (float)cos((double)th), s = sign * (float)sin((double)th);
-		float *xr = x + row * Dh;
+		float *xr = h < H ? x + (t * H + h) * Dh : x2 + (t * H2 + h - H) * Dh;
 		rope_pair(xr, i, half, xr[i], xr[i + half], c, s);
 	}
 }
@@ -663,9 +665,22 @@ extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, co
 {
 	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel)
 		return pdl_launch(rope_heads_kernel, dim3(grid_for(T * H * (Dh / 2))), dim3(kThreads), 0, s,
-				  x, pos, inv_freq, T, H, Dh, inverse ? -1.0f : 1.0f);
+				  x, H, (float *)NULL, (int64_t)0, pos, inv_freq, T, Dh,
+				  inverse ? -1.0f : 1.0f);
 	return pdl_launch(rope_kernel, dim3(grid_for(T * (Dh / 2))), dim3(kThreads), 0, s, x, pos, inv_freq,
 			  T, H, Dh, inverse ? -1.0f : 1.0f);
+}
+
+extern "C" cudaError_t cuk_rope2(cudaStream_t s, float *x, int64_t H, float *x2, int64_t H2,
+				 const int32_t *pos, const float *inv_freq, int64_t T, int64_t Dh,
+				 bool inverse)
+{
+	if (T > 16) { // rope_kernel's walk over the heads: one tensor at a time
+		cudaError_t e = cuk_rope(s, x, pos, inv_freq, T, H, Dh, inverse);
+		return e != cudaSuccess ? e : cuk_rope(s, x2, pos, inv_freq, T, H2, Dh, inverse);
+	}
+	return pdl_launch(rope_heads_kernel, dim3(grid_for(T * (H + H2) * (Dh / 2))), dim3(kThreads), 0, s, x,
+			  H, x2, H2, pos, inv_freq, T, Dh, inverse ? -1.0f : 1.0f);
 }
 
 extern "C" cudaError_t cuk_embed(cudaStream_t s, float *y, const int32_t *ids, const void *E, int dt,
