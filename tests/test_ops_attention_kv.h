@@ -65,7 +65,19 @@ static void check_attention_kv(struct suite *s, int64_t Tq, int64_t Tk, int64_t 
 	struct dten *dv = dt_new(&c, "v", (size_t)nk * 4, v), *dout = dt_nan(&c, "o", nq);
 	if (!dq || !dk || !dv || !dout)
 		goto out;
-	if (bad(&c, tern_attention_kv(s->be, dout->v, dq->v, dk->v, dv->v, &a), "attention_kv"))
+	enum tern_status st = tern_attention_kv(s->be, dout->v, dq->v, dk->v, dv->v, &a);
+	if (st == TERN_E_UNSUPPORTED && Dh > 256) { /* Vulkan's shader takes heads up to 256 */
+		chk_free_tensors(&c);
+		print_line(s, c.op, c.desc, "not run (the backend takes Dh <= 256)");
+		s->skipped++;
+		free(q);
+		free(k);
+		free(v);
+		free(o);
+		free(p);
+		return;
+	}
+	if (bad(&c, st, "attention_kv"))
 		goto out;
 	expect(&c, dout, o, nq, TOL_F32);
 	dt_unchanged(&c, dq, q);
@@ -111,7 +123,7 @@ static void check_attention_kv_all(struct suite *s)
 {
 	/* Tq, Tk, H, Hkv, Dh, window: a decode step (Tq 1) at several cache lengths, prefill
 	 * (Tq = Tk), a chunk after a prefix; GQA 1, 2, 4; tiles of 64 keys with edges; windows; Dh
-	 * from 4 to 256 */
+	 * from 4 to 320 */
 	static const int64_t shapes[][6] = {
 		{1, 1, 1, 1, 8, 0},
 		{1, 37, 4, 2, 16, 0},
@@ -126,6 +138,10 @@ static void check_attention_kv_all(struct suite *s)
 		 * window shorter than the parts */
 		{1, 700, 4, 2, 64, 0},
 		{1, 300, 2, 1, 32, 7},
+		/* CUDA: a head of 320 (16 column groups a lane, 3 per thread in the v sums); 2,048 rows
+		 * of one part each, walking 300 keys in three chunks */
+		{1, 40, 2, 1, 320, 0},
+		{16, 300, 128, 128, 8, 0},
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention_kv(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],

@@ -31,8 +31,10 @@ namespace
 {
 
 constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;
 constexpr int kMaxDh = 512; // CUK_ATTN_MAX_DH
 constexpr int kPer = kMaxDh / kThreads;
+constexpr int kVB = 16; // rows of v whose loads a thread issues before it adds them
 
 // o[r] from the S parts of row r (attn_kv_kernel), merged in part order by the block's threads.
 // CG: the parts were written by other blocks of the running launch: loads through L2 (__ldcg).
@@ -77,14 +79,18 @@ __global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64
 		kv_merge_row<false>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
 }
 
+// NC: 32-column groups of a key row a lane holds (Dh <= 32 NC); KPW keys a warp scores at once
+template <int NC>
 __global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float *q, const float *k,
 			       const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh,
 			       int64_t window, float scale, int S)
 {
+	constexpr int KPW = NC >= 16 ? 1 : 16 / NC;
+	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 	__shared__ float qs[kMaxDh];
 	__shared__ bool merge; // this block counted its row's last part
 	__shared__ float ps[kThreads];
-	__shared__ float red[kThreads / 32];
+	__shared__ float red[kWarps];
 	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
 	pdl_trigger();
 	int tid = threadIdx.x;
@@ -106,15 +112,31 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float
 		float m = -INFINITY, l = 0.0f;
 		for (int64_t jb = j0; jb <= last; jb += kThreads) {
 			int64_t j = jb + tid, cnt = last + 1 - jb < kThreads ? last + 1 - jb : kThreads;
-			for (int64_t jj = tid >> 5; jj < cnt; jj += kThreads / 32) { // a warp per key
-				const float *kj = k + ((jb + jj) * Hkv + g) * Dh;
-				float dot = 0.0f;
-				for (int64_t d = tid & 31; d < Dh; d += 32)
-					dot += qs[d] * kj[d];
-				for (int off = 16; off > 0; off >>= 1)
-					dot += __shfl_xor_sync(0xffffffffu, dot, off);
-				if ((tid & 31) == 0)
-					ps[jj] = dot * scale;
+			// a warp per key (keys warp, warp + 4, ...), KPW of them at once: their NC loads a
+			// lane are all issued before the first multiply
+			for (int64_t jw = warp; jw < cnt; jw += kWarps * KPW) {
+				float kv[KPW][NC];
+#pragma unroll
+				for (int e = 0; e < KPW; e++) {
+					const int64_t jj = jw + kWarps * e;
+					const float *kj = k + ((jb + (jj < cnt ? jj : 0)) * Hkv + g) * Dh;
+#pragma unroll
+					for (int c = 0; c < NC; c++)
+						kv[e][c] = jj < cnt && lane + 32 * c < Dh ? kj[lane + 32 * c]
+											  : 0.0f;
+				}
+#pragma unroll
+				for (int e = 0; e < KPW; e++) {
+					float dot = 0.0f;
+#pragma unroll
+					for (int c = 0; c < NC; c++)
+						if (lane + 32 * c < Dh)
+							dot += qs[lane + 32 * c] * kv[e][c];
+					for (int off = 16; off > 0; off >>= 1)
+						dot += __shfl_xor_sync(0xffffffffu, dot, off);
+					if (lane == 0 && jw + kWarps * e < cnt)
+						ps[jw + kWarps * e] = dot * scale;
+				}
 			}
 			__syncthreads();
 			float s = j <= last ? ps[tid] : -INFINITY;
@@ -127,13 +149,14 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float
 				red[tid >> 5] = cm;
 			__syncthreads();
 			cm = red[0];
-			for (int w = 1; w < kThreads / 32; w++)
+			for (int w = 1; w < kWarps; w++)
 				cm = red[w] > cm ? red[w] : cm;
 			float nm = cm > m ? cm : m;
 			float c = expf(m - nm); // 0 on the first chunk (m = -inf)
 			ps[tid] = j <= last ? expf(s - nm) : 0.0f;
 			__syncthreads();
 			float cs = 0.0f;
+#pragma unroll 8
 			for (int64_t jj = 0; jj < cnt; jj++)
 				cs += ps[jj];
 			l = l * c + cs;
@@ -142,8 +165,18 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float
 				if (d >= Dh)
 					break;
 				float a = 0.0f;
-				for (int64_t jj = 0; jj < cnt; jj++)
-					a += ps[jj] * v[((jb + jj) * Hkv + g) * Dh + d];
+				for (int64_t j1 = 0; j1 < cnt;
+				     j1 += kVB) { // kVB rows of v loaded, then added
+					float vv[kVB];
+#pragma unroll
+					for (int e = 0; e < kVB; e++)
+						vv[e] = j1 + e < cnt ? v[((jb + j1 + e) * Hkv + g) * Dh + d]
+								     : 0.0f;
+#pragma unroll
+					for (int e = 0; e < kVB; e++)
+						if (j1 + e < cnt)
+							a += ps[j1 + e] * vv[e];
+				}
 				acc[u] = acc[u] * c + a;
 			}
 			m = nm;
@@ -198,9 +231,15 @@ extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, u
 		return cudaSuccess;
 	if (rows > CUK_KV_BLOCKS)
 		counts = NULL; // (parts is 1 there)
-	cudaError_t e =
-		pdl_launch(attn_kv_kernel, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0,
-			   s, o, part, counts, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
+	void (*kern)(float *, float *, unsigned *, const float *, const float *, const float *, int64_t,
+		     int64_t, int64_t, int64_t, int64_t, int64_t, float, int) =
+		Dh <= 32    ? attn_kv_kernel<1>
+		: Dh <= 64  ? attn_kv_kernel<2>
+		: Dh <= 128 ? attn_kv_kernel<4>
+		: Dh <= 256 ? attn_kv_kernel<8>
+			    : attn_kv_kernel<16>;
+	cudaError_t e = pdl_launch(kern, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0, s,
+				   o, part, counts, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
 	if (e == cudaSuccess && parts > 1 && !counts)
 		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0,
 			       s, o, (const float *)part, rows, Dh, parts);
