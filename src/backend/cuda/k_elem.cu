@@ -303,8 +303,14 @@ __global__ void rmsnorm4_kernel(float *y, float *rstd, float *x, const float *ad
 	__shared__ double sh[32];
 	int64_t t = blockIdx.x, d4 = D / 4;
 	float4 *xt = reinterpret_cast<float4 *>(x + t * D);
-	float4 v[VPT];
+	float4 v[VPT], g[VPT];
 	double ss = 0.0;
+#pragma unroll
+	for (int k = 0; k < VPT; k++) { // w's loads first: they land during the row's sum
+		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
+		if (j < d4)
+			g[k] = reinterpret_cast<const float4 *>(w)[j];
+	}
 #pragma unroll
 	for (int k = 0; k < VPT; k++) {
 		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
@@ -334,11 +340,11 @@ __global__ void rmsnorm4_kernel(float *y, float *rstd, float *x, const float *ad
 		int64_t j = threadIdx.x + k * (int64_t)blockDim.x;
 		if (j >= d4)
 			continue;
-		float4 g = reinterpret_cast<const float4 *>(w)[j], o;
-		o.x = (v[k].x * r) * g.x;
-		o.y = (v[k].y * r) * g.y;
-		o.z = (v[k].z * r) * g.z;
-		o.w = (v[k].w * r) * g.w;
+		float4 o;
+		o.x = (v[k].x * r) * g[k].x;
+		o.y = (v[k].y * r) * g[k].y;
+		o.z = (v[k].z * r) * g[k].z;
+		o.w = (v[k].w * r) * g[k].w;
 		yt[j] = o;
 	}
 }
