@@ -325,8 +325,13 @@ void store_step(float s)
 		uvec4 lo, hi;
 		w_decode(i, lo, hi);
 #ifdef BWD
-		Bs[r * SB + (c >> 3)] = lo;
-		Bs[r * SB + (c >> 3) + 1u] = hi;
+		// A row's eight runs are eight consecutive invocations, whose 16-byte stores go to
+		// shared memory together: lo then hi for all, the upper four's words would fall on the
+		// lower four's banks (2-way conflicts); the upper four store hi first, so each store of
+		// the eight meets eight distinct groups of banks
+		bool sw = c >= 64u;
+		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi : lo;
+		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo : hi;
 #else
 		Bs[r * SA + (c >> 3)] = lo;
 		Bs[r * SA + (c >> 3) + 1u] = hi;
