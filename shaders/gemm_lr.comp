@@ -22,6 +22,11 @@
 //           per group, four k-lanes per row, B transposed in shared memory so that a subgroup's
 //           reads of it have no bank conflicts (ROWK's eight lanes of a row read B rows 4 apart,
 //           all in one bank: 8-way conflicts); two rows per invocation share each B read.
+//   -DTKP   the successor of TK (same operands; TERN_VK_LORA_TK=new, the default): TNR rows
+//           (4 or 2) per invocation and eight k-lanes per row, so each B read from shared memory
+//           feeds 4 TNR multiply-adds; TS steps (4 or 2) of the next chunk of x loaded into
+//           registers while the current one is multiplied; a split over k whose partials the
+//           last group of each row block adds (an arrival counter, binding 4), no REDUCE pass.
 //   -DTM    the successor of ROWM: four consecutive rows per invocation (one vec4 of A's
 //           contiguous m when p.vec) and four k-lanes per group, so each broadcast B read feeds
 //           16 multiply-adds instead of 4 and each load brings 16 bytes instead of 4; the lanes
@@ -30,12 +35,13 @@
 //           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
 //           columns in registers (through shared memory, 16 rows of k a round) and the old C
 //           loaded before the first barrier.
-// TK, TM and WV are picked by vk_ops.c (pick_gemm_lr) unless TERN_VK_LORA=v1 asks for ROWK / ROWM
-// (and WIDE).
+// TKP (or TK with TERN_VK_LORA_TK=old), TM and WV are picked by vk_ops.c (pick_gemm_lr) unless
+// TERN_VK_LORA=v1 asks for ROWK / ROWM (and WIDE).
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
-// bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32). Deterministic:
-// no atomics.
+// bytes in flight. Bindings: 0 = C, 1 = A, 2 = B (f32), 3 = split partials (f32), 4 = TKP's
+// arrival counters (u32). Deterministic: no float atomics (TKP counts its groups with a uint one),
+// every sum in a fixed order.
 #extension GL_EXT_control_flow_attributes : enable
 
 #ifndef RV
@@ -60,7 +66,13 @@ layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 1) readonly buffer Ab4 { vec4 a4[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
 layout(binding = 2) readonly buffer Bb4 { vec4 b4[]; };
+#ifdef TKP
+// the last group of a row block reads what the other groups of the dispatch wrote (device scope)
+layout(binding = 3) coherent buffer Pb { float part[]; };
+layout(binding = 4) coherent buffer Cn { uint cnt[]; }; // one arrival counter per row block
+#else
 layout(binding = 3) buffer Pb { float part[]; };
+#endif
 
 void store(uint m, uint n, float v)
 {
@@ -301,6 +313,192 @@ void main()
 						put(m, 4u * j + c, sum[c]);
 			}
 		}
+}
+
+#elif defined(TKP)
+// TK's successor for the same products (TERN_VK_LORA_TK=new, the default; not yet timed on a
+// GPU). Invocation t is k-lane q = t % 8 of row slot s = t / 8 and takes the TNR rows
+// m0 + s + 32 i of the group's RB = 32 TNR. A chunk of CK = 32 TS values of k is TS steps: in
+// step j the lane multiplies x(m, k .. k + 3), k = k0 + 4 (q + 8 j), of each of its rows (one
+// vec4 when p.vec), so a subgroup's load is 4 rows x 128 contiguous bytes. The next chunk's
+// TS x TNR vec4 are loaded while this one is multiplied (step j's registers are refilled as soon
+// as step j has used them), so 16 TS TNR bytes per invocation are in flight when the loop waits
+// for them, 256 times that per group; rows past M load row M - 1 (valid addresses, results
+// never stored), so a whole vec4 chunk has no guard. B's chunk sits in shared memory transposed,
+// Bt[r][kk], its next chunk loaded into registers during the multiplication; a subgroup's read of
+// Bt is 8 consecutive vec4 (no bank conflicts) and each feeds 4 TNR multiply-adds (its 4 k, the
+// lane's TNR rows); columns from N on are skipped a vec4 at a time. The 8 k-lanes of a (row,
+// column) are added in lane order through shared memory. With p.kc > 0 group (x, z) sums k in
+// [z kc, z kc + kc) and writes part[z][m][n]; every group of row block x then adds 1 to cnt[x]
+// (a uint atomic), and the one that brings it to p.splits, the last to finish whichever it is,
+// adds part[0 .. splits - 1][m][n] in the order of z into C and sets cnt[x] back to 0 for the
+// next dispatch (vk_ops.c orders dispatches that bind the counters one after another). No REDUCE
+// pass; every sum in a fixed order, whatever the timing; no float atomics.
+#ifndef TNR
+#define TNR 4u
+#endif
+#ifndef TS
+#define TS 4u
+#endif
+#define KL 8u                 // k-lanes of a row
+#define SLOTS 32u             // 256 / KL row slots
+#define RB (TNR * SLOTS)      // rows per group
+#define CK (4u * KL * TS)     // k per chunk
+#define BTS (CK / 4u + 1u)    // vec4 per row of Bt, one of padding
+#define BE (CK * RMAX / 256u) // values of B's chunk an invocation loads
+#define RED (16u * 288u / 4u) // vec4 of one pass's lane sums: 16 columns x 32 slots x 9 floats
+#define SHV (RMAX * BTS > RED ? RMAX * BTS : RED)
+#define UO (RB * RMAX / 256u) // outputs per invocation when the last group adds the splits
+shared vec4 sh[SHV];          // Bt[r][kk / 4][kk % 4] = B(k0 + kk, r) at sh[r BTS + kk / 4]
+shared uint last_;
+
+// A(m, k .. k + 3) from the row's start xb = a_off + m sam (A's k is contiguous: TK's shapes
+// have sak = 1), zero from ke on
+vec4 ldx(uint xb, uint k, uint ke)
+{
+	if (p.vec != 0u && k + 4u <= ke)
+		return a4[(xb + k) >> 2];
+	vec4 v = vec4(0.0);
+	[[unroll]] for (uint c = 0u; c < 4u; c++) // constant indices: registers
+		if (k + c < ke)
+			v[c] = a_[xb + k + c];
+	return v;
+}
+
+void main()
+{
+	uint t = gl_LocalInvocationID.x, q = t % KL, sl = t / KL;
+	uint m0 = gl_WorkGroupID.x * RB;
+	uint xb[TNR]; // the rows' starts in A, rows past M at M - 1
+	vec4 acc[TNR][RV];
+	[[unroll]] for (uint i = 0u; i < TNR; i++) {
+		xb[i] = p.a_off + min(m0 + sl + SLOTS * i, p.M - 1u) * p.sam;
+		[[unroll]] for (uint j = 0u; j < RV; j++)
+			acc[i][j] = vec4(0.0);
+	}
+	uint kb = 0u, ke = p.K;
+	if (p.kc > 0u) {
+		kb = gl_WorkGroupID.y * p.kc;
+		ke = min(p.K, kb + p.kc);
+	}
+	uint nch = (ke - kb + CK - 1u) / CK;
+	// element e = t + 256 u of B's chunk is (kk, r) along B's contiguous dimension
+	float bv[BE]; // the next chunk of B, zero past N and ke
+	[[unroll]] for (uint u = 0u; u < BE; u++) {
+		uint e = t + 256u * u;
+		uint kk = p.sbk == 1u ? e % CK : e / RMAX, r = p.sbk == 1u ? e / CK : e % RMAX;
+		bv[u] = 0.0;
+		if (r < p.N && kb + kk < ke)
+			bv[u] = b_[p.b_off + (kb + kk) * p.sbk + r * p.sbn];
+	}
+	vec4 xs[TS][TNR]; // xs[j][i]: step j of row i, this chunk's until step j is used, then the next's
+	[[unroll]] for (uint j = 0u; j < TS; j++)
+		[[unroll]] for (uint i = 0u; i < TNR; i++)
+			xs[j][i] = ldx(xb[i], kb + 4u * (q + KL * j), ke);
+	for (uint c = 0u; c < nch; c++) {
+		uint kn = kb + (c + 1u) * CK; // the next chunk
+		barrier();                    // the previous chunk's Bt is read
+		[[unroll]] for (uint u = 0u; u < BE; u++) {
+			uint e = t + 256u * u;
+			uint kk = p.sbk == 1u ? e % CK : e / RMAX, r = p.sbk == 1u ? e / CK : e % RMAX;
+			sh[r * BTS + (kk >> 2)][kk & 3u] = bv[u];
+		}
+		barrier();
+		bool more = c + 1u < nch, whole = p.vec != 0u && kn + CK <= ke;
+		if (more)
+			[[unroll]] for (uint u = 0u; u < BE; u++) {
+				uint e = t + 256u * u;
+				uint kk = p.sbk == 1u ? e % CK : e / RMAX, r = p.sbk == 1u ? e / CK : e % RMAX;
+				bv[u] = 0.0;
+				if (r < p.N && kn + kk < ke)
+					bv[u] = b_[p.b_off + (kn + kk) * p.sbk + r * p.sbn];
+			}
+		[[unroll]] for (uint j = 0u; j < TS; j++) {
+			[[unroll]] for (uint jv = 0u; jv < RV; jv++)
+				if (4u * jv < p.N)
+					[[unroll]] for (uint cc = 0u; cc < 4u; cc++) {
+						vec4 b = sh[(4u * jv + cc) * BTS + q + KL * j];
+						[[unroll]] for (uint i = 0u; i < TNR; i++) {
+							float a = acc[i][jv][cc];
+							a = fma(xs[j][i].x, b.x, a);
+							a = fma(xs[j][i].y, b.y, a);
+							a = fma(xs[j][i].z, b.z, a);
+							a = fma(xs[j][i].w, b.w, a);
+							acc[i][jv][cc] = a;
+						}
+					}
+			if (more) {
+				uint k = kn + 4u * (q + KL * j);
+				if (whole)
+					[[unroll]] for (uint i = 0u; i < TNR; i++)
+						xs[j][i] = a4[(xb[i] + k) >> 2];
+				else
+					[[unroll]] for (uint i = 0u; i < TNR; i++)
+						xs[j][i] = ldx(xb[i], k, ke);
+			}
+		}
+	}
+	// the 8 k-lanes of each (row, column) in lane order, 16 columns of one row i a pass; lane q of
+	// slot s puts column c's sum at float c 288 + 9 s + q (no bank conflicts either way)
+	[[unroll]] for (uint i = 0u; i < TNR; i++)
+		[[unroll]] for (uint jb = 0u; jb < RV; jb += 4u) {
+			barrier(); // Bt, or the previous pass, is read
+			[[unroll]] for (uint jj = 0u; jj < 4u; jj++)
+				[[unroll]] for (uint cc = 0u; cc < 4u; cc++) {
+					uint f = (4u * jj + cc) * 288u + 9u * sl + q;
+					sh[f >> 2][f & 3u] = acc[i][jb + jj][cc];
+				}
+			barrier();
+			[[unroll]] for (uint h = 0u; h < 2u; h++) { // 32 slots x 16 columns
+				uint o = t + 256u * h, s = o & 31u, col = o >> 5;
+				uint m = m0 + s + SLOTS * i, n = 4u * jb + col;
+				float sum = 0.0;
+				[[unroll]] for (uint l = 0u; l < KL; l++) {
+					uint f = col * 288u + 9u * s + l;
+					sum += sh[f >> 2][f & 3u];
+				}
+				if (m < p.M && n < p.N)
+					put(m, n, sum);
+			}
+		}
+	if (p.kc == 0u)
+		return;
+	// this group's partials are written: count it in; the group that completes the row block
+	// adds all of them
+	memoryBarrierBuffer();
+	barrier();
+	if (t == 0u) {
+		memoryBarrierBuffer();
+		last_ = atomicAdd(cnt[gl_WorkGroupID.x], 1u) + 1u == p.splits ? 1u : 0u;
+	}
+	barrier();
+	if (last_ == 0u)
+		return;
+	memoryBarrierBuffer();
+	float s[UO];
+	[[unroll]] for (uint u = 0u; u < UO; u++)
+		s[u] = 0.0;
+	for (uint z0 = 0u; z0 < p.splits; z0 += 4u) {
+		float v[4][UO]; // four splits' loads in flight before their sums
+		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
+			[[unroll]] for (uint u = 0u; u < UO; u++) {
+				uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
+				v[zz][u] = 0.0;
+				if (z0 + zz < p.splits && m < p.M && n < p.N)
+					v[zz][u] = part[p.part_off + ((z0 + zz) * p.M + m) * p.N + n];
+			}
+		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
+			[[unroll]] for (uint u = 0u; u < UO; u++)
+				if (z0 + zz < p.splits)
+					s[u] += v[zz][u];
+	}
+	[[unroll]] for (uint u = 0u; u < UO; u++) {
+		uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
+		if (m < p.M && n < p.N)
+			store(m, n, s[u]);
+	}
+	if (t == 0u)
+		atomicExchange(cnt[gl_WorkGroupID.x], 0u);
 }
 
 #elif defined(TM)

@@ -104,6 +104,12 @@ set(TERN_SHADER_VARIANTS
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"
   "gemm_lr_wide_r32|gemm_lr.comp|-DWIDE -DRV=8u" "gemm_lr_reduce|gemm_lr.comp|-DREDUCE"
   "gemm_lr_tk|gemm_lr.comp|-DTK" "gemm_lr_tk_r32|gemm_lr.comp|-DTK -DRV=8u"
+  # TK's successor, by TNR x TS (rows per invocation x steps of k in flight; TERN_VK_TK_TILE)
+  "gemm_lr_tkp_4x4|gemm_lr.comp|-DTKP -DTNR=4u -DTS=4u" "gemm_lr_tkp_4x2|gemm_lr.comp|-DTKP -DTNR=4u -DTS=2u"
+  "gemm_lr_tkp_2x4|gemm_lr.comp|-DTKP -DTNR=2u -DTS=4u"
+  "gemm_lr_tkp_r32_4x4|gemm_lr.comp|-DTKP -DRV=8u -DTNR=4u -DTS=4u"
+  "gemm_lr_tkp_r32_4x2|gemm_lr.comp|-DTKP -DRV=8u -DTNR=4u -DTS=2u"
+  "gemm_lr_tkp_r32_2x4|gemm_lr.comp|-DTKP -DRV=8u -DTNR=2u -DTS=4u"
   "gemm_lr_tm|gemm_lr.comp|-DTM" "gemm_lr_tm_r32|gemm_lr.comp|-DTM -DRV=8u"
   "gemm_lr_wv|gemm_lr.comp|-DWV" "gemm_lr_wv_r32|gemm_lr.comp|-DWV -DRV=8u"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128

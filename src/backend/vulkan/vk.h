@@ -215,6 +215,7 @@ struct tern_vk {
 	uint32_t sm_count;           /* multiprocessors (VK_NV_shader_sm_builtins), else a guess */
 	struct tern_buffer *aux;     /* 64 u32 words: the max|x| bits of the scale passes */
 	struct tern_buffer *mm_part; /* split-K partials (vk_mm.c), grown on first need */
+	struct tern_buffer *lr_cnt;  /* gemm_lr TKP's arrival counters, zero between dispatches */
 	struct tern_buffer *mm_x16;  /* the f16 input of a half-precision matmul (vk_mm.c) */
 	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
 	struct tern_buffer *attn_h;   /* attention: f16 copies of q, k, v, s dO */

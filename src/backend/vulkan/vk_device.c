@@ -462,6 +462,7 @@ void tern_vk_destroy(struct tern_backend *be)
 		}
 		tern_vk_buffer_free(be, vk->ce_scratch);
 		tern_vk_buffer_free(be, vk->mm_part);
+		tern_vk_buffer_free(be, vk->lr_cnt);
 		tern_vk_buffer_free(be, vk->mm_x16);
 		tern_vk_buffer_free(be, vk->attn_scr);
 		tern_vk_buffer_free(be, vk->attn_h);

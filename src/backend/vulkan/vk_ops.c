@@ -422,30 +422,66 @@ struct gemm_lr_push {
 	uint32_t vec;
 };
 
-/* A split-K variant of shaders/gemm_lr.comp (ROWK, ROWM, TK, TM) over `gx` groups of rows, with k
- * split into chunks of a multiple of `ck` when that brings the groups to `per_sm` per
- * multiprocessor (these shapes are bound by loads in flight, not arithmetic); the split partials
- * are added in the order of the chunks by REDUCE, so the result does not depend on timing. */
-static enum tern_status gemm_lr_split(struct tern_vk *vk, enum tern_vk_pipe pipe, struct tern_view C,
-				      struct tern_view b[3], struct gemm_lr_push *p, uint32_t gx,
-				      uint32_t per_sm, uint32_t ck)
+/* How a low-rank product (gemm_lr.comp) runs: its pipeline, its rows per group, and for the
+ * split-K kinds the groups wanted per multiprocessor and the granule of a split (CK); last_adds:
+ * the last group of each row block adds the split partials (TKP) instead of a REDUCE pass. */
+struct lr_plan {
+	enum tern_vk_pipe pipe;
+	uint32_t rows, per_sm, ck; /* WIDE / WV: per_sm is the columns per group */
+	bool last_adds;
+};
+
+/* TKP's arrival counters: n words, zero when a dispatch starts (each leaves them zero again), in a
+ * buffer of the backend grown on first need. Every dispatch that binds them writes them, so
+ * tern_vk_dispatch's dependency check puts a barrier between any two: they never run at once. */
+static enum tern_status lr_counters(struct tern_vk *vk, uint32_t n, struct tern_view *out)
 {
-	uint32_t want = (uint32_t)tern_cdiv((int64_t)per_sm * vk->sm_count, gx), most = p->K / ck;
-	uint32_t splits = want < most ? want : most;
+	size_t bytes = (size_t)(n < 1024 ? 1024 : n) * 4;
+	if (!vk->lr_cnt || vk->lr_cnt->size < bytes) {
+		enum tern_status st = tern_vk_scratch(vk, &vk->lr_cnt, bytes);
+		if (!st)
+			st = tern_vk_zero(&vk->base, (struct tern_view){vk->lr_cnt, 0, bytes});
+		if (st) {
+			tern_vk_buffer_free(&vk->base, vk->lr_cnt);
+			vk->lr_cnt = NULL;
+			return st;
+		}
+	}
+	*out = (struct tern_view){vk->lr_cnt, 0, (size_t)n * 4};
+	return TERN_OK;
+}
+
+/* A split-K variant of shaders/gemm_lr.comp (ROWK, ROWM, TK, TKP, TM) over `gx` groups of rows,
+ * with k split into chunks of a multiple of lp->ck when that brings the groups to lp->per_sm per
+ * multiprocessor (these shapes are bound by loads in flight, not arithmetic: rounded up, or down
+ * to one wave of groups for TKP); the split partials are added in the order of the chunks, by
+ * REDUCE or (lp->last_adds) by the last group of each row block, so the result does not depend
+ * on timing. */
+static enum tern_status gemm_lr_split(struct tern_vk *vk, const struct lr_plan *lp, struct tern_view C,
+				      struct tern_view b[3], struct gemm_lr_push *p, uint32_t gx)
+{
+	uint64_t slots = (uint64_t)lp->per_sm * vk->sm_count;
+	uint32_t want = (uint32_t)(lp->last_adds ? slots / gx : (slots + gx - 1) / gx);
+	uint32_t most = p->K / lp->ck, splits = want < most ? want : most;
 	splits = splits > 64 ? 64 : splits;
 	if (splits < 2)
-		return tern_vk_dispatch(vk, pipe, b, 3, p, sizeof *p, gx, 1, 1);
-	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), ck) * ck;
+		return tern_vk_dispatch(vk, lp->pipe, b, 3, p, sizeof *p, gx, 1, 1);
+	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), lp->ck) * lp->ck;
 	splits = (uint32_t)tern_cdiv(p->K, p->kc);
 	p->splits = splits;
 	size_t bytes = (size_t)splits * p->M * p->N * 4;
 	enum tern_status st = tern_vk_scratch(vk, &vk->mm_part, bytes);
 	if (st)
 		return st;
-	struct tern_view b4[4] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
-	if ((st = tern_vk_dispatch(vk, pipe, b4, 4, p, sizeof *p, gx, splits, 1)))
+	struct tern_view b5[5] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
+	if (lp->last_adds) {
+		if ((st = lr_counters(vk, gx, &b5[4])))
+			return st;
+		return tern_vk_dispatch(vk, lp->pipe, b5, 5, p, sizeof *p, gx, splits, 1);
+	}
+	if ((st = tern_vk_dispatch(vk, lp->pipe, b5, 4, p, sizeof *p, gx, splits, 1)))
 		return st;
-	return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b4, 4, p, sizeof *p,
+	return tern_vk_dispatch(vk, TERN_PIPE_GEMM_LR_REDUCE, b5, 4, p, sizeof *p,
 				tern_vk_grid((int64_t)p->M * p->N, 256, 1024), 1, 1);
 }
 
@@ -481,25 +517,55 @@ enum tern_status tern_vk_gen(const char *var, int *gen)
 	return TERN_OK;
 }
 
-/* How a low-rank product (gemm_lr.comp) runs: its pipeline, its rows per group, and for the
- * split-K kinds the groups wanted per multiprocessor and the granule of a split (CK). */
-struct lr_plan {
-	enum tern_vk_pipe pipe;
-	uint32_t rows, per_sm, ck; /* WIDE / WV: per_sm is the columns per group */
-};
-
 enum lr_kind {
 	LR_WIDE, /* K <= RMAX: y += u B^T, dx += du A */
 	LR_ROWK, /* N <= RMAX, A's k contiguous: u = x A^T, du = dy B (reduction over I or O) */
 	LR_ROWM, /* N <= RMAX, A's m contiguous: dB^T-like and dA^T = x^T du (reduction over T) */
 };
 
+/* TK's successor for u = x A^T and du = dy B (gemm_lr.comp -DTKP) at rank r, unless
+ * TERN_VK_LORA_TK=old asks for TK itself (*out untouched); TERN_VK_TK_TILE picks its tile, TNR x TS
+ * (rows per invocation x steps of k per chunk: 128 or 64 rows a group, 128 or 64 k a chunk),
+ * unset 4x4 at rank <= 16 and 4x2 above. Both switches so that one GPU session can time old
+ * against new and the tiles against each other; a bad value is refused in one line. One group per
+ * multiprocessor, the split rounded down to one wave (TERN_VK_LR_PER_SM still overrides). */
+static enum tern_status pick_tkp(uint32_t r, struct lr_plan *out)
+{
+	static const struct {
+		const char *name;
+		uint32_t nr, ts;
+		enum tern_vk_pipe r16, r32;
+	} tiles[] = {
+		{"4x4", 4, 4, TERN_PIPE_GEMM_LR_TKP_4X4, TERN_PIPE_GEMM_LR_TKP_R32_4X4},
+		{"4x2", 4, 2, TERN_PIPE_GEMM_LR_TKP_4X2, TERN_PIPE_GEMM_LR_TKP_R32_4X2},
+		{"2x4", 2, 4, TERN_PIPE_GEMM_LR_TKP_2X4, TERN_PIPE_GEMM_LR_TKP_R32_2X4},
+	};
+	const char *gen = getenv("TERN_VK_LORA_TK"), *tile = getenv("TERN_VK_TK_TILE");
+	if (gen && *gen && strcmp(gen, "new")) {
+		if (strcmp(gen, "old"))
+			return tern_fail(TERN_E_INVALID, "TERN_VK_LORA_TK=%s: must be old or new (or unset)",
+					 gen);
+		return TERN_OK;
+	}
+	size_t k = r <= 16 ? 0 : 1;
+	if (tile && *tile) {
+		for (k = 0; k < sizeof tiles / sizeof tiles[0] && strcmp(tile, tiles[k].name); k++)
+			;
+		if (k == sizeof tiles / sizeof tiles[0])
+			return tern_fail(TERN_E_INVALID,
+					 "TERN_VK_TK_TILE=%s: must be 4x4, 4x2 or 2x4 (or unset)", tile);
+	}
+	*out = (struct lr_plan){r <= 16 ? tiles[k].r16 : tiles[k].r32, 32 * tiles[k].nr, 1, 32 * tiles[k].ts,
+				true};
+	return TERN_OK;
+}
+
 /* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank; `len` is
  * the long dimension the split-K kinds run over (ROWK: K, the reduction; ROWM: M). */
 static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, uint32_t len,
 				     struct lr_plan *out)
 {
-	/* v2 (TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
+	/* v2 (TKP or TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
 	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab). (A v3, TK without split-K,
 	 * lost to TK on the H200: the 8B step 0.967x; docs/PERFORMANCE.md 2026-12-06 09:51.) */
 	int gen = 2;
@@ -517,19 +583,22 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 	case LR_WIDE:
 		/* v1: 64 x 128 tiles, one column an invocation; v2: 32 x 256, four */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WIDE : TERN_PIPE_GEMM_LR_WIDE_R32,
-						   64, 128, 0}
+						   64, 128, 0, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_WV : TERN_PIPE_GEMM_LR_WV_R32, 32,
-						   256, 0};
+						   256, 0, false};
 		break;
 	case LR_ROWK:
-		/* v1: 32 rows per group, eight groups per multiprocessor; v2: 128 rows, one group per
-		 * multiprocessor up to K = 8192 and two above (H100, M = 2048: at K = 4096 one gave
-		 * 0.054 ms against 0.060 with two and 0.072 with four, the rule before; at K = 14336
-		 * two gave 0.174 against 0.208 and 0.188; docs/PERFORMANCE.md 2026-12-06 07:50) */
+		/* v1: 32 rows per group, eight groups per multiprocessor; v2: TKP (pick_tkp), or with
+		 * TERN_VK_LORA_TK=old TK: 128 rows, one group per multiprocessor up to K = 8192 and two
+		 * above (H100, M = 2048: at K = 4096 one gave 0.054 ms against 0.060 with two and 0.072
+		 * with four, the rule before; at K = 14336 two gave 0.174 against 0.208 and 0.188;
+		 * docs/PERFORMANCE.md 2026-12-06 07:50) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWK : TERN_PIPE_GEMM_LR_ROWK_R32,
-						   32, 8, 128}
+						   32, 8, 128, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
-						   len > 8192 ? 2 : 1, 128};
+						   len > 8192 ? 2 : 1, 128, false};
+		if (gen == 2) /* TKP unless TERN_VK_LORA_TK=old */
+			return pick_tkp(r, out);
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
@@ -538,9 +607,9 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 		 * v2 with one group per multiprocessor up to M = 8192 (H100, T = 2048: at M = 4096
 		 * 0.029 ms against 0.041; at M = 14336 two stay, 0.091 against 0.098) */
 		*out = gen == 1 ? (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_ROWM : TERN_PIPE_GEMM_LR_ROWM_R32,
-						   256, 2, 128}
+						   256, 2, 128, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
-						   len > 8192 ? 2 : 1, 64};
+						   len > 8192 ? 2 : 1, 64, false};
 		break;
 	}
 	return TERN_OK;
@@ -548,13 +617,13 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 
 /* The low-rank variants of shaders/gemm_lr.comp for one placed GPU gemm, when one of M, N, K is
  * at most GEMM_LR_RMAX (a LoRA product; rank 16 or less takes the variants with 16 columns of
- * registers): WIDE when K is, else ROWK / ROWM (TK / TM) by which of A's dimensions is
+ * registers): WIDE when K is, else ROWK / ROWM (TKP or TK / TM) by which of A's dimensions is
  * contiguous; M <= RMAX runs as the transposed product. *done is false when none applies (the
  * tiled gemm runs). */
 static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, struct tern_view A,
 				     struct tern_view B, const struct gemm_push *g, bool *done)
 {
-	struct lr_plan lp = {TERN_PIPE_COUNT, 0, 0, 0};
+	struct lr_plan lp = {TERN_PIPE_COUNT, 0, 0, 0, false};
 	enum tern_status st;
 	*done = true;
 	if (g->K <= GEMM_LR_RMAX) {
@@ -586,7 +655,7 @@ static enum tern_status gemm_lowrank(struct tern_vk *vk, struct tern_view C, str
 	const char *env = getenv("TERN_VK_LR_PER_SM");
 	if (env && atoi(env) > 0)
 		lp.per_sm = (uint32_t)atoi(env);
-	return gemm_lr_split(vk, lp.pipe, C, b, &p, groups(p.M, lp.rows), lp.per_sm, lp.ck);
+	return gemm_lr_split(vk, &lp, C, b, &p, groups(p.M, lp.rows));
 }
 
 static enum tern_status gemm_one(struct tern_vk *vk, struct tern_view C, struct tern_view A,
