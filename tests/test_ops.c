@@ -295,32 +295,94 @@ out:
 	chk_end(&c);
 }
 
+/* The same gemm three times into three outputs gives the same bits: on Vulkan a split TKP's
+ * partials are added by whichever group of a row block finishes last, in the order of the splits,
+ * and lavapipe runs groups on several threads, so the last one varies from run to run. */
+static void check_gemm_same(struct suite *s, int64_t M, int64_t N, int64_t K)
+{
+	struct chk c;
+	chk_begin(&c, s, "gemm", "NT M=%lld N=%lld K=%lld same bits 3 runs", (long long)M, (long long)N,
+		  (long long)K);
+	if (skip_unsupported(&c, TERN_OP_GEMM, TERN_F32))
+		return;
+	float *A = fvec(M * K), *B = fvec(N * K), *got[3] = {fvec(M * N), fvec(M * N), fvec(M * N)};
+	if (!A || !B || !got[0] || !got[1] || !got[2]) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, A, M * K, 1.0);
+	fill_sym(&c.r, B, N * K, 1.0);
+	struct dten *dA = dt_new(&c, "A", (size_t)(M * K) * 4, A);
+	struct dten *dB = dt_new(&c, "B", (size_t)(N * K) * 4, B);
+	if (!dA || !dB)
+		goto out;
+	for (int r = 0; r < 3; r++) {
+		struct dten *dC = dt_nan(&c, "C", M * N);
+		if (!dC ||
+		    bad(&c, tern_gemm(s->be, dC->v, dA->v, dB->v, M, N, K, false, true, 1.0f, 0.0f, TERN_F32),
+			"gemm") ||
+		    !dt_get(&c, dC, got[r]))
+			goto out;
+		if (r > 0 && memcmp(got[r], got[0], (size_t)(M * N) * 4))
+			fail(&c, "run %d differs from run 0 in its bits", r);
+	}
+out:
+	free(A);
+	free(B);
+	for (int r = 0; r < 3; r++)
+		free(got[r]);
+	chk_end(&c);
+}
+
 /* (M, N, K): LoRA-like shapes (T×R from T×I, R×I from T×R...) and odd ones; {300, 20, 9} and
  * {5, 270, 3} span several workgroups of the Vulkan CPU-device variant along M, and along N
- * (swapped); the last five take several K chunks of the GPU low-rank variants
+ * (swapped); from {40, 16, 300} on the shapes take several K chunks of the GPU low-rank variants
  * (shaders/gemm_lr.comp: N <= 32, and M <= 32 as the transposed product), split over groups
  * with a short last split; K = 1030 is not a multiple of 4 (no vector loads); {260, 16, 800}
  * spans several row groups of TK and TM with vector loads, {200, 24, 300} takes the r32 kernels,
  * {70, 520, 16} several row and column groups of WV with vector loads, {70, 520, 24} the same with
- * WV's rank-32 variant (B's rows through shared memory in two rounds).
+ * WV's rank-32 variant (B's rows through shared memory in two rounds). The rest cross TKP's edges
+ * (lavapipe: 64 multiprocessors assumed, so a row block splits K up to K / CK ways): rows one past
+ * a block of 128 and of 64 and one short of 128, one row (a split of 4 k at the end), K not a
+ * multiple of 4 with ranks 17 and 32, rank 1, K of two chunks of 64 plus 8, and {17, 7, 33} and
+ * {3, 16, 97} run unsplit (K under two chunks).
  * On Vulkan the GPU kernels run too (TERN_VK_VARIANT=tiled), every LoRA generation
- * (TERN_VK_LORA=v1|v2, vk_ops.c pick_gemm_lr). */
+ * (TERN_VK_LORA=v1|v2, vk_ops.c pick_gemm_lr), v2 with TK and with TKP (TERN_VK_LORA_TK=old|new)
+ * in each of its tiles (TERN_VK_TK_TILE; unset: 4x4 at rank <= 16, 4x2 above). */
 static void check_gemm_all(struct suite *s)
 {
 	static const int64_t gemm_shapes[][3] = {
-		{1, 1, 1},      {3, 16, 97},   {17, 7, 33},    {33, 130, 17},  {300, 20, 9},
-		{5, 270, 3},    {40, 16, 300}, {16, 300, 520}, {70, 16, 1030}, {260, 16, 800},
-		{200, 24, 300}, {70, 520, 16}, {70, 520, 24}};
+		{1, 1, 1},      {3, 16, 97},   {17, 7, 33},    {33, 130, 17},   {300, 20, 9},
+		{5, 270, 3},    {40, 16, 300}, {16, 300, 520}, {70, 16, 1030},  {260, 16, 800},
+		{200, 24, 300}, {70, 520, 16}, {70, 520, 24},  {129, 16, 600},  {65, 12, 264},
+		{127, 32, 520}, {1, 16, 4100}, {1, 32, 1030},  {130, 17, 1031}, {66, 32, 777},
+		{300, 1, 520},  {129, 16, 136}};
+	static const int nshapes = (int)(sizeof gemm_shapes / sizeof gemm_shapes[0]);
 	static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.25f, 0.75f}};
-	static const char *const gens[] = {NULL, "v1", "v2"};
-	for (int g = 0; g < (s->is_cpu ? 1 : 3); g++) {
-		if (gens[g]) {
+	static const struct {
+		const char *lora, *tk, *tile;
+	} gens[] = {{NULL, NULL, NULL},   {"v1", NULL, NULL},   {"v2", "old", NULL}, {"v2", "new", NULL},
+		    {"v2", "new", "4x4"}, {"v2", "new", "4x2"}, {"v2", "new", "2x4"}};
+	for (int g = 0; g < (s->is_cpu ? 1 : (int)(sizeof gens / sizeof gens[0])); g++) {
+		if (gens[g].lora) {
 			setenv("TERN_VK_VARIANT", "tiled", 1);
-			setenv("TERN_VK_LORA", gens[g], 1);
-			printf("-- gemm: TERN_VK_VARIANT=tiled TERN_VK_LORA=%s\n", gens[g]);
+			setenv("TERN_VK_LORA", gens[g].lora, 1);
+			if (gens[g].tk)
+				setenv("TERN_VK_LORA_TK", gens[g].tk, 1);
+			else
+				unsetenv("TERN_VK_LORA_TK");
+			if (gens[g].tile)
+				setenv("TERN_VK_TK_TILE", gens[g].tile, 1);
+			else
+				unsetenv("TERN_VK_TK_TILE");
+			printf("-- gemm: TERN_VK_VARIANT=tiled TERN_VK_LORA=%s TERN_VK_LORA_TK=%s "
+			       "TERN_VK_TK_TILE=%s\n",
+			       gens[g].lora, gens[g].tk ? gens[g].tk : "(unset)",
+			       gens[g].tile ? gens[g].tile : "(unset)");
 		}
-		for (int k = 0; k < 13; k++) {
-			if (g == 1 && gemm_shapes[k][1] > 16 && gemm_shapes[k][1] <= 32 &&
+		bool v1 = gens[g].lora && !strcmp(gens[g].lora, "v1");
+		for (int k = 0; k < nshapes; k++) {
+			if (v1 && gemm_shapes[k][1] > 16 && gemm_shapes[k][1] <= 32 &&
 			    gemm_shapes[k][2] > 32) {
 				/* v1's rank-32 ROWK needs 48 KiB of shared memory; the backend refuses it
 				 * on smaller devices (lavapipe: 32 KiB) */
@@ -338,9 +400,16 @@ static void check_gemm_all(struct suite *s)
 				check_gemm(s, gemm_shapes[k][0], gemm_shapes[k][1], gemm_shapes[k][2], t & 1,
 					   t >> 1, ab[2][0], ab[2][1], TERN_BF16);
 		}
+		/* split TKP on lavapipe: 3 row blocks x 8 splits (4x4, 2x4: 5 x 8), 4x2 3 x 16; rank
+		 * 32: 2 x 32 (4x2), 2 x 16 (4x4), 3 x 16 (2x4) */
+		check_gemm_same(s, 300, 16, 1024);
+		if (!v1) /* v1's rank-32 ROWK: see above */
+			check_gemm_same(s, 130, 32, 2048);
 	}
 	unsetenv("TERN_VK_VARIANT");
 	unsetenv("TERN_VK_LORA");
+	unsetenv("TERN_VK_LORA_TK");
+	unsetenv("TERN_VK_TK_TILE");
 }
 
 /* ---- dropout ------------------------------------------------------------------------------ */
