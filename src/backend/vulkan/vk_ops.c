@@ -288,8 +288,9 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
  * sums added where y or dx is written (the -DLORA variants of shaders/mm.comp), so the
  * composition's two gemms that read and write the whole output again go. Not for decoding
  * (T <= MV_TMAX: the matrix-vector shader) nor for ranks above 64 (the epilogue stages 16 or 8
- * rank columns a round). Off unless TERN_VK_LORA_FUSE=1: its speed on a GPU is not measured yet
- * (docs/PERFORMANCE.md); its results are tested (test_ops lora_fused). */
+ * rank columns a round). Off unless TERN_VK_LORA_FUSE=1: on an H100 it was slower (its rolled
+ * form 2.7-2.9x per product, the 8B step 0.42x; docs/PERFORMANCE.md 2026-12-06 05:11); its
+ * results are tested (test_ops lora_fused). */
 static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			  enum tern_dtype prec)
 {
