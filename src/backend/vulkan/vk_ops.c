@@ -465,15 +465,19 @@ static enum tern_status gemm_lr_split(struct tern_vk *vk, const struct lr_plan *
 	uint32_t want = (uint32_t)(lp->last_adds ? slots / gx : (slots + gx - 1) / gx);
 	uint32_t most = p->K / lp->ck, splits = want < most ? want : most;
 	splits = splits > 64 ? 64 : splits;
-	if (splits < 2)
+	if (splits < 2 && !lp->last_adds)
 		return tern_vk_dispatch(vk, lp->pipe, b, 3, p, sizeof *p, gx, 1, 1);
-	p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), lp->ck) * lp->ck;
-	splits = (uint32_t)tern_cdiv(p->K, p->kc);
+	if (splits >= 2) /* else TKP unsplit (kc 0): its partials and counters bound, untouched */
+		p->kc = (uint32_t)tern_cdiv(tern_cdiv(p->K, splits), lp->ck) * lp->ck;
+	splits = p->kc ? (uint32_t)tern_cdiv(p->K, p->kc) : 1;
 	p->splits = splits;
-	size_t bytes = (size_t)splits * p->M * p->N * 4;
+	size_t bytes = p->kc ? (size_t)splits * p->M * p->N * 4 : 4;
 	enum tern_status st = tern_vk_scratch(vk, &vk->mm_part, bytes);
 	if (st)
 		return st;
+	/* TKP binds real buffers even unsplit: the shader declares both writable, and a dummy
+	 * binding would look written by one dispatch and read by the next to the synchronization
+	 * checks (test_golden_vk_sync) */
 	struct tern_view b5[5] = {C, b[1], b[2], {vk->mm_part, 0, bytes}};
 	if (lp->last_adds) {
 		if ((st = lr_counters(vk, gx, &b5[4])))
