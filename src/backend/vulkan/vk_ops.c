@@ -528,8 +528,10 @@ enum lr_kind {
 	LR_ROWM, /* N <= RMAX, A's m contiguous: dB^T-like and dA^T = x^T du (reduction over T) */
 };
 
-/* TK's successor for u = x A^T and du = dy B (gemm_lr.comp -DTKP) at rank r, unless
- * TERN_VK_LORA_TK=old asks for TK itself (*out untouched); TERN_VK_TK_TILE picks its tile, TNR x TS
+/* TK's successor for u = x A^T and du = dy B (gemm_lr.comp -DTKP) at rank r where
+ * TERN_VK_LORA_TK=new asks for it; unset or old, TK itself (*out untouched): TKP has not yet run on
+ * a GPU (its groups meet through a counter that lavapipe checks only partly, and its speed is not
+ * measured; docs/PERFORMANCE.md's waiting list). TERN_VK_TK_TILE picks its tile, TNR x TS
  * (rows per invocation x steps of k per chunk: 128 or 64 rows a group, 128 or 64 k a chunk),
  * unset 4x4 at rank <= 16 and 4x2 above. Both switches so that one GPU session can time old
  * against new and the tiles against each other; a bad value is refused in one line. One group per
@@ -546,8 +548,8 @@ static enum tern_status pick_tkp(uint32_t r, struct lr_plan *out)
 		{"2x4", 2, 4, TERN_PIPE_GEMM_LR_TKP_2X4, TERN_PIPE_GEMM_LR_TKP_R32_2X4},
 	};
 	const char *gen = getenv("TERN_VK_LORA_TK"), *tile = getenv("TERN_VK_TK_TILE");
-	if (gen && *gen && strcmp(gen, "new")) {
-		if (strcmp(gen, "old"))
+	if (!gen || !*gen || strcmp(gen, "new")) {
+		if (gen && *gen && strcmp(gen, "old"))
 			return tern_fail(TERN_E_INVALID, "TERN_VK_LORA_TK=%s: must be old or new (or unset)",
 					 gen);
 		return TERN_OK;
@@ -570,7 +572,7 @@ static enum tern_status pick_tkp(uint32_t r, struct lr_plan *out)
 static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, uint32_t len,
 				     struct lr_plan *out)
 {
-	/* v2 (TKP or TK, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
+	/* v2 (TK or TKP, TM, WV; the default) or v1 (ROWK, ROWM, WIDE, before): TERN_VK_LORA=v1|v2, so that
 	 * one GPU session can time both (tools/bench_gpu.sh --kernels-ab). (A v3, TK without split-K,
 	 * lost to TK on the H200: the 8B step 0.967x; docs/PERFORMANCE.md 2026-12-06 09:51.) */
 	int gen = 2;
@@ -593,8 +595,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   256, 0, false};
 		break;
 	case LR_ROWK:
-		/* v1: 32 rows per group, eight groups per multiprocessor; v2: TKP (pick_tkp), or with
-		 * TERN_VK_LORA_TK=old TK: 128 rows, one group per multiprocessor up to K = 8192 and two
+		/* v1: 32 rows per group, eight groups per multiprocessor; v2: TK, or with
+		 * TERN_VK_LORA_TK=new TKP (pick_tkp): 128 rows, one group per multiprocessor up to K = 8192 and two
 		 * above (H100, M = 2048: at K = 4096 one gave 0.054 ms against 0.060 with two and 0.072
 		 * with four, the rule before; at K = 14336 two gave 0.174 against 0.208 and 0.188;
 		 * docs/PERFORMANCE.md 2026-12-06 07:50) */
@@ -602,7 +604,7 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   32, 8, 128, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
 						   len > 8192 ? 2 : 1, 128, false};
-		if (gen == 2) /* TKP unless TERN_VK_LORA_TK=old */
+		if (gen == 2) /* TKP where TERN_VK_LORA_TK=new */
 			return pick_tkp(r, out);
 		break;
 	case LR_ROWM:
