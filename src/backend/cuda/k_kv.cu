@@ -1,14 +1,16 @@
 // Attention of a few new queries over a KV cache on CUDA (backend.h attention_kv; the CPU
 // reference is src/backend/cpu/cpu_attention_kv.c), fp32. One block per (query, head) row and
-// part of its keys (below): the keys the part holds pass in chunks of kThreads; a warp scores keys w, w + 4, ... of the chunk
-// (its lanes over the head dimension: coalesced reads of the cached key rows, the dot summed by
-// shuffles in a fixed order; one thread per key walking its own row would make every load of a
-// warp touch 32 cache lines), into shared memory, where thread j takes key j's score; the chunk's
-// max updates the row's running max, and
-// each thread rescales and accumulates its own elements d = tid + kThreads·u of the output over
-// the chunk's keys in key order. Every thread keeps the same running max and sum (the same
-// operations on the same values), so no further exchange is needed and results do not depend on
-// scheduling. Masks as the CPU: query i is token p0 + i (p0 = Tk - Tq) and sees key j when
+// part of its keys (below): the keys the part holds pass in chunks of kThreads; a warp scores keys
+// w, w + 4, ... of the chunk (its lanes over the head dimension: coalesced reads of the cached key
+// rows, the dot summed by shuffles in a fixed order; one thread per key walking its own row would
+// make every load of a warp touch 32 cache lines), into shared memory, where thread j takes key
+// j's score; the chunk's max updates the row's running max, and each thread rescales and
+// accumulates its own elements d = tid + kThreads·u of the output over the chunk's keys in key
+// order. A decode step's block is a chain of dependent loads, so they are issued in batches: a
+// warp loads the rows of 16/NC keys before its first multiply, a thread 16 rows of v before its
+// first add (one at a time, 16.2 µs a call on an H100: docs/PERFORMANCE.md 2026-12-06 12:37).
+// Every thread keeps the same running max and sum (the same operations on the same values), so no
+// further exchange is needed and results do not depend on scheduling. Masks as the CPU: query i is token p0 + i (p0 = Tk - Tq) and sees key j when
 // j <= p0 + i and, with window > 0, p0 + i - j < window.
 //
 // Split over the keys (flash decoding): a decode step has Tq = 1, so H rows alone would leave most
