@@ -887,6 +887,12 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T);
 
+/* u[T,R] alone as tern_lora_forward computes it (the same calls; xd[T,I] = drop(x) as well when
+ * p > 0): a checkpointing recomputation whose output nothing reads. */
+enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view xd,
+			     struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
+			     int64_t T);
+
 /* The low-rank half alone, for a y that already holds x Wᵀ: u[T,R] = x Aᵀ, y[T,O] += s · u Bᵀ.
  * Where tern_lora_fused says no, dropout is 0 and there is no xbase, matmul(y) then this gives
  * tern_lora_forward's values (the same calls); elsewhere it is refused (TERN_E_INVALID). */

@@ -50,30 +50,33 @@ bool tern_lora_fused(struct tern_backend *be, const struct tern_weight *w, const
 	       vt->lora_fuses(be, w, lora->R, T, lora->prec);
 }
 
+/* u[T,R] = drop(x)[T,I] · A[R,I]ᵀ, xd[T,I] = drop(x) written first where p > 0 (lora checked) */
+static enum tern_status form_u(struct tern_backend *be, const char *op, struct tern_view u,
+			       struct tern_view xd, struct tern_view x, const struct tern_weight *w,
+			       const struct tern_lora *lora, int64_t T)
+{
+	int64_t R = lora->R, I = w->I;
+	enum tern_status st = tern_check_view(op, "u", u, (size_t)(T * R) * 4);
+	if (st != TERN_OK)
+		return st;
+	struct tern_view xin = x;
+	if (lora->dropout > 0.0f) {
+		if ((st = tern_check_view(op, "xd", xd, (size_t)(T * I) * 4)) != TERN_OK ||
+		    (st = tern_dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
+			return st;
+		xin = xd;
+	}
+	return tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec);
+}
+
 enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, struct tern_view u,
 				   struct tern_view xd, struct tern_view x, const struct tern_weight *w,
 				   const struct tern_lora *lora, int64_t T)
 {
 	enum tern_status st = check_lora("lora_forward", lora, T, w);
-	if (st != TERN_OK)
+	if (st != TERN_OK || (st = form_u(be, "lora_forward", u, xd, x, w, lora, T)) != TERN_OK)
 		return st;
-	int64_t R = lora->R, I = w->I, O = w->O;
-	bool drop = lora->dropout > 0.0f;
-	if ((st = tern_check_view("lora_forward", "u", u, (size_t)(T * R) * 4)) != TERN_OK)
-		return st;
-	if (drop && (st = tern_check_view("lora_forward", "xd", xd, (size_t)(T * I) * 4)) != TERN_OK)
-		return st;
-
-	struct tern_view xin = x;
-	if (drop) {
-		/* xd[T,I] = drop(x) */
-		if ((st = tern_dropout(be, xd, x, T * I, lora->dropout, lora->key)) != TERN_OK)
-			return st;
-		xin = xd;
-	}
-	/* u[T,R] = xin[T,I] · A[R,I]ᵀ */
-	if ((st = tern_gemm(be, u, xin, lora->A, T, R, I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
-		return st;
+	int64_t R = lora->R, O = w->O;
 	/* y[T,O] = [x | s·u] · [W | B]ᵀ in one product */
 	if (tern_lora_fused(be, w, lora, T))
 		return tern_matmul_lora(be, y, x, u, lora->B, w, R, lora->scale, T, lora->prec);
@@ -96,12 +99,18 @@ enum tern_status tern_lora_add(struct tern_backend *be, struct tern_view y, stru
 			TERN_E_INVALID,
 			"lora_add: only for an unfused LoRA without dropout or xbase (R=%lld T=%lld)",
 			(long long)lora->R, (long long)T);
-	int64_t R = lora->R;
 	/* u[T,R] = x[T,I] · A[R,I]ᵀ, then y[T,O] += s · u[T,R] · B[O,R]ᵀ: tern_lora_forward's gemms */
-	if ((st = tern_check_view("lora_add", "u", u, (size_t)(T * R) * 4)) != TERN_OK ||
-	    (st = tern_gemm(be, u, x, lora->A, T, R, w->I, false, true, 1.0f, 0.0f, lora->lprec)) != TERN_OK)
+	if ((st = form_u(be, "lora_add", u, (struct tern_view){0}, x, w, lora, T)) != TERN_OK)
 		return st;
-	return tern_gemm(be, y, u, lora->B, T, w->O, R, false, true, lora->scale, 1.0f, lora->lprec);
+	return tern_gemm(be, y, u, lora->B, T, w->O, lora->R, false, true, lora->scale, 1.0f, lora->lprec);
+}
+
+enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct tern_view xd,
+			     struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
+			     int64_t T)
+{
+	enum tern_status st = check_lora("lora_u", lora, T, w);
+	return st != TERN_OK ? st : form_u(be, "lora_u", u, xd, x, w, lora, T);
 }
 
 enum tern_status tern_lora_backward(struct tern_backend *be, struct tern_view dx, struct tern_view dA,

@@ -1386,23 +1386,15 @@ static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_v
 }
 
 /* The recomputation (checkpointing) of a module whose output nothing reads: only what its
- * backward needs, the LoRA product u = drop(x) Aᵀ, as tern_lora_forward computes it (the same
- * calls, so the same values); the base product and B are skipped. */
+ * backward needs, the LoRA product u = drop(x) Aᵀ, as tern_lora_forward computes it (tern_lora_u:
+ * the same calls, so the same values); the base product and B are skipped. */
 static enum tern_status lin_fwd_saved(struct tern_net *n, int l, int mo, struct tern_view x,
 				      struct layer_act *a, struct part p, uint64_t step, uint32_t micro)
 {
 	if (!targeted(n, mo))
 		return TERN_OK;
 	struct tern_lora lo = lora_of(n, l, mo, step, micro, p.idx);
-	int64_t I = n->lw[l].w[mo].I;
-	enum tern_status st;
-	struct tern_view xin = x;
-	if (lo.dropout > 0.0f) {
-		TRY(tern_dropout(n->be, n->xd, x, p.T * I, lo.dropout, lo.key));
-		xin = n->xd;
-	}
-	return tern_gemm(n->be, rows(a->lu[mo], p.r0, p.T, n->R), xin, lo.A, p.T, n->R, I, false, true, 1.0f,
-			 0.0f, lo.lprec);
+	return tern_lora_u(n->be, rows(a->lu[mo], p.r0, p.T, n->R), n->xd, x, &n->lw[l].w[mo], &lo, p.T);
 }
 
 /* Makes layer l's weights usable by the ops queued next (tern_residency_acquire): device-tier
