@@ -524,22 +524,32 @@ enum tern_status tern_add_rmsnorm(struct tern_backend *be, struct tern_view h, s
 			be->vt->add_rmsnorm(be, h, y, rstd, x, w, T, D, eps));
 }
 
+/* rope's arguments: x [T, H, Dh] (named xn, its head count hn), pos [T], inv_freq [Dh/2] */
+static enum tern_status rope_check(const char *op, struct tern_view x, const char *xn, int64_t H,
+				   const char *hn, struct tern_view pos, struct tern_view inv_freq, int64_t T,
+				   int64_t Dh)
+{
+	enum tern_status st;
+	if ((st = dims(op, T, "T", H, hn)) || (st = dims(op, T * H, "T*H", Dh, "Dh")))
+		return st;
+	if (Dh < 2 || Dh % 2 || H < 1)
+		return tern_fail(TERN_E_INVALID, "%s: %s=%lld Dh=%lld (%s >= 1, Dh even and >= 2)", op, hn,
+				 (long long)H, (long long)Dh, hn);
+	long long lT = (long long)T, lH = (long long)H, lDh = (long long)Dh;
+	if ((st = view(op, xn, x, (size_t)(T * H * Dh) * 4, "T=%lld %s=%lld Dh=%lld f32", lT, hn, lH, lDh)) ||
+	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
+	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
+		return st;
+	return TERN_OK;
+}
+
 enum tern_status tern_rope(struct tern_backend *be, struct tern_view x, struct tern_view pos,
 			   struct tern_view inv_freq, int64_t T, int64_t H, int64_t Dh, bool inverse)
 {
-	const char *op = "rope";
 	if (!be->vt->rope)
 		return missing(be, TERN_OP_ROPE);
-	enum tern_status st;
-	if ((st = dims(op, T, "T", H, "H")) || (st = dims(op, T * H, "T*H", Dh, "Dh")))
-		return st;
-	if (Dh < 2 || Dh % 2 || H < 1)
-		return tern_fail(TERN_E_INVALID, "rope: H=%lld Dh=%lld (H >= 1, Dh even and >= 2)",
-				 (long long)H, (long long)Dh);
-	long long lT = (long long)T, lH = (long long)H, lDh = (long long)Dh;
-	if ((st = view(op, "x", x, (size_t)(T * H * Dh) * 4, "T=%lld H=%lld Dh=%lld f32", lT, lH, lDh)) ||
-	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
-	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
+	enum tern_status st = rope_check("rope", x, "x", H, "H", pos, inv_freq, T, Dh);
+	if (st)
 		return st;
 	bool prof = prof_begin(be, TERN_OP_ROPE, TERN_PROF_ELEMENTWISE, 0.0);
 	return prof_end(be, prof, TERN_PROF_ELEMENTWISE,
@@ -551,26 +561,15 @@ enum tern_status tern_rope2(struct tern_backend *be, struct tern_view x, int64_t
 			    int64_t Dh, bool inverse)
 {
 	const char *op = "rope2";
-	enum tern_status st;
 	if (!be->vt->rope)
 		return missing(be, TERN_OP_ROPE);
-	if ((st = dims(op, T, "T", H, "H")) || (st = dims(op, T * H, "T*H", Dh, "Dh")) ||
-	    (st = dims(op, T, "T", H2, "H2")) || (st = dims(op, T * H2, "T*H2", Dh, "Dh")))
+	enum tern_status st;
+	if ((st = rope_check(op, x, "x", H, "H", pos, inv_freq, T, Dh)) ||
+	    (st = rope_check(op, x2, "x2", H2, "H2", pos, inv_freq, T, Dh)))
 		return st;
-	if (Dh < 2 || Dh % 2 || H < 1 || H2 < 1)
-		return tern_fail(TERN_E_INVALID,
-				 "rope2: H=%lld H2=%lld Dh=%lld (H, H2 >= 1, Dh even and >= 2)", (long long)H,
-				 (long long)H2, (long long)Dh);
-	long long lT = (long long)T, lH = (long long)H, lH2 = (long long)H2, lDh = (long long)Dh;
-	size_t n = (size_t)(T * H * Dh) * 4, n2 = (size_t)(T * H2 * Dh) * 4;
-	if ((st = view(op, "x", x, n, "T=%lld H=%lld Dh=%lld f32", lT, lH, lDh)) ||
-	    (st = view(op, "x2", x2, n2, "T=%lld H2=%lld Dh=%lld f32", lT, lH2, lDh)) ||
-	    (st = view(op, "pos", pos, (size_t)T * 4, "T=%lld i32", lT)) ||
-	    (st = view(op, "inv_freq", inv_freq, (size_t)(Dh / 2) * 4, "Dh/2=%lld f32", lDh / 2)))
-		return st;
-	if (views_overlap(x, n, x2, n2))
-		return tern_fail(TERN_E_INVALID, "rope2: x2 overlaps x (T=%lld H=%lld H2=%lld Dh=%lld)", lT,
-				 lH, lH2, lDh);
+	if (views_overlap(x, (size_t)(T * H * Dh) * 4, x2, (size_t)(T * H2 * Dh) * 4))
+		return tern_fail(TERN_E_INVALID, "rope2: x2 overlaps x (T=%lld H=%lld H2=%lld Dh=%lld)",
+				 (long long)T, (long long)H, (long long)H2, (long long)Dh);
 	if (!be->vt->rope2) {
 		st = tern_rope(be, x, pos, inv_freq, T, H, Dh, inverse);
 		return st ? st : tern_rope(be, x2, pos, inv_freq, T, H2, Dh, inverse);
