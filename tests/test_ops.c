@@ -990,6 +990,45 @@ static bool lora_skip(struct chk *c, enum tern_dtype wt)
 	return false;
 }
 
+/* tern_lora_add after matmul gives lora_forward's y and u bit for bit (the same calls, backend.h)
+ * where it applies (no dropout, unfused); with dropout it is refused, naming it, writing nothing.
+ * d's y and u hold lora_forward's results on entry and again on return. */
+static bool lora_add_same(struct chk *c, struct suite *s, struct lora_dev *d, int64_t T, float p)
+{
+	int64_t O = d->w.O, R = d->lora.R;
+	float *y = fvec(T * O), *u = fvec(T * R);
+	double *wy = dvec(T * O), *wu = dvec(T * R);
+	bool ok = false;
+	if (!y || !u || !wy || !wu) {
+		fail(c, "out of host memory");
+		goto out;
+	}
+	if (!dt_get(c, d->y, y) || !dt_get(c, d->u, u))
+		goto out;
+	for (int64_t i = 0; i < T * O; i++)
+		wy[i] = y[i];
+	for (int64_t i = 0; i < T * R; i++)
+		wu[i] = u[i];
+	if (p > 0) {
+		enum tern_status st = tern_lora_add(s->be, d->y->v, d->u->v, d->x->v, &d->w, &d->lora, T);
+		if (st != TERN_E_INVALID || !strstr(tern_error(), "lora_add"))
+			fail(c, "lora_add with dropout: got %s \"%s\"", tern_status_str(st), tern_error());
+	} else if (!tern_lora_fused(s->be, &d->w, &d->lora, T)) {
+		if (bad(c, tern_matmul(s->be, d->y->v, d->x->v, &d->w, T, d->lora.prec), "matmul") ||
+		    bad(c, tern_lora_add(s->be, d->y->v, d->u->v, d->x->v, &d->w, &d->lora, T), "lora_add"))
+			goto out;
+	}
+	expect(c, d->y, wy, T * O, 0.0);
+	expect(c, d->u, wu, T * R, 0.0);
+	ok = true;
+out:
+	free(y);
+	free(u);
+	free(wy);
+	free(wu);
+	return ok;
+}
+
 /* the LoRA linear at half-precision products, on lora_case and lora_dev */
 #include "test_ops_lorafuse.h"
 
@@ -1020,6 +1059,8 @@ static void check_lora(struct suite *s, const struct wfmt *f, int64_t T, int64_t
 	expect(&c, d.u, lc.u, T * R, TOL_F32);
 	if (p > 0)
 		expect(&c, d.xd, lc.xd, T * I, TOL_F32);
+	if (!lora_add_same(&c, s, &d, T, p))
+		goto out;
 	if (bad(&c, lora_bwd(s, &d, T, acc, alias), "lora_backward"))
 		goto out;
 	expect_mag(&c, alias ? d.x : d.dx, lc.dx, lc.dxm, T * I, TOL_F32);
