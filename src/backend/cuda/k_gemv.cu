@@ -513,10 +513,11 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // per block (one barrier before any product): slower where a block has little else to do (H100,
 // 2026-12-06: 25.0 against 21.1 µs at 4096 x 14336). Layout: 64 columns in 9 chunks of 16 bytes
 // (8 with data, one unused), so the 4 lanes of a group, 64 columns apart, read distinct banks.
-// Blocks per SM: 3 (at most 85 registers: 24 bytes spill with nvcc 13) where the grid has at least
-// 3 blocks for each SM, else 2 (101 registers): on the H100 3 gave 17.9 against 18.9 µs at 14336 x 4096 (896 blocks)
-// and 145 against 164 at 128256 x 4096, 2 gave 6.0 against 7.5 at 4096 x 4096 and 18.4
-// against 26.4 at 4096 x 14336 (256 blocks: at 3 per SM a third of the SMs idle).
+// Blocks per SM: 3 (at most 85 registers: 24 bytes spill with nvcc 13) where the grid has at
+// least 3 blocks for each SM, else 2 (101 registers): on the H100 3 gave 17.9 against 18.9 µs at
+// 14336 x 4096 (896 blocks) and 145 against 164 at 128256 x 4096, 2 gave 6.0 against 7.5 at
+// 4096 x 4096 and 18.4 against 26.4 at 4096 x 14336 (256 blocks: at 3 per SM a third of the SMs
+// idle).
 //
 // XS's loads: 16 bytes at a shared-window address computed once (a generic pointer to shared
 // memory made nvcc 13 rebuild the window base before each load)

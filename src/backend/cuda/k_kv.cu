@@ -10,8 +10,9 @@
 // warp loads the rows of 16/NC keys before its first multiply, a thread 16 rows of v before its
 // first add (one at a time, 16.2 µs a call on an H100: docs/PERFORMANCE.md 2026-12-06 12:37).
 // Every thread keeps the same running max and sum (the same operations on the same values), so no
-// further exchange is needed and results do not depend on scheduling. Masks as the CPU: query i is token p0 + i (p0 = Tk - Tq) and sees key j when
-// j <= p0 + i and, with window > 0, p0 + i - j < window.
+// further exchange is needed and results do not depend on scheduling. Masks as the CPU: query i
+// is token p0 + i (p0 = Tk - Tq) and sees key j when j <= p0 + i and, with window > 0,
+// p0 + i - j < window.
 //
 // Split over the keys (flash decoding): a decode step has Tq = 1, so H rows alone would leave most
 // of the card idle while each walks the whole cache. With S > 1 splits, block b takes row b / S and
