@@ -22,7 +22,7 @@
 //           per group, four k-lanes per row, B transposed in shared memory so that a subgroup's
 //           reads of it have no bank conflicts (ROWK's eight lanes of a row read B rows 4 apart,
 //           all in one bank: 8-way conflicts); two rows per invocation share each B read.
-//   -DTKP   the successor of TK (same operands; TERN_VK_LORA_TK=new, until timed): TNR rows
+//   -DTKP   the successor of TK (same operands; the default, TERN_VK_LORA_TK=old keeps TK): TNR rows
 //           (4 or 2) per invocation and eight k-lanes per row, so each B read from shared memory
 //           feeds 4 TNR multiply-adds; TS steps (4 or 2) of the next chunk of x loaded into
 //           registers while the current one is multiplied; a split over k whose partials the
@@ -35,7 +35,7 @@
 //           p.vec: C's rows, N and offset on 16-byte boundaries, columns contiguous), B's
 //           columns in registers (through shared memory, 16 rows of k a round) and the old C
 //           loaded before the first barrier.
-// TK (or TKP with TERN_VK_LORA_TK=new), TM and WV are picked by vk_ops.c (pick_gemm_lr) unless
+// TKP (or TK with TERN_VK_LORA_TK=old), TM and WV are picked by vk_ops.c (pick_gemm_lr) unless
 // TERN_VK_LORA=v1 asks for ROWK / ROWM (and WIDE).
 // These shapes are bound by memory latency, not arithmetic: every loop issues several
 // independent loads before it uses them (unrolled by constants), which is what keeps enough
@@ -316,8 +316,8 @@ void main()
 }
 
 #elif defined(TKP)
-// TK's successor for the same products (TERN_VK_LORA_TK=new; not yet run on a GPU, so not the
-// default). Invocation t is k-lane q = t % 8 of row slot s = t / 8 and takes the TNR rows
+// TK's successor for the same products (1.6-2.0x TK's speed on an H100, docs/PERFORMANCE.md
+// 2026-12-06 14:35). Invocation t is k-lane q = t % 8 of row slot s = t / 8 and takes the TNR rows
 // m0 + s + 32 i of the group's RB = 32 TNR. A chunk of CK = 32 TS values of k is TS steps: in
 // step j the lane multiplies x(m, k .. k + 3), k = k0 + 4 (q + 8 j), of each of its rows (one
 // vec4 when p.vec), so a subgroup's load is 4 rows x 128 contiguous bytes. The next chunk's

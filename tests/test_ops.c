@@ -348,7 +348,7 @@ out:
  * {3, 16, 97} run unsplit (K under two chunks).
  * On Vulkan the GPU kernels run too (TERN_VK_VARIANT=tiled), every LoRA generation
  * (TERN_VK_LORA=v1|v2, vk_ops.c pick_gemm_lr), v2 with TK and with TKP (TERN_VK_LORA_TK=old|new)
- * in each of its tiles (TERN_VK_TK_TILE; unset: 4x4 at rank <= 16, 4x2 above). */
+ * in each of its tiles (TERN_VK_TK_TILE; unset: by rank and K, vk_ops.c pick_tkp). */
 static void check_gemm_all(struct suite *s)
 {
 	static const int64_t gemm_shapes[][3] = {

@@ -528,15 +528,16 @@ enum lr_kind {
 	LR_ROWM, /* N <= RMAX, A's m contiguous: dB^T-like and dA^T = x^T du (reduction over T) */
 };
 
-/* TK's successor for u = x A^T and du = dy B (gemm_lr.comp -DTKP) at rank r where
- * TERN_VK_LORA_TK=new asks for it; unset or old, TK itself (*out untouched): TKP has not yet run on
- * a GPU (its groups meet through a counter that lavapipe checks only partly, and its speed is not
- * measured; docs/PERFORMANCE.md's waiting list). TERN_VK_TK_TILE picks its tile, TNR x TS
- * (rows per invocation x steps of k per chunk: 128 or 64 rows a group, 128 or 64 k a chunk),
- * unset 4x4 at rank <= 16 and 4x2 above. Both switches so that one GPU session can time old
- * against new and the tiles against each other; a bad value is refused in one line. One group per
- * multiprocessor, the split rounded down to one wave (TERN_VK_LR_PER_SM still overrides). */
-static enum tern_status pick_tkp(uint32_t r, struct lr_plan *out)
+/* TKP, TK's successor for u = x A^T and du = dy B (gemm_lr.comp -DTKP) at rank r and reduction
+ * length len: 128 or 64 rows a group (TNR x 32), 128 or 64 k a chunk (TS x 32), one group per
+ * multiprocessor, the split rounded down to one wave (TERN_VK_LR_PER_SM still overrides). At rank
+ * <= 16 the 2x4 tile up to K = 8192 and 4x4 above, 4x2 above rank 16. H100, M = 2048, R = 16
+ * (docs/PERFORMANCE.md 2026-12-06 14:35): at K = 4096 TK 0.0553 ms, TKP 4x4 0.0347, 4x2 0.0347,
+ * 2x4 0.0313; at K = 14336 TK 0.1749, 4x4 0.0855, 4x2 0.0904, 2x4 0.0957; two groups per
+ * multiprocessor lost (0.052, 0.115). TERN_VK_LORA_TK=old keeps TK (*out untouched) and
+ * TERN_VK_TK_TILE=4x4|4x2|2x4 picks the tile, so that one GPU session can time them; a bad value
+ * is refused in one line. */
+static enum tern_status pick_tkp(uint32_t r, uint32_t len, struct lr_plan *out)
 {
 	static const struct {
 		const char *name;
@@ -548,13 +549,13 @@ static enum tern_status pick_tkp(uint32_t r, struct lr_plan *out)
 		{"2x4", 2, 4, TERN_PIPE_GEMM_LR_TKP_2X4, TERN_PIPE_GEMM_LR_TKP_R32_2X4},
 	};
 	const char *gen = getenv("TERN_VK_LORA_TK"), *tile = getenv("TERN_VK_TK_TILE");
-	if (!gen || !*gen || strcmp(gen, "new")) {
-		if (gen && *gen && strcmp(gen, "old"))
+	if (gen && *gen && strcmp(gen, "new")) {
+		if (strcmp(gen, "old"))
 			return tern_fail(TERN_E_INVALID, "TERN_VK_LORA_TK=%s: must be old or new (or unset)",
 					 gen);
 		return TERN_OK;
 	}
-	size_t k = r <= 16 ? 0 : 1;
+	size_t k = r > 16 ? 1 : len > 8192 ? 0 : 2;
 	if (tile && *tile) {
 		for (k = 0; k < sizeof tiles / sizeof tiles[0] && strcmp(tile, tiles[k].name); k++)
 			;
@@ -595,8 +596,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   256, 0, false};
 		break;
 	case LR_ROWK:
-		/* v1: 32 rows per group, eight groups per multiprocessor; v2: TK, or with
-		 * TERN_VK_LORA_TK=new TKP (pick_tkp): 128 rows, one group per multiprocessor up to K = 8192 and two
+		/* v1: 32 rows per group, eight groups per multiprocessor; v2: TKP (pick_tkp), or
+		 * with TERN_VK_LORA_TK=old TK: 128 rows, one group per multiprocessor up to K = 8192 and two
 		 * above (H100, M = 2048: at K = 4096 one gave 0.054 ms against 0.060 with two and 0.072
 		 * with four, the rule before; at K = 14336 two gave 0.174 against 0.208 and 0.188;
 		 * docs/PERFORMANCE.md 2026-12-06 07:50) */
@@ -604,8 +605,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   32, 8, 128, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TK : TERN_PIPE_GEMM_LR_TK_R32, 128,
 						   len > 8192 ? 2 : 1, 128, false};
-		if (gen == 2) /* TKP where TERN_VK_LORA_TK=new */
-			return pick_tkp(r, out);
+		if (gen == 2) /* TKP unless TERN_VK_LORA_TK=old */
+			return pick_tkp(r, len, out);
 		break;
 	case LR_ROWM:
 		/* 256 rows per group, a long reduction (K = T), two groups per multiprocessor (each
