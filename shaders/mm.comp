@@ -16,10 +16,6 @@
 //     (g / 4, g % 4) as 4 x 2 fragments of 16 x 16 fp32 accumulators.
 //   otherwise (any device with shaderFloat16): invocation (t / 16, t % 16) owns an 8 x 8 block of
 //     fp32 accumulators, fed from the same shared tiles (the fast path without tensor cores).
-//   -DWS (warp-specialized, opt-in: TERN_VK_MM_WS=1): 384 invocations, the first 256 multiply as
-//     above and never load; the other 128 load, decode and store the next step into the second of
-//     two shared stages while the tile multiplies the first, one barrier a step, the global loads
-//     two steps ahead (BK 32 on tensor cores, 16 register-blocked: two stages fit 48 and 32 KiB).
 // Split-K (p.kc > 0, gl_WorkGroupID.z = split): the group sums K range [z kc, z kc + kc) and
 // writes the raw partial sums to binding 7 as [splits][T][N]; mm_reduce.comp adds them in order.
 //
@@ -51,23 +47,8 @@
 #ifndef BK
 #define BK 32u
 #endif
-#define NT 256u // invocations that multiply
-#if defined(WS) && defined(LORA)
-#error "WS: not with the LoRA epilogue"
-#endif
-#ifdef WS
-// -DWS: 128 more invocations (4 subgroups) load, decode and store the tiles; two shared stages,
-// two register sets (see main)
-#define LT 128u
-#define NSET 2u
-#define NSTAGE 2u
-layout(local_size_x = 384) in;
-#else
-#define LT 256u // invocations that load (the same ones)
-#define NSET 1u
-#define NSTAGE 1u
+#define NT 256u
 layout(local_size_x = 256) in;
-#endif
 
 layout(push_constant) uniform Push {
 	uint T, N, K;        // rows, output columns, reduction length of this dispatch
@@ -113,23 +94,20 @@ layout(binding = 9) readonly buffer LoraP { float lp[]; };
 
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
 #define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
-#define AST (BM * SA) // one stage of As
-shared uvec4 As[NSTAGE * AST]; // x tile [m][k]
+shared uvec4 As[BM * SA]; // x tile [m][k]
 #ifdef BWD
 #define SB (BN / 8u + 1u)
-#define BST (BK * SB)
-shared uvec4 Bs[NSTAGE * BST]; // W tile [k][n]
+shared uvec4 Bs[BK * SB]; // W tile [k][n]
 #else
-#define BST (BN * SA)
-shared uvec4 Bs[NSTAGE * BST]; // W tile [n][k]
+shared uvec4 Bs[BN * SA]; // W tile [n][k]
 #endif
 
 #define RA (BK / 16u)       // runs of 16 per row of the x tile
-#define NRA (BM * RA / LT)  // x runs per loading invocation
+#define NRA (BM * RA / NT)  // x runs per invocation
 #ifdef BWD
-#define NRB (BK * (BN / 16u) / LT)
+#define NRB (BK * (BN / 16u) / NT)
 #else
-#define NRB (BN * RA / LT)
+#define NRB (BN * RA / NT)
 #endif
 
 #include "common/scale.glsl"
@@ -152,26 +130,22 @@ float run_absmax(uint b) { return w_block_absmax(b); }
 
 // ---- loads: global -> registers (the next step) ---------------------------------------------
 
-// register set rs (0 .. NSET - 1; a constant where it is used, so these stay registers)
-uvec4 xr[NSET][NRA][2]; // x runs (16 halves each)
+uvec4 xr[NRA][2]; // x runs (16 halves each)
 #if defined(W_F32)
-uvec4 wr[NSET][NRB][4];
+uvec4 wr[NRB][4];
 #elif defined(W_F16) || defined(W_BF16)
-uvec4 wr[NSET][NRB][2];
+uvec4 wr[NRB][2];
 #elif defined(W_TERNARY)
-uint wr[NSET][NRB];
+uint wr[NRB];
 #else
-uvec2 wr[NSET][NRB];
-float wa[NSET][NRB]; // the run's absmax
+uvec2 wr[NRB];
+float wa[NRB]; // the run's absmax
 #endif
-
-// the invocation's index among the loading ones
-uint lid() { return gl_LocalInvocationID.x - (LT == NT ? 0u : NT); }
 
 // x run i of this invocation in the tile at (m0, k0): row m, columns kr .. kr+15
 void x_run(uint i, out uint m, out uint kr)
 {
-	uint q = lid() + i * LT;
+	uint q = gl_LocalInvocationID.x + i * NT;
 	m = q / RA;
 	kr = (q % RA) * 16u;
 }
@@ -179,7 +153,7 @@ void x_run(uint i, out uint m, out uint kr)
 // W run i: forward row n (of the tile's N) and columns kr..; backward row k and columns nr..
 void w_run(uint i, out uint r, out uint c)
 {
-	uint q = lid() + i * LT;
+	uint q = gl_LocalInvocationID.x + i * NT;
 #ifdef BWD
 	r = q / (BN / 16u);
 	c = (q % (BN / 16u)) * 16u;
@@ -189,17 +163,16 @@ void w_run(uint i, out uint r, out uint c)
 #endif
 }
 
-// the step at k0 into register set rs
-void load_step(uint rs, uint m0, uint n0, uint k0, uint ke)
+void load_step(uint m0, uint n0, uint k0, uint ke)
 {
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
 		x_run(i, m, kr);
 		uint b = (p.x_off + (m0 + m) * p.ldx + p.xk0 + k0 + kr) >> 3;
-		xr[rs][i][0] = xr[rs][i][1] = uvec4(0u);
+		xr[i][0] = xr[i][1] = uvec4(0u);
 		if (m0 + m < p.T && k0 + kr < ke) {
-			xr[rs][i][0] = x8[b];
-			xr[rs][i][1] = x8[b + 1u];
+			xr[i][0] = x8[b];
+			xr[i][1] = x8[b + 1u];
 		}
 	}
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
@@ -216,28 +189,28 @@ void load_step(uint rs, uint m0, uint n0, uint k0, uint ke)
 #if defined(W_F32)
 		uint l = (lr * p.I + col + p.pos) >> 2;
 		[[unroll]] for (uint j = 0u; j < 4u; j++)
-			wr[rs][i][j] = uvec4(0u);
+			wr[i][j] = uvec4(0u);
 		if (in_) {
 			[[unroll]] for (uint j = 0u; j < 4u; j++)
-				wr[rs][i][j] = w4[l + j];
+				wr[i][j] = w4[l + j];
 		}
 #elif defined(W_F16) || defined(W_BF16)
 		uint l = (lr * p.I + col + p.pos) >> 3;
-		wr[rs][i][0] = wr[rs][i][1] = uvec4(0u);
+		wr[i][0] = wr[i][1] = uvec4(0u);
 		if (in_) {
-			wr[rs][i][0] = w4[l];
-			wr[rs][i][1] = w4[l + 1u];
+			wr[i][0] = w4[l];
+			wr[i][1] = w4[l + 1u];
 		}
 #elif defined(W_TERNARY)
-		wr[rs][i] = 0x55555555u; // code 1 (zero) outside
+		wr[i] = 0x55555555u; // code 1 (zero) outside
 		if (in_)
-			wr[rs][i] = w_data[lr * ((p.I + 15u) >> 4) + p.pos + (col >> 4)];
+			wr[i] = w_data[lr * ((p.I + 15u) >> 4) + p.pos + (col >> 4)];
 #else
-		wr[rs][i] = uvec2(0x77777777u); // code 7 (zero) outside
-		wa[rs][i] = 0.0;
+		wr[i] = uvec2(0x77777777u); // code 7 (zero) outside
+		wa[i] = 0.0;
 		if (in_) {
-			wr[rs][i] = w2[(lr * p.I + col + p.pos) >> 4];
-			wa[rs][i] = run_absmax((row * p.I + col) / p.blocksize);
+			wr[i] = w2[(lr * p.I + col + p.pos) >> 4];
+			wa[i] = run_absmax((row * p.I + col) / p.blocksize);
 		}
 #endif
 	}
@@ -255,21 +228,21 @@ uvec4 pack8(float v0, float v1, float v2, float v3, float v4, float v5, float v6
 shared float nf4[16];
 #endif
 
-// 16 weights of run i of register set rs as two uvec4 of f16
-void w_decode(uint rs, uint i, out uvec4 lo, out uvec4 hi)
+// 16 weights of run i as two uvec4 of f16
+void w_decode(uint i, out uvec4 lo, out uvec4 hi)
 {
 #if defined(W_F32)
-	vec4 a = uintBitsToFloat(wr[rs][i][0]), b = uintBitsToFloat(wr[rs][i][1]);
-	vec4 c = uintBitsToFloat(wr[rs][i][2]), d = uintBitsToFloat(wr[rs][i][3]);
+	vec4 a = uintBitsToFloat(wr[i][0]), b = uintBitsToFloat(wr[i][1]);
+	vec4 c = uintBitsToFloat(wr[i][2]), d = uintBitsToFloat(wr[i][3]);
 	lo = pack8(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
 	hi = pack8(c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w);
 #elif defined(W_F16)
-	lo = wr[rs][i][0];
-	hi = wr[rs][i][1];
+	lo = wr[i][0];
+	hi = wr[i][1];
 #elif defined(W_BF16)
 	float v[16];
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
-		uint u = wr[rs][i][j >> 2][j & 3u];
+		uint u = wr[i][j >> 2][j & 3u];
 		v[2u * j] = uintBitsToFloat(u << 16);
 		v[2u * j + 1u] = uintBitsToFloat(u & 0xffff0000u);
 	}
@@ -278,16 +251,16 @@ void w_decode(uint rs, uint i, out uvec4 lo, out uvec4 hi)
 #elif defined(W_TERNARY)
 	float v[16];
 	[[unroll]] for (uint j = 0u; j < 16u; j++)
-		v[j] = (float((wr[rs][i] >> (2u * j)) & 3u) - 1.0) * p.scale;
+		v[j] = (float((wr[i] >> (2u * j)) & 3u) - 1.0) * p.scale;
 	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
 #else
 	// two codes per byte, the even element in the high nibble; one absmax for the 16
 	float v[16];
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
-		uint byte_ = (wr[rs][i][j >> 2] >> ((j & 3u) * 8u)) & 0xffu;
-		v[2u * j] = nf4[byte_ >> 4] * wa[rs][i];
-		v[2u * j + 1u] = nf4[byte_ & 15u] * wa[rs][i];
+		uint byte_ = (wr[i][j >> 2] >> ((j & 3u) * 8u)) & 0xffu;
+		v[2u * j] = nf4[byte_ >> 4] * wa[i];
+		v[2u * j + 1u] = nf4[byte_ & 15u] * wa[i];
 	}
 	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
@@ -295,7 +268,7 @@ void w_decode(uint rs, uint i, out uvec4 lo, out uvec4 hi)
 }
 
 // Any shape or alignment: element by element, straight into shared memory (no prefetch).
-void store_step_scalar(uint st, uint m0, uint n0, uint k0, uint ke, float s)
+void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
 {
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
@@ -309,8 +282,8 @@ void store_step_scalar(uint st, uint m0, uint n0, uint k0, uint ke, float s)
 				v[j] = unpackHalf2x16(x2[e >> 1] >> (16u * (e & 1u))).x;
 			}
 		}
-		As[st * AST + m * SA + (kr >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
-		As[st * AST + m * SA + (kr >> 3) + 1u] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
+		As[m * SA + (kr >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+		As[m * SA + (kr >> 3) + 1u] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
 	}
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
 		uint r, c;
@@ -329,40 +302,39 @@ void store_step_scalar(uint st, uint m0, uint n0, uint k0, uint ke, float s)
 		uvec4 lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 		uvec4 hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
 #ifdef BWD
-		Bs[st * BST + r * SB + (c >> 3)] = lo;
-		Bs[st * BST + r * SB + (c >> 3) + 1u] = hi;
+		Bs[r * SB + (c >> 3)] = lo;
+		Bs[r * SB + (c >> 3) + 1u] = hi;
 #else
-		Bs[st * BST + r * SA + (c >> 3)] = lo;
-		Bs[st * BST + r * SA + (c >> 3) + 1u] = hi;
+		Bs[r * SA + (c >> 3)] = lo;
+		Bs[r * SA + (c >> 3) + 1u] = hi;
 #endif
 	}
 }
 
-// register set rs into stage st
-void store_step(uint rs, uint st)
+void store_step(float s)
 {
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
 		x_run(i, m, kr);
-		As[st * AST + m * SA + (kr >> 3)] = xr[rs][i][0];
-		As[st * AST + m * SA + (kr >> 3) + 1u] = xr[rs][i][1];
+		As[m * SA + (kr >> 3)] = xr[i][0];
+		As[m * SA + (kr >> 3) + 1u] = xr[i][1];
 	}
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
 		uint r, c;
 		w_run(i, r, c);
 		uvec4 lo, hi;
-		w_decode(rs, i, lo, hi);
+		w_decode(i, lo, hi);
 #ifdef BWD
 		// A row's eight runs are eight consecutive invocations, whose 16-byte stores go to
 		// shared memory together: lo then hi for all, the upper four's words would fall on the
 		// lower four's banks (2-way conflicts); the upper four store hi first, so each store of
 		// the eight meets eight distinct groups of banks
 		bool sw = c >= 64u;
-		Bs[st * BST + r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi : lo;
-		Bs[st * BST + r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo : hi;
+		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi : lo;
+		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo : hi;
 #else
-		Bs[st * BST + r * SA + (c >> 3)] = lo;
-		Bs[st * BST + r * SA + (c >> 3) + 1u] = hi;
+		Bs[r * SA + (c >> 3)] = lo;
+		Bs[r * SA + (c >> 3) + 1u] = hi;
 #endif
 	}
 }
@@ -451,64 +423,7 @@ void lora_add(inout float v[8], uint m, uint n)
 #ifdef COOPMAT
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
-uint g, wm, wn; // subgroup g (< 8) owns the 64 x 32 block at (wm, wn) of the tile
-FC acc[4][2];
-#else
-uint tm, tn; // invocation t (< 256) owns the 8 x 8 block at (tm, tn)
-float acc[8][8];
 #endif
-
-// acc += the products of stage st's tiles
-void mma_step(uint st)
-{
-#ifdef COOPMAT
-	[[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
-		FA a[4], b[2];
-		[[unroll]] for (uint i = 0u; i < 4u; i++)
-			coopMatLoadNV(a[i], As, st * AST + (wm + 16u * i) * SA + 2u * kk, SA, false);
-		[[unroll]] for (uint j = 0u; j < 2u; j++)
-#ifdef BWD
-			coopMatLoadNV(b[j], Bs, st * BST + 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
-#else
-			coopMatLoadNV(b[j], Bs, st * BST + (wn + 16u * j) * SA + 2u * kk, SA, true);
-#endif
-		[[unroll]] for (uint i = 0u; i < 4u; i++)
-			[[unroll]] for (uint j = 0u; j < 2u; j++)
-				acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
-	}
-#else
-	[[unroll]] for (uint kg = 0u; kg < BK / 8u; kg++) {
-		float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
-		[[unroll]] for (uint j = 0u; j < 8u; j++) {
-#ifdef BWD
-			uvec4 w = Bs[st * BST + (8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
-			[[unroll]] for (uint q = 0u; q < 4u; q++) {
-				vec2 f = unpackHalf2x16(w[q]);
-				b[j][2u * q] = f.x;
-				b[j][2u * q + 1u] = f.y;
-			}
-#else
-			uvec4 w = Bs[st * BST + (tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
-			[[unroll]] for (uint q = 0u; q < 4u; q++) {
-				vec2 f = unpackHalf2x16(w[q]);
-				b[2u * q][j] = f.x;
-				b[2u * q + 1u][j] = f.y;
-			}
-#endif
-		}
-		[[unroll]] for (uint i = 0u; i < 8u; i++) {
-			uvec4 w = As[st * AST + (tm + i) * SA + kg];
-			[[unroll]] for (uint q = 0u; q < 4u; q++) {
-				vec2 f = unpackHalf2x16(w[q]);
-				[[unroll]] for (uint j = 0u; j < 8u; j++) { // two fused multiply-adds
-					acc[i][j] = fma(f.x, b[2u * q][j], acc[i][j]);
-					acc[i][j] = fma(f.y, b[2u * q + 1u][j], acc[i][j]);
-				}
-			}
-		}
-	}
-#endif
-}
 
 void main()
 {
@@ -523,98 +438,91 @@ void main()
 	if (gl_LocalInvocationID.x < 16u)
 		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
 #if defined(W_NF4_DQ)
-	if (gl_LocalInvocationID.x < 256u)
-		dmap[gl_LocalInvocationID.x] = w_dmap[wp_dmap_off + gl_LocalInvocationID.x];
+	dmap[gl_LocalInvocationID.x] = w_dmap[wp_dmap_off + gl_LocalInvocationID.x];
 #endif
 	barrier();
 #endif
 
 #ifdef COOPMAT
-	g = gl_SubgroupID, wm = (g / 4u) * 64u, wn = (g % 4u) * 32u;
+	uint g = gl_SubgroupID, wm = (g / 4u) * 64u, wn = (g % 4u) * 32u;
+	FC acc[4][2];
 	[[unroll]] for (uint i = 0u; i < 4u; i++)
 		[[unroll]] for (uint j = 0u; j < 2u; j++)
 			acc[i][j] = FC(0.0);
 #else
-	tm = (gl_LocalInvocationID.x / 16u) * 8u, tn = (gl_LocalInvocationID.x % 16u) * 8u;
+	uint tm = (gl_LocalInvocationID.x / 16u) * 8u, tn = (gl_LocalInvocationID.x % 16u) * 8u;
+	float acc[8][8];
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		[[unroll]] for (uint j = 0u; j < 8u; j++)
 			acc[i][j] = 0.0;
 #endif
 
 	bool fast = p.fast != 0u;
-#ifdef WS
-	// Invocations NT .. NT + LT - 1 load: step i + 1 is stored into stage (i + 1) % 2 while the
-	// others multiply stage i % 2, one barrier between steps. Step i's global loads go to register
-	// set i % 2 two steps ahead of its stores (the loop is unrolled by two, so the sets are
-	// constants); without fast loads the loaders store element by element, no prefetch.
-	bool loader = gl_LocalInvocationID.x >= NT;
-	uint nk = (ke - kb + BK - 1u) / BK;
-	if (loader) {
-		if (fast) {
-			load_step(0u, m0, n0, kb, ke);
-			if (nk > 1u)
-				load_step(1u, m0, n0, kb + BK, ke);
-			store_step(0u, 0u);
-			if (nk > 2u)
-				load_step(0u, m0, n0, kb + 2u * BK, ke);
-		} else {
-			store_step_scalar(0u, m0, n0, kb, ke, s);
-		}
-	}
-	barrier();
-	for (uint i = 0u; i < nk; i += 2u) {
-		if (!loader) {
-			mma_step(0u);
-		} else if (i + 1u < nk) {
-			uint k1 = kb + (i + 1u) * BK;
-			if (fast) {
-				store_step(1u, 1u);
-				if (i + 3u < nk)
-					load_step(1u, m0, n0, k1 + 2u * BK, ke);
-			} else {
-				store_step_scalar(1u, m0, n0, k1, ke, s);
-			}
-		}
-		barrier();
-		if (i + 1u < nk) {
-			if (!loader) {
-				mma_step(1u);
-			} else if (i + 2u < nk) {
-				uint k2 = kb + (i + 2u) * BK;
-				if (fast) {
-					store_step(0u, 0u);
-					if (i + 4u < nk)
-						load_step(0u, m0, n0, k2 + 2u * BK, ke);
-				} else {
-					store_step_scalar(0u, m0, n0, k2, ke, s);
-				}
-			}
-			barrier();
-		}
-	}
-	if (loader)
-		return;
-#else
 	if (fast) {
-		load_step(0u, m0, n0, kb, ke);
-		store_step(0u, 0u);
+		load_step(m0, n0, kb, ke);
+		store_step(s);
 	} else {
-		store_step_scalar(0u, m0, n0, kb, ke, s);
+		store_step_scalar(m0, n0, kb, ke, s);
 	}
 	barrier();
 	for (uint k0 = kb; k0 < ke; k0 += BK) {
 		bool more = k0 + BK < ke;
 		if (more && fast)
-			load_step(0u, m0, n0, k0 + BK, ke);
-		mma_step(0u);
+			load_step(m0, n0, k0 + BK, ke);
+#ifdef COOPMAT
+		[[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
+			FA a[4], b[2];
+			[[unroll]] for (uint i = 0u; i < 4u; i++)
+				coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
+			[[unroll]] for (uint j = 0u; j < 2u; j++)
+#ifdef BWD
+				coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
+#else
+				coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
+#endif
+			[[unroll]] for (uint i = 0u; i < 4u; i++)
+				[[unroll]] for (uint j = 0u; j < 2u; j++)
+					acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+		}
+#else
+		[[unroll]] for (uint kg = 0u; kg < BK / 8u; kg++) {
+			float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
+			[[unroll]] for (uint j = 0u; j < 8u; j++) {
+#ifdef BWD
+				uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					b[j][2u * q] = f.x;
+					b[j][2u * q + 1u] = f.y;
+				}
+#else
+				uvec4 w = Bs[(tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					b[2u * q][j] = f.x;
+					b[2u * q + 1u][j] = f.y;
+				}
+#endif
+			}
+			[[unroll]] for (uint i = 0u; i < 8u; i++) {
+				uvec4 w = As[(tm + i) * SA + kg];
+				[[unroll]] for (uint q = 0u; q < 4u; q++) {
+					vec2 f = unpackHalf2x16(w[q]);
+					[[unroll]] for (uint j = 0u; j < 8u; j++) { // two fused multiply-adds
+						acc[i][j] = fma(f.x, b[2u * q][j], acc[i][j]);
+						acc[i][j] = fma(f.y, b[2u * q + 1u][j], acc[i][j]);
+					}
+				}
+			}
+		}
+#endif
 		barrier();
 		if (more && fast)
-			store_step(0u, 0u);
+			store_step(s);
 		else if (more)
-			store_step_scalar(0u, m0, n0, k0 + BK, ke, s);
+			store_step_scalar(m0, n0, k0 + BK, ke, s);
 		barrier();
 	}
-#endif
 
 	float inv_s = 1.0 / s;
 #ifdef LORA

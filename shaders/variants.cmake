@@ -79,21 +79,6 @@ set(TERN_SHADER_VARIANTS
   "mm_cm_nf4|mm.comp|-DW_NF4 -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DCOOPMAT -DBK=64u"
   "mm_cm_nf4_dq|mm.comp|-DW_NF4_DQ -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DCOOPMAT -DBK=64u"
   "mm_cm_ternary|mm.comp|-DW_TERNARY -DCOOPMAT -DBK=64u" "mm_cm_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DCOOPMAT -DBK=64u"
-  # warp-specialized (-DWS: 8 subgroups multiply, 4 load and decode; two stages of BK 32), opt-in
-  # with TERN_VK_MM_WS=1 until timed (vk_mm.c pick_mm16); the register-blocked ones at BK 16 fit
-  # lavapipe's 32 KiB of shared memory, so that the loaders' logic runs in CI
-  "mm_cm_ws_f32|mm.comp|-DW_F32 -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_f32|mm.comp|-DW_F32 -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_cm_ws_f16|mm.comp|-DW_F16 -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_f16|mm.comp|-DW_F16 -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_cm_ws_bf16|mm.comp|-DW_BF16 -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_cm_ws_nf4|mm.comp|-DW_NF4 -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_cm_ws_nf4_dq|mm.comp|-DW_NF4_DQ -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_cm_ws_ternary|mm.comp|-DW_TERNARY -DWS -DCOOPMAT -DBK=32u" "mm_cm_ws_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DWS -DCOOPMAT -DBK=32u"
-  "mm_rb_ws_f32|mm.comp|-DW_F32 -DWS -DBK=16u" "mm_rb_ws_bwd_f32|mm.comp|-DW_F32 -DBWD -DWS -DBK=16u"
-  "mm_rb_ws_f16|mm.comp|-DW_F16 -DWS -DBK=16u" "mm_rb_ws_bwd_f16|mm.comp|-DW_F16 -DBWD -DWS -DBK=16u"
-  "mm_rb_ws_bf16|mm.comp|-DW_BF16 -DWS -DBK=16u" "mm_rb_ws_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DWS -DBK=16u"
-  "mm_rb_ws_nf4|mm.comp|-DW_NF4 -DWS -DBK=16u" "mm_rb_ws_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DWS -DBK=16u"
-  "mm_rb_ws_nf4_dq|mm.comp|-DW_NF4_DQ -DWS -DBK=16u" "mm_rb_ws_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DWS -DBK=16u"
-  "mm_rb_ws_ternary|mm.comp|-DW_TERNARY -DWS -DBK=16u" "mm_rb_ws_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DWS -DBK=16u"
   # the same with the LoRA epilogue (matmul_lora, matmul_lora_bwd)
   "mm_cm_lora_f32|mm.comp|-DW_F32 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_f32|mm.comp|-DW_F32 -DBWD -DCOOPMAT -DBK=64u -DLORA"
   "mm_cm_lora_f16|mm.comp|-DW_F16 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_f16|mm.comp|-DW_F16 -DBWD -DCOOPMAT -DBK=64u -DLORA"
@@ -139,6 +124,5 @@ set(TERN_SHADER_VARIANTS
 set(TERN_SHADER_VARIANTS_NV_COOPMAT
   mm_cm_f32 mm_cm_bwd_f32 mm_cm_f16 mm_cm_bwd_f16 mm_cm_bf16 mm_cm_bwd_bf16 mm_cm_nf4 mm_cm_bwd_nf4
   mm_cm_nf4_dq mm_cm_bwd_nf4_dq mm_cm_ternary mm_cm_bwd_ternary
-  mm_cm_ws_f32 mm_cm_ws_bwd_f32 mm_cm_ws_f16 mm_cm_ws_bwd_f16 mm_cm_ws_bf16 mm_cm_ws_bwd_bf16 mm_cm_ws_nf4 mm_cm_ws_bwd_nf4 mm_cm_ws_nf4_dq mm_cm_ws_bwd_nf4_dq mm_cm_ws_ternary mm_cm_ws_bwd_ternary
   mm_cm_lora_f32 mm_cm_lora_bwd_f32 mm_cm_lora_f16 mm_cm_lora_bwd_f16 mm_cm_lora_bf16 mm_cm_lora_bwd_bf16 mm_cm_lora_nf4 mm_cm_lora_bwd_nf4 mm_cm_lora_nf4_dq mm_cm_lora_bwd_nf4_dq mm_cm_lora_ternary mm_cm_lora_bwd_ternary
   attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_cast attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128)

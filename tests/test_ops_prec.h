@@ -146,8 +146,8 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 }
 
 /* Every variant the backend has: the CPU reference and backends without variants (CUDA) once; on
- * Vulkan the cooperative-matrix and the register-blocked shader (TERN_VK_MM16 forces one), each
- * also warp-specialized (TERN_VK_MM_WS=1); a variant the device cannot run is listed as not run. */
+ * Vulkan the cooperative-matrix and the register-blocked shader (TERN_VK_MM16 forces one); a
+ * variant the device cannot run is listed as not run. */
 static void check_prec_all(struct suite *s)
 {
 	if (s->is_cpu || !s->be->vt->has_variant) {
@@ -168,11 +168,6 @@ static void check_prec_all(struct suite *s)
 			continue;
 		}
 		check_prec_set(s, variants[v], fast_device);
-		/* the warp-specialized shaders (shaders/mm.comp -DWS, opt-in) */
-		setenv("TERN_VK_MM_WS", "1", 1);
-		printf("-- prec: %s, TERN_VK_MM_WS=1\n", variants[v]);
-		check_prec_set(s, variants[v], fast_device);
-		unsetenv("TERN_VK_MM_WS");
 	}
 	unsetenv("TERN_VK_MM16");
 }

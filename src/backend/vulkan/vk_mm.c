@@ -132,12 +132,6 @@ static const enum tern_vk_pipe mm16_pipes[2][2][2][TERN_DTYPE_COUNT] = {
 	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BWD)}},
 };
 
-/* [coopmat][bwd][weight dtype], -DWS */
-static const enum tern_vk_pipe mm16_ws_pipes[2][2][TERN_DTYPE_COUNT] = {
-	{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_WS), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_WS_BWD)},
-	{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_WS), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_WS_BWD)},
-};
-
 bool tern_vk_built(const enum tern_vk_pipe *pipes, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -174,11 +168,6 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum 
 					 "matrices");
 	}
 	*pipe = mm16_pipes[lora][*cm][bwd][dt];
-	/* TERN_VK_MM_WS=1: the warp-specialized variants (shaders/mm.comp -DWS; not with the LoRA
-	 * epilogue), opt-in until timed */
-	const char *ws = getenv("TERN_VK_MM_WS");
-	if (ws && !strcmp(ws, "1") && !lora)
-		*pipe = mm16_ws_pipes[*cm][bwd][dt];
 	return TERN_OK;
 }
 
