@@ -317,7 +317,7 @@ void main()
 
 #elif defined(TKP)
 // TK's successor for the same products (1.6-2.0x TK's speed on an H100, docs/PERFORMANCE.md
-// 2026-12-06 14:35). Invocation t is k-lane q = t % 8 of row slot s = t / 8 and takes the TNR rows
+// 2026-12-06 14:33). Invocation t is k-lane q = t % 8 of row slot s = t / 8 and takes the TNR rows
 // m0 + s + 32 i of the group's RB = 32 TNR. A chunk of CK = 32 TS values of k is TS steps: in
 // step j the lane multiplies x(m, k .. k + 3), k = k0 + 4 (q + 8 j), of each of its rows (one
 // vec4 when p.vec), so a subgroup's load is 4 rows x 128 contiguous bytes. The next chunk's

@@ -532,7 +532,7 @@ enum lr_kind {
  * length len: 128 or 64 rows a group (TNR x 32), 128 or 64 k a chunk (TS x 32), one group per
  * multiprocessor, the split rounded down to one wave (TERN_VK_LR_PER_SM still overrides). At rank
  * <= 16 the 2x4 tile up to K = 8192 and 4x4 above, 4x2 above rank 16. H100, M = 2048, R = 16
- * (docs/PERFORMANCE.md 2026-12-06 14:35): at K = 4096 TK 0.0553 ms, TKP 4x4 0.0347, 4x2 0.0347,
+ * (docs/PERFORMANCE.md 2026-12-06 14:33): at K = 4096 TK 0.0553 ms, TKP 4x4 0.0347, 4x2 0.0347,
  * 2x4 0.0313; at K = 14336 TK 0.1749, 4x4 0.0855, 4x2 0.0904, 2x4 0.0957; two groups per
  * multiprocessor lost (0.052, 0.115). TERN_VK_LORA_TK=old keeps TK (*out untouched) and
  * TERN_VK_TK_TILE=4x4|4x2|2x4 picks the tile, so that one GPU session can time them; a bad value
