@@ -837,9 +837,9 @@ enum tern_status tern_cuda_create(int device, struct tern_backend **out)
 	    (st = tern_cu_check(cudaMemcpy(c->consts, consts, sizeof consts, cudaMemcpyHostToDevice),
 				"constants")) ||
 	    (st = tern_cu_check(cudaMalloc((void **)&c->kv_count, CUK_KV_BLOCKS * sizeof(unsigned)),
-				"constants")) ||
+				"attention_kv counters")) ||
 	    (st = tern_cu_check(cudaMemsetAsync(c->kv_count, 0, CUK_KV_BLOCKS * sizeof(unsigned), c->s),
-				"constants")) ||
+				"attention_kv counters")) ||
 	    (st = tern_cu_check(cudaMalloc(&c->blas_ws, ws), "cuBLAS workspace")) ||
 	    (st = tern_cu_check_blas(cublasCreate(&c->blas), "cublasCreate")) ||
 	    (st = tern_cu_check_blas(cublasSetStream(c->blas, c->s), "cublasSetStream")) ||

@@ -669,10 +669,8 @@ extern "C" cudaError_t cuk_rmsnorm_bwd(cudaStream_t s, float *dx, const float *d
 extern "C" cudaError_t cuk_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq,
 				int64_t T, int64_t H, int64_t Dh, bool inverse)
 {
-	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel)
-		return pdl_launch(rope_heads_kernel, dim3(grid_for(T * H * (Dh / 2))), dim3(kThreads), 0, s,
-				  x, H, (float *)NULL, (int64_t)0, pos, inv_freq, T, Dh,
-				  inverse ? -1.0f : 1.0f);
+	if (T <= 16) // a few tokens: a thread per head too (rope_heads_kernel, through cuk_rope2)
+		return cuk_rope2(s, x, H, NULL, 0, pos, inv_freq, T, Dh, inverse);
 	return pdl_launch(rope_kernel, dim3(grid_for(T * (Dh / 2))), dim3(kThreads), 0, s, x, pos, inv_freq,
 			  T, H, Dh, inverse ? -1.0f : 1.0f);
 }

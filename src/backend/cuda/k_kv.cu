@@ -20,7 +20,7 @@
 // writes the part's running max m, sum l and unnormalised output acc to part[b]; a row's parts are
 // then merged in part order (o = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M), M the largest m_s):
 // results do not depend on scheduling. The merge runs in the same launch: each part's block counts
-// itself in cnt[row] (an atomic add on a uint after a fence), and the block that counts last merges
+// itself in counts[row] (an atomic add on a uint after a fence), and the block that counts last merges
 // the row and sets the count back to 0, so a decode step's attention is one launch, not two
 // (counts is NULL: attn_kv_combine merges in a second launch, the way before; TERN_CUDA_KV_FUSE=0,
 // cu_kv.c). Either way the same operations in the same order: the same bits. S = 1 writes o
@@ -84,7 +84,7 @@ __global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64
 
 // NC: 32-column groups of a key row a lane holds (Dh <= 32 NC); KPW keys a warp scores at once
 template <int NC>
-__global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float *q, const float *k,
+__global__ void attn_kv_kernel(float *o, float *part, unsigned *counts, const float *q, const float *k,
 			       const float *v, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh,
 			       int64_t window, float scale, int S)
 {
@@ -197,17 +197,17 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *cnt, const float
 		}
 		if (S > 1 && tid == 0)
 			pb[Dh] = m, pb[Dh + 1] = l; // an empty part: m = -inf, l = 0
-		if (S > 1 && cnt) {                 // the row's last part to end merges it
+		if (S > 1 && counts) {              // the row's last part to end merges it
 			__threadfence();            // this part's writes before its count
 			__syncthreads();
 			if (tid == 0)
-				merge = atomicAdd(&cnt[r], 1u) == (unsigned)S - 1u;
+				merge = atomicAdd(&counts[r], 1u) == (unsigned)S - 1u;
 			__syncthreads();
 			if (merge) {
 				__threadfence(); // the other parts' writes, counted before ours
 				kv_merge_row<true>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
 				if (tid == 0)
-					cnt[r] = 0u; // every part has counted: ready for the next launch
+					counts[r] = 0u; // every part has counted: ready for the next launch
 			}
 		}
 		__syncthreads(); // qs and merge are rewritten by the next row
