@@ -164,6 +164,17 @@ static void chk_end(struct chk *c)
 	print_line(c->s, c->op, c->desc, tail);
 }
 
+/* Ends a check that could not run here: its line says "not run (why)" and it counts as skipped,
+ * neither passed nor failed. */
+static void chk_not_run(struct chk *c, const char *why)
+{
+	chk_free_tensors(c);
+	char tail[160];
+	snprintf(tail, sizeof tail, "not run (%s)", why);
+	print_line(c->s, c->op, c->desc, tail);
+	c->s->skipped++;
+}
+
 /* Reports an op (or op and weight dtype) the backend does not support; true when skipped. */
 static bool skip_unsupported(struct chk *c, enum tern_op op, enum tern_dtype wt)
 {
