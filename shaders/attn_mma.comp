@@ -8,11 +8,20 @@
 // with a window, i - j < window (common/attention.glsl's rule).
 //
 // Each subgroup owns 16 rows (queries, or keys in the dK/dV pass) and keeps its products in
-// 16 x 16 fragments; softmax and masks need individual elements, which NV cooperative matrices
-// do not expose, so a fragment goes through a 16 x 16 fp32 scratch in shared memory and lane l
-// takes row l / 2, columns 8 (l % 2) .. + 7 of it ("the lane's row").
+// 16 x 16 fragments; softmax and masks need individual elements. NV cooperative matrices do not
+// promise which of a fragment's elements a lane holds, so by default a fragment goes through a
+// 16 x 16 fp32 scratch in shared memory, where lane l takes row l / 2, columns 8 (l % 2) .. + 7,
+// and probabilities go back to A operands through f16 tiles in shared memory. With -DFRAG the
+// passes read and write the fragments' components in place and convert P and dS to A operands
+// directly (no shared memory, no subgroup barriers), assuming the layout that -DPROBE reads back
+// (the host picks FRAG only where the probe found it; see ecol below).
 //
-//   -DFWD:    o (=), lse (=). Groups (ceil(T / 64), H), 4 subgroups x 16 queries; key tiles of 64.
+// The query-tiled passes (FWD, BWD_Q) run groups (H, n) with n = ceil(T / 64) and take query tile
+// n - 1 - y, the tiles that see the most keys first; BWD_KV takes key tile y, also the busiest
+// first (a dispatch starts its groups in about this order, so the long ones do not start last:
+// 1.08x the forward, 1.07x the dQ pass on an H100, docs/PERFORMANCE.md 2026-12-06 16:55).
+//
+//   -DFWD:    o (=), lse (=). Groups (H, ceil(T / 64)), 4 subgroups x 16 queries; key tiles of 64.
 //             The running output stays in fragments: a row's probabilities are taken relative to
 //             a reference maximum that moves (rescaling the fragments through shared memory)
 //             only when a score exceeds it by more than RESCALE (p <= e^8 stays in f16 range).
@@ -23,14 +32,18 @@
 //   -DPREP:   scr[2 (h T + i)] = lse[h, i], scr[2 (h T + i) + 1] = s rowsum(dO o o)[i, h],
 //             scr[2 H T] = s, where s = 2^(4 - e), e the exponent of max|dO| (so dP = s dO V^T
 //             stays far inside f16 range). Bindings: 0 = scr, 1 = dout, 2 = o, 3 = lse,
-//             4 = max|dO| bits. Groups: grid-stride over H T.
-//   -DBWD_KV: dk, dv (=). Groups (ceil(T / 32), Hkv), 2 subgroups x 16 keys; loops over the query
+//             4 = max|dO| bits. Dh / 4 lanes (16 or 32) a row, 4 columns each; groups: a
+//             grid-stride over the H T rows.
+//   -DBWD_KV: dk, dv (=). Groups (Hkv, ceil(T / 32)), 2 subgroups x 16 keys; loops over the query
 //             tiles (32) of every head sharing the KV head: dV = P^T dO, dK = scale dS^T Q with
 //             dS = P (dP - D), dP = dO V^T, all on s dO; the sums are divided by s at the end.
 //             Bindings: 0 = dk, 1 = dv, 2 = q, 3 = k, 4 = v, 5 = dout, 6 = seg, 7 = scr.
-//   -DBWD_Q:  dq (=). Groups (ceil(T / 64), H), 4 subgroups x 16 queries, key tiles of 32:
+//   -DBWD_Q:  dq (=). Groups (H, ceil(T / 64)), 4 subgroups x 16 queries, key tiles of 32:
 //             dQ = scale dS K / s. Bindings: 0 = dq, 1 = dout, 2 = q, 3 = k, 4 = v, 5 = seg,
 //             6 = scr.
+//   -DPROBE:  one subgroup; out[8 l + k] = 16 row + column of component k of lane l's 16 x 16 fp32
+//             fragment (-1 past its length), out[256] = its length. Binding 0 = out.
+//   -DFRAG:   with FWD, BWD_KV, BWD_Q: the in-place fragment layout (above).
 // Deterministic: no atomics; every output element is written by one invocation.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
@@ -54,6 +67,9 @@ layout(local_size_x = 128) in;
 #elif defined(BWD_KV)
 #define NSG 2u
 layout(local_size_x = 64) in;
+#elif defined(PROBE)
+#define NSG 1u
+layout(local_size_x = 32) in;
 #else
 layout(local_size_x = 256) in;
 #endif
@@ -62,8 +78,8 @@ layout(push_constant) uniform Push {
 	uint T, H, Hkv, Dh;
 	uint window; // 0: none
 	float scale;
-	uint off[8]; // binding starts, in 4-byte words
-	uint xmax_off;
+	uint off[8];  // binding starts, in 4-byte words
+	uint xoff;    // CAST, PREP: the max|dO| bits' word
 } p;
 
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
@@ -92,7 +108,7 @@ layout(binding = 2) readonly buffer XMax { uint xmax[]; };
 
 void main()
 {
-	float sc = p.Dh == 1u ? dout_scale(xmax[p.xmax_off]) : 1.0;
+	float sc = p.Dh == 1u ? dout_scale(xmax[p.xoff]) : 1.0;
 	uint n8 = p.T / 8u;
 	for (uint i = gl_GlobalInvocationID.x; i < n8; i += gl_NumWorkGroups.x * 256u) {
 		uint a = p.off[1] + 8u * i;
@@ -110,16 +126,25 @@ layout(binding = 4) readonly buffer XMax { uint xmax[]; };
 
 void main()
 {
-	float s = dout_scale(xmax[p.xmax_off]);
-	uint n = p.H * p.T, stride = gl_NumWorkGroups.x * 256u;
-	for (uint x = gl_GlobalInvocationID.x; x < n; x += stride) {
-		uint h = x / p.T, i = x % p.T;
-		uint base = (i * p.H + h) * p.Dh;
+	float s = dout_scale(xmax[p.xoff]);
+	// a row's Dh / 4 lanes (a subgroup of 32 for Dh 128, half of one for 64) read 4 of its columns
+	// each, side by side; the loop's trip count is the group's, so every lane shuffles
+	uint L = p.Dh / 4u, rows = 256u / L, c = 4u * (gl_LocalInvocationID.x % L);
+	uint n = p.H * p.T;
+	for (uint x0 = gl_WorkGroupID.x * rows; x0 < n; x0 += gl_NumWorkGroups.x * rows) {
+		uint x = x0 + gl_LocalInvocationID.x / L;
 		float dr = 0.0;
-		for (uint d = 0u; d < p.Dh; d++)
-			dr += g_[p.off[1] + base + d] * o_[p.off[2] + base + d];
-		scr_[p.off[0] + 2u * x] = lse_[p.off[3] + x];
-		scr_[p.off[0] + 2u * x + 1u] = dr * s;
+		if (x < n) {
+			uint b = (x % p.T * p.H + x / p.T) * p.Dh + c;
+			[[unroll]] for (uint d = 0u; d < 4u; d++)
+				dr += g_[p.off[1] + b + d] * o_[p.off[2] + b + d];
+		}
+		for (uint m = L / 2u; m > 0u; m >>= 1)
+			dr += subgroupShuffleXor(dr, m);
+		if (x < n && c == 0u) {
+			scr_[p.off[0] + 2u * x] = lse_[p.off[3] + x];
+			scr_[p.off[0] + 2u * x + 1u] = dr * s;
+		}
 	}
 	if (gl_GlobalInvocationID.x == 0u)
 		scr_[p.off[0] + 2u * n] = s;
@@ -127,32 +152,105 @@ void main()
 
 #else // the cooperative-matrix passes
 
-// 16 x 16 fp32 scratch per subgroup (64 uvec4)
-shared uvec4 Sc[NSG * 64u];
+uint sg, lane; // subgroup, lane
 
-uint sg, lane, lr, lh; // subgroup, lane, the lane's row (0..15) and half (0, 1)
+// A lane holds 8 elements of each 16 x 16 fp32 fragment: element k sits at row erow(k), column
+// ecol(k), and values kept per row (maxima, sums, lse) sit at index ri(k) of the lane's NR rows.
+// row_max and row_sum combine a row's value over the lanes that hold parts of it.
+#if defined(FRAG)
+// The fragment's own components, in the layout attn_mma_probe found on this device: lane l holds
+// rows l / 4 and l / 4 + 8, columns 2 (l % 4) + {0, 1} and 8 + 2 (l % 4) + {0, 1}; the 4 lanes of
+// a quad share their rows.
+#define NR 2u
+uint ri(uint k) { return (k >> 1) & 1u; }
+uint erow(uint k) { return (lane >> 2) + 8u * ri(k); }
+uint ecol(uint k) { return 2u * (lane & 3u) + (k & 1u) + 8u * (k >> 2); }
 
-// Stages fragment f through the scratch; v = the lane's row, columns 8 lh .. 8 lh + 7.
+void frag_get(FC f, out float v[8])
+{
+	[[unroll]] for (uint k = 0u; k < 8u; k++)
+		v[k] = f[k];
+}
+
+// f's rows times a[row]
+void scale_rows(inout FC f, float a[NR])
+{
+	[[unroll]] for (uint k = 0u; k < 8u; k++)
+		f[k] *= a[ri(k)];
+}
+
+float row_max(float x)
+{
+	x = max(x, subgroupShuffleXor(x, 1u));
+	return max(x, subgroupShuffleXor(x, 2u));
+}
+
+float row_sum(float x)
+{
+	x += subgroupShuffleXor(x, 1u);
+	return x + subgroupShuffleXor(x, 2u);
+}
+#else
+// Through a 16 x 16 fp32 scratch in shared memory (NV cooperative matrices do not promise a
+// component layout): lane l takes row l / 2, columns 8 (l % 2) .. + 7.
+#define NR 1u
+shared uvec4 Sc[NSG * 64u]; // 64 uvec4 a subgroup
+uint ri(uint k) { return 0u; }
+uint erow(uint k) { return lane >> 1; }
+uint ecol(uint k) { return 8u * (lane & 1u) + k; }
+
 void frag_get(FC f, out float v[8])
 {
 	coopMatStoreNV(f, Sc, sg * 64u, 4u, false);
 	subgroupMemoryBarrierShared();
 	subgroupBarrier();
-	uvec4 a = Sc[sg * 64u + lr * 4u + 2u * lh], b = Sc[sg * 64u + lr * 4u + 2u * lh + 1u];
-	v = float[8](uintBitsToFloat(a.x), uintBitsToFloat(a.y), uintBitsToFloat(a.z), uintBitsToFloat(a.w),
-		     uintBitsToFloat(b.x), uintBitsToFloat(b.y), uintBitsToFloat(b.z), uintBitsToFloat(b.w));
+	uint b = sg * 64u + erow(0u) * 4u + 2u * (lane & 1u);
+	uvec4 x = Sc[b], y = Sc[b + 1u];
+	v = float[8](uintBitsToFloat(x.x), uintBitsToFloat(x.y), uintBitsToFloat(x.z), uintBitsToFloat(x.w),
+		     uintBitsToFloat(y.x), uintBitsToFloat(y.y), uintBitsToFloat(y.z), uintBitsToFloat(y.w));
 	subgroupBarrier();
 }
 
-// Copies rows r0 .. r0 + rows of head hh of a [T, hn, DH] f16 tensor (uvec4 binding, offset
-// off in uvec4) into a [rows][SK] tile; rows past T load as zeros.
-#define LOAD_TILE(dst, src, off, hn, hh, r0, rows)                                                \
-	for (uint e_ = gl_LocalInvocationID.x; e_ < (rows) * (DH / 8u); e_ += NSG * 32u) {         \
-		uint row_ = e_ / (DH / 8u), c_ = e_ % (DH / 8u);                                      \
-		uvec4 w_ = uvec4(0u);                                                                 \
+void scale_rows(inout FC f, float a[NR])
+{
+	coopMatStoreNV(f, Sc, sg * 64u, 4u, false);
+	subgroupMemoryBarrierShared();
+	subgroupBarrier();
+	uint b = sg * 64u + erow(0u) * 4u + 2u * (lane & 1u);
+	Sc[b] = floatBitsToUint(uintBitsToFloat(Sc[b]) * a[0]);
+	Sc[b + 1u] = floatBitsToUint(uintBitsToFloat(Sc[b + 1u]) * a[0]);
+	subgroupMemoryBarrierShared();
+	subgroupBarrier();
+	coopMatLoadNV(f, Sc, sg * 64u, 4u, false);
+	subgroupBarrier();
+}
+
+float row_max(float x) { return max(x, subgroupShuffleXor(x, 1u)); }
+float row_sum(float x) { return x + subgroupShuffleXor(x, 1u); }
+#endif
+
+// Tiles of rows r0 .. r0 + rows of head hh of a [T, hn, DH] f16 tensor (uvec4 binding, offset
+// off in uvec4), rows past T as zeros: TILE_LOADS reads an invocation's TILE_N(rows) uvec4 into
+// w (all of them in flight at once), TILE_STORES writes them to a [rows][SK] tile at dst[base].
+// Every pass's tiles divide evenly among its invocations.
+#define TILE_N(rows) ((rows) * (DH / 8u) / (NSG * 32u))
+#define TILE_LOADS(w, src, off, hn, hh, r0, rows)                                                 \
+	[[unroll]] for (uint t_ = 0u; t_ < TILE_N(rows); t_++) {                                   \
+		uint e_ = gl_LocalInvocationID.x + t_ * NSG * 32u, row_ = e_ / (DH / 8u);             \
+		w[t_] = uvec4(0u);                                                                    \
 		if ((r0) + row_ < p.T)                                                                \
-			w_ = src[(off) + (((r0) + row_) * (hn) + (hh)) * (DH / 8u) + c_];              \
-		dst[row_ * SK + c_] = w_;                                                             \
+			w[t_] = src[(off) + (((r0) + row_) * (hn) + (hh)) * (DH / 8u) + e_ % (DH / 8u)]; \
+	}
+#define TILE_STORES(dst, base, w, rows)                                                            \
+	[[unroll]] for (uint t_ = 0u; t_ < TILE_N(rows); t_++) {                                   \
+		uint e_ = gl_LocalInvocationID.x + t_ * NSG * 32u;                                    \
+		dst[(base) + e_ / (DH / 8u) * SK + e_ % (DH / 8u)] = w[t_];                            \
+	}
+#define LOAD_TILE(dst, src, off, hn, hh, r0, rows)                                                \
+	{                                                                                          \
+		uvec4 lw_[TILE_N(rows)];                                                              \
+		TILE_LOADS(lw_, src, off, hn, hh, r0, rows)                                           \
+		TILE_STORES(dst, 0u, lw_, rows)                                                       \
 	}
 
 #if defined(FWD)
@@ -168,15 +266,22 @@ layout(binding = 4) readonly buffer Vb { uvec4 v4[]; };
 layout(binding = 5) readonly buffer Sb { int seg_[]; };
 
 shared uvec4 Ks[BKV * SK], Vs[BKV * SK];
-shared uvec4 Ps[NSG * 16u * SP];
+#if !defined(FRAG)
+shared uvec4 Ps[NSG * 16u * SP]; // each subgroup's P (f16) for its A operands
+#endif
 shared int segk[BKV];
 
 void main()
 {
-	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, lr = lane >> 1, lh = lane & 1u;
-	uint q0 = gl_WorkGroupID.x * BQ, h = gl_WorkGroupID.y, g = h / (p.H / p.Hkv);
-	uint i = q0 + 16u * sg + lr;
-	int si = i < p.T ? seg_[p.off[5] + i] : -2;
+	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+	uint q0 = (gl_NumWorkGroups.y - 1u - gl_WorkGroupID.y) * BQ, h = gl_WorkGroupID.x;
+	uint g = h / (p.H / p.Hkv);
+	uint iq[NR]; // the lane's rows (queries) and their samples
+	int si[NR];
+	[[unroll]] for (uint r = 0u; r < NR; r++) {
+		iq[r] = q0 + 16u * sg + erow(2u * r);
+		si[r] = iq[r] < p.T ? seg_[p.off[5] + iq[r]] : -2;
+	}
 
 	LOAD_TILE(Ks, q4, p.off[2], p.H, h, q0, BQ)
 	barrier();
@@ -186,25 +291,32 @@ void main()
 	FC of[ND];
 	[[unroll]] for (uint d = 0u; d < ND; d++)
 		of[d] = FC(0.0);
-	float m = NEG, l = 0.0; // the lane's row: reference maximum (scaled scores), sum of p
+	float m[NR], l[NR]; // per row: reference maximum (scaled scores), sum of p
+	[[unroll]] for (uint r = 0u; r < NR; r++) {
+		m[r] = NEG;
+		l[r] = 0.0;
+	}
 
 	uint kbeg = p.window > 0u && q0 + 1u > p.window ? q0 + 1u - p.window : 0u;
 	uint kend = min(p.T, q0 + BQ);
 	for (uint k0 = kbeg; k0 < kend; k0 += BKV) {
+		uvec4 wk[TILE_N(BKV)], wv[TILE_N(BKV)];
+		TILE_LOADS(wk, k4, p.off[3], p.Hkv, g, k0, BKV)
+		TILE_LOADS(wv, v4, p.off[4], p.Hkv, g, k0, BKV)
+		int sk = k0 + gl_LocalInvocationID.x < p.T ? seg_[p.off[5] + k0 + gl_LocalInvocationID.x] : -3;
 		barrier(); // the previous tile (or the query staging) is no longer read
-		LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV)
-		LOAD_TILE(Vs, v4, p.off[4], p.Hkv, g, k0, BKV)
+		TILE_STORES(Ks, 0u, wk, BKV)
+		TILE_STORES(Vs, 0u, wv, BKV)
 		if (gl_LocalInvocationID.x < BKV)
-			segk[gl_LocalInvocationID.x] =
-				k0 + gl_LocalInvocationID.x < p.T ? seg_[p.off[5] + k0 + gl_LocalInvocationID.x] : -3;
+			segk[gl_LocalInvocationID.x] = sk;
 		barrier();
-		// the lane's 32 keys: 16 j + 8 lh + c of the tile
+		// bit 8 j + k: element k of score fragment j (key 16 j + ecol(k) of the tile) is seen
 		uint vis = 0u;
 		[[unroll]] for (uint j = 0u; j < 4u; j++)
-			[[unroll]] for (uint c = 0u; c < 8u; c++) {
-				uint kk = 16u * j + 8u * lh + c;
-				if (sees(i, k0 + kk, si, segk[kk]))
-					vis |= 1u << (8u * j + c);
+			[[unroll]] for (uint k = 0u; k < 8u; k++) {
+				uint kk = 16u * j + ecol(k);
+				if (sees(iq[ri(k)], k0 + kk, si[ri(k)], segk[kk]))
+					vis |= 1u << (8u * j + k);
 			}
 		if (!subgroupAny(vis != 0u))
 			continue; // nothing this subgroup's rows see in this tile
@@ -217,78 +329,80 @@ void main()
 				coopMatLoadNV(kb, Ks, 16u * j * SK + 2u * d, SK, true); // K^T: (d, key)
 				sf[j] = coopMatMulAddNV(qf[d], kb, sf[j]);
 			}
-		float sv[32];
-		float mx = NEG;
+		float sv[32], mx[NR];
+		[[unroll]] for (uint r = 0u; r < NR; r++)
+			mx[r] = NEG;
 		[[unroll]] for (uint j = 0u; j < 4u; j++) {
 			float v[8];
 			frag_get(sf[j], v);
-			[[unroll]] for (uint c = 0u; c < 8u; c++) {
-				float x = (vis >> (8u * j + c) & 1u) != 0u ? v[c] * p.scale : NEG;
-				sv[8u * j + c] = x;
-				mx = max(mx, x);
+			[[unroll]] for (uint k = 0u; k < 8u; k++) {
+				float x = (vis >> (8u * j + k) & 1u) != 0u ? v[k] * p.scale : NEG;
+				sv[8u * j + k] = x;
+				mx[ri(k)] = max(mx[ri(k)], x);
 			}
 		}
-		mx = max(mx, subgroupShuffleXor(mx, 1u));
-		// move the reference only when a score exceeds it by more than RESCALE (or at first)
-		bool move = mx > m + RESCALE || (m == NEG && mx > NEG);
-		float alpha = 1.0;
-		if (move) {
-			alpha = exp(m - mx);
-			m = mx;
+		// move a row's reference only when a score exceeds it by more than RESCALE (or at first)
+		float alpha[NR], rs[NR];
+		bool moved = false;
+		[[unroll]] for (uint r = 0u; r < NR; r++) {
+			mx[r] = row_max(mx[r]);
+			alpha[r] = 1.0;
+			if (mx[r] > m[r] + RESCALE || (m[r] == NEG && mx[r] > NEG)) {
+				alpha[r] = exp(m[r] - mx[r]);
+				m[r] = mx[r];
+				moved = true;
+			}
+			rs[r] = 0.0;
 		}
-		float rs = 0.0;
 		[[unroll]] for (uint x = 0u; x < 32u; x++) {
-			float e = (vis >> x & 1u) != 0u ? exp(sv[x] - m) : 0.0;
+			float e = (vis >> x & 1u) != 0u ? exp(sv[x] - m[ri(x % 8u)]) : 0.0;
 			sv[x] = e;
-			rs += e;
+			rs[ri(x % 8u)] += e;
 		}
-		rs += subgroupShuffleXor(rs, 1u);
-		l = l * alpha + rs;
-		if (subgroupAny(alpha != 1.0)) {
-			// rescale the output rows through the scratch
-			[[unroll]] for (uint d = 0u; d < ND; d++) {
-				coopMatStoreNV(of[d], Sc, sg * 64u, 4u, false);
-				subgroupMemoryBarrierShared();
-				subgroupBarrier();
-				uint b = sg * 64u + lr * 4u + 2u * lh;
-				Sc[b] = floatBitsToUint(uintBitsToFloat(Sc[b]) * alpha);
-				Sc[b + 1u] = floatBitsToUint(uintBitsToFloat(Sc[b + 1u]) * alpha);
-				subgroupMemoryBarrierShared();
-				subgroupBarrier();
-				coopMatLoadNV(of[d], Sc, sg * 64u, 4u, false);
-				subgroupBarrier();
-			}
+		[[unroll]] for (uint r = 0u; r < NR; r++)
+			l[r] = l[r] * alpha[r] + row_sum(rs[r]);
+		if (subgroupAny(moved))
+			[[unroll]] for (uint d = 0u; d < ND; d++)
+				scale_rows(of[d], alpha);
+		FA pa[4];
+#if defined(FRAG)
+		[[unroll]] for (uint j = 0u; j < 4u; j++) {
+			[[unroll]] for (uint k = 0u; k < 8u; k++)
+				sf[j][k] = sv[8u * j + k];
+			pa[j] = FA(sf[j]);
 		}
-		uint pb = sg * 16u * SP + lr * SP;
+#else
+		uint pb = sg * 16u * SP + erow(0u) * SP + (lane & 1u);
 		[[unroll]] for (uint j = 0u; j < 4u; j++)
-			Ps[pb + 2u * j + lh] = pack8(sv[8u * j], sv[8u * j + 1u], sv[8u * j + 2u], sv[8u * j + 3u],
-						     sv[8u * j + 4u], sv[8u * j + 5u], sv[8u * j + 6u], sv[8u * j + 7u]);
+			Ps[pb + 2u * j] = pack8(sv[8u * j], sv[8u * j + 1u], sv[8u * j + 2u], sv[8u * j + 3u],
+						sv[8u * j + 4u], sv[8u * j + 5u], sv[8u * j + 6u], sv[8u * j + 7u]);
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
-		FA pa[4];
-		[[unroll]] for (uint kk = 0u; kk < 4u; kk++)
-			coopMatLoadNV(pa[kk], Ps, sg * 16u * SP + 2u * kk, SP, false);
+		[[unroll]] for (uint j = 0u; j < 4u; j++)
+			coopMatLoadNV(pa[j], Ps, sg * 16u * SP + 2u * j, SP, false);
+#endif
 		[[unroll]] for (uint d = 0u; d < ND; d++)
-			[[unroll]] for (uint kk = 0u; kk < 4u; kk++) {
+			[[unroll]] for (uint j = 0u; j < 4u; j++) {
 				FA vb;
-				coopMatLoadNV(vb, Vs, 16u * kk * SK + 2u * d, SK, false); // V: (key, d)
-				of[d] = coopMatMulAddNV(pa[kk], vb, of[d]);
+				coopMatLoadNV(vb, Vs, 16u * j * SK + 2u * d, SK, false); // V: (key, d)
+				of[d] = coopMatMulAddNV(pa[j], vb, of[d]);
 			}
+#if !defined(FRAG)
 		subgroupBarrier(); // Ps is rewritten by the next tile
+#endif
 	}
 
-	float inv = 1.0 / l;
 	[[unroll]] for (uint d = 0u; d < ND; d++) {
 		float v[8];
 		frag_get(of[d], v);
-		if (i < p.T) {
-			uint b = p.off[0] + (i * p.H + h) * DH + 16u * d + 8u * lh;
-			[[unroll]] for (uint c = 0u; c < 8u; c++)
-				o_[b + c] = v[c] * inv;
-		}
+		[[unroll]] for (uint k = 0u; k < 8u; k++)
+			if (iq[ri(k)] < p.T)
+				o_[p.off[0] + (iq[ri(k)] * p.H + h) * DH + 16u * d + ecol(k)] = v[k] / l[ri(k)];
 	}
-	if (i < p.T && lh == 0u)
-		lse_[p.off[1] + h * p.T + i] = m + log(l);
+	if (ecol(0u) == 0u) // one lane of each row's
+		[[unroll]] for (uint r = 0u; r < NR; r++)
+			if (iq[r] < p.T)
+				lse_[p.off[1] + h * p.T + iq[r]] = m[r] + log(l[r]);
 }
 
 #elif defined(BWD_KV)
@@ -305,16 +419,22 @@ layout(binding = 6) readonly buffer Sb { int seg_[]; };
 layout(binding = 7) readonly buffer Scr { float scr_[]; };
 
 shared uvec4 Ks[BKV * SK], Vs[BKV * SK], Qs[BQ * SK], Gs[BQ * SK];
+#if !defined(FRAG)
 shared uvec4 Pt[NSG * 16u * SP], Dt[NSG * 16u * SP]; // P^T and dS^T of each subgroup's keys
+#endif
 shared float lseq[BQ], dq_[BQ];
 shared int segq[BQ];
 
 void main()
 {
-	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, lr = lane >> 1, lh = lane & 1u;
-	uint k0 = gl_WorkGroupID.x * BKV, g = gl_WorkGroupID.y, grp = p.H / p.Hkv;
-	uint j = k0 + 16u * sg + lr; // the lane's key
-	int sj = j < p.T ? seg_[p.off[6] + j] : -3;
+	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+	uint k0 = gl_WorkGroupID.y * BKV, g = gl_WorkGroupID.x, grp = p.H / p.Hkv;
+	uint jk[NR]; // the lane's rows (keys) and their samples
+	int sj[NR];
+	[[unroll]] for (uint x = 0u; x < NR; x++) {
+		jk[x] = k0 + 16u * sg + erow(2u * x);
+		sj[x] = jk[x] < p.T ? seg_[p.off[6] + jk[x]] : -3;
+	}
 	float s = scr_[p.off[7] + 2u * p.H * p.T];
 
 	LOAD_TILE(Ks, k4, p.off[3], p.Hkv, g, k0, BKV)
@@ -327,23 +447,28 @@ void main()
 	uint qend = p.window > 0u ? min(p.T, k0 + BKV - 1u + p.window) : p.T;
 	for (uint hq = g * grp; hq < g * grp + grp; hq++)
 		for (uint i0 = k0; i0 < qend; i0 += BQ) {
+			uvec4 wq[TILE_N(BQ)], wg[TILE_N(BQ)];
+			TILE_LOADS(wq, q4, p.off[2], p.H, hq, i0, BQ)
+			TILE_LOADS(wg, g4, p.off[5], p.H, hq, i0, BQ)
+			uint ii = i0 + gl_LocalInvocationID.x, x = 2u * (hq * p.T + ii);
+			bool in_ = gl_LocalInvocationID.x < BQ && ii < p.T;
+			float lq = in_ ? scr_[p.off[7] + x] : 0.0, dq = in_ ? scr_[p.off[7] + x + 1u] : 0.0;
+			int sq = in_ ? seg_[p.off[6] + ii] : -2;
 			barrier(); // the previous query tile is no longer read
-			LOAD_TILE(Qs, q4, p.off[2], p.H, hq, i0, BQ)
-			LOAD_TILE(Gs, g4, p.off[5], p.H, hq, i0, BQ)
+			TILE_STORES(Qs, 0u, wq, BQ)
+			TILE_STORES(Gs, 0u, wg, BQ)
 			if (gl_LocalInvocationID.x < BQ) {
-				uint ii = i0 + gl_LocalInvocationID.x, x = 2u * (hq * p.T + ii);
-				bool in_ = ii < p.T;
-				lseq[gl_LocalInvocationID.x] = in_ ? scr_[p.off[7] + x] : 0.0;
-				dq_[gl_LocalInvocationID.x] = in_ ? scr_[p.off[7] + x + 1u] : 0.0;
-				segq[gl_LocalInvocationID.x] = in_ ? seg_[p.off[6] + ii] : -2;
+				lseq[gl_LocalInvocationID.x] = lq;
+				dq_[gl_LocalInvocationID.x] = dq;
+				segq[gl_LocalInvocationID.x] = sq;
 			}
 			barrier();
-			// the lane's key row against queries 16 c + 8 lh + e of the tile
+			// bit 8 c + e: element e of fragment c (query 16 c + ecol(e) of the tile) sees its key
 			uint vis = 0u;
 			[[unroll]] for (uint c = 0u; c < 2u; c++)
 				[[unroll]] for (uint e = 0u; e < 8u; e++) {
-					uint qq = 16u * c + 8u * lh + e;
-					if (sees(i0 + qq, j, segq[qq], sj))
+					uint qq = 16u * c + ecol(e);
+					if (sees(i0 + qq, jk[ri(e)], segq[qq], sj[ri(e)]))
 						vis |= 1u << (8u * c + e);
 				}
 			if (!subgroupAny(vis != 0u))
@@ -366,27 +491,38 @@ void main()
 					pt[c] = coopMatMulAddNV(va, gb, pt[c]);
 				}
 			}
-			uint pb = sg * 16u * SP + lr * SP;
+			FA pa[2], da[2]; // P^T and dS^T as A operands
 			[[unroll]] for (uint c = 0u; c < 2u; c++) {
 				float sv[8], dp[8], pv[8], ds[8];
 				frag_get(st[c], sv);
 				frag_get(pt[c], dp);
 				[[unroll]] for (uint e = 0u; e < 8u; e++) {
-					uint qq = 16u * c + 8u * lh + e;
+					uint qq = 16u * c + ecol(e);
 					float pr = (vis >> (8u * c + e) & 1u) != 0u ? exp(sv[e] * p.scale - lseq[qq]) : 0.0;
 					pv[e] = pr;
 					ds[e] = pr * (dp[e] - dq_[qq]);
 				}
-				Pt[pb + 2u * c + lh] = pack8(pv[0], pv[1], pv[2], pv[3], pv[4], pv[5], pv[6], pv[7]);
-				Dt[pb + 2u * c + lh] = pack8(ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6], ds[7]);
+#if defined(FRAG)
+				[[unroll]] for (uint e = 0u; e < 8u; e++) {
+					st[c][e] = pv[e];
+					pt[c][e] = ds[e];
+				}
+				pa[c] = FA(st[c]);
+				da[c] = FA(pt[c]);
+#else
+				uint pb = sg * 16u * SP + erow(0u) * SP + 2u * c + (lane & 1u);
+				Pt[pb] = pack8(pv[0], pv[1], pv[2], pv[3], pv[4], pv[5], pv[6], pv[7]);
+				Dt[pb] = pack8(ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6], ds[7]);
+#endif
 			}
+#if !defined(FRAG)
 			subgroupMemoryBarrierShared();
 			subgroupBarrier();
-			FA pa[2], da[2];
 			[[unroll]] for (uint c = 0u; c < 2u; c++) {
 				coopMatLoadNV(pa[c], Pt, sg * 16u * SP + 2u * c, SP, false);
 				coopMatLoadNV(da[c], Dt, sg * 16u * SP + 2u * c, SP, false);
 			}
+#endif
 			[[unroll]] for (uint d = 0u; d < ND; d++)
 				[[unroll]] for (uint c = 0u; c < 2u; c++) {
 					FA gb, qb;
@@ -395,7 +531,9 @@ void main()
 					dvf[d] = coopMatMulAddNV(pa[c], gb, dvf[d]);
 					dkf[d] = coopMatMulAddNV(da[c], qb, dkf[d]);
 				}
+#if !defined(FRAG)
 			subgroupBarrier(); // Pt, Dt are rewritten by the next tile
+#endif
 		}
 
 	float kscale = p.scale / s, vscale = 1.0 / s;
@@ -403,13 +541,12 @@ void main()
 		float a[8], b[8];
 		frag_get(dkf[d], a);
 		frag_get(dvf[d], b);
-		if (j < p.T) {
-			uint o = (j * p.Hkv + g) * DH + 16u * d + 8u * lh;
-			[[unroll]] for (uint c = 0u; c < 8u; c++) {
-				dk_[p.off[0] + o + c] = a[c] * kscale;
-				dv_[p.off[1] + o + c] = b[c] * vscale;
+		[[unroll]] for (uint e = 0u; e < 8u; e++)
+			if (jk[ri(e)] < p.T) {
+				uint o = (jk[ri(e)] * p.Hkv + g) * DH + 16u * d + ecol(e);
+				dk_[p.off[0] + o] = a[e] * kscale;
+				dv_[p.off[1] + o] = b[e] * vscale;
 			}
-		}
 	}
 }
 
@@ -426,21 +563,29 @@ layout(binding = 5) readonly buffer Sb { int seg_[]; };
 layout(binding = 6) readonly buffer Scr { float scr_[]; };
 
 shared uvec4 KV[2u * BKV * SK]; // K tile then V tile; first the query-side staging (64 rows)
+#if !defined(FRAG)
 shared uvec4 Ds[NSG * 16u * SP];
+#endif
 shared int segk[BKV];
 #define KS 0u
 #define VS (BKV * SK)
 
 void main()
 {
-	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID, lr = lane >> 1, lh = lane & 1u;
-	uint q0 = gl_WorkGroupID.x * BQ, h = gl_WorkGroupID.y, g = h / (p.H / p.Hkv);
-	uint i = q0 + 16u * sg + lr;
-	bool iin = i < p.T;
-	int si = iin ? seg_[p.off[5] + i] : -2;
+	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+	uint q0 = (gl_NumWorkGroups.y - 1u - gl_WorkGroupID.y) * BQ, h = gl_WorkGroupID.x;
+	uint g = h / (p.H / p.Hkv);
+	uint iq[NR]; // the lane's rows (queries): samples, lse and s D
+	int si[NR];
+	float lse[NR], dr[NR];
+	[[unroll]] for (uint r = 0u; r < NR; r++) {
+		iq[r] = q0 + 16u * sg + erow(2u * r);
+		bool in_ = iq[r] < p.T;
+		si[r] = in_ ? seg_[p.off[5] + iq[r]] : -2;
+		lse[r] = in_ ? scr_[p.off[6] + 2u * (h * p.T + iq[r])] : 0.0;
+		dr[r] = in_ ? scr_[p.off[6] + 2u * (h * p.T + iq[r]) + 1u] : 0.0;
+	}
 	float s = scr_[p.off[6] + 2u * p.H * p.T];
-	float lse = iin ? scr_[p.off[6] + 2u * (h * p.T + i)] : 0.0;
-	float dr = iin ? scr_[p.off[6] + 2u * (h * p.T + i) + 1u] : 0.0;
 
 	FA qf[ND], gf[ND];
 	LOAD_TILE(KV, q4, p.off[2], p.H, h, q0, BQ)
@@ -459,25 +604,22 @@ void main()
 	uint kbeg = p.window > 0u && q0 + 1u > p.window ? q0 + 1u - p.window : 0u;
 	uint kend = min(p.T, q0 + BQ);
 	for (uint k0 = kbeg; k0 < kend; k0 += BKV) {
-		barrier();
-		LOAD_TILE(KV, k4, p.off[3], p.Hkv, g, k0, BKV)
-		for (uint e_ = gl_LocalInvocationID.x; e_ < BKV * (DH / 8u); e_ += NSG * 32u) {
-			// the V tile behind the K tile (LOAD_TILE writes from index 0)
-			uint row_ = e_ / (DH / 8u), c_ = e_ % (DH / 8u);
-			uvec4 w_ = uvec4(0u);
-			if (k0 + row_ < p.T)
-				w_ = v4[p.off[4] + ((k0 + row_) * p.Hkv + g) * (DH / 8u) + c_];
-			KV[VS + row_ * SK + c_] = w_;
-		}
+		uvec4 wk[TILE_N(BKV)], wv[TILE_N(BKV)];
+		TILE_LOADS(wk, k4, p.off[3], p.Hkv, g, k0, BKV)
+		TILE_LOADS(wv, v4, p.off[4], p.Hkv, g, k0, BKV)
+		int sk = k0 + gl_LocalInvocationID.x < p.T ? seg_[p.off[5] + k0 + gl_LocalInvocationID.x] : -3;
+		barrier(); // the previous tiles (or the query-side staging) are no longer read
+		TILE_STORES(KV, KS, wk, BKV)
+		TILE_STORES(KV, VS, wv, BKV)
 		if (gl_LocalInvocationID.x < BKV)
-			segk[gl_LocalInvocationID.x] =
-				k0 + gl_LocalInvocationID.x < p.T ? seg_[p.off[5] + k0 + gl_LocalInvocationID.x] : -3;
+			segk[gl_LocalInvocationID.x] = sk;
 		barrier();
+		// bit 8 c + e: element e of fragment c (key 16 c + ecol(e) of the tile) is seen
 		uint vis = 0u;
 		[[unroll]] for (uint c = 0u; c < 2u; c++)
 			[[unroll]] for (uint e = 0u; e < 8u; e++) {
-				uint kk = 16u * c + 8u * lh + e;
-				if (sees(i, k0 + kk, si, segk[kk]))
+				uint kk = 16u * c + ecol(e);
+				if (sees(iq[ri(e)], k0 + kk, si[ri(e)], segk[kk]))
 					vis |= 1u << (8u * c + e);
 			}
 		if (!subgroupAny(vis != 0u))
@@ -495,41 +637,73 @@ void main()
 				sf[c] = coopMatMulAddNV(qf[d], kb, sf[c]);
 				pf[c] = coopMatMulAddNV(gf[d], vb, pf[c]);
 			}
-		uint db = sg * 16u * SP + lr * SP;
+		FA da[2]; // dS as A operands
 		[[unroll]] for (uint c = 0u; c < 2u; c++) {
 			float sv[8], dp[8], ds[8];
 			frag_get(sf[c], sv);
 			frag_get(pf[c], dp);
 			[[unroll]] for (uint e = 0u; e < 8u; e++) {
-				float pr = (vis >> (8u * c + e) & 1u) != 0u ? exp(sv[e] * p.scale - lse) : 0.0;
-				ds[e] = pr * (dp[e] - dr);
+				float pr = (vis >> (8u * c + e) & 1u) != 0u ? exp(sv[e] * p.scale - lse[ri(e)]) : 0.0;
+				ds[e] = pr * (dp[e] - dr[ri(e)]);
 			}
-			Ds[db + 2u * c + lh] = pack8(ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6], ds[7]);
+#if defined(FRAG)
+			[[unroll]] for (uint e = 0u; e < 8u; e++)
+				sf[c][e] = ds[e];
+			da[c] = FA(sf[c]);
+#else
+			Ds[sg * 16u * SP + erow(0u) * SP + 2u * c + (lane & 1u)] =
+				pack8(ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6], ds[7]);
+#endif
 		}
+#if !defined(FRAG)
 		subgroupMemoryBarrierShared();
 		subgroupBarrier();
-		FA da[2];
 		[[unroll]] for (uint c = 0u; c < 2u; c++)
 			coopMatLoadNV(da[c], Ds, sg * 16u * SP + 2u * c, SP, false);
+#endif
 		[[unroll]] for (uint d = 0u; d < ND; d++)
 			[[unroll]] for (uint c = 0u; c < 2u; c++) {
 				FA kb;
 				coopMatLoadNV(kb, KV, KS + 16u * c * SK + 2u * d, SK, false); // K: (key, d)
 				dqf[d] = coopMatMulAddNV(da[c], kb, dqf[d]);
 			}
-		subgroupBarrier();
+#if !defined(FRAG)
+		subgroupBarrier(); // Ds is rewritten by the next tile
+#endif
 	}
 
 	float qs = p.scale / s;
 	[[unroll]] for (uint d = 0u; d < ND; d++) {
 		float v[8];
 		frag_get(dqf[d], v);
-		if (iin) {
-			uint b = p.off[0] + (i * p.H + h) * DH + 16u * d + 8u * lh;
-			[[unroll]] for (uint c = 0u; c < 8u; c++)
-				dq_[b + c] = v[c] * qs;
-		}
+		[[unroll]] for (uint e = 0u; e < 8u; e++)
+			if (iq[ri(e)] < p.T)
+				dq_[p.off[0] + (iq[ri(e)] * p.H + h) * DH + 16u * d + ecol(e)] = v[e] * qs;
 	}
+}
+
+#elif defined(PROBE)
+// One subgroup: out[8 l + k] = row 16 + column of component k of lane l's fragment of a 16 x 16
+// fp32 matrix (-1 past its length), out[256] = the length.
+layout(binding = 0) writeonly buffer Ob { float o_[]; };
+shared float Mp[256];
+
+void main()
+{
+	lane = gl_SubgroupInvocationID;
+	for (uint x = lane; x < 256u; x += 32u)
+		Mp[x] = float(x);
+	barrier();
+	FC f;
+	coopMatLoadNV(f, Mp, 0u, 16u, false);
+	[[unroll]] for (uint k = 0u; k < 8u; k++) {
+		float v = -1.0;
+		if (int(k) < f.length())
+			v = f[k];
+		o_[p.off[0] + 8u * lane + k] = v;
+	}
+	if (lane == 0u)
+		o_[p.off[0] + 256u] = float(f.length());
 }
 #endif
 #endif

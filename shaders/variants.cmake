@@ -115,6 +115,10 @@ set(TERN_SHADER_VARIANTS
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
   "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"
   "attn_mma_prep|attn_mma.comp|-DPREP" "attn_mma_cast|attn_mma.comp|-DCAST"
+  "attn_mma_probe|attn_mma.comp|-DPROBE"
+  "attn_mma_fwdf_d64|attn_mma.comp|-DFWD -DFRAG -DDH=64u" "attn_mma_fwdf_d128|attn_mma.comp|-DFWD -DFRAG -DDH=128u"
+  "attn_mma_kvf_d64|attn_mma.comp|-DBWD_KV -DFRAG -DDH=64u" "attn_mma_kvf_d128|attn_mma.comp|-DBWD_KV -DFRAG -DDH=128u"
+  "attn_mma_qf_d64|attn_mma.comp|-DBWD_Q -DFRAG -DDH=64u" "attn_mma_qf_d128|attn_mma.comp|-DBWD_Q -DFRAG -DDH=128u"
   "attn_mma_kv_d64|attn_mma.comp|-DBWD_KV -DDH=64u" "attn_mma_kv_d128|attn_mma.comp|-DBWD_KV -DDH=128u"
   "attn_mma_q_d64|attn_mma.comp|-DBWD_Q -DDH=64u" "attn_mma_q_d128|attn_mma.comp|-DBWD_Q -DDH=128u"
 )
@@ -125,4 +129,6 @@ set(TERN_SHADER_VARIANTS_NV_COOPMAT
   mm_cm_f32 mm_cm_bwd_f32 mm_cm_f16 mm_cm_bwd_f16 mm_cm_bf16 mm_cm_bwd_bf16 mm_cm_nf4 mm_cm_bwd_nf4
   mm_cm_nf4_dq mm_cm_bwd_nf4_dq mm_cm_ternary mm_cm_bwd_ternary
   mm_cm_lora_f32 mm_cm_lora_bwd_f32 mm_cm_lora_f16 mm_cm_lora_bwd_f16 mm_cm_lora_bf16 mm_cm_lora_bwd_bf16 mm_cm_lora_nf4 mm_cm_lora_bwd_nf4 mm_cm_lora_nf4_dq mm_cm_lora_bwd_nf4_dq mm_cm_lora_ternary mm_cm_lora_bwd_ternary
-  attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_cast attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128)
+  attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_cast attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128
+  attn_mma_probe attn_mma_fwdf_d64 attn_mma_fwdf_d128 attn_mma_kvf_d64 attn_mma_kvf_d128
+  attn_mma_qf_d64 attn_mma_qf_d128)

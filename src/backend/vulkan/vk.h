@@ -219,6 +219,7 @@ struct tern_vk {
 	struct tern_buffer *mm_x16;  /* the f16 input of a half-precision matmul (vk_mm.c) */
 	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
 	struct tern_buffer *attn_h;   /* attention: f16 copies of q, k, v, s dO */
+	int attn_frag;                /* the -DFRAG attention passes: 0 not probed yet, 1 yes, -1 no */
 };
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }

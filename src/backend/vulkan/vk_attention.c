@@ -5,6 +5,8 @@
 #include "backend/vulkan/vk.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define ATTN_TILE 16   /* BQ = BK in shaders/common/attention.glsl */
 #define ATTN_DMAX 256  /* DMAX there */
@@ -112,13 +114,60 @@ static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_
 /* Mirrors the push block of shaders/attn_mma.comp. */
 struct attn_mma_push {
 	struct attn_push a;
-	uint32_t xmax_off;
+	uint32_t xoff; /* CAST, PREP: the max|dO| word */
 };
 
-/* Whether the tensor-core shaders take this call: prec F16, the device has them, Dh 64 or 128. */
+/* Whether the tensor-core shaders take this call: prec F16, the device has them, Dh 64 or 128,
+ * and the query tiles fit the grid's second dimension (the passes run groups (H, tiles)). */
 static bool mma_ok(struct tern_vk *vk, const struct tern_attn_args *a)
 {
-	return a->prec == TERN_F16 && vk->coopmat && (a->Dh == 64 || a->Dh == 128);
+	return a->prec == TERN_F16 && vk->coopmat && (a->Dh == 64 || a->Dh == 128) &&
+	       tern_cdiv(a->T, MMA_BKV) <= vk->props.limits.maxComputeWorkGroupCount[1];
+}
+
+/* Whether the -DFRAG passes of shaders/attn_mma.comp run here: the first call asks -DPROBE for
+ * the lanes' elements of a 16 x 16 fp32 fragment (one dispatch and a download, which waits for
+ * the commands recorded so far) and takes them when each lane l holds exactly the 8 elements
+ * rows l / 4 (+ 8), columns 2 (l % 4) + {0, 1} (+ 8) in the order the shader names them.
+ * TERN_VK_ATTN_FRAG=0 keeps the passes through shared memory. */
+static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
+{
+	*out = false;
+	if (vk->attn_frag == 0) {
+		const char *e = getenv("TERN_VK_ATTN_FRAG");
+		vk->attn_frag = -1;
+		if (!e || strcmp(e, "0")) {
+			enum tern_status st = tern_vk_scratch(vk, &vk->attn_scr, 257 * 4);
+			if (st)
+				return st;
+			struct tern_view b = {vk->attn_scr, 0, 257 * 4};
+			struct attn_mma_push p = {{0}, 0};
+			float got[257];
+			uint64_t downloads = vk->base.counts.downloads;
+			if ((st = tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_PROBE, &b, 1, &p, sizeof p, 1, 1,
+						   1)) ||
+			    (st = tern_vk_download(&vk->base, got, b)))
+				return st;
+			vk->base.counts.downloads = downloads; /* not the caller's */
+			bool ok = got[256] == 8.0f;
+			for (int l = 0; ok && l < 32; l++)
+				for (int k = 0; k < 8; k++) {
+					int row = l / 4 + 8 * (k >> 1 & 1),
+					    col = 2 * (l % 4) + (k & 1) + 8 * (k >> 2);
+					ok = ok && got[8 * l + k] == (float)(16 * row + col);
+				}
+			vk->attn_frag = ok ? 1 : -1;
+			char seen[1400];
+			size_t len = 0;
+			for (int i = 0; !ok && i < 257 && len < sizeof seen; i++)
+				len += (size_t)snprintf(seen + len, sizeof seen - len, " %g", (double)got[i]);
+			tern_log(TERN_LOG_INFO, "vulkan: attention fragments %s%s",
+				 ok ? "in place (-DFRAG)" : "through shared memory; the probe read",
+				 ok ? "" : seen);
+		}
+	}
+	*out = vk->attn_frag > 0;
+	return TERN_OK;
 }
 
 /* The f16 operand copies in vk->attn_h: q, k, v and (backward) s dO, each 256-aligned. */
@@ -151,7 +200,7 @@ static enum tern_status mma_cast(struct tern_vk *vk, struct tern_view dst, struc
 	struct attn_mma_push p = {.a = {.T = (uint32_t)n, .Dh = scaled ? 1u : 0u}};
 	p.a.off[0] = tern_vk_place(vk, &d) / 16;
 	p.a.off[1] = tern_vk_place(vk, &sv) / 4;
-	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
+	p.xoff = tern_vk_place(vk, &xmax) / 4;
 	struct tern_view b[3] = {d, sv, xmax};
 	return tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_CAST, b, 3, &p, sizeof p,
 				tern_vk_grid(n / 8, 256, 4096), 1, 1);
@@ -178,14 +227,19 @@ static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_a
 	if ((st = mma_h_make(vk, a, &h)) || (st = mma_cast(vk, h.q, q, nq, false)) ||
 	    (st = mma_cast(vk, h.k, k, nk, false)) || (st = mma_cast(vk, h.v, v, nk, false)))
 		return st;
+	bool frag, d64 = a->Dh == 64;
+	if ((st = mma_frag(vk, &frag)))
+		return st;
 	struct tern_view b[6] = {o, lse, h.q, h.k, h.v, seg};
 	struct attn_mma_push mp = mma_place(vk, a, b, 6, 0x1cu);
-	enum tern_vk_pipe pipe = a->Dh == 64 ? TERN_PIPE_ATTN_MMA_FWD_D64 : TERN_PIPE_ATTN_MMA_FWD_D128;
-	return tern_vk_dispatch(vk, pipe, b, 6, &mp, sizeof mp, (uint32_t)tern_cdiv(a->T, MMA_BQ),
-				(uint32_t)a->H, 1);
+	enum tern_vk_pipe pipe = frag ? (d64 ? TERN_PIPE_ATTN_MMA_FWDF_D64 : TERN_PIPE_ATTN_MMA_FWDF_D128)
+				      : (d64 ? TERN_PIPE_ATTN_MMA_FWD_D64 : TERN_PIPE_ATTN_MMA_FWD_D128);
+	return tern_vk_dispatch(vk, pipe, b, 6, &mp, sizeof mp, (uint32_t)a->H,
+				(uint32_t)tern_cdiv(a->T, MMA_BQ), 1);
 }
 
-/* dout's scale (aux word 1), the f16 copies, the (lse, s D) rows, then the dK/dV and dQ passes. */
+/* dout's scale (aux word 1), the f16 copies, the (lse, s D) rows, then the dK/dV and dQ passes
+ * (which do not depend on each other). */
 static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DQ,
 				     struct tern_view DK, struct tern_view DV, struct tern_view G,
 				     struct tern_view Q, struct tern_view K, struct tern_view V,
@@ -196,6 +250,9 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 	enum tern_status st = tern_vk_scratch(vk, &vk->attn_scr, (size_t)nscr * 4);
 	if (st)
 		return st;
+	bool frag, d64 = a->Dh == 64;
+	if ((st = mma_frag(vk, &frag)))
+		return st;
 	struct mma_h h;
 	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
 	if ((st = tern_vk_absmax(vk, G, nq, 1)) || (st = mma_h_make(vk, a, &h)) ||
@@ -204,21 +261,24 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 		return st;
 	struct tern_view b0[5] = {scr, G, O, L, xmax};
 	struct attn_mma_push mp = {attn_place(vk, a, b0, 5), 0};
-	mp.xmax_off = mp.a.off[4];
-	int64_t g0 = tern_cdiv(H * T, 256);
+	mp.xoff = mp.a.off[4];
+	int64_t g0 = tern_cdiv(H * T * a->Dh / 4, 256); /* Dh / 4 invocations a row */
 	if ((st = tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_PREP, b0, 5, &mp, sizeof mp,
 				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
 		return st;
-	bool d64 = a->Dh == 64;
+	enum tern_vk_pipe kv = frag ? (d64 ? TERN_PIPE_ATTN_MMA_KVF_D64 : TERN_PIPE_ATTN_MMA_KVF_D128)
+				    : (d64 ? TERN_PIPE_ATTN_MMA_KV_D64 : TERN_PIPE_ATTN_MMA_KV_D128);
+	enum tern_vk_pipe qp = frag ? (d64 ? TERN_PIPE_ATTN_MMA_QF_D64 : TERN_PIPE_ATTN_MMA_QF_D128)
+				    : (d64 ? TERN_PIPE_ATTN_MMA_Q_D64 : TERN_PIPE_ATTN_MMA_Q_D128);
 	struct tern_view b1[8] = {DK, DV, h.q, h.k, h.v, h.g, S, scr};
 	mp = mma_place(vk, a, b1, 8, 0x3cu);
-	if ((st = tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_KV_D64 : TERN_PIPE_ATTN_MMA_KV_D128, b1, 8,
-				   &mp, sizeof mp, (uint32_t)tern_cdiv(T, MMA_BKV), (uint32_t)a->Hkv, 1)))
+	if ((st = tern_vk_dispatch(vk, kv, b1, 8, &mp, sizeof mp, (uint32_t)a->Hkv,
+				   (uint32_t)tern_cdiv(T, MMA_BKV), 1)))
 		return st;
 	struct tern_view b2[7] = {DQ, h.g, h.q, h.k, h.v, S, scr};
 	mp = mma_place(vk, a, b2, 7, 0x1eu);
-	return tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTN_MMA_Q_D64 : TERN_PIPE_ATTN_MMA_Q_D128, b2, 7, &mp,
-				sizeof mp, (uint32_t)tern_cdiv(T, MMA_BQ), (uint32_t)H, 1);
+	return tern_vk_dispatch(vk, qp, b2, 7, &mp, sizeof mp, (uint32_t)H, (uint32_t)tern_cdiv(T, MMA_BQ),
+				1);
 }
 
 enum tern_status tern_vk_attention(struct tern_backend *be, struct tern_view o, struct tern_view lse,
