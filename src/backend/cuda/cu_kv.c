@@ -1,11 +1,7 @@
 /* Attention over a KV cache on CUDA (backend.h attention_kv, generation's decode and prefill
  * steps): checks the views, then queues k_kv.cu's kernel (a block per query row, head and part of
- * the keys; the parts' partial softmaxes merged in the scratch by each row's last block).
- * TERN_CUDA_KV_FUSE=0 (read at each call) merges them in a second launch instead, as before. */
+ * the keys; the parts' partial softmaxes merged in the scratch by each row's last block). */
 #include "backend/cuda/cu_more.h"
-
-#include <stdlib.h>
-#include <string.h>
 
 enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view o, struct tern_view q,
 				      struct tern_view k, struct tern_view v,
@@ -38,9 +34,7 @@ enum tern_status tern_cu_attention_kv(struct tern_backend *be, struct tern_view 
 	void *part = NULL;
 	if (parts > 1 && (st = tern_cu_scratch(c, (size_t)(Tq * H * parts * (Dh + 2)) * 4, &part)))
 		return st;
-	const char *e = getenv("TERN_CUDA_KV_FUSE");
-	unsigned *counts = e && !strcmp(e, "0") ? NULL : c->kv_count;
-	return tern_cu_check(cuk_attention_kv(tern_cu_stream(c), op_, part, counts, qp, kp, vp, Tq, Tk, H,
-					      Hkv, Dh, a->window, a->scale, parts),
+	return tern_cu_check(cuk_attention_kv(tern_cu_stream(c), op_, part, c->kv_count, qp, kp, vp, Tq, Tk,
+					      H, Hkv, Dh, a->window, a->scale, parts),
 			     op);
 }

@@ -21,10 +21,9 @@
 // then merged in part order (o = Σ_s acc_s e^(m_s − M) / Σ_s l_s e^(m_s − M), M the largest m_s):
 // results do not depend on scheduling. The merge runs in the same launch: each part's block counts
 // itself in counts[row] (an atomic add on a uint after a fence), and the block that counts last merges
-// the row and sets the count back to 0, so a decode step's attention is one launch, not two
-// (counts is NULL: attn_kv_combine merges in a second launch, the way before; TERN_CUDA_KV_FUSE=0,
-// cu_kv.c). Either way the same operations in the same order: the same bits. S = 1 writes o
-// directly (prefill's many rows).
+// the row and sets the count back to 0, so a decode step's attention is one launch, not two (a
+// second merge launch timed the same on an H100, docs/PERFORMANCE.md 2026-12-06 16:51, and went).
+// S = 1 writes o directly (prefill's many rows).
 #include "backend/cuda/cu_kernels_more.h"
 #include "backend/cuda/k_pdl.cuh"
 
@@ -40,46 +39,30 @@ constexpr int kPer = kMaxDh / kThreads;
 constexpr int kVB = 16; // rows of v whose loads a thread issues before it adds them
 
 // o[r] from the S parts of row r (attn_kv_kernel), merged in part order by the block's threads.
-// CG: the parts were written by other blocks of the running launch: loads through L2 (__ldcg).
-template <bool CG> __device__ inline float part_ld(const float *p)
-{
-	if constexpr (CG)
-		return __ldcg(p);
-	else
-		return *p;
-}
-
-template <bool CG> __device__ inline void kv_merge_row(float *o, const float *pr, int64_t Dh, int S)
+// The parts were written by other blocks of the running launch: loads through L2 (__ldcg).
+__device__ inline void kv_merge_row(float *o, const float *pr, int64_t Dh, int S)
 {
 	float M = -INFINITY;
 	for (int s = 0; s < S; s++) {
-		float m = part_ld<CG>(pr + s * (Dh + 2) + Dh);
+		float m = __ldcg(pr + s * (Dh + 2) + Dh);
 		M = m > M ? m : M;
 	}
 	float L = 0.0f;
 	for (int s = 0; s < S; s++) {
 		const float *ps = pr + s * (Dh + 2);
-		float l = part_ld<CG>(ps + Dh + 1);
+		float l = __ldcg(ps + Dh + 1);
 		if (l > 0.0f)
-			L += l * expf(part_ld<CG>(ps + Dh) - M);
+			L += l * expf(__ldcg(ps + Dh) - M);
 	}
 	for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
 		float a = 0.0f;
 		for (int s = 0; s < S; s++) {
 			const float *ps = pr + s * (Dh + 2);
-			if (part_ld<CG>(ps + Dh + 1) > 0.0f)
-				a += part_ld<CG>(ps + d) * expf(part_ld<CG>(ps + Dh) - M);
+			if (__ldcg(ps + Dh + 1) > 0.0f)
+				a += __ldcg(ps + d) * expf(__ldcg(ps + Dh) - M);
 		}
 		o[d] = a / L;
 	}
-}
-
-__global__ void attn_kv_combine(float *o, const float *part, int64_t rows, int64_t Dh, int S)
-{
-	pdl_wait();
-	pdl_trigger();
-	for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
-		kv_merge_row<false>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
 }
 
 // NC: 32-column groups of a key row a lane holds (Dh <= 32 NC); KPW keys a warp scores at once
@@ -205,7 +188,7 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *counts, const fl
 			__syncthreads();
 			if (merge) {
 				__threadfence(); // the other parts' writes, counted before ours
-				kv_merge_row<true>(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
+				kv_merge_row(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
 				if (tid == 0)
 					counts[r] = 0u; // every part has counted: ready for the next launch
 			}
@@ -241,10 +224,6 @@ extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, u
 		: Dh <= 128 ? attn_kv_kernel<4>
 		: Dh <= 256 ? attn_kv_kernel<8>
 			    : attn_kv_kernel<16>;
-	cudaError_t e = pdl_launch(kern, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0, s,
-				   o, part, counts, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
-	if (e == cudaSuccess && parts > 1 && !counts)
-		e = pdl_launch(attn_kv_combine, dim3((unsigned)(rows > cap ? cap : rows)), dim3(kThreads), 0,
-			       s, o, (const float *)part, rows, Dh, parts);
-	return e;
+	return pdl_launch(kern, dim3((unsigned)(blocks > cap ? cap : blocks)), dim3(kThreads), 0, s, o, part,
+			  counts, q, k, v, Tq, Tk, H, Hkv, Dh, window, scale, parts);
 }
