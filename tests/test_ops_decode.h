@@ -201,7 +201,16 @@ static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int
 		wp[i] = &w[i];
 		yv[i] = dy[i]->v;
 	}
-	if (bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, n, T, prec), "matmul_multi"))
+	/* another input's product in between: whatever a backend derives from x (its f16 scale and
+	 * copy on Vulkan) must come from this call's x */
+	for (int64_t k = 0; k < T * I; k++)
+		x[k] *= 1024.0f;
+	struct dten *dz = dt_new(&c, "another x", (size_t)(T * I) * 4, x), *dzy = NULL;
+	for (int64_t k = 0; k < T * I; k++)
+		x[k] /= 1024.0f;
+	if (!dz || !(dzy = dt_nan(&c, "another y", T * rows[0])) ||
+	    bad(&c, tern_matmul(s->be, dzy->v, dz->v, &w[0], T, prec), "matmul") ||
+	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, n, T, prec), "matmul_multi"))
 		goto out;
 	for (int i = 0; i < n; i++) /* every element written, with matmul's bits */
 		expect(&c, dy[i], want[i], T * rows[i], 0.0);
@@ -248,6 +257,9 @@ static void check_matmul_multi_all(struct suite *s)
 	for (int fi = 0; fi < NWFMTS; fi++) { /* a few tokens; a partial strip (I = 320) */
 		check_matmul_multi(s, &WFMTS[fi], 3, 5, 320, TERN_BF16);
 		check_matmul_multi(s, &WFMTS[fi], 2, 12, 64, TERN_BF16); /* past the small-T path */
+		/* f16: decoding's few tokens, and training's many (Vulkan: one scale and copy of x) */
+		check_matmul_multi(s, &WFMTS[fi], 3, 1, 320, TERN_F16);
+		check_matmul_multi(s, &WFMTS[fi], 3, 37, 320, TERN_F16);
 	}
 }
 

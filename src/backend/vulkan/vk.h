@@ -346,6 +346,9 @@ struct tern_vk_lora {
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
 			      const struct tern_vk_lora *lora);
+/* matmul_multi at F16 (backend.h): x's scale and f16 copy made once for the n products. */
+enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *y, struct tern_view x,
+				    const struct tern_weight *const *w, int n, int64_t T);
 enum tern_status tern_vk_absmax(struct tern_vk *vk, struct tern_view x, int64_t n, uint32_t slot);
 /* *buf, one of the backend's scratch buffers (mm_part, mm_x16, attn_h, ce_scratch, ...), holding
  * at least `bytes`: reallocated (contents lost) when smaller; one op at a time uses each. */

@@ -191,9 +191,11 @@ static int64_t mm_splits(struct tern_vk *vk, int gen, bool cm, int64_t tiles, in
 	return splits < 1 ? 1 : splits;
 }
 
-enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
-			      const struct tern_weight *w, int64_t T, bool accumulate,
-			      const struct tern_vk_lora *lora)
+/* The products of tern_vk_mm16 from the f16 input mm16_input left in vk->mm_x16 (its scale in aux
+ * word 0). */
+static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_view out,
+				      const struct tern_weight *w, int64_t T, bool accumulate,
+				      const struct tern_vk_lora *lora)
 {
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
@@ -201,8 +203,7 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 	int gen = 2;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) ||
-	    (st = tern_vk_absmax(vk, in, T * in_cols, 0)) || (st = cast_input(vk, in, T * in_cols)))
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
@@ -317,4 +318,28 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 		}
 	}
 	return TERN_OK;
+}
+
+/* aux word 0 = max|in| (n elements), vk->mm_x16 = f16(in s) */
+static enum tern_status mm16_input(struct tern_vk *vk, struct tern_view in, int64_t n)
+{
+	enum tern_status st = tern_vk_absmax(vk, in, n, 0);
+	return st ? st : cast_input(vk, in, n);
+}
+
+enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
+			      const struct tern_weight *w, int64_t T, bool accumulate,
+			      const struct tern_vk_lora *lora)
+{
+	enum tern_status st = mm16_input(vk, in, T * (bwd ? w->O : w->I));
+	return st ? st : mm16_products(vk, bwd, out, w, T, accumulate, lora);
+}
+
+enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *y, struct tern_view x,
+				    const struct tern_weight *const *w, int n, int64_t T)
+{
+	enum tern_status st = mm16_input(vk, x, T * w[0]->I);
+	for (int i = 0; st == TERN_OK && i < n; i++)
+		st = mm16_products(vk, false, y[i], w[i], T, false, NULL);
+	return st;
 }

@@ -274,6 +274,20 @@ static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, s
 	return mm_run(vk, false, y, x, w, T, false, 0, NULL);
 }
 
+/* matmul_multi (backend.h): at F16 past decoding's few tokens, x's scale pass and f16 copy once
+ * for the n products (vk_matmul makes them for each); otherwise vk_matmul n times. */
+static enum tern_status vk_matmul_multi(struct tern_backend *be, const struct tern_view *y,
+					struct tern_view x, const struct tern_weight *const *w, int n,
+					int64_t T, enum tern_dtype prec)
+{
+	if (prec == TERN_F16 && T > MV_TMAX)
+		return tern_vk_mm16_multi(tern_vk_of(be), y, x, w, n, T);
+	enum tern_status st = TERN_OK;
+	for (int i = 0; st == TERN_OK && i < n; i++)
+		st = vk_matmul(be, y[i], x, w[i], T, prec);
+	return st;
+}
+
 static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				      const struct tern_weight *w, int64_t T, bool accumulate,
 				      enum tern_dtype prec)
@@ -1014,6 +1028,7 @@ const struct tern_backend_vtable tern_vk_vtable = {
 	.profile_op = tern_vk_profile_op,
 	.profile_read = tern_vk_profile_read,
 	.matmul = vk_matmul,
+	.matmul_multi = vk_matmul_multi,
 	.matmul_bwd = vk_matmul_bwd,
 	.gemm = vk_gemm,
 	.lora_fuses = vk_lora_fuses,
