@@ -155,16 +155,18 @@ void main()
 uint sg, lane; // subgroup, lane
 
 // A lane holds 8 elements of each 16 x 16 fp32 fragment: element k sits at row erow(k), column
-// ecol(k), and values kept per row (maxima, sums, lse) sit at index ri(k) of the lane's NR rows.
+// ecol(k), and values kept per row (maxima, sums, lse) sit at index ri(k) of the lane's NR rows
+// (row slot r is element 4 r's row).
 // row_max and row_sum combine a row's value over the lanes that hold parts of it.
 #if defined(FRAG)
 // The fragment's own components, in the layout attn_mma_probe found on this device: lane l holds
-// rows l / 4 and l / 4 + 8, columns 2 (l % 4) + {0, 1} and 8 + 2 (l % 4) + {0, 1}; the 4 lanes of
-// a quad share their rows.
+// rows l / 4 (elements 0-3) and l / 4 + 8 (4-7), columns 2 (l % 4) + {0, 1} (elements 0, 1 and 4,
+// 5) and 8 + 2 (l % 4) + {0, 1} (2, 3 and 6, 7); the 4 lanes of a quad share their rows. (The
+// NVIDIA driver 580 on an H100, docs/PERFORMANCE.md 2026-12-06 17:25.)
 #define NR 2u
-uint ri(uint k) { return (k >> 1) & 1u; }
+uint ri(uint k) { return k >> 2; }
 uint erow(uint k) { return (lane >> 2) + 8u * ri(k); }
-uint ecol(uint k) { return 2u * (lane & 3u) + (k & 1u) + 8u * (k >> 2); }
+uint ecol(uint k) { return 2u * (lane & 3u) + (k & 1u) + 8u * ((k >> 1) & 1u); }
 
 void frag_get(FC f, out float v[8])
 {
@@ -279,7 +281,7 @@ void main()
 	uint iq[NR]; // the lane's rows (queries) and their samples
 	int si[NR];
 	[[unroll]] for (uint r = 0u; r < NR; r++) {
-		iq[r] = q0 + 16u * sg + erow(2u * r);
+		iq[r] = q0 + 16u * sg + erow(4u * r);
 		si[r] = iq[r] < p.T ? seg_[p.off[5] + iq[r]] : -2;
 	}
 
@@ -432,7 +434,7 @@ void main()
 	uint jk[NR]; // the lane's rows (keys) and their samples
 	int sj[NR];
 	[[unroll]] for (uint x = 0u; x < NR; x++) {
-		jk[x] = k0 + 16u * sg + erow(2u * x);
+		jk[x] = k0 + 16u * sg + erow(4u * x);
 		sj[x] = jk[x] < p.T ? seg_[p.off[6] + jk[x]] : -3;
 	}
 	float s = scr_[p.off[7] + 2u * p.H * p.T];
@@ -579,7 +581,7 @@ void main()
 	int si[NR];
 	float lse[NR], dr[NR];
 	[[unroll]] for (uint r = 0u; r < NR; r++) {
-		iq[r] = q0 + 16u * sg + erow(2u * r);
+		iq[r] = q0 + 16u * sg + erow(4u * r);
 		bool in_ = iq[r] < p.T;
 		si[r] = in_ ? seg_[p.off[5] + iq[r]] : -2;
 		lse[r] = in_ ? scr_[p.off[6] + 2u * (h * p.T + iq[r])] : 0.0;

@@ -128,7 +128,8 @@ static bool mma_ok(struct tern_vk *vk, const struct tern_attn_args *a)
 /* Whether the -DFRAG passes of shaders/attn_mma.comp run here: the first call asks -DPROBE for
  * the lanes' elements of a 16 x 16 fp32 fragment (one dispatch and a download, which waits for
  * the commands recorded so far) and takes them when each lane l holds exactly the 8 elements
- * rows l / 4 (+ 8), columns 2 (l % 4) + {0, 1} (+ 8) in the order the shader names them.
+ * rows l / 4 (+ 8), columns 2 (l % 4) + {0, 1} (+ 8) in the order the shader names them (erow,
+ * ecol there).
  * TERN_VK_ATTN_FRAG=0 keeps the passes through shared memory. */
 static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
 {
@@ -152,8 +153,8 @@ static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
 			bool ok = got[256] == 8.0f;
 			for (int l = 0; ok && l < 32; l++)
 				for (int k = 0; k < 8; k++) {
-					int row = l / 4 + 8 * (k >> 1 & 1),
-					    col = 2 * (l % 4) + (k & 1) + 8 * (k >> 2);
+					int row = l / 4 + 8 * (k >> 2),
+					    col = 2 * (l % 4) + (k & 1) + 8 * (k >> 1 & 1);
 					ok = ok && got[8 * l + k] == (float)(16 * row + col);
 				}
 			vk->attn_frag = ok ? 1 : -1;
