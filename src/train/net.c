@@ -1365,6 +1365,46 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 	return TERN_OK;
 }
 
+/* lin_fwd for modules mo[0..cnt) of layer l that read the same x (q, k, v; gate, up), with their
+ * base products in one matmul_multi (the backend may share work on x: Vulkan's f16 scale and copy)
+ * and then each LoRA's low-rank half as tern_lora_forward computes it; lin_fwd one by one where
+ * a LoRA takes the fused path, and for BitNet. The same values as lin_fwd's, bits included. */
+static enum tern_status lins_fwd(struct tern_net *n, int l, const enum tern_module *mo,
+				 const struct tern_view *y, int cnt, struct tern_view x, struct layer_act *a,
+				 struct part p, uint64_t step, uint32_t micro)
+{
+	struct layer_w *w = &n->lw[l];
+	const struct tern_weight *ws[TERN_MATMUL_MULTI];
+	struct tern_lora lo[TERN_MATMUL_MULTI];
+	bool together = !n->bitnet && cnt <= TERN_MATMUL_MULTI;
+	enum tern_status st;
+	for (int i = 0; i < cnt && together; i++) {
+		ws[i] = &w->w[mo[i]];
+		if (targeted(n, mo[i])) {
+			lo[i] = lora_of(n, l, mo[i], step, micro, p.idx);
+			together = lo[i].prec == n->o.prec && !tern_lora_fused(n->be, ws[i], &lo[i], p.T);
+		}
+	}
+	if (!together) {
+		for (int i = 0; i < cnt; i++)
+			TRY(lin_fwd(n, l, mo[i], y[i], x, a, p, step, micro));
+		return TERN_OK;
+	}
+	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, p.T, n->o.prec));
+	for (int i = 0; i < cnt; i++) {
+		if (targeted(n, mo[i])) { /* u = drop(x) Aᵀ, y += s u Bᵀ */
+			struct tern_view u = rows(a->lu[mo[i]], p.r0, p.T, n->R);
+			TRY(tern_lora_u(n->be, u, n->xd, x, ws[i], &lo[i], p.T));
+			TRY(tern_gemm(n->be, y[i], u, lo[i].B, p.T, ws[i]->O, n->R, false, true, lo[i].scale,
+				      1.0f, lo[i].lprec));
+		}
+		if (w->bias[mo[i]].size)
+			TRY(tern_gemm(n->be, y[i], n->ones, w->bias[mo[i]], p.T, ws[i]->O, 1, false, false,
+				      1.0f, 1.0f, TERN_F32));
+	}
+	return TERN_OK;
+}
+
 /* dx (=, or += when acc) = dy W + LoRA path over part p; LoRA gradients +=. x is the module's
  * forward input. */
 static enum tern_status lin_bwd(struct tern_net *n, int l, int mo, struct tern_view dx, struct tern_view dy,
@@ -1771,8 +1811,8 @@ static enum tern_status mlp_fwd(struct tern_net *n, int l, struct tern_view y, s
 	struct layer_w *w = &n->lw[l];
 	bool bn = n->bitnet;
 	enum tern_status st;
-	TRY(lin_fwd(n, l, TERN_MOD_GATE, a->g, xn, a, p, step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_UP, a->u, xn, a, p, step, micro));
+	static const enum tern_module gu[2] = {TERN_MOD_GATE, TERN_MOD_UP};
+	TRY(lins_fwd(n, l, gu, (struct tern_view[2]){a->g, a->u}, 2, xn, a, p, step, micro));
 	TRY(tern_swiglu(be, a->a, a->g, a->u, p.T * n->F, n->m->cfg.act));
 	if (bn)
 		TRY(tern_rmsnorm(be, a->an, a->rstda, a->a, w->ffn_sub, p.T, n->F, n->eps));
@@ -1816,9 +1856,9 @@ static enum tern_status layer_fwd(struct tern_net *n, int l, struct tern_view x,
 
 	TRY(ensure_layer(n, l));
 	TRY(tern_rmsnorm(be, a->xn1, a->rstd1, x, w->attn_norm, T, D, n->eps));
-	TRY(lin_fwd(n, l, TERN_MOD_Q, qkn ? a->qr : a->q, a->xn1, a, whole(n), step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_K, qkn ? a->kr : a->k, a->xn1, a, whole(n), step, micro));
-	TRY(lin_fwd(n, l, TERN_MOD_V, a->v, a->xn1, a, whole(n), step, micro));
+	static const enum tern_module qkv[3] = {TERN_MOD_Q, TERN_MOD_K, TERN_MOD_V};
+	TRY(lins_fwd(n, l, qkv, (struct tern_view[3]){qkn ? a->qr : a->q, qkn ? a->kr : a->k, a->v}, 3,
+		     a->xn1, a, whole(n), step, micro));
 	if (qkn) {
 		TRY(tern_rmsnorm(be, a->q, a->rstdq, a->qr, w->q_norm, T * H, Dh, n->eps));
 		TRY(tern_rmsnorm(be, a->k, a->rstdk, a->kr, w->k_norm, T * Hkv, Dh, n->eps));
