@@ -136,6 +136,9 @@ static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
 	*out = false;
 	if (vk->attn_frag == 0) {
 		const char *e = getenv("TERN_VK_ATTN_FRAG");
+		if (e && *e && strcmp(e, "0") && strcmp(e, "1"))
+			return tern_fail(TERN_E_INVALID, "TERN_VK_ATTN_FRAG=%s: must be 0 or 1 (or unset: 1)",
+					 e);
 		vk->attn_frag = -1;
 		if (!e || strcmp(e, "0")) {
 			enum tern_status st = tern_vk_scratch(vk, &vk->attn_scr, 257 * 4);
