@@ -257,9 +257,11 @@ static void check_matmul_multi_all(struct suite *s)
 	for (int fi = 0; fi < NWFMTS; fi++) { /* a few tokens; a partial strip (I = 320) */
 		check_matmul_multi(s, &WFMTS[fi], 3, 5, 320, TERN_BF16);
 		check_matmul_multi(s, &WFMTS[fi], 2, 12, 64, TERN_BF16); /* past the small-T path */
-		/* f16: decoding's few tokens, and training's many (Vulkan: one scale and copy of x) */
+		/* training's many tokens (one operand copy of x for the products: Vulkan at f16, CUDA
+		 * at f16 and bf16) and, at f16, decoding's few */
 		check_matmul_multi(s, &WFMTS[fi], 3, 1, 320, TERN_F16);
 		check_matmul_multi(s, &WFMTS[fi], 3, 37, 320, TERN_F16);
+		check_matmul_multi(s, &WFMTS[fi], 3, 37, 320, TERN_BF16);
 	}
 }
 

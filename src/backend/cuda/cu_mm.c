@@ -189,9 +189,11 @@ static enum tern_status mm_absmax(struct cu_backend *c, const struct mm_plan *p,
 	return st ? st : tern_cu_check(cuk_absmax_bits(s, x, n, c->absmax), "absmax");
 }
 
-/* y = x · Wᵀ (forward) or dx (+)= dy · W (backward): out [T, N], in [T, K]. */
+/* y = x · Wᵀ (forward) or dx (+)= dy · W (backward): out [T, N], in [T, K]. xc: in's operand rows
+ * for all T tokens already made (mm_multi: outside the scratch this product's W uses), or NULL. */
 static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_view out, struct tern_view in,
-			       const struct tern_weight *w, int64_t T, bool accumulate, enum tern_dtype prec)
+			       const struct tern_weight *w, int64_t T, bool accumulate, enum tern_dtype prec,
+			       const void *xc)
 {
 	const char *op = bwd ? "matmul_bwd" : "matmul";
 	struct cu_backend *c = cu_be(be);
@@ -210,11 +212,12 @@ static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_vi
 	if (!bwd && tern_cu_gemv_takes(T)) /* a few tokens (decoding): W read once, no decoded copy */
 		return tern_cu_gemv(c, outp, inp, &kw, T, prec);
 	struct mm_plan p = mm_plan_of(w, prec, T, K, bwd);
+	size_t need = p.wbytes + (xc ? 0 : p.obytes);
 	void *scr = NULL;
-	if (p.wbytes + p.obytes && (st = tern_cu_scratch(c, p.wbytes + p.obytes, &scr)))
+	if (need && (st = tern_cu_scratch(c, need, &scr)))
 		return st;
-	void *wscr = scr, *oscr = scr ? (char *)scr + p.wbytes : NULL;
-	if ((st = mm_absmax(c, &p, inp, T * K)))
+	void *wscr = scr, *oscr = scr && !xc ? (char *)scr + p.wbytes : NULL;
+	if (!xc && (st = mm_absmax(c, &p, inp, T * K)))
 		return st;
 	const float one = 1.0f, zero = 0.0f;
 	bool dev = prec == TERN_F16, once = p.wn >= N;
@@ -225,7 +228,9 @@ static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_vi
 		return st;
 	for (int64_t t0 = 0; t0 < T; t0 += p.toks) {
 		int64_t tn = T - t0 < p.toks ? T - t0 : p.toks;
-		if ((st = mm_act_rows(c, &p, inp, K, oscr, t0, tn, &Xc)))
+		if (xc) /* (one chunk: every token) */
+			Xc = xc;
+		else if ((st = mm_act_rows(c, &p, inp, K, oscr, t0, tn, &Xc)))
 			return st;
 		for (int64_t k0 = 0; k0 < N; k0 += p.wn) {
 			int64_t kn = N - k0 < p.wn ? N - k0 : p.wn;
@@ -247,12 +252,48 @@ static enum tern_status mm_run(struct tern_backend *be, bool bwd, struct tern_vi
 enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				const struct tern_weight *w, int64_t T, enum tern_dtype prec)
 {
-	return mm_run(be, false, y, x, w, T, false, prec);
+	return mm_run(be, false, y, x, w, T, false, prec, NULL);
+}
+
+/* matmul_multi past the small-T path: where x's half-precision operand fits the scratch in one
+ * chunk of tokens, its scale and rows are made once, after the largest W any of the products
+ * decodes, and read by each product (matmul makes them for each); else matmul one by one. */
+static enum tern_status mm_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
+				 const struct tern_weight *const *w, int n, int64_t T, enum tern_dtype prec)
+{
+	struct cu_backend *c = cu_be(be);
+	int64_t I = w[0]->I;
+	struct mm_plan p = mm_plan_of(w[0], prec, T, I, false);
+	enum tern_status st;
+	if (prec == TERN_F32 || T == 0 || tern_cu_gemv_takes(T) || p.toks < T || n < 2) {
+		for (int i = 0; i < n; i++)
+			if ((st = mm_run(be, false, y[i], x, w[i], T, false, prec, NULL)))
+				return st;
+		return TERN_OK;
+	}
+	size_t wmax = 0;
+	for (int i = 0; i < n; i++) {
+		size_t wb = mm_plan_of(w[i], prec, T, I, false).wbytes;
+		wmax = wb > wmax ? wb : wmax;
+	}
+	wmax = (wmax + 255) & ~(size_t)255;
+	float *xp;
+	void *scr;
+	const void *xc;
+	if ((st = tern_cu_view("matmul_multi", "x", x, (size_t)(T * I) * 4, 4, (void **)&xp,
+			       "T=%lld I=%lld f32", (long long)T, (long long)I)) ||
+	    (st = tern_cu_scratch(c, wmax + p.obytes, &scr)) || (st = mm_absmax(c, &p, xp, T * I)) ||
+	    (st = mm_act_rows(c, &p, xp, I, (char *)scr + wmax, 0, T, &xc)))
+		return st;
+	for (int i = 0; i < n; i++)
+		if ((st = mm_run(be, false, y[i], x, w[i], T, false, prec, xc)))
+			return st;
+	return TERN_OK;
 }
 
 /* The small-T path's products of one x in one launch where cuk_gemv_multi takes them (the
- * tensor-core kernel: NF4 or NF4-DQ at bf16); else matmul one by one. TERN_CUDA_GEMV_MULTI=0 (read
- * at each call): always one by one, for before/after timings. */
+ * tensor-core kernel: NF4 or NF4-DQ at bf16); else mm_multi. TERN_CUDA_GEMV_MULTI=0 (read at each
+ * call): the small-T path one by one, for before/after timings. */
 enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
 				      const struct tern_weight *const *w, int n, int64_t T,
 				      enum tern_dtype prec)
@@ -277,17 +318,14 @@ enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern
 		if (ce != cudaErrorNotSupported)
 			return tern_cu_check(ce, op);
 	}
-	for (int i = 0; i < n; i++)
-		if ((st = tern_cu_matmul(be, y[i], x, w[i], T, prec)))
-			return st;
-	return TERN_OK;
+	return mm_multi(be, y, x, w, n, T, prec);
 }
 
 enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				    const struct tern_weight *w, int64_t T, bool accumulate,
 				    enum tern_dtype prec)
 {
-	return mm_run(be, true, dx, dy, w, T, accumulate, prec);
+	return mm_run(be, true, dx, dy, w, T, accumulate, prec, NULL);
 }
 
 /* ---- gemm (fp32, or bf16 products) ---- */
