@@ -96,6 +96,10 @@ BATCH=1
 ACCUM=
 TERNS=()
 TERN_SETS=()
+# TERN_PROFILE=1 in the environment: tern train -v, so that each log ends with the Vulkan
+# per-pipeline times (the profile lines per step come either way)
+TERN_V=()
+case ${TERN_PROFILE:-0} in 0 | '') ;; *) TERN_V=(-v) ;; esac
 TERN_ENVS=()
 KERNELS_AB=0
 OUT_DIR=$ROOT/outputs/bench-gpu
@@ -471,7 +475,7 @@ EOF
 				done
 				grep -E '^gemm' "$OUT_DIR/logs/$label-gemm-$PRESET.txt" | sed "s/^/    $label  /"
 			fi
-			run_stack "$PRESET" "$label" "$bin" tern "${tenv[@]}" "${TERN_PREFIX[@]}" "$bin" train "$cfg" "${TERN_SETS[@]}"
+			run_stack "$PRESET" "$label" "$bin" tern "${tenv[@]}" "${TERN_PREFIX[@]}" "$bin" train "$cfg" "${TERN_V[@]}" "${TERN_SETS[@]}"
 		done
 	fi
 	if [ "$RUN_HF" = 1 ]; then
