@@ -893,12 +893,13 @@ enum tern_status tern_lora_u(struct tern_backend *be, struct tern_view u, struct
 			     struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
 			     int64_t T);
 
-/* The low-rank half alone, for a y that already holds x Wᵀ: u[T,R] = x Aᵀ, y[T,O] += s · u Bᵀ.
- * Where tern_lora_fused says no, dropout is 0 and there is no xbase, matmul(y) then this gives
- * tern_lora_forward's values (the same calls); elsewhere it is refused (TERN_E_INVALID). */
+/* The low-rank half alone, for a y that already holds x Wᵀ: u[T,R] = drop(x) Aᵀ (xd[T,I] =
+ * drop(x) written first where p > 0, as tern_lora_forward writes it), y[T,O] += s · u Bᵀ. Where
+ * tern_lora_fused says no and there is no xbase, matmul(y) then this gives tern_lora_forward's
+ * values (the same calls); elsewhere, or with p > 0 and no xd, it is refused (TERN_E_INVALID). */
 enum tern_status tern_lora_add(struct tern_backend *be, struct tern_view y, struct tern_view u,
-			       struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
-			       int64_t T);
+			       struct tern_view xd, struct tern_view x, const struct tern_weight *w,
+			       const struct tern_lora *lora, int64_t T);
 
 /* Backward. dA[R,I] +=, dB[O,R] +=, dx[T,I] = or += (accumulate). du[T,R] and, when p > 0,
  * tmp[T,I] are scratch. x, xd, u as saved by the forward. With accumulate false dx may be x

@@ -88,19 +88,19 @@ enum tern_status tern_lora_forward(struct tern_backend *be, struct tern_view y, 
 }
 
 enum tern_status tern_lora_add(struct tern_backend *be, struct tern_view y, struct tern_view u,
-			       struct tern_view x, const struct tern_weight *w, const struct tern_lora *lora,
-			       int64_t T)
+			       struct tern_view xd, struct tern_view x, const struct tern_weight *w,
+			       const struct tern_lora *lora, int64_t T)
 {
 	enum tern_status st = check_lora("lora_add", lora, T, w);
 	if (st != TERN_OK)
 		return st;
-	if (lora->dropout > 0.0f || lora->xbase.size || tern_lora_fused(be, w, lora, T))
-		return tern_fail(
-			TERN_E_INVALID,
-			"lora_add: only for an unfused LoRA without dropout or xbase (R=%lld T=%lld)",
-			(long long)lora->R, (long long)T);
-	/* u[T,R] = x[T,I] · A[R,I]ᵀ, then y[T,O] += s · u[T,R] · B[O,R]ᵀ: tern_lora_forward's gemms */
-	if ((st = form_u(be, "lora_add", u, (struct tern_view){0}, x, w, lora, T)) != TERN_OK)
+	if (lora->xbase.size || tern_lora_fused(be, w, lora, T))
+		return tern_fail(TERN_E_INVALID,
+				 "lora_add: only for an unfused LoRA without xbase (R=%lld T=%lld)",
+				 (long long)lora->R, (long long)T);
+	/* u[T,R] = drop(x)[T,I] · A[R,I]ᵀ, then y[T,O] += s · u[T,R] · B[O,R]ᵀ: tern_lora_forward's
+	 * gemms (form_u refuses p > 0 without xd, before writing) */
+	if ((st = form_u(be, "lora_add", u, xd, x, w, lora, T)) != TERN_OK)
 		return st;
 	return tern_gemm(be, y, u, lora->B, T, w->O, lora->R, false, true, lora->scale, 1.0f, lora->lprec);
 }

@@ -1340,6 +1340,16 @@ static struct part mlp_part(const struct tern_net *n, int64_t k)
 	return (struct part){r0, n->T - r0 < n->mlp_rows ? n->T - r0 : n->mlp_rows, (uint32_t)k};
 }
 
+/* y[T,O] += ones[T,1] · b[1,O] where module mo of layer l has a bias, over part p */
+static enum tern_status lin_bias(struct tern_net *n, int l, int mo, struct tern_view y, struct part p)
+{
+	const struct layer_w *w = &n->lw[l];
+	if (!w->bias[mo].size)
+		return TERN_OK;
+	return tern_gemm(n->be, y, n->ones, w->bias[mo], p.T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
+			 TERN_F32);
+}
+
 /* y[T,O] = x Wᵀ (+ LoRA) (+ bias) for module mo of layer l, over part p. */
 static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_view y, struct tern_view x,
 				struct layer_act *a, struct part p, uint64_t step, uint32_t micro)
@@ -1359,10 +1369,7 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 	} else {
 		TRY(tern_matmul(n->be, y, xb, &w->w[mo], p.T, n->o.prec));
 	}
-	if (w->bias[mo].size) /* y[T,O] += ones[T,1] · b[1,O] */
-		TRY(tern_gemm(n->be, y, n->ones, w->bias[mo], p.T, w->w[mo].O, 1, false, false, 1.0f, 1.0f,
-			      TERN_F32));
-	return TERN_OK;
+	return lin_bias(n, l, mo, y, p);
 }
 
 /* lin_fwd for modules mo[0..cnt) of layer l that read the same x (q, k, v; gate, up), with their
@@ -1382,7 +1389,7 @@ static enum tern_status lins_fwd(struct tern_net *n, int l, const enum tern_modu
 		ws[i] = &w->w[mo[i]];
 		if (targeted(n, mo[i])) {
 			lo[i] = lora_of(n, l, mo[i], step, micro, p.idx);
-			together = lo[i].prec == n->o.prec && !tern_lora_fused(n->be, ws[i], &lo[i], p.T);
+			together = !tern_lora_fused(n->be, ws[i], &lo[i], p.T);
 		}
 	}
 	if (!together) {
@@ -1392,15 +1399,10 @@ static enum tern_status lins_fwd(struct tern_net *n, int l, const enum tern_modu
 	}
 	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, p.T, n->o.prec));
 	for (int i = 0; i < cnt; i++) {
-		if (targeted(n, mo[i])) { /* u = drop(x) Aᵀ, y += s u Bᵀ */
-			struct tern_view u = rows(a->lu[mo[i]], p.r0, p.T, n->R);
-			TRY(tern_lora_u(n->be, u, n->xd, x, ws[i], &lo[i], p.T));
-			TRY(tern_gemm(n->be, y[i], u, lo[i].B, p.T, ws[i]->O, n->R, false, true, lo[i].scale,
-				      1.0f, lo[i].lprec));
-		}
-		if (w->bias[mo[i]].size)
-			TRY(tern_gemm(n->be, y[i], n->ones, w->bias[mo[i]], p.T, ws[i]->O, 1, false, false,
-				      1.0f, 1.0f, TERN_F32));
+		if (targeted(n, mo[i]))
+			TRY(tern_lora_add(n->be, y[i], rows(a->lu[mo[i]], p.r0, p.T, n->R), n->xd, x, ws[i],
+					  &lo[i], p.T));
+		TRY(lin_bias(n, l, mo[i], y[i], p));
 	}
 	return TERN_OK;
 }
@@ -2382,7 +2384,7 @@ enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_mod
 	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, T, n->o.prec));
 	for (int i = 0; i < cnt; i++)
 		if (with[i])
-			TRY(tern_lora_add(n->be, y[i], s->u, x, ws[i], &lo[i], T));
+			TRY(tern_lora_add(n->be, y[i], s->u, (struct tern_view){0}, x, ws[i], &lo[i], T));
 	return TERN_OK;
 }
 
