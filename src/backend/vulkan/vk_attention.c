@@ -73,8 +73,8 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
 #define ATTN_SIMPLE_WG 32    /* rows per workgroup: WG * TQ in shaders/attention_simple.comp */
 #define ATTN_SIMPLE_DMAX 128 /* 4 * DV4 there */
 
-/* The passes with a simple and a tiled variant: the forward, the backward's dK/dV and dQ passes
- * (its prep pass has one pipeline). */
+/* The passes with several variants (simple and tiled; tensor-core with and without -DFRAG): the
+ * forward, the backward's dK/dV and dQ passes (its prep pass has one pipeline). */
 enum attn_pass { ATTN_FWD, ATTN_BWD_KV, ATTN_BWD_Q };
 
 /* The pipeline of one pass and the rows (queries, or keys for dK/dV) a workgroup takes:
@@ -174,6 +174,25 @@ static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
 	return TERN_OK;
 }
 
+/* The tensor-core pipeline of one pass at head size Dh (64 or 128): the -DFRAG variant where
+ * mma_frag says so. */
+static enum tern_status pick_mma(struct tern_vk *vk, enum attn_pass pass, int64_t Dh, enum tern_vk_pipe *pipe)
+{
+	static const enum tern_vk_pipe pipes[3][2][2] = {
+		/* [pass][frag][Dh 128] */
+		[ATTN_FWD] = {{TERN_PIPE_ATTN_MMA_FWD_D64, TERN_PIPE_ATTN_MMA_FWD_D128},
+			      {TERN_PIPE_ATTN_MMA_FWDF_D64, TERN_PIPE_ATTN_MMA_FWDF_D128}},
+		[ATTN_BWD_KV] = {{TERN_PIPE_ATTN_MMA_KV_D64, TERN_PIPE_ATTN_MMA_KV_D128},
+				 {TERN_PIPE_ATTN_MMA_KVF_D64, TERN_PIPE_ATTN_MMA_KVF_D128}},
+		[ATTN_BWD_Q] = {{TERN_PIPE_ATTN_MMA_Q_D64, TERN_PIPE_ATTN_MMA_Q_D128},
+				{TERN_PIPE_ATTN_MMA_QF_D64, TERN_PIPE_ATTN_MMA_QF_D128}},
+	};
+	bool frag;
+	enum tern_status st = mma_frag(vk, &frag);
+	*pipe = pipes[pass][frag][Dh == 128];
+	return st;
+}
+
 /* The f16 operand copies in vk->attn_h: q, k, v and (backward) s dO, each 256-aligned. */
 struct mma_h {
 	struct tern_view q, k, v, g;
@@ -231,13 +250,11 @@ static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_a
 	if ((st = mma_h_make(vk, a, &h)) || (st = mma_cast(vk, h.q, q, nq, false)) ||
 	    (st = mma_cast(vk, h.k, k, nk, false)) || (st = mma_cast(vk, h.v, v, nk, false)))
 		return st;
-	bool frag, d64 = a->Dh == 64;
-	if ((st = mma_frag(vk, &frag)))
+	enum tern_vk_pipe pipe;
+	if ((st = pick_mma(vk, ATTN_FWD, a->Dh, &pipe)))
 		return st;
 	struct tern_view b[6] = {o, lse, h.q, h.k, h.v, seg};
 	struct attn_mma_push mp = mma_place(vk, a, b, 6, 0x1cu);
-	enum tern_vk_pipe pipe = frag ? (d64 ? TERN_PIPE_ATTN_MMA_FWDF_D64 : TERN_PIPE_ATTN_MMA_FWDF_D128)
-				      : (d64 ? TERN_PIPE_ATTN_MMA_FWD_D64 : TERN_PIPE_ATTN_MMA_FWD_D128);
 	return tern_vk_dispatch(vk, pipe, b, 6, &mp, sizeof mp, (uint32_t)a->H,
 				(uint32_t)tern_cdiv(a->T, MMA_BQ), 1);
 }
@@ -254,8 +271,8 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 	enum tern_status st = tern_vk_scratch(vk, &vk->attn_scr, (size_t)nscr * 4);
 	if (st)
 		return st;
-	bool frag, d64 = a->Dh == 64;
-	if ((st = mma_frag(vk, &frag)))
+	enum tern_vk_pipe kv, qp;
+	if ((st = pick_mma(vk, ATTN_BWD_KV, a->Dh, &kv)) || (st = pick_mma(vk, ATTN_BWD_Q, a->Dh, &qp)))
 		return st;
 	struct mma_h h;
 	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
@@ -270,10 +287,6 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 	if ((st = tern_vk_dispatch(vk, TERN_PIPE_ATTN_MMA_PREP, b0, 5, &mp, sizeof mp,
 				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
 		return st;
-	enum tern_vk_pipe kv = frag ? (d64 ? TERN_PIPE_ATTN_MMA_KVF_D64 : TERN_PIPE_ATTN_MMA_KVF_D128)
-				    : (d64 ? TERN_PIPE_ATTN_MMA_KV_D64 : TERN_PIPE_ATTN_MMA_KV_D128);
-	enum tern_vk_pipe qp = frag ? (d64 ? TERN_PIPE_ATTN_MMA_QF_D64 : TERN_PIPE_ATTN_MMA_QF_D128)
-				    : (d64 ? TERN_PIPE_ATTN_MMA_Q_D64 : TERN_PIPE_ATTN_MMA_Q_D128);
 	struct tern_view b1[8] = {DK, DV, h.q, h.k, h.v, h.g, S, scr};
 	mp = mma_place(vk, a, b1, 8, 0x3cu);
 	if ((st = tern_vk_dispatch(vk, kv, b1, 8, &mp, sizeof mp, (uint32_t)a->Hkv,
