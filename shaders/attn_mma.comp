@@ -19,7 +19,7 @@
 // The query-tiled passes (FWD, BWD_Q) run groups (H, n) with n = ceil(T / 64) and take query tile
 // n - 1 - y, the tiles that see the most keys first; BWD_KV takes key tile y, also the busiest
 // first (a dispatch starts its groups in about this order, so the long ones do not start last:
-// 1.08x the forward, 1.07x the dQ pass on an H100, docs/PERFORMANCE.md 2026-12-06 16:55).
+// 1.08x the forward, 1.07x the dQ pass on an H100, docs/PERFORMANCE.md 2026-12-06 16:51).
 //
 //   -DFWD:    o (=), lse (=). Groups (H, ceil(T / 64)), 4 subgroups x 16 queries; key tiles of 64.
 //             The running output stays in fragments: a row's probabilities are taken relative to
@@ -162,7 +162,7 @@ uint sg, lane; // subgroup, lane
 // The fragment's own components, in the layout attn_mma_probe found on this device: lane l holds
 // rows l / 4 (elements 0-3) and l / 4 + 8 (4-7), columns 2 (l % 4) + {0, 1} (elements 0, 1 and 4,
 // 5) and 8 + 2 (l % 4) + {0, 1} (2, 3 and 6, 7); the 4 lanes of a quad share their rows. (The
-// NVIDIA driver 580 on an H100, docs/PERFORMANCE.md 2026-12-06 17:25.)
+// NVIDIA driver 580 on an H100, docs/PERFORMANCE.md 2026-12-06 16:51 and 17:17.)
 #define NR 2u
 uint ri(uint k) { return k >> 2; }
 uint erow(uint k) { return (lane >> 2) + 8u * ri(k); }
