@@ -24,13 +24,15 @@
 // of 8; the weight's rows start on 16-byte (f16/bf16/f32), 8-byte (NF4) or word (ternary)
 // boundaries. Otherwise every element is loaded on its own (any shape). Rows of x past T and
 // rows (forward) or columns (backward) of W past N load as zeros and are not stored.
-// The LoRA epilogue (-DLORA, p.lora_r = R > 0; backend.h matmul_lora / matmul_lora_bwd): the output gets
-// lora_scale sum_r lu[t, r] lp(n, r) added in fp32 after the 1/s scaling: forward lu = u [T, R] and
-// lp(n, r) = B[r0 + n, r], backward lu = du and lp(n, r) = A[r, n] (lp_off, lp_cs, lp_rs locate it;
-// the host folds r0 and the chunk's first token into the offsets). Each group stages RC columns of
-// its 128 rows of lu and 128 columns of lp at a time in shared memory that the main loop no longer
-// needs. With split-K the partials stay raw and mm_reduce.comp adds the term. Only the -DLORA
-// variants have this code: in every variant it slowed all products 3.4x on an H100 (2026-12-06).
+// The LoRA term (-DLORA, p.lora_r = R > 0; backend.h matmul_lora / matmul_lora_bwd): the output gets
+// lora_scale sum_r lu[t, r] lp(n, r) as R more steps of the reduction, before the main loop: forward
+// lu = u [T, R] and lp(n, r) = B[r0 + n, r], backward lu = du and lp(n, r) = A[r, n] (lp_off, lp_cs,
+// lp_rs locate it; the host folds r0 and the chunk's first token into the offsets). The group takes
+// the largest |lu| over its BM rows and |lp| over its BN columns (all R), rounds both to f16 scaled
+// by the powers of two that put those in [2^14, 2^15) (as x's s), multiplies them on the same tiles
+// (BK rank columns a round, padded with zeros to a multiple of 16) and scales the fp32 sums by
+// lora_scale s / (their scales): so the term is sum_r f16(lu) f16(lp) with 11-bit significands and no
+// overflow or underflow of the largest, summed in fp32. With split-K the z = 0 split adds it.
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
 // 6 = max|x| bits (u32), 7 = split-K partials (f32), 8 = lu (f32), 9 = lp (f32).
 #extension GL_GOOGLE_include_directive : require
@@ -90,6 +92,7 @@ layout(binding = 7) writeonly buffer Part { float part[]; };
 #ifdef LORA
 layout(binding = 8) readonly buffer LoraL { float lu[]; };
 layout(binding = 9) readonly buffer LoraP { float lp[]; };
+shared uint lmax[2]; // the bits of the largest |lu| over the group's rows, |lp| over its columns
 #endif
 
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
@@ -367,62 +370,162 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
 	}
 }
 
-#ifdef LORA
-// ---- the LoRA epilogue -------------------------------------------------------------------------
-
-// RC rank columns a round, rows LS floats apart (uvec4-aligned): lu's 128 rows in As from uvec4
-// LU0 (past the accumulators' staging area of the tensor-core variant), lp's 128 columns in Bs.
-#define RC (BK / 4u)
-#define LS (RC + 4u)
-#ifdef COOPMAT
-#define LU0 512u
-#else
-#define LU0 0u
-#endif
-
-// Rank columns rc0 .. rc0+RC of the group's rows of lu and columns of lp into shared memory
-// (zeros past R, T and N); the caller puts barriers around it.
-void lora_stage(uint m0, uint n0, uint rc0)
-{
-	for (uint i = gl_LocalInvocationID.x; i < BM * RC; i += NT) {
-		uint m = i / RC, r = i % RC;
-		float v = 0.0;
-		if (m0 + m < p.T && rc0 + r < p.lora_r)
-			v = lu[p.lu_off + (m0 + m) * p.lora_r + rc0 + r];
-		As[LU0 + ((m * LS + r) >> 2)][r & 3u] = floatBitsToUint(v);
-	}
-	for (uint i = gl_LocalInvocationID.x; i < BN * RC; i += NT) {
-		uint n = i % BN, r = i / BN; // consecutive columns: A's rows are contiguous
-		float v = 0.0;
-		if (n0 + n < p.N && rc0 + r < p.lora_r)
-			v = lp[p.lp_off + (n0 + n) * p.lp_cs + (rc0 + r) * p.lp_rs];
-		Bs[(n * LS + r) >> 2][r & 3u] = floatBitsToUint(v);
-	}
-}
-
-// v[j] += lora_scale sum over the staged rank columns of lu[m] lp[n + j], four columns a load. The
-// loop is kept rolled and its state small (8 sums): the epilogue runs while the tensor-core
-// accumulators are still live. The first version (16 + 128 scalar loads, fully unrolled) ran every
-// f16 product 3.4x slower on an H100, with or without a LoRA term (2026-12-06: 35 against 119
-// TFLOP/s; registers presumably).
-void lora_add(inout float v[8], uint m, uint n)
-{
-	float sum[8] = float[8](0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-	[[dont_unroll]] for (uint r = 0u; r < RC; r += 4u) {
-		vec4 a = uintBitsToFloat(As[LU0 + ((m * LS + r) >> 2)]);
-		[[unroll]] for (uint j = 0u; j < 8u; j++) {
-			vec4 b = uintBitsToFloat(Bs[((n + j) * LS + r) >> 2]);
-			sum[j] = fma(a.x, b.x, fma(a.y, b.y, fma(a.z, b.z, fma(a.w, b.w, sum[j]))));
-		}
-	}
-	[[unroll]] for (uint j = 0u; j < 8u; j++)
-		v[j] += p.lora_scale * sum[j];
-}
-#endif
+// ---- the tile's products -----------------------------------------------------------------------
 
 #ifdef COOPMAT
 #define FA fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define FC fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+FC acc[4][2]; // subgroup g's 64 x 32 block at (wm, wn)
+uint wm, wn;
+
+// acc += the tile's columns 16 kk .. 16 kk + 15 of As times those rows of Bs
+void tile_k16(uint kk)
+{
+	FA a[4], b[2];
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
+	[[unroll]] for (uint j = 0u; j < 2u; j++)
+#ifdef BWD
+		coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
+#else
+		coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
+#endif
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint j = 0u; j < 2u; j++)
+			acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
+}
+#else
+float acc[8][8]; // invocation's 8 x 8 block at (tm, tn)
+uint tm, tn;
+
+// acc += the tile's columns 8 kg .. 8 kg + 7 of As times those rows of Bs
+void tile_k8(uint kg)
+{
+	float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
+	[[unroll]] for (uint j = 0u; j < 8u; j++) {
+#ifdef BWD
+		uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
+		[[unroll]] for (uint q = 0u; q < 4u; q++) {
+			vec2 f = unpackHalf2x16(w[q]);
+			b[j][2u * q] = f.x;
+			b[j][2u * q + 1u] = f.y;
+		}
+#else
+		uvec4 w = Bs[(tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
+		[[unroll]] for (uint q = 0u; q < 4u; q++) {
+			vec2 f = unpackHalf2x16(w[q]);
+			b[2u * q][j] = f.x;
+			b[2u * q + 1u][j] = f.y;
+		}
+#endif
+	}
+	[[unroll]] for (uint i = 0u; i < 8u; i++) {
+		uvec4 w = As[(tm + i) * SA + kg];
+		[[unroll]] for (uint q = 0u; q < 4u; q++) {
+			vec2 f = unpackHalf2x16(w[q]);
+			[[unroll]] for (uint j = 0u; j < 8u; j++) { // two fused multiply-adds
+				acc[i][j] = fma(f.x, b[2u * q][j], acc[i][j]);
+				acc[i][j] = fma(f.y, b[2u * q + 1u][j], acc[i][j]);
+			}
+		}
+	}
+}
+#endif
+
+#ifdef LORA
+// ---- the LoRA term ----------------------------------------------------------------------------
+
+float lu_at(uint m0, uint m, uint r)
+{
+	return m0 + m < p.T && r < p.lora_r ? lu[p.lu_off + (m0 + m) * p.lora_r + r] : 0.0;
+}
+
+float lp_at(uint n0, uint n, uint r)
+{
+	return n0 + n < p.N && r < p.lora_r ? lp[p.lp_off + (n0 + n) * p.lp_cs + r * p.lp_rs] : 0.0;
+}
+
+// lmax = the bits of the largest |lu| over the group's rows and |lp| over its columns (in the
+// order of their addresses); the caller's barrier follows
+void lora_max(uint m0, uint n0)
+{
+	uint R = p.lora_r, a = 0u, b = 0u;
+	for (uint i = gl_LocalInvocationID.x; i < BM * R; i += NT)
+		a = max(a, floatBitsToUint(abs(lu_at(m0, i / R, i % R))));
+	for (uint i = gl_LocalInvocationID.x; i < BN * R; i += NT) {
+		bool nf = p.lp_cs == 1u; // lp's n contiguous (A [R, I])
+		b = max(b, floatBitsToUint(abs(lp_at(n0, nf ? i % BN : i / R, nf ? i / BN : i % R))));
+	}
+	atomicMax(lmax[0], a);
+	atomicMax(lmax[1], b);
+}
+
+// Rank columns rb .. rb + kn (kn a multiple of 16, at most BK) of the group's rows of lu (scaled
+// by su) into As and of its columns of lp (scaled by sb) into Bs as f16, zeros past R, T and N.
+void lora_stage(uint m0, uint n0, uint rb, uint kn, float su, float sb)
+{
+	uint q8 = kn / 8u;
+	for (uint i = gl_LocalInvocationID.x; i < BM * q8; i += NT) {
+		uint m = i / q8, k = rb + (i % q8) * 8u;
+		float v[8];
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			v[j] = lu_at(m0, m, k + j) * su;
+		As[m * SA + i % q8] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	}
+#ifdef BWD
+	for (uint i = gl_LocalInvocationID.x; i < kn * (BN / 8u); i += NT) {
+		uint k = i / (BN / 8u), n = (i % (BN / 8u)) * 8u;
+		float v[8];
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			v[j] = lp_at(n0, n + j, rb + k) * sb;
+		Bs[k * SB + (n >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	}
+#else
+	for (uint i = gl_LocalInvocationID.x; i < BN * q8; i += NT) {
+		uint n = i / q8, k = rb + (i % q8) * 8u;
+		float v[8];
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			v[j] = lp_at(n0, n, k + j) * sb;
+		Bs[n * SA + i % q8] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+	}
+#endif
+}
+
+// acc = lora_scale s sum_r lu(m, r) lp(n, r) through f16 tiles (the header's rule); s = 2^ex.
+// Leaves As and Bs free (a barrier at the end).
+void lora_term(uint m0, uint n0, int ex)
+{
+	if (gl_LocalInvocationID.x < 2u)
+		lmax[gl_LocalInvocationID.x] = 0u;
+	barrier();
+	lora_max(m0, n0);
+	barrier();
+	int eu = tern_pow2_exp(lmax[0], 14), eb = tern_pow2_exp(lmax[1], 14);
+	float su = exp2(float(eu)), sb = exp2(float(eb));
+	for (uint rb = 0u; rb < p.lora_r; rb += BK) {
+		uint kn = (min(BK, p.lora_r - rb) + 15u) & ~15u;
+		lora_stage(m0, n0, rb, kn, su, sb);
+		barrier();
+#ifdef COOPMAT
+		for (uint kk = 0u; kk < kn / 16u; kk++)
+			tile_k16(kk);
+#else
+		for (uint kg = 0u; kg < kn / 8u; kg++)
+			tile_k8(kg);
+#endif
+		barrier();
+	}
+	float f = p.lora_scale * exp2(float(clamp(ex - eu - eb, -126, 127)));
+#ifdef COOPMAT
+	[[unroll]] for (uint i = 0u; i < 4u; i++)
+		[[unroll]] for (uint j = 0u; j < 2u; j++)
+			acc[i][j] = acc[i][j] * f;
+#else
+	[[unroll]] for (uint i = 0u; i < 8u; i++)
+		[[unroll]] for (uint j = 0u; j < 8u; j++)
+			acc[i][j] *= f;
+#endif
+}
 #endif
 
 void main()
@@ -444,17 +547,22 @@ void main()
 #endif
 
 #ifdef COOPMAT
-	uint g = gl_SubgroupID, wm = (g / 4u) * 64u, wn = (g % 4u) * 32u;
-	FC acc[4][2];
+	uint g = gl_SubgroupID;
+	wm = (g / 4u) * 64u;
+	wn = (g % 4u) * 32u;
 	[[unroll]] for (uint i = 0u; i < 4u; i++)
 		[[unroll]] for (uint j = 0u; j < 2u; j++)
 			acc[i][j] = FC(0.0);
 #else
-	uint tm = (gl_LocalInvocationID.x / 16u) * 8u, tn = (gl_LocalInvocationID.x % 16u) * 8u;
-	float acc[8][8];
+	tm = (gl_LocalInvocationID.x / 16u) * 8u;
+	tn = (gl_LocalInvocationID.x % 16u) * 8u;
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		[[unroll]] for (uint j = 0u; j < 8u; j++)
 			acc[i][j] = 0.0;
+#endif
+#ifdef LORA
+	if (p.lora_r > 0u && (p.kc == 0u || gl_WorkGroupID.z == 0u))
+		lora_term(m0, n0, tern_pow2_exp(xmax[p.xmax_off], 14));
 #endif
 
 	bool fast = p.fast != 0u;
@@ -470,51 +578,11 @@ void main()
 		if (more && fast)
 			load_step(m0, n0, k0 + BK, ke);
 #ifdef COOPMAT
-		[[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
-			FA a[4], b[2];
-			[[unroll]] for (uint i = 0u; i < 4u; i++)
-				coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
-			[[unroll]] for (uint j = 0u; j < 2u; j++)
-#ifdef BWD
-				coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
+		[[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++)
+			tile_k16(kk);
 #else
-				coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
-#endif
-			[[unroll]] for (uint i = 0u; i < 4u; i++)
-				[[unroll]] for (uint j = 0u; j < 2u; j++)
-					acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
-		}
-#else
-		[[unroll]] for (uint kg = 0u; kg < BK / 8u; kg++) {
-			float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
-			[[unroll]] for (uint j = 0u; j < 8u; j++) {
-#ifdef BWD
-				uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
-				[[unroll]] for (uint q = 0u; q < 4u; q++) {
-					vec2 f = unpackHalf2x16(w[q]);
-					b[j][2u * q] = f.x;
-					b[j][2u * q + 1u] = f.y;
-				}
-#else
-				uvec4 w = Bs[(tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
-				[[unroll]] for (uint q = 0u; q < 4u; q++) {
-					vec2 f = unpackHalf2x16(w[q]);
-					b[2u * q][j] = f.x;
-					b[2u * q + 1u][j] = f.y;
-				}
-#endif
-			}
-			[[unroll]] for (uint i = 0u; i < 8u; i++) {
-				uvec4 w = As[(tm + i) * SA + kg];
-				[[unroll]] for (uint q = 0u; q < 4u; q++) {
-					vec2 f = unpackHalf2x16(w[q]);
-					[[unroll]] for (uint j = 0u; j < 8u; j++) { // two fused multiply-adds
-						acc[i][j] = fma(f.x, b[2u * q][j], acc[i][j]);
-						acc[i][j] = fma(f.y, b[2u * q + 1u][j], acc[i][j]);
-					}
-				}
-			}
-		}
+		[[unroll]] for (uint kg = 0u; kg < BK / 8u; kg++)
+			tile_k8(kg);
 #endif
 		barrier();
 		if (more && fast)
@@ -525,15 +593,6 @@ void main()
 	}
 
 	float inv_s = 1.0 / s;
-#ifdef LORA
-	// the LoRA epilogue (not with split-K: mm_reduce.comp adds it); one round of RC rank columns
-	// is staged once for the whole tile, more are staged per accumulator block
-	uint rounds = p.lora_r > 0u && p.kc == 0u ? (p.lora_r + RC - 1u) / RC : 0u;
-	if (rounds == 1u) {
-		lora_stage(m0, n0, 0u); // the main loop's last barrier freed As and Bs
-		barrier();
-	}
-#endif
 #ifdef COOPMAT
 	// each subgroup stages one 16 x 16 accumulator at a time through its 64 uvec4 of As
 	uint lane = gl_SubgroupInvocationID, sbase = g * 64u;
@@ -547,46 +606,10 @@ void main()
 			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
 					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
 					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
-#ifdef LORA
-			if (rounds > 0u) {
-				[[unroll]] for (uint e = 0u; e < 8u; e++)
-					v[e] *= inv_s;
-				if (rounds == 1u)
-					lora_add(v, wm + 16u * i + r, wn + 16u * j + c);
-				else
-					for (uint q = 0u; q < rounds; q++) {
-						barrier();
-						lora_stage(m0, n0, q * RC);
-						barrier();
-						lora_add(v, wm + 16u * i + r, wn + 16u * j + c);
-					}
-				write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, 1.0);
-			} else {
-				write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
-			}
-#else
 			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
-#endif
 			subgroupBarrier();
 		}
 #else
-#ifdef LORA
-	if (rounds > 0u) {
-		[[unroll]] for (uint i = 0u; i < 8u; i++)
-			[[unroll]] for (uint j = 0u; j < 8u; j++)
-				acc[i][j] *= inv_s;
-		for (uint q = 0u; q < rounds; q++) {
-			if (rounds > 1u) {
-				barrier();
-				lora_stage(m0, n0, q * RC);
-				barrier();
-			}
-			[[unroll]] for (uint i = 0u; i < 8u; i++)
-				lora_add(acc[i], tm + i, tn);
-		}
-		inv_s = 1.0;
-	}
-#endif
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		write8(m0, n0, tm + i, tn, acc[i], inv_s);
 #endif

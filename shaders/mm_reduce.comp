@@ -1,10 +1,8 @@
 #version 450
 // Split-K epilogue of mm.comp: y[t, c0 + n] (=|+=) (1/s) sum_z part[z][t][n] over the splits in
 // order (deterministic), for t < T, n < N; s as in mm.comp (from the max|x| bits).
-// -DLORA (p.lora_r = R > 0) adds mm.comp's LoRA epilogue, lora_scale sum_r lu[t, r] lp(n, r) in fp32
-// after the scaling (mm.comp says what lu and lp are).
-// Bindings: 0 = output (f32), 6 = max|x| bits (u32), 7 = partials [splits][T][N] (f32), 8 = lu,
-// 9 = lp (f32).
+// (mm.comp's LoRA term is in the partials of split 0.)
+// Bindings: 0 = output (f32), 6 = max|x| bits (u32), 7 = partials [splits][T][N] (f32).
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 
@@ -14,17 +12,11 @@ layout(push_constant) uniform Push {
 	uint splits, part_off;
 	uint accumulate;
 	uint xmax_off;
-	uint lora_r, lu_off, lp_off, lp_cs, lp_rs;
-	float lora_scale;
 } p;
 
 layout(binding = 0) buffer Out { float y[]; };
 layout(binding = 6) readonly buffer XMax { uint xmax[]; };
 layout(binding = 7) readonly buffer Part { float part[]; };
-#ifdef LORA
-layout(binding = 8) readonly buffer LoraL { float lu[]; };
-layout(binding = 9) readonly buffer LoraP { float lp[]; };
-#endif
 
 #include "common/scale.glsl"
 
@@ -39,14 +31,6 @@ void main()
 			v += part[p.part_off + z * total + i];
 		uint o = p.y_off + t * p.ldy + p.c0 + n;
 		float r = v * inv_s;
-#ifdef LORA
-		if (p.lora_r > 0u) {
-			float sum = 0.0;
-			for (uint k = 0u; k < p.lora_r; k++)
-				sum = fma(lu[p.lu_off + t * p.lora_r + k], lp[p.lp_off + n * p.lp_cs + k * p.lp_rs], sum);
-			r += p.lora_scale * sum;
-		}
-#endif
 		y[o] = p.accumulate != 0u ? y[o] + r : r;
 	}
 }

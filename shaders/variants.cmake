@@ -98,7 +98,7 @@ set(TERN_SHADER_VARIANTS
   "mm_rb_nf4|mm.comp|-DW_NF4" "mm_rb_bwd_nf4|mm.comp|-DW_NF4 -DBWD"
   "mm_rb_nf4_dq|mm.comp|-DW_NF4_DQ" "mm_rb_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD"
   "mm_rb_ternary|mm.comp|-DW_TERNARY" "mm_rb_bwd_ternary|mm.comp|-DW_TERNARY -DBWD"
-  "mm_reduce|mm_reduce.comp|" "mm_reduce_lora|mm_reduce.comp|-DLORA" "absmax|absmax.comp|" "castx|castx.comp|"
+  "mm_reduce|mm_reduce.comp|" "absmax|absmax.comp|" "castx|castx.comp|"
   # the LoRA products (one of M, N, K at most 32), fp32
   "gemm_lr_rowk|gemm_lr.comp|-DROWK" "gemm_lr_rowm|gemm_lr.comp|-DROWM" "gemm_lr_wide|gemm_lr.comp|-DWIDE"
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"

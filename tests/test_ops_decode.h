@@ -210,7 +210,7 @@ static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int
 		x[k] /= 1024.0f;
 	if (!dz || !(dzy = dt_nan(&c, "another y", T * rows[0])) ||
 	    bad(&c, tern_matmul(s->be, dzy->v, dz->v, &w[0], T, prec), "matmul") ||
-	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, n, T, prec), "matmul_multi"))
+	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, NULL, n, T, prec), "matmul_multi"))
 		goto out;
 	for (int i = 0; i < n; i++) /* every element written, with matmul's bits */
 		expect(&c, dy[i], want[i], T * rows[i], 0.0);
@@ -225,9 +225,9 @@ static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int
 			const char *what;
 			enum tern_status st;
 		} r[3] = {
-			{"another I", tern_matmul_multi(s->be, yv, dx->v, bad_i, 2, T, prec)},
-			{"y over y", tern_matmul_multi(s->be, same, dx->v, wp, 2, T, prec)},
-			{"y over x", tern_matmul_multi(s->be, over_x, dx->v, wp, 2, T, prec)},
+			{"another I", tern_matmul_multi(s->be, yv, dx->v, bad_i, NULL, 2, T, prec)},
+			{"y over y", tern_matmul_multi(s->be, same, dx->v, wp, NULL, 2, T, prec)},
+			{"y over x", tern_matmul_multi(s->be, over_x, dx->v, wp, NULL, 2, T, prec)},
 		};
 		for (int k = 0; k < 3; k++)
 			if (r[k].st != TERN_E_INVALID || !strstr(tern_error(), "matmul"))
@@ -247,6 +247,119 @@ out:
 	chk_end(&c);
 }
 
+/* matmul_multi with LoRA terms (backend.h: y[i] exactly as matmul_lora gives it where lt[i].R > 0,
+ * as matmul where not): three products, terms on the first and last, against matmul_lora and
+ * matmul alone, bit for bit, with another input's product in between; where the backend does not
+ * fuse these (lora_fuses), the front door must refuse (TERN_E_UNSUPPORTED) writing nothing. Then
+ * the refusals of a bad term: u short, a non-finite scale. Vulkan runs its terms only with
+ * TERN_VK_LORA_FUSE=1, set here. */
+static void check_matmul_multi_lora(struct suite *s, const struct wfmt *f, int64_t T, int64_t I, int64_t R,
+				    enum tern_dtype prec)
+{
+	static const int64_t rows[3] = {40, 13, 130};
+	struct chk c;
+	chk_begin(&c, s, "matmul_multi", "%-13s %s T=%lld I=%lld LoRA R=%lld on 0, 2", wdesc(f->dt, f->bs),
+		  tern_dtype_name(prec), (long long)T, (long long)I, (long long)R);
+	if (skip_unsupported_prec(&c, TERN_OP_MATMUL, f->dt, prec))
+		return;
+	setenv("TERN_VK_LORA_FUSE", "1", 1);
+	struct hweight hw[3] = {0};
+	struct tern_weight w[3];
+	const struct tern_weight *wp[3] = {&w[0], &w[1], &w[2]};
+	struct tern_view yv[3];
+	struct tern_lora_term lt[3] = {{{0}, {0}, 0, 0.0f}};
+	struct dten *dy[3] = {0};
+	double *want[3] = {0};
+	float *x = fvec(T * I), *u = fvec(T * R), *B = fvec(130 * R), *got = fvec(T * 130);
+	if (!x || !u || !B || !got) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, x, T * I, 1.0);
+	fill_sym(&c.r, u, T * R, 2.0);
+	fill_sym(&c.r, B, 130 * R, 0.05);
+	struct dten *dx = dt_new(&c, "x", (size_t)(T * I) * 4, x),
+		    *du = dt_new(&c, "u", (size_t)(T * R) * 4, u),
+		    *dB = dt_new(&c, "B", (size_t)(130 * R) * 4, B);
+	if (!dx || !du || !dB)
+		goto out;
+	bool fuses = true;
+	for (int i = 0; i < 3; i++) {
+		if (!hweight_make(&hw[i], f->dt, f->bs, rows[i], I, &c.r) || !(want[i] = dvec(T * rows[i]))) {
+			fail(&c, "out of host memory");
+			goto out;
+		}
+		if (!dweight_make(&c, &hw[i], &w[i]) || !(dy[i] = dt_nan(&c, "y", T * rows[i])))
+			goto out;
+		yv[i] = dy[i]->v;
+		if (i != 1) { /* B's first rows[i] rows; scales 2 and 0.5 */
+			lt[i] = (struct tern_lora_term){du->v,
+							tern_view_sub(dB->v, 0, (size_t)(rows[i] * R) * 4), R,
+							i ? 0.5f : 2.0f};
+			fuses = fuses && s->be->vt->lora_fuses &&
+				s->be->vt->lora_fuses(s->be, &w[i], R, T, prec);
+		}
+	}
+	if (!fuses) {
+		enum tern_status st = tern_matmul_multi(s->be, yv, dx->v, wp, lt, 3, T, prec);
+		if (st != TERN_E_UNSUPPORTED)
+			fail(&c, "not fused here, yet matmul_multi gave %s", tern_status_str(st));
+		for (int i = 0; i < 3; i++) /* nothing written */
+			dt_untouched(&c, dy[i], T * rows[i]);
+		snprintf(c.desc + strlen(c.desc), sizeof c.desc - strlen(c.desc), " (not fused: refused)");
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) { /* each product alone first */
+		struct dten *ref = dt_nan(&c, "alone", T * rows[i]);
+		if (!ref ||
+		    bad(&c,
+			i != 1 ? tern_matmul_lora(s->be, ref->v, dx->v, lt[i].u, lt[i].B, &w[i], R,
+						  lt[i].scale, T, prec)
+			       : tern_matmul(s->be, ref->v, dx->v, &w[i], T, prec),
+			"alone") ||
+		    !dt_get(&c, ref, got))
+			goto out;
+		for (int64_t k = 0; k < T * rows[i]; k++)
+			want[i][k] = got[k];
+	}
+	for (int64_t k = 0; k < T * I; k++) /* another input's product in between */
+		x[k] *= 1024.0f;
+	struct dten *dz = dt_new(&c, "another x", (size_t)(T * I) * 4, x), *dzy = NULL;
+	for (int64_t k = 0; k < T * I; k++)
+		x[k] /= 1024.0f;
+	if (!dz || !(dzy = dt_nan(&c, "another y", T * rows[0])) ||
+	    bad(&c, tern_matmul(s->be, dzy->v, dz->v, &w[0], T, prec), "matmul") ||
+	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, lt, 3, T, prec), "matmul_multi"))
+		goto out;
+	for (int i = 0; i < 3; i++)
+		expect(&c, dy[i], want[i], T * rows[i], 0.0);
+	dt_unchanged(&c, dx, x);
+	dt_unchanged(&c, du, u);
+	/* a bad term: refused naming the op, writing nothing (y keeps the results above) */
+	struct tern_lora_term bt[2][3] = {{lt[0], lt[1], lt[2]}, {lt[0], lt[1], lt[2]}};
+	bt[0][2].u = tern_view_sub(du->v, 0, (size_t)(T * R) * 4 - 4);
+	bt[1][2].scale = INFINITY;
+	for (int k = 0; k < 2; k++) {
+		enum tern_status st = tern_matmul_multi(s->be, yv, dx->v, wp, bt[k], 3, T, prec);
+		if (st != TERN_E_INVALID || !strstr(tern_error(), "matmul"))
+			fail(&c, "%s: got %s \"%s\"", k ? "scale inf" : "u short", tern_status_str(st),
+			     tern_error());
+	}
+	for (int i = 0; i < 3; i++)
+		expect(&c, dy[i], want[i], T * rows[i], 0.0);
+out:
+	unsetenv("TERN_VK_LORA_FUSE");
+	for (int i = 0; i < 3; i++) {
+		hweight_free(&hw[i]);
+		free(want[i]);
+	}
+	free(x);
+	free(u);
+	free(B);
+	free(got);
+	chk_end(&c);
+}
+
 static void check_matmul_multi_all(struct suite *s)
 {
 	for (int fi = 0; fi < NWFMTS; fi++)
@@ -262,6 +375,9 @@ static void check_matmul_multi_all(struct suite *s)
 		check_matmul_multi(s, &WFMTS[fi], 3, 1, 320, TERN_F16);
 		check_matmul_multi(s, &WFMTS[fi], 3, 37, 320, TERN_F16);
 		check_matmul_multi(s, &WFMTS[fi], 3, 37, 320, TERN_BF16);
+		/* with LoRA terms: rank 16, and 5 (padded) */
+		check_matmul_multi_lora(s, &WFMTS[fi], 37, 320, 16, TERN_F16);
+		check_matmul_multi_lora(s, &WFMTS[fi], 37, 320, 5, TERN_BF16);
 	}
 }
 

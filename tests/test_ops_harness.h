@@ -376,6 +376,23 @@ static void expect(struct chk *c, struct dten *t, const double *want, int64_t n,
 	expect_mag(c, t, want, NULL, n, tol);
 }
 
+/* A dt_nan output a refused call must have left as it was: every value still NaN. */
+static void dt_untouched(struct chk *c, struct dten *t, int64_t n)
+{
+	float *got = malloc((size_t)n * 4 + 4);
+	if (!got) {
+		fail(c, "out of host memory");
+		return;
+	}
+	if (dt_get(c, t, got))
+		for (int64_t i = 0; i < n; i++)
+			if (!isnan(got[i])) {
+				fail(c, "%s[%lld] was written by a refused call", t->name, (long long)i);
+				break;
+			}
+	free(got);
+}
+
 static double *dvec(int64_t n) { return calloc((size_t)n + 1, sizeof(double)); }
 static float *fvec(int64_t n) { return calloc((size_t)n + 1, sizeof(float)); }
 

@@ -104,6 +104,14 @@ struct tern_weight {
 	float scale;
 };
 
+/* The rank-R term of one product of matmul_multi: y += scale · u[T,R] · B[O,R]ᵀ inside the
+ * product, as matmul_lora adds it (u, B fp32); R = 0: none (u and B not read). */
+struct tern_lora_term {
+	struct tern_view u, B;
+	int64_t R;
+	float scale;
+};
+
 /* The E experts of one projection for the grouped matmul: E weights [O, I] of w's dtype and
  * blocksize, uniformly strided part by part. Expert 0 is w itself; expert e's data, absmax and
  * nested are w's views moved e·stride[0], e·stride[1], e·stride[2] bytes on in the same buffers,
@@ -330,12 +338,16 @@ struct tern_backend_vtable {
 				   const struct tern_weight *w, int64_t T, enum tern_dtype prec);
 	/* y[i][T,O_i] = x[T,I] · W_i[O_i,I]ᵀ for i < n (1 <= n <= TERN_MATMUL_MULTI), every W_i of
 	 * x's I: each y[i] exactly as matmul(y[i], x, w[i], T, prec) gives it (bits included); a
-	 * backend only merges the work (CUDA: a decode step's q, k and v products in one launch).
-	 * The y[i] overlap neither x nor each other. Optional (NULL: the front door runs matmul n
-	 * times). */
+	 * backend only merges the work (CUDA: a decode step's q, k and v products in one launch;
+	 * Vulkan: x's scale and f16 copy made once). With lt (NULL: none) and lt[i].R > 0, y[i]
+	 * exactly as matmul_lora(y[i], x, lt[i].u, lt[i].B, w[i], lt[i].R, lt[i].scale, T, prec)
+	 * gives it (the front door has checked each such term as matmul_lora does, lora_fuses
+	 * included). The y[i] overlap neither x nor each other. Optional (NULL: the front door runs
+	 * matmul or matmul_lora n times). */
 	enum tern_status (*matmul_multi)(struct tern_backend *be, const struct tern_view *y,
-					 struct tern_view x, const struct tern_weight *const *w, int n,
-					 int64_t T, enum tern_dtype prec);
+					 struct tern_view x, const struct tern_weight *const *w,
+					 const struct tern_lora_term *lt, int n, int64_t T,
+					 enum tern_dtype prec);
 	/* dx[T,I] = or += dy[T,O] · W[O,I]   (accumulate selects +=); prec as for matmul, with dy
 	 * in the place of x. */
 	enum tern_status (*matmul_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
@@ -368,16 +380,17 @@ struct tern_backend_vtable {
 	/* y[T,O] = x[T,I] · W[O,I]ᵀ + scale · u[T,R] · B[O,R]ᵀ   (=), one product of the extended
 	 * reduction. prec as matmul: at BF16, x, W, B and scale·u (formed in fp32) are rounded to bf16
 	 * and every product is summed in fp32 (the composition rounds u and applies scale to the sum:
-	 * the low-rank parts differ by one bf16 rounding). At F16 (Vulkan) only x and W are rounded
-	 * (matmul's F16 rule); the low-rank term is summed in fp32 from fp32 u and B and added to the
-	 * scaled-back product, as the composition's fp32 gemm would (lprec F32). u, B fp32; R >= 1;
-	 * scale finite. */
+	 * the low-rank parts differ by one bf16 rounding). At F16 (Vulkan) x and W as matmul's F16
+	 * rule; u and B rounded to f16's 11-bit significand (each under a power of two of the
+	 * backend's choosing that keeps its largest values normal: Vulkan's per 128-row tile), every
+	 * product summed in fp32, the term scaled by scale. u, B fp32; R >= 1; scale finite. */
 	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 					struct tern_view u, struct tern_view B, const struct tern_weight *w,
 					int64_t R, float scale, int64_t T, enum tern_dtype prec);
 	/* dx[T,I] = or += (accumulate) dy[T,O] · W[O,I] + du[T,R] · A[R,I], one product of the
 	 * extended reduction; prec as matmul_bwd (at BF16 dy, W, du and A rounded to bf16; at F16 dy
-	 * and W rounded, du · A summed in fp32). du, A fp32. dx may not overlap dy, du or A (it may be
+	 * and W as matmul_bwd's F16 rule, du and A rounded to f16's significand as matmul_lora's u
+	 * and B). du, A fp32. dx may not overlap dy, du or A (it may be
 	 * the linear's input x: nothing here reads x). */
 	enum tern_status (*matmul_lora_bwd)(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 					    struct tern_view du, struct tern_view A,
@@ -620,8 +633,8 @@ enum tern_status tern_matmul(struct tern_backend *be, struct tern_view y, struct
 /* The most weights of one matmul_multi. */
 #define TERN_MATMUL_MULTI 3
 enum tern_status tern_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
-				   const struct tern_weight *const *w, int n, int64_t T,
-				   enum tern_dtype prec);
+				   const struct tern_weight *const *w, const struct tern_lora_term *lt, int n,
+				   int64_t T, enum tern_dtype prec);
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,
 				 const struct tern_weight *w, int64_t T, bool accumulate,
 				 enum tern_dtype prec);

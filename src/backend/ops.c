@@ -172,8 +172,14 @@ static bool views_overlap(struct tern_view a, size_t na, struct tern_view b, siz
 	return a.buf == b.buf && na && nb && a.off < b.off + nb && b.off < a.off + na;
 }
 
+static enum tern_status mm_lora_check(struct tern_backend *be, bool bwd, struct tern_view out,
+				      struct tern_view in, struct tern_view lo, struct tern_view par,
+				      const struct tern_weight *w, int64_t R, int64_t T,
+				      enum tern_dtype prec);
+
 enum tern_status tern_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
-				   const struct tern_weight *const *w, int n, int64_t T, enum tern_dtype prec)
+				   const struct tern_weight *const *w, const struct tern_lora_term *lt, int n,
+				   int64_t T, enum tern_dtype prec)
 {
 	if (!be->vt->matmul)
 		return missing(be, TERN_OP_MATMUL);
@@ -196,16 +202,28 @@ enum tern_status tern_matmul_multi(struct tern_backend *be, const struct tern_vi
 		if (views_overlap(y[i], ni, x, (size_t)(T * w[i]->I) * 4))
 			return tern_fail(TERN_E_INVALID, "matmul_multi: y[%d] overlaps x", i);
 		flops += 2.0 * (double)T * (double)w[i]->O * (double)w[i]->I;
+		if (!lt || lt[i].R == 0)
+			continue;
+		if ((st = mm_lora_check(be, false, y[i], x, lt[i].u, lt[i].B, w[i], lt[i].R, T, prec)))
+			return st;
+		if (!isfinite(lt[i].scale))
+			return tern_fail(TERN_E_INVALID, "matmul_multi: term %d's scale is %g", i,
+					 (double)lt[i].scale);
+		flops += 2.0 * (double)T * (double)w[i]->O * (double)lt[i].R;
 	}
 	if (!be->vt->matmul_multi) {
-		for (int i = 0; i < n; i++)
-			if ((st = tern_matmul(be, y[i], x, w[i], T, prec)))
+		for (int i = 0; i < n; i++) {
+			bool l = lt && lt[i].R;
+			if ((st = l ? tern_matmul_lora(be, y[i], x, lt[i].u, lt[i].B, w[i], lt[i].R,
+						       lt[i].scale, T, prec)
+				    : tern_matmul(be, y[i], x, w[i], T, prec)))
 				return st;
+		}
 		return TERN_OK;
 	}
 	enum tern_prof_kind pk = TERN_PROF_MATMUL_FWD;
 	bool prof = prof_begin(be, TERN_OP_MATMUL, pk, flops);
-	return prof_end(be, prof, pk, be->vt->matmul_multi(be, y, x, w, n, T, prec));
+	return prof_end(be, prof, pk, be->vt->matmul_multi(be, y, x, w, lt, n, T, prec));
 }
 
 enum tern_status tern_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,

@@ -1383,23 +1383,35 @@ static enum tern_status lins_fwd(struct tern_net *n, int l, const enum tern_modu
 	struct layer_w *w = &n->lw[l];
 	const struct tern_weight *ws[TERN_MATMUL_MULTI];
 	struct tern_lora lo[TERN_MATMUL_MULTI];
+	struct tern_lora_term lt[TERN_MATMUL_MULTI];
 	bool together = !n->bitnet && cnt <= TERN_MATMUL_MULTI;
+	int with = 0, fused = 0;
 	enum tern_status st;
 	for (int i = 0; i < cnt && together; i++) {
 		ws[i] = &w->w[mo[i]];
+		lt[i] = (struct tern_lora_term){0};
 		if (targeted(n, mo[i])) {
 			lo[i] = lora_of(n, l, mo[i], step, micro, p.idx);
-			together = !tern_lora_fused(n->be, ws[i], &lo[i], p.T);
+			with++;
+			fused += tern_lora_fused(n->be, ws[i], &lo[i], p.T);
 		}
 	}
-	if (!together) {
+	if (!together || (fused && fused < with)) {
 		for (int i = 0; i < cnt; i++)
 			TRY(lin_fwd(n, l, mo[i], y[i], x, a, p, step, micro));
 		return TERN_OK;
 	}
-	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, p.T, n->o.prec));
+	/* fused: each u = x Aᵀ first, then the products with their rank-R terms (tern_lora_forward's
+	 * calls); else the base products, then each LoRA's low-rank half (tern_lora_add) */
+	for (int i = 0; i < cnt && fused; i++)
+		if (targeted(n, mo[i])) {
+			struct tern_view u = rows(a->lu[mo[i]], p.r0, p.T, n->R);
+			TRY(tern_lora_u(n->be, u, n->xd, x, ws[i], &lo[i], p.T));
+			lt[i] = (struct tern_lora_term){u, lo[i].B, lo[i].R, lo[i].scale};
+		}
+	TRY(tern_matmul_multi(n->be, y, x, ws, fused ? lt : NULL, cnt, p.T, n->o.prec));
 	for (int i = 0; i < cnt; i++) {
-		if (targeted(n, mo[i]))
+		if (targeted(n, mo[i]) && !fused)
 			TRY(tern_lora_add(n->be, y[i], rows(a->lu[mo[i]], p.r0, p.T, n->R), n->xd, x, ws[i],
 					  &lo[i], p.T));
 		TRY(lin_bias(n, l, mo[i], y[i], p));
@@ -2381,7 +2393,7 @@ enum tern_status tern_net_linears(struct tern_net *n, int l, const enum tern_mod
 		return TERN_OK;
 	}
 	/* the base products together, then each LoRA's low-rank half: tern_lora_forward's calls */
-	TRY(tern_matmul_multi(n->be, y, x, ws, cnt, T, n->o.prec));
+	TRY(tern_matmul_multi(n->be, y, x, ws, NULL, cnt, T, n->o.prec));
 	for (int i = 0; i < cnt; i++)
 		if (with[i])
 			TRY(tern_lora_add(n->be, y[i], s->u, (struct tern_view){0}, x, ws[i], &lo[i], T));

@@ -156,8 +156,8 @@ enum tern_status tern_cu_attention_bwd(struct tern_backend *be, struct tern_view
 
 /* cu_mm.c */
 enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
-				      const struct tern_weight *const *w, int n, int64_t T,
-				      enum tern_dtype prec);
+				      const struct tern_weight *const *w, const struct tern_lora_term *lt,
+				      int n, int64_t T, enum tern_dtype prec);
 enum tern_status tern_cu_matmul(struct tern_backend *be, struct tern_view y, struct tern_view x,
 				const struct tern_weight *w, int64_t T, enum tern_dtype prec);
 enum tern_status tern_cu_matmul_bwd(struct tern_backend *be, struct tern_view dx, struct tern_view dy,

@@ -293,15 +293,25 @@ static enum tern_status mm_multi(struct tern_backend *be, const struct tern_view
 
 /* The small-T path's products of one x in one launch where cuk_gemv_multi takes them (the
  * tensor-core kernel: NF4 or NF4-DQ at bf16); else mm_multi. TERN_CUDA_GEMV_MULTI=0 (read at each
- * call): the small-T path one by one, for before/after timings. */
+ * call): the small-T path one by one, for before/after timings. With LoRA terms (lt), matmul_lora
+ * and matmul one by one. */
 enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern_view *y, struct tern_view x,
-				      const struct tern_weight *const *w, int n, int64_t T,
-				      enum tern_dtype prec)
+				      const struct tern_weight *const *w, const struct tern_lora_term *lt,
+				      int n, int64_t T, enum tern_dtype prec)
 {
 	const char *op = "matmul_multi";
 	struct cu_backend *c = cu_be(be);
 	const char *e = getenv("TERN_CUDA_GEMV_MULTI");
 	enum tern_status st;
+	for (int i = 0; lt && i < n; i++)
+		if (lt[i].R) { /* the LoRA products each extend their own operand (cu_lora.c) */
+			for (int k = 0; k < n; k++)
+				if ((st = lt[k].R ? tern_cu_matmul_lora(be, y[k], x, lt[k].u, lt[k].B, w[k],
+									lt[k].R, lt[k].scale, T, prec)
+						  : mm_run(be, false, y[k], x, w[k], T, false, prec, NULL)))
+					return st;
+			return TERN_OK;
+		}
 	if (T > 0 && n <= CUK_GEMV_MULTI && prec == TERN_BF16 && tern_cu_gemv_takes(T) &&
 	    !(e && !strcmp(e, "0"))) {
 		struct cuk_weight kw[CUK_GEMV_MULTI];

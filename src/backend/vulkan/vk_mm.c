@@ -38,8 +38,6 @@ struct mm16_push {
 /* Mirrors shaders/mm_reduce.comp. */
 struct mm_reduce_push {
 	uint32_t T, N, y_off, ldy, c0, splits, part_off, accumulate, xmax_off;
-	uint32_t lora_r, lu_off, lp_off, lp_cs, lp_rs;
-	float lora_scale;
 };
 
 struct absmax_push {
@@ -302,17 +300,10 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 					.part_off = 0,
 					.accumulate = p.accumulate,
 					.xmax_off = p.xmax_off,
-					.lora_r = p.lora_r,
-					.lu_off = p.lu_off,
-					.lp_off = p.lp_off,
-					.lp_cs = p.lp_cs,
-					.lp_rs = p.lp_rs,
-					.lora_scale = p.lora_scale,
 				};
-				struct tern_view rb[10] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part, lu, lp};
-				if ((st = tern_vk_dispatch(
-					     vk, lora ? TERN_PIPE_MM_REDUCE_LORA : TERN_PIPE_MM_REDUCE, rb,
-					     10, &rp, sizeof rp, tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
+				struct tern_view rb[8] = {y, {0}, {0}, {0}, {0}, {0}, xmax, part};
+				if ((st = tern_vk_dispatch(vk, TERN_PIPE_MM_REDUCE, rb, 8, &rp, sizeof rp,
+							   tern_vk_grid(tn * p.N, 256, 4096), 1, 1)))
 					return st;
 			}
 		}
@@ -336,10 +327,17 @@ enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out
 }
 
 enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *y, struct tern_view x,
-				    const struct tern_weight *const *w, int n, int64_t T)
+				    const struct tern_weight *const *w, const struct tern_lora_term *lt,
+				    int n, int64_t T)
 {
 	enum tern_status st = mm16_input(vk, x, T * w[0]->I);
-	for (int i = 0; st == TERN_OK && i < n; i++)
-		st = mm16_products(vk, false, y[i], w[i], T, false, NULL);
+	for (int i = 0; st == TERN_OK && i < n; i++) {
+		bool l = lt && lt[i].R;
+		struct tern_vk_lora lo = {.lu = l ? lt[i].u : (struct tern_view){0},
+					  .lp = l ? lt[i].B : (struct tern_view){0},
+					  .R = l ? lt[i].R : 0,
+					  .scale = l ? lt[i].scale : 0.0f};
+		st = mm16_products(vk, false, y[i], w[i], T, false, l ? &lo : NULL);
+	}
 	return st;
 }

@@ -275,13 +275,16 @@ static enum tern_status vk_matmul(struct tern_backend *be, struct tern_view y, s
 }
 
 /* matmul_multi (backend.h): at F16 past decoding's few tokens, x's scale pass and f16 copy once
- * for the n products (vk_matmul makes them for each); otherwise vk_matmul n times. */
+ * for the n products (vk_matmul makes them for each), each with its LoRA term where lt has one;
+ * otherwise vk_matmul n times (the front door lets terms through only where vk_lora_fuses does:
+ * F16 past decoding). */
 static enum tern_status vk_matmul_multi(struct tern_backend *be, const struct tern_view *y,
-					struct tern_view x, const struct tern_weight *const *w, int n,
-					int64_t T, enum tern_dtype prec)
+					struct tern_view x, const struct tern_weight *const *w,
+					const struct tern_lora_term *lt, int n, int64_t T,
+					enum tern_dtype prec)
 {
 	if (prec == TERN_F16 && T > MV_TMAX)
-		return tern_vk_mm16_multi(tern_vk_of(be), y, x, w, n, T);
+		return tern_vk_mm16_multi(tern_vk_of(be), y, x, w, lt, n, T);
 	enum tern_status st = TERN_OK;
 	for (int i = 0; st == TERN_OK && i < n; i++)
 		st = vk_matmul(be, y[i], x, w[i], T, prec);
@@ -298,20 +301,22 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
 	return mm_run(vk, true, dx, dy, w, T, accumulate, 0, NULL);
 }
 
-/* The LoRA linear's rank-R updates in the F16 products' epilogue (backend.h matmul_lora): fp32
- * sums added where y or dx is written (the -DLORA variants of shaders/mm.comp), so the
+/* The LoRA linear's rank-R updates inside the F16 products (backend.h matmul_lora): R more steps
+ * of the reduction before the main loop (the -DLORA variants of shaders/mm.comp), so the
  * composition's two gemms that read and write the whole output again go. Not for decoding
- * (T <= MV_TMAX: the matrix-vector shader) nor for ranks above 64 (the epilogue stages 16 or 8
- * rank columns a round). Off unless TERN_VK_LORA_FUSE=1: on an H100 it was slower (its rolled
- * form 2.7-2.9x per product, the 8B step 0.42x; docs/PERFORMANCE.md 2026-12-06 05:11); its
- * results are tested (test_ops lora_fused). */
+ * (T <= MV_TMAX: the matrix-vector shader), nor where B [O,R] or A [R,I], one binding each, or a
+ * token chunk of u (the products' chunks of [T, max(O, I)]) would pass maxStorageBufferRange.
+ * Off unless TERN_VK_LORA_FUSE=1 (until it times faster on a GPU; the epilogue form before it ran
+ * the 8B step at 0.42x: docs/PERFORMANCE.md 2026-12-06 05:11); its results are tested (test_ops
+ * lora_fused, matmul_multi). */
 static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			  enum tern_dtype prec)
 {
 	const char *e = getenv("TERN_VK_LORA_FUSE");
-	(void)w;
-	return e && !strcmp(e, "1") && prec == TERN_F16 && tern_vk_of(be)->fp16 && T > MV_TMAX && R >= 1 &&
-	       R <= 64;
+	struct tern_vk *vk = tern_vk_of(be);
+	int64_t P = w->O > w->I ? w->O : w->I;
+	return e && !strcmp(e, "1") && prec == TERN_F16 && vk->fp16 && T > MV_TMAX && R >= 1 && R <= P &&
+	       (uint64_t)(R * P) * 4 <= vk->max_range;
 }
 
 static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view y, struct tern_view x,
