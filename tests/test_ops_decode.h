@@ -158,6 +158,20 @@ static void check_gemv_all(struct suite *s)
 	}
 }
 
+/* matmul of 1024 x[T, I] with w into tensors of their own (false: the check failed), so that what
+ * a backend keeps of its last input (Vulkan: the f16 scale and copy) is not this test's x */
+static bool other_product(struct chk *c, struct suite *s, float *x, int64_t T, int64_t I,
+			  const struct tern_weight *w, enum tern_dtype prec)
+{
+	for (int64_t k = 0; k < T * I; k++)
+		x[k] *= 1024.0f;
+	struct dten *dz = dt_new(c, "another x", (size_t)(T * I) * 4, x), *dzy = NULL;
+	for (int64_t k = 0; k < T * I; k++)
+		x[k] /= 1024.0f;
+	return dz && (dzy = dt_nan(c, "another y", T * w->O)) &&
+	       !bad(c, tern_matmul(s->be, dzy->v, dz->v, w, T, prec), "matmul");
+}
+
 /* matmul_multi: n products of one x against n matmul calls, bit for bit (backend.h: a backend only
  * merges the work; on CUDA the NF4 formats at bf16 and T <= 8 take one launch of the tensor-core
  * kernel, weights of 40, 13 and 2064 rows: a partial block each, and blocks of 3 weights in one
@@ -203,13 +217,7 @@ static void check_matmul_multi(struct suite *s, const struct wfmt *f, int n, int
 	}
 	/* another input's product in between: whatever a backend derives from x (its f16 scale and
 	 * copy on Vulkan) must come from this call's x */
-	for (int64_t k = 0; k < T * I; k++)
-		x[k] *= 1024.0f;
-	struct dten *dz = dt_new(&c, "another x", (size_t)(T * I) * 4, x), *dzy = NULL;
-	for (int64_t k = 0; k < T * I; k++)
-		x[k] /= 1024.0f;
-	if (!dz || !(dzy = dt_nan(&c, "another y", T * rows[0])) ||
-	    bad(&c, tern_matmul(s->be, dzy->v, dz->v, &w[0], T, prec), "matmul") ||
+	if (!other_product(&c, s, x, T, I, &w[0], prec) ||
 	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, NULL, n, T, prec), "matmul_multi"))
 		goto out;
 	for (int i = 0; i < n; i++) /* every element written, with matmul's bits */
@@ -322,13 +330,7 @@ static void check_matmul_multi_lora(struct suite *s, const struct wfmt *f, int64
 		for (int64_t k = 0; k < T * rows[i]; k++)
 			want[i][k] = got[k];
 	}
-	for (int64_t k = 0; k < T * I; k++) /* another input's product in between */
-		x[k] *= 1024.0f;
-	struct dten *dz = dt_new(&c, "another x", (size_t)(T * I) * 4, x), *dzy = NULL;
-	for (int64_t k = 0; k < T * I; k++)
-		x[k] /= 1024.0f;
-	if (!dz || !(dzy = dt_nan(&c, "another y", T * rows[0])) ||
-	    bad(&c, tern_matmul(s->be, dzy->v, dz->v, &w[0], T, prec), "matmul") ||
+	if (!other_product(&c, s, x, T, I, &w[0], prec) || /* another input's product in between */
 	    bad(&c, tern_matmul_multi(s->be, yv, dx->v, wp, lt, 3, T, prec), "matmul_multi"))
 		goto out;
 	for (int i = 0; i < 3; i++)
