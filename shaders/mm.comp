@@ -65,7 +65,7 @@ layout(push_constant) uniform Push {
 	uint kc;             // split-K: reduction length of one split (a multiple of BK); 0: none
 	uint part_off;       // split-K: the partials' offset in binding 7 (floats)
 	uint fast;           // 1: the 16-element runs are aligned (mm_fast_ok); 0: scalar loads
-	uint lora_r;         // the LoRA epilogue's rank R (0: none)
+	uint lora_r;         // the LoRA term's rank R (0: none)
 	uint lu_off;         // lu row t of this dispatch at lu_off + t R (binding 8, floats)
 	uint lp_off, lp_cs, lp_rs; // lp(n, r) at lp_off + n lp_cs + r lp_rs (binding 9, floats)
 	float lora_scale;
@@ -445,73 +445,69 @@ float lp_at(uint n0, uint n, uint r)
 	return n0 + n < p.N && r < p.lora_r ? lp[p.lp_off + (n0 + n) * p.lp_cs + r * p.lp_rs] : 0.0;
 }
 
-// lmax = the bits of the largest |lu| over the group's rows and |lp| over its columns (in the
-// order of their addresses); the caller's barrier follows
-void lora_max(uint m0, uint n0)
+// Rank columns rc .. rc + 15 of the group's rows of lu and columns of lp: invocation t's eight
+// values of each (zeros past R, T and N), all loads issued together. lu: row t / 2, columns
+// 8 (t % 2) ..; lp forward: row n = t / 2 likewise; backward: rank column t / 16, columns
+// n = 8 (t % 16) .. (BM = BN = 128 rows by 16 columns is 8 values for each of the 256).
+void lora_load16(uint m0, uint n0, uint rc, out float a[8], out float b[8])
 {
-	uint R = p.lora_r, a = 0u, b = 0u;
-	for (uint i = gl_LocalInvocationID.x; i < BM * R; i += NT)
-		a = max(a, floatBitsToUint(abs(lu_at(m0, i / R, i % R))));
-	for (uint i = gl_LocalInvocationID.x; i < BN * R; i += NT) {
-		bool nf = p.lp_cs == 1u; // lp's n contiguous (A [R, I])
-		b = max(b, floatBitsToUint(abs(lp_at(n0, nf ? i % BN : i / R, nf ? i / BN : i % R))));
-	}
-	atomicMax(lmax[0], a);
-	atomicMax(lmax[1], b);
-}
-
-// Rank columns rb .. rb + kn (kn a multiple of 16, at most BK) of the group's rows of lu (scaled
-// by su) into As and of its columns of lp (scaled by sb) into Bs as f16, zeros past R, T and N.
-void lora_stage(uint m0, uint n0, uint rb, uint kn, float su, float sb)
-{
-	uint q8 = kn / 8u;
-	for (uint i = gl_LocalInvocationID.x; i < BM * q8; i += NT) {
-		uint m = i / q8, k = rb + (i % q8) * 8u;
-		float v[8];
-		[[unroll]] for (uint j = 0u; j < 8u; j++)
-			v[j] = lu_at(m0, m, k + j) * su;
-		As[m * SA + i % q8] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
-	}
+	uint t = gl_LocalInvocationID.x, k = rc + (t & 1u) * 8u;
+	[[unroll]] for (uint j = 0u; j < 8u; j++)
+		a[j] = lu_at(m0, t >> 1, k + j);
+	[[unroll]] for (uint j = 0u; j < 8u; j++)
 #ifdef BWD
-	for (uint i = gl_LocalInvocationID.x; i < kn * (BN / 8u); i += NT) {
-		uint k = i / (BN / 8u), n = (i % (BN / 8u)) * 8u;
-		float v[8];
-		[[unroll]] for (uint j = 0u; j < 8u; j++)
-			v[j] = lp_at(n0, n + j, rb + k) * sb;
-		Bs[k * SB + (n >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
-	}
+		b[j] = lp_at(n0, (t & 15u) * 8u + j, rc + (t >> 4));
 #else
-	for (uint i = gl_LocalInvocationID.x; i < BN * q8; i += NT) {
-		uint n = i / q8, k = rb + (i % q8) * 8u;
-		float v[8];
-		[[unroll]] for (uint j = 0u; j < 8u; j++)
-			v[j] = lp_at(n0, n, k + j) * sb;
-		Bs[n * SA + i % q8] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
-	}
+		b[j] = lp_at(n0, t >> 1, k + j);
 #endif
 }
 
-// acc = lora_scale s sum_r lu(m, r) lp(n, r) through f16 tiles (the header's rule); s = 2^ex.
-// Leaves As and Bs free (a barrier at the end).
+// Those values, scaled, as the f16 tiles' rank columns 0 .. 15 (As [m][k], Bs [n][k] or [k][n]).
+void lora_store16(float a[8], float b[8], float su, float sb)
+{
+	uint t = gl_LocalInvocationID.x;
+	As[(t >> 1) * SA + (t & 1u)] = pack8(a[0] * su, a[1] * su, a[2] * su, a[3] * su, a[4] * su, a[5] * su,
+					     a[6] * su, a[7] * su);
+	uvec4 q = pack8(b[0] * sb, b[1] * sb, b[2] * sb, b[3] * sb, b[4] * sb, b[5] * sb, b[6] * sb, b[7] * sb);
+#ifdef BWD
+	Bs[(t >> 4) * SB + (t & 15u)] = q;
+#else
+	Bs[(t >> 1) * SA + (t & 1u)] = q;
+#endif
+}
+
+// acc = lora_scale s sum_r lu(m, r) lp(n, r) through f16 tiles (the header's rule), 16 rank
+// columns a round; s = 2^ex. A first pass over lu and lp takes their largest magnitudes (with R <= 16
+// its loads are the only ones). Leaves As and Bs free (a barrier at the end).
 void lora_term(uint m0, uint n0, int ex)
 {
 	if (gl_LocalInvocationID.x < 2u)
 		lmax[gl_LocalInvocationID.x] = 0u;
-	barrier();
-	lora_max(m0, n0);
+	float a[8], b[8];
+	uint am = 0u, bm = 0u;
+	for (uint rc = 0u; rc < p.lora_r; rc += 16u) {
+		lora_load16(m0, n0, rc, a, b);
+		[[unroll]] for (uint j = 0u; j < 8u; j++) {
+			am = max(am, floatBitsToUint(abs(a[j])));
+			bm = max(bm, floatBitsToUint(abs(b[j])));
+		}
+	}
+	barrier(); // lmax zeroed
+	atomicMax(lmax[0], am);
+	atomicMax(lmax[1], bm);
 	barrier();
 	int eu = tern_pow2_exp(lmax[0], 14), eb = tern_pow2_exp(lmax[1], 14);
 	float su = exp2(float(eu)), sb = exp2(float(eb));
-	for (uint rb = 0u; rb < p.lora_r; rb += BK) {
-		uint kn = (min(BK, p.lora_r - rb) + 15u) & ~15u;
-		lora_stage(m0, n0, rb, kn, su, sb);
+	for (uint rc = 0u; rc < p.lora_r; rc += 16u) {
+		if (p.lora_r > 16u)
+			lora_load16(m0, n0, rc, a, b);
+		lora_store16(a, b, su, sb);
 		barrier();
 #ifdef COOPMAT
-		for (uint kk = 0u; kk < kn / 16u; kk++)
-			tile_k16(kk);
+		tile_k16(0u);
 #else
-		for (uint kg = 0u; kg < kn / 8u; kg++)
-			tile_k8(kg);
+		tile_k8(0u);
+		tile_k8(1u);
 #endif
 		barrier();
 	}
@@ -560,18 +556,19 @@ void main()
 		[[unroll]] for (uint j = 0u; j < 8u; j++)
 			acc[i][j] = 0.0;
 #endif
+
+	bool fast = p.fast != 0u;
+	if (fast)
+		load_step(m0, n0, kb, ke);
 #ifdef LORA
+	// while the first step's loads are on their way
 	if (p.lora_r > 0u && (p.kc == 0u || gl_WorkGroupID.z == 0u))
 		lora_term(m0, n0, tern_pow2_exp(xmax[p.xmax_off], 14));
 #endif
-
-	bool fast = p.fast != 0u;
-	if (fast) {
-		load_step(m0, n0, kb, ke);
+	if (fast)
 		store_step(s);
-	} else {
+	else
 		store_step_scalar(m0, n0, kb, ke, s);
-	}
 	barrier();
 	for (uint k0 = kb; k0 < ke; k0 += BK) {
 		bool more = k0 + BK < ke;

@@ -7,9 +7,9 @@
  *   reduction: ce_loss's dx = z W over the vocabulary), the reduction is split over
  *   gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
  * The partials live in a scratch buffer of the backend (mm_part), grown on first need.
- * With a LoRA epilogue (matmul_lora, matmul_lora_bwd) the rank-R term is added in fp32 where the
- * output is written: by mm.comp, or by mm_reduce.comp after a split reduction; the backward adds
- * it with the first chunk of W's rows only (the later chunks add onto it). */
+ * With a LoRA term (matmul_lora, matmul_lora_bwd) mm.comp's -DLORA twin runs the rank-R term as
+ * R more steps of the reduction (in split 0's partials after a split); the backward adds it with
+ * the first chunk of W's rows only (the later chunks add onto it). */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -122,7 +122,7 @@ static bool mm_fast_ok(enum tern_dtype dt, const struct mm16_push *p, bool bwd)
 	}
 }
 
-/* [LoRA epilogue][coopmat][bwd][weight dtype] */
+/* [LoRA term][coopmat][bwd][weight dtype] */
 static const enum tern_vk_pipe mm16_pipes[2][2][2][TERN_DTYPE_COUNT] = {
 	{{TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_RB_BWD)},
 	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_BWD)}},
@@ -149,7 +149,7 @@ bool tern_vk_has_variant(struct tern_backend *be, const char *variant)
 }
 
 /* The tensor-core variant where the device has it, else the register-blocked one, with the LoRA
- * epilogue (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
+ * term (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
 static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum tern_dtype dt, bool *cm,
 				  enum tern_vk_pipe *pipe)
 {
