@@ -316,8 +316,8 @@ static double sig11(double v)
  * terms in double from the u and du the device produced, fused with u, B (du, A) rounded to f16's
  * 11-bit significand (backend.h matmul_lora at F16: the tile's own power-of-two scales keep them in
  * f16's normal range), composed as they are; to fp32 summation error (TOL_PREC). On Vulkan
- * (TERN_VK_LORA_FUSE=1, set here) at T > 4 the fused path must be taken (a test that could not
- * see the term would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
+ * (unless TERN_VK_LORA_FUSE=0) at T > 4 the fused path must be taken (a test that could not see
+ * the term would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
 static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
 			   bool acc, bool alias, const char *variant)
 {
@@ -353,7 +353,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	/* Vulkan declines where B or A would pass maxStorageBufferRange (TERN_VK_MAX_RANGE: tests) */
 	const char *on = getenv("TERN_VK_LORA_FUSE"), *mr = getenv("TERN_VK_MAX_RANGE");
 	bool fits = !mr || !*mr || (double)R * (double)(O > I ? O : I) * 4.0 <= strtod(mr, NULL);
-	if (!strcmp(s->bname, "vulkan") && T > 4 && on && !strcmp(on, "1") && fits && !fused) {
+	if (!strcmp(s->bname, "vulkan") && T > 4 && !(on && !strcmp(on, "0")) && fits && !fused) {
 		fail(&c, "vulkan did not take the fused path at T=%lld (tern_lora_fused)", (long long)T);
 		goto out;
 	}
@@ -433,7 +433,7 @@ static void check_lora_f16_all(struct suite *s)
 		check_lora_f16_set(s, NULL);
 		return;
 	}
-	setenv("TERN_VK_LORA_FUSE", "1", 1); /* Vulkan's epilogue is off by default */
+	setenv("TERN_VK_LORA_FUSE", "1", 1); /* the default, whatever the environment says */
 	static const char *const variants[] = {"coopmat", "regs"};
 	for (int v = 0; v < 2; v++) {
 		setenv("TERN_VK_MM16", variants[v], 1);
@@ -447,6 +447,8 @@ static void check_lora_f16_all(struct suite *s)
 		check_lora_f16_set(s, variants[v]);
 	}
 	unsetenv("TERN_VK_MM16");
+	setenv("TERN_VK_LORA_FUSE", "0", 1); /* the composition from gemms at f16 products */
+	check_lora_f16_set(s, "composed");
 	unsetenv("TERN_VK_LORA_FUSE");
 }
 

@@ -527,8 +527,8 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	const char *lf = getenv("TERN_VK_LORA_FUSE"); /* read per call by vk_lora_fuses */
 	if (lf && *lf && strcmp(lf, "0") && strcmp(lf, "1")) {
 		st = tern_fail(TERN_E_INVALID,
-			       "TERN_VK_LORA_FUSE=%s: use 1 (the LoRA updates inside the f16 products) "
-			       "or 0 (composed, the default)",
+			       "TERN_VK_LORA_FUSE=%s: use 1 (the LoRA updates inside the f16 products, "
+			       "the default) or 0 (composed from gemms)",
 			       lf);
 		goto fail;
 	}

@@ -306,16 +306,15 @@ static enum tern_status vk_matmul_bwd(struct tern_backend *be, struct tern_view 
  * composition's two gemms that read and write the whole output again go. Not for decoding
  * (T <= MV_TMAX: the matrix-vector shader), nor where B [O,R] or A [R,I], one binding each, or a
  * token chunk of u (the products' chunks of [T, max(O, I)]) would pass maxStorageBufferRange.
- * Off unless TERN_VK_LORA_FUSE=1 (until it times faster on a GPU; the epilogue form before it ran
- * the 8B step at 0.42x: docs/PERFORMANCE.md 2026-12-06 05:11); its results are tested (test_ops
- * lora_fused, matmul_multi). */
+ * On unless TERN_VK_LORA_FUSE=0: on an H100 the 8B step 1.02x and the 1B 1.045x (docs/PERFORMANCE.md
+ * 2026-12-06 20:12); its results are tested (test_ops lora_fused, matmul_multi). */
 static bool vk_lora_fuses(struct tern_backend *be, const struct tern_weight *w, int64_t R, int64_t T,
 			  enum tern_dtype prec)
 {
 	const char *e = getenv("TERN_VK_LORA_FUSE");
 	struct tern_vk *vk = tern_vk_of(be);
 	int64_t P = w->O > w->I ? w->O : w->I;
-	return e && !strcmp(e, "1") && prec == TERN_F16 && vk->fp16 && T > MV_TMAX && R >= 1 && R <= P &&
+	return !(e && !strcmp(e, "0")) && prec == TERN_F16 && vk->fp16 && T > MV_TMAX && R >= 1 && R <= P &&
 	       (uint64_t)(R * P) * 4 <= vk->max_range;
 }
 
