@@ -1373,9 +1373,11 @@ static enum tern_status lin_fwd(struct tern_net *n, int l, int mo, struct tern_v
 }
 
 /* lin_fwd for modules mo[0..cnt) of layer l that read the same x (q, k, v; gate, up), with their
- * base products in one matmul_multi (the backend may share work on x: Vulkan's f16 scale and copy)
- * and then each LoRA's low-rank half as tern_lora_forward computes it; lin_fwd one by one where
- * a LoRA takes the fused path, and for BitNet. The same values as lin_fwd's, bits included. */
+ * products in one matmul_multi (the backend may share work on x: Vulkan's f16 scale and copy):
+ * where every LoRA takes the fused path, each u first and the products with their rank-R terms;
+ * where none does, the base products and then each LoRA's low-rank half as tern_lora_forward
+ * computes it; lin_fwd one by one where some do and some do not, and for BitNet. The same values
+ * as lin_fwd's, bits included. */
 static enum tern_status lins_fwd(struct tern_net *n, int l, const enum tern_module *mo,
 				 const struct tern_view *y, int cnt, struct tern_view x, struct layer_act *a,
 				 struct part p, uint64_t step, uint32_t micro)
