@@ -66,10 +66,11 @@ layout(binding = 1) readonly buffer Ab { float a_[]; };
 layout(binding = 1) readonly buffer Ab4 { vec4 a4[]; };
 layout(binding = 2) readonly buffer Bb { float b_[]; };
 layout(binding = 2) readonly buffer Bb4 { vec4 b4[]; };
-#ifdef TKP
+#if defined(TKP) || defined(LAST)
 // the last group of a row block reads what the other groups of the dispatch wrote (device scope)
 layout(binding = 3) coherent buffer Pb { float part[]; };
 layout(binding = 4) coherent buffer Cn { uint cnt[]; }; // one arrival counter per row block
+void last_adds(uint m0); // below: the splits' partials added by the last group of a row block
 #else
 layout(binding = 3) buffer Pb { float part[]; };
 #endif
@@ -348,9 +349,8 @@ void main()
 #define BE (CK * RMAX / 256u) // values of B's chunk an invocation loads
 #define RED (16u * 288u / 4u) // vec4 of one pass's lane sums: 16 columns x 32 slots x 9 floats
 #define SHV (RMAX * BTS > RED ? RMAX * BTS : RED)
-#define UO (RB * RMAX / 256u) // outputs per invocation when the last group adds the splits
+#define LA_ROWS RB            // rows of a row block (last_adds)
 shared vec4 sh[SHV];          // Bt[r][kk / 4][kk % 4] = B(k0 + kk, r) at sh[r BTS + kk / 4]
-shared uint last_;
 
 // A(m, k .. k + 3) from the row's start xb = a_off + m sam (A's k is contiguous: TK's shapes
 // have sak = 1), zero from ke on
@@ -461,44 +461,8 @@ void main()
 					put(m, n, sum);
 			}
 		}
-	if (p.kc == 0u)
-		return;
-	// this group's partials are written: count it in; the group that completes the row block
-	// adds all of them
-	memoryBarrierBuffer();
-	barrier();
-	if (t == 0u) {
-		memoryBarrierBuffer();
-		last_ = atomicAdd(cnt[gl_WorkGroupID.x], 1u) + 1u == p.splits ? 1u : 0u;
-	}
-	barrier();
-	if (last_ == 0u)
-		return;
-	memoryBarrierBuffer();
-	float s[UO];
-	[[unroll]] for (uint u = 0u; u < UO; u++)
-		s[u] = 0.0;
-	for (uint z0 = 0u; z0 < p.splits; z0 += 4u) {
-		float v[4][UO]; // four splits' loads in flight before their sums
-		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
-			[[unroll]] for (uint u = 0u; u < UO; u++) {
-				uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
-				v[zz][u] = 0.0;
-				if (z0 + zz < p.splits && m < p.M && n < p.N)
-					v[zz][u] = part[p.part_off + ((z0 + zz) * p.M + m) * p.N + n];
-			}
-		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
-			[[unroll]] for (uint u = 0u; u < UO; u++)
-				if (z0 + zz < p.splits)
-					s[u] += v[zz][u];
-	}
-	[[unroll]] for (uint u = 0u; u < UO; u++) {
-		uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
-		if (m < p.M && n < p.N)
-			store(m, n, s[u]);
-	}
-	if (t == 0u)
-		atomicExchange(cnt[gl_WorkGroupID.x], 0u);
+	if (p.kc > 0u)
+		last_adds(m0);
 }
 
 #elif defined(TM)
@@ -506,8 +470,10 @@ void main()
 // and k-lane q = t / 64: in a chunk of CK = 64 values of k it takes k = q + 4 s, s = 0 .. 15, so a
 // subgroup loads 32 x 16 consecutive bytes of one row of A and reads the same B row from shared
 // memory (a broadcast). Each B vec4 from shared memory feeds 16 multiply-adds (four rows), each
-// A vec4 4 RV; the 16 loads of a chunk are issued before its barrier.
+// A vec4 4 RV; the 16 loads of a chunk are issued before its barrier. With -DLAST a split's
+// partials are added by the last group of each row block, as TKP's (no REDUCE pass).
 #define CK 64u
+#define LA_ROWS 256u
 shared vec4 Bs[CK][RV]; // Bs[kk][j][c] = B(k0 + kk, 4 j + c), zero past the chunk or N
 shared vec4 red[256][4];
 
@@ -574,6 +540,10 @@ void main()
 						put(mm, 4u * (jb + sj) + c, sum[c]);
 			}
 		}
+#ifdef LAST
+	if (p.kc > 0u)
+		last_adds(m0);
+#endif
 }
 
 #elif defined(WV)
@@ -714,5 +684,56 @@ void main()
 			s += dot(As[mb + mm][j], b[j]);
 		c_[p.c_off + (m0 + mb + mm) * p.scm + n * p.scn] = p.alpha * s + p.beta * cv[mm];
 	}
+}
+#endif
+
+#if defined(TKP) || defined(LAST)
+shared uint last_;
+#define UO (LA_ROWS * RMAX / 256u) // outputs per invocation of the last group
+
+// With a split (p.kc > 0), after this group's partials of rows m0 .. m0 + LA_ROWS are written:
+// every group of the row block adds 1 to cnt[x] (a uint atomic), and the one that brings it to
+// p.splits, the last to finish whichever it is, adds part[0 .. splits - 1][m][n] in the order of z
+// into C and sets cnt[x] back to 0 for the next dispatch (vk_ops.c orders dispatches that bind the
+// counters one after another). Every sum in a fixed order, whatever the timing.
+void last_adds(uint m0)
+{
+	uint t = gl_LocalInvocationID.x;
+	// this group's partials are written: count it in; the group that completes the row block
+	// adds all of them
+	memoryBarrierBuffer();
+	barrier();
+	if (t == 0u) {
+		memoryBarrierBuffer();
+		last_ = atomicAdd(cnt[gl_WorkGroupID.x], 1u) + 1u == p.splits ? 1u : 0u;
+	}
+	barrier();
+	if (last_ == 0u)
+		return;
+	memoryBarrierBuffer();
+	float s[UO];
+	[[unroll]] for (uint u = 0u; u < UO; u++)
+		s[u] = 0.0;
+	for (uint z0 = 0u; z0 < p.splits; z0 += 4u) {
+		float v[4][UO]; // four splits' loads in flight before their sums
+		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
+			[[unroll]] for (uint u = 0u; u < UO; u++) {
+				uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
+				v[zz][u] = 0.0;
+				if (z0 + zz < p.splits && m < p.M && n < p.N)
+					v[zz][u] = part[p.part_off + ((z0 + zz) * p.M + m) * p.N + n];
+			}
+		[[unroll]] for (uint zz = 0u; zz < 4u; zz++)
+			[[unroll]] for (uint u = 0u; u < UO; u++)
+				if (z0 + zz < p.splits)
+					s[u] += v[zz][u];
+	}
+	[[unroll]] for (uint u = 0u; u < UO; u++) {
+		uint o = t + 256u * u, m = m0 + o / RMAX, n = o % RMAX;
+		if (m < p.M && n < p.N)
+			store(m, n, s[u]);
+	}
+	if (t == 0u)
+		atomicExchange(cnt[gl_WorkGroupID.x], 0u);
 }
 #endif

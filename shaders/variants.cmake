@@ -111,6 +111,7 @@ set(TERN_SHADER_VARIANTS
   "gemm_lr_tkp_r32_4x2|gemm_lr.comp|-DTKP -DRV=8u -DTNR=4u -DTS=2u"
   "gemm_lr_tkp_r32_2x4|gemm_lr.comp|-DTKP -DRV=8u -DTNR=2u -DTS=4u"
   "gemm_lr_tm|gemm_lr.comp|-DTM" "gemm_lr_tm_r32|gemm_lr.comp|-DTM -DRV=8u"
+  "gemm_lr_tml|gemm_lr.comp|-DTM -DLAST" "gemm_lr_tml_r32|gemm_lr.comp|-DTM -DLAST -DRV=8u"
   "gemm_lr_wv|gemm_lr.comp|-DWV" "gemm_lr_wv_r32|gemm_lr.comp|-DWV -DRV=8u"
   # flash attention on NV cooperative matrices (attention prec F16), head dims 64 and 128
   "attn_mma_fwd_d64|attn_mma.comp|-DFWD -DDH=64u" "attn_mma_fwd_d128|attn_mma.comp|-DFWD -DDH=128u"

@@ -586,6 +586,22 @@ static enum tern_status pick_tkp(uint32_t r, uint32_t len, struct lr_plan *out)
 	return TERN_OK;
 }
 
+/* TM's split partials (dB^T-like and dA^T = x^T du, split over T) added by the REDUCE pass (the
+ * default) or, with TERN_VK_LORA_TM=last, by the last group of each row block as TKP's (TML: no
+ * second dispatch and its barrier, about 450 of them in an 8B step; not yet timed on a GPU); a bad
+ * value is refused in one line. */
+static enum tern_status pick_tm(struct lr_plan *out)
+{
+	const char *e = getenv("TERN_VK_LORA_TM");
+	if (!e || !*e || !strcmp(e, "reduce"))
+		return TERN_OK;
+	if (strcmp(e, "last"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_LORA_TM=%s: must be reduce or last (or unset)", e);
+	out->pipe = out->pipe == TERN_PIPE_GEMM_LR_TM ? TERN_PIPE_GEMM_LR_TML : TERN_PIPE_GEMM_LR_TML_R32;
+	out->last_adds = true;
+	return TERN_OK;
+}
+
 /* The pipeline for a low-rank product of kind `kind` with `r` columns (or K) of rank; `len` is
  * the long dimension the split-K kinds run over (ROWK: K, the reduction; ROWM: M). */
 static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint32_t r, uint32_t len,
@@ -636,6 +652,8 @@ static enum tern_status pick_gemm_lr(struct tern_vk *vk, enum lr_kind kind, uint
 						   256, 2, 128, false}
 				: (struct lr_plan){r16 ? TERN_PIPE_GEMM_LR_TM : TERN_PIPE_GEMM_LR_TM_R32, 256,
 						   len > 8192 ? 2 : 1, 64, false};
+		if (gen == 2) /* TM's splits added by a REDUCE pass, or by its last group (TML) */
+			return pick_tm(out);
 		break;
 	}
 	return TERN_OK;
