@@ -30,7 +30,7 @@
 // lp_rs locate it; the host folds r0 and the chunk's first token into the offsets). The group takes
 // the largest |lu| over its BM rows and |lp| over its BN columns (all R), rounds both to f16 scaled
 // by the powers of two that put those in [2^14, 2^15) (as x's s), multiplies them on the same tiles
-// (BK rank columns a round, padded with zeros to a multiple of 16) and scales the fp32 sums by
+// (16 rank columns a round, zeros past R) and scales the fp32 sums by
 // lora_scale s / (their scales): so the term is sum_r f16(lu) f16(lp) with 11-bit significands and no
 // overflow or underflow of the largest, summed in fp32. With split-K the z = 0 split adds it.
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),

@@ -79,7 +79,7 @@ set(TERN_SHADER_VARIANTS
   "mm_cm_nf4|mm.comp|-DW_NF4 -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DCOOPMAT -DBK=64u"
   "mm_cm_nf4_dq|mm.comp|-DW_NF4_DQ -DCOOPMAT -DBK=64u" "mm_cm_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DCOOPMAT -DBK=64u"
   "mm_cm_ternary|mm.comp|-DW_TERNARY -DCOOPMAT -DBK=64u" "mm_cm_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DCOOPMAT -DBK=64u"
-  # the same with the LoRA epilogue (matmul_lora, matmul_lora_bwd)
+  # the same with the LoRA term as R more steps of the reduction (matmul_lora, matmul_lora_bwd)
   "mm_cm_lora_f32|mm.comp|-DW_F32 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_f32|mm.comp|-DW_F32 -DBWD -DCOOPMAT -DBK=64u -DLORA"
   "mm_cm_lora_f16|mm.comp|-DW_F16 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_f16|mm.comp|-DW_F16 -DBWD -DCOOPMAT -DBK=64u -DLORA"
   "mm_cm_lora_bf16|mm.comp|-DW_BF16 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DCOOPMAT -DBK=64u -DLORA"

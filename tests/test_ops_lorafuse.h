@@ -271,7 +271,7 @@ static void check_matmul_lora_errors(struct suite *s)
 	};
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		/* without the entries every call is TERN_E_UNSUPPORTED; the bf16 weight only where
-		 * the backend declines it (CUDA; Vulkan's f16 epilogue runs it: not a refusal) */
+		 * the backend declines it (CUDA; Vulkan's f16 products run it: not a refusal) */
 		enum tern_status want = !be->vt->matmul_lora ? TERN_E_UNSUPPORTED : cases[k].want;
 		bool decl = cases[k].want != TERN_E_UNSUPPORTED || !be->vt->lora_fuses ||
 			    !be->vt->lora_fuses(be, cases[k].w, R, T, prec);
@@ -409,9 +409,8 @@ out:
 	chk_end(&c);
 }
 
-/* f16 cases: (T, O, I, R) over one tile and several with edges, R of one round of rank columns
- * (16; 40 on the tensor-core variant, whose rounds are 64 wide) and of several (40 on the
- * register-blocked one, 32 wide; 72 on both), R not a multiple of 16 (3, 5, 40, 72: zero padding),
+/* f16 cases: (T, O, I, R) over one tile and several with edges, R of one round of 16 rank columns
+ * (16, and 3 and 5 with zero padding) and of several (40, 72: the second pass over u and B),
  * few output tiles with a long reduction (split-K: the term in split 0's partials), the element
  * loads (odd I); on Vulkan each shader variant the device has. */
 static void check_lora_f16_set(struct suite *s, const char *variant)

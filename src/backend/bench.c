@@ -481,7 +481,8 @@ static enum tern_status bench_gemms(struct bench *b, struct tern_view x, struct 
  * QLoRA case, at the matmuls' precision with the LoRA products where training runs them (net.c:
  * bf16 where gemm runs it at bf16 products, else fp32). The shape says whether the backend ran
  * the rank-R updates inside the base products (tern_lora_fused: "fused") or as gemms
- * ("composed"; CUDA with TERN_CUDA_LORA_FUSE=0): one row of each from two runs is the change. */
+ * ("composed"; CUDA with TERN_CUDA_LORA_FUSE=0, Vulkan with TERN_VK_LORA_FUSE=0): one row of each
+ * from two runs is the change. */
 static enum tern_status bench_lora(struct bench *b, struct tern_view x, struct tern_view y,
 				   struct tern_view dy, struct tern_view dx)
 {

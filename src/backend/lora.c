@@ -10,7 +10,7 @@
  *             dx (+)= dy W + drop(du A)          [T,I]   same mask as the forward (same key)
  *
  * Where tern_lora_fused says so (the backend's matmul_lora: CUDA at bf16 products, Vulkan at f16
- * products with TERN_VK_LORA_FUSE=1; no dropout, no xbase), the two rank-R updates ride in the
+ * products unless TERN_VK_LORA_FUSE=0; no dropout, no xbase), the two rank-R updates ride in the
  * base products instead of two gemms that read and write y and dx again: y = [x | s·u] · [W | B]ᵀ
  * and dx (+)= [dy | du] · [W ; A]. u, dB, du and dA are the same gemms either way, in the same
  * order.

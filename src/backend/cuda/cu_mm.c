@@ -303,15 +303,17 @@ enum tern_status tern_cu_matmul_multi(struct tern_backend *be, const struct tern
 	struct cu_backend *c = cu_be(be);
 	const char *e = getenv("TERN_CUDA_GEMV_MULTI");
 	enum tern_status st;
+	bool terms = false;
 	for (int i = 0; lt && i < n; i++)
-		if (lt[i].R) { /* the LoRA products each extend their own operand (cu_lora.c) */
-			for (int k = 0; k < n; k++)
-				if ((st = lt[k].R ? tern_cu_matmul_lora(be, y[k], x, lt[k].u, lt[k].B, w[k],
-									lt[k].R, lt[k].scale, T, prec)
-						  : mm_run(be, false, y[k], x, w[k], T, false, prec, NULL)))
-					return st;
-			return TERN_OK;
-		}
+		terms = terms || lt[i].R;
+	if (terms) { /* the LoRA products each extend their own operand (cu_lora.c) */
+		for (int i = 0; i < n; i++)
+			if ((st = lt[i].R ? tern_cu_matmul_lora(be, y[i], x, lt[i].u, lt[i].B, w[i], lt[i].R,
+								lt[i].scale, T, prec)
+					  : mm_run(be, false, y[i], x, w[i], T, false, prec, NULL)))
+				return st;
+		return TERN_OK;
+	}
 	if (T > 0 && n <= CUK_GEMV_MULTI && prec == TERN_BF16 && tern_cu_gemv_takes(T) &&
 	    !(e && !strcmp(e, "0"))) {
 		struct cuk_weight kw[CUK_GEMV_MULTI];

@@ -330,22 +330,15 @@ int64_t tern_vk_weight_row_bytes(const struct tern_weight *w);
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
 				     int64_t rows, uint32_t *pos);
 
-/* The LoRA term of an F16 product (backend.h matmul_lora, matmul_lora_bwd): out gets
- * scale · lu[T,R] · B[O,R]ᵀ (forward: lp = B) or lu[T,R] · A[R,I] (backward: lp = A, scale 1), R more
- * steps of the product's reduction (shaders/mm.comp -DLORA); lu is u or du. */
-struct tern_vk_lora {
-	struct tern_view lu, lp;
-	int64_t R;
-	float scale;
-};
-
 /* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), with the LoRA term when
- * lora is not NULL, and the scale pass: aux word `slot` = the largest |x[0..n)| as bits
+ * lora is not NULL (backend.h matmul_lora, matmul_lora_bwd: out gets scale · u[T,R] · B[O,R]ᵀ
+ * forward, or du[T,R] · A[R,I] backward with du in lora->u, A in lora->B and scale 1; R more steps
+ * of the product's reduction, shaders/mm.comp -DLORA), and the scale pass: aux word `slot` = the largest |x[0..n)| as bits
  * (shaders/absmax.comp). Variants: "coopmat" (tensor cores) and "regs"; TERN_VK_MM16 forces one
  * (tests, benchmarks). */
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
-			      const struct tern_vk_lora *lora);
+			      const struct tern_lora_term *lora);
 /* matmul_multi at F16 (backend.h): x's scale and f16 copy made once for the n products, each with
  * its LoRA term where lt (NULL: none) has one (R > 0). */
 enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *y, struct tern_view x,

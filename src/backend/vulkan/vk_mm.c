@@ -193,7 +193,7 @@ static int64_t mm_splits(struct tern_vk *vk, int gen, bool cm, int64_t tiles, in
  * word 0). */
 static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_view out,
 				      const struct tern_weight *w, int64_t T, bool accumulate,
-				      const struct tern_vk_lora *lora)
+				      const struct tern_lora_term *lora)
 {
 	int64_t O = w->O, I = w->I;
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
@@ -231,7 +231,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
 	/* lp(n, r): B[r0 + n, r] forward (r0 folded into lp_off per chunk), A[r, n] backward */
-	struct tern_view lp = lora ? lora->lp : (struct tern_view){0};
+	struct tern_view lp = lora ? lora->B : (struct tern_view){0};
 	uint32_t lp0 = lora ? (uint32_t)(tern_vk_place(vk, &lp) / 4) : 0;
 	if (lora) {
 		p.lora_scale = lora->scale;
@@ -250,7 +250,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 		p.T = (uint32_t)tn;
 		struct tern_view lu = {0};
 		if (lora) {
-			lu = tern_view_sub(lora->lu, (size_t)(t0 * lora->R) * 4, (size_t)(tn * lora->R) * 4);
+			lu = tern_view_sub(lora->u, (size_t)(t0 * lora->R) * 4, (size_t)(tn * lora->R) * 4);
 			p.lu_off = tern_vk_place(vk, &lu) / 4;
 		}
 		for (int64_t r0 = 0; r0 < O; r0 += rows) {
@@ -320,7 +320,7 @@ static enum tern_status mm16_input(struct tern_vk *vk, struct tern_view in, int6
 
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
-			      const struct tern_vk_lora *lora)
+			      const struct tern_lora_term *lora)
 {
 	enum tern_status st = mm16_input(vk, in, T * (bwd ? w->O : w->I));
 	return st ? st : mm16_products(vk, bwd, out, w, T, accumulate, lora);
@@ -331,13 +331,7 @@ enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *
 				    int n, int64_t T)
 {
 	enum tern_status st = mm16_input(vk, x, T * w[0]->I);
-	for (int i = 0; st == TERN_OK && i < n; i++) {
-		bool l = lt && lt[i].R;
-		struct tern_vk_lora lo = {.lu = l ? lt[i].u : (struct tern_view){0},
-					  .lp = l ? lt[i].B : (struct tern_view){0},
-					  .R = l ? lt[i].R : 0,
-					  .scale = l ? lt[i].scale : 0.0f};
-		st = mm16_products(vk, false, y[i], w[i], T, false, l ? &lo : NULL);
-	}
+	for (int i = 0; st == TERN_OK && i < n; i++)
+		st = mm16_products(vk, false, y[i], w[i], T, false, lt && lt[i].R ? &lt[i] : NULL);
 	return st;
 }

@@ -323,7 +323,7 @@ static enum tern_status vk_matmul_lora(struct tern_backend *be, struct tern_view
 				       int64_t R, float scale, int64_t T, enum tern_dtype prec)
 {
 	(void)prec; /* F16: lora_fuses accepts nothing else */
-	struct tern_vk_lora lo = {.lu = u, .lp = B, .R = R, .scale = scale};
+	struct tern_lora_term lo = {u, B, R, scale};
 	return tern_vk_mm16(tern_vk_of(be), false, y, x, w, T, false, &lo);
 }
 
@@ -333,7 +333,7 @@ static enum tern_status vk_matmul_lora_bwd(struct tern_backend *be, struct tern_
 					   enum tern_dtype prec)
 {
 	(void)prec;
-	struct tern_vk_lora lo = {.lu = du, .lp = A, .R = R, .scale = 1.0f};
+	struct tern_lora_term lo = {du, A, R, 1.0f}; /* du, A in u, B's places */
 	return tern_vk_mm16(tern_vk_of(be), true, dx, dy, w, T, accumulate, &lo);
 }
 
