@@ -333,8 +333,8 @@ struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weigh
 /* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), with the LoRA term when
  * lora is not NULL (backend.h matmul_lora, matmul_lora_bwd: out gets scale · u[T,R] · B[O,R]ᵀ
  * forward, or du[T,R] · A[R,I] backward with du in lora->u, A in lora->B and scale 1; R more steps
- * of the product's reduction, shaders/mm.comp -DLORA), and the scale pass: aux word `slot` = the largest |x[0..n)| as bits
- * (shaders/absmax.comp). Variants: "coopmat" (tensor cores) and "regs"; TERN_VK_MM16 forces one
+ * of the product's reduction, shaders/mm.comp -DLORA), after the scale pass (aux word 0 = the
+ * largest |in| as bits, shaders/absmax.comp) and in's f16 copy. Variants: "coopmat" (tensor cores) and "regs"; TERN_VK_MM16 forces one
  * (tests, benchmarks). */
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
