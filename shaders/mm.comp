@@ -1,10 +1,10 @@
 #version 450
 // Dequant-matmul with f16 operands and fp32 accumulation (matmul precision TERN_F16, backend.h):
-// Forward (default): y[t, r0+n] = (1/s) sum_k xh[t, k] f16(W[r0+n, k]),   K = I.
-// Backward (-DBWD):  dx[t, n] (=|+=) (1/s) sum_k xh[t, r0+k] f16(W[r0+k, n]),   N = I.
-// xh = f16(s x) is the input already scaled and rounded by castx.comp; s is the power of two
-// that puts max|x| in [2^14, 2^15) (xscale() below, from the max bits the absmax pass left in
-// binding 6), so no finite input overflows or underflows f16.
+// Forward (default): y[t, r0+n] = (1/s_t) sum_k xh[t, k] f16(W[r0+n, k]),   K = I.
+// Backward (-DBWD):  dx[t, n] (=|+=) (1/s_t) sum_k xh[t, r0+k] f16(W[r0+k, n]),   N = I.
+// xh = f16(s_t x) is the input already scaled and rounded by castx.comp, row by row; s_t is the
+// power of two that puts the largest |x| of row t in [2^14, 2^15) (row_exp below, from the max
+// bits castx.comp left in binding 6), so no finite input overflows or underflows f16.
 //
 // One workgroup of 256 invocations computes a BM x BN = 128 x 128 tile of the output, walking K
 // in steps of BK through one shared-memory stage: every invocation loads the next step's x and W
@@ -28,13 +28,19 @@
 // lora_scale sum_r lu[t, r] lp(n, r) as R more steps of the reduction, before the main loop: forward
 // lu = u [T, R] and lp(n, r) = B[r0 + n, r], backward lu = du and lp(n, r) = A[r, n] (lp_off, lp_cs,
 // lp_rs locate it; the host folds r0 and the chunk's first token into the offsets). The group takes
-// the largest |lu| over its BM rows and |lp| over its BN columns (all R), rounds both to f16 scaled
-// by the powers of two that put those in [2^14, 2^15) (as x's s), multiplies them on the same tiles
-// (16 rank columns a round, zeros past R) and scales the fp32 sums by
-// lora_scale s / (their scales): so the term is sum_r f16(lu) f16(lp) with 11-bit significands and no
-// overflow or underflow of the largest, summed in fp32. With split-K the z = 0 split adds it.
+// the largest |lu s_t| over its BM rows and |lp| over its BN columns (all R), rounds both to f16
+// scaled by the powers of two that put those in [2^14, 2^15) (as x's s_t), multiplies them on the
+// same tiles (16 rank columns a round, zeros past R) and scales the fp32 sums by lora_scale / (their
+// scales): so the term, in the row's units of s_t like the products, is sum_r f16(lu) f16(lp) with
+// 11-bit significands and no overflow or underflow of the largest, summed in fp32 (the output's
+// 1/s_t takes s_t off both). With split-K the z = 0 split adds it.
+// The W tile in shared memory is [k][n] backward (KN below: the runs' rows as loaded) and [n][k]
+// forward; with -DBT (backward, COOPMAT, BK 64) it is [n][k] backward too: invocation (lane, g) of
+// subgroup g loads rows 2 lane and 2 lane + 1 of columns 16 g .. 16 g + 15 and stores them as 16
+// words of two f16 each (k pairs), so the products load B as the forward does.
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
-// 6 = max|x| bits (u32), 7 = split-K partials (f32), 8 = lu (f32), 9 = lp (f32).
+// 6 = the rows' max|x| bits (u32, row t of this dispatch at xmax_off + t), 7 = split-K partials
+// (f32), 8 = lu (f32), 9 = lp (f32).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
@@ -42,6 +48,13 @@
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
+#endif
+
+#if defined(BWD) && !defined(BT)
+#define KN // the W tile as [k][n]
+#endif
+#if defined(BT) && !(defined(BWD) && defined(COOPMAT))
+#error BT is a backward tensor-core variant
 #endif
 
 #define BM 128u
@@ -61,7 +74,7 @@ layout(push_constant) uniform Push {
 	uint absmax_off, nested_off, dmap_off, blocksize;
 	float offset, scale;
 	uint accumulate;     // add onto the output (not with split-K)
-	uint xmax_off;       // word of max|x| bits in binding 6
+	uint xmax_off;       // binding 6's word of row 0's max|x| bits
 	uint kc;             // split-K: reduction length of one split (a multiple of BK); 0: none
 	uint part_off;       // split-K: the partials' offset in binding 7 (floats)
 	uint fast;           // 1: the 16-element runs are aligned (mm_fast_ok); 0: scalar loads
@@ -98,11 +111,23 @@ shared uint lmax[2]; // the bits of the largest |lu| over the group's rows, |lp|
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
 #define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
 shared uvec4 As[BM * SA]; // x tile [m][k]
-#ifdef BWD
+#ifdef KN
 #define SB (BN / 8u + 1u)
 shared uvec4 Bs[BK * SB]; // W tile [k][n]
+#elif defined(BT)
+shared uint Bs[BN * SA * 4u]; // W tile [n][k] as words (two f16 each)
+shared uint bt_bk_is_64[BK == 64u ? 1u : 0u]; // w_run's rows 2 lane + i cover BK (NRB = 2)
+// uvec4 i of Bs (its [n][k] rows SA uvec4 long)
+void bs_put(uint i, uvec4 v)
+{
+	Bs[4u * i] = v.x;
+	Bs[4u * i + 1u] = v.y;
+	Bs[4u * i + 2u] = v.z;
+	Bs[4u * i + 3u] = v.w;
+}
 #else
 shared uvec4 Bs[BN * SA]; // W tile [n][k]
+void bs_put(uint i, uvec4 v) { Bs[i] = v; }
 #endif
 
 #define RA (BK / 16u)       // runs of 16 per row of the x tile
@@ -115,7 +140,8 @@ shared uvec4 Bs[BN * SA]; // W tile [n][k]
 
 #include "common/scale.glsl"
 
-float xscale() { return tern_pow2_scale(xmax[p.xmax_off], 14); }
+// The exponent of s_t for row t of this dispatch (t < T)
+int row_exp(uint t) { return tern_pow2_exp(xmax[p.xmax_off + t], 14); }
 
 #if defined(W_NF4_DQ)
 shared float dmap[256]; // the dynamic map of the block codes, loaded once per group
@@ -157,7 +183,10 @@ void x_run(uint i, out uint m, out uint kr)
 void w_run(uint i, out uint r, out uint c)
 {
 	uint q = gl_LocalInvocationID.x + i * NT;
-#ifdef BWD
+#if defined(BT)
+	r = 2u * (gl_LocalInvocationID.x % 32u) + i; // NRB = 2
+	c = (gl_LocalInvocationID.x / 32u) * 16u;
+#elif defined(BWD)
 	r = q / (BN / 16u);
 	c = (q % (BN / 16u)) * 16u;
 #else
@@ -270,8 +299,42 @@ void w_decode(uint i, out uvec4 lo, out uvec4 hi)
 #endif
 }
 
+// The invocation's W runs (16 f16 each, as lo and hi) into the tile
+void w_store(uvec4 lo[NRB], uvec4 hi[NRB])
+{
+#ifdef BT
+	// runs 0 and 1 are rows 2 kp and 2 kp + 1 (kp = lane): column n's word kp takes both, so each
+	// of the 16 stores meets 32 consecutive words
+	uint r, c;
+	w_run(0u, r, c);
+	uint b = c * SA * 4u + (r >> 1);
+	[[unroll]] for (uint q = 0u; q < 8u; q++) {
+		uint e = q < 4u ? lo[0][q] : hi[0][q - 4u], o = q < 4u ? lo[1][q] : hi[1][q - 4u];
+		Bs[b + 2u * q * SA * 4u] = (e & 0xffffu) | (o << 16);
+		Bs[b + (2u * q + 1u) * SA * 4u] = (e >> 16) | (o & 0xffff0000u);
+	}
+#else
+	[[unroll]] for (uint i = 0u; i < NRB; i++) {
+		uint r, c;
+		w_run(i, r, c);
+#ifdef KN
+		// A row's eight runs are eight consecutive invocations, whose 16-byte stores go to
+		// shared memory together: lo then hi for all, the upper four's words would fall on the
+		// lower four's banks (2-way conflicts); the upper four store hi first, so each store of
+		// the eight meets eight distinct groups of banks
+		bool sw = c >= 64u;
+		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi[i] : lo[i];
+		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo[i] : hi[i];
+#else
+		bs_put(r * SA + (c >> 3), lo[i]);
+		bs_put(r * SA + (c >> 3) + 1u, hi[i]);
+#endif
+	}
+#endif
+}
+
 // Any shape or alignment: element by element, straight into shared memory (no prefetch).
-void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
+void store_step_scalar(uint m0, uint n0, uint k0, uint ke)
 {
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
@@ -288,6 +351,7 @@ void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
 		As[m * SA + (kr >> 3)] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 		As[m * SA + (kr >> 3) + 1u] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
 	}
+	uvec4 lo[NRB], hi[NRB];
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
 		uint r, c;
 		w_run(i, r, c);
@@ -302,19 +366,13 @@ void store_step_scalar(uint m0, uint n0, uint k0, uint ke, float s)
 				v[j] = w_value(p.r0 + n0 + r, k0 + c + j);
 #endif
 		}
-		uvec4 lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
-		uvec4 hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
-#ifdef BWD
-		Bs[r * SB + (c >> 3)] = lo;
-		Bs[r * SB + (c >> 3) + 1u] = hi;
-#else
-		Bs[r * SA + (c >> 3)] = lo;
-		Bs[r * SA + (c >> 3) + 1u] = hi;
-#endif
+		lo[i] = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+		hi[i] = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
 	}
+	w_store(lo, hi);
 }
 
-void store_step(float s)
+void store_step()
 {
 	[[unroll]] for (uint i = 0u; i < NRA; i++) {
 		uint m, kr;
@@ -322,30 +380,16 @@ void store_step(float s)
 		As[m * SA + (kr >> 3)] = xr[i][0];
 		As[m * SA + (kr >> 3) + 1u] = xr[i][1];
 	}
-	[[unroll]] for (uint i = 0u; i < NRB; i++) {
-		uint r, c;
-		w_run(i, r, c);
-		uvec4 lo, hi;
-		w_decode(i, lo, hi);
-#ifdef BWD
-		// A row's eight runs are eight consecutive invocations, whose 16-byte stores go to
-		// shared memory together: lo then hi for all, the upper four's words would fall on the
-		// lower four's banks (2-way conflicts); the upper four store hi first, so each store of
-		// the eight meets eight distinct groups of banks
-		bool sw = c >= 64u;
-		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi : lo;
-		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo : hi;
-#else
-		Bs[r * SA + (c >> 3)] = lo;
-		Bs[r * SA + (c >> 3) + 1u] = hi;
-#endif
-	}
+	uvec4 lo[NRB], hi[NRB];
+	[[unroll]] for (uint i = 0u; i < NRB; i++)
+		w_decode(i, lo[i], hi[i]);
+	w_store(lo, hi);
 }
 
 // ---- the output --------------------------------------------------------------------------------
 
 // v[0..8) are the sums of row m, columns n .. n+7 of the tile at (m0, n0)
-void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
+void write8(uint m0, uint n0, uint m, uint n, float v[8])
 {
 	uint t = m0 + m, c = n0 + n;
 	if (t >= p.T)
@@ -362,6 +406,7 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8], float inv_s)
 #else
 	uint b = p.y_off + t * p.ldy + p.r0 + c;
 #endif
+	float inv_s = exp2(float(-row_exp(t)));
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
 		if (c + j >= p.N)
 			break;
@@ -385,8 +430,10 @@ void tile_k16(uint kk)
 	[[unroll]] for (uint i = 0u; i < 4u; i++)
 		coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
 	[[unroll]] for (uint j = 0u; j < 2u; j++)
-#ifdef BWD
+#if defined(KN)
 		coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
+#elif defined(BT)
+		coopMatLoadNV(b[j], Bs, ((wn + 16u * j) * SA + 2u * kk) * 4u, SA * 4u, true);
 #else
 		coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
 #endif
@@ -403,7 +450,7 @@ void tile_k8(uint kg)
 {
 	float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
-#ifdef BWD
+#ifdef KN
 		uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
 		[[unroll]] for (uint q = 0u; q < 4u; q++) {
 			vec2 f = unpackHalf2x16(w[q]);
@@ -447,15 +494,15 @@ float lp_at(uint n0, uint n, uint r)
 
 // Rank columns rc .. rc + 15 of the group's rows of lu and columns of lp: invocation t's eight
 // values of each (zeros past R, T and N), all loads issued together. lu: row t / 2, columns
-// 8 (t % 2) ..; lp forward: row n = t / 2 likewise; backward: rank column t / 16, columns
-// n = 8 (t % 16) .. (BM = BN = 128 rows by 16 columns is 8 values for each of the 256).
+// 8 (t % 2) ..; lp for an [n][k] tile: row n = t / 2 likewise; [k][n] (KN): rank column t / 16,
+// columns n = 8 (t % 16) .. (BM = BN = 128 rows by 16 columns is 8 values for each of the 256).
 void lora_load16(uint m0, uint n0, uint rc, out float a[8], out float b[8])
 {
 	uint t = gl_LocalInvocationID.x, k = rc + (t & 1u) * 8u;
 	[[unroll]] for (uint j = 0u; j < 8u; j++)
 		a[j] = lu_at(m0, t >> 1, k + j);
 	[[unroll]] for (uint j = 0u; j < 8u; j++)
-#ifdef BWD
+#ifdef KN
 		b[j] = lp_at(n0, (t & 15u) * 8u + j, rc + (t >> 4));
 #else
 		b[j] = lp_at(n0, t >> 1, k + j);
@@ -469,22 +516,24 @@ void lora_store16(float a[8], float b[8], float su, float sb)
 	As[(t >> 1) * SA + (t & 1u)] = pack8(a[0] * su, a[1] * su, a[2] * su, a[3] * su, a[4] * su, a[5] * su,
 					     a[6] * su, a[7] * su);
 	uvec4 q = pack8(b[0] * sb, b[1] * sb, b[2] * sb, b[3] * sb, b[4] * sb, b[5] * sb, b[6] * sb, b[7] * sb);
-#ifdef BWD
+#ifdef KN
 	Bs[(t >> 4) * SB + (t & 15u)] = q;
 #else
-	Bs[(t >> 1) * SA + (t & 1u)] = q;
+	bs_put((t >> 1) * SA + (t & 1u), q);
 #endif
 }
 
-// acc = lora_scale s sum_r lu(m, r) lp(n, r) through f16 tiles (the header's rule), 16 rank
-// columns a round; s = 2^ex. A first pass over lu and lp takes their largest magnitudes (with R <= 16
-// its loads are the only ones). Leaves As and Bs free (a barrier at the end).
-void lora_term(uint m0, uint n0, int ex)
+// acc = lora_scale s_m sum_r lu(m, r) lp(n, r) through f16 tiles (the header's rule), 16 rank
+// columns a round. A first pass over lu and lp takes their largest magnitudes (with R <= 16 its
+// loads are the only ones): lu's as the exponent of max |lu| s_m over the rows, worked out in
+// exponents so that no s_m overflows a product in fp32 (lmax[0] = 512 + the largest e(max_r |lu(m,
+// r)|) + log2 s_m, 0 for none finite and nonzero). Leaves As and Bs free (a barrier at the end).
+void lora_term(uint m0, uint n0)
 {
 	if (gl_LocalInvocationID.x < 2u)
 		lmax[gl_LocalInvocationID.x] = 0u;
 	float a[8], b[8];
-	uint am = 0u, bm = 0u;
+	uint am = 0u, bm = 0u, m = m0 + (gl_LocalInvocationID.x >> 1); // the row of a
 	for (uint rc = 0u; rc < p.lora_r; rc += 16u) {
 		lora_load16(m0, n0, rc, a, b);
 		[[unroll]] for (uint j = 0u; j < 8u; j++) {
@@ -492,12 +541,15 @@ void lora_term(uint m0, uint n0, int ex)
 			bm = max(bm, floatBitsToUint(abs(b[j])));
 		}
 	}
+	int et = m < p.T ? row_exp(m) : 0;
+	uint ea = (am >> 23) & 0xffu;
 	barrier(); // lmax zeroed
-	atomicMax(lmax[0], am);
+	if (am != 0u && ea != 0xffu)
+		atomicMax(lmax[0], uint(512 + max(int(ea), 1) - 127 + et));
 	atomicMax(lmax[1], bm);
 	barrier();
-	int eu = tern_pow2_exp(lmax[0], 14), eb = tern_pow2_exp(lmax[1], 14);
-	float su = exp2(float(eu)), sb = exp2(float(eb));
+	int q = lmax[0] == 0u ? 0 : 14 - (int(lmax[0]) - 512), eb = tern_pow2_exp(lmax[1], 14);
+	float su = exp2(float(clamp(et + q, -126, 127))), sb = exp2(float(eb));
 	for (uint rc = 0u; rc < p.lora_r; rc += 16u) {
 		if (p.lora_r > 16u)
 			lora_load16(m0, n0, rc, a, b);
@@ -511,7 +563,7 @@ void lora_term(uint m0, uint n0, int ex)
 #endif
 		barrier();
 	}
-	float f = p.lora_scale * exp2(float(clamp(ex - eu - eb, -126, 127)));
+	float f = p.lora_scale * exp2(float(clamp(-q - eb, -126, 127)));
 #ifdef COOPMAT
 	[[unroll]] for (uint i = 0u; i < 4u; i++)
 		[[unroll]] for (uint j = 0u; j < 2u; j++)
@@ -532,7 +584,6 @@ void main()
 		kb = gl_WorkGroupID.z * p.kc;
 		ke = min(p.K, kb + p.kc);
 	}
-	float s = xscale();
 #if defined(W_NF4) || defined(W_NF4_DQ)
 	if (gl_LocalInvocationID.x < 16u)
 		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
@@ -563,12 +614,12 @@ void main()
 #ifdef LORA
 	// while the first step's loads are on their way
 	if (p.lora_r > 0u && (p.kc == 0u || gl_WorkGroupID.z == 0u))
-		lora_term(m0, n0, tern_pow2_exp(xmax[p.xmax_off], 14));
+		lora_term(m0, n0);
 #endif
 	if (fast)
-		store_step(s);
+		store_step();
 	else
-		store_step_scalar(m0, n0, kb, ke, s);
+		store_step_scalar(m0, n0, kb, ke);
 	barrier();
 	for (uint k0 = kb; k0 < ke; k0 += BK) {
 		bool more = k0 + BK < ke;
@@ -583,13 +634,12 @@ void main()
 #endif
 		barrier();
 		if (more && fast)
-			store_step(s);
+			store_step();
 		else if (more)
-			store_step_scalar(m0, n0, k0 + BK, ke, s);
+			store_step_scalar(m0, n0, k0 + BK, ke);
 		barrier();
 	}
 
-	float inv_s = 1.0 / s;
 #ifdef COOPMAT
 	// each subgroup stages one 16 x 16 accumulator at a time through its 64 uvec4 of As
 	uint lane = gl_SubgroupInvocationID, sbase = g * 64u;
@@ -603,11 +653,11 @@ void main()
 			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
 					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
 					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
-			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v, inv_s);
+			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v);
 			subgroupBarrier();
 		}
 #else
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
-		write8(m0, n0, tm + i, tn, acc[i], inv_s);
+		write8(m0, n0, tm + i, tn, acc[i]);
 #endif
 }

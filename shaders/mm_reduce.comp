@@ -1,8 +1,9 @@
 #version 450
 // Split-K epilogue of mm.comp: y[t, c0 + n] (=|+=) (1/s) sum_z part[z][t][n] over the splits in
-// order (deterministic), for t < T, n < N; s as in mm.comp (from the max|x| bits).
+// order (deterministic), for t < T, n < N; s_t as in mm.comp (from row t's max|x| bits).
 // (mm.comp's LoRA term is in the partials of split 0.)
-// Bindings: 0 = output (f32), 6 = max|x| bits (u32), 7 = partials [splits][T][N] (f32).
+// Bindings: 0 = output (f32), 6 = the rows' max|x| bits (u32, row t at xmax_off + t),
+// 7 = partials [splits][T][N] (f32).
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 
@@ -22,7 +23,6 @@ layout(binding = 7) readonly buffer Part { float part[]; };
 
 void main()
 {
-	float inv_s = 1.0 / tern_pow2_scale(xmax[p.xmax_off], 14);
 	uint total = p.T * p.N, stride = gl_NumWorkGroups.x * 256u;
 	for (uint i = gl_GlobalInvocationID.x; i < total; i += stride) {
 		uint t = i / p.N, n = i % p.N;
@@ -30,7 +30,7 @@ void main()
 		for (uint z = 0u; z < p.splits; z++)
 			v += part[p.part_off + z * total + i];
 		uint o = p.y_off + t * p.ldy + p.c0 + n;
-		float r = v * inv_s;
+		float r = v * exp2(float(-tern_pow2_exp(xmax[p.xmax_off + t], 14)));
 		y[o] = p.accumulate != 0u ? y[o] + r : r;
 	}
 }

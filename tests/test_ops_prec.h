@@ -47,36 +47,20 @@ static double oracle_round(enum tern_dtype prec, double v)
 	return prec == TERN_F16 ? tern_f16_to_f32(tern_f32_to_f16(f)) : tern_bf16_to_f32(tern_f32_to_bf16(f));
 }
 
-/* dir: 0 matmul, 1 matmul_bwd (=), 2 matmul_bwd (+=). variant names the Vulkan shader variant
- * the environment forces (NULL: none). */
-static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I,
-			  enum tern_dtype prec, int dir, double amp, const char *variant)
+/* The exponent of row t's magnitude in check_mm_prec's spread rows: 2^-36 .. 2^24, 12 binades
+ * apart, so that under one scale for the whole input the smallest rows' x s falls 60 binades
+ * below the largest, past f16's subnormals (they round to 0), while each row's own scale keeps
+ * all 11 bits. */
+static int spread_exp(int64_t t) { return -36 + 12 * (int)(t % 6); }
+
+/* want (and mag) of rows t0 .. t1 under input scale sc (the oracle of check_mm_prec) */
+static void prec_oracle_rows(const float *in, const double *wr, const float *out0, enum tern_dtype prec,
+			     bool bwd, bool acc, int64_t I, int64_t in_cols, int64_t out_cols, int64_t t0,
+			     int64_t t1, double sc, double *xr, double *want, double *mag)
 {
-	struct chk c;
-	bool bwd = dir > 0, acc = dir == 2;
-	enum tern_op op = bwd ? TERN_OP_MATMUL_BWD : TERN_OP_MATMUL;
-	chk_begin(&c, s, bwd ? "matmul_bwd" : "matmul", "%-13s %s T=%lld O=%lld I=%lld x%g%s%s%s",
-		  wdesc(f->dt, f->bs), tern_dtype_name(prec), (long long)T, (long long)O, (long long)I, amp,
-		  acc ? " +=" : "", variant ? " " : "", variant ? variant : "");
-	if (skip_unsupported_prec(&c, op, f->dt, prec))
-		return;
-	int64_t in_cols = bwd ? O : I, out_cols = bwd ? I : O;
-	struct hweight hw;
-	float *in = fvec(T * in_cols), *out0 = fvec(T * out_cols);
-	double *xr = dvec(T * in_cols), *wr = dvec(O * I), *want = dvec(T * out_cols),
-	       *mag = dvec(T * out_cols);
-	if (!in || !out0 || !xr || !wr || !want || !mag || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
-		fail(&c, "out of host memory");
-		goto out;
-	}
-	fill_sym(&c.r, in, T * in_cols, amp);
-	fill_sym(&c.r, out0, T * out_cols, 2.0 * amp);
-	double sc = oracle_scale(in, T * in_cols, prec);
-	for (int64_t i = 0; i < T * in_cols; i++)
+	for (int64_t i = t0 * in_cols; i < t1 * in_cols; i++)
 		xr[i] = oracle_round(prec, (double)in[i] * sc);
-	for (int64_t i = 0; i < O * I; i++)
-		wr[i] = oracle_round(prec, hw.deq[i]);
-	for (int64_t t = 0; t < T; t++)
+	for (int64_t t = t0; t < t1; t++)
 		for (int64_t j = 0; j < out_cols; j++) {
 			double sum = 0.0, m = 0.0;
 			for (int64_t k = 0; k < in_cols; k++) {
@@ -88,6 +72,47 @@ static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int6
 			want[t * out_cols + j] = base + sum / sc;
 			mag[t * out_cols + j] = fabs(base) + m / sc;
 		}
+}
+
+/* dir: 0 matmul, 1 matmul_bwd (=), 2 matmul_bwd (+=). variant names the Vulkan shader variant
+ * the environment forces (NULL: none). amp 0: spread rows (spread_exp), each held to TOL_PREC of
+ * its own magnitude under either scale backend.h allows: one for each row, or one for the whole
+ * input (a wrong row's scale fails both). */
+static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I,
+			  enum tern_dtype prec, int dir, double amp, const char *variant)
+{
+	struct chk c;
+	bool bwd = dir > 0, acc = dir == 2, spread = amp == 0.0;
+	enum tern_op op = bwd ? TERN_OP_MATMUL_BWD : TERN_OP_MATMUL;
+	chk_begin(&c, s, bwd ? "matmul_bwd" : "matmul", "%-13s %s T=%lld O=%lld I=%lld %s%g%s%s%s",
+		  wdesc(f->dt, f->bs), tern_dtype_name(prec), (long long)T, (long long)O, (long long)I,
+		  spread ? "rows 2^" : "x", spread ? 24.0 : amp, acc ? " +=" : "", variant ? " " : "",
+		  variant ? variant : "");
+	if (skip_unsupported_prec(&c, op, f->dt, prec))
+		return;
+	int64_t in_cols = bwd ? O : I, out_cols = bwd ? I : O;
+	struct hweight hw;
+	float *in = fvec(T * in_cols), *out0 = fvec(T * out_cols);
+	double *xr = dvec(T * in_cols), *wr = dvec(O * I), *want = dvec(T * out_cols),
+	       *mag = dvec(T * out_cols), *want_r = dvec(T * out_cols), *mag_r = dvec(T * out_cols);
+	float *got = fvec(T * out_cols);
+	if (!in || !out0 || !xr || !wr || !want || !mag || !want_r || !mag_r || !got ||
+	    !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, in, T * in_cols, spread ? 1.0 : amp);
+	fill_sym(&c.r, out0, T * out_cols, spread ? 0.0 : 2.0 * amp);
+	for (int64_t t = 0; spread && t < T; t++)
+		for (int64_t k = 0; k < in_cols; k++)
+			in[t * in_cols + k] = ldexpf(in[t * in_cols + k], spread_exp(t));
+	for (int64_t i = 0; i < O * I; i++)
+		wr[i] = oracle_round(prec, hw.deq[i]);
+	prec_oracle_rows(in, wr, out0, prec, bwd, acc, I, in_cols, out_cols, 0, T,
+			 oracle_scale(in, T * in_cols, prec), xr, want, mag);
+	for (int64_t t = 0; spread && t < T; t++) /* each row under its own scale */
+		prec_oracle_rows(in, wr, out0, prec, bwd, acc, I, in_cols, out_cols, t, t + 1,
+				 oracle_scale(in + t * in_cols, in_cols, prec), xr, want_r, mag_r);
 
 	struct tern_weight w;
 	struct dten *din = dt_new(&c, bwd ? "dy" : "x", (size_t)(T * in_cols) * 4, in);
@@ -99,7 +124,23 @@ static void check_mm_prec(struct suite *s, const struct wfmt *f, int64_t T, int6
 				  : tern_matmul(s->be, dout->v, din->v, &w, T, prec);
 	if (bad(&c, st, c.op))
 		goto out_w;
-	expect_mag(&c, dout, want, mag, T * out_cols, TOL_PREC);
+	if (!spread) {
+		expect_mag(&c, dout, want, mag, T * out_cols, TOL_PREC);
+	} else if (dt_get(&c, dout, got)) {
+		for (int64_t t = 0; t < T; t++) {
+			int64_t o = t * out_cols;
+			double eg = l2_err(got + o, want + o, mag + o, out_cols),
+			       er = l2_err(got + o, want_r + o, mag_r + o, out_cols);
+			c.err = fmax(c.err, fmin(eg, er));
+			if (fmin(eg, er) > TOL_PREC) {
+				fail(&c,
+				     "row %lld (2^%d): err %.2e under the whole input's scale, %.2e under "
+				     "its own > %.0e",
+				     (long long)t, spread_exp(t), eg, er, TOL_PREC);
+				break;
+			}
+		}
+	}
 	dt_unchanged(&c, din, in);
 out_w:
 	hweight_free(&hw);
@@ -110,6 +151,9 @@ out:
 	free(wr);
 	free(want);
 	free(mag);
+	free(want_r);
+	free(mag_r);
+	free(got);
 	chk_end(&c);
 }
 
@@ -137,11 +181,15 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 					check_mm_prec(s, &WFMTS[fi], PREC_SHAPES[k][0], PREC_SHAPES[k][1],
 						      PREC_SHAPES[k][2], precs[pi], dir, 1.0, variant);
 		}
-	/* the scale: tiny (gradient-like) and huge inputs */
+	/* the scale: tiny (gradient-like) and huge inputs, and rows 60 binades apart (on Vulkan one
+	 * tile of rows, three, and a split reduction) */
 	static const struct wfmt nf4dq = {TERN_NF4_DQ, 64};
 	for (int dir = 0; dir < 3; dir++) {
 		check_mm_prec(s, &nf4dq, 17, 64, 96, TERN_F16, dir, 1e-6, variant);
 		check_mm_prec(s, &nf4dq, 17, 64, 96, TERN_F16, dir, 1e6, variant);
+		check_mm_prec(s, &nf4dq, 17, 64, 96, TERN_F16, dir, 0.0, variant);
+		check_mm_prec(s, &nf4dq, 300, 40, 256, TERN_F16, dir, 0.0, variant);
+		check_mm_prec(s, &nf4dq, 5, 96, 2048, TERN_F16, dir, 0.0, variant);
 	}
 }
 

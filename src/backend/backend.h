@@ -329,7 +329,12 @@ struct tern_backend_vtable {
 	 *              of max|x| over the whole input (s = 1 when that maximum is 0 or not finite),
 	 *              rounded to f16 (nearest even), W's dequantized values are rounded to f16, and
 	 *              the fp32 sum is multiplied by 1/s (powers of two: exact), so no finite input
-	 *              overflows or underflows.
+	 *              overflows or underflows. A backend may take s for each row of x instead (s_t
+	 *              from row t's maximum, row t's sums times 1/s_t; Vulkan's products past
+	 *              decoding do, in one pass over x): a power of two commutes with rounding, so the
+	 *              two agree except on elements whose x s falls below f16's normal range (2^-14,
+	 *              28 binades under the input's largest |x|), which a row's own scale may keep
+	 *              with more bits.
 	 *   TERN_BF16: x and W rounded to bf16, no scale.
 	 * (The CPU reference accumulates its F32 products in double, which is at least fp32.) Only
 	 * the precisions supports_prec accepts reach the entry; the front door refuses the others
@@ -382,7 +387,8 @@ struct tern_backend_vtable {
 	 * and every product is summed in fp32 (the composition rounds u and applies scale to the sum:
 	 * the low-rank parts differ by one bf16 rounding). At F16 (Vulkan) x and W as matmul's F16
 	 * rule; u and B rounded to f16's 11-bit significand (each under a power of two of the
-	 * backend's choosing that keeps its largest values normal: Vulkan's per 128-row tile), every
+	 * backend's choosing that keeps its largest values normal: Vulkan's B per 128-column tile,
+	 * u per row, its row's x scale times one for the 128-row tile), every
 	 * product summed in fp32, the term scaled by scale. u, B fp32; R >= 1; scale finite. */
 	enum tern_status (*matmul_lora)(struct tern_backend *be, struct tern_view y, struct tern_view x,
 					struct tern_view u, struct tern_view B, const struct tern_weight *w,

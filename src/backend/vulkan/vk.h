@@ -217,6 +217,7 @@ struct tern_vk {
 	struct tern_buffer *mm_part; /* split-K partials (vk_mm.c), grown on first need */
 	struct tern_buffer *lr_cnt;  /* gemm_lr TKP's arrival counters, zero between dispatches */
 	struct tern_buffer *mm_x16;  /* the f16 input of a half-precision matmul (vk_mm.c) */
+	struct tern_buffer *mm_rmax; /* its rows' max|x| bits (castx.comp), one u32 a row */
 	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
 	struct tern_buffer *attn_h;   /* attention: f16 copies of q, k, v, s dO */
 	int attn_frag;                /* the -DFRAG attention passes: 0 not probed yet, 1 yes, -1 no */
@@ -333,9 +334,9 @@ struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weigh
 /* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), with the LoRA term when
  * lora is not NULL (backend.h matmul_lora, matmul_lora_bwd: out gets scale · u[T,R] · B[O,R]ᵀ
  * forward, or du[T,R] · A[R,I] backward with du in lora->u, A in lora->B and scale 1; R more steps
- * of the product's reduction, shaders/mm.comp -DLORA), after the scale pass (aux word 0 = the
- * largest |in| as bits, shaders/absmax.comp) and in's f16 copy. Variants: "coopmat" (tensor cores) and "regs"; TERN_VK_MM16 forces one
- * (tests, benchmarks). */
+ * of the product's reduction, shaders/mm.comp -DLORA), after in's f16 copy, scaled row by row
+ * (shaders/castx.comp; the rows' max |in| bits in vk->mm_rmax). Variants: "coopmat" (tensor
+ * cores) and "regs"; TERN_VK_MM16 forces one (tests, benchmarks). */
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
 			      const struct tern_lora_term *lora);

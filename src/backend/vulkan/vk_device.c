@@ -336,6 +336,12 @@ static const enum tern_vk_pipe nv_coopmat_pipes[] = {
 	TERN_PIPE_MM_CM_LORA_NF4_DQ,  TERN_PIPE_MM_CM_LORA_BWD_NF4_DQ,
 	TERN_PIPE_MM_CM_LORA_TERNARY, TERN_PIPE_MM_CM_LORA_BWD_TERNARY,
 	TERN_PIPE_ATTN_MMA_PROBE,
+	TERN_PIPE_MM_CM_BT_BWD_F32,   TERN_PIPE_MM_CM_LORA_BT_BWD_F32,
+	TERN_PIPE_MM_CM_BT_BWD_F16,   TERN_PIPE_MM_CM_LORA_BT_BWD_F16,
+	TERN_PIPE_MM_CM_BT_BWD_BF16,  TERN_PIPE_MM_CM_LORA_BT_BWD_BF16,
+	TERN_PIPE_MM_CM_BT_BWD_NF4,   TERN_PIPE_MM_CM_LORA_BT_BWD_NF4,
+	TERN_PIPE_MM_CM_BT_BWD_NF4_DQ, TERN_PIPE_MM_CM_LORA_BT_BWD_NF4_DQ,
+	TERN_PIPE_MM_CM_BT_BWD_TERNARY, TERN_PIPE_MM_CM_LORA_BT_BWD_TERNARY,
 };
 
 /* Half-precision products: shaderFloat16 lets the register-blocked f16 variants run; the
@@ -468,6 +474,7 @@ void tern_vk_destroy(struct tern_backend *be)
 		tern_vk_buffer_free(be, vk->mm_part);
 		tern_vk_buffer_free(be, vk->lr_cnt);
 		tern_vk_buffer_free(be, vk->mm_x16);
+		tern_vk_buffer_free(be, vk->mm_rmax);
 		tern_vk_buffer_free(be, vk->attn_scr);
 		tern_vk_buffer_free(be, vk->attn_h);
 		tern_vk_buffer_free(be, vk->aux);

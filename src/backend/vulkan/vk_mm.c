@@ -46,29 +46,35 @@ struct absmax_push {
 
 /* Mirrors shaders/castx.comp. */
 struct castx_push {
-	uint32_t n, dst_off, src_off, xmax_off;
+	uint32_t T, n, ldd, dst_off, src_off, rmax_off;
 };
 
-/* vk->mm_x16 = f16(x s) for n elements, s from aux word 0 (castx.comp). */
-static enum tern_status cast_input(struct tern_vk *vk, struct tern_view x, int64_t n)
+/* Halves a row of the f16 input of cols elements (vk->mm_x16): a multiple of 8, so every row
+ * starts on 16 bytes and mm.comp's runs stay aligned at any width. */
+static int64_t x16_ld(int64_t cols) { return (cols + 7) / 8 * 8; }
+
+/* The f16 input of the products from x [T, cols]: vk->mm_x16 row t = f16(x[t] s_t) (x16_ld(cols)
+ * halves a row) and vk->mm_rmax[t] = the bits of row t's largest |x| (castx.comp: one pass). */
+static enum tern_status mm16_input(struct tern_vk *vk, struct tern_view x, int64_t T, int64_t cols)
 {
-	size_t bytes = (size_t)(n + 1) / 2 * 4 + 16;
-	enum tern_status st = tern_vk_scratch(vk, &vk->mm_x16, bytes);
-	if (st)
+	int64_t ld = x16_ld(cols);
+	enum tern_status st = tern_vk_scratch(vk, &vk->mm_x16, (size_t)(T * ld) * 2 + 16);
+	if (st || (st = tern_vk_scratch(vk, &vk->mm_rmax, (size_t)T * 4 + 16)))
 		return st;
-	/* even element chunks that keep both bindings inside maxStorageBufferRange */
-	int64_t chunk = tern_vk_fit(vk, 4) / 2 * 2;
-	for (int64_t i0 = 0; i0 < n; i0 += chunk) {
-		int64_t m = n - i0 < chunk ? n - i0 : chunk;
-		struct tern_view d = {vk->mm_x16, (size_t)i0 * 2, (size_t)(m + 1) / 2 * 4};
-		struct tern_view sv = tern_view_sub(x, (size_t)i0 * 4, (size_t)m * 4), xm = {vk->aux, 0, 4};
-		struct castx_push p = {.n = (uint32_t)m};
+	/* rows a dispatch, each binding inside maxStorageBufferRange */
+	int64_t chunk = tern_vk_fit(vk, 4 * cols > 2 * ld ? 4 * cols : 2 * ld);
+	for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+		int64_t m = T - t0 < chunk ? T - t0 : chunk;
+		struct tern_view d = {vk->mm_x16, (size_t)(t0 * ld) * 2, (size_t)(m * ld) * 2},
+				 r = {vk->mm_rmax, (size_t)t0 * 4, (size_t)m * 4},
+				 sv = tern_view_sub(x, (size_t)(t0 * cols) * 4, (size_t)(m * cols) * 4);
+		struct castx_push p = {.T = (uint32_t)m, .n = (uint32_t)cols, .ldd = (uint32_t)ld};
 		p.dst_off = tern_vk_place(vk, &d) / 4;
 		p.src_off = tern_vk_place(vk, &sv) / 4;
-		p.xmax_off = tern_vk_place(vk, &xm) / 4;
-		struct tern_view b[3] = {d, sv, xm};
-		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CASTX, b, 3, &p, sizeof p,
-					   tern_vk_grid((m + 1) / 2, 256, 4096), 1, 1)))
+		p.rmax_off = tern_vk_place(vk, &r) / 4;
+		struct tern_view b[3] = {d, sv, r};
+		uint32_t groups = (uint32_t)(m < 65535 ? m : 65535); /* castx loops over the rest */
+		if ((st = tern_vk_dispatch(vk, TERN_PIPE_CASTX, b, 3, &p, sizeof p, groups, 1, 1)))
 			return st;
 	}
 	return TERN_OK;
@@ -130,6 +136,10 @@ static const enum tern_vk_pipe mm16_pipes[2][2][2][TERN_DTYPE_COUNT] = {
 	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BWD)}},
 };
 
+/* [LoRA term][weight dtype]: the backward tensor-core variants whose W tile is [n][k] (-DBT) */
+static const enum tern_vk_pipe mm16_bt_pipes[2][TERN_DTYPE_COUNT] = {
+	TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_BT_BWD), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BT_BWD)};
+
 bool tern_vk_built(const enum tern_vk_pipe *pipes, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -149,7 +159,9 @@ bool tern_vk_has_variant(struct tern_backend *be, const char *variant)
 }
 
 /* The tensor-core variant where the device has it, else the register-blocked one, with the LoRA
- * term (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
+ * term (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks).
+ * TERN_VK_MM_BWD=bt: the backward tensor-core products with the W tile as [n][k] (-DBT; opt-in
+ * until timed; 37 KB of shared memory, as the others), kn (or unset) as [k][n]. */
 static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum tern_dtype dt, bool *cm,
 				  enum tern_vk_pipe *pipe)
 {
@@ -166,6 +178,11 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum 
 					 "matrices");
 	}
 	*pipe = mm16_pipes[lora][*cm][bwd][dt];
+	const char *bt = getenv("TERN_VK_MM_BWD");
+	if (bt && *bt && strcmp(bt, "kn") && strcmp(bt, "bt"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_MM_BWD=%s: must be kn or bt (or unset)", bt);
+	if (bwd && *cm && bt && !strcmp(bt, "bt"))
+		*pipe = mm16_bt_pipes[lora][dt];
 	return TERN_OK;
 }
 
@@ -189,8 +206,8 @@ static int64_t mm_splits(struct tern_vk *vk, int gen, bool cm, int64_t tiles, in
 	return splits < 1 ? 1 : splits;
 }
 
-/* The products of tern_vk_mm16 from the f16 input mm16_input left in vk->mm_x16 (its scale in aux
- * word 0). */
+/* The products of tern_vk_mm16 from the f16 input mm16_input left in vk->mm_x16 (its rows'
+ * scales in vk->mm_rmax). */
 static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_view out,
 				      const struct tern_weight *w, int64_t T, bool accumulate,
 				      const struct tern_lora_term *lora)
@@ -204,12 +221,13 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
+	int64_t ld = x16_ld(in_cols);
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
 
 	/* rows of W per chunk (a multiple of 16, so chunk starts keep the fast loads aligned) and
 	 * tokens per chunk so every binding fits */
 	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1,
-		tc = tern_vk_fit(vk, 4 * (O > I ? O : I));
+		tc = tern_vk_fit(vk, 4 * (O > I ? O : I) > 2 * ld ? 4 * (O > I ? O : I) : 2 * ld);
 	if (rows > 16)
 		rows = rows / 16 * 16;
 	if (rows < 1 || tc < 1)
@@ -217,10 +235,9 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
 				 bwd ? "matmul_bwd" : "matmul", (long long)O, (long long)I);
 	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
-	struct tern_view xmax = {vk->aux, 0, 4};
 	struct mm16_push p = {
 		.ldy = (uint32_t)out_cols,
-		.ldx = (uint32_t)in_cols,
+		.ldx = (uint32_t)ld,
 		.I = (uint32_t)I,
 		.blocksize = (uint32_t)w->blocksize,
 		.offset = w->offset,
@@ -229,7 +246,6 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
 	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
 	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
-	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
 	/* lp(n, r): B[r0 + n, r] forward (r0 folded into lp_off per chunk), A[r, n] backward */
 	struct tern_view lp = lora ? lora->B : (struct tern_view){0};
 	uint32_t lp0 = lora ? (uint32_t)(tern_vk_place(vk, &lp) / 4) : 0;
@@ -242,11 +258,12 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 		int64_t tn = T - t0 < tc ? T - t0 : tc;
 		struct tern_view y =
 			tern_view_sub(out, (size_t)(t0 * out_cols * 4), (size_t)(tn * out_cols * 4));
-		/* the f16 copy, from the word holding element t0 * in_cols (x_off counts halves) */
-		size_t h0 = (size_t)(t0 * in_cols), w0 = h0 / 2 * 4;
-		struct tern_view x = tern_view_sub(in16, w0, (size_t)(tn * in_cols + 1) / 2 * 4 + 4);
+		/* the f16 copy's rows t0 .. (x_off counts halves) and their max|x| bits */
+		struct tern_view x = tern_view_sub(in16, (size_t)(t0 * ld) * 2, (size_t)(tn * ld) * 2),
+				 xmax = {vk->mm_rmax, (size_t)t0 * 4, (size_t)tn * 4};
 		p.y_off = tern_vk_place(vk, &y) / 4;
-		p.x_off = (uint32_t)(tern_vk_place(vk, &x) / 2 + (h0 & 1));
+		p.x_off = (uint32_t)(tern_vk_place(vk, &x) / 2);
+		p.xmax_off = tern_vk_place(vk, &xmax) / 4;
 		p.T = (uint32_t)tn;
 		struct tern_view lu = {0};
 		if (lora) {
@@ -311,18 +328,11 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	return TERN_OK;
 }
 
-/* aux word 0 = max|in| (n elements), vk->mm_x16 = f16(in s) */
-static enum tern_status mm16_input(struct tern_vk *vk, struct tern_view in, int64_t n)
-{
-	enum tern_status st = tern_vk_absmax(vk, in, n, 0);
-	return st ? st : cast_input(vk, in, n);
-}
-
 enum tern_status tern_vk_mm16(struct tern_vk *vk, bool bwd, struct tern_view out, struct tern_view in,
 			      const struct tern_weight *w, int64_t T, bool accumulate,
 			      const struct tern_lora_term *lora)
 {
-	enum tern_status st = mm16_input(vk, in, T * (bwd ? w->O : w->I));
+	enum tern_status st = mm16_input(vk, in, T, bwd ? w->O : w->I);
 	return st ? st : mm16_products(vk, bwd, out, w, T, accumulate, lora);
 }
 
@@ -330,7 +340,7 @@ enum tern_status tern_vk_mm16_multi(struct tern_vk *vk, const struct tern_view *
 				    const struct tern_weight *const *w, const struct tern_lora_term *lt,
 				    int n, int64_t T)
 {
-	enum tern_status st = mm16_input(vk, x, T * w[0]->I);
+	enum tern_status st = mm16_input(vk, x, T, w[0]->I);
 	for (int i = 0; st == TERN_OK && i < n; i++)
 		st = mm16_products(vk, false, y[i], w[i], T, false, lt && lt[i].R ? &lt[i] : NULL);
 	return st;
