@@ -63,6 +63,10 @@ static enum tern_status mm16_input(struct tern_vk *vk, struct tern_view x, int64
 		return st;
 	/* rows a dispatch, each binding inside maxStorageBufferRange */
 	int64_t chunk = tern_vk_fit(vk, 4 * cols > 2 * ld ? 4 * cols : 2 * ld);
+	if (chunk < 1)
+		return tern_fail(TERN_E_UNSUPPORTED,
+				 "vulkan: f16 products: a row of %lld inputs exceeds maxStorageBufferRange",
+				 (long long)cols);
 	for (int64_t t0 = 0; t0 < T; t0 += chunk) {
 		int64_t m = T - t0 < chunk ? T - t0 : chunk;
 		struct tern_view d = {vk->mm_x16, (size_t)(t0 * ld) * 2, (size_t)(m * ld) * 2},
