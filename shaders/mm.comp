@@ -34,10 +34,9 @@
 // scales): so the term, in the row's units of s_t like the products, is sum_r f16(lu) f16(lp) with
 // 11-bit significands and no overflow or underflow of the largest, summed in fp32 (the output's
 // 1/s_t takes s_t off both). With split-K the z = 0 split adds it.
-// The W tile in shared memory is [k][n] backward (KN below: the runs' rows as loaded) and [n][k]
-// forward; with -DBT (backward, COOPMAT, BK 64) it is [n][k] backward too: invocation (lane, g) of
-// subgroup g loads rows 2 lane and 2 lane + 1 of columns 16 g .. 16 g + 15 and stores them as 16
-// words of two f16 each (k pairs), so the products load B as the forward does.
+// The W tile in shared memory is [k][n] backward (the runs' rows as loaded) and [n][k] forward.
+// (Transposing the backward's into [n][k] on its way in, so B loads as the forward's, ran slower:
+// 0.87x the NF4-DQ product on an H100, docs/PERFORMANCE.md 2026-12-06 23:13.)
 // Bindings: 0 = output (f32), 1 = input (f16, scaled), 2..5 = the weight (common/weights.glsl),
 // 6 = the rows' max|x| bits (u32, row t of this dispatch at xmax_off + t), 7 = split-K partials
 // (f32), 8 = lu (f32), 9 = lp (f32).
@@ -48,13 +47,6 @@
 #extension GL_NV_cooperative_matrix : require
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
-#endif
-
-#if defined(BWD) && !defined(BT)
-#define KN // the W tile as [k][n]
-#endif
-#if defined(BT) && !(defined(BWD) && defined(COOPMAT))
-#error BT is a backward tensor-core variant
 #endif
 
 #define BM 128u
@@ -111,23 +103,11 @@ shared uint lmax[2]; // the bits of the largest |lu| over the group's rows, |lp|
 // Shared tiles of f16, 8 to a uvec4, rows padded by one uvec4 against bank conflicts.
 #define SA (BK / 8u + 1u) // row stride of As and of the forward Bs [n][k], in uvec4
 shared uvec4 As[BM * SA]; // x tile [m][k]
-#ifdef KN
+#ifdef BWD
 #define SB (BN / 8u + 1u)
 shared uvec4 Bs[BK * SB]; // W tile [k][n]
-#elif defined(BT)
-shared uint Bs[BN * SA * 4u]; // W tile [n][k] as words (two f16 each)
-shared uint bt_bk_is_64[BK == 64u ? 1u : 0u]; // w_run's rows 2 lane + i cover BK (NRB = 2)
-// uvec4 i of Bs (its [n][k] rows SA uvec4 long)
-void bs_put(uint i, uvec4 v)
-{
-	Bs[4u * i] = v.x;
-	Bs[4u * i + 1u] = v.y;
-	Bs[4u * i + 2u] = v.z;
-	Bs[4u * i + 3u] = v.w;
-}
 #else
 shared uvec4 Bs[BN * SA]; // W tile [n][k]
-void bs_put(uint i, uvec4 v) { Bs[i] = v; }
 #endif
 
 #define RA (BK / 16u)       // runs of 16 per row of the x tile
@@ -183,10 +163,7 @@ void x_run(uint i, out uint m, out uint kr)
 void w_run(uint i, out uint r, out uint c)
 {
 	uint q = gl_LocalInvocationID.x + i * NT;
-#if defined(BT)
-	r = 2u * (gl_LocalInvocationID.x % 32u) + i; // NRB = 2
-	c = (gl_LocalInvocationID.x / 32u) * 16u;
-#elif defined(BWD)
+#ifdef BWD
 	r = q / (BN / 16u);
 	c = (q % (BN / 16u)) * 16u;
 #else
@@ -302,22 +279,10 @@ void w_decode(uint i, out uvec4 lo, out uvec4 hi)
 // The invocation's W runs (16 f16 each, as lo and hi) into the tile
 void w_store(uvec4 lo[NRB], uvec4 hi[NRB])
 {
-#ifdef BT
-	// runs 0 and 1 are rows 2 kp and 2 kp + 1 (kp = lane): column n's word kp takes both, so each
-	// of the 16 stores meets 32 consecutive words
-	uint r, c;
-	w_run(0u, r, c);
-	uint b = c * SA * 4u + (r >> 1);
-	[[unroll]] for (uint q = 0u; q < 8u; q++) {
-		uint e = q < 4u ? lo[0][q] : hi[0][q - 4u], o = q < 4u ? lo[1][q] : hi[1][q - 4u];
-		Bs[b + 2u * q * SA * 4u] = (e & 0xffffu) | (o << 16);
-		Bs[b + (2u * q + 1u) * SA * 4u] = (e >> 16) | (o & 0xffff0000u);
-	}
-#else
 	[[unroll]] for (uint i = 0u; i < NRB; i++) {
 		uint r, c;
 		w_run(i, r, c);
-#ifdef KN
+#ifdef BWD
 		// A row's eight runs are eight consecutive invocations, whose 16-byte stores go to
 		// shared memory together: lo then hi for all, the upper four's words would fall on the
 		// lower four's banks (2-way conflicts); the upper four store hi first, so each store of
@@ -326,11 +291,10 @@ void w_store(uvec4 lo[NRB], uvec4 hi[NRB])
 		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi[i] : lo[i];
 		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo[i] : hi[i];
 #else
-		bs_put(r * SA + (c >> 3), lo[i]);
-		bs_put(r * SA + (c >> 3) + 1u, hi[i]);
+		Bs[r * SA + (c >> 3)] = lo[i];
+		Bs[r * SA + (c >> 3) + 1u] = hi[i];
 #endif
 	}
-#endif
 }
 
 // Any shape or alignment: element by element, straight into shared memory (no prefetch).
@@ -430,10 +394,8 @@ void tile_k16(uint kk)
 	[[unroll]] for (uint i = 0u; i < 4u; i++)
 		coopMatLoadNV(a[i], As, (wm + 16u * i) * SA + 2u * kk, SA, false);
 	[[unroll]] for (uint j = 0u; j < 2u; j++)
-#if defined(KN)
+#ifdef BWD
 		coopMatLoadNV(b[j], Bs, 16u * kk * SB + ((wn + 16u * j) >> 3), SB, false);
-#elif defined(BT)
-		coopMatLoadNV(b[j], Bs, ((wn + 16u * j) * SA + 2u * kk) * 4u, SA * 4u, true);
 #else
 		coopMatLoadNV(b[j], Bs, (wn + 16u * j) * SA + 2u * kk, SA, true);
 #endif
@@ -450,7 +412,7 @@ void tile_k8(uint kg)
 {
 	float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
-#ifdef KN
+#ifdef BWD
 		uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
 		[[unroll]] for (uint q = 0u; q < 4u; q++) {
 			vec2 f = unpackHalf2x16(w[q]);
@@ -494,7 +456,7 @@ float lp_at(uint n0, uint n, uint r)
 
 // Rank columns rc .. rc + 15 of the group's rows of lu and columns of lp: invocation t's eight
 // values of each (zeros past R, T and N), all loads issued together. lu: row t / 2, columns
-// 8 (t % 2) ..; lp for an [n][k] tile: row n = t / 2 likewise; [k][n] (KN): rank column t / 16,
+// 8 (t % 2) ..; lp forward: row n = t / 2 likewise; backward: rank column t / 16,
 // columns n = 8 (t % 16) .. (BM = BN = 128 rows by 16 columns is 8 values for each of the 256).
 void lora_load16(uint m0, uint n0, uint rc, out float a[8], out float b[8])
 {
@@ -502,7 +464,7 @@ void lora_load16(uint m0, uint n0, uint rc, out float a[8], out float b[8])
 	[[unroll]] for (uint j = 0u; j < 8u; j++)
 		a[j] = lu_at(m0, t >> 1, k + j);
 	[[unroll]] for (uint j = 0u; j < 8u; j++)
-#ifdef KN
+#ifdef BWD
 		b[j] = lp_at(n0, (t & 15u) * 8u + j, rc + (t >> 4));
 #else
 		b[j] = lp_at(n0, t >> 1, k + j);
@@ -516,10 +478,10 @@ void lora_store16(float a[8], float b[8], float su, float sb)
 	As[(t >> 1) * SA + (t & 1u)] = pack8(a[0] * su, a[1] * su, a[2] * su, a[3] * su, a[4] * su, a[5] * su,
 					     a[6] * su, a[7] * su);
 	uvec4 q = pack8(b[0] * sb, b[1] * sb, b[2] * sb, b[3] * sb, b[4] * sb, b[5] * sb, b[6] * sb, b[7] * sb);
-#ifdef KN
+#ifdef BWD
 	Bs[(t >> 4) * SB + (t & 15u)] = q;
 #else
-	bs_put((t >> 1) * SA + (t & 1u), q);
+	Bs[(t >> 1) * SA + (t & 1u)] = q;
 #endif
 }
 

@@ -86,13 +86,6 @@ set(TERN_SHADER_VARIANTS
   "mm_cm_lora_nf4|mm.comp|-DW_NF4 -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DCOOPMAT -DBK=64u -DLORA"
   "mm_cm_lora_nf4_dq|mm.comp|-DW_NF4_DQ -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DCOOPMAT -DBK=64u -DLORA"
   "mm_cm_lora_ternary|mm.comp|-DW_TERNARY -DCOOPMAT -DBK=64u -DLORA" "mm_cm_lora_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DCOOPMAT -DBK=64u -DLORA"
-  # backward with the W tile transposed into [n][k] on its way to shared memory (TERN_VK_MM_BWD=bt)
-  "mm_cm_bt_bwd_f32|mm.comp|-DW_F32 -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_f32|mm.comp|-DW_F32 -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
-  "mm_cm_bt_bwd_f16|mm.comp|-DW_F16 -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_f16|mm.comp|-DW_F16 -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
-  "mm_cm_bt_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
-  "mm_cm_bt_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_nf4|mm.comp|-DW_NF4 -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
-  "mm_cm_bt_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
-  "mm_cm_bt_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DBT -DCOOPMAT -DBK=64u" "mm_cm_lora_bt_bwd_ternary|mm.comp|-DW_TERNARY -DBWD -DBT -DCOOPMAT -DBK=64u -DLORA"
   "mm_rb_lora_f32|mm.comp|-DW_F32 -DLORA" "mm_rb_lora_bwd_f32|mm.comp|-DW_F32 -DBWD -DLORA"
   "mm_rb_lora_f16|mm.comp|-DW_F16 -DLORA" "mm_rb_lora_bwd_f16|mm.comp|-DW_F16 -DBWD -DLORA"
   "mm_rb_lora_bf16|mm.comp|-DW_BF16 -DLORA" "mm_rb_lora_bwd_bf16|mm.comp|-DW_BF16 -DBWD -DLORA"
@@ -136,8 +129,6 @@ set(TERN_SHADER_VARIANTS
 set(TERN_SHADER_VARIANTS_NV_COOPMAT
   mm_cm_f32 mm_cm_bwd_f32 mm_cm_f16 mm_cm_bwd_f16 mm_cm_bf16 mm_cm_bwd_bf16 mm_cm_nf4 mm_cm_bwd_nf4
   mm_cm_nf4_dq mm_cm_bwd_nf4_dq mm_cm_ternary mm_cm_bwd_ternary
-  mm_cm_bt_bwd_f32 mm_cm_bt_bwd_f16 mm_cm_bt_bwd_bf16 mm_cm_bt_bwd_nf4 mm_cm_bt_bwd_nf4_dq mm_cm_bt_bwd_ternary
-  mm_cm_lora_bt_bwd_f32 mm_cm_lora_bt_bwd_f16 mm_cm_lora_bt_bwd_bf16 mm_cm_lora_bt_bwd_nf4 mm_cm_lora_bt_bwd_nf4_dq mm_cm_lora_bt_bwd_ternary
   mm_cm_lora_f32 mm_cm_lora_bwd_f32 mm_cm_lora_f16 mm_cm_lora_bwd_f16 mm_cm_lora_bf16 mm_cm_lora_bwd_bf16 mm_cm_lora_nf4 mm_cm_lora_bwd_nf4 mm_cm_lora_nf4_dq mm_cm_lora_bwd_nf4_dq mm_cm_lora_ternary mm_cm_lora_bwd_ternary
   attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_cast attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128
   attn_mma_probe attn_mma_fwdf_d64 attn_mma_fwdf_d128 attn_mma_kvf_d64 attn_mma_kvf_d128

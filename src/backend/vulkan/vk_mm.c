@@ -140,10 +140,6 @@ static const enum tern_vk_pipe mm16_pipes[2][2][2][TERN_DTYPE_COUNT] = {
 	 {TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BWD)}},
 };
 
-/* [LoRA term][weight dtype]: the backward tensor-core variants whose W tile is [n][k] (-DBT) */
-static const enum tern_vk_pipe mm16_bt_pipes[2][TERN_DTYPE_COUNT] = {
-	TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_BT_BWD), TERN_VK_PIPES_BY_DTYPE(TERN_PIPE_MM_CM_LORA_BT_BWD)};
-
 bool tern_vk_built(const enum tern_vk_pipe *pipes, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -163,9 +159,7 @@ bool tern_vk_has_variant(struct tern_backend *be, const char *variant)
 }
 
 /* The tensor-core variant where the device has it, else the register-blocked one, with the LoRA
- * term (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks).
- * TERN_VK_MM_BWD=bt: the backward tensor-core products with the W tile as [n][k] (-DBT; opt-in
- * until timed; 37 KB of shared memory, as the others), kn (or unset) as [k][n]. */
+ * term (-DLORA) when lora; TERN_VK_MM16=coopmat|regs forces one (tests and benchmarks). */
 static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum tern_dtype dt, bool *cm,
 				  enum tern_vk_pipe *pipe)
 {
@@ -182,11 +176,6 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum 
 					 "matrices");
 	}
 	*pipe = mm16_pipes[lora][*cm][bwd][dt];
-	const char *bt = getenv("TERN_VK_MM_BWD");
-	if (bt && *bt && strcmp(bt, "kn") && strcmp(bt, "bt"))
-		return tern_fail(TERN_E_INVALID, "TERN_VK_MM_BWD=%s: must be kn or bt (or unset)", bt);
-	if (bwd && *cm && bt && !strcmp(bt, "bt"))
-		*pipe = mm16_bt_pipes[lora][dt];
 	return TERN_OK;
 }
 
