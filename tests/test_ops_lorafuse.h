@@ -52,13 +52,23 @@ static void lora_fx_free(struct lora_fx *fx)
 
 /* false (the check failed, fx to be freed) when memory runs out or a tensor cannot be made */
 static bool lora_fx_make(struct chk *c, struct lora_fx *fx, const struct wfmt *f, int64_t T, int64_t O,
-			 int64_t I, int64_t R, bool acc, enum tern_dtype prec, enum tern_dtype lprec)
+			 int64_t I, int64_t R, bool acc, enum tern_dtype prec, enum tern_dtype lprec,
+			 bool spread)
 {
 	memset(fx, 0, sizeof *fx);
 	fx->u = fvec(T * R), fx->du = fvec(T * R);
 	if (!fx->u || !fx->du || !lora_case_make(&fx->lc, &c->r, f, T, O, I, R, 0.0f)) {
 		fail(c, "out of host memory");
 		return false;
+	}
+	/* spread: rows of x and dy 2^-12, 1, 2^12 in turn (a scale per row and one for the whole
+	 * input then agree: nothing falls below f16's normal range) */
+	for (int64_t t = 0; spread && t < T; t++) {
+		int e = 12 * (int)(t % 3) - 12;
+		for (int64_t k = 0; k < I; k++)
+			fx->lc.x[t * I + k] = ldexpf(fx->lc.x[t * I + k], e);
+		for (int64_t o = 0; o < O; o++)
+			fx->lc.dy[t * O + o] = ldexpf(fx->lc.dy[t * O + o], e);
 	}
 	if (!lora_dev_make(c, &fx->lc, &fx->d, acc))
 		return false;
@@ -142,7 +152,7 @@ static void check_lora_bf16(struct suite *s, const struct wfmt *f, int64_t T, in
 	int64_t P = (O > I ? O : I) + T;
 	double *want = dvec(T * P), *mag = dvec(T * P), *pw = dvec(R * P), *pm = dvec(R * P),
 	       *ur = dvec(T * R);
-	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_BF16, TERN_BF16))
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_BF16, TERN_BF16, false))
 		goto out;
 	if (!want || !mag || !pw || !pm || !ur) {
 		fail(&c, "out of host memory");
@@ -319,15 +329,15 @@ static double sig11(double v)
  * (unless TERN_VK_LORA_FUSE=0) at T > 4 the fused path must be taken (a test that could not see
  * the term would pass on the composition). variant: the Vulkan shader TERN_VK_MM16 forces. */
 static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int64_t R,
-			   bool acc, bool alias, const char *variant)
+			   bool acc, bool alias, bool spread, const char *variant)
 {
 	struct chk c;
-	chk_begin(&c, s, "lora", "%-13s f16 T=%lld O=%lld I=%lld R=%lld %s%s%s", wdesc(f->dt, f->bs),
+	chk_begin(&c, s, "lora", "%-13s f16 T=%lld O=%lld I=%lld R=%lld %s%s%s%s", wdesc(f->dt, f->bs),
 		  (long long)T, (long long)O, (long long)I, (long long)R,
 		  alias ? "= over x"
 		  : acc ? "+="
 			: "=",
-		  variant ? " " : "", variant ? variant : "");
+		  spread ? " rows 2^+-12" : "", variant ? " " : "", variant ? variant : "");
 	if (skip_unsupported(&c, TERN_OP_MATMUL, f->dt) || skip_unsupported(&c, TERN_OP_MATMUL_BWD, f->dt))
 		return;
 	if (!tern_backend_supports_prec(s->be, TERN_OP_MATMUL, TERN_F16)) {
@@ -338,7 +348,7 @@ static void check_lora_f16(struct suite *s, const struct wfmt *f, int64_t T, int
 	struct lora_fx fx;
 	int64_t P = (O > I ? O : I) + T;
 	double *want = dvec(T * P + R * P), *mag = dvec(T * P + R * P), *xr = dvec(T * P), *wr = dvec(O * I);
-	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_F16, TERN_F32))
+	if (!lora_fx_make(&c, &fx, f, T, O, I, R, acc, TERN_F16, TERN_F32, spread))
 		goto out;
 	if (!want || !mag || !xr || !wr) {
 		fail(&c, "out of host memory");
@@ -423,7 +433,13 @@ static void check_lora_f16_set(struct suite *s, const char *variant)
 		for (int fi = 0; fi < (k == 0 ? 5 : 2); fi++)
 			for (int acc = 0; acc < 2; acc++)
 				check_lora_f16(s, &fmts[fi], shapes[k][0], shapes[k][1], shapes[k][2],
-					       shapes[k][3], acc, k == 1 && !acc, variant);
+					       shapes[k][3], acc, k == 1 && !acc, false, variant);
+	/* rows of x and dy 24 binades apart: Vulkan's term folds each row's input scale into u's
+	 * rounding (over two tiles of rows; and a second round of rank columns) */
+	for (int acc = 0; acc < 2; acc++) {
+		check_lora_f16(s, &fmts[0], 140, 272, 256, 16, acc, false, true, variant);
+		check_lora_f16(s, &fmts[0], 20, 100, 96, 72, acc, false, true, variant);
+	}
 }
 
 static void check_lora_f16_all(struct suite *s)
