@@ -4,8 +4,9 @@
  * without a scale), W's dequantized values rounded, the products summed in double and scaled
  * back by 1/s. A backend must then agree to fp32 summation error (TOL_PREC): the rounding is
  * part of the function, not of the tolerance. Inputs of magnitude 1e-6 and 1e6 check the scale
- * (without it f16 would flush the first to subnormals and overflow the second). Included by
- * test_ops.c. */
+ * (without it f16 would flush the first to subnormals and overflow the second); rows 60 binades
+ * apart check it row by row, under either rule the contract allows (one s for the input, or one
+ * per row). Included by test_ops.c. */
 #ifndef TERN_TEST_OPS_PREC_H
 #define TERN_TEST_OPS_PREC_H
 

@@ -1,8 +1,8 @@
 /* matmul and matmul_bwd at precision F16 (backend.h "Precision"): shaders/mm.comp on f16 tiles,
  * on cooperative matrices where the device has them (NV, subgroups of 32), else the
  * register-blocked variant of the same shader. Sequence per call:
- *   zero the max word, absmax over the whole input (shaders/absmax.comp; the input scale s),
- *   then per chunk of W rows and tokens (maxStorageBufferRange) one mm dispatch of 128 x 128
+ *   the f16 copy of the input, scaled row by row, with each row's max|x| (shaders/castx.comp, one
+ *   pass; the rows' scales s_t), then per chunk of W rows and tokens (maxStorageBufferRange) one mm dispatch of 128 x 128
  *   output tiles; when the tiles cannot fill the device (few tokens, few outputs, a long
  *   reduction: ce_loss's dx = z W over the vocabulary), the reduction is split over
  *   gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
@@ -214,13 +214,13 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
-	int64_t ld = x16_ld(in_cols);
+	int64_t ld = x16_ld(in_cols), wide = 4 * (O > I ? O : I); /* the widest fp32 row's bytes */
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
 
 	/* rows of W per chunk (a multiple of 16, so chunk starts keep the fast loads aligned) and
 	 * tokens per chunk so every binding fits */
 	int64_t rows = tern_vk_fit(vk, tern_vk_weight_row_bytes(w)) - 1,
-		tc = tern_vk_fit(vk, 4 * (O > I ? O : I) > 2 * ld ? 4 * (O > I ? O : I) : 2 * ld);
+		tc = tern_vk_fit(vk, wide > 2 * ld ? wide : 2 * ld);
 	if (rows > 16)
 		rows = rows / 16 * 16;
 	if (rows < 1 || tc < 1)
