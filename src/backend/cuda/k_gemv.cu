@@ -863,7 +863,9 @@ inline bool mma_takes(const cuk_weight &w, const float *x)
 // (MINB a SM), each taking every gridDim.x-th row block, so a block's next row block loads while
 // it multiplies this one; TERN_CUDA_GEMV_PERSIST=0 (read at each call) launches a block per row
 // block, as before 2026-12-07 (each loads, then multiplies, then ends: with 1,792 row blocks at
-// 3 a SM the SMs alternated between waiting for loads and decoding).
+// 3 a SM the SMs alternated between waiting for loads and decoding). TERN_CUDA_GEMV_MINB3=0 (read
+// at each call) keeps 2 blocks a SM everywhere (101 registers a thread, no spills; 3 a SM spill
+// 44 bytes with the persistent loop), for timing one against the other.
 template <int WDT>
 cudaError_t launch_mma(cudaStream_t s, const float *x, const mma_set &set, int64_t T, int sms)
 {
@@ -875,7 +877,7 @@ cudaError_t launch_mma(cudaStream_t s, const float *x, const mma_set &set, int64
 		return dim3(persist && (int64_t)blocks > held ? (unsigned)held : blocks);
 	};
 	if (T == 1 && !env_zero("TERN_CUDA_GEMV_XS")) {
-		if ((int64_t)blocks >= 3 * (int64_t)sms)
+		if ((int64_t)blocks >= 3 * (int64_t)sms && !env_zero("TERN_CUDA_GEMV_MINB3"))
 			return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid(3), block, 0, s, x, set, T);
 		return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid(2), block, 0, s, x, set, T);
 	}
