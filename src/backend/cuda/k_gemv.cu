@@ -486,9 +486,8 @@ __global__ void __launch_bounds__(nf4_shape<TT>::NW * 32, nf4_shape<TT>::MINB)
 // gemv_mma_kernel: NF4 / NF4-DQ at bf16, 1..8 tokens, on the tensor cores. The m16n8k16 product's
 // A is 16 rows of W and its B the tokens (column n = token n; zeros past T), so every T up to 8
 // costs the same. The product's k order is free (the sum runs over it), so each lane decodes whole
-// 16-byte runs of its rows: a block takes 16 rows at a time (a row block; several in turn where
-// the grid is smaller than their count, launch_mma), its warps take strips of 256 columns in turn,
-// and in a strip lane 4g + t owns columns 64t .. 64t + 64 of rows g and g + 8, inside one block of the
+// 16-byte runs of its rows: a block owns 16 rows, its warps take strips of 256 columns in turn, and
+// in a strip lane 4g + t owns columns 64t .. 64t + 64 of rows g and g + 8, inside one block of the
 // scale (I and the blocksize multiples of 64). Per row and strip the lane makes the 16 values its
 // weights can take (code × scale rounded to bf16: gemv_nf4_kernel's values) and splits them into a
 // low-byte and a high-byte table of 16 bytes each (4 registers apiece); a 32-bit word of codes (8
@@ -600,57 +599,47 @@ template <int WDT, bool XS, int MINB>
 __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 	gemv_mma_kernel(const float *__restrict__ x, const mma_set set, int64_t T)
 {
-	const unsigned nblk = set.first[CUK_GEMV_MULTI];
+	// this block's weight (a select per field, not an indexed copy of the set)
+	const unsigned bi = blockIdx.x;
+	const int wi = bi >= set.first[2] ? 2 : bi >= set.first[1] ? 1 : 0;
+	const cuk_weight w = wi == 2 ? set.w[2] : wi == 1 ? set.w[1] : set.w[0];
+	float *const y = wi == 2 ? set.y[2] : wi == 1 ? set.y[1] : set.y[0];
+	const int bs_shift = wi == 2 ? set.shift[2] : wi == 1 ? set.shift[1] : set.shift[0];
 	__shared__ float dmap[WDT == 4 ? 256 : 1];
-	__shared__ float red[2][kMmaWarps][16 * 8];     // a 16-row block's C fragments, by its parity
+	__shared__ float red[kMmaWarps][16 * 8];
 	__shared__ uint4 xs[XS ? kMmaWarps : 1][4 * 9]; // XS: each warp's strip of x as bf16 pairs
-	__shared__ float offs[CUK_GEMV_MULTI];          // NF4-DQ: each weight's offset
 	if (WDT == 4) {
 		for (int k = threadIdx.x; k < 256; k += blockDim.x)
 			dmap[k] = g_dmap[k];
-		if (threadIdx.x < CUK_GEMV_MULTI) {
-			const cuk_weight &w = set.w[threadIdx.x];
-			offs[threadIdx.x] = w.offset_dev ? *w.offset_dev : w.offset;
-		}
 		__syncthreads();
 	}
 	const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-	const int64_t I = set.w[0].I; // every weight of a set has the same I (cuk_gemv_multi checks)
+	const int64_t O = w.O, I = w.I, o0 = (int64_t)(bi - set.first[wi]) * 16;
+	// rows past O (the last block) repeat row O - 1; their sums are not written
+	const int64_t ra = o0 + g < O ? o0 + g : O - 1, rb = o0 + g + 8 < O ? o0 + g + 8 : O - 1;
+	const float off = WDT == 4 ? (w.offset_dev ? *w.offset_dev : w.offset) : 0.0f;
 	const bool xon = g < T; // lane 4g + t holds token g's columns of B (zeros past T; XS: token 0's)
 	const float *xg = x + (xon ? g : 0) * I;
 	// XS: where this lane stores its 8 columns of x and where it reads its group's 64
 	uint4 *const xst = &xs[XS ? warp : 0][(lane >> 3) * 9 + (lane & 7)];
 	const xs_addr xa = XS ? xs_at(xs[XS ? warp : 0], t * 9) : xs_addr{};
-	// The work: 16-row blocks bi = blockIdx.x, + gridDim.x, ... (launch_mma: one each where the
-	// grid has a block for every 16 rows, several where it is the SMs' resident blocks), and in each
-	// the warp's strips of 256 columns, columns 256 (warp + 8k), k < S. The items (bi, k) form one
-	// sequence: the next item's codes and raw block scales are loaded while this one is decoded and
-	// multiplied, across row blocks too (a decode step is latency-bound: each warp has few strips
-	// of a row block).
-	const int nst = (int)((I + 255) / 256);
-	const int S = warp < nst ? (nst - warp + kMmaWarps - 1) / kMmaWarps : 0;
+	float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+	// One strip ahead: the next strip's codes and raw block scales are loaded while this one is
+	// decoded and multiplied (a decode step is latency-bound: each warp has few strips).
 	struct strip {
 		uint32_t qa[8], qb[8];
 		float sa, sb;    // NF4: the absmax; NF4-DQ: the nested scale
 		uint32_t ca, cb; // NF4-DQ: the quantized absmax (dmap index)
 	};
-	// the weight of 16-row block bi (a select per field, not an indexed copy of the set)
-	auto which = [&](unsigned bi) { return bi >= set.first[2] ? 2 : bi >= set.first[1] ? 1 : 0; };
-	// An item's loads: this lane's 64 columns (the last 64 of the row where a partial strip's lane
+	// A strip's loads: this lane's 64 columns (the last 64 of the row where a partial strip's lane
 	// is past I: its tables' scale and its x are zero there, so valid codes add nothing), found
 	// from the flat index of their first weight in rows a and b (32-bit: O·I < 2^32, the launch
-	// checks), which also gives the block of the scale. Rows past O (the last block) repeat row
-	// O - 1; their sums are not written.
-	auto fetch = [&](strip &f, unsigned bi, int64_t c0) {
-		const int wi = which(bi);
-		const cuk_weight &w = wi == 2 ? set.w[2] : wi == 1 ? set.w[1] : set.w[0];
-		const int bs_shift = wi == 2 ? set.shift[2] : wi == 1 ? set.shift[1] : set.shift[0];
-		const int64_t O = w.O, o0 = (int64_t)(bi - set.first[wi]) * 16;
-		const int64_t ra = o0 + g < O ? o0 + g : O - 1, rb = o0 + g + 8 < O ? o0 + g + 8 : O - 1;
-		const uint32_t ilast = (uint32_t)I - 64;
+	// checks), which also gives the block of the scale.
+	const uint32_t fa = (uint32_t)(ra * I), fb = (uint32_t)(rb * I), ilast = (uint32_t)I - 64;
+	const unsigned char *codes = static_cast<const unsigned char *>(w.data);
+	auto fetch = [&](strip &f, int64_t c0) {
 		const uint32_t want = (uint32_t)c0 + 64u * t, col = want < ilast ? want : ilast;
-		const uint32_t ia = (uint32_t)(ra * I) + col, ib = (uint32_t)(rb * I) + col;
-		const unsigned char *codes = static_cast<const unsigned char *>(w.data);
+		const uint32_t ia = fa + col, ib = fb + col;
 		load_w<16>(f.qa, codes + ia / 2);
 		load_w<16>(f.qa + 4, codes + ia / 2 + 16);
 		load_w<16>(f.qb, codes + ib / 2);
@@ -668,26 +657,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 		}
 	};
 	// the block scale from its raw parts (block_scale's arithmetic)
-	auto scale = [&](float s, uint32_t c, float off) {
-		return WDT == 3 ? s : add_rn(mul_rn(dmap[c], s), off);
-	};
-	// the next item to load: (fbi, fk)
-	unsigned fbi = blockIdx.x;
-	int fk = 0;
-	auto fetch_next = [&](strip &f) {
-		if (S > 0 && fbi < nblk) { // (warp-uniform: a warp without strips loads nothing)
-			fetch(f, fbi, (int64_t)(warp + kMmaWarps * fk) * 256);
-			if (++fk == S) {
-				fk = 0;
-				fbi += gridDim.x;
-			}
-		}
-	};
-	// The first two items are the weights' alone: loaded before pdl_wait (k_pdl.cuh), while the
+	auto scale = [&](float s, uint32_t c) { return WDT == 3 ? s : add_rn(mul_rn(dmap[c], s), off); };
+	// The first two strips are the weights' alone: loaded before pdl_wait (k_pdl.cuh), while the
 	// kernel before this one ends; x and y only after it.
 	strip cur, nxt;
-	fetch_next(cur);
-	fetch_next(nxt);
+	int64_t c0 = (int64_t)warp * 256;
+	if (c0 < I) // (warp-uniform: a warp without strips loads nothing)
+		fetch(cur, c0);
+	if (c0 + kMmaWarps * 256 < I)
+		fetch(nxt, c0 + kMmaWarps * 256);
 	pdl_wait();
 	pdl_trigger();
 	// XS: this lane's 8 floats of x for the strip at c0 (past I the row's last 8: finite, and
@@ -698,78 +676,62 @@ __global__ void __launch_bounds__(kMmaWarps * 32, MINB)
 		xv0 = reinterpret_cast<const float4 *>(x + c)[0];
 		xv1 = reinterpret_cast<const float4 *>(x + c)[1];
 	};
-	if (XS && S > 0)
-		xfetch((int64_t)warp * 256);
-	int par = 0;
-	for (unsigned bi = blockIdx.x; bi < nblk; bi += gridDim.x, par ^= 1) {
-		float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-		const float off = WDT == 4 ? offs[which(bi)] : 0.0f;
-		for (int k = 0; k < S; k++) {
-			const int64_t c0 = (int64_t)(warp + kMmaWarps * k) * 256;
-			if constexpr (XS) {
-				__syncwarp(); // the warp's reads of the strip before are done
-				*xst = make_uint4(bf16_pair(xv0.y, xv0.x), bf16_pair(xv0.w, xv0.z),
-						  bf16_pair(xv1.y, xv1.x), bf16_pair(xv1.w, xv1.z));
-				__syncwarp();
-				// the next item's strip: the next k, else the first of the next row block
-				xfetch(k + 1 < S ? c0 + kMmaWarps * 256 : (int64_t)warp * 256);
-			}
-			const int64_t col = c0 + t * 64; // this lane's 64 columns
-			const bool on = col < I;
-			uint32_t la[4], ha[4], lb[4], hb[4];
-			// a lane past I: a zero scale (its codes are the row's last 64) and zero x (XS:
-			// finite x times the zero weights)
-			mma_tables(la, ha, on ? scale(cur.sa, cur.ca, off) : 0.0f);
-			mma_tables(lb, hb, on ? scale(cur.sb, cur.cb, off) : 0.0f);
+	if (XS && c0 < I)
+		xfetch(c0);
+	for (; c0 < I; c0 += kMmaWarps * 256) {
+		if (c0 > (int64_t)warp * 256 && c0 + kMmaWarps * 256 < I)
+			fetch(nxt, c0 + kMmaWarps * 256);
+		if constexpr (XS) {
+			__syncwarp(); // the warp's reads of the strip before are done
+			*xst = make_uint4(bf16_pair(xv0.y, xv0.x), bf16_pair(xv0.w, xv0.z),
+					  bf16_pair(xv1.y, xv1.x), bf16_pair(xv1.w, xv1.z));
+			__syncwarp();
+			if (c0 + kMmaWarps * 256 < I)
+				xfetch(c0 + kMmaWarps * 256);
+		}
+		const int64_t col = c0 + t * 64; // this lane's 64 columns
+		const bool on = col < I;
+		uint32_t la[4], ha[4], lb[4], hb[4];
+		// a lane past I: a zero scale (its codes are the row's last 64) and zero x (XS: finite x
+		// times the zero weights)
+		mma_tables(la, ha, on ? scale(cur.sa, cur.ca) : 0.0f);
+		mma_tables(lb, hb, on ? scale(cur.sb, cur.cb) : 0.0f);
 #pragma unroll
-			for (int j = 0; j < 8; j++) { // columns col + 8j .. col + 8j + 8
-				uint32_t A[4], B[4];
-				mma_decode(A, cur.qa[j], la, ha);
-				mma_decode(B, cur.qb[j], lb, hb);
-				// nibble 0 of a byte pair is its second column (quant.h: the first weight is
-				// high)
-				const uint32_t f0[4] = {A[0], B[0], A[1], B[1]},
-					       f1[4] = {A[2], B[2], A[3], B[3]};
-				if constexpr (XS) {
-					const uint4 b = xs_load(xa, j);
-					mma_bf16(d, f0, b.x, b.y);
-					mma_bf16(d, f1, b.z, b.w);
-				} else {
-					float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
-					if (xon && on) {
-						const float4 *xp =
-							reinterpret_cast<const float4 *>(xg + col + 8 * j);
-						x0 = xp[0];
-						x1 = xp[1];
-					}
-					mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
-					mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
+		for (int j = 0; j < 8; j++) { // columns col + 8j .. col + 8j + 8
+			uint32_t A[4], B[4];
+			mma_decode(A, cur.qa[j], la, ha);
+			mma_decode(B, cur.qb[j], lb, hb);
+			// nibble 0 of a byte pair is its second column (quant.h: the first weight is high)
+			const uint32_t f0[4] = {A[0], B[0], A[1], B[1]}, f1[4] = {A[2], B[2], A[3], B[3]};
+			if constexpr (XS) {
+				const uint4 b = xs_load(xa, j);
+				mma_bf16(d, f0, b.x, b.y);
+				mma_bf16(d, f1, b.z, b.w);
+			} else {
+				float4 x0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), x1 = x0;
+				if (xon && on) {
+					const float4 *xp = reinterpret_cast<const float4 *>(xg + col + 8 * j);
+					x0 = xp[0];
+					x1 = xp[1];
 				}
+				mma_bf16(d, f0, bf16_pair(x0.y, x0.x), bf16_pair(x0.w, x0.z));
+				mma_bf16(d, f1, bf16_pair(x1.y, x1.x), bf16_pair(x1.w, x1.z));
 			}
-			cur = nxt;
-			fetch_next(nxt);
 		}
-		// d: rows g (d[0], d[1]) and g + 8 (d[2], d[3]), tokens 2t and 2t + 1. One barrier a row
-		// block: red's halves alternate, and a warp reaches this block's stores to red[par] only
-		// after every thread has passed the barrier of the block between, after its sums of the
-		// row block before that.
-		float *rp = red[par][warp];
-		rp[g * 8 + 2 * t] = d[0];
-		rp[g * 8 + 2 * t + 1] = d[1];
-		rp[(g + 8) * 8 + 2 * t] = d[2];
-		rp[(g + 8) * 8 + 2 * t + 1] = d[3];
-		__syncthreads();
-		const int j = threadIdx.x, r = j / 8, tok = j % 8;
-		const int wi = which(bi);
-		const int64_t O = wi == 2 ? set.w[2].O : wi == 1 ? set.w[1].O : set.w[0].O;
-		const int64_t o0 = (int64_t)(bi - set.first[wi]) * 16;
-		if (j < 128 && o0 + r < O && tok < T) {
-			float v = red[par][0][j];
-			for (int k = 1; k < kMmaWarps; k++)
-				v += red[par][k][j];
-			float *const y = wi == 2 ? set.y[2] : wi == 1 ? set.y[1] : set.y[0];
-			y[tok * O + o0 + r] = v;
-		}
+		cur = nxt;
+	}
+	// d: rows g (d[0], d[1]) and g + 8 (d[2], d[3]), tokens 2t and 2t + 1
+	red[warp][g * 8 + 2 * t] = d[0];
+	red[warp][g * 8 + 2 * t + 1] = d[1];
+	red[warp][(g + 8) * 8 + 2 * t] = d[2];
+	red[warp][(g + 8) * 8 + 2 * t + 1] = d[3];
+	__syncthreads();
+	const int j = threadIdx.x, r = j / 8, tok = j % 8;
+	if (j < 128 && o0 + r < O && tok < T) {
+		float v = red[0][j];
+		for (int k = 1; k < kMmaWarps; k++)
+			v += red[k][j];
+		y[tok * O + o0 + r] = v;
 	}
 }
 
@@ -857,31 +819,20 @@ inline bool mma_takes(const cuk_weight &w, const float *x)
 	       w.blocksize >= 64 && (uint64_t)w.O * (uint64_t)w.I < ((uint64_t)1 << 32);
 }
 
-// gemv_mma_kernel over the set's 16-row blocks (every T): at one token with x staged per warp
-// (unless TERN_CUDA_GEMV_XS=0, read at each call: before/after timings) and 3 blocks per SM where
-// there are that many row blocks (see kMmaWarps). The grid is the blocks the SMs hold at once
-// (MINB a SM), each taking every gridDim.x-th row block, so a block's next row block loads while
-// it multiplies this one; TERN_CUDA_GEMV_PERSIST=0 (read at each call) launches a block per row
-// block, as before 2026-12-07 (each loads, then multiplies, then ends: with 1,792 row blocks at
-// 3 a SM the SMs alternated between waiting for loads and decoding). TERN_CUDA_GEMV_MINB3=0 (read
-// at each call) keeps 2 blocks a SM everywhere (101 registers a thread, no spills; 3 a SM spill
-// 44 bytes with the persistent loop), for timing one against the other.
+// gemv_mma_kernel over the set's blocks (every T): at one token with x staged per warp (unless
+// TERN_CUDA_GEMV_XS=0, read at each call: before/after timings) and 3 blocks per SM where the grid
+// has that many (see kMmaWarps)
 template <int WDT>
 cudaError_t launch_mma(cudaStream_t s, const float *x, const mma_set &set, int64_t T, int sms)
 {
 	const unsigned blocks = set.first[CUK_GEMV_MULTI];
-	const bool persist = !env_zero("TERN_CUDA_GEMV_PERSIST");
-	const dim3 block(kMmaWarps * 32);
-	auto grid = [&](int minb) {
-		const int64_t held = (int64_t)minb * (sms > 0 ? sms : 1);
-		return dim3(persist && (int64_t)blocks > held ? (unsigned)held : blocks);
-	};
+	const dim3 grid(blocks), block(kMmaWarps * 32);
 	if (T == 1 && !env_zero("TERN_CUDA_GEMV_XS")) {
-		if ((int64_t)blocks >= 3 * (int64_t)sms && !env_zero("TERN_CUDA_GEMV_MINB3"))
-			return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid(3), block, 0, s, x, set, T);
-		return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid(2), block, 0, s, x, set, T);
+		if ((int64_t)blocks >= 3 * (int64_t)sms)
+			return pdl_launch(gemv_mma_kernel<WDT, true, 3>, grid, block, 0, s, x, set, T);
+		return pdl_launch(gemv_mma_kernel<WDT, true, 2>, grid, block, 0, s, x, set, T);
 	}
-	return pdl_launch(gemv_mma_kernel<WDT, false, 2>, grid(2), block, 0, s, x, set, T);
+	return pdl_launch(gemv_mma_kernel<WDT, false, 2>, grid, block, 0, s, x, set, T);
 }
 
 // The set of the n weights w[i] (results y[i]): their blocks one after another.
