@@ -2,10 +2,10 @@
  * on cooperative matrices where the device has them (NV, subgroups of 32), else the
  * register-blocked variant of the same shader. Sequence per call:
  *   the f16 copy of the input, scaled row by row, with each row's max|x| (shaders/castx.comp, one
- *   pass; the rows' scales s_t), then per chunk of W rows and tokens (maxStorageBufferRange) one mm dispatch of 128 x 128
- *   output tiles; when the tiles cannot fill the device (few tokens, few outputs, a long
- *   reduction: ce_loss's dx = z W over the vocabulary), the reduction is split over
- *   gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
+ *   pass; the rows' scales s_t), then per chunk of W rows and tokens (maxStorageBufferRange) one
+ *   mm dispatch of 128 x 128 output tiles; when the tiles cannot fill the device (few tokens, few
+ *   outputs, a long reduction: ce_loss's dx = z W over the vocabulary), the reduction is split
+ *   over gl_WorkGroupID.z into fp32 partials that mm_reduce.comp adds in a fixed order.
  * The partials live in a scratch buffer of the backend (mm_part), grown on first need.
  * With a LoRA term (matmul_lora, matmul_lora_bwd) mm.comp's -DLORA twin runs the rank-R term as
  * R more steps of the reduction (in split 0's partials after a split); the backward adds it with
