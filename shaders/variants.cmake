@@ -99,6 +99,9 @@ set(TERN_SHADER_VARIANTS
   "mm_rb_nf4_dq|mm.comp|-DW_NF4_DQ" "mm_rb_bwd_nf4_dq|mm.comp|-DW_NF4_DQ -DBWD"
   "mm_rb_ternary|mm.comp|-DW_TERNARY" "mm_rb_bwd_ternary|mm.comp|-DW_TERNARY -DBWD"
   "mm_reduce|mm_reduce.comp|" "absmax|absmax.comp|" "castx|castx.comp|"
+  # the decode-first products' first pass: W's rows decoded to f16 once (vk_mm.c)
+  "wdec_f32|wdec.comp|-DW_F32" "wdec_bf16|wdec.comp|-DW_BF16" "wdec_nf4|wdec.comp|-DW_NF4"
+  "wdec_nf4_dq|wdec.comp|-DW_NF4_DQ" "wdec_ternary|wdec.comp|-DW_TERNARY"
   # the LoRA products (one of M, N, K at most 32), fp32
   "gemm_lr_rowk|gemm_lr.comp|-DROWK" "gemm_lr_rowm|gemm_lr.comp|-DROWM" "gemm_lr_wide|gemm_lr.comp|-DWIDE"
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"

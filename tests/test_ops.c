@@ -1453,6 +1453,7 @@ static void run_backend(struct suite *s)
 			const char *name;
 			void (*run)(struct suite *);
 		} groups[] = {{"prec", check_prec_all},
+			      {"mm_df", check_mm_df_all},
 			      {"attention", check_attention_all},
 			      {"attention_bf16", check_attention_bf16},
 			      {"attention_kv", check_attention_kv_all},
@@ -1561,6 +1562,7 @@ static void run_backend(struct suite *s)
 		check_gemm(s, 8200, 4100, 3, true, false, 1.0f, 1.0f, TERN_F32);
 	}
 	check_prec_all(s);
+	check_mm_df_all(s);
 	check_gemv_all(s);
 	check_matmul_multi_all(s);
 	check_add_rmsnorm_all(s);

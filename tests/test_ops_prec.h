@@ -6,7 +6,8 @@
  * part of the function, not of the tolerance. Inputs of magnitude 1e-6 and 1e6 check the scale
  * (without it f16 would flush the first to subnormals and overflow the second); rows 60 binades
  * apart check it row by row, under either rule the contract allows (one s for the input, or one
- * per row). Included by test_ops.c. */
+ * per row). On Vulkan the decode-first products (vk_mm.c) against decoding in the tiles, bit for
+ * bit (group mm_df). Included by test_ops.c. */
 #ifndef TERN_TEST_OPS_PREC_H
 #define TERN_TEST_OPS_PREC_H
 
@@ -194,6 +195,97 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 	}
 }
 
+/* Vulkan's decode-first products (vk_mm.c: W's rows decoded to f16 by wdec.comp, then mm.comp's
+ * f16 variant) against the products that decode W in their tiles (TERN_VK_MM_DF=all against =0),
+ * bit for bit: the same rounding of every weight, the same tiles and chunks. rows > 0 caps the W
+ * rows a dispatch takes (TERN_VK_MM_ROWS) for both, so several chunks go through the two decode
+ * slots in turn: the forward's columns and the backward's reduction in pieces (its partial sums
+ * added in order, the same either way). Each decoded chunk is one more command than the
+ * in-tile run records, which the check counts (chunks: what a decode-first run must add). */
+static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int dir,
+			int64_t rows, int64_t chunks, const char *variant)
+{
+	struct chk c;
+	bool bwd = dir > 0, acc = dir == 2;
+	enum tern_op op = bwd ? TERN_OP_MATMUL_BWD : TERN_OP_MATMUL;
+	chk_begin(&c, s, bwd ? "matmul_bwd" : "matmul", "%-13s T=%lld O=%lld I=%lld%s rows %lld df %s",
+		  wdesc(f->dt, f->bs), (long long)T, (long long)O, (long long)I, acc ? " +=" : "",
+		  (long long)rows, variant);
+	if (skip_unsupported_prec(&c, op, f->dt, TERN_F16))
+		return;
+	int64_t in_cols = bwd ? O : I, out_cols = bwd ? I : O;
+	struct hweight hw;
+	float *in = fvec(T * in_cols), *out0 = fvec(T * out_cols), *got = fvec(T * out_cols);
+	double *want = dvec(T * out_cols);
+	if (!in || !out0 || !got || !want || !hweight_make(&hw, f->dt, f->bs, O, I, &c.r)) {
+		fail(&c, "out of host memory");
+		goto out;
+	}
+	fill_sym(&c.r, in, T * in_cols, 1.0);
+	fill_sym(&c.r, out0, T * out_cols, 2.0);
+	struct tern_weight w;
+	struct dten *din = dt_new(&c, bwd ? "dy" : "x", (size_t)(T * in_cols) * 4, in);
+	struct dten *dout = dt_new(&c, bwd ? "dx" : "y", (size_t)(T * out_cols) * 4, out0);
+	if (!din || !dout || !dweight_make(&c, &hw, &w))
+		goto out_w;
+	char rv[32];
+	snprintf(rv, sizeof rv, "%lld", (long long)rows);
+	if (rows > 0)
+		setenv("TERN_VK_MM_ROWS", rv, 1);
+	/* decode-first twice first, so that both its slots have grown (a new buffer's fill is a
+	 * command too), then decoding in the tiles, then decode-first again: compared and counted */
+	uint64_t ncmd[2] = {0, 0};
+	for (int pass = 0; pass < 4 && !c.why[0]; pass++) {
+		struct tern_backend *be = s->be;
+		int df = pass != 2;
+		setenv("TERN_VK_MM_DF", df ? "all" : "0", 1);
+		if (bad(&c, be->vt->upload(be, dout->v, out0), "upload"))
+			break;
+		uint64_t n0 = be->counts.commands;
+		enum tern_status st = bwd ? tern_matmul_bwd(be, dout->v, din->v, &w, T, acc, TERN_F16)
+					  : tern_matmul(be, dout->v, din->v, &w, T, TERN_F16);
+		ncmd[df] = be->counts.commands - n0;
+		if (bad(&c, st, df ? "decode-first" : "decoding in the tiles"))
+			break;
+		if (pass == 2 && dt_get(&c, dout, got))
+			for (int64_t i = 0; i < T * out_cols; i++)
+				want[i] = got[i];
+		if (pass == 3)
+			expect(&c, dout, want, T * out_cols, 0.0);
+	}
+	unsetenv("TERN_VK_MM_DF");
+	unsetenv("TERN_VK_MM_ROWS");
+	if (!c.why[0] && ncmd[1] != ncmd[0] + (uint64_t)chunks)
+		fail(&c, "decode-first recorded %llu commands, decoding in the tiles %llu: want %lld more",
+		     (unsigned long long)ncmd[1], (unsigned long long)ncmd[0], (long long)chunks);
+	dt_unchanged(&c, din, in);
+out_w:
+	hweight_free(&hw);
+out:
+	free(in);
+	free(out0);
+	free(got);
+	free(want);
+	chk_end(&c);
+}
+
+/* Every format with something to decode (f16 weights have none) at shapes that take the fast
+ * loads, forward, backward (=) and backward (+=): one chunk (300 x 272 x 256: several tiles with
+ * edges), 9 chunks of at most 32 rows (the last of 16), and a long reduction with few output
+ * tiles (split-K, backward) in 64-row chunks. */
+static void check_mm_df_set(struct suite *s, const char *variant)
+{
+	for (int fi = 0; fi < NWFMTS; fi++) {
+		if (WFMTS[fi].dt == TERN_F16)
+			continue;
+		for (int dir = 0; dir < 3; dir++) {
+			check_mm_df(s, &WFMTS[fi], 300, 272, 256, dir, 0, 1, variant);
+			check_mm_df(s, &WFMTS[fi], 300, 272, 256, dir, 32, 9, variant);
+			check_mm_df(s, &WFMTS[fi], 17, 2048, 160, dir, 512, 4, variant);
+		}
+	}
+}
+
 /* Every variant the backend has: the CPU reference and backends without variants (CUDA) once; on
  * Vulkan the cooperative-matrix and the register-blocked shader (TERN_VK_MM16 forces one); a
  * variant the device cannot run is listed as not run. */
@@ -217,6 +309,29 @@ static void check_prec_all(struct suite *s)
 			continue;
 		}
 		check_prec_set(s, variants[v], fast_device);
+	}
+	unsetenv("TERN_VK_MM16");
+}
+
+/* The decode-first products on each variant the device has (Vulkan only: elsewhere not run). */
+static void check_mm_df_all(struct suite *s)
+{
+	if (s->is_cpu || !s->be->vt->has_variant) {
+		print_line(s, "matmul", "decode-first (TERN_VK_MM_DF)", "not run (Vulkan's products only)");
+		s->skipped++;
+		return;
+	}
+	static const char *const variants[] = {"coopmat", "regs"};
+	for (int v = 0; v < 2; v++) {
+		if (!tern_backend_variant_ok(s->be, variants[v])) {
+			char desc[64];
+			snprintf(desc, sizeof desc, "decode-first %s", variants[v]);
+			print_line(s, "matmul", desc, "not run (this device has no such variant)");
+			s->skipped++;
+			continue;
+		}
+		setenv("TERN_VK_MM16", variants[v], 1);
+		check_mm_df_set(s, variants[v]);
 	}
 	unsetenv("TERN_VK_MM16");
 }

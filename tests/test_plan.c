@@ -777,6 +777,37 @@ int main(void)
 		      (unsigned long long)s.ce_scratch);
 		check(tern_backend_sizes("vulkan", 9000, 1000, 64, &s) == TERN_OK && s.ce_chunk == 4096,
 		      "vulkan chunk capped at 4096: %lld", (long long)s.ce_chunk);
+		/* the decode-first products' two slots of f16 W rows join the reserve (F16 products from
+		 * 512 tokens, weights with something to decode): 8B's largest projection (112 MiB in f16)
+		 * fills two 64 MiB slots, a 4096 x 4096 one two of 32 MiB; none for f16 weights, fp32
+		 * products or 511 tokens */
+		{
+			struct tern_size_shapes vs = {2048, 128256, 4096,     14336,       14336 * 4096, 32,
+						      8,    128,    TERN_F16, TERN_NF4_DQ, TERN_BF16};
+			uint64_t r[5];
+			enum tern_status vst = tern_backend_sizes_for("vulkan", &vs, &s);
+			r[0] = s.reserve;
+			vs.W = 4096 * 4096;
+			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
+			r[1] = s.reserve;
+			vs.proj = TERN_F16;
+			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
+			r[2] = s.reserve;
+			vs.proj = TERN_NF4_DQ;
+			vs.prec = TERN_F32;
+			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
+			r[3] = s.reserve;
+			vs.prec = TERN_F16;
+			vs.T = 511;
+			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
+			r[4] = s.reserve;
+			check(vst == TERN_OK && r[0] == 192 * MiB && r[1] == 128 * MiB && r[2] == 64 * MiB &&
+				      r[3] == 64 * MiB && r[4] == 64 * MiB,
+			      "vulkan reserve with the decode-first slots: %llu %llu %llu %llu %llu MiB",
+			      (unsigned long long)(r[0] / MiB), (unsigned long long)(r[1] / MiB),
+			      (unsigned long long)(r[2] / MiB), (unsigned long long)(r[3] / MiB),
+			      (unsigned long long)(r[4] / MiB));
+		}
 		tern_backend_sizes("vulkan", 300, 5000, 64, &s);
 #else
 		tern_backend_sizes("cpu", 300, 5000, 64, &s);

@@ -286,7 +286,7 @@ static const struct backend_entry backends[] = {
 	{"cuda", true, tern_cuda_create, tern_cuda_devices, tern_cuda_sizes, tern_cuda_sizes_for},
 #endif
 #ifdef TERN_HAVE_VULKAN
-	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes, NULL},
+	{"vulkan", true, tern_vulkan_create, tern_vulkan_devices, tern_vulkan_sizes, tern_vulkan_sizes_for},
 #endif
 	{"cpu", false, tern_cpu_create, tern_cpu_devices, tern_cpu_sizes, NULL},
 	{"ref", false, tern_ref_create, tern_ref_devices, tern_ref_sizes, NULL},

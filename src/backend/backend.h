@@ -775,7 +775,8 @@ enum tern_status tern_backend_sizes(const char *name, int64_t T, int64_t V, int6
 				    struct tern_backend_sizes *out);
 /* The same for a run's shapes: a backend whose scratch depends on more than T, V and D sizes it
  * from them (CUDA: the products' decoded weights and half-precision operands, attention's and
- * ce_loss's needs, the largest of them: what its shared scratch grows to), the others answer as
+ * ce_loss's needs, the largest of them: what its shared scratch grows to; Vulkan: the reserve
+ * plus the decode-first products' two slots of decoded W), the others answer as
  * tern_backend_sizes. Shapes >= 1 (T >= 0; K, W, H, Hkv, Dh: 0 means unknown, the largest
  * figure then). */
 enum tern_status tern_backend_sizes_for(const char *name, const struct tern_size_shapes *s,
@@ -794,6 +795,7 @@ enum tern_status tern_ref_sizes(int64_t T, int64_t V, int64_t D, struct tern_bac
 enum tern_status tern_vulkan_create(int device, struct tern_backend **out);
 enum tern_status tern_vulkan_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_vulkan_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);
+enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out);
 enum tern_status tern_cuda_create(int device, struct tern_backend **out);
 enum tern_status tern_cuda_devices(struct tern_device_info *out, int max, int *count);
 enum tern_status tern_cuda_sizes(int64_t T, int64_t V, int64_t D, struct tern_backend_sizes *out);

@@ -218,9 +218,11 @@ struct tern_vk {
 	struct tern_buffer *lr_cnt;  /* gemm_lr TKP's arrival counters, zero between dispatches */
 	struct tern_buffer *mm_x16;  /* the f16 input of a half-precision matmul (vk_mm.c) */
 	struct tern_buffer *mm_rmax; /* its rows' max|x| bits (castx.comp), one u32 a row */
-	struct tern_buffer *attn_scr; /* attention backward: (lse, D) per row and the dO scale */
-	struct tern_buffer *attn_h;   /* attention: f16 copies of q, k, v, s dO */
-	int attn_frag;                /* the -DFRAG attention passes: 0 not probed yet, 1 yes, -1 no */
+	struct tern_buffer *mm_w16[2]; /* decode-first products: W rows decoded to f16, two slots */
+	int mm_w16_next;               /* the slot the next decode takes */
+	struct tern_buffer *attn_scr;  /* attention backward: (lse, D) per row and the dO scale */
+	struct tern_buffer *attn_h;    /* attention: f16 copies of q, k, v, s dO */
+	int attn_frag;                 /* the -DFRAG attention passes: 0 not probed yet, 1 yes, -1 no */
 };
 
 static inline struct tern_vk *tern_vk_of(struct tern_backend *be) { return (struct tern_vk *)be; }

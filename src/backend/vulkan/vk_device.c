@@ -469,6 +469,8 @@ void tern_vk_destroy(struct tern_backend *be)
 		tern_vk_buffer_free(be, vk->lr_cnt);
 		tern_vk_buffer_free(be, vk->mm_x16);
 		tern_vk_buffer_free(be, vk->mm_rmax);
+		tern_vk_buffer_free(be, vk->mm_w16[0]);
+		tern_vk_buffer_free(be, vk->mm_w16[1]);
 		tern_vk_buffer_free(be, vk->attn_scr);
 		tern_vk_buffer_free(be, vk->attn_h);
 		tern_vk_buffer_free(be, vk->aux);

@@ -9,7 +9,12 @@
  * The partials live in a scratch buffer of the backend (mm_part), grown on first need.
  * With a LoRA term (matmul_lora, matmul_lora_bwd) mm.comp's -DLORA twin runs the rank-R term as
  * R more steps of the reduction (in split 0's partials after a split); the backward adds it with
- * the first chunk of W's rows only (the later chunks add onto it). */
+ * the first chunk of W's rows only (the later chunks add onto it).
+ * Decode-first (from MM_DF_TOKENS tokens a call; TERN_VK_MM_DF): a quantized or bf16/f32 W's rows
+ * are decoded to f16 once per chunk (shaders/wdec.comp, into one of two slots of vk->mm_w16, so
+ * the next chunk's decode may overlap this chunk's product) and multiplied by mm.comp's f16
+ * variant: the same bits as decoding in the tiles, where a 2048-token product would decode each
+ * weight 16 times over (once per 128-row tile of tokens). */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -21,6 +26,8 @@
 #define MM_BK_COOPMAT 64          /* BK of the cooperative-matrix variants (variants.cmake) */
 #define MM_BK 32                  /* BK of the register-blocked variants */
 #define MM_PART_MAX (64ull << 20) /* bytes of split-K partials at most */
+#define MM_DF_TOKENS 512          /* decode-first from this many tokens a call */
+#define MM_DF_SLOT (64ull << 20)  /* bytes of one slot of decoded W rows at most */
 
 /* Mirrors the push block of shaders/mm.comp. */
 struct mm16_push {
@@ -33,6 +40,14 @@ struct mm16_push {
 	uint32_t accumulate, xmax_off, kc, part_off, fast;
 	uint32_t lora_r, lu_off, lp_off, lp_cs, lp_rs;
 	float lora_scale;
+};
+
+/* Mirrors shaders/wdec.comp. */
+struct wdec_push {
+	uint32_t R, I, r0, pos;
+	uint32_t absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint32_t out_off;
 };
 
 /* Mirrors shaders/mm_reduce.comp. */
@@ -179,6 +194,98 @@ static enum tern_status pick_mm16(struct tern_vk *vk, bool bwd, bool lora, enum 
 	return TERN_OK;
 }
 
+/* wdec.comp by the weight's dtype (f16 has nothing to decode) */
+static const enum tern_vk_pipe wdec_pipes[TERN_DTYPE_COUNT] = {
+	[TERN_F32] = TERN_PIPE_WDEC_F32,       [TERN_F16] = TERN_PIPE_COUNT,
+	[TERN_BF16] = TERN_PIPE_WDEC_BF16,     [TERN_NF4] = TERN_PIPE_WDEC_NF4,
+	[TERN_NF4_DQ] = TERN_PIPE_WDEC_NF4_DQ, [TERN_TERNARY] = TERN_PIPE_WDEC_TERNARY,
+};
+
+/* Rows of W a decode-first chunk takes (a multiple of 16), 0 where the products decode W in their
+ * tiles: from MM_DF_TOKENS tokens a call on a GPU (lavapipe's NF4-DQ products at 512 tokens ran
+ * 0.88x decoding in the tiles), for a weight whose dtype has a wdec variant and whose 16 rows fit
+ * a slot. TERN_VK_MM_DF=0: never; =1: from MM_DF_TOKENS tokens on any device; =all: at any T on
+ * any device (tests). */
+static enum tern_status pick_mm_df(const struct tern_vk *vk, const struct tern_weight *w, int64_t T,
+				   int64_t *rows)
+{
+	const char *env = getenv("TERN_VK_MM_DF");
+	bool on = T >= MM_DF_TOKENS && vk->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+	*rows = 0;
+	if (env && *env) {
+		if (strcmp(env, "0") && strcmp(env, "1") && strcmp(env, "all"))
+			return tern_fail(TERN_E_INVALID, "TERN_VK_MM_DF=%s: must be 0, 1 or all (or unset)",
+					 env);
+		on = env[0] == 'a' || (env[0] == '1' && T >= MM_DF_TOKENS);
+	}
+	enum tern_vk_pipe pipe = wdec_pipes[w->dtype];
+	int64_t r = (int64_t)(MM_DF_SLOT / (uint64_t)(2 * w->I)) / 16 * 16;
+	if (on && pipe != TERN_PIPE_COUNT && tern_vk_built(&pipe, 1) && r >= 16)
+		*rows = r;
+	return TERN_OK;
+}
+
+/* TERN_VK_MM_ROWS=<n> (a positive multiple of 16): at most n rows of W a dispatch, decoding first
+ * or not, so that tests compare the two on the same chunks (the backward's chunks add up in
+ * order); unset: *rows unchanged. */
+static enum tern_status mm_rows_env(int64_t *rows)
+{
+	const char *env = getenv("TERN_VK_MM_ROWS");
+	if (!env || !*env)
+		return TERN_OK;
+	char *end = NULL;
+	long long n = strtoll(env, &end, 10);
+	if (*end || n < 16 || n % 16)
+		return tern_fail(TERN_E_INVALID,
+				 "TERN_VK_MM_ROWS=%s: must be a positive multiple of 16 (or unset)", env);
+	*rows = n < *rows ? n : *rows;
+	return TERN_OK;
+}
+
+/* W rows [r0, r0 + rn) (bound as wd, element position pos) decoded to f16 into the next slot of
+ * vk->mm_w16, as *out (rn x I halves from its start). */
+static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weight *w, struct tern_view wd,
+				     uint32_t pos, int64_t r0, int64_t rn, struct tern_view *out)
+{
+	int slot = vk->mm_w16_next;
+	size_t bytes = (size_t)(rn * w->I) * 2;
+	enum tern_status st = tern_vk_scratch(vk, &vk->mm_w16[slot], bytes);
+	if (st)
+		return st;
+	vk->mm_w16_next ^= 1;
+	struct tern_view o = {vk->mm_w16[slot], 0, bytes}, absmax = w->absmax, nested = w->nested,
+			 dmap = {vk->consts, 0, 256 * 4};
+	struct wdec_push p = {
+		.R = (uint32_t)rn,
+		.I = (uint32_t)w->I,
+		.r0 = (uint32_t)r0,
+		.pos = pos,
+		.blocksize = (uint32_t)w->blocksize,
+		.offset = w->offset,
+		.scale = w->scale,
+	};
+	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
+	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
+	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
+	*out = o;
+	p.out_off = tern_vk_place(vk, &o) / 16;
+	struct tern_view b[6] = {o, {0}, wd, absmax, nested, dmap};
+	return tern_vk_dispatch(vk, wdec_pipes[w->dtype], b, 6, &p, sizeof p,
+				tern_vk_grid(rn * w->I / 8, 256, 65535), 1, 1);
+}
+
+/* backend.h tern_backend_sizes_for: the reserve grows by the two decode-first slots the products
+ * fill (F16 products from MM_DF_TOKENS tokens, weights with something to decode): each the
+ * largest projection in f16, at most MM_DF_SLOT. */
+enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out)
+{
+	if (s->prec == TERN_F16 && s->T >= MM_DF_TOKENS && s->proj != TERN_F16) {
+		uint64_t slot = s->W > 0 ? (uint64_t)s->W * 2 : MM_DF_SLOT;
+		out->reserve += 2 * (slot < MM_DF_SLOT ? slot : MM_DF_SLOT);
+	}
+	return TERN_OK;
+}
+
 /* Reduction splits of an mm dispatch of `tiles` output tiles over K (at least two BK steps a
  * split). v2 (the default): as many as fill one wave of the groups the multiprocessors hold at
  * once (one tensor-core group each, about 160 registers x 256 invocations; two register-blocked
@@ -209,9 +316,11 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	int64_t out_cols = bwd ? I : O, in_cols = bwd ? O : I;
 	bool cm = false;
 	int gen = 2;
-	enum tern_vk_pipe pipe = TERN_PIPE_COUNT;
+	int64_t df_rows = 0;
+	enum tern_vk_pipe pipe = TERN_PIPE_COUNT, pipe16 = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)))
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(vk, w, T, &df_rows)) ||
+	    (df_rows && (st = pick_mm16(vk, bwd, lora != NULL, TERN_F16, &cm, &pipe16))))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t ld = x16_ld(in_cols), wide = 4 * (O > I ? O : I); /* the widest fp32 row's bytes */
@@ -223,6 +332,10 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 		tc = tern_vk_fit(vk, wide > 2 * ld ? wide : 2 * ld);
 	if (rows > 16)
 		rows = rows / 16 * 16;
+	if (df_rows && df_rows < rows)
+		rows = df_rows;
+	if ((st = mm_rows_env(&rows)))
+		return st;
 	if (rows < 1 || tc < 1)
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
@@ -272,6 +385,14 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			p.xk0 = (uint32_t)(bwd ? r0 : 0);
 			p.accumulate = accumulate || (bwd && r0 > 0);
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
+			/* decode-first where both the decode's runs and the f16 product's fast loads hold */
+			struct mm16_push p16 = p;
+			p16.pos = 0;
+			bool df = df_rows && p.fast && mm_fast_ok(TERN_F16, &p16, bwd);
+			if (df && (st = mm_df_decode(vk, w, wd, p.pos, r0, rn, &wd)))
+				return st;
+			if (df)
+				p.pos = 0;
 			/* the LoRA term: every chunk of y's columns; dx's first chunk of the reduction */
 			p.lora_r = lora && (!bwd || r0 == 0) ? (uint32_t)lora->R : 0;
 			p.lp_off = lp0 + (lora && !bwd ? (uint32_t)(r0 * lora->R) : 0);
@@ -295,7 +416,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
 			}
 			struct tern_view b[10] = {y, x, wd, absmax, nested, dmap, xmax, part, lu, lp};
-			if ((st = tern_vk_dispatch(vk, pipe, b, 10, &p, sizeof p,
+			if ((st = tern_vk_dispatch(vk, df ? pipe16 : pipe, b, 10, &p, sizeof p,
 						   (uint32_t)tern_cdiv(p.N, MM_TILE),
 						   (uint32_t)tern_cdiv(tn, MM_TILE), (uint32_t)splits)))
 				return st;

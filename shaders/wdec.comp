@@ -1,0 +1,85 @@
+#version 450
+// The decode-first half-precision products' first pass (matmul precision TERN_F16, vk_mm.c):
+// rows [r0, r0 + R) of a frozen weight W [rows, I] decoded to f16,
+//   out[(row - r0) I + col] (=) f16(w(row, col)),
+// with mm.comp's arithmetic (w_decode: the code's value times its block's absmax in fp32, one
+// rounding to f16; bf16 and f32 rounded to f16 once), so a product that multiplies these rows
+// with mm.comp's f16 variant gives the very bits of mm.comp decoding W in its tiles.
+// Each invocation decodes a run of 8 consecutive elements of one row. The host has checked what
+// the runs assume (vk_mm.c, mm_fast_ok): I a multiple of 16; pos a multiple of 16 (NF4: and the
+// block size), of 8 (bf16) or of 4 (f32); ternary rows are whole words.
+// Bindings: 0 = out (f16 pairs, 8 halves a uvec4, from out_off uvec4s on), 2..5 = the weight
+// (common/weights.glsl).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : enable
+
+layout(local_size_x = 256) in;
+
+layout(push_constant) uniform Push {
+	uint R, I;      // rows, row length
+	uint r0, pos;   // first row of the chunk (global), its element position in binding 2
+	uint absmax_off, nested_off, dmap_off, blocksize;
+	float offset, scale;
+	uint out_off;   // binding 0's uvec4 of element (r0, 0)
+} p;
+
+#define wp_r0 p.r0
+#define wp_I p.I
+#define wp_pos p.pos
+#define wp_absmax_off p.absmax_off
+#define wp_nested_off p.nested_off
+#define wp_dmap_off p.dmap_off
+#define wp_blocksize p.blocksize
+#define wp_offset p.offset
+#define wp_scale p.scale
+#include "common/weights.glsl"
+
+layout(binding = 0) writeonly buffer Out { uvec4 out4[]; };
+
+uvec4 pack8(float v[8])
+{
+	return uvec4(packHalf2x16(vec2(v[0], v[1])), packHalf2x16(vec2(v[2], v[3])),
+		     packHalf2x16(vec2(v[4], v[5])), packHalf2x16(vec2(v[6], v[7])));
+}
+
+// the 8 elements of row lr (inside the chunk), columns col .. col + 7
+void run8(uint lr, uint col, out float v[8])
+{
+	uint l = lr * p.I + col + p.pos; // element position in binding 2
+#if defined(W_F32)
+	[[unroll]] for (uint j = 0u; j < 8u; j++)
+		v[j] = uintBitsToFloat(w_data[l + j]);
+#elif defined(W_BF16)
+	[[unroll]] for (uint j = 0u; j < 4u; j++) {
+		uint u = w_data[(l >> 1) + j];
+		v[2u * j] = uintBitsToFloat(u << 16);
+		v[2u * j + 1u] = uintBitsToFloat(u & 0xffff0000u);
+	}
+#elif defined(W_TERNARY)
+	uint word = w_data[lr * ((p.I + 15u) >> 4) + p.pos + (col >> 4)], sh = (col & 15u) * 2u;
+	[[unroll]] for (uint j = 0u; j < 8u; j++)
+		v[j] = (float((word >> (sh + 2u * j)) & 3u) - 1.0) * p.scale;
+#elif defined(W_NF4) || defined(W_NF4_DQ)
+	// two codes per byte, the even element in the high nibble; one absmax for the 8
+	uint word = w_data[l >> 3];
+	float a = w_block_absmax(((p.r0 + lr) * p.I + col) / p.blocksize);
+	[[unroll]] for (uint j = 0u; j < 4u; j++) {
+		uint byte_ = (word >> (8u * j)) & 0xffu;
+		v[2u * j] = uintBitsToFloat(NF4_CODE_BITS[byte_ >> 4]) * a;
+		v[2u * j + 1u] = uintBitsToFloat(NF4_CODE_BITS[byte_ & 15u]) * a;
+	}
+#else
+#error wdec.comp: define one of W_F32 W_BF16 W_NF4 W_NF4_DQ W_TERNARY
+#endif
+}
+
+void main()
+{
+	uint per_row = p.I >> 3, n = p.R * per_row;
+	for (uint q = gl_GlobalInvocationID.x; q < n; q += gl_NumWorkGroups.x * 256u) {
+		uint lr = q / per_row, col = (q % per_row) * 8u;
+		float v[8];
+		run8(lr, col, v);
+		out4[p.out_off + q] = pack8(v);
+	}
+}
