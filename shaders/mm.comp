@@ -74,6 +74,7 @@ layout(push_constant) uniform Push {
 	uint lu_off;         // lu row t of this dispatch at lu_off + t R (binding 8, floats)
 	uint lp_off, lp_cs, lp_rs; // lp(n, r) at lp_off + n lp_cs + r lp_rs (binding 9, floats)
 	float lora_scale;
+	uint raster;         // > 0: output tiles in bands of this many token tiles (main() below)
 } p;
 
 #define wp_r0 p.r0
@@ -540,7 +541,20 @@ void lora_term(uint m0, uint n0)
 
 void main()
 {
-	uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+	// The grid is (N tiles, token tiles); groups start in the order of their linear index, x
+	// fastest. With p.raster = G > 0 that index walks bands of G token tiles, the G tiles of one
+	// column tile after another, so the groups running at once share a few W column tiles (each
+	// read from memory about once) and the band's rows of x (kept in L2 by the host's choice of
+	// G), instead of one or two token tiles against all of W.
+	uint tx = gl_WorkGroupID.x, ty = gl_WorkGroupID.y;
+	if (p.raster > 0u) {
+		uint nx = gl_NumWorkGroups.x, id = ty * nx + tx, per = p.raster * nx;
+		uint first = (id / per) * p.raster, rows = min(gl_NumWorkGroups.y - first, p.raster);
+		uint r = id % per;
+		ty = first + r % rows;
+		tx = r / rows;
+	}
+	uint m0 = ty * BM, n0 = tx * BN;
 	uint kb = 0u, ke = p.K;
 	if (p.kc > 0u) {
 		kb = gl_WorkGroupID.z * p.kc;

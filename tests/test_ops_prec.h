@@ -197,7 +197,9 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 
 /* Vulkan's decode-first products (vk_mm.c: W's rows decoded to f16 by wdec.comp, then mm.comp's
  * f16 variant) against the products that decode W in their tiles (TERN_VK_MM_DF=all against =0),
- * bit for bit: the same rounding of every weight, the same tiles and chunks. rows > 0 caps the W
+ * bit for bit: the same rounding of every weight, the same tiles and chunks; and mm.comp's tiles
+ * taken in bands of token tiles against the grid's order (TERN_VK_MM_RASTER), the same bits.
+ * rows > 0 caps the W
  * rows a dispatch takes (TERN_VK_MM_ROWS) for both, so several chunks go through the two decode
  * slots in turn: the forward's columns and the backward's reduction in pieces (its partial sums
  * added in order, the same either way). Each decoded chunk is one more command than the
@@ -233,27 +235,35 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 	if (rows > 0)
 		setenv("TERN_VK_MM_ROWS", rv, 1);
 	/* decode-first twice first, so that both its slots have grown (a new buffer's fill is a
-	 * command too), then decoding in the tiles, then decode-first again: compared and counted */
+	 * command too), then decoding in the tiles with the tiles in the grid's order
+	 * (TERN_VK_MM_RASTER=0), then decode-first again in the default bands of token tiles:
+	 * compared and counted; then in bands of 2 (300 tokens: a band of 2 tiles and one of 1) */
 	uint64_t ncmd[2] = {0, 0};
-	for (int pass = 0; pass < 4 && !c.why[0]; pass++) {
+	for (int pass = 0; pass < 5 && !c.why[0]; pass++) {
 		struct tern_backend *be = s->be;
 		int df = pass != 2;
 		setenv("TERN_VK_MM_DF", df ? "all" : "0", 1);
+		if (pass == 2 || pass == 4)
+			setenv("TERN_VK_MM_RASTER", pass == 2 ? "0" : "2", 1);
+		else
+			unsetenv("TERN_VK_MM_RASTER");
 		if (bad(&c, be->vt->upload(be, dout->v, out0), "upload"))
 			break;
 		uint64_t n0 = be->counts.commands;
 		enum tern_status st = bwd ? tern_matmul_bwd(be, dout->v, din->v, &w, T, acc, TERN_F16)
 					  : tern_matmul(be, dout->v, din->v, &w, T, TERN_F16);
-		ncmd[df] = be->counts.commands - n0;
+		if (pass < 4)
+			ncmd[df] = be->counts.commands - n0;
 		if (bad(&c, st, df ? "decode-first" : "decoding in the tiles"))
 			break;
 		if (pass == 2 && dt_get(&c, dout, got))
 			for (int64_t i = 0; i < T * out_cols; i++)
 				want[i] = got[i];
-		if (pass == 3)
+		if (pass >= 3)
 			expect(&c, dout, want, T * out_cols, 0.0);
 	}
 	unsetenv("TERN_VK_MM_DF");
+	unsetenv("TERN_VK_MM_RASTER");
 	unsetenv("TERN_VK_MM_ROWS");
 	if (!c.why[0] && ncmd[1] != ncmd[0] + (uint64_t)chunks)
 		fail(&c, "decode-first recorded %llu commands, decoding in the tiles %llu: want %lld more",

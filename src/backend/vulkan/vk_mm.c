@@ -40,6 +40,7 @@ struct mm16_push {
 	uint32_t accumulate, xmax_off, kc, part_off, fast;
 	uint32_t lora_r, lu_off, lp_off, lp_cs, lp_rs;
 	float lora_scale;
+	uint32_t raster;
 };
 
 /* Mirrors shaders/wdec.comp. */
@@ -286,6 +287,29 @@ enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct 
 	return TERN_OK;
 }
 
+/* mm.comp's raster: bands of G token tiles walked one column tile after another, G as many as
+ * keep the band's f16 rows of x (128 G K halves) within MM_RASTER_X bytes (of an H100's 50 MiB of
+ * L2, beside the W column tiles being read), at most 16 (2048 tokens); 0 (the grid's own order)
+ * for one token tile. TERN_VK_MM_RASTER=<G>: that band (0: off). */
+#define MM_RASTER_X (24ll << 20)
+static enum tern_status mm_raster(int64_t tn, int64_t K, uint32_t *g)
+{
+	const char *env = getenv("TERN_VK_MM_RASTER");
+	int64_t m = tern_cdiv(tn, MM_TILE), G = MM_RASTER_X / (MM_TILE * 2 * (K > 0 ? K : 1));
+	G = G > 16 ? 16 : G < 1 ? 1 : G;
+	if (env && *env) {
+		char *end = NULL;
+		long long v = strtoll(env, &end, 10);
+		if (*end || v < 0 || v > 65535)
+			return tern_fail(TERN_E_INVALID,
+					 "TERN_VK_MM_RASTER=%s: must be a band of 0 to 65535 token tiles (or unset)",
+					 env);
+		G = v;
+	}
+	*g = m > 1 ? (uint32_t)G : 0;
+	return TERN_OK;
+}
+
 /* Reduction splits of an mm dispatch of `tiles` output tiles over K (at least two BK steps a
  * split). v2 (the default): as many as fill one wave of the groups the multiprocessors hold at
  * once (one tensor-core group each, about 160 registers x 256 invocations; two register-blocked
@@ -385,6 +409,8 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			p.xk0 = (uint32_t)(bwd ? r0 : 0);
 			p.accumulate = accumulate || (bwd && r0 > 0);
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
+			if ((st = mm_raster(tn, p.K, &p.raster)))
+				return st;
 			/* decode-first where both the decode's runs and the f16 product's fast loads hold */
 			struct mm16_push p16 = p;
 			p16.pos = 0;
