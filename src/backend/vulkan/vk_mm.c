@@ -203,15 +203,14 @@ static const enum tern_vk_pipe wdec_pipes[TERN_DTYPE_COUNT] = {
 };
 
 /* Rows of W a decode-first chunk takes (a multiple of 16), 0 where the products decode W in their
- * tiles: from MM_DF_TOKENS tokens a call on a GPU (lavapipe's NF4-DQ products at 512 tokens ran
- * 0.88x decoding in the tiles), for a weight whose dtype has a wdec variant and whose 16 rows fit
- * a slot. TERN_VK_MM_DF=0: never; =1: from MM_DF_TOKENS tokens on any device; =all: at any T on
- * any device (tests). */
-static enum tern_status pick_mm_df(const struct tern_vk *vk, const struct tern_weight *w, int64_t T,
-				   int64_t *rows)
+ * tiles: from MM_DF_TOKENS tokens a call on tensor cores (cm; the register-blocked NF4-DQ products
+ * ran 0.97-0.99x decoding in the tiles on an H100, lavapipe's 0.88x), for a weight whose dtype has
+ * a wdec variant and whose 16 rows fit a slot. TERN_VK_MM_DF=0: never; =1: from MM_DF_TOKENS
+ * tokens on any variant and device; =all: at any T (tests). */
+static enum tern_status pick_mm_df(const struct tern_weight *w, int64_t T, bool cm, int64_t *rows)
 {
 	const char *env = getenv("TERN_VK_MM_DF");
-	bool on = T >= MM_DF_TOKENS && vk->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU;
+	bool on = T >= MM_DF_TOKENS && cm;
 	*rows = 0;
 	if (env && *env) {
 		if (strcmp(env, "0") && strcmp(env, "1") && strcmp(env, "all"))
@@ -301,9 +300,10 @@ static enum tern_status mm_raster(int64_t tn, int64_t K, uint32_t *g)
 		char *end = NULL;
 		long long v = strtoll(env, &end, 10);
 		if (*end || v < 0 || v > 65535)
-			return tern_fail(TERN_E_INVALID,
-					 "TERN_VK_MM_RASTER=%s: must be a band of 0 to 65535 token tiles (or unset)",
-					 env);
+			return tern_fail(
+				TERN_E_INVALID,
+				"TERN_VK_MM_RASTER=%s: must be a band of 0 to 65535 token tiles (or unset)",
+				env);
 		G = v;
 	}
 	*g = m > 1 ? (uint32_t)G : 0;
@@ -343,7 +343,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	int64_t df_rows = 0;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT, pipe16 = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(vk, w, T, &df_rows)) ||
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)) ||
 	    (df_rows && (st = pick_mm16(vk, bwd, lora != NULL, TERN_F16, &cm, &pipe16))))
 		return st;
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
