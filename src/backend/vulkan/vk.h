@@ -332,6 +332,13 @@ int64_t tern_vk_weight_row_bytes(const struct tern_weight *w);
  * are nibbles for NF4, words for ternary). vk_ops.c. */
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
 				     int64_t rows, uint32_t *pos);
+/* W's block scales (absmax, nested) and the dynamic map as a dispatch binds them (bindings 3..5
+ * of shaders/common/weights.glsl), with the word offsets its push constants take. vk_ops.c. */
+struct tern_vk_wscales {
+	struct tern_view absmax, nested, dmap;
+	uint32_t absmax_off, nested_off, dmap_off;
+};
+struct tern_vk_wscales tern_vk_weight_scales(struct tern_vk *vk, const struct tern_weight *w);
 
 /* vk_mm.c: matmul / matmul_bwd at precision F16 (shaders/mm.comp), with the LoRA term when
  * lora is not NULL (backend.h matmul_lora, matmul_lora_bwd: out gets scale · u[T,R] · B[O,R]ᵀ

@@ -253,23 +253,23 @@ static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weigh
 	if (st)
 		return st;
 	vk->mm_w16_next ^= 1;
-	struct tern_view o = {vk->mm_w16[slot], 0, bytes}, absmax = w->absmax, nested = w->nested,
-			 dmap = {vk->consts, 0, 256 * 4};
+	struct tern_view o = {vk->mm_w16[slot], 0, bytes};
+	struct tern_vk_wscales ws = tern_vk_weight_scales(vk, w);
 	struct wdec_push p = {
 		.R = (uint32_t)rn,
 		.I = (uint32_t)w->I,
 		.r0 = (uint32_t)r0,
 		.pos = pos,
+		.absmax_off = ws.absmax_off,
+		.nested_off = ws.nested_off,
+		.dmap_off = ws.dmap_off,
 		.blocksize = (uint32_t)w->blocksize,
 		.offset = w->offset,
 		.scale = w->scale,
 	};
-	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
-	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
-	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	*out = o;
 	p.out_off = tern_vk_place(vk, &o) / 16;
-	struct tern_view b[6] = {o, {0}, wd, absmax, nested, dmap};
+	struct tern_view b[6] = {o, {0}, wd, ws.absmax, ws.nested, ws.dmap};
 	return tern_vk_dispatch(vk, wdec_pipes[w->dtype], b, 6, &p, sizeof p,
 				tern_vk_grid(rn * w->I / 8, 256, 65535), 1, 1);
 }
@@ -364,18 +364,18 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange",
 				 bwd ? "matmul_bwd" : "matmul", (long long)O, (long long)I);
-	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	struct tern_vk_wscales ws = tern_vk_weight_scales(vk, w);
 	struct mm16_push p = {
 		.ldy = (uint32_t)out_cols,
 		.ldx = (uint32_t)ld,
 		.I = (uint32_t)I,
+		.absmax_off = ws.absmax_off,
+		.nested_off = ws.nested_off,
+		.dmap_off = ws.dmap_off,
 		.blocksize = (uint32_t)w->blocksize,
 		.offset = w->offset,
 		.scale = w->scale,
 	};
-	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
-	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
-	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	/* lp(n, r): B[r0 + n, r] forward (r0 folded into lp_off per chunk), A[r, n] backward */
 	struct tern_view lp = lora ? lora->B : (struct tern_view){0};
 	uint32_t lp0 = lora ? (uint32_t)(tern_vk_place(vk, &lp) / 4) : 0;
@@ -441,7 +441,8 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 					return st;
 				part = (struct tern_view){vk->mm_part, 0, (size_t)(splits * tn * p.N) * 4};
 			}
-			struct tern_view b[10] = {y, x, wd, absmax, nested, dmap, xmax, part, lu, lp};
+			struct tern_view b[10] = {y,       x,    wd,   ws.absmax, ws.nested,
+						  ws.dmap, xmax, part, lu,        lp};
 			if ((st = tern_vk_dispatch(vk, df ? pipe16 : pipe, b, 10, &p, sizeof p,
 						   (uint32_t)tern_cdiv(p.N, MM_TILE),
 						   (uint32_t)tern_cdiv(tn, MM_TILE), (uint32_t)splits)))

@@ -65,6 +65,16 @@ int64_t tern_vk_weight_row_bytes(const struct tern_weight *w)
 	}
 }
 
+struct tern_vk_wscales tern_vk_weight_scales(struct tern_vk *vk, const struct tern_weight *w)
+{
+	struct tern_vk_wscales s = {
+		.absmax = w->absmax, .nested = w->nested, .dmap = {vk->consts, 0, 256 * 4}};
+	s.absmax_off = s.absmax.buf ? tern_vk_place(vk, &s.absmax) / 4 : 0;
+	s.nested_off = s.nested.buf ? tern_vk_place(vk, &s.nested) / 4 : 0;
+	s.dmap_off = tern_vk_place(vk, &s.dmap) / 4;
+	return s;
+}
+
 struct tern_view tern_vk_weight_rows(struct tern_vk *vk, const struct tern_weight *w, int64_t r0,
 				     int64_t rows, uint32_t *pos)
 {
@@ -191,7 +201,7 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 		return tern_fail(TERN_E_UNSUPPORTED,
 				 "vulkan: %s: one row of W [%lld, %lld] exceeds maxStorageBufferRange", op,
 				 (long long)O, (long long)I);
-	struct tern_view absmax = w->absmax, nested = w->nested, dmap = {vk->consts, 0, 256 * 4};
+	struct tern_vk_wscales ws = tern_vk_weight_scales(vk, w);
 	struct mm_push p = {
 		.K = (uint32_t)(bwd ? 0 : I),
 		.ldy = (uint32_t)out_cols,
@@ -200,10 +210,10 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 		.blocksize = (uint32_t)w->blocksize,
 		.offset = w->offset,
 		.scale = w->scale,
+		.absmax_off = ws.absmax_off,
+		.nested_off = ws.nested_off,
+		.dmap_off = ws.dmap_off,
 	};
-	p.absmax_off = absmax.buf ? tern_vk_place(vk, &absmax) / 4 : 0;
-	p.nested_off = nested.buf ? tern_vk_place(vk, &nested) / 4 : 0;
-	p.dmap_off = tern_vk_place(vk, &dmap) / 4;
 	struct tern_view xmax = {vk->aux, 0, 4};
 	p.f16 = mv == 2;
 	p.xmax_off = tern_vk_place(vk, &xmax) / 4;
@@ -235,14 +245,14 @@ static enum tern_status mm_run(struct tern_vk *vk, bool bwd, struct tern_view ou
 				continue;
 			}
 			if (mv) {
-				struct tern_view mb[7] = {y, x, wd, absmax, nested, dmap, xmax};
+				struct tern_view mb[7] = {y, x, wd, ws.absmax, ws.nested, ws.dmap, xmax};
 				uint32_t g = groups(p.N, MV_NR), gx = g < 65535 ? g : 65535;
 				if ((st = tern_vk_dispatch(vk, mm_matvec[w->dtype], mb, 7, &p, sizeof p, gx,
 							   groups(g, gx), 1)))
 					return st;
 				continue;
 			}
-			struct tern_view b[6] = {y, x, wd, absmax, nested, dmap};
+			struct tern_view b[6] = {y, x, wd, ws.absmax, ws.nested, ws.dmap};
 			struct mm_pick pk;
 			if ((st = pick_matmul(vk, bwd, w->dtype, &p, &pk)) ||
 			    (st = tern_vk_dispatch(vk, pk.pipe, b, 6, &p, sizeof p, groups(p.N, pk.wn),
