@@ -236,15 +236,15 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 		setenv("TERN_VK_MM_ROWS", rv, 1);
 	/* decode-first twice first, so that both its slots have grown (a new buffer's fill is a
 	 * command too), then decoding in the tiles with the tiles in the grid's order
-	 * (TERN_VK_MM_RASTER=0), then decode-first again in the default bands of token tiles:
+	 * (TERN_VK_MM_RASTER=0), then decode-first again in bands of token tiles (=auto):
 	 * compared and counted; then in bands of 2 (300 tokens: a band of 2 tiles and one of 1) */
 	uint64_t ncmd[2] = {0, 0};
 	for (int pass = 0; pass < 5 && !c.why[0]; pass++) {
 		struct tern_backend *be = s->be;
 		int df = pass != 2;
 		setenv("TERN_VK_MM_DF", df ? "all" : "0", 1);
-		if (pass == 2 || pass == 4)
-			setenv("TERN_VK_MM_RASTER", pass == 2 ? "0" : "2", 1);
+		if (pass >= 2)
+			setenv("TERN_VK_MM_RASTER", pass == 2 ? "0" : pass == 3 ? "auto" : "2", 1);
 		else
 			unsetenv("TERN_VK_MM_RASTER");
 		if (bad(&c, be->vt->upload(be, dout->v, out0), "upload"))

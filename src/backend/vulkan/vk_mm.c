@@ -286,24 +286,27 @@ enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct 
 	return TERN_OK;
 }
 
-/* mm.comp's raster: bands of G token tiles walked one column tile after another, G as many as
- * keep the band's f16 rows of x (128 G K halves) within MM_RASTER_X bytes (of an H100's 50 MiB of
- * L2, beside the W column tiles being read), at most 16 (2048 tokens); 0 (the grid's own order)
- * for one token tile. TERN_VK_MM_RASTER=<G>: that band (0: off). */
+/* mm.comp's raster, opt-in until timed on a GPU (TERN_VK_MM_RASTER unset or 0: the grid's own
+ * order): bands of G token tiles walked one column tile after another. =auto: G as many as keep
+ * the band's f16 rows of x (128 G K halves) within MM_RASTER_X bytes (of an H100's 50 MiB of L2,
+ * beside the W column tiles being read), at most 16 (2048 tokens); =<G>: that band. 0 for one
+ * token tile either way. */
 #define MM_RASTER_X (24ll << 20)
 static enum tern_status mm_raster(int64_t tn, int64_t K, uint32_t *g)
 {
 	const char *env = getenv("TERN_VK_MM_RASTER");
-	int64_t m = tern_cdiv(tn, MM_TILE), G = MM_RASTER_X / (MM_TILE * 2 * (K > 0 ? K : 1));
-	G = G > 16 ? 16 : G < 1 ? 1 : G;
-	if (env && *env) {
+	int64_t m = tern_cdiv(tn, MM_TILE), G = 0;
+	if (env && !strcmp(env, "auto")) {
+		G = MM_RASTER_X / (MM_TILE * 2 * (K > 0 ? K : 1));
+		G = G > 16 ? 16 : G < 1 ? 1 : G;
+	} else if (env && *env) {
 		char *end = NULL;
 		long long v = strtoll(env, &end, 10);
 		if (*end || v < 0 || v > 65535)
-			return tern_fail(
-				TERN_E_INVALID,
-				"TERN_VK_MM_RASTER=%s: must be a band of 0 to 65535 token tiles (or unset)",
-				env);
+			return tern_fail(TERN_E_INVALID,
+					 "TERN_VK_MM_RASTER=%s: must be auto or a band of 0 to 65535 token "
+					 "tiles (or unset)",
+					 env);
 		G = v;
 	}
 	*g = m > 1 ? (uint32_t)G : 0;
