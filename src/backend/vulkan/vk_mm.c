@@ -10,11 +10,12 @@
  * With a LoRA term (matmul_lora, matmul_lora_bwd) mm.comp's -DLORA twin runs the rank-R term as
  * R more steps of the reduction (in split 0's partials after a split); the backward adds it with
  * the first chunk of W's rows only (the later chunks add onto it).
- * Decode-first (from MM_DF_TOKENS tokens a call; TERN_VK_MM_DF): a quantized or bf16/f32 W's rows
- * are decoded to f16 once per chunk (shaders/wdec.comp, into one of two slots of vk->mm_w16, so
- * the next chunk's decode may overlap this chunk's product) and multiplied by mm.comp's f16
- * variant: the same bits as decoding in the tiles, where a 2048-token product would decode each
- * weight 16 times over (once per 128-row tile of tokens). */
+ * Decode-first (from MM_DF_TOKENS tokens a call on tensor cores; TERN_VK_MM_DF): a quantized or
+ * bf16/f32 W's rows are decoded to f16 once per chunk (shaders/wdec.comp, into one of two slots of
+ * vk->mm_w16, so the next chunk's decode may overlap this chunk's product) and multiplied by
+ * mm.comp's f16 variant: the same bits as decoding in the tiles, where a 2048-token product would
+ * decode each weight 16 times over (once per 128-row tile of tokens). Token chunks (past
+ * maxStorageBufferRange) decode W again each. */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -242,10 +243,11 @@ static enum tern_status mm_rows_env(int64_t *rows)
 	return TERN_OK;
 }
 
-/* W rows [r0, r0 + rn) (bound as wd, element position pos) decoded to f16 into the next slot of
- * vk->mm_w16, as *out (rn x I halves from its start). */
-static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weight *w, struct tern_view wd,
-				     uint32_t pos, int64_t r0, int64_t rn, struct tern_view *out)
+/* W rows [r0, r0 + rn) (bound as wd, element position pos; its scales as ws placed them) decoded to
+ * f16 into the next slot of vk->mm_w16, as *out (rn x I halves from its start). */
+static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weight *w,
+				     const struct tern_vk_wscales *ws, struct tern_view wd, uint32_t pos,
+				     int64_t r0, int64_t rn, struct tern_view *out)
 {
 	int slot = vk->mm_w16_next;
 	size_t bytes = (size_t)(rn * w->I) * 2;
@@ -254,29 +256,29 @@ static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weigh
 		return st;
 	vk->mm_w16_next ^= 1;
 	struct tern_view o = {vk->mm_w16[slot], 0, bytes};
-	struct tern_vk_wscales ws = tern_vk_weight_scales(vk, w);
 	struct wdec_push p = {
 		.R = (uint32_t)rn,
 		.I = (uint32_t)w->I,
 		.r0 = (uint32_t)r0,
 		.pos = pos,
-		.absmax_off = ws.absmax_off,
-		.nested_off = ws.nested_off,
-		.dmap_off = ws.dmap_off,
+		.absmax_off = ws->absmax_off,
+		.nested_off = ws->nested_off,
+		.dmap_off = ws->dmap_off,
 		.blocksize = (uint32_t)w->blocksize,
 		.offset = w->offset,
 		.scale = w->scale,
 	};
 	*out = o;
 	p.out_off = tern_vk_place(vk, &o) / 16;
-	struct tern_view b[6] = {o, {0}, wd, ws.absmax, ws.nested, ws.dmap};
+	struct tern_view b[6] = {o, {0}, wd, ws->absmax, ws->nested, ws->dmap};
 	return tern_vk_dispatch(vk, wdec_pipes[w->dtype], b, 6, &p, sizeof p,
 				tern_vk_grid(rn * w->I / 8, 256, 65535), 1, 1);
 }
 
 /* backend.h tern_backend_sizes_for: the reserve grows by the two decode-first slots the products
- * fill (F16 products from MM_DF_TOKENS tokens, weights with something to decode): each the
- * largest projection in f16, at most MM_DF_SLOT. */
+ * fill (F16 products from MM_DF_TOKENS tokens, weights with something to decode; counted whether or
+ * not the device has tensor cores: the planner runs without one): each the largest projection in
+ * f16, at most MM_DF_SLOT. */
 enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct tern_backend_sizes *out)
 {
 	if (s->prec == TERN_F16 && s->T >= MM_DF_TOKENS && s->proj != TERN_F16) {
@@ -346,9 +348,10 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	int64_t df_rows = 0;
 	enum tern_vk_pipe pipe = TERN_PIPE_COUNT, pipe16 = TERN_PIPE_COUNT;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)) ||
-	    (df_rows && (st = pick_mm16(vk, bwd, lora != NULL, TERN_F16, &cm, &pipe16))))
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)))
 		return st;
+	/* decode-first multiplies with the same variant's f16 twin */
+	pipe16 = mm16_pipes[lora != NULL][cm][bwd][TERN_F16];
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t ld = x16_ld(in_cols), wide = 4 * (O > I ? O : I); /* the widest fp32 row's bytes */
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
@@ -414,11 +417,10 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
 			if ((st = mm_raster(tn, p.K, &p.raster)))
 				return st;
-			/* decode-first where both the decode's runs and the f16 product's fast loads hold */
-			struct mm16_push p16 = p;
-			p16.pos = 0;
-			bool df = df_rows && p.fast && mm_fast_ok(TERN_F16, &p16, bwd);
-			if (df && (st = mm_df_decode(vk, w, wd, p.pos, r0, rn, &wd)))
+			/* decode-first where the runs the decode reads are aligned (p.fast: the f16
+			 * product's loads, from the slot's start, then are too) */
+			bool df = df_rows && p.fast;
+			if (df && (st = mm_df_decode(vk, w, &ws, wd, p.pos, r0, rn, &wd)))
 				return st;
 			if (df)
 				p.pos = 0;
