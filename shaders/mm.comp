@@ -86,6 +86,7 @@ layout(push_constant) uniform Push {
 #define wp_blocksize p.blocksize
 #define wp_offset p.offset
 #define wp_scale p.scale
+#define W_SHARED_TABLES
 #include "common/weights.glsl"
 
 layout(binding = 0) buffer Out { float y[]; };
@@ -123,20 +124,6 @@ shared uvec4 Bs[BN * SA]; // W tile [n][k]
 
 // The exponent of s_t for row t of this dispatch (t < T)
 int row_exp(uint t) { return tern_pow2_exp(xmax[p.xmax_off + t], 14); }
-
-#if defined(W_NF4_DQ)
-shared float dmap[256]; // the dynamic map of the block codes, loaded once per group
-// w_block_absmax with the map from shared memory (same arithmetic, no fused multiply-add)
-float run_absmax(uint b)
-{
-	uint q = (w_absmax[wp_absmax_off + (b >> 2)] >> ((b & 3u) * 8u)) & 0xffu;
-	precise float a = dmap[q] * w_nested[wp_nested_off + (b >> 8)];
-	precise float r = a + wp_offset;
-	return r;
-}
-#elif defined(W_NF4)
-float run_absmax(uint b) { return w_block_absmax(b); }
-#endif
 
 // ---- loads: global -> registers (the next step) ---------------------------------------------
 
@@ -220,7 +207,7 @@ void load_step(uint m0, uint n0, uint k0, uint ke)
 		wa[i] = 0.0;
 		if (in_) {
 			wr[i] = w2[(lr * p.I + col + p.pos) >> 4];
-			wa[i] = run_absmax((row * p.I + col) / p.blocksize);
+			wa[i] = w_run_absmax((row * p.I + col) / p.blocksize);
 		}
 #endif
 	}
@@ -233,10 +220,6 @@ uvec4 pack8(float v0, float v1, float v2, float v3, float v4, float v5, float v6
 	return uvec4(packHalf2x16(vec2(v0, v1)), packHalf2x16(vec2(v2, v3)), packHalf2x16(vec2(v4, v5)),
 		     packHalf2x16(vec2(v6, v7)));
 }
-
-#if defined(W_NF4) || defined(W_NF4_DQ)
-shared float nf4[16];
-#endif
 
 // 16 weights of run i as two uvec4 of f16
 void w_decode(uint i, out uvec4 lo, out uvec4 hi)
@@ -269,8 +252,8 @@ void w_decode(uint i, out uvec4 lo, out uvec4 hi)
 	float v[16];
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
 		uint byte_ = (wr[i][j >> 2] >> ((j & 3u) * 8u)) & 0xffu;
-		v[2u * j] = nf4[byte_ >> 4] * wa[i];
-		v[2u * j + 1u] = nf4[byte_ & 15u] * wa[i];
+		v[2u * j] = w_nf4[byte_ >> 4] * wa[i];
+		v[2u * j + 1u] = w_nf4[byte_ & 15u] * wa[i];
 	}
 	lo = pack8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
 	hi = pack8(v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]);
@@ -561,11 +544,7 @@ void main()
 		ke = min(p.K, kb + p.kc);
 	}
 #if defined(W_NF4) || defined(W_NF4_DQ)
-	if (gl_LocalInvocationID.x < 16u)
-		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
-#if defined(W_NF4_DQ)
-	dmap[gl_LocalInvocationID.x] = w_dmap[wp_dmap_off + gl_LocalInvocationID.x];
-#endif
+	w_tables_load();
 	barrier();
 #endif
 

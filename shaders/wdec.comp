@@ -32,28 +32,10 @@ layout(push_constant) uniform Push {
 #define wp_blocksize p.blocksize
 #define wp_offset p.offset
 #define wp_scale p.scale
+#define W_SHARED_TABLES
 #include "common/weights.glsl"
 
 layout(binding = 0) writeonly buffer Out { uvec4 out4[]; };
-
-#if defined(W_NF4) || defined(W_NF4_DQ)
-// the code values in shared memory (a constant array indexed by each lane's code went to local
-// memory), as mm.comp keeps them
-shared float nf4[16];
-#endif
-#if defined(W_NF4_DQ)
-shared float dmap[256];
-// w_block_absmax with the map from shared memory: mm.comp's run_absmax, the same arithmetic
-float run_absmax(uint b)
-{
-	uint q = (w_absmax[wp_absmax_off + (b >> 2)] >> ((b & 3u) * 8u)) & 0xffu;
-	precise float a = dmap[q] * w_nested[wp_nested_off + (b >> 8)];
-	precise float r = a + wp_offset;
-	return r;
-}
-#elif defined(W_NF4)
-float run_absmax(uint b) { return w_block_absmax(b); }
-#endif
 
 uvec4 pack8(float v[8])
 {
@@ -81,11 +63,11 @@ void run8(uint lr, uint col, out float v[8])
 #elif defined(W_NF4) || defined(W_NF4_DQ)
 	// two codes per byte, the even element in the high nibble; one absmax for the 8
 	uint word = w_data[l >> 3];
-	float a = run_absmax(((p.r0 + lr) * p.I + col) / p.blocksize);
+	float a = w_run_absmax(((p.r0 + lr) * p.I + col) / p.blocksize);
 	[[unroll]] for (uint j = 0u; j < 4u; j++) {
 		uint byte_ = (word >> (8u * j)) & 0xffu;
-		v[2u * j] = nf4[byte_ >> 4] * a;
-		v[2u * j + 1u] = nf4[byte_ & 15u] * a;
+		v[2u * j] = w_nf4[byte_ >> 4] * a;
+		v[2u * j + 1u] = w_nf4[byte_ & 15u] * a;
 	}
 #else
 #error wdec.comp: define one of W_F32 W_BF16 W_NF4 W_NF4_DQ W_TERNARY
@@ -95,11 +77,7 @@ void run8(uint lr, uint col, out float v[8])
 void main()
 {
 #if defined(W_NF4) || defined(W_NF4_DQ)
-	if (gl_LocalInvocationID.x < 16u)
-		nf4[gl_LocalInvocationID.x] = uintBitsToFloat(NF4_CODE_BITS[gl_LocalInvocationID.x]);
-#if defined(W_NF4_DQ)
-	dmap[gl_LocalInvocationID.x] = w_dmap[wp_dmap_off + gl_LocalInvocationID.x];
-#endif
+	w_tables_load(); // common/weights.glsl: the code values (and map) in shared memory
 	barrier();
 #endif
 	uint per_row = p.I >> 3, n = p.R * per_row;

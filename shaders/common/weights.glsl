@@ -31,6 +31,40 @@ float w_block_absmax(uint b)
 }
 #endif
 
+// W_SHARED_TABLES (shaders that decode many NF4 weights a group: mm.comp, wdec.comp): the code
+// values, and NF4-DQ's map, in shared memory (a constant array indexed by each lane's code is
+// local memory on NVIDIA's compiler). Every invocation of a group of at least 256 calls
+// w_tables_load(), then a barrier; w_run_absmax(b) is w_block_absmax(b) on them, the same
+// arithmetic.
+#if defined(W_SHARED_TABLES) && (defined(W_NF4) || defined(W_NF4_DQ))
+shared float w_nf4[16];
+#if defined(W_NF4_DQ)
+shared float w_dmap_s[256];
+#endif
+void w_tables_load()
+{
+	uint i = gl_LocalInvocationID.x;
+	if (i < 16u)
+		w_nf4[i] = uintBitsToFloat(NF4_CODE_BITS[i]);
+#if defined(W_NF4_DQ)
+	if (i < 256u)
+		w_dmap_s[i] = w_dmap[wp_dmap_off + i];
+#endif
+}
+
+float w_run_absmax(uint b)
+{
+#if defined(W_NF4_DQ)
+	uint q = (w_absmax[wp_absmax_off + (b >> 2)] >> ((b & 3u) * 8u)) & 0xffu;
+	precise float a = w_dmap_s[q] * w_nested[wp_nested_off + (b >> 8)];
+	precise float r = a + wp_offset;
+	return r;
+#else
+	return w_block_absmax(b);
+#endif
+}
+#endif
+
 #if defined(W_F16) || defined(W_BF16)
 #include "common/half.glsl"
 #endif
