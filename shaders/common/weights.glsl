@@ -32,8 +32,8 @@ float w_block_absmax(uint b)
 #endif
 
 // W_SHARED_TABLES (shaders that decode many NF4 weights a group: mm.comp, wdec.comp): the code
-// values, and NF4-DQ's map, in shared memory (a constant array indexed by each lane's code is
-// local memory on NVIDIA's compiler). Every invocation of a group of at least 256 calls
+// values, and NF4-DQ's map, in shared memory (a constant array indexed by each lane's code may be
+// placed in local memory by the compiler). Every invocation of a group of at least 256 calls
 // w_tables_load(), then a barrier; w_run_absmax(b) is w_block_absmax(b) on them, the same
 // arithmetic.
 #if defined(W_SHARED_TABLES) && (defined(W_NF4) || defined(W_NF4_DQ))
