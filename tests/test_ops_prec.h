@@ -234,9 +234,9 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 	snprintf(rv, sizeof rv, "%lld", (long long)rows);
 	if (rows > 0)
 		setenv("TERN_VK_MM_ROWS", rv, 1);
-	/* decode-first twice first, so that both its slots have grown (a new buffer's fill is a
-	 * command too), then decoding in the tiles with the tiles in the grid's order
-	 * (TERN_VK_MM_RASTER=0), then decode-first again in bands of token tiles (=auto):
+	/* decode-first twice first (the default order: bands of token tiles), so that both its slots
+	 * have grown (a new buffer's fill is a command too), then decoding in the tiles with the tiles
+	 * in the grid's order (TERN_VK_MM_RASTER=0), then decode-first again in bands (=auto):
 	 * compared and counted; then in bands of 2 (300 tokens: a band of 2 tiles and one of 1) */
 	uint64_t ncmd[2] = {0, 0};
 	for (int pass = 0; pass < 5 && !c.why[0]; pass++) {

@@ -288,20 +288,21 @@ enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct 
 	return TERN_OK;
 }
 
-/* mm.comp's raster, opt-in until timed on a GPU (TERN_VK_MM_RASTER unset or 0: the grid's own
- * order): bands of G token tiles walked one column tile after another. =auto: G as many as keep
- * the band's f16 rows of x (128 G K halves) within MM_RASTER_X bytes (of an H100's 50 MiB of L2,
- * beside the W column tiles being read), at most 16 (2048 tokens); =<G>: that band. 0 for one
- * token tile either way. */
+/* mm.comp's raster: bands of G token tiles walked one column tile after another (the default,
+ * =auto: on an H100 the down projection's backward 1.13x, the other NF4-DQ products within 1 %, the
+ * 8B step 1.014x; docs/PERFORMANCE.md 2026-12-07 06:35), G as many as keep the band's f16 rows of
+ * x (128 G K halves) within MM_RASTER_X bytes (of an H100's 50 MiB of L2, beside the W column
+ * tiles being read), at most 16 (2048 tokens); TERN_VK_MM_RASTER=0: the grid's own order; =<G>:
+ * that band. 0 for one token tile either way. */
 #define MM_RASTER_X (24ll << 20)
 static enum tern_status mm_raster(int64_t tn, int64_t K, uint32_t *g)
 {
 	const char *env = getenv("TERN_VK_MM_RASTER");
 	int64_t m = tern_cdiv(tn, MM_TILE), G = 0;
-	if (env && !strcmp(env, "auto")) {
+	if (!env || !*env || !strcmp(env, "auto")) {
 		G = MM_RASTER_X / (MM_TILE * 2 * (K > 0 ? K : 1));
 		G = G > 16 ? 16 : G < 1 ? 1 : G;
-	} else if (env && *env) {
+	} else {
 		char *end = NULL;
 		long long v = strtoll(env, &end, 10);
 		if (*end || v < 0 || v > 65535)
