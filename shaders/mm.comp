@@ -14,8 +14,11 @@
 // block size to be a multiple of 16).
 //   -DCOOPMAT (GL_NV_cooperative_matrix, 8 subgroups of 32): subgroup g owns the 64 x 32 block
 //     (g / 4, g % 4) as 4 x 2 fragments of 16 x 16 fp32 accumulators.
-//   otherwise (any device with shaderFloat16): invocation (t / 16, t % 16) owns an 8 x 8 block of
-//     fp32 accumulators, fed from the same shared tiles (the fast path without tensor cores).
+//   otherwise (any device with shaderFloat16): invocation t owns 8 x 8 fp32 accumulators, rows
+//     8 (t / 16) .. + 7 by columns 8 (t % 16) .. + 7 backward, columns t % 16 + 16 j (j < 8)
+//     forward, fed from the same shared tiles (the fast path without tensor cores). Forward, the
+//     columns are rows of the [n][k] W tile: 8 apart, the 16 invocations of a half warp would read
+//     rows 640 bytes apart, on the same banks; one apart they meet distinct banks.
 // Split-K (p.kc > 0, gl_WorkGroupID.z = split): the group sums K range [z kc, z kc + kc) and
 // writes the raw partial sums to binding 7 as [splits][T][N]; mm_reduce.comp adds them in order.
 //
@@ -336,8 +339,8 @@ void store_step()
 
 // ---- the output --------------------------------------------------------------------------------
 
-// v[0..8) are the sums of row m, columns n .. n+7 of the tile at (m0, n0)
-void write8(uint m0, uint n0, uint m, uint n, float v[8])
+// v[0..8) are the sums of row m, columns n + step j of the tile at (m0, n0)
+void write8(uint m0, uint n0, uint m, uint n, uint step, float v[8])
 {
 	uint t = m0 + m, c = n0 + n;
 	if (t >= p.T)
@@ -345,8 +348,8 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8])
 	if (p.kc > 0u) {
 		uint b = p.part_off + (gl_WorkGroupID.z * p.T + t) * p.N + c;
 		[[unroll]] for (uint j = 0u; j < 8u; j++)
-			if (c + j < p.N)
-				part[b + j] = v[j];
+			if (c + step * j < p.N)
+				part[b + step * j] = v[j];
 		return;
 	}
 #ifdef BWD
@@ -356,10 +359,11 @@ void write8(uint m0, uint n0, uint m, uint n, float v[8])
 #endif
 	float inv_s = exp2(float(-row_exp(t)));
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
-		if (c + j >= p.N)
+		uint e = b + step * j;
+		if (c + step * j >= p.N)
 			break;
 		float r = v[j] * inv_s;
-		y[b + j] = p.accumulate != 0u ? y[b + j] + r : r;
+		y[e] = p.accumulate != 0u ? y[e] + r : r;
 	}
 }
 
@@ -388,13 +392,13 @@ void tile_k16(uint kk)
 			acc[i][j] = coopMatMulAddNV(a[i], b[j], acc[i][j]);
 }
 #else
-float acc[8][8]; // invocation's 8 x 8 block at (tm, tn)
+float acc[8][8]; // the invocation's rows tm + i by columns tn + j (backward), tn + 16 j (forward)
 uint tm, tn;
 
 // acc += the tile's columns 8 kg .. 8 kg + 7 of As times those rows of Bs
 void tile_k8(uint kg)
 {
-	float b[8][8]; // b[k][j]: column tn + j, k = 8 kg + k
+	float b[8][8]; // b[k][j]: the invocation's column j, k = 8 kg + k
 	[[unroll]] for (uint j = 0u; j < 8u; j++) {
 #ifdef BWD
 		uvec4 w = Bs[(8u * kg + j) * SB + (tn >> 3)]; // row k = 8 kg + j, columns tn..
@@ -404,7 +408,7 @@ void tile_k8(uint kg)
 			b[j][2u * q + 1u] = f.y;
 		}
 #else
-		uvec4 w = Bs[(tn + j) * SA + kg]; // row n = tn + j, k = 8 kg ..
+		uvec4 w = Bs[(tn + 16u * j) * SA + kg]; // row n = tn + 16 j, k = 8 kg ..
 		[[unroll]] for (uint q = 0u; q < 4u; q++) {
 			vec2 f = unpackHalf2x16(w[q]);
 			b[2u * q][j] = f.x;
@@ -557,7 +561,11 @@ void main()
 			acc[i][j] = FC(0.0);
 #else
 	tm = (gl_LocalInvocationID.x / 16u) * 8u;
+#ifdef BWD
 	tn = (gl_LocalInvocationID.x % 16u) * 8u;
+#else
+	tn = gl_LocalInvocationID.x % 16u;
+#endif
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
 		[[unroll]] for (uint j = 0u; j < 8u; j++)
 			acc[i][j] = 0.0;
@@ -608,11 +616,16 @@ void main()
 			float v[8] = float[8](uintBitsToFloat(lo.x), uintBitsToFloat(lo.y), uintBitsToFloat(lo.z),
 					      uintBitsToFloat(lo.w), uintBitsToFloat(hi.x), uintBitsToFloat(hi.y),
 					      uintBitsToFloat(hi.z), uintBitsToFloat(hi.w));
-			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, v);
+			write8(m0, n0, wm + 16u * i + r, wn + 16u * j + c, 1u, v);
 			subgroupBarrier();
 		}
 #else
+#ifdef BWD
+	const uint step = 1u;
+#else
+	const uint step = 16u;
+#endif
 	[[unroll]] for (uint i = 0u; i < 8u; i++)
-		write8(m0, n0, tm + i, tn, acc[i]);
+		write8(m0, n0, tm + i, tn, step, acc[i]);
 #endif
 }
