@@ -102,6 +102,10 @@ set(TERN_SHADER_VARIANTS
   # the decode-first products' first pass: W's rows decoded to f16 once (vk_mm.c)
   "wdec_f32|wdec.comp|-DW_F32" "wdec_bf16|wdec.comp|-DW_BF16" "wdec_nf4|wdec.comp|-DW_NF4"
   "wdec_nf4_dq|wdec.comp|-DW_NF4_DQ" "wdec_ternary|wdec.comp|-DW_TERNARY"
+  # ... transposed, for the backward's product run as a forward one
+  "wdect_f32|wdec.comp|-DW_F32 -DTRANS" "wdect_bf16|wdec.comp|-DW_BF16 -DTRANS"
+  "wdect_nf4|wdec.comp|-DW_NF4 -DTRANS" "wdect_nf4_dq|wdec.comp|-DW_NF4_DQ -DTRANS"
+  "wdect_ternary|wdec.comp|-DW_TERNARY -DTRANS"
   # the LoRA products (one of M, N, K at most 32), fp32
   "gemm_lr_rowk|gemm_lr.comp|-DROWK" "gemm_lr_rowm|gemm_lr.comp|-DROWM" "gemm_lr_wide|gemm_lr.comp|-DWIDE"
   "gemm_lr_rowk_r32|gemm_lr.comp|-DROWK -DRV=8u" "gemm_lr_rowm_r32|gemm_lr.comp|-DROWM -DRV=8u"

@@ -8,6 +8,10 @@
 // Each invocation decodes a run of 8 consecutive elements of one row. The host has checked what
 // the runs assume (vk_mm.c, mm_fast_ok): I a multiple of 16; pos a multiple of 16 (NF4: and the
 // block size), of 8 (bf16) or of 4 (f32); ternary rows are whole words.
+// -DTRANS: the chunk transposed, out[col R + (row - r0)] (=) f16(w(row, col)): W's rows become
+// the columns of an [I, R] matrix, so that the backward's dx = dy W runs as mm.comp's forward
+// product with this as its weight (vk_mm.c). A group decodes a tile of 64 rows x 64 columns into
+// shared memory and writes it by columns, 8 rows a uvec4 (R a multiple of 8).
 // Bindings: 0 = out (f16 pairs, 8 halves a uvec4, from out_off uvec4s on), 2..5 = the weight
 // (common/weights.glsl).
 #extension GL_GOOGLE_include_directive : require
@@ -74,6 +78,45 @@ void run8(uint lr, uint col, out float v[8])
 #endif
 }
 
+#ifdef TRANS
+#define TT 64u
+shared float tt[TT][TT + 1u]; // [column][row] of the tile
+
+void main()
+{
+#if defined(W_NF4) || defined(W_NF4_DQ)
+	w_tables_load();
+	barrier();
+#endif
+	uint tc = (p.I + TT - 1u) / TT, n = (p.R + TT - 1u) / TT * tc, t = gl_LocalInvocationID.x;
+	for (uint tile = gl_WorkGroupID.x; tile < n; tile += gl_NumWorkGroups.x) {
+		uint rt = (tile / tc) * TT, ct = (tile % tc) * TT; // the tile's first row, column
+		// the tile's 64 rows as runs of 8 columns (two an invocation), into tt by column
+		[[unroll]] for (uint h = 0u; h < 2u; h++) {
+			uint q = t + h * 256u, lr = q / 8u, cr = (q % 8u) * 8u;
+			float v[8];
+			if (rt + lr < p.R && ct + cr < p.I)
+				run8(rt + lr, ct + cr, v);
+			else
+				[[unroll]] for (uint j = 0u; j < 8u; j++)
+					v[j] = 0.0;
+			[[unroll]] for (uint j = 0u; j < 8u; j++)
+				tt[cr + j][lr] = v[j];
+		}
+		barrier();
+		// its 64 columns as runs of 8 rows
+		[[unroll]] for (uint h = 0u; h < 2u; h++) {
+			uint q = t + h * 256u, c = q / 8u, rr = (q % 8u) * 8u;
+			float v[8];
+			[[unroll]] for (uint j = 0u; j < 8u; j++)
+				v[j] = tt[c][rr + j];
+			if (ct + c < p.I && rt + rr < p.R)
+				out4[p.out_off + ((ct + c) * p.R + rt + rr) / 8u] = pack8(v);
+		}
+		barrier();
+	}
+}
+#else
 void main()
 {
 #if defined(W_NF4) || defined(W_NF4_DQ)
@@ -88,3 +131,4 @@ void main()
 		out4[p.out_off + q] = pack8(v);
 	}
 }
+#endif

@@ -237,16 +237,20 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 	/* decode-first twice first (the default order: bands of token tiles), so that both its slots
 	 * have grown (a new buffer's fill is a command too), then decoding in the tiles with the tiles
 	 * in the grid's order (TERN_VK_MM_RASTER=0), then decode-first again in bands (=auto):
-	 * compared and counted; then in bands of 2 (300 tokens: a band of 2 tiles and one of 1) */
-	uint64_t ncmd[2] = {0, 0};
-	for (int pass = 0; pass < 5 && !c.why[0]; pass++) {
+	 * compared and counted; then in bands of 2 (300 tokens: a band of 2 tiles and one of 1);
+	 * backward, then its chunks decoded transposed and multiplied by the forward variant
+	 * (TERN_VK_MM_DFT=1): compared, and no command more than decode-first's */
+	uint64_t ncmd[2] = {0, 0}, ntrans = 0;
+	for (int pass = 0; pass < (bwd ? 6 : 5) && !c.why[0]; pass++) {
 		struct tern_backend *be = s->be;
 		int df = pass != 2;
 		setenv("TERN_VK_MM_DF", df ? "all" : "0", 1);
-		if (pass >= 2)
+		if (pass >= 2 && pass < 5)
 			setenv("TERN_VK_MM_RASTER", pass == 2 ? "0" : pass == 3 ? "auto" : "2", 1);
 		else
 			unsetenv("TERN_VK_MM_RASTER");
+		if (pass == 5)
+			setenv("TERN_VK_MM_DFT", "1", 1);
 		if (bad(&c, be->vt->upload(be, dout->v, out0), "upload"))
 			break;
 		uint64_t n0 = be->counts.commands;
@@ -254,7 +258,12 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 					  : tern_matmul(be, dout->v, din->v, &w, T, TERN_F16);
 		if (pass < 4)
 			ncmd[df] = be->counts.commands - n0;
-		if (bad(&c, st, df ? "decode-first" : "decoding in the tiles"))
+		if (pass == 5)
+			ntrans = be->counts.commands - n0;
+		if (bad(&c, st,
+			pass == 5 ? "decode-first transposed"
+			: df      ? "decode-first"
+				  : "decoding in the tiles"))
 			break;
 		if (pass == 2 && dt_get(&c, dout, got))
 			for (int64_t i = 0; i < T * out_cols; i++)
@@ -265,9 +274,13 @@ static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_
 	unsetenv("TERN_VK_MM_DF");
 	unsetenv("TERN_VK_MM_RASTER");
 	unsetenv("TERN_VK_MM_ROWS");
+	unsetenv("TERN_VK_MM_DFT");
 	if (!c.why[0] && ncmd[1] != ncmd[0] + (uint64_t)chunks)
 		fail(&c, "decode-first recorded %llu commands, decoding in the tiles %llu: want %lld more",
 		     (unsigned long long)ncmd[1], (unsigned long long)ncmd[0], (long long)chunks);
+	if (!c.why[0] && bwd && ntrans != ncmd[1])
+		fail(&c, "decode-first transposed recorded %llu commands, decode-first %llu: want as many",
+		     (unsigned long long)ntrans, (unsigned long long)ncmd[1]);
 	dt_unchanged(&c, din, in);
 out_w:
 	hweight_free(&hw);

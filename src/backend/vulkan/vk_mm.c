@@ -243,11 +243,35 @@ static enum tern_status mm_rows_env(int64_t *rows)
 	return TERN_OK;
 }
 
+/* wdec.comp -DTRANS by the weight's dtype */
+static const enum tern_vk_pipe wdect_pipes[TERN_DTYPE_COUNT] = {
+	[TERN_F32] = TERN_PIPE_WDECT_F32,       [TERN_F16] = TERN_PIPE_COUNT,
+	[TERN_BF16] = TERN_PIPE_WDECT_BF16,     [TERN_NF4] = TERN_PIPE_WDECT_NF4,
+	[TERN_NF4_DQ] = TERN_PIPE_WDECT_NF4_DQ, [TERN_TERNARY] = TERN_PIPE_WDECT_TERNARY,
+};
+
+/* Whether a decode-first backward decodes its chunks transposed and multiplies them with the
+ * forward variant (dx = dy W as y = x (W^T)^T; mm.comp's forward tiles ran 1.13-1.22x its backward
+ * ones with f16 weights on an H100, docs/PERFORMANCE.md 2026-12-07 03:48): TERN_VK_MM_DFT=1, opt-in
+ * until timed on a GPU; unset or 0: the backward variant on the rows as decoded. */
+static enum tern_status mm_dft_on(bool *on)
+{
+	const char *env = getenv("TERN_VK_MM_DFT");
+	*on = false;
+	if (!env || !*env || !strcmp(env, "0"))
+		return TERN_OK;
+	if (strcmp(env, "1"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_MM_DFT=%s: must be 0 or 1 (or unset)", env);
+	*on = true;
+	return TERN_OK;
+}
+
 /* W rows [r0, r0 + rn) (bound as wd, element position pos; its scales as ws placed them) decoded to
- * f16 into the next slot of vk->mm_w16, as *out (rn x I halves from its start). */
+ * f16 into the next slot of vk->mm_w16, as *out: rn x I halves from its start, or with trans their
+ * transpose, I x rn (rn a multiple of 8). */
 static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weight *w,
 				     const struct tern_vk_wscales *ws, struct tern_view wd, uint32_t pos,
-				     int64_t r0, int64_t rn, struct tern_view *out)
+				     int64_t r0, int64_t rn, bool trans, struct tern_view *out)
 {
 	int slot = vk->mm_w16_next;
 	size_t bytes = (size_t)(rn * w->I) * 2;
@@ -271,6 +295,10 @@ static enum tern_status mm_df_decode(struct tern_vk *vk, const struct tern_weigh
 	*out = o;
 	p.out_off = tern_vk_place(vk, &o) / 16;
 	struct tern_view b[6] = {o, {0}, wd, ws->absmax, ws->nested, ws->dmap};
+	if (trans) /* one group a tile of 64 x 64 */
+		return tern_vk_dispatch(vk, wdect_pipes[w->dtype], b, 6, &p, sizeof p,
+					tern_vk_grid(tern_cdiv(rn, 64) * tern_cdiv(w->I, 64), 1, 65535), 1,
+					1);
 	return tern_vk_dispatch(vk, wdec_pipes[w->dtype], b, 6, &p, sizeof p,
 				tern_vk_grid(rn * w->I / 8, 256, 65535), 1, 1);
 }
@@ -347,12 +375,17 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	bool cm = false;
 	int gen = 2;
 	int64_t df_rows = 0;
-	enum tern_vk_pipe pipe = TERN_PIPE_COUNT, pipe16 = TERN_PIPE_COUNT;
+	enum tern_vk_pipe pipe = TERN_PIPE_COUNT, pipe16 = TERN_PIPE_COUNT, pipe16f = TERN_PIPE_COUNT;
+	bool dft = false;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
-	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)))
+	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)) ||
+	    (st = mm_dft_on(&dft)))
 		return st;
-	/* decode-first multiplies with the same variant's f16 twin */
+	/* decode-first multiplies with the same variant's f16 twin; transposed, with the forward's */
 	pipe16 = mm16_pipes[lora != NULL][cm][bwd][TERN_F16];
+	pipe16f = mm16_pipes[lora != NULL][cm][false][TERN_F16];
+	dft = dft && bwd && wdect_pipes[w->dtype] != TERN_PIPE_COUNT &&
+	      tern_vk_built(&wdect_pipes[w->dtype], 1);
 	struct tern_view in16 = {vk->mm_x16, 0, vk->mm_x16->size};
 	int64_t ld = x16_ld(in_cols), wide = 4 * (O > I ? O : I); /* the widest fp32 row's bytes */
 	int64_t bk = cm ? MM_BK_COOPMAT : MM_BK;
@@ -402,6 +435,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 		p.x_off = (uint32_t)(tern_vk_place(vk, &x) / 2);
 		p.xmax_off = tern_vk_place(vk, &xmax) / 4;
 		p.T = (uint32_t)tn;
+		uint32_t x_off = p.x_off;
 		struct tern_view lu = {0};
 		if (lora) {
 			lu = tern_view_sub(lora->u, (size_t)(t0 * lora->R) * 4, (size_t)(tn * lora->R) * 4);
@@ -413,6 +447,8 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			p.r0 = (uint32_t)r0;
 			p.N = (uint32_t)(bwd ? I : rn);
 			p.K = (uint32_t)(bwd ? rn : I);
+			p.I = (uint32_t)I;
+			p.x_off = x_off;
 			p.xk0 = (uint32_t)(bwd ? r0 : 0);
 			p.accumulate = accumulate || (bwd && r0 > 0);
 			p.fast = mm_fast_ok(w->dtype, &p, bwd);
@@ -421,10 +457,21 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			/* decode-first where the runs the decode reads are aligned (p.fast: the f16
 			 * product's loads, from the slot's start, then are too) */
 			bool df = df_rows && p.fast;
-			if (df && (st = mm_df_decode(vk, w, &ws, wd, p.pos, r0, rn, &wd)))
+			/* transposed: the forward product of x's columns r0 .. with the I x rn chunk as
+			 * its weight (rows of rn halves), into all of dx's columns */
+			struct mm16_push pt = p;
+			pt.r0 = 0;
+			pt.I = (uint32_t)rn;
+			pt.pos = 0;
+			pt.x_off = x_off + (uint32_t)r0;
+			pt.xk0 = 0;
+			bool trans = df && dft && mm_fast_ok(TERN_F16, &pt, false);
+			if (df && (st = mm_df_decode(vk, w, &ws, wd, p.pos, r0, rn, trans, &wd)))
 				return st;
 			if (df)
 				p.pos = 0;
+			if (trans)
+				p = pt;
 			/* the LoRA term: every chunk of y's columns; dx's first chunk of the reduction */
 			p.lora_r = lora && (!bwd || r0 == 0) ? (uint32_t)lora->R : 0;
 			p.lp_off = lp0 + (lora && !bwd ? (uint32_t)(r0 * lora->R) : 0);
@@ -449,7 +496,8 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 			}
 			struct tern_view b[10] = {y,       x,    wd,   ws.absmax, ws.nested,
 						  ws.dmap, xmax, part, lu,        lp};
-			if ((st = tern_vk_dispatch(vk, df ? pipe16 : pipe, b, 10, &p, sizeof p,
+			enum tern_vk_pipe use = trans ? pipe16f : df ? pipe16 : pipe;
+			if ((st = tern_vk_dispatch(vk, use, b, 10, &p, sizeof p,
 						   (uint32_t)tern_cdiv(p.N, MM_TILE),
 						   (uint32_t)tern_cdiv(tn, MM_TILE), (uint32_t)splits)))
 				return st;
