@@ -250,19 +250,20 @@ static const enum tern_vk_pipe wdect_pipes[TERN_DTYPE_COUNT] = {
 	[TERN_NF4_DQ] = TERN_PIPE_WDECT_NF4_DQ, [TERN_TERNARY] = TERN_PIPE_WDECT_TERNARY,
 };
 
-/* Whether a decode-first backward decodes its chunks transposed and multiplies them with the
- * forward variant (dx = dy W as y = x (W^T)^T; mm.comp's forward tiles ran 1.13-1.22x its backward
- * ones with f16 weights on an H100, docs/PERFORMANCE.md 2026-12-07 03:48): TERN_VK_MM_DFT=1, opt-in
- * until timed on a GPU; unset or 0: the backward variant on the rows as decoded. */
-static enum tern_status mm_dft_on(bool *on)
+/* Whether a decode-first backward of W [O, I] decodes its chunks transposed and multiplies them
+ * with the forward variant (dx = dy W as y = x (W^T)^T): by default where O >= I (on an H100 the
+ * NF4-DQ backward at T 2048 went 1.10x at 4096 x 4096 and 1.14x at 14336 x 4096, the down
+ * projection's 4096 x 14336 0.98x; the 8B step 1.013x; docs/PERFORMANCE.md 2026-12-07 07:27);
+ * TERN_VK_MM_DFT=0: never, =1: every shape (tests). */
+static enum tern_status mm_dft_on(const struct tern_weight *w, bool *on)
 {
 	const char *env = getenv("TERN_VK_MM_DFT");
-	*on = false;
-	if (!env || !*env || !strcmp(env, "0"))
+	*on = w->O >= w->I;
+	if (!env || !*env)
 		return TERN_OK;
-	if (strcmp(env, "1"))
+	if (strcmp(env, "0") && strcmp(env, "1"))
 		return tern_fail(TERN_E_INVALID, "TERN_VK_MM_DFT=%s: must be 0 or 1 (or unset)", env);
-	*on = true;
+	*on = env[0] == '1';
 	return TERN_OK;
 }
 
@@ -379,7 +380,7 @@ static enum tern_status mm16_products(struct tern_vk *vk, bool bwd, struct tern_
 	bool dft = false;
 	enum tern_status st = pick_mm16(vk, bwd, lora != NULL, w->dtype, &cm, &pipe);
 	if (st || (st = tern_vk_gen("TERN_VK_SPLITK", &gen)) || (st = pick_mm_df(w, T, cm, &df_rows)) ||
-	    (st = mm_dft_on(&dft)))
+	    (st = mm_dft_on(w, &dft)))
 		return st;
 	/* decode-first multiplies with the same variant's f16 twin; transposed, with the forward's */
 	pipe16 = mm16_pipes[lora != NULL][cm][bwd][TERN_F16];
