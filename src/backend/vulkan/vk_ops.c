@@ -598,8 +598,8 @@ static enum tern_status pick_tkp(uint32_t r, uint32_t len, struct lr_plan *out)
 
 /* TM's split partials (dB^T-like and dA^T = x^T du, split over T) added by the REDUCE pass (the
  * default) or, with TERN_VK_LORA_TM=last, by the last group of each row block as TKP's (TML: no
- * second dispatch and its barrier, about 450 of them in an 8B step; not yet timed on a GPU); a bad
- * value is refused in one line. */
+ * second dispatch and its barrier, about 450 of them in an 8B step; the 8B step 0.981x on an H100,
+ * docs/PERFORMANCE.md 2026-12-07 07:27); a bad value is refused in one line. */
 static enum tern_status pick_tm(struct lr_plan *out)
 {
 	const char *e = getenv("TERN_VK_LORA_TM");
