@@ -13,8 +13,9 @@ layout(binding = 3) readonly buffer Kb { float k_[]; };
 layout(binding = 4) readonly buffer Vb { float v_[]; };
 layout(binding = 5) readonly buffer Sb { int seg_[]; };
 
-shared float Qs[BQ][DMAX + 1u]; // the query tile, whole rows
-shared float KVs[BK][DC + 1u];  // one chunk of the key (then value) tile
+// Rows as vec4 (so the scores' dot products read four elements a load), padded by one vec4
+shared vec4 Qs[BQ][DMAX / 4u + 1u]; // the query tile, whole rows
+shared vec4 KVs[BK][DC / 4u + 1u];  // one chunk of the key (then value) tile
 shared float Ps[BQ][BK + 1u];   // scores, then probabilities
 shared int segq[BQ], segk[BK];
 shared uint anyv; // whether any (query, key) pair of the tile is visible
@@ -28,7 +29,7 @@ void main()
 
 	for (uint e = t; e < BQ * p.Dh; e += 256u) {
 		uint rr = e / p.Dh, d = e % p.Dh;
-		Qs[rr][d] = q0 + rr < p.T ? q_[p.off[2] + ((q0 + rr) * p.H + h) * p.Dh + d] : 0.0;
+		Qs[rr][d >> 2][d & 3u] = q0 + rr < p.T ? q_[p.off[2] + ((q0 + rr) * p.H + h) * p.Dh + d] : 0.0;
 	}
 	if (t < BQ)
 		segq[t] = q0 + t < p.T ? seg_[p.off[5] + q0 + t] : 0;
@@ -64,14 +65,16 @@ void main()
 			barrier();
 			for (uint e = t; e < BK * DC; e += 256u) {
 				uint rr = e / DC, d = e % DC;
-				KVs[rr][d] = k0 + rr < p.T && d0 + d < p.Dh
-						     ? k_[p.off[3] + ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d]
-						     : 0.0;
+				KVs[rr][d >> 2][d & 3u] = k0 + rr < p.T && d0 + d < p.Dh
+								  ? k_[p.off[3] + ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d]
+								  : 0.0;
 			}
 			barrier();
 			uint dn = min(DC, p.Dh - d0);
-			for (uint d = 0u; d < dn; d++)
-				s += Qs[r][d0 + d] * KVs[c][d];
+			for (uint d = 0u; d < dn / 4u; d++)
+				s += dot(Qs[r][d0 / 4u + d], KVs[c][d]);
+			for (uint d = dn & ~3u; d < dn; d++) // Dh not a multiple of 4
+				s += Qs[r][(d0 + d) >> 2][d & 3u] * KVs[c][d >> 2][d & 3u];
 		}
 		s *= p.scale;
 
@@ -102,15 +105,15 @@ void main()
 			barrier();
 			for (uint e = t; e < BK * DC; e += 256u) {
 				uint rr = e / DC, d = e % DC;
-				KVs[rr][d] = k0 + rr < p.T && d0 + d < p.Dh
-						     ? v_[p.off[4] + ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d]
-						     : 0.0;
+				KVs[rr][d >> 2][d & 3u] = k0 + rr < p.T && d0 + d < p.Dh
+								  ? v_[p.off[4] + ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d]
+								  : 0.0;
 			}
 			barrier();
 			[[unroll]] for (uint x = 0u; x < NCOL; x++) {
 				float a = 0.0;
 				for (uint jj = 0u; jj < BK; jj++)
-					a += Ps[r][jj] * KVs[jj][c + 16u * x];
+					a += Ps[r][jj] * KVs[jj][(c + 16u * x) >> 2][c & 3u];
 				acc[ch * NCOL + x] += a;
 			}
 		}

@@ -45,7 +45,8 @@ layout(binding = 5) readonly buffer Gb { float g_[]; };
 layout(binding = 6) readonly buffer Sb { int seg_[]; };
 layout(binding = 7) readonly buffer Scr { float scr_[]; };
 
-shared float Ks[BK][DC + 1u], Vs[BK][DC + 1u], Qs[BQ][DC + 1u], Gs[BQ][DC + 1u];
+// rows as vec4 (the dot products over the head dimension read four elements a load), padded
+shared vec4 Ks[BK][DC / 4u + 1u], Vs[BK][DC / 4u + 1u], Qs[BQ][DC / 4u + 1u], Gs[BQ][DC / 4u + 1u];
 shared float Ps[BK][BQ + 1u], Ss[BK][BQ + 1u]; // [key][query]: P and dS
 shared float lseq[BQ], drq[BQ];
 shared int segq[BQ], segk[BK];
@@ -58,8 +59,8 @@ void load_q(uint i0, uint h, uint d0, uint t)
 		uint rr = e / DC, d = e % DC;
 		bool in_ = i0 + rr < p.T && d0 + d < p.Dh;
 		uint a = ((i0 + rr) * p.H + h) * p.Dh + d0 + d;
-		Qs[rr][d] = in_ ? q_[p.off[2] + a] : 0.0;
-		Gs[rr][d] = in_ ? g_[p.off[5] + a] : 0.0;
+		Qs[rr][d >> 2][d & 3u] = in_ ? q_[p.off[2] + a] : 0.0;
+		Gs[rr][d >> 2][d & 3u] = in_ ? g_[p.off[5] + a] : 0.0;
 	}
 }
 
@@ -110,15 +111,19 @@ void main()
 					uint rr = e / DC, d = e % DC;
 					bool in_ = k0 + rr < p.T && d0 + d < p.Dh;
 					uint a = ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d;
-					Ks[rr][d] = in_ ? k_[p.off[3] + a] : 0.0;
-					Vs[rr][d] = in_ ? v_[p.off[4] + a] : 0.0;
+					Ks[rr][d >> 2][d & 3u] = in_ ? k_[p.off[3] + a] : 0.0;
+					Vs[rr][d >> 2][d & 3u] = in_ ? v_[p.off[4] + a] : 0.0;
 				}
 				load_q(i0, h, d0, t);
 				barrier();
 				uint dn = min(DC, p.Dh - d0);
-				for (uint d = 0u; d < dn; d++) {
-					s += Ks[r][d] * Qs[c][d];
-					dp += Vs[r][d] * Gs[c][d];
+				for (uint d = 0u; d < dn / 4u; d++) {
+					s += dot(Ks[r][d], Qs[c][d]);
+					dp += dot(Vs[r][d], Gs[c][d]);
+				}
+				for (uint d = dn & ~3u; d < dn; d++) { // Dh not a multiple of 4
+					s += Ks[r][d >> 2][d & 3u] * Qs[c][d >> 2][d & 3u];
+					dp += Vs[r][d >> 2][d & 3u] * Gs[c][d >> 2][d & 3u];
 				}
 			}
 			float pr = valid ? exp(s * p.scale - lseq[c]) : 0.0;
@@ -140,8 +145,8 @@ void main()
 					uint d = c + 16u * x;
 					float a = 0.0, b = 0.0;
 					for (uint ii = 0u; ii < BQ; ii++) {
-						a += Ps[r][ii] * Gs[ii][d];
-						b += Ss[r][ii] * Qs[ii][d];
+						a += Ps[r][ii] * Gs[ii][d >> 2][d & 3u];
+						b += Ss[r][ii] * Qs[ii][d >> 2][d & 3u];
 					}
 					dv[ch * NCOL + x] += a;
 					dk[ch * NCOL + x] += b;
@@ -173,7 +178,8 @@ layout(binding = 5) readonly buffer Ob { float o_[]; };
 layout(binding = 6) readonly buffer Lb { float lse_[]; };
 layout(binding = 7) readonly buffer Sb { int seg_[]; };
 
-shared float Qs[BQ][DC + 1u], Gs[BQ][DC + 1u], Ks[BK][DC + 1u], Vs[BK][DC + 1u];
+// rows as vec4, as in PASS_KV
+shared vec4 Qs[BQ][DC / 4u + 1u], Gs[BQ][DC / 4u + 1u], Ks[BK][DC / 4u + 1u], Vs[BK][DC / 4u + 1u];
 shared float Ss[BQ][BK + 1u]; // dS [query][key]; first the Dr partial sums
 shared float lseq[BQ], drq[BQ];
 shared int segq[BQ], segk[BK];
@@ -185,8 +191,8 @@ void load_k(uint k0, uint g, uint d0, uint t)
 		uint rr = e / DC, d = e % DC;
 		bool in_ = k0 + rr < p.T && d0 + d < p.Dh;
 		uint a = ((k0 + rr) * p.Hkv + g) * p.Dh + d0 + d;
-		Ks[rr][d] = in_ ? k_[p.off[3] + a] : 0.0;
-		Vs[rr][d] = in_ ? v_[p.off[4] + a] : 0.0;
+		Ks[rr][d >> 2][d & 3u] = in_ ? k_[p.off[3] + a] : 0.0;
+		Vs[rr][d >> 2][d & 3u] = in_ ? v_[p.off[4] + a] : 0.0;
 	}
 }
 
@@ -245,15 +251,19 @@ void main()
 				uint rr = e / DC, d = e % DC;
 				bool in_ = q0 + rr < p.T && d0 + d < p.Dh;
 				uint a = ((q0 + rr) * p.H + h) * p.Dh + d0 + d;
-				Qs[rr][d] = in_ ? q_[p.off[2] + a] : 0.0;
-				Gs[rr][d] = in_ ? g_[p.off[1] + a] : 0.0;
+				Qs[rr][d >> 2][d & 3u] = in_ ? q_[p.off[2] + a] : 0.0;
+				Gs[rr][d >> 2][d & 3u] = in_ ? g_[p.off[1] + a] : 0.0;
 			}
 			load_k(k0, g, d0, t);
 			barrier();
 			uint dn = min(DC, p.Dh - d0);
-			for (uint d = 0u; d < dn; d++) {
-				s += Qs[r][d] * Ks[c][d];
-				dp += Gs[r][d] * Vs[c][d];
+			for (uint d = 0u; d < dn / 4u; d++) {
+				s += dot(Qs[r][d], Ks[c][d]);
+				dp += dot(Gs[r][d], Vs[c][d]);
+			}
+			for (uint d = dn & ~3u; d < dn; d++) { // Dh not a multiple of 4
+				s += Qs[r][d >> 2][d & 3u] * Ks[c][d >> 2][d & 3u];
+				dp += Gs[r][d >> 2][d & 3u] * Vs[c][d >> 2][d & 3u];
 			}
 		}
 		float pr = valid ? exp(s * p.scale - lseq[r]) : 0.0;
@@ -273,7 +283,7 @@ void main()
 			[[unroll]] for (uint x = 0u; x < NCOL; x++) {
 				float a = 0.0;
 				for (uint jj = 0u; jj < BK; jj++)
-					a += Ss[r][jj] * Ks[jj][c + 16u * x];
+					a += Ss[r][jj] * Ks[jj][(c + 16u * x) >> 2][c & 3u];
 				dq[ch * NCOL + x] += a;
 			}
 		}

@@ -473,12 +473,14 @@ static void check_attention_bf16(struct suite *s)
 static void check_attention_all(struct suite *s)
 {
 	/* T, H, Hkv, Dh, window, packed: GQA ratios 1, 2, 4; T not a multiple of any tile; windows
-	 * shorter and longer than a tile; packed samples (1), a micro-batch's rows (2); Dh from 8 to
-	 * 256 */
+	 * shorter and longer than a tile; packed samples (1), a micro-batch's rows (2); Dh from 6 to
+	 * 256, two not multiples of 4 (the fp32 shaders' dot products take four elements at a time,
+	 * the rest one by one: 6 in one chunk, 70 the second chunk's 6) */
 	static const int64_t shapes[][6] = {
 		{1, 1, 1, 8, 0, 0},    {7, 2, 2, 16, 0, 0},   {33, 4, 1, 64, 0, 0},   {40, 4, 4, 80, 5, 0},
 		{50, 8, 2, 16, 0, 1},  {45, 4, 1, 8, 3, 1},   {70, 2, 1, 32, 20, 1},  {20, 2, 1, 256, 0, 1},
 		{19, 3, 3, 128, 0, 0}, {130, 4, 2, 64, 0, 1}, {100, 2, 1, 16, 37, 0}, {260, 2, 1, 16, 0, 2},
+		{23, 2, 1, 6, 0, 1},   {37, 4, 2, 70, 9, 0},
 	};
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 		check_attention(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
