@@ -4,7 +4,7 @@
 // A workgroup of 256 invocations works on a BQ x BK tile of queries x keys, invocation
 // (r, c) = (t / 16, t % 16); the head dimension goes through shared memory in chunks of DC
 // columns, and each invocation keeps the output columns c, c + 16, ... of its row in registers,
-// so Dh up to DMAX works with one variant and at most ~21 KiB of shared memory.
+// so Dh up to DMAX works with one variant and at most ~22 KiB of shared memory.
 #extension GL_EXT_control_flow_attributes : enable
 
 layout(local_size_x = 256) in;
