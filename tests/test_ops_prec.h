@@ -198,12 +198,13 @@ static void check_prec_set(struct suite *s, const char *variant, bool all)
 /* Vulkan's decode-first products (vk_mm.c: W's rows decoded to f16 by wdec.comp, then mm.comp's
  * f16 variant) against the products that decode W in their tiles (TERN_VK_MM_DF=all against =0),
  * bit for bit: the same rounding of every weight, the same tiles and chunks; and mm.comp's tiles
- * taken in bands of token tiles against the grid's order (TERN_VK_MM_RASTER), the same bits.
- * rows > 0 caps the W
- * rows a dispatch takes (TERN_VK_MM_ROWS) for both, so several chunks go through the two decode
- * slots in turn: the forward's columns and the backward's reduction in pieces (its partial sums
- * added in order, the same either way). Each decoded chunk is one more command than the
- * in-tile run records, which the check counts (chunks: what a decode-first run must add). */
+ * taken in bands of token tiles against the grid's order (TERN_VK_MM_RASTER), and the backward's
+ * chunks decoded transposed for the forward variant or not (TERN_VK_MM_DFT), the same bits.
+ * rows > 0 caps the W rows a dispatch takes (TERN_VK_MM_ROWS) for both, so several chunks go
+ * through the two decode slots in turn: the forward's columns and the backward's reduction in
+ * pieces (its partial sums added in order, the same either way). Each decoded chunk is one more
+ * command than the in-tile run records, which the check counts (chunks: what a decode-first run
+ * must add). */
 static void check_mm_df(struct suite *s, const struct wfmt *f, int64_t T, int64_t O, int64_t I, int dir,
 			int64_t rows, int64_t chunks, const char *variant)
 {

@@ -15,7 +15,8 @@
  * vk->mm_w16, so the next chunk's decode may overlap this chunk's product) and multiplied by
  * mm.comp's f16 variant: the same bits as decoding in the tiles, where a 2048-token product would
  * decode each weight 16 times over (once per 128-row tile of tokens). Token chunks (past
- * maxStorageBufferRange) decode W again each. */
+ * maxStorageBufferRange) decode W again each. The backward of a W with O >= I decodes its chunks
+ * transposed (wdec.comp -DTRANS) and runs dx = dy W with the forward variant (mm_dft_on). */
 #include "backend/vulkan/vk.h"
 
 #include "backend/vulkan/spirv.h"
@@ -205,7 +206,8 @@ static const enum tern_vk_pipe wdec_pipes[TERN_DTYPE_COUNT] = {
 
 /* Rows of W a decode-first chunk takes (a multiple of 16), 0 where the products decode W in their
  * tiles: from MM_DF_TOKENS tokens a call on tensor cores (cm; the register-blocked NF4-DQ products
- * ran 0.97-0.99x decoding in the tiles on an H100, lavapipe's 0.88x), for a weight whose dtype has
+ * ran 0.97-0.99x decoding in the tiles on an H100, lavapipe's 0.88x, before their forward's bank
+ * fix; not measured since), for a weight whose dtype has
  * a wdec variant and whose 16 rows fit a slot. TERN_VK_MM_DF=0: never; =1: from MM_DF_TOKENS
  * tokens on any variant and device; =all: at any T (tests). */
 static enum tern_status pick_mm_df(const struct tern_weight *w, int64_t T, bool cm, int64_t *rows)
