@@ -46,9 +46,6 @@ static const int64_t MM_SHAPES[][3] = {
 };
 #define NMM_SHAPES ((int)(sizeof MM_SHAPES / sizeof MM_SHAPES[0]))
 
-int setenv(const char *name, const char *value, int overwrite);
-int unsetenv(const char *name);
-
 #include "test_ops_prec.h"
 #include "test_ops_grouped.h"
 

@@ -482,12 +482,26 @@ static void check_attention_all(struct suite *s)
 		{19, 3, 3, 128, 0, 0}, {130, 4, 2, 64, 0, 1}, {100, 2, 1, 16, 37, 0}, {260, 2, 1, 16, 0, 2},
 		{23, 2, 1, 6, 0, 1},   {37, 4, 2, 70, 9, 0},
 	};
-	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-		check_attention(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
-				(int)shapes[i][5]);
-	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-		check_attention_bwd(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
-				    (int)shapes[i][5]);
+	/* Vulkan's fp32 shaders, each on every shape it takes (vk_attention.c pick_attention): the
+	 * device's default (lavapipe: attention_simple.comp), then with TERN_VK_VARIANT=tiled the
+	 * register-blocked attention_rb.comp (Dh a multiple of 4 up to 128; 64-row tiles, so T = 130
+	 * and 260 end in partial ones) and attention.comp's 16 x 16 tiles (TERN_VK_ATTN_RB=0) */
+	static const char *const rb[] = {NULL, "1", "0"};
+	for (int v = 0; v < (s->is_cpu || strcmp(s->bname, "vulkan") ? 1 : 3); v++) {
+		if (rb[v]) {
+			setenv("TERN_VK_VARIANT", "tiled", 1);
+			setenv("TERN_VK_ATTN_RB", rb[v], 1);
+			printf("-- attention: TERN_VK_VARIANT=tiled TERN_VK_ATTN_RB=%s\n", rb[v]);
+		}
+		for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+			check_attention(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
+					shapes[i][4], (int)shapes[i][5]);
+		for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+			check_attention_bwd(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
+					    shapes[i][4], (int)shapes[i][5]);
+	}
+	unsetenv("TERN_VK_VARIANT");
+	unsetenv("TERN_VK_ATTN_RB");
 	/* f16 (the tensor-core shaders take Dh 64 and 128): tiles with edges, GQA, windows, packed
 	 * samples, a gradient-sized dout */
 	static const int64_t hshapes[][6] = {

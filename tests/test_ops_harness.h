@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* POSIX, not C11 (the checks that switch a backend variant through its environment switch) */
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+
 #define GUARD 256 /* bytes before and after every tensor */
 #define GUARD_BYTE 0xA5
 #define MAX_TENSORS 24 /* device tensors one check may hold */

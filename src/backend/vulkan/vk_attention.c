@@ -1,4 +1,5 @@
-/* Causal GQA attention on Vulkan: flash-style shaders (attention.comp, attention_bwd.comp) that
+/* Causal GQA attention on Vulkan: flash-style shaders (attention.comp, attention_bwd.comp; on GPUs
+ * the register-blocked attention_rb.comp where Dh allows, pick_attention) that
  * stream tiles of 16 queries x 16 keys through shared memory with an online softmax; only
  * lse [H, T] is kept between forward and backward, and the backward is deterministic (no float
  * atomics): a pass per key tile for dK/dV and a pass per query tile for dQ. */
@@ -77,30 +78,47 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
  * forward, the backward's dK/dV and dQ passes (its prep pass has one pipeline). */
 enum attn_pass { ATTN_FWD, ATTN_BWD_KV, ATTN_BWD_Q };
 
+#define ATTN_RB_DMAX 128 /* DMAX in shaders/attention_rb.comp */
+
 /* The pipeline of one pass and the rows (queries, or keys for dK/dV) a workgroup takes:
  * shaders/attention_simple.comp when the simple variants are chosen (tern_vk_simple), Dh fits its
  * registers in whole vec4s and the vec4-bound views of the placed push block (the forward's o, q,
- * k, v; the backward's first six bindings) start on 16-byte boundaries; else the tiled shaders. */
+ * k, v; the backward's first six bindings) start on 16-byte boundaries; else the register-blocked
+ * shaders/attention_rb.comp where Dh is a multiple of 4 up to ATTN_RB_DMAX (TERN_VK_ATTN_RB=0, read
+ * at each call: attention.comp's 16 x 16 tiles, for before/after timings and tests); else those. */
 static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, const struct attn_push *p,
 				       enum tern_vk_pipe *pipe, uint32_t *rows)
 {
 	static const enum tern_vk_pipe tiled[] = {TERN_PIPE_ATTENTION, TERN_PIPE_ATTENTION_BWD_KV,
 						  TERN_PIPE_ATTENTION_BWD_Q};
+	static const enum tern_vk_pipe rb_pipes[] = {TERN_PIPE_ATTENTION_RB, TERN_PIPE_ATTENTION_RB_KV,
+						     TERN_PIPE_ATTENTION_RB_Q};
+	static const uint32_t rb_rows[] = {64, 32, 64}; /* ROWS there */
 	static const enum tern_vk_pipe simple_pipes[] = {TERN_PIPE_ATTENTION_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_KV_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_Q_SIMPLE};
 	static const unsigned vec4_mask[] = {0x1du, 0x3fu, 0x3fu}; /* bit b: binding b */
-	*pipe = tiled[pass];
-	*rows = ATTN_TILE;
 	bool simple = false;
 	enum tern_status st = tern_vk_simple(vk, &simple);
-	if (st || !simple || p->Dh % 4 || p->Dh > ATTN_SIMPLE_DMAX)
+	if (st)
 		return st;
-	for (int b = 0; b < 8; b++)
+	bool fits = p->Dh % 4 == 0 && p->Dh <= (simple ? ATTN_SIMPLE_DMAX : ATTN_RB_DMAX);
+	for (int b = 0; b < 8 && simple; b++)
 		if ((vec4_mask[pass] >> b & 1u) && p->off[b] % 4)
-			return TERN_OK;
-	*pipe = simple_pipes[pass];
-	*rows = ATTN_SIMPLE_WG;
+			fits = false;
+	const char *rb = getenv("TERN_VK_ATTN_RB");
+	if (rb && strcmp(rb, "0") && strcmp(rb, "1"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_ATTN_RB=%s: must be 0 or 1 (or unset)", rb);
+	if (fits && simple) {
+		*pipe = simple_pipes[pass];
+		*rows = ATTN_SIMPLE_WG;
+	} else if (fits && !(rb && !strcmp(rb, "0"))) {
+		*pipe = rb_pipes[pass];
+		*rows = rb_rows[pass];
+	} else {
+		*pipe = tiled[pass];
+		*rows = ATTN_TILE;
+	}
 	return TERN_OK;
 }
 
