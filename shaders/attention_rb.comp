@@ -15,6 +15,11 @@
 //             dV = P^T dO, dK = scale dS^T Q (=), with lse and Dr from the prep pass's scratch.
 //             Bindings: 0 = dk, 1 = dv, 2 = q, 3 = k, 4 = v, 5 = dout, 6 = seg, 7 = scr.
 //             Groups: (ceil(T / 32), Hkv).
+//             With -DSPLIT (grouped heads): one query head h a group, its share of dK and dV
+//             written to bindings 0 and 1 as [T, H, Dh] (=) for PASS_SUM. Groups: (ceil(T / 32), H).
+//   PASS_SUM: dK, dV [T, Hkv, Dh] (=) the sums of PASS_KV -DSPLIT's shares over the heads of each
+//             group, in head order. Bindings: 0 = dk, 1 = dv, 2 = dk's shares, 3 = dv's.
+//             Groups: (n, 1), grid-stride.
 //   PASS_Q:   rows = 64 queries of head h, columns = tiles of 32 keys: dQ = scale dS K (=), Dr
 //             recomputed from o. Bindings: 0 = dq, 1 = dout, 2 = q, 3 = k, 4 = v, 5 = o, 6 = lse,
 //             7 = seg. Groups: (ceil(T / 64), H).
@@ -35,7 +40,9 @@
 #define DC 32u             // head-dimension chunk of the scores' products
 #define SR (DC / 4u + 1u)  // vec4s of a staged row (one of padding: rows on distinct banks)
 #define CV 64u             // head-dimension chunk of the accumulating product: 16 vec4s a row
+#ifndef DMAX
 #define DMAX 128u // two chunks of CV: the accumulators acc0 and acc1 (named, never indexed)
+#endif            // -DDMAX=64u: acc0 only (fewer registers)
 #define PS (NR + 1u) // vec4s of a row of Pt (padded: the 16 column writers on distinct banks)
 #define NEG (-1.0e30)
 
@@ -48,6 +55,28 @@ layout(push_constant) uniform Push {
 	uint off[8];
 } p;
 
+#if defined(PASS_SUM)
+layout(binding = 0) writeonly buffer DKb { float dk_[]; };
+layout(binding = 1) writeonly buffer DVb { float dv_[]; };
+layout(binding = 2) readonly buffer PKb { float pk_[]; };
+layout(binding = 3) readonly buffer PVb { float pv_[]; };
+
+void main()
+{
+	uint n = p.T * p.Hkv * p.Dh, grp = p.H / p.Hkv, stride = gl_NumWorkGroups.x * WG;
+	for (uint e = gl_GlobalInvocationID.x; e < n; e += stride) {
+		uint d = e % p.Dh, jg = e / p.Dh, g = jg % p.Hkv, j = jg / p.Hkv;
+		uint at = (j * p.H + g * grp) * p.Dh + d;
+		float k = 0.0, v = 0.0;
+		for (uint x = 0u; x < grp; x++) {
+			k += pk_[p.off[2] + at + x * p.Dh];
+			v += pv_[p.off[3] + at + x * p.Dh];
+		}
+		dk_[p.off[0] + e] = k;
+		dv_[p.off[1] + e] = v;
+	}
+}
+#else
 #if defined(PASS_FWD)
 layout(binding = 0) writeonly buffer Ob { float o_[]; };
 layout(binding = 1) writeonly buffer Lb { float lse_[]; };
@@ -273,7 +302,7 @@ void main()
 			l = l * alpha + rs;
 		}
 		ACCUM(Pt, acc0)
-		if (p.Dh > CV) { // uniform
+		if (DMAX > CV && p.Dh > CV) { // uniform
 			barrier();
 			STAGE(v_, p.off[4], k0, COLS, p.Hkv, g, CV, CV, 0u, 16u);
 			barrier();
@@ -304,7 +333,7 @@ void main()
 		STAGE(k_, p.off[3], k0, COLS, p.Hkv, g, 0u, CV, 0u, 16u);
 		barrier();
 		ACCUM(Pt, acc0)
-		if (p.Dh > CV) {
+		if (DMAX > CV && p.Dh > CV) {
 			barrier();
 			STAGE(k_, p.off[3], k0, COLS, p.Hkv, g, CV, CV, 0u, 16u);
 			barrier();
@@ -326,15 +355,23 @@ void main()
 		acc1[a] *= ra[4u * tr + a];
 	}
 	STORE(o_, p.off[0], q0, p.H, h, acc0, 0u, 1.0)
-	STORE(o_, p.off[0], q0, p.H, h, acc1, CV, 1.0)
+	if (DMAX > CV) {
+		STORE(o_, p.off[0], q0, p.H, h, acc1, CV, 1.0)
+	}
 #else
 	STORE(dq_, p.off[0], q0, p.H, h, acc0, 0u, p.scale)
-	STORE(dq_, p.off[0], q0, p.H, h, acc1, CV, p.scale)
+	if (DMAX > CV) {
+		STORE(dq_, p.off[0], q0, p.H, h, acc1, CV, p.scale)
+	}
 #endif
 
 #else // PASS_KV
-	uint k0 = gl_WorkGroupID.x * ROWS, g = gl_WorkGroupID.y;
-	uint grp = p.H / p.Hkv;
+	uint k0 = gl_WorkGroupID.x * ROWS, grp = p.H / p.Hkv;
+#if defined(SPLIT)
+	uint h0 = gl_WorkGroupID.y, h1 = h0 + 1u, g = h0 / grp, nho = p.H, ho = h0; // out: head h0
+#else
+	uint g = gl_WorkGroupID.y, h0 = g * grp, h1 = h0 + grp, nho = p.Hkv, ho = g;
+#endif
 	if (t < ROWS)
 		segr[t] = k0 + t < p.T ? seg_[p.off[SEG] + k0 + t] : 0;
 	vec4 dk0[4], dk1[4]; // dv in acc0, acc1
@@ -344,7 +381,7 @@ void main()
 	}
 	float dp[8];
 	uint qend = p.window > 0u ? min(p.T, k0 + ROWS - 1u + p.window) : p.T;
-	for (uint h = g * grp; h < (g + 1u) * grp; h++) {
+	for (uint h = h0; h < h1; h++) {
 		for (uint i0 = k0; i0 < qend; i0 += COLS) {
 			barrier(); // the previous tile's reads of shared memory are done
 			if (t < COLS) {
@@ -407,7 +444,7 @@ void main()
 			STAGE(q_, p.off[2], i0, COLS, p.H, h, 0u, CV, 0u, 16u);
 			barrier();
 			ACCUM(Dt, dk0)
-			if (p.Dh > CV) {
+			if (DMAX > CV && p.Dh > CV) {
 				barrier();
 				STAGE(g_, p.off[5], i0, COLS, p.H, h, CV, CV, 0u, 16u);
 				barrier();
@@ -419,9 +456,14 @@ void main()
 			}
 		}
 	}
-	STORE(dk_, p.off[0], k0, p.Hkv, g, dk0, 0u, p.scale)
-	STORE(dk_, p.off[0], k0, p.Hkv, g, dk1, CV, p.scale)
-	STORE(dv_, p.off[1], k0, p.Hkv, g, acc0, 0u, 1.0)
-	STORE(dv_, p.off[1], k0, p.Hkv, g, acc1, CV, 1.0)
+	STORE(dk_, p.off[0], k0, nho, ho, dk0, 0u, p.scale)
+	if (DMAX > CV) {
+		STORE(dk_, p.off[0], k0, nho, ho, dk1, CV, p.scale)
+	}
+	STORE(dv_, p.off[1], k0, nho, ho, acc0, 0u, 1.0)
+	if (DMAX > CV) {
+		STORE(dv_, p.off[1], k0, nho, ho, acc1, CV, 1.0)
+	}
 #endif
 }
+#endif // PASS_SUM

@@ -69,6 +69,9 @@ set(TERN_SHADER_VARIANTS
   "matmul_grouped_nf4_dq|matmul_grouped.comp|-DW_NF4_DQ" "matmul_grouped_bwd_nf4_dq|matmul_grouped.comp|-DW_NF4_DQ -DBWD"
   "attention|attention.comp|" "attention_bwd_prep|attention_bwd.comp|-DPASS_PREP" "attention_bwd_kv|attention_bwd.comp|-DPASS_KV" "attention_bwd_q|attention_bwd.comp|-DPASS_Q"
   "attention_rb|attention_rb.comp|-DPASS_FWD" "attention_rb_kv|attention_rb.comp|-DPASS_KV" "attention_rb_q|attention_rb.comp|-DPASS_Q"
+  "attention_rb_kvh|attention_rb.comp|-DPASS_KV -DSPLIT" "attention_rb_sum|attention_rb.comp|-DPASS_SUM"
+  "attention_rb_d64|attention_rb.comp|-DPASS_FWD -DDMAX=64u" "attention_rb_kv_d64|attention_rb.comp|-DPASS_KV -DDMAX=64u"
+  "attention_rb_q_d64|attention_rb.comp|-DPASS_Q -DDMAX=64u" "attention_rb_kvh_d64|attention_rb.comp|-DPASS_KV -DSPLIT -DDMAX=64u"
   "attention_kv|attention_kv.comp|"
   "attention_simple|attention_simple.comp|" "attention_bwd_kv_simple|attention_simple.comp|-DPASS_KV" "attention_bwd_q_simple|attention_simple.comp|-DPASS_Q"
   # half-precision products (matmul prec F16): on NV cooperative matrices (BK 64) and

@@ -485,13 +485,20 @@ static void check_attention_all(struct suite *s)
 	/* Vulkan's fp32 shaders, each on every shape it takes (vk_attention.c pick_attention): the
 	 * device's default (lavapipe: attention_simple.comp), then with TERN_VK_VARIANT=tiled the
 	 * register-blocked attention_rb.comp (Dh a multiple of 4 up to 128; 64-row tiles, so T = 130
-	 * and 260 end in partial ones) and attention.comp's 16 x 16 tiles (TERN_VK_ATTN_RB=0) */
-	static const char *const rb[] = {NULL, "1", "0"};
-	for (int v = 0; v < (s->is_cpu || strcmp(s->bname, "vulkan") ? 1 : 3); v++) {
-		if (rb[v]) {
+	 * and 260 end in partial ones), its dK/dV pass with grouped heads split (the default: a head's
+	 * shares, then their sums) and not (TERN_VK_ATTN_SPLIT=0), its two-chunk variants where
+	 * Dh <= 64 (TERN_VK_ATTN_D64=0), and attention.comp's 16 x 16 tiles (TERN_VK_ATTN_RB=0) */
+	static const char *const rb[][3] = {
+		{NULL, NULL, NULL}, {"1", "1", "1"}, {"1", "0", "1"}, {"1", "1", "0"}, {"0", "1", "1"}};
+	for (int v = 0; v < (s->is_cpu || strcmp(s->bname, "vulkan") ? 1 : 5); v++) {
+		if (rb[v][0]) {
 			setenv("TERN_VK_VARIANT", "tiled", 1);
-			setenv("TERN_VK_ATTN_RB", rb[v], 1);
-			printf("-- attention: TERN_VK_VARIANT=tiled TERN_VK_ATTN_RB=%s\n", rb[v]);
+			setenv("TERN_VK_ATTN_RB", rb[v][0], 1);
+			setenv("TERN_VK_ATTN_SPLIT", rb[v][1], 1);
+			setenv("TERN_VK_ATTN_D64", rb[v][2], 1);
+			printf("-- attention: TERN_VK_VARIANT=tiled TERN_VK_ATTN_RB=%s TERN_VK_ATTN_SPLIT=%s "
+			       "TERN_VK_ATTN_D64=%s\n",
+			       rb[v][0], rb[v][1], rb[v][2]);
 		}
 		for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
 			check_attention(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
@@ -502,6 +509,8 @@ static void check_attention_all(struct suite *s)
 	}
 	unsetenv("TERN_VK_VARIANT");
 	unsetenv("TERN_VK_ATTN_RB");
+	unsetenv("TERN_VK_ATTN_SPLIT");
+	unsetenv("TERN_VK_ATTN_D64");
 	/* f16 (the tensor-core shaders take Dh 64 and 128): tiles with edges, GQA, windows, packed
 	 * samples, a gradient-sized dout */
 	static const int64_t hshapes[][6] = {

@@ -108,12 +108,16 @@ static uint64_t backend_bytes(const struct model *m, enum tern_dtype prec)
 	return ((ce > mm ? ce : mm) + MiB - 1) / MiB * MiB + 64 * MiB;
 #elif defined(TERN_HAVE_VULKAN)
 	/* Vulkan's figures. ce_loss: min(T, 64 MiB / (4 V) rounded down to a multiple of 128 above
-	 * 128, 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve */
+	 * 128, 4096) rows of V fp32 logits + alignment + terms; a 64 MiB reserve; where heads are
+	 * grouped, the fp32 attention's dK/dV shares, two of T x H x Dh floats (no decode-first slots
+	 * at these precisions) */
 	(void)prec;
 	uint64_t tc = 64 * MiB / (4 * V);
 	tc = tc > 128 ? tc / 128 * 128 : tc;
 	tc = tc > 4096 ? 4096 : tc > Tu ? Tu : tc;
-	return tc * V * 4 + 256 + tc * 4 + 64 * MiB;
+	uint64_t Dh = m->Dh ? (uint64_t)m->Dh : D / (uint64_t)m->H;
+	uint64_t share = m->Hkv < m->H ? 2 * Tu * (uint64_t)m->H * Dh * 4 : 0;
+	return tc * V * 4 + 256 + tc * 4 + 64 * MiB + share;
 #else
 	/* the CPU's. ce_loss: min(T, 64 MiB / (4 V)) rows of V fp32 logits, a W row per task (min(V,
 	 * 128) tasks), a double term and a token index per row, a piece of a W row and 64 rows of
@@ -780,11 +784,14 @@ int main(void)
 		/* the decode-first products' two slots of f16 W rows join the reserve (F16 products from
 		 * 512 tokens, weights with something to decode): 8B's largest projection (112 MiB in f16)
 		 * fills two 64 MiB slots, a 4096 x 4096 one two of 32 MiB; none for f16 weights, fp32
-		 * products or 511 tokens */
+		 * products or 511 tokens. The same two buffers hold the fp32 attention's dK/dV shares of
+		 * grouped heads, T x H x Dh floats each (32 MiB at 2048 x 32 x 128): those set the two
+		 * buffers' size where no slots are (f16 weights, fp32 products, 511 tokens), and nothing
+		 * is added without grouped heads (Hkv = H) */
 		{
 			struct tern_size_shapes vs = {2048, 128256, 4096,     14336,       14336 * 4096, 32,
 						      8,    128,    TERN_F16, TERN_NF4_DQ, TERN_BF16};
-			uint64_t r[5];
+			uint64_t r[6];
 			enum tern_status vst = tern_backend_sizes_for("vulkan", &vs, &s);
 			r[0] = s.reserve;
 			vs.W = 4096 * 4096;
@@ -801,12 +808,15 @@ int main(void)
 			vs.T = 511;
 			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
 			r[4] = s.reserve;
-			check(vst == TERN_OK && r[0] == 192 * MiB && r[1] == 128 * MiB && r[2] == 64 * MiB &&
-				      r[3] == 64 * MiB && r[4] == 64 * MiB,
-			      "vulkan reserve with the decode-first slots: %llu %llu %llu %llu %llu MiB",
-			      (unsigned long long)(r[0] / MiB), (unsigned long long)(r[1] / MiB),
-			      (unsigned long long)(r[2] / MiB), (unsigned long long)(r[3] / MiB),
-			      (unsigned long long)(r[4] / MiB));
+			vs.Hkv = 32;
+			vst |= tern_backend_sizes_for("vulkan", &vs, &s);
+			r[5] = s.reserve;
+			check(vst == TERN_OK && r[0] == 192 * MiB && r[1] == 128 * MiB && r[2] == 128 * MiB &&
+				      r[3] == 128 * MiB && r[4] == 64 * MiB + 2 * 511 * 4096 * 4 &&
+				      r[5] == 64 * MiB,
+			      "vulkan reserve with the decode-first slots: %llu %llu %llu %llu %llu %llu B",
+			      (unsigned long long)r[0], (unsigned long long)r[1], (unsigned long long)r[2],
+			      (unsigned long long)r[3], (unsigned long long)r[4], (unsigned long long)r[5]);
 		}
 		tern_backend_sizes("vulkan", 300, 5000, 64, &s);
 #else

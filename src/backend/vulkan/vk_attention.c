@@ -78,21 +78,25 @@ static struct attn_push attn_place(struct tern_vk *vk, const struct tern_attn_ar
  * forward, the backward's dK/dV and dQ passes (its prep pass has one pipeline). */
 enum attn_pass { ATTN_FWD, ATTN_BWD_KV, ATTN_BWD_Q };
 
-#define ATTN_RB_DMAX 128 /* DMAX in shaders/attention_rb.comp */
+#define ATTN_RB_DMAX 128 /* DMAX in shaders/attention_rb.comp; its -DDMAX=64u variants take Dh <= 64 */
 
 /* The pipeline of one pass and the rows (queries, or keys for dK/dV) a workgroup takes:
  * shaders/attention_simple.comp when the simple variants are chosen (tern_vk_simple), Dh fits its
  * registers in whole vec4s and the vec4-bound views of the placed push block (the forward's o, q,
  * k, v; the backward's first six bindings) start on 16-byte boundaries; else the register-blocked
- * shaders/attention_rb.comp where Dh is a multiple of 4 up to ATTN_RB_DMAX (TERN_VK_ATTN_RB=0, read
- * at each call: attention.comp's 16 x 16 tiles, for before/after timings and tests); else those. */
+ * shaders/attention_rb.comp where Dh is a multiple of 4 up to ATTN_RB_DMAX, its variants with one
+ * chunk of accumulators where Dh <= 64 (TERN_VK_ATTN_D64=0: the two-chunk ones), and with
+ * TERN_VK_ATTN_RB=0 attention.comp's 16 x 16 tiles (both read at each call, for before/after
+ * timings and tests); else those. */
 static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, const struct attn_push *p,
 				       enum tern_vk_pipe *pipe, uint32_t *rows)
 {
 	static const enum tern_vk_pipe tiled[] = {TERN_PIPE_ATTENTION, TERN_PIPE_ATTENTION_BWD_KV,
 						  TERN_PIPE_ATTENTION_BWD_Q};
-	static const enum tern_vk_pipe rb_pipes[] = {TERN_PIPE_ATTENTION_RB, TERN_PIPE_ATTENTION_RB_KV,
-						     TERN_PIPE_ATTENTION_RB_Q};
+	static const enum tern_vk_pipe rb_pipes[][2] = {
+		{TERN_PIPE_ATTENTION_RB, TERN_PIPE_ATTENTION_RB_D64},
+		{TERN_PIPE_ATTENTION_RB_KV, TERN_PIPE_ATTENTION_RB_KV_D64},
+		{TERN_PIPE_ATTENTION_RB_Q, TERN_PIPE_ATTENTION_RB_Q_D64}};
 	static const uint32_t rb_rows[] = {64, 32, 64}; /* ROWS there */
 	static const enum tern_vk_pipe simple_pipes[] = {TERN_PIPE_ATTENTION_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_KV_SIMPLE,
@@ -106,14 +110,16 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 	for (int b = 0; b < 8 && simple; b++)
 		if ((vec4_mask[pass] >> b & 1u) && p->off[b] % 4)
 			fits = false;
-	const char *rb = getenv("TERN_VK_ATTN_RB");
+	const char *rb = getenv("TERN_VK_ATTN_RB"), *d64 = getenv("TERN_VK_ATTN_D64");
 	if (rb && strcmp(rb, "0") && strcmp(rb, "1"))
 		return tern_fail(TERN_E_INVALID, "TERN_VK_ATTN_RB=%s: must be 0 or 1 (or unset)", rb);
+	if (d64 && strcmp(d64, "0") && strcmp(d64, "1"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_ATTN_D64=%s: must be 0 or 1 (or unset)", d64);
 	if (fits && simple) {
 		*pipe = simple_pipes[pass];
 		*rows = ATTN_SIMPLE_WG;
 	} else if (fits && !(rb && !strcmp(rb, "0"))) {
-		*pipe = rb_pipes[pass];
+		*pipe = rb_pipes[pass][p->Dh <= 64 && !(d64 && !strcmp(d64, "0"))];
 		*rows = rb_rows[pass];
 	} else {
 		*pipe = tiled[pass];
@@ -123,6 +129,44 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 }
 
 static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_sub(v, 0, (size_t)n * 4); }
+
+/* Whether attention_rb.comp's dK/dV pass splits grouped heads (H > Hkv): a group per query head,
+ * so a key tile's queries of the group's heads run side by side instead of one after another (the
+ * long key tiles of the causal mask set the pass's time otherwise); TERN_VK_ATTN_SPLIT=0 (read at
+ * each call): one group per KV head, for before/after timings and tests. */
+static enum tern_status rb_split(const struct tern_attn_args *a, bool *split)
+{
+	const char *env = getenv("TERN_VK_ATTN_SPLIT");
+	if (env && strcmp(env, "0") && strcmp(env, "1"))
+		return tern_fail(TERN_E_INVALID, "TERN_VK_ATTN_SPLIT=%s: must be 0 or 1 (or unset)", env);
+	*split = a->H > a->Hkv && !(env && !strcmp(env, "0"));
+	return TERN_OK;
+}
+
+/* The split dK/dV pass: each query head's share of dK and dV [T, H, Dh] into the two slots of
+ * vk->mm_w16 (the decode-first products' scratch, free between products; tern_vulkan_sizes_for
+ * counts the larger of the two needs), then their sums over each group in head order (b1: the
+ * unsplit pass's bindings, whose first two the shares replace; d64: the -DDMAX=64u variant). */
+static enum tern_status rb_kv_split(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DK,
+				    struct tern_view DV, struct tern_view *b1, uint32_t rows, bool d64)
+{
+	size_t bytes = (size_t)(a->T * a->H * a->Dh) * 4;
+	enum tern_status st;
+	if ((st = tern_vk_scratch(vk, &vk->mm_w16[0], bytes)) ||
+	    (st = tern_vk_scratch(vk, &vk->mm_w16[1], bytes)))
+		return st;
+	struct tern_view pk = {vk->mm_w16[0], 0, bytes}, pv = {vk->mm_w16[1], 0, bytes};
+	b1[0] = pk;
+	b1[1] = pv;
+	struct attn_push p = attn_place(vk, a, b1, 8);
+	if ((st = tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTENTION_RB_KVH_D64 : TERN_PIPE_ATTENTION_RB_KVH, b1,
+				   8, &p, sizeof p, (uint32_t)tern_cdiv(a->T, rows), (uint32_t)a->H, 1)))
+		return st;
+	struct tern_view b[4] = {DK, DV, pk, pv};
+	p = attn_place(vk, a, b, 4);
+	return tern_vk_dispatch(vk, TERN_PIPE_ATTENTION_RB_SUM, b, 4, &p, sizeof p,
+				tern_vk_grid(a->T * a->Hkv * a->Dh, 256, ATTN_GRID), 1, 1);
+}
 
 /* ---- f16 on cooperative matrices (shaders/attn_mma.comp) ----------------------------------- */
 
@@ -380,9 +424,17 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 	p = attn_place(vk, a, b1, 8);
 	enum tern_vk_pipe pipe;
 	uint32_t rows;
+	bool split = false;
 	if ((st = pick_attention(vk, ATTN_BWD_KV, &p, &pipe, &rows)) ||
-	    (st = tern_vk_dispatch(vk, pipe, b1, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, rows), (uint32_t)Hkv,
-				   1)))
+	    ((pipe == TERN_PIPE_ATTENTION_RB_KV || pipe == TERN_PIPE_ATTENTION_RB_KV_D64) &&
+	     (st = rb_split(a, &split))))
+		return st;
+	if (split)
+		st = rb_kv_split(vk, a, DK, DV, b1, rows, pipe == TERN_PIPE_ATTENTION_RB_KV_D64);
+	else
+		st = tern_vk_dispatch(vk, pipe, b1, 8, &p, sizeof p, (uint32_t)tern_cdiv(T, rows),
+				      (uint32_t)Hkv, 1);
+	if (st)
 		return st;
 
 	struct tern_view b2[8] = {DQ, G, Q, K, V, O, L, S};
