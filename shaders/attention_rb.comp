@@ -6,7 +6,9 @@
 // memory per 32 multiply-adds), and of the accumulated output the same four rows at columns
 // 4 tc .. 4 tc + 3 of each 64-wide chunk of the head (4 vec4 registers a chunk). The scores'
 // products stage the head dimension through shared memory DC columns at a time; the accumulating
-// product stages its right operand CV columns at a time. Dh a multiple of 4 and at most DMAX
+// product stages its right operand CV columns at a time. A tile's stages (its chunks of both) go
+// through registers one stage ahead: the loads of the next stage (the next tile's first one after
+// the last) are in flight while the current one is computed. Dh a multiple of 4 and at most DMAX
 // (vk_attention.c pick_attention runs attention.comp's tiles otherwise).
 //   PASS_FWD: rows = 64 queries of head h (the last tile first: causal rows get longer),
 //             columns = tiles of 32 keys: o (=), lse (=, natural log).
@@ -23,7 +25,9 @@
 //   PASS_Q:   rows = 64 queries of head h, columns = tiles of 32 keys: dQ = scale dS K (=), Dr
 //             recomputed from o. Bindings: 0 = dq, 1 = dout, 2 = q, 3 = k, 4 = v, 5 = o, 6 = lse,
 //             7 = seg. Groups: (ceil(T / 64), H).
-// A tile of columns that no row of the group sees is skipped, as in attention.comp.
+// A tile of columns that no row of the group sees is skipped, as in attention.comp. The forward's
+// online softmax: four invocations a row take its maximum over a tile, each keeps a quarter of its
+// sum (added in order at the end), the score holders keep their rows' running maxima.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : enable
 #extension GL_KHR_shader_subgroup_basic : require
@@ -109,6 +113,7 @@ layout(binding = 7) readonly buffer Sb { int seg_[]; };
 
 // The scores' products: chunk rows of the row operand at Sc[0 ..], of the column operand after
 // them. The accumulating product: its operand's 32 rows x 16 vec4s at Sc[0 ..] (fits: 512 vec4s).
+// The forward's softmax: a row's four partial maxima as Sc[row] (the scores' reads done by then).
 shared vec4 Sc[(ROWS + COLS) * SR];
 shared vec4 Pt[COLS * PS]; // P (PASS_Q: dS) as [column][row group], a group's 4 rows a vec4
 #if defined(PASS_KV)
@@ -120,14 +125,24 @@ shared uint anyv;                // whether any (row, column) pair of the tile i
 
 uint t, tr, tc;
 
-// Stages rows tok0 .. tok0 + n - 1 of head hh of a [T, nh, Dh] tensor at word base, head columns
-// d0 .. d0 + w - 1, into Sc from vec4 at, rows rs vec4s apart; zeros past T and past Dh.
-#define STAGE(buf, base, tok0, n, nh, hh, d0, w, at, rs)                                                  \
-	for (uint e_ = t; e_ < (n) * (w); e_ += WG) {                                                       \
-		uint r_ = e_ / (w), d_ = e_ % (w), tok_ = (tok0) + r_;                                      \
-		Sc[(at) + r_ * (rs) + (d_ >> 2)][d_ & 3u] =                                                 \
-			tok_ < p.T && (d0) + d_ < p.Dh ? buf[(base) + (tok_ * (nh) + (hh)) * p.Dh + (d0) + d_] \
-						   : 0.0;                                                   \
+// ---- stages through registers: FETCH loads this invocation's elements of a stage (rows tok0 ..
+// tok0 + n - 1 of head hh of a [T, nh, Dh] tensor at word base, head columns d0 .. d0 + w - 1;
+// zeros past T and Dh), element e = t + WG i into pre[o + i]; PUT writes them to Sc from vec4 at,
+// rows rs vec4s apart. n w is a multiple of WG for every stage below (at most NPRE a stage).
+#define NPRE 16u
+float pre[NPRE];
+
+#define FETCH(buf, base, tok0, n, nh, hh, d0, w, o)                                                    \
+	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / WG; i_++) {                                      \
+		uint e_ = t + WG * i_, r_ = e_ / (w), d_ = e_ % (w), tok_ = (tok0) + r_;                \
+		pre[(o) + i_] = tok_ < p.T && (d0) + d_ < p.Dh                                          \
+					? buf[(base) + (tok_ * (nh) + (hh)) * p.Dh + (d0) + d_]         \
+					: 0.0;                                                          \
+	}
+#define PUT(n, w, at, rs, o)                                                   \
+	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / WG; i_++) {               \
+		uint e_ = t + WG * i_, r_ = e_ / (w), d_ = e_ % (w);             \
+		Sc[(at) + r_ * (rs) + (d_ >> 2)][d_ & 3u] = pre[(o) + i_];       \
 	}
 
 // s[2 a + b] += row (4 tr + a) . column (tc + 16 b) over one staged chunk
@@ -168,7 +183,7 @@ uint visible(uint r0, uint c0)
 }
 
 // Pt-like array's entries of this invocation's scores
-#define PUT(arr, s)                                                                    \
+#define PUTP(arr, s)                                                                   \
 	[[unroll]] for (uint b_ = 0u; b_ < 2u; b_++) arr[(tc + 16u * b_) * PS + tr] = \
 		vec4(s[b_], s[2u + b_], s[4u + b_], s[6u + b_]);
 
@@ -198,6 +213,65 @@ uint visible(uint r0, uint c0)
 	if (subgroupAny((vis) != 0u) && subgroupElect()) \
 		atomicOr(anyv, 1u);
 
+// ---- the stages of a tile. nch chunks of DC for each score product, ncv chunks of CV for each
+// accumulating one:
+//   PASS_FWD: q k (nch), then v (ncv)                       rows: queries q0 .., columns: keys c0 ..
+//   PASS_Q:   q k (nch), dO v (nch), then k (ncv)
+//   PASS_KV:  k q (nch), v dO (nch), then dO, q (ncv pairs)  rows: keys r0 .., columns: queries c0 ..
+#if defined(PASS_KV)
+#define ACCS 2u // accumulating stages a chunk
+#else
+#define ACCS 1u
+#endif
+uint nch, ncv, nst;
+uint r0, hr, nhr; // the rows' first token, head and heads a token (PASS_FWD, PASS_Q: fixed)
+
+void fetch(uint st, uint c0, uint hc)
+{
+	bool acc_ = st >= (nst - ncv * ACCS);
+#if defined(PASS_FWD)
+	if (!acc_) {
+		FETCH(q_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
+		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / WG)
+	} else {
+		FETCH(v_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * CV, CV, 0u)
+	}
+#elif defined(PASS_Q)
+	if (st < nch) {
+		FETCH(q_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
+		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / WG)
+	} else if (!acc_) {
+		FETCH(g_, p.off[1], r0, ROWS, p.H, hr, (st - nch) * DC, DC, 0u)
+		FETCH(v_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * DC, DC, ROWS * DC / WG)
+	} else {
+		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, (st - 2u * nch) * CV, CV, 0u)
+	}
+#else
+	// hr = the KV head g (the rows' head), hc = the query head h (the columns')
+	if (st < nch) {
+		FETCH(k_, p.off[3], r0, ROWS, p.Hkv, hr, st * DC, DC, 0u)
+		FETCH(q_, p.off[2], c0, COLS, p.H, hc, st * DC, DC, ROWS * DC / WG)
+	} else if (!acc_) {
+		FETCH(v_, p.off[4], r0, ROWS, p.Hkv, hr, (st - nch) * DC, DC, 0u)
+		FETCH(g_, p.off[5], c0, COLS, p.H, hc, (st - nch) * DC, DC, ROWS * DC / WG)
+	} else if ((st - 2u * nch) % 2u == 0u) {
+		FETCH(g_, p.off[5], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
+	} else {
+		FETCH(q_, p.off[2], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
+	}
+#endif
+}
+
+void put(uint st)
+{
+	if (st < nst - ncv * ACCS) {
+		PUT(ROWS, DC, 0u, SR, 0u)
+		PUT(COLS, DC, ROWS * SR, SR, ROWS * DC / WG)
+	} else {
+		PUT(COLS, CV, 0u, 16u, 0u)
+	}
+}
+
 void main()
 {
 	t = gl_LocalInvocationID.x;
@@ -208,261 +282,257 @@ void main()
 		acc0[a] = vec4(0.0);
 		acc1[a] = vec4(0.0);
 	}
-	float s[8];
+	float s[8], dp[8];
+	nch = (p.Dh + DC - 1u) / DC;
+	ncv = (p.Dh + CV - 1u) / CV;
 
 #if defined(PASS_FWD) || defined(PASS_Q)
 	uint ntile = (p.T + ROWS - 1u) / ROWS;
-	uint q0 = (ntile - 1u - gl_WorkGroupID.x) * ROWS, h = gl_WorkGroupID.y;
-	uint g = h / (p.H / p.Hkv);
+	r0 = (ntile - 1u - gl_WorkGroupID.x) * ROWS;
+	hr = gl_WorkGroupID.y;
+	nhr = p.H;
+	uint hc = hr / (p.H / p.Hkv), hc1 = hc + 1u; // the columns' (KV) head, one
 	if (t < ROWS)
-		segr[t] = q0 + t < p.T ? seg_[p.off[SEG] + q0 + t] : 0;
+		segr[t] = r0 + t < p.T ? seg_[p.off[SEG] + r0 + t] : 0;
+	uint cstart = p.window > 0u && r0 + 1u > p.window ? r0 + 1u - p.window : 0u;
+	uint cend = min(p.T, r0 + ROWS);
 #if defined(PASS_FWD)
-	float m = NEG, l = 0.0, alpha = 1.0; // invocation t < ROWS: row t's running max and sum
+	nst = nch + ncv;
+	// the score holders' running maxima of rows 4 tr + a; invocation t's row t / 4: its running
+	// maximum and the sum over its columns t % 4, t % 4 + 4, ...
+	float m4[4] = {NEG, NEG, NEG, NEG};
+	float mr = NEG, lq = 0.0;
 #else
+	nst = 2u * nch + ncv;
 	// lse and Dr = rowsum(dO o o) of the rows: four partial sums a row, added in a fixed order
 	{
-		uint rr = t >> 2, i = q0 + rr;
+		uint rr = t >> 2, i = r0 + rr;
 		float part = 0.0;
 		if (i < p.T)
 			for (uint d = t & 3u; d < p.Dh; d += 4u)
-				part += g_[p.off[1] + (i * p.H + h) * p.Dh + d] *
-					o_[p.off[5] + (i * p.H + h) * p.Dh + d];
+				part += g_[p.off[1] + (i * p.H + hr) * p.Dh + d] *
+					o_[p.off[5] + (i * p.H + hr) * p.Dh + d];
 		Sc[rr][t & 3u] = part;
 		barrier();
 		if (t < ROWS) {
 			vec4 x = Sc[t];
 			rb[t] = x.x + x.y + x.z + x.w;
-			ra[t] = q0 + t < p.T ? lse_[p.off[6] + h * p.T + q0 + t] : 0.0;
+			ra[t] = r0 + t < p.T ? lse_[p.off[6] + hr * p.T + r0 + t] : 0.0;
 		}
 	}
 #endif
-	uint kstart = p.window > 0u && q0 + 1u > p.window ? q0 + 1u - p.window : 0u;
-	uint kend = min(p.T, q0 + ROWS);
-	for (uint k0 = kstart; k0 < kend; k0 += COLS) {
+#else // PASS_KV
+	uint grp = p.H / p.Hkv;
+	r0 = gl_WorkGroupID.x * ROWS;
+#if defined(SPLIT)
+	uint hc = gl_WorkGroupID.y, hc1 = hc + 1u; // one query head
+	hr = hc / grp;
+	uint nho = p.H, ho = hc; // where dK and dV go: head hc's shares
+#else
+	hr = gl_WorkGroupID.y;
+	uint hc = hr * grp, hc1 = hc + grp;
+	uint nho = p.Hkv, ho = hr;
+#endif
+	nhr = p.Hkv;
+	nst = 2u * nch + 2u * ncv;
+	if (t < ROWS)
+		segr[t] = r0 + t < p.T ? seg_[p.off[SEG] + r0 + t] : 0;
+	uint cstart = r0; // queries from the tile's first key on
+	uint cend = p.window > 0u ? min(p.T, r0 + ROWS - 1u + p.window) : p.T;
+	vec4 dk0[4], dk1[4]; // dv in acc0, acc1
+	[[unroll]] for (uint a = 0u; a < 4u; a++) {
+		dk0[a] = vec4(0.0);
+		dk1[a] = vec4(0.0);
+	}
+#endif
+
+	// tiles (hc, c0): columns c0 .. c0 + 31 of head hc, hc from hc to hc1 - 1
+	uint c0 = cstart;
+	if (c0 >= cend)
+		hc = hc1;
+	bool have = false; // pre[] holds stage 0 of tile (hc, c0)
+	int sg = 0;        // invocation t < COLS: the segment of column c0 + t
+	if (hc < hc1) {
+		fetch(0u, c0, hc);
+		have = true;
+		sg = t < COLS && c0 + t < p.T ? seg_[p.off[SEG] + c0 + t] : 0;
+	}
+	while (hc < hc1) {
 		barrier(); // the previous tile's reads of shared memory are done
-		if (t < COLS)
-			segc[t] = k0 + t < p.T ? seg_[p.off[SEG] + k0 + t] : 0;
+		if (t < COLS) {
+			segc[t] = sg;
+#if defined(PASS_KV)
+			uint i = c0 + t;
+			bool in_ = i < p.T;
+			ra[t] = in_ ? scr_[p.off[7] + 2u * (hc * p.T + i)] : 0.0;
+			rb[t] = in_ ? scr_[p.off[7] + 2u * (hc * p.T + i) + 1u] : 0.0;
+#endif
+		}
 		if (t == 0u)
 			anyv = 0u;
 		barrier();
-		uint vis = visible(q0, k0);
+		uint vis = visible(r0, c0);
 		MARK(vis)
-
-		// s = q . k (scaled below)
-		[[unroll]] for (uint x = 0u; x < 8u; x++)
+		// the next tile
+		uint nc0 = c0 + COLS, nhc = hc;
+		if (nc0 >= cend) {
+			nc0 = cstart;
+			nhc++;
+		}
+		if (nhc < hc1)
+			sg = t < COLS && nc0 + t < p.T ? seg_[p.off[SEG] + nc0 + t] : 0;
+		if (!have)
+			fetch(0u, c0, hc);
+		[[unroll]] for (uint x = 0u; x < 8u; x++) {
 			s[x] = 0.0;
-		bool skip = false;
-		for (uint d0 = 0u; d0 < p.Dh; d0 += DC) {
-			if (d0 > 0u)
-				barrier();
-			STAGE(q_, p.off[2], q0, ROWS, p.H, h, d0, DC, 0u, SR);
-			STAGE(k_, p.off[3], k0, COLS, p.Hkv, g, d0, DC, ROWS * SR, SR);
+			dp[x] = 0.0;
+		}
+		for (uint st = 0u; st < nst; st++) {
+			if (st > 0u)
+				barrier(); // the previous stage's reads of Sc are done
+			put(st);
 			barrier();
-			if (anyv == 0u) { // uniform: read by all before the next tile writes it
-				skip = true;
+			if (st == 0u && anyv == 0u) { // uniform: read by all before the next tile writes it
+				have = false;
 				break;
 			}
-			score(s);
-		}
-		if (skip)
-			continue;
+			have = st + 1u < nst || nhc < hc1;
+			if (st + 1u < nst)
+				fetch(st + 1u, c0, hc);
+			else if (nhc < hc1)
+				fetch(0u, nc0, nhc);
+
 #if defined(PASS_FWD)
-		barrier(); // the chunks' reads are done: Sc takes v's rows below
-		[[unroll]] for (uint x = 0u; x < 8u; x++)
-			s[x] = (vis >> x & 1u) != 0u ? s[x] * p.scale : NEG;
-		PUT(Pt, s)
-		barrier();
-		// online softmax: row t's new maximum, and the factor for what was summed so far
-		if (t < ROWS) {
-			float mt = NEG;
-			for (uint j = 0u; j < COLS; j++)
-				mt = max(mt, Pt[j * PS + (t >> 2)][t & 3u]);
-			float mn = max(m, mt);
-			alpha = exp(m - mn);
-			m = mn;
-			ra[t] = mn;
-			rb[t] = alpha;
-		}
-		barrier();
-		[[unroll]] for (uint a = 0u; a < 4u; a++) {
-			float mn = ra[4u * tr + a], al = rb[4u * tr + a];
-			[[unroll]] for (uint b = 0u; b < 2u; b++)
-				s[2u * a + b] = (vis >> (2u * a + b) & 1u) != 0u ? exp(s[2u * a + b] - mn) : 0.0;
-			acc0[a] *= al;
-			acc1[a] *= al;
-		}
-		PUT(Pt, s)
-		// o += P v
-		STAGE(v_, p.off[4], k0, COLS, p.Hkv, g, 0u, CV, 0u, 16u);
-		barrier();
-		if (t < ROWS) {
-			float rs = 0.0;
-			for (uint j = 0u; j < COLS; j++)
-				rs += Pt[j * PS + (t >> 2)][t & 3u];
-			l = l * alpha + rs;
-		}
-		ACCUM(Pt, acc0)
-		if (DMAX > CV && p.Dh > CV) { // uniform
-			barrier();
-			STAGE(v_, p.off[4], k0, COLS, p.Hkv, g, CV, CV, 0u, 16u);
-			barrier();
-			ACCUM(Pt, acc1)
-		}
-#else
-		// dp = dO . v
-		float dp[8];
-		[[unroll]] for (uint x = 0u; x < 8u; x++)
-			dp[x] = 0.0;
-		for (uint d0 = 0u; d0 < p.Dh; d0 += DC) {
-			barrier();
-			STAGE(g_, p.off[1], q0, ROWS, p.H, h, d0, DC, 0u, SR);
-			STAGE(v_, p.off[4], k0, COLS, p.Hkv, g, d0, DC, ROWS * SR, SR);
-			barrier();
-			score(dp);
-		}
-		barrier(); // the chunks' reads are done: Sc takes k's rows below
-		[[unroll]] for (uint a = 0u; a < 4u; a++) {
-			float lr = ra[4u * tr + a], dr = rb[4u * tr + a];
-			[[unroll]] for (uint b = 0u; b < 2u; b++) {
-				uint x = 2u * a + b;
-				s[x] = (vis >> x & 1u) != 0u ? exp(s[x] * p.scale - lr) * (dp[x] - dr) : 0.0;
+			if (st < nch) {
+				score(s);
+				if (st + 1u < nch)
+					continue;
+				// the online softmax: the tile's row maxima, four invocations a row
+				[[unroll]] for (uint x = 0u; x < 8u; x++)
+					s[x] = (vis >> x & 1u) != 0u ? s[x] * p.scale : NEG;
+				PUTP(Pt, s)
+				barrier(); // the scores' reads of Sc are done too: Sc takes the partial maxima
+				uint row = t >> 2, qq = t & 3u;
+				float pm = NEG;
+				for (uint j = qq; j < COLS; j += 4u)
+					pm = max(pm, Pt[j * PS + (row >> 2)][row & 3u]);
+				Sc[row][qq] = pm;
+				barrier();
+				vec4 x = Sc[row];
+				float mn = max(mr, max(max(x.x, x.y), max(x.z, x.w)));
+				lq *= exp(mr - mn);
+				mr = mn;
+				[[unroll]] for (uint a = 0u; a < 4u; a++) {
+					vec4 y = Sc[4u * tr + a];
+					float mt = max(m4[a], max(max(y.x, y.y), max(y.z, y.w)));
+					float al = exp(m4[a] - mt);
+					m4[a] = mt;
+					[[unroll]] for (uint b = 0u; b < 2u; b++) {
+						uint z = 2u * a + b;
+						s[z] = (vis >> z & 1u) != 0u ? exp(s[z] - mt) : 0.0;
+					}
+					acc0[a] *= al;
+					acc1[a] *= al;
+				}
+				PUTP(Pt, s) // read after the next stage's barriers
+			} else if (st == nch) {
+				uint row = t >> 2, qq = t & 3u;
+				for (uint j = qq; j < COLS; j += 4u)
+					lq += Pt[j * PS + (row >> 2)][row & 3u];
+				ACCUM(Pt, acc0)
+			} else if (DMAX > CV) {
+				ACCUM(Pt, acc1)
 			}
-		}
-		PUT(Pt, s)
-		// dq += dS k
-		STAGE(k_, p.off[3], k0, COLS, p.Hkv, g, 0u, CV, 0u, 16u);
-		barrier();
-		ACCUM(Pt, acc0)
-		if (DMAX > CV && p.Dh > CV) {
-			barrier();
-			STAGE(k_, p.off[3], k0, COLS, p.Hkv, g, CV, CV, 0u, 16u);
-			barrier();
-			ACCUM(Pt, acc1)
-		}
+#elif defined(PASS_Q)
+			if (st < nch) {
+				score(s);
+			} else if (st < 2u * nch) {
+				score(dp);
+				if (st + 1u < 2u * nch)
+					continue;
+				[[unroll]] for (uint a = 0u; a < 4u; a++) {
+					float lr = ra[4u * tr + a], dr = rb[4u * tr + a];
+					[[unroll]] for (uint b = 0u; b < 2u; b++) {
+						uint z = 2u * a + b;
+						s[z] = (vis >> z & 1u) != 0u ? exp(s[z] * p.scale - lr) * (dp[z] - dr) : 0.0;
+					}
+				}
+				PUTP(Pt, s) // read after the next stage's barriers
+			} else if (st == 2u * nch) {
+				ACCUM(Pt, acc0)
+			} else if (DMAX > CV) {
+				ACCUM(Pt, acc1)
+			}
+#else
+			if (st < nch) {
+				score(s);
+			} else if (st < 2u * nch) {
+				score(dp);
+				if (st + 1u < 2u * nch)
+					continue;
+				[[unroll]] for (uint b = 0u; b < 2u; b++) {
+					float lq = ra[tc + 16u * b], dr = rb[tc + 16u * b];
+					[[unroll]] for (uint a = 0u; a < 4u; a++) {
+						uint z = 2u * a + b;
+						float pr = (vis >> z & 1u) != 0u ? exp(s[z] * p.scale - lq) : 0.0;
+						s[z] = pr;
+						dp[z] = pr * (dp[z] - dr);
+					}
+				}
+				PUTP(Pt, s)
+				PUTP(Dt, dp)
+			} else {
+				uint k = st - 2u * nch;
+				if (k == 0u) {
+					ACCUM(Pt, acc0)
+				} else if (k == 1u) {
+					ACCUM(Dt, dk0)
+				} else if (DMAX > CV && k == 2u) {
+					ACCUM(Pt, acc1)
+				} else if (DMAX > CV) {
+					ACCUM(Dt, dk1)
+				}
+			}
 #endif
+		}
+		c0 = nc0;
+		hc = nhc;
 	}
 
 #if defined(PASS_FWD)
+	// the rows' sums, their quarters added in order
+	barrier();
+	Sc[t >> 2][t & 3u] = lq;
+	if ((t & 3u) == 0u)
+		rb[t >> 2] = mr;
 	barrier();
 	if (t < ROWS) {
+		vec4 x = Sc[t];
+		float l = ((x.x + x.y) + x.z) + x.w;
 		ra[t] = 1.0 / l;
-		if (q0 + t < p.T)
-			lse_[p.off[1] + h * p.T + q0 + t] = m + log(l);
+		if (r0 + t < p.T)
+			lse_[p.off[1] + hr * p.T + r0 + t] = rb[t] + log(l);
 	}
 	barrier();
 	[[unroll]] for (uint a = 0u; a < 4u; a++) {
 		acc0[a] *= ra[4u * tr + a];
 		acc1[a] *= ra[4u * tr + a];
 	}
-	STORE(o_, p.off[0], q0, p.H, h, acc0, 0u, 1.0)
+	STORE(o_, p.off[0], r0, p.H, hr, acc0, 0u, 1.0)
 	if (DMAX > CV) {
-		STORE(o_, p.off[0], q0, p.H, h, acc1, CV, 1.0)
+		STORE(o_, p.off[0], r0, p.H, hr, acc1, CV, 1.0)
+	}
+#elif defined(PASS_Q)
+	STORE(dq_, p.off[0], r0, p.H, hr, acc0, 0u, p.scale)
+	if (DMAX > CV) {
+		STORE(dq_, p.off[0], r0, p.H, hr, acc1, CV, p.scale)
 	}
 #else
-	STORE(dq_, p.off[0], q0, p.H, h, acc0, 0u, p.scale)
+	STORE(dk_, p.off[0], r0, nho, ho, dk0, 0u, p.scale)
+	STORE(dv_, p.off[1], r0, nho, ho, acc0, 0u, 1.0)
 	if (DMAX > CV) {
-		STORE(dq_, p.off[0], q0, p.H, h, acc1, CV, p.scale)
-	}
-#endif
-
-#else // PASS_KV
-	uint k0 = gl_WorkGroupID.x * ROWS, grp = p.H / p.Hkv;
-#if defined(SPLIT)
-	uint h0 = gl_WorkGroupID.y, h1 = h0 + 1u, g = h0 / grp, nho = p.H, ho = h0; // out: head h0
-#else
-	uint g = gl_WorkGroupID.y, h0 = g * grp, h1 = h0 + grp, nho = p.Hkv, ho = g;
-#endif
-	if (t < ROWS)
-		segr[t] = k0 + t < p.T ? seg_[p.off[SEG] + k0 + t] : 0;
-	vec4 dk0[4], dk1[4]; // dv in acc0, acc1
-	[[unroll]] for (uint a = 0u; a < 4u; a++) {
-		dk0[a] = vec4(0.0);
-		dk1[a] = vec4(0.0);
-	}
-	float dp[8];
-	uint qend = p.window > 0u ? min(p.T, k0 + ROWS - 1u + p.window) : p.T;
-	for (uint h = h0; h < h1; h++) {
-		for (uint i0 = k0; i0 < qend; i0 += COLS) {
-			barrier(); // the previous tile's reads of shared memory are done
-			if (t < COLS) {
-				uint i = i0 + t;
-				bool in_ = i < p.T;
-				segc[t] = in_ ? seg_[p.off[SEG] + i] : 0;
-				ra[t] = in_ ? scr_[p.off[7] + 2u * (h * p.T + i)] : 0.0;
-				rb[t] = in_ ? scr_[p.off[7] + 2u * (h * p.T + i) + 1u] : 0.0;
-			}
-			if (t == 0u)
-				anyv = 0u;
-			barrier();
-			uint vis = visible(k0, i0);
-			MARK(vis)
-
-			// s = k . q, dp = v . dO
-			[[unroll]] for (uint x = 0u; x < 8u; x++) {
-				s[x] = 0.0;
-				dp[x] = 0.0;
-			}
-			bool skip = false;
-			for (uint d0 = 0u; d0 < p.Dh; d0 += DC) {
-				if (d0 > 0u)
-					barrier();
-				STAGE(k_, p.off[3], k0, ROWS, p.Hkv, g, d0, DC, 0u, SR);
-				STAGE(q_, p.off[2], i0, COLS, p.H, h, d0, DC, ROWS * SR, SR);
-				barrier();
-				if (anyv == 0u) {
-					skip = true;
-					break;
-				}
-				score(s);
-			}
-			if (skip)
-				continue;
-			for (uint d0 = 0u; d0 < p.Dh; d0 += DC) {
-				barrier();
-				STAGE(v_, p.off[4], k0, ROWS, p.Hkv, g, d0, DC, 0u, SR);
-				STAGE(g_, p.off[5], i0, COLS, p.H, h, d0, DC, ROWS * SR, SR);
-				barrier();
-				score(dp);
-			}
-			barrier(); // the chunks' reads are done: Sc takes dO's and q's rows below
-			[[unroll]] for (uint b = 0u; b < 2u; b++) {
-				float lq = ra[tc + 16u * b], dr = rb[tc + 16u * b];
-				[[unroll]] for (uint a = 0u; a < 4u; a++) {
-					uint x = 2u * a + b;
-					float pr = (vis >> x & 1u) != 0u ? exp(s[x] * p.scale - lq) : 0.0;
-					s[x] = pr;
-					dp[x] = pr * (dp[x] - dr);
-				}
-			}
-			PUT(Pt, s)
-			PUT(Dt, dp)
-			// dv += P dO, dk += dS q
-			STAGE(g_, p.off[5], i0, COLS, p.H, h, 0u, CV, 0u, 16u);
-			barrier();
-			ACCUM(Pt, acc0)
-			barrier();
-			STAGE(q_, p.off[2], i0, COLS, p.H, h, 0u, CV, 0u, 16u);
-			barrier();
-			ACCUM(Dt, dk0)
-			if (DMAX > CV && p.Dh > CV) {
-				barrier();
-				STAGE(g_, p.off[5], i0, COLS, p.H, h, CV, CV, 0u, 16u);
-				barrier();
-				ACCUM(Pt, acc1)
-				barrier();
-				STAGE(q_, p.off[2], i0, COLS, p.H, h, CV, CV, 0u, 16u);
-				barrier();
-				ACCUM(Dt, dk1)
-			}
-		}
-	}
-	STORE(dk_, p.off[0], k0, nho, ho, dk0, 0u, p.scale)
-	if (DMAX > CV) {
-		STORE(dk_, p.off[0], k0, nho, ho, dk1, CV, p.scale)
-	}
-	STORE(dv_, p.off[1], k0, nho, ho, acc0, 0u, 1.0)
-	if (DMAX > CV) {
-		STORE(dv_, p.off[1], k0, nho, ho, acc1, CV, 1.0)
+		STORE(dk_, p.off[0], r0, nho, ho, dk1, CV, p.scale)
+		STORE(dv_, p.off[1], r0, nho, ho, acc1, CV, 1.0)
 	}
 #endif
 }
