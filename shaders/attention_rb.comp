@@ -215,7 +215,7 @@ uint visible(uint r0, uint c0)
 
 // ---- the stages of a tile. nch chunks of DC for each score product, ncv chunks of CV for each
 // accumulating one:
-//   PASS_FWD: q k (nch), then v (ncv)                       rows: queries q0 .., columns: keys c0 ..
+//   PASS_FWD: q k (nch), then v (ncv)                       rows: queries r0 .., columns: keys c0 ..
 //   PASS_Q:   q k (nch), dO v (nch), then k (ncv)
 //   PASS_KV:  k q (nch), v dO (nch), then dO, q (ncv pairs)  rows: keys r0 .., columns: queries c0 ..
 #if defined(PASS_KV)
@@ -224,7 +224,7 @@ uint visible(uint r0, uint c0)
 #define ACCS 1u
 #endif
 uint nch, ncv, nst;
-uint r0, hr, nhr; // the rows' first token, head and heads a token (PASS_FWD, PASS_Q: fixed)
+uint r0, hr; // the rows' first token and head (fixed for a workgroup)
 
 void fetch(uint st, uint c0, uint hc)
 {
@@ -290,7 +290,6 @@ void main()
 	uint ntile = (p.T + ROWS - 1u) / ROWS;
 	r0 = (ntile - 1u - gl_WorkGroupID.x) * ROWS;
 	hr = gl_WorkGroupID.y;
-	nhr = p.H;
 	uint hc = hr / (p.H / p.Hkv), hc1 = hc + 1u; // the columns' (KV) head, one
 	if (t < ROWS)
 		segr[t] = r0 + t < p.T ? seg_[p.off[SEG] + r0 + t] : 0;
@@ -333,7 +332,6 @@ void main()
 	uint hc = hr * grp, hc1 = hc + grp;
 	uint nho = p.Hkv, ho = hr;
 #endif
-	nhr = p.Hkv;
 	nst = 2u * nch + 2u * ncv;
 	if (t < ROWS)
 		segr[t] = r0 + t < p.T ? seg_[p.off[SEG] + r0 + t] : 0;
