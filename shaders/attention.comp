@@ -50,8 +50,7 @@ void main()
 		barrier();
 		uint j = k0 + c;
 		bool valid = attn_sees(i, j, segq[r], segk[c]);
-		if (valid)
-			atomicOr(anyv, 1u);
+		ATTN_MARK(valid)
 		barrier();
 		if (anyv == 0u)
 			continue; // uniform: every invocation read anyv before the next write

@@ -94,8 +94,7 @@ void main()
 			barrier();
 			uint i = i0 + c;
 			bool valid = attn_sees(i, j, segq[c], segk[r]);
-			if (valid)
-				atomicOr(anyv, 1u);
+			ATTN_MARK(valid)
 			barrier();
 			if (anyv == 0u)
 				continue;
@@ -235,8 +234,7 @@ void main()
 		barrier();
 		uint j = k0 + c;
 		bool valid = attn_sees(i, j, segq[r], segk[c]);
-		if (valid)
-			atomicOr(anyv, 1u);
+		ATTN_MARK(valid)
 		barrier();
 		if (anyv == 0u)
 			continue;
