@@ -50,7 +50,8 @@ void main()
 		barrier();
 		uint j = k0 + c;
 		bool valid = attn_sees(i, j, segq[r], segk[c]);
-		ATTN_MARK(valid)
+		if (valid)
+			atomicOr(anyv, 1u);
 		barrier();
 		if (anyv == 0u)
 			continue; // uniform: every invocation read anyv before the next write

@@ -94,7 +94,8 @@ void main()
 			barrier();
 			uint i = i0 + c;
 			bool valid = attn_sees(i, j, segq[c], segk[r]);
-			ATTN_MARK(valid)
+			if (valid)
+				atomicOr(anyv, 1u);
 			barrier();
 			if (anyv == 0u)
 				continue;
@@ -234,7 +235,8 @@ void main()
 		barrier();
 		uint j = k0 + c;
 		bool valid = attn_sees(i, j, segq[r], segk[c]);
-		ATTN_MARK(valid)
+		if (valid)
+			atomicOr(anyv, 1u);
 		barrier();
 		if (anyv == 0u)
 			continue;

@@ -6,8 +6,6 @@
 // columns, and each invocation keeps the output columns c, c + 16, ... of its row in registers,
 // so Dh up to DMAX works with one variant and at most ~22 KiB of shared memory.
 #extension GL_EXT_control_flow_attributes : enable
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_vote : require
 
 layout(local_size_x = 256) in;
 
@@ -31,9 +29,3 @@ bool attn_sees(uint i, uint j, int si, int sj)
 {
 	return i < p.T && j <= i && si == sj && (p.window == 0u || i - j < p.window);
 }
-
-// Marks the tile visible (the shader's shared anyv) when any invocation's pair is: one atomic a
-// subgroup, not one an invocation (256 on one word serialised). Called by every invocation.
-#define ATTN_MARK(valid)                                     \
-	if (subgroupAny(valid) && subgroupElect())         \
-		atomicOr(anyv, 1u);
