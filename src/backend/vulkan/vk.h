@@ -212,6 +212,8 @@ struct tern_vk {
 	bool fp16;                   /* shaderFloat16 enabled: the register-blocked f16 variants run */
 	bool coopmat;                /* VK_NV_cooperative_matrix (f16 16x16x16, subgroups of 32, Vulkan memory
 			 * model) enabled and its variants compiled: the tensor-core variants run */
+	bool vote;                   /* subgroup vote in compute shaders: attention_simple.comp and
+				      * attention_rb.comp need it (subgroupAny), attention.comp not */
 	uint32_t sm_count;           /* multiprocessors (VK_NV_shader_sm_builtins), else a guess */
 	struct tern_buffer *aux;     /* 64 u32 words: the max|x| bits of the scale passes */
 	struct tern_buffer *mm_part; /* split-K partials (vk_mm.c), grown on first need */

@@ -1,8 +1,9 @@
-/* Causal GQA attention on Vulkan: flash-style shaders (attention.comp, attention_bwd.comp; on GPUs
- * the register-blocked attention_rb.comp where Dh allows, pick_attention) that
- * stream tiles of 16 queries x 16 keys through shared memory with an online softmax; only
- * lse [H, T] is kept between forward and backward, and the backward is deterministic (no float
- * atomics): a pass per key tile for dK/dV and a pass per query tile for dQ. */
+/* Causal GQA attention on Vulkan: flash-style shaders that stream tiles of queries x keys through
+ * shared memory with an online softmax (fp32: attention_rb.comp's register-blocked tiles on GPUs
+ * where Dh allows, attention.comp / attention_bwd.comp's 16 x 16 ones elsewhere, pick_attention;
+ * f16: attn_mma.comp on cooperative matrices); only lse [H, T] is kept between forward and
+ * backward, and the backward is deterministic (no float atomics): a pass per key tile for dK/dV and
+ * a pass per query tile for dQ. */
 #include "backend/vulkan/vk.h"
 
 #include <stdio.h>
@@ -106,7 +107,8 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 	enum tern_status st = tern_vk_simple(vk, &simple);
 	if (st)
 		return st;
-	bool fits = p->Dh % 4 == 0 && p->Dh <= (simple ? ATTN_SIMPLE_DMAX : ATTN_RB_DMAX);
+	/* both need subgroup vote (vk->vote); attention.comp takes every device */
+	bool fits = vk->vote && p->Dh % 4 == 0 && p->Dh <= (simple ? ATTN_SIMPLE_DMAX : ATTN_RB_DMAX);
 	for (int b = 0; b < 8 && simple; b++)
 		if ((vec4_mask[pass] >> b & 1u) && p->off[b] % 4)
 			fits = false;

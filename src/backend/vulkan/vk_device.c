@@ -342,7 +342,8 @@ static const enum tern_vk_pipe nv_coopmat_pipes[] = {
  * tensor-core variants also need VK_NV_cooperative_matrix with f16 x f16 -> f32 at 16x16x16 in
  * subgroup scope, subgroups of 32 with vote and shuffle, and the Vulkan memory model (their
  * SPIR-V declares it). TERN_VK_NO_FP16=1 / TERN_VK_NO_COOPMAT=1 turn them off (to measure the
- * fallbacks). Sets vk->fp16, vk->coopmat and vk->sm_count. */
+ * fallbacks). Sets vk->fp16, vk->coopmat, vk->vote (subgroup vote in compute shaders, which the
+ * fp32 attention's simple and register-blocked shaders use) and vk->sm_count. */
 static void half_features(struct tern_vk *vk, const struct tern_device_info *info)
 {
 	bool ext = has_device_ext(vk->phys, "VK_NV_cooperative_matrix");
@@ -383,6 +384,9 @@ static void half_features(struct tern_vk *vk, const struct tern_device_info *inf
 	}
 	VkSubgroupFeatureFlags need = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_VOTE_BIT |
 				      VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+	VkSubgroupFeatureFlags vote = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_VOTE_BIT;
+	vk->vote = (sub.supportedOperations & vote) == vote &&
+		   (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
 	vk->fp16 = q12.shaderFloat16 && !env_on("TERN_VK_NO_FP16");
 	vk->coopmat = vk->fp16 && ext && cmf.cooperativeMatrix && shape && q12.vulkanMemoryModel &&
 		      info->subgroup_size == 32 && (sub.supportedOperations & need) == need &&
