@@ -87,6 +87,7 @@ struct tern_vk_frame {
 	VkCommandBuffer cmd;
 	VkDescriptorPool pool;
 	uint64_t value; /* compute timeline value its last submission signals; 0: never submitted */
+	uint32_t nq;    /* profiling: timestamps its last submission wrote, not yet read */
 };
 
 struct tern_vk_xcmd {
@@ -179,7 +180,9 @@ struct tern_vk {
 
 	/* profiling (TERN_PROFILE=1, or tern_backend_profile): each dispatch, and each transfer
 	 * command recorded into the compute command buffer, between a pair of timestamp queries,
-	 * summed per pipeline and per profile kind when a submission has finished */
+	 * summed per pipeline and per profile kind when a submission has finished (frame f's
+	 * queries at f max_queries .. + max_queries, read when the frame is reused or flushed, so
+	 * submissions need not wait while profiling) */
 	VkQueryPool queries; /* created when profiling first starts */
 	bool profile;        /* commands are timed */
 	bool profile_env;    /* TERN_PROFILE=1: timed for the backend's life (per-pipeline log at exit) */
@@ -187,7 +190,8 @@ struct tern_vk {
 	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair (NULL: a transfer) */
 	uint8_t *qkind;                  /* the profile kind of each query pair */
 	uint8_t *qop;                    /* its enum tern_op + 1 (0: a copy outside any op) */
-	uint32_t nqueries, max_queries;
+	uint32_t nqueries, max_queries; /* in the frame being recorded; per frame */
+	uint64_t prof_prev;             /* the last end stamp read (intervals kept disjoint) */
 	float ts_period;
 	enum tern_prof_kind prof_kind; /* of what is recorded now: the open op's, else copies */
 	int prof_op;                   /* the open op's enum tern_op, -1 outside ops */

@@ -23,19 +23,20 @@ static enum tern_status query_pool(struct tern_vk *vk)
 {
 	if (vk->queries)
 		return TERN_OK;
+	uint32_t n = MAX_QUERIES * TERN_VK_FRAMES; /* a range for each frame of the ring */
 	VkQueryPoolCreateInfo qci = {
 		.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
 		.queryType = VK_QUERY_TYPE_TIMESTAMP,
-		.queryCount = MAX_QUERIES,
+		.queryCount = n,
 	};
 	enum tern_status st =
 		tern_vk_check(tvk_vkCreateQueryPool(vk->device, &qci, NULL, &vk->queries), "query pool");
 	if (st)
 		return st;
 	vk->max_queries = MAX_QUERIES;
-	vk->qpipe = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qpipe);
-	vk->qkind = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qkind);
-	vk->qop = tern_calloc(MAX_QUERIES / 2, sizeof *vk->qop);
+	vk->qpipe = tern_calloc(n / 2, sizeof *vk->qpipe);
+	vk->qkind = tern_calloc(n / 2, sizeof *vk->qkind);
+	vk->qop = tern_calloc(n / 2, sizeof *vk->qop);
 	return vk->qpipe && vk->qkind && vk->qop ? TERN_OK : TERN_E_NOMEM;
 }
 
@@ -186,6 +187,7 @@ static void barrier(struct tern_vk *vk)
 }
 
 static enum tern_status begin_recording(struct tern_vk *vk);
+static void read_timestamps(struct tern_vk *vk, uint32_t frame);
 
 /* Before a transfer or copy: starts recording, or records a barrier after everything so far; and
  * makes the next dispatch wait for this command (touched_all). */
@@ -214,6 +216,7 @@ static enum tern_status begin_recording(struct tern_vk *vk)
 			return st;
 	}
 	struct tern_vk_frame *f = &vk->frames[vk->frame];
+	read_timestamps(vk, vk->frame); /* what its last submission timed, before the reset */
 	vk->cmd = f->cmd;
 	vk->pool = f->pool;
 	tvk_vkResetCommandBuffer(vk->cmd, 0);
@@ -226,7 +229,7 @@ static enum tern_status begin_recording(struct tern_vk *vk)
 	if ((st = tern_vk_check(tvk_vkBeginCommandBuffer(vk->cmd, &bi), "vkBeginCommandBuffer")))
 		return st;
 	if (vk->profile)
-		tvk_vkCmdResetQueryPool(vk->cmd, vk->queries, 0, vk->max_queries);
+		tvk_vkCmdResetQueryPool(vk->cmd, vk->queries, vk->frame * vk->max_queries, vk->max_queries);
 	if (vk->timeline && vk->comp_value) {
 		/* earlier submissions may still run: order this one after them (a pipeline barrier's
 		 * first scope reaches back over earlier submissions to the same queue) */
@@ -270,32 +273,39 @@ enum tern_status tern_vk_wait_value(struct tern_vk *vk, VkSemaphore sem, uint64_
 	return st;
 }
 
-static void read_timestamps(struct tern_vk *vk)
+/* Sums the timestamps of frame's last submission (finished: its timeline value was reached, or
+ * its fence waited for) into the profile, once. Frames are read in submission order (the ring's),
+ * so prof_prev is the end of the command before the first one read here. */
+static void read_timestamps(struct tern_vk *vk, uint32_t frame)
 {
-	if (!vk->nqueries)
+	struct tern_vk_frame *f = &vk->frames[frame];
+	uint32_t n = f->nq, q0 = frame * vk->max_queries;
+	f->nq = 0;
+	if (!n || !vk->queries)
 		return;
-	uint64_t *t = malloc(vk->nqueries * sizeof *t);
+	uint64_t *t = malloc(n * sizeof *t);
 	if (!t)
 		return;
-	if (tvk_vkGetQueryPoolResults(vk->device, vk->queries, 0, vk->nqueries, vk->nqueries * sizeof *t, t,
-				      sizeof *t,
+	if (tvk_vkGetQueryPoolResults(vk->device, vk->queries, q0, n, n * sizeof *t, t, sizeof *t,
 				      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
 		/* While profiling a barrier separates every command from the one before (depends),
 		 * so a command runs only once the previous one has ended; its top-of-pipe stamp may
 		 * be written earlier, while that one still runs. Starting each interval at the
-		 * previous end keeps the intervals disjoint: their sum never exceeds the submission's
-		 * time. */
-		uint64_t prev = 0;
-		for (uint32_t i = 0; i + 1 < vk->nqueries; i += 2) {
+		 * previous end keeps the intervals disjoint: their sum never exceeds the time the
+		 * device spent on them. */
+		uint64_t prev = vk->prof_prev;
+		for (uint32_t i = 0; i + 1 < n; i += 2) {
 			uint64_t t0 = t[i] > prev ? t[i] : prev, t1 = t[i + 1];
 			double ns = t1 > t0 ? (double)(t1 - t0) * vk->ts_period : 0.0;
+			uint32_t k = (q0 + i) / 2;
 			prev = t1 > prev ? t1 : prev;
-			if (vk->qpipe[i / 2])
-				vk->qpipe[i / 2]->ns += ns;
-			vk->prof.ns[vk->qkind[i / 2]] += ns;
-			if (vk->qop[i / 2])
-				vk->prof.op_ns[vk->qop[i / 2] - 1] += ns;
+			if (vk->qpipe[k])
+				vk->qpipe[k]->ns += ns;
+			vk->prof.ns[vk->qkind[k]] += ns;
+			if (vk->qop[k])
+				vk->prof.op_ns[vk->qop[k] - 1] += ns;
 		}
+		vk->prof_prev = prev;
 	}
 	free(t);
 }
@@ -345,12 +355,10 @@ enum tern_status tern_vk_submit(struct tern_vk *vk)
 			goto fail;
 		vk->comp_value = signal;
 		vk->frames[vk->frame].value = signal;
-		/* timestamps share one query pool: read them before the next frame resets it */
-		if (vk->profile && (st = tern_vk_wait_value(vk, vk->comp_sem, signal)))
-			return st;
 	}
-	if (vk->profile)
-		read_timestamps(vk);
+	vk->frames[vk->frame].nq = vk->nqueries;
+	if (!vk->timeline) /* finished: its fence was waited for */
+		read_timestamps(vk, vk->frame);
 	return TERN_OK;
 fail:
 	vk->failed = true;
@@ -365,6 +373,8 @@ enum tern_status tern_vk_flush(struct tern_vk *vk)
 	if (vk->timeline && ((st = tern_vk_wait_value(vk, vk->comp_sem, vk->comp_value)) ||
 			     (st = tern_vk_wait_value(vk, vk->xfer_sem, vk->xfer_value))))
 		return st;
+	for (uint32_t i = 1; i <= TERN_VK_FRAMES; i++) /* oldest first: the last one is this frame */
+		read_timestamps(vk, (vk->frame + i) % TERN_VK_FRAMES);
 	if (vk->validation_messages)
 		return tern_fail(TERN_E_VALIDATION, "vulkan: the validation layer reported %llu message(s)",
 				 (unsigned long long)vk->validation_messages);
@@ -518,17 +528,18 @@ static void stamp_begin(struct tern_vk *vk, struct tern_vk_pipeline *pl)
 {
 	if (!vk->profile)
 		return;
-	vk->qpipe[vk->nqueries / 2] = pl;
-	vk->qkind[vk->nqueries / 2] = (uint8_t)vk->prof_kind;
-	vk->qop[vk->nqueries / 2] = (uint8_t)(vk->prof_op + 1);
-	tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, vk->nqueries++);
+	uint32_t q = vk->frame * vk->max_queries + vk->nqueries++;
+	vk->qpipe[q / 2] = pl;
+	vk->qkind[q / 2] = (uint8_t)vk->prof_kind;
+	vk->qop[q / 2] = (uint8_t)(vk->prof_op + 1);
+	tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->queries, q);
 }
 
 static void stamp_end(struct tern_vk *vk)
 {
 	if (vk->profile)
 		tvk_vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->queries,
-					vk->nqueries++);
+					vk->frame * vk->max_queries + vk->nqueries++);
 }
 
 /* Whether a dispatch of pl with these bindings (bi: their ranges) must wait for the commands
@@ -664,7 +675,7 @@ enum tern_status tern_vk_dispatch(struct tern_vk *vk, enum tern_vk_pipe pipe, co
 	pl->calls++;
 	/* hand the device what is recorded so far: it runs while the host records the rest (no
 	 * wait; the frame ring holds the host back when it is TERN_VK_FRAMES submissions ahead) */
-	if (vk->timeline && vk->submit_every && vk->ndispatch >= vk->submit_every && !vk->profile)
+	if (vk->timeline && vk->submit_every && vk->ndispatch >= vk->submit_every)
 		return tern_vk_submit(vk);
 	return TERN_OK;
 }
