@@ -40,7 +40,8 @@
 	X(vkCmdDispatch) X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkQueueSubmit)            \
 	X(vkCreateFence) X(vkDestroyFence) X(vkWaitForFences) X(vkResetFences) X(vkCreateQueryPool)                \
 	X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)             \
-	X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) X(vkGetSemaphoreCounterValue)
+	X(vkCreateSemaphore) X(vkDestroySemaphore) X(vkWaitSemaphores) X(vkGetSemaphoreCounterValue)        \
+	X(vkGetPipelineExecutablePropertiesKHR) X(vkGetPipelineExecutableStatisticsKHR)
 /* clang-format on */
 
 #define TERN_VK_DECL(name) extern PFN_##name tvk_##name;
@@ -216,6 +217,8 @@ struct tern_vk {
 	bool fp16;                   /* shaderFloat16 enabled: the register-blocked f16 variants run */
 	bool coopmat;                /* VK_NV_cooperative_matrix (f16 16x16x16, subgroups of 32, Vulkan memory
 			 * model) enabled and its variants compiled: the tensor-core variants run */
+	bool pstats; /* TERN_VK_PIPELINE_STATS=1 and VK_KHR_pipeline_executable_properties: each pipeline's
+		      * statistics (registers, ...) logged when it is created (vk_dispatch.c) */
 	bool vote;                   /* subgroup vote in compute shaders: attention_simple.comp and
 				      * attention_rb.comp need it (subgroupAny), attention.comp not */
 	uint32_t sm_count;           /* multiprocessors (VK_NV_shader_sm_builtins), else a guess */

@@ -12,6 +12,7 @@
 #include "backend/vulkan/spirv.h"
 #include "quant/quant.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -468,6 +469,57 @@ out:
 }
 
 /* vk->pipes[pipe], its VkPipeline created on first use. */
+/* TERN_VK_PIPELINE_STATS=1: logs what the driver says of pipeline pl (named name), one line per
+ * executable: "name: Register Count 128, Spill Count 0, ..." */
+static void log_pipeline_stats(struct tern_vk *vk, VkPipeline pl, const char *name)
+{
+	VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pl};
+	VkPipelineExecutablePropertiesKHR ep[4];
+	uint32_t ne = 4;
+	for (uint32_t i = 0; i < ne; i++)
+		ep[i] = (VkPipelineExecutablePropertiesKHR){
+			.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR};
+	VkResult r = tvk_vkGetPipelineExecutablePropertiesKHR(vk->device, &pi, &ne, ep);
+	for (uint32_t e = 0; (r == VK_SUCCESS || r == VK_INCOMPLETE) && e < ne; e++) {
+		VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+						  .pipeline = pl,
+						  .executableIndex = e};
+		VkPipelineExecutableStatisticKHR st[32];
+		uint32_t ns = 32;
+		for (uint32_t i = 0; i < ns; i++)
+			st[i] = (VkPipelineExecutableStatisticKHR){
+				.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+		VkResult rs = tvk_vkGetPipelineExecutableStatisticsKHR(vk->device, &ei, &ns, st);
+		if (rs != VK_SUCCESS && rs != VK_INCOMPLETE)
+			continue;
+		char line[2048];
+		size_t len = 0;
+		for (uint32_t i = 0; i < ns && len < sizeof line; i++) {
+			const char *sep = i ? ", " : "";
+			int w = 0;
+			switch (st[i].format) {
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+				w = snprintf(line + len, sizeof line - len, "%s%s %s", sep, st[i].name,
+					     st[i].value.b32 ? "yes" : "no");
+				break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+				w = snprintf(line + len, sizeof line - len, "%s%s %lld", sep, st[i].name,
+					     (long long)st[i].value.i64);
+				break;
+			case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+				w = snprintf(line + len, sizeof line - len, "%s%s %llu", sep, st[i].name,
+					     (unsigned long long)st[i].value.u64);
+				break;
+			default:
+				w = snprintf(line + len, sizeof line - len, "%s%s %g", sep, st[i].name,
+					     st[i].value.f64);
+			}
+			len += w > 0 ? (size_t)w : 0;
+		}
+		tern_log(TERN_LOG_INFO, "vulkan: pipeline %s (%s): %s", name, ep[e].name, len ? line : "-");
+	}
+}
+
 static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 				     struct tern_vk_pipeline **out)
 {
@@ -491,6 +543,7 @@ static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 		return st;
 	VkComputePipelineCreateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+		.flags = vk->pstats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
 		.stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
 			  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
 			  .module = mod,
@@ -502,6 +555,8 @@ static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 			   name);
 	tvk_vkDestroyShaderModule(vk->device, mod, NULL);
 	vk->pipe_s += tern_now() - t;
+	if (st == TERN_OK && vk->pstats)
+		log_pipeline_stats(vk, p->pipeline, name);
 	vk->pipes_created += st == TERN_OK;
 	p->writes = spirv_writes(p->spv->words, p->spv->size / 4);
 	return st;
