@@ -38,9 +38,6 @@
 //             tiles (32) of every head sharing the KV head: dV = P^T dO, dK = scale dS^T Q with
 //             dS = P (dP - D), dP = dO V^T, all on s dO; the sums are divided by s at the end.
 //             Bindings: 0 = dk, 1 = dv, 2 = q, 3 = k, 4 = v, 5 = dout, 6 = seg, 7 = scr.
-//             With -DSPLIT (grouped heads): groups (H, ceil(T / 32)), one query head h a group,
-//             its share of dK and dV written to bindings 0 and 1 as [T, H, DH] (=), which
-//             attention_rb.comp's PASS_SUM adds over each group's heads in head order.
 //   -DBWD_Q:  dq (=). Groups (H, ceil(T / 64)), 4 subgroups x 16 queries, key tiles of 32:
 //             dQ = scale dS K / s. Bindings: 0 = dq, 1 = dout, 2 = q, 3 = k, 4 = v, 5 = seg,
 //             6 = scr.
@@ -433,14 +430,7 @@ shared int segq[BQ];
 void main()
 {
 	sg = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-	uint k0 = gl_WorkGroupID.y * BKV, grp = p.H / p.Hkv;
-#if defined(SPLIT)
-	uint h0 = gl_WorkGroupID.x, h1 = h0 + 1u, g = h0 / grp; // one query head: its shares
-	uint nho = p.H, ho = h0;
-#else
-	uint g = gl_WorkGroupID.x, h0 = g * grp, h1 = h0 + grp;
-	uint nho = p.Hkv, ho = g;
-#endif
+	uint k0 = gl_WorkGroupID.y * BKV, g = gl_WorkGroupID.x, grp = p.H / p.Hkv;
 	uint jk[NR]; // the lane's rows (keys) and their samples
 	int sj[NR];
 	[[unroll]] for (uint x = 0u; x < NR; x++) {
@@ -457,7 +447,7 @@ void main()
 		dvf[d] = FC(0.0);
 	}
 	uint qend = p.window > 0u ? min(p.T, k0 + BKV - 1u + p.window) : p.T;
-	for (uint hq = h0; hq < h1; hq++)
+	for (uint hq = g * grp; hq < g * grp + grp; hq++)
 		for (uint i0 = k0; i0 < qend; i0 += BQ) {
 			uvec4 wq[TILE_N(BQ)], wg[TILE_N(BQ)];
 			TILE_LOADS(wq, q4, p.off[2], p.H, hq, i0, BQ)
@@ -555,7 +545,7 @@ void main()
 		frag_get(dvf[d], b);
 		[[unroll]] for (uint e = 0u; e < 8u; e++)
 			if (jk[ri(e)] < p.T) {
-				uint o = (jk[ri(e)] * nho + ho) * DH + 16u * d + ecol(e);
+				uint o = (jk[ri(e)] * p.Hkv + g) * DH + 16u * d + ecol(e);
 				dk_[p.off[0] + o] = a[e] * kscale;
 				dv_[p.off[1] + o] = b[e] * vscale;
 			}

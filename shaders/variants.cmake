@@ -133,8 +133,6 @@ set(TERN_SHADER_VARIANTS
   "attn_mma_qf_d64|attn_mma.comp|-DBWD_Q -DFRAG -DDH=64u" "attn_mma_qf_d128|attn_mma.comp|-DBWD_Q -DFRAG -DDH=128u"
   "attn_mma_kv_d64|attn_mma.comp|-DBWD_KV -DDH=64u" "attn_mma_kv_d128|attn_mma.comp|-DBWD_KV -DDH=128u"
   "attn_mma_q_d64|attn_mma.comp|-DBWD_Q -DDH=64u" "attn_mma_q_d128|attn_mma.comp|-DBWD_Q -DDH=128u"
-  "attn_mma_kvh_d64|attn_mma.comp|-DBWD_KV -DSPLIT -DDH=64u" "attn_mma_kvh_d128|attn_mma.comp|-DBWD_KV -DSPLIT -DDH=128u"
-  "attn_mma_kvhf_d64|attn_mma.comp|-DBWD_KV -DSPLIT -DFRAG -DDH=64u" "attn_mma_kvhf_d128|attn_mma.comp|-DBWD_KV -DSPLIT -DFRAG -DDH=128u"
 )
 
 # Variants that need a compiler extension: built only where the glslangValidator in use compiles
@@ -145,4 +143,4 @@ set(TERN_SHADER_VARIANTS_NV_COOPMAT
   mm_cm_lora_f32 mm_cm_lora_bwd_f32 mm_cm_lora_f16 mm_cm_lora_bwd_f16 mm_cm_lora_bf16 mm_cm_lora_bwd_bf16 mm_cm_lora_nf4 mm_cm_lora_bwd_nf4 mm_cm_lora_nf4_dq mm_cm_lora_bwd_nf4_dq mm_cm_lora_ternary mm_cm_lora_bwd_ternary
   attn_mma_fwd_d64 attn_mma_fwd_d128 attn_mma_prep attn_mma_cast attn_mma_kv_d64 attn_mma_kv_d128 attn_mma_q_d64 attn_mma_q_d128
   attn_mma_probe attn_mma_fwdf_d64 attn_mma_fwdf_d128 attn_mma_kvf_d64 attn_mma_kvf_d128
-  attn_mma_qf_d64 attn_mma_qf_d128 attn_mma_kvh_d64 attn_mma_kvh_d128 attn_mma_kvhf_d64 attn_mma_kvhf_d128)
+  attn_mma_qf_d64 attn_mma_qf_d128)

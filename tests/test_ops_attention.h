@@ -512,8 +512,7 @@ static void check_attention_all(struct suite *s)
 	unsetenv("TERN_VK_ATTN_SPLIT");
 	unsetenv("TERN_VK_ATTN_D64");
 	/* f16 (the tensor-core shaders take Dh 64 and 128): tiles with edges, GQA, windows, packed
-	 * samples, a gradient-sized dout; on Vulkan the backward again with the dK/dV pass unsplit
-	 * (TERN_VK_ATTN_SPLIT=0; split, the default, a group per query head where heads are grouped) */
+	 * samples, a gradient-sized dout */
 	static const int64_t hshapes[][6] = {
 		{33, 4, 1, 64, 0, 0},   {19, 3, 3, 128, 0, 0},  {130, 4, 2, 64, 0, 1},
 		{300, 4, 1, 128, 0, 1}, {200, 2, 2, 64, 50, 0}, {257, 8, 2, 128, 70, 1},
@@ -523,17 +522,6 @@ static void check_attention_all(struct suite *s)
 		const int64_t *h = hshapes[i];
 		check_attention_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_F16);
 		check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_F16, 1.0);
-	}
-	if (!s->is_cpu && !strcmp(s->bname, "vulkan")) {
-		setenv("TERN_VK_ATTN_SPLIT", "0", 1);
-		printf("-- attention f16: TERN_VK_ATTN_SPLIT=0\n");
-		for (size_t i = 0; i < sizeof hshapes / sizeof hshapes[0]; i++) {
-			const int64_t *h = hshapes[i];
-			if (h[1] > h[2])
-				check_attention_bwd_prec(s, h[0], h[1], h[2], h[3], h[4], (int)h[5], TERN_F16,
-							 1.0);
-		}
-		unsetenv("TERN_VK_ATTN_SPLIT");
 	}
 	check_attention_bwd_prec(s, 130, 4, 2, 64, 0, true, TERN_F16, 1e-6);
 	check_attention_bf16(s);

@@ -132,12 +132,11 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 
 static struct tern_view sized(struct tern_view v, int64_t n) { return tern_view_sub(v, 0, (size_t)n * 4); }
 
-/* Whether the dK/dV pass (attention_rb.comp's and attn_mma.comp's) splits grouped heads (H > Hkv):
- * a group per query head, so a key tile's queries of the group's heads run side by side instead of
- * one after another (the long key tiles of the causal mask set the pass's time otherwise);
- * TERN_VK_ATTN_SPLIT=0 (read at each call): one group per KV head, for before/after timings and
- * tests. */
-static enum tern_status kv_split(const struct tern_attn_args *a, bool *split)
+/* Whether attention_rb.comp's dK/dV pass splits grouped heads (H > Hkv): a group per query head,
+ * so a key tile's queries of the group's heads run side by side instead of one after another (the
+ * long key tiles of the causal mask set the pass's time otherwise); TERN_VK_ATTN_SPLIT=0 (read at
+ * each call): one group per KV head, for before/after timings and tests. */
+static enum tern_status rb_split(const struct tern_attn_args *a, bool *split)
 {
 	const char *env = getenv("TERN_VK_ATTN_SPLIT");
 	if (env && strcmp(env, "0") && strcmp(env, "1"))
@@ -146,46 +145,29 @@ static enum tern_status kv_split(const struct tern_attn_args *a, bool *split)
 	return TERN_OK;
 }
 
-/* Where the split dK/dV passes write each query head's share of dK and dV [T, H, Dh]: the two slots
- * of vk->mm_w16 (the decode-first products' scratch, free between products; tern_vulkan_sizes_for
- * counts the larger of the two needs). */
-static enum tern_status kv_shares(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view *pk,
-				  struct tern_view *pv)
+/* The split dK/dV pass: each query head's share of dK and dV [T, H, Dh] into the two slots of
+ * vk->mm_w16 (the decode-first products' scratch, free between products; tern_vulkan_sizes_for
+ * counts the larger of the two needs), then their sums over each group in head order (b1: the
+ * unsplit pass's bindings, whose first two the shares replace; d64: the -DDMAX=64u variant). */
+static enum tern_status rb_kv_split(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DK,
+				    struct tern_view DV, struct tern_view *b1, uint32_t rows, bool d64)
 {
 	size_t bytes = (size_t)(a->T * a->H * a->Dh) * 4;
 	enum tern_status st;
 	if ((st = tern_vk_scratch(vk, &vk->mm_w16[0], bytes)) ||
 	    (st = tern_vk_scratch(vk, &vk->mm_w16[1], bytes)))
 		return st;
-	*pk = (struct tern_view){vk->mm_w16[0], 0, bytes};
-	*pv = (struct tern_view){vk->mm_w16[1], 0, bytes};
-	return TERN_OK;
-}
-
-/* dK, dV [T, Hkv, Dh] (=) the shares' sums over each group's heads, in head order (attention_rb.comp
- * -DPASS_SUM, for both split passes). */
-static enum tern_status kv_sum(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DK,
-			       struct tern_view DV, struct tern_view pk, struct tern_view pv)
-{
-	struct tern_view b[4] = {DK, DV, pk, pv};
-	struct attn_push p = attn_place(vk, a, b, 4);
-	return tern_vk_dispatch(vk, TERN_PIPE_ATTENTION_RB_SUM, b, 4, &p, sizeof p,
-				tern_vk_grid(a->T * a->Hkv * a->Dh, 256, ATTN_GRID), 1, 1);
-}
-
-/* attention_rb.comp's split dK/dV pass into the shares, then their sums (b1: the unsplit pass's
- * bindings, whose first two the shares replace; d64: the -DDMAX=64u variant). */
-static enum tern_status rb_kv_split(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DK,
-				    struct tern_view DV, struct tern_view *b1, uint32_t rows, bool d64)
-{
-	enum tern_status st = kv_shares(vk, a, &b1[0], &b1[1]);
-	if (st)
-		return st;
+	struct tern_view pk = {vk->mm_w16[0], 0, bytes}, pv = {vk->mm_w16[1], 0, bytes};
+	b1[0] = pk;
+	b1[1] = pv;
 	struct attn_push p = attn_place(vk, a, b1, 8);
 	if ((st = tern_vk_dispatch(vk, d64 ? TERN_PIPE_ATTENTION_RB_KVH_D64 : TERN_PIPE_ATTENTION_RB_KVH, b1,
 				   8, &p, sizeof p, (uint32_t)tern_cdiv(a->T, rows), (uint32_t)a->H, 1)))
 		return st;
-	return kv_sum(vk, a, DK, DV, b1[0], b1[1]);
+	struct tern_view b[4] = {DK, DV, pk, pv};
+	p = attn_place(vk, a, b, 4);
+	return tern_vk_dispatch(vk, TERN_PIPE_ATTENTION_RB_SUM, b, 4, &p, sizeof p,
+				tern_vk_grid(a->T * a->Hkv * a->Dh, 256, ATTN_GRID), 1, 1);
 }
 
 /* ---- f16 on cooperative matrices (shaders/attn_mma.comp) ----------------------------------- */
@@ -257,14 +239,9 @@ static enum tern_status mma_frag(struct tern_vk *vk, bool *out)
 }
 
 /* The tensor-core pipeline of one pass at head size Dh (64 or 128): the -DFRAG variant where
- * mma_frag says so; with split, the dK/dV pass's -DSPLIT one (kv_split). */
-static enum tern_status pick_mma(struct tern_vk *vk, enum attn_pass pass, int64_t Dh, bool split,
-				 enum tern_vk_pipe *pipe)
+ * mma_frag says so. */
+static enum tern_status pick_mma(struct tern_vk *vk, enum attn_pass pass, int64_t Dh, enum tern_vk_pipe *pipe)
 {
-	static const enum tern_vk_pipe kvh[2][2] = {
-		/* [frag][Dh 128] */
-		{TERN_PIPE_ATTN_MMA_KVH_D64, TERN_PIPE_ATTN_MMA_KVH_D128},
-		{TERN_PIPE_ATTN_MMA_KVHF_D64, TERN_PIPE_ATTN_MMA_KVHF_D128}};
 	static const enum tern_vk_pipe pipes[3][2][2] = {
 		/* [pass][frag][Dh 128] */
 		[ATTN_FWD] = {{TERN_PIPE_ATTN_MMA_FWD_D64, TERN_PIPE_ATTN_MMA_FWD_D128},
@@ -276,7 +253,7 @@ static enum tern_status pick_mma(struct tern_vk *vk, enum attn_pass pass, int64_
 	};
 	bool frag;
 	enum tern_status st = mma_frag(vk, &frag);
-	*pipe = split && pass == ATTN_BWD_KV ? kvh[frag][Dh == 128] : pipes[pass][frag][Dh == 128];
+	*pipe = pipes[pass][frag][Dh == 128];
 	return st;
 }
 
@@ -338,7 +315,7 @@ static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_a
 	    (st = mma_cast(vk, h.k, k, nk, false)) || (st = mma_cast(vk, h.v, v, nk, false)))
 		return st;
 	enum tern_vk_pipe pipe;
-	if ((st = pick_mma(vk, ATTN_FWD, a->Dh, false, &pipe)))
+	if ((st = pick_mma(vk, ATTN_FWD, a->Dh, &pipe)))
 		return st;
 	struct tern_view b[6] = {o, lse, h.q, h.k, h.v, seg};
 	struct attn_mma_push mp = mma_place(vk, a, b, 6, 0x1cu);
@@ -346,9 +323,8 @@ static enum tern_status mma_forward(struct tern_vk *vk, const struct tern_attn_a
 				(uint32_t)tern_cdiv(a->T, MMA_BQ), 1);
 }
 
-/* dout's scale (aux word 1), the f16 copies, the (lse, s D) rows, then the dK/dV pass (split by
- * query head where kv_split says so: the shares, then their sums) and the dQ pass (which do not
- * depend on each other). */
+/* dout's scale (aux word 1), the f16 copies, the (lse, s D) rows, then the dK/dV and dQ passes
+ * (which do not depend on each other). */
 static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_args *a, struct tern_view DQ,
 				     struct tern_view DK, struct tern_view DV, struct tern_view G,
 				     struct tern_view Q, struct tern_view K, struct tern_view V,
@@ -360,9 +336,7 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 	if (st)
 		return st;
 	enum tern_vk_pipe kv, qp;
-	bool split;
-	if ((st = kv_split(a, &split)) || (st = pick_mma(vk, ATTN_BWD_KV, a->Dh, split, &kv)) ||
-	    (st = pick_mma(vk, ATTN_BWD_Q, a->Dh, false, &qp)))
+	if ((st = pick_mma(vk, ATTN_BWD_KV, a->Dh, &kv)) || (st = pick_mma(vk, ATTN_BWD_Q, a->Dh, &qp)))
 		return st;
 	struct mma_h h;
 	struct tern_view scr = {vk->attn_scr, 0, (size_t)nscr * 4}, xmax = {vk->aux, 4, 4};
@@ -378,12 +352,9 @@ static enum tern_status mma_backward(struct tern_vk *vk, const struct tern_attn_
 				   (uint32_t)(g0 < ATTN_GRID ? g0 : ATTN_GRID), 1, 1)))
 		return st;
 	struct tern_view b1[8] = {DK, DV, h.q, h.k, h.v, h.g, S, scr};
-	if (split && (st = kv_shares(vk, a, &b1[0], &b1[1])))
-		return st;
 	mp = mma_place(vk, a, b1, 8, 0x3cu);
-	if ((st = tern_vk_dispatch(vk, kv, b1, 8, &mp, sizeof mp, (uint32_t)(split ? H : a->Hkv),
-				   (uint32_t)tern_cdiv(T, MMA_BKV), 1)) ||
-	    (split && (st = kv_sum(vk, a, DK, DV, b1[0], b1[1]))))
+	if ((st = tern_vk_dispatch(vk, kv, b1, 8, &mp, sizeof mp, (uint32_t)a->Hkv,
+				   (uint32_t)tern_cdiv(T, MMA_BKV), 1)))
 		return st;
 	struct tern_view b2[7] = {DQ, h.g, h.q, h.k, h.v, S, scr};
 	mp = mma_place(vk, a, b2, 7, 0x1eu);
@@ -458,7 +429,7 @@ enum tern_status tern_vk_attention_bwd(struct tern_backend *be, struct tern_view
 	bool split = false;
 	if ((st = pick_attention(vk, ATTN_BWD_KV, &p, &pipe, &rows)) ||
 	    ((pipe == TERN_PIPE_ATTENTION_RB_KV || pipe == TERN_PIPE_ATTENTION_RB_KV_D64) &&
-	     (st = kv_split(a, &split))))
+	     (st = rb_split(a, &split))))
 		return st;
 	if (split)
 		st = rb_kv_split(vk, a, DK, DV, b1, rows, pipe == TERN_PIPE_ATTENTION_RB_KV_D64);

@@ -317,8 +317,8 @@ enum tern_status tern_vulkan_sizes_for(const struct tern_size_shapes *s, struct 
 		slot = s->W > 0 ? (uint64_t)s->W * 2 : MM_DF_SLOT;
 		slot = slot < MM_DF_SLOT ? slot : MM_DF_SLOT;
 	}
-	/* the same two buffers hold the split dK/dV passes' shares (vk_attention.c kv_shares) where
-	 * heads are grouped: T x H x Dh floats each (unknown heads: 32 x 128) */
+	/* the same two buffers hold the split dK/dV shares of the fp32 attention (vk_attention.c
+	 * rb_kv_split) where heads are grouped: T x H x Dh floats each (unknown heads: 32 x 128) */
 	int64_t hd = s->H > 0 && s->Dh > 0 ? s->H * s->Dh : 32 * 128;
 	uint64_t share = s->H > 0 && s->Hkv >= s->H ? 0 : (uint64_t)(s->T * hd) * 4;
 	out->reserve += 2 * (slot > share ? slot : share);
