@@ -191,8 +191,8 @@ struct tern_vk {
 	struct tern_vk_pipeline **qpipe; /* the pipeline of each query pair (NULL: a transfer) */
 	uint8_t *qkind;                  /* the profile kind of each query pair */
 	uint8_t *qop;                    /* its enum tern_op + 1 (0: a copy outside any op) */
-	uint32_t nqueries, max_queries; /* in the frame being recorded; per frame */
-	uint64_t prof_prev;             /* the last end stamp read (intervals kept disjoint) */
+	uint32_t nqueries, max_queries;  /* in the frame being recorded; per frame */
+	uint64_t prof_prev;              /* the last end stamp read (intervals kept disjoint) */
 	float ts_period;
 	enum tern_prof_kind prof_kind; /* of what is recorded now: the open op's, else copies */
 	int prof_op;                   /* the open op's enum tern_op, -1 outside ops */
@@ -217,8 +217,8 @@ struct tern_vk {
 	bool fp16;                   /* shaderFloat16 enabled: the register-blocked f16 variants run */
 	bool coopmat;                /* VK_NV_cooperative_matrix (f16 16x16x16, subgroups of 32, Vulkan memory
 			 * model) enabled and its variants compiled: the tensor-core variants run */
-	bool pstats; /* TERN_VK_PIPELINE_STATS=1 and VK_KHR_pipeline_executable_properties: each pipeline's
-		      * statistics (registers, ...) logged when it is created (vk_dispatch.c) */
+	bool pstats;                 /* TERN_VK_PIPELINE_STATS=1 and the extension for it: each
+				      * pipeline's statistics logged when created (vk_dispatch.c) */
 	bool vote;                   /* subgroup vote in compute shaders: attention_simple.comp and
 				      * attention_rb.comp need it (subgroupAny), attention.comp not */
 	uint32_t sm_count;           /* multiprocessors (VK_NV_shader_sm_builtins), else a guess */

@@ -584,7 +584,8 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	/* TERN_VK_PIPELINE_STATS=1: what the driver says of each pipeline it compiles (registers,
 	 * spills, ...), logged at info level (-v): the facts behind a shader's speed */
 	const char *ps = getenv("TERN_VK_PIPELINE_STATS");
-	vk->pstats = ps && !strcmp(ps, "1") && has_device_ext(vk->phys, "VK_KHR_pipeline_executable_properties");
+	vk->pstats =
+		ps && !strcmp(ps, "1") && has_device_ext(vk->phys, "VK_KHR_pipeline_executable_properties");
 	VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
 		.pNext = vk->coopmat ? &cmf : NULL,
@@ -592,7 +593,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	};
 	VkPhysicalDeviceVulkan12Features f12 = {
 		.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-		.pNext = vk->pstats ? (void *)&pef : vk->coopmat ? (void *)&cmf : NULL,
+		.pNext = vk->pstats    ? (void *)&pef
+			 : vk->coopmat ? (void *)&cmf
+				       : NULL,
 		.timelineSemaphore = vk->timeline,
 		.shaderFloat16 = vk->fp16,
 		.vulkanMemoryModel = vk->coopmat,
@@ -617,10 +620,12 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	if ((st = tern_vk_check(tvk_vkCreateDevice(vk->phys, &dci, NULL, &vk->device), "vkCreateDevice")))
 		goto fail;
 	tern_vk_load_device(vk->device);
-	if (vk->pstats && !(tvk_vkGetPipelineExecutablePropertiesKHR && tvk_vkGetPipelineExecutableStatisticsKHR))
+	if (vk->pstats &&
+	    !(tvk_vkGetPipelineExecutablePropertiesKHR && tvk_vkGetPipelineExecutableStatisticsKHR))
 		vk->pstats = false;
 	else if (ps && !strcmp(ps, "1") && !vk->pstats)
-		tern_log(TERN_LOG_WARN, "TERN_VK_PIPELINE_STATS=1: %s lacks VK_KHR_pipeline_executable_properties",
+		tern_log(TERN_LOG_WARN,
+			 "TERN_VK_PIPELINE_STATS=1: %s lacks VK_KHR_pipeline_executable_properties",
 			 info.name);
 	tvk_vkGetDeviceQueue(vk->device, vk->compute_family, 0, &vk->queue);
 	if (has_transfer)
