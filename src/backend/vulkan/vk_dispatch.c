@@ -468,7 +468,6 @@ out:
 	return writes;
 }
 
-/* vk->pipes[pipe], its VkPipeline created on first use. */
 /* TERN_VK_PIPELINE_STATS=1: logs what the driver says of pipeline pl (named name), one line per
  * executable: "name: Register Count 128, Spill Count 0, ..." */
 static void log_pipeline_stats(struct tern_vk *vk, VkPipeline pl, const char *name)
@@ -520,6 +519,7 @@ static void log_pipeline_stats(struct tern_vk *vk, VkPipeline pl, const char *na
 	}
 }
 
+/* vk->pipes[pipe], its VkPipeline created on first use. */
 static enum tern_status get_pipeline(struct tern_vk *vk, enum tern_vk_pipe pipe,
 				     struct tern_vk_pipeline **out)
 {
