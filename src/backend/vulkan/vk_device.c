@@ -620,10 +620,9 @@ enum tern_status tern_vulkan_create(int device, struct tern_backend **out)
 	if ((st = tern_vk_check(tvk_vkCreateDevice(vk->phys, &dci, NULL, &vk->device), "vkCreateDevice")))
 		goto fail;
 	tern_vk_load_device(vk->device);
-	if (vk->pstats &&
-	    !(tvk_vkGetPipelineExecutablePropertiesKHR && tvk_vkGetPipelineExecutableStatisticsKHR))
+	if (!(tvk_vkGetPipelineExecutablePropertiesKHR && tvk_vkGetPipelineExecutableStatisticsKHR))
 		vk->pstats = false;
-	else if (ps && !strcmp(ps, "1") && !vk->pstats)
+	if (ps && !strcmp(ps, "1") && !vk->pstats)
 		tern_log(TERN_LOG_WARN,
 			 "TERN_VK_PIPELINE_STATS=1: %s lacks VK_KHR_pipeline_executable_properties",
 			 info.name);

@@ -469,7 +469,7 @@ out:
 }
 
 /* TERN_VK_PIPELINE_STATS=1: logs what the driver says of pipeline pl (named name), one line per
- * executable: "name: Register Count 128, Spill Count 0, ..." */
+ * executable: "vulkan: pipeline name (executable): Register Count 128, Binary Size ..., ..." */
 static void log_pipeline_stats(struct tern_vk *vk, VkPipeline pl, const char *name)
 {
 	VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pl};
