@@ -75,5 +75,19 @@ else
 	echo "not run: the compiling-shaders line (no Vulkan device)"
 fi
 
+
+# 5. tern bench ops times attention forward and backward (a row each, with the shape and a rate);
+# heads that do not group are refused in one line
+"$tern" bench ops --backend cpu --ops attention,attention_bwd --T 33 --heads 4 --kv-heads 2 --head-dim 16 \
+	--seconds 0 >"$tmp/bench" 2>"$tmp/err" && ok || bad "bench ops attention: $(cat "$tmp/err")"
+for op in attention attention_bwd; do
+	awk -v op=$op '$1 == op && $3 == "T=33" && $4 == "H=4" && $5 == "Hkv=2" && $6 == "Dh=16" && $8 > 0 { f = 1 }
+		END { exit !f }' "$tmp/bench" && ok || bad "no $op row with a rate: $(cat "$tmp/bench")"
+done
+"$tern" bench ops --backend cpu --ops attention --heads 6 --kv-heads 4 --seconds 0 >"$tmp/bench" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] &&
+	grep -q "T=512 H=6 Hkv=4 Dh=128 .*H a multiple of Hkv" "$tmp/err" && ok ||
+	bad "heads 6 over 4: exit $rc, $(cat "$tmp/err")"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

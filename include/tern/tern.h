@@ -101,6 +101,8 @@ struct tern_bench_opts {
 	const char *ops;     /* comma-separated filter, NULL or "" = all */
 	double min_seconds;  /* time each op at least this long */
 	const char *prec;    /* matmul product precision: "f32" (NULL: f32) or "f16" */
+	/* the attention rows' shape: query heads, KV heads, head dimension (0: 32, 8, 128) */
+	int64_t heads, kv_heads, head_dim;
 };
 
 typedef void (*tern_bench_fn)(const struct tern_bench_row *row, void *user);

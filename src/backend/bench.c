@@ -26,8 +26,9 @@
 #define BENCH_MAX_ELEMS ((int64_t)1 << 36)
 
 /* Names accepted in opts->ops, in the order the rows come out. */
-static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "lora", "adamw",
-					"sumsq",  "scale",      "axpy", "cast", "dropout"};
+static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm",      "lora",
+					"adamw",  "sumsq",      "scale",     "axpy",
+					"cast",   "dropout",    "attention", "attention_bwd"};
 #define BENCH_NOPS (sizeof bench_ops / sizeof bench_ops[0])
 
 static const enum tern_dtype weight_dtypes[] = {TERN_F32, TERN_F16,    TERN_BF16,
@@ -45,7 +46,9 @@ enum bench_kind {
 	K_SCALE,
 	K_AXPY,
 	K_CAST,
-	K_DROPOUT
+	K_DROPOUT,
+	K_ATTN,
+	K_ATTN_BWD
 };
 
 /* The LoRA linear's parameters and the buffers of its other outputs (rows "lora"). */
@@ -56,7 +59,7 @@ struct bench_lora {
 
 struct bench_call {
 	enum bench_kind kind;
-	struct tern_view v[4];
+	struct tern_view v[10];
 	const struct tern_weight *w;
 	int64_t M, N, K; /* gemm; T is M for the matmuls; n is M for element-wise ops */
 	bool ta, tb;
@@ -65,6 +68,7 @@ struct bench_call {
 	struct tern_adamw_args adamw;
 	enum tern_dtype prec; /* matmuls, gemm */
 	const struct bench_lora *lo;
+	const struct tern_attn_args *attn;
 };
 
 struct bench {
@@ -75,6 +79,7 @@ struct bench {
 	bool want[BENCH_NOPS];
 	uint64_t rng;
 	enum tern_dtype prec; /* of the matmuls (opts->prec) */
+	int64_t H, Hkv, Dh;   /* the attention rows' shape (opts', 0 taking the defaults) */
 	/* Every buffer this run allocated, freed at the end. */
 	struct tern_buffer *bufs[32];
 	int nbufs;
@@ -301,6 +306,10 @@ static enum tern_status bench_run(struct tern_backend *be, struct bench_call *c)
 	case K_AXPY: return tern_axpy(be, v[0], v[1], c->M, c->alpha);
 	case K_CAST: return tern_cast(be, v[0], c->dt, v[1], c->st, c->M);
 	case K_DROPOUT: return tern_dropout(be, v[0], v[1], c->M, c->alpha, 0x7465726eULL);
+	case K_ATTN: return tern_attention(be, v[0], v[1], v[2], v[3], v[4], v[5], c->attn);
+	case K_ATTN_BWD:
+		return tern_attention_bwd(be, v[6], v[7], v[8], v[9], v[2], v[3], v[4], v[0], v[1], v[5],
+					  c->attn);
 	}
 	return tern_fail(TERN_E_INVALID, "bench: bad call kind %d", (int)c->kind);
 }
@@ -619,6 +628,63 @@ static enum tern_status bench_elementwise(struct bench *b, struct tern_view x, s
 	return st;
 }
 
+/* Causal attention over one sample of T tokens, forward and backward (rows "attention",
+ * "attention_bwd"): q, dO [T, H, Dh] and k, v [T, Hkv, Dh] random, scale 1/sqrt(Dh), at the
+ * matmuls' precision (the tensor-core shaders at f16 where the backend has them). The backward
+ * reads the forward's o and lse (one forward call first). FLOPs as the profiler counts them
+ * (ops.c): 4 a (query, key) pair and head dimension forward, 2.5 times that backward. */
+static enum tern_status bench_attention(struct bench *b)
+{
+	bool fwd = wanted(b, "attention") && tern_backend_has_op(b->be, TERN_OP_ATTENTION);
+	bool bwd = wanted(b, "attention_bwd") && tern_backend_has_op(b->be, TERN_OP_ATTENTION_BWD);
+	if (!fwd && !bwd)
+		return TERN_OK;
+	int64_t T = b->o->T, H = b->H, Hkv = b->Hkv, Dh = b->Dh;
+	struct tern_attn_args a = {
+		.T = T, .H = H, .Hkv = Hkv, .Dh = Dh, .scale = 1.0f / sqrtf((float)Dh), .prec = b->prec};
+	int64_t nq = T * H * Dh, nk = T * Hkv * Dh;
+	int keep = b->nbufs;
+	/* o, lse, q, k, v, seg; dq, dk, dv, dO */
+	struct tern_view v[10];
+	enum tern_status st = bench_alloc(b, (size_t)nq * 4, &v[0]);
+	if (!st)
+		st = bench_alloc(b, (size_t)(H * T) * 4, &v[1]);
+	if (!st)
+		st = bench_random(b, nq, 1.0f, &v[2]);
+	if (!st)
+		st = bench_random(b, nk, 1.0f, &v[3]);
+	if (!st)
+		st = bench_random(b, nk, 1.0f, &v[4]);
+	if (!st)
+		st = bench_alloc(b, (size_t)T * 4, &v[5]); /* zeros: one segment */
+	if (!st)
+		st = bench_alloc(b, (size_t)nq * 4, &v[6]);
+	if (!st)
+		st = bench_alloc(b, (size_t)nk * 4, &v[7]);
+	if (!st)
+		st = bench_alloc(b, (size_t)nk * 4, &v[8]);
+	if (!st)
+		st = bench_random(b, nq, 1.0f, &v[9]);
+	char shape[64];
+	snprintf(shape, sizeof shape, "T=%lld H=%lld Hkv=%lld Dh=%lld", (long long)T, (long long)H,
+		 (long long)Hkv, (long long)Dh);
+	double pairs = (double)T * (double)(T + 1) / 2.0, flops = 4.0 * pairs * (double)H * (double)Dh;
+	/* q, k, v read, o written (lse is small); the backward reads them and dO, writes dq, dk, dv */
+	double bytes = 4.0 * (double)(2 * nq + 2 * nk);
+	struct bench_call c = {.kind = K_ATTN, .attn = &a};
+	memcpy(c.v, v, sizeof v);
+	if (!st && fwd)
+		st = bench_time(b, &c, "attention", tern_dtype_name(b->prec), shape, flops, bytes);
+	else if (!st)
+		st = bench_run(b->be, &c); /* o and lse for the backward */
+	c.kind = K_ATTN_BWD;
+	if (!st && bwd)
+		st = bench_time(b, &c, "attention_bwd", tern_dtype_name(b->prec), shape, 2.5 * flops,
+				2.0 * bytes);
+	bench_release(b, keep);
+	return st;
+}
+
 /* ---- entry ---- */
 
 static bool product_ok(int64_t a, int64_t b) { return a > 0 && b > 0 && a <= BENCH_MAX_ELEMS / b; }
@@ -639,6 +705,15 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 		return tern_fail(TERN_E_INVALID, "bench: shape T=%lld O=%lld I=%lld R=%lld is too large",
 				 (long long)opts->T, (long long)opts->O, (long long)opts->I,
 				 (long long)opts->R);
+	/* Llama-3-8B's attention unless asked */
+	int64_t H = opts->heads ? opts->heads : 32, Hkv = opts->kv_heads ? opts->kv_heads : 8,
+		Dh = opts->head_dim ? opts->head_dim : 128;
+	if (H < 1 || Hkv < 1 || Dh < 1 || H % Hkv || H > 65536 || Dh > 65536 || !product_ok(opts->T, H * Dh))
+		return tern_fail(
+			TERN_E_INVALID,
+			"bench: attention shape T=%lld H=%lld Hkv=%lld Dh=%lld (needs sizes >= 1, H a "
+			"multiple of Hkv)",
+			(long long)opts->T, (long long)H, (long long)Hkv, (long long)Dh);
 	if (!(opts->min_seconds >= 0) || opts->min_seconds > 3600)
 		return tern_fail(TERN_E_INVALID, "bench: min_seconds %g is not in 0..3600",
 				 opts->min_seconds);
@@ -649,6 +724,9 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 	b.fn = fn;
 	b.user = user;
 	b.rng = 0x5eed7e2aULL;
+	b.H = H;
+	b.Hkv = Hkv;
+	b.Dh = Dh;
 	enum tern_status st = parse_filter(&b, opts->ops);
 	if (st)
 		return st;
@@ -694,6 +772,9 @@ enum tern_status tern_bench_ops(const struct tern_bench_opts *opts, tern_bench_f
 	if (st)
 		goto out;
 	st = bench_elementwise(&b, x, dx);
+	if (st)
+		goto out;
+	st = bench_attention(&b);
 	if (st)
 		goto out;
 	st = b.be->vt->synchronize(b.be);

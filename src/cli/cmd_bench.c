@@ -8,12 +8,13 @@
 static const char *const backends[] = {"auto", "cpu", "ref", "vulkan", "cuda", NULL};
 /* The op names tern_bench_ops accepts in its filter (src/backend/bench.c). */
 static const char *const precs[] = {"f32", "f16", "bf16", NULL};
-static const char *const bench_ops[] = {"matmul", "matmul_bwd", "gemm", "lora",    "adamw", "sumsq",
-					"scale",  "axpy",       "cast", "dropout", NULL};
+static const char *const bench_ops[] = {"matmul",    "matmul_bwd",    "gemm", "lora", "adamw",
+					"sumsq",     "scale",         "axpy", "cast", "dropout",
+					"attention", "attention_bwd", NULL};
 
 struct bench_args {
 	const char *backend;
-	long long device, T, O, I, R;
+	long long device, T, O, I, R, heads, kv_heads, head_dim;
 	const char *ops;
 	double seconds;
 	const char *prec;
@@ -35,9 +36,16 @@ static const struct tern_cli_opt bench_opts[] = {
 	 .help = "in features of W [O, I] (default 4096)"},
 	{"--R", "N", TERN_CLI_INT, 1, 1 << 16, .dst = &args.R,
 	 .help = "LoRA rank for the gemm and lora rows (default 16)"},
+	{"--heads", "N", TERN_CLI_INT, 1, 65536, .dst = &args.heads,
+	 .help = "query heads of the attention rows (default 32)"},
+	{"--kv-heads", "N", TERN_CLI_INT, 1, 65536, .dst = &args.kv_heads,
+	 .help = "key/value heads of the attention rows, dividing --heads (default 8)"},
+	{"--head-dim", "N", TERN_CLI_INT, 1, 65536, .dst = &args.head_dim,
+	 .help = "head dimension of the attention rows (default 128)"},
 	{"--ops", "LIST", TERN_CLI_LIST, .choices = bench_ops, .dst = &args.ops,
 	 .help = "comma-separated ops to time (default all) from: matmul, matmul_bwd,\n"
-		 "gemm, lora (the whole LoRA linear), adamw, sumsq, scale, axpy, cast, dropout"},
+		 "gemm, lora (the whole LoRA linear), adamw, sumsq, scale, axpy, cast, dropout,\n"
+		 "attention, attention_bwd (causal, one sample of T tokens)"},
 	{"--seconds", "S", TERN_CLI_NUM, .dlo = 0, .dhi = 3600, .dst = &args.seconds,
 	 .help = "time each op for at least S seconds, at least 3 calls (default 0.5)"},
 	{"--prec", "P", TERN_CLI_CHOICE, .choices = precs, .dst = &args.prec,
@@ -59,7 +67,8 @@ void tern_help_bench_ops(void)
 	       "Times each op on one device: matmul (y = x W^T) and matmul_bwd (dx = dy W) for every weight\n"
 	       "dtype the backend supports (f32, f16, bf16, nf4, nf4-dq, ternary), the six fp32 products of\n"
 	       "a LoRA linear of rank R, AdamW, sum of squares, scale and axpy on the LoRA parameters of one\n"
-	       "layer (7 modules, n = 7 R (I + O)), and casts and dropout on x [T, I].\n"
+	       "layer (7 modules, n = 7 R (I + O)), casts and dropout on x [T, I], and causal attention\n"
+	       "forward and backward over T tokens (--heads, --kv-heads, --head-dim).\n"
 	       "ms is the mean time of a call with the queue kept busy (after one warm-up call);\n"
 	       "GFLOP/s counts 2 flops per multiply-add; GB/s counts the bytes an op must read and write\n"
 	       "once (weights in their storage format).\n"
@@ -79,7 +88,7 @@ static void print_header(struct table *t)
 	printf("tern bench ops: %s\n", t->device[0] ? t->device : "(no device)");
 	printf("shape T=%lld O=%lld I=%lld R=%lld, matmul products %s, at least %g s per op\n\n", t->a->T,
 	       t->a->O, t->a->I, t->a->R, t->a->prec, t->a->seconds);
-	printf("%-11s %-9s %-32s %11s %10s %9s %7s%s%s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
+	printf("%-13s %-9s %-32s %11s %10s %9s %7s%s%s\n", "op", "dtype", "shape", "ms", "GFLOP/s", "GB/s",
 	       "reps", t->a->peak > 0 ? "  % of peak" : "", t->a->bw > 0 ? "  % of bw" : "");
 	fflush(stdout);
 }
@@ -105,8 +114,9 @@ static void on_row(const struct tern_bench_row *r, void *user)
 	char gf[32], gb[32];
 	fmt_rate(gf, sizeof gf, r->gflops);
 	fmt_rate(gb, sizeof gb, r->gbs);
-	printf("%-11s %-9s %-32s %11.4f %10s %9s %7d", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
-	if (t->a->peak > 0 && r->gflops > 0 && !strncmp(r->op, "matmul", 6))
+	printf("%-13s %-9s %-32s %11.4f %10s %9s %7d", r->op, r->dtype, r->shape, r->ms, gf, gb, r->reps);
+	if (t->a->peak > 0 && r->gflops > 0 &&
+	    (!strncmp(r->op, "matmul", 6) || !strncmp(r->op, "attention", 9)))
 		printf("  %9.1f", 100.0 * r->gflops / (t->a->peak * 1000.0));
 	else if (t->a->peak > 0)
 		printf("  %9s", "-");
@@ -124,6 +134,9 @@ int tern_cmd_bench_ops(int argc, char **argv)
 				   .O = 4096,
 				   .I = 4096,
 				   .R = 16,
+				   .heads = 32,
+				   .kv_heads = 8,
+				   .head_dim = 128,
 				   .ops = NULL,
 				   .seconds = 0.5,
 				   .prec = "f32",
@@ -146,6 +159,9 @@ int tern_cmd_bench_ops(int argc, char **argv)
 		.O = args.O,
 		.I = args.I,
 		.R = args.R,
+		.heads = args.heads,
+		.kv_heads = args.kv_heads,
+		.head_dim = args.head_dim,
 		.ops = args.ops,
 		.min_seconds = args.seconds,
 		.prec = args.prec,
