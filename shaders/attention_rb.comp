@@ -84,28 +84,28 @@ void main()
 #if defined(PASS_FWD)
 layout(binding = 0) writeonly buffer Ob { float o_[]; };
 layout(binding = 1) writeonly buffer Lb { float lse_[]; };
-layout(binding = 2) readonly buffer Qb { float q_[]; };
-layout(binding = 3) readonly buffer Kb { float k_[]; };
-layout(binding = 4) readonly buffer Vb { float v_[]; };
+layout(binding = 2) readonly buffer Qb { vec4 q4_[]; };
+layout(binding = 3) readonly buffer Kb { vec4 k4_[]; };
+layout(binding = 4) readonly buffer Vb { vec4 v4_[]; };
 layout(binding = 5) readonly buffer Sb { int seg_[]; };
 #define SEG 5u
 #elif defined(PASS_KV)
 layout(binding = 0) writeonly buffer DKb { float dk_[]; };
 layout(binding = 1) writeonly buffer DVb { float dv_[]; };
-layout(binding = 2) readonly buffer Qb { float q_[]; };
-layout(binding = 3) readonly buffer Kb { float k_[]; };
-layout(binding = 4) readonly buffer Vb { float v_[]; };
-layout(binding = 5) readonly buffer Gb { float g_[]; };
+layout(binding = 2) readonly buffer Qb { vec4 q4_[]; };
+layout(binding = 3) readonly buffer Kb { vec4 k4_[]; };
+layout(binding = 4) readonly buffer Vb { vec4 v4_[]; };
+layout(binding = 5) readonly buffer Gb { vec4 g4_[]; };
 layout(binding = 6) readonly buffer Sb { int seg_[]; };
 layout(binding = 7) readonly buffer Scr { float scr_[]; };
 #define SEG 6u
 #else
 layout(binding = 0) writeonly buffer DQb { float dq_[]; };
-layout(binding = 1) readonly buffer Gb { float g_[]; };
-layout(binding = 2) readonly buffer Qb { float q_[]; };
-layout(binding = 3) readonly buffer Kb { float k_[]; };
-layout(binding = 4) readonly buffer Vb { float v_[]; };
-layout(binding = 5) readonly buffer Ob { float o_[]; };
+layout(binding = 1) readonly buffer Gb { vec4 g4_[]; };
+layout(binding = 2) readonly buffer Qb { vec4 q4_[]; };
+layout(binding = 3) readonly buffer Kb { vec4 k4_[]; };
+layout(binding = 4) readonly buffer Vb { vec4 v4_[]; };
+layout(binding = 5) readonly buffer Ob { vec4 o4_[]; };
 layout(binding = 6) readonly buffer Lb { float lse_[]; };
 layout(binding = 7) readonly buffer Sb { int seg_[]; };
 #define SEG 7u
@@ -125,24 +125,28 @@ shared uint anyv;                // whether any (row, column) pair of the tile i
 
 uint t, tr, tc;
 
-// ---- stages through registers: FETCH loads this invocation's elements of a stage (rows tok0 ..
+// ---- stages through registers: FETCH loads this invocation's vec4s of a stage (rows tok0 ..
 // tok0 + n - 1 of head hh of a [T, nh, Dh] tensor at word base, head columns d0 .. d0 + w - 1;
-// zeros past T and Dh), element e = t + WG i into pre[o + i]; PUT writes them to Sc from vec4 at,
-// rows rs vec4s apart. n w is a multiple of WG for every stage below (at most NPRE a stage).
-#define NPRE 16u
-float pre[NPRE];
+// zeros past T and Dh), vec4 e = t + WG i into pre[o + i]; PUT writes them to Sc from vec4 at,
+// rows rs vec4s apart. n w / 4 is a multiple of WG for every stage below (at most NPRE a stage).
+// Dh and d0 are multiples of 4 and the bindings' word offsets too (vk_attention.c checks), so a
+// vec4 is all inside the head or all past it.
+#define NPRE_S ((ROWS + COLS) * DC / (4u * WG)) // a scores' stage
+#define NPRE_A (COLS * CV / (4u * WG))          // an accumulating stage
+#define NPRE (NPRE_S > NPRE_A ? NPRE_S : NPRE_A)
+vec4 pre[NPRE];
 
 #define FETCH(buf, base, tok0, n, nh, hh, d0, w, o)                                                    \
-	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / WG; i_++) {                                      \
-		uint e_ = t + WG * i_, r_ = e_ / (w), d_ = e_ % (w), tok_ = (tok0) + r_;                \
+	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / (4u * WG); i_++) {                               \
+		uint e_ = t + WG * i_, r_ = e_ / ((w) / 4u), d_ = 4u * (e_ % ((w) / 4u)), tok_ = (tok0) + r_; \
 		pre[(o) + i_] = tok_ < p.T && (d0) + d_ < p.Dh                                          \
-					? buf[(base) + (tok_ * (nh) + (hh)) * p.Dh + (d0) + d_]         \
-					: 0.0;                                                          \
+					? buf[((base) + (tok_ * (nh) + (hh)) * p.Dh + (d0) + d_) >> 2]  \
+					: vec4(0.0);                                                    \
 	}
-#define PUT(n, w, at, rs, o)                                                   \
-	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / WG; i_++) {               \
-		uint e_ = t + WG * i_, r_ = e_ / (w), d_ = e_ % (w);             \
-		Sc[(at) + r_ * (rs) + (d_ >> 2)][d_ & 3u] = pre[(o) + i_];       \
+#define PUT(n, w, at, rs, o)                                                         \
+	[[unroll]] for (uint i_ = 0u; i_ < (n) * (w) / (4u * WG); i_++) {               \
+		uint e_ = t + WG * i_, r_ = e_ / ((w) / 4u), d4_ = e_ % ((w) / 4u);     \
+		Sc[(at) + r_ * (rs) + d4_] = pre[(o) + i_];                             \
 	}
 
 // s[2 a + b] += row (4 tr + a) . column (tc + 16 b) over one staged chunk
@@ -231,33 +235,33 @@ void fetch(uint st, uint c0, uint hc)
 	bool acc_ = st >= (nst - ncv * ACCS);
 #if defined(PASS_FWD)
 	if (!acc_) {
-		FETCH(q_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
-		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / WG)
+		FETCH(q4_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
+		FETCH(k4_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / (4u * WG))
 	} else {
-		FETCH(v_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * CV, CV, 0u)
+		FETCH(v4_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * CV, CV, 0u)
 	}
 #elif defined(PASS_Q)
 	if (st < nch) {
-		FETCH(q_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
-		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / WG)
+		FETCH(q4_, p.off[2], r0, ROWS, p.H, hr, st * DC, DC, 0u)
+		FETCH(k4_, p.off[3], c0, COLS, p.Hkv, hc, st * DC, DC, ROWS * DC / (4u * WG))
 	} else if (!acc_) {
-		FETCH(g_, p.off[1], r0, ROWS, p.H, hr, (st - nch) * DC, DC, 0u)
-		FETCH(v_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * DC, DC, ROWS * DC / WG)
+		FETCH(g4_, p.off[1], r0, ROWS, p.H, hr, (st - nch) * DC, DC, 0u)
+		FETCH(v4_, p.off[4], c0, COLS, p.Hkv, hc, (st - nch) * DC, DC, ROWS * DC / (4u * WG))
 	} else {
-		FETCH(k_, p.off[3], c0, COLS, p.Hkv, hc, (st - 2u * nch) * CV, CV, 0u)
+		FETCH(k4_, p.off[3], c0, COLS, p.Hkv, hc, (st - 2u * nch) * CV, CV, 0u)
 	}
 #else
 	// hr = the KV head g (the rows' head), hc = the query head h (the columns')
 	if (st < nch) {
-		FETCH(k_, p.off[3], r0, ROWS, p.Hkv, hr, st * DC, DC, 0u)
-		FETCH(q_, p.off[2], c0, COLS, p.H, hc, st * DC, DC, ROWS * DC / WG)
+		FETCH(k4_, p.off[3], r0, ROWS, p.Hkv, hr, st * DC, DC, 0u)
+		FETCH(q4_, p.off[2], c0, COLS, p.H, hc, st * DC, DC, ROWS * DC / (4u * WG))
 	} else if (!acc_) {
-		FETCH(v_, p.off[4], r0, ROWS, p.Hkv, hr, (st - nch) * DC, DC, 0u)
-		FETCH(g_, p.off[5], c0, COLS, p.H, hc, (st - nch) * DC, DC, ROWS * DC / WG)
+		FETCH(v4_, p.off[4], r0, ROWS, p.Hkv, hr, (st - nch) * DC, DC, 0u)
+		FETCH(g4_, p.off[5], c0, COLS, p.H, hc, (st - nch) * DC, DC, ROWS * DC / (4u * WG))
 	} else if ((st - 2u * nch) % 2u == 0u) {
-		FETCH(g_, p.off[5], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
+		FETCH(g4_, p.off[5], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
 	} else {
-		FETCH(q_, p.off[2], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
+		FETCH(q4_, p.off[2], c0, COLS, p.H, hc, (st - 2u * nch) / 2u * CV, CV, 0u)
 	}
 #endif
 }
@@ -266,7 +270,7 @@ void put(uint st)
 {
 	if (st < nst - ncv * ACCS) {
 		PUT(ROWS, DC, 0u, SR, 0u)
-		PUT(COLS, DC, ROWS * SR, SR, ROWS * DC / WG)
+		PUT(COLS, DC, ROWS * SR, SR, ROWS * DC / (4u * WG))
 	} else {
 		PUT(COLS, CV, 0u, 16u, 0u)
 	}
@@ -308,9 +312,9 @@ void main()
 		uint rr = t >> 2, i = r0 + rr;
 		float part = 0.0;
 		if (i < p.T)
-			for (uint d = t & 3u; d < p.Dh; d += 4u)
-				part += g_[p.off[1] + (i * p.H + hr) * p.Dh + d] *
-					o_[p.off[5] + (i * p.H + hr) * p.Dh + d];
+			for (uint d = 4u * (t & 3u); d < p.Dh; d += 16u)
+				part += dot(g4_[(p.off[1] + (i * p.H + hr) * p.Dh + d) >> 2],
+					    o4_[(p.off[5] + (i * p.H + hr) * p.Dh + d) >> 2]);
 		Sc[rr][t & 3u] = part;
 		barrier();
 		if (t < ROWS) {

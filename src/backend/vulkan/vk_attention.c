@@ -85,7 +85,8 @@ enum attn_pass { ATTN_FWD, ATTN_BWD_KV, ATTN_BWD_Q };
  * shaders/attention_simple.comp when the simple variants are chosen (tern_vk_simple), Dh fits its
  * registers in whole vec4s and the vec4-bound views of the placed push block (the forward's o, q,
  * k, v; the backward's first six bindings) start on 16-byte boundaries; else the register-blocked
- * shaders/attention_rb.comp where Dh is a multiple of 4 up to ATTN_RB_DMAX, its variants with one
+ * shaders/attention_rb.comp where Dh is a multiple of 4 up to ATTN_RB_DMAX and the views it reads
+ * as vec4s (q, k, v; dO; the dQ pass's o) start on 16-byte boundaries, its variants with one
  * chunk of accumulators where Dh <= 64 (TERN_VK_ATTN_D64=0: the two-chunk ones), and with
  * TERN_VK_ATTN_RB=0 attention.comp's 16 x 16 tiles (both read at each call, for before/after
  * timings and tests); else those. */
@@ -102,15 +103,17 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 	static const enum tern_vk_pipe simple_pipes[] = {TERN_PIPE_ATTENTION_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_KV_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_Q_SIMPLE};
-	static const unsigned vec4_mask[] = {0x1du, 0x3fu, 0x3fu}; /* bit b: binding b */
+	/* bit b: binding b is read (or written) as vec4s */
+	static const unsigned simple_vec4[] = {0x1du, 0x3fu, 0x3fu}, rb_vec4[] = {0x1cu, 0x3cu, 0x3eu};
 	bool simple = false;
 	enum tern_status st = tern_vk_simple(vk, &simple);
 	if (st)
 		return st;
 	/* both need subgroup vote (vk->vote); attention.comp takes every device */
 	bool fits = vk->vote && p->Dh % 4 == 0 && p->Dh <= (simple ? ATTN_SIMPLE_DMAX : ATTN_RB_DMAX);
-	for (int b = 0; b < 8 && simple; b++)
-		if ((vec4_mask[pass] >> b & 1u) && p->off[b] % 4)
+	unsigned vec4 = simple ? simple_vec4[pass] : rb_vec4[pass];
+	for (int b = 0; b < 8; b++)
+		if ((vec4 >> b & 1u) && p->off[b] % 4)
 			fits = false;
 	const char *rb = getenv("TERN_VK_ATTN_RB"), *d64 = getenv("TERN_VK_ATTN_D64");
 	if (rb && strcmp(rb, "0") && strcmp(rb, "1"))
