@@ -99,7 +99,7 @@ static enum tern_status pick_attention(struct tern_vk *vk, enum attn_pass pass, 
 		{TERN_PIPE_ATTENTION_RB, TERN_PIPE_ATTENTION_RB_D64},
 		{TERN_PIPE_ATTENTION_RB_KV, TERN_PIPE_ATTENTION_RB_KV_D64},
 		{TERN_PIPE_ATTENTION_RB_Q, TERN_PIPE_ATTENTION_RB_Q_D64}};
-	static const uint32_t rb_rows[] = {64, 32, 64}; /* ROWS there */
+	static const uint32_t rb_rows[] = {64, 64, 64}; /* ROWS there */
 	static const enum tern_vk_pipe simple_pipes[] = {TERN_PIPE_ATTENTION_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_KV_SIMPLE,
 							 TERN_PIPE_ATTENTION_BWD_Q_SIMPLE};
