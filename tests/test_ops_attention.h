@@ -507,6 +507,22 @@ static void check_attention_all(struct suite *s)
 			check_attention_bwd(s, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
 					    shapes[i][4], (int)shapes[i][5]);
 	}
+	/* views on words but not on 16 bytes: the fp32 shaders that stage q, k, v, dO (and o) as
+	 * vec4 must not take them (pick_attention: attention.comp's tiles instead) */
+	if (!s->is_cpu && !strcmp(s->bname, "vulkan")) {
+		static const int64_t sshapes[][6] = {
+			{33, 4, 1, 64, 0, 0}, {130, 4, 2, 64, 0, 1}, {19, 3, 3, 128, 0, 0}};
+		setenv("TERN_VK_VARIANT", "tiled", 1);
+		unsetenv("TERN_VK_ATTN_RB");
+		printf("-- attention: TERN_VK_VARIANT=tiled, views 4 bytes past a 16-byte boundary\n");
+		dt_shift = 4;
+		for (size_t i = 0; i < sizeof sshapes / sizeof sshapes[0]; i++) {
+			const int64_t *h = sshapes[i];
+			check_attention(s, h[0], h[1], h[2], h[3], h[4], (int)h[5]);
+			check_attention_bwd(s, h[0], h[1], h[2], h[3], h[4], (int)h[5]);
+		}
+		dt_shift = 0;
+	}
 	unsetenv("TERN_VK_VARIANT");
 	unsetenv("TERN_VK_ATTN_RB");
 	unsetenv("TERN_VK_ATTN_SPLIT");
