@@ -100,7 +100,7 @@ struct tern_bench_opts {
 	int64_t R;           /* LoRA rank for the gemm rows */
 	const char *ops;     /* comma-separated filter, NULL or "" = all */
 	double min_seconds;  /* time each op at least this long */
-	const char *prec;    /* matmul product precision: "f32" (NULL: f32) or "f16" */
+	const char *prec;    /* matmul and attention precision: "f32" (NULL: f32), "f16" or "bf16" */
 	/* the attention rows' shape: query heads, KV heads, head dimension (0: 32, 8, 128) */
 	int64_t heads, kv_heads, head_dim;
 };

@@ -134,9 +134,9 @@ int tern_cmd_bench_ops(int argc, char **argv)
 				   .O = 4096,
 				   .I = 4096,
 				   .R = 16,
-				   .heads = 32,
-				   .kv_heads = 8,
-				   .head_dim = 128,
+				   .heads = 0, /* 0: tern_bench_ops' defaults (the help's) */
+				   .kv_heads = 0,
+				   .head_dim = 0,
 				   .ops = NULL,
 				   .seconds = 0.5,
 				   .prec = "f32",
