@@ -18,9 +18,8 @@
 //     8 (t / 16) .. + 7 by columns 8 (t % 16) .. + 7 backward, columns t % 16 + 16 j (j < 8)
 //     forward, fed from the same shared tiles (the fast path without tensor cores). Forward, the
 //     columns are rows of the [n][k] W tile: 8 apart, the 16 invocations of a half warp would read
-//     rows 640 bytes apart, on the same banks; one apart they meet distinct banks.
-//     -DWF32S (the forward's variants, variants.cmake): the W tile [n][k] is kept in shared memory
-//     as the fp32 values of its f16 roundings (the same numbers), so the tile step converts only
+//     rows on the same banks; one apart they meet distinct banks. Forward, the W tile holds the
+//     fp32 values of its f16 roundings (the same numbers; Bf below), so the tile step converts only
 //     x's halves: 64 conversions fewer per 512 multiply-adds for 8 more 16-byte loads (H100: the
 //     NF4-DQ forward 1.055x; the same form backward moved nothing, so the backward keeps f16).
 // Split-K (p.kc > 0, gl_WorkGroupID.z = split): the group sums K range [z kc, z kc + kc) and
@@ -115,11 +114,18 @@ shared uvec4 As[BM * SA]; // x tile [m][k]
 #ifdef BWD
 #define SB (BN / 8u + 1u)
 shared uvec4 Bs[BK * SB]; // W tile [k][n]
-#elif defined(WF32S)
-// the forward without cooperative matrices: the W tile as fp32 values (already rounded to f16), so
-// the tile step converts only x; rows of BK / 4 + 1 vec4 (one of padding: rows on distinct banks)
+#elif !defined(COOPMAT)
+// the register-blocked forward: the W tile as fp32 values (already rounded to f16), so the tile
+// step converts only x; rows of BK / 4 + 1 vec4 (one of padding: rows on distinct banks)
 #define SF (BK / 4u + 1u)
 shared vec4 Bf[BN * SF]; // W tile [n][k]
+
+// eight f16 values as fp32 at Bf[at], Bf[at + 1]
+void bf_put8(uint at, uvec4 h)
+{
+	Bf[at] = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+	Bf[at + 1u] = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
+}
 #else
 shared uvec4 Bs[BN * SA]; // W tile [n][k]
 #endif
@@ -286,12 +292,9 @@ void w_store(uvec4 lo[NRB], uvec4 hi[NRB])
 		bool sw = c >= 64u;
 		Bs[r * SB + (c >> 3) + (sw ? 1u : 0u)] = sw ? hi[i] : lo[i];
 		Bs[r * SB + (c >> 3) + (sw ? 0u : 1u)] = sw ? lo[i] : hi[i];
-#elif defined(WF32S)
-		uint b = r * SF + (c >> 2);
-		Bf[b] = vec4(unpackHalf2x16(lo[i].x), unpackHalf2x16(lo[i].y));
-		Bf[b + 1u] = vec4(unpackHalf2x16(lo[i].z), unpackHalf2x16(lo[i].w));
-		Bf[b + 2u] = vec4(unpackHalf2x16(hi[i].x), unpackHalf2x16(hi[i].y));
-		Bf[b + 3u] = vec4(unpackHalf2x16(hi[i].z), unpackHalf2x16(hi[i].w));
+#elif !defined(COOPMAT)
+		bf_put8(r * SF + (c >> 2), lo[i]);
+		bf_put8(r * SF + (c >> 2) + 2u, hi[i]);
 #else
 		Bs[r * SA + (c >> 3)] = lo[i];
 		Bs[r * SA + (c >> 3) + 1u] = hi[i];
@@ -422,18 +425,11 @@ void tile_k8(uint kg)
 			b[j][2u * q] = f.x;
 			b[j][2u * q + 1u] = f.y;
 		}
-#elif defined(WF32S)
+#else
 		vec4 w0 = Bf[(tn + 16u * j) * SF + 2u * kg], w1 = Bf[(tn + 16u * j) * SF + 2u * kg + 1u];
-		[[unroll]] for (uint q = 0u; q < 4u; q++) {
+		[[unroll]] for (uint q = 0u; q < 4u; q++) { // row n = tn + 16 j, k = 8 kg ..
 			b[q][j] = w0[q];
 			b[4u + q][j] = w1[q];
-		}
-#else
-		uvec4 w = Bs[(tn + 16u * j) * SA + kg]; // row n = tn + 16 j, k = 8 kg ..
-		[[unroll]] for (uint q = 0u; q < 4u; q++) {
-			vec2 f = unpackHalf2x16(w[q]);
-			b[2u * q][j] = f.x;
-			b[2u * q + 1u][j] = f.y;
 		}
 #endif
 	}
@@ -489,10 +485,8 @@ void lora_store16(float a[8], float b[8], float su, float sb)
 	uvec4 q = pack8(b[0] * sb, b[1] * sb, b[2] * sb, b[3] * sb, b[4] * sb, b[5] * sb, b[6] * sb, b[7] * sb);
 #ifdef BWD
 	Bs[(t >> 4) * SB + (t & 15u)] = q;
-#elif defined(WF32S)
-	uint fb = (t >> 1) * SF + (t & 1u) * 2u;
-	Bf[fb] = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
-	Bf[fb + 1u] = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
+#elif !defined(COOPMAT)
+	bf_put8((t >> 1) * SF + (t & 1u) * 2u, q);
 #else
 	Bs[(t >> 1) * SA + (t & 1u)] = q;
 #endif
