@@ -16,6 +16,7 @@
 #include "backend/cuda/cu_kernels.h"
 #include "backend/cuda/k_mma.cuh"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,35 @@ __device__ inline uint32_t ld_pair(const uint16_t *p)
 }
 #endif
 
+// 2^x by the special-function unit alone (ex2.approx.ftz): exp2f's own path is the same MUFU.EX2
+// with a range fix-up for results below 2^-126 (about seven more instructions a call); here those
+// flush to 0, as −∞ gives 0. The emulation keeps exp2f (the same values outside that range).
+__device__ inline float exp2_fast(float x)
+{
+#if defined(TERN_CUDA_EMU) || !defined(__CUDA_ARCH__)
+	return exp2f(x);
+#else
+	float y;
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+#endif
+}
+
+// Whether p holds in some lane of the warp.
+__device__ inline bool warp_any(bool p)
+{
+#if defined(TERN_CUDA_EMU)
+	bool all[32];
+	emu_warp_share(&p, sizeof p, all);
+	for (int l = 0; l < 32; l++)
+		if (all[l])
+			return true;
+	return false;
+#else
+	return __any_sync(0xffffffffu, p) != 0;
+#endif
+}
+
 __device__ inline float quad_max(float v)
 {
 	v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -391,21 +421,24 @@ __device__ inline bool tile_unseen(const cuk_attn &a, int64_t j0, int n, int64_t
 }
 
 // The online softmax of a warp's two rows (a: ia, b: ib) over one step of NT key columns: s holds
-// the scaled scores (−∞ where unseen), xa/xb their lane's maxima; the running maxima m, sums l and
-// the output rows acc are rescaled to the new maxima and s becomes p = 2^(s − m).
+// the scores before the scale c2 = scale·log2 e (−∞ where unseen), xa/xb their lane's maxima; the
+// running maxima m (in units of c2: max(s)·c2 is max(s·c2), the rounding being monotonic), sums l
+// and the output rows acc are rescaled to the new maxima and s becomes p = 2^(s·c2 − m), one fused
+// multiply-add and one exp2_fast a score (a row that has seen no key yet, m = −∞, subtracts −FLT_MAX
+// instead: its scores are −∞ and give 0).
 template <int NT, int NO>
-__device__ inline void online_softmax(float s[NT][4], float (*acc)[4], float xa, float xb, float &ma,
-				      float &mb, float &la, float &lb)
+__device__ inline void online_softmax(float s[NT][4], float (*acc)[4], float xa, float xb, float c2,
+				      float &ma, float &mb, float &la, float &lb)
 {
-	float na = fmaxf(ma, quad_max(xa)), nbm = fmaxf(mb, quad_max(xb));
-	float ca = na == -INFINITY ? 1.0f : exp2f(ma - na);
-	float cb = nbm == -INFINITY ? 1.0f : exp2f(mb - nbm);
+	float na = fmaxf(ma, quad_max(xa) * c2), nbm = fmaxf(mb, quad_max(xb) * c2);
+	float ca = na == -INFINITY ? 1.0f : exp2_fast(ma - na);
+	float cb = nbm == -INFINITY ? 1.0f : exp2_fast(mb - nbm);
 	ma = na, mb = nbm;
+	float za = -fmaxf(na, -FLT_MAX), zb = -fmaxf(nbm, -FLT_MAX);
 	float pa = 0.0f, pb = 0.0f;
 	for (int nt = 0; nt < NT; nt++)
 		for (int e = 0; e < 4; e++) {
-			float m = e < 2 ? ma : mb;
-			float p = s[nt][e] == -INFINITY ? 0.0f : exp2f(s[nt][e] - m);
+			float p = exp2_fast(fmaf(s[nt][e], c2, e < 2 ? za : zb));
 			s[nt][e] = p;
 			if (e < 2)
 				pa += p;
@@ -413,10 +446,13 @@ __device__ inline void online_softmax(float s[NT][4], float (*acc)[4], float xa,
 				pb += p;
 		}
 	la = la * ca + pa, lb = lb * cb + pb;
-	for (int n = 0; n < NO; n++) {
-		acc[n][0] *= ca, acc[n][1] *= ca;
-		acc[n][2] *= cb, acc[n][3] *= cb;
-	}
+	// Where no row of the warp has a new maximum (every factor is exactly 1, as later in a long
+	// row), the rescale would leave acc as it is: skipped, with the same bits either way.
+	if (warp_any(ca != 1.0f || cb != 1.0f))
+		for (int n = 0; n < NO; n++) {
+			acc[n][0] *= ca, acc[n][1] *= ca;
+			acc[n][2] *= cb, acc[n][3] *= cb;
+		}
 }
 
 // The forward's end: o = acc / l for the warp's rows ia, ib (those below T) of head h, lse = m ln 2
@@ -953,14 +989,14 @@ __global__ void __launch_bounds__(kFW * 32, 3)
 						int c = c0 + nt * 8 + 2 * t + (e & 1);
 						bool ok = whole || (e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
 									  : sees(a, ib, j0 + c, sb, Sg[c]));
-						float x = ok ? s[nt][e] * c2 : -INFINITY;
+						float x = ok ? s[nt][e] : -INFINITY;
 						s[nt][e] = x;
 						if (e < 2)
 							xa = fmaxf(xa, x);
 						else
 							xb = fmaxf(xb, x);
 					}
-				online_softmax<NT, NO>(s, acc, xa, xb, ma, mb, la, lb);
+				online_softmax<NT, NO>(s, acc, xa, xb, c2, ma, mb, la, lb);
 				accumulate_ld<DH, NT>(acc, s, Vs, c0, lane);
 			}
 		__syncthreads(); // every warp is done with this stage before the next load refills it
@@ -1031,7 +1067,8 @@ __global__ void __launch_bounds__(kFW * 32)
 						bool ok = whole || (e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
 									  : sees(a, ib, j0 + c, sb, Sg[c]));
 						float p =
-							ok ? exp2f(s[nt][e] * c2 - (e < 2 ? La : Lb)) : 0.0f;
+							ok ? exp2_fast(fmaf(s[nt][e], c2, e < 2 ? -La : -Lb))
+							   : 0.0f;
 						s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
 					}
 				accumulate_ld<DH, NT>(acc, s, Ks, c0, lane);
@@ -1107,7 +1144,8 @@ __global__ void __launch_bounds__(kFW * 32)
 						int c = c0 + nt * 8 + 2 * t + (e & 1);
 						bool ok = whole || sees(a, i0 + c, e < 2 ? ja : jb, Sg[c],
 									e < 2 ? sa : sb);
-						float p = ok ? exp2f(s[nt][e] * c2 - L[c] * kLog2e) : 0.0f;
+						float p = ok ? exp2_fast(fmaf(s[nt][e], c2, -L[c] * kLog2e))
+							     : 0.0f;
 						s[nt][e] = p;
 						dp[nt][e] = p * (dp[nt][e] - D[c]);
 					}
@@ -1265,15 +1303,12 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 					float xa = -INFINITY, xb = -INFINITY;
 					for (int nt = 0; nt < NT; nt++)
 						for (int e = 0; e < 4; e++) {
-							float x =
-								s[g][nt][e] * c2; // -inf stays -inf (c2 > 0)
-							s[g][nt][e] = x;
 							if (e < 2)
-								xa = fmaxf(xa, x);
+								xa = fmaxf(xa, s[g][nt][e]);
 							else
-								xb = fmaxf(xb, x);
+								xb = fmaxf(xb, s[g][nt][e]);
 						}
-					online_softmax<NT, NO>(s[g], acc[g], xa, xb, ma[g], mb[g], la[g],
+					online_softmax<NT, NO>(s[g], acc[g], xa, xb, c2, ma[g], mb[g], la[g],
 							       lb[g]);
 				}
 				accumulate32_ld<DH, NT>(acc, s, Vs, c0, lane);
@@ -1346,9 +1381,9 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 						bool ok = whole ||
 							  (e < 2 ? sees(a, ia[g], j0 + c, sa[g], Sg[c])
 								 : sees(a, ib[g], j0 + c, sb[g], Sg[c]));
-						float p =
-							ok ? exp2f(s[g][nt][e] * c2 - (e < 2 ? La[g] : Lb[g]))
-							   : 0.0f;
+						float p = ok ? exp2_fast(fmaf(s[g][nt][e], c2,
+									      e < 2 ? -La[g] : -Lb[g]))
+							     : 0.0f;
 						s[g][nt][e] = p * (dp[g][nt][e] - (e < 2 ? Da[g] : Db[g]));
 					}
 			accumulate32_ld<DH, NT>(acc, s, Ks, 0, lane);
@@ -1393,7 +1428,7 @@ __device__ inline void fa2_p(float (*s)[NT][4], uint4 *px, const cuk_attn &a, in
 				int c = nt * 8 + 2 * t + (e & 1), d = dq + c - 16 * g - (e < 2 ? 0 : 8);
 				bool ok = whole ||
 					  (c < qn && d >= 0 && d < win && sg[c] == (e < 2 ? sa[g] : sb[g]));
-				s[g][nt][e] = ok ? exp2f(s[g][nt][e] * c2 - ls[c] * kLog2e) : 0.0f;
+				s[g][nt][e] = ok ? exp2_fast(fmaf(s[g][nt][e], c2, -ls[c] * kLog2e)) : 0.0f;
 			}
 		for (int kk = 0; kk < NT / 2; kk++)
 			px[32 * (g * NT / 2 + kk)] =
