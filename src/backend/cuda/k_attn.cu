@@ -1061,16 +1061,26 @@ __global__ void __launch_bounds__(kFW * 32)
 				scores_ld<DH, NT>(dp, gf, Vs, c0, lane);
 				bool whole =
 					tile_whole(a, wlo, 16, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
-				for (int nt = 0; nt < NT; nt++)
-					for (int e = 0; e < 4; e++) {
-						int c = c0 + nt * 8 + 2 * t + (e & 1);
-						bool ok = whole || (e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
-									  : sees(a, ib, j0 + c, sb, Sg[c]));
-						float p =
-							ok ? exp2_fast(fmaf(s[nt][e], c2, e < 2 ? -La : -Lb))
-							   : 0.0f;
-						s[nt][e] = p * (dp[nt][e] - (e < 2 ? Da : Db));
-					}
+				// dS = P ∘ (dP − Dr), P = 2^(S·c2 − lse·log2 e); the mask's test outside the
+				// scores' loop, so that a whole tile's (the causal interior's) has none
+				if (whole)
+					for (int nt = 0; nt < NT; nt++)
+						for (int e = 0; e < 4; e++)
+							s[nt][e] = exp2_fast(fmaf(s[nt][e], c2,
+										  e < 2 ? -La : -Lb)) *
+								   (dp[nt][e] - (e < 2 ? Da : Db));
+				else
+					for (int nt = 0; nt < NT; nt++)
+						for (int e = 0; e < 4; e++) {
+							int c = c0 + nt * 8 + 2 * t + (e & 1);
+							bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+									: sees(a, ib, j0 + c, sb, Sg[c]);
+							s[nt][e] = ok ? exp2_fast(fmaf(s[nt][e], c2,
+										       e < 2 ? -La : -Lb)) *
+										   (dp[nt][e] -
+										    (e < 2 ? Da : Db))
+								      : 0.0f;
+						}
 				accumulate_ld<DH, NT>(acc, s, Ks, c0, lane);
 			}
 		__syncthreads();
@@ -1139,15 +1149,25 @@ __global__ void __launch_bounds__(kFW * 32)
 				bool whole = keys_one && qlo >= wlo + 15 && qlo + 8 * NT - 1 < a.T &&
 					     (a.window <= 0 || qlo + 8 * NT - 1 - wlo < a.window) &&
 					     warp_all(Sg[c0 + lane] == s0);
+				// P = 2^(S·c2 − lse·log2 e), dS = P ∘ (dP − Dr); the mask's test outside the
+				// scores' loop, so that a whole tile's (the causal interior's) has none
 				for (int nt = 0; nt < NT; nt++)
 					for (int e = 0; e < 4; e++) {
 						int c = c0 + nt * 8 + 2 * t + (e & 1);
-						bool ok = whole || sees(a, i0 + c, e < 2 ? ja : jb, Sg[c],
-									e < 2 ? sa : sb);
-						float p = ok ? exp2_fast(fmaf(s[nt][e], c2, -L[c] * kLog2e))
-							     : 0.0f;
-						s[nt][e] = p;
-						dp[nt][e] = p * (dp[nt][e] - D[c]);
+						s[nt][e] = exp2_fast(fmaf(s[nt][e], c2, -L[c] * kLog2e));
+					}
+				if (!whole)
+					for (int nt = 0; nt < NT; nt++)
+						for (int e = 0; e < 4; e++) {
+							int c = c0 + nt * 8 + 2 * t + (e & 1);
+							if (!sees(a, i0 + c, e < 2 ? ja : jb, Sg[c],
+								  e < 2 ? sa : sb))
+								s[nt][e] = 0.0f;
+						}
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++) {
+						int c = c0 + nt * 8 + 2 * t + (e & 1);
+						dp[nt][e] = s[nt][e] * (dp[nt][e] - D[c]);
 					}
 				accumulate_ld<DH, NT>(dV, s, Gs, c0, lane);
 				accumulate_ld<DH, NT>(dK, dp, Qs, c0, lane);
