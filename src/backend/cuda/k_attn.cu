@@ -612,17 +612,25 @@ cudaError_t cast_bf16(cudaStream_t s, uint16_t *dst, const float *src, int64_t n
 // Rows r0 .. r0+R of head hd of a bf16 [T, heads, DH] tensor into tile [R][DH + 8] by cp.async
 // (zeros past T: a plain store). The 8 extra columns put ldmatrix's 8 row addresses on distinct
 // banks.
+// Thread x copies chunks x, x + kFW·32, ... of the R·C 16-byte chunks (row k / C, column k % C)
+// from one base pointer and a row stride (the chunk's row index in 64 bits, row · heads + hd, was
+// about 20 instructions a copy).
 template <int DH, int R = kFN>
 __device__ inline void tile_async(uint16_t *tile, const uint16_t *src, int64_t r0, int64_t T, int64_t heads,
 				  int64_t hd)
 {
-	constexpr int S = DH + 8, C = DH / 8;
-	for (int k = threadIdx.x; k < R * C; k += kFW * 32) {
+	constexpr int S = DH + 8, C = DH / 8, NTH = kFW * 32, N = (R * C + NTH - 1) / NTH;
+	const uint16_t *base = src + (r0 * heads + hd) * DH; // row r0 of head hd
+	int64_t stride = heads * DH, left = T - r0;          // elements a row; rows before T
+#pragma unroll 1 // (unrolled, the copies' addresses took registers the products need: spills)
+	for (int i = 0; i < N; i++) {
+		int k = (int)threadIdx.x + i * NTH;
+		if (R * C % NTH != 0 && k >= R * C)
+			break;
 		int r = k / C, c = k % C;
-		int64_t row = r0 + r;
 		uint16_t *d = tile + r * S + c * 8;
-		if (row < T)
-			cp_async16(d, src + (row * heads + hd) * DH + c * 8);
+		if (r < left)
+			cp_async16(d, base + r * stride + c * 8);
 		else
 			*(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
 	}
