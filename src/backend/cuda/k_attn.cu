@@ -455,8 +455,8 @@ __device__ inline void online_softmax(float s[NT][4], float (*acc)[4], float xa,
 		}
 }
 
-// The forward's end: o = acc / l for the warp's rows ia, ib (those below T) of head h, lse = m ln 2
-// + ln l (the maxima m are in base-2 units).
+// The forward's end: o = acc · (1 / l) for the warp's rows ia, ib (those below T) of head h,
+// lse = m ln 2 + ln l (the maxima m are in base-2 units).
 template <int DH>
 __device__ inline void store_rows(float *o, float *lse, const float (*acc)[4], float la, float lb, float ma,
 				  float mb, int64_t ia, int64_t ib, int64_t h, int t, const cuk_attn &a)
@@ -468,10 +468,10 @@ __device__ inline void store_rows(float *o, float *lse, const float (*acc)[4], f
 		float l = half ? lb : la, m = half ? mb : ma;
 		if (i >= a.T)
 			continue;
-		float *oi = o + (i * a.H + h) * DH;
+		float *oi = o + (i * a.H + h) * DH, r = 1.0f / l; // one division a row, not DH / 4
 		for (int n = 0; n < NO; n++) {
-			oi[n * 8 + 2 * t] = acc[n][2 * half] / l;
-			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] / l;
+			oi[n * 8 + 2 * t] = acc[n][2 * half] * r;
+			oi[n * 8 + 2 * t + 1] = acc[n][2 * half + 1] * r;
 		}
 		if (t == 0)
 			lse[h * a.T + i] = m * kLn2 + logf(l);
