@@ -13,6 +13,9 @@ weights and optimizer state, which stay allocated).
 
 The rows come from --data (the pre-tokenized JSONL that tools/bench_gpu.sh writes for tern, so
 every stack sees the same ids; rows are cycled) or, without it, from torch.randint.
+
+TERN_REF_PROFILE=FILE in the environment: one more step after the timed ones runs under
+torch.profiler, and FILE gets the GPU time of every kernel name summed (profile_step).
 """
 import argparse
 import json
@@ -158,6 +161,8 @@ def train(model, a, stack, load_s, extra=None):
         sync()
         times.append(time.perf_counter() - t)
         losses.append(float(l))
+    if cuda and os.environ.get("TERN_REF_PROFILE"):
+        profile_step(step, sync, os.environ["TERN_REF_PROFILE"])
     tok = a.batch * a.seq * a.accum
     mean = sum(times) / len(times)
     res = dict(
@@ -176,6 +181,33 @@ def train(model, a, stack, load_s, extra=None):
     )
     res.update(extra or {})
     return res
+
+
+def profile_step(step, sync, path):
+    """One more step under torch.profiler (after the timed ones, so they are not slowed): the GPU
+    time of every kernel name summed, largest first, written to `path` as a table (ms, calls,
+    share of the kernels' sum) under a line with the step's wall time and the kernels' sum."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    t = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    wall = time.perf_counter() - t
+    sums = {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us, n = sums.get(e.name, (0.0, 0))
+        sums[e.name] = (us + getattr(e, "device_time", 0.0), n + 1)
+    total = sum(us for us, _ in sums.values()) or 1.0
+    with open(path, "w") as f:
+        f.write(f"# profiled step: wall {wall * 1e3:.1f} ms (profiler on), kernels {total / 1e3:.1f} ms\n")
+        f.write("# ms\tcalls\tshare\tkernel\n")
+        for name, (us, n) in sorted(sums.items(), key=lambda kv: -kv[1][0]):
+            f.write(f"{us / 1e3:.3f}\t{n}\t{us / total:.3f}\t{name[:160]}\n")
 
 
 def emit(res, a):
