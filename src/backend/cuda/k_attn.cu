@@ -1401,19 +1401,24 @@ __global__ void __launch_bounds__(kFW * 32, 2)
 			scores32_ld<DH, NT>(s, Qs, warp * 32, Ks, 0, lane);
 			scores32_ld<DH, NT>(dp, Gs, warp * 32, Vs, 0, lane);
 			bool whole = tile_whole(a, wlo, 32, j0, kF2K, rows_one, s0, Sg, lane);
+			// dS = P ∘ (dP − Dr); the mask's test outside the scores' loop (as fa_dq_kernel's)
 #pragma unroll
 			for (int g = 0; g < 2; g++)
 				for (int nt = 0; nt < NT; nt++)
-					for (int e = 0; e < 4; e++) {
-						int c = nt * 8 + 2 * t + (e & 1);
-						bool ok = whole ||
-							  (e < 2 ? sees(a, ia[g], j0 + c, sa[g], Sg[c])
-								 : sees(a, ib[g], j0 + c, sb[g], Sg[c]));
-						float p = ok ? exp2_fast(fmaf(s[g][nt][e], c2,
-									      e < 2 ? -La[g] : -Lb[g]))
-							     : 0.0f;
-						s[g][nt][e] = p * (dp[g][nt][e] - (e < 2 ? Da[g] : Db[g]));
-					}
+					for (int e = 0; e < 4; e++)
+						s[g][nt][e] = exp2_fast(fmaf(s[g][nt][e], c2,
+									     e < 2 ? -La[g] : -Lb[g])) *
+							      (dp[g][nt][e] - (e < 2 ? Da[g] : Db[g]));
+			if (!whole)
+#pragma unroll
+				for (int g = 0; g < 2; g++)
+					for (int nt = 0; nt < NT; nt++)
+						for (int e = 0; e < 4; e++) {
+							int c = nt * 8 + 2 * t + (e & 1);
+							if (!(e < 2 ? sees(a, ia[g], j0 + c, sa[g], Sg[c])
+								    : sees(a, ib[g], j0 + c, sb[g], Sg[c])))
+								s[g][nt][e] = 0.0f;
+						}
 			accumulate32_ld<DH, NT>(acc, s, Ks, 0, lane);
 		}
 		__syncthreads();
@@ -1453,11 +1458,18 @@ __device__ inline void fa2_p(float (*s)[NT][4], uint4 *px, const cuk_attn &a, in
 	for (int g = 0; g < 2; g++) {
 		for (int nt = 0; nt < NT; nt++)
 			for (int e = 0; e < 4; e++) {
-				int c = nt * 8 + 2 * t + (e & 1), d = dq + c - 16 * g - (e < 2 ? 0 : 8);
-				bool ok = whole ||
-					  (c < qn && d >= 0 && d < win && sg[c] == (e < 2 ? sa[g] : sb[g]));
-				s[g][nt][e] = ok ? exp2_fast(fmaf(s[g][nt][e], c2, -ls[c] * kLog2e)) : 0.0f;
+				int c = nt * 8 + 2 * t + (e & 1);
+				s[g][nt][e] = exp2_fast(fmaf(s[g][nt][e], c2, -ls[c] * kLog2e));
 			}
+		if (!whole) // the mask's test outside the scores' loop
+			for (int nt = 0; nt < NT; nt++)
+				for (int e = 0; e < 4; e++) {
+					int c = nt * 8 + 2 * t + (e & 1),
+					    d = dq + c - 16 * g - (e < 2 ? 0 : 8);
+					if (!(c < qn && d >= 0 && d < win &&
+					      sg[c] == (e < 2 ? sa[g] : sb[g])))
+						s[g][nt][e] = 0.0f;
+				}
 		for (int kk = 0; kk < NT / 2; kk++)
 			px[32 * (g * NT / 2 + kk)] =
 				make_uint4(pack2_fast(s[g][2 * kk][0], s[g][2 * kk][1]),
