@@ -379,20 +379,22 @@ __device__ inline float exp2_fast(float x)
 #endif
 }
 
-// Whether p holds in some lane of the warp.
-__device__ inline bool warp_any(bool p)
+// Whether p holds in every lane of the warp; in some lane.
+__device__ inline bool warp_all(bool p)
 {
 #if defined(TERN_CUDA_EMU)
 	bool all[32];
 	emu_warp_share(&p, sizeof p, all);
 	for (int l = 0; l < 32; l++)
-		if (all[l])
-			return true;
-	return false;
+		if (!all[l])
+			return false;
+	return true;
 #else
-	return __any_sync(0xffffffffu, p) != 0;
+	return __all_sync(0xffffffffu, p) != 0;
 #endif
 }
+
+__device__ inline bool warp_any(bool p) { return !warp_all(!p); }
 
 __device__ inline float quad_max(float v)
 {
@@ -832,20 +834,6 @@ __device__ inline void accumulate32_ld(float (*acc)[DH / 8][4], const float (*x)
 	}
 }
 
-__device__ inline bool warp_all(bool p)
-{
-#if defined(TERN_CUDA_EMU)
-	bool all[32];
-	emu_warp_share(&p, sizeof p, all);
-	for (int l = 0; l < 32; l++)
-		if (!all[l])
-			return false;
-	return true;
-#else
-	return __all_sync(0xffffffffu, p) != 0;
-#endif
-}
-
 // Whether every row of a warp's nr (rows lo .. lo+nr-1, their segment sr where uniform) sees each
 // of n keys k0 .. k0+n, keys' segments ks[0 .. n) (n <= 64): no mask needed.
 __device__ inline bool tile_whole(const cuk_attn &a, int64_t lo, int nr, int64_t k0, int n, bool rows_one,
@@ -1071,23 +1059,17 @@ __global__ void __launch_bounds__(kFW * 32)
 					tile_whole(a, wlo, 16, j0 + c0, 8 * NT, rows_one, s0, Sg + c0, lane);
 				// dS = P ∘ (dP − Dr), P = 2^(S·c2 − lse·log2 e); the mask's test outside the
 				// scores' loop, so that a whole tile's (the causal interior's) has none
-				if (whole)
-					for (int nt = 0; nt < NT; nt++)
-						for (int e = 0; e < 4; e++)
-							s[nt][e] = exp2_fast(fmaf(s[nt][e], c2,
-										  e < 2 ? -La : -Lb)) *
-								   (dp[nt][e] - (e < 2 ? Da : Db));
-				else
+				for (int nt = 0; nt < NT; nt++)
+					for (int e = 0; e < 4; e++)
+						s[nt][e] = exp2_fast(fmaf(s[nt][e], c2, e < 2 ? -La : -Lb)) *
+							   (dp[nt][e] - (e < 2 ? Da : Db));
+				if (!whole)
 					for (int nt = 0; nt < NT; nt++)
 						for (int e = 0; e < 4; e++) {
 							int c = c0 + nt * 8 + 2 * t + (e & 1);
-							bool ok = e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
-									: sees(a, ib, j0 + c, sb, Sg[c]);
-							s[nt][e] = ok ? exp2_fast(fmaf(s[nt][e], c2,
-										       e < 2 ? -La : -Lb)) *
-										   (dp[nt][e] -
-										    (e < 2 ? Da : Db))
-								      : 0.0f;
+							if (!(e < 2 ? sees(a, ia, j0 + c, sa, Sg[c])
+								    : sees(a, ib, j0 + c, sb, Sg[c])))
+								s[nt][e] = 0.0f;
 						}
 				accumulate_ld<DH, NT>(acc, s, Ks, c0, lane);
 			}
