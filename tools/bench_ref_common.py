@@ -201,7 +201,8 @@ def profile_step(step, sync, path):
         if e.device_type != torch.autograd.DeviceType.CUDA:
             continue
         us, n = sums.get(e.name, (0.0, 0))
-        sums[e.name] = (us + getattr(e, "device_time", 0.0), n + 1)
+        dt = e.device_time if hasattr(e, "device_time") else e.cuda_time  # torch < 2.4: cuda_time
+        sums[e.name] = (us + dt, n + 1)
     total = sum(us for us, _ in sums.values()) or 1.0
     with open(path, "w") as f:
         f.write(f"# profiled step: wall {wall * 1e3:.1f} ms (profiler on), kernels {total / 1e3:.1f} ms\n")
