@@ -1,9 +1,7 @@
 /* test_ops: attention over a KV cache (backend.h, attention_kv) against a double-precision oracle
  * that builds each query row's softmax explicitly. The cache views are longer than Tk rows and
- * the rows past Tk hold NaN, so a backend reading beyond the cache's filled part fails. On CUDA a
- * decode step (Tq 1) is also run with TERN_CUDA_KV1=0 (the general kernel instead of the decode
- * step's, where that one takes the shape) and must give the same bits. Included by
- * tests/test_ops.c. */
+ * the rows past Tk hold NaN, so a backend reading beyond the cache's filled part fails. Included
+ * by tests/test_ops.c. */
 #ifndef TERN_TEST_OPS_ATTENTION_KV_H
 #define TERN_TEST_OPS_ATTENTION_KV_H
 
@@ -73,25 +71,6 @@ static void check_attention_kv(struct suite *s, int64_t Tq, int64_t Tk, int64_t 
 	if (not_run || bad(&c, st, "attention_kv"))
 		goto out;
 	expect(&c, dout, o, nq, TOL_F32);
-	if (!strcmp(s->be->name, "cuda") && Tq == 1) {
-		/* CUDA: the decode step's kernel (attn_kv1_kernel, where it takes the shape) against the
-		 * general one, bit for bit */
-		float *got = fvec(nq);
-		double *want = dvec(nq);
-		if (!got || !want)
-			fail(&c, "out of host memory");
-		else if (dt_get(&c, dout, got)) {
-			for (int64_t i = 0; i < nq; i++)
-				want[i] = got[i];
-			setenv("TERN_CUDA_KV1", "0", 1);
-			st = tern_attention_kv(s->be, dout->v, dq->v, dk->v, dv->v, &a);
-			unsetenv("TERN_CUDA_KV1");
-			if (!bad(&c, st, "attention_kv (TERN_CUDA_KV1=0)"))
-				expect(&c, dout, want, nq, 0.0);
-		}
-		free(got);
-		free(want);
-	}
 	dt_unchanged(&c, dq, q);
 	dt_unchanged(&c, dk, k);
 	dt_unchanged(&c, dv, v);

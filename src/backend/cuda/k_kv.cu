@@ -28,8 +28,6 @@
 #include "backend/cuda/k_pdl.cuh"
 
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 namespace
 {
@@ -199,108 +197,6 @@ __global__ void attn_kv_kernel(float *o, float *part, unsigned *counts, const fl
 	}
 }
 
-// attn_kv1_kernel: a decode step's part of one head's keys (Tq = 1, S > 1 parts of at most
-// kOneKeys keys, Dh <= 128: thread d owns output element d), with attn_kv_kernel's results bit for
-// bit (the same operations in the same order on the same values) and fewer steps in its chain of
-// loads: the cached rows of earlier steps (keys and values before the new token's) are loaded before
-// pdl_wait, while the kernels before it end (k_pdl.cuh: every kernel before the one before has
-// ended by then, and the cache's old rows are written by no later one); q comes straight into
-// registers (no staging in shared memory), and every thread takes the part's max, exps and sum from
-// the 16 scores itself (one barrier where attn_kv_kernel has four).
-constexpr int kOneKeys = 16; // keys a part: 4 a warp
-
-template <int NC>
-__global__ void __launch_bounds__(kThreads)
-	attn_kv1_kernel(float *o, float *part, unsigned *counts, const float *q, const float *k,
-			const float *v, int64_t Tk, int64_t H, int64_t Hkv, int64_t Dh, int64_t window,
-			float scale, int S)
-{
-	constexpr int KPW = kOneKeys / kWarps;
-	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
-	__shared__ float ps[kOneKeys];
-	__shared__ bool merge; // this block counted its row's last part
-	const int64_t b = blockIdx.x, r = b / S, sp = b - r * S, g = r / (H / Hkv), pos = Tk - 1;
-	int64_t j0 = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
-	// this part's keys j0 .. last (none when the row has fewer keys than parts), as attn_kv_kernel
-	const int64_t len = (pos + 1 - j0 + S - 1) / S;
-	int64_t last = j0 + (sp + 1) * len - 1;
-	j0 += sp * len;
-	last = last < pos ? last : pos;
-	const int cnt = last >= j0 ? (int)(last + 1 - j0) : 0;
-	float kv[KPW][NC], vv[kOneKeys];
-	auto kload = [&](int e) {
-		const int jj = warp + kWarps * e;
-		const float *kj = k + ((j0 + (jj < cnt ? jj : 0)) * Hkv + g) * Dh;
-#pragma unroll
-		for (int c = 0; c < NC; c++)
-			kv[e][c] = jj < cnt && lane + 32 * c < Dh ? kj[lane + 32 * c] : 0.0f;
-	};
-	auto vload = [&](int e) { vv[e] = e < cnt && tid < Dh ? v[((j0 + e) * Hkv + g) * Dh + tid] : 0.0f; };
-	// the rows of earlier steps first (the new token's, at pos, after pdl_wait)
-#pragma unroll
-	for (int e = 0; e < KPW; e++)
-		if (j0 + warp + kWarps * e < pos)
-			kload(e);
-#pragma unroll
-	for (int e = 0; e < kOneKeys; e++)
-		if (j0 + e < pos)
-			vload(e);
-	pdl_wait(); // launched by pdl_launch (k_pdl.cuh)
-	pdl_trigger();
-#pragma unroll
-	for (int e = 0; e < KPW; e++)
-		if (j0 + warp + kWarps * e >= pos)
-			kload(e);
-#pragma unroll
-	for (int e = 0; e < kOneKeys; e++)
-		if (j0 + e >= pos)
-			vload(e);
-	float qv[NC];
-#pragma unroll
-	for (int c = 0; c < NC; c++)
-		qv[c] = lane + 32 * c < Dh ? q[r * Dh + lane + 32 * c] : 0.0f;
-#pragma unroll
-	for (int e = 0; e < KPW; e++) {
-		float dot = 0.0f;
-#pragma unroll
-		for (int c = 0; c < NC; c++)
-			if (lane + 32 * c < Dh)
-				dot += qv[c] * kv[e][c];
-		for (int off = 16; off > 0; off >>= 1)
-			dot += __shfl_xor_sync(0xffffffffu, dot, off);
-		if (lane == 0 && warp + kWarps * e < cnt)
-			ps[warp + kWarps * e] = dot * scale;
-	}
-	__syncthreads();
-	float m = -INFINITY;
-	for (int e = 0; e < cnt; e++)
-		m = ps[e] > m ? ps[e] : m;
-	float l = 0.0f, a = 0.0f;
-#pragma unroll
-	for (int e = 0; e < kOneKeys; e++)
-		if (e < cnt) {
-			const float p = expf(ps[e] - m);
-			l += p;
-			a += p * vv[e];
-		}
-	float *pb = part + b * (Dh + 2); // acc [Dh], m, l
-	if (tid < Dh)
-		pb[tid] = a;
-	if (tid == 0)
-		pb[Dh] = m, pb[Dh + 1] = l; // an empty part: m = -inf, l = 0
-	__threadfence();                    // this part's writes before its count
-	__syncthreads();
-	if (tid == 0)
-		merge = atomicAdd(&counts[r], 1u) == (unsigned)S - 1u;
-	__syncthreads();
-	if (merge) {
-		__threadfence(); // the other parts' writes, counted before ours
-		kv_merge_row(o + r * Dh, part + r * S * (Dh + 2), Dh, S);
-		if (tid == 0)
-			counts[r] = 0u; // every part has counted: ready for the next launch
-	}
-}
-
 } // namespace
 
 extern "C" int cuk_attention_kv_parts(int64_t Tq, int64_t Tk, int64_t H)
@@ -321,19 +217,6 @@ extern "C" cudaError_t cuk_attention_kv(cudaStream_t s, float *o, float *part, u
 		return cudaSuccess;
 	if (rows > CUK_KV_BLOCKS)
 		counts = NULL; // (parts is 1 there)
-	// a decode step in parts of at most kOneKeys keys, Dh <= 128: attn_kv1_kernel
-	// (TERN_CUDA_KV1=0, read at each call: attn_kv_kernel for before/after timings)
-	const int64_t j0 = window > 0 && Tk > window ? Tk - window : 0, per = (Tk - j0 + parts - 1) / parts;
-	const char *one = getenv("TERN_CUDA_KV1");
-	if (Tq == 1 && parts > 1 && counts && Dh <= 128 && per <= kOneKeys &&
-	    !(one && strcmp(one, "0") == 0)) {
-		void (*k1)(float *, float *, unsigned *, const float *, const float *, const float *, int64_t,
-			   int64_t, int64_t, int64_t, int64_t, float, int) = Dh <= 32   ? attn_kv1_kernel<1>
-									     : Dh <= 64 ? attn_kv1_kernel<2>
-											: attn_kv1_kernel<4>;
-		return pdl_launch(k1, dim3((unsigned)blocks), dim3(kThreads), 0, s, o, part, counts, q, k, v,
-				  Tk, H, Hkv, Dh, window, scale, parts);
-	}
 	void (*kern)(float *, float *, unsigned *, const float *, const float *, const float *, int64_t,
 		     int64_t, int64_t, int64_t, int64_t, int64_t, float, int) =
 		Dh <= 32    ? attn_kv_kernel<1>

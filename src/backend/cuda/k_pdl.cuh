@@ -8,14 +8,12 @@
 // of a decode step, where about 420 kernels of a few microseconds each run per token.
 //
 // The rule for a kernel started by pdl_launch: before pdl_wait it reads only memory that no kernel
-// still running can write (a weight, its scales, constant tables; attention_kv also the cache rows
-// of earlier tokens, whose writers ended before the kernel before this one started: see below) and
-// writes nothing global; pdl_wait returns once the grid before it has ended and its writes are
-// visible. Each such kernel calls pdl_trigger right after its pdl_wait, so the next one starts no
-// earlier than this one's real work (one kernel ahead, never a chain of waiting grids) and,
-// because this one's blocks have all passed pdl_wait by then, the kernel before has ended too: a
-// pdl_wait orders after every earlier kernel on the stream, not only the one before, and when a
-// kernel starts every kernel before the one before it has ended. A kernel launched plainly (cuBLAS, every
+// writes while the stream runs (a weight, its scales, constant tables) and writes nothing global;
+// pdl_wait returns once the grid before it has ended and its writes are visible. Each such kernel
+// calls pdl_trigger right after its pdl_wait, so the next one starts no earlier than this one's
+// real work (one kernel ahead, never a chain of waiting grids) and, because this one's blocks have
+// all passed pdl_wait by then, the kernel before has ended too: a pdl_wait orders after every
+// earlier kernel on the stream, not only the one before. A kernel launched plainly (cuBLAS, every
 // other kernel) still waits for the end of the one before it, so mixing both is safe.
 //
 // On by default on compute capability 9.0 and later (cuk_set_pdl at create; TERN_CUDA_PDL=0 turns
