@@ -77,18 +77,6 @@ template <typename T> T __shfl_xor_sync(unsigned mask, T v, int o)
 	return r;
 }
 
-// v of lane src (every lane of the warp calls it)
-template <typename T> T __shfl_sync(unsigned mask, T v, int src)
-{
-	(void)mask;
-	uint64_t u = 0;
-	memcpy(&u, &v, sizeof v);
-	u = emu_warp_exchange(u, src & 31);
-	T r;
-	memcpy(&r, &u, sizeof r);
-	return r;
-}
-
 inline unsigned __float_as_uint(float f)
 {
 	unsigned u;
